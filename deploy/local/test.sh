@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole check, as CI runs it: formatting, clippy, and every test
+# (unit, sandbox integration, whole-system) against the local AWS sandbox.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$MUSTER_ROOT"
+
+"$MUSTER_ROOT/deploy/local/venv.sh"
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "tests"
+start=$(date +%s)
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --profile ci
+else
+  cargo test --workspace --locked
+fi
+say "test suite wall time: $(($(date +%s) - start))s"
+
+# Generated code lives in OUT_DIR; a build must never change tracked files.
+if git -C "$MUSTER_ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+  dirty="$(git -C "$MUSTER_ROOT" status --porcelain --untracked-files=no)"
+  [[ -z "$dirty" ]] || die "the build changed tracked files:
+$dirty"
+fi

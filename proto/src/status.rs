@@ -1,0 +1,144 @@
+//! Small facts about the API's enums that every binary needs the same way.
+
+use crate::v1::{CampaignState, TargetStatus, TimeoutKind};
+
+impl TargetStatus {
+    /// A terminal status never changes again.
+    pub fn is_terminal(self) -> bool {
+        !matches!(
+            self,
+            TargetStatus::Unspecified | TargetStatus::Pending | TargetStatus::Queued | TargetStatus::Running
+        )
+    }
+
+    /// Whether a target with this status counts against max_errors, as SSM
+    /// counts them: failures and execution timeouts do; delivery timeouts and
+    /// undeliverable invocations do not.
+    pub fn counts_as_error(self, timeout: TimeoutKind) -> bool {
+        match self {
+            TargetStatus::Failed => true,
+            TargetStatus::TimedOut => timeout == TimeoutKind::Execution,
+            _ => false,
+        }
+    }
+
+    /// Whether the campaign should report this target as a problem.
+    pub fn is_problem(self) -> bool {
+        matches!(
+            self,
+            TargetStatus::Failed | TargetStatus::TimedOut | TargetStatus::Undeliverable | TargetStatus::Error
+        )
+    }
+
+    /// The short lowercase name people see: "success", "timed_out".
+    pub fn short_name(self) -> &'static str {
+        match self {
+            TargetStatus::Unspecified => "unspecified",
+            TargetStatus::Pending => "pending",
+            TargetStatus::Queued => "queued",
+            TargetStatus::Running => "running",
+            TargetStatus::Success => "success",
+            TargetStatus::Failed => "failed",
+            TargetStatus::TimedOut => "timed_out",
+            TargetStatus::Cancelled => "cancelled",
+            TargetStatus::Undeliverable => "undeliverable",
+            TargetStatus::Terminated => "terminated",
+            TargetStatus::Skipped => "skipped",
+            TargetStatus::Error => "error",
+        }
+    }
+
+    /// Parses a short name as [`TargetStatus::short_name`] prints it.
+    pub fn from_short_name(name: &str) -> Option<Self> {
+        ALL_TARGET_STATUSES
+            .into_iter()
+            .find(|status| status.short_name().eq_ignore_ascii_case(name.trim()))
+    }
+}
+
+/// Every meaningful target status, in the order people read them.
+pub const ALL_TARGET_STATUSES: [TargetStatus; 11] = [
+    TargetStatus::Pending,
+    TargetStatus::Queued,
+    TargetStatus::Running,
+    TargetStatus::Success,
+    TargetStatus::Failed,
+    TargetStatus::TimedOut,
+    TargetStatus::Cancelled,
+    TargetStatus::Undeliverable,
+    TargetStatus::Terminated,
+    TargetStatus::Skipped,
+    TargetStatus::Error,
+];
+
+impl CampaignState {
+    /// A terminal state never changes again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            CampaignState::Succeeded
+                | CampaignState::CompletedWithErrors
+                | CampaignState::Failed
+                | CampaignState::Cancelled
+                | CampaignState::Planned
+        )
+    }
+
+    /// The short lowercase name people see: "running", "completed_with_errors".
+    pub fn short_name(self) -> &'static str {
+        match self {
+            CampaignState::Unspecified => "unspecified",
+            CampaignState::Pending => "pending",
+            CampaignState::Discovering => "discovering",
+            CampaignState::Running => "running",
+            CampaignState::Cancelling => "cancelling",
+            CampaignState::Succeeded => "succeeded",
+            CampaignState::CompletedWithErrors => "completed_with_errors",
+            CampaignState::Failed => "failed",
+            CampaignState::Cancelled => "cancelled",
+            CampaignState::Planned => "planned",
+        }
+    }
+
+    /// Parses a short name as [`CampaignState::short_name`] prints it.
+    pub fn from_short_name(name: &str) -> Option<Self> {
+        [
+            CampaignState::Pending,
+            CampaignState::Discovering,
+            CampaignState::Running,
+            CampaignState::Cancelling,
+            CampaignState::Succeeded,
+            CampaignState::CompletedWithErrors,
+            CampaignState::Failed,
+            CampaignState::Cancelled,
+            CampaignState::Planned,
+        ]
+        .into_iter()
+        .find(|state| state.short_name().eq_ignore_ascii_case(name.trim()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_counting_follows_ssm() {
+        assert!(TargetStatus::Failed.counts_as_error(TimeoutKind::Unspecified));
+        assert!(TargetStatus::TimedOut.counts_as_error(TimeoutKind::Execution));
+        assert!(!TargetStatus::TimedOut.counts_as_error(TimeoutKind::Delivery));
+        assert!(!TargetStatus::Undeliverable.counts_as_error(TimeoutKind::Unspecified));
+        assert!(!TargetStatus::Error.counts_as_error(TimeoutKind::Unspecified));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for status in ALL_TARGET_STATUSES {
+            assert_eq!(TargetStatus::from_short_name(status.short_name()), Some(status));
+        }
+        assert_eq!(
+            CampaignState::from_short_name("Completed_With_Errors"),
+            Some(CampaignState::CompletedWithErrors)
+        );
+    }
+}

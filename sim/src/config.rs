@@ -1,0 +1,203 @@
+//! The sim's settings. `SimConfig` is fixed at start; `Tunables` can be changed
+//! while it runs through `PUT /_sim/config`, so one sandbox can serve many test
+//! scenarios.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Fixed settings, from flags.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Where moto listens, e.g. "http://127.0.0.1:5000".
+    pub moto_url: String,
+    /// The account that static (non-session) access keys act in: moto's
+    /// default, the Organization's management account in the sandbox.
+    pub default_account: String,
+    /// Scratch space for commands run for real.
+    pub scratch_dir: PathBuf,
+    /// Initial tunables.
+    pub tunables: Tunables,
+}
+
+/// Settings that can change at run time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tunables {
+    /// Whether quotas are enforced at all.
+    pub throttling: bool,
+    /// Token buckets per (account, region, API). The most specific rule wins:
+    /// an exact API name, then "*" for the service.
+    pub quotas: Vec<Quota>,
+    /// Latency added to every AWS call, in milliseconds (uniform in
+    /// [min, max]).
+    pub latency_ms: LatencyRange,
+    /// Injected faults.
+    pub faults: Vec<FaultRule>,
+    /// Caps the lifetime of credentials from AssumeRole, in seconds, whatever
+    /// DurationSeconds asked for: how tests make sessions shorter than a
+    /// campaign. Requests signed with an expired key get ExpiredToken.
+    pub session_ttl_seconds: Option<u64>,
+    /// Simulated seconds per real second for agent timings (tag durations,
+    /// delivery and execution timeouts). 10 makes a 30-second timeout take 3.
+    pub time_scale: f64,
+    /// Run AWS-RunShellScript lines for real with `sh` (output is real), or
+    /// simulate them from the instance's tags.
+    pub exec_mode: ExecMode,
+    /// How long a new command's invocations stay invisible to
+    /// GetCommandInvocation and ListCommandInvocations, in real milliseconds
+    /// (SSM is eventually consistent right after SendCommand).
+    pub visibility_delay_ms: u64,
+    /// How long the agent takes to pick a command up, in simulated
+    /// milliseconds.
+    pub delivery_delay_ms: u64,
+    /// How long a simulated command runs when its instance has no duration
+    /// tag, in simulated milliseconds.
+    pub default_duration_ms: u64,
+    /// How long instance facts read from moto are reused, in milliseconds.
+    pub fleet_cache_ms: u64,
+}
+
+impl Default for Tunables {
+    fn default() -> Self {
+        Self {
+            throttling: true,
+            quotas: default_quotas(),
+            latency_ms: LatencyRange::default(),
+            faults: Vec::new(),
+            session_ttl_seconds: None,
+            time_scale: 1.0,
+            exec_mode: ExecMode::Simulated,
+            visibility_delay_ms: 300,
+            delivery_delay_ms: 200,
+            default_duration_ms: 1_000,
+            fleet_cache_ms: 1_000,
+        }
+    }
+}
+
+/// Sandbox defaults, in the spirit of AWS's per-account, per-region API
+/// rates. They are not AWS's exact figures (AWS does not publish all of them);
+/// benchmarks set their own.
+fn default_quotas() -> Vec<Quota> {
+    let q = |service: &str, api: &str, rate: f64, burst: f64| Quota {
+        service: service.into(),
+        api: api.into(),
+        rate,
+        burst,
+    };
+    vec![
+        q("ssm", "SendCommand", 10.0, 20.0),
+        q("ssm", "ListCommandInvocations", 20.0, 40.0),
+        q("ssm", "GetCommandInvocation", 20.0, 40.0),
+        q("ssm", "ListCommands", 10.0, 20.0),
+        q("ssm", "CancelCommand", 10.0, 20.0),
+        q("ssm", "DescribeInstanceInformation", 10.0, 20.0),
+        q("ec2", "*", 20.0, 100.0),
+        q("sts", "AssumeRole", 50.0, 100.0),
+        q("logs", "GetLogEvents", 25.0, 50.0),
+    ]
+}
+
+/// One token bucket rule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Service as in the SigV4 scope: "ssm", "ec2", "sts", "logs", "s3".
+    pub service: String,
+    /// API name ("SendCommand") or "*" for every API of the service.
+    pub api: String,
+    /// Tokens per second.
+    pub rate: f64,
+    /// Bucket size.
+    pub burst: f64,
+}
+
+/// Added latency.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LatencyRange {
+    /// Least added milliseconds.
+    pub min: u64,
+    /// Most added milliseconds.
+    pub max: u64,
+}
+
+/// A fault to inject into matching calls.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRule {
+    /// Service ("ssm") or "*".
+    pub service: String,
+    /// API ("SendCommand") or "*".
+    #[serde(default = "star")]
+    pub api: String,
+    /// What happens.
+    pub kind: FaultKind,
+    /// Chance per matching call, 0 to 1. Ignored when `every` is set.
+    #[serde(default)]
+    pub probability: f64,
+    /// Fail every n-th matching call (deterministic).
+    #[serde(default)]
+    pub every: Option<u64>,
+    /// Stop after this many injected faults.
+    #[serde(default)]
+    pub limit: Option<u64>,
+}
+
+fn star() -> String {
+    "*".into()
+}
+
+/// Kinds of injected fault.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// HTTP 500 with the service's InternalError shape.
+    Error500,
+    /// HTTP 503 with the service's ServiceUnavailable shape.
+    Error503,
+    /// Close the connection without answering.
+    Drop,
+}
+
+/// How simulated commands run.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecMode {
+    /// Outcomes come from instance tags; nothing runs.
+    #[default]
+    Simulated,
+    /// Shell lines run for real with `sh` in a scratch directory (PowerShell
+    /// lines with `pwsh` when it is installed).
+    Real,
+}
+
+impl Tunables {
+    /// Checks values that would make the sim misbehave, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.time_scale > 0.0 && self.time_scale.is_finite()) {
+            return Err(format!("time_scale: {} must be a positive number", self.time_scale));
+        }
+        if self.latency_ms.min > self.latency_ms.max {
+            return Err("latency_ms: min must not exceed max".into());
+        }
+        for (i, quota) in self.quotas.iter().enumerate() {
+            if !(quota.rate > 0.0 && quota.burst >= 1.0) {
+                return Err(format!("quotas[{i}]: rate must be > 0 and burst >= 1"));
+            }
+        }
+        for (i, fault) in self.faults.iter().enumerate() {
+            if !(0.0..=1.0).contains(&fault.probability) {
+                return Err(format!("faults[{i}].probability: must be between 0 and 1"));
+            }
+            if fault.every == Some(0) {
+                return Err(format!("faults[{i}].every: must be at least 1"));
+            }
+        }
+        if self.session_ttl_seconds == Some(0) {
+            return Err("session_ttl_seconds: must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! The HTTP front: every sandbox AWS request comes here. Each one is routed by
+//! its SigV4 scope, passes the fault, quota and latency models, and is then
+//! served by the sim (SSM, AssumeRole) or forwarded to moto unchanged.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::FaultKind;
+use crate::identity::KeyState;
+use crate::limits::{self, CallKey};
+use crate::protocol::{self, Protocol, Resp};
+use crate::ssm::Ctx;
+use crate::state::SimState;
+use crate::{admin, sigv4, sts};
+
+/// Largest request body accepted (S3 uploads of command output included).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Why a request got no answer at all.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by an injected fault")]
+struct Dropped;
+
+/// Serves until `shutdown` is cancelled, then lets open requests finish.
+pub async fn serve(listener: TcpListener, state: Arc<SimState>, shutdown: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = service_fn(move |request| {
+            let state = state.clone();
+            async move { handle(state, request, peer).await }
+        });
+        let connection = auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended");
+            }
+        });
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {
+            tracing::warn!("open connections did not finish within 5s");
+        }
+    }
+}
+
+async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketAddr) -> Result<Resp, Dropped> {
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            return Ok(protocol::admin_json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &serde_json::json!({"error": format!("request body not read: {error}")}),
+            ));
+        }
+    };
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+
+    if path.starts_with("/_sim/") {
+        return Ok(admin::handle(&state, &parts.method, &path, body).await);
+    }
+    let Some(scope) = sigv4::scope(&parts.headers, query.as_deref()) else {
+        // Unsigned requests (moto's own API, health checks) go straight through.
+        return Ok(forward(&state, parts.method, &path_and_query, &parts.headers, body).await);
+    };
+    let service = scope.service.as_str();
+    let protocol = protocol::protocol_of(service, &parts.headers);
+    let api = protocol::api_name(service, &parts.method, &path, query.as_deref(), &parts.headers, &body);
+
+    let caller = match state.identities.resolve(&scope.access_key) {
+        KeyState::Valid(caller) => caller,
+        KeyState::Expired => {
+            state.count(service, &api, "expired_token");
+            let code = if protocol == Protocol::AwsJson {
+                "ExpiredTokenException"
+            } else {
+                "ExpiredToken"
+            };
+            return Ok(protocol::error(
+                protocol,
+                StatusCode::BAD_REQUEST,
+                code,
+                "The security token included in the request is expired",
+            ));
+        }
+    };
+
+    let tunables = state.tunables();
+    if let Some(kind) = state.faults.pick(&tunables.faults, service, &api) {
+        state.count(service, &api, "fault");
+        return match kind {
+            FaultKind::Drop => Err(Dropped),
+            FaultKind::Error500 => Ok(protocol::server_fault(
+                service,
+                protocol,
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )),
+            FaultKind::Error503 => Ok(protocol::server_fault(
+                service,
+                protocol,
+                StatusCode::SERVICE_UNAVAILABLE,
+            )),
+        };
+    }
+    let key = CallKey {
+        account: caller.account.clone(),
+        region: scope.region.clone(),
+        service: service.to_owned(),
+        api: api.clone(),
+    };
+    if tunables.throttling && !state.limits.admit(&key, &tunables.quotas) {
+        state.count(service, &api, "throttled");
+        return Ok(protocol::throttling(service, protocol));
+    }
+    if let Some(delay) = limits::latency(tunables.latency_ms) {
+        tokio::time::sleep(delay).await;
+    }
+
+    let response = match service {
+        "ssm" => {
+            let ctx = Ctx {
+                account: caller.account.clone(),
+                region: scope.region.clone(),
+                principal: caller.principal_arn.clone(),
+            };
+            state.ssm.handle(&api, &ctx, &body).await
+        }
+        "sts" if sts::is_assume_role(&parts.method, &api) => {
+            sts::assume_role(&state, &caller, &parts.headers, &path_and_query, body).await
+        }
+        _ => forward(&state, parts.method, &path_and_query, &parts.headers, body).await,
+    };
+    let outcome = match response.status() {
+        s if s.is_success() || s.is_redirection() => "ok",
+        s if s.is_client_error() => "client_error",
+        _ => "server_error",
+    };
+    state.count(service, &api, outcome);
+    Ok(response)
+}
+
+async fn forward(
+    state: &SimState,
+    method: http::Method,
+    path_and_query: &str,
+    headers: &http::HeaderMap,
+    body: Bytes,
+) -> Resp {
+    match state.moto.forward(method, path_and_query, headers, body).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%error, "forwarding to moto failed");
+            http::Response::builder()
+                .status(StatusCode::BAD_GATEWAY)
+                .body(Full::new(Bytes::from(error.to_string())))
+                .expect("static response parts are valid")
+        }
+    }
+}

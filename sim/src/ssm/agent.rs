@@ -1,0 +1,555 @@
+//! The simulated SSM agent. Each invocation moves Pending -> InProgress -> a
+//! terminal status through timed events; what happens comes from the
+//! instance's tags, or from really running the script. Output is written to
+//! S3 and CloudWatch Logs (in moto) before the terminal status shows, as the
+//! real agent uploads output before it reports completion.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::DelayQueue;
+
+use super::documents::{Platform, Schema};
+use super::model::{Command, Done, InvState, Invocation, StepResult};
+use super::{Ssm, output, real};
+use crate::config::ExecMode;
+use crate::fleet::AgentState;
+use crate::state::SimState;
+
+/// Identifies one invocation across resets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    /// Store epoch when it was created.
+    pub epoch: u64,
+    /// Account.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// Index of the command in its scope.
+    pub command: usize,
+    /// Index of the invocation in its command.
+    pub invocation: usize,
+}
+
+/// Something that happens to an invocation at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The agent picks the command up.
+    Deliver,
+    /// A simulated command finishes.
+    Complete,
+    /// Nobody picked it up in time.
+    DeliveryTimeout,
+    /// It ran too long.
+    ExecutionTimeout,
+}
+
+/// A script that ran for real.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Exit code.
+    pub exit_code: i32,
+    /// Stdout.
+    pub stdout: String,
+    /// Stderr.
+    pub stderr: String,
+}
+
+/// Messages to the engine.
+#[derive(Debug)]
+pub enum EngineMsg {
+    /// Run `event` after `delay`.
+    Schedule(Key, Event, Duration),
+    /// A real run ended.
+    Finished(Key, RunOutcome),
+}
+
+/// Work to do outside the store lock.
+enum Action {
+    Schedule(Key, Event, Duration),
+    Write(Box<WriteJob>),
+    Run(RunJob),
+}
+
+struct WriteJob {
+    key: Key,
+    done: Done,
+    bucket: Option<String>,
+    prefix: String,
+    log_group: Option<String>,
+    command_id: String,
+    instance_id: String,
+    step_dirs: Vec<(String, String)>,
+}
+
+struct RunJob {
+    key: Key,
+    program: &'static str,
+    script: String,
+    working_dir: Option<String>,
+    kill: CancellationToken,
+}
+
+/// The engine loop: a timer queue of invocation events.
+pub async fn run(
+    sim: Weak<SimState>,
+    mut inbox: mpsc::UnboundedReceiver<EngineMsg>,
+    outbox: mpsc::UnboundedSender<EngineMsg>,
+) {
+    let mut queue: DelayQueue<(Key, Event)> = DelayQueue::new();
+    loop {
+        let actions = tokio::select! {
+            msg = inbox.recv() => {
+                let Some(msg) = msg else { return };
+                match msg {
+                    EngineMsg::Schedule(key, event, delay) => {
+                        queue.insert((key, event), delay);
+                        continue;
+                    }
+                    EngineMsg::Finished(key, outcome) => {
+                        let Some(sim) = sim.upgrade() else { return };
+                        sim.ssm.on_finished(&key, outcome)
+                    }
+                }
+            }
+            Some(expired) = queue.next(), if !queue.is_empty() => {
+                let Some(sim) = sim.upgrade() else { return };
+                let (key, event) = expired.into_inner();
+                sim.ssm.on_event(&key, event)
+            }
+        };
+        let Some(sim) = sim.upgrade() else { return };
+        for action in actions {
+            match action {
+                Action::Schedule(key, event, delay) => {
+                    queue.insert((key, event), delay);
+                }
+                Action::Write(job) => {
+                    tokio::spawn(write_output(sim.clone(), *job));
+                }
+                Action::Run(job) => {
+                    tokio::spawn(run_script(sim.clone(), job, outbox.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl Ssm {
+    fn with_invocation<R>(&self, key: &Key, f: impl FnOnce(&mut Command, usize) -> R) -> Option<R> {
+        let mut store = self.store.lock().expect("ssm lock");
+        if store.epoch != key.epoch {
+            return None;
+        }
+        let command = store
+            .scopes
+            .get_mut(&(key.account.clone(), key.region.clone()))?
+            .get_mut(key.command)?;
+        (key.invocation < command.invocations.len()).then(|| f(command, key.invocation))
+    }
+
+    fn on_event(&self, key: &Key, event: Event) -> Vec<Action> {
+        let Some(sim) = self.sim.upgrade() else {
+            return Vec::new();
+        };
+        let tunables = sim.tunables();
+        let scratch = sim.config.scratch_dir.clone();
+        let mut reboot_window = None;
+        let actions = self
+            .with_invocation(key, |command, index| {
+                let mut actions = Vec::new();
+                let exec_timeout = execution_timeout(command);
+                let invocation = &mut command.invocations[index];
+                match (event, &invocation.state) {
+                    (Event::Deliver, InvState::Pending) => {
+                        if invocation.behaviour.undeliverable {
+                            invocation.state = InvState::Done(never_ran("Failed", "Undeliverable"));
+                            return actions;
+                        }
+                        let started = Utc::now();
+                        invocation.state = InvState::InProgress { started };
+                        actions.push(Action::Schedule(
+                            key.clone(),
+                            Event::ExecutionTimeout,
+                            real(exec_timeout, tunables.time_scale),
+                        ));
+                        let lines = command.parameters.get("commands").cloned().unwrap_or_default();
+                        let program = runnable(command.document.name, invocation.platform);
+                        if tunables.exec_mode == ExecMode::Real
+                            && let Some(program) = program
+                        {
+                            let kill = CancellationToken::new();
+                            invocation.kill = Some(kill.clone());
+                            actions.push(Action::Run(RunJob {
+                                key: key.clone(),
+                                program,
+                                script: lines.join("\n"),
+                                working_dir: command
+                                    .parameters
+                                    .get("workingDirectory")
+                                    .and_then(|v| v.first())
+                                    .filter(|d| !d.is_empty())
+                                    .cloned()
+                                    .or_else(|| Some(scratch.display().to_string())),
+                                kill,
+                            }));
+                        } else if !invocation.behaviour.hang {
+                            let secs = invocation
+                                .behaviour
+                                .duration_secs
+                                .unwrap_or(tunables.default_duration_ms as f64 / 1000.0);
+                            let duration = real(secs, tunables.time_scale);
+                            if invocation.behaviour.reboot {
+                                let now = Instant::now();
+                                reboot_window = Some((
+                                    invocation.instance_id.clone(),
+                                    now + duration / 2,
+                                    now + duration * 3 / 4,
+                                ));
+                            }
+                            actions.push(Action::Schedule(key.clone(), Event::Complete, duration));
+                        }
+                    }
+                    (Event::Complete, InvState::InProgress { started }) => {
+                        let started = *started;
+                        let outcome = simulated_outcome(command, index);
+                        actions.push(Action::Write(Box::new(finish(command, key, started, outcome))));
+                    }
+                    (Event::DeliveryTimeout, InvState::Pending) => {
+                        invocation.state = InvState::Done(never_ran("TimedOut", "DeliveryTimedOut"));
+                    }
+                    (Event::ExecutionTimeout, InvState::InProgress { started }) => {
+                        if let Some(kill) = invocation.kill.take() {
+                            kill.cancel();
+                        }
+                        let started = *started;
+                        invocation.state = InvState::Done(Done {
+                            status: "TimedOut",
+                            details: "ExecutionTimedOut",
+                            response_code: -1,
+                            started: Some(started),
+                            finished: Utc::now(),
+                            steps: Vec::new(),
+                        });
+                    }
+                    // The invocation moved on (cancelled, timed out) before the event.
+                    _ => {}
+                }
+                actions
+            })
+            .unwrap_or_default();
+        if let Some((instance, from, to)) = reboot_window {
+            let mut store = self.store.lock().expect("ssm lock");
+            store.reboots.insert((key.account.clone(), instance), (from, to));
+        }
+        actions
+    }
+
+    fn on_finished(&self, key: &Key, outcome: RunOutcome) -> Vec<Action> {
+        self.with_invocation(key, |command, index| match command.invocations[index].state {
+            InvState::InProgress { started } => {
+                command.invocations[index].kill = None;
+                vec![Action::Write(Box::new(finish(command, key, started, outcome)))]
+            }
+            _ => Vec::new(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// Whether the agent of `instance` is inside a reboot right now.
+    pub fn rebooting(&self, account: &str, instance: &str) -> bool {
+        let store = self.store.lock().expect("ssm lock");
+        store
+            .reboots
+            .get(&(account.to_owned(), instance.to_owned()))
+            .is_some_and(|(from, to)| (*from..*to).contains(&Instant::now()))
+    }
+
+    fn complete(&self, key: &Key, done: Done) {
+        self.with_invocation(key, |command, index| {
+            let invocation = &mut command.invocations[index];
+            if matches!(invocation.state, InvState::InProgress { .. }) {
+                invocation.state = InvState::Done(done);
+            }
+        });
+    }
+
+    /// Schedules the first events of a new invocation.
+    pub(super) fn start_invocation(
+        &self,
+        key: Key,
+        agent: AgentState,
+        timeout_seconds: u64,
+        time_scale: f64,
+        delivery_ms: u64,
+    ) {
+        self.schedule(EngineMsg::Schedule(
+            key.clone(),
+            Event::DeliveryTimeout,
+            real(timeout_seconds as f64, time_scale),
+        ));
+        if agent == AgentState::Online {
+            self.schedule(EngineMsg::Schedule(
+                key,
+                Event::Deliver,
+                real(delivery_ms as f64 / 1000.0, time_scale),
+            ));
+        }
+    }
+}
+
+fn execution_timeout(command: &Command) -> f64 {
+    command
+        .parameters
+        .get("executionTimeout")
+        .and_then(|v| v.first())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(3_600.0)
+}
+
+fn never_ran(status: &'static str, details: &'static str) -> Done {
+    Done {
+        status,
+        details,
+        response_code: -1,
+        started: None,
+        finished: Utc::now(),
+        steps: Vec::new(),
+    }
+}
+
+/// The program that really runs a document's script on a platform, if any.
+fn runnable(document: &str, platform: Platform) -> Option<&'static str> {
+    match (document, platform) {
+        ("AWS-RunShellScript", Platform::Linux | Platform::MacOs) => Some("sh"),
+        ("AWS-RunPowerShellScript", _) if which("pwsh") => Some("pwsh"),
+        _ => None,
+    }
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+fn simulated_outcome(command: &Command, index: usize) -> RunOutcome {
+    let invocation = &command.invocations[index];
+    let behaviour = &invocation.behaviour;
+    let id = &invocation.instance_id;
+    let stdout = match behaviour.stdout_bytes {
+        Some(bytes) => output::filler(id, "stdout", bytes),
+        None => {
+            let lines = command.parameters.get("commands").map_or(0, Vec::len);
+            let mut text = match command.document.name {
+                "AWS-RunPatchBaseline" => format!(
+                    "[muster-sim] patch baseline {} on {id}: 0 missing, 0 failed, 42 installed\n",
+                    command
+                        .parameters
+                        .get("Operation")
+                        .and_then(|v| v.first())
+                        .map_or("Scan", String::as_str)
+                ),
+                name => format!(
+                    "[muster-sim] {name} on {id} ({}): {lines} line(s), simulated\n",
+                    invocation.platform.as_str()
+                ),
+            };
+            if behaviour.reboot {
+                text.push_str("[muster-sim] reboot requested; instance rebooting\n[muster-sim] resumed after reboot\n");
+            }
+            text
+        }
+    };
+    let stderr = match behaviour.stderr_bytes {
+        Some(bytes) => output::filler(id, "stderr", bytes),
+        None if behaviour.exit_code != 0 => {
+            format!("[muster-sim] command failed with exit code {}\n", behaviour.exit_code)
+        }
+        None => String::new(),
+    };
+    RunOutcome {
+        exit_code: behaviour.exit_code,
+        stdout,
+        stderr,
+    }
+}
+
+/// Turns an outcome into step results and a terminal status, and describes
+/// the output to write before that status shows.
+fn finish(command: &Command, key: &Key, started: chrono::DateTime<Utc>, outcome: RunOutcome) -> WriteJob {
+    let index = key.invocation;
+    let invocation: &Invocation = &command.invocations[index];
+    let schema = command.document.schema;
+    let mut steps = Vec::new();
+    let mut step_dirs = Vec::new();
+    let mut main_code = outcome.exit_code;
+    let mut outcome = Some(outcome);
+    for step in command.document.steps {
+        let url = |stream: &str| {
+            command.output.s3_bucket.as_ref().map_or_else(String::new, |bucket| {
+                let key = output::s3_key(
+                    &command.output.s3_prefix,
+                    &command.id,
+                    &invocation.instance_id,
+                    &step.s3_dir(schema),
+                    stream,
+                );
+                output::s3_url(&command.region, bucket, &key)
+            })
+        };
+        let (status, details, code, stdout, stderr) = if step.runs_on(invocation.platform) {
+            let run = outcome.take().unwrap_or(RunOutcome {
+                exit_code: 0,
+                stdout: String::new(),
+                stderr: String::new(),
+            });
+            let (status, details) = if run.exit_code == 0 {
+                ("Success", "Success")
+            } else {
+                ("Failed", "Failed")
+            };
+            (status, details, run.exit_code, run.stdout, run.stderr)
+        } else if schema == Schema::V2_2 {
+            let text = format!(
+                "Step execution skipped due to unsatisfied preconditions: '[StringEquals [platformType {}]]'. Step name: {}",
+                step.platforms.first().map_or("", |p| p.as_str()),
+                step.name
+            );
+            ("Success", "Success", 0, text, String::new())
+        } else {
+            main_code = 1;
+            let text = format!(
+                "{} does not support platform {}\n",
+                command.document.name,
+                invocation.platform.as_str()
+            );
+            ("Failed", "Failed", 1, String::new(), text)
+        };
+        step_dirs.push((step.s3_dir(schema), step.log_stream_segment(schema)));
+        steps.push(StepResult {
+            name: step.name.to_owned(),
+            status,
+            details,
+            response_code: code,
+            stdout,
+            stderr,
+            stdout_url: url("stdout"),
+            stderr_url: url("stderr"),
+        });
+    }
+    let (status, details) = if main_code == 0 {
+        ("Success", "Success")
+    } else {
+        ("Failed", "Failed")
+    };
+    WriteJob {
+        key: key.clone(),
+        done: Done {
+            status,
+            details,
+            response_code: main_code,
+            started: Some(started),
+            finished: Utc::now(),
+            steps,
+        },
+        bucket: command.output.s3_bucket.clone(),
+        prefix: command.output.s3_prefix.clone(),
+        log_group: command.output.log_group.clone(),
+        command_id: command.id.clone(),
+        instance_id: invocation.instance_id.clone(),
+        step_dirs,
+    }
+}
+
+async fn write_output(sim: Arc<SimState>, job: WriteJob) {
+    let key = &job.key;
+    for (step, (s3_dir, stream_segment)) in job.done.steps.iter().zip(&job.step_dirs) {
+        for (stream, text) in [("stdout", &step.stdout), ("stderr", &step.stderr)] {
+            if text.is_empty() {
+                continue;
+            }
+            if let Some(bucket) = &job.bucket {
+                let object = output::s3_key(&job.prefix, &job.command_id, &job.instance_id, s3_dir, stream);
+                if let Err(error) = sim
+                    .moto
+                    .put_object(&key.account, bucket, &object, text.as_bytes().to_vec())
+                    .await
+                {
+                    tracing::warn!(%error, bucket, key = object, "agent could not upload output to s3");
+                }
+            }
+            if let Some(group) = &job.log_group {
+                let log_stream = output::log_stream(&job.command_id, &job.instance_id, stream_segment, stream);
+                if let Err(error) = sim
+                    .moto
+                    .put_log_text(&key.account, &key.region, group, &log_stream, text)
+                    .await
+                {
+                    tracing::warn!(%error, group, stream = log_stream, "agent could not send output to cloudwatch logs");
+                }
+            }
+        }
+    }
+    sim.ssm.complete(key, job.done);
+}
+
+async fn run_script(sim: Arc<SimState>, job: RunJob, outbox: mpsc::UnboundedSender<EngineMsg>) {
+    const MAX_CAPTURE: usize = 8 * 1024 * 1024;
+    let scratch = match tempfile::Builder::new()
+        .prefix("muster-sim-run-")
+        .tempdir_in(&sim.config.scratch_dir)
+    {
+        Ok(dir) => dir,
+        Err(error) => {
+            let _ = outbox.send(EngineMsg::Finished(
+                job.key,
+                RunOutcome {
+                    exit_code: 1,
+                    stdout: String::new(),
+                    stderr: format!("muster-sim: cannot create a scratch directory: {error}\n"),
+                },
+            ));
+            return;
+        }
+    };
+    let workdir = job
+        .working_dir
+        .filter(|d| std::path::Path::new(d).is_dir() && *d != sim.config.scratch_dir.display().to_string())
+        .map_or_else(|| scratch.path().to_path_buf(), std::path::PathBuf::from);
+    let mut cmd = tokio::process::Command::new(job.program);
+    if job.program == "pwsh" {
+        cmd.args(["-NoProfile", "-NonInteractive", "-Command", &job.script]);
+    } else {
+        cmd.args(["-c", &job.script]);
+    }
+    cmd.current_dir(&workdir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let outcome = match cmd.spawn() {
+        Err(error) => RunOutcome {
+            exit_code: 127,
+            stdout: String::new(),
+            stderr: format!("muster-sim: cannot start {}: {error}\n", job.program),
+        },
+        Ok(child) => {
+            tokio::select! {
+                result = child.wait_with_output() => match result {
+                    Ok(out) => RunOutcome {
+                        exit_code: out.status.code().unwrap_or(-1),
+                        stdout: String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(MAX_CAPTURE)]).into_owned(),
+                        stderr: String::from_utf8_lossy(&out.stderr[..out.stderr.len().min(MAX_CAPTURE)]).into_owned(),
+                    },
+                    Err(error) => RunOutcome { exit_code: -1, stdout: String::new(), stderr: error.to_string() },
+                },
+                // Killed by cancel or execution timeout; the child is dropped and killed.
+                () = job.kill.cancelled() => return,
+            }
+        }
+    };
+    let _ = outbox.send(EngineMsg::Finished(job.key, outcome));
+}

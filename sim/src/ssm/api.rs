@@ -1,0 +1,737 @@
+//! The Run Command API: validation, error codes and JSON shapes as AWS has
+//! them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::agent::Key;
+use super::documents::{self, Platform};
+use super::model::{Command, Done, InvState, Invocation, OutputSettings};
+use super::output;
+use super::{ApiError, Ctx};
+use crate::fleet::{AgentState, Behaviour};
+use crate::moto::InstanceFact;
+use crate::policy::wildcard_match;
+use crate::state::{AuditEntry, SimState};
+
+const MAX_INSTANCE_IDS: usize = 50;
+
+fn validation(message: &str) -> ApiError {
+    ApiError::new("ValidationException", message)
+}
+
+fn error(code: &'static str, message: &str) -> ApiError {
+    ApiError::new(code, message)
+}
+
+fn string<'a>(request: &'a Value, field: &str) -> Option<&'a str> {
+    request.get(field).and_then(Value::as_str)
+}
+
+fn strings(request: &Value, field: &str) -> Option<Vec<String>> {
+    request
+        .get(field)
+        .and_then(Value::as_array)
+        .map(|items| items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+}
+
+fn max_results(request: &Value, min: u64, max: u64, default: u64) -> Result<usize, ApiError> {
+    match request.get("MaxResults").and_then(Value::as_u64) {
+        None => Ok(default as usize),
+        Some(n) if (min..=max).contains(&n) => Ok(n as usize),
+        Some(n) => Err(validation(&format!(
+            "1 validation error detected: Value '{n}' at 'maxResults' failed to satisfy constraint: Member must have value between {min} and {max}"
+        ))),
+    }
+}
+
+/// Pages a list with an opaque NextToken.
+fn page<T>(items: Vec<T>, size: usize, token: Option<&str>) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let start = match token {
+        None | Some("") => 0,
+        Some(token) => token
+            .strip_prefix("mstr-")
+            .and_then(|n| usize::from_str_radix(n, 16).ok())
+            .filter(|n| *n <= items.len())
+            .ok_or_else(|| error("InvalidNextToken", "The specified token isn't valid."))?,
+    };
+    let end = (start + size).min(items.len());
+    let next = (end < items.len()).then(|| format!("mstr-{end:x}"));
+    Ok((items.into_iter().skip(start).take(size).collect(), next))
+}
+
+fn platform_of(instance: &InstanceFact) -> Platform {
+    if instance.windows {
+        Platform::Windows
+    } else {
+        Platform::Linux
+    }
+}
+
+fn is_gone(instance: &InstanceFact) -> bool {
+    matches!(instance.state.as_str(), "terminated" | "shutting-down")
+}
+
+pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
+    let tunables = sim.tunables();
+    let Some(document_name) = string(request, "DocumentName") else {
+        return Err(validation(
+            "1 validation error detected: Value null at 'documentName' failed to satisfy constraint: Member must not be null",
+        ));
+    };
+    let Some(document) = documents::find(document_name) else {
+        return Err(error(
+            "InvalidDocument",
+            &format!("Document with name {document_name} does not exist."),
+        ));
+    };
+    let document_version = string(request, "DocumentVersion").unwrap_or("$DEFAULT").to_owned();
+    if !["$DEFAULT", "$LATEST", "1"].contains(&document_version.as_str()) {
+        return Err(error(
+            "InvalidDocumentVersion",
+            &format!("Document version {document_version} does not exist."),
+        ));
+    }
+    let comment = string(request, "Comment").unwrap_or_default().to_owned();
+    if comment.chars().count() > 100 {
+        return Err(validation(
+            "1 validation error detected: Value at 'comment' failed to satisfy constraint: Member must have length less than or equal to 100",
+        ));
+    }
+    let timeout_seconds = request.get("TimeoutSeconds").and_then(Value::as_u64).unwrap_or(3_600);
+    if !(30..=2_592_000).contains(&timeout_seconds) {
+        return Err(validation(&format!(
+            "1 validation error detected: Value '{timeout_seconds}' at 'timeoutSeconds' failed to satisfy constraint: Member must have value between 30 and 2592000"
+        )));
+    }
+    let rate_ok = |value: &str, min: u32| {
+        value.strip_suffix('%').map_or_else(
+            || value.parse::<u64>().ok().filter(|n| *n >= u64::from(min)).is_some(),
+            |p| p.parse::<u32>().ok().filter(|p| (min..=100).contains(p)).is_some(),
+        )
+    };
+    let max_concurrency = string(request, "MaxConcurrency").unwrap_or("50").to_owned();
+    let max_errors = string(request, "MaxErrors").unwrap_or("0").to_owned();
+    if !rate_ok(&max_concurrency, 1) {
+        return Err(validation(
+            "1 validation error detected: Value at 'maxConcurrency' failed to satisfy constraint: Member must satisfy regular expression pattern: ^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$",
+        ));
+    }
+    if !rate_ok(&max_errors, 0) {
+        return Err(validation(
+            "1 validation error detected: Value at 'maxErrors' failed to satisfy constraint: Member must satisfy regular expression pattern: ^([1-9][0-9]*|[0]|[1-9][0-9]%|[0-9]%|100%)$",
+        ));
+    }
+
+    // Parameters, checked against the document.
+    let mut parameters: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if let Some(given) = request.get("Parameters").and_then(Value::as_object) {
+        for (name, values) in given {
+            let Some(param) = document.params.iter().find(|p| p.name == name) else {
+                return Err(error(
+                    "InvalidParameters",
+                    &format!("Parameter \"{name}\" is not a parameter of document {}.", document.name),
+                ));
+            };
+            let Some(values) = values.as_array() else {
+                return Err(error(
+                    "InvalidParameters",
+                    &format!("Parameter \"{name}\" must be a list of strings."),
+                ));
+            };
+            let values: Vec<String> = values.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+            if !param.allowed.is_empty() && values.iter().any(|v| !param.allowed.contains(&v.as_str())) {
+                return Err(error(
+                    "InvalidParameters",
+                    &format!("Parameter \"{name}\" must be one of {}.", param.allowed.join(", ")),
+                ));
+            }
+            parameters.insert(name.clone(), values);
+        }
+    }
+    for param in document.params.iter().filter(|p| p.required) {
+        if parameters
+            .get(param.name)
+            .is_none_or(|v| v.iter().all(String::is_empty))
+        {
+            return Err(error(
+                "InvalidParameters",
+                &format!(
+                    "Parameter \"{}\" is required by document {}.",
+                    param.name, document.name
+                ),
+            ));
+        }
+    }
+    if let Some(timeout) = parameters.get("executionTimeout").and_then(|v| v.first()) {
+        match timeout.parse::<u64>() {
+            Ok(t) if (1..=172_800).contains(&t) => {}
+            _ => {
+                return Err(error(
+                    "InvalidParameters",
+                    "Parameter \"executionTimeout\" must be a number of seconds from 1 to 172800.",
+                ));
+            }
+        }
+    }
+
+    // Output settings.
+    let bucket = string(request, "OutputS3BucketName")
+        .filter(|b| !b.is_empty())
+        .map(str::to_owned);
+    let prefix = string(request, "OutputS3KeyPrefix").unwrap_or_default().to_owned();
+    if prefix.len() > 500 {
+        return Err(validation(
+            "1 validation error detected: Value at 'outputS3KeyPrefix' failed to satisfy constraint: Member must have length less than or equal to 500",
+        ));
+    }
+    let log_group = request.get("CloudWatchOutputConfig").and_then(|cw| {
+        let enabled = cw
+            .get("CloudWatchOutputEnabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        enabled.then(|| {
+            cw.get("CloudWatchLogGroupName")
+                .and_then(Value::as_str)
+                .filter(|g| !g.is_empty())
+                .map_or_else(|| format!("/aws/ssm/{}", document.name), str::to_owned)
+        })
+    });
+    if let Some(group) = &log_group
+        && (group.len() > 512 || !group.chars().all(|c| c.is_ascii_alphanumeric() || "._-/#".contains(c)))
+    {
+        return Err(validation(
+            "1 validation error detected: Value at 'cloudWatchOutputConfig.cloudWatchLogGroupName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\.\\-_/#A-Za-z0-9]+",
+        ));
+    }
+
+    // Which instances.
+    let instance_ids = strings(request, "InstanceIds").unwrap_or_default();
+    let targets = request.get("Targets").cloned().unwrap_or(Value::Array(Vec::new()));
+    let has_targets = targets.as_array().is_some_and(|t| !t.is_empty());
+    if instance_ids.is_empty() != has_targets {
+        return Err(validation("Exactly one of InstanceIds and Targets must be given."));
+    }
+    if instance_ids.len() > MAX_INSTANCE_IDS {
+        return Err(validation(&format!(
+            "1 validation error detected: Value '{:?}' at 'instanceIds' failed to satisfy constraint: Member must have length less than or equal to {MAX_INSTANCE_IDS}",
+            instance_ids
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(duplicate) = instance_ids.iter().find(|id| !seen.insert(id.as_str())) {
+        return Err(error(
+            "DuplicateInstanceId",
+            &format!("Instance {duplicate} is listed more than once."),
+        ));
+    }
+    let max_age = Duration::from_millis(tunables.fleet_cache_ms);
+    let mut fleet = match sim.fleet.snapshot(&ctx.account, &ctx.region, max_age).await {
+        Ok(fleet) => fleet,
+        Err(e) => return Err(error("InternalServerError", &e.to_string())),
+    };
+    let managed = |i: &InstanceFact| !is_gone(i) && Behaviour::of(i).agent != AgentState::Unmanaged;
+    let selected: Vec<InstanceFact> = if has_targets {
+        resolve_targets(&targets, &fleet)?
+            .into_iter()
+            .filter(|i| managed(i))
+            .collect()
+    } else {
+        let lookup = |fleet: &[InstanceFact]| -> Result<Vec<InstanceFact>, Vec<String>> {
+            let mut found = Vec::new();
+            let mut bad = Vec::new();
+            for id in &instance_ids {
+                match fleet.iter().find(|i| &i.id == id).filter(|i| managed(i)) {
+                    Some(instance) => found.push(instance.clone()),
+                    None => bad.push(id.clone()),
+                }
+            }
+            if bad.is_empty() { Ok(found) } else { Err(bad) }
+        };
+        match lookup(&fleet) {
+            Ok(found) => found,
+            Err(_) => {
+                // New instances may not be in the cached snapshot yet.
+                fleet = match sim.fleet.snapshot(&ctx.account, &ctx.region, Duration::ZERO).await {
+                    Ok(fleet) => fleet,
+                    Err(e) => return Err(error("InternalServerError", &e.to_string())),
+                };
+                match lookup(&fleet) {
+                    Ok(found) => found,
+                    Err(bad) => {
+                        return Err(error(
+                            "InvalidInstanceId",
+                            &format!(
+                                "Instances [[{}]] not in a valid state for account {}",
+                                bad.join(", "),
+                                ctx.account
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    };
+
+    let now = Utc::now();
+    let command_id = uuid::Uuid::new_v4().to_string();
+    let invocations: Vec<Invocation> = selected
+        .iter()
+        .map(|instance| Invocation {
+            instance_id: instance.id.clone(),
+            instance_name: instance.private_dns.clone().unwrap_or_default(),
+            platform: platform_of(instance),
+            behaviour: Behaviour::of(instance),
+            state: InvState::Pending,
+            kill: None,
+        })
+        .collect();
+    let agents: Vec<AgentState> = invocations.iter().map(|i| i.behaviour.agent).collect();
+    let command = Command {
+        id: command_id.clone(),
+        region: ctx.region.clone(),
+        document,
+        document_version,
+        parameters,
+        comment: comment.clone(),
+        instance_ids: instance_ids.clone(),
+        targets,
+        requested_at: now,
+        requested: Instant::now(),
+        timeout_seconds,
+        output: OutputSettings {
+            s3_bucket: bucket,
+            s3_prefix: prefix,
+            log_group,
+        },
+        max_concurrency,
+        max_errors,
+        cancel_requested: false,
+        invocations,
+    };
+    let body = json!({ "Command": command.to_json() });
+    let (epoch, index) = {
+        let mut store = sim.ssm.store.lock().expect("ssm lock");
+        let epoch = store.epoch;
+        let scope = store
+            .scopes
+            .entry((ctx.account.clone(), ctx.region.clone()))
+            .or_default();
+        scope.push(command);
+        (epoch, scope.len() - 1)
+    };
+    for (invocation, agent) in agents.into_iter().enumerate() {
+        sim.ssm.start_invocation(
+            Key {
+                epoch,
+                account: ctx.account.clone(),
+                region: ctx.region.clone(),
+                command: index,
+                invocation,
+            },
+            agent,
+            timeout_seconds,
+            tunables.time_scale,
+            tunables.delivery_delay_ms,
+        );
+    }
+    sim.audit(AuditEntry {
+        at: now.to_rfc3339(),
+        account: ctx.account.clone(),
+        region: ctx.region.clone(),
+        command_id,
+        document_name: document.name.to_owned(),
+        instance_ids: selected.iter().map(|i| i.id.clone()).collect(),
+        comment,
+        principal: ctx.principal.clone(),
+    });
+    Ok(body)
+}
+
+fn resolve_targets(targets: &Value, fleet: &[InstanceFact]) -> Result<Vec<InstanceFact>, ApiError> {
+    let targets = targets.as_array().cloned().unwrap_or_default();
+    if targets.len() > 5 {
+        return Err(validation(
+            "1 validation error detected: Value at 'targets' failed to satisfy constraint: Member must have length less than or equal to 5",
+        ));
+    }
+    let mut selected: Vec<InstanceFact> = fleet.to_vec();
+    for target in &targets {
+        let key = target.get("Key").and_then(Value::as_str).unwrap_or_default();
+        let values: Vec<String> = strings(target, "Values").unwrap_or_default();
+        selected.retain(|instance| {
+            if key == "InstanceIds" {
+                values.contains(&instance.id)
+            } else if key == "tag-key" {
+                values.iter().any(|k| instance.tags.contains_key(k))
+            } else if let Some(tag) = key.strip_prefix("tag:") {
+                instance
+                    .tags
+                    .get(tag)
+                    .is_some_and(|v| values.iter().any(|want| wildcard_match(want, v)))
+            } else {
+                false
+            }
+        });
+        if !(key == "InstanceIds" || key == "tag-key" || key.starts_with("tag:")) {
+            return Err(error("InvalidTarget", &format!("Target key {key} is not supported.")));
+        }
+    }
+    Ok(selected)
+}
+
+fn visible(command: &Command, delay: Duration) -> bool {
+    command.requested.elapsed() >= delay
+}
+
+pub(super) fn list_commands(sim: &SimState, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
+    let size = max_results(request, 1, 50, 50)?;
+    let command_id = string(request, "CommandId");
+    let instance_id = string(request, "InstanceId");
+    let mut after: Option<DateTime<Utc>> = None;
+    let mut before: Option<DateTime<Utc>> = None;
+    let mut status_filter: Option<String> = None;
+    let mut document_filter: Option<String> = None;
+    for filter in request.get("Filters").and_then(Value::as_array).into_iter().flatten() {
+        let key = filter.get("key").and_then(Value::as_str).unwrap_or_default();
+        let value = filter.get("value").and_then(Value::as_str).unwrap_or_default();
+        let time = || {
+            DateTime::parse_from_rfc3339(value)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    error(
+                        "InvalidFilterValue",
+                        &format!("Filter value {value} is not a valid date and time."),
+                    )
+                })
+        };
+        match key {
+            "InvokedAfter" => after = Some(time()?),
+            "InvokedBefore" => before = Some(time()?),
+            "Status" => status_filter = Some(value.to_owned()),
+            "DocumentName" => document_filter = Some(value.to_owned()),
+            "ExecutionStage" => {}
+            other => return Err(error("InvalidFilterKey", &format!("Filter key {other} is not valid."))),
+        }
+    }
+    let store = sim.ssm.store.lock().expect("ssm lock");
+    let commands: Vec<&Command> = store
+        .scopes
+        .get(&(ctx.account.clone(), ctx.region.clone()))
+        .map(|c| c.iter().rev().collect())
+        .unwrap_or_default();
+    if let Some(id) = command_id
+        && !commands.iter().any(|c| c.id == id)
+    {
+        return Err(error("InvalidCommandId", &format!("Command {id} does not exist.")));
+    }
+    let matching: Vec<Value> = commands
+        .into_iter()
+        .filter(|c| command_id.is_none_or(|id| c.id == id))
+        .filter(|c| instance_id.is_none_or(|id| c.invocations.iter().any(|i| i.instance_id == id)))
+        .filter(|c| after.is_none_or(|t| c.requested_at >= t))
+        .filter(|c| before.is_none_or(|t| c.requested_at <= t))
+        .filter(|c| document_filter.as_deref().is_none_or(|d| c.document.name == d))
+        .map(Command::to_json)
+        .filter(|c| status_filter.as_deref().is_none_or(|s| c["Status"] == s))
+        .collect();
+    let (items, next) = page(matching, size, string(request, "NextToken"))?;
+    Ok(json!({ "Commands": items, "NextToken": next }))
+}
+
+pub(super) fn list_command_invocations(sim: &SimState, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
+    let size = max_results(request, 1, 50, 50)?;
+    let details = request.get("Details").and_then(Value::as_bool).unwrap_or(false);
+    let command_id = string(request, "CommandId");
+    let instance_id = string(request, "InstanceId");
+    let delay = Duration::from_millis(sim.tunables().visibility_delay_ms);
+    let store = sim.ssm.store.lock().expect("ssm lock");
+    let commands = store
+        .scopes
+        .get(&(ctx.account.clone(), ctx.region.clone()))
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let items: Vec<Value> = commands
+        .iter()
+        .rev()
+        .filter(|c| command_id.is_none_or(|id| c.id == id))
+        .filter(|c| visible(c, delay))
+        .flat_map(|c| {
+            c.invocations
+                .iter()
+                .filter(|i| instance_id.is_none_or(|id| i.instance_id == id))
+                .map(move |i| c.invocation_json(i, details))
+        })
+        .collect();
+    let (items, next) = page(items, size, string(request, "NextToken"))?;
+    Ok(json!({ "CommandInvocations": items, "NextToken": next }))
+}
+
+pub(super) fn get_command_invocation(sim: &SimState, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
+    let (Some(command_id), Some(instance_id)) = (string(request, "CommandId"), string(request, "InstanceId")) else {
+        return Err(validation("CommandId and InstanceId are required."));
+    };
+    let plugin_name = string(request, "PluginName");
+    let delay = Duration::from_millis(sim.tunables().visibility_delay_ms);
+    let store = sim.ssm.store.lock().expect("ssm lock");
+    let found = store
+        .scopes
+        .get(&(ctx.account.clone(), ctx.region.clone()))
+        .and_then(|commands| commands.iter().find(|c| c.id == command_id))
+        .filter(|c| visible(c, delay))
+        .and_then(|c| {
+            c.invocations
+                .iter()
+                .find(|i| i.instance_id == instance_id)
+                .map(|i| (c, i))
+        });
+    let Some((command, invocation)) = found else {
+        return Err(error(
+            "InvocationDoesNotExist",
+            "An error occurred (InvocationDoesNotExist) when calling the GetCommandInvocation operation",
+        ));
+    };
+    let steps = command.document.steps;
+    let step = match plugin_name {
+        Some(name) => match steps.iter().position(|s| s.name == name) {
+            Some(index) => index,
+            None => {
+                return Err(error(
+                    "InvalidPluginName",
+                    &format!("Plugin {name} is not part of document {}.", command.document.name),
+                ));
+            }
+        },
+        None if steps.len() == 1 => 0,
+        None => {
+            return Err(error(
+                "InvalidPluginName",
+                "The document has more than one step; PluginName is required.",
+            ));
+        }
+    };
+    let (status, details) = invocation.status();
+    let mut body = json!({
+        "CommandId": command.id,
+        "InstanceId": invocation.instance_id,
+        "Comment": command.comment,
+        "DocumentName": command.document.name,
+        "DocumentVersion": command.document_version,
+        "PluginName": steps[step].name,
+        "ResponseCode": -1,
+        "ExecutionStartDateTime": "",
+        "ExecutionElapsedTime": "",
+        "ExecutionEndDateTime": "",
+        "Status": status,
+        "StatusDetails": details,
+        "StandardOutputContent": "",
+        "StandardOutputUrl": "",
+        "StandardErrorContent": "",
+        "StandardErrorUrl": "",
+        "CloudWatchOutputConfig": {
+            "CloudWatchLogGroupName": command.output.log_group.clone().unwrap_or_default(),
+            "CloudWatchOutputEnabled": command.output.log_group.is_some(),
+        },
+    });
+    match &invocation.state {
+        InvState::InProgress { started } => {
+            body["ExecutionStartDateTime"] = json!(iso(started));
+        }
+        InvState::Done(done) => fill_done(&mut body, done, step),
+        InvState::Pending => {}
+    }
+    Ok(body)
+}
+
+fn fill_done(body: &mut Value, done: &Done, step: usize) {
+    body["ResponseCode"] = json!(done.response_code);
+    if let Some(started) = &done.started {
+        body["ExecutionStartDateTime"] = json!(iso(started));
+        let elapsed = (done.finished - *started).num_milliseconds().max(0) as f64 / 1000.0;
+        body["ExecutionElapsedTime"] = json!(format!("PT{elapsed:.3}S"));
+        body["ExecutionEndDateTime"] = json!(iso(&done.finished));
+    }
+    if let Some(result) = done.steps.get(step) {
+        body["ResponseCode"] = json!(result.response_code);
+        body["Status"] = json!(result.status);
+        body["StatusDetails"] = json!(result.details);
+        body["StandardOutputContent"] = json!(output::first_chars(&result.stdout, output::STDOUT_CHARS));
+        body["StandardErrorContent"] = json!(output::first_chars(&result.stderr, output::STDERR_CHARS));
+        body["StandardOutputUrl"] = json!(result.stdout_url);
+        body["StandardErrorUrl"] = json!(result.stderr_url);
+    }
+}
+
+fn iso(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub(super) fn cancel_command(sim: &SimState, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
+    let Some(command_id) = string(request, "CommandId") else {
+        return Err(validation(
+            "1 validation error detected: Value null at 'commandId' failed to satisfy constraint: Member must not be null",
+        ));
+    };
+    let only: Option<Vec<String>> = strings(request, "InstanceIds").filter(|ids| !ids.is_empty());
+    let mut store = sim.ssm.store.lock().expect("ssm lock");
+    let Some(command) = store
+        .scopes
+        .get_mut(&(ctx.account.clone(), ctx.region.clone()))
+        .and_then(|commands| commands.iter_mut().find(|c| c.id == command_id))
+    else {
+        return Err(error(
+            "InvalidCommandId",
+            &format!("Command {command_id} does not exist."),
+        ));
+    };
+    if only.is_none() {
+        command.cancel_requested = true;
+    }
+    let now = Utc::now();
+    for invocation in &mut command.invocations {
+        if only.as_ref().is_some_and(|ids| !ids.contains(&invocation.instance_id)) {
+            continue;
+        }
+        let started = match invocation.state {
+            InvState::Pending => None,
+            InvState::InProgress { started } => Some(started),
+            InvState::Done(_) => continue,
+        };
+        if let Some(kill) = invocation.kill.take() {
+            kill.cancel();
+        }
+        invocation.state = InvState::Done(Done {
+            status: "Cancelled",
+            details: "Cancelled",
+            response_code: -1,
+            started,
+            finished: now,
+            steps: Vec::new(),
+        });
+    }
+    Ok(json!({}))
+}
+
+pub(super) async fn describe_instance_information(
+    sim: &SimState,
+    ctx: &Ctx,
+    request: &Value,
+) -> Result<Value, ApiError> {
+    let size = max_results(request, 5, 50, 10)?;
+    let filter_list = request.get("InstanceInformationFilterList").and_then(Value::as_array);
+    let filters = request.get("Filters").and_then(Value::as_array);
+    if filter_list.is_some_and(|f| !f.is_empty()) && filters.is_some_and(|f| !f.is_empty()) {
+        return Err(validation(
+            "InstanceInformationFilterList and Filters cannot be used together.",
+        ));
+    }
+    let mut conditions: Vec<(String, Vec<String>)> = Vec::new();
+    for f in filter_list.into_iter().flatten() {
+        conditions.push((
+            f.get("key").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            strings(f, "valueSet").unwrap_or_default(),
+        ));
+    }
+    for f in filters.into_iter().flatten() {
+        conditions.push((
+            f.get("Key").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            strings(f, "Values").unwrap_or_default(),
+        ));
+    }
+    const KEYS: &[&str] = &[
+        "InstanceIds",
+        "PingStatus",
+        "PlatformTypes",
+        "ResourceType",
+        "AgentVersion",
+        "IamRole",
+        "ActivationIds",
+        "AssociationStatus",
+    ];
+    for (key, values) in &conditions {
+        if !(KEYS.contains(&key.as_str()) || key.starts_with("tag:") || key == "tag-key") {
+            return Err(error(
+                "InvalidInstanceInformationFilterValue",
+                &format!("Filter key {key} is not valid."),
+            ));
+        }
+        if values.is_empty() {
+            return Err(error(
+                "InvalidInstanceInformationFilterValue",
+                &format!("Filter {key} needs at least one value."),
+            ));
+        }
+    }
+    let max_age = Duration::from_millis(sim.tunables().fleet_cache_ms);
+    let fleet = match sim.fleet.snapshot(&ctx.account, &ctx.region, max_age).await {
+        Ok(fleet) => fleet,
+        Err(e) => return Err(error("InternalServerError", &e.to_string())),
+    };
+    let mut nodes: Vec<(&InstanceFact, Value)> = fleet
+        .iter()
+        .filter(|i| !is_gone(i) && Behaviour::of(i).agent != AgentState::Unmanaged)
+        .map(|instance| {
+            let behaviour = Behaviour::of(instance);
+            let online = behaviour.agent == AgentState::Online && !sim.ssm.rebooting(&ctx.account, &instance.id);
+            let platform = platform_of(instance);
+            let (platform_name, version) = match platform {
+                Platform::Windows => ("Microsoft Windows Server 2022 Datacenter", "10.0.20348"),
+                _ => ("Amazon Linux", "2023"),
+            };
+            let info = json!({
+                "InstanceId": instance.id,
+                "PingStatus": if online { "Online" } else { "ConnectionLost" },
+                "LastPingDateTime": Utc::now().timestamp(),
+                "AgentVersion": "3.3.1142.0",
+                "IsLatestVersion": true,
+                "PlatformType": platform.as_str(),
+                "PlatformName": platform_name,
+                "PlatformVersion": version,
+                "ResourceType": "EC2Instance",
+                "IPAddress": instance.private_ip.clone().unwrap_or_default(),
+                "ComputerName": instance.private_dns.clone().unwrap_or_default(),
+                "SourceId": instance.id,
+                "SourceType": "AWS::EC2::Instance",
+            });
+            (instance, info)
+        })
+        .filter(|(instance, info)| {
+            conditions.iter().all(|(key, values)| match key.as_str() {
+                "InstanceIds" => values.contains(&instance.id),
+                "PingStatus" => values.iter().any(|v| info["PingStatus"] == v.as_str()),
+                "PlatformTypes" => values.iter().any(|v| info["PlatformType"] == v.as_str()),
+                "ResourceType" => values.iter().any(|v| v == "EC2Instance"),
+                "tag-key" => values.iter().any(|k| instance.tags.contains_key(k)),
+                key => match key.strip_prefix("tag:") {
+                    Some(tag) => instance.tags.get(tag).is_some_and(|v| values.contains(v)),
+                    None => true,
+                },
+            })
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    let infos: Vec<Value> = nodes.into_iter().map(|(_, info)| info).collect();
+    let (items, next) = page(infos, size, string(request, "NextToken"))?;
+    Ok(json!({ "InstanceInformationList": items, "NextToken": next }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_with_opaque_tokens() {
+        let items: Vec<u32> = (0..120).collect();
+        let (first, next) = page(items.clone(), 50, None).ok().unwrap();
+        assert_eq!(first.len(), 50);
+        let (second, next) = page(items.clone(), 50, next.as_deref()).ok().unwrap();
+        assert_eq!(second[0], 50);
+        let (third, next) = page(items.clone(), 50, next.as_deref()).ok().unwrap();
+        assert_eq!(third.len(), 20);
+        assert!(next.is_none());
+        assert!(page(items, 50, Some("garbage")).is_err());
+    }
+}

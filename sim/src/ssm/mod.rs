@@ -1,0 +1,139 @@
+//! SSM Run Command, served by the sim itself (moto's SSM is not usable): the
+//! API surface muster calls, AWS's validation and error shapes, and a
+//! simulated agent on every EC2 instance.
+
+mod agent;
+mod api;
+pub mod documents;
+mod model;
+pub mod output;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use tokio::sync::mpsc;
+
+use crate::protocol::{self, Protocol, Resp};
+use crate::state::SimState;
+use agent::EngineMsg;
+use model::Command;
+
+/// Who is calling SSM, and where.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The caller's account.
+    pub account: String,
+    /// The signing region.
+    pub region: String,
+    /// The caller's principal ARN, for the audit log.
+    pub principal: String,
+}
+
+#[derive(Default)]
+struct Store {
+    /// Bumped on reset, so that agent events of forgotten commands are dropped.
+    epoch: u64,
+    /// Commands per (account, region), in the order they were sent.
+    scopes: HashMap<(String, String), Vec<Command>>,
+    /// Reboot windows per (account, instance): the agent is offline inside them.
+    reboots: HashMap<(String, String), (Instant, Instant)>,
+}
+
+/// The SSM service.
+pub struct Ssm {
+    sim: Weak<SimState>,
+    store: Mutex<Store>,
+    engine: mpsc::UnboundedSender<EngineMsg>,
+}
+
+impl Ssm {
+    /// Creates the service and starts its agent engine.
+    pub fn new(sim: Weak<SimState>) -> Self {
+        let (engine, inbox) = mpsc::unbounded_channel();
+        tokio::spawn(agent::run(sim.clone(), inbox, engine.clone()));
+        Self {
+            sim,
+            store: Mutex::new(Store::default()),
+            engine,
+        }
+    }
+
+    /// Serves one SSM API call.
+    pub async fn handle(&self, api: &str, ctx: &Ctx, body: &[u8]) -> Resp {
+        let Some(sim) = self.sim.upgrade() else {
+            return error("InternalServerError", "the sim is shutting down");
+        };
+        let request: serde_json::Value = if body.is_empty() {
+            serde_json::json!({})
+        } else {
+            match serde_json::from_slice(body) {
+                Ok(value) => value,
+                Err(e) => return error("SerializationException", &format!("request body is not JSON: {e}")),
+            }
+        };
+        let answer = match api {
+            "SendCommand" => api::send_command(&sim, ctx, &request).await,
+            "ListCommands" => api::list_commands(&sim, ctx, &request),
+            "ListCommandInvocations" => api::list_command_invocations(&sim, ctx, &request),
+            "GetCommandInvocation" => api::get_command_invocation(&sim, ctx, &request),
+            "CancelCommand" => api::cancel_command(&sim, ctx, &request),
+            "DescribeInstanceInformation" => api::describe_instance_information(&sim, ctx, &request).await,
+            other => Err(ApiError::new(
+                "UnknownOperationException",
+                &format!("muster-sim does not implement SSM {other}"),
+            )),
+        };
+        match answer {
+            Ok(body) => protocol::json_ok(&body),
+            Err(e) => error(e.code, &e.message),
+        }
+    }
+
+    /// Forgets every command.
+    pub fn clear(&self) {
+        let mut store = self.store.lock().expect("ssm lock");
+        for command in store.scopes.values().flatten() {
+            for invocation in &command.invocations {
+                if let Some(kill) = &invocation.kill {
+                    kill.cancel();
+                }
+            }
+        }
+        store.epoch += 1;
+        store.scopes.clear();
+        store.reboots.clear();
+    }
+
+    fn schedule(&self, msg: EngineMsg) {
+        // The engine lives as long as the sim; a send error means shutdown.
+        let _ = self.engine.send(msg);
+    }
+}
+
+/// An SSM error: its code (`__type`) and message.
+#[derive(Debug)]
+pub struct ApiError {
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(code: &'static str, message: &str) -> Self {
+        Self {
+            code,
+            message: message.to_owned(),
+        }
+    }
+}
+
+/// An SSM error answer (HTTP 400).
+pub fn error(code: &str, message: &str) -> Resp {
+    protocol::error(Protocol::AwsJson, StatusCode::BAD_REQUEST, code, message)
+}
+
+/// Converts simulated seconds into real time under `time_scale`.
+pub fn real(sim_seconds: f64, time_scale: f64) -> Duration {
+    Duration::from_secs_f64((sim_seconds / time_scale).max(0.0))
+}

@@ -1,0 +1,118 @@
+//! Everything the sim holds while it runs.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+
+use crate::config::{SimConfig, Tunables};
+use crate::fleet::Fleet;
+use crate::identity::Identities;
+use crate::limits::{Faults, RateLimits};
+use crate::moto::Moto;
+use crate::ssm::Ssm;
+
+/// One accepted SendCommand, for proving invariant 1 (no instance gets a
+/// command twice).
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    /// When it was accepted (RFC 3339).
+    pub at: String,
+    /// Account it ran in.
+    pub account: String,
+    /// Region it ran in.
+    pub region: String,
+    /// The command id SSM returned.
+    pub command_id: String,
+    /// The document.
+    pub document_name: String,
+    /// Every instance the command went to.
+    pub instance_ids: Vec<String>,
+    /// The Comment sent.
+    pub comment: String,
+    /// The access key's principal.
+    pub principal: String,
+}
+
+/// The sim's whole state, shared by every connection.
+pub struct SimState {
+    /// Fixed settings.
+    pub config: SimConfig,
+    tunables: RwLock<Arc<Tunables>>,
+    /// Which access key is whose.
+    pub identities: Identities,
+    /// Token buckets.
+    pub limits: RateLimits,
+    /// Fault counters.
+    pub faults: Faults,
+    /// moto.
+    pub moto: Moto,
+    /// Instance facts, cached from moto.
+    pub fleet: Fleet,
+    /// Run Command.
+    pub ssm: Ssm,
+    /// Every accepted SendCommand.
+    pub audit: Mutex<Vec<AuditEntry>>,
+    /// Calls by (service, api, outcome).
+    pub counters: Mutex<BTreeMap<(String, String, String), u64>>,
+}
+
+impl SimState {
+    /// Builds the state; starts the simulated agent.
+    pub fn new(config: SimConfig) -> Arc<Self> {
+        let moto = Moto::new(&config.moto_url);
+        let identities = Identities::new(&config.default_account);
+        let tunables = RwLock::new(Arc::new(config.tunables.clone()));
+        Arc::new_cyclic(|weak| Self {
+            fleet: Fleet::new(moto.clone()),
+            ssm: Ssm::new(weak.clone()),
+            config,
+            tunables,
+            identities,
+            limits: RateLimits::default(),
+            faults: Faults::default(),
+            moto,
+            audit: Mutex::new(Vec::new()),
+            counters: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The current tunables.
+    pub fn tunables(&self) -> Arc<Tunables> {
+        self.tunables.read().expect("tunables lock").clone()
+    }
+
+    /// Replaces the tunables; buckets and fault counters start afresh.
+    pub fn set_tunables(&self, tunables: Tunables) {
+        *self.tunables.write().expect("tunables lock") = Arc::new(tunables);
+        self.limits.clear();
+        self.faults.clear();
+        self.fleet.clear();
+    }
+
+    /// Counts one call.
+    pub fn count(&self, service: &str, api: &str, outcome: &str) {
+        *self
+            .counters
+            .lock()
+            .expect("counters lock")
+            .entry((service.to_owned(), api.to_owned(), outcome.to_owned()))
+            .or_insert(0) += 1;
+    }
+
+    /// Records an accepted SendCommand.
+    pub fn audit(&self, entry: AuditEntry) {
+        self.audit.lock().expect("audit lock").push(entry);
+    }
+
+    /// Forgets everything the sim holds (moto is reset separately).
+    pub fn reset(&self) {
+        self.identities.clear();
+        self.limits.clear();
+        self.faults.clear();
+        self.fleet.clear();
+        self.ssm.clear();
+        self.audit.lock().expect("audit lock").clear();
+        self.counters.lock().expect("counters lock").clear();
+    }
+}

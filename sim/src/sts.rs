@@ -1,0 +1,198 @@
+//! AssumeRole as AWS enforces it. moto checks nothing (the role need not exist,
+//! trust policies and ExternalId are ignored), so the sim does: the role must
+//! exist in the target account, its trust policy must allow the caller with the
+//! ExternalId sent, and DurationSeconds must fit the role and role chaining.
+//! Then moto issues the credentials and the sim remembers whose they are.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+
+use crate::identity::Caller;
+use crate::policy::{self, Decision};
+use crate::protocol::{self, Protocol, Resp};
+use crate::state::SimState;
+
+/// AWS's floor for DurationSeconds.
+const MIN_DURATION: u64 = 900;
+/// AWS's cap for sessions assumed from another role session.
+const CHAINED_MAX: u64 = 3_600;
+
+fn sts_error(status: StatusCode, code: &str, message: &str) -> Resp {
+    protocol::error(Protocol::AwsQuery, status, code, message)
+}
+
+fn validation(message: &str) -> Resp {
+    sts_error(StatusCode::BAD_REQUEST, "ValidationError", message)
+}
+
+/// Handles an STS AssumeRole request from `caller`.
+pub async fn assume_role(
+    sim: &SimState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    path_and_query: &str,
+    body: Bytes,
+) -> Resp {
+    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+
+    let Some(role_arn) = get("RoleArn") else {
+        return validation(
+            "1 validation error detected: Value null at 'roleArn' failed to satisfy constraint: Member must not be null",
+        );
+    };
+    let session_name = get("RoleSessionName").unwrap_or_default();
+    let session_ok = (2..=64).contains(&session_name.len())
+        && session_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+    if !session_ok {
+        return validation(&format!(
+            "1 validation error detected: Value '{session_name}' at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]*"
+        ));
+    }
+    let requested: u64 = match get("DurationSeconds").map(str::parse) {
+        None => 3_600,
+        Some(Ok(seconds)) => seconds,
+        Some(Err(_)) => return validation("DurationSeconds must be a number"),
+    };
+    if requested < MIN_DURATION {
+        return validation(&format!(
+            "1 validation error detected: Value '{requested}' at 'durationSeconds' failed to satisfy constraint: Member must have value greater than or equal to {MIN_DURATION}"
+        ));
+    }
+
+    let denied = || {
+        sts_error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            &format!(
+                "User: {} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
+                caller.principal_arn
+            ),
+        )
+    };
+    let Ok(arn) = muster_common::domain::RoleArn::parse(role_arn) else {
+        return validation(&format!("{role_arn} is invalid"));
+    };
+    // AWS answers AccessDenied for a role that does not exist, so that callers
+    // cannot probe which roles exist.
+    let role = match sim.moto.get_role(arn.account.as_str(), &arn.name).await {
+        Ok(Some(role)) => role,
+        Ok(None) => {
+            tracing::info!(role = role_arn, caller = %caller.principal_arn, "assume role denied: role does not exist");
+            return denied();
+        }
+        Err(error) => {
+            tracing::warn!(%error, "role lookup in moto failed");
+            return sts_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", &error.to_string());
+        }
+    };
+    // A role with a path is named by its full ARN; the request may omit the
+    // path only if the role has none.
+    if !role.arn.ends_with(&format!(":role{}{}", arn.path, arn.name)) {
+        return denied();
+    }
+    let request = policy::Request {
+        caller,
+        action: "sts:AssumeRole",
+        external_id: get("ExternalId"),
+        session_name,
+    };
+    let decision = policy::evaluate_trust(&role.trust_policy, &request);
+    if decision != Decision::Allow {
+        tracing::info!(role = role_arn, caller = %caller.principal_arn, ?decision, "assume role denied by trust policy");
+        return denied();
+    }
+    if caller.is_role_session() && requested > CHAINED_MAX {
+        return validation(
+            "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.",
+        );
+    }
+    if requested > role.max_session_seconds {
+        return validation("The requested DurationSeconds exceeds the MaxSessionDuration set for this role.");
+    }
+
+    let tunables = sim.tunables();
+    let granted = tunables.session_ttl_seconds.map_or(requested, |cap| requested.min(cap));
+    let forwarded: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params.iter().map(|(k, v)| {
+            if k == "DurationSeconds" {
+                (k.as_str(), granted.to_string())
+            } else {
+                (k.as_str(), v.clone())
+            }
+        }))
+        .extend_pairs(
+            get("DurationSeconds")
+                .is_none()
+                .then(|| ("DurationSeconds", granted.to_string())),
+        )
+        .finish();
+    let response = match sim
+        .moto
+        .forward(Method::POST, path_and_query, headers, Bytes::from(forwarded))
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => return sts_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", &error.to_string()),
+    };
+    if response.status().is_success() {
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        match (xml_text(&text, "AccessKeyId"), xml_text(&text, "Arn")) {
+            (Some(access_key), Some(session_arn)) => {
+                let expires_at = SystemTime::now() + Duration::from_secs(granted);
+                sim.identities.register(
+                    &access_key,
+                    Caller {
+                        account: arn.account.as_str().to_owned(),
+                        principal_arn: session_arn,
+                        role_arn: Some(role.arn.clone()),
+                    },
+                    expires_at,
+                );
+                tracing::debug!(role = %role.arn, session = session_name, granted, "role assumed");
+            }
+            _ => tracing::warn!("AssumeRole answer from moto had no credentials"),
+        }
+        return http::Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/xml")
+            .body(http_body_util::Full::new(bytes))
+            .expect("static response parts are valid");
+    }
+    response
+}
+
+/// The text of the first `<tag>...</tag>` in an XML document.
+pub fn xml_text(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&close)?;
+    Some(xml[start..end].to_owned())
+}
+
+/// Only AssumeRole needs enforcement; everything else STS does is forwarded.
+pub fn is_assume_role(method: &Method, api: &str) -> bool {
+    method == Method::POST && api == "AssumeRole"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_xml_text() {
+        let xml = "<A><Credentials><AccessKeyId>ASIA1</AccessKeyId></Credentials><AssumedRoleUser><Arn>arn:x</Arn></AssumedRoleUser></A>";
+        assert_eq!(xml_text(xml, "AccessKeyId").as_deref(), Some("ASIA1"));
+        assert_eq!(xml_text(xml, "Arn").as_deref(), Some("arn:x"));
+        assert_eq!(xml_text(xml, "Nope"), None);
+    }
+}

@@ -1,0 +1,248 @@
+//! A sandbox for tests and benchmarks: a moto process on a free loopback port
+//! and a sim in this process in front of it. Dropping it stops both.
+//!
+//! moto comes from the project's virtualenv (`deploy/local/venv.sh`), found
+//! through `MUSTER_MOTO_SERVER`, `MUSTER_VENV`, or `.venv` at the repo root.
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+
+use crate::config::{SimConfig, Tunables};
+use crate::seed::fleet_file::{FleetFile, FleetState};
+use crate::seed::{SeedOptions, seed};
+use crate::state::{AuditEntry, SimState};
+use crate::{RunningSim, start};
+
+/// The hub (management) account: moto's default.
+pub const HUB_ACCOUNT: &str = "123456789012";
+
+/// A moto server process, killed on drop.
+pub struct MotoProcess {
+    child: Child,
+    /// Its base URL.
+    pub url: String,
+    _log: tempfile::NamedTempFile,
+}
+
+impl Drop for MotoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The workspace root (where `.venv` and `deploy/` live).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("sim crate sits in the workspace")
+        .to_path_buf()
+}
+
+/// Where moto_server is.
+pub fn moto_server_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("MUSTER_MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    let venv = std::env::var_os("MUSTER_VENV").map_or_else(|| workspace_root().join(".venv"), PathBuf::from);
+    venv.join("bin").join("moto_server")
+}
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl MotoProcess {
+    /// Starts moto and waits until it answers (at most 60 s).
+    pub fn start() -> Self {
+        let path = moto_server_path();
+        assert!(
+            path.exists(),
+            "moto_server not found at {}: run deploy/local/venv.sh (or set MUSTER_VENV / MUSTER_MOTO_SERVER)",
+            path.display()
+        );
+        let log = tempfile::NamedTempFile::new().expect("a temp file for moto's log");
+        let port = free_port();
+        let child = Command::new(&path)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.reopen().expect("moto log")))
+            .stderr(Stdio::from(log.reopen().expect("moto log")))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+        let mut moto = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _log: log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return moto;
+            }
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("moto exited early with {status}");
+            }
+            assert!(Instant::now() < deadline, "moto did not start within 60s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// moto plus an in-process sim.
+pub struct Sandbox {
+    /// The sim (its state is reachable directly: audit, counters, tunables).
+    pub sim: RunningSim,
+    /// The moto process behind it.
+    pub moto: MotoProcess,
+    scratch: tempfile::TempDir,
+}
+
+/// Tunables for tests: no quotas, quick agent, short visibility delay.
+pub fn test_tunables() -> Tunables {
+    Tunables {
+        throttling: false,
+        visibility_delay_ms: 100,
+        delivery_delay_ms: 100,
+        default_duration_ms: 300,
+        ..Tunables::default()
+    }
+}
+
+impl Sandbox {
+    /// Starts moto and a sim with [`test_tunables`].
+    pub async fn start() -> Self {
+        Self::start_with(test_tunables()).await
+    }
+
+    /// Starts moto and a sim with these tunables.
+    pub async fn start_with(tunables: Tunables) -> Self {
+        let moto = tokio::task::spawn_blocking(MotoProcess::start)
+            .await
+            .expect("moto start task");
+        let scratch = tempfile::tempdir().expect("a scratch dir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port for the sim");
+        let sim = start(
+            SimConfig {
+                moto_url: moto.url.clone(),
+                default_account: HUB_ACCOUNT.into(),
+                scratch_dir: scratch.path().to_path_buf(),
+                tunables,
+            },
+            listener,
+        )
+        .expect("the sim starts");
+        Self { sim, moto, scratch }
+    }
+
+    /// The sim's endpoint URL.
+    pub fn endpoint(&self) -> String {
+        self.sim.endpoint()
+    }
+
+    /// The sim's state.
+    pub fn state(&self) -> &Arc<SimState> {
+        &self.sim.state
+    }
+
+    /// The scratch directory of real runs.
+    pub fn scratch(&self) -> &std::path::Path {
+        self.scratch.path()
+    }
+
+    /// SDK configuration acting in the hub account with static keys.
+    pub fn hub_config(&self, region: &str) -> SdkConfig {
+        self.config_with(
+            region,
+            Credentials::new("AKIAMUSTERTESTHUB", "muster-test", None, None, "test-hub"),
+        )
+    }
+
+    /// SDK configuration with the given credentials; SDK retries off, so
+    /// tests see every error the sim answers.
+    pub fn config_with(&self, region: &str, credentials: Credentials) -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(Region::new(region.to_owned()))
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+            .timeout_config(muster_common::aws::default_timeouts())
+            .build()
+    }
+
+    /// Assumes a role through the sim, returning credentials.
+    pub async fn assume(
+        &self,
+        from: &SdkConfig,
+        role_arn: &str,
+        external_id: Option<&str>,
+    ) -> Result<Credentials, aws_sdk_sts::error::SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError>> {
+        let out = aws_sdk_sts::Client::new(from)
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name("muster-test")
+            .set_external_id(external_id.map(str::to_owned))
+            .send()
+            .await?;
+        let c = out.credentials.expect("credentials in the answer");
+        Ok(Credentials::new(
+            c.access_key_id,
+            c.secret_access_key,
+            Some(c.session_token),
+            std::time::SystemTime::try_from(c.expiration).ok(),
+            "test-assumed",
+        ))
+    }
+
+    /// Seeds a fleet from TOML text.
+    pub async fn seed(&self, fleet_toml: &str) -> FleetState {
+        let fleet = FleetFile::parse(fleet_toml).expect("a valid test fleet");
+        seed(
+            &fleet,
+            &SeedOptions {
+                endpoint: self.endpoint(),
+                target_template: workspace_root().join("deploy/cloudformation/target-account.yaml"),
+            },
+        )
+        .await
+        .expect("seeding succeeds")
+    }
+
+    /// Every SendCommand the sim accepted.
+    pub fn audit(&self) -> Vec<AuditEntry> {
+        self.state().audit.lock().expect("audit lock").clone()
+    }
+
+    /// Calls counted for (service, api, outcome).
+    pub fn count(&self, service: &str, api: &str, outcome: &str) -> u64 {
+        self.state()
+            .counters
+            .lock()
+            .expect("counters lock")
+            .get(&(service.to_owned(), api.to_owned(), outcome.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Changes tunables while running.
+    pub fn tune(&self, change: impl FnOnce(&mut Tunables)) {
+        let mut tunables = (*self.state().tunables()).clone();
+        change(&mut tunables);
+        tunables.validate().expect("valid tunables");
+        self.state().set_tunables(tunables);
+    }
+}
