@@ -70,3 +70,24 @@ pub fn s3_config(sdk: &SdkConfig) -> aws_sdk_s3::Config {
         .force_path_style(path_style)
         .build()
 }
+
+/// A complete configuration for fixed credentials and endpoint (the sandbox,
+/// tests, tools): with the time source and sleep that credential providers
+/// such as `AssumeRoleProvider` need.
+pub fn fixed(
+    endpoint: &str,
+    region: &str,
+    credentials: aws_credential_types::Credentials,
+    retry: RetryConfig,
+) -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .retry_config(retry)
+        .timeout_config(default_timeouts())
+        .time_source(aws_smithy_async::time::SystemTimeSource::new())
+        .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
+        .build()
+}

@@ -3,7 +3,9 @@
 //! telemetry and shutdown.
 
 pub mod aws;
+pub mod config;
 pub mod domain;
+pub mod ratelimit;
 pub mod retry;
 pub mod shutdown;
 pub mod telemetry;

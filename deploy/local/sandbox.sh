@@ -13,6 +13,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 SIM_URL="http://127.0.0.1:$MUSTER_SIM_PORT"
 MOTO_URL="http://127.0.0.1:$MUSTER_MOTO_PORT"
+# moto uses one core and milliseconds per EC2 instance: the sim spreads the
+# accounts over this many moto processes (ports MUSTER_MOTO_PORT and up).
+MOTO_SHARDS="${MUSTER_MOTO_SHARDS:-2}"
+
+moto_urls() {
+  local i urls=()
+  for ((i = 0; i < MOTO_SHARDS; i++)); do urls+=("http://127.0.0.1:$((MUSTER_MOTO_PORT + i))"); done
+  (IFS=,; echo "${urls[*]}")
+}
 
 usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
@@ -42,13 +51,21 @@ up() {
   build
   mkdir -p "$MUSTER_SANDBOX_DIR"
 
-  if pid_alive moto && http_ok "$MOTO_URL/moto-api/"; then
-    say "moto already running on $MOTO_URL"
-  else
-    say "starting moto on $MOTO_URL"
-    start_process moto "$MUSTER_VENV/bin/moto_server" -H 127.0.0.1 -p "$MUSTER_MOTO_PORT"
-    wait_http moto "$MOTO_URL/moto-api/" 30
-  fi
+  local i port name
+  for ((i = 0; i < MOTO_SHARDS; i++)); do
+    port=$((MUSTER_MOTO_PORT + i)); name="moto$i"
+    if pid_alive "$name" && http_ok "http://127.0.0.1:$port/moto-api/"; then
+      say "moto already running on port $port"
+    else
+      say "starting moto on port $port"
+      # A two-AMI catalogue: moto scans its whole catalogue for every launch.
+      MOTO_AMIS_PATH="$MUSTER_ROOT/deploy/local/moto-amis.json" \
+        start_process "$name" "$MUSTER_VENV/bin/moto_server" -H 127.0.0.1 -p "$port"
+    fi
+  done
+  for ((i = 0; i < MOTO_SHARDS; i++)); do
+    wait_http "moto$i" "http://127.0.0.1:$((MUSTER_MOTO_PORT + i))/moto-api/" 30
+  done
 
   if pid_alive sim && http_ok "$SIM_URL/_sim/health"; then
     say "muster-sim already running on $SIM_URL"
@@ -56,7 +73,7 @@ up() {
   else
     say "starting muster-sim on $SIM_URL ($exec_mode commands)"
     start_process sim "$MUSTER_BIN_DIR/muster-sim" serve \
-      --listen "127.0.0.1:$MUSTER_SIM_PORT" --moto-url "$MOTO_URL" \
+      --listen "127.0.0.1:$MUSTER_SIM_PORT" --moto-url "$(moto_urls)" \
       --config "$MUSTER_ROOT/deploy/local/sim.toml" --exec-mode "$exec_mode" \
       --scratch-dir "$MUSTER_SANDBOX_DIR/scratch"
     wait_http sim "$SIM_URL/_sim/health" 30
@@ -89,15 +106,21 @@ ENV
 }
 
 down() {
+  local pidfile
   stop_process sim
-  stop_process moto
+  for pidfile in "$MUSTER_SANDBOX_DIR"/pids/moto*.pid; do
+    [[ -e "$pidfile" ]] && stop_process "$(basename "$pidfile" .pid)"
+  done
+  return 0
 }
 
 status() {
-  local name url ok=0
-  for name in moto sim; do
+  local name url ok=0 i names=()
+  for ((i = 0; i < MOTO_SHARDS; i++)); do names+=("moto$i"); done
+  names+=(sim)
+  for name in "${names[@]}"; do
     case "$name" in
-      moto) url="$MOTO_URL/moto-api/" ;;
+      moto*) url="http://127.0.0.1:$((MUSTER_MOTO_PORT + ${name#moto}))/moto-api/" ;;
       sim) url="$SIM_URL/_sim/health" ;;
     esac
     if pid_alive "$name" && http_ok "$url"; then

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 /// Fixed settings, from flags.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// Where moto listens, e.g. "http://127.0.0.1:5000".
-    pub moto_url: String,
+    /// Where moto listens, e.g. "http://127.0.0.1:5000"; several processes
+    /// share the accounts, the first holding everything global.
+    pub moto_urls: Vec<String>,
     /// The account that static (non-session) access keys act in: moto's
     /// default, the Organization's management account in the sandbox.
     pub default_account: String,
@@ -54,7 +55,8 @@ pub struct Tunables {
     /// How long a simulated command runs when its instance has no duration
     /// tag, in simulated milliseconds.
     pub default_duration_ms: u64,
-    /// How long instance facts read from moto are reused, in milliseconds.
+    /// How long instance facts read from moto are reused, in milliseconds. EC2
+    /// changes made through the sim invalidate them at once.
     pub fleet_cache_ms: u64,
 }
 
@@ -71,7 +73,7 @@ impl Default for Tunables {
             visibility_delay_ms: 300,
             delivery_delay_ms: 200,
             default_duration_ms: 1_000,
-            fleet_cache_ms: 1_000,
+            fleet_cache_ms: 60_000,
         }
     }
 }

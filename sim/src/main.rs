@@ -36,9 +36,15 @@ struct ServeArgs {
     /// Address to listen on. Loopback only: the sandbox checks no signatures.
     #[arg(long, default_value = "127.0.0.1:4566", env = "MUSTER_SIM_LISTEN")]
     listen: SocketAddr,
-    /// Where moto listens.
-    #[arg(long, default_value = "http://127.0.0.1:5000", env = "MUSTER_SIM_MOTO_URL")]
-    moto_url: String,
+    /// Where moto listens. Repeat (or separate with commas) to spread the
+    /// accounts over several moto processes; the first holds what is global.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:5000",
+        env = "MUSTER_SIM_MOTO_URL",
+        value_delimiter = ','
+    )]
+    moto_url: Vec<String>,
     /// The account static access keys act in (moto's default account).
     #[arg(long, default_value = "123456789012", env = "MUSTER_SIM_DEFAULT_ACCOUNT")]
     default_account: String,
@@ -102,7 +108,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&scratch_dir)
         .with_context(|| format!("cannot create scratch directory {}", scratch_dir.display()))?;
     let config = SimConfig {
-        moto_url: args.moto_url,
+        moto_urls: args.moto_url,
         default_account: args.default_account,
         scratch_dir,
         tunables,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_credential_types::Credentials;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
@@ -60,12 +60,23 @@ pub struct InstanceFact {
     pub private_dns: Option<String>,
 }
 
-/// Handles to moto.
+/// One moto process.
+#[derive(Clone)]
+struct Shard {
+    base_url: String,
+    sdk: SdkConfig,
+}
+
+/// Handles to moto: one process, or several with accounts spread over them.
+///
+/// moto runs on one core and spends milliseconds per EC2 instance, so a big
+/// fleet is faster over several processes. EC2 and CloudWatch Logs, whose
+/// state is per account, go to the account's shard; everything global (IAM,
+/// STS, Organizations, S3, SQS) stays on the first.
 #[derive(Clone)]
 pub struct Moto {
-    base_url: String,
+    shards: Vec<Shard>,
     http: Client<HttpConnector, Full<Bytes>>,
-    sdk: SdkConfig,
 }
 
 const HOP_BY_HOP: &[&str] = &[
@@ -81,32 +92,73 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 impl Moto {
-    /// Connects to moto at `base_url` ("http://127.0.0.1:5000").
-    pub fn new(base_url: &str) -> Self {
+    /// Connects to moto at `base_urls` ("http://127.0.0.1:5000"), the first
+    /// being the primary.
+    pub fn new(base_urls: &[String]) -> Self {
+        assert!(!base_urls.is_empty(), "at least one moto");
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let http = Client::builder(TokioExecutor::new())
             // moto closes every connection; do not keep idle ones around.
             .pool_max_idle_per_host(0)
             .build(connector);
-        let sdk = SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(base_url)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-                Credentials::new("AKIAMUSTERSIMINTERNAL", "muster-sim", None, None, "muster-sim"),
-            ))
-            .retry_config(aws_smithy_types::retry::RetryConfig::standard().with_max_attempts(4))
-            .timeout_config(muster_common::aws::default_timeouts())
-            .build();
-        Self {
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            http,
-            sdk,
+        let shards = base_urls
+            .iter()
+            .map(|url| Shard {
+                base_url: url.trim_end_matches('/').to_owned(),
+                sdk: muster_common::aws::fixed(
+                    url,
+                    "us-east-1",
+                    Credentials::new("AKIAMUSTERSIMINTERNAL", "muster-sim", None, None, "muster-sim"),
+                    aws_smithy_types::retry::RetryConfig::standard().with_max_attempts(4),
+                ),
+            })
+            .collect();
+        Self { shards, http }
+    }
+
+    fn primary(&self) -> &Shard {
+        &self.shards[0]
+    }
+
+    /// The shard holding an account's per-account state.
+    fn shard_of(&self, account: &str) -> &Shard {
+        let n = account
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        &self.shards[(n % self.shards.len() as u64) as usize]
+    }
+
+    /// Whether a service keeps per-account state on the account's shard.
+    pub fn is_sharded(service: &str) -> bool {
+        matches!(service, "ec2" | "logs")
+    }
+
+    /// Forwards a client's request to the right moto: the account's shard for
+    /// per-account services (with `x-moto-account-id`, since only the primary
+    /// knows session keys), the primary otherwise.
+    pub async fn forward_for(
+        &self,
+        service: &str,
+        account: &str,
+        method: http::Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Resp, MotoError> {
+        if Self::is_sharded(service) {
+            let mut headers = headers.clone();
+            if let Ok(value) = account.parse() {
+                headers.insert("x-moto-account-id", value);
+            }
+            self.send(self.shard_of(account), method, path_and_query, &headers, body)
+                .await
+        } else {
+            self.send(self.primary(), method, path_and_query, headers, body).await
         }
     }
 
-    /// Forwards a request unchanged and returns moto's answer.
+    /// Forwards a request unchanged to the primary.
     pub async fn forward(
         &self,
         method: http::Method,
@@ -114,7 +166,18 @@ impl Moto {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Resp, MotoError> {
-        let uri = format!("{}{}", self.base_url, path_and_query);
+        self.send(self.primary(), method, path_and_query, headers, body).await
+    }
+
+    async fn send(
+        &self,
+        shard: &Shard,
+        method: http::Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Resp, MotoError> {
+        let uri = format!("{}{}", shard.base_url, path_and_query);
         let mut builder = Request::builder().method(method).uri(uri);
         for (name, value) in headers {
             if !HOP_BY_HOP.contains(&name.as_str()) {
@@ -141,28 +204,55 @@ impl Moto {
         Ok(Response::from_parts(parts, Full::new(bytes)))
     }
 
-    /// Asks moto to forget everything.
+    /// Asks every moto to forget everything.
     pub async fn reset(&self) -> Result<(), MotoError> {
-        let response = self
-            .forward(http::Method::POST, "/moto-api/reset", &HeaderMap::new(), Bytes::new())
-            .await?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(MotoError::Api {
-                operation: "reset",
-                message: response.status().to_string(),
-            })
+        for shard in &self.shards {
+            let response = self
+                .send(
+                    shard,
+                    http::Method::POST,
+                    "/moto-api/reset",
+                    &HeaderMap::new(),
+                    Bytes::new(),
+                )
+                .await?;
+            if !response.status().is_success() {
+                return Err(MotoError::Api {
+                    operation: "reset",
+                    message: response.status().to_string(),
+                });
+            }
         }
+        Ok(())
     }
 
-    fn in_region(&self, region: &str) -> SdkConfig {
-        self.sdk.to_builder().region(Region::new(region.to_owned())).build()
+    /// Whether every moto answers.
+    pub async fn healthy(&self) -> Result<(), MotoError> {
+        for shard in &self.shards {
+            let response = self
+                .send(shard, http::Method::GET, "/moto-api/", &HeaderMap::new(), Bytes::new())
+                .await?;
+            if !response.status().is_success() {
+                return Err(MotoError::Api {
+                    operation: "health",
+                    message: format!("{} answered {}", shard.base_url, response.status()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn in_region(&self, account: &str, region: &str) -> SdkConfig {
+        self.shard_of(account)
+            .sdk
+            .to_builder()
+            .region(Region::new(region.to_owned()))
+            .build()
     }
 
     /// Looks a role up in an account; `None` when it does not exist.
     pub async fn get_role(&self, account: &str, role_name: &str) -> Result<Option<RoleInfo>, MotoError> {
-        let iam = aws_sdk_iam::Client::new(&self.sdk);
+        let iam = aws_sdk_iam::Client::new(&self.primary().sdk);
         let account = account.to_owned();
         let result = iam
             .get_role()
@@ -202,52 +292,72 @@ impl Moto {
         }))
     }
 
-    /// Every instance of an (account, region), all states.
-    pub async fn instances(&self, account: &str, region: &str) -> Result<Vec<InstanceFact>, MotoError> {
-        let ec2 = aws_sdk_ec2::Client::new(&self.in_region(region));
+    /// Instances of an (account, region), all states; only `ids` when given.
+    /// Raw EC2 Query calls, parsed with the same code that learns from the
+    /// answers the sim forwards.
+    pub async fn instances(
+        &self,
+        account: &str,
+        region: &str,
+        ids: Option<&[String]>,
+    ) -> Result<Vec<InstanceFact>, MotoError> {
+        let mut headers = HeaderMap::new();
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=AKIAMUSTERSIMINTERNAL/20260101/{region}/ec2/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        headers.insert(
+            http::header::AUTHORIZATION,
+            auth.parse().map_err(|_| MotoError::Unreachable("bad region".into()))?,
+        );
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        headers.insert(
+            "x-moto-account-id",
+            account
+                .parse()
+                .map_err(|_| MotoError::Unreachable("bad account".into()))?,
+        );
         let mut facts = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let account = account.to_owned();
-            let output = ec2
-                .describe_instances()
-                .set_next_token(token.clone())
-                .customize()
-                .mutate_request(move |req| {
-                    req.headers_mut().insert("x-moto-account-id", account.clone());
-                })
-                .send()
-                .await
-                .map_err(|e| MotoError::Api {
-                    operation: "DescribeInstances",
-                    message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
-                })?;
-            for reservation in output.reservations() {
-                for instance in reservation.instances() {
-                    let Some(id) = instance.instance_id() else { continue };
-                    facts.push(InstanceFact {
-                        id: id.to_owned(),
-                        state: instance
-                            .state()
-                            .and_then(|s| s.name())
-                            .map(|n| n.as_str().to_owned())
-                            .unwrap_or_default(),
-                        windows: instance
-                            .platform()
-                            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows")),
-                        tags: instance
-                            .tags()
-                            .iter()
-                            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
-                            .collect(),
-                        private_ip: instance.private_ip_address().map(str::to_owned),
-                        private_dns: instance.private_dns_name().map(str::to_owned),
+        // EC2 takes at most 200 values per filter.
+        let chunks: Vec<Option<&[String]>> = match ids {
+            Some([]) => return Ok(facts),
+            Some(ids) => ids.chunks(200).map(Some).collect(),
+            None => vec![None],
+        };
+        for chunk in chunks {
+            let mut token: Option<String> = None;
+            loop {
+                let body = describe_instances_form(chunk, token.as_deref());
+                let response = self
+                    .send(
+                        self.shard_of(account),
+                        http::Method::POST,
+                        "/",
+                        &headers,
+                        Bytes::from(body),
+                    )
+                    .await?;
+                let status = response.status();
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| MotoError::Unreachable(e.to_string()))?
+                    .to_bytes();
+                if !status.is_success() {
+                    return Err(MotoError::Api {
+                        operation: "DescribeInstances",
+                        message: String::from_utf8_lossy(&body).chars().take(300).collect(),
                     });
                 }
-            }
-            match output.next_token {
-                Some(next) if !next.is_empty() => token = Some(next),
-                _ => break,
+                let page = crate::fleet::parse_describe_instances(&body);
+                facts.extend(page.instances);
+                match page.next_token {
+                    Some(next) if !next.is_empty() => token = Some(next),
+                    _ => break,
+                }
             }
         }
         Ok(facts)
@@ -257,7 +367,7 @@ impl Moto {
     /// a bucket policy scoped to the Organization would).
     pub async fn put_object(&self, account: &str, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), MotoError> {
         let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&self.sdk)
+            aws_sdk_s3::config::Builder::from(&self.primary().sdk)
                 .force_path_style(true)
                 .build(),
         );
@@ -289,7 +399,7 @@ impl Moto {
         stream: &str,
         text: &str,
     ) -> Result<(), MotoError> {
-        let logs = aws_sdk_cloudwatchlogs::Client::new(&self.in_region(region));
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&self.in_region(account, region));
         let header = Arc::new(account.to_owned());
         let with_account = |header: Arc<String>| {
             move |req: &mut aws_smithy_runtime_api::http::Request| {
@@ -351,6 +461,22 @@ impl Moto {
         }
         Ok(())
     }
+}
+
+fn describe_instances_form(ids: Option<&[String]>, token: Option<&str>) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("Action", "DescribeInstances")
+        .append_pair("Version", "2016-11-15");
+    if let Some(ids) = ids {
+        form.append_pair("Filter.1.Name", "instance-id");
+        for (i, id) in ids.iter().enumerate() {
+            form.append_pair(&format!("Filter.1.Value.{}", i + 1), id);
+        }
+    }
+    if let Some(token) = token {
+        form.append_pair("NextToken", token);
+    }
+    form.finish()
 }
 
 fn api_error<E: std::error::Error + 'static, R: std::fmt::Debug>(

@@ -22,7 +22,7 @@ use crate::limits::{self, CallKey};
 use crate::protocol::{self, Protocol, Resp};
 use crate::ssm::Ctx;
 use crate::state::SimState;
-use crate::{admin, sigv4, sts};
+use crate::{admin, fleet, sigv4, sts};
 
 /// Largest request body accepted (S3 uploads of command output included).
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -90,7 +90,7 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
     }
     let Some(scope) = sigv4::scope(&parts.headers, query.as_deref()) else {
         // Unsigned requests (moto's own API, health checks) go straight through.
-        return Ok(forward(&state, parts.method, &path_and_query, &parts.headers, body).await);
+        return Ok(forward(&state, "", "", parts.method, &path_and_query, &parts.headers, body).await);
     };
     let service = scope.service.as_str();
     let protocol = protocol::protocol_of(service, &parts.headers);
@@ -157,7 +157,31 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
         "sts" if sts::is_assume_role(&parts.method, &api) => {
             sts::assume_role(&state, &caller, &parts.headers, &path_and_query, body).await
         }
-        _ => forward(&state, parts.method, &path_and_query, &parts.headers, body).await,
+        "ec2" => {
+            let response = forward(
+                &state,
+                service,
+                &caller.account,
+                parts.method,
+                &path_and_query,
+                &parts.headers,
+                body,
+            )
+            .await;
+            observe_ec2(&state, &caller.account, &scope.region, &api, response).await
+        }
+        _ => {
+            forward(
+                &state,
+                service,
+                &caller.account,
+                parts.method,
+                &path_and_query,
+                &parts.headers,
+                body,
+            )
+            .await
+        }
     };
     let outcome = match response.status() {
         s if s.is_success() || s.is_redirection() => "ok",
@@ -168,14 +192,40 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
     Ok(response)
 }
 
+/// Keeps the sim's instance facts in step with EC2: learns from listings,
+/// forgets a scope after changes.
+async fn observe_ec2(state: &SimState, account: &str, region: &str, api: &str, response: Resp) -> Resp {
+    if !response.status().is_success() {
+        return response;
+    }
+    if fleet::changes_instances(api) {
+        state.fleet.invalidate(account, region).await;
+        return response;
+    }
+    if api != "DescribeInstances" {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let page = fleet::parse_describe_instances(&bytes);
+    state.fleet.learn(account, region, page.instances).await;
+    http::Response::from_parts(parts, Full::new(bytes))
+}
+
 async fn forward(
     state: &SimState,
+    service: &str,
+    account: &str,
     method: http::Method,
     path_and_query: &str,
     headers: &http::HeaderMap,
     body: Bytes,
 ) -> Resp {
-    match state.moto.forward(method, path_and_query, headers, body).await {
+    match state
+        .moto
+        .forward_for(service, account, method, path_and_query, headers, body)
+        .await
+    {
         Ok(response) => response,
         Err(error) => {
             tracing::warn!(%error, "forwarding to moto failed");

@@ -60,7 +60,7 @@ pub struct SimState {
 impl SimState {
     /// Builds the state; starts the simulated agent.
     pub fn new(config: SimConfig) -> Arc<Self> {
-        let moto = Moto::new(&config.moto_url);
+        let moto = Moto::new(&config.moto_urls);
         let identities = Identities::new(&config.default_account);
         let tunables = RwLock::new(Arc::new(config.tunables.clone()));
         Arc::new_cyclic(|weak| Self {

@@ -10,9 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
 
 use crate::config::{SimConfig, Tunables};
 use crate::seed::fleet_file::{FleetFile, FleetState};
@@ -76,6 +75,9 @@ impl MotoProcess {
         let port = free_port();
         let child = Command::new(&path)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            // A two-AMI catalogue: moto scans its whole catalogue (1,300 AMIs)
+            // for every instance it launches.
+            .env("MOTO_AMIS_PATH", workspace_root().join("deploy/local/moto-amis.json"))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.reopen().expect("moto log")))
             .stderr(Stdio::from(log.reopen().expect("moto log")))
@@ -104,8 +106,8 @@ impl MotoProcess {
 pub struct Sandbox {
     /// The sim (its state is reachable directly: audit, counters, tunables).
     pub sim: RunningSim,
-    /// The moto process behind it.
-    pub moto: MotoProcess,
+    /// The moto processes behind it.
+    pub motos: Vec<MotoProcess>,
     scratch: tempfile::TempDir,
 }
 
@@ -128,16 +130,25 @@ impl Sandbox {
 
     /// Starts moto and a sim with these tunables.
     pub async fn start_with(tunables: Tunables) -> Self {
-        let moto = tokio::task::spawn_blocking(MotoProcess::start)
-            .await
-            .expect("moto start task");
+        Self::start_sharded(tunables, 1).await
+    }
+
+    /// Starts `shards` moto processes (accounts spread over them) and a sim.
+    pub async fn start_sharded(tunables: Tunables, shards: usize) -> Self {
+        let starts: Vec<_> = (0..shards.max(1))
+            .map(|_| tokio::task::spawn_blocking(MotoProcess::start))
+            .collect();
+        let mut motos = Vec::new();
+        for start in starts {
+            motos.push(start.await.expect("moto start task"));
+        }
         let scratch = tempfile::tempdir().expect("a scratch dir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port for the sim");
         let sim = start(
             SimConfig {
-                moto_url: moto.url.clone(),
+                moto_urls: motos.iter().map(|m| m.url.clone()).collect(),
                 default_account: HUB_ACCOUNT.into(),
                 scratch_dir: scratch.path().to_path_buf(),
                 tunables,
@@ -145,7 +156,7 @@ impl Sandbox {
             listener,
         )
         .expect("the sim starts");
-        Self { sim, moto, scratch }
+        Self { sim, motos, scratch }
     }
 
     /// The sim's endpoint URL.
@@ -174,14 +185,12 @@ impl Sandbox {
     /// SDK configuration with the given credentials; SDK retries off, so
     /// tests see every error the sim answers.
     pub fn config_with(&self, region: &str, credentials: Credentials) -> SdkConfig {
-        SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(self.endpoint())
-            .region(Region::new(region.to_owned()))
-            .credentials_provider(SharedCredentialsProvider::new(credentials))
-            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
-            .timeout_config(muster_common::aws::default_timeouts())
-            .build()
+        muster_common::aws::fixed(
+            &self.endpoint(),
+            region,
+            credentials,
+            aws_smithy_types::retry::RetryConfig::disabled(),
+        )
     }
 
     /// Assumes a role through the sim, returning credentials.

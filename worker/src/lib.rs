@@ -1,1 +1,149 @@
-//! placeholder
+//! The muster worker: takes task references from SQS, leases each task from
+//! the controller, assumes the execution role of the task's account, and
+//! discovers instances or runs one batch through SSM Run Command, reporting
+//! every result.
+//!
+//! The pipeline, one module each: [`consumer`] (SQS) -> [`lease`]
+//! (controller) -> [`credentials`] (STS) -> [`discovery`] / [`executor`]
+//! (EC2, SSM) -> [`output`] (S3, CloudWatch Logs) -> [`reporter`].
+
+pub mod api;
+pub mod config;
+pub mod consumer;
+pub mod controller;
+pub mod credentials;
+pub mod discovery;
+pub mod executor;
+pub mod lease;
+pub mod output;
+pub mod reporter;
+pub mod stats;
+pub mod target;
+pub mod task;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use muster_common::ratelimit::ApiLimiter;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::controller::{ControllerClient, ControllerError};
+use crate::credentials::{AssumeError, CredentialCache};
+use crate::reporter::Reporter;
+use crate::stats::Stats;
+use crate::target::CallError;
+
+/// What every task of the process shares.
+pub struct Context {
+    /// This worker's id, for the controller's logs.
+    pub worker_id: String,
+    /// The controller.
+    pub controller: ControllerClient,
+    /// Batches results to the controller.
+    pub reporter: Reporter,
+    /// AWS configuration with the worker's own (hub) credentials.
+    pub sdk: SdkConfig,
+    /// Target-account credentials.
+    pub credentials: Arc<CredentialCache>,
+    /// Per-(account, region, API) rates.
+    pub limiter: Arc<ApiLimiter>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+}
+
+impl Context {
+    /// A context over these clients.
+    pub fn new(worker_id: &str, controller: ControllerClient, sdk: SdkConfig) -> Self {
+        Self {
+            worker_id: worker_id.to_owned(),
+            reporter: Reporter::spawn(controller.clone()),
+            controller,
+            credentials: Arc::new(CredentialCache::new(aws_sdk_sts::Client::new(&sdk))),
+            sdk,
+            limiter: Arc::new(ApiLimiter::default()),
+            stats: Arc::new(Stats::default()),
+        }
+    }
+}
+
+/// Why a task stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The execution role could not be assumed.
+    #[error(transparent)]
+    Assume(#[from] AssumeError),
+    /// An AWS call failed for good.
+    #[error(transparent)]
+    Aws(#[from] CallError),
+    /// The controller refused or could not be reached.
+    #[error(transparent)]
+    Controller(ControllerError),
+    /// The lease passed to someone else.
+    #[error("lease lost")]
+    LeaseLost,
+    /// The worker is stopping and hands the task back.
+    #[error("handed back")]
+    HandedBack,
+}
+
+/// How the worker runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Worker id.
+    pub worker_id: String,
+    /// The task queue.
+    pub queue_url: String,
+    /// Concurrent receive loops.
+    pub pollers: usize,
+    /// Most tasks at once.
+    pub max_tasks: usize,
+    /// How long running tasks may go on after a stop request before they are
+    /// handed back to the controller.
+    pub shutdown_grace: Duration,
+}
+
+/// Runs the worker until `shutdown` fires, then stops in order: no more
+/// receiving; running tasks get `shutdown_grace` to finish; what is left is
+/// handed back (FailTask, retryable), so scale-in loses nothing.
+pub async fn run(ctx: Arc<Context>, settings: Settings, shutdown: CancellationToken) {
+    let queue = consumer::Queue {
+        sqs: aws_sdk_sqs::Client::new(&ctx.sdk),
+        url: settings.queue_url.clone(),
+    };
+    let tracker = TaskTracker::new();
+    let hand_back = CancellationToken::new();
+    let consuming = tokio::spawn(consumer::run(
+        ctx.clone(),
+        queue,
+        settings.pollers,
+        settings.max_tasks,
+        shutdown.clone(),
+        hand_back.clone(),
+        tracker.clone(),
+    ));
+    shutdown.cancelled().await;
+    // Receiving stops (a long poll in flight finishes and gives back what it
+    // gets) while running tasks have their grace period.
+    tracker.close();
+    let running = ctx.stats.running_tasks();
+    tracing::info!(
+        running,
+        grace_s = settings.shutdown_grace.as_secs(),
+        "stopping: no new tasks; letting running tasks finish"
+    );
+    if tokio::time::timeout(settings.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = ctx.stats.running_tasks(),
+            "grace period over; handing the rest back to the controller"
+        );
+        hand_back.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(30), tracker.wait()).await;
+    }
+    let _ = consuming.await;
+    tracing::info!("worker stopped");
+}

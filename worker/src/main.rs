@@ -1,1 +1,43 @@
-fn main() {}
+//! `muster-worker`: see `muster-worker --help`.
+
+use std::sync::Arc;
+
+use clap::Parser;
+use muster_common::aws::AwsSettings;
+use muster_worker::config::{Args, Config};
+use muster_worker::controller::ControllerClient;
+use muster_worker::{Context, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    muster_common::telemetry::init(
+        args.log_format.unwrap_or_default(),
+        "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_sts=warn",
+    );
+    let config = Config::resolve(args)?;
+    let sdk = muster_common::aws::load(&AwsSettings {
+        endpoint_url: config.aws_endpoint_url.clone(),
+        region: config.aws_region.clone(),
+        max_attempts: Some(3),
+    })
+    .await;
+    let controller = ControllerClient::connect_lazy(&config.controller)
+        .map_err(|e| anyhow::anyhow!("controller: '{}' is not a usable address: {e}", config.controller))?;
+    let ctx = Arc::new(Context::new(&config.worker_id, controller, sdk));
+    let shutdown = muster_common::shutdown::on_signals();
+    tracing::info!(worker_id = %config.worker_id, controller = %config.controller, queue = %config.queue_url, "muster-worker starting");
+    muster_worker::run(
+        ctx,
+        Settings {
+            worker_id: config.worker_id,
+            queue_url: config.queue_url,
+            pollers: config.pollers,
+            max_tasks: config.max_tasks,
+            shutdown_grace: config.shutdown_grace,
+        },
+        shutdown,
+    )
+    .await;
+    Ok(())
+}

@@ -13,9 +13,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context as _, anyhow};
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
 use futures::{StreamExt as _, TryStreamExt as _};
 
 use crate::cfn::{Param, Template};
@@ -41,14 +40,12 @@ pub struct SeedOptions {
 }
 
 fn sdk(endpoint: &str, region: &str, credentials: Credentials) -> SdkConfig {
-    SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new(region.to_owned()))
-        .credentials_provider(SharedCredentialsProvider::new(credentials))
-        .retry_config(aws_smithy_types::retry::RetryConfig::standard().with_max_attempts(6))
-        .timeout_config(muster_common::aws::default_timeouts())
-        .build()
+    muster_common::aws::fixed(
+        endpoint,
+        region,
+        credentials,
+        aws_smithy_types::retry::RetryConfig::standard().with_max_attempts(6),
+    )
 }
 
 fn err<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug + Send + Sync + 'static>(

@@ -229,51 +229,40 @@ pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> 
         ));
     }
     let max_age = Duration::from_millis(tunables.fleet_cache_ms);
-    let mut fleet = match sim.fleet.snapshot(&ctx.account, &ctx.region, max_age).await {
-        Ok(fleet) => fleet,
-        Err(e) => return Err(error("InternalServerError", &e.to_string())),
-    };
+    let moto_error = |e: crate::moto::MotoError| error("InternalServerError", &e.to_string());
     let managed = |i: &InstanceFact| !is_gone(i) && Behaviour::of(i).agent != AgentState::Unmanaged;
     let selected: Vec<InstanceFact> = if has_targets {
+        let fleet = sim
+            .fleet
+            .all(&ctx.account, &ctx.region, max_age)
+            .await
+            .map_err(moto_error)?;
         resolve_targets(&targets, &fleet)?
             .into_iter()
             .filter(|i| managed(i))
             .collect()
     } else {
-        let lookup = |fleet: &[InstanceFact]| -> Result<Vec<InstanceFact>, Vec<String>> {
-            let mut found = Vec::new();
-            let mut bad = Vec::new();
-            for id in &instance_ids {
-                match fleet.iter().find(|i| &i.id == id).filter(|i| managed(i)) {
-                    Some(instance) => found.push(instance.clone()),
-                    None => bad.push(id.clone()),
-                }
-            }
-            if bad.is_empty() { Ok(found) } else { Err(bad) }
-        };
-        match lookup(&fleet) {
-            Ok(found) => found,
-            Err(_) => {
-                // New instances may not be in the cached snapshot yet.
-                fleet = match sim.fleet.snapshot(&ctx.account, &ctx.region, Duration::ZERO).await {
-                    Ok(fleet) => fleet,
-                    Err(e) => return Err(error("InternalServerError", &e.to_string())),
-                };
-                match lookup(&fleet) {
-                    Ok(found) => found,
-                    Err(bad) => {
-                        return Err(error(
-                            "InvalidInstanceId",
-                            &format!(
-                                "Instances [[{}]] not in a valid state for account {}",
-                                bad.join(", "),
-                                ctx.account
-                            ),
-                        ));
-                    }
-                }
-            }
+        let found = sim
+            .fleet
+            .by_ids(&ctx.account, &ctx.region, &instance_ids, max_age)
+            .await
+            .map_err(moto_error)?;
+        let bad: Vec<&String> = instance_ids
+            .iter()
+            .filter(|id| !found.iter().any(|i| &i.id == *id && managed(i)))
+            .collect();
+        if !bad.is_empty() {
+            let bad: Vec<&str> = bad.iter().map(|s| s.as_str()).collect();
+            return Err(error(
+                "InvalidInstanceId",
+                &format!(
+                    "Instances [[{}]] not in a valid state for account {}",
+                    bad.join(", "),
+                    ctx.account
+                ),
+            ));
         }
+        found
     };
 
     let now = Utc::now();
@@ -666,10 +655,15 @@ pub(super) async fn describe_instance_information(
         }
     }
     let max_age = Duration::from_millis(sim.tunables().fleet_cache_ms);
-    let fleet = match sim.fleet.snapshot(&ctx.account, &ctx.region, max_age).await {
-        Ok(fleet) => fleet,
-        Err(e) => return Err(error("InternalServerError", &e.to_string())),
-    };
+    let wanted_ids = conditions
+        .iter()
+        .find(|(key, _)| key == "InstanceIds")
+        .map(|(_, ids)| ids.clone());
+    let fleet = match &wanted_ids {
+        Some(ids) => sim.fleet.by_ids(&ctx.account, &ctx.region, ids, max_age).await,
+        None => sim.fleet.all(&ctx.account, &ctx.region, max_age).await,
+    }
+    .map_err(|e| error("InternalServerError", &e.to_string()))?;
     let mut nodes: Vec<(&InstanceFact, Value)> = fleet
         .iter()
         .filter(|i| !is_gone(i) && Behaviour::of(i).agent != AgentState::Unmanaged)

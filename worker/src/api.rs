@@ -1,0 +1,100 @@
+//! Every AWS API the worker calls, in one place. Code can only call AWS
+//! through [`crate::target::Target::call`], which takes an [`Api`], so this
+//! list cannot drift from what the worker does; a test checks that the
+//! execution role in `deploy/cloudformation/target-account.yaml` allows
+//! exactly these actions.
+
+/// An AWS API the worker calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Api {
+    /// STS AssumeRole, made with the worker's own (hub) credentials.
+    AssumeRole,
+    /// EC2 DescribeRegions: is the task's region enabled in the account.
+    DescribeRegions,
+    /// EC2 DescribeInstances: discovery.
+    DescribeInstances,
+    /// SSM DescribeInstanceInformation: which instances SSM manages, online.
+    DescribeInstanceInformation,
+    /// SSM SendCommand: one per batch.
+    SendCommand,
+    /// SSM ListCommands: what earlier attempts of a task sent.
+    ListCommands,
+    /// SSM ListCommandInvocations: polling.
+    ListCommandInvocations,
+    /// SSM GetCommandInvocation: up to 24,000 characters of output.
+    GetCommandInvocation,
+    /// SSM CancelCommand: a campaign was cancelled.
+    CancelCommand,
+    /// S3 GetObject: full output.
+    GetObject,
+    /// CloudWatch Logs GetLogEvents: full output.
+    GetLogEvents,
+}
+
+impl Api {
+    /// Every API, in order.
+    pub const ALL: [Api; 11] = [
+        Api::AssumeRole,
+        Api::DescribeRegions,
+        Api::DescribeInstances,
+        Api::DescribeInstanceInformation,
+        Api::SendCommand,
+        Api::ListCommands,
+        Api::ListCommandInvocations,
+        Api::GetCommandInvocation,
+        Api::CancelCommand,
+        Api::GetObject,
+        Api::GetLogEvents,
+    ];
+
+    /// The API's name, as AWS and the sim count it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::AssumeRole => "AssumeRole",
+            Api::DescribeRegions => "DescribeRegions",
+            Api::DescribeInstances => "DescribeInstances",
+            Api::DescribeInstanceInformation => "DescribeInstanceInformation",
+            Api::SendCommand => "SendCommand",
+            Api::ListCommands => "ListCommands",
+            Api::ListCommandInvocations => "ListCommandInvocations",
+            Api::GetCommandInvocation => "GetCommandInvocation",
+            Api::CancelCommand => "CancelCommand",
+            Api::GetObject => "GetObject",
+            Api::GetLogEvents => "GetLogEvents",
+        }
+    }
+
+    /// The service, as in the SigV4 scope.
+    pub fn service(self) -> &'static str {
+        match self {
+            Api::AssumeRole => "sts",
+            Api::DescribeRegions | Api::DescribeInstances => "ec2",
+            Api::GetObject => "s3",
+            Api::GetLogEvents => "logs",
+            _ => "ssm",
+        }
+    }
+
+    /// The IAM action that allows the call.
+    pub fn iam_action(self) -> String {
+        format!("{}:{}", self.service(), self.name())
+    }
+
+    /// Whether the call is made with a target account's execution role (all
+    /// but AssumeRole, which the worker's own role makes).
+    pub fn in_target_account(self) -> bool {
+        self != Api::AssumeRole
+    }
+}
+
+/// The IAM actions the execution role must allow, lowercased and sorted.
+pub fn execution_role_actions() -> Vec<String> {
+    let mut actions: Vec<String> = Api::ALL
+        .iter()
+        .filter(|api| api.in_target_account())
+        .map(|api| api.iam_action().to_ascii_lowercase())
+        .collect();
+    actions.sort();
+    actions.dedup();
+    actions
+}

@@ -1,0 +1,159 @@
+//! The worker's configuration: flags, `MUSTER_*` environment, a TOML file,
+//! defaults, in that order of precedence. AWS settings come from the SDK's
+//! own environment (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, ...).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use muster_common::telemetry::LogFormat;
+use serde::Deserialize;
+
+/// The muster worker: takes tasks from the SQS queue, leases each from the
+/// controller, assumes the execution role in the task's account, and runs
+/// discovery or one batch of commands through SSM Run Command. Run as many
+/// as you like; they share the queue.
+#[derive(Debug, Parser, Default)]
+#[command(name = "muster-worker", version, about, long_about = None)]
+pub struct Args {
+    /// TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "MUSTER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The controller's WorkerService [default: http://127.0.0.1:7071]
+    #[arg(long, env = "MUSTER_CONTROLLER")]
+    pub controller: Option<String>,
+    /// URL of the SQS task queue (required).
+    #[arg(long, env = "MUSTER_QUEUE_URL")]
+    pub queue_url: Option<String>,
+    /// Concurrent SQS long-poll loops [default: 2]
+    #[arg(long, env = "MUSTER_POLLERS")]
+    pub pollers: Option<usize>,
+    /// Most tasks running at once [default: 2000]
+    #[arg(long, env = "MUSTER_MAX_TASKS")]
+    pub max_tasks: Option<usize>,
+    /// Name in the controller's logs [default: <hostname>-<pid>]
+    #[arg(long, env = "MUSTER_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Seconds running tasks may go on after SIGTERM before they are handed
+    /// back to the controller for another worker [default: 30]
+    #[arg(long, env = "MUSTER_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<u64>,
+    /// Send AWS calls here instead of AWS (the local sandbox); the SDK's
+    /// AWS_ENDPOINT_URL works too.
+    #[arg(long)]
+    pub aws_endpoint_url: Option<String>,
+    /// Region for SQS and STS calls; the SDK's AWS_REGION works too.
+    #[arg(long)]
+    pub aws_region: Option<String>,
+    /// Log line format [default: text]
+    #[arg(long, value_enum, env = "MUSTER_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The same settings in a config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See `--controller`.
+    pub controller: Option<String>,
+    /// See `--queue-url`.
+    pub queue_url: Option<String>,
+    /// See `--pollers`.
+    pub pollers: Option<usize>,
+    /// See `--max-tasks`.
+    pub max_tasks: Option<usize>,
+    /// See `--worker-id`.
+    pub worker_id: Option<String>,
+    /// See `--shutdown-grace`.
+    pub shutdown_grace: Option<u64>,
+    /// See `--aws-endpoint-url`.
+    pub aws_endpoint_url: Option<String>,
+    /// See `--aws-region`.
+    pub aws_region: Option<String>,
+}
+
+/// Resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Controller URL.
+    pub controller: String,
+    /// Queue URL.
+    pub queue_url: String,
+    /// Receive loops.
+    pub pollers: usize,
+    /// Most tasks at once.
+    pub max_tasks: usize,
+    /// Worker id.
+    pub worker_id: String,
+    /// Shutdown grace.
+    pub shutdown_grace: Duration,
+    /// AWS endpoint override.
+    pub aws_endpoint_url: Option<String>,
+    /// AWS region.
+    pub aws_region: Option<String>,
+}
+
+impl Config {
+    /// Merges flags, environment and file over defaults; names what is
+    /// missing or wrong.
+    pub fn resolve(args: Args) -> anyhow::Result<Self> {
+        let file: FileConfig = muster_common::config::load_file(args.config.as_deref())?;
+        let queue_url = args.queue_url.or(file.queue_url).ok_or_else(|| {
+            anyhow::anyhow!("queue_url: the SQS task queue is required (--queue-url or MUSTER_QUEUE_URL)")
+        })?;
+        let pollers = args.pollers.or(file.pollers).unwrap_or(2);
+        if !(1..=64).contains(&pollers) {
+            anyhow::bail!("pollers: {pollers} must be between 1 and 64");
+        }
+        let max_tasks = args.max_tasks.or(file.max_tasks).unwrap_or(2000);
+        if max_tasks == 0 {
+            anyhow::bail!("max_tasks: must be at least 1");
+        }
+        Ok(Self {
+            controller: args
+                .controller
+                .or(file.controller)
+                .unwrap_or_else(|| "http://127.0.0.1:7071".into()),
+            queue_url,
+            pollers,
+            max_tasks,
+            worker_id: args
+                .worker_id
+                .or(file.worker_id)
+                .unwrap_or_else(|| muster_common::config::default_instance_id("muster-worker")),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
+            aws_endpoint_url: args.aws_endpoint_url.or(file.aws_endpoint_url),
+            aws_region: args.aws_region.or(file.aws_region),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_missing_fields_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.toml");
+        std::fs::write(&path, "queue_url = \"http://file/q\"\npollers = 4\n").unwrap();
+        let args = Args {
+            config: Some(path.clone()),
+            pollers: Some(8),
+            ..Default::default()
+        };
+        let config = Config::resolve(args).unwrap();
+        assert_eq!(config.queue_url, "http://file/q");
+        assert_eq!(config.pollers, 8);
+        assert_eq!(config.max_tasks, 2000);
+        let err = Config::resolve(Args::default()).unwrap_err();
+        assert!(err.to_string().starts_with("queue_url:"), "{err}");
+        std::fs::write(&path, "queue_url = \"q\"\npolers = 4\n").unwrap();
+        let err = Config::resolve(Args {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("polers"), "{err}");
+    }
+}

@@ -1,0 +1,203 @@
+//! The SQS side: long-poll loops that receive TaskRefs, lease each task, and
+//! run it. A message is deleted once its task is leased (the controller owns
+//! retries from then on) or once the controller says there is nothing to run.
+//! Every message is untrusted: one that is not a TaskRef is logged and left
+//! for the queue's redrive policy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::Message;
+use muster_proto::v1::{LeaseOutcome, LeaseTaskRequest};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::Context;
+
+/// SQS's most messages per receive.
+const RECEIVE_BATCH: usize = 10;
+/// SQS's longest long-poll.
+const LONG_POLL_SECONDS: i32 = 20;
+
+/// Where tasks come from.
+#[derive(Clone)]
+pub struct Queue {
+    /// SQS client (the worker's own credentials).
+    pub sqs: aws_sdk_sqs::Client,
+    /// The task queue.
+    pub url: String,
+}
+
+impl Queue {
+    /// Makes a received message visible to other workers right away.
+    async fn release(&self, message: &Message) {
+        let Some(receipt) = message.receipt_handle() else {
+            return;
+        };
+        if let Err(error) = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(0)
+            .send()
+            .await
+        {
+            tracing::warn!(message_id = message.message_id().unwrap_or_default(), error = %muster_common::retry::describe(&error), "could not release queue message");
+        }
+    }
+
+    async fn delete(&self, message: &Message) {
+        let Some(receipt) = message.receipt_handle() else {
+            return;
+        };
+        if let Err(error) = self
+            .sqs
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+        {
+            // It comes back after its visibility timeout; the controller then
+            // answers that the task is leased or finished, and it goes.
+            tracing::warn!(message_id = message.message_id().unwrap_or_default(), error = %muster_common::retry::describe(&error), "could not delete queue message");
+        }
+    }
+}
+
+/// Runs `pollers` receive loops until `stop` is cancelled. Tasks run on
+/// `tracker`, at most `max_tasks` at once.
+pub async fn run(
+    ctx: Arc<Context>,
+    queue: Queue,
+    pollers: usize,
+    max_tasks: usize,
+    stop: CancellationToken,
+    hand_back: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(max_tasks.max(1)));
+    let mut loops = Vec::new();
+    for poller in 0..pollers.max(1) {
+        loops.push(tokio::spawn(receive_loop(
+            poller,
+            ctx.clone(),
+            queue.clone(),
+            slots.clone(),
+            stop.clone(),
+            hand_back.clone(),
+            tracker.clone(),
+        )));
+    }
+    for handle in loops {
+        let _ = handle.await;
+    }
+}
+
+async fn receive_loop(
+    poller: usize,
+    ctx: Arc<Context>,
+    queue: Queue,
+    slots: Arc<Semaphore>,
+    stop: CancellationToken,
+    hand_back: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut failures = 0u32;
+    while !stop.is_cancelled() {
+        // Take room for the messages before asking for them, so a full
+        // worker leaves work on the queue for others.
+        let want = slots.available_permits().clamp(1, RECEIVE_BATCH);
+        let permits = tokio::select! {
+            () = stop.cancelled() => break,
+            permits = slots.clone().acquire_many_owned(want as u32) => permits.expect("semaphore never closes"),
+        };
+        // Not abandoned on stop: SQS may already have handed messages to this
+        // long poll, and they would stay hidden for the visibility timeout.
+        let received = queue
+            .sqs
+            .receive_message()
+            .queue_url(&queue.url)
+            .max_number_of_messages(want as i32)
+            .wait_time_seconds(LONG_POLL_SECONDS)
+            .message_attribute_names("All")
+            .send()
+            .await;
+        let messages = match received {
+            Ok(answer) => {
+                failures = 0;
+                answer.messages.unwrap_or_default()
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(poller, error = %muster_common::retry::describe(&error), "receiving from the task queue failed");
+                tokio::time::sleep(muster_common::retry::backoff(
+                    failures,
+                    Duration::from_millis(500),
+                    Duration::from_secs(20),
+                ))
+                .await;
+                continue;
+            }
+        };
+        if stop.is_cancelled() {
+            // Stopping: give what arrived back to the queue at once.
+            for message in &messages {
+                queue.release(message).await;
+            }
+            break;
+        }
+        let mut permits = permits;
+        for message in messages {
+            let permit = permits.split(1).expect("one permit per message");
+            let ctx = ctx.clone();
+            let queue = queue.clone();
+            let hand_back = hand_back.clone();
+            tracker.spawn(async move {
+                Box::pin(handle(&ctx, &queue, message, &hand_back)).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+async fn handle(ctx: &Context, queue: &Queue, message: Message, hand_back: &CancellationToken) {
+    let message_id = message.message_id().unwrap_or_default().to_owned();
+    let task_ref = match muster_proto::decode_task_ref(message.body().unwrap_or_default()) {
+        Ok(task_ref) => task_ref,
+        Err(error) => {
+            tracing::warn!(message_id, %error, "malformed queue message; leaving it for the redrive policy");
+            return;
+        }
+    };
+    let task_id = task_ref.task_id.clone();
+    let answer = ctx
+        .controller
+        .lease_task(LeaseTaskRequest {
+            task: Some(task_ref),
+            worker_id: ctx.worker_id.clone(),
+        })
+        .await;
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(error) => {
+            tracing::warn!(task_id, %error, "could not lease the task; the message will come back");
+            return;
+        }
+    };
+    let outcome = LeaseOutcome::try_from(answer.outcome).unwrap_or(LeaseOutcome::Unspecified);
+    queue.delete(&message).await;
+    match (outcome, answer.lease) {
+        (LeaseOutcome::Granted, Some(lease)) => crate::task::run(ctx, lease, hand_back).await,
+        (outcome, _) => {
+            tracing::warn!(
+                task_id,
+                outcome = outcome.as_str_name(),
+                detail = answer.detail,
+                "not running task; message deleted"
+            );
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The worker's side of WorkerService: a gRPC client with the retry policy
+//! each call needs. Facts (dispatches, results) are retried until the
+//! controller records them; a lease lost is reported as such, never retried.
+
+use std::time::Duration;
+
+use muster_common::retry::backoff;
+use muster_proto::v1::worker_service_client::WorkerServiceClient;
+use muster_proto::v1::{
+    CompleteTaskRequest, FailTaskRequest, FailTaskResponse, LeaseTaskRequest, LeaseTaskResponse, RenewLeaseRequest,
+    RenewLeaseResponse, ReportDispatchRequest, ReportResultsRequest, ReportResultsResponse, ReportTargetsRequest,
+    ReportTargetsResponse,
+};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// How a controller call ended when it did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControllerError {
+    /// The lease is no longer ours (fenced): stop working on the task.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
+    /// The controller refused the request for good.
+    #[error("controller refused: {0}")]
+    Refused(String),
+    /// The controller could not be reached in time.
+    #[error("controller unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// Whether a status is worth retrying.
+pub fn is_transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Unknown
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Internal
+    )
+}
+
+fn classify(status: &Status) -> ControllerError {
+    match status.code() {
+        Code::FailedPrecondition => ControllerError::LeaseLost(status.message().to_owned()),
+        _ if is_transient(status) => ControllerError::Unreachable(status.message().to_owned()),
+        _ => ControllerError::Refused(format!("{}: {}", status.code(), status.message())),
+    }
+}
+
+/// A cloneable client of the controller's WorkerService.
+#[derive(Clone)]
+pub struct ControllerClient {
+    client: WorkerServiceClient<Channel>,
+}
+
+impl ControllerClient {
+    /// Connects lazily to `url` ("http://127.0.0.1:7070"): a controller that
+    /// is down at start is retried, not fatal.
+    pub fn connect_lazy(url: &str) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Self::from_channel(channel))
+    }
+
+    /// A client over an existing channel (TLS set up by the caller).
+    pub fn from_channel(channel: Channel) -> Self {
+        let client = WorkerServiceClient::new(channel)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024);
+        Self { client }
+    }
+
+    /// Retries `call` on transient failures for up to `budget`.
+    async fn retrying<T, F, Fut>(&self, budget: Duration, mut call: F) -> Result<T, ControllerError>
+    where
+        F: FnMut(WorkerServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let started = std::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match call(self.client.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if is_transient(&status) && started.elapsed() < budget => {
+                    tracing::debug!(code = ?status.code(), message = status.message(), attempt, "controller call failed; retrying");
+                    tokio::time::sleep(backoff(attempt, Duration::from_millis(100), Duration::from_secs(5))).await;
+                }
+                Err(status) => return Err(classify(&status)),
+            }
+        }
+    }
+
+    /// Asks for a task's lease. One attempt: on failure the queue message
+    /// stays and comes back after its visibility timeout.
+    pub async fn lease_task(&self, request: LeaseTaskRequest) -> Result<LeaseTaskResponse, ControllerError> {
+        self.retrying(Duration::ZERO, |mut c| {
+            let request = request.clone();
+            async move { c.lease_task(request).await }
+        })
+        .await
+    }
+
+    /// Renews a lease. One attempt; the renew loop tries again next tick.
+    pub async fn renew_lease(&self, request: RenewLeaseRequest) -> Result<RenewLeaseResponse, ControllerError> {
+        self.retrying(Duration::ZERO, |mut c| {
+            let request = request.clone();
+            async move { c.renew_lease(request).await }
+        })
+        .await
+    }
+
+    /// Reports discovered instances; retried for as long as it takes.
+    pub async fn report_targets(
+        &self,
+        request: ReportTargetsRequest,
+    ) -> Result<ReportTargetsResponse, ControllerError> {
+        self.retrying(Duration::MAX, |mut c| {
+            let request = request.clone();
+            async move { c.report_targets(request).await }
+        })
+        .await
+    }
+
+    /// Records a SendCommand; retried for as long as it takes, because a
+    /// later attempt must know about it.
+    pub async fn report_dispatch(&self, request: ReportDispatchRequest) -> Result<(), ControllerError> {
+        self.retrying(Duration::MAX, |mut c| {
+            let request = request.clone();
+            async move { c.report_dispatch(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Reports results; retried for as long as it takes.
+    pub async fn report_results(
+        &self,
+        request: ReportResultsRequest,
+    ) -> Result<ReportResultsResponse, ControllerError> {
+        self.retrying(Duration::MAX, |mut c| {
+            let request = request.clone();
+            async move { c.report_results(request).await }
+        })
+        .await
+    }
+
+    /// Completes a task.
+    pub async fn complete_task(&self, request: CompleteTaskRequest) -> Result<(), ControllerError> {
+        self.retrying(Duration::from_secs(300), |mut c| {
+            let request = request.clone();
+            async move { c.complete_task(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Fails a task.
+    pub async fn fail_task(&self, request: FailTaskRequest) -> Result<FailTaskResponse, ControllerError> {
+        self.retrying(Duration::from_secs(300), |mut c| {
+            let request = request.clone();
+            async move { c.fail_task(request).await }
+        })
+        .await
+    }
+}

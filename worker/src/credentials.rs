@@ -1,0 +1,261 @@
+//! Credentials for target accounts: one shared STS client, one cached entry
+//! per (role ARN, external id, session name), refreshed well before expiry.
+//!
+//! Sessions assumed from the worker's own role are role-chained, which AWS
+//! caps at one hour. Refreshing at least ten minutes before expiry means a
+//! ten-hour campaign never sees ExpiredToken. Nothing here ever logs a secret:
+//! `Credentials`' Debug output is redacted, and errors carry only AWS's
+//! error code and message.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError, future};
+use muster_common::retry::{self, ErrorClass};
+
+/// Refresh this long before expiry (or two thirds into shorter sessions).
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(10 * 60);
+/// Most cached roles; the least recently used go first.
+const MAX_ENTRIES: usize = 10_000;
+
+/// Which role session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoleKey {
+    /// The role to assume.
+    pub role_arn: String,
+    /// ExternalId, when the trust policy demands one.
+    pub external_id: Option<String>,
+    /// "muster-<campaign id>", so CloudTrail ties every call to its campaign.
+    pub session_name: String,
+    /// Requested session length.
+    pub duration_seconds: u32,
+}
+
+impl RoleKey {
+    /// The account the role is in.
+    pub fn account(&self) -> &str {
+        self.role_arn.split(':').nth(4).unwrap_or_default()
+    }
+}
+
+/// AssumeRole failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("assume role {role_arn} in account {account}: {message}")]
+pub struct AssumeError {
+    /// The role.
+    pub role_arn: String,
+    /// Its account.
+    pub account: String,
+    /// What kind of failure.
+    pub class: ErrorClass,
+    /// AWS's code and message.
+    pub message: String,
+}
+
+struct Held {
+    credentials: Credentials,
+    /// When to get new ones.
+    refresh_at: SystemTime,
+}
+
+struct Entry {
+    held: tokio::sync::Mutex<Option<Held>>,
+    last_used: Mutex<Instant>,
+}
+
+/// The cache.
+pub struct CredentialCache {
+    sts: aws_sdk_sts::Client,
+    entries: Mutex<HashMap<RoleKey, Arc<Entry>>>,
+    refreshes: AtomicU64,
+}
+
+impl CredentialCache {
+    /// A cache over one STS client (the worker's own credentials).
+    pub fn new(sts: aws_sdk_sts::Client) -> Self {
+        Self {
+            sts,
+            entries: Mutex::new(HashMap::new()),
+            refreshes: AtomicU64::new(0),
+        }
+    }
+
+    fn entry(&self, key: &RoleKey) -> Arc<Entry> {
+        let mut entries = self.entries.lock().expect("credentials lock");
+        if !entries.contains_key(key) && entries.len() >= MAX_ENTRIES {
+            let oldest = entries
+                .iter()
+                .min_by_key(|(_, e)| *e.last_used.lock().expect("last used lock"))
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                entries.remove(&oldest);
+            }
+        }
+        let entry = entries
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Entry {
+                    held: tokio::sync::Mutex::new(None),
+                    last_used: Mutex::new(Instant::now()),
+                })
+            })
+            .clone();
+        *entry.last_used.lock().expect("last used lock") = Instant::now();
+        entry
+    }
+
+    /// Credentials for `key`, assuming the role when there are none or they
+    /// are due for refresh. Concurrent callers share one AssumeRole.
+    pub async fn get(&self, key: &RoleKey) -> Result<Credentials, AssumeError> {
+        let entry = self.entry(key);
+        let mut held = entry.held.lock().await;
+        if let Some(current) = held.as_ref()
+            && SystemTime::now() < current.refresh_at
+        {
+            return Ok(current.credentials.clone());
+        }
+        let fresh = self.assume(key).await?;
+        let credentials = fresh.credentials.clone();
+        *held = Some(fresh);
+        Ok(credentials)
+    }
+
+    /// Drops cached credentials (after AWS called them expired).
+    pub async fn invalidate(&self, key: &RoleKey) {
+        let entry = self.entry(key);
+        *entry.held.lock().await = None;
+    }
+
+    /// How many times a role was assumed.
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(Ordering::Relaxed)
+    }
+
+    async fn assume(&self, key: &RoleKey) -> Result<Held, AssumeError> {
+        let error = |class, message: String| AssumeError {
+            role_arn: key.role_arn.clone(),
+            account: key.account().to_owned(),
+            class,
+            message,
+        };
+        let mut attempt = 0;
+        let output = loop {
+            attempt += 1;
+            let result = self
+                .sts
+                .assume_role()
+                .role_arn(&key.role_arn)
+                .role_session_name(&key.session_name)
+                .set_external_id(key.external_id.clone())
+                .duration_seconds(key.duration_seconds as i32)
+                .send()
+                .await;
+            match result {
+                Ok(output) => break output,
+                Err(e) => {
+                    let class = retry::classify(&e);
+                    if !class.is_retryable() || attempt >= 6 {
+                        return Err(error(class, retry::describe(&e)));
+                    }
+                    tokio::time::sleep(retry::backoff(
+                        attempt,
+                        Duration::from_millis(200),
+                        Duration::from_secs(10),
+                    ))
+                    .await;
+                }
+            }
+        };
+        let aws = output
+            .credentials
+            .ok_or_else(|| error(ErrorClass::Final, "AssumeRole answered without credentials".into()))?;
+        let expires =
+            SystemTime::try_from(aws.expiration).unwrap_or_else(|_| SystemTime::now() + Duration::from_secs(900));
+        let now = SystemTime::now();
+        let lifetime = expires.duration_since(now).unwrap_or_default();
+        let refresh_at = expires - refresh_margin(lifetime);
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(role = %key.role_arn, session = %key.session_name, lifetime_s = lifetime.as_secs(), "role assumed");
+        Ok(Held {
+            credentials: Credentials::new(
+                aws.access_key_id,
+                aws.secret_access_key,
+                Some(aws.session_token),
+                Some(expires),
+                "muster-assume-role",
+            ),
+            refresh_at,
+        })
+    }
+
+    /// A provider for SDK clients acting as `key`.
+    pub fn provider(self: &Arc<Self>, key: RoleKey) -> RoleProvider {
+        RoleProvider {
+            cache: self.clone(),
+            key,
+        }
+    }
+}
+
+/// How long before expiry to refresh: ten minutes, or a third of the
+/// lifetime in when sessions are shorter (only the sandbox hands those out).
+pub fn refresh_margin(lifetime: Duration) -> Duration {
+    REFRESH_MARGIN.min(lifetime * 2 / 3)
+}
+
+/// An SDK credentials provider backed by the cache. SDK clients using it must
+/// not cache identities themselves (see `target.rs`), so every request asks
+/// here and gets the refreshed session in time.
+#[derive(Clone)]
+pub struct RoleProvider {
+    cache: Arc<CredentialCache>,
+    key: RoleKey,
+}
+
+impl std::fmt::Debug for RoleProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleProvider")
+            .field("role_arn", &self.key.role_arn)
+            .finish()
+    }
+}
+
+impl ProvideCredentials for RoleProvider {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            self.cache
+                .get(&self.key)
+                .await
+                .map_err(CredentialsError::provider_error)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_comes_ten_minutes_early_or_a_third_into_short_sessions() {
+        assert_eq!(refresh_margin(Duration::from_secs(3600)), Duration::from_secs(600));
+        assert_eq!(refresh_margin(Duration::from_secs(900)), Duration::from_secs(600));
+        assert_eq!(refresh_margin(Duration::from_secs(30)), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn the_account_comes_from_the_role_arn() {
+        let key = RoleKey {
+            role_arn: "arn:aws:iam::222222222222:role/muster-execution".into(),
+            external_id: None,
+            session_name: "muster-c".into(),
+            duration_seconds: 3600,
+        };
+        assert_eq!(key.account(), "222222222222");
+    }
+}

@@ -1,0 +1,319 @@
+//! Discover tasks: list the instances of one (account, region) with EC2,
+//! ask SSM which of them it manages and whether their agents are online, and
+//! report every one: managed and online, or SKIPPED with the reason. Nothing
+//! is silently dropped.
+
+use std::collections::HashMap;
+
+use aws_sdk_ec2::types::Filter;
+use aws_sdk_ssm::types::{
+    InstanceInformation, InstanceInformationFilter, InstanceInformationFilterKey, PingStatus as SsmPing,
+};
+use muster_proto::v1::{DiscoverSpec, DiscoveredInstance, PingStatus, Platform, ReportTargetsRequest};
+
+use crate::api::Api;
+use crate::controller::ControllerClient;
+use crate::target::{CallError, Target};
+
+/// States worth reporting: terminated instances are gone, the rest are
+/// targets (stopped ones end SKIPPED, so the operator sees them).
+const STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
+/// EC2 takes at most 200 values per filter.
+const FILTER_VALUES: usize = 200;
+/// DescribeInstanceInformation's page and InstanceIds filter limit.
+const SSM_PAGE: usize = 50;
+/// Instances per ReportTargets request.
+const REPORT_PAGE: usize = 1_000;
+
+/// An EC2 instance as discovery sees it.
+#[derive(Debug, Clone)]
+struct Ec2Instance {
+    id: String,
+    state: String,
+    windows: bool,
+    name: String,
+}
+
+/// Lists, joins and reports. Returns how many instances were reported.
+pub async fn discover(
+    target: &Target,
+    spec: &DiscoverSpec,
+    controller: &ControllerClient,
+    task_id: &str,
+    lease_id: u64,
+) -> Result<usize, CallError> {
+    if spec.check_region_enabled && !region_enabled(target).await? {
+        tracing::info!(account = %target.account, region = %target.region, "region not enabled in the account; nothing to discover");
+        return Ok(0);
+    }
+    let instances = ec2_instances(target, spec).await?;
+    let ids: Vec<String> = instances
+        .iter()
+        .filter(|i| i.state == "running")
+        .map(|i| i.id.clone())
+        .collect();
+    let managed = ssm_nodes(target, &ids).await?;
+    let discovered: Vec<DiscoveredInstance> = instances.iter().map(|i| judge(i, managed.get(&i.id), spec)).collect();
+    let count = discovered.len();
+    for page in discovered.chunks(REPORT_PAGE) {
+        controller
+            .report_targets(ReportTargetsRequest {
+                task_id: task_id.to_owned(),
+                lease_id,
+                instances: page.to_vec(),
+            })
+            .await
+            .map_err(|e| CallError {
+                api: "ReportTargets",
+                account: target.account.clone(),
+                region: target.region.clone(),
+                class: muster_common::retry::ErrorClass::Transient,
+                code: None,
+                message: e.to_string(),
+            })?;
+    }
+    tracing::info!(account = %target.account, region = %target.region, instances = count, managed = managed.len(), "discovered");
+    Ok(count)
+}
+
+async fn region_enabled(target: &Target) -> Result<bool, CallError> {
+    let region = target.region.clone();
+    let answer = target
+        .call(Api::DescribeRegions, || {
+            target
+                .ec2
+                .describe_regions()
+                .all_regions(true)
+                .region_names(region.clone())
+                .send()
+        })
+        .await?;
+    Ok(answer
+        .regions()
+        .iter()
+        .any(|r| r.opt_in_status().is_none_or(|s| s != "not-opted-in")))
+}
+
+async fn ec2_instances(target: &Target, spec: &DiscoverSpec) -> Result<Vec<Ec2Instance>, CallError> {
+    let mut base = vec![
+        Filter::builder()
+            .name("instance-state-name")
+            .set_values(Some(STATES.map(String::from).to_vec()))
+            .build(),
+    ];
+    for tag in &spec.tags {
+        base.push(if tag.values.is_empty() {
+            Filter::builder().name("tag-key").values(tag.key.clone()).build()
+        } else {
+            Filter::builder()
+                .name(format!("tag:{}", tag.key))
+                .set_values(Some(tag.values.clone()))
+                .build()
+        });
+    }
+    let id_chunks: Vec<Option<Vec<String>>> = if spec.instance_ids.is_empty() {
+        vec![None]
+    } else {
+        spec.instance_ids
+            .chunks(FILTER_VALUES)
+            .map(|c| Some(c.to_vec()))
+            .collect()
+    };
+    let mut found = Vec::new();
+    for ids in id_chunks {
+        let mut filters = base.clone();
+        if let Some(ids) = ids {
+            filters.push(Filter::builder().name("instance-id").set_values(Some(ids)).build());
+        }
+        let mut token: Option<String> = None;
+        loop {
+            let page = target
+                .call(Api::DescribeInstances, || {
+                    target
+                        .ec2
+                        .describe_instances()
+                        .set_filters(Some(filters.clone()))
+                        .max_results(1000)
+                        .set_next_token(token.clone())
+                        .send()
+                })
+                .await?;
+            for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+                let Some(id) = instance.instance_id() else { continue };
+                found.push(Ec2Instance {
+                    id: id.to_owned(),
+                    state: instance
+                        .state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_owned())
+                        .unwrap_or_default(),
+                    windows: instance
+                        .platform()
+                        .is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows")),
+                    name: instance
+                        .tags()
+                        .iter()
+                        .find(|t| t.key() == Some("Name"))
+                        .and_then(|t| t.value())
+                        .unwrap_or_default()
+                        .to_owned(),
+                });
+            }
+            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+    }
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    found.dedup_by(|a, b| a.id == b.id);
+    Ok(found)
+}
+
+/// SSM's view of the given (running) instances.
+async fn ssm_nodes(target: &Target, ids: &[String]) -> Result<HashMap<String, InstanceInformation>, CallError> {
+    let mut nodes = HashMap::new();
+    for chunk in ids.chunks(SSM_PAGE) {
+        let filter = InstanceInformationFilter::builder()
+            .key(InstanceInformationFilterKey::InstanceIds)
+            .set_value_set(Some(chunk.to_vec()))
+            .build()
+            .expect("key and values are set");
+        let mut token: Option<String> = None;
+        loop {
+            let page = target
+                .call(Api::DescribeInstanceInformation, || {
+                    target
+                        .ssm
+                        .describe_instance_information()
+                        .instance_information_filter_list(filter.clone())
+                        .max_results(SSM_PAGE as i32)
+                        .set_next_token(token.clone())
+                        .send()
+                })
+                .await?;
+            for node in page.instance_information_list() {
+                if let Some(id) = node.instance_id() {
+                    nodes.insert(id.to_owned(), node.clone());
+                }
+            }
+            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+    }
+    Ok(nodes)
+}
+
+fn platform_of(node: Option<&InstanceInformation>, ec2: &Ec2Instance) -> Platform {
+    match node.and_then(|n| n.platform_type()).map(|p| p.as_str()) {
+        Some("Windows") => Platform::Windows,
+        Some("MacOS") => Platform::Macos,
+        Some("Linux") => Platform::Linux,
+        _ if ec2.windows => Platform::Windows,
+        _ => Platform::Linux,
+    }
+}
+
+/// Decides whether an instance can run, and if not, says why.
+fn judge(ec2: &Ec2Instance, node: Option<&InstanceInformation>, spec: &DiscoverSpec) -> DiscoveredInstance {
+    let platform = platform_of(node, ec2);
+    let ping = match node.and_then(|n| n.ping_status()) {
+        None => PingStatus::NotManaged,
+        Some(SsmPing::Online) => PingStatus::Online,
+        Some(SsmPing::ConnectionLost) => PingStatus::ConnectionLost,
+        Some(_) => PingStatus::Inactive,
+    };
+    let platform_name = platform
+        .as_str_name()
+        .trim_start_matches("PLATFORM_")
+        .to_ascii_lowercase();
+    let skip_reason = if !spec.platforms.is_empty() && !spec.platforms.contains(&(platform as i32)) {
+        format!("platform {platform_name} is excluded by targets.platforms")
+    } else if spec.platforms_without_command.contains(&(platform as i32)) {
+        format!("the command has no lines for platform {platform_name}")
+    } else if ec2.state != "running" {
+        format!("instance is {}", ec2.state)
+    } else {
+        match ping {
+            PingStatus::Online => String::new(),
+            PingStatus::NotManaged => {
+                "not managed by SSM (no agent, no instance profile, or no route to the SSM endpoints)".to_owned()
+            }
+            PingStatus::ConnectionLost => "SSM agent offline (PingStatus ConnectionLost)".to_owned(),
+            _ => "SSM agent inactive".to_owned(),
+        }
+    };
+    DiscoveredInstance {
+        instance_id: ec2.id.clone(),
+        platform: platform as i32,
+        ping_status: ping as i32,
+        name: ec2.name.clone(),
+        platform_name: node.and_then(|n| n.platform_name()).unwrap_or_default().to_owned(),
+        agent_version: node.and_then(|n| n.agent_version()).unwrap_or_default().to_owned(),
+        skip_reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ec2(state: &str, windows: bool) -> Ec2Instance {
+        Ec2Instance {
+            id: "i-0123456789abcdef0".into(),
+            state: state.into(),
+            windows,
+            name: "web-1".into(),
+        }
+    }
+
+    fn node(ping: SsmPing, platform: &str) -> InstanceInformation {
+        InstanceInformation::builder()
+            .instance_id("i-0123456789abcdef0")
+            .ping_status(ping)
+            .platform_type(platform.into())
+            .build()
+    }
+
+    #[test]
+    fn every_instance_is_judged_with_a_reason() {
+        let spec = DiscoverSpec::default();
+        let online = judge(&ec2("running", false), Some(&node(SsmPing::Online, "Linux")), &spec);
+        assert_eq!(online.skip_reason, "");
+        assert_eq!(online.platform, Platform::Linux as i32);
+        let offline = judge(
+            &ec2("running", false),
+            Some(&node(SsmPing::ConnectionLost, "Linux")),
+            &spec,
+        );
+        assert!(offline.skip_reason.contains("offline"));
+        let unmanaged = judge(&ec2("running", true), None, &spec);
+        assert!(unmanaged.skip_reason.contains("not managed by SSM"));
+        assert_eq!(
+            unmanaged.platform,
+            Platform::Windows as i32,
+            "platform falls back to EC2's"
+        );
+        assert_eq!(unmanaged.ping_status, PingStatus::NotManaged as i32);
+        let stopped = judge(&ec2("stopped", false), None, &spec);
+        assert_eq!(stopped.skip_reason, "instance is stopped");
+    }
+
+    #[test]
+    fn platform_rules_skip_with_the_field_named() {
+        let spec = DiscoverSpec {
+            platforms: vec![Platform::Linux as i32],
+            ..Default::default()
+        };
+        let windows = judge(&ec2("running", true), Some(&node(SsmPing::Online, "Windows")), &spec);
+        assert_eq!(windows.skip_reason, "platform windows is excluded by targets.platforms");
+        let spec = DiscoverSpec {
+            platforms_without_command: vec![Platform::Windows as i32],
+            ..Default::default()
+        };
+        let windows = judge(&ec2("running", true), Some(&node(SsmPing::Online, "Windows")), &spec);
+        assert_eq!(windows.skip_reason, "the command has no lines for platform windows");
+    }
+}

@@ -1,0 +1,401 @@
+//! Execute tasks: one SendCommand for a batch of at most 50 instances, then
+//! polling until every instance has a final status.
+//!
+//! At most once per instance (invariant 1): SendCommand has no idempotency
+//! token, so the Comment carries the task id; a retried task first adopts
+//! what earlier attempts sent (from the lease, then from ListCommands by
+//! Comment), and sends only to instances no command covers. A send is
+//! recorded with the controller (ReportDispatch) before polling starts, and
+//! never made under a lease that may have passed to someone else.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ssm::types::{CloudWatchOutputConfig, CommandFilter, CommandFilterKey};
+use muster_proto::v1::{ExecuteSpec, ReportDispatchRequest, TargetResult, TargetStatus, Task, TimeoutKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::Api;
+use crate::controller::ControllerError;
+use crate::lease::{LeaseHandle, LeaseState};
+use crate::output;
+use crate::reporter::{self, Ack};
+use crate::target::{CallError, Target};
+use crate::{Context, TaskError};
+
+/// First poll this long after sending.
+const FIRST_POLL: Duration = Duration::from_millis(1_500);
+/// Each wait is this much longer than the one before...
+const POLL_GROWTH: f64 = 1.5;
+/// ...up to this.
+const MAX_POLL: Duration = Duration::from_secs(20);
+/// Extra time past delivery and execution timeouts before giving up on SSM.
+const OVERDUE_MARGIN: Duration = Duration::from_secs(300);
+/// How far before a task's creation to look for its commands (clock skew).
+const LIST_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
+/// A command being followed.
+struct Tracked {
+    command_id: String,
+    /// Instances without a final status yet.
+    pending: BTreeSet<String>,
+    sent: Instant,
+}
+
+/// Runs an Execute task until every instance's result is recorded; the
+/// caller then completes the task.
+pub async fn execute(
+    ctx: &Context,
+    lease: &LeaseHandle,
+    target: &Target,
+    hand_back: &CancellationToken,
+) -> Result<(), TaskError> {
+    let task = lease.task.clone();
+    let spec = task.execute.clone().unwrap_or_default();
+    let batch: BTreeSet<String> = spec.instance_ids.iter().cloned().collect();
+    let finished: BTreeSet<String> = lease.lease.finished_instance_ids.iter().cloned().collect();
+    let mut acks: Vec<Ack> = Vec::new();
+    let report = |acks: &mut Vec<Ack>, result: TargetResult| {
+        acks.push(ctx.reporter.report(&task.task_id, lease.lease_id, result));
+    };
+
+    // 1. Adopt what earlier attempts sent.
+    let mut commands: Vec<Tracked> = lease
+        .lease
+        .prior_dispatches
+        .iter()
+        .map(|d| Tracked {
+            command_id: d.command_id.clone(),
+            pending: d
+                .instance_ids
+                .iter()
+                .filter(|i| !finished.contains(*i))
+                .cloned()
+                .collect(),
+            sent: Instant::now(),
+        })
+        .collect();
+    if task.attempt > 1 {
+        for (command_id, instances) in sent_but_unreported(target, &task, &spec, &commands).await? {
+            tracing::warn!(task_id = %task.task_id, command_id, instances = instances.len(), "adopting a command an earlier attempt sent but never reported");
+            ctx.controller
+                .report_dispatch(ReportDispatchRequest {
+                    task_id: task.task_id.clone(),
+                    lease_id: lease.lease_id,
+                    command_id: command_id.clone(),
+                    instance_ids: instances.clone(),
+                    sent_at: None,
+                    adopted: true,
+                })
+                .await
+                .map_err(TaskError::Controller)?;
+            commands.push(Tracked {
+                command_id,
+                pending: instances.into_iter().filter(|i| !finished.contains(i)).collect(),
+                sent: Instant::now(),
+            });
+        }
+    }
+
+    // 2. Send to the instances nothing covers yet.
+    let covered: BTreeSet<String> = commands
+        .iter()
+        .flat_map(|c| c.pending.iter().cloned())
+        .chain(finished.iter().cloned())
+        .collect();
+    let mut unsent: Vec<String> = batch.difference(&covered).cloned().collect();
+    if !unsent.is_empty() {
+        match lease.state() {
+            LeaseState::Lost => return Err(TaskError::LeaseLost),
+            LeaseState::Cancelled => {
+                for id in unsent.drain(..) {
+                    report(
+                        &mut acks,
+                        unsent_result(&id, TargetStatus::Cancelled, "cancelled before it was sent"),
+                    );
+                }
+            }
+            LeaseState::Held => {}
+        }
+    }
+    if !unsent.is_empty() {
+        if !lease.may_send() {
+            return Err(TaskError::LeaseLost);
+        }
+        match send(target, &spec, &unsent).await {
+            Ok(command_id) => {
+                ctx.controller
+                    .report_dispatch(ReportDispatchRequest {
+                        task_id: task.task_id.clone(),
+                        lease_id: lease.lease_id,
+                        command_id: command_id.clone(),
+                        instance_ids: unsent.clone(),
+                        sent_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+                        adopted: false,
+                    })
+                    .await
+                    .map_err(TaskError::Controller)?;
+                commands.push(Tracked {
+                    command_id,
+                    pending: unsent.into_iter().collect(),
+                    sent: Instant::now(),
+                });
+            }
+            Err(error) if error.is_retryable() => return Err(TaskError::Aws(error)),
+            Err(error) => {
+                // SSM refused the batch for good (access denied, invalid
+                // instances): every unsent instance ends ERROR with why.
+                let why = format!(
+                    "SendCommand refused in account {} region {}: {}",
+                    target.account, target.region, error.message
+                );
+                for id in unsent.drain(..) {
+                    report(&mut acks, unsent_result(&id, TargetStatus::Error, &why));
+                }
+            }
+        }
+    }
+
+    // 3. Poll until every instance has a final status.
+    let deadline_after =
+        Duration::from_secs(u64::from(spec.delivery_timeout_seconds) + u64::from(spec.execution_timeout_seconds))
+            + OVERDUE_MARGIN;
+    ctx.stats.batches(1);
+    let polled = poll(
+        ctx,
+        lease,
+        target,
+        &spec,
+        &mut commands,
+        &mut acks,
+        deadline_after,
+        hand_back,
+    )
+    .await;
+    ctx.stats.batches(-1);
+    // Whatever happened, results already observed are facts: record them.
+    let recorded = reporter::all_recorded(acks).await.map_err(TaskError::Controller);
+    polled?;
+    recorded
+}
+
+/// A result for an instance that never got the command.
+fn unsent_result(instance_id: &str, status: TargetStatus, reason: &str) -> TargetResult {
+    TargetResult {
+        instance_id: instance_id.to_owned(),
+        status: status as i32,
+        timeout_kind: TimeoutKind::Unspecified as i32,
+        reason: reason.to_owned(),
+        finished_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+        ..Default::default()
+    }
+}
+
+async fn send(target: &Target, spec: &ExecuteSpec, instance_ids: &[String]) -> Result<String, CallError> {
+    let parameters: HashMap<String, Vec<String>> = spec
+        .parameters
+        .iter()
+        .map(|(name, values)| (name.clone(), values.values.clone()))
+        .collect();
+    let answer = target
+        .call(Api::SendCommand, || {
+            let mut request = target
+                .ssm
+                .send_command()
+                .document_name(&spec.document_name)
+                .set_instance_ids(Some(instance_ids.to_vec()))
+                .set_parameters(Some(parameters.clone()))
+                .comment(&spec.comment)
+                .timeout_seconds(spec.delivery_timeout_seconds as i32)
+                // Every instance of the batch runs; muster counts errors
+                // across batches itself (max_errors).
+                .max_concurrency("50")
+                .max_errors("100%");
+            if !spec.document_version.is_empty() {
+                request = request.document_version(&spec.document_version);
+            }
+            if !spec.output_s3_bucket.is_empty() {
+                request = request
+                    .output_s3_bucket_name(&spec.output_s3_bucket)
+                    .output_s3_key_prefix(&spec.output_s3_key_prefix);
+            }
+            if !spec.cloudwatch_log_group.is_empty() {
+                request = request.cloud_watch_output_config(
+                    CloudWatchOutputConfig::builder()
+                        .cloud_watch_output_enabled(true)
+                        .cloud_watch_log_group_name(&spec.cloudwatch_log_group)
+                        .build(),
+                );
+            }
+            request.send()
+        })
+        .await?;
+    let command_id = answer.command.and_then(|c| c.command_id).unwrap_or_default();
+    tracing::info!(account = %target.account, region = %target.region, command_id, instances = instance_ids.len(), document = %spec.document_name, "command sent");
+    Ok(command_id)
+}
+
+/// Commands with this task's Comment that the lease does not know about:
+/// an earlier attempt sent them and died before reporting.
+async fn sent_but_unreported(
+    target: &Target,
+    task: &Task,
+    spec: &ExecuteSpec,
+    known: &[Tracked],
+) -> Result<Vec<(String, Vec<String>)>, TaskError> {
+    let created = task
+        .created_at
+        .as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .unwrap_or_else(chrono::Utc::now)
+        - LIST_SKEW;
+    let filter = CommandFilter::builder()
+        .key(CommandFilterKey::InvokedAfter)
+        .value(created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .build()
+        .expect("key and value are set");
+    let mut found = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = target
+            .call(Api::ListCommands, || {
+                target
+                    .ssm
+                    .list_commands()
+                    .filters(filter.clone())
+                    .max_results(50)
+                    .set_next_token(token.clone())
+                    .send()
+            })
+            .await
+            .map_err(TaskError::Aws)?;
+        for command in page.commands() {
+            let id = command.command_id().unwrap_or_default();
+            if command.comment() == Some(spec.comment.as_str()) && !known.iter().any(|k| k.command_id == id) {
+                found.push((id.to_owned(), command.instance_ids().to_vec()));
+            }
+        }
+        token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(found)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn poll(
+    ctx: &Context,
+    lease: &LeaseHandle,
+    target: &Target,
+    spec: &ExecuteSpec,
+    commands: &mut [Tracked],
+    acks: &mut Vec<Ack>,
+    give_up_after: Duration,
+    hand_back: &CancellationToken,
+) -> Result<(), TaskError> {
+    let task_id = &lease.task.task_id;
+    let mut wait = FIRST_POLL;
+    let mut cancel_sent = false;
+    let mut state = lease.watch();
+    while commands.iter().any(|c| !c.pending.is_empty()) {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = state.changed() => {}
+            () = hand_back.cancelled() => return Err(TaskError::HandedBack),
+        }
+        wait = MAX_POLL.min(wait.mul_f64(POLL_GROWTH));
+        match lease.state() {
+            LeaseState::Lost => return Err(TaskError::LeaseLost),
+            LeaseState::Cancelled if !cancel_sent => {
+                for command in commands.iter().filter(|c| !c.pending.is_empty()) {
+                    let id = command.command_id.clone();
+                    target
+                        .call(Api::CancelCommand, || {
+                            target.ssm.cancel_command().command_id(&id).send()
+                        })
+                        .await
+                        .map_err(TaskError::Aws)?;
+                    tracing::info!(task_id, command_id = %command.command_id, "campaign cancelled; command cancelled");
+                }
+                cancel_sent = true;
+                wait = FIRST_POLL;
+            }
+            _ => {}
+        }
+        for command in commands.iter_mut().filter(|c| !c.pending.is_empty()) {
+            let invocations = list_invocations(target, &command.command_id)
+                .await
+                .map_err(TaskError::Aws)?;
+            for invocation in invocations {
+                let id = invocation.instance_id().unwrap_or_default().to_owned();
+                let status = invocation.status().map(|s| s.as_str()).unwrap_or_default();
+                if !command.pending.contains(&id) || !output::is_final(status) {
+                    continue;
+                }
+                let result = output::result_of(target, spec, &invocation)
+                    .await
+                    .map_err(TaskError::Aws)?;
+                command.pending.remove(&id);
+                acks.push(ctx.reporter.report(task_id, lease.lease_id, result));
+            }
+            if !command.pending.is_empty() && command.sent.elapsed() > give_up_after {
+                let why = format!(
+                    "SSM gave no final status for command {} within {}s",
+                    command.command_id,
+                    give_up_after.as_secs()
+                );
+                for id in std::mem::take(&mut command.pending) {
+                    let mut result = unsent_result(&id, TargetStatus::Error, &why);
+                    result.command_id = command.command_id.clone();
+                    acks.push(ctx.reporter.report(task_id, lease.lease_id, result));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every invocation of a command (one page for a batch of 50). Invisible
+/// right after the send: an empty list then means "not yet", not failure.
+async fn list_invocations(
+    target: &Target,
+    command_id: &str,
+) -> Result<Vec<aws_sdk_ssm::types::CommandInvocation>, CallError> {
+    let mut all = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = target
+            .call(Api::ListCommandInvocations, || {
+                target
+                    .ssm
+                    .list_command_invocations()
+                    .command_id(command_id)
+                    .details(true)
+                    .max_results(50)
+                    .set_next_token(token.clone())
+                    .send()
+            })
+            .await?;
+        all.extend(page.command_invocations().iter().cloned());
+        token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+        if token.is_none() {
+            return Ok(all);
+        }
+    }
+}
+
+/// Why an Execute or Discover task stopped early.
+pub fn describe(error: &TaskError) -> (String, bool) {
+    match error {
+        TaskError::Assume(e) => (e.to_string(), e.class.is_retryable()),
+        TaskError::Aws(e) => (e.to_string(), e.is_retryable()),
+        TaskError::Controller(ControllerError::Unreachable(m)) => (format!("controller unreachable: {m}"), true),
+        TaskError::Controller(e) => (e.to_string(), false),
+        TaskError::LeaseLost => ("lease lost".into(), true),
+        TaskError::HandedBack => (
+            "worker stopping; the next attempt adopts the commands already sent".into(),
+            true,
+        ),
+    }
+}

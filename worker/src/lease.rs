@@ -1,0 +1,194 @@
+//! A held lease: renewed in the background while the task runs, with the
+//! cancel signal and the fencing deadline the task checks before it sends
+//! anything.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use muster_proto::v1::{CompleteTaskRequest, FailTaskRequest, Lease, RenewLeaseRequest, Task};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::{ControllerClient, ControllerError};
+
+/// Never send a command closer than this to the lease's local deadline (or a
+/// quarter of the TTL, if that is less): the controller may hand the task to
+/// someone else right after it.
+const SEND_MARGIN: Duration = Duration::from_secs(5);
+
+/// What the renewals have learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Ours, campaign running.
+    Held,
+    /// Ours, but the campaign was cancelled: cancel what was sent, report,
+    /// complete.
+    Cancelled,
+    /// No longer ours (fenced or expired): stop, send nothing more.
+    Lost,
+}
+
+/// A lease being held.
+pub struct LeaseHandle {
+    /// The task as leased.
+    pub task: Task,
+    /// The fencing id.
+    pub lease_id: u64,
+    /// What earlier attempts sent.
+    pub lease: Lease,
+    state: watch::Receiver<LeaseState>,
+    deadline: Arc<Mutex<Instant>>,
+    send_margin: Duration,
+    stop: CancellationToken,
+    controller: ControllerClient,
+}
+
+impl LeaseHandle {
+    /// Starts renewing `lease` every third of its TTL.
+    pub fn start(controller: ControllerClient, lease: Lease) -> Self {
+        let ttl = lease
+            .ttl
+            .and_then(|d| Duration::try_from(d).ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(30));
+        let task = lease.task.clone().unwrap_or_default();
+        let deadline = Arc::new(Mutex::new(Instant::now() + ttl));
+        let (tx, rx) = watch::channel(LeaseState::Held);
+        let stop = CancellationToken::new();
+        tokio::spawn(renew_loop(
+            controller.clone(),
+            task.task_id.clone(),
+            lease.lease_id,
+            ttl,
+            deadline.clone(),
+            tx,
+            stop.clone(),
+        ));
+        Self {
+            lease_id: lease.lease_id,
+            task,
+            lease,
+            state: rx,
+            deadline,
+            send_margin: SEND_MARGIN.min(ttl / 4),
+            stop,
+            controller,
+        }
+    }
+
+    /// The state right now.
+    pub fn state(&self) -> LeaseState {
+        let state = *self.state.borrow();
+        if state != LeaseState::Lost && Instant::now() >= *self.deadline.lock().expect("deadline lock") {
+            LeaseState::Lost
+        } else {
+            state
+        }
+    }
+
+    /// A receiver that changes with the state (for `select!`).
+    pub fn watch(&self) -> watch::Receiver<LeaseState> {
+        self.state.clone()
+    }
+
+    /// Whether a command may still be sent under this lease: held, and far
+    /// enough from its deadline that nobody else can have it.
+    pub fn may_send(&self) -> bool {
+        self.state() == LeaseState::Held
+            && Instant::now() + self.send_margin < *self.deadline.lock().expect("deadline lock")
+    }
+
+    /// Completes the task and stops renewing.
+    pub async fn complete(self) -> Result<(), ControllerError> {
+        self.stop.cancel();
+        self.controller
+            .complete_task(CompleteTaskRequest {
+                task_id: self.task.task_id.clone(),
+                lease_id: self.lease_id,
+            })
+            .await
+    }
+
+    /// Fails the task and stops renewing; true when the controller retries it.
+    pub async fn fail(self, reason: &str, retryable: bool) -> Result<bool, ControllerError> {
+        self.stop.cancel();
+        self.controller
+            .fail_task(FailTaskRequest {
+                task_id: self.task.task_id.clone(),
+                lease_id: self.lease_id,
+                reason: reason.to_owned(),
+                retryable,
+            })
+            .await
+            .map(|r| r.will_retry)
+    }
+}
+
+impl Drop for LeaseHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn renew_loop(
+    controller: ControllerClient,
+    task_id: String,
+    lease_id: u64,
+    mut ttl: Duration,
+    deadline: Arc<Mutex<Instant>>,
+    state: watch::Sender<LeaseState>,
+    stop: CancellationToken,
+) {
+    let mut wait = ttl / 3;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = ttl / 3;
+        let asked = Instant::now();
+        match controller
+            .renew_lease(RenewLeaseRequest {
+                task_id: task_id.clone(),
+                lease_id,
+            })
+            .await
+        {
+            Ok(renewed) => {
+                if let Some(new_ttl) = renewed
+                    .ttl
+                    .and_then(|d| Duration::try_from(d).ok())
+                    .filter(|d| !d.is_zero())
+                {
+                    ttl = new_ttl;
+                }
+                // Measured from when we asked: the controller's clock may
+                // have started later, never earlier.
+                *deadline.lock().expect("deadline lock") = asked + ttl;
+                if renewed.campaign_cancelled {
+                    state.send_if_modified(|s| {
+                        let changed = *s == LeaseState::Held;
+                        if changed {
+                            *s = LeaseState::Cancelled;
+                        }
+                        changed
+                    });
+                }
+            }
+            Err(ControllerError::LeaseLost(reason)) | Err(ControllerError::Refused(reason)) => {
+                tracing::warn!(task_id, lease_id, reason, "lease lost; stopping the task");
+                let _ = state.send(LeaseState::Lost);
+                return;
+            }
+            Err(ControllerError::Unreachable(reason)) => {
+                tracing::warn!(task_id, lease_id, reason, "lease renewal failed; will retry");
+                wait = wait.min(Duration::from_secs(2));
+                if Instant::now() >= *deadline.lock().expect("deadline lock") {
+                    tracing::warn!(task_id, lease_id, "lease expired without renewal; stopping the task");
+                    let _ = state.send(LeaseState::Lost);
+                    return;
+                }
+            }
+        }
+    }
+}

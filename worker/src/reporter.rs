@@ -1,0 +1,117 @@
+//! Results go to the controller in batches: many tasks' results share a few
+//! requests, each retried with backoff until the controller records it, so a
+//! controller restart loses nothing while this process lives.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use muster_proto::v1::{ReportResultsRequest, TargetResult};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::controller::{ControllerClient, ControllerError};
+
+/// Most results in one ReportResults request.
+const MAX_BATCH: usize = 500;
+/// How long the first result of a batch waits for company.
+const LINGER: Duration = Duration::from_millis(50);
+
+struct Pending {
+    task_id: String,
+    lease_id: u64,
+    result: TargetResult,
+    ack: oneshot::Sender<Result<(), ControllerError>>,
+}
+
+/// Sends results on behalf of every task of the process.
+#[derive(Clone)]
+pub struct Reporter {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+/// Resolves when the controller has recorded a result (or refused it for good).
+pub type Ack = oneshot::Receiver<Result<(), ControllerError>>;
+
+impl Reporter {
+    /// Starts the reporting loop.
+    pub fn spawn(controller: ControllerClient) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(controller, rx));
+        Self { tx }
+    }
+
+    /// Queues a result; the returned ack resolves once it is recorded.
+    pub fn report(&self, task_id: &str, lease_id: u64, result: TargetResult) -> Ack {
+        let (ack, done) = oneshot::channel();
+        let pending = Pending {
+            task_id: task_id.to_owned(),
+            lease_id,
+            result,
+            ack,
+        };
+        if let Err(mpsc::error::SendError(pending)) = self.tx.send(pending) {
+            let _ = pending
+                .ack
+                .send(Err(ControllerError::Unreachable("the reporter has stopped".into())));
+        }
+        done
+    }
+}
+
+/// Waits until every ack resolved; the first refusal wins.
+pub async fn all_recorded(acks: Vec<Ack>) -> Result<(), ControllerError> {
+    let mut outcome = Ok(());
+    for ack in acks {
+        let result = ack
+            .await
+            .unwrap_or_else(|_| Err(ControllerError::Unreachable("the reporter has stopped".into())));
+        if outcome.is_ok() {
+            outcome = result;
+        }
+    }
+    outcome
+}
+
+async fn run(controller: ControllerClient, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let linger = tokio::time::sleep(LINGER);
+        tokio::pin!(linger);
+        while batch.len() < MAX_BATCH {
+            tokio::select! {
+                () = &mut linger => break,
+                next = rx.recv() => match next {
+                    Some(next) => batch.push(next),
+                    None => break,
+                },
+            }
+        }
+        let mut by_task: BTreeMap<(String, u64), Vec<Pending>> = BTreeMap::new();
+        for pending in batch {
+            by_task
+                .entry((pending.task_id.clone(), pending.lease_id))
+                .or_default()
+                .push(pending);
+        }
+        for ((task_id, lease_id), pendings) in by_task {
+            let request = ReportResultsRequest {
+                task_id: task_id.clone(),
+                lease_id,
+                results: pendings.iter().map(|p| p.result.clone()).collect(),
+            };
+            let outcome = controller.report_results(request).await;
+            match &outcome {
+                Ok(answer) => tracing::debug!(
+                    task_id,
+                    accepted = answer.accepted,
+                    duplicates = answer.duplicates,
+                    "results recorded"
+                ),
+                Err(error) => tracing::error!(task_id, %error, "results refused by the controller"),
+            }
+            let outcome = outcome.map(|_| ());
+            for pending in pendings {
+                let _ = pending.ack.send(outcome.clone());
+            }
+        }
+    }
+}

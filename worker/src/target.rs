@@ -1,0 +1,197 @@
+//! AWS in one target (account, region): SDK clients acting with the
+//! execution role, and the one function every call goes through, which rate
+//! limits per (account, region, API), retries what is worth retrying, and
+//! counts what happened.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use aws_config::identity::IdentityCache;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use muster_common::ratelimit::{ApiLimiter, LimitKey};
+use muster_common::retry::{self, ErrorClass, HttpStatus};
+
+use crate::api::Api;
+use crate::credentials::{CredentialCache, RoleKey};
+use crate::stats::Stats;
+
+/// How long throttling may delay one call before the task gives up (and the
+/// controller retries it later). Throttling never fails a target by itself.
+const THROTTLE_BUDGET: Duration = Duration::from_secs(15 * 60);
+/// Attempts for transient faults (5xx, timeouts, dropped connections).
+const TRANSIENT_ATTEMPTS: u32 = 6;
+
+/// An AWS call that failed for good.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{api} in account {account} region {region}: {message}")]
+pub struct CallError {
+    /// The API.
+    pub api: &'static str,
+    /// Account.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// What kind of failure.
+    pub class: ErrorClass,
+    /// AWS's error code, when there was one.
+    pub code: Option<String>,
+    /// AWS's code and message.
+    pub message: String,
+}
+
+impl CallError {
+    /// Whether a later attempt of the task could succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.class.is_retryable()
+    }
+}
+
+/// SDK clients for one (account, region).
+#[derive(Clone)]
+pub struct Target {
+    /// Account id.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// EC2.
+    pub ec2: aws_sdk_ec2::Client,
+    /// SSM.
+    pub ssm: aws_sdk_ssm::Client,
+    /// S3 (path-style when an endpoint override is set).
+    pub s3: aws_sdk_s3::Client,
+    /// CloudWatch Logs.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    role: RoleKey,
+    credentials: Arc<CredentialCache>,
+    limiter: Arc<ApiLimiter>,
+    stats: Arc<Stats>,
+}
+
+impl Target {
+    /// Clients acting as `role` in `region`. The SDK's own identity cache is
+    /// off: every request asks the credential cache, which refreshes early.
+    pub fn new(
+        base: &SdkConfig,
+        region: &str,
+        role: RoleKey,
+        credentials: Arc<CredentialCache>,
+        limiter: Arc<ApiLimiter>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let provider = credentials.provider(role.clone());
+        let config = muster_common::aws::for_target(base, region, SharedCredentialsProvider::new(provider))
+            .into_builder()
+            .identity_cache(IdentityCache::no_cache())
+            .build();
+        Self {
+            account: role.account().to_owned(),
+            region: region.to_owned(),
+            ec2: aws_sdk_ec2::Client::new(&config),
+            ssm: aws_sdk_ssm::Client::new(&config),
+            s3: aws_sdk_s3::Client::from_conf(muster_common::aws::s3_config(&config)),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+            role,
+            credentials,
+            limiter,
+            stats,
+        }
+    }
+
+    /// The role this target acts as.
+    pub fn role(&self) -> &RoleKey {
+        &self.role
+    }
+
+    fn key(&self, api: Api) -> LimitKey {
+        LimitKey {
+            account: self.account.clone(),
+            region: self.region.clone(),
+            api: api.name(),
+        }
+    }
+
+    /// Makes one AWS call: waits for the key's rate, retries throttling (with
+    /// the key slowed down), transient faults and expired credentials, and
+    /// returns the rest as a [`CallError`].
+    pub async fn call<T, E, R, F, Fut>(&self, api: Api, mut send: F) -> Result<T, CallError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, R>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: HttpStatus + std::fmt::Debug,
+    {
+        let key = self.key(api);
+        let started = Instant::now();
+        let mut transient = 0;
+        let mut expired = 0;
+        let mut throttles = 0;
+        loop {
+            self.limiter.acquire(&key).await;
+            let error = match send().await {
+                Ok(value) => {
+                    self.limiter.succeeded(&key);
+                    self.stats.call(api, "ok");
+                    return Ok(value);
+                }
+                Err(error) => error,
+            };
+            let class = retry::classify(&error);
+            let fail = |class| CallError {
+                api: api.name(),
+                account: self.account.clone(),
+                region: self.region.clone(),
+                class,
+                code: error.code().map(str::to_owned),
+                message: retry::describe(&error),
+            };
+            match class {
+                ErrorClass::Throttled => {
+                    self.stats.call(api, "throttled");
+                    self.limiter.throttled(&key);
+                    throttles += 1;
+                    if started.elapsed() > THROTTLE_BUDGET {
+                        return Err(fail(class));
+                    }
+                    tokio::time::sleep(retry::backoff(
+                        throttles,
+                        Duration::from_millis(250),
+                        Duration::from_secs(20),
+                    ))
+                    .await;
+                }
+                ErrorClass::Transient => {
+                    self.stats.call(api, "transient");
+                    transient += 1;
+                    if transient >= TRANSIENT_ATTEMPTS {
+                        return Err(fail(class));
+                    }
+                    tokio::time::sleep(retry::backoff(
+                        transient,
+                        Duration::from_millis(100),
+                        Duration::from_secs(10),
+                    ))
+                    .await;
+                }
+                ErrorClass::ExpiredCredentials => {
+                    self.stats.call(api, "expired");
+                    expired += 1;
+                    if expired > 2 {
+                        return Err(fail(class));
+                    }
+                    tracing::warn!(account = %self.account, region = %self.region, api = api.name(), "credentials expired; refreshing");
+                    self.credentials.invalidate(&self.role).await;
+                }
+                ErrorClass::AccessDenied | ErrorClass::Final => {
+                    // Expected answers (InvocationDoesNotExist right after a
+                    // send) are errors here too; the caller decides.
+                    self.stats.call(api, "error");
+                    return Err(fail(class));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! One leased task, from lease to complete (or fail): credentials first, then
+//! discovery or execution, then the verdict to the controller.
+
+use muster_common::retry::ErrorClass;
+use muster_proto::v1::{Lease, TaskKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::credentials::RoleKey;
+use crate::executor::{self, describe};
+use crate::lease::LeaseHandle;
+use crate::target::Target;
+use crate::{Context, TaskError, discovery};
+
+/// Runs a granted lease to its end.
+pub async fn run(ctx: &Context, lease: Lease, hand_back: &CancellationToken) {
+    let lease = LeaseHandle::start(ctx.controller.clone(), lease);
+    let task = lease.task.clone();
+    let kind = TaskKind::try_from(task.kind).unwrap_or(TaskKind::Unspecified);
+    tracing::info!(task_id = %task.task_id, campaign_id = %task.campaign_id, account = %task.account_id, region = %task.region, attempt = task.attempt, kind = kind.as_str_name(), "task leased");
+    ctx.stats.tasks(1);
+    // This lease's share of the scope's API budget, for as long as it runs.
+    let _share = ctx
+        .limiter
+        .share(&task.account_id, &task.region, task.api_calls_per_second);
+    let role = RoleKey {
+        role_arn: task.role_arn.clone(),
+        external_id: Some(task.external_id.clone()).filter(|e| !e.is_empty()),
+        session_name: task.role_session_name.clone(),
+        duration_seconds: task.session_duration_seconds.max(900),
+    };
+    let outcome = match ctx.credentials.get(&role).await {
+        Err(error) => Err(TaskError::Assume(error)),
+        Ok(_) => {
+            let target = Target::new(
+                &ctx.sdk,
+                &task.region,
+                role,
+                ctx.credentials.clone(),
+                ctx.limiter.clone(),
+                ctx.stats.clone(),
+            );
+            match kind {
+                TaskKind::Discover => {
+                    let spec = task.discover.clone().unwrap_or_default();
+                    discovery::discover(&target, &spec, &ctx.controller, &task.task_id, lease.lease_id)
+                        .await
+                        .map(|_| ())
+                        .map_err(TaskError::Aws)
+                }
+                TaskKind::Execute => executor::execute(ctx, &lease, &target, hand_back).await,
+                TaskKind::Unspecified => Err(TaskError::Aws(crate::target::CallError {
+                    api: "LeaseTask",
+                    account: task.account_id.clone(),
+                    region: task.region.clone(),
+                    class: ErrorClass::Final,
+                    code: None,
+                    message: "the controller sent a task of unknown kind; is this worker older than the controller?"
+                        .into(),
+                })),
+            }
+        }
+    };
+    match outcome {
+        Ok(()) => match lease.complete().await {
+            Ok(()) => tracing::info!(task_id = %task.task_id, "task complete"),
+            Err(error) => tracing::warn!(task_id = %task.task_id, %error, "could not complete the task"),
+        },
+        Err(TaskError::LeaseLost) => {
+            tracing::warn!(task_id = %task.task_id, "lease lost; the controller hands the task to another attempt");
+        }
+        Err(error) => {
+            let (reason, retryable) = describe(&error);
+            tracing::warn!(task_id = %task.task_id, reason, retryable, "task failed");
+            if let Err(error) = lease.fail(&reason, retryable).await {
+                tracing::warn!(task_id = %task.task_id, %error, "could not report the failure");
+            }
+        }
+    }
+    ctx.stats.tasks(-1);
+}
