@@ -12,6 +12,9 @@ const PROTOS: [&str; 3] = [
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Ordered maps encode deterministically, so a spec's SHA-256 (audit,
+    // client-token idempotency) does not depend on hash order.
+    config.btree_map(["."]);
     let include = protoc_bin_vendored::include_path()?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let protos: Vec<&Path> = PROTOS.iter().map(Path::new).collect();

@@ -1,1 +1,185 @@
-//! placeholder
+//! The muster controller: takes campaigns over gRPC, stores them durably,
+//! shards them into tasks per (account, region), puts task references on SQS
+//! for workers, leases tasks to them, and rolls campaigns out within their
+//! concurrency and error limits. Everything it decides it re-derives from the
+//! store, so `kill -9` at any line loses nothing.
+//!
+//! api -> [`validate`] -> [`store`] <- [`reconcile`] loop -> [`dispatcher`]
+//! -> SQS; [`worker_api`] takes leases and reports; [`export`] writes results
+//! to S3 when a campaign ends.
+
+pub mod campaign_api;
+pub mod config;
+pub mod dispatcher;
+pub mod expand;
+pub mod export;
+pub mod hub;
+pub mod reconcile;
+pub mod resolve;
+pub mod rollout;
+pub mod store;
+pub mod validate;
+pub mod worker_api;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use muster_proto::v1::campaign_service_server::CampaignServiceServer;
+use muster_proto::v1::worker_service_server::WorkerServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+use crate::store::Store;
+use crate::validate::Defaults;
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The SQS task queue.
+    pub queue_url: String,
+    /// Bucket for results exports; none to skip exports.
+    pub results_bucket: Option<String>,
+    /// Lease time to live.
+    pub lease_ttl: Duration,
+    /// Attempts per task.
+    pub max_attempts: u32,
+    /// Most leased or queued Execute tasks per (account, region).
+    pub max_tasks_per_scope: u32,
+    /// Most tasks on the queue not yet leased.
+    pub max_queued: usize,
+    /// How often the reconcile loop runs when nothing wakes it.
+    pub reconcile_interval: Duration,
+    /// Defaults for empty spec fields.
+    pub defaults: Defaults,
+}
+
+/// Everything the services share.
+pub struct Controller {
+    /// Durable state.
+    pub store: Store,
+    /// Settings.
+    pub settings: Settings,
+    /// WatchCampaign fan-out.
+    pub hub: Hub,
+    /// Wakes the reconcile loop early.
+    pub wake: Notify,
+    /// SQS (task references).
+    pub sqs: aws_sdk_sqs::Client,
+    /// S3 (results exports).
+    pub s3: aws_sdk_s3::Client,
+    /// Organizations (OU expansion).
+    pub organizations: aws_sdk_organizations::Client,
+    /// EC2 (enabled regions).
+    pub ec2: aws_sdk_ec2::Client,
+    /// When each pending export was last tried (retries are spaced out).
+    pub export_attempts: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl Controller {
+    /// A controller over an opened store and the hub account's AWS config.
+    pub fn new(store: Store, settings: Settings, sdk: &SdkConfig) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            settings,
+            hub: Hub::default(),
+            wake: Notify::new(),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            s3: aws_sdk_s3::Client::from_conf(muster_common::aws::s3_config(sdk)),
+            organizations: aws_sdk_organizations::Client::new(sdk),
+            ec2: aws_sdk_ec2::Client::new(sdk),
+            export_attempts: Default::default(),
+        })
+    }
+}
+
+/// A controller serving on local ports.
+pub struct Running {
+    /// CampaignService address.
+    pub campaign_addr: SocketAddr,
+    /// WorkerService address.
+    pub worker_addr: SocketAddr,
+    /// The shared state.
+    pub controller: Arc<Controller>,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops serving and reconciling, in order.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Serves CampaignService on `campaign` and WorkerService on `worker`, and
+/// runs the reconcile loop, until `shutdown`.
+pub async fn start(
+    controller: Arc<Controller>,
+    campaign: TcpListener,
+    worker: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<Running> {
+    let campaign_addr = campaign.local_addr()?;
+    let worker_addr = worker.local_addr()?;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(muster_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(std::io::Error::other)?;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<CampaignServiceServer<campaign_api::CampaignApi>>()
+        .await;
+    health_reporter
+        .set_serving::<WorkerServiceServer<worker_api::WorkerApi>>()
+        .await;
+
+    let campaign_service = CampaignServiceServer::new(campaign_api::CampaignApi::new(controller.clone()))
+        .max_decoding_message_size(16 * 1024 * 1024);
+    let worker_service = WorkerServiceServer::new(worker_api::WorkerApi::new(controller.clone()))
+        .max_decoding_message_size(64 * 1024 * 1024);
+
+    let mut tasks = Vec::new();
+    let stop = shutdown.clone();
+    let health_for_campaign = health.clone();
+    tasks.push(tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(health_for_campaign)
+            .add_service(reflection)
+            .add_service(campaign_service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(campaign),
+                stop.cancelled(),
+            )
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "campaign API stopped");
+        }
+    }));
+    let stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(worker_service)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(worker), stop.cancelled())
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "worker API stopped");
+        }
+    }));
+    tasks.push(tokio::spawn(reconcile::run(controller.clone(), shutdown.clone())));
+    Ok(Running {
+        campaign_addr,
+        worker_addr,
+        controller,
+        shutdown,
+        tasks,
+    })
+}

@@ -1,1 +1,7 @@
-//! placeholder
+//! Test harness for whole-system tests: the local AWS sandbox with a seeded
+//! fleet, a controller, and workers, either in this process ([`stack`]) or as
+//! real processes ([`procs`]), plus client helpers.
+
+pub mod client;
+pub mod fleets;
+pub mod stack;

@@ -1,0 +1,451 @@
+//! CampaignService: what people and their tools call.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use muster_proto::v1::campaign_service_server::CampaignService;
+use muster_proto::v1::{
+    Campaign, CampaignSpec, CampaignState, CancelCampaignRequest, CancelCampaignResponse, GetCampaignRequest,
+    GetCampaignResponse, GetTargetRequest, GetTargetResponse, ListCampaignsRequest, ListCampaignsResponse,
+    ListTargetsRequest, ListTargetsResponse, PlanCampaignRequest, PlanCampaignResponse, StateChange,
+    SubmitCampaignRequest, SubmitCampaignResponse, WatchCampaignRequest, WatchCampaignResponse,
+    watch_campaign_response,
+};
+use prost::Message as _;
+use sha2::Digest as _;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::Controller;
+use crate::expand::{self, ExpandError};
+use crate::store::StoreError;
+use crate::store::campaigns::{self, Inserted, NewCampaign};
+use crate::store::records::{now_ms, timestamp};
+use crate::store::targets::{self, TargetFilter};
+use crate::validate;
+
+/// The service.
+pub struct CampaignApi {
+    ctl: Arc<Controller>,
+}
+
+impl CampaignApi {
+    /// Serves `ctl`.
+    pub fn new(ctl: Arc<Controller>) -> Self {
+        Self { ctl }
+    }
+}
+
+/// A store failure, as gRPC status.
+pub fn store_status(error: StoreError) -> Status {
+    tracing::error!(%error, "store failure");
+    match error {
+        StoreError::Closed => Status::unavailable("the controller is stopping"),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// Who is calling. Until authentication is configured every caller is
+/// "anonymous"; with it, the certificate subject or token name.
+pub fn caller<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.0.clone())
+        .unwrap_or_else(|| "anonymous".into())
+}
+
+/// The authenticated caller, set by the authentication layer.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+fn check_id(field: &str, id: &str) -> Result<(), Status> {
+    if uuid::Uuid::parse_str(id).is_ok() && id.len() == 36 {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "{field}: '{}' is not a campaign id (a UUID)",
+            muster_common::domain::clip(id)
+        )))
+    }
+}
+
+impl CampaignApi {
+    async fn campaign(&self, id: &str, with_scopes: bool) -> Result<Campaign, Status> {
+        let id = id.to_owned();
+        self.ctl
+            .store
+            .read(move |conn| {
+                let row = campaigns::get(conn, &id)?;
+                row.map(|row| campaigns::to_proto(conn, &row, with_scopes)).transpose()
+            })
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found("no campaign with that id"))
+    }
+
+    /// Validates, expands and stores a campaign (or finds it by client token).
+    async fn create(&self, spec: Option<CampaignSpec>, by: String, dry_run: bool) -> Result<(String, bool), Status> {
+        let spec = spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
+        let spec = validate::validate(spec, &self.ctl.settings.defaults)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let encoded = spec.encode_to_vec();
+        let sha = hex::encode(sha2::Sha256::digest(&encoded));
+        let expansion = expand::expand(&self.ctl.organizations, &self.ctl.ec2, &spec)
+            .await
+            .map_err(|e| match e {
+                ExpandError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+                ExpandError::Aws(message) => Status::failed_precondition(message),
+            })?;
+        let new = NewCampaign {
+            id: uuid::Uuid::now_v7().to_string(),
+            submitted_by: by.clone(),
+            spec,
+            spec_sha256: sha.clone(),
+            dry_run,
+            scopes: expansion.scopes(),
+            max_attempts: self.ctl.settings.max_attempts,
+        };
+        let inserted = self
+            .ctl
+            .store
+            .write(move |txn| campaigns::insert(txn, &new))
+            .await
+            .map_err(store_status)?;
+        match inserted {
+            Inserted::Created(id) => {
+                tracing::info!(campaign_id = %id, by, spec_sha256 = sha, dry_run, accounts = expansion.accounts.len(), regions = expansion.regions.len(), "campaign stored");
+                self.ctl.wake.notify_one();
+                Ok((id, true))
+            }
+            Inserted::Existing(id) => Ok((id, false)),
+            Inserted::TokenReused(id) => Err(Status::already_exists(format!(
+                "spec.client_token: already used by campaign {id} with a different spec"
+            ))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl CampaignService for CampaignApi {
+    async fn submit_campaign(
+        &self,
+        request: Request<SubmitCampaignRequest>,
+    ) -> Result<Response<SubmitCampaignResponse>, Status> {
+        let by = caller(&request);
+        let (id, created) = self.create(request.into_inner().spec, by, false).await?;
+        let campaign = self.campaign(&id, true).await?;
+        Ok(Response::new(SubmitCampaignResponse {
+            campaign_id: id,
+            created,
+            campaign: Some(campaign),
+        }))
+    }
+
+    async fn plan_campaign(
+        &self,
+        request: Request<PlanCampaignRequest>,
+    ) -> Result<Response<PlanCampaignResponse>, Status> {
+        let by = caller(&request);
+        let request = request.into_inner();
+        if request.wait_seconds > 600 {
+            return Err(Status::invalid_argument(format!(
+                "wait_seconds: {}; at most 600",
+                request.wait_seconds
+            )));
+        }
+        let wait = Duration::from_secs(u64::from(if request.wait_seconds == 0 {
+            60
+        } else {
+            request.wait_seconds
+        }));
+        let (id, _) = self.create(request.spec, by, true).await?;
+        let deadline = Instant::now() + wait;
+        loop {
+            let campaign = self.campaign(&id, true).await?;
+            let complete = CampaignState::try_from(campaign.state).is_ok_and(CampaignState::is_terminal);
+            if complete || Instant::now() >= deadline {
+                return Ok(Response::new(PlanCampaignResponse {
+                    campaign_id: id,
+                    complete,
+                    campaign: Some(campaign),
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn get_campaign(
+        &self,
+        request: Request<GetCampaignRequest>,
+    ) -> Result<Response<GetCampaignResponse>, Status> {
+        let id = request.into_inner().campaign_id;
+        check_id("campaign_id", &id)?;
+        Ok(Response::new(GetCampaignResponse {
+            campaign: Some(self.campaign(&id, true).await?),
+        }))
+    }
+
+    async fn list_campaigns(
+        &self,
+        request: Request<ListCampaignsRequest>,
+    ) -> Result<Response<ListCampaignsResponse>, Status> {
+        let request = request.into_inner();
+        let page_size = match request.page_size {
+            0 => 50,
+            n if n > 500 => return Err(Status::invalid_argument(format!("page_size: {n}; at most 500"))),
+            n => n as usize,
+        };
+        let cursor = if request.page_token.is_empty() {
+            None
+        } else {
+            let parsed = request
+                .page_token
+                .split_once(':')
+                .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_owned())));
+            Some(
+                parsed
+                    .ok_or_else(|| Status::invalid_argument("page_token: not a token from a previous ListCampaigns"))?,
+            )
+        };
+        let mut states = Vec::new();
+        for (i, state) in request.states.iter().enumerate() {
+            match CampaignState::try_from(*state) {
+                Ok(state) if state != CampaignState::Unspecified => states.push(state),
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "states[{i}]: {state} is not a campaign state"
+                    )));
+                }
+            }
+        }
+        let include_plans = request.include_plans;
+        let (campaigns, next) = self
+            .ctl
+            .store
+            .read(move |conn| {
+                let (rows, next) = campaigns::list(conn, &states, include_plans, page_size, cursor)?;
+                let campaigns = rows
+                    .iter()
+                    .map(|row| campaigns::to_proto(conn, row, false))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((campaigns, next))
+            })
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(ListCampaignsResponse {
+            campaigns,
+            next_page_token: next.map(|(ms, id)| format!("{ms}:{id}")).unwrap_or_default(),
+        }))
+    }
+
+    async fn list_targets(
+        &self,
+        request: Request<ListTargetsRequest>,
+    ) -> Result<Response<ListTargetsResponse>, Status> {
+        let request = request.into_inner();
+        check_id("campaign_id", &request.campaign_id)?;
+        let page_size = match request.page_size {
+            0 => 500,
+            n if n > 5_000 => return Err(Status::invalid_argument(format!("page_size: {n}; at most 5000"))),
+            n => n as usize,
+        };
+        let cursor = if request.page_token.is_empty() {
+            None
+        } else {
+            let mut parts = request.page_token.splitn(3, ':');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(a), Some(r), Some(i)) => Some((a.to_owned(), r.to_owned(), i.to_owned())),
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "page_token: not a token from a previous ListTargets",
+                    ));
+                }
+            }
+        };
+        for (i, status) in request.statuses.iter().enumerate() {
+            if muster_proto::v1::TargetStatus::try_from(*status).is_err() || *status == 0 {
+                return Err(Status::invalid_argument(format!(
+                    "statuses[{i}]: {status} is not a target status"
+                )));
+            }
+        }
+        for (list, field) in [
+            (&request.account_ids, "account_ids"),
+            (&request.regions, "regions"),
+            (&request.instance_ids, "instance_ids"),
+        ] {
+            if list.len() > 1000 {
+                return Err(Status::invalid_argument(format!("{field}: at most 1000 values")));
+            }
+        }
+        let filter = TargetFilter {
+            statuses: request.statuses,
+            accounts: request.account_ids,
+            regions: request.regions,
+            instances: request.instance_ids,
+        };
+        let id = request.campaign_id.clone();
+        let with_output = request.include_output;
+        let (exists, targets, next) = self
+            .ctl
+            .store
+            .read(move |conn| {
+                let exists = campaigns::get(conn, &id)?.is_some();
+                let (targets, next) = targets::list(conn, &id, &filter, page_size, cursor, with_output)?;
+                Ok((exists, targets, next))
+            })
+            .await
+            .map_err(store_status)?;
+        if !exists {
+            return Err(Status::not_found("no campaign with that id"));
+        }
+        Ok(Response::new(ListTargetsResponse {
+            targets,
+            next_page_token: next.map(|(a, r, i)| format!("{a}:{r}:{i}")).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_target(&self, request: Request<GetTargetRequest>) -> Result<Response<GetTargetResponse>, Status> {
+        let request = request.into_inner();
+        check_id("campaign_id", &request.campaign_id)?;
+        let id = request.campaign_id.clone();
+        let instance = request.instance_id.clone();
+        let mut found = self
+            .ctl
+            .store
+            .read(move |conn| targets::find_instance(conn, &id, &instance))
+            .await
+            .map_err(store_status)?;
+        found.retain(|t| {
+            (request.account_id.is_empty() || t.account_id == request.account_id)
+                && (request.region.is_empty() || t.region == request.region)
+        });
+        match found.len() {
+            0 => Err(Status::not_found(format!(
+                "instance_id: no target {} in this campaign",
+                request.instance_id
+            ))),
+            1 => Ok(Response::new(GetTargetResponse { target: found.pop() })),
+            n => Err(Status::failed_precondition(format!(
+                "instance_id: {} is in {n} (account, region) scopes; give account_id and region",
+                request.instance_id
+            ))),
+        }
+    }
+
+    type WatchCampaignStream = ReceiverStream<Result<WatchCampaignResponse, Status>>;
+
+    async fn watch_campaign(
+        &self,
+        request: Request<WatchCampaignRequest>,
+    ) -> Result<Response<Self::WatchCampaignStream>, Status> {
+        let request = request.into_inner();
+        check_id("campaign_id", &request.campaign_id)?;
+        let id = request.campaign_id.clone();
+        // Subscribe before the snapshot, so nothing falls between them.
+        let mut events = self.ctl.hub.subscribe(&id);
+        let first = self.campaign(&id, true).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let api = CampaignApi { ctl: self.ctl.clone() };
+        tokio::spawn(async move {
+            let snapshot = |c: Campaign| WatchCampaignResponse {
+                event: Some(watch_campaign_response::Event::Snapshot(c)),
+            };
+            let done = CampaignState::try_from(first.state).is_ok_and(CampaignState::is_terminal);
+            if tx.send(Ok(snapshot(first))).await.is_err() || done {
+                return;
+            }
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::debug!(campaign_id = %id, missed, "watcher fell behind; sending a snapshot");
+                        match api.campaign(&id, true).await {
+                            Ok(c) => {
+                                let done = CampaignState::try_from(c.state).is_ok_and(CampaignState::is_terminal);
+                                if tx.send(Ok(snapshot(c))).await.is_err() || done {
+                                    return;
+                                }
+                                continue;
+                            }
+                            Err(status) => {
+                                let _ = tx.send(Err(status)).await;
+                                return;
+                            }
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                };
+                if matches!(event.event, Some(watch_campaign_response::Event::Target(_))) && !request.include_targets {
+                    continue;
+                }
+                let terminal = matches!(&event.event, Some(watch_campaign_response::Event::State(s))
+                    if CampaignState::try_from(s.state).is_ok_and(CampaignState::is_terminal));
+                if tx.send(Ok((*event).clone())).await.is_err() {
+                    return;
+                }
+                if terminal {
+                    // The last word: the campaign as it ended.
+                    if let Ok(c) = api.campaign(&id, true).await {
+                        let _ = tx.send(Ok(snapshot(c))).await;
+                    }
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn cancel_campaign(
+        &self,
+        request: Request<CancelCampaignRequest>,
+    ) -> Result<Response<CancelCampaignResponse>, Status> {
+        let by = caller(&request);
+        let request = request.into_inner();
+        check_id("campaign_id", &request.campaign_id)?;
+        if request.reason.chars().count() > 1024 {
+            return Err(Status::invalid_argument("reason: at most 1024 characters"));
+        }
+        let id = request.campaign_id.clone();
+        let reason = if request.reason.is_empty() {
+            "no reason given".to_owned()
+        } else {
+            request.reason
+        };
+        let (who, why) = (by.clone(), reason.clone());
+        let found = self
+            .ctl
+            .store
+            .write(move |txn| {
+                if campaigns::get(txn, &id)?.is_none() {
+                    return Ok(None);
+                }
+                campaigns::request_cancel(txn, &id, &who, &why).map(Some)
+            })
+            .await
+            .map_err(store_status)?;
+        match found {
+            None => return Err(Status::not_found("no campaign with that id")),
+            Some(true) => {
+                tracing::info!(campaign_id = %request.campaign_id, by, reason, "campaign cancel requested");
+                self.ctl.hub.publish(
+                    &request.campaign_id,
+                    WatchCampaignResponse {
+                        event: Some(watch_campaign_response::Event::State(StateChange {
+                            state: CampaignState::Cancelling as i32,
+                            reason: format!("cancel requested by {by}: {reason}"),
+                            at: Some(timestamp(now_ms())),
+                        })),
+                    },
+                );
+                self.ctl.wake.notify_one();
+            }
+            Some(false) => {}
+        }
+        Ok(Response::new(CancelCampaignResponse {
+            campaign: Some(self.campaign(&request.campaign_id, true).await?),
+        }))
+    }
+}

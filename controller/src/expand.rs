@@ -1,0 +1,194 @@
+//! From a spec's targets to (account, region) scopes: explicit accounts plus
+//! every active account in the named OUs and their child OUs (Organizations,
+//! in the controller's account), minus exclusions; explicit regions, or every
+//! region enabled in the controller's account (EC2 DescribeRegions), which
+//! each target account's Discover task then checks for itself.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use muster_proto::v1::CampaignSpec;
+
+/// Scopes a campaign may have: a bound on the work one submit can create.
+pub const MAX_SCOPES: usize = 50_000;
+
+/// Where a campaign runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expansion {
+    /// Accounts, sorted.
+    pub accounts: Vec<String>,
+    /// Regions, sorted.
+    pub regions: Vec<String>,
+    /// True when the spec named no regions and these came from the
+    /// controller's account: Discover tasks check each is enabled.
+    pub regions_from_controller: bool,
+}
+
+impl Expansion {
+    /// Every (account, region).
+    pub fn scopes(&self) -> Vec<(String, String)> {
+        self.accounts
+            .iter()
+            .flat_map(|a| self.regions.iter().map(move |r| (a.clone(), r.clone())))
+            .collect()
+    }
+}
+
+/// Why targets could not be expanded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    /// The spec names something that is not there (INVALID_ARGUMENT).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The controller could not ask AWS (FAILED_PRECONDITION or UNAVAILABLE).
+    #[error("{0}")]
+    Aws(String),
+}
+
+fn describe<E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata, R>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> String {
+    muster_common::retry::describe(e)
+}
+
+/// Expands `spec`'s targets.
+pub async fn expand(
+    orgs: &aws_sdk_organizations::Client,
+    ec2: &aws_sdk_ec2::Client,
+    spec: &CampaignSpec,
+) -> Result<Expansion, ExpandError> {
+    let targets = spec.targets.clone().unwrap_or_default();
+    let mut accounts: BTreeSet<String> = targets.account_ids.iter().cloned().collect();
+    for (i, ou) in targets.organizational_unit_ids.iter().enumerate() {
+        let found = accounts_under(orgs, ou).await.map_err(|e| match e {
+            OuError::NotFound => ExpandError::Invalid {
+                field: format!("targets.organizational_unit_ids[{i}]"),
+                message: format!("{ou} is not an OU or root of the controller's Organization"),
+            },
+            OuError::Aws(message) => ExpandError::Aws(format!("cannot list the accounts of {ou}: {message}")),
+        })?;
+        accounts.extend(found);
+    }
+    for excluded in &targets.exclude_account_ids {
+        accounts.remove(excluded);
+    }
+    if accounts.is_empty() {
+        return Err(ExpandError::Invalid {
+            field: "targets".into(),
+            message: "no account is left to target (the OUs are empty or every account is excluded)".into(),
+        });
+    }
+    let (regions, from_controller) = if targets.regions.is_empty() {
+        (enabled_regions(ec2).await?, true)
+    } else {
+        (targets.regions.clone(), false)
+    };
+    let expansion = Expansion {
+        accounts: accounts.into_iter().collect(),
+        regions,
+        regions_from_controller: from_controller,
+    };
+    let scopes = expansion.accounts.len() * expansion.regions.len();
+    if scopes > MAX_SCOPES {
+        return Err(ExpandError::Invalid {
+            field: "targets".into(),
+            message: format!(
+                "{} accounts x {} regions = {scopes} (account, region) pairs; at most {MAX_SCOPES} per campaign",
+                expansion.accounts.len(),
+                expansion.regions.len()
+            ),
+        });
+    }
+    Ok(expansion)
+}
+
+enum OuError {
+    NotFound,
+    Aws(String),
+}
+
+/// Active accounts in `root_or_ou` and every OU below it.
+async fn accounts_under(orgs: &aws_sdk_organizations::Client, root_or_ou: &str) -> Result<Vec<String>, OuError> {
+    let mut accounts = Vec::new();
+    let mut parents = VecDeque::from([root_or_ou.to_owned()]);
+    while let Some(parent) = parents.pop_front() {
+        let mut token: Option<String> = None;
+        loop {
+            let page = orgs
+                .list_accounts_for_parent()
+                .parent_id(&parent)
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.as_service_error().is_some_and(|s| s.is_parent_not_found_exception()) {
+                        OuError::NotFound
+                    } else {
+                        OuError::Aws(describe(&e))
+                    }
+                })?;
+            accounts.extend(
+                page.accounts()
+                    .iter()
+                    .filter(|a| a.status().is_none_or(|s| s.as_str() == "ACTIVE"))
+                    .filter_map(|a| a.id().map(str::to_owned)),
+            );
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        let mut token: Option<String> = None;
+        loop {
+            let page = orgs
+                .list_organizational_units_for_parent()
+                .parent_id(&parent)
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.as_service_error().is_some_and(|s| s.is_parent_not_found_exception()) {
+                        OuError::NotFound
+                    } else {
+                        OuError::Aws(describe(&e))
+                    }
+                })?;
+            parents.extend(
+                page.organizational_units()
+                    .iter()
+                    .filter_map(|ou| ou.id().map(str::to_owned)),
+            );
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+    }
+    Ok(accounts)
+}
+
+async fn enabled_regions(ec2: &aws_sdk_ec2::Client) -> Result<Vec<String>, ExpandError> {
+    let answer = ec2.describe_regions().send().await.map_err(|e| {
+        ExpandError::Aws(format!(
+            "cannot list the enabled regions (ec2:DescribeRegions): {}",
+            describe(&e)
+        ))
+    })?;
+    let mut regions: Vec<String> = answer
+        .regions()
+        .iter()
+        .filter(|r| r.opt_in_status().is_none_or(|s| s != "not-opted-in"))
+        .filter_map(|r| r.region_name().map(str::to_owned))
+        .filter(|r| muster_common::domain::RegionName::parse(r).is_ok())
+        .collect();
+    regions.sort();
+    regions.dedup();
+    if regions.is_empty() {
+        return Err(ExpandError::Aws("ec2:DescribeRegions returned no regions".into()));
+    }
+    Ok(regions)
+}

@@ -1,0 +1,413 @@
+//! Campaigns: created whole in one transaction (campaign, scopes, Discover
+//! tasks, audit event), read back as the API's `Campaign`.
+
+use std::collections::BTreeMap;
+
+use muster_proto::v1::{
+    Campaign, CampaignSpec, CampaignState, ResultsExport, ScopeState, ScopeSummary, StatusCounters, TargetStatus,
+    TaskKind,
+};
+use prost::Message as _;
+use rusqlite::{Connection, OptionalExtension as _, Row, params};
+
+use super::records::{event, now_ms, task_state, timestamp};
+use super::{StoreError, StoreResult};
+
+/// A campaign row.
+#[derive(Debug, Clone)]
+pub struct CampaignRow {
+    /// Id.
+    pub id: String,
+    /// Submitted at.
+    pub created_ms: i64,
+    /// Who submitted it.
+    pub submitted_by: String,
+    /// Idempotency token.
+    pub client_token: String,
+    /// The validated spec.
+    pub spec: CampaignSpec,
+    /// SHA-256 of the spec as submitted.
+    pub spec_sha256: String,
+    /// A plan.
+    pub dry_run: bool,
+    /// State.
+    pub state: CampaignState,
+    /// Why.
+    pub state_reason: String,
+    /// First release.
+    pub started_ms: Option<i64>,
+    /// Terminal since.
+    pub finished_ms: Option<i64>,
+    /// Targets that may run (discovered, not skipped).
+    pub eligible: i64,
+    /// Resolved max_concurrency.
+    pub concurrency_limit: i64,
+    /// Resolved max_errors.
+    pub error_threshold: Option<i64>,
+    /// Errors as SSM counts them.
+    pub errors: i64,
+    /// Cancel requested.
+    pub cancel_requested: bool,
+    /// Export location.
+    pub export_url: String,
+    /// Exported at.
+    pub exported_ms: Option<i64>,
+    /// Last export failure.
+    pub export_error: String,
+}
+
+const COLUMNS: &str = "id, created_ms, submitted_by, client_token, spec, spec_sha256, dry_run, state, state_reason, \
+    started_ms, finished_ms, eligible, concurrency_limit, error_threshold, errors, cancel_requested, export_url, \
+    exported_ms, export_error";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<CampaignRow> {
+    let spec: Vec<u8> = row.get(4)?;
+    Ok(CampaignRow {
+        id: row.get(0)?,
+        created_ms: row.get(1)?,
+        submitted_by: row.get(2)?,
+        client_token: row.get(3)?,
+        spec: CampaignSpec::decode(spec.as_slice()).unwrap_or_default(),
+        spec_sha256: row.get(5)?,
+        dry_run: row.get(6)?,
+        state: CampaignState::try_from(row.get::<_, i32>(7)?).unwrap_or(CampaignState::Unspecified),
+        state_reason: row.get(8)?,
+        started_ms: row.get(9)?,
+        finished_ms: row.get(10)?,
+        eligible: row.get(11)?,
+        concurrency_limit: row.get(12)?,
+        error_threshold: row.get(13)?,
+        errors: row.get(14)?,
+        cancel_requested: row.get(15)?,
+        export_url: row.get(16)?,
+        exported_ms: row.get(17)?,
+        export_error: row.get(18)?,
+    })
+}
+
+/// One campaign.
+pub fn get(conn: &Connection, id: &str) -> StoreResult<Option<CampaignRow>> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM campaigns WHERE id = ?1"))?
+        .query_row([id], from_row)
+        .optional()?)
+}
+
+/// Campaigns in these states (all when empty).
+pub fn in_states(conn: &Connection, states: &[CampaignState]) -> StoreResult<Vec<CampaignRow>> {
+    let list = states
+        .iter()
+        .map(|s| (*s as i32).to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM campaigns WHERE state IN ({list}) ORDER BY created_ms"
+    ))?;
+    let rows = stmt.query_map([], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Where a page of campaigns ends: (created_ms, id).
+pub type CampaignCursor = (i64, String);
+
+/// Counters of one campaign: (account, region) to (status, count) pairs.
+pub type ScopeCounts = BTreeMap<(String, String), Vec<(i32, i64)>>;
+
+/// A page of campaigns, newest first, after `cursor`.
+pub fn list(
+    conn: &Connection,
+    states: &[CampaignState],
+    include_plans: bool,
+    page_size: usize,
+    cursor: Option<CampaignCursor>,
+) -> StoreResult<super::Page<CampaignRow, CampaignCursor>> {
+    let mut sql = format!("SELECT {COLUMNS} FROM campaigns WHERE 1 = 1");
+    if !states.is_empty() {
+        let list = states
+            .iter()
+            .map(|s| (*s as i32).to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        sql.push_str(&format!(" AND state IN ({list})"));
+    }
+    if !include_plans {
+        sql.push_str(" AND dry_run = 0");
+    }
+    let (after_ms, after_id) = cursor.unwrap_or((i64::MAX, String::new()));
+    sql.push_str(" AND (created_ms < ?1 OR (created_ms = ?1 AND id < ?2)) ORDER BY created_ms DESC, id DESC LIMIT ?3");
+    let after_id = if after_ms == i64::MAX {
+        "\u{10ffff}".to_owned()
+    } else {
+        after_id
+    };
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt
+        .query_map(params![after_ms, after_id, page_size as i64 + 1], from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let next = if rows.len() > page_size {
+        rows.truncate(page_size);
+        rows.last().map(|r| (r.created_ms, r.id.clone()))
+    } else {
+        None
+    };
+    Ok((rows, next))
+}
+
+/// Builds StatusCounters from (status, count) pairs.
+pub fn status_counters(counts: impl IntoIterator<Item = (i32, i64)>) -> StatusCounters {
+    let mut c = StatusCounters::default();
+    for (status, count) in counts {
+        let count = count.max(0) as u64;
+        let slot = match TargetStatus::try_from(status).unwrap_or(TargetStatus::Unspecified) {
+            TargetStatus::Pending => &mut c.pending,
+            TargetStatus::Queued => &mut c.queued,
+            TargetStatus::Running => &mut c.running,
+            TargetStatus::Success => &mut c.success,
+            TargetStatus::Failed => &mut c.failed,
+            TargetStatus::TimedOut => &mut c.timed_out,
+            TargetStatus::Cancelled => &mut c.cancelled,
+            TargetStatus::Undeliverable => &mut c.undeliverable,
+            TargetStatus::Terminated => &mut c.terminated,
+            TargetStatus::Skipped => &mut c.skipped,
+            TargetStatus::Error => &mut c.error,
+            TargetStatus::Unspecified => continue,
+        };
+        *slot += count;
+        c.total += count;
+    }
+    c
+}
+
+/// Counters by (account, region) and status.
+pub fn scope_counts(conn: &Connection, id: &str) -> StoreResult<ScopeCounts> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT account_id, region, status, count FROM counters WHERE campaign_id = ?1 AND count != 0",
+    )?;
+    let mut map = ScopeCounts::new();
+    for row in stmt.query_map([id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i32>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })? {
+        let (account, region, status, count) = row?;
+        map.entry((account, region)).or_default().push((status, count));
+    }
+    Ok(map)
+}
+
+/// The campaign's totals by status.
+pub fn totals(conn: &Connection, id: &str) -> StoreResult<StatusCounters> {
+    let mut stmt =
+        conn.prepare_cached("SELECT status, SUM(count) FROM counters WHERE campaign_id = ?1 GROUP BY status")?;
+    let counts = stmt
+        .query_map([id], |r| Ok((r.get::<_, i32>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(status_counters(counts))
+}
+
+/// Every scope with its counters.
+pub fn scopes(conn: &Connection, id: &str) -> StoreResult<Vec<ScopeSummary>> {
+    let counts = scope_counts(conn, id)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT account_id, region, state, error, managed, offline, unmanaged FROM scopes WHERE campaign_id = ?1 ORDER BY account_id, region",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        Ok(ScopeSummary {
+            account_id: r.get(0)?,
+            region: r.get(1)?,
+            state: r.get(2)?,
+            error: r.get(3)?,
+            counters: None,
+            managed: r.get::<_, i64>(4)? as u64,
+            offline: r.get::<_, i64>(5)? as u64,
+            unmanaged: r.get::<_, i64>(6)? as u64,
+        })
+    })?;
+    let mut scopes = Vec::new();
+    for scope in rows {
+        let mut scope = scope?;
+        let key = (scope.account_id.clone(), scope.region.clone());
+        scope.counters = Some(status_counters(counts.get(&key).cloned().unwrap_or_default()));
+        scopes.push(scope);
+    }
+    Ok(scopes)
+}
+
+/// The API's view of a campaign.
+pub fn to_proto(conn: &Connection, row: &CampaignRow, with_scopes: bool) -> StoreResult<Campaign> {
+    Ok(Campaign {
+        id: row.id.clone(),
+        spec: Some(row.spec.clone()),
+        state: row.state as i32,
+        state_reason: row.state_reason.clone(),
+        dry_run: row.dry_run,
+        created_at: Some(timestamp(row.created_ms)),
+        started_at: row.started_ms.map(timestamp),
+        finished_at: row.finished_ms.map(timestamp),
+        counters: Some(totals(conn, &row.id)?),
+        scopes: if with_scopes {
+            scopes(conn, &row.id)?
+        } else {
+            Vec::new()
+        },
+        errors: row.errors.max(0) as u64,
+        error_threshold: row.error_threshold.map(|t| t.max(0) as u64),
+        concurrency_limit: row.concurrency_limit.max(0) as u64,
+        submitted_by: row.submitted_by.clone(),
+        spec_sha256: row.spec_sha256.clone(),
+        export: (!row.export_url.is_empty() || !row.export_error.is_empty()).then(|| ResultsExport {
+            url: row.export_url.clone(),
+            exported_at: row.exported_ms.map(timestamp),
+            error: row.export_error.clone(),
+        }),
+    })
+}
+
+/// A new campaign, ready to store.
+#[derive(Debug, Clone)]
+pub struct NewCampaign {
+    /// Id.
+    pub id: String,
+    /// Who.
+    pub submitted_by: String,
+    /// The validated spec.
+    pub spec: CampaignSpec,
+    /// SHA-256 of the spec as submitted.
+    pub spec_sha256: String,
+    /// A plan.
+    pub dry_run: bool,
+    /// Every (account, region).
+    pub scopes: Vec<(String, String)>,
+    /// Attempts per task.
+    pub max_attempts: u32,
+}
+
+/// How an insert went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored.
+    Created(String),
+    /// The client token matched this campaign, with the same spec.
+    Existing(String),
+    /// The client token matched a campaign with another spec.
+    TokenReused(String),
+}
+
+/// Stores a campaign with its scopes and Discover tasks, or finds the one
+/// its client token already names.
+pub fn insert(conn: &Connection, new: &NewCampaign) -> StoreResult<Inserted> {
+    let token = &new.spec.client_token;
+    if !token.is_empty() {
+        let existing: Option<(String, String)> = conn
+            .prepare_cached("SELECT id, spec_sha256 FROM campaigns WHERE submitted_by = ?1 AND client_token = ?2")?
+            .query_row(params![new.submitted_by, token], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((id, sha)) = existing {
+            return Ok(if sha == new.spec_sha256 {
+                Inserted::Existing(id)
+            } else {
+                Inserted::TokenReused(id)
+            });
+        }
+    }
+    let now = now_ms();
+    conn.prepare_cached(
+        "INSERT INTO campaigns (id, created_ms, submitted_by, client_token, spec, spec_sha256, dry_run, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        new.id,
+        now,
+        new.submitted_by,
+        token,
+        new.spec.encode_to_vec(),
+        new.spec_sha256,
+        new.dry_run,
+        CampaignState::Discovering as i32
+    ])?;
+    let mut scope =
+        conn.prepare_cached("INSERT INTO scopes (campaign_id, account_id, region, state) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut task = conn.prepare_cached(
+        "INSERT INTO tasks (id, campaign_id, kind, account_id, region, state, attempt, max_attempts, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8)",
+    )?;
+    for (account, region) in &new.scopes {
+        scope.execute(params![new.id, account, region, ScopeState::Pending as i32])?;
+        task.execute(params![
+            uuid::Uuid::now_v7().to_string(),
+            new.id,
+            TaskKind::Discover as i32,
+            account,
+            region,
+            task_state::QUEUED,
+            new.max_attempts,
+            now
+        ])?;
+    }
+    let detail = serde_json::json!({
+        "by": new.submitted_by,
+        "spec_sha256": new.spec_sha256,
+        "scopes": new.scopes.len(),
+        "dry_run": new.dry_run,
+    });
+    event(
+        conn,
+        &new.id,
+        if new.dry_run { "planned" } else { "submitted" },
+        &detail.to_string(),
+    )?;
+    Ok(Inserted::Created(new.id.clone()))
+}
+
+/// Moves a campaign to a new state, recording why.
+pub fn set_state(conn: &Connection, id: &str, state: CampaignState, reason: &str) -> StoreResult<()> {
+    let now = now_ms();
+    let finished = state.is_terminal().then_some(now);
+    conn.prepare_cached(
+        "UPDATE campaigns SET state = ?2, state_reason = ?3,
+            started_ms = CASE WHEN ?2 = ?5 AND started_ms IS NULL THEN ?4 ELSE started_ms END,
+            finished_ms = COALESCE(?6, finished_ms)
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        state as i32,
+        reason,
+        now,
+        CampaignState::Running as i32,
+        finished
+    ])?;
+    event(
+        conn,
+        id,
+        "state",
+        &serde_json::json!({"state": state.short_name(), "reason": reason}).to_string(),
+    )
+}
+
+/// Records a cancel request; false if the campaign has already ended.
+pub fn request_cancel(conn: &Connection, id: &str, by: &str, reason: &str) -> StoreResult<bool> {
+    let row = get(conn, id)?.ok_or_else(|| StoreError::Corrupt(format!("no campaign {id}")))?;
+    if row.state.is_terminal() {
+        return Ok(false);
+    }
+    if !row.cancel_requested {
+        conn.execute("UPDATE campaigns SET cancel_requested = 1 WHERE id = ?1", [id])?;
+        event(
+            conn,
+            id,
+            "cancel_requested",
+            &serde_json::json!({"by": by, "reason": reason}).to_string(),
+        )?;
+        set_state(
+            conn,
+            id,
+            CampaignState::Cancelling,
+            &format!("cancel requested by {by}: {reason}"),
+        )?;
+    }
+    Ok(true)
+}

@@ -1,0 +1,497 @@
+//! Targets: one row per (campaign, account, region, instance), with its
+//! status, result and kept output. Every status change moves the scope's
+//! counters in the same transaction, so counters always add up.
+
+use muster_proto::v1::{
+    DiscoveredInstance, PingStatus, Platform, StepOutput, Target, TargetResult, TargetStatus, TimeoutKind,
+};
+use prost::Message as _;
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::records::{bump, millis, moved, now_ms, terminal, timestamp};
+use super::tasks::TaskRow;
+use super::{StoreError, StoreResult};
+
+/// Keeps a list of steps in one column.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Steps {
+    #[prost(message, repeated, tag = "1")]
+    steps: Vec<StepOutput>,
+}
+
+/// Records discovered instances; returns how many were new.
+pub fn insert_discovered(conn: &Connection, task: &TaskRow, instances: &[DiscoveredInstance]) -> StoreResult<u32> {
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO targets (campaign_id, account_id, region, instance_id, name, platform, ping, status, reason, finished_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    let (mut new, mut managed, mut offline, mut unmanaged) = (0u32, 0i64, 0i64, 0i64);
+    let now = now_ms();
+    for instance in instances {
+        let skipped = !instance.skip_reason.is_empty();
+        let status = if skipped {
+            TargetStatus::Skipped
+        } else {
+            TargetStatus::Pending
+        };
+        let inserted = insert.execute(params![
+            task.campaign_id,
+            task.account_id,
+            task.region,
+            instance.instance_id,
+            instance.name,
+            instance.platform,
+            instance.ping_status,
+            status as i32,
+            instance.skip_reason,
+            skipped.then_some(now)
+        ])?;
+        if inserted == 0 {
+            continue;
+        }
+        new += 1;
+        bump(
+            conn,
+            &task.campaign_id,
+            &task.account_id,
+            &task.region,
+            status as i32,
+            1,
+        )?;
+        match PingStatus::try_from(instance.ping_status).unwrap_or(PingStatus::Unspecified) {
+            PingStatus::Online => managed += 1,
+            PingStatus::ConnectionLost | PingStatus::Inactive => offline += 1,
+            _ => unmanaged += 1,
+        }
+    }
+    conn.prepare_cached(
+        "UPDATE scopes SET managed = managed + ?4, offline = offline + ?5, unmanaged = unmanaged + ?6
+         WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3",
+    )?
+    .execute(params![
+        task.campaign_id,
+        task.account_id,
+        task.region,
+        managed,
+        offline,
+        unmanaged
+    ])?;
+    Ok(new)
+}
+
+/// Records a SendCommand; its instances become RUNNING.
+pub fn record_dispatch(
+    conn: &Connection,
+    task: &TaskRow,
+    command_id: &str,
+    instance_ids: &[String],
+    sent_ms: Option<i64>,
+    adopted: bool,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO dispatches (task_id, command_id, instance_ids, sent_ms, attempt, adopted)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        task.id,
+        command_id,
+        serde_json::to_string(instance_ids).unwrap_or_default(),
+        sent_ms,
+        task.attempt,
+        adopted
+    ])?;
+    let dispatched = sent_ms.unwrap_or_else(now_ms);
+    let mut update = conn.prepare_cached(
+        "UPDATE targets SET status = ?4, command_id = ?5, dispatched_ms = ?6
+         WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?7 AND task_id = ?8 AND status = ?9",
+    )?;
+    let mut running = 0;
+    for instance in instance_ids {
+        running += update.execute(params![
+            task.campaign_id,
+            task.account_id,
+            task.region,
+            TargetStatus::Running as i32,
+            command_id,
+            dispatched,
+            instance,
+            task.id,
+            TargetStatus::Queued as i32
+        ])?;
+    }
+    bump(
+        conn,
+        &task.campaign_id,
+        &task.account_id,
+        &task.region,
+        TargetStatus::Queued as i32,
+        -(running as i64),
+    )?;
+    bump(
+        conn,
+        &task.campaign_id,
+        &task.account_id,
+        &task.region,
+        TargetStatus::Running as i32,
+        running as i64,
+    )?;
+    Ok(())
+}
+
+/// How an ingest went.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    /// Recorded now.
+    pub accepted: u32,
+    /// Already terminal.
+    pub duplicates: u32,
+    /// New errors as SSM counts them.
+    pub errors: i64,
+    /// The targets as they are now, for watchers.
+    pub updated: Vec<Target>,
+}
+
+/// Records terminal results of an Execute task's targets. A result for a
+/// target that already has one is a duplicate and changes nothing.
+pub fn ingest_results(
+    conn: &Connection,
+    task: &TaskRow,
+    results: &[TargetResult],
+    want_targets: bool,
+) -> StoreResult<Ingested> {
+    let mut out = Ingested::default();
+    let mut select = conn.prepare_cached(
+        "SELECT status FROM targets WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4 AND task_id = ?5",
+    )?;
+    let mut update = conn.prepare_cached(
+        "UPDATE targets SET status = ?5, timeout_kind = ?6, exit_code = ?7, reason = ?8, command_id = CASE WHEN ?9 = '' THEN command_id ELSE ?9 END,
+            ssm_status_details = ?10, steps = ?11, started_ms = ?12, finished_ms = ?13
+         WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4",
+    )?;
+    for result in results {
+        let status = TargetStatus::try_from(result.status).unwrap_or(TargetStatus::Unspecified);
+        if !status.is_terminal() {
+            return Err(StoreError::Corrupt(format!(
+                "results[{}].status: {} is not a final status",
+                result.instance_id,
+                status.short_name()
+            )));
+        }
+        let old: Option<i32> = select
+            .query_row(
+                params![
+                    task.campaign_id,
+                    task.account_id,
+                    task.region,
+                    result.instance_id,
+                    task.id
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(old) = old else {
+            return Err(StoreError::Corrupt(format!(
+                "results: instance {} is not part of task {}",
+                result.instance_id, task.id
+            )));
+        };
+        if terminal(old) {
+            out.duplicates += 1;
+            continue;
+        }
+        let steps = Steps {
+            steps: result.steps.clone(),
+        }
+        .encode_to_vec();
+        update.execute(params![
+            task.campaign_id,
+            task.account_id,
+            task.region,
+            result.instance_id,
+            status as i32,
+            result.timeout_kind,
+            result.exit_code,
+            result.reason,
+            result.command_id,
+            result.ssm_status_details,
+            steps,
+            result.started_at.as_ref().map(millis),
+            result.finished_at.as_ref().map(millis).unwrap_or_else(now_ms)
+        ])?;
+        moved(
+            conn,
+            &task.campaign_id,
+            &task.account_id,
+            &task.region,
+            old,
+            status as i32,
+        )?;
+        out.accepted += 1;
+        let timeout = TimeoutKind::try_from(result.timeout_kind).unwrap_or(TimeoutKind::Unspecified);
+        if status.counts_as_error(timeout) {
+            out.errors += 1;
+        }
+        if want_targets
+            && let Some(target) = get(
+                conn,
+                &task.campaign_id,
+                &task.account_id,
+                &task.region,
+                &result.instance_id,
+                false,
+            )?
+        {
+            out.updated.push(target);
+        }
+    }
+    if out.errors > 0 {
+        conn.prepare_cached("UPDATE campaigns SET errors = errors + ?2 WHERE id = ?1")?
+            .execute(params![task.campaign_id, out.errors])?;
+    }
+    Ok(out)
+}
+
+/// Pending targets of one (account, region) and platform.
+pub type PendingGroup = ((String, String), i32, u64);
+
+/// Where a page of targets ends: (account, region, instance).
+pub type TargetCursor = (String, String, String);
+
+/// Pending targets per (account, region, platform).
+pub fn pending_by_scope(conn: &Connection, campaign_id: &str) -> StoreResult<Vec<PendingGroup>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT account_id, region, platform, COUNT(*) FROM targets WHERE campaign_id = ?1 AND status = ?2
+         GROUP BY account_id, region, platform ORDER BY account_id, region, platform",
+    )?;
+    let rows = stmt.query_map(params![campaign_id, TargetStatus::Pending as i32], |r| {
+        Ok(((r.get(0)?, r.get(1)?), r.get(2)?, r.get::<_, i64>(3)? as u64))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// The first `limit` pending instances of one scope and platform.
+pub fn pending_instances(
+    conn: &Connection,
+    campaign_id: &str,
+    account: &str,
+    region: &str,
+    platform: i32,
+    limit: u64,
+) -> StoreResult<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT instance_id FROM targets WHERE campaign_id = ?1 AND status = ?2 AND account_id = ?3 AND region = ?4 AND platform = ?5
+         ORDER BY instance_id LIMIT ?6",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            campaign_id,
+            TargetStatus::Pending as i32,
+            account,
+            region,
+            platform,
+            limit as i64
+        ],
+        |r| r.get(0),
+    )?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Ends every PENDING target of a campaign with `status` and `reason`.
+pub fn end_pending(conn: &Connection, campaign_id: &str, status: TargetStatus, reason: &str) -> StoreResult<u64> {
+    let per_scope = pending_by_scope(conn, campaign_id)?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE targets SET status = ?3, reason = ?4, finished_ms = ?5 WHERE campaign_id = ?1 AND status = ?2",
+        )?
+        .execute(params![
+            campaign_id,
+            TargetStatus::Pending as i32,
+            status as i32,
+            reason,
+            now_ms()
+        ])?;
+    for ((account, region), _, count) in per_scope {
+        bump(
+            conn,
+            campaign_id,
+            &account,
+            &region,
+            TargetStatus::Pending as i32,
+            -(count as i64),
+        )?;
+        bump(conn, campaign_id, &account, &region, status as i32, count as i64)?;
+    }
+    Ok(changed as u64)
+}
+
+/// Filters for listing targets.
+#[derive(Debug, Clone, Default)]
+pub struct TargetFilter {
+    /// Statuses (all when empty).
+    pub statuses: Vec<i32>,
+    /// Accounts (all when empty).
+    pub accounts: Vec<String>,
+    /// Regions (all when empty).
+    pub regions: Vec<String>,
+    /// Instances (all when empty).
+    pub instances: Vec<String>,
+}
+
+const COLUMNS: &str = "campaign_id, account_id, region, instance_id, name, platform, ping, status, timeout_kind, exit_code, \
+    reason, command_id, document_name, ssm_status_details, dispatched_ms, started_ms, finished_ms, steps";
+
+fn from_row(r: &rusqlite::Row<'_>, with_output: bool) -> rusqlite::Result<Target> {
+    let steps: Option<Vec<u8>> = if with_output { r.get(17)? } else { None };
+    Ok(Target {
+        campaign_id: r.get(0)?,
+        account_id: r.get(1)?,
+        region: r.get(2)?,
+        instance_id: r.get(3)?,
+        name: r.get(4)?,
+        platform: r.get(5)?,
+        ping_status: r.get(6)?,
+        status: r.get(7)?,
+        timeout_kind: r.get(8)?,
+        exit_code: r.get(9)?,
+        reason: r.get(10)?,
+        command_id: r.get(11)?,
+        document_name: r.get(12)?,
+        ssm_status_details: r.get(13)?,
+        dispatched_at: r.get::<_, Option<i64>>(14)?.map(timestamp),
+        started_at: r.get::<_, Option<i64>>(15)?.map(timestamp),
+        finished_at: r.get::<_, Option<i64>>(16)?.map(timestamp),
+        steps: steps
+            .and_then(|b| Steps::decode(b.as_slice()).ok())
+            .map(|s| s.steps)
+            .unwrap_or_default(),
+    })
+}
+
+/// One target.
+pub fn get(
+    conn: &Connection,
+    campaign: &str,
+    account: &str,
+    region: &str,
+    instance: &str,
+    with_output: bool,
+) -> StoreResult<Option<Target>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM targets WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4"
+        ))?
+        .query_row(params![campaign, account, region, instance], |r| from_row(r, with_output))
+        .optional()?)
+}
+
+/// Targets of a campaign with this instance id (in any scope).
+pub fn find_instance(conn: &Connection, campaign: &str, instance: &str) -> StoreResult<Vec<Target>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM targets WHERE campaign_id = ?1 AND instance_id = ?2"
+    ))?;
+    let rows = stmt.query_map(params![campaign, instance], |r| from_row(r, true))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// A page of targets ordered by (account, region, instance), after `cursor`.
+pub fn list(
+    conn: &Connection,
+    campaign: &str,
+    filter: &TargetFilter,
+    page_size: usize,
+    cursor: Option<TargetCursor>,
+    with_output: bool,
+) -> StoreResult<super::Page<Target, TargetCursor>> {
+    let mut sql = format!(
+        "SELECT {COLUMNS} FROM targets WHERE campaign_id = ?1 AND (account_id, region, instance_id) > (?2, ?3, ?4)"
+    );
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    let (a, r, i) = cursor.unwrap_or_default();
+    args.push(Box::new(campaign.to_owned()));
+    args.push(Box::new(a));
+    args.push(Box::new(r));
+    args.push(Box::new(i));
+    let mut in_list = |column: &str, values: Vec<Box<dyn rusqlite::ToSql>>, sql: &mut String| {
+        if values.is_empty() {
+            return;
+        }
+        let start = args.len() + 1;
+        let marks: Vec<String> = (start..start + values.len()).map(|n| format!("?{n}")).collect();
+        sql.push_str(&format!(" AND {column} IN ({})", marks.join(",")));
+        args.extend(values);
+    };
+    in_list(
+        "status",
+        filter
+            .statuses
+            .iter()
+            .map(|s| Box::new(*s) as Box<dyn rusqlite::ToSql>)
+            .collect(),
+        &mut sql,
+    );
+    in_list(
+        "account_id",
+        filter
+            .accounts
+            .iter()
+            .map(|s| Box::new(s.clone()) as Box<dyn rusqlite::ToSql>)
+            .collect(),
+        &mut sql,
+    );
+    in_list(
+        "region",
+        filter
+            .regions
+            .iter()
+            .map(|s| Box::new(s.clone()) as Box<dyn rusqlite::ToSql>)
+            .collect(),
+        &mut sql,
+    );
+    in_list(
+        "instance_id",
+        filter
+            .instances
+            .iter()
+            .map(|s| Box::new(s.clone()) as Box<dyn rusqlite::ToSql>)
+            .collect(),
+        &mut sql,
+    );
+    sql.push_str(&format!(
+        " ORDER BY account_id, region, instance_id LIMIT {}",
+        page_size + 1
+    ));
+    let mut stmt = conn.prepare(&sql)?;
+    let params: Vec<&dyn rusqlite::ToSql> = args.iter().map(|b| b.as_ref()).collect();
+    let mut rows = stmt
+        .query_map(params.as_slice(), |r| from_row(r, with_output))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let next = if rows.len() > page_size {
+        rows.truncate(page_size);
+        rows.last()
+            .map(|t| (t.account_id.clone(), t.region.clone(), t.instance_id.clone()))
+    } else {
+        None
+    };
+    Ok((rows, next))
+}
+
+/// Every target of a campaign, for the results export (in pages, so memory
+/// stays bounded by the caller).
+pub fn all(
+    conn: &Connection,
+    campaign: &str,
+    after: Option<TargetCursor>,
+    limit: usize,
+) -> StoreResult<super::Page<Target, TargetCursor>> {
+    list(conn, campaign, &TargetFilter::default(), limit, after, true)
+}
+
+/// The platform of a stored value, for people.
+pub fn platform_name(platform: i32) -> &'static str {
+    match Platform::try_from(platform).unwrap_or(Platform::Unspecified) {
+        Platform::Linux => "linux",
+        Platform::Windows => "windows",
+        Platform::Macos => "macos",
+        Platform::Unspecified => "",
+    }
+}

@@ -1,0 +1,630 @@
+//! Tasks and their leases. Every lease gets a fresh, growing lease id (the
+//! fencing token): only the current holder may renew, complete or fail a
+//! task. Facts (dispatches, results) are recorded from any lease of the task.
+
+use muster_proto::v1::{
+    CampaignSpec, Dispatch, Lease, LeaseOutcome, Platform, ScopeState, TargetStatus, Task, TaskKind, TaskRef,
+};
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::campaigns::{self, CampaignRow};
+use super::records::{bump, event, moved, now_ms, task_state, terminal, timestamp};
+use super::{StoreError, StoreResult};
+use crate::resolve;
+
+/// A task row.
+#[derive(Debug, Clone)]
+pub struct TaskRow {
+    /// Id.
+    pub id: String,
+    /// Campaign.
+    pub campaign_id: String,
+    /// Discover or Execute.
+    pub kind: TaskKind,
+    /// Account.
+    pub account_id: String,
+    /// Region.
+    pub region: String,
+    /// Platform of an Execute batch.
+    pub platform: Platform,
+    /// See [`task_state`].
+    pub state: i32,
+    /// Current attempt.
+    pub attempt: u32,
+    /// Budget.
+    pub max_attempts: u32,
+    /// Current lease.
+    pub lease_id: Option<u64>,
+    /// Who holds it.
+    pub lease_owner: Option<String>,
+    /// When it runs out.
+    pub lease_expires_ms: Option<i64>,
+    /// Created.
+    pub created_ms: i64,
+    /// Last failure.
+    pub last_error: String,
+}
+
+const COLUMNS: &str = "id, campaign_id, kind, account_id, region, platform, state, attempt, max_attempts, lease_id, \
+    lease_owner, lease_expires_ms, created_ms, last_error";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
+    Ok(TaskRow {
+        id: r.get(0)?,
+        campaign_id: r.get(1)?,
+        kind: TaskKind::try_from(r.get::<_, i32>(2)?).unwrap_or(TaskKind::Unspecified),
+        account_id: r.get(3)?,
+        region: r.get(4)?,
+        platform: Platform::try_from(r.get::<_, i32>(5)?).unwrap_or(Platform::Unspecified),
+        state: r.get(6)?,
+        attempt: r.get(7)?,
+        max_attempts: r.get(8)?,
+        lease_id: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+        lease_owner: r.get(10)?,
+        lease_expires_ms: r.get(11)?,
+        created_ms: r.get(12)?,
+        last_error: r.get(13)?,
+    })
+}
+
+/// One task.
+pub fn get(conn: &Connection, id: &str) -> StoreResult<Option<TaskRow>> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"))?
+        .query_row([id], from_row)
+        .optional()?)
+}
+
+/// Lease settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseSettings {
+    /// Lease time to live.
+    pub ttl_ms: i64,
+    /// Most leases at once per (account, region); divides the API rate.
+    pub max_tasks_per_scope: u32,
+}
+
+/// The answer to a LeaseTask.
+#[derive(Debug, Clone)]
+pub enum LeaseAnswer {
+    /// Granted.
+    Granted(Box<Lease>),
+    /// Not granted, and why.
+    Refused(LeaseOutcome, String),
+}
+
+/// Leases the task a TaskRef names, if it may run now.
+pub fn lease(
+    conn: &Connection,
+    task_ref: &TaskRef,
+    worker_id: &str,
+    settings: LeaseSettings,
+) -> StoreResult<LeaseAnswer> {
+    let refuse = |outcome, detail: &str| Ok(LeaseAnswer::Refused(outcome, detail.to_owned()));
+    let Some(task) = get(conn, &task_ref.task_id)? else {
+        return refuse(LeaseOutcome::UnknownTask, "no such task");
+    };
+    if task.campaign_id != task_ref.campaign_id {
+        return refuse(LeaseOutcome::UnknownTask, "the task belongs to another campaign");
+    }
+    if matches!(
+        task.state,
+        task_state::COMPLETED | task_state::FAILED | task_state::CANCELLED
+    ) {
+        return refuse(LeaseOutcome::Finished, "the task has finished");
+    }
+    let campaign = campaigns::get(conn, &task.campaign_id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("task {} without campaign", task.id)))?;
+    if campaign.state.is_terminal() || campaign.cancel_requested {
+        return refuse(LeaseOutcome::CampaignInactive, "the campaign is cancelled or over");
+    }
+    if task_ref.attempt < task.attempt {
+        return refuse(
+            LeaseOutcome::StaleAttempt,
+            &format!("the task is at attempt {}", task.attempt),
+        );
+    }
+    if task.state == task_state::LEASED {
+        return refuse(
+            LeaseOutcome::LeasedElsewhere,
+            &format!("leased by {}", task.lease_owner.unwrap_or_default()),
+        );
+    }
+    let lease_id: i64 = conn.query_row(
+        "UPDATE sequences SET value = value + 1 WHERE name = 'lease_id' RETURNING value",
+        [],
+        |r| r.get(0),
+    )?;
+    let now = now_ms();
+    conn.prepare_cached(
+        "UPDATE tasks SET state = ?2, lease_id = ?3, lease_owner = ?4, lease_expires_ms = ?5 WHERE id = ?1",
+    )?
+    .execute(params![
+        task.id,
+        task_state::LEASED,
+        lease_id,
+        worker_id,
+        now + settings.ttl_ms
+    ])?;
+    conn.prepare_cached(
+        "INSERT INTO leases (lease_id, task_id, attempt, worker_id, granted_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![lease_id, task.id, task.attempt, worker_id, now])?;
+    let lease = Lease {
+        lease_id: lease_id as u64,
+        ttl: Some(prost_types::Duration {
+            seconds: settings.ttl_ms / 1000,
+            nanos: ((settings.ttl_ms % 1000) * 1_000_000) as i32,
+        }),
+        task: Some(task_message(conn, &task, &campaign, settings)?),
+        prior_dispatches: dispatches(conn, &task.id)?,
+        finished_instance_ids: finished_instances(conn, &task.id)?,
+    };
+    Ok(LeaseAnswer::Granted(Box::new(lease)))
+}
+
+/// The Task a worker gets: the campaign's spec resolved for this scope.
+fn task_message(
+    conn: &Connection,
+    task: &TaskRow,
+    campaign: &CampaignRow,
+    settings: LeaseSettings,
+) -> StoreResult<Task> {
+    let spec: &CampaignSpec = &campaign.spec;
+    let access = spec.access.clone().unwrap_or_default();
+    let rate = spec.rate.clone().unwrap_or_default();
+    let mut message = Task {
+        task_id: task.id.clone(),
+        campaign_id: task.campaign_id.clone(),
+        kind: task.kind as i32,
+        attempt: task.attempt,
+        max_attempts: task.max_attempts,
+        account_id: task.account_id.clone(),
+        region: task.region.clone(),
+        role_arn: crate::validate::role_arn(spec, &task.account_id),
+        external_id: access.external_id,
+        role_session_name: muster_common::domain::session_name(&task.campaign_id),
+        session_duration_seconds: access.session_duration_seconds,
+        // The scope's rate, shared by the leases it may have at once.
+        api_calls_per_second: rate.api_calls_per_second / f64::from(settings.max_tasks_per_scope.max(1)),
+        created_at: Some(timestamp(task.created_ms)),
+        discover: None,
+        execute: None,
+    };
+    match task.kind {
+        TaskKind::Discover => message.discover = Some(resolve::discover_spec(spec)),
+        TaskKind::Execute => {
+            let instances = task_instances(conn, &task.id)?;
+            message.execute = Some(resolve::execute_spec(
+                &task.campaign_id,
+                &task.id,
+                spec,
+                task.platform,
+                instances,
+            ));
+        }
+        TaskKind::Unspecified => {}
+    }
+    Ok(message)
+}
+
+/// The instances of an Execute task, sorted.
+pub fn task_instances(conn: &Connection, task_id: &str) -> StoreResult<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT instance_id FROM targets WHERE task_id = ?1 ORDER BY instance_id")?;
+    let ids = stmt
+        .query_map([task_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
+}
+
+fn dispatches(conn: &Connection, task_id: &str) -> StoreResult<Vec<Dispatch>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT command_id, instance_ids, sent_ms, attempt FROM dispatches WHERE task_id = ?1")?;
+    let rows = stmt.query_map([task_id], |r| {
+        let ids: String = r.get(1)?;
+        Ok(Dispatch {
+            command_id: r.get(0)?,
+            instance_ids: serde_json::from_str(&ids).unwrap_or_default(),
+            sent_at: r.get::<_, Option<i64>>(2)?.map(timestamp),
+            attempt: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+fn finished_instances(conn: &Connection, task_id: &str) -> StoreResult<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT instance_id, status FROM targets WHERE task_id = ?1")?;
+    let rows = stmt.query_map([task_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?)))?;
+    let mut done = Vec::new();
+    for row in rows {
+        let (id, status) = row?;
+        if terminal(status) {
+            done.push(id);
+        }
+    }
+    Ok(done)
+}
+
+/// Why an ownership change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fenced {
+    /// No such task.
+    Unknown,
+    /// The lease is not the current one.
+    Stale,
+}
+
+fn current(conn: &Connection, task_id: &str, lease_id: u64) -> StoreResult<Result<TaskRow, Fenced>> {
+    let Some(task) = get(conn, task_id)? else {
+        return Ok(Err(Fenced::Unknown));
+    };
+    if task.state != task_state::LEASED || task.lease_id != Some(lease_id) {
+        return Ok(Err(Fenced::Stale));
+    }
+    Ok(Ok(task))
+}
+
+/// Extends a current lease; says whether the campaign was cancelled.
+pub fn renew(conn: &Connection, task_id: &str, lease_id: u64, ttl_ms: i64) -> StoreResult<Result<bool, Fenced>> {
+    let task = match current(conn, task_id, lease_id)? {
+        Ok(task) => task,
+        Err(fenced) => return Ok(Err(fenced)),
+    };
+    conn.prepare_cached("UPDATE tasks SET lease_expires_ms = ?2 WHERE id = ?1")?
+        .execute(params![task_id, now_ms() + ttl_ms])?;
+    let cancelled: bool = conn
+        .prepare_cached("SELECT cancel_requested FROM campaigns WHERE id = ?1")?
+        .query_row([&task.campaign_id], |r| r.get(0))?;
+    Ok(Ok(cancelled))
+}
+
+fn end_lease(conn: &Connection, lease_id: Option<u64>, outcome: &str) -> StoreResult<()> {
+    if let Some(lease_id) = lease_id {
+        conn.prepare_cached("UPDATE leases SET ended_ms = ?2, outcome = ?3 WHERE lease_id = ?1 AND ended_ms IS NULL")?
+            .execute(params![lease_id as i64, now_ms(), outcome])?;
+    }
+    Ok(())
+}
+
+/// Completes a task under its current lease.
+pub fn complete(conn: &Connection, task_id: &str, lease_id: u64) -> StoreResult<Result<TaskRow, Fenced>> {
+    let task = match current(conn, task_id, lease_id)? {
+        Ok(task) => task,
+        Err(fenced) => return Ok(Err(fenced)),
+    };
+    conn.prepare_cached("UPDATE tasks SET state = ?2, lease_expires_ms = NULL WHERE id = ?1")?
+        .execute(params![task_id, task_state::COMPLETED])?;
+    end_lease(conn, task.lease_id, "completed")?;
+    match task.kind {
+        TaskKind::Discover => {
+            conn.prepare_cached(
+                "UPDATE scopes SET state = ?4 WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3",
+            )?
+            .execute(params![
+                task.campaign_id,
+                task.account_id,
+                task.region,
+                ScopeState::Discovered as i32
+            ])?;
+        }
+        TaskKind::Execute => {
+            // A worker that completes without a result for every instance is
+            // a bug; the targets must still end, and say why.
+            end_open_targets(
+                conn,
+                &task,
+                TargetStatus::Error,
+                "the worker completed the task without a result for this instance",
+            )?;
+        }
+        TaskKind::Unspecified => {}
+    }
+    Ok(Ok(task))
+}
+
+/// What became of a failed task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Queued again with the next attempt.
+    Retrying,
+    /// Failed for good; its open targets ended ERROR.
+    Failed,
+}
+
+/// Fails a task under its current lease (`lease_id`), or after its lease
+/// expired (`None`). Retryable failures are retried while attempts last.
+pub fn fail(
+    conn: &Connection,
+    task_id: &str,
+    lease_id: Option<u64>,
+    reason: &str,
+    retryable: bool,
+) -> StoreResult<Result<FailOutcome, Fenced>> {
+    let task = match lease_id {
+        Some(lease_id) => match current(conn, task_id, lease_id)? {
+            Ok(task) => task,
+            Err(fenced) => return Ok(Err(fenced)),
+        },
+        None => match get(conn, task_id)? {
+            Some(task) => task,
+            None => return Ok(Err(Fenced::Unknown)),
+        },
+    };
+    end_lease(
+        conn,
+        task.lease_id,
+        if retryable { "failed (retryable)" } else { "failed" },
+    )?;
+    if retryable && task.attempt < task.max_attempts {
+        conn.prepare_cached(
+            "UPDATE tasks SET state = ?2, attempt = attempt + 1, lease_id = NULL, lease_owner = NULL,
+                lease_expires_ms = NULL, last_error = ?3 WHERE id = ?1",
+        )?
+        .execute(params![task_id, task_state::QUEUED, reason])?;
+        return Ok(Ok(FailOutcome::Retrying));
+    }
+    let reason = if retryable {
+        format!("{reason} (gave up after {} attempts)", task.attempt)
+    } else {
+        reason.to_owned()
+    };
+    conn.prepare_cached("UPDATE tasks SET state = ?2, lease_expires_ms = NULL, last_error = ?3 WHERE id = ?1")?
+        .execute(params![task_id, task_state::FAILED, reason])?;
+    match task.kind {
+        TaskKind::Discover => {
+            conn.prepare_cached(
+                "UPDATE scopes SET state = ?4, error = ?5 WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3",
+            )?
+            .execute(params![
+                task.campaign_id,
+                task.account_id,
+                task.region,
+                ScopeState::Failed as i32,
+                reason
+            ])?;
+            // The scope could not be looked into: one ERROR target stands for
+            // it, so the campaign's results show it.
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO targets (campaign_id, account_id, region, instance_id, status, reason, finished_ms)
+                     VALUES (?1, ?2, ?3, '', ?4, ?5, ?6)",
+                )?
+                .execute(params![task.campaign_id, task.account_id, task.region, TargetStatus::Error as i32, reason, now_ms()])?;
+            bump(
+                conn,
+                &task.campaign_id,
+                &task.account_id,
+                &task.region,
+                TargetStatus::Error as i32,
+                inserted as i64,
+            )?;
+        }
+        TaskKind::Execute => {
+            end_open_targets(conn, &task, TargetStatus::Error, &reason)?;
+        }
+        TaskKind::Unspecified => {}
+    }
+    event(
+        conn,
+        &task.campaign_id,
+        "task_failed",
+        &serde_json::json!({"task": task.id, "account": task.account_id, "region": task.region, "reason": reason})
+            .to_string(),
+    )?;
+    Ok(Ok(FailOutcome::Failed))
+}
+
+/// Ends every target of `task` that has no final status yet.
+pub fn end_open_targets(conn: &Connection, task: &TaskRow, status: TargetStatus, reason: &str) -> StoreResult<usize> {
+    let mut stmt = conn.prepare_cached("SELECT instance_id, status FROM targets WHERE task_id = ?1")?;
+    let open: Vec<(String, i32)> = stmt
+        .query_map([&task.id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|(_, s)| !terminal(*s))
+        .collect();
+    let now = now_ms();
+    for (instance, old) in &open {
+        conn.prepare_cached(
+            "UPDATE targets SET status = ?5, reason = ?6, finished_ms = ?7
+             WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4",
+        )?
+        .execute(params![
+            task.campaign_id,
+            task.account_id,
+            task.region,
+            instance,
+            status as i32,
+            reason,
+            now
+        ])?;
+        moved(
+            conn,
+            &task.campaign_id,
+            &task.account_id,
+            &task.region,
+            *old,
+            status as i32,
+        )?;
+    }
+    Ok(open.len())
+}
+
+/// Leases that ran out before `now`: each is failed as retryable (the worker
+/// stopped renewing), which re-queues it while attempts last.
+pub fn expire_leases(conn: &Connection, now: i64) -> StoreResult<Vec<(TaskRow, FailOutcome)>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM tasks WHERE state = ?1 AND lease_expires_ms < ?2 LIMIT 1000"
+    ))?;
+    let expired = stmt
+        .query_map(params![task_state::LEASED, now], from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out = Vec::new();
+    for task in expired {
+        let reason = format!(
+            "lease expired: worker {} stopped renewing it",
+            task.lease_owner.clone().unwrap_or_default()
+        );
+        if let Ok(outcome) = fail(conn, &task.id, None, &reason, true)? {
+            out.push((task, outcome));
+        }
+    }
+    Ok(out)
+}
+
+/// Queued tasks whose current attempt is not on the queue yet, oldest first.
+pub fn to_enqueue(conn: &Connection, limit: usize) -> StoreResult<Vec<TaskRef>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT t.campaign_id, t.id, t.attempt FROM tasks t JOIN campaigns c ON c.id = t.campaign_id
+         WHERE t.state = ?1 AND t.enqueued_attempt < t.attempt AND c.cancel_requested = 0
+         ORDER BY t.kind, t.created_ms LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![task_state::QUEUED, limit as i64], |r| {
+        Ok(TaskRef {
+            campaign_id: r.get(0)?,
+            task_id: r.get(1)?,
+            attempt: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Tasks on the queue that no worker has leased yet.
+pub fn waiting_on_queue(conn: &Connection) -> StoreResult<usize> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM tasks WHERE state = ?1 AND enqueued_attempt = attempt",
+        [task_state::QUEUED],
+        |r| r.get(0),
+    )?;
+    Ok(n as usize)
+}
+
+/// Records that these TaskRefs are on the queue.
+pub fn mark_enqueued(conn: &Connection, refs: &[TaskRef]) -> StoreResult<()> {
+    let mut stmt = conn.prepare_cached("UPDATE tasks SET enqueued_attempt = ?2 WHERE id = ?1 AND attempt = ?2")?;
+    for r in refs {
+        stmt.execute(params![r.task_id, r.attempt])?;
+    }
+    Ok(())
+}
+
+/// Creates an Execute task for these pending targets of one scope and
+/// platform, moving them to QUEUED.
+pub fn create_execute(
+    conn: &Connection,
+    campaign: &CampaignRow,
+    account: &str,
+    region: &str,
+    platform: Platform,
+    instances: &[String],
+    max_attempts: u32,
+) -> StoreResult<String> {
+    let id = uuid::Uuid::now_v7().to_string();
+    conn.prepare_cached(
+        "INSERT INTO tasks (id, campaign_id, kind, account_id, region, platform, state, attempt, max_attempts, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9)",
+    )?
+    .execute(params![
+        id,
+        campaign.id,
+        TaskKind::Execute as i32,
+        account,
+        region,
+        platform as i32,
+        task_state::QUEUED,
+        max_attempts,
+        now_ms()
+    ])?;
+    let document = resolve::document_for(&campaign.spec, platform);
+    let mut update = conn.prepare_cached(
+        "UPDATE targets SET status = ?5, task_id = ?6, document_name = ?7
+         WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4 AND status = ?8",
+    )?;
+    let mut moved_count = 0;
+    for instance in instances {
+        moved_count += update.execute(params![
+            campaign.id,
+            account,
+            region,
+            instance,
+            TargetStatus::Queued as i32,
+            id,
+            document,
+            TargetStatus::Pending as i32
+        ])?;
+    }
+    bump(
+        conn,
+        &campaign.id,
+        account,
+        region,
+        TargetStatus::Pending as i32,
+        -(moved_count as i64),
+    )?;
+    bump(
+        conn,
+        &campaign.id,
+        account,
+        region,
+        TargetStatus::Queued as i32,
+        moved_count as i64,
+    )?;
+    Ok(id)
+}
+
+/// Cancels a campaign's tasks that no worker holds; true if any is held.
+pub fn cancel_unleased(conn: &Connection, campaign_id: &str) -> StoreResult<bool> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM tasks WHERE campaign_id = ?1 AND state = ?2"
+    ))?;
+    let queued = stmt
+        .query_map(params![campaign_id, task_state::QUEUED], from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for task in &queued {
+        conn.prepare_cached("UPDATE tasks SET state = ?2 WHERE id = ?1")?
+            .execute(params![task.id, task_state::CANCELLED])?;
+        if task.kind == TaskKind::Execute {
+            end_open_targets(conn, task, TargetStatus::Cancelled, "cancelled before it was sent")?;
+        }
+    }
+    let leased: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM tasks WHERE campaign_id = ?1 AND state = ?2")?
+        .query_row(params![campaign_id, task_state::LEASED], |r| r.get(0))?;
+    Ok(leased > 0)
+}
+
+/// Tasks of a campaign still queued or leased, by kind.
+pub fn active(conn: &Connection, campaign_id: &str, kind: TaskKind) -> StoreResult<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM tasks WHERE campaign_id = ?1 AND kind = ?2 AND state IN (?3, ?4)")?
+        .query_row(
+            params![campaign_id, kind as i32, task_state::QUEUED, task_state::LEASED],
+            |r| r.get(0),
+        )?)
+}
+
+/// Execute tasks out now per (account, region).
+pub fn active_per_scope(
+    conn: &Connection,
+    campaign_id: &str,
+) -> StoreResult<std::collections::HashMap<(String, String), u64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT account_id, region, COUNT(*) FROM tasks WHERE campaign_id = ?1 AND kind = ?2 AND state IN (?3, ?4)
+         GROUP BY account_id, region",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            campaign_id,
+            TaskKind::Execute as i32,
+            task_state::QUEUED,
+            task_state::LEASED
+        ],
+        |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                r.get::<_, i64>(2)? as u64,
+            ))
+        },
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

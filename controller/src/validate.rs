@@ -1,0 +1,573 @@
+//! Every field of a campaign spec, checked before anything is stored
+//! (invariant 6). Each error names the field and the rule:
+//! "targets.account_ids[0]: '12345' is not a 12-digit account id".
+//! A spec that passes comes back with its defaults filled in.
+
+use muster_common::domain::{
+    AccountId, Partition, RateLimit, RegionName, RoleArn, check_document_name, check_document_version,
+    check_external_id, check_instance_id, check_ou_id, check_role_name, clip,
+};
+use muster_proto::v1::{CampaignSpec, Platform, command};
+
+/// SendCommand takes at most 50 instance ids.
+pub const MAX_BATCH: u32 = 50;
+/// Accounts named in one spec.
+pub const MAX_ACCOUNTS: usize = 1_000;
+/// OUs named in one spec.
+pub const MAX_OUS: usize = 100;
+/// Regions named in one spec.
+pub const MAX_REGIONS: usize = 40;
+/// Tag filters in one spec.
+pub const MAX_TAG_FILTERS: usize = 20;
+/// Values of one tag filter.
+pub const MAX_TAG_VALUES: usize = 50;
+/// Instance ids named in one spec.
+pub const MAX_INSTANCE_IDS: usize = 10_000;
+/// Script lines, in bytes, per platform. SSM documents and their parameters
+/// are limited in size; a script this long belongs in a document or in S3.
+pub const MAX_SCRIPT_BYTES: usize = 100 * 1024;
+/// Serialized document parameters, in bytes.
+pub const MAX_PARAMETER_BYTES: usize = 100 * 1024;
+/// Output bytes kept per step and stream.
+pub const MAX_KEEP_BYTES: u32 = 1024 * 1024;
+/// Default bytes kept.
+pub const DEFAULT_KEEP_BYTES: u32 = 8 * 1024;
+
+/// Controller defaults applied to empty fields.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// Execution role name.
+    pub role_name: String,
+    /// API calls per second per (account, region).
+    pub api_calls_per_second: f64,
+}
+
+/// The errors of a spec, each "field: rule".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct Invalid(pub Vec<String>);
+
+struct Errors(Vec<String>);
+
+impl Errors {
+    fn add(&mut self, field: impl std::fmt::Display, rule: impl std::fmt::Display) {
+        if self.0.len() < 20 {
+            self.0.push(format!("{field}: {rule}"));
+        }
+    }
+}
+
+fn text(errors: &mut Errors, field: &str, value: &str, max: usize) {
+    if value.chars().count() > max {
+        errors.add(field, format!("{} characters; at most {max}", value.chars().count()));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        errors.add(field, "must not contain control characters");
+    }
+}
+
+/// Checks `spec` and fills in its defaults.
+pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignSpec, Invalid> {
+    let mut errors = Errors(Vec::new());
+    text(&mut errors, "name", &spec.name, 128);
+    text(&mut errors, "description", &spec.description, 1024);
+    if spec.client_token.len() > 64
+        || !spec
+            .client_token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        errors.add("client_token", "1 to 64 of letters, digits and _.-");
+    }
+    if spec.labels.len() > 32 {
+        errors.add("labels", format!("{} labels; at most 32", spec.labels.len()));
+    }
+    for (key, value) in &spec.labels {
+        if key.is_empty() || key.len() > 64 {
+            errors.add(format!("labels['{}']", clip(key)), "keys are 1 to 64 characters");
+        }
+        text(&mut errors, &format!("labels['{}']", clip(key)), value, 256);
+    }
+
+    // Targets.
+    let targets = spec.targets.get_or_insert_with(Default::default);
+    if targets.account_ids.is_empty() && targets.organizational_unit_ids.is_empty() {
+        errors.add(
+            "targets",
+            "name at least one account id (targets.account_ids) or OU (targets.organizational_unit_ids)",
+        );
+    }
+    if targets.account_ids.len() > MAX_ACCOUNTS {
+        errors.add(
+            "targets.account_ids",
+            format!(
+                "{} accounts; at most {MAX_ACCOUNTS} per campaign (target OUs instead)",
+                targets.account_ids.len()
+            ),
+        );
+    } else {
+        for (i, account) in targets.account_ids.iter().enumerate() {
+            if let Err(e) = AccountId::parse(account) {
+                errors.add(format!("targets.account_ids[{i}]"), e);
+            }
+        }
+    }
+    if targets.organizational_unit_ids.len() > MAX_OUS {
+        errors.add("targets.organizational_unit_ids", format!("at most {MAX_OUS} OUs"));
+    } else {
+        for (i, ou) in targets.organizational_unit_ids.iter().enumerate() {
+            if let Err(e) = check_ou_id(ou) {
+                errors.add(format!("targets.organizational_unit_ids[{i}]"), e);
+            }
+        }
+    }
+    if targets.exclude_account_ids.len() > MAX_ACCOUNTS {
+        errors.add(
+            "targets.exclude_account_ids",
+            format!("at most {MAX_ACCOUNTS} accounts"),
+        );
+    } else {
+        for (i, account) in targets.exclude_account_ids.iter().enumerate() {
+            if let Err(e) = AccountId::parse(account) {
+                errors.add(format!("targets.exclude_account_ids[{i}]"), e);
+            }
+        }
+    }
+    if targets.regions.len() > MAX_REGIONS {
+        errors.add("targets.regions", format!("at most {MAX_REGIONS} regions"));
+    } else {
+        for (i, region) in targets.regions.iter().enumerate() {
+            if let Err(e) = RegionName::parse(region) {
+                errors.add(format!("targets.regions[{i}]"), e);
+            }
+        }
+    }
+    if targets.tags.len() > MAX_TAG_FILTERS {
+        errors.add("targets.tags", format!("at most {MAX_TAG_FILTERS} tag filters"));
+    }
+    for (i, tag) in targets.tags.iter().enumerate().take(MAX_TAG_FILTERS) {
+        if tag.key.is_empty() || tag.key.chars().count() > 128 {
+            errors.add(format!("targets.tags[{i}].key"), "tag keys are 1 to 128 characters");
+        }
+        if tag.values.len() > MAX_TAG_VALUES {
+            errors.add(
+                format!("targets.tags[{i}].values"),
+                format!("at most {MAX_TAG_VALUES} values"),
+            );
+        }
+        for (j, value) in tag.values.iter().enumerate().take(MAX_TAG_VALUES) {
+            if value.chars().count() > 256 {
+                errors.add(
+                    format!("targets.tags[{i}].values[{j}]"),
+                    "tag values are at most 256 characters",
+                );
+            }
+        }
+    }
+    if targets.instance_ids.len() > MAX_INSTANCE_IDS {
+        errors.add(
+            "targets.instance_ids",
+            format!("at most {MAX_INSTANCE_IDS} instance ids"),
+        );
+    } else {
+        for (i, id) in targets.instance_ids.iter().enumerate() {
+            if let Err(e) = check_instance_id(id) {
+                errors.add(format!("targets.instance_ids[{i}]"), e);
+            }
+        }
+    }
+    for (i, platform) in targets.platforms.iter().enumerate() {
+        if !matches!(
+            Platform::try_from(*platform),
+            Ok(Platform::Linux | Platform::Windows | Platform::Macos)
+        ) {
+            errors.add(format!("targets.platforms[{i}]"), "must be LINUX, WINDOWS or MACOS");
+        }
+    }
+    targets.account_ids.sort();
+    targets.account_ids.dedup();
+    targets.regions.sort();
+    targets.regions.dedup();
+
+    // Command.
+    let command = spec.command.get_or_insert_with(Default::default);
+    match &mut command.kind {
+        None => errors.add(
+            "command",
+            "give script lines (command.script) or a document (command.document)",
+        ),
+        Some(command::Kind::Script(script)) => {
+            let linux: usize = script.linux_lines.iter().map(|l| l.len() + 1).sum();
+            let windows: usize = script.windows_lines.iter().map(|l| l.len() + 1).sum();
+            let blank = |lines: &[String]| lines.iter().all(|l| l.trim().is_empty());
+            if blank(&script.linux_lines) && blank(&script.windows_lines) {
+                errors.add("command.script", "is empty: give linux_lines and/or windows_lines");
+            }
+            if linux > MAX_SCRIPT_BYTES {
+                errors.add(
+                    "command.script.linux_lines",
+                    format!("{linux} bytes; at most {MAX_SCRIPT_BYTES}"),
+                );
+            }
+            if windows > MAX_SCRIPT_BYTES {
+                errors.add(
+                    "command.script.windows_lines",
+                    format!("{windows} bytes; at most {MAX_SCRIPT_BYTES}"),
+                );
+            }
+            if script.working_directory.len() > 4096 || script.working_directory.contains('\n') {
+                errors.add(
+                    "command.script.working_directory",
+                    "one line of at most 4,096 characters",
+                );
+            }
+            if blank(&script.linux_lines) {
+                script.linux_lines.clear();
+            }
+            if blank(&script.windows_lines) {
+                script.windows_lines.clear();
+            }
+        }
+        Some(command::Kind::Document(document)) => {
+            if let Err(e) = check_document_name(&document.name) {
+                errors.add("command.document.name", e);
+            }
+            if !document.version.is_empty()
+                && let Err(e) = check_document_version(&document.version)
+            {
+                errors.add("command.document.version", e);
+            }
+            let size: usize = document
+                .parameters
+                .iter()
+                .map(|(k, v)| k.len() + v.values.iter().map(|x| x.len() + 4).sum::<usize>())
+                .sum();
+            if size > MAX_PARAMETER_BYTES {
+                errors.add(
+                    "command.document.parameters",
+                    format!("{size} bytes; at most {MAX_PARAMETER_BYTES}"),
+                );
+            }
+            for name in document.parameters.keys() {
+                if name.is_empty()
+                    || name.len() > 128
+                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                {
+                    errors.add(
+                        format!("command.document.parameters['{}']", clip(name)),
+                        "names are 1 to 128 of letters, digits and _-.",
+                    );
+                }
+            }
+        }
+    }
+    if command.execution_timeout_seconds == 0 {
+        command.execution_timeout_seconds = 3_600;
+    } else if command.execution_timeout_seconds > 172_800 {
+        errors.add(
+            "command.execution_timeout_seconds",
+            format!("{}; at most 172800 (48 hours)", command.execution_timeout_seconds),
+        );
+    }
+    if command.delivery_timeout_seconds == 0 {
+        command.delivery_timeout_seconds = 600;
+    } else if !(30..=2_592_000).contains(&command.delivery_timeout_seconds) {
+        errors.add(
+            "command.delivery_timeout_seconds",
+            format!("{}; must be 30 to 2592000", command.delivery_timeout_seconds),
+        );
+    }
+
+    // Rate.
+    let rate = spec.rate.get_or_insert_with(Default::default);
+    if rate.max_concurrency.trim().is_empty() {
+        rate.max_concurrency = "50".into();
+    }
+    if let Err(e) = RateLimit::parse(&rate.max_concurrency, 1) {
+        errors.add("rate.max_concurrency", e);
+    }
+    if !rate.max_errors.trim().is_empty()
+        && let Err(e) = RateLimit::parse(&rate.max_errors, 0)
+    {
+        errors.add("rate.max_errors", e);
+    }
+    if rate.batch_size == 0 {
+        rate.batch_size = MAX_BATCH;
+    } else if rate.batch_size > MAX_BATCH {
+        errors.add(
+            "rate.batch_size",
+            format!(
+                "{} is more than {MAX_BATCH}, SendCommand's limit of instance ids",
+                rate.batch_size
+            ),
+        );
+    }
+    if rate.api_calls_per_second == 0.0 {
+        rate.api_calls_per_second = defaults.api_calls_per_second;
+    } else if !(0.1..=1000.0).contains(&rate.api_calls_per_second) {
+        errors.add(
+            "rate.api_calls_per_second",
+            format!("{}; must be 0.1 to 1000", rate.api_calls_per_second),
+        );
+    }
+
+    // Output.
+    let output = spec.output.get_or_insert_with(Default::default);
+    if !output.s3_bucket.is_empty() && !bucket_name_ok(&output.s3_bucket) {
+        errors.add(
+            "output.s3_bucket",
+            format!(
+                "'{}' is not an S3 bucket name (3 to 63 of a-z, 0-9, . and -)",
+                clip(&output.s3_bucket)
+            ),
+        );
+    }
+    if output.s3_key_prefix.len() > 400 {
+        errors.add("output.s3_key_prefix", "at most 400 characters");
+    }
+    if !output.cloudwatch_log_group.is_empty()
+        && (output.cloudwatch_log_group.len() > 512
+            || !output
+                .cloudwatch_log_group
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/#".contains(c)))
+    {
+        errors.add("output.cloudwatch_log_group", "1 to 512 of letters, digits and ._-/#");
+    }
+    if output.keep_bytes == 0 {
+        output.keep_bytes = DEFAULT_KEEP_BYTES;
+    } else if output.keep_bytes > MAX_KEEP_BYTES {
+        errors.add(
+            "output.keep_bytes",
+            format!("{}; at most {MAX_KEEP_BYTES}", output.keep_bytes),
+        );
+    }
+
+    // Access.
+    let access = spec.access.get_or_insert_with(Default::default);
+    if access.partition.is_empty() {
+        access.partition = "aws".into();
+    }
+    let partition = match Partition::parse(&access.partition) {
+        Ok(p) => p,
+        Err(e) => {
+            errors.add("access.partition", e);
+            Partition::Aws
+        }
+    };
+    if !access.role_arn_template.is_empty() {
+        let probe = AccountId::parse("123456789012").expect("a valid account id");
+        if let Err(e) = RoleArn::from_template(&access.role_arn_template, &probe, partition) {
+            errors.add("access.role_arn_template", e);
+        }
+    } else {
+        if access.role_name.is_empty() {
+            access.role_name = defaults.role_name.clone();
+        }
+        if let Err(e) = check_role_name(&access.role_name) {
+            errors.add("access.role_name", e);
+        }
+    }
+    if !access.external_id.is_empty()
+        && let Err(e) = check_external_id(&access.external_id)
+    {
+        errors.add("access.external_id", e);
+    }
+    if access.session_duration_seconds == 0 {
+        access.session_duration_seconds = 3_600;
+    } else if !(900..=43_200).contains(&access.session_duration_seconds) {
+        errors.add(
+            "access.session_duration_seconds",
+            format!("{}; must be 900 to 43200", access.session_duration_seconds),
+        );
+    }
+
+    if errors.0.is_empty() {
+        Ok(spec)
+    } else {
+        Err(Invalid(errors.0))
+    }
+}
+
+fn bucket_name_ok(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// The role ARN of an account under a (validated) spec.
+pub fn role_arn(spec: &CampaignSpec, account: &str) -> String {
+    let access = spec.access.clone().unwrap_or_default();
+    let partition = Partition::parse(&access.partition).unwrap_or(Partition::Aws);
+    let account = AccountId::parse(account).expect("accounts are validated before roles are built");
+    if access.role_arn_template.is_empty() {
+        RoleArn::named(&access.role_name, &account, partition)
+    } else {
+        RoleArn::from_template(&access.role_arn_template, &account, partition)
+    }
+    .map(|arn| arn.to_string())
+    .expect("role settings are validated at submit")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use muster_proto::v1::{AccessConfig, Command, Document, RateControl, Script, TargetSelector};
+
+    fn defaults() -> Defaults {
+        Defaults {
+            role_name: "muster-execution".into(),
+            api_calls_per_second: 10.0,
+        }
+    }
+
+    fn good() -> CampaignSpec {
+        CampaignSpec {
+            name: "patch".into(),
+            targets: Some(TargetSelector {
+                account_ids: vec!["111111111111".into()],
+                regions: vec!["us-east-1".into()],
+                ..Default::default()
+            }),
+            command: Some(Command {
+                kind: Some(command::Kind::Script(Script {
+                    linux_lines: vec!["uptime".into()],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn errors_of(spec: CampaignSpec) -> String {
+        validate(spec, &defaults()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_good_spec_gets_its_defaults() {
+        let spec = validate(good(), &defaults()).unwrap();
+        let rate = spec.rate.unwrap();
+        assert_eq!(rate.batch_size, 50);
+        assert_eq!(rate.max_concurrency, "50");
+        assert_eq!(rate.api_calls_per_second, 10.0);
+        assert_eq!(spec.access.as_ref().unwrap().role_name, "muster-execution");
+        assert_eq!(spec.command.as_ref().unwrap().execution_timeout_seconds, 3600);
+        assert_eq!(spec.output.unwrap().keep_bytes, DEFAULT_KEEP_BYTES);
+        let spec = validate(good(), &defaults()).unwrap();
+        assert_eq!(
+            role_arn(&spec, "222222222222"),
+            "arn:aws:iam::222222222222:role/muster-execution"
+        );
+    }
+
+    #[test]
+    fn the_acceptance_cases_name_their_field() {
+        let mut spec = good();
+        spec.targets.as_mut().unwrap().account_ids = vec!["12345".into()];
+        assert_eq!(
+            errors_of(spec),
+            "targets.account_ids[0]: '12345' is not a 12-digit account id"
+        );
+
+        let mut spec = good();
+        spec.targets.as_mut().unwrap().regions = vec!["us-middle-7".into()];
+        assert!(errors_of(spec).starts_with("targets.regions[0]: 'us-middle-7' is not an AWS region"));
+
+        let mut spec = good();
+        spec.rate = Some(RateControl {
+            max_concurrency: "110%".into(),
+            ..Default::default()
+        });
+        assert!(errors_of(spec).starts_with("rate.max_concurrency: '110%' is not a count"));
+
+        let mut spec = good();
+        spec.rate = Some(RateControl {
+            batch_size: 51,
+            ..Default::default()
+        });
+        assert_eq!(
+            errors_of(spec),
+            "rate.batch_size: 51 is more than 50, SendCommand's limit of instance ids"
+        );
+
+        let mut spec = good();
+        spec.command = Some(Command {
+            kind: Some(command::Kind::Script(Script::default())),
+            ..Default::default()
+        });
+        assert_eq!(
+            errors_of(spec),
+            "command.script: is empty: give linux_lines and/or windows_lines"
+        );
+
+        let mut spec = good();
+        spec.targets.as_mut().unwrap().account_ids = (0..10_000).map(|i| format!("{:012}", i)).collect();
+        assert!(errors_of(spec).starts_with("targets.account_ids: 10000 accounts; at most 1000"));
+
+        let mut spec = good();
+        spec.command = Some(Command {
+            kind: Some(command::Kind::Script(Script {
+                linux_lines: vec!["x".repeat(1024 * 1024)],
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+        assert!(errors_of(spec).starts_with("command.script.linux_lines: 1048577 bytes; at most 102400"));
+    }
+
+    #[test]
+    fn several_errors_are_all_reported() {
+        let mut spec = good();
+        spec.targets.as_mut().unwrap().account_ids = vec!["x".into(), "111111111111".into(), "y".into()];
+        spec.access = Some(AccessConfig {
+            external_id: "!".into(),
+            partition: "aws-moon".into(),
+            ..Default::default()
+        });
+        spec.command = Some(Command {
+            kind: Some(command::Kind::Document(Document {
+                name: "no spaces allowed".into(),
+                ..Default::default()
+            })),
+            delivery_timeout_seconds: 5,
+            ..Default::default()
+        });
+        let message = errors_of(spec);
+        for field in [
+            "targets.account_ids[0]",
+            "targets.account_ids[2]",
+            "access.partition",
+            "access.external_id",
+            "command.document.name",
+            "command.delivery_timeout_seconds",
+        ] {
+            assert!(message.contains(field), "{field} missing from: {message}");
+        }
+        assert!(!message.contains("targets.account_ids[1]"));
+    }
+
+    #[test]
+    fn role_templates_need_an_account_placeholder() {
+        let mut spec = good();
+        spec.access = Some(AccessConfig {
+            role_arn_template: "arn:aws:iam::111111111111:role/x".into(),
+            ..Default::default()
+        });
+        assert_eq!(errors_of(spec), "access.role_arn_template: must contain {account}");
+        let mut spec = good();
+        spec.access = Some(AccessConfig {
+            role_arn_template: "arn:{partition}:iam::{account}:role/ops/muster".into(),
+            partition: "aws-us-gov".into(),
+            ..Default::default()
+        });
+        let spec = validate(spec, &defaults()).unwrap();
+        assert_eq!(
+            role_arn(&spec, "222222222222"),
+            "arn:aws-us-gov:iam::222222222222:role/ops/muster"
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! WorkerService: leases and reports from workers. Ownership changes (renew,
+//! complete, fail) need the current lease; facts (targets found, commands
+//! sent, results) are recorded from any lease of the task, idempotently.
+
+use std::sync::Arc;
+
+use muster_proto::v1::worker_service_server::WorkerService;
+use muster_proto::v1::{
+    CompleteTaskRequest, CompleteTaskResponse, FailTaskRequest, FailTaskResponse, LeaseTaskRequest, LeaseTaskResponse,
+    RenewLeaseRequest, RenewLeaseResponse, ReportDispatchRequest, ReportDispatchResponse, ReportResultsRequest,
+    ReportResultsResponse, ReportTargetsRequest, ReportTargetsResponse, TaskKind, WatchCampaignResponse,
+    watch_campaign_response,
+};
+use tonic::{Request, Response, Status};
+
+use crate::Controller;
+use crate::campaign_api::store_status;
+use crate::store::StoreError;
+use crate::store::records::millis;
+use crate::store::targets;
+use crate::store::tasks::{self, FailOutcome, Fenced, LeaseAnswer, LeaseSettings, TaskRow};
+
+/// Most instances in one ReportTargets.
+const MAX_REPORTED_INSTANCES: usize = 5_000;
+/// Most results in one ReportResults.
+const MAX_RESULTS: usize = 1_000;
+/// Most instance ids in one ReportDispatch (SendCommand's limit).
+const MAX_DISPATCH_IDS: usize = 50;
+
+/// The service.
+pub struct WorkerApi {
+    ctl: Arc<Controller>,
+}
+
+impl WorkerApi {
+    /// Serves `ctl`.
+    pub fn new(ctl: Arc<Controller>) -> Self {
+        Self { ctl }
+    }
+
+    fn lease_settings(&self) -> LeaseSettings {
+        LeaseSettings {
+            ttl_ms: self.ctl.settings.lease_ttl.as_millis() as i64,
+            max_tasks_per_scope: self.ctl.settings.max_tasks_per_scope,
+        }
+    }
+
+    /// The task a report is about; unknown tasks and wrong kinds are refused.
+    async fn task(&self, task_id: &str, kind: TaskKind) -> Result<TaskRow, Status> {
+        if uuid::Uuid::parse_str(task_id).is_err() {
+            return Err(Status::invalid_argument("task_id: not a task id (a UUID)"));
+        }
+        let id = task_id.to_owned();
+        let task = self
+            .ctl
+            .store
+            .read(move |conn| tasks::get(conn, &id))
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("task_id: no task {task_id}")))?;
+        if task.kind != kind {
+            return Err(Status::invalid_argument(format!(
+                "task_id: task {task_id} is a {} task",
+                task.kind.as_str_name()
+            )));
+        }
+        Ok(task)
+    }
+}
+
+fn fenced(fenced: Fenced) -> Status {
+    match fenced {
+        Fenced::Unknown => Status::not_found("task_id: no such task"),
+        Fenced::Stale => Status::failed_precondition("lease_id: not the task's current lease"),
+    }
+}
+
+fn bad_report(error: StoreError) -> Status {
+    match error {
+        StoreError::Corrupt(message) => Status::invalid_argument(message),
+        other => store_status(other),
+    }
+}
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    async fn lease_task(&self, request: Request<LeaseTaskRequest>) -> Result<Response<LeaseTaskResponse>, Status> {
+        let request = request.into_inner();
+        let task_ref = request
+            .task
+            .ok_or_else(|| Status::invalid_argument("task: is required"))?;
+        if uuid::Uuid::parse_str(&task_ref.task_id).is_err() || uuid::Uuid::parse_str(&task_ref.campaign_id).is_err() {
+            return Err(Status::invalid_argument("task: campaign_id and task_id must be UUIDs"));
+        }
+        if request.worker_id.is_empty() || request.worker_id.len() > 256 {
+            return Err(Status::invalid_argument("worker_id: 1 to 256 characters"));
+        }
+        let settings = self.lease_settings();
+        let worker = request.worker_id.clone();
+        let answer = self
+            .ctl
+            .store
+            .write(move |txn| tasks::lease(txn, &task_ref, &worker, settings))
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(match answer {
+            LeaseAnswer::Granted(lease) => {
+                let task = lease.task.as_ref();
+                tracing::debug!(
+                    task_id = task.map(|t| t.task_id.as_str()),
+                    lease_id = lease.lease_id,
+                    worker = request.worker_id,
+                    "lease granted"
+                );
+                LeaseTaskResponse {
+                    outcome: muster_proto::v1::LeaseOutcome::Granted as i32,
+                    lease: Some(*lease),
+                    detail: String::new(),
+                }
+            }
+            LeaseAnswer::Refused(outcome, detail) => LeaseTaskResponse {
+                outcome: outcome as i32,
+                lease: None,
+                detail,
+            },
+        }))
+    }
+
+    async fn renew_lease(&self, request: Request<RenewLeaseRequest>) -> Result<Response<RenewLeaseResponse>, Status> {
+        let request = request.into_inner();
+        let ttl = self.ctl.settings.lease_ttl;
+        let ttl_ms = ttl.as_millis() as i64;
+        let answer = self
+            .ctl
+            .store
+            .write(move |txn| tasks::renew(txn, &request.task_id, request.lease_id, ttl_ms))
+            .await
+            .map_err(store_status)?;
+        let cancelled = answer.map_err(fenced)?;
+        Ok(Response::new(RenewLeaseResponse {
+            ttl: Some(prost_types::Duration {
+                seconds: ttl.as_secs() as i64,
+                nanos: ttl.subsec_nanos() as i32,
+            }),
+            campaign_cancelled: cancelled,
+        }))
+    }
+
+    async fn report_targets(
+        &self,
+        request: Request<ReportTargetsRequest>,
+    ) -> Result<Response<ReportTargetsResponse>, Status> {
+        let request = request.into_inner();
+        if request.instances.len() > MAX_REPORTED_INSTANCES {
+            return Err(Status::invalid_argument(format!(
+                "instances: at most {MAX_REPORTED_INSTANCES} per request"
+            )));
+        }
+        for (i, instance) in request.instances.iter().enumerate() {
+            if let Err(e) = muster_common::domain::check_instance_id(&instance.instance_id) {
+                return Err(Status::invalid_argument(format!("instances[{i}].instance_id: {e}")));
+            }
+        }
+        let task = self.task(&request.task_id, TaskKind::Discover).await?;
+        let accepted = self
+            .ctl
+            .store
+            .write(move |txn| targets::insert_discovered(txn, &task, &request.instances))
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(ReportTargetsResponse { accepted }))
+    }
+
+    async fn report_dispatch(
+        &self,
+        request: Request<ReportDispatchRequest>,
+    ) -> Result<Response<ReportDispatchResponse>, Status> {
+        let request = request.into_inner();
+        if request.command_id.is_empty() || request.command_id.len() > 64 {
+            return Err(Status::invalid_argument("command_id: 1 to 64 characters"));
+        }
+        if request.instance_ids.is_empty() || request.instance_ids.len() > MAX_DISPATCH_IDS {
+            return Err(Status::invalid_argument(format!(
+                "instance_ids: 1 to {MAX_DISPATCH_IDS} ids"
+            )));
+        }
+        let task = self.task(&request.task_id, TaskKind::Execute).await?;
+        tracing::info!(task_id = %task.id, command_id = %request.command_id, instances = request.instance_ids.len(), adopted = request.adopted, "dispatch recorded");
+        let sent = request.sent_at.as_ref().map(millis);
+        self.ctl
+            .store
+            .write(move |txn| {
+                targets::record_dispatch(
+                    txn,
+                    &task,
+                    &request.command_id,
+                    &request.instance_ids,
+                    sent,
+                    request.adopted,
+                )
+            })
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(ReportDispatchResponse {}))
+    }
+
+    async fn report_results(
+        &self,
+        request: Request<ReportResultsRequest>,
+    ) -> Result<Response<ReportResultsResponse>, Status> {
+        let request = request.into_inner();
+        if request.results.len() > MAX_RESULTS {
+            return Err(Status::invalid_argument(format!(
+                "results: at most {MAX_RESULTS} per request"
+            )));
+        }
+        let task = self.task(&request.task_id, TaskKind::Execute).await?;
+        let campaign = task.campaign_id.clone();
+        let watched = self.ctl.hub.watched(&campaign);
+        let ingested = self
+            .ctl
+            .store
+            .write(move |txn| targets::ingest_results(txn, &task, &request.results, watched))
+            .await
+            .map_err(bad_report)?;
+        for target in ingested.updated {
+            self.ctl.hub.publish(
+                &campaign,
+                WatchCampaignResponse {
+                    event: Some(watch_campaign_response::Event::Target(target)),
+                },
+            );
+        }
+        if ingested.accepted > 0 {
+            self.ctl.wake.notify_one();
+        }
+        Ok(Response::new(ReportResultsResponse {
+            accepted: ingested.accepted,
+            duplicates: ingested.duplicates,
+        }))
+    }
+
+    async fn complete_task(
+        &self,
+        request: Request<CompleteTaskRequest>,
+    ) -> Result<Response<CompleteTaskResponse>, Status> {
+        let request = request.into_inner();
+        let answer = self
+            .ctl
+            .store
+            .write(move |txn| tasks::complete(txn, &request.task_id, request.lease_id))
+            .await
+            .map_err(store_status)?;
+        let task = answer.map_err(fenced)?;
+        tracing::debug!(task_id = %task.id, kind = task.kind.as_str_name(), "task completed");
+        self.ctl.wake.notify_one();
+        Ok(Response::new(CompleteTaskResponse {}))
+    }
+
+    async fn fail_task(&self, request: Request<FailTaskRequest>) -> Result<Response<FailTaskResponse>, Status> {
+        let request = request.into_inner();
+        if request.reason.is_empty() || request.reason.chars().count() > 4096 {
+            return Err(Status::invalid_argument("reason: 1 to 4096 characters"));
+        }
+        let (task_id, reason, retryable) = (request.task_id.clone(), request.reason.clone(), request.retryable);
+        let answer = self
+            .ctl
+            .store
+            .write(move |txn| {
+                tasks::fail(
+                    txn,
+                    &request.task_id,
+                    Some(request.lease_id),
+                    &request.reason,
+                    request.retryable,
+                )
+            })
+            .await
+            .map_err(store_status)?;
+        let outcome = answer.map_err(fenced)?;
+        tracing::info!(
+            task_id,
+            reason,
+            retryable,
+            will_retry = outcome == FailOutcome::Retrying,
+            "task failed"
+        );
+        self.ctl.wake.notify_one();
+        Ok(Response::new(FailTaskResponse {
+            will_retry: outcome == FailOutcome::Retrying,
+        }))
+    }
+}

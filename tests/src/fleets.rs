@@ -1,0 +1,87 @@
+//! Fleets the scenarios use. Behaviour comes from `muster-sim:` tags.
+
+/// Three accounts in two OUs and two regions: Linux and Windows, a failing
+/// script per region, an offline agent, an unmanaged instance, and an account
+/// without the execution role.
+pub const MIXED: &str = r#"
+name = "mixed"
+external_id = "ext-mixed"
+output_bucket = "muster-output"
+results_bucket = "muster-results"
+log_group = "/muster/test"
+
+[[ous]]
+path = "Prod"
+[[ous]]
+path = "Dev"
+
+[[accounts]]
+name = "prod-a"
+ou = "Prod"
+regions = ["us-east-1", "eu-west-1"]
+  [[accounts.instances]]
+  count = 4
+  tags = { Role = "web", "muster-sim:duration" = "0.5" }
+  [[accounts.instances]]
+  count = 2
+  platform = "windows"
+  tags = { Role = "win", "muster-sim:duration" = "0.5" }
+  [[accounts.instances]]
+  count = 1
+  tags = { Role = "fail", "muster-sim:exit-code" = "2", "muster-sim:duration" = "0.5" }
+  [[accounts.instances]]
+  count = 1
+  tags = { Role = "offline", "muster-sim:agent" = "offline" }
+
+[[accounts]]
+name = "prod-b"
+ou = "Prod"
+regions = ["us-east-1", "eu-west-1"]
+  [[accounts.instances]]
+  count = 3
+  tags = { Role = "web", "muster-sim:duration" = "0.5" }
+  [[accounts.instances]]
+  count = 1
+  tags = { Role = "unmanaged", "muster-sim:agent" = "unmanaged" }
+
+[[accounts]]
+name = "dev-a"
+ou = "Dev"
+regions = ["us-east-1", "eu-west-1"]
+  [[accounts.instances]]
+  count = 3
+  tags = { Role = "web", "muster-sim:duration" = "0.5" }
+  [[accounts.instances]]
+  count = 1
+  platform = "windows"
+  tags = { Role = "win", "muster-sim:duration" = "0.5" }
+"#;
+
+/// One account, one region, `count` Linux instances running `duration`
+/// simulated seconds, `failing` of which exit 1.
+pub fn uniform(count: u32, failing: u32, duration: f64) -> String {
+    format!(
+        r#"
+name = "uniform"
+external_id = "ext-uniform"
+output_bucket = "muster-output"
+results_bucket = "muster-results"
+
+[[accounts]]
+name = "only"
+regions = ["us-east-1"]
+  [[accounts.instances]]
+  count = {ok}
+  tags = {{ Role = "web", "muster-sim:duration" = "{duration}" }}
+{failing_group}
+"#,
+        ok = count - failing,
+        failing_group = if failing > 0 {
+            format!(
+                "  [[accounts.instances]]\n  count = {failing}\n  tags = {{ Role = \"fail\", \"muster-sim:exit-code\" = \"1\", \"muster-sim:duration\" = \"{duration}\" }}\n"
+            )
+        } else {
+            String::new()
+        }
+    )
+}
