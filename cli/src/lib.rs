@@ -1,1 +1,8 @@
-//! placeholder
+//! The muster command line: submit, plan, watch, ls, show, results, cancel.
+
+pub mod args;
+pub mod commands;
+pub mod connect;
+pub mod render;
+pub mod spec;
+pub mod watch;

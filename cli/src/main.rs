@@ -1,1 +1,74 @@
-fn main() {}
+//! `muster`: see `muster --help`.
+//!
+//! Exit codes: 0 the command worked (a watched campaign succeeded); 1 bad
+//! input or the controller could not be reached or refused; 2 the campaign
+//! completed with errors; 3 it failed (error threshold); 4 it was cancelled.
+
+use clap::Parser;
+use muster_cli::args::{Cli, Command};
+use muster_cli::commands::{self, Failure};
+use muster_cli::connect;
+use muster_cli::render::Style;
+use muster_cli::watch;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    exit_quietly_on_broken_pipe();
+    let cli = Cli::parse();
+    let style = Style::detect(cli.color);
+    let code = match run(&cli, style).await {
+        Ok(code) => code,
+        Err(Failure::Input(message)) => {
+            eprintln!("muster: {message}");
+            1
+        }
+        Err(Failure::Controller(status)) => {
+            eprintln!("muster: {}", connect::explain(&cli.controller, &status));
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// `muster results ... | head` closes the pipe early; that is not an error
+/// worth a panic message. Exit as a process killed by SIGPIPE would.
+fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
+async fn run(cli: &Cli, style: Style) -> Result<i32, Failure> {
+    let mut client = connect::client(&cli.controller)?;
+    match &cli.command {
+        Command::Submit(args) => {
+            let id = commands::submit(&mut client, &args.spec, style, cli.output).await?;
+            if args.watch {
+                return Ok(watch::watch(&mut client, &id, style, cli.output, false).await?);
+            }
+            Ok(0)
+        }
+        Command::Plan(args) => commands::plan(&mut client, args, style, cli.output).await,
+        Command::Watch(args) => Ok(watch::watch(&mut client, &args.campaign_id, style, cli.output, args.quiet).await?),
+        Command::Ls(args) => commands::ls(&mut client, args, style, cli.output).await.map(|()| 0),
+        Command::Show(args) => commands::show(&mut client, &args.campaign_id, style, cli.output)
+            .await
+            .map(|()| 0),
+        Command::Results(args) => commands::results(&mut client, args, style, cli.output)
+            .await
+            .map(|()| 0),
+        Command::Cancel(args) => commands::cancel(&mut client, &args.campaign_id, &args.reason, style, cli.output)
+            .await
+            .map(|()| 0),
+    }
+}

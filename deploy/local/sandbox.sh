@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The local AWS sandbox: moto and muster-sim on loopback, and a seeded fleet.
+# The local sandbox: moto and muster-sim as the AWS endpoint, a seeded fleet
+# (Organization, accounts, roles, instances, queue, buckets), and muster
+# itself: the controller and two workers. All on loopback.
 #
-#   deploy/local/sandbox.sh up [--fleet small|large|FILE] [--exec-mode real|simulated]
+#   deploy/local/sandbox.sh up [--fleet small|large|FILE] [--exec-mode real|simulated] [--workers N]
 #   deploy/local/sandbox.sh down
 #   deploy/local/sandbox.sh status
-#   deploy/local/sandbox.sh env        # exports for the aws CLI and SDKs
+#   deploy/local/sandbox.sh env        # exports for the aws CLI and muster
 #
 # Every command is idempotent: `up` reuses what is already running and seeds
 # only what is missing; `down` stops the processes by their own PIDs.
@@ -23,7 +25,31 @@ moto_urls() {
   (IFS=,; echo "${urls[*]}")
 }
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+CONTROLLER_PORT="${MUSTER_CONTROLLER_PORT:-7070}"
+WORKER_API_PORT="${MUSTER_WORKER_API_PORT:-7071}"
+HUB_KEY=AKIAMUSTERSANDBOXHUB
+HUB_SECRET=muster-sandbox
+
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+
+# tcp_ok PORT: something listens on 127.0.0.1:PORT.
+tcp_ok() {
+  python3 -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1', int(sys.argv[1]))))" "$1"
+}
+
+wait_tcp() {
+  local name="$1" port="$2" seconds="$3" i
+  for ((i = 0; i < seconds * 5; i++)); do
+    tcp_ok "$port" && return 0
+    pid_alive "$name" || die "$name exited (log: $MUSTER_SANDBOX_DIR/logs/$name.log)"
+    sleep 0.2
+  done
+  die "$name did not listen on port $port within ${seconds}s (log: $MUSTER_SANDBOX_DIR/logs/$name.log)"
+}
+
+state_field() {
+  python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$MUSTER_SANDBOX_DIR/fleet-state.json" "$1"
+}
 
 fleet_file() {
   case "$1" in
@@ -38,11 +64,12 @@ build() {
 }
 
 up() {
-  local fleet=small exec_mode=simulated
+  local fleet=small exec_mode=simulated workers=2
   while (($#)); do
     case "$1" in
       --fleet) fleet="${2:?--fleet needs a value}"; shift 2 ;;
       --exec-mode) exec_mode="${2:?--exec-mode needs a value}"; shift 2 ;;
+      --workers) workers="${2:?--workers needs a value}"; shift 2 ;;
       -h|--help) usage ;;
       *) die "up: unknown option $1" ;;
     esac
@@ -84,7 +111,54 @@ up() {
     --template "$MUSTER_ROOT/deploy/cloudformation/target-account.yaml" \
     --out "$MUSTER_SANDBOX_DIR/fleet-state.json"
   write_env
-  say "sandbox up: AWS endpoint $SIM_URL; fleet state in $MUSTER_SANDBOX_DIR/fleet-state.json"
+  start_muster "$workers"
+  say "sandbox up: AWS endpoint $SIM_URL, controller 127.0.0.1:$CONTROLLER_PORT; fleet state in $MUSTER_SANDBOX_DIR/fleet-state.json"
+}
+
+# The controller acts with the hub account's keys; workers take the hub's
+# worker role through an AWS profile, as they would outside ECS.
+start_muster() {
+  local workers="$1" i queue results
+  queue="$(state_field queue_url)"
+  results="$(state_field results_bucket)"
+  cat >"$MUSTER_SANDBOX_DIR/aws-config" <<CFG
+[profile hub]
+aws_access_key_id = $HUB_KEY
+aws_secret_access_key = $HUB_SECRET
+region = us-east-1
+
+[profile worker]
+role_arn = $(state_field worker_role_arn)
+source_profile = hub
+role_session_name = muster-worker
+region = us-east-1
+CFG
+  if pid_alive controller && tcp_ok "$CONTROLLER_PORT"; then
+    say "controller already running on 127.0.0.1:$CONTROLLER_PORT"
+  else
+    say "starting the controller on 127.0.0.1:$CONTROLLER_PORT"
+    AWS_CONFIG_FILE="$MUSTER_SANDBOX_DIR/aws-config" AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_PROFILE=hub \
+    AWS_ENDPOINT_URL="$SIM_URL" AWS_EC2_METADATA_DISABLED=true \
+      start_process controller "$MUSTER_BIN_DIR/muster-controller" \
+        --listen "127.0.0.1:$CONTROLLER_PORT" --worker-listen "127.0.0.1:$WORKER_API_PORT" \
+        --data-dir "$MUSTER_SANDBOX_DIR/controller" --queue-url "$queue" --results-bucket "$results"
+    wait_tcp controller "$CONTROLLER_PORT" 30
+  fi
+  for ((i = 1; i <= workers; i++)); do
+    if pid_alive "worker$i"; then
+      say "worker $i already running"
+      continue
+    fi
+    say "starting worker $i"
+    AWS_CONFIG_FILE="$MUSTER_SANDBOX_DIR/aws-config" AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_PROFILE=worker \
+    AWS_ENDPOINT_URL="$SIM_URL" AWS_EC2_METADATA_DISABLED=true \
+      start_process "worker$i" "$MUSTER_BIN_DIR/muster-worker" \
+        --controller "http://127.0.0.1:$WORKER_API_PORT" --queue-url "$queue" --worker-id "sandbox-worker-$i"
+  done
+  sleep 0.5
+  for ((i = 1; i <= workers; i++)); do
+    pid_alive "worker$i" || die "worker $i exited (log: $MUSTER_SANDBOX_DIR/logs/worker$i.log)"
+  done
 }
 
 curl_patch_exec_mode() {
@@ -98,15 +172,21 @@ PY
 write_env() {
   cat >"$MUSTER_SANDBOX_DIR/env" <<ENV
 export AWS_ENDPOINT_URL=$SIM_URL
-export AWS_ACCESS_KEY_ID=AKIAMUSTERSANDBOXUSER
-export AWS_SECRET_ACCESS_KEY=muster-sandbox
+export AWS_ACCESS_KEY_ID=$HUB_KEY
+export AWS_SECRET_ACCESS_KEY=$HUB_SECRET
 export AWS_REGION=us-east-1
 export AWS_DEFAULT_REGION=us-east-1
+export MUSTER_CONTROLLER=http://127.0.0.1:$CONTROLLER_PORT
+export MUSTER_EXTERNAL_ID=$(state_field external_id)
 ENV
 }
 
 down() {
   local pidfile
+  for pidfile in "$MUSTER_SANDBOX_DIR"/pids/worker*.pid; do
+    [[ -e "$pidfile" ]] && stop_process "$(basename "$pidfile" .pid)"
+  done
+  stop_process controller
   stop_process sim
   for pidfile in "$MUSTER_SANDBOX_DIR"/pids/moto*.pid; do
     [[ -e "$pidfile" ]] && stop_process "$(basename "$pidfile" .pid)"
@@ -115,15 +195,26 @@ down() {
 }
 
 status() {
-  local name url ok=0 i names=()
+  local name url ok=0 i names=() pidfile
   for ((i = 0; i < MOTO_SHARDS; i++)); do names+=("moto$i"); done
-  names+=(sim)
+  names+=(sim controller)
+  for pidfile in "$MUSTER_SANDBOX_DIR"/pids/worker*.pid; do
+    [[ -e "$pidfile" ]] && names+=("$(basename "$pidfile" .pid)")
+  done
   for name in "${names[@]}"; do
     case "$name" in
       moto*) url="http://127.0.0.1:$((MUSTER_MOTO_PORT + ${name#moto}))/moto-api/" ;;
       sim) url="$SIM_URL/_sim/health" ;;
+      controller) url="tcp:$CONTROLLER_PORT" ;;
+      *) url="pid" ;;
     esac
-    if pid_alive "$name" && http_ok "$url"; then
+    local healthy=false
+    case "$url" in
+      tcp:*) pid_alive "$name" && tcp_ok "${url#tcp:}" && healthy=true ;;
+      pid) pid_alive "$name" && healthy=true ;;
+      *) pid_alive "$name" && http_ok "$url" && healthy=true ;;
+    esac
+    if $healthy; then
       printf '%-6s running (pid %s) %s\n' "$name" "$(cat "$MUSTER_SANDBOX_DIR/pids/$name.pid")" "$url"
     else
       printf '%-6s down\n' "$name"; ok=1

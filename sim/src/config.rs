@@ -171,7 +171,8 @@ pub enum ExecMode {
     #[default]
     Simulated,
     /// Shell lines run for real with `sh` in a scratch directory (PowerShell
-    /// lines with `pwsh` when it is installed).
+    /// lines with `pwsh` when it is installed). Instances whose tags script
+    /// an outcome (exit code, hang, output size, undeliverable) keep it.
     Real,
 }
 

@@ -53,6 +53,16 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
+    /// Whether the tags script an outcome; such instances keep it even when
+    /// the sim runs scripts for real, so a demo still shows failures.
+    pub fn scripted(&self) -> bool {
+        self.exit_code != 0
+            || self.hang
+            || self.undeliverable
+            || self.stdout_bytes.is_some()
+            || self.stderr_bytes.is_some()
+    }
+
     /// Reads the behaviour from an instance's facts.
     pub fn of(instance: &InstanceFact) -> Self {
         let tag = |name: &str| instance.tags.get(&format!("muster-sim:{name}")).map(String::as_str);

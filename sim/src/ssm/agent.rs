@@ -180,6 +180,7 @@ impl Ssm {
                         let lines = command.parameters.get("commands").cloned().unwrap_or_default();
                         let program = runnable(command.document.name, invocation.platform);
                         if tunables.exec_mode == ExecMode::Real
+                            && !invocation.behaviour.scripted()
                             && let Some(program) = program
                         {
                             let kill = CancellationToken::new();

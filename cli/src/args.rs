@@ -1,0 +1,255 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// muster runs commands on EC2 instances across many AWS accounts and
+/// regions through SSM Run Command, from one place.
+///
+/// Submit a campaign (which instances, what to run, how fast), watch it roll
+/// out, and read the results. The controller does the work; this command
+/// talks to it.
+#[derive(Debug, Parser)]
+#[command(name = "muster", version, about, long_about)]
+pub struct Cli {
+    /// The controller's CampaignService.
+    #[arg(
+        long,
+        global = true,
+        env = "MUSTER_CONTROLLER",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub controller: String,
+    /// How to print results: a table for people, JSON or CSV for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, env = "MUSTER_OUTPUT", default_value_t = Output::Table)]
+    pub output: Output,
+    /// Colour: auto (only on a terminal), always or never.
+    #[arg(long, global = true, value_enum, env = "MUSTER_COLOR", default_value_t = Color::Auto)]
+    pub color: Color,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns.
+    Table,
+    /// One JSON document.
+    Json,
+    /// Comma-separated values with a header line.
+    Csv,
+}
+
+/// Colour choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    /// Only when stdout is a terminal and NO_COLOR is unset.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit a campaign; prints its id. With --watch, follows it to the end.
+    Submit(SubmitArgs),
+    /// Show which instances a campaign would run on, per account and region,
+    /// without running anything.
+    Plan(SpecArgs),
+    /// Follow a campaign live: progress, rate, ETA and errors as they happen,
+    /// then a summary. Exits non-zero unless it succeeded.
+    Watch(WatchArgs),
+    /// List campaigns, newest first.
+    Ls(LsArgs),
+    /// Show one campaign: state, counters, and each account and region.
+    Show(IdArgs),
+    /// Results of a campaign's targets, or one target's full output.
+    Results(ResultsArgs),
+    /// Cancel a campaign: nothing more is released and commands in flight
+    /// are cancelled.
+    Cancel(CancelArgs),
+}
+
+/// A campaign id.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The campaign's id.
+    pub campaign_id: String,
+}
+
+/// `muster watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The campaign's id.
+    pub campaign_id: String,
+    /// Do not print each failed target as it happens.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `muster cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The campaign's id.
+    pub campaign_id: String,
+    /// Why, for the audit log.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+/// `muster ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only campaigns in these states (running, succeeded, failed, ...).
+    #[arg(long = "state", value_delimiter = ',')]
+    pub states: Vec<String>,
+    /// Include plans (dry runs).
+    #[arg(long)]
+    pub plans: bool,
+    /// Most campaigns to list.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+}
+
+/// `muster results`.
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    /// The campaign's id.
+    pub campaign_id: String,
+    /// Only these statuses (success, failed, timed_out, skipped, error, ...).
+    #[arg(long = "status", value_delimiter = ',')]
+    pub statuses: Vec<String>,
+    /// Only these accounts.
+    #[arg(long = "account", value_delimiter = ',')]
+    pub accounts: Vec<String>,
+    /// Only these regions.
+    #[arg(long = "region", value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Show one target's full kept output (every step), and where the rest is.
+    #[arg(long)]
+    pub instance: Option<String>,
+}
+
+/// `muster submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The campaign.
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Follow the campaign to its end (as `muster watch`).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// A campaign: a file, flags, or both (flags win).
+#[derive(Debug, Args, Default, Clone)]
+pub struct SpecArgs {
+    /// Campaign file, YAML or TOML (see examples/campaign.yaml).
+    #[arg(long, short = 'f')]
+    pub file: Option<PathBuf>,
+    /// A name for people.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Target account ids (12 digits); repeat or separate with commas.
+    #[arg(long = "account", value_delimiter = ',')]
+    pub accounts: Vec<String>,
+    /// Target Organizations OUs or roots, recursively.
+    #[arg(long = "ou", value_delimiter = ',')]
+    pub ous: Vec<String>,
+    /// Accounts to leave out.
+    #[arg(long = "exclude-account", value_delimiter = ',')]
+    pub exclude_accounts: Vec<String>,
+    /// Regions; none means every region enabled in the hub account.
+    #[arg(long = "region", value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Tag filter KEY=V1,V2 (any of the values) or KEY (tag present); all
+    /// filters must match.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only these instances.
+    #[arg(long = "instance", value_delimiter = ',')]
+    pub instances: Vec<String>,
+    /// Only these platforms: linux, windows, macos.
+    #[arg(long = "platform", value_delimiter = ',')]
+    pub platforms: Vec<String>,
+    /// A shell line for Linux and macOS; repeat for several.
+    #[arg(long = "linux")]
+    pub linux: Vec<String>,
+    /// A PowerShell line for Windows; repeat for several.
+    #[arg(long = "windows")]
+    pub windows: Vec<String>,
+    /// Shell script file for Linux and macOS (its lines).
+    #[arg(long)]
+    pub linux_file: Option<PathBuf>,
+    /// PowerShell script file for Windows (its lines).
+    #[arg(long)]
+    pub windows_file: Option<PathBuf>,
+    /// Directory the script runs in.
+    #[arg(long)]
+    pub working_directory: Option<String>,
+    /// Run this SSM document instead of script lines (e.g. AWS-RunPatchBaseline).
+    #[arg(long)]
+    pub document: Option<String>,
+    /// Document parameter NAME=VALUE; repeat for several values or names.
+    #[arg(long = "param")]
+    pub params: Vec<String>,
+    /// Execution timeout per instance, e.g. 30m, 2h, 3600 (seconds).
+    #[arg(long)]
+    pub execution_timeout: Option<String>,
+    /// How long SSM may wait for an agent to pick the command up, e.g. 10m.
+    #[arg(long)]
+    pub delivery_timeout: Option<String>,
+    /// Most instances at once: a count or a percentage (50, 10%).
+    #[arg(long)]
+    pub max_concurrency: Option<String>,
+    /// Errors allowed before the rollout stops: a count or a percentage.
+    #[arg(long)]
+    pub max_errors: Option<String>,
+    /// Instances per SendCommand, 1 to 50.
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    /// AWS API calls per second per account and region.
+    #[arg(long)]
+    pub api_rate: Option<f64>,
+    /// S3 bucket for full output.
+    #[arg(long)]
+    pub s3_bucket: Option<String>,
+    /// Key prefix in that bucket.
+    #[arg(long)]
+    pub s3_prefix: Option<String>,
+    /// CloudWatch Logs group for full output.
+    #[arg(long)]
+    pub log_group: Option<String>,
+    /// Bytes of output to keep per target and step.
+    #[arg(long)]
+    pub keep_bytes: Option<u32>,
+    /// Execution role name in every account.
+    #[arg(long)]
+    pub role_name: Option<String>,
+    /// Execution role ARN template with {account} and {partition}.
+    #[arg(long)]
+    pub role_arn_template: Option<String>,
+    /// ExternalId the execution role's trust policy demands.
+    #[arg(long, env = "MUSTER_EXTERNAL_ID")]
+    pub external_id: Option<String>,
+    /// Role session length, e.g. 1h.
+    #[arg(long)]
+    pub session_duration: Option<String>,
+    /// Partition: aws, aws-cn, aws-us-gov.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Idempotency key: submitting again with it returns the same campaign.
+    #[arg(long)]
+    pub client_token: Option<String>,
+    /// Label KEY=VALUE, copied into results.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Acknowledge a campaign larger than the controller's guardrail.
+    #[arg(long)]
+    pub confirm_large: bool,
+}

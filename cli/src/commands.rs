@@ -1,0 +1,538 @@
+//! The commands other than `watch`.
+
+use comfy_table::Cell;
+use muster_proto::v1::campaign_service_client::CampaignServiceClient;
+use muster_proto::v1::{
+    Campaign, CampaignState, CancelCampaignRequest, GetCampaignRequest, GetTargetRequest, ListCampaignsRequest,
+    ListTargetsRequest, PlanCampaignRequest, SubmitCampaignRequest, Target, TargetStatus,
+};
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::args::{LsArgs, Output, ResultsArgs, SpecArgs};
+use crate::render::{self, Style, csv};
+
+/// Why a command failed: a bad argument (before anything was sent) or the
+/// controller's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Bad input on this side.
+    #[error("{0}")]
+    Input(String),
+    /// The controller refused or could not be reached.
+    #[error("{}", .0.message())]
+    Controller(#[from] tonic::Status),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Input(format!("{e:#}"))
+    }
+}
+
+/// Counters in one short line.
+fn summary(c: &muster_proto::v1::StatusCounters) -> String {
+    format!(
+        "{} targets: {} ok, {} failed, {} timed out, {} skipped, {} other",
+        c.total,
+        c.success,
+        c.failed,
+        c.timed_out,
+        c.skipped,
+        c.total - c.success - c.failed - c.timed_out - c.skipped
+    )
+}
+
+/// Prints a campaign in the chosen format: details, then its scopes.
+pub fn print_campaign(campaign: &Campaign, style: Style, output: Output) {
+    match output {
+        Output::Json => render::print_json(&render::campaign_json(campaign)),
+        Output::Csv => {
+            println!(
+                "account_id,region,scope_state,total,success,failed,timed_out,skipped,error,cancelled,terminated,undeliverable"
+            );
+            for s in &campaign.scopes {
+                let c = s.counters.unwrap_or_default();
+                println!(
+                    "{},{},{},{},{},{},{},{},{},{},{},{}",
+                    s.account_id,
+                    s.region,
+                    render::scope_json(s)["state"].as_str().unwrap_or_default(),
+                    c.total,
+                    c.success,
+                    c.failed,
+                    c.timed_out,
+                    c.skipped,
+                    c.error,
+                    c.cancelled,
+                    c.terminated,
+                    c.undeliverable
+                );
+            }
+        }
+        Output::Table => {
+            let spec = campaign.spec.clone().unwrap_or_default();
+            let c = campaign.counters.unwrap_or_default();
+            println!("{} {}", style.bold("campaign"), campaign.id);
+            if !spec.name.is_empty() {
+                println!("  name      {}", spec.name);
+            }
+            println!(
+                "  state     {}  {}",
+                style.status(render::campaign_state(campaign.state)),
+                style.dim(&campaign.state_reason)
+            );
+            println!("  targets   {}", summary(&c));
+            if let Some(threshold) = campaign.error_threshold {
+                println!("  errors    {} (max_errors allows {threshold})", campaign.errors);
+            }
+            println!(
+                "  created   {}  by {}",
+                render::time(&campaign.created_at),
+                campaign.submitted_by
+            );
+            if campaign.finished_at.is_some() {
+                println!("  finished  {}", render::time(&campaign.finished_at));
+            }
+            if let Some(export) = campaign.export.as_ref().filter(|e| !e.url.is_empty()) {
+                println!("  results   {}", export.url);
+            }
+            if campaign.scopes.is_empty() {
+                return;
+            }
+            let mut table = style.table(&[
+                "account",
+                "region",
+                "discovery",
+                "ok",
+                "failed",
+                "timed out",
+                "skipped",
+                "other",
+                "total",
+            ]);
+            for s in &campaign.scopes {
+                let c = s.counters.unwrap_or_default();
+                let scope = render::scope_json(s);
+                let state = if s.error.is_empty() {
+                    scope["state"].as_str().unwrap_or_default().to_owned()
+                } else {
+                    format!("failed: {}", s.error)
+                };
+                table.add_row(vec![
+                    Cell::new(&s.account_id),
+                    Cell::new(&s.region),
+                    Cell::new(state),
+                    Cell::new(c.success),
+                    Cell::new(c.failed + c.error),
+                    Cell::new(c.timed_out),
+                    Cell::new(c.skipped),
+                    Cell::new(c.total - c.success - c.failed - c.error - c.timed_out - c.skipped),
+                    Cell::new(c.total),
+                ]);
+            }
+            println!("{table}");
+        }
+    }
+}
+
+/// `muster submit`: prints the new campaign's id.
+pub async fn submit(
+    client: &mut CampaignServiceClient<Channel>,
+    args: &SpecArgs,
+    style: Style,
+    output: Output,
+) -> Result<String, Failure> {
+    let spec = crate::spec::build(args)?;
+    let answer = client
+        .submit_campaign(SubmitCampaignRequest { spec: Some(spec) })
+        .await?
+        .into_inner();
+    match output {
+        Output::Json => render::print_json(&json!({"campaign_id": answer.campaign_id, "created": answer.created})),
+        Output::Csv => println!("{}", answer.campaign_id),
+        Output::Table => {
+            if answer.created {
+                eprintln!(
+                    "{} submitted; follow it with: muster watch {}",
+                    style.bold("campaign"),
+                    answer.campaign_id
+                );
+            } else {
+                eprintln!("{} already submitted with this client token", style.bold("campaign"));
+            }
+            println!("{}", answer.campaign_id);
+        }
+    }
+    Ok(answer.campaign_id)
+}
+
+/// `muster plan`.
+pub async fn plan(
+    client: &mut CampaignServiceClient<Channel>,
+    args: &SpecArgs,
+    style: Style,
+    output: Output,
+) -> Result<i32, Failure> {
+    let spec = crate::spec::build(args)?;
+    if output == Output::Table {
+        eprintln!("discovering targets (nothing runs)...");
+    }
+    let answer = client
+        .plan_campaign(PlanCampaignRequest {
+            spec: Some(spec),
+            wait_seconds: 300,
+        })
+        .await?
+        .into_inner();
+    let campaign = answer.campaign.unwrap_or_default();
+    match output {
+        Output::Json => {
+            render::print_json(&json!({"complete": answer.complete, "plan": render::campaign_json(&campaign)}))
+        }
+        Output::Csv => {
+            println!("account_id,region,would_run,managed,offline,unmanaged,skipped,error");
+            for s in &campaign.scopes {
+                let c = s.counters.unwrap_or_default();
+                println!(
+                    "{},{},{},{},{},{},{},{}",
+                    s.account_id,
+                    s.region,
+                    c.pending,
+                    s.managed,
+                    s.offline,
+                    s.unmanaged,
+                    c.skipped,
+                    csv(&s.error)
+                );
+            }
+        }
+        Output::Table => {
+            let mut table = style.table(&[
+                "account",
+                "region",
+                "would run",
+                "managed",
+                "offline",
+                "unmanaged",
+                "skipped",
+                "note",
+            ]);
+            let mut totals = [0u64; 5];
+            for s in &campaign.scopes {
+                let c = s.counters.unwrap_or_default();
+                for (total, n) in totals
+                    .iter_mut()
+                    .zip([c.pending, s.managed, s.offline, s.unmanaged, c.skipped])
+                {
+                    *total += n;
+                }
+                table.add_row(vec![
+                    Cell::new(&s.account_id),
+                    Cell::new(&s.region),
+                    Cell::new(c.pending),
+                    Cell::new(s.managed),
+                    Cell::new(s.offline),
+                    Cell::new(s.unmanaged),
+                    Cell::new(c.skipped),
+                    Cell::new(&s.error),
+                ]);
+            }
+            table.add_row(
+                std::iter::once(Cell::new("total").add_attribute(comfy_table::Attribute::Bold))
+                    .chain(std::iter::once(Cell::new("")))
+                    .chain(totals.iter().map(Cell::new))
+                    .chain(std::iter::once(Cell::new(""))),
+            );
+            println!("{table}");
+            if !answer.complete {
+                eprintln!("discovery is still going; see `muster show {}` later", campaign.id);
+            }
+        }
+    }
+    Ok(if answer.complete { 0 } else { 1 })
+}
+
+/// `muster ls`.
+pub async fn ls(
+    client: &mut CampaignServiceClient<Channel>,
+    args: &LsArgs,
+    style: Style,
+    output: Output,
+) -> Result<(), Failure> {
+    let mut states = Vec::new();
+    for name in &args.states {
+        let state = CampaignState::from_short_name(name).ok_or_else(|| {
+            Failure::Input(format!(
+                "--state: '{name}' is not a campaign state (pending, discovering, running, cancelling, succeeded, completed_with_errors, failed, cancelled, planned)"
+            ))
+        })?;
+        states.push(state as i32);
+    }
+    let mut campaigns = Vec::new();
+    let mut token = String::new();
+    while campaigns.len() < args.limit as usize {
+        let page = client
+            .list_campaigns(ListCampaignsRequest {
+                page_size: (args.limit as usize - campaigns.len()).min(500) as u32,
+                page_token: token.clone(),
+                states: states.clone(),
+                include_plans: args.plans,
+            })
+            .await?
+            .into_inner();
+        campaigns.extend(page.campaigns);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    match output {
+        Output::Json => render::print_json(&json!(campaigns.iter().map(render::campaign_json).collect::<Vec<_>>())),
+        Output::Csv => {
+            println!("id,name,state,created_at,total,success,failed,timed_out,skipped");
+            for c in &campaigns {
+                let n = c.counters.unwrap_or_default();
+                let name = c.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+                println!(
+                    "{},{},{},{},{},{},{},{},{}",
+                    c.id,
+                    csv(&name),
+                    render::campaign_state(c.state),
+                    render::time(&c.created_at),
+                    n.total,
+                    n.success,
+                    n.failed,
+                    n.timed_out,
+                    n.skipped
+                );
+            }
+        }
+        Output::Table => {
+            let mut table = style.table(&["id", "name", "state", "created", "targets", "ok", "failed", "skipped"]);
+            for c in &campaigns {
+                let n = c.counters.unwrap_or_default();
+                table.add_row(vec![
+                    Cell::new(&c.id),
+                    Cell::new(c.spec.as_ref().map(|s| s.name.as_str()).unwrap_or_default()),
+                    style.status_cell(render::campaign_state(c.state)),
+                    Cell::new(render::time(&c.created_at)),
+                    Cell::new(n.total),
+                    Cell::new(n.success),
+                    Cell::new(n.failed + n.timed_out + n.error + n.undeliverable),
+                    Cell::new(n.skipped),
+                ]);
+            }
+            println!("{table}");
+        }
+    }
+    Ok(())
+}
+
+/// `muster show`.
+pub async fn show(
+    client: &mut CampaignServiceClient<Channel>,
+    id: &str,
+    style: Style,
+    output: Output,
+) -> Result<(), Failure> {
+    let campaign = client
+        .get_campaign(GetCampaignRequest {
+            campaign_id: id.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .campaign
+        .unwrap_or_default();
+    print_campaign(&campaign, style, output);
+    Ok(())
+}
+
+/// `muster cancel`.
+pub async fn cancel(
+    client: &mut CampaignServiceClient<Channel>,
+    id: &str,
+    reason: &str,
+    style: Style,
+    output: Output,
+) -> Result<(), Failure> {
+    let campaign = client
+        .cancel_campaign(CancelCampaignRequest {
+            campaign_id: id.to_owned(),
+            reason: reason.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .campaign
+        .unwrap_or_default();
+    match output {
+        Output::Json => render::print_json(&render::campaign_json(&campaign)),
+        _ => println!(
+            "{} {}  {}",
+            id,
+            style.status(render::campaign_state(campaign.state)),
+            style.dim(&campaign.state_reason)
+        ),
+    }
+    Ok(())
+}
+
+/// `muster results`.
+pub async fn results(
+    client: &mut CampaignServiceClient<Channel>,
+    args: &ResultsArgs,
+    style: Style,
+    output: Output,
+) -> Result<(), Failure> {
+    if let Some(instance) = &args.instance {
+        let target = client
+            .get_target(GetTargetRequest {
+                campaign_id: args.campaign_id.clone(),
+                instance_id: instance.clone(),
+                account_id: args.accounts.first().cloned().unwrap_or_default(),
+                region: args.regions.first().cloned().unwrap_or_default(),
+            })
+            .await?
+            .into_inner()
+            .target
+            .unwrap_or_default();
+        print_target_output(&target, style, output);
+        return Ok(());
+    }
+    let mut statuses = Vec::new();
+    for name in &args.statuses {
+        let status = TargetStatus::from_short_name(name).ok_or_else(|| {
+            Failure::Input(format!(
+                "--status: '{name}' is not a target status (success, failed, timed_out, cancelled, undeliverable, terminated, skipped, error, pending, queued, running)"
+            ))
+        })?;
+        statuses.push(status as i32);
+    }
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_targets(ListTargetsRequest {
+                campaign_id: args.campaign_id.clone(),
+                page_size: 5_000,
+                page_token: token.clone(),
+                statuses: statuses.clone(),
+                account_ids: args.accounts.clone(),
+                regions: args.regions.clone(),
+                instance_ids: Vec::new(),
+                include_output: output != Output::Table,
+            })
+            .await?
+            .into_inner();
+        all.extend(page.targets);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    match output {
+        Output::Json => render::print_json(&json!(all.iter().map(render::target_json).collect::<Vec<_>>())),
+        Output::Csv => {
+            println!(
+                "account_id,region,instance_id,name,platform,status,exit_code,reason,command_id,finished_at,stdout_url"
+            );
+            for t in &all {
+                println!(
+                    "{},{},{},{},{},{},{},{},{},{},{}",
+                    t.account_id,
+                    t.region,
+                    t.instance_id,
+                    csv(&t.name),
+                    render::platform(t.platform),
+                    render::target_status(t.status),
+                    t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                    csv(&t.reason),
+                    t.command_id,
+                    render::time(&t.finished_at),
+                    t.steps.first().map(|s| s.stdout_url.as_str()).unwrap_or_default()
+                );
+            }
+        }
+        Output::Table => {
+            let mut table = style.table(&[
+                "account", "region", "instance", "name", "platform", "status", "exit", "reason",
+            ]);
+            for t in &all {
+                let reason: String = t.reason.chars().take(90).collect();
+                table.add_row(vec![
+                    Cell::new(&t.account_id),
+                    Cell::new(&t.region),
+                    Cell::new(if t.instance_id.is_empty() { "-" } else { &t.instance_id }),
+                    Cell::new(&t.name),
+                    Cell::new(render::platform(t.platform)),
+                    style.status_cell(render::target_status(t.status)),
+                    Cell::new(t.exit_code.map(|c| c.to_string()).unwrap_or_default()),
+                    Cell::new(reason),
+                ]);
+            }
+            println!("{table}");
+            eprintln!(
+                "{} targets; one target's output: muster results {} --instance <id>",
+                all.len(),
+                args.campaign_id
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_target_output(target: &Target, style: Style, output: Output) {
+    if output != Output::Table {
+        render::print_json(&render::target_json(target));
+        return;
+    }
+    println!(
+        "{} {} {}  {}  {}",
+        style.bold(&target.instance_id),
+        target.account_id,
+        target.region,
+        style.status(render::target_status(target.status)),
+        target.reason
+    );
+    if !target.command_id.is_empty() {
+        println!(
+            "{}",
+            style.dim(&format!(
+                "command {}  document {}",
+                target.command_id, target.document_name
+            ))
+        );
+    }
+    for step in &target.steps {
+        println!(
+            "\n{} {} ({}, exit {})",
+            style.bold("step"),
+            step.name,
+            step.status,
+            step.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into())
+        );
+        for (name, text, truncated, url) in [
+            ("stdout", &step.stdout, step.stdout_truncated, &step.stdout_url),
+            ("stderr", &step.stderr, step.stderr_truncated, &step.stderr_url),
+        ] {
+            if text.is_empty() && !truncated {
+                continue;
+            }
+            println!("{}", style.dim(&format!("--- {name} ---")));
+            print!("{text}");
+            if !text.ends_with('\n') && !text.is_empty() {
+                println!();
+            }
+            if truncated {
+                let rest = if url.is_empty() {
+                    "the rest was not kept (send output to S3 or CloudWatch Logs to keep it all)".to_owned()
+                } else {
+                    format!("the rest is at {url}")
+                };
+                println!("{}", style.dim(&format!("--- {name} truncated; {rest} ---")));
+            } else if !url.is_empty() {
+                println!("{}", style.dim(&format!("--- {name} also at {url} ---")));
+            }
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! `muster watch`: live progress. On a terminal: an overall bar with rate,
+//! ETA and counts, a line per (account, region) in progress, and each failed
+//! target printed above the bars as it happens. Piped: a status line every few
+//! seconds and the failures. Either way it ends with a summary table.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use muster_proto::v1::campaign_service_client::CampaignServiceClient;
+use muster_proto::v1::{
+    Campaign, CampaignState, ScopeSummary, StatusCounters, Target, TargetStatus, WatchCampaignRequest,
+    watch_campaign_response::Event,
+};
+use tonic::transport::Channel;
+
+use crate::args::Output;
+use crate::render::{self, Style, done};
+
+/// Scope lines shown at once; the rest are summed up in one line.
+const MAX_SCOPE_LINES: usize = 8;
+/// How often a piped watch prints a status line.
+const PIPED_EVERY: Duration = Duration::from_secs(5);
+
+/// The exit code for a campaign's final state.
+pub fn exit_code(state: CampaignState) -> i32 {
+    match state {
+        CampaignState::Succeeded | CampaignState::Planned => 0,
+        CampaignState::CompletedWithErrors => 2,
+        CampaignState::Failed => 3,
+        CampaignState::Cancelled => 4,
+        _ => 1,
+    }
+}
+
+struct View {
+    style: Style,
+    live: Option<Live>,
+    started: Instant,
+    done_at_start: Option<u64>,
+    counters: StatusCounters,
+    scopes: BTreeMap<(String, String), ScopeSummary>,
+    state: CampaignState,
+    last_line: Instant,
+}
+
+struct Live {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    scope_bars: BTreeMap<(String, String), ProgressBar>,
+    more: ProgressBar,
+}
+
+impl View {
+    fn new(style: Style) -> Self {
+        let live = style.terminal.then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+            let overall = multi.add(ProgressBar::new(0));
+            overall.set_style(
+                ProgressStyle::with_template("{prefix:>12} [{bar:40.cyan/blue}] {pos}/{len} {msg}")
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+            );
+            overall.set_prefix("campaign");
+            let more = multi.add(ProgressBar::new(0));
+            more.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
+            Live {
+                multi,
+                overall,
+                scope_bars: BTreeMap::new(),
+                more,
+            }
+        });
+        Self {
+            style,
+            live,
+            started: Instant::now(),
+            done_at_start: None,
+            counters: StatusCounters::default(),
+            scopes: BTreeMap::new(),
+            state: CampaignState::Unspecified,
+            last_line: Instant::now() - PIPED_EVERY,
+        }
+    }
+
+    fn rate_and_eta(&mut self) -> (f64, f64) {
+        let finished = done(&self.counters);
+        let base = *self.done_at_start.get_or_insert(finished);
+        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = (finished - base) as f64 / elapsed;
+        let remaining = (self.counters.total - finished) as f64;
+        let eta = if rate > 0.0 { remaining / rate } else { f64::INFINITY };
+        (rate, eta)
+    }
+
+    fn counts(&self) -> String {
+        let c = &self.counters;
+        let mut parts = vec![format!("ok {}", c.success)];
+        for (n, name) in [
+            (c.failed, "failed"),
+            (c.timed_out, "timed_out"),
+            (c.error, "error"),
+            (c.undeliverable, "undeliverable"),
+            (c.cancelled, "cancelled"),
+            (c.terminated, "terminated"),
+            (c.skipped, "skipped"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{name} {n}"));
+            }
+        }
+        parts.push(format!("running {}", c.queued + c.running));
+        parts.join("  ")
+    }
+
+    fn update(&mut self) {
+        let (rate, eta) = self.rate_and_eta();
+        let state = self.state.short_name();
+        let line = format!(
+            "{}  {:.1}/s  ETA {}  [{}]",
+            self.counts(),
+            rate,
+            if self.counters.total == done(&self.counters) {
+                "-".into()
+            } else {
+                render::duration(eta)
+            },
+            state
+        );
+        match &mut self.live {
+            Some(live) => {
+                live.overall.set_length(self.counters.total);
+                live.overall.set_position(done(&self.counters));
+                live.overall.set_message(line);
+                let active: Vec<&ScopeSummary> = self
+                    .scopes
+                    .values()
+                    .filter(|s| {
+                        s.counters
+                            .is_some_and(|c| c.queued + c.running > 0 || (c.pending > 0 && done(&c) > 0))
+                    })
+                    .collect();
+                let shown: Vec<(String, String)> = active
+                    .iter()
+                    .take(MAX_SCOPE_LINES)
+                    .map(|s| (s.account_id.clone(), s.region.clone()))
+                    .collect();
+                live.scope_bars.retain(|key, bar| {
+                    let keep = shown.contains(key);
+                    if !keep {
+                        bar.finish_and_clear();
+                    }
+                    keep
+                });
+                for scope in active.iter().take(MAX_SCOPE_LINES) {
+                    let key = (scope.account_id.clone(), scope.region.clone());
+                    let c = scope.counters.unwrap_or_default();
+                    let bar = live.scope_bars.entry(key).or_insert_with(|| {
+                        let bar = live.multi.insert_before(&live.more, ProgressBar::new(c.total));
+                        bar.set_style(
+                            ProgressStyle::with_template("{prefix:>28} [{bar:20}] {pos}/{len} {msg}")
+                                .expect("a valid template")
+                                .progress_chars("=> "),
+                        );
+                        bar.set_prefix(format!("{} {}", scope.account_id, scope.region));
+                        bar
+                    });
+                    bar.set_length(c.total);
+                    bar.set_position(done(&c));
+                    bar.set_message(format!(
+                        "ok {} failed {} running {}",
+                        c.success,
+                        c.failed + c.timed_out + c.error,
+                        c.queued + c.running
+                    ));
+                }
+                let hidden = active.len().saturating_sub(MAX_SCOPE_LINES);
+                live.more.set_message(if hidden > 0 {
+                    format!("{:>28} ... and {hidden} more accounts/regions in progress", "")
+                } else {
+                    String::new()
+                });
+            }
+            None => {
+                if self.last_line.elapsed() >= PIPED_EVERY {
+                    self.last_line = Instant::now();
+                    eprintln!("{}/{} done  {line}", done(&self.counters), self.counters.total);
+                }
+            }
+        }
+    }
+
+    fn note(&self, line: &str) {
+        match &self.live {
+            Some(live) => live.multi.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn snapshot(&mut self, campaign: &Campaign) {
+        self.counters = campaign.counters.unwrap_or_default();
+        self.state = CampaignState::try_from(campaign.state).unwrap_or(CampaignState::Unspecified);
+        for scope in &campaign.scopes {
+            self.scopes
+                .insert((scope.account_id.clone(), scope.region.clone()), scope.clone());
+        }
+        self.update();
+    }
+
+    fn failure(&self, target: &Target) {
+        let status = TargetStatus::try_from(target.status).unwrap_or(TargetStatus::Unspecified);
+        if !status.is_problem() {
+            return;
+        }
+        let instance = if target.instance_id.is_empty() {
+            "(whole scope)"
+        } else {
+            target.instance_id.as_str()
+        };
+        self.note(&format!(
+            "{} {} {} {}: {}",
+            self.style.red("x"),
+            target.account_id,
+            target.region,
+            instance,
+            target.reason
+        ));
+    }
+
+    fn finish(&mut self) {
+        if let Some(live) = self.live.take() {
+            for bar in live.scope_bars.values() {
+                bar.finish_and_clear();
+            }
+            live.more.finish_and_clear();
+            live.overall.finish_and_clear();
+            let _ = live.multi.clear();
+        }
+    }
+}
+
+/// Follows a campaign to its end; returns the exit code.
+pub async fn watch(
+    client: &mut CampaignServiceClient<Channel>,
+    id: &str,
+    style: Style,
+    output: Output,
+    quiet: bool,
+) -> Result<i32, tonic::Status> {
+    let mut stream = client
+        .watch_campaign(WatchCampaignRequest {
+            campaign_id: id.to_owned(),
+            include_targets: !quiet,
+        })
+        .await?
+        .into_inner();
+    let mut view = View::new(Style {
+        terminal: style.terminal && output == Output::Table,
+        ..style
+    });
+    let mut last: Option<Campaign> = None;
+    while let Some(message) = stream.message().await? {
+        match message.event {
+            Some(Event::Snapshot(campaign)) => {
+                view.snapshot(&campaign);
+                last = Some(campaign);
+            }
+            Some(Event::Progress(progress)) => {
+                view.counters = progress.counters.unwrap_or_default();
+                for scope in progress.scopes {
+                    view.scopes
+                        .insert((scope.account_id.clone(), scope.region.clone()), scope);
+                }
+                view.update();
+            }
+            Some(Event::State(change)) => {
+                view.state = CampaignState::try_from(change.state).unwrap_or(CampaignState::Unspecified);
+                view.note(&format!(
+                    "{} {}",
+                    style.status(view.state.short_name()),
+                    style.dim(&change.reason)
+                ));
+                view.update();
+            }
+            Some(Event::Target(target)) => view.failure(&target),
+            None => {}
+        }
+    }
+    view.finish();
+    let campaign = last.ok_or_else(|| tonic::Status::internal("the watch ended without a snapshot"))?;
+    crate::commands::print_campaign(&campaign, style, output);
+    Ok(exit_code(
+        CampaignState::try_from(campaign.state).unwrap_or(CampaignState::Unspecified),
+    ))
+}
