@@ -55,6 +55,9 @@ pub struct SimState {
     pub audit: Mutex<Vec<AuditEntry>>,
     /// Calls by (service, api, outcome).
     pub counters: Mutex<BTreeMap<(String, String, String), u64>>,
+    /// Every secret access key and session token AssumeRole handed out, so
+    /// tests can prove none of them reaches a log.
+    pub issued_secrets: Mutex<Vec<String>>,
 }
 
 impl SimState {
@@ -74,6 +77,7 @@ impl SimState {
             moto,
             audit: Mutex::new(Vec::new()),
             counters: Mutex::new(BTreeMap::new()),
+            issued_secrets: Mutex::new(Vec::new()),
         })
     }
 
@@ -114,5 +118,6 @@ impl SimState {
         self.ssm.clear();
         self.audit.lock().expect("audit lock").clear();
         self.counters.lock().expect("counters lock").clear();
+        self.issued_secrets.lock().expect("issued lock").clear();
     }
 }

@@ -157,6 +157,11 @@ pub async fn assume_role(
                     },
                     expires_at,
                 );
+                sim.issued_secrets.lock().expect("issued lock").extend(
+                    [xml_text(&text, "SecretAccessKey"), xml_text(&text, "SessionToken")]
+                        .into_iter()
+                        .flatten(),
+                );
                 tracing::debug!(role = %role.arn, session = session_name, granted, "role assumed");
             }
             _ => tracing::warn!("AssumeRole answer from moto had no credentials"),

@@ -236,6 +236,11 @@ impl Sandbox {
         self.state().audit.lock().expect("audit lock").clone()
     }
 
+    /// Every secret key and session token AssumeRole handed out.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        self.state().issued_secrets.lock().expect("issued lock").clone()
+    }
+
     /// Calls counted for (service, api, outcome).
     pub fn count(&self, service: &str, api: &str, outcome: &str) -> u64 {
         self.state()

@@ -4,4 +4,5 @@
 
 pub mod client;
 pub mod fleets;
+pub mod procs;
 pub mod stack;

@@ -402,7 +402,9 @@ async fn ensure_queue(hub: &SdkConfig, name: &str) -> anyhow::Result<(String, St
         .create_queue()
         .queue_name(name)
         .attributes(QueueAttributeName::RedrivePolicy, redrive)
-        .attributes(QueueAttributeName::VisibilityTimeout, "60")
+        // Workers delete a message as soon as its task is leased; a message a
+        // dead worker received comes back after this.
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
         .attributes(QueueAttributeName::ReceiveMessageWaitTimeSeconds, "20")
         .send()
         .await

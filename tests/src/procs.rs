@@ -1,0 +1,286 @@
+//! muster as real processes: the `muster-controller` and `muster-worker`
+//! binaries against an in-process sandbox, so tests can SIGKILL, SIGTERM and
+//! restart them. Binaries come from the same target directory as the test
+//! (`cargo build --bins` first; `deploy/local/test.sh` does).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use muster_proto::v1::ListCampaignsRequest;
+use muster_proto::v1::campaign_service_client::CampaignServiceClient;
+use muster_sim::Tunables;
+use muster_sim::seed::fleet_file::FleetState;
+use muster_sim::testkit::{HUB_ACCOUNT, Sandbox, free_port, test_tunables};
+use tonic::transport::Channel;
+
+/// The hub's static key in these tests (acts in the hub account).
+pub const HUB_KEY: &str = "AKIAMUSTERSYSTEMHUB";
+/// Its secret.
+pub const HUB_SECRET: &str = "muster-system-secret-0123456789";
+
+/// Where the muster binaries are.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MUSTER_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --bins), or set MUSTER_BIN_DIR",
+        path.display()
+    );
+    path
+}
+
+/// Options of a system.
+#[derive(Debug, Clone)]
+pub struct SystemOptions {
+    /// Sim tunables.
+    pub tunables: Tunables,
+    /// Workers to start.
+    pub workers: usize,
+    /// Controller lease TTL, seconds.
+    pub lease_ttl: u64,
+}
+
+impl Default for SystemOptions {
+    fn default() -> Self {
+        Self {
+            tunables: test_tunables(),
+            workers: 1,
+            lease_ttl: 5,
+        }
+    }
+}
+
+/// The sandbox plus muster's processes.
+pub struct System {
+    /// The sandbox (in process: its audit log and counters are at hand).
+    pub sb: Sandbox,
+    /// The seeded fleet.
+    pub fleet: FleetState,
+    /// A CampaignService client.
+    pub client: CampaignServiceClient<Channel>,
+    controller: Option<Child>,
+    controller_starts: usize,
+    workers: Vec<(String, Option<Child>)>,
+    campaign_port: u16,
+    worker_port: u16,
+    dir: tempfile::TempDir,
+    options: SystemOptions,
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.controller.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for (_, child) in &mut self.workers {
+            if let Some(mut child) = child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl System {
+    /// Sandbox, fleet, controller and workers.
+    pub async fn start(fleet: &str, options: SystemOptions) -> Self {
+        let sb = Sandbox::start_with(options.tunables.clone()).await;
+        let fleet = sb.seed(fleet).await;
+        let campaign_port = free_port();
+        let worker_port = free_port();
+        let client = crate::stack::connect(&format!("http://127.0.0.1:{campaign_port}")).await;
+        let mut system = Self {
+            sb,
+            fleet,
+            client,
+            controller: None,
+            controller_starts: 0,
+            workers: Vec::new(),
+            campaign_port,
+            worker_port,
+            dir: tempfile::tempdir().expect("a temp dir"),
+            options,
+        };
+        system.write_aws_config();
+        system.start_controller().await;
+        for _ in 0..system.options.workers {
+            system.start_worker();
+        }
+        system
+    }
+
+    fn write_aws_config(&self) {
+        std::fs::write(
+            self.dir.path().join("aws-config"),
+            format!(
+                "[profile hub]\naws_access_key_id = {HUB_KEY}\naws_secret_access_key = {HUB_SECRET}\nregion = us-east-1\n\n\
+                 [profile worker]\nrole_arn = arn:aws:iam::{HUB_ACCOUNT}:role/muster-worker\nsource_profile = hub\nrole_session_name = muster-worker\nregion = us-east-1\n"
+            ),
+        )
+        .expect("the AWS config file is written");
+    }
+
+    fn command(&self, binary_name: &str, profile: &str, log: &str) -> Command {
+        let log = std::fs::File::create(self.dir.path().join(format!("{log}.log"))).expect("a log file");
+        let mut command = Command::new(binary(binary_name));
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_CONFIG_FILE", self.dir.path().join("aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.dir.path().join("no-credentials"))
+            .env("AWS_PROFILE", profile)
+            .env("AWS_ENDPOINT_URL", self.sb.endpoint())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "info,muster_worker=debug,muster_controller=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        command
+    }
+
+    /// Starts (or restarts) the controller on its ports and data directory,
+    /// and waits until it answers.
+    pub async fn start_controller(&mut self) {
+        self.controller_starts += 1;
+        let child = self
+            .command(
+                "muster-controller",
+                "hub",
+                &format!("controller-{}", self.controller_starts),
+            )
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", self.campaign_port),
+                "--worker-listen",
+                &format!("127.0.0.1:{}", self.worker_port),
+                "--data-dir",
+                &self.dir.path().join("data").display().to_string(),
+                "--queue-url",
+                &self.fleet.queue_url,
+                "--results-bucket",
+                &self.fleet.results_bucket,
+                "--lease-ttl",
+                &self.options.lease_ttl.to_string(),
+                "--reconcile-ms",
+                "200",
+            ])
+            .spawn()
+            .expect("the controller starts");
+        self.controller = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self
+                .client
+                .list_campaigns(ListCampaignsRequest::default())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the controller did not answer within 30s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILLs the controller.
+    pub fn kill_controller(&mut self) {
+        if let Some(mut child) = self.controller.take() {
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a worker; returns its index.
+    pub fn start_worker(&mut self) -> usize {
+        let index = self.workers.len();
+        let name = format!("worker-{index}");
+        let child = self
+            .command("muster-worker", "worker", &name)
+            .args([
+                "--controller",
+                &format!("http://127.0.0.1:{}", self.worker_port),
+                "--queue-url",
+                &self.fleet.queue_url,
+                "--worker-id",
+                &name,
+                "--shutdown-grace",
+                "5",
+            ])
+            .spawn()
+            .expect("a worker starts");
+        self.workers.push((name, Some(child)));
+        index
+    }
+
+    /// SIGKILLs a worker.
+    pub fn kill_worker(&mut self, index: usize) {
+        if let Some(mut child) = self.workers[index].1.take() {
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERMs a worker and waits for it to exit.
+    pub fn stop_worker(&mut self, index: usize) {
+        if let Some(mut child) = self.workers[index].1.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Every process's log so far.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            let mut paths: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                .collect();
+            paths.sort();
+            for path in paths {
+                all.push_str(&format!("=== {}\n", path.display()));
+                all.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+        all
+    }
+
+    /// A worker's log.
+    pub fn worker_log(&self, index: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("worker-{index}.log"))).unwrap_or_default()
+    }
+
+    /// Account id by fleet name.
+    pub fn account(&self, name: &str) -> String {
+        self.fleet.account(name).expect("account in the fleet").id.clone()
+    }
+
+    /// SendCommands per instance, from the sim's audit log.
+    pub fn sends_per_instance(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for entry in self.sb.audit() {
+            for id in entry.instance_ids {
+                *counts.entry(id).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+}
