@@ -36,6 +36,18 @@ use crate::hub::Hub;
 use crate::store::Store;
 use crate::validate::Defaults;
 
+/// Every AWS action the controller calls, with its own (hub) role: enqueue
+/// task references (SendMessageBatch needs sqs:SendMessage), export results,
+/// expand OUs and regions. The hub template's controller role grants exactly
+/// these (a test checks). The controller never acts in target accounts.
+pub const AWS_ACTIONS: [&str; 5] = [
+    "sqs:SendMessage",
+    "s3:PutObject",
+    "organizations:ListAccountsForParent",
+    "organizations:ListOrganizationalUnitsForParent",
+    "ec2:DescribeRegions",
+];
+
 /// How the controller runs.
 #[derive(Debug, Clone)]
 pub struct Settings {

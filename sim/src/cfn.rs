@@ -75,9 +75,19 @@ impl Template {
         self
     }
 
+    fn is_resource(&self, name: &str) -> bool {
+        let base = name.split('.').next().unwrap_or(name);
+        self.doc.get("Resources").and_then(|r| r.get(base)).is_some()
+    }
+
     fn param(&self, name: &str) -> Result<Param, CfnError> {
         if let Some(value) = self.params.get(name) {
             return Ok(value.clone());
+        }
+        // A resource's id or attribute is only known once deployed: keep a
+        // placeholder, which is all that reading policies needs.
+        if self.is_resource(name) {
+            return Ok(Param::Str(format!("${{{name}}}")));
         }
         let declared = self
             .doc
@@ -378,9 +388,9 @@ mod tests {
         assert_eq!(
             document["Statement"][0]["Resource"],
             serde_json::json!([
-                "arn:aws:ssm:*::document/AWS-RunShellScript",
-                "arn:aws:ssm:*::document/AWS-RunPowerShellScript",
-                "arn:aws:ssm:*::document/AWS-RunPatchBaseline"
+                "arn:*:ssm:*::document/AWS-RunShellScript",
+                "arn:*:ssm:*::document/AWS-RunPowerShellScript",
+                "arn:*:ssm:*::document/AWS-RunPatchBaseline"
             ])
         );
         // Without an output bucket, the S3 statement disappears (AWS::NoValue).

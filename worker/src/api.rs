@@ -87,6 +87,25 @@ impl Api {
     }
 }
 
+/// What the worker calls with its own (hub) role outside [`Api`]: the task
+/// queue. With [`Api::AssumeRole`] these are what the hub template's worker
+/// role grants (a test checks).
+pub const HUB_QUEUE_ACTIONS: [&str; 3] = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"];
+
+/// The IAM actions the worker's own (hub) role must allow, lowercased and
+/// sorted.
+pub fn worker_role_actions() -> Vec<String> {
+    let mut actions: Vec<String> = Api::ALL
+        .iter()
+        .filter(|api| !api.in_target_account())
+        .map(|api| api.iam_action())
+        .chain(HUB_QUEUE_ACTIONS.iter().map(|a| a.to_string()))
+        .map(|a| a.to_ascii_lowercase())
+        .collect();
+    actions.sort();
+    actions
+}
+
 /// The IAM actions the execution role must allow, lowercased and sorted.
 pub fn execution_role_actions() -> Vec<String> {
     let mut actions: Vec<String> = Api::ALL

@@ -1,0 +1,99 @@
+//! What we ship is what we test: the IAM policies in `deploy/cloudformation`
+//! grant exactly the AWS actions muster's code calls, no more and no less.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use muster_sim::cfn::{Param, Template, allowed_actions};
+
+fn template(name: &str) -> Template {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/cloudformation")
+        .join(name);
+    Template::load(&path).expect("the template parses").with_params([
+        ("HubAccountId".to_owned(), Param::Str("123456789012".into())),
+        ("ExternalId".to_owned(), Param::Str("ext".into())),
+        ("OutputBucketName".to_owned(), Param::Str("output".into())),
+        ("OrganizationId".to_owned(), Param::Str("o-abcdefghij".into())),
+        ("AWS::AccountId".to_owned(), Param::Str("222222222222".into())),
+        ("AWS::Partition".to_owned(), Param::Str("aws".into())),
+        ("AWS::Region".to_owned(), Param::Str("us-east-1".into())),
+    ])
+}
+
+fn granted(template: &Template, role: &str) -> BTreeSet<String> {
+    template
+        .role(role)
+        .expect("the role resolves")
+        .policies
+        .iter()
+        .flat_map(|(_, document)| allowed_actions(document))
+        .collect()
+}
+
+fn compare(what: &str, granted: &BTreeSet<String>, called: &BTreeSet<String>) {
+    let missing: Vec<&String> = called.difference(granted).collect();
+    let extra: Vec<&String> = granted.difference(called).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: the code calls actions the policy lacks: {missing:?}; the policy grants actions the code never calls: {extra:?}"
+    );
+}
+
+#[test]
+fn the_execution_role_allows_exactly_what_the_worker_calls_in_target_accounts() {
+    let called: BTreeSet<String> = muster_worker::api::execution_role_actions().into_iter().collect();
+    compare(
+        "target-account.yaml ExecutionRole",
+        &granted(&template("target-account.yaml"), "ExecutionRole"),
+        &called,
+    );
+}
+
+#[test]
+fn the_hub_worker_role_allows_exactly_what_the_worker_calls_as_itself() {
+    let called: BTreeSet<String> = muster_worker::api::worker_role_actions().into_iter().collect();
+    compare(
+        "hub.yaml WorkerTaskRole",
+        &granted(&template("hub.yaml"), "WorkerTaskRole"),
+        &called,
+    );
+}
+
+#[test]
+fn the_hub_controller_role_allows_exactly_what_the_controller_calls() {
+    let called: BTreeSet<String> = muster_controller::AWS_ACTIONS
+        .iter()
+        .map(|a| a.to_ascii_lowercase())
+        .collect();
+    compare(
+        "hub.yaml ControllerTaskRole",
+        &granted(&template("hub.yaml"), "ControllerTaskRole"),
+        &called,
+    );
+}
+
+#[test]
+fn the_worker_may_assume_only_the_execution_role() {
+    let role = template("hub.yaml").role("WorkerTaskRole").unwrap();
+    let statement = role.policies[0].1["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Action"] == "sts:AssumeRole")
+        .cloned()
+        .unwrap();
+    assert_eq!(statement["Resource"], "arn:aws:iam::*:role/muster-execution");
+    let trust = template("target-account.yaml")
+        .role("ExecutionRole")
+        .unwrap()
+        .trust_policy;
+    assert_eq!(
+        trust["Statement"][0]["Principal"]["AWS"],
+        "arn:aws:iam::123456789012:role/muster-worker"
+    );
+    assert_eq!(
+        trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"],
+        "ext"
+    );
+}
