@@ -453,4 +453,32 @@ mod tests {
         };
         assert!(build(&args).unwrap_err().to_string().contains("not both"));
     }
+
+    /// The shipped examples parse and pass the controller's own validation.
+    #[test]
+    fn the_examples_are_valid_campaigns() {
+        let defaults = muster_controller::validate::Defaults {
+            role_name: "muster-execution".into(),
+            api_calls_per_second: 10.0,
+        };
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        for name in ["campaign.yaml", "patch-baseline.toml"] {
+            let args = SpecArgs {
+                file: Some(examples.join(name)),
+                ..Default::default()
+            };
+            let spec = build(&args).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let spec = muster_controller::validate::validate(spec, &defaults).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!spec.name.is_empty(), "{name}");
+        }
+        let yaml = build(&SpecArgs {
+            file: Some(examples.join("campaign.yaml")),
+            ..Default::default()
+        })
+        .unwrap();
+        let targets = yaml.targets.unwrap();
+        assert_eq!(targets.exclude_account_ids, ["222222222222"]);
+        assert_eq!(yaml.rate.unwrap().max_concurrency, "10%");
+        assert_eq!(yaml.command.unwrap().execution_timeout_seconds, 1800);
+    }
 }

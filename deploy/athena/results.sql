@@ -1,7 +1,13 @@
--- Athena table over muster's results exports: one JSON line per target,
+-- The Athena tables of muster, for creating by hand. hub.yaml creates the
+-- same database and tables as Glue resources; use one or the other.
+-- Replace MUSTER-RESULTS-BUCKET and MUSTER-OUTPUT-BUCKET.
+
+CREATE DATABASE IF NOT EXISTS muster;
+
+-- muster.campaign_targets: the results exports, one JSON line per target,
 -- written by the controller when a campaign ends to
 --   s3://<results bucket>/campaigns/dt=YYYY-MM-DD/campaign=<id>/targets.jsonl.gz
--- Partition projection: no MSCK REPAIR, no crawler. Replace the bucket name.
+-- Partition projection: no MSCK REPAIR, no crawler.
 
 CREATE EXTERNAL TABLE IF NOT EXISTS muster.campaign_targets (
   campaign_id        string,
@@ -51,3 +57,24 @@ TBLPROPERTIES (
 -- FROM muster.campaign_targets
 -- WHERE dt >= '2026-11-01' AND campaign = '<campaign id>' AND status IN ('failed', 'timed_out')
 -- ORDER BY account_id, region;
+
+-- muster.command_output: the raw lines SSM wrote to the output bucket, at
+--   s3://<output bucket>/muster/<campaign>/<command id>/<instance id>/<plugin>/<step>/stdout|stderr
+-- "$path" says which instance and stream each line came from.
+CREATE EXTERNAL TABLE IF NOT EXISTS muster.command_output (
+  line string
+)
+PARTITIONED BY (campaign string)
+ROW FORMAT SERDE 'org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe'
+LOCATION 's3://MUSTER-OUTPUT-BUCKET/muster/'
+TBLPROPERTIES (
+  'projection.enabled' = 'true',
+  'projection.campaign.type' = 'injected',
+  'storage.location.template' = 's3://MUSTER-OUTPUT-BUCKET/muster/${campaign}/'
+);
+
+-- Which instances printed an error, and the line:
+-- SELECT regexp_extract("$path", '/(m?i-[0-9a-f]+)/', 1) AS instance_id, line
+-- FROM muster.command_output
+-- WHERE campaign = '<campaign id>' AND "$path" LIKE '%/stderr'
+--   AND lower(line) LIKE '%error%';

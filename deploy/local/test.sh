@@ -13,6 +13,14 @@ cargo fmt --all -- --check
 say "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+say "cfn-lint deploy/cloudformation"
+"$MUSTER_VENV/bin/cfn-lint" deploy/cloudformation/*.yaml
+
+# The whole-system tests run the real muster, muster-controller, muster-worker
+# and muster-sim binaries, which cargo does not build for another crate's tests.
+say "cargo build --bins"
+cargo build --workspace --bins --locked
+
 say "tests"
 start=$(date +%s)
 if cargo nextest --version >/dev/null 2>&1; then

@@ -140,6 +140,12 @@ impl Template {
         )
     }
 
+    /// The resolved properties of the resource `logical_id`, which must be of
+    /// type `kind` (e.g. `AWS::Glue::Table`).
+    pub fn properties(&self, logical_id: &str, kind: &str) -> Result<Value, CfnError> {
+        self.resolve(self.resource_properties(logical_id, kind)?)
+    }
+
     fn resource_properties(&self, logical_id: &str, kind: &str) -> Result<&Value, CfnError> {
         let resource = self
             .doc
@@ -235,6 +241,14 @@ impl Template {
                 .ok_or_else(|| CfnError::Resolve(format!("unclosed ${{ in {template}")))?
                 + start;
             let name = &rest[start + 2..end];
+            // `${!Literal}` is the escape for a literal `${Literal}`.
+            if let Some(literal) = name.strip_prefix('!') {
+                out.push_str("${");
+                out.push_str(literal);
+                out.push('}');
+                rest = &rest[end + 1..];
+                continue;
+            }
             let value = match vars.get(name) {
                 Some(Value::String(s)) => s.clone(),
                 Some(other) => other.to_string(),
@@ -405,5 +419,14 @@ mod tests {
         assert!(allowed_actions(&role.policies[0].1).contains(&"s3:getobject".to_owned()));
         let instance = template.managed_policy("InstanceOutputPolicy").unwrap();
         assert!(allowed_actions(&instance).contains(&"s3:putobject".to_owned()));
+    }
+
+    #[test]
+    fn sub_keeps_escaped_literals() {
+        let template = target_template();
+        let value = template
+            .resolve(&serde_json::json!({ "Fn::Sub": "s3://${ExecutionRoleName}/dt=${!dt}/" }))
+            .unwrap();
+        assert_eq!(value, "s3://muster-execution/dt=${dt}/");
     }
 }

@@ -275,6 +275,46 @@ async fn a_campaign_runs_from_submit_to_exported_results() {
             .all(|l| l["campaign_id"] == id.as_str() && l["labels"]["ticket"] == "CHG-1")
     );
     assert_eq!(lines.iter().filter(|l| l["status"] == "failed").count(), 2);
+
+    // Every key is a column of the Athena table that hub.yaml creates, and
+    // every column is a key: the export and the table cannot drift apart.
+    let (columns, step_fields) = athena_columns();
+    for line in &lines {
+        let keys: BTreeSet<String> = line.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, columns, "export keys vs muster.campaign_targets columns");
+        for step in line["steps"].as_array().unwrap() {
+            let keys: BTreeSet<String> = step.as_object().unwrap().keys().cloned().collect();
+            assert_eq!(keys, step_fields, "step keys vs the steps struct of the table");
+        }
+    }
+}
+
+/// The columns of `muster.campaign_targets` in hub.yaml, and the fields of its
+/// `steps` struct.
+fn athena_columns() -> (BTreeSet<String>, BTreeSet<String>) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cloudformation/hub.yaml");
+    let table = muster_sim::cfn::Template::load(&path)
+        .unwrap()
+        .with_params([(
+            "AWS::AccountId".to_owned(),
+            muster_sim::cfn::Param::Str("123456789012".into()),
+        )])
+        .properties("CampaignTargetsTable", "AWS::Glue::Table")
+        .unwrap();
+    let columns = table["TableInput"]["StorageDescriptor"]["Columns"].as_array().unwrap();
+    let names = columns.iter().map(|c| c["Name"].as_str().unwrap().to_owned()).collect();
+    let steps = columns.iter().find(|c| c["Name"] == "steps").unwrap()["Type"]
+        .as_str()
+        .unwrap()
+        .trim();
+    let fields = steps
+        .strip_prefix("array<struct<")
+        .and_then(|s| s.strip_suffix(">>"))
+        .unwrap()
+        .split(',')
+        .map(|f| f.split(':').next().unwrap().to_owned())
+        .collect();
+    (names, fields)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
