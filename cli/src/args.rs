@@ -21,6 +21,39 @@ pub struct Cli {
         default_value = "http://127.0.0.1:7070"
     )]
     pub controller: String,
+    /// Bearer token for CampaignService (`muster-controller new-token` makes
+    /// one). Prefer MUSTER_TOKEN or --token-file: flags show in `ps`.
+    #[arg(
+        long,
+        global = true,
+        env = "MUSTER_TOKEN",
+        hide_env_values = true,
+        help_heading = "Security"
+    )]
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(
+        long,
+        global = true,
+        env = "MUSTER_TOKEN_FILE",
+        help_heading = "Security",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM file or text) the controller's certificate must
+    /// chain to; required for an https:// controller.
+    #[arg(long, global = true, env = "MUSTER_TLS_CA", help_heading = "Security")]
+    pub tls_ca: Option<String>,
+    /// Client certificate (PEM) for mTLS instead of a token.
+    #[arg(long, global = true, env = "MUSTER_TLS_CERT", help_heading = "Security")]
+    pub tls_cert: Option<String>,
+    /// Its private key (PEM).
+    #[arg(long, global = true, env = "MUSTER_TLS_KEY", help_heading = "Security")]
+    pub tls_key: Option<String>,
+    /// Name to expect in the controller's certificate when it differs from
+    /// the URL's host.
+    #[arg(long, global = true, env = "MUSTER_TLS_SERVER_NAME", help_heading = "Security")]
+    pub tls_server_name: Option<String>,
     /// How to print results: a table for people, JSON or CSV for scripts.
     #[arg(long, short = 'o', global = true, value_enum, env = "MUSTER_OUTPUT", default_value_t = Output::Table)]
     pub output: Output,
@@ -29,6 +62,33 @@ pub struct Cli {
     pub color: Color,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// How to reach the controller; reads the token file.
+    pub fn target(&self) -> anyhow::Result<crate::connect::Target> {
+        let (token, token_field) = match &self.token_file {
+            Some(path) => (
+                Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("--token-file: cannot read {}: {e}", path.display()))?,
+                ),
+                "--token-file",
+            ),
+            None => (self.token.clone(), "--token"),
+        };
+        Ok(crate::connect::Target {
+            url: self.controller.clone(),
+            tls: muster_common::tls::ClientTls {
+                ca: self.tls_ca.clone(),
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+                server_name: self.tls_server_name.clone(),
+            },
+            token,
+            token_field,
+        })
+    }
 }
 
 /// Output formats.

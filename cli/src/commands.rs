@@ -1,15 +1,14 @@
 //! The commands other than `watch`.
 
 use comfy_table::Cell;
-use muster_proto::v1::campaign_service_client::CampaignServiceClient;
 use muster_proto::v1::{
     Campaign, CampaignState, CancelCampaignRequest, GetCampaignRequest, GetTargetRequest, ListCampaignsRequest,
     ListTargetsRequest, PlanCampaignRequest, SubmitCampaignRequest, Target, TargetStatus,
 };
 use serde_json::json;
-use tonic::transport::Channel;
 
 use crate::args::{LsArgs, Output, ResultsArgs, SpecArgs};
+use crate::connect::Client;
 use crate::render::{self, Style, csv};
 
 /// Why a command failed: a bad argument (before anything was sent) or the
@@ -137,12 +136,7 @@ pub fn print_campaign(campaign: &Campaign, style: Style, output: Output) {
 }
 
 /// `muster submit`: prints the new campaign's id.
-pub async fn submit(
-    client: &mut CampaignServiceClient<Channel>,
-    args: &SpecArgs,
-    style: Style,
-    output: Output,
-) -> Result<String, Failure> {
+pub async fn submit(client: &mut Client, args: &SpecArgs, style: Style, output: Output) -> Result<String, Failure> {
     let spec = crate::spec::build(args)?;
     let answer = client
         .submit_campaign(SubmitCampaignRequest { spec: Some(spec) })
@@ -168,12 +162,7 @@ pub async fn submit(
 }
 
 /// `muster plan`.
-pub async fn plan(
-    client: &mut CampaignServiceClient<Channel>,
-    args: &SpecArgs,
-    style: Style,
-    output: Output,
-) -> Result<i32, Failure> {
+pub async fn plan(client: &mut Client, args: &SpecArgs, style: Style, output: Output) -> Result<i32, Failure> {
     let spec = crate::spec::build(args)?;
     if output == Output::Table {
         eprintln!("discovering targets (nothing runs)...");
@@ -254,12 +243,7 @@ pub async fn plan(
 }
 
 /// `muster ls`.
-pub async fn ls(
-    client: &mut CampaignServiceClient<Channel>,
-    args: &LsArgs,
-    style: Style,
-    output: Output,
-) -> Result<(), Failure> {
+pub async fn ls(client: &mut Client, args: &LsArgs, style: Style, output: Output) -> Result<(), Failure> {
     let mut states = Vec::new();
     for name in &args.states {
         let state = CampaignState::from_short_name(name).ok_or_else(|| {
@@ -330,12 +314,7 @@ pub async fn ls(
 }
 
 /// `muster show`.
-pub async fn show(
-    client: &mut CampaignServiceClient<Channel>,
-    id: &str,
-    style: Style,
-    output: Output,
-) -> Result<(), Failure> {
+pub async fn show(client: &mut Client, id: &str, style: Style, output: Output) -> Result<(), Failure> {
     let campaign = client
         .get_campaign(GetCampaignRequest {
             campaign_id: id.to_owned(),
@@ -349,13 +328,7 @@ pub async fn show(
 }
 
 /// `muster cancel`.
-pub async fn cancel(
-    client: &mut CampaignServiceClient<Channel>,
-    id: &str,
-    reason: &str,
-    style: Style,
-    output: Output,
-) -> Result<(), Failure> {
+pub async fn cancel(client: &mut Client, id: &str, reason: &str, style: Style, output: Output) -> Result<(), Failure> {
     let campaign = client
         .cancel_campaign(CancelCampaignRequest {
             campaign_id: id.to_owned(),
@@ -378,12 +351,7 @@ pub async fn cancel(
 }
 
 /// `muster results`.
-pub async fn results(
-    client: &mut CampaignServiceClient<Channel>,
-    args: &ResultsArgs,
-    style: Style,
-    output: Output,
-) -> Result<(), Failure> {
+pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, output: Output) -> Result<(), Failure> {
     if let Some(instance) = &args.instance {
         let target = client
             .get_target(GetTargetRequest {

@@ -1,21 +1,73 @@
 //! Reaching the controller, and saying clearly when it cannot be reached.
 
+use muster_common::tls::ClientTls;
 use muster_proto::v1::campaign_service_client::CampaignServiceClient;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
 
-/// A client of the controller at `url`. Connection problems show up on the
-/// first call, where [`explain`] turns them into one line.
-pub fn client(url: &str) -> anyhow::Result<CampaignServiceClient<Channel>> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|_| anyhow::anyhow!("--controller: '{url}' is not a URL (for example http://127.0.0.1:7070)"))?
-        .connect_timeout(std::time::Duration::from_secs(5));
-    Ok(CampaignServiceClient::new(endpoint.connect_lazy()).max_decoding_message_size(256 * 1024 * 1024))
+/// A CampaignService client that presents the caller's bearer token, if any.
+pub type Client = CampaignServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    /// A token as given (flag, environment or file); `field` names it in errors.
+    pub fn new(field: &str, token: Option<&str>) -> anyhow::Result<Self> {
+        let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(Self(None));
+        };
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{field}: a token is printable ASCII without spaces"))?;
+        Ok(Self(Some(value)))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// How to reach the controller: its URL, TLS and the caller's credentials.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// CampaignService URL.
+    pub url: String,
+    /// CA and optional client certificate.
+    pub tls: ClientTls,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// Where the token came from, for errors.
+    pub token_field: &'static str,
+}
+
+/// A client of the controller. Connection problems show up on the first
+/// call, where [`explain`] turns them into one line.
+pub fn client(target: &Target) -> anyhow::Result<Client> {
+    let endpoint = muster_common::tls::endpoint("--controller", &target.url, "--tls", &target.tls)
+        .map_err(|e| anyhow::anyhow!("{}", e.0.replacen("--tls_", "--tls-", 1)))?;
+    let bearer = Bearer::new(target.token_field, target.token.as_deref())?;
+    Ok(CampaignServiceClient::with_interceptor(endpoint.connect_lazy(), bearer)
+        .max_decoding_message_size(256 * 1024 * 1024))
 }
 
 /// One line a person can act on, for a failed call.
 pub fn explain(url: &str, status: &Status) -> String {
     match status.code() {
+        Code::Unavailable | Code::Unknown if is_tls(status) => format!(
+            "TLS with the controller at {url} failed ({}); check --tls-ca (the CA that signed its certificate) \
+             and that the URL's host is in the certificate",
+            transport_cause(status)
+        ),
         Code::Unavailable | Code::Unknown if is_transport(status) => format!(
             "cannot reach the controller at {url} ({}); is it running? Set --controller or MUSTER_CONTROLLER to its address",
             transport_cause(status)
@@ -25,11 +77,22 @@ pub fn explain(url: &str, status: &Status) -> String {
         Code::NotFound => format!("not found: {}", status.message()),
         Code::AlreadyExists => format!("already exists: {}", status.message()),
         Code::FailedPrecondition => format!("cannot do that now: {}", status.message()),
-        Code::Unauthenticated => format!("not authenticated: {}", status.message()),
+        Code::Unauthenticated => format!(
+            "not authenticated: {}; give a token (--token, MUSTER_TOKEN or --token-file) or a client certificate \
+             (--tls-cert, --tls-key)",
+            status.message()
+        ),
         Code::PermissionDenied => format!("not allowed: {}", status.message()),
         Code::DeadlineExceeded => format!("the controller at {url} did not answer in time"),
         _ => format!("the controller answered {:?}: {}", status.code(), status.message()),
     }
+}
+
+fn is_tls(status: &Status) -> bool {
+    let text = format!("{} {}", status.message(), transport_cause(status)).to_lowercase();
+    ["certificate", "invalid peer", "handshake", "tls", "alert"]
+        .iter()
+        .any(|needle| text.contains(needle))
 }
 
 fn is_transport(status: &Status) -> bool {

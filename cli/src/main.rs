@@ -49,7 +49,8 @@ fn exit_quietly_on_broken_pipe() {
 }
 
 async fn run(cli: &Cli, style: Style) -> Result<i32, Failure> {
-    let mut client = connect::client(&cli.controller)?;
+    let target = cli.target().map_err(|e| Failure::Input(e.to_string()))?;
+    let mut client = connect::client(&target).map_err(|e| Failure::Input(e.to_string()))?;
     match &cli.command {
         Command::Submit(args) => {
             let id = commands::submit(&mut client, &args.spec, style, cli.output).await?;

@@ -7,14 +7,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use muster_proto::v1::campaign_service_client::CampaignServiceClient;
 use muster_proto::v1::{
     Campaign, CampaignState, ScopeSummary, StatusCounters, Target, TargetStatus, WatchCampaignRequest,
     watch_campaign_response::Event,
 };
-use tonic::transport::Channel;
 
 use crate::args::Output;
+use crate::connect::Client;
 use crate::render::{self, Style, done};
 
 /// Scope lines shown at once; the rest are summed up in one line.
@@ -241,7 +240,7 @@ impl View {
 
 /// Follows a campaign to its end; returns the exit code.
 pub async fn watch(
-    client: &mut CampaignServiceClient<Channel>,
+    client: &mut Client,
     id: &str,
     style: Style,
     output: Output,

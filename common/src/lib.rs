@@ -1,11 +1,14 @@
 //! Pieces every muster binary shares: AWS configuration with an endpoint
 //! override, validated domain types, error classification, rate limiting,
-//! telemetry and shutdown.
+//! telemetry, shutdown and TLS.
 
 pub mod aws;
 pub mod config;
 pub mod domain;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod ratelimit;
 pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;

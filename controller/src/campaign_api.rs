@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::Controller;
+use crate::auth::{Auth, Permission};
 use crate::expand::{self, ExpandError};
 use crate::store::StoreError;
 use crate::store::campaigns::{self, Inserted, NewCampaign};
@@ -28,12 +29,16 @@ use crate::validate;
 /// The service.
 pub struct CampaignApi {
     ctl: Arc<Controller>,
+    auth: Arc<Auth>,
 }
 
 impl CampaignApi {
-    /// Serves `ctl`.
-    pub fn new(ctl: Arc<Controller>) -> Self {
-        Self { ctl }
+    /// Serves `ctl` to the callers `auth` knows.
+    pub fn new(ctl: Arc<Controller>, auth: Auth) -> Self {
+        Self {
+            ctl,
+            auth: Arc::new(auth),
+        }
     }
 }
 
@@ -46,19 +51,12 @@ pub fn store_status(error: StoreError) -> Status {
     }
 }
 
-/// Who is calling. Until authentication is configured every caller is
-/// "anonymous"; with it, the certificate subject or token name.
-pub fn caller<T>(request: &Request<T>) -> String {
-    request
-        .extensions()
-        .get::<Caller>()
-        .map(|c| c.0.clone())
-        .unwrap_or_else(|| "anonymous".into())
+fn expand_status(error: ExpandError) -> Status {
+    match error {
+        ExpandError::Invalid { .. } => Status::invalid_argument(error.to_string()),
+        ExpandError::Aws(message) => Status::failed_precondition(message),
+    }
 }
-
-/// The authenticated caller, set by the authentication layer.
-#[derive(Debug, Clone)]
-pub struct Caller(pub String);
 
 fn check_id(field: &str, id: &str) -> Result<(), Status> {
     if uuid::Uuid::parse_str(id).is_ok() && id.len() == 36 {
@@ -92,12 +90,32 @@ impl CampaignApi {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let encoded = spec.encode_to_vec();
         let sha = hex::encode(sha2::Sha256::digest(&encoded));
+        let refused = |status: Status| {
+            tracing::warn!(
+                by,
+                spec_sha256 = sha,
+                dry_run,
+                reason = status.message(),
+                "campaign refused by a guardrail"
+            );
+            status
+        };
         let expansion = expand::expand(&self.ctl.organizations, &self.ctl.ec2, &spec)
             .await
-            .map_err(|e| match e {
-                ExpandError::Invalid { .. } => Status::invalid_argument(e.to_string()),
-                ExpandError::Aws(message) => Status::failed_precondition(message),
-            })?;
+            .map_err(expand_status)?;
+        let rails = &self.ctl.settings.guardrails;
+        let first_account = expansion.accounts.first().map(String::as_str).unwrap_or("000000000000");
+        rails
+            .check_spec(&spec, &validate::role_arn(&spec, first_account))
+            .map_err(refused)?;
+        if rails.limits_accounts() {
+            let mut allowed =
+                expand::accounts_in_ous(&self.ctl.organizations, "guardrails.allowed_ous", &rails.allowed_ous)
+                    .await
+                    .map_err(expand_status)?;
+            allowed.extend(rails.allowed_accounts.iter().cloned());
+            rails.check_accounts(&expansion.accounts, &allowed).map_err(refused)?;
+        }
         let new = NewCampaign {
             id: uuid::Uuid::now_v7().to_string(),
             submitted_by: by.clone(),
@@ -133,7 +151,10 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<SubmitCampaignRequest>,
     ) -> Result<Response<SubmitCampaignResponse>, Status> {
-        let by = caller(&request);
+        let by = self
+            .auth
+            .authorize(&request, "SubmitCampaign", Permission::Submit)?
+            .name;
         let (id, created) = self.create(request.into_inner().spec, by, false).await?;
         let campaign = self.campaign(&id, true).await?;
         Ok(Response::new(SubmitCampaignResponse {
@@ -147,7 +168,7 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<PlanCampaignRequest>,
     ) -> Result<Response<PlanCampaignResponse>, Status> {
-        let by = caller(&request);
+        let by = self.auth.authorize(&request, "PlanCampaign", Permission::Submit)?.name;
         let request = request.into_inner();
         if request.wait_seconds > 600 {
             return Err(Status::invalid_argument(format!(
@@ -180,6 +201,7 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<GetCampaignRequest>,
     ) -> Result<Response<GetCampaignResponse>, Status> {
+        self.auth.authorize(&request, "GetCampaign", Permission::Read)?;
         let id = request.into_inner().campaign_id;
         check_id("campaign_id", &id)?;
         Ok(Response::new(GetCampaignResponse {
@@ -191,6 +213,7 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<ListCampaignsRequest>,
     ) -> Result<Response<ListCampaignsResponse>, Status> {
+        self.auth.authorize(&request, "ListCampaigns", Permission::Read)?;
         let request = request.into_inner();
         let page_size = match request.page_size {
             0 => 50,
@@ -244,6 +267,7 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<ListTargetsRequest>,
     ) -> Result<Response<ListTargetsResponse>, Status> {
+        self.auth.authorize(&request, "ListTargets", Permission::Read)?;
         let request = request.into_inner();
         check_id("campaign_id", &request.campaign_id)?;
         let page_size = match request.page_size {
@@ -308,6 +332,7 @@ impl CampaignService for CampaignApi {
     }
 
     async fn get_target(&self, request: Request<GetTargetRequest>) -> Result<Response<GetTargetResponse>, Status> {
+        self.auth.authorize(&request, "GetTarget", Permission::Read)?;
         let request = request.into_inner();
         check_id("campaign_id", &request.campaign_id)?;
         let id = request.campaign_id.clone();
@@ -341,6 +366,7 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<WatchCampaignRequest>,
     ) -> Result<Response<Self::WatchCampaignStream>, Status> {
+        self.auth.authorize(&request, "WatchCampaign", Permission::Read)?;
         let request = request.into_inner();
         check_id("campaign_id", &request.campaign_id)?;
         let id = request.campaign_id.clone();
@@ -348,7 +374,10 @@ impl CampaignService for CampaignApi {
         let mut events = self.ctl.hub.subscribe(&id);
         let first = self.campaign(&id, true).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let api = CampaignApi { ctl: self.ctl.clone() };
+        let api = CampaignApi {
+            ctl: self.ctl.clone(),
+            auth: self.auth.clone(),
+        };
         tokio::spawn(async move {
             let snapshot = |c: Campaign| WatchCampaignResponse {
                 event: Some(watch_campaign_response::Event::Snapshot(c)),
@@ -402,7 +431,10 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<CancelCampaignRequest>,
     ) -> Result<Response<CancelCampaignResponse>, Status> {
-        let by = caller(&request);
+        let by = self
+            .auth
+            .authorize(&request, "CancelCampaign", Permission::Submit)?
+            .name;
         let request = request.into_inner();
         check_id("campaign_id", &request.campaign_id)?;
         if request.reason.chars().count() > 1024 {

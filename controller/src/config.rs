@@ -6,9 +6,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use muster_common::telemetry::LogFormat;
+use muster_common::tls::{check_plaintext_bind, read_pem};
 use serde::Deserialize;
+
+use crate::auth::{Auth, ClientEntry, TokenEntry};
+use crate::guardrails::Guardrails;
+use crate::{Security, ServerTls};
 
 /// The muster controller: takes campaigns over gRPC (CampaignService), keeps
 /// them in a durable store, puts their tasks on the SQS queue for workers,
@@ -17,7 +22,11 @@ use serde::Deserialize;
 #[derive(Debug, Parser, Default)]
 #[command(name = "muster-controller", version, about, long_about = None)]
 pub struct Args {
-    /// TOML file with any of the settings below (snake_case keys).
+    /// Tools instead of serving.
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
+    /// TOML file with any of the settings below (snake_case keys), plus
+    /// [auth] and [guardrails] tables.
     #[arg(long, env = "MUSTER_CONFIG")]
     pub config: Option<PathBuf>,
     /// Where CampaignService listens [default: 127.0.0.1:7070]
@@ -68,6 +77,108 @@ pub struct Args {
     /// Log line format [default: text]
     #[arg(long, value_enum, env = "MUSTER_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// The controller's TLS certificate chain (PEM file, or the PEM itself),
+    /// for both APIs.
+    #[arg(long, env = "MUSTER_TLS_CERT", help_heading = "Security")]
+    pub tls_cert: Option<String>,
+    /// Its private key (PEM file, or the PEM itself).
+    #[arg(long, env = "MUSTER_TLS_KEY", help_heading = "Security", hide_env_values = true)]
+    pub tls_key: Option<String>,
+    /// CA of the workers' client certificates: WorkerService demands one.
+    #[arg(long, env = "MUSTER_WORKER_CA", help_heading = "Security")]
+    pub worker_ca: Option<String>,
+    /// CA of people's and tools' client certificates for CampaignService
+    /// (mTLS), next to bearer tokens.
+    #[arg(long, env = "MUSTER_CLIENT_CA", help_heading = "Security")]
+    pub client_ca: Option<String>,
+    /// A bearer token for CampaignService: NAME:PERMISSION:SHA256, permission
+    /// read or submit, SHA256 from `muster-controller hash-token`.
+    #[arg(
+        long = "api-token",
+        env = "MUSTER_API_TOKENS",
+        value_delimiter = ',',
+        help_heading = "Security"
+    )]
+    pub api_tokens: Vec<String>,
+    /// A client certificate for CampaignService: COMMON_NAME:PERMISSION.
+    #[arg(
+        long = "api-client",
+        env = "MUSTER_API_CLIENTS",
+        value_delimiter = ',',
+        help_heading = "Security"
+    )]
+    pub api_clients: Vec<String>,
+    /// Serve plaintext, without TLS or client certificates: only on loopback
+    /// addresses, for development.
+    #[arg(long, env = "MUSTER_INSECURE", help_heading = "Security")]
+    pub insecure: bool,
+
+    /// Accounts campaigns may target (with those under --allow-ou); none
+    /// means any.
+    #[arg(
+        long = "allow-account",
+        env = "MUSTER_ALLOW_ACCOUNTS",
+        value_delimiter = ',',
+        help_heading = "Guardrails"
+    )]
+    pub allow_accounts: Vec<String>,
+    /// OUs or roots whose accounts, at any depth, campaigns may target.
+    #[arg(
+        long = "allow-ou",
+        env = "MUSTER_ALLOW_OUS",
+        value_delimiter = ',',
+        help_heading = "Guardrails"
+    )]
+    pub allow_ous: Vec<String>,
+    /// Execution roles campaigns may assume, by path and name, `*` as
+    /// wildcard (e.g. muster-*); none means any.
+    #[arg(
+        long = "allow-role",
+        env = "MUSTER_ALLOW_ROLES",
+        value_delimiter = ',',
+        help_heading = "Guardrails"
+    )]
+    pub allow_roles: Vec<String>,
+    /// SSM documents campaigns may run, `*` as wildcard; none means any.
+    #[arg(
+        long = "allow-document",
+        env = "MUSTER_ALLOW_DOCUMENTS",
+        value_delimiter = ',',
+        help_heading = "Guardrails"
+    )]
+    pub allow_documents: Vec<String>,
+    /// Campaigns with more targets than this run only with confirm_large.
+    #[arg(long, env = "MUSTER_CONFIRM_ABOVE_TARGETS", help_heading = "Guardrails")]
+    pub confirm_above_targets: Option<u64>,
+}
+
+/// Tools of the controller binary.
+#[derive(Debug, Subcommand)]
+pub enum Tool {
+    /// Make a new random API token; prints it once, with the --api-token
+    /// value that lets it in (only its hash is kept).
+    NewToken {
+        /// Who will hold it.
+        name: String,
+        /// read or submit.
+        permission: String,
+    },
+    /// Print the SHA-256 of a token read from standard input, for
+    /// --api-token or [auth] in the config file.
+    HashToken,
+}
+
+/// The [auth] table of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// Bearer tokens.
+    #[serde(default)]
+    pub tokens: Vec<TokenEntry>,
+    /// Client certificates.
+    #[serde(default)]
+    pub clients: Vec<ClientEntry>,
 }
 
 /// The same settings in a config file.
@@ -102,6 +213,22 @@ pub struct FileConfig {
     pub aws_endpoint_url: Option<String>,
     /// See `--aws-region`.
     pub aws_region: Option<String>,
+    /// See `--tls-cert`.
+    pub tls_cert: Option<String>,
+    /// See `--tls-key`.
+    pub tls_key: Option<String>,
+    /// See `--worker-ca`.
+    pub worker_ca: Option<String>,
+    /// See `--client-ca`.
+    pub client_ca: Option<String>,
+    /// See `--insecure`.
+    pub insecure: Option<bool>,
+    /// Who may call the campaign API (added to `--api-token`, `--api-client`).
+    #[serde(default)]
+    pub auth: AuthFile,
+    /// Limits on every campaign (flags, when given, replace a list).
+    #[serde(default)]
+    pub guardrails: Guardrails,
 }
 
 /// Resolved configuration.
@@ -119,6 +246,8 @@ pub struct Config {
     pub aws_endpoint_url: Option<String>,
     /// AWS region.
     pub aws_region: Option<String>,
+    /// TLS and callers.
+    pub security: Security,
 }
 
 impl Config {
@@ -147,16 +276,52 @@ impl Config {
             .unwrap_or_else(|| "muster-execution".into());
         muster_common::domain::check_role_name(&default_role_name)
             .map_err(|e| anyhow::anyhow!("default_role_name: {e}"))?;
+        let listen = args.listen.or(file.listen).unwrap_or(([127, 0, 0, 1], 7070).into());
+        let worker_listen = args
+            .worker_listen
+            .or(file.worker_listen)
+            .unwrap_or(([127, 0, 0, 1], 7071).into());
+        let mut guardrails = file.guardrails;
+        for (flag, list) in [
+            (args.allow_accounts, &mut guardrails.allowed_accounts),
+            (args.allow_ous, &mut guardrails.allowed_ous),
+            (args.allow_roles, &mut guardrails.allowed_roles),
+            (args.allow_documents, &mut guardrails.allowed_documents),
+        ] {
+            if !flag.is_empty() {
+                *list = flag.into_iter().map(|s| s.trim().to_owned()).collect();
+            }
+        }
+        guardrails.confirm_above_targets = args.confirm_above_targets.or(guardrails.confirm_above_targets);
+        guardrails.check().map_err(anyhow::Error::msg)?;
+        let mut tokens = file.auth.tokens;
+        for text in &args.api_tokens {
+            tokens.push(TokenEntry::parse("api_token", text).map_err(anyhow::Error::msg)?);
+        }
+        let mut clients = file.auth.clients;
+        for text in &args.api_clients {
+            clients.push(ClientEntry::parse("api_client", text).map_err(anyhow::Error::msg)?);
+        }
+        let security = security(
+            SecurityInputs {
+                insecure: args.insecure || file.insecure.unwrap_or(false),
+                tls_cert: args.tls_cert.or(file.tls_cert),
+                tls_key: args.tls_key.or(file.tls_key),
+                worker_ca: args.worker_ca.or(file.worker_ca),
+                client_ca: args.client_ca.or(file.client_ca),
+                tokens,
+                clients,
+            },
+            listen,
+            worker_listen,
+        )?;
         let default_api_rate = args.default_api_rate.or(file.default_api_rate).unwrap_or(10.0);
         if !(0.1..=1000.0).contains(&default_api_rate) {
             anyhow::bail!("default_api_rate: {default_api_rate}; must be 0.1 to 1000");
         }
         Ok(Self {
-            listen: args.listen.or(file.listen).unwrap_or(([127, 0, 0, 1], 7070).into()),
-            worker_listen: args
-                .worker_listen
-                .or(file.worker_listen)
-                .unwrap_or(([127, 0, 0, 1], 7071).into()),
+            listen,
+            worker_listen,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -175,9 +340,256 @@ impl Config {
                     role_name: default_role_name,
                     api_calls_per_second: default_api_rate,
                 },
+                guardrails,
             },
             aws_endpoint_url: args.aws_endpoint_url.or(file.aws_endpoint_url),
             aws_region: args.aws_region.or(file.aws_region),
+            security,
         })
+    }
+}
+
+struct SecurityInputs {
+    insecure: bool,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    worker_ca: Option<String>,
+    client_ca: Option<String>,
+    tokens: Vec<TokenEntry>,
+    clients: Vec<ClientEntry>,
+}
+
+fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAddr) -> anyhow::Result<Security> {
+    let auth = Auth::new(&inputs.tokens, &inputs.clients).map_err(anyhow::Error::msg)?;
+    if inputs.insecure {
+        if inputs.tls_cert.is_some()
+            || inputs.tls_key.is_some()
+            || inputs.worker_ca.is_some()
+            || inputs.client_ca.is_some()
+        {
+            anyhow::bail!("insecure: TLS settings are given too; choose TLS or --insecure");
+        }
+        check_plaintext_bind("listen", listen)?;
+        check_plaintext_bind("worker_listen", worker_listen)?;
+        if !auth.has_clients() {
+            return Ok(Security {
+                tls: None,
+                // Tokens still count over loopback plaintext; without any,
+                // every local caller may submit.
+                auth: if auth.is_empty() { Auth::open() } else { auth },
+            });
+        }
+        anyhow::bail!("api_client: client certificates need TLS, and --insecure serves plaintext");
+    }
+    let (Some(cert), Some(key)) = (inputs.tls_cert, inputs.tls_key) else {
+        anyhow::bail!(
+            "tls_cert: the controller serves TLS and needs --tls-cert and --tls-key (or --insecure for plaintext on loopback)"
+        );
+    };
+    let worker_ca = inputs.worker_ca.ok_or_else(|| {
+        anyhow::anyhow!(
+            "worker_ca: required: the CA that signs the workers' client certificates (WorkerService demands mTLS)"
+        )
+    })?;
+    let client_ca = inputs.client_ca.map(|ca| read_pem("client_ca", &ca)).transpose()?;
+    if auth.has_clients() && client_ca.is_none() {
+        anyhow::bail!("client_ca: required when client certificates are configured (--api-client or [auth] clients)");
+    }
+    if auth.is_empty() {
+        anyhow::bail!(
+            "auth: no API token or client certificate is configured, so nobody could call the campaign API; \
+             add --api-token (see muster-controller new-token) or --api-client"
+        );
+    }
+    Ok(Security {
+        tls: Some(ServerTls {
+            cert: read_pem("tls_cert", &cert)?,
+            key: read_pem("tls_key", &key)?,
+            worker_ca: read_pem("worker_ca", &worker_ca)?,
+            client_ca,
+        }),
+        auth,
+    })
+}
+
+/// Runs a tool subcommand.
+pub fn run_tool(tool: &Tool) -> anyhow::Result<()> {
+    match tool {
+        Tool::NewToken { name, permission } => {
+            let entry = TokenEntry::parse("new-token", &format!("{name}:{permission}:")).map_err(anyhow::Error::msg)?;
+            let token = crate::auth::new_token();
+            let hash = crate::auth::hash_token(&token);
+            println!("token (give it to {}; it is not shown again): {token}", entry.name);
+            println!(
+                "controller setting: --api-token {}:{}:{hash}",
+                entry.name, entry.permission
+            );
+            println!(
+                "or in the config file:\n[[auth.tokens]]\nname = \"{}\"\npermission = \"{}\"\nsha256 = \"{hash}\"",
+                entry.name, entry.permission
+            );
+        }
+        Tool::HashToken => {
+            let mut token = String::new();
+            std::io::stdin().read_line(&mut token)?;
+            if token.trim().is_empty() {
+                anyhow::bail!("hash-token: no token on standard input");
+            }
+            println!("{}", crate::auth::hash_token(&token));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+
+    fn args() -> Args {
+        Args {
+            queue_url: Some("http://sqs/q".into()),
+            ..Default::default()
+        }
+    }
+
+    fn tls(mut args: Args) -> Args {
+        args.tls_cert = Some(PEM.into());
+        args.tls_key = Some(PEM.into());
+        args.worker_ca = Some(PEM.into());
+        args
+    }
+
+    fn error(args: Args) -> String {
+        Config::resolve(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn plaintext_needs_insecure_and_loopback() {
+        assert!(error(args()).starts_with("tls_cert: the controller serves TLS and needs --tls-cert"));
+        let config = Config::resolve(Args {
+            insecure: true,
+            ..args()
+        })
+        .unwrap();
+        assert!(config.security.tls.is_none());
+        let anonymous = tonic::Request::new(());
+        let principal = config
+            .security
+            .auth
+            .authorize(&anonymous, "SubmitCampaign", crate::auth::Permission::Submit)
+            .expect("an open loopback controller lets local callers in");
+        assert_eq!(principal.name, "anonymous");
+        let err = error(Args {
+            insecure: true,
+            listen: Some("0.0.0.0:7070".parse().unwrap()),
+            ..args()
+        });
+        assert!(
+            err.starts_with("listen: 0.0.0.0:7070 is not a loopback address"),
+            "{err}"
+        );
+        let err = error(Args {
+            insecure: true,
+            worker_listen: Some("10.0.0.1:7071".parse().unwrap()),
+            ..args()
+        });
+        assert!(
+            err.starts_with("worker_listen: 10.0.0.1:7071 is not a loopback address"),
+            "{err}"
+        );
+        let err = error(Args {
+            insecure: true,
+            ..tls(args())
+        });
+        assert!(err.starts_with("insecure: TLS settings are given too"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_a_worker_ca_and_some_caller() {
+        let err = error(Args {
+            worker_ca: None,
+            ..tls(args())
+        });
+        assert!(err.starts_with("worker_ca: required"), "{err}");
+        let err = error(tls(args()));
+        assert!(
+            err.starts_with("auth: no API token or client certificate is configured"),
+            "{err}"
+        );
+        let hash = crate::auth::hash_token("secret");
+        let config = Config::resolve(Args {
+            api_tokens: vec![format!("ci:submit:{hash}")],
+            ..tls(args())
+        })
+        .unwrap();
+        assert!(config.security.tls.is_some());
+        let err = error(Args {
+            api_clients: vec!["ops:submit".into()],
+            ..tls(args())
+        });
+        assert!(
+            err.starts_with("client_ca: required when client certificates are configured"),
+            "{err}"
+        );
+        let err = error(Args {
+            api_tokens: vec!["ci:admin:00".into()],
+            ..tls(args())
+        });
+        assert!(err.contains("'admin' is not a permission (read, submit)"), "{err}");
+        let err = error(Args {
+            api_tokens: vec!["ci:submit:xyz".into()],
+            ..tls(args())
+        });
+        assert!(
+            err.starts_with("auth.tokens[0].sha256: must be the 64 hex digits"),
+            "{err}"
+        );
+        let err = error(Args {
+            tls_key: Some("/nonexistent/controller.key".into()),
+            api_tokens: vec![format!("ci:submit:{hash}")],
+            ..tls(args())
+        });
+        assert!(
+            err.starts_with("tls_key: cannot read /nonexistent/controller.key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_file_carries_auth_and_guardrails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.toml");
+        let hash = crate::auth::hash_token("secret");
+        std::fs::write(
+            &path,
+            format!(
+                "queue_url = \"q\"\ninsecure = true\n[[auth.tokens]]\nname = \"ci\"\npermission = \"read\"\nsha256 = \"{hash}\"\n\
+                 [guardrails]\nallowed_accounts = [\"111111111111\"]\nconfirm_above_targets = 500\n"
+            ),
+        )
+        .unwrap();
+        let config = Config::resolve(Args {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(config.settings.guardrails.allowed_accounts, ["111111111111"]);
+        assert_eq!(config.settings.guardrails.confirm_above_targets, Some(500));
+        // Flags replace the file's lists.
+        let config = Config::resolve(Args {
+            config: Some(path.clone()),
+            allow_accounts: vec!["222222222222".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(config.settings.guardrails.allowed_accounts, ["222222222222"]);
+        let err = error(Args {
+            config: Some(path),
+            allow_accounts: vec!["12345".into()],
+            ..Default::default()
+        });
+        assert!(err.contains("12345"), "{err}");
     }
 }

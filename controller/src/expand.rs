@@ -111,6 +111,26 @@ enum OuError {
     Aws(String),
 }
 
+/// Every active account under the guardrail's allowed OUs (`field` names
+/// the setting in errors).
+pub async fn accounts_in_ous(
+    orgs: &aws_sdk_organizations::Client,
+    field: &str,
+    ous: &[String],
+) -> Result<BTreeSet<String>, ExpandError> {
+    let mut accounts = BTreeSet::new();
+    for (i, ou) in ous.iter().enumerate() {
+        let found = accounts_under(orgs, ou).await.map_err(|e| match e {
+            OuError::NotFound => ExpandError::Aws(format!(
+                "{field}[{i}]: {ou} is not an OU or root of the controller's Organization"
+            )),
+            OuError::Aws(message) => ExpandError::Aws(format!("cannot list the accounts of {ou}: {message}")),
+        })?;
+        accounts.extend(found);
+    }
+    Ok(accounts)
+}
+
 /// Active accounts in `root_or_ou` and every OU below it.
 async fn accounts_under(orgs: &aws_sdk_organizations::Client, root_or_ou: &str) -> Result<Vec<String>, OuError> {
     let mut accounts = Vec::new();

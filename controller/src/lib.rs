@@ -8,11 +8,13 @@
 //! -> SQS; [`worker_api`] takes leases and reports; [`export`] writes results
 //! to S3 when a campaign ends.
 
+pub mod auth;
 pub mod campaign_api;
 pub mod config;
 pub mod dispatcher;
 pub mod expand;
 pub mod export;
+pub mod guardrails;
 pub mod hub;
 pub mod reconcile;
 pub mod resolve;
@@ -31,6 +33,7 @@ use muster_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::hub::Hub;
 use crate::store::Store;
@@ -67,6 +70,48 @@ pub struct Settings {
     pub reconcile_interval: Duration,
     /// Defaults for empty spec fields.
     pub defaults: Defaults,
+    /// Limits on every campaign.
+    pub guardrails: crate::guardrails::Guardrails,
+}
+
+/// How the controller's APIs are protected.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// TLS for both APIs; none serves plaintext (loopback only).
+    pub tls: Option<ServerTls>,
+    /// Who may call CampaignService.
+    pub auth: crate::auth::Auth,
+}
+
+impl Security {
+    /// Plaintext on loopback, every caller may submit: development only.
+    pub fn insecure() -> Self {
+        Self {
+            tls: None,
+            auth: crate::auth::Auth::open(),
+        }
+    }
+}
+
+/// The controller's TLS material, PEM.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// Certificate chain.
+    pub cert: Vec<u8>,
+    /// Private key.
+    pub key: Vec<u8>,
+    /// CA of worker client certificates (WorkerService demands one).
+    pub worker_ca: Vec<u8>,
+    /// CA of CampaignService client certificates (optional mTLS).
+    pub client_ca: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("client_ca", &self.client_ca.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything the services share.
@@ -130,16 +175,50 @@ impl Running {
     }
 }
 
+fn server(tls: Option<&ServerTls>, client_ca: Option<&[u8]>, required: bool) -> std::io::Result<Server> {
+    let builder = Server::builder();
+    let Some(tls) = tls else {
+        return Ok(builder);
+    };
+    muster_common::tls::install_crypto_provider();
+    let mut config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(&tls.cert, &tls.key))
+        .timeout(Duration::from_secs(10));
+    if let Some(ca) = client_ca {
+        config = config
+            .client_ca_root(Certificate::from_pem(ca))
+            .client_auth_optional(!required);
+    }
+    builder.tls_config(config).map_err(std::io::Error::other)
+}
+
 /// Serves CampaignService on `campaign` and WorkerService on `worker`, and
-/// runs the reconcile loop, until `shutdown`.
+/// runs the reconcile loop, until `shutdown`. Without TLS both listeners
+/// must be on loopback.
 pub async fn start(
     controller: Arc<Controller>,
     campaign: TcpListener,
     worker: TcpListener,
+    security: Security,
     shutdown: CancellationToken,
 ) -> std::io::Result<Running> {
     let campaign_addr = campaign.local_addr()?;
     let worker_addr = worker.local_addr()?;
+    if security.tls.is_none() {
+        for (field, addr) in [("listen", campaign_addr), ("worker_listen", worker_addr)] {
+            muster_common::tls::check_plaintext_bind(field, addr).map_err(std::io::Error::other)?;
+        }
+    }
+    let mut campaign_server = server(
+        security.tls.as_ref(),
+        security.tls.as_ref().and_then(|t| t.client_ca.as_deref()),
+        false,
+    )?;
+    let mut worker_server = server(
+        security.tls.as_ref(),
+        security.tls.as_ref().map(|t| t.worker_ca.as_slice()),
+        true,
+    )?;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(muster_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -153,8 +232,11 @@ pub async fn start(
         .set_serving::<WorkerServiceServer<worker_api::WorkerApi>>()
         .await;
 
-    let campaign_service = CampaignServiceServer::new(campaign_api::CampaignApi::new(controller.clone()))
-        .max_decoding_message_size(16 * 1024 * 1024);
+    let campaign_service =
+        CampaignServiceServer::new(campaign_api::CampaignApi::new(controller.clone(), security.auth))
+            // A valid spec is well under 1 MiB (validate.rs limits every list and
+            // string); anything near this is refused before it is parsed.
+            .max_decoding_message_size(4 * 1024 * 1024);
     let worker_service = WorkerServiceServer::new(worker_api::WorkerApi::new(controller.clone()))
         .max_decoding_message_size(64 * 1024 * 1024);
 
@@ -162,7 +244,7 @@ pub async fn start(
     let stop = shutdown.clone();
     let health_for_campaign = health.clone();
     tasks.push(tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
+        let result = campaign_server
             .add_service(health_for_campaign)
             .add_service(reflection)
             .add_service(campaign_service)
@@ -177,7 +259,7 @@ pub async fn start(
     }));
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
+        let result = worker_server
             .add_service(health)
             .add_service(worker_service)
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(worker), stop.cancelled())

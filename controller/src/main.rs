@@ -8,6 +8,9 @@ use muster_controller::store::Store;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(tool) = &args.tool {
+        return muster_controller::config::run_tool(tool);
+    }
     muster_common::telemetry::init(
         args.log_format.unwrap_or_default(),
         "info,aws_config=warn,aws_smithy_runtime=warn",
@@ -28,10 +31,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("worker_listen: cannot listen on {}: {e}", config.worker_listen))?;
     let shutdown = muster_common::shutdown::on_signals();
-    let running = muster_controller::start(controller, campaign, worker, shutdown.clone()).await?;
+    let tls = config.security.tls.is_some();
+    let running = muster_controller::start(controller, campaign, worker, config.security, shutdown.clone()).await?;
     tracing::info!(
         campaign_api = %running.campaign_addr,
         worker_api = %running.worker_addr,
+        tls,
         data_dir = %config.data_dir.display(),
         queue = %config.settings.queue_url,
         "muster-controller ready"

@@ -102,7 +102,7 @@ fn step(
         return cancel_step(conn, &campaign);
     }
     match campaign.state {
-        CampaignState::Discovering => discovery_step(conn, &campaign),
+        CampaignState::Discovering => discovery_step(conn, &campaign, settings),
         CampaignState::Running => running_step(conn, &campaign, settings, start),
         _ => Ok(None),
     }
@@ -135,18 +135,38 @@ fn cancel_step(conn: &Connection, campaign: &CampaignRow) -> StoreResult<Option<
     change(conn, &campaign.id, CampaignState::Cancelled, reason)
 }
 
-fn discovery_step(conn: &Connection, campaign: &CampaignRow) -> StoreResult<Option<(CampaignState, String)>> {
+fn discovery_step(
+    conn: &Connection,
+    campaign: &CampaignRow,
+    settings: &crate::Settings,
+) -> StoreResult<Option<(CampaignState, String)>> {
     if tasks::active(conn, &campaign.id, TaskKind::Discover)? > 0 {
         return Ok(None);
     }
     let totals = campaigns::totals(conn, &campaign.id)?;
     let eligible = totals.pending;
+    let unconfirmed = settings
+        .guardrails
+        .needs_confirmation(eligible, campaign.spec.confirm_large);
     if campaign.dry_run {
-        let reason = format!(
+        let mut reason = format!(
             "discovery finished: {eligible} targets would run, {} skipped, {} scopes could not be discovered",
             totals.skipped, totals.error
         );
+        if let Some(limit) = settings
+            .guardrails
+            .confirm_above_targets
+            .filter(|_| unconfirmed.is_some())
+        {
+            reason.push_str(&format!(
+                "; above the controller's confirm_above_targets ({limit}), so it runs only with confirm_large"
+            ));
+        }
         return change(conn, &campaign.id, CampaignState::Planned, reason);
+    }
+    if let Some(reason) = unconfirmed {
+        targets::end_pending(conn, &campaign.id, TargetStatus::Terminated, &reason)?;
+        return change(conn, &campaign.id, CampaignState::Failed, reason);
     }
     let rate = campaign.spec.rate.clone().unwrap_or_default();
     let concurrency = RateLimit::parse(&rate.max_concurrency, 1)

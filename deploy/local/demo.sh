@@ -30,7 +30,7 @@ set -e
 campaign="$("$muster" ls --limit 1 -o csv | tail -n 1 | cut -d, -f1)"
 say "results of campaign $campaign"
 "$muster" results "$campaign"
-instance="$("$muster" results "$campaign" --status success -o csv | awk -F, '$5 == "linux" { print $3; exit }')"
+instance="$("$muster" results "$campaign" --status success -o csv | awk -F, '$5 == "linux" && !found { print $3; found = 1 }')"
 if [[ -n "$instance" ]]; then
   say "one target's full output"
   "$muster" results "$campaign" --instance "$instance"

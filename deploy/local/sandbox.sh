@@ -115,10 +115,33 @@ up() {
   say "sandbox up: AWS endpoint $SIM_URL, controller 127.0.0.1:$CONTROLLER_PORT; fleet state in $MUSTER_SANDBOX_DIR/fleet-state.json"
 }
 
+# TLS on, as in production: a development CA and certificates (controller,
+# worker, operator), and two API tokens (operator: submit, viewer: read), of
+# which the controller is given only the SHA-256. Made once per sandbox.
+TLS_DIR="$MUSTER_SANDBOX_DIR/tls"
+make_credentials() {
+  local name
+  if [[ ! -f "$TLS_DIR/ca.pem" ]]; then
+    "$MUSTER_BIN_DIR/muster-sim" dev-certs --dir "$TLS_DIR"
+  fi
+  for name in operator viewer; do
+    if [[ ! -f "$TLS_DIR/$name.token" ]]; then
+      (umask 077 && python3 -c 'import secrets; print("mst_" + secrets.token_urlsafe(32))' >"$TLS_DIR/$name.token")
+    fi
+  done
+}
+
+api_tokens() {
+  printf 'operator:submit:%s,viewer:read:%s' \
+    "$("$MUSTER_BIN_DIR/muster-controller" hash-token <"$TLS_DIR/operator.token")" \
+    "$("$MUSTER_BIN_DIR/muster-controller" hash-token <"$TLS_DIR/viewer.token")"
+}
+
 # The controller acts with the hub account's keys; workers take the hub's
 # worker role through an AWS profile, as they would outside ECS.
 start_muster() {
   local workers="$1" i queue results
+  make_credentials
   queue="$(state_field queue_url)"
   results="$(state_field results_bucket)"
   cat >"$MUSTER_SANDBOX_DIR/aws-config" <<CFG
@@ -138,10 +161,12 @@ CFG
   else
     say "starting the controller on 127.0.0.1:$CONTROLLER_PORT"
     AWS_CONFIG_FILE="$MUSTER_SANDBOX_DIR/aws-config" AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_PROFILE=hub \
-    AWS_ENDPOINT_URL="$SIM_URL" AWS_EC2_METADATA_DISABLED=true \
+    AWS_ENDPOINT_URL="$SIM_URL" AWS_EC2_METADATA_DISABLED=true MUSTER_API_TOKENS="$(api_tokens)" \
       start_process controller "$MUSTER_BIN_DIR/muster-controller" \
         --listen "127.0.0.1:$CONTROLLER_PORT" --worker-listen "127.0.0.1:$WORKER_API_PORT" \
-        --data-dir "$MUSTER_SANDBOX_DIR/controller" --queue-url "$queue" --results-bucket "$results"
+        --data-dir "$MUSTER_SANDBOX_DIR/controller" --queue-url "$queue" --results-bucket "$results" \
+        --tls-cert "$TLS_DIR/controller.pem" --tls-key "$TLS_DIR/controller.key" \
+        --worker-ca "$TLS_DIR/ca.pem" --client-ca "$TLS_DIR/ca.pem" --api-client muster-admin:submit
     wait_tcp controller "$CONTROLLER_PORT" 30
   fi
   for ((i = 1; i <= workers; i++)); do
@@ -152,8 +177,9 @@ CFG
     say "starting worker $i"
     AWS_CONFIG_FILE="$MUSTER_SANDBOX_DIR/aws-config" AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_PROFILE=worker \
     AWS_ENDPOINT_URL="$SIM_URL" AWS_EC2_METADATA_DISABLED=true \
+    MUSTER_TLS_CA="$TLS_DIR/ca.pem" MUSTER_TLS_CERT="$TLS_DIR/worker.pem" MUSTER_TLS_KEY="$TLS_DIR/worker.key" \
       start_process "worker$i" "$MUSTER_BIN_DIR/muster-worker" \
-        --controller "http://127.0.0.1:$WORKER_API_PORT" --queue-url "$queue" --worker-id "sandbox-worker-$i"
+        --controller "https://127.0.0.1:$WORKER_API_PORT" --queue-url "$queue" --worker-id "sandbox-worker-$i"
   done
   sleep 0.5
   for ((i = 1; i <= workers; i++)); do
@@ -176,7 +202,9 @@ export AWS_ACCESS_KEY_ID=$HUB_KEY
 export AWS_SECRET_ACCESS_KEY=$HUB_SECRET
 export AWS_REGION=us-east-1
 export AWS_DEFAULT_REGION=us-east-1
-export MUSTER_CONTROLLER=http://127.0.0.1:$CONTROLLER_PORT
+export MUSTER_CONTROLLER=https://127.0.0.1:$CONTROLLER_PORT
+export MUSTER_TLS_CA=$TLS_DIR/ca.pem
+export MUSTER_TOKEN_FILE=$TLS_DIR/operator.token
 export MUSTER_EXTERNAL_ID=$(state_field external_id)
 ENV
 }

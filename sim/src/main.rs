@@ -29,6 +29,17 @@ enum Command {
     /// Create a fleet (Organization, accounts, roles, instances, queue,
     /// buckets) through a running sim, and write what was made as JSON.
     Seed(SeedArgs),
+    /// Write a development CA and certificates (controller, worker, admin)
+    /// for running muster locally with TLS. Never for production.
+    DevCerts(DevCertsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DevCertsArgs {
+    /// Directory to write ca.pem, controller.pem/.key, worker.pem/.key and
+    /// admin.pem/.key into.
+    #[arg(long)]
+    dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,6 +94,18 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Seed(args) => seed_fleet(args).await,
+        Command::DevCerts(args) => {
+            let pki = muster_sim::certs::DevPki::generate().context("cannot generate certificates")?;
+            let files = pki
+                .write(&args.dir)
+                .with_context(|| format!("cannot write certificates into {}", args.dir.display()))?;
+            eprintln!(
+                "development certificates in {} (CA: {})",
+                args.dir.display(),
+                files.ca.display()
+            );
+            Ok(())
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! real processes ([`procs`]), plus client helpers.
 
 pub mod client;
+pub mod creds;
 pub mod fleets;
 pub mod procs;
 pub mod stack;

@@ -68,8 +68,10 @@ pub struct System {
     pub sb: Sandbox,
     /// The seeded fleet.
     pub fleet: FleetState,
-    /// A CampaignService client.
+    /// A CampaignService client (the admin certificate: submit).
     pub client: CampaignServiceClient<Channel>,
+    /// TLS material and callers.
+    pub creds: crate::creds::Creds,
     controller: Option<Child>,
     controller_starts: usize,
     workers: Vec<(String, Option<Child>)>,
@@ -101,11 +103,14 @@ impl System {
         let fleet = sb.seed(fleet).await;
         let campaign_port = free_port();
         let worker_port = free_port();
-        let client = crate::stack::connect(&format!("http://127.0.0.1:{campaign_port}")).await;
+        let creds = crate::creds::Creds::new();
+        let client =
+            crate::stack::campaign_client(creds.endpoint(campaign_port, Some(&creds.pki.admin)).connect_lazy());
         let mut system = Self {
             sb,
             fleet,
             client,
+            creds,
             controller: None,
             controller_starts: 0,
             workers: Vec::new(),
@@ -155,12 +160,20 @@ impl System {
     /// and waits until it answers.
     pub async fn start_controller(&mut self) {
         self.controller_starts += 1;
-        let child = self
-            .command(
-                "muster-controller",
-                "hub",
-                &format!("controller-{}", self.controller_starts),
-            )
+        let files = &self.creds.files;
+        let mut command = self.command(
+            "muster-controller",
+            "hub",
+            &format!("controller-{}", self.controller_starts),
+        );
+        command
+            .env("MUSTER_API_TOKENS", self.creds.token_entries().join(","))
+            .args(["--tls-cert", &files.controller_cert.display().to_string()])
+            .args(["--tls-key", &files.controller_key.display().to_string()])
+            .args(["--worker-ca", &files.ca.display().to_string()])
+            .args(["--client-ca", &files.ca.display().to_string()])
+            .args(["--api-client", &format!("{}:submit", muster_sim::certs::ADMIN_CN)]);
+        let child = command
             .args([
                 "--listen",
                 &format!("127.0.0.1:{}", self.campaign_port),
@@ -213,9 +226,12 @@ impl System {
         let name = format!("worker-{index}");
         let child = self
             .command("muster-worker", "worker", &name)
+            .env("MUSTER_TLS_CA", &self.creds.files.ca)
+            .env("MUSTER_TLS_CERT", &self.creds.files.worker_cert)
+            .env("MUSTER_TLS_KEY", &self.creds.files.worker_key)
             .args([
                 "--controller",
-                &format!("http://127.0.0.1:{}", self.worker_port),
+                &format!("https://localhost:{}", self.worker_port),
                 "--queue-url",
                 &self.fleet.queue_url,
                 "--worker-id",
@@ -243,6 +259,16 @@ impl System {
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let _ = child.wait();
         }
+    }
+
+    /// The campaign API's port.
+    pub fn campaign_port(&self) -> u16 {
+        self.campaign_port
+    }
+
+    /// The worker API's port.
+    pub fn worker_port(&self) -> u16 {
+        self.worker_port
     }
 
     /// Every process's log so far.

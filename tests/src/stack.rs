@@ -9,6 +9,8 @@ use aws_config::SdkConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use muster_controller::store::Store;
 use muster_proto::v1::campaign_service_client::CampaignServiceClient;
+
+use crate::creds::Creds;
 use muster_sim::Tunables;
 use muster_sim::seed::fleet_file::FleetState;
 use muster_sim::testkit::{HUB_ACCOUNT, Sandbox, test_tunables};
@@ -27,6 +29,9 @@ pub struct Options {
     pub lease_ttl: Duration,
     /// Batches out at once per scope.
     pub max_tasks_per_scope: u32,
+    /// The controller's guardrails, from the seeded fleet (account and OU
+    /// ids are known only then).
+    pub guardrails: fn(&FleetState) -> muster_controller::guardrails::Guardrails,
 }
 
 impl Default for Options {
@@ -36,6 +41,7 @@ impl Default for Options {
             workers: 1,
             lease_ttl: Duration::from_secs(10),
             max_tasks_per_scope: 4,
+            guardrails: |_| Default::default(),
         }
     }
 }
@@ -68,6 +74,8 @@ pub struct Stack {
     pub workers: Vec<Worker>,
     /// A client of CampaignService.
     pub client: CampaignServiceClient<Channel>,
+    /// Its TLS material and callers.
+    pub creds: Creds,
     options: Options,
     data: tempfile::TempDir,
 }
@@ -86,6 +94,7 @@ pub fn controller_settings(fleet: &FleetState, options: &Options) -> muster_cont
             role_name: "muster-execution".into(),
             api_calls_per_second: 20.0,
         },
+        guardrails: (options.guardrails)(fleet),
     }
 }
 
@@ -95,14 +104,20 @@ impl Stack {
         let sb = Sandbox::start_with(options.tunables.clone()).await;
         let fleet = sb.seed(fleet).await;
         let data = tempfile::tempdir().expect("a data dir");
-        let controller = start_controller(&sb, &fleet, &options, data.path()).await;
-        let client = connect(&format!("http://{}", controller.campaign_addr)).await;
+        let creds = Creds::new();
+        let controller = start_controller(&sb, &fleet, &options, data.path(), &creds).await;
+        let client = campaign_client(
+            creds
+                .endpoint(controller.campaign_addr.port(), Some(&creds.pki.admin))
+                .connect_lazy(),
+        );
         let mut stack = Self {
             sb,
             fleet,
             controller,
             workers: Vec::new(),
             client,
+            creds,
             options,
             data,
         };
@@ -115,8 +130,12 @@ impl Stack {
 
     /// Another in-process worker.
     pub async fn start_worker(&self) -> Worker {
-        let controller = ControllerClient::connect_lazy(&format!("http://{}", self.controller.worker_addr))
-            .expect("a worker API address");
+        let controller = ControllerClient::from_channel(
+            self.creds
+                .endpoint(self.controller.worker_addr.port(), Some(&self.creds.pki.worker))
+                .timeout(Duration::from_secs(30))
+                .connect_lazy(),
+        );
         let id = format!("worker-{}", uuid::Uuid::new_v4().simple());
         let ctx = Arc::new(muster_worker::Context::new(&id, controller, worker_sdk(&self.sb).await));
         let stop = CancellationToken::new();
@@ -166,22 +185,20 @@ async fn start_controller(
     fleet: &FleetState,
     options: &Options,
     data: &std::path::Path,
+    creds: &Creds,
 ) -> muster_controller::Running {
     let store = Store::open(data).expect("the store opens");
     let sdk = sb.hub_config("us-east-1");
     let controller = muster_controller::Controller::new(store, controller_settings(fleet, options), &sdk);
     let campaign = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let worker = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
-    muster_controller::start(controller, campaign, worker, CancellationToken::new())
+    muster_controller::start(controller, campaign, worker, creds.security(), CancellationToken::new())
         .await
         .expect("the controller starts")
 }
 
-/// A CampaignService client.
-pub async fn connect(url: &str) -> CampaignServiceClient<Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .expect("a URL")
-        .connect_lazy();
+/// A CampaignService client over `channel`.
+pub fn campaign_client(channel: Channel) -> CampaignServiceClient<Channel> {
     CampaignServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024)
 }
 

@@ -487,8 +487,9 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
     )
     .await;
     let mut workers = WorkerServiceClient::new(
-        tonic::transport::Endpoint::from_shared(format!("http://{}", stack.controller.worker_addr))
-            .unwrap()
+        stack
+            .creds
+            .endpoint(stack.controller.worker_addr.port(), Some(&stack.creds.pki.worker))
             .connect_lazy(),
     );
     let sqs = aws_sdk_sqs::Client::new(&stack.sb.hub_config(EAST));

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use muster_proto::v1::SubmitCampaignRequest;
 use muster_proto::v1::{
     CampaignSpec, CampaignState, CancelCampaignRequest, Platform, RateControl, Target, TargetStatus,
 };
@@ -468,19 +469,49 @@ async fn no_process_logs_a_secret() {
     )
     .await;
     let spec = mixed_spec(&system);
-    let id = submit(&mut system.client, spec).await;
+    let id = submit(&mut system.client, spec.clone()).await;
+    // Callers the controller refuses, with the tokens they present.
+    let wrong_token = "mst_wrong-token-that-must-not-be-logged";
+    for token in [wrong_token, system.creds.read_token.as_str()] {
+        let mut caller = system.creds.token_client(system.campaign_port(), Some(token));
+        let refused = caller
+            .submit_campaign(SubmitCampaignRequest {
+                spec: Some(spec.clone()),
+            })
+            .await
+            .expect_err("refused");
+        assert!(matches!(
+            refused.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        ));
+    }
     wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
-    // Every secret the sim handed out (each session's secret key and token)
-    // and the hub's own secret key: none may be in any process's log.
+    // Every secret the sim handed out (each session's secret key and token),
+    // the hub's own secret key, the API tokens and the private keys: none may
+    // be in any process's log.
     let logs = system.logs();
     assert!(
         logs.contains("task leased") && logs.contains("dispatch recorded"),
         "the logs are the real thing"
     );
+    assert!(
+        logs.contains("call refused: unauthenticated") && logs.contains("call refused"),
+        "the refused calls are logged"
+    );
     let secrets = system.sb.issued_secrets();
     assert!(secrets.len() >= 8, "sessions were handed out: {}", secrets.len());
-    for secret in secrets.iter().chain(std::iter::once(&HUB_SECRET.to_owned())) {
+    let ours = [
+        HUB_SECRET.to_owned(),
+        wrong_token.to_owned(),
+        system.creds.read_token.clone(),
+        system.creds.submit_token.clone(),
+    ];
+    for secret in secrets.iter().chain(&ours) {
         assert!(!logs.contains(secret.as_str()), "a secret or session token is in a log");
+    }
+    for pair in [&system.creds.pki.controller, &system.creds.pki.worker] {
+        let body: String = pair.key.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(!logs.contains(&body[..40]), "a private key is in a log");
     }
     timed("no secrets in logs", started);
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use muster_common::telemetry::LogFormat;
+use muster_common::tls::ClientTls;
 use serde::Deserialize;
 
 /// The muster worker: takes tasks from the SQS queue, leases each from the
@@ -22,6 +23,25 @@ pub struct Args {
     /// The controller's WorkerService [default: http://127.0.0.1:7071]
     #[arg(long, env = "MUSTER_CONTROLLER")]
     pub controller: Option<String>,
+    /// CA certificate (PEM file or text) the controller's certificate must
+    /// chain to; required for an https:// controller.
+    #[arg(long, env = "MUSTER_TLS_CA", help_heading = "Security")]
+    pub tls_ca: Option<String>,
+    /// This worker's client certificate (PEM file or text); WorkerService
+    /// demands one.
+    #[arg(long, env = "MUSTER_TLS_CERT", help_heading = "Security")]
+    pub tls_cert: Option<String>,
+    /// Its private key (PEM file or text).
+    #[arg(long, env = "MUSTER_TLS_KEY", help_heading = "Security")]
+    pub tls_key: Option<String>,
+    /// Name to expect in the controller's certificate when it differs from
+    /// the URL's host.
+    #[arg(long, env = "MUSTER_TLS_SERVER_NAME", help_heading = "Security")]
+    pub tls_server_name: Option<String>,
+    /// Talk to an http:// controller on loopback, without TLS. Development
+    /// only.
+    #[arg(long, env = "MUSTER_INSECURE", help_heading = "Security")]
+    pub insecure: bool,
     /// URL of the SQS task queue (required).
     #[arg(long, env = "MUSTER_QUEUE_URL")]
     pub queue_url: Option<String>,
@@ -58,6 +78,16 @@ pub struct FileConfig {
     pub controller: Option<String>,
     /// See `--queue-url`.
     pub queue_url: Option<String>,
+    /// See `--tls-ca`.
+    pub tls_ca: Option<String>,
+    /// See `--tls-cert`.
+    pub tls_cert: Option<String>,
+    /// See `--tls-key`.
+    pub tls_key: Option<String>,
+    /// See `--tls-server-name`.
+    pub tls_server_name: Option<String>,
+    /// See `--insecure`.
+    pub insecure: Option<bool>,
     /// See `--pollers`.
     pub pollers: Option<usize>,
     /// See `--max-tasks`.
@@ -77,6 +107,8 @@ pub struct FileConfig {
 pub struct Config {
     /// Controller URL.
     pub controller: String,
+    /// TLS to the controller.
+    pub tls: ClientTls,
     /// Queue URL.
     pub queue_url: String,
     /// Receive loops.
@@ -109,11 +141,38 @@ impl Config {
         if max_tasks == 0 {
             anyhow::bail!("max_tasks: must be at least 1");
         }
+        let controller = args
+            .controller
+            .or(file.controller)
+            .unwrap_or_else(|| "http://127.0.0.1:7071".into());
+        let tls = ClientTls {
+            ca: args.tls_ca.or(file.tls_ca),
+            cert: args.tls_cert.or(file.tls_cert),
+            key: args.tls_key.or(file.tls_key),
+            server_name: args.tls_server_name.or(file.tls_server_name),
+        };
+        let insecure = args.insecure || file.insecure.unwrap_or(false);
+        if controller.starts_with("http://") && !insecure {
+            anyhow::bail!(
+                "controller: {controller} is plaintext; use https:// with --tls-ca, --tls-cert and --tls-key, \
+                 or pass --insecure for a local controller"
+            );
+        }
+        if controller.starts_with("https://") && (tls.cert.is_none() || tls.key.is_none()) {
+            anyhow::bail!(
+                "tls_cert: WorkerService demands a client certificate; set --tls-cert and --tls-key (MUSTER_TLS_CERT, \
+                 MUSTER_TLS_KEY)"
+            );
+        }
+        if insecure && controller.starts_with("https://") {
+            anyhow::bail!("insecure: --insecure is for an http:// controller on loopback; {controller} is https");
+        }
+        // Check the URL and read the PEM now, so a mistake stops the worker
+        // at start with the field named.
+        muster_common::tls::endpoint("controller", &controller, "tls", &tls)?;
         Ok(Self {
-            controller: args
-                .controller
-                .or(file.controller)
-                .unwrap_or_else(|| "http://127.0.0.1:7071".into()),
+            controller,
+            tls,
             queue_url,
             pollers,
             max_tasks,
@@ -140,6 +199,7 @@ mod tests {
         let args = Args {
             config: Some(path.clone()),
             pollers: Some(8),
+            insecure: true,
             ..Default::default()
         };
         let config = Config::resolve(args).unwrap();
@@ -148,9 +208,53 @@ mod tests {
         assert_eq!(config.max_tasks, 2000);
         let err = Config::resolve(Args::default()).unwrap_err();
         assert!(err.to_string().starts_with("queue_url:"), "{err}");
+        let err = Config::resolve(Args {
+            queue_url: Some("q".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("controller: http://127.0.0.1:7071 is plaintext"),
+            "{err}"
+        );
+        let err = Config::resolve(Args {
+            queue_url: Some("q".into()),
+            controller: Some("https://muster:7071".into()),
+            tls_ca: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("tls_cert: WorkerService demands a client certificate"),
+            "{err}"
+        );
+        let err = Config::resolve(Args {
+            queue_url: Some("q".into()),
+            controller: Some("https://muster:7071".into()),
+            tls_ca: Some("/nonexistent/ca.pem".into()),
+            tls_cert: Some("/nonexistent/w.pem".into()),
+            tls_key: Some("/nonexistent/w.key".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("tls_ca: cannot read /nonexistent/ca.pem"),
+            "{err}"
+        );
+        let err = Config::resolve(Args {
+            queue_url: Some("q".into()),
+            controller: Some("http://10.1.2.3:7071".into()),
+            insecure: true,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("would send calls in the clear"), "{err}");
         std::fs::write(&path, "queue_url = \"q\"\npolers = 4\n").unwrap();
         let err = Config::resolve(Args {
             config: Some(path),
+            insecure: true,
             ..Default::default()
         })
         .unwrap_err();

@@ -5,13 +5,14 @@
 use std::time::Duration;
 
 use muster_common::retry::backoff;
+use muster_common::tls::{ClientTls, TlsError};
 use muster_proto::v1::worker_service_client::WorkerServiceClient;
 use muster_proto::v1::{
     CompleteTaskRequest, FailTaskRequest, FailTaskResponse, LeaseTaskRequest, LeaseTaskResponse, RenewLeaseRequest,
     RenewLeaseResponse, ReportDispatchRequest, ReportResultsRequest, ReportResultsResponse, ReportTargetsRequest,
     ReportTargetsResponse,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// How a controller call ended when it did not succeed.
@@ -56,13 +57,13 @@ pub struct ControllerClient {
 }
 
 impl ControllerClient {
-    /// Connects lazily to `url` ("http://127.0.0.1:7070"): a controller that
-    /// is down at start is retried, not fatal.
-    pub fn connect_lazy(url: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(Duration::from_secs(5))
+    /// Connects lazily to `url` (`https://muster.internal:7071`, or
+    /// `http://127.0.0.1:7071` for local use): a controller that is down at
+    /// start is retried, not fatal. `tls` carries the CA and the worker's
+    /// client certificate; errors name the setting (`controller`, `tls_ca`).
+    pub fn connect_lazy(url: &str, tls: &ClientTls) -> Result<Self, TlsError> {
+        let channel = muster_common::tls::endpoint("controller", url, "tls", tls)?
             .timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
             .connect_lazy();
         Ok(Self::from_channel(channel))
     }

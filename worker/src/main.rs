@@ -22,11 +22,10 @@ async fn main() -> anyhow::Result<()> {
         max_attempts: Some(3),
     })
     .await;
-    let controller = ControllerClient::connect_lazy(&config.controller)
-        .map_err(|e| anyhow::anyhow!("controller: '{}' is not a usable address: {e}", config.controller))?;
+    let controller = ControllerClient::connect_lazy(&config.controller, &config.tls)?;
     let ctx = Arc::new(Context::new(&config.worker_id, controller, sdk));
     let shutdown = muster_common::shutdown::on_signals();
-    tracing::info!(worker_id = %config.worker_id, controller = %config.controller, queue = %config.queue_url, "muster-worker starting");
+    tracing::info!(worker_id = %config.worker_id, controller = %config.controller, tls = config.controller.starts_with("https://"), queue = %config.queue_url, "muster-worker starting");
     muster_worker::run(
         ctx,
         Settings {

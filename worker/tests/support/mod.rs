@@ -102,7 +102,7 @@ impl World {
 
     /// A worker in this process.
     pub async fn start_worker(&self, grace: Duration) -> RunningWorker {
-        let controller = ControllerClient::connect_lazy(&self.ctl.url()).unwrap();
+        let controller = ControllerClient::connect_lazy(&self.ctl.url(), &Default::default()).unwrap();
         let ctx = Arc::new(Context::new("test-worker", controller, self.worker_sdk().await));
         let shutdown = CancellationToken::new();
         let done = tokio::spawn(muster_worker::run(

@@ -1,0 +1,105 @@
+//! TLS and callers for a test controller: a fresh dev PKI, a `submit` and a
+//! `read` token, and the operator certificate (CN muster-admin, submit).
+
+use muster_controller::auth::{Auth, ClientEntry, Permission, TokenEntry, hash_token, new_token};
+use muster_controller::{Security, ServerTls};
+use muster_sim::certs::{ADMIN_CN, DevPki, DevPkiFiles};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+/// What a test needs to reach the controller as different callers.
+#[derive(Debug)]
+pub struct Creds {
+    /// CA, controller, worker and admin certificates.
+    pub pki: DevPki,
+    /// The same, as files.
+    pub files: DevPkiFiles,
+    /// A token with the `submit` permission (name "ci").
+    pub submit_token: String,
+    /// A token with the `read` permission (name "dashboard").
+    pub read_token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Creds {
+    /// A fresh PKI and tokens.
+    pub fn new() -> Self {
+        let pki = DevPki::generate().expect("dev certificates");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let files = pki.write(dir.path()).expect("the certificates are written");
+        Self {
+            pki,
+            files,
+            submit_token: new_token(),
+            read_token: new_token(),
+            _dir: dir,
+        }
+    }
+
+    /// The token settings, as `--api-token` takes them.
+    pub fn token_entries(&self) -> Vec<String> {
+        vec![
+            format!("ci:submit:{}", hash_token(&self.submit_token)),
+            format!("dashboard:read:{}", hash_token(&self.read_token)),
+        ]
+    }
+
+    /// The controller's security: TLS on both APIs, workers by certificate,
+    /// callers by token or the admin certificate.
+    pub fn security(&self) -> Security {
+        let tokens: Vec<TokenEntry> = self
+            .token_entries()
+            .iter()
+            .map(|t| TokenEntry::parse("api_token", t).expect("a token entry"))
+            .collect();
+        let clients = [ClientEntry {
+            name: ADMIN_CN.into(),
+            permission: Permission::Submit,
+        }];
+        Security {
+            tls: Some(ServerTls {
+                cert: self.pki.controller.cert.clone().into_bytes(),
+                key: self.pki.controller.key.clone().into_bytes(),
+                worker_ca: self.pki.ca.clone().into_bytes(),
+                client_ca: Some(self.pki.ca.clone().into_bytes()),
+            }),
+            auth: Auth::new(&tokens, &clients).expect("valid callers"),
+        }
+    }
+
+    /// An endpoint at `https://localhost:<port>` trusting the dev CA, with the
+    /// given client certificate (or none).
+    pub fn endpoint(&self, port: u16, identity: Option<&muster_sim::certs::Pair>) -> Endpoint {
+        muster_common::tls::install_crypto_provider();
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.pki.ca))
+            .domain_name("localhost");
+        if let Some(pair) = identity {
+            tls = tls.identity(Identity::from_pem(&pair.cert, &pair.key));
+        }
+        Endpoint::from_shared(format!("https://localhost:{port}"))
+            .expect("a URL")
+            .tls_config(tls)
+            .expect("TLS settings")
+    }
+}
+
+/// A CampaignService client that presents a bearer token.
+pub type TokenClient = muster_cli::connect::Client;
+
+impl Creds {
+    /// A client of the campaign API on `port` that presents `token` (TLS,
+    /// no client certificate), as the muster CLI does.
+    pub fn token_client(&self, port: u16, token: Option<&str>) -> TokenClient {
+        let bearer = muster_cli::connect::Bearer::new("token", token).expect("a printable token");
+        muster_proto::v1::campaign_service_client::CampaignServiceClient::with_interceptor(
+            self.endpoint(port, None).connect_lazy(),
+            bearer,
+        )
+    }
+}
+
+impl Default for Creds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
