@@ -85,3 +85,23 @@ regions = ["us-east-1"]
         }
     )
 }
+
+/// `accounts` accounts, each in `regions` with `per_region` Linux instances
+/// whose commands take `duration` simulated seconds (for benchmarks).
+pub fn grid(accounts: u32, regions: &[&str], per_region: u32, duration: f64) -> String {
+    let regions = regions
+        .iter()
+        .map(|r| format!("\"{r}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut fleet = String::from(
+        "name = \"grid\"\nexternal_id = \"ext-grid\"\noutput_bucket = \"muster-output\"\nresults_bucket = \"muster-results\"\n",
+    );
+    for i in 0..accounts {
+        fleet.push_str(&format!(
+            "\n[[accounts]]\nname = \"a{i:03}\"\nregions = [{regions}]\n  [[accounts.instances]]\n  count = {per_region}\n  \
+             tags = {{ Role = \"web\", \"muster-sim:duration\" = \"{duration}\" }}\n"
+        ));
+    }
+    fleet
+}

@@ -6,4 +6,5 @@ pub mod client;
 pub mod creds;
 pub mod fleets;
 pub mod procs;
+pub mod procstat;
 pub mod stack;

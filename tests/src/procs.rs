@@ -50,6 +50,12 @@ pub struct SystemOptions {
     pub workers: usize,
     /// Controller lease TTL, seconds.
     pub lease_ttl: u64,
+    /// More controller flags.
+    pub controller_args: Vec<String>,
+    /// More worker flags.
+    pub worker_args: Vec<String>,
+    /// moto processes the accounts are spread over.
+    pub moto_shards: usize,
 }
 
 impl Default for SystemOptions {
@@ -58,6 +64,9 @@ impl Default for SystemOptions {
             tunables: test_tunables(),
             workers: 1,
             lease_ttl: 5,
+            controller_args: Vec::new(),
+            worker_args: Vec::new(),
+            moto_shards: 1,
         }
     }
 }
@@ -99,7 +108,7 @@ impl Drop for System {
 impl System {
     /// Sandbox, fleet, controller and workers.
     pub async fn start(fleet: &str, options: SystemOptions) -> Self {
-        let sb = Sandbox::start_with(options.tunables.clone()).await;
+        let sb = Sandbox::start_sharded(options.tunables.clone(), options.moto_shards).await;
         let fleet = sb.seed(fleet).await;
         let campaign_port = free_port();
         let worker_port = free_port();
@@ -190,6 +199,7 @@ impl System {
                 "--reconcile-ms",
                 "200",
             ])
+            .args(&self.options.controller_args)
             .spawn()
             .expect("the controller starts");
         self.controller = Some(child);
@@ -239,6 +249,7 @@ impl System {
                 "--shutdown-grace",
                 "5",
             ])
+            .args(&self.options.worker_args)
             .spawn()
             .expect("a worker starts");
         self.workers.push((name, Some(child)));
@@ -259,6 +270,23 @@ impl System {
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let _ = child.wait();
         }
+    }
+
+    /// How many workers have been started (running or not).
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The controller's process id, while it runs.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(Child::id)
+    }
+
+    /// A worker's process id, while it runs.
+    pub fn worker_pid(&self, index: usize) -> Option<u32> {
+        self.workers
+            .get(index)
+            .and_then(|(_, child)| child.as_ref().map(Child::id))
     }
 
     /// The campaign API's port.

@@ -133,6 +133,8 @@ impl World {
         let log = std::fs::File::create(self.log_path(name)).unwrap();
         Command::new(env!("CARGO_BIN_EXE_muster-worker"))
             .args([
+                // The fake controller serves plaintext on loopback.
+                "--insecure",
                 "--controller",
                 &self.ctl.url(),
                 "--queue-url",

@@ -1,0 +1,344 @@
+//! Benchmark (issue 4): how fast the controller takes results in, how its
+//! read API answers meanwhile, and its memory with 100,000 targets.
+//!
+//! The real `muster-controller` process (TLS on) against the sandbox. This
+//! program plays the workers over gRPC with the worker certificate: it
+//! discovers 100,000 instances over 20 (account, region) scopes, leases and
+//! dispatches all 2,000 execute batches of 50, then reports every result
+//! (ReportResults, 8 callers at once) while a ninth caller measures
+//! GetCampaign, ListCampaigns and the first answer of WatchCampaign.
+//!
+//!     cargo build --release --bins
+//!     cargo bench -p muster-tests --bench controller_ingest
+//!
+//! MUSTER_BENCH_TARGETS changes the 100,000.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use muster_proto::v1::worker_service_client::WorkerServiceClient;
+use muster_proto::v1::{
+    CampaignState, CompleteTaskRequest, DiscoveredInstance, GetCampaignRequest, LeaseOutcome, LeaseTaskRequest,
+    ListCampaignsRequest, PingStatus, Platform, RateControl, ReportDispatchRequest, ReportResultsRequest,
+    ReportTargetsRequest, StepOutput, TargetResult, TargetStatus, TaskKind, TaskRef, WatchCampaignRequest,
+};
+use muster_tests::client::{get, script_spec, submit, wait_done};
+use muster_tests::fleets;
+use muster_tests::procs::{System, SystemOptions};
+use muster_tests::procstat::{percentiles, rss_mib};
+use tonic::transport::Channel;
+
+const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
+const ACCOUNTS: u32 = 10;
+const BATCH: usize = 50;
+const CALLERS: usize = 8;
+
+type Workers = WorkerServiceClient<Channel>;
+
+/// Takes `count` task references off the queue.
+async fn receive(system: &System, count: usize) -> Vec<TaskRef> {
+    let sqs = aws_sdk_sqs::Client::new(&system.sb.hub_config("us-east-1"));
+    let mut refs = Vec::with_capacity(count);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while refs.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} tasks arrived",
+            refs.len()
+        );
+        let got = sqs
+            .receive_message()
+            .queue_url(&system.fleet.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("ReceiveMessage");
+        for message in got.messages.unwrap_or_default() {
+            sqs.delete_message()
+                .queue_url(&system.fleet.queue_url)
+                .receipt_handle(message.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("DeleteMessage");
+            refs.push(muster_proto::decode_task_ref(message.body().unwrap_or_default()).expect("a TaskRef"));
+        }
+    }
+    refs
+}
+
+fn rss(system: &System) -> String {
+    system
+        .controller_pid()
+        .and_then(rss_mib)
+        .map(|(now, peak)| format!("{now:.0} MiB (peak {peak:.0} MiB)"))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[tokio::main]
+async fn main() {
+    let targets: usize = std::env::var("MUSTER_BENCH_TARGETS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let scopes = ACCOUNTS as usize * REGIONS.len();
+    let per_scope = targets / scopes;
+    let batches = scopes * per_scope.div_ceil(BATCH);
+    let mut system = System::start(
+        &fleets::grid(ACCOUNTS, &REGIONS, 1, 0.1),
+        SystemOptions {
+            workers: 0,
+            lease_ttl: 3600,
+            controller_args: ["--max-tasks-per-scope", "100", "--max-queued", "5000"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
+    )
+    .await;
+    println!("controller RSS idle: {}", rss(&system));
+    let accounts: Vec<String> = system.fleet.accounts.iter().map(|a| a.id.clone()).collect();
+    let mut spec = script_spec(&accounts, &REGIONS, &["true"], &[], "ext-grid");
+    spec.rate = Some(RateControl {
+        max_concurrency: "100%".into(),
+        max_errors: String::new(),
+        batch_size: BATCH as u32,
+        api_calls_per_second: 0.0,
+    });
+    let id = submit(&mut system.client, spec).await;
+    let workers: Workers = WorkerServiceClient::new(
+        system
+            .creds
+            .endpoint(system.worker_port(), Some(&system.creds.pki.worker))
+            .connect_lazy(),
+    )
+    .max_decoding_message_size(64 * 1024 * 1024)
+    .max_encoding_message_size(64 * 1024 * 1024);
+
+    // Discovery: every scope finds its share of the instances.
+    let started = Instant::now();
+    let mut next_instance = 0u64;
+    for task in receive(&system, scopes).await {
+        let lease = lease(&workers, &task).await;
+        let instances: Vec<DiscoveredInstance> = (0..per_scope)
+            .map(|_| {
+                next_instance += 1;
+                DiscoveredInstance {
+                    instance_id: format!("i-{next_instance:017x}"),
+                    platform: Platform::Linux as i32,
+                    ping_status: PingStatus::Online as i32,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        workers
+            .clone()
+            .report_targets(ReportTargetsRequest {
+                task_id: task.task_id.clone(),
+                lease_id: lease.0,
+                instances,
+            })
+            .await
+            .expect("ReportTargets");
+        complete(&workers, &task.task_id, lease.0).await;
+    }
+    println!(
+        "discovery of {} targets in {scopes} scopes: {:.1}s; controller RSS {}",
+        next_instance,
+        started.elapsed().as_secs_f64(),
+        rss(&system)
+    );
+
+    // Lease and dispatch every batch (not timed: SQS here is moto).
+    let started = Instant::now();
+    let mut leased = Vec::with_capacity(batches);
+    for task in receive(&system, batches).await {
+        let (lease_id, instances) = lease(&workers, &task).await;
+        workers
+            .clone()
+            .report_dispatch(ReportDispatchRequest {
+                task_id: task.task_id.clone(),
+                lease_id,
+                command_id: uuid::Uuid::new_v4().to_string(),
+                instance_ids: instances.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("ReportDispatch");
+        leased.push((task.task_id, lease_id, instances));
+    }
+    println!(
+        "{} batches leased and dispatched in {:.1}s",
+        leased.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    // Ingest, with the read API measured alongside.
+    let ingesting = Arc::new(AtomicBool::new(true));
+    let probe = tokio::spawn(probe_reads(system.client.clone(), id.clone(), ingesting.clone()));
+    let started = Instant::now();
+    let chunks: Vec<Vec<(String, u64, Vec<String>)>> = {
+        let mut chunks = vec![Vec::new(); CALLERS];
+        for (i, batch) in leased.into_iter().enumerate() {
+            chunks[i % CALLERS].push(batch);
+        }
+        chunks
+    };
+    let mut callers = Vec::new();
+    for chunk in chunks {
+        let workers = workers.clone();
+        callers.push(tokio::spawn(async move {
+            let mut accepted = 0u64;
+            for (task_id, lease_id, instances) in &chunk {
+                let results = instances
+                    .iter()
+                    .map(|i| TargetResult {
+                        instance_id: i.clone(),
+                        status: TargetStatus::Success as i32,
+                        exit_code: Some(0),
+                        reason: "exit code 0".into(),
+                        steps: vec![StepOutput {
+                            name: "aws:runShellScript".into(),
+                            stdout: format!("patched {i}: 3 packages updated, no reboot needed\n"),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                    .collect();
+                let answer = workers
+                    .clone()
+                    .report_results(ReportResultsRequest {
+                        task_id: task_id.clone(),
+                        lease_id: *lease_id,
+                        results,
+                    })
+                    .await
+                    .expect("ReportResults")
+                    .into_inner();
+                accepted += u64::from(answer.accepted);
+            }
+            (accepted, chunk)
+        }));
+    }
+    let mut accepted = 0;
+    let mut done = Vec::new();
+    for caller in callers {
+        let (n, chunk) = caller.await.expect("a caller");
+        accepted += n;
+        done.extend(chunk);
+    }
+    let ingest = started.elapsed();
+    ingesting.store(false, Ordering::Relaxed);
+    let (gets, lists, watches) = probe.await.expect("the probe");
+    println!(
+        "ReportResults ingest: {accepted} results in {:.2}s = {:.0} results/s ({CALLERS} callers, {BATCH} per call, TLS)",
+        ingest.as_secs_f64(),
+        accepted as f64 / ingest.as_secs_f64()
+    );
+    for (name, mut samples) in [
+        ("GetCampaign", gets),
+        ("ListCampaigns", lists),
+        ("WatchCampaign", watches),
+    ] {
+        let n = samples.len();
+        let (p50, p99) = percentiles(&mut samples);
+        println!("  {name:<14} during ingest: p50 {p50:.1} ms, p99 {p99:.1} ms ({n} calls)");
+    }
+    println!("controller RSS after ingest: {}", rss(&system));
+
+    for (task_id, lease_id, _) in &done {
+        complete(&workers, task_id, *lease_id).await;
+    }
+    let campaign = wait_done(&mut system.client, &id, Duration::from_secs(600)).await;
+    let counters = campaign.counters.unwrap_or_default();
+    assert_eq!(campaign.state(), CampaignState::Succeeded, "{campaign:?}");
+    assert_eq!(
+        counters.success as usize, next_instance as usize,
+        "every result counted once"
+    );
+    assert_eq!(accepted as usize, next_instance as usize);
+    println!(
+        "campaign {} succeeded: {} targets; controller RSS {}",
+        id,
+        counters.total,
+        rss(&system)
+    );
+    let _ = get(&mut system.client, &id).await;
+}
+
+async fn lease(workers: &Workers, task: &TaskRef) -> (u64, Vec<String>) {
+    let answer = workers
+        .clone()
+        .lease_task(LeaseTaskRequest {
+            task: Some(task.clone()),
+            worker_id: "bench".into(),
+        })
+        .await
+        .expect("LeaseTask")
+        .into_inner();
+    assert_eq!(answer.outcome(), LeaseOutcome::Granted, "{answer:?}");
+    let lease = answer.lease.expect("a lease");
+    let task = lease.task.expect("a task");
+    let instances = if task.kind() == TaskKind::Execute {
+        task.execute.expect("an execute spec").instance_ids
+    } else {
+        Vec::new()
+    };
+    (lease.lease_id, instances)
+}
+
+async fn complete(workers: &Workers, task_id: &str, lease_id: u64) {
+    workers
+        .clone()
+        .complete_task(CompleteTaskRequest {
+            task_id: task_id.to_owned(),
+            lease_id,
+        })
+        .await
+        .expect("CompleteTask");
+}
+
+type Samples = Vec<Duration>;
+
+/// Get, List and the first Watch answer, one after another, while ingesting.
+async fn probe_reads(
+    mut client: muster_proto::v1::campaign_service_client::CampaignServiceClient<Channel>,
+    id: String,
+    ingesting: Arc<AtomicBool>,
+) -> (Samples, Samples, Samples) {
+    let (mut gets, mut lists, mut watches) = (Vec::new(), Vec::new(), Vec::new());
+    while ingesting.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        client
+            .get_campaign(GetCampaignRequest {
+                campaign_id: id.clone(),
+            })
+            .await
+            .expect("GetCampaign");
+        gets.push(started.elapsed());
+        let started = Instant::now();
+        client
+            .list_campaigns(ListCampaignsRequest {
+                page_size: 50,
+                ..Default::default()
+            })
+            .await
+            .expect("ListCampaigns");
+        lists.push(started.elapsed());
+        let started = Instant::now();
+        let mut stream = client
+            .watch_campaign(WatchCampaignRequest {
+                campaign_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("WatchCampaign")
+            .into_inner();
+        stream.message().await.expect("a snapshot").expect("a first message");
+        watches.push(started.elapsed());
+        drop(stream);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (gets, lists, watches)
+}

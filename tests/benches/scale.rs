@@ -1,0 +1,248 @@
+//! Benchmark (issue 9): a 10,000-instance campaign against per-(account,
+//! region) API quotas with 20-50 ms of latency per call, with 1, 2 and 4
+//! workers, next to the bound those quotas allow.
+//!
+//! The large fleet (50 accounts x 4 regions x 50 instances) on two moto
+//! processes, the real controller and worker binaries, and one 30-second
+//! command per instance at max concurrency 100% in batches of 50. Each run
+//! prints makespan and the quota bound, AWS calls per instance by API (the
+//! sim's counters), throttled calls, peak RSS and CPU seconds of every
+//! process, and the time from submit to the first and last SendCommand.
+//!
+//!     cargo build --release --bins
+//!     cargo bench -p muster-tests --bench scale
+//!
+//! MUSTER_BENCH_WORKERS (default "1,2,4"), MUSTER_BENCH_ACCOUNTS (50) and
+//! MUSTER_BENCH_COMMAND_SECONDS (30) change the runs.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use muster_proto::v1::{CampaignState, RateControl};
+use muster_sim::{LatencyRange, Quota, Tunables};
+use muster_tests::client::{get, script_spec, submit};
+use muster_tests::fleets;
+use muster_tests::procs::{System, SystemOptions};
+use muster_tests::procstat::{cpu_seconds, rss_mib};
+
+const REGIONS: [&str; 4] = ["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2"];
+const PER_REGION: u32 = 50;
+const BATCH: u32 = 50;
+/// Per (account, region): SendCommand, ListCommandInvocations,
+/// DescribeInstances (calls/s, burst).
+const SEND: (f64, f64) = (5.0, 5.0);
+const LIST: (f64, f64) = (10.0, 10.0);
+const DESCRIBE: (f64, f64) = (10.0, 10.0);
+const LATENCY_MS: (u64, u64) = (20, 50);
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+fn quota(service: &str, api: &str, (rate, burst): (f64, f64)) -> Quota {
+    Quota {
+        service: service.into(),
+        api: api.into(),
+        rate,
+        burst,
+    }
+}
+
+fn tunables() -> Tunables {
+    let mut quotas = vec![
+        quota("ssm", "SendCommand", SEND),
+        quota("ssm", "ListCommandInvocations", LIST),
+        quota("ssm", "GetCommandInvocation", LIST),
+        quota("ssm", "DescribeInstanceInformation", (10.0, 20.0)),
+        quota("ec2", "*", DESCRIBE),
+        quota("sts", "AssumeRole", (50.0, 100.0)),
+    ];
+    quotas.push(quota("ssm", "CancelCommand", (10.0, 20.0)));
+    Tunables {
+        throttling: true,
+        quotas,
+        latency_ms: LatencyRange {
+            min: LATENCY_MS.0,
+            max: LATENCY_MS.1,
+        },
+        time_scale: 1.0,
+        visibility_delay_ms: 300,
+        delivery_delay_ms: 200,
+        ..Tunables::default()
+    }
+}
+
+/// The least makespan the quotas allow: per (account, region) the calls
+/// that must happen one after another (assume role, describe instances,
+/// instance information, send, one listing after the command ends), each
+/// with the mean latency, plus SendCommand beyond its burst, plus the
+/// agent's delivery and the command itself.
+fn bound(command_seconds: f64, tunables: &Tunables) -> f64 {
+    let mean_latency = (LATENCY_MS.0 + LATENCY_MS.1) as f64 / 2000.0;
+    let sends_per_scope = f64::from(PER_REGION.div_ceil(BATCH));
+    let send_wait = ((sends_per_scope - SEND.1).max(0.0)) / SEND.0;
+    5.0 * mean_latency + send_wait + tunables.delivery_delay_ms as f64 / 1000.0 + command_seconds
+}
+
+fn counters(system: &System) -> BTreeMap<(String, String, String), u64> {
+    system.sb.state().counters.lock().expect("counters").clone()
+}
+
+#[tokio::main]
+async fn main() {
+    let worker_counts: Vec<usize> = env::<String>("MUSTER_BENCH_WORKERS", "1,2,4".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let accounts: u32 = env("MUSTER_BENCH_ACCOUNTS", 50);
+    let command_seconds: f64 = env("MUSTER_BENCH_COMMAND_SECONDS", 30.0);
+    let instances = u64::from(accounts * PER_REGION) * REGIONS.len() as u64;
+    let tunables = tunables();
+    let started = Instant::now();
+    let mut system = System::start(
+        &fleets::grid(accounts, &REGIONS, PER_REGION, command_seconds),
+        SystemOptions {
+            tunables: tunables.clone(),
+            workers: 0,
+            lease_ttl: 30,
+            moto_shards: 2,
+            controller_args: ["--max-tasks-per-scope", "4", "--max-queued", "2000"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
+    )
+    .await;
+    println!(
+        "sandbox: {instances} instances in {} (account, region) scopes, seeded in {:.0}s",
+        accounts as usize * REGIONS.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let bound = bound(command_seconds, &tunables);
+    println!(
+        "quotas per (account, region): SendCommand {}/s, ListCommandInvocations {}/s, DescribeInstances {}/s; \
+         latency {}-{} ms; bound {bound:.1}s",
+        SEND.0, LIST.0, DESCRIBE.0, LATENCY_MS.0, LATENCY_MS.1
+    );
+    let ids: Vec<String> = system.fleet.accounts.iter().map(|a| a.id.clone()).collect();
+    let mut rows = Vec::new();
+    for &workers in &worker_counts {
+        while system.worker_count() < workers {
+            system.start_worker();
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let pids: Vec<u32> = (0..workers).filter_map(|i| system.worker_pid(i)).collect();
+        let controller = system.controller_pid().expect("the controller runs");
+        let cpu_before: Vec<f64> = std::iter::once(controller)
+            .chain(pids.iter().copied())
+            .map(|p| cpu_seconds(p).unwrap_or(0.0))
+            .collect();
+        let calls_before = counters(&system);
+        let audit_before = system.sb.audit().len();
+
+        let mut spec = script_spec(&ids, &REGIONS, &["true"], &[], "ext-grid");
+        spec.rate = Some(RateControl {
+            max_concurrency: "100%".into(),
+            max_errors: String::new(),
+            batch_size: BATCH,
+            api_calls_per_second: SEND.0.max(LIST.0),
+        });
+        let submitted = chrono::Utc::now();
+        let clock = Instant::now();
+        let id = submit(&mut system.client, spec).await;
+        let campaign = loop {
+            let campaign = get(&mut system.client, &id).await;
+            if campaign.state().is_terminal() {
+                break campaign;
+            }
+            assert!(
+                clock.elapsed() < Duration::from_secs(1800),
+                "the campaign did not end in 30 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let makespan = clock.elapsed().as_secs_f64();
+        let counters_now = campaign.counters.unwrap_or_default();
+
+        let calls_after = counters(&system);
+        let mut by_api: BTreeMap<String, u64> = BTreeMap::new();
+        let (mut total, mut throttled) = (0u64, 0u64);
+        for (key, after) in &calls_after {
+            let delta = after - calls_before.get(key).copied().unwrap_or(0);
+            if delta == 0 {
+                continue;
+            }
+            let (service, api, outcome) = key;
+            total += delta;
+            if outcome == "throttled" {
+                throttled += delta;
+            }
+            *by_api.entry(format!("{service}:{api}")).or_insert(0) += delta;
+        }
+        let audit = system.sb.audit();
+        let sends = &audit[audit_before..];
+        let offset = |at: &str| {
+            chrono::DateTime::parse_from_rfc3339(at)
+                .map(|t| (t.with_timezone(&chrono::Utc) - submitted).num_milliseconds() as f64 / 1000.0)
+                .unwrap_or(f64::NAN)
+        };
+        let first = sends.iter().map(|e| offset(&e.at)).fold(f64::INFINITY, f64::min);
+        let last = sends.iter().map(|e| offset(&e.at)).fold(f64::NEG_INFINITY, f64::max);
+        let cpu: Vec<f64> = std::iter::once(controller)
+            .chain(pids.iter().copied())
+            .zip(&cpu_before)
+            .map(|(p, before)| cpu_seconds(p).unwrap_or(0.0) - before)
+            .collect();
+        let controller_peak = rss_mib(controller).map(|r| r.1).unwrap_or(f64::NAN);
+        let worker_peak = pids.iter().filter_map(|p| rss_mib(*p).map(|r| r.1)).fold(0.0, f64::max);
+
+        println!("\n== {workers} worker(s): campaign {id} ended {:?}", campaign.state());
+        println!(
+            "makespan {makespan:.1}s, bound {bound:.1}s, ratio {:.2}; first SendCommand at {first:.1}s, last at {last:.1}s",
+            makespan / bound
+        );
+        println!(
+            "targets: {} succeeded of {}; SendCommand batches {}",
+            counters_now.success,
+            counters_now.total,
+            sends.len()
+        );
+        println!(
+            "AWS calls: {total} ({:.3} per instance), throttled {throttled} ({:.2}%)",
+            total as f64 / instances as f64,
+            100.0 * throttled as f64 / total.max(1) as f64
+        );
+        for (api, n) in &by_api {
+            println!("  {api:<36} {n:>7}  {:.4}/instance", *n as f64 / instances as f64);
+        }
+        println!(
+            "controller: peak RSS {controller_peak:.0} MiB, CPU {:.1}s; workers: peak RSS {worker_peak:.0} MiB, CPU {}",
+            cpu[0],
+            cpu[1..]
+                .iter()
+                .map(|c| format!("{c:.1}s"))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        );
+        assert_eq!(
+            campaign.state(),
+            CampaignState::Succeeded,
+            "every instance must succeed"
+        );
+        rows.push(format!(
+            "| {workers} | {makespan:.1} s | {bound:.1} s | {:.2} | {:.3} | {:.2}% | {first:.1} s / {last:.1} s | {controller_peak:.0} MiB, {:.1} s | {worker_peak:.0} MiB, {:.1} s |",
+            makespan / bound,
+            total as f64 / instances as f64,
+            100.0 * throttled as f64 / total.max(1) as f64,
+            cpu[0],
+            cpu[1..].iter().sum::<f64>()
+        ));
+    }
+    println!(
+        "\n| workers | makespan | bound | ratio | calls/instance | throttled | first / last SendCommand | controller peak RSS, CPU | worker peak RSS, CPU (sum) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+}
