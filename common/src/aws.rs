@@ -26,6 +26,7 @@ pub struct AwsSettings {
 /// Loads the SDK configuration once for the whole process.
 pub async fn load(settings: &AwsSettings) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(shared_http_client())
         .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.unwrap_or(3)))
         .timeout_config(default_timeouts());
     if let Some(endpoint) = &settings.endpoint_url {
@@ -35,6 +36,17 @@ pub async fn load(settings: &AwsSettings) -> SdkConfig {
         loader = loader.region(Region::new(region.clone()));
     }
     loader.load().await
+}
+
+/// One HTTPS client (rustls, connection pool) for every SDK client made from
+/// this configuration. Without it each service client builds its own, with
+/// its own TLS root store and pool: a worker with 5,000 batches in flight held
+/// 1.5 GB, about 300 KiB per batch, and opened new connections per batch.
+pub fn shared_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+        .build_https()
 }
 
 /// Timeouts for every AWS call: a dead endpoint must not hang a worker.

@@ -41,3 +41,20 @@ pub fn default_instance_id(prefix: &str) -> String {
         .unwrap_or_else(|| prefix.to_owned());
     format!("{host}-{}", std::process::id())
 }
+
+/// The metrics endpoint's address: `host:port`, or `off` for none. Errors
+/// name `field`.
+pub fn metrics_listen(
+    field: &str,
+    value: Option<String>,
+    default: &str,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let value = value.unwrap_or_else(|| default.to_owned());
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("{field}: {value:?} is not host:port (e.g. 0.0.0.0:9102) or \"off\""))
+}

@@ -1,7 +1,32 @@
-//! Logging setup shared by every binary: `RUST_LOG` filters, text for people or
-//! JSON for machines, always on stderr so stdout stays clean for output.
+//! Logs, traces and the metrics endpoint, shared by every binary.
+//!
+//! Logs: `RUST_LOG` filters, text for people or JSON for machines, always on
+//! stderr so stdout stays clean for output. Traces: OpenTelemetry over OTLP
+//! (gRPC), only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; otherwise no exporter exists
+//! and nothing connects anywhere. The W3C `traceparent` carries a task's
+//! trace from the controller over SQS to the worker and back in gRPC
+//! metadata.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -13,17 +38,278 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. `default_filter` applies when `RUST_LOG`
-/// is not set, e.g. "info,aws_config=warn".
-pub fn init(format: LogFormat, default_filter: &str) {
+/// The installed telemetry; [`Telemetry::shutdown`] flushes spans.
+#[must_use = "call shutdown() before exiting so buffered spans are sent"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+/// Where OTLP traces go, from the standard environment; `None` (unset or
+/// empty) means tracing export is off.
+pub fn otlp_endpoint() -> Option<String> {
+    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|value| !value.trim().is_empty())
+}
+
+/// Installs the global subscriber: logs always, OTLP traces when an endpoint
+/// is configured. `default_filter` applies when `RUST_LOG` is not set, e.g.
+/// "info,aws_config=warn". Must run inside the Tokio runtime (the OTLP
+/// exporter's channel lives there).
+pub fn init(format: LogFormat, default_filter: &str, service: &'static str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(true);
-    // A second init (tests starting several servers in one process) is fine.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(true)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_writer(std::io::stderr)
+            .with_target(true)
+            .boxed(),
     };
+    let mut export_error = None;
+    let provider = otlp_endpoint().and_then(|endpoint| match tracer_provider(service) {
+        Ok(provider) => Some(provider),
+        Err(error) => {
+            export_error = Some(format!("OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}: {error}"));
+            None
+        }
+    });
+    let traces = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service)));
+    // A second init (tests starting several servers in one process) is fine.
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(traces)
+        .try_init();
+    if let Some(error) = export_error {
+        tracing::error!(error, "cannot export traces; running without them");
+    } else if provider.is_some() {
+        tracing::info!(endpoint = otlp_endpoint(), "exporting traces over OTLP");
+    }
+    Telemetry { provider }
+}
+
+fn tracer_provider(service: &'static str) -> Result<SdkTracerProvider, String> {
+    // Reads OTEL_EXPORTER_OTLP_ENDPOINT, _HEADERS, _TIMEOUT itself.
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service)
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Sends buffered spans and stops the exporter, waiting at most
+    /// `timeout`: a dead collector must not hold up shutdown.
+    pub async fn shutdown(self, timeout: Duration) {
+        let Some(provider) = self.provider else {
+            return;
+        };
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(timeout));
+        match tokio::time::timeout(timeout + Duration::from_secs(1), flushed).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "flushing spans failed"),
+            _ => tracing::warn!(timeout_s = timeout.as_secs(), "flushing spans timed out"),
+        }
+    }
+}
+
+/// The W3C `traceparent` of `span`, when traces are exported.
+pub fn traceparent(span: &Span) -> Option<String> {
+    let context = span.context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// The `traceparent` of the current span.
+pub fn current_traceparent() -> Option<String> {
+    traceparent(&Span::current())
+}
+
+/// Makes `span` a child of the remote span in `traceparent`. A malformed
+/// value is ignored: the span starts its own trace.
+pub fn set_parent(span: &Span, traceparent: &str) {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let context = TraceContextPropagator::new().extract(&carrier);
+    if context.span().span_context().is_valid() {
+        let _ = span.set_parent(context);
+    }
+}
+
+/// A tonic request carrying the current trace context in its metadata.
+pub fn traced<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = current_traceparent().and_then(|v| v.parse().ok()) {
+        request.metadata_mut().insert("traceparent", value);
+    }
+    request
+}
+
+/// The server span of one gRPC call (`Server::trace_fn`): named after the
+/// method, a child of the caller's `traceparent`, with the task's fields
+/// left for the handler to fill in ([`record_task`]).
+pub fn grpc_server_span(request: &http::Request<()>) -> Span {
+    let method = request.uri().path().rsplit('/').next().unwrap_or_default();
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = method,
+        otel.kind = "server",
+        rpc.method = method,
+        campaign_id = tracing::field::Empty,
+        task_id = tracing::field::Empty,
+        account = tracing::field::Empty,
+        region = tracing::field::Empty,
+    );
+    if let Some(parent) = request.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+        set_parent(&span, parent);
+    }
+    span
+}
+
+/// Fills the task fields of the current span.
+pub fn record_task(campaign_id: &str, task_id: &str, account: &str, region: &str) {
+    let span = Span::current();
+    span.record("campaign_id", campaign_id);
+    span.record("task_id", task_id);
+    span.record("account", account);
+    span.record("region", region);
+}
+
+/// A future in a box, for the metrics endpoint's callbacks.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What the metrics endpoint serves.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// The metrics in the OpenMetrics text format.
+    pub render: Arc<dyn Fn() -> BoxFuture<String> + Send + Sync>,
+    /// Whether the process can do its work; the error says why not.
+    pub ready: Arc<dyn Fn() -> BoxFuture<Result<(), String>> + Send + Sync>,
+}
+
+/// Serves `/metrics`, `/healthz` (the process answers), `/readyz` (it can do
+/// its work) and the gRPC health service (`grpc.health.v1`, following
+/// readiness) on `listener` until `shutdown`.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    endpoint: Endpoint,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+
+    let addr = listener.local_addr()?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let render = endpoint.render.clone();
+    let ready = endpoint.ready.clone();
+    let app = tonic::service::Routes::new(health)
+        .into_axum_router()
+        .route(
+            "/metrics",
+            get(move || {
+                let render = render.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        render().await,
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    match ready().await {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                    }
+                }
+            }),
+        );
+    // gRPC health follows /readyz.
+    let ready = endpoint.ready.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let status = match ready().await {
+                Ok(()) => tonic_health::ServingStatus::Serving,
+                Err(_) => tonic_health::ServingStatus::NotServing,
+            };
+            reporter.set_service_status("", status).await;
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    });
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(app))
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "metrics endpoint stopped");
+        }
+    });
+    Ok((addr, server))
+}
+
+/// A label value from a protobuf enum name: `CAMPAIGN_STATE_RUNNING` with
+/// prefix `CAMPAIGN_STATE_` becomes `running`.
+pub fn label(enum_name: &str, prefix: &str) -> String {
+    enum_name.strip_prefix(prefix).unwrap_or(enum_name).to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_names_become_lowercase_labels() {
+        assert_eq!(label("CAMPAIGN_STATE_RUNNING", "CAMPAIGN_STATE_"), "running");
+        assert_eq!(label("TARGET_STATUS_TIMED_OUT", "TARGET_STATUS_"), "timed_out");
+        assert_eq!(label("OTHER", "TARGET_STATUS_"), "other");
+    }
+
+    #[test]
+    fn without_an_exporter_there_is_no_trace_context_to_send() {
+        let span = tracing::info_span!("task");
+        assert_eq!(traceparent(&span), None);
+        let request = traced(());
+        assert!(request.metadata().get("traceparent").is_none());
+    }
 }

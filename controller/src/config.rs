@@ -77,6 +77,10 @@ pub struct Args {
     /// Log line format [default: text]
     #[arg(long, value_enum, env = "MUSTER_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Serve /metrics, /healthz, /readyz and gRPC health here, or "off"
+    /// [default: 127.0.0.1:9101]
+    #[arg(long, env = "MUSTER_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 
     /// The controller's TLS certificate chain (PEM file, or the PEM itself),
     /// for both APIs.
@@ -213,6 +217,8 @@ pub struct FileConfig {
     pub aws_endpoint_url: Option<String>,
     /// See `--aws-region`.
     pub aws_region: Option<String>,
+    /// See `--metrics-listen`.
+    pub metrics_listen: Option<String>,
     /// See `--tls-cert`.
     pub tls_cert: Option<String>,
     /// See `--tls-key`.
@@ -246,6 +252,8 @@ pub struct Config {
     pub aws_endpoint_url: Option<String>,
     /// AWS region.
     pub aws_region: Option<String>,
+    /// Metrics endpoint; none when off.
+    pub metrics_listen: Option<SocketAddr>,
     /// TLS and callers.
     pub security: Security,
 }
@@ -344,6 +352,11 @@ impl Config {
             },
             aws_endpoint_url: args.aws_endpoint_url.or(file.aws_endpoint_url),
             aws_region: args.aws_region.or(file.aws_region),
+            metrics_listen: muster_common::config::metrics_listen(
+                "metrics_listen",
+                args.metrics_listen.or(file.metrics_listen),
+                "127.0.0.1:9101",
+            )?,
             security,
         })
     }

@@ -1,5 +1,6 @@
-//! Puts task references on the SQS queue: SendMessageBatch, ten at a time,
-//! with a W3C `traceparent` attribute. Only as much work as workers can take
+//! Puts task references on the SQS queue: SendMessageBatch, ten at a time.
+//! Each message starts its task's trace: an "enqueue task" span whose W3C
+//! `traceparent` travels as a message attribute (when traces are exported). Only as much work as workers can take
 //! soon is on the queue at once; the rest waits in the store.
 //!
 //! A message sent twice (the controller died between sending and recording
@@ -8,20 +9,9 @@
 
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use muster_proto::v1::TaskRef;
-use rand::Rng as _;
 
 use crate::Controller;
-use crate::store::tasks;
-
-/// A fresh W3C trace context for a task message.
-pub fn traceparent() -> String {
-    let mut rng = rand::rng();
-    format!(
-        "00-{:032x}-{:016x}-01",
-        rng.random::<u128>() | 1,
-        rng.random::<u64>() | 1
-    )
-}
+use crate::store::tasks::{self, Due};
 
 /// Enqueues what is due; failures are retried on the next pass.
 pub async fn enqueue(ctl: &Controller) {
@@ -43,6 +33,8 @@ pub async fn enqueue(ctl: &Controller) {
     for chunk in due.chunks(10) {
         match send(ctl, chunk).await {
             Ok(sent) if !sent.is_empty() => {
+                ctl.metrics.enqueued(sent.len());
+                *ctl.queue_error.lock().expect("queue error lock") = None;
                 if let Err(error) = ctl.store.write(move |txn| tasks::mark_enqueued(txn, &sent)).await {
                     tracing::warn!(%error, "cannot record enqueued tasks; they will be sent again");
                 }
@@ -50,30 +42,45 @@ pub async fn enqueue(ctl: &Controller) {
             Ok(_) => {}
             Err(error) => {
                 tracing::warn!(error, queue = %ctl.settings.queue_url, "cannot put tasks on the queue; retrying");
+                *ctl.queue_error.lock().expect("queue error lock") = Some(error);
                 return;
             }
         }
     }
 }
 
-async fn send(ctl: &Controller, refs: &[TaskRef]) -> Result<Vec<TaskRef>, String> {
-    let entries: Vec<SendMessageBatchRequestEntry> = refs
+async fn send(ctl: &Controller, due: &[Due]) -> Result<Vec<TaskRef>, String> {
+    let entries: Vec<SendMessageBatchRequestEntry> = due
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            SendMessageBatchRequestEntry::builder()
+        .map(|(i, due)| {
+            let task = &due.task;
+            let span = tracing::info_span!(
+                "enqueue",
+                otel.name = "enqueue task",
+                otel.kind = "producer",
+                campaign_id = %task.campaign_id,
+                task_id = %task.task_id,
+                account = %due.account_id,
+                region = %due.region,
+                attempt = task.attempt,
+            );
+            let entry = SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())
-                .message_body(muster_proto::encode_task_ref(r))
-                .message_attributes(
+                .message_body(muster_proto::encode_task_ref(task));
+            match muster_common::telemetry::traceparent(&span) {
+                Some(traceparent) => entry.message_attributes(
                     "traceparent",
                     MessageAttributeValue::builder()
                         .data_type("String")
-                        .string_value(traceparent())
+                        .string_value(traceparent)
                         .build()
                         .expect("type and value are set"),
-                )
-                .build()
-                .expect("id and body are set")
+                ),
+                None => entry,
+            }
+            .build()
+            .expect("id and body are set")
         })
         .collect();
     let answer = ctl
@@ -96,20 +103,6 @@ async fn send(ctl: &Controller, refs: &[TaskRef]) -> Result<Vec<TaskRef>, String
         .successful()
         .iter()
         .filter_map(|ok| ok.id().parse::<usize>().ok())
-        .filter_map(|i| refs.get(i).cloned())
+        .filter_map(|i| due.get(i).map(|d| d.task.clone()))
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn traceparents_are_w3c_shaped() {
-        let t = super::traceparent();
-        let parts: Vec<&str> = t.split('-').collect();
-        assert_eq!(parts.len(), 4);
-        assert_eq!(
-            (parts[0], parts[1].len(), parts[2].len(), parts[3]),
-            ("00", 32, 16, "01")
-        );
-    }
 }

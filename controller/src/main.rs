@@ -11,9 +11,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(tool) = &args.tool {
         return muster_controller::config::run_tool(tool);
     }
-    muster_common::telemetry::init(
+    let telemetry = muster_common::telemetry::init(
         args.log_format.unwrap_or_default(),
         "info,aws_config=warn,aws_smithy_runtime=warn",
+        "muster-controller",
     );
     let config = Config::resolve(args)?;
     let store = Store::open(&config.data_dir)?;
@@ -30,12 +31,26 @@ async fn main() -> anyhow::Result<()> {
     let worker = tokio::net::TcpListener::bind(config.worker_listen)
         .await
         .map_err(|e| anyhow::anyhow!("worker_listen: cannot listen on {}: {e}", config.worker_listen))?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("metrics_listen: cannot listen on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let shutdown = muster_common::shutdown::on_signals();
     let tls = config.security.tls.is_some();
-    let running = muster_controller::start(controller, campaign, worker, config.security, shutdown.clone()).await?;
+    let listeners = muster_controller::Listeners {
+        campaign,
+        worker,
+        metrics,
+    };
+    let running = muster_controller::start(controller, listeners, config.security, shutdown.clone()).await?;
     tracing::info!(
         campaign_api = %running.campaign_addr,
         worker_api = %running.worker_addr,
+        metrics = running.metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         tls,
         data_dir = %config.data_dir.display(),
         queue = %config.settings.queue_url,
@@ -44,5 +59,6 @@ async fn main() -> anyhow::Result<()> {
     shutdown.cancelled().await;
     running.stop().await;
     tracing::info!("muster-controller stopped");
+    telemetry.shutdown(std::time::Duration::from_secs(5)).await;
     Ok(())
 }

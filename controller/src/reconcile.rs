@@ -47,6 +47,7 @@ pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
 pub async fn pass(ctl: &Controller, cursor: &AtomicUsize) -> StoreResult<()> {
     let now = now_ms();
     let expired = ctl.store.write(move |txn| tasks::expire_leases(txn, now)).await?;
+    ctl.metrics.lease_expired(expired.len());
     for (task, outcome) in &expired {
         tracing::warn!(task_id = %task.id, worker = task.lease_owner.as_deref().unwrap_or_default(), attempt = task.attempt, ?outcome, "lease expired");
     }

@@ -45,6 +45,18 @@ impl WorkerApi {
         }
     }
 
+    /// Fills the current span's task fields from the store (best effort:
+    /// for calls whose answer does not carry the task).
+    async fn trace_task(&self, task_id: &str) {
+        if tracing::Span::current().is_disabled() || uuid::Uuid::parse_str(task_id).is_err() {
+            return;
+        }
+        let id = task_id.to_owned();
+        if let Ok(Some(task)) = self.ctl.store.read(move |conn| tasks::get(conn, &id)).await {
+            muster_common::telemetry::record_task(&task.campaign_id, &task.id, &task.account_id, &task.region);
+        }
+    }
+
     /// The task a report is about; unknown tasks and wrong kinds are refused.
     async fn task(&self, task_id: &str, kind: TaskKind) -> Result<TaskRow, Status> {
         if uuid::Uuid::parse_str(task_id).is_err() {
@@ -58,6 +70,7 @@ impl WorkerApi {
             .await
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("task_id: no task {task_id}")))?;
+        muster_common::telemetry::record_task(&task.campaign_id, &task.id, &task.account_id, &task.region);
         if task.kind != kind {
             return Err(Status::invalid_argument(format!(
                 "task_id: task {task_id} is a {} task",
@@ -106,6 +119,15 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(match answer {
             LeaseAnswer::Granted(lease) => {
                 let task = lease.task.as_ref();
+                self.ctl.metrics.leased(&request.worker_id);
+                if let Some(task) = task {
+                    muster_common::telemetry::record_task(
+                        &task.campaign_id,
+                        &task.task_id,
+                        &task.account_id,
+                        &task.region,
+                    );
+                }
                 tracing::debug!(
                     task_id = task.map(|t| t.task_id.as_str()),
                     lease_id = lease.lease_id,
@@ -128,6 +150,7 @@ impl WorkerService for WorkerApi {
 
     async fn renew_lease(&self, request: Request<RenewLeaseRequest>) -> Result<Response<RenewLeaseResponse>, Status> {
         let request = request.into_inner();
+        self.trace_task(&request.task_id).await;
         let ttl = self.ctl.settings.lease_ttl;
         let ttl_ms = ttl.as_millis() as i64;
         let answer = self
@@ -223,6 +246,7 @@ impl WorkerService for WorkerApi {
             .write(move |txn| targets::ingest_results(txn, &task, &request.results, watched))
             .await
             .map_err(bad_report)?;
+        self.ctl.metrics.ingested(ingested.accepted, ingested.duplicates);
         for target in ingested.updated {
             self.ctl.hub.publish(
                 &campaign,
@@ -252,6 +276,8 @@ impl WorkerService for WorkerApi {
             .await
             .map_err(store_status)?;
         let task = answer.map_err(fenced)?;
+        muster_common::telemetry::record_task(&task.campaign_id, &task.id, &task.account_id, &task.region);
+        self.ctl.metrics.completed(task.kind);
         tracing::debug!(task_id = %task.id, kind = task.kind.as_str_name(), "task completed");
         self.ctl.wake.notify_one();
         Ok(Response::new(CompleteTaskResponse {}))
@@ -263,6 +289,7 @@ impl WorkerService for WorkerApi {
             return Err(Status::invalid_argument("reason: 1 to 4096 characters"));
         }
         let (task_id, reason, retryable) = (request.task_id.clone(), request.reason.clone(), request.retryable);
+        self.trace_task(&task_id).await;
         let answer = self
             .ctl
             .store
@@ -278,6 +305,7 @@ impl WorkerService for WorkerApi {
             .await
             .map_err(store_status)?;
         let outcome = answer.map_err(fenced)?;
+        self.ctl.metrics.failed(outcome == FailOutcome::Retrying);
         tracing::info!(
             task_id,
             reason,

@@ -27,6 +27,10 @@ moto_urls() {
 
 CONTROLLER_PORT="${MUSTER_CONTROLLER_PORT:-7070}"
 WORKER_API_PORT="${MUSTER_WORKER_API_PORT:-7071}"
+# /metrics, /healthz, /readyz: the controller on this port, worker i on
+# WORKER_METRICS_BASE + i.
+METRICS_PORT="${MUSTER_METRICS_PORT:-9101}"
+WORKER_METRICS_BASE="${MUSTER_WORKER_METRICS_BASE:-9110}"
 HUB_KEY=AKIAMUSTERSANDBOXHUB
 HUB_SECRET=muster-sandbox
 
@@ -112,7 +116,7 @@ up() {
     --out "$MUSTER_SANDBOX_DIR/fleet-state.json"
   write_env
   start_muster "$workers"
-  say "sandbox up: AWS endpoint $SIM_URL, controller 127.0.0.1:$CONTROLLER_PORT; fleet state in $MUSTER_SANDBOX_DIR/fleet-state.json"
+  say "sandbox up: AWS endpoint $SIM_URL, controller 127.0.0.1:$CONTROLLER_PORT (metrics http://127.0.0.1:$METRICS_PORT/metrics, workers from port $((WORKER_METRICS_BASE + 1))); fleet state in $MUSTER_SANDBOX_DIR/fleet-state.json"
 }
 
 # TLS on, as in production: a development CA and certificates (controller,
@@ -166,7 +170,8 @@ CFG
         --listen "127.0.0.1:$CONTROLLER_PORT" --worker-listen "127.0.0.1:$WORKER_API_PORT" \
         --data-dir "$MUSTER_SANDBOX_DIR/controller" --queue-url "$queue" --results-bucket "$results" \
         --tls-cert "$TLS_DIR/controller.pem" --tls-key "$TLS_DIR/controller.key" \
-        --worker-ca "$TLS_DIR/ca.pem" --client-ca "$TLS_DIR/ca.pem" --api-client muster-admin:submit
+        --worker-ca "$TLS_DIR/ca.pem" --client-ca "$TLS_DIR/ca.pem" --api-client muster-admin:submit \
+        --metrics-listen "127.0.0.1:$METRICS_PORT"
     wait_tcp controller "$CONTROLLER_PORT" 30
   fi
   for ((i = 1; i <= workers; i++)); do
@@ -179,7 +184,8 @@ CFG
     AWS_ENDPOINT_URL="$SIM_URL" AWS_EC2_METADATA_DISABLED=true \
     MUSTER_TLS_CA="$TLS_DIR/ca.pem" MUSTER_TLS_CERT="$TLS_DIR/worker.pem" MUSTER_TLS_KEY="$TLS_DIR/worker.key" \
       start_process "worker$i" "$MUSTER_BIN_DIR/muster-worker" \
-        --controller "https://127.0.0.1:$WORKER_API_PORT" --queue-url "$queue" --worker-id "sandbox-worker-$i"
+        --controller "https://127.0.0.1:$WORKER_API_PORT" --queue-url "$queue" --worker-id "sandbox-worker-$i" \
+        --metrics-listen "127.0.0.1:$((WORKER_METRICS_BASE + i))"
   done
   sleep 0.5
   for ((i = 1; i <= workers; i++)); do

@@ -90,7 +90,11 @@ struct SeedArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format, "info,aws_config=warn,aws_smithy_runtime=warn");
+    let _telemetry = telemetry::init(
+        cli.log_format,
+        "info,aws_config=warn,aws_smithy_runtime=warn",
+        "muster-sim",
+    );
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Seed(args) => seed_fleet(args).await,

@@ -5,7 +5,7 @@
 //! program plays the workers over gRPC with the worker certificate: it
 //! discovers 100,000 instances over 20 (account, region) scopes, leases and
 //! dispatches all 2,000 execute batches of 50, then reports every result
-//! (ReportResults, 8 callers at once) while a ninth caller measures
+//! (ReportResults, 8 callers at once, MUSTER_BENCH_CALLERS) while a ninth caller measures
 //! GetCampaign, ListCampaigns and the first answer of WatchCampaign.
 //!
 //!     cargo build --release --bins
@@ -32,7 +32,6 @@ use tonic::transport::Channel;
 const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
 const ACCOUNTS: u32 = 10;
 const BATCH: usize = 50;
-const CALLERS: usize = 8;
 
 type Workers = WorkerServiceClient<Channel>;
 
@@ -82,6 +81,10 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
+    let callers: usize = std::env::var("MUSTER_BENCH_CALLERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
     let scopes = ACCOUNTS as usize * REGIONS.len();
     let per_scope = targets / scopes;
     let batches = scopes * per_scope.div_ceil(BATCH);
@@ -179,16 +182,16 @@ async fn main() {
     let probe = tokio::spawn(probe_reads(system.client.clone(), id.clone(), ingesting.clone()));
     let started = Instant::now();
     let chunks: Vec<Vec<(String, u64, Vec<String>)>> = {
-        let mut chunks = vec![Vec::new(); CALLERS];
+        let mut chunks = vec![Vec::new(); callers];
         for (i, batch) in leased.into_iter().enumerate() {
-            chunks[i % CALLERS].push(batch);
+            chunks[i % callers].push(batch);
         }
         chunks
     };
-    let mut callers = Vec::new();
+    let mut handles = Vec::new();
     for chunk in chunks {
         let workers = workers.clone();
-        callers.push(tokio::spawn(async move {
+        handles.push(tokio::spawn(async move {
             let mut accepted = 0u64;
             for (task_id, lease_id, instances) in &chunk {
                 let results = instances
@@ -223,7 +226,7 @@ async fn main() {
     }
     let mut accepted = 0;
     let mut done = Vec::new();
-    for caller in callers {
+    for caller in handles {
         let (n, chunk) = caller.await.expect("a caller");
         accepted += n;
         done.extend(chunk);
@@ -232,7 +235,7 @@ async fn main() {
     ingesting.store(false, Ordering::Relaxed);
     let (gets, lists, watches) = probe.await.expect("the probe");
     println!(
-        "ReportResults ingest: {accepted} results in {:.2}s = {:.0} results/s ({CALLERS} callers, {BATCH} per call, TLS)",
+        "ReportResults ingest: {accepted} results in {:.2}s = {:.0} results/s ({callers} callers, {BATCH} per call, TLS)",
         ingest.as_secs_f64(),
         accepted as f64 / ingest.as_secs_f64()
     );

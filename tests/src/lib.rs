@@ -5,6 +5,7 @@
 pub mod client;
 pub mod creds;
 pub mod fleets;
+pub mod otlp;
 pub mod procs;
 pub mod procstat;
 pub mod stack;

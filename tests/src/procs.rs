@@ -56,6 +56,8 @@ pub struct SystemOptions {
     pub worker_args: Vec<String>,
     /// moto processes the accounts are spread over.
     pub moto_shards: usize,
+    /// More environment for the controller and workers.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for SystemOptions {
@@ -67,6 +69,7 @@ impl Default for SystemOptions {
             controller_args: Vec::new(),
             worker_args: Vec::new(),
             moto_shards: 1,
+            env: Vec::new(),
         }
     }
 }
@@ -86,6 +89,8 @@ pub struct System {
     workers: Vec<(String, Option<Child>)>,
     campaign_port: u16,
     worker_port: u16,
+    metrics_port: u16,
+    worker_metrics_ports: Vec<u16>,
     dir: tempfile::TempDir,
     options: SystemOptions,
 }
@@ -125,6 +130,8 @@ impl System {
             workers: Vec::new(),
             campaign_port,
             worker_port,
+            metrics_port: free_port(),
+            worker_metrics_ports: Vec::new(),
             dir: tempfile::tempdir().expect("a temp dir"),
             options,
         };
@@ -159,6 +166,7 @@ impl System {
             .env("AWS_ENDPOINT_URL", self.sb.endpoint())
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("RUST_LOG", "info,muster_worker=debug,muster_controller=debug")
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log);
@@ -198,6 +206,8 @@ impl System {
                 &self.options.lease_ttl.to_string(),
                 "--reconcile-ms",
                 "200",
+                "--metrics-listen",
+                &format!("127.0.0.1:{}", self.metrics_port),
             ])
             .args(&self.options.controller_args)
             .spawn()
@@ -230,10 +240,20 @@ impl System {
         }
     }
 
+    /// SIGTERMs the controller and waits for it to exit.
+    pub fn stop_controller(&mut self) {
+        if let Some(mut child) = self.controller.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+
     /// Starts a worker; returns its index.
     pub fn start_worker(&mut self) -> usize {
         let index = self.workers.len();
         let name = format!("worker-{index}");
+        let metrics_port = free_port();
+        self.worker_metrics_ports.push(metrics_port);
         let child = self
             .command("muster-worker", "worker", &name)
             .env("MUSTER_TLS_CA", &self.creds.files.ca)
@@ -248,6 +268,8 @@ impl System {
                 &name,
                 "--shutdown-grace",
                 "5",
+                "--metrics-listen",
+                &format!("127.0.0.1:{metrics_port}"),
             ])
             .args(&self.options.worker_args)
             .spawn()
@@ -297,6 +319,16 @@ impl System {
     /// The worker API's port.
     pub fn worker_port(&self) -> u16 {
         self.worker_port
+    }
+
+    /// The controller's metrics port.
+    pub fn controller_metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
+    /// A worker's metrics port.
+    pub fn worker_metrics_port(&self, index: usize) -> u16 {
+        self.worker_metrics_ports[index]
     }
 
     /// Every process's log so far.

@@ -192,7 +192,13 @@ async fn start_controller(
     let controller = muster_controller::Controller::new(store, controller_settings(fleet, options), &sdk);
     let campaign = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let worker = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
-    muster_controller::start(controller, campaign, worker, creds.security(), CancellationToken::new())
+    let metrics = Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port"));
+    let listeners = muster_controller::Listeners {
+        campaign,
+        worker,
+        metrics,
+    };
+    muster_controller::start(controller, listeners, creds.security(), CancellationToken::new())
         .await
         .expect("the controller starts")
 }

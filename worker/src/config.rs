@@ -68,6 +68,10 @@ pub struct Args {
     /// Log line format [default: text]
     #[arg(long, value_enum, env = "MUSTER_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Serve /metrics, /healthz, /readyz and gRPC health here, or "off"
+    /// [default: 127.0.0.1:9102]
+    #[arg(long, env = "MUSTER_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// The same settings in a config file.
@@ -100,6 +104,8 @@ pub struct FileConfig {
     pub aws_endpoint_url: Option<String>,
     /// See `--aws-region`.
     pub aws_region: Option<String>,
+    /// See `--metrics-listen`.
+    pub metrics_listen: Option<String>,
 }
 
 /// Resolved configuration.
@@ -123,6 +129,8 @@ pub struct Config {
     pub aws_endpoint_url: Option<String>,
     /// AWS region.
     pub aws_region: Option<String>,
+    /// Metrics endpoint; none when off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -170,7 +178,13 @@ impl Config {
         // Check the URL and read the PEM now, so a mistake stops the worker
         // at start with the field named.
         muster_common::tls::endpoint("controller", &controller, "tls", &tls)?;
+        let metrics_listen = muster_common::config::metrics_listen(
+            "metrics_listen",
+            args.metrics_listen.or(file.metrics_listen),
+            "127.0.0.1:9102",
+        )?;
         Ok(Self {
+            metrics_listen,
             controller,
             tls,
             queue_url,

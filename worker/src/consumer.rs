@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::Message;
-use muster_proto::v1::{LeaseOutcome, LeaseTaskRequest};
+use muster_proto::v1::{LeaseOutcome, LeaseTaskRequest, TaskRef};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::Context;
 
@@ -116,6 +117,7 @@ async fn receive_loop(
         };
         // Not abandoned on stop: SQS may already have handed messages to this
         // long poll, and they would stay hidden for the visibility timeout.
+        let asked = std::time::Instant::now();
         let received = queue
             .sqs
             .receive_message()
@@ -127,12 +129,21 @@ async fn receive_loop(
             .await;
         let messages = match received {
             Ok(answer) => {
+                if failures > 0 && !stop.is_cancelled() {
+                    ctx.set_not_ready(None);
+                }
                 failures = 0;
-                answer.messages.unwrap_or_default()
+                let messages = answer.messages.unwrap_or_default();
+                ctx.stats.received(asked.elapsed(), messages.len());
+                messages
             }
             Err(error) => {
                 failures += 1;
-                tracing::warn!(poller, error = %muster_common::retry::describe(&error), "receiving from the task queue failed");
+                let error = muster_common::retry::describe(&error);
+                tracing::warn!(poller, error, "receiving from the task queue failed");
+                if !stop.is_cancelled() {
+                    ctx.set_not_ready(Some(format!("the task queue does not answer: {error}")));
+                }
                 tokio::time::sleep(muster_common::retry::backoff(
                     failures,
                     Duration::from_millis(500),
@@ -172,6 +183,28 @@ async fn handle(ctx: &Context, queue: &Queue, message: Message, hand_back: &Canc
             return;
         }
     };
+    // One span per task attempt, continuing the controller's trace.
+    let span = tracing::info_span!(
+        "task",
+        otel.name = "task",
+        campaign_id = %task_ref.campaign_id,
+        task_id = %task_ref.task_id,
+        attempt = task_ref.attempt,
+        account = tracing::field::Empty,
+        region = tracing::field::Empty,
+        kind = tracing::field::Empty,
+    );
+    if let Some(parent) = message
+        .message_attributes()
+        .and_then(|attributes| attributes.get("traceparent"))
+        .and_then(|value| value.string_value())
+    {
+        muster_common::telemetry::set_parent(&span, parent);
+    }
+    leased(ctx, queue, &message, task_ref, hand_back).instrument(span).await;
+}
+
+async fn leased(ctx: &Context, queue: &Queue, message: &Message, task_ref: TaskRef, hand_back: &CancellationToken) {
     let task_id = task_ref.task_id.clone();
     let answer = ctx
         .controller
@@ -188,7 +221,7 @@ async fn handle(ctx: &Context, queue: &Queue, message: Message, hand_back: &Canc
         }
     };
     let outcome = LeaseOutcome::try_from(answer.outcome).unwrap_or(LeaseOutcome::Unspecified);
-    queue.delete(&message).await;
+    queue.delete(message).await;
     match (outcome, answer.lease) {
         (LeaseOutcome::Granted, Some(lease)) => crate::task::run(ctx, lease, hand_back).await,
         (outcome, _) => {

@@ -14,6 +14,7 @@ use muster_proto::v1::{
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use tracing::Instrument as _;
 
 /// How a controller call ended when it did not succeed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -76,8 +77,19 @@ impl ControllerClient {
         Self { client }
     }
 
-    /// Retries `call` on transient failures for up to `budget`.
-    async fn retrying<T, F, Fut>(&self, budget: Duration, mut call: F) -> Result<T, ControllerError>
+    /// Retries `call` on transient failures for up to `budget`, in a client
+    /// span named `method` whose context travels in the request metadata.
+    async fn retrying<T, F, Fut>(&self, method: &'static str, budget: Duration, call: F) -> Result<T, ControllerError>
+    where
+        F: FnMut(WorkerServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.retrying_in_span(budget, call)
+            .instrument(crate::trace::step(method, "client"))
+            .await
+    }
+
+    async fn retrying_in_span<T, F, Fut>(&self, budget: Duration, mut call: F) -> Result<T, ControllerError>
     where
         F: FnMut(WorkerServiceClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
@@ -100,18 +112,31 @@ impl ControllerClient {
     /// Asks for a task's lease. One attempt: on failure the queue message
     /// stays and comes back after its visibility timeout.
     pub async fn lease_task(&self, request: LeaseTaskRequest) -> Result<LeaseTaskResponse, ControllerError> {
-        self.retrying(Duration::ZERO, |mut c| {
-            let request = request.clone();
-            async move { c.lease_task(request).await }
-        })
-        .await
+        let span = crate::trace::step("LeaseTask", "client");
+        if let Some(task) = &request.task {
+            span.record("campaign_id", task.campaign_id.as_str());
+            span.record("task_id", task.task_id.as_str());
+        }
+        let answer = self
+            .retrying_in_span(Duration::ZERO, |mut c| {
+                let request = request.clone();
+                async move { c.lease_task(muster_common::telemetry::traced(request)).await }
+            })
+            .instrument(span.clone())
+            .await;
+        // Where the task runs is known once it is granted.
+        if let Ok(Some(task)) = answer.as_ref().map(|a| a.lease.as_ref().and_then(|l| l.task.as_ref())) {
+            span.record("account", task.account_id.as_str());
+            span.record("region", task.region.as_str());
+        }
+        answer
     }
 
     /// Renews a lease. One attempt; the renew loop tries again next tick.
     pub async fn renew_lease(&self, request: RenewLeaseRequest) -> Result<RenewLeaseResponse, ControllerError> {
-        self.retrying(Duration::ZERO, |mut c| {
+        self.retrying("RenewLease", Duration::ZERO, |mut c| {
             let request = request.clone();
-            async move { c.renew_lease(request).await }
+            async move { c.renew_lease(muster_common::telemetry::traced(request)).await }
         })
         .await
     }
@@ -121,9 +146,9 @@ impl ControllerClient {
         &self,
         request: ReportTargetsRequest,
     ) -> Result<ReportTargetsResponse, ControllerError> {
-        self.retrying(Duration::MAX, |mut c| {
+        self.retrying("ReportTargets", Duration::MAX, |mut c| {
             let request = request.clone();
-            async move { c.report_targets(request).await }
+            async move { c.report_targets(muster_common::telemetry::traced(request)).await }
         })
         .await
     }
@@ -131,9 +156,9 @@ impl ControllerClient {
     /// Records a SendCommand; retried for as long as it takes, because a
     /// later attempt must know about it.
     pub async fn report_dispatch(&self, request: ReportDispatchRequest) -> Result<(), ControllerError> {
-        self.retrying(Duration::MAX, |mut c| {
+        self.retrying("ReportDispatch", Duration::MAX, |mut c| {
             let request = request.clone();
-            async move { c.report_dispatch(request).await }
+            async move { c.report_dispatch(muster_common::telemetry::traced(request)).await }
         })
         .await
         .map(|_| ())
@@ -144,18 +169,18 @@ impl ControllerClient {
         &self,
         request: ReportResultsRequest,
     ) -> Result<ReportResultsResponse, ControllerError> {
-        self.retrying(Duration::MAX, |mut c| {
+        self.retrying("ReportResults", Duration::MAX, |mut c| {
             let request = request.clone();
-            async move { c.report_results(request).await }
+            async move { c.report_results(muster_common::telemetry::traced(request)).await }
         })
         .await
     }
 
     /// Completes a task.
     pub async fn complete_task(&self, request: CompleteTaskRequest) -> Result<(), ControllerError> {
-        self.retrying(Duration::from_secs(300), |mut c| {
+        self.retrying("CompleteTask", Duration::from_secs(300), |mut c| {
             let request = request.clone();
-            async move { c.complete_task(request).await }
+            async move { c.complete_task(muster_common::telemetry::traced(request)).await }
         })
         .await
         .map(|_| ())
@@ -163,9 +188,9 @@ impl ControllerClient {
 
     /// Fails a task.
     pub async fn fail_task(&self, request: FailTaskRequest) -> Result<FailTaskResponse, ControllerError> {
-        self.retrying(Duration::from_secs(300), |mut c| {
+        self.retrying("FailTask", Duration::from_secs(300), |mut c| {
             let request = request.clone();
-            async move { c.fail_task(request).await }
+            async move { c.fail_task(muster_common::telemetry::traced(request)).await }
         })
         .await
     }

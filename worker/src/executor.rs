@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ssm::types::{CloudWatchOutputConfig, CommandFilter, CommandFilterKey};
 use muster_proto::v1::{ExecuteSpec, ReportDispatchRequest, TargetResult, TargetStatus, Task, TimeoutKind};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::api::Api;
 use crate::controller::ControllerError;
@@ -21,7 +22,7 @@ use crate::lease::{LeaseHandle, LeaseState};
 use crate::output;
 use crate::reporter::{self, Ack};
 use crate::target::{CallError, Target};
-use crate::{Context, TaskError};
+use crate::{Context, TaskError, trace};
 
 /// First poll this long after sending.
 const FIRST_POLL: Duration = Duration::from_millis(1_500);
@@ -325,6 +326,7 @@ async fn poll(
         }
         for command in commands.iter_mut().filter(|c| !c.pending.is_empty()) {
             let invocations = list_invocations(target, &command.command_id)
+                .instrument(trace::step("poll", "internal"))
                 .await
                 .map_err(TaskError::Aws)?;
             for invocation in invocations {
@@ -334,6 +336,7 @@ async fn poll(
                     continue;
                 }
                 let result = output::result_of(target, spec, &invocation)
+                    .instrument(trace::step("fetch output", "internal"))
                     .await
                     .map_err(TaskError::Aws)?;
                 command.pending.remove(&id);

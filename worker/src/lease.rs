@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use muster_proto::v1::{CompleteTaskRequest, FailTaskRequest, Lease, RenewLeaseRequest, Task};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::controller::{ControllerClient, ControllerError};
 
@@ -55,7 +56,8 @@ impl LeaseHandle {
         let deadline = Arc::new(Mutex::new(Instant::now() + ttl));
         let (tx, rx) = watch::channel(LeaseState::Held);
         let stop = CancellationToken::new();
-        tokio::spawn(renew_loop(
+        // Renewals belong to the task's trace and carry its fields.
+        let renewing = renew_loop(
             controller.clone(),
             task.task_id.clone(),
             lease.lease_id,
@@ -63,7 +65,12 @@ impl LeaseHandle {
             deadline.clone(),
             tx,
             stop.clone(),
-        ));
+        )
+        .instrument(tracing::Span::current());
+        match crate::trace::current() {
+            Some(scope) => tokio::spawn(crate::trace::scoped(scope, renewing)),
+            None => tokio::spawn(renewing),
+        };
         Self {
             lease_id: lease.lease_id,
             task,

@@ -20,6 +20,7 @@ pub mod reporter;
 pub mod stats;
 pub mod target;
 pub mod task;
+pub mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +34,7 @@ use crate::controller::{ControllerClient, ControllerError};
 use crate::credentials::{AssumeError, CredentialCache};
 use crate::reporter::Reporter;
 use crate::stats::Stats;
-use crate::target::CallError;
+use crate::target::{CallError, Targets};
 
 /// What every task of the process shares.
 pub struct Context {
@@ -47,10 +48,14 @@ pub struct Context {
     pub sdk: SdkConfig,
     /// Target-account credentials.
     pub credentials: Arc<CredentialCache>,
+    /// SDK clients per (role session, region).
+    pub targets: Targets,
     /// Per-(account, region, API) rates.
     pub limiter: Arc<ApiLimiter>,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// Why the worker cannot take tasks now, if it cannot.
+    pub not_ready: std::sync::Mutex<Option<String>>,
 }
 
 impl Context {
@@ -62,8 +67,49 @@ impl Context {
             controller,
             credentials: Arc::new(CredentialCache::new(aws_sdk_sts::Client::new(&sdk))),
             sdk,
+            targets: Targets::default(),
             limiter: Arc::new(ApiLimiter::default()),
             stats: Arc::new(Stats::default()),
+            not_ready: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Marks the worker ready (`None`) or not, with the reason.
+    pub fn set_not_ready(&self, reason: Option<String>) {
+        *self.not_ready.lock().expect("readiness lock") = reason;
+    }
+
+    /// Whether the worker takes tasks: the queue answers and it is not
+    /// stopping.
+    pub fn readiness(&self) -> Result<(), String> {
+        match self.not_ready.lock().expect("readiness lock").clone() {
+            None => Ok(()),
+            Some(reason) => Err(reason),
+        }
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn render_metrics(&self) -> String {
+        self.stats.render(stats::Extra {
+            credential_refreshes: self.credentials.refreshes(),
+            cached_targets: self.targets.len(),
+            ready: self.readiness().is_ok(),
+        })
+    }
+
+    /// What the metrics endpoint serves for this worker.
+    pub fn metrics_endpoint(self: &Arc<Self>) -> muster_common::telemetry::Endpoint {
+        let render = self.clone();
+        let ready = self.clone();
+        muster_common::telemetry::Endpoint {
+            render: Arc::new(move || {
+                let ctx = render.clone();
+                Box::pin(async move { ctx.render_metrics() })
+            }),
+            ready: Arc::new(move || {
+                let ctx = ready.clone();
+                Box::pin(async move { ctx.readiness() })
+            }),
         }
     }
 }
@@ -124,6 +170,7 @@ pub async fn run(ctx: Arc<Context>, settings: Settings, shutdown: CancellationTo
         tracker.clone(),
     ));
     shutdown.cancelled().await;
+    ctx.set_not_ready(Some("stopping".into()));
     // Receiving stops (a long poll in flight finishes and gives back what it
     // gets) while running tasks have their grace period.
     tracker.close();

@@ -11,9 +11,10 @@ use muster_worker::{Context, Settings};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    muster_common::telemetry::init(
+    let telemetry = muster_common::telemetry::init(
         args.log_format.unwrap_or_default(),
         "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_sts=warn",
+        "muster-worker",
     );
     let config = Config::resolve(args)?;
     let sdk = muster_common::aws::load(&AwsSettings {
@@ -25,6 +26,20 @@ async fn main() -> anyhow::Result<()> {
     let controller = ControllerClient::connect_lazy(&config.controller, &config.tls)?;
     let ctx = Arc::new(Context::new(&config.worker_id, controller, sdk));
     let shutdown = muster_common::shutdown::on_signals();
+    // The endpoint outlives the grace period, answering "not ready".
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("metrics_listen: cannot listen on {addr}: {e}"))?;
+            let (bound, server) =
+                muster_common::telemetry::serve_metrics(listener, ctx.metrics_endpoint(), metrics_stop.clone()).await?;
+            tracing::info!(metrics = %bound, "serving /metrics, /healthz, /readyz and gRPC health");
+            Some(server)
+        }
+        None => None,
+    };
     tracing::info!(worker_id = %config.worker_id, controller = %config.controller, tls = config.controller.starts_with("https://"), queue = %config.queue_url, "muster-worker starting");
     muster_worker::run(
         ctx,
@@ -38,5 +53,10 @@ async fn main() -> anyhow::Result<()> {
         shutdown,
     )
     .await;
+    metrics_stop.cancel();
+    if let Some(server) = metrics {
+        let _ = server.await;
+    }
+    telemetry.shutdown(std::time::Duration::from_secs(5)).await;
     Ok(())
 }

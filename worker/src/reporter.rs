@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use muster_proto::v1::{ReportResultsRequest, TargetResult};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 use crate::controller::{ControllerClient, ControllerError};
 
@@ -16,6 +17,9 @@ const MAX_BATCH: usize = 500;
 const LINGER: Duration = Duration::from_millis(50);
 
 struct Pending {
+    /// The reporting task's span and scope: the report joins its trace.
+    span: tracing::Span,
+    scope: Option<std::sync::Arc<crate::trace::Scope>>,
     task_id: String,
     lease_id: u64,
     result: TargetResult,
@@ -43,6 +47,8 @@ impl Reporter {
     pub fn report(&self, task_id: &str, lease_id: u64, result: TargetResult) -> Ack {
         let (ack, done) = oneshot::channel();
         let pending = Pending {
+            span: tracing::Span::current(),
+            scope: crate::trace::current(),
             task_id: task_id.to_owned(),
             lease_id,
             result,
@@ -98,7 +104,12 @@ async fn run(controller: ControllerClient, mut rx: mpsc::UnboundedReceiver<Pendi
                 lease_id,
                 results: pendings.iter().map(|p| p.result.clone()).collect(),
             };
-            let outcome = controller.report_results(request).await;
+            let first = &pendings[0];
+            let report = controller.report_results(request).instrument(first.span.clone());
+            let outcome = match first.scope.clone() {
+                Some(scope) => crate::trace::scoped(scope, report).await,
+                None => report.await,
+            };
             match &outcome {
                 Ok(answer) => tracing::debug!(
                     task_id,

@@ -1,17 +1,75 @@
-//! What the worker has done, for tests, benchmarks and (later) metrics.
+//! What the worker has done: counters for tests and benchmarks, and the
+//! Prometheus metrics behind `/metrics`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
 use crate::api::Api;
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    service: &'static str,
+    api: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    service: &'static str,
+    api: &'static str,
+}
+
 /// Counters shared by every task of the process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
     calls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     in_flight_batches: AtomicI64,
     running_tasks: AtomicI64,
+    aws_calls: Family<CallLabels, Counter>,
+    throttled: Family<ApiLabels, Counter>,
+    batches_gauge: Gauge,
+    tasks_gauge: Gauge,
+    tasks_started: Counter,
+    sqs_receive: Histogram,
+    sqs_messages: Counter,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            calls: Mutex::default(),
+            in_flight_batches: AtomicI64::default(),
+            running_tasks: AtomicI64::default(),
+            aws_calls: Family::default(),
+            throttled: Family::default(),
+            batches_gauge: Gauge::default(),
+            tasks_gauge: Gauge::default(),
+            tasks_started: Counter::default(),
+            // 5 ms to ~41 s: a long poll with nothing to take lasts 20 s.
+            sqs_receive: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            sqs_messages: Counter::default(),
+        }
+    }
+}
+
+/// Figures the worker's other parts keep, rendered next to [`Stats`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Extra {
+    /// Sessions assumed or refreshed (STS AssumeRole answers).
+    pub credential_refreshes: u64,
+    /// (role session, region) client sets cached.
+    pub cached_targets: usize,
+    /// 1 when the worker takes tasks, 0 when stopping or the queue fails.
+    pub ready: bool,
 }
 
 impl Stats {
@@ -24,6 +82,21 @@ impl Stats {
             .expect("stats lock")
             .entry((api.name(), outcome))
             .or_insert(0) += 1;
+        self.aws_calls
+            .get_or_create(&CallLabels {
+                service: api.service(),
+                api: api.name(),
+                outcome,
+            })
+            .inc();
+        if outcome == "throttled" {
+            self.throttled
+                .get_or_create(&ApiLabels {
+                    service: api.service(),
+                    api: api.name(),
+                })
+                .inc();
+        }
     }
 
     /// Calls by (API, outcome).
@@ -45,6 +118,7 @@ impl Stats {
     /// A batch was sent and is being polled (+1) or finished (-1).
     pub fn batches(&self, delta: i64) {
         self.in_flight_batches.fetch_add(delta, Ordering::Relaxed);
+        self.batches_gauge.inc_by(delta);
     }
 
     /// Batches being polled now.
@@ -55,10 +129,70 @@ impl Stats {
     /// A task started (+1) or ended (-1).
     pub fn tasks(&self, delta: i64) {
         self.running_tasks.fetch_add(delta, Ordering::Relaxed);
+        self.tasks_gauge.inc_by(delta);
+        if delta > 0 {
+            self.tasks_started.inc_by(delta as u64);
+        }
     }
 
     /// Tasks running now.
     pub fn running_tasks(&self) -> i64 {
         self.running_tasks.load(Ordering::Relaxed)
+    }
+
+    /// One SQS ReceiveMessage answered after `took` with `messages`.
+    pub fn received(&self, took: Duration, messages: usize) {
+        self.sqs_receive.observe(took.as_secs_f64());
+        self.sqs_messages.inc_by(messages as u64);
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn render(&self, extra: Extra) -> String {
+        let mut registry = Registry::with_prefix("muster_worker");
+        registry.register(
+            "aws_calls",
+            "AWS calls in target accounts by service, API and outcome (ok, throttled, transient, expired, error)",
+            self.aws_calls.clone(),
+        );
+        registry.register(
+            "aws_throttled",
+            "AWS calls answered with throttling (each was retried later)",
+            self.throttled.clone(),
+        );
+        registry.register(
+            "batches_in_flight",
+            "Batches sent through SSM and being polled",
+            self.batches_gauge.clone(),
+        );
+        registry.register("tasks_running", "Tasks leased and running", self.tasks_gauge.clone());
+        registry.register("tasks_started", "Tasks leased and started", self.tasks_started.clone());
+        registry.register(
+            "credential_refreshes",
+            "Target-account sessions assumed or refreshed through STS",
+            ConstCounter::new(extra.credential_refreshes),
+        );
+        registry.register(
+            "cached_targets",
+            "SDK client sets cached per (role session, region)",
+            ConstGauge::new(extra.cached_targets as i64),
+        );
+        registry.register(
+            "sqs_receive_seconds",
+            "Latency of SQS ReceiveMessage (long polls wait up to 20 s when the queue is empty)",
+            self.sqs_receive.clone(),
+        );
+        registry.register(
+            "sqs_messages_received",
+            "Task messages received from SQS",
+            self.sqs_messages.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 when the worker takes tasks (queue reachable, not stopping)",
+            ConstGauge::new(i64::from(extra.ready)),
+        );
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+        out
     }
 }

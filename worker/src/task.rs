@@ -1,18 +1,36 @@
 //! One leased task, from lease to complete (or fail): credentials first, then
 //! discovery or execution, then the verdict to the controller.
 
+use std::sync::Arc;
+
 use muster_common::retry::ErrorClass;
 use muster_proto::v1::{Lease, TaskKind};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::credentials::RoleKey;
 use crate::executor::{self, describe};
 use crate::lease::LeaseHandle;
-use crate::target::Target;
-use crate::{Context, TaskError, discovery};
+use crate::{Context, TaskError, discovery, trace};
 
-/// Runs a granted lease to its end.
+/// Runs a granted lease to its end, in the current (task) span.
 pub async fn run(ctx: &Context, lease: Lease, hand_back: &CancellationToken) {
+    let task = lease.task.clone().unwrap_or_default();
+    let kind = TaskKind::try_from(task.kind).unwrap_or(TaskKind::Unspecified);
+    let span = tracing::Span::current();
+    span.record("account", task.account_id.as_str());
+    span.record("region", task.region.as_str());
+    span.record("kind", kind.as_str_name());
+    let scope = Arc::new(trace::Scope {
+        campaign_id: task.campaign_id.clone(),
+        task_id: task.task_id.clone(),
+        account: task.account_id.clone(),
+        region: task.region.clone(),
+    });
+    trace::scoped(scope, Box::pin(run_scoped(ctx, lease, hand_back))).await;
+}
+
+async fn run_scoped(ctx: &Context, lease: Lease, hand_back: &CancellationToken) {
     let lease = LeaseHandle::start(ctx.controller.clone(), lease);
     let task = lease.task.clone();
     let kind = TaskKind::try_from(task.kind).unwrap_or(TaskKind::Unspecified);
@@ -28,26 +46,36 @@ pub async fn run(ctx: &Context, lease: Lease, hand_back: &CancellationToken) {
         session_name: task.role_session_name.clone(),
         duration_seconds: task.session_duration_seconds.max(900),
     };
-    let outcome = match ctx.credentials.get(&role).await {
+    let outcome = match ctx
+        .credentials
+        .get(&role)
+        .instrument(trace::step("assume role", "internal"))
+        .await
+    {
         Err(error) => Err(TaskError::Assume(error)),
         Ok(_) => {
-            let target = Target::new(
+            let target = ctx.targets.get(
                 &ctx.sdk,
                 &task.region,
-                role,
-                ctx.credentials.clone(),
-                ctx.limiter.clone(),
-                ctx.stats.clone(),
+                &role,
+                &ctx.credentials,
+                &ctx.limiter,
+                &ctx.stats,
             );
             match kind {
                 TaskKind::Discover => {
                     let spec = task.discover.clone().unwrap_or_default();
                     discovery::discover(&target, &spec, &ctx.controller, &task.task_id, lease.lease_id)
+                        .instrument(trace::step("discover", "internal"))
                         .await
                         .map(|_| ())
                         .map_err(TaskError::Aws)
                 }
-                TaskKind::Execute => executor::execute(ctx, &lease, &target, hand_back).await,
+                TaskKind::Execute => {
+                    executor::execute(ctx, &lease, &target, hand_back)
+                        .instrument(trace::step("execute", "internal"))
+                        .await
+                }
                 TaskKind::Unspecified => Err(TaskError::Aws(crate::target::CallError {
                     api: "LeaseTask",
                     account: task.account_id.clone(),

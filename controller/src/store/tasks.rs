@@ -472,18 +472,34 @@ pub fn expire_leases(conn: &Connection, now: i64) -> StoreResult<Vec<(TaskRow, F
     Ok(out)
 }
 
+/// A task due on the queue.
+#[derive(Debug, Clone)]
+pub struct Due {
+    /// What goes on the queue.
+    pub task: TaskRef,
+    /// Its account (for its trace span).
+    pub account_id: String,
+    /// Its region.
+    pub region: String,
+}
+
 /// Queued tasks whose current attempt is not on the queue yet, oldest first.
-pub fn to_enqueue(conn: &Connection, limit: usize) -> StoreResult<Vec<TaskRef>> {
+pub fn to_enqueue(conn: &Connection, limit: usize) -> StoreResult<Vec<Due>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT t.campaign_id, t.id, t.attempt FROM tasks t JOIN campaigns c ON c.id = t.campaign_id
+        "SELECT t.campaign_id, t.id, t.attempt, t.account_id, t.region FROM tasks t
+         JOIN campaigns c ON c.id = t.campaign_id
          WHERE t.state = ?1 AND t.enqueued_attempt < t.attempt AND c.cancel_requested = 0
          ORDER BY t.kind, t.created_ms LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![task_state::QUEUED, limit as i64], |r| {
-        Ok(TaskRef {
-            campaign_id: r.get(0)?,
-            task_id: r.get(1)?,
-            attempt: r.get(2)?,
+        Ok(Due {
+            task: TaskRef {
+                campaign_id: r.get(0)?,
+                task_id: r.get(1)?,
+                attempt: r.get(2)?,
+            },
+            account_id: r.get(3)?,
+            region: r.get(4)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -1,0 +1,314 @@
+//! Prometheus metrics of the controller. Counters count what this process
+//! did since it started; gauges (campaigns, tasks, targets, the backlog) are
+//! read from the store at each scrape, so they are right after a restart and
+//! agree with what the API reports.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use muster_common::telemetry::label;
+use muster_proto::v1::{CampaignState, TargetStatus, TaskKind};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+use rusqlite::Connection;
+
+use crate::Controller;
+use crate::store::StoreResult;
+use crate::store::records::task_state;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    kind: String,
+    state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    status: String,
+    campaign_state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailLabels {
+    retried: String,
+}
+
+/// What this process counted.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    tasks_enqueued: Counter,
+    leases_granted: Counter,
+    tasks_completed: Family<KindLabel, Counter>,
+    tasks_failed: Family<FailLabels, Counter>,
+    lease_expiries: Counter,
+    results_ingested: Counter,
+    results_duplicate: Counter,
+    /// Workers by when they last called.
+    workers: Mutex<HashMap<String, Instant>>,
+}
+
+impl Metrics {
+    /// Task references put on the queue.
+    pub fn enqueued(&self, n: usize) {
+        self.tasks_enqueued.inc_by(n as u64);
+    }
+
+    /// A lease was granted to `worker`.
+    pub fn leased(&self, worker: &str) {
+        self.leases_granted.inc();
+        self.saw_worker(worker);
+    }
+
+    /// A worker called: it is alive.
+    pub fn saw_worker(&self, worker: &str) {
+        let mut workers = self.workers.lock().expect("metrics lock");
+        if let Some(seen) = workers.get_mut(worker) {
+            *seen = Instant::now();
+        } else {
+            workers.insert(worker.to_owned(), Instant::now());
+        }
+    }
+
+    /// A task completed.
+    pub fn completed(&self, kind: TaskKind) {
+        self.tasks_completed.get_or_create(&kind_label(kind)).inc();
+    }
+
+    /// A task attempt failed; `retried` when another attempt follows.
+    pub fn failed(&self, retried: bool) {
+        self.tasks_failed
+            .get_or_create(&FailLabels {
+                retried: retried.to_string(),
+            })
+            .inc();
+    }
+
+    /// Leases that ran out without a renewal.
+    pub fn lease_expired(&self, n: usize) {
+        self.lease_expiries.inc_by(n as u64);
+    }
+
+    /// Results recorded (`accepted`) and repeated (`duplicates`).
+    pub fn ingested(&self, accepted: u32, duplicates: u32) {
+        self.results_ingested.inc_by(u64::from(accepted));
+        self.results_duplicate.inc_by(u64::from(duplicates));
+    }
+
+    /// Workers that took a lease within `window` or hold one now; older
+    /// ones are forgotten.
+    fn active_workers(&self, window: Duration, holding: &[String]) -> usize {
+        let mut workers = self.workers.lock().expect("metrics lock");
+        workers.retain(|_, seen| seen.elapsed() < window);
+        let mut active: std::collections::HashSet<&str> = workers.keys().map(String::as_str).collect();
+        active.extend(holding.iter().map(String::as_str));
+        active.len()
+    }
+}
+
+fn kind_label(kind: TaskKind) -> KindLabel {
+    KindLabel {
+        kind: label(kind.as_str_name(), "TASK_KIND_"),
+    }
+}
+
+/// Counts read from the store.
+#[derive(Debug, Default)]
+struct Snapshot {
+    campaigns: Vec<(i32, i64)>,
+    /// (kind, state label, count)
+    tasks: Vec<(i32, &'static str, i64)>,
+    /// (campaign state, target status, count)
+    targets: Vec<(i32, i32, i64)>,
+    /// Workers holding a lease.
+    holding: Vec<String>,
+}
+
+fn snapshot(conn: &Connection) -> StoreResult<Snapshot> {
+    let campaigns = conn
+        .prepare_cached("SELECT state, COUNT(*) FROM campaigns GROUP BY state")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let tasks = conn
+        .prepare_cached("SELECT kind, state, enqueued_attempt = attempt, COUNT(*) FROM tasks GROUP BY kind, state, 3")?
+        .query_map([], |r| {
+            let state: i32 = r.get(1)?;
+            let on_queue: bool = r.get(2)?;
+            let state = match state {
+                task_state::QUEUED if on_queue => "queued",
+                task_state::QUEUED => "waiting",
+                task_state::LEASED => "leased",
+                task_state::COMPLETED => "completed",
+                task_state::FAILED => "failed",
+                task_state::CANCELLED => "cancelled",
+                _ => "unknown",
+            };
+            Ok((r.get(0)?, state, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let targets = conn
+        .prepare_cached(
+            "SELECT c.state, n.status, SUM(n.count) FROM counters n JOIN campaigns c ON c.id = n.campaign_id
+             GROUP BY c.state, n.status",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let holding = conn
+        .prepare_cached("SELECT DISTINCT lease_owner FROM tasks WHERE state = ?1 AND lease_owner IS NOT NULL")?
+        .query_map([task_state::LEASED], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Snapshot {
+        campaigns,
+        tasks,
+        targets,
+        holding,
+    })
+}
+
+fn campaign_state(state: i32) -> String {
+    label(
+        CampaignState::try_from(state).unwrap_or_default().as_str_name(),
+        "CAMPAIGN_STATE_",
+    )
+}
+
+/// The metrics in the OpenMetrics text format.
+pub async fn render(ctl: &Controller) -> String {
+    let m = &ctl.metrics;
+    let mut registry = Registry::with_prefix("muster_controller");
+    let snapshot = match ctl.store.read(snapshot).await {
+        Ok(snapshot) => Some(snapshot),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the store for metrics");
+            None
+        }
+    };
+    registry.register(
+        "store_readable",
+        "1 when the store answered this scrape's queries",
+        ConstGauge::new(i64::from(snapshot.is_some())),
+    );
+    let snapshot = snapshot.unwrap_or_default();
+
+    let campaigns = Family::<StateLabel, Gauge>::default();
+    for &(state, n) in &snapshot.campaigns {
+        campaigns
+            .get_or_create(&StateLabel {
+                state: campaign_state(state),
+            })
+            .set(n);
+    }
+    registry.register("campaigns", "Campaigns in the store by state", campaigns);
+
+    let tasks = Family::<TaskLabels, Gauge>::default();
+    let mut backlog = 0;
+    for &(kind, state, n) in &snapshot.tasks {
+        if matches!(state, "waiting" | "queued" | "leased") {
+            backlog += n;
+        }
+        tasks
+            .get_or_create(&TaskLabels {
+                kind: kind_label(TaskKind::try_from(kind).unwrap_or_default()).kind,
+                state: state.to_owned(),
+            })
+            .inc_by(n);
+    }
+    registry.register(
+        "tasks",
+        "Tasks by kind and state: waiting (not on the queue yet), queued (on SQS), leased, completed, failed, cancelled",
+        tasks,
+    );
+
+    let targets = Family::<TargetLabels, Gauge>::default();
+    for &(state, status, n) in &snapshot.targets {
+        targets
+            .get_or_create(&TargetLabels {
+                status: label(
+                    TargetStatus::try_from(status).unwrap_or_default().as_str_name(),
+                    "TARGET_STATUS_",
+                ),
+                campaign_state: campaign_state(state),
+            })
+            .inc_by(n);
+    }
+    registry.register(
+        "targets",
+        "Targets (instances) by status and by the state of their campaign",
+        targets,
+    );
+
+    let window = (ctl.settings.lease_ttl * 2).max(Duration::from_secs(60));
+    let workers = m.active_workers(window, &snapshot.holding);
+    registry.register(
+        "workers_active",
+        "Workers holding a lease or granted one within two lease TTLs",
+        ConstGauge::new(workers as i64),
+    );
+    registry.register(
+        "backlog_tasks",
+        "Tasks not finished: waiting, queued or leased",
+        ConstGauge::new(backlog),
+    );
+    registry.register(
+        "backlog_per_worker",
+        "Unfinished tasks per active worker (all of them when none is active): a target for autoscaling",
+        ConstGauge::<f64>::new(backlog as f64 / workers.max(1) as f64),
+    );
+
+    registry.register(
+        "tasks_enqueued",
+        "Task references put on the SQS queue",
+        m.tasks_enqueued.clone(),
+    );
+    registry.register("leases_granted", "Leases granted to workers", m.leases_granted.clone());
+    registry.register("tasks_completed", "Tasks completed, by kind", m.tasks_completed.clone());
+    registry.register(
+        "tasks_failed",
+        "Task attempts failed, by kind and whether another attempt follows",
+        m.tasks_failed.clone(),
+    );
+    registry.register(
+        "lease_expiries",
+        "Leases that ran out because their worker stopped renewing",
+        m.lease_expiries.clone(),
+    );
+    registry.register(
+        "results_ingested",
+        "Target results recorded from workers",
+        m.results_ingested.clone(),
+    );
+    registry.register(
+        "results_duplicate",
+        "Target results reported again and ignored (already recorded)",
+        m.results_duplicate.clone(),
+    );
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+    out
+}
+
+/// Whether the controller can do its work: the store answers and the task
+/// queue took the last messages.
+pub async fn readiness(ctl: &Controller) -> Result<(), String> {
+    ctl.store
+        .read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+        .await
+        .map_err(|error| format!("the store does not answer: {error}"))?;
+    if let Some(error) = ctl.queue_error.lock().expect("queue error lock").clone() {
+        return Err(format!("the task queue refuses messages: {error}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! Spans of one task. Every span a task makes carries its campaign, task,
+//! account and region, taken from a task-local [`Scope`] set when the lease
+//! is granted, so code deep in a call (an AWS call, a gRPC report) need not
+//! be handed them.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tracing::Span;
+
+tokio::task_local! {
+    static SCOPE: Arc<Scope>;
+}
+
+/// Which task the current code works for.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Campaign id.
+    pub campaign_id: String,
+    /// Task id.
+    pub task_id: String,
+    /// Account id.
+    pub account: String,
+    /// Region.
+    pub region: String,
+}
+
+/// Runs `future` with `scope` as the current task's.
+pub async fn scoped<F: Future>(scope: Arc<Scope>, future: F) -> F::Output {
+    SCOPE.scope(scope, future).await
+}
+
+/// The current task's scope, if any.
+pub fn current() -> Option<Arc<Scope>> {
+    SCOPE.try_with(Arc::clone).ok()
+}
+
+/// A span for one step of the current task (`kind`: "internal" or
+/// "client"), named `name` in traces. Outside a task the fields stay empty
+/// until [`record`] fills them.
+pub fn step(name: &'static str, kind: &'static str) -> Span {
+    let span = tracing::info_span!(
+        "step",
+        otel.name = name,
+        otel.kind = kind,
+        campaign_id = tracing::field::Empty,
+        task_id = tracing::field::Empty,
+        account = tracing::field::Empty,
+        region = tracing::field::Empty,
+    );
+    if let Some(scope) = current() {
+        record(&span, &scope);
+    }
+    span
+}
+
+/// Fills a span's task fields.
+pub fn record(span: &Span, scope: &Scope) {
+    span.record("campaign_id", scope.campaign_id.as_str());
+    span.record("task_id", scope.task_id.as_str());
+    span.record("account", scope.account.as_str());
+    span.record("region", scope.region.as_str());
+}
