@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
+pub mod net;
 pub mod ratelimit;
 pub mod retry;
 pub mod shutdown;

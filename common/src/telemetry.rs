@@ -72,8 +72,9 @@ pub fn init(format: LogFormat, default_filter: &str, service: &'static str) -> T
             .with_target(true)
             .boxed(),
     };
+    let endpoint = otlp_endpoint();
     let mut export_error = None;
-    let provider = otlp_endpoint().and_then(|endpoint| match tracer_provider(service) {
+    let provider = endpoint.as_ref().and_then(|endpoint| match tracer_provider(service) {
         Ok(provider) => Some(provider),
         Err(error) => {
             export_error = Some(format!("OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}: {error}"));
@@ -92,7 +93,7 @@ pub fn init(format: LogFormat, default_filter: &str, service: &'static str) -> T
     if let Some(error) = export_error {
         tracing::error!(error, "cannot export traces; running without them");
     } else if provider.is_some() {
-        tracing::info!(endpoint = otlp_endpoint(), "exporting traces over OTLP");
+        tracing::info!(endpoint, "exporting traces over OTLP");
     }
     Telemetry { provider }
 }
@@ -113,11 +114,6 @@ fn tracer_provider(service: &'static str) -> Result<SdkTracerProvider, String> {
 }
 
 impl Telemetry {
-    /// Whether spans are exported.
-    pub fn exporting(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Sends buffered spans and stops the exporter, waiting at most
     /// `timeout`: a dead collector must not hold up shutdown.
     pub async fn shutdown(self, timeout: Duration) {
@@ -131,6 +127,12 @@ impl Telemetry {
             _ => tracing::warn!(timeout_s = timeout.as_secs(), "flushing spans timed out"),
         }
     }
+}
+
+/// Whether `span` is part of an exported trace (false when no exporter is
+/// installed): work done only to decorate spans can be skipped otherwise.
+pub fn is_traced(span: &Span) -> bool {
+    span.context().span().span_context().is_valid()
 }
 
 /// The W3C `traceparent` of `span`, when traces are exported.
@@ -170,7 +172,7 @@ pub fn traced<T>(message: T) -> tonic::Request<T> {
 
 /// The server span of one gRPC call (`Server::trace_fn`): named after the
 /// method, a child of the caller's `traceparent`, with the task's fields
-/// left for the handler to fill in ([`record_task`]).
+/// left for the handler to fill in ([`record_task`] on `Span::current()`).
 pub fn grpc_server_span(request: &http::Request<()>) -> Span {
     let method = request.uri().path().rsplit('/').next().unwrap_or_default();
     let span = tracing::info_span!(
@@ -189,9 +191,8 @@ pub fn grpc_server_span(request: &http::Request<()>) -> Span {
     span
 }
 
-/// Fills the task fields of the current span.
-pub fn record_task(campaign_id: &str, task_id: &str, account: &str, region: &str) {
-    let span = Span::current();
+/// Fills the task fields (declared empty) of `span`.
+pub fn record_task(span: &Span, campaign_id: &str, task_id: &str, account: &str, region: &str) {
     span.record("campaign_id", campaign_id);
     span.record("task_id", task_id);
     span.record("account", account);
@@ -208,6 +209,25 @@ pub struct Endpoint {
     pub render: Arc<dyn Fn() -> BoxFuture<String> + Send + Sync>,
     /// Whether the process can do its work; the error says why not.
     pub ready: Arc<dyn Fn() -> BoxFuture<Result<(), String>> + Send + Sync>,
+}
+
+impl Endpoint {
+    /// An endpoint whose answers are computed from `state` by `render` and
+    /// `ready`.
+    pub fn new<S, R, RF, Q, QF>(state: Arc<S>, render: R, ready: Q) -> Self
+    where
+        S: Send + Sync + 'static,
+        R: Fn(Arc<S>) -> RF + Send + Sync + 'static,
+        RF: Future<Output = String> + Send + 'static,
+        Q: Fn(Arc<S>) -> QF + Send + Sync + 'static,
+        QF: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let for_ready = state.clone();
+        Self {
+            render: Arc::new(move || Box::pin(render(state.clone()))),
+            ready: Arc::new(move || Box::pin(ready(for_ready.clone()))),
+        }
+    }
 }
 
 /// Serves `/metrics`, `/healthz` (the process answers), `/readyz` (it can do
@@ -274,7 +294,7 @@ pub async fn serve_metrics(
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
     });
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = crate::net::incoming(listener);
     let server = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .accept_http1(true)
@@ -288,22 +308,9 @@ pub async fn serve_metrics(
     Ok((addr, server))
 }
 
-/// A label value from a protobuf enum name: `CAMPAIGN_STATE_RUNNING` with
-/// prefix `CAMPAIGN_STATE_` becomes `running`.
-pub fn label(enum_name: &str, prefix: &str) -> String {
-    enum_name.strip_prefix(prefix).unwrap_or(enum_name).to_ascii_lowercase()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn enum_names_become_lowercase_labels() {
-        assert_eq!(label("CAMPAIGN_STATE_RUNNING", "CAMPAIGN_STATE_"), "running");
-        assert_eq!(label("TARGET_STATUS_TIMED_OUT", "TARGET_STATUS_"), "timed_out");
-        assert_eq!(label("OTHER", "TARGET_STATUS_"), "other");
-    }
 
     #[test]
     fn without_an_exporter_there_is_no_trace_context_to_send() {

@@ -1,7 +1,8 @@
 //! Puts task references on the SQS queue: SendMessageBatch, ten at a time.
 //! Each message starts its task's trace: an "enqueue task" span whose W3C
-//! `traceparent` travels as a message attribute (when traces are exported). Only as much work as workers can take
-//! soon is on the queue at once; the rest waits in the store.
+//! `traceparent` travels as a message attribute (when traces are exported).
+//! Only as much work as workers can take soon is on the queue at once; the
+//! rest waits in the store.
 //!
 //! A message sent twice (the controller died between sending and recording
 //! it) is harmless: the second lease attempt answers "leased elsewhere" or

@@ -186,26 +186,11 @@ impl Running {
 
 /// What the metrics endpoint serves for `ctl`.
 pub fn metrics_endpoint(ctl: &Arc<Controller>) -> muster_common::telemetry::Endpoint {
-    let render = ctl.clone();
-    let ready = ctl.clone();
-    muster_common::telemetry::Endpoint {
-        render: Arc::new(move || {
-            let ctl = render.clone();
-            Box::pin(async move { metrics::render(&ctl).await })
-        }),
-        ready: Arc::new(move || {
-            let ctl = ready.clone();
-            Box::pin(async move { metrics::readiness(&ctl).await })
-        }),
-    }
-}
-
-/// Accepted connections with Nagle's algorithm off: small gRPC answers are
-/// sent at once instead of waiting out the peer's delayed ACK (40 ms a call).
-fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)))
+    muster_common::telemetry::Endpoint::new(
+        ctl.clone(),
+        |ctl| async move { metrics::render(&ctl).await },
+        |ctl| async move { metrics::readiness(&ctl).await },
+    )
 }
 
 fn server(tls: Option<&ServerTls>, client_ca: Option<&[u8]>, required: bool) -> std::io::Result<Server> {
@@ -297,7 +282,7 @@ pub async fn start(
             .add_service(health_for_campaign)
             .add_service(reflection)
             .add_service(campaign_service)
-            .serve_with_incoming_shutdown(incoming(campaign), stop.cancelled())
+            .serve_with_incoming_shutdown(muster_common::net::incoming(campaign), stop.cancelled())
             .await;
         if let Err(error) = result {
             tracing::error!(%error, "campaign API stopped");
@@ -308,7 +293,7 @@ pub async fn start(
         let result = worker_server
             .add_service(health)
             .add_service(worker_service)
-            .serve_with_incoming_shutdown(incoming(worker), stop.cancelled())
+            .serve_with_incoming_shutdown(muster_common::net::incoming(worker), stop.cancelled())
             .await;
         if let Err(error) = result {
             tracing::error!(%error, "worker API stopped");

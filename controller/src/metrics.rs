@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use muster_common::telemetry::label;
 use muster_proto::v1::{CampaignState, TargetStatus, TaskKind};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -120,8 +119,10 @@ impl Metrics {
 }
 
 fn kind_label(kind: TaskKind) -> KindLabel {
+    // TASK_KIND_DISCOVER -> discover
+    let name = kind.as_str_name();
     KindLabel {
-        kind: label(kind.as_str_name(), "TASK_KIND_"),
+        kind: name.strip_prefix("TASK_KIND_").unwrap_or(name).to_ascii_lowercase(),
     }
 }
 
@@ -179,10 +180,10 @@ fn snapshot(conn: &Connection) -> StoreResult<Snapshot> {
 }
 
 fn campaign_state(state: i32) -> String {
-    label(
-        CampaignState::try_from(state).unwrap_or_default().as_str_name(),
-        "CAMPAIGN_STATE_",
-    )
+    CampaignState::try_from(state)
+        .unwrap_or_default()
+        .short_name()
+        .to_owned()
 }
 
 /// The metrics in the OpenMetrics text format.
@@ -236,10 +237,10 @@ pub async fn render(ctl: &Controller) -> String {
     for &(state, status, n) in &snapshot.targets {
         targets
             .get_or_create(&TargetLabels {
-                status: label(
-                    TargetStatus::try_from(status).unwrap_or_default().as_str_name(),
-                    "TARGET_STATUS_",
-                ),
+                status: TargetStatus::try_from(status)
+                    .unwrap_or_default()
+                    .short_name()
+                    .to_owned(),
                 campaign_state: campaign_state(state),
             })
             .inc_by(n);

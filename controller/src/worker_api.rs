@@ -48,12 +48,13 @@ impl WorkerApi {
     /// Fills the current span's task fields from the store (best effort:
     /// for calls whose answer does not carry the task).
     async fn trace_task(&self, task_id: &str) {
-        if tracing::Span::current().is_disabled() || uuid::Uuid::parse_str(task_id).is_err() {
+        // An extra read on every renewal is only worth it for an exported trace.
+        if !muster_common::telemetry::is_traced(&tracing::Span::current()) || uuid::Uuid::parse_str(task_id).is_err() {
             return;
         }
         let id = task_id.to_owned();
         if let Ok(Some(task)) = self.ctl.store.read(move |conn| tasks::get(conn, &id)).await {
-            muster_common::telemetry::record_task(&task.campaign_id, &task.id, &task.account_id, &task.region);
+            trace_row(&task);
         }
     }
 
@@ -70,7 +71,7 @@ impl WorkerApi {
             .await
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("task_id: no task {task_id}")))?;
-        muster_common::telemetry::record_task(&task.campaign_id, &task.id, &task.account_id, &task.region);
+        trace_row(&task);
         if task.kind != kind {
             return Err(Status::invalid_argument(format!(
                 "task_id: task {task_id} is a {} task",
@@ -79,6 +80,17 @@ impl WorkerApi {
         }
         Ok(task)
     }
+}
+
+/// Fills the current (server) span's task fields from a task row.
+fn trace_row(task: &TaskRow) {
+    muster_common::telemetry::record_task(
+        &tracing::Span::current(),
+        &task.campaign_id,
+        &task.id,
+        &task.account_id,
+        &task.region,
+    );
 }
 
 fn fenced(fenced: Fenced) -> Status {
@@ -122,6 +134,7 @@ impl WorkerService for WorkerApi {
                 self.ctl.metrics.leased(&request.worker_id);
                 if let Some(task) = task {
                     muster_common::telemetry::record_task(
+                        &tracing::Span::current(),
                         &task.campaign_id,
                         &task.task_id,
                         &task.account_id,
@@ -276,7 +289,7 @@ impl WorkerService for WorkerApi {
             .await
             .map_err(store_status)?;
         let task = answer.map_err(fenced)?;
-        muster_common::telemetry::record_task(&task.campaign_id, &task.id, &task.account_id, &task.region);
+        trace_row(&task);
         self.ctl.metrics.completed(task.kind);
         tracing::debug!(task_id = %task.id, kind = task.kind.as_str_name(), "task completed");
         self.ctl.wake.notify_one();

@@ -41,6 +41,12 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// SIGTERMs a process and waits for it to exit (its graceful shutdown).
+fn terminate(mut child: Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
 /// Options of a system.
 #[derive(Debug, Clone)]
 pub struct SystemOptions {
@@ -242,9 +248,8 @@ impl System {
 
     /// SIGTERMs the controller and waits for it to exit.
     pub fn stop_controller(&mut self) {
-        if let Some(mut child) = self.controller.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let _ = child.wait();
+        if let Some(child) = self.controller.take() {
+            terminate(child);
         }
     }
 
@@ -288,9 +293,8 @@ impl System {
 
     /// SIGTERMs a worker and waits for it to exit.
     pub fn stop_worker(&mut self, index: usize) {
-        if let Some(mut child) = self.workers[index].1.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let _ = child.wait();
+        if let Some(child) = self.workers[index].1.take() {
+            terminate(child);
         }
     }
 

@@ -227,12 +227,9 @@ async fn metrics_agree_with_the_campaign_and_the_sim_and_nothing_connects_to_a_c
             "muster_controller_targets{{status={name:?}}}\n{text}"
         );
     }
-    let state = muster_common::telemetry::label(
-        CampaignState::try_from(campaign.state).unwrap().as_str_name(),
-        "CAMPAIGN_STATE_",
-    );
+    let state = CampaignState::try_from(campaign.state).unwrap().short_name();
     assert_eq!(
-        sum(&controller, "muster_controller_campaigns", &[("state", &state)]),
+        sum(&controller, "muster_controller_campaigns", &[("state", state)]),
         1.0
     );
     let sends = system.sends_per_instance();

@@ -7,14 +7,15 @@
 //! `Credentials`' Debug output is redacted, and errors carry only AWS's
 //! error code and message.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError, future};
 use muster_common::retry::{self, ErrorClass};
+
+use crate::recent::Recent;
 
 /// Refresh this long before expiry (or two thirds into shorter sessions).
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(10 * 60);
@@ -63,13 +64,12 @@ struct Held {
 
 struct Entry {
     held: tokio::sync::Mutex<Option<Held>>,
-    last_used: Mutex<Instant>,
 }
 
 /// The cache.
 pub struct CredentialCache {
     sts: aws_sdk_sts::Client,
-    entries: Mutex<HashMap<RoleKey, Arc<Entry>>>,
+    entries: Recent<RoleKey, Arc<Entry>>,
     refreshes: AtomicU64,
 }
 
@@ -78,33 +78,17 @@ impl CredentialCache {
     pub fn new(sts: aws_sdk_sts::Client) -> Self {
         Self {
             sts,
-            entries: Mutex::new(HashMap::new()),
+            entries: Recent::new(MAX_ENTRIES),
             refreshes: AtomicU64::new(0),
         }
     }
 
     fn entry(&self, key: &RoleKey) -> Arc<Entry> {
-        let mut entries = self.entries.lock().expect("credentials lock");
-        if !entries.contains_key(key) && entries.len() >= MAX_ENTRIES {
-            let oldest = entries
-                .iter()
-                .min_by_key(|(_, e)| *e.last_used.lock().expect("last used lock"))
-                .map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest {
-                entries.remove(&oldest);
-            }
-        }
-        let entry = entries
-            .entry(key.clone())
-            .or_insert_with(|| {
-                Arc::new(Entry {
-                    held: tokio::sync::Mutex::new(None),
-                    last_used: Mutex::new(Instant::now()),
-                })
+        self.entries.get_or_insert_with(key, || {
+            Arc::new(Entry {
+                held: tokio::sync::Mutex::new(None),
             })
-            .clone();
-        *entry.last_used.lock().expect("last used lock") = Instant::now();
-        entry
+        })
     }
 
     /// Credentials for `key`, assuming the role when there are none or they

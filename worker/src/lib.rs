@@ -16,6 +16,7 @@ pub mod discovery;
 pub mod executor;
 pub mod lease;
 pub mod output;
+pub mod recent;
 pub mod reporter;
 pub mod stats;
 pub mod target;
@@ -99,18 +100,11 @@ impl Context {
 
     /// What the metrics endpoint serves for this worker.
     pub fn metrics_endpoint(self: &Arc<Self>) -> muster_common::telemetry::Endpoint {
-        let render = self.clone();
-        let ready = self.clone();
-        muster_common::telemetry::Endpoint {
-            render: Arc::new(move || {
-                let ctx = render.clone();
-                Box::pin(async move { ctx.render_metrics() })
-            }),
-            ready: Arc::new(move || {
-                let ctx = ready.clone();
-                Box::pin(async move { ctx.readiness() })
-            }),
-        }
+        muster_common::telemetry::Endpoint::new(
+            self.clone(),
+            |ctx| async move { ctx.render_metrics() },
+            |ctx| async move { ctx.readiness() },
+        )
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -32,8 +31,6 @@ struct ApiLabels {
 #[derive(Debug)]
 pub struct Stats {
     calls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    in_flight_batches: AtomicI64,
-    running_tasks: AtomicI64,
     aws_calls: Family<CallLabels, Counter>,
     throttled: Family<ApiLabels, Counter>,
     batches_gauge: Gauge,
@@ -47,8 +44,6 @@ impl Default for Stats {
     fn default() -> Self {
         Self {
             calls: Mutex::default(),
-            in_flight_batches: AtomicI64::default(),
-            running_tasks: AtomicI64::default(),
             aws_calls: Family::default(),
             throttled: Family::default(),
             batches_gauge: Gauge::default(),
@@ -117,18 +112,16 @@ impl Stats {
 
     /// A batch was sent and is being polled (+1) or finished (-1).
     pub fn batches(&self, delta: i64) {
-        self.in_flight_batches.fetch_add(delta, Ordering::Relaxed);
         self.batches_gauge.inc_by(delta);
     }
 
     /// Batches being polled now.
     pub fn in_flight_batches(&self) -> i64 {
-        self.in_flight_batches.load(Ordering::Relaxed)
+        self.batches_gauge.get()
     }
 
     /// A task started (+1) or ended (-1).
     pub fn tasks(&self, delta: i64) {
-        self.running_tasks.fetch_add(delta, Ordering::Relaxed);
         self.tasks_gauge.inc_by(delta);
         if delta > 0 {
             self.tasks_started.inc_by(delta as u64);
@@ -137,7 +130,7 @@ impl Stats {
 
     /// Tasks running now.
     pub fn running_tasks(&self) -> i64 {
-        self.running_tasks.load(Ordering::Relaxed)
+        self.tasks_gauge.get()
     }
 
     /// One SQS ReceiveMessage answered after `took` with `messages`.

@@ -3,9 +3,8 @@
 //! limits per (account, region, API), retries what is worth retrying, and
 //! counts what happened.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
@@ -19,13 +18,11 @@ use tracing::Instrument as _;
 
 use crate::api::Api;
 use crate::credentials::{CredentialCache, RoleKey};
+use crate::recent::Recent;
 use crate::stats::Stats;
 
-/// Most cached [`Target`]s; past this, idle ones go first, then the least
-/// recently used.
+/// Most cached [`Target`]s; past this, the least recently used goes.
 const MAX_TARGETS: usize = 1_024;
-/// A cached [`Target`] unused this long may be dropped.
-const TARGET_IDLE: Duration = Duration::from_secs(10 * 60);
 
 /// How long throttling may delay one call before the task gives up (and the
 /// controller retries it later). Throttling never fails a target by itself.
@@ -84,14 +81,16 @@ pub struct Target {
 /// Four SDK clients are not free (about 170 KiB together): building them per
 /// batch made a worker with 5,000 batches in flight hold 864 MiB although
 /// those batches were in only 50 (account, region)s.
-#[derive(Default)]
 pub struct Targets {
-    entries: Mutex<HashMap<(RoleKey, String), Cached>>,
+    entries: Recent<(RoleKey, String), Target>,
 }
 
-struct Cached {
-    target: Target,
-    last_used: Instant,
+impl Default for Targets {
+    fn default() -> Self {
+        Self {
+            entries: Recent::new(MAX_TARGETS),
+        }
+    }
 }
 
 impl Targets {
@@ -105,50 +104,26 @@ impl Targets {
         limiter: &Arc<ApiLimiter>,
         stats: &Arc<Stats>,
     ) -> Target {
-        let key = (role.clone(), region.to_owned());
-        let now = Instant::now();
-        let mut entries = self.entries.lock().expect("target cache poisoned");
-        if let Some(cached) = entries.get_mut(&key) {
-            cached.last_used = now;
-            return cached.target.clone();
-        }
-        if entries.len() >= MAX_TARGETS {
-            entries.retain(|_, cached| now.duration_since(cached.last_used) < TARGET_IDLE);
-        }
-        if entries.len() >= MAX_TARGETS
-            && let Some(oldest) = entries
-                .iter()
-                .min_by_key(|(_, cached)| cached.last_used)
-                .map(|(key, _)| key.clone())
-        {
-            entries.remove(&oldest);
-        }
-        let target = Target::new(
-            base,
-            region,
-            role.clone(),
-            credentials.clone(),
-            limiter.clone(),
-            stats.clone(),
-        );
-        entries.insert(
-            key,
-            Cached {
-                target: target.clone(),
-                last_used: now,
-            },
-        );
-        target
+        self.entries.get_or_insert_with(&(role.clone(), region.to_owned()), || {
+            Target::new(
+                base,
+                region,
+                role.clone(),
+                credentials.clone(),
+                limiter.clone(),
+                stats.clone(),
+            )
+        })
     }
 
     /// How many are cached.
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("target cache poisoned").len()
+        self.entries.len()
     }
 
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.entries.is_empty()
     }
 }
 

@@ -56,8 +56,5 @@ pub fn step(name: &'static str, kind: &'static str) -> Span {
 
 /// Fills a span's task fields.
 pub fn record(span: &Span, scope: &Scope) {
-    span.record("campaign_id", scope.campaign_id.as_str());
-    span.record("task_id", scope.task_id.as_str());
-    span.record("account", scope.account.as_str());
-    span.record("region", scope.region.as_str());
+    muster_common::telemetry::record_task(span, &scope.campaign_id, &scope.task_id, &scope.account, &scope.region);
 }
