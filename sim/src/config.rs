@@ -55,8 +55,9 @@ pub struct Tunables {
     /// How long a simulated command runs when its instance has no duration
     /// tag, in simulated milliseconds.
     pub default_duration_ms: u64,
-    /// How long instance facts read from moto are reused, in milliseconds. EC2
-    /// changes made through the sim invalidate them at once.
+    /// How long instance facts and DescribeInstances answers read from moto
+    /// are reused, in milliseconds. Any EC2 write made through the sim
+    /// invalidates its (account, region) at once.
     pub fleet_cache_ms: u64,
 }
 

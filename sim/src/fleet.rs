@@ -18,6 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::moto::{InstanceFact, Moto, MotoError};
 
 /// What an instance's agent is like.
@@ -89,12 +91,28 @@ impl Behaviour {
     }
 }
 
+/// Most DescribeInstances answers kept per scope (distinct filters and
+/// pages); past it the scope's answers start afresh.
+const ANSWERS_PER_SCOPE: usize = 64;
+
+/// moto's answer to one DescribeInstances request.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Response headers.
+    pub headers: http::HeaderMap,
+    /// The XML body.
+    pub body: Bytes,
+}
+
 #[derive(Default)]
 struct ScopeCache {
     /// What is known of each instance, and since when.
     facts: HashMap<String, (Instant, InstanceFact)>,
     /// When the scope was last listed whole.
     listed: Option<Instant>,
+    /// DescribeInstances answers by request (path, query and body: the same
+    /// filters and page token), and when moto gave them.
+    answers: HashMap<Bytes, (Instant, Answer)>,
 }
 
 type Slot = Arc<tokio::sync::Mutex<ScopeCache>>;
@@ -184,6 +202,31 @@ impl Fleet {
         }
     }
 
+    /// moto's answer to this same DescribeInstances `request`, if it was given
+    /// at most `max_age` ago and no EC2 change reached the scope since. The
+    /// answer is what moto would say again, without the milliseconds per
+    /// instance that moto spends describing them (AWS answers in one call's
+    /// latency, which the sim models separately).
+    pub async fn answer(&self, account: &str, region: &str, request: &Bytes, max_age: Duration) -> Option<Answer> {
+        let slot = self.slot(account, region);
+        let cache = slot.lock().await;
+        cache
+            .answers
+            .get(request)
+            .filter(|(at, _)| at.elapsed() <= max_age)
+            .map(|(_, answer)| answer.clone())
+    }
+
+    /// Keeps moto's answer to a DescribeInstances `request`.
+    pub async fn keep_answer(&self, account: &str, region: &str, request: Bytes, answer: Answer) {
+        let slot = self.slot(account, region);
+        let mut cache = slot.lock().await;
+        if cache.answers.len() >= ANSWERS_PER_SCOPE {
+            cache.answers.clear();
+        }
+        cache.answers.insert(request, (Instant::now(), answer));
+    }
+
     /// Forgets a scope after an EC2 change (new, stopped, retagged instances).
     pub async fn invalidate(&self, account: &str, region: &str) {
         let slot = self.slot(account, region);
@@ -196,19 +239,47 @@ impl Fleet {
     }
 }
 
-/// EC2 calls after which the sim's facts about a scope are stale.
-pub fn changes_instances(api: &str) -> bool {
-    matches!(
-        api,
-        "RunInstances"
-            | "TerminateInstances"
-            | "StopInstances"
-            | "StartInstances"
-            | "RebootInstances"
-            | "CreateTags"
-            | "DeleteTags"
-            | "ModifyInstanceAttribute"
-    )
+/// EC2 calls that change nothing: everything else may change what
+/// DescribeInstances answers (addresses, volumes, metadata options...).
+pub fn reads_only(api: &str) -> bool {
+    api.starts_with("Describe") || api.starts_with("Get")
+}
+
+/// A copy of `answer` with a fresh request id, as AWS gives every answer.
+pub fn replayed(answer: Answer) -> Answer {
+    const OPEN: &[u8] = b"<requestId>";
+    const CLOSE: &[u8] = b"</requestId>";
+    let body = &answer.body;
+    let find = |needle: &[u8], from: usize| {
+        body.get(from..)
+            .and_then(|rest| rest.windows(needle.len()).position(|w| w == needle))
+            .map(|at| at + from)
+    };
+    let Some(start) = find(OPEN, 0).map(|at| at + OPEN.len()) else {
+        return answer;
+    };
+    let Some(end) = find(CLOSE, start) else {
+        return answer;
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut fresh = Vec::with_capacity(body.len());
+    fresh.extend_from_slice(&body[..start]);
+    fresh.extend_from_slice(id.as_bytes());
+    fresh.extend_from_slice(&body[end..]);
+    let mut headers = answer.headers;
+    headers.remove(http::header::CONTENT_LENGTH);
+    for name in ["x-amzn-requestid", "x-amz-request-id"] {
+        if headers.contains_key(name) {
+            headers.insert(
+                name,
+                http::HeaderValue::from_str(&id).expect("a uuid is a valid header value"),
+            );
+        }
+    }
+    Answer {
+        headers,
+        body: Bytes::from(fresh),
+    }
 }
 
 /// One page of a DescribeInstances answer.

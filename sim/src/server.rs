@@ -89,7 +89,11 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
         return Ok(admin::handle(&state, &parts.method, &path, body).await);
     }
     let Some(scope) = sigv4::scope(&parts.headers, query.as_deref()) else {
-        // Unsigned requests (moto's own API, health checks) go straight through.
+        // Unsigned requests (moto's own API, health checks) go straight through;
+        // one that may change moto's state (a reset) makes every cached fact stale.
+        if parts.method != http::Method::GET {
+            state.fleet.clear();
+        }
         return Ok(forward(&state, "", "", parts.method, &path_and_query, &parts.headers, body).await);
     };
     let service = scope.service.as_str();
@@ -157,30 +161,30 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
         "sts" if sts::is_assume_role(&parts.method, &api) => {
             sts::assume_role(&state, &caller, &parts.headers, &path_and_query, body).await
         }
-        "ec2" => {
-            let response = forward(
-                &state,
-                service,
-                &caller.account,
-                parts.method,
-                &path_and_query,
-                &parts.headers,
-                body,
-            )
-            .await;
-            observe_ec2(&state, &caller.account, &scope.region, &api, response).await
-        }
         _ => {
-            forward(
-                &state,
-                service,
-                &caller.account,
-                parts.method,
-                &path_and_query,
-                &parts.headers,
-                body,
-            )
-            .await
+            let ec2 = service == "ec2";
+            let listing = (ec2 && api == "DescribeInstances").then(|| describe_request(&path_and_query, &body));
+            let max_age = std::time::Duration::from_millis(tunables.fleet_cache_ms);
+            match kept_answer(&state, &caller.account, &scope.region, listing.as_ref(), max_age).await {
+                Some(answer) => answer,
+                None => {
+                    let response = forward(
+                        &state,
+                        service,
+                        &caller.account,
+                        parts.method,
+                        &path_and_query,
+                        &parts.headers,
+                        body,
+                    )
+                    .await;
+                    if ec2 {
+                        observe_ec2(&state, &caller.account, &scope.region, &api, listing, response).await
+                    } else {
+                        response
+                    }
+                }
+            }
         }
     };
     let outcome = match response.status() {
@@ -192,23 +196,59 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
     Ok(response)
 }
 
-/// Keeps the sim's instance facts in step with EC2: learns from listings,
-/// forgets a scope after changes.
-async fn observe_ec2(state: &SimState, account: &str, region: &str, api: &str, response: Resp) -> Resp {
-    if !response.status().is_success() {
-        return response;
-    }
-    if fleet::changes_instances(api) {
+/// What makes two DescribeInstances requests the same question: path, query
+/// and body (filters, ids, page size and token; the signature is a header).
+fn describe_request(path_and_query: &str, body: &Bytes) -> Bytes {
+    let mut request = Vec::with_capacity(path_and_query.len() + 1 + body.len());
+    request.extend_from_slice(path_and_query.as_bytes());
+    request.push(b'\n');
+    request.extend_from_slice(body);
+    Bytes::from(request)
+}
+
+/// The answer the sim kept for this DescribeInstances `listing`, if fresh,
+/// with a request id of its own.
+async fn kept_answer(
+    state: &SimState,
+    account: &str,
+    region: &str,
+    listing: Option<&Bytes>,
+    max_age: std::time::Duration,
+) -> Option<Resp> {
+    let answer = fleet::replayed(state.fleet.answer(account, region, listing?, max_age).await?);
+    let mut response = http::Response::new(Full::new(answer.body));
+    *response.headers_mut() = answer.headers;
+    Some(response)
+}
+
+/// Keeps the sim's instance facts in step with EC2: learns from listings
+/// (and keeps the answer to `listing`, the request), forgets a scope after
+/// any call that may change it.
+async fn observe_ec2(
+    state: &SimState,
+    account: &str,
+    region: &str,
+    api: &str,
+    listing: Option<Bytes>,
+    response: Resp,
+) -> Resp {
+    if !fleet::reads_only(api) {
+        // Even a failed write may have changed something; start afresh.
         state.fleet.invalidate(account, region).await;
         return response;
     }
-    if api != "DescribeInstances" {
+    let Some(request) = listing.filter(|_| response.status().is_success()) else {
         return response;
-    }
+    };
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
     let page = fleet::parse_describe_instances(&bytes);
     state.fleet.learn(account, region, page.instances).await;
+    let answer = fleet::Answer {
+        headers: parts.headers.clone(),
+        body: bytes.clone(),
+    };
+    state.fleet.keep_answer(account, region, request, answer).await;
     http::Response::from_parts(parts, Full::new(bytes))
 }
 
