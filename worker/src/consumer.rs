@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::Message;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message};
 use muster_proto::v1::{LeaseOutcome, LeaseTaskRequest, TaskRef};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -21,6 +21,11 @@ const RECEIVE_BATCH: usize = 10;
 /// SQS's longest long-poll.
 const LONG_POLL_SECONDS: i32 = 20;
 
+/// How long a handled message waits for others to be deleted with it.
+/// Deleting later costs nothing (the message stays hidden for its
+/// visibility timeout), and a burst of leases then costs one call, not ten.
+const DELETE_LINGER: Duration = Duration::from_millis(250);
+
 /// Where tasks come from.
 #[derive(Clone)]
 pub struct Queue {
@@ -28,9 +33,19 @@ pub struct Queue {
     pub sqs: aws_sdk_sqs::Client,
     /// The task queue.
     pub url: String,
+    /// Receipt handles to delete, by message id.
+    deletes: mpsc::UnboundedSender<(String, String)>,
 }
 
 impl Queue {
+    /// A queue, and the task that deletes its handled messages in batches;
+    /// that task flushes and ends once every clone of the queue is dropped.
+    pub fn new(sqs: aws_sdk_sqs::Client, url: String) -> (Self, tokio::task::JoinHandle<()>) {
+        let (deletes, pending) = mpsc::unbounded_channel();
+        let deleting = tokio::spawn(delete_batches(sqs.clone(), url.clone(), pending));
+        (Self { sqs, url, deletes }, deleting)
+    }
+
     /// Makes a received message visible to other workers right away.
     async fn release(&self, message: &Message) {
         let Some(receipt) = message.receipt_handle() else {
@@ -49,21 +64,73 @@ impl Queue {
         }
     }
 
-    async fn delete(&self, message: &Message) {
+    /// Deletes a handled message, batched with others handled about now.
+    fn delete(&self, message: &Message) {
         let Some(receipt) = message.receipt_handle() else {
             return;
         };
-        if let Err(error) = self
-            .sqs
-            .delete_message()
-            .queue_url(&self.url)
-            .receipt_handle(receipt)
+        let id = message.message_id().unwrap_or_default().to_owned();
+        // Only fails once the delete loop has ended, at exit: the message then
+        // comes back after its visibility timeout and is deleted as finished.
+        let _ = self.deletes.send((id, receipt.to_owned()));
+    }
+}
+
+/// Deletes handled messages with DeleteMessageBatch, up to ten a call.
+async fn delete_batches(sqs: aws_sdk_sqs::Client, url: String, mut pending: mpsc::UnboundedReceiver<(String, String)>) {
+    while let Some(first) = pending.recv().await {
+        let mut batch = vec![first];
+        let linger = tokio::time::sleep(DELETE_LINGER);
+        tokio::pin!(linger);
+        while batch.len() < RECEIVE_BATCH {
+            tokio::select! {
+                () = &mut linger => break,
+                next = pending.recv() => match next {
+                    Some(next) => batch.push(next),
+                    None => break,
+                },
+            }
+        }
+        let entries: Vec<DeleteMessageBatchRequestEntry> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, (_, receipt))| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt)
+                    .build()
+                    .expect("id and receipt handle are set")
+            })
+            .collect();
+        // A message not deleted comes back after its visibility timeout; the
+        // controller then answers that its task is leased or finished, and it
+        // is deleted then.
+        match sqs
+            .delete_message_batch()
+            .queue_url(&url)
+            .set_entries(Some(entries))
             .send()
             .await
         {
-            // It comes back after its visibility timeout; the controller then
-            // answers that the task is leased or finished, and it goes.
-            tracing::warn!(message_id = message.message_id().unwrap_or_default(), error = %muster_common::retry::describe(&error), "could not delete queue message");
+            Ok(answer) => {
+                for failed in answer.failed() {
+                    let message_id = failed
+                        .id()
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| batch.get(i))
+                        .map_or("", |(id, _)| id.as_str());
+                    tracing::warn!(
+                        message_id,
+                        code = failed.code(),
+                        message = failed.message(),
+                        "could not delete queue message"
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(messages = batch.len(), error = %muster_common::retry::describe(&error), "could not delete queue messages");
+            }
         }
     }
 }
@@ -221,7 +288,7 @@ async fn leased(ctx: &Context, queue: &Queue, message: &Message, task_ref: TaskR
         }
     };
     let outcome = LeaseOutcome::try_from(answer.outcome).unwrap_or(LeaseOutcome::Unspecified);
-    queue.delete(message).await;
+    queue.delete(message);
     match (outcome, answer.lease) {
         (LeaseOutcome::Granted, Some(lease)) => crate::task::run(ctx, lease, hand_back).await,
         (outcome, _) => {

@@ -148,10 +148,7 @@ pub struct Settings {
 /// receiving; running tasks get `shutdown_grace` to finish; what is left is
 /// handed back (FailTask, retryable), so scale-in loses nothing.
 pub async fn run(ctx: Arc<Context>, settings: Settings, shutdown: CancellationToken) {
-    let queue = consumer::Queue {
-        sqs: aws_sdk_sqs::Client::new(&ctx.sdk),
-        url: settings.queue_url.clone(),
-    };
+    let (queue, deleting) = consumer::Queue::new(aws_sdk_sqs::Client::new(&ctx.sdk), settings.queue_url.clone());
     let tracker = TaskTracker::new();
     let hand_back = CancellationToken::new();
     let consuming = tokio::spawn(consumer::run(
@@ -186,5 +183,7 @@ pub async fn run(ctx: Arc<Context>, settings: Settings, shutdown: CancellationTo
         let _ = tokio::time::timeout(Duration::from_secs(30), tracker.wait()).await;
     }
     let _ = consuming.await;
+    // The last deletes go out once every task has let go of the queue.
+    let _ = tokio::time::timeout(Duration::from_secs(5), deleting).await;
     tracing::info!("worker stopped");
 }
