@@ -1,6 +1,7 @@
 //! The reconcile loop. Each pass rebuilds its view from the store and moves
-//! every active campaign one step: expired leases are retried, discovery
-//! ends, batches are released within the rollout limits, thresholds stop the
+//! every active campaign one step: expired leases are retried, batches are
+//! released within the rollout limits (in each scope as soon as it is
+//! discovered, not once every scope is), discovery ends, thresholds stop the
 //! rollout, cancels wind down, campaigns end. Then new work goes to the queue
 //! and finished campaigns are exported. Nothing important lives only in
 //! memory: a controller killed at any line resumes from the store.
@@ -11,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use muster_common::domain::RateLimit;
 use muster_proto::v1::{
-    CampaignState, Platform, Progress, StateChange, StatusCounters, TargetStatus, TaskKind, WatchCampaignResponse,
-    watch_campaign_response,
+    CampaignState, Lease, Platform, Progress, StateChange, StatusCounters, TargetStatus, TaskKind,
+    WatchCampaignResponse, watch_campaign_response,
 };
 use rusqlite::{Connection, params};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,7 @@ use crate::Controller;
 use crate::rollout::{self, Limits, ScopeLoad};
 use crate::store::campaigns::{self, CampaignRow};
 use crate::store::records::{now_ms, timestamp};
+use crate::store::tasks::{LeaseAnswer, LeaseSettings, TaskRow};
 use crate::store::{StoreResult, targets, tasks};
 
 /// Runs passes until `shutdown`: after every wake-up (a result, a submit, a
@@ -103,7 +105,7 @@ fn step(
         return cancel_step(conn, &campaign);
     }
     match campaign.state {
-        CampaignState::Discovering => discovery_step(conn, &campaign, settings),
+        CampaignState::Discovering => discovery_step(conn, &campaign, settings, start),
         CampaignState::Running => running_step(conn, &campaign, settings, start),
         _ => Ok(None),
     }
@@ -140,12 +142,16 @@ fn discovery_step(
     conn: &Connection,
     campaign: &CampaignRow,
     settings: &crate::Settings,
+    start: usize,
 ) -> StoreResult<Option<(CampaignState, String)>> {
+    let totals = campaigns::totals(conn, &campaign.id)?;
+    let eligible = campaigns::eligible(conn, &campaign.id, &totals)?;
     if tasks::active(conn, &campaign.id, TaskKind::Discover)? > 0 {
+        if starts_before_discovery_ends(campaign, settings) {
+            release_discovered(conn, campaign, settings, &totals, eligible, start)?;
+        }
         return Ok(None);
     }
-    let totals = campaigns::totals(conn, &campaign.id)?;
-    let eligible = totals.pending;
     let unconfirmed = settings
         .guardrails
         .needs_confirmation(eligible, campaign.spec.confirm_large);
@@ -169,18 +175,7 @@ fn discovery_step(
         targets::end_pending(conn, &campaign.id, TargetStatus::Terminated, &reason)?;
         return change(conn, &campaign.id, CampaignState::Failed, reason);
     }
-    let rate = campaign.spec.rate.clone().unwrap_or_default();
-    let concurrency = RateLimit::parse(&rate.max_concurrency, 1)
-        .map(|l| l.concurrency(eligible))
-        .unwrap_or(50);
-    let threshold = (!rate.max_errors.trim().is_empty())
-        .then(|| RateLimit::parse(&rate.max_errors, 0).ok())
-        .flatten()
-        .map(|l| l.errors(eligible) as i64);
-    conn.prepare_cached(
-        "UPDATE campaigns SET eligible = ?2, concurrency_limit = ?3, error_threshold = ?4 WHERE id = ?1",
-    )?
-    .execute(params![campaign.id, eligible as i64, concurrency as i64, threshold])?;
+    let (concurrency, _) = record_limits(conn, campaign, eligible)?;
     if eligible == 0 {
         return finish(conn, campaign, &totals);
     }
@@ -190,6 +185,138 @@ fn discovery_step(
         CampaignState::Running,
         format!("{eligible} targets to run, at most {concurrency} at once"),
     )
+}
+
+/// Whether a campaign's discovered scopes may start while others are still
+/// being listed: not for a plan, and not while a confirm_above_targets
+/// guardrail could still stop the whole campaign once the count is known.
+fn starts_before_discovery_ends(campaign: &CampaignRow, settings: &crate::Settings) -> bool {
+    !campaign.dry_run && (settings.guardrails.confirm_above_targets.is_none() || campaign.spec.confirm_large)
+}
+
+/// Resolves max_concurrency and max_errors against `eligible` targets and
+/// records them on the campaign, for GetCampaign and the next passes.
+fn record_limits(conn: &Connection, campaign: &CampaignRow, eligible: u64) -> StoreResult<(u64, Option<u64>)> {
+    let rate = campaign.spec.rate.clone().unwrap_or_default();
+    let concurrency = RateLimit::parse(&rate.max_concurrency, 1)
+        .map(|l| l.concurrency(eligible))
+        .unwrap_or(50);
+    let threshold = (!rate.max_errors.trim().is_empty())
+        .then(|| RateLimit::parse(&rate.max_errors, 0).ok())
+        .flatten()
+        .map(|l| l.errors(eligible));
+    if campaign.eligible != eligible as i64
+        || campaign.concurrency_limit != concurrency as i64
+        || campaign.error_threshold != threshold.map(|t| t as i64)
+    {
+        conn.prepare_cached(
+            "UPDATE campaigns SET eligible = ?2, concurrency_limit = ?3, error_threshold = ?4 WHERE id = ?1",
+        )?
+        .execute(params![
+            campaign.id,
+            eligible as i64,
+            concurrency as i64,
+            threshold.map(|t| t as i64)
+        ])?;
+    }
+    Ok((concurrency, threshold))
+}
+
+/// While other scopes are still being listed, releases batches in the
+/// scopes already discovered, so that one slow account does not hold back
+/// the rest.
+fn release_discovered(
+    conn: &Connection,
+    campaign: &CampaignRow,
+    settings: &crate::Settings,
+    totals: &StatusCounters,
+    eligible: u64,
+    start: usize,
+) -> StoreResult<()> {
+    let Some((limits, in_flight, errors)) = discovering_limits(conn, campaign, settings, totals, eligible)? else {
+        return Ok(());
+    };
+    let pending = targets::pending_by_discovered_scope(conn, &campaign.id, None)?;
+    release(conn, campaign, &limits, in_flight, errors, settings, start, pending)
+}
+
+/// The limits a campaign still being discovered may release under now, with
+/// its instances in flight and errors; `None` when nothing may go. They are
+/// resolved against the targets found so far: targets are only ever added,
+/// so these never exceed the final limits. An error threshold passed against
+/// this partial count only pauses the release; the final count decides once
+/// discovery has ended.
+fn discovering_limits(
+    conn: &Connection,
+    campaign: &CampaignRow,
+    settings: &crate::Settings,
+    totals: &StatusCounters,
+    eligible: u64,
+) -> StoreResult<Option<(Limits, u64, u64)>> {
+    if eligible == 0 || !starts_before_discovery_ends(campaign, settings) {
+        return Ok(None);
+    }
+    let (concurrency, error_threshold) = record_limits(conn, campaign, eligible)?;
+    let limits = Limits {
+        concurrency,
+        error_threshold,
+        batch_size: batch_size(campaign),
+        max_tasks_per_scope: u64::from(settings.max_tasks_per_scope),
+    };
+    let in_flight = totals.queued + totals.running;
+    let errors = campaign.errors.max(0) as u64;
+    if totals.pending == 0 || in_flight >= limits.concurrency || rollout::halted(&limits, errors) {
+        return Ok(None);
+    }
+    Ok(Some((limits, in_flight, errors)))
+}
+
+/// When a worker completes a Discover task, hands it the first batches of
+/// that scope, at most `capacity`: released as the reconcile pass would
+/// release them, leased to the worker at once and never put on the queue.
+/// The worker already holds the account's role, and the batches skip a
+/// round through SQS. Only first batches: room that later completions free
+/// goes round-robin over every scope, in the reconcile pass.
+pub fn hand_off(
+    conn: &Connection,
+    discovered: &TaskRow,
+    capacity: u32,
+    settings: &crate::Settings,
+    lease: LeaseSettings,
+) -> StoreResult<Vec<Lease>> {
+    let Some(worker) = discovered.lease_owner.as_deref() else {
+        return Ok(Vec::new());
+    };
+    if capacity == 0 || discovered.kind != TaskKind::Discover {
+        return Ok(Vec::new());
+    }
+    let Some(campaign) = campaigns::get(conn, &discovered.campaign_id)? else {
+        return Ok(Vec::new());
+    };
+    if campaign.state != CampaignState::Discovering || campaign.cancel_requested {
+        return Ok(Vec::new());
+    }
+    let totals = campaigns::totals(conn, &campaign.id)?;
+    let eligible = campaigns::eligible(conn, &campaign.id, &totals)?;
+    let Some((limits, in_flight, errors)) = discovering_limits(conn, &campaign, settings, &totals, eligible)? else {
+        return Ok(Vec::new());
+    };
+    let scope = (discovered.account_id.as_str(), discovered.region.as_str());
+    let pending = targets::pending_by_discovered_scope(conn, &campaign.id, Some(scope))?;
+    release(conn, &campaign, &limits, in_flight, errors, settings, 0, pending)?;
+    let mut leases = Vec::new();
+    for task in tasks::unqueued(conn, &campaign.id, scope, TaskKind::Execute, capacity)? {
+        // Recorded as on the queue, so the dispatcher never sends it there.
+        tasks::mark_enqueued(conn, std::slice::from_ref(&task))?;
+        if let LeaseAnswer::Granted(granted) = tasks::lease(conn, &task, worker, lease)? {
+            leases.push(*granted);
+        }
+    }
+    Ok(leases)
+}
+
+fn batch_size(campaign: &CampaignRow) -> u64 {
+    u64::from(campaign.spec.rate.as_ref().map_or(50, |r| r.batch_size))
 }
 
 fn running_step(
@@ -203,7 +330,7 @@ fn running_step(
     let limits = Limits {
         concurrency: campaign.concurrency_limit.max(1) as u64,
         error_threshold: campaign.error_threshold.map(|t| t.max(0) as u64),
-        batch_size: u64::from(campaign.spec.rate.as_ref().map_or(50, |r| r.batch_size)),
+        batch_size: batch_size(campaign),
         max_tasks_per_scope: u64::from(settings.max_tasks_per_scope),
     };
     let errors = campaign.errors.max(0) as u64;
@@ -224,7 +351,8 @@ fn running_step(
         return Ok(None);
     }
     if totals.pending > 0 && in_flight < limits.concurrency {
-        release(conn, campaign, &limits, in_flight, errors, settings, start)?;
+        let pending = targets::pending_by_scope(conn, &campaign.id)?;
+        release(conn, campaign, &limits, in_flight, errors, settings, start, pending)?;
         return Ok(None);
     }
     if totals.pending == 0 && in_flight == 0 && tasks::active(conn, &campaign.id, TaskKind::Execute)? == 0 {
@@ -233,6 +361,8 @@ fn running_step(
     Ok(None)
 }
 
+/// Creates the Execute tasks the rollout plan allows for `pending` targets.
+#[allow(clippy::too_many_arguments)]
 fn release(
     conn: &Connection,
     campaign: &CampaignRow,
@@ -241,8 +371,8 @@ fn release(
     errors: u64,
     settings: &crate::Settings,
     start: usize,
+    pending: Vec<targets::PendingGroup>,
 ) -> StoreResult<()> {
-    let pending = targets::pending_by_scope(conn, &campaign.id)?;
     let active = tasks::active_per_scope(conn, &campaign.id)?;
     let mut keys: Vec<(String, String)> = Vec::new();
     let mut loads: Vec<ScopeLoad> = Vec::new();

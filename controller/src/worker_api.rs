@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use muster_proto::v1::worker_service_server::WorkerService;
 use muster_proto::v1::{
-    CompleteTaskRequest, CompleteTaskResponse, FailTaskRequest, FailTaskResponse, LeaseTaskRequest, LeaseTaskResponse,
-    RenewLeaseRequest, RenewLeaseResponse, ReportDispatchRequest, ReportDispatchResponse, ReportResultsRequest,
-    ReportResultsResponse, ReportTargetsRequest, ReportTargetsResponse, TaskKind, WatchCampaignResponse,
-    watch_campaign_response,
+    CompleteTaskRequest, CompleteTaskResponse, FailTaskRequest, FailTaskResponse, Lease, LeaseTaskRequest,
+    LeaseTaskResponse, RenewLeaseRequest, RenewLeaseResponse, ReportDispatchRequest, ReportDispatchResponse,
+    ReportResultsRequest, ReportResultsResponse, ReportTargetsRequest, ReportTargetsResponse, TaskKind,
+    WatchCampaignResponse, watch_campaign_response,
 };
 use tonic::{Request, Response, Status};
 
@@ -26,6 +26,8 @@ const MAX_REPORTED_INSTANCES: usize = 5_000;
 const MAX_RESULTS: usize = 1_000;
 /// Most instance ids in one ReportDispatch (SendCommand's limit).
 const MAX_DISPATCH_IDS: usize = 50;
+/// Most leases handed to a worker with one CompleteTask answer.
+const MAX_HANDED_OFF: u32 = 16;
 
 /// The service.
 pub struct WorkerApi {
@@ -80,6 +82,25 @@ impl WorkerApi {
         }
         Ok(task)
     }
+}
+
+/// Starts the trace of a task handed out with CompleteTask, as the enqueue
+/// span starts that of a task from the queue; its `traceparent`, when traces
+/// are exported.
+fn handed_off_trace(lease: &Lease) -> Option<String> {
+    let task = lease.task.as_ref()?;
+    let span = tracing::info_span!(
+        parent: None,
+        "hand off",
+        otel.name = "hand off task",
+        otel.kind = "producer",
+        campaign_id = %task.campaign_id,
+        task_id = %task.task_id,
+        account = %task.account_id,
+        region = %task.region,
+        attempt = task.attempt,
+    );
+    muster_common::telemetry::traceparent(&span)
 }
 
 /// Fills the current (server) span's task fields from a task row.
@@ -282,18 +303,32 @@ impl WorkerService for WorkerApi {
         request: Request<CompleteTaskRequest>,
     ) -> Result<Response<CompleteTaskResponse>, Status> {
         let request = request.into_inner();
+        let capacity = request.capacity.min(MAX_HANDED_OFF);
+        let lease = self.lease_settings();
+        let settings = self.ctl.settings.clone();
         let answer = self
             .ctl
             .store
-            .write(move |txn| tasks::complete(txn, &request.task_id, request.lease_id))
+            .write(move |txn| {
+                let task = match tasks::complete(txn, &request.task_id, request.lease_id)? {
+                    Ok(task) => task,
+                    Err(fenced) => return Ok(Err(fenced)),
+                };
+                let next = crate::reconcile::hand_off(txn, &task, capacity, &settings, lease)?;
+                Ok(Ok((task, next)))
+            })
             .await
             .map_err(store_status)?;
-        let task = answer.map_err(fenced)?;
+        let (task, mut next) = answer.map_err(fenced)?;
         trace_row(&task);
         self.ctl.metrics.completed(task.kind);
-        tracing::debug!(task_id = %task.id, kind = task.kind.as_str_name(), "task completed");
+        for lease in &mut next {
+            self.ctl.metrics.leased(task.lease_owner.as_deref().unwrap_or_default());
+            lease.traceparent = handed_off_trace(lease).unwrap_or_default();
+        }
+        tracing::debug!(task_id = %task.id, kind = task.kind.as_str_name(), handed_off = next.len(), "task completed");
         self.ctl.wake.notify_one();
-        Ok(Response::new(CompleteTaskResponse {}))
+        Ok(Response::new(CompleteTaskResponse { next }))
     }
 
     async fn fail_task(&self, request: Request<FailTaskRequest>) -> Result<Response<FailTaskResponse>, Status> {

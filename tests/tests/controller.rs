@@ -566,6 +566,8 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
         .complete_task(muster_proto::v1::CompleteTaskRequest {
             task_id: discover.task_id.clone(),
             lease_id: lease_a.lease_id,
+            // This test takes its Execute task from the queue.
+            capacity: 0,
         })
         .await
         .unwrap();
@@ -652,6 +654,7 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
         .complete_task(muster_proto::v1::CompleteTaskRequest {
             task_id: execute.task_id.clone(),
             lease_id: granted.lease_id,
+            capacity: 0,
         })
         .await
         .unwrap();

@@ -81,21 +81,43 @@ async fn each_task_is_one_trace_from_controller_over_sqs_to_worker_and_back() {
     let trace_ids: HashSet<&str> = tasks.iter().map(|s| s.trace_id.as_str()).collect();
     assert_eq!(trace_ids.len(), 3, "each task has a trace of its own");
 
-    for task in execute {
+    for task in &tasks {
         let task_id = task.attr("task_id");
         let trace: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == task.trace_id).collect();
         let by_id: HashMap<&str, &ReceivedSpan> = trace.iter().map(|s| (s.span_id.as_str(), *s)).collect();
 
-        // Controller -> SQS -> worker: the worker's task span is a child of
-        // the controller's enqueue span, through the message attribute.
+        // The controller starts every task's trace. The Discover task goes
+        // controller -> SQS -> worker: the worker's task span is a child of the
+        // enqueue span, through the message attribute. The Execute tasks are
+        // handed to the worker with the Discover task's completion: a child of
+        // the hand-off span, through the lease.
+        let discover = task.attr("kind") == "TASK_KIND_DISCOVER";
+        let (started_by, leased_with) = if discover {
+            ("enqueue task", "LeaseTask")
+        } else {
+            ("hand off task", "CompleteTask")
+        };
         let parent = by_id
             .get(task.parent_span_id.as_str())
             .unwrap_or_else(|| panic!("the task span's parent is not in its trace: {trace:#?}"));
         assert_eq!(
             (parent.service.as_str(), parent.name.as_str()),
-            ("muster-controller", "enqueue task")
+            ("muster-controller", started_by)
         );
-        assert!(parent.parent_span_id.is_empty(), "enqueue starts the trace");
+        assert!(parent.parent_span_id.is_empty(), "{started_by} starts the trace");
+        if discover {
+            assert!(
+                trace
+                    .iter()
+                    .any(|s| s.service == "muster-worker" && s.name == "LeaseTask"),
+                "the queued task was leased with LeaseTask"
+            );
+            continue;
+        }
+        assert!(
+            !trace.iter().any(|s| s.name == "LeaseTask"),
+            "a handed-off task is leased with the {leased_with} answer, not LeaseTask"
+        );
 
         // Every step is there.
         let worker_steps: HashSet<&str> = trace
@@ -105,7 +127,6 @@ async fn each_task_is_one_trace_from_controller_over_sqs_to_worker_and_back() {
             .collect();
         for step in [
             "task",
-            "LeaseTask",
             "assume role",
             "execute",
             "SendCommand",
@@ -123,7 +144,7 @@ async fn each_task_is_one_trace_from_controller_over_sqs_to_worker_and_back() {
 
         // Worker -> controller: each gRPC call's server span is a child of
         // the worker's client span of the same name.
-        for method in ["LeaseTask", "ReportDispatch", "ReportResults", "CompleteTask"] {
+        for method in ["ReportDispatch", "ReportResults", "CompleteTask"] {
             let server = trace
                 .iter()
                 .find(|s| s.service == "muster-controller" && s.name == method)

@@ -4,12 +4,14 @@
 //! Every message is untrusted: one that is not a TaskRef is logged and left
 //! for the queue's redrive policy.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message};
-use muster_proto::v1::{LeaseOutcome, LeaseTaskRequest, TaskRef};
-use tokio::sync::{Semaphore, mpsc};
+use muster_proto::v1::{Lease, LeaseOutcome, LeaseTaskRequest, TaskRef};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -228,20 +230,55 @@ async fn receive_loop(
             break;
         }
         let mut permits = permits;
+        let runner = Runner {
+            ctx: ctx.clone(),
+            slots: slots.clone(),
+            tracker: tracker.clone(),
+            hand_back: hand_back.clone(),
+        };
         for message in messages {
             let permit = permits.split(1).expect("one permit per message");
-            let ctx = ctx.clone();
             let queue = queue.clone();
-            let hand_back = hand_back.clone();
+            let runner = runner.clone();
             tracker.spawn(async move {
-                Box::pin(handle(&ctx, &queue, message, &hand_back)).await;
+                Box::pin(handle(&runner, &queue, message)).await;
                 drop(permit);
             });
         }
     }
 }
 
-async fn handle(ctx: &Context, queue: &Queue, message: Message, hand_back: &CancellationToken) {
+/// Runs leased tasks, then the leases the controller hands on with their
+/// completion, each in a slot of its own on the same tracker (so shutdown
+/// waits for them as for any task).
+#[derive(Clone)]
+struct Runner {
+    ctx: Arc<Context>,
+    slots: Arc<Semaphore>,
+    tracker: TaskTracker,
+    hand_back: CancellationToken,
+}
+
+impl Runner {
+    async fn run(&self, lease: Lease) {
+        for (lease, permit) in crate::task::run(&self.ctx, lease, &self.slots, &self.hand_back).await {
+            self.spawn(lease, permit);
+        }
+    }
+
+    fn spawn(&self, lease: Lease, permit: OwnedSemaphorePermit) {
+        let task = lease.task.clone().unwrap_or_default();
+        let span = crate::task::span(&task.campaign_id, &task.task_id, task.attempt, Some(&lease.traceparent));
+        let runner = self.clone();
+        let running: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+            runner.run(lease).await;
+            drop(permit);
+        });
+        self.tracker.spawn(running.instrument(span));
+    }
+}
+
+async fn handle(runner: &Runner, queue: &Queue, message: Message) {
     let message_id = message.message_id().unwrap_or_default().to_owned();
     let task_ref = match muster_proto::decode_task_ref(message.body().unwrap_or_default()) {
         Ok(task_ref) => task_ref,
@@ -251,27 +288,16 @@ async fn handle(ctx: &Context, queue: &Queue, message: Message, hand_back: &Canc
         }
     };
     // One span per task attempt, continuing the controller's trace.
-    let span = tracing::info_span!(
-        "task",
-        otel.name = "task",
-        campaign_id = %task_ref.campaign_id,
-        task_id = %task_ref.task_id,
-        attempt = task_ref.attempt,
-        account = tracing::field::Empty,
-        region = tracing::field::Empty,
-        kind = tracing::field::Empty,
-    );
-    if let Some(parent) = message
+    let traceparent = message
         .message_attributes()
         .and_then(|attributes| attributes.get("traceparent"))
-        .and_then(|value| value.string_value())
-    {
-        muster_common::telemetry::set_parent(&span, parent);
-    }
-    leased(ctx, queue, &message, task_ref, hand_back).instrument(span).await;
+        .and_then(|value| value.string_value());
+    let span = crate::task::span(&task_ref.campaign_id, &task_ref.task_id, task_ref.attempt, traceparent);
+    leased(runner, queue, &message, task_ref).instrument(span).await;
 }
 
-async fn leased(ctx: &Context, queue: &Queue, message: &Message, task_ref: TaskRef, hand_back: &CancellationToken) {
+async fn leased(runner: &Runner, queue: &Queue, message: &Message, task_ref: TaskRef) {
+    let ctx = &runner.ctx;
     let task_id = task_ref.task_id.clone();
     let answer = ctx
         .controller
@@ -290,7 +316,7 @@ async fn leased(ctx: &Context, queue: &Queue, message: &Message, task_ref: TaskR
     let outcome = LeaseOutcome::try_from(answer.outcome).unwrap_or(LeaseOutcome::Unspecified);
     queue.delete(message);
     match (outcome, answer.lease) {
-        (LeaseOutcome::Granted, Some(lease)) => crate::task::run(ctx, lease, hand_back).await,
+        (LeaseOutcome::Granted, Some(lease)) => runner.run(lease).await,
         (outcome, _) => {
             tracing::warn!(
                 task_id,

@@ -8,9 +8,9 @@ use muster_common::retry::backoff;
 use muster_common::tls::{ClientTls, TlsError};
 use muster_proto::v1::worker_service_client::WorkerServiceClient;
 use muster_proto::v1::{
-    CompleteTaskRequest, FailTaskRequest, FailTaskResponse, LeaseTaskRequest, LeaseTaskResponse, RenewLeaseRequest,
-    RenewLeaseResponse, ReportDispatchRequest, ReportResultsRequest, ReportResultsResponse, ReportTargetsRequest,
-    ReportTargetsResponse,
+    CompleteTaskRequest, CompleteTaskResponse, FailTaskRequest, FailTaskResponse, LeaseTaskRequest, LeaseTaskResponse,
+    RenewLeaseRequest, RenewLeaseResponse, ReportDispatchRequest, ReportResultsRequest, ReportResultsResponse,
+    ReportTargetsRequest, ReportTargetsResponse,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -176,14 +176,13 @@ impl ControllerClient {
         .await
     }
 
-    /// Completes a task.
-    pub async fn complete_task(&self, request: CompleteTaskRequest) -> Result<(), ControllerError> {
+    /// Completes a task; the answer may hand on leases of the same scope.
+    pub async fn complete_task(&self, request: CompleteTaskRequest) -> Result<CompleteTaskResponse, ControllerError> {
         self.retrying("CompleteTask", Duration::from_secs(300), |mut c| {
             let request = request.clone();
             async move { c.complete_task(muster_common::telemetry::traced(request)).await }
         })
         .await
-        .map(|_| ())
     }
 
     /// Fails a task.

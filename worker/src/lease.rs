@@ -106,14 +106,18 @@ impl LeaseHandle {
     }
 
     /// Completes the task and stops renewing.
-    pub async fn complete(self) -> Result<(), ControllerError> {
+    /// `capacity` says how many more tasks this worker can start now; the
+    /// answer's leases (at most that many) are this worker's to run.
+    pub async fn complete(self, capacity: u32) -> Result<Vec<Lease>, ControllerError> {
         self.stop.cancel();
         self.controller
             .complete_task(CompleteTaskRequest {
                 task_id: self.task.task_id.clone(),
                 lease_id: self.lease_id,
+                capacity,
             })
             .await
+            .map(|answer| answer.next)
     }
 
     /// Fails the task and stops renewing; true when the controller retries it.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use muster_common::retry::ErrorClass;
 use muster_proto::v1::{Lease, TaskKind};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -13,8 +14,38 @@ use crate::executor::{self, describe};
 use crate::lease::LeaseHandle;
 use crate::{Context, TaskError, discovery, trace};
 
-/// Runs a granted lease to its end, in the current (task) span.
-pub async fn run(ctx: &Context, lease: Lease, hand_back: &CancellationToken) {
+/// Most leases to take with one completion.
+const MAX_HANDED_ON: usize = 16;
+
+/// A lease the controller handed on with a completion, and the slot it runs in.
+pub type HandedOn = (Lease, OwnedSemaphorePermit);
+
+/// The span of one task attempt. Its trace starts on the controller: at the
+/// enqueue span for a task from the queue, at the hand-off span for one
+/// handed on with a completion; `traceparent` links to it.
+pub fn span(campaign_id: &str, task_id: &str, attempt: u32, traceparent: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "task",
+        otel.name = "task",
+        campaign_id = %campaign_id,
+        task_id = %task_id,
+        attempt = attempt,
+        account = tracing::field::Empty,
+        region = tracing::field::Empty,
+        kind = tracing::field::Empty,
+    );
+    if let Some(parent) = traceparent.filter(|p| !p.is_empty()) {
+        muster_common::telemetry::set_parent(&span, parent);
+    }
+    span
+}
+
+/// Runs a granted lease to its end, in the current (task) span. `slots` are
+/// the worker's free task slots: completing a Discover task offers some of
+/// them to the controller, which may hand on that scope's first batches;
+/// those come back, each with its slot, for the caller to run.
+pub async fn run(ctx: &Context, lease: Lease, slots: &Arc<Semaphore>, hand_back: &CancellationToken) -> Vec<HandedOn> {
     let task = lease.task.clone().unwrap_or_default();
     let kind = TaskKind::try_from(task.kind).unwrap_or(TaskKind::Unspecified);
     let span = tracing::Span::current();
@@ -27,10 +58,15 @@ pub async fn run(ctx: &Context, lease: Lease, hand_back: &CancellationToken) {
         account: task.account_id.clone(),
         region: task.region.clone(),
     });
-    trace::scoped(scope, Box::pin(run_scoped(ctx, lease, hand_back))).await;
+    trace::scoped(scope, Box::pin(run_scoped(ctx, lease, slots, hand_back))).await
 }
 
-async fn run_scoped(ctx: &Context, lease: Lease, hand_back: &CancellationToken) {
+async fn run_scoped(
+    ctx: &Context,
+    lease: Lease,
+    slots: &Arc<Semaphore>,
+    hand_back: &CancellationToken,
+) -> Vec<HandedOn> {
     let lease = LeaseHandle::start(ctx.controller.clone(), lease);
     let task = lease.task.clone();
     let kind = TaskKind::try_from(task.kind).unwrap_or(TaskKind::Unspecified);
@@ -88,11 +124,35 @@ async fn run_scoped(ctx: &Context, lease: Lease, hand_back: &CancellationToken) 
             }
         }
     };
+    let mut handed_on = Vec::new();
     match outcome {
-        Ok(()) => match lease.complete().await {
-            Ok(()) => tracing::info!(task_id = %task.task_id, "task complete"),
-            Err(error) => tracing::warn!(task_id = %task.task_id, %error, "could not complete the task"),
-        },
+        Ok(()) => {
+            // Only a Discover completion hands on work, and not to a worker
+            // that is stopping or cannot reach its queue.
+            let spare = if kind == TaskKind::Discover && ctx.readiness().is_ok() {
+                slots.available_permits().min(MAX_HANDED_ON)
+            } else {
+                0
+            };
+            let mut reserved = slots.clone().try_acquire_many_owned(spare as u32).ok();
+            let capacity = reserved.as_ref().map_or(0, |r| r.num_permits() as u32);
+            match lease.complete(capacity).await {
+                Ok(next) => {
+                    tracing::info!(task_id = %task.task_id, handed_on = next.len(), "task complete");
+                    for lease in next {
+                        match reserved.as_mut().and_then(|r| r.split(1)) {
+                            Some(permit) => handed_on.push((lease, permit)),
+                            // More than asked for: not this worker's to run; the
+                            // lease expires and the controller retries it.
+                            None => {
+                                tracing::warn!(task_id = %task.task_id, "the controller handed on more tasks than asked")
+                            }
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(task_id = %task.task_id, %error, "could not complete the task"),
+            }
+        }
         Err(TaskError::LeaseLost) => {
             tracing::warn!(task_id = %task.task_id, "lease lost; the controller hands the task to another attempt");
         }
@@ -105,4 +165,5 @@ async fn run_scoped(ctx: &Context, lease: Lease, hand_back: &CancellationToken) 
         }
     }
     ctx.stats.tasks(-1);
+    handed_on
 }

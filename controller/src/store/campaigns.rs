@@ -208,6 +208,20 @@ pub fn totals(conn: &Connection, id: &str) -> StoreResult<StatusCounters> {
     Ok(status_counters(counts))
 }
 
+/// Targets that may run: all found so far but the SKIPPED ones and the one
+/// ERROR target that stands for each scope that could not be discovered.
+/// It only grows while discovery goes on, so limits resolved against it
+/// never exceed the limits resolved against the final count.
+pub fn eligible(conn: &Connection, id: &str, totals: &StatusCounters) -> StoreResult<u64> {
+    let undiscoverable: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM scopes WHERE campaign_id = ?1 AND state = ?2")?
+        .query_row(params![id, ScopeState::Failed as i32], |r| r.get(0))?;
+    Ok(totals
+        .total
+        .saturating_sub(totals.skipped)
+        .saturating_sub(undiscoverable.max(0) as u64))
+}
+
 /// Every scope with its counters.
 pub fn scopes(conn: &Connection, id: &str) -> StoreResult<Vec<ScopeSummary>> {
     let counts = scope_counts(conn, id)?;

@@ -3,7 +3,7 @@
 //! counters in the same transaction, so counters always add up.
 
 use muster_proto::v1::{
-    DiscoveredInstance, PingStatus, Platform, StepOutput, Target, TargetResult, TargetStatus, TimeoutKind,
+    DiscoveredInstance, PingStatus, Platform, ScopeState, StepOutput, Target, TargetResult, TargetStatus, TimeoutKind,
 };
 use prost::Message as _;
 use rusqlite::{Connection, OptionalExtension as _, params};
@@ -266,6 +266,35 @@ pub fn pending_by_scope(conn: &Connection, campaign_id: &str) -> StoreResult<Vec
     let rows = stmt.query_map(params![campaign_id, TargetStatus::Pending as i32], |r| {
         Ok(((r.get(0)?, r.get(1)?), r.get(2)?, r.get::<_, i64>(3)? as u64))
     })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Pending targets per (account, region, platform), only in scopes whose
+/// discovery has finished (a scope still being listed may report more), and
+/// only in scope `only` when given.
+pub fn pending_by_discovered_scope(
+    conn: &Connection,
+    campaign_id: &str,
+    only: Option<(&str, &str)>,
+) -> StoreResult<Vec<PendingGroup>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT t.account_id, t.region, t.platform, COUNT(*) FROM targets t
+         JOIN scopes s ON s.campaign_id = t.campaign_id AND s.account_id = t.account_id AND s.region = t.region
+         WHERE t.campaign_id = ?1 AND t.status = ?2 AND s.state = ?3
+           AND (?4 IS NULL OR (t.account_id = ?4 AND t.region = ?5))
+         GROUP BY t.account_id, t.region, t.platform ORDER BY t.account_id, t.region, t.platform",
+    )?;
+    let (account, region) = only.unzip();
+    let rows = stmt.query_map(
+        params![
+            campaign_id,
+            TargetStatus::Pending as i32,
+            ScopeState::Discovered as i32,
+            account,
+            region
+        ],
+        |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?, r.get::<_, i64>(3)? as u64)),
+    )?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 

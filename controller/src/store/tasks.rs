@@ -159,6 +159,8 @@ pub fn lease(
         task: Some(task_message(conn, &task, &campaign, settings)?),
         prior_dispatches: dispatches(conn, &task.id)?,
         finished_instance_ids: finished_instances(conn, &task.id)?,
+        // Set by the caller when it hands the lease out itself.
+        traceparent: String::new(),
     };
     Ok(LeaseAnswer::Granted(Box::new(lease)))
 }
@@ -502,6 +504,33 @@ pub fn to_enqueue(conn: &Connection, limit: usize) -> StoreResult<Vec<Due>> {
             region: r.get(4)?,
         })
     })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Queued tasks of one scope and kind whose current attempt is not on the
+/// queue, oldest first.
+pub fn unqueued(
+    conn: &Connection,
+    campaign_id: &str,
+    (account, region): (&str, &str),
+    kind: TaskKind,
+    limit: u32,
+) -> StoreResult<Vec<TaskRef>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT campaign_id, id, attempt FROM tasks
+         WHERE campaign_id = ?1 AND state = ?2 AND enqueued_attempt < attempt AND account_id = ?3 AND region = ?4 AND kind = ?5
+         ORDER BY created_ms LIMIT ?6",
+    )?;
+    let rows = stmt.query_map(
+        params![campaign_id, task_state::QUEUED, account, region, kind as i32, limit],
+        |r| {
+            Ok(TaskRef {
+                campaign_id: r.get(0)?,
+                task_id: r.get(1)?,
+                attempt: r.get(2)?,
+            })
+        },
+    )?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 

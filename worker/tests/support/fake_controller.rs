@@ -251,6 +251,7 @@ impl WorkerService for Service {
             task: Some(task.task.clone()),
             prior_dispatches: task.dispatches.clone(),
             finished_instance_ids: task.results.keys().cloned().collect(),
+            traceparent: String::new(),
         };
         Ok(Response::new(LeaseTaskResponse {
             outcome: LeaseOutcome::Granted as i32,
@@ -349,7 +350,7 @@ impl WorkerService for Service {
         let task = state.tasks.get_mut(&request.task_id).unwrap();
         task.phase = Phase::Completed;
         task.lease = None;
-        Ok(Response::new(CompleteTaskResponse {}))
+        Ok(Response::new(CompleteTaskResponse::default()))
     }
 
     async fn fail_task(&self, request: Request<FailTaskRequest>) -> Result<Response<FailTaskResponse>, Status> {
