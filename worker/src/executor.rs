@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::api::Api;
+use crate::cadence::Cadence;
 use crate::controller::ControllerError;
 use crate::lease::{LeaseHandle, LeaseState};
 use crate::output;
@@ -24,12 +25,6 @@ use crate::reporter::{self, Ack};
 use crate::target::{CallError, Target};
 use crate::{Context, TaskError, trace};
 
-/// First poll this long after sending.
-const FIRST_POLL: Duration = Duration::from_millis(1_500);
-/// Each wait is this much longer than the one before...
-const POLL_GROWTH: f64 = 1.5;
-/// ...up to this.
-const MAX_POLL: Duration = Duration::from_secs(20);
 /// Extra time past delivery and execution timeouts before giving up on SSM.
 const OVERDUE_MARGIN: Duration = Duration::from_secs(300);
 /// How far before a task's creation to look for its commands (clock skew).
@@ -296,8 +291,13 @@ async fn poll(
     hand_back: &CancellationToken,
 ) -> Result<(), TaskError> {
     let task_id = &lease.task.task_id;
-    let mut wait = FIRST_POLL;
+    let campaign_id = &lease.task.campaign_id;
+    let started = Instant::now();
+    let mut cadence = Cadence::new(ctx.durations.expected(campaign_id));
+    let mut wait = cadence.wait(Duration::ZERO);
     let mut cancel_sent = false;
+    // From SendCommand to the last instance's end, on SSM's clock.
+    let mut longest: Option<Duration> = None;
     let mut state = lease.watch();
     while commands.iter().any(|c| !c.pending.is_empty()) {
         tokio::select! {
@@ -305,7 +305,7 @@ async fn poll(
             _ = state.changed() => {}
             () = hand_back.cancelled() => return Err(TaskError::HandedBack),
         }
-        wait = MAX_POLL.min(wait.mul_f64(POLL_GROWTH));
+        wait = cadence.wait(started.elapsed());
         match lease.state() {
             LeaseState::Lost => return Err(TaskError::LeaseLost),
             LeaseState::Cancelled if !cancel_sent => {
@@ -320,7 +320,8 @@ async fn poll(
                     tracing::info!(task_id, command_id = %command.command_id, "campaign cancelled; command cancelled");
                 }
                 cancel_sent = true;
-                wait = FIRST_POLL;
+                cadence = Cadence::new(None);
+                wait = cadence.wait(Duration::ZERO);
             }
             _ => {}
         }
@@ -339,6 +340,9 @@ async fn poll(
                     .instrument(trace::step("fetch output", "internal"))
                     .await
                     .map_err(TaskError::Aws)?;
+                if let Some(took) = ran_for(&invocation, &result) {
+                    longest = longest.max(Some(took));
+                }
                 command.pending.remove(&id);
                 acks.push(ctx.reporter.report(task_id, lease.lease_id, result));
             }
@@ -356,7 +360,19 @@ async fn poll(
             }
         }
     }
+    // A cancelled batch says nothing about how long the command takes.
+    if let Some(took) = longest.filter(|_| !cancel_sent) {
+        ctx.durations.record(campaign_id, took);
+    }
     Ok(())
+}
+
+/// From the send to an instance's end, on SSM's clock.
+fn ran_for(invocation: &aws_sdk_ssm::types::CommandInvocation, result: &TargetResult) -> Option<Duration> {
+    let requested = invocation.requested_date_time()?.to_millis().ok()?;
+    let finished = result.finished_at.as_ref()?;
+    let finished = finished.seconds * 1000 + i64::from(finished.nanos) / 1_000_000;
+    u64::try_from(finished - requested).ok().map(Duration::from_millis)
 }
 
 /// Every invocation of a command (one page for a batch of 50). Invisible

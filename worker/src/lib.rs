@@ -5,9 +5,11 @@
 //!
 //! The pipeline, one module each: [`consumer`] (SQS) -> [`lease`]
 //! (controller) -> [`credentials`] (STS) -> [`discovery`] / [`executor`]
-//! (EC2, SSM) -> [`output`] (S3, CloudWatch Logs) -> [`reporter`].
+//! (EC2, SSM; polled at the [`cadence`]) -> [`output`] (S3, CloudWatch
+//! Logs) -> [`reporter`].
 
 pub mod api;
+pub mod cadence;
 pub mod config;
 pub mod consumer;
 pub mod controller;
@@ -31,6 +33,7 @@ use muster_common::ratelimit::ApiLimiter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cadence::BatchDurations;
 use crate::controller::{ControllerClient, ControllerError};
 use crate::credentials::{AssumeError, CredentialCache};
 use crate::reporter::Reporter;
@@ -53,6 +56,8 @@ pub struct Context {
     pub targets: Targets,
     /// Per-(account, region, API) rates.
     pub limiter: Arc<ApiLimiter>,
+    /// How long each campaign's batches took, for the poll cadence.
+    pub durations: BatchDurations,
     /// Counters.
     pub stats: Arc<Stats>,
     /// Why the worker cannot take tasks now, if it cannot.
@@ -70,6 +75,7 @@ impl Context {
             sdk,
             targets: Targets::default(),
             limiter: Arc::new(ApiLimiter::default()),
+            durations: BatchDurations::default(),
             stats: Arc::new(Stats::default()),
             not_ready: std::sync::Mutex::new(None),
         }
