@@ -7,18 +7,26 @@
 //! command per instance at max concurrency 100% in batches of 50. Each run
 //! prints makespan and the quota bound, AWS calls per instance by API (the
 //! sim's counters), throttled calls, peak RSS and CPU seconds of every
-//! process, and the time from submit to the first and last SendCommand.
+//! process, and the time from submit to the first and last SendCommand, and
+//! checks that every instance got the command exactly once.
+//!
+//! moto spends milliseconds of CPU describing each instance, which AWS does
+//! not; so one plan (discovery only) of the same targets runs first, and its
+//! time is printed as the cold discovery of the fleet. The sim keeps moto's
+//! DescribeInstances answers (until an EC2 change), so the measured runs pay
+//! the modelled latency and quotas, not moto's CPU.
 //!
 //!     cargo build --release --bins
 //!     cargo bench -p muster-tests --bench scale
 //!
-//! MUSTER_BENCH_WORKERS (default "1,2,4"), MUSTER_BENCH_ACCOUNTS (50) and
-//! MUSTER_BENCH_COMMAND_SECONDS (30) change the runs.
+//! MUSTER_BENCH_WORKERS (default "1,2,4"), MUSTER_BENCH_ACCOUNTS (50),
+//! MUSTER_BENCH_COMMAND_SECONDS (30) and MUSTER_BENCH_CONCURRENCY_PERCENT
+//! (100; 25 runs the campaign in four waves) change the runs.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use muster_proto::v1::{CampaignState, RateControl};
+use muster_proto::v1::{CampaignSpec, CampaignState, PlanCampaignRequest, RateControl};
 use muster_sim::{LatencyRange, Quota, Tunables};
 use muster_tests::client::{get, script_spec, submit};
 use muster_tests::fleets;
@@ -68,20 +76,41 @@ fn tunables() -> Tunables {
         time_scale: 1.0,
         visibility_delay_ms: 300,
         delivery_delay_ms: 200,
+        // moto spends milliseconds of CPU per instance it describes, which AWS
+        // does not: the sim keeps its answers (until an EC2 change) for the
+        // whole benchmark, and the warm-up plan fills them once.
+        fleet_cache_ms: 3_600_000,
         ..Tunables::default()
     }
 }
 
 /// The least makespan the quotas allow: per (account, region) the calls
 /// that must happen one after another (assume role, describe instances,
-/// instance information, send, one listing after the command ends), each
-/// with the mean latency, plus SendCommand beyond its burst, plus the
+/// instance information), then for each wave that the concurrency limit
+/// makes (one for 100%) a send and one listing after the command ends, each
+/// call with the mean latency, plus SendCommand beyond its burst, plus the
 /// agent's delivery and the command itself.
-fn bound(command_seconds: f64, tunables: &Tunables) -> f64 {
+fn bound(command_seconds: f64, tunables: &Tunables, percent: u32) -> f64 {
     let mean_latency = (LATENCY_MS.0 + LATENCY_MS.1) as f64 / 2000.0;
     let sends_per_scope = f64::from(PER_REGION.div_ceil(BATCH));
     let send_wait = ((sends_per_scope - SEND.1).max(0.0)) / SEND.0;
-    5.0 * mean_latency + send_wait + tunables.delivery_delay_ms as f64 / 1000.0 + command_seconds
+    let waves = f64::from(100u32.div_ceil(percent.clamp(1, 100)));
+    3.0 * mean_latency
+        + send_wait
+        + waves * (2.0 * mean_latency + tunables.delivery_delay_ms as f64 / 1000.0 + command_seconds)
+}
+
+/// The 30-second command on every instance, `percent` of them at once, in
+/// batches of 50.
+fn campaign_spec(accounts: &[String], percent: u32) -> CampaignSpec {
+    let mut spec = script_spec(accounts, &REGIONS, &["true"], &[], "ext-grid");
+    spec.rate = Some(RateControl {
+        max_concurrency: format!("{percent}%"),
+        max_errors: String::new(),
+        batch_size: BATCH,
+        api_calls_per_second: SEND.0.max(LIST.0),
+    });
+    spec
 }
 
 fn counters(system: &System) -> BTreeMap<(String, String, String), u64> {
@@ -96,6 +125,7 @@ async fn main() {
         .collect();
     let accounts: u32 = env("MUSTER_BENCH_ACCOUNTS", 50);
     let command_seconds: f64 = env("MUSTER_BENCH_COMMAND_SECONDS", 30.0);
+    let percent: u32 = env("MUSTER_BENCH_CONCURRENCY_PERCENT", 100u32).clamp(1, 100);
     let instances = u64::from(accounts * PER_REGION) * REGIONS.len() as u64;
     let tunables = tunables();
     let started = Instant::now();
@@ -118,13 +148,37 @@ async fn main() {
         accounts as usize * REGIONS.len(),
         started.elapsed().as_secs_f64()
     );
-    let bound = bound(command_seconds, &tunables);
+    let bound = bound(command_seconds, &tunables, percent);
     println!(
         "quotas per (account, region): SendCommand {}/s, ListCommandInvocations {}/s, DescribeInstances {}/s; \
-         latency {}-{} ms; bound {bound:.1}s",
+         latency {}-{} ms; max concurrency {percent}%; bound {bound:.1}s",
         SEND.0, LIST.0, DESCRIBE.0, LATENCY_MS.0, LATENCY_MS.1
     );
     let ids: Vec<String> = system.fleet.accounts.iter().map(|a| a.id.clone()).collect();
+    let spec = campaign_spec(&ids, percent);
+
+    // Warm-up: one plan (discovery only) of the same targets, so that every
+    // run below finds moto's answers kept in the sim. Its time is what
+    // discovering the fleet costs when moto describes every instance.
+    system.start_worker();
+    let planning = Instant::now();
+    let plan = system
+        .client
+        .plan_campaign(PlanCampaignRequest {
+            spec: Some(spec.clone()),
+            wait_seconds: 600,
+        })
+        .await
+        .expect("the plan is accepted")
+        .into_inner();
+    let planned = get(&mut system.client, &plan.campaign_id).await;
+    assert_eq!(planned.state(), CampaignState::Planned, "{}", planned.state_reason);
+    println!(
+        "warm-up plan: {} in {:.1}s with 1 worker (moto describing every instance)",
+        planned.state_reason,
+        planning.elapsed().as_secs_f64()
+    );
+
     let mut rows = Vec::new();
     for &workers in &worker_counts {
         while system.worker_count() < workers {
@@ -140,16 +194,9 @@ async fn main() {
         let calls_before = counters(&system);
         let audit_before = system.sb.audit().len();
 
-        let mut spec = script_spec(&ids, &REGIONS, &["true"], &[], "ext-grid");
-        spec.rate = Some(RateControl {
-            max_concurrency: "100%".into(),
-            max_errors: String::new(),
-            batch_size: BATCH,
-            api_calls_per_second: SEND.0.max(LIST.0),
-        });
         let submitted = chrono::Utc::now();
         let clock = Instant::now();
-        let id = submit(&mut system.client, spec).await;
+        let id = submit(&mut system.client, spec.clone()).await;
         let campaign = loop {
             let campaign = get(&mut system.client, &id).await;
             if campaign.state().is_terminal() {
@@ -229,6 +276,12 @@ async fn main() {
             CampaignState::Succeeded,
             "every instance must succeed"
         );
+        let mut sent_to: BTreeMap<&str, u32> = BTreeMap::new();
+        for id in sends.iter().flat_map(|e| &e.instance_ids) {
+            *sent_to.entry(id.as_str()).or_insert(0) += 1;
+        }
+        assert_eq!(sent_to.len() as u64, instances, "every instance got the command");
+        assert!(sent_to.values().all(|&n| n == 1), "no instance got the command twice");
         rows.push(format!(
             "| {workers} | {makespan:.1} s | {bound:.1} s | {:.2} | {:.3} | {:.2}% | {first:.1} s / {last:.1} s | {controller_peak:.0} MiB, {:.1} s | {worker_peak:.0} MiB, {:.1} s |",
             makespan / bound,

@@ -103,6 +103,12 @@ pub struct System {
 
 impl Drop for System {
     fn drop(&mut self) {
+        // MUSTER_KEEP_LOGS=1 keeps the processes' logs and data for a look
+        // afterwards (benchmarks, a failing test).
+        if std::env::var_os("MUSTER_KEEP_LOGS").is_some_and(|v| v == "1") {
+            self.dir.disable_cleanup(true);
+            eprintln!("logs kept in {}", self.dir.path().display());
+        }
         if let Some(mut child) = self.controller.take() {
             let _ = child.kill();
             let _ = child.wait();
