@@ -305,7 +305,7 @@ impl WorkerService for WorkerApi {
         let request = request.into_inner();
         let capacity = request.capacity.min(MAX_HANDED_OFF);
         let lease = self.lease_settings();
-        let settings = self.ctl.settings.clone();
+        let ctl = self.ctl.clone();
         let answer = self
             .ctl
             .store
@@ -314,7 +314,7 @@ impl WorkerService for WorkerApi {
                     Ok(task) => task,
                     Err(fenced) => return Ok(Err(fenced)),
                 };
-                let next = crate::reconcile::hand_off(txn, &task, capacity, &settings, lease)?;
+                let next = crate::reconcile::hand_off(txn, &task, capacity, &ctl.settings, lease)?;
                 Ok(Ok((task, next)))
             })
             .await
