@@ -245,7 +245,8 @@ fn release_discovered(
 /// resolved against the targets found so far: targets are only ever added,
 /// so these never exceed the final limits. An error threshold passed against
 /// this partial count only pauses the release; the final count decides once
-/// discovery has ended.
+/// discovery has ended. Only whole batches go meanwhile, so a scope is not
+/// cut into pieces by a limit that is still growing.
 fn discovering_limits(
     conn: &Connection,
     campaign: &CampaignRow,
@@ -262,6 +263,7 @@ fn discovering_limits(
         error_threshold,
         batch_size: batch_size(campaign),
         max_tasks_per_scope: u64::from(settings.max_tasks_per_scope),
+        whole_batches: true,
     };
     let in_flight = totals.queued + totals.running;
     let errors = campaign.errors.max(0) as u64;
@@ -332,6 +334,7 @@ fn running_step(
         error_threshold: campaign.error_threshold.map(|t| t.max(0) as u64),
         batch_size: batch_size(campaign),
         max_tasks_per_scope: u64::from(settings.max_tasks_per_scope),
+        whole_batches: false,
     };
     let errors = campaign.errors.max(0) as u64;
     if rollout::halted(&limits, errors) {

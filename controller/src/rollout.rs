@@ -25,6 +25,10 @@ pub struct Limits {
     pub batch_size: u64,
     /// Most batches out at once per (account, region).
     pub max_tasks_per_scope: u64,
+    /// Release only whole batches (the batch size, or all a scope has left):
+    /// while discovery goes on the limits grow with every scope found, and a
+    /// batch cut to today's room would split the scope into more commands.
+    pub whole_batches: bool,
 }
 
 /// What one (account, region) has left.
@@ -76,7 +80,11 @@ pub fn plan(limits: &Limits, in_flight: u64, errors: u64, scopes: &[ScopeLoad], 
             let Some((platform, pending)) = scope.pending.iter_mut().find(|(_, n)| *n > 0) else {
                 continue;
             };
-            let size = batch.min(*pending).min(room);
+            let whole = batch.min(*pending);
+            if limits.whole_batches && room < whole {
+                continue;
+            }
+            let size = whole.min(room);
             *pending -= size;
             scope.active_tasks += 1;
             room -= size;
@@ -109,6 +117,7 @@ mod tests {
             error_threshold: errors,
             batch_size: batch,
             max_tasks_per_scope: 4,
+            whole_batches: false,
         }
     }
 
@@ -179,6 +188,37 @@ mod tests {
     }
 
     #[test]
+    fn while_discovering_only_whole_batches_go() {
+        let scopes = vec![
+            ScopeLoad {
+                pending: vec![(LINUX, 50)],
+                active_tasks: 0,
+            },
+            ScopeLoad {
+                pending: vec![(LINUX, 8)],
+                active_tasks: 0,
+            },
+        ];
+        let whole = |concurrency| Limits {
+            whole_batches: true,
+            ..limits(concurrency, None, 50)
+        };
+        // 25% of the 58 targets found so far is 15: no room for a batch of 50,
+        // room for the other scope's 8.
+        assert_eq!(
+            plan(&whole(15), 0, 0, &scopes, 0),
+            vec![Release {
+                scope: 1,
+                platform: LINUX,
+                size: 8
+            }]
+        );
+        assert_eq!(plan(&whole(60), 0, 0, &scopes, 0).len(), 2, "both whole");
+        // Once the count is final, the room left is filled as before.
+        assert_eq!(plan(&limits(15, None, 50), 0, 0, &scopes, 0)[0].size, 15);
+    }
+
+    #[test]
     fn max_errors_3_stops_releasing_at_the_4th_error() {
         let l = limits(10, Some(RateLimit::parse("3", 0).unwrap().errors(100)), 5);
         let scopes = vec![ScopeLoad {
@@ -206,6 +246,7 @@ mod tests {
             error_threshold: threshold,
             batch_size: batch,
             max_tasks_per_scope: 1_000,
+            whole_batches: false,
         };
         let mut pending = targets;
         let mut in_flight: Vec<u64> = Vec::new(); // batch sizes

@@ -174,8 +174,8 @@ async fn a_discovered_scope_starts_while_another_is_still_listed_within_the_fina
     let stack = two_regions(Options::default()).await;
     let mut client = stack.client.clone();
     let mut worker = FakeWorker::new(&stack);
-    // 50% of the 8 targets the campaign will have is 4 at once.
-    let id = submit(&mut client, spec_at(&stack, "50%", 50)).await;
+    // 50% of the 8 targets the campaign will have is 4 at once; batches of 2.
+    let id = submit(&mut client, spec_at(&stack, "50%", 2)).await;
     let (east, west) = lease_discovers(&mut worker).await;
 
     // us-east-1 is listed; eu-west-1 is still being listed.
@@ -189,7 +189,7 @@ async fn a_discovered_scope_starts_while_another_is_still_listed_within_the_fina
     assert_eq!(
         task.execute.as_ref().expect("an execute spec").instance_ids.len(),
         2,
-        "50% of the 4 targets known so far"
+        "50% of the 4 targets known so far: one whole batch"
     );
     let campaign = get(&mut client, &id).await;
     assert_eq!(
