@@ -147,9 +147,7 @@ fn discovery_step(
     let totals = campaigns::totals(conn, &campaign.id)?;
     let eligible = campaigns::eligible(conn, &campaign.id, &totals)?;
     if tasks::active(conn, &campaign.id, TaskKind::Discover)? > 0 {
-        if starts_before_discovery_ends(campaign, settings) {
-            release_discovered(conn, campaign, settings, &totals, eligible, start)?;
-        }
+        release_discovered(conn, campaign, settings, &totals, eligible, start)?;
         return Ok(None);
     }
     let unconfirmed = settings
