@@ -369,10 +369,9 @@ async fn poll(
 
 /// From the send to an instance's end, on SSM's clock.
 fn ran_for(invocation: &aws_sdk_ssm::types::CommandInvocation, result: &TargetResult) -> Option<Duration> {
-    let requested = invocation.requested_date_time()?.to_millis().ok()?;
-    let finished = result.finished_at.as_ref()?;
-    let finished = finished.seconds * 1000 + i64::from(finished.nanos) / 1_000_000;
-    u64::try_from(finished - requested).ok().map(Duration::from_millis)
+    let requested = std::time::SystemTime::try_from(*invocation.requested_date_time()?).ok()?;
+    let finished = std::time::SystemTime::try_from(result.finished_at?).ok()?;
+    finished.duration_since(requested).ok()
 }
 
 /// Every invocation of a command (one page for a batch of 50). Invisible
@@ -416,5 +415,36 @@ pub fn describe(error: &TaskError) -> (String, bool) {
             "worker stopping; the next attempt adopts the commands already sent".into(),
             true,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ssm::types::CommandInvocation;
+
+    #[test]
+    fn a_batch_ran_from_its_request_to_the_instance_end_on_ssms_clock() {
+        let invocation = CommandInvocation::builder()
+            .requested_date_time(aws_smithy_types::DateTime::from_secs(1_000))
+            .build();
+        let finished_at = |seconds, nanos| TargetResult {
+            finished_at: Some(prost_types::Timestamp { seconds, nanos }),
+            ..Default::default()
+        };
+        assert_eq!(
+            ran_for(&invocation, &finished_at(1_030, 500_000_000)),
+            Some(Duration::from_millis(30_500))
+        );
+        assert_eq!(
+            ran_for(&invocation, &finished_at(999, 0)),
+            None,
+            "clock skew teaches nothing"
+        );
+        assert_eq!(
+            ran_for(&invocation, &TargetResult::default()),
+            None,
+            "no end, no duration"
+        );
     }
 }
