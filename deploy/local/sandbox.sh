@@ -90,8 +90,9 @@ up() {
     else
       say "starting moto on port $port"
       # A two-AMI catalogue: moto scans its whole catalogue for every launch.
+      # moto_server.py is moto_server with the sandbox's fidelity fixes.
       MOTO_AMIS_PATH="$MUSTER_ROOT/deploy/local/moto-amis.json" \
-        start_process "$name" "$MUSTER_VENV/bin/moto_server" -H 127.0.0.1 -p "$port"
+        start_process "$name" "$MUSTER_VENV/bin/python" "$MUSTER_ROOT/deploy/local/moto_server.py" -H 127.0.0.1 -p "$port"
     fi
   done
   for ((i = 0; i < MOTO_SHARDS; i++)); do

@@ -45,13 +45,19 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where moto_server is.
-pub fn moto_server_path() -> PathBuf {
+/// The program and arguments that start moto: `MUSTER_MOTO_SERVER` when set
+/// (a moto_server executable), else the virtualenv's Python running
+/// `deploy/local/moto_server.py` (moto_server with the sandbox's fidelity
+/// fixes).
+pub fn moto_server_command() -> (PathBuf, Vec<PathBuf>) {
     if let Some(path) = std::env::var_os("MUSTER_MOTO_SERVER") {
-        return PathBuf::from(path);
+        return (PathBuf::from(path), Vec::new());
     }
     let venv = std::env::var_os("MUSTER_VENV").map_or_else(|| workspace_root().join(".venv"), PathBuf::from);
-    venv.join("bin").join("moto_server")
+    (
+        venv.join("bin").join("python"),
+        vec![workspace_root().join("deploy/local/moto_server.py")],
+    )
 }
 
 /// A free loopback port (bound and released; good enough for tests).
@@ -65,15 +71,16 @@ pub fn free_port() -> u16 {
 impl MotoProcess {
     /// Starts moto and waits until it answers (at most 60 s).
     pub fn start() -> Self {
-        let path = moto_server_path();
+        let (path, script) = moto_server_command();
         assert!(
             path.exists(),
-            "moto_server not found at {}: run deploy/local/venv.sh (or set MUSTER_VENV / MUSTER_MOTO_SERVER)",
+            "{} not found: run deploy/local/venv.sh (or set MUSTER_VENV / MUSTER_MOTO_SERVER)",
             path.display()
         );
         let log = tempfile::NamedTempFile::new().expect("a temp file for moto's log");
         let port = free_port();
         let child = Command::new(&path)
+            .args(&script)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             // A two-AMI catalogue: moto scans its whole catalogue (1,300 AMIs)
             // for every instance it launches.
