@@ -1,4 +1,5 @@
-//! Puts task references on the SQS queue: SendMessageBatch, ten at a time.
+//! Puts task references on the SQS queue: SendMessageBatch, ten a call and
+//! several calls at once.
 //! Each message starts its task's trace: an "enqueue task" span whose W3C
 //! `traceparent` travels as a message attribute (when traces are exported).
 //! Only as much work as workers can take soon is on the queue at once; the
@@ -11,8 +12,13 @@
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use muster_proto::v1::TaskRef;
 
+use futures::StreamExt as _;
+
 use crate::Controller;
 use crate::store::tasks::{self, Due};
+
+/// Most SendMessageBatch calls at once.
+const SENDS_IN_FLIGHT: usize = 16;
 
 /// Enqueues what is due; failures are retried on the next pass.
 pub async fn enqueue(ctl: &Controller) {
@@ -31,21 +37,35 @@ pub async fn enqueue(ctl: &Controller) {
             return;
         }
     };
-    for chunk in due.chunks(10) {
-        match send(ctl, chunk).await {
-            Ok(sent) if !sent.is_empty() => {
-                ctl.metrics.enqueued(sent.len());
-                *ctl.queue_error.lock().expect("queue error lock") = None;
-                if let Err(error) = ctl.store.write(move |txn| tasks::mark_enqueued(txn, &sent)).await {
-                    tracing::warn!(%error, "cannot record enqueued tasks; they will be sent again");
-                }
-            }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(error, queue = %ctl.settings.queue_url, "cannot put tasks on the queue; retrying");
-                *ctl.queue_error.lock().expect("queue error lock") = Some(error);
-                return;
-            }
+    // The batches go out together: one round trip for the lot, not one per
+    // ten tasks, so workers find a campaign's work on the queue at once.
+    let chunks: Vec<Vec<Due>> = due.chunks(10).map(<[Due]>::to_vec).collect();
+    let answers: Vec<_> = futures::stream::iter(chunks)
+        .map(|chunk| async move { send(ctl, &chunk).await })
+        .buffer_unordered(SENDS_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut sent = Vec::new();
+    let mut failure = None;
+    for answer in answers {
+        match answer {
+            Ok(refs) => sent.extend(refs),
+            Err(error) => failure = Some(error),
+        }
+    }
+    match failure {
+        Some(error) => {
+            tracing::warn!(error, queue = %ctl.settings.queue_url, "cannot put tasks on the queue; retrying");
+            *ctl.queue_error.lock().expect("queue error lock") = Some(error);
+        }
+        // Only a send proves the queue answers again.
+        None if !sent.is_empty() => *ctl.queue_error.lock().expect("queue error lock") = None,
+        None => {}
+    }
+    if !sent.is_empty() {
+        ctl.metrics.enqueued(sent.len());
+        if let Err(error) = ctl.store.write(move |txn| tasks::mark_enqueued(txn, &sent)).await {
+            tracing::warn!(%error, "cannot record enqueued tasks; they will be sent again");
         }
     }
 }
