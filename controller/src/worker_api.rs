@@ -26,7 +26,7 @@ const MAX_REPORTED_INSTANCES: usize = 5_000;
 const MAX_RESULTS: usize = 1_000;
 /// Most instance ids in one ReportDispatch (SendCommand's limit).
 const MAX_DISPATCH_IDS: usize = 50;
-/// Most leases handed to a worker with one CompleteTask answer.
+/// Most leases handed to a worker with one CompleteTask or LeaseTask answer.
 const MAX_HANDED_OFF: u32 = 16;
 
 /// The service.
@@ -103,6 +103,32 @@ fn handed_off_trace(lease: &Lease) -> Option<String> {
     muster_common::telemetry::traceparent(&span)
 }
 
+/// With a lease on a Discover task, leases on the campaign's other Discover
+/// tasks in that account that no worker holds, at most `capacity`: the
+/// worker that assumes an account's role for one region finds the others
+/// with the same credentials, not one AssumeRole per worker per account.
+fn lease_same_account(
+    conn: &rusqlite::Connection,
+    granted: &Lease,
+    worker: &str,
+    capacity: u32,
+    settings: LeaseSettings,
+) -> Result<Vec<Lease>, StoreError> {
+    let Some(task) = granted.task.as_ref() else {
+        return Ok(Vec::new());
+    };
+    if capacity == 0 || task.kind != TaskKind::Discover as i32 {
+        return Ok(Vec::new());
+    }
+    let mut leases = Vec::new();
+    for sibling in tasks::waiting_discovery(conn, &task.campaign_id, &task.account_id, &task.task_id, capacity)? {
+        if let LeaseAnswer::Granted(lease) = tasks::lease(conn, &sibling, worker, settings)? {
+            leases.push(*lease);
+        }
+    }
+    Ok(leases)
+}
+
 /// Fills the current (server) span's task fields from a task row.
 fn trace_row(task: &TaskRow) {
     muster_common::telemetry::record_task(
@@ -143,12 +169,28 @@ impl WorkerService for WorkerApi {
         }
         let settings = self.lease_settings();
         let worker = request.worker_id.clone();
-        let answer = self
+        let capacity = request.capacity.min(MAX_HANDED_OFF);
+        let (answer, same_account) = self
             .ctl
             .store
-            .write(move |txn| tasks::lease(txn, &task_ref, &worker, settings))
+            .write(move |txn: &rusqlite::Transaction<'_>| {
+                let answer = tasks::lease(txn, &task_ref, &worker, settings)?;
+                let same_account = match &answer {
+                    LeaseAnswer::Granted(lease) => lease_same_account(txn, lease, &worker, capacity, settings)?,
+                    LeaseAnswer::Refused(..) => Vec::new(),
+                };
+                Ok((answer, same_account))
+            })
             .await
             .map_err(store_status)?;
+        let same_account: Vec<Lease> = same_account
+            .into_iter()
+            .map(|mut lease| {
+                self.ctl.metrics.leased(&request.worker_id);
+                lease.traceparent = handed_off_trace(&lease).unwrap_or_default();
+                lease
+            })
+            .collect();
         Ok(Response::new(match answer {
             LeaseAnswer::Granted(lease) => {
                 let task = lease.task.as_ref();
@@ -166,18 +208,21 @@ impl WorkerService for WorkerApi {
                     task_id = task.map(|t| t.task_id.as_str()),
                     lease_id = lease.lease_id,
                     worker = request.worker_id,
+                    same_account = same_account.len(),
                     "lease granted"
                 );
                 LeaseTaskResponse {
                     outcome: muster_proto::v1::LeaseOutcome::Granted as i32,
                     lease: Some(*lease),
                     detail: String::new(),
+                    same_account,
                 }
             }
             LeaseAnswer::Refused(outcome, detail) => LeaseTaskResponse {
                 outcome: outcome as i32,
                 lease: None,
                 detail,
+                same_account: Vec::new(),
             },
         }))
     }

@@ -276,6 +276,7 @@ async fn lease(workers: &Workers, task: &TaskRef) -> (u64, Vec<String>) {
         .lease_task(LeaseTaskRequest {
             task: Some(task.clone()),
             worker_id: "bench".into(),
+            capacity: 0,
         })
         .await
         .expect("LeaseTask")

@@ -516,6 +516,7 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
     let lease = |task: TaskRef, worker: &str| LeaseTaskRequest {
         task: Some(task),
         worker_id: worker.into(),
+        capacity: 0,
     };
 
     // Discover: lease, a second lease is refused, report, complete.

@@ -2,15 +2,16 @@
 //! a scope starts as soon as it is discovered, within limits that never
 //! exceed the campaign's final ones, and not before a guardrail that needs
 //! the final count has seen it; its first batches go to the worker that
-//! discovered it, as far as that worker has room, and skip the queue.
+//! discovered it, as far as that worker has room, and skip the queue; and a
+//! Discover lease brings the same account's other regions with it.
 
 use std::time::{Duration, Instant};
 
 use muster_controller::guardrails::Guardrails;
 use muster_proto::v1::worker_service_client::WorkerServiceClient;
 use muster_proto::v1::{
-    CampaignState, CompleteTaskRequest, DiscoveredInstance, Lease, LeaseOutcome, LeaseTaskRequest, PingStatus,
-    Platform, RateControl, RenewLeaseRequest, ReportTargetsRequest, TaskKind, TaskRef,
+    CampaignState, CompleteTaskRequest, DiscoveredInstance, Lease, LeaseOutcome, LeaseTaskRequest, LeaseTaskResponse,
+    PingStatus, Platform, RateControl, RenewLeaseRequest, ReportTargetsRequest, TaskKind, TaskRef,
 };
 use muster_tests::client::{get, script_spec, submit, wait_for};
 use muster_tests::fleets;
@@ -74,12 +75,31 @@ impl<'a> FakeWorker<'a> {
             .lease_task(LeaseTaskRequest {
                 task: Some(task),
                 worker_id: "test-worker".into(),
+                capacity: 0,
             })
             .await
             .expect("LeaseTask")
             .into_inner();
         assert_eq!(answer.outcome, LeaseOutcome::Granted as i32, "{}", answer.detail);
         answer.lease.expect("a lease")
+    }
+
+    /// Asks to lease the next task on the queue as `worker_id` with room for
+    /// `capacity` more; the answer, whatever it is.
+    async fn lease_next_as(&mut self, worker_id: &str, capacity: u32) -> LeaseTaskResponse {
+        let task = self
+            .next_ref(Duration::from_secs(20))
+            .await
+            .expect("a task on the queue");
+        self.api
+            .lease_task(LeaseTaskRequest {
+                task: Some(task),
+                worker_id: worker_id.into(),
+                capacity,
+            })
+            .await
+            .expect("LeaseTask")
+            .into_inner()
     }
 
     /// Leases the next `n` tasks on the queue, all of `kind`.
@@ -293,6 +313,7 @@ async fn a_scopes_first_batches_go_to_the_worker_that_discovered_it_as_far_as_it
                 attempt: task.attempt,
             }),
             worker_id: "another-worker".into(),
+            capacity: 0,
         })
         .await
         .expect("LeaseTask")
@@ -315,5 +336,82 @@ async fn a_scopes_first_batches_go_to_the_worker_that_discovered_it_as_far_as_it
         (counters.queued, counters.pending),
         (4, 0),
         "eu-west-1 is not listed yet: {counters:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discover_lease_brings_the_same_accounts_other_regions_as_far_as_the_worker_has_room() {
+    const THIRD: &str = "us-west-2";
+    let regions = [EAST, WEST, THIRD];
+    let stack = Stack::start(
+        &fleets::grid(2, &regions, 1, 0.1),
+        Options {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = stack.client.clone();
+    let mut worker = FakeWorker::new(&stack);
+    let accounts = [stack.account("a000"), stack.account("a001")];
+    submit(
+        &mut client,
+        script_spec(&accounts, &regions, &["true"], &[], "ext-grid"),
+    )
+    .await;
+
+    // Room for eight: the account's two other regions come with the lease.
+    let answer = worker.lease_next_as("worker-1", 8).await;
+    assert_eq!(answer.outcome, LeaseOutcome::Granted as i32, "{}", answer.detail);
+    let task = answer.lease.as_ref().and_then(|l| l.task.as_ref()).expect("a task");
+    let account = task.account_id.clone();
+    let mut siblings: Vec<&str> = answer
+        .same_account
+        .iter()
+        .map(|l| {
+            let sibling = l.task.as_ref().expect("a task");
+            assert_eq!(sibling.kind, TaskKind::Discover as i32);
+            assert_eq!(sibling.account_id, account, "only the same account");
+            sibling.region.as_str()
+        })
+        .collect();
+    siblings.sort_unstable();
+    let mut others: Vec<&str> = regions.iter().copied().filter(|r| *r != task.region).collect();
+    others.sort_unstable();
+    assert_eq!(siblings, others, "every other region of the account, once");
+    // They are leases like any other.
+    for sibling in &answer.same_account {
+        worker
+            .api
+            .renew_lease(RenewLeaseRequest {
+                task_id: sibling.task.as_ref().expect("a task").task_id.clone(),
+                lease_id: sibling.lease_id,
+            })
+            .await
+            .expect("a sibling lease renews");
+    }
+
+    // Another worker with room for one: the first account's messages are
+    // leased elsewhere; of the second account's three it leases two
+    // (one of them with one sibling), and its last message is the sibling's.
+    let (mut granted, mut elsewhere, mut brought) = (0, 0, 0);
+    for _ in 0..5 {
+        let answer = worker.lease_next_as("worker-2", 1).await;
+        match LeaseOutcome::try_from(answer.outcome) {
+            Ok(LeaseOutcome::Granted) => {
+                let task = answer.lease.as_ref().and_then(|l| l.task.as_ref()).expect("a task");
+                assert_ne!(task.account_id, account, "{}", answer.detail);
+                granted += 1;
+                brought += answer.same_account.len();
+            }
+            Ok(LeaseOutcome::LeasedElsewhere) => elsewhere += 1,
+            other => panic!("unexpected outcome {other:?}: {}", answer.detail),
+        }
+    }
+    assert_eq!((granted, brought, elsewhere), (2, 1, 3));
+    assert_eq!(
+        worker.next_ref(Duration::from_secs(2)).await,
+        None,
+        "six messages in all"
     );
 }

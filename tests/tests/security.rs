@@ -104,6 +104,7 @@ async fn a_worker_without_a_client_certificate_cannot_lease() {
     let request = || LeaseTaskRequest {
         task: Some(task.clone()),
         worker_id: "intruder".into(),
+        capacity: 0,
     };
 
     // No client certificate: the TLS handshake is refused.
@@ -134,6 +135,7 @@ async fn a_worker_without_a_client_certificate_cannot_lease() {
         .lease_task(LeaseTaskRequest {
             task: Some(task.clone()),
             worker_id: "worker-1".into(),
+            capacity: 0,
         })
         .await
         .expect("the worker certificate is accepted")

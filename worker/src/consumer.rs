@@ -299,11 +299,20 @@ async fn handle(runner: &Runner, queue: &Queue, message: Message) {
 async fn leased(runner: &Runner, queue: &Queue, message: &Message, task_ref: TaskRef) {
     let ctx = &runner.ctx;
     let task_id = task_ref.task_id.clone();
+    // Room for the account's other Discover tasks, should this be one; what
+    // the answer leaves unused goes back as soon as it comes.
+    let spare = if ctx.readiness().is_ok() {
+        runner.slots.available_permits().min(crate::task::MAX_HANDED_ON)
+    } else {
+        0
+    };
+    let mut reserved = runner.slots.clone().try_acquire_many_owned(spare as u32).ok();
     let answer = ctx
         .controller
         .lease_task(LeaseTaskRequest {
             task: Some(task_ref),
             worker_id: ctx.worker_id.clone(),
+            capacity: reserved.as_ref().map_or(0, |r| r.num_permits() as u32),
         })
         .await;
     let answer = match answer {
@@ -316,7 +325,18 @@ async fn leased(runner: &Runner, queue: &Queue, message: &Message, task_ref: Tas
     let outcome = LeaseOutcome::try_from(answer.outcome).unwrap_or(LeaseOutcome::Unspecified);
     queue.delete(message);
     match (outcome, answer.lease) {
-        (LeaseOutcome::Granted, Some(lease)) => runner.run(lease).await,
+        (LeaseOutcome::Granted, Some(lease)) => {
+            for sibling in answer.same_account {
+                match reserved.as_mut().and_then(|r| r.split(1)) {
+                    Some(permit) => runner.spawn(sibling, permit),
+                    // More than asked for: not this worker's to run; the
+                    // lease expires and the controller retries it.
+                    None => tracing::warn!(task_id, "the controller leased more tasks than asked"),
+                }
+            }
+            drop(reserved);
+            runner.run(lease).await;
+        }
         (outcome, _) => {
             tracing::warn!(
                 task_id,

@@ -14,8 +14,8 @@ use crate::executor::{self, describe};
 use crate::lease::LeaseHandle;
 use crate::{Context, TaskError, discovery, trace};
 
-/// Most leases to take with one completion.
-const MAX_HANDED_ON: usize = 16;
+/// Most leases to take with one answer (a lease or a completion).
+pub(crate) const MAX_HANDED_ON: usize = 16;
 
 /// A lease the controller handed on with a completion, and the slot it runs in.
 pub type HandedOn = (Lease, OwnedSemaphorePermit);

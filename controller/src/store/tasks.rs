@@ -523,13 +523,44 @@ pub fn unqueued(
     )?;
     let rows = stmt.query_map(
         params![campaign_id, task_state::QUEUED, account, region, kind as i32, limit],
-        |r| {
-            Ok(TaskRef {
-                campaign_id: r.get(0)?,
-                task_id: r.get(1)?,
-                attempt: r.get(2)?,
-            })
-        },
+        task_ref,
+    )?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// A TaskRef from a row of (campaign_id, id, attempt).
+fn task_ref(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRef> {
+    Ok(TaskRef {
+        campaign_id: r.get(0)?,
+        task_id: r.get(1)?,
+        attempt: r.get(2)?,
+    })
+}
+
+/// The campaign's other Discover tasks in one account that wait for a
+/// worker (on the queue or not), oldest first.
+pub fn waiting_discovery(
+    conn: &Connection,
+    campaign_id: &str,
+    account: &str,
+    except_task: &str,
+    limit: u32,
+) -> StoreResult<Vec<TaskRef>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT campaign_id, id, attempt FROM tasks
+         WHERE campaign_id = ?1 AND state = ?2 AND account_id = ?3 AND kind = ?4 AND id != ?5
+         ORDER BY created_ms LIMIT ?6",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            campaign_id,
+            task_state::QUEUED,
+            account,
+            TaskKind::Discover as i32,
+            except_task,
+            limit
+        ],
+        task_ref,
     )?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }

@@ -225,6 +225,7 @@ impl WorkerService for Service {
                 outcome: outcome as i32,
                 lease: None,
                 detail: String::new(),
+                same_account: Vec::new(),
             }))
         };
         let Some(task) = state
@@ -257,6 +258,7 @@ impl WorkerService for Service {
             outcome: LeaseOutcome::Granted as i32,
             lease: Some(lease),
             detail: String::new(),
+            same_account: Vec::new(),
         }))
     }
 
