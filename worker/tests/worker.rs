@@ -346,11 +346,11 @@ async fn a_killed_worker_is_replaced_and_every_instance_runs_once() {
     w.ctl.add(task).await;
 
     let mut first = w.spawn_worker_process("first");
-    eventually("the first worker's SendCommand", Duration::from_secs(60), || {
+    eventually(&w, "the first worker's SendCommand", Duration::from_secs(60), || {
         !w.sb.audit().is_empty()
     })
     .await;
-    eventually("the dispatch to be recorded", Duration::from_secs(10), || {
+    eventually(&w, "the dispatch to be recorded", Duration::from_secs(10), || {
         !w.ctl.task(&task_id).dispatches.is_empty()
     })
     .await;
@@ -387,7 +387,7 @@ async fn a_send_that_was_never_reported_is_found_by_its_comment() {
     w.ctl.add(task).await;
 
     let mut first = w.spawn_worker_process("first");
-    eventually("the first worker's SendCommand", Duration::from_secs(60), || {
+    eventually(&w, "the first worker's SendCommand", Duration::from_secs(60), || {
         !w.sb.audit().is_empty()
     })
     .await;
@@ -523,7 +523,7 @@ async fn cancel_stops_commands_in_flight() {
     let task = w.execute_task("beta", EAST, Platform::Linux, &slow, &["sleep 8"]);
     let task_id = task.task_id.clone();
     w.ctl.add(task).await;
-    eventually("the dispatch", Duration::from_secs(30), || {
+    eventually(&w, "the dispatch", Duration::from_secs(30), || {
         !w.ctl.task(&task_id).dispatches.is_empty()
     })
     .await;
@@ -551,7 +551,7 @@ async fn scale_in_hands_work_back_and_loses_nothing() {
     let task = w.execute_task("beta", WEST, Platform::Linux, &slow, &["sleep 8"]);
     let task_id = task.task_id.clone();
     w.ctl.add(task).await;
-    eventually("the dispatch", Duration::from_secs(30), || {
+    eventually(&w, "the dispatch", Duration::from_secs(30), || {
         !w.ctl.task(&task_id).dispatches.is_empty()
     })
     .await;

@@ -165,6 +165,23 @@ impl World {
         std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
     }
 
+    /// Every worker process's log so far, each under its name.
+    pub fn process_logs(&self) -> String {
+        let mut logs = String::new();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        entries.sort();
+        for path in entries {
+            let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            logs.push_str(&format!("\n--- {name}.log ---\n{}", self.log(&name)));
+        }
+        logs
+    }
+
     fn base_task(&self, kind: TaskKind, account: &str, region: &str) -> Task {
         let account_id = self.account(account);
         Task {
@@ -249,11 +266,14 @@ impl World {
     }
 }
 
-/// Waits until `check` holds, or fails naming `what`.
-pub async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+/// Waits until `check` holds, or fails naming `what`, with the logs of the
+/// world's worker processes (a timeout alone says nothing of why).
+pub async fn eventually(w: &World, what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + within;
     while !check() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out waiting for {what}{}", w.process_logs());
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
