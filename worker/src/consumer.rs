@@ -301,12 +301,7 @@ async fn leased(runner: &Runner, queue: &Queue, message: &Message, task_ref: Tas
     let task_id = task_ref.task_id.clone();
     // Room for the account's other Discover tasks, should this be one; what
     // the answer leaves unused goes back as soon as it comes.
-    let spare = if ctx.readiness().is_ok() {
-        runner.slots.available_permits().min(crate::task::MAX_HANDED_ON)
-    } else {
-        0
-    };
-    let mut reserved = runner.slots.clone().try_acquire_many_owned(spare as u32).ok();
+    let mut reserved = crate::task::reserve_room(ctx, &runner.slots);
     let answer = ctx
         .controller
         .lease_task(LeaseTaskRequest {

@@ -15,10 +15,19 @@ use crate::lease::LeaseHandle;
 use crate::{Context, TaskError, discovery, trace};
 
 /// Most leases to take with one answer (a lease or a completion).
-pub(crate) const MAX_HANDED_ON: usize = 16;
+const MAX_HANDED_ON: usize = 16;
 
 /// A lease the controller handed on with a completion, and the slot it runs in.
 pub type HandedOn = (Lease, OwnedSemaphorePermit);
+
+/// Free slots, at most MAX_HANDED_ON, held for leases the controller may
+/// hand on with an answer; none for a worker that is stopping or cannot
+/// reach its queue.
+pub(crate) fn reserve_room(ctx: &Context, slots: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    ctx.readiness().ok()?;
+    let spare = slots.available_permits().min(MAX_HANDED_ON);
+    slots.clone().try_acquire_many_owned(spare as u32).ok()
+}
 
 /// The span of one task attempt. Its trace starts on the controller: at the
 /// enqueue span for a task from the queue, at the hand-off span for one
@@ -127,14 +136,12 @@ async fn run_scoped(
     let mut handed_on = Vec::new();
     match outcome {
         Ok(()) => {
-            // Only a Discover completion hands on work, and not to a worker
-            // that is stopping or cannot reach its queue.
-            let spare = if kind == TaskKind::Discover && ctx.readiness().is_ok() {
-                slots.available_permits().min(MAX_HANDED_ON)
+            // Only a Discover completion hands on work.
+            let mut reserved = if kind == TaskKind::Discover {
+                reserve_room(ctx, slots)
             } else {
-                0
+                None
             };
-            let mut reserved = slots.clone().try_acquire_many_owned(spare as u32).ok();
             let capacity = reserved.as_ref().map_or(0, |r| r.num_permits() as u32);
             match lease.complete(capacity).await {
                 Ok(next) => {
