@@ -70,26 +70,41 @@ pub async fn enqueue(ctl: &Controller) {
     }
 }
 
+/// Starts a task attempt's trace at a producer span named `name` (its
+/// enqueue, or its hand-off with a worker's answer); the `traceparent` the
+/// worker continues it from, when traces are exported.
+pub(crate) fn start_trace(
+    name: &'static str,
+    campaign_id: &str,
+    task_id: &str,
+    attempt: u32,
+    (account, region): (&str, &str),
+) -> Option<String> {
+    let span = tracing::info_span!(
+        parent: None,
+        "task trace",
+        otel.name = name,
+        otel.kind = "producer",
+        campaign_id = %campaign_id,
+        task_id = %task_id,
+        account = %account,
+        region = %region,
+        attempt = attempt,
+    );
+    muster_common::telemetry::traceparent(&span)
+}
+
 async fn send(ctl: &Controller, due: &[Due]) -> Result<Vec<TaskRef>, String> {
     let entries: Vec<SendMessageBatchRequestEntry> = due
         .iter()
         .enumerate()
         .map(|(i, due)| {
             let task = &due.task;
-            let span = tracing::info_span!(
-                "enqueue",
-                otel.name = "enqueue task",
-                otel.kind = "producer",
-                campaign_id = %task.campaign_id,
-                task_id = %task.task_id,
-                account = %due.account_id,
-                region = %due.region,
-                attempt = task.attempt,
-            );
             let entry = SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())
                 .message_body(muster_proto::encode_task_ref(task));
-            match muster_common::telemetry::traceparent(&span) {
+            let scope = (due.account_id.as_str(), due.region.as_str());
+            match start_trace("enqueue task", &task.campaign_id, &task.task_id, task.attempt, scope) {
                 Some(traceparent) => entry.message_attributes(
                     "traceparent",
                     MessageAttributeValue::builder()

@@ -84,23 +84,18 @@ impl WorkerApi {
     }
 }
 
-/// Starts the trace of a task handed out with CompleteTask, as the enqueue
-/// span starts that of a task from the queue; its `traceparent`, when traces
-/// are exported.
+/// Starts the trace of a task handed out with an answer (CompleteTask's, or
+/// LeaseTask's for the same account), as the enqueue span starts that of a
+/// task from the queue; its `traceparent`, when traces are exported.
 fn handed_off_trace(lease: &Lease) -> Option<String> {
     let task = lease.task.as_ref()?;
-    let span = tracing::info_span!(
-        parent: None,
-        "hand off",
-        otel.name = "hand off task",
-        otel.kind = "producer",
-        campaign_id = %task.campaign_id,
-        task_id = %task.task_id,
-        account = %task.account_id,
-        region = %task.region,
-        attempt = task.attempt,
-    );
-    muster_common::telemetry::traceparent(&span)
+    crate::dispatcher::start_trace(
+        "hand off task",
+        &task.campaign_id,
+        &task.task_id,
+        task.attempt,
+        (&task.account_id, &task.region),
+    )
 }
 
 /// With a lease on a Discover task, leases on the campaign's other Discover
