@@ -15,7 +15,7 @@ use muster_proto::v1::TaskRef;
 use futures::StreamExt as _;
 
 use crate::Controller;
-use crate::store::tasks::{self, Due};
+use crate::store::queue::{self, Due};
 
 /// Most SendMessageBatch calls at once.
 const SENDS_IN_FLIGHT: usize = 16;
@@ -26,8 +26,8 @@ pub async fn enqueue(ctl: &Controller) {
     let due = ctl
         .store
         .read(move |conn| {
-            let waiting = tasks::waiting_on_queue(conn)?;
-            tasks::to_enqueue(conn, max.saturating_sub(waiting))
+            let waiting = queue::waiting_on_queue(conn)?;
+            queue::to_enqueue(conn, max.saturating_sub(waiting))
         })
         .await;
     let due = match due {
@@ -64,7 +64,7 @@ pub async fn enqueue(ctl: &Controller) {
     }
     if !sent.is_empty() {
         ctl.metrics.enqueued(sent.len());
-        if let Err(error) = ctl.store.write(move |txn| tasks::mark_enqueued(txn, &sent)).await {
+        if let Err(error) = ctl.store.write(move |txn| queue::mark_enqueued(txn, &sent)).await {
             tracing::warn!(%error, "cannot record enqueued tasks; they will be sent again");
         }
     }

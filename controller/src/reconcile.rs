@@ -23,7 +23,7 @@ use crate::rollout::{self, Limits, ScopeLoad};
 use crate::store::campaigns::{self, CampaignRow};
 use crate::store::records::{now_ms, timestamp};
 use crate::store::tasks::{LeaseAnswer, LeaseSettings, TaskRow};
-use crate::store::{StoreResult, targets, tasks};
+use crate::store::{StoreResult, queue, targets, tasks};
 
 /// Runs passes until `shutdown`: after every wake-up (a result, a submit, a
 /// cancel) and at least every reconcile interval.
@@ -305,9 +305,9 @@ pub fn hand_off(
     let pending = targets::pending_by_discovered_scope(conn, &campaign.id, Some(scope))?;
     release(conn, &campaign, &limits, in_flight, errors, settings, 0, pending)?;
     let mut leases = Vec::new();
-    for task in tasks::unqueued(conn, &campaign.id, scope, TaskKind::Execute, capacity)? {
+    for task in queue::unqueued(conn, &campaign.id, scope, TaskKind::Execute, capacity)? {
         // Recorded as on the queue, so the dispatcher never sends it there.
-        tasks::mark_enqueued(conn, std::slice::from_ref(&task))?;
+        queue::mark_enqueued(conn, std::slice::from_ref(&task))?;
         if let LeaseAnswer::Granted(granted) = tasks::lease(conn, &task, worker, lease)? {
             leases.push(*granted);
         }

@@ -17,8 +17,8 @@ use crate::Controller;
 use crate::campaign_api::store_status;
 use crate::store::StoreError;
 use crate::store::records::millis;
-use crate::store::targets;
 use crate::store::tasks::{self, FailOutcome, Fenced, LeaseAnswer, LeaseSettings, TaskRow};
+use crate::store::{queue, targets};
 
 /// Most instances in one ReportTargets.
 const MAX_REPORTED_INSTANCES: usize = 5_000;
@@ -116,7 +116,7 @@ fn lease_same_account(
         return Ok(Vec::new());
     }
     let mut leases = Vec::new();
-    for sibling in tasks::waiting_discovery(conn, &task.campaign_id, &task.account_id, &task.task_id, capacity)? {
+    for sibling in queue::waiting_discovery(conn, &task.campaign_id, &task.account_id, &task.task_id, capacity)? {
         if let LeaseAnswer::Granted(lease) = tasks::lease(conn, &sibling, worker, settings)? {
             leases.push(*lease);
         }

@@ -9,6 +9,7 @@
 //! them run beside the writer.
 
 pub mod campaigns;
+pub mod queue;
 pub mod records;
 mod schema;
 pub mod targets;
