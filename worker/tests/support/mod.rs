@@ -141,6 +141,10 @@ impl World {
                 &self.queue_url,
                 "--worker-id",
                 name,
+                // Tests run side by side: each worker's endpoint takes any
+                // free port, never the default 9102.
+                "--metrics-listen",
+                "127.0.0.1:0",
             ])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
