@@ -5,10 +5,14 @@
 //! one before, up to 20 s. With knowledge (how long this campaign's batches
 //! took so far, on SSM's own clock) the second poll comes when the batch is
 //! expected to end, and from there the waits grow again from the first.
+//! Knowledge that arrives while a batch waits (another batch of the first
+//! wave ended) brings its next poll forward to the expected end.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::recent::Recent;
 
@@ -31,6 +35,8 @@ const CAMPAIGNS: usize = 256;
 pub struct Cadence {
     next: Duration,
     expected: Option<Duration>,
+    /// Whether an expected duration was given, at the start or since.
+    informed: bool,
 }
 
 impl Cadence {
@@ -40,7 +46,13 @@ impl Cadence {
         Self {
             next: FIRST_POLL,
             expected,
+            informed: expected.is_some(),
         }
+    }
+
+    /// Whether the cadence still polls without knowing what to expect.
+    pub fn uninformed(&self) -> bool {
+        !self.informed
     }
 
     /// The wait before the next poll, `elapsed` after the send.
@@ -59,12 +71,55 @@ impl Cadence {
         self.next = MAX_POLL.min(self.next.mul_f64(POLL_GROWTH));
         wait
     }
+
+    /// Learns, while waiting for the poll `scheduled` after the send, that
+    /// the batch is expected to take `expected`. Returns when to poll
+    /// instead (after the send; maybe already past), if that is sooner.
+    /// Only the first knowledge counts: from there the usual waits go on.
+    pub fn learn(&mut self, expected: Duration, scheduled: Duration) -> Option<Duration> {
+        if self.informed {
+            return None;
+        }
+        self.informed = true;
+        let end = expected + PAST_EXPECTED;
+        if end < scheduled {
+            self.next = FIRST_POLL;
+            Some(end)
+        } else {
+            // The poll already planned comes soon enough; the one after it
+            // uses the knowledge as a batch that started with it would.
+            self.expected = Some(expected);
+            None
+        }
+    }
+}
+
+/// How long recent batches of one campaign took, and a signal for each new
+/// one.
+struct Campaign {
+    durations: Mutex<VecDeque<Duration>>,
+    recorded: watch::Sender<()>,
+}
+
+impl Default for Campaign {
+    fn default() -> Self {
+        Self {
+            durations: Mutex::default(),
+            recorded: watch::Sender::new(()),
+        }
+    }
+}
+
+impl Campaign {
+    fn expected(&self) -> Option<Duration> {
+        self.durations.lock().expect("durations lock").iter().min().copied()
+    }
 }
 
 /// How long recent batches of each campaign took, from send to their last
 /// instance's end.
 pub struct BatchDurations {
-    campaigns: Recent<String, Arc<Mutex<VecDeque<Duration>>>>,
+    campaigns: Recent<String, Arc<Campaign>>,
 }
 
 impl Default for BatchDurations {
@@ -76,27 +131,60 @@ impl Default for BatchDurations {
 }
 
 impl BatchDurations {
-    fn of(&self, campaign_id: &str) -> Arc<Mutex<VecDeque<Duration>>> {
+    fn of(&self, campaign_id: &str) -> Arc<Campaign> {
         self.campaigns
             .get_or_insert_with(&campaign_id.to_owned(), Default::default)
     }
 
-    /// Records a batch of `campaign_id` that took `took`.
+    /// Records a batch of `campaign_id` that took `took`, and tells the
+    /// batches waiting on it.
     pub fn record(&self, campaign_id: &str, took: Duration) {
-        let durations = self.of(campaign_id);
-        let mut durations = durations.lock().expect("durations lock");
-        if durations.len() >= REMEMBERED {
-            durations.pop_front();
+        let campaign = self.of(campaign_id);
+        {
+            let mut durations = campaign.durations.lock().expect("durations lock");
+            if durations.len() >= REMEMBERED {
+                durations.pop_front();
+            }
+            durations.push_back(took);
         }
-        durations.push_back(took);
+        campaign.recorded.send_replace(());
     }
 
     /// When a new batch of `campaign_id` is expected to end: the shortest of
     /// the recent batches, so that polls come early rather than late.
     pub fn expected(&self, campaign_id: &str) -> Option<Duration> {
-        let durations = self.of(campaign_id);
-        let durations = durations.lock().expect("durations lock");
-        durations.iter().min().copied()
+        self.of(campaign_id).expected()
+    }
+
+    /// What `campaign_id`'s batches are expected to take from now on, as it
+    /// becomes known.
+    pub fn watch(&self, campaign_id: &str) -> Expectation {
+        let campaign = self.of(campaign_id);
+        let recorded = campaign.recorded.subscribe();
+        Expectation { campaign, recorded }
+    }
+}
+
+/// A campaign's expected batch duration, as batches end.
+pub struct Expectation {
+    campaign: Arc<Campaign>,
+    recorded: watch::Receiver<()>,
+}
+
+impl Expectation {
+    /// Waits for the next recorded batch (since this was made or last
+    /// returned) and answers what is expected now. Batches recorded after
+    /// the campaign was forgotten (256 campaigns later) go unseen.
+    pub async fn changed(&mut self) -> Duration {
+        loop {
+            // The sender lives in `campaign`, held here: never closed.
+            if self.recorded.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            if let Some(expected) = self.campaign.expected() {
+                return expected;
+            }
+        }
     }
 }
 
@@ -137,6 +225,63 @@ mod tests {
         // Expected to end before the next usual poll: no jump.
         let expected = Some(Duration::from_secs(3));
         assert_eq!(polls(Cadence::new(expected), 5.0), polls(Cadence::new(None), 5.0));
+    }
+
+    #[test]
+    fn knowledge_that_arrives_while_waiting_brings_the_poll_forward_once() {
+        let expected = Duration::from_secs_f64(30.2);
+        // Uninformed, the poll after 19.78 s is planned at 31.17 s.
+        let mut cadence = Cadence::new(None);
+        assert_eq!(polls(cadence.clone(), 19.0), [1.5, 3.75, 7.13, 12.19, 19.78]);
+        for _ in 0..5 {
+            cadence.wait(Duration::ZERO);
+        }
+        assert!(cadence.uninformed());
+        let sooner = cadence.learn(expected, Duration::from_secs_f64(31.17));
+        assert_eq!(sooner, Some(Duration::from_secs_f64(30.45)));
+        assert!(!cadence.uninformed());
+        // From there the usual waits, from the first.
+        assert_eq!(cadence.wait(Duration::from_secs_f64(30.45)), FIRST_POLL);
+        // Later knowledge changes nothing.
+        assert_eq!(cadence.learn(Duration::from_secs(5), Duration::from_secs(32)), None);
+    }
+
+    #[test]
+    fn knowledge_of_a_later_end_waits_for_the_planned_poll_then_jumps() {
+        // Learned at 2 s, while the poll at 3.75 s is planned: the batch
+        // should end at 30.45 s, so that poll stays and the next jumps.
+        let mut cadence = Cadence::new(None);
+        cadence.wait(Duration::ZERO);
+        cadence.wait(Duration::from_secs_f64(1.5));
+        assert_eq!(
+            cadence.learn(Duration::from_secs_f64(30.2), Duration::from_secs_f64(3.75)),
+            None
+        );
+        let wait = cadence.wait(Duration::from_secs_f64(3.75));
+        assert_eq!((wait.as_secs_f64() * 100.0).round() / 100.0, 26.7);
+    }
+
+    #[test]
+    fn a_cadence_that_started_informed_learns_nothing_more() {
+        let mut cadence = Cadence::new(Some(Duration::from_secs(30)));
+        assert!(!cadence.uninformed());
+        assert_eq!(cadence.learn(Duration::from_secs(5), Duration::from_secs(20)), None);
+    }
+
+    #[tokio::test]
+    async fn a_recorded_batch_tells_the_batches_waiting_on_its_campaign() {
+        let durations = BatchDurations::default();
+        durations.record("c1", Duration::from_secs(40));
+        // Only batches recorded after the watch began are news.
+        let mut watch = durations.watch("c1");
+        let mut other = durations.watch("c2");
+        let wait = tokio::time::timeout(Duration::from_millis(50), watch.changed()).await;
+        assert!(wait.is_err(), "nothing new yet");
+        durations.record("c1", Duration::from_secs(30));
+        let expected = tokio::time::timeout(Duration::from_secs(5), watch.changed()).await;
+        assert_eq!(expected.ok(), Some(Duration::from_secs(30)), "the shortest recent");
+        let wait = tokio::time::timeout(Duration::from_millis(50), other.changed()).await;
+        assert!(wait.is_err(), "another campaign's batch is not news");
     }
 
     #[test]

@@ -293,19 +293,31 @@ async fn poll(
     let task_id = &lease.task.task_id;
     let campaign_id = &lease.task.campaign_id;
     let started = Instant::now();
+    let mut expectation = ctx.durations.watch(campaign_id);
     let mut cadence = Cadence::new(ctx.durations.expected(campaign_id));
-    let mut wait = cadence.wait(Duration::ZERO);
+    // The next poll, after the send.
+    let mut next = cadence.wait(Duration::ZERO);
     let mut cancel_sent = false;
     // From SendCommand to the last instance's end, on SSM's clock.
     let mut longest: Option<Duration> = None;
     let mut state = lease.watch();
     while commands.iter().any(|c| !c.pending.is_empty()) {
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep_until((started + next).into()) => {}
             _ = state.changed() => {}
             () = hand_back.cancelled() => return Err(TaskError::HandedBack),
+            expected = expectation.changed(), if cadence.uninformed() => {
+                // Another batch of the campaign ended: poll when this one
+                // should, if that is sooner than planned.
+                if let Some(sooner) = cadence.learn(expected, next) {
+                    tracing::debug!(task_id, expected_ms = expected.as_millis() as u64, "poll brought forward");
+                    next = sooner;
+                }
+                continue;
+            }
         }
-        wait = cadence.wait(started.elapsed());
+        let elapsed = started.elapsed();
+        next = elapsed + cadence.wait(elapsed);
         match lease.state() {
             LeaseState::Lost => return Err(TaskError::LeaseLost),
             LeaseState::Cancelled if !cancel_sent => {
@@ -321,7 +333,7 @@ async fn poll(
                 }
                 cancel_sent = true;
                 cadence = Cadence::new(None);
-                wait = cadence.wait(Duration::ZERO);
+                next = started.elapsed() + cadence.wait(Duration::ZERO);
             }
             _ => {}
         }
