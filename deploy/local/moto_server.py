@@ -8,8 +8,8 @@ answer; the README's sandbox section lists them.
   times, each counting every message in the queue. A receive of 10 from a
   queue 200 deep took 325 ms (800 ms at 500 deep; 16 and 23 ms with this
   fix: deploy/local/moto_sqs_depth.py), where SQS answers in milliseconds at
-  any depth. The check here reads
-  the one attribute it needs: same answer, no scan.
+  any depth. The check here reads the one attribute it needs: same answer,
+  no scan (deploy/local/moto_server_test.py compares the two).
 """
 
 import sys

@@ -53,11 +53,17 @@ pub fn moto_server_command() -> (PathBuf, Vec<PathBuf>) {
     if let Some(path) = std::env::var_os("MUSTER_MOTO_SERVER") {
         return (PathBuf::from(path), Vec::new());
     }
-    let venv = std::env::var_os("MUSTER_VENV").map_or_else(|| workspace_root().join(".venv"), PathBuf::from);
     (
-        venv.join("bin").join("python"),
+        venv_python(),
         vec![workspace_root().join("deploy/local/moto_server.py")],
     )
+}
+
+/// The sandbox virtualenv's python (`MUSTER_VENV`, default `.venv`), which
+/// has moto.
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("MUSTER_VENV").map_or_else(|| workspace_root().join(".venv"), PathBuf::from);
+    venv.join("bin").join("python")
 }
 
 /// A free loopback port (bound and released; good enough for tests).
