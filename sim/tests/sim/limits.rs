@@ -1,0 +1,154 @@
+//! Quotas, injected faults, and the audit log of sends.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_beyond_the_quota_then_recovery() {
+    let w = World::new().await;
+    w.sb.tune(|t| {
+        t.throttling = true;
+        t.quotas = vec![
+            Quota {
+                service: "ssm".into(),
+                api: "SendCommand".into(),
+                rate: 1.0,
+                burst: 2.0,
+            },
+            Quota {
+                service: "ec2".into(),
+                api: "*".into(),
+                rate: 0.5,
+                burst: 1.0,
+            },
+        ];
+    });
+    let alpha_cfg = w.exec("alpha").await;
+    let ssm = aws_sdk_ssm::Client::new(&alpha_cfg);
+    let web = w.ids("alpha", "web");
+    let mut accepted = 0;
+    let mut throttled = 0;
+    for _ in 0..6 {
+        match ssm
+            .send_command()
+            .document_name("AWS-RunShellScript")
+            .set_instance_ids(Some(web.clone()))
+            .set_parameters(Some(shell(&["true"])))
+            .send()
+            .await
+        {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Some("ThrottlingException"));
+                throttled += 1;
+            }
+        }
+    }
+    assert!(
+        accepted >= 2 && throttled >= 3,
+        "accepted {accepted}, throttled {throttled}"
+    );
+    assert_eq!(w.sb.count("ssm", "SendCommand", "throttled"), throttled);
+
+    // Another account's bucket is its own.
+    let beta = aws_sdk_ssm::Client::new(&w.exec("beta").await);
+    send(&beta, &w.ids("beta", "web")).await;
+
+    // EC2 throttles with its own error code.
+    let ec2 = aws_sdk_ec2::Client::new(&alpha_cfg);
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        if let Err(e) = ec2.describe_instances().send().await {
+            codes.push(e.code().unwrap_or_default().to_owned());
+        }
+    }
+    assert!(codes.iter().any(|c| c == "RequestLimitExceeded"), "{codes:?}");
+
+    // Recovery: the bucket refills at its rate.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    send(&ssm, &web).await;
+    assert_eq!(w.sb.audit().len() as u64, accepted + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_faults_answer_5xx_or_drop_the_connection() {
+    let w = World::new().await;
+    let ssm = aws_sdk_ssm::Client::new(&w.exec("beta").await);
+    w.sb.tune(|t| {
+        t.faults = vec![FaultRule {
+            service: "ssm".into(),
+            api: "DescribeInstanceInformation".into(),
+            kind: FaultKind::Error500,
+            probability: 0.0,
+            every: Some(2),
+            limit: None,
+        }];
+    });
+    ssm.describe_instance_information()
+        .send()
+        .await
+        .expect("first call passes");
+    let err = ssm
+        .describe_instance_information()
+        .send()
+        .await
+        .expect_err("second call faults");
+    assert_eq!(err.code(), Some("InternalServerError"));
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(500));
+
+    w.sb.tune(|t| {
+        t.faults = vec![FaultRule {
+            service: "ssm".into(),
+            api: "*".into(),
+            kind: FaultKind::Drop,
+            probability: 1.0,
+            every: None,
+            limit: Some(1),
+        }];
+    });
+    let err = ssm.describe_instance_information().send().await.expect_err("dropped");
+    assert!(
+        err.code().is_none(),
+        "a dropped connection has no AWS error code: {err:?}"
+    );
+    ssm.describe_instance_information()
+        .send()
+        .await
+        .expect("the limit of one drop was reached");
+    assert_eq!(w.sb.count("ssm", "DescribeInstanceInformation", "fault"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_records_every_accepted_send() {
+    let w = World::new().await;
+    let alpha = aws_sdk_ssm::Client::new(&w.exec("alpha").await);
+    let beta = aws_sdk_ssm::Client::new(&w.exec("beta").await);
+    let web = w.ids("alpha", "web");
+    let first = send(&alpha, &web).await;
+    let second = beta
+        .send_command()
+        .document_name("AWS-RunShellScript")
+        .set_instance_ids(Some(w.ids("beta", "web")))
+        .set_parameters(Some(shell(&["uptime"])))
+        .comment("muster task 0193a4b2-7c1d-7e2f-8a9b-0c1d2e3f4a5c")
+        .send()
+        .await
+        .expect("SendCommand")
+        .command
+        .and_then(|c| c.command_id)
+        .unwrap();
+    let audit = w.sb.audit();
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[0].command_id, first);
+    assert_eq!(audit[0].account, w.account("alpha"));
+    assert_eq!(audit[0].region, REGION);
+    assert_eq!(audit[0].instance_ids, web);
+    assert_eq!(audit[0].document_name, "AWS-RunShellScript");
+    assert!(audit[0].principal.contains(":assumed-role/muster-execution/"));
+    assert_eq!(audit[1].command_id, second);
+    assert_eq!(audit[1].account, w.account("beta"));
+    assert_eq!(audit[1].comment, "muster task 0193a4b2-7c1d-7e2f-8a9b-0c1d2e3f4a5c");
+
+    // The same log over the admin API.
+    let body: serde_json::Value = reqwest_like_get(&format!("{}/_sim/audit", w.sb.endpoint())).await;
+    assert_eq!(body["entries"].as_array().map(Vec::len), Some(2));
+}
