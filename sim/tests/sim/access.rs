@@ -7,12 +7,7 @@ async fn an_instance_of_account_b_is_refused_with_account_a_credentials() {
     let w = World::new().await;
     let alpha = aws_sdk_ssm::Client::new(&w.exec("alpha").await);
     let beta_ids = w.ids("beta", "web");
-    let err = alpha
-        .send_command()
-        .document_name("AWS-RunShellScript")
-        .set_instance_ids(Some(beta_ids.clone()))
-        .set_parameters(Some(shell(&["true"])))
-        .send()
+    let err = run_shell(&alpha, &beta_ids, &["true"])
         .await
         .expect_err("beta's instances are not alpha's");
     assert_eq!(err.code(), Some("InvalidInstanceId"));

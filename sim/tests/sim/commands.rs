@@ -75,35 +75,20 @@ async fn send_command_refuses_51_ids_duplicates_and_unknown_instances() {
     let w = World::new().await;
     let ssm = aws_sdk_ssm::Client::new(&w.exec("alpha").await);
     let fifty_one: Vec<String> = (0..51).map(|n| format!("i-{n:017x}")).collect();
-    let err = ssm
-        .send_command()
-        .document_name("AWS-RunShellScript")
-        .set_instance_ids(Some(fifty_one.clone()))
-        .set_parameters(Some(shell(&["true"])))
-        .send()
+    let err = run_shell(&ssm, &fifty_one, &["true"])
         .await
         .expect_err("51 ids are refused");
     assert_eq!(err.code(), Some("ValidationException"));
     assert!(err.message().unwrap_or_default().contains("less than or equal to 50"));
 
     let fifty = &fifty_one[..50];
-    let err = ssm
-        .send_command()
-        .document_name("AWS-RunShellScript")
-        .set_instance_ids(Some(fifty.to_vec()))
-        .set_parameters(Some(shell(&["true"])))
-        .send()
+    let err = run_shell(&ssm, fifty, &["true"])
         .await
         .expect_err("unknown instances are refused");
     assert_eq!(err.code(), Some("InvalidInstanceId"));
 
     let web = w.ids("alpha", "web");
-    let err = ssm
-        .send_command()
-        .document_name("AWS-RunShellScript")
-        .set_instance_ids(Some(vec![web[0].clone(), web[0].clone()]))
-        .set_parameters(Some(shell(&["true"])))
-        .send()
+    let err = run_shell(&ssm, &[web[0].clone(), web[0].clone()], &["true"])
         .await
         .expect_err("duplicates are refused");
     assert_eq!(err.code(), Some("DuplicateInstanceId"));
@@ -303,12 +288,7 @@ async fn offline_agents_show_connection_lost_and_time_out_on_delivery() {
     assert_eq!(ping("offline").map(|p| p.0), Some(Some("ConnectionLost".into())));
     assert_eq!(ping("unmanaged"), None, "an unmanaged instance is unknown to SSM");
 
-    let err = ssm
-        .send_command()
-        .document_name("AWS-RunShellScript")
-        .set_instance_ids(Some(w.ids("alpha", "unmanaged")))
-        .set_parameters(Some(shell(&["true"])))
-        .send()
+    let err = run_shell(&ssm, &w.ids("alpha", "unmanaged"), &["true"])
         .await
         .expect_err("SSM cannot send to an unmanaged instance");
     assert_eq!(err.code(), Some("InvalidInstanceId"));
@@ -418,12 +398,7 @@ async fn real_mode_runs_the_script_with_sh() {
     let w = World::with(tunables).await;
     let ssm = aws_sdk_ssm::Client::new(&w.exec("beta").await);
     let ids = w.ids("beta", "web");
-    let command_id = ssm
-        .send_command()
-        .document_name("AWS-RunShellScript")
-        .set_instance_ids(Some(ids[..1].to_vec()))
-        .set_parameters(Some(shell(&["echo out-$((6*7))", "echo err >&2", "exit 5"])))
-        .send()
+    let command_id = run_shell(&ssm, &ids[..1], &["echo out-$((6*7))", "echo err >&2", "exit 5"])
         .await
         .expect("SendCommand")
         .command

@@ -28,14 +28,7 @@ async fn throttling_beyond_the_quota_then_recovery() {
     let mut accepted = 0;
     let mut throttled = 0;
     for _ in 0..6 {
-        match ssm
-            .send_command()
-            .document_name("AWS-RunShellScript")
-            .set_instance_ids(Some(web.clone()))
-            .set_parameters(Some(shell(&["true"])))
-            .send()
-            .await
-        {
+        match run_shell(&ssm, &web, &["true"]).await {
             Ok(_) => accepted += 1,
             Err(e) => {
                 assert_eq!(e.code(), Some("ThrottlingException"));

@@ -4,6 +4,8 @@
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
+use aws_sdk_ssm::error::SdkError;
+use aws_sdk_ssm::operation::send_command::{SendCommandError, SendCommandOutput};
 use aws_sdk_ssm::types::{CloudWatchOutputConfig, CommandInvocation, CommandInvocationStatus};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata as _;
 use muster_sim::seed::fleet_file::FleetState;
@@ -140,6 +142,21 @@ impl World {
 
 fn shell(lines: &[&str]) -> std::collections::HashMap<String, Vec<String>> {
     [("commands".to_owned(), lines.iter().map(|l| l.to_string()).collect())].into()
+}
+
+/// SendCommand of AWS-RunShellScript running `lines` on `ids`, as SSM
+/// answers it.
+async fn run_shell(
+    ssm: &aws_sdk_ssm::Client,
+    ids: &[String],
+    lines: &[&str],
+) -> Result<SendCommandOutput, SdkError<SendCommandError>> {
+    ssm.send_command()
+        .document_name("AWS-RunShellScript")
+        .set_instance_ids(Some(ids.to_vec()))
+        .set_parameters(Some(shell(lines)))
+        .send()
+        .await
 }
 
 async fn send(ssm: &aws_sdk_ssm::Client, ids: &[String]) -> String {
