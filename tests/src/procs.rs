@@ -359,6 +359,21 @@ impl System {
         all
     }
 
+    /// The WARN and ERROR lines that muster's own code logged, in every
+    /// process (the AWS SDK's and other crates' are left out).
+    pub fn muster_warnings(&self) -> Vec<String> {
+        let plain = strip_ansi(&self.logs());
+        plain
+            .lines()
+            .filter(|line| {
+                let mut words = line.split_whitespace();
+                let level = words.nth(1).unwrap_or_default();
+                (level == "WARN" || level == "ERROR") && line.contains(" muster_")
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// A worker's log.
     pub fn worker_log(&self, index: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("worker-{index}.log"))).unwrap_or_default()
@@ -379,4 +394,22 @@ impl System {
         }
         counts
     }
+}
+
+/// `text` without terminal colour codes (ESC [ ... m).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

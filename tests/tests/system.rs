@@ -138,6 +138,10 @@ async fn happy_path_on_a_mixed_fleet_with_skipped_instances() {
         );
         assert!(entry.comment.starts_with("muster task "));
     }
+    // Failed commands and skipped instances are the targets' news, not
+    // muster's: nothing went wrong in muster, so it warned of nothing.
+    let warnings = system.muster_warnings();
+    assert!(warnings.is_empty(), "{}", warnings.join("\n"));
     timed("happy path", started);
 }
 

@@ -332,6 +332,25 @@ async fn leased(runner: &Runner, queue: &Queue, message: &Message, task_ref: Tas
             drop(reserved);
             runner.run(lease).await;
         }
+        // The everyday reasons: SQS delivers at least once, and leases
+        // handed on with CompleteTask or a Discover lease leave their
+        // messages behind. Not worth an operator's attention.
+        (
+            LeaseOutcome::LeasedElsewhere
+            | LeaseOutcome::Finished
+            | LeaseOutcome::StaleAttempt
+            | LeaseOutcome::CampaignInactive,
+            _,
+        ) => {
+            tracing::debug!(
+                task_id,
+                outcome = outcome.as_str_name(),
+                detail = answer.detail,
+                "not running task; message deleted"
+            );
+        }
+        // A message the controller knows nothing of (another deployment's
+        // queue?), or an answer that breaks the protocol.
         (outcome, _) => {
             tracing::warn!(
                 task_id,
