@@ -20,8 +20,10 @@
 //!     cargo bench -p muster-tests --bench scale
 //!
 //! MUSTER_BENCH_WORKERS (default "1,2,4"), MUSTER_BENCH_ACCOUNTS (50),
-//! MUSTER_BENCH_COMMAND_SECONDS (30) and MUSTER_BENCH_CONCURRENCY_PERCENT
-//! (100; 25 runs the campaign in four waves) change the runs.
+//! MUSTER_BENCH_COMMAND_SECONDS (30), MUSTER_BENCH_CONCURRENCY_PERCENT
+//! (100; 25 runs the campaign in four waves) and MUSTER_BENCH_WORKER_MAX_TASKS
+//! (each worker's `--max-tasks`, default the worker's own 2000; 50 makes the
+//! workers the limit, to see more of them help) change the runs.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -126,6 +128,13 @@ async fn main() {
     let accounts: u32 = env("MUSTER_BENCH_ACCOUNTS", 50);
     let command_seconds: f64 = env("MUSTER_BENCH_COMMAND_SECONDS", 30.0);
     let percent: u32 = env("MUSTER_BENCH_CONCURRENCY_PERCENT", 100u32).clamp(1, 100);
+    let max_tasks: Option<usize> = std::env::var("MUSTER_BENCH_WORKER_MAX_TASKS").ok().map(|n| {
+        n.trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| panic!("MUSTER_BENCH_WORKER_MAX_TASKS: {n:?} is not a whole number above 0"))
+    });
     let instances = u64::from(accounts * PER_REGION) * REGIONS.len() as u64;
     let tunables = tunables();
     let started = Instant::now();
@@ -139,6 +148,9 @@ async fn main() {
             controller_args: ["--max-tasks-per-scope", "4", "--max-queued", "2000"]
                 .map(String::from)
                 .to_vec(),
+            worker_args: max_tasks
+                .map(|n| vec!["--max-tasks".to_owned(), n.to_string()])
+                .unwrap_or_default(),
             ..Default::default()
         },
     )
@@ -151,8 +163,13 @@ async fn main() {
     let bound = bound(command_seconds, &tunables, percent);
     println!(
         "quotas per (account, region): SendCommand {}/s, ListCommandInvocations {}/s, DescribeInstances {}/s; \
-         latency {}-{} ms; max concurrency {percent}%; bound {bound:.1}s",
-        SEND.0, LIST.0, DESCRIBE.0, LATENCY_MS.0, LATENCY_MS.1
+         latency {}-{} ms; max concurrency {percent}%; bound {bound:.1}s; tasks per worker {}",
+        SEND.0,
+        LIST.0,
+        DESCRIBE.0,
+        LATENCY_MS.0,
+        LATENCY_MS.1,
+        max_tasks.map_or("2000 (the default)".to_owned(), |n| n.to_string())
     );
     let ids: Vec<String> = system.fleet.accounts.iter().map(|a| a.id.clone()).collect();
     let spec = campaign_spec(&ids, percent);
