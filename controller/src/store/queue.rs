@@ -29,11 +29,7 @@ pub fn to_enqueue(conn: &Connection, limit: usize) -> StoreResult<Vec<Due>> {
     )?;
     let rows = stmt.query_map(params![task_state::QUEUED, limit as i64], |r| {
         Ok(Due {
-            task: TaskRef {
-                campaign_id: r.get(0)?,
-                task_id: r.get(1)?,
-                attempt: r.get(2)?,
-            },
+            task: task_ref(r)?,
             account_id: r.get(3)?,
             region: r.get(4)?,
         })
