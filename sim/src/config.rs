@@ -35,6 +35,9 @@ pub struct Tunables {
     pub latency_ms: LatencyRange,
     /// Injected faults.
     pub faults: Vec<FaultRule>,
+    /// Seeds the choice of probabilistic faults, so a scenario replays
+    /// exactly; unset draws from the OS.
+    pub fault_seed: Option<u64>,
     /// Caps the lifetime of credentials from AssumeRole, in seconds, whatever
     /// DurationSeconds asked for: how tests make sessions shorter than a
     /// campaign. Requests signed with an expired key get ExpiredToken.
@@ -68,6 +71,7 @@ impl Default for Tunables {
             quotas: default_quotas(),
             latency_ms: LatencyRange::default(),
             faults: Vec::new(),
+            fault_seed: None,
             session_ttl_seconds: None,
             time_scale: 1.0,
             exec_mode: ExecMode::Simulated,
@@ -146,6 +150,25 @@ pub struct FaultRule {
     /// Stop after this many injected faults.
     #[serde(default)]
     pub limit: Option<u64>,
+    /// Before the call is served (nothing happened), or after it (the effect
+    /// happened and only the answer is lost or late).
+    #[serde(default)]
+    pub when: FaultWhen,
+    /// How long a `slow` fault holds the answer, in milliseconds.
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+/// When an injected fault strikes.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultWhen {
+    /// Instead of serving the call: AWS never saw it.
+    #[default]
+    Before,
+    /// After serving it: the SendCommand ran, the message was sent, the role
+    /// was assumed, and the caller cannot know.
+    After,
 }
 
 fn star() -> String {
@@ -162,6 +185,8 @@ pub enum FaultKind {
     Error503,
     /// Close the connection without answering.
     Drop,
+    /// Answer `delay_ms` late (past a client's timeout, if long enough).
+    Slow,
 }
 
 /// How simulated commands run.
@@ -197,6 +222,11 @@ impl Tunables {
             }
             if fault.every == Some(0) {
                 return Err(format!("faults[{i}].every: must be at least 1"));
+            }
+            if fault.kind == FaultKind::Slow && fault.delay_ms == 0 {
+                return Err(format!(
+                    "faults[{i}].delay_ms: a slow fault needs a delay of at least 1 ms"
+                ));
             }
         }
         if self.session_ttl_seconds == Some(0) {

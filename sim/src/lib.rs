@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ExecMode, FaultKind, FaultRule, LatencyRange, Quota, SimConfig, Tunables};
+pub use config::{ExecMode, FaultKind, FaultRule, FaultWhen, LatencyRange, Quota, SimConfig, Tunables};
 pub use state::SimState;
 
 /// A sim serving on a local port.

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rand::Rng as _;
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 
-use crate::config::{FaultKind, FaultRule, LatencyRange, Quota};
+use crate::config::{FaultRule, LatencyRange, Quota};
 
 /// The key of one bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -89,16 +90,41 @@ pub fn quota_for<'a>(quotas: &'a [Quota], service: &str, api: &str) -> Option<&'
 }
 
 /// Decides injected faults; keeps per-rule counters so `every` and `limit`
-/// are deterministic.
-#[derive(Debug, Default)]
+/// are deterministic, and a seeded generator so `probability` replays.
+#[derive(Debug)]
 pub struct Faults {
-    seen: Mutex<HashMap<usize, (u64, u64)>>,
+    state: Mutex<FaultState>,
+}
+
+#[derive(Debug)]
+struct FaultState {
+    seen: HashMap<usize, (u64, u64)>,
+    rng: StdRng,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(FaultState {
+                seen: HashMap::new(),
+                rng: rng_for(None),
+            }),
+        }
+    }
+}
+
+fn rng_for(seed: Option<u64>) -> StdRng {
+    match seed {
+        Some(seed) => StdRng::seed_from_u64(seed),
+        None => StdRng::from_os_rng(),
+    }
 }
 
 impl Faults {
     /// The fault to inject into this call, if any.
-    pub fn pick(&self, rules: &[FaultRule], service: &str, api: &str) -> Option<FaultKind> {
-        let mut seen = self.seen.lock().expect("faults lock");
+    pub fn pick(&self, rules: &[FaultRule], service: &str, api: &str) -> Option<FaultRule> {
+        let mut state = self.state.lock().expect("faults lock");
+        let FaultState { seen, rng } = &mut *state;
         for (index, rule) in rules.iter().enumerate() {
             let matches = (rule.service == "*" || rule.service == service) && (rule.api == "*" || rule.api == api);
             if !matches {
@@ -111,19 +137,22 @@ impl Faults {
             }
             let fire = match rule.every {
                 Some(every) => *calls % every == 0,
-                None => rand::rng().random_bool(rule.probability),
+                None => rng.random_bool(rule.probability),
             };
             if fire {
                 *injected += 1;
-                return Some(rule.kind);
+                return Some(rule.clone());
             }
         }
         None
     }
 
-    /// Forgets counts (on reset or new rules).
-    pub fn clear(&self) {
-        self.seen.lock().expect("faults lock").clear();
+    /// Forgets counts and restarts the generator from `seed` (on reset or
+    /// new rules).
+    pub fn clear(&self, seed: Option<u64>) {
+        let mut state = self.state.lock().expect("faults lock");
+        state.seen.clear();
+        state.rng = rng_for(seed);
     }
 }
 
@@ -143,6 +172,7 @@ pub fn latency(range: LatencyRange) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{FaultKind, FaultWhen};
 
     fn key(api: &str) -> CallKey {
         CallKey {
@@ -185,6 +215,34 @@ mod tests {
     }
 
     #[test]
+    fn a_seed_replays_the_same_probabilistic_faults() {
+        let rules = vec![FaultRule {
+            service: "*".into(),
+            api: "*".into(),
+            kind: FaultKind::Drop,
+            probability: 0.3,
+            every: None,
+            limit: None,
+            when: FaultWhen::After,
+            delay_ms: 0,
+        }];
+        let draw = |faults: &Faults| -> Vec<bool> {
+            (0..200)
+                .map(|_| faults.pick(&rules, "ssm", "SendCommand").is_some())
+                .collect()
+        };
+        let faults = Faults::default();
+        faults.clear(Some(42));
+        let first = draw(&faults);
+        faults.clear(Some(42));
+        assert_eq!(draw(&faults), first, "the same seed, the same faults");
+        faults.clear(Some(43));
+        assert_ne!(draw(&faults), first, "another seed, other faults");
+        let fired = first.iter().filter(|f| **f).count();
+        assert!((30..=90).contains(&fired), "about 30% of 200 calls: {fired}");
+    }
+
+    #[test]
     fn every_nth_fault_is_deterministic_and_limited() {
         let faults = Faults::default();
         let rules = vec![FaultRule {
@@ -194,6 +252,8 @@ mod tests {
             probability: 0.0,
             every: Some(3),
             limit: Some(2),
+            when: FaultWhen::Before,
+            delay_ms: 0,
         }];
         let fired: Vec<bool> = (0..12)
             .map(|_| faults.pick(&rules, "ssm", "SendCommand").is_some())

@@ -16,7 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::FaultKind;
+use crate::config::{FaultKind, FaultRule, FaultWhen};
 use crate::identity::KeyState;
 use crate::limits::{self, CallKey};
 use crate::protocol::{self, Protocol, Resp};
@@ -119,21 +119,17 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
     };
 
     let tunables = state.tunables();
-    if let Some(kind) = state.faults.pick(&tunables.faults, service, &api) {
+    let fault = state.faults.pick(&tunables.faults, service, &api);
+    let (before, after) = match fault {
+        Some(rule) if rule.when == FaultWhen::After => (None, Some(rule)),
+        rule => (rule, None),
+    };
+    if let Some(rule) = before {
         state.count(service, &api, "fault");
-        return match kind {
-            FaultKind::Drop => Err(Dropped),
-            FaultKind::Error500 => Ok(protocol::server_fault(
-                service,
-                protocol,
-                StatusCode::INTERNAL_SERVER_ERROR,
-            )),
-            FaultKind::Error503 => Ok(protocol::server_fault(
-                service,
-                protocol,
-                StatusCode::SERVICE_UNAVAILABLE,
-            )),
-        };
+        // A slow fault before the call only delays it: it is served late.
+        if let Some(answer) = injected(&rule, service, protocol).await {
+            return answer;
+        }
     }
     let key = CallKey {
         account: caller.account.clone(),
@@ -193,7 +189,36 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
         _ => "server_error",
     };
     state.count(service, &api, outcome);
+    if let Some(rule) = after {
+        // The call took effect; the caller is told otherwise, or late.
+        state.count(service, &api, "fault_after");
+        if let Some(answer) = injected(&rule, service, protocol).await {
+            return answer;
+        }
+    }
     Ok(response)
+}
+
+/// What an injected fault answers instead of the real answer; `None` for a
+/// slow fault, which only waits (the real answer follows).
+async fn injected(rule: &FaultRule, service: &str, protocol: Protocol) -> Option<Result<Resp, Dropped>> {
+    match rule.kind {
+        FaultKind::Drop => Some(Err(Dropped)),
+        FaultKind::Error500 => Some(Ok(protocol::server_fault(
+            service,
+            protocol,
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ))),
+        FaultKind::Error503 => Some(Ok(protocol::server_fault(
+            service,
+            protocol,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ))),
+        FaultKind::Slow => {
+            tokio::time::sleep(std::time::Duration::from_millis(rule.delay_ms)).await;
+            None
+        }
+    }
 }
 
 /// What makes two DescribeInstances requests the same question: path, query

@@ -66,6 +66,8 @@ impl SimState {
         let moto = Moto::new(&config.moto_urls);
         let identities = Identities::new(&config.default_account);
         let tunables = RwLock::new(Arc::new(config.tunables.clone()));
+        let faults = Faults::default();
+        faults.clear(config.tunables.fault_seed);
         Arc::new_cyclic(|weak| Self {
             fleet: Fleet::new(moto.clone()),
             ssm: Ssm::new(weak.clone()),
@@ -73,7 +75,7 @@ impl SimState {
             tunables,
             identities,
             limits: RateLimits::default(),
-            faults: Faults::default(),
+            faults,
             moto,
             audit: Mutex::new(Vec::new()),
             counters: Mutex::new(BTreeMap::new()),
@@ -88,9 +90,10 @@ impl SimState {
 
     /// Replaces the tunables; buckets and fault counters start afresh.
     pub fn set_tunables(&self, tunables: Tunables) {
+        let seed = tunables.fault_seed;
         *self.tunables.write().expect("tunables lock") = Arc::new(tunables);
         self.limits.clear();
-        self.faults.clear();
+        self.faults.clear(seed);
         self.fleet.clear();
     }
 
@@ -113,7 +116,7 @@ impl SimState {
     pub fn reset(&self) {
         self.identities.clear();
         self.limits.clear();
-        self.faults.clear();
+        self.faults.clear(self.tunables().fault_seed);
         self.fleet.clear();
         self.ssm.clear();
         self.audit.lock().expect("audit lock").clear();

@@ -22,11 +22,17 @@ use crate::controller::ControllerError;
 use crate::lease::{LeaseHandle, LeaseState};
 use crate::output;
 use crate::reporter::{self, Ack};
-use crate::target::{CallError, Target};
+use crate::target::{CallError, Target, Unsent};
 use crate::{Context, TaskError, trace};
 
 /// Extra time past delivery and execution timeouts before giving up on SSM.
 const OVERDUE_MARGIN: Duration = Duration::from_secs(300);
+/// Unanswered SendCommands one attempt looks up and tries again after; past
+/// this the task fails (retryable) and the next attempt looks once more.
+const UNANSWERED_SENDS: u32 = 3;
+/// Waits before each look for an unanswered send: SSM lists a new command
+/// only after a moment.
+const LOST_SEND_LOOKUPS: [Duration; 3] = [Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)];
 /// How far before a task's creation to look for its commands (clock skew).
 const LIST_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
@@ -115,41 +121,7 @@ pub async fn execute(
         }
     }
     if !unsent.is_empty() {
-        if !lease.may_send() {
-            return Err(TaskError::LeaseLost);
-        }
-        match send(target, &spec, &unsent).await {
-            Ok(command_id) => {
-                ctx.controller
-                    .report_dispatch(ReportDispatchRequest {
-                        task_id: task.task_id.clone(),
-                        lease_id: lease.lease_id,
-                        command_id: command_id.clone(),
-                        instance_ids: unsent.clone(),
-                        sent_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
-                        adopted: false,
-                    })
-                    .await
-                    .map_err(TaskError::Controller)?;
-                commands.push(Tracked {
-                    command_id,
-                    pending: unsent.into_iter().collect(),
-                    sent: Instant::now(),
-                });
-            }
-            Err(error) if error.is_retryable() => return Err(TaskError::Aws(error)),
-            Err(error) => {
-                // SSM refused the batch for good (access denied, invalid
-                // instances): every unsent instance ends ERROR with why.
-                let why = format!(
-                    "SendCommand refused in account {} region {}: {}",
-                    target.account, target.region, error.message
-                );
-                for id in unsent.drain(..) {
-                    report(&mut acks, unsent_result(&id, TargetStatus::Error, &why));
-                }
-            }
-        }
+        dispatch(ctx, lease, target, &spec, unsent, &mut commands, &mut acks).await?;
     }
 
     // 3. Poll until every instance has a final status.
@@ -175,6 +147,111 @@ pub async fn execute(
     recorded
 }
 
+/// Sends the command to `unsent` and records where it went. A send that got
+/// no answer may have run: its Comment is looked up before anything is sent
+/// again, and what is found is adopted. Nothing is sent without a live
+/// lease, asked right before each try.
+async fn dispatch(
+    ctx: &Context,
+    lease: &LeaseHandle,
+    target: &Target,
+    spec: &ExecuteSpec,
+    mut unsent: Vec<String>,
+    commands: &mut Vec<Tracked>,
+    acks: &mut Vec<Ack>,
+) -> Result<(), TaskError> {
+    let task = &lease.task;
+    let mut unanswered = 0;
+    while !unsent.is_empty() {
+        let error = match send(target, spec, &unsent, &|| lease.may_send()).await {
+            Ok(command_id) => {
+                record_dispatch(ctx, lease, &command_id, &unsent, false).await?;
+                commands.push(Tracked {
+                    command_id,
+                    pending: unsent.into_iter().collect(),
+                    sent: Instant::now(),
+                });
+                return Ok(());
+            }
+            Err(Unsent::NotAllowed) => return Err(TaskError::LeaseLost),
+            Err(Unsent::Refused(error)) if error.is_retryable() => return Err(TaskError::Aws(error)),
+            Err(Unsent::Refused(error)) => {
+                // SSM refused the batch for good (access denied, invalid
+                // instances): every unsent instance ends ERROR with why.
+                let why = format!(
+                    "SendCommand refused in account {} region {}: {}",
+                    target.account, target.region, error.message
+                );
+                for id in unsent.drain(..) {
+                    acks.push(ctx.reporter.report(
+                        &task.task_id,
+                        lease.lease_id,
+                        unsent_result(&id, TargetStatus::Error, &why),
+                    ));
+                }
+                return Ok(());
+            }
+            Err(Unsent::Unanswered(error)) => error,
+        };
+        unanswered += 1;
+        tracing::warn!(task_id = %task.task_id, error = %error, "SendCommand got no answer; looking it up by its comment before sending again");
+        for (command_id, instances) in find_lost_send(target, task, spec, commands).await? {
+            tracing::warn!(task_id = %task.task_id, command_id, instances = instances.len(), "the unanswered SendCommand was accepted; adopting it");
+            record_dispatch(ctx, lease, &command_id, &instances, true).await?;
+            unsent.retain(|id| !instances.contains(id));
+            commands.push(Tracked {
+                command_id,
+                pending: instances.into_iter().collect(),
+                sent: Instant::now(),
+            });
+        }
+        if !unsent.is_empty() && unanswered >= UNANSWERED_SENDS {
+            // The next attempt looks again (by Comment) before it sends.
+            return Err(TaskError::Aws(error));
+        }
+    }
+    Ok(())
+}
+
+/// Records a command with the controller before it is polled.
+async fn record_dispatch(
+    ctx: &Context,
+    lease: &LeaseHandle,
+    command_id: &str,
+    instance_ids: &[String],
+    adopted: bool,
+) -> Result<(), TaskError> {
+    ctx.controller
+        .report_dispatch(ReportDispatchRequest {
+            task_id: lease.task.task_id.clone(),
+            lease_id: lease.lease_id,
+            command_id: command_id.to_owned(),
+            instance_ids: instance_ids.to_vec(),
+            sent_at: (!adopted).then(|| prost_types::Timestamp::from(std::time::SystemTime::now())),
+            adopted,
+        })
+        .await
+        .map_err(TaskError::Controller)
+}
+
+/// Commands with this task's Comment that nobody knows of, after a send
+/// went unanswered: looked for as SSM's listings catch up, a few times.
+async fn find_lost_send(
+    target: &Target,
+    task: &Task,
+    spec: &ExecuteSpec,
+    known: &[Tracked],
+) -> Result<Vec<(String, Vec<String>)>, TaskError> {
+    for wait in LOST_SEND_LOOKUPS {
+        tokio::time::sleep(wait).await;
+        let found = sent_but_unreported(target, task, spec, known).await?;
+        if !found.is_empty() {
+            return Ok(found);
+        }
+    }
+    Ok(Vec::new())
+}
+
 /// A result for an instance that never got the command.
 fn unsent_result(instance_id: &str, status: TargetStatus, reason: &str) -> TargetResult {
     TargetResult {
@@ -187,14 +264,19 @@ fn unsent_result(instance_id: &str, status: TargetStatus, reason: &str) -> Targe
     }
 }
 
-async fn send(target: &Target, spec: &ExecuteSpec, instance_ids: &[String]) -> Result<String, CallError> {
+async fn send(
+    target: &Target,
+    spec: &ExecuteSpec,
+    instance_ids: &[String],
+    may_send: &(dyn Fn() -> bool + Sync),
+) -> Result<String, Unsent> {
     let parameters: HashMap<String, Vec<String>> = spec
         .parameters
         .iter()
         .map(|(name, values)| (name.clone(), values.values.clone()))
         .collect();
     let answer = target
-        .call(Api::SendCommand, || {
+        .call_once(Api::SendCommand, may_send, || {
             let mut request = target
                 .ssm
                 .send_command()

@@ -25,7 +25,7 @@ pub enum LeaseState {
     /// Ours, but the campaign was cancelled: cancel what was sent, report,
     /// complete.
     Cancelled,
-    /// No longer ours (fenced or expired): stop, send nothing more.
+    /// No longer ours (the controller said so): stop, send nothing more.
     Lost,
 }
 
@@ -83,14 +83,14 @@ impl LeaseHandle {
         }
     }
 
-    /// The state right now.
+    /// The state right now, as the controller last said. A lease past its
+    /// deadline because the controller could not be reached is not lost: the
+    /// task may send nothing ([`LeaseHandle::may_send`]) but goes on
+    /// following what it sent, until the controller answers again (a
+    /// restarted controller extends the leases it finds) or says the lease
+    /// is gone.
     pub fn state(&self) -> LeaseState {
-        let state = *self.state.borrow();
-        if state != LeaseState::Lost && Instant::now() >= *self.deadline.lock().expect("deadline lock") {
-            LeaseState::Lost
-        } else {
-            state
-        }
+        *self.state.borrow()
     }
 
     /// A receiver that changes with the state (for `select!`).
@@ -151,6 +151,8 @@ async fn renew_loop(
     stop: CancellationToken,
 ) {
     let mut wait = ttl / 3;
+    // Past the deadline without an answer (logged once).
+    let mut overdue = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -176,6 +178,9 @@ async fn renew_loop(
                 // Measured from when we asked: the controller's clock may
                 // have started later, never earlier.
                 *deadline.lock().expect("deadline lock") = asked + ttl;
+                if std::mem::take(&mut overdue) {
+                    tracing::info!(task_id, lease_id, "lease renewed after the controller came back");
+                }
                 if renewed.campaign_cancelled {
                     state.send_if_modified(|s| {
                         let changed = *s == LeaseState::Held;
@@ -192,13 +197,19 @@ async fn renew_loop(
                 return;
             }
             Err(ControllerError::Unreachable(reason)) => {
-                tracing::warn!(task_id, lease_id, reason, "lease renewal failed; will retry");
                 wait = wait.min(Duration::from_secs(2));
-                if Instant::now() >= *deadline.lock().expect("deadline lock") {
-                    tracing::warn!(task_id, lease_id, "lease expired without renewal; stopping the task");
-                    let _ = state.send(LeaseState::Lost);
-                    return;
+                let past = Instant::now() >= *deadline.lock().expect("deadline lock");
+                if past && !overdue {
+                    tracing::warn!(
+                        task_id,
+                        lease_id,
+                        reason,
+                        "lease past its deadline with the controller unreachable; sending nothing, following what was sent"
+                    );
+                } else if !past {
+                    tracing::warn!(task_id, lease_id, reason, "lease renewal failed; will retry");
                 }
+                overdue = past;
             }
         }
     }

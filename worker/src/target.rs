@@ -55,6 +55,30 @@ impl CallError {
     }
 }
 
+/// Why a call that must not be repeated blindly (SendCommand) did not
+/// return an answer.
+#[derive(Debug, Clone)]
+pub enum Unsent {
+    /// Not made: the guard said no right before it (the lease may have
+    /// passed to someone else).
+    NotAllowed,
+    /// AWS answered no: the call had no effect.
+    Refused(CallError),
+    /// No answer came (a timeout, a dropped connection, a 5xx, an unreadable
+    /// answer): the call may have taken effect. Look before trying again.
+    Unanswered(CallError),
+}
+
+/// Whether a call may be made again after it went unanswered.
+#[derive(Clone, Copy)]
+enum Repeat<'a> {
+    /// Safe to repeat (reads, idempotent writes): transient faults retry.
+    Freely,
+    /// Not idempotent: made only while `guard` allows, right before each
+    /// try, and never again once a try went unanswered.
+    Never(&'a (dyn Fn() -> bool + Sync)),
+}
+
 /// SDK clients for one (account, region).
 #[derive(Clone)]
 pub struct Target {
@@ -180,12 +204,40 @@ impl Target {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: HttpStatus + std::fmt::Debug,
     {
-        self.call_with_retries(api, send)
+        match self
+            .call_with_retries(api, Repeat::Freely, send)
+            .instrument(crate::trace::step(api.name(), "client"))
+            .await
+        {
+            Ok(value) => Ok(value),
+            Err(Unsent::Refused(error) | Unsent::Unanswered(error)) => Err(error),
+            Err(Unsent::NotAllowed) => unreachable!("a freely repeated call has no guard"),
+        }
+    }
+
+    /// Makes one call that must not run twice (SendCommand has no
+    /// idempotency token): `guard` is asked right before every try, after
+    /// any wait for the rate or a throttling backoff; throttling, expired
+    /// credentials and refusals retry or fail as in [`Target::call`], but a
+    /// try that got no answer is never repeated here: the caller looks first.
+    pub async fn call_once<T, E, R, F, Fut>(
+        &self,
+        api: Api,
+        guard: &(dyn Fn() -> bool + Sync),
+        send: F,
+    ) -> Result<T, Unsent>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, R>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: HttpStatus + std::fmt::Debug,
+    {
+        self.call_with_retries(api, Repeat::Never(guard), send)
             .instrument(crate::trace::step(api.name(), "client"))
             .await
     }
 
-    async fn call_with_retries<T, E, R, F, Fut>(&self, api: Api, mut send: F) -> Result<T, CallError>
+    async fn call_with_retries<T, E, R, F, Fut>(&self, api: Api, repeat: Repeat<'_>, mut send: F) -> Result<T, Unsent>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, R>>>,
@@ -199,6 +251,11 @@ impl Target {
         let mut throttles = 0;
         loop {
             self.limiter.acquire(&key).await;
+            if let Repeat::Never(guard) = repeat
+                && !guard()
+            {
+                return Err(Unsent::NotAllowed);
+            }
             let error = match send().await {
                 Ok(value) => {
                     self.limiter.succeeded(&key);
@@ -222,7 +279,7 @@ impl Target {
                     self.limiter.throttled(&key);
                     throttles += 1;
                     if started.elapsed() > THROTTLE_BUDGET {
-                        return Err(fail(class));
+                        return Err(Unsent::Refused(fail(class)));
                     }
                     tokio::time::sleep(retry::backoff(
                         throttles,
@@ -233,9 +290,12 @@ impl Target {
                 }
                 ErrorClass::Transient => {
                     self.stats.call(api, "transient");
+                    if let Repeat::Never(_) = repeat {
+                        return Err(Unsent::Unanswered(fail(class)));
+                    }
                     transient += 1;
                     if transient >= TRANSIENT_ATTEMPTS {
-                        return Err(fail(class));
+                        return Err(Unsent::Unanswered(fail(class)));
                     }
                     tokio::time::sleep(retry::backoff(
                         transient,
@@ -248,7 +308,7 @@ impl Target {
                     self.stats.call(api, "expired");
                     expired += 1;
                     if expired > 2 {
-                        return Err(fail(class));
+                        return Err(Unsent::Refused(fail(class)));
                     }
                     tracing::warn!(account = %self.account, region = %self.region, api = api.name(), "credentials expired; refreshing");
                     self.credentials.invalidate(&self.role).await;
@@ -257,7 +317,7 @@ impl Target {
                     // Expected answers (InvocationDoesNotExist right after a
                     // send) are errors here too; the caller decides.
                     self.stats.call(api, "error");
-                    return Err(fail(class));
+                    return Err(Unsent::Refused(fail(class)));
                 }
             }
         }

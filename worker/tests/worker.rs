@@ -9,7 +9,7 @@ use std::time::Duration;
 use muster_proto::v1::{Platform, TargetStatus, TaskRef};
 use muster_sim::ssm::output::filler;
 use muster_sim::testkit::{Sandbox, test_tunables};
-use muster_sim::{FaultKind, FaultRule, Quota};
+use muster_sim::{FaultKind, FaultRule, FaultWhen, Quota};
 use support::{Phase, World, eventually};
 
 const EAST: &str = "us-east-1";
@@ -264,6 +264,8 @@ async fn throttling_and_5xx_fail_no_target() {
             probability: 0.0,
             every: Some(4),
             limit: None,
+            when: FaultWhen::Before,
+            delay_ms: 0,
         },
         FaultRule {
             service: "ssm".into(),
@@ -272,6 +274,8 @@ async fn throttling_and_5xx_fail_no_target() {
             probability: 0.0,
             every: Some(6),
             limit: None,
+            when: FaultWhen::Before,
+            delay_ms: 0,
         },
         FaultRule {
             service: "ec2".into(),
@@ -280,6 +284,8 @@ async fn throttling_and_5xx_fail_no_target() {
             probability: 0.0,
             every: Some(2),
             limit: Some(3),
+            when: FaultWhen::Before,
+            delay_ms: 0,
         },
     ];
     let sb = Sandbox::start_with(tunables).await;
@@ -604,6 +610,128 @@ async fn sessions_shorter_than_the_work_are_refreshed_in_time() {
     assert!(
         worker.ctx.credentials.refreshes() >= 2,
         "the session was refreshed before it expired"
+    );
+    worker.stop().await;
+}
+
+/// One account with `count` quick Linux instances.
+fn one_scope(count: usize) -> String {
+    format!(
+        r#"
+name = "t"
+external_id = "ext-t"
+[[accounts]]
+name = "many"
+regions = ["us-east-1"]
+  [[accounts.instances]]
+  count = {count}
+  tags = {{ Role = "web", "muster-sim:duration" = "0.5" }}
+"#
+    )
+}
+
+fn after_effect(kind: FaultKind, every: u64) -> FaultRule {
+    FaultRule {
+        service: "ssm".into(),
+        api: "SendCommand".into(),
+        kind,
+        probability: 0.0,
+        every: Some(every),
+        limit: None,
+        when: FaultWhen::After,
+        delay_ms: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_answer_was_lost_is_adopted_not_sent_again() {
+    // SSM accepts every SendCommand; every second answer is a 500 and every
+    // third of the rest a dropped connection. A retry would run the batch twice.
+    let mut tunables = test_tunables();
+    tunables.faults = vec![after_effect(FaultKind::Error500, 2), after_effect(FaultKind::Drop, 3)];
+    let w = World::with_sandbox(
+        Sandbox::start_with(tunables).await,
+        &one_scope(120),
+        Duration::from_secs(10),
+    )
+    .await;
+    let worker = w.start_worker(Duration::from_secs(5)).await;
+    let ids = w.ids("many", EAST, "web");
+    let mut tasks = Vec::new();
+    for chunk in ids.chunks(10) {
+        let task = w.execute_task("many", EAST, Platform::Linux, chunk, &["echo once"]);
+        tasks.push(task.task_id.clone());
+        w.ctl.add(task).await;
+    }
+    w.ctl.wait_all_done(Duration::from_secs(120)).await;
+
+    let lost = w.sb.count("ssm", "SendCommand", "fault_after");
+    assert!(lost >= 6, "answers were lost after the effect: {lost}");
+    let sends = w.sends_per_instance();
+    assert_eq!(sends.len(), ids.len(), "every instance got the command");
+    let twice: Vec<_> = sends.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "instances that ran more than once: {twice:?}");
+    for task_id in &tasks {
+        let task = w.ctl.task(task_id);
+        assert_eq!(task.phase, Phase::Completed, "{:?}", task.failures);
+        assert_eq!(task.dispatches.len(), 1, "one command per batch, adopted or sent");
+        assert!(
+            task.results.values().all(|r| r.status == TargetStatus::Success as i32),
+            "{:?}",
+            task.results
+        );
+    }
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_waiting_out_throttling_is_not_made_once_the_lease_is_lost() {
+    // One SendCommand token: the first batch takes it, the second waits in
+    // throttling backoff while its lease is taken away.
+    let mut tunables = test_tunables();
+    tunables.throttling = true;
+    tunables.quotas = vec![Quota {
+        service: "ssm".into(),
+        api: "SendCommand".into(),
+        rate: 0.0001,
+        burst: 1.0,
+    }];
+    let w = World::with_sandbox(
+        Sandbox::start_with(tunables).await,
+        &one_scope(20),
+        Duration::from_secs(3),
+    )
+    .await;
+    let worker = w.start_worker(Duration::from_secs(5)).await;
+    let ids = w.ids("many", EAST, "web");
+    let first = w.execute_task("many", EAST, Platform::Linux, &ids[..10], &["echo once"]);
+    let first_id = first.task_id.clone();
+    w.ctl.add(first).await;
+    eventually(&w, "the first batch to end", Duration::from_secs(60), || {
+        w.ctl.task(&first_id).phase == Phase::Completed
+    })
+    .await;
+
+    let second = w.execute_task("many", EAST, Platform::Linux, &ids[10..], &["echo once"]);
+    let second_id = second.task_id.clone();
+    w.ctl.add(second).await;
+    eventually(&w, "the second batch to be throttled", Duration::from_secs(60), || {
+        w.sb.count("ssm", "SendCommand", "throttled") >= 1
+    })
+    .await;
+    // The controller hands the task on: this lease may send nothing more.
+    w.ctl.state.lock().unwrap().tasks.get_mut(&second_id).unwrap().lease = None;
+    eventually(&w, "the worker to drop the task", Duration::from_secs(60), || {
+        worker.ctx.stats.running_tasks() == 0
+    })
+    .await;
+    w.sb.tune(|t| t.throttling = false);
+
+    let audit = w.sb.audit();
+    assert_eq!(audit.len(), 1, "only the first batch was sent: {audit:?}");
+    assert!(
+        ids[10..].iter().all(|id| !w.sends_per_instance().contains_key(id)),
+        "the second batch never went out"
     );
     worker.stop().await;
 }

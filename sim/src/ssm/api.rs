@@ -417,8 +417,12 @@ pub(super) fn list_commands(sim: &SimState, ctx: &Ctx, request: &Value) -> Resul
     {
         return Err(error("InvalidCommandId", &format!("Command {id} does not exist.")));
     }
+    // Like its invocations, a new command shows in listings only after a
+    // moment: a caller that lost SendCommand's answer must allow for that.
+    let delay = Duration::from_millis(sim.tunables().visibility_delay_ms);
     let matching: Vec<Value> = commands
         .into_iter()
+        .filter(|c| visible(c, delay))
         .filter(|c| command_id.is_none_or(|id| c.id == id))
         .filter(|c| instance_id.is_none_or(|id| c.invocations.iter().any(|i| i.instance_id == id)))
         .filter(|c| after.is_none_or(|t| c.requested_at >= t))

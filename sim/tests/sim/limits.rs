@@ -74,6 +74,8 @@ async fn injected_faults_answer_5xx_or_drop_the_connection() {
             probability: 0.0,
             every: Some(2),
             limit: None,
+            when: FaultWhen::Before,
+            delay_ms: 0,
         }];
     });
     ssm.describe_instance_information()
@@ -96,6 +98,8 @@ async fn injected_faults_answer_5xx_or_drop_the_connection() {
             probability: 1.0,
             every: None,
             limit: Some(1),
+            when: FaultWhen::Before,
+            delay_ms: 0,
         }];
     });
     let err = ssm.describe_instance_information().send().await.expect_err("dropped");
@@ -108,6 +112,65 @@ async fn injected_faults_answer_5xx_or_drop_the_connection() {
         .await
         .expect("the limit of one drop was reached");
     assert_eq!(w.sb.count("ssm", "DescribeInstanceInformation", "fault"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_after_the_effect_loses_only_the_answer() {
+    let w = World::new().await;
+    let ssm = aws_sdk_ssm::Client::new(&w.exec("beta").await);
+    let web = w.ids("beta", "web");
+    let after = |kind| FaultRule {
+        service: "ssm".into(),
+        api: "SendCommand".into(),
+        kind,
+        probability: 1.0,
+        every: None,
+        limit: Some(1),
+        when: FaultWhen::After,
+        delay_ms: 0,
+    };
+    for (kind, code) in [
+        (FaultKind::Error500, Some("InternalServerError")),
+        (FaultKind::Drop, None),
+    ] {
+        w.sb.tune(|t| t.faults = vec![after(kind)]);
+        let before = w.sb.audit().len();
+        let err = ssm
+            .send_command()
+            .document_name("AWS-RunShellScript")
+            .set_instance_ids(Some(web.clone()))
+            .set_parameters(Some(shell(&["echo once"])))
+            .comment("lost answer")
+            .send()
+            .await
+            .expect_err("the caller hears of a failure");
+        assert_eq!(err.code(), code, "{kind:?}: {err:?}");
+        let audit = w.sb.audit();
+        assert_eq!(audit.len(), before + 1, "{kind:?}: yet SSM accepted the command");
+        // Listed once visible (SSM is eventually consistent after a send).
+        let mut comment = None;
+        for _ in 0..50 {
+            let listed = ssm.list_commands().command_id(&audit[before].command_id).send().await;
+            comment = listed
+                .ok()
+                .and_then(|l| l.commands().first().and_then(|c| c.comment().map(str::to_owned)));
+            if comment.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            comment.as_deref(),
+            Some("lost answer"),
+            "{kind:?}: and lists it by its comment"
+        );
+    }
+    assert_eq!(w.sb.count("ssm", "SendCommand", "fault_after"), 2);
+    assert_eq!(
+        w.sb.count("ssm", "SendCommand", "fault"),
+        0,
+        "no fault struck before a call"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
