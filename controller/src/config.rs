@@ -57,6 +57,14 @@ pub struct Args {
     /// Tasks on the queue not yet leased [default: 500]
     #[arg(long, env = "MUSTER_MAX_QUEUED")]
     pub max_queued: Option<usize>,
+    /// Seconds a task may wait on the queue without being leased before its
+    /// message is sent again (it may be lost, or dead-lettered) [default: 300]
+    #[arg(long, env = "MUSTER_REQUEUE_AFTER")]
+    pub requeue_after: Option<u64>,
+    /// URL of the task queue's dead-letter queue: the controller drains it
+    /// and puts back what still waits for a worker [default: none]
+    #[arg(long, env = "MUSTER_DEAD_LETTER_QUEUE_URL")]
+    pub dead_letter_queue_url: Option<String>,
     /// Execution role name when a campaign names none [default: muster-execution]
     #[arg(long, env = "MUSTER_DEFAULT_ROLE_NAME")]
     pub default_role_name: Option<String>,
@@ -207,6 +215,10 @@ pub struct FileConfig {
     pub max_tasks_per_scope: Option<u32>,
     /// See `--max-queued`.
     pub max_queued: Option<usize>,
+    /// See `--requeue-after`.
+    pub requeue_after: Option<u64>,
+    /// See `--dead-letter-queue-url`.
+    pub dead_letter_queue_url: Option<String>,
     /// See `--default-role-name`.
     pub default_role_name: Option<String>,
     /// See `--default-api-rate`.
@@ -323,6 +335,10 @@ impl Config {
             listen,
             worker_listen,
         )?;
+        let requeue_after = args.requeue_after.or(file.requeue_after).unwrap_or(300);
+        if !(10..=86_400).contains(&requeue_after) {
+            anyhow::bail!("requeue_after: {requeue_after} seconds; must be 10 to 86400");
+        }
         let default_api_rate = args.default_api_rate.or(file.default_api_rate).unwrap_or(10.0);
         if !(0.1..=1000.0).contains(&default_api_rate) {
             anyhow::bail!("default_api_rate: {default_api_rate}; must be 0.1 to 1000");
@@ -341,6 +357,11 @@ impl Config {
                 max_attempts,
                 max_tasks_per_scope,
                 max_queued: args.max_queued.or(file.max_queued).unwrap_or(500).max(1),
+                requeue_after: Duration::from_secs(requeue_after),
+                dead_letter_queue_url: args
+                    .dead_letter_queue_url
+                    .or(file.dead_letter_queue_url)
+                    .filter(|u| !u.is_empty()),
                 reconcile_interval: Duration::from_millis(
                     args.reconcile_ms.or(file.reconcile_ms).unwrap_or(500).max(10),
                 ),

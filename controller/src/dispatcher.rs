@@ -16,22 +16,44 @@ use futures::StreamExt as _;
 
 use crate::Controller;
 use crate::store::queue::{self, Due};
+use crate::store::records::now_ms;
 
 /// Most SendMessageBatch calls at once.
 const SENDS_IN_FLIGHT: usize = 16;
 
 /// Enqueues what is due; failures are retried on the next pass.
+///
+/// Due are new attempts (as many as leave at most `max_queued` on the queue)
+/// and, whatever the queue holds, attempts that have waited there longer
+/// than `requeue_after` without a lease: their message may be lost or
+/// dead-lettered, and the store, not SQS, says what is queued.
 pub async fn enqueue(ctl: &Controller) {
     let max = ctl.settings.max_queued;
+    let requeue_after = ctl.settings.requeue_after;
+    let cutoff = now_ms() - i64::try_from(requeue_after.as_millis()).unwrap_or(i64::MAX);
     let due = ctl
         .store
         .read(move |conn| {
             let waiting = queue::waiting_on_queue(conn)?;
-            queue::to_enqueue(conn, max.saturating_sub(waiting))
+            let overdue = queue::overdue(conn, cutoff, max)?;
+            let fresh = queue::to_enqueue(conn, max.saturating_sub(waiting))?;
+            Ok((overdue, fresh))
         })
         .await;
     let due = match due {
-        Ok(due) => due,
+        Ok((overdue, mut fresh)) => {
+            if !overdue.is_empty() {
+                tracing::warn!(
+                    tasks = overdue.len(),
+                    after_seconds = requeue_after.as_secs(),
+                    "tasks waited on the queue without a lease; sending their messages again"
+                );
+                ctl.metrics.requeued(overdue.len());
+            }
+            let mut due = overdue;
+            due.append(&mut fresh);
+            due
+        }
         Err(error) => {
             tracing::warn!(%error, "cannot read tasks to enqueue");
             return;
@@ -64,7 +86,8 @@ pub async fn enqueue(ctl: &Controller) {
     }
     if !sent.is_empty() {
         ctl.metrics.enqueued(sent.len());
-        if let Err(error) = ctl.store.write(move |txn| queue::mark_enqueued(txn, &sent)).await {
+        let at = now_ms();
+        if let Err(error) = ctl.store.write(move |txn| queue::mark_enqueued(txn, &sent, at)).await {
             tracing::warn!(%error, "cannot record enqueued tasks; they will be sent again");
         }
     }

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod campaign_api;
 pub mod config;
+pub mod dead_letters;
 pub mod dispatcher;
 pub mod expand;
 pub mod export;
@@ -41,11 +42,14 @@ use crate::store::Store;
 use crate::validate::Defaults;
 
 /// Every AWS action the controller calls, with its own (hub) role: enqueue
-/// task references (SendMessageBatch needs sqs:SendMessage), export results,
+/// task references (SendMessageBatch needs sqs:SendMessage), drain the
+/// dead-letter queue (receive and delete there), export results,
 /// expand OUs and regions. The hub template's controller role grants exactly
 /// these (a test checks). The controller never acts in target accounts.
-pub const AWS_ACTIONS: [&str; 5] = [
+pub const AWS_ACTIONS: [&str; 7] = [
     "sqs:SendMessage",
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
     "s3:PutObject",
     "organizations:ListAccountsForParent",
     "organizations:ListOrganizationalUnitsForParent",
@@ -67,6 +71,10 @@ pub struct Settings {
     pub max_tasks_per_scope: u32,
     /// Most tasks on the queue not yet leased.
     pub max_queued: usize,
+    /// A task on the queue this long without a lease is sent again.
+    pub requeue_after: Duration,
+    /// The task queue's dead-letter queue, drained back into the store.
+    pub dead_letter_queue_url: Option<String>,
     /// How often the reconcile loop runs when nothing wakes it.
     pub reconcile_interval: Duration,
     /// Defaults for empty spec fields.
@@ -299,7 +307,27 @@ pub async fn start(
             tracing::error!(%error, "worker API stopped");
         }
     }));
+    // Leases held when the controller stopped get a whole TTL from now:
+    // workers that are alive renew them, and the outage costs no attempt.
+    let ttl_ms = i64::try_from(controller.settings.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+    let now = store::records::now_ms();
+    match controller
+        .store
+        .write(move |txn| store::tasks::extend_leases(txn, now, ttl_ms))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(leases = n, "leases found at start extended by one TTL"),
+        Err(error) => return Err(std::io::Error::other(error.to_string())),
+    }
     tasks.push(tokio::spawn(reconcile::run(controller.clone(), shutdown.clone())));
+    if let Some(url) = controller.settings.dead_letter_queue_url.clone() {
+        tasks.push(tokio::spawn(dead_letters::run(
+            controller.clone(),
+            url,
+            shutdown.clone(),
+        )));
+    }
     let metrics_addr = match metrics {
         Some(listener) => {
             let (addr, server) =

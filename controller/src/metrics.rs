@@ -42,6 +42,11 @@ struct KindLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailLabels {
     retried: String,
 }
@@ -54,6 +59,8 @@ pub struct Metrics {
     tasks_completed: Family<KindLabel, Counter>,
     tasks_failed: Family<FailLabels, Counter>,
     lease_expiries: Counter,
+    tasks_requeued: Counter,
+    dead_letters: Family<OutcomeLabel, Counter>,
     results_ingested: Counter,
     results_duplicate: Counter,
     /// Workers by when they last called.
@@ -101,6 +108,21 @@ impl Metrics {
         self.lease_expiries.inc_by(n as u64);
     }
 
+    /// Task messages sent again: their tasks waited on the queue too long.
+    pub fn requeued(&self, n: usize) {
+        self.tasks_requeued.inc_by(n as u64);
+    }
+
+    /// Messages drained from the dead-letter queue: `requeued` (the task
+    /// still waited for that attempt), `stale` (it did not), `unreadable`.
+    pub fn dead_lettered(&self, outcome: &str, n: usize) {
+        self.dead_letters
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc_by(n as u64);
+    }
+
     /// Results recorded (`accepted`) and repeated (`duplicates`).
     pub fn ingested(&self, accepted: u32, duplicates: u32) {
         self.results_ingested.inc_by(u64::from(accepted));
@@ -136,9 +158,11 @@ struct Snapshot {
     targets: Vec<(i32, i32, i64)>,
     /// Workers holding a lease.
     holding: Vec<String>,
+    /// Tasks on the queue past the requeue bound.
+    overdue: i64,
 }
 
-fn snapshot(conn: &Connection) -> StoreResult<Snapshot> {
+fn snapshot(conn: &Connection, overdue_before_ms: i64) -> StoreResult<Snapshot> {
     let campaigns = conn
         .prepare_cached("SELECT state, COUNT(*) FROM campaigns GROUP BY state")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -171,11 +195,13 @@ fn snapshot(conn: &Connection) -> StoreResult<Snapshot> {
         .prepare_cached("SELECT DISTINCT lease_owner FROM tasks WHERE state = ?1 AND lease_owner IS NOT NULL")?
         .query_map([task_state::LEASED], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let overdue = crate::store::queue::overdue_count(conn, overdue_before_ms)? as i64;
     Ok(Snapshot {
         campaigns,
         tasks,
         targets,
         holding,
+        overdue,
     })
 }
 
@@ -190,7 +216,9 @@ fn campaign_state(state: i32) -> String {
 pub async fn render(ctl: &Controller) -> String {
     let m = &ctl.metrics;
     let mut registry = Registry::with_prefix("muster_controller");
-    let snapshot = match ctl.store.read(snapshot).await {
+    let cutoff =
+        crate::store::records::now_ms() - i64::try_from(ctl.settings.requeue_after.as_millis()).unwrap_or(i64::MAX);
+    let snapshot = match ctl.store.read(move |conn| snapshot(conn, cutoff)).await {
         Ok(snapshot) => Some(snapshot),
         Err(error) => {
             tracing::warn!(%error, "cannot read the store for metrics");
@@ -285,6 +313,21 @@ pub async fn render(ctl: &Controller) -> String {
         "lease_expiries",
         "Leases that ran out because their worker stopped renewing",
         m.lease_expiries.clone(),
+    );
+    registry.register(
+        "tasks_requeued",
+        "Task messages sent again because their task waited on the queue past --requeue-after without a lease",
+        m.tasks_requeued.clone(),
+    );
+    registry.register(
+        "dead_letters",
+        "Messages drained from the dead-letter queue, by outcome: requeued, stale, unreadable",
+        m.dead_letters.clone(),
+    );
+    registry.register(
+        "tasks_overdue",
+        "Tasks on the queue longer than --requeue-after without a lease (0 unless the queue loses messages)",
+        ConstGauge::new(snapshot.overdue),
     );
     registry.register(
         "results_ingested",

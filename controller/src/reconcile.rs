@@ -307,7 +307,7 @@ pub fn hand_off(
     let mut leases = Vec::new();
     for task in queue::unqueued(conn, &campaign.id, scope, TaskKind::Execute, capacity)? {
         // Recorded as on the queue, so the dispatcher never sends it there.
-        queue::mark_enqueued(conn, std::slice::from_ref(&task))?;
+        queue::mark_enqueued(conn, std::slice::from_ref(&task), now_ms())?;
         if let LeaseAnswer::Granted(granted) = tasks::lease(conn, &task, worker, lease)? {
             leases.push(*granted);
         }

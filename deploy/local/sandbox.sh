@@ -145,9 +145,10 @@ api_tokens() {
 # The controller acts with the hub account's keys; workers take the hub's
 # worker role through an AWS profile, as they would outside ECS.
 start_muster() {
-  local workers="$1" i queue results
+  local workers="$1" i queue dlq results
   make_credentials
   queue="$(state_field queue_url)"
+  dlq="$(state_field dlq_url)"
   results="$(state_field results_bucket)"
   cat >"$MUSTER_SANDBOX_DIR/aws-config" <<CFG
 [profile hub]
@@ -169,8 +170,8 @@ CFG
     AWS_ENDPOINT_URL="$SIM_URL" AWS_EC2_METADATA_DISABLED=true MUSTER_API_TOKENS="$(api_tokens)" \
       start_process controller "$MUSTER_BIN_DIR/muster-controller" \
         --listen "127.0.0.1:$CONTROLLER_PORT" --worker-listen "127.0.0.1:$WORKER_API_PORT" \
-        --data-dir "$MUSTER_SANDBOX_DIR/controller" --queue-url "$queue" --results-bucket "$results" \
-        --tls-cert "$TLS_DIR/controller.pem" --tls-key "$TLS_DIR/controller.key" \
+        --data-dir "$MUSTER_SANDBOX_DIR/controller" --queue-url "$queue" --dead-letter-queue-url "$dlq" \
+        --results-bucket "$results" --tls-cert "$TLS_DIR/controller.pem" --tls-key "$TLS_DIR/controller.key" \
         --worker-ca "$TLS_DIR/ca.pem" --client-ca "$TLS_DIR/ca.pem" --api-client muster-admin:submit \
         --metrics-listen "127.0.0.1:$METRICS_PORT"
     wait_tcp controller "$CONTROLLER_PORT" 30

@@ -212,6 +212,8 @@ impl System {
                 &self.dir.path().join("data").display().to_string(),
                 "--queue-url",
                 &self.fleet.queue_url,
+                "--dead-letter-queue-url",
+                &self.fleet.dlq_url,
                 "--results-bucket",
                 &self.fleet.results_bucket,
                 "--lease-ttl",

@@ -29,6 +29,8 @@ pub struct Options {
     pub lease_ttl: Duration,
     /// Batches out at once per scope.
     pub max_tasks_per_scope: u32,
+    /// A task on the queue this long without a lease is sent again.
+    pub requeue_after: Duration,
     /// The controller's guardrails, from the seeded fleet (account and OU
     /// ids are known only then).
     pub guardrails: fn(&FleetState) -> muster_controller::guardrails::Guardrails,
@@ -41,6 +43,7 @@ impl Default for Options {
             workers: 1,
             lease_ttl: Duration::from_secs(10),
             max_tasks_per_scope: 4,
+            requeue_after: Duration::from_secs(300),
             guardrails: |_| Default::default(),
         }
     }
@@ -89,6 +92,8 @@ pub fn controller_settings(fleet: &FleetState, options: &Options) -> muster_cont
         max_attempts: 3,
         max_tasks_per_scope: options.max_tasks_per_scope,
         max_queued: 500,
+        requeue_after: options.requeue_after,
+        dead_letter_queue_url: Some(fleet.dlq_url.clone()),
         reconcile_interval: Duration::from_millis(200),
         defaults: muster_controller::validate::Defaults {
             role_name: "muster-execution".into(),

@@ -12,6 +12,8 @@ pub mod campaigns;
 pub mod queue;
 pub mod records;
 mod schema;
+#[cfg(test)]
+mod state_machine_tests;
 pub mod targets;
 pub mod tasks;
 

@@ -105,11 +105,59 @@ pub fn waiting_on_queue(conn: &Connection) -> StoreResult<usize> {
     Ok(n as usize)
 }
 
-/// Records that these TaskRefs are on the queue.
-pub fn mark_enqueued(conn: &Connection, refs: &[TaskRef]) -> StoreResult<()> {
-    let mut stmt = conn.prepare_cached("UPDATE tasks SET enqueued_attempt = ?2 WHERE id = ?1 AND attempt = ?2")?;
+/// Queued tasks whose current attempt went on the queue before `cutoff_ms`
+/// and has not been leased since: its message may be lost, or in the
+/// dead-letter queue after workers could not lease it (the controller was
+/// down). Sending it again is harmless: the lease is fenced, and a worker
+/// deletes the message that comes second.
+pub fn overdue(conn: &Connection, cutoff_ms: i64, limit: usize) -> StoreResult<Vec<Due>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT t.campaign_id, t.id, t.attempt, t.account_id, t.region FROM tasks t
+         JOIN campaigns c ON c.id = t.campaign_id
+         WHERE t.state = ?1 AND t.enqueued_attempt = t.attempt AND c.cancel_requested = 0
+           AND COALESCE(t.enqueued_ms, 0) < ?2
+         ORDER BY t.enqueued_ms LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![task_state::QUEUED, cutoff_ms, limit as i64], |r| {
+        Ok(Due {
+            task: task_ref(r)?,
+            account_id: r.get(3)?,
+            region: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Tasks on the queue, not leased, since before `cutoff_ms`.
+pub fn overdue_count(conn: &Connection, cutoff_ms: i64) -> StoreResult<usize> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM tasks WHERE state = ?1 AND enqueued_attempt = attempt AND COALESCE(enqueued_ms, 0) < ?2",
+        params![task_state::QUEUED, cutoff_ms],
+        |r| r.get(0),
+    )?;
+    Ok(n as usize)
+}
+
+/// Records that these TaskRefs are on the queue, as of `now_ms`.
+pub fn mark_enqueued(conn: &Connection, refs: &[TaskRef], now_ms: i64) -> StoreResult<()> {
+    let mut stmt =
+        conn.prepare_cached("UPDATE tasks SET enqueued_attempt = ?2, enqueued_ms = ?3 WHERE id = ?1 AND attempt = ?2")?;
     for r in refs {
-        stmt.execute(params![r.task_id, r.attempt])?;
+        stmt.execute(params![r.task_id, r.attempt, now_ms])?;
     }
     Ok(())
+}
+
+/// TaskRefs found in the dead-letter queue: each one that is still its
+/// task's current, unleased attempt is due on the queue again. Returns how
+/// many were.
+pub fn dead_lettered(conn: &Connection, refs: &[TaskRef]) -> StoreResult<usize> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE tasks SET enqueued_attempt = attempt - 1 WHERE id = ?1 AND campaign_id = ?2 AND attempt = ?3 AND state = ?4",
+    )?;
+    let mut due = 0;
+    for r in refs {
+        due += stmt.execute(params![r.task_id, r.campaign_id, r.attempt, task_state::QUEUED])?;
+    }
+    Ok(due)
 }

@@ -140,6 +140,11 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO sequences (name, value) VALUES ('lease_id', 0);
     "#,
+    // 2: when each task's attempt was last put on the queue, so one whose
+    // message was lost (or moved to the dead-letter queue) is sent again.
+    r#"
+    ALTER TABLE tasks ADD COLUMN enqueued_ms INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -452,6 +452,16 @@ pub fn end_open_targets(conn: &Connection, task: &TaskRow, status: TargetStatus,
     Ok(open.len())
 }
 
+/// After a controller restart: every lease gets a whole TTL from `now`, so
+/// a worker that is still alive keeps its task by renewing, and an outage
+/// longer than the TTL costs no attempt. Only a lease that is not renewed
+/// after the restart expires. Returns how many were extended.
+pub fn extend_leases(conn: &Connection, now: i64, ttl_ms: i64) -> StoreResult<usize> {
+    Ok(conn
+        .prepare_cached("UPDATE tasks SET lease_expires_ms = ?2 WHERE state = ?1 AND lease_expires_ms < ?2")?
+        .execute(params![task_state::LEASED, now + ttl_ms])?)
+}
+
 /// Leases that ran out before `now`: each is failed as retryable (the worker
 /// stopped renewing), which re-queues it while attempts last.
 pub fn expire_leases(conn: &Connection, now: i64) -> StoreResult<Vec<(TaskRow, FailOutcome)>> {

@@ -1,0 +1,200 @@
+//! The task state machine against the store itself, without processes: lease,
+//! renew, fence, fail within the attempt budget, expire, extend after a
+//! restart, re-enqueue and cancel. Each runs in milliseconds.
+
+use muster_proto::v1::{AccessConfig, CampaignSpec, LeaseOutcome, ScopeState, TargetStatus, TaskRef};
+use rusqlite::Connection;
+
+use super::campaigns::{self, NewCampaign};
+use super::queue;
+use super::records::{now_ms, task_state};
+use super::tasks::{self, FailOutcome, Fenced, LeaseAnswer, LeaseSettings};
+
+const TTL_MS: i64 = 1_000;
+const SETTINGS: LeaseSettings = LeaseSettings {
+    ttl_ms: TTL_MS,
+    max_tasks_per_scope: 4,
+};
+
+/// A store with one campaign of one scope: its Discover task's reference.
+fn one_task(max_attempts: u32) -> (Connection, TaskRef) {
+    let mut conn = Connection::open_in_memory().unwrap();
+    super::schema::migrate(&mut conn).unwrap();
+    let new = NewCampaign {
+        id: "c1".into(),
+        submitted_by: "tester".into(),
+        spec: CampaignSpec {
+            access: Some(AccessConfig {
+                role_name: "muster-execution".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        spec_sha256: "sha".into(),
+        dry_run: false,
+        scopes: vec![("111111111111".into(), "us-east-1".into())],
+        max_attempts,
+    };
+    campaigns::insert(&conn, &new).unwrap();
+    let task_id: String = conn.query_row("SELECT id FROM tasks", [], |r| r.get(0)).unwrap();
+    let task_ref = TaskRef {
+        campaign_id: "c1".into(),
+        task_id,
+        attempt: 1,
+    };
+    (conn, task_ref)
+}
+
+fn lease(conn: &Connection, task_ref: &TaskRef, worker: &str) -> Result<u64, LeaseOutcome> {
+    match tasks::lease(conn, task_ref, worker, SETTINGS).unwrap() {
+        LeaseAnswer::Granted(lease) => Ok(lease.lease_id),
+        LeaseAnswer::Refused(outcome, _) => Err(outcome),
+    }
+}
+
+fn task(conn: &Connection, task_ref: &TaskRef) -> tasks::TaskRow {
+    tasks::get(conn, &task_ref.task_id).unwrap().unwrap()
+}
+
+#[test]
+fn one_lease_at_a_time_and_only_its_holder_speaks() {
+    let (conn, task_ref) = one_task(3);
+    let held = lease(&conn, &task_ref, "w1").unwrap();
+    assert_eq!(lease(&conn, &task_ref, "w2"), Err(LeaseOutcome::LeasedElsewhere));
+    assert_eq!(tasks::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(), Ok(false));
+    assert_eq!(
+        tasks::renew(&conn, &task_ref.task_id, held + 1, TTL_MS).unwrap(),
+        Err(Fenced::Stale)
+    );
+    assert_eq!(
+        tasks::complete(&conn, &task_ref.task_id, held + 1).unwrap().err(),
+        Some(Fenced::Stale),
+        "another lease id cannot complete the task"
+    );
+    assert!(tasks::complete(&conn, &task_ref.task_id, held).unwrap().is_ok());
+    assert_eq!(task(&conn, &task_ref).state, task_state::COMPLETED);
+    assert_eq!(lease(&conn, &task_ref, "w2"), Err(LeaseOutcome::Finished));
+    assert_eq!(
+        tasks::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(),
+        Err(Fenced::Stale),
+        "a finished task's lease is over"
+    );
+}
+
+#[test]
+fn expiry_retries_within_the_budget_then_fails_saying_so() {
+    let (conn, first) = one_task(2);
+    let held = lease(&conn, &first, "w1").unwrap();
+    let expired = tasks::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].1, FailOutcome::Retrying);
+    let row = task(&conn, &first);
+    assert_eq!((row.state, row.attempt), (task_state::QUEUED, 2));
+    assert_eq!(
+        tasks::renew(&conn, &first.task_id, held, TTL_MS).unwrap(),
+        Err(Fenced::Stale),
+        "the expired lease is fenced"
+    );
+    assert_eq!(
+        lease(&conn, &first, "w2"),
+        Err(LeaseOutcome::StaleAttempt),
+        "a message of the first attempt leases nothing"
+    );
+
+    let second = TaskRef { attempt: 2, ..first };
+    lease(&conn, &second, "w2").unwrap();
+    let expired = tasks::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
+    assert_eq!(expired[0].1, FailOutcome::Failed);
+    let row = task(&conn, &second);
+    assert_eq!(row.state, task_state::FAILED);
+    assert!(
+        row.last_error.contains("gave up after 2 attempts"),
+        "{}",
+        row.last_error
+    );
+    // The scope could not be looked into: it says so in the results.
+    let (scope_state, status): (i32, i32) = conn
+        .query_row(
+            "SELECT s.state, t.status FROM scopes s JOIN targets t ON t.campaign_id = s.campaign_id",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(scope_state, ScopeState::Failed as i32);
+    assert_eq!(status, TargetStatus::Error as i32);
+}
+
+#[test]
+fn a_restart_extends_the_leases_it_finds_instead_of_expiring_them() {
+    let (conn, task_ref) = one_task(3);
+    let held = lease(&conn, &task_ref, "w1").unwrap();
+    // The controller comes back ten TTLs later.
+    let restarted = now_ms() + 10 * TTL_MS;
+    assert_eq!(tasks::extend_leases(&conn, restarted, TTL_MS).unwrap(), 1);
+    assert!(
+        tasks::expire_leases(&conn, restarted + TTL_MS / 2).unwrap().is_empty(),
+        "a live worker has one TTL to renew"
+    );
+    assert_eq!(
+        tasks::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(),
+        Ok(false),
+        "and renews it"
+    );
+    assert_eq!(task(&conn, &task_ref).attempt, 1, "the outage cost no attempt");
+    // A worker that is gone does not renew: its lease then expires.
+    let expired = tasks::expire_leases(&conn, restarted + 2 * TTL_MS).unwrap();
+    assert_eq!(expired.len(), 1);
+}
+
+#[test]
+fn an_attempt_left_on_the_queue_is_due_again() {
+    let (conn, task_ref) = one_task(3);
+    let due = |conn: &Connection| -> Vec<String> {
+        queue::to_enqueue(conn, 10)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.task.task_id)
+            .collect()
+    };
+    assert_eq!(due(&conn), vec![task_ref.task_id.clone()]);
+    let sent_at = 1_000_000;
+    queue::mark_enqueued(&conn, std::slice::from_ref(&task_ref), sent_at).unwrap();
+    assert!(due(&conn).is_empty(), "on the queue now");
+    assert!(
+        queue::overdue(&conn, sent_at, 10).unwrap().is_empty(),
+        "not overdue yet"
+    );
+    let overdue = queue::overdue(&conn, sent_at + 1, 10).unwrap();
+    assert_eq!(overdue.len(), 1, "unleased past the bound: sent again");
+    assert_eq!(overdue[0].task, task_ref);
+    assert_eq!(queue::overdue_count(&conn, sent_at + 1).unwrap(), 1);
+
+    // Its message went to the dead-letter queue: due again at once.
+    let stale = TaskRef {
+        attempt: 7,
+        ..task_ref.clone()
+    };
+    assert_eq!(queue::dead_lettered(&conn, &[stale]).unwrap(), 0, "not its attempt");
+    assert_eq!(queue::dead_lettered(&conn, std::slice::from_ref(&task_ref)).unwrap(), 1);
+    assert_eq!(due(&conn), vec![task_ref.task_id.clone()]);
+
+    // Once leased it is neither due nor overdue, and a dead letter of it is
+    // only deleted.
+    lease(&conn, &task_ref, "w1").unwrap();
+    assert!(due(&conn).is_empty());
+    assert!(queue::overdue(&conn, i64::MAX, 10).unwrap().is_empty());
+    assert_eq!(queue::dead_lettered(&conn, &[task_ref]).unwrap(), 0);
+}
+
+#[test]
+fn cancel_ends_what_nobody_holds_and_waits_for_what_is_held() {
+    let (conn, task_ref) = one_task(3);
+    assert!(!tasks::cancel_unleased(&conn, "c1").unwrap(), "nothing held");
+    assert_eq!(task(&conn, &task_ref).state, task_state::CANCELLED);
+    assert_eq!(lease(&conn, &task_ref, "w1"), Err(LeaseOutcome::Finished));
+
+    let (conn, task_ref) = one_task(3);
+    lease(&conn, &task_ref, "w1").unwrap();
+    assert!(tasks::cancel_unleased(&conn, "c1").unwrap(), "one task is held");
+    assert_eq!(task(&conn, &task_ref).state, task_state::LEASED);
+}

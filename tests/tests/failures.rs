@@ -1,0 +1,198 @@
+//! The failures that matter, one scenario each, against the real processes
+//! and the sandbox: a controller outage past the dead-letter horizon, and a
+//! controller that is down longer than the lease TTL several times during
+//! one long batch. Each asserts
+//! what an operator would see: every instance ran once, every target ended
+//! with a true status, the campaign ended.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use muster_proto::v1::{CampaignState, RateControl, TargetStatus};
+use muster_tests::client::{assert_counters_add_up, script_spec, submit, targets, wait_done};
+use muster_tests::fleets;
+use muster_tests::procs::{System, SystemOptions};
+
+const EAST: &str = "us-east-1";
+
+/// Every target ended, with a reason; the counters add up; no instance got
+/// the command twice.
+async fn assert_ran_once(system: &mut System, id: &str, campaign: &muster_proto::v1::Campaign) {
+    let all = targets(&mut system.client, id, false).await;
+    assert_counters_add_up(campaign, &all);
+    for target in &all {
+        let status = TargetStatus::try_from(target.status).unwrap();
+        assert!(
+            status.is_terminal(),
+            "{} ended {}",
+            target.instance_id,
+            status.short_name()
+        );
+        assert!(!target.reason.is_empty(), "{} has a reason", target.instance_id);
+    }
+    let twice: Vec<_> = system
+        .sends_per_instance()
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "instances that got the command more than once: {twice:?}"
+    );
+}
+
+/// Polls `check` every 200 ms until it holds, or fails naming `what`.
+async fn until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn visible_messages(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .ok()
+        .and_then(|a| a.attributes)
+        .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages).cloned())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_dead_lettered_during_a_controller_outage_still_run_once_it_is_back() {
+    let mut system = System::start(
+        &fleets::uniform(12, 0, 0.5),
+        SystemOptions {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    // A short redrive horizon (2 receives x 2 s) stands in for the hub's
+    // 5 x 30 s: the outage below outlasts it.
+    let sqs = aws_sdk_sqs::Client::new(&system.sb.hub_config(EAST));
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&system.fleet.dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    sqs.set_queue_attributes()
+        .queue_url(&system.fleet.queue_url)
+        .attributes(QueueAttributeName::VisibilityTimeout, "2")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["echo once"], &[], "ext-uniform");
+    spec.rate = Some(RateControl {
+        max_concurrency: "100%".into(),
+        batch_size: 4,
+        ..Default::default()
+    });
+    let id = submit(&mut system.client, spec).await;
+    until(
+        "the discovery message on the queue",
+        Duration::from_secs(30),
+        || async { visible_messages(&sqs, &system.fleet.queue_url).await >= 1 },
+    )
+    .await;
+    // The controller dies; a worker (started by autoscaling on the visible
+    // message) receives it again and again but cannot lease it.
+    system.kill_controller();
+    system.start_worker();
+    until(
+        "the message to reach the dead-letter queue",
+        Duration::from_secs(90),
+        || async { visible_messages(&sqs, &system.fleet.dlq_url).await >= 1 },
+    )
+    .await;
+    assert_eq!(
+        visible_messages(&sqs, &system.fleet.queue_url).await,
+        0,
+        "the task queue is empty"
+    );
+
+    system.start_controller().await;
+    let campaign = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
+    assert_eq!(
+        campaign.state,
+        CampaignState::Succeeded as i32,
+        "{}\n{}",
+        campaign.state_reason,
+        system.logs()
+    );
+    assert_eq!(campaign.counters.unwrap().success, 12);
+    assert_ran_once(&mut system, &id, &campaign).await;
+    until(
+        "the dead-letter queue to be drained",
+        Duration::from_secs(30),
+        || async { visible_messages(&sqs, &system.fleet.dlq_url).await == 0 },
+    )
+    .await;
+    assert!(
+        system
+            .logs()
+            .contains("tasks found in the dead-letter queue still wait for a worker"),
+        "the controller says what it found"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_outages_longer_than_the_lease_cost_a_long_batch_nothing() {
+    // Three outages of more than two lease TTLs each while one batch runs:
+    // each used to expire the lease and spend an attempt, and the third
+    // turned every target of the batch into ERROR while SSM still ran it.
+    let mut system = System::start(
+        &fleets::uniform(6, 0, 60.0),
+        SystemOptions {
+            workers: 1,
+            lease_ttl: 5,
+            ..Default::default()
+        },
+    )
+    .await;
+    let spec = script_spec(&[system.account("only")], &[EAST], &["sleep 60"], &[], "ext-uniform");
+    let id = submit(&mut system.client, spec).await;
+    until("the batch to be sent", Duration::from_secs(60), || async {
+        system.sends_per_instance().len() == 6
+    })
+    .await;
+    for _ in 0..3 {
+        system.kill_controller();
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        system.start_controller().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let campaign = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
+    assert_eq!(
+        campaign.state,
+        CampaignState::Succeeded as i32,
+        "{}\n{}",
+        campaign.state_reason,
+        system.logs()
+    );
+    assert_eq!(campaign.counters.unwrap().success, 6, "the batch's true end");
+    assert_ran_once(&mut system, &id, &campaign).await;
+    let logs = system.logs();
+    assert!(!logs.contains("lease expired"), "no lease expired:\n{logs}");
+    assert!(logs.contains("leases found at start extended by one TTL"));
+    assert!(logs.contains("lease renewed after the controller came back"));
+}
