@@ -135,13 +135,51 @@ pub fn print_campaign(campaign: &Campaign, style: Style, output: Output) {
     }
 }
 
+/// Tries of one SubmitCampaign when the controller cannot be reached or
+/// does not answer in time.
+const SUBMIT_TRIES: u32 = 5;
+/// How long one SubmitCampaign may take (it expands OUs and regions).
+const SUBMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// `muster submit`: prints the new campaign's id.
+///
+/// Every submission carries a client token (`--client-token`, or one made
+/// for this invocation): an answer lost on the way back is asked for again
+/// with the same token, and the controller answers with the campaign it
+/// already made, never a second one.
 pub async fn submit(client: &mut Client, args: &SpecArgs, style: Style, output: Output) -> Result<String, Failure> {
-    let spec = crate::spec::build(args)?;
-    let answer = client
-        .submit_campaign(SubmitCampaignRequest { spec: Some(spec) })
-        .await?
-        .into_inner();
+    let mut spec = crate::spec::build(args)?;
+    if spec.client_token.is_empty() {
+        spec.client_token = uuid::Uuid::new_v4().to_string();
+    }
+    if output == Output::Table {
+        eprintln!(
+            "client token {} (submitting again with --client-token {0} returns this campaign)",
+            spec.client_token
+        );
+    }
+    let mut tries = 0;
+    let answer = loop {
+        tries += 1;
+        let mut request = tonic::Request::new(SubmitCampaignRequest {
+            spec: Some(spec.clone()),
+        });
+        request.set_timeout(SUBMIT_TIMEOUT);
+        match client.submit_campaign(request).await {
+            Ok(answer) => break answer.into_inner(),
+            Err(status) if tries < SUBMIT_TRIES && retry_submit(&status) => {
+                let wait = std::time::Duration::from_secs(1 << (tries - 1));
+                eprintln!(
+                    "no answer from the controller ({}: {}); asking again in {}s with the same client token",
+                    status.code(),
+                    status.message(),
+                    wait.as_secs()
+                );
+                tokio::time::sleep(wait).await;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    };
     match output {
         Output::Json => render::print_json(&json!({"campaign_id": answer.campaign_id, "created": answer.created})),
         Output::Csv => println!("{}", answer.campaign_id),
@@ -159,6 +197,18 @@ pub async fn submit(client: &mut Client, args: &SpecArgs, style: Style, output: 
         }
     }
     Ok(answer.campaign_id)
+}
+
+/// Whether a failed SubmitCampaign may be asked again with its token: the
+/// controller could not be reached, its answer did not arrive in time, or
+/// the connection broke on the way (an error made here, from a transport
+/// failure, carries its cause; the controller's own answers do not).
+fn retry_submit(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
+        tonic::Code::Unknown => std::error::Error::source(status).is_some(),
+        _ => false,
+    }
 }
 
 /// `muster plan`.

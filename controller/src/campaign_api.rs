@@ -90,6 +90,19 @@ impl CampaignApi {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let encoded = spec.encode_to_vec();
         let sha = hex::encode(sha2::Sha256::digest(&encoded));
+        // A repeated client token is answered before any other work (no
+        // Organizations calls, no guardrail that changed since): a client
+        // that lost the first answer gets the first campaign, never a second.
+        let (token, who, digest) = (spec.client_token.clone(), by.clone(), sha.clone());
+        let earlier = self
+            .ctl
+            .store
+            .read(move |conn| campaigns::by_client_token(conn, &who, &token, &digest))
+            .await
+            .map_err(store_status)?;
+        if let Some(earlier) = earlier {
+            return created_or_found(earlier);
+        }
         let refused = |status: Status| {
             tracing::warn!(
                 by,
@@ -131,17 +144,22 @@ impl CampaignApi {
             .write(move |txn| campaigns::insert(txn, &new))
             .await
             .map_err(store_status)?;
-        match inserted {
-            Inserted::Created(id) => {
-                tracing::info!(campaign_id = %id, by, spec_sha256 = sha, dry_run, accounts = expansion.accounts.len(), regions = expansion.regions.len(), "campaign stored");
-                self.ctl.wake.notify_one();
-                Ok((id, true))
-            }
-            Inserted::Existing(id) => Ok((id, false)),
-            Inserted::TokenReused(id) => Err(Status::already_exists(format!(
-                "spec.client_token: already used by campaign {id} with a different spec"
-            ))),
+        if let Inserted::Created(id) = &inserted {
+            tracing::info!(campaign_id = %id, by, spec_sha256 = sha, dry_run, accounts = expansion.accounts.len(), regions = expansion.regions.len(), "campaign stored");
+            self.ctl.wake.notify_one();
         }
+        created_or_found(inserted)
+    }
+}
+
+/// The campaign id of an insert, and whether it is new.
+fn created_or_found(outcome: Inserted) -> Result<(String, bool), Status> {
+    match outcome {
+        Inserted::Created(id) => Ok((id, true)),
+        Inserted::Existing(id) => Ok((id, false)),
+        Inserted::TokenReused(id) => Err(Status::already_exists(format!(
+            "spec.client_token: already used by campaign {id} with a different spec; choose a new token for a new campaign"
+        ))),
     }
 }
 

@@ -8,4 +8,5 @@ pub mod fleets;
 pub mod otlp;
 pub mod procs;
 pub mod procstat;
+pub mod proxy;
 pub mod stack;

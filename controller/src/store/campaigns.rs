@@ -310,22 +310,37 @@ pub enum Inserted {
     TokenReused(String),
 }
 
+/// The campaign `submitted_by` already made with client token `token`, if
+/// any: [`Inserted::Existing`] when its spec hashes to `spec_sha256`,
+/// [`Inserted::TokenReused`] when not. An empty token names none.
+pub fn by_client_token(
+    conn: &Connection,
+    submitted_by: &str,
+    token: &str,
+    spec_sha256: &str,
+) -> StoreResult<Option<Inserted>> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let existing: Option<(String, String)> = conn
+        .prepare_cached("SELECT id, spec_sha256 FROM campaigns WHERE submitted_by = ?1 AND client_token = ?2")?
+        .query_row(params![submitted_by, token], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(existing.map(|(id, sha)| {
+        if sha == spec_sha256 {
+            Inserted::Existing(id)
+        } else {
+            Inserted::TokenReused(id)
+        }
+    }))
+}
+
 /// Stores a campaign with its scopes and Discover tasks, or finds the one
 /// its client token already names.
 pub fn insert(conn: &Connection, new: &NewCampaign) -> StoreResult<Inserted> {
     let token = &new.spec.client_token;
-    if !token.is_empty() {
-        let existing: Option<(String, String)> = conn
-            .prepare_cached("SELECT id, spec_sha256 FROM campaigns WHERE submitted_by = ?1 AND client_token = ?2")?
-            .query_row(params![new.submitted_by, token], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        if let Some((id, sha)) = existing {
-            return Ok(if sha == new.spec_sha256 {
-                Inserted::Existing(id)
-            } else {
-                Inserted::TokenReused(id)
-            });
-        }
+    if let Some(found) = by_client_token(conn, &new.submitted_by, token, &new.spec_sha256)? {
+        return Ok(found);
     }
     let now = now_ms();
     conn.prepare_cached(

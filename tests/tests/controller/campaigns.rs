@@ -342,3 +342,71 @@ async fn ous_expand_recursively_minus_excluded_accounts() {
         .collect();
     assert_eq!(accounts, [stack.account("dev-a")].into());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_client_token_is_answered_before_any_other_work() {
+    let stack = Stack::start(
+        fleets::MIXED,
+        Options {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = stack.client.clone();
+    let mut spec = mixed_spec(&stack);
+    {
+        let t = spec.targets.as_mut().unwrap();
+        t.account_ids.clear();
+        t.organizational_unit_ids = vec![stack.fleet.ous["Dev"].clone()];
+    }
+    spec.client_token = "patch-2026-12-02".into();
+    let first = client
+        .submit_campaign(SubmitCampaignRequest {
+            spec: Some(spec.clone()),
+        })
+        .await
+        .expect("the first submission")
+        .into_inner();
+    assert!(first.created);
+
+    // Organizations now fails every call: a new campaign over an OU could
+    // not be expanded, but the same token needs no expansion.
+    stack.sb.tune(|t| {
+        t.faults = vec![muster_sim::FaultRule {
+            service: "organizations".into(),
+            api: "*".into(),
+            kind: muster_sim::FaultKind::Error500,
+            probability: 1.0,
+            every: None,
+            limit: None,
+            when: muster_sim::FaultWhen::Before,
+            delay_ms: 0,
+        }];
+    });
+    let again = client
+        .submit_campaign(SubmitCampaignRequest {
+            spec: Some(spec.clone()),
+        })
+        .await
+        .expect("the first campaign again, without asking Organizations")
+        .into_inner();
+    assert!(!again.created, "not a new campaign");
+    assert_eq!(again.campaign_id, first.campaign_id);
+
+    // The same token with another spec is refused, naming the field.
+    spec.name = "another".into();
+    let status = client
+        .submit_campaign(SubmitCampaignRequest { spec: Some(spec) })
+        .await
+        .expect_err("a token names one spec");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert!(status.message().starts_with("spec.client_token:"), "{status:?}");
+    let listed = client
+        .list_campaigns(ListCampaignsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .campaigns;
+    assert_eq!(listed.len(), 1, "one campaign in all");
+}

@@ -1,0 +1,136 @@
+//! A TCP proxy in front of a plaintext gRPC server that loses answers: on
+//! the first connections it lets the request through, and when the server
+//! starts its answer (the first HEADERS frame of a stream) it cuts both
+//! sides. The call took effect; the client cannot know.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+/// HTTP/2 frame type of HEADERS.
+const HEADERS: u8 = 0x1;
+
+/// The proxy; it serves until dropped with its runtime.
+pub struct AnswerLosingProxy {
+    /// Where clients connect.
+    pub addr: std::net::SocketAddr,
+    cut: Arc<AtomicUsize>,
+}
+
+impl AnswerLosingProxy {
+    /// Proxies to `upstream`, losing the first answer on each of the first
+    /// `connections` connections.
+    pub async fn start(upstream: std::net::SocketAddr, connections: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        let cut = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let cuts = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let lose = seen.fetch_add(1, Ordering::SeqCst) < connections;
+                let cuts = cuts.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    if relay(client, server, lose).await {
+                        cuts.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        Self { addr, cut }
+    }
+
+    /// Answers lost so far.
+    pub fn answers_lost(&self) -> usize {
+        self.cut.load(Ordering::SeqCst)
+    }
+}
+
+/// Relays both ways; true if it cut the connection at an answer.
+async fn relay(client: TcpStream, server: TcpStream, lose: bool) -> bool {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+    });
+    let mut frames = FrameReader::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut cut = false;
+    loop {
+        let n = match server_read.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if lose && frames.feed(&buf[..n]) {
+            cut = true;
+            break;
+        }
+        if client_write.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    upstream.abort();
+    cut
+}
+
+/// Follows the server's HTTP/2 frames (it sends no preface of its own).
+#[derive(Default)]
+struct FrameReader {
+    pending: Vec<u8>,
+}
+
+impl FrameReader {
+    /// Takes bytes; true once a HEADERS frame of a stream (an answer) begins.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        self.pending.extend_from_slice(bytes);
+        let mut at = 0;
+        while self.pending.len() >= at + 9 {
+            let header = &self.pending[at..at + 9];
+            let length = (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
+            let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+            if header[3] == HEADERS && stream != 0 {
+                return true;
+            }
+            if self.pending.len() < at + 9 + length {
+                break;
+            }
+            at += 9 + length;
+        }
+        self.pending.drain(..at);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![0, 0, payload.len() as u8, kind, 0];
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn an_answer_is_seen_at_its_first_headers_frame_however_the_bytes_arrive() {
+        let settings = frame(0x4, 0, &[0; 6]);
+        let ack = frame(0x4, 0, &[]);
+        let answer = frame(HEADERS, 1, &[1, 2, 3]);
+        let all: Vec<u8> = [settings, ack, answer].concat();
+        for split in 0..all.len() {
+            let mut reader = FrameReader::default();
+            let first = reader.feed(&all[..split]);
+            let second = reader.feed(&all[split..]);
+            assert!(!first || split > 9 + 6 + 9, "split {split}");
+            assert!(first || second, "split {split}");
+        }
+        let mut reader = FrameReader::default();
+        assert!(!reader.feed(&frame(0x4, 0, &[0; 6])), "settings are no answer");
+    }
+}
