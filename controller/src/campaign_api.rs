@@ -152,6 +152,34 @@ impl CampaignApi {
     }
 }
 
+/// Most bytes of targets in one ListTargets answer: with output, 500 targets
+/// of 2 MiB each would pass any client's message limit.
+const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Ends a page early (at least one target) where it would pass
+/// [`MAX_PAGE_BYTES`]; the rest comes with the next page token.
+fn within_page_bytes(
+    mut targets: Vec<muster_proto::v1::Target>,
+    next: Option<(String, String, String)>,
+) -> (Vec<muster_proto::v1::Target>, Option<(String, String, String)>) {
+    let mut size = 0;
+    let keep = targets
+        .iter()
+        .position(|t| {
+            size += t.encoded_len();
+            size > MAX_PAGE_BYTES
+        })
+        .map_or(targets.len(), |i| i.max(1));
+    if keep == targets.len() {
+        return (targets, next);
+    }
+    targets.truncate(keep);
+    let last = targets
+        .last()
+        .map(|t| (t.account_id.clone(), t.region.clone(), t.instance_id.clone()));
+    (targets, last)
+}
+
 /// The campaign id of an insert, and whether it is new.
 fn created_or_found(outcome: Inserted) -> Result<(String, bool), Status> {
     match outcome {
@@ -343,6 +371,7 @@ impl CampaignService for CampaignApi {
         if !exists {
             return Err(Status::not_found("no campaign with that id"));
         }
+        let (targets, next) = within_page_bytes(targets, next);
         Ok(Response::new(ListTargetsResponse {
             targets,
             next_page_token: next.map(|(a, r, i)| format!("{a}:{r}:{i}")).unwrap_or_default(),

@@ -18,7 +18,7 @@ use crate::campaign_api::store_status;
 use crate::store::StoreError;
 use crate::store::records::millis;
 use crate::store::tasks::{self, FailOutcome, Fenced, LeaseAnswer, LeaseSettings, TaskRow};
-use crate::store::{queue, targets};
+use crate::store::{campaigns, queue, targets};
 
 /// Most instances in one ReportTargets.
 const MAX_REPORTED_INSTANCES: usize = 5_000;
@@ -311,15 +311,40 @@ impl WorkerService for WorkerApi {
                 "results: at most {MAX_RESULTS} per request"
             )));
         }
+        let size = muster_proto::report_len(&request);
+        if size > muster_proto::MAX_REPORT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "results: this report is {size} bytes; at most {} per ReportResults (send fewer results at once)",
+                muster_proto::MAX_REPORT_BYTES
+            )));
+        }
         let task = self.task(&request.task_id, TaskKind::Execute).await?;
         let campaign = task.campaign_id.clone();
+        let task_id = task.id.clone();
         let watched = self.ctl.hub.watched(&campaign);
-        let ingested = self
+        let (ingested, clipped) = self
             .ctl
             .store
-            .write(move |txn| targets::ingest_results(txn, &task, &request.results, watched))
+            .write(move |txn| {
+                // The store keeps what the campaign asked for, whatever a
+                // worker sends.
+                let keep = campaigns::keep_bytes(txn, &task.campaign_id)?;
+                let mut results = request.results;
+                let clipped = results
+                    .iter_mut()
+                    .filter_map(|r| muster_proto::clip_output(r, keep).then(|| r.instance_id.clone()))
+                    .collect::<Vec<_>>();
+                targets::ingest_results(txn, &task, &results, watched).map(|ingested| (ingested, clipped))
+            })
             .await
             .map_err(bad_report)?;
+        if !clipped.is_empty() {
+            tracing::warn!(
+                task_id,
+                instances = clipped.len(),
+                "a report carried output beyond the campaign's keep_bytes; clipped"
+            );
+        }
         self.ctl.metrics.ingested(ingested.accepted, ingested.duplicates);
         for target in ingested.updated {
             self.ctl.hub.publish(

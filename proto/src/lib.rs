@@ -14,8 +14,10 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("muster_v1_descriptor");
 }
 
+mod report;
 mod status;
 mod task_ref;
 
+pub use report::{MAX_REPORT_BYTES, clip_output, report_len, split_by_size};
 pub use status::ALL_TARGET_STATUSES;
 pub use task_ref::{TaskRefError, decode_task_ref, encode_task_ref};

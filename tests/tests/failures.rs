@@ -1,7 +1,8 @@
 //! The failures that matter, one scenario each, against the real processes
-//! and the sandbox: a controller outage past the dead-letter horizon, and a
+//! and the sandbox: a controller outage past the dead-letter horizon, a
 //! controller that is down longer than the lease TTL several times during
-//! one long batch. Each asserts
+//! one long batch, and a batch whose output passes gRPC's message limit.
+//! Each asserts
 //! what an operator would see: every instance ran once, every target ended
 //! with a true status, the campaign ended.
 
@@ -195,4 +196,56 @@ async fn controller_outages_longer_than_the_lease_cost_a_long_batch_nothing() {
     assert!(!logs.contains("lease expired"), "no lease expired:\n{logs}");
     assert!(logs.contains("leases found at start extended by one TTL"));
     assert!(logs.contains("lease renewed after the controller came back"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_piled_up_past_the_message_limit_are_all_recorded_whole() {
+    // 50 instances, each with 1 MiB of stdout and 1 MiB of stderr, kept
+    // whole (keep_bytes 1 MiB). The controller is down while they finish,
+    // so the worker's results pile up: about 100 MiB for one task, more
+    // than gRPC's 64 MiB. Sent as one report, it was refused and lost.
+    let fleet = r#"
+name = "loud"
+external_id = "ext-loud"
+output_bucket = "muster-output"
+[[accounts]]
+name = "only"
+regions = ["us-east-1"]
+  [[accounts.instances]]
+  count = 50
+  tags = { Role = "web", "muster-sim:duration" = "2", "muster-sim:stdout-bytes" = "1048576", "muster-sim:stderr-bytes" = "1048576" }
+"#;
+    let mut system = System::start(fleet, SystemOptions::default()).await;
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["cat big"], &[], "ext-loud");
+    let output = spec.output.as_mut().unwrap();
+    output.s3_bucket = "muster-output".into();
+    output.keep_bytes = 1024 * 1024;
+    let id = submit(&mut system.client, spec).await;
+    until("the batch to be sent", Duration::from_secs(60), || async {
+        system.sends_per_instance().len() == 50
+    })
+    .await;
+    system.kill_controller();
+    // The command ends 2 s after the send; give the worker time to read all
+    // 100 MiB from S3 while nobody takes its reports.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    system.start_controller().await;
+    let campaign = wait_done(&mut system.client, &id, Duration::from_secs(180)).await;
+    assert_eq!(
+        campaign.state,
+        CampaignState::Succeeded as i32,
+        "{}\n{}",
+        campaign.state_reason,
+        system.logs()
+    );
+    assert_eq!(campaign.counters.unwrap().success, 50);
+    let all = targets(&mut system.client, &id, true).await;
+    assert_counters_add_up(&campaign, &all);
+    for target in &all {
+        let step = &target.steps[0];
+        assert_eq!(step.stdout.len(), 1024 * 1024, "{}: stdout whole", target.instance_id);
+        assert_eq!(step.stderr.len(), 1024 * 1024, "{}: stderr whole", target.instance_id);
+        assert!(!step.stdout_truncated && !step.stderr_truncated);
+    }
+    assert_ran_once(&mut system, &id, &campaign).await;
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use muster_proto::v1::{ReportResultsRequest, TargetResult};
+use muster_proto::{MAX_REPORT_BYTES, split_by_size};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
@@ -63,6 +64,27 @@ impl Reporter {
     }
 }
 
+/// One task's results in requests of at most [`MAX_REPORT_BYTES`]: 50
+/// results of 1 MiB output each would pass gRPC's limit in one, and a
+/// refused report would lose them all. A result too large alone has its
+/// output clipped (marked truncated; the full text stays in S3 or
+/// CloudWatch Logs when the campaign sends it there).
+fn fit(pendings: Vec<Pending>) -> Vec<Vec<Pending>> {
+    let mut pendings = pendings;
+    let results: Vec<TargetResult> = pendings.iter_mut().map(|p| std::mem::take(&mut p.result)).collect();
+    let mut parts = Vec::new();
+    let mut rest = pendings.into_iter();
+    for group in split_by_size(results, MAX_REPORT_BYTES) {
+        let part: Vec<Pending> = group
+            .into_iter()
+            .zip(rest.by_ref())
+            .map(|(result, pending)| Pending { result, ..pending })
+            .collect();
+        parts.push(part);
+    }
+    parts
+}
+
 /// Waits until every ack resolved; the first refusal wins.
 pub async fn all_recorded(acks: Vec<Ack>) -> Result<(), ControllerError> {
     let mut outcome = Ok(());
@@ -98,7 +120,10 @@ async fn run(controller: ControllerClient, mut rx: mpsc::UnboundedReceiver<Pendi
                 .or_default()
                 .push(pending);
         }
-        for ((task_id, lease_id), pendings) in by_task {
+        for ((task_id, lease_id), pendings) in by_task
+            .into_iter()
+            .flat_map(|(key, pendings)| fit(pendings).into_iter().map(move |part| (key.clone(), part)))
+        {
             let request = ReportResultsRequest {
                 task_id: task_id.clone(),
                 lease_id,

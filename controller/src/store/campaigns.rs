@@ -93,6 +93,23 @@ pub fn get(conn: &Connection, id: &str) -> StoreResult<Option<CampaignRow>> {
         .optional()?)
 }
 
+/// How many bytes of each step's stdout and stderr the campaign keeps (its
+/// validated `output.keep_bytes`).
+pub fn keep_bytes(conn: &Connection, id: &str) -> StoreResult<usize> {
+    let spec: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT spec FROM campaigns WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    let spec = spec.ok_or_else(|| StoreError::Corrupt(format!("no campaign {id}")))?;
+    let spec = CampaignSpec::decode(spec.as_slice()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let keep = spec.output.map_or(0, |o| o.keep_bytes);
+    Ok(if keep == 0 {
+        crate::validate::DEFAULT_KEEP_BYTES as usize
+    } else {
+        keep as usize
+    })
+}
+
 /// Campaigns in these states (all when empty).
 pub fn in_states(conn: &Connection, states: &[CampaignState]) -> StoreResult<Vec<CampaignRow>> {
     let list = states

@@ -148,12 +148,31 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
             reason: "exit code 0".into(),
             steps: vec![StepOutput {
                 name: "aws:runShellScript".into(),
-                stdout: "ok".into(),
+                // More than the campaign keeps (8 KiB): the store clips it.
+                stdout: if *i == spec.instance_ids[0] {
+                    "x".repeat(10_000)
+                } else {
+                    "ok".into()
+                },
                 ..Default::default()
             }],
             ..Default::default()
         })
         .collect();
+    // A report larger than the bound both sides know is refused whole,
+    // naming the rule; nothing of it is recorded.
+    let mut huge = results.clone();
+    huge[0].steps[0].stdout = "x".repeat(muster_proto::MAX_REPORT_BYTES);
+    let refused = workers
+        .report_results(ReportResultsRequest {
+            task_id: execute.task_id.clone(),
+            lease_id: granted.lease_id,
+            results: huge,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().starts_with("results: this report is"), "{refused:?}");
     let first = workers
         .report_results(ReportResultsRequest {
             task_id: execute.task_id.clone(),
@@ -194,4 +213,11 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
     let campaign = wait_done(&mut client, &id, Duration::from_secs(30)).await;
     assert_eq!(campaign.state, CampaignState::Succeeded as i32);
     assert_eq!(campaign.counters.unwrap().success, 3);
+    let stored = targets(&mut client, &id, true).await;
+    let loud = stored
+        .iter()
+        .find(|t| t.instance_id == spec.instance_ids[0])
+        .expect("the loud instance");
+    assert_eq!(loud.steps[0].stdout.len(), 8 * 1024, "clipped to keep_bytes");
+    assert!(loud.steps[0].stdout_truncated, "and marked so");
 }
