@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use muster_proto::v1::{CampaignState, RateControl, TargetStatus};
+use muster_proto::v1::{CampaignState, CancelCampaignRequest, RateControl, TargetStatus};
 use muster_tests::client::{assert_counters_add_up, script_spec, submit, targets, wait_done};
 use muster_tests::fleets;
 use muster_tests::procs::{System, SystemOptions};
@@ -246,6 +246,77 @@ regions = ["us-east-1"]
         assert_eq!(step.stdout.len(), 1024 * 1024, "{}: stdout whole", target.instance_id);
         assert_eq!(step.stderr.len(), 1024 * 1024, "{}: stderr whole", target.instance_id);
         assert!(!step.stdout_truncated && !step.stderr_truncated);
+    }
+    assert_ran_once(&mut system, &id, &campaign).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_a_command_whose_worker_died() {
+    // The only worker dies while its batch runs; its lease expires. A cancel
+    // then used to mark the targets "cancelled before it was sent" while the
+    // command ran on; now the next worker cancels the command in SSM and
+    // reports where each instance ended.
+    let mut system = System::start(
+        &fleets::uniform(6, 0, 60.0),
+        SystemOptions {
+            workers: 1,
+            lease_ttl: 5,
+            ..Default::default()
+        },
+    )
+    .await;
+    let spec = script_spec(&[system.account("only")], &[EAST], &["sleep 60"], &[], "ext-uniform");
+    let id = submit(&mut system.client, spec).await;
+    until("the batch to be sent", Duration::from_secs(60), || async {
+        system.sends_per_instance().len() == 6
+    })
+    .await;
+    system.kill_worker(0);
+    until("the dead worker's lease to expire", Duration::from_secs(60), || async {
+        system.logs().contains("lease expired")
+    })
+    .await;
+    system
+        .client
+        .cancel_campaign(CancelCampaignRequest {
+            campaign_id: id.clone(),
+            reason: "stop the patch".into(),
+        })
+        .await
+        .expect("cancel");
+    system.start_worker();
+    let campaign = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
+    assert_eq!(
+        campaign.state,
+        CampaignState::Cancelled as i32,
+        "{}\n{}",
+        campaign.state_reason,
+        system.logs()
+    );
+    assert!(
+        system.sb.count("ssm", "CancelCommand", "ok") >= 1,
+        "the running command was cancelled in SSM"
+    );
+    let all = targets(&mut system.client, &id, false).await;
+    for target in &all {
+        assert_eq!(
+            target.status,
+            TargetStatus::Cancelled as i32,
+            "{}: {}",
+            target.instance_id,
+            target.reason
+        );
+        assert!(
+            !target.reason.contains("before it was sent"),
+            "{} was sent; its reason says where SSM left it: {}",
+            target.instance_id,
+            target.reason
+        );
+        assert!(
+            !target.command_id.is_empty(),
+            "{} names its command",
+            target.instance_id
+        );
     }
     assert_ran_once(&mut system, &id, &campaign).await;
 }

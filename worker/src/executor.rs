@@ -27,6 +27,9 @@ use crate::{Context, TaskError, trace};
 
 /// Extra time past delivery and execution timeouts before giving up on SSM.
 const OVERDUE_MARGIN: Duration = Duration::from_secs(300);
+/// After cancelling an overdue command, how long SSM has to say where its
+/// instances ended before they are reported ERROR.
+const ABANDON_GRACE: Duration = Duration::from_secs(120);
 /// Unanswered SendCommands one attempt looks up and tries again after; past
 /// this the task fails (retryable) and the next attempt looks once more.
 const UNANSWERED_SENDS: u32 = 3;
@@ -42,6 +45,8 @@ struct Tracked {
     /// Instances without a final status yet.
     pending: BTreeSet<String>,
     sent: Instant,
+    /// When it was cancelled for giving no final status in time.
+    abandoned: Option<Instant>,
 }
 
 /// Runs an Execute task until every instance's result is recorded; the
@@ -75,6 +80,7 @@ pub async fn execute(
                 .cloned()
                 .collect(),
             sent: Instant::now(),
+            abandoned: None,
         })
         .collect();
     if task.attempt > 1 {
@@ -95,6 +101,7 @@ pub async fn execute(
                 command_id,
                 pending: instances.into_iter().filter(|i| !finished.contains(i)).collect(),
                 sent: Instant::now(),
+                abandoned: None,
             });
         }
     }
@@ -170,6 +177,7 @@ async fn dispatch(
                     command_id,
                     pending: unsent.into_iter().collect(),
                     sent: Instant::now(),
+                    abandoned: None,
                 });
                 return Ok(());
             }
@@ -203,6 +211,7 @@ async fn dispatch(
                 command_id,
                 pending: instances.into_iter().collect(),
                 sent: Instant::now(),
+                abandoned: None,
             });
         }
         if !unsent.is_empty() && unanswered >= UNANSWERED_SENDS {
@@ -440,17 +449,37 @@ async fn poll(
                 command.pending.remove(&id);
                 acks.push(ctx.reporter.report(task_id, lease.lease_id, result));
             }
-            if !command.pending.is_empty() && command.sent.elapsed() > give_up_after {
-                let why = format!(
-                    "SSM gave no final status for command {} within {}s",
-                    command.command_id,
-                    give_up_after.as_secs()
-                );
-                for id in std::mem::take(&mut command.pending) {
-                    let mut result = unsent_result(&id, TargetStatus::Error, &why);
-                    result.command_id = command.command_id.clone();
-                    acks.push(ctx.reporter.report(task_id, lease.lease_id, result));
+            if command.pending.is_empty() || command.sent.elapsed() <= give_up_after {
+                continue;
+            }
+            // Overdue: cancel it, so it cannot run on unseen (its instances
+            // stay running, and count against max_concurrency, until SSM
+            // says where they ended), and give up only if SSM still says
+            // nothing after that.
+            match command.abandoned {
+                None => {
+                    let id = command.command_id.clone();
+                    let cancelled = target
+                        .call(Api::CancelCommand, || {
+                            target.ssm.cancel_command().command_id(&id).send()
+                        })
+                        .await;
+                    tracing::warn!(task_id, command_id = %command.command_id, cancelled = cancelled.is_ok(), "no final status in time; command cancelled");
+                    command.abandoned = Some(Instant::now());
                 }
+                Some(at) if at.elapsed() > ABANDON_GRACE => {
+                    let why = format!(
+                        "SSM gave no final status for command {} within {}s; it was cancelled",
+                        command.command_id,
+                        (give_up_after + ABANDON_GRACE).as_secs()
+                    );
+                    for id in std::mem::take(&mut command.pending) {
+                        let mut result = unsent_result(&id, TargetStatus::Error, &why);
+                        result.command_id = command.command_id.clone();
+                        acks.push(ctx.reporter.report(task_id, lease.lease_id, result));
+                    }
+                }
+                Some(_) => {}
             }
         }
     }

@@ -54,7 +54,13 @@ impl LeaseHandle {
             .unwrap_or(Duration::from_secs(30));
         let task = lease.task.clone().unwrap_or_default();
         let deadline = Arc::new(Mutex::new(Instant::now() + ttl));
-        let (tx, rx) = watch::channel(LeaseState::Held);
+        // A lease of a cancelled campaign exists only to cancel what an
+        // earlier attempt sent.
+        let (tx, rx) = watch::channel(if lease.campaign_cancelled {
+            LeaseState::Cancelled
+        } else {
+            LeaseState::Held
+        });
         let stop = CancellationToken::new();
         // Renewals belong to the task's trace and carry its fields.
         let renewing = renew_loop(

@@ -20,11 +20,13 @@ pub struct Due {
 }
 
 /// Queued tasks whose current attempt is not on the queue yet, oldest first.
+/// A cancelled campaign's queued tasks are among them only while they wait
+/// to cancel what an earlier attempt sent (the others are cancelled in the
+/// store); a worker is refused the rest.
 pub fn to_enqueue(conn: &Connection, limit: usize) -> StoreResult<Vec<Due>> {
     let mut stmt = conn.prepare_cached(
         "SELECT t.campaign_id, t.id, t.attempt, t.account_id, t.region FROM tasks t
-         JOIN campaigns c ON c.id = t.campaign_id
-         WHERE t.state = ?1 AND t.enqueued_attempt < t.attempt AND c.cancel_requested = 0
+         WHERE t.state = ?1 AND t.enqueued_attempt < t.attempt
          ORDER BY t.kind, t.created_ms LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![task_state::QUEUED, limit as i64], |r| {
@@ -113,8 +115,7 @@ pub fn waiting_on_queue(conn: &Connection) -> StoreResult<usize> {
 pub fn overdue(conn: &Connection, cutoff_ms: i64, limit: usize) -> StoreResult<Vec<Due>> {
     let mut stmt = conn.prepare_cached(
         "SELECT t.campaign_id, t.id, t.attempt, t.account_id, t.region FROM tasks t
-         JOIN campaigns c ON c.id = t.campaign_id
-         WHERE t.state = ?1 AND t.enqueued_attempt = t.attempt AND c.cancel_requested = 0
+         WHERE t.state = ?1 AND t.enqueued_attempt = t.attempt
            AND COALESCE(t.enqueued_ms, 0) < ?2
          ORDER BY t.enqueued_ms LIMIT ?3",
     )?;

@@ -198,3 +198,53 @@ fn cancel_ends_what_nobody_holds_and_waits_for_what_is_held() {
     assert!(tasks::cancel_unleased(&conn, "c1").unwrap(), "one task is held");
     assert_eq!(task(&conn, &task_ref).state, task_state::LEASED);
 }
+
+#[test]
+fn a_cancelled_batch_that_may_have_been_sent_waits_for_a_worker_to_cancel_it() {
+    let (conn, _) = one_task(3);
+    let campaign = campaigns::get(&conn, "c1").unwrap().unwrap();
+    let execute = |conn: &Connection| {
+        let id = tasks::create_execute(
+            conn,
+            &campaign,
+            "111111111111",
+            "us-east-1",
+            muster_proto::v1::Platform::Linux,
+            &[],
+            3,
+        )
+        .unwrap();
+        TaskRef {
+            campaign_id: "c1".into(),
+            task_id: id,
+            attempt: 1,
+        }
+    };
+    let unsent = execute(&conn);
+    let sent = execute(&conn);
+    // The first holder of `sent` died after sending: its lease expired.
+    lease(&conn, &sent, "w1").unwrap();
+    tasks::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
+    let sent = TaskRef { attempt: 2, ..sent };
+
+    campaigns::request_cancel(&conn, "c1", "tester", "stop").unwrap();
+    assert!(tasks::cancel_unleased(&conn, "c1").unwrap(), "a worker is still needed");
+    assert_eq!(task(&conn, &unsent).state, task_state::CANCELLED, "never sent: over");
+    assert_eq!(task(&conn, &sent).state, task_state::QUEUED, "may run: waits");
+    assert!(
+        queue::to_enqueue(&conn, 10)
+            .unwrap()
+            .iter()
+            .any(|d| d.task.task_id == sent.task_id),
+        "and goes on the queue"
+    );
+    match tasks::lease(&conn, &sent, "w2", SETTINGS).unwrap() {
+        LeaseAnswer::Granted(lease) => assert!(lease.campaign_cancelled, "to cancel, not to send"),
+        LeaseAnswer::Refused(outcome, why) => panic!("refused: {outcome:?} {why}"),
+    }
+    assert_eq!(
+        lease(&conn, &unsent, "w2"),
+        Err(LeaseOutcome::Finished),
+        "the unsent one is not leased"
+    );
+}

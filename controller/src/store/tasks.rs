@@ -115,7 +115,9 @@ pub fn lease(
     }
     let campaign = campaigns::get(conn, &task.campaign_id)?
         .ok_or_else(|| StoreError::Corrupt(format!("task {} without campaign", task.id)))?;
-    if campaign.state.is_terminal() || campaign.cancel_requested {
+    // A cancelled campaign's task runs only to cancel what an earlier
+    // attempt may have sent.
+    if campaign.state.is_terminal() || (campaign.cancel_requested && !may_have_sent(conn, &task)?) {
         return refuse(LeaseOutcome::CampaignInactive, "the campaign is cancelled or over");
     }
     if task_ref.attempt < task.attempt {
@@ -161,6 +163,7 @@ pub fn lease(
         finished_instance_ids: finished_instances(conn, &task.id)?,
         // Set by the caller when it hands the lease out itself.
         traceparent: String::new(),
+        campaign_cancelled: campaign.cancel_requested,
     };
     Ok(LeaseAnswer::Granted(Box::new(lease)))
 }
@@ -548,7 +551,25 @@ pub fn create_execute(
     Ok(id)
 }
 
-/// Cancels a campaign's tasks that no worker holds; true if any is held.
+/// Whether an earlier attempt of an Execute task may have sent its command:
+/// a dispatch is on record, or an attempt before this one ran (it may have
+/// sent and died before reporting; its Comment finds it).
+pub fn may_have_sent(conn: &Connection, task: &TaskRow) -> StoreResult<bool> {
+    if task.kind != TaskKind::Execute {
+        return Ok(false);
+    }
+    if task.attempt > 1 {
+        return Ok(true);
+    }
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM dispatches WHERE task_id = ?1)")?
+        .query_row([&task.id], |r| r.get(0))?)
+}
+
+/// Cancels a campaign's tasks that no worker holds and that never sent
+/// anything. True while any task still needs a worker: one is held, or one
+/// waits to be leased only to cancel the commands an earlier holder sent
+/// (that holder is gone, its commands may still run).
 pub fn cancel_unleased(conn: &Connection, campaign_id: &str) -> StoreResult<bool> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM tasks WHERE campaign_id = ?1 AND state = ?2"
@@ -556,7 +577,12 @@ pub fn cancel_unleased(conn: &Connection, campaign_id: &str) -> StoreResult<bool
     let queued = stmt
         .query_map(params![campaign_id, task_state::QUEUED], from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut cleanup = false;
     for task in &queued {
+        if may_have_sent(conn, task)? {
+            cleanup = true;
+            continue;
+        }
         conn.prepare_cached("UPDATE tasks SET state = ?2 WHERE id = ?1")?
             .execute(params![task.id, task_state::CANCELLED])?;
         if task.kind == TaskKind::Execute {
@@ -566,7 +592,7 @@ pub fn cancel_unleased(conn: &Connection, campaign_id: &str) -> StoreResult<bool
     let leased: i64 = conn
         .prepare_cached("SELECT COUNT(*) FROM tasks WHERE campaign_id = ?1 AND state = ?2")?
         .query_row(params![campaign_id, task_state::LEASED], |r| r.get(0))?;
-    Ok(leased > 0)
+    Ok(cleanup || leased > 0)
 }
 
 /// Tasks of a campaign still queued or leased, by kind.

@@ -220,6 +220,7 @@ impl WorkerService for Service {
         let ttl = state.lease_ttl;
         state.next_lease += 1;
         let lease_id = state.next_lease;
+        let cancelled = state.cancelled_campaigns.clone();
         let outcome = |outcome: LeaseOutcome| {
             Ok(Response::new(LeaseTaskResponse {
                 outcome: outcome as i32,
@@ -246,6 +247,7 @@ impl WorkerService for Service {
         }
         task.phase = Phase::Leased;
         task.lease = Some((lease_id, Instant::now() + ttl));
+        let campaign_cancelled = cancelled.contains(&task.task.campaign_id);
         let lease = Lease {
             lease_id,
             ttl: Some(ttl.try_into().unwrap()),
@@ -253,6 +255,7 @@ impl WorkerService for Service {
             prior_dispatches: task.dispatches.clone(),
             finished_instance_ids: task.results.keys().cloned().collect(),
             traceparent: String::new(),
+            campaign_cancelled,
         };
         Ok(Response::new(LeaseTaskResponse {
             outcome: LeaseOutcome::Granted as i32,
