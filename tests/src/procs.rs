@@ -38,7 +38,51 @@ fn binary(name: &str) -> PathBuf {
         "{} is missing: build the binaries first (cargo build --bins), or set MUSTER_BIN_DIR",
         path.display()
     );
+    // Binaries chosen with MUSTER_BIN_DIR (an A/B of two builds) are taken
+    // as they are.
+    if std::env::var_os("MUSTER_BIN_DIR").is_none()
+        && let Some(newer) = newer_source(name, &path)
+    {
+        panic!(
+            "{} is older than its source {}: a test would run the old code; build the binaries first (cargo build --bins)",
+            path.display(),
+            newer.display()
+        );
+    }
     path
+}
+
+/// A source file of binary `name`'s crates changed after `binary` was built.
+fn newer_source(name: &str, binary: &Path) -> Option<PathBuf> {
+    let crates: &[&str] = match name {
+        "muster-controller" => &["controller", "common", "proto"],
+        "muster-worker" => &["worker", "common", "proto"],
+        "muster" => &["cli", "common", "proto"],
+        "muster-sim" => &["sim", "common"],
+        _ => &[],
+    };
+    let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok()?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let mut dirs: Vec<PathBuf> = crates.iter().map(|c| root.join(c)).collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                if !matches!(
+                    path.file_name().and_then(|n| n.to_str()),
+                    Some("tests" | "benches" | "target")
+                ) {
+                    dirs.push(path);
+                }
+            } else if matches!(path.extension().and_then(|e| e.to_str()), Some("rs" | "proto"))
+                && meta.modified().is_ok_and(|m| m > built)
+            {
+                return Some(path);
+            }
+        }
+    }
+    None
 }
 
 /// SIGTERMs a process and waits for it to exit (its graceful shutdown).

@@ -1,0 +1,568 @@
+//! The chaos harness: one whole campaign (real controller and workers, the
+//! sim, moto) under a schedule of faults drawn from a seed, then the checks
+//! an operator cares about, from the sim's audit log and the controller:
+//! no instance got the command twice, every target ended with a true status
+//! and a reason, the counters add up, the campaign ended, nothing is left
+//! leased or queued.
+//!
+//! The same seed draws the same plan (faults in the sim, process faults and
+//! their times), so a failing scenario replays from its seed; what the
+//! processes do between the faults still depends on timing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use muster_proto::v1::{CampaignState, RateControl, TargetStatus};
+use muster_sim::testkit::test_tunables;
+use muster_sim::{FaultKind, FaultRule, FaultWhen, Quota, Tunables};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+
+use crate::client::{script_spec, submit, targets};
+use crate::procs::{System, SystemOptions};
+
+const EAST: &str = "us-east-1";
+const WEST: &str = "eu-west-1";
+/// How long a campaign may take to end once the faults have stopped.
+const SETTLE: Duration = Duration::from_secs(240);
+
+/// Two accounts in two regions, five instances each, one of them failing.
+const FLEET: &str = r#"
+name = "chaos"
+external_id = "ext-chaos"
+
+[[accounts]]
+name = "a"
+regions = ["us-east-1", "eu-west-1"]
+  [[accounts.instances]]
+  count = 4
+  tags = { Role = "web", "muster-sim:duration" = "2" }
+  [[accounts.instances]]
+  count = 1
+  tags = { Role = "fail", "muster-sim:exit-code" = "3", "muster-sim:duration" = "2" }
+
+[[accounts]]
+name = "b"
+regions = ["us-east-1", "eu-west-1"]
+  [[accounts.instances]]
+  count = 4
+  tags = { Role = "web", "muster-sim:duration" = "2" }
+  [[accounts.instances]]
+  count = 1
+  tags = { Role = "fail", "muster-sim:exit-code" = "3", "muster-sim:duration" = "2" }
+"#;
+
+/// A fault of a process, at a time after the submit.
+#[derive(Debug, Clone, Copy)]
+pub enum Action {
+    /// SIGKILL a worker; a new one starts `after` later.
+    KillWorker { after: Duration },
+    /// SIGKILL a worker right after the next SendCommand (most likely
+    /// before its ReportDispatch); a new one starts a second later.
+    KillWorkerAfterSend,
+    /// SIGSTOP a worker, SIGCONT it `for_` later.
+    PauseWorker { for_: Duration },
+    /// SIGKILL the controller, start it again `after` later.
+    KillController { after: Duration },
+    /// SIGSTOP the controller, SIGCONT it `for_` later.
+    PauseController { for_: Duration },
+}
+
+impl Action {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::KillWorker { .. } => "worker SIGKILL",
+            Self::KillWorkerAfterSend => "worker SIGKILL after SendCommand",
+            Self::PauseWorker { .. } => "worker SIGSTOP",
+            Self::KillController { .. } => "controller SIGKILL",
+            Self::PauseController { .. } => "controller SIGSTOP",
+        }
+    }
+}
+
+/// What a seed draws.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The seed.
+    pub seed: u64,
+    /// The sim's faults, quotas and session lifetime.
+    pub tunables: Tunables,
+    /// Process faults: wait, then act.
+    pub actions: Vec<(Duration, Action)>,
+}
+
+/// Draws the plan of `seed`; without `faults`, the same campaign calm.
+pub fn plan(seed: u64, faults: bool) -> Plan {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut tunables = test_tunables();
+    tunables.fault_seed = Some(seed);
+    if !faults {
+        return Plan {
+            seed,
+            tunables,
+            actions: Vec::new(),
+        };
+    }
+    let rule = |service: &str, api: &str, kind, probability: f64, when| FaultRule {
+        service: service.into(),
+        api: api.into(),
+        kind,
+        probability,
+        every: None,
+        limit: None,
+        when,
+        delay_ms: 0,
+    };
+    let mut faults = vec![
+        // Answers lost after SSM ran the command.
+        rule(
+            "ssm",
+            "SendCommand",
+            FaultKind::Error500,
+            rng.random_range(0.1..0.4),
+            FaultWhen::After,
+        ),
+        rule(
+            "ssm",
+            "SendCommand",
+            FaultKind::Drop,
+            rng.random_range(0.0..0.2),
+            FaultWhen::After,
+        ),
+        // Duplicate deliveries: the controller sends again what SQS took.
+        rule(
+            "sqs",
+            "SendMessageBatch",
+            FaultKind::Error500,
+            rng.random_range(0.0..0.3),
+            FaultWhen::After,
+        ),
+        // Late deliveries: a received message the worker never saw comes
+        // back after its visibility timeout.
+        rule(
+            "sqs",
+            "ReceiveMessage",
+            FaultKind::Drop,
+            rng.random_range(0.0..0.1),
+            FaultWhen::After,
+        ),
+        rule(
+            "ssm",
+            "ListCommandInvocations",
+            FaultKind::Error503,
+            rng.random_range(0.0..0.2),
+            FaultWhen::Before,
+        ),
+        rule(
+            "sts",
+            "AssumeRole",
+            FaultKind::Error500,
+            rng.random_range(0.0..0.2),
+            FaultWhen::After,
+        ),
+    ];
+    faults.retain(|f| f.probability > 0.0);
+    tunables.faults = faults;
+    if rng.random_bool(0.4) {
+        // A throttling storm on the APIs that send and poll.
+        tunables.throttling = true;
+        tunables.quotas = vec![
+            Quota {
+                service: "ssm".into(),
+                api: "SendCommand".into(),
+                rate: 1.0,
+                burst: 1.0,
+            },
+            Quota {
+                service: "ssm".into(),
+                api: "ListCommandInvocations".into(),
+                rate: 2.0,
+                burst: 2.0,
+            },
+        ];
+    }
+    if rng.random_bool(0.3) {
+        // Role sessions expire during the campaign.
+        tunables.session_ttl_seconds = Some(rng.random_range(8..20));
+    }
+    let mut actions = Vec::new();
+    let mut at = Duration::ZERO;
+    for _ in 0..rng.random_range(3..7) {
+        at += Duration::from_millis(rng.random_range(300..4_000));
+        let action = match rng.random_range(0..10) {
+            0 | 1 => Action::KillWorker {
+                after: Duration::from_millis(rng.random_range(200..3_000)),
+            },
+            2 | 3 => Action::KillWorkerAfterSend,
+            4 => Action::PauseWorker {
+                for_: Duration::from_millis(rng.random_range(1_000..8_000)),
+            },
+            // Sometimes an outage longer than two lease TTLs and the
+            // (shortened) dead-letter horizon.
+            5..=7 => Action::KillController {
+                after: Duration::from_millis(if rng.random_bool(0.3) {
+                    rng.random_range(11_000..15_000)
+                } else {
+                    rng.random_range(500..4_000)
+                }),
+            },
+            _ => Action::PauseController {
+                for_: Duration::from_millis(rng.random_range(1_000..7_000)),
+            },
+        };
+        actions.push((at, action));
+    }
+    Plan {
+        seed,
+        tunables,
+        actions,
+    }
+}
+
+/// What one scenario did and found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Submit to the campaign's end.
+    pub makespan: Duration,
+    /// Faults by kind: process faults and the sim's injected ones.
+    pub faults: BTreeMap<String, u64>,
+    /// Instances that got the command more than once.
+    pub duplicates: usize,
+    /// Targets not in a terminal status, or without a reason, or whose
+    /// status contradicts the audit log.
+    pub lost: usize,
+    /// Whether the campaign failed to end in time.
+    pub stuck: bool,
+    /// Everything that was wrong, for people.
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    /// True when every check held.
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Runs the scenario of `seed` (with or without its faults) and checks it.
+pub async fn run(seed: u64, faults: bool) -> Report {
+    let plan = plan(seed, faults);
+    eprintln!(
+        "chaos scenario seed {seed} (replay: MUSTER_CHAOS_SEED={seed}): {:?}",
+        plan.actions
+    );
+    let mut system = System::start(
+        FLEET,
+        SystemOptions {
+            tunables: plan.tunables.clone(),
+            workers: 2,
+            lease_ttl: 5,
+            ..Default::default()
+        },
+    )
+    .await;
+    shorten_redrive(&system).await;
+    let mut report = Report {
+        seed,
+        ..Default::default()
+    };
+    let accounts = [system.account("a"), system.account("b")];
+    let mut spec = script_spec(&accounts, &[EAST, WEST], &["echo once"], &[], "ext-chaos");
+    spec.rate = Some(RateControl {
+        max_concurrency: "50%".into(),
+        batch_size: 3,
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let id = submit(&mut system.client, spec).await;
+    let mut live: Vec<usize> = (0..system.worker_count()).collect();
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    for (at, action) in &plan.actions {
+        tokio::time::sleep((started + *at).saturating_duration_since(Instant::now())).await;
+        *report.faults.entry(action.kind().to_owned()).or_default() += 1;
+        act(&mut system, &mut live, &mut rng, *action).await;
+    }
+    // Faults over: everything runs again.
+    if system.controller_pid().is_none() {
+        system.start_controller().await;
+    }
+    while live.len() < 2 {
+        live.push(system.start_worker());
+    }
+
+    let campaign = match settle(&mut system, &id).await {
+        Some(campaign) => campaign,
+        None => {
+            report.stuck = true;
+            report
+                .violations
+                .push(format!("campaign {id} did not end within {SETTLE:?}"));
+            return finish(report, &system);
+        }
+    };
+    report.makespan = started.elapsed();
+    check(&mut system, &id, &campaign, &mut report).await;
+    check_drained(&system, &mut report).await;
+    finish(report, &system)
+}
+
+/// The hub's 5 receives x 30 s before the dead-letter queue would make the
+/// outages here pointless: 3 receives x 3 s.
+async fn shorten_redrive(system: &System) {
+    let sqs = aws_sdk_sqs::Client::new(&system.sb.hub_config(EAST));
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&system.fleet.dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("the dead-letter queue's ARN")
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("an ARN");
+    sqs.set_queue_attributes()
+        .queue_url(&system.fleet.queue_url)
+        .attributes(QueueAttributeName::VisibilityTimeout, "3")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}).to_string(),
+        )
+        .send()
+        .await
+        .expect("the redrive policy");
+}
+
+fn signal(pid: Option<u32>, signal: &str) {
+    if let Some(pid) = pid {
+        let _ = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status();
+    }
+}
+
+async fn act(system: &mut System, live: &mut Vec<usize>, rng: &mut StdRng, action: Action) {
+    let pick = |live: &Vec<usize>, rng: &mut StdRng| (!live.is_empty()).then(|| rng.random_range(0..live.len()));
+    match action {
+        Action::KillWorker { after } => {
+            if let Some(i) = pick(live, rng) {
+                system.kill_worker(live.remove(i));
+            }
+            tokio::time::sleep(after).await;
+            live.push(system.start_worker());
+        }
+        Action::KillWorkerAfterSend => {
+            let sent = system.sb.audit().len();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while system.sb.audit().len() == sent && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if let Some(i) = pick(live, rng) {
+                system.kill_worker(live.remove(i));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            live.push(system.start_worker());
+        }
+        Action::PauseWorker { for_ } => {
+            if let Some(i) = pick(live, rng) {
+                let pid = system.worker_pid(live[i]);
+                signal(pid, "-STOP");
+                tokio::time::sleep(for_).await;
+                signal(pid, "-CONT");
+            }
+        }
+        Action::KillController { after } => {
+            system.kill_controller();
+            tokio::time::sleep(after).await;
+            system.start_controller().await;
+        }
+        Action::PauseController { for_ } => {
+            let pid = system.controller_pid();
+            signal(pid, "-STOP");
+            tokio::time::sleep(for_).await;
+            signal(pid, "-CONT");
+        }
+    }
+}
+
+async fn settle(system: &mut System, id: &str) -> Option<muster_proto::v1::Campaign> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        if let Ok(answer) = system
+            .client
+            .get_campaign(muster_proto::v1::GetCampaignRequest { campaign_id: id.into() })
+            .await
+            && let Some(campaign) = answer.into_inner().campaign
+            && CampaignState::try_from(campaign.state).is_ok_and(CampaignState::is_terminal)
+        {
+            return Some(campaign);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Every target ended with a reason, its status agrees with the audit log,
+/// the counters add up, nobody got the command twice.
+async fn check(system: &mut System, id: &str, campaign: &muster_proto::v1::Campaign, report: &mut Report) {
+    let all = targets(&mut system.client, id, false).await;
+    let sends = system.sends_per_instance();
+    report.duplicates = sends.values().filter(|n| **n > 1).count();
+    for (instance, n) in sends.iter().filter(|(_, n)| **n > 1) {
+        report.violations.push(format!("{instance} got the command {n} times"));
+    }
+    let counters = campaign.counters.unwrap_or_default();
+    if counters.total as usize != all.len() {
+        report.violations.push(format!(
+            "counters say {} targets, ListTargets {}",
+            counters.total,
+            all.len()
+        ));
+    }
+    let mut by_status: BTreeMap<i32, u64> = BTreeMap::new();
+    for target in &all {
+        *by_status.entry(target.status).or_default() += 1;
+        let status = TargetStatus::try_from(target.status).unwrap_or(TargetStatus::Unspecified);
+        let sent = sends.contains_key(&target.instance_id);
+        let wrong = if !status.is_terminal() {
+            Some("is not in a terminal status")
+        } else if target.reason.is_empty() {
+            Some("has no reason")
+        } else if matches!(status, TargetStatus::Success | TargetStatus::Failed) && !sent {
+            Some("ran, says its status, but SSM never got it")
+        } else if matches!(status, TargetStatus::Skipped | TargetStatus::Terminated) && sent {
+            Some("was sent, yet its status says it never was")
+        } else {
+            None
+        };
+        if let Some(wrong) = wrong {
+            report.lost += 1;
+            report.violations.push(format!(
+                "{} {wrong}: {} ({})",
+                target.instance_id,
+                status.short_name(),
+                target.reason
+            ));
+        }
+    }
+    let counted = [
+        (TargetStatus::Success, counters.success),
+        (TargetStatus::Failed, counters.failed),
+        (TargetStatus::Error, counters.error),
+        (TargetStatus::Cancelled, counters.cancelled),
+    ];
+    for (status, n) in counted {
+        let listed = by_status.get(&(status as i32)).copied().unwrap_or(0);
+        if listed != n {
+            report
+                .violations
+                .push(format!("{} counted {n}, listed {listed}", status.short_name()));
+        }
+    }
+}
+
+/// Nothing left leased or waiting in the store, and both queues drained
+/// (workers delete duplicate messages as they meet them).
+async fn check_drained(system: &System, report: &mut Report) {
+    let sqs = aws_sdk_sqs::Client::new(&system.sb.hub_config(EAST));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let store = open_tasks(system).await;
+        let main = depth(&sqs, &system.fleet.queue_url).await;
+        let dead = depth(&sqs, &system.fleet.dlq_url).await;
+        if store == 0 && main == 0 && dead == 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            report.violations.push(format!(
+                "left behind: {store} tasks leased or queued in the store, {main} messages on the task queue, {dead} dead letters"
+            ));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Tasks waiting, queued or leased, from the controller's metrics.
+async fn open_tasks(system: &System) -> u64 {
+    let (_, text) = crate::otlp::http_get(system.controller_metrics_port(), "/metrics").await;
+    text.lines()
+        .filter(|l| l.starts_with("muster_controller_tasks{"))
+        .filter(|l| {
+            ["\"waiting\"", "\"queued\"", "\"leased\""]
+                .iter()
+                .any(|s| l.contains(s))
+        })
+        .filter_map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()))
+        .sum::<f64>() as u64
+}
+
+async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .ok()
+        .and_then(|a| a.attributes)
+        .unwrap_or_default();
+    [
+        QueueAttributeName::ApproximateNumberOfMessages,
+        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+    ]
+    .iter()
+    .filter_map(|name| attributes.get(name).and_then(|n| n.parse::<u64>().ok()))
+    .sum()
+}
+
+/// Adds the sim's injected faults to the report, and the logs when
+/// something was wrong.
+fn finish(mut report: Report, system: &System) -> Report {
+    for (service, api) in [
+        ("ssm", "SendCommand"),
+        ("sqs", "SendMessageBatch"),
+        ("sqs", "ReceiveMessage"),
+        ("ssm", "ListCommandInvocations"),
+        ("sts", "AssumeRole"),
+    ] {
+        for (outcome, label) in [("fault_after", "answer lost after"), ("fault", "fault before")] {
+            let n = system.sb.count(service, api, outcome);
+            if n > 0 {
+                *report.faults.entry(format!("{api} {label}")).or_default() += n;
+            }
+        }
+    }
+    let throttled = system.sb.count("ssm", "SendCommand", "throttled")
+        + system.sb.count("ssm", "ListCommandInvocations", "throttled");
+    if throttled > 0 {
+        *report.faults.entry("throttled".into()).or_default() += throttled;
+    }
+    let expired: u64 = [
+        "SendCommand",
+        "ListCommandInvocations",
+        "DescribeInstances",
+        "DescribeInstanceInformation",
+    ]
+    .iter()
+    .map(|api| system.sb.count("ssm", api, "expired_token") + system.sb.count("ec2", api, "expired_token"))
+    .sum();
+    if expired > 0 {
+        *report.faults.entry("expired credentials".into()).or_default() += expired;
+    }
+    if !report.ok() {
+        eprintln!(
+            "chaos seed {} failed (replay: MUSTER_CHAOS_SEED={}):\n  {}\n{}",
+            report.seed,
+            report.seed,
+            report.violations.join("\n  "),
+            system.logs()
+        );
+    }
+    report
+}
