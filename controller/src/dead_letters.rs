@@ -23,31 +23,33 @@ use tokio_util::sync::CancellationToken;
 use crate::Controller;
 use crate::store::queue;
 
-/// How often the dead-letter queue is looked at when it was empty.
-const IDLE: Duration = Duration::from_secs(30);
-/// Most messages drained in one round before pausing for other work.
+/// How long one receive waits for a dead letter to arrive (a long poll: a
+/// message is drained as soon as it lands, at one call per 20 s when idle).
+const LONG_POLL_SECONDS: i32 = 20;
+/// How long to wait after the dead-letter queue could not be read.
+const AFTER_ERROR: Duration = Duration::from_secs(5);
+/// Most messages drained in one round.
 const ROUND: usize = 500;
 
 /// Drains `url` until `shutdown`.
 pub async fn run(ctl: Arc<Controller>, url: String, shutdown: CancellationToken) {
     loop {
-        let wait = match drain(&ctl, &url).await {
-            Ok(n) if n >= ROUND => Duration::ZERO,
-            Ok(_) => IDLE,
-            Err(error) => {
-                tracing::warn!(error, queue = %url, "cannot drain the dead-letter queue; retrying");
-                IDLE
-            }
-        };
-        tokio::select! {
+        let drained = tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
+            drained = drain(&ctl, &url) => drained,
+        };
+        if let Err(error) = drained {
+            tracing::warn!(error, queue = %url, "cannot drain the dead-letter queue; retrying");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(AFTER_ERROR) => {}
+            }
         }
     }
 }
 
-/// One round: receives up to [`ROUND`] messages, records them, deletes
-/// them. Returns how many it handled.
+/// One round: waits for dead letters, then receives up to [`ROUND`]
+/// messages, records them, deletes them. Returns how many it handled.
 pub async fn drain(ctl: &Controller, url: &str) -> Result<usize, String> {
     let mut handled = 0;
     while handled < ROUND {
@@ -56,9 +58,10 @@ pub async fn drain(ctl: &Controller, url: &str) -> Result<usize, String> {
             .receive_message()
             .queue_url(url)
             .max_number_of_messages(10)
-            .wait_time_seconds(0)
-            // Long enough to record and delete them; back afterwards if not.
-            .visibility_timeout(60)
+            .wait_time_seconds(if handled == 0 { LONG_POLL_SECONDS } else { 0 })
+            // Long enough to record and delete them; should the controller
+            // die first, they are back (and drained) 30 s later.
+            .visibility_timeout(30)
             .send()
             .await
             .map_err(|e| muster_common::retry::describe(&e))?;
@@ -88,6 +91,12 @@ pub async fn drain(ctl: &Controller, url: &str) -> Result<usize, String> {
                 "tasks found in the dead-letter queue still wait for a worker; queueing them again"
             );
             ctl.wake.notify_one();
+        }
+        if found > requeued {
+            tracing::info!(
+                messages = found - requeued,
+                "dead letters of tasks that no longer wait for them deleted"
+            );
         }
         delete(ctl, url, messages).await?;
         handled += messages.len();

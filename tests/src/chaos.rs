@@ -466,10 +466,12 @@ async fn check(system: &mut System, id: &str, campaign: &muster_proto::v1::Campa
 }
 
 /// Nothing left leased or waiting in the store, and both queues drained
-/// (workers delete duplicate messages as they meet them).
+/// (workers delete duplicate messages as they meet them; the controller
+/// drains dead letters, whose receives the sim may drop too, hiding them
+/// for the drain's 30 s visibility timeout).
 async fn check_drained(system: &System, report: &mut Report) {
     let sqs = aws_sdk_sqs::Client::new(&system.sb.hub_config(EAST));
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let store = open_tasks(system).await;
         let main = depth(&sqs, &system.fleet.queue_url).await;

@@ -29,13 +29,7 @@ pub fn to_enqueue(conn: &Connection, limit: usize) -> StoreResult<Vec<Due>> {
          WHERE t.state = ?1 AND t.enqueued_attempt < t.attempt
          ORDER BY t.kind, t.created_ms LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![task_state::QUEUED, limit as i64], |r| {
-        Ok(Due {
-            task: task_ref(r)?,
-            account_id: r.get(3)?,
-            region: r.get(4)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![task_state::QUEUED, limit as i64], due)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
@@ -58,6 +52,16 @@ pub fn unqueued(
         task_ref,
     )?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// A task due on the queue from a row of (campaign_id, id, attempt,
+/// account_id, region).
+fn due(r: &rusqlite::Row<'_>) -> rusqlite::Result<Due> {
+    Ok(Due {
+        task: task_ref(r)?,
+        account_id: r.get(3)?,
+        region: r.get(4)?,
+    })
 }
 
 /// A TaskRef from a row of (campaign_id, id, attempt).
@@ -119,13 +123,7 @@ pub fn overdue(conn: &Connection, cutoff_ms: i64, limit: usize) -> StoreResult<V
            AND COALESCE(t.enqueued_ms, 0) < ?2
          ORDER BY t.enqueued_ms LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![task_state::QUEUED, cutoff_ms, limit as i64], |r| {
-        Ok(Due {
-            task: task_ref(r)?,
-            account_id: r.get(3)?,
-            region: r.get(4)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![task_state::QUEUED, cutoff_ms, limit as i64], due)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
