@@ -187,6 +187,10 @@ pub enum FaultKind {
     Drop,
     /// Answer `delay_ms` late (past a client's timeout, if long enough).
     Slow,
+    /// SQS ReceiveMessage only, after the call: the answer arrives, and the
+    /// messages in it are visible again at once, so another receive gets
+    /// them too (the duplicate delivery SQS standard queues allow).
+    Duplicate,
 }
 
 /// How simulated commands run.
@@ -200,6 +204,19 @@ pub enum ExecMode {
     /// lines with `pwsh` when it is installed). Instances whose tags script
     /// an outcome (exit code, hang, output size, undeliverable) keep it.
     Real,
+}
+
+impl FaultKind {
+    /// The kind as the configuration spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Error500 => "error500",
+            Self::Error503 => "error503",
+            Self::Drop => "drop",
+            Self::Slow => "slow",
+            Self::Duplicate => "duplicate",
+        }
+    }
 }
 
 impl Tunables {
@@ -226,6 +243,13 @@ impl Tunables {
             if fault.kind == FaultKind::Slow && fault.delay_ms == 0 {
                 return Err(format!(
                     "faults[{i}].delay_ms: a slow fault needs a delay of at least 1 ms"
+                ));
+            }
+            if fault.kind == FaultKind::Duplicate
+                && (fault.service != "sqs" || fault.api != "ReceiveMessage" || fault.when != FaultWhen::After)
+            {
+                return Err(format!(
+                    "faults[{i}].kind: duplicate applies to service \"sqs\", api \"ReceiveMessage\", when \"after\" only"
                 ));
             }
         }

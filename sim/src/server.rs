@@ -120,12 +120,18 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
 
     let tunables = state.tunables();
     let fault = state.faults.pick(&tunables.faults, service, &api);
+    // A duplicate delivery needs the request again after it was served.
+    let duplicate = fault
+        .as_ref()
+        .is_some_and(|rule| rule.kind == FaultKind::Duplicate)
+        .then(|| (parts.headers.clone(), body.clone()));
     let (before, after) = match fault {
         Some(rule) if rule.when == FaultWhen::After => (None, Some(rule)),
         rule => (rule, None),
     };
     if let Some(rule) = before {
         state.count(service, &api, "fault");
+        state.count(service, &api, &format!("fault:{}", rule.kind.name()));
         // A slow fault before the call only delays it: it is served late.
         if let Some(answer) = injected(&rule, service, protocol).await {
             return answer;
@@ -192,11 +198,54 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
     if let Some(rule) = after {
         // The call took effect; the caller is told otherwise, or late.
         state.count(service, &api, "fault_after");
+        state.count(service, &api, &format!("fault_after:{}", rule.kind.name()));
+        if let Some((headers, request)) = duplicate {
+            return Ok(redeliver(&state, &headers, &request, response).await);
+        }
         if let Some(answer) = injected(&rule, service, protocol).await {
             return answer;
         }
     }
     Ok(response)
+}
+
+/// Makes the messages of a ReceiveMessage answer visible again at once (one
+/// ChangeMessageVisibilityBatch to moto), so the next receive delivers them
+/// a second time while the first receiver still holds them; the answer
+/// itself goes to the caller unchanged. Only the JSON protocol is read.
+async fn redeliver(state: &SimState, headers: &http::HeaderMap, request: &Bytes, response: Resp) -> Resp {
+    let (parts, body) = response.into_parts();
+    let Ok(collected) = body.collect().await;
+    let bytes = collected.to_bytes();
+    let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let queue_url = serde_json::from_slice::<serde_json::Value>(request)
+        .ok()
+        .and_then(|r| r.get("QueueUrl").and_then(|u| u.as_str()).map(str::to_owned));
+    let entries: Vec<serde_json::Value> = answer
+        .get("Messages")
+        .and_then(|m| m.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("ReceiptHandle").and_then(|h| h.as_str()))
+        .enumerate()
+        .map(|(i, handle)| serde_json::json!({"Id": i.to_string(), "ReceiptHandle": handle, "VisibilityTimeout": 0}))
+        .collect();
+    if let (Some(queue_url), false) = (queue_url, entries.is_empty()) {
+        let mut headers = headers.clone();
+        headers.remove(http::header::CONTENT_LENGTH);
+        headers.insert(
+            "x-amz-target",
+            http::HeaderValue::from_static("AmazonSQS.ChangeMessageVisibilityBatch"),
+        );
+        let change = serde_json::json!({"QueueUrl": queue_url, "Entries": entries}).to_string();
+        let changed = forward(state, "sqs", "", http::Method::POST, "/", &headers, Bytes::from(change)).await;
+        if changed.status().is_success() {
+            state.count("sqs", "ReceiveMessage", "redelivered");
+        } else {
+            tracing::warn!(status = %changed.status(), "a duplicate delivery was not arranged");
+        }
+    }
+    http::Response::from_parts(parts, Full::new(bytes))
 }
 
 /// What an injected fault answers instead of the real answer; `None` for a
@@ -218,6 +267,8 @@ async fn injected(rule: &FaultRule, service: &str, protocol: Protocol) -> Option
             tokio::time::sleep(std::time::Duration::from_millis(rule.delay_ms)).await;
             None
         }
+        // The answer goes through; `redeliver` did the rest.
+        FaultKind::Duplicate => None,
     }
 }
 

@@ -208,3 +208,71 @@ async fn the_audit_log_records_every_accepted_send() {
     let body: serde_json::Value = reqwest_like_get(&format!("{}/_sim/audit", w.sb.endpoint())).await;
     assert_eq!(body["entries"].as_array().map(Vec::len), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_fault_delivers_a_received_message_twice() {
+    let w = World::new().await;
+    let sqs = aws_sdk_sqs::Client::new(&w.sb.hub_config(REGION));
+    let queue = &w.fleet.queue_url;
+    sqs.send_message()
+        .queue_url(queue)
+        .message_body("task")
+        .send()
+        .await
+        .expect("SendMessage");
+    w.sb.tune(|t| {
+        t.faults = vec![FaultRule {
+            service: "sqs".into(),
+            api: "ReceiveMessage".into(),
+            kind: FaultKind::Duplicate,
+            probability: 1.0,
+            every: None,
+            limit: Some(1),
+            when: FaultWhen::After,
+            delay_ms: 0,
+        }]
+    });
+    let receive = || async {
+        sqs.receive_message()
+            .queue_url(queue)
+            .visibility_timeout(60)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("ReceiveMessage")
+            .messages
+            .unwrap_or_default()
+    };
+    let first = receive().await;
+    let second = receive().await;
+    assert_eq!(first.len(), 1, "the first receive gets the message");
+    assert_eq!(
+        second.len(),
+        1,
+        "and, within its visibility timeout, so does the second"
+    );
+    assert_eq!(first[0].message_id, second[0].message_id, "the same message");
+    assert_ne!(
+        first[0].receipt_handle, second[0].receipt_handle,
+        "with its own receipt handle"
+    );
+    assert!(receive().await.is_empty(), "the limit of one duplicate was reached");
+    assert_eq!(w.sb.count("sqs", "ReceiveMessage", "redelivered"), 1);
+}
+
+#[test]
+fn a_duplicate_fault_is_refused_outside_sqs_receives() {
+    let mut tunables = test_tunables();
+    tunables.faults = vec![FaultRule {
+        service: "ssm".into(),
+        api: "SendCommand".into(),
+        kind: FaultKind::Duplicate,
+        probability: 1.0,
+        every: None,
+        limit: None,
+        when: FaultWhen::After,
+        delay_ms: 0,
+    }];
+    let error = tunables.validate().expect_err("refused");
+    assert!(error.starts_with("faults[0].kind: duplicate applies to"), "{error}");
+}
