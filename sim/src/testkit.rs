@@ -66,12 +66,40 @@ pub fn venv_python() -> PathBuf {
     venv.join("bin").join("python")
 }
 
-/// A free loopback port (bound and released; good enough for tests).
+/// A loopback port for a test server that nobody else will take before the
+/// server binds it. Ports come from below the kernel's ephemeral range (so
+/// no `bind(0)` or outgoing connection is handed one meanwhile), each held
+/// through an exclusive lock file until this process exits (so parallel
+/// test processes never share one), and checked free by a bind.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next().and_then(|low| low.parse::<u32>().ok()))
+        .unwrap_or(32_768);
+    let (low, high) = (10_000u32, ephemeral_low.clamp(12_000, 65_536));
+    let dir = std::env::temp_dir().join("muster-test-ports");
+    std::fs::create_dir_all(&dir).expect("a directory for port locks");
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let Ok(lock) = std::fs::File::create(dir.join(port.to_string())) else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        let port = u16::try_from(port).expect("ports fit in u16");
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().expect("port locks").push(lock);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
 }
 
 impl MotoProcess {
