@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod config;
+pub mod crash;
 pub mod domain;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;

@@ -150,6 +150,7 @@ async fn send(ctl: &Controller, due: &[Due]) -> Result<Vec<TaskRef>, String> {
         .send()
         .await
         .map_err(|e| muster_common::retry::describe(&e))?;
+    muster_common::crash::point("controller.after_enqueue");
     for failed in answer.failed() {
         tracing::warn!(
             entry = failed.id(),

@@ -223,6 +223,9 @@ impl System {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("RUST_LOG", "info,muster_worker=debug,muster_controller=debug")
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
+            // Anything a process leaves in its working directory (a core
+            // file after a crash point) stays out of the repository.
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log);
@@ -232,6 +235,11 @@ impl System {
     /// Starts (or restarts) the controller on its ports and data directory,
     /// and waits until it answers.
     pub async fn start_controller(&mut self) {
+        self.start_controller_with(&[]).await;
+    }
+
+    /// Starts the controller with more environment (a crash point, say).
+    pub async fn start_controller_with(&mut self, env: &[(&str, &str)]) {
         self.controller_starts += 1;
         let files = &self.creds.files;
         let mut command = self.command(
@@ -240,6 +248,7 @@ impl System {
             &format!("controller-{}", self.controller_starts),
         );
         command
+            .envs(env.iter().copied())
             .env("MUSTER_API_TOKENS", self.creds.token_entries().join(","))
             .args(["--tls-cert", &files.controller_cert.display().to_string()])
             .args(["--tls-key", &files.controller_key.display().to_string()])
@@ -307,12 +316,18 @@ impl System {
 
     /// Starts a worker; returns its index.
     pub fn start_worker(&mut self) -> usize {
+        self.start_worker_with(&[])
+    }
+
+    /// Starts a worker with more environment (a crash point, say).
+    pub fn start_worker_with(&mut self, env: &[(&str, &str)]) -> usize {
         let index = self.workers.len();
         let name = format!("worker-{index}");
         let metrics_port = free_port();
         self.worker_metrics_ports.push(metrics_port);
         let child = self
             .command("muster-worker", "worker", &name)
+            .envs(env.iter().copied())
             .env("MUSTER_TLS_CA", &self.creds.files.ca)
             .env("MUSTER_TLS_CERT", &self.creds.files.worker_cert)
             .env("MUSTER_TLS_KEY", &self.creds.files.worker_key)
@@ -353,6 +368,22 @@ impl System {
     /// How many workers have been started (running or not).
     pub fn worker_count(&self) -> usize {
         self.workers.len()
+    }
+
+    /// If the controller exited by itself (a crash point), how; it then
+    /// counts as not running.
+    pub fn reap_controller(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.controller.as_mut()?.try_wait().ok()??;
+        self.controller = None;
+        Some(status)
+    }
+
+    /// If a worker exited by itself (a crash point), how; it then counts as
+    /// not running.
+    pub fn reap_worker(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+        let status = self.workers.get_mut(index)?.1.as_mut()?.try_wait().ok()??;
+        self.workers[index].1 = None;
+        Some(status)
     }
 
     /// The controller's process id, while it runs.

@@ -320,3 +320,103 @@ async fn cancel_reaches_a_command_whose_worker_died() {
     }
     assert_ran_once(&mut system, &id, &campaign).await;
 }
+
+/// Waits until the process that `reap` watches exits by itself (its crash
+/// point), and returns how.
+async fn until_crashed(
+    system: &mut System,
+    what: &str,
+    mut reap: impl FnMut(&mut System) -> Option<std::process::ExitStatus>,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = reap(system) {
+            assert!(!status.success(), "{what} aborted at its crash point: {status}");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not reach its crash point:\n{}",
+            system.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_dead_between_send_command_and_report_dispatch_costs_no_second_send() {
+    // The worker aborts right after SSM accepted its SendCommand, before the
+    // controller heard of the command: the next attempt must find it by its
+    // Comment and adopt it, not send it again.
+    let mut system = System::start(
+        &fleets::uniform(6, 0, 3.0),
+        SystemOptions {
+            workers: 0,
+            lease_ttl: 5,
+            ..Default::default()
+        },
+    )
+    .await;
+    let doomed = system.start_worker_with(&[("MUSTER_CRASH_AT", "worker.after_send@1")]);
+    let spec = script_spec(&[system.account("only")], &[EAST], &["echo once"], &[], "ext-uniform");
+    let id = submit(&mut system.client, spec).await;
+    until_crashed(&mut system, "the worker", |s| s.reap_worker(doomed)).await;
+    assert_eq!(
+        system.sb.audit().len(),
+        1,
+        "SSM took the one command before the worker died"
+    );
+    system.start_worker();
+    let campaign = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
+    assert_eq!(campaign.counters.unwrap().success, 6, "{}", system.logs());
+    assert_ran_once(&mut system, &id, &campaign).await;
+    assert_eq!(system.sb.audit().len(), 1, "and no second command was sent");
+    assert!(
+        system
+            .logs()
+            .contains("adopting a command an earlier attempt sent but never reported"),
+        "the next attempt says it adopted the command"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_dead_around_its_commits_and_sends_loses_and_repeats_nothing() {
+    // The controller aborts right after a store commit (the writes are
+    // durable, their callers never told), right before one (the writes are
+    // lost, their callers never told) and right after an SQS send (the
+    // messages are out, the store does not know): each time it comes back,
+    // and the campaign still runs every instance once.
+    let mut system = System::start(
+        &fleets::uniform(12, 2, 2.0),
+        SystemOptions {
+            workers: 2,
+            lease_ttl: 5,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["echo once"], &[], "ext-uniform");
+    spec.rate = Some(RateControl {
+        batch_size: 2,
+        max_concurrency: "4".into(),
+        ..Default::default()
+    });
+    let id = submit(&mut system.client, spec).await;
+    for point in [
+        "controller.after_enqueue@1",
+        "store.after_commit@5",
+        "store.before_commit@5",
+    ] {
+        system.kill_controller();
+        system.start_controller_with(&[("MUSTER_CRASH_AT", point)]).await;
+        until_crashed(&mut system, point, System::reap_controller).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    system.start_controller().await;
+    let campaign = wait_done(&mut system.client, &id, Duration::from_secs(180)).await;
+    let counters = campaign.counters.unwrap();
+    assert_eq!((counters.success, counters.failed), (10, 2), "{}", system.logs());
+    assert_ran_once(&mut system, &id, &campaign).await;
+    let crashes = system.logs().matches("reached on pass").count();
+    assert_eq!(crashes, 3, "each controller said where it died");
+}

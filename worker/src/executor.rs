@@ -172,6 +172,7 @@ async fn dispatch(
     while !unsent.is_empty() {
         let error = match send(target, spec, &unsent, &|| lease.may_send()).await {
             Ok(command_id) => {
+                muster_common::crash::point("worker.after_send");
                 record_dispatch(ctx, lease, &command_id, &unsent, false).await?;
                 commands.push(Tracked {
                     command_id,

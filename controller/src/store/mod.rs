@@ -197,8 +197,12 @@ fn write_loop(mut conn: Connection, mut jobs: mpsc::UnboundedReceiver<WriteJob>)
             }
         };
         let replies: Vec<Box<dyn FnOnce() + Send>> = group.into_iter().map(|job| job(&txn)).collect();
+        muster_common::crash::point("store.before_commit");
         match txn.commit() {
-            Ok(()) => replies.into_iter().for_each(|reply| reply()),
+            Ok(()) => {
+                muster_common::crash::point("store.after_commit");
+                replies.into_iter().for_each(|reply| reply());
+            }
             Err(error) => {
                 // The callers' senders drop unanswered: each sees Closed and
                 // retries or fails its RPC; nothing was acknowledged.
