@@ -1,9 +1,11 @@
 //! The chaos soak (issue 16): many seeded scenarios of `muster_tests::chaos`,
 //! each a whole campaign under process faults (SIGKILL and SIGSTOP of the
 //! controller and workers, a worker killed right after a SendCommand,
-//! outages past the lease TTL and the dead-letter horizon) and AWS faults
-//! (answers lost after SendCommand, SendMessageBatch, ReceiveMessage and
-//! AssumeRole took effect, 503s, throttling storms, expiring sessions).
+//! outages past the lease TTL and the dead-letter horizon, crashes at
+//! crash points: after a store commit, before one, after an SQS send, after
+//! a SendCommand) and AWS faults (answers lost or late after SendCommand,
+//! SendMessageBatch, ReceiveMessage and AssumeRole took effect, duplicate
+//! deliveries, 503s, throttling storms, expiring sessions).
 //! Prints one line per scenario and a table for BENCHMARKS.md: scenarios,
 //! faults by kind, duplicate sends, lost results, stuck campaigns, and the
 //! makespan with faults against the same seeds' campaigns without them.
@@ -11,15 +13,20 @@
 //!     cargo build --bins
 //!     cargo bench -p muster-tests --bench chaos_soak
 //!
-//! MUSTER_CHAOS_SCENARIOS (default 100), MUSTER_CHAOS_FIRST_SEED (1000) and
-//! MUSTER_CHAOS_CALM (how many seeds also run without faults, default 10).
+//! MUSTER_CHAOS_SCENARIOS (default 100), MUSTER_CHAOS_FIRST_SEED (1000),
+//! MUSTER_CHAOS_CALM (how many seeds also run without faults, default 10),
+//! MUSTER_CHAOS_LONG_EVERY (every n-th seed adds a controller outage of
+//! 3 minutes or more against the real redrive, default 10; 0 for none) and
+//! MUSTER_CHAOS_PARALLEL (scenarios at once, each its own sandbox and
+//! processes, default 2).
 //! A failing seed replays with
 //! `MUSTER_CHAOS_SEED=<seed> cargo nextest run -p muster-tests --test chaos chaos_seed_1`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use muster_tests::chaos;
+use futures::StreamExt as _;
+use muster_tests::chaos::{self, Mode, Report};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -30,21 +37,32 @@ fn median(mut values: Vec<Duration>) -> Duration {
     values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
+/// One seed: its run with faults and, for the first seeds, without.
+struct Outcome {
+    seed: u64,
+    mode: Mode,
+    report: Report,
+    calm: Option<Report>,
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let scenarios = env("MUSTER_CHAOS_SCENARIOS", 100);
     let first = env("MUSTER_CHAOS_FIRST_SEED", 1000);
     let calm_runs = env("MUSTER_CHAOS_CALM", 10).min(scenarios);
+    let long_every = env("MUSTER_CHAOS_LONG_EVERY", 10);
+    let parallel = env("MUSTER_CHAOS_PARALLEL", 2).max(1);
     let started = Instant::now();
-    let mut faults: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut duplicates, mut lost, mut stuck, mut failed) = (0, 0, 0, Vec::new());
-    let mut with_faults = Vec::new();
-    let mut calm = Vec::new();
-    let mut faulted_of_calm = Vec::new();
-    for seed in first..first + scenarios {
-        let report = chaos::run(seed, true).await;
+    // Scenarios wait on processes most of the time: several share the two
+    // runtime threads (polled together here, not spawned: the sandbox's
+    // futures are not all Send).
+    let scenario = |seed: u64| async move {
+        let long = long_every > 0 && (seed - first) % long_every == long_every - 1;
+        let mode = if long { Mode::LongOutage } else { Mode::Faults };
+        let report = chaos::run(seed, mode).await;
         println!(
-            "seed {seed}: {} in {:.1}s, {} duplicates, {} lost, stuck {}; {:?}",
+            "seed {seed}{}: {} in {:.1}s, {} duplicates, {} lost, stuck {}; {:?}",
+            if long { " (long outage)" } else { "" },
             if report.ok() { "ok" } else { "FAILED" },
             report.makespan.as_secs_f64(),
             report.duplicates,
@@ -52,6 +70,37 @@ async fn main() {
             report.stuck,
             report.faults
         );
+        let calm = if seed < first + calm_runs && !long {
+            let quiet = chaos::run(seed, Mode::Calm).await;
+            println!("seed {seed} without faults: {:.1}s", quiet.makespan.as_secs_f64());
+            Some(quiet)
+        } else {
+            None
+        };
+        Outcome {
+            seed,
+            mode,
+            report,
+            calm,
+        }
+    };
+    let mut outcomes: Vec<Outcome> = futures::stream::iter(first..first + scenarios)
+        .map(scenario)
+        .buffer_unordered(parallel as usize)
+        .collect()
+        .await;
+    outcomes.sort_by_key(|o| o.seed);
+
+    let mut faults: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut duplicates, mut lost, mut stuck, mut failed) = (0, 0, 0, Vec::new());
+    let (mut with_faults, mut calm, mut faulted_of_calm, mut long) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for Outcome {
+        seed,
+        mode,
+        report,
+        calm: quiet,
+    } in &outcomes
+    {
         for (kind, n) in &report.faults {
             *faults.entry(kind.clone()).or_default() += n;
         }
@@ -59,31 +108,34 @@ async fn main() {
         lost += report.lost;
         stuck += usize::from(report.stuck);
         if !report.ok() {
-            failed.push(seed);
+            failed.push(*seed);
+        } else if *mode == Mode::LongOutage {
+            long.push(report.makespan);
         } else {
             with_faults.push(report.makespan);
         }
-        if seed < first + calm_runs {
-            let quiet = chaos::run(seed, false).await;
-            println!("seed {seed} without faults: {:.1}s", quiet.makespan.as_secs_f64());
-            if quiet.ok() && report.ok() {
-                calm.push(quiet.makespan);
-                faulted_of_calm.push(report.makespan);
-            }
+        if let Some(quiet) = quiet
+            && quiet.ok()
+            && report.ok()
+        {
+            calm.push(quiet.makespan);
+            faulted_of_calm.push(report.makespan);
         }
     }
     println!(
-        "\n| scenarios | failed | duplicate sends | lost results | stuck campaigns | median makespan with faults | same seeds without | ratio | wall |"
+        "\n| scenarios | of them with a 3-min outage | failed | duplicate sends | lost results | stuck campaigns | median makespan with faults | same seeds without | ratio | with a 3-min outage | wall |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let (with, without) = (median(faulted_of_calm), median(calm));
     println!(
-        "| {scenarios} | {} | {duplicates} | {lost} | {stuck} | {:.1} s (all: {:.1} s) | {:.1} s | {:.2} | {:.0} min |",
+        "| {scenarios} | {} | {} | {duplicates} | {lost} | {stuck} | {:.1} s (all: {:.1} s) | {:.1} s | {:.2} | {:.1} s | {:.0} min |",
+        outcomes.iter().filter(|o| o.mode == Mode::LongOutage).count(),
         failed.len(),
         with.as_secs_f64(),
         median(with_faults).as_secs_f64(),
         without.as_secs_f64(),
         with.as_secs_f64() / without.as_secs_f64().max(0.001),
+        median(long).as_secs_f64(),
         started.elapsed().as_secs_f64() / 60.0
     );
     println!("\n| fault | injected |\n|---|---|");

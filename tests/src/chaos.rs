@@ -67,7 +67,20 @@ pub enum Action {
     KillController { after: Duration },
     /// SIGSTOP the controller, SIGCONT it `for_` later.
     PauseController { for_: Duration },
+    /// Restart the controller armed to abort at its `nth` pass of a crash
+    /// point (after a store commit, before one, after an SQS send); it is
+    /// started again a second after it dies.
+    CrashController { point: &'static str, nth: u64 },
+    /// Replace a worker by one that aborts right after its first accepted
+    /// SendCommand, before ReportDispatch.
+    CrashWorkerAfterSend,
+    /// SIGKILL the controller for longer than the real dead-letter horizon
+    /// (5 receives x 30 s), then start it again.
+    LongOutage { for_: Duration },
 }
+
+/// The controller's crash points a plan may arm.
+const CONTROLLER_POINTS: [&str; 3] = ["store.after_commit", "store.before_commit", "controller.after_enqueue"];
 
 impl Action {
     fn kind(&self) -> &'static str {
@@ -77,6 +90,9 @@ impl Action {
             Self::PauseWorker { .. } => "worker SIGSTOP",
             Self::KillController { .. } => "controller SIGKILL",
             Self::PauseController { .. } => "controller SIGSTOP",
+            Self::CrashController { .. } => "controller armed to crash",
+            Self::CrashWorkerAfterSend => "worker armed to crash after SendCommand",
+            Self::LongOutage { .. } => "controller outage past the dead-letter horizon",
         }
     }
 }
@@ -90,18 +106,34 @@ pub struct Plan {
     pub tunables: Tunables,
     /// Process faults: wait, then act.
     pub actions: Vec<(Duration, Action)>,
+    /// The queue keeps the hub's real redrive (5 receives x 30 s) instead of
+    /// the shortened one, for an outage longer than it.
+    pub real_redrive: bool,
 }
 
-/// Draws the plan of `seed`; without `faults`, the same campaign calm.
-pub fn plan(seed: u64, faults: bool) -> Plan {
+/// How much of the chaos a scenario gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The same campaign without faults: the baseline of the makespan.
+    Calm,
+    /// The seed's faults.
+    Faults,
+    /// The seed's faults and a controller outage of 3 minutes or more, past
+    /// the real dead-letter horizon (a benchmark: too long for CI).
+    LongOutage,
+}
+
+/// Draws the plan of `seed` in `mode`.
+pub fn plan(seed: u64, mode: Mode) -> Plan {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut tunables = test_tunables();
     tunables.fault_seed = Some(seed);
-    if !faults {
+    if mode == Mode::Calm {
         return Plan {
             seed,
             tunables,
             actions: Vec::new(),
+            real_redrive: false,
         };
     }
     let rule = |service: &str, api: &str, kind, probability: f64, when| FaultRule {
@@ -113,6 +145,11 @@ pub fn plan(seed: u64, faults: bool) -> Plan {
         limit: None,
         when,
         delay_ms: 0,
+    };
+    let slow = |service: &str, api: &str, probability: f64, delay_ms: u64, limit| FaultRule {
+        delay_ms,
+        limit,
+        ..rule(service, api, FaultKind::Slow, probability, FaultWhen::After)
     };
     let mut faults = vec![
         // Answers lost after SSM ran the command.
@@ -146,6 +183,32 @@ pub fn plan(seed: u64, faults: bool) -> Plan {
             FaultKind::Drop,
             rng.random_range(0.0..0.1),
             FaultWhen::After,
+        ),
+        // Duplicate deliveries as SQS makes them: a received message is
+        // visible again at once, and another receive gets it too.
+        rule(
+            "sqs",
+            "ReceiveMessage",
+            FaultKind::Duplicate,
+            rng.random_range(0.0..0.15),
+            FaultWhen::After,
+        ),
+        // A received message handed over late, its visibility running.
+        slow(
+            "sqs",
+            "ReceiveMessage",
+            rng.random_range(0.0..0.1),
+            rng.random_range(500..4_000),
+            None,
+        ),
+        // Once in a while, a SendCommand answered after the worker's 30 s
+        // attempt timeout: it ran, and the worker gave up on the answer.
+        slow(
+            "ssm",
+            "SendCommand",
+            if rng.random_bool(0.25) { 0.2 } else { 0.0 },
+            31_000,
+            Some(1),
         ),
         rule(
             "ssm",
@@ -200,23 +263,39 @@ pub fn plan(seed: u64, faults: bool) -> Plan {
             },
             // Sometimes an outage longer than two lease TTLs and the
             // (shortened) dead-letter horizon.
-            5..=7 => Action::KillController {
+            5..=6 => Action::KillController {
                 after: Duration::from_millis(if rng.random_bool(0.3) {
                     rng.random_range(11_000..15_000)
                 } else {
                     rng.random_range(500..4_000)
                 }),
             },
-            _ => Action::PauseController {
+            7 => Action::PauseController {
                 for_: Duration::from_millis(rng.random_range(1_000..7_000)),
             },
+            8 => Action::CrashController {
+                point: CONTROLLER_POINTS[rng.random_range(0..CONTROLLER_POINTS.len())],
+                nth: rng.random_range(1..40),
+            },
+            _ => Action::CrashWorkerAfterSend,
         };
         actions.push((at, action));
+    }
+    if mode == Mode::LongOutage {
+        // Early, while most of the campaign waits; the other faults follow
+        // once the controller is back, spaced as drawn.
+        let at = Duration::from_millis(rng.random_range(1_000..4_000));
+        let for_ = Duration::from_secs(rng.random_range(180..200));
+        for (later, _) in &mut actions {
+            *later += at + for_;
+        }
+        actions.insert(0, (at, Action::LongOutage { for_ }));
     }
     Plan {
         seed,
         tunables,
         actions,
+        real_redrive: mode == Mode::LongOutage,
     }
 }
 
@@ -247,9 +326,9 @@ impl Report {
     }
 }
 
-/// Runs the scenario of `seed` (with or without its faults) and checks it.
-pub async fn run(seed: u64, faults: bool) -> Report {
-    let plan = plan(seed, faults);
+/// Runs the scenario of `seed` in `mode` and checks it.
+pub async fn run(seed: u64, mode: Mode) -> Report {
+    let plan = plan(seed, mode);
     eprintln!(
         "chaos scenario seed {seed} (replay: MUSTER_CHAOS_SEED={seed}): {:?}",
         plan.actions
@@ -264,7 +343,9 @@ pub async fn run(seed: u64, faults: bool) -> Report {
         },
     )
     .await;
-    shorten_redrive(&system).await;
+    if !plan.real_redrive {
+        shorten_redrive(&system).await;
+    }
     let mut report = Report {
         seed,
         ..Default::default()
@@ -281,7 +362,10 @@ pub async fn run(seed: u64, faults: bool) -> Report {
     let mut live: Vec<usize> = (0..system.worker_count()).collect();
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     for (at, action) in &plan.actions {
-        tokio::time::sleep((started + *at).saturating_duration_since(Instant::now())).await;
+        while Instant::now() < started + *at {
+            revive(&mut system, &mut live, &mut report).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         *report.faults.entry(action.kind().to_owned()).or_default() += 1;
         act(&mut system, &mut live, &mut rng, *action).await;
     }
@@ -293,7 +377,7 @@ pub async fn run(seed: u64, faults: bool) -> Report {
         live.push(system.start_worker());
     }
 
-    let campaign = match settle(&mut system, &id).await {
+    let campaign = match settle(&mut system, &mut live, &mut report, &id).await {
         Some(campaign) => campaign,
         None => {
             report.stuck = true;
@@ -343,8 +427,12 @@ fn signal(pid: Option<u32>, signal: &str) {
     }
 }
 
+/// A position in `live`, if any worker runs.
+fn pick(live: &[usize], rng: &mut StdRng) -> Option<usize> {
+    (!live.is_empty()).then(|| rng.random_range(0..live.len()))
+}
+
 async fn act(system: &mut System, live: &mut Vec<usize>, rng: &mut StdRng, action: Action) {
-    let pick = |live: &Vec<usize>, rng: &mut StdRng| (!live.is_empty()).then(|| rng.random_range(0..live.len()));
     match action {
         Action::KillWorker { after } => {
             if let Some(i) = pick(live, rng) {
@@ -384,12 +472,61 @@ async fn act(system: &mut System, live: &mut Vec<usize>, rng: &mut StdRng, actio
             tokio::time::sleep(for_).await;
             signal(pid, "-CONT");
         }
+        Action::CrashController { point, nth } => {
+            system.kill_controller();
+            let armed = format!("{point}@{nth}");
+            system.start_controller_with(&[("MUSTER_CRASH_AT", &armed)]).await;
+        }
+        Action::CrashWorkerAfterSend => {
+            if let Some(i) = pick(live, rng) {
+                system.kill_worker(live.remove(i));
+            }
+            live.push(system.start_worker_with(&[("MUSTER_CRASH_AT", "worker.after_send@1")]));
+        }
+        Action::LongOutage { for_ } => {
+            system.kill_controller();
+            tokio::time::sleep(for_).await;
+            system.start_controller().await;
+        }
     }
 }
 
-async fn settle(system: &mut System, id: &str) -> Option<muster_proto::v1::Campaign> {
+/// Starts again, as ECS would, whatever died at its crash point, and counts
+/// the crash.
+async fn revive(system: &mut System, live: &mut Vec<usize>, report: &mut Report) {
+    if system.reap_controller().is_some() {
+        *report
+            .faults
+            .entry("controller crashed at its point".into())
+            .or_default() += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        system.start_controller().await;
+    }
+    let mut crashed = Vec::new();
+    for (position, index) in live.iter().enumerate() {
+        if system.reap_worker(*index).is_some() {
+            crashed.push(position);
+        }
+    }
+    for position in crashed.into_iter().rev() {
+        live.remove(position);
+        *report
+            .faults
+            .entry("worker crashed after SendCommand".into())
+            .or_default() += 1;
+        live.push(system.start_worker());
+    }
+}
+
+async fn settle(
+    system: &mut System,
+    live: &mut Vec<usize>,
+    report: &mut Report,
+    id: &str,
+) -> Option<muster_proto::v1::Campaign> {
     let deadline = Instant::now() + SETTLE;
     loop {
+        revive(system, live, report).await;
         if let Ok(answer) = system
             .client
             .get_campaign(muster_proto::v1::GetCampaignRequest { campaign_id: id.into() })
@@ -533,10 +670,21 @@ fn finish(mut report: Report, system: &System) -> Report {
         ("ssm", "ListCommandInvocations"),
         ("sts", "AssumeRole"),
     ] {
-        for (outcome, label) in [("fault_after", "answer lost after"), ("fault", "fault before")] {
-            let n = system.sb.count(service, api, outcome);
-            if n > 0 {
-                *report.faults.entry(format!("{api} {label}")).or_default() += n;
+        for kind in [
+            FaultKind::Error500,
+            FaultKind::Error503,
+            FaultKind::Drop,
+            FaultKind::Slow,
+            FaultKind::Duplicate,
+        ] {
+            for (when, label) in [("fault_after", "after the effect"), ("fault", "before")] {
+                let n = system.sb.count(service, api, &format!("{when}:{}", kind.name()));
+                if n > 0 {
+                    *report
+                        .faults
+                        .entry(format!("{api} {} {label}", kind.name()))
+                        .or_default() += n;
+                }
             }
         }
     }
@@ -567,4 +715,38 @@ fn finish(mut report: Report, system: &System) -> Report {
         );
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_draws_the_same_plan_every_time() {
+        for seed in [1, 29, 1049] {
+            let (first, again) = (plan(seed, Mode::Faults), plan(seed, Mode::Faults));
+            assert_eq!(format!("{first:?}"), format!("{again:?}"), "seed {seed}");
+        }
+        assert_ne!(
+            format!("{:?}", plan(1, Mode::Faults).actions),
+            format!("{:?}", plan(2, Mode::Faults).actions)
+        );
+    }
+
+    #[test]
+    fn a_calm_plan_has_no_faults_and_a_long_one_outlasts_the_real_redrive() {
+        let calm = plan(5, Mode::Calm);
+        assert!(calm.actions.is_empty() && calm.tunables.faults.is_empty());
+        let long = plan(5, Mode::LongOutage);
+        assert!(long.real_redrive);
+        let Some((at, Action::LongOutage { for_ })) = long.actions.first().copied() else {
+            panic!("the outage comes first: {:?}", long.actions);
+        };
+        assert!(for_ >= Duration::from_secs(180), "5 receives x 30 s is 150 s");
+        assert!(
+            long.actions[1..].iter().all(|(later, _)| *later >= at + for_),
+            "the other faults wait for the controller to be back"
+        );
+        assert!(long.tunables.validate().is_ok());
+    }
 }

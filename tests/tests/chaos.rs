@@ -15,7 +15,7 @@ fn seeds(default: &[u64]) -> Vec<u64> {
 
 async fn scenario(default: u64) {
     for seed in seeds(&[default]) {
-        let report = chaos::run(seed, true).await;
+        let report = chaos::run(seed, chaos::Mode::Faults).await;
         println!(
             "seed {seed}: {:?} in {:.1}s",
             report.faults,
@@ -35,11 +35,16 @@ async fn chaos_seed_1() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_seed_2() {
-    scenario(2).await;
+async fn chaos_seed_29() {
+    scenario(29).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_seed_3() {
     scenario(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_seed_33() {
+    scenario(33).await;
 }
