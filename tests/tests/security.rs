@@ -43,8 +43,25 @@ async fn queue_depth(stack: &Stack) -> (u32, u32) {
 }
 
 /// Puts `task` straight on the queue, as anyone with sqs:SendMessage could,
-/// and waits until a worker has taken it off and deleted it.
+/// and waits until a worker was refused its lease (and deleted it).
 async fn inject_and_wait_consumed(stack: &Stack, task: &TaskRef) {
+    // The workers count each message they handle by the lease answer; a
+    // refused one is never run, so its count is the positive signal.
+    let handled = |outcomes: &[&'static str]| -> u64 {
+        stack
+            .workers
+            .iter()
+            .flat_map(|w| outcomes.iter().map(|o| w.ctx.stats.handled(o)))
+            .sum()
+    };
+    const REFUSED: [&str; 5] = [
+        "unknown_task",
+        "finished",
+        "leased_elsewhere",
+        "stale_attempt",
+        "campaign_inactive",
+    ];
+    let (refused, granted) = (handled(&REFUSED), handled(&["granted"]));
     aws_sdk_sqs::Client::new(&stack.sb.hub_config(EAST))
         .send_message()
         .queue_url(&stack.fleet.queue_url)
@@ -53,19 +70,16 @@ async fn inject_and_wait_consumed(stack: &Stack, task: &TaskRef) {
         .await
         .expect("SendMessage");
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (visible, in_flight) = queue_depth(stack).await;
-        if visible + in_flight == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the injected message is still queued ({visible} visible, {in_flight} in flight)"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    while handled(&REFUSED) == refused {
+        assert!(Instant::now() < deadline, "no worker handled the injected message");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Give a (wrongly) started task time to reach SSM.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(handled(&["granted"]), granted, "the injected message was leased");
+    let (visible, in_flight) = queue_depth(stack).await;
+    assert_eq!(
+        visible, 0,
+        "and deleted ({in_flight} in flight while the delete is batched)"
+    );
 }
 
 /// One account with two instances, and no worker: tasks stay on the queue.
@@ -308,7 +322,7 @@ async fn a_campaign_outside_the_guardrails_is_refused_before_anything_is_enqueue
         .expect("list")
         .into_inner();
     assert!(listed.campaigns.is_empty(), "{:?}", listed.campaigns);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The dispatcher enqueues only what the store holds: nothing, ever.
     assert_eq!(queue_depth(&stack).await, (0, 0), "the queue is empty");
 
     // Inside the guardrails, the same controller takes it.

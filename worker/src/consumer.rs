@@ -283,6 +283,7 @@ async fn handle(runner: &Runner, queue: &Queue, message: Message) {
     let task_ref = match muster_proto::decode_task_ref(message.body().unwrap_or_default()) {
         Ok(task_ref) => task_ref,
         Err(error) => {
+            runner.ctx.stats.count_handled("malformed");
             tracing::warn!(message_id, %error, "malformed queue message; leaving it for the redrive policy");
             return;
         }
@@ -313,12 +314,14 @@ async fn leased(runner: &Runner, queue: &Queue, message: &Message, task_ref: Tas
     let answer = match answer {
         Ok(answer) => answer,
         Err(error) => {
+            ctx.stats.count_handled("unanswered");
             tracing::warn!(task_id, %error, "could not lease the task; the message will come back");
             return;
         }
     };
     let outcome = LeaseOutcome::try_from(answer.outcome).unwrap_or(LeaseOutcome::Unspecified);
     queue.delete(message);
+    ctx.stats.count_handled(outcome_label(outcome));
     match (outcome, answer.lease) {
         (LeaseOutcome::Granted, Some(lease)) => {
             for sibling in answer.same_account {
@@ -359,5 +362,19 @@ async fn leased(runner: &Runner, queue: &Queue, message: &Message, task_ref: Tas
                 "not running task; message deleted"
             );
         }
+    }
+}
+
+/// The metric label of a lease outcome: its proto name without the prefix,
+/// in lower case.
+fn outcome_label(outcome: LeaseOutcome) -> &'static str {
+    match outcome {
+        LeaseOutcome::Unspecified => "unspecified",
+        LeaseOutcome::Granted => "granted",
+        LeaseOutcome::LeasedElsewhere => "leased_elsewhere",
+        LeaseOutcome::Finished => "finished",
+        LeaseOutcome::StaleAttempt => "stale_attempt",
+        LeaseOutcome::CampaignInactive => "campaign_inactive",
+        LeaseOutcome::UnknownTask => "unknown_task",
     }
 }

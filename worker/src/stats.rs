@@ -27,6 +27,11 @@ struct ApiLabels {
     api: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
 /// Counters shared by every task of the process.
 #[derive(Debug)]
 pub struct Stats {
@@ -38,6 +43,7 @@ pub struct Stats {
     tasks_started: Counter,
     sqs_receive: Histogram,
     sqs_messages: Counter,
+    handled: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Stats {
@@ -52,6 +58,7 @@ impl Default for Stats {
             // 5 ms to ~41 s: a long poll with nothing to take lasts 20 s.
             sqs_receive: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             sqs_messages: Counter::default(),
+            handled: Family::default(),
         }
     }
 }
@@ -139,6 +146,18 @@ impl Stats {
         self.sqs_messages.inc_by(messages as u64);
     }
 
+    /// One queue message handled: the lease answer's outcome (`granted`,
+    /// `leased_elsewhere`, `finished`, ...), `malformed`, or `unanswered`
+    /// when the controller could not be asked (the message comes back).
+    pub fn count_handled(&self, outcome: &'static str) {
+        self.handled.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Queue messages handled with `outcome` so far.
+    pub fn handled(&self, outcome: &'static str) -> u64 {
+        self.handled.get_or_create(&OutcomeLabels { outcome }).get()
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn render(&self, extra: Extra) -> String {
         let mut registry = Registry::with_prefix("muster_worker");
@@ -158,6 +177,11 @@ impl Stats {
             self.batches_gauge.clone(),
         );
         registry.register("tasks_running", "Tasks leased and running", self.tasks_gauge.clone());
+        registry.register(
+            "messages_handled",
+            "Task queue messages handled, by what the lease answer said (granted, leased_elsewhere, finished, stale_attempt, campaign_inactive, unknown_task), malformed, or unanswered",
+            self.handled.clone(),
+        );
         registry.register("tasks_started", "Tasks leased and started", self.tasks_started.clone());
         registry.register(
             "credential_refreshes",

@@ -469,7 +469,14 @@ async fn unknown_task_ids_and_garbage_run_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Both were handled, and neither leased: a positive signal that nothing
+    // will run, not a pause.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while worker.ctx.stats.handled("unknown_task") == 0 || worker.ctx.stats.handled("malformed") == 0 {
+        assert!(std::time::Instant::now() < deadline, "both messages handled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(worker.ctx.stats.handled("granted"), 0, "nothing was leased");
     assert!(w.sb.audit().is_empty(), "nothing ran");
     assert_eq!(
         w.sb.count("sts", "AssumeRole", "ok"),
