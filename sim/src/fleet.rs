@@ -12,6 +12,7 @@
 //! | `muster-sim:agent` = `unmanaged` | SSM does not know the instance at all |
 //! | `muster-sim:delivery` = `undeliverable` | invocations end Undeliverable |
 //! | `muster-sim:hang` = `true` | the command never ends by itself (execution timeout) |
+//! | `muster-sim:stuck` = `true` | the agent is lost once the command starts: it stays InProgress for good; neither its timeouts nor CancelCommand reach it |
 //! | `muster-sim:reboot` = `true` | the command reboots the instance halfway and then finishes |
 
 use std::collections::HashMap;
@@ -50,6 +51,8 @@ pub struct Behaviour {
     pub undeliverable: bool,
     /// Commands never end by themselves.
     pub hang: bool,
+    /// Commands stay InProgress for good (the agent is lost mid-run).
+    pub stuck: bool,
     /// Commands reboot the instance halfway.
     pub reboot: bool,
 }
@@ -60,6 +63,7 @@ impl Behaviour {
     pub fn scripted(&self) -> bool {
         self.exit_code != 0
             || self.hang
+            || self.stuck
             || self.undeliverable
             || self.stdout_bytes.is_some()
             || self.stderr_bytes.is_some()
@@ -86,6 +90,7 @@ impl Behaviour {
             agent,
             undeliverable: tag("delivery") == Some("undeliverable"),
             hang: flag("hang"),
+            stuck: flag("stuck"),
             reboot: flag("reboot"),
         }
     }

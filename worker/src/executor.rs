@@ -25,11 +25,6 @@ use crate::reporter::{self, Ack};
 use crate::target::{CallError, Target, Unsent};
 use crate::{Context, TaskError, trace};
 
-/// Extra time past delivery and execution timeouts before giving up on SSM.
-const OVERDUE_MARGIN: Duration = Duration::from_secs(300);
-/// After cancelling an overdue command, how long SSM has to say where its
-/// instances ended before they are reported ERROR.
-const ABANDON_GRACE: Duration = Duration::from_secs(120);
 /// Unanswered SendCommands one attempt looks up and tries again after; past
 /// this the task fails (retryable) and the next attempt looks once more.
 const UNANSWERED_SENDS: u32 = 3;
@@ -134,7 +129,7 @@ pub async fn execute(
     // 3. Poll until every instance has a final status.
     let deadline_after =
         Duration::from_secs(u64::from(spec.delivery_timeout_seconds) + u64::from(spec.execution_timeout_seconds))
-            + OVERDUE_MARGIN;
+            + ctx.overdue_margin;
     ctx.stats.batches(1);
     let polled = poll(
         ctx,
@@ -467,12 +462,15 @@ async fn poll(
                         .await;
                     tracing::warn!(task_id, command_id = %command.command_id, cancelled = cancelled.is_ok(), "no final status in time; command cancelled");
                     command.abandoned = Some(Instant::now());
+                    // SSM's answer to a cancel comes soon: poll from the start.
+                    cadence = Cadence::new(None);
+                    next = started.elapsed() + cadence.wait(Duration::ZERO);
                 }
-                Some(at) if at.elapsed() > ABANDON_GRACE => {
+                Some(at) if at.elapsed() > ctx.abandon_grace => {
                     let why = format!(
                         "SSM gave no final status for command {} within {}s; it was cancelled",
                         command.command_id,
-                        (give_up_after + ABANDON_GRACE).as_secs()
+                        (give_up_after + ctx.abandon_grace).as_secs()
                     );
                     for id in std::mem::take(&mut command.pending) {
                         let mut result = unsent_result(&id, TargetStatus::Error, &why);

@@ -62,6 +62,12 @@ pub struct Context {
     pub stats: Arc<Stats>,
     /// Why the worker cannot take tasks now, if it cannot.
     pub not_ready: std::sync::Mutex<Option<String>>,
+    /// When SSM is still silent about a command this long past its delivery
+    /// and execution timeouts, the command is cancelled (5 minutes).
+    pub overdue_margin: std::time::Duration,
+    /// After that cancel, how long SSM has to say where the instances ended
+    /// before they are reported ERROR (2 minutes).
+    pub abandon_grace: std::time::Duration,
 }
 
 impl Context {
@@ -78,6 +84,8 @@ impl Context {
             durations: BatchDurations::default(),
             stats: Arc::new(Stats::default()),
             not_ready: std::sync::Mutex::new(None),
+            overdue_margin: std::time::Duration::from_secs(300),
+            abandon_grace: std::time::Duration::from_secs(120),
         }
     }
 

@@ -742,3 +742,73 @@ async fn a_send_waiting_out_throttling_is_not_made_once_the_lease_is_lost() {
     );
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_ssm_stays_silent_about_is_cancelled_then_reported_error() {
+    // One instance's agent is lost mid-run: SSM says InProgress for good,
+    // past every timeout, and the cancel never reaches it. The worker
+    // cancels the overdue command (so it cannot run on unseen), gives SSM
+    // its grace, then reports that instance ERROR naming the command.
+    let fleet = r#"
+name = "t"
+external_id = "ext-t"
+[[accounts]]
+name = "many"
+regions = ["us-east-1"]
+  [[accounts.instances]]
+  count = 2
+  tags = { Role = "web", "muster-sim:duration" = "0.5" }
+  [[accounts.instances]]
+  count = 1
+  tags = { Role = "lost", "muster-sim:stuck" = "true" }
+"#;
+    let w = World::new(fleet, Duration::from_secs(10)).await;
+    let worker = w
+        .start_worker_tuned(Duration::from_secs(5), |ctx| {
+            ctx.overdue_margin = Duration::from_secs(1);
+            ctx.abandon_grace = Duration::from_secs(2);
+        })
+        .await;
+    let mut ids = w.ids("many", EAST, "web");
+    let lost = w.ids("many", EAST, "lost");
+    ids.extend(lost.iter().cloned());
+    let mut task = w.execute_task("many", EAST, Platform::Linux, &ids, &["echo once"]);
+    let spec = task.execute.as_mut().unwrap();
+    spec.delivery_timeout_seconds = 30;
+    spec.execution_timeout_seconds = 2;
+    spec.parameters.get_mut("executionTimeout").unwrap().values = vec!["2".into()];
+    let task_id = task.task_id.clone();
+    w.ctl.add(task).await;
+    // 30 s delivery + 2 s execution + 1 s margin, found by a poll at most
+    // 20 s later, then the 2 s grace.
+    w.ctl.wait_all_done(Duration::from_secs(120)).await;
+
+    let task = w.ctl.task(&task_id);
+    assert_eq!(task.phase, Phase::Completed, "{:?}", task.failures);
+    assert_eq!(task.dispatches.len(), 1, "{:?}", task.results);
+    let command_id = task.dispatches[0].command_id.clone();
+    for id in &ids {
+        let result = &task.results[id];
+        if lost.contains(id) {
+            assert_eq!(result.status, TargetStatus::Error as i32, "{result:?}");
+            assert_eq!(result.command_id, command_id, "the result names the command");
+            assert!(
+                result
+                    .reason
+                    .starts_with(&format!("SSM gave no final status for command {command_id} within")),
+                "{}",
+                result.reason
+            );
+            assert!(result.reason.ends_with("it was cancelled"), "{}", result.reason);
+        } else {
+            assert_eq!(result.status, TargetStatus::Success as i32, "{result:?}");
+        }
+    }
+    assert_eq!(
+        w.sb.count("ssm", "CancelCommand", "ok"),
+        1,
+        "the overdue command was cancelled once"
+    );
+    assert_eq!(w.sb.audit().len(), 1, "and never sent again");
+    worker.stop().await;
+}

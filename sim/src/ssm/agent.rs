@@ -172,6 +172,10 @@ impl Ssm {
                         }
                         let started = Utc::now();
                         invocation.state = InvState::InProgress { started };
+                        if invocation.behaviour.stuck {
+                            // The agent is gone: nothing it does reaches SSM.
+                            return actions;
+                        }
                         actions.push(Action::Schedule(
                             key.clone(),
                             Event::ExecutionTimeout,

@@ -590,6 +590,8 @@ pub(super) fn cancel_command(sim: &SimState, ctx: &Ctx, request: &Value) -> Resu
         }
         let started = match invocation.state {
             InvState::Pending => None,
+            // An agent lost mid-run never hears of the cancel.
+            InvState::InProgress { .. } if invocation.behaviour.stuck => continue,
             InvState::InProgress { started } => Some(started),
             InvState::Done(_) => continue,
         };

@@ -102,8 +102,15 @@ impl World {
 
     /// A worker in this process.
     pub async fn start_worker(&self, grace: Duration) -> RunningWorker {
+        self.start_worker_tuned(grace, |_| {}).await
+    }
+
+    /// A worker in this process, its context changed by `tune` first.
+    pub async fn start_worker_tuned(&self, grace: Duration, tune: impl FnOnce(&mut Context)) -> RunningWorker {
         let controller = ControllerClient::connect_lazy(&self.ctl.url(), &Default::default()).unwrap();
-        let ctx = Arc::new(Context::new("test-worker", controller, self.worker_sdk().await));
+        let mut ctx = Context::new("test-worker", controller, self.worker_sdk().await);
+        tune(&mut ctx);
+        let ctx = Arc::new(ctx);
         let shutdown = CancellationToken::new();
         let done = tokio::spawn(muster_worker::run(
             ctx.clone(),
