@@ -30,7 +30,7 @@ const SENDS_IN_FLIGHT: usize = 16;
 pub async fn enqueue(ctl: &Controller) {
     let max = ctl.settings.max_queued;
     let requeue_after = ctl.settings.requeue_after;
-    let cutoff = now_ms() - i64::try_from(requeue_after.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = ctl.settings.requeue_cutoff_ms(now_ms());
     let due = ctl
         .store
         .read(move |conn| {

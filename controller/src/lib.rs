@@ -83,6 +83,14 @@ pub struct Settings {
     pub guardrails: crate::guardrails::Guardrails,
 }
 
+impl Settings {
+    /// Store time (ms) before which a queued, unleased task counts as
+    /// overdue: its message may be lost and is sent again.
+    pub fn requeue_cutoff_ms(&self, now_ms: i64) -> i64 {
+        now_ms - i64::try_from(self.requeue_after.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
 /// How the controller's APIs are protected.
 #[derive(Debug, Clone)]
 pub struct Security {

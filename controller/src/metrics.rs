@@ -216,8 +216,7 @@ fn campaign_state(state: i32) -> String {
 pub async fn render(ctl: &Controller) -> String {
     let m = &ctl.metrics;
     let mut registry = Registry::with_prefix("muster_controller");
-    let cutoff =
-        crate::store::records::now_ms() - i64::try_from(ctl.settings.requeue_after.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = ctl.settings.requeue_cutoff_ms(crate::store::records::now_ms());
     let snapshot = match ctl.store.read(move |conn| snapshot(conn, cutoff)).await {
         Ok(snapshot) => Some(snapshot),
         Err(error) => {

@@ -311,7 +311,7 @@ impl WorkerService for WorkerApi {
                 "results: at most {MAX_RESULTS} per request"
             )));
         }
-        let size = muster_proto::report_len(&request);
+        let size = prost::Message::encoded_len(&request);
         if size > muster_proto::MAX_REPORT_BYTES {
             return Err(Status::invalid_argument(format!(
                 "results: this report is {size} bytes; at most {} per ReportResults (send fewer results at once)",

@@ -4,7 +4,7 @@
 
 use prost::Message as _;
 
-use crate::v1::{ReportResultsRequest, TargetResult};
+use crate::v1::TargetResult;
 
 /// The largest ReportResults request (encoded) a worker sends and a
 /// controller accepts; well under gRPC's 64 MiB message limit in muster.
@@ -75,15 +75,10 @@ fn entry_len(result: &TargetResult) -> usize {
     1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
-/// The encoded size of a request.
-pub fn report_len(request: &ReportResultsRequest) -> usize {
-    request.encoded_len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v1::StepOutput;
+    use crate::v1::{ReportResultsRequest, StepOutput};
 
     fn result(id: &str, stdout: usize) -> TargetResult {
         TargetResult {
@@ -125,7 +120,7 @@ mod tests {
                 lease_id: u64::MAX,
                 results: group.clone(),
             };
-            assert!(report_len(&request) <= 1_000_000, "{}", report_len(&request));
+            assert!(request.encoded_len() <= 1_000_000, "{}", request.encoded_len());
             assert!(
                 group.iter().all(|r| !r.steps[0].stdout_truncated),
                 "none needed cutting"
@@ -145,6 +140,6 @@ mod tests {
             results: groups[0].clone(),
             ..Default::default()
         };
-        assert!(report_len(&request) <= 1_000_000);
+        assert!(request.encoded_len() <= 1_000_000);
     }
 }

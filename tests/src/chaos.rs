@@ -641,23 +641,8 @@ async fn open_tasks(system: &System) -> u64 {
 }
 
 async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .ok()
-        .and_then(|a| a.attributes)
-        .unwrap_or_default();
-    [
-        QueueAttributeName::ApproximateNumberOfMessages,
-        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-    ]
-    .iter()
-    .filter_map(|name| attributes.get(name).and_then(|n| n.parse::<u64>().ok()))
-    .sum()
+    let (visible, in_flight) = crate::checks::queue_depth(sqs, url).await;
+    visible + in_flight
 }
 
 /// Adds the sim's injected faults to the report, and the logs when

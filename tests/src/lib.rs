@@ -3,6 +3,7 @@
 //! real processes ([`procs`]), plus client helpers.
 
 pub mod chaos;
+pub mod checks;
 pub mod client;
 pub mod creds;
 pub mod fleets;

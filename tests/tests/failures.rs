@@ -10,37 +10,12 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use muster_proto::v1::{CampaignState, CancelCampaignRequest, RateControl, TargetStatus};
+use muster_tests::checks::{assert_ran_once, queue_depth};
 use muster_tests::client::{assert_counters_add_up, script_spec, submit, targets, wait_done};
 use muster_tests::fleets;
 use muster_tests::procs::{System, SystemOptions};
 
 const EAST: &str = "us-east-1";
-
-/// Every target ended, with a reason; the counters add up; no instance got
-/// the command twice.
-async fn assert_ran_once(system: &mut System, id: &str, campaign: &muster_proto::v1::Campaign) {
-    let all = targets(&mut system.client, id, false).await;
-    assert_counters_add_up(campaign, &all);
-    for target in &all {
-        let status = TargetStatus::try_from(target.status).unwrap();
-        assert!(
-            status.is_terminal(),
-            "{} ended {}",
-            target.instance_id,
-            status.short_name()
-        );
-        assert!(!target.reason.is_empty(), "{} has a reason", target.instance_id);
-    }
-    let twice: Vec<_> = system
-        .sends_per_instance()
-        .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .collect();
-    assert!(
-        twice.is_empty(),
-        "instances that got the command more than once: {twice:?}"
-    );
-}
 
 /// Polls `check` every 200 ms until it holds, or fails naming `what`.
 async fn until<F, Fut>(what: &str, within: Duration, mut check: F)
@@ -56,16 +31,7 @@ where
 }
 
 async fn visible_messages(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
-    sqs.get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .send()
-        .await
-        .ok()
-        .and_then(|a| a.attributes)
-        .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages).cloned())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    queue_depth(sqs, url).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,22 +24,9 @@ fn with_token(stack: &Stack, token: Option<&str>) -> TokenClient {
 }
 
 /// Visible and in-flight messages on the task queue.
-async fn queue_depth(stack: &Stack) -> (u32, u32) {
-    use aws_sdk_sqs::types::QueueAttributeName as Name;
-    let attrs = aws_sdk_sqs::Client::new(&stack.sb.hub_config(EAST))
-        .get_queue_attributes()
-        .queue_url(&stack.fleet.queue_url)
-        .attribute_names(Name::All)
-        .send()
-        .await
-        .expect("GetQueueAttributes")
-        .attributes
-        .unwrap_or_default();
-    let get = |name| attrs.get(&name).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
-    (
-        get(Name::ApproximateNumberOfMessages),
-        get(Name::ApproximateNumberOfMessagesNotVisible),
-    )
+async fn queue_depth(stack: &Stack) -> (u64, u64) {
+    let sqs = aws_sdk_sqs::Client::new(&stack.sb.hub_config(EAST));
+    muster_tests::checks::queue_depth(&sqs, &stack.fleet.queue_url).await
 }
 
 /// Puts `task` straight on the queue, as anyone with sqs:SendMessage could,

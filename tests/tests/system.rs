@@ -7,54 +7,16 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use muster_proto::v1::SubmitCampaignRequest;
-use muster_proto::v1::{
-    CampaignSpec, CampaignState, CancelCampaignRequest, Platform, RateControl, Target, TargetStatus,
-};
+use muster_proto::v1::{CampaignSpec, CampaignState, CancelCampaignRequest, Platform, RateControl, TargetStatus};
 use muster_sim::Quota;
 use muster_sim::testkit::test_tunables;
-use muster_tests::client::{assert_counters_add_up, script_spec, submit, targets, wait_done, wait_for};
+use muster_tests::checks::assert_ran_once;
+use muster_tests::client::{script_spec, submit, wait_done, wait_for};
 use muster_tests::fleets;
 use muster_tests::procs::{HUB_SECRET, System, SystemOptions};
 
 const EAST: &str = "us-east-1";
 const WEST: &str = "eu-west-1";
-
-/// Checks invariants 1 and 2 for a finished campaign and returns its targets.
-async fn check(system: &mut System, id: &str, campaign: &muster_proto::v1::Campaign) -> Vec<Target> {
-    let all = targets(&mut system.client, id, true).await;
-    assert_counters_add_up(campaign, &all);
-    let sends = system.sends_per_instance();
-    for (instance, count) in &sends {
-        assert_eq!(*count, 1, "instance {instance} got the command {count} times");
-    }
-    for target in &all {
-        let status = TargetStatus::try_from(target.status).unwrap();
-        assert!(
-            status.is_terminal(),
-            "target {} ended {}",
-            target.instance_id,
-            status.short_name()
-        );
-        assert!(!target.reason.is_empty(), "target {} has a reason", target.instance_id);
-        let sent = sends.contains_key(&target.instance_id);
-        let should_have_run = matches!(
-            status,
-            TargetStatus::Success | TargetStatus::Failed | TargetStatus::TimedOut
-        );
-        if should_have_run {
-            assert!(sent, "{} ran, so it was sent", target.instance_id);
-        }
-        if matches!(status, TargetStatus::Skipped | TargetStatus::Terminated) {
-            assert!(
-                !sent,
-                "{} was {} and never sent",
-                target.instance_id,
-                status.short_name()
-            );
-        }
-    }
-    all
-}
 
 fn role_of(system: &System, instance: &str) -> String {
     system
@@ -96,7 +58,7 @@ async fn happy_path_on_a_mixed_fleet_with_skipped_instances() {
         "{}",
         campaign.state_reason
     );
-    let all = check(&mut system, &id, &campaign).await;
+    let all = assert_ran_once(&mut system, &id, &campaign).await;
     let c = campaign.counters.unwrap();
     assert_eq!((c.total, c.success, c.failed, c.skipped), (32, 26, 2, 4));
     for target in &all {
@@ -156,7 +118,7 @@ async fn ou_targeting_with_an_excluded_account() {
     targets_of.exclude_account_ids = vec![system.account("prod-b")];
     let id = submit(&mut system.client, spec).await;
     let campaign = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
-    let all = check(&mut system, &id, &campaign).await;
+    let all = assert_ran_once(&mut system, &id, &campaign).await;
     let accounts: BTreeSet<&str> = all.iter().map(|t| t.account_id.as_str()).collect();
     let prod_a = system.account("prod-a");
     assert_eq!(
@@ -188,7 +150,7 @@ async fn the_error_threshold_stops_the_rollout() {
         "{}",
         campaign.state_reason
     );
-    check(&mut system, &id, &campaign).await;
+    assert_ran_once(&mut system, &id, &campaign).await;
     let c = campaign.counters.unwrap();
     assert!(
         (3..=4).contains(&c.failed),
@@ -224,7 +186,7 @@ async fn cancel_mid_run() {
         .unwrap();
     let campaign = wait_done(&mut system.client, &id, Duration::from_secs(60)).await;
     assert_eq!(campaign.state, CampaignState::Cancelled as i32);
-    check(&mut system, &id, &campaign).await;
+    assert_ran_once(&mut system, &id, &campaign).await;
     assert_eq!(campaign.counters.unwrap().cancelled, 20);
     assert_eq!(system.sends_per_instance().len(), 10);
     timed("cancel", started);
@@ -266,7 +228,7 @@ async fn a_worker_killed_mid_campaign_loses_nothing() {
         campaign.state_reason,
         system.logs()
     );
-    check(&mut system, &id, &campaign).await;
+    assert_ran_once(&mut system, &id, &campaign).await;
     assert_eq!(campaign.counters.unwrap().success, 20);
     assert!(
         system.worker_log(1).contains("task leased"),
@@ -308,7 +270,7 @@ async fn the_controller_killed_and_restarted_mid_campaign_loses_nothing() {
         campaign.state_reason,
         system.logs()
     );
-    check(&mut system, &id, &campaign).await;
+    assert_ran_once(&mut system, &id, &campaign).await;
     assert_eq!(campaign.counters.unwrap().success, 30);
     assert_eq!(system.sends_per_instance().len(), 30);
     timed("controller SIGKILL", started);
@@ -375,7 +337,7 @@ async fn a_throttling_storm_fails_no_target() {
         "{}",
         campaign.state_reason
     );
-    check(&mut system, &id, &campaign).await;
+    assert_ran_once(&mut system, &id, &campaign).await;
     assert_eq!(campaign.counters.unwrap().success, 60);
     let throttled: u64 = system
         .sb
@@ -412,7 +374,7 @@ async fn two_workers_share_the_load() {
     let id = submit(&mut system.client, spec).await;
     let campaign = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
     assert_eq!(campaign.state, CampaignState::Succeeded as i32);
-    check(&mut system, &id, &campaign).await;
+    assert_ran_once(&mut system, &id, &campaign).await;
     let leased: Vec<usize> = (0..2)
         .map(|i| system.worker_log(i).matches("task leased").count())
         .collect();
@@ -442,7 +404,7 @@ async fn credentials_shorter_than_the_campaign_never_expire_under_it() {
         campaign.state_reason,
         system.logs()
     );
-    check(&mut system, &id, &campaign).await;
+    assert_ran_once(&mut system, &id, &campaign).await;
     let counters = system.sb.state().counters.lock().unwrap().clone();
     let expired: u64 = counters
         .iter()
