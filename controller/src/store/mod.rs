@@ -37,6 +37,17 @@ pub enum StoreError {
         /// What went wrong.
         message: String,
     },
+    /// Another controller holds the data directory.
+    #[error(
+        "store: data directory {path} is in use by another controller ({holder}); \
+         one controller per SQLite store: stop the other first (several controllers need PostgreSQL)"
+    )]
+    Locked {
+        /// The directory.
+        path: String,
+        /// What the holder wrote in the lock file: pid, host, since when.
+        holder: String,
+    },
     /// The writer thread is gone (the process is stopping).
     #[error("store: the writer has stopped")]
     Closed,
@@ -64,6 +75,46 @@ pub struct Store {
     writer: mpsc::UnboundedSender<WriteJob>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
+    /// The data directory's lock, held while any clone lives.
+    _lock: Arc<std::fs::File>,
+}
+
+/// Takes the data directory's exclusive lock (`muster.lock`, an advisory
+/// file lock the OS drops when the process dies), and writes who holds it.
+fn lock_data_dir(data_dir: &Path) -> StoreResult<std::fs::File> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let path = data_dir.join("muster.lock");
+    let io = |e: std::io::Error| StoreError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(StoreError::Locked {
+                path: data_dir.display().to_string(),
+                holder: Some(holder.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "holder unknown".into()),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    write!(file, "pid {} on host {} since {since}", std::process::id(), host.trim()).map_err(io)?;
+    Ok(file)
 }
 
 fn open(path: &Path, flags: OpenFlags) -> StoreResult<Connection> {
@@ -87,6 +138,7 @@ impl Store {
             path: data_dir.display().to_string(),
             message: e.to_string(),
         })?;
+        let lock = lock_data_dir(data_dir)?;
         let path = data_dir.join("muster.db");
         let mut conn = open(
             &path,
@@ -112,6 +164,7 @@ impl Store {
             writer,
             readers: Arc::new(Mutex::new(readers)),
             path,
+            _lock: Arc::new(lock),
         })
     }
 
@@ -217,6 +270,29 @@ pub use schema::SCHEMA_VERSION;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_store_on_the_same_directory_is_refused_while_the_first_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        let Err(error) = Store::open(dir.path()) else {
+            panic!("two stores on one directory");
+        };
+        let message = error.to_string();
+        assert!(
+            message.contains(&dir.path().display().to_string()) && message.contains("in use by another controller"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("pid {} on host", std::process::id())),
+            "it names the holder: {message}"
+        );
+        let clone = first.clone();
+        drop(first);
+        assert!(Store::open(dir.path()).is_err(), "a clone still holds it");
+        drop(clone);
+        Store::open(dir.path()).expect("free once the last clone is gone");
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_commit_together_and_a_failing_one_is_rolled_back_alone() {
