@@ -61,6 +61,11 @@ pub struct Args {
     /// message is sent again (it may be lost, or dead-lettered) [default: 300]
     #[arg(long, env = "MUSTER_REQUEUE_AFTER")]
     pub requeue_after: Option<u64>,
+    /// Days a campaign stays in the store after it ended; then it is
+    /// removed with its targets, output and events (once exported, when
+    /// there is a results bucket). 0 keeps everything [default: 90]
+    #[arg(long, env = "MUSTER_RETENTION_DAYS")]
+    pub retention_days: Option<u64>,
     /// URL of the task queue's dead-letter queue: the controller drains it
     /// and puts back what still waits for a worker [default: none]
     #[arg(long, env = "MUSTER_DEAD_LETTER_QUEUE_URL")]
@@ -217,6 +222,8 @@ pub struct FileConfig {
     pub max_queued: Option<usize>,
     /// See `--requeue-after`.
     pub requeue_after: Option<u64>,
+    /// See `--retention-days`.
+    pub retention_days: Option<u64>,
     /// See `--dead-letter-queue-url`.
     pub dead_letter_queue_url: Option<String>,
     /// See `--default-role-name`.
@@ -339,6 +346,10 @@ impl Config {
         if !(10..=86_400).contains(&requeue_after) {
             anyhow::bail!("requeue_after: {requeue_after} seconds; must be 10 to 86400");
         }
+        let retention_days = args.retention_days.or(file.retention_days).unwrap_or(90);
+        if retention_days > 36_500 {
+            anyhow::bail!("retention_days: {retention_days}; must be 0 (keep everything) to 36500");
+        }
         let default_api_rate = args.default_api_rate.or(file.default_api_rate).unwrap_or(10.0);
         if !(0.1..=1000.0).contains(&default_api_rate) {
             anyhow::bail!("default_api_rate: {default_api_rate}; must be 0.1 to 1000");
@@ -358,6 +369,7 @@ impl Config {
                 max_tasks_per_scope,
                 max_queued: args.max_queued.or(file.max_queued).unwrap_or(500).max(1),
                 requeue_after: Duration::from_secs(requeue_after),
+                retention: (retention_days > 0).then(|| Duration::from_secs(retention_days * 86_400)),
                 dead_letter_queue_url: args
                     .dead_letter_queue_url
                     .or(file.dead_letter_queue_url)
@@ -538,6 +550,23 @@ mod tests {
             ..tls(args())
         });
         assert!(err.starts_with("insecure: TLS settings are given too"), "{err}");
+    }
+
+    #[test]
+    fn retention_is_90_days_unless_set_and_0_keeps_everything() {
+        let resolve = |days| {
+            Config::resolve(Args {
+                insecure: true,
+                retention_days: days,
+                ..args()
+            })
+        };
+        let days = |d: u64| Some(Duration::from_secs(d * 86_400));
+        assert_eq!(resolve(None).unwrap().settings.retention, days(90));
+        assert_eq!(resolve(Some(7)).unwrap().settings.retention, days(7));
+        assert_eq!(resolve(Some(0)).unwrap().settings.retention, None);
+        let err = resolve(Some(40_000)).unwrap_err().to_string();
+        assert!(err.starts_with("retention_days: 40000; must be 0"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod hub;
 pub mod metrics;
 pub mod reconcile;
 pub mod resolve;
+pub mod retention;
 pub mod rollout;
 pub mod store;
 pub mod validate;
@@ -77,6 +78,8 @@ pub struct Settings {
     pub dead_letter_queue_url: Option<String>,
     /// How often the reconcile loop runs when nothing wakes it.
     pub reconcile_interval: Duration,
+    /// Campaigns that ended longer ago leave the store; none: kept forever.
+    pub retention: Option<Duration>,
     /// Defaults for empty spec fields.
     pub defaults: Defaults,
     /// Limits on every campaign.
@@ -329,6 +332,7 @@ pub async fn start(
         Err(error) => return Err(std::io::Error::other(error.to_string())),
     }
     tasks.push(tokio::spawn(reconcile::run(controller.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(retention::run(controller.clone(), shutdown.clone())));
     if let Some(url) = controller.settings.dead_letter_queue_url.clone() {
         tasks.push(tokio::spawn(dead_letters::run(
             controller.clone(),

@@ -47,6 +47,11 @@ struct OutcomeLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailLabels {
     retried: String,
 }
@@ -63,6 +68,8 @@ pub struct Metrics {
     dead_letters: Family<OutcomeLabel, Counter>,
     results_ingested: Counter,
     results_duplicate: Counter,
+    campaigns_pruned: Counter,
+    store_rows: Family<TableLabel, Gauge>,
     /// Workers by when they last called.
     workers: Mutex<HashMap<String, Instant>>,
 }
@@ -121,6 +128,22 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc_by(n as u64);
+    }
+
+    /// Campaigns removed from the store by retention.
+    pub fn pruned(&self, n: usize) {
+        self.campaigns_pruned.inc_by(n as u64);
+    }
+
+    /// Rows per store table, as the retention pass counted them.
+    pub fn store_rows(&self, counts: &[(&str, i64)]) {
+        for (table, n) in counts {
+            self.store_rows
+                .get_or_create(&TableLabel {
+                    table: (*table).to_owned(),
+                })
+                .set(*n);
+        }
     }
 
     /// Results recorded (`accepted`) and repeated (`duplicates`).
@@ -319,6 +342,21 @@ pub async fn render(ctl: &Controller) -> String {
         m.tasks_requeued.clone(),
     );
     registry.register(
+        "campaigns_pruned",
+        "Campaigns removed from the store with all their rows, past --retention-days",
+        m.campaigns_pruned.clone(),
+    );
+    registry.register(
+        "store_rows",
+        "Rows per store table, counted at each retention pass (every 10 minutes)",
+        m.store_rows.clone(),
+    );
+    registry.register(
+        "store_bytes",
+        "Size of the store's files on disk (database and write-ahead log)",
+        ConstGauge::new(store_bytes(ctl.store.path())),
+    );
+    registry.register(
         "dead_letters",
         "Messages drained from the dead-letter queue, by outcome: requeued, stale, unreadable",
         m.dead_letters.clone(),
@@ -354,4 +392,14 @@ pub async fn readiness(ctl: &Controller) -> Result<(), String> {
         return Err(format!("the task queue refuses messages: {error}"));
     }
     Ok(())
+}
+
+/// The database file and its write-ahead log, in bytes.
+fn store_bytes(path: &std::path::Path) -> i64 {
+    let wal = path.with_extension("db-wal");
+    [path, wal.as_path()]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| i64::try_from(m.len()).unwrap_or(i64::MAX))
+        .sum()
 }

@@ -31,6 +31,8 @@ pub struct Options {
     pub max_tasks_per_scope: u32,
     /// A task on the queue this long without a lease is sent again.
     pub requeue_after: Duration,
+    /// Campaigns that ended longer ago leave the store at a retention pass.
+    pub retention: Option<Duration>,
     /// The controller's guardrails, from the seeded fleet (account and OU
     /// ids are known only then).
     pub guardrails: fn(&FleetState) -> muster_controller::guardrails::Guardrails,
@@ -44,6 +46,7 @@ impl Default for Options {
             lease_ttl: Duration::from_secs(10),
             max_tasks_per_scope: 4,
             requeue_after: Duration::from_secs(300),
+            retention: None,
             guardrails: |_| Default::default(),
         }
     }
@@ -93,6 +96,7 @@ pub fn controller_settings(fleet: &FleetState, options: &Options) -> muster_cont
         max_tasks_per_scope: options.max_tasks_per_scope,
         max_queued: 500,
         requeue_after: options.requeue_after,
+        retention: options.retention,
         dead_letter_queue_url: Some(fleet.dlq_url.clone()),
         reconcile_interval: Duration::from_millis(200),
         defaults: muster_controller::validate::Defaults {

@@ -11,6 +11,7 @@
 pub mod campaigns;
 pub mod queue;
 pub mod records;
+pub mod retention;
 mod schema;
 #[cfg(test)]
 mod state_machine_tests;

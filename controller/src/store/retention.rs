@@ -1,0 +1,241 @@
+//! Retention: campaigns that ended longer ago than the configured horizon
+//! leave the store with every row they own (scopes, tasks, leases,
+//! dispatches, targets with their output, counters, events). A campaign
+//! whose results are due in the results bucket stays until they are there.
+
+use muster_proto::v1::CampaignState;
+use rusqlite::{Connection, params};
+
+use super::StoreResult;
+
+/// The terminal campaign states, as stored.
+const ENDED: [CampaignState; 4] = [
+    CampaignState::Succeeded,
+    CampaignState::CompletedWithErrors,
+    CampaignState::Failed,
+    CampaignState::Cancelled,
+];
+
+/// The tables a campaign owns rows in, for the row-count metric.
+pub const TABLES: [&str; 8] = [
+    "campaigns",
+    "scopes",
+    "tasks",
+    "leases",
+    "dispatches",
+    "targets",
+    "counters",
+    "events",
+];
+
+/// Campaigns that ended before `cutoff_ms`, oldest first; with
+/// `require_export`, only those whose results are exported (or that were
+/// plans, which are not).
+pub fn prunable(conn: &Connection, cutoff_ms: i64, require_export: bool, limit: usize) -> StoreResult<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM campaigns
+         WHERE state IN (?1, ?2, ?3, ?4) AND finished_ms < ?5
+           AND (?6 = 0 OR dry_run = 1 OR exported_ms IS NOT NULL)
+         ORDER BY finished_ms LIMIT ?7",
+    )?;
+    let ids = stmt
+        .query_map(
+            params![
+                ENDED[0] as i32,
+                ENDED[1] as i32,
+                ENDED[2] as i32,
+                ENDED[3] as i32,
+                cutoff_ms,
+                i64::from(require_export),
+                limit as i64
+            ],
+            |r| r.get::<_, String>(0),
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(ids)
+}
+
+/// Deletes a campaign and every row it owns; the number of its targets.
+/// A campaign that is not over is left alone (0), whatever the caller
+/// thought.
+pub fn prune(conn: &Connection, campaign_id: &str) -> StoreResult<u64> {
+    let ended: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM campaigns WHERE id = ?1 AND state IN (?2, ?3, ?4, ?5))")?
+        .query_row(
+            params![
+                campaign_id,
+                ENDED[0] as i32,
+                ENDED[1] as i32,
+                ENDED[2] as i32,
+                ENDED[3] as i32
+            ],
+            |r| r.get(0),
+        )?;
+    if !ended {
+        return Ok(0);
+    }
+    let of_tasks = "(SELECT id FROM tasks WHERE campaign_id = ?1)";
+    conn.prepare_cached(&format!("DELETE FROM leases WHERE task_id IN {of_tasks}"))?
+        .execute([campaign_id])?;
+    conn.prepare_cached(&format!("DELETE FROM dispatches WHERE task_id IN {of_tasks}"))?
+        .execute([campaign_id])?;
+    let targets = conn
+        .prepare_cached("DELETE FROM targets WHERE campaign_id = ?1")?
+        .execute([campaign_id])?;
+    for table in ["tasks", "counters", "scopes", "events", "campaigns"] {
+        let column = if table == "campaigns" { "id" } else { "campaign_id" };
+        conn.prepare_cached(&format!("DELETE FROM {table} WHERE {column} = ?1"))?
+            .execute([campaign_id])?;
+    }
+    Ok(targets as u64)
+}
+
+/// Rows per table, for the metrics (a count each: run it seldom).
+pub fn row_counts(conn: &Connection) -> StoreResult<Vec<(&'static str, i64)>> {
+    TABLES
+        .iter()
+        .map(|table| {
+            let n: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+            Ok((*table, n))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use muster_proto::v1::{AccessConfig, CampaignSpec, TaskRef};
+
+    use super::*;
+    use crate::store::campaigns::{self, NewCampaign};
+    use crate::store::tasks::{self, LeaseAnswer, LeaseSettings};
+
+    const DAY_MS: i64 = 86_400_000;
+
+    /// A campaign with a row in every table it owns; returns its id.
+    fn campaign(conn: &Connection, id: &str) {
+        let new = NewCampaign {
+            id: id.into(),
+            submitted_by: "tester".into(),
+            spec: CampaignSpec {
+                access: Some(AccessConfig {
+                    role_name: "muster-execution".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            spec_sha256: "sha".into(),
+            dry_run: false,
+            scopes: vec![("111111111111".into(), "us-east-1".into())],
+            max_attempts: 3,
+        };
+        campaigns::insert(conn, &new).unwrap();
+        let task_id: String = conn
+            .query_row("SELECT id FROM tasks WHERE campaign_id = ?1", [id], |r| r.get(0))
+            .unwrap();
+        let task_ref = TaskRef {
+            campaign_id: id.into(),
+            task_id: task_id.clone(),
+            attempt: 1,
+        };
+        let settings = LeaseSettings {
+            ttl_ms: 1_000,
+            max_tasks_per_scope: 4,
+        };
+        assert!(matches!(
+            tasks::lease(conn, &task_ref, "w1", settings).unwrap(),
+            LeaseAnswer::Granted(_)
+        ));
+        conn.execute(
+            "INSERT INTO targets (campaign_id, account_id, region, instance_id, status, task_id, steps)
+             VALUES (?1, '111111111111', 'us-east-1', 'i-1', 2, ?2, x'0a00')",
+            params![id, task_id],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO dispatches (task_id, command_id, instance_ids, attempt) VALUES (?1, 'cmd', '[\"i-1\"]', 1)",
+            [&task_id],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO counters (campaign_id, account_id, region, status, count) VALUES (?1, '111111111111', 'us-east-1', 2, 1)",
+            [id],
+        )
+        .unwrap();
+    }
+
+    fn rows_of(conn: &Connection, id: &str) -> Vec<(&'static str, i64)> {
+        TABLES
+            .iter()
+            .map(|table| {
+                let sql = match *table {
+                    "campaigns" => "SELECT COUNT(*) FROM campaigns WHERE id = ?1".to_owned(),
+                    "leases" | "dispatches" => format!(
+                        "SELECT COUNT(*) FROM {table} WHERE task_id IN (SELECT id FROM tasks WHERE campaign_id = ?1)"
+                    ),
+                    _ => format!("SELECT COUNT(*) FROM {table} WHERE campaign_id = ?1"),
+                };
+                (*table, conn.query_row(&sql, [id], |r| r.get(0)).unwrap())
+            })
+            .collect()
+    }
+
+    fn end(conn: &Connection, id: &str, state: CampaignState, finished_ms: i64, exported: bool) {
+        conn.execute(
+            "UPDATE campaigns SET state = ?2, finished_ms = ?3, exported_ms = CASE WHEN ?4 THEN ?3 END WHERE id = ?1",
+            params![id, state as i32, finished_ms, exported],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn campaigns_past_the_horizon_go_with_their_rows_and_the_rest_stay() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::schema::migrate(&mut conn).unwrap();
+        let now = crate::store::records::now_ms();
+        for id in ["old", "old-unexported", "recent", "running"] {
+            campaign(&conn, id);
+            assert!(
+                rows_of(&conn, id).iter().all(|(_, n)| *n > 0),
+                "{id}: {:?}",
+                rows_of(&conn, id)
+            );
+        }
+        end(&conn, "old", CampaignState::Succeeded, now - 100 * DAY_MS, true);
+        end(
+            &conn,
+            "old-unexported",
+            CampaignState::Failed,
+            now - 100 * DAY_MS,
+            false,
+        );
+        end(&conn, "recent", CampaignState::Succeeded, now - DAY_MS, true);
+        let cutoff = now - 90 * DAY_MS;
+
+        assert_eq!(prunable(&conn, cutoff, true, 10).unwrap(), vec!["old".to_owned()]);
+        let mut both = prunable(&conn, cutoff, false, 10).unwrap();
+        both.sort();
+        assert_eq!(both, vec!["old".to_owned(), "old-unexported".to_owned()]);
+
+        let kept: Vec<_> = ["old-unexported", "recent", "running"]
+            .iter()
+            .map(|id| rows_of(&conn, id))
+            .collect();
+        assert_eq!(prune(&conn, "old").unwrap(), 1, "its one target");
+        assert!(
+            rows_of(&conn, "old").iter().all(|(_, n)| *n == 0),
+            "nothing of it is left: {:?}",
+            rows_of(&conn, "old")
+        );
+        let after: Vec<_> = ["old-unexported", "recent", "running"]
+            .iter()
+            .map(|id| rows_of(&conn, id))
+            .collect();
+        assert_eq!(after, kept, "the other campaigns are untouched");
+        assert_eq!(
+            prune(&conn, "running").unwrap(),
+            0,
+            "a running campaign is never pruned"
+        );
+        assert!(rows_of(&conn, "running").iter().all(|(_, n)| *n > 0));
+    }
+}
