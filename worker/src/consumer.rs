@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message};
-use muster_proto::v1::{Lease, LeaseOutcome, LeaseTaskRequest, TaskRef};
+use muster_proto::v1::{LeaseOutcome, LeaseTaskRequest, TaskRef};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::Context;
+use crate::lease::Granted;
 
 /// SQS's most messages per receive.
 const RECEIVE_BATCH: usize = 10;
@@ -260,15 +261,20 @@ struct Runner {
 }
 
 impl Runner {
-    async fn run(&self, lease: Lease) {
+    async fn run(&self, lease: Granted) {
         for (lease, permit) in crate::task::run(&self.ctx, lease, &self.slots, &self.hand_back).await {
             self.spawn(lease, permit);
         }
     }
 
-    fn spawn(&self, lease: Lease, permit: OwnedSemaphorePermit) {
-        let task = lease.task.clone().unwrap_or_default();
-        let span = crate::task::span(&task.campaign_id, &task.task_id, task.attempt, Some(&lease.traceparent));
+    fn spawn(&self, lease: Granted, permit: OwnedSemaphorePermit) {
+        let task = lease.lease.task.clone().unwrap_or_default();
+        let span = crate::task::span(
+            &task.campaign_id,
+            &task.task_id,
+            task.attempt,
+            Some(&lease.lease.traceparent),
+        );
         let runner = self.clone();
         let running: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
             runner.run(lease).await;
@@ -303,6 +309,8 @@ async fn leased(runner: &Runner, queue: &Queue, message: &Message, task_ref: Tas
     // Room for the account's other Discover tasks, should this be one; what
     // the answer leaves unused goes back as soon as it comes.
     let mut reserved = crate::task::reserve_room(ctx, &runner.slots);
+    // The lease's TTL counts from here, not from the answer.
+    let asked = std::time::Instant::now();
     let answer = ctx
         .controller
         .lease_task(LeaseTaskRequest {
@@ -326,14 +334,14 @@ async fn leased(runner: &Runner, queue: &Queue, message: &Message, task_ref: Tas
         (LeaseOutcome::Granted, Some(lease)) => {
             for sibling in answer.same_account {
                 match reserved.as_mut().and_then(|r| r.split(1)) {
-                    Some(permit) => runner.spawn(sibling, permit),
+                    Some(permit) => runner.spawn(Granted { lease: sibling, asked }, permit),
                     // More than asked for: not this worker's to run; the
                     // lease expires and the controller retries it.
                     None => tracing::warn!(task_id, "the controller leased more tasks than asked"),
                 }
             }
             drop(reserved);
-            runner.run(lease).await;
+            runner.run(Granted { lease, asked }).await;
         }
         // The everyday reasons: SQS delivers at least once, and leases
         // handed on with CompleteTask or a Discover lease leave their

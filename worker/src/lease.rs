@@ -29,6 +29,19 @@ pub enum LeaseState {
     Lost,
 }
 
+/// A lease as the controller granted it, and when it was asked for.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    /// The lease.
+    pub lease: Lease,
+    /// When the request that granted it was sent. The controller starts the
+    /// TTL no earlier, so the lease runs out no later than `asked + ttl`;
+    /// counting from the answer instead (which a paused worker or a slow
+    /// network delivers late) lets a worker believe in a lease the
+    /// controller has already given to someone else.
+    pub asked: Instant,
+}
+
 /// A lease being held.
 pub struct LeaseHandle {
     /// The task as leased.
@@ -45,15 +58,17 @@ pub struct LeaseHandle {
 }
 
 impl LeaseHandle {
-    /// Starts renewing `lease` every third of its TTL.
-    pub fn start(controller: ControllerClient, lease: Lease) -> Self {
+    /// Starts renewing the lease every third of its TTL; its deadline counts
+    /// from when it was asked for.
+    pub fn start(controller: ControllerClient, granted: Granted) -> Self {
+        let Granted { lease, asked } = granted;
         let ttl = lease
             .ttl
             .and_then(|d| Duration::try_from(d).ok())
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(30));
         let task = lease.task.clone().unwrap_or_default();
-        let deadline = Arc::new(Mutex::new(Instant::now() + ttl));
+        let deadline = Arc::new(Mutex::new(asked + ttl));
         // A lease of a cancelled campaign exists only to cancel what an
         // earlier attempt sent.
         let (tx, rx) = watch::channel(if lease.campaign_cancelled {
@@ -114,8 +129,9 @@ impl LeaseHandle {
     /// Completes the task and stops renewing.
     /// `capacity` says how many more tasks this worker can start now; the
     /// answer's leases (at most that many) are this worker's to run.
-    pub async fn complete(self, capacity: u32) -> Result<Vec<Lease>, ControllerError> {
+    pub async fn complete(self, capacity: u32) -> Result<Vec<Granted>, ControllerError> {
         self.stop.cancel();
+        let asked = Instant::now();
         self.controller
             .complete_task(CompleteTaskRequest {
                 task_id: self.task.task_id.clone(),
@@ -123,7 +139,7 @@ impl LeaseHandle {
                 capacity,
             })
             .await
-            .map(|answer| answer.next)
+            .map(|answer| answer.next.into_iter().map(|lease| Granted { lease, asked }).collect())
     }
 
     /// Fails the task and stops renewing; true when the controller retries it.

@@ -4,21 +4,21 @@
 use std::sync::Arc;
 
 use muster_common::retry::ErrorClass;
-use muster_proto::v1::{Lease, TaskKind};
+use muster_proto::v1::TaskKind;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::credentials::RoleKey;
 use crate::executor::{self, describe};
-use crate::lease::LeaseHandle;
+use crate::lease::{Granted, LeaseHandle};
 use crate::{Context, TaskError, discovery, trace};
 
 /// Most leases to take with one answer (a lease or a completion).
 const MAX_HANDED_ON: usize = 16;
 
 /// A lease the controller handed on with a completion, and the slot it runs in.
-pub type HandedOn = (Lease, OwnedSemaphorePermit);
+pub type HandedOn = (Granted, OwnedSemaphorePermit);
 
 /// Free slots, at most MAX_HANDED_ON, held for leases the controller may
 /// hand on with an answer; none for a worker that is stopping or cannot
@@ -54,8 +54,13 @@ pub fn span(campaign_id: &str, task_id: &str, attempt: u32, traceparent: Option<
 /// the worker's free task slots: completing a Discover task offers some of
 /// them to the controller, which may hand on that scope's first batches;
 /// those come back, each with its slot, for the caller to run.
-pub async fn run(ctx: &Context, lease: Lease, slots: &Arc<Semaphore>, hand_back: &CancellationToken) -> Vec<HandedOn> {
-    let task = lease.task.clone().unwrap_or_default();
+pub async fn run(
+    ctx: &Context,
+    lease: Granted,
+    slots: &Arc<Semaphore>,
+    hand_back: &CancellationToken,
+) -> Vec<HandedOn> {
+    let task = lease.lease.task.clone().unwrap_or_default();
     let kind = TaskKind::try_from(task.kind).unwrap_or(TaskKind::Unspecified);
     let span = tracing::Span::current();
     span.record("account", task.account_id.as_str());
@@ -72,7 +77,7 @@ pub async fn run(ctx: &Context, lease: Lease, slots: &Arc<Semaphore>, hand_back:
 
 async fn run_scoped(
     ctx: &Context,
-    lease: Lease,
+    lease: Granted,
     slots: &Arc<Semaphore>,
     hand_back: &CancellationToken,
 ) -> Vec<HandedOn> {

@@ -812,3 +812,37 @@ regions = ["us-east-1"]
     assert_eq!(w.sb.audit().len(), 1, "and never sent again");
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_heard_of_after_its_ttl_sends_nothing() {
+    // The controller grants attempt 1, but the worker hears of it only after
+    // the TTL (it was paused, or the network was slow): by then the lease
+    // has expired and attempt 2 has been handed out. Counting the TTL from
+    // the answer, the worker sent attempt 1's command as well as attempt
+    // 2's: every instance of the batch ran twice (chaos seed 2083).
+    let w = World::new(&one_scope(3), Duration::from_secs(2)).await;
+    w.ctl.state.lock().unwrap().delay_lease_answer_of_attempt = Some((1, Duration::from_millis(3_500)));
+    let worker = w.start_worker(Duration::from_secs(5)).await;
+    let ids = w.ids("many", EAST, "web");
+    let task = w.execute_task("many", EAST, Platform::Linux, &ids, &["echo once"]);
+    let task_id = task.task_id.clone();
+    w.ctl.add(task).await;
+    w.ctl.wait_all_done(Duration::from_secs(60)).await;
+
+    let task = w.ctl.task(&task_id);
+    assert_eq!(task.phase, Phase::Completed, "{:?}", task.failures);
+    assert!(
+        task.task.attempt >= 2,
+        "attempt 1's lease expired before it was heard of"
+    );
+    let sends = w.sends_per_instance();
+    assert_eq!(sends.len(), ids.len(), "every instance got the command");
+    let twice: Vec<_> = sends.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "instances that ran more than once: {twice:?}");
+    assert!(
+        task.results.values().all(|r| r.status == TargetStatus::Success as i32),
+        "{:?}",
+        task.results
+    );
+    worker.stop().await;
+}

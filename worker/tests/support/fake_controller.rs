@@ -41,6 +41,9 @@ pub struct State {
     /// ReportDispatch answers Unavailable for these attempts (a worker that
     /// dies before its report is recorded).
     pub refuse_dispatch_of_attempt: Option<u32>,
+    /// A granted lease of this attempt is answered this late (a worker
+    /// paused, or a slow network, between asking and hearing).
+    pub delay_lease_answer_of_attempt: Option<(u32, Duration)>,
     pub lease_ttl: Duration,
 }
 
@@ -209,10 +212,10 @@ impl FakeController {
     }
 }
 
-#[tonic::async_trait]
-impl WorkerService for Service {
-    async fn lease_task(&self, request: Request<LeaseTaskRequest>) -> Result<Response<LeaseTaskResponse>, Status> {
+impl Service {
+    fn grant(&self, request: Request<LeaseTaskRequest>) -> Result<Response<LeaseTaskResponse>, Status> {
         let request = request.into_inner();
+
         let task_ref = request
             .task
             .ok_or_else(|| Status::invalid_argument("task is required"))?;
@@ -263,6 +266,28 @@ impl WorkerService for Service {
             detail: String::new(),
             same_account: Vec::new(),
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl WorkerService for Service {
+    async fn lease_task(&self, request: Request<LeaseTaskRequest>) -> Result<Response<LeaseTaskResponse>, Status> {
+        let attempt = request.get_ref().task.as_ref().map_or(0, |t| t.attempt);
+        let delay = self
+            .ctl
+            .state
+            .lock()
+            .unwrap()
+            .delay_lease_answer_of_attempt
+            .filter(|(of, _)| *of == attempt)
+            .map(|(_, delay)| delay);
+        let answer = self.grant(request);
+        if let Some(delay) = delay
+            && answer.as_ref().is_ok_and(|a| a.get_ref().lease.is_some())
+        {
+            tokio::time::sleep(delay).await;
+        }
+        answer
     }
 
     async fn renew_lease(&self, request: Request<RenewLeaseRequest>) -> Result<Response<RenewLeaseResponse>, Status> {
