@@ -238,7 +238,8 @@ impl System {
         self.start_controller_with(&[]).await;
     }
 
-    /// Starts the controller with more environment (a crash point, say).
+    /// Starts the controller with more environment (a crash point, say), and
+    /// waits until it answers, or, armed with a crash point, until it died.
     pub async fn start_controller_with(&mut self, env: &[(&str, &str)]) {
         self.controller_starts += 1;
         let files = &self.creds.files;
@@ -287,6 +288,17 @@ impl System {
                 .list_campaigns(ListCampaignsRequest::default())
                 .await
                 .is_ok()
+            {
+                return;
+            }
+            // One armed to crash may die before it answers: whoever waits
+            // for it sees that with `reap_controller`.
+            let armed = env.iter().any(|(name, _)| *name == "MUSTER_CRASH_AT");
+            if armed
+                && self
+                    .controller
+                    .as_mut()
+                    .is_some_and(|child| child.try_wait().ok().flatten().is_some())
             {
                 return;
             }
