@@ -248,3 +248,24 @@ fn a_cancelled_batch_that_may_have_been_sent_waits_for_a_worker_to_cancel_it() {
         "the unsent one is not leased"
     );
 }
+
+#[test]
+fn lease_ids_cannot_be_guessed_from_one_another() {
+    let (conn, mut task_ref) = one_task(5);
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let id = lease(&conn, &task_ref, "w1").unwrap();
+        ids.push(id);
+        tasks::fail(&conn, &task_ref.task_id, Some(id), "again", true)
+            .unwrap()
+            .unwrap();
+        task_ref.attempt += 1;
+    }
+    for pair in ids.windows(2) {
+        assert!(pair[0].abs_diff(pair[1]) > 1, "not a counter: {ids:?}");
+    }
+    assert!(
+        ids.iter().all(|id| *id > u64::from(u32::MAX)),
+        "63 random bits, not small numbers: {ids:?}"
+    );
+}

@@ -132,11 +132,7 @@ pub fn lease(
             &format!("leased by {}", task.lease_owner.unwrap_or_default()),
         );
     }
-    let lease_id: i64 = conn.query_row(
-        "UPDATE sequences SET value = value + 1 WHERE name = 'lease_id' RETURNING value",
-        [],
-        |r| r.get(0),
-    )?;
+    let lease_id = new_lease_id(conn)?;
     let now = now_ms();
     conn.prepare_cached(
         "UPDATE tasks SET state = ?2, lease_id = ?3, lease_owner = ?4, lease_expires_ms = ?5 WHERE id = ?1",
@@ -549,6 +545,24 @@ pub fn create_execute(
         moved_count as i64,
     )?;
     Ok(id)
+}
+
+/// A lease id nobody can guess: 63 random bits from the thread's CSPRNG,
+/// never one the store has handed out before (the `sequences` row that
+/// numbered them 1, 2, 3... is no longer read).
+fn new_lease_id(conn: &Connection) -> StoreResult<i64> {
+    loop {
+        let id = i64::try_from(rand::random::<u64>() >> 1).unwrap_or(i64::MAX);
+        if id == 0 {
+            continue;
+        }
+        let taken: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM leases WHERE lease_id = ?1)")?
+            .query_row([id], |r| r.get(0))?;
+        if !taken {
+            return Ok(id);
+        }
+    }
 }
 
 /// Whether an earlier attempt of an Execute task may have sent its command:
