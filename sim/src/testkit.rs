@@ -81,7 +81,9 @@ pub fn free_port() -> u16 {
         .and_then(|range| range.split_whitespace().next().and_then(|low| low.parse::<u32>().ok()))
         .unwrap_or(32_768);
     let (low, high) = (10_000u32, ephemeral_low.clamp(12_000, 65_536));
-    let dir = std::env::temp_dir().join("muster-test-ports");
+    // One directory per user: another user's lock files are not ours to open.
+    let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+    let dir = std::env::temp_dir().join(format!("muster-test-ports-{user}"));
     std::fs::create_dir_all(&dir).expect("a directory for port locks");
     let span = high - low;
     let start = std::process::id().wrapping_mul(7_919) % span;
