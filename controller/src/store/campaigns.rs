@@ -316,6 +316,29 @@ pub struct NewCampaign {
     pub max_attempts: u32,
 }
 
+impl NewCampaign {
+    /// A campaign of one scope in account 111111111111, us-east-1, for the
+    /// store's own tests.
+    #[cfg(test)]
+    pub fn for_test(id: &str, max_attempts: u32) -> Self {
+        Self {
+            id: id.into(),
+            submitted_by: "tester".into(),
+            spec: CampaignSpec {
+                access: Some(muster_proto::v1::AccessConfig {
+                    role_name: "muster-execution".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            spec_sha256: "sha".into(),
+            dry_run: false,
+            scopes: vec![("111111111111".into(), "us-east-1".into())],
+            max_attempts,
+        }
+    }
+}
+
 /// How an insert went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inserted {

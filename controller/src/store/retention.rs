@@ -103,7 +103,7 @@ pub fn row_counts(conn: &Connection) -> StoreResult<Vec<(&'static str, i64)>> {
 
 #[cfg(test)]
 mod tests {
-    use muster_proto::v1::{AccessConfig, CampaignSpec, TaskRef};
+    use muster_proto::v1::TaskRef;
 
     use super::*;
     use crate::store::campaigns::{self, NewCampaign};
@@ -111,23 +111,9 @@ mod tests {
 
     const DAY_MS: i64 = 86_400_000;
 
-    /// A campaign with a row in every table it owns; returns its id.
+    /// A campaign with a row in every table it owns.
     fn campaign(conn: &Connection, id: &str) {
-        let new = NewCampaign {
-            id: id.into(),
-            submitted_by: "tester".into(),
-            spec: CampaignSpec {
-                access: Some(AccessConfig {
-                    role_name: "muster-execution".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            spec_sha256: "sha".into(),
-            dry_run: false,
-            scopes: vec![("111111111111".into(), "us-east-1".into())],
-            max_attempts: 3,
-        };
+        let new = NewCampaign::for_test(id, 3);
         campaigns::insert(conn, &new).unwrap();
         let task_id: String = conn
             .query_row("SELECT id FROM tasks WHERE campaign_id = ?1", [id], |r| r.get(0))

@@ -2,7 +2,7 @@
 //! renew, fence, fail within the attempt budget, expire, extend after a
 //! restart, re-enqueue and cancel. Each runs in milliseconds.
 
-use muster_proto::v1::{AccessConfig, CampaignSpec, LeaseOutcome, ScopeState, TargetStatus, TaskRef};
+use muster_proto::v1::{LeaseOutcome, ScopeState, TargetStatus, TaskRef};
 use rusqlite::Connection;
 
 use super::campaigns::{self, NewCampaign};
@@ -20,21 +20,7 @@ const SETTINGS: LeaseSettings = LeaseSettings {
 fn one_task(max_attempts: u32) -> (Connection, TaskRef) {
     let mut conn = Connection::open_in_memory().unwrap();
     super::schema::migrate(&mut conn).unwrap();
-    let new = NewCampaign {
-        id: "c1".into(),
-        submitted_by: "tester".into(),
-        spec: CampaignSpec {
-            access: Some(AccessConfig {
-                role_name: "muster-execution".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        spec_sha256: "sha".into(),
-        dry_run: false,
-        scopes: vec![("111111111111".into(), "us-east-1".into())],
-        max_attempts,
-    };
+    let new = NewCampaign::for_test("c1", max_attempts);
     campaigns::insert(&conn, &new).unwrap();
     let task_id: String = conn.query_row("SELECT id FROM tasks", [], |r| r.get(0)).unwrap();
     let task_ref = TaskRef {
