@@ -3,18 +3,10 @@
 //! dispatches, targets with their output, counters, events). A campaign
 //! whose results are due in the results bucket stays until they are there.
 
-use muster_proto::v1::CampaignState;
 use rusqlite::{Connection, params};
 
 use super::StoreResult;
-
-/// The terminal campaign states, as stored.
-const ENDED: [CampaignState; 4] = [
-    CampaignState::Succeeded,
-    CampaignState::CompletedWithErrors,
-    CampaignState::Failed,
-    CampaignState::Cancelled,
-];
+use super::campaigns;
 
 /// The tables a campaign owns rows in, for the row-count metric.
 pub const TABLES: [&str; 8] = [
@@ -30,27 +22,19 @@ pub const TABLES: [&str; 8] = [
 
 /// Campaigns that ended before `cutoff_ms`, oldest first; with
 /// `require_export`, only those whose results are exported (or that were
-/// plans, which are not).
+/// plans, which are not). `finished_ms` is set when, and only when, a
+/// campaign reaches a terminal state (`campaigns::set_state`), plans
+/// included.
 pub fn prunable(conn: &Connection, cutoff_ms: i64, require_export: bool, limit: usize) -> StoreResult<Vec<String>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM campaigns
-         WHERE state IN (?1, ?2, ?3, ?4) AND finished_ms < ?5
-           AND (?6 = 0 OR dry_run = 1 OR exported_ms IS NOT NULL)
-         ORDER BY finished_ms LIMIT ?7",
+         WHERE finished_ms < ?1 AND (?2 = 0 OR dry_run = 1 OR exported_ms IS NOT NULL)
+         ORDER BY finished_ms LIMIT ?3",
     )?;
     let ids = stmt
-        .query_map(
-            params![
-                ENDED[0] as i32,
-                ENDED[1] as i32,
-                ENDED[2] as i32,
-                ENDED[3] as i32,
-                cutoff_ms,
-                i64::from(require_export),
-                limit as i64
-            ],
-            |r| r.get::<_, String>(0),
-        )?
+        .query_map(params![cutoff_ms, i64::from(require_export), limit as i64], |r| {
+            r.get::<_, String>(0)
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(ids)
 }
@@ -59,18 +43,7 @@ pub fn prunable(conn: &Connection, cutoff_ms: i64, require_export: bool, limit: 
 /// A campaign that is not over is left alone (0), whatever the caller
 /// thought.
 pub fn prune(conn: &Connection, campaign_id: &str) -> StoreResult<u64> {
-    let ended: bool = conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM campaigns WHERE id = ?1 AND state IN (?2, ?3, ?4, ?5))")?
-        .query_row(
-            params![
-                campaign_id,
-                ENDED[0] as i32,
-                ENDED[1] as i32,
-                ENDED[2] as i32,
-                ENDED[3] as i32
-            ],
-            |r| r.get(0),
-        )?;
+    let ended = campaigns::get(conn, campaign_id)?.is_some_and(|c| c.state.is_terminal());
     if !ended {
         return Ok(0);
     }
@@ -105,8 +78,10 @@ pub fn row_counts(conn: &Connection) -> StoreResult<Vec<(&'static str, i64)>> {
 mod tests {
     use muster_proto::v1::TaskRef;
 
+    use muster_proto::v1::CampaignState;
+
     use super::*;
-    use crate::store::campaigns::{self, NewCampaign};
+    use crate::store::campaigns::NewCampaign;
     use crate::store::tasks::{self, LeaseAnswer, LeaseSettings};
 
     const DAY_MS: i64 = 86_400_000;
@@ -178,7 +153,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::store::schema::migrate(&mut conn).unwrap();
         let now = crate::store::records::now_ms();
-        for id in ["old", "old-unexported", "recent", "running"] {
+        for id in ["old", "old-unexported", "old-plan", "recent", "running"] {
             campaign(&conn, id);
             assert!(
                 rows_of(&conn, id).iter().all(|(_, n)| *n > 0),
@@ -194,13 +169,30 @@ mod tests {
             now - 100 * DAY_MS,
             false,
         );
+        // A plan ends PLANNED and is never exported.
+        conn.execute("UPDATE campaigns SET dry_run = 1 WHERE id = 'old-plan'", [])
+            .unwrap();
+        end(&conn, "old-plan", CampaignState::Planned, now - 100 * DAY_MS, false);
         end(&conn, "recent", CampaignState::Succeeded, now - DAY_MS, true);
         let cutoff = now - 90 * DAY_MS;
 
-        assert_eq!(prunable(&conn, cutoff, true, 10).unwrap(), vec!["old".to_owned()]);
-        let mut both = prunable(&conn, cutoff, false, 10).unwrap();
-        both.sort();
-        assert_eq!(both, vec!["old".to_owned(), "old-unexported".to_owned()]);
+        let sorted = |mut ids: Vec<String>| {
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            sorted(prunable(&conn, cutoff, true, 10).unwrap()),
+            vec!["old".to_owned(), "old-plan".to_owned()]
+        );
+        assert_eq!(
+            sorted(prunable(&conn, cutoff, false, 10).unwrap()),
+            vec!["old".to_owned(), "old-plan".to_owned(), "old-unexported".to_owned()]
+        );
+        assert!(
+            prune(&conn, "old-plan").unwrap() > 0,
+            "a plan past the horizon goes too"
+        );
+        assert!(rows_of(&conn, "old-plan").iter().all(|(_, n)| *n == 0));
 
         let kept: Vec<_> = ["old-unexported", "recent", "running"]
             .iter()
