@@ -90,8 +90,19 @@ impl Settings {
     /// Store time (ms) before which a queued, unleased task counts as
     /// overdue: its message may be lost and is sent again.
     pub fn requeue_cutoff_ms(&self, now_ms: i64) -> i64 {
-        now_ms - i64::try_from(self.requeue_after.as_millis()).unwrap_or(i64::MAX)
+        ms_before(now_ms, self.requeue_after)
     }
+
+    /// Store time (ms) before which an ended campaign leaves the store;
+    /// none when everything is kept.
+    pub fn retention_cutoff_ms(&self, now_ms: i64) -> Option<i64> {
+        self.retention.map(|horizon| ms_before(now_ms, horizon))
+    }
+}
+
+/// `age` before `now_ms`, in store milliseconds.
+fn ms_before(now_ms: i64, age: Duration) -> i64 {
+    now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// How the controller's APIs are protected.

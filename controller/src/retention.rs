@@ -33,8 +33,8 @@ pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
 /// campaigns left the store.
 pub async fn pass(ctl: &Controller) -> usize {
     let mut pruned = 0;
-    if let Some(horizon) = ctl.settings.retention {
-        let cutoff = now_ms() - i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX);
+    if let Some(cutoff) = ctl.settings.retention_cutoff_ms(now_ms()) {
+        let horizon_days = ctl.settings.retention.map_or(0, |h| h.as_secs() / 86_400);
         let require_export = ctl.settings.results_bucket.is_some();
         let due = ctl
             .store
@@ -52,7 +52,7 @@ pub async fn pass(ctl: &Controller) -> usize {
             match ctl.store.write(move |txn| retention::prune(txn, &campaign)).await {
                 Ok(targets) => {
                     pruned += 1;
-                    tracing::info!(campaign_id = %id, targets, horizon_days = horizon.as_secs() / 86_400, "campaign pruned: ended before the retention horizon");
+                    tracing::info!(campaign_id = %id, targets, horizon_days, "campaign pruned: ended before the retention horizon");
                 }
                 Err(error) => {
                     tracing::warn!(campaign_id = %id, %error, "retention: cannot prune the campaign; will retry")
