@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use muster_proto::v1::{CampaignState, RateControl, TargetStatus};
 use muster_sim::testkit::test_tunables;
 use muster_sim::{FaultKind, FaultRule, FaultWhen, Quota, Tunables};
@@ -344,7 +343,8 @@ pub async fn run(seed: u64, mode: Mode) -> Report {
     )
     .await;
     if !plan.real_redrive {
-        shorten_redrive(&system).await;
+        // The hub's 5 receives x 30 s would make the outages here pointless.
+        system.shorten_redrive(3, 3).await;
     }
     let mut report = Report {
         seed,
@@ -391,32 +391,6 @@ pub async fn run(seed: u64, mode: Mode) -> Report {
     check(&mut system, &id, &campaign, &mut report).await;
     check_drained(&system, &mut report).await;
     finish(report, &system)
-}
-
-/// The hub's 5 receives x 30 s before the dead-letter queue would make the
-/// outages here pointless: 3 receives x 3 s.
-async fn shorten_redrive(system: &System) {
-    let sqs = aws_sdk_sqs::Client::new(&system.sb.hub_config(EAST));
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&system.fleet.dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("the dead-letter queue's ARN")
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("an ARN");
-    sqs.set_queue_attributes()
-        .queue_url(&system.fleet.queue_url)
-        .attributes(QueueAttributeName::VisibilityTimeout, "3")
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}).to_string(),
-        )
-        .send()
-        .await
-        .expect("the redrive policy");
 }
 
 fn signal(pid: Option<u32>, signal: &str) {

@@ -468,6 +468,35 @@ impl System {
         std::fs::read_to_string(self.dir.path().join(format!("worker-{index}.log"))).unwrap_or_default()
     }
 
+    /// Shortens the task queue's redrive to `max_receives` receives of
+    /// `visibility_secs` each before the dead-letter queue (the hub's is
+    /// 5 x 30 s), so that an outage in a test can outlast it.
+    pub async fn shorten_redrive(&self, visibility_secs: u32, max_receives: u32) {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let sqs = aws_sdk_sqs::Client::new(&self.sb.hub_config("us-east-1"));
+        let dlq_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&self.fleet.dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("the dead-letter queue's ARN")
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .expect("an ARN");
+        sqs.set_queue_attributes()
+            .queue_url(&self.fleet.queue_url)
+            .attributes(QueueAttributeName::VisibilityTimeout, visibility_secs.to_string())
+            .attributes(
+                QueueAttributeName::RedrivePolicy,
+                serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives.to_string()})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .expect("the redrive policy");
+    }
+
     /// Account id by fleet name.
     pub fn account(&self, name: &str) -> String {
         self.fleet.account(name).expect("account in the fleet").id.clone()

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use muster_proto::v1::{CampaignState, CancelCampaignRequest, RateControl, TargetStatus};
 use muster_tests::checks::{assert_ran_once, queue_depth};
 use muster_tests::client::{assert_counters_add_up, script_spec, submit, targets, wait_done};
@@ -47,26 +46,7 @@ async fn tasks_dead_lettered_during_a_controller_outage_still_run_once_it_is_bac
     // A short redrive horizon (2 receives x 2 s) stands in for the hub's
     // 5 x 30 s: the outage below outlasts it.
     let sqs = aws_sdk_sqs::Client::new(&system.sb.hub_config(EAST));
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&system.fleet.dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    sqs.set_queue_attributes()
-        .queue_url(&system.fleet.queue_url)
-        .attributes(QueueAttributeName::VisibilityTimeout, "2")
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    system.shorten_redrive(2, 2).await;
 
     let mut spec = script_spec(&[system.account("only")], &[EAST], &["echo once"], &[], "ext-uniform");
     spec.rate = Some(RateControl {
