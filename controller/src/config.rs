@@ -3,7 +3,7 @@
 //! SDK's own environment (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -35,9 +35,18 @@ pub struct Args {
     /// Where WorkerService listens [default: 127.0.0.1:7071]
     #[arg(long, env = "MUSTER_WORKER_LISTEN")]
     pub worker_listen: Option<SocketAddr>,
-    /// Directory of the store (SQLite) [default: ./muster-data]
+    /// Directory of the store (SQLite), on a local disk [default: ./muster-data]
     #[arg(long, env = "MUSTER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL connection string (`postgres://user@host:5432/muster?sslmode=require`):
+    /// the store several controllers share, instead of SQLite in --data-dir.
+    /// The password may come from MUSTER_DATABASE_PASSWORD instead.
+    #[arg(long, env = "MUSTER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// PEM file of the CA certificates the database's certificate chains to
+    /// (for RDS and Aurora, the RDS CA bundle) [default: the system's]
+    #[arg(long, env = "MUSTER_DATABASE_CA")]
+    pub database_ca: Option<PathBuf>,
     /// URL of the SQS task queue (required).
     #[arg(long, env = "MUSTER_QUEUE_URL")]
     pub queue_url: Option<String>,
@@ -208,6 +217,10 @@ pub struct FileConfig {
     pub worker_listen: Option<SocketAddr>,
     /// See `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// See `--database-url`.
+    pub database_url: Option<String>,
+    /// See `--database-ca`.
+    pub database_ca: Option<PathBuf>,
     /// See `--queue-url`.
     pub queue_url: Option<String>,
     /// See `--results-bucket`.
@@ -256,6 +269,69 @@ pub struct FileConfig {
     pub guardrails: Guardrails,
 }
 
+/// Where the store is.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// SQLite in this directory: one controller.
+    Sqlite(PathBuf),
+    /// PostgreSQL: any number of controllers.
+    Postgres(Box<crate::store::PostgresTarget>),
+}
+
+impl StoreConfig {
+    /// Opens (or connects to) the store and brings its schema up to date.
+    pub fn open(&self) -> crate::store::StoreResult<crate::store::Store> {
+        match self {
+            Self::Sqlite(dir) => crate::store::Store::open(dir),
+            Self::Postgres(target) => crate::store::Store::connect(target),
+        }
+    }
+
+    /// Where it is, without credentials, for logs.
+    pub fn shown(&self) -> String {
+        match self {
+            Self::Sqlite(dir) => dir.display().to_string(),
+            Self::Postgres(target) => target.shown().to_owned(),
+        }
+    }
+}
+
+/// The store's settings: PostgreSQL when a database URL is given, SQLite
+/// otherwise. A database that is not on loopback needs TLS
+/// (`sslmode=require`) unless `insecure`.
+fn store_config(
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    database_ca: Option<&Path>,
+    insecure: bool,
+) -> anyhow::Result<StoreConfig> {
+    let Some(url) = database_url.filter(|u| !u.is_empty()) else {
+        if database_ca.is_some() {
+            anyhow::bail!("database_ca: given without database_url; the SQLite store has no server to verify");
+        }
+        return Ok(StoreConfig::Sqlite(
+            data_dir.unwrap_or_else(|| PathBuf::from("muster-data")),
+        ));
+    };
+    let ca = match database_ca {
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| anyhow::anyhow!("database_ca: cannot read {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let password = std::env::var("MUSTER_DATABASE_PASSWORD").ok().filter(|p| !p.is_empty());
+    let target =
+        crate::store::PostgresTarget::parse(&url, password.as_deref(), ca.as_deref()).map_err(anyhow::Error::msg)?;
+    if !target.tls_required() && !target.on_loopback() && !insecure {
+        anyhow::bail!(
+            "database_url: {} is not on loopback and does not require TLS; add sslmode=require \
+             (or --insecure for a network you trust)",
+            target.shown()
+        );
+    }
+    Ok(StoreConfig::Postgres(Box::new(target)))
+}
+
 /// Resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -263,8 +339,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// WorkerService address.
     pub worker_listen: SocketAddr,
-    /// Store directory.
-    pub data_dir: PathBuf,
+    /// Where the store is.
+    pub store: StoreConfig,
     /// Everything the services need.
     pub settings: crate::Settings,
     /// AWS endpoint override.
@@ -329,9 +405,10 @@ impl Config {
         for text in &args.api_clients {
             clients.push(ClientEntry::parse("api_client", text).map_err(anyhow::Error::msg)?);
         }
+        let insecure = args.insecure || file.insecure.unwrap_or(false);
         let security = security(
             SecurityInputs {
-                insecure: args.insecure || file.insecure.unwrap_or(false),
+                insecure,
                 tls_cert: args.tls_cert.or(file.tls_cert),
                 tls_key: args.tls_key.or(file.tls_key),
                 worker_ca: args.worker_ca.or(file.worker_ca),
@@ -357,10 +434,12 @@ impl Config {
         Ok(Self {
             listen,
             worker_listen,
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("muster-data")),
+            store: store_config(
+                args.data_dir.or(file.data_dir),
+                args.database_url.or(file.database_url),
+                args.database_ca.or(file.database_ca).as_deref(),
+                insecure,
+            )?,
             settings: crate::Settings {
                 queue_url,
                 results_bucket: args.results_bucket.or(file.results_bucket).filter(|b| !b.is_empty()),
@@ -567,6 +646,47 @@ mod tests {
         assert_eq!(resolve(Some(0)).unwrap().settings.retention, None);
         let err = resolve(Some(40_000)).unwrap_err().to_string();
         assert!(err.starts_with("retention_days: 40000; must be 0"), "{err}");
+    }
+
+    #[test]
+    fn the_store_is_sqlite_unless_a_database_is_named_and_a_remote_one_needs_tls() {
+        let resolve = |url: Option<&str>, ca: Option<PathBuf>, insecure: bool| {
+            store_config(Some("data".into()), url.map(str::to_owned), ca.as_deref(), insecure)
+        };
+        assert!(
+            matches!(resolve(None, None, false).unwrap(), StoreConfig::Sqlite(dir) if dir == std::path::Path::new("data"))
+        );
+        let local = resolve(Some("postgres://muster@127.0.0.1:5432/muster"), None, false).unwrap();
+        assert_eq!(local.shown(), "postgres://muster@127.0.0.1:5432/muster");
+        let err = resolve(Some("postgres://muster:secret@db.example.com/muster"), None, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("database_url: postgres://muster@db.example.com:5432/muster is not on loopback"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "the password is never shown: {err}");
+        let remote = resolve(
+            Some("postgres://muster@db.example.com/muster?sslmode=require"),
+            None,
+            false,
+        );
+        assert!(matches!(remote, Ok(StoreConfig::Postgres(_))), "{remote:?}");
+        let err = resolve(Some("mysql://x"), None, false).unwrap_err().to_string();
+        assert!(
+            err.starts_with("database_url: not a PostgreSQL connection string"),
+            "{err}"
+        );
+        let err = resolve(None, Some("ca.pem".into()), false).unwrap_err().to_string();
+        assert!(err.starts_with("database_ca: given without database_url"), "{err}");
+        let err = resolve(
+            Some("postgres://muster@127.0.0.1/m"),
+            Some("/nonexistent/ca.pem".into()),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("database_ca: cannot read /nonexistent/ca.pem"), "{err}");
     }
 
     #[test]

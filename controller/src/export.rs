@@ -6,10 +6,10 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+use crate::store::sql::params;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use muster_proto::v1::{CampaignState, Target, TargetStatus, TimeoutKind};
-use rusqlite::params;
 use serde_json::{Value, json};
 
 use crate::Controller;
@@ -132,7 +132,7 @@ pub async fn export_finished(ctl: &Controller) {
                     ],
                     |r| r.get::<_, String>(0),
                 )?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<StoreResult<Vec<_>>>()?;
             ids.into_iter()
                 .map(|id| campaigns::get(conn, &id))
                 .filter_map(|r| r.transpose())

@@ -3,7 +3,6 @@
 use clap::Parser;
 use muster_common::aws::AwsSettings;
 use muster_controller::config::{Args, Config};
-use muster_controller::store::Store;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -17,7 +16,8 @@ async fn main() -> anyhow::Result<()> {
         "muster-controller",
     );
     let config = Config::resolve(args)?;
-    let store = Store::open(&config.data_dir)?;
+    let store = config.store.open()?;
+    tracing::info!(engine = %store.engine(), store = store.location(), "store open");
     let sdk = muster_common::aws::load(&AwsSettings {
         endpoint_url: config.aws_endpoint_url.clone(),
         region: config.aws_region.clone(),
@@ -52,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
         worker_api = %running.worker_addr,
         metrics = running.metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         tls,
-        data_dir = %config.data_dir.display(),
+        store = %config.store.shown(),
         queue = %config.settings.queue_url,
         "muster-controller ready"
     );

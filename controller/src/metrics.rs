@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::store::{Engine, Sql};
 use muster_proto::v1::{CampaignState, TargetStatus, TaskKind};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
-use rusqlite::Connection;
 
 use crate::Controller;
 use crate::store::StoreResult;
@@ -183,16 +183,19 @@ struct Snapshot {
     holding: Vec<String>,
     /// Tasks on the queue past the requeue bound.
     overdue: i64,
+    /// The database's size as PostgreSQL counts it (none on SQLite, whose
+    /// files are measured instead).
+    database_bytes: Option<i64>,
 }
 
-fn snapshot(conn: &Connection, overdue_before_ms: i64) -> StoreResult<Snapshot> {
+fn snapshot(conn: &dyn Sql, overdue_before_ms: i64) -> StoreResult<Snapshot> {
     let campaigns = conn
         .prepare_cached("SELECT state, COUNT(*) FROM campaigns GROUP BY state")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<StoreResult<Vec<_>>>()?;
     let tasks = conn
         .prepare_cached("SELECT kind, state, enqueued_attempt = attempt, COUNT(*) FROM tasks GROUP BY kind, state, 3")?
-        .query_map([], |r| {
+        .query_map((), |r| {
             let state: i32 = r.get(1)?;
             let on_queue: bool = r.get(2)?;
             let state = match state {
@@ -206,20 +209,25 @@ fn snapshot(conn: &Connection, overdue_before_ms: i64) -> StoreResult<Snapshot> 
             };
             Ok((r.get(0)?, state, r.get(3)?))
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<StoreResult<Vec<_>>>()?;
     let targets = conn
         .prepare_cached(
-            "SELECT c.state, n.status, SUM(n.count) FROM counters n JOIN campaigns c ON c.id = n.campaign_id
+            "SELECT c.state, n.status, CAST(SUM(n.count) AS BIGINT) FROM counters n JOIN campaigns c ON c.id = n.campaign_id
              GROUP BY c.state, n.status",
         )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<StoreResult<Vec<_>>>()?;
     let holding = conn
         .prepare_cached("SELECT DISTINCT lease_owner FROM tasks WHERE state = ?1 AND lease_owner IS NOT NULL")?
         .query_map([task_state::LEASED], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<StoreResult<Vec<_>>>()?;
     let overdue = crate::store::queue::overdue_count(conn, overdue_before_ms)? as i64;
+    let database_bytes = match conn.engine() {
+        Engine::Postgres => Some(conn.query_row("SELECT pg_database_size(current_database())", (), |r| r.get(0))?),
+        Engine::Sqlite => None,
+    };
     Ok(Snapshot {
+        database_bytes,
         campaigns,
         tasks,
         targets,
@@ -353,8 +361,11 @@ pub async fn render(ctl: &Controller) -> String {
     );
     registry.register(
         "store_bytes",
-        "Size of the store's files on disk (database and write-ahead log)",
-        ConstGauge::new(store_bytes(ctl.store.path())),
+        "Size of the store: SQLite's files on disk (database and write-ahead log), or PostgreSQL's database",
+        ConstGauge::new(match ctl.store.file() {
+            Some(path) => store_bytes(path),
+            None => snapshot.database_bytes.unwrap_or(0),
+        }),
     );
     registry.register(
         "dead_letters",
@@ -385,7 +396,7 @@ pub async fn render(ctl: &Controller) -> String {
 /// queue took the last messages.
 pub async fn readiness(ctl: &Controller) -> Result<(), String> {
     ctl.store
-        .read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+        .read(|conn| conn.query_row("SELECT 1", (), |r| r.get::<_, i64>(0)))
         .await
         .map_err(|error| format!("the store does not answer: {error}"))?;
     if let Some(error) = ctl.queue_error.lock().expect("queue error lock").clone() {

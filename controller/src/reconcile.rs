@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::store::sql::{Sql, params};
 use muster_common::domain::RateLimit;
 use muster_proto::v1::{
     CampaignState, Lease, Platform, Progress, StateChange, StatusCounters, TargetStatus, TaskKind,
     WatchCampaignResponse, watch_campaign_response,
 };
-use rusqlite::{Connection, params};
 use tokio_util::sync::CancellationToken;
 
 use crate::Controller;
@@ -90,7 +90,7 @@ pub async fn pass(ctl: &Controller, cursor: &AtomicUsize) -> StoreResult<()> {
 
 /// Moves one campaign one step; returns its new state if it changed.
 fn step(
-    conn: &Connection,
+    conn: &dyn Sql,
     id: &str,
     settings: &crate::Settings,
     start: usize,
@@ -112,7 +112,7 @@ fn step(
 }
 
 fn change(
-    conn: &Connection,
+    conn: &dyn Sql,
     id: &str,
     state: CampaignState,
     reason: String,
@@ -121,7 +121,7 @@ fn change(
     Ok(Some((state, reason)))
 }
 
-fn cancel_step(conn: &Connection, campaign: &CampaignRow) -> StoreResult<Option<(CampaignState, String)>> {
+fn cancel_step(conn: &dyn Sql, campaign: &CampaignRow) -> StoreResult<Option<(CampaignState, String)>> {
     let held = tasks::cancel_unleased(conn, &campaign.id)?;
     targets::end_pending(
         conn,
@@ -139,7 +139,7 @@ fn cancel_step(conn: &Connection, campaign: &CampaignRow) -> StoreResult<Option<
 }
 
 fn discovery_step(
-    conn: &Connection,
+    conn: &dyn Sql,
     campaign: &CampaignRow,
     settings: &crate::Settings,
     start: usize,
@@ -194,7 +194,7 @@ fn starts_before_discovery_ends(campaign: &CampaignRow, settings: &crate::Settin
 
 /// Resolves max_concurrency and max_errors against `eligible` targets and
 /// records them on the campaign, for GetCampaign and the next passes.
-fn record_limits(conn: &Connection, campaign: &CampaignRow, eligible: u64) -> StoreResult<(u64, Option<u64>)> {
+fn record_limits(conn: &dyn Sql, campaign: &CampaignRow, eligible: u64) -> StoreResult<(u64, Option<u64>)> {
     let rate = campaign.spec.rate.clone().unwrap_or_default();
     let concurrency = RateLimit::parse(&rate.max_concurrency, 1)
         .map(|l| l.concurrency(eligible))
@@ -224,7 +224,7 @@ fn record_limits(conn: &Connection, campaign: &CampaignRow, eligible: u64) -> St
 /// scopes already discovered, so that one slow account does not hold back
 /// the rest.
 fn release_discovered(
-    conn: &Connection,
+    conn: &dyn Sql,
     campaign: &CampaignRow,
     settings: &crate::Settings,
     totals: &StatusCounters,
@@ -246,7 +246,7 @@ fn release_discovered(
 /// discovery has ended. Only whole batches go meanwhile, so a scope is not
 /// cut into pieces by a limit that is still growing.
 fn discovering_limits(
-    conn: &Connection,
+    conn: &dyn Sql,
     campaign: &CampaignRow,
     settings: &crate::Settings,
     totals: &StatusCounters,
@@ -278,7 +278,7 @@ fn discovering_limits(
 /// round through SQS. Only first batches: room that later completions free
 /// goes round-robin over every scope, in the reconcile pass.
 pub fn hand_off(
-    conn: &Connection,
+    conn: &dyn Sql,
     discovered: &TaskRow,
     capacity: u32,
     settings: &crate::Settings,
@@ -320,7 +320,7 @@ fn batch_size(campaign: &CampaignRow) -> u64 {
 }
 
 fn running_step(
-    conn: &Connection,
+    conn: &dyn Sql,
     campaign: &CampaignRow,
     settings: &crate::Settings,
     start: usize,
@@ -365,7 +365,7 @@ fn running_step(
 /// Creates the Execute tasks the rollout plan allows for `pending` targets.
 #[allow(clippy::too_many_arguments)]
 fn release(
-    conn: &Connection,
+    conn: &dyn Sql,
     campaign: &CampaignRow,
     limits: &Limits,
     in_flight: u64,
@@ -411,7 +411,7 @@ fn release(
 
 /// Ends a campaign whose targets have all ended.
 fn finish(
-    conn: &Connection,
+    conn: &dyn Sql,
     campaign: &CampaignRow,
     totals: &StatusCounters,
 ) -> StoreResult<Option<(CampaignState, String)>> {

@@ -15,9 +15,9 @@ use tonic::{Request, Response, Status};
 
 use crate::Controller;
 use crate::campaign_api::store_status;
-use crate::store::StoreError;
 use crate::store::records::millis;
 use crate::store::tasks::{self, FailOutcome, Fenced, LeaseAnswer, LeaseSettings, TaskRow};
+use crate::store::{Sql, StoreError};
 use crate::store::{campaigns, queue, targets};
 
 /// Most instances in one ReportTargets.
@@ -103,7 +103,7 @@ fn handed_off_trace(lease: &Lease) -> Option<String> {
 /// worker that assumes an account's role for one region finds the others
 /// with the same credentials, not one AssumeRole per worker per account.
 fn lease_same_account(
-    conn: &rusqlite::Connection,
+    conn: &dyn Sql,
     granted: &Lease,
     worker: &str,
     capacity: u32,
@@ -168,7 +168,7 @@ impl WorkerService for WorkerApi {
         let (answer, same_account) = self
             .ctl
             .store
-            .write(move |txn: &rusqlite::Transaction<'_>| {
+            .write(move |txn: &dyn Sql| {
                 let answer = tasks::lease(txn, &task_ref, &worker, settings)?;
                 let same_account = match &answer {
                     LeaseAnswer::Granted(lease) => lease_same_account(txn, lease, &worker, capacity, settings)?,

@@ -7,6 +7,18 @@ cd "$MUSTER_ROOT"
 
 "$MUSTER_ROOT/deploy/local/venv.sh"
 
+# The PostgreSQL half of the store's test matrix runs against a real server
+# on loopback, started for this run and stopped when it ends.
+pg_dir="$(mktemp -d "${TMPDIR:-/tmp}/muster-test-pg.XXXXXX")"
+stop_postgres() {
+  "$MUSTER_ROOT/deploy/local/postgres.sh" stop "$pg_dir" || true
+  rm -rf "$pg_dir"
+}
+trap stop_postgres EXIT
+say "PostgreSQL for the tests"
+MUSTER_TEST_POSTGRES_URL="$("$MUSTER_ROOT/deploy/local/postgres.sh" start "$pg_dir")"
+export MUSTER_TEST_POSTGRES_URL
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -25,8 +37,13 @@ say "tests"
 start=$(date +%s)
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --profile ci
+  # The whole-system tests again, with the controller on PostgreSQL (the
+  # store's own tests run on both engines in the run above).
+  say "whole-system tests on PostgreSQL"
+  MUSTER_TEST_STORE=postgres cargo nextest run -p muster-tests --locked --profile ci
 else
   cargo test --workspace --locked
+  MUSTER_TEST_STORE=postgres cargo test -p muster-tests --locked
 fi
 say "test suite wall time: $(($(date +%s) - start))s"
 

@@ -143,6 +143,9 @@ pub struct System {
     worker_metrics_ports: Vec<u16>,
     dir: tempfile::TempDir,
     options: SystemOptions,
+    /// The controller's PostgreSQL database, when the tests run on
+    /// PostgreSQL (dropped after the processes are gone).
+    database: Option<muster_controller::store::testkit::TestDatabase>,
 }
 
 impl Drop for System {
@@ -190,6 +193,7 @@ impl System {
             worker_metrics_ports: Vec::new(),
             dir: tempfile::tempdir().expect("a temp dir"),
             options,
+            database: crate::test_database(),
         };
         system.write_aws_config();
         system.start_controller().await;
@@ -277,6 +281,11 @@ impl System {
                 "--metrics-listen",
                 &format!("127.0.0.1:{}", self.metrics_port),
             ])
+            .args(
+                self.database
+                    .iter()
+                    .flat_map(|d| ["--database-url".to_owned(), d.url().to_owned()]),
+            )
             .args(&self.options.controller_args)
             .spawn()
             .expect("the controller starts");

@@ -84,6 +84,8 @@ pub struct Stack {
     pub creds: Creds,
     options: Options,
     data: tempfile::TempDir,
+    /// The PostgreSQL database, when the tests run on PostgreSQL.
+    _database: Option<muster_controller::store::testkit::TestDatabase>,
 }
 
 /// The controller settings the stack uses.
@@ -113,8 +115,17 @@ impl Stack {
         let sb = Sandbox::start_with(options.tunables.clone()).await;
         let fleet = sb.seed(fleet).await;
         let data = tempfile::tempdir().expect("a data dir");
+        let database = crate::test_database();
+        let store = match &database {
+            Some(database) => {
+                let target = muster_controller::store::PostgresTarget::parse(database.url(), None, None)
+                    .expect("the test database URL");
+                Store::connect(&target).expect("the store connects")
+            }
+            None => Store::open(data.path()).expect("the store opens"),
+        };
         let creds = Creds::new();
-        let controller = start_controller(&sb, &fleet, &options, data.path(), &creds).await;
+        let controller = start_controller(&sb, &fleet, &options, store, &creds).await;
         let client = campaign_client(
             creds
                 .endpoint(controller.campaign_addr.port(), Some(&creds.pki.admin))
@@ -129,6 +140,7 @@ impl Stack {
             creds,
             options,
             data,
+            _database: database,
         };
         for _ in 0..stack.options.workers {
             let worker = stack.start_worker().await;
@@ -193,10 +205,9 @@ async fn start_controller(
     sb: &Sandbox,
     fleet: &FleetState,
     options: &Options,
-    data: &std::path::Path,
+    store: Store,
     creds: &Creds,
 ) -> muster_controller::Running {
-    let store = Store::open(data).expect("the store opens");
     let sdk = sb.hub_config("us-east-1");
     let controller = muster_controller::Controller::new(store, controller_settings(fleet, options), &sdk);
     let campaign = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");

@@ -53,8 +53,8 @@ async fn a_campaign_past_the_horizon_leaves_the_store_and_a_running_one_stays() 
         .store()
         .write(move |txn| {
             txn.execute(
-                "UPDATE campaigns SET finished_ms = finished_ms - 31 * 86400000 WHERE id = ?1",
-                [&id],
+                "UPDATE campaigns SET finished_ms = finished_ms - ?2 WHERE id = ?1",
+                muster_controller::params![id, 31 * 86_400_000i64],
             )?;
             Ok(())
         })
@@ -84,7 +84,7 @@ async fn a_campaign_past_the_horizon_leaves_the_store_and_a_running_one_stays() 
     let left: i64 = stack
         .store()
         .read(move |conn| {
-            Ok(conn.query_row(
+            conn.query_row(
                 "SELECT (SELECT COUNT(*) FROM tasks WHERE campaign_id = ?1)
                       + (SELECT COUNT(*) FROM targets WHERE campaign_id = ?1)
                       + (SELECT COUNT(*) FROM events WHERE campaign_id = ?1)
@@ -92,7 +92,7 @@ async fn a_campaign_past_the_horizon_leaves_the_store_and_a_running_one_stays() 
                       + (SELECT COUNT(*) FROM counters WHERE campaign_id = ?1)",
                 [&id],
                 |r| r.get(0),
-            )?)
+            )
         })
         .await
         .unwrap();

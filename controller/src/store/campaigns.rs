@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::store::sql::{OptionalExtension as _, Row, Sql, params};
 use muster_proto::v1::{
     Campaign, CampaignSpec, CampaignState, ResultsExport, ScopeState, ScopeSummary, StatusCounters, TargetStatus,
     TaskKind,
 };
 use prost::Message as _;
-use rusqlite::{Connection, OptionalExtension as _, Row, params};
 
 use super::records::{event, now_ms, task_state, timestamp};
 use super::{StoreError, StoreResult};
@@ -60,7 +60,7 @@ const COLUMNS: &str = "id, created_ms, submitted_by, client_token, spec, spec_sh
     started_ms, finished_ms, eligible, concurrency_limit, error_threshold, errors, cancel_requested, export_url, \
     exported_ms, export_error";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<CampaignRow> {
+fn from_row(row: &Row<'_>) -> StoreResult<CampaignRow> {
     let spec: Vec<u8> = row.get(4)?;
     Ok(CampaignRow {
         id: row.get(0)?,
@@ -86,16 +86,15 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<CampaignRow> {
 }
 
 /// One campaign.
-pub fn get(conn: &Connection, id: &str) -> StoreResult<Option<CampaignRow>> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM campaigns WHERE id = ?1"))?
+pub fn get(conn: &dyn Sql, id: &str) -> StoreResult<Option<CampaignRow>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM campaigns WHERE id = ?1"))?
         .query_row([id], from_row)
-        .optional()?)
+        .optional()
 }
 
 /// How many bytes of each step's stdout and stderr the campaign keeps (its
 /// validated `output.keep_bytes`).
-pub fn keep_bytes(conn: &Connection, id: &str) -> StoreResult<usize> {
+pub fn keep_bytes(conn: &dyn Sql, id: &str) -> StoreResult<usize> {
     let spec: Option<Vec<u8>> = conn
         .prepare_cached("SELECT spec FROM campaigns WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
@@ -111,7 +110,7 @@ pub fn keep_bytes(conn: &Connection, id: &str) -> StoreResult<usize> {
 }
 
 /// Campaigns in these states (all when empty).
-pub fn in_states(conn: &Connection, states: &[CampaignState]) -> StoreResult<Vec<CampaignRow>> {
+pub fn in_states(conn: &dyn Sql, states: &[CampaignState]) -> StoreResult<Vec<CampaignRow>> {
     let list = states
         .iter()
         .map(|s| (*s as i32).to_string())
@@ -120,7 +119,7 @@ pub fn in_states(conn: &Connection, states: &[CampaignState]) -> StoreResult<Vec
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM campaigns WHERE state IN ({list}) ORDER BY created_ms"
     ))?;
-    let rows = stmt.query_map([], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map((), from_row)?.collect::<StoreResult<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -132,7 +131,7 @@ pub type ScopeCounts = BTreeMap<(String, String), Vec<(i32, i64)>>;
 
 /// A page of campaigns, newest first, after `cursor`.
 pub fn list(
-    conn: &Connection,
+    conn: &dyn Sql,
     states: &[CampaignState],
     include_plans: bool,
     page_size: usize,
@@ -160,7 +159,7 @@ pub fn list(
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt
         .query_map(params![after_ms, after_id, page_size as i64 + 1], from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<StoreResult<Vec<_>>>()?;
     let next = if rows.len() > page_size {
         rows.truncate(page_size);
         rows.last().map(|r| (r.created_ms, r.id.clone()))
@@ -196,7 +195,7 @@ pub fn status_counters(counts: impl IntoIterator<Item = (i32, i64)>) -> StatusCo
 }
 
 /// Counters by (account, region) and status.
-pub fn scope_counts(conn: &Connection, id: &str) -> StoreResult<ScopeCounts> {
+pub fn scope_counts(conn: &dyn Sql, id: &str) -> StoreResult<ScopeCounts> {
     let mut stmt = conn.prepare_cached(
         "SELECT account_id, region, status, count FROM counters WHERE campaign_id = ?1 AND count != 0",
     )?;
@@ -216,12 +215,13 @@ pub fn scope_counts(conn: &Connection, id: &str) -> StoreResult<ScopeCounts> {
 }
 
 /// The campaign's totals by status.
-pub fn totals(conn: &Connection, id: &str) -> StoreResult<StatusCounters> {
-    let mut stmt =
-        conn.prepare_cached("SELECT status, SUM(count) FROM counters WHERE campaign_id = ?1 GROUP BY status")?;
+pub fn totals(conn: &dyn Sql, id: &str) -> StoreResult<StatusCounters> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT status, CAST(SUM(count) AS BIGINT) FROM counters WHERE campaign_id = ?1 GROUP BY status",
+    )?;
     let counts = stmt
         .query_map([id], |r| Ok((r.get::<_, i32>(0)?, r.get::<_, i64>(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<StoreResult<Vec<_>>>()?;
     Ok(status_counters(counts))
 }
 
@@ -229,7 +229,7 @@ pub fn totals(conn: &Connection, id: &str) -> StoreResult<StatusCounters> {
 /// ERROR target that stands for each scope that could not be discovered.
 /// It only grows while discovery goes on, so limits resolved against it
 /// never exceed the limits resolved against the final count.
-pub fn eligible(conn: &Connection, id: &str, totals: &StatusCounters) -> StoreResult<u64> {
+pub fn eligible(conn: &dyn Sql, id: &str, totals: &StatusCounters) -> StoreResult<u64> {
     let undiscoverable: i64 = conn
         .prepare_cached("SELECT COUNT(*) FROM scopes WHERE campaign_id = ?1 AND state = ?2")?
         .query_row(params![id, ScopeState::Failed as i32], |r| r.get(0))?;
@@ -240,7 +240,7 @@ pub fn eligible(conn: &Connection, id: &str, totals: &StatusCounters) -> StoreRe
 }
 
 /// Every scope with its counters.
-pub fn scopes(conn: &Connection, id: &str) -> StoreResult<Vec<ScopeSummary>> {
+pub fn scopes(conn: &dyn Sql, id: &str) -> StoreResult<Vec<ScopeSummary>> {
     let counts = scope_counts(conn, id)?;
     let mut stmt = conn.prepare_cached(
         "SELECT account_id, region, state, error, managed, offline, unmanaged FROM scopes WHERE campaign_id = ?1 ORDER BY account_id, region",
@@ -268,7 +268,7 @@ pub fn scopes(conn: &Connection, id: &str) -> StoreResult<Vec<ScopeSummary>> {
 }
 
 /// The API's view of a campaign.
-pub fn to_proto(conn: &Connection, row: &CampaignRow, with_scopes: bool) -> StoreResult<Campaign> {
+pub fn to_proto(conn: &dyn Sql, row: &CampaignRow, with_scopes: bool) -> StoreResult<Campaign> {
     Ok(Campaign {
         id: row.id.clone(),
         spec: Some(row.spec.clone()),
@@ -354,7 +354,7 @@ pub enum Inserted {
 /// any: [`Inserted::Existing`] when its spec hashes to `spec_sha256`,
 /// [`Inserted::TokenReused`] when not. An empty token names none.
 pub fn by_client_token(
-    conn: &Connection,
+    conn: &dyn Sql,
     submitted_by: &str,
     token: &str,
     spec_sha256: &str,
@@ -377,7 +377,7 @@ pub fn by_client_token(
 
 /// Stores a campaign with its scopes and Discover tasks, or finds the one
 /// its client token already names.
-pub fn insert(conn: &Connection, new: &NewCampaign) -> StoreResult<Inserted> {
+pub fn insert(conn: &dyn Sql, new: &NewCampaign) -> StoreResult<Inserted> {
     let token = &new.spec.client_token;
     if let Some(found) = by_client_token(conn, &new.submitted_by, token, &new.spec_sha256)? {
         return Ok(found);
@@ -432,23 +432,17 @@ pub fn insert(conn: &Connection, new: &NewCampaign) -> StoreResult<Inserted> {
 }
 
 /// Moves a campaign to a new state, recording why.
-pub fn set_state(conn: &Connection, id: &str, state: CampaignState, reason: &str) -> StoreResult<()> {
+pub fn set_state(conn: &dyn Sql, id: &str, state: CampaignState, reason: &str) -> StoreResult<()> {
     let now = now_ms();
+    let started = (state == CampaignState::Running).then_some(now);
     let finished = state.is_terminal().then_some(now);
     conn.prepare_cached(
         "UPDATE campaigns SET state = ?2, state_reason = ?3,
-            started_ms = CASE WHEN ?2 = ?5 AND started_ms IS NULL THEN ?4 ELSE started_ms END,
-            finished_ms = COALESCE(?6, finished_ms)
+            started_ms = COALESCE(started_ms, ?4),
+            finished_ms = COALESCE(?5, finished_ms)
          WHERE id = ?1",
     )?
-    .execute(params![
-        id,
-        state as i32,
-        reason,
-        now,
-        CampaignState::Running as i32,
-        finished
-    ])?;
+    .execute(params![id, state as i32, reason, started, finished])?;
     event(
         conn,
         id,
@@ -458,7 +452,7 @@ pub fn set_state(conn: &Connection, id: &str, state: CampaignState, reason: &str
 }
 
 /// Records a cancel request; false if the campaign has already ended.
-pub fn request_cancel(conn: &Connection, id: &str, by: &str, reason: &str) -> StoreResult<bool> {
+pub fn request_cancel(conn: &dyn Sql, id: &str, by: &str, reason: &str) -> StoreResult<bool> {
     let row = get(conn, id)?.ok_or_else(|| StoreError::Corrupt(format!("no campaign {id}")))?;
     if row.state.is_terminal() {
         return Ok(false);

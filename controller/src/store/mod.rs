@@ -9,20 +9,29 @@
 //! them run beside the writer.
 
 pub mod campaigns;
+mod postgres;
 pub mod queue;
 pub mod records;
 pub mod retention;
 mod schema;
+pub mod sql;
+mod sqlite;
 #[cfg(test)]
 mod state_machine_tests;
 pub mod targets;
 pub mod tasks;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OpenFlags, Transaction};
 use tokio::sync::{mpsc, oneshot};
+
+pub use postgres::Target as PostgresTarget;
+pub use sql::{Engine, Sql};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +39,12 @@ pub enum StoreError {
     /// SQLite said no.
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL said no, or could not be reached.
+    #[error("store: {}", postgres::describe(.0))]
+    Postgres(#[from] ::postgres::Error),
+    /// The schema could not be brought up to date.
+    #[error("store: schema: {0}")]
+    Migration(String),
     /// The data directory could not be used.
     #[error("store: data directory {path}: {message}")]
     Io {
@@ -52,6 +67,9 @@ pub enum StoreError {
     /// The writer thread is gone (the process is stopping).
     #[error("store: the writer has stopped")]
     Closed,
+    /// A query that must return a row returned none.
+    #[error("store: no row")]
+    NoRows,
     /// A value in the store could not be decoded.
     #[error("store: corrupt value: {0}")]
     Corrupt(String),
@@ -63,122 +81,197 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// A page of rows and the cursor after it (none on the last page).
 pub type Page<T, C> = (Vec<T>, Option<C>);
 
-type WriteJob = Box<dyn FnOnce(&Transaction<'_>) -> Box<dyn FnOnce() + Send> + Send>;
+type WriteJob = Box<dyn FnOnce(&dyn Sql) -> Box<dyn FnOnce() + Send> + Send>;
 
 /// Most writes committed together.
 const MAX_GROUP: usize = 512;
-/// Read connections.
+/// Read connections kept open.
 const READERS: usize = 4;
 
-/// The store.
+/// The store: one engine behind one interface.
 #[derive(Clone)]
 pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     writer: mpsc::UnboundedSender<WriteJob>,
-    readers: Arc<Mutex<Vec<Connection>>>,
-    path: PathBuf,
-    /// The data directory's lock, held while any clone lives.
-    _lock: Arc<std::fs::File>,
+    readers: Readers,
+    engine: Engine,
+    /// The database file, or the PostgreSQL server without credentials.
+    location: String,
+    /// SQLite's file: its size is a metric.
+    file: Option<PathBuf>,
+    /// The data directory's lock (SQLite), held while any clone lives.
+    _lock: Option<std::fs::File>,
 }
 
-/// Takes the data directory's exclusive lock (`muster.lock`, an advisory
-/// file lock the OS drops when the process dies), and writes who holds it.
-fn lock_data_dir(data_dir: &Path) -> StoreResult<std::fs::File> {
-    use std::io::{Read as _, Seek as _, Write as _};
-    let path = data_dir.join("muster.lock");
-    let io = |e: std::io::Error| StoreError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            return Err(StoreError::Locked {
-                path: data_dir.display().to_string(),
-                holder: Some(holder.trim().to_owned())
-                    .filter(|h| !h.is_empty())
-                    .unwrap_or_else(|| "holder unknown".into()),
-            });
+enum Readers {
+    Sqlite {
+        pool: Mutex<Vec<rusqlite::Connection>>,
+        path: PathBuf,
+    },
+    Postgres {
+        pool: Mutex<Vec<postgres::PgConn>>,
+        target: Box<postgres::Target>,
+    },
+}
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        // Closing a PostgreSQL connection blocks: never on an async thread.
+        if let Self::Postgres { pool, .. } = self {
+            let conns = std::mem::take(pool.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner));
+            if !conns.is_empty() {
+                let _ = std::thread::Builder::new()
+                    .name("muster-store-close".into())
+                    .spawn(move || drop(conns));
+            }
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    file.set_len(0).map_err(io)?;
-    file.rewind().map_err(io)?;
-    write!(file, "pid {} on host {} since {since}", std::process::id(), host.trim()).map_err(io)?;
-    Ok(file)
 }
 
-fn open(path: &Path, flags: OpenFlags) -> StoreResult<Connection> {
-    let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    // FULL: a commit is on disk before the writer is told; group commit keeps
-    // the number of fsyncs low.
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    conn.pragma_update(None, "cache_size", -64_000)?;
-    Ok(conn)
+impl Readers {
+    /// Runs `f` on a pooled connection (opening one if none is free).
+    fn with<R>(&self, f: impl FnOnce(&dyn Sql) -> StoreResult<R>) -> StoreResult<R> {
+        match self {
+            Self::Sqlite { pool, path } => {
+                let conn = pool.lock().expect("readers lock").pop();
+                let conn = match conn {
+                    Some(conn) => conn,
+                    None => sqlite::open_reader(path)?,
+                };
+                let outcome = f(&conn);
+                let mut pool = pool.lock().expect("readers lock");
+                if pool.len() < READERS {
+                    pool.push(conn);
+                }
+                outcome
+            }
+            Self::Postgres { pool, target } => {
+                let conn = pool.lock().expect("readers lock").pop();
+                let conn = match conn {
+                    Some(conn) if !conn.is_closed() => conn,
+                    _ => postgres::PgConn::connect(target)?,
+                };
+                let outcome = f(&conn);
+                let mut pool = pool.lock().expect("readers lock");
+                if pool.len() < READERS && !conn.is_closed() {
+                    pool.push(conn);
+                }
+                outcome
+            }
+        }
+    }
 }
 
 impl Store {
-    /// Opens (or creates) the store in `data_dir`, migrating it to the
-    /// current schema.
+    /// Opens (or creates) the SQLite store in `data_dir`, migrating it to
+    /// the current schema.
     pub fn open(data_dir: &Path) -> StoreResult<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Io {
+        let io = |e: std::io::Error| StoreError::Io {
             path: data_dir.display().to_string(),
             message: e.to_string(),
-        })?;
-        let lock = lock_data_dir(data_dir)?;
+        };
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        sqlite::refuse_network_filesystem(data_dir)?;
+        let lock = sqlite::lock_data_dir(data_dir)?;
         let path = data_dir.join("muster.db");
-        let mut conn = open(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        schema::migrate(&mut conn)?;
+        let mut conn = sqlite::open_writer(&path)?;
+        schema::migrate_sqlite(&mut conn)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            readers.push(open(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?);
+            readers.push(sqlite::open_reader(&path)?);
         }
         let (writer, jobs) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("muster-store-writer".into())
-            .spawn(move || write_loop(conn, jobs))
-            .map_err(|e| StoreError::Io {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+            .spawn(move || write_loop(jobs, |body| sqlite::in_transaction(&mut conn, body)))
+            .map_err(io)?;
         Ok(Self {
-            writer,
-            readers: Arc::new(Mutex::new(readers)),
-            path,
-            _lock: Arc::new(lock),
+            inner: Arc::new(Inner {
+                writer,
+                readers: Readers::Sqlite {
+                    pool: Mutex::new(readers),
+                    path: path.clone(),
+                },
+                engine: Engine::Sqlite,
+                location: path.display().to_string(),
+                file: Some(path),
+                _lock: Some(lock),
+            }),
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Connects to the PostgreSQL store, migrating it to the current schema.
+    /// Several controllers may share it.
+    pub fn connect(target: &PostgresTarget) -> StoreResult<Self> {
+        // The driver blocks on a runtime of its own per connection, which
+        // must never happen on an async thread: the writer thread connects
+        // and migrates, and says how that went.
+        let (writer, jobs) = mpsc::unbounded_channel();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let writer_target = target.clone();
+        std::thread::Builder::new()
+            .name("muster-store-writer".into())
+            .spawn(move || {
+                let opened = postgres::PgConn::connect(&writer_target).and_then(|mut conn| {
+                    schema::migrate_postgres(conn.client(), postgres::MIGRATE_LOCK)?;
+                    Ok(conn)
+                });
+                let mut conn = match opened {
+                    Ok(conn) => {
+                        let _ = ready_tx.send(Ok(()));
+                        conn
+                    }
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error));
+                        return;
+                    }
+                };
+                write_loop(jobs, |body| postgres::in_transaction(&mut conn, &writer_target, body));
+            })
+            .map_err(|e| StoreError::Io {
+                path: target.shown().to_owned(),
+                message: e.to_string(),
+            })?;
+        ready.recv().map_err(|_| StoreError::Closed)??;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer,
+                readers: Readers::Postgres {
+                    pool: Mutex::new(Vec::new()),
+                    target: Box::new(target.clone()),
+                },
+                engine: Engine::Postgres,
+                location: target.shown().to_owned(),
+                file: None,
+                _lock: None,
+            }),
+        })
+    }
+
+    /// Which engine runs the store.
+    pub fn engine(&self) -> Engine {
+        self.inner.engine
+    }
+
+    /// Where the store is: SQLite's file, or the PostgreSQL server (without
+    /// credentials).
+    pub fn location(&self) -> &str {
+        &self.inner.location
+    }
+
+    /// SQLite's database file (none on PostgreSQL).
+    pub fn file(&self) -> Option<&Path> {
+        self.inner.file.as_deref()
     }
 
     /// Runs `f` in the writer's next transaction; resolves after the commit.
     pub async fn write<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> StoreResult<R> + Send + 'static,
+        F: FnOnce(&dyn Sql) -> StoreResult<R> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let job: WriteJob = Box::new(move |txn| {
@@ -187,7 +280,7 @@ impl Store {
                 let _ = tx.send(outcome);
             })
         });
-        self.writer.send(job).map_err(|_| StoreError::Closed)?;
+        self.inner.writer.send(job).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -195,46 +288,37 @@ impl Store {
     pub async fn read<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+        F: FnOnce(&dyn Sql) -> StoreResult<R> + Send + 'static,
     {
-        let readers = self.readers.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = readers.lock().expect("readers lock").pop();
-            let conn = match conn {
-                Some(conn) => conn,
-                None => open(
-                    &path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?,
-            };
-            let outcome = f(&conn);
-            let mut pool = readers.lock().expect("readers lock");
-            if pool.len() < READERS {
-                pool.push(conn);
-            }
-            outcome
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.readers.with(f))
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 }
 
-fn run_in_savepoint<R>(txn: &Transaction<'_>, f: impl FnOnce(&Transaction<'_>) -> StoreResult<R>) -> StoreResult<R> {
+fn run_in_savepoint<R>(txn: &dyn Sql, f: impl FnOnce(&dyn Sql) -> StoreResult<R>) -> StoreResult<R> {
     txn.execute_batch("SAVEPOINT job")?;
     match f(txn) {
         Ok(value) => {
-            txn.execute_batch("RELEASE job")?;
+            txn.execute_batch("RELEASE SAVEPOINT job")?;
             Ok(value)
         }
         Err(error) => {
-            txn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            txn.execute_batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")?;
             Err(error)
         }
     }
 }
 
-fn write_loop(mut conn: Connection, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
+/// The writer: takes whatever writes are queued (up to [`MAX_GROUP`]), runs
+/// each in its own savepoint of one transaction, commits, and only then
+/// answers them. `in_transaction` is the engine's: it begins a transaction,
+/// runs the body and commits.
+fn write_loop(
+    mut jobs: mpsc::UnboundedReceiver<WriteJob>,
+    mut in_transaction: impl FnMut(&mut dyn FnMut(&dyn Sql)) -> StoreResult<()>,
+) {
     while let Some(first) = jobs.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -243,16 +327,12 @@ fn write_loop(mut conn: Connection, mut jobs: mpsc::UnboundedReceiver<WriteJob>)
                 Err(_) => break,
             }
         }
-        let txn = match conn.transaction() {
-            Ok(txn) => txn,
-            Err(error) => {
-                tracing::error!(%error, "store: cannot begin a transaction");
-                continue;
-            }
-        };
-        let replies: Vec<Box<dyn FnOnce() + Send>> = group.into_iter().map(|job| job(&txn)).collect();
-        muster_common::crash::point("store.before_commit");
-        match txn.commit() {
+        let mut replies: Vec<Box<dyn FnOnce() + Send>> = Vec::with_capacity(group.len());
+        let outcome = in_transaction(&mut |txn| {
+            replies.extend(group.drain(..).map(|job| job(txn)));
+            muster_common::crash::point("store.before_commit");
+        });
+        match outcome {
             Ok(()) => {
                 muster_common::crash::point("store.after_commit");
                 replies.into_iter().for_each(|reply| reply());
@@ -260,13 +340,11 @@ fn write_loop(mut conn: Connection, mut jobs: mpsc::UnboundedReceiver<WriteJob>)
             Err(error) => {
                 // The callers' senders drop unanswered: each sees Closed and
                 // retries or fails its RPC; nothing was acknowledged.
-                tracing::error!(%error, "store: commit failed");
+                tracing::error!(%error, "store: a transaction failed; its writes were not acknowledged");
             }
         }
     }
 }
-
-pub use schema::SCHEMA_VERSION;
 
 #[cfg(test)]
 mod tests {
@@ -325,7 +403,7 @@ mod tests {
         }
         assert_eq!(failed, 1);
         let rows: i64 = store
-            .read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?))
+            .read(|conn| conn.query_row("SELECT COUNT(*) FROM events", (), |r| r.get(0)))
             .await
             .unwrap();
         assert_eq!(rows, 199, "only the failing write was undone");
@@ -341,7 +419,7 @@ mod tests {
                 .write(|txn| {
                     txn.execute(
                         "INSERT INTO events (campaign_id, at_ms, kind, detail) VALUES ('c', 0, 'x', 'y')",
-                        [],
+                        (),
                     )?;
                     Ok(())
                 })
@@ -350,7 +428,7 @@ mod tests {
         });
         let store = Store::open(dir.path()).unwrap();
         let count: i64 = rt
-            .block_on(store.read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?)))
+            .block_on(store.read(|conn| conn.query_row("SELECT COUNT(*) FROM events", (), |r| r.get(0))))
             .unwrap();
         assert_eq!(count, 1);
     }

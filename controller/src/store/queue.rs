@@ -2,8 +2,8 @@
 //! are on it, and which a worker may take without it (a hand-off, or the
 //! same account's discoveries with a lease).
 
+use crate::store::sql::{Row, Sql, params};
 use muster_proto::v1::{TaskKind, TaskRef};
-use rusqlite::{Connection, params};
 
 use super::StoreResult;
 use super::records::task_state;
@@ -23,20 +23,20 @@ pub struct Due {
 /// A cancelled campaign's queued tasks are among them only while they wait
 /// to cancel what an earlier attempt sent (the others are cancelled in the
 /// store); a worker is refused the rest.
-pub fn to_enqueue(conn: &Connection, limit: usize) -> StoreResult<Vec<Due>> {
+pub fn to_enqueue(conn: &dyn Sql, limit: usize) -> StoreResult<Vec<Due>> {
     let mut stmt = conn.prepare_cached(
         "SELECT t.campaign_id, t.id, t.attempt, t.account_id, t.region FROM tasks t
          WHERE t.state = ?1 AND t.enqueued_attempt < t.attempt
          ORDER BY t.kind, t.created_ms LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![task_state::QUEUED, limit as i64], due)?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    rows.collect::<StoreResult<Vec<_>>>()
 }
 
 /// Queued tasks of one scope and kind whose current attempt is not on the
 /// queue, oldest first.
 pub fn unqueued(
-    conn: &Connection,
+    conn: &dyn Sql,
     campaign_id: &str,
     (account, region): (&str, &str),
     kind: TaskKind,
@@ -51,12 +51,12 @@ pub fn unqueued(
         params![campaign_id, task_state::QUEUED, account, region, kind as i32, limit],
         task_ref,
     )?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    rows.collect::<StoreResult<Vec<_>>>()
 }
 
 /// A task due on the queue from a row of (campaign_id, id, attempt,
 /// account_id, region).
-fn due(r: &rusqlite::Row<'_>) -> rusqlite::Result<Due> {
+fn due(r: &Row<'_>) -> StoreResult<Due> {
     Ok(Due {
         task: task_ref(r)?,
         account_id: r.get(3)?,
@@ -65,7 +65,7 @@ fn due(r: &rusqlite::Row<'_>) -> rusqlite::Result<Due> {
 }
 
 /// A TaskRef from a row of (campaign_id, id, attempt).
-fn task_ref(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRef> {
+fn task_ref(r: &Row<'_>) -> StoreResult<TaskRef> {
     Ok(TaskRef {
         campaign_id: r.get(0)?,
         task_id: r.get(1)?,
@@ -76,7 +76,7 @@ fn task_ref(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRef> {
 /// The campaign's other Discover tasks in one account that wait for a
 /// worker (on the queue or not), oldest first.
 pub fn waiting_discovery(
-    conn: &Connection,
+    conn: &dyn Sql,
     campaign_id: &str,
     account: &str,
     except_task: &str,
@@ -98,11 +98,11 @@ pub fn waiting_discovery(
         ],
         task_ref,
     )?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    rows.collect::<StoreResult<Vec<_>>>()
 }
 
 /// Tasks on the queue that no worker has leased yet.
-pub fn waiting_on_queue(conn: &Connection) -> StoreResult<usize> {
+pub fn waiting_on_queue(conn: &dyn Sql) -> StoreResult<usize> {
     let n: i64 = conn.query_row(
         "SELECT COUNT(*) FROM tasks WHERE state = ?1 AND enqueued_attempt = attempt",
         [task_state::QUEUED],
@@ -116,7 +116,7 @@ pub fn waiting_on_queue(conn: &Connection) -> StoreResult<usize> {
 /// dead-letter queue after workers could not lease it (the controller was
 /// down). Sending it again is harmless: the lease is fenced, and a worker
 /// deletes the message that comes second.
-pub fn overdue(conn: &Connection, cutoff_ms: i64, limit: usize) -> StoreResult<Vec<Due>> {
+pub fn overdue(conn: &dyn Sql, cutoff_ms: i64, limit: usize) -> StoreResult<Vec<Due>> {
     let mut stmt = conn.prepare_cached(
         "SELECT t.campaign_id, t.id, t.attempt, t.account_id, t.region FROM tasks t
          WHERE t.state = ?1 AND t.enqueued_attempt = t.attempt
@@ -124,11 +124,11 @@ pub fn overdue(conn: &Connection, cutoff_ms: i64, limit: usize) -> StoreResult<V
          ORDER BY t.enqueued_ms LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![task_state::QUEUED, cutoff_ms, limit as i64], due)?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    rows.collect::<StoreResult<Vec<_>>>()
 }
 
 /// Tasks on the queue, not leased, since before `cutoff_ms`.
-pub fn overdue_count(conn: &Connection, cutoff_ms: i64) -> StoreResult<usize> {
+pub fn overdue_count(conn: &dyn Sql, cutoff_ms: i64) -> StoreResult<usize> {
     let n: i64 = conn.query_row(
         "SELECT COUNT(*) FROM tasks WHERE state = ?1 AND enqueued_attempt = attempt AND COALESCE(enqueued_ms, 0) < ?2",
         params![task_state::QUEUED, cutoff_ms],
@@ -138,7 +138,7 @@ pub fn overdue_count(conn: &Connection, cutoff_ms: i64) -> StoreResult<usize> {
 }
 
 /// Records that these TaskRefs are on the queue, as of `now_ms`.
-pub fn mark_enqueued(conn: &Connection, refs: &[TaskRef], now_ms: i64) -> StoreResult<()> {
+pub fn mark_enqueued(conn: &dyn Sql, refs: &[TaskRef], now_ms: i64) -> StoreResult<()> {
     let mut stmt =
         conn.prepare_cached("UPDATE tasks SET enqueued_attempt = ?2, enqueued_ms = ?3 WHERE id = ?1 AND attempt = ?2")?;
     for r in refs {
@@ -150,7 +150,7 @@ pub fn mark_enqueued(conn: &Connection, refs: &[TaskRef], now_ms: i64) -> StoreR
 /// TaskRefs found in the dead-letter queue: each one that is still its
 /// task's current, unleased attempt is due on the queue again. Returns how
 /// many were.
-pub fn dead_lettered(conn: &Connection, refs: &[TaskRef]) -> StoreResult<usize> {
+pub fn dead_lettered(conn: &dyn Sql, refs: &[TaskRef]) -> StoreResult<usize> {
     let mut stmt = conn.prepare_cached(
         "UPDATE tasks SET enqueued_attempt = attempt - 1 WHERE id = ?1 AND campaign_id = ?2 AND attempt = ?3 AND state = ?4",
     )?;

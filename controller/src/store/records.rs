@@ -1,8 +1,8 @@
 //! Shared pieces of the store's queries: task states, per-scope status
 //! counters kept in step with every target change, time, events.
 
+use crate::store::sql::{Sql, params};
 use muster_proto::v1::TargetStatus;
-use rusqlite::{Connection, params};
 
 use super::StoreResult;
 
@@ -39,27 +39,20 @@ pub fn millis(ts: &prost_types::Timestamp) -> i64 {
 }
 
 /// Adds `delta` targets of `status` to a scope's counter.
-pub fn bump(
-    conn: &Connection,
-    campaign: &str,
-    account: &str,
-    region: &str,
-    status: i32,
-    delta: i64,
-) -> StoreResult<()> {
+pub fn bump(conn: &dyn Sql, campaign: &str, account: &str, region: &str, status: i32, delta: i64) -> StoreResult<()> {
     if delta == 0 {
         return Ok(());
     }
     conn.prepare_cached(
         "INSERT INTO counters (campaign_id, account_id, region, status, count) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (campaign_id, account_id, region, status) DO UPDATE SET count = count + excluded.count",
+         ON CONFLICT (campaign_id, account_id, region, status) DO UPDATE SET count = counters.count + excluded.count",
     )?
     .execute(params![campaign, account, region, status, delta])?;
     Ok(())
 }
 
 /// Moves one target's count from `old` to `new` status.
-pub fn moved(conn: &Connection, campaign: &str, account: &str, region: &str, old: i32, new: i32) -> StoreResult<()> {
+pub fn moved(conn: &dyn Sql, campaign: &str, account: &str, region: &str, old: i32, new: i32) -> StoreResult<()> {
     if old != new {
         bump(conn, campaign, account, region, old, -1)?;
         bump(conn, campaign, account, region, new, 1)?;
@@ -68,7 +61,7 @@ pub fn moved(conn: &Connection, campaign: &str, account: &str, region: &str, old
 }
 
 /// Records an audit or lifecycle event.
-pub fn event(conn: &Connection, campaign: &str, kind: &str, detail: &str) -> StoreResult<()> {
+pub fn event(conn: &dyn Sql, campaign: &str, kind: &str, detail: &str) -> StoreResult<()> {
     conn.prepare_cached("INSERT INTO events (campaign_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![campaign, now_ms(), kind, detail])?;
     Ok(())

@@ -3,7 +3,7 @@
 //! dispatches, targets with their output, counters, events). A campaign
 //! whose results are due in the results bucket stays until they are there.
 
-use rusqlite::{Connection, params};
+use crate::store::sql::{Sql, params};
 
 use super::StoreResult;
 use super::campaigns;
@@ -25,24 +25,24 @@ pub const TABLES: [&str; 8] = [
 /// plans, which are not). `finished_ms` is set when, and only when, a
 /// campaign reaches a terminal state (`campaigns::set_state`), plans
 /// included.
-pub fn prunable(conn: &Connection, cutoff_ms: i64, require_export: bool, limit: usize) -> StoreResult<Vec<String>> {
+pub fn prunable(conn: &dyn Sql, cutoff_ms: i64, require_export: bool, limit: usize) -> StoreResult<Vec<String>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM campaigns
-         WHERE finished_ms < ?1 AND (?2 = 0 OR dry_run = 1 OR exported_ms IS NOT NULL)
+         WHERE finished_ms < ?1 AND (CAST(?2 AS BIGINT) = 0 OR dry_run = 1 OR exported_ms IS NOT NULL)
          ORDER BY finished_ms LIMIT ?3",
     )?;
     let ids = stmt
         .query_map(params![cutoff_ms, i64::from(require_export), limit as i64], |r| {
             r.get::<_, String>(0)
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<StoreResult<Vec<_>>>()?;
     Ok(ids)
 }
 
 /// Deletes a campaign and every row it owns; the number of its targets.
 /// A campaign that is not over is left alone (0), whatever the caller
 /// thought.
-pub fn prune(conn: &Connection, campaign_id: &str) -> StoreResult<u64> {
+pub fn prune(conn: &dyn Sql, campaign_id: &str) -> StoreResult<u64> {
     let ended = campaigns::get(conn, campaign_id)?.is_some_and(|c| c.state.is_terminal());
     if !ended {
         return Ok(0);
@@ -64,11 +64,11 @@ pub fn prune(conn: &Connection, campaign_id: &str) -> StoreResult<u64> {
 }
 
 /// Rows per table, for the metrics (a count each: run it seldom).
-pub fn row_counts(conn: &Connection) -> StoreResult<Vec<(&'static str, i64)>> {
+pub fn row_counts(conn: &dyn Sql) -> StoreResult<Vec<(&'static str, i64)>> {
     TABLES
         .iter()
         .map(|table| {
-            let n: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+            let n: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), (), |r| r.get(0))?;
             Ok((*table, n))
         })
         .collect()
@@ -87,7 +87,7 @@ mod tests {
     const DAY_MS: i64 = 86_400_000;
 
     /// A campaign with a row in every table it owns.
-    fn campaign(conn: &Connection, id: &str) {
+    fn campaign(conn: &dyn Sql, id: &str) {
         let new = NewCampaign::for_test(id, 3);
         campaigns::insert(conn, &new).unwrap();
         let task_id: String = conn
@@ -108,8 +108,8 @@ mod tests {
         ));
         conn.execute(
             "INSERT INTO targets (campaign_id, account_id, region, instance_id, status, task_id, steps)
-             VALUES (?1, '111111111111', 'us-east-1', 'i-1', 2, ?2, x'0a00')",
-            params![id, task_id],
+             VALUES (?1, '111111111111', 'us-east-1', 'i-1', 2, ?2, ?3)",
+            params![id, task_id, vec![0x0au8, 0x00]],
         )
         .unwrap();
         conn.execute(
@@ -124,7 +124,7 @@ mod tests {
         .unwrap();
     }
 
-    fn rows_of(conn: &Connection, id: &str) -> Vec<(&'static str, i64)> {
+    fn rows_of(conn: &dyn Sql, id: &str) -> Vec<(&'static str, i64)> {
         TABLES
             .iter()
             .map(|table| {
@@ -140,80 +140,79 @@ mod tests {
             .collect()
     }
 
-    fn end(conn: &Connection, id: &str, state: CampaignState, finished_ms: i64, exported: bool) {
+    fn end(conn: &dyn Sql, id: &str, state: CampaignState, finished_ms: i64, exported: bool) {
         conn.execute(
-            "UPDATE campaigns SET state = ?2, finished_ms = ?3, exported_ms = CASE WHEN ?4 THEN ?3 END WHERE id = ?1",
-            params![id, state as i32, finished_ms, exported],
+            "UPDATE campaigns SET state = ?2, finished_ms = ?3, exported_ms = ?4 WHERE id = ?1",
+            params![id, state as i32, finished_ms, exported.then_some(finished_ms)],
         )
         .unwrap();
     }
 
-    #[test]
-    fn campaigns_past_the_horizon_go_with_their_rows_and_the_rest_stay() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::store::schema::migrate(&mut conn).unwrap();
-        let now = crate::store::records::now_ms();
-        for id in ["old", "old-unexported", "old-plan", "recent", "running"] {
-            campaign(&conn, id);
-            assert!(
-                rows_of(&conn, id).iter().all(|(_, n)| *n > 0),
-                "{id}: {:?}",
-                rows_of(&conn, id)
+    crate::store::testing::store_matrix! {
+        fn campaigns_past_the_horizon_go_with_their_rows_and_the_rest_stay(conn) {
+            let now = crate::store::records::now_ms();
+            for id in ["old", "old-unexported", "old-plan", "recent", "running"] {
+                campaign(&conn, id);
+                assert!(
+                    rows_of(&conn, id).iter().all(|(_, n)| *n > 0),
+                    "{id}: {:?}",
+                    rows_of(&conn, id)
+                );
+            }
+            end(&conn, "old", CampaignState::Succeeded, now - 100 * DAY_MS, true);
+            end(
+                &conn,
+                "old-unexported",
+                CampaignState::Failed,
+                now - 100 * DAY_MS,
+                false,
             );
+            // A plan ends PLANNED and is never exported.
+            conn.execute("UPDATE campaigns SET dry_run = 1 WHERE id = 'old-plan'", ())
+                .unwrap();
+            end(&conn, "old-plan", CampaignState::Planned, now - 100 * DAY_MS, false);
+            end(&conn, "recent", CampaignState::Succeeded, now - DAY_MS, true);
+            let cutoff = now - 90 * DAY_MS;
+
+            let sorted = |mut ids: Vec<String>| {
+                ids.sort();
+                ids
+            };
+            assert_eq!(
+                sorted(prunable(&conn, cutoff, true, 10).unwrap()),
+                vec!["old".to_owned(), "old-plan".to_owned()]
+            );
+            assert_eq!(
+                sorted(prunable(&conn, cutoff, false, 10).unwrap()),
+                vec!["old".to_owned(), "old-plan".to_owned(), "old-unexported".to_owned()]
+            );
+            assert!(
+                prune(&conn, "old-plan").unwrap() > 0,
+                "a plan past the horizon goes too"
+            );
+            assert!(rows_of(&conn, "old-plan").iter().all(|(_, n)| *n == 0));
+
+            let kept: Vec<_> = ["old-unexported", "recent", "running"]
+                .iter()
+                .map(|id| rows_of(&conn, id))
+                .collect();
+            assert_eq!(prune(&conn, "old").unwrap(), 1, "its one target");
+            assert!(
+                rows_of(&conn, "old").iter().all(|(_, n)| *n == 0),
+                "nothing of it is left: {:?}",
+                rows_of(&conn, "old")
+            );
+            let after: Vec<_> = ["old-unexported", "recent", "running"]
+                .iter()
+                .map(|id| rows_of(&conn, id))
+                .collect();
+            assert_eq!(after, kept, "the other campaigns are untouched");
+            assert_eq!(
+                prune(&conn, "running").unwrap(),
+                0,
+                "a running campaign is never pruned"
+            );
+            assert!(rows_of(&conn, "running").iter().all(|(_, n)| *n > 0));
         }
-        end(&conn, "old", CampaignState::Succeeded, now - 100 * DAY_MS, true);
-        end(
-            &conn,
-            "old-unexported",
-            CampaignState::Failed,
-            now - 100 * DAY_MS,
-            false,
-        );
-        // A plan ends PLANNED and is never exported.
-        conn.execute("UPDATE campaigns SET dry_run = 1 WHERE id = 'old-plan'", [])
-            .unwrap();
-        end(&conn, "old-plan", CampaignState::Planned, now - 100 * DAY_MS, false);
-        end(&conn, "recent", CampaignState::Succeeded, now - DAY_MS, true);
-        let cutoff = now - 90 * DAY_MS;
-
-        let sorted = |mut ids: Vec<String>| {
-            ids.sort();
-            ids
-        };
-        assert_eq!(
-            sorted(prunable(&conn, cutoff, true, 10).unwrap()),
-            vec!["old".to_owned(), "old-plan".to_owned()]
-        );
-        assert_eq!(
-            sorted(prunable(&conn, cutoff, false, 10).unwrap()),
-            vec!["old".to_owned(), "old-plan".to_owned(), "old-unexported".to_owned()]
-        );
-        assert!(
-            prune(&conn, "old-plan").unwrap() > 0,
-            "a plan past the horizon goes too"
-        );
-        assert!(rows_of(&conn, "old-plan").iter().all(|(_, n)| *n == 0));
-
-        let kept: Vec<_> = ["old-unexported", "recent", "running"]
-            .iter()
-            .map(|id| rows_of(&conn, id))
-            .collect();
-        assert_eq!(prune(&conn, "old").unwrap(), 1, "its one target");
-        assert!(
-            rows_of(&conn, "old").iter().all(|(_, n)| *n == 0),
-            "nothing of it is left: {:?}",
-            rows_of(&conn, "old")
-        );
-        let after: Vec<_> = ["old-unexported", "recent", "running"]
-            .iter()
-            .map(|id| rows_of(&conn, id))
-            .collect();
-        assert_eq!(after, kept, "the other campaigns are untouched");
-        assert_eq!(
-            prune(&conn, "running").unwrap(),
-            0,
-            "a running campaign is never pruned"
-        );
-        assert!(rows_of(&conn, "running").iter().all(|(_, n)| *n > 0));
     }
 }

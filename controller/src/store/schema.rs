@@ -1,169 +1,73 @@
-//! The schema, as numbered migrations applied in order. `PRAGMA
-//! user_version` records how far a database has come; a migration is never
-//! edited once released, only followed by another.
+//! The schema, as numbered migrations per engine (`controller/migrations/`),
+//! applied in order by refinery, which records each one (with a checksum)
+//! in `refinery_schema_history`. A released migration is never edited, only
+//! followed by another; both engines keep the same numbers.
 
-use rusqlite::Connection;
+use refinery::{Runner, Target};
 
-use super::StoreResult;
+use super::{StoreError, StoreResult};
 
-const MIGRATIONS: &[&str] = &[
-    // 1: campaigns, scopes, tasks, leases, targets, dispatches, counters, events.
-    r#"
-    CREATE TABLE campaigns (
-        id TEXT PRIMARY KEY,
-        created_ms INTEGER NOT NULL,
-        submitted_by TEXT NOT NULL,
-        client_token TEXT NOT NULL,
-        spec BLOB NOT NULL,                 -- muster.v1.CampaignSpec, protobuf
-        spec_sha256 TEXT NOT NULL,
-        dry_run INTEGER NOT NULL,
-        state INTEGER NOT NULL,             -- muster.v1.CampaignState
-        state_reason TEXT NOT NULL DEFAULT '',
-        started_ms INTEGER,
-        finished_ms INTEGER,
-        eligible INTEGER NOT NULL DEFAULT 0,        -- targets that may run
-        concurrency_limit INTEGER NOT NULL DEFAULT 0,
-        error_threshold INTEGER,                    -- NULL: unlimited
-        errors INTEGER NOT NULL DEFAULT 0,          -- as SSM counts them
-        cancel_requested INTEGER NOT NULL DEFAULT 0,
-        export_url TEXT NOT NULL DEFAULT '',
-        exported_ms INTEGER,
-        export_error TEXT NOT NULL DEFAULT ''
-    );
-    CREATE UNIQUE INDEX campaigns_client_token ON campaigns (submitted_by, client_token) WHERE client_token != '';
-    CREATE INDEX campaigns_created ON campaigns (created_ms DESC, id DESC);
-    CREATE INDEX campaigns_state ON campaigns (state);
+mod sqlite_migrations {
+    refinery::embed_migrations!("migrations/sqlite");
+}
 
-    CREATE TABLE scopes (
-        campaign_id TEXT NOT NULL REFERENCES campaigns (id),
-        account_id TEXT NOT NULL,
-        region TEXT NOT NULL,
-        state INTEGER NOT NULL,             -- muster.v1.ScopeState
-        error TEXT NOT NULL DEFAULT '',
-        managed INTEGER NOT NULL DEFAULT 0,
-        offline INTEGER NOT NULL DEFAULT 0,
-        unmanaged INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (campaign_id, account_id, region)
-    );
+mod postgres_migrations {
+    refinery::embed_migrations!("migrations/postgres");
+}
 
-    CREATE TABLE tasks (
-        id TEXT PRIMARY KEY,
-        campaign_id TEXT NOT NULL REFERENCES campaigns (id),
-        kind INTEGER NOT NULL,              -- muster.v1.TaskKind
-        account_id TEXT NOT NULL,
-        region TEXT NOT NULL,
-        platform INTEGER NOT NULL DEFAULT 0,
-        state INTEGER NOT NULL,             -- see tasks.rs
-        attempt INTEGER NOT NULL,
-        max_attempts INTEGER NOT NULL,
-        enqueued_attempt INTEGER NOT NULL DEFAULT 0,
-        lease_id INTEGER,
-        lease_owner TEXT,
-        lease_expires_ms INTEGER,
-        created_ms INTEGER NOT NULL,
-        last_error TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX tasks_campaign_state ON tasks (campaign_id, state);
-    CREATE INDEX tasks_state_expiry ON tasks (state, lease_expires_ms);
-    CREATE INDEX tasks_enqueue ON tasks (state, enqueued_attempt, attempt);
+fn refused(error: &refinery::Error) -> StoreError {
+    use refinery::error::Kind;
+    let hint = match error.kind() {
+        Kind::MissingVersion(_) => {
+            "; the database has a migration this controller does not know: it was written by a newer muster, upgrade the controller"
+        }
+        Kind::DivergentVersion(_, _) => "; a migration applied to the database differs from this controller's",
+        _ => "",
+    };
+    StoreError::Migration(format!("{error}{hint}"))
+}
 
-    CREATE TABLE leases (
-        lease_id INTEGER PRIMARY KEY,
-        task_id TEXT NOT NULL REFERENCES tasks (id),
-        attempt INTEGER NOT NULL,
-        worker_id TEXT NOT NULL,
-        granted_ms INTEGER NOT NULL,
-        ended_ms INTEGER,
-        outcome TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX leases_task ON leases (task_id);
-
-    CREATE TABLE targets (
-        campaign_id TEXT NOT NULL REFERENCES campaigns (id),
-        account_id TEXT NOT NULL,
-        region TEXT NOT NULL,
-        instance_id TEXT NOT NULL,          -- '' for an undiscoverable scope
-        name TEXT NOT NULL DEFAULT '',
-        platform INTEGER NOT NULL DEFAULT 0,
-        ping INTEGER NOT NULL DEFAULT 0,
-        status INTEGER NOT NULL,            -- muster.v1.TargetStatus
-        timeout_kind INTEGER NOT NULL DEFAULT 0,
-        exit_code INTEGER,
-        reason TEXT NOT NULL DEFAULT '',
-        task_id TEXT,
-        command_id TEXT NOT NULL DEFAULT '',
-        document_name TEXT NOT NULL DEFAULT '',
-        ssm_status_details TEXT NOT NULL DEFAULT '',
-        dispatched_ms INTEGER,
-        started_ms INTEGER,
-        finished_ms INTEGER,
-        steps BLOB,                         -- muster.v1.StepOutput list, protobuf
-        PRIMARY KEY (campaign_id, account_id, region, instance_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX targets_pending ON targets (campaign_id, status, account_id, region, platform, instance_id);
-    CREATE INDEX targets_task ON targets (task_id) WHERE task_id IS NOT NULL;
-
-    CREATE TABLE dispatches (
-        task_id TEXT NOT NULL REFERENCES tasks (id),
-        command_id TEXT NOT NULL,
-        instance_ids TEXT NOT NULL,         -- JSON array
-        sent_ms INTEGER,
-        attempt INTEGER NOT NULL,
-        adopted INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (task_id, command_id)
-    );
-
-    -- Targets by (scope, status), kept in step with every status change so
-    -- that progress is O(scopes), not O(targets).
-    CREATE TABLE counters (
-        campaign_id TEXT NOT NULL,
-        account_id TEXT NOT NULL,
-        region TEXT NOT NULL,
-        status INTEGER NOT NULL,
-        count INTEGER NOT NULL,
-        PRIMARY KEY (campaign_id, account_id, region, status)
-    ) WITHOUT ROWID;
-
-    -- Audit and lifecycle: who submitted, planned, cancelled what; state changes.
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        campaign_id TEXT NOT NULL,
-        at_ms INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        detail TEXT NOT NULL
-    );
-    CREATE INDEX events_campaign ON events (campaign_id, id);
-
-    CREATE TABLE sequences (
-        name TEXT PRIMARY KEY,
-        value INTEGER NOT NULL
-    );
-    INSERT INTO sequences (name, value) VALUES ('lease_id', 0);
-    "#,
-    // 2: when each task's attempt was last put on the queue, so one whose
-    // message was lost (or moved to the dead-letter queue) is sent again.
-    r#"
-    ALTER TABLE tasks ADD COLUMN enqueued_ms INTEGER;
-    "#,
-];
-
-/// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
-
-/// Brings a database up to [`SCHEMA_VERSION`]; refuses one from a newer build.
-pub fn migrate(conn: &mut Connection) -> StoreResult<()> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if current > SCHEMA_VERSION {
-        return Err(super::StoreError::Corrupt(format!(
-            "the database is at schema {current}, newer than this controller's {SCHEMA_VERSION}; upgrade the controller"
-        )));
+fn report(engine: &str, report: &refinery::Report) {
+    for migration in report.applied_migrations() {
+        tracing::info!(
+            engine,
+            version = migration.version(),
+            name = migration.name(),
+            "store schema migrated"
+        );
     }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let txn = conn.transaction()?;
-        txn.execute_batch(migration)?;
-        txn.pragma_update(None, "user_version", index as i64 + 1)?;
-        txn.commit()?;
-        tracing::info!(version = index + 1, "store schema migrated");
+}
+
+/// Brings a SQLite database up to date; refuses one from a newer build.
+pub fn migrate_sqlite(conn: &mut rusqlite::Connection) -> StoreResult<()> {
+    // Stores made before refinery kept their version in user_version only:
+    // record those migrations as applied before running the rest.
+    let legacy: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let tracked: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'refinery_schema_history'",
+        [],
+        |r| r.get(0),
+    )?;
+    let runner = || sqlite_migrations::migrations::runner();
+    if legacy > 0 && tracked == 0 {
+        let version = i32::try_from(legacy).map_err(|_| StoreError::Migration(format!("user_version {legacy}")))?;
+        runner()
+            .set_target(Target::FakeVersion(version))
+            .run(conn)
+            .map_err(|e| refused(&e))?;
     }
+    report("sqlite", &runner().run(conn).map_err(|e| refused(&e))?);
+    Ok(())
+}
+
+/// Brings a PostgreSQL database up to date under an advisory lock, so that
+/// controllers starting together migrate once; refuses one from a newer
+/// build.
+pub fn migrate_postgres(client: &mut postgres::Client, lock: i64) -> StoreResult<()> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&lock])?;
+    let runner: Runner = postgres_migrations::migrations::runner();
+    let outcome = runner.run(client).map_err(|e| refused(&e));
+    client.execute("SELECT pg_advisory_unlock($1)", &[&lock])?;
+    report("postgres", &outcome?);
     Ok(())
 }

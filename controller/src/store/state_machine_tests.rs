@@ -2,8 +2,9 @@
 //! renew, fence, fail within the attempt budget, expire, extend after a
 //! restart, re-enqueue and cancel. Each runs in milliseconds.
 
+use crate::store::sql::Sql;
+use crate::store::testing::store_matrix;
 use muster_proto::v1::{LeaseOutcome, ScopeState, TargetStatus, TaskRef};
-use rusqlite::Connection;
 
 use super::campaigns::{self, NewCampaign};
 use super::queue;
@@ -17,241 +18,235 @@ const SETTINGS: LeaseSettings = LeaseSettings {
 };
 
 /// A store with one campaign of one scope: its Discover task's reference.
-fn one_task(max_attempts: u32) -> (Connection, TaskRef) {
-    let mut conn = Connection::open_in_memory().unwrap();
-    super::schema::migrate(&mut conn).unwrap();
+fn one_task(conn: &dyn Sql, max_attempts: u32) -> TaskRef {
     let new = NewCampaign::for_test("c1", max_attempts);
-    campaigns::insert(&conn, &new).unwrap();
-    let task_id: String = conn.query_row("SELECT id FROM tasks", [], |r| r.get(0)).unwrap();
-    let task_ref = TaskRef {
+    campaigns::insert(conn, &new).unwrap();
+    let task_id: String = conn.query_row("SELECT id FROM tasks", (), |r| r.get(0)).unwrap();
+    TaskRef {
         campaign_id: "c1".into(),
         task_id,
         attempt: 1,
-    };
-    (conn, task_ref)
+    }
 }
 
-fn lease(conn: &Connection, task_ref: &TaskRef, worker: &str) -> Result<u64, LeaseOutcome> {
+fn lease(conn: &dyn Sql, task_ref: &TaskRef, worker: &str) -> Result<u64, LeaseOutcome> {
     match tasks::lease(conn, task_ref, worker, SETTINGS).unwrap() {
         LeaseAnswer::Granted(lease) => Ok(lease.lease_id),
         LeaseAnswer::Refused(outcome, _) => Err(outcome),
     }
 }
 
-fn task(conn: &Connection, task_ref: &TaskRef) -> tasks::TaskRow {
+fn task(conn: &dyn Sql, task_ref: &TaskRef) -> tasks::TaskRow {
     tasks::get(conn, &task_ref.task_id).unwrap().unwrap()
 }
 
-#[test]
-fn one_lease_at_a_time_and_only_its_holder_speaks() {
-    let (conn, task_ref) = one_task(3);
-    let held = lease(&conn, &task_ref, "w1").unwrap();
-    assert_eq!(lease(&conn, &task_ref, "w2"), Err(LeaseOutcome::LeasedElsewhere));
-    assert_eq!(tasks::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(), Ok(false));
-    assert_eq!(
-        tasks::renew(&conn, &task_ref.task_id, held + 1, TTL_MS).unwrap(),
-        Err(Fenced::Stale)
-    );
-    assert_eq!(
-        tasks::complete(&conn, &task_ref.task_id, held + 1).unwrap().err(),
-        Some(Fenced::Stale),
-        "another lease id cannot complete the task"
-    );
-    assert!(tasks::complete(&conn, &task_ref.task_id, held).unwrap().is_ok());
-    assert_eq!(task(&conn, &task_ref).state, task_state::COMPLETED);
-    assert_eq!(lease(&conn, &task_ref, "w2"), Err(LeaseOutcome::Finished));
-    assert_eq!(
-        tasks::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(),
-        Err(Fenced::Stale),
-        "a finished task's lease is over"
-    );
-}
-
-#[test]
-fn expiry_retries_within_the_budget_then_fails_saying_so() {
-    let (conn, first) = one_task(2);
-    let held = lease(&conn, &first, "w1").unwrap();
-    let expired = tasks::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
-    assert_eq!(expired.len(), 1);
-    assert_eq!(expired[0].1, FailOutcome::Retrying);
-    let row = task(&conn, &first);
-    assert_eq!((row.state, row.attempt), (task_state::QUEUED, 2));
-    assert_eq!(
-        tasks::renew(&conn, &first.task_id, held, TTL_MS).unwrap(),
-        Err(Fenced::Stale),
-        "the expired lease is fenced"
-    );
-    assert_eq!(
-        lease(&conn, &first, "w2"),
-        Err(LeaseOutcome::StaleAttempt),
-        "a message of the first attempt leases nothing"
-    );
-
-    let second = TaskRef { attempt: 2, ..first };
-    lease(&conn, &second, "w2").unwrap();
-    let expired = tasks::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
-    assert_eq!(expired[0].1, FailOutcome::Failed);
-    let row = task(&conn, &second);
-    assert_eq!(row.state, task_state::FAILED);
-    assert!(
-        row.last_error.contains("gave up after 2 attempts"),
-        "{}",
-        row.last_error
-    );
-    // The scope could not be looked into: it says so in the results.
-    let (scope_state, status): (i32, i32) = conn
-        .query_row(
-            "SELECT s.state, t.status FROM scopes s JOIN targets t ON t.campaign_id = s.campaign_id",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(scope_state, ScopeState::Failed as i32);
-    assert_eq!(status, TargetStatus::Error as i32);
-}
-
-#[test]
-fn a_restart_extends_the_leases_it_finds_instead_of_expiring_them() {
-    let (conn, task_ref) = one_task(3);
-    let held = lease(&conn, &task_ref, "w1").unwrap();
-    // The controller comes back ten TTLs later.
-    let restarted = now_ms() + 10 * TTL_MS;
-    assert_eq!(tasks::extend_leases(&conn, restarted, TTL_MS).unwrap(), 1);
-    assert!(
-        tasks::expire_leases(&conn, restarted + TTL_MS / 2).unwrap().is_empty(),
-        "a live worker has one TTL to renew"
-    );
-    assert_eq!(
-        tasks::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(),
-        Ok(false),
-        "and renews it"
-    );
-    assert_eq!(task(&conn, &task_ref).attempt, 1, "the outage cost no attempt");
-    // A worker that is gone does not renew: its lease then expires.
-    let expired = tasks::expire_leases(&conn, restarted + 2 * TTL_MS).unwrap();
-    assert_eq!(expired.len(), 1);
-}
-
-#[test]
-fn an_attempt_left_on_the_queue_is_due_again() {
-    let (conn, task_ref) = one_task(3);
-    let due = |conn: &Connection| -> Vec<String> {
-        queue::to_enqueue(conn, 10)
-            .unwrap()
-            .into_iter()
-            .map(|d| d.task.task_id)
-            .collect()
-    };
-    assert_eq!(due(&conn), vec![task_ref.task_id.clone()]);
-    let sent_at = 1_000_000;
-    queue::mark_enqueued(&conn, std::slice::from_ref(&task_ref), sent_at).unwrap();
-    assert!(due(&conn).is_empty(), "on the queue now");
-    assert!(
-        queue::overdue(&conn, sent_at, 10).unwrap().is_empty(),
-        "not overdue yet"
-    );
-    let overdue = queue::overdue(&conn, sent_at + 1, 10).unwrap();
-    assert_eq!(overdue.len(), 1, "unleased past the bound: sent again");
-    assert_eq!(overdue[0].task, task_ref);
-    assert_eq!(queue::overdue_count(&conn, sent_at + 1).unwrap(), 1);
-
-    // Its message went to the dead-letter queue: due again at once.
-    let stale = TaskRef {
-        attempt: 7,
-        ..task_ref.clone()
-    };
-    assert_eq!(queue::dead_lettered(&conn, &[stale]).unwrap(), 0, "not its attempt");
-    assert_eq!(queue::dead_lettered(&conn, std::slice::from_ref(&task_ref)).unwrap(), 1);
-    assert_eq!(due(&conn), vec![task_ref.task_id.clone()]);
-
-    // Once leased it is neither due nor overdue, and a dead letter of it is
-    // only deleted.
-    lease(&conn, &task_ref, "w1").unwrap();
-    assert!(due(&conn).is_empty());
-    assert!(queue::overdue(&conn, i64::MAX, 10).unwrap().is_empty());
-    assert_eq!(queue::dead_lettered(&conn, &[task_ref]).unwrap(), 0);
-}
-
-#[test]
-fn cancel_ends_what_nobody_holds_and_waits_for_what_is_held() {
-    let (conn, task_ref) = one_task(3);
-    assert!(!tasks::cancel_unleased(&conn, "c1").unwrap(), "nothing held");
-    assert_eq!(task(&conn, &task_ref).state, task_state::CANCELLED);
-    assert_eq!(lease(&conn, &task_ref, "w1"), Err(LeaseOutcome::Finished));
-
-    let (conn, task_ref) = one_task(3);
-    lease(&conn, &task_ref, "w1").unwrap();
-    assert!(tasks::cancel_unleased(&conn, "c1").unwrap(), "one task is held");
-    assert_eq!(task(&conn, &task_ref).state, task_state::LEASED);
-}
-
-#[test]
-fn a_cancelled_batch_that_may_have_been_sent_waits_for_a_worker_to_cancel_it() {
-    let (conn, _) = one_task(3);
-    let campaign = campaigns::get(&conn, "c1").unwrap().unwrap();
-    let execute = |conn: &Connection| {
-        let id = tasks::create_execute(
-            conn,
-            &campaign,
-            "111111111111",
-            "us-east-1",
-            muster_proto::v1::Platform::Linux,
-            &[],
-            3,
-        )
-        .unwrap();
-        TaskRef {
-            campaign_id: "c1".into(),
-            task_id: id,
-            attempt: 1,
-        }
-    };
-    let unsent = execute(&conn);
-    let sent = execute(&conn);
-    // The first holder of `sent` died after sending: its lease expired.
-    lease(&conn, &sent, "w1").unwrap();
-    tasks::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
-    let sent = TaskRef { attempt: 2, ..sent };
-
-    campaigns::request_cancel(&conn, "c1", "tester", "stop").unwrap();
-    assert!(tasks::cancel_unleased(&conn, "c1").unwrap(), "a worker is still needed");
-    assert_eq!(task(&conn, &unsent).state, task_state::CANCELLED, "never sent: over");
-    assert_eq!(task(&conn, &sent).state, task_state::QUEUED, "may run: waits");
-    assert!(
-        queue::to_enqueue(&conn, 10)
-            .unwrap()
-            .iter()
-            .any(|d| d.task.task_id == sent.task_id),
-        "and goes on the queue"
-    );
-    match tasks::lease(&conn, &sent, "w2", SETTINGS).unwrap() {
-        LeaseAnswer::Granted(lease) => assert!(lease.campaign_cancelled, "to cancel, not to send"),
-        LeaseAnswer::Refused(outcome, why) => panic!("refused: {outcome:?} {why}"),
+store_matrix! {
+    fn one_lease_at_a_time_and_only_its_holder_speaks(conn) {
+        let task_ref = one_task(&conn, 3);
+        let held = lease(&conn, &task_ref, "w1").unwrap();
+        assert_eq!(lease(&conn, &task_ref, "w2"), Err(LeaseOutcome::LeasedElsewhere));
+        assert_eq!(tasks::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(), Ok(false));
+        assert_eq!(
+            tasks::renew(&conn, &task_ref.task_id, held + 1, TTL_MS).unwrap(),
+            Err(Fenced::Stale)
+        );
+        assert_eq!(
+            tasks::complete(&conn, &task_ref.task_id, held + 1).unwrap().err(),
+            Some(Fenced::Stale),
+            "another lease id cannot complete the task"
+        );
+        assert!(tasks::complete(&conn, &task_ref.task_id, held).unwrap().is_ok());
+        assert_eq!(task(&conn, &task_ref).state, task_state::COMPLETED);
+        assert_eq!(lease(&conn, &task_ref, "w2"), Err(LeaseOutcome::Finished));
+        assert_eq!(
+            tasks::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(),
+            Err(Fenced::Stale),
+            "a finished task's lease is over"
+        );
     }
-    assert_eq!(
-        lease(&conn, &unsent, "w2"),
-        Err(LeaseOutcome::Finished),
-        "the unsent one is not leased"
-    );
-}
 
-#[test]
-fn lease_ids_cannot_be_guessed_from_one_another() {
-    let (conn, mut task_ref) = one_task(5);
-    let mut ids = Vec::new();
-    for _ in 0..4 {
-        let id = lease(&conn, &task_ref, "w1").unwrap();
-        ids.push(id);
-        tasks::fail(&conn, &task_ref.task_id, Some(id), "again", true)
-            .unwrap()
+    fn expiry_retries_within_the_budget_then_fails_saying_so(conn) {
+        let first = one_task(&conn, 2);
+        let held = lease(&conn, &first, "w1").unwrap();
+        let expired = tasks::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].1, FailOutcome::Retrying);
+        let row = task(&conn, &first);
+        assert_eq!((row.state, row.attempt), (task_state::QUEUED, 2));
+        assert_eq!(
+            tasks::renew(&conn, &first.task_id, held, TTL_MS).unwrap(),
+            Err(Fenced::Stale),
+            "the expired lease is fenced"
+        );
+        assert_eq!(
+            lease(&conn, &first, "w2"),
+            Err(LeaseOutcome::StaleAttempt),
+            "a message of the first attempt leases nothing"
+        );
+
+        let second = TaskRef { attempt: 2, ..first };
+        lease(&conn, &second, "w2").unwrap();
+        let expired = tasks::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
+        assert_eq!(expired[0].1, FailOutcome::Failed);
+        let row = task(&conn, &second);
+        assert_eq!(row.state, task_state::FAILED);
+        assert!(
+            row.last_error.contains("gave up after 2 attempts"),
+            "{}",
+            row.last_error
+        );
+        // The scope could not be looked into: it says so in the results.
+        let (scope_state, status): (i32, i32) = conn
+            .query_row(
+                "SELECT s.state, t.status FROM scopes s JOIN targets t ON t.campaign_id = s.campaign_id",
+                (),
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
-        task_ref.attempt += 1;
+        assert_eq!(scope_state, ScopeState::Failed as i32);
+        assert_eq!(status, TargetStatus::Error as i32);
     }
-    for pair in ids.windows(2) {
-        assert!(pair[0].abs_diff(pair[1]) > 1, "not a counter: {ids:?}");
+
+    fn a_restart_extends_the_leases_it_finds_instead_of_expiring_them(conn) {
+        let task_ref = one_task(&conn, 3);
+        let held = lease(&conn, &task_ref, "w1").unwrap();
+        // The controller comes back ten TTLs later.
+        let restarted = now_ms() + 10 * TTL_MS;
+        assert_eq!(tasks::extend_leases(&conn, restarted, TTL_MS).unwrap(), 1);
+        assert!(
+            tasks::expire_leases(&conn, restarted + TTL_MS / 2).unwrap().is_empty(),
+            "a live worker has one TTL to renew"
+        );
+        assert_eq!(
+            tasks::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(),
+            Ok(false),
+            "and renews it"
+        );
+        assert_eq!(task(&conn, &task_ref).attempt, 1, "the outage cost no attempt");
+        // A worker that is gone does not renew: its lease then expires.
+        let expired = tasks::expire_leases(&conn, restarted + 2 * TTL_MS).unwrap();
+        assert_eq!(expired.len(), 1);
     }
-    assert!(
-        ids.iter().all(|id| *id > u64::from(u32::MAX)),
-        "63 random bits, not small numbers: {ids:?}"
-    );
+
+    fn an_attempt_left_on_the_queue_is_due_again(conn) {
+        let task_ref = one_task(&conn, 3);
+        let due = |conn: &dyn Sql| -> Vec<String> {
+            queue::to_enqueue(conn, 10)
+                .unwrap()
+                .into_iter()
+                .map(|d| d.task.task_id)
+                .collect()
+        };
+        assert_eq!(due(&conn), vec![task_ref.task_id.clone()]);
+        let sent_at = 1_000_000;
+        queue::mark_enqueued(&conn, std::slice::from_ref(&task_ref), sent_at).unwrap();
+        assert!(due(&conn).is_empty(), "on the queue now");
+        assert!(
+            queue::overdue(&conn, sent_at, 10).unwrap().is_empty(),
+            "not overdue yet"
+        );
+        let overdue = queue::overdue(&conn, sent_at + 1, 10).unwrap();
+        assert_eq!(overdue.len(), 1, "unleased past the bound: sent again");
+        assert_eq!(overdue[0].task, task_ref);
+        assert_eq!(queue::overdue_count(&conn, sent_at + 1).unwrap(), 1);
+
+        // Its message went to the dead-letter queue: due again at once.
+        let stale = TaskRef {
+            attempt: 7,
+            ..task_ref.clone()
+        };
+        assert_eq!(queue::dead_lettered(&conn, &[stale]).unwrap(), 0, "not its attempt");
+        assert_eq!(queue::dead_lettered(&conn, std::slice::from_ref(&task_ref)).unwrap(), 1);
+        assert_eq!(due(&conn), vec![task_ref.task_id.clone()]);
+
+        // Once leased it is neither due nor overdue, and a dead letter of it is
+        // only deleted.
+        lease(&conn, &task_ref, "w1").unwrap();
+        assert!(due(&conn).is_empty());
+        assert!(queue::overdue(&conn, i64::MAX, 10).unwrap().is_empty());
+        assert_eq!(queue::dead_lettered(&conn, &[task_ref]).unwrap(), 0);
+    }
+
+    fn cancel_ends_what_nobody_holds(conn) {
+        let task_ref = one_task(&conn, 3);
+        assert!(!tasks::cancel_unleased(&conn, "c1").unwrap(), "nothing held");
+        assert_eq!(task(&conn, &task_ref).state, task_state::CANCELLED);
+        assert_eq!(lease(&conn, &task_ref, "w1"), Err(LeaseOutcome::Finished));
+    }
+
+    fn cancel_waits_for_what_is_held(conn) {
+        let task_ref = one_task(&conn, 3);
+        lease(&conn, &task_ref, "w1").unwrap();
+        assert!(tasks::cancel_unleased(&conn, "c1").unwrap(), "one task is held");
+        assert_eq!(task(&conn, &task_ref).state, task_state::LEASED);
+    }
+
+    fn a_cancelled_batch_that_may_have_been_sent_waits_for_a_worker_to_cancel_it(conn) {
+        let _ = one_task(&conn, 3);
+        let campaign = campaigns::get(&conn, "c1").unwrap().unwrap();
+        let execute = |conn: &dyn Sql| {
+            let id = tasks::create_execute(
+                conn,
+                &campaign,
+                "111111111111",
+                "us-east-1",
+                muster_proto::v1::Platform::Linux,
+                &[],
+                3,
+            )
+            .unwrap();
+            TaskRef {
+                campaign_id: "c1".into(),
+                task_id: id,
+                attempt: 1,
+            }
+        };
+        let unsent = execute(&conn);
+        let sent = execute(&conn);
+        // The first holder of `sent` died after sending: its lease expired.
+        lease(&conn, &sent, "w1").unwrap();
+        tasks::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
+        let sent = TaskRef { attempt: 2, ..sent };
+
+        campaigns::request_cancel(&conn, "c1", "tester", "stop").unwrap();
+        assert!(tasks::cancel_unleased(&conn, "c1").unwrap(), "a worker is still needed");
+        assert_eq!(task(&conn, &unsent).state, task_state::CANCELLED, "never sent: over");
+        assert_eq!(task(&conn, &sent).state, task_state::QUEUED, "may run: waits");
+        assert!(
+            queue::to_enqueue(&conn, 10)
+                .unwrap()
+                .iter()
+                .any(|d| d.task.task_id == sent.task_id),
+            "and goes on the queue"
+        );
+        match tasks::lease(&conn, &sent, "w2", SETTINGS).unwrap() {
+            LeaseAnswer::Granted(lease) => assert!(lease.campaign_cancelled, "to cancel, not to send"),
+            LeaseAnswer::Refused(outcome, why) => panic!("refused: {outcome:?} {why}"),
+        }
+        assert_eq!(
+            lease(&conn, &unsent, "w2"),
+            Err(LeaseOutcome::Finished),
+            "the unsent one is not leased"
+        );
+    }
+
+    fn lease_ids_cannot_be_guessed_from_one_another(conn) {
+        let mut task_ref = one_task(&conn, 5);
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            let id = lease(&conn, &task_ref, "w1").unwrap();
+            ids.push(id);
+            tasks::fail(&conn, &task_ref.task_id, Some(id), "again", true)
+                .unwrap()
+                .unwrap();
+            task_ref.attempt += 1;
+        }
+        for pair in ids.windows(2) {
+            assert!(pair[0].abs_diff(pair[1]) > 1, "not a counter: {ids:?}");
+        }
+        assert!(
+            ids.iter().all(|id| *id > u64::from(u32::MAX)),
+            "63 random bits, not small numbers: {ids:?}"
+        );
+    }
 }

@@ -2,11 +2,11 @@
 //! status, result and kept output. Every status change moves the scope's
 //! counters in the same transaction, so counters always add up.
 
+use crate::store::sql::{OptionalExtension as _, Row, Sql, ToValue, params};
 use muster_proto::v1::{
     DiscoveredInstance, PingStatus, Platform, ScopeState, StepOutput, Target, TargetResult, TargetStatus, TimeoutKind,
 };
 use prost::Message as _;
-use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::records::{bump, millis, moved, now_ms, terminal, timestamp};
 use super::tasks::TaskRow;
@@ -20,10 +20,10 @@ struct Steps {
 }
 
 /// Records discovered instances; returns how many were new.
-pub fn insert_discovered(conn: &Connection, task: &TaskRow, instances: &[DiscoveredInstance]) -> StoreResult<u32> {
+pub fn insert_discovered(conn: &dyn Sql, task: &TaskRow, instances: &[DiscoveredInstance]) -> StoreResult<u32> {
     let mut insert = conn.prepare_cached(
-        "INSERT OR IGNORE INTO targets (campaign_id, account_id, region, instance_id, name, platform, ping, status, reason, finished_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO targets (campaign_id, account_id, region, instance_id, name, platform, ping, status, reason, finished_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
     )?;
     let (mut new, mut managed, mut offline, mut unmanaged) = (0u32, 0i64, 0i64, 0i64);
     let now = now_ms();
@@ -81,7 +81,7 @@ pub fn insert_discovered(conn: &Connection, task: &TaskRow, instances: &[Discove
 
 /// Records a SendCommand; its instances become RUNNING.
 pub fn record_dispatch(
-    conn: &Connection,
+    conn: &dyn Sql,
     task: &TaskRow,
     command_id: &str,
     instance_ids: &[String],
@@ -89,8 +89,8 @@ pub fn record_dispatch(
     adopted: bool,
 ) -> StoreResult<()> {
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO dispatches (task_id, command_id, instance_ids, sent_ms, attempt, adopted)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO dispatches (task_id, command_id, instance_ids, sent_ms, attempt, adopted)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
     )?
     .execute(params![
         task.id,
@@ -154,7 +154,7 @@ pub struct Ingested {
 /// Records terminal results of an Execute task's targets. A result for a
 /// target that already has one is a duplicate and changes nothing.
 pub fn ingest_results(
-    conn: &Connection,
+    conn: &dyn Sql,
     task: &TaskRow,
     results: &[TargetResult],
     want_targets: bool,
@@ -258,7 +258,7 @@ pub type PendingGroup = ((String, String), i32, u64);
 pub type TargetCursor = (String, String, String);
 
 /// Pending targets per (account, region, platform).
-pub fn pending_by_scope(conn: &Connection, campaign_id: &str) -> StoreResult<Vec<PendingGroup>> {
+pub fn pending_by_scope(conn: &dyn Sql, campaign_id: &str) -> StoreResult<Vec<PendingGroup>> {
     let mut stmt = conn.prepare_cached(
         "SELECT account_id, region, platform, COUNT(*) FROM targets WHERE campaign_id = ?1 AND status = ?2
          GROUP BY account_id, region, platform ORDER BY account_id, region, platform",
@@ -266,14 +266,14 @@ pub fn pending_by_scope(conn: &Connection, campaign_id: &str) -> StoreResult<Vec
     let rows = stmt.query_map(params![campaign_id, TargetStatus::Pending as i32], |r| {
         Ok(((r.get(0)?, r.get(1)?), r.get(2)?, r.get::<_, i64>(3)? as u64))
     })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    rows.collect::<StoreResult<Vec<_>>>()
 }
 
 /// Pending targets per (account, region, platform), only in scopes whose
 /// discovery has finished (a scope still being listed may report more), and
 /// only in scope `only` when given.
 pub fn pending_by_discovered_scope(
-    conn: &Connection,
+    conn: &dyn Sql,
     campaign_id: &str,
     only: Option<(&str, &str)>,
 ) -> StoreResult<Vec<PendingGroup>> {
@@ -281,7 +281,7 @@ pub fn pending_by_discovered_scope(
         "SELECT t.account_id, t.region, t.platform, COUNT(*) FROM targets t
          JOIN scopes s ON s.campaign_id = t.campaign_id AND s.account_id = t.account_id AND s.region = t.region
          WHERE t.campaign_id = ?1 AND t.status = ?2 AND s.state = ?3
-           AND (?4 IS NULL OR (t.account_id = ?4 AND t.region = ?5))
+           AND (CAST(?4 AS TEXT) IS NULL OR (t.account_id = ?4 AND t.region = ?5))
          GROUP BY t.account_id, t.region, t.platform ORDER BY t.account_id, t.region, t.platform",
     )?;
     let (account, region) = only.unzip();
@@ -295,12 +295,12 @@ pub fn pending_by_discovered_scope(
         ],
         |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?, r.get::<_, i64>(3)? as u64)),
     )?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    rows.collect::<StoreResult<Vec<_>>>()
 }
 
 /// The first `limit` pending instances of one scope and platform.
 pub fn pending_instances(
-    conn: &Connection,
+    conn: &dyn Sql,
     campaign_id: &str,
     account: &str,
     region: &str,
@@ -322,11 +322,11 @@ pub fn pending_instances(
         ],
         |r| r.get(0),
     )?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    rows.collect::<StoreResult<Vec<_>>>()
 }
 
 /// Ends every PENDING target of a campaign with `status` and `reason`.
-pub fn end_pending(conn: &Connection, campaign_id: &str, status: TargetStatus, reason: &str) -> StoreResult<u64> {
+pub fn end_pending(conn: &dyn Sql, campaign_id: &str, status: TargetStatus, reason: &str) -> StoreResult<u64> {
     let per_scope = pending_by_scope(conn, campaign_id)?;
     let changed = conn
         .prepare_cached(
@@ -369,7 +369,7 @@ pub struct TargetFilter {
 const COLUMNS: &str = "campaign_id, account_id, region, instance_id, name, platform, ping, status, timeout_kind, exit_code, \
     reason, command_id, document_name, ssm_status_details, dispatched_ms, started_ms, finished_ms, steps";
 
-fn from_row(r: &rusqlite::Row<'_>, with_output: bool) -> rusqlite::Result<Target> {
+fn from_row(r: &Row<'_>, with_output: bool) -> StoreResult<Target> {
     let steps: Option<Vec<u8>> = if with_output { r.get(17)? } else { None };
     Ok(Target {
         campaign_id: r.get(0)?,
@@ -398,33 +398,34 @@ fn from_row(r: &rusqlite::Row<'_>, with_output: bool) -> rusqlite::Result<Target
 
 /// One target.
 pub fn get(
-    conn: &Connection,
+    conn: &dyn Sql,
     campaign: &str,
     account: &str,
     region: &str,
     instance: &str,
     with_output: bool,
 ) -> StoreResult<Option<Target>> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM targets WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4"
-        ))?
-        .query_row(params![campaign, account, region, instance], |r| from_row(r, with_output))
-        .optional()?)
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM targets WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4"
+    ))?
+    .query_row(params![campaign, account, region, instance], |r| {
+        from_row(r, with_output)
+    })
+    .optional()
 }
 
 /// Targets of a campaign with this instance id (in any scope).
-pub fn find_instance(conn: &Connection, campaign: &str, instance: &str) -> StoreResult<Vec<Target>> {
+pub fn find_instance(conn: &dyn Sql, campaign: &str, instance: &str) -> StoreResult<Vec<Target>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM targets WHERE campaign_id = ?1 AND instance_id = ?2"
     ))?;
     let rows = stmt.query_map(params![campaign, instance], |r| from_row(r, true))?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    rows.collect::<StoreResult<Vec<_>>>()
 }
 
 /// A page of targets ordered by (account, region, instance), after `cursor`.
 pub fn list(
-    conn: &Connection,
+    conn: &dyn Sql,
     campaign: &str,
     filter: &TargetFilter,
     page_size: usize,
@@ -434,13 +435,13 @@ pub fn list(
     let mut sql = format!(
         "SELECT {COLUMNS} FROM targets WHERE campaign_id = ?1 AND (account_id, region, instance_id) > (?2, ?3, ?4)"
     );
-    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    let mut args: Vec<Box<dyn ToValue>> = Vec::new();
     let (a, r, i) = cursor.unwrap_or_default();
     args.push(Box::new(campaign.to_owned()));
     args.push(Box::new(a));
     args.push(Box::new(r));
     args.push(Box::new(i));
-    let mut in_list = |column: &str, values: Vec<Box<dyn rusqlite::ToSql>>, sql: &mut String| {
+    let mut in_list = |column: &str, values: Vec<Box<dyn ToValue>>, sql: &mut String| {
         if values.is_empty() {
             return;
         }
@@ -454,7 +455,7 @@ pub fn list(
         filter
             .statuses
             .iter()
-            .map(|s| Box::new(*s) as Box<dyn rusqlite::ToSql>)
+            .map(|s| Box::new(*s) as Box<dyn ToValue>)
             .collect(),
         &mut sql,
     );
@@ -463,7 +464,7 @@ pub fn list(
         filter
             .accounts
             .iter()
-            .map(|s| Box::new(s.clone()) as Box<dyn rusqlite::ToSql>)
+            .map(|s| Box::new(s.clone()) as Box<dyn ToValue>)
             .collect(),
         &mut sql,
     );
@@ -472,7 +473,7 @@ pub fn list(
         filter
             .regions
             .iter()
-            .map(|s| Box::new(s.clone()) as Box<dyn rusqlite::ToSql>)
+            .map(|s| Box::new(s.clone()) as Box<dyn ToValue>)
             .collect(),
         &mut sql,
     );
@@ -481,7 +482,7 @@ pub fn list(
         filter
             .instances
             .iter()
-            .map(|s| Box::new(s.clone()) as Box<dyn rusqlite::ToSql>)
+            .map(|s| Box::new(s.clone()) as Box<dyn ToValue>)
             .collect(),
         &mut sql,
     );
@@ -490,10 +491,10 @@ pub fn list(
         page_size + 1
     ));
     let mut stmt = conn.prepare(&sql)?;
-    let params: Vec<&dyn rusqlite::ToSql> = args.iter().map(|b| b.as_ref()).collect();
+    let params: Vec<&dyn ToValue> = args.iter().map(|b| b.as_ref()).collect();
     let mut rows = stmt
         .query_map(params.as_slice(), |r| from_row(r, with_output))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<StoreResult<Vec<_>>>()?;
     let next = if rows.len() > page_size {
         rows.truncate(page_size);
         rows.last()
@@ -507,7 +508,7 @@ pub fn list(
 /// Every target of a campaign, for the results export (in pages, so memory
 /// stays bounded by the caller).
 pub fn all(
-    conn: &Connection,
+    conn: &dyn Sql,
     campaign: &str,
     after: Option<TargetCursor>,
     limit: usize,

@@ -2,10 +2,10 @@
 //! fencing token): only the current holder may renew, complete or fail a
 //! task. Facts (dispatches, results) are recorded from any lease of the task.
 
+use crate::store::sql::{OptionalExtension as _, Row, Sql, params};
 use muster_proto::v1::{
     CampaignSpec, Dispatch, Lease, LeaseOutcome, Platform, ScopeState, TargetStatus, Task, TaskKind, TaskRef,
 };
-use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::campaigns::{self, CampaignRow};
 use super::records::{bump, event, moved, now_ms, task_state, terminal, timestamp};
@@ -48,7 +48,7 @@ pub struct TaskRow {
 const COLUMNS: &str = "id, campaign_id, kind, account_id, region, platform, state, attempt, max_attempts, lease_id, \
     lease_owner, lease_expires_ms, created_ms, last_error";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
+fn from_row(r: &Row<'_>) -> StoreResult<TaskRow> {
     Ok(TaskRow {
         id: r.get(0)?,
         campaign_id: r.get(1)?,
@@ -68,11 +68,10 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
 }
 
 /// One task.
-pub fn get(conn: &Connection, id: &str) -> StoreResult<Option<TaskRow>> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"))?
+pub fn get(conn: &dyn Sql, id: &str) -> StoreResult<Option<TaskRow>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"))?
         .query_row([id], from_row)
-        .optional()?)
+        .optional()
 }
 
 /// Lease settings.
@@ -94,12 +93,7 @@ pub enum LeaseAnswer {
 }
 
 /// Leases the task a TaskRef names, if it may run now.
-pub fn lease(
-    conn: &Connection,
-    task_ref: &TaskRef,
-    worker_id: &str,
-    settings: LeaseSettings,
-) -> StoreResult<LeaseAnswer> {
+pub fn lease(conn: &dyn Sql, task_ref: &TaskRef, worker_id: &str, settings: LeaseSettings) -> StoreResult<LeaseAnswer> {
     let refuse = |outcome, detail: &str| Ok(LeaseAnswer::Refused(outcome, detail.to_owned()));
     let Some(task) = get(conn, &task_ref.task_id)? else {
         return refuse(LeaseOutcome::UnknownTask, "no such task");
@@ -165,12 +159,7 @@ pub fn lease(
 }
 
 /// The Task a worker gets: the campaign's spec resolved for this scope.
-fn task_message(
-    conn: &Connection,
-    task: &TaskRow,
-    campaign: &CampaignRow,
-    settings: LeaseSettings,
-) -> StoreResult<Task> {
+fn task_message(conn: &dyn Sql, task: &TaskRow, campaign: &CampaignRow, settings: LeaseSettings) -> StoreResult<Task> {
     let spec: &CampaignSpec = &campaign.spec;
     let access = spec.access.clone().unwrap_or_default();
     let rate = spec.rate.clone().unwrap_or_default();
@@ -210,15 +199,15 @@ fn task_message(
 }
 
 /// The instances of an Execute task, sorted.
-pub fn task_instances(conn: &Connection, task_id: &str) -> StoreResult<Vec<String>> {
+pub fn task_instances(conn: &dyn Sql, task_id: &str) -> StoreResult<Vec<String>> {
     let mut stmt = conn.prepare_cached("SELECT instance_id FROM targets WHERE task_id = ?1 ORDER BY instance_id")?;
     let ids = stmt
         .query_map([task_id], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+        .collect::<StoreResult<Vec<String>>>()?;
     Ok(ids)
 }
 
-fn dispatches(conn: &Connection, task_id: &str) -> StoreResult<Vec<Dispatch>> {
+fn dispatches(conn: &dyn Sql, task_id: &str) -> StoreResult<Vec<Dispatch>> {
     let mut stmt =
         conn.prepare_cached("SELECT command_id, instance_ids, sent_ms, attempt FROM dispatches WHERE task_id = ?1")?;
     let rows = stmt.query_map([task_id], |r| {
@@ -230,10 +219,10 @@ fn dispatches(conn: &Connection, task_id: &str) -> StoreResult<Vec<Dispatch>> {
             attempt: r.get(3)?,
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    rows.collect::<StoreResult<Vec<_>>>()
 }
 
-fn finished_instances(conn: &Connection, task_id: &str) -> StoreResult<Vec<String>> {
+fn finished_instances(conn: &dyn Sql, task_id: &str) -> StoreResult<Vec<String>> {
     let mut stmt = conn.prepare_cached("SELECT instance_id, status FROM targets WHERE task_id = ?1")?;
     let rows = stmt.query_map([task_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?)))?;
     let mut done = Vec::new();
@@ -255,7 +244,7 @@ pub enum Fenced {
     Stale,
 }
 
-fn current(conn: &Connection, task_id: &str, lease_id: u64) -> StoreResult<Result<TaskRow, Fenced>> {
+fn current(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreResult<Result<TaskRow, Fenced>> {
     let Some(task) = get(conn, task_id)? else {
         return Ok(Err(Fenced::Unknown));
     };
@@ -266,7 +255,7 @@ fn current(conn: &Connection, task_id: &str, lease_id: u64) -> StoreResult<Resul
 }
 
 /// Extends a current lease; says whether the campaign was cancelled.
-pub fn renew(conn: &Connection, task_id: &str, lease_id: u64, ttl_ms: i64) -> StoreResult<Result<bool, Fenced>> {
+pub fn renew(conn: &dyn Sql, task_id: &str, lease_id: u64, ttl_ms: i64) -> StoreResult<Result<bool, Fenced>> {
     let task = match current(conn, task_id, lease_id)? {
         Ok(task) => task,
         Err(fenced) => return Ok(Err(fenced)),
@@ -279,7 +268,7 @@ pub fn renew(conn: &Connection, task_id: &str, lease_id: u64, ttl_ms: i64) -> St
     Ok(Ok(cancelled))
 }
 
-fn end_lease(conn: &Connection, lease_id: Option<u64>, outcome: &str) -> StoreResult<()> {
+fn end_lease(conn: &dyn Sql, lease_id: Option<u64>, outcome: &str) -> StoreResult<()> {
     if let Some(lease_id) = lease_id {
         conn.prepare_cached("UPDATE leases SET ended_ms = ?2, outcome = ?3 WHERE lease_id = ?1 AND ended_ms IS NULL")?
             .execute(params![lease_id as i64, now_ms(), outcome])?;
@@ -288,7 +277,7 @@ fn end_lease(conn: &Connection, lease_id: Option<u64>, outcome: &str) -> StoreRe
 }
 
 /// Completes a task under its current lease.
-pub fn complete(conn: &Connection, task_id: &str, lease_id: u64) -> StoreResult<Result<TaskRow, Fenced>> {
+pub fn complete(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreResult<Result<TaskRow, Fenced>> {
     let task = match current(conn, task_id, lease_id)? {
         Ok(task) => task,
         Err(fenced) => return Ok(Err(fenced)),
@@ -335,7 +324,7 @@ pub enum FailOutcome {
 /// Fails a task under its current lease (`lease_id`), or after its lease
 /// expired (`None`). Retryable failures are retried while attempts last.
 pub fn fail(
-    conn: &Connection,
+    conn: &dyn Sql,
     task_id: &str,
     lease_id: Option<u64>,
     reason: &str,
@@ -387,10 +376,17 @@ pub fn fail(
             // it, so the campaign's results show it.
             let inserted = conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO targets (campaign_id, account_id, region, instance_id, status, reason, finished_ms)
-                     VALUES (?1, ?2, ?3, '', ?4, ?5, ?6)",
+                    "INSERT INTO targets (campaign_id, account_id, region, instance_id, status, reason, finished_ms)
+                     VALUES (?1, ?2, ?3, '', ?4, ?5, ?6) ON CONFLICT DO NOTHING",
                 )?
-                .execute(params![task.campaign_id, task.account_id, task.region, TargetStatus::Error as i32, reason, now_ms()])?;
+                .execute(params![
+                    task.campaign_id,
+                    task.account_id,
+                    task.region,
+                    TargetStatus::Error as i32,
+                    reason,
+                    now_ms()
+                ])?;
             bump(
                 conn,
                 &task.campaign_id,
@@ -416,11 +412,11 @@ pub fn fail(
 }
 
 /// Ends every target of `task` that has no final status yet.
-pub fn end_open_targets(conn: &Connection, task: &TaskRow, status: TargetStatus, reason: &str) -> StoreResult<usize> {
+pub fn end_open_targets(conn: &dyn Sql, task: &TaskRow, status: TargetStatus, reason: &str) -> StoreResult<usize> {
     let mut stmt = conn.prepare_cached("SELECT instance_id, status FROM targets WHERE task_id = ?1")?;
     let open: Vec<(String, i32)> = stmt
         .query_map([&task.id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?
+        .collect::<StoreResult<Vec<_>>>()?
         .into_iter()
         .filter(|(_, s)| !terminal(*s))
         .collect();
@@ -455,21 +451,20 @@ pub fn end_open_targets(conn: &Connection, task: &TaskRow, status: TargetStatus,
 /// a worker that is still alive keeps its task by renewing, and an outage
 /// longer than the TTL costs no attempt. Only a lease that is not renewed
 /// after the restart expires. Returns how many were extended.
-pub fn extend_leases(conn: &Connection, now: i64, ttl_ms: i64) -> StoreResult<usize> {
-    Ok(conn
-        .prepare_cached("UPDATE tasks SET lease_expires_ms = ?2 WHERE state = ?1 AND lease_expires_ms < ?2")?
-        .execute(params![task_state::LEASED, now + ttl_ms])?)
+pub fn extend_leases(conn: &dyn Sql, now: i64, ttl_ms: i64) -> StoreResult<usize> {
+    conn.prepare_cached("UPDATE tasks SET lease_expires_ms = ?2 WHERE state = ?1 AND lease_expires_ms < ?2")?
+        .execute(params![task_state::LEASED, now + ttl_ms])
 }
 
 /// Leases that ran out before `now`: each is failed as retryable (the worker
 /// stopped renewing), which re-queues it while attempts last.
-pub fn expire_leases(conn: &Connection, now: i64) -> StoreResult<Vec<(TaskRow, FailOutcome)>> {
+pub fn expire_leases(conn: &dyn Sql, now: i64) -> StoreResult<Vec<(TaskRow, FailOutcome)>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM tasks WHERE state = ?1 AND lease_expires_ms < ?2 LIMIT 1000"
     ))?;
     let expired = stmt
         .query_map(params![task_state::LEASED, now], from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<StoreResult<Vec<_>>>()?;
     let mut out = Vec::new();
     for task in expired {
         let reason = format!(
@@ -486,7 +481,7 @@ pub fn expire_leases(conn: &Connection, now: i64) -> StoreResult<Vec<(TaskRow, F
 /// Creates an Execute task for these pending targets of one scope and
 /// platform, moving them to QUEUED.
 pub fn create_execute(
-    conn: &Connection,
+    conn: &dyn Sql,
     campaign: &CampaignRow,
     account: &str,
     region: &str,
@@ -550,7 +545,7 @@ pub fn create_execute(
 /// A lease id nobody can guess: 63 random bits from the thread's CSPRNG,
 /// never one the store has handed out before (the `sequences` row that
 /// numbered them 1, 2, 3... is no longer read).
-fn new_lease_id(conn: &Connection) -> StoreResult<i64> {
+fn new_lease_id(conn: &dyn Sql) -> StoreResult<i64> {
     loop {
         let id = i64::try_from(rand::random::<u64>() >> 1).unwrap_or(i64::MAX);
         if id == 0 {
@@ -568,29 +563,28 @@ fn new_lease_id(conn: &Connection) -> StoreResult<i64> {
 /// Whether an earlier attempt of an Execute task may have sent its command:
 /// a dispatch is on record, or an attempt before this one ran (it may have
 /// sent and died before reporting; its Comment finds it).
-pub fn may_have_sent(conn: &Connection, task: &TaskRow) -> StoreResult<bool> {
+pub fn may_have_sent(conn: &dyn Sql, task: &TaskRow) -> StoreResult<bool> {
     if task.kind != TaskKind::Execute {
         return Ok(false);
     }
     if task.attempt > 1 {
         return Ok(true);
     }
-    Ok(conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM dispatches WHERE task_id = ?1)")?
-        .query_row([&task.id], |r| r.get(0))?)
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM dispatches WHERE task_id = ?1)")?
+        .query_row([&task.id], |r| r.get(0))
 }
 
 /// Cancels a campaign's tasks that no worker holds and that never sent
 /// anything. True while any task still needs a worker: one is held, or one
 /// waits to be leased only to cancel the commands an earlier holder sent
 /// (that holder is gone, its commands may still run).
-pub fn cancel_unleased(conn: &Connection, campaign_id: &str) -> StoreResult<bool> {
+pub fn cancel_unleased(conn: &dyn Sql, campaign_id: &str) -> StoreResult<bool> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM tasks WHERE campaign_id = ?1 AND state = ?2"
     ))?;
     let queued = stmt
         .query_map(params![campaign_id, task_state::QUEUED], from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<StoreResult<Vec<_>>>()?;
     let mut cleanup = false;
     for task in &queued {
         if may_have_sent(conn, task)? {
@@ -610,18 +604,17 @@ pub fn cancel_unleased(conn: &Connection, campaign_id: &str) -> StoreResult<bool
 }
 
 /// Tasks of a campaign still queued or leased, by kind.
-pub fn active(conn: &Connection, campaign_id: &str, kind: TaskKind) -> StoreResult<i64> {
-    Ok(conn
-        .prepare_cached("SELECT COUNT(*) FROM tasks WHERE campaign_id = ?1 AND kind = ?2 AND state IN (?3, ?4)")?
+pub fn active(conn: &dyn Sql, campaign_id: &str, kind: TaskKind) -> StoreResult<i64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM tasks WHERE campaign_id = ?1 AND kind = ?2 AND state IN (?3, ?4)")?
         .query_row(
             params![campaign_id, kind as i32, task_state::QUEUED, task_state::LEASED],
             |r| r.get(0),
-        )?)
+        )
 }
 
 /// Execute tasks out now per (account, region).
 pub fn active_per_scope(
-    conn: &Connection,
+    conn: &dyn Sql,
     campaign_id: &str,
 ) -> StoreResult<std::collections::HashMap<(String, String), u64>> {
     let mut stmt = conn.prepare_cached(
@@ -642,5 +635,5 @@ pub fn active_per_scope(
             ))
         },
     )?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    rows.collect::<StoreResult<_>>()
 }

@@ -92,11 +92,11 @@ async fn invalid_campaigns_are_refused_naming_the_field_and_nothing_is_stored() 
     let stored: i64 = stack
         .store()
         .read(|conn| {
-            Ok(conn.query_row(
+            conn.query_row(
                 "SELECT (SELECT COUNT(*) FROM campaigns) + (SELECT COUNT(*) FROM tasks)",
-                [],
+                (),
                 |r| r.get(0),
-            )?)
+            )
         })
         .await
         .unwrap();

@@ -1,0 +1,319 @@
+//! The production engine: PostgreSQL (Amazon Aurora PostgreSQL or RDS),
+//! shared by several controllers.
+//!
+//! Each controller keeps one writer connection and a few readers. Every
+//! write transaction first takes one transaction-scoped advisory lock, so
+//! writes from all controllers run one at a time, as they do on SQLite's
+//! single writer: the store's read-modify-write logic (grant a lease if none
+//! is live, count an error once) holds across controllers without
+//! serialization retries. Group commit keeps the lock's cost per write low.
+//!
+//! The driver is rust-postgres (`postgres`, the blocking face of
+//! `tokio-postgres`): the store's queries run as closures on the writer
+//! thread and on blocking reader threads, never on the async workers.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::error::Error as StdError;
+
+use bytes::BytesMut;
+use postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+use postgres::{Client, Statement};
+
+use super::StoreResult;
+use super::sql::{Datum, Engine, Sql, Value, dollar_placeholders};
+
+/// The advisory lock every write transaction takes: one writer at a time
+/// across all controllers. (An arbitrary constant: "muster" in ASCII.)
+pub(super) const WRITE_LOCK: i64 = 0x6d75_7374_6572;
+/// The advisory lock migrations run under, so that controllers starting
+/// together do not migrate twice.
+pub(super) const MIGRATE_LOCK: i64 = 0x6d75_7374_6572 + 1;
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 512;
+
+type BoxError = Box<dyn StdError + Sync + Send>;
+
+impl ToSql for Value<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        match *self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) => match *ty {
+                Type::INT8 => v.to_sql(ty, out),
+                Type::INT4 => i32::try_from(v)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(v)?.to_sql(ty, out),
+                Type::BOOL => (v != 0).to_sql(ty, out),
+                Type::FLOAT8 => (v as f64).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR | Type::UNKNOWN => v.to_string().as_str().to_sql(ty, out),
+                _ => Err(format!("an integer cannot be bound to a parameter of type {ty}").into()),
+            },
+            Value::Real(v) => match *ty {
+                Type::FLOAT8 => v.to_sql(ty, out),
+                Type::FLOAT4 => (v as f32).to_sql(ty, out),
+                _ => Err(format!("a double cannot be bound to a parameter of type {ty}").into()),
+            },
+            Value::Text(v) => match *ty {
+                Type::BYTEA => v.as_bytes().to_sql(ty, out),
+                _ => v.to_sql(ty, out),
+            },
+            Value::Blob(v) => v.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+impl<'a> FromSql<'a> for Datum {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+        Ok(match *ty {
+            Type::INT8 => Datum::Int(i64::from_sql(ty, raw)?),
+            Type::INT4 => Datum::Int(i32::from_sql(ty, raw)?.into()),
+            Type::INT2 => Datum::Int(i16::from_sql(ty, raw)?.into()),
+            Type::OID => Datum::Int(u32::from_sql(ty, raw)?.into()),
+            Type::BOOL => Datum::Int(bool::from_sql(ty, raw)?.into()),
+            Type::FLOAT8 => Datum::Real(f64::from_sql(ty, raw)?),
+            Type::FLOAT4 => Datum::Real(f32::from_sql(ty, raw)?.into()),
+            Type::BYTEA => Datum::Blob(<Vec<u8>>::from_sql(ty, raw)?),
+            _ => Datum::Text(<String>::from_sql(ty, raw)?),
+        })
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, BoxError> {
+        Ok(Datum::Null)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// What went wrong, in words: the server's message with its SQLSTATE code
+/// (the driver's own Display says only "db error"), or the driver's.
+pub(super) fn describe(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("postgres: {} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(": {detail}"));
+            }
+            text
+        }
+        None => format!("postgres: {error}"),
+    }
+}
+
+/// One connection with its prepared statements.
+pub(super) struct PgConn {
+    client: RefCell<Client>,
+    statements: RefCell<HashMap<String, Statement>>,
+}
+
+impl PgConn {
+    /// Connects.
+    pub(super) fn connect(target: &Target) -> StoreResult<Self> {
+        let client = target.connect()?;
+        Ok(Self {
+            client: RefCell::new(client),
+            statements: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// Whether the connection is gone (the server restarted or failed over).
+    pub(super) fn is_closed(&self) -> bool {
+        self.client.borrow().is_closed()
+    }
+
+    /// The client itself, for the migration runner.
+    pub(super) fn client(&mut self) -> &mut Client {
+        self.client.get_mut()
+    }
+
+    fn statement(&self, sql: &str) -> StoreResult<Statement> {
+        if let Some(statement) = self.statements.borrow().get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.borrow_mut().prepare(&dollar_placeholders(sql))?;
+        let mut cache = self.statements.borrow_mut();
+        if cache.len() >= STATEMENT_CACHE {
+            cache.clear();
+        }
+        cache.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+}
+
+fn bind<'a>(params: &'a [Value<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+impl Sql for PgConn {
+    fn engine(&self) -> Engine {
+        Engine::Postgres
+    }
+
+    fn execute_values(&self, sql: &str, params: &[Value<'_>]) -> StoreResult<usize> {
+        let statement = self.statement(sql)?;
+        let changed = self.client.borrow_mut().execute(&statement, &bind(params))?;
+        Ok(changed as usize)
+    }
+
+    fn query_values(&self, sql: &str, params: &[Value<'_>]) -> StoreResult<Vec<Vec<Datum>>> {
+        let statement = self.statement(sql)?;
+        let rows = self.client.borrow_mut().query(&statement, &bind(params))?;
+        rows.iter()
+            .map(|row| (0..row.len()).map(|i| Ok(row.try_get::<_, Datum>(i)?)).collect())
+            .collect()
+    }
+
+    fn execute_batch(&self, sql: &str) -> StoreResult<()> {
+        Ok(self.client.borrow_mut().batch_execute(sql)?)
+    }
+}
+
+/// Where the database is and how to reach it.
+#[derive(Clone)]
+pub struct Target {
+    config: postgres::Config,
+    tls: Tls,
+    shown: String,
+}
+
+#[derive(Clone)]
+enum Tls {
+    /// Loopback or a private network the operator vouches for
+    /// (`sslmode=disable`).
+    Off,
+    /// TLS, verified against these roots.
+    On(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl Target {
+    /// Parses a connection string (`postgres://user@host:5432/db?sslmode=require`
+    /// or `host=... user=...`). `password`, when given, replaces the one in
+    /// the string (a Secrets Manager secret handed in by the task's
+    /// environment). `ca_pem` are extra roots for the server's certificate
+    /// (the RDS CA bundle); without them the system's roots are used.
+    pub fn parse(url: &str, password: Option<&str>, ca_pem: Option<&[u8]>) -> Result<Self, String> {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e| format!("database_url: not a PostgreSQL connection string: {e}"))?;
+        if let Some(password) = password {
+            config.password(password);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        config.application_name("muster-controller");
+        let tls = match config.get_ssl_mode() {
+            postgres::config::SslMode::Disable => Tls::Off,
+            _ => Tls::On(rustls_connector(ca_pem)?),
+        };
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                postgres::config::Host::Tcp(name) => name.clone(),
+                postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        let shown = format!(
+            "postgres://{}@{}:{}/{}",
+            config.get_user().unwrap_or(""),
+            hosts.join(","),
+            config.get_ports().first().copied().unwrap_or(5432),
+            config.get_dbname().unwrap_or("")
+        );
+        Ok(Self { config, tls, shown })
+    }
+
+    /// Whether connections must use TLS (`sslmode=require`).
+    pub fn tls_required(&self) -> bool {
+        self.config.get_ssl_mode() == postgres::config::SslMode::Require
+    }
+
+    /// Whether every host is this machine (a loopback address, `localhost`
+    /// or a Unix socket).
+    pub fn on_loopback(&self) -> bool {
+        self.config.get_hosts().iter().all(|host| match host {
+            postgres::config::Host::Tcp(name) => {
+                name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
+            postgres::config::Host::Unix(_) => true,
+        })
+    }
+
+    /// The database, without credentials, for logs.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    fn connect(&self) -> StoreResult<Client> {
+        Ok(match &self.tls {
+            Tls::Off => self.config.connect(postgres::NoTls)?,
+            Tls::On(tls) => self.config.connect(tls.clone())?,
+        })
+    }
+}
+
+fn rustls_connector(ca_pem: Option<&[u8]>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("database_ca: not a PEM certificate: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("database_ca: not a usable CA certificate: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err("database_ca: no certificate in the file".into());
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(
+                    "database TLS: no system CA certificates found; give database_ca (for RDS, its CA bundle)".into(),
+                );
+            }
+        }
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("database TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Runs `body` in one transaction on the writer's connection and commits,
+/// after taking [`WRITE_LOCK`]. A connection found closed is replaced first.
+pub(super) fn in_transaction(conn: &mut PgConn, target: &Target, body: &mut dyn FnMut(&dyn Sql)) -> StoreResult<()> {
+    if conn.is_closed() {
+        tracing::warn!(database = %target.shown(), "store: the writer's connection was lost; reconnecting");
+        *conn = PgConn::connect(target)?;
+    }
+    conn.execute_batch("BEGIN")?;
+    let outcome = conn
+        .query_values("SELECT pg_advisory_xact_lock(?1)", &[Value::Int(WRITE_LOCK)])
+        .map(|_| body(&*conn))
+        .and_then(|()| conn.execute_batch("COMMIT"));
+    if outcome.is_err() && !conn.is_closed() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    outcome
+}
