@@ -6,6 +6,10 @@
 //! `point` (n from 1). Unset, a point costs one atomic load. The abort is a
 //! SIGABRT: no destructors, no flushes, like SIGKILL. Production never sets
 //! the variable; the points are named in the code where they are passed.
+//!
+//! `MUSTER_STOP_AT=<point>@<n>` instead stops the process there with
+//! SIGSTOP, as a pause of the whole host would (a long GC, a frozen VM):
+//! everything in it stands still until a SIGCONT from outside.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +22,7 @@ struct Armed {
 }
 
 static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+static STOP: OnceLock<Option<Armed>> = OnceLock::new();
 
 /// Parses `point@n`; `None` for anything else (an unset variable, a typo).
 fn parse(value: &str) -> Option<(String, u64)> {
@@ -26,35 +31,41 @@ fn parse(value: &str) -> Option<(String, u64)> {
     (!point.is_empty()).then(|| (point.to_owned(), nth))
 }
 
-fn armed() -> Option<&'static Armed> {
-    ARMED
-        .get_or_init(|| {
-            let value = std::env::var("MUSTER_CRASH_AT").ok()?;
-            let Some((point, nth)) = parse(&value) else {
-                tracing::error!(value, "MUSTER_CRASH_AT: expected <point>@<n> with n >= 1; ignored");
-                return None;
-            };
-            tracing::warn!(
-                point,
-                nth,
-                "crash point armed (MUSTER_CRASH_AT): this process will abort there"
-            );
-            Some(Armed {
-                point,
-                nth,
-                passed: AtomicU64::new(0),
-            })
+fn arm(cell: &'static OnceLock<Option<Armed>>, variable: &str, what: &str) -> Option<&'static Armed> {
+    cell.get_or_init(|| {
+        let value = std::env::var(variable).ok()?;
+        let Some((point, nth)) = parse(&value) else {
+            tracing::error!(value, "{variable}: expected <point>@<n> with n >= 1; ignored");
+            return None;
+        };
+        tracing::warn!(point, nth, "{variable} armed: this process will {what} there");
+        Some(Armed {
+            point,
+            nth,
+            passed: AtomicU64::new(0),
         })
-        .as_ref()
+    })
+    .as_ref()
 }
 
-/// Passes the crash point `name`: aborts the process if it is the armed
-/// point and this is its n-th pass.
+fn reached(armed: Option<&'static Armed>, name: &str) -> bool {
+    armed.is_some_and(|armed| armed.point == name && armed.passed.fetch_add(1, Ordering::SeqCst) + 1 == armed.nth)
+}
+
+/// Passes the point `name`: aborts the process if it is the point armed by
+/// `MUSTER_CRASH_AT` and this is its n-th pass; stops it (SIGSTOP) if it is
+/// the one armed by `MUSTER_STOP_AT`.
 pub fn point(name: &str) {
-    let Some(armed) = armed() else { return };
-    if armed.point == name && armed.passed.fetch_add(1, Ordering::SeqCst) + 1 == armed.nth {
-        eprintln!("muster: crash point {name} reached on pass {}: aborting", armed.nth);
+    if reached(arm(&ARMED, "MUSTER_CRASH_AT", "abort"), name) {
+        eprintln!("muster: crash point {name} reached: aborting");
         std::process::abort();
+    }
+    if reached(arm(&STOP, "MUSTER_STOP_AT", "stop (SIGSTOP)"), name) {
+        eprintln!("muster: stop point {name} reached: stopping until SIGCONT");
+        let _ = std::process::Command::new("kill")
+            .args(["-STOP", &std::process::id().to_string()])
+            .status();
+        eprintln!("muster: stop point {name}: continued");
     }
 }
 

@@ -7,9 +7,8 @@ use muster_proto::v1::campaign_service_server::CampaignService;
 use muster_proto::v1::{
     Campaign, CampaignSpec, CampaignState, CancelCampaignRequest, CancelCampaignResponse, GetCampaignRequest,
     GetCampaignResponse, GetTargetRequest, GetTargetResponse, ListCampaignsRequest, ListCampaignsResponse,
-    ListTargetsRequest, ListTargetsResponse, PlanCampaignRequest, PlanCampaignResponse, StateChange,
-    SubmitCampaignRequest, SubmitCampaignResponse, WatchCampaignRequest, WatchCampaignResponse,
-    watch_campaign_response,
+    ListTargetsRequest, ListTargetsResponse, PlanCampaignRequest, PlanCampaignResponse, SubmitCampaignRequest,
+    SubmitCampaignResponse, WatchCampaignRequest, WatchCampaignResponse, watch_campaign_response,
 };
 use prost::Message as _;
 use sha2::Digest as _;
@@ -22,7 +21,6 @@ use crate::auth::{Auth, Permission};
 use crate::expand::{self, ExpandError};
 use crate::store::StoreError;
 use crate::store::campaigns::{self, Inserted, NewCampaign};
-use crate::store::records::{now_ms, timestamp};
 use crate::store::targets::{self, TargetFilter};
 use crate::validate;
 
@@ -509,16 +507,8 @@ impl CampaignService for CampaignApi {
             None => return Err(Status::not_found("no campaign with that id")),
             Some(true) => {
                 tracing::info!(campaign_id = %request.campaign_id, by, reason, "campaign cancel requested");
-                self.ctl.hub.publish(
-                    &request.campaign_id,
-                    WatchCampaignResponse {
-                        event: Some(watch_campaign_response::Event::State(StateChange {
-                            state: CampaignState::Cancelling as i32,
-                            reason: format!("cancel requested by {by}: {reason}"),
-                            at: Some(timestamp(now_ms())),
-                        })),
-                    },
-                );
+                // Watchers hear CANCELLING from the reconcile loop's feed,
+                // which this wakes.
                 self.ctl.wake.notify_one();
             }
             Some(false) => {}

@@ -70,6 +70,11 @@ pub struct Args {
     /// message is sent again (it may be lost, or dead-lettered) [default: 300]
     #[arg(long, env = "MUSTER_REQUEUE_AFTER")]
     pub requeue_after: Option<u64>,
+    /// Seconds a leader's term lasts without renewal: with PostgreSQL and
+    /// several controllers, how long the others wait for a leader that
+    /// stopped before one takes over [default: 15]
+    #[arg(long, env = "MUSTER_LEADER_TTL")]
+    pub leader_ttl: Option<u64>,
     /// Days a campaign stays in the store after it ended; then it is
     /// removed with its targets, output and events (once exported, when
     /// there is a results bucket). 0 keeps everything [default: 90]
@@ -237,6 +242,8 @@ pub struct FileConfig {
     pub requeue_after: Option<u64>,
     /// See `--retention-days`.
     pub retention_days: Option<u64>,
+    /// See `--leader-ttl`.
+    pub leader_ttl: Option<u64>,
     /// See `--dead-letter-queue-url`.
     pub dead_letter_queue_url: Option<String>,
     /// See `--default-role-name`.
@@ -427,6 +434,10 @@ impl Config {
         if retention_days > 36_500 {
             anyhow::bail!("retention_days: {retention_days}; must be 0 (keep everything) to 36500");
         }
+        let leader_ttl = args.leader_ttl.or(file.leader_ttl).unwrap_or(15);
+        if !(3..=300).contains(&leader_ttl) {
+            anyhow::bail!("leader_ttl: {leader_ttl} seconds; must be 3 to 300");
+        }
         let default_api_rate = args.default_api_rate.or(file.default_api_rate).unwrap_or(10.0);
         if !(0.1..=1000.0).contains(&default_api_rate) {
             anyhow::bail!("default_api_rate: {default_api_rate}; must be 0.1 to 1000");
@@ -448,6 +459,7 @@ impl Config {
                 max_tasks_per_scope,
                 max_queued: args.max_queued.or(file.max_queued).unwrap_or(500).max(1),
                 requeue_after: Duration::from_secs(requeue_after),
+                leader_ttl: Duration::from_secs(leader_ttl),
                 retention: (retention_days > 0).then(|| Duration::from_secs(retention_days * 86_400)),
                 dead_letter_queue_url: args
                     .dead_letter_queue_url

@@ -34,6 +34,13 @@ const ROUND: usize = 500;
 /// Drains `url` until `shutdown`.
 pub async fn run(ctl: Arc<Controller>, url: String, shutdown: CancellationToken) {
     loop {
+        if !ctl.leader.is_leader() {
+            // The leader drains; a follower only waits for its turn.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(ctl.settings.leader_ttl / 3) => continue,
+            }
+        }
         let drained = tokio::select! {
             () = shutdown.cancelled() => return,
             drained = drain(&ctl, &url) => drained,
@@ -108,8 +115,11 @@ async fn record(ctl: &Controller, refs: Vec<TaskRef>) -> Result<usize, String> {
     if refs.is_empty() {
         return Ok(0);
     }
+    // Kept on the queue (back after its visibility timeout) unless this
+    // controller still leads when it records them.
+    let fence = ctl.leader.fence().ok_or("this controller no longer leads")?;
     ctl.store
-        .write(move |txn| queue::dead_lettered(txn, &refs))
+        .write_fenced(&fence, move |txn| queue::dead_lettered(txn, &refs))
         .await
         .map_err(|e| e.to_string())
 }

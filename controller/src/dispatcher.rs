@@ -15,6 +15,7 @@ use muster_proto::v1::TaskRef;
 use futures::StreamExt as _;
 
 use crate::Controller;
+use crate::store::leadership::Fence;
 use crate::store::queue::{self, Due};
 use crate::store::records::now_ms;
 
@@ -27,7 +28,7 @@ const SENDS_IN_FLIGHT: usize = 16;
 /// and, whatever the queue holds, attempts that have waited there longer
 /// than `requeue_after` without a lease: their message may be lost or
 /// dead-lettered, and the store, not SQS, says what is queued.
-pub async fn enqueue(ctl: &Controller) {
+pub async fn enqueue(ctl: &Controller, fence: &Fence) {
     let max = ctl.settings.max_queued;
     let requeue_after = ctl.settings.requeue_after;
     let cutoff = ctl.settings.requeue_cutoff_ms(now_ms());
@@ -87,7 +88,11 @@ pub async fn enqueue(ctl: &Controller) {
     if !sent.is_empty() {
         ctl.metrics.enqueued(sent.len());
         let at = now_ms();
-        if let Err(error) = ctl.store.write(move |txn| queue::mark_enqueued(txn, &sent, at)).await {
+        if let Err(error) = ctl
+            .store
+            .write_fenced(fence, move |txn| queue::mark_enqueued(txn, &sent, at))
+            .await
+        {
             tracing::warn!(%error, "cannot record enqueued tasks; they will be sent again");
         }
     }

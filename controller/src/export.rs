@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::Controller;
 use crate::store::campaigns::{self, CampaignRow};
+use crate::store::leadership::Fence;
 use crate::store::records::now_ms;
 use crate::store::{StoreResult, targets};
 
@@ -112,7 +113,7 @@ pub async fn body(ctl: &Controller, campaign: &CampaignRow) -> StoreResult<(Vec<
 }
 
 /// Exports campaigns that ended and have not been exported yet.
-pub async fn export_finished(ctl: &Controller) {
+pub async fn export_finished(ctl: &Controller, fence: &Fence) {
     let Some(bucket) = ctl.settings.results_bucket.clone() else {
         return;
     };
@@ -155,7 +156,7 @@ pub async fn export_finished(ctl: &Controller) {
                 tracing::info!(campaign_id = %campaign.id, url, targets = count, "results exported");
                 let url = url.clone();
                 ctl.store
-                    .write(move |txn| {
+                    .write_fenced(fence, move |txn| {
                         txn.execute(
                             "UPDATE campaigns SET export_url = ?2, exported_ms = ?3, export_error = '' WHERE id = ?1",
                             params![id, url, now_ms()],
@@ -168,7 +169,7 @@ pub async fn export_finished(ctl: &Controller) {
                 tracing::warn!(campaign_id = %campaign.id, %error, "results export failed; will retry");
                 let error = error.clone();
                 ctl.store
-                    .write(move |txn| {
+                    .write_fenced(fence, move |txn| {
                         txn.execute(
                             "UPDATE campaigns SET export_error = ?2 WHERE id = ?1",
                             params![id, error],

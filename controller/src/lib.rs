@@ -17,6 +17,7 @@ pub mod expand;
 pub mod export;
 pub mod guardrails;
 pub mod hub;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod resolve;
@@ -78,6 +79,8 @@ pub struct Settings {
     pub dead_letter_queue_url: Option<String>,
     /// How often the reconcile loop runs when nothing wakes it.
     pub reconcile_interval: Duration,
+    /// How long a leader's term lasts without renewal (renewed every third).
+    pub leader_ttl: Duration,
     /// Campaigns that ended longer ago leave the store; none: kept forever.
     pub retention: Option<Duration>,
     /// Defaults for empty spec fields.
@@ -169,6 +172,8 @@ pub struct Controller {
     pub metrics: metrics::Metrics,
     /// Why the last SendMessageBatch failed, until one succeeds.
     pub queue_error: std::sync::Mutex<Option<String>>,
+    /// Whether this controller leads, and its term.
+    pub leader: leader::Leader,
 }
 
 impl Controller {
@@ -186,6 +191,7 @@ impl Controller {
             export_attempts: Default::default(),
             metrics: metrics::Metrics::default(),
             queue_error: std::sync::Mutex::new(None),
+            leader: leader::Leader::new(),
         })
     }
 }
@@ -329,19 +335,10 @@ pub async fn start(
             tracing::error!(%error, "worker API stopped");
         }
     }));
-    // Leases held when the controller stopped get a whole TTL from now:
-    // workers that are alive renew them, and the outage costs no attempt.
-    let ttl_ms = i64::try_from(controller.settings.lease_ttl.as_millis()).unwrap_or(i64::MAX);
-    let now = store::records::now_ms();
-    match controller
-        .store
-        .write(move |txn| store::tasks::extend_leases(txn, now, ttl_ms))
-        .await
-    {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(leases = n, "leases found at start extended by one TTL"),
-        Err(error) => return Err(std::io::Error::other(error.to_string())),
-    }
+    // The first claim before anything else: a lone controller leads (and
+    // extends the leases it finds) before it answers its first request.
+    leader::claim(&controller, controller.settings.leader_ttl).await;
+    tasks.push(tokio::spawn(leader::run(controller.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(reconcile::run(controller.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(retention::run(controller.clone(), shutdown.clone())));
     if let Some(url) = controller.settings.dead_letter_queue_url.clone() {

@@ -69,6 +69,9 @@ pub struct Metrics {
     results_ingested: Counter,
     results_duplicate: Counter,
     campaigns_pruned: Counter,
+    leader: Gauge,
+    leader_epoch: Gauge,
+    leader_changes: Counter,
     store_rows: Family<TableLabel, Gauge>,
     /// Workers by when they last called.
     workers: Mutex<HashMap<String, Instant>>,
@@ -78,6 +81,15 @@ impl Metrics {
     /// Task references put on the queue.
     pub fn enqueued(&self, n: usize) {
         self.tasks_enqueued.inc_by(n as u64);
+    }
+
+    /// Whether this controller leads, and its term's epoch (0 when not);
+    /// counts each change.
+    pub fn set_leader(&self, leads: bool, epoch: i64) {
+        if self.leader.set(i64::from(leads)) != i64::from(leads) {
+            self.leader_changes.inc();
+        }
+        self.leader_epoch.set(epoch);
     }
 
     /// A lease was granted to `worker`.
@@ -338,6 +350,21 @@ pub async fn render(ctl: &Controller) -> String {
         "tasks_failed",
         "Task attempts failed, by kind and whether another attempt follows",
         m.tasks_failed.clone(),
+    );
+    registry.register(
+        "leader",
+        "1 while this controller leads (runs reconcile, dispatch, export, retention), 0 while it follows",
+        m.leader.clone(),
+    );
+    registry.register(
+        "leader_epoch",
+        "The epoch of this controller's term as leader (0 while it follows); it grows with every change of leader",
+        m.leader_epoch.clone(),
+    );
+    registry.register(
+        "leader_changes",
+        "Times this controller started or stopped leading",
+        m.leader_changes.clone(),
     );
     registry.register(
         "lease_expiries",

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Controller;
 use crate::rollout::{self, Limits, ScopeLoad};
 use crate::store::campaigns::{self, CampaignRow};
+use crate::store::leadership::Fence;
 use crate::store::records::{now_ms, timestamp};
 use crate::store::tasks::{LeaseAnswer, LeaseSettings, TaskRow};
 use crate::store::{StoreResult, queue, targets, tasks};
@@ -29,26 +30,38 @@ use crate::store::{StoreResult, queue, targets, tasks};
 /// cancel) and at least every reconcile interval.
 pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
     let cursor = AtomicUsize::new(0);
-    let mut told = Told::new();
+    let mut told = HashMap::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = ctl.wake.notified() => {}
             () = tokio::time::sleep(ctl.settings.reconcile_interval) => {}
         }
-        if let Err(error) = pass(&ctl, &cursor).await {
-            tracing::warn!(%error, "reconcile pass failed; retrying");
+        // Every controller tells its watchers; the leader alone moves
+        // campaigns, enqueues and exports.
+        if let Some(fence) = ctl.leader.fence() {
+            if let Err(error) = pass(&ctl, &fence, &cursor).await {
+                tracing::warn!(%error, "reconcile pass failed; retrying");
+            }
+            publish_progress(&ctl, &mut told).await;
+            crate::dispatcher::enqueue(&ctl, &fence).await;
+            crate::export::export_finished(&ctl, &fence).await;
+        } else {
+            publish_progress(&ctl, &mut told).await;
         }
-        publish_progress(&ctl, &mut told).await;
-        crate::dispatcher::enqueue(&ctl).await;
-        crate::export::export_finished(&ctl).await;
     }
 }
 
 /// One pass over every active campaign.
-pub async fn pass(ctl: &Controller, cursor: &AtomicUsize) -> StoreResult<()> {
+pub async fn pass(ctl: &Controller, fence: &Fence, cursor: &AtomicUsize) -> StoreResult<()> {
     let now = now_ms();
-    let expired = ctl.store.write(move |txn| tasks::expire_leases(txn, now)).await?;
+    // Where a leader paused at the worst moment (holding a term it may no
+    // longer have) is put to the test.
+    muster_common::crash::point("controller.leader_write");
+    let expired = ctl
+        .store
+        .write_fenced(fence, move |txn| tasks::expire_leases(txn, now))
+        .await?;
     ctl.metrics.lease_expired(expired.len());
     for (task, outcome) in &expired {
         tracing::warn!(task_id = %task.id, worker = task.lease_owner.as_deref().unwrap_or_default(), attempt = task.attempt, ?outcome, "lease expired");
@@ -70,19 +83,13 @@ pub async fn pass(ctl: &Controller, cursor: &AtomicUsize) -> StoreResult<()> {
         let settings = ctl.settings.clone();
         let start = cursor.fetch_add(1, Ordering::Relaxed);
         let id = campaign.id.clone();
-        let change = ctl.store.write(move |txn| step(txn, &id, &settings, start)).await?;
+        let change = ctl
+            .store
+            .write_fenced(fence, move |txn| step(txn, &id, &settings, start))
+            .await?;
         if let Some((state, reason)) = change {
+            // Watchers hear of it from `publish_progress`, on every controller.
             tracing::info!(campaign_id = %campaign.id, state = state.short_name(), reason, "campaign state changed");
-            ctl.hub.publish(
-                &campaign.id,
-                WatchCampaignResponse {
-                    event: Some(watch_campaign_response::Event::State(StateChange {
-                        state: state as i32,
-                        reason,
-                        at: Some(timestamp(now_ms())),
-                    })),
-                },
-            );
         }
     }
     Ok(())
@@ -428,12 +435,21 @@ fn finish(
     change(conn, &campaign.id, state, summary)
 }
 
-/// What watchers were last told: totals and each scope's counters.
-type Told = HashMap<String, (StatusCounters, HashMap<(String, String), StatusCounters>)>;
+/// What watchers of one campaign were last told.
+#[derive(Default)]
+struct Told {
+    totals: StatusCounters,
+    scopes: HashMap<(String, String), StatusCounters>,
+    state: Option<i32>,
+}
 
-/// Sends progress to watchers of campaigns whose counters moved, with only
-/// the scopes that moved.
-async fn publish_progress(ctl: &Controller, told: &mut Told) {
+/// Sends watchers of campaigns whose counters moved their progress, with
+/// only the scopes that moved, then any change of state. Every controller
+/// runs it for its own watchers, from the store, so a watcher sees every
+/// change whichever controller (or worker report) made it. A campaign seen
+/// for the first time is told its state only if it has ended (the watcher's
+/// snapshot has the rest).
+async fn publish_progress(ctl: &Controller, told: &mut HashMap<String, Told>) {
     let watched = ctl.hub.watched_campaigns();
     told.retain(|id, _| watched.contains(id));
     for id in watched {
@@ -447,38 +463,51 @@ async fn publish_progress(ctl: &Controller, told: &mut Told) {
                 Ok(Some((
                     campaigns::totals(conn, &key)?,
                     campaigns::scopes(conn, &key)?,
-                    row.errors,
+                    row,
                 )))
             })
             .await;
-        let Ok(Some((totals, scopes, errors))) = read else {
+        let Ok(Some((totals, scopes, row))) = read else {
             continue;
         };
-        let (last_totals, last_scopes) = told.entry(id.clone()).or_default();
-        if *last_totals == totals {
-            continue;
+        let last = told.entry(id.clone()).or_default();
+        if last.totals != totals {
+            last.totals = totals;
+            let moved: Vec<_> = scopes
+                .into_iter()
+                .filter(|scope| {
+                    let key = (scope.account_id.clone(), scope.region.clone());
+                    let counters = scope.counters.unwrap_or_default();
+                    let changed = last.scopes.get(&key) != Some(&counters);
+                    last.scopes.insert(key, counters);
+                    changed
+                })
+                .collect();
+            ctl.hub.publish(
+                &id,
+                WatchCampaignResponse {
+                    event: Some(watch_campaign_response::Event::Progress(Progress {
+                        counters: Some(totals),
+                        scopes: moved,
+                        errors: row.errors.max(0) as u64,
+                        at: Some(timestamp(now_ms())),
+                    })),
+                },
+            );
         }
-        *last_totals = totals;
-        let moved: Vec<_> = scopes
-            .into_iter()
-            .filter(|scope| {
-                let key = (scope.account_id.clone(), scope.region.clone());
-                let counters = scope.counters.unwrap_or_default();
-                let changed = last_scopes.get(&key) != Some(&counters);
-                last_scopes.insert(key, counters);
-                changed
-            })
-            .collect();
-        ctl.hub.publish(
-            &id,
-            WatchCampaignResponse {
-                event: Some(watch_campaign_response::Event::Progress(Progress {
-                    counters: Some(totals),
-                    scopes: moved,
-                    errors: errors.max(0) as u64,
-                    at: Some(timestamp(now_ms())),
-                })),
-            },
-        );
+        let state = row.state as i32;
+        let first_sight = last.state.is_none();
+        if last.state.replace(state) != Some(state) && (!first_sight || row.state.is_terminal()) {
+            ctl.hub.publish(
+                &id,
+                WatchCampaignResponse {
+                    event: Some(watch_campaign_response::Event::State(StateChange {
+                        state,
+                        reason: row.state_reason.clone(),
+                        at: Some(timestamp(row.finished_ms.unwrap_or_else(now_ms))),
+                    })),
+                },
+            );
+        }
     }
 }

@@ -33,7 +33,9 @@ pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
 /// campaigns left the store.
 pub async fn pass(ctl: &Controller) -> usize {
     let mut pruned = 0;
-    if let Some(cutoff) = ctl.settings.retention_cutoff_ms(now_ms()) {
+    // Only the leader prunes; every controller counts rows.
+    let fence = ctl.leader.fence();
+    if let (Some(cutoff), Some(fence)) = (ctl.settings.retention_cutoff_ms(now_ms()), fence) {
         let horizon_days = ctl.settings.retention.map_or(0, |h| h.as_secs() / 86_400);
         let require_export = ctl.settings.results_bucket.is_some();
         let due = ctl
@@ -49,7 +51,11 @@ pub async fn pass(ctl: &Controller) -> usize {
         };
         for id in due {
             let campaign = id.clone();
-            match ctl.store.write(move |txn| retention::prune(txn, &campaign)).await {
+            match ctl
+                .store
+                .write_fenced(&fence, move |txn| retention::prune(txn, &campaign))
+                .await
+            {
                 Ok(targets) => {
                     pruned += 1;
                     tracing::info!(campaign_id = %id, targets, horizon_days, "campaign pruned: ended before the retention horizon");

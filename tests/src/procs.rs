@@ -108,6 +108,12 @@ pub struct SystemOptions {
     pub moto_shards: usize,
     /// More environment for the controller and workers.
     pub env: Vec<(String, String)>,
+    /// Controllers: 1, or 2 on PostgreSQL behind a load balancer
+    /// ([`FailoverProxy`](crate::proxy::FailoverProxy)), the second started
+    /// with [`System::start_standby`].
+    pub controllers: usize,
+    /// More environment for the first controller only (a stop point, say).
+    pub controller_env: Vec<(String, String)>,
 }
 
 impl Default for SystemOptions {
@@ -120,6 +126,8 @@ impl Default for SystemOptions {
             worker_args: Vec::new(),
             moto_shards: 1,
             env: Vec::new(),
+            controllers: 1,
+            controller_env: Vec::new(),
         }
     }
 }
@@ -146,6 +154,18 @@ pub struct System {
     /// The controller's PostgreSQL database, when the tests run on
     /// PostgreSQL (dropped after the processes are gone).
     database: Option<muster_controller::store::testkit::TestDatabase>,
+    /// With two controllers: the second, and the load balancers in front.
+    ha: Option<Ha>,
+}
+
+/// Two controllers behind load balancers: each controller's own
+/// (campaign, worker, metrics) ports, and the proxies on the ports the
+/// clients and workers use.
+struct Ha {
+    ports: [(u16, u16, u16); 2],
+    standby: Option<Child>,
+    campaign: crate::proxy::FailoverProxy,
+    worker: crate::proxy::FailoverProxy,
 }
 
 impl Drop for System {
@@ -157,6 +177,10 @@ impl Drop for System {
             eprintln!("logs kept in {}", self.dir.path().display());
         }
         if let Some(mut child) = self.controller.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(mut child) = self.ha.as_mut().and_then(|ha| ha.standby.take()) {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -174,8 +198,27 @@ impl System {
     pub async fn start(fleet: &str, options: SystemOptions) -> Self {
         let sb = Sandbox::start_sharded(options.tunables.clone(), options.moto_shards).await;
         let fleet = sb.seed(fleet).await;
-        let campaign_port = free_port();
-        let worker_port = free_port();
+        let mut campaign_port = free_port();
+        let mut worker_port = free_port();
+        let ha = if options.controllers > 1 {
+            let ports = [
+                (campaign_port, worker_port, free_port()),
+                (free_port(), free_port(), free_port()),
+            ];
+            let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let campaign = crate::proxy::FailoverProxy::start(ports.iter().map(|p| local(p.0)).collect()).await;
+            let worker = crate::proxy::FailoverProxy::start(ports.iter().map(|p| local(p.1)).collect()).await;
+            campaign_port = campaign.addr.port();
+            worker_port = worker.addr.port();
+            Some(Ha {
+                ports,
+                standby: None,
+                campaign,
+                worker,
+            })
+        } else {
+            None
+        };
         let creds = crate::creds::Creds::new();
         let client =
             crate::stack::campaign_client(creds.endpoint(campaign_port, Some(&creds.pki.admin)).connect_lazy());
@@ -192,11 +235,19 @@ impl System {
             metrics_port: free_port(),
             worker_metrics_ports: Vec::new(),
             dir: tempfile::tempdir().expect("a temp dir"),
+            database: if ha.is_some() {
+                // Several controllers share a store only on PostgreSQL.
+                Some(muster_controller::store::testkit::TestDatabase::create())
+            } else {
+                crate::test_database()
+            },
             options,
-            database: crate::test_database(),
+            ha,
         };
         system.write_aws_config();
-        system.start_controller().await;
+        let env = system.options.controller_env.clone();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        system.start_controller_with(&env).await;
         for _ in 0..system.options.workers {
             system.start_worker();
         }
@@ -245,7 +296,85 @@ impl System {
     /// Starts the controller with more environment (a crash point, say), and
     /// waits until it answers, or, armed with a crash point, until it died.
     pub async fn start_controller_with(&mut self, env: &[(&str, &str)]) {
+        let child = self.spawn_controller(0, env);
+        self.controller = Some(child);
+        self.wait_for_controller(env).await;
+    }
+
+    /// Starts the second controller (with two), on its own ports behind the
+    /// same load balancers, and waits until it answers there.
+    pub async fn start_standby(&mut self, env: &[(&str, &str)]) {
+        let child = self.spawn_controller(1, env);
+        let ha = self.ha.as_mut().expect("a system of two controllers");
+        ha.standby = Some(child);
+        let port = ha.ports[1].0;
+        let client =
+            crate::stack::campaign_client(self.creds.endpoint(port, Some(&self.creds.pki.admin)).connect_lazy());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client
+            .clone()
+            .list_campaigns(ListCampaignsRequest::default())
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the standby did not answer within 30s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Controller `index`'s own ports: (campaign, worker, metrics).
+    fn controller_ports(&self, index: usize) -> (u16, u16, u16) {
+        match &self.ha {
+            Some(ha) => ha.ports[index],
+            None => (self.campaign_port, self.worker_port, self.metrics_port),
+        }
+    }
+
+    /// Controller `index`'s own campaign API port, not the load balancer's.
+    pub fn campaign_port_of(&self, index: usize) -> u16 {
+        self.controller_ports(index).0
+    }
+
+    /// Controller `index`'s metrics port (0: the first, 1: the standby).
+    pub fn metrics_port_of(&self, index: usize) -> u16 {
+        self.controller_ports(index).2
+    }
+
+    /// Controller `index`'s process id, while it runs.
+    pub fn pid_of(&self, index: usize) -> Option<u32> {
+        match index {
+            0 => self.controller_pid(),
+            _ => self.ha.as_ref().and_then(|ha| ha.standby.as_ref()).map(Child::id),
+        }
+    }
+
+    /// SIGKILLs controller `index`.
+    pub fn kill_controller_of(&mut self, index: usize) {
+        let child = match index {
+            0 => self.controller.take(),
+            _ => self.ha.as_mut().and_then(|ha| ha.standby.take()),
+        };
+        if let Some(mut child) = child {
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+        }
+    }
+
+    /// Takes controller `index` out of the load balancers' service (what a
+    /// failing health check does) or puts it back.
+    pub fn set_in_service(&self, index: usize, in_service: bool) {
+        let ha = self.ha.as_ref().expect("a system of two controllers");
+        ha.campaign.set_in_service(index, in_service);
+        ha.worker.set_in_service(index, in_service);
+    }
+
+    fn spawn_controller(&mut self, index: usize, env: &[(&str, &str)]) -> Child {
         self.controller_starts += 1;
+        let (campaign_port, worker_port, metrics_port) = self.controller_ports(index);
         let files = &self.creds.files;
         let mut command = self.command(
             "muster-controller",
@@ -260,14 +389,14 @@ impl System {
             .args(["--worker-ca", &files.ca.display().to_string()])
             .args(["--client-ca", &files.ca.display().to_string()])
             .args(["--api-client", &format!("{}:submit", muster_sim::certs::ADMIN_CN)]);
-        let child = command
+        command
             .args([
                 "--listen",
-                &format!("127.0.0.1:{}", self.campaign_port),
+                &format!("127.0.0.1:{campaign_port}"),
                 "--worker-listen",
-                &format!("127.0.0.1:{}", self.worker_port),
+                &format!("127.0.0.1:{worker_port}"),
                 "--data-dir",
-                &self.dir.path().join("data").display().to_string(),
+                &self.dir.path().join(format!("data-{index}")).display().to_string(),
                 "--queue-url",
                 &self.fleet.queue_url,
                 "--dead-letter-queue-url",
@@ -279,7 +408,7 @@ impl System {
                 "--reconcile-ms",
                 "200",
                 "--metrics-listen",
-                &format!("127.0.0.1:{}", self.metrics_port),
+                &format!("127.0.0.1:{metrics_port}"),
             ])
             .args(
                 self.database
@@ -288,8 +417,10 @@ impl System {
             )
             .args(&self.options.controller_args)
             .spawn()
-            .expect("the controller starts");
-        self.controller = Some(child);
+            .expect("the controller starts")
+    }
+
+    async fn wait_for_controller(&mut self, env: &[(&str, &str)]) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if self

@@ -106,6 +106,77 @@ impl FrameReader {
     }
 }
 
+/// A load balancer in front of several controllers: each new connection
+/// goes to the first backend, in order, that is in service and accepts it.
+/// Taking a backend out of service (what a failing health check does to a
+/// stopped process) also cuts the connections it has.
+pub struct FailoverProxy {
+    /// Where clients connect.
+    pub addr: std::net::SocketAddr,
+    state: Arc<std::sync::Mutex<Backends>>,
+}
+
+struct Backends {
+    addrs: Vec<std::net::SocketAddr>,
+    out: Vec<bool>,
+    /// The relays to each backend, to cut when it goes out of service.
+    relays: Vec<Vec<tokio::task::AbortHandle>>,
+}
+
+impl FailoverProxy {
+    /// Serves on a port of its own until dropped with its runtime.
+    pub async fn start(backends: Vec<std::net::SocketAddr>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        let state = Arc::new(std::sync::Mutex::new(Backends {
+            out: vec![false; backends.len()],
+            relays: vec![Vec::new(); backends.len()],
+            addrs: backends,
+        }));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let candidates: Vec<(usize, std::net::SocketAddr)> = {
+                        let b = state.lock().expect("proxy lock");
+                        b.addrs
+                            .iter()
+                            .copied()
+                            .enumerate()
+                            .filter(|(i, _)| !b.out[*i])
+                            .collect()
+                    };
+                    for (index, backend) in candidates {
+                        let Ok(mut server) = TcpStream::connect(backend).await else {
+                            continue;
+                        };
+                        let relay = tokio::spawn(async move {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        });
+                        state.lock().expect("proxy lock").relays[index].push(relay.abort_handle());
+                        let _ = relay.await;
+                        return;
+                    }
+                });
+            }
+        });
+        Self { addr, state }
+    }
+
+    /// Takes backend `index` out of service (cutting its connections) or
+    /// puts it back.
+    pub fn set_in_service(&self, index: usize, in_service: bool) {
+        let mut b = self.state.lock().expect("proxy lock");
+        b.out[index] = !in_service;
+        if !in_service {
+            for relay in b.relays[index].drain(..) {
+                relay.abort();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,6 +98,7 @@ pub fn controller_settings(fleet: &FleetState, options: &Options) -> muster_cont
         max_tasks_per_scope: options.max_tasks_per_scope,
         max_queued: 500,
         requeue_after: options.requeue_after,
+        leader_ttl: Duration::from_secs(15),
         retention: options.retention,
         dead_letter_queue_url: Some(fleet.dlq_url.clone()),
         reconcile_interval: Duration::from_millis(200),

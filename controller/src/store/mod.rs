@@ -9,6 +9,7 @@
 //! them run beside the writer.
 
 pub mod campaigns;
+pub mod leadership;
 mod postgres;
 pub mod queue;
 pub mod records;
@@ -67,6 +68,16 @@ pub enum StoreError {
     /// The writer thread is gone (the process is stopping).
     #[error("store: the writer has stopped")]
     Closed,
+    /// A write of a leader whose term is over.
+    #[error("store: fenced: the write of {holder} (epoch {epoch}) is refused; the leader now is {current}")]
+    Fenced {
+        /// The writer.
+        holder: String,
+        /// Its epoch.
+        epoch: i64,
+        /// Who leads now.
+        current: String,
+    },
     /// A query that must return a row returned none.
     #[error("store: no row")]
     NoRows,
@@ -282,6 +293,22 @@ impl Store {
         });
         self.inner.writer.send(job).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` in the writer's next transaction if `fence` is still the
+    /// leader's term, checked in that transaction: a leader whose term is
+    /// over gets [`StoreError::Fenced`] and changes nothing.
+    pub async fn write_fenced<R, F>(&self, fence: &leadership::Fence, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&dyn Sql) -> StoreResult<R> + Send + 'static,
+    {
+        let fence = fence.clone();
+        self.write(move |txn| {
+            leadership::check(txn, &fence)?;
+            f(txn)
+        })
+        .await
     }
 
     /// Runs `f` on a read connection, off the async threads.

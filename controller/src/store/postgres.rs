@@ -115,7 +115,11 @@ pub(super) struct PgConn {
 impl PgConn {
     /// Connects.
     pub(super) fn connect(target: &Target) -> StoreResult<Self> {
-        let client = target.connect()?;
+        let mut client = target.connect()?;
+        // A controller that stops in the middle of a transaction (a frozen
+        // host) must not hold the write lock for good: the server ends
+        // such a session after a few seconds, and the others go on.
+        client.batch_execute("SET idle_in_transaction_session_timeout = 5000")?;
         Ok(Self {
             client: RefCell::new(client),
             statements: RefCell::new(HashMap::new()),
@@ -213,6 +217,10 @@ impl Target {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
+        // A database host that vanished is noticed in seconds, not hours.
+        config
+            .keepalives(true)
+            .keepalives_idle(std::time::Duration::from_secs(10));
         config.application_name("muster-controller");
         let tls = match config.get_ssl_mode() {
             postgres::config::SslMode::Disable => Tls::Off,

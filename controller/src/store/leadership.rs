@@ -1,0 +1,132 @@
+//! Leadership: one controller at a time runs the work that must not run
+//! twice (reconcile, dispatch, export, retention, draining dead letters).
+//! The leader holds the one `leadership` row until it expires, renewing it
+//! well before; another controller takes over an expired row with the next
+//! epoch. Every write the leader makes for that work checks, in the same
+//! transaction, that the row still names it with its epoch (the fence), so
+//! a leader that was paused past its term cannot write after another took
+//! over. Time is the database's (PostgreSQL's clock), so controllers'
+//! clocks need not agree.
+
+use super::sql::{Engine, OptionalExtension as _, Sql, params};
+use super::{StoreError, StoreResult};
+
+/// A leader's term: who, and which epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The controller.
+    pub holder: String,
+    /// Grows with every change of leader.
+    pub epoch: i64,
+}
+
+/// The database's clock, in milliseconds since the Unix epoch.
+pub fn db_now_ms(conn: &dyn Sql) -> StoreResult<i64> {
+    match conn.engine() {
+        Engine::Postgres => conn.query_row(
+            "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            (),
+            |r| r.get(0),
+        ),
+        Engine::Sqlite => Ok(super::records::now_ms()),
+    }
+}
+
+/// The row as it is: (holder, epoch, expires_ms).
+pub fn current(conn: &dyn Sql) -> StoreResult<Option<(String, i64, i64)>> {
+    conn.query_row(
+        "SELECT holder, epoch, expires_ms FROM leadership WHERE id = 1",
+        (),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()
+}
+
+/// Takes or renews leadership for `holder` for `ttl_ms`: renews its own
+/// term, takes an expired (or absent) one with the next epoch, and
+/// otherwise leaves the row alone. The term `holder` now has, if any.
+pub fn claim(conn: &dyn Sql, holder: &str, ttl_ms: i64) -> StoreResult<Option<Fence>> {
+    let now = db_now_ms(conn)?;
+    let expires = now.saturating_add(ttl_ms);
+    match current(conn)? {
+        None => {
+            conn.execute(
+                "INSERT INTO leadership (id, holder, epoch, expires_ms) VALUES (1, ?1, 1, ?2)",
+                params![holder, expires],
+            )?;
+            Ok(Some(Fence {
+                holder: holder.to_owned(),
+                epoch: 1,
+            }))
+        }
+        Some((current, epoch, _)) if current == holder => {
+            conn.execute("UPDATE leadership SET expires_ms = ?1 WHERE id = 1", params![expires])?;
+            Ok(Some(Fence {
+                holder: holder.to_owned(),
+                epoch,
+            }))
+        }
+        Some((_, epoch, until)) if until <= now => {
+            conn.execute(
+                "UPDATE leadership SET holder = ?1, epoch = ?2, expires_ms = ?3 WHERE id = 1",
+                params![holder, epoch + 1, expires],
+            )?;
+            Ok(Some(Fence {
+                holder: holder.to_owned(),
+                epoch: epoch + 1,
+            }))
+        }
+        Some(_) => Ok(None),
+    }
+}
+
+/// Ends `fence`'s term now, so that another controller takes over at once
+/// (a clean shutdown). Nothing if the term is already over.
+pub fn resign(conn: &dyn Sql, fence: &Fence) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE leadership SET expires_ms = 0 WHERE id = 1 AND holder = ?1 AND epoch = ?2",
+        params![fence.holder, fence.epoch],
+    )?;
+    Ok(())
+}
+
+/// Refuses the write unless `fence` is still the term on record.
+pub fn check(conn: &dyn Sql, fence: &Fence) -> StoreResult<()> {
+    match current(conn)? {
+        Some((holder, epoch, _)) if holder == fence.holder && epoch == fence.epoch => Ok(()),
+        now => Err(StoreError::Fenced {
+            holder: fence.holder.clone(),
+            epoch: fence.epoch,
+            current: now.map_or_else(|| "nobody".into(), |(h, e, _)| format!("{h} (epoch {e})")),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::store_matrix;
+
+    store_matrix! {
+        fn one_leader_at_a_time_and_an_old_term_is_fenced(conn) {
+            let a = claim(&conn, "a", 60_000).unwrap().expect("a leads");
+            assert_eq!(a.epoch, 1);
+            assert_eq!(claim(&conn, "b", 60_000).unwrap(), None, "b waits while a's term lasts");
+            assert_eq!(claim(&conn, "a", 60_000).unwrap(), Some(a.clone()), "a renews, same epoch");
+            check(&conn, &a).unwrap();
+
+            // a's term runs out (a paused): b takes over with the next epoch.
+            conn.execute("UPDATE leadership SET expires_ms = 0", ()).unwrap();
+            let b = claim(&conn, "b", 60_000).unwrap().expect("b takes over");
+            assert_eq!(b.epoch, 2);
+            let refused = check(&conn, &a).unwrap_err().to_string();
+            assert!(refused.contains("epoch 1") && refused.contains("b (epoch 2)"), "{refused}");
+            assert_eq!(claim(&conn, "a", 60_000).unwrap(), None, "a, back, is a follower");
+
+            resign(&conn, &a).unwrap();
+            check(&conn, &b).expect("a stale resign changes nothing");
+            resign(&conn, &b).unwrap();
+            assert_eq!(claim(&conn, "a", 60_000).unwrap().map(|f| f.epoch), Some(3), "a resigned term is taken at once");
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Two controllers on PostgreSQL behind a load balancer: one leads (runs
+//! reconcile, dispatch, export), both serve the APIs. The leader dies, or
+//! freezes past its term at the worst moment and wakes; the other takes over,
+//! the campaign ends with every instance run once, a watcher on the follower
+//! sees it to its end, and the woken leader's late write is refused.
+
+use std::time::{Duration, Instant};
+
+use muster_proto::v1::campaign_service_client::CampaignServiceClient;
+use muster_proto::v1::{
+    Campaign, CampaignState, GetCampaignRequest, RateControl, WatchCampaignRequest, watch_campaign_response,
+};
+use muster_tests::checks::assert_ran_once;
+use muster_tests::client::{script_spec, submit};
+use muster_tests::fleets;
+use muster_tests::procs::{System, SystemOptions};
+use tonic::transport::Channel;
+
+const EAST: &str = "us-east-1";
+const INSTANCES: u32 = 240;
+
+async fn two_controllers(controller_env: Vec<(String, String)>) -> System {
+    let mut system = System::start(
+        &fleets::uniform(INSTANCES, 0, 2.0),
+        SystemOptions {
+            workers: 2,
+            controllers: 2,
+            controller_args: vec!["--leader-ttl".into(), "3".into()],
+            controller_env,
+            ..Default::default()
+        },
+    )
+    .await;
+    system.start_standby(&[]).await;
+    system
+}
+
+/// Whether controller `index` says it leads (its metrics), or `None` when
+/// it does not answer within a second.
+async fn leads(system: &System, index: usize) -> Option<bool> {
+    let port = system.metrics_port_of(index);
+    let (status, text) = tokio::time::timeout(Duration::from_secs(1), muster_tests::otlp::http_get(port, "/metrics"))
+        .await
+        .ok()?;
+    (status == 200).then(|| text.lines().any(|line| line.trim() == "muster_controller_leader 1"))
+}
+
+async fn wait_until_leads(system: &System, index: usize, within: Duration) -> Duration {
+    let started = Instant::now();
+    while leads(system, index).await != Some(true) {
+        assert!(
+            started.elapsed() < within,
+            "controller {index} did not take over within {within:?}:\n{}",
+            system.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+/// The campaign through the load balancer, riding out a failover: a call
+/// that fails (its connection went to the controller that died) is retried.
+async fn campaign_when(
+    client: &mut CampaignServiceClient<Channel>,
+    id: &str,
+    within: Duration,
+    check: impl Fn(&Campaign) -> bool,
+) -> Campaign {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = client.get_campaign(GetCampaignRequest { campaign_id: id.into() }).await;
+        if let Ok(campaign) = got
+            && let Some(campaign) = campaign.into_inner().campaign
+            && check(&campaign)
+        {
+            return campaign;
+        }
+        assert!(Instant::now() < deadline, "campaign {id}: not there within {within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn ended(campaign: &Campaign) -> bool {
+    CampaignState::try_from(campaign.state).is_ok_and(CampaignState::is_terminal)
+}
+
+/// A watcher connected straight to controller 1 (a follower when it
+/// starts): the states it was told, until its stream ends.
+fn watch_on_follower(system: &System, id: &str) -> tokio::task::JoinHandle<Vec<i32>> {
+    let channel = system
+        .creds
+        .endpoint(system.campaign_port_of(1), Some(&system.creds.pki.admin))
+        .connect_lazy();
+    let mut client = muster_tests::stack::campaign_client(channel);
+    let id = id.to_owned();
+    tokio::spawn(async move {
+        let mut stream = client
+            .watch_campaign(WatchCampaignRequest {
+                campaign_id: id,
+                include_targets: false,
+            })
+            .await
+            .expect("WatchCampaign on the follower")
+            .into_inner();
+        let mut states = Vec::new();
+        while let Ok(Some(event)) = stream.message().await {
+            match event.event {
+                Some(watch_campaign_response::Event::State(change)) => states.push(change.state),
+                Some(watch_campaign_response::Event::Snapshot(c)) => states.push(c.state),
+                _ => {}
+            }
+        }
+        states
+    })
+}
+
+fn spec(system: &System) -> muster_proto::v1::CampaignSpec {
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["sleep 2"], &[], "ext-uniform");
+    spec.rate = Some(RateControl {
+        max_concurrency: "40".into(),
+        batch_size: 10,
+        ..Default::default()
+    });
+    spec.confirm_large = true;
+    spec
+}
+
+async fn ends_with_every_instance_run_once(system: &mut System, id: &str, watcher: tokio::task::JoinHandle<Vec<i32>>) {
+    let mut client = system.client.clone();
+    let campaign = campaign_when(&mut client, id, Duration::from_secs(240), ended).await;
+    assert_eq!(
+        campaign.state,
+        CampaignState::Succeeded as i32,
+        "{}\n{}",
+        campaign.state_reason,
+        system.logs()
+    );
+    assert_eq!(campaign.counters.unwrap().success, u64::from(INSTANCES));
+    assert_ran_once(system, id, &campaign).await;
+    assert_eq!(system.sends_per_instance().len(), INSTANCES as usize);
+    let states = tokio::time::timeout(Duration::from_secs(30), watcher)
+        .await
+        .expect("the watcher's stream ends with the campaign")
+        .expect("the watcher");
+    assert_eq!(
+        states.last().copied(),
+        Some(CampaignState::Succeeded as i32),
+        "the follower's watcher saw the end: {states:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_every_instance_runs_once() {
+    let mut system = two_controllers(Vec::new()).await;
+    assert_eq!(leads(&system, 0).await, Some(true), "the first controller leads");
+    assert_eq!(leads(&system, 1).await, Some(false), "the second follows");
+    let spec = spec(&system);
+    let id = submit(&mut system.client, spec).await;
+    let watcher = watch_on_follower(&system, &id);
+    let mut client = system.client.clone();
+    campaign_when(&mut client, &id, Duration::from_secs(120), |c| {
+        c.counters.is_some_and(|c| c.success >= 40)
+    })
+    .await;
+
+    system.kill_controller_of(0);
+    system.set_in_service(0, false);
+    let failover = wait_until_leads(&system, 1, Duration::from_secs(30)).await;
+    println!("failover: SIGKILL of the leader to the follower leading: {failover:?} (leader TTL 3 s)");
+
+    ends_with_every_instance_run_once(&mut system, &id, watcher).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_frozen_past_its_term_is_fenced_when_it_wakes() {
+    // The leader stops itself (SIGSTOP) on its 20th reconcile pass, holding
+    // its term, just before a write: the worst moment a host can freeze.
+    let mut system = two_controllers(vec![("MUSTER_STOP_AT".into(), "controller.leader_write@20".into())]).await;
+    let spec = spec(&system);
+    let id = submit(&mut system.client, spec).await;
+    let watcher = watch_on_follower(&system, &id);
+    let pid = system.pid_of(0).expect("the leader runs");
+    let frozen = Instant::now();
+    while !process_stopped(pid) {
+        assert!(
+            frozen.elapsed() < Duration::from_secs(60),
+            "the leader never reached its stop point"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its health check fails; the other takes over when the term runs out.
+    system.set_in_service(0, false);
+    wait_until_leads(&system, 1, Duration::from_secs(30)).await;
+    let mut client = system.client.clone();
+    let before = campaign_when(&mut client, &id, Duration::from_secs(60), |_| true).await;
+    campaign_when(&mut client, &id, Duration::from_secs(120), |c| {
+        c.counters.unwrap_or_default().success > before.counters.unwrap_or_default().success
+    })
+    .await;
+
+    // It wakes, back in service, and goes on with the write it was about
+    // to make: refused by the fence.
+    let resumed = std::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status()
+        .expect("kill -CONT");
+    assert!(resumed.success());
+    system.set_in_service(0, true);
+    let woke = Instant::now();
+    loop {
+        let logs = system.logs();
+        if logs.contains("fenced: the write of") {
+            break;
+        }
+        assert!(
+            woke.elapsed() < Duration::from_secs(30),
+            "the woken leader's write was not refused:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let follows = Instant::now();
+    while leads(&system, 0).await != Some(false) {
+        assert!(
+            follows.elapsed() < Duration::from_secs(30),
+            "the woken leader still says it leads"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(leads(&system, 1).await, Some(true), "the new leader keeps leading");
+
+    ends_with_every_instance_run_once(&mut system, &id, watcher).await;
+}
+
+/// Whether the process is stopped (state T in /proc).
+fn process_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+    })
+}
