@@ -48,20 +48,23 @@ fn arm(cell: &'static OnceLock<Option<Armed>>, variable: &str, what: &str) -> Op
     .as_ref()
 }
 
-fn reached(armed: Option<&'static Armed>, name: &str) -> bool {
-    armed.is_some_and(|armed| armed.point == name && armed.passed.fetch_add(1, Ordering::SeqCst) + 1 == armed.nth)
+/// The pass number if this is the armed point's n-th pass.
+fn reached(armed: Option<&'static Armed>, name: &str) -> Option<u64> {
+    armed
+        .filter(|armed| armed.point == name && armed.passed.fetch_add(1, Ordering::SeqCst) + 1 == armed.nth)
+        .map(|armed| armed.nth)
 }
 
 /// Passes the point `name`: aborts the process if it is the point armed by
 /// `MUSTER_CRASH_AT` and this is its n-th pass; stops it (SIGSTOP) if it is
 /// the one armed by `MUSTER_STOP_AT`.
 pub fn point(name: &str) {
-    if reached(arm(&ARMED, "MUSTER_CRASH_AT", "abort"), name) {
-        eprintln!("muster: crash point {name} reached: aborting");
+    if let Some(nth) = reached(arm(&ARMED, "MUSTER_CRASH_AT", "abort"), name) {
+        eprintln!("muster: crash point {name} reached on pass {nth}: aborting");
         std::process::abort();
     }
-    if reached(arm(&STOP, "MUSTER_STOP_AT", "stop (SIGSTOP)"), name) {
-        eprintln!("muster: stop point {name} reached: stopping until SIGCONT");
+    if let Some(nth) = reached(arm(&STOP, "MUSTER_STOP_AT", "stop (SIGSTOP)"), name) {
+        eprintln!("muster: stop point {name} reached on pass {nth}: stopping until SIGCONT");
         let _ = std::process::Command::new("kill")
             .args(["-STOP", &std::process::id().to_string()])
             .status();

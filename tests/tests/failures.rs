@@ -140,7 +140,7 @@ async fn controller_outages_longer_than_the_lease_cost_a_long_batch_nothing() {
     assert_ran_once(&mut system, &id, &campaign).await;
     let logs = system.logs();
     assert!(!logs.contains("lease expired"), "no lease expired:\n{logs}");
-    assert!(logs.contains("leases found at start extended by one TTL"));
+    assert!(logs.contains("leases found at takeover extended by one TTL"));
     assert!(logs.contains("lease renewed after the controller came back"));
 }
 
