@@ -97,3 +97,31 @@ fn the_worker_may_assume_only_the_execution_role() {
         "ext"
     );
 }
+
+#[test]
+fn ecs_reads_the_tls_secret_and_the_database_password_and_nothing_else() {
+    let tls = "arn:aws:secretsmanager:us-east-1:222222222222:secret:muster-tls-AbCdEf";
+    let hub = template("hub.yaml").with_params([("TlsSecretArn".to_owned(), Param::Str(tls.into()))]);
+    assert_eq!(
+        granted(&hub, "TaskExecutionRole"),
+        BTreeSet::from(["secretsmanager:getsecretvalue".to_owned()]),
+        "beyond the managed ECS execution policy"
+    );
+    let role = hub.role("TaskExecutionRole").expect("the role resolves");
+    let resources: Vec<String> = role
+        .policies
+        .iter()
+        .flat_map(|(_, document)| document["Statement"].as_array().cloned().unwrap_or_default())
+        .flat_map(|statement| match &statement["Resource"] {
+            serde_json::Value::Array(list) => list.clone(),
+            one => vec![one.clone()],
+        })
+        .map(|r| r.as_str().map_or_else(|| r.to_string(), str::to_owned))
+        .collect();
+    assert_eq!(resources.len(), 2, "{resources:?}");
+    assert_eq!(resources[0], tls, "{resources:?}");
+    assert!(
+        resources[1].contains("Database") && resources[1].contains("MasterUserSecret"),
+        "the database's managed password secret: {resources:?}"
+    );
+}
