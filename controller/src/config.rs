@@ -18,7 +18,8 @@ use crate::{Security, ServerTls};
 /// The muster controller: takes campaigns over gRPC (CampaignService), keeps
 /// them in a durable store, puts their tasks on the SQS queue for workers,
 /// hands tasks out (WorkerService) and rolls campaigns out within their
-/// concurrency and error limits. Run one per hub.
+/// concurrency and error limits. One per hub on SQLite; on PostgreSQL,
+/// several, of which one leads.
 #[derive(Debug, Parser, Default)]
 #[command(name = "muster-controller", version, about, long_about = None)]
 pub struct Args {

@@ -8,7 +8,8 @@
 #
 # Tests create a database of their own per test and drop it after. The server
 # trusts loopback connections of user `muster` and keeps no data worth a fsync
-# (fsync=off): it lives only as long as one test run.
+# (fsync=off): it lives only as long as one test run. MUSTER_PG_DURABLE=1
+# keeps fsync on, for benchmarks that compare it with SQLite's synchronous=FULL.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -60,8 +61,10 @@ start() {
       die "initdb failed: $(cat "$dir.initdb.log")"
   fi
   port="$(free_port)"
+  local fsync="-c fsync=off"
+  [[ "${MUSTER_PG_DURABLE:-0}" == 1 ]] && fsync="-c fsync=on -c synchronous_commit=on"
   as_owner "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' -c fsync=off -c max_connections=400 -c shared_buffers=64MB" \
+    -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' $fsync -c max_connections=400 -c shared_buffers=64MB" \
     start >/dev/null || die "PostgreSQL did not start: $(tail -20 "$dir/server.log")"
   echo "postgres://muster@127.0.0.1:$port/postgres?sslmode=disable"
 }
