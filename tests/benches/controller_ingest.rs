@@ -100,6 +100,14 @@ async fn main() {
         },
     )
     .await;
+    println!(
+        "store: {}",
+        if muster_tests::on_postgres() {
+            "PostgreSQL (MUSTER_TEST_STORE=postgres)"
+        } else {
+            "SQLite"
+        }
+    );
     println!("controller RSS idle: {}", rss(&system));
     let accounts: Vec<String> = system.fleet.accounts.iter().map(|a| a.id.clone()).collect();
     let mut spec = script_spec(&accounts, &REGIONS, &["true"], &[], "ext-grid");
