@@ -8,7 +8,7 @@ use muster_proto::v1::{
 };
 use prost::Message as _;
 
-use super::records::{bump, millis, moved, now_ms, terminal, timestamp};
+use super::records::{bump, millis, now_ms, terminal, timestamp};
 use super::tasks::TaskRow;
 use super::{StoreError, StoreResult};
 
@@ -160,14 +160,16 @@ pub fn ingest_results(
     want_targets: bool,
 ) -> StoreResult<Ingested> {
     let mut out = Ingested::default();
-    let mut select = conn.prepare_cached(
-        "SELECT status FROM targets WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4 AND task_id = ?5",
-    )?;
+    // The report's targets' statuses in one query, not one per result:
+    // on PostgreSQL every statement is a round trip.
+    let mut current = statuses(conn, task, results)?;
     let mut update = conn.prepare_cached(
         "UPDATE targets SET status = ?5, timeout_kind = ?6, exit_code = ?7, reason = ?8, command_id = CASE WHEN ?9 = '' THEN command_id ELSE ?9 END,
             ssm_status_details = ?10, steps = ?11, started_ms = ?12, finished_ms = ?13
          WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4",
     )?;
+    // Counter changes by status, applied once for the whole report.
+    let mut deltas: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
     for result in results {
         let status = TargetStatus::try_from(result.status).unwrap_or(TargetStatus::Unspecified);
         if !status.is_terminal() {
@@ -177,19 +179,7 @@ pub fn ingest_results(
                 status.short_name()
             )));
         }
-        let old: Option<i32> = select
-            .query_row(
-                params![
-                    task.campaign_id,
-                    task.account_id,
-                    task.region,
-                    result.instance_id,
-                    task.id
-                ],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(old) = old else {
+        let Some(old) = current.get(&result.instance_id).copied() else {
             return Err(StoreError::Corrupt(format!(
                 "results: instance {} is not part of task {}",
                 result.instance_id, task.id
@@ -199,6 +189,10 @@ pub fn ingest_results(
             out.duplicates += 1;
             continue;
         }
+        // A second result for the same instance in this report is a duplicate.
+        current.insert(result.instance_id.clone(), status as i32);
+        *deltas.entry(old).or_default() -= 1;
+        *deltas.entry(status as i32).or_default() += 1;
         let steps = Steps {
             steps: result.steps.clone(),
         }
@@ -218,14 +212,6 @@ pub fn ingest_results(
             result.started_at.as_ref().map(millis),
             result.finished_at.as_ref().map(millis).unwrap_or_else(now_ms)
         ])?;
-        moved(
-            conn,
-            &task.campaign_id,
-            &task.account_id,
-            &task.region,
-            old,
-            status as i32,
-        )?;
         out.accepted += 1;
         let timeout = TimeoutKind::try_from(result.timeout_kind).unwrap_or(TimeoutKind::Unspecified);
         if status.counts_as_error(timeout) {
@@ -244,11 +230,51 @@ pub fn ingest_results(
             out.updated.push(target);
         }
     }
+    for (status, delta) in deltas {
+        bump(conn, &task.campaign_id, &task.account_id, &task.region, status, delta)?;
+    }
     if out.errors > 0 {
         conn.prepare_cached("UPDATE campaigns SET errors = errors + ?2 WHERE id = ?1")?
             .execute(params![task.campaign_id, out.errors])?;
     }
     Ok(out)
+}
+
+/// The statuses of the report's instances that belong to `task`, by
+/// instance, in one query.
+fn statuses(
+    conn: &dyn Sql,
+    task: &TaskRow,
+    results: &[TargetResult],
+) -> StoreResult<std::collections::HashMap<String, i32>> {
+    let mut found = std::collections::HashMap::new();
+    // At most this many instances per statement (SQLite's parameter limit
+    // is far above; the statement cache keeps one per size).
+    for chunk in results.chunks(100) {
+        let list = (0..chunk.len())
+            .map(|i| format!("?{}", i + 5))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT instance_id, status FROM targets
+             WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND task_id = ?4 AND instance_id IN ({list})"
+        );
+        let mut args: Vec<super::sql::Value<'_>> = vec![
+            ToValue::to_value(&task.campaign_id),
+            ToValue::to_value(&task.account_id),
+            ToValue::to_value(&task.region),
+            ToValue::to_value(&task.id),
+        ];
+        args.extend(chunk.iter().map(|r| ToValue::to_value(&r.instance_id)));
+        for row in conn
+            .prepare_cached(&sql)?
+            .query_map(args, |r| Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?)))?
+        {
+            let (instance, status) = row?;
+            found.insert(instance, status);
+        }
+    }
+    Ok(found)
 }
 
 /// Pending targets of one (account, region) and platform.
