@@ -17,7 +17,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let config = Config::resolve(args)?;
     let store = config.store.open()?;
-    tracing::info!(engine = %store.engine(), store = store.location(), "store open");
+    let location = store.location();
+    tracing::info!(engine = %store.engine(), store = %location, "store open");
     let sdk = muster_common::aws::load(&AwsSettings {
         endpoint_url: config.aws_endpoint_url.clone(),
         region: config.aws_region.clone(),
@@ -52,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
         worker_api = %running.worker_addr,
         metrics = running.metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         tls,
-        store = %config.store.shown(),
+        store = %location,
         queue = %config.settings.queue_url,
         "muster-controller ready"
     );

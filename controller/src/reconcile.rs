@@ -39,15 +39,16 @@ pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
         }
         // Every controller tells its watchers; the leader alone moves
         // campaigns, enqueues and exports.
-        if let Some(fence) = ctl.leader.fence() {
-            if let Err(error) = pass(&ctl, &fence, &cursor).await {
-                tracing::warn!(%error, "reconcile pass failed; retrying");
-            }
-            publish_progress(&ctl, &mut told).await;
-            crate::dispatcher::enqueue(&ctl, &fence).await;
-            crate::export::export_finished(&ctl, &fence).await;
-        } else {
-            publish_progress(&ctl, &mut told).await;
+        let fence = ctl.leader.fence();
+        if let Some(fence) = &fence
+            && let Err(error) = pass(&ctl, fence, &cursor).await
+        {
+            tracing::warn!(%error, "reconcile pass failed; retrying");
+        }
+        publish_progress(&ctl, &mut told).await;
+        if let Some(fence) = &fence {
+            crate::dispatcher::enqueue(&ctl, fence).await;
+            crate::export::export_finished(&ctl, fence).await;
         }
     }
 }

@@ -107,12 +107,8 @@ pub struct Store {
 
 struct Inner {
     writer: mpsc::UnboundedSender<WriteJob>,
+    /// The readers' pool, which also says which engine and where.
     readers: Readers,
-    engine: Engine,
-    /// The database file, or the PostgreSQL server without credentials.
-    location: String,
-    /// SQLite's file: its size is a metric.
-    file: Option<PathBuf>,
     /// The data directory's lock (SQLite), held while any clone lives.
     _lock: Option<std::fs::File>,
 }
@@ -146,34 +142,34 @@ impl Readers {
     /// Runs `f` on a pooled connection (opening one if none is free).
     fn with<R>(&self, f: impl FnOnce(&dyn Sql) -> StoreResult<R>) -> StoreResult<R> {
         match self {
-            Self::Sqlite { pool, path } => {
-                let conn = pool.lock().expect("readers lock").pop();
-                let conn = match conn {
-                    Some(conn) => conn,
-                    None => sqlite::open_reader(path)?,
-                };
-                let outcome = f(&conn);
-                let mut pool = pool.lock().expect("readers lock");
-                if pool.len() < READERS {
-                    pool.push(conn);
-                }
-                outcome
-            }
+            Self::Sqlite { pool, path } => pooled(pool, || sqlite::open_reader(path), |_| true, f),
             Self::Postgres { pool, target } => {
-                let conn = pool.lock().expect("readers lock").pop();
-                let conn = match conn {
-                    Some(conn) if !conn.is_closed() => conn,
-                    _ => postgres::PgConn::connect(target)?,
-                };
-                let outcome = f(&conn);
-                let mut pool = pool.lock().expect("readers lock");
-                if pool.len() < READERS && !conn.is_closed() {
-                    pool.push(conn);
-                }
-                outcome
+                pooled(pool, || postgres::PgConn::connect(target), |conn| !conn.is_closed(), f)
             }
         }
     }
+}
+
+/// Runs `f` on a connection from `pool`, or a new one from `open` when none
+/// is `usable`, and keeps it for the next reader while there is room and it
+/// is still usable.
+fn pooled<C: Sql, R>(
+    pool: &Mutex<Vec<C>>,
+    open: impl FnOnce() -> StoreResult<C>,
+    usable: impl Fn(&C) -> bool,
+    f: impl FnOnce(&dyn Sql) -> StoreResult<R>,
+) -> StoreResult<R> {
+    let found = pool.lock().expect("readers lock").pop();
+    let conn = match found.filter(|conn| usable(conn)) {
+        Some(conn) => conn,
+        None => open()?,
+    };
+    let outcome = f(&conn);
+    let mut pool = pool.lock().expect("readers lock");
+    if pool.len() < READERS && usable(&conn) {
+        pool.push(conn);
+    }
+    outcome
 }
 
 impl Store {
@@ -204,11 +200,8 @@ impl Store {
                 writer,
                 readers: Readers::Sqlite {
                     pool: Mutex::new(readers),
-                    path: path.clone(),
+                    path,
                 },
-                engine: Engine::Sqlite,
-                location: path.display().to_string(),
-                file: Some(path),
                 _lock: Some(lock),
             }),
         })
@@ -226,11 +219,7 @@ impl Store {
         std::thread::Builder::new()
             .name("muster-store-writer".into())
             .spawn(move || {
-                let opened = postgres::PgConn::connect(&writer_target).and_then(|mut conn| {
-                    schema::migrate_postgres(conn.client(), postgres::MIGRATE_LOCK)?;
-                    Ok(conn)
-                });
-                let mut conn = match opened {
+                let mut conn = match postgres::PgConn::connect_migrated(&writer_target) {
                     Ok(conn) => {
                         let _ = ready_tx.send(Ok(()));
                         conn
@@ -254,9 +243,6 @@ impl Store {
                     pool: Mutex::new(Vec::new()),
                     target: Box::new(target.clone()),
                 },
-                engine: Engine::Postgres,
-                location: target.shown().to_owned(),
-                file: None,
                 _lock: None,
             }),
         })
@@ -264,18 +250,27 @@ impl Store {
 
     /// Which engine runs the store.
     pub fn engine(&self) -> Engine {
-        self.inner.engine
+        match self.inner.readers {
+            Readers::Sqlite { .. } => Engine::Sqlite,
+            Readers::Postgres { .. } => Engine::Postgres,
+        }
     }
 
     /// Where the store is: SQLite's file, or the PostgreSQL server (without
     /// credentials).
-    pub fn location(&self) -> &str {
-        &self.inner.location
+    pub fn location(&self) -> String {
+        match &self.inner.readers {
+            Readers::Sqlite { path, .. } => path.display().to_string(),
+            Readers::Postgres { target, .. } => target.shown().to_owned(),
+        }
     }
 
     /// SQLite's database file (none on PostgreSQL).
     pub fn file(&self) -> Option<&Path> {
-        self.inner.file.as_deref()
+        match &self.inner.readers {
+            Readers::Sqlite { path, .. } => Some(path),
+            Readers::Postgres { .. } => None,
+        }
     }
 
     /// Runs `f` in the writer's next transaction; resolves after the commit.

@@ -126,14 +126,17 @@ impl PgConn {
         })
     }
 
+    /// Connects and brings the schema up to date: the first connection a
+    /// store makes.
+    pub(super) fn connect_migrated(target: &Target) -> StoreResult<Self> {
+        let mut conn = Self::connect(target)?;
+        super::schema::migrate_postgres(conn.client.get_mut())?;
+        Ok(conn)
+    }
+
     /// Whether the connection is gone (the server restarted or failed over).
     pub(super) fn is_closed(&self) -> bool {
         self.client.borrow().is_closed()
-    }
-
-    /// The client itself, for the migration runner.
-    pub(super) fn client(&mut self) -> &mut Client {
-        self.client.get_mut()
     }
 
     fn statement(&self, sql: &str) -> StoreResult<Statement> {

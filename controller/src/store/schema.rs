@@ -63,7 +63,8 @@ pub fn migrate_sqlite(conn: &mut rusqlite::Connection) -> StoreResult<()> {
 /// Brings a PostgreSQL database up to date under an advisory lock, so that
 /// controllers starting together migrate once; refuses one from a newer
 /// build.
-pub fn migrate_postgres(client: &mut postgres::Client, lock: i64) -> StoreResult<()> {
+pub fn migrate_postgres(client: &mut postgres::Client) -> StoreResult<()> {
+    let lock = super::postgres::MIGRATE_LOCK;
     client.execute("SELECT pg_advisory_lock($1)", &[&lock])?;
     let runner: Runner = postgres_migrations::migrations::runner();
     let outcome = runner.run(client).map_err(|e| refused(&e));

@@ -133,12 +133,6 @@ impl<T: ToValue + ?Sized> ToValue for &T {
     }
 }
 
-impl<T: ToValue + ?Sized> ToValue for Box<T> {
-    fn to_value(&self) -> Value<'_> {
-        (**self).to_value()
-    }
-}
-
 impl ToValue for Value<'_> {
     fn to_value(&self) -> Value<'_> {
         *self
@@ -386,6 +380,15 @@ impl<T> OptionalExtension<T> for StoreResult<T> {
     }
 }
 
+/// `count` numbered placeholders from `?first`, for an `IN (...)` list:
+/// `placeholders(5, 3)` is `?5, ?6, ?7`.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("?{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Rewrites `?N` placeholders as PostgreSQL's `$N`, leaving quoted text and
 /// identifiers alone.
 pub fn dollar_placeholders(sql: &str) -> String {
@@ -417,6 +420,12 @@ mod tests {
             dollar_placeholders("SELECT a FROM t WHERE b = ?1 AND c = '?2' AND \"d?\" = ?12"),
             "SELECT a FROM t WHERE b = $1 AND c = '?2' AND \"d?\" = $12"
         );
+    }
+
+    #[test]
+    fn placeholders_number_from_the_first() {
+        assert_eq!(placeholders(5, 3), "?5, ?6, ?7");
+        assert_eq!(placeholders(1, 0), "");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! status, result and kept output. Every status change moves the scope's
 //! counters in the same transaction, so counters always add up.
 
-use crate::store::sql::{OptionalExtension as _, Row, Sql, ToValue, params};
+use crate::store::sql::{OptionalExtension as _, Row, Sql, ToValue, Value, params, placeholders};
 use muster_proto::v1::{
     DiscoveredInstance, PingStatus, Platform, ScopeState, StepOutput, Target, TargetResult, TargetStatus, TimeoutKind,
 };
@@ -251,15 +251,12 @@ fn statuses(
     // At most this many instances per statement (SQLite's parameter limit
     // is far above; the statement cache keeps one per size).
     for chunk in results.chunks(100) {
-        let list = (0..chunk.len())
-            .map(|i| format!("?{}", i + 5))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = placeholders(5, chunk.len());
         let sql = format!(
             "SELECT instance_id, status FROM targets
              WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND task_id = ?4 AND instance_id IN ({list})"
         );
-        let mut args: Vec<super::sql::Value<'_>> = vec![
+        let mut args: Vec<Value<'_>> = vec![
             ToValue::to_value(&task.campaign_id),
             ToValue::to_value(&task.account_id),
             ToValue::to_value(&task.region),
@@ -461,65 +458,28 @@ pub fn list(
     let mut sql = format!(
         "SELECT {COLUMNS} FROM targets WHERE campaign_id = ?1 AND (account_id, region, instance_id) > (?2, ?3, ?4)"
     );
-    let mut args: Vec<Box<dyn ToValue>> = Vec::new();
     let (a, r, i) = cursor.unwrap_or_default();
-    args.push(Box::new(campaign.to_owned()));
-    args.push(Box::new(a));
-    args.push(Box::new(r));
-    args.push(Box::new(i));
-    let mut in_list = |column: &str, values: Vec<Box<dyn ToValue>>, sql: &mut String| {
-        if values.is_empty() {
-            return;
-        }
-        let start = args.len() + 1;
-        let marks: Vec<String> = (start..start + values.len()).map(|n| format!("?{n}")).collect();
-        sql.push_str(&format!(" AND {column} IN ({})", marks.join(",")));
+    let mut args: Vec<Value<'_>> = vec![campaign.to_value(), a.to_value(), r.to_value(), i.to_value()];
+    let lists: [(&str, Vec<Value<'_>>); 4] = [
+        ("status", filter.statuses.iter().map(ToValue::to_value).collect()),
+        ("account_id", filter.accounts.iter().map(ToValue::to_value).collect()),
+        ("region", filter.regions.iter().map(ToValue::to_value).collect()),
+        ("instance_id", filter.instances.iter().map(ToValue::to_value).collect()),
+    ];
+    for (column, values) in lists.into_iter().filter(|(_, values)| !values.is_empty()) {
+        sql.push_str(&format!(
+            " AND {column} IN ({})",
+            placeholders(args.len() + 1, values.len())
+        ));
         args.extend(values);
-    };
-    in_list(
-        "status",
-        filter
-            .statuses
-            .iter()
-            .map(|s| Box::new(*s) as Box<dyn ToValue>)
-            .collect(),
-        &mut sql,
-    );
-    in_list(
-        "account_id",
-        filter
-            .accounts
-            .iter()
-            .map(|s| Box::new(s.clone()) as Box<dyn ToValue>)
-            .collect(),
-        &mut sql,
-    );
-    in_list(
-        "region",
-        filter
-            .regions
-            .iter()
-            .map(|s| Box::new(s.clone()) as Box<dyn ToValue>)
-            .collect(),
-        &mut sql,
-    );
-    in_list(
-        "instance_id",
-        filter
-            .instances
-            .iter()
-            .map(|s| Box::new(s.clone()) as Box<dyn ToValue>)
-            .collect(),
-        &mut sql,
-    );
+    }
     sql.push_str(&format!(
         " ORDER BY account_id, region, instance_id LIMIT {}",
         page_size + 1
     ));
     let mut stmt = conn.prepare(&sql)?;
-    let params: Vec<&dyn ToValue> = args.iter().map(|b| b.as_ref()).collect();
     let mut rows = stmt
-        .query_map(params.as_slice(), |r| from_row(r, with_output))?
+        .query_map(args, |r| from_row(r, with_output))?
         .collect::<StoreResult<Vec<_>>>()?;
     let next = if rows.len() > page_size {
         rows.truncate(page_size);
@@ -549,5 +509,58 @@ pub fn platform_name(platform: i32) -> &'static str {
         Platform::Windows => "windows",
         Platform::Macos => "macos",
         Platform::Unspecified => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::campaigns::{self, NewCampaign};
+    use crate::store::testing::store_matrix;
+
+    /// Targets i-1..i-6 over two accounts and two statuses.
+    fn seeded(conn: &dyn Sql) {
+        campaigns::insert(conn, &NewCampaign::for_test("c1", 3)).unwrap();
+        for (n, account) in [(1, "111"), (2, "111"), (3, "111"), (4, "222"), (5, "222"), (6, "222")] {
+            let status = if n % 2 == 0 {
+                TargetStatus::Success
+            } else {
+                TargetStatus::Failed
+            };
+            conn.execute(
+                "INSERT INTO targets (campaign_id, account_id, region, instance_id, status) VALUES ('c1', ?1, 'us-east-1', ?2, ?3)",
+                params![account, format!("i-{n}"), status as i32],
+            )
+            .unwrap();
+        }
+    }
+
+    fn ids(page: &[Target]) -> Vec<&str> {
+        page.iter().map(|t| t.instance_id.as_str()).collect()
+    }
+
+    store_matrix! {
+        fn a_filtered_list_takes_every_filter_and_pages_in_order(conn) {
+            seeded(&conn);
+            let filter = TargetFilter {
+                statuses: vec![TargetStatus::Success as i32],
+                accounts: vec!["111".into(), "222".into()],
+                regions: vec!["us-east-1".into()],
+                instances: vec![],
+            };
+            let (first, next) = list(&conn, "c1", &filter, 2, None, false).unwrap();
+            assert_eq!(ids(&first), ["i-2", "i-4"]);
+            let (second, next) = list(&conn, "c1", &filter, 2, next, false).unwrap();
+            assert_eq!(ids(&second), ["i-6"]);
+            assert_eq!(next, None);
+
+            let filter = TargetFilter {
+                accounts: vec!["222".into()],
+                instances: vec!["i-1".into(), "i-5".into()],
+                ..Default::default()
+            };
+            let (only, _) = list(&conn, "c1", &filter, 10, None, false).unwrap();
+            assert_eq!(ids(&only), ["i-5"], "every filter applies");
+        }
     }
 }

@@ -27,8 +27,8 @@ impl TestDb {
     pub fn postgres() -> Self {
         let database = super::testkit::TestDatabase::create();
         let target = super::PostgresTarget::parse(database.url(), None, None).expect("test database URL");
-        let mut conn = super::postgres::PgConn::connect(&target).expect("connect to the test database");
-        super::schema::migrate_postgres(conn.client(), super::postgres::MIGRATE_LOCK).expect("migrate");
+        let conn =
+            super::postgres::PgConn::connect_migrated(&target).expect("connect to the test database and migrate");
         Self {
             conn: Box::new(conn),
             _database: Some(database),
