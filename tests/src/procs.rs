@@ -453,10 +453,7 @@ impl System {
 
     /// SIGKILLs the controller.
     pub fn kill_controller(&mut self) {
-        if let Some(mut child) = self.controller.take() {
-            child.kill().expect("SIGKILL");
-            let _ = child.wait();
-        }
+        self.kill_controller_of(0);
     }
 
     /// SIGTERMs the controller and waits for it to exit.
