@@ -294,8 +294,10 @@ pub struct SpecArgs {
     /// Execution role ARN template with {account} and {partition}.
     #[arg(long)]
     pub role_arn_template: Option<String>,
-    /// ExternalId the execution role's trust policy demands.
-    #[arg(long, env = "MUSTER_EXTERNAL_ID")]
+    /// ExternalId the execution role's trust policy demands. The controller
+    /// normally holds it; it refuses one from a submitter unless its
+    /// configuration allows that (access.allow_submitted_external_id).
+    #[arg(long)]
     pub external_id: Option<String>,
     /// Role session length, e.g. 1h.
     #[arg(long)]

@@ -8,6 +8,7 @@ pub mod crash;
 pub mod domain;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
+pub mod identity;
 pub mod net;
 pub mod ratelimit;
 pub mod retry;

@@ -84,8 +84,23 @@ impl CampaignApi {
     /// Validates, expands and stores a campaign (or finds it by client token).
     async fn create(&self, spec: Option<CampaignSpec>, by: String, dry_run: bool) -> Result<(String, bool), Status> {
         let spec = spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
-        let spec = validate::validate(spec, &self.ctl.settings.defaults)
+        let mut spec = validate::validate(spec, &self.ctl.settings.defaults)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // The ExternalId is the controller's secret: out of the spec before
+        // anything is hashed, stored or logged.
+        let submitted_external_id = spec
+            .access
+            .as_mut()
+            .map(|access| std::mem::take(&mut access.external_id))
+            .unwrap_or_default();
+        let external_ids = &self.ctl.settings.external_ids;
+        if !submitted_external_id.is_empty() && !external_ids.allow_submitted {
+            tracing::warn!(by, dry_run, "campaign refused: it carries an ExternalId");
+            return Err(Status::permission_denied(
+                "access.external_id: the controller keeps the target accounts' ExternalIds (its [access] \
+                 configuration); a submitter may not give one unless access.allow_submitted_external_id is set",
+            ));
+        }
         let encoded = spec.encode_to_vec();
         let sha = hex::encode(sha2::Sha256::digest(&encoded));
         // A repeated client token is answered before any other work (no
@@ -127,6 +142,26 @@ impl CampaignApi {
             allowed.extend(rails.allowed_accounts.iter().cloned());
             rails.check_accounts(&expansion.accounts, &allowed).map_err(refused)?;
         }
+        let external_id_refs = if submitted_external_id.is_empty() {
+            let mut members = std::collections::HashMap::new();
+            for ou in external_ids.ous() {
+                let found = expand::accounts_in_ous(
+                    &self.ctl.organizations,
+                    "access.external_ids",
+                    std::slice::from_ref(&ou),
+                )
+                .await
+                .map_err(expand_status)?;
+                members.insert(ou, found);
+            }
+            external_ids.refs(&expansion.accounts, &members)
+        } else {
+            expansion
+                .accounts
+                .iter()
+                .map(|account| (account.clone(), crate::access::SUBMITTED_REF.to_owned()))
+                .collect()
+        };
         let new = NewCampaign {
             id: uuid::Uuid::now_v7().to_string(),
             submitted_by: by.clone(),
@@ -135,6 +170,8 @@ impl CampaignApi {
             dry_run,
             scopes: expansion.scopes(),
             max_attempts: self.ctl.settings.max_attempts,
+            external_id_refs,
+            submitted_external_id,
         };
         let inserted = self
             .ctl

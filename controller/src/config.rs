@@ -118,8 +118,13 @@ pub struct Args {
     #[arg(long, env = "MUSTER_TLS_KEY", help_heading = "Security", hide_env_values = true)]
     pub tls_key: Option<String>,
     /// CA of the workers' client certificates: WorkerService demands one.
+    /// It must not be the client CA: workers have a trust anchor of their own.
     #[arg(long, env = "MUSTER_WORKER_CA", help_heading = "Security")]
     pub worker_ca: Option<String>,
+    /// The SPIFFE trust domain of worker identities: each worker's
+    /// certificate names it as spiffe://<DOMAIN>/worker/<name> [default: muster]
+    #[arg(long, env = "MUSTER_WORKER_TRUST_DOMAIN", help_heading = "Security")]
+    pub worker_trust_domain: Option<String>,
     /// CA of people's and tools' client certificates for CampaignService
     /// (mTLS), next to bearer tokens.
     #[arg(long, env = "MUSTER_CLIENT_CA", help_heading = "Security")]
@@ -155,6 +160,16 @@ pub struct Args {
         help_heading = "Guardrails"
     )]
     pub allow_accounts: Vec<String>,
+    /// The ExternalId of every target account's execution role (the
+    /// configuration file's [access] can give some accounts or OUs their
+    /// own). Kept here: never in a spec, an answer, a log or an export.
+    #[arg(
+        long,
+        env = "MUSTER_EXTERNAL_ID",
+        hide_env_values = true,
+        help_heading = "Target access"
+    )]
+    pub external_id: Option<String>,
     /// OUs or roots whose accounts, at any depth, campaigns may target.
     #[arg(
         long = "allow-ou",
@@ -265,6 +280,8 @@ pub struct FileConfig {
     pub tls_key: Option<String>,
     /// See `--worker-ca`.
     pub worker_ca: Option<String>,
+    /// See `--worker-trust-domain`.
+    pub worker_trust_domain: Option<String>,
     /// See `--client-ca`.
     pub client_ca: Option<String>,
     /// See `--insecure`.
@@ -275,6 +292,9 @@ pub struct FileConfig {
     /// Limits on every campaign (flags, when given, replace a list).
     #[serde(default)]
     pub guardrails: Guardrails,
+    /// How workers get into target accounts: the ExternalIds.
+    #[serde(default)]
+    pub access: crate::access::AccessFile,
 }
 
 /// Where the store is.
@@ -412,6 +432,7 @@ impl Config {
                 tls_cert: args.tls_cert.or(file.tls_cert),
                 tls_key: args.tls_key.or(file.tls_key),
                 worker_ca: args.worker_ca.or(file.worker_ca),
+                worker_trust_domain: args.worker_trust_domain.or(file.worker_trust_domain),
                 client_ca: args.client_ca.or(file.client_ca),
                 tokens,
                 clients,
@@ -431,6 +452,11 @@ impl Config {
         if !(3..=300).contains(&leader_ttl) {
             anyhow::bail!("leader_ttl: {leader_ttl} seconds; must be 3 to 300");
         }
+        let mut access = file.access;
+        if let Some(external_id) = args.external_id {
+            access.external_id = Some(external_id);
+        }
+        let external_ids = crate::access::ExternalIds::new(&access).map_err(anyhow::Error::msg)?;
         let default_api_rate = args.default_api_rate.or(file.default_api_rate).unwrap_or(10.0);
         if !(0.1..=1000.0).contains(&default_api_rate) {
             anyhow::bail!("default_api_rate: {default_api_rate}; must be 0.1 to 1000");
@@ -466,6 +492,7 @@ impl Config {
                     api_calls_per_second: default_api_rate,
                 },
                 guardrails,
+                external_ids,
             },
             aws_endpoint_url: args.aws_endpoint_url.or(file.aws_endpoint_url),
             aws_region: args.aws_region.or(file.aws_region),
@@ -484,6 +511,7 @@ struct SecurityInputs {
     tls_cert: Option<String>,
     tls_key: Option<String>,
     worker_ca: Option<String>,
+    worker_trust_domain: Option<String>,
     client_ca: Option<String>,
     tokens: Vec<TokenEntry>,
     clients: Vec<ClientEntry>,
@@ -495,6 +523,7 @@ fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAdd
         if inputs.tls_cert.is_some()
             || inputs.tls_key.is_some()
             || inputs.worker_ca.is_some()
+            || inputs.worker_trust_domain.is_some()
             || inputs.client_ca.is_some()
         {
             anyhow::bail!("insecure: TLS settings are given too; choose TLS or --insecure");
@@ -521,7 +550,21 @@ fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAdd
             "worker_ca: required: the CA that signs the workers' client certificates (WorkerService demands mTLS)"
         )
     })?;
+    let worker_ca = read_pem("worker_ca", &worker_ca)?;
     let client_ca = inputs.client_ca.map(|ca| read_pem("client_ca", &ca)).transpose()?;
+    if let Some(client_ca) = &client_ca
+        && shares_a_certificate(&worker_ca, client_ca)
+    {
+        anyhow::bail!(
+            "worker_ca: holds a CA that client_ca holds too; workers need a trust anchor of their own, so that no \
+             API client's certificate can act as a worker"
+        );
+    }
+    let worker_trust_domain = inputs
+        .worker_trust_domain
+        .unwrap_or_else(|| muster_common::identity::DEFAULT_TRUST_DOMAIN.to_owned());
+    muster_common::identity::check_trust_domain(&worker_trust_domain)
+        .map_err(|e| anyhow::anyhow!("worker_trust_domain: {e}"))?;
     if auth.has_clients() && client_ca.is_none() {
         anyhow::bail!("client_ca: required when client certificates are configured (--api-client or [auth] clients)");
     }
@@ -535,11 +578,24 @@ fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAdd
         tls: Some(ServerTls {
             cert: read_pem("tls_cert", &cert)?,
             key: read_pem("tls_key", &key)?,
-            worker_ca: read_pem("worker_ca", &worker_ca)?,
+            worker_ca,
+            worker_trust_domain,
             client_ca,
         }),
         auth,
     })
+}
+
+/// Whether two PEM bundles hold a certificate in common.
+fn shares_a_certificate(a: &[u8], b: &[u8]) -> bool {
+    let ders = |pem: &[u8]| -> Vec<Vec<u8>> {
+        x509_parser::pem::Pem::iter_from_buffer(pem)
+            .filter_map(Result::ok)
+            .map(|block| block.contents)
+            .collect()
+    };
+    let b = ders(b);
+    ders(a).iter().any(|der| b.contains(der))
 }
 
 /// Runs a tool subcommand.
@@ -744,6 +800,34 @@ mod tests {
         });
         assert!(
             err.starts_with("tls_key: cannot read /nonexistent/controller.key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn workers_have_a_trust_anchor_of_their_own() {
+        let hash = crate::auth::hash_token("secret");
+        let with = |client_ca: &str, domain: Option<&str>| {
+            Config::resolve(Args {
+                api_tokens: vec![format!("ci:submit:{hash}")],
+                client_ca: Some(client_ca.into()),
+                worker_trust_domain: domain.map(str::to_owned),
+                ..tls(args())
+            })
+        };
+        let err = with(PEM, None).unwrap_err().to_string();
+        assert!(
+            err.starts_with("worker_ca: holds a CA that client_ca holds too"),
+            "{err}"
+        );
+        let other = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n";
+        let config = with(other, None).unwrap();
+        assert_eq!(config.security.tls.unwrap().worker_trust_domain, "muster");
+        let config = with(other, Some("prod.example.com")).unwrap();
+        assert_eq!(config.security.tls.unwrap().worker_trust_domain, "prod.example.com");
+        let err = with(other, Some("Prod/x")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("worker_trust_domain: 'Prod/x' is not a SPIFFE trust domain"),
             "{err}"
         );
     }

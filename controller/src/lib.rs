@@ -8,6 +8,7 @@
 //! -> SQS; [`worker_api`] takes leases and reports; [`export`] writes results
 //! to S3 when a campaign ends.
 
+pub mod access;
 pub mod auth;
 pub mod campaign_api;
 pub mod config;
@@ -87,6 +88,8 @@ pub struct Settings {
     pub defaults: Defaults,
     /// Limits on every campaign.
     pub guardrails: crate::guardrails::Guardrails,
+    /// The ExternalIds of target accounts' execution roles.
+    pub external_ids: crate::access::ExternalIds,
 }
 
 impl Settings {
@@ -136,6 +139,9 @@ pub struct ServerTls {
     pub key: Vec<u8>,
     /// CA of worker client certificates (WorkerService demands one).
     pub worker_ca: Vec<u8>,
+    /// The SPIFFE trust domain of workers' identities
+    /// (`spiffe://<domain>/worker/<name>`).
+    pub worker_trust_domain: String,
     /// CA of CampaignService client certificates (optional mTLS).
     pub client_ca: Option<Vec<u8>>,
 }
@@ -307,8 +313,11 @@ pub async fn start(
             // A valid spec is well under 1 MiB (validate.rs limits every list and
             // string); anything near this is refused before it is parsed.
             .max_decoding_message_size(4 * 1024 * 1024);
-    let worker_service = WorkerServiceServer::new(worker_api::WorkerApi::new(controller.clone()))
-        .max_decoding_message_size(64 * 1024 * 1024);
+    let worker_service = WorkerServiceServer::new(worker_api::WorkerApi::new(
+        controller.clone(),
+        security.tls.as_ref().map(|t| t.worker_trust_domain.clone()),
+    ))
+    .max_decoding_message_size(64 * 1024 * 1024);
 
     let mut tasks = Vec::new();
     let stop = shutdown.clone();

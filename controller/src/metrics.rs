@@ -52,6 +52,12 @@ struct TableLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    method: String,
+    rule: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailLabels {
     retried: String,
 }
@@ -73,6 +79,7 @@ pub struct Metrics {
     leader_epoch: Gauge,
     leader_changes: Counter,
     store_rows: Family<TableLabel, Gauge>,
+    worker_calls_refused: Family<RefusalLabels, Counter>,
     /// Workers by when they last called.
     workers: Mutex<HashMap<String, Instant>>,
 }
@@ -106,6 +113,16 @@ impl Metrics {
         } else {
             workers.insert(worker.to_owned(), Instant::now());
         }
+    }
+
+    /// A worker's call was refused (PERMISSION_DENIED) by `rule`.
+    pub fn worker_call_refused(&self, method: &str, rule: &str) {
+        self.worker_calls_refused
+            .get_or_create(&RefusalLabels {
+                method: method.to_owned(),
+                rule: rule.to_owned(),
+            })
+            .inc();
     }
 
     /// A task completed.
@@ -345,6 +362,11 @@ pub async fn render(ctl: &Controller) -> String {
         m.tasks_enqueued.clone(),
     );
     registry.register("leases_granted", "Leases granted to workers", m.leases_granted.clone());
+    registry.register(
+        "worker_calls_refused",
+        "WorkerService calls refused with PERMISSION_DENIED, by method and rule",
+        m.worker_calls_refused.clone(),
+    );
     registry.register("tasks_completed", "Tasks completed, by kind", m.tasks_completed.clone());
     registry.register(
         "tasks_failed",

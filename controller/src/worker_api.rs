@@ -1,6 +1,14 @@
-//! WorkerService: leases and reports from workers. Ownership changes (renew,
-//! complete, fail) need the current lease; facts (targets found, commands
-//! sent, results) are recorded from any lease of the task, idempotently.
+//! WorkerService: leases and reports from workers.
+//!
+//! A worker is known by its certificate's SPIFFE ID
+//! (`spiffe://<trust-domain>/worker/<name>`), never by what it says, and
+//! every lease records its holder. Each call names a lease, which must be a
+//! lease of that task held by the caller. Ownership changes (renew,
+//! complete, fail) and discovery need the task's current lease; facts
+//! (commands sent, results) are recorded from any lease of the task the
+//! caller held, idempotently, and only for the task's own instances.
+//! Everything else is PERMISSION_DENIED naming the rule, counted in
+//! `muster_controller_worker_calls_refused_total` and logged.
 
 use std::sync::Arc;
 
@@ -14,6 +22,7 @@ use muster_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::Controller;
+use crate::access::ExternalIds;
 use crate::campaign_api::store_status;
 use crate::store::records::millis;
 use crate::store::tasks::{self, FailOutcome, Fenced, LeaseAnswer, LeaseSettings, TaskRow};
@@ -32,12 +41,62 @@ const MAX_HANDED_OFF: u32 = 16;
 /// The service.
 pub struct WorkerApi {
     ctl: Arc<Controller>,
+    /// The trust domain of worker identities; none when serving plaintext
+    /// (development on loopback), where callers cannot be known.
+    trust_domain: Option<String>,
 }
 
 impl WorkerApi {
-    /// Serves `ctl`.
-    pub fn new(ctl: Arc<Controller>) -> Self {
-        Self { ctl }
+    /// Serves `ctl`; workers are known by SPIFFE IDs in `trust_domain`
+    /// (none: plaintext, callers unknown).
+    pub fn new(ctl: Arc<Controller>, trust_domain: Option<String>) -> Self {
+        Self { ctl, trust_domain }
+    }
+
+    /// The worker calling: the name its certificate's SPIFFE ID gives (none
+    /// in plaintext).
+    fn caller<T>(&self, request: &Request<T>, method: &'static str) -> Result<Option<String>, Status> {
+        let Some(domain) = &self.trust_domain else {
+            return Ok(None);
+        };
+        let identity = request
+            .peer_certs()
+            .and_then(|certs| certs.first().cloned())
+            .ok_or_else(|| "the call carries no client certificate".to_owned())
+            .and_then(|leaf| muster_common::identity::worker_identity(leaf.as_ref()))
+            .and_then(|(found, name)| {
+                if found == *domain {
+                    Ok(name)
+                } else {
+                    Err(format!("the certificate's trust domain '{found}' is not '{domain}'"))
+                }
+            });
+        identity.map(Some).map_err(|reason| {
+            self.deny(
+                method,
+                "identity",
+                &format!(
+                    "worker identity: {reason}; workers are known by the URI SAN spiffe://{domain}/worker/<name> \
+                     of a certificate from the worker CA"
+                ),
+            )
+        })
+    }
+
+    /// PERMISSION_DENIED for `rule`, counted and logged.
+    fn deny(&self, method: &'static str, rule: &'static str, message: &str) -> Status {
+        self.ctl.metrics.worker_call_refused(method, rule);
+        tracing::warn!(method, rule, message, "worker call refused");
+        Status::permission_denied(message)
+    }
+
+    /// The status of a failed write: PERMISSION_DENIED for a refused lease
+    /// or scope, else as [`store_status`].
+    fn refused(&self, method: &'static str, error: StoreError) -> Status {
+        match error {
+            StoreError::Denied { rule, message } => self.deny(method, rule, &message),
+            other => store_status(other),
+        }
     }
 
     fn lease_settings(&self) -> LeaseSettings {
@@ -124,6 +183,30 @@ fn lease_same_account(
     Ok(leases)
 }
 
+/// Puts into a lease's task the ExternalId that the configuration holds for
+/// its account (the store names which one; never the value).
+fn with_external_id(conn: &dyn Sql, ids: &ExternalIds, lease: &mut Lease) -> Result<(), StoreError> {
+    let Some(task) = lease.task.as_mut() else {
+        return Ok(());
+    };
+    let (reference, submitted) = campaigns::external_id_ref(conn, &task.campaign_id, &task.account_id)?;
+    if reference.is_empty() {
+        // None configured for the account (or a campaign stored before
+        // ExternalIds moved to the configuration, which keeps its own).
+        return Ok(());
+    }
+    match ids.value(&reference, &submitted) {
+        Some(value) => task.external_id = value.to_owned(),
+        None => tracing::error!(
+            campaign_id = %task.campaign_id,
+            account = %task.account_id,
+            reference,
+            "the ExternalId this campaign was submitted with is no longer configured; AssumeRole goes without one"
+        ),
+    }
+    Ok(())
+}
+
 /// Fills the current (server) span's task fields from a task row.
 fn trace_row(task: &TaskRow) {
     muster_common::telemetry::record_task(
@@ -142,16 +225,10 @@ fn fenced(fenced: Fenced) -> Status {
     }
 }
 
-fn bad_report(error: StoreError) -> Status {
-    match error {
-        StoreError::Corrupt(message) => Status::invalid_argument(message),
-        other => store_status(other),
-    }
-}
-
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
     async fn lease_task(&self, request: Request<LeaseTaskRequest>) -> Result<Response<LeaseTaskResponse>, Status> {
+        let caller = self.caller(&request, "LeaseTask")?;
         let request = request.into_inner();
         let task_ref = request
             .task
@@ -162,18 +239,39 @@ impl WorkerService for WorkerApi {
         if request.worker_id.is_empty() || request.worker_id.len() > 256 {
             return Err(Status::invalid_argument("worker_id: 1 to 256 characters"));
         }
+        if let Some(name) = &caller
+            && request.worker_id != *name
+        {
+            return Err(self.deny(
+                "LeaseTask",
+                "worker_id",
+                &format!(
+                    "worker_id: '{}' is not the caller's identity '{name}' (from its certificate); a worker leases \
+                     under its own name",
+                    muster_common::domain::clip(&request.worker_id)
+                ),
+            ));
+        }
         let settings = self.lease_settings();
         let worker = request.worker_id.clone();
         let capacity = request.capacity.min(MAX_HANDED_OFF);
+        let ctl = self.ctl.clone();
         let (answer, same_account) = self
             .ctl
             .store
             .write(move |txn: &dyn Sql| {
-                let answer = tasks::lease(txn, &task_ref, &worker, settings)?;
-                let same_account = match &answer {
-                    LeaseAnswer::Granted(lease) => lease_same_account(txn, lease, &worker, capacity, settings)?,
+                let ids = &ctl.settings.external_ids;
+                let mut answer = tasks::lease(txn, &task_ref, &worker, settings)?;
+                let mut same_account = match &mut answer {
+                    LeaseAnswer::Granted(lease) => {
+                        with_external_id(txn, ids, lease)?;
+                        lease_same_account(txn, lease, &worker, capacity, settings)?
+                    }
                     LeaseAnswer::Refused(..) => Vec::new(),
                 };
+                for lease in &mut same_account {
+                    with_external_id(txn, ids, lease)?;
+                }
                 Ok((answer, same_account))
             })
             .await
@@ -223,6 +321,7 @@ impl WorkerService for WorkerApi {
     }
 
     async fn renew_lease(&self, request: Request<RenewLeaseRequest>) -> Result<Response<RenewLeaseResponse>, Status> {
+        let caller = self.caller(&request, "RenewLease")?;
         let request = request.into_inner();
         self.trace_task(&request.task_id).await;
         let ttl = self.ctl.settings.lease_ttl;
@@ -230,9 +329,12 @@ impl WorkerService for WorkerApi {
         let answer = self
             .ctl
             .store
-            .write(move |txn| tasks::renew(txn, &request.task_id, request.lease_id, ttl_ms))
+            .write(move |txn| {
+                tasks::check_holder(txn, &request.task_id, request.lease_id, caller.as_deref())?;
+                tasks::renew(txn, &request.task_id, request.lease_id, ttl_ms)
+            })
             .await
-            .map_err(store_status)?;
+            .map_err(|e| self.refused("RenewLease", e))?;
         let cancelled = answer.map_err(fenced)?;
         Ok(Response::new(RenewLeaseResponse {
             ttl: Some(prost_types::Duration {
@@ -247,6 +349,7 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<ReportTargetsRequest>,
     ) -> Result<Response<ReportTargetsResponse>, Status> {
+        let caller = self.caller(&request, "ReportTargets")?;
         let request = request.into_inner();
         if request.instances.len() > MAX_REPORTED_INSTANCES {
             return Err(Status::invalid_argument(format!(
@@ -262,9 +365,18 @@ impl WorkerService for WorkerApi {
         let accepted = self
             .ctl
             .store
-            .write(move |txn| targets::insert_discovered(txn, &task, &request.instances))
+            .write(move |txn| {
+                // Instances are found under the current lease only: a
+                // finished discovery takes no more.
+                tasks::check_holder(txn, &task.id, request.lease_id, caller.as_deref())?;
+                match tasks::current(txn, &task.id, request.lease_id)? {
+                    Ok(task) => targets::insert_discovered(txn, &task, &request.instances).map(Ok),
+                    Err(fenced) => Ok(Err(fenced)),
+                }
+            })
             .await
-            .map_err(store_status)?;
+            .map_err(|e| self.refused("ReportTargets", e))?
+            .map_err(fenced)?;
         Ok(Response::new(ReportTargetsResponse { accepted }))
     }
 
@@ -272,6 +384,7 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<ReportDispatchRequest>,
     ) -> Result<Response<ReportDispatchResponse>, Status> {
+        let caller = self.caller(&request, "ReportDispatch")?;
         let request = request.into_inner();
         if request.command_id.is_empty() || request.command_id.len() > 64 {
             return Err(Status::invalid_argument("command_id: 1 to 64 characters"));
@@ -282,11 +395,13 @@ impl WorkerService for WorkerApi {
             )));
         }
         let task = self.task(&request.task_id, TaskKind::Execute).await?;
-        tracing::info!(task_id = %task.id, command_id = %request.command_id, instances = request.instance_ids.len(), adopted = request.adopted, "dispatch recorded");
+        let (task_id, command_id) = (task.id.clone(), request.command_id.clone());
+        let (instances, adopted) = (request.instance_ids.len(), request.adopted);
         let sent = request.sent_at.as_ref().map(millis);
         self.ctl
             .store
             .write(move |txn| {
+                tasks::check_holder(txn, &task.id, request.lease_id, caller.as_deref())?;
                 targets::record_dispatch(
                     txn,
                     &task,
@@ -297,7 +412,8 @@ impl WorkerService for WorkerApi {
                 )
             })
             .await
-            .map_err(store_status)?;
+            .map_err(|e| self.refused("ReportDispatch", e))?;
+        tracing::info!(task_id, command_id, instances, adopted, "dispatch recorded");
         Ok(Response::new(ReportDispatchResponse {}))
     }
 
@@ -305,6 +421,7 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<ReportResultsRequest>,
     ) -> Result<Response<ReportResultsResponse>, Status> {
+        let caller = self.caller(&request, "ReportResults")?;
         let request = request.into_inner();
         if request.results.len() > MAX_RESULTS {
             return Err(Status::invalid_argument(format!(
@@ -326,6 +443,7 @@ impl WorkerService for WorkerApi {
             .ctl
             .store
             .write(move |txn| {
+                tasks::check_holder(txn, &task.id, request.lease_id, caller.as_deref())?;
                 // The store keeps what the campaign asked for, whatever a
                 // worker sends.
                 let keep = campaigns::keep_bytes(txn, &task.campaign_id)?;
@@ -337,7 +455,10 @@ impl WorkerService for WorkerApi {
                 targets::ingest_results(txn, &task, &results, watched).map(|ingested| (ingested, clipped))
             })
             .await
-            .map_err(bad_report)?;
+            .map_err(|e| match e {
+                StoreError::Corrupt(message) => Status::invalid_argument(message),
+                other => self.refused("ReportResults", other),
+            })?;
         if !clipped.is_empty() {
             tracing::warn!(
                 task_id,
@@ -367,6 +488,7 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<CompleteTaskRequest>,
     ) -> Result<Response<CompleteTaskResponse>, Status> {
+        let caller = self.caller(&request, "CompleteTask")?;
         let request = request.into_inner();
         let capacity = request.capacity.min(MAX_HANDED_OFF);
         let lease = self.lease_settings();
@@ -375,15 +497,19 @@ impl WorkerService for WorkerApi {
             .ctl
             .store
             .write(move |txn| {
+                tasks::check_holder(txn, &request.task_id, request.lease_id, caller.as_deref())?;
                 let task = match tasks::complete(txn, &request.task_id, request.lease_id)? {
                     Ok(task) => task,
                     Err(fenced) => return Ok(Err(fenced)),
                 };
-                let next = crate::reconcile::hand_off(txn, &task, capacity, &ctl.settings, lease)?;
+                let mut next = crate::reconcile::hand_off(txn, &task, capacity, &ctl.settings, lease)?;
+                for lease in &mut next {
+                    with_external_id(txn, &ctl.settings.external_ids, lease)?;
+                }
                 Ok(Ok((task, next)))
             })
             .await
-            .map_err(store_status)?;
+            .map_err(|e| self.refused("CompleteTask", e))?;
         let (task, mut next) = answer.map_err(fenced)?;
         trace_row(&task);
         self.ctl.metrics.completed(task.kind);
@@ -397,6 +523,7 @@ impl WorkerService for WorkerApi {
     }
 
     async fn fail_task(&self, request: Request<FailTaskRequest>) -> Result<Response<FailTaskResponse>, Status> {
+        let caller = self.caller(&request, "FailTask")?;
         let request = request.into_inner();
         if request.reason.is_empty() || request.reason.chars().count() > 4096 {
             return Err(Status::invalid_argument("reason: 1 to 4096 characters"));
@@ -407,6 +534,7 @@ impl WorkerService for WorkerApi {
             .ctl
             .store
             .write(move |txn| {
+                tasks::check_holder(txn, &request.task_id, request.lease_id, caller.as_deref())?;
                 tasks::fail(
                     txn,
                     &request.task_id,
@@ -416,7 +544,7 @@ impl WorkerService for WorkerApi {
                 )
             })
             .await
-            .map_err(store_status)?;
+            .map_err(|e| self.refused("FailTask", e))?;
         let outcome = answer.map_err(fenced)?;
         self.ctl.metrics.failed(outcome == FailOutcome::Retrying);
         tracing::info!(

@@ -121,25 +121,50 @@ up() {
 }
 
 # TLS on, as in production: a development CA and certificates (controller,
-# worker, operator), and two API tokens (operator: submit, viewer: read), of
-# which the controller is given only the SHA-256. Made once per sandbox.
+# operator), a worker CA that issues each worker its own certificate
+# (spiffe://muster/worker/<name>), API tokens, and the policy that gives each
+# of them a role (the controller is given only the tokens' SHA-256). Made once
+# per sandbox; a worker's certificate when it first starts.
 TLS_DIR="$MUSTER_SANDBOX_DIR/tls"
 make_credentials() {
   local name
-  if [[ ! -f "$TLS_DIR/ca.pem" ]]; then
+  if [[ ! -f "$TLS_DIR/worker-ca.pem" ]]; then
+    rm -f "$TLS_DIR/ca.pem"
     "$MUSTER_BIN_DIR/muster-sim" dev-certs --dir "$TLS_DIR"
   fi
-  for name in operator viewer; do
+  for name in operator viewer approver dev-operator; do
     if [[ ! -f "$TLS_DIR/$name.token" ]]; then
       (umask 077 && python3 -c 'import secrets; print("mst_" + secrets.token_urlsafe(32))' >"$TLS_DIR/$name.token")
     fi
   done
+  write_policy
 }
 
-api_tokens() {
-  printf 'operator:submit:%s,viewer:read:%s' \
-    "$("$MUSTER_BIN_DIR/muster-controller" hash-token <"$TLS_DIR/operator.token")" \
-    "$("$MUSTER_BIN_DIR/muster-controller" hash-token <"$TLS_DIR/viewer.token")"
+# The sandbox's policy shows every role: operator (plan, submit, cancel and
+# read output anywhere), viewer (read), approver, the admin certificate, and
+# dev-operator, an operator only in the fleet's first OU. Edit
+# .sandbox/tls/policy.toml and the controller applies it within seconds.
+write_policy() {
+  [[ -f "$TLS_DIR/policy.toml" ]] && return
+  hash() { "$MUSTER_BIN_DIR/muster-controller" hash-token <"$TLS_DIR/$1.token"; }
+  python3 - "$MUSTER_SANDBOX_DIR/fleet-state.json" "$TLS_DIR/policy.toml" \
+    "$(hash operator)" "$(hash viewer)" "$(hash approver)" "$(hash dev-operator)" <<'PY'
+import json, sys
+state = json.load(open(sys.argv[1]))
+ops, viewer, approver, dev = sys.argv[3:7]
+first_ou = next(iter(state.get("ous", {}).items()), None)
+lines = ["# Who may call the controller, and what each may do where.", ""]
+for name, sha in [("operator", ops), ("viewer", viewer), ("approver", approver), ("dev-operator", dev)]:
+    lines += ["[[tokens]]", f'name = "{name}"', f'sha256 = "{sha}"', ""]
+lines += ["[[clients]]", 'name = "muster-admin"', ""]
+for role, who in [("operator", "operator"), ("viewer", "viewer"), ("approver", "approver"), ("admin", "muster-admin")]:
+    lines += ["[[grants]]", f'principals = ["{who}"]', f'role = "{role}"', ""]
+if first_ou:
+    lines += [f"# An operator only in the OU {first_ou[0]}.", "[[grants]]", 'principals = ["dev-operator"]',
+              'role = "operator"', f'ous = ["{first_ou[1]}"]', ""]
+with open(sys.argv[2], "w") as out:
+    out.write("\n".join(lines))
+PY
 }
 
 # The controller acts with the hub account's keys; workers take the hub's
@@ -167,12 +192,13 @@ CFG
   else
     say "starting the controller on 127.0.0.1:$CONTROLLER_PORT"
     AWS_CONFIG_FILE="$MUSTER_SANDBOX_DIR/aws-config" AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_PROFILE=hub \
-    AWS_ENDPOINT_URL="$SIM_URL" AWS_EC2_METADATA_DISABLED=true MUSTER_API_TOKENS="$(api_tokens)" \
+    AWS_ENDPOINT_URL="$SIM_URL" AWS_EC2_METADATA_DISABLED=true \
+    MUSTER_EXTERNAL_ID="$(state_field external_id)" \
       start_process controller "$MUSTER_BIN_DIR/muster-controller" \
         --listen "127.0.0.1:$CONTROLLER_PORT" --worker-listen "127.0.0.1:$WORKER_API_PORT" \
         --data-dir "$MUSTER_SANDBOX_DIR/controller" --queue-url "$queue" --dead-letter-queue-url "$dlq" \
         --results-bucket "$results" --tls-cert "$TLS_DIR/controller.pem" --tls-key "$TLS_DIR/controller.key" \
-        --worker-ca "$TLS_DIR/ca.pem" --client-ca "$TLS_DIR/ca.pem" --api-client muster-admin:submit \
+        --worker-ca "$TLS_DIR/worker-ca.pem" --client-ca "$TLS_DIR/ca.pem" --policy "$TLS_DIR/policy.toml" \
         --metrics-listen "127.0.0.1:$METRICS_PORT"
     wait_tcp controller "$CONTROLLER_PORT" 30
   fi
@@ -182,11 +208,12 @@ CFG
       continue
     fi
     say "starting worker $i"
+    "$MUSTER_BIN_DIR/muster-sim" dev-certs --dir "$TLS_DIR" --worker "sandbox-worker-$i"
     AWS_CONFIG_FILE="$MUSTER_SANDBOX_DIR/aws-config" AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_PROFILE=worker \
-    AWS_ENDPOINT_URL="$SIM_URL" AWS_EC2_METADATA_DISABLED=true \
-    MUSTER_TLS_CA="$TLS_DIR/ca.pem" MUSTER_TLS_CERT="$TLS_DIR/worker.pem" MUSTER_TLS_KEY="$TLS_DIR/worker.key" \
+    AWS_ENDPOINT_URL="$SIM_URL" AWS_EC2_METADATA_DISABLED=true MUSTER_TLS_CA="$TLS_DIR/ca.pem" \
+    MUSTER_TLS_CERT="$TLS_DIR/workers/sandbox-worker-$i.pem" MUSTER_TLS_KEY="$TLS_DIR/workers/sandbox-worker-$i.key" \
       start_process "worker$i" "$MUSTER_BIN_DIR/muster-worker" \
-        --controller "https://127.0.0.1:$WORKER_API_PORT" --queue-url "$queue" --worker-id "sandbox-worker-$i" \
+        --controller "https://127.0.0.1:$WORKER_API_PORT" --queue-url "$queue" \
         --metrics-listen "127.0.0.1:$((WORKER_METRICS_BASE + i))"
   done
   sleep 0.5

@@ -36,10 +36,14 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct DevCertsArgs {
-    /// Directory to write ca.pem, controller.pem/.key, worker.pem/.key and
-    /// admin.pem/.key into.
+    /// Directory to write ca.pem, controller.pem/.key, admin.pem/.key and
+    /// worker-ca.pem/.key into (kept when ca.pem is already there).
     #[arg(long)]
     dir: PathBuf,
+    /// Also issue this worker a certificate, workers/<NAME>.pem/.key, naming
+    /// it spiffe://muster/worker/<NAME> (kept when it exists). Repeatable.
+    #[arg(long = "worker", value_name = "NAME")]
+    workers: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,15 +103,22 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Seed(args) => seed_fleet(args).await,
         Command::DevCerts(args) => {
-            let pki = muster_sim::certs::DevPki::generate().context("cannot generate certificates")?;
-            let files = pki
-                .write(&args.dir)
-                .with_context(|| format!("cannot write certificates into {}", args.dir.display()))?;
-            eprintln!(
-                "development certificates in {} (CA: {})",
-                args.dir.display(),
-                files.ca.display()
-            );
+            let files = muster_sim::certs::DevPkiFiles::in_dir(&args.dir);
+            if !files.ca.exists() {
+                let pki = muster_sim::certs::DevPki::generate().context("cannot generate certificates")?;
+                pki.write(&args.dir)
+                    .with_context(|| format!("cannot write certificates into {}", args.dir.display()))?;
+                eprintln!(
+                    "development certificates in {} (CA: {}, worker CA: {})",
+                    args.dir.display(),
+                    files.ca.display(),
+                    files.worker_ca.display()
+                );
+            }
+            for name in &args.workers {
+                muster_sim::certs::ensure_worker_files(&args.dir, name)
+                    .map_err(|e| anyhow::anyhow!("--worker {name}: {e}"))?;
+            }
             Ok(())
         }
     }

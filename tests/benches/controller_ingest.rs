@@ -110,7 +110,7 @@ async fn main() {
     );
     println!("controller RSS idle: {}", rss(&system));
     let accounts: Vec<String> = system.fleet.accounts.iter().map(|a| a.id.clone()).collect();
-    let mut spec = script_spec(&accounts, &REGIONS, &["true"], &[], "ext-grid");
+    let mut spec = script_spec(&accounts, &REGIONS, &["true"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "100%".into(),
         max_errors: String::new(),
@@ -121,7 +121,7 @@ async fn main() {
     let workers: Workers = WorkerServiceClient::new(
         system
             .creds
-            .endpoint(system.worker_port(), Some(&system.creds.pki.worker))
+            .worker_endpoint(system.worker_port(), "bench")
             .connect_lazy(),
     )
     .max_decoding_message_size(64 * 1024 * 1024)

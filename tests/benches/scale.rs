@@ -105,7 +105,7 @@ fn bound(command_seconds: f64, tunables: &Tunables, percent: u32) -> f64 {
 /// The 30-second command on every instance, `percent` of them at once, in
 /// batches of 50.
 fn campaign_spec(accounts: &[String], percent: u32) -> CampaignSpec {
-    let mut spec = script_spec(accounts, &REGIONS, &["true"], &[], "ext-grid");
+    let mut spec = script_spec(accounts, &REGIONS, &["true"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: format!("{percent}%"),
         max_errors: String::new(),

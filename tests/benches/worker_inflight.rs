@@ -57,7 +57,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (idle_rss, _) = rss_mib(pid).expect("the worker's RSS");
     let accounts: Vec<String> = system.fleet.accounts.iter().map(|a| a.id.clone()).collect();
-    let mut spec = script_spec(&accounts, &REGIONS, &["true"], &[], "ext-grid");
+    let mut spec = script_spec(&accounts, &REGIONS, &["true"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "100%".into(),
         max_errors: String::new(),

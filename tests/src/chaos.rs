@@ -351,7 +351,7 @@ pub async fn run(seed: u64, mode: Mode) -> Report {
         ..Default::default()
     };
     let accounts = [system.account("a"), system.account("b")];
-    let mut spec = script_spec(&accounts, &[EAST, WEST], &["echo once"], &[], "ext-chaos");
+    let mut spec = script_spec(&accounts, &[EAST, WEST], &["echo once"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "50%".into(),
         batch_size: 3,

@@ -10,13 +10,7 @@ use muster_proto::v1::{
 use tonic::transport::Channel;
 
 /// A script campaign over `accounts` and `regions`.
-pub fn script_spec(
-    accounts: &[String],
-    regions: &[&str],
-    linux: &[&str],
-    windows: &[&str],
-    external_id: &str,
-) -> CampaignSpec {
+pub fn script_spec(accounts: &[String], regions: &[&str], linux: &[&str], windows: &[&str]) -> CampaignSpec {
     CampaignSpec {
         name: "test".into(),
         targets: Some(TargetSelector {
@@ -40,10 +34,7 @@ pub fn script_spec(
             api_calls_per_second: 0.0,
         }),
         output: Some(OutputConfig::default()),
-        access: Some(AccessConfig {
-            external_id: external_id.into(),
-            ..Default::default()
-        }),
+        access: Some(AccessConfig::default()),
         ..Default::default()
     }
 }
@@ -169,4 +160,126 @@ pub fn assert_counters_add_up(campaign: &Campaign, targets: &[Target]) {
         };
         assert_eq!(listed, counted, "{} targets listed vs counted", status.short_name());
     }
+}
+
+/// The text of a results export (`s3://muster-results/...`, JSON lines,
+/// gzip), read with `sdk`'s credentials.
+pub async fn export_text(sdk: &aws_config::SdkConfig, url: &str) -> String {
+    let key = url.strip_prefix("s3://muster-results/").expect("the results bucket");
+    let s3 = aws_sdk_s3::Client::from_conf(muster_common::aws::s3_config(sdk));
+    let body = s3
+        .get_object()
+        .bucket("muster-results")
+        .key(key)
+        .send()
+        .await
+        .expect("the export")
+        .body
+        .collect()
+        .await
+        .expect("its body")
+        .into_bytes();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text).expect("gzip");
+    text
+}
+
+/// A codec that sends a protobuf request and keeps the answer as the bytes
+/// on the wire, so a test can assert what an answer does not carry,
+/// whatever fields this build of the protocol knows.
+#[derive(Debug)]
+struct RawAnswer<T>(std::marker::PhantomData<T>);
+
+/// Decodes an answer to its bytes.
+#[derive(Debug, Default)]
+struct BytesDecoder;
+
+impl tonic::codec::Decoder for BytesDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf as _;
+        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
+    }
+}
+
+impl<T: prost::Message + Send + 'static> tonic::codec::Codec for RawAnswer<T> {
+    type Encode = T;
+    type Decode = Vec<u8>;
+    type Encoder = tonic_prost::ProstEncoder<T>;
+    type Decoder = BytesDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        BytesDecoder
+    }
+}
+
+/// A ready client of `channel`, and `request` with a bearer `token`, for
+/// CampaignService `method`.
+async fn raw_setup<T>(
+    channel: tonic::transport::Channel,
+    token: &str,
+    method: &str,
+    request: T,
+) -> Result<
+    (
+        tonic::client::Grpc<tonic::transport::Channel>,
+        tonic::Request<T>,
+        http::uri::PathAndQuery,
+    ),
+    tonic::Status,
+> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut request = tonic::Request::new(request);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("a printable token"),
+    );
+    let path = format!("/muster.v1.CampaignService/{method}")
+        .parse()
+        .expect("a method path");
+    Ok((grpc, request, path))
+}
+
+/// Calls CampaignService `method` (e.g. "GetCampaign") over `channel` with a
+/// bearer `token`; the answer's protobuf bytes, or the status.
+pub async fn raw_call<T: prost::Message + Send + 'static>(
+    channel: tonic::transport::Channel,
+    token: &str,
+    method: &str,
+    request: T,
+) -> Result<Vec<u8>, tonic::Status> {
+    let (mut grpc, request, path) = raw_setup(channel, token, method, request).await?;
+    let codec = RawAnswer::<T>(std::marker::PhantomData);
+    Ok(grpc.unary(request, path, codec).await?.into_inner())
+}
+
+/// Calls CampaignService streaming `method` (e.g. "WatchCampaign") and
+/// gathers the bytes of its first `messages` answers.
+pub async fn raw_stream<T: prost::Message + Send + 'static>(
+    channel: tonic::transport::Channel,
+    token: &str,
+    method: &str,
+    request: T,
+    messages: usize,
+) -> Result<Vec<u8>, tonic::Status> {
+    let (mut grpc, request, path) = raw_setup(channel, token, method, request).await?;
+    let codec = RawAnswer::<T>(std::marker::PhantomData);
+    let mut stream = grpc.server_streaming(request, path, codec).await?.into_inner();
+    let mut all = Vec::new();
+    for _ in 0..messages {
+        match stream.message().await? {
+            Some(bytes) => all.extend(bytes),
+            None => break,
+        }
+    }
+    Ok(all)
 }

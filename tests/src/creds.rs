@@ -1,5 +1,6 @@
 //! TLS and callers for a test controller: a fresh dev PKI, a `submit` and a
-//! `read` token, and the operator certificate (CN muster-admin, submit).
+//! `read` token, the operator certificate (CN muster-admin, submit), and a
+//! certificate of its own for each worker, from the worker CA.
 
 use muster_controller::auth::{Auth, ClientEntry, Permission, TokenEntry, hash_token, new_token};
 use muster_controller::{Security, ServerTls};
@@ -9,7 +10,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 /// What a test needs to reach the controller as different callers.
 #[derive(Debug)]
 pub struct Creds {
-    /// CA, controller, worker and admin certificates.
+    /// CA, controller and admin certificates, and the worker CA.
     pub pki: DevPki,
     /// The same, as files.
     pub files: DevPkiFiles,
@@ -59,7 +60,8 @@ impl Creds {
             tls: Some(ServerTls {
                 cert: self.pki.controller.cert.clone().into_bytes(),
                 key: self.pki.controller.key.clone().into_bytes(),
-                worker_ca: self.pki.ca.clone().into_bytes(),
+                worker_ca: self.pki.worker_ca.cert.clone().into_bytes(),
+                worker_trust_domain: muster_common::identity::DEFAULT_TRUST_DOMAIN.into(),
                 client_ca: Some(self.pki.ca.clone().into_bytes()),
             }),
             auth: Auth::new(&tokens, &clients).expect("valid callers"),
@@ -80,6 +82,26 @@ impl Creds {
             .expect("a URL")
             .tls_config(tls)
             .expect("TLS settings")
+    }
+}
+
+impl Creds {
+    /// A certificate for worker `name` from the worker CA, naming it
+    /// `spiffe://muster/worker/<name>`.
+    pub fn worker(&self, name: &str) -> muster_sim::certs::Pair {
+        self.pki.worker(name).expect("a worker certificate")
+    }
+
+    /// An endpoint of WorkerService on `port` as worker `name` (its own
+    /// certificate).
+    pub fn worker_endpoint(&self, port: u16, name: &str) -> Endpoint {
+        self.endpoint(port, Some(&self.worker(name)))
+    }
+
+    /// Worker `name`'s certificate and key as files (issued once).
+    pub fn worker_files(&self, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = self.files.ca.parent().expect("the PKI directory");
+        muster_sim::certs::ensure_worker_files(dir, name).expect("a worker certificate")
     }
 }
 

@@ -384,9 +384,10 @@ impl System {
         command
             .envs(env.iter().copied())
             .env("MUSTER_API_TOKENS", self.creds.token_entries().join(","))
+            .env("MUSTER_EXTERNAL_ID", &self.fleet.external_id)
             .args(["--tls-cert", &files.controller_cert.display().to_string()])
             .args(["--tls-key", &files.controller_key.display().to_string()])
-            .args(["--worker-ca", &files.ca.display().to_string()])
+            .args(["--worker-ca", &files.worker_ca.display().to_string()])
             .args(["--client-ca", &files.ca.display().to_string()])
             .args(["--api-client", &format!("{}:submit", muster_sim::certs::ADMIN_CN)]);
         command
@@ -474,12 +475,13 @@ impl System {
         let name = format!("worker-{index}");
         let metrics_port = free_port();
         self.worker_metrics_ports.push(metrics_port);
+        let (cert, key) = self.creds.worker_files(&name);
         let child = self
             .command("muster-worker", "worker", &name)
             .envs(env.iter().copied())
             .env("MUSTER_TLS_CA", &self.creds.files.ca)
-            .env("MUSTER_TLS_CERT", &self.creds.files.worker_cert)
-            .env("MUSTER_TLS_KEY", &self.creds.files.worker_key)
+            .env("MUSTER_TLS_CERT", cert)
+            .env("MUSTER_TLS_KEY", key)
             .args([
                 "--controller",
                 &format!("https://localhost:{}", self.worker_port),

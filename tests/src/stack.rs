@@ -107,6 +107,12 @@ pub fn controller_settings(fleet: &FleetState, options: &Options) -> muster_cont
             api_calls_per_second: 20.0,
         },
         guardrails: (options.guardrails)(fleet),
+        // The fleet's ExternalId, kept by the controller as in production.
+        external_ids: muster_controller::access::ExternalIds::new(&muster_controller::access::AccessFile {
+            external_id: Some(fleet.external_id.clone()),
+            ..Default::default()
+        })
+        .expect("the fleet's ExternalId"),
     }
 }
 
@@ -152,13 +158,13 @@ impl Stack {
 
     /// Another in-process worker.
     pub async fn start_worker(&self) -> Worker {
+        let id = format!("worker-{}", uuid::Uuid::new_v4().simple());
         let controller = ControllerClient::from_channel(
             self.creds
-                .endpoint(self.controller.worker_addr.port(), Some(&self.creds.pki.worker))
+                .worker_endpoint(self.controller.worker_addr.port(), &id)
                 .timeout(Duration::from_secs(30))
                 .connect_lazy(),
         );
-        let id = format!("worker-{}", uuid::Uuid::new_v4().simple());
         let ctx = Arc::new(muster_worker::Context::new(&id, controller, worker_sdk(&self.sb).await));
         let stop = CancellationToken::new();
         let done = tokio::spawn(muster_worker::run(

@@ -99,9 +99,13 @@ fn the_worker_may_assume_only_the_execution_role() {
 }
 
 #[test]
-fn ecs_reads_the_tls_secret_and_the_database_password_and_nothing_else() {
+fn ecs_reads_the_tls_secret_the_external_id_and_the_database_password_and_nothing_else() {
     let tls = "arn:aws:secretsmanager:us-east-1:222222222222:secret:muster-tls-AbCdEf";
-    let hub = template("hub.yaml").with_params([("TlsSecretArn".to_owned(), Param::Str(tls.into()))]);
+    let external_id = "arn:aws:secretsmanager:us-east-1:222222222222:secret:muster-external-id-AbCdEf";
+    let hub = template("hub.yaml").with_params([
+        ("TlsSecretArn".to_owned(), Param::Str(tls.into())),
+        ("ExternalIdSecretArn".to_owned(), Param::Str(external_id.into())),
+    ]);
     assert_eq!(
         granted(&hub, "TaskExecutionRole"),
         BTreeSet::from(["secretsmanager:getsecretvalue".to_owned()]),
@@ -118,10 +122,10 @@ fn ecs_reads_the_tls_secret_and_the_database_password_and_nothing_else() {
         })
         .map(|r| r.as_str().map_or_else(|| r.to_string(), str::to_owned))
         .collect();
-    assert_eq!(resources.len(), 2, "{resources:?}");
-    assert_eq!(resources[0], tls, "{resources:?}");
+    assert_eq!(resources.len(), 3, "{resources:?}");
+    assert_eq!(resources[..2], [tls, external_id], "{resources:?}");
     assert!(
-        resources[1].contains("Database") && resources[1].contains("MasterUserSecret"),
+        resources[2].contains("Database") && resources[2].contains("MasterUserSecret"),
         "the database's managed password secret: {resources:?}"
     );
 }

@@ -115,7 +115,7 @@ fn watch_on_follower(system: &System, id: &str) -> tokio::task::JoinHandle<Vec<i
 }
 
 fn spec(system: &System) -> muster_proto::v1::CampaignSpec {
-    let mut spec = script_spec(&[system.account("only")], &[EAST], &["sleep 2"], &[], "ext-uniform");
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["sleep 2"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "40".into(),
         batch_size: 10,

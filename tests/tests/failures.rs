@@ -48,7 +48,7 @@ async fn tasks_dead_lettered_during_a_controller_outage_still_run_once_it_is_bac
     let sqs = aws_sdk_sqs::Client::new(&system.sb.hub_config(EAST));
     system.shorten_redrive(2, 2).await;
 
-    let mut spec = script_spec(&[system.account("only")], &[EAST], &["echo once"], &[], "ext-uniform");
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["echo once"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "100%".into(),
         batch_size: 4,
@@ -116,7 +116,7 @@ async fn controller_outages_longer_than_the_lease_cost_a_long_batch_nothing() {
         },
     )
     .await;
-    let spec = script_spec(&[system.account("only")], &[EAST], &["sleep 60"], &[], "ext-uniform");
+    let spec = script_spec(&[system.account("only")], &[EAST], &["sleep 60"], &[]);
     let id = submit(&mut system.client, spec).await;
     until("the batch to be sent", Duration::from_secs(60), || async {
         system.sends_per_instance().len() == 6
@@ -162,7 +162,7 @@ regions = ["us-east-1"]
   tags = { Role = "web", "muster-sim:duration" = "2", "muster-sim:stdout-bytes" = "1048576", "muster-sim:stderr-bytes" = "1048576" }
 "#;
     let mut system = System::start(fleet, SystemOptions::default()).await;
-    let mut spec = script_spec(&[system.account("only")], &[EAST], &["cat big"], &[], "ext-loud");
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["cat big"], &[]);
     let output = spec.output.as_mut().unwrap();
     output.s3_bucket = "muster-output".into();
     output.keep_bytes = 1024 * 1024;
@@ -211,7 +211,7 @@ async fn cancel_reaches_a_command_whose_worker_died() {
         },
     )
     .await;
-    let spec = script_spec(&[system.account("only")], &[EAST], &["sleep 60"], &[], "ext-uniform");
+    let spec = script_spec(&[system.account("only")], &[EAST], &["sleep 60"], &[]);
     let id = submit(&mut system.client, spec).await;
     until("the batch to be sent", Duration::from_secs(60), || async {
         system.sends_per_instance().len() == 6
@@ -304,7 +304,7 @@ async fn a_worker_dead_between_send_command_and_report_dispatch_costs_no_second_
     )
     .await;
     let doomed = system.start_worker_with(&[("MUSTER_CRASH_AT", "worker.after_send@1")]);
-    let spec = script_spec(&[system.account("only")], &[EAST], &["echo once"], &[], "ext-uniform");
+    let spec = script_spec(&[system.account("only")], &[EAST], &["echo once"], &[]);
     let id = submit(&mut system.client, spec).await;
     until_crashed(&mut system, "the worker", |s| s.reap_worker(doomed)).await;
     assert_eq!(
@@ -341,7 +341,7 @@ async fn a_controller_dead_around_its_commits_and_sends_loses_and_repeats_nothin
         },
     )
     .await;
-    let mut spec = script_spec(&[system.account("only")], &[EAST], &["echo once"], &[], "ext-uniform");
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["echo once"], &[]);
     spec.rate = Some(RateControl {
         batch_size: 2,
         max_concurrency: "4".into(),

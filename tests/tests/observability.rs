@@ -34,13 +34,7 @@ async fn each_task_is_one_trace_from_controller_over_sqs_to_worker_and_back() {
     )
     .await;
     let account = system.account("only");
-    let mut spec = script_spec(
-        std::slice::from_ref(&account),
-        &[EAST],
-        &["echo traced"],
-        &[],
-        "ext-uniform",
-    );
+    let mut spec = script_spec(std::slice::from_ref(&account), &[EAST], &["echo traced"], &[]);
     spec.rate = Some(RateControl {
         batch_size: 3,
         ..Default::default()
@@ -218,13 +212,7 @@ async fn metrics_agree_with_the_campaign_and_the_sim_and_nothing_connects_to_a_c
         .iter()
         .map(|a| system.account(a))
         .collect();
-    let spec = script_spec(
-        &accounts,
-        &[EAST, WEST],
-        &["echo patched"],
-        &["Write-Output patched"],
-        "ext-mixed",
-    );
+    let spec = script_spec(&accounts, &[EAST, WEST], &["echo patched"], &["Write-Output patched"]);
     let id = submit(&mut system.client, spec).await;
     let campaign = wait_done(&mut system.client, &id, Duration::from_secs(180)).await;
     let all = targets(&mut system.client, &id, false).await;

@@ -26,13 +26,13 @@ async fn a_campaign_past_the_horizon_leaves_the_store_and_a_running_one_stays() 
     let account = stack.account("only");
     let old = submit(
         &mut client,
-        script_spec(std::slice::from_ref(&account), &[EAST], &["true"], &[], "ext-uniform"),
+        script_spec(std::slice::from_ref(&account), &[EAST], &["true"], &[]),
     )
     .await;
     let campaign = wait_done(&mut client, &old, Duration::from_secs(120)).await;
     assert_eq!(campaign.state(), CampaignState::Succeeded, "{}", campaign.state_reason);
     // A second campaign, still at work (or just ended) when the pass runs.
-    let mut spec = script_spec(&[account], &[EAST], &["true"], &[], "ext-uniform");
+    let mut spec = script_spec(&[account], &[EAST], &["true"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "1".into(),
         ..Default::default()

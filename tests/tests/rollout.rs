@@ -30,17 +30,21 @@ struct FakeWorker<'a> {
 
 impl<'a> FakeWorker<'a> {
     fn new(stack: &'a Stack) -> Self {
-        let api = WorkerServiceClient::new(
-            stack
-                .creds
-                .endpoint(stack.controller.worker_addr.port(), Some(&stack.creds.pki.worker))
-                .connect_lazy(),
-        );
         Self {
             stack,
             sqs: aws_sdk_sqs::Client::new(&stack.sb.hub_config(EAST)),
-            api,
+            api: Self::client(stack, "test-worker"),
         }
+    }
+
+    /// A client holding worker `name`'s own certificate.
+    fn client(stack: &Stack, name: &str) -> WorkerServiceClient<Channel> {
+        WorkerServiceClient::new(
+            stack
+                .creds
+                .worker_endpoint(stack.controller.worker_addr.port(), name)
+                .connect_lazy(),
+        )
     }
 
     /// The next TaskRef on the queue (deleted), or None within `within`.
@@ -91,7 +95,7 @@ impl<'a> FakeWorker<'a> {
             .next_ref(Duration::from_secs(20))
             .await
             .expect("a task on the queue");
-        self.api
+        Self::client(self.stack, worker_id)
             .lease_task(LeaseTaskRequest {
                 task: Some(task),
                 worker_id: worker_id.into(),
@@ -179,7 +183,7 @@ fn region_of(lease: &Lease) -> &str {
 }
 
 fn spec_at(stack: &Stack, concurrency: &str, batch_size: u32) -> muster_proto::v1::CampaignSpec {
-    let mut spec = script_spec(&[stack.account("a000")], &[EAST, WEST], &["true"], &[], "ext-grid");
+    let mut spec = script_spec(&[stack.account("a000")], &[EAST, WEST], &["true"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: concurrency.into(),
         max_errors: String::new(),
@@ -304,8 +308,7 @@ async fn a_scopes_first_batches_go_to_the_worker_that_discovered_it_as_far_as_it
         })
         .await
         .expect("the handed-on lease renews");
-    let elsewhere = worker
-        .api
+    let elsewhere = FakeWorker::client(&stack, "another-worker")
         .lease_task(LeaseTaskRequest {
             task: Some(TaskRef {
                 campaign_id: id.clone(),
@@ -354,11 +357,7 @@ async fn a_discover_lease_brings_the_same_accounts_other_regions_as_far_as_the_w
     let mut client = stack.client.clone();
     let mut worker = FakeWorker::new(&stack);
     let accounts = [stack.account("a000"), stack.account("a001")];
-    submit(
-        &mut client,
-        script_spec(&accounts, &regions, &["true"], &[], "ext-grid"),
-    )
-    .await;
+    submit(&mut client, script_spec(&accounts, &regions, &["true"], &[])).await;
 
     // Room for eight: the account's two other regions come with the lease.
     let answer = worker.lease_next_as("worker-1", 8).await;
@@ -379,10 +378,10 @@ async fn a_discover_lease_brings_the_same_accounts_other_regions_as_far_as_the_w
     let mut others: Vec<&str> = regions.iter().copied().filter(|r| *r != task.region).collect();
     others.sort_unstable();
     assert_eq!(siblings, others, "every other region of the account, once");
-    // They are leases like any other.
+    // They are leases like any other, held by worker-1 and only by it.
+    let mut holder = FakeWorker::client(&stack, "worker-1");
     for sibling in &answer.same_account {
-        worker
-            .api
+        holder
             .renew_lease(RenewLeaseRequest {
                 task_id: sibling.task.as_ref().expect("a task").task_id.clone(),
                 lease_id: sibling.lease_id,

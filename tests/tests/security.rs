@@ -7,9 +7,9 @@ use muster_controller::guardrails::Guardrails;
 use muster_proto::v1::worker_service_client::WorkerServiceClient;
 use muster_proto::v1::{
     CampaignState, CancelCampaignRequest, GetCampaignRequest, LeaseOutcome, LeaseTaskRequest, ListCampaignsRequest,
-    PlanCampaignRequest, SubmitCampaignRequest, TaskRef,
+    ListTargetsRequest, PlanCampaignRequest, SubmitCampaignRequest, TaskRef, WatchCampaignRequest,
 };
-use muster_tests::client::{get, script_spec, submit, wait_done};
+use muster_tests::client::{get, raw_call, raw_stream, script_spec, submit, wait_done};
 use muster_tests::creds::TokenClient;
 use muster_tests::fleets;
 use muster_tests::stack::{Options, Stack};
@@ -84,7 +84,7 @@ async fn a_worker_without_a_client_certificate_cannot_lease() {
     let mut client = stack.client.clone();
     submit(
         &mut client,
-        script_spec(&[stack.account("only")], &[EAST], &["true"], &[], "ext-uniform"),
+        script_spec(&[stack.account("only")], &[EAST], &["true"], &[]),
     )
     .await;
     // The discovery task's reference, as a worker would receive it.
@@ -119,9 +119,30 @@ async fn a_worker_without_a_client_certificate_cannot_lease() {
     assert!(refused(&status), "expected a refused connection, got {status:?}");
     // A certificate from another CA: refused too.
     let foreign = muster_sim::certs::DevPki::generate_named("someone else's CA").expect("a CA");
-    let mut stranger = WorkerServiceClient::new(stack.creds.endpoint(port, Some(&foreign.worker)).connect_lazy());
+    let intruder = foreign.worker("intruder").expect("a certificate");
+    let mut stranger = WorkerServiceClient::new(stack.creds.endpoint(port, Some(&intruder)).connect_lazy());
     let status = stranger.lease_task(request()).await.expect_err("a foreign certificate");
     assert!(refused(&status), "expected a refused connection, got {status:?}");
+    // The operator's certificate is from the API clients' CA, which the
+    // worker port does not trust: refused at the handshake.
+    let mut admin = WorkerServiceClient::new(stack.creds.endpoint(port, Some(&stack.creds.pki.admin)).connect_lazy());
+    let status = admin.lease_task(request()).await.expect_err("the admin certificate");
+    assert!(refused(&status), "expected a refused connection, got {status:?}");
+    // A real worker's certificate leases only under its own name.
+    let mut worker_2 = WorkerServiceClient::new(stack.creds.worker_endpoint(port, "worker-2").connect_lazy());
+    let status = worker_2
+        .lease_task(LeaseTaskRequest {
+            worker_id: "worker-1".into(),
+            ..request()
+        })
+        .await
+        .expect_err("another worker's name");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "worker_id: 'worker-1' is not the caller's identity 'worker-2' (from its certificate); a worker leases under \
+         its own name"
+    );
     // Plaintext to the TLS port: refused.
     let mut plain = WorkerServiceClient::new(
         tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
@@ -131,7 +152,7 @@ async fn a_worker_without_a_client_certificate_cannot_lease() {
     assert!(plain.lease_task(request()).await.is_err(), "plaintext got through");
 
     // Nobody took the task: the real worker certificate leases it.
-    let mut worker = WorkerServiceClient::new(stack.creds.endpoint(port, Some(&stack.creds.pki.worker)).connect_lazy());
+    let mut worker = WorkerServiceClient::new(stack.creds.worker_endpoint(port, "worker-1").connect_lazy());
     let lease = worker
         .lease_task(LeaseTaskRequest {
             task: Some(task.clone()),
@@ -148,7 +169,7 @@ async fn a_worker_without_a_client_certificate_cannot_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_token_cannot_submit_and_a_wrong_token_is_unauthenticated() {
     let stack = two_instances_no_workers().await;
-    let spec = script_spec(&[stack.account("only")], &[EAST], &["true"], &[], "ext-uniform");
+    let spec = script_spec(&[stack.account("only")], &[EAST], &["true"], &[]);
 
     // No identity, or a token nobody issued: UNAUTHENTICATED, for reads too.
     for token in [None, Some("mst_not-a-token-anyone-issued")] {
@@ -265,13 +286,7 @@ async fn a_campaign_outside_the_guardrails_is_refused_before_anything_is_enqueue
     .await;
     let mut client = stack.client.clone();
     let outside = stack.account("prod-b");
-    let spec = script_spec(
-        &[stack.account("prod-a"), outside.clone()],
-        &[EAST],
-        &["true"],
-        &[],
-        "ext-mixed",
-    );
+    let spec = script_spec(&[stack.account("prod-a"), outside.clone()], &[EAST], &["true"], &[]);
     for dry_run in [false, true] {
         let status = if dry_run {
             client
@@ -293,7 +308,7 @@ async fn a_campaign_outside_the_guardrails_is_refused_before_anything_is_enqueue
         assert!(status.message().contains(&outside), "the account is named: {status:?}");
     }
     // A role outside the allowed patterns.
-    let mut wrong_role = script_spec(&[stack.account("prod-a")], &[EAST], &["true"], &[], "ext-mixed");
+    let mut wrong_role = script_spec(&[stack.account("prod-a")], &[EAST], &["true"], &[]);
     wrong_role.access.as_mut().expect("access").role_name = "OrganizationAccountAccessRole".into();
     let status = client
         .submit_campaign(SubmitCampaignRequest { spec: Some(wrong_role) })
@@ -315,7 +330,7 @@ async fn a_campaign_outside_the_guardrails_is_refused_before_anything_is_enqueue
     // Inside the guardrails, the same controller takes it.
     let id = submit(
         &mut client,
-        script_spec(&[stack.account("prod-a")], &[EAST], &["true"], &[], "ext-mixed"),
+        script_spec(&[stack.account("prod-a")], &[EAST], &["true"], &[]),
     )
     .await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -340,7 +355,7 @@ async fn a_large_campaign_runs_only_when_confirmed() {
     )
     .await;
     let mut client = stack.client.clone();
-    let spec = script_spec(&[stack.account("only")], &[EAST], &["true"], &[], "ext-uniform");
+    let spec = script_spec(&[stack.account("only")], &[EAST], &["true"], &[]);
     let id = submit(&mut client, spec.clone()).await;
     let campaign = wait_done(&mut client, &id, Duration::from_secs(60)).await;
     assert_eq!(campaign.state(), CampaignState::Failed, "{campaign:?}");
@@ -383,7 +398,7 @@ async fn task_refs_written_straight_to_sqs_run_nothing() {
     let mut client = stack.client.clone();
     let id = submit(
         &mut client,
-        script_spec(&[stack.account("only")], &[EAST], &["true"], &[], "ext-uniform"),
+        script_spec(&[stack.account("only")], &[EAST], &["true"], &[]),
     )
     .await;
     let campaign = wait_done(&mut client, &id, Duration::from_secs(60)).await;
@@ -420,4 +435,121 @@ async fn task_refs_written_straight_to_sqs_run_nothing() {
     let after = get(&mut client, &id).await;
     assert_eq!(after.state(), CampaignState::Succeeded);
     assert_eq!(after.counters, campaign.counters, "the counters did not move");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_external_id_stays_with_the_controller() {
+    let stack = Stack::start(&fleets::uniform(2, 0, 0.1), Options::default()).await;
+    let secret = stack.fleet.external_id.clone();
+    let spec = script_spec(&[stack.account("only")], &[EAST], &["echo ok"], &[]);
+
+    // A spec that carries an ExternalId is refused, and nothing is stored.
+    let mut carrying = spec.clone();
+    carrying.access.as_mut().expect("access").external_id = secret.clone();
+    let mut submitter = with_token(&stack, Some(&stack.creds.submit_token));
+    let status = submitter
+        .submit_campaign(SubmitCampaignRequest { spec: Some(carrying) })
+        .await
+        .expect_err("an ExternalId from a submitter");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("access.external_id: the controller keeps the target accounts' ExternalIds"),
+        "{status:?}"
+    );
+    assert!(!status.message().contains(&secret), "{status:?}");
+    let listed = submitter
+        .list_campaigns(ListCampaignsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(listed.campaigns.is_empty(), "nothing was stored: {listed:?}");
+
+    // Without one, the worker gets it with its lease (the sandbox's trust
+    // policy demands it) and every instance runs.
+    let mut client = stack.client.clone();
+    let id = submit(&mut client, spec).await;
+    let campaign = wait_done(&mut client, &id, Duration::from_secs(60)).await;
+    assert_eq!(campaign.state, CampaignState::Succeeded as i32, "{campaign:?}");
+    assert_eq!(campaign.counters.expect("counters").success, 2);
+    let campaign = muster_tests::client::wait_for(&mut client, &id, Duration::from_secs(30), "the export", |c| {
+        c.export.as_ref().is_some_and(|e| !e.url.is_empty())
+    })
+    .await;
+
+    // No viewer's answer carries it, byte for byte; each does carry the
+    // campaign, so the search is over the real thing.
+    let channel = stack
+        .creds
+        .endpoint(stack.controller.campaign_addr.port(), None)
+        .connect_lazy();
+    let viewer = stack.creds.read_token.as_str();
+    let answers = [
+        (
+            "GetCampaign",
+            raw_call(
+                channel.clone(),
+                viewer,
+                "GetCampaign",
+                GetCampaignRequest {
+                    campaign_id: id.clone(),
+                },
+            )
+            .await,
+        ),
+        (
+            "ListCampaigns",
+            raw_call(
+                channel.clone(),
+                viewer,
+                "ListCampaigns",
+                ListCampaignsRequest::default(),
+            )
+            .await,
+        ),
+        (
+            "ListTargets",
+            raw_call(
+                channel.clone(),
+                viewer,
+                "ListTargets",
+                ListTargetsRequest {
+                    campaign_id: id.clone(),
+                    include_output: true,
+                    page_size: 100,
+                    ..Default::default()
+                },
+            )
+            .await,
+        ),
+        (
+            "WatchCampaign",
+            raw_stream(
+                channel.clone(),
+                viewer,
+                "WatchCampaign",
+                WatchCampaignRequest {
+                    campaign_id: id.clone(),
+                    ..Default::default()
+                },
+                1,
+            )
+            .await,
+        ),
+    ];
+    let contains = |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    for (method, answer) in answers {
+        let bytes = answer.unwrap_or_else(|status| panic!("{method}: {status:?}"));
+        assert!(contains(&bytes, id.as_bytes()), "{method} answers about the campaign");
+        assert!(!contains(&bytes, secret.as_bytes()), "{method} carries the ExternalId");
+    }
+
+    // Nor does the export.
+    let url = campaign.export.expect("an export").url;
+    let text = muster_tests::client::export_text(&stack.sb.hub_config(EAST), &url).await;
+    assert!(
+        text.contains(&id) && !text.contains(&secret),
+        "the export carries the ExternalId"
+    );
 }

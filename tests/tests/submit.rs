@@ -44,7 +44,6 @@ async fn a_submit_whose_answer_was_lost_is_asked_again_and_makes_one_campaign() 
         .env_clear()
         .args(["--controller", &format!("http://{}", proxy.addr), "--color", "never"])
         .args(["submit", "--account", account, "--region", EAST, "--linux", "echo once"])
-        .args(["--external-id", "ext-uniform"])
         .output()
         .await
         .expect("the CLI runs");

@@ -32,13 +32,7 @@ fn mixed_spec(system: &System) -> CampaignSpec {
         .iter()
         .map(|a| system.account(a))
         .collect();
-    script_spec(
-        &accounts,
-        &[EAST, WEST],
-        &["echo patched"],
-        &["Write-Output patched"],
-        "ext-mixed",
-    )
+    script_spec(&accounts, &[EAST, WEST], &["echo patched"], &["Write-Output patched"])
 }
 
 fn timed(name: &str, started: Instant) {
@@ -135,7 +129,7 @@ async fn ou_targeting_with_an_excluded_account() {
 async fn the_error_threshold_stops_the_rollout() {
     let started = Instant::now();
     let mut system = System::start(&fleets::uniform(30, 12, 0.3), SystemOptions::default()).await;
-    let mut spec = script_spec(&[system.account("only")], &[EAST], &["patch"], &[], "ext-uniform");
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["patch"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "2".into(),
         max_errors: "2".into(),
@@ -165,7 +159,7 @@ async fn the_error_threshold_stops_the_rollout() {
 async fn cancel_mid_run() {
     let started = Instant::now();
     let mut system = System::start(&fleets::uniform(20, 0, 60.0), SystemOptions::default()).await;
-    let mut spec = script_spec(&[system.account("only")], &[EAST], &["sleep 60"], &[], "ext-uniform");
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["sleep 60"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "10".into(),
         batch_size: 5,
@@ -203,7 +197,7 @@ async fn a_worker_killed_mid_campaign_loses_nothing() {
         },
     )
     .await;
-    let mut spec = script_spec(&[system.account("only")], &[EAST], &["sleep 8"], &[], "ext-uniform");
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["sleep 8"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "10".into(),
         batch_size: 5,
@@ -248,7 +242,7 @@ async fn the_controller_killed_and_restarted_mid_campaign_loses_nothing() {
         },
     )
     .await;
-    let mut spec = script_spec(&[system.account("only")], &[EAST], &["sleep 3"], &[], "ext-uniform");
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["sleep 3"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "10".into(),
         batch_size: 5,
@@ -322,7 +316,7 @@ async fn a_throttling_storm_fails_no_target() {
         },
     )
     .await;
-    let mut spec = script_spec(&[system.account("only")], &[EAST], &["true"], &[], "ext-uniform");
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["true"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "100%".into(),
         batch_size: 3,
@@ -365,7 +359,7 @@ async fn two_workers_share_the_load() {
         },
     )
     .await;
-    let mut spec = script_spec(&[system.account("only")], &[EAST], &["true"], &[], "ext-uniform");
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["true"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "100%".into(),
         batch_size: 2,
@@ -394,7 +388,7 @@ async fn credentials_shorter_than_the_campaign_never_expire_under_it() {
     let mut system = System::start(&fleets::uniform(10, 0, 25.0), SystemOptions::default()).await;
     // Every session the sim hands out from now on lasts 12 seconds.
     system.sb.tune(|t| t.session_ttl_seconds = Some(12));
-    let spec = script_spec(&[system.account("only")], &[EAST], &["sleep 25"], &[], "ext-uniform");
+    let spec = script_spec(&[system.account("only")], &[EAST], &["sleep 25"], &[]);
     let id = submit(&mut system.client, spec).await;
     let campaign = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
     assert_eq!(
@@ -471,12 +465,20 @@ async fn no_process_logs_a_secret() {
         wrong_token.to_owned(),
         system.creds.read_token.clone(),
         system.creds.submit_token.clone(),
+        system.fleet.external_id.clone(),
     ];
     for secret in secrets.iter().chain(&ours) {
         assert!(!logs.contains(secret.as_str()), "a secret or session token is in a log");
     }
-    for pair in [&system.creds.pki.controller, &system.creds.pki.worker] {
-        let body: String = pair.key.lines().filter(|l| !l.starts_with("-----")).collect();
+    let (_, worker_key) = system.creds.worker_files("worker-0");
+    let worker_key = std::fs::read_to_string(worker_key).expect("worker-0's key");
+    let keys = [
+        &system.creds.pki.controller.key,
+        &system.creds.pki.worker_ca.key,
+        &worker_key,
+    ];
+    for key in keys {
+        let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
         assert!(!logs.contains(&body[..40]), "a private key is in a log");
     }
     timed("no secrets in logs", started);

@@ -178,6 +178,7 @@ impl Config {
         // Check the URL and read the PEM now, so a mistake stops the worker
         // at start with the field named.
         muster_common::tls::endpoint("controller", &controller, "tls", &tls)?;
+        let worker_id = worker_id(args.worker_id.or(file.worker_id), tls.cert.as_deref())?;
         let metrics_listen = muster_common::config::metrics_listen(
             "metrics_listen",
             args.metrics_listen.or(file.metrics_listen),
@@ -190,14 +191,29 @@ impl Config {
             queue_url,
             pollers,
             max_tasks,
-            worker_id: args
-                .worker_id
-                .or(file.worker_id)
-                .unwrap_or_else(|| muster_common::config::default_instance_id("muster-worker")),
+            worker_id,
             shutdown_grace: Duration::from_secs(args.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
             aws_endpoint_url: args.aws_endpoint_url.or(file.aws_endpoint_url),
             aws_region: args.aws_region.or(file.aws_region),
         })
+    }
+}
+
+/// The worker's id: with a certificate, the name its SPIFFE ID gives (the
+/// controller knows the worker by nothing else, so `--worker-id`, if given,
+/// must agree); in plaintext, `--worker-id` or host and pid.
+fn worker_id(given: Option<String>, cert: Option<&str>) -> anyhow::Result<String> {
+    let Some(cert) = cert else {
+        return Ok(given.unwrap_or_else(|| muster_common::config::default_instance_id("muster-worker")));
+    };
+    let pem = muster_common::tls::read_pem("tls_cert", cert)?;
+    let (_, name) = muster_common::identity::worker_identity_pem(&pem).map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?;
+    match given {
+        Some(given) if given != name => anyhow::bail!(
+            "worker_id: '{given}' is not '{name}', the worker its certificate names; omit --worker-id, or use a \
+             certificate issued for {given}"
+        ),
+        _ => Ok(name),
     }
 }
 
@@ -273,5 +289,36 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("polers"), "{err}");
+    }
+
+    #[test]
+    fn the_worker_id_is_the_name_its_certificate_gives() {
+        let pki = muster_sim::certs::DevPki::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = pki.write(dir.path()).unwrap();
+        let (cert, key) = muster_sim::certs::ensure_worker_files(dir.path(), "w-7").unwrap();
+        let with_pair = |worker_id: Option<&str>, cert: &std::path::Path, key: &std::path::Path| {
+            Config::resolve(Args {
+                queue_url: Some("q".into()),
+                controller: Some("https://localhost:7071".into()),
+                tls_ca: Some(files.ca.display().to_string()),
+                tls_cert: Some(cert.display().to_string()),
+                tls_key: Some(key.display().to_string()),
+                worker_id: worker_id.map(str::to_owned),
+                ..Default::default()
+            })
+        };
+        let with = |worker_id: Option<&str>, cert: &std::path::Path| with_pair(worker_id, cert, &key);
+        assert_eq!(with(None, &cert).unwrap().worker_id, "w-7");
+        assert_eq!(with(Some("w-7"), &cert).unwrap().worker_id, "w-7");
+        let err = with(Some("w-8"), &cert).unwrap_err().to_string();
+        assert!(err.starts_with("worker_id: 'w-8' is not 'w-7'"), "{err}");
+        let err = with_pair(None, &files.admin_cert, &files.admin_key)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("tls_cert: the certificate carries no worker identity"),
+            "{err}"
+        );
     }
 }

@@ -267,11 +267,33 @@ pub fn scopes(conn: &dyn Sql, id: &str) -> StoreResult<Vec<ScopeSummary>> {
     Ok(scopes)
 }
 
+/// The spec as the API shows it: without an ExternalId (campaigns stored
+/// before ExternalIds moved to the configuration kept it in the spec).
+pub fn shown_spec(spec: &CampaignSpec) -> CampaignSpec {
+    let mut spec = spec.clone();
+    if let Some(access) = spec.access.as_mut() {
+        access.external_id.clear();
+    }
+    spec
+}
+
+/// Which configured ExternalId an account's role gets in a campaign, and
+/// the one its submitter gave: (reference, submitted).
+pub fn external_id_ref(conn: &dyn Sql, campaign_id: &str, account_id: &str) -> StoreResult<(String, String)> {
+    conn.prepare_cached(
+        "SELECT s.external_id_ref, c.external_id FROM scopes s JOIN campaigns c ON c.id = s.campaign_id
+         WHERE s.campaign_id = ?1 AND s.account_id = ?2 LIMIT 1",
+    )?
+    .query_row(params![campaign_id, account_id], |r| Ok((r.get(0)?, r.get(1)?)))
+    .optional()
+    .map(Option::unwrap_or_default)
+}
+
 /// The API's view of a campaign.
 pub fn to_proto(conn: &dyn Sql, row: &CampaignRow, with_scopes: bool) -> StoreResult<Campaign> {
     Ok(Campaign {
         id: row.id.clone(),
-        spec: Some(row.spec.clone()),
+        spec: Some(shown_spec(&row.spec)),
         state: row.state as i32,
         state_reason: row.state_reason.clone(),
         dry_run: row.dry_run,
@@ -314,6 +336,11 @@ pub struct NewCampaign {
     pub scopes: Vec<(String, String)>,
     /// Attempts per task.
     pub max_attempts: u32,
+    /// Which configured ExternalId each account's role gets (its name, see
+    /// [`crate::access`]); an account not here needs none.
+    pub external_id_refs: std::collections::BTreeMap<String, String>,
+    /// The ExternalId the submitter gave, when the configuration allows it.
+    pub submitted_external_id: String,
 }
 
 impl NewCampaign {
@@ -335,6 +362,8 @@ impl NewCampaign {
             dry_run: false,
             scopes: vec![("111111111111".into(), "us-east-1".into())],
             max_attempts,
+            external_id_refs: Default::default(),
+            submitted_external_id: String::new(),
         }
     }
 }
@@ -384,8 +413,8 @@ pub fn insert(conn: &dyn Sql, new: &NewCampaign) -> StoreResult<Inserted> {
     }
     let now = now_ms();
     conn.prepare_cached(
-        "INSERT INTO campaigns (id, created_ms, submitted_by, client_token, spec, spec_sha256, dry_run, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO campaigns (id, created_ms, submitted_by, client_token, spec, spec_sha256, dry_run, state, external_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         new.id,
@@ -395,16 +424,19 @@ pub fn insert(conn: &dyn Sql, new: &NewCampaign) -> StoreResult<Inserted> {
         new.spec.encode_to_vec(),
         new.spec_sha256,
         new.dry_run,
-        CampaignState::Discovering as i32
+        CampaignState::Discovering as i32,
+        new.submitted_external_id
     ])?;
-    let mut scope =
-        conn.prepare_cached("INSERT INTO scopes (campaign_id, account_id, region, state) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut scope = conn.prepare_cached(
+        "INSERT INTO scopes (campaign_id, account_id, region, state, external_id_ref) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
     let mut task = conn.prepare_cached(
         "INSERT INTO tasks (id, campaign_id, kind, account_id, region, state, attempt, max_attempts, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8)",
     )?;
     for (account, region) in &new.scopes {
-        scope.execute(params![new.id, account, region, ScopeState::Pending as i32])?;
+        let reference = new.external_id_refs.get(account).map_or("", String::as_str);
+        scope.execute(params![new.id, account, region, ScopeState::Pending as i32, reference])?;
         task.execute(params![
             uuid::Uuid::now_v7().to_string(),
             new.id,

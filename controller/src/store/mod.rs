@@ -84,6 +84,15 @@ pub enum StoreError {
     /// A value in the store could not be decoded.
     #[error("store: corrupt value: {0}")]
     Corrupt(String),
+    /// A worker's call its lease does not allow (PERMISSION_DENIED): the
+    /// rule it broke (a metric label) and the message naming the field.
+    #[error("{message}")]
+    Denied {
+        /// The rule: lease_task, lease_holder or task_scope.
+        rule: &'static str,
+        /// What was refused and why.
+        message: String,
+    },
 }
 
 /// Result of a store operation.

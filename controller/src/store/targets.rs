@@ -79,7 +79,8 @@ pub fn insert_discovered(conn: &dyn Sql, task: &TaskRow, instances: &[Discovered
     Ok(new)
 }
 
-/// Records a SendCommand; its instances become RUNNING.
+/// Records a SendCommand; its instances become RUNNING. Every instance must
+/// be one of the task's, or nothing is recorded.
 pub fn record_dispatch(
     conn: &dyn Sql,
     task: &TaskRow,
@@ -88,6 +89,11 @@ pub fn record_dispatch(
     sent_ms: Option<i64>,
     adopted: bool,
 ) -> StoreResult<()> {
+    let ids: Vec<&str> = instance_ids.iter().map(String::as_str).collect();
+    let members = statuses(conn, task, &ids)?;
+    if let Some((i, outsider)) = ids.iter().enumerate().find(|(_, id)| !members.contains_key(**id)) {
+        return Err(outside_task(&format!("instance_ids[{i}]"), outsider, task));
+    }
     conn.prepare_cached(
         "INSERT INTO dispatches (task_id, command_id, instance_ids, sent_ms, attempt, adopted)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
@@ -162,7 +168,8 @@ pub fn ingest_results(
     let mut out = Ingested::default();
     // The report's targets' statuses in one query, not one per result:
     // on PostgreSQL every statement is a round trip.
-    let mut current = statuses(conn, task, results)?;
+    let ids: Vec<&str> = results.iter().map(|r| r.instance_id.as_str()).collect();
+    let mut current = statuses(conn, task, &ids)?;
     let mut update = conn.prepare_cached(
         "UPDATE targets SET status = ?5, timeout_kind = ?6, exit_code = ?7, reason = ?8, command_id = CASE WHEN ?9 = '' THEN command_id ELSE ?9 END,
             ssm_status_details = ?10, steps = ?11, started_ms = ?12, finished_ms = ?13
@@ -170,7 +177,7 @@ pub fn ingest_results(
     )?;
     // Counter changes by status, applied once for the whole report.
     let mut deltas: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
-    for result in results {
+    for (i, result) in results.iter().enumerate() {
         let status = TargetStatus::try_from(result.status).unwrap_or(TargetStatus::Unspecified);
         if !status.is_terminal() {
             return Err(StoreError::Corrupt(format!(
@@ -180,10 +187,11 @@ pub fn ingest_results(
             )));
         }
         let Some(old) = current.get(&result.instance_id).copied() else {
-            return Err(StoreError::Corrupt(format!(
-                "results: instance {} is not part of task {}",
-                result.instance_id, task.id
-            )));
+            return Err(outside_task(
+                &format!("results[{i}].instance_id"),
+                &result.instance_id,
+                task,
+            ));
         };
         if terminal(old) {
             out.duplicates += 1;
@@ -240,17 +248,25 @@ pub fn ingest_results(
     Ok(out)
 }
 
-/// The statuses of the report's instances that belong to `task`, by
-/// instance, in one query.
-fn statuses(
-    conn: &dyn Sql,
-    task: &TaskRow,
-    results: &[TargetResult],
-) -> StoreResult<std::collections::HashMap<String, i32>> {
+/// A report about an instance that is not the task's (PERMISSION_DENIED).
+fn outside_task(field: &str, instance: &str, task: &TaskRow) -> StoreError {
+    StoreError::Denied {
+        rule: "task_scope",
+        message: format!(
+            "{field}: {} is not a target of task {}; a lease reports only on its own task's instances",
+            muster_common::domain::clip(instance),
+            task.id
+        ),
+    }
+}
+
+/// The statuses of those of `ids` that are targets of `task`, by instance,
+/// in one query per hundred.
+fn statuses(conn: &dyn Sql, task: &TaskRow, ids: &[&str]) -> StoreResult<std::collections::HashMap<String, i32>> {
     let mut found = std::collections::HashMap::new();
     // At most this many instances per statement (SQLite's parameter limit
     // is far above; the statement cache keeps one per size).
-    for chunk in results.chunks(100) {
+    for chunk in ids.chunks(100) {
         let list = placeholders(5, chunk.len());
         let sql = format!(
             "SELECT instance_id, status FROM targets
@@ -262,7 +278,7 @@ fn statuses(
             ToValue::to_value(&task.region),
             ToValue::to_value(&task.id),
         ];
-        args.extend(chunk.iter().map(|r| ToValue::to_value(&r.instance_id)));
+        args.extend(chunk.iter().map(|id| ToValue::to_value(id)));
         for row in conn
             .prepare_cached(&sql)?
             .query_map(args, |r| Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?)))?

@@ -244,7 +244,8 @@ pub enum Fenced {
     Stale,
 }
 
-fn current(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreResult<Result<TaskRow, Fenced>> {
+/// The task, if `lease_id` is its current lease.
+pub fn current(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreResult<Result<TaskRow, Fenced>> {
     let Some(task) = get(conn, task_id)? else {
         return Ok(Err(Fenced::Unknown));
     };
@@ -252,6 +253,32 @@ fn current(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreResult<Result<T
         return Ok(Err(Fenced::Stale));
     }
     Ok(Ok(task))
+}
+
+/// Checks that lease `lease_id` is a lease of task `task_id` (current or
+/// earlier) and, when the caller is known by its certificate, that the
+/// caller holds it. Refuses with [`StoreError::Denied`] otherwise.
+pub fn check_holder(conn: &dyn Sql, task_id: &str, lease_id: u64, caller: Option<&str>) -> StoreResult<()> {
+    let lease: Option<(String, String)> = conn
+        .prepare_cached("SELECT task_id, worker_id FROM leases WHERE lease_id = ?1")?
+        .query_row([i64::try_from(lease_id).unwrap_or(-1)], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((_, holder)) = lease.filter(|(task, _)| task == task_id) else {
+        return Err(StoreError::Denied {
+            rule: "lease_task",
+            message: format!("lease_id: {lease_id} is not a lease of task {task_id}"),
+        });
+    };
+    match caller {
+        Some(caller) if caller != holder => Err(StoreError::Denied {
+            rule: "lease_holder",
+            message: format!(
+                "lease_id: lease {lease_id} of task {task_id} is held by worker {holder}, not by the caller {caller}; \
+                 only a lease's holder may use it"
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Extends a current lease; says whether the campaign was cancelled.

@@ -220,23 +220,7 @@ async fn a_campaign_runs_from_submit_to_exported_results() {
         key.starts_with("campaigns/dt=") && key.ends_with(&format!("/campaign={id}/targets.jsonl.gz")),
         "{key}"
     );
-    let s3 = aws_sdk_s3::Client::from_conf(muster_common::aws::s3_config(&stack.sb.hub_config(EAST)));
-    let body = s3
-        .get_object()
-        .bucket("muster-results")
-        .key(key)
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(&body[..])
-        .read_to_string(&mut text)
-        .unwrap();
+    let text = muster_tests::client::export_text(&stack.sb.hub_config(EAST), &url).await;
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 32);
     assert!(

@@ -2,7 +2,6 @@
 //! process: campaigns from submit to results, as issue 4 describes them.
 
 use std::collections::BTreeSet;
-use std::io::Read as _;
 use std::time::Duration;
 
 use muster_proto::v1::worker_service_client::WorkerServiceClient;
@@ -27,13 +26,7 @@ const WEST: &str = "eu-west-1";
 
 fn mixed_spec(stack: &Stack) -> CampaignSpec {
     let accounts: Vec<String> = ["prod-a", "prod-b", "dev-a"].iter().map(|a| stack.account(a)).collect();
-    let mut spec = script_spec(
-        &accounts,
-        &[EAST, WEST],
-        &["echo patched"],
-        &["Write-Output patched"],
-        "ext-mixed",
-    );
+    let mut spec = script_spec(&accounts, &[EAST, WEST], &["echo patched"], &["Write-Output patched"]);
     spec.output.as_mut().unwrap().s3_bucket = "muster-output".into();
     spec
 }

@@ -6,7 +6,7 @@ use super::*;
 async fn max_errors_stops_the_rollout_and_terminates_the_rest() {
     let stack = Stack::start(&fleets::uniform(40, 12, 0.3), Options::default()).await;
     let mut client = stack.client.clone();
-    let mut spec = script_spec(&[stack.account("only")], &[EAST], &["patch"], &[], "ext-uniform");
+    let mut spec = script_spec(&[stack.account("only")], &[EAST], &["patch"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "2".into(),
         max_errors: "3".into(),
@@ -51,7 +51,7 @@ async fn max_errors_stops_the_rollout_and_terminates_the_rest() {
 async fn cancel_stops_releasing_and_cancels_commands_in_flight() {
     let stack = Stack::start(&fleets::uniform(20, 0, 60.0), Options::default()).await;
     let mut client = stack.client.clone();
-    let mut spec = script_spec(&[stack.account("only")], &[EAST], &["sleep 60"], &[], "ext-uniform");
+    let mut spec = script_spec(&[stack.account("only")], &[EAST], &["sleep 60"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "10".into(),
         batch_size: 5,

@@ -6,7 +6,7 @@ use super::*;
 async fn watchers_get_a_snapshot_then_progress_and_a_slow_one_stalls_nothing() {
     let stack = Stack::start(&fleets::uniform(30, 0, 0.5), Options::default()).await;
     let mut client = stack.client.clone();
-    let mut spec = script_spec(&[stack.account("only")], &[EAST], &["true"], &[], "ext-uniform");
+    let mut spec = script_spec(&[stack.account("only")], &[EAST], &["true"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "10".into(),
         batch_size: 5,

@@ -1,9 +1,34 @@
-//! The worker API as a misbehaving worker meets it: fencing and duplicates.
+//! The worker API as a misbehaving worker meets it: fencing, duplicates,
+//! and leases bound to the worker that holds them.
 
 use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
+/// The next task reference on the queue, taken off it.
+async fn next_task_ref(stack: &Stack) -> TaskRef {
+    let sqs = aws_sdk_sqs::Client::new(&stack.sb.hub_config(EAST));
+    loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(&stack.fleet.queue_url)
+            .wait_time_seconds(5)
+            .send()
+            .await
+            .unwrap();
+        if let Some(message) = got.messages.unwrap_or_default().into_iter().next() {
+            sqs.delete_message()
+                .queue_url(&stack.fleet.queue_url)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+            return muster_proto::decode_task_ref(message.body().unwrap()).unwrap();
+        }
+    }
+}
+
+/// Three instances in one scope, a campaign over them, and no worker: the
+/// test plays the workers.
+async fn three_instances_submitted() -> (Stack, String) {
     let stack = Stack::start(
         &fleets::uniform(3, 0, 0.1),
         Options {
@@ -15,41 +40,38 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
     let mut client = stack.client.clone();
     let id = submit(
         &mut client,
-        script_spec(&[stack.account("only")], &[EAST], &["true"], &[], "ext-uniform"),
+        script_spec(&[stack.account("only")], &[EAST], &["true"], &[]),
     )
     .await;
-    let mut workers = WorkerServiceClient::new(
-        stack
-            .creds
-            .endpoint(stack.controller.worker_addr.port(), Some(&stack.creds.pki.worker))
-            .connect_lazy(),
-    );
-    let sqs = aws_sdk_sqs::Client::new(&stack.sb.hub_config(EAST));
-    let next_ref = || async {
-        loop {
-            let got = sqs
-                .receive_message()
-                .queue_url(&stack.fleet.queue_url)
-                .wait_time_seconds(5)
-                .send()
-                .await
-                .unwrap();
-            if let Some(message) = got.messages.unwrap_or_default().into_iter().next() {
-                sqs.delete_message()
-                    .queue_url(&stack.fleet.queue_url)
-                    .receipt_handle(message.receipt_handle().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-                return muster_proto::decode_task_ref(message.body().unwrap()).unwrap();
-            }
-        }
-    };
-    let lease = |task: TaskRef, worker: &str| LeaseTaskRequest {
+    (stack, id)
+}
+
+/// LeaseTask for `task` as `worker`, asking for nothing more.
+fn lease_request(task: TaskRef, worker: &str) -> LeaseTaskRequest {
+    LeaseTaskRequest {
         task: Some(task),
         worker_id: worker.into(),
         capacity: 0,
-    };
+    }
+}
+
+/// A WorkerService client holding worker `name`'s own certificate.
+fn worker_client(stack: &Stack, name: &str) -> WorkerServiceClient<tonic::transport::Channel> {
+    WorkerServiceClient::new(
+        stack
+            .creds
+            .worker_endpoint(stack.controller.worker_addr.port(), name)
+            .connect_lazy(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
+    let (stack, id) = three_instances_submitted().await;
+    let mut client = stack.client.clone();
+    let mut workers = worker_client(&stack, "a");
+    let next_ref = || next_task_ref(&stack);
+    let lease = lease_request;
 
     // Discover: lease, a second lease is refused, report, complete.
     let discover = next_ref().await;
@@ -61,7 +83,7 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
     assert_eq!(granted.outcome, LeaseOutcome::Granted as i32);
     let lease_a = granted.lease.unwrap();
     assert_eq!(lease_a.task.as_ref().unwrap().kind, TaskKind::Discover as i32);
-    let other = workers
+    let other = worker_client(&stack, "b")
         .lease_task(lease(discover.clone(), "b"))
         .await
         .unwrap()
@@ -74,7 +96,11 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition, "a stale lease id is fenced");
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "a lease id that was never granted is refused: {status:?}"
+    );
     let ids: Vec<String> = stack.fleet.instances().map(|(_, _, i)| i.id.clone()).collect();
     let found: Vec<DiscoveredInstance> = ids
         .iter()
@@ -104,7 +130,7 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
         })
         .await
         .unwrap();
-    let finished = workers
+    let finished = worker_client(&stack, "c")
         .lease_task(lease(discover.clone(), "c"))
         .await
         .unwrap()
@@ -202,6 +228,23 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
+    let unleased = workers
+        .report_results(ReportResultsRequest {
+            task_id: execute.task_id.clone(),
+            lease_id: granted.lease_id ^ 1,
+            results: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unleased.code(), Code::PermissionDenied, "{unleased:?}");
+    assert_eq!(
+        unleased.message(),
+        format!(
+            "lease_id: {} is not a lease of task {}",
+            granted.lease_id ^ 1,
+            execute.task_id
+        )
+    );
     workers
         .complete_task(muster_proto::v1::CompleteTaskRequest {
             task_id: execute.task_id.clone(),
@@ -220,4 +263,202 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
         .expect("the loud instance");
     assert_eq!(loud.steps[0].stdout.len(), 8 * 1024, "clipped to keep_bytes");
     assert!(loud.steps[0].stdout_truncated, "and marked so");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_are_bound_to_the_lease_holder_and_to_the_task_scope() {
+    let (stack, id) = three_instances_submitted().await;
+    let mut client = stack.client.clone();
+    let (mut a, mut b) = (worker_client(&stack, "a"), worker_client(&stack, "b"));
+    let next_ref = || next_task_ref(&stack);
+    let lease = lease_request;
+    let held_by_a = |lease_id: u64, task_id: &str| {
+        format!(
+            "lease_id: lease {lease_id} of task {task_id} is held by worker a, not by the caller b; only a lease's \
+             holder may use it"
+        )
+    };
+
+    // Discovery under a's lease: b can neither report nor end it.
+    let discover = next_ref().await;
+    let lease_a = a
+        .lease_task(lease(discover.clone(), "a"))
+        .await
+        .unwrap()
+        .into_inner()
+        .lease
+        .expect("a's lease");
+    let found: Vec<DiscoveredInstance> = stack
+        .fleet
+        .instances()
+        .map(|(_, _, i)| DiscoveredInstance {
+            instance_id: i.id.clone(),
+            platform: Platform::Linux as i32,
+            ping_status: PingStatus::Online as i32,
+            ..Default::default()
+        })
+        .collect();
+    let status = b
+        .report_targets(ReportTargetsRequest {
+            task_id: discover.task_id.clone(),
+            lease_id: lease_a.lease_id,
+            instances: found.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(status.message(), held_by_a(lease_a.lease_id, &discover.task_id));
+    let renew = RenewLeaseRequest {
+        task_id: discover.task_id.clone(),
+        lease_id: lease_a.lease_id,
+    };
+    let status = b.renew_lease(renew.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let complete = muster_proto::v1::CompleteTaskRequest {
+        task_id: discover.task_id.clone(),
+        lease_id: lease_a.lease_id,
+        capacity: 0,
+    };
+    let status = b.complete_task(complete.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let status = b
+        .fail_task(muster_proto::v1::FailTaskRequest {
+            task_id: discover.task_id.clone(),
+            lease_id: lease_a.lease_id,
+            reason: "forged".into(),
+            retryable: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        get(&mut client, &id).await.counters.unwrap().total,
+        0,
+        "nothing was recorded"
+    );
+    // a's lease is untouched by all that: it renews, reports and completes.
+    a.renew_lease(renew).await.expect("a still holds its lease");
+    a.report_targets(ReportTargetsRequest {
+        task_id: discover.task_id.clone(),
+        lease_id: lease_a.lease_id,
+        instances: found.clone(),
+    })
+    .await
+    .unwrap();
+    a.complete_task(complete).await.unwrap();
+    // A finished discovery takes no more instances, even from its holder.
+    let late = a
+        .report_targets(ReportTargetsRequest {
+            task_id: discover.task_id.clone(),
+            lease_id: lease_a.lease_id,
+            instances: vec![DiscoveredInstance {
+                instance_id: "i-0fedcba9876543210".into(),
+                platform: Platform::Linux as i32,
+                ping_status: PingStatus::Online as i32,
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition, "{late:?}");
+    assert_eq!(get(&mut client, &id).await.counters.unwrap().total, 3);
+
+    // Execution under a's lease: b forges neither a dispatch nor a result,
+    // and a reports only on its task's own instances.
+    let execute = next_ref().await;
+    let lease_a = a
+        .lease_task(lease(execute.clone(), "a"))
+        .await
+        .unwrap()
+        .into_inner()
+        .lease
+        .expect("a's lease");
+    let ids = lease_a.task.clone().unwrap().execute.unwrap().instance_ids;
+    let outsider = "i-0123456789abcdef0".to_owned();
+    let dispatch = |instance_ids: Vec<String>| ReportDispatchRequest {
+        task_id: execute.task_id.clone(),
+        lease_id: lease_a.lease_id,
+        command_id: "c0ffee00-0000-0000-0000-000000000000".into(),
+        instance_ids,
+        ..Default::default()
+    };
+    let forged = |instance_ids: &[String]| ReportResultsRequest {
+        task_id: execute.task_id.clone(),
+        lease_id: lease_a.lease_id,
+        results: instance_ids
+            .iter()
+            .map(|i| TargetResult {
+                instance_id: i.clone(),
+                status: TargetStatus::Success as i32,
+                exit_code: Some(0),
+                reason: "forged".into(),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let status = b.report_dispatch(dispatch(ids.clone())).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(status.message(), held_by_a(lease_a.lease_id, &execute.task_id));
+    let status = b.report_results(forged(&ids)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let mut with_outsider = ids.clone();
+    with_outsider.push(outsider.clone());
+    let status = a.report_dispatch(dispatch(with_outsider.clone())).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        status.message(),
+        format!(
+            "instance_ids[{}]: {outsider} is not a target of task {}; a lease reports only on its own task's instances",
+            ids.len(),
+            execute.task_id
+        )
+    );
+    let status = a.report_results(forged(&with_outsider)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().starts_with(&format!(
+            "results[{}].instance_id: {outsider} is not a target of task",
+            ids.len()
+        )),
+        "{status:?}"
+    );
+    // Every refusal changed nothing: the targets still wait, unsent.
+    for target in targets(&mut client, &id, false).await {
+        assert_eq!(target.status, TargetStatus::Queued as i32, "{target:?}");
+        assert!(target.command_id.is_empty() && target.reason.is_empty(), "{target:?}");
+    }
+    // And each was counted by its rule.
+    let metrics = muster_controller::metrics::render(&stack.controller.controller).await;
+    for (method, rule, count) in [
+        ("ReportTargets", "lease_holder", 1),
+        ("RenewLease", "lease_holder", 1),
+        ("CompleteTask", "lease_holder", 1),
+        ("FailTask", "lease_holder", 1),
+        ("ReportDispatch", "lease_holder", 1),
+        ("ReportResults", "lease_holder", 1),
+        ("ReportDispatch", "task_scope", 1),
+        ("ReportResults", "task_scope", 1),
+    ] {
+        let line =
+            format!("muster_controller_worker_calls_refused_total{{method=\"{method}\",rule=\"{rule}\"}} {count}");
+        assert!(metrics.contains(&line), "no '{line}' in\n{metrics}");
+    }
+
+    // The holder's own reports run the campaign to its end.
+    a.report_dispatch(dispatch(ids.clone())).await.unwrap();
+    let mut real = forged(&ids);
+    for result in &mut real.results {
+        result.reason = "exit code 0".into();
+    }
+    assert_eq!(a.report_results(real).await.unwrap().into_inner().accepted, 3);
+    a.complete_task(muster_proto::v1::CompleteTaskRequest {
+        task_id: execute.task_id.clone(),
+        lease_id: lease_a.lease_id,
+        capacity: 0,
+    })
+    .await
+    .unwrap();
+    let campaign = wait_done(&mut client, &id, Duration::from_secs(30)).await;
+    assert_eq!(campaign.state, CampaignState::Succeeded as i32);
+    assert_eq!(campaign.counters.unwrap().success, 3);
 }
