@@ -1,51 +1,28 @@
-//! Who may call the campaign API, and what they may do.
+//! Who calls the campaign API, and whether they may.
 //!
 //! A caller is known by a bearer token (`authorization: Bearer <token>`),
-//! whose SHA-256 the configuration holds, or by a client certificate signed by
-//! the configured client CA, whose subject common name the configuration
-//! lists. `read` lets a caller get, list, watch and read results; `submit` also
-//! lets it submit, plan and cancel. An unknown or missing identity is
-//! UNAUTHENTICATED, a known one without the permission PERMISSION_DENIED; both
-//! are logged with the method and the peer, never with the token.
+//! whose SHA-256 the configuration holds, or by a client certificate signed
+//! by the configured client CA, whose subject common name the configuration
+//! lists. Its name then has grants: roles within scopes (see
+//! [`crate::policy`]). Callers and grants come from flags and the
+//! configuration file (fixed), and from a policy file that is read again
+//! whenever it changes (or on SIGHUP), so a token is added, expires or is
+//! removed without a restart. An unknown, expired or missing identity is
+//! UNAUTHENTICATED; a known one whose roles do not allow the call, or whose
+//! scope does not hold the campaign, PERMISSION_DENIED. Both are logged with
+//! the method and the peer, never with the token.
 
-use std::collections::HashMap;
-use std::fmt;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 use sha2::Digest as _;
 use tonic::{Request, Status};
 
-/// What a caller may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Permission {
-    /// Get, List, ListTargets, GetTarget, Watch.
-    Read,
-    /// Read, plus Submit, Plan and Cancel.
-    Submit,
-}
+use crate::policy::{Action, Footprint, Grant, GrantEntry, Role, Scope, out_of_scope};
 
-impl Permission {
-    fn parse(field: &str, text: &str) -> Result<Self, String> {
-        match text.trim() {
-            "read" => Ok(Self::Read),
-            "submit" => Ok(Self::Submit),
-            other => Err(format!("{field}: '{other}' is not a permission (read, submit)")),
-        }
-    }
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Read => "read",
-            Self::Submit => "submit",
-        })
-    }
-}
-
-/// A token the controller accepts, as configured: its name, the SHA-256 of
-/// the token (hex), and its permission.
+/// A token the controller accepts, as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenEntry {
@@ -53,47 +30,72 @@ pub struct TokenEntry {
     pub name: String,
     /// Lowercase hex SHA-256 of the token (`muster-controller hash-token`).
     pub sha256: String,
-    /// What it may do.
-    pub permission: Permission,
+    /// Its role everywhere (flags and the configuration file); in the
+    /// policy file, grants give roles instead.
+    #[serde(default, alias = "role")]
+    pub permission: Option<String>,
+    /// When it stops being accepted (RFC 3339), if ever.
+    #[serde(default)]
+    pub expires: Option<String>,
 }
 
-/// A client certificate the controller accepts: its subject common name, and
-/// its permission. The certificate must chain to the client CA.
+/// A client certificate the controller accepts: its subject common name.
+/// The certificate must chain to the client CA.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientEntry {
     /// The certificate's subject CN (in logs and as `submitted_by`).
     pub name: String,
-    /// What it may do.
-    pub permission: Permission,
+    /// Its role everywhere (flags and the configuration file).
+    #[serde(default, alias = "role")]
+    pub permission: Option<String>,
 }
 
 impl TokenEntry {
-    /// Parses `name:permission:sha256` (the `--api-token` form).
+    /// Parses `name:role:sha256` (the `--api-token` form; `read` and
+    /// `submit` still name viewer and operator).
     pub fn parse(field: &str, text: &str) -> Result<Self, String> {
         let mut parts = text.splitn(3, ':');
-        let (Some(name), Some(permission), Some(sha256)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format!("{field}: '{}' is not NAME:PERMISSION:SHA256", clip(text)));
+        let (Some(name), Some(role), Some(sha256)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("{field}: '{}' is not NAME:ROLE:SHA256", clip(text)));
         };
+        Role::parse(field, role)?;
         Ok(Self {
             name: name.trim().to_owned(),
             sha256: sha256.trim().to_owned(),
-            permission: Permission::parse(field, permission)?,
+            permission: Some(role.trim().to_owned()),
+            expires: None,
         })
     }
 }
 
 impl ClientEntry {
-    /// Parses `common-name:permission` (the `--api-client` form).
+    /// Parses `common-name:role` (the `--api-client` form).
     pub fn parse(field: &str, text: &str) -> Result<Self, String> {
-        let Some((name, permission)) = text.rsplit_once(':') else {
-            return Err(format!("{field}: '{}' is not COMMON_NAME:PERMISSION", clip(text)));
+        let Some((name, role)) = text.rsplit_once(':') else {
+            return Err(format!("{field}: '{}' is not COMMON_NAME:ROLE", clip(text)));
         };
+        Role::parse(field, role)?;
         Ok(Self {
             name: name.trim().to_owned(),
-            permission: Permission::parse(field, permission)?,
+            permission: Some(role.trim().to_owned()),
         })
     }
+}
+
+/// The policy file: callers and their grants.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Bearer tokens.
+    #[serde(default)]
+    pub tokens: Vec<TokenEntry>,
+    /// Client certificates.
+    #[serde(default)]
+    pub clients: Vec<ClientEntry>,
+    /// Roles within scopes.
+    #[serde(default)]
+    pub grants: Vec<GrantEntry>,
 }
 
 fn clip(text: &str) -> String {
@@ -113,34 +115,81 @@ pub fn new_token() -> String {
     format!("mst_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// An authenticated caller.
+/// An authenticated caller and its grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// Its configured name.
     pub name: String,
     /// How it proved it: "token", "certificate" or "anonymous".
     pub via: &'static str,
-    /// What it may do.
-    pub permission: Permission,
+    /// Its roles and where they hold.
+    pub grants: Vec<Grant>,
 }
 
-/// The controller's callers.
+impl Principal {
+    /// The OUs the scopes of its grants allowing `action` name: their
+    /// members are needed to check a campaign.
+    pub fn ous(&self, action: Action) -> BTreeSet<String> {
+        self.grants
+            .iter()
+            .filter(|g| g.role.allows(action))
+            .flat_map(|g| g.scope.ous.iter().cloned())
+            .collect()
+    }
+
+    /// Whether one grant both allows `action` and holds all of `campaign`;
+    /// PERMISSION_DENIED's message naming the scope when not.
+    pub fn permit(
+        &self,
+        action: Action,
+        campaign: &Footprint,
+        members: &HashMap<String, BTreeSet<String>>,
+    ) -> Result<(), String> {
+        let mut outside = None;
+        for grant in self.grants.iter().filter(|g| g.role.allows(action)) {
+            match grant.scope.excludes(campaign, members) {
+                None => return Ok(()),
+                Some(part) => {
+                    outside.get_or_insert(part);
+                }
+            }
+        }
+        Err(out_of_scope(
+            &self.name,
+            action,
+            &self.grants,
+            outside.as_deref().unwrap_or("everywhere"),
+        ))
+    }
+}
+
+/// A token as held: its name and when it expires (ms since the epoch).
 #[derive(Debug, Clone)]
-pub struct Auth {
-    tokens: HashMap<String, Principal>,
-    clients: HashMap<String, Principal>,
-    anonymous: Option<Principal>,
+struct Token {
+    name: String,
+    expires_ms: Option<i64>,
 }
 
-/// Longest bearer token looked at.
-const MAX_TOKEN_BYTES: usize = 1024;
+/// Callers and grants from one source.
+#[derive(Debug, Clone, Default)]
+struct Callers {
+    tokens: HashMap<String, Token>,
+    clients: HashSet<String>,
+    grants: HashMap<String, Vec<Grant>>,
+}
 
-impl Auth {
-    /// Callers from configuration; names what is wrong.
-    pub fn new(tokens: &[TokenEntry], clients: &[ClientEntry]) -> Result<Self, String> {
-        let mut by_hash = HashMap::new();
+impl Callers {
+    /// From entries; `prefix` names the source in errors ("auth" or
+    /// "policy"). Entries with a role get that role everywhere.
+    fn new(
+        prefix: &str,
+        tokens: &[TokenEntry],
+        clients: &[ClientEntry],
+        grants: &[GrantEntry],
+    ) -> Result<Self, String> {
+        let mut callers = Self::default();
         for (i, entry) in tokens.iter().enumerate() {
-            let field = format!("auth.tokens[{i}]");
+            let field = format!("{prefix}.tokens[{i}]");
             check_name(&field, &entry.name)?;
             let sha = entry.sha256.to_ascii_lowercase();
             if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -148,61 +197,151 @@ impl Auth {
                     "{field}.sha256: must be the 64 hex digits of the token's SHA-256 (muster-controller hash-token)"
                 ));
             }
-            let principal = Principal {
+            let expires_ms = entry
+                .expires
+                .as_deref()
+                .map(|text| {
+                    chrono::DateTime::parse_from_rfc3339(text)
+                        .map(|t| t.timestamp_millis())
+                        .map_err(|_| format!("{field}.expires: '{}' is not an RFC 3339 time", clip(text)))
+                })
+                .transpose()?;
+            let token = Token {
                 name: entry.name.clone(),
-                via: "token",
-                permission: entry.permission,
+                expires_ms,
             };
-            if by_hash.insert(sha, principal).is_some() {
+            if callers.tokens.insert(sha, token).is_some() {
                 return Err(format!("{field}.sha256: the same token is configured twice"));
             }
+            callers.grant_role(&format!("{field}.permission"), &entry.name, entry.permission.as_deref())?;
         }
-        let mut by_name = HashMap::new();
         for (i, entry) in clients.iter().enumerate() {
-            let field = format!("auth.clients[{i}]");
+            let field = format!("{prefix}.clients[{i}]");
             check_name(&field, &entry.name)?;
-            let principal = Principal {
-                name: entry.name.clone(),
-                via: "certificate",
-                permission: entry.permission,
-            };
-            if by_name.insert(entry.name.clone(), principal).is_some() {
+            if !callers.clients.insert(entry.name.clone()) {
                 return Err(format!("{field}.name: '{}' is configured twice", entry.name));
             }
+            callers.grant_role(&format!("{field}.permission"), &entry.name, entry.permission.as_deref())?;
         }
-        Ok(Self {
-            tokens: by_hash,
-            clients: by_name,
-            anonymous: None,
-        })
+        for (i, entry) in grants.iter().enumerate() {
+            let field = format!("{prefix}.grants[{i}]");
+            let grant = entry.grant(&field)?;
+            if entry.principals.is_empty() {
+                return Err(format!("{field}.principals: names nobody"));
+            }
+            for (j, name) in entry.principals.iter().enumerate() {
+                check_name(&format!("{field}.principals[{j}]"), name)?;
+                callers.grants.entry(name.clone()).or_default().push(grant.clone());
+            }
+        }
+        Ok(callers)
     }
 
-    /// Every caller may submit, as "anonymous": only for a controller that
-    /// serves plaintext on loopback with no callers configured (development).
+    fn grant_role(&mut self, field: &str, name: &str, role: Option<&str>) -> Result<(), String> {
+        if let Some(role) = role {
+            let grant = Grant {
+                role: Role::parse(field, role)?,
+                scope: Scope::default(),
+            };
+            self.grants.entry(name.to_owned()).or_default().push(grant);
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tokens.is_empty() && self.clients.is_empty()
+    }
+}
+
+/// The controller's callers.
+#[derive(Debug)]
+pub struct Auth {
+    fixed: Callers,
+    policy_file: Option<PathBuf>,
+    loaded: RwLock<Arc<Callers>>,
+    /// The SHA-256 of the policy file as last read (parsed or not).
+    seen: std::sync::Mutex<Option<Vec<u8>>>,
+    anonymous: bool,
+}
+
+/// Longest bearer token looked at.
+const MAX_TOKEN_BYTES: usize = 1024;
+
+impl Auth {
+    /// Callers from flags and the configuration file, and the policy file
+    /// (read now); names what is wrong.
+    pub fn new(tokens: &[TokenEntry], clients: &[ClientEntry], policy_file: Option<&Path>) -> Result<Self, String> {
+        let auth = Self {
+            fixed: Callers::new("auth", tokens, clients, &[])?,
+            policy_file: policy_file.map(Path::to_path_buf),
+            loaded: RwLock::default(),
+            seen: std::sync::Mutex::default(),
+            anonymous: false,
+        };
+        auth.reload()?;
+        Ok(auth)
+    }
+
+    /// Every caller is an unscoped admin, as "anonymous": only for a
+    /// controller that serves plaintext on loopback with no callers
+    /// configured (development).
     pub fn open() -> Self {
         Self {
-            tokens: HashMap::new(),
-            clients: HashMap::new(),
-            anonymous: Some(Principal {
-                name: "anonymous".into(),
-                via: "anonymous",
-                permission: Permission::Submit,
-            }),
+            fixed: Callers::default(),
+            policy_file: None,
+            loaded: RwLock::default(),
+            seen: std::sync::Mutex::default(),
+            anonymous: true,
         }
     }
 
     /// True when no caller is configured.
     pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty() && self.clients.is_empty()
+        self.fixed.is_empty() && self.current().is_empty()
     }
 
     /// True when client certificates are configured.
     pub fn has_clients(&self) -> bool {
-        !self.clients.is_empty()
+        !self.fixed.clients.is_empty() || !self.current().clients.is_empty()
     }
 
-    /// The caller of `request`, if it may do what `method` needs.
-    pub fn authorize<T>(&self, request: &Request<T>, method: &str, needed: Permission) -> Result<Principal, Status> {
+    /// The policy file, if any.
+    pub fn policy_file(&self) -> Option<&Path> {
+        self.policy_file.as_deref()
+    }
+
+    fn current(&self) -> Arc<Callers> {
+        self.loaded.read().expect("policy lock").clone()
+    }
+
+    /// Reads the policy file again. On an error the policy in force stays,
+    /// and the error names the field.
+    pub fn reload(&self) -> Result<(), String> {
+        self.reload_if_changed(true).unwrap_or(Ok(()))
+    }
+
+    /// Reads the policy file and applies it if its content differs from
+    /// what was last read (or `always`); none when it was the same.
+    pub fn reload_if_changed(&self, always: bool) -> Option<Result<(), String>> {
+        let path = self.policy_file.as_ref()?;
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => return Some(Err(format!("policy: cannot read {}: {e}", path.display()))),
+        };
+        let digest = sha2::Sha256::digest(text.as_bytes()).to_vec();
+        let mut seen = self.seen.lock().expect("policy lock");
+        if !always && seen.as_ref() == Some(&digest) {
+            return None;
+        }
+        *seen = Some(digest);
+        Some(parse_policy(path, &text).map(|callers| {
+            *self.loaded.write().expect("policy lock") = Arc::new(callers);
+        }))
+    }
+
+    /// The caller of `request`, if one of its roles allows `action` (its
+    /// scope is checked against a campaign with [`Principal::permit`]).
+    pub fn authorize<T>(&self, request: &Request<T>, method: &str, action: Action) -> Result<Principal, Status> {
         let peer = request
             .remote_addr()
             .map(|a| a.to_string())
@@ -211,25 +350,51 @@ impl Auth {
             tracing::warn!(method, peer, reason, "call refused: unauthenticated");
             Status::unauthenticated(reason)
         })?;
-        if principal.permission < needed {
+        if !principal.grants.iter().any(|g| g.role.allows(action)) {
+            let has: Vec<String> = principal.grants.iter().map(|g| g.role.to_string()).collect();
+            let needs: Vec<String> = Role::allowing(action).iter().map(ToString::to_string).collect();
+            let message = format!(
+                "role: {} has {}; {method} needs {}",
+                principal.name,
+                if has.is_empty() {
+                    "no role".to_owned()
+                } else {
+                    format!("role {}", has.join(", "))
+                },
+                needs.join(" or ")
+            );
             tracing::warn!(
                 method,
                 peer,
                 caller = principal.name,
                 via = principal.via,
-                has = %principal.permission,
-                needs = %needed,
+                message,
                 "call refused: permission denied"
             );
-            return Err(Status::permission_denied(format!(
-                "{} has {} permission; {method} needs {needed}",
-                principal.name, principal.permission
-            )));
+            return Err(Status::permission_denied(message));
         }
         Ok(principal)
     }
 
+    /// PERMISSION_DENIED for a campaign outside the caller's scope, logged.
+    pub fn out_of_scope(&self, method: &str, principal: &Principal, message: String) -> Status {
+        tracing::warn!(
+            method,
+            caller = principal.name,
+            via = principal.via,
+            message,
+            "call refused: out of scope"
+        );
+        Status::permission_denied(message)
+    }
+
     fn identify<T>(&self, request: &Request<T>) -> Result<Principal, String> {
+        let loaded = self.current();
+        let grants = |name: &str| -> Vec<Grant> {
+            let mut grants = self.fixed.grants.get(name).cloned().unwrap_or_default();
+            grants.extend(loaded.grants.get(name).cloned().unwrap_or_default());
+            grants
+        };
         if let Some(value) = request.metadata().get("authorization") {
             let text = value
                 .to_str()
@@ -241,26 +406,103 @@ impl Auth {
             if token.len() > MAX_TOKEN_BYTES {
                 return Err("the bearer token is too long".into());
             }
-            return self
+            let sha = hash_token(token);
+            let found = self
+                .fixed
                 .tokens
-                .get(&hash_token(token))
-                .cloned()
-                .ok_or_else(|| "unknown bearer token".into());
+                .get(&sha)
+                .or_else(|| loaded.tokens.get(&sha))
+                .ok_or_else(|| "unknown bearer token".to_owned())?;
+            if let Some(expires) = found.expires_ms
+                && chrono::Utc::now().timestamp_millis() >= expires
+            {
+                let at = chrono::DateTime::from_timestamp_millis(expires)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                return Err(format!("the bearer token of {} expired at {at}", found.name));
+            }
+            return Ok(Principal {
+                name: found.name.clone(),
+                via: "token",
+                grants: grants(&found.name),
+            });
         }
         if let Some(certs) = request.peer_certs()
             && let Some(leaf) = certs.first()
         {
             let name = common_name(leaf.as_ref())
                 .ok_or_else(|| "the client certificate has no subject common name".to_owned())?;
-            return self
-                .clients
-                .get(&name)
-                .cloned()
-                .ok_or_else(|| format!("client certificate CN={} is not a known client", clip(&name)));
+            if !self.fixed.clients.contains(&name) && !loaded.clients.contains(&name) {
+                return Err(format!("client certificate CN={} is not a known client", clip(&name)));
+            }
+            return Ok(Principal {
+                grants: grants(&name),
+                name,
+                via: "certificate",
+            });
         }
-        self.anonymous
-            .clone()
-            .ok_or_else(|| "no bearer token and no client certificate".into())
+        if self.anonymous {
+            return Ok(Principal {
+                name: "anonymous".into(),
+                via: "anonymous",
+                grants: vec![Grant {
+                    role: Role::Admin,
+                    scope: Scope::default(),
+                }],
+            });
+        }
+        Err("no bearer token and no client certificate".into())
+    }
+}
+
+/// Checks a policy file's text.
+fn parse_policy(path: &Path, text: &str) -> Result<Callers, String> {
+    let file: PolicyFile = toml::from_str(text).map_err(|e| format!("policy: {}: {e}", path.display()))?;
+    Callers::new("policy", &file.tokens, &file.clients, &file.grants)
+}
+
+/// Reads the policy file again whenever its content changes (looked at
+/// every `every`) or the process gets SIGHUP, until `shutdown`. A file that
+/// does not parse leaves the policy in force, and is logged and counted.
+pub async fn watch_policy(
+    auth: Arc<Auth>,
+    ctl: Arc<crate::Controller>,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let Some(path) = auth.policy_file().map(Path::to_path_buf) else {
+        return;
+    };
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hangup.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<()>();
+        let forced = tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => false,
+            () = signalled => true,
+        };
+        match auth.reload_if_changed(forced) {
+            None => {}
+            Some(Ok(())) => {
+                ctl.metrics.policy_reloaded(true);
+                tracing::info!(path = %path.display(), "policy reloaded");
+            }
+            Some(Err(error)) => {
+                ctl.metrics.policy_reloaded(false);
+                tracing::error!(%error, "policy not reloaded; the one in force stays");
+            }
+        }
     }
 }
 
@@ -294,66 +536,120 @@ mod tests {
         Auth::new(
             &[
                 TokenEntry::parse("t", &format!("ci:submit:{}", hash_token("good-submit"))).unwrap(),
-                TokenEntry::parse("t", &format!("dash:read:{}", hash_token("good-read"))).unwrap(),
+                TokenEntry::parse("t", &format!("dash:viewer:{}", hash_token("good-read"))).unwrap(),
             ],
             &[ClientEntry::parse("c", "alice:read").unwrap()],
+            None,
         )
         .unwrap()
     }
 
     #[test]
-    fn tokens_identify_and_permissions_are_checked() {
+    fn tokens_identify_and_roles_are_checked() {
         let auth = auth();
         let ci = auth
-            .authorize(&request_with_token("good-submit"), "SubmitCampaign", Permission::Submit)
+            .authorize(&request_with_token("good-submit"), "SubmitCampaign", Action::Submit)
             .unwrap();
         assert_eq!((ci.name.as_str(), ci.via), ("ci", "token"));
+        assert_eq!(ci.grants[0].role, Role::Operator);
         let read = auth
-            .authorize(&request_with_token("good-read"), "GetCampaign", Permission::Read)
+            .authorize(&request_with_token("good-read"), "GetCampaign", Action::Read)
             .unwrap();
         assert_eq!(read.name, "dash");
         let denied = auth
-            .authorize(&request_with_token("good-read"), "SubmitCampaign", Permission::Submit)
+            .authorize(&request_with_token("good-read"), "SubmitCampaign", Action::Submit)
             .unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
         assert_eq!(
             denied.message(),
-            "dash has read permission; SubmitCampaign needs submit"
+            "role: dash has role viewer; SubmitCampaign needs operator or admin"
         );
         let wrong = auth
-            .authorize(&request_with_token("guess"), "GetCampaign", Permission::Read)
+            .authorize(&request_with_token("guess"), "GetCampaign", Action::Read)
             .unwrap_err();
         assert_eq!(
             (wrong.code(), wrong.message()),
             (tonic::Code::Unauthenticated, "unknown bearer token")
         );
         let none = auth
-            .authorize(&Request::new(()), "GetCampaign", Permission::Read)
+            .authorize(&Request::new(()), "GetCampaign", Action::Read)
             .unwrap_err();
         assert_eq!(none.code(), tonic::Code::Unauthenticated);
         let open = Auth::open()
-            .authorize(&Request::new(()), "SubmitCampaign", Permission::Submit)
+            .authorize(&Request::new(()), "SubmitCampaign", Action::Submit)
             .unwrap();
         assert_eq!(open.name, "anonymous");
     }
 
     #[test]
+    fn the_policy_file_is_read_again_and_expired_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        let write = |body: &str| std::fs::write(&path, body).unwrap();
+        write(&format!(
+            r#"
+[[tokens]]
+name = "ops"
+sha256 = "{}"
+[[tokens]]
+name = "old"
+sha256 = "{}"
+expires = "2020-01-01T00:00:00Z"
+[[grants]]
+principals = ["ops", "old"]
+role = "operator"
+ous = ["ou-abcd-12345678"]
+"#,
+            hash_token("ops-token"),
+            hash_token("old-token")
+        ));
+        let auth = Auth::new(&[], &[], Some(&path)).unwrap();
+        let ops = auth
+            .authorize(&request_with_token("ops-token"), "SubmitCampaign", Action::Submit)
+            .unwrap();
+        assert_eq!(ops.ous(Action::Submit), BTreeSet::from(["ou-abcd-12345678".to_owned()]));
+        let expired = auth
+            .authorize(&request_with_token("old-token"), "GetCampaign", Action::Read)
+            .unwrap_err();
+        assert_eq!(expired.code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            expired.message(),
+            "the bearer token of old expired at 2020-01-01T00:00:00Z"
+        );
+        // A broken file leaves the policy in force.
+        write("[[tokens]]\nname = \"x\"\n");
+        assert!(auth.reload().unwrap_err().starts_with("policy: "));
+        assert!(
+            auth.authorize(&request_with_token("ops-token"), "GetCampaign", Action::Read)
+                .is_ok()
+        );
+        // A token taken out is refused after the reload.
+        write("");
+        auth.reload().unwrap();
+        let removed = auth
+            .authorize(&request_with_token("ops-token"), "GetCampaign", Action::Read)
+            .unwrap_err();
+        assert_eq!(removed.message(), "unknown bearer token");
+    }
+
+    #[test]
     fn bad_configuration_is_named() {
         assert_eq!(
-            TokenEntry::parse("--api-token", "ci:admin:abc").unwrap_err(),
-            "--api-token: 'admin' is not a permission (read, submit)"
+            TokenEntry::parse("--api-token", "ci:boss:abc").unwrap_err(),
+            "--api-token: 'boss' is not a role (viewer, operator, approver, admin)"
         );
         assert_eq!(
             TokenEntry::parse("--api-token", "ci").unwrap_err(),
-            "--api-token: 'ci' is not NAME:PERMISSION:SHA256"
+            "--api-token: 'ci' is not NAME:ROLE:SHA256"
         );
         let short = TokenEntry {
             name: "ci".into(),
             sha256: "abc".into(),
-            permission: Permission::Read,
+            permission: Some("viewer".into()),
+            expires: None,
         };
         assert!(
-            Auth::new(&[short], &[])
+            Auth::new(&[short], &[], None)
                 .unwrap_err()
                 .starts_with("auth.tokens[0].sha256: must be the 64 hex digits")
         );
@@ -362,8 +658,20 @@ mod tests {
             ClientEntry::parse("c", "alice:submit").unwrap(),
         ];
         assert_eq!(
-            Auth::new(&[], &twice).unwrap_err(),
+            Auth::new(&[], &twice, None).unwrap_err(),
             "auth.clients[1].name: 'alice' is configured twice"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(
+            &path,
+            "[[grants]]\nprincipals = [\"a\"]\nrole = \"viewer\"\nregions = [\"mars-1\"]\n",
+        )
+        .unwrap();
+        assert!(
+            Auth::new(&[], &[], Some(&path))
+                .unwrap_err()
+                .starts_with("policy.grants[0].regions[0]:")
         );
     }
 

@@ -17,8 +17,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::Controller;
-use crate::auth::{Auth, Permission};
+use crate::auth::{Auth, Principal};
 use crate::expand::{self, ExpandError};
+use crate::policy::{Action, Footprint};
 use crate::store::StoreError;
 use crate::store::campaigns::{self, Inserted, NewCampaign};
 use crate::store::targets::{self, TargetFilter};
@@ -32,11 +33,66 @@ pub struct CampaignApi {
 
 impl CampaignApi {
     /// Serves `ctl` to the callers `auth` knows.
-    pub fn new(ctl: Arc<Controller>, auth: Auth) -> Self {
-        Self {
-            ctl,
-            auth: Arc::new(auth),
-        }
+    pub fn new(ctl: Arc<Controller>, auth: Arc<Auth>) -> Self {
+        Self { ctl, auth }
+    }
+
+    /// The caller of `request`, if its roles allow `action` on the campaign
+    /// `id` and one of them holds the whole campaign; NOT_FOUND for no
+    /// such campaign.
+    async fn authorize_on<T>(
+        &self,
+        request: &Request<T>,
+        method: &str,
+        action: Action,
+        id: &str,
+    ) -> Result<Principal, Status> {
+        let principal = self.auth.authorize(request, method, action)?;
+        check_id("campaign_id", id)?;
+        let footprint = self.footprint(id).await?;
+        self.permit(method, &principal, action, &footprint).await?;
+        Ok(principal)
+    }
+
+    /// Whether one of `principal`'s grants that allows `action` holds all of
+    /// `footprint`; PERMISSION_DENIED naming its scope when none does.
+    async fn permit(
+        &self,
+        method: &str,
+        principal: &Principal,
+        action: Action,
+        footprint: &Footprint,
+    ) -> Result<(), Status> {
+        let members = self
+            .ctl
+            .ou_members
+            .of(&self.ctl.organizations, "policy.grants.ous", &principal.ous(action))
+            .await
+            .map_err(expand_status)?;
+        principal
+            .permit(action, footprint, &members)
+            .map_err(|message| self.auth.out_of_scope(method, principal, message))
+    }
+
+    /// Where a stored campaign reaches.
+    async fn footprint(&self, id: &str) -> Result<Footprint, Status> {
+        let id = id.to_owned();
+        self.ctl
+            .store
+            .read(move |conn| {
+                let Some(row) = campaigns::get(conn, &id)? else {
+                    return Ok(None);
+                };
+                let (accounts, regions) = campaigns::reach(conn, &id)?;
+                Ok(Some(Footprint {
+                    accounts,
+                    regions,
+                    documents: crate::guardrails::documents(&row.spec).into_iter().collect(),
+                }))
+            })
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found("no campaign with that id"))
     }
 }
 
@@ -82,7 +138,13 @@ impl CampaignApi {
     }
 
     /// Validates, expands and stores a campaign (or finds it by client token).
-    async fn create(&self, spec: Option<CampaignSpec>, by: String, dry_run: bool) -> Result<(String, bool), Status> {
+    async fn create(
+        &self,
+        spec: Option<CampaignSpec>,
+        principal: &Principal,
+        dry_run: bool,
+    ) -> Result<(String, bool), Status> {
+        let by = principal.name.clone();
         let spec = spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
         let mut spec = validate::validate(spec, &self.ctl.settings.defaults)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -129,6 +191,18 @@ impl CampaignApi {
         let expansion = expand::expand(&self.ctl.organizations, &self.ctl.ec2, &spec)
             .await
             .map_err(expand_status)?;
+        // The caller's scope must hold all of it.
+        let (method, action) = if dry_run {
+            ("PlanCampaign", Action::Plan)
+        } else {
+            ("SubmitCampaign", Action::Submit)
+        };
+        let footprint = Footprint {
+            accounts: expansion.accounts.iter().cloned().collect(),
+            regions: expansion.regions.iter().cloned().collect(),
+            documents: crate::guardrails::documents(&spec).into_iter().collect(),
+        };
+        self.permit(method, principal, action, &footprint).await?;
         let rails = &self.ctl.settings.guardrails;
         let first_account = expansion.accounts.first().map(String::as_str).unwrap_or("000000000000");
         rails
@@ -143,17 +217,12 @@ impl CampaignApi {
             rails.check_accounts(&expansion.accounts, &allowed).map_err(refused)?;
         }
         let external_id_refs = if submitted_external_id.is_empty() {
-            let mut members = std::collections::HashMap::new();
-            for ou in external_ids.ous() {
-                let found = expand::accounts_in_ous(
-                    &self.ctl.organizations,
-                    "access.external_ids",
-                    std::slice::from_ref(&ou),
-                )
+            let members = self
+                .ctl
+                .ou_members
+                .of(&self.ctl.organizations, "access.external_ids", &external_ids.ous())
                 .await
                 .map_err(expand_status)?;
-                members.insert(ou, found);
-            }
             external_ids.refs(&expansion.accounts, &members)
         } else {
             expansion
@@ -232,11 +301,8 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<SubmitCampaignRequest>,
     ) -> Result<Response<SubmitCampaignResponse>, Status> {
-        let by = self
-            .auth
-            .authorize(&request, "SubmitCampaign", Permission::Submit)?
-            .name;
-        let (id, created) = self.create(request.into_inner().spec, by, false).await?;
+        let principal = self.auth.authorize(&request, "SubmitCampaign", Action::Submit)?;
+        let (id, created) = self.create(request.into_inner().spec, &principal, false).await?;
         let campaign = self.campaign(&id, true).await?;
         Ok(Response::new(SubmitCampaignResponse {
             campaign_id: id,
@@ -249,7 +315,7 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<PlanCampaignRequest>,
     ) -> Result<Response<PlanCampaignResponse>, Status> {
-        let by = self.auth.authorize(&request, "PlanCampaign", Permission::Submit)?.name;
+        let principal = self.auth.authorize(&request, "PlanCampaign", Action::Plan)?;
         let request = request.into_inner();
         if request.wait_seconds > 600 {
             return Err(Status::invalid_argument(format!(
@@ -262,7 +328,7 @@ impl CampaignService for CampaignApi {
         } else {
             request.wait_seconds
         }));
-        let (id, _) = self.create(request.spec, by, true).await?;
+        let (id, _) = self.create(request.spec, &principal, true).await?;
         let deadline = Instant::now() + wait;
         loop {
             let campaign = self.campaign(&id, true).await?;
@@ -282,9 +348,8 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<GetCampaignRequest>,
     ) -> Result<Response<GetCampaignResponse>, Status> {
-        self.auth.authorize(&request, "GetCampaign", Permission::Read)?;
-        let id = request.into_inner().campaign_id;
-        check_id("campaign_id", &id)?;
+        let id = request.get_ref().campaign_id.clone();
+        self.authorize_on(&request, "GetCampaign", Action::Read, &id).await?;
         Ok(Response::new(GetCampaignResponse {
             campaign: Some(self.campaign(&id, true).await?),
         }))
@@ -294,7 +359,7 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<ListCampaignsRequest>,
     ) -> Result<Response<ListCampaignsResponse>, Status> {
-        self.auth.authorize(&request, "ListCampaigns", Permission::Read)?;
+        let principal = self.auth.authorize(&request, "ListCampaigns", Action::Read)?;
         let request = request.into_inner();
         let page_size = match request.page_size {
             0 => 50,
@@ -325,15 +390,35 @@ impl CampaignService for CampaignApi {
             }
         }
         let include_plans = request.include_plans;
+        // A caller sees only the campaigns its scope holds whole; a page may
+        // then be shorter than asked (go on while there is a next token).
+        let members = self
+            .ctl
+            .ou_members
+            .of(
+                &self.ctl.organizations,
+                "policy.grants.ous",
+                &principal.ous(Action::Read),
+            )
+            .await
+            .map_err(expand_status)?;
         let (campaigns, next) = self
             .ctl
             .store
             .read(move |conn| {
                 let (rows, next) = campaigns::list(conn, &states, include_plans, page_size, cursor)?;
-                let campaigns = rows
-                    .iter()
-                    .map(|row| campaigns::to_proto(conn, row, false))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let mut campaigns = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let (accounts, regions) = campaigns::reach(conn, &row.id)?;
+                    let footprint = Footprint {
+                        accounts,
+                        regions,
+                        documents: crate::guardrails::documents(&row.spec).into_iter().collect(),
+                    };
+                    if principal.permit(Action::Read, &footprint, &members).is_ok() {
+                        campaigns.push(campaigns::to_proto(conn, row, false)?);
+                    }
+                }
                 Ok((campaigns, next))
             })
             .await
@@ -348,9 +433,14 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<ListTargetsRequest>,
     ) -> Result<Response<ListTargetsResponse>, Status> {
-        self.auth.authorize(&request, "ListTargets", Permission::Read)?;
+        let action = if request.get_ref().include_output {
+            Action::ReadOutput
+        } else {
+            Action::Read
+        };
+        let id = request.get_ref().campaign_id.clone();
+        self.authorize_on(&request, "ListTargets", action, &id).await?;
         let request = request.into_inner();
-        check_id("campaign_id", &request.campaign_id)?;
         let page_size = match request.page_size {
             0 => 500,
             n if n > 5_000 => return Err(Status::invalid_argument(format!("page_size: {n}; at most 5000"))),
@@ -414,9 +504,10 @@ impl CampaignService for CampaignApi {
     }
 
     async fn get_target(&self, request: Request<GetTargetRequest>) -> Result<Response<GetTargetResponse>, Status> {
-        self.auth.authorize(&request, "GetTarget", Permission::Read)?;
+        let id = request.get_ref().campaign_id.clone();
+        self.authorize_on(&request, "GetTarget", Action::ReadOutput, &id)
+            .await?;
         let request = request.into_inner();
-        check_id("campaign_id", &request.campaign_id)?;
         let id = request.campaign_id.clone();
         let instance = request.instance_id.clone();
         let mut found = self
@@ -448,9 +539,9 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<WatchCampaignRequest>,
     ) -> Result<Response<Self::WatchCampaignStream>, Status> {
-        self.auth.authorize(&request, "WatchCampaign", Permission::Read)?;
+        let id = request.get_ref().campaign_id.clone();
+        self.authorize_on(&request, "WatchCampaign", Action::Read, &id).await?;
         let request = request.into_inner();
-        check_id("campaign_id", &request.campaign_id)?;
         let id = request.campaign_id.clone();
         // Subscribe before the snapshot, so nothing falls between them.
         let mut events = self.ctl.hub.subscribe(&id);
@@ -513,12 +604,12 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<CancelCampaignRequest>,
     ) -> Result<Response<CancelCampaignResponse>, Status> {
+        let id = request.get_ref().campaign_id.clone();
         let by = self
-            .auth
-            .authorize(&request, "CancelCampaign", Permission::Submit)?
+            .authorize_on(&request, "CancelCampaign", Action::Cancel, &id)
+            .await?
             .name;
         let request = request.into_inner();
-        check_id("campaign_id", &request.campaign_id)?;
         if request.reason.chars().count() > 1024 {
             return Err(Status::invalid_argument("reason: at most 1024 characters"));
         }

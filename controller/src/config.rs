@@ -138,7 +138,7 @@ pub struct Args {
         help_heading = "Security"
     )]
     pub api_tokens: Vec<String>,
-    /// A client certificate for CampaignService: COMMON_NAME:PERMISSION.
+    /// A client certificate for CampaignService: COMMON_NAME:ROLE.
     #[arg(
         long = "api-client",
         env = "MUSTER_API_CLIENTS",
@@ -146,6 +146,11 @@ pub struct Args {
         help_heading = "Security"
     )]
     pub api_clients: Vec<String>,
+    /// The policy file: tokens, client certificates and their roles within
+    /// scopes (accounts, OUs, regions, documents). Read again when it
+    /// changes, or on SIGHUP.
+    #[arg(long, env = "MUSTER_POLICY", help_heading = "Security")]
+    pub policy: Option<PathBuf>,
     /// Serve plaintext, without TLS or client certificates: only on loopback
     /// addresses, for development.
     #[arg(long, env = "MUSTER_INSECURE", help_heading = "Security")]
@@ -208,7 +213,7 @@ pub enum Tool {
     NewToken {
         /// Who will hold it.
         name: String,
-        /// read or submit.
+        /// Its role: viewer, operator, approver or admin.
         permission: String,
     },
     /// Print the SHA-256 of a token read from standard input, for
@@ -289,6 +294,8 @@ pub struct FileConfig {
     /// Who may call the campaign API (added to `--api-token`, `--api-client`).
     #[serde(default)]
     pub auth: AuthFile,
+    /// See `--policy`.
+    pub policy: Option<PathBuf>,
     /// Limits on every campaign (flags, when given, replace a list).
     #[serde(default)]
     pub guardrails: Guardrails,
@@ -436,6 +443,7 @@ impl Config {
                 client_ca: args.client_ca.or(file.client_ca),
                 tokens,
                 clients,
+                policy: args.policy.or(file.policy),
             },
             listen,
             worker_listen,
@@ -515,10 +523,11 @@ struct SecurityInputs {
     client_ca: Option<String>,
     tokens: Vec<TokenEntry>,
     clients: Vec<ClientEntry>,
+    policy: Option<PathBuf>,
 }
 
 fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAddr) -> anyhow::Result<Security> {
-    let auth = Auth::new(&inputs.tokens, &inputs.clients).map_err(anyhow::Error::msg)?;
+    let auth = Auth::new(&inputs.tokens, &inputs.clients, inputs.policy.as_deref()).map_err(anyhow::Error::msg)?;
     if inputs.insecure {
         if inputs.tls_cert.is_some()
             || inputs.tls_key.is_some()
@@ -531,12 +540,9 @@ fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAdd
         check_plaintext_bind("listen", listen)?;
         check_plaintext_bind("worker_listen", worker_listen)?;
         if !auth.has_clients() {
-            return Ok(Security {
-                tls: None,
-                // Tokens still count over loopback plaintext; without any,
-                // every local caller may submit.
-                auth: if auth.is_empty() { Auth::open() } else { auth },
-            });
+            // Tokens still count over loopback plaintext; without any,
+            // every local caller may do anything.
+            return Ok(Security::new(None, if auth.is_empty() { Auth::open() } else { auth }));
         }
         anyhow::bail!("api_client: client certificates need TLS, and --insecure serves plaintext");
     }
@@ -571,11 +577,11 @@ fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAdd
     if auth.is_empty() {
         anyhow::bail!(
             "auth: no API token or client certificate is configured, so nobody could call the campaign API; \
-             add --api-token (see muster-controller new-token) or --api-client"
+             add --api-token (see muster-controller new-token), --api-client or a --policy file"
         );
     }
-    Ok(Security {
-        tls: Some(ServerTls {
+    Ok(Security::new(
+        Some(ServerTls {
             cert: read_pem("tls_cert", &cert)?,
             key: read_pem("tls_key", &key)?,
             worker_ca,
@@ -583,7 +589,7 @@ fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAdd
             client_ca,
         }),
         auth,
-    })
+    ))
 }
 
 /// Whether two PEM bundles hold a certificate in common.
@@ -606,13 +612,11 @@ pub fn run_tool(tool: &Tool) -> anyhow::Result<()> {
             let token = crate::auth::new_token();
             let hash = crate::auth::hash_token(&token);
             println!("token (give it to {}; it is not shown again): {token}", entry.name);
+            let role = entry.permission.unwrap_or_default();
+            println!("controller setting: --api-token {}:{role}:{hash}", entry.name);
             println!(
-                "controller setting: --api-token {}:{}:{hash}",
-                entry.name, entry.permission
-            );
-            println!(
-                "or in the config file:\n[[auth.tokens]]\nname = \"{}\"\npermission = \"{}\"\nsha256 = \"{hash}\"",
-                entry.name, entry.permission
+                "or in the policy file:\n[[tokens]]\nname = \"{}\"\nsha256 = \"{hash}\"\n\n[[grants]]\nprincipals = [\"{}\"]\nrole = \"{role}\"",
+                entry.name, entry.name
             );
         }
         Tool::HashToken => {
@@ -664,7 +668,7 @@ mod tests {
         let principal = config
             .security
             .auth
-            .authorize(&anonymous, "SubmitCampaign", crate::auth::Permission::Submit)
+            .authorize(&anonymous, "SubmitCampaign", crate::policy::Action::Submit)
             .expect("an open loopback controller lets local callers in");
         assert_eq!(principal.name, "anonymous");
         let err = error(Args {
@@ -781,10 +785,13 @@ mod tests {
             "{err}"
         );
         let err = error(Args {
-            api_tokens: vec!["ci:admin:00".into()],
+            api_tokens: vec!["ci:boss:00".into()],
             ..tls(args())
         });
-        assert!(err.contains("'admin' is not a permission (read, submit)"), "{err}");
+        assert!(
+            err.contains("'boss' is not a role (viewer, operator, approver, admin)"),
+            "{err}"
+        );
         let err = error(Args {
             api_tokens: vec!["ci:submit:xyz".into()],
             ..tls(args())

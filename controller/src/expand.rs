@@ -212,3 +212,48 @@ async fn enabled_regions(ec2: &aws_sdk_ec2::Client) -> Result<Vec<String>, Expan
     }
     Ok(regions)
 }
+
+/// How long the accounts of an OU are taken as known.
+const OU_MEMBERS_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The accounts of OUs, asked of Organizations at most every five minutes
+/// per OU: scoped roles and ExternalIds by OU need them on many calls.
+#[derive(Debug, Default)]
+pub struct OuMembers {
+    known: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, BTreeSet<String>)>>,
+}
+
+impl OuMembers {
+    /// The accounts (at any depth) of each of `ous`; `field` names the
+    /// setting in errors.
+    pub async fn of(
+        &self,
+        orgs: &aws_sdk_organizations::Client,
+        field: &str,
+        ous: &BTreeSet<String>,
+    ) -> Result<std::collections::HashMap<String, BTreeSet<String>>, ExpandError> {
+        let mut found = std::collections::HashMap::new();
+        for ou in ous {
+            let cached = self
+                .known
+                .lock()
+                .expect("OU cache lock")
+                .get(ou)
+                .filter(|(at, _)| at.elapsed() < OU_MEMBERS_TTL)
+                .map(|(_, members)| members.clone());
+            let members = match cached {
+                Some(members) => members,
+                None => {
+                    let members = accounts_in_ous(orgs, field, std::slice::from_ref(ou)).await?;
+                    self.known
+                        .lock()
+                        .expect("OU cache lock")
+                        .insert(ou.clone(), (std::time::Instant::now(), members.clone()));
+                    members
+                }
+            };
+            found.insert(ou.clone(), members);
+        }
+        Ok(found)
+    }
+}

@@ -136,7 +136,8 @@ impl Guardrails {
     }
 }
 
-fn matches_any(patterns: &[String], value: &str) -> bool {
+/// Whether `value` matches one of the glob `patterns` (`*` as a wildcard).
+pub fn matches_any(patterns: &[String], value: &str) -> bool {
     patterns
         .iter()
         .any(|p| glob::Pattern::new(p).is_ok_and(|p| p.matches(value)))

@@ -20,6 +20,7 @@ pub mod guardrails;
 pub mod hub;
 pub mod leader;
 pub mod metrics;
+pub mod policy;
 pub mod reconcile;
 pub mod resolve;
 pub mod retention;
@@ -116,16 +117,26 @@ fn ms_before(now_ms: i64, age: Duration) -> i64 {
 pub struct Security {
     /// TLS for both APIs; none serves plaintext (loopback only).
     pub tls: Option<ServerTls>,
-    /// Who may call CampaignService.
-    pub auth: crate::auth::Auth,
+    /// Who may call CampaignService, and what each may do where.
+    pub auth: Arc<crate::auth::Auth>,
+    /// How often the policy file is checked for changes.
+    pub policy_poll: Duration,
 }
 
 impl Security {
-    /// Plaintext on loopback, every caller may submit: development only.
+    /// Plaintext on loopback, every caller may do anything: development
+    /// only.
     pub fn insecure() -> Self {
+        Self::new(None, crate::auth::Auth::open())
+    }
+
+    /// TLS (or none) and callers; the policy file is checked every two
+    /// seconds.
+    pub fn new(tls: Option<ServerTls>, auth: crate::auth::Auth) -> Self {
         Self {
-            tls: None,
-            auth: crate::auth::Auth::open(),
+            tls,
+            auth: Arc::new(auth),
+            policy_poll: Duration::from_secs(2),
         }
     }
 }
@@ -180,6 +191,8 @@ pub struct Controller {
     pub queue_error: std::sync::Mutex<Option<String>>,
     /// Whether this controller leads, and its term.
     pub leader: leader::Leader,
+    /// The accounts of OUs, as scopes and ExternalIds by OU need them.
+    pub ou_members: expand::OuMembers,
 }
 
 impl Controller {
@@ -198,6 +211,7 @@ impl Controller {
             metrics: metrics::Metrics::default(),
             queue_error: std::sync::Mutex::new(None),
             leader: leader::Leader::new(),
+            ou_members: expand::OuMembers::default(),
         })
     }
 }
@@ -308,11 +322,13 @@ pub async fn start(
         .set_serving::<WorkerServiceServer<worker_api::WorkerApi>>()
         .await;
 
-    let campaign_service =
-        CampaignServiceServer::new(campaign_api::CampaignApi::new(controller.clone(), security.auth))
-            // A valid spec is well under 1 MiB (validate.rs limits every list and
-            // string); anything near this is refused before it is parsed.
-            .max_decoding_message_size(4 * 1024 * 1024);
+    let campaign_service = CampaignServiceServer::new(campaign_api::CampaignApi::new(
+        controller.clone(),
+        security.auth.clone(),
+    ))
+    // A valid spec is well under 1 MiB (validate.rs limits every list and
+    // string); anything near this is refused before it is parsed.
+    .max_decoding_message_size(4 * 1024 * 1024);
     let worker_service = WorkerServiceServer::new(worker_api::WorkerApi::new(
         controller.clone(),
         security.tls.as_ref().map(|t| t.worker_trust_domain.clone()),
@@ -349,6 +365,12 @@ pub async fn start(
     leader::claim(&controller, controller.settings.leader_ttl).await;
     tasks.push(tokio::spawn(leader::run(controller.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(reconcile::run(controller.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(auth::watch_policy(
+        security.auth.clone(),
+        controller.clone(),
+        security.policy_poll,
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(retention::run(controller.clone(), shutdown.clone())));
     if let Some(url) = controller.settings.dead_letter_queue_url.clone() {
         tasks.push(tokio::spawn(dead_letters::run(

@@ -80,6 +80,7 @@ pub struct Metrics {
     leader_changes: Counter,
     store_rows: Family<TableLabel, Gauge>,
     worker_calls_refused: Family<RefusalLabels, Counter>,
+    policy_reloads: Family<OutcomeLabel, Counter>,
     /// Workers by when they last called.
     workers: Mutex<HashMap<String, Instant>>,
 }
@@ -121,6 +122,15 @@ impl Metrics {
             .get_or_create(&RefusalLabels {
                 method: method.to_owned(),
                 rule: rule.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The policy file was read again: `ok`, or it did not parse.
+    pub fn policy_reloaded(&self, ok: bool) {
+        self.policy_reloads
+            .get_or_create(&OutcomeLabel {
+                outcome: if ok { "ok" } else { "error" }.to_owned(),
             })
             .inc();
     }
@@ -362,6 +372,11 @@ pub async fn render(ctl: &Controller) -> String {
         m.tasks_enqueued.clone(),
     );
     registry.register("leases_granted", "Leases granted to workers", m.leases_granted.clone());
+    registry.register(
+        "policy_reloads",
+        "Times the policy file was read again after it changed, by outcome (error: the one in force stays)",
+        m.policy_reloads.clone(),
+    );
     registry.register(
         "worker_calls_refused",
         "WorkerService calls refused with PERMISSION_DENIED, by method and rule",

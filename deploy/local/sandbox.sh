@@ -142,7 +142,7 @@ make_credentials() {
 
 # The sandbox's policy shows every role: operator (plan, submit, cancel and
 # read output anywhere), viewer (read), approver, the admin certificate, and
-# dev-operator, an operator only in the fleet's first OU. Edit
+# dev-operator, an operator only in one of the fleet's OUs. Edit
 # .sandbox/tls/policy.toml and the controller applies it within seconds.
 write_policy() {
   [[ -f "$TLS_DIR/policy.toml" ]] && return
@@ -152,7 +152,8 @@ write_policy() {
 import json, sys
 state = json.load(open(sys.argv[1]))
 ops, viewer, approver, dev = sys.argv[3:7]
-first_ou = next(iter(state.get("ous", {}).items()), None)
+# The deepest OU, so the scope is narrower than the whole fleet.
+first_ou = max(state.get("ous", {}).items(), key=lambda kv: (kv[0].count("/"), kv[0]), default=None)
 lines = ["# Who may call the controller, and what each may do where.", ""]
 for name, sha in [("operator", ops), ("viewer", viewer), ("approver", approver), ("dev-operator", dev)]:
     lines += ["[[tokens]]", f'name = "{name}"', f'sha256 = "{sha}"', ""]

@@ -2,7 +2,7 @@
 //! `read` token, the operator certificate (CN muster-admin, submit), and a
 //! certificate of its own for each worker, from the worker CA.
 
-use muster_controller::auth::{Auth, ClientEntry, Permission, TokenEntry, hash_token, new_token};
+use muster_controller::auth::{Auth, ClientEntry, TokenEntry, hash_token, new_token};
 use muster_controller::{Security, ServerTls};
 use muster_sim::certs::{ADMIN_CN, DevPki, DevPkiFiles};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -27,6 +27,7 @@ impl Creds {
         let pki = DevPki::generate().expect("dev certificates");
         let dir = tempfile::tempdir().expect("a temp dir");
         let files = pki.write(dir.path()).expect("the certificates are written");
+        std::fs::write(dir.path().join("policy.toml"), "").expect("an empty policy");
         Self {
             pki,
             files,
@@ -45,7 +46,7 @@ impl Creds {
     }
 
     /// The controller's security: TLS on both APIs, workers by certificate,
-    /// callers by token or the admin certificate.
+    /// callers by token, the admin certificate, or the policy file.
     pub fn security(&self) -> Security {
         let tokens: Vec<TokenEntry> = self
             .token_entries()
@@ -54,18 +55,27 @@ impl Creds {
             .collect();
         let clients = [ClientEntry {
             name: ADMIN_CN.into(),
-            permission: Permission::Submit,
+            permission: Some("operator".into()),
         }];
-        Security {
-            tls: Some(ServerTls {
+        let auth = Auth::new(&tokens, &clients, Some(&self.policy_path())).expect("valid callers");
+        let mut security = Security::new(
+            Some(ServerTls {
                 cert: self.pki.controller.cert.clone().into_bytes(),
                 key: self.pki.controller.key.clone().into_bytes(),
                 worker_ca: self.pki.worker_ca.cert.clone().into_bytes(),
                 worker_trust_domain: muster_common::identity::DEFAULT_TRUST_DOMAIN.into(),
                 client_ca: Some(self.pki.ca.clone().into_bytes()),
             }),
-            auth: Auth::new(&tokens, &clients).expect("valid callers"),
-        }
+            auth,
+        );
+        // Tests change the policy and wait for it: look often.
+        security.policy_poll = std::time::Duration::from_millis(100);
+        security
+    }
+
+    /// The controller's policy file (empty until a test writes it).
+    pub fn policy_path(&self) -> std::path::PathBuf {
+        self.files.ca.parent().expect("the PKI directory").join("policy.toml")
     }
 
     /// An endpoint at `https://localhost:<port>` trusting the dev CA, with the

@@ -1,7 +1,7 @@
 //! Campaigns: created whole in one transaction (campaign, scopes, Discover
 //! tasks, audit event), read back as the API's `Campaign`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::store::sql::{OptionalExtension as _, Row, Sql, params};
 use muster_proto::v1::{
@@ -287,6 +287,21 @@ pub fn external_id_ref(conn: &dyn Sql, campaign_id: &str, account_id: &str) -> S
     .query_row(params![campaign_id, account_id], |r| Ok((r.get(0)?, r.get(1)?)))
     .optional()
     .map(Option::unwrap_or_default)
+}
+
+/// The accounts and regions a campaign reaches (its scopes').
+pub fn reach(conn: &dyn Sql, campaign_id: &str) -> StoreResult<(BTreeSet<String>, BTreeSet<String>)> {
+    let mut accounts = BTreeSet::new();
+    let mut regions = BTreeSet::new();
+    for row in conn
+        .prepare_cached("SELECT DISTINCT account_id, region FROM scopes WHERE campaign_id = ?1")?
+        .query_map([campaign_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+    {
+        let (account, region) = row?;
+        accounts.insert(account);
+        regions.insert(region);
+    }
+    Ok((accounts, regions))
 }
 
 /// The API's view of a campaign.
