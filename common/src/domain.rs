@@ -221,6 +221,27 @@ pub fn check_role_name(value: &str) -> Result<(), Invalid> {
     }
 }
 
+/// A principal's name as an AssumeRole SourceIdentity (2 to 64 of
+/// letters, digits and `_+=,.@-`): other characters become `-`, a name too
+/// long is cut, one too short is padded with `-`.
+pub fn source_identity(principal: &str) -> String {
+    let mut identity: String = principal
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    while identity.len() < 2 {
+        identity.push('-');
+    }
+    identity
+}
+
 /// Checks an ExternalId as STS accepts it.
 pub fn check_external_id(value: &str) -> Result<(), Invalid> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "_+=,.@:/-".contains(c);
@@ -467,6 +488,15 @@ mod tests {
         assert_eq!(RateLimit::Percent(10).errors(50), 5);
         assert_eq!(RateLimit::Percent(10).concurrency(5), 1);
         assert_eq!(RateLimit::Percent(25).concurrency(10), 3);
+    }
+
+    #[test]
+    fn principals_become_source_identities_sts_accepts() {
+        assert_eq!(source_identity("ci-pipeline"), "ci-pipeline");
+        assert_eq!(source_identity("alice@example.com"), "alice@example.com");
+        assert_eq!(source_identity("Jane Doe/ops"), "Jane-Doe-ops");
+        assert_eq!(source_identity("x"), "x-");
+        assert_eq!(source_identity(&"a".repeat(80)).len(), 64);
     }
 
     #[test]

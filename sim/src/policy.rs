@@ -1,8 +1,9 @@
 //! Trust policy evaluation for AssumeRole, as IAM does it for the cases muster
 //! meets: AWS principals (account, root, role, user, session ARNs, "*"),
-//! `sts:AssumeRole` actions with wildcards, explicit Deny over Allow, and
-//! conditions on `sts:ExternalId`, `aws:PrincipalArn`, `aws:PrincipalAccount`
-//! and `sts:RoleSessionName`.
+//! `sts:AssumeRole`, `sts:SetSourceIdentity` and `sts:TagSession` actions
+//! with wildcards, explicit Deny over Allow, and conditions on
+//! `sts:ExternalId`, `sts:SourceIdentity`, `aws:PrincipalArn`,
+//! `aws:PrincipalAccount` and `sts:RoleSessionName`.
 //!
 //! Anything it does not understand (an unknown condition operator, a
 //! condition key it has no value for) does not match, so the sandbox fails
@@ -23,6 +24,8 @@ pub struct Request<'a> {
     pub external_id: Option<&'a str>,
     /// The RoleSessionName sent.
     pub session_name: &'a str,
+    /// The SourceIdentity sent, if any.
+    pub source_identity: Option<&'a str>,
 }
 
 /// The outcome of evaluating a policy.
@@ -150,6 +153,7 @@ fn context_value(key: &str, request: &Request<'_>) -> Option<String> {
     match key.to_ascii_lowercase().as_str() {
         "sts:externalid" => request.external_id.map(str::to_owned),
         "sts:rolesessionname" => Some(request.session_name.to_owned()),
+        "sts:sourceidentity" => request.source_identity.map(str::to_owned),
         "aws:principalaccount" => Some(request.caller.account.clone()),
         "aws:principalarn" => Some(
             request
@@ -257,7 +261,42 @@ mod tests {
             action: "sts:AssumeRole",
             external_id,
             session_name: "muster-c1",
+            source_identity: None,
         }
+    }
+
+    #[test]
+    fn a_source_identity_can_be_required_and_setting_it_is_an_action_of_its_own() {
+        let caller = worker_session();
+        let policy = json!({
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "arn:aws:iam::123456789012:role/muster-worker"},
+                    "Action": "sts:AssumeRole",
+                    "Condition": {"StringLike": {"sts:SourceIdentity": "*"}}
+                },
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "arn:aws:iam::123456789012:role/muster-worker"},
+                    "Action": ["sts:SetSourceIdentity", "sts:TagSession"]
+                }
+            ]
+        });
+        let without = request(&caller, None);
+        assert_eq!(evaluate_trust(&policy, &without), Decision::ImplicitDeny);
+        let with = Request {
+            source_identity: Some("alice"),
+            ..request(&caller, None)
+        };
+        assert_eq!(evaluate_trust(&policy, &with), Decision::Allow);
+        let set = Request {
+            action: "sts:SetSourceIdentity",
+            ..with.clone()
+        };
+        assert_eq!(evaluate_trust(&policy, &set), Decision::Allow);
+        let only_assume = json!({"Statement": [policy["Statement"][0].clone()]});
+        assert_eq!(evaluate_trust(&only_assume, &set), Decision::ImplicitDeny);
     }
 
     fn trust_with_external_id() -> Value {

@@ -34,6 +34,23 @@ pub struct AuditEntry {
     pub principal: String,
 }
 
+/// A granted AssumeRole, as CloudTrail in the role's account would show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AssumedRole {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The role.
+    pub role_arn: String,
+    /// The RoleSessionName.
+    pub session_name: String,
+    /// The SourceIdentity set, if any.
+    pub source_identity: Option<String>,
+    /// Session tags (key, value).
+    pub tags: Vec<(String, String)>,
+    /// Who assumed it.
+    pub caller: String,
+}
+
 /// The sim's whole state, shared by every connection.
 pub struct SimState {
     /// Fixed settings.
@@ -53,6 +70,8 @@ pub struct SimState {
     pub ssm: Ssm,
     /// Every accepted SendCommand.
     pub audit: Mutex<Vec<AuditEntry>>,
+    /// Every granted AssumeRole.
+    pub assumed: Mutex<Vec<AssumedRole>>,
     /// Calls by (service, api, outcome).
     pub counters: Mutex<BTreeMap<(String, String, String), u64>>,
     /// Every secret access key and session token AssumeRole handed out, so
@@ -78,6 +97,7 @@ impl SimState {
             faults,
             moto,
             audit: Mutex::new(Vec::new()),
+            assumed: Mutex::new(Vec::new()),
             counters: Mutex::new(BTreeMap::new()),
             issued_secrets: Mutex::new(Vec::new()),
         })
@@ -120,6 +140,7 @@ impl SimState {
         self.fleet.clear();
         self.ssm.clear();
         self.audit.lock().expect("audit lock").clear();
+        self.assumed.lock().expect("assumed lock").clear();
         self.counters.lock().expect("counters lock").clear();
         self.issued_secrets.lock().expect("issued lock").clear();
     }

@@ -12,7 +12,7 @@ use http::{HeaderMap, Method, StatusCode};
 use crate::identity::Caller;
 use crate::policy::{self, Decision};
 use crate::protocol::{self, Protocol, Resp};
-use crate::state::SimState;
+use crate::state::{AssumedRole, SimState};
 
 /// AWS's floor for DurationSeconds.
 const MIN_DURATION: u64 = 900;
@@ -53,6 +53,27 @@ pub async fn assume_role(
             "1 validation error detected: Value '{session_name}' at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]*"
         ));
     }
+    let source_identity = get("SourceIdentity");
+    if let Some(identity) = source_identity {
+        let ok = (2..=64).contains(&identity.len())
+            && identity
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+        if !ok {
+            return validation(&format!(
+                "1 validation error detected: Value '{identity}' at 'sourceIdentity' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]*"
+            ));
+        }
+    }
+    let tags: Vec<(String, String)> = (1..=50)
+        .map_while(|n| {
+            let key = get(&format!("Tags.member.{n}.Key"))?;
+            Some((
+                key.to_owned(),
+                get(&format!("Tags.member.{n}.Value")).unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect();
     let requested: u64 = match get("DurationSeconds").map(str::parse) {
         None => 3_600,
         Some(Ok(seconds)) => seconds,
@@ -64,16 +85,17 @@ pub async fn assume_role(
         ));
     }
 
-    let denied = || {
+    let denied_for = |action: &str| {
         sts_error(
             StatusCode::FORBIDDEN,
             "AccessDenied",
             &format!(
-                "User: {} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
+                "User: {} is not authorized to perform: {action} on resource: {role_arn}",
                 caller.principal_arn
             ),
         )
     };
+    let denied = || denied_for("sts:AssumeRole");
     let Ok(arn) = muster_common::domain::RoleArn::parse(role_arn) else {
         return validation(&format!("{role_arn} is invalid"));
     };
@@ -95,16 +117,28 @@ pub async fn assume_role(
     if !role.arn.ends_with(&format!(":role{}{}", arn.path, arn.name)) {
         return denied();
     }
-    let request = policy::Request {
-        caller,
-        action: "sts:AssumeRole",
-        external_id: get("ExternalId"),
-        session_name,
-    };
-    let decision = policy::evaluate_trust(&role.trust_policy, &request);
-    if decision != Decision::Allow {
-        tracing::info!(role = role_arn, caller = %caller.principal_arn, ?decision, "assume role denied by trust policy");
-        return denied();
+    // As IAM does: setting a SourceIdentity and tagging the session are
+    // actions of their own, each of which the trust policy must allow.
+    let mut actions = vec!["sts:AssumeRole"];
+    if source_identity.is_some() {
+        actions.push("sts:SetSourceIdentity");
+    }
+    if !tags.is_empty() {
+        actions.push("sts:TagSession");
+    }
+    for action in actions {
+        let request = policy::Request {
+            caller,
+            action,
+            external_id: get("ExternalId"),
+            session_name,
+            source_identity,
+        };
+        let decision = policy::evaluate_trust(&role.trust_policy, &request);
+        if decision != Decision::Allow {
+            tracing::info!(role = role_arn, caller = %caller.principal_arn, action, ?decision, "assume role denied by trust policy");
+            return denied_for(action);
+        }
     }
     if caller.is_role_session() && requested > CHAINED_MAX {
         return validation(
@@ -157,6 +191,14 @@ pub async fn assume_role(
                     },
                     expires_at,
                 );
+                sim.assumed.lock().expect("assumed lock").push(AssumedRole {
+                    at: chrono::Utc::now().to_rfc3339(),
+                    role_arn: role.arn.clone(),
+                    session_name: session_name.to_owned(),
+                    source_identity: source_identity.map(str::to_owned),
+                    tags: tags.clone(),
+                    caller: caller.principal_arn.clone(),
+                });
                 sim.issued_secrets.lock().expect("issued lock").extend(
                     [xml_text(&text, "SecretAccessKey"), xml_text(&text, "SessionToken")]
                         .into_iter()

@@ -247,6 +247,7 @@ impl Sandbox {
             .assume_role()
             .role_arn(role_arn)
             .role_session_name("muster-test")
+            .source_identity("muster-test")
             .set_external_id(external_id.map(str::to_owned))
             .send()
             .await?;
@@ -277,6 +278,11 @@ impl Sandbox {
     /// Every SendCommand the sim accepted.
     pub fn audit(&self) -> Vec<AuditEntry> {
         self.state().audit.lock().expect("audit lock").clone()
+    }
+
+    /// Every AssumeRole the sim granted.
+    pub fn assumed_roles(&self) -> Vec<crate::state::AssumedRole> {
+        self.state().assumed.lock().expect("assumed lock").clone()
     }
 
     /// Every secret key and session token AssumeRole handed out.

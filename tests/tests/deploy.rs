@@ -96,6 +96,17 @@ fn the_worker_may_assume_only_the_execution_role() {
         trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"],
         "ext"
     );
+    // No session without a SourceIdentity naming who asked, and the worker
+    // may set it and tag the session.
+    assert_eq!(
+        trust["Statement"][0]["Condition"]["StringLike"]["sts:SourceIdentity"],
+        "*"
+    );
+    assert_eq!(
+        trust["Statement"][1]["Action"],
+        serde_json::json!(["sts:SetSourceIdentity", "sts:TagSession"])
+    );
+    assert_eq!(trust["Statement"][1]["Principal"], trust["Statement"][0]["Principal"]);
 }
 
 #[test]

@@ -567,6 +567,29 @@ async fn the_external_id_stays_with_the_controller() {
         text.contains(&id) && !text.contains(&secret),
         "the export carries the ExternalId"
     );
+
+    // CloudTrail (the sim's record of AssumeRole) names who asked on every
+    // session of the campaign, and tags it with the campaign.
+    let session = muster_common::domain::session_name(&id);
+    let sessions: Vec<_> = stack
+        .sb
+        .assumed_roles()
+        .into_iter()
+        .filter(|a| a.session_name == session)
+        .collect();
+    assert!(!sessions.is_empty(), "the campaign assumed its roles");
+    for assumed in sessions {
+        assert_eq!(
+            assumed.source_identity.as_deref(),
+            Some(campaign.submitted_by.as_str()),
+            "{assumed:?}"
+        );
+        assert_eq!(
+            assumed.tags,
+            [("muster:campaign".to_owned(), id.clone())],
+            "{assumed:?}"
+        );
+    }
 }
 
 /// Writes the controller's policy file and waits until `token` is let in

@@ -92,6 +92,10 @@ impl Api {
 /// role grants (a test checks).
 pub const HUB_QUEUE_ACTIONS: [&str; 3] = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"];
 
+/// What AssumeRole also needs of the worker's role: it names who asked for
+/// the campaign (SourceIdentity) and tags the session with the campaign.
+pub const ASSUME_ROLE_ALSO: [&str; 2] = ["sts:SetSourceIdentity", "sts:TagSession"];
+
 /// The IAM actions the worker's own (hub) role must allow, lowercased and
 /// sorted.
 pub fn worker_role_actions() -> Vec<String> {
@@ -100,6 +104,7 @@ pub fn worker_role_actions() -> Vec<String> {
         .filter(|api| !api.in_target_account())
         .map(|api| api.iam_action())
         .chain(HUB_QUEUE_ACTIONS.iter().map(|a| a.to_string()))
+        .chain(ASSUME_ROLE_ALSO.iter().map(|a| a.to_string()))
         .map(|a| a.to_ascii_lowercase())
         .collect();
     actions.sort();

@@ -19,6 +19,8 @@ use crate::recent::Recent;
 
 /// Refresh this long before expiry (or two thirds into shorter sessions).
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(10 * 60);
+/// The session tag naming the campaign.
+pub const CAMPAIGN_TAG: &str = "muster:campaign";
 /// Most cached roles; the least recently used go first.
 const MAX_ENTRIES: usize = 10_000;
 
@@ -31,6 +33,11 @@ pub struct RoleKey {
     pub external_id: Option<String>,
     /// "muster-<campaign id>", so CloudTrail ties every call to its campaign.
     pub session_name: String,
+    /// Who asked for the campaign, as the session's SourceIdentity (CloudTrail
+    /// records it on every call); none when the task names nobody.
+    pub source_identity: Option<String>,
+    /// The campaign, as the session tag `muster:campaign`.
+    pub campaign_id: String,
     /// Requested session length.
     pub duration_seconds: u32,
 }
@@ -134,6 +141,16 @@ impl CredentialCache {
                 .role_arn(&key.role_arn)
                 .role_session_name(&key.session_name)
                 .set_external_id(key.external_id.clone())
+                .set_source_identity(key.source_identity.clone())
+                .set_tags((!key.campaign_id.is_empty()).then(|| {
+                    vec![
+                        aws_sdk_sts::types::Tag::builder()
+                            .key(CAMPAIGN_TAG)
+                            .value(&key.campaign_id)
+                            .build()
+                            .expect("a tag with a key and a value"),
+                    ]
+                }))
                 .duration_seconds(key.duration_seconds as i32)
                 .send()
                 .await;
@@ -238,6 +255,8 @@ mod tests {
             role_arn: "arn:aws:iam::222222222222:role/muster-execution".into(),
             external_id: None,
             session_name: "muster-c".into(),
+            source_identity: None,
+            campaign_id: "c".into(),
             duration_seconds: 3600,
         };
         assert_eq!(key.account(), "222222222222");

@@ -333,6 +333,8 @@ mod tests {
             role_arn: format!("arn:aws:iam::{account}:role/muster-exec"),
             external_id: None,
             session_name: session.to_owned(),
+            source_identity: None,
+            campaign_id: String::new(),
             duration_seconds: 3600,
         }
     }

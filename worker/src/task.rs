@@ -94,6 +94,8 @@ async fn run_scoped(
         role_arn: task.role_arn.clone(),
         external_id: Some(task.external_id.clone()).filter(|e| !e.is_empty()),
         session_name: task.role_session_name.clone(),
+        source_identity: Some(task.source_identity.clone()).filter(|s| !s.is_empty()),
+        campaign_id: task.campaign_id.clone(),
         duration_seconds: task.session_duration_seconds.max(900),
     };
     let outcome = match ctx

@@ -180,6 +180,7 @@ fn task_message(conn: &dyn Sql, task: &TaskRow, campaign: &CampaignRow, settings
         created_at: Some(timestamp(task.created_ms)),
         discover: None,
         execute: None,
+        source_identity: muster_common::domain::source_identity(&campaign.submitted_by),
     };
     match task.kind {
         TaskKind::Discover => message.discover = Some(resolve::discover_spec(spec)),

@@ -211,6 +211,9 @@ impl World {
             created_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
             discover: None,
             execute: None,
+            // The sandbox's execution roles, like target-account.yaml's,
+            // trust no session that does not name who asked.
+            source_identity: "worker-tests".into(),
         }
     }
 
