@@ -53,7 +53,7 @@ async fn main() {
         async move {
             let arn = format!("arn:aws:iam::{account}:role/muster-execution");
             let creds = sb
-                .assume(&worker, &arn, Some(&external_id))
+                .assume_execution(&worker, &arn, Some(&external_id))
                 .await
                 .expect("execution role");
             let config = sb.config_with(&region, creds);

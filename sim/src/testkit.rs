@@ -243,11 +243,34 @@ impl Sandbox {
         role_arn: &str,
         external_id: Option<&str>,
     ) -> Result<Credentials, aws_sdk_sts::error::SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError>> {
+        self.assume_with(from, role_arn, external_id, None).await
+    }
+
+    /// Assumes a target account's execution role as the worker does: with
+    /// the ExternalId and a SourceIdentity ("muster-test"), which its trust
+    /// policy requires.
+    pub async fn assume_execution(
+        &self,
+        from: &SdkConfig,
+        role_arn: &str,
+        external_id: Option<&str>,
+    ) -> Result<Credentials, aws_sdk_sts::error::SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError>> {
+        self.assume_with(from, role_arn, external_id, Some("muster-test")).await
+    }
+
+    /// Assumes a role with an optional ExternalId and SourceIdentity.
+    pub async fn assume_with(
+        &self,
+        from: &SdkConfig,
+        role_arn: &str,
+        external_id: Option<&str>,
+        source_identity: Option<&str>,
+    ) -> Result<Credentials, aws_sdk_sts::error::SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError>> {
         let out = aws_sdk_sts::Client::new(from)
             .assume_role()
             .role_arn(role_arn)
             .role_session_name("muster-test")
-            .source_identity("muster-test")
+            .set_source_identity(source_identity.map(str::to_owned))
             .set_external_id(external_id.map(str::to_owned))
             .send()
             .await?;

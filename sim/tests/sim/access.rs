@@ -43,12 +43,12 @@ async fn assume_role_is_enforced_as_aws_does() {
     };
     // No ExternalId, a wrong one: AccessDenied.
     let err =
-        w.sb.assume(&worker, &alpha_role, None)
+        w.sb.assume_execution(&worker, &alpha_role, None)
             .await
             .expect_err("ExternalId is required");
     assert!(denied(&err), "{err:?}");
     let err =
-        w.sb.assume(&worker, &alpha_role, Some("wrong"))
+        w.sb.assume_execution(&worker, &alpha_role, Some("wrong"))
             .await
             .expect_err("wrong ExternalId");
     assert!(denied(&err));
@@ -60,7 +60,7 @@ async fn assume_role_is_enforced_as_aws_does() {
     // A missing role: AccessDenied, as AWS answers (it never says "no such role").
     let missing = format!("arn:aws:iam::{}:role/muster-execution", w.account("norole"));
     let err =
-        w.sb.assume(&worker, &missing, Some("ext-42"))
+        w.sb.assume_execution(&worker, &missing, Some("ext-42"))
             .await
             .expect_err("no role");
     assert!(denied(&err));
@@ -68,14 +68,28 @@ async fn assume_role_is_enforced_as_aws_does() {
     // The trust policy names the worker role: the hub's other principals are not it.
     let hub = w.sb.hub_config(REGION);
     let err =
-        w.sb.assume(&hub, &alpha_role, Some("ext-42"))
+        w.sb.assume_execution(&hub, &alpha_role, Some("ext-42"))
             .await
             .expect_err("not the worker role");
     assert!(denied(&err));
 
-    // The right principal with the right ExternalId acts in the account.
+    // The right ExternalId without naming who asked: AccessDenied, and a
+    // SourceIdentity STS would not take: ValidationError.
+    let err =
+        w.sb.assume_with(&worker, &alpha_role, Some("ext-42"), None)
+            .await
+            .expect_err("no SourceIdentity");
+    assert!(denied(&err), "{err:?}");
+    let err =
+        w.sb.assume_with(&worker, &alpha_role, Some("ext-42"), Some("a b"))
+            .await
+            .expect_err("a SourceIdentity with a space");
+    assert_eq!(err.code(), Some("ValidationError"), "{err:?}");
+
+    // The right principal with the right ExternalId, naming who asked, acts
+    // in the account; the sim records who.
     let creds =
-        w.sb.assume(&worker, &alpha_role, Some("ext-42"))
+        w.sb.assume_execution(&worker, &alpha_role, Some("ext-42"))
             .await
             .expect("trusted");
     let who = aws_sdk_sts::Client::new(&w.sb.config_with(REGION, creds))
@@ -84,6 +98,12 @@ async fn assume_role_is_enforced_as_aws_does() {
         .await
         .expect("GetCallerIdentity");
     assert_eq!(who.account(), Some(w.account("alpha").as_str()));
+    assert!(
+        w.sb.assumed_roles()
+            .iter()
+            .any(|a| a.role_arn == alpha_role && a.source_identity.as_deref() == Some("muster-test")),
+        "the sim records the SourceIdentity"
+    );
 
     // DurationSeconds: at least 900, and at most an hour when chained.
     let sts = aws_sdk_sts::Client::new(&worker);
@@ -92,6 +112,7 @@ async fn assume_role_is_enforced_as_aws_does() {
         .role_arn(&alpha_role)
         .role_session_name("short")
         .external_id("ext-42")
+        .source_identity("muster-test")
         .duration_seconds(600)
         .send()
         .await
@@ -102,6 +123,7 @@ async fn assume_role_is_enforced_as_aws_does() {
         .role_arn(&alpha_role)
         .role_session_name("long")
         .external_id("ext-42")
+        .source_identity("muster-test")
         .duration_seconds(7_200)
         .send()
         .await
@@ -117,7 +139,10 @@ async fn sessions_expire_and_then_get_expired_token() {
     w.sb.tune(|t| t.session_ttl_seconds = Some(2));
     let worker = w.worker().await;
     let arn = format!("arn:aws:iam::{}:role/muster-execution", w.account("beta"));
-    let creds = w.sb.assume(&worker, &arn, Some("ext-42")).await.expect("assumed");
+    let creds =
+        w.sb.assume_execution(&worker, &arn, Some("ext-42"))
+            .await
+            .expect("assumed");
     let left = creds
         .expiry()
         .expect("session credentials expire")

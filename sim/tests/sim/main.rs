@@ -133,7 +133,7 @@ impl World {
         let arn = format!("arn:aws:iam::{}:role/muster-execution", self.account(account));
         let creds = self
             .sb
-            .assume(&worker, &arn, Some("ext-42"))
+            .assume_execution(&worker, &arn, Some("ext-42"))
             .await
             .expect("the worker may assume the execution role");
         self.sb.config_with(REGION, creds)
