@@ -133,6 +133,23 @@ pub enum Command {
     /// Cancel a campaign: nothing more is released and commands in flight
     /// are cancelled.
     Cancel(CancelArgs),
+    /// The audit trail, newest first: who submitted, planned or cancelled
+    /// what, whose call was refused, when the policy changed (admins only).
+    Audit(AuditArgs),
+}
+
+/// `muster audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this campaign's events.
+    #[arg(long)]
+    pub campaign: Option<String>,
+    /// Only this principal's events.
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// Most events to list.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
 }
 
 /// A campaign id.

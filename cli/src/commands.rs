@@ -7,7 +7,7 @@ use muster_proto::v1::{
 };
 use serde_json::json;
 
-use crate::args::{LsArgs, Output, ResultsArgs, SpecArgs};
+use crate::args::{AuditArgs, LsArgs, Output, ResultsArgs, SpecArgs};
 use crate::connect::Client;
 use crate::render::{self, Style, csv};
 
@@ -355,6 +355,77 @@ pub async fn ls(client: &mut Client, args: &LsArgs, style: Style, output: Output
                     Cell::new(n.success),
                     Cell::new(n.failed + n.timed_out + n.error + n.undeliverable),
                     Cell::new(n.skipped),
+                ]);
+            }
+            println!("{table}");
+        }
+    }
+    Ok(())
+}
+
+/// `muster audit`.
+pub async fn audit(client: &mut Client, args: &AuditArgs, style: Style, output: Output) -> Result<(), Failure> {
+    let mut events = Vec::new();
+    let mut token = String::new();
+    while events.len() < args.limit as usize {
+        let page = client
+            .list_audit_events(muster_proto::v1::ListAuditEventsRequest {
+                campaign_id: args.campaign.clone().unwrap_or_default(),
+                principal: args.principal.clone().unwrap_or_default(),
+                page_size: (args.limit as usize - events.len()).min(1_000) as u32,
+                page_token: token.clone(),
+            })
+            .await?
+            .into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    match output {
+        Output::Json => render::print_json(&json!(
+            events
+                .iter()
+                .map(|e| json!({
+                    "id": e.id,
+                    "at": render::time(&e.at),
+                    "principal": e.principal,
+                    "via": e.via,
+                    "peer": e.peer,
+                    "action": e.action,
+                    "campaign_id": e.campaign_id,
+                    "detail": serde_json::from_str::<serde_json::Value>(&e.detail).unwrap_or_else(|_| json!(e.detail)),
+                }))
+                .collect::<Vec<_>>()
+        )),
+        Output::Csv => {
+            println!("id,at,principal,via,peer,action,campaign_id,detail");
+            for e in &events {
+                println!(
+                    "{},{},{},{},{},{},{},{}",
+                    e.id,
+                    render::time(&e.at),
+                    csv(&e.principal),
+                    e.via,
+                    csv(&e.peer),
+                    e.action,
+                    e.campaign_id,
+                    csv(&e.detail)
+                );
+            }
+        }
+        Output::Table => {
+            let mut table = style.table(&["when", "who", "via", "from", "what", "campaign", "detail"]);
+            for e in &events {
+                table.add_row(vec![
+                    Cell::new(render::time(&e.at)),
+                    Cell::new(&e.principal),
+                    Cell::new(&e.via),
+                    Cell::new(&e.peer),
+                    Cell::new(&e.action),
+                    Cell::new(&e.campaign_id),
+                    Cell::new(&e.detail),
                 ]);
             }
             println!("{table}");

@@ -71,5 +71,6 @@ async fn run(cli: &Cli, style: Style) -> Result<i32, Failure> {
         Command::Cancel(args) => commands::cancel(&mut client, &args.campaign_id, &args.reason, style, cli.output)
             .await
             .map(|()| 0),
+        Command::Audit(args) => commands::audit(&mut client, args, style, cli.output).await.map(|()| 0),
     }
 }

@@ -124,6 +124,8 @@ pub struct Principal {
     pub via: &'static str,
     /// Its roles and where they hold.
     pub grants: Vec<Grant>,
+    /// The address it called from.
+    pub peer: String,
 }
 
 impl Principal {
@@ -310,6 +312,11 @@ impl Auth {
         self.policy_file.as_deref()
     }
 
+    /// The SHA-256 (hex) of the policy file as last read.
+    pub fn policy_digest(&self) -> Option<String> {
+        self.seen.lock().expect("policy lock").as_deref().map(hex::encode)
+    }
+
     fn current(&self) -> Arc<Callers> {
         self.loaded.read().expect("policy lock").clone()
     }
@@ -342,10 +349,7 @@ impl Auth {
     /// The caller of `request`, if one of its roles allows `action` (its
     /// scope is checked against a campaign with [`Principal::permit`]).
     pub fn authorize<T>(&self, request: &Request<T>, method: &str, action: Action) -> Result<Principal, Status> {
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "unknown".into());
+        let peer = peer_of(request);
         let principal = self.identify(request).map_err(|reason| {
             tracing::warn!(method, peer, reason, "call refused: unauthenticated");
             Status::unauthenticated(reason)
@@ -388,7 +392,9 @@ impl Auth {
         Status::permission_denied(message)
     }
 
-    fn identify<T>(&self, request: &Request<T>) -> Result<Principal, String> {
+    /// Who calls, whatever it may do.
+    pub fn identify<T>(&self, request: &Request<T>) -> Result<Principal, String> {
+        let peer = peer_of(request);
         let loaded = self.current();
         let grants = |name: &str| -> Vec<Grant> {
             let mut grants = self.fixed.grants.get(name).cloned().unwrap_or_default();
@@ -425,6 +431,7 @@ impl Auth {
                 name: found.name.clone(),
                 via: "token",
                 grants: grants(&found.name),
+                peer,
             });
         }
         if let Some(certs) = request.peer_certs()
@@ -439,6 +446,7 @@ impl Auth {
                 grants: grants(&name),
                 name,
                 via: "certificate",
+                peer,
             });
         }
         if self.anonymous {
@@ -449,9 +457,29 @@ impl Auth {
                     role: Role::Admin,
                     scope: Scope::default(),
                 }],
+                peer,
             });
         }
         Err("no bearer token and no client certificate".into())
+    }
+}
+
+/// The address a request came from.
+fn peer_of<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl Principal {
+    /// It, as the audit trail records an actor.
+    pub fn actor(&self) -> crate::store::audit::Actor {
+        crate::store::audit::Actor {
+            principal: self.name.clone(),
+            via: self.via.to_owned(),
+            peer: self.peer.clone(),
+        }
     }
 }
 
@@ -492,16 +520,34 @@ pub async fn watch_policy(
             () = tokio::time::sleep(every) => false,
             () = signalled => true,
         };
-        match auth.reload_if_changed(forced) {
-            None => {}
+        let outcome = match auth.reload_if_changed(forced) {
+            None => continue,
             Some(Ok(())) => {
                 ctl.metrics.policy_reloaded(true);
                 tracing::info!(path = %path.display(), "policy reloaded");
+                serde_json::json!({"path": path.display().to_string(), "sha256": auth.policy_digest(), "applied": true})
             }
             Some(Err(error)) => {
                 ctl.metrics.policy_reloaded(false);
                 tracing::error!(%error, "policy not reloaded; the one in force stays");
+                serde_json::json!({
+                    "path": path.display().to_string(),
+                    "sha256": auth.policy_digest(),
+                    "applied": false,
+                    "error": error,
+                })
             }
+        };
+        let actor = crate::store::audit::Actor {
+            principal: "policy file".into(),
+            ..Default::default()
+        };
+        let recorded = ctl
+            .store
+            .write(move |txn| crate::store::audit::record(txn, &actor, "policy_reloaded", "", &outcome.to_string()))
+            .await;
+        if let Err(error) = recorded {
+            tracing::warn!(%error, "cannot record the policy change in the audit trail");
         }
     }
 }

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use muster_proto::v1::campaign_service_server::CampaignService;
 use muster_proto::v1::{
     Campaign, CampaignSpec, CampaignState, CancelCampaignRequest, CancelCampaignResponse, GetCampaignRequest,
-    GetCampaignResponse, GetTargetRequest, GetTargetResponse, ListCampaignsRequest, ListCampaignsResponse,
-    ListTargetsRequest, ListTargetsResponse, PlanCampaignRequest, PlanCampaignResponse, SubmitCampaignRequest,
-    SubmitCampaignResponse, WatchCampaignRequest, WatchCampaignResponse, watch_campaign_response,
+    GetCampaignResponse, GetTargetRequest, GetTargetResponse, ListAuditEventsRequest, ListAuditEventsResponse,
+    ListCampaignsRequest, ListCampaignsResponse, ListTargetsRequest, ListTargetsResponse, PlanCampaignRequest,
+    PlanCampaignResponse, SubmitCampaignRequest, SubmitCampaignResponse, WatchCampaignRequest, WatchCampaignResponse,
+    watch_campaign_response,
 };
 use prost::Message as _;
 use sha2::Digest as _;
@@ -47,11 +48,42 @@ impl CampaignApi {
         action: Action,
         id: &str,
     ) -> Result<Principal, Status> {
-        let principal = self.auth.authorize(request, method, action)?;
+        let principal = self.authorize(request, method, action).await?;
         check_id("campaign_id", id)?;
         let footprint = self.footprint(id).await?;
-        self.permit(method, &principal, action, &footprint).await?;
+        self.permit(method, &principal, action, &footprint, id).await?;
         Ok(principal)
+    }
+
+    /// The caller of `request`, if one of its roles allows `action`; a known
+    /// caller refused goes into the audit trail.
+    async fn authorize<T>(&self, request: &Request<T>, method: &str, action: Action) -> Result<Principal, Status> {
+        let refused = match self.auth.authorize(request, method, action) {
+            Ok(principal) => return Ok(principal),
+            Err(status) => status,
+        };
+        if refused.code() == tonic::Code::PermissionDenied
+            && let Ok(principal) = self.auth.identify(request)
+        {
+            self.audit_refusal(&principal, method, "", refused.message()).await;
+        }
+        Err(refused)
+    }
+
+    /// Records a refused call of a known caller (best effort: the refusal
+    /// stands either way).
+    async fn audit_refusal(&self, principal: &Principal, method: &str, campaign_id: &str, message: &str) {
+        let actor = principal.actor();
+        let campaign_id = campaign_id.to_owned();
+        let detail = serde_json::json!({"method": method, "message": message}).to_string();
+        let recorded = self
+            .ctl
+            .store
+            .write(move |txn| crate::store::audit::record(txn, &actor, "refused", &campaign_id, &detail))
+            .await;
+        if let Err(error) = recorded {
+            tracing::warn!(%error, "cannot record a refused call in the audit trail");
+        }
     }
 
     /// Whether one of `principal`'s grants that allows `action` holds all of
@@ -62,6 +94,7 @@ impl CampaignApi {
         principal: &Principal,
         action: Action,
         footprint: &Footprint,
+        campaign_id: &str,
     ) -> Result<(), Status> {
         let members = self
             .ctl
@@ -69,9 +102,11 @@ impl CampaignApi {
             .of(&self.ctl.organizations, "policy.grants.ous", &principal.ous(action))
             .await
             .map_err(expand_status)?;
-        principal
-            .permit(action, footprint, &members)
-            .map_err(|message| self.auth.out_of_scope(method, principal, message))
+        if let Err(message) = principal.permit(action, footprint, &members) {
+            self.audit_refusal(principal, method, campaign_id, &message).await;
+            return Err(self.auth.out_of_scope(method, principal, message));
+        }
+        Ok(())
     }
 
     /// Where a stored campaign reaches.
@@ -202,7 +237,7 @@ impl CampaignApi {
             regions: expansion.regions.iter().cloned().collect(),
             documents: crate::guardrails::documents(&spec).into_iter().collect(),
         };
-        self.permit(method, principal, action, &footprint).await?;
+        self.permit(method, principal, action, &footprint, "").await?;
         let rails = &self.ctl.settings.guardrails;
         let first_account = expansion.accounts.first().map(String::as_str).unwrap_or("000000000000");
         rails
@@ -241,6 +276,7 @@ impl CampaignApi {
             max_attempts: self.ctl.settings.max_attempts,
             external_id_refs,
             submitted_external_id,
+            actor: principal.actor(),
         };
         let inserted = self
             .ctl
@@ -301,7 +337,7 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<SubmitCampaignRequest>,
     ) -> Result<Response<SubmitCampaignResponse>, Status> {
-        let principal = self.auth.authorize(&request, "SubmitCampaign", Action::Submit)?;
+        let principal = self.authorize(&request, "SubmitCampaign", Action::Submit).await?;
         let (id, created) = self.create(request.into_inner().spec, &principal, false).await?;
         let campaign = self.campaign(&id, true).await?;
         Ok(Response::new(SubmitCampaignResponse {
@@ -315,7 +351,7 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<PlanCampaignRequest>,
     ) -> Result<Response<PlanCampaignResponse>, Status> {
-        let principal = self.auth.authorize(&request, "PlanCampaign", Action::Plan)?;
+        let principal = self.authorize(&request, "PlanCampaign", Action::Plan).await?;
         let request = request.into_inner();
         if request.wait_seconds > 600 {
             return Err(Status::invalid_argument(format!(
@@ -359,7 +395,7 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<ListCampaignsRequest>,
     ) -> Result<Response<ListCampaignsResponse>, Status> {
-        let principal = self.auth.authorize(&request, "ListCampaigns", Action::Read)?;
+        let principal = self.authorize(&request, "ListCampaigns", Action::Read).await?;
         let request = request.into_inner();
         let page_size = match request.page_size {
             0 => 50,
@@ -605,10 +641,10 @@ impl CampaignService for CampaignApi {
         request: Request<CancelCampaignRequest>,
     ) -> Result<Response<CancelCampaignResponse>, Status> {
         let id = request.get_ref().campaign_id.clone();
-        let by = self
+        let principal = self
             .authorize_on(&request, "CancelCampaign", Action::Cancel, &id)
-            .await?
-            .name;
+            .await?;
+        let (by, actor) = (principal.name.clone(), principal.actor());
         let request = request.into_inner();
         if request.reason.chars().count() > 1024 {
             return Err(Status::invalid_argument("reason: at most 1024 characters"));
@@ -619,7 +655,7 @@ impl CampaignService for CampaignApi {
         } else {
             request.reason
         };
-        let (who, why) = (by.clone(), reason.clone());
+        let why = reason.clone();
         let found = self
             .ctl
             .store
@@ -627,7 +663,7 @@ impl CampaignService for CampaignApi {
                 if campaigns::get(txn, &id)?.is_none() {
                     return Ok(None);
                 }
-                campaigns::request_cancel(txn, &id, &who, &why).map(Some)
+                campaigns::request_cancel(txn, &id, &actor, &why).map(Some)
             })
             .await
             .map_err(store_status)?;
@@ -643,6 +679,49 @@ impl CampaignService for CampaignApi {
         }
         Ok(Response::new(CancelCampaignResponse {
             campaign: Some(self.campaign(&request.campaign_id, true).await?),
+        }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<ListAuditEventsRequest>,
+    ) -> Result<Response<ListAuditEventsResponse>, Status> {
+        self.authorize(&request, "ListAuditEvents", Action::Admin).await?;
+        let request = request.into_inner();
+        let page_size = match request.page_size {
+            0 => 100,
+            n if n > 1_000 => return Err(Status::invalid_argument(format!("page_size: {n}; at most 1000"))),
+            n => n as usize,
+        };
+        let before = if request.page_token.is_empty() {
+            None
+        } else {
+            Some(
+                request
+                    .page_token
+                    .parse::<i64>()
+                    .map_err(|_| Status::invalid_argument("page_token: not a token from a previous ListAuditEvents"))?,
+            )
+        };
+        if !request.campaign_id.is_empty() {
+            check_id("campaign_id", &request.campaign_id)?;
+        }
+        if request.principal.chars().count() > 128 {
+            return Err(Status::invalid_argument("principal: at most 128 characters"));
+        }
+        let filter = crate::store::audit::AuditFilter {
+            campaign_id: Some(request.campaign_id).filter(|c| !c.is_empty()),
+            principal: Some(request.principal).filter(|p| !p.is_empty()),
+        };
+        let (events, next) = self
+            .ctl
+            .store
+            .read(move |conn| crate::store::audit::list(conn, &filter, page_size, before))
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(ListAuditEventsResponse {
+            events,
+            next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
         }))
     }
 }

@@ -1,7 +1,10 @@
 //! Results export: when a campaign ends, every target goes to the results
 //! bucket as JSON Lines (gzip), one record per target, under a partitioned
 //! prefix that the Athena table in `deploy/athena/` reads:
-//! `campaigns/dt=YYYY-MM-DD/campaign=<id>/targets.jsonl.gz`.
+//! `campaigns/dt=YYYY-MM-DD/campaign=<id>/targets.jsonl.gz`. Its audit trail
+//! (who submitted, cancelled, was refused) goes next to it, under its own
+//! prefix so the targets table never reads it:
+//! `audit/dt=YYYY-MM-DD/campaign=<id>/audit.jsonl.gz`.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -25,11 +28,46 @@ const PAGE: usize = 5_000;
 
 /// The object key of a campaign's export.
 pub fn key(campaign: &CampaignRow) -> String {
+    format!("campaigns/{}/targets.jsonl.gz", partition(campaign))
+}
+
+/// The object key of a campaign's audit trail.
+pub fn audit_key(campaign: &CampaignRow) -> String {
+    format!("audit/{}/audit.jsonl.gz", partition(campaign))
+}
+
+fn partition(campaign: &CampaignRow) -> String {
     let finished = campaign.finished_ms.unwrap_or(campaign.created_ms);
     let date = chrono::DateTime::from_timestamp_millis(finished)
         .unwrap_or_default()
         .format("%Y-%m-%d");
-    format!("campaigns/dt={date}/campaign={}/targets.jsonl.gz", campaign.id)
+    format!("dt={date}/campaign={}", campaign.id)
+}
+
+/// The audit trail of a campaign as gzip JSON Lines, oldest first.
+async fn audit_body(ctl: &Controller, campaign: &CampaignRow) -> StoreResult<Vec<u8>> {
+    let id = campaign.id.clone();
+    let events = ctl
+        .store
+        .read(move |conn| crate::store::audit::of_campaign(conn, &id))
+        .await?;
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    for event in events {
+        let line = json!({
+            "id": event.id,
+            "at": rfc3339(&event.at),
+            "principal": event.principal,
+            "via": event.via,
+            "peer": event.peer,
+            "action": event.action,
+            "campaign_id": event.campaign_id,
+            "detail": event.detail,
+        });
+        writeln!(encoder, "{line}").map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+    }
+    encoder
+        .finish()
+        .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))
 }
 
 fn rfc3339(ts: &Option<prost_types::Timestamp>) -> Value {
@@ -186,17 +224,26 @@ pub async fn export_finished(ctl: &Controller, fence: &Fence) {
 }
 
 async fn export(ctl: &Controller, bucket: &str, campaign: &CampaignRow) -> Result<(String, usize), String> {
+    // The audit trail first: the targets' object is what marks the export
+    // done, and both are written again whole on a retry.
+    let audit = audit_body(ctl, campaign).await.map_err(|e| e.to_string())?;
+    put_jsonl(ctl, bucket, &audit_key(campaign), audit).await?;
     let (bytes, count) = body(ctl, campaign).await.map_err(|e| e.to_string())?;
-    let key = key(campaign);
+    let url = put_jsonl(ctl, bucket, &key(campaign), bytes).await?;
+    Ok((url, count))
+}
+
+/// Writes gzip JSON Lines to `bucket`/`key`; its s3:// URL.
+async fn put_jsonl(ctl: &Controller, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<String, String> {
     ctl.s3
         .put_object()
         .bucket(bucket)
-        .key(&key)
+        .key(key)
         .content_type("application/x-ndjson")
         .content_encoding("gzip")
         .body(bytes.into())
         .send()
         .await
         .map_err(|e| format!("s3://{bucket}/{key}: {}", muster_common::retry::describe(&e)))?;
-    Ok((format!("s3://{bucket}/{key}"), count))
+    Ok(format!("s3://{bucket}/{key}"))
 }

@@ -66,6 +66,16 @@ pub async fn pass(ctl: &Controller) -> usize {
             }
         }
         ctl.metrics.pruned(pruned);
+        // The audit trail of no campaign goes by age.
+        match ctl
+            .store
+            .write_fenced(&fence, move |txn| crate::store::audit::prune_unattached(txn, cutoff))
+            .await
+        {
+            Ok(0) => {}
+            Ok(events) => tracing::info!(events, horizon_days, "audit events of no campaign pruned"),
+            Err(error) => tracing::warn!(%error, "retention: cannot prune old audit events; will retry"),
+        }
     }
     match ctl.store.read(retention::row_counts).await {
         Ok(counts) => ctl.metrics.store_rows(&counts),

@@ -1,5 +1,5 @@
 //! TLS and callers for a test controller: a fresh dev PKI, a `submit` and a
-//! `read` token, the operator certificate (CN muster-admin, submit), and a
+//! `read` token, the operator certificate (CN muster-admin, admin), and a
 //! certificate of its own for each worker, from the worker CA.
 
 use muster_controller::auth::{Auth, ClientEntry, TokenEntry, hash_token, new_token};
@@ -55,7 +55,7 @@ impl Creds {
             .collect();
         let clients = [ClientEntry {
             name: ADMIN_CN.into(),
-            permission: Some("operator".into()),
+            permission: Some("admin".into()),
         }];
         let auth = Auth::new(&tokens, &clients, Some(&self.policy_path())).expect("valid callers");
         let mut security = Security::new(

@@ -389,7 +389,7 @@ impl System {
             .args(["--tls-key", &files.controller_key.display().to_string()])
             .args(["--worker-ca", &files.worker_ca.display().to_string()])
             .args(["--client-ca", &files.ca.display().to_string()])
-            .args(["--api-client", &format!("{}:submit", muster_sim::certs::ADMIN_CN)])
+            .args(["--api-client", &format!("{}:admin", muster_sim::certs::ADMIN_CN)])
             .args(["--policy", &self.creds.policy_path().display().to_string()]);
         command
             .args([

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use muster_controller::guardrails::Guardrails;
 use muster_proto::v1::worker_service_client::WorkerServiceClient;
 use muster_proto::v1::{
-    CampaignState, CancelCampaignRequest, GetCampaignRequest, LeaseOutcome, LeaseTaskRequest, ListCampaignsRequest,
-    ListTargetsRequest, PlanCampaignRequest, SubmitCampaignRequest, TaskRef, WatchCampaignRequest,
+    CampaignState, CancelCampaignRequest, GetCampaignRequest, LeaseOutcome, LeaseTaskRequest, ListAuditEventsRequest,
+    ListCampaignsRequest, ListTargetsRequest, PlanCampaignRequest, SubmitCampaignRequest, TaskRef,
+    WatchCampaignRequest,
 };
 use muster_tests::client::{get, raw_call, raw_stream, script_spec, submit, wait_done};
 use muster_tests::creds::TokenClient;
@@ -568,6 +569,19 @@ async fn the_external_id_stays_with_the_controller() {
         "the export carries the ExternalId"
     );
 
+    // The campaign's audit trail goes with it, under its own prefix.
+    let audit_url = url
+        .replace("/campaigns/", "/audit/")
+        .replace("targets.jsonl.gz", "audit.jsonl.gz");
+    let trail = muster_tests::client::export_text(&stack.sb.hub_config(EAST), &audit_url).await;
+    let submitted: serde_json::Value =
+        serde_json::from_str(trail.lines().next().expect("an audit line")).expect("JSON");
+    assert_eq!(
+        (submitted["action"].as_str(), submitted["campaign_id"].as_str()),
+        (Some("submitted"), Some(id.as_str()))
+    );
+    assert!(!trail.contains(&secret), "the audit trail carries the ExternalId");
+
     // CloudTrail (the sim's record of AssumeRole) names who asked on every
     // session of the campaign, and tags it with the campaign.
     let session = muster_common::domain::session_name(&id);
@@ -801,6 +815,55 @@ async fn a_principal_scoped_to_one_ou_plans_submits_reads_and_cancels_only_there
         })
         .await
         .expect("cancel in Dev");
+
+    // The audit trail, as an admin reads it: who submitted, planned,
+    // cancelled and was refused what, how they proved it, and from where.
+    let trail = ci
+        .list_audit_events(ListAuditEventsRequest::default())
+        .await
+        .expect("an admin reads the audit trail")
+        .into_inner()
+        .events;
+    let count = |who: &str, action: &str| {
+        trail
+            .iter()
+            .filter(|e| e.principal == who && e.action == action)
+            .count()
+    };
+    assert_eq!(count("muster-admin", "submitted"), 1, "{trail:#?}");
+    assert_eq!((count("dev-ops", "planned"), count("dev-ops", "submitted")), (1, 1));
+    assert_eq!(count("dev-ops", "cancel_requested"), 1);
+    assert_eq!(
+        count("dev-ops", "refused"),
+        6,
+        "plan, submit, get, targets, watch, cancel"
+    );
+    assert_eq!(count("dev-viewer", "refused"), 2, "output and cancel");
+    // The policy written for this test is in it too, by its hash.
+    assert_eq!(count("policy file", "policy_reloaded"), 1, "{trail:#?}");
+    assert!(
+        trail
+            .iter()
+            .filter(|e| e.action != "policy_reloaded")
+            .all(|e| e.peer.starts_with("127.0.0.1:") && ["token", "certificate"].contains(&e.via.as_str())),
+        "{trail:#?}"
+    );
+    let cancel_refused = trail
+        .iter()
+        .find(|e| e.action == "refused" && e.detail.contains("CancelCampaign") && e.principal == "dev-ops")
+        .expect("the refused cancel");
+    assert_eq!(cancel_refused.campaign_id, prod_id);
+    assert!(cancel_refused.detail.contains("scope: dev-ops may cancel only within"));
+    // Only admins read it.
+    let status = viewer
+        .list_audit_events(ListAuditEventsRequest::default())
+        .await
+        .expect_err("a viewer reads no audit trail");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(
+        status.message(),
+        "role: dev-viewer has role viewer; ListAuditEvents needs admin"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

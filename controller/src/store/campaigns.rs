@@ -356,6 +356,8 @@ pub struct NewCampaign {
     pub external_id_refs: std::collections::BTreeMap<String, String>,
     /// The ExternalId the submitter gave, when the configuration allows it.
     pub submitted_external_id: String,
+    /// Who submitted, and from where, for the audit trail.
+    pub actor: super::audit::Actor,
 }
 
 impl NewCampaign {
@@ -379,6 +381,10 @@ impl NewCampaign {
             max_attempts,
             external_id_refs: Default::default(),
             submitted_external_id: String::new(),
+            actor: super::audit::Actor {
+                principal: "tester".into(),
+                ..Default::default()
+            },
         }
     }
 }
@@ -469,12 +475,9 @@ pub fn insert(conn: &dyn Sql, new: &NewCampaign) -> StoreResult<Inserted> {
         "scopes": new.scopes.len(),
         "dry_run": new.dry_run,
     });
-    event(
-        conn,
-        &new.id,
-        if new.dry_run { "planned" } else { "submitted" },
-        &detail.to_string(),
-    )?;
+    let action = if new.dry_run { "planned" } else { "submitted" };
+    event(conn, &new.id, action, &detail.to_string())?;
+    super::audit::record(conn, &new.actor, action, &new.id, &detail.to_string())?;
     Ok(Inserted::Created(new.id.clone()))
 }
 
@@ -499,11 +502,19 @@ pub fn set_state(conn: &dyn Sql, id: &str, state: CampaignState, reason: &str) -
 }
 
 /// Records a cancel request; false if the campaign has already ended.
-pub fn request_cancel(conn: &dyn Sql, id: &str, by: &str, reason: &str) -> StoreResult<bool> {
+pub fn request_cancel(conn: &dyn Sql, id: &str, actor: &super::audit::Actor, reason: &str) -> StoreResult<bool> {
+    let by = actor.principal.as_str();
     let row = get(conn, id)?.ok_or_else(|| StoreError::Corrupt(format!("no campaign {id}")))?;
     if row.state.is_terminal() {
         return Ok(false);
     }
+    super::audit::record(
+        conn,
+        actor,
+        "cancel_requested",
+        id,
+        &serde_json::json!({"reason": reason, "already_requested": row.cancel_requested}).to_string(),
+    )?;
     if !row.cancel_requested {
         conn.execute("UPDATE campaigns SET cancel_requested = 1 WHERE id = ?1", [id])?;
         event(

@@ -8,6 +8,7 @@
 //! acknowledged. Reads use a small pool of their own connections; WAL lets
 //! them run beside the writer.
 
+pub mod audit;
 pub mod campaigns;
 pub mod leadership;
 mod postgres;

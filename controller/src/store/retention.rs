@@ -1,6 +1,7 @@
 //! Retention: campaigns that ended longer ago than the configured horizon
 //! leave the store with every row they own (scopes, tasks, leases,
-//! dispatches, targets with their output, counters, events). A campaign
+//! dispatches, targets with their output, counters, events, its audit
+//! trail, which the results export carries). A campaign
 //! whose results are due in the results bucket stays until they are there.
 
 use crate::store::sql::{Sql, params};
@@ -9,7 +10,7 @@ use super::StoreResult;
 use super::campaigns;
 
 /// The tables a campaign owns rows in, for the row-count metric.
-pub const TABLES: [&str; 8] = [
+pub const TABLES: [&str; 9] = [
     "campaigns",
     "scopes",
     "tasks",
@@ -18,6 +19,7 @@ pub const TABLES: [&str; 8] = [
     "targets",
     "counters",
     "events",
+    "audit",
 ];
 
 /// Campaigns that ended before `cutoff_ms`, oldest first; with
@@ -55,7 +57,7 @@ pub fn prune(conn: &dyn Sql, campaign_id: &str) -> StoreResult<u64> {
     let targets = conn
         .prepare_cached("DELETE FROM targets WHERE campaign_id = ?1")?
         .execute([campaign_id])?;
-    for table in ["tasks", "counters", "scopes", "events", "campaigns"] {
+    for table in ["tasks", "counters", "scopes", "events", "audit", "campaigns"] {
         let column = if table == "campaigns" { "id" } else { "campaign_id" };
         conn.prepare_cached(&format!("DELETE FROM {table} WHERE {column} = ?1"))?
             .execute([campaign_id])?;

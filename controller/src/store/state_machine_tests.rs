@@ -208,7 +208,11 @@ store_matrix! {
         tasks::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
         let sent = TaskRef { attempt: 2, ..sent };
 
-        campaigns::request_cancel(&conn, "c1", "tester", "stop").unwrap();
+        let tester = crate::store::audit::Actor {
+            principal: "tester".into(),
+            ..Default::default()
+        };
+        campaigns::request_cancel(&conn, "c1", &tester, "stop").unwrap();
         assert!(tasks::cancel_unleased(&conn, "c1").unwrap(), "a worker is still needed");
         assert_eq!(task(&conn, &unsent).state, task_state::CANCELLED, "never sent: over");
         assert_eq!(task(&conn, &sent).state, task_state::QUEUED, "may run: waits");
