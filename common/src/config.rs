@@ -31,6 +31,39 @@ pub fn load_file<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T
     })
 }
 
+/// Checks that plaintext (`--insecure`) is used only against a local AWS
+/// endpoint (the sandbox), unless `forced`: a process that talks to real
+/// AWS over an unauthenticated channel would let anyone on the machine run
+/// commands in real accounts. `endpoint` is the AWS endpoint override
+/// (`--aws-endpoint-url` or `AWS_ENDPOINT_URL`), if any.
+pub fn check_insecure(insecure: bool, endpoint: Option<&str>, forced: bool) -> Result<(), String> {
+    if !insecure || forced {
+        return Ok(());
+    }
+    let local = endpoint
+        .and_then(|url| url.parse::<http::Uri>().ok())
+        .and_then(|uri| uri.host().map(crate::tls::is_loopback_host))
+        .unwrap_or(false);
+    if local {
+        return Ok(());
+    }
+    Err(format!(
+        "insecure: plaintext with {} is for the local sandbox; with real AWS credentials it would let anyone \
+         on this machine act in your accounts. Use TLS, or pass --insecure-real-aws if you truly mean it",
+        match endpoint {
+            Some(url) => format!("the AWS endpoint {url}"),
+            None => "real AWS (no local AWS_ENDPOINT_URL)".to_owned(),
+        }
+    ))
+}
+
+/// The AWS endpoint override: the setting, else `AWS_ENDPOINT_URL`.
+pub fn aws_endpoint(setting: Option<&str>) -> Option<String> {
+    setting
+        .map(str::to_owned)
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok().filter(|u| !u.is_empty()))
+}
+
 /// A name for this process when none is configured: host name and PID.
 pub fn default_instance_id(prefix: &str) -> String {
     let host = std::env::var("HOSTNAME")
@@ -57,4 +90,21 @@ pub fn metrics_listen(
         .parse()
         .map(Some)
         .map_err(|_| anyhow::anyhow!("{field}: {value:?} is not host:port (e.g. 0.0.0.0:9102) or \"off\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_only_against_a_local_aws_unless_forced() {
+        assert!(check_insecure(false, None, false).is_ok());
+        assert!(check_insecure(true, Some("http://127.0.0.1:4566"), false).is_ok());
+        assert!(check_insecure(true, Some("http://localhost:4566"), false).is_ok());
+        let err = check_insecure(true, None, false).unwrap_err();
+        assert!(err.starts_with("insecure: plaintext with real AWS"), "{err}");
+        let err = check_insecure(true, Some("https://sts.us-east-1.amazonaws.com"), false).unwrap_err();
+        assert!(err.contains("https://sts.us-east-1.amazonaws.com"), "{err}");
+        assert!(check_insecure(true, None, true).is_ok());
+    }
 }

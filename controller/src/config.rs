@@ -155,6 +155,10 @@ pub struct Args {
     /// addresses, for development.
     #[arg(long, env = "MUSTER_INSECURE", help_heading = "Security")]
     pub insecure: bool,
+    /// Allow --insecure although AWS calls go to real AWS, not a local
+    /// endpoint (refused otherwise).
+    #[arg(long, help_heading = "Security")]
+    pub insecure_real_aws: bool,
 
     /// Accounts campaigns may target (with those under --allow-ou); none
     /// means any.
@@ -433,6 +437,13 @@ impl Config {
             clients.push(ClientEntry::parse("api_client", text).map_err(anyhow::Error::msg)?);
         }
         let insecure = args.insecure || file.insecure.unwrap_or(false);
+        let aws_endpoint_url = args.aws_endpoint_url.or(file.aws_endpoint_url);
+        muster_common::config::check_insecure(
+            insecure,
+            muster_common::config::aws_endpoint(aws_endpoint_url.as_deref()).as_deref(),
+            args.insecure_real_aws,
+        )
+        .map_err(anyhow::Error::msg)?;
         let security = security(
             SecurityInputs {
                 insecure,
@@ -502,7 +513,7 @@ impl Config {
                 guardrails,
                 external_ids,
             },
-            aws_endpoint_url: args.aws_endpoint_url.or(file.aws_endpoint_url),
+            aws_endpoint_url,
             aws_region: args.aws_region.or(file.aws_region),
             metrics_listen: muster_common::config::metrics_listen(
                 "metrics_listen",
@@ -660,6 +671,7 @@ mod tests {
         assert!(error(args()).starts_with("tls_cert: the controller serves TLS and needs --tls-cert"));
         let config = Config::resolve(Args {
             insecure: true,
+            aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
             ..args()
         })
         .unwrap();
@@ -673,6 +685,7 @@ mod tests {
         assert_eq!(principal.name, "anonymous");
         let err = error(Args {
             insecure: true,
+            aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
             listen: Some("0.0.0.0:7070".parse().unwrap()),
             ..args()
         });
@@ -682,6 +695,7 @@ mod tests {
         );
         let err = error(Args {
             insecure: true,
+            aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
             worker_listen: Some("10.0.0.1:7071".parse().unwrap()),
             ..args()
         });
@@ -691,9 +705,26 @@ mod tests {
         );
         let err = error(Args {
             insecure: true,
+            aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
             ..tls(args())
         });
         assert!(err.starts_with("insecure: TLS settings are given too"), "{err}");
+        // Plaintext toward real AWS: refused unless forced.
+        let err = error(Args {
+            insecure: true,
+            aws_endpoint_url: Some("https://sts.us-east-1.amazonaws.com".into()),
+            ..args()
+        });
+        assert!(err.starts_with("insecure: plaintext with the AWS endpoint"), "{err}");
+        assert!(
+            Config::resolve(Args {
+                insecure: true,
+                insecure_real_aws: true,
+                aws_endpoint_url: Some("https://sts.us-east-1.amazonaws.com".into()),
+                ..args()
+            })
+            .is_ok()
+        );
     }
 
     #[test]
@@ -701,6 +732,7 @@ mod tests {
         let resolve = |days| {
             Config::resolve(Args {
                 insecure: true,
+                aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
                 retention_days: days,
                 ..args()
             })
@@ -847,7 +879,7 @@ mod tests {
         std::fs::write(
             &path,
             format!(
-                "queue_url = \"q\"\ninsecure = true\n[[auth.tokens]]\nname = \"ci\"\npermission = \"read\"\nsha256 = \"{hash}\"\n\
+                "queue_url = \"q\"\ninsecure = true\naws_endpoint_url = \"http://127.0.0.1:4566\"\n[[auth.tokens]]\nname = \"ci\"\npermission = \"read\"\nsha256 = \"{hash}\"\n\
                  [guardrails]\nallowed_accounts = [\"111111111111\"]\nconfirm_above_targets = 500\n"
             ),
         )

@@ -16,6 +16,12 @@ async fn main() -> anyhow::Result<()> {
         "muster-controller",
     );
     let config = Config::resolve(args)?;
+    if config.security.tls.is_none() {
+        tracing::warn!(
+            "INSECURE: serving plaintext without TLS or client certificates (--insecure); for development on this \
+             machine only"
+        );
+    }
     let store = config.store.open()?;
     let location = store.location();
     tracing::info!(engine = %store.engine(), store = %location, "store open");

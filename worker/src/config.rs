@@ -42,6 +42,10 @@ pub struct Args {
     /// only.
     #[arg(long, env = "MUSTER_INSECURE", help_heading = "Security")]
     pub insecure: bool,
+    /// Allow --insecure although AWS calls go to real AWS, not a local
+    /// endpoint (refused otherwise).
+    #[arg(long)]
+    pub insecure_real_aws: bool,
     /// URL of the SQS task queue (required).
     #[arg(long, env = "MUSTER_QUEUE_URL")]
     pub queue_url: Option<String>,
@@ -172,6 +176,13 @@ impl Config {
                  MUSTER_TLS_KEY)"
             );
         }
+        muster_common::config::check_insecure(
+            insecure,
+            muster_common::config::aws_endpoint(args.aws_endpoint_url.as_deref().or(file.aws_endpoint_url.as_deref()))
+                .as_deref(),
+            args.insecure_real_aws,
+        )
+        .map_err(anyhow::Error::msg)?;
         if insecure && controller.starts_with("https://") {
             anyhow::bail!("insecure: --insecure is for an http:// controller on loopback; {controller} is https");
         }
@@ -230,6 +241,7 @@ mod tests {
             config: Some(path.clone()),
             pollers: Some(8),
             insecure: true,
+            aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
             ..Default::default()
         };
         let config = Config::resolve(args).unwrap();
@@ -277,6 +289,7 @@ mod tests {
             queue_url: Some("q".into()),
             controller: Some("http://10.1.2.3:7071".into()),
             insecure: true,
+            aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
             ..Default::default()
         })
         .unwrap_err();
@@ -285,6 +298,7 @@ mod tests {
         let err = Config::resolve(Args {
             config: Some(path),
             insecure: true,
+            aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
             ..Default::default()
         })
         .unwrap_err();

@@ -17,6 +17,13 @@ async fn main() -> anyhow::Result<()> {
         "muster-worker",
     );
     let config = Config::resolve(args)?;
+    if config.controller.starts_with("http://") {
+        tracing::warn!(
+            controller = %config.controller,
+            "INSECURE: talking to the controller in plaintext without a certificate (--insecure); for development \
+             on this machine only"
+        );
+    }
     let sdk = muster_common::aws::load(&AwsSettings {
         endpoint_url: config.aws_endpoint_url.clone(),
         region: config.aws_region.clone(),
