@@ -40,6 +40,16 @@ pub struct Cli {
         conflicts_with = "token"
     )]
     pub token_file: Option<PathBuf>,
+    /// Sign in with your AWS identity (AWS_PROFILE, `aws sso login`,
+    /// environment keys, an instance role) instead of a token: a presigned
+    /// sts:GetCallerIdentity the controller checks with STS. Any token
+    /// given is not sent.
+    #[arg(long, global = true, env = "MUSTER_AWS_SIGNIN", help_heading = "Security")]
+    pub aws_signin: bool,
+    /// The controller's server id for --aws-signin (its --signin-server-id);
+    /// by default the host name of --controller.
+    #[arg(long, global = true, env = "MUSTER_SERVER_ID", help_heading = "Security")]
+    pub server_id: Option<String>,
     /// CA certificate (PEM file or text) the controller's certificate must
     /// chain to; required for an https:// controller.
     #[arg(long, global = true, env = "MUSTER_TLS_CA", help_heading = "Security")]
@@ -68,6 +78,7 @@ impl Cli {
     /// How to reach the controller; reads the token file.
     pub fn target(&self) -> anyhow::Result<crate::connect::Target> {
         let (token, token_field) = match &self.token_file {
+            _ if self.aws_signin => (None, "--aws-signin"),
             Some(path) => (
                 Some(
                     std::fs::read_to_string(path)
@@ -87,6 +98,11 @@ impl Cli {
             },
             token,
             token_field,
+            aws_signin: self.aws_signin.then(|| {
+                self.server_id
+                    .clone()
+                    .unwrap_or_else(|| crate::signin::default_server_id(&self.controller))
+            }),
         })
     }
 }
@@ -136,6 +152,9 @@ pub enum Command {
     /// The audit trail, newest first: who submitted, planned or cancelled
     /// what, whose call was refused, when the policy changed (admins only).
     Audit(AuditArgs),
+    /// Who you are to the controller, and your roles with their scopes
+    /// (checks a token, a certificate or an AWS sign-in).
+    Whoami,
 }
 
 /// `muster audit`.

@@ -434,6 +434,75 @@ pub async fn audit(client: &mut Client, args: &AuditArgs, style: Style, output: 
     Ok(())
 }
 
+/// `muster whoami`.
+pub async fn whoami(client: &mut Client, style: Style, output: Output) -> Result<(), Failure> {
+    let me = client.who_am_i(muster_proto::v1::WhoAmIRequest {}).await?.into_inner();
+    let scope = |g: &muster_proto::v1::RoleGrant| {
+        let mut parts = Vec::new();
+        for (label, list) in [
+            ("accounts", &g.accounts),
+            ("OUs", &g.ous),
+            ("regions", &g.regions),
+            ("documents", &g.documents),
+        ] {
+            if !list.is_empty() {
+                parts.push(format!("{label} {}", list.join(", ")));
+            }
+        }
+        if parts.is_empty() {
+            "everywhere".to_owned()
+        } else {
+            parts.join("; ")
+        }
+    };
+    match output {
+        Output::Json => render::print_json(&json!({
+            "name": me.name,
+            "via": me.via,
+            "aws_arn": me.aws_arn,
+            "peer": me.peer,
+            "grants": me.grants.iter().map(|g| json!({
+                "role": g.role,
+                "accounts": g.accounts,
+                "ous": g.ous,
+                "regions": g.regions,
+                "documents": g.documents,
+            })).collect::<Vec<_>>(),
+        })),
+        Output::Csv => {
+            println!("name,via,aws_arn,role,scope");
+            for g in &me.grants {
+                println!(
+                    "{},{},{},{},{}",
+                    csv(&me.name),
+                    me.via,
+                    csv(&me.aws_arn),
+                    g.role,
+                    csv(&scope(g))
+                );
+            }
+        }
+        Output::Table => {
+            let how = if me.aws_arn.is_empty() {
+                me.via.clone()
+            } else {
+                format!("{} ({})", me.via, me.aws_arn)
+            };
+            println!("{} via {how}, from {}", me.name, me.peer);
+            if me.grants.is_empty() {
+                println!("no roles: the policy grants this principal nothing");
+            } else {
+                let mut table = style.table(&["role", "where"]);
+                for g in &me.grants {
+                    table.add_row(vec![Cell::new(&g.role), Cell::new(scope(g))]);
+                }
+                println!("{table}");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `muster show`.
 pub async fn show(client: &mut Client, id: &str, style: Style, output: Output) -> Result<(), Failure> {
     let campaign = client

@@ -1,5 +1,7 @@
 //! Reaching the controller, and saying clearly when it cannot be reached.
 
+use std::sync::Arc;
+
 use muster_common::tls::ClientTls;
 use muster_proto::v1::campaign_service_client::CampaignServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -8,31 +10,50 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
+use crate::signin::AwsSigner;
+
 /// A CampaignService client that presents the caller's bearer token, if any.
 pub type Client = CampaignServiceClient<InterceptedService<Channel, Bearer>>;
 
-/// Adds `authorization: Bearer <token>` to every call.
+/// Adds `authorization: Bearer <token>` to every call: a muster token, or
+/// an AWS sign-in token signed afresh when the last one gets old.
 #[derive(Clone, Default)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
+pub enum Bearer {
+    /// No token (a client certificate, or an open development controller).
+    #[default]
+    None,
+    /// A muster token.
+    Token(MetadataValue<Ascii>),
+    /// The caller's AWS identity.
+    Aws(Arc<AwsSigner>),
+}
 
 impl Bearer {
     /// A token as given (flag, environment or file); `field` names it in errors.
     pub fn new(field: &str, token: Option<&str>) -> anyhow::Result<Self> {
         let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else {
-            return Ok(Self(None));
+            return Ok(Self::None);
         };
         let value = format!("Bearer {token}")
             .parse()
             .map_err(|_| anyhow::anyhow!("{field}: a token is printable ASCII without spaces"))?;
-        Ok(Self(Some(value)))
+        Ok(Self::Token(value))
     }
 }
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
+        let value = match self {
+            Self::None => return Ok(request),
+            Self::Token(value) => value.clone(),
+            Self::Aws(signer) => {
+                let token = signer.token().map_err(|e| Status::unauthenticated(e.to_string()))?;
+                format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| Status::unauthenticated("--aws-signin: the signed token is not ASCII"))?
+            }
+        };
+        request.metadata_mut().insert("authorization", value);
         Ok(request)
     }
 }
@@ -48,14 +69,20 @@ pub struct Target {
     pub token: Option<String>,
     /// Where the token came from, for errors.
     pub token_field: &'static str,
+    /// Sign in with the caller's AWS identity for this server id instead.
+    pub aws_signin: Option<String>,
 }
 
 /// A client of the controller. Connection problems show up on the first
-/// call, where [`explain`] turns them into one line.
-pub fn client(target: &Target) -> anyhow::Result<Client> {
+/// call, where [`explain`] turns them into one line. With AWS sign-in, the
+/// AWS credentials are loaded here.
+pub async fn client(target: &Target) -> anyhow::Result<Client> {
     let endpoint = muster_common::tls::endpoint("--controller", &target.url, "--tls", &target.tls)
         .map_err(|e| anyhow::anyhow!("{}", e.0.replacen("--tls_", "--tls-", 1)))?;
-    let bearer = Bearer::new(target.token_field, target.token.as_deref())?;
+    let bearer = match &target.aws_signin {
+        Some(server_id) => Bearer::Aws(Arc::new(AwsSigner::load(server_id).await?)),
+        None => Bearer::new(target.token_field, target.token.as_deref())?,
+    };
     Ok(CampaignServiceClient::with_interceptor(endpoint.connect_lazy(), bearer)
         .max_decoding_message_size(256 * 1024 * 1024))
 }
@@ -78,8 +105,8 @@ pub fn explain(url: &str, status: &Status) -> String {
         Code::AlreadyExists => format!("already exists: {}", status.message()),
         Code::FailedPrecondition => format!("cannot do that now: {}", status.message()),
         Code::Unauthenticated => format!(
-            "not authenticated: {}; give a token (--token, MUSTER_TOKEN or --token-file) or a client certificate \
-             (--tls-cert, --tls-key)",
+            "not authenticated: {}; give a token (--token, MUSTER_TOKEN or --token-file), a client certificate \
+             (--tls-cert, --tls-key), or sign in with your AWS identity (--aws-signin)",
             status.message()
         ),
         Code::PermissionDenied => format!("not allowed: {}", status.message()),

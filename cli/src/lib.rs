@@ -4,5 +4,6 @@ pub mod args;
 pub mod commands;
 pub mod connect;
 pub mod render;
+pub mod signin;
 pub mod spec;
 pub mod watch;

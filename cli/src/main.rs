@@ -50,7 +50,9 @@ fn exit_quietly_on_broken_pipe() {
 
 async fn run(cli: &Cli, style: Style) -> Result<i32, Failure> {
     let target = cli.target().map_err(|e| Failure::Input(e.to_string()))?;
-    let mut client = connect::client(&target).map_err(|e| Failure::Input(e.to_string()))?;
+    let mut client = connect::client(&target)
+        .await
+        .map_err(|e| Failure::Input(e.to_string()))?;
     match &cli.command {
         Command::Submit(args) => {
             let id = commands::submit(&mut client, &args.spec, style, cli.output).await?;
@@ -72,5 +74,6 @@ async fn run(cli: &Cli, style: Style) -> Result<i32, Failure> {
             .await
             .map(|()| 0),
         Command::Audit(args) => commands::audit(&mut client, args, style, cli.output).await.map(|()| 0),
+        Command::Whoami => commands::whoami(&mut client, style, cli.output).await.map(|()| 0),
     }
 }

@@ -13,5 +13,6 @@ pub mod net;
 pub mod ratelimit;
 pub mod retry;
 pub mod shutdown;
+pub mod signin;
 pub mod telemetry;
 pub mod tls;

@@ -1,10 +1,12 @@
 //! Who calls the campaign API, and whether they may.
 //!
 //! A caller is known by a bearer token (`authorization: Bearer <token>`),
-//! whose SHA-256 the configuration holds, or by a client certificate signed
-//! by the configured client CA, whose subject common name the configuration
-//! lists. Its name then has grants: roles within scopes (see
-//! [`crate::policy`]). Callers and grants come from flags and the
+//! whose SHA-256 the configuration holds; by a client certificate signed by
+//! the configured client CA, whose subject common name the configuration
+//! lists; or by its AWS identity, signed in with a presigned STS
+//! GetCallerIdentity (see [`crate::signin`]). Its name then has grants: roles
+//! within scopes (see [`crate::policy`]); an AWS identity's grants are those
+//! whose principals include an ARN pattern that matches it. Callers and grants come from flags and the
 //! configuration file (fixed), and from a policy file that is read again
 //! whenever it changes (or on SIGHUP), so a token is added, expires or is
 //! removed without a restart. An unknown, expired or missing identity is
@@ -21,6 +23,7 @@ use sha2::Digest as _;
 use tonic::{Request, Status};
 
 use crate::policy::{Action, Footprint, Grant, GrantEntry, Role, Scope, out_of_scope};
+use crate::signin::{AwsIdentity, Outcome, SignIn, SignInError};
 
 /// A token the controller accepts, as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -118,10 +121,13 @@ pub fn new_token() -> String {
 /// An authenticated caller and its grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// Its configured name.
+    /// Its configured name; for an AWS identity, the person (see
+    /// [`AwsIdentity::name`]).
     pub name: String,
-    /// How it proved it: "token", "certificate" or "anonymous".
+    /// How it proved it: "token", "certificate", "aws" or "anonymous".
     pub via: &'static str,
+    /// The ARN STS named, for an AWS identity.
+    pub arn: Option<String>,
     /// Its roles and where they hold.
     pub grants: Vec<Grant>,
     /// The address it called from.
@@ -178,6 +184,8 @@ struct Callers {
     tokens: HashMap<String, Token>,
     clients: HashSet<String>,
     grants: HashMap<String, Vec<Grant>>,
+    /// Grants of AWS identities, by ARN pattern.
+    arn_grants: Vec<(String, Grant)>,
 }
 
 impl Callers {
@@ -232,8 +240,14 @@ impl Callers {
                 return Err(format!("{field}.principals: names nobody"));
             }
             for (j, name) in entry.principals.iter().enumerate() {
-                check_name(&format!("{field}.principals[{j}]"), name)?;
-                callers.grants.entry(name.clone()).or_default().push(grant.clone());
+                let field = format!("{field}.principals[{j}]");
+                if name.starts_with("arn:") {
+                    crate::signin::check_arn_pattern(&field, name)?;
+                    callers.arn_grants.push((name.clone(), grant.clone()));
+                } else {
+                    check_name(&field, name)?;
+                    callers.grants.entry(name.clone()).or_default().push(grant.clone());
+                }
             }
         }
         Ok(callers)
@@ -253,6 +267,14 @@ impl Callers {
     fn is_empty(&self) -> bool {
         self.tokens.is_empty() && self.clients.is_empty()
     }
+
+    /// The grants of ARN patterns that match `arn`.
+    fn grants_of_arn(&self, arn: &str) -> impl Iterator<Item = &Grant> {
+        self.arn_grants
+            .iter()
+            .filter(move |(pattern, _)| crate::signin::arn_matches(pattern, arn))
+            .map(|(_, grant)| grant)
+    }
 }
 
 /// The controller's callers.
@@ -264,6 +286,7 @@ pub struct Auth {
     /// The SHA-256 of the policy file as last read (parsed or not).
     seen: std::sync::Mutex<Option<Vec<u8>>>,
     anonymous: bool,
+    signin: Option<SignIn>,
 }
 
 /// Longest bearer token looked at.
@@ -279,9 +302,21 @@ impl Auth {
             loaded: RwLock::default(),
             seen: std::sync::Mutex::default(),
             anonymous: false,
+            signin: None,
         };
         auth.reload()?;
         Ok(auth)
+    }
+
+    /// Also takes AWS sign-in tokens, verified by `signin`.
+    pub fn with_signin(mut self, signin: SignIn) -> Self {
+        self.signin = Some(signin);
+        self
+    }
+
+    /// AWS sign-in, when configured.
+    pub fn signin(&self) -> Option<&SignIn> {
+        self.signin.as_ref()
     }
 
     /// Every caller is an unscoped admin, as "anonymous": only for a
@@ -294,12 +329,16 @@ impl Auth {
             loaded: RwLock::default(),
             seen: std::sync::Mutex::default(),
             anonymous: true,
+            signin: None,
         }
     }
 
-    /// True when no caller is configured.
+    /// True when no caller is configured (AWS sign-in counts once some
+    /// ARN pattern has a grant).
     pub fn is_empty(&self) -> bool {
-        self.fixed.is_empty() && self.current().is_empty()
+        let loaded = self.current();
+        let signs_in = self.signin.is_some() && !loaded.arn_grants.is_empty();
+        self.fixed.is_empty() && loaded.is_empty() && !signs_in
     }
 
     /// True when client certificates are configured.
@@ -348,9 +387,15 @@ impl Auth {
 
     /// The caller of `request`, if one of its roles allows `action` (its
     /// scope is checked against a campaign with [`Principal::permit`]).
-    pub fn authorize<T>(&self, request: &Request<T>, method: &str, action: Action) -> Result<Principal, Status> {
+    pub fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        aws: Option<&AwsIdentity>,
+        method: &str,
+        action: Action,
+    ) -> Result<Principal, Status> {
         let peer = peer_of(request);
-        let principal = self.identify(request).map_err(|reason| {
+        let principal = self.identify(request, aws).map_err(|reason| {
             tracing::warn!(method, peer, reason, "call refused: unauthenticated");
             Status::unauthenticated(reason)
         })?;
@@ -392,8 +437,29 @@ impl Auth {
         Status::permission_denied(message)
     }
 
-    /// Who calls, whatever it may do.
-    pub fn identify<T>(&self, request: &Request<T>) -> Result<Principal, String> {
+    /// The AWS identity that signed the request's sign-in token, asking STS
+    /// unless it was verified before; none without such a token.
+    pub async fn aws_identity<T>(&self, request: &Request<T>) -> Option<(Result<AwsIdentity, SignInError>, Outcome)> {
+        let token = bearer(request).ok()??;
+        if !token.starts_with(crate::signin::TOKEN_PREFIX) {
+            return None;
+        }
+        Some(match &self.signin {
+            Some(signin) => signin.verify(token).await,
+            None => (
+                Err(SignInError::Refused(
+                    "this controller does not take AWS sign-in (it has no --signin-server-id); use a token or a \
+                     client certificate"
+                        .into(),
+                )),
+                Outcome::Refused,
+            ),
+        })
+    }
+
+    /// Who calls, whatever it may do; `aws` is who signed the request's AWS
+    /// sign-in token (see [`Auth::aws_identity`]).
+    pub fn identify<T>(&self, request: &Request<T>, aws: Option<&AwsIdentity>) -> Result<Principal, String> {
         let peer = peer_of(request);
         let loaded = self.current();
         let grants = |name: &str| -> Vec<Grant> {
@@ -401,14 +467,18 @@ impl Auth {
             grants.extend(loaded.grants.get(name).cloned().unwrap_or_default());
             grants
         };
-        if let Some(value) = request.metadata().get("authorization") {
-            let text = value
-                .to_str()
-                .map_err(|_| "the authorization header is not text".to_owned())?;
-            let token = text
-                .strip_prefix("Bearer ")
-                .or_else(|| text.strip_prefix("bearer "))
-                .ok_or_else(|| "the authorization header is not 'Bearer <token>'".to_owned())?;
+        if let Some(token) = bearer(request)? {
+            if token.starts_with(crate::signin::TOKEN_PREFIX) {
+                let aws = aws.ok_or_else(|| "the AWS sign-in token was not verified".to_owned())?;
+                let grants: Vec<Grant> = loaded.grants_of_arn(&aws.arn).cloned().collect();
+                return Ok(Principal {
+                    name: aws.name(),
+                    via: "aws",
+                    arn: Some(aws.arn.clone()),
+                    grants,
+                    peer,
+                });
+            }
             if token.len() > MAX_TOKEN_BYTES {
                 return Err("the bearer token is too long".into());
             }
@@ -430,6 +500,7 @@ impl Auth {
             return Ok(Principal {
                 name: found.name.clone(),
                 via: "token",
+                arn: None,
                 grants: grants(&found.name),
                 peer,
             });
@@ -446,6 +517,7 @@ impl Auth {
                 grants: grants(&name),
                 name,
                 via: "certificate",
+                arn: None,
                 peer,
             });
         }
@@ -453,6 +525,7 @@ impl Auth {
             return Ok(Principal {
                 name: "anonymous".into(),
                 via: "anonymous",
+                arn: None,
                 grants: vec![Grant {
                     role: Role::Admin,
                     scope: Scope::default(),
@@ -462,6 +535,20 @@ impl Auth {
         }
         Err("no bearer token and no client certificate".into())
     }
+}
+
+/// The bearer token of a request, if it has an authorization header.
+fn bearer<T>(request: &Request<T>) -> Result<Option<&str>, String> {
+    let Some(value) = request.metadata().get("authorization") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| "the authorization header is not text".to_owned())?;
+    text.strip_prefix("Bearer ")
+        .or_else(|| text.strip_prefix("bearer "))
+        .map(Some)
+        .ok_or_else(|| "the authorization header is not 'Bearer <token>'".to_owned())
 }
 
 /// The address a request came from.
@@ -477,7 +564,10 @@ impl Principal {
     pub fn actor(&self) -> crate::store::audit::Actor {
         crate::store::audit::Actor {
             principal: self.name.clone(),
-            via: self.via.to_owned(),
+            via: match &self.arn {
+                Some(arn) => format!("{} {arn}", self.via),
+                None => self.via.to_owned(),
+            },
             peer: self.peer.clone(),
         }
     }
@@ -594,16 +684,21 @@ mod tests {
     fn tokens_identify_and_roles_are_checked() {
         let auth = auth();
         let ci = auth
-            .authorize(&request_with_token("good-submit"), "SubmitCampaign", Action::Submit)
+            .authorize(
+                &request_with_token("good-submit"),
+                None,
+                "SubmitCampaign",
+                Action::Submit,
+            )
             .unwrap();
         assert_eq!((ci.name.as_str(), ci.via), ("ci", "token"));
         assert_eq!(ci.grants[0].role, Role::Operator);
         let read = auth
-            .authorize(&request_with_token("good-read"), "GetCampaign", Action::Read)
+            .authorize(&request_with_token("good-read"), None, "GetCampaign", Action::Read)
             .unwrap();
         assert_eq!(read.name, "dash");
         let denied = auth
-            .authorize(&request_with_token("good-read"), "SubmitCampaign", Action::Submit)
+            .authorize(&request_with_token("good-read"), None, "SubmitCampaign", Action::Submit)
             .unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
         assert_eq!(
@@ -611,18 +706,18 @@ mod tests {
             "role: dash has role viewer; SubmitCampaign needs operator or admin"
         );
         let wrong = auth
-            .authorize(&request_with_token("guess"), "GetCampaign", Action::Read)
+            .authorize(&request_with_token("guess"), None, "GetCampaign", Action::Read)
             .unwrap_err();
         assert_eq!(
             (wrong.code(), wrong.message()),
             (tonic::Code::Unauthenticated, "unknown bearer token")
         );
         let none = auth
-            .authorize(&Request::new(()), "GetCampaign", Action::Read)
+            .authorize(&Request::new(()), None, "GetCampaign", Action::Read)
             .unwrap_err();
         assert_eq!(none.code(), tonic::Code::Unauthenticated);
         let open = Auth::open()
-            .authorize(&Request::new(()), "SubmitCampaign", Action::Submit)
+            .authorize(&Request::new(()), None, "SubmitCampaign", Action::Submit)
             .unwrap();
         assert_eq!(open.name, "anonymous");
     }
@@ -651,11 +746,11 @@ ous = ["ou-abcd-12345678"]
         ));
         let auth = Auth::new(&[], &[], Some(&path)).unwrap();
         let ops = auth
-            .authorize(&request_with_token("ops-token"), "SubmitCampaign", Action::Submit)
+            .authorize(&request_with_token("ops-token"), None, "SubmitCampaign", Action::Submit)
             .unwrap();
         assert_eq!(ops.ous(Action::Submit), BTreeSet::from(["ou-abcd-12345678".to_owned()]));
         let expired = auth
-            .authorize(&request_with_token("old-token"), "GetCampaign", Action::Read)
+            .authorize(&request_with_token("old-token"), None, "GetCampaign", Action::Read)
             .unwrap_err();
         assert_eq!(expired.code(), tonic::Code::Unauthenticated);
         assert_eq!(
@@ -666,14 +761,14 @@ ous = ["ou-abcd-12345678"]
         write("[[tokens]]\nname = \"x\"\n");
         assert!(auth.reload().unwrap_err().starts_with("policy: "));
         assert!(
-            auth.authorize(&request_with_token("ops-token"), "GetCampaign", Action::Read)
+            auth.authorize(&request_with_token("ops-token"), None, "GetCampaign", Action::Read)
                 .is_ok()
         );
         // A token taken out is refused after the reload.
         write("");
         auth.reload().unwrap();
         let removed = auth
-            .authorize(&request_with_token("ops-token"), "GetCampaign", Action::Read)
+            .authorize(&request_with_token("ops-token"), None, "GetCampaign", Action::Read)
             .unwrap_err();
         assert_eq!(removed.message(), "unknown bearer token");
     }
@@ -728,5 +823,65 @@ ous = ["ou-abcd-12345678"]
         assert!(a.starts_with("mst_") && a.len() > 40);
         assert_eq!(hash_token(&a).len(), 64);
         assert_eq!(hash_token(" x \n"), hash_token("x"));
+    }
+
+    #[test]
+    fn aws_identities_get_the_grants_of_the_arn_patterns_they_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(
+            &path,
+            r#"
+[[grants]]
+principals = ["alice"]
+role = "admin"
+[[grants]]
+principals = ["arn:aws:sts::111111111111:assumed-role/AWSReservedSSO_Ops_*/*"]
+role = "operator"
+regions = ["eu-west-1"]
+"#,
+        )
+        .unwrap();
+        let auth = Auth::new(&[], &[], Some(&path)).unwrap();
+        let token = format!("{}abc", crate::signin::TOKEN_PREFIX);
+        let aws = |arn: &str| AwsIdentity {
+            arn: arn.into(),
+            account: "111111111111".into(),
+            user_id: String::new(),
+        };
+        let ops = aws("arn:aws:sts::111111111111:assumed-role/AWSReservedSSO_Ops_ab12/alice");
+        let alice = auth.identify(&request_with_token(&token), Some(&ops)).unwrap();
+        assert_eq!((alice.name.as_str(), alice.via), ("alice", "aws"));
+        assert_eq!(alice.arn.as_deref(), Some(ops.arn.as_str()));
+        assert_eq!(
+            alice.grants.len(),
+            1,
+            "the name 'alice' gives an AWS identity nothing: {alice:?}"
+        );
+        assert_eq!(alice.grants[0].role, Role::Operator);
+        assert!(
+            alice
+                .actor()
+                .via
+                .starts_with("aws arn:aws:sts::111111111111:assumed-role/")
+        );
+        let other = aws("arn:aws:sts::111111111111:assumed-role/Other/alice");
+        assert!(
+            auth.identify(&request_with_token(&token), Some(&other))
+                .unwrap()
+                .grants
+                .is_empty()
+        );
+        assert_eq!(
+            auth.identify(&request_with_token(&token), None).unwrap_err(),
+            "the AWS sign-in token was not verified"
+        );
+        std::fs::write(&path, "[[grants]]\nprincipals = [\"arn:aws\"]\nrole = \"viewer\"\n").unwrap();
+        assert!(
+            auth.reload()
+                .unwrap_err()
+                .contains("policy.grants[0].principals[0]: 'arn:aws' is not an ARN pattern"),
+            "a bad pattern is named"
+        );
     }
 }

@@ -8,8 +8,8 @@ use muster_proto::v1::{
     Campaign, CampaignSpec, CampaignState, CancelCampaignRequest, CancelCampaignResponse, GetCampaignRequest,
     GetCampaignResponse, GetTargetRequest, GetTargetResponse, ListAuditEventsRequest, ListAuditEventsResponse,
     ListCampaignsRequest, ListCampaignsResponse, ListTargetsRequest, ListTargetsResponse, PlanCampaignRequest,
-    PlanCampaignResponse, SubmitCampaignRequest, SubmitCampaignResponse, WatchCampaignRequest, WatchCampaignResponse,
-    watch_campaign_response,
+    PlanCampaignResponse, RoleGrant, SubmitCampaignRequest, SubmitCampaignResponse, WatchCampaignRequest,
+    WatchCampaignResponse, WhoAmIRequest, WhoAmIResponse, watch_campaign_response,
 };
 use prost::Message as _;
 use sha2::Digest as _;
@@ -21,6 +21,7 @@ use crate::Controller;
 use crate::auth::{Auth, Principal};
 use crate::expand::{self, ExpandError};
 use crate::policy::{Action, Footprint};
+use crate::signin::{AwsIdentity, SignInError};
 use crate::store::StoreError;
 use crate::store::campaigns::{self, Inserted, NewCampaign};
 use crate::store::targets::{self, TargetFilter};
@@ -58,16 +59,37 @@ impl CampaignApi {
     /// The caller of `request`, if one of its roles allows `action`; a known
     /// caller refused goes into the audit trail.
     async fn authorize<T>(&self, request: &Request<T>, method: &str, action: Action) -> Result<Principal, Status> {
-        let refused = match self.auth.authorize(request, method, action) {
+        let aws = self.sign_in(request, method).await?;
+        let refused = match self.auth.authorize(request, aws.as_ref(), method, action) {
             Ok(principal) => return Ok(principal),
             Err(status) => status,
         };
         if refused.code() == tonic::Code::PermissionDenied
-            && let Ok(principal) = self.auth.identify(request)
+            && let Ok(principal) = self.auth.identify(request, aws.as_ref())
         {
             self.audit_refusal(&principal, method, "", refused.message()).await;
         }
         Err(refused)
+    }
+
+    /// The AWS identity that signed the request's sign-in token, verified
+    /// (counted, and logged when refused); none without such a token.
+    async fn sign_in<T>(&self, request: &Request<T>, method: &str) -> Result<Option<AwsIdentity>, Status> {
+        let Some((verdict, outcome)) = self.auth.aws_identity(request).await else {
+            return Ok(None);
+        };
+        self.ctl.metrics.signed_in(outcome.as_str());
+        match verdict {
+            Ok(identity) => Ok(Some(identity)),
+            Err(error) => {
+                let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+                tracing::warn!(method, peer, reason = %error, "call refused: AWS sign-in failed");
+                Err(match error {
+                    SignInError::Refused(why) => Status::unauthenticated(why),
+                    SignInError::Unavailable(why) => Status::unavailable(why),
+                })
+            }
+        }
     }
 
     /// Records a refused call of a known caller (best effort: the refusal
@@ -679,6 +701,32 @@ impl CampaignService for CampaignApi {
         }
         Ok(Response::new(CancelCampaignResponse {
             campaign: Some(self.campaign(&request.campaign_id, true).await?),
+        }))
+    }
+
+    async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Result<Response<WhoAmIResponse>, Status> {
+        let aws = self.sign_in(&request, "WhoAmI").await?;
+        let principal = self
+            .auth
+            .identify(&request, aws.as_ref())
+            .map_err(Status::unauthenticated)?;
+        let grants = principal
+            .grants
+            .iter()
+            .map(|g| RoleGrant {
+                role: g.role.to_string(),
+                accounts: g.scope.accounts.iter().cloned().collect(),
+                ous: g.scope.ous.iter().cloned().collect(),
+                regions: g.scope.regions.iter().cloned().collect(),
+                documents: g.scope.documents.clone(),
+            })
+            .collect();
+        Ok(Response::new(WhoAmIResponse {
+            name: principal.name,
+            via: principal.via.to_owned(),
+            aws_arn: principal.arn.unwrap_or_default(),
+            grants,
+            peer: principal.peer,
         }))
     }
 

@@ -151,6 +151,12 @@ pub struct Args {
     /// changes, or on SIGHUP.
     #[arg(long, env = "MUSTER_POLICY", help_heading = "Security")]
     pub policy: Option<PathBuf>,
+    /// Take AWS sign-in: people sign a presigned sts:GetCallerIdentity
+    /// bound to this id (e.g. the controller's DNS name; the CLI's
+    /// MUSTER_SERVER_ID), which the controller sends to STS; the policy's
+    /// grants map ARN patterns to roles.
+    #[arg(long, env = "MUSTER_SIGNIN_SERVER_ID", help_heading = "Security")]
+    pub signin_server_id: Option<String>,
     /// Serve plaintext, without TLS or client certificates: only on loopback
     /// addresses, for development.
     #[arg(long, env = "MUSTER_INSECURE", help_heading = "Security")]
@@ -300,6 +306,8 @@ pub struct FileConfig {
     pub auth: AuthFile,
     /// See `--policy`.
     pub policy: Option<PathBuf>,
+    /// See `--signin-server-id`.
+    pub signin_server_id: Option<String>,
     /// Limits on every campaign (flags, when given, replace a list).
     #[serde(default)]
     pub guardrails: Guardrails,
@@ -455,6 +463,11 @@ impl Config {
                 tokens,
                 clients,
                 policy: args.policy.or(file.policy),
+                signin_server_id: args.signin_server_id.or(file.signin_server_id),
+                aws_endpoint: std::env::var("AWS_ENDPOINT_URL_STS")
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                    .or_else(|| muster_common::config::aws_endpoint(aws_endpoint_url.as_deref())),
             },
             listen,
             worker_listen,
@@ -535,10 +548,16 @@ struct SecurityInputs {
     tokens: Vec<TokenEntry>,
     clients: Vec<ClientEntry>,
     policy: Option<PathBuf>,
+    signin_server_id: Option<String>,
+    aws_endpoint: Option<String>,
 }
 
 fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAddr) -> anyhow::Result<Security> {
-    let auth = Auth::new(&inputs.tokens, &inputs.clients, inputs.policy.as_deref()).map_err(anyhow::Error::msg)?;
+    let mut auth = Auth::new(&inputs.tokens, &inputs.clients, inputs.policy.as_deref()).map_err(anyhow::Error::msg)?;
+    if let Some(id) = &inputs.signin_server_id {
+        let signin = crate::signin::SignIn::new(id, inputs.aws_endpoint.as_deref()).map_err(anyhow::Error::msg)?;
+        auth = auth.with_signin(signin);
+    }
     if inputs.insecure {
         if inputs.tls_cert.is_some()
             || inputs.tls_key.is_some()
@@ -680,7 +699,7 @@ mod tests {
         let principal = config
             .security
             .auth
-            .authorize(&anonymous, "SubmitCampaign", crate::policy::Action::Submit)
+            .authorize(&anonymous, None, "SubmitCampaign", crate::policy::Action::Submit)
             .expect("an open loopback controller lets local callers in");
         assert_eq!(principal.name, "anonymous");
         let err = error(Args {

@@ -25,6 +25,7 @@ pub mod reconcile;
 pub mod resolve;
 pub mod retention;
 pub mod rollout;
+pub mod signin;
 pub mod store;
 pub mod validate;
 pub mod worker_api;

@@ -81,6 +81,7 @@ pub struct Metrics {
     store_rows: Family<TableLabel, Gauge>,
     worker_calls_refused: Family<RefusalLabels, Counter>,
     policy_reloads: Family<OutcomeLabel, Counter>,
+    signins: Family<OutcomeLabel, Counter>,
     /// Workers by when they last called.
     workers: Mutex<HashMap<String, Instant>>,
 }
@@ -131,6 +132,16 @@ impl Metrics {
         self.policy_reloads
             .get_or_create(&OutcomeLabel {
                 outcome: if ok { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
+    }
+
+    /// An AWS sign-in token was looked at: verified by STS, remembered,
+    /// refused or STS unavailable.
+    pub fn signed_in(&self, outcome: &str) {
+        self.signins
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
             })
             .inc();
     }
@@ -376,6 +387,11 @@ pub async fn render(ctl: &Controller) -> String {
         "policy_reloads",
         "Times the policy file was read again after it changed, by outcome (error: the one in force stays)",
         m.policy_reloads.clone(),
+    );
+    registry.register(
+        "aws_signins",
+        "AWS sign-in tokens looked at, by outcome: verified (by STS), remembered, refused, unavailable (STS)",
+        m.signins.clone(),
     );
     registry.register(
         "worker_calls_refused",

@@ -55,6 +55,11 @@ state_field() {
   python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$MUSTER_SANDBOX_DIR/fleet-state.json" "$1"
 }
 
+people_role() {
+  python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['people_roles'][sys.argv[2]])" \
+    "$MUSTER_SANDBOX_DIR/fleet-state.json" "$1"
+}
+
 fleet_file() {
   case "$1" in
     small|large) echo "$MUSTER_ROOT/deploy/local/fleet-$1.toml" ;;
@@ -142,7 +147,9 @@ make_credentials() {
 
 # The sandbox's policy shows every role: operator (plan, submit, cancel and
 # read output anywhere), viewer (read), approver, the admin certificate, and
-# dev-operator, an operator only in one of the fleet's OUs. Edit
+# dev-operator, an operator only in one of the fleet's OUs; and people who
+# sign in with their AWS identity (muster --aws-signin): the seeded
+# AWSReservedSSO_* roles stand in for IAM Identity Center's. Edit
 # .sandbox/tls/policy.toml and the controller applies it within seconds.
 write_policy() {
   [[ -f "$TLS_DIR/policy.toml" ]] && return
@@ -163,6 +170,12 @@ for role, who in [("operator", "operator"), ("viewer", "viewer"), ("approver", "
 if first_ou:
     lines += [f"# An operator only in the OU {first_ou[0]}.", "[[grants]]", 'principals = ["dev-operator"]',
               'role = "operator"', f'ous = ["{first_ou[1]}"]', ""]
+hub = state["hub_account"]
+lines += ["# People signing in with their AWS identity (muster --aws-signin), by the",
+          "# role their session is of: * stands for any text within one ARN field."]
+for permission_set, role in [("PatchOperators", "operator"), ("ReadOnly", "viewer")]:
+    pattern = f"arn:aws:sts::{hub}:assumed-role/AWSReservedSSO_{permission_set}_*/*"
+    lines += ["[[grants]]", f'principals = ["{pattern}"]', f'role = "{role}"', ""]
 with open(sys.argv[2], "w") as out:
     out.write("\n".join(lines))
 PY
@@ -187,6 +200,19 @@ role_arn = $(state_field worker_role_arn)
 source_profile = hub
 role_session_name = muster-worker
 region = us-east-1
+
+# People, as IAM Identity Center would sign them in: AWS_PROFILE=patch-operator muster --aws-signin whoami
+[profile patch-operator]
+role_arn = $(people_role PatchOperators)
+source_profile = hub
+role_session_name = alice@example.com
+region = us-east-1
+
+[profile read-only]
+role_arn = $(people_role ReadOnly)
+source_profile = hub
+role_session_name = bob@example.com
+region = us-east-1
 CFG
   if pid_alive controller && tcp_ok "$CONTROLLER_PORT"; then
     say "controller already running on 127.0.0.1:$CONTROLLER_PORT"
@@ -200,7 +226,7 @@ CFG
         --data-dir "$MUSTER_SANDBOX_DIR/controller" --queue-url "$queue" --dead-letter-queue-url "$dlq" \
         --results-bucket "$results" --tls-cert "$TLS_DIR/controller.pem" --tls-key "$TLS_DIR/controller.key" \
         --worker-ca "$TLS_DIR/worker-ca.pem" --client-ca "$TLS_DIR/ca.pem" --policy "$TLS_DIR/policy.toml" \
-        --metrics-listen "127.0.0.1:$METRICS_PORT"
+        --signin-server-id muster-sandbox --metrics-listen "127.0.0.1:$METRICS_PORT"
     wait_tcp controller "$CONTROLLER_PORT" 30
   fi
   for ((i = 1; i <= workers; i++)); do
@@ -234,14 +260,17 @@ PY
 write_env() {
   cat >"$MUSTER_SANDBOX_DIR/env" <<ENV
 export AWS_ENDPOINT_URL=$SIM_URL
-export AWS_ACCESS_KEY_ID=$HUB_KEY
-export AWS_SECRET_ACCESS_KEY=$HUB_SECRET
+export AWS_CONFIG_FILE=$MUSTER_SANDBOX_DIR/aws-config
+export AWS_SHARED_CREDENTIALS_FILE=/dev/null
+export AWS_PROFILE=hub
+export AWS_EC2_METADATA_DISABLED=true
 export AWS_REGION=us-east-1
 export AWS_DEFAULT_REGION=us-east-1
 export PATH="$MUSTER_BIN_DIR:\$PATH"
 export MUSTER_CONTROLLER=https://127.0.0.1:$CONTROLLER_PORT
 export MUSTER_TLS_CA=$TLS_DIR/ca.pem
 export MUSTER_TOKEN_FILE=$TLS_DIR/operator.token
+export MUSTER_SERVER_ID=muster-sandbox
 export MUSTER_EXTERNAL_ID=$(state_field external_id)
 ENV
 }

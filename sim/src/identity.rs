@@ -38,6 +38,7 @@ pub enum KeyState {
 #[derive(Debug, Clone)]
 struct Session {
     caller: Caller,
+    secret: String,
     expires_at: SystemTime,
 }
 
@@ -62,12 +63,25 @@ impl Identities {
         &self.default_account
     }
 
-    /// Records a session handed out by AssumeRole.
-    pub fn register(&self, access_key: &str, caller: Caller, expires_at: SystemTime) {
+    /// Records a session handed out by AssumeRole, with its secret key (to
+    /// verify what it signs).
+    pub fn register(&self, access_key: &str, secret: &str, caller: Caller, expires_at: SystemTime) {
+        let session = Session {
+            caller,
+            secret: secret.to_owned(),
+            expires_at,
+        };
         self.sessions
             .lock()
             .expect("identities lock")
-            .insert(access_key.to_owned(), Session { caller, expires_at });
+            .insert(access_key.to_owned(), session);
+    }
+
+    /// The secret key of a session the sim handed out (expired or not);
+    /// none for static keys, whose secrets it does not know.
+    pub fn secret(&self, access_key: &str) -> Option<String> {
+        let sessions = self.sessions.lock().expect("identities lock");
+        sessions.get(access_key).map(|s| s.secret.clone())
     }
 
     /// Resolves an access key.
@@ -113,10 +127,22 @@ mod tests {
             principal_arn: "arn:aws:sts::222222222222:assumed-role/r/s".into(),
             role_arn: Some("arn:aws:iam::222222222222:role/r".into()),
         };
-        ids.register("ASIA1", caller.clone(), SystemTime::now() + Duration::from_secs(60));
-        ids.register("ASIA2", caller.clone(), SystemTime::now() - Duration::from_secs(1));
+        ids.register(
+            "ASIA1",
+            "s1",
+            caller.clone(),
+            SystemTime::now() + Duration::from_secs(60),
+        );
+        ids.register(
+            "ASIA2",
+            "s2",
+            caller.clone(),
+            SystemTime::now() - Duration::from_secs(1),
+        );
         assert_eq!(ids.resolve("ASIA1"), KeyState::Valid(caller));
         assert_eq!(ids.resolve("ASIA2"), KeyState::Expired);
+        assert_eq!(ids.secret("ASIA1").as_deref(), Some("s1"));
+        assert_eq!(ids.secret("AKIASTATIC"), None);
         match ids.resolve("AKIASTATIC") {
             KeyState::Valid(c) => {
                 assert_eq!(c.account, "123456789012");

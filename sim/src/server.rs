@@ -151,8 +151,13 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
         tokio::time::sleep(delay).await;
     }
 
-    let response = match service {
-        "ssm" => {
+    // GetCallerIdentity of a session the sim handed out is answered here,
+    // its signature verified; of a static key, by moto.
+    let session_secret = (service == "sts" && api == "GetCallerIdentity")
+        .then(|| state.identities.secret(&scope.access_key))
+        .flatten();
+    let response = match (service, session_secret) {
+        ("ssm", _) => {
             let ctx = Ctx {
                 account: caller.account.clone(),
                 region: scope.region.clone(),
@@ -160,8 +165,21 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
             };
             state.ssm.handle(&api, &ctx, &body).await
         }
-        "sts" if sts::is_assume_role(&parts.method, &api) => {
+        ("sts", _) if sts::is_assume_role(&parts.method, &api) => {
             sts::assume_role(&state, &caller, &parts.headers, &path_and_query, body).await
+        }
+        ("sts", Some(secret)) => {
+            let request = sigv4::Request {
+                method: parts.method.as_str(),
+                path: &path,
+                query: query.as_deref(),
+                headers: &parts.headers,
+                body: &body,
+            };
+            sts::get_caller_identity(&scope.access_key, &caller, &secret, &request)
+        }
+        ("sts", None) if api == "GetCallerIdentity" && !parts.headers.contains_key(http::header::AUTHORIZATION) => {
+            sts::unverifiable_presigned(&scope.access_key)
         }
         _ => {
             let ec2 = service == "ec2";

@@ -12,7 +12,9 @@ use http::{HeaderMap, Method, StatusCode};
 use crate::identity::Caller;
 use crate::policy::{self, Decision};
 use crate::protocol::{self, Protocol, Resp};
+use crate::sigv4;
 use crate::state::{AssumedRole, SimState};
+use sha2::Digest as _;
 
 /// AWS's floor for DurationSeconds.
 const MIN_DURATION: u64 = 900;
@@ -182,8 +184,10 @@ pub async fn assume_role(
         match (xml_text(&text, "AccessKeyId"), xml_text(&text, "Arn")) {
             (Some(access_key), Some(session_arn)) => {
                 let expires_at = SystemTime::now() + Duration::from_secs(granted);
+                let secret = xml_text(&text, "SecretAccessKey").unwrap_or_default();
                 sim.identities.register(
                     &access_key,
+                    &secret,
                     Caller {
                         account: arn.account.as_str().to_owned(),
                         principal_arn: session_arn,
@@ -215,6 +219,63 @@ pub async fn assume_role(
             .expect("static response parts are valid");
     }
     response
+}
+
+/// Handles STS GetCallerIdentity for a session the sim handed out, as AWS
+/// does: the signature (header or presigned query) must be the session
+/// secret's, and the answer names the session. Signing in to muster rests on
+/// this. (Static keys, whose secrets the sim does not know, are left to moto.)
+pub fn get_caller_identity(access_key: &str, caller: &Caller, secret: &str, request: &sigv4::Request<'_>) -> Resp {
+    if let Err(refusal) = sigv4::verify(request, secret, SystemTime::now()) {
+        let (status, code, message) = match refusal {
+            sigv4::Refusal::Incomplete(why) => (StatusCode::BAD_REQUEST, "IncompleteSignature", why),
+            sigv4::Refusal::Expired => (StatusCode::FORBIDDEN, "AccessDenied", "Request has expired".to_owned()),
+            sigv4::Refusal::Skewed(why) => (StatusCode::FORBIDDEN, "SignatureDoesNotMatch", why),
+            sigv4::Refusal::Mismatch => (
+                StatusCode::FORBIDDEN,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided. \
+                 Check your AWS Secret Access Key and signing method."
+                    .to_owned(),
+            ),
+        };
+        tracing::info!(access_key, code, message, "GetCallerIdentity refused");
+        return sts_error(status, code, &message);
+    }
+    let session = caller.principal_arn.rsplit('/').next().unwrap_or_default();
+    let role = caller.role_arn.as_deref().unwrap_or_default();
+    let user_id = format!(
+        "AROA{}:{session}",
+        hex::encode_upper(&sha2::Sha256::digest(role.as_bytes())[..8])
+    );
+    let body = format!(
+        "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><GetCallerIdentityResult>\
+         <Arn>{}</Arn><UserId>{}</UserId><Account>{}</Account></GetCallerIdentityResult>\
+         <ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></GetCallerIdentityResponse>",
+        protocol::xml_escape(&caller.principal_arn),
+        protocol::xml_escape(&user_id),
+        caller.account,
+        uuid::Uuid::new_v4()
+    );
+    http::Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/xml")
+        .body(http_body_util::Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+/// A presigned GetCallerIdentity of a static key: the sim cannot verify its
+/// signature (it does not know static keys' secrets), and moto would take
+/// the GET for S3's ListBuckets, so it is refused as AWS refuses an unknown
+/// key.
+pub fn unverifiable_presigned(access_key: &str) -> Resp {
+    tracing::info!(access_key, "presigned GetCallerIdentity of a static key refused");
+    sts_error(
+        StatusCode::FORBIDDEN,
+        "InvalidClientTokenId",
+        "The security token included in the request is invalid. (muster-sim verifies presigned requests of the \
+         role sessions it issued only: sign in with a role profile)",
+    )
 }
 
 /// The text of the first `<tag>...</tag>` in an XML document.

@@ -7,6 +7,9 @@ use muster_controller::{Security, ServerTls};
 use muster_sim::certs::{ADMIN_CN, DevPki, DevPkiFiles};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
+/// The server id AWS sign-in tokens are bound to.
+pub const SERVER_ID: &str = "muster-test";
+
 /// What a test needs to reach the controller as different callers.
 #[derive(Debug)]
 pub struct Creds {
@@ -46,8 +49,10 @@ impl Creds {
     }
 
     /// The controller's security: TLS on both APIs, workers by certificate,
-    /// callers by token, the admin certificate, or the policy file.
-    pub fn security(&self) -> Security {
+    /// callers by token, the admin certificate, or the policy file, and AWS
+    /// sign-in (server id [`SERVER_ID`]) verified by the sandbox's STS at
+    /// `sts_endpoint`.
+    pub fn security(&self, sts_endpoint: &str) -> Security {
         let tokens: Vec<TokenEntry> = self
             .token_entries()
             .iter()
@@ -57,7 +62,10 @@ impl Creds {
             name: ADMIN_CN.into(),
             permission: Some("admin".into()),
         }];
-        let auth = Auth::new(&tokens, &clients, Some(&self.policy_path())).expect("valid callers");
+        let signin = muster_controller::signin::SignIn::new(SERVER_ID, Some(sts_endpoint)).expect("sign-in");
+        let auth = Auth::new(&tokens, &clients, Some(&self.policy_path()))
+            .expect("valid callers")
+            .with_signin(signin);
         let mut security = Security::new(
             Some(ServerTls {
                 cert: self.pki.controller.cert.clone().into_bytes(),

@@ -225,9 +225,14 @@ async fn start_controller(
         worker,
         metrics,
     };
-    muster_controller::start(controller, listeners, creds.security(), CancellationToken::new())
-        .await
-        .expect("the controller starts")
+    muster_controller::start(
+        controller,
+        listeners,
+        creds.security(&sb.endpoint()),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("the controller starts")
 }
 
 /// A CampaignService client over `channel`.

@@ -251,6 +251,10 @@ pub struct FleetState {
     pub worker_role_arn: String,
     /// The hub controller role's ARN.
     pub controller_role_arn: String,
+    /// Roles people sign in with, by permission set (see
+    /// `seed::hub::PEOPLE_ROLES`).
+    #[serde(default)]
+    pub people_roles: BTreeMap<String, String>,
 }
 
 /// One seeded account.

@@ -7,11 +7,28 @@ use aws_config::SdkConfig;
 use super::err;
 use super::fleet_file::FleetFile;
 
+/// Roles people sign in with, named as IAM Identity Center names a
+/// permission set's role in each account (`AWSReservedSSO_<set>_<hash>`):
+/// the sandbox's stand-ins for an Organization's SSO, mapped to muster roles
+/// by the sandbox's policy file.
+pub const PEOPLE_ROLES: [(&str, &str); 2] = [
+    ("PatchOperators", "AWSReservedSSO_PatchOperators_5f2c1a9b3e7d4c60"),
+    ("ReadOnly", "AWSReservedSSO_ReadOnly_0b8e6d2f4a1c9e37"),
+];
+
+/// The hub's roles, by ARN.
+pub(super) struct HubRoles {
+    pub worker: String,
+    pub controller: String,
+    /// [`PEOPLE_ROLES`] by permission set.
+    pub people: std::collections::BTreeMap<String, String>,
+}
+
 pub(super) async fn ensure_hub_roles(
     hub: &SdkConfig,
     hub_account: &str,
     fleet: &FleetFile,
-) -> anyhow::Result<(String, String)> {
+) -> anyhow::Result<HubRoles> {
     let iam = aws_sdk_iam::Client::new(hub);
     // In AWS these are ECS task roles trusted by ecs-tasks.amazonaws.com (see
     // deploy/cloudformation/hub.yaml). In the sandbox the processes run with
@@ -41,7 +58,15 @@ pub(super) async fn ensure_hub_roles(
     )
     .await?;
     let controller = ensure_role(&iam, &fleet.controller_role, &trust, &[], 3600).await?;
-    Ok((worker, controller))
+    let mut people = std::collections::BTreeMap::new();
+    for (set, role) in PEOPLE_ROLES {
+        people.insert(set.to_owned(), ensure_role(&iam, role, &trust, &[], 3600).await?);
+    }
+    Ok(HubRoles {
+        worker,
+        controller,
+        people,
+    })
 }
 
 pub(super) async fn ensure_role(

@@ -81,7 +81,7 @@ pub async fn seed(fleet: &FleetFile, options: &SeedOptions) -> anyhow::Result<Fl
     let accounts = ensure_accounts(&org, &root_id, &ous, fleet).await?;
     tracing::info!(accounts = accounts.len(), elapsed = ?started.elapsed(), "organization ready");
 
-    let (worker_role_arn, controller_role_arn) = ensure_hub_roles(&hub, &hub_account, fleet).await?;
+    let roles = ensure_hub_roles(&hub, &hub_account, fleet).await?;
     ensure_bucket(&hub, &fleet.output_bucket).await?;
     ensure_bucket(&hub, &fleet.results_bucket).await?;
     let (queue_url, dlq_url) = ensure_queue(&hub, &fleet.queue).await?;
@@ -114,8 +114,9 @@ pub async fn seed(fleet: &FleetFile, options: &SeedOptions) -> anyhow::Result<Fl
         log_group: fleet.log_group.clone(),
         external_id: fleet.external_id.clone(),
         execution_role: fleet.execution_role.clone(),
-        worker_role_arn,
-        controller_role_arn,
+        worker_role_arn: roles.worker,
+        controller_role_arn: roles.controller,
+        people_roles: roles.people,
     })
 }
 
