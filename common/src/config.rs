@@ -92,9 +92,35 @@ pub fn metrics_listen(
         .map_err(|_| anyhow::anyhow!("{field}: {value:?} is not host:port (e.g. 0.0.0.0:9102) or \"off\""))
 }
 
+/// A metrics token as given: none when empty; printable ASCII without
+/// spaces, at least 16 characters, otherwise.
+pub fn metrics_token(token: Option<String>) -> anyhow::Result<Option<String>> {
+    let Some(token) = token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        anyhow::bail!("metrics_token: must be at least 16 printable ASCII characters without spaces");
+    }
+    Ok(Some(token))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_tokens_are_long_and_printable() {
+        assert_eq!(metrics_token(None).unwrap(), None);
+        assert_eq!(metrics_token(Some("  ".into())).unwrap(), None);
+        assert_eq!(
+            metrics_token(Some("0123456789abcdef".into())).unwrap().as_deref(),
+            Some("0123456789abcdef")
+        );
+        for bad in ["short", "has a space in it here"] {
+            let err = metrics_token(Some(bad.into())).unwrap_err().to_string();
+            assert!(err.starts_with("metrics_token: must be at least 16"), "{err}");
+        }
+    }
 
     #[test]
     fn plaintext_only_against_a_local_aws_unless_forced() {

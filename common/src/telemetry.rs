@@ -209,6 +209,9 @@ pub struct Endpoint {
     pub render: Arc<dyn Fn() -> BoxFuture<String> + Send + Sync>,
     /// Whether the process can do its work; the error says why not.
     pub ready: Arc<dyn Fn() -> BoxFuture<Result<(), String>> + Send + Sync>,
+    /// The SHA-256 of the bearer token `/metrics` demands, if any (health
+    /// and readiness stay open for load balancers and ECS).
+    pub token_sha256: Option<[u8; 32]>,
 }
 
 impl Endpoint {
@@ -226,8 +229,29 @@ impl Endpoint {
         Self {
             render: Arc::new(move || Box::pin(render(state.clone()))),
             ready: Arc::new(move || Box::pin(ready(for_ready.clone()))),
+            token_sha256: None,
         }
     }
+
+    /// `/metrics` answers only `Authorization: Bearer <token>` (none: anyone
+    /// who reaches the listener).
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.token_sha256 = token.map(|t| <sha2::Sha256 as sha2::Digest>::digest(t.trim().as_bytes()).into());
+        self
+    }
+}
+
+/// Whether `headers` carry the bearer token whose SHA-256 is `want`.
+fn carries_token(headers: &axum::http::HeaderMap, want: &[u8; 32]) -> bool {
+    let Some(token) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+    else {
+        return false;
+    };
+    let got: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.trim().as_bytes()).into();
+    got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 /// Serves `/metrics`, `/healthz` (the process answers), `/readyz` (it can do
@@ -238,10 +262,18 @@ pub async fn serve_metrics(
     endpoint: Endpoint,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    use axum::http::{StatusCode, header};
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse as _;
     use axum::routing::get;
 
     let addr = listener.local_addr()?;
+    let token = endpoint.token_sha256;
+    if token.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "metrics are served beyond loopback without a token: anyone who reaches {addr} reads them (set --metrics-token)"
+        );
+    }
     let (reporter, health) = tonic_health::server::health_reporter();
     let render = endpoint.render.clone();
     let ready = endpoint.ready.clone();
@@ -249,9 +281,19 @@ pub async fn serve_metrics(
         .into_axum_router()
         .route(
             "/metrics",
-            get(move || {
+            get(move |headers: HeaderMap| {
                 let render = render.clone();
                 async move {
+                    if let Some(want) = token
+                        && !carries_token(&headers, &want)
+                    {
+                        return (
+                            StatusCode::UNAUTHORIZED,
+                            [(header::WWW_AUTHENTICATE, "Bearer")],
+                            "metrics: this endpoint needs 'Authorization: Bearer <the --metrics-token>'\n",
+                        )
+                            .into_response();
+                    }
                     (
                         [(
                             header::CONTENT_TYPE,
@@ -259,6 +301,7 @@ pub async fn serve_metrics(
                         )],
                         render().await,
                     )
+                        .into_response()
                 }
             }),
         )
@@ -311,6 +354,42 @@ pub async fn serve_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The status line of `GET path` on `addr`, with an authorization header.
+    async fn status_of(addr: SocketAddr, path: &str, authorization: Option<&str>) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let auth = authorization
+            .map(|a| format!("authorization: {a}\r\n"))
+            .unwrap_or_default();
+        let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn metrics_demand_the_token_and_health_stays_open() {
+        let endpoint = Endpoint::new(Arc::new(()), |_| async { "# EOF\n".to_owned() }, |_| async { Ok(()) })
+            .with_token(Some("a-metrics-token-0123"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stop = CancellationToken::new();
+        let (addr, server) = serve_metrics(listener, endpoint, stop.clone()).await.unwrap();
+        assert_eq!(status_of(addr, "/metrics", None).await, "HTTP/1.1 401 Unauthorized");
+        assert_eq!(
+            status_of(addr, "/metrics", Some("Bearer wrong-token-0123456")).await,
+            "HTTP/1.1 401 Unauthorized"
+        );
+        assert_eq!(
+            status_of(addr, "/metrics", Some("Bearer a-metrics-token-0123")).await,
+            "HTTP/1.1 200 OK"
+        );
+        assert_eq!(status_of(addr, "/healthz", None).await, "HTTP/1.1 200 OK");
+        assert_eq!(status_of(addr, "/readyz", None).await, "HTTP/1.1 200 OK");
+        stop.cancel();
+        server.await.unwrap();
+    }
 
     #[test]
     fn without_an_exporter_there_is_no_trace_context_to_send() {

@@ -109,6 +109,15 @@ pub struct Args {
     /// [default: 127.0.0.1:9101]
     #[arg(long, env = "MUSTER_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// A bearer token /metrics demands (health and readiness stay open);
+    /// prefer MUSTER_METRICS_TOKEN: flags show in `ps`.
+    #[arg(
+        long,
+        env = "MUSTER_METRICS_TOKEN",
+        hide_env_values = true,
+        help_heading = "Security"
+    )]
+    pub metrics_token: Option<String>,
 
     /// The controller's TLS certificate chain (PEM file, or the PEM itself),
     /// for both APIs.
@@ -452,7 +461,7 @@ impl Config {
             args.insecure_real_aws,
         )
         .map_err(anyhow::Error::msg)?;
-        let security = security(
+        let mut security = security(
             SecurityInputs {
                 insecure,
                 tls_cert: args.tls_cert.or(file.tls_cert),
@@ -472,6 +481,7 @@ impl Config {
             listen,
             worker_listen,
         )?;
+        security.metrics_token = muster_common::config::metrics_token(args.metrics_token)?;
         let requeue_after = args.requeue_after.or(file.requeue_after).unwrap_or(300);
         if !(10..=86_400).contains(&requeue_after) {
             anyhow::bail!("requeue_after: {requeue_after} seconds; must be 10 to 86400");

@@ -122,6 +122,8 @@ pub struct Security {
     pub auth: Arc<crate::auth::Auth>,
     /// How often the policy file is checked for changes.
     pub policy_poll: Duration,
+    /// The bearer token `/metrics` demands, if any.
+    pub metrics_token: Option<String>,
 }
 
 impl Security {
@@ -138,6 +140,7 @@ impl Security {
             tls,
             auth: Arc::new(auth),
             policy_poll: Duration::from_secs(2),
+            metrics_token: None,
         }
     }
 }
@@ -382,9 +385,12 @@ pub async fn start(
     }
     let metrics_addr = match metrics {
         Some(listener) => {
-            let (addr, server) =
-                muster_common::telemetry::serve_metrics(listener, metrics_endpoint(&controller), shutdown.clone())
-                    .await?;
+            let (addr, server) = muster_common::telemetry::serve_metrics(
+                listener,
+                metrics_endpoint(&controller).with_token(security.metrics_token.as_deref()),
+                shutdown.clone(),
+            )
+            .await?;
             tasks.push(server);
             Some(addr)
         }

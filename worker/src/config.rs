@@ -76,6 +76,10 @@ pub struct Args {
     /// [default: 127.0.0.1:9102]
     #[arg(long, env = "MUSTER_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// A bearer token /metrics demands (health and readiness stay open);
+    /// prefer MUSTER_METRICS_TOKEN: flags show in `ps`.
+    #[arg(long, env = "MUSTER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 /// The same settings in a config file.
@@ -135,6 +139,8 @@ pub struct Config {
     pub aws_region: Option<String>,
     /// Metrics endpoint; none when off.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The bearer token /metrics demands, if any.
+    pub metrics_token: Option<String>,
 }
 
 impl Config {
@@ -197,6 +203,7 @@ impl Config {
         )?;
         Ok(Self {
             metrics_listen,
+            metrics_token: muster_common::config::metrics_token(args.metrics_token)?,
             controller,
             tls,
             queue_url,

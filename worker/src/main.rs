@@ -40,8 +40,12 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("metrics_listen: cannot listen on {addr}: {e}"))?;
-            let (bound, server) =
-                muster_common::telemetry::serve_metrics(listener, ctx.metrics_endpoint(), metrics_stop.clone()).await?;
+            let (bound, server) = muster_common::telemetry::serve_metrics(
+                listener,
+                ctx.metrics_endpoint().with_token(config.metrics_token.as_deref()),
+                metrics_stop.clone(),
+            )
+            .await?;
             tracing::info!(metrics = %bound, "serving /metrics, /healthz, /readyz and gRPC health");
             Some(server)
         }
