@@ -277,11 +277,52 @@ impl Callers {
     }
 }
 
+/// Where the policy file is: a local path, or an S3 object
+/// (`s3://bucket/key`), as a controller on Fargate keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// A file.
+    File(PathBuf),
+    /// An S3 object, read with the controller's own credentials.
+    S3 {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+}
+
+impl PolicySource {
+    /// `s3://bucket/key`, or a path.
+    pub fn parse(path: &Path) -> Result<Self, String> {
+        let text = path.to_string_lossy();
+        let Some(rest) = text.strip_prefix("s3://") else {
+            return Ok(Self::File(path.to_path_buf()));
+        };
+        match rest.split_once('/') {
+            Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() && !key.ends_with('/') => Ok(Self::S3 {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            }),
+            _ => Err(format!("policy: '{}' is not s3://BUCKET/KEY", clip(&text))),
+        }
+    }
+}
+
+impl std::fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
+        }
+    }
+}
+
 /// The controller's callers.
 #[derive(Debug)]
 pub struct Auth {
     fixed: Callers,
-    policy_file: Option<PathBuf>,
+    policy: Option<PolicySource>,
     loaded: RwLock<Arc<Callers>>,
     /// The SHA-256 of the policy file as last read (parsed or not).
     seen: std::sync::Mutex<Option<Vec<u8>>>,
@@ -294,11 +335,12 @@ const MAX_TOKEN_BYTES: usize = 1024;
 
 impl Auth {
     /// Callers from flags and the configuration file, and the policy file
-    /// (read now); names what is wrong.
+    /// (a file is read now; an S3 object by [`Auth::refresh`] before the
+    /// controller serves); names what is wrong.
     pub fn new(tokens: &[TokenEntry], clients: &[ClientEntry], policy_file: Option<&Path>) -> Result<Self, String> {
         let auth = Self {
             fixed: Callers::new("auth", tokens, clients, &[])?,
-            policy_file: policy_file.map(Path::to_path_buf),
+            policy: policy_file.map(PolicySource::parse).transpose()?,
             loaded: RwLock::default(),
             seen: std::sync::Mutex::default(),
             anonymous: false,
@@ -325,7 +367,7 @@ impl Auth {
     pub fn open() -> Self {
         Self {
             fixed: Callers::default(),
-            policy_file: None,
+            policy: None,
             loaded: RwLock::default(),
             seen: std::sync::Mutex::default(),
             anonymous: true,
@@ -346,9 +388,9 @@ impl Auth {
         !self.fixed.clients.is_empty() || !self.current().clients.is_empty()
     }
 
-    /// The policy file, if any.
-    pub fn policy_file(&self) -> Option<&Path> {
-        self.policy_file.as_deref()
+    /// Where the policy file is, if there is one.
+    pub fn policy_source(&self) -> Option<&PolicySource> {
+        self.policy.as_ref()
     }
 
     /// The SHA-256 (hex) of the policy file as last read.
@@ -360,27 +402,48 @@ impl Auth {
         self.loaded.read().expect("policy lock").clone()
     }
 
-    /// Reads the policy file again. On an error the policy in force stays,
+    /// Reads a policy file again. On an error the policy in force stays,
     /// and the error names the field.
     pub fn reload(&self) -> Result<(), String> {
         self.reload_if_changed(true).unwrap_or(Ok(()))
     }
 
-    /// Reads the policy file and applies it if its content differs from
-    /// what was last read (or `always`); none when it was the same.
+    /// Reads a policy file and applies it if its content differs from what
+    /// was last read (or `always`); none when it was the same, or when the
+    /// policy is in S3 (see [`Auth::refresh`]).
     pub fn reload_if_changed(&self, always: bool) -> Option<Result<(), String>> {
-        let path = self.policy_file.as_ref()?;
+        let Some(PolicySource::File(path)) = &self.policy else {
+            return None;
+        };
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) => return Some(Err(format!("policy: cannot read {}: {e}", path.display()))),
         };
+        self.apply(&text, always)
+    }
+
+    /// Reads the policy again wherever it is (an S3 object with `s3`) and
+    /// applies it if it changed (or `always`); none when it was the same.
+    pub async fn refresh(&self, s3: &aws_sdk_s3::Client, always: bool) -> Option<Result<(), String>> {
+        let Some(PolicySource::S3 { bucket, key }) = &self.policy else {
+            return self.reload_if_changed(always);
+        };
+        let text = match read_object(s3, bucket, key).await {
+            Ok(text) => text,
+            Err(e) => return Some(Err(format!("policy: cannot read s3://{bucket}/{key}: {e}"))),
+        };
+        self.apply(&text, always)
+    }
+
+    fn apply(&self, text: &str, always: bool) -> Option<Result<(), String>> {
+        let source = self.policy.as_ref()?;
         let digest = sha2::Sha256::digest(text.as_bytes()).to_vec();
         let mut seen = self.seen.lock().expect("policy lock");
         if !always && seen.as_ref() == Some(&digest) {
             return None;
         }
         *seen = Some(digest);
-        Some(parse_policy(path, &text).map(|callers| {
+        Some(parse_policy(source, text).map(|callers| {
             *self.loaded.write().expect("policy lock") = Arc::new(callers);
         }))
     }
@@ -573,9 +636,22 @@ impl Principal {
     }
 }
 
+/// An S3 object's text.
+async fn read_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<String, String> {
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| muster_common::retry::describe(&e))?;
+    let bytes = object.body.collect().await.map_err(|e| e.to_string())?.into_bytes();
+    String::from_utf8(bytes.to_vec()).map_err(|_| "it is not UTF-8 text".to_owned())
+}
+
 /// Checks a policy file's text.
-fn parse_policy(path: &Path, text: &str) -> Result<Callers, String> {
-    let file: PolicyFile = toml::from_str(text).map_err(|e| format!("policy: {}: {e}", path.display()))?;
+fn parse_policy(source: &PolicySource, text: &str) -> Result<Callers, String> {
+    let file: PolicyFile = toml::from_str(text).map_err(|e| format!("policy: {source}: {e}"))?;
     Callers::new("policy", &file.tokens, &file.clients, &file.grants)
 }
 
@@ -588,7 +664,7 @@ pub async fn watch_policy(
     every: std::time::Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let Some(path) = auth.policy_file().map(Path::to_path_buf) else {
+    let Some(path) = auth.policy_source().cloned() else {
         return;
     };
     #[cfg(unix)]
@@ -610,18 +686,18 @@ pub async fn watch_policy(
             () = tokio::time::sleep(every) => false,
             () = signalled => true,
         };
-        let outcome = match auth.reload_if_changed(forced) {
+        let outcome = match auth.refresh(&ctl.s3, forced).await {
             None => continue,
             Some(Ok(())) => {
                 ctl.metrics.policy_reloaded(true);
-                tracing::info!(path = %path.display(), "policy reloaded");
-                serde_json::json!({"path": path.display().to_string(), "sha256": auth.policy_digest(), "applied": true})
+                tracing::info!(%path, "policy reloaded");
+                serde_json::json!({"path": path.to_string(), "sha256": auth.policy_digest(), "applied": true})
             }
             Some(Err(error)) => {
                 ctl.metrics.policy_reloaded(false);
                 tracing::error!(%error, "policy not reloaded; the one in force stays");
                 serde_json::json!({
-                    "path": path.display().to_string(),
+                    "path": path.to_string(),
                     "sha256": auth.policy_digest(),
                     "applied": false,
                     "error": error,

@@ -614,7 +614,8 @@ fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAdd
     if auth.has_clients() && client_ca.is_none() {
         anyhow::bail!("client_ca: required when client certificates are configured (--api-client or [auth] clients)");
     }
-    if auth.is_empty() {
+    let policy_in_s3 = matches!(auth.policy_source(), Some(crate::auth::PolicySource::S3 { .. }));
+    if auth.is_empty() && !policy_in_s3 {
         anyhow::bail!(
             "auth: no API token or client certificate is configured, so nobody could call the campaign API; \
              add --api-token (see muster-controller new-token), --api-client or a --policy file"

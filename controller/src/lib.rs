@@ -48,14 +48,15 @@ use crate::validate::Defaults;
 
 /// Every AWS action the controller calls, with its own (hub) role: enqueue
 /// task references (SendMessageBatch needs sqs:SendMessage), drain the
-/// dead-letter queue (receive and delete there), export results,
-/// expand OUs and regions. The hub template's controller role grants exactly
+/// dead-letter queue (receive and delete there), export results, read
+/// the policy file when it is in S3, expand OUs and regions. The hub template's controller role grants exactly
 /// these (a test checks). The controller never acts in target accounts.
-pub const AWS_ACTIONS: [&str; 7] = [
+pub const AWS_ACTIONS: [&str; 8] = [
     "sqs:SendMessage",
     "sqs:ReceiveMessage",
     "sqs:DeleteMessage",
     "s3:PutObject",
+    "s3:GetObject",
     "organizations:ListAccountsForParent",
     "organizations:ListOrganizationalUnitsForParent",
     "ec2:DescribeRegions",
@@ -302,6 +303,11 @@ pub async fn start(
         for (field, addr) in [("listen", campaign_addr), ("worker_listen", worker_addr)] {
             muster_common::tls::check_plaintext_bind(field, addr).map_err(std::io::Error::other)?;
         }
+    }
+    // A policy kept in S3 is read before anything is served: a controller
+    // that cannot read it does not start.
+    if let Some(Err(error)) = security.auth.refresh(&controller.s3, true).await {
+        return Err(std::io::Error::other(error));
     }
     let mut campaign_server = server(
         security.tls.as_ref(),

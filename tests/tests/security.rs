@@ -1201,3 +1201,72 @@ async fn people_sign_in_with_their_aws_identity_and_get_the_role_the_policy_maps
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_kept_in_s3_is_read_at_start_and_again_when_it_changes() {
+    let sb = muster_sim::testkit::Sandbox::start().await;
+    let fleet = sb.seed(fleets::MIXED).await;
+    let s3 = aws_sdk_s3::Client::from_conf(muster_common::aws::s3_config(&sb.hub_config(EAST)));
+    let (bucket, key) = (fleet.results_bucket.clone(), "config/policy.toml".to_owned());
+    let put = |text: String| {
+        let (s3, bucket, key) = (s3.clone(), bucket.clone(), key.clone());
+        async move {
+            s3.put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(text.into_bytes().into())
+                .send()
+                .await
+                .expect("the policy is put");
+        }
+    };
+    let (ops, later) = (
+        muster_controller::auth::new_token(),
+        muster_controller::auth::new_token(),
+    );
+    let grants = "[[grants]]\nprincipals = [\"ops\", \"later\"]\nrole = \"operator\"\n";
+    let uri = std::path::PathBuf::from(format!("s3://{bucket}/{key}"));
+    let auth = muster_controller::auth::Auth::new(&[], &[], Some(&uri)).expect("an S3 policy source");
+    assert_eq!(
+        auth.policy_source().map(ToString::to_string),
+        Some(uri.display().to_string())
+    );
+    let who = |token: &str| {
+        let mut request = tonic::Request::new(());
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        auth.identify(&request, None).map(|p| (p.name, p.grants.len()))
+    };
+
+    // Not there yet: the controller would not start, and says where it looked.
+    let missing = auth.refresh(&s3, true).await.expect("read").expect_err("no object");
+    assert!(
+        missing.starts_with(&format!("policy: cannot read s3://{bucket}/{key}: ")),
+        "{missing}"
+    );
+    put(format!("{}{grants}", token_entry("ops", &ops, None))).await;
+    auth.refresh(&s3, true).await.expect("read").expect("applied");
+    assert_eq!(who(&ops), Ok(("ops".to_owned(), 1)));
+    assert_eq!(auth.refresh(&s3, false).await, None, "unchanged: nothing to apply");
+
+    // A new version replaces the old without a restart.
+    put(format!("{}{grants}", token_entry("later", &later, None))).await;
+    auth.refresh(&s3, false).await.expect("changed").expect("applied");
+    assert_eq!(who(&ops), Err("unknown bearer token".to_owned()));
+    assert_eq!(who(&later), Ok(("later".to_owned(), 1)));
+
+    // A broken version is refused by name, and the one in force stays.
+    put("[[tokens]]\nname = \"broken\"\n".to_owned()).await;
+    let broken = auth.refresh(&s3, false).await.expect("changed").expect_err("broken");
+    assert!(
+        broken.starts_with(&format!("policy: s3://{bucket}/{key}: ")),
+        "{broken}"
+    );
+    assert_eq!(who(&later), Ok(("later".to_owned(), 1)));
+    assert!(
+        muster_controller::auth::Auth::new(&[], &[], Some(std::path::Path::new("s3://only-a-bucket")))
+            .unwrap_err()
+            .starts_with("policy: 's3://only-a-bucket' is not s3://BUCKET/KEY")
+    );
+}
