@@ -22,9 +22,9 @@ use crate::auth::{Auth, Principal};
 use crate::expand::{self, ExpandError};
 use crate::policy::{Action, Footprint};
 use crate::signin::{AwsIdentity, SignInError};
-use crate::store::StoreError;
-use crate::store::campaigns::{self, Inserted, NewCampaign};
+use crate::store::campaigns::{self, CampaignRow, Inserted, NewCampaign};
 use crate::store::targets::{self, TargetFilter};
+use crate::store::{Sql, StoreError, StoreResult};
 use crate::validate;
 
 /// The service.
@@ -140,17 +140,22 @@ impl CampaignApi {
                 let Some(row) = campaigns::get(conn, &id)? else {
                     return Ok(None);
                 };
-                let (accounts, regions) = campaigns::reach(conn, &id)?;
-                Ok(Some(Footprint {
-                    accounts,
-                    regions,
-                    documents: crate::guardrails::documents(&row.spec).into_iter().collect(),
-                }))
+                footprint_of(conn, &row).map(Some)
             })
             .await
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found("no campaign with that id"))
     }
+}
+
+/// Where a stored campaign reaches: what a grant must hold.
+fn footprint_of(conn: &dyn Sql, row: &CampaignRow) -> StoreResult<Footprint> {
+    let (accounts, regions) = campaigns::reach(conn, &row.id)?;
+    Ok(Footprint {
+        accounts,
+        regions,
+        documents: crate::guardrails::documents(&row.spec).into_iter().collect(),
+    })
 }
 
 /// A store failure, as gRPC status.
@@ -448,36 +453,51 @@ impl CampaignService for CampaignApi {
             }
         }
         let include_plans = request.include_plans;
-        // A caller sees only the campaigns its scope holds whole; a page may
-        // then be shorter than asked (go on while there is a next token).
-        let members = self
-            .ctl
-            .ou_members
-            .of(
-                &self.ctl.organizations,
-                "policy.grants.ous",
-                &principal.ous(Action::Read),
-            )
-            .await
-            .map_err(expand_status)?;
+        // A caller sees only the campaigns its scope holds whole: pages are
+        // filled from further rows, reading at most MAX_SCANNED per call (a
+        // page may then be short; go on while there is a next token).
+        let unlimited = principal
+            .grants
+            .iter()
+            .any(|g| g.role.allows(Action::Read) && g.scope.is_unlimited());
+        let members = if unlimited {
+            Default::default()
+        } else {
+            self.ctl
+                .ou_members
+                .of(
+                    &self.ctl.organizations,
+                    "policy.grants.ous",
+                    &principal.ous(Action::Read),
+                )
+                .await
+                .map_err(expand_status)?
+        };
+        const MAX_SCANNED: usize = 2_000;
         let (campaigns, next) = self
             .ctl
             .store
             .read(move |conn| {
-                let (rows, next) = campaigns::list(conn, &states, include_plans, page_size, cursor)?;
-                let mut campaigns = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let (accounts, regions) = campaigns::reach(conn, &row.id)?;
-                    let footprint = Footprint {
-                        accounts,
-                        regions,
-                        documents: crate::guardrails::documents(&row.spec).into_iter().collect(),
-                    };
-                    if principal.permit(Action::Read, &footprint, &members).is_ok() {
-                        campaigns.push(campaigns::to_proto(conn, row, false)?);
+                let mut campaigns = Vec::with_capacity(page_size);
+                let (mut cursor, mut scanned) = (cursor, 0);
+                loop {
+                    let wanted = page_size - campaigns.len();
+                    let (rows, next) = campaigns::list(conn, &states, include_plans, wanted, cursor)?;
+                    scanned += rows.len();
+                    for row in &rows {
+                        if unlimited
+                            || principal
+                                .permit(Action::Read, &footprint_of(conn, row)?, &members)
+                                .is_ok()
+                        {
+                            campaigns.push(campaigns::to_proto(conn, row, false)?);
+                        }
+                    }
+                    cursor = next;
+                    if campaigns.len() == page_size || cursor.is_none() || scanned >= MAX_SCANNED {
+                        return Ok((campaigns, cursor));
                     }
                 }
-                Ok((campaigns, next))
             })
             .await
             .map_err(store_status)?;

@@ -1270,3 +1270,72 @@ async fn a_policy_kept_in_s3_is_read_at_start_and_again_when_it_changes() {
             .starts_with("policy: 's3://only-a-bucket' is not s3://BUCKET/KEY")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_principal_gets_full_pages_of_the_campaigns_it_may_see() {
+    let stack = Stack::start(
+        fleets::MIXED,
+        Options {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let dev_ou = stack.fleet.ous["Dev"].clone();
+    let dev_viewer = muster_controller::auth::new_token();
+    let policy = format!(
+        "{}[[grants]]\nprincipals = [\"dev-viewer\"]\nrole = \"viewer\"\nous = [\"{dev_ou}\"]\n",
+        token_entry("dev-viewer", &dev_viewer, None)
+    );
+    set_policy(&stack, &policy, &dev_viewer).await;
+    let (prod, dev) = (stack.account("prod-a"), stack.account("dev-a"));
+    let mut admin = stack.client.clone();
+    // Newest first: three in Dev, each followed by four in Prod, so every
+    // page of two read from the store alone would be mostly Prod.
+    let mut dev_ids = Vec::new();
+    for _ in 0..3 {
+        dev_ids.push(
+            submit(
+                &mut admin,
+                script_spec(std::slice::from_ref(&dev), &[EAST], &["true"], &[]),
+            )
+            .await,
+        );
+        for _ in 0..4 {
+            submit(
+                &mut admin,
+                script_spec(std::slice::from_ref(&prod), &[EAST], &["true"], &[]),
+            )
+            .await;
+        }
+    }
+    let mut viewer = with_token(&stack, Some(&dev_viewer));
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = viewer
+            .list_campaigns(ListCampaignsRequest {
+                page_size: 2,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("the viewer lists")
+            .into_inner();
+        pages.push(page.campaigns.iter().map(|c| c.id.clone()).collect::<Vec<_>>());
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(
+        pages.first().map(Vec::len),
+        Some(2),
+        "the first page is full: {pages:?}"
+    );
+    let (mut seen, mut want) = (pages.concat(), dev_ids.clone());
+    seen.sort();
+    want.sort();
+    assert_eq!(seen, want, "exactly the Dev campaigns, each once");
+    assert!(pages.len() <= 3, "no empty pages in between: {pages:?}");
+}
