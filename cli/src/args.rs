@@ -335,7 +335,8 @@ pub struct SpecArgs {
     /// configuration allows that (access.allow_submitted_external_id).
     #[arg(long)]
     pub external_id: Option<String>,
-    /// Role session length, e.g. 1h.
+    /// Role session length, 15m to 1h (AWS caps chained sessions at an
+    /// hour; workers renew them, so long campaigns need no more).
     #[arg(long)]
     pub session_duration: Option<String>,
     /// Partition: aws, aws-cn, aws-us-gov.

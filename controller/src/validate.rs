@@ -9,6 +9,9 @@ use muster_common::domain::{
 };
 use muster_proto::v1::{CampaignSpec, Platform, command};
 
+/// The longest role session AWS grants when it is assumed from another
+/// role's session (role chaining), as workers always do.
+pub const MAX_CHAINED_SESSION_SECONDS: u32 = 3_600;
 /// SendCommand takes at most 50 instance ids.
 pub const MAX_BATCH: u32 = 50;
 /// Accounts named in one spec.
@@ -375,10 +378,15 @@ pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignS
     }
     if access.session_duration_seconds == 0 {
         access.session_duration_seconds = 3_600;
-    } else if !(900..=43_200).contains(&access.session_duration_seconds) {
+    } else if !(900..=MAX_CHAINED_SESSION_SECONDS).contains(&access.session_duration_seconds) {
         errors.add(
             "access.session_duration_seconds",
-            format!("{}; must be 900 to 43200", access.session_duration_seconds),
+            format!(
+                "{}; must be 900 to 3600: workers assume the execution role from their own role's session, and \
+                 AWS caps such chained sessions at one hour (workers renew sessions before they expire, so a long \
+                 campaign needs no longer one)",
+                access.session_duration_seconds
+            ),
         );
     }
 
@@ -517,6 +525,42 @@ mod tests {
             ..Default::default()
         });
         assert!(errors_of(spec).starts_with("command.script.linux_lines: 1048577 bytes; at most 102400"));
+    }
+
+    #[test]
+    fn sessions_are_chained_so_at_most_an_hour() {
+        for (seconds, ok) in [
+            (0, true),
+            (900, true),
+            (3_600, true),
+            (899, false),
+            (3_601, false),
+            (43_200, false),
+        ] {
+            let mut spec = good();
+            spec.access = Some(AccessConfig {
+                session_duration_seconds: seconds,
+                ..Default::default()
+            });
+            match validate(spec, &defaults()) {
+                Ok(spec) => {
+                    assert!(ok, "{seconds} is accepted");
+                    let granted = spec.access.unwrap().session_duration_seconds;
+                    assert_eq!(granted, if seconds == 0 { 3_600 } else { seconds });
+                }
+                Err(e) => {
+                    assert!(!ok, "{seconds}: {e}");
+                    let text = e.to_string();
+                    assert!(
+                        text.starts_with(&format!(
+                            "access.session_duration_seconds: {seconds}; must be 900 to 3600: "
+                        )),
+                        "{text}"
+                    );
+                    assert!(text.contains("chained sessions at one hour"), "{text}");
+                }
+            }
+        }
     }
 
     #[test]
