@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared settings of the deploy/local scripts. Sourced, not run.
 
 MUSTER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -24,11 +25,15 @@ except Exception:
 PY
 }
 
-# wait_http NAME URL SECONDS: wait until URL answers, or fail naming NAME.
+# wait_http NAME URL SECONDS: wait until URL answers, or fail naming NAME
+# (at once when NAME's recorded process has exited).
 wait_http() {
   local name="$1" url="$2" seconds="$3" i
   for ((i = 0; i < seconds * 5; i++)); do
     http_ok "$url" && return 0
+    if [[ -f "$MUSTER_SANDBOX_DIR/pids/$name.pid" ]] && ! pid_alive "$name"; then
+      die "$name exited (log: $MUSTER_SANDBOX_DIR/logs/$name.log)"
+    fi
     sleep 0.2
   done
   die "$name did not become healthy at $url within ${seconds}s (log: $MUSTER_SANDBOX_DIR/logs/$name.log)"
@@ -48,19 +53,32 @@ start_process() {
   echo $! >"$MUSTER_SANDBOX_DIR/pids/$name.pid"
 }
 
-# stop_process NAME: stop the recorded process by its own PID (TERM, then KILL).
+# signal_process NAME: send the recorded process TERM, without waiting.
+signal_process() {
+  local file="$MUSTER_SANDBOX_DIR/pids/$1.pid"
+  [[ -f "$file" ]] && kill -TERM "$(cat "$file")" 2>/dev/null
+  return 0
+}
+
+# stop_process NAME [SECONDS]: stop the recorded process by its own PID: TERM,
+# then KILL if it still runs after SECONDS (default 5). Give a process its
+# graceful stop: a worker hands its leases back within --shutdown-grace.
 stop_process() {
-  local name="$1" file="$MUSTER_SANDBOX_DIR/pids/$1.pid" pid i
+  local name="$1" grace="${2:-5}" file="$MUSTER_SANDBOX_DIR/pids/$1.pid" pid i
   [[ -f "$file" ]] || return 0
   pid="$(cat "$file")"
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
+    for ((i = 0; i < grace * 10; i++)); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-    say "stopped $name (pid $pid)"
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL "$pid" 2>/dev/null || true
+      say "killed $name (pid $pid): still running ${grace}s after TERM"
+    else
+      say "stopped $name (pid $pid)"
+    fi
   fi
   rm -f "$file"
 }

@@ -5,17 +5,21 @@
 # progress and a result table at the end. Run it again any time: it reuses
 # what is running and starts a new campaign.
 set -euo pipefail
+# shellcheck source=deploy/local/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$MUSTER_ROOT"
 
 "$MUSTER_ROOT/deploy/local/sandbox.sh" up --fleet small --exec-mode real
+# shellcheck source=/dev/null  # written by sandbox.sh up
 source "$MUSTER_SANDBOX_DIR/env"
 muster="$MUSTER_BIN_DIR/muster"
 accounts="$(python3 -c "import json; print(','.join(a['id'] for a in json.load(open('$MUSTER_SANDBOX_DIR/fleet-state.json'))['accounts']))")"
 
 say "submitting a campaign to every instance of 3 accounts x 2 regions"
-set +e
-"$muster" submit --watch \
+# submit prints the campaign's id (its notes go to stderr); watch follows it.
+# The script lines are single-quoted on purpose: they run on the instances.
+# shellcheck disable=SC2016
+campaign="$("$muster" submit \
   --name "demo $(date -u +%H:%M:%S)" \
   --account "$accounts" --region us-east-1,eu-west-1 \
   --linux 'echo "kernel: $(uname -sr)"' \
@@ -23,11 +27,12 @@ set +e
   --linux 'df -h / | tail -1' \
   --windows 'Get-ComputerInfo | Select-Object OsName' \
   --max-concurrency 50% --batch-size 10 \
-  --s3-bucket muster-sandbox-output --s3-prefix demo
+  --s3-bucket muster-sandbox-output --s3-prefix demo)"
+set +e
+"$muster" watch "$campaign"
 code=$?
 set -e
 
-campaign="$("$muster" ls --limit 1 -o csv | tail -n 1 | cut -d, -f1)"
 say "results of campaign $campaign"
 "$muster" results "$campaign"
 instance="$("$muster" results "$campaign" --status success -o csv | awk -F, '$5 == "linux" && !found { print $3; found = 1 }')"

@@ -11,10 +11,10 @@
 # Every command is idempotent: `up` reuses what is already running and seeds
 # only what is missing; `down` stops the processes by their own PIDs.
 set -euo pipefail
+# shellcheck source=deploy/local/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 SIM_URL="http://127.0.0.1:$MUSTER_SIM_PORT"
-MOTO_URL="http://127.0.0.1:$MUSTER_MOTO_PORT"
 # moto uses one core and milliseconds per EC2 instance: the sim spreads the
 # accounts over this many moto processes (ports MUSTER_MOTO_PORT and up).
 MOTO_SHARDS="${MUSTER_MOTO_SHARDS:-2}"
@@ -243,9 +243,9 @@ CFG
         --controller "https://127.0.0.1:$WORKER_API_PORT" --queue-url "$queue" \
         --metrics-listen "127.0.0.1:$((WORKER_METRICS_BASE + i))"
   done
-  sleep 0.5
+  # Ready: its queue answers (/readyz on its metrics port).
   for ((i = 1; i <= workers; i++)); do
-    pid_alive "worker$i" || die "worker $i exited (log: $MUSTER_SANDBOX_DIR/logs/worker$i.log)"
+    wait_http "worker$i" "http://127.0.0.1:$((WORKER_METRICS_BASE + i))/readyz" 30
   done
 }
 
@@ -275,10 +275,19 @@ export MUSTER_EXTERNAL_ID=$(state_field external_id)
 ENV
 }
 
+# A worker's graceful stop: its --shutdown-grace (30 s) for running tasks,
+# then handing the rest back; KILL only after that.
+WORKER_STOP_SECONDS=40
+
 down() {
   local pidfile
+  # All workers stop at once, each handing back its leases before the
+  # controller goes.
   for pidfile in "$MUSTER_SANDBOX_DIR"/pids/worker*.pid; do
-    [[ -e "$pidfile" ]] && stop_process "$(basename "$pidfile" .pid)"
+    [[ -e "$pidfile" ]] && signal_process "$(basename "$pidfile" .pid)"
+  done
+  for pidfile in "$MUSTER_SANDBOX_DIR"/pids/worker*.pid; do
+    [[ -e "$pidfile" ]] && stop_process "$(basename "$pidfile" .pid)" "$WORKER_STOP_SECONDS"
   done
   stop_process controller
   stop_process sim
