@@ -11,13 +11,15 @@
 # (fsync=off): it lives only as long as one test run. MUSTER_PG_DURABLE=1
 # keeps fsync on, for benchmarks that compare it with SQLite's synchronous=FULL.
 set -euo pipefail
+# shellcheck source=deploy/local/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 bin_dir() {
   local initdb
   initdb="$(command -v initdb 2>/dev/null || true)"
   if [[ -z "$initdb" ]]; then
-    initdb="$(ls -1d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1 || true)"
+    initdb="$(printf '%s\n' /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)"
+    [[ -x "$initdb" ]] || initdb=""
   fi
   [[ -n "$initdb" ]] && dirname "$(readlink -f "$initdb")"
 }

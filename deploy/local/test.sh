@@ -2,6 +2,7 @@
 # The whole check, as CI runs it: formatting, clippy, and every test
 # (unit, sandbox integration, whole-system) against the local AWS sandbox.
 set -euo pipefail
+# shellcheck source=deploy/local/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$MUSTER_ROOT"
 
@@ -25,6 +26,9 @@ cargo fmt --all -- --check
 say "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+say "shellcheck deploy/local .ci"
+"$MUSTER_VENV/bin/shellcheck" -x --source-path=SCRIPTDIR deploy/local/*.sh .ci/run
+
 say "cfn-lint deploy/cloudformation"
 "$MUSTER_VENV/bin/cfn-lint" deploy/cloudformation/*.yaml
 
@@ -33,18 +37,25 @@ say "cfn-lint deploy/cloudformation"
 say "cargo build --bins"
 cargo build --workspace --bins --locked
 
+# The runner is cargo-nextest: per-test timeouts (.config/nextest.toml) and
+# its summary. A machine without it gets it from crates.io once, into a
+# cache next to the build cache.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  tools="${MUSTER_TOOLS_DIR:-$HOME/.cache/muster-tools}"
+  export PATH="$tools/bin:$PATH"
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    say "installing cargo-nextest from crates.io into $tools (once; a few minutes)"
+    cargo install --locked --root "$tools" cargo-nextest --version 0.9.151
+  fi
+fi
+
 say "tests"
 start=$(date +%s)
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --profile ci
-  # The whole-system tests again, with the controller on PostgreSQL (the
-  # store's own tests run on both engines in the run above).
-  say "whole-system tests on PostgreSQL"
-  MUSTER_TEST_STORE=postgres cargo nextest run -p muster-tests --locked --profile ci
-else
-  cargo test --workspace --locked
-  MUSTER_TEST_STORE=postgres cargo test -p muster-tests --locked
-fi
+cargo nextest run --workspace --locked --profile ci
+# The whole-system tests again, with the controller on PostgreSQL (the
+# store's own tests run on both engines in the run above).
+say "whole-system tests on PostgreSQL"
+MUSTER_TEST_STORE=postgres cargo nextest run -p muster-tests --locked --profile ci
 say "test suite wall time: $(($(date +%s) - start))s"
 
 # Generated code lives in OUT_DIR; a build must never change tracked files.
