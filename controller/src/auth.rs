@@ -356,11 +356,6 @@ impl Auth {
         self
     }
 
-    /// AWS sign-in, when configured.
-    pub fn signin(&self) -> Option<&SignIn> {
-        self.signin.as_ref()
-    }
-
     /// Every caller is an unscoped admin, as "anonymous": only for a
     /// controller that serves plaintext on loopback with no callers
     /// configured (development).
@@ -615,7 +610,7 @@ fn bearer<T>(request: &Request<T>) -> Result<Option<&str>, String> {
 }
 
 /// The address a request came from.
-fn peer_of<T>(request: &Request<T>) -> String {
+pub(crate) fn peer_of<T>(request: &Request<T>) -> String {
     request
         .remote_addr()
         .map(|a| a.to_string())

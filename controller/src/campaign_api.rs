@@ -82,7 +82,7 @@ impl CampaignApi {
         match verdict {
             Ok(identity) => Ok(Some(identity)),
             Err(error) => {
-                let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+                let peer = crate::auth::peer_of(request);
                 tracing::warn!(method, peer, reason = %error, "call refused: AWS sign-in failed");
                 Err(match error {
                     SignInError::Refused(why) => Status::unauthenticated(why),

@@ -305,8 +305,10 @@ pub async fn start(
         }
     }
     // A policy kept in S3 is read before anything is served: a controller
-    // that cannot read it does not start.
-    if let Some(Err(error)) = security.auth.refresh(&controller.s3, true).await {
+    // that cannot read it does not start. (A file was read by Auth::new.)
+    if matches!(security.auth.policy_source(), Some(auth::PolicySource::S3 { .. }))
+        && let Some(Err(error)) = security.auth.refresh(&controller.s3, true).await
+    {
         return Err(std::io::Error::other(error));
     }
     let mut campaign_server = server(
