@@ -149,6 +149,9 @@ pub enum Command {
     /// Cancel a campaign: nothing more is released and commands in flight
     /// are cancelled.
     Cancel(CancelArgs),
+    /// Run an ended campaign again over exactly its targets that failed
+    /// (or ended in the statuses given), as a new campaign linked to it.
+    Rerun(RerunArgs),
     /// The audit trail, newest first: who submitted, planned or cancelled
     /// what, whose call was refused, when the policy changed (admins only).
     Audit(AuditArgs),
@@ -198,6 +201,33 @@ pub struct CancelArgs {
     pub reason: String,
 }
 
+/// `muster rerun`.
+#[derive(Debug, Args)]
+pub struct RerunArgs {
+    /// The ended campaign's id.
+    pub campaign_id: String,
+    /// Rerun its targets that ended in these statuses (failed, timed_out,
+    /// undeliverable, error, cancelled, terminated, skipped, success).
+    #[arg(
+        long = "status",
+        value_delimiter = ',',
+        default_value = "failed,timed_out,undeliverable,error"
+    )]
+    pub statuses: Vec<String>,
+    /// A name for the new campaign (default: the first one's, "(rerun)").
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Idempotency key: asking again with it returns the same rerun.
+    #[arg(long)]
+    pub client_token: Option<String>,
+    /// Acknowledge a rerun larger than the controller's guardrail.
+    #[arg(long)]
+    pub confirm_large: bool,
+    /// Follow the rerun to its end (as `muster watch`).
+    #[arg(long)]
+    pub watch: bool,
+}
+
 /// `muster ls`.
 #[derive(Debug, Args)]
 pub struct LsArgs {
@@ -229,6 +259,10 @@ pub struct ResultsArgs {
     /// Show one target's full kept output (every step), and where the rest is.
     #[arg(long)]
     pub instance: Option<String>,
+    /// Each target as the latest rerun of the campaign that covered it left
+    /// it (with that campaign's id), instead of the campaign's own results.
+    #[arg(long)]
+    pub follow_reruns: bool,
 }
 
 /// `muster submit`.

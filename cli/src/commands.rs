@@ -3,11 +3,11 @@
 use comfy_table::Cell;
 use muster_proto::v1::{
     Campaign, CampaignState, CancelCampaignRequest, GetCampaignRequest, GetTargetRequest, ListCampaignsRequest,
-    ListTargetsRequest, PlanCampaignRequest, SubmitCampaignRequest, Target, TargetStatus,
+    ListTargetsRequest, PlanCampaignRequest, RerunCampaignRequest, SubmitCampaignRequest, Target, TargetStatus,
 };
 use serde_json::json;
 
-use crate::args::{AuditArgs, LsArgs, Output, ResultsArgs, SpecArgs};
+use crate::args::{AuditArgs, LsArgs, Output, RerunArgs, ResultsArgs, SpecArgs};
 use crate::connect::Client;
 use crate::render::{self, Style, csv};
 
@@ -95,6 +95,15 @@ pub fn print_campaign(campaign: &Campaign, style: Style, output: Output) {
             }
             if let Some(export) = campaign.export.as_ref().filter(|e| !e.url.is_empty()) {
                 println!("  results   {}", export.url);
+            }
+            if !campaign.rerun_of.is_empty() {
+                println!("  rerun of  {}", campaign.rerun_of);
+            }
+            for rerun in &campaign.reruns {
+                println!(
+                    "  rerun     {rerun}  (muster results {} --follow-reruns: each target's latest result)",
+                    campaign.id
+                );
             }
             if campaign.scopes.is_empty() {
                 return;
@@ -540,6 +549,76 @@ pub async fn cancel(client: &mut Client, id: &str, reason: &str, style: Style, o
     Ok(())
 }
 
+/// `muster rerun`: prints the new campaign's id.
+///
+/// As `muster submit`, every request carries a client token, so an answer
+/// lost on the way back is asked for again and never makes a second rerun.
+pub async fn rerun(client: &mut Client, args: &RerunArgs, style: Style, output: Output) -> Result<String, Failure> {
+    let mut statuses = Vec::new();
+    for name in &args.statuses {
+        match TargetStatus::from_short_name(name) {
+            Some(status) if status.is_terminal() => statuses.push(status as i32),
+            _ => {
+                return Err(Failure::Input(format!(
+                    "--status: '{name}' is not a status a target ends in (failed, timed_out, undeliverable, error, \
+                     cancelled, terminated, skipped, success)"
+                )));
+            }
+        }
+    }
+    let client_token = args
+        .client_token
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request = RerunCampaignRequest {
+        campaign_id: args.campaign_id.clone(),
+        statuses,
+        client_token,
+        name: args.name.clone().unwrap_or_default(),
+        confirm_large: args.confirm_large,
+    };
+    let mut tries = 0;
+    let answer = loop {
+        tries += 1;
+        let mut call = tonic::Request::new(request.clone());
+        call.set_timeout(SUBMIT_TIMEOUT);
+        match client.rerun_campaign(call).await {
+            Ok(answer) => break answer.into_inner(),
+            Err(status) if tries < SUBMIT_TRIES && retry_submit(&status) => {
+                let wait = std::time::Duration::from_secs(1 << (tries - 1));
+                eprintln!(
+                    "no answer from the controller ({}: {}); asking again in {}s with the same client token",
+                    status.code(),
+                    status.message(),
+                    wait.as_secs()
+                );
+                tokio::time::sleep(wait).await;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    };
+    match output {
+        Output::Json => render::print_json(&json!({
+            "campaign_id": answer.campaign_id,
+            "created": answer.created,
+            "rerun_of": args.campaign_id,
+            "rerun_targets": answer.rerun_targets,
+        })),
+        Output::Csv => println!("{}", answer.campaign_id),
+        Output::Table => {
+            eprintln!(
+                "{} of {} over its {} targets; follow it with: muster watch {}",
+                style.bold("rerun"),
+                args.campaign_id,
+                answer.rerun_targets,
+                answer.campaign_id
+            );
+            println!("{}", answer.campaign_id);
+        }
+    }
+    Ok(answer.campaign_id)
+}
+
 /// `muster results`.
 pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, output: Output) -> Result<(), Failure> {
     if let Some(instance) = &args.instance {
@@ -579,6 +658,7 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
                 regions: args.regions.clone(),
                 instance_ids: Vec::new(),
                 include_output: output != Output::Table,
+                follow_reruns: args.follow_reruns,
             })
             .await?
             .into_inner();
@@ -592,11 +672,12 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
         Output::Json => render::print_json(&json!(all.iter().map(render::target_json).collect::<Vec<_>>())),
         Output::Csv => {
             println!(
-                "account_id,region,instance_id,name,platform,status,exit_code,reason,command_id,finished_at,stdout_url"
+                "campaign_id,account_id,region,instance_id,name,platform,status,exit_code,reason,command_id,finished_at,stdout_url"
             );
             for t in &all {
                 println!(
-                    "{},{},{},{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{},{},{}",
+                    t.campaign_id,
                     t.account_id,
                     t.region,
                     t.instance_id,
@@ -612,12 +693,20 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
             }
         }
         Output::Table => {
-            let mut table = style.table(&[
+            let mut headers = vec![
                 "account", "region", "instance", "name", "platform", "status", "exit", "reason",
-            ]);
+            ];
+            if args.follow_reruns {
+                headers.insert(0, "campaign");
+            }
+            let mut table = style.table(&headers);
             for t in &all {
                 let reason: String = t.reason.chars().take(90).collect();
-                table.add_row(vec![
+                let mut row = Vec::with_capacity(headers.len());
+                if args.follow_reruns {
+                    row.push(Cell::new(&t.campaign_id));
+                }
+                row.extend([
                     Cell::new(&t.account_id),
                     Cell::new(&t.region),
                     Cell::new(if t.instance_id.is_empty() { "-" } else { &t.instance_id }),
@@ -627,6 +716,7 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
                     Cell::new(t.exit_code.map(|c| c.to_string()).unwrap_or_default()),
                     Cell::new(reason),
                 ]);
+                table.add_row(row);
             }
             println!("{table}");
             eprintln!(

@@ -73,6 +73,13 @@ async fn run(cli: &Cli, style: Style) -> Result<i32, Failure> {
         Command::Cancel(args) => commands::cancel(&mut client, &args.campaign_id, &args.reason, style, cli.output)
             .await
             .map(|()| 0),
+        Command::Rerun(args) => {
+            let id = commands::rerun(&mut client, args, style, cli.output).await?;
+            if args.watch {
+                return Ok(watch::watch(&mut client, &id, style, cli.output, false).await?);
+            }
+            Ok(0)
+        }
         Command::Audit(args) => commands::audit(&mut client, args, style, cli.output).await.map(|()| 0),
         Command::Whoami => commands::whoami(&mut client, style, cli.output).await.map(|()| 0),
     }

@@ -188,12 +188,15 @@ pub fn campaign_json(c: &Campaign) -> Value {
         "concurrency_limit": c.concurrency_limit,
         "export_url": c.export.as_ref().map(|e| e.url.clone()).unwrap_or_default(),
         "scopes": c.scopes.iter().map(scope_json).collect::<Vec<_>>(),
+        "rerun_of": c.rerun_of,
+        "reruns": c.reruns,
     })
 }
 
 /// A target as JSON.
 pub fn target_json(t: &Target) -> Value {
     json!({
+        "campaign_id": t.campaign_id,
         "account_id": t.account_id,
         "region": t.region,
         "instance_id": t.instance_id,

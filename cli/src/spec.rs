@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use muster_proto::v1::{
-    AccessConfig, CampaignSpec, Command, Document, OutputConfig, ParameterValues, Platform, RateControl, Script,
-    TagFilter, TargetSelector, command,
+    AccessConfig, CampaignSpec, Command, Document, OutputConfig, ParameterValues, Platform, RateControl, ScopeSelector,
+    Script, TagFilter, TargetSelector, command,
 };
 use serde::Deserialize;
 
@@ -56,6 +56,18 @@ struct TargetsFile {
     instance_ids: Vec<String>,
     #[serde(default)]
     platforms: Vec<String>,
+    /// Exact (account, region) pairs instead of accounts x regions.
+    #[serde(default)]
+    scopes: Vec<ScopeFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeFile {
+    account: Scalar,
+    region: String,
+    #[serde(default)]
+    instance_ids: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +228,16 @@ pub fn build(args: &SpecArgs) -> anyhow::Result<CampaignSpec> {
             .iter()
             .map(|p| platform("targets.platforms", p))
             .collect::<anyhow::Result<_>>()?,
+        scopes: file
+            .targets
+            .scopes
+            .into_iter()
+            .map(|scope| ScopeSelector {
+                account_id: scope.account.text(),
+                region: scope.region,
+                instance_ids: scope.instance_ids,
+            })
+            .collect(),
     };
     targets.account_ids.extend(args.accounts.iter().cloned());
     targets.organizational_unit_ids.extend(args.ous.iter().cloned());
@@ -405,6 +427,25 @@ mod tests {
         }
         let rate = spec.rate.unwrap();
         assert_eq!((rate.max_concurrency.as_str(), rate.max_errors.as_str()), ("10%", "5"));
+    }
+
+    #[test]
+    fn exact_scopes_read_from_a_file() {
+        let (_dir, args) = file(
+            "rerun.yaml",
+            "targets:\n  scopes:\n    - account: 111111111111\n      region: eu-west-1\n      instance_ids: [i-0abc]\n    - {account: \"222222222222\", region: us-east-1}\ncommand:\n  linux: uptime\n",
+        );
+        let scopes = build(&args).unwrap().targets.unwrap().scopes;
+        assert_eq!(scopes.len(), 2);
+        assert_eq!(
+            (
+                scopes[0].account_id.as_str(),
+                scopes[0].region.as_str(),
+                scopes[0].instance_ids.as_slice()
+            ),
+            ("111111111111", "eu-west-1", ["i-0abc".to_owned()].as_slice())
+        );
+        assert!(scopes[1].instance_ids.is_empty());
     }
 
     #[test]

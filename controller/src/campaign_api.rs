@@ -8,8 +8,9 @@ use muster_proto::v1::{
     Campaign, CampaignSpec, CampaignState, CancelCampaignRequest, CancelCampaignResponse, GetCampaignRequest,
     GetCampaignResponse, GetTargetRequest, GetTargetResponse, ListAuditEventsRequest, ListAuditEventsResponse,
     ListCampaignsRequest, ListCampaignsResponse, ListTargetsRequest, ListTargetsResponse, PlanCampaignRequest,
-    PlanCampaignResponse, RoleGrant, SubmitCampaignRequest, SubmitCampaignResponse, WatchCampaignRequest,
-    WatchCampaignResponse, WhoAmIRequest, WhoAmIResponse, watch_campaign_response,
+    PlanCampaignResponse, RerunCampaignRequest, RerunCampaignResponse, RoleGrant, ScopeSelector, SubmitCampaignRequest,
+    SubmitCampaignResponse, TargetSelector, TargetStatus, WatchCampaignRequest, WatchCampaignResponse, WhoAmIRequest,
+    WhoAmIResponse, watch_campaign_response,
 };
 use prost::Message as _;
 use sha2::Digest as _;
@@ -148,6 +149,113 @@ impl CampaignApi {
     }
 }
 
+/// Why a campaign is being made: the method and action the caller's grant
+/// must allow on its footprint, and what it is.
+struct Creation {
+    method: &'static str,
+    action: Action,
+    dry_run: bool,
+    rerun_of: String,
+}
+
+impl Creation {
+    const SUBMIT: Self = Self {
+        method: "SubmitCampaign",
+        action: Action::Submit,
+        dry_run: false,
+        rerun_of: String::new(),
+    };
+    const PLAN: Self = Self {
+        method: "PlanCampaign",
+        action: Action::Plan,
+        dry_run: true,
+        rerun_of: String::new(),
+    };
+
+    fn rerun(of: &str) -> Self {
+        Self {
+            method: "RerunCampaign",
+            action: Action::Submit,
+            dry_run: false,
+            rerun_of: of.to_owned(),
+        }
+    }
+}
+
+/// The statuses a rerun takes: the request's (terminal ones only), or the
+/// failures by default.
+fn rerun_statuses(asked: &[i32]) -> Result<Vec<i32>, Status> {
+    if asked.is_empty() {
+        return Ok([
+            TargetStatus::Failed,
+            TargetStatus::TimedOut,
+            TargetStatus::Undeliverable,
+            TargetStatus::Error,
+        ]
+        .map(|s| s as i32)
+        .to_vec());
+    }
+    let mut statuses = Vec::new();
+    for (i, status) in asked.iter().enumerate() {
+        match TargetStatus::try_from(*status) {
+            Ok(s) if s.is_terminal() => statuses.push(*status),
+            Ok(s) => {
+                return Err(Status::invalid_argument(format!(
+                    "statuses[{i}]: {} is not a status a target ends in",
+                    s.short_name()
+                )));
+            }
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "statuses[{i}]: {status} is not a target status"
+                )));
+            }
+        }
+    }
+    statuses.sort_unstable();
+    statuses.dedup();
+    Ok(statuses)
+}
+
+/// The spec of a rerun: the first campaign's, over exactly `selection`
+/// (instances by scope; none for a scope rerun whole), with its tags and
+/// platforms kept.
+fn rerun_spec(
+    first: &CampaignSpec,
+    selection: std::collections::BTreeMap<(String, String), Vec<String>>,
+    request: &RerunCampaignRequest,
+    submitted_external_id: String,
+) -> CampaignSpec {
+    let mut spec = campaigns::shown_spec(first);
+    let kept = spec.targets.take().unwrap_or_default();
+    spec.targets = Some(TargetSelector {
+        tags: kept.tags,
+        platforms: kept.platforms,
+        scopes: selection
+            .into_iter()
+            .map(|((account_id, region), instance_ids)| ScopeSelector {
+                account_id,
+                region,
+                instance_ids,
+            })
+            .collect(),
+        ..Default::default()
+    });
+    spec.name = if request.name.is_empty() {
+        let mut name: String = first.name.chars().take(128 - " (rerun)".len()).collect();
+        name.push_str(" (rerun)");
+        name
+    } else {
+        request.name.clone()
+    };
+    spec.client_token = request.client_token.clone();
+    spec.confirm_large = request.confirm_large;
+    if let Some(access) = spec.access.as_mut() {
+        access.external_id = submitted_external_id;
+    }
+    spec
+}
+
 /// Where a stored campaign reaches: what a grant must hold.
 fn footprint_of(conn: &dyn Sql, row: &CampaignRow) -> StoreResult<Footprint> {
     let (accounts, regions) = campaigns::reach(conn, &row.id)?;
@@ -204,8 +312,14 @@ impl CampaignApi {
         &self,
         spec: Option<CampaignSpec>,
         principal: &Principal,
-        dry_run: bool,
+        how: Creation,
     ) -> Result<(String, bool), Status> {
+        let Creation {
+            method,
+            action,
+            dry_run,
+            rerun_of,
+        } = how;
         let by = principal.name.clone();
         let spec = spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
         let mut spec = validate::validate(spec, &self.ctl.settings.defaults)
@@ -254,11 +368,6 @@ impl CampaignApi {
             .await
             .map_err(expand_status)?;
         // The caller's scope must hold all of it.
-        let (method, action) = if dry_run {
-            ("PlanCampaign", Action::Plan)
-        } else {
-            ("SubmitCampaign", Action::Submit)
-        };
         let footprint = Footprint {
             accounts: expansion.accounts.iter().cloned().collect(),
             regions: expansion.regions.iter().cloned().collect(),
@@ -304,6 +413,7 @@ impl CampaignApi {
             external_id_refs,
             submitted_external_id,
             actor: principal.actor(),
+            rerun_of,
         };
         let inserted = self
             .ctl
@@ -355,6 +465,10 @@ fn created_or_found(outcome: Inserted) -> Result<(String, bool), Status> {
         Inserted::TokenReused(id) => Err(Status::already_exists(format!(
             "spec.client_token: already used by campaign {id} with a different spec; choose a new token for a new campaign"
         ))),
+        Inserted::RerunInProgress(id) => Err(Status::failed_precondition(format!(
+            "campaign_id: its rerun {id} has not ended; wait for it (or cancel it) before rerunning again, \
+             so that no target runs twice"
+        ))),
     }
 }
 
@@ -365,7 +479,9 @@ impl CampaignService for CampaignApi {
         request: Request<SubmitCampaignRequest>,
     ) -> Result<Response<SubmitCampaignResponse>, Status> {
         let principal = self.authorize(&request, "SubmitCampaign", Action::Submit).await?;
-        let (id, created) = self.create(request.into_inner().spec, &principal, false).await?;
+        let (id, created) = self
+            .create(request.into_inner().spec, &principal, Creation::SUBMIT)
+            .await?;
         let campaign = self.campaign(&id, true).await?;
         Ok(Response::new(SubmitCampaignResponse {
             campaign_id: id,
@@ -391,7 +507,7 @@ impl CampaignService for CampaignApi {
         } else {
             request.wait_seconds
         }));
-        let (id, _) = self.create(request.spec, &principal, true).await?;
+        let (id, _) = self.create(request.spec, &principal, Creation::PLAN).await?;
         let deadline = Instant::now() + wait;
         loop {
             let campaign = self.campaign(&id, true).await?;
@@ -561,12 +677,20 @@ impl CampaignService for CampaignApi {
         };
         let id = request.campaign_id.clone();
         let with_output = request.include_output;
+        let follow = request.follow_reruns;
         let (exists, targets, next) = self
             .ctl
             .store
             .read(move |conn| {
                 let exists = campaigns::get(conn, &id)?.is_some();
-                let (targets, next) = targets::list(conn, &id, &filter, page_size, cursor, with_output)?;
+                // A rerun reaches no further than the campaign it reruns,
+                // so Read on the first covers the whole chain.
+                let (targets, next) = if follow {
+                    let chain = campaigns::rerun_chain(conn, &id)?;
+                    targets::list_latest(conn, &chain, &filter, page_size, cursor, with_output)?
+                } else {
+                    targets::list(conn, &id, &filter, page_size, cursor, with_output)?
+                };
                 Ok((exists, targets, next))
             })
             .await
@@ -721,6 +845,76 @@ impl CampaignService for CampaignApi {
         }
         Ok(Response::new(CancelCampaignResponse {
             campaign: Some(self.campaign(&request.campaign_id, true).await?),
+        }))
+    }
+
+    async fn rerun_campaign(
+        &self,
+        request: Request<RerunCampaignRequest>,
+    ) -> Result<Response<RerunCampaignResponse>, Status> {
+        // A role that may submit, which may read the first campaign; the
+        // rerun's own targets are checked against Submit as it is made.
+        let principal = self.authorize(&request, "RerunCampaign", Action::Submit).await?;
+        let id = request.get_ref().campaign_id.clone();
+        check_id("campaign_id", &id)?;
+        let first = self.footprint(&id).await?;
+        self.permit("RerunCampaign", &principal, Action::Read, &first, &id)
+            .await?;
+        let request = request.into_inner();
+        let statuses = rerun_statuses(&request.statuses)?;
+        let wanted = statuses.clone();
+        let limit = validate::MAX_INSTANCE_IDS;
+        let (row, selection, submitted_external_id) = self
+            .ctl
+            .store
+            .read(move |conn| {
+                let row = campaigns::get(conn, &id)?;
+                let selection = targets::rerun_selection(conn, &id, &wanted, limit)?;
+                let external_id = campaigns::submitted_external_id(conn, &id)?;
+                Ok((row, selection, external_id))
+            })
+            .await
+            .map_err(store_status)?;
+        let row = row.ok_or_else(|| Status::not_found("no campaign with that id"))?;
+        let id = row.id.as_str();
+        if row.dry_run {
+            return Err(Status::failed_precondition(format!(
+                "campaign_id: {id} is a plan and ran nothing; submit its spec instead"
+            )));
+        }
+        if !row.state.is_terminal() {
+            return Err(Status::failed_precondition(format!(
+                "campaign_id: {id} is {}; a campaign is rerun once it has ended (cancel it to end it now)",
+                row.state.short_name()
+            )));
+        }
+        let names = statuses
+            .iter()
+            .map(|s| TargetStatus::try_from(*s).map_or("?", TargetStatus::short_name))
+            .collect::<Vec<_>>()
+            .join(",");
+        let covered: usize = selection.values().map(|ids| ids.len().max(1)).sum();
+        if covered == 0 {
+            return Err(Status::failed_precondition(format!(
+                "statuses: no target of {id} ended {names}; nothing to rerun"
+            )));
+        }
+        if covered > limit {
+            return Err(Status::failed_precondition(format!(
+                "statuses: more than {limit} targets of {id} ended {names}, more than one campaign may name; \
+                 rerun fewer statuses, or submit the first campaign's spec again"
+            )));
+        }
+        let spec = rerun_spec(&row.spec, selection, &request, submitted_external_id);
+        let (new_id, created) = self.create(Some(spec), &principal, Creation::rerun(&row.id)).await?;
+        if created {
+            tracing::info!(campaign_id = %new_id, rerun_of = %row.id, statuses = names, targets = covered, "rerun stored");
+        }
+        Ok(Response::new(RerunCampaignResponse {
+            campaign: Some(self.campaign(&new_id, true).await?),
+            campaign_id: new_id,
+            created,
+            rerun_targets: covered as u64,
         }))
     }
 

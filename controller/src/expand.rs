@@ -21,15 +21,37 @@ pub struct Expansion {
     /// True when the spec named no regions and these came from the
     /// controller's account: Discover tasks check each is enabled.
     pub regions_from_controller: bool,
+    /// The exact (account, region) pairs the spec named
+    /// (`targets.scopes`), instead of every account in every region.
+    pub exact: Option<Vec<(String, String)>>,
 }
 
 impl Expansion {
     /// Every (account, region).
     pub fn scopes(&self) -> Vec<(String, String)> {
+        if let Some(exact) = &self.exact {
+            return exact.clone();
+        }
         self.accounts
             .iter()
             .flat_map(|a| self.regions.iter().map(move |r| (a.clone(), r.clone())))
             .collect()
+    }
+
+    /// The exact scopes of a (validated) spec: no AWS call is needed.
+    fn exact(scopes: &[muster_proto::v1::ScopeSelector]) -> Self {
+        let pairs: Vec<(String, String)> = scopes
+            .iter()
+            .map(|s| (s.account_id.clone(), s.region.clone()))
+            .collect();
+        let accounts: BTreeSet<String> = pairs.iter().map(|(a, _)| a.clone()).collect();
+        let regions: BTreeSet<String> = pairs.iter().map(|(_, r)| r.clone()).collect();
+        Self {
+            accounts: accounts.into_iter().collect(),
+            regions: regions.into_iter().collect(),
+            regions_from_controller: false,
+            exact: Some(pairs),
+        }
     }
 }
 
@@ -62,6 +84,9 @@ pub async fn expand(
     spec: &CampaignSpec,
 ) -> Result<Expansion, ExpandError> {
     let targets = spec.targets.clone().unwrap_or_default();
+    if !targets.scopes.is_empty() {
+        return Ok(Expansion::exact(&targets.scopes));
+    }
     let mut accounts: BTreeSet<String> = targets.account_ids.iter().cloned().collect();
     for (i, ou) in targets.organizational_unit_ids.iter().enumerate() {
         let found = accounts_under(orgs, ou).await.map_err(|e| match e {
@@ -91,6 +116,7 @@ pub async fn expand(
         accounts: accounts.into_iter().collect(),
         regions,
         regions_from_controller: from_controller,
+        exact: None,
     };
     let scopes = expansion.accounts.len() * expansion.regions.len();
     if scopes > MAX_SCOPES {

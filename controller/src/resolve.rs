@@ -27,13 +27,22 @@ pub fn platforms_without_command(spec: &CampaignSpec) -> Vec<i32> {
     }
 }
 
-/// What a Discover task looks for.
-pub fn discover_spec(spec: &CampaignSpec) -> DiscoverSpec {
+/// What the Discover task of (`account`, `region`) looks for.
+pub fn discover_spec(spec: &CampaignSpec, account: &str, region: &str) -> DiscoverSpec {
     let targets = spec.targets.clone().unwrap_or_default();
+    let (check_region_enabled, instance_ids) = if targets.scopes.is_empty() {
+        (targets.regions.is_empty(), targets.instance_ids)
+    } else {
+        let scope = targets
+            .scopes
+            .into_iter()
+            .find(|s| s.account_id == account && s.region == region);
+        (false, scope.map(|s| s.instance_ids).unwrap_or_default())
+    };
     DiscoverSpec {
-        check_region_enabled: targets.regions.is_empty(),
+        check_region_enabled,
         tags: targets.tags,
-        instance_ids: targets.instance_ids,
+        instance_ids,
         platforms: targets.platforms,
         platforms_without_command: platforms_without_command(spec),
     }

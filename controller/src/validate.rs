@@ -7,7 +7,7 @@ use muster_common::domain::{
     AccountId, Partition, RateLimit, RegionName, RoleArn, check_document_name, check_document_version,
     check_external_id, check_instance_id, check_ou_id, check_role_name, clip,
 };
-use muster_proto::v1::{CampaignSpec, Platform, command};
+use muster_proto::v1::{CampaignSpec, Platform, TargetSelector, command};
 
 /// The longest role session AWS grants when it is assumed from another
 /// role's session (role chaining), as workers always do.
@@ -26,6 +26,8 @@ pub const MAX_TAG_FILTERS: usize = 20;
 pub const MAX_TAG_VALUES: usize = 50;
 /// Instance ids named in one spec.
 pub const MAX_INSTANCE_IDS: usize = 10_000;
+/// Exact (account, region) scopes named in one spec.
+pub const MAX_SCOPES: usize = 10_000;
 /// Script lines, in bytes, per platform. SSM documents and their parameters
 /// are limited in size; a script this long belongs in a document or in S3.
 pub const MAX_SCRIPT_BYTES: usize = 100 * 1024;
@@ -69,35 +71,14 @@ fn text(errors: &mut Errors, field: &str, value: &str, max: usize) {
     }
 }
 
-/// Checks `spec` and fills in its defaults.
-pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignSpec, Invalid> {
-    let mut errors = Errors(Vec::new());
-    text(&mut errors, "name", &spec.name, 128);
-    text(&mut errors, "description", &spec.description, 1024);
-    if spec.client_token.len() > 64
-        || !spec
-            .client_token
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-    {
-        errors.add("client_token", "1 to 64 of letters, digits and _.-");
-    }
-    if spec.labels.len() > 32 {
-        errors.add("labels", format!("{} labels; at most 32", spec.labels.len()));
-    }
-    for (key, value) in &spec.labels {
-        if key.is_empty() || key.len() > 64 {
-            errors.add(format!("labels['{}']", clip(key)), "keys are 1 to 64 characters");
-        }
-        text(&mut errors, &format!("labels['{}']", clip(key)), value, 256);
-    }
-
-    // Targets.
-    let targets = spec.targets.get_or_insert_with(Default::default);
-    if targets.account_ids.is_empty() && targets.organizational_unit_ids.is_empty() {
+/// The targets: accounts x regions, or exact scopes.
+fn check_targets(targets: &mut TargetSelector, errors: &mut Errors) {
+    if !targets.scopes.is_empty() {
+        check_scopes(targets, errors);
+    } else if targets.account_ids.is_empty() && targets.organizational_unit_ids.is_empty() {
         errors.add(
             "targets",
-            "name at least one account id (targets.account_ids) or OU (targets.organizational_unit_ids)",
+            "name at least one account id (targets.account_ids), OU (targets.organizational_unit_ids) or scope (targets.scopes)",
         );
     }
     if targets.account_ids.len() > MAX_ACCOUNTS {
@@ -191,6 +172,95 @@ pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignS
     targets.account_ids.dedup();
     targets.regions.sort();
     targets.regions.dedup();
+}
+
+/// Exact scopes: alone (no accounts, OUs or regions beside them), each a
+/// valid account and region once, with valid instance ids, within bounds.
+fn check_scopes(targets: &mut TargetSelector, errors: &mut Errors) {
+    let beside = [
+        ("targets.account_ids", targets.account_ids.is_empty()),
+        (
+            "targets.organizational_unit_ids",
+            targets.organizational_unit_ids.is_empty(),
+        ),
+        ("targets.exclude_account_ids", targets.exclude_account_ids.is_empty()),
+        ("targets.regions", targets.regions.is_empty()),
+        ("targets.instance_ids", targets.instance_ids.is_empty()),
+    ];
+    for (field, empty) in beside {
+        if !empty {
+            errors.add(
+                field,
+                "must be empty when targets.scopes names the (account, region) pairs",
+            );
+        }
+    }
+    if targets.scopes.len() > MAX_SCOPES {
+        errors.add(
+            "targets.scopes",
+            format!("{} scopes; at most {MAX_SCOPES}", targets.scopes.len()),
+        );
+        return;
+    }
+    let instances: usize = targets.scopes.iter().map(|s| s.instance_ids.len()).sum();
+    if instances > MAX_INSTANCE_IDS {
+        errors.add(
+            "targets.scopes",
+            format!("{instances} instance ids in all; at most {MAX_INSTANCE_IDS}"),
+        );
+        return;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, scope) in targets.scopes.iter_mut().enumerate() {
+        if let Err(e) = AccountId::parse(&scope.account_id) {
+            errors.add(format!("targets.scopes[{i}].account_id"), e);
+        }
+        if let Err(e) = RegionName::parse(&scope.region) {
+            errors.add(format!("targets.scopes[{i}].region"), e);
+        }
+        if !seen.insert((scope.account_id.clone(), scope.region.clone())) {
+            errors.add(
+                format!("targets.scopes[{i}]"),
+                format!("{} {} is named twice", scope.account_id, scope.region),
+            );
+        }
+        for (j, id) in scope.instance_ids.iter().enumerate() {
+            if let Err(e) = check_instance_id(id) {
+                errors.add(format!("targets.scopes[{i}].instance_ids[{j}]"), e);
+            }
+        }
+        scope.instance_ids.sort();
+        scope.instance_ids.dedup();
+    }
+    targets
+        .scopes
+        .sort_by(|a, b| (&a.account_id, &a.region).cmp(&(&b.account_id, &b.region)));
+}
+
+/// Checks `spec` and fills in its defaults.
+pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignSpec, Invalid> {
+    let mut errors = Errors(Vec::new());
+    text(&mut errors, "name", &spec.name, 128);
+    text(&mut errors, "description", &spec.description, 1024);
+    if spec.client_token.len() > 64
+        || !spec
+            .client_token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        errors.add("client_token", "1 to 64 of letters, digits and _.-");
+    }
+    if spec.labels.len() > 32 {
+        errors.add("labels", format!("{} labels; at most 32", spec.labels.len()));
+    }
+    for (key, value) in &spec.labels {
+        if key.is_empty() || key.len() > 64 {
+            errors.add(format!("labels['{}']", clip(key)), "keys are 1 to 64 characters");
+        }
+        text(&mut errors, &format!("labels['{}']", clip(key)), value, 256);
+    }
+
+    check_targets(spec.targets.get_or_insert_with(Default::default), &mut errors);
 
     // Command.
     let command = spec.command.get_or_insert_with(Default::default);
@@ -525,6 +595,64 @@ mod tests {
             ..Default::default()
         });
         assert!(errors_of(spec).starts_with("command.script.linux_lines: 1048577 bytes; at most 102400"));
+    }
+
+    #[test]
+    fn exact_scopes_stand_alone_and_name_each_pair_once() {
+        let scope = |account: &str, region: &str, ids: &[&str]| muster_proto::v1::ScopeSelector {
+            account_id: account.into(),
+            region: region.into(),
+            instance_ids: ids.iter().map(|i| (*i).to_owned()).collect(),
+        };
+        let mut spec = good();
+        let targets = spec.targets.as_mut().unwrap();
+        targets.account_ids.clear();
+        targets.regions.clear();
+        targets.scopes = vec![
+            scope(
+                "222222222222",
+                "us-east-1",
+                &["i-0000000000000000b", "i-0000000000000000a"],
+            ),
+            scope("111111111111", "eu-west-1", &[]),
+        ];
+        let spec = validate(spec, &defaults()).unwrap();
+        let scopes = spec.targets.unwrap().scopes;
+        assert_eq!(scopes[0].account_id, "111111111111", "sorted by account and region");
+        assert_eq!(scopes[1].instance_ids, ["i-0000000000000000a", "i-0000000000000000b"]);
+
+        let mut spec = good();
+        spec.targets.as_mut().unwrap().scopes = vec![
+            scope("111111111111", "us-east-1", &["i-0000000000000000a"]),
+            scope("111111111111", "us-east-1", &["bogus"]),
+            scope("1", "mars-1", &[]),
+        ];
+        let errors = errors_of(spec);
+        for expected in [
+            "targets.account_ids: must be empty when targets.scopes names the (account, region) pairs",
+            "targets.regions: must be empty when targets.scopes names the (account, region) pairs",
+            "targets.scopes[1]: 111111111111 us-east-1 is named twice",
+            "targets.scopes[1].instance_ids[0]: ",
+            "targets.scopes[2].account_id: '1' is not a 12-digit account id",
+            "targets.scopes[2].region: 'mars-1' is not an AWS region",
+        ] {
+            assert!(errors.contains(expected), "{expected} in {errors}");
+        }
+
+        let mut spec = good();
+        let targets = spec.targets.as_mut().unwrap();
+        targets.account_ids.clear();
+        targets.regions.clear();
+        let ids: Vec<String> = (0..6_000).map(|n| format!("i-{n:017x}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        targets.scopes = vec![
+            scope("111111111111", "us-east-1", &ids),
+            scope("111111111111", "eu-west-1", &ids),
+        ];
+        assert_eq!(
+            errors_of(spec),
+            "targets.scopes: 12000 instance ids in all; at most 10000"
+        );
     }
 
     #[test]

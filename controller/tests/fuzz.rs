@@ -6,8 +6,8 @@
 use muster_common::fuzz::{self, Outcome};
 use muster_controller::validate::{self, Defaults, MAX_ACCOUNTS, MAX_BATCH, MAX_REGIONS};
 use muster_proto::v1::{
-    AccessConfig, CampaignSpec, Command, Document, OutputConfig, ParameterValues, RateControl, Script, TagFilter,
-    TargetSelector, command,
+    AccessConfig, CampaignSpec, Command, Document, OutputConfig, ParameterValues, RateControl, ScopeSelector, Script,
+    TagFilter, TargetSelector, command,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -105,9 +105,34 @@ fn spec() -> impl Strategy<Value = CampaignSpec> {
         ),
         strings(&[]),
         or(vec![], vec(-2i32..6, 0..3)),
+        or(
+            vec![],
+            vec(
+                (
+                    or("111111111111".to_owned(), text()),
+                    or("us-east-1".to_owned(), text()),
+                    list(),
+                )
+                    .prop_map(|(account_id, region, instance_ids)| ScopeSelector {
+                        account_id,
+                        region,
+                        instance_ids,
+                    }),
+                0..3,
+            ),
+        ),
     )
         .prop_map(
-            |(account_ids, organizational_unit_ids, exclude_account_ids, regions, tags, instance_ids, platforms)| {
+            |(
+                account_ids,
+                organizational_unit_ids,
+                exclude_account_ids,
+                regions,
+                tags,
+                instance_ids,
+                platforms,
+                scopes,
+            )| {
                 TargetSelector {
                     account_ids,
                     organizational_unit_ids,
@@ -116,6 +141,7 @@ fn spec() -> impl Strategy<Value = CampaignSpec> {
                     tags,
                     instance_ids,
                     platforms,
+                    scopes,
                 }
             },
         );

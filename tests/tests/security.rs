@@ -8,8 +8,8 @@ use muster_controller::guardrails::Guardrails;
 use muster_proto::v1::worker_service_client::WorkerServiceClient;
 use muster_proto::v1::{
     CampaignState, CancelCampaignRequest, GetCampaignRequest, LeaseOutcome, LeaseTaskRequest, ListAuditEventsRequest,
-    ListCampaignsRequest, ListTargetsRequest, PlanCampaignRequest, SubmitCampaignRequest, TaskRef,
-    WatchCampaignRequest,
+    ListCampaignsRequest, ListTargetsRequest, PlanCampaignRequest, RerunCampaignRequest, SubmitCampaignRequest,
+    TaskRef, WatchCampaignRequest,
 };
 use muster_tests::client::{get, raw_call, raw_stream, script_spec, submit, wait_done};
 use muster_tests::creds::TokenClient;
@@ -808,6 +808,20 @@ async fn a_principal_scoped_to_one_ou_plans_submits_reads_and_cancels_only_there
         .await
         .expect_err("a viewer cancels nothing");
     assert_eq!(status.code(), Code::PermissionDenied);
+    let status = viewer
+        .rerun_campaign(RerunCampaignRequest {
+            campaign_id: dev_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a viewer reruns nothing");
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::PermissionDenied,
+            "role: dev-viewer has role viewer; RerunCampaign needs operator or admin"
+        )
+    );
     scoped
         .cancel_campaign(CancelCampaignRequest {
             campaign_id: dev_id.clone(),
@@ -838,7 +852,7 @@ async fn a_principal_scoped_to_one_ou_plans_submits_reads_and_cancels_only_there
         6,
         "plan, submit, get, targets, watch, cancel"
     );
-    assert_eq!(count("dev-viewer", "refused"), 2, "output and cancel");
+    assert_eq!(count("dev-viewer", "refused"), 3, "output, cancel and rerun");
     // The policy written for this test is in it too, by its hash.
     assert_eq!(count("policy file", "policy_reloaded"), 1, "{trail:#?}");
     assert!(

@@ -54,11 +54,13 @@ pub struct CampaignRow {
     pub exported_ms: Option<i64>,
     /// Last export failure.
     pub export_error: String,
+    /// The campaign this one reruns; empty for a first run.
+    pub rerun_of: String,
 }
 
 const COLUMNS: &str = "id, created_ms, submitted_by, client_token, spec, spec_sha256, dry_run, state, state_reason, \
     started_ms, finished_ms, eligible, concurrency_limit, error_threshold, errors, cancel_requested, export_url, \
-    exported_ms, export_error";
+    exported_ms, export_error, rerun_of";
 
 fn from_row(row: &Row<'_>) -> StoreResult<CampaignRow> {
     let spec: Vec<u8> = row.get(4)?;
@@ -82,6 +84,7 @@ fn from_row(row: &Row<'_>) -> StoreResult<CampaignRow> {
         export_url: row.get(16)?,
         exported_ms: row.get(17)?,
         export_error: row.get(18)?,
+        rerun_of: row.get(19)?,
     })
 }
 
@@ -289,6 +292,14 @@ pub fn external_id_ref(conn: &dyn Sql, campaign_id: &str, account_id: &str) -> S
     .map(Option::unwrap_or_default)
 }
 
+/// The ExternalId a campaign's submitter gave (empty for none).
+pub fn submitted_external_id(conn: &dyn Sql, campaign_id: &str) -> StoreResult<String> {
+    conn.prepare_cached("SELECT external_id FROM campaigns WHERE id = ?1")?
+        .query_row([campaign_id], |r| r.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
 /// The accounts and regions a campaign reaches (its scopes').
 pub fn reach(conn: &dyn Sql, campaign_id: &str) -> StoreResult<(BTreeSet<String>, BTreeSet<String>)> {
     let mut accounts = BTreeSet::new();
@@ -331,7 +342,44 @@ pub fn to_proto(conn: &dyn Sql, row: &CampaignRow, with_scopes: bool) -> StoreRe
             exported_at: row.exported_ms.map(timestamp),
             error: row.export_error.clone(),
         }),
+        rerun_of: row.rerun_of.clone(),
+        reruns: if with_scopes {
+            reruns(conn, &row.id)?
+        } else {
+            Vec::new()
+        },
     })
+}
+
+/// The campaigns that rerun `id` directly, oldest first.
+pub fn reruns(conn: &dyn Sql, id: &str) -> StoreResult<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM campaigns WHERE rerun_of = ?1 ORDER BY created_ms, id")?;
+    let rows = stmt.query_map([id], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// Most campaigns one rerun chain follows: a bound on the work of one
+/// listing, far beyond what people make by hand.
+pub const MAX_CHAIN: usize = 100;
+
+/// `id` and every campaign that reruns it, or reruns one of those, in the
+/// order they were made (a later one's results supersede an earlier one's).
+/// At most [`MAX_CHAIN`].
+pub fn rerun_chain(conn: &dyn Sql, id: &str) -> StoreResult<Vec<String>> {
+    let mut chain = vec![(0_i64, id.to_owned())];
+    let mut next = 0;
+    while next < chain.len() && chain.len() < MAX_CHAIN {
+        let parent = chain[next].1.clone();
+        next += 1;
+        let mut stmt = conn.prepare_cached("SELECT created_ms, id FROM campaigns WHERE rerun_of = ?1")?;
+        let children = stmt
+            .query_map([parent.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<StoreResult<Vec<(i64, String)>>>()?;
+        chain.extend(children);
+    }
+    chain.truncate(MAX_CHAIN);
+    chain[1..].sort();
+    Ok(chain.into_iter().map(|(_, id)| id).collect())
 }
 
 /// A new campaign, ready to store.
@@ -358,6 +406,8 @@ pub struct NewCampaign {
     pub submitted_external_id: String,
     /// Who submitted, and from where, for the audit trail.
     pub actor: super::audit::Actor,
+    /// The campaign it reruns; empty for a first run.
+    pub rerun_of: String,
 }
 
 impl NewCampaign {
@@ -385,6 +435,7 @@ impl NewCampaign {
                 principal: "tester".into(),
                 ..Default::default()
             },
+            rerun_of: String::new(),
         }
     }
 }
@@ -398,6 +449,9 @@ pub enum Inserted {
     Existing(String),
     /// The client token matched a campaign with another spec.
     TokenReused(String),
+    /// A rerun of the same campaign has not ended yet (this one): two at
+    /// once would run the same targets twice.
+    RerunInProgress(String),
 }
 
 /// The campaign `submitted_by` already made with client token `token`, if
@@ -432,10 +486,19 @@ pub fn insert(conn: &dyn Sql, new: &NewCampaign) -> StoreResult<Inserted> {
     if let Some(found) = by_client_token(conn, &new.submitted_by, token, &new.spec_sha256)? {
         return Ok(found);
     }
+    if !new.rerun_of.is_empty() {
+        for id in reruns(conn, &new.rerun_of)? {
+            let ended = get(conn, &id)?.is_none_or(|row| row.state.is_terminal());
+            if !ended {
+                return Ok(Inserted::RerunInProgress(id));
+            }
+        }
+    }
     let now = now_ms();
     conn.prepare_cached(
-        "INSERT INTO campaigns (id, created_ms, submitted_by, client_token, spec, spec_sha256, dry_run, state, external_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO campaigns (id, created_ms, submitted_by, client_token, spec, spec_sha256, dry_run, state, external_id,
+            rerun_of)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         new.id,
@@ -446,7 +509,8 @@ pub fn insert(conn: &dyn Sql, new: &NewCampaign) -> StoreResult<Inserted> {
         new.spec_sha256,
         new.dry_run,
         CampaignState::Discovering as i32,
-        new.submitted_external_id
+        new.submitted_external_id,
+        new.rerun_of
     ])?;
     let mut scope = conn.prepare_cached(
         "INSERT INTO scopes (campaign_id, account_id, region, state, external_id_ref) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -469,13 +533,20 @@ pub fn insert(conn: &dyn Sql, new: &NewCampaign) -> StoreResult<Inserted> {
             now
         ])?;
     }
-    let detail = serde_json::json!({
+    let mut detail = serde_json::json!({
         "by": new.submitted_by,
         "spec_sha256": new.spec_sha256,
         "scopes": new.scopes.len(),
         "dry_run": new.dry_run,
     });
-    let action = if new.dry_run { "planned" } else { "submitted" };
+    let action = if new.dry_run {
+        "planned"
+    } else if new.rerun_of.is_empty() {
+        "submitted"
+    } else {
+        detail["rerun_of"] = new.rerun_of.clone().into();
+        "rerun"
+    };
     event(conn, &new.id, action, &detail.to_string())?;
     super::audit::record(conn, &new.actor, action, &new.id, &detail.to_string())?;
     Ok(Inserted::Created(new.id.clone()))

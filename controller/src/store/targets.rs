@@ -2,6 +2,8 @@
 //! status, result and kept output. Every status change moves the scope's
 //! counters in the same transaction, so counters always add up.
 
+use std::collections::{BTreeMap, HashMap};
+
 use crate::store::sql::{OptionalExtension as _, Row, Sql, ToValue, Value, params, placeholders};
 use muster_proto::v1::{
     DiscoveredInstance, PingStatus, Platform, ScopeState, StepOutput, Target, TargetResult, TargetStatus, TimeoutKind,
@@ -462,6 +464,33 @@ pub fn find_instance(conn: &dyn Sql, campaign: &str, instance: &str) -> StoreRes
     rows.collect::<StoreResult<Vec<_>>>()
 }
 
+/// Appends `AND column IN (...)` for each list of `filter` that is not
+/// empty (statuses only `with_statuses`), numbering after `args`.
+fn filter_sql<'a>(filter: &'a TargetFilter, with_statuses: bool, sql: &mut String, args: &mut Vec<Value<'a>>) {
+    let statuses = if with_statuses { filter.statuses.as_slice() } else { &[] };
+    let lists: [(&str, Vec<Value<'a>>); 4] = [
+        ("status", statuses.iter().map(ToValue::to_value).collect()),
+        ("account_id", filter.accounts.iter().map(ToValue::to_value).collect()),
+        ("region", filter.regions.iter().map(ToValue::to_value).collect()),
+        ("instance_id", filter.instances.iter().map(ToValue::to_value).collect()),
+    ];
+    for (column, values) in lists.into_iter().filter(|(_, values)| !values.is_empty()) {
+        sql.push_str(&format!(
+            " AND {column} IN ({})",
+            placeholders(args.len() + 1, values.len())
+        ));
+        args.extend(values);
+    }
+}
+
+fn key_of(target: &Target) -> TargetCursor {
+    (
+        target.account_id.clone(),
+        target.region.clone(),
+        target.instance_id.clone(),
+    )
+}
+
 /// A page of targets ordered by (account, region, instance), after `cursor`.
 pub fn list(
     conn: &dyn Sql,
@@ -476,19 +505,7 @@ pub fn list(
     );
     let (a, r, i) = cursor.unwrap_or_default();
     let mut args: Vec<Value<'_>> = vec![campaign.to_value(), a.to_value(), r.to_value(), i.to_value()];
-    let lists: [(&str, Vec<Value<'_>>); 4] = [
-        ("status", filter.statuses.iter().map(ToValue::to_value).collect()),
-        ("account_id", filter.accounts.iter().map(ToValue::to_value).collect()),
-        ("region", filter.regions.iter().map(ToValue::to_value).collect()),
-        ("instance_id", filter.instances.iter().map(ToValue::to_value).collect()),
-    ];
-    for (column, values) in lists.into_iter().filter(|(_, values)| !values.is_empty()) {
-        sql.push_str(&format!(
-            " AND {column} IN ({})",
-            placeholders(args.len() + 1, values.len())
-        ));
-        args.extend(values);
-    }
+    filter_sql(filter, true, &mut sql, &mut args);
     sql.push_str(&format!(
         " ORDER BY account_id, region, instance_id LIMIT {}",
         page_size + 1
@@ -499,12 +516,126 @@ pub fn list(
         .collect::<StoreResult<Vec<_>>>()?;
     let next = if rows.len() > page_size {
         rows.truncate(page_size);
-        rows.last()
-            .map(|t| (t.account_id.clone(), t.region.clone(), t.instance_id.clone()))
+        rows.last().map(key_of)
     } else {
         None
     };
     Ok((rows, next))
+}
+
+/// A page of the targets of `chain` (a campaign and its reruns, in the order
+/// they were made; see [`super::campaigns::rerun_chain`]), each as the last
+/// campaign of the chain that has it left it, ordered as [`list`]. A row of
+/// a scope that could not be discovered gives way to a later campaign that
+/// covered the scope, whose own rows then stand for it. The status filter
+/// applies to the result.
+pub fn list_latest(
+    conn: &dyn Sql,
+    chain: &[String],
+    filter: &TargetFilter,
+    page_size: usize,
+    cursor: Option<TargetCursor>,
+    with_output: bool,
+) -> StoreResult<super::Page<Target, TargetCursor>> {
+    let rank: HashMap<&str, usize> = chain.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let mut scope_covered_by: HashMap<(String, String), usize> = HashMap::new();
+    for (i, id) in chain.iter().enumerate() {
+        let mut stmt = conn.prepare_cached("SELECT account_id, region FROM scopes WHERE campaign_id = ?1")?;
+        for scope in stmt.query_map([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            scope_covered_by.insert(scope?, i);
+        }
+    }
+    let rank_of = |t: &Target| rank.get(t.campaign_id.as_str()).copied().unwrap_or(0);
+    // One key has at most one row per campaign: a chunk longer than the
+    // chain always holds a whole key besides the one it may cut.
+    let chunk = page_size + 1 + chain.len();
+    let mut after = cursor.unwrap_or_default();
+    let mut page: Vec<Target> = Vec::new();
+    'chunks: loop {
+        let mut sql = format!(
+            "SELECT {COLUMNS} FROM targets WHERE campaign_id IN ({}) AND (account_id, region, instance_id) > (?{}, ?{}, ?{})",
+            placeholders(1, chain.len()),
+            chain.len() + 1,
+            chain.len() + 2,
+            chain.len() + 3
+        );
+        let mut args: Vec<Value<'_>> = chain.iter().map(ToValue::to_value).collect();
+        args.extend([after.0.to_value(), after.1.to_value(), after.2.to_value()]);
+        filter_sql(filter, false, &mut sql, &mut args);
+        sql.push_str(&format!(" ORDER BY account_id, region, instance_id LIMIT {chunk}"));
+        let rows = conn
+            .prepare(&sql)?
+            .query_map(args, |r| from_row(r, with_output))?
+            .collect::<StoreResult<Vec<_>>>()?;
+        let complete = rows.len() < chunk;
+        let mut groups: Vec<Vec<Target>> = Vec::new();
+        for row in rows {
+            match groups.last_mut() {
+                Some(group) if key_of(&group[0]) == key_of(&row) => group.push(row),
+                _ => groups.push(vec![row]),
+            }
+        }
+        if !complete {
+            groups.pop();
+        }
+        for group in groups {
+            after = key_of(&group[0]);
+            let Some(latest) = group.into_iter().max_by_key(|t| rank_of(t)) else {
+                continue;
+            };
+            let superseded_scope = latest.instance_id.is_empty()
+                && scope_covered_by
+                    .get(&(latest.account_id.clone(), latest.region.clone()))
+                    .is_some_and(|&later| later > rank_of(&latest));
+            if superseded_scope || (!filter.statuses.is_empty() && !filter.statuses.contains(&latest.status)) {
+                continue;
+            }
+            page.push(latest);
+            if page.len() > page_size {
+                break 'chunks;
+            }
+        }
+        if complete {
+            break;
+        }
+    }
+    let next = if page.len() > page_size {
+        page.truncate(page_size);
+        page.last().map(key_of)
+    } else {
+        None
+    };
+    Ok((page, next))
+}
+
+/// The targets of `campaign` that ended in one of `statuses`, by scope: the
+/// instance ids of each, or none for a scope that could not be discovered
+/// (rerun whole). At most `limit` + 1 instances, so that the caller can tell
+/// a selection too large for one campaign.
+pub fn rerun_selection(
+    conn: &dyn Sql,
+    campaign: &str,
+    statuses: &[i32],
+    limit: usize,
+) -> StoreResult<BTreeMap<(String, String), Vec<String>>> {
+    let mut sql = "SELECT account_id, region, instance_id FROM targets WHERE campaign_id = ?1".to_owned();
+    let mut args: Vec<Value<'_>> = vec![campaign.to_value()];
+    sql.push_str(&format!(
+        " AND status IN ({}) ORDER BY account_id, region, instance_id LIMIT {}",
+        placeholders(2, statuses.len()),
+        limit + 1
+    ));
+    args.extend(statuses.iter().map(ToValue::to_value));
+    let mut selection: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut stmt = conn.prepare(&sql)?;
+    for row in stmt.query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?)))? {
+        let (account, region, instance) = row?;
+        let scope = selection.entry((account, region)).or_default();
+        if !instance.is_empty() {
+            scope.push(instance);
+        }
+    }
+    Ok(selection)
 }
 
 /// Every target of a campaign, for the results export (in pages, so memory
@@ -577,6 +708,121 @@ mod tests {
             };
             let (only, _) = list(&conn, "c1", &filter, 10, None, false).unwrap();
             assert_eq!(ids(&only), ["i-5"], "every filter applies");
+        }
+    }
+
+    /// A campaign with `targets` (account, region, instance, status) and
+    /// one scope per (account, region) named, rerunning `of`.
+    fn campaign_of(conn: &dyn Sql, id: &str, of: &str, targets: &[(&str, &str, &str, TargetStatus)]) {
+        let mut new = NewCampaign::for_test(id, 3);
+        new.rerun_of = of.into();
+        new.scopes = targets
+            .iter()
+            .map(|(a, r, _, _)| ((*a).to_owned(), (*r).to_owned()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            campaigns::insert(conn, &new).unwrap(),
+            campaigns::Inserted::Created(id.into())
+        );
+        for (account, region, instance, status) in targets {
+            conn.execute(
+                "INSERT INTO targets (campaign_id, account_id, region, instance_id, status) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, *account, *region, *instance, *status as i32],
+            )
+            .unwrap();
+        }
+    }
+
+    fn end(conn: &dyn Sql, id: &str) {
+        campaigns::set_state(conn, id, muster_proto::v1::CampaignState::CompletedWithErrors, "done").unwrap();
+    }
+
+    fn everything(conn: &dyn Sql, chain: &[String], filter: &TargetFilter, page: usize) -> Vec<(String, String, i32)> {
+        let mut all = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (rows, next) = list_latest(conn, chain, filter, page, cursor, false).unwrap();
+            assert!(rows.len() <= page);
+            all.extend(rows.into_iter().map(|t| {
+                (
+                    t.campaign_id,
+                    format!("{}/{}/{}", t.account_id, t.region, t.instance_id),
+                    t.status,
+                )
+            }));
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return all,
+            }
+        }
+    }
+
+    store_matrix! {
+        fn reruns_read_together_each_target_as_the_latest_left_it(conn) {
+            use TargetStatus::{Error, Failed, Success};
+            campaign_of(&conn, "first", "", &[
+                ("111", "east", "i-1", Success),
+                ("111", "east", "i-2", Failed),
+                ("111", "east", "i-3", Failed),
+                ("111", "west", "i-4", Success),
+                ("222", "east", "", Error),
+                ("333", "east", "", Error),
+            ]);
+            end(&conn, "first");
+            let selection = rerun_selection(&conn, "first", &[Failed as i32, Error as i32], 100).unwrap();
+            assert_eq!(
+                selection.into_iter().collect::<Vec<_>>(),
+                [
+                    (("111".to_owned(), "east".to_owned()), vec!["i-2".to_owned(), "i-3".to_owned()]),
+                    (("222".into(), "east".into()), vec![]),
+                    (("333".into(), "east".into()), vec![]),
+                ],
+                "instances by scope; an undiscovered scope whole"
+            );
+            // The rerun: i-2 now succeeds, i-3 fails again, 222 is found
+            // and runs, 333 still cannot be discovered.
+            campaign_of(&conn, "rerun", "first", &[
+                ("111", "east", "i-2", Success),
+                ("111", "east", "i-3", Failed),
+                ("222", "east", "i-7", Success),
+                ("222", "east", "i-8", Failed),
+                ("333", "east", "", Error),
+            ]);
+            let chain = campaigns::rerun_chain(&conn, "first").unwrap();
+            assert_eq!(chain, ["first", "rerun"]);
+            assert_eq!(campaigns::rerun_chain(&conn, "rerun").unwrap(), ["rerun"]);
+            let expected = vec![
+                ("first".to_owned(), "111/east/i-1".to_owned(), Success as i32),
+                ("rerun".into(), "111/east/i-2".into(), Success as i32),
+                ("rerun".into(), "111/east/i-3".into(), Failed as i32),
+                ("first".into(), "111/west/i-4".into(), Success as i32),
+                ("rerun".into(), "222/east/i-7".into(), Success as i32),
+                ("rerun".into(), "222/east/i-8".into(), Failed as i32),
+                ("rerun".into(), "333/east/".into(), Error as i32),
+            ];
+            for page in [1, 2, 3, 100] {
+                assert_eq!(everything(&conn, &chain, &TargetFilter::default(), page), expected, "pages of {page}");
+            }
+            let failed = TargetFilter { statuses: vec![Failed as i32], ..Default::default() };
+            let only: Vec<String> = everything(&conn, &chain, &failed, 1).into_iter().map(|(_, k, _)| k).collect();
+            assert_eq!(only, ["111/east/i-3", "222/east/i-8"], "the filter applies to the latest result");
+            let east_222 = TargetFilter { accounts: vec!["222".into()], ..Default::default() };
+            assert_eq!(everything(&conn, &chain, &east_222, 5).len(), 2);
+
+            // One rerun at a time: a second while the first runs is refused,
+            // and goes once it has ended.
+            let mut again = NewCampaign::for_test("second", 3);
+            again.rerun_of = "first".into();
+            assert_eq!(
+                campaigns::insert(&conn, &again).unwrap(),
+                campaigns::Inserted::RerunInProgress("rerun".into())
+            );
+            assert!(campaigns::get(&conn, "second").unwrap().is_none(), "nothing stored");
+            end(&conn, "rerun");
+            assert_eq!(campaigns::insert(&conn, &again).unwrap(), campaigns::Inserted::Created("second".into()));
+            assert_eq!(campaigns::reruns(&conn, "first").unwrap(), ["rerun", "second"]);
         }
     }
 }

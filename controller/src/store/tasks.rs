@@ -183,7 +183,9 @@ fn task_message(conn: &dyn Sql, task: &TaskRow, campaign: &CampaignRow, settings
         source_identity: muster_common::domain::source_identity(&campaign.submitted_by),
     };
     match task.kind {
-        TaskKind::Discover => message.discover = Some(resolve::discover_spec(spec)),
+        TaskKind::Discover => {
+            message.discover = Some(resolve::discover_spec(spec, &task.account_id, &task.region));
+        }
         TaskKind::Execute => {
             let instances = task_instances(conn, &task.id)?;
             message.execute = Some(resolve::execute_spec(
