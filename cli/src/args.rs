@@ -152,6 +152,12 @@ pub enum Command {
     /// Run an ended campaign again over exactly its targets that failed
     /// (or ended in the statuses given), as a new campaign linked to it.
     Rerun(RerunArgs),
+    /// Let the next stage of a staged campaign start after a stage with a
+    /// manual gate ended (approver or admin).
+    Promote(DecideArgs),
+    /// Go on with a stage that paused on its errors, accepting them
+    /// (approver or admin); `muster cancel` aborts instead.
+    Resume(DecideArgs),
     /// The audit trail, newest first: who submitted, planned or cancelled
     /// what, whose call was refused, when the policy changed (admins only).
     Audit(AuditArgs),
@@ -197,6 +203,19 @@ pub struct CancelArgs {
     /// The campaign's id.
     pub campaign_id: String,
     /// Why, for the audit log.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+/// `muster promote` and `muster resume`.
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The campaign's id.
+    pub campaign_id: String,
+    /// The stage (default: the one that awaits the decision).
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// Why, for the audit trail.
     #[arg(long, default_value = "")]
     pub reason: String,
 }

@@ -3,11 +3,12 @@
 use comfy_table::Cell;
 use muster_proto::v1::{
     Campaign, CampaignState, CancelCampaignRequest, GetCampaignRequest, GetTargetRequest, ListCampaignsRequest,
-    ListTargetsRequest, PlanCampaignRequest, RerunCampaignRequest, SubmitCampaignRequest, Target, TargetStatus,
+    ListTargetsRequest, PlanCampaignRequest, PromoteCampaignRequest, RerunCampaignRequest, ResumeCampaignRequest,
+    StagePhase, SubmitCampaignRequest, Target, TargetStatus,
 };
 use serde_json::json;
 
-use crate::args::{AuditArgs, LsArgs, Output, RerunArgs, ResultsArgs, SpecArgs};
+use crate::args::{AuditArgs, DecideArgs, LsArgs, Output, RerunArgs, ResultsArgs, SpecArgs};
 use crate::connect::Client;
 use crate::render::{self, Style, csv};
 
@@ -105,6 +106,7 @@ pub fn print_campaign(campaign: &Campaign, style: Style, output: Output) {
                     campaign.id
                 );
             }
+            print_stages(campaign, style);
             if campaign.scopes.is_empty() {
                 return;
             }
@@ -167,28 +169,13 @@ pub async fn submit(client: &mut Client, args: &SpecArgs, style: Style, output: 
             spec.client_token
         );
     }
-    let mut tries = 0;
-    let answer = loop {
-        tries += 1;
-        let mut request = tonic::Request::new(SubmitCampaignRequest {
-            spec: Some(spec.clone()),
-        });
-        request.set_timeout(SUBMIT_TIMEOUT);
-        match client.submit_campaign(request).await {
-            Ok(answer) => break answer.into_inner(),
-            Err(status) if tries < SUBMIT_TRIES && retry_submit(&status) => {
-                let wait = std::time::Duration::from_secs(1 << (tries - 1));
-                eprintln!(
-                    "no answer from the controller ({}: {}); asking again in {}s with the same client token",
-                    status.code(),
-                    status.message(),
-                    wait.as_secs()
-                );
-                tokio::time::sleep(wait).await;
-            }
-            Err(status) => return Err(status.into()),
-        }
-    };
+    let request = SubmitCampaignRequest { spec: Some(spec) };
+    let answer = ask_until_answered(|| {
+        let mut client = client.clone();
+        let request = request.clone();
+        async move { client.submit_campaign(timed(request)).await }
+    })
+    .await?;
     match output {
         Output::Json => render::print_json(&json!({"campaign_id": answer.campaign_id, "created": answer.created})),
         Output::Csv => println!("{}", answer.campaign_id),
@@ -206,6 +193,41 @@ pub async fn submit(client: &mut Client, args: &SpecArgs, style: Style, output: 
         }
     }
     Ok(answer.campaign_id)
+}
+
+/// `request` with the time one creating call may take.
+fn timed<T>(request: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(SUBMIT_TIMEOUT);
+    request
+}
+
+/// Makes a creating call (its request carries a client token) until it is
+/// answered: asked again, with the same token, while the controller cannot
+/// be reached or its answer is lost, up to [`SUBMIT_TRIES`] times.
+async fn ask_until_answered<T, F, Fut>(mut call: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match call().await {
+            Ok(answer) => return Ok(answer.into_inner()),
+            Err(status) if tries < SUBMIT_TRIES && retry_submit(&status) => {
+                let wait = std::time::Duration::from_secs(1 << (tries - 1));
+                eprintln!(
+                    "no answer from the controller ({}: {}); asking again in {}s with the same client token",
+                    status.code(),
+                    status.message(),
+                    wait.as_secs()
+                );
+                tokio::time::sleep(wait).await;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    }
 }
 
 /// Whether a failed SubmitCampaign may be asked again with its token: the
@@ -293,6 +315,7 @@ pub async fn plan(client: &mut Client, args: &SpecArgs, style: Style, output: Ou
                     .chain(std::iter::once(Cell::new(""))),
             );
             println!("{table}");
+            print_stages(&campaign, style);
             if !answer.complete {
                 eprintln!("discovery is still going; see `muster show {}` later", campaign.id);
             }
@@ -307,7 +330,7 @@ pub async fn ls(client: &mut Client, args: &LsArgs, style: Style, output: Output
     for name in &args.states {
         let state = CampaignState::from_short_name(name).ok_or_else(|| {
             Failure::Input(format!(
-                "--state: '{name}' is not a campaign state (pending, discovering, running, cancelling, succeeded, completed_with_errors, failed, cancelled, planned)"
+                "--state: '{name}' is not a campaign state (pending, discovering, running, cancelling, paused, awaiting_promotion, succeeded, completed_with_errors, failed, cancelled, planned)"
             ))
         })?;
         states.push(state as i32);
@@ -577,26 +600,12 @@ pub async fn rerun(client: &mut Client, args: &RerunArgs, style: Style, output: 
         name: args.name.clone().unwrap_or_default(),
         confirm_large: args.confirm_large,
     };
-    let mut tries = 0;
-    let answer = loop {
-        tries += 1;
-        let mut call = tonic::Request::new(request.clone());
-        call.set_timeout(SUBMIT_TIMEOUT);
-        match client.rerun_campaign(call).await {
-            Ok(answer) => break answer.into_inner(),
-            Err(status) if tries < SUBMIT_TRIES && retry_submit(&status) => {
-                let wait = std::time::Duration::from_secs(1 << (tries - 1));
-                eprintln!(
-                    "no answer from the controller ({}: {}); asking again in {}s with the same client token",
-                    status.code(),
-                    status.message(),
-                    wait.as_secs()
-                );
-                tokio::time::sleep(wait).await;
-            }
-            Err(status) => return Err(status.into()),
-        }
-    };
+    let answer = ask_until_answered(|| {
+        let mut client = client.clone();
+        let request = request.clone();
+        async move { client.rerun_campaign(timed(request)).await }
+    })
+    .await?;
     match output {
         Output::Json => render::print_json(&json!({
             "campaign_id": answer.campaign_id,
@@ -617,6 +626,134 @@ pub async fn rerun(client: &mut Client, args: &RerunArgs, style: Style, output: 
         }
     }
     Ok(answer.campaign_id)
+}
+
+/// The waves of a staged campaign, as a table.
+fn print_stages(campaign: &Campaign, style: Style) {
+    if campaign.stages.is_empty() {
+        return;
+    }
+    let mut table = style.table(&[
+        "stage", "phase", "targets", "ok", "failed", "running", "errors", "limits",
+    ]);
+    for stage in &campaign.stages {
+        let c = stage.counters.unwrap_or_default();
+        let phase = StagePhase::try_from(stage.phase).unwrap_or(StagePhase::Unspecified);
+        let mut phase_text = phase.short_name().to_owned();
+        if phase == StagePhase::Baking {
+            phase_text = format!("baking until {}", render::time(&stage.bake_until));
+        }
+        let errors = stage
+            .error_threshold
+            .map_or("no max".to_owned(), |t| format!("max {t}"));
+        table.add_row(vec![
+            Cell::new(&stage.name),
+            style.status_cell(&phase_text),
+            Cell::new(c.total),
+            Cell::new(c.success),
+            Cell::new(c.failed + c.timed_out + c.error + c.undeliverable),
+            Cell::new(c.queued + c.running),
+            Cell::new(stage.errors),
+            Cell::new(format!("{} at once, {errors} errors", stage.concurrency_limit)),
+        ]);
+    }
+    println!("{table}");
+}
+
+/// The stage an operator decides on: the one given, or the campaign's
+/// current stage when it awaits that decision.
+async fn current_stage(
+    client: &mut Client,
+    id: &str,
+    given: Option<&str>,
+    waiting: CampaignState,
+) -> Result<String, Failure> {
+    if let Some(stage) = given {
+        return Ok(stage.to_owned());
+    }
+    let campaign = client
+        .get_campaign(GetCampaignRequest {
+            campaign_id: id.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .campaign
+        .unwrap_or_default();
+    let state = CampaignState::try_from(campaign.state).unwrap_or(CampaignState::Unspecified);
+    if state != waiting {
+        return Err(Failure::Input(format!(
+            "campaign {id} is {}, not {}: nothing to decide ({})",
+            state.short_name(),
+            waiting.short_name(),
+            campaign.state_reason
+        )));
+    }
+    let phase = if waiting == CampaignState::Paused {
+        StagePhase::Paused
+    } else {
+        StagePhase::AwaitingPromotion
+    };
+    campaign
+        .stages
+        .iter()
+        .find(|s| s.phase == phase as i32)
+        .map(|s| s.name.clone())
+        .ok_or_else(|| Failure::Input(format!("campaign {id} has no stage {}", phase.short_name())))
+}
+
+/// `muster promote` and `muster resume`: an operator's decision on the
+/// current stage. Asking again after a lost answer changes nothing.
+pub async fn decide(
+    client: &mut Client,
+    args: &DecideArgs,
+    resume: bool,
+    style: Style,
+    output: Output,
+) -> Result<(), Failure> {
+    let waiting = if resume {
+        CampaignState::Paused
+    } else {
+        CampaignState::AwaitingPromotion
+    };
+    let stage = current_stage(client, &args.campaign_id, args.stage.as_deref(), waiting).await?;
+    let campaign = if resume {
+        let request = ResumeCampaignRequest {
+            campaign_id: args.campaign_id.clone(),
+            stage,
+            reason: args.reason.clone(),
+        };
+        ask_until_answered(|| {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.resume_campaign(timed(request)).await }
+        })
+        .await?
+        .campaign
+    } else {
+        let request = PromoteCampaignRequest {
+            campaign_id: args.campaign_id.clone(),
+            stage,
+            reason: args.reason.clone(),
+        };
+        ask_until_answered(|| {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.promote_campaign(timed(request)).await }
+        })
+        .await?
+        .campaign
+    }
+    .unwrap_or_default();
+    match output {
+        Output::Json => render::print_json(&render::campaign_json(&campaign)),
+        _ => println!(
+            "{} {}  {}",
+            campaign.id,
+            style.status(render::campaign_state(campaign.state)),
+            style.dim(&campaign.state_reason)
+        ),
+    }
+    Ok(())
 }
 
 /// `muster results`.

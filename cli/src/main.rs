@@ -80,6 +80,12 @@ async fn run(cli: &Cli, style: Style) -> Result<i32, Failure> {
             }
             Ok(0)
         }
+        Command::Promote(args) => commands::decide(&mut client, args, false, style, cli.output)
+            .await
+            .map(|()| 0),
+        Command::Resume(args) => commands::decide(&mut client, args, true, style, cli.output)
+            .await
+            .map(|()| 0),
         Command::Audit(args) => commands::audit(&mut client, args, style, cli.output).await.map(|()| 0),
         Command::Whoami => commands::whoami(&mut client, style, cli.output).await.map(|()| 0),
     }

@@ -190,6 +190,15 @@ pub fn campaign_json(c: &Campaign) -> Value {
         "scopes": c.scopes.iter().map(scope_json).collect::<Vec<_>>(),
         "rerun_of": c.rerun_of,
         "reruns": c.reruns,
+        "stages": c.stages.iter().map(|s| json!({
+            "name": s.name,
+            "phase": muster_proto::v1::StagePhase::try_from(s.phase).map_or("unspecified", |p| p.short_name()),
+            "counters": counters_json(&s.counters.unwrap_or_default()),
+            "errors": s.errors,
+            "error_threshold": s.error_threshold,
+            "concurrency_limit": s.concurrency_limit,
+            "bake_until": time(&s.bake_until),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -197,6 +206,7 @@ pub fn campaign_json(c: &Campaign) -> Value {
 pub fn target_json(t: &Target) -> Value {
     json!({
         "campaign_id": t.campaign_id,
+        "stage": t.stage,
         "account_id": t.account_id,
         "region": t.region,
         "instance_id": t.instance_id,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use muster_proto::v1::{
     AccessConfig, CampaignSpec, Command, Document, OutputConfig, ParameterValues, Platform, RateControl, ScopeSelector,
-    Script, TagFilter, TargetSelector, command,
+    Script, Stage, StageGate, TagFilter, TargetSelector, command,
 };
 use serde::Deserialize;
 
@@ -36,6 +36,56 @@ pub struct CampaignFile {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     confirm_large: bool,
+    #[serde(default)]
+    stages: Vec<StageFile>,
+}
+
+/// One wave: which targets (accounts, regions, a share), its limits, its
+/// bake time and its gate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StageFile {
+    name: String,
+    #[serde(default)]
+    accounts: Vec<Scalar>,
+    #[serde(default)]
+    regions: Vec<String>,
+    share: Option<Scalar>,
+    max_concurrency: Option<Scalar>,
+    max_errors: Option<Scalar>,
+    /// "600", "10m", "1h".
+    bake: Option<Scalar>,
+    /// "automatic" (the default) or "manual".
+    gate: Option<String>,
+}
+
+impl StageFile {
+    fn build(self, i: usize) -> anyhow::Result<Stage> {
+        let gate = match self
+            .gate
+            .as_deref()
+            .map(str::trim)
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("automatic" | "auto") => StageGate::Automatic,
+            Some("manual") => StageGate::Manual,
+            Some(other) => bail!("stages[{i}].gate: '{other}' is not a gate (automatic, manual)"),
+        };
+        Ok(Stage {
+            name: self.name,
+            account_ids: self.accounts.iter().map(Scalar::text).collect(),
+            regions: self.regions,
+            share: self.share.as_ref().map(Scalar::text).unwrap_or_default(),
+            max_concurrency: self.max_concurrency.as_ref().map(Scalar::text).unwrap_or_default(),
+            max_errors: self.max_errors.as_ref().map(Scalar::text).unwrap_or_default(),
+            bake_seconds: match &self.bake {
+                Some(bake) => seconds(&format!("stages[{i}].bake"), &bake.text())?,
+                None => 0,
+            },
+            gate: gate as i32,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -386,6 +436,12 @@ pub fn build(args: &SpecArgs) -> anyhow::Result<CampaignSpec> {
         client_token: args.client_token.clone().or(file.client_token).unwrap_or_default(),
         labels,
         confirm_large: args.confirm_large || file.confirm_large,
+        stages: file
+            .stages
+            .into_iter()
+            .enumerate()
+            .map(|(i, stage)| stage.build(i))
+            .collect::<anyhow::Result<_>>()?,
     })
 }
 
@@ -503,7 +559,7 @@ mod tests {
             api_calls_per_second: 10.0,
         };
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-        for name in ["campaign.yaml", "patch-baseline.toml"] {
+        for name in ["campaign.yaml", "patch-baseline.toml", "patch-tuesday.yaml"] {
             let args = SpecArgs {
                 file: Some(examples.join(name)),
                 ..Default::default()
@@ -521,5 +577,23 @@ mod tests {
         assert_eq!(targets.exclude_account_ids, ["222222222222"]);
         assert_eq!(yaml.rate.unwrap().max_concurrency, "10%");
         assert_eq!(yaml.command.unwrap().execution_timeout_seconds, 1800);
+        let waves = build(&SpecArgs {
+            file: Some(examples.join("patch-tuesday.yaml")),
+            ..Default::default()
+        })
+        .unwrap();
+        let stages: Vec<(&str, u32, i32)> = waves
+            .stages
+            .iter()
+            .map(|s| (s.name.as_str(), s.bake_seconds, s.gate))
+            .collect();
+        assert_eq!(
+            stages,
+            [
+                ("canary-account", 1800, StageGate::Automatic as i32),
+                ("canary-fleet", 3600, StageGate::Manual as i32),
+                ("rest", 0, StageGate::Automatic as i32)
+            ]
+        );
     }
 }

@@ -8,7 +8,8 @@ use muster_proto::v1::{
     Campaign, CampaignSpec, CampaignState, CancelCampaignRequest, CancelCampaignResponse, GetCampaignRequest,
     GetCampaignResponse, GetTargetRequest, GetTargetResponse, ListAuditEventsRequest, ListAuditEventsResponse,
     ListCampaignsRequest, ListCampaignsResponse, ListTargetsRequest, ListTargetsResponse, PlanCampaignRequest,
-    PlanCampaignResponse, RerunCampaignRequest, RerunCampaignResponse, RoleGrant, ScopeSelector, SubmitCampaignRequest,
+    PlanCampaignResponse, PromoteCampaignRequest, PromoteCampaignResponse, RerunCampaignRequest, RerunCampaignResponse,
+    ResumeCampaignRequest, ResumeCampaignResponse, RoleGrant, ScopeSelector, SubmitCampaignRequest,
     SubmitCampaignResponse, TargetSelector, TargetStatus, WatchCampaignRequest, WatchCampaignResponse, WhoAmIRequest,
     WhoAmIResponse, watch_campaign_response,
 };
@@ -24,6 +25,7 @@ use crate::expand::{self, ExpandError};
 use crate::policy::{Action, Footprint};
 use crate::signin::{AwsIdentity, SignInError};
 use crate::store::campaigns::{self, CampaignRow, Inserted, NewCampaign};
+use crate::store::stages;
 use crate::store::targets::{self, TargetFilter};
 use crate::store::{Sql, StoreError, StoreResult};
 use crate::validate;
@@ -130,6 +132,50 @@ impl CampaignApi {
             return Err(self.auth.out_of_scope(method, principal, message));
         }
         Ok(())
+    }
+
+    /// An operator's decision on the current stage of campaign `id` (a
+    /// promote or a resume), made in one write with its audit record.
+    async fn decide(
+        &self,
+        principal: &Principal,
+        id: &str,
+        stage: &str,
+        reason: &str,
+        decide: fn(&dyn Sql, &CampaignRow, &str, &crate::store::audit::Actor, &str) -> StoreResult<stages::Decision>,
+    ) -> Result<(), Status> {
+        if stage.is_empty() {
+            return Err(Status::invalid_argument("stage: is required (the stage's name)"));
+        }
+        if reason.chars().count() > 1024 {
+            return Err(Status::invalid_argument("reason: at most 1024 characters"));
+        }
+        let reason = if reason.is_empty() { "no reason given" } else { reason }.to_owned();
+        let (key, stage_name, actor) = (id.to_owned(), stage.to_owned(), principal.actor());
+        let decision = self
+            .ctl
+            .store
+            .write(move |txn| {
+                let Some(row) = campaigns::get(txn, &key)? else {
+                    return Ok(None);
+                };
+                decide(txn, &row, &stage_name, &actor, &reason).map(Some)
+            })
+            .await
+            .map_err(store_status)?;
+        match decision {
+            None => Err(Status::not_found("no campaign with that id")),
+            Some(stages::Decision::Done) => {
+                tracing::info!(campaign_id = %id, stage, by = %principal.name, "stage decided");
+                self.ctl.wake.notify_one();
+                Ok(())
+            }
+            Some(stages::Decision::AlreadyDone) => Ok(()),
+            Some(stages::Decision::UnknownStage) => Err(Status::invalid_argument(format!(
+                "stage: the campaign has no stage named '{stage}'"
+            ))),
+            Some(stages::Decision::Refused(why)) => Err(Status::failed_precondition(why)),
+        }
     }
 
     /// Where a stored campaign reaches.
@@ -915,6 +961,38 @@ impl CampaignService for CampaignApi {
             campaign_id: new_id,
             created,
             rerun_targets: covered as u64,
+        }))
+    }
+
+    async fn promote_campaign(
+        &self,
+        request: Request<PromoteCampaignRequest>,
+    ) -> Result<Response<PromoteCampaignResponse>, Status> {
+        let id = request.get_ref().campaign_id.clone();
+        let principal = self
+            .authorize_on(&request, "PromoteCampaign", Action::Approve, &id)
+            .await?;
+        let request = request.into_inner();
+        self.decide(&principal, &id, &request.stage, &request.reason, stages::promote)
+            .await?;
+        Ok(Response::new(PromoteCampaignResponse {
+            campaign: Some(self.campaign(&id, true).await?),
+        }))
+    }
+
+    async fn resume_campaign(
+        &self,
+        request: Request<ResumeCampaignRequest>,
+    ) -> Result<Response<ResumeCampaignResponse>, Status> {
+        let id = request.get_ref().campaign_id.clone();
+        let principal = self
+            .authorize_on(&request, "ResumeCampaign", Action::Approve, &id)
+            .await?;
+        let request = request.into_inner();
+        self.decide(&principal, &id, &request.stage, &request.reason, stages::resume)
+            .await?;
+        Ok(Response::new(ResumeCampaignResponse {
+            campaign: Some(self.campaign(&id, true).await?),
         }))
     }
 

@@ -119,6 +119,8 @@ pub fn record(campaign: &CampaignRow, target: &Target) -> Value {
             "stdout_url": s.stdout_url,
             "stderr_url": s.stderr_url,
         })).collect::<Vec<_>>(),
+        "rerun_of": campaign.rerun_of,
+        "stage": target.stage,
     })
 }
 

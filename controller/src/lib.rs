@@ -28,6 +28,7 @@ pub mod rollout;
 pub mod signin;
 pub mod store;
 pub mod validate;
+pub mod waves;
 pub mod worker_api;
 
 use std::net::SocketAddr;

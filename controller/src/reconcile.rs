@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::store::sql::{Sql, params};
 use muster_common::domain::RateLimit;
 use muster_proto::v1::{
-    CampaignState, Lease, Platform, Progress, StateChange, StatusCounters, TargetStatus, TaskKind,
-    WatchCampaignResponse, watch_campaign_response,
+    CampaignState, Lease, Platform, Progress, StageGate, StagePhase, StateChange, StatusCounters, TargetStatus,
+    TaskKind, WatchCampaignResponse, watch_campaign_response,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ use crate::store::campaigns::{self, CampaignRow};
 use crate::store::leadership::Fence;
 use crate::store::records::{now_ms, timestamp};
 use crate::store::tasks::{LeaseAnswer, LeaseSettings, TaskRow};
-use crate::store::{StoreResult, queue, targets, tasks};
+use crate::store::{StoreResult, queue, stages, targets, tasks};
 
 /// Runs passes until `shutdown`: after every wake-up (a result, a submit, a
 /// cancel) and at least every reconcile interval.
@@ -76,6 +76,8 @@ pub async fn pass(ctl: &Controller, fence: &Fence, cursor: &AtomicUsize) -> Stor
                     CampaignState::Discovering,
                     CampaignState::Running,
                     CampaignState::Cancelling,
+                    CampaignState::Paused,
+                    CampaignState::AwaitingPromotion,
                 ],
             )
         })
@@ -114,7 +116,9 @@ fn step(
     }
     match campaign.state {
         CampaignState::Discovering => discovery_step(conn, &campaign, settings, start),
+        CampaignState::Running if !campaign.spec.stages.is_empty() => staged_step(conn, &campaign, settings, start),
         CampaignState::Running => running_step(conn, &campaign, settings, start),
+        // PAUSED and AWAITING_PROMOTION wait for an operator.
         _ => Ok(None),
     }
 }
@@ -161,6 +165,11 @@ fn discovery_step(
     let unconfirmed = settings
         .guardrails
         .needs_confirmation(eligible, campaign.spec.confirm_large);
+    let staged = if campaign.spec.stages.is_empty() {
+        None
+    } else {
+        Some(assign_stages(conn, campaign)?)
+    };
     if campaign.dry_run {
         let mut reason = format!(
             "discovery finished: {eligible} targets would run, {} skipped, {} scopes could not be discovered",
@@ -175,6 +184,9 @@ fn discovery_step(
                 "; above the controller's confirm_above_targets ({limit}), so it runs only with confirm_large"
             ));
         }
+        if let Some(staged) = &staged {
+            reason.push_str(&format!("; {staged}"));
+        }
         return change(conn, &campaign.id, CampaignState::Planned, reason);
     }
     if let Some(reason) = unconfirmed {
@@ -183,7 +195,14 @@ fn discovery_step(
     }
     let (concurrency, _) = record_limits(conn, campaign, eligible)?;
     if eligible == 0 {
-        return finish(conn, campaign, &totals);
+        return finish(conn, campaign, &campaigns::totals(conn, &campaign.id)?);
+    }
+    if let Some(staged) = staged {
+        let campaign = campaigns::get(conn, &campaign.id)?.unwrap_or_else(|| campaign.clone());
+        return match stages::start(conn, &campaign, 0, &format!("{staged}; "))? {
+            Some(reason) => Ok(Some((CampaignState::Running, reason))),
+            None => finish(conn, &campaign, &campaigns::totals(conn, &campaign.id)?),
+        };
     }
     change(
         conn,
@@ -194,10 +213,13 @@ fn discovery_step(
 }
 
 /// Whether a campaign's discovered scopes may start while others are still
-/// being listed: not for a plan, and not while a confirm_above_targets
+/// being listed: not for a plan, not for waves (a stage's share is of the
+/// final count), and not while a confirm_above_targets
 /// guardrail could still stop the whole campaign once the count is known.
 fn starts_before_discovery_ends(campaign: &CampaignRow, settings: &crate::Settings) -> bool {
-    !campaign.dry_run && (settings.guardrails.confirm_above_targets.is_none() || campaign.spec.confirm_large)
+    !campaign.dry_run
+        && campaign.spec.stages.is_empty()
+        && (settings.guardrails.confirm_above_targets.is_none() || campaign.spec.confirm_large)
 }
 
 /// Resolves max_concurrency and max_errors against `eligible` targets and
@@ -239,11 +261,11 @@ fn release_discovered(
     eligible: u64,
     start: usize,
 ) -> StoreResult<()> {
-    let Some((limits, in_flight, errors)) = discovering_limits(conn, campaign, settings, totals, eligible)? else {
+    let Some(room) = discovering_limits(conn, campaign, settings, totals, eligible)? else {
         return Ok(());
     };
     let pending = targets::pending_by_discovered_scope(conn, &campaign.id, None)?;
-    release(conn, campaign, &limits, in_flight, errors, settings, start, pending)
+    release(conn, campaign, &room, settings, start, (pending, None))
 }
 
 /// The limits a campaign still being discovered may release under now, with
@@ -259,7 +281,7 @@ fn discovering_limits(
     settings: &crate::Settings,
     totals: &StatusCounters,
     eligible: u64,
-) -> StoreResult<Option<(Limits, u64, u64)>> {
+) -> StoreResult<Option<Room>> {
     if eligible == 0 || !starts_before_discovery_ends(campaign, settings) {
         return Ok(None);
     }
@@ -276,7 +298,11 @@ fn discovering_limits(
     if totals.pending == 0 || in_flight >= limits.concurrency || rollout::halted(&limits, errors) {
         return Ok(None);
     }
-    Ok(Some((limits, in_flight, errors)))
+    Ok(Some(Room {
+        limits,
+        in_flight,
+        errors,
+    }))
 }
 
 /// When a worker completes a Discover task, hands it the first batches of
@@ -306,12 +332,12 @@ pub fn hand_off(
     }
     let totals = campaigns::totals(conn, &campaign.id)?;
     let eligible = campaigns::eligible(conn, &campaign.id, &totals)?;
-    let Some((limits, in_flight, errors)) = discovering_limits(conn, &campaign, settings, &totals, eligible)? else {
+    let Some(room) = discovering_limits(conn, &campaign, settings, &totals, eligible)? else {
         return Ok(Vec::new());
     };
     let scope = (discovered.account_id.as_str(), discovered.region.as_str());
     let pending = targets::pending_by_discovered_scope(conn, &campaign.id, Some(scope))?;
-    release(conn, &campaign, &limits, in_flight, errors, settings, 0, pending)?;
+    release(conn, &campaign, &room, settings, 0, (pending, None))?;
     let mut leases = Vec::new();
     for task in queue::unqueued(conn, &campaign.id, scope, TaskKind::Execute, capacity)? {
         // Recorded as on the queue, so the dispatcher never sends it there.
@@ -360,8 +386,13 @@ fn running_step(
         return Ok(None);
     }
     if totals.pending > 0 && in_flight < limits.concurrency {
-        let pending = targets::pending_by_scope(conn, &campaign.id)?;
-        release(conn, campaign, &limits, in_flight, errors, settings, start, pending)?;
+        let pending = targets::pending_by_scope(conn, &campaign.id, None)?;
+        let room = Room {
+            limits,
+            in_flight,
+            errors,
+        };
+        release(conn, campaign, &room, settings, start, (pending, None))?;
         return Ok(None);
     }
     if totals.pending == 0 && in_flight == 0 && tasks::active(conn, &campaign.id, TaskKind::Execute)? == 0 {
@@ -370,17 +401,180 @@ fn running_step(
     Ok(None)
 }
 
-/// Creates the Execute tasks the rollout plan allows for `pending` targets.
-#[allow(clippy::too_many_arguments)]
+/// Gives each target its stage once discovery has ended; a target no stage
+/// takes ends SKIPPED. Returns a summary for the campaign's reason.
+fn assign_stages(conn: &dyn Sql, campaign: &CampaignRow) -> StoreResult<String> {
+    let (sizes, left_out) = stages::assign(conn, campaign)?;
+    if left_out > 0 {
+        targets::end_pending_of(
+            conn,
+            &campaign.id,
+            Some(stages::NO_STAGE),
+            TargetStatus::Skipped,
+            "in no stage of the campaign",
+        )?;
+    }
+    stages::set_phase(conn, &campaign.id, 0, StagePhase::Waiting, None, 0)?;
+    let per_stage = campaign
+        .spec
+        .stages
+        .iter()
+        .zip(&sizes)
+        .map(|(stage, size)| format!("{} {size}", stage.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut summary = format!("{} stages: {per_stage}", sizes.len());
+    if left_out > 0 {
+        summary.push_str(&format!(" ({left_out} targets in no stage, skipped)"));
+    }
+    Ok(summary)
+}
+
+/// One step of a campaign with waves: the current stage releases within its
+/// own limits; when it passes its max_errors the campaign pauses once its
+/// in-flight batches end; when it ends it bakes, then its gate lets the next
+/// stage start or waits for a promotion.
+fn staged_step(
+    conn: &dyn Sql,
+    campaign: &CampaignRow,
+    settings: &crate::Settings,
+    start: usize,
+) -> StoreResult<Option<(CampaignState, String)>> {
+    let index = campaign.stage_index.max(0) as usize;
+    let Some(stage) = campaign.spec.stages.get(index) else {
+        return finish(conn, campaign, &campaigns::totals(conn, &campaign.id)?);
+    };
+    let counts = stages::counts(conn, &campaign.id)?
+        .remove(&(index as i64))
+        .unwrap_or_default();
+    let c = counts.counters;
+    match campaign.stage_phase {
+        StagePhase::Running => {}
+        StagePhase::Baking if campaign.stage_until_ms.is_some_and(|until| now_ms() < until) => return Ok(None),
+        StagePhase::Baking => return gate(conn, campaign, index, c.total > 0),
+        _ => return Ok(None),
+    }
+    let (concurrency, error_threshold) = crate::waves::limits(&campaign.spec, stage, c.total);
+    let limits = Limits {
+        concurrency,
+        error_threshold,
+        batch_size: batch_size(campaign),
+        max_tasks_per_scope: u64::from(settings.max_tasks_per_scope),
+        whole_batches: false,
+    };
+    let accepted = campaign.stage_errors_accepted.max(0) as u64;
+    let errors = counts.errors.saturating_sub(accepted);
+    let in_flight = c.queued + c.running;
+    if rollout::halted(&limits, errors) {
+        if in_flight > 0 {
+            return Ok(None);
+        }
+        stages::set_phase(conn, &campaign.id, index, StagePhase::Paused, None, accepted)?;
+        let threshold = error_threshold.unwrap_or_default();
+        return change(
+            conn,
+            &campaign.id,
+            CampaignState::Paused,
+            format!(
+                "stage '{}': {errors} error{} passed its max_errors ({threshold}); nothing more runs until it is \
+                 resumed (muster resume) or cancelled",
+                stage.name,
+                if errors == 1 { "" } else { "s" }
+            ),
+        );
+    }
+    if c.pending > 0 {
+        if in_flight < concurrency {
+            let pending = targets::pending_by_scope(conn, &campaign.id, Some(index as i64))?;
+            let room = Room {
+                limits,
+                in_flight,
+                errors,
+            };
+            release(conn, campaign, &room, settings, start, (pending, Some(index as i64)))?;
+        }
+        return Ok(None);
+    }
+    if in_flight > 0 || tasks::active(conn, &campaign.id, TaskKind::Execute)? > 0 {
+        return Ok(None);
+    }
+    // The stage has ended within its max_errors.
+    if index + 1 == campaign.spec.stages.len() {
+        stages::set_phase(conn, &campaign.id, index, StagePhase::Passed, None, accepted)?;
+        return finish(conn, campaign, &campaigns::totals(conn, &campaign.id)?);
+    }
+    if stage.bake_seconds > 0 && c.total > 0 {
+        let until = now_ms() + i64::from(stage.bake_seconds) * 1000;
+        stages::set_phase(conn, &campaign.id, index, StagePhase::Baking, Some(until), accepted)?;
+        return change(
+            conn,
+            &campaign.id,
+            CampaignState::Running,
+            format!(
+                "stage '{}' ended with {errors} error{}; baking {}s before its gate",
+                stage.name,
+                if errors == 1 { "" } else { "s" },
+                stage.bake_seconds
+            ),
+        );
+    }
+    gate(conn, campaign, index, c.total > 0)
+}
+
+/// A stage that ended (and baked) meets its gate: a manual one waits for a
+/// promotion, an automatic one (or a stage that had no targets) starts the
+/// next stage.
+fn gate(
+    conn: &dyn Sql,
+    campaign: &CampaignRow,
+    index: usize,
+    ran: bool,
+) -> StoreResult<Option<(CampaignState, String)>> {
+    let stage = &campaign.spec.stages[index];
+    let manual = stage.gate == StageGate::Manual as i32;
+    if manual && ran {
+        let accepted = campaign.stage_errors_accepted.max(0) as u64;
+        stages::set_phase(conn, &campaign.id, index, StagePhase::AwaitingPromotion, None, accepted)?;
+        let next = campaign.spec.stages.get(index + 1).map_or("", |s| s.name.as_str());
+        return change(
+            conn,
+            &campaign.id,
+            CampaignState::AwaitingPromotion,
+            format!(
+                "stage '{}' passed; stage '{next}' starts when it is promoted (muster promote)",
+                stage.name
+            ),
+        );
+    }
+    stages::set_phase(conn, &campaign.id, index, StagePhase::Passed, None, 0)?;
+    let why = if ran {
+        format!("stage '{}' passed; ", stage.name)
+    } else {
+        format!("stage '{}' had no targets; ", stage.name)
+    };
+    match stages::start(conn, campaign, index + 1, &why)? {
+        Some(reason) => Ok(Some((CampaignState::Running, reason))),
+        None => finish(conn, campaign, &campaigns::totals(conn, &campaign.id)?),
+    }
+}
+
+/// How much a campaign may release now: its limits, with its instances in
+/// flight and its errors.
+struct Room {
+    limits: Limits,
+    in_flight: u64,
+    errors: u64,
+}
+
+/// Creates the Execute tasks the rollout plan allows for `pending` targets
+/// (of stage `stage` only, when given).
 fn release(
     conn: &dyn Sql,
     campaign: &CampaignRow,
-    limits: &Limits,
-    in_flight: u64,
-    errors: u64,
+    room: &Room,
     settings: &crate::Settings,
     start: usize,
-    pending: Vec<targets::PendingGroup>,
+    (pending, stage): (Vec<targets::PendingGroup>, Option<i64>),
 ) -> StoreResult<()> {
     let active = tasks::active_per_scope(conn, &campaign.id)?;
     let mut keys: Vec<(String, String)> = Vec::new();
@@ -395,11 +589,17 @@ fn release(
         }
         loads.last_mut().expect("just pushed").pending.push((platform, count));
     }
-    let releases = rollout::plan(limits, in_flight, errors, &loads, start);
+    let releases = rollout::plan(&room.limits, room.in_flight, room.errors, &loads, start);
     for release in releases {
         let (account, region) = &keys[release.scope];
-        let instances =
-            targets::pending_instances(conn, &campaign.id, account, region, release.platform, release.size)?;
+        let instances = targets::pending_instances(
+            conn,
+            &campaign.id,
+            (account, region),
+            release.platform,
+            stage,
+            release.size,
+        )?;
         if instances.is_empty() {
             continue;
         }
@@ -441,7 +641,7 @@ fn finish(
 struct Told {
     totals: StatusCounters,
     scopes: HashMap<(String, String), StatusCounters>,
-    state: Option<i32>,
+    state: Option<(i32, String)>,
 }
 
 /// Sends watchers of campaigns whose counters moved their progress, with
@@ -496,15 +696,18 @@ async fn publish_progress(ctl: &Controller, told: &mut HashMap<String, Told>) {
                 },
             );
         }
-        let state = row.state as i32;
+        // A stage starting or ending changes the reason, not always the state.
+        let state = (row.state as i32, row.state_reason.clone());
         let first_sight = last.state.is_none();
-        if last.state.replace(state) != Some(state) && (!first_sight || row.state.is_terminal()) {
+        let changed = last.state.as_ref() != Some(&state);
+        last.state = Some(state.clone());
+        if changed && (!first_sight || row.state.is_terminal()) {
             ctl.hub.publish(
                 &id,
                 WatchCampaignResponse {
                     event: Some(watch_campaign_response::Event::State(StateChange {
-                        state,
-                        reason: row.state_reason.clone(),
+                        state: state.0,
+                        reason: state.1,
                         at: Some(timestamp(row.finished_ms.unwrap_or_else(now_ms))),
                     })),
                 },

@@ -237,6 +237,80 @@ fn check_scopes(targets: &mut TargetSelector, errors: &mut Errors) {
         .sort_by(|a, b| (&a.account_id, &a.region).cmp(&(&b.account_id, &b.region)));
 }
 
+/// Stages of a campaign in one spec.
+pub const MAX_STAGES: usize = 20;
+/// The longest bake after a stage: a week.
+pub const MAX_BAKE_SECONDS: u32 = 604_800;
+
+/// Waves: named once each, valid selectors, shares and limits, and a stage
+/// that takes every target left only at the end.
+fn check_stages(stages: &[muster_proto::v1::Stage], errors: &mut Errors) {
+    if stages.len() > MAX_STAGES {
+        errors.add("stages", format!("{} stages; at most {MAX_STAGES}", stages.len()));
+        return;
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, stage) in stages.iter().enumerate() {
+        let field = |name: &str| format!("stages[{i}].{name}");
+        if stage.name.is_empty()
+            || stage.name.len() > 64
+            || !stage
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            errors.add(field("name"), "1 to 64 of letters, digits and _.-");
+        } else if !names.insert(stage.name.as_str()) {
+            errors.add(field("name"), format!("'{}' names two stages", stage.name));
+        }
+        if stage.account_ids.len() > MAX_ACCOUNTS {
+            errors.add(field("account_ids"), format!("at most {MAX_ACCOUNTS} accounts"));
+        }
+        for (j, account) in stage.account_ids.iter().enumerate().take(MAX_ACCOUNTS) {
+            if let Err(e) = AccountId::parse(account) {
+                errors.add(format!("stages[{i}].account_ids[{j}]"), e);
+            }
+        }
+        if stage.regions.len() > MAX_REGIONS {
+            errors.add(field("regions"), format!("at most {MAX_REGIONS} regions"));
+        }
+        for (j, region) in stage.regions.iter().enumerate().take(MAX_REGIONS) {
+            if let Err(e) = RegionName::parse(region) {
+                errors.add(format!("stages[{i}].regions[{j}]"), e);
+            }
+        }
+        for (name, value, min) in [
+            ("share", &stage.share, 1),
+            ("max_concurrency", &stage.max_concurrency, 1),
+            ("max_errors", &stage.max_errors, 0),
+        ] {
+            if !value.trim().is_empty()
+                && let Err(e) = RateLimit::parse(value, min)
+            {
+                errors.add(field(name), e);
+            }
+        }
+        if stage.bake_seconds > MAX_BAKE_SECONDS {
+            errors.add(
+                field("bake_seconds"),
+                format!("{}; at most {MAX_BAKE_SECONDS} (a week)", stage.bake_seconds),
+            );
+        }
+        if muster_proto::v1::StageGate::try_from(stage.gate).is_err() {
+            errors.add(field("gate"), "AUTOMATIC or MANUAL");
+        }
+        if crate::waves::takes_the_rest(stage) && i + 1 < stages.len() {
+            errors.add(
+                field("name"),
+                format!(
+                    "stage '{}' has no accounts, regions or share, so it takes every target left and must be the last",
+                    stage.name
+                ),
+            );
+        }
+    }
+}
+
 /// Checks `spec` and fills in its defaults.
 pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignSpec, Invalid> {
     let mut errors = Errors(Vec::new());
@@ -350,6 +424,8 @@ pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignS
             format!("{}; must be 30 to 2592000", command.delivery_timeout_seconds),
         );
     }
+
+    check_stages(&spec.stages, &mut errors);
 
     // Rate.
     let rate = spec.rate.get_or_insert_with(Default::default);
@@ -653,6 +729,49 @@ mod tests {
             errors_of(spec),
             "targets.scopes: 12000 instance ids in all; at most 10000"
         );
+    }
+
+    #[test]
+    fn stages_are_named_once_and_only_the_last_takes_the_rest() {
+        use muster_proto::v1::Stage;
+        let stage = |name: &str, share: &str| Stage {
+            name: name.into(),
+            share: share.into(),
+            ..Default::default()
+        };
+        let mut spec = good();
+        spec.stages = vec![stage("canary", "1"), stage("rest", "")];
+        assert!(validate(spec, &defaults()).is_ok());
+
+        let mut spec = good();
+        spec.stages = vec![
+            stage("rest", ""),
+            Stage {
+                account_ids: vec!["12".into()],
+                regions: vec!["mars-1".into()],
+                max_concurrency: "0".into(),
+                max_errors: "x".into(),
+                bake_seconds: 700_000,
+                gate: 7,
+                ..stage("rest", "150%")
+            },
+            stage("bad name!", "5"),
+        ];
+        let errors = errors_of(spec);
+        for expected in [
+            "stages[0].name: stage 'rest' has no accounts, regions or share, so it takes every target left and must be the last",
+            "stages[1].name: 'rest' names two stages",
+            "stages[1].account_ids[0]: '12' is not a 12-digit account id",
+            "stages[1].regions[0]: 'mars-1' is not an AWS region",
+            "stages[1].share: '150%'",
+            "stages[1].max_concurrency: '0'",
+            "stages[1].max_errors: 'x'",
+            "stages[1].bake_seconds: 700000; at most 604800 (a week)",
+            "stages[1].gate: AUTOMATIC or MANUAL",
+            "stages[2].name: 1 to 64 of letters, digits and _.-",
+        ] {
+            assert!(errors.contains(expected), "{expected} in {errors}");
+        }
     }
 
     #[test]

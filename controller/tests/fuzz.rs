@@ -7,7 +7,7 @@ use muster_common::fuzz::{self, Outcome};
 use muster_controller::validate::{self, Defaults, MAX_ACCOUNTS, MAX_BATCH, MAX_REGIONS};
 use muster_proto::v1::{
     AccessConfig, CampaignSpec, Command, Document, OutputConfig, ParameterValues, RateControl, ScopeSelector, Script,
-    TagFilter, TargetSelector, command,
+    Stage, TagFilter, TargetSelector, command,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -202,10 +202,20 @@ fn spec() -> impl Strategy<Value = CampaignSpec> {
         proptest::option::weighted(0.9, rate),
         proptest::option::weighted(0.9, output),
         proptest::option::weighted(0.9, access),
+        or(vec![], vec(stage_strategy(), 0..4)),
     )
         .prop_map(
-            |((name, description, client_token, labels, confirm_large), targets, command, rate, output, access)| {
+            |(
+                (name, description, client_token, labels, confirm_large),
+                targets,
+                command,
+                rate,
+                output,
+                access,
+                stages,
+            )| {
                 CampaignSpec {
+                    stages,
                     name,
                     description,
                     targets,
@@ -221,6 +231,33 @@ fn spec() -> impl Strategy<Value = CampaignSpec> {
         )
 }
 
+fn stage_strategy() -> impl Strategy<Value = Stage> {
+    (
+        or("canary".to_owned(), text()),
+        strings(&["111111111111"]),
+        strings(&["us-east-1"]),
+        (
+            or(String::new(), text()),
+            or(String::new(), text()),
+            or(String::new(), text()),
+        ),
+        or(0, number()),
+        or(1, -1i32..4),
+    )
+        .prop_map(
+            |(name, account_ids, regions, (share, max_concurrency, max_errors), bake_seconds, gate)| Stage {
+                name,
+                account_ids,
+                regions,
+                share,
+                max_concurrency,
+                max_errors,
+                bake_seconds,
+                gate,
+            },
+        )
+}
+
 const FIELDS: &[&str] = &[
     "name",
     "description",
@@ -231,6 +268,7 @@ const FIELDS: &[&str] = &[
     "rate",
     "output",
     "access",
+    "stages",
 ];
 
 fn check(spec: &CampaignSpec) -> Outcome {

@@ -36,7 +36,9 @@ CREATE EXTERNAL TABLE IF NOT EXISTS muster.campaign_targets (
     name:string, status:string, exit_code:int,
     stdout:string, stderr:string,
     stdout_truncated:boolean, stderr_truncated:boolean,
-    stdout_url:string, stderr_url:string>>
+    stdout_url:string, stderr_url:string>>,
+  rerun_of           string,   -- the campaign this one reruns, or empty
+  stage              string    -- its wave, in a staged campaign
 )
 PARTITIONED BY (dt string, campaign string)
 ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'

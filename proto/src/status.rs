@@ -1,6 +1,6 @@
 //! Small facts about the API's enums that every binary needs the same way.
 
-use crate::v1::{CampaignState, TargetStatus, TimeoutKind};
+use crate::v1::{CampaignState, StagePhase, TargetStatus, TimeoutKind};
 
 impl TargetStatus {
     /// A terminal status never changes again.
@@ -92,6 +92,8 @@ impl CampaignState {
             CampaignState::Discovering => "discovering",
             CampaignState::Running => "running",
             CampaignState::Cancelling => "cancelling",
+            CampaignState::Paused => "paused",
+            CampaignState::AwaitingPromotion => "awaiting_promotion",
             CampaignState::Succeeded => "succeeded",
             CampaignState::CompletedWithErrors => "completed_with_errors",
             CampaignState::Failed => "failed",
@@ -107,6 +109,8 @@ impl CampaignState {
             CampaignState::Discovering,
             CampaignState::Running,
             CampaignState::Cancelling,
+            CampaignState::Paused,
+            CampaignState::AwaitingPromotion,
             CampaignState::Succeeded,
             CampaignState::CompletedWithErrors,
             CampaignState::Failed,
@@ -115,6 +119,22 @@ impl CampaignState {
         ]
         .into_iter()
         .find(|state| state.short_name().eq_ignore_ascii_case(name.trim()))
+    }
+}
+
+impl StagePhase {
+    /// The short lowercase name people see: "running", "awaiting_promotion".
+    pub fn short_name(self) -> &'static str {
+        match self {
+            StagePhase::Unspecified => "unspecified",
+            StagePhase::Waiting => "waiting",
+            StagePhase::Running => "running",
+            StagePhase::Baking => "baking",
+            StagePhase::AwaitingPromotion => "awaiting_promotion",
+            StagePhase::Paused => "paused",
+            StagePhase::Passed => "passed",
+            StagePhase::NotRun => "not_run",
+        }
     }
 }
 

@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use muster_proto::v1::{CampaignState, ListTargetsRequest, RerunCampaignRequest, Target, TargetStatus};
+use muster_proto::v1::{
+    CampaignState, ListTargetsRequest, PromoteCampaignRequest, RerunCampaignRequest, ResumeCampaignRequest, Stage,
+    StageGate, StagePhase, Target, TargetStatus,
+};
 use muster_tests::checks::assert_ran_once;
 use muster_tests::client::{assert_counters_add_up, script_spec, submit, targets, wait_done};
 use muster_tests::fleets;
@@ -198,4 +201,257 @@ async fn a_rerun_covers_exactly_the_failed_targets_and_reads_together_with_the_f
         .collect();
     assert_eq!(ended.len(), 2);
     assert!(ended.iter().all(|(account, _, _)| account == STRANGER));
+}
+
+/// Instances sent a command so far, from the sim's audit log.
+fn sent(system: &System) -> BTreeSet<String> {
+    system.sends_per_instance().into_keys().collect()
+}
+
+/// The targets of `id` in stage `stage`.
+fn in_stage<'a>(all: &'a [Target], stage: &str) -> BTreeSet<&'a str> {
+    all.iter()
+        .filter(|t| t.stage == stage)
+        .map(|t| t.instance_id.as_str())
+        .collect()
+}
+
+async fn wait_state(system: &mut System, id: &str, state: CampaignState) -> muster_proto::v1::Campaign {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let campaign = muster_tests::client::get(&mut system.client, id).await;
+        if campaign.state == state as i32 {
+            return campaign;
+        }
+        let now = CampaignState::try_from(campaign.state).unwrap_or(CampaignState::Unspecified);
+        assert!(
+            !now.is_terminal() && std::time::Instant::now() < deadline,
+            "waiting for {} but {id} is {} ({})",
+            state.short_name(),
+            now.short_name(),
+            campaign.state_reason
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_canary_pauses_until_resumed_and_a_manual_gate_waits_for_promotion() {
+    let mut system = System::start(fleets::MIXED, SystemOptions::default()).await;
+    let accounts: Vec<String> = ["prod-a", "prod-b", "dev-a"]
+        .iter()
+        .map(|a| system.account(a))
+        .collect();
+    let mut spec = script_spec(&accounts, &[EAST, WEST], &["echo patched"], &["Write-Output patched"]);
+    let prod_a = system.account("prod-a");
+    // prod-a's us-east-1 has a script that exits 2: the canary fails.
+    spec.stages = vec![
+        Stage {
+            name: "canary".into(),
+            account_ids: vec![prod_a.clone()],
+            regions: vec![EAST.into()],
+            max_errors: "0".into(),
+            ..Default::default()
+        },
+        Stage {
+            name: "tenth".into(),
+            share: "10%".into(),
+            gate: StageGate::Manual as i32,
+            ..Default::default()
+        },
+        Stage {
+            name: "rest".into(),
+            ..Default::default()
+        },
+    ];
+    let id = submit(&mut system.client, spec).await;
+    let paused = wait_state(&mut system, &id, CampaignState::Paused).await;
+    assert!(
+        paused
+            .state_reason
+            .contains("stage 'canary': 1 error passed its max_errors (0)"),
+        "{}",
+        paused.state_reason
+    );
+    let all = targets(&mut system.client, &id, false).await;
+    let canary = in_stage(&all, "canary");
+    let eligible = all.iter().filter(|t| t.status != TargetStatus::Skipped as i32).count();
+    assert_eq!(canary.len(), 7, "prod-a us-east-1: 4 web, 2 windows, 1 failing");
+    assert_eq!(in_stage(&all, "tenth").len(), 3, "10% of the 23 left, rounded up");
+    assert_eq!(canary.len() + 3 + in_stage(&all, "rest").len(), eligible);
+    assert!(
+        all.iter()
+            .all(|t| t.account_id == prod_a && t.region == EAST || !canary.contains(t.instance_id.as_str()))
+    );
+    let phases: Vec<(String, i32)> = paused.stages.iter().map(|s| (s.name.clone(), s.phase)).collect();
+    assert_eq!(
+        phases,
+        [
+            ("canary".to_owned(), StagePhase::Paused as i32),
+            ("tenth".to_owned(), StagePhase::Waiting as i32),
+            ("rest".to_owned(), StagePhase::Waiting as i32),
+        ]
+    );
+    // Paused means nothing more runs: a few reconcile passes later only the
+    // canary was ever sent anything.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sent(&system), canary.iter().map(|i| (*i).to_owned()).collect());
+    assert_eq!(
+        muster_tests::client::get(&mut system.client, &id).await.state,
+        CampaignState::Paused as i32
+    );
+
+    // The wrong stage, or a promote of a paused stage, changes nothing.
+    let wrong = system
+        .client
+        .resume_campaign(ResumeCampaignRequest {
+            campaign_id: id.clone(),
+            stage: "rest".into(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("rest has not run");
+    assert_eq!(wrong.code(), tonic::Code::FailedPrecondition, "{wrong:?}");
+    let wrong = system
+        .client
+        .promote_campaign(PromoteCampaignRequest {
+            campaign_id: id.clone(),
+            stage: "canary".into(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("a paused stage is resumed, not promoted");
+    assert_eq!(wrong.code(), tonic::Code::FailedPrecondition);
+
+    let resume = ResumeCampaignRequest {
+        campaign_id: id.clone(),
+        stage: "canary".into(),
+        reason: "the failing host is known".into(),
+    };
+    system.client.resume_campaign(resume.clone()).await.expect("resume");
+    let awaiting = wait_state(&mut system, &id, CampaignState::AwaitingPromotion).await;
+    assert!(
+        awaiting.state_reason.contains("stage 'tenth' passed"),
+        "{}",
+        awaiting.state_reason
+    );
+    let tenth = in_stage(&all, "tenth");
+    let mut expected: BTreeSet<String> = canary.iter().map(|i| (*i).to_owned()).collect();
+    expected.extend(tenth.iter().map(|i| (*i).to_owned()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sent(&system), expected, "the canary and the tenth, nothing of the rest");
+    // Asked again after the answer was lost: no change, no error.
+    system.client.resume_campaign(resume).await.expect("resume again");
+
+    let promote = PromoteCampaignRequest {
+        campaign_id: id.clone(),
+        stage: "tenth".into(),
+        reason: "looks good".into(),
+    };
+    system.client.promote_campaign(promote.clone()).await.expect("promote");
+    let done = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
+    system.client.promote_campaign(promote).await.expect("promote again");
+    assert_eq!(
+        done.state,
+        CampaignState::CompletedWithErrors as i32,
+        "{}",
+        done.state_reason
+    );
+    assert!(
+        done.stages.iter().all(|s| s.phase == StagePhase::Passed as i32),
+        "{:?}",
+        done.stages
+    );
+    let ended = assert_ran_once(&mut system, &id, &done).await;
+    assert_eq!(
+        ended
+            .iter()
+            .filter(|t| t.status == TargetStatus::Success as i32)
+            .count(),
+        eligible - 2
+    );
+
+    let trail = system
+        .client
+        .list_audit_events(muster_proto::v1::ListAuditEventsRequest {
+            campaign_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("audit")
+        .into_inner()
+        .events;
+    let actions: Vec<&str> = trail.iter().rev().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["submitted", "resumed", "promoted"],
+        "once each, however often asked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_bakes_before_the_next_and_a_cancel_while_baking_runs_nothing_more() {
+    let mut system = System::start(&fleets::uniform(6, 0, 0.5), SystemOptions::default()).await;
+    let account = system.account("only");
+    let mut spec = script_spec(&[account], &[EAST], &["echo patched"], &[]);
+    spec.stages = vec![
+        Stage {
+            name: "first".into(),
+            share: "2".into(),
+            bake_seconds: 3_600,
+            ..Default::default()
+        },
+        Stage {
+            name: "rest".into(),
+            ..Default::default()
+        },
+    ];
+    let id = submit(&mut system.client, spec).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let baking = loop {
+        let campaign = muster_tests::client::get(&mut system.client, &id).await;
+        if campaign
+            .stages
+            .first()
+            .is_some_and(|s| s.phase == StagePhase::Baking as i32)
+        {
+            break campaign;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never baked: {}",
+            campaign.state_reason
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(baking.state, CampaignState::Running as i32);
+    assert!(
+        baking.state_reason.contains("baking 3600s before its gate"),
+        "{}",
+        baking.state_reason
+    );
+    let until = baking.stages[0].bake_until.expect("bake_until");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(until.seconds > now + 3_000, "an hour's bake ends in about an hour");
+    let all = targets(&mut system.client, &id, false).await;
+    let first: BTreeSet<String> = in_stage(&all, "first").into_iter().map(str::to_owned).collect();
+    assert_eq!(first.len(), 2);
+    assert_eq!(sent(&system), first, "only the first stage ran");
+
+    system
+        .client
+        .cancel_campaign(muster_proto::v1::CancelCampaignRequest {
+            campaign_id: id.clone(),
+            reason: "change window closed".into(),
+        })
+        .await
+        .expect("cancel while baking");
+    let done = wait_done(&mut system.client, &id, Duration::from_secs(60)).await;
+    assert_eq!(done.state, CampaignState::Cancelled as i32);
+    assert_eq!(done.stages[1].phase, StagePhase::NotRun as i32);
+    assert_eq!(done.counters.unwrap().cancelled, 4, "the rest never ran");
+    assert_eq!(sent(&system), first);
 }

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::store::sql::{OptionalExtension as _, Row, Sql, params};
 use muster_proto::v1::{
-    Campaign, CampaignSpec, CampaignState, ResultsExport, ScopeState, ScopeSummary, StatusCounters, TargetStatus,
-    TaskKind,
+    Campaign, CampaignSpec, CampaignState, ResultsExport, ScopeState, ScopeSummary, StagePhase, StatusCounters,
+    TargetStatus, TaskKind,
 };
 use prost::Message as _;
 
@@ -56,11 +56,19 @@ pub struct CampaignRow {
     pub export_error: String,
     /// The campaign this one reruns; empty for a first run.
     pub rerun_of: String,
+    /// The current stage (0 without stages).
+    pub stage_index: i64,
+    /// Where it is; UNSPECIFIED before stages are assigned.
+    pub stage_phase: StagePhase,
+    /// BAKING: when the bake ends.
+    pub stage_until_ms: Option<i64>,
+    /// Errors of the current stage an operator resumed past.
+    pub stage_errors_accepted: i64,
 }
 
 const COLUMNS: &str = "id, created_ms, submitted_by, client_token, spec, spec_sha256, dry_run, state, state_reason, \
     started_ms, finished_ms, eligible, concurrency_limit, error_threshold, errors, cancel_requested, export_url, \
-    exported_ms, export_error, rerun_of";
+    exported_ms, export_error, rerun_of, stage_index, stage_phase, stage_until_ms, stage_errors_accepted";
 
 fn from_row(row: &Row<'_>) -> StoreResult<CampaignRow> {
     let spec: Vec<u8> = row.get(4)?;
@@ -85,6 +93,10 @@ fn from_row(row: &Row<'_>) -> StoreResult<CampaignRow> {
         exported_ms: row.get(17)?,
         export_error: row.get(18)?,
         rerun_of: row.get(19)?,
+        stage_index: row.get(20)?,
+        stage_phase: StagePhase::try_from(row.get::<_, i32>(21)?).unwrap_or(StagePhase::Unspecified),
+        stage_until_ms: row.get(22)?,
+        stage_errors_accepted: row.get(23)?,
     })
 }
 
@@ -345,6 +357,11 @@ pub fn to_proto(conn: &dyn Sql, row: &CampaignRow, with_scopes: bool) -> StoreRe
         rerun_of: row.rerun_of.clone(),
         reruns: if with_scopes {
             reruns(conn, &row.id)?
+        } else {
+            Vec::new()
+        },
+        stages: if with_scopes {
+            super::stages::statuses(conn, row)?
         } else {
             Vec::new()
         },

@@ -18,6 +18,7 @@ pub mod retention;
 mod schema;
 pub mod sql;
 mod sqlite;
+pub mod stages;
 #[cfg(test)]
 mod state_machine_tests;
 pub mod targets;

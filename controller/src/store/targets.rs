@@ -298,13 +298,15 @@ pub type PendingGroup = ((String, String), i32, u64);
 /// Where a page of targets ends: (account, region, instance).
 pub type TargetCursor = (String, String, String);
 
-/// Pending targets per (account, region, platform).
-pub fn pending_by_scope(conn: &dyn Sql, campaign_id: &str) -> StoreResult<Vec<PendingGroup>> {
+/// Pending targets per (account, region, platform), of stage `stage` only
+/// when given.
+pub fn pending_by_scope(conn: &dyn Sql, campaign_id: &str, stage: Option<i64>) -> StoreResult<Vec<PendingGroup>> {
     let mut stmt = conn.prepare_cached(
         "SELECT account_id, region, platform, COUNT(*) FROM targets WHERE campaign_id = ?1 AND status = ?2
+           AND (CAST(?3 AS BIGINT) IS NULL OR stage = ?3)
          GROUP BY account_id, region, platform ORDER BY account_id, region, platform",
     )?;
-    let rows = stmt.query_map(params![campaign_id, TargetStatus::Pending as i32], |r| {
+    let rows = stmt.query_map(params![campaign_id, TargetStatus::Pending as i32, stage], |r| {
         Ok(((r.get(0)?, r.get(1)?), r.get(2)?, r.get::<_, i64>(3)? as u64))
     })?;
     rows.collect::<StoreResult<Vec<_>>>()
@@ -339,17 +341,19 @@ pub fn pending_by_discovered_scope(
     rows.collect::<StoreResult<Vec<_>>>()
 }
 
-/// The first `limit` pending instances of one scope and platform.
+/// The first `limit` pending instances of one scope and platform (of
+/// stage `stage` only, when given).
 pub fn pending_instances(
     conn: &dyn Sql,
     campaign_id: &str,
-    account: &str,
-    region: &str,
+    (account, region): (&str, &str),
     platform: i32,
+    stage: Option<i64>,
     limit: u64,
 ) -> StoreResult<Vec<String>> {
     let mut stmt = conn.prepare_cached(
         "SELECT instance_id FROM targets WHERE campaign_id = ?1 AND status = ?2 AND account_id = ?3 AND region = ?4 AND platform = ?5
+           AND (CAST(?7 AS BIGINT) IS NULL OR stage = ?7)
          ORDER BY instance_id LIMIT ?6",
     )?;
     let rows = stmt.query_map(
@@ -359,7 +363,8 @@ pub fn pending_instances(
             account,
             region,
             platform,
-            limit as i64
+            limit as i64,
+            stage
         ],
         |r| r.get(0),
     )?;
@@ -368,17 +373,31 @@ pub fn pending_instances(
 
 /// Ends every PENDING target of a campaign with `status` and `reason`.
 pub fn end_pending(conn: &dyn Sql, campaign_id: &str, status: TargetStatus, reason: &str) -> StoreResult<u64> {
-    let per_scope = pending_by_scope(conn, campaign_id)?;
+    end_pending_of(conn, campaign_id, None, status, reason)
+}
+
+/// Ends the PENDING targets of a campaign (of stage `stage` only, when
+/// given) with `status` and `reason`.
+pub fn end_pending_of(
+    conn: &dyn Sql,
+    campaign_id: &str,
+    stage: Option<i64>,
+    status: TargetStatus,
+    reason: &str,
+) -> StoreResult<u64> {
+    let per_scope = pending_by_scope(conn, campaign_id, stage)?;
     let changed = conn
         .prepare_cached(
-            "UPDATE targets SET status = ?3, reason = ?4, finished_ms = ?5 WHERE campaign_id = ?1 AND status = ?2",
+            "UPDATE targets SET status = ?3, reason = ?4, finished_ms = ?5 WHERE campaign_id = ?1 AND status = ?2
+               AND (CAST(?6 AS BIGINT) IS NULL OR stage = ?6)",
         )?
         .execute(params![
             campaign_id,
             TargetStatus::Pending as i32,
             status as i32,
             reason,
-            now_ms()
+            now_ms(),
+            stage
         ])?;
     for ((account, region), _, count) in per_scope {
         bump(
@@ -408,12 +427,32 @@ pub struct TargetFilter {
 }
 
 const COLUMNS: &str = "campaign_id, account_id, region, instance_id, name, platform, ping, status, timeout_kind, exit_code, \
-    reason, command_id, document_name, ssm_status_details, dispatched_ms, started_ms, finished_ms, steps";
+    reason, command_id, document_name, ssm_status_details, dispatched_ms, started_ms, finished_ms, steps, stage";
 
-fn from_row(r: &Row<'_>, with_output: bool) -> StoreResult<Target> {
+/// The names of the stages of some campaigns, by campaign id: a target
+/// row keeps its stage's index.
+type StageNames = HashMap<String, Vec<String>>;
+
+fn stage_names<'a>(conn: &dyn Sql, campaigns: impl IntoIterator<Item = &'a str>) -> StoreResult<StageNames> {
+    let mut names = StageNames::new();
+    for id in campaigns {
+        if let Some(row) = super::campaigns::get(conn, id)? {
+            names.insert(id.to_owned(), row.spec.stages.into_iter().map(|s| s.name).collect());
+        }
+    }
+    Ok(names)
+}
+
+fn from_row(r: &Row<'_>, with_output: bool, names: &StageNames) -> StoreResult<Target> {
     let steps: Option<Vec<u8>> = if with_output { r.get(17)? } else { None };
+    let campaign_id: String = r.get(0)?;
+    let stage = usize::try_from(r.get::<_, i64>(18)?)
+        .ok()
+        .and_then(|index| names.get(&campaign_id)?.get(index).cloned())
+        .unwrap_or_default();
     Ok(Target {
-        campaign_id: r.get(0)?,
+        stage,
+        campaign_id,
         account_id: r.get(1)?,
         region: r.get(2)?,
         instance_id: r.get(3)?,
@@ -446,11 +485,12 @@ pub fn get(
     instance: &str,
     with_output: bool,
 ) -> StoreResult<Option<Target>> {
+    let names = stage_names(conn, [campaign])?;
     conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM targets WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4"
     ))?
     .query_row(params![campaign, account, region, instance], |r| {
-        from_row(r, with_output)
+        from_row(r, with_output, &names)
     })
     .optional()
 }
@@ -460,7 +500,8 @@ pub fn find_instance(conn: &dyn Sql, campaign: &str, instance: &str) -> StoreRes
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM targets WHERE campaign_id = ?1 AND instance_id = ?2"
     ))?;
-    let rows = stmt.query_map(params![campaign, instance], |r| from_row(r, true))?;
+    let names = stage_names(conn, [campaign])?;
+    let rows = stmt.query_map(params![campaign, instance], |r| from_row(r, true, &names))?;
     rows.collect::<StoreResult<Vec<_>>>()
 }
 
@@ -510,9 +551,10 @@ pub fn list(
         " ORDER BY account_id, region, instance_id LIMIT {}",
         page_size + 1
     ));
+    let names = stage_names(conn, [campaign])?;
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt
-        .query_map(args, |r| from_row(r, with_output))?
+        .query_map(args, |r| from_row(r, with_output, &names))?
         .collect::<StoreResult<Vec<_>>>()?;
     let next = if rows.len() > page_size {
         rows.truncate(page_size);
@@ -546,6 +588,7 @@ pub fn list_latest(
         }
     }
     let rank_of = |t: &Target| rank.get(t.campaign_id.as_str()).copied().unwrap_or(0);
+    let names = stage_names(conn, chain.iter().map(String::as_str))?;
     // One key has at most one row per campaign: a chunk longer than the
     // chain always holds a whole key besides the one it may cut.
     let chunk = page_size + 1 + chain.len();
@@ -565,7 +608,7 @@ pub fn list_latest(
         sql.push_str(&format!(" ORDER BY account_id, region, instance_id LIMIT {chunk}"));
         let rows = conn
             .prepare(&sql)?
-            .query_map(args, |r| from_row(r, with_output))?
+            .query_map(args, |r| from_row(r, with_output, &names))?
             .collect::<StoreResult<Vec<_>>>()?;
         let complete = rows.len() < chunk;
         let mut groups: Vec<Vec<Target>> = Vec::new();
