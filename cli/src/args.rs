@@ -158,6 +158,11 @@ pub enum Command {
     /// Go on with a stage that paused on its errors, accepting them
     /// (approver or admin); `muster cancel` aborts instead.
     Resume(DecideArgs),
+    /// Approve a campaign that waits for an approval (an approver other
+    /// than its submitter): it starts.
+    Approve(ApprovalArgs),
+    /// Reject a campaign that waits for an approval: it runs nothing.
+    Reject(ApprovalArgs),
     /// The audit trail, newest first: who submitted, planned or cancelled
     /// what, whose call was refused, when the policy changed (admins only).
     Audit(AuditArgs),
@@ -216,6 +221,16 @@ pub struct DecideArgs {
     #[arg(long)]
     pub stage: Option<String>,
     /// Why, for the audit trail.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+/// `muster approve` and `muster reject`.
+#[derive(Debug, Args)]
+pub struct ApprovalArgs {
+    /// The campaign's id.
+    pub campaign_id: String,
+    /// Why, for the audit trail (required to reject).
     #[arg(long, default_value = "")]
     pub reason: String,
 }

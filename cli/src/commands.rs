@@ -8,7 +8,7 @@ use muster_proto::v1::{
 };
 use serde_json::json;
 
-use crate::args::{AuditArgs, DecideArgs, LsArgs, Output, RerunArgs, ResultsArgs, SpecArgs};
+use crate::args::{ApprovalArgs, AuditArgs, DecideArgs, LsArgs, Output, RerunArgs, ResultsArgs, SpecArgs};
 use crate::connect::Client;
 use crate::render::{self, Style, csv};
 
@@ -99,6 +99,16 @@ pub fn print_campaign(campaign: &Campaign, style: Style, output: Output) {
             }
             if !campaign.rerun_of.is_empty() {
                 println!("  rerun of  {}", campaign.rerun_of);
+            }
+            if let Some(approval) = &campaign.approval {
+                let decided = if approval.decided_by.is_empty() {
+                    format!("waits until {}", render::time(&approval.expires_at))
+                } else if approval.approved {
+                    format!("approved by {}", approval.decided_by)
+                } else {
+                    format!("rejected by {}", approval.decided_by)
+                };
+                println!("  approval  rule '{}' ({}): {decided}", approval.rule, approval.reason);
             }
             for rerun in &campaign.reruns {
                 println!(
@@ -330,7 +340,7 @@ pub async fn ls(client: &mut Client, args: &LsArgs, style: Style, output: Output
     for name in &args.states {
         let state = CampaignState::from_short_name(name).ok_or_else(|| {
             Failure::Input(format!(
-                "--state: '{name}' is not a campaign state (pending, discovering, running, cancelling, paused, awaiting_promotion, succeeded, completed_with_errors, failed, cancelled, planned)"
+                "--state: '{name}' is not a campaign state (pending, discovering, running, cancelling, paused, awaiting_promotion, pending_approval, succeeded, completed_with_errors, failed, cancelled, planned)"
             ))
         })?;
         states.push(state as i32);
@@ -744,8 +754,14 @@ pub async fn decide(
         .campaign
     }
     .unwrap_or_default();
+    print_decision(&campaign, style, output);
+    Ok(())
+}
+
+/// A campaign after an operator's decision: its state and why.
+fn print_decision(campaign: &Campaign, style: Style, output: Output) {
     match output {
-        Output::Json => render::print_json(&render::campaign_json(&campaign)),
+        Output::Json => render::print_json(&render::campaign_json(campaign)),
         _ => println!(
             "{} {}  {}",
             campaign.id,
@@ -753,6 +769,50 @@ pub async fn decide(
             style.dim(&campaign.state_reason)
         ),
     }
+}
+
+/// `muster approve` and `muster reject`. Asking again after a lost answer
+/// changes nothing.
+pub async fn approval(
+    client: &mut Client,
+    args: &ApprovalArgs,
+    approve: bool,
+    style: Style,
+    output: Output,
+) -> Result<(), Failure> {
+    if !approve && args.reason.trim().is_empty() {
+        return Err(Failure::Input(
+            "--reason: say why it is rejected; the submitter reads it".into(),
+        ));
+    }
+    let (id, reason) = (args.campaign_id.clone(), args.reason.clone());
+    let campaign = if approve {
+        let request = muster_proto::v1::ApproveCampaignRequest {
+            campaign_id: id,
+            reason,
+        };
+        ask_until_answered(|| {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.approve_campaign(timed(request)).await }
+        })
+        .await?
+        .campaign
+    } else {
+        let request = muster_proto::v1::RejectCampaignRequest {
+            campaign_id: id,
+            reason,
+        };
+        ask_until_answered(|| {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.reject_campaign(timed(request)).await }
+        })
+        .await?
+        .campaign
+    }
+    .unwrap_or_default();
+    print_decision(&campaign, style, output);
     Ok(())
 }
 

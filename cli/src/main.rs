@@ -86,6 +86,12 @@ async fn run(cli: &Cli, style: Style) -> Result<i32, Failure> {
         Command::Resume(args) => commands::decide(&mut client, args, true, style, cli.output)
             .await
             .map(|()| 0),
+        Command::Approve(args) => commands::approval(&mut client, args, true, style, cli.output)
+            .await
+            .map(|()| 0),
+        Command::Reject(args) => commands::approval(&mut client, args, false, style, cli.output)
+            .await
+            .map(|()| 0),
         Command::Audit(args) => commands::audit(&mut client, args, style, cli.output).await.map(|()| 0),
         Command::Whoami => commands::whoami(&mut client, style, cli.output).await.map(|()| 0),
     }

@@ -190,6 +190,14 @@ pub fn campaign_json(c: &Campaign) -> Value {
         "scopes": c.scopes.iter().map(scope_json).collect::<Vec<_>>(),
         "rerun_of": c.rerun_of,
         "reruns": c.reruns,
+        "approval": c.approval.as_ref().map(|a| json!({
+            "rule": a.rule,
+            "reason": a.reason,
+            "expires_at": time(&a.expires_at),
+            "decided_by": a.decided_by,
+            "decided_at": time(&a.decided_at),
+            "approved": a.approved,
+        })),
         "stages": c.stages.iter().map(|s| json!({
             "name": s.name,
             "phase": muster_proto::v1::StagePhase::try_from(s.phase).map_or("unspecified", |p| p.short_name()),

@@ -99,6 +99,9 @@ pub struct PolicyFile {
     /// Roles within scopes.
     #[serde(default)]
     pub grants: Vec<GrantEntry>,
+    /// Which campaigns wait for an approval.
+    #[serde(default)]
+    pub approvals: Vec<crate::policy::ApprovalEntry>,
 }
 
 fn clip(text: &str) -> String {
@@ -186,6 +189,8 @@ struct Callers {
     grants: HashMap<String, Vec<Grant>>,
     /// Grants of AWS identities, by ARN pattern.
     arn_grants: Vec<(String, Grant)>,
+    /// Which campaigns wait for an approval, in the file's order.
+    approvals: Vec<crate::policy::ApprovalRule>,
 }
 
 impl Callers {
@@ -395,6 +400,12 @@ impl Auth {
 
     fn current(&self) -> Arc<Callers> {
         self.loaded.read().expect("policy lock").clone()
+    }
+
+    /// The policy's approval rules, in order: the first that a campaign
+    /// reaches into asks for an approval.
+    pub fn approval_rules(&self) -> Vec<crate::policy::ApprovalRule> {
+        self.current().approvals.clone()
     }
 
     /// Reads a policy file again. On an error the policy in force stays,
@@ -647,7 +658,17 @@ async fn read_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result
 /// Checks a policy file's text.
 fn parse_policy(source: &PolicySource, text: &str) -> Result<Callers, String> {
     let file: PolicyFile = toml::from_str(text).map_err(|e| format!("policy: {source}: {e}"))?;
-    Callers::new("policy", &file.tokens, &file.clients, &file.grants)
+    let mut callers = Callers::new("policy", &file.tokens, &file.clients, &file.grants)?;
+    let mut names = HashSet::new();
+    for (i, entry) in file.approvals.iter().enumerate() {
+        let field = format!("policy.approvals[{i}]");
+        let rule = entry.rule(&field)?;
+        if !names.insert(rule.name.clone()) {
+            return Err(format!("{field}.name: '{}' names two rules", rule.name));
+        }
+        callers.approvals.push(rule);
+    }
+    Ok(callers)
 }
 
 /// Reads the policy file again whenever its content changes (looked at

@@ -5,6 +5,9 @@ use std::time::{Duration, Instant};
 
 use muster_proto::v1::campaign_service_server::CampaignService;
 use muster_proto::v1::{
+    ApproveCampaignRequest, ApproveCampaignResponse, RejectCampaignRequest, RejectCampaignResponse,
+};
+use muster_proto::v1::{
     Campaign, CampaignSpec, CampaignState, CancelCampaignRequest, CancelCampaignResponse, GetCampaignRequest,
     GetCampaignResponse, GetTargetRequest, GetTargetResponse, ListAuditEventsRequest, ListAuditEventsResponse,
     ListCampaignsRequest, ListCampaignsResponse, ListTargetsRequest, ListTargetsResponse, PlanCampaignRequest,
@@ -138,15 +141,12 @@ impl CampaignApi {
     /// promote or a resume), made in one write with its audit record.
     async fn decide(
         &self,
-        principal: &Principal,
+        (method, principal): (&str, &Principal),
         id: &str,
         stage: &str,
         reason: &str,
         decide: fn(&dyn Sql, &CampaignRow, &str, &crate::store::audit::Actor, &str) -> StoreResult<stages::Decision>,
     ) -> Result<(), Status> {
-        if stage.is_empty() {
-            return Err(Status::invalid_argument("stage: is required (the stage's name)"));
-        }
         if reason.chars().count() > 1024 {
             return Err(Status::invalid_argument("reason: at most 1024 characters"));
         }
@@ -175,7 +175,40 @@ impl CampaignApi {
                 "stage: the campaign has no stage named '{stage}'"
             ))),
             Some(stages::Decision::Refused(why)) => Err(Status::failed_precondition(why)),
+            Some(stages::Decision::NotAllowed(why)) => {
+                self.audit_refusal(principal, method, id, &why).await;
+                Err(Status::permission_denied(why))
+            }
         }
+    }
+
+    /// The approval the policy asks of a campaign reaching `footprint`: the
+    /// first rule it reaches into; none when no rule names it.
+    async fn approval_for(&self, footprint: &Footprint) -> Result<campaigns::ApprovalRow, Status> {
+        let rules = self.auth.approval_rules();
+        if rules.is_empty() {
+            return Ok(Default::default());
+        }
+        let ous: std::collections::BTreeSet<String> = rules.iter().flat_map(|r| r.scope.ous.iter().cloned()).collect();
+        let members = self
+            .ctl
+            .ou_members
+            .of(&self.ctl.organizations, "policy.approvals.ous", &ous)
+            .await
+            .map_err(expand_status)?;
+        Ok(rules
+            .into_iter()
+            .find_map(|rule| {
+                let reason = rule.scope.touches(footprint, &members)?;
+                Some(campaigns::ApprovalRow {
+                    rule: rule.name,
+                    reason,
+                    min_targets: i64::try_from(rule.min_targets).unwrap_or(i64::MAX),
+                    expires_s: rule.expires_s as i64,
+                    ..Default::default()
+                })
+            })
+            .unwrap_or_default())
     }
 
     /// Where a stored campaign reaches.
@@ -420,6 +453,7 @@ impl CampaignApi {
             documents: crate::guardrails::documents(&spec).into_iter().collect(),
         };
         self.permit(method, principal, action, &footprint, "").await?;
+        let approval = self.approval_for(&footprint).await?;
         let rails = &self.ctl.settings.guardrails;
         let first_account = expansion.accounts.first().map(String::as_str).unwrap_or("000000000000");
         rails
@@ -460,6 +494,7 @@ impl CampaignApi {
             submitted_external_id,
             actor: principal.actor(),
             rerun_of,
+            approval,
         };
         let inserted = self
             .ctl
@@ -973,7 +1008,11 @@ impl CampaignService for CampaignApi {
             .authorize_on(&request, "PromoteCampaign", Action::Approve, &id)
             .await?;
         let request = request.into_inner();
-        self.decide(&principal, &id, &request.stage, &request.reason, stages::promote)
+        if request.stage.is_empty() {
+            return Err(Status::invalid_argument("stage: is required (the stage's name)"));
+        }
+        let method = ("PromoteCampaign", &principal);
+        self.decide(method, &id, &request.stage, &request.reason, stages::promote)
             .await?;
         Ok(Response::new(PromoteCampaignResponse {
             campaign: Some(self.campaign(&id, true).await?),
@@ -989,9 +1028,54 @@ impl CampaignService for CampaignApi {
             .authorize_on(&request, "ResumeCampaign", Action::Approve, &id)
             .await?;
         let request = request.into_inner();
-        self.decide(&principal, &id, &request.stage, &request.reason, stages::resume)
+        if request.stage.is_empty() {
+            return Err(Status::invalid_argument("stage: is required (the stage's name)"));
+        }
+        let method = ("ResumeCampaign", &principal);
+        self.decide(method, &id, &request.stage, &request.reason, stages::resume)
             .await?;
         Ok(Response::new(ResumeCampaignResponse {
+            campaign: Some(self.campaign(&id, true).await?),
+        }))
+    }
+
+    async fn approve_campaign(
+        &self,
+        request: Request<ApproveCampaignRequest>,
+    ) -> Result<Response<ApproveCampaignResponse>, Status> {
+        let id = request.get_ref().campaign_id.clone();
+        let principal = self
+            .authorize_on(&request, "ApproveCampaign", Action::Approve, &id)
+            .await?;
+        let reason = request.into_inner().reason;
+        let approve = |conn: &dyn Sql, row: &CampaignRow, _: &str, actor: &crate::store::audit::Actor, reason: &str| {
+            crate::approvals::approve(conn, row, actor, reason)
+        };
+        self.decide(("ApproveCampaign", &principal), &id, "", &reason, approve)
+            .await?;
+        Ok(Response::new(ApproveCampaignResponse {
+            campaign: Some(self.campaign(&id, true).await?),
+        }))
+    }
+
+    async fn reject_campaign(
+        &self,
+        request: Request<RejectCampaignRequest>,
+    ) -> Result<Response<RejectCampaignResponse>, Status> {
+        let id = request.get_ref().campaign_id.clone();
+        let principal = self
+            .authorize_on(&request, "RejectCampaign", Action::Approve, &id)
+            .await?;
+        let reason = request.into_inner().reason;
+        if reason.trim().is_empty() {
+            return Err(Status::invalid_argument("reason: is required: the submitter reads why"));
+        }
+        let reject = |conn: &dyn Sql, row: &CampaignRow, _: &str, actor: &crate::store::audit::Actor, reason: &str| {
+            crate::approvals::reject(conn, row, actor, reason)
+        };
+        self.decide(("RejectCampaign", &principal), &id, "", &reason, reject)
+            .await?;
+        Ok(Response::new(RejectCampaignResponse {
             campaign: Some(self.campaign(&id, true).await?),
         }))
     }

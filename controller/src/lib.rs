@@ -9,6 +9,7 @@
 //! to S3 when a campaign ends.
 
 pub mod access;
+pub mod approvals;
 pub mod auth;
 pub mod campaign_api;
 pub mod config;

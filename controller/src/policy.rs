@@ -274,6 +274,127 @@ impl GrantEntry {
 }
 
 /// Why a caller may not act on a campaign: PERMISSION_DENIED's message.
+/// A policy rule that asks for an approval of campaigns that reach into
+/// its scope (any account of it, any region, any document), from
+/// `min_targets` targets up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRule {
+    /// Its name, for people and the audit trail.
+    pub name: String,
+    /// What it protects; an empty list matches any.
+    pub scope: Scope,
+    /// Only campaigns of at least this many targets.
+    pub min_targets: u64,
+    /// How long a request waits for a decision, in seconds.
+    pub expires_s: u64,
+}
+
+/// The longest an approval request may wait: a week.
+pub const MAX_APPROVAL_SECONDS: u64 = 604_800;
+
+/// An approval rule as the policy file writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalEntry {
+    /// 1 to 64 of letters, digits and _.-.
+    pub name: String,
+    /// Accounts (empty with no OUs: any).
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    /// OUs and roots.
+    #[serde(default)]
+    pub ous: Vec<String>,
+    /// Regions (empty: any).
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// SSM documents, `*` as a wildcard (empty: any).
+    #[serde(default)]
+    pub documents: Vec<String>,
+    /// Only campaigns of at least this many targets (default 0: all).
+    #[serde(default)]
+    pub min_targets: u64,
+    /// How long a request waits: "24h" (the default), "30m"; 1s to 7d.
+    pub expires: Option<String>,
+}
+
+impl ApprovalEntry {
+    /// The rule, checked; `field` names it in errors.
+    pub fn rule(&self, field: &str) -> Result<ApprovalRule, String> {
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err(format!("{field}.name: 1 to 64 of letters, digits and _.-"));
+        }
+        // The same checks as a grant's scope.
+        let scope = GrantEntry {
+            principals: Vec::new(),
+            role: "viewer".into(),
+            accounts: self.accounts.clone(),
+            ous: self.ous.clone(),
+            regions: self.regions.clone(),
+            documents: self.documents.clone(),
+        }
+        .grant(field)?
+        .scope;
+        let expires_s = match self.expires.as_deref() {
+            None => 86_400,
+            Some(text) => humantime::parse_duration(text.trim())
+                .map_err(|_| format!("{field}.expires: '{text}' is not a duration (for example 30m, 24h)"))?
+                .as_secs(),
+        };
+        if !(1..=MAX_APPROVAL_SECONDS).contains(&expires_s) {
+            return Err(format!("{field}.expires: {expires_s}s; 1s to 7 days"));
+        }
+        Ok(ApprovalRule {
+            name: self.name.clone(),
+            scope,
+            min_targets: self.min_targets,
+            expires_s,
+        })
+    }
+}
+
+impl Scope {
+    /// The first part of `campaign` inside this scope, as a reason names it
+    /// ("account 1111..."), when the campaign reaches into it in every
+    /// dimension the scope limits; none when it stays outside.
+    pub fn touches(&self, campaign: &Footprint, members: &HashMap<String, BTreeSet<String>>) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.limits_accounts() {
+            let inside = |account: &&String| {
+                self.accounts.contains(*account)
+                    || self
+                        .ous
+                        .iter()
+                        .any(|ou| members.get(ou).is_some_and(|m| m.contains(*account)))
+            };
+            parts.push(format!("account {}", campaign.accounts.iter().find(inside)?));
+        }
+        if !self.regions.is_empty() {
+            parts.push(format!(
+                "region {}",
+                campaign.regions.iter().find(|r| self.regions.contains(*r))?
+            ));
+        }
+        if !self.documents.is_empty() {
+            let document = campaign
+                .documents
+                .iter()
+                .find(|d| crate::guardrails::matches_any(&self.documents, d))?;
+            parts.push(format!("document {document}"));
+        }
+        Some(if parts.is_empty() {
+            "every campaign".to_owned()
+        } else {
+            parts.join(", ")
+        })
+    }
+}
+
 pub fn out_of_scope(name: &str, action: Action, grants: &[Grant], outside: &str) -> String {
     let scopes: Vec<String> = grants
         .iter()
@@ -311,6 +432,53 @@ mod tests {
         assert_eq!(
             Role::parse("grants[0].role", "boss").unwrap_err(),
             "grants[0].role: 'boss' is not a role (viewer, operator, approver, admin)"
+        );
+    }
+
+    #[test]
+    fn an_approval_rule_touches_a_campaign_that_reaches_into_it() {
+        let ou = "ou-abcd-12345678";
+        let rule = ApprovalEntry {
+            name: "prod".into(),
+            accounts: vec![],
+            ous: vec![ou.into()],
+            regions: vec![],
+            documents: vec!["AWS-RunPatch*".into()],
+            min_targets: 10,
+            expires: Some("2h".into()),
+        }
+        .rule("approvals[0]")
+        .unwrap();
+        assert_eq!((rule.min_targets, rule.expires_s), (10, 7_200));
+        let members = HashMap::from([(ou.to_owned(), BTreeSet::from(["222222222222".to_owned()]))]);
+        let patch = footprint(
+            &["111111111111", "222222222222"],
+            &["us-east-1"],
+            &["AWS-RunPatchBaseline"],
+        );
+        assert_eq!(
+            rule.scope.touches(&patch, &members).as_deref(),
+            Some("account 222222222222, document AWS-RunPatchBaseline")
+        );
+        let elsewhere = footprint(&["111111111111"], &["us-east-1"], &["AWS-RunPatchBaseline"]);
+        assert_eq!(rule.scope.touches(&elsewhere, &members), None);
+        let other_document = footprint(&["222222222222"], &["us-east-1"], &["AWS-RunShellScript"]);
+        assert_eq!(rule.scope.touches(&other_document, &members), None);
+        let bad = ApprovalEntry {
+            expires: Some("8d".into()),
+            ..ApprovalEntry {
+                name: "x".into(),
+                accounts: vec![],
+                ous: vec![],
+                regions: vec![],
+                documents: vec![],
+                min_targets: 0,
+                expires: None,
+            }
+        };
+        assert_eq!(
+            bad.rule("approvals[1]").unwrap_err(),
+            "approvals[1].expires: 691200s; 1s to 7 days"
         );
     }
 

@@ -78,6 +78,7 @@ pub async fn pass(ctl: &Controller, fence: &Fence, cursor: &AtomicUsize) -> Stor
                     CampaignState::Cancelling,
                     CampaignState::Paused,
                     CampaignState::AwaitingPromotion,
+                    CampaignState::PendingApproval,
                 ],
             )
         })
@@ -118,12 +119,13 @@ fn step(
         CampaignState::Discovering => discovery_step(conn, &campaign, settings, start),
         CampaignState::Running if !campaign.spec.stages.is_empty() => staged_step(conn, &campaign, settings, start),
         CampaignState::Running => running_step(conn, &campaign, settings, start),
+        CampaignState::PendingApproval => crate::approvals::expire(conn, &campaign, now_ms()),
         // PAUSED and AWAITING_PROMOTION wait for an operator.
         _ => Ok(None),
     }
 }
 
-fn change(
+pub(crate) fn change(
     conn: &dyn Sql,
     id: &str,
     state: CampaignState,
@@ -187,38 +189,60 @@ fn discovery_step(
         if let Some(staged) = &staged {
             reason.push_str(&format!("; {staged}"));
         }
+        if crate::approvals::needed(campaign, eligible) {
+            reason.push_str(&format!(
+                "; it would wait for an approval under policy rule '{}' ({})",
+                campaign.approval.rule, campaign.approval.reason
+            ));
+        }
         return change(conn, &campaign.id, CampaignState::Planned, reason);
     }
     if let Some(reason) = unconfirmed {
         targets::end_pending(conn, &campaign.id, TargetStatus::Terminated, &reason)?;
         return change(conn, &campaign.id, CampaignState::Failed, reason);
     }
-    let (concurrency, _) = record_limits(conn, campaign, eligible)?;
-    if eligible == 0 {
-        return finish(conn, campaign, &campaigns::totals(conn, &campaign.id)?);
+    if crate::approvals::needed(campaign, eligible) {
+        return crate::approvals::request(conn, campaign, now_ms());
     }
-    if let Some(staged) = staged {
-        let campaign = campaigns::get(conn, &campaign.id)?.unwrap_or_else(|| campaign.clone());
-        return match stages::start(conn, &campaign, 0, &format!("{staged}; "))? {
+    let why = staged.map(|summary| format!("{summary}; ")).unwrap_or_default();
+    begin(conn, &campaign.id, &why)
+}
+
+/// Starts a campaign whose discovery has ended (and that needs no approval,
+/// or has it): its first stage, or every target under its limits; ends it
+/// when nothing is left to run. `why` starts the reason.
+pub fn begin(conn: &dyn Sql, id: &str, why: &str) -> StoreResult<Option<(CampaignState, String)>> {
+    let Some(campaign) = campaigns::get(conn, id)? else {
+        return Ok(None);
+    };
+    let totals = campaigns::totals(conn, id)?;
+    let eligible = campaigns::eligible(conn, id, &totals)?;
+    let (concurrency, _) = record_limits(conn, &campaign, eligible)?;
+    if eligible == 0 {
+        return finish(conn, &campaign, &totals);
+    }
+    if !campaign.spec.stages.is_empty() {
+        return match stages::start(conn, &campaign, 0, why)? {
             Some(reason) => Ok(Some((CampaignState::Running, reason))),
-            None => finish(conn, &campaign, &campaigns::totals(conn, &campaign.id)?),
+            None => finish(conn, &campaign, &totals),
         };
     }
     change(
         conn,
-        &campaign.id,
+        id,
         CampaignState::Running,
-        format!("{eligible} targets to run, at most {concurrency} at once"),
+        format!("{why}{eligible} targets to run, at most {concurrency} at once"),
     )
 }
 
 /// Whether a campaign's discovered scopes may start while others are still
 /// being listed: not for a plan, not for waves (a stage's share is of the
-/// final count), and not while a confirm_above_targets
+/// final count), not while an approval may be asked, and not while a confirm_above_targets
 /// guardrail could still stop the whole campaign once the count is known.
 fn starts_before_discovery_ends(campaign: &CampaignRow, settings: &crate::Settings) -> bool {
     !campaign.dry_run
         && campaign.spec.stages.is_empty()
+        && campaign.approval.rule.is_empty()
         && (settings.guardrails.confirm_above_targets.is_none() || campaign.spec.confirm_large)
 }
 

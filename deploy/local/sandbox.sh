@@ -176,6 +176,10 @@ lines += ["# People signing in with their AWS identity (muster --aws-signin), by
 for permission_set, role in [("PatchOperators", "operator"), ("ReadOnly", "viewer")]:
     pattern = f"arn:aws:sts::{hub}:assumed-role/AWSReservedSSO_{permission_set}_*/*"
     lines += ["[[grants]]", f'principals = ["{pattern}"]', f'role = "{role}"', ""]
+lines += ["# Campaigns that wait for a second person (muster approve ID), e.g. those",
+          "# reaching the first account of the fleet; uncomment to try it.",
+          "# [[approvals]]", '# name = "first-account"', f'# accounts = ["{state["accounts"][0]["id"]}"]',
+          '# expires = "1h"', ""]
 with open(sys.argv[2], "w") as out:
     out.write("\n".join(lines))
 PY

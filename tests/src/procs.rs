@@ -196,6 +196,16 @@ impl Drop for System {
 impl System {
     /// Sandbox, fleet, controller and workers.
     pub async fn start(fleet: &str, options: SystemOptions) -> Self {
+        Self::start_with_policy(fleet, options, |_| String::new()).await
+    }
+
+    /// As [`System::start`], with the controller's policy file written by
+    /// `policy` (which may name the fleet's accounts) before it starts.
+    pub async fn start_with_policy(
+        fleet: &str,
+        options: SystemOptions,
+        policy: impl FnOnce(&System) -> String,
+    ) -> Self {
         let sb = Sandbox::start_sharded(options.tunables.clone(), options.moto_shards).await;
         let fleet = sb.seed(fleet).await;
         let mut campaign_port = free_port();
@@ -245,6 +255,7 @@ impl System {
             ha,
         };
         system.write_aws_config();
+        std::fs::write(system.creds.policy_path(), policy(&system)).expect("the policy file");
         let env = system.options.controller_env.clone();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         system.start_controller_with(&env).await;
@@ -640,6 +651,12 @@ impl System {
     /// Account id by fleet name.
     pub fn account(&self, name: &str) -> String {
         self.fleet.account(name).expect("account in the fleet").id.clone()
+    }
+
+    /// A CampaignService client with bearer `token` (one the policy file
+    /// names).
+    pub fn token_client(&self, token: &str) -> crate::creds::TokenClient {
+        self.creds.token_client(self.campaign_port, Some(token))
     }
 
     /// SendCommands per instance, from the sim's audit log.

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use muster_proto::v1::{
-    CampaignState, ListTargetsRequest, PromoteCampaignRequest, RerunCampaignRequest, ResumeCampaignRequest, Stage,
-    StageGate, StagePhase, Target, TargetStatus,
+    ApproveCampaignRequest, CampaignState, ListTargetsRequest, PromoteCampaignRequest, RejectCampaignRequest,
+    RerunCampaignRequest, ResumeCampaignRequest, Stage, StageGate, StagePhase, Target, TargetStatus,
 };
 use muster_tests::checks::assert_ran_once;
 use muster_tests::client::{assert_counters_add_up, script_spec, submit, targets, wait_done};
@@ -454,4 +454,164 @@ async fn a_stage_bakes_before_the_next_and_a_cancel_while_baking_runs_nothing_mo
     assert_eq!(done.stages[1].phase, StagePhase::NotRun as i32);
     assert_eq!(done.counters.unwrap().cancelled, 4, "the rest never ran");
     assert_eq!(sent(&system), first);
+}
+
+/// A `[[tokens]]` entry of a policy file for `token`, with `role` everywhere.
+fn token_with_role(name: &str, token: &str, role: &str) -> String {
+    format!(
+        "[[tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\n\n[[grants]]\nprincipals = [\"{name}\"]\nrole = \"{role}\"\n\n",
+        muster_controller::auth::hash_token(token)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_the_policy_names_waits_for_a_second_principal_to_approve_it() {
+    let bob = muster_controller::auth::new_token();
+    let (prod_a_name, prod_b_name) = ("prod-a", "prod-b");
+    let fleet = fleets::MIXED;
+    let mut system = System::start_with_policy(fleet, SystemOptions::default(), |system| {
+        format!(
+            "{}[[approvals]]\nname = \"prod-a\"\naccounts = [\"{}\"]\nexpires = \"24h\"\n\n\
+             [[approvals]]\nname = \"brief\"\naccounts = [\"{}\"]\nexpires = \"1s\"\n",
+            token_with_role("bob", &bob, "approver"),
+            system.account(prod_a_name),
+            system.account(prod_b_name)
+        )
+    })
+    .await;
+    let mut bob_client = system.token_client(&bob);
+    let spec_for = |system: &System, account: &str| {
+        script_spec(
+            &[system.account(account)],
+            &[EAST],
+            &["echo patched"],
+            &["Write-Output patched"],
+        )
+    };
+
+    // Named by the rule: it is discovered, then waits, running nothing.
+    let id = {
+        let spec = spec_for(&system, prod_a_name);
+        submit(&mut system.client, spec).await
+    };
+    let waiting = wait_state(&mut system, &id, CampaignState::PendingApproval).await;
+    let approval = waiting.approval.clone().expect("the approval asked");
+    assert_eq!((approval.rule.as_str(), approval.decided_by.as_str()), ("prod-a", ""));
+    assert!(
+        waiting.state_reason.contains("an approver other than muster-admin"),
+        "{}",
+        waiting.state_reason
+    );
+    assert!(
+        waiting.counters.unwrap().pending > 0,
+        "discovered, so the approver sees what it runs on"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(sent(&system).is_empty(), "nothing runs before the approval");
+
+    // The submitter (an admin, who may approve) may not approve their own.
+    let own = system
+        .client
+        .approve_campaign(ApproveCampaignRequest {
+            campaign_id: id.clone(),
+            reason: "mine".into(),
+        })
+        .await
+        .expect_err("no self-approval");
+    assert_eq!(own.code(), tonic::Code::PermissionDenied);
+    assert_eq!(
+        own.message(),
+        "approval: muster-admin submitted this campaign; another approver must approve it"
+    );
+
+    let approve = ApproveCampaignRequest {
+        campaign_id: id.clone(),
+        reason: "change CHG-1234".into(),
+    };
+    bob_client
+        .approve_campaign(approve.clone())
+        .await
+        .expect("bob approves");
+    let done = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
+    bob_client
+        .approve_campaign(approve)
+        .await
+        .expect("asked again: no change");
+    assert_eq!(
+        done.state,
+        CampaignState::CompletedWithErrors as i32,
+        "{}",
+        done.state_reason
+    );
+    assert!(
+        done.approval
+            .as_ref()
+            .is_some_and(|a| a.approved && a.decided_by == "bob")
+    );
+    assert_ran_once(&mut system, &id, &done).await;
+
+    // Outside every rule: runs at once.
+    let free = {
+        let spec = spec_for(&system, "dev-a");
+        submit(&mut system.client, spec).await
+    };
+    let free = wait_done(&mut system.client, &free, Duration::from_secs(120)).await;
+    assert!(free.approval.is_none());
+    assert_eq!(free.state, CampaignState::Succeeded as i32, "{}", free.state_reason);
+
+    // Rejected: ends CANCELLED, runs nothing.
+    let before = sent(&system);
+    let rejected = {
+        let spec = spec_for(&system, prod_a_name);
+        submit(&mut system.client, spec).await
+    };
+    wait_state(&mut system, &rejected, CampaignState::PendingApproval).await;
+    bob_client
+        .reject_campaign(RejectCampaignRequest {
+            campaign_id: rejected.clone(),
+            reason: "not in the change window".into(),
+        })
+        .await
+        .expect("bob rejects");
+    let rejected = wait_done(&mut system.client, &rejected, Duration::from_secs(30)).await;
+    assert_eq!(rejected.state, CampaignState::Cancelled as i32);
+    assert_eq!(
+        rejected.state_reason,
+        "approval rejected by bob: not in the change window"
+    );
+
+    // Unanswered past its expiry: FAILED, runs nothing.
+    let expired = {
+        let spec = spec_for(&system, prod_b_name);
+        submit(&mut system.client, spec).await
+    };
+    let expired = wait_done(&mut system.client, &expired, Duration::from_secs(60)).await;
+    assert_eq!(expired.state, CampaignState::Failed as i32);
+    assert!(
+        expired
+            .state_reason
+            .starts_with("the approval under policy rule 'brief' was not given by"),
+        "{}",
+        expired.state_reason
+    );
+    assert_eq!(
+        sent(&system),
+        before,
+        "neither the rejected nor the expired campaign ran"
+    );
+
+    let trail = system
+        .client
+        .list_audit_events(muster_proto::v1::ListAuditEventsRequest::default())
+        .await
+        .expect("audit")
+        .into_inner()
+        .events;
+    let count = |action: &str| trail.iter().filter(|e| e.action == action).count();
+    assert_eq!((count("approved"), count("rejected")), (1, 1));
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.action == "refused" && e.principal == "muster-admin" && e.detail.contains("ApproveCampaign"))
+    );
 }

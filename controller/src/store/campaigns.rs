@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::store::sql::{OptionalExtension as _, Row, Sql, params};
 use muster_proto::v1::{
-    Campaign, CampaignSpec, CampaignState, ResultsExport, ScopeState, ScopeSummary, StagePhase, StatusCounters,
-    TargetStatus, TaskKind,
+    Approval, Campaign, CampaignSpec, CampaignState, ResultsExport, ScopeState, ScopeSummary, StagePhase,
+    StatusCounters, TargetStatus, TaskKind,
 };
 use prost::Message as _;
 
@@ -64,11 +64,36 @@ pub struct CampaignRow {
     pub stage_until_ms: Option<i64>,
     /// Errors of the current stage an operator resumed past.
     pub stage_errors_accepted: i64,
+    /// The approval a policy rule asks of it (empty rule: none).
+    pub approval: ApprovalRow,
+}
+
+/// The approval a policy rule asked of a campaign when it was submitted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApprovalRow {
+    /// The rule's name; empty when no rule asks.
+    pub rule: String,
+    /// What the campaign reaches that the rule names.
+    pub reason: String,
+    /// The rule holds from this many targets up.
+    pub min_targets: i64,
+    /// How long the request waits, in seconds.
+    pub expires_s: i64,
+    /// When the request expires, once it was made (discovery ended).
+    pub deadline_ms: Option<i64>,
+    /// Who decided.
+    pub decided_by: String,
+    /// When.
+    pub decided_ms: Option<i64>,
+    /// Approved (rather than rejected), once decided.
+    pub approved: bool,
 }
 
 const COLUMNS: &str = "id, created_ms, submitted_by, client_token, spec, spec_sha256, dry_run, state, state_reason, \
     started_ms, finished_ms, eligible, concurrency_limit, error_threshold, errors, cancel_requested, export_url, \
-    exported_ms, export_error, rerun_of, stage_index, stage_phase, stage_until_ms, stage_errors_accepted";
+    exported_ms, export_error, rerun_of, stage_index, stage_phase, stage_until_ms, stage_errors_accepted, \
+    approval_rule, approval_reason, approval_min_targets, approval_expires_s, approval_deadline_ms, \
+    approval_decided_by, approval_decided_ms, approval_approved";
 
 fn from_row(row: &Row<'_>) -> StoreResult<CampaignRow> {
     let spec: Vec<u8> = row.get(4)?;
@@ -97,6 +122,16 @@ fn from_row(row: &Row<'_>) -> StoreResult<CampaignRow> {
         stage_phase: StagePhase::try_from(row.get::<_, i32>(21)?).unwrap_or(StagePhase::Unspecified),
         stage_until_ms: row.get(22)?,
         stage_errors_accepted: row.get(23)?,
+        approval: ApprovalRow {
+            rule: row.get(24)?,
+            reason: row.get(25)?,
+            min_targets: row.get(26)?,
+            expires_s: row.get(27)?,
+            deadline_ms: row.get(28)?,
+            decided_by: row.get(29)?,
+            decided_ms: row.get(30)?,
+            approved: row.get::<_, i64>(31)? != 0,
+        },
     })
 }
 
@@ -365,6 +400,14 @@ pub fn to_proto(conn: &dyn Sql, row: &CampaignRow, with_scopes: bool) -> StoreRe
         } else {
             Vec::new()
         },
+        approval: (!row.approval.rule.is_empty()).then(|| Approval {
+            rule: row.approval.rule.clone(),
+            reason: row.approval.reason.clone(),
+            expires_at: row.approval.deadline_ms.map(timestamp),
+            decided_by: row.approval.decided_by.clone(),
+            decided_at: row.approval.decided_ms.map(timestamp),
+            approved: row.approval.approved,
+        }),
     })
 }
 
@@ -425,6 +468,9 @@ pub struct NewCampaign {
     pub actor: super::audit::Actor,
     /// The campaign it reruns; empty for a first run.
     pub rerun_of: String,
+    /// The approval a policy rule asks of it (rule, reason, min_targets,
+    /// expires_s; the rest unset).
+    pub approval: ApprovalRow,
 }
 
 impl NewCampaign {
@@ -453,6 +499,7 @@ impl NewCampaign {
                 ..Default::default()
             },
             rerun_of: String::new(),
+            approval: ApprovalRow::default(),
         }
     }
 }
@@ -514,8 +561,8 @@ pub fn insert(conn: &dyn Sql, new: &NewCampaign) -> StoreResult<Inserted> {
     let now = now_ms();
     conn.prepare_cached(
         "INSERT INTO campaigns (id, created_ms, submitted_by, client_token, spec, spec_sha256, dry_run, state, external_id,
-            rerun_of)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            rerun_of, approval_rule, approval_reason, approval_min_targets, approval_expires_s)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         new.id,
@@ -527,7 +574,11 @@ pub fn insert(conn: &dyn Sql, new: &NewCampaign) -> StoreResult<Inserted> {
         new.dry_run,
         CampaignState::Discovering as i32,
         new.submitted_external_id,
-        new.rerun_of
+        new.rerun_of,
+        new.approval.rule,
+        new.approval.reason,
+        new.approval.min_targets,
+        new.approval.expires_s
     ])?;
     let mut scope = conn.prepare_cached(
         "INSERT INTO scopes (campaign_id, account_id, region, state, external_id_ref) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -619,4 +670,21 @@ pub fn request_cancel(conn: &dyn Sql, id: &str, actor: &super::audit::Actor, rea
         )?;
     }
     Ok(true)
+}
+
+/// Asks for the approval the campaign's rule wants: PENDING_APPROVAL until
+/// `deadline_ms`.
+pub fn request_approval(conn: &dyn Sql, campaign: &CampaignRow, deadline_ms: i64, reason: &str) -> StoreResult<()> {
+    conn.prepare_cached("UPDATE campaigns SET approval_deadline_ms = ?2 WHERE id = ?1")?
+        .execute(params![campaign.id, deadline_ms])?;
+    set_state(conn, &campaign.id, CampaignState::PendingApproval, reason)
+}
+
+/// Records who approved or rejected a campaign's approval request.
+pub fn decide_approval(conn: &dyn Sql, id: &str, by: &str, approved: bool) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE campaigns SET approval_decided_by = ?2, approval_decided_ms = ?3, approval_approved = ?4 WHERE id = ?1",
+    )?
+    .execute(params![id, by, now_ms(), i64::from(approved)])?;
+    Ok(())
 }

@@ -197,6 +197,8 @@ pub enum Decision {
     AlreadyDone,
     /// Not possible: why, for FAILED_PRECONDITION.
     Refused(String),
+    /// Not this caller: why, for PERMISSION_DENIED.
+    NotAllowed(String),
     /// No stage of that name.
     UnknownStage,
 }
