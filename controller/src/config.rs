@@ -323,6 +323,9 @@ pub struct FileConfig {
     /// How workers get into target accounts: the ExternalIds.
     #[serde(default)]
     pub access: crate::access::AccessFile,
+    /// Where campaign state changes are posted.
+    #[serde(default)]
+    pub notifications: crate::notify::Notifications,
 }
 
 /// Where the store is.
@@ -445,6 +448,8 @@ impl Config {
         }
         guardrails.confirm_above_targets = args.confirm_above_targets.or(guardrails.confirm_above_targets);
         guardrails.check().map_err(anyhow::Error::msg)?;
+        let notifications = file.notifications;
+        notifications.check().map_err(anyhow::Error::msg)?;
         let mut tokens = file.auth.tokens;
         for text in &args.api_tokens {
             tokens.push(TokenEntry::parse("api_token", text).map_err(anyhow::Error::msg)?);
@@ -535,6 +540,7 @@ impl Config {
                 },
                 guardrails,
                 external_ids,
+                notifications,
             },
             aws_endpoint_url,
             aws_region: args.aws_region.or(file.aws_region),

@@ -21,6 +21,7 @@ pub mod guardrails;
 pub mod hub;
 pub mod leader;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod reconcile;
 pub mod resolve;
@@ -95,6 +96,8 @@ pub struct Settings {
     pub guardrails: crate::guardrails::Guardrails,
     /// The ExternalIds of target accounts' execution roles.
     pub external_ids: crate::access::ExternalIds,
+    /// Where campaign state changes are posted.
+    pub notifications: crate::notify::Notifications,
 }
 
 impl Settings {
@@ -379,6 +382,7 @@ pub async fn start(
     leader::claim(&controller, controller.settings.leader_ttl).await;
     tasks.push(tokio::spawn(leader::run(controller.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(reconcile::run(controller.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(notify::run(controller.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(auth::watch_policy(
         security.auth.clone(),
         controller.clone(),

@@ -47,6 +47,12 @@ struct OutcomeLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    webhook: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TableLabel {
     table: String,
 }
@@ -82,6 +88,7 @@ pub struct Metrics {
     worker_calls_refused: Family<RefusalLabels, Counter>,
     policy_reloads: Family<OutcomeLabel, Counter>,
     signins: Family<OutcomeLabel, Counter>,
+    notifications: Family<WebhookLabels, Counter>,
     /// Workers by when they last called.
     workers: Mutex<HashMap<String, Instant>>,
 }
@@ -142,6 +149,16 @@ impl Metrics {
         self.signins
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A notification posted to `webhook`, or given up on (a dead letter).
+    pub fn notified(&self, webhook: &str, delivered: bool) {
+        self.notifications
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.to_owned(),
+                outcome: if delivered { "delivered" } else { "dead_letter" }.to_owned(),
             })
             .inc();
     }
@@ -392,6 +409,11 @@ pub async fn render(ctl: &Controller) -> String {
         "aws_signins",
         "AWS sign-in tokens looked at, by outcome: verified (by STS), remembered, refused, unavailable (STS)",
         m.signins.clone(),
+    );
+    registry.register(
+        "notifications",
+        "Campaign state changes posted to webhooks, by webhook and outcome (dead_letter: failed every try)",
+        m.notifications.clone(),
     );
     registry.register(
         "worker_calls_refused",

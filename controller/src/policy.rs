@@ -320,14 +320,8 @@ pub struct ApprovalEntry {
 impl ApprovalEntry {
     /// The rule, checked; `field` names it in errors.
     pub fn rule(&self, field: &str) -> Result<ApprovalRule, String> {
-        if self.name.is_empty()
-            || self.name.len() > 64
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        {
-            return Err(format!("{field}.name: 1 to 64 of letters, digits and _.-"));
+        if !crate::validate::is_short_name(&self.name) {
+            return Err(format!("{field}.name: {}", crate::validate::SHORT_NAME_RULE));
         }
         // The same checks as a grant's scope.
         let scope = GrantEntry {

@@ -47,6 +47,14 @@ pub struct Defaults {
     pub api_calls_per_second: f64,
 }
 
+/// The rule of a short name (a stage, an approval rule, a webhook).
+pub const SHORT_NAME_RULE: &str = "1 to 64 of letters, digits and _.-";
+
+/// Whether `name` is 1 to 64 of letters, digits and _.-.
+pub fn is_short_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
 /// The errors of a spec, each "field: rule".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.join("; "))]
@@ -252,14 +260,8 @@ fn check_stages(stages: &[muster_proto::v1::Stage], errors: &mut Errors) {
     let mut names = std::collections::BTreeSet::new();
     for (i, stage) in stages.iter().enumerate() {
         let field = |name: &str| format!("stages[{i}].{name}");
-        if stage.name.is_empty()
-            || stage.name.len() > 64
-            || !stage
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        {
-            errors.add(field("name"), "1 to 64 of letters, digits and _.-");
+        if !is_short_name(&stage.name) {
+            errors.add(field("name"), SHORT_NAME_RULE);
         } else if !names.insert(stage.name.as_str()) {
             errors.add(field("name"), format!("'{}' names two stages", stage.name));
         }

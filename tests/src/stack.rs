@@ -36,6 +36,8 @@ pub struct Options {
     /// The controller's guardrails, from the seeded fleet (account and OU
     /// ids are known only then).
     pub guardrails: fn(&FleetState) -> muster_controller::guardrails::Guardrails,
+    /// Where campaign state changes are posted.
+    pub notifications: muster_controller::notify::Notifications,
 }
 
 impl Default for Options {
@@ -48,6 +50,7 @@ impl Default for Options {
             requeue_after: Duration::from_secs(300),
             retention: None,
             guardrails: |_| Default::default(),
+            notifications: Default::default(),
         }
     }
 }
@@ -113,6 +116,7 @@ pub fn controller_settings(fleet: &FleetState, options: &Options) -> muster_cont
             ..Default::default()
         })
         .expect("the fleet's ExternalId"),
+        notifications: options.notifications.clone(),
     }
 }
 

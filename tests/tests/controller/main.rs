@@ -17,6 +17,7 @@ use muster_tests::stack::{Options, Stack};
 use tonic::Code;
 
 mod campaigns;
+mod notify;
 mod stopping;
 mod watch;
 mod worker_api;

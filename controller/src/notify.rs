@@ -1,0 +1,378 @@
+//! Notifications: every campaign state change (started, a stage started or
+//! passed, paused, awaiting a promotion or an approval, ended with its
+//! counts) is posted to the configured webhooks, Slack-compatible JSON with
+//! muster's own fields beside `text`.
+//!
+//! The store's event log is the outbox: a leader-only loop reads the state
+//! events after each webhook's cursor, posts each (three tries, backing
+//! off), records one that still fails as a dead letter
+//! (`notification_failures`), and moves the cursor on. It runs beside the
+//! reconcile loop, so a slow or failing webhook never holds a campaign up.
+//! Delivery is at least once: a leader that dies between a post and its
+//! cursor write posts that event again, so receivers de-duplicate by
+//! `muster.event_id`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt as _;
+use muster_proto::v1::CampaignState;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::Controller;
+use crate::store::campaigns;
+use crate::store::records::now_ms;
+use crate::store::sql::{OptionalExtension as _, Sql, params};
+use crate::store::{StoreResult, leadership::Fence};
+
+/// A webhook as the controller's config file writes it
+/// (`[[notifications.webhooks]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// A name for people, logs and the dead letters: 1 to 64 of letters,
+    /// digits and _.-.
+    pub name: String,
+    /// Where to post: https://, or http:// to a loopback address only.
+    pub url: String,
+    /// Only these states (short names: running, paused, awaiting_promotion,
+    /// pending_approval, succeeded, completed_with_errors, failed,
+    /// cancelled, ...); empty for every change.
+    #[serde(default)]
+    pub states: Vec<String>,
+}
+
+/// The `[notifications]` table.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Notifications {
+    /// Webhooks.
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
+}
+
+impl Notifications {
+    /// Every field valid; the error names it.
+    pub fn check(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            let field = format!("notifications.webhooks[{i}]");
+            if !crate::validate::is_short_name(&hook.name) {
+                return Err(format!("{field}.name: {}", crate::validate::SHORT_NAME_RULE));
+            }
+            if !names.insert(hook.name.as_str()) {
+                return Err(format!("{field}.name: '{}' names two webhooks", hook.name));
+            }
+            check_url(&hook.url).map_err(|e| format!("{field}.url: {e}"))?;
+            for (j, state) in hook.states.iter().enumerate() {
+                if CampaignState::from_short_name(state).is_none() {
+                    return Err(format!("{field}.states[{j}]: '{state}' is not a campaign state"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// https://, or http:// to a loopback host (a local relay, a test).
+fn check_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("'{url}' is not a URL"))?;
+    let host = uri.host().unwrap_or_default();
+    match uri.scheme_str() {
+        Some("https") if !host.is_empty() => Ok(()),
+        Some("http") if ["127.0.0.1", "localhost", "[::1]", "::1"].contains(&host) => Ok(()),
+        Some("http") => Err(format!("'{url}': plain http only to a loopback address; use https")),
+        _ => Err(format!("'{url}' is not an https:// URL")),
+    }
+}
+
+/// Tries of one post before it is a dead letter.
+const TRIES: u32 = 3;
+/// How long one post may take.
+const POST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events read per webhook and pass.
+const BATCH: i64 = 100;
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+fn client() -> Result<HttpClient, String> {
+    muster_common::tls::install_crypto_provider();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("notifications: cannot load the system's CA certificates: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
+}
+
+/// A state event of the log, with what a notification says of it.
+#[derive(Debug, Clone)]
+struct StateEvent {
+    id: i64,
+    campaign_id: String,
+    at_ms: i64,
+    state: String,
+    reason: String,
+}
+
+/// The last event `webhook` has had, or, for a webhook new to the store,
+/// the newest event from before `since_ms`, when this controller started
+/// (it gets what happens from then on, not the history).
+fn cursor(conn: &dyn Sql, webhook: &str, since_ms: i64) -> StoreResult<i64> {
+    let known: Option<i64> = conn
+        .prepare_cached("SELECT event_id FROM notification_cursors WHERE webhook = ?1")?
+        .query_row([webhook], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = known {
+        return Ok(id);
+    }
+    let newest: Option<i64> = conn
+        .prepare_cached("SELECT MAX(id) FROM events WHERE at_ms < ?1")?
+        .query_row([since_ms], |r| r.get(0))?;
+    let newest = newest.unwrap_or(0);
+    set_cursor(conn, webhook, newest)?;
+    Ok(newest)
+}
+
+fn set_cursor(conn: &dyn Sql, webhook: &str, event_id: i64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO notification_cursors (webhook, event_id) VALUES (?1, ?2)
+         ON CONFLICT (webhook) DO UPDATE SET event_id = excluded.event_id",
+    )?
+    .execute(params![webhook, event_id])?;
+    Ok(())
+}
+
+fn state_events(conn: &dyn Sql, after: i64) -> StoreResult<Vec<StateEvent>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, campaign_id, at_ms, detail FROM events WHERE id > ?1 AND kind = 'state' ORDER BY id LIMIT {BATCH}"
+    ))?;
+    let rows = stmt.query_map([after], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    let mut events = Vec::new();
+    for row in rows {
+        let (id, campaign_id, at_ms, detail) = row?;
+        let detail: serde_json::Value = serde_json::from_str(&detail).unwrap_or_default();
+        events.push(StateEvent {
+            id,
+            campaign_id,
+            at_ms,
+            state: detail["state"].as_str().unwrap_or_default().to_owned(),
+            reason: detail["reason"].as_str().unwrap_or_default().to_owned(),
+        });
+    }
+    Ok(events)
+}
+
+/// The body posted for `event`: Slack's `text`, and muster's fields.
+fn payload(conn: &dyn Sql, event: &StateEvent) -> StoreResult<serde_json::Value> {
+    let row = campaigns::get(conn, &event.campaign_id)?;
+    let (name, counters, submitted_by) = match &row {
+        Some(row) => (
+            row.spec.name.clone(),
+            Some(campaigns::totals(conn, &row.id)?),
+            row.submitted_by.clone(),
+        ),
+        None => (String::new(), None, String::new()),
+    };
+    let c = counters.unwrap_or_default();
+    let at = chrono::DateTime::from_timestamp_millis(event.at_ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default();
+    let title = if name.is_empty() {
+        event.campaign_id.clone()
+    } else {
+        format!("{name} ({})", event.campaign_id)
+    };
+    Ok(serde_json::json!({
+        "text": format!("muster campaign {title}: {} - {}", event.state, event.reason),
+        "muster": {
+            "schema": "muster.notification.v1",
+            "event_id": event.id,
+            "campaign_id": event.campaign_id,
+            "campaign_name": name,
+            "submitted_by": submitted_by,
+            "state": event.state,
+            "reason": event.reason,
+            "at": at,
+            "counters": {
+                "total": c.total, "pending": c.pending, "queued": c.queued, "running": c.running,
+                "success": c.success, "failed": c.failed, "timed_out": c.timed_out,
+                "cancelled": c.cancelled, "undeliverable": c.undeliverable,
+                "terminated": c.terminated, "skipped": c.skipped, "error": c.error,
+            },
+        },
+    }))
+}
+
+async fn post(client: &HttpClient, url: &str, body: &serde_json::Value) -> Result<(), String> {
+    let request = http::Request::post(url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::USER_AGENT, concat!("muster/", env!("CARGO_PKG_VERSION")))
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(POST_TIMEOUT, client.request(request))
+        .await
+        .map_err(|_| format!("no answer within {}s", POST_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("cannot post: {e}"))?;
+    let status = response.status();
+    // Read the body, so the connection can be used again.
+    let _ = response.into_body().collect().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("answered {status}"))
+    }
+}
+
+/// Posts `body`, up to [`TRIES`] times, backing off 1s then 4s.
+async fn post_with_retries(client: &HttpClient, url: &str, body: &serde_json::Value) -> Result<(), String> {
+    let mut last = String::new();
+    for attempt in 0..TRIES {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1 << (2 * (attempt - 1)))).await;
+        }
+        match post(client, url, body).await {
+            Ok(()) => return Ok(()),
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
+}
+
+/// Runs passes until `shutdown`, once a second, on the leader only.
+pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
+    if ctl.settings.notifications.webhooks.is_empty() {
+        return;
+    }
+    let since_ms = now_ms();
+    let client = match client() {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "notifications off");
+            return;
+        }
+    };
+    loop {
+        if let Some(fence) = ctl.leader.fence()
+            && let Err(error) = pass(&ctl, &fence, &client, since_ms).await
+        {
+            tracing::warn!(%error, "notification pass failed; retrying");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// One pass: every webhook gets the state events after its cursor.
+async fn pass(ctl: &Controller, fence: &Fence, client: &HttpClient, since_ms: i64) -> StoreResult<()> {
+    for hook in &ctl.settings.notifications.webhooks {
+        let name = hook.name.clone();
+        let events = ctl
+            .store
+            .write_fenced(fence, move |txn| {
+                let after = cursor(txn, &name, since_ms)?;
+                state_events(txn, after)?
+                    .into_iter()
+                    .map(|event| payload(txn, &event).map(|body| (event, body)))
+                    .collect::<StoreResult<Vec<_>>>()
+            })
+            .await?;
+        for (event, body) in events {
+            let wanted = hook.states.is_empty() || hook.states.iter().any(|s| s.eq_ignore_ascii_case(&event.state));
+            let outcome = if wanted {
+                post_with_retries(client, &hook.url, &body).await
+            } else {
+                Ok(())
+            };
+            if wanted {
+                ctl.metrics.notified(&hook.name, outcome.is_ok());
+            }
+            let (name, id, campaign) = (hook.name.clone(), event.id, event.campaign_id.clone());
+            let failure = outcome.err();
+            if let Some(error) = &failure {
+                tracing::warn!(webhook = %hook.name, campaign_id = %campaign, event_id = id, %error, "notification not delivered; kept as a dead letter");
+            }
+            ctl.store
+                .write_fenced(fence, move |txn| {
+                    if let Some(error) = failure {
+                        txn.prepare_cached(
+                            "INSERT INTO notification_failures (webhook, event_id, campaign_id, at_ms, error)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(params![name, id, campaign, now_ms(), error])?;
+                    }
+                    set_cursor(txn, &name, id)
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Notifications that were never delivered: (webhook, event id, campaign,
+/// error), oldest first.
+pub fn failures(conn: &dyn Sql) -> StoreResult<Vec<(String, i64, String, String)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT webhook, event_id, campaign_id, error FROM notification_failures ORDER BY id")?;
+    let rows = stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhooks_are_https_or_loopback_and_named_once() {
+        let hook = |name: &str, url: &str| Webhook {
+            name: name.into(),
+            url: url.into(),
+            states: vec![],
+        };
+        let ok = Notifications {
+            webhooks: vec![
+                hook("slack", "https://hooks.slack.com/services/T/B/X"),
+                hook("relay", "http://127.0.0.1:9000/x"),
+            ],
+        };
+        assert_eq!(ok.check(), Ok(()));
+        let plain = Notifications {
+            webhooks: vec![hook("x", "http://hooks.example.com/x")],
+        };
+        assert_eq!(
+            plain.check().unwrap_err(),
+            "notifications.webhooks[0].url: 'http://hooks.example.com/x': plain http only to a loopback address; use https"
+        );
+        let twice = Notifications {
+            webhooks: vec![hook("a", "https://a.example/x"), hook("a", "https://b.example/x")],
+        };
+        assert_eq!(
+            twice.check().unwrap_err(),
+            "notifications.webhooks[1].name: 'a' names two webhooks"
+        );
+        let state = Notifications {
+            webhooks: vec![Webhook {
+                states: vec!["exploded".into()],
+                ..hook("a", "https://a.example/x")
+            }],
+        };
+        assert_eq!(
+            state.check().unwrap_err(),
+            "notifications.webhooks[0].states[0]: 'exploded' is not a campaign state"
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! Notifications: every campaign state change reaches the webhooks; one that
+//! keeps failing leaves a dead letter and holds nothing up.
+
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use muster_controller::notify::{Notifications, Webhook};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// A webhook receiver on 127.0.0.1 answering every POST with `status`, and
+/// keeping the JSON bodies.
+async fn receiver(status: u16) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&data).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else { continue };
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if data.len() < end + 4 + length {
+                        continue;
+                    }
+                    let body = &data[end + 4..end + 4 + length];
+                    if status == 200 {
+                        kept.lock().unwrap().push(serde_json::from_slice(body).unwrap());
+                    }
+                    let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                    return;
+                }
+            });
+        }
+    });
+    (url, bodies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_state_change_reaches_the_webhook_and_a_failing_one_leaves_a_dead_letter() {
+    let (url, bodies) = receiver(200).await;
+    let (broken, _) = receiver(500).await;
+    let stack = Stack::start(
+        &fleets::uniform(3, 0, 0.3),
+        Options {
+            notifications: Notifications {
+                webhooks: vec![
+                    Webhook {
+                        name: "chat".into(),
+                        url,
+                        states: vec![],
+                    },
+                    Webhook {
+                        name: "broken".into(),
+                        url: broken,
+                        states: vec!["succeeded".into()],
+                    },
+                ],
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = stack.client.clone();
+    let account = stack.fleet.account("only").unwrap().id.clone();
+    let id = submit(&mut client, script_spec(&[account], &["us-east-1"], &["echo hi"], &[])).await;
+    let done = wait_done(&mut client, &id, Duration::from_secs(60)).await;
+    assert_eq!(done.state, CampaignState::Succeeded as i32);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let store = stack.controller.controller.store.clone();
+    let (posted, dead) = loop {
+        let posted = bodies.lock().unwrap().clone();
+        let dead = store
+            .read(|conn| muster_controller::notify::failures(conn))
+            .await
+            .unwrap();
+        let ended = posted.iter().any(|b| b["muster"]["state"] == "succeeded");
+        if ended && !dead.is_empty() {
+            break (posted, dead);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "notifications: {posted:#?}, dead letters: {dead:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let states: Vec<&str> = posted.iter().map(|b| b["muster"]["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["running", "succeeded"], "each change once, in order");
+    let ids: Vec<i64> = posted
+        .iter()
+        .map(|b| b["muster"]["event_id"].as_i64().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let last = &posted[1]["muster"];
+    assert_eq!(last["campaign_id"], id.as_str());
+    assert_eq!(
+        (last["counters"]["total"].as_u64(), last["counters"]["success"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert!(
+        posted[1]["text"].as_str().unwrap().contains("succeeded"),
+        "Slack reads `text`"
+    );
+    // The broken webhook wanted only the end; it failed every try.
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0].0.as_str(), dead[0].2.as_str()), ("broken", id.as_str()));
+    assert!(dead[0].3.contains("500"), "{}", dead[0].3);
+}
