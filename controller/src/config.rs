@@ -54,6 +54,10 @@ pub struct Args {
     /// S3 bucket for results exports; none to skip them.
     #[arg(long, env = "MUSTER_RESULTS_BUCKET")]
     pub results_bucket: Option<String>,
+    /// EventBridge bus of the controller's account that gets every campaign
+    /// state change ("default", a name or an ARN); none for no events.
+    #[arg(long, env = "MUSTER_EVENT_BUS")]
+    pub event_bus: Option<String>,
     /// Seconds a worker's lease lasts without renewal [default: 30]
     #[arg(long, env = "MUSTER_LEASE_TTL")]
     pub lease_ttl: Option<u64>,
@@ -448,7 +452,8 @@ impl Config {
         }
         guardrails.confirm_above_targets = args.confirm_above_targets.or(guardrails.confirm_above_targets);
         guardrails.check().map_err(anyhow::Error::msg)?;
-        let notifications = file.notifications;
+        let mut notifications = file.notifications;
+        notifications.event_bus = args.event_bus.or(notifications.event_bus).filter(|b| !b.is_empty());
         notifications.check().map_err(anyhow::Error::msg)?;
         let mut tokens = file.auth.tokens;
         for text in &args.api_tokens {

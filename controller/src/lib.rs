@@ -52,9 +52,11 @@ use crate::validate::Defaults;
 /// Every AWS action the controller calls, with its own (hub) role: enqueue
 /// task references (SendMessageBatch needs sqs:SendMessage), drain the
 /// dead-letter queue (receive and delete there), export results, read
-/// the policy file when it is in S3, expand OUs and regions. The hub template's controller role grants exactly
-/// these (a test checks). The controller never acts in target accounts.
-pub const AWS_ACTIONS: [&str; 8] = [
+/// the policy file when it is in S3, expand OUs and regions, put campaign
+/// state changes on the hub's event bus. The hub template's controller role
+/// grants exactly these (a test checks). The controller never acts in target
+/// accounts.
+pub const AWS_ACTIONS: [&str; 9] = [
     "sqs:SendMessage",
     "sqs:ReceiveMessage",
     "sqs:DeleteMessage",
@@ -63,6 +65,7 @@ pub const AWS_ACTIONS: [&str; 8] = [
     "organizations:ListAccountsForParent",
     "organizations:ListOrganizationalUnitsForParent",
     "ec2:DescribeRegions",
+    "events:PutEvents",
 ];
 
 /// How the controller runs.
@@ -191,6 +194,8 @@ pub struct Controller {
     pub s3: aws_sdk_s3::Client,
     /// Organizations (OU expansion).
     pub organizations: aws_sdk_organizations::Client,
+    /// EventBridge (notifications to the hub's bus).
+    pub eventbridge: aws_sdk_eventbridge::Client,
     /// EC2 (enabled regions).
     pub ec2: aws_sdk_ec2::Client,
     /// When each pending export was last tried (retries are spaced out).
@@ -216,6 +221,7 @@ impl Controller {
             sqs: aws_sdk_sqs::Client::new(sdk),
             s3: aws_sdk_s3::Client::from_conf(muster_common::aws::s3_config(sdk)),
             organizations: aws_sdk_organizations::Client::new(sdk),
+            eventbridge: aws_sdk_eventbridge::Client::new(sdk),
             ec2: aws_sdk_ec2::Client::new(sdk),
             export_attempts: Default::default(),
             metrics: metrics::Metrics::default(),

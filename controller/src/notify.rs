@@ -1,7 +1,9 @@
 //! Notifications: every campaign state change (started, a stage started or
 //! passed, paused, awaiting a promotion or an approval, ended with its
-//! counts) is posted to the configured webhooks, Slack-compatible JSON with
-//! muster's own fields beside `text`.
+//! counts) goes to the hub's EventBridge bus (source `muster`, detail-type
+//! `Campaign State Change`, muster's fields as the detail) and is posted to
+//! the configured webhooks, Slack-compatible JSON with muster's own fields
+//! beside `text`.
 //!
 //! The store's event log is the outbox: a leader-only loop reads the state
 //! events after each webhook's cursor, posts each (three tries, backing
@@ -47,14 +49,56 @@ pub struct Webhook {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Notifications {
+    /// The EventBridge bus in the controller's account that gets every
+    /// change: "default", a bus name or its ARN; none for no events.
+    pub event_bus: Option<String>,
     /// Webhooks.
     #[serde(default)]
     pub webhooks: Vec<Webhook>,
 }
 
+/// The source of muster's events on the bus.
+pub const EVENT_SOURCE: &str = "muster";
+/// Their detail-type.
+pub const EVENT_DETAIL_TYPE: &str = "Campaign State Change";
+
+/// Where a change goes.
+enum Destination<'a> {
+    Bus(&'a str),
+    Webhook(&'a Webhook),
+}
+
+impl Destination<'_> {
+    /// Its cursor's (and dead letters') name.
+    fn name(&self) -> String {
+        match self {
+            Self::Bus(bus) => format!("eventbridge:{bus}"),
+            Self::Webhook(hook) => hook.name.clone(),
+        }
+    }
+
+    fn wants(&self, state: &str) -> bool {
+        match self {
+            Self::Bus(_) => true,
+            Self::Webhook(hook) => hook.states.is_empty() || hook.states.iter().any(|s| s.eq_ignore_ascii_case(state)),
+        }
+    }
+}
+
 impl Notifications {
     /// Every field valid; the error names it.
     pub fn check(&self) -> Result<(), String> {
+        if let Some(bus) = &self.event_bus {
+            let name = bus.rsplit_once(":event-bus/").map_or(bus.as_str(), |(_, n)| n);
+            if name.is_empty()
+                || name.len() > 256
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+            {
+                return Err(format!(
+                    "notifications.event_bus: '{bus}' is not an event bus name or ARN"
+                ));
+            }
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, hook) in self.webhooks.iter().enumerate() {
             let field = format!("notifications.webhooks[{i}]");
@@ -236,14 +280,49 @@ async fn post(client: &HttpClient, url: &str, body: &serde_json::Value) -> Resul
     }
 }
 
-/// Posts `body`, up to [`TRIES`] times, backing off 1s then 4s.
-async fn post_with_retries(client: &HttpClient, url: &str, body: &serde_json::Value) -> Result<(), String> {
+/// Puts one event with muster's fields as its detail on `bus`.
+async fn put_event(events: &aws_sdk_eventbridge::Client, bus: &str, body: &serde_json::Value) -> Result<(), String> {
+    let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+        .event_bus_name(bus)
+        .source(EVENT_SOURCE)
+        .detail_type(EVENT_DETAIL_TYPE)
+        .detail(body["muster"].to_string())
+        .build();
+    let answer = events
+        .put_events()
+        .entries(entry)
+        .send()
+        .await
+        .map_err(|e| muster_common::retry::describe(&e))?;
+    match answer.entries().first() {
+        Some(entry) if entry.error_code().is_some() => Err(format!(
+            "{}: {}",
+            entry.error_code().unwrap_or_default(),
+            entry.error_message().unwrap_or_default()
+        )),
+        _ if answer.failed_entry_count() > 0 => Err("the event was not put".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Delivers `body` to `destination`, up to [`TRIES`] times, backing off 1s
+/// then 4s.
+async fn deliver(
+    ctl: &Controller,
+    client: &HttpClient,
+    destination: &Destination<'_>,
+    body: &serde_json::Value,
+) -> Result<(), String> {
     let mut last = String::new();
     for attempt in 0..TRIES {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_secs(1 << (2 * (attempt - 1)))).await;
         }
-        match post(client, url, body).await {
+        let outcome = match destination {
+            Destination::Bus(bus) => put_event(&ctl.eventbridge, bus, body).await,
+            Destination::Webhook(hook) => post(client, &hook.url, body).await,
+        };
+        match outcome {
             Ok(()) => return Ok(()),
             Err(error) => last = error,
         }
@@ -253,7 +332,8 @@ async fn post_with_retries(client: &HttpClient, url: &str, body: &serde_json::Va
 
 /// Runs passes until `shutdown`, once a second, on the leader only.
 pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
-    if ctl.settings.notifications.webhooks.is_empty() {
+    let notifications = &ctl.settings.notifications;
+    if notifications.webhooks.is_empty() && notifications.event_bus.is_none() {
         return;
     }
     let since_ms = now_ms();
@@ -277,14 +357,21 @@ pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
     }
 }
 
-/// One pass: every webhook gets the state events after its cursor.
+/// One pass: every destination gets the state events after its cursor.
 async fn pass(ctl: &Controller, fence: &Fence, client: &HttpClient, since_ms: i64) -> StoreResult<()> {
-    for hook in &ctl.settings.notifications.webhooks {
-        let name = hook.name.clone();
+    let notifications = &ctl.settings.notifications;
+    let destinations = notifications
+        .event_bus
+        .iter()
+        .map(|bus| Destination::Bus(bus))
+        .chain(notifications.webhooks.iter().map(Destination::Webhook));
+    for destination in destinations {
+        let name = destination.name();
+        let key = name.clone();
         let events = ctl
             .store
             .write_fenced(fence, move |txn| {
-                let after = cursor(txn, &name, since_ms)?;
+                let after = cursor(txn, &key, since_ms)?;
                 state_events(txn, after)?
                     .into_iter()
                     .map(|event| payload(txn, &event).map(|body| (event, body)))
@@ -292,19 +379,19 @@ async fn pass(ctl: &Controller, fence: &Fence, client: &HttpClient, since_ms: i6
             })
             .await?;
         for (event, body) in events {
-            let wanted = hook.states.is_empty() || hook.states.iter().any(|s| s.eq_ignore_ascii_case(&event.state));
+            let wanted = destination.wants(&event.state);
             let outcome = if wanted {
-                post_with_retries(client, &hook.url, &body).await
+                deliver(ctl, client, &destination, &body).await
             } else {
                 Ok(())
             };
             if wanted {
-                ctl.metrics.notified(&hook.name, outcome.is_ok());
+                ctl.metrics.notified(&name, outcome.is_ok());
             }
-            let (name, id, campaign) = (hook.name.clone(), event.id, event.campaign_id.clone());
+            let (key, id, campaign) = (name.clone(), event.id, event.campaign_id.clone());
             let failure = outcome.err();
             if let Some(error) = &failure {
-                tracing::warn!(webhook = %hook.name, campaign_id = %campaign, event_id = id, %error, "notification not delivered; kept as a dead letter");
+                tracing::warn!(destination = %name, campaign_id = %campaign, event_id = id, %error, "notification not delivered; kept as a dead letter");
             }
             ctl.store
                 .write_fenced(fence, move |txn| {
@@ -313,9 +400,9 @@ async fn pass(ctl: &Controller, fence: &Fence, client: &HttpClient, since_ms: i6
                             "INSERT INTO notification_failures (webhook, event_id, campaign_id, at_ms, error)
                              VALUES (?1, ?2, ?3, ?4, ?5)",
                         )?
-                        .execute(params![name, id, campaign, now_ms(), error])?;
+                        .execute(params![key, id, campaign, now_ms(), error])?;
                     }
-                    set_cursor(txn, &name, id)
+                    set_cursor(txn, &key, id)
                 })
                 .await?;
         }
@@ -344,6 +431,7 @@ mod tests {
             states: vec![],
         };
         let ok = Notifications {
+            event_bus: None,
             webhooks: vec![
                 hook("slack", "https://hooks.slack.com/services/T/B/X"),
                 hook("relay", "http://127.0.0.1:9000/x"),
@@ -351,6 +439,7 @@ mod tests {
         };
         assert_eq!(ok.check(), Ok(()));
         let plain = Notifications {
+            event_bus: None,
             webhooks: vec![hook("x", "http://hooks.example.com/x")],
         };
         assert_eq!(
@@ -358,6 +447,7 @@ mod tests {
             "notifications.webhooks[0].url: 'http://hooks.example.com/x': plain http only to a loopback address; use https"
         );
         let twice = Notifications {
+            event_bus: None,
             webhooks: vec![hook("a", "https://a.example/x"), hook("a", "https://b.example/x")],
         };
         assert_eq!(
@@ -365,6 +455,7 @@ mod tests {
             "notifications.webhooks[1].name: 'a' names two webhooks"
         );
         let state = Notifications {
+            event_bus: None,
             webhooks: vec![Webhook {
                 states: vec!["exploded".into()],
                 ..hook("a", "https://a.example/x")
@@ -373,6 +464,19 @@ mod tests {
         assert_eq!(
             state.check().unwrap_err(),
             "notifications.webhooks[0].states[0]: 'exploded' is not a campaign state"
+        );
+        let bus = |name: &str| Notifications {
+            event_bus: Some(name.into()),
+            webhooks: vec![],
+        };
+        assert_eq!(bus("default").check(), Ok(()));
+        assert_eq!(
+            bus("arn:aws:events:us-east-1:111122223333:event-bus/ops").check(),
+            Ok(())
+        );
+        assert_eq!(
+            bus("no bus!").check().unwrap_err(),
+            "notifications.event_bus: 'no bus!' is not an event bus name or ARN"
         );
     }
 }

@@ -230,7 +230,7 @@ CFG
         --data-dir "$MUSTER_SANDBOX_DIR/controller" --queue-url "$queue" --dead-letter-queue-url "$dlq" \
         --results-bucket "$results" --tls-cert "$TLS_DIR/controller.pem" --tls-key "$TLS_DIR/controller.key" \
         --worker-ca "$TLS_DIR/worker-ca.pem" --client-ca "$TLS_DIR/ca.pem" --policy "$TLS_DIR/policy.toml" \
-        --signin-server-id muster-sandbox --metrics-listen "127.0.0.1:$METRICS_PORT"
+        --signin-server-id muster-sandbox --metrics-listen "127.0.0.1:$METRICS_PORT" --event-bus default
     wait_tcp controller "$CONTROLLER_PORT" 30
   fi
   for ((i = 1; i <= workers; i++)); do

@@ -61,6 +61,7 @@ async fn every_state_change_reaches_the_webhook_and_a_failing_one_leaves_a_dead_
         &fleets::uniform(3, 0, 0.3),
         Options {
             notifications: Notifications {
+                event_bus: None,
                 webhooks: vec![
                     Webhook {
                         name: "chat".into(),
@@ -123,4 +124,96 @@ async fn every_state_change_reaches_the_webhook_and_a_failing_one_leaves_a_dead_
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!((dead[0].0.as_str(), dead[0].2.as_str()), ("broken", id.as_str()));
     assert!(dead[0].3.contains("500"), "{}", dead[0].3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_state_change_reaches_a_queue_subscribed_to_the_hub_bus() {
+    let stack = Stack::start(
+        &fleets::uniform(2, 0, 0.3),
+        Options {
+            notifications: Notifications {
+                event_bus: Some("default".into()),
+                webhooks: vec![],
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    // As an operator would route them: a rule on muster's events to a queue.
+    let hub = stack.sb.hub_config("us-east-1");
+    let sqs = aws_sdk_sqs::Client::new(&hub);
+    let queue = sqs
+        .create_queue()
+        .queue_name("campaign-changes")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    let events = aws_sdk_eventbridge::Client::new(&hub);
+    events
+        .put_rule()
+        .name("muster-campaigns")
+        .event_pattern(r#"{"source": ["muster"], "detail-type": ["Campaign State Change"]}"#)
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule("muster-campaigns")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(queue_arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let mut client = stack.client.clone();
+    let account = stack.fleet.account("only").unwrap().id.clone();
+    let id = submit(&mut client, script_spec(&[account], &["us-east-1"], &["echo hi"], &[])).await;
+    wait_done(&mut client, &id, Duration::from_secs(60)).await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut details: Vec<serde_json::Value> = Vec::new();
+    while !details.iter().any(|d| d["state"] == "succeeded") {
+        assert!(std::time::Instant::now() < deadline, "events so far: {details:#?}");
+        let received = sqs
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for message in received.messages() {
+            let event: serde_json::Value = serde_json::from_str(message.body().unwrap()).unwrap();
+            assert_eq!(
+                (event["source"].as_str(), event["detail-type"].as_str()),
+                (Some("muster"), Some("Campaign State Change"))
+            );
+            details.push(event["detail"].clone());
+        }
+    }
+    let states: Vec<&str> = details.iter().map(|d| d["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["running", "succeeded"]);
+    assert!(
+        details
+            .iter()
+            .all(|d| d["campaign_id"] == id.as_str() && d["schema"] == "muster.notification.v1")
+    );
+    assert_eq!(details[1]["counters"]["success"].as_u64(), Some(2));
 }
