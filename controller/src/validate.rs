@@ -410,7 +410,10 @@ pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignS
             }
         }
     }
-    if command.execution_timeout_seconds == 0 {
+    // A document's 0 stays 0: the document's own timeout applies (two hours
+    // a step for AWS-RunPatchBaseline), which workers read from SSM.
+    let is_script = matches!(command.kind, Some(command::Kind::Script(_)));
+    if command.execution_timeout_seconds == 0 && is_script {
         command.execution_timeout_seconds = 3_600;
     } else if command.execution_timeout_seconds > 172_800 {
         errors.add(

@@ -615,3 +615,90 @@ async fn a_campaign_the_policy_names_waits_for_a_second_principal_to_approve_it(
             .any(|e| e.action == "refused" && e.principal == "muster-admin" && e.detail.contains("ApproveCampaign"))
     );
 }
+
+/// Three Linux instances that reboot halfway through their patch, two
+/// Windows ones.
+const PATCH_FLEET: &str = r#"
+name = "patch"
+external_id = "ext-patch"
+output_bucket = "muster-output"
+results_bucket = "muster-results"
+
+[[accounts]]
+name = "only"
+regions = ["us-east-1"]
+  [[accounts.instances]]
+  count = 3
+  tags = { Role = "web", "muster-sim:duration" = "2", "muster-sim:reboot" = "true" }
+  [[accounts.instances]]
+  count = 2
+  platform = "windows"
+  tags = { Role = "win", "muster-sim:duration" = "1" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_baseline_campaign_follows_reboots_to_true_per_step_results_under_the_documents_timeout() {
+    let mut system = System::start(PATCH_FLEET, SystemOptions::default()).await;
+    let account = system.account("only");
+    let mut spec = script_spec(&[account], &[EAST], &["unused"], &[]);
+    let command = spec.command.as_mut().unwrap();
+    command.kind = Some(muster_proto::v1::command::Kind::Document(muster_proto::v1::Document {
+        name: "AWS-RunPatchBaseline".into(),
+        version: String::new(),
+        parameters: [("Operation", "Install"), ("RebootOption", "RebootIfNeeded")]
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.to_owned(),
+                    muster_proto::v1::ParameterValues {
+                        values: vec![v.to_owned()],
+                    },
+                )
+            })
+            .collect(),
+    }));
+    command.execution_timeout_seconds = 0;
+    let id = submit(&mut system.client, spec).await;
+    let shown = muster_tests::client::get(&mut system.client, &id).await;
+    assert_eq!(
+        shown.spec.unwrap().command.unwrap().execution_timeout_seconds,
+        0,
+        "a document's own timeout applies"
+    );
+    let done = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
+    assert_eq!(done.state, CampaignState::Succeeded as i32, "{}", done.state_reason);
+    let all = assert_ran_once(&mut system, &id, &done).await;
+    assert_eq!(all.len(), 5);
+    for target in &all {
+        let steps: Vec<(&str, &str)> = target
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.status.as_str()))
+            .collect();
+        assert_eq!(steps.len(), 3, "{steps:?}");
+        let (ran, skipped) = if target.platform == muster_proto::v1::Platform::Windows as i32 {
+            ("PatchWindows", "PatchLinux")
+        } else {
+            ("PatchLinux", "PatchWindows")
+        };
+        let step = |name: &str| target.steps.iter().find(|s| s.name == name).unwrap();
+        assert_eq!(
+            (step(ran).status.as_str(), step(ran).exit_code),
+            ("Success", Some(0)),
+            "{target:?}"
+        );
+        assert!(step(skipped).stdout.contains("Step execution skipped"), "{target:?}");
+        if ran == "PatchLinux" {
+            assert!(
+                step(ran).stdout.contains("resumed after reboot"),
+                "the reboot halfway is followed to the end: {}",
+                step(ran).stdout
+            );
+        }
+    }
+    // The worker read the document's own timeout (rather than cancelling at
+    // a script's hour): once per batch at most (the Linux and the Windows
+    // batch started together), then kept.
+    let reads = system.sb.count("ssm", "GetDocument", "ok");
+    assert!((1..=2).contains(&reads), "{reads} GetDocument calls");
+}

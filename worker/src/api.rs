@@ -25,6 +25,8 @@ pub enum Api {
     GetCommandInvocation,
     /// SSM CancelCommand: a campaign was cancelled.
     CancelCommand,
+    /// SSM GetDocument: how long a document's commands may run.
+    GetDocument,
     /// S3 GetObject: full output.
     GetObject,
     /// CloudWatch Logs GetLogEvents: full output.
@@ -33,7 +35,7 @@ pub enum Api {
 
 impl Api {
     /// Every API, in order.
-    pub const ALL: [Api; 11] = [
+    pub const ALL: [Api; 12] = [
         Api::AssumeRole,
         Api::DescribeRegions,
         Api::DescribeInstances,
@@ -43,6 +45,7 @@ impl Api {
         Api::ListCommandInvocations,
         Api::GetCommandInvocation,
         Api::CancelCommand,
+        Api::GetDocument,
         Api::GetObject,
         Api::GetLogEvents,
     ];
@@ -59,6 +62,7 @@ impl Api {
             Api::ListCommandInvocations => "ListCommandInvocations",
             Api::GetCommandInvocation => "GetCommandInvocation",
             Api::CancelCommand => "CancelCommand",
+            Api::GetDocument => "GetDocument",
             Api::GetObject => "GetObject",
             Api::GetLogEvents => "GetLogEvents",
         }

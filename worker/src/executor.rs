@@ -127,9 +127,8 @@ pub async fn execute(
     }
 
     // 3. Poll until every instance has a final status.
-    let deadline_after =
-        Duration::from_secs(u64::from(spec.delivery_timeout_seconds) + u64::from(spec.execution_timeout_seconds))
-            + ctx.overdue_margin;
+    let runs_for = ctx.document_timeouts.of(target, &spec).await;
+    let deadline_after = Duration::from_secs(u64::from(spec.delivery_timeout_seconds) + runs_for) + ctx.overdue_margin;
     ctx.stats.batches(1);
     let polled = poll(
         ctx,

@@ -15,6 +15,7 @@ pub mod consumer;
 pub mod controller;
 pub mod credentials;
 pub mod discovery;
+pub mod documents;
 pub mod executor;
 pub mod lease;
 pub mod output;
@@ -68,6 +69,8 @@ pub struct Context {
     /// After that cancel, how long SSM has to say where the instances ended
     /// before they are reported ERROR (2 minutes).
     pub abandon_grace: std::time::Duration,
+    /// How long documents' commands may run, as read from SSM.
+    pub document_timeouts: documents::DocumentTimeouts,
 }
 
 impl Context {
@@ -86,6 +89,7 @@ impl Context {
             not_ready: std::sync::Mutex::new(None),
             overdue_margin: std::time::Duration::from_secs(300),
             abandon_grace: std::time::Duration::from_secs(120),
+            document_timeouts: documents::DocumentTimeouts::default(),
         }
     }
 

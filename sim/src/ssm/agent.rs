@@ -162,7 +162,7 @@ impl Ssm {
         let actions = self
             .with_invocation(key, |command, index| {
                 let mut actions = Vec::new();
-                let exec_timeout = execution_timeout(command);
+                let exec_timeout = execution_timeout(command, command.invocations[index].platform);
                 let invocation = &mut command.invocations[index];
                 match (event, &invocation.state) {
                     (Event::Deliver, InvState::Pending) => {
@@ -307,13 +307,16 @@ impl Ssm {
     }
 }
 
-fn execution_timeout(command: &Command) -> f64 {
-    command
+/// How long the command may run on an instance of `platform`: its
+/// executionTimeout parameter, or the document's own step timeouts (two
+/// hours for AWS-RunPatchBaseline).
+fn execution_timeout(command: &Command, platform: super::documents::Platform) -> f64 {
+    let given = command
         .parameters
         .get("executionTimeout")
         .and_then(|v| v.first())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(3_600.0)
+        .and_then(|v| v.parse::<f64>().ok());
+    command.document.own_timeout_seconds(platform, given)
 }
 
 fn never_ran(status: &'static str, details: &'static str) -> Done {

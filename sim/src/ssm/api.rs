@@ -376,6 +376,43 @@ fn visible(command: &Command, delay: Duration) -> bool {
     command.requested.elapsed() >= delay
 }
 
+/// GetDocument: a Command document's content (JSON), as SSM returns it.
+pub(super) fn get_document(request: &Value) -> Result<Value, ApiError> {
+    let Some(name) = string(request, "Name") else {
+        return Err(validation(
+            "1 validation error detected: Value null at 'name' failed to satisfy constraint: Member must not be null",
+        ));
+    };
+    let Some(document) = documents::find(name) else {
+        return Err(error(
+            "InvalidDocument",
+            &format!("Document with name {name} does not exist."),
+        ));
+    };
+    let version = string(request, "DocumentVersion").unwrap_or("$DEFAULT");
+    if !["$DEFAULT", "$LATEST", "1"].contains(&version) {
+        return Err(error(
+            "InvalidDocumentVersion",
+            &format!("Document version {version} does not exist."),
+        ));
+    }
+    let format = string(request, "DocumentFormat").unwrap_or("JSON");
+    if format != "JSON" {
+        return Err(error(
+            "InvalidDocumentType",
+            &format!("muster-sim serves documents as JSON only, not {format}"),
+        ));
+    }
+    Ok(serde_json::json!({
+        "Name": document.name,
+        "DocumentVersion": "1",
+        "Status": "Active",
+        "Content": document.content().to_string(),
+        "DocumentType": "Command",
+        "DocumentFormat": "JSON",
+    }))
+}
+
 pub(super) fn list_commands(sim: &SimState, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
     let size = max_results(request, 1, 50, 50)?;
     let command_id = string(request, "CommandId");

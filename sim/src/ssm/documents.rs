@@ -42,6 +42,9 @@ pub struct Step {
     pub action: &'static str,
     /// Platforms it runs on; on others it is skipped (2.2) or fails (1.2).
     pub platforms: &'static [Platform],
+    /// The step's own `timeoutSeconds`; none where the document's
+    /// `executionTimeout` parameter sets it (the script documents).
+    pub timeout_seconds: Option<u32>,
 }
 
 /// One parameter.
@@ -94,6 +97,7 @@ pub const DOCUMENTS: &[Document] = &[
         steps: &[Step {
             name: "aws:runShellScript",
             action: "aws:runShellScript",
+            timeout_seconds: None,
             platforms: &[Platform::Linux, Platform::MacOs],
         }],
         params: SCRIPT_PARAMS,
@@ -104,6 +108,7 @@ pub const DOCUMENTS: &[Document] = &[
         steps: &[Step {
             name: "aws:runPowerShellScript",
             action: "aws:runPowerShellScript",
+            timeout_seconds: None,
             platforms: &[Platform::Windows, Platform::Linux],
         }],
         params: SCRIPT_PARAMS,
@@ -115,16 +120,19 @@ pub const DOCUMENTS: &[Document] = &[
             Step {
                 name: "PatchWindows",
                 action: "aws:runPowerShellScript",
+                timeout_seconds: Some(7_200),
                 platforms: &[Platform::Windows],
             },
             Step {
                 name: "PatchLinux",
                 action: "aws:runShellScript",
+                timeout_seconds: Some(7_200),
                 platforms: &[Platform::Linux],
             },
             Step {
                 name: "PatchMacOS",
                 action: "aws:runShellScript",
+                timeout_seconds: Some(7_200),
                 platforms: &[Platform::MacOs],
             },
         ],
@@ -162,6 +170,75 @@ pub const DOCUMENTS: &[Document] = &[
         ],
     },
 ];
+
+/// What SSM's plugins allow a step when nothing sets its timeout.
+pub const DEFAULT_STEP_TIMEOUT_SECONDS: u32 = 3_600;
+
+impl Document {
+    /// How long a command of this document may run on an instance of
+    /// `platform` when `execution_timeout` (the executionTimeout parameter,
+    /// for documents that take one) is not given: the steps that run there,
+    /// one after another.
+    pub fn own_timeout_seconds(&self, platform: Platform, execution_timeout: Option<f64>) -> f64 {
+        if let Some(seconds) = execution_timeout {
+            return seconds;
+        }
+        self.steps
+            .iter()
+            .filter(|step| self.schema == Schema::V1_2 || step.runs_on(platform))
+            .map(|step| f64::from(step.timeout_seconds.unwrap_or(DEFAULT_STEP_TIMEOUT_SECONDS)))
+            .sum()
+    }
+
+    /// The document's content as GetDocument returns it (JSON): its
+    /// parameters and steps, with their timeouts.
+    pub fn content(&self) -> serde_json::Value {
+        let mut parameters = serde_json::Map::new();
+        for param in self.params {
+            let mut spec = serde_json::json!({"type": if param.name == "commands" { "StringList" } else { "String" }});
+            if !param.allowed.is_empty() {
+                spec["allowedValues"] = param.allowed.into();
+            }
+            if param.name == "executionTimeout" {
+                spec["default"] = DEFAULT_STEP_TIMEOUT_SECONDS.to_string().into();
+            } else if !param.required {
+                spec["default"] = "".into();
+            }
+            parameters.insert(param.name.to_owned(), spec);
+        }
+        match self.schema {
+            Schema::V1_2 => {
+                let plugin = self.steps[0].action;
+                serde_json::json!({
+                    "schemaVersion": "1.2",
+                    "parameters": parameters,
+                    "runtimeConfig": {plugin: {"properties": [{
+                        "id": "0.".to_owned() + plugin,
+                        "runCommand": "{{ commands }}",
+                        "workingDirectory": "{{ workingDirectory }}",
+                        "timeoutSeconds": "{{ executionTimeout }}",
+                    }]}},
+                })
+            }
+            Schema::V2_2 => serde_json::json!({
+                "schemaVersion": "2.2",
+                "parameters": parameters,
+                "mainSteps": self.steps.iter().map(|step| {
+                    let mut inputs = serde_json::json!({"runCommand": ["..."]});
+                    if let Some(timeout) = step.timeout_seconds {
+                        inputs["timeoutSeconds"] = timeout.into();
+                    }
+                    serde_json::json!({
+                        "action": step.action,
+                        "name": step.name,
+                        "precondition": {"StringEquals": ["platformType", step.platforms.first().map_or("Linux", |p| p.as_str())]},
+                        "inputs": inputs,
+                    })
+                }).collect::<Vec<_>>(),
+            }),
+        }
+    }
+}
 
 /// Finds a document by name or by ARN ("arn:aws:ssm:...:document/NAME").
 pub fn find(name: &str) -> Option<&'static Document> {
@@ -211,5 +288,16 @@ mod tests {
         assert_eq!(patch.steps[1].s3_dir(patch.schema), "awsrunShellScript/PatchLinux");
         assert_eq!(patch.steps[1].log_stream_segment(patch.schema), "PatchLinux");
         assert!(find("AWS-DoesNotExist").is_none());
+    }
+
+    #[test]
+    fn a_patch_runs_two_hours_and_a_script_its_execution_timeout() {
+        let patch = find("AWS-RunPatchBaseline").unwrap();
+        assert_eq!(patch.own_timeout_seconds(Platform::Linux, None), 7_200.0);
+        assert_eq!(patch.content()["mainSteps"][1]["inputs"]["timeoutSeconds"], 7_200);
+        let shell = find("AWS-RunShellScript").unwrap();
+        assert_eq!(shell.own_timeout_seconds(Platform::Linux, None), 3_600.0);
+        assert_eq!(shell.own_timeout_seconds(Platform::Linux, Some(60.0)), 60.0);
+        assert_eq!(shell.content()["parameters"]["executionTimeout"]["default"], "3600");
     }
 }

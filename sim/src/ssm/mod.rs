@@ -79,6 +79,7 @@ impl Ssm {
             "ListCommandInvocations" => api::list_command_invocations(&sim, ctx, &request),
             "GetCommandInvocation" => api::get_command_invocation(&sim, ctx, &request),
             "CancelCommand" => api::cancel_command(&sim, ctx, &request),
+            "GetDocument" => api::get_document(&request),
             "DescribeInstanceInformation" => api::describe_instance_information(&sim, ctx, &request).await,
             other => Err(ApiError::new(
                 "UnknownOperationException",
