@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-const PROTOS: [&str; 3] = [
+const PROTOS: [&str; 4] = [
     "proto/muster/v1/common.proto",
     "proto/muster/v1/campaign.proto",
+    "proto/muster/v1/schedule.proto",
     "proto/muster/v1/worker.proto",
 ];
 

@@ -166,9 +166,114 @@ pub enum Command {
     /// The audit trail, newest first: who submitted, planned or cancelled
     /// what, whose call was refused, when the policy changed (admins only).
     Audit(AuditArgs),
+    /// Saved campaigns that run at a time or on a cron schedule, inside
+    /// maintenance windows: create, update, ls, show, rm.
+    Schedule(ScheduleArgs),
     /// Who you are to the controller, and your roles with their scopes
     /// (checks a token, a certificate or an AWS sign-in).
     Whoami,
+}
+
+/// `muster schedule`.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ScheduleCommand,
+}
+
+/// `muster schedule ...`.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Save a campaign that runs at a time (--at) or on a cron schedule
+    /// (--cron, --tz), optionally inside a maintenance window (--window).
+    /// Checked now as `muster submit` checks a campaign.
+    Create(PutScheduleArgs),
+    /// Store a new version of a schedule (the whole definition again); the
+    /// next runs use it, campaigns already started keep theirs.
+    Update(PutScheduleArgs),
+    /// List schedules with their next run and what came of the last one.
+    Ls,
+    /// One schedule: its definition, next run, and its latest runs (started,
+    /// resumed, missed, skipped, refused).
+    Show(ShowScheduleArgs),
+    /// Delete a schedule: it starts nothing more; a campaign of it waiting
+    /// for its next window is cancelled.
+    Rm(ScheduleNameArgs),
+}
+
+/// `muster schedule create|update`.
+#[derive(Debug, Args)]
+pub struct PutScheduleArgs {
+    /// The schedule's name: 1 to 64 of letters, digits and _.-.
+    pub schedule: String,
+    /// The campaign each run starts.
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Cron expression for the run times: five fields (minute hour
+    /// day-of-month month day-of-week) or six (seconds first), e.g.
+    /// "0 2 * * TUE".
+    #[arg(long, conflicts_with = "at")]
+    pub cron: Option<String>,
+    /// IANA time zone of --cron, e.g. Europe/Berlin (default UTC).
+    #[arg(long = "tz", requires = "cron")]
+    pub time_zone: Option<String>,
+    /// One run instead, at this time (RFC 3339, e.g. 2026-12-08T02:00:00+01:00).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Maintenance window after each run time, e.g. 4h or 90m: batches are
+    /// released only inside it.
+    #[arg(long)]
+    pub window: Option<humantime::Duration>,
+    /// At the window's end, batches in flight finish (default) or are
+    /// cancelled.
+    #[arg(long, value_enum, requires = "window")]
+    pub on_window_end: Option<WindowEndArg>,
+    /// At the window's end, targets not yet sent end (default) or wait for
+    /// the next window (needs --cron).
+    #[arg(long, value_enum, requires = "window")]
+    pub after_window: Option<AfterWindowArg>,
+    /// Free text for people.
+    #[arg(long, default_value = "")]
+    pub description: String,
+}
+
+/// What batches in flight do at the end of a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WindowEndArg {
+    /// Run to their end.
+    Finish,
+    /// Their commands are cancelled.
+    Cancel,
+}
+
+/// What targets not yet sent do at the end of a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AfterWindowArg {
+    /// End TERMINATED; the campaign ends.
+    End,
+    /// Wait for the schedule's next run time.
+    NextWindow,
+}
+
+/// `muster schedule show`.
+#[derive(Debug, Args)]
+pub struct ShowScheduleArgs {
+    /// The schedule's name.
+    pub schedule: String,
+    /// A version (default: the current one).
+    #[arg(long, default_value_t = 0)]
+    pub version: u32,
+    /// How many of the latest runs to show.
+    #[arg(long, default_value_t = 20)]
+    pub runs: u32,
+}
+
+/// `muster schedule rm`.
+#[derive(Debug, Args)]
+pub struct ScheduleNameArgs {
+    /// The schedule's name.
+    pub schedule: String,
 }
 
 /// `muster audit`.

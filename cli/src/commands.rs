@@ -110,6 +110,23 @@ pub fn print_campaign(campaign: &Campaign, style: Style, output: Output) {
                 };
                 println!("  approval  rule '{}' ({}): {decided}", approval.rule, approval.reason);
             }
+            if let Some(window) = &campaign.window {
+                let closes = if window.closes_at.is_none() {
+                    "no window".to_owned()
+                } else {
+                    format!(
+                        "window {} to {} (then in-flight {}, the rest {})",
+                        render::time(&window.opened_at),
+                        render::time(&window.closes_at),
+                        window.on_window_end,
+                        window.after_window.replace('_', " ")
+                    )
+                };
+                println!(
+                    "  schedule  {} version {}: {closes}",
+                    window.schedule, window.schedule_version
+                );
+            }
             for rerun in &campaign.reruns {
                 println!(
                     "  rerun     {rerun}  (muster results {} --follow-reruns: each target's latest result)",
@@ -340,7 +357,7 @@ pub async fn ls(client: &mut Client, args: &LsArgs, style: Style, output: Output
     for name in &args.states {
         let state = CampaignState::from_short_name(name).ok_or_else(|| {
             Failure::Input(format!(
-                "--state: '{name}' is not a campaign state (pending, discovering, running, cancelling, paused, awaiting_promotion, pending_approval, succeeded, completed_with_errors, failed, cancelled, planned)"
+                "--state: '{name}' is not a campaign state (pending, discovering, running, cancelling, paused, awaiting_promotion, pending_approval, waiting_for_window, succeeded, completed_with_errors, failed, cancelled, planned)"
             ))
         })?;
         states.push(state as i32);

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use muster_common::tls::ClientTls;
 use muster_proto::v1::campaign_service_client::CampaignServiceClient;
+use muster_proto::v1::schedule_service_client::ScheduleServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -14,6 +15,9 @@ use crate::signin::AwsSigner;
 
 /// A CampaignService client that presents the caller's bearer token, if any.
 pub type Client = CampaignServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// A ScheduleService client over the same connection and credentials.
+pub type Schedules = ScheduleServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// Adds `authorization: Bearer <token>` to every call: a muster token, or
 /// an AWS sign-in token signed afresh when the last one gets old.
@@ -76,15 +80,18 @@ pub struct Target {
 /// A client of the controller. Connection problems show up on the first
 /// call, where [`explain`] turns them into one line. With AWS sign-in, the
 /// AWS credentials are loaded here.
-pub async fn client(target: &Target) -> anyhow::Result<Client> {
+pub async fn client(target: &Target) -> anyhow::Result<(Client, Schedules)> {
     let endpoint = muster_common::tls::endpoint("--controller", &target.url, "--tls", &target.tls)
         .map_err(|e| anyhow::anyhow!("{}", e.0.replacen("--tls_", "--tls-", 1)))?;
     let bearer = match &target.aws_signin {
         Some(server_id) => Bearer::Aws(Arc::new(AwsSigner::load(server_id).await?)),
         None => Bearer::new(target.token_field, target.token.as_deref())?,
     };
-    Ok(CampaignServiceClient::with_interceptor(endpoint.connect_lazy(), bearer)
-        .max_decoding_message_size(256 * 1024 * 1024))
+    let channel = endpoint.connect_lazy();
+    let schedules = ScheduleServiceClient::with_interceptor(channel.clone(), bearer.clone());
+    let campaigns =
+        CampaignServiceClient::with_interceptor(channel, bearer).max_decoding_message_size(256 * 1024 * 1024);
+    Ok((campaigns, schedules))
 }
 
 /// One line a person can act on, for a failed call.

@@ -4,6 +4,7 @@ pub mod args;
 pub mod commands;
 pub mod connect;
 pub mod render;
+pub mod schedule;
 pub mod signin;
 pub mod spec;
 pub mod watch;

@@ -9,6 +9,7 @@ use muster_cli::args::{Cli, Command};
 use muster_cli::commands::{self, Failure};
 use muster_cli::connect;
 use muster_cli::render::Style;
+use muster_cli::schedule;
 use muster_cli::watch;
 
 #[tokio::main(flavor = "current_thread")]
@@ -50,7 +51,7 @@ fn exit_quietly_on_broken_pipe() {
 
 async fn run(cli: &Cli, style: Style) -> Result<i32, Failure> {
     let target = cli.target().map_err(|e| Failure::Input(e.to_string()))?;
-    let mut client = connect::client(&target)
+    let (mut client, mut schedules) = connect::client(&target)
         .await
         .map_err(|e| Failure::Input(e.to_string()))?;
     match &cli.command {
@@ -93,6 +94,7 @@ async fn run(cli: &Cli, style: Style) -> Result<i32, Failure> {
             .await
             .map(|()| 0),
         Command::Audit(args) => commands::audit(&mut client, args, style, cli.output).await.map(|()| 0),
+        Command::Schedule(args) => schedule::run(&mut schedules, &args.command, style, cli.output).await,
         Command::Whoami => commands::whoami(&mut client, style, cli.output).await.map(|()| 0),
     }
 }

@@ -190,6 +190,14 @@ pub fn campaign_json(c: &Campaign) -> Value {
         "scopes": c.scopes.iter().map(scope_json).collect::<Vec<_>>(),
         "rerun_of": c.rerun_of,
         "reruns": c.reruns,
+        "window": c.window.as_ref().map(|w| json!({
+            "schedule": w.schedule,
+            "schedule_version": w.schedule_version,
+            "opened_at": time(&w.opened_at),
+            "closes_at": time(&w.closes_at),
+            "on_window_end": w.on_window_end,
+            "after_window": w.after_window,
+        })),
         "approval": c.approval.as_ref().map(|a| json!({
             "rule": a.rule,
             "reason": a.reason,

@@ -606,6 +606,60 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// The principal a schedule's runs start as: its owner, with the grants
+    /// the policy gives them now; an error when the owner is no longer a
+    /// known caller (a revoked or expired token, a removed client).
+    pub fn owner(&self, owner: &crate::store::schedules::Owner) -> Result<Principal, String> {
+        let loaded = self.current();
+        let now = chrono::Utc::now().timestamp_millis();
+        let (via, grants): (&'static str, Vec<Grant>) = match owner.via.as_str() {
+            "aws" => ("aws", loaded.grants_of_arn(&owner.arn).cloned().collect()),
+            "anonymous" if self.anonymous => (
+                "anonymous",
+                vec![Grant {
+                    role: Role::Admin,
+                    scope: Scope::default(),
+                }],
+            ),
+            "token" | "certificate" => {
+                let known = if owner.via == "token" {
+                    self.fixed
+                        .tokens
+                        .values()
+                        .chain(loaded.tokens.values())
+                        .any(|t| t.name == owner.name && t.expires_ms.is_none_or(|e| now < e))
+                } else {
+                    self.fixed.clients.contains(&owner.name) || loaded.clients.contains(&owner.name)
+                };
+                if !known {
+                    return Err(format!(
+                        "the schedule's owner {} ({}) is no longer a known caller; store a new version of the \
+                         schedule as someone who is",
+                        owner.name, owner.via
+                    ));
+                }
+                let mut grants = self.fixed.grants.get(&owner.name).cloned().unwrap_or_default();
+                grants.extend(loaded.grants.get(&owner.name).cloned().unwrap_or_default());
+                (if owner.via == "token" { "token" } else { "certificate" }, grants)
+            }
+            other => {
+                return Err(format!(
+                    "the schedule's owner {} proved who they were as '{other}', which this controller no longer accepts",
+                    owner.name
+                ));
+            }
+        };
+        Ok(Principal {
+            name: owner.name.clone(),
+            via,
+            arn: (!owner.arn.is_empty()).then(|| owner.arn.clone()),
+            grants,
+            peer: "scheduler".to_owned(),
+        })
+    }
+}
+
 /// The bearer token of a request, if it has an authorization header.
 fn bearer<T>(request: &Request<T>) -> Result<Option<&str>, String> {
     let Some(value) = request.metadata().get("authorization") else {

@@ -64,7 +64,12 @@ impl CampaignApi {
 
     /// The caller of `request`, if one of its roles allows `action`; a known
     /// caller refused goes into the audit trail.
-    async fn authorize<T>(&self, request: &Request<T>, method: &str, action: Action) -> Result<Principal, Status> {
+    pub(crate) async fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        method: &str,
+        action: Action,
+    ) -> Result<Principal, Status> {
         let aws = self.sign_in(request, method).await?;
         let refused = match self.auth.authorize(request, aws.as_ref(), method, action) {
             Ok(principal) => return Ok(principal),
@@ -230,11 +235,12 @@ impl CampaignApi {
 
 /// Why a campaign is being made: the method and action the caller's grant
 /// must allow on its footprint, and what it is.
-struct Creation {
+pub(crate) struct Creation {
     method: &'static str,
     action: Action,
     dry_run: bool,
     rerun_of: String,
+    window: Option<campaigns::WindowRow>,
 }
 
 impl Creation {
@@ -243,13 +249,27 @@ impl Creation {
         action: Action::Submit,
         dry_run: false,
         rerun_of: String::new(),
+        window: None,
     };
     const PLAN: Self = Self {
         method: "PlanCampaign",
         action: Action::Plan,
         dry_run: true,
         rerun_of: String::new(),
+        window: None,
     };
+
+    /// A run of a schedule, with its maintenance window; `method` is the
+    /// call the check stands for (PutSchedule, or the scheduler's run).
+    pub(crate) fn scheduled(method: &'static str, window: campaigns::WindowRow) -> Self {
+        Self {
+            method,
+            action: Action::Submit,
+            dry_run: false,
+            rerun_of: String::new(),
+            window: Some(window),
+        }
+    }
 
     fn rerun(of: &str) -> Self {
         Self {
@@ -257,6 +277,7 @@ impl Creation {
             action: Action::Submit,
             dry_run: false,
             rerun_of: of.to_owned(),
+            window: None,
         }
     }
 }
@@ -387,17 +408,50 @@ impl CampaignApi {
     }
 
     /// Validates, expands and stores a campaign (or finds it by client token).
-    async fn create(
+    pub(crate) async fn create(
         &self,
         spec: Option<CampaignSpec>,
         principal: &Principal,
         how: Creation,
     ) -> Result<(String, bool), Status> {
+        let new = match self.prepare(spec, principal, how).await? {
+            Prepared::Found(earlier) => return created_or_found(earlier),
+            Prepared::New(new) => new,
+        };
+        let (by, sha, dry_run, scopes) = (
+            new.submitted_by.clone(),
+            new.spec_sha256.clone(),
+            new.dry_run,
+            new.scopes.len(),
+        );
+        let inserted = self
+            .ctl
+            .store
+            .write(move |txn| campaigns::insert(txn, &new))
+            .await
+            .map_err(store_status)?;
+        if let Inserted::Created(id) = &inserted {
+            tracing::info!(campaign_id = %id, by, spec_sha256 = sha, dry_run, scopes, "campaign stored");
+            self.ctl.wake.notify_one();
+        }
+        created_or_found(inserted)
+    }
+
+    /// Everything SubmitCampaign checks of a campaign (the spec, the
+    /// caller's grants on all it reaches, the guardrails), without storing
+    /// it: the campaign to insert, or the one its client token names.
+    pub(crate) async fn prepare(
+        &self,
+        spec: Option<CampaignSpec>,
+        principal: &Principal,
+        how: Creation,
+    ) -> Result<Prepared, Status> {
         let Creation {
             method,
             action,
             dry_run,
             rerun_of,
+            window,
         } = how;
         let by = principal.name.clone();
         let spec = spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
@@ -431,7 +485,7 @@ impl CampaignApi {
             .await
             .map_err(store_status)?;
         if let Some(earlier) = earlier {
-            return created_or_found(earlier);
+            return Ok(Prepared::Found(earlier));
         }
         let refused = |status: Status| {
             tracing::warn!(
@@ -482,11 +536,11 @@ impl CampaignApi {
                 .map(|account| (account.clone(), crate::access::SUBMITTED_REF.to_owned()))
                 .collect()
         };
-        let new = NewCampaign {
+        Ok(Prepared::New(Box::new(NewCampaign {
             id: uuid::Uuid::now_v7().to_string(),
-            submitted_by: by.clone(),
+            submitted_by: by,
             spec,
-            spec_sha256: sha.clone(),
+            spec_sha256: sha,
             dry_run,
             scopes: expansion.scopes(),
             max_attempts: self.ctl.settings.max_attempts,
@@ -495,19 +549,18 @@ impl CampaignApi {
             actor: principal.actor(),
             rerun_of,
             approval,
-        };
-        let inserted = self
-            .ctl
-            .store
-            .write(move |txn| campaigns::insert(txn, &new))
-            .await
-            .map_err(store_status)?;
-        if let Inserted::Created(id) = &inserted {
-            tracing::info!(campaign_id = %id, by, spec_sha256 = sha, dry_run, accounts = expansion.accounts.len(), regions = expansion.regions.len(), "campaign stored");
-            self.ctl.wake.notify_one();
-        }
-        created_or_found(inserted)
+            window: window.unwrap_or_default(),
+        })))
     }
+}
+
+/// A campaign checked and ready to store, or the one its client token
+/// already names.
+pub(crate) enum Prepared {
+    /// Stored before (or its token reused).
+    Found(Inserted),
+    /// To insert.
+    New(Box<NewCampaign>),
 }
 
 /// Most bytes of targets in one ListTargets answer: with output, 500 targets

@@ -27,6 +27,9 @@ pub mod reconcile;
 pub mod resolve;
 pub mod retention;
 pub mod rollout;
+pub mod schedule_api;
+pub mod scheduler;
+pub mod schedules;
 pub mod signin;
 pub mod store;
 pub mod validate;
@@ -39,6 +42,7 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use muster_proto::v1::campaign_service_server::CampaignServiceServer;
+use muster_proto::v1::schedule_service_server::ScheduleServiceServer;
 use muster_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -342,6 +346,9 @@ pub async fn start(
         .set_serving::<CampaignServiceServer<campaign_api::CampaignApi>>()
         .await;
     health_reporter
+        .set_serving::<ScheduleServiceServer<schedule_api::ScheduleApi>>()
+        .await;
+    health_reporter
         .set_serving::<WorkerServiceServer<worker_api::WorkerApi>>()
         .await;
 
@@ -351,6 +358,11 @@ pub async fn start(
     ))
     // A valid spec is well under 1 MiB (validate.rs limits every list and
     // string); anything near this is refused before it is parsed.
+    .max_decoding_message_size(4 * 1024 * 1024);
+    let schedule_service = ScheduleServiceServer::new(schedule_api::ScheduleApi::new(
+        controller.clone(),
+        security.auth.clone(),
+    ))
     .max_decoding_message_size(4 * 1024 * 1024);
     let worker_service = WorkerServiceServer::new(worker_api::WorkerApi::new(
         controller.clone(),
@@ -366,6 +378,7 @@ pub async fn start(
             .add_service(health_for_campaign)
             .add_service(reflection)
             .add_service(campaign_service)
+            .add_service(schedule_service)
             .serve_with_incoming_shutdown(muster_common::net::incoming(campaign), stop.cancelled())
             .await;
         if let Err(error) = result {
@@ -389,6 +402,11 @@ pub async fn start(
     tasks.push(tokio::spawn(leader::run(controller.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(reconcile::run(controller.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(notify::run(controller.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(scheduler::run(
+        controller.clone(),
+        security.auth.clone(),
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(auth::watch_policy(
         security.auth.clone(),
         controller.clone(),

@@ -89,6 +89,7 @@ pub struct Metrics {
     policy_reloads: Family<OutcomeLabel, Counter>,
     signins: Family<OutcomeLabel, Counter>,
     notifications: Family<WebhookLabels, Counter>,
+    schedule_runs: Family<OutcomeLabel, Counter>,
     /// Workers by when they last called.
     workers: Mutex<HashMap<String, Instant>>,
 }
@@ -161,6 +162,16 @@ impl Metrics {
                 outcome: if delivered { "delivered" } else { "dead_letter" }.to_owned(),
             })
             .inc();
+    }
+
+    /// A run time of a schedule handled: started, resumed, missed, skipped
+    /// or refused.
+    pub fn schedule_run(&self, outcome: muster_proto::v1::RunOutcome) {
+        let name = outcome
+            .as_str_name()
+            .trim_start_matches("RUN_OUTCOME_")
+            .to_ascii_lowercase();
+        self.schedule_runs.get_or_create(&OutcomeLabel { outcome: name }).inc();
     }
 
     /// A task completed.
@@ -414,6 +425,12 @@ pub async fn render(ctl: &Controller) -> String {
         "notifications",
         "Campaign state changes posted to webhooks, by webhook and outcome (dead_letter: failed every try)",
         m.notifications.clone(),
+    );
+    registry.register(
+        "schedule_runs",
+        "Run times of schedules, by outcome: started, resumed (a waiting campaign's next window), missed (no \
+         leader until its window closed), skipped (the previous campaign had not ended), refused",
+        m.schedule_runs.clone(),
     );
     registry.register(
         "worker_calls_refused",

@@ -79,6 +79,7 @@ pub async fn pass(ctl: &Controller, fence: &Fence, cursor: &AtomicUsize) -> Stor
                     CampaignState::Paused,
                     CampaignState::AwaitingPromotion,
                     CampaignState::PendingApproval,
+                    CampaignState::WaitingForWindow,
                 ],
             )
         })
@@ -115,12 +116,17 @@ fn step(
     if campaign.cancel_requested {
         return cancel_step(conn, &campaign);
     }
+    if campaign.window.closed(now_ms()) && matches!(campaign.state, CampaignState::Discovering | CampaignState::Running)
+    {
+        return window_closed_step(conn, &campaign, settings, start);
+    }
     match campaign.state {
         CampaignState::Discovering => discovery_step(conn, &campaign, settings, start),
         CampaignState::Running if !campaign.spec.stages.is_empty() => staged_step(conn, &campaign, settings, start),
         CampaignState::Running => running_step(conn, &campaign, settings, start),
         CampaignState::PendingApproval => crate::approvals::expire(conn, &campaign, now_ms()),
-        // PAUSED and AWAITING_PROMOTION wait for an operator.
+        // PAUSED and AWAITING_PROMOTION wait for an operator,
+        // WAITING_FOR_WINDOW for its schedule's next run time.
         _ => Ok(None),
     }
 }
@@ -136,7 +142,7 @@ pub(crate) fn change(
 }
 
 fn cancel_step(conn: &dyn Sql, campaign: &CampaignRow) -> StoreResult<Option<(CampaignState, String)>> {
-    let held = tasks::cancel_unleased(conn, &campaign.id)?;
+    let held = tasks::cancel_unleased(conn, &campaign.id, "cancelled before it was sent")?;
     targets::end_pending(
         conn,
         &campaign.id,
@@ -150,6 +156,64 @@ fn cancel_step(conn: &dyn Sql, campaign: &CampaignRow) -> StoreResult<Option<(Ca
     }
     let reason = campaign.state_reason.clone();
     change(conn, &campaign.id, CampaignState::Cancelled, reason)
+}
+
+/// A campaign whose maintenance window has closed releases nothing more;
+/// its batches in flight finish (or, as its schedule says, are cancelled);
+/// then the targets not sent wait for the next window or end TERMINATED.
+fn window_closed_step(
+    conn: &dyn Sql,
+    campaign: &CampaignRow,
+    settings: &crate::Settings,
+    start: usize,
+) -> StoreResult<Option<(CampaignState, String)>> {
+    let window = &campaign.window;
+    let closed_at = crate::schedules::shown(window.end_ms.unwrap_or_default());
+    if window.cancel_in_flight && !window.cancelling {
+        // Workers hear of it on renew, as of a cancel, and cancel their
+        // commands; batches not yet sent end here.
+        campaigns::set_window_cancelling(conn, &campaign.id, true)?;
+        let reason = format!("cancelled before it was sent: the maintenance window closed at {closed_at}");
+        tasks::cancel_unleased(conn, &campaign.id, &reason)?;
+    }
+    if campaign.state == CampaignState::Discovering {
+        // Nothing is released while the window is closed (see
+        // `discovering_limits`); discovery ends as usual.
+        return discovery_step(conn, campaign, settings, start);
+    }
+    let totals = campaigns::totals(conn, &campaign.id)?;
+    if totals.queued + totals.running > 0 || tasks::active(conn, &campaign.id, TaskKind::Execute)? > 0 {
+        return Ok(None);
+    }
+    if totals.pending == 0 {
+        return finish(conn, campaign, &totals);
+    }
+    if window.next_window {
+        campaigns::set_window_cancelling(conn, &campaign.id, false)?;
+        return change(
+            conn,
+            &campaign.id,
+            CampaignState::WaitingForWindow,
+            format!(
+                "the maintenance window closed at {closed_at}: {} targets wait for the next window of schedule {}",
+                totals.pending, window.schedule
+            ),
+        );
+    }
+    let unsent = targets::end_pending(
+        conn,
+        &campaign.id,
+        TargetStatus::Terminated,
+        &format!("not sent: the maintenance window closed at {closed_at}"),
+    )?;
+    let totals = campaigns::totals(conn, &campaign.id)?;
+    let (_, summary) = outcome(&totals);
+    change(
+        conn,
+        &campaign.id,
+        CampaignState::CompletedWithErrors,
+        format!("the maintenance window closed at {closed_at} with {unsent} targets not sent; {summary}"),
+    )
 }
 
 fn discovery_step(
@@ -306,7 +370,7 @@ fn discovering_limits(
     totals: &StatusCounters,
     eligible: u64,
 ) -> StoreResult<Option<Room>> {
-    if eligible == 0 || !starts_before_discovery_ends(campaign, settings) {
+    if eligible == 0 || !starts_before_discovery_ends(campaign, settings) || campaign.window.closed(now_ms()) {
         return Ok(None);
     }
     let (concurrency, error_threshold) = record_limits(conn, campaign, eligible)?;
@@ -647,6 +711,13 @@ fn finish(
     campaign: &CampaignRow,
     totals: &StatusCounters,
 ) -> StoreResult<Option<(CampaignState, String)>> {
+    let (state, summary) = outcome(totals);
+    change(conn, &campaign.id, state, summary)
+}
+
+/// The terminal state of a campaign whose targets have all ended, and its
+/// counts for people.
+fn outcome(totals: &StatusCounters) -> (CampaignState, String) {
     let problems = totals.failed + totals.timed_out + totals.undeliverable + totals.error;
     let summary = format!(
         "{} succeeded, {} failed, {} timed out, {} undeliverable, {} errors, {} skipped",
@@ -657,7 +728,7 @@ fn finish(
     } else {
         CampaignState::Succeeded
     };
-    change(conn, &campaign.id, state, summary)
+    (state, summary)
 }
 
 /// What watchers of one campaign were last told.

@@ -653,6 +653,15 @@ impl System {
         self.fleet.account(name).expect("account in the fleet").id.clone()
     }
 
+    /// A ScheduleService client as the admin (its client certificate).
+    pub fn schedules(&self) -> muster_proto::v1::schedule_service_client::ScheduleServiceClient<Channel> {
+        muster_proto::v1::schedule_service_client::ScheduleServiceClient::new(
+            self.creds
+                .endpoint(self.campaign_port, Some(&self.creds.pki.admin))
+                .connect_lazy(),
+        )
+    }
+
     /// A CampaignService client with bearer `token` (one the policy file
     /// names).
     pub fn token_client(&self, token: &str) -> crate::creds::TokenClient {
@@ -687,4 +696,43 @@ fn strip_ansi(text: &str) -> String {
         }
     }
     out
+}
+
+/// Waits until the process that `reap` watches exits by itself (its crash
+/// point), and returns how.
+pub async fn until_crashed(
+    system: &mut System,
+    what: &str,
+    mut reap: impl FnMut(&mut System) -> Option<std::process::ExitStatus>,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = reap(system) {
+            assert!(!status.success(), "{what} aborted at its crash point: {status}");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not reach its crash point:\n{}",
+            system.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The muster CLI with an empty environment, for the caller's arguments.
+pub fn muster_command() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(bin_dir().join("muster"));
+    command.env_clear();
+    command
+}
+
+/// Runs `command` to its end: its exit code, stdout and stderr.
+pub async fn output_of(mut command: tokio::process::Command) -> (i32, String, String) {
+    let out = command.output().await.expect("the command runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -12,7 +12,7 @@ use muster_proto::v1::{CampaignState, CancelCampaignRequest, RateControl, Target
 use muster_tests::checks::{assert_ran_once, queue_depth};
 use muster_tests::client::{assert_counters_add_up, script_spec, submit, targets, wait_done};
 use muster_tests::fleets;
-use muster_tests::procs::{System, SystemOptions};
+use muster_tests::procs::{System, SystemOptions, until_crashed};
 
 const EAST: &str = "us-east-1";
 
@@ -265,28 +265,6 @@ async fn cancel_reaches_a_command_whose_worker_died() {
         );
     }
     assert_ran_once(&mut system, &id, &campaign).await;
-}
-
-/// Waits until the process that `reap` watches exits by itself (its crash
-/// point), and returns how.
-async fn until_crashed(
-    system: &mut System,
-    what: &str,
-    mut reap: impl FnMut(&mut System) -> Option<std::process::ExitStatus>,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = reap(system) {
-            assert!(!status.success(), "{what} aborted at its crash point: {status}");
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} did not reach its crash point:\n{}",
-            system.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

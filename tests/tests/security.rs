@@ -981,8 +981,8 @@ async fn muster_as(
     server_id: &str,
     args: &[&str],
 ) -> (i32, String, String) {
-    let out = tokio::process::Command::new(muster_tests::procs::bin_dir().join("muster"))
-        .env_clear()
+    let mut command = muster_tests::procs::muster_command();
+    command
         .env("AWS_CONFIG_FILE", config)
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .env("AWS_PROFILE", profile)
@@ -1003,15 +1003,8 @@ async fn muster_as(
             "-o",
             "json",
         ])
-        .args(args)
-        .output()
-        .await
-        .expect("the CLI runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .args(args);
+    muster_tests::procs::output_of(command).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

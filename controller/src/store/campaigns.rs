@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::store::sql::{OptionalExtension as _, Row, Sql, params};
 use muster_proto::v1::{
-    Approval, Campaign, CampaignSpec, CampaignState, ResultsExport, ScopeState, ScopeSummary, StagePhase,
-    StatusCounters, TargetStatus, TaskKind,
+    Approval, Campaign, CampaignSpec, CampaignState, CampaignWindow, ResultsExport, ScopeState, ScopeSummary,
+    StagePhase, StatusCounters, TargetStatus, TaskKind,
 };
 use prost::Message as _;
 
@@ -66,6 +66,45 @@ pub struct CampaignRow {
     pub stage_errors_accepted: i64,
     /// The approval a policy rule asks of it (empty rule: none).
     pub approval: ApprovalRow,
+    /// The schedule that started it and its maintenance window (empty
+    /// schedule: submitted by hand).
+    pub window: WindowRow,
+}
+
+/// The schedule a campaign came from and its maintenance window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowRow {
+    /// The schedule's name; empty for a campaign submitted by hand.
+    pub schedule: String,
+    /// The schedule version it runs.
+    pub version: i64,
+    /// When the current (or last) window opened.
+    pub opened_ms: Option<i64>,
+    /// When it closes; none for a schedule without a window.
+    pub end_ms: Option<i64>,
+    /// In-flight batches are cancelled (rather than finished) at its end.
+    pub cancel_in_flight: bool,
+    /// The targets not yet sent wait for the next window (rather than end).
+    pub next_window: bool,
+    /// The window ended and its in-flight commands are being cancelled.
+    pub cancelling: bool,
+}
+
+impl WindowRow {
+    /// Whether the window has closed at `now`.
+    pub fn closed(&self, now: i64) -> bool {
+        self.end_ms.is_some_and(|end| now >= end)
+    }
+
+    /// As the API shows `on_window_end`.
+    pub fn on_end(&self) -> &'static str {
+        if self.cancel_in_flight { "cancel" } else { "finish" }
+    }
+
+    /// As the API shows `after_window`.
+    pub fn after(&self) -> &'static str {
+        if self.next_window { "next_window" } else { "end" }
+    }
 }
 
 /// The approval a policy rule asked of a campaign when it was submitted.
@@ -93,7 +132,8 @@ const COLUMNS: &str = "id, created_ms, submitted_by, client_token, spec, spec_sh
     started_ms, finished_ms, eligible, concurrency_limit, error_threshold, errors, cancel_requested, export_url, \
     exported_ms, export_error, rerun_of, stage_index, stage_phase, stage_until_ms, stage_errors_accepted, \
     approval_rule, approval_reason, approval_min_targets, approval_expires_s, approval_deadline_ms, \
-    approval_decided_by, approval_decided_ms, approval_approved";
+    approval_decided_by, approval_decided_ms, approval_approved, schedule_name, schedule_version, window_opened_ms, \
+    window_end_ms, window_on_end, window_after, window_cancelling";
 
 fn from_row(row: &Row<'_>) -> StoreResult<CampaignRow> {
     let spec: Vec<u8> = row.get(4)?;
@@ -131,6 +171,15 @@ fn from_row(row: &Row<'_>) -> StoreResult<CampaignRow> {
             decided_by: row.get(29)?,
             decided_ms: row.get(30)?,
             approved: row.get::<_, i64>(31)? != 0,
+        },
+        window: WindowRow {
+            schedule: row.get(32)?,
+            version: row.get(33)?,
+            opened_ms: row.get(34)?,
+            end_ms: row.get(35)?,
+            cancel_in_flight: row.get::<_, String>(36)? == "cancel",
+            next_window: row.get::<_, String>(37)? == "next_window",
+            cancelling: row.get::<_, i64>(38)? != 0,
         },
     })
 }
@@ -408,6 +457,14 @@ pub fn to_proto(conn: &dyn Sql, row: &CampaignRow, with_scopes: bool) -> StoreRe
             decided_at: row.approval.decided_ms.map(timestamp),
             approved: row.approval.approved,
         }),
+        window: (!row.window.schedule.is_empty()).then(|| CampaignWindow {
+            schedule: row.window.schedule.clone(),
+            schedule_version: u32::try_from(row.window.version).unwrap_or_default(),
+            opened_at: row.window.opened_ms.map(timestamp),
+            closes_at: row.window.end_ms.map(timestamp),
+            on_window_end: row.window.on_end().to_owned(),
+            after_window: row.window.after().to_owned(),
+        }),
     })
 }
 
@@ -471,6 +528,8 @@ pub struct NewCampaign {
     /// The approval a policy rule asks of it (rule, reason, min_targets,
     /// expires_s; the rest unset).
     pub approval: ApprovalRow,
+    /// The schedule that starts it and its first window (cancelling unset).
+    pub window: WindowRow,
 }
 
 impl NewCampaign {
@@ -500,6 +559,7 @@ impl NewCampaign {
             },
             rerun_of: String::new(),
             approval: ApprovalRow::default(),
+            window: WindowRow::default(),
         }
     }
 }
@@ -561,8 +621,9 @@ pub fn insert(conn: &dyn Sql, new: &NewCampaign) -> StoreResult<Inserted> {
     let now = now_ms();
     conn.prepare_cached(
         "INSERT INTO campaigns (id, created_ms, submitted_by, client_token, spec, spec_sha256, dry_run, state, external_id,
-            rerun_of, approval_rule, approval_reason, approval_min_targets, approval_expires_s)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            rerun_of, approval_rule, approval_reason, approval_min_targets, approval_expires_s,
+            schedule_name, schedule_version, window_opened_ms, window_end_ms, window_on_end, window_after)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     )?
     .execute(params![
         new.id,
@@ -578,7 +639,13 @@ pub fn insert(conn: &dyn Sql, new: &NewCampaign) -> StoreResult<Inserted> {
         new.approval.rule,
         new.approval.reason,
         new.approval.min_targets,
-        new.approval.expires_s
+        new.approval.expires_s,
+        new.window.schedule,
+        new.window.version,
+        new.window.opened_ms,
+        new.window.end_ms,
+        if new.window.schedule.is_empty() { "" } else { new.window.on_end() },
+        if new.window.schedule.is_empty() { "" } else { new.window.after() }
     ])?;
     let mut scope = conn.prepare_cached(
         "INSERT INTO scopes (campaign_id, account_id, region, state, external_id_ref) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -607,6 +674,10 @@ pub fn insert(conn: &dyn Sql, new: &NewCampaign) -> StoreResult<Inserted> {
         "scopes": new.scopes.len(),
         "dry_run": new.dry_run,
     });
+    if !new.window.schedule.is_empty() {
+        detail["schedule"] = new.window.schedule.clone().into();
+        detail["schedule_version"] = new.window.version.into();
+    }
     let action = if new.dry_run {
         "planned"
     } else if new.rerun_of.is_empty() {
@@ -670,6 +741,17 @@ pub fn request_cancel(conn: &dyn Sql, id: &str, actor: &super::audit::Actor, rea
         )?;
     }
     Ok(true)
+}
+
+/// Marks the in-flight commands of a campaign whose window closed as to be
+/// cancelled (workers hear it on renew), or clears the mark.
+pub fn set_window_cancelling(conn: &dyn Sql, id: &str, cancelling: bool) -> StoreResult<()> {
+    conn.prepare_cached("UPDATE campaigns SET window_cancelling = ?2 WHERE id = ?1")?
+        .execute(params![id, i64::from(cancelling)])?;
+    if cancelling {
+        event(conn, id, "window_closed", r#"{"in_flight":"cancel"}"#)?;
+    }
+    Ok(())
 }
 
 /// Asks for the approval the campaign's rule wants: PENDING_APPROVAL until

@@ -15,6 +15,7 @@ mod postgres;
 pub mod queue;
 pub mod records;
 pub mod retention;
+pub mod schedules;
 mod schema;
 pub mod sql;
 mod sqlite;

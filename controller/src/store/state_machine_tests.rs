@@ -169,7 +169,7 @@ store_matrix! {
 
     fn cancel_ends_what_nobody_holds(conn) {
         let task_ref = one_task(&conn, 3);
-        assert!(!tasks::cancel_unleased(&conn, "c1").unwrap(), "nothing held");
+        assert!(!tasks::cancel_unleased(&conn, "c1", "cancelled before it was sent").unwrap(), "nothing held");
         assert_eq!(task(&conn, &task_ref).state, task_state::CANCELLED);
         assert_eq!(lease(&conn, &task_ref, "w1"), Err(LeaseOutcome::Finished));
     }
@@ -177,7 +177,7 @@ store_matrix! {
     fn cancel_waits_for_what_is_held(conn) {
         let task_ref = one_task(&conn, 3);
         lease(&conn, &task_ref, "w1").unwrap();
-        assert!(tasks::cancel_unleased(&conn, "c1").unwrap(), "one task is held");
+        assert!(tasks::cancel_unleased(&conn, "c1", "cancelled before it was sent").unwrap(), "one task is held");
         assert_eq!(task(&conn, &task_ref).state, task_state::LEASED);
     }
 
@@ -213,7 +213,7 @@ store_matrix! {
             ..Default::default()
         };
         campaigns::request_cancel(&conn, "c1", &tester, "stop").unwrap();
-        assert!(tasks::cancel_unleased(&conn, "c1").unwrap(), "a worker is still needed");
+        assert!(tasks::cancel_unleased(&conn, "c1", "cancelled before it was sent").unwrap(), "a worker is still needed");
         assert_eq!(task(&conn, &unsent).state, task_state::CANCELLED, "never sent: over");
         assert_eq!(task(&conn, &sent).state, task_state::QUEUED, "may run: waits");
         assert!(

@@ -111,7 +111,8 @@ pub fn lease(conn: &dyn Sql, task_ref: &TaskRef, worker_id: &str, settings: Leas
         .ok_or_else(|| StoreError::Corrupt(format!("task {} without campaign", task.id)))?;
     // A cancelled campaign's task runs only to cancel what an earlier
     // attempt may have sent.
-    if campaign.state.is_terminal() || (campaign.cancel_requested && !may_have_sent(conn, &task)?) {
+    let cancelled = campaign.cancel_requested || campaign.window.cancelling;
+    if campaign.state.is_terminal() || (cancelled && !may_have_sent(conn, &task)?) {
         return refuse(LeaseOutcome::CampaignInactive, "the campaign is cancelled or over");
     }
     if task_ref.attempt < task.attempt {
@@ -153,7 +154,7 @@ pub fn lease(conn: &dyn Sql, task_ref: &TaskRef, worker_id: &str, settings: Leas
         finished_instance_ids: finished_instances(conn, &task.id)?,
         // Set by the caller when it hands the lease out itself.
         traceparent: String::new(),
-        campaign_cancelled: campaign.cancel_requested,
+        campaign_cancelled: cancelled,
     };
     Ok(LeaseAnswer::Granted(Box::new(lease)))
 }
@@ -292,10 +293,12 @@ pub fn renew(conn: &dyn Sql, task_id: &str, lease_id: u64, ttl_ms: i64) -> Store
     };
     conn.prepare_cached("UPDATE tasks SET lease_expires_ms = ?2 WHERE id = ?1")?
         .execute(params![task_id, now_ms() + ttl_ms])?;
-    let cancelled: bool = conn
-        .prepare_cached("SELECT cancel_requested FROM campaigns WHERE id = ?1")?
-        .query_row([&task.campaign_id], |r| r.get(0))?;
-    Ok(Ok(cancelled))
+    // A cancel, or the end of a maintenance window that cancels what is in
+    // flight.
+    let (cancelled, window_closed): (bool, i64) = conn
+        .prepare_cached("SELECT cancel_requested, window_cancelling FROM campaigns WHERE id = ?1")?
+        .query_row([&task.campaign_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(Ok(cancelled || window_closed != 0))
 }
 
 fn end_lease(conn: &dyn Sql, lease_id: Option<u64>, outcome: &str) -> StoreResult<()> {
@@ -608,7 +611,7 @@ pub fn may_have_sent(conn: &dyn Sql, task: &TaskRow) -> StoreResult<bool> {
 /// anything. True while any task still needs a worker: one is held, or one
 /// waits to be leased only to cancel the commands an earlier holder sent
 /// (that holder is gone, its commands may still run).
-pub fn cancel_unleased(conn: &dyn Sql, campaign_id: &str) -> StoreResult<bool> {
+pub fn cancel_unleased(conn: &dyn Sql, campaign_id: &str, reason: &str) -> StoreResult<bool> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM tasks WHERE campaign_id = ?1 AND state = ?2"
     ))?;
@@ -624,7 +627,7 @@ pub fn cancel_unleased(conn: &dyn Sql, campaign_id: &str) -> StoreResult<bool> {
         conn.prepare_cached("UPDATE tasks SET state = ?2 WHERE id = ?1")?
             .execute(params![task.id, task_state::CANCELLED])?;
         if task.kind == TaskKind::Execute {
-            end_open_targets(conn, task, TargetStatus::Cancelled, "cancelled before it was sent")?;
+            end_open_targets(conn, task, TargetStatus::Cancelled, reason)?;
         }
     }
     let leased: i64 = conn

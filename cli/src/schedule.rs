@@ -1,0 +1,354 @@
+//! `muster schedule`: saved campaigns on a schedule.
+
+use comfy_table::Cell;
+use muster_proto::v1::{
+    AfterWindow, DeleteScheduleRequest, GetScheduleRequest, ListSchedulesRequest, PutScheduleRequest, RunOutcome,
+    Schedule, ScheduleRun, ScheduleSpec, WindowEnd,
+};
+use serde_json::{Value, json};
+
+use crate::args::{AfterWindowArg, Output, PutScheduleArgs, ScheduleCommand, WindowEndArg};
+use crate::commands::Failure;
+use crate::connect::Schedules;
+use crate::render::{self, Style, csv};
+
+/// Runs one `muster schedule` subcommand; its exit code.
+pub async fn run(
+    client: &mut Schedules,
+    command: &ScheduleCommand,
+    style: Style,
+    output: Output,
+) -> Result<i32, Failure> {
+    match command {
+        ScheduleCommand::Create(args) => put(client, args, false, style, output).await,
+        ScheduleCommand::Update(args) => put(client, args, true, style, output).await,
+        ScheduleCommand::Ls => ls(client, style, output).await,
+        ScheduleCommand::Show(args) => {
+            let answer = client
+                .get_schedule(GetScheduleRequest {
+                    name: args.schedule.clone(),
+                    version: args.version,
+                    runs: args.runs,
+                })
+                .await?
+                .into_inner();
+            let schedule = answer.schedule.unwrap_or_default();
+            print_schedule(&schedule, &answer.runs, style, output);
+            Ok(0)
+        }
+        ScheduleCommand::Rm(args) => {
+            let answer = client
+                .delete_schedule(DeleteScheduleRequest {
+                    name: args.schedule.clone(),
+                })
+                .await?
+                .into_inner();
+            match output {
+                Output::Json => render::print_json(&json!({
+                    "deleted": args.schedule,
+                    "cancelled_campaign_id": answer.cancelled_campaign_id,
+                })),
+                _ if answer.cancelled_campaign_id.is_empty() => println!("deleted schedule {}", args.schedule),
+                _ => println!(
+                    "deleted schedule {}; its campaign {} that waited for the next window is cancelled",
+                    args.schedule, answer.cancelled_campaign_id
+                ),
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// The schedule the flags describe.
+fn spec_of(args: &PutScheduleArgs) -> Result<ScheduleSpec, Failure> {
+    let campaign = crate::spec::build(&args.spec)?;
+    let at = args
+        .at
+        .as_deref()
+        .map(|text| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|t| prost_types::Timestamp {
+                    seconds: t.timestamp(),
+                    nanos: t.timestamp_subsec_nanos() as i32,
+                })
+                .map_err(|e| Failure::Input(format!("--at: '{text}' is not an RFC 3339 time ({e})")))
+        })
+        .transpose()?;
+    let window_seconds = match args.window {
+        None => 0,
+        Some(window) => u32::try_from(window.as_secs())
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| Failure::Input(format!("--window: {window}; between 1s and 7d")))?,
+    };
+    Ok(ScheduleSpec {
+        name: args.schedule.clone(),
+        description: args.description.clone(),
+        campaign: Some(campaign),
+        cron: args.cron.clone().unwrap_or_default(),
+        at,
+        time_zone: args.time_zone.clone().unwrap_or_default(),
+        window_seconds,
+        on_window_end: match args.on_window_end {
+            None => WindowEnd::Unspecified,
+            Some(WindowEndArg::Finish) => WindowEnd::Finish,
+            Some(WindowEndArg::Cancel) => WindowEnd::Cancel,
+        } as i32,
+        after_window: match args.after_window {
+            None => AfterWindow::Unspecified,
+            Some(AfterWindowArg::End) => AfterWindow::End,
+            Some(AfterWindowArg::NextWindow) => AfterWindow::NextWindow,
+        } as i32,
+    })
+}
+
+/// `create` (a new schedule) or `update` (its next version, over the one
+/// read just before).
+async fn put(
+    client: &mut Schedules,
+    args: &PutScheduleArgs,
+    update: bool,
+    style: Style,
+    output: Output,
+) -> Result<i32, Failure> {
+    let spec = spec_of(args)?;
+    let expected_version = if update {
+        client
+            .get_schedule(GetScheduleRequest {
+                name: spec.name.clone(),
+                version: 0,
+                runs: 1,
+            })
+            .await?
+            .into_inner()
+            .schedule
+            .map_or(0, |s| s.version)
+    } else {
+        0
+    };
+    let schedule = client
+        .put_schedule(PutScheduleRequest {
+            spec: Some(spec),
+            expected_version,
+        })
+        .await?
+        .into_inner()
+        .schedule
+        .unwrap_or_default();
+    match output {
+        Output::Json => render::print_json(&schedule_json(&schedule)),
+        _ => println!(
+            "{} schedule {} version {}; next run {}",
+            style.bold(if update { "updated" } else { "created" }),
+            args.schedule,
+            schedule.version,
+            next_run(&schedule)
+        ),
+    }
+    Ok(0)
+}
+
+async fn ls(client: &mut Schedules, style: Style, output: Output) -> Result<i32, Failure> {
+    let schedules = client
+        .list_schedules(ListSchedulesRequest {})
+        .await?
+        .into_inner()
+        .schedules;
+    match output {
+        Output::Json => render::print_json(&Value::Array(schedules.iter().map(schedule_json).collect())),
+        Output::Csv => {
+            println!("name,version,when,window_seconds,next_run,last_run,last_outcome,last_campaign_id,owner");
+            for s in &schedules {
+                let spec = s.spec.clone().unwrap_or_default();
+                let last = s.last_run.clone().unwrap_or_default();
+                println!(
+                    "{},{},{},{},{},{},{},{},{}",
+                    spec.name,
+                    s.version,
+                    csv(&when(&spec)),
+                    spec.window_seconds,
+                    render::time(&s.next_run_at),
+                    render::time(&last.scheduled_at),
+                    outcome_name(last.outcome),
+                    last.campaign_id,
+                    csv(&s.created_by)
+                );
+            }
+        }
+        Output::Table => {
+            if schedules.is_empty() {
+                println!("no schedules");
+                return Ok(0);
+            }
+            let mut table = style.table(&["name", "version", "when", "window", "next run", "last run", "owner"]);
+            for s in &schedules {
+                let spec = s.spec.clone().unwrap_or_default();
+                table.add_row(vec![
+                    Cell::new(&spec.name),
+                    Cell::new(s.version),
+                    Cell::new(when(&spec)),
+                    Cell::new(window(&spec)),
+                    Cell::new(next_run(s)),
+                    Cell::new(s.last_run.as_ref().map(run_line).unwrap_or_default()),
+                    Cell::new(&s.created_by),
+                ]);
+            }
+            println!("{table}");
+        }
+    }
+    Ok(0)
+}
+
+fn print_schedule(schedule: &Schedule, runs: &[ScheduleRun], style: Style, output: Output) {
+    let spec = schedule.spec.clone().unwrap_or_default();
+    if output == Output::Json {
+        let mut doc = schedule_json(schedule);
+        doc["runs"] = Value::Array(runs.iter().map(run_json).collect());
+        render::print_json(&doc);
+        return;
+    }
+    if output == Output::Csv {
+        println!("scheduled_at,outcome,campaign_id,version,reason");
+        for run in runs {
+            println!(
+                "{},{},{},{},{}",
+                render::time(&run.scheduled_at),
+                outcome_name(run.outcome),
+                run.campaign_id,
+                run.version,
+                csv(&run.reason)
+            );
+        }
+        return;
+    }
+    let campaign = spec.campaign.clone().unwrap_or_default();
+    println!("{} {}", style.bold("schedule"), spec.name);
+    if schedule.version == schedule.current_version {
+        println!(
+            "  version   {} by {} at {}",
+            schedule.version,
+            schedule.created_by,
+            render::time(&schedule.created_at)
+        );
+    } else {
+        println!(
+            "  version   {} (not the current one, {}) by {} at {}",
+            schedule.version,
+            schedule.current_version,
+            schedule.created_by,
+            render::time(&schedule.created_at)
+        );
+    }
+    println!("  runs      {}", when(&spec));
+    println!("  window    {}", window(&spec));
+    println!("  next run  {}", next_run(schedule));
+    println!(
+        "  campaign  {}",
+        if campaign.name.is_empty() {
+            "(unnamed)"
+        } else {
+            &campaign.name
+        }
+    );
+    if !spec.description.is_empty() {
+        println!("  about     {}", spec.description);
+    }
+    if runs.is_empty() {
+        println!("\nno runs yet");
+        return;
+    }
+    let mut table = style.table(&["run time", "outcome", "campaign", "version", "why"]);
+    for run in runs {
+        table.add_row(vec![
+            Cell::new(render::time(&run.scheduled_at)),
+            Cell::new(outcome_name(run.outcome)),
+            Cell::new(&run.campaign_id),
+            Cell::new(run.version),
+            Cell::new(&run.reason),
+        ]);
+    }
+    println!("\n{table}");
+}
+
+/// When the runs start, for people.
+fn when(spec: &ScheduleSpec) -> String {
+    if spec.cron.is_empty() {
+        format!("once at {}", render::time(&spec.at))
+    } else {
+        let zone = if spec.time_zone.is_empty() {
+            "UTC"
+        } else {
+            &spec.time_zone
+        };
+        format!("cron \"{}\" {zone}", spec.cron)
+    }
+}
+
+/// The window, for people.
+fn window(spec: &ScheduleSpec) -> String {
+    if spec.window_seconds == 0 {
+        return "none (runs to its end)".into();
+    }
+    let length = humantime::format_duration(std::time::Duration::from_secs(u64::from(spec.window_seconds)));
+    let in_flight = if spec.on_window_end == WindowEnd::Cancel as i32 {
+        "cancelled"
+    } else {
+        "finish"
+    };
+    let rest = if spec.after_window == AfterWindow::NextWindow as i32 {
+        "wait for the next window"
+    } else {
+        "end terminated"
+    };
+    format!("{length}; then in-flight batches {in_flight}, targets not sent {rest}")
+}
+
+fn next_run(schedule: &Schedule) -> String {
+    if schedule.next_run_at.is_none() {
+        "none".into()
+    } else {
+        render::time(&schedule.next_run_at)
+    }
+}
+
+fn run_line(run: &ScheduleRun) -> String {
+    format!("{} {}", render::time(&run.scheduled_at), outcome_name(run.outcome))
+}
+
+fn outcome_name(outcome: i32) -> String {
+    RunOutcome::try_from(outcome)
+        .map(|o| o.as_str_name().trim_start_matches("RUN_OUTCOME_").to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn run_json(run: &ScheduleRun) -> Value {
+    json!({
+        "scheduled_at": render::time(&run.scheduled_at),
+        "outcome": outcome_name(run.outcome),
+        "campaign_id": run.campaign_id,
+        "version": run.version,
+        "reason": run.reason,
+        "recorded_at": render::time(&run.recorded_at),
+    })
+}
+
+fn schedule_json(schedule: &Schedule) -> Value {
+    let spec = schedule.spec.clone().unwrap_or_default();
+    json!({
+        "name": spec.name,
+        "description": spec.description,
+        "version": schedule.version,
+        "current_version": schedule.current_version,
+        "created_by": schedule.created_by,
+        "created_at": render::time(&schedule.created_at),
+        "cron": spec.cron,
+        "time_zone": spec.time_zone,
+        "at": render::time(&spec.at),
+        "window_seconds": spec.window_seconds,
+        "on_window_end": WindowEnd::try_from(spec.on_window_end).map(|w| w.as_str_name()).unwrap_or_default(),
+        "after_window": AfterWindow::try_from(spec.after_window).map(|w| w.as_str_name()).unwrap_or_default(),
+        "campaign": spec.campaign.as_ref().map(|c| json!({"name": c.name})),
+        "next_run_at": render::time(&schedule.next_run_at),
+        "last_run": schedule.last_run.as_ref().map(run_json),
+    })
+}
