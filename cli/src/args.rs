@@ -461,9 +461,14 @@ pub struct SpecArgs {
     /// Directory the script runs in.
     #[arg(long)]
     pub working_directory: Option<String>,
-    /// Run this SSM document instead of script lines (e.g. AWS-RunPatchBaseline).
+    /// Run this SSM document instead of script lines: a name
+    /// (AWS-RunPatchBaseline, or one the target accounts own) or the ARN of a
+    /// shared document.
     #[arg(long)]
     pub document: Option<String>,
+    /// The document version to run: $DEFAULT (default), $LATEST or a number.
+    #[arg(long, requires = "document")]
+    pub document_version: Option<String>,
     /// Document parameter NAME=VALUE; repeat for several values or names.
     #[arg(long = "param")]
     pub params: Vec<String>,

@@ -343,7 +343,11 @@ pub fn build(args: &SpecArgs) -> anyhow::Result<CampaignSpec> {
             }
             Some(command::Kind::Document(Document {
                 name,
-                version: file.command.document_version.unwrap_or_default(),
+                version: args
+                    .document_version
+                    .clone()
+                    .or(file.command.document_version)
+                    .unwrap_or_default(),
                 parameters,
             }))
         }
@@ -518,6 +522,24 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // A shared document by ARN, pinned: the flag wins over the file.
+        let (_dir, mut args) = file(
+            "inventory.yaml",
+            "targets:\n  ous: [ou-ab12-cd34ef56]\ncommand:\n  document: arn:aws:ssm:us-east-1:111122223333:document/Acme-Inventory\n  document_version: \"2\"\n",
+        );
+        let pinned = |args: &SpecArgs| match build(args).unwrap().command.unwrap().kind {
+            Some(command::Kind::Document(d)) => (d.name, d.version),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            pinned(&args),
+            (
+                "arn:aws:ssm:us-east-1:111122223333:document/Acme-Inventory".to_owned(),
+                "2".to_owned()
+            )
+        );
+        args.document_version = Some("$LATEST".into());
+        assert_eq!(pinned(&args).1, "$LATEST");
     }
 
     #[test]

@@ -48,12 +48,24 @@ pub fn discover_spec(spec: &CampaignSpec, account: &str, region: &str) -> Discov
     }
 }
 
-/// The document that runs on `platform`.
-pub fn document_for(spec: &CampaignSpec, platform: Platform) -> String {
+/// The document that runs on `platform` in `region`. A document named by
+/// ARN (a shared or customer-owned one) is sent with the scope's region in
+/// its ARN: SSM runs only documents of the command's own region, and a
+/// document shared across an Organization exists once per region.
+pub fn document_for(spec: &CampaignSpec, platform: Platform, region: &str) -> String {
     match spec.command.as_ref().and_then(|c| c.kind.as_ref()) {
-        Some(command::Kind::Document(document)) => document.name.clone(),
+        Some(command::Kind::Document(document)) => in_region(&document.name, region),
         _ if platform == Platform::Windows => "AWS-RunPowerShellScript".into(),
         _ => "AWS-RunShellScript".into(),
+    }
+}
+
+/// `name` with `region` in place of its ARN's region; a name as it is.
+fn in_region(name: &str, region: &str) -> String {
+    let parts: Vec<&str> = name.splitn(6, ':').collect();
+    match parts[..] {
+        ["arn", partition, "ssm", _, account, resource] => format!("arn:{partition}:ssm:{region}:{account}:{resource}"),
+        _ => name.to_owned(),
     }
 }
 
@@ -66,7 +78,7 @@ pub fn execute_spec(
     campaign_id: &str,
     task_id: &str,
     spec: &CampaignSpec,
-    platform: Platform,
+    (platform, region): (Platform, &str),
     instance_ids: Vec<String>,
 ) -> ExecuteSpec {
     let command = spec.command.clone().unwrap_or_default();
@@ -97,7 +109,7 @@ pub fn execute_spec(
     ExecuteSpec {
         platform: platform as i32,
         instance_ids,
-        document_name: document_for(spec, platform),
+        document_name: document_for(spec, platform, region),
         document_version,
         parameters,
         delivery_timeout_seconds: command.delivery_timeout_seconds,
@@ -144,14 +156,14 @@ mod tests {
     #[test]
     fn scripts_become_the_platforms_document() {
         let spec = script(&["uname -a"], &["Get-Date"]);
-        let linux = execute_spec("c1", "t1", &spec, Platform::Linux, vec!["i-1".into()]);
+        let linux = execute_spec("c1", "t1", &spec, (Platform::Linux, "us-east-1"), vec!["i-1".into()]);
         assert_eq!(linux.document_name, "AWS-RunShellScript");
         assert_eq!(linux.parameters["commands"].values, ["uname -a"]);
         assert_eq!(linux.parameters["executionTimeout"].values, ["120"]);
         assert_eq!(linux.parameters["workingDirectory"].values, ["/tmp"]);
         assert_eq!(linux.comment, "muster task t1");
         assert_eq!(linux.output_s3_key_prefix, "muster/c1");
-        let windows = execute_spec("c1", "t1", &spec, Platform::Windows, vec!["i-2".into()]);
+        let windows = execute_spec("c1", "t1", &spec, (Platform::Windows, "us-east-1"), vec!["i-2".into()]);
         assert_eq!(windows.document_name, "AWS-RunPowerShellScript");
         assert_eq!(windows.parameters["commands"].values, ["Get-Date"]);
     }
@@ -177,6 +189,27 @@ mod tests {
             ..Default::default()
         };
         assert!(platforms_without_command(&document).is_empty());
-        assert_eq!(document_for(&document, Platform::Windows), "AWS-RunPatchBaseline");
+        assert_eq!(
+            document_for(&document, Platform::Windows, "eu-west-1"),
+            "AWS-RunPatchBaseline"
+        );
+    }
+
+    #[test]
+    fn a_document_arn_is_sent_in_each_scopes_region() {
+        let arn = "arn:aws:ssm:us-east-1:111122223333:document/Acme-Patch";
+        assert_eq!(
+            in_region(arn, "eu-west-1"),
+            "arn:aws:ssm:eu-west-1:111122223333:document/Acme-Patch"
+        );
+        assert_eq!(in_region(arn, "us-east-1"), arn);
+        assert_eq!(in_region("Acme-Patch", "eu-west-1"), "Acme-Patch");
+        assert_eq!(
+            in_region(
+                "arn:aws-us-gov:ssm:us-gov-west-1:111122223333:document/X",
+                "us-gov-east-1"
+            ),
+            "arn:aws-us-gov:ssm:us-gov-east-1:111122223333:document/X"
+        );
     }
 }

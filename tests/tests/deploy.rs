@@ -140,3 +140,65 @@ fn ecs_reads_the_tls_secret_the_external_id_and_the_database_password_and_nothin
         "the database's managed password secret: {resources:?}"
     );
 }
+
+/// Whether the execution role may call `action` on `resource`: some Allow
+/// statement names both (IAM wildcards).
+fn allows(template: &muster_sim::cfn::Template, action: &str, resource: &str) -> bool {
+    let role = template.role("ExecutionRole").expect("the role resolves");
+    let as_list = |value: &serde_json::Value| -> Vec<String> {
+        match value {
+            serde_json::Value::Array(list) => list.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+            one => one.as_str().map(str::to_owned).into_iter().collect(),
+        }
+    };
+    role.policies
+        .iter()
+        .flat_map(|(_, document)| document["Statement"].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["Effect"] == "Allow")
+        .any(|s| {
+            as_list(&s["Action"]).iter().any(|a| a.eq_ignore_ascii_case(action))
+                && as_list(&s["Resource"])
+                    .iter()
+                    .any(|r| muster_sim::policy::wildcard_match(r, resource))
+        })
+}
+
+#[test]
+fn the_execution_role_runs_aws_documents_by_name_and_customer_documents_only_when_listed() {
+    let aws = "arn:aws:ssm:eu-west-1::document/AWS-RunPatchBaseline";
+    let shared = "arn:aws:ssm:eu-west-1:111122223333:document/Acme-Patch-Linux";
+    let foreign = "arn:aws:ssm:eu-west-1:999999999999:document/Acme-Patch-Linux";
+    let plain = template("target-account.yaml");
+    assert!(allows(&plain, "ssm:SendCommand", aws));
+    assert!(allows(&plain, "ssm:GetDocument", aws));
+    assert!(
+        !allows(&plain, "ssm:SendCommand", shared),
+        "no customer documents by default"
+    );
+    assert!(!allows(
+        &plain,
+        "ssm:SendCommand",
+        "arn:aws:ssm:eu-west-1::document/AWS-ApplyAnsiblePlaybooks"
+    ));
+
+    let listed = template("target-account.yaml").with_params([(
+        "CustomerDocuments".to_owned(),
+        Param::List(vec![
+            "arn:aws:ssm:*:111122223333:document/Acme-Patch-*".into(),
+            "arn:aws:ssm:*:222222222222:document/Inventory".into(),
+        ]),
+    )]);
+    for action in ["ssm:SendCommand", "ssm:GetDocument"] {
+        assert!(allows(&listed, action, shared), "{action}");
+        assert!(allows(
+            &listed,
+            action,
+            "arn:aws:ssm:us-east-1:222222222222:document/Inventory"
+        ));
+        assert!(
+            !allows(&listed, action, foreign),
+            "{action}: only the owner account named"
+        );
+        assert!(allows(&listed, action, aws), "{action}: AWS documents still");
+    }
+}

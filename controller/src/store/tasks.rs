@@ -193,7 +193,7 @@ fn task_message(conn: &dyn Sql, task: &TaskRow, campaign: &CampaignRow, settings
                 &task.campaign_id,
                 &task.id,
                 spec,
-                task.platform,
+                (task.platform, &task.region),
                 instances,
             ));
         }
@@ -538,7 +538,7 @@ pub fn create_execute(
         max_attempts,
         now_ms()
     ])?;
-    let document = resolve::document_for(&campaign.spec, platform);
+    let document = resolve::document_for(&campaign.spec, platform, region);
     let mut update = conn.prepare_cached(
         "UPDATE targets SET status = ?5, task_id = ?6, document_name = ?7
          WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4 AND status = ?8",

@@ -182,7 +182,7 @@ impl Ssm {
                             real(exec_timeout, tunables.time_scale),
                         ));
                         let lines = command.parameters.get("commands").cloned().unwrap_or_default();
-                        let program = runnable(command.document.name, invocation.platform);
+                        let program = runnable(&command.document.name, invocation.platform);
                         if tunables.exec_mode == ExecMode::Real
                             && !invocation.behaviour.scripted()
                             && let Some(program) = program
@@ -351,7 +351,7 @@ fn simulated_outcome(command: &Command, index: usize) -> RunOutcome {
         Some(bytes) => output::filler(id, "stdout", bytes),
         None => {
             let lines = command.parameters.get("commands").map_or(0, Vec::len);
-            let mut text = match command.document.name {
+            let mut text = match command.document.name.as_str() {
                 "AWS-RunPatchBaseline" => format!(
                     "[muster-sim] patch baseline {} on {id}: 0 missing, 0 failed, 42 installed\n",
                     command
@@ -395,7 +395,7 @@ fn finish(command: &Command, key: &Key, started: chrono::DateTime<Utc>, outcome:
     let mut step_dirs = Vec::new();
     let mut main_code = outcome.exit_code;
     let mut outcome = Some(outcome);
-    for step in command.document.steps {
+    for step in &command.document.steps {
         let url = |stream: &str| {
             command.output.s3_bucket.as_ref().map_or_else(String::new, |bucket| {
                 let key = output::s3_key(

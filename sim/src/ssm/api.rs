@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::agent::Key;
-use super::documents::{self, Platform};
+use super::documents::Platform;
 use super::model::{Command, Done, InvState, Invocation, OutputSettings};
 use super::output;
 use super::{ApiError, Ctx};
@@ -19,15 +19,15 @@ use crate::state::{AuditEntry, SimState};
 
 const MAX_INSTANCE_IDS: usize = 50;
 
-fn validation(message: &str) -> ApiError {
+pub(super) fn validation(message: &str) -> ApiError {
     ApiError::new("ValidationException", message)
 }
 
-fn error(code: &'static str, message: &str) -> ApiError {
+pub(super) fn error(code: &'static str, message: &str) -> ApiError {
     ApiError::new(code, message)
 }
 
-fn string<'a>(request: &'a Value, field: &str) -> Option<&'a str> {
+pub(super) fn string<'a>(request: &'a Value, field: &str) -> Option<&'a str> {
     request.get(field).and_then(Value::as_str)
 }
 
@@ -82,19 +82,8 @@ pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> 
             "1 validation error detected: Value null at 'documentName' failed to satisfy constraint: Member must not be null",
         ));
     };
-    let Some(document) = documents::find(document_name) else {
-        return Err(error(
-            "InvalidDocument",
-            &format!("Document with name {document_name} does not exist."),
-        ));
-    };
     let document_version = string(request, "DocumentVersion").unwrap_or("$DEFAULT").to_owned();
-    if !["$DEFAULT", "$LATEST", "1"].contains(&document_version.as_str()) {
-        return Err(error(
-            "InvalidDocumentVersion",
-            &format!("Document version {document_version} does not exist."),
-        ));
-    }
+    let document = sim.ssm.document(ctx, document_name, &document_version)?;
     let comment = string(request, "Comment").unwrap_or_default().to_owned();
     if comment.chars().count() > 100 {
         return Err(validation(
@@ -130,7 +119,7 @@ pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> 
     let mut parameters: BTreeMap<String, Vec<String>> = BTreeMap::new();
     if let Some(given) = request.get("Parameters").and_then(Value::as_object) {
         for (name, values) in given {
-            let Some(param) = document.params.iter().find(|p| p.name == name) else {
+            let Some(param) = document.params.iter().find(|p| p.name == *name) else {
                 return Err(error(
                     "InvalidParameters",
                     &format!("Parameter \"{name}\" is not a parameter of document {}.", document.name),
@@ -143,7 +132,7 @@ pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> 
                 ));
             };
             let values: Vec<String> = values.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
-            if !param.allowed.is_empty() && values.iter().any(|v| !param.allowed.contains(&v.as_str())) {
+            if !param.allowed.is_empty() && values.iter().any(|v| !param.allowed.contains(v)) {
                 return Err(error(
                     "InvalidParameters",
                     &format!("Parameter \"{name}\" must be one of {}.", param.allowed.join(", ")),
@@ -154,7 +143,7 @@ pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> 
     }
     for param in document.params.iter().filter(|p| p.required) {
         if parameters
-            .get(param.name)
+            .get(&param.name)
             .is_none_or(|v| v.iter().all(String::is_empty))
         {
             return Err(error(
@@ -332,7 +321,7 @@ pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> 
         account: ctx.account.clone(),
         region: ctx.region.clone(),
         command_id,
-        document_name: document.name.to_owned(),
+        document_name: document_name.to_owned(),
         instance_ids: selected.iter().map(|i| i.id.clone()).collect(),
         comment,
         principal: ctx.principal.clone(),
@@ -377,25 +366,14 @@ fn visible(command: &Command, delay: Duration) -> bool {
 }
 
 /// GetDocument: a Command document's content (JSON), as SSM returns it.
-pub(super) fn get_document(request: &Value) -> Result<Value, ApiError> {
+pub(super) fn get_document(ssm: &super::Ssm, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
     let Some(name) = string(request, "Name") else {
         return Err(validation(
             "1 validation error detected: Value null at 'name' failed to satisfy constraint: Member must not be null",
         ));
     };
-    let Some(document) = documents::find(name) else {
-        return Err(error(
-            "InvalidDocument",
-            &format!("Document with name {name} does not exist."),
-        ));
-    };
     let version = string(request, "DocumentVersion").unwrap_or("$DEFAULT");
-    if !["$DEFAULT", "$LATEST", "1"].contains(&version) {
-        return Err(error(
-            "InvalidDocumentVersion",
-            &format!("Document version {version} does not exist."),
-        ));
-    }
+    let document = ssm.document(ctx, name, version)?;
     let format = string(request, "DocumentFormat").unwrap_or("JSON");
     if format != "JSON" {
         return Err(error(
@@ -405,9 +383,9 @@ pub(super) fn get_document(request: &Value) -> Result<Value, ApiError> {
     }
     Ok(serde_json::json!({
         "Name": document.name,
-        "DocumentVersion": "1",
+        "DocumentVersion": document.version.to_string(),
         "Status": "Active",
-        "Content": document.content().to_string(),
+        "Content": document.content(),
         "DocumentType": "Command",
         "DocumentFormat": "JSON",
     }))
@@ -524,7 +502,7 @@ pub(super) fn get_command_invocation(sim: &SimState, ctx: &Ctx, request: &Value)
             "An error occurred (InvocationDoesNotExist) when calling the GetCommandInvocation operation",
         ));
     };
-    let steps = command.document.steps;
+    let steps = &command.document.steps;
     let step = match plugin_name {
         Some(name) => match steps.iter().position(|s| s.name == name) {
             Some(index) => index,

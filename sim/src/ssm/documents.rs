@@ -1,5 +1,8 @@
 //! The SSM Command documents the sim knows, with their steps, platforms and
-//! parameters, so that SendCommand validates as SSM does.
+//! parameters, so that SendCommand validates as SSM does: AWS's own, and
+//! the versions of customers' documents (see [`super::registry`]).
+
+use std::sync::Arc;
 
 /// Platforms as SSM names them (PlatformType).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,9 +35,9 @@ pub enum Schema {
     V2_2,
 }
 
-/// One step of a document.
+/// One step of a built-in (AWS-owned) document, as the table writes it.
 #[derive(Debug)]
-pub struct Step {
+struct BuiltinStep {
     /// Step name as reported: the action for 1.2 documents ("aws:runShellScript"),
     /// the step's own name for 2.2 ("PatchLinux").
     pub name: &'static str,
@@ -47,9 +50,9 @@ pub struct Step {
     pub timeout_seconds: Option<u32>,
 }
 
-/// One parameter.
+/// One parameter of a built-in document.
 #[derive(Debug)]
-pub struct Param {
+struct BuiltinParam {
     /// Name.
     pub name: &'static str,
     /// Whether SendCommand must pass it.
@@ -58,43 +61,43 @@ pub struct Param {
     pub allowed: &'static [&'static str],
 }
 
-/// A Command document.
+/// A built-in (AWS-owned) Command document, as the table writes it.
 #[derive(Debug)]
-pub struct Document {
+struct BuiltinDocument {
     /// Name, e.g. "AWS-RunShellScript".
     pub name: &'static str,
     /// Schema version.
     pub schema: Schema,
     /// Steps in order.
-    pub steps: &'static [Step],
+    pub steps: &'static [BuiltinStep],
     /// Parameters.
-    pub params: &'static [Param],
+    pub params: &'static [BuiltinParam],
 }
 
-const SCRIPT_PARAMS: &[Param] = &[
-    Param {
+const SCRIPT_PARAMS: &[BuiltinParam] = &[
+    BuiltinParam {
         name: "commands",
         required: true,
         allowed: &[],
     },
-    Param {
+    BuiltinParam {
         name: "workingDirectory",
         required: false,
         allowed: &[],
     },
-    Param {
+    BuiltinParam {
         name: "executionTimeout",
         required: false,
         allowed: &[],
     },
 ];
 
-/// Every document the sim serves.
-pub const DOCUMENTS: &[Document] = &[
-    Document {
+/// The AWS-owned documents the sim serves.
+const BUILTIN: &[BuiltinDocument] = &[
+    BuiltinDocument {
         name: "AWS-RunShellScript",
         schema: Schema::V1_2,
-        steps: &[Step {
+        steps: &[BuiltinStep {
             name: "aws:runShellScript",
             action: "aws:runShellScript",
             timeout_seconds: None,
@@ -102,10 +105,10 @@ pub const DOCUMENTS: &[Document] = &[
         }],
         params: SCRIPT_PARAMS,
     },
-    Document {
+    BuiltinDocument {
         name: "AWS-RunPowerShellScript",
         schema: Schema::V1_2,
-        steps: &[Step {
+        steps: &[BuiltinStep {
             name: "aws:runPowerShellScript",
             action: "aws:runPowerShellScript",
             timeout_seconds: None,
@@ -113,23 +116,23 @@ pub const DOCUMENTS: &[Document] = &[
         }],
         params: SCRIPT_PARAMS,
     },
-    Document {
+    BuiltinDocument {
         name: "AWS-RunPatchBaseline",
         schema: Schema::V2_2,
         steps: &[
-            Step {
+            BuiltinStep {
                 name: "PatchWindows",
                 action: "aws:runPowerShellScript",
                 timeout_seconds: Some(7_200),
                 platforms: &[Platform::Windows],
             },
-            Step {
+            BuiltinStep {
                 name: "PatchLinux",
                 action: "aws:runShellScript",
                 timeout_seconds: Some(7_200),
                 platforms: &[Platform::Linux],
             },
-            Step {
+            BuiltinStep {
                 name: "PatchMacOS",
                 action: "aws:runShellScript",
                 timeout_seconds: Some(7_200),
@@ -137,32 +140,32 @@ pub const DOCUMENTS: &[Document] = &[
             },
         ],
         params: &[
-            Param {
+            BuiltinParam {
                 name: "Operation",
                 required: true,
                 allowed: &["Scan", "Install"],
             },
-            Param {
+            BuiltinParam {
                 name: "SnapshotId",
                 required: false,
                 allowed: &[],
             },
-            Param {
+            BuiltinParam {
                 name: "InstallOverrideList",
                 required: false,
                 allowed: &[],
             },
-            Param {
+            BuiltinParam {
                 name: "BaselineOverride",
                 required: false,
                 allowed: &[],
             },
-            Param {
+            BuiltinParam {
                 name: "RebootOption",
                 required: false,
                 allowed: &["RebootIfNeeded", "NoReboot"],
             },
-            Param {
+            BuiltinParam {
                 name: "AssociationId",
                 required: false,
                 allowed: &[],
@@ -173,6 +176,167 @@ pub const DOCUMENTS: &[Document] = &[
 
 /// What SSM's plugins allow a step when nothing sets its timeout.
 pub const DEFAULT_STEP_TIMEOUT_SECONDS: u32 = 3_600;
+
+/// One step of a document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Step name as reported: the action for 1.2 documents ("aws:runShellScript"),
+    /// the step's own name for 2.2 ("PatchLinux").
+    pub name: String,
+    /// The plugin that runs it.
+    pub action: String,
+    /// Platforms it runs on; on others it is skipped (2.2) or fails (1.2).
+    pub platforms: Vec<Platform>,
+    /// The step's own `timeoutSeconds`; none where the document's
+    /// `executionTimeout` parameter sets it (the script documents).
+    pub timeout_seconds: Option<u32>,
+}
+
+/// One parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    /// Name.
+    pub name: String,
+    /// Whether SendCommand must pass it (it has no default).
+    pub required: bool,
+    /// Allowed values, when restricted.
+    pub allowed: Vec<String>,
+}
+
+/// A Command document: one of AWS's, or one version of a customer's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// Name, e.g. "AWS-RunShellScript" or "Acme-Patch".
+    pub name: String,
+    /// The owner account; empty for AWS's.
+    pub owner: String,
+    /// This version (1 for AWS's).
+    pub version: u32,
+    /// Schema version.
+    pub schema: Schema,
+    /// Steps in order.
+    pub steps: Vec<Step>,
+    /// Parameters.
+    pub params: Vec<Param>,
+    /// The content as the customer wrote it; none for AWS's (generated).
+    pub written: Option<String>,
+}
+
+impl From<&BuiltinDocument> for Document {
+    fn from(builtin: &BuiltinDocument) -> Self {
+        Self {
+            name: builtin.name.to_owned(),
+            owner: String::new(),
+            version: 1,
+            schema: builtin.schema,
+            steps: builtin
+                .steps
+                .iter()
+                .map(|s| Step {
+                    name: s.name.to_owned(),
+                    action: s.action.to_owned(),
+                    platforms: s.platforms.to_vec(),
+                    timeout_seconds: s.timeout_seconds,
+                })
+                .collect(),
+            params: builtin
+                .params
+                .iter()
+                .map(|p| Param {
+                    name: p.name.to_owned(),
+                    required: p.required,
+                    allowed: p.allowed.iter().map(|a| (*a).to_owned()).collect(),
+                })
+                .collect(),
+            written: None,
+        }
+    }
+}
+
+static AWS_DOCUMENTS: std::sync::LazyLock<Vec<Arc<Document>>> =
+    std::sync::LazyLock::new(|| BUILTIN.iter().map(|b| Arc::new(Document::from(b))).collect());
+
+/// Finds an AWS-owned document by name or by its ARN
+/// ("arn:aws:ssm:REGION::document/NAME").
+pub fn find(name: &str) -> Option<Arc<Document>> {
+    let name = name.rsplit_once(":document/").map_or(name, |(_, n)| n);
+    AWS_DOCUMENTS.iter().find(|d| d.name == name).cloned()
+}
+
+/// Names SSM keeps for AWS's own documents.
+pub fn is_reserved(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    ["aws", "amazon", "amzn"].iter().any(|prefix| lower.starts_with(prefix))
+}
+
+/// A customer's Command document (schemaVersion 2.2, JSON) as SSM reads it
+/// in CreateDocument and UpdateDocument; the error says what is wrong.
+pub fn parse(name: &str, owner: &str, version: u32, content: &str) -> Result<Document, String> {
+    let doc: serde_json::Value =
+        serde_json::from_str(content).map_err(|e| format!("The content is not valid JSON: {e}"))?;
+    if doc["schemaVersion"] != "2.2" {
+        return Err(format!(
+            "muster-sim takes Command documents of schemaVersion 2.2, not {}",
+            doc["schemaVersion"]
+        ));
+    }
+    let mut params = Vec::new();
+    for (param_name, spec) in doc["parameters"].as_object().into_iter().flatten() {
+        params.push(Param {
+            name: param_name.clone(),
+            required: spec.get("default").is_none(),
+            allowed: spec["allowedValues"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        });
+    }
+    let steps = doc["mainSteps"]
+        .as_array()
+        .filter(|steps| !steps.is_empty())
+        .ok_or("mainSteps: a 2.2 document needs at least one step")?;
+    let mut parsed = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let action = step["action"].as_str().unwrap_or_default();
+        let mut platforms = match action {
+            "aws:runShellScript" => vec![Platform::Linux, Platform::MacOs],
+            "aws:runPowerShellScript" => vec![Platform::Windows],
+            other => {
+                return Err(format!(
+                    "mainSteps[{i}].action: muster-sim runs aws:runShellScript and aws:runPowerShellScript steps, not '{other}'"
+                ));
+            }
+        };
+        if let Some(wanted) = step["precondition"]["StringEquals"].as_array().and_then(|p| p.get(1)) {
+            platforms.retain(|p| Some(p.as_str()) == wanted.as_str());
+        }
+        let step_name = step["name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| format!("mainSteps[{i}].name: is required"))?;
+        let timeout = &step["inputs"]["timeoutSeconds"];
+        parsed.push(Step {
+            name: step_name.to_owned(),
+            action: action.to_owned(),
+            platforms,
+            timeout_seconds: timeout
+                .as_u64()
+                .or_else(|| timeout.as_str().and_then(|t| t.parse().ok()))
+                .and_then(|t| u32::try_from(t).ok()),
+        });
+    }
+    Ok(Document {
+        name: name.to_owned(),
+        owner: owner.to_owned(),
+        version,
+        schema: Schema::V2_2,
+        steps: parsed,
+        params,
+        written: Some(content.to_owned()),
+    })
+}
 
 impl Document {
     /// How long a command of this document may run on an instance of
@@ -190,30 +354,34 @@ impl Document {
             .sum()
     }
 
-    /// The document's content as GetDocument returns it (JSON): its
-    /// parameters and steps, with their timeouts.
-    pub fn content(&self) -> serde_json::Value {
+    /// The document's content as GetDocument returns it (JSON): a
+    /// customer's as written; AWS's generated from its parameters and
+    /// steps, with their timeouts.
+    pub fn content(&self) -> String {
+        if let Some(written) = &self.written {
+            return written.clone();
+        }
         let mut parameters = serde_json::Map::new();
-        for param in self.params {
+        for param in &self.params {
             let mut spec = serde_json::json!({"type": if param.name == "commands" { "StringList" } else { "String" }});
             if !param.allowed.is_empty() {
-                spec["allowedValues"] = param.allowed.into();
+                spec["allowedValues"] = param.allowed.clone().into();
             }
             if param.name == "executionTimeout" {
                 spec["default"] = DEFAULT_STEP_TIMEOUT_SECONDS.to_string().into();
             } else if !param.required {
                 spec["default"] = "".into();
             }
-            parameters.insert(param.name.to_owned(), spec);
+            parameters.insert(param.name.clone(), spec);
         }
-        match self.schema {
+        let content = match self.schema {
             Schema::V1_2 => {
-                let plugin = self.steps[0].action;
+                let plugin = self.steps[0].action.clone();
                 serde_json::json!({
                     "schemaVersion": "1.2",
                     "parameters": parameters,
-                    "runtimeConfig": {plugin: {"properties": [{
-                        "id": "0.".to_owned() + plugin,
+                    "runtimeConfig": {plugin.clone(): {"properties": [{
+                        "id": format!("0.{plugin}"),
                         "runCommand": "{{ commands }}",
                         "workingDirectory": "{{ workingDirectory }}",
                         "timeoutSeconds": "{{ executionTimeout }}",
@@ -236,14 +404,9 @@ impl Document {
                     })
                 }).collect::<Vec<_>>(),
             }),
-        }
+        };
+        content.to_string()
     }
-}
-
-/// Finds a document by name or by ARN ("arn:aws:ssm:...:document/NAME").
-pub fn find(name: &str) -> Option<&'static Document> {
-    let name = name.rsplit_once(":document/").map_or(name, |(_, n)| n);
-    DOCUMENTS.iter().find(|d| d.name == name)
 }
 
 impl Step {
@@ -262,7 +425,7 @@ impl Step {
     pub fn log_stream_segment(&self, schema: Schema) -> String {
         match schema {
             Schema::V1_2 => self.action.replace(':', "-"),
-            Schema::V2_2 => self.name.to_owned(),
+            Schema::V2_2 => self.name.clone(),
         }
     }
 
@@ -294,10 +457,41 @@ mod tests {
     fn a_patch_runs_two_hours_and_a_script_its_execution_timeout() {
         let patch = find("AWS-RunPatchBaseline").unwrap();
         assert_eq!(patch.own_timeout_seconds(Platform::Linux, None), 7_200.0);
-        assert_eq!(patch.content()["mainSteps"][1]["inputs"]["timeoutSeconds"], 7_200);
+        let content: serde_json::Value = serde_json::from_str(&patch.content()).unwrap();
+        assert_eq!(content["mainSteps"][1]["inputs"]["timeoutSeconds"], 7_200);
         let shell = find("AWS-RunShellScript").unwrap();
         assert_eq!(shell.own_timeout_seconds(Platform::Linux, None), 3_600.0);
         assert_eq!(shell.own_timeout_seconds(Platform::Linux, Some(60.0)), 60.0);
-        assert_eq!(shell.content()["parameters"]["executionTimeout"]["default"], "3600");
+        let content: serde_json::Value = serde_json::from_str(&shell.content()).unwrap();
+        assert_eq!(content["parameters"]["executionTimeout"]["default"], "3600");
+    }
+
+    #[test]
+    fn a_customer_document_is_read_as_ssm_reads_it() {
+        let content = r#"{"schemaVersion":"2.2","parameters":{"Level":{"type":"String","allowedValues":["low","high"]},
+            "Note":{"type":"String","default":""}},"mainSteps":[
+            {"action":"aws:runShellScript","name":"Scan","precondition":{"StringEquals":["platformType","Linux"]},
+             "inputs":{"runCommand":["scan"],"timeoutSeconds":"600"}},
+            {"action":"aws:runShellScript","name":"Install","inputs":{"runCommand":["install"]}}]}"#;
+        let doc = parse("Acme-Patch", "111122223333", 2, content).unwrap();
+        assert_eq!((doc.version, doc.steps.len()), (2, 2));
+        assert_eq!(doc.steps[0].platforms, [Platform::Linux]);
+        assert_eq!(doc.steps[0].timeout_seconds, Some(600));
+        assert_eq!(doc.own_timeout_seconds(Platform::Linux, None), 4_200.0);
+        assert!(
+            doc.params
+                .iter()
+                .any(|p| p.name == "Level" && p.required && p.allowed == ["low", "high"])
+        );
+        assert!(doc.params.iter().any(|p| p.name == "Note" && !p.required));
+        assert_eq!(doc.content(), content, "GetDocument returns it as written");
+        let bad = parse(
+            "x",
+            "1",
+            1,
+            r#"{"schemaVersion":"2.2","mainSteps":[{"action":"aws:runDocument","name":"a"}]}"#,
+        );
+        assert!(bad.unwrap_err().starts_with("mainSteps[0].action: muster-sim runs"));
+        assert!(is_reserved("AWS-Mine") && is_reserved("amazon-x") && !is_reserved("Acme-Patch"));
     }
 }

@@ -7,6 +7,7 @@ mod api;
 pub mod documents;
 mod model;
 pub mod output;
+mod registry;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, Weak};
@@ -39,6 +40,8 @@ struct Store {
     scopes: HashMap<(String, String), Vec<Command>>,
     /// Reboot windows per (account, instance): the agent is offline inside them.
     reboots: HashMap<(String, String), (Instant, Instant)>,
+    /// Customers' documents.
+    documents: registry::Registry,
 }
 
 /// The SSM service.
@@ -79,7 +82,15 @@ impl Ssm {
             "ListCommandInvocations" => api::list_command_invocations(&sim, ctx, &request),
             "GetCommandInvocation" => api::get_command_invocation(&sim, ctx, &request),
             "CancelCommand" => api::cancel_command(&sim, ctx, &request),
-            "GetDocument" => api::get_document(&request),
+            "GetDocument" => api::get_document(self, ctx, &request),
+            "CreateDocument" => registry::create(&mut self.store.lock().expect("ssm lock").documents, ctx, &request),
+            "UpdateDocument" => registry::update(&mut self.store.lock().expect("ssm lock").documents, ctx, &request),
+            "UpdateDocumentDefaultVersion" => {
+                registry::set_default(&mut self.store.lock().expect("ssm lock").documents, ctx, &request)
+            }
+            "ModifyDocumentPermission" => {
+                registry::share(&mut self.store.lock().expect("ssm lock").documents, ctx, &request)
+            }
             "DescribeInstanceInformation" => api::describe_instance_information(&sim, ctx, &request).await,
             other => Err(ApiError::new(
                 "UnknownOperationException",
@@ -90,6 +101,17 @@ impl Ssm {
             Ok(body) => protocol::json_ok(&body),
             Err(e) => error(e.code, &e.message),
         }
+    }
+
+    /// The document `name` (name or ARN) at `version` as the caller may run
+    /// it.
+    pub(crate) fn document(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        version: &str,
+    ) -> Result<std::sync::Arc<documents::Document>, ApiError> {
+        registry::resolve(&self.store.lock().expect("ssm lock").documents, ctx, name, version)
     }
 
     /// Forgets every command.

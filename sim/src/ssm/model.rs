@@ -110,7 +110,7 @@ pub struct Command {
     /// Region it belongs to.
     pub region: String,
     /// The document.
-    pub document: &'static Document,
+    pub document: std::sync::Arc<Document>,
     /// DocumentVersion as sent.
     pub document_version: String,
     /// Parameters as sent, with defaults.
