@@ -14,6 +14,7 @@
 //! | `muster-sim:hang` = `true` | the command never ends by itself (execution timeout) |
 //! | `muster-sim:stuck` = `true` | the agent is lost once the command starts: it stays InProgress for good; neither its timeouts nor CancelCommand reach it |
 //! | `muster-sim:reboot` = `true` | the command reboots the instance halfway and then finishes |
+//! | `muster-sim:reboot-exit` = 194 or 3010 | the step first exits 194 (the agent reboots the instance, then runs the step again) or 3010 (it reboots, then the step is done), as the SSM agent handles those codes |
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -55,6 +56,9 @@ pub struct Behaviour {
     pub stuck: bool,
     /// Commands reboot the instance halfway.
     pub reboot: bool,
+    /// The step first exits this code (194 or 3010): the agent reboots the
+    /// instance, then runs the step again (194) or marks it done (3010).
+    pub reboot_exit: Option<i32>,
 }
 
 impl Behaviour {
@@ -67,6 +71,7 @@ impl Behaviour {
             || self.undeliverable
             || self.stdout_bytes.is_some()
             || self.stderr_bytes.is_some()
+            || self.reboot_exit.is_some()
     }
 
     /// Reads the behaviour from an instance's facts.
@@ -92,6 +97,9 @@ impl Behaviour {
             hang: flag("hang"),
             stuck: flag("stuck"),
             reboot: flag("reboot"),
+            reboot_exit: tag("reboot-exit")
+                .and_then(|v| v.parse().ok())
+                .filter(|code| [194, 3010].contains(code)),
         }
     }
 }

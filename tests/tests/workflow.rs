@@ -616,8 +616,9 @@ async fn a_campaign_the_policy_names_waits_for_a_second_principal_to_approve_it(
     );
 }
 
-/// Three Linux instances that reboot halfway through their patch, two
-/// Windows ones.
+/// Three Linux instances that reboot halfway through their patch, two that
+/// exit 194 (reboot, then the agent runs the step again), and two Windows
+/// ones that exit 3010 (reboot, then the step is done).
 const PATCH_FLEET: &str = r#"
 name = "patch"
 external_id = "ext-patch"
@@ -632,8 +633,11 @@ regions = ["us-east-1"]
   tags = { Role = "web", "muster-sim:duration" = "2", "muster-sim:reboot" = "true" }
   [[accounts.instances]]
   count = 2
+  tags = { Role = "web", "muster-sim:duration" = "1", "muster-sim:reboot-exit" = "194" }
+  [[accounts.instances]]
+  count = 2
   platform = "windows"
-  tags = { Role = "win", "muster-sim:duration" = "1" }
+  tags = { Role = "win", "muster-sim:duration" = "1", "muster-sim:reboot-exit" = "3010" }
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -668,7 +672,15 @@ async fn a_patch_baseline_campaign_follows_reboots_to_true_per_step_results_unde
     let done = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
     assert_eq!(done.state, CampaignState::Succeeded as i32, "{}", done.state_reason);
     let all = assert_ran_once(&mut system, &id, &done).await;
-    assert_eq!(all.len(), 5);
+    assert_eq!(all.len(), 7);
+    let said = |text: &str| {
+        all.iter()
+            .filter(|t| t.steps.iter().any(|s| s.stdout.contains(text)))
+            .count()
+    };
+    assert_eq!(said("resumed after reboot"), 3, "rebooted halfway");
+    assert_eq!(said("exit 194 on"), 2, "rebooted, then the step ran again");
+    assert_eq!(said("exit 3010"), 2, "rebooted, then the step was done");
     for target in &all {
         let steps: Vec<(&str, &str)> = target
             .steps
@@ -688,13 +700,6 @@ async fn a_patch_baseline_campaign_follows_reboots_to_true_per_step_results_unde
             "{target:?}"
         );
         assert!(step(skipped).stdout.contains("Step execution skipped"), "{target:?}");
-        if ran == "PatchLinux" {
-            assert!(
-                step(ran).stdout.contains("resumed after reboot"),
-                "the reboot halfway is followed to the end: {}",
-                step(ran).stdout
-            );
-        }
     }
     // The worker read the document's own timeout (rather than cancelling at
     // a script's hour): once per batch at most (the Linux and the Windows

@@ -208,15 +208,27 @@ impl Ssm {
                                 .duration_secs
                                 .unwrap_or(tunables.default_duration_ms as f64 / 1000.0);
                             let duration = real(secs, tunables.time_scale);
-                            if invocation.behaviour.reboot {
-                                let now = Instant::now();
-                                reboot_window = Some((
-                                    invocation.instance_id.clone(),
-                                    now + duration / 2,
-                                    now + duration * 3 / 4,
-                                ));
-                            }
-                            actions.push(Action::Schedule(key.clone(), Event::Complete, duration));
+                            let now = Instant::now();
+                            let id = invocation.instance_id.clone();
+                            let ends = match invocation.behaviour.reboot_exit {
+                                // The step exits the code after its run; the
+                                // instance is down half as long; 194 runs
+                                // the step again once it is back.
+                                Some(code) => {
+                                    reboot_window = Some((id, now + duration, now + duration * 3 / 2));
+                                    if code == 194 {
+                                        duration * 5 / 2
+                                    } else {
+                                        duration * 3 / 2
+                                    }
+                                }
+                                None if invocation.behaviour.reboot => {
+                                    reboot_window = Some((id, now + duration / 2, now + duration * 3 / 4));
+                                    duration
+                                }
+                                None => duration,
+                            };
+                            actions.push(Action::Schedule(key.clone(), Event::Complete, ends));
                         }
                     }
                     (Event::Complete, InvState::InProgress { started }) => {
@@ -367,6 +379,17 @@ fn simulated_outcome(command: &Command, index: usize) -> RunOutcome {
             };
             if behaviour.reboot {
                 text.push_str("[muster-sim] reboot requested; instance rebooting\n[muster-sim] resumed after reboot\n");
+            }
+            match behaviour.reboot_exit {
+                Some(194) => {
+                    text = format!(
+                        "[muster-sim] exit 194 on {id}: reboot requested; the agent rebooted the instance and ran the step again\n{text}"
+                    );
+                }
+                Some(code) => text.push_str(&format!(
+                    "[muster-sim] exit {code}: reboot requested; the agent rebooted the instance and marked the step done\n"
+                )),
+                None => {}
             }
             text
         }
