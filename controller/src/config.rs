@@ -58,6 +58,10 @@ pub struct Args {
     /// state change ("default", a name or an ARN); none for no events.
     #[arg(long, env = "MUSTER_EVENT_BUS")]
     pub event_bus: Option<String>,
+    /// SNS topic ARN that gets every campaign state change; none for no
+    /// messages.
+    #[arg(long, env = "MUSTER_SNS_TOPIC")]
+    pub sns_topic: Option<String>,
     /// Seconds a worker's lease lasts without renewal [default: 30]
     #[arg(long, env = "MUSTER_LEASE_TTL")]
     pub lease_ttl: Option<u64>,
@@ -454,6 +458,7 @@ impl Config {
         guardrails.check().map_err(anyhow::Error::msg)?;
         let mut notifications = file.notifications;
         notifications.event_bus = args.event_bus.or(notifications.event_bus).filter(|b| !b.is_empty());
+        notifications.sns_topic = args.sns_topic.or(notifications.sns_topic).filter(|t| !t.is_empty());
         notifications.check().map_err(anyhow::Error::msg)?;
         let mut tokens = file.auth.tokens;
         for text in &args.api_tokens {

@@ -60,7 +60,7 @@ use crate::validate::Defaults;
 /// state changes on the hub's event bus. The hub template's controller role
 /// grants exactly these (a test checks). The controller never acts in target
 /// accounts.
-pub const AWS_ACTIONS: [&str; 9] = [
+pub const AWS_ACTIONS: [&str; 10] = [
     "sqs:SendMessage",
     "sqs:ReceiveMessage",
     "sqs:DeleteMessage",
@@ -70,6 +70,7 @@ pub const AWS_ACTIONS: [&str; 9] = [
     "organizations:ListOrganizationalUnitsForParent",
     "ec2:DescribeRegions",
     "events:PutEvents",
+    "sns:Publish",
 ];
 
 /// How the controller runs.
@@ -200,6 +201,8 @@ pub struct Controller {
     pub organizations: aws_sdk_organizations::Client,
     /// EventBridge (notifications to the hub's bus).
     pub eventbridge: aws_sdk_eventbridge::Client,
+    /// SNS, for notifications.
+    pub sns: aws_sdk_sns::Client,
     /// EC2 (enabled regions).
     pub ec2: aws_sdk_ec2::Client,
     /// When each pending export was last tried (retries are spaced out).
@@ -226,6 +229,7 @@ impl Controller {
             s3: aws_sdk_s3::Client::from_conf(muster_common::aws::s3_config(sdk)),
             organizations: aws_sdk_organizations::Client::new(sdk),
             eventbridge: aws_sdk_eventbridge::Client::new(sdk),
+            sns: aws_sdk_sns::Client::new(sdk),
             ec2: aws_sdk_ec2::Client::new(sdk),
             export_attempts: Default::default(),
             metrics: metrics::Metrics::default(),

@@ -1,9 +1,10 @@
 //! Notifications: every campaign state change (started, a stage started or
-//! passed, paused, awaiting a promotion or an approval, ended with its
-//! counts) goes to the hub's EventBridge bus (source `muster`, detail-type
-//! `Campaign State Change`, muster's fields as the detail) and is posted to
-//! the configured webhooks, Slack-compatible JSON with muster's own fields
-//! beside `text`.
+//! passed, paused, awaiting a promotion or an approval, waiting for its next
+//! window, ended with its counts) goes to the hub's EventBridge bus (source
+//! `muster`, detail-type `Campaign State Change`, muster's fields as the
+//! detail), is published to an SNS topic (muster's fields as the message,
+//! `state` and `campaign_id` as attributes) and is posted to the configured
+//! webhooks, Slack-compatible JSON with muster's own fields beside `text`.
 //!
 //! The store's event log is the outbox: a leader-only loop reads the state
 //! events after each webhook's cursor, posts each (three tries, backing
@@ -52,6 +53,10 @@ pub struct Notifications {
     /// The EventBridge bus in the controller's account that gets every
     /// change: "default", a bus name or its ARN; none for no events.
     pub event_bus: Option<String>,
+    /// The SNS topic (its ARN) that gets every change, for e-mail, SMS,
+    /// chat and queues subscribed to it; none for no messages.
+    #[serde(default)]
+    pub sns_topic: Option<String>,
     /// Webhooks.
     #[serde(default)]
     pub webhooks: Vec<Webhook>,
@@ -65,6 +70,7 @@ pub const EVENT_DETAIL_TYPE: &str = "Campaign State Change";
 /// Where a change goes.
 enum Destination<'a> {
     Bus(&'a str),
+    Topic(&'a str),
     Webhook(&'a Webhook),
 }
 
@@ -73,13 +79,14 @@ impl Destination<'_> {
     fn name(&self) -> String {
         match self {
             Self::Bus(bus) => format!("eventbridge:{bus}"),
+            Self::Topic(topic) => format!("sns:{topic}"),
             Self::Webhook(hook) => hook.name.clone(),
         }
     }
 
     fn wants(&self, state: &str) -> bool {
         match self {
-            Self::Bus(_) => true,
+            Self::Bus(_) | Self::Topic(_) => true,
             Self::Webhook(hook) => hook.states.is_empty() || hook.states.iter().any(|s| s.eq_ignore_ascii_case(state)),
         }
     }
@@ -99,6 +106,9 @@ impl Notifications {
                 ));
             }
         }
+        if let Some(topic) = &self.sns_topic {
+            check_topic_arn(topic).map_err(|rule| format!("notifications.sns_topic: '{topic}' {rule}"))?;
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, hook) in self.webhooks.iter().enumerate() {
             let field = format!("notifications.webhooks[{i}]");
@@ -116,6 +126,26 @@ impl Notifications {
             }
         }
         Ok(())
+    }
+}
+
+/// An SNS topic ARN: arn:PARTITION:sns:REGION:ACCOUNT:NAME.
+fn check_topic_arn(arn: &str) -> Result<(), &'static str> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    let rule = "is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)";
+    match parts[..] {
+        ["arn", partition, "sns", region, account, name]
+            if partition.starts_with("aws")
+                && !region.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && !name.is_empty()
+                && name.len() <= 256
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) =>
+        {
+            Ok(())
+        }
+        _ => Err(rule),
     }
 }
 
@@ -305,6 +335,35 @@ async fn put_event(events: &aws_sdk_eventbridge::Client, bus: &str, body: &serde
     }
 }
 
+/// Publishes muster's fields of one change to `topic`, with the state and
+/// campaign as message attributes (for subscription filter policies).
+async fn publish(sns: &aws_sdk_sns::Client, topic: &str, body: &serde_json::Value) -> Result<(), String> {
+    let muster = &body["muster"];
+    let attribute = |value: &serde_json::Value| {
+        aws_sdk_sns::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value.as_str().unwrap_or_default())
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    let subject: String = body["text"].as_str().unwrap_or("muster").chars().take(100).collect();
+    // SNS subjects are one line of printable ASCII.
+    let subject: String = subject
+        .chars()
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .collect();
+    sns.publish()
+        .topic_arn(topic)
+        .subject(subject)
+        .message(muster.to_string())
+        .message_attributes("state", attribute(&muster["state"])?)
+        .message_attributes("campaign_id", attribute(&muster["campaign_id"])?)
+        .send()
+        .await
+        .map_err(|e| muster_common::retry::describe(&e))?;
+    Ok(())
+}
+
 /// Delivers `body` to `destination`, up to [`TRIES`] times, backing off 1s
 /// then 4s.
 async fn deliver(
@@ -320,6 +379,7 @@ async fn deliver(
         }
         let outcome = match destination {
             Destination::Bus(bus) => put_event(&ctl.eventbridge, bus, body).await,
+            Destination::Topic(topic) => publish(&ctl.sns, topic, body).await,
             Destination::Webhook(hook) => post(client, &hook.url, body).await,
         };
         match outcome {
@@ -333,7 +393,7 @@ async fn deliver(
 /// Runs passes until `shutdown`, once a second, on the leader only.
 pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
     let notifications = &ctl.settings.notifications;
-    if notifications.webhooks.is_empty() && notifications.event_bus.is_none() {
+    if notifications.webhooks.is_empty() && notifications.event_bus.is_none() && notifications.sns_topic.is_none() {
         return;
     }
     let since_ms = now_ms();
@@ -364,6 +424,7 @@ async fn pass(ctl: &Controller, fence: &Fence, client: &HttpClient, since_ms: i6
         .event_bus
         .iter()
         .map(|bus| Destination::Bus(bus))
+        .chain(notifications.sns_topic.iter().map(|topic| Destination::Topic(topic)))
         .chain(notifications.webhooks.iter().map(Destination::Webhook));
     for destination in destinations {
         let name = destination.name();
@@ -432,6 +493,7 @@ mod tests {
         };
         let ok = Notifications {
             event_bus: None,
+            sns_topic: None,
             webhooks: vec![
                 hook("slack", "https://hooks.slack.com/services/T/B/X"),
                 hook("relay", "http://127.0.0.1:9000/x"),
@@ -440,6 +502,7 @@ mod tests {
         assert_eq!(ok.check(), Ok(()));
         let plain = Notifications {
             event_bus: None,
+            sns_topic: None,
             webhooks: vec![hook("x", "http://hooks.example.com/x")],
         };
         assert_eq!(
@@ -448,6 +511,7 @@ mod tests {
         );
         let twice = Notifications {
             event_bus: None,
+            sns_topic: None,
             webhooks: vec![hook("a", "https://a.example/x"), hook("a", "https://b.example/x")],
         };
         assert_eq!(
@@ -456,6 +520,7 @@ mod tests {
         );
         let state = Notifications {
             event_bus: None,
+            sns_topic: None,
             webhooks: vec![Webhook {
                 states: vec!["exploded".into()],
                 ..hook("a", "https://a.example/x")
@@ -467,7 +532,7 @@ mod tests {
         );
         let bus = |name: &str| Notifications {
             event_bus: Some(name.into()),
-            webhooks: vec![],
+            ..Default::default()
         };
         assert_eq!(bus("default").check(), Ok(()));
         assert_eq!(
@@ -478,5 +543,18 @@ mod tests {
             bus("no bus!").check().unwrap_err(),
             "notifications.event_bus: 'no bus!' is not an event bus name or ARN"
         );
+        let topic = |arn: &str| Notifications {
+            sns_topic: Some(arn.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            topic("arn:aws:sns:us-east-1:111122223333:muster-campaigns").check(),
+            Ok(())
+        );
+        assert_eq!(
+            topic("muster-campaigns").check().unwrap_err(),
+            "notifications.sns_topic: 'muster-campaigns' is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"
+        );
+        assert!(topic("arn:aws:sqs:us-east-1:111122223333:q").check().is_err());
     }
 }

@@ -62,6 +62,7 @@ async fn every_state_change_reaches_the_webhook_and_a_failing_one_leaves_a_dead_
         Options {
             notifications: Notifications {
                 event_bus: None,
+                sns_topic: None,
                 webhooks: vec![
                     Webhook {
                         name: "chat".into(),
@@ -133,6 +134,7 @@ async fn every_state_change_reaches_a_queue_subscribed_to_the_hub_bus() {
         Options {
             notifications: Notifications {
                 event_bus: Some("default".into()),
+                sns_topic: None,
                 webhooks: vec![],
             },
             ..Default::default()
@@ -216,4 +218,93 @@ async fn every_state_change_reaches_a_queue_subscribed_to_the_hub_bus() {
             .all(|d| d["campaign_id"] == id.as_str() && d["schema"] == "muster.notification.v1")
     );
     assert_eq!(details[1]["counters"]["success"].as_u64(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_state_change_reaches_a_queue_subscribed_to_the_sns_topic() {
+    let topic_arn = format!(
+        "arn:aws:sns:us-east-1:{}:muster-campaigns",
+        muster_sim::testkit::HUB_ACCOUNT
+    );
+    let stack = Stack::start(
+        &fleets::uniform(2, 0, 0.3),
+        Options {
+            notifications: Notifications {
+                event_bus: None,
+                sns_topic: Some(topic_arn.clone()),
+                webhooks: vec![],
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    // The topic (hub.yaml makes it) with a queue subscribed, raw.
+    let hub = stack.sb.hub_config("us-east-1");
+    let sns = aws_sdk_sns::Client::new(&hub);
+    let created = sns
+        .create_topic()
+        .name("muster-campaigns")
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    assert_eq!(created, topic_arn);
+    let sqs = aws_sdk_sqs::Client::new(&hub);
+    let queue = sqs
+        .create_queue()
+        .queue_name("campaign-messages")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .unwrap();
+
+    let mut client = stack.client.clone();
+    let account = stack.fleet.account("only").unwrap().id.clone();
+    let id = submit(&mut client, script_spec(&[account], &["us-east-1"], &["echo hi"], &[])).await;
+    wait_done(&mut client, &id, Duration::from_secs(60)).await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut messages: Vec<serde_json::Value> = Vec::new();
+    while !messages.iter().any(|m| m["state"] == "succeeded") {
+        assert!(std::time::Instant::now() < deadline, "messages so far: {messages:#?}");
+        let received = sqs
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for message in received.messages() {
+            messages.push(serde_json::from_str(message.body().unwrap()).unwrap());
+        }
+    }
+    let states: Vec<&str> = messages.iter().map(|m| m["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["running", "succeeded"]);
+    assert!(
+        messages
+            .iter()
+            .all(|m| m["campaign_id"] == id.as_str() && m["schema"] == "muster.notification.v1")
+    );
+    assert_eq!(messages[1]["counters"]["success"].as_u64(), Some(2));
 }
