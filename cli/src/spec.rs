@@ -40,7 +40,7 @@ pub struct CampaignFile {
     stages: Vec<StageFile>,
 }
 
-/// One wave: which targets (accounts, regions, a share), its limits, its
+/// One wave: which targets (accounts, OUs, regions, a share), its limits, its
 /// bake time and its gate.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +48,8 @@ struct StageFile {
     name: String,
     #[serde(default)]
     accounts: Vec<Scalar>,
+    #[serde(default)]
+    ous: Vec<String>,
     #[serde(default)]
     regions: Vec<String>,
     share: Option<Scalar>,
@@ -75,6 +77,8 @@ impl StageFile {
         Ok(Stage {
             name: self.name,
             account_ids: self.accounts.iter().map(Scalar::text).collect(),
+            ous: self.ous,
+            ou_account_ids: Vec::new(),
             regions: self.regions,
             share: self.share.as_ref().map(Scalar::text).unwrap_or_default(),
             max_concurrency: self.max_concurrency.as_ref().map(Scalar::text).unwrap_or_default(),

@@ -216,6 +216,26 @@ impl CampaignApi {
             .unwrap_or_default())
     }
 
+    /// Fills each stage's `ou_account_ids` with the accounts its OUs hold
+    /// now: stages are assigned from them once discovery ends.
+    async fn resolve_stage_ous(&self, spec: &mut CampaignSpec) -> Result<(), Status> {
+        for (i, stage) in spec.stages.iter_mut().enumerate() {
+            if stage.ous.is_empty() {
+                continue;
+            }
+            let ous: std::collections::BTreeSet<String> = stage.ous.iter().cloned().collect();
+            let members = self
+                .ctl
+                .ou_members
+                .of(&self.ctl.organizations, &format!("stages[{i}].ous"), &ous)
+                .await
+                .map_err(expand_status)?;
+            let accounts: std::collections::BTreeSet<String> = members.into_values().flatten().collect();
+            stage.ou_account_ids = accounts.into_iter().collect();
+        }
+        Ok(())
+    }
+
     /// Where a stored campaign reaches.
     async fn footprint(&self, id: &str) -> Result<Footprint, Status> {
         let id = id.to_owned();
@@ -508,6 +528,7 @@ impl CampaignApi {
         };
         self.permit(method, principal, action, &footprint, "").await?;
         let approval = self.approval_for(&footprint).await?;
+        self.resolve_stage_ous(&mut spec).await?;
         let rails = &self.ctl.settings.guardrails;
         let first_account = expansion.accounts.first().map(String::as_str).unwrap_or("000000000000");
         rails

@@ -273,6 +273,14 @@ fn check_stages(stages: &[muster_proto::v1::Stage], errors: &mut Errors) {
                 errors.add(format!("stages[{i}].account_ids[{j}]"), e);
             }
         }
+        if stage.ous.len() > MAX_OUS {
+            errors.add(field("ous"), format!("at most {MAX_OUS} OUs"));
+        }
+        for (j, ou) in stage.ous.iter().enumerate().take(MAX_OUS) {
+            if let Err(e) = check_ou_id(ou) {
+                errors.add(format!("stages[{i}].ous[{j}]"), e);
+            }
+        }
         if stage.regions.len() > MAX_REGIONS {
             errors.add(field("regions"), format!("at most {MAX_REGIONS} regions"));
         }
@@ -305,7 +313,7 @@ fn check_stages(stages: &[muster_proto::v1::Stage], errors: &mut Errors) {
             errors.add(
                 field("name"),
                 format!(
-                    "stage '{}' has no accounts, regions or share, so it takes every target left and must be the last",
+                    "stage '{}' has no accounts, OUs, regions or share, so it takes every target left and must be the last",
                     stage.name
                 ),
             );
@@ -431,6 +439,10 @@ pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignS
     }
 
     check_stages(&spec.stages, &mut errors);
+    // Output only: the controller fills it at submit.
+    for stage in &mut spec.stages {
+        stage.ou_account_ids.clear();
+    }
 
     // Rate.
     let rate = spec.rate.get_or_insert_with(Default::default);
@@ -753,6 +765,7 @@ mod tests {
             stage("rest", ""),
             Stage {
                 account_ids: vec!["12".into()],
+                ous: vec!["ou-nope".into()],
                 regions: vec!["mars-1".into()],
                 max_concurrency: "0".into(),
                 max_errors: "x".into(),
@@ -764,9 +777,10 @@ mod tests {
         ];
         let errors = errors_of(spec);
         for expected in [
-            "stages[0].name: stage 'rest' has no accounts, regions or share, so it takes every target left and must be the last",
+            "stages[0].name: stage 'rest' has no accounts, OUs, regions or share, so it takes every target left and must be the last",
             "stages[1].name: 'rest' names two stages",
             "stages[1].account_ids[0]: '12' is not a 12-digit account id",
+            "stages[1].ous[0]: 'ou-nope'",
             "stages[1].regions[0]: 'mars-1' is not an AWS region",
             "stages[1].share: '150%'",
             "stages[1].max_concurrency: '0'",

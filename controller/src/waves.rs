@@ -18,11 +18,17 @@ pub type Key = (String, String, String);
 /// Whether `stage` takes every target left (no accounts, regions or share):
 /// only the last stage may.
 pub fn takes_the_rest(stage: &Stage) -> bool {
-    stage.account_ids.is_empty() && stage.regions.is_empty() && stage.share.trim().is_empty()
+    stage.account_ids.is_empty() && stage.ous.is_empty() && stage.regions.is_empty() && stage.share.trim().is_empty()
 }
 
 fn selects(stage: &Stage, (account, region, _): &Key) -> bool {
-    (stage.account_ids.is_empty() || stage.account_ids.iter().any(|a| a == account))
+    let by_account = stage.account_ids.is_empty() && stage.ous.is_empty();
+    (by_account
+        || stage
+            .account_ids
+            .iter()
+            .chain(&stage.ou_account_ids)
+            .any(|a| a == account))
         && (stage.regions.is_empty() || stage.regions.iter().any(|r| r == region))
 }
 
@@ -129,6 +135,43 @@ mod tests {
             keys.push(key("222", "east", &format!("i-c{i}")));
         }
         keys
+    }
+
+    #[test]
+    fn a_stage_by_ou_takes_the_accounts_the_ou_held_at_submit() {
+        let keys = fleet();
+        let prod = Stage {
+            name: "prod".into(),
+            ous: vec!["ou-ab12-prod0000".into()],
+            ou_account_ids: vec!["222".into()],
+            ..Default::default()
+        };
+        assert!(!takes_the_rest(&prod), "an OU stage selects");
+        let stages = [prod.clone(), stage("rest", &[], "")];
+        let assigned = assign(&stages, &keys);
+        let in_prod: Vec<&str> = keys
+            .iter()
+            .zip(&assigned)
+            .filter(|(_, s)| **s == Some(0))
+            .map(|(k, _)| k.0.as_str())
+            .collect();
+        assert_eq!(in_prod, ["222"; 4]);
+        // An OU with no accounts takes nothing (it does not mean "any").
+        let empty = Stage {
+            ou_account_ids: vec![],
+            ..prod.clone()
+        };
+        assert!(
+            assign(&[empty, stage("rest", &[], "")], &keys)
+                .iter()
+                .all(|s| *s == Some(1))
+        );
+        // Accounts and OUs together: either.
+        let both = Stage {
+            account_ids: vec!["111".into()],
+            ..prod
+        };
+        assert!(assign(&[both], &keys).iter().all(|s| *s == Some(0)));
     }
 
     #[test]

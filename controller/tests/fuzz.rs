@@ -254,6 +254,7 @@ fn stage_strategy() -> impl Strategy<Value = Stage> {
                 max_errors,
                 bake_seconds,
                 gate,
+                ..Default::default()
             },
         )
 }

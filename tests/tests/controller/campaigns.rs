@@ -328,6 +328,57 @@ async fn ous_expand_recursively_minus_excluded_accounts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_named_by_ou_takes_the_accounts_of_that_ou() {
+    let stack = Stack::start(fleets::MIXED, Options::default()).await;
+    let mut client = stack.client.clone();
+    let mut spec = mixed_spec(&stack);
+    let prod = stack.fleet.ous["Prod"].clone();
+    spec.stages = vec![
+        muster_proto::v1::Stage {
+            name: "prod-first".into(),
+            ous: vec![prod.clone()],
+            // Given on input, ignored: the controller resolves the OU.
+            ou_account_ids: vec![stack.account("dev-a")],
+            ..Default::default()
+        },
+        muster_proto::v1::Stage {
+            name: "the-rest".into(),
+            ..Default::default()
+        },
+    ];
+    let plan = client
+        .plan_campaign(PlanCampaignRequest {
+            spec: Some(spec),
+            wait_seconds: 60,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let campaign = plan.campaign.unwrap();
+    assert_eq!(
+        campaign.state,
+        CampaignState::Planned as i32,
+        "{}",
+        campaign.state_reason
+    );
+    let stages = &campaign.stages;
+    assert_eq!(stages.len(), 2);
+    let shown = &campaign.spec.as_ref().unwrap().stages[0];
+    assert_eq!(
+        shown.ou_account_ids.iter().cloned().collect::<BTreeSet<_>>(),
+        [stack.account("prod-a"), stack.account("prod-b")].into(),
+        "resolved from the OU at submit"
+    );
+    // prod-a: 7 online per region (its offline one is skipped); prod-b: 3.
+    assert_eq!(stages[0].counters.unwrap().total, 2 * (7 + 3), "{stages:?}");
+    assert_eq!(stages[1].counters.unwrap().total, 2 * 4, "dev-a's: {stages:?}");
+    let all = targets(&mut client, &campaign.id, false).await;
+    for target in all.iter().filter(|t| t.stage == "prod-first") {
+        assert!(shown.ou_account_ids.contains(&target.account_id), "{target:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_client_token_is_answered_before_any_other_work() {
     let stack = Stack::start(
         fleets::MIXED,
