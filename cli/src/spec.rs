@@ -52,6 +52,9 @@ struct StageFile {
     ous: Vec<String>,
     #[serde(default)]
     regions: Vec<String>,
+    /// As targets.tags: KEY: value or [values] (empty: the key is there).
+    #[serde(default)]
+    tags: BTreeMap<String, Lines>,
     share: Option<Scalar>,
     max_concurrency: Option<Scalar>,
     max_errors: Option<Scalar>,
@@ -59,6 +62,16 @@ struct StageFile {
     bake: Option<Scalar>,
     /// "automatic" (the default) or "manual".
     gate: Option<String>,
+}
+
+/// Tag filters as a campaign file writes them.
+fn tag_filters(tags: BTreeMap<String, Lines>) -> Vec<TagFilter> {
+    tags.into_iter()
+        .map(|(key, values)| TagFilter {
+            key,
+            values: values.values().into_iter().filter(|v| !v.is_empty()).collect(),
+        })
+        .collect()
 }
 
 impl StageFile {
@@ -79,6 +92,7 @@ impl StageFile {
             account_ids: self.accounts.iter().map(Scalar::text).collect(),
             ous: self.ous,
             ou_account_ids: Vec::new(),
+            tags: tag_filters(self.tags),
             regions: self.regions,
             share: self.share.as_ref().map(Scalar::text).unwrap_or_default(),
             max_concurrency: self.max_concurrency.as_ref().map(Scalar::text).unwrap_or_default(),
@@ -266,15 +280,7 @@ pub fn build(args: &SpecArgs) -> anyhow::Result<CampaignSpec> {
         organizational_unit_ids: file.targets.ous,
         exclude_account_ids: file.targets.exclude_accounts.iter().map(Scalar::text).collect(),
         regions: file.targets.regions,
-        tags: file
-            .targets
-            .tags
-            .into_iter()
-            .map(|(key, values)| TagFilter {
-                key,
-                values: values.values().into_iter().filter(|v| !v.is_empty()).collect(),
-            })
-            .collect(),
+        tags: tag_filters(file.targets.tags),
         instance_ids: file.targets.instance_ids,
         platforms: file
             .targets

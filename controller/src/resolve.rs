@@ -45,6 +45,13 @@ pub fn discover_spec(spec: &CampaignSpec, account: &str, region: &str) -> Discov
         instance_ids,
         platforms: targets.platforms,
         platforms_without_command: platforms_without_command(spec),
+        report_tag_keys: spec
+            .stages
+            .iter()
+            .flat_map(|stage| stage.tags.iter().map(|t| t.key.clone()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
     }
 }
 

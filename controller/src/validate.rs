@@ -134,28 +134,7 @@ fn check_targets(targets: &mut TargetSelector, errors: &mut Errors) {
             }
         }
     }
-    if targets.tags.len() > MAX_TAG_FILTERS {
-        errors.add("targets.tags", format!("at most {MAX_TAG_FILTERS} tag filters"));
-    }
-    for (i, tag) in targets.tags.iter().enumerate().take(MAX_TAG_FILTERS) {
-        if tag.key.is_empty() || tag.key.chars().count() > 128 {
-            errors.add(format!("targets.tags[{i}].key"), "tag keys are 1 to 128 characters");
-        }
-        if tag.values.len() > MAX_TAG_VALUES {
-            errors.add(
-                format!("targets.tags[{i}].values"),
-                format!("at most {MAX_TAG_VALUES} values"),
-            );
-        }
-        for (j, value) in tag.values.iter().enumerate().take(MAX_TAG_VALUES) {
-            if value.chars().count() > 256 {
-                errors.add(
-                    format!("targets.tags[{i}].values[{j}]"),
-                    "tag values are at most 256 characters",
-                );
-            }
-        }
-    }
+    check_tags("targets.tags", &targets.tags, errors);
     if targets.instance_ids.len() > MAX_INSTANCE_IDS {
         errors.add(
             "targets.instance_ids",
@@ -252,6 +231,32 @@ pub const MAX_BAKE_SECONDS: u32 = 604_800;
 
 /// Waves: named once each, valid selectors, shares and limits, and a stage
 /// that takes every target left only at the end.
+/// Tag filters (of the targets or of a stage) under `field`.
+fn check_tags(field: &str, tags: &[muster_proto::v1::TagFilter], errors: &mut Errors) {
+    if tags.len() > MAX_TAG_FILTERS {
+        errors.add(field, format!("at most {MAX_TAG_FILTERS} tag filters"));
+    }
+    for (i, tag) in tags.iter().enumerate().take(MAX_TAG_FILTERS) {
+        if tag.key.is_empty() || tag.key.chars().count() > 128 {
+            errors.add(format!("{field}[{i}].key"), "tag keys are 1 to 128 characters");
+        }
+        if tag.values.len() > MAX_TAG_VALUES {
+            errors.add(
+                format!("{field}[{i}].values"),
+                format!("at most {MAX_TAG_VALUES} values"),
+            );
+        }
+        for (j, value) in tag.values.iter().enumerate().take(MAX_TAG_VALUES) {
+            if value.chars().count() > 256 {
+                errors.add(
+                    format!("{field}[{i}].values[{j}]"),
+                    "tag values are at most 256 characters",
+                );
+            }
+        }
+    }
+}
+
 fn check_stages(stages: &[muster_proto::v1::Stage], errors: &mut Errors) {
     if stages.len() > MAX_STAGES {
         errors.add("stages", format!("{} stages; at most {MAX_STAGES}", stages.len()));
@@ -281,6 +286,7 @@ fn check_stages(stages: &[muster_proto::v1::Stage], errors: &mut Errors) {
                 errors.add(format!("stages[{i}].ous[{j}]"), e);
             }
         }
+        check_tags(&field("tags"), &stage.tags, errors);
         if stage.regions.len() > MAX_REGIONS {
             errors.add(field("regions"), format!("at most {MAX_REGIONS} regions"));
         }
@@ -313,7 +319,7 @@ fn check_stages(stages: &[muster_proto::v1::Stage], errors: &mut Errors) {
             errors.add(
                 field("name"),
                 format!(
-                    "stage '{}' has no accounts, OUs, regions or share, so it takes every target left and must be the last",
+                    "stage '{}' has no accounts, OUs, regions, tags or share, so it takes every target left and must be the last",
                     stage.name
                 ),
             );
@@ -766,6 +772,10 @@ mod tests {
             Stage {
                 account_ids: vec!["12".into()],
                 ous: vec!["ou-nope".into()],
+                tags: vec![muster_proto::v1::TagFilter {
+                    key: String::new(),
+                    values: vec![],
+                }],
                 regions: vec!["mars-1".into()],
                 max_concurrency: "0".into(),
                 max_errors: "x".into(),
@@ -777,10 +787,11 @@ mod tests {
         ];
         let errors = errors_of(spec);
         for expected in [
-            "stages[0].name: stage 'rest' has no accounts, OUs, regions or share, so it takes every target left and must be the last",
+            "stages[0].name: stage 'rest' has no accounts, OUs, regions, tags or share, so it takes every target left and must be the last",
             "stages[1].name: 'rest' names two stages",
             "stages[1].account_ids[0]: '12' is not a 12-digit account id",
             "stages[1].ous[0]: 'ou-nope'",
+            "stages[1].tags[0].key: tag keys are 1 to 128 characters",
             "stages[1].regions[0]: 'mars-1' is not an AWS region",
             "stages[1].share: '150%'",
             "stages[1].max_concurrency: '0'",

@@ -15,13 +15,20 @@ use muster_proto::v1::{CampaignSpec, Stage};
 /// A target as waves see it: (account, region, instance).
 pub type Key = (String, String, String);
 
-/// Whether `stage` takes every target left (no accounts, regions or share):
-/// only the last stage may.
+/// A target's tags that stages select by.
+pub type Tags = std::collections::BTreeMap<String, String>;
+
+/// Whether `stage` takes every target left (no accounts, OUs, regions,
+/// tags or share): only the last stage may.
 pub fn takes_the_rest(stage: &Stage) -> bool {
-    stage.account_ids.is_empty() && stage.ous.is_empty() && stage.regions.is_empty() && stage.share.trim().is_empty()
+    stage.account_ids.is_empty()
+        && stage.ous.is_empty()
+        && stage.regions.is_empty()
+        && stage.tags.is_empty()
+        && stage.share.trim().is_empty()
 }
 
-fn selects(stage: &Stage, (account, region, _): &Key) -> bool {
+fn selects(stage: &Stage, (account, region, _): &Key, tags: &Tags) -> bool {
     let by_account = stage.account_ids.is_empty() && stage.ous.is_empty();
     (by_account
         || stage
@@ -30,6 +37,10 @@ fn selects(stage: &Stage, (account, region, _): &Key) -> bool {
             .chain(&stage.ou_account_ids)
             .any(|a| a == account))
         && (stage.regions.is_empty() || stage.regions.iter().any(|r| r == region))
+        && stage.tags.iter().all(|filter| {
+            tags.get(&filter.key)
+                .is_some_and(|value| filter.values.is_empty() || crate::guardrails::matches_any(&filter.values, value))
+        })
 }
 
 /// How many of `candidates` targets a stage's share takes.
@@ -64,13 +75,14 @@ fn round_robin(candidates: &[usize], targets: &[Key], take: usize) -> Vec<usize>
     picked
 }
 
-/// The stage of each of `targets` (in key order), or `None` for a target
-/// no stage takes.
-pub fn assign(stages: &[Stage], targets: &[Key]) -> Vec<Option<usize>> {
+/// The stage of each of `targets` (in key order, with their `tags`), or
+/// `None` for a target no stage takes.
+pub fn assign(stages: &[Stage], targets: &[Key], tags: &[Tags]) -> Vec<Option<usize>> {
     let mut assigned = vec![None; targets.len()];
+    let none = Tags::new();
     for (index, stage) in stages.iter().enumerate() {
         let candidates: Vec<usize> = (0..targets.len())
-            .filter(|&i| assigned[i].is_none() && selects(stage, &targets[i]))
+            .filter(|&i| assigned[i].is_none() && selects(stage, &targets[i], tags.get(i).unwrap_or(&none)))
             .collect();
         let take = share_of(stage, candidates.len());
         for i in round_robin(&candidates, targets, take) {
@@ -138,6 +150,45 @@ mod tests {
     }
 
     #[test]
+    fn a_stage_by_tag_takes_the_targets_whose_tags_match() {
+        let keys = fleet();
+        let tags: Vec<Tags> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, _)| match i % 3 {
+                0 => Tags::from([("PatchGroup".to_owned(), "canary-1".to_owned())]),
+                1 => Tags::from([("PatchGroup".to_owned(), "main".to_owned())]),
+                _ => Tags::new(),
+            })
+            .collect();
+        let canary = Stage {
+            name: "canary".into(),
+            tags: vec![muster_proto::v1::TagFilter {
+                key: "PatchGroup".into(),
+                values: vec!["canary-*".into()],
+            }],
+            ..Default::default()
+        };
+        assert!(!takes_the_rest(&canary));
+        let tagged = Stage {
+            name: "tagged".into(),
+            tags: vec![muster_proto::v1::TagFilter {
+                key: "PatchGroup".into(),
+                values: vec![],
+            }],
+            ..Default::default()
+        };
+        let assigned = assign(&[canary, tagged, stage("rest", &[], "")], &keys, &tags);
+        for (i, stage) in assigned.iter().enumerate() {
+            assert_eq!(
+                *stage,
+                Some(i % 3),
+                "target {i}: canary-*, then any PatchGroup, then the rest"
+            );
+        }
+    }
+
+    #[test]
     fn a_stage_by_ou_takes_the_accounts_the_ou_held_at_submit() {
         let keys = fleet();
         let prod = Stage {
@@ -148,7 +199,7 @@ mod tests {
         };
         assert!(!takes_the_rest(&prod), "an OU stage selects");
         let stages = [prod.clone(), stage("rest", &[], "")];
-        let assigned = assign(&stages, &keys);
+        let assigned = assign(&stages, &keys, &[]);
         let in_prod: Vec<&str> = keys
             .iter()
             .zip(&assigned)
@@ -162,7 +213,7 @@ mod tests {
             ..prod.clone()
         };
         assert!(
-            assign(&[empty, stage("rest", &[], "")], &keys)
+            assign(&[empty, stage("rest", &[], "")], &keys, &[])
                 .iter()
                 .all(|s| *s == Some(1))
         );
@@ -171,7 +222,7 @@ mod tests {
             account_ids: vec!["111".into()],
             ..prod
         };
-        assert!(assign(&[both], &keys).iter().all(|s| *s == Some(0)));
+        assert!(assign(&[both], &keys, &[]).iter().all(|s| *s == Some(0)));
     }
 
     #[test]
@@ -182,7 +233,7 @@ mod tests {
             stage("tenth", &[], "30%"),
             stage("rest", &[], ""),
         ];
-        let assigned = assign(&stages, &keys);
+        let assigned = assign(&stages, &keys, &[]);
         let of = |index: usize| -> Vec<&str> {
             keys.iter()
                 .zip(&assigned)
@@ -203,7 +254,7 @@ mod tests {
         let stages = [stage("nobody", &["333"], ""), stage("west", &[], "")];
         let mut west = stages[1].clone();
         west.regions = vec!["west".into()];
-        let assigned = assign(&[stages[0].clone(), west], &keys);
+        let assigned = assign(&[stages[0].clone(), west], &keys, &[]);
         assert_eq!(assigned.iter().filter(|a| **a == Some(0)).count(), 0);
         assert_eq!(assigned.iter().filter(|a| **a == Some(1)).count(), 2);
         assert_eq!(assigned.iter().filter(|a| a.is_none()).count(), 8);

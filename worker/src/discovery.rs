@@ -32,6 +32,8 @@ struct Ec2Instance {
     state: String,
     windows: bool,
     name: String,
+    /// Its tags of the keys the spec asks to report.
+    tags: std::collections::HashMap<String, String>,
 }
 
 /// Lists, joins and reports. Returns how many instances were reported.
@@ -157,6 +159,12 @@ async fn ec2_instances(target: &Target, spec: &DiscoverSpec) -> Result<Vec<Ec2In
                         .and_then(|t| t.value())
                         .unwrap_or_default()
                         .to_owned(),
+                    tags: instance
+                        .tags()
+                        .iter()
+                        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+                        .filter(|(key, _)| spec.report_tag_keys.contains(key))
+                        .collect(),
                 });
             }
             token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
@@ -253,6 +261,7 @@ fn judge(ec2: &Ec2Instance, node: Option<&InstanceInformation>, spec: &DiscoverS
         platform_name: node.and_then(|n| n.platform_name()).unwrap_or_default().to_owned(),
         agent_version: node.and_then(|n| n.agent_version()).unwrap_or_default().to_owned(),
         skip_reason,
+        tags: ec2.tags.clone().into_iter().collect(),
     }
 }
 
@@ -266,6 +275,7 @@ mod tests {
             state: state.into(),
             windows,
             name: "web-1".into(),
+            tags: Default::default(),
         }
     }
 

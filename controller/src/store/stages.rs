@@ -22,17 +22,22 @@ pub const NO_STAGE: i64 = -1;
 /// with stage [`NO_STAGE`], for the caller to end).
 pub fn assign(conn: &dyn Sql, campaign: &CampaignRow) -> StoreResult<(Vec<u64>, u64)> {
     let mut stmt = conn.prepare_cached(
-        "SELECT account_id, region, instance_id FROM targets WHERE campaign_id = ?1 AND status = ?2
+        "SELECT account_id, region, instance_id, tags FROM targets WHERE campaign_id = ?1 AND status = ?2
          ORDER BY account_id, region, instance_id",
     )?;
-    let keys = stmt
+    let rows = stmt
         .query_map(params![campaign.id, TargetStatus::Pending as i32], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get::<_, String>(3)?))
         })?
-        .collect::<StoreResult<Vec<crate::waves::Key>>>()?;
+        .collect::<StoreResult<Vec<(crate::waves::Key, String)>>>()?;
+    let tags: Vec<crate::waves::Tags> = rows
+        .iter()
+        .map(|(_, json)| serde_json::from_str(json).unwrap_or_default())
+        .collect();
+    let keys: Vec<crate::waves::Key> = rows.into_iter().map(|(key, _)| key).collect();
     conn.prepare_cached("UPDATE targets SET stage = ?2 WHERE campaign_id = ?1")?
         .execute(params![campaign.id, NO_STAGE])?;
-    let assigned = crate::waves::assign(&campaign.spec.stages, &keys);
+    let assigned = crate::waves::assign(&campaign.spec.stages, &keys, &tags);
     let mut sizes = vec![0_u64; campaign.spec.stages.len()];
     let mut left_out = 0;
     let mut update = conn.prepare_cached(

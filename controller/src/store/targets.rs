@@ -24,8 +24,8 @@ struct Steps {
 /// Records discovered instances; returns how many were new.
 pub fn insert_discovered(conn: &dyn Sql, task: &TaskRow, instances: &[DiscoveredInstance]) -> StoreResult<u32> {
     let mut insert = conn.prepare_cached(
-        "INSERT INTO targets (campaign_id, account_id, region, instance_id, name, platform, ping, status, reason, finished_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+        "INSERT INTO targets (campaign_id, account_id, region, instance_id, name, platform, ping, status, reason, finished_ms, tags)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
     )?;
     let (mut new, mut managed, mut offline, mut unmanaged) = (0u32, 0i64, 0i64, 0i64);
     let now = now_ms();
@@ -46,7 +46,12 @@ pub fn insert_discovered(conn: &dyn Sql, task: &TaskRow, instances: &[Discovered
             instance.ping_status,
             status as i32,
             instance.skip_reason,
-            skipped.then_some(now)
+            skipped.then_some(now),
+            if instance.tags.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&instance.tags).unwrap_or_default()
+            }
         ])?;
         if inserted == 0 {
             continue;

@@ -328,7 +328,7 @@ async fn ous_expand_recursively_minus_excluded_accounts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stage_named_by_ou_takes_the_accounts_of_that_ou() {
+async fn stages_named_by_ou_and_by_tag_take_the_targets_of_that_ou_and_those_tags() {
     let stack = Stack::start(fleets::MIXED, Options::default()).await;
     let mut client = stack.client.clone();
     let mut spec = mixed_spec(&stack);
@@ -339,6 +339,14 @@ async fn a_stage_named_by_ou_takes_the_accounts_of_that_ou() {
             ous: vec![prod.clone()],
             // Given on input, ignored: the controller resolves the OU.
             ou_account_ids: vec![stack.account("dev-a")],
+            ..Default::default()
+        },
+        muster_proto::v1::Stage {
+            name: "role-w".into(),
+            tags: vec![muster_proto::v1::TagFilter {
+                key: "Role".into(),
+                values: vec!["w*".into()],
+            }],
             ..Default::default()
         },
         muster_proto::v1::Stage {
@@ -362,7 +370,7 @@ async fn a_stage_named_by_ou_takes_the_accounts_of_that_ou() {
         campaign.state_reason
     );
     let stages = &campaign.stages;
-    assert_eq!(stages.len(), 2);
+    assert_eq!(stages.len(), 3);
     let shown = &campaign.spec.as_ref().unwrap().stages[0];
     assert_eq!(
         shown.ou_account_ids.iter().cloned().collect::<BTreeSet<_>>(),
@@ -371,7 +379,10 @@ async fn a_stage_named_by_ou_takes_the_accounts_of_that_ou() {
     );
     // prod-a: 7 online per region (its offline one is skipped); prod-b: 3.
     assert_eq!(stages[0].counters.unwrap().total, 2 * (7 + 3), "{stages:?}");
-    assert_eq!(stages[1].counters.unwrap().total, 2 * 4, "dev-a's: {stages:?}");
+    // dev-a: 3 web and 1 Windows (Role=win) per region; Role=w* takes all
+    // of them (web and win alike).
+    assert_eq!(stages[1].counters.unwrap().total, 2 * 4, "dev-a's, by tag: {stages:?}");
+    assert_eq!(stages[2].counters.unwrap().total, 0, "none left: {stages:?}");
     let all = targets(&mut client, &campaign.id, false).await;
     for target in all.iter().filter(|t| t.stage == "prod-first") {
         assert!(shown.ou_account_ids.contains(&target.account_id), "{target:?}");
