@@ -180,6 +180,19 @@ pub fn check(spec: &ScheduleSpec, now_ms: i64) -> Vec<String> {
     if spec.campaign.as_ref().is_some_and(|c| !c.client_token.is_empty()) {
         errors.push("campaign.client_token: must be empty; each run gets its own".into());
     }
+    if spec
+        .campaign
+        .as_ref()
+        .and_then(|c| c.access.as_ref())
+        .is_some_and(|a| !a.external_id.is_empty())
+    {
+        // A schedule is stored and shown whole: a secret has no place in it.
+        errors.push(
+            "campaign.access.external_id: must be empty; a schedule's runs get the target accounts' ExternalIds \
+             from the controller's [access] configuration"
+                .into(),
+        );
+    }
     if spec.window_seconds > MAX_WINDOW_SECONDS {
         errors.push(format!(
             "window_seconds: {}; at most {MAX_WINDOW_SECONDS} (a week)",
