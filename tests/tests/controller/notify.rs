@@ -127,6 +127,52 @@ async fn every_state_change_reaches_the_webhook_and_a_failing_one_leaves_a_dead_
     assert!(dead[0].3.contains("500"), "{}", dead[0].3);
 }
 
+/// A queue of the hub: its URL and ARN.
+async fn queue(sqs: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    (url, arn)
+}
+
+/// The JSON messages of `queue`, read until one says the campaign
+/// succeeded (directly, or as an event's detail).
+async fn until_succeeded(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut messages: Vec<serde_json::Value> = Vec::new();
+    let succeeded = |m: &serde_json::Value| m["state"] == "succeeded" || m["detail"]["state"] == "succeeded";
+    while !messages.iter().any(succeeded) {
+        assert!(std::time::Instant::now() < deadline, "messages so far: {messages:#?}");
+        let received = sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for message in received.messages() {
+            messages.push(serde_json::from_str(message.body().unwrap()).unwrap());
+        }
+    }
+    messages
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_state_change_reaches_a_queue_subscribed_to_the_hub_bus() {
     let stack = Stack::start(
@@ -144,24 +190,7 @@ async fn every_state_change_reaches_a_queue_subscribed_to_the_hub_bus() {
     // As an operator would route them: a rule on muster's events to a queue.
     let hub = stack.sb.hub_config("us-east-1");
     let sqs = aws_sdk_sqs::Client::new(&hub);
-    let queue = sqs
-        .create_queue()
-        .queue_name("campaign-changes")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
+    let (queue, queue_arn) = queue(&sqs, "campaign-changes").await;
     let events = aws_sdk_eventbridge::Client::new(&hub);
     events
         .put_rule()
@@ -189,27 +218,14 @@ async fn every_state_change_reaches_a_queue_subscribed_to_the_hub_bus() {
     let id = submit(&mut client, script_spec(&[account], &["us-east-1"], &["echo hi"], &[])).await;
     wait_done(&mut client, &id, Duration::from_secs(60)).await;
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut details: Vec<serde_json::Value> = Vec::new();
-    while !details.iter().any(|d| d["state"] == "succeeded") {
-        assert!(std::time::Instant::now() < deadline, "events so far: {details:#?}");
-        let received = sqs
-            .receive_message()
-            .queue_url(&queue)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for message in received.messages() {
-            let event: serde_json::Value = serde_json::from_str(message.body().unwrap()).unwrap();
-            assert_eq!(
-                (event["source"].as_str(), event["detail-type"].as_str()),
-                (Some("muster"), Some("Campaign State Change"))
-            );
-            details.push(event["detail"].clone());
-        }
+    let events = until_succeeded(&sqs, &queue).await;
+    for event in &events {
+        assert_eq!(
+            (event["source"].as_str(), event["detail-type"].as_str()),
+            (Some("muster"), Some("Campaign State Change"))
+        );
     }
+    let details: Vec<serde_json::Value> = events.iter().map(|e| e["detail"].clone()).collect();
     let states: Vec<&str> = details.iter().map(|d| d["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["running", "succeeded"]);
     assert!(
@@ -251,24 +267,7 @@ async fn every_state_change_reaches_a_queue_subscribed_to_the_sns_topic() {
         .unwrap();
     assert_eq!(created, topic_arn);
     let sqs = aws_sdk_sqs::Client::new(&hub);
-    let queue = sqs
-        .create_queue()
-        .queue_name("campaign-messages")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
+    let (queue, queue_arn) = queue(&sqs, "campaign-messages").await;
     sns.subscribe()
         .topic_arn(&topic_arn)
         .protocol("sqs")
@@ -283,22 +282,7 @@ async fn every_state_change_reaches_a_queue_subscribed_to_the_sns_topic() {
     let id = submit(&mut client, script_spec(&[account], &["us-east-1"], &["echo hi"], &[])).await;
     wait_done(&mut client, &id, Duration::from_secs(60)).await;
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut messages: Vec<serde_json::Value> = Vec::new();
-    while !messages.iter().any(|m| m["state"] == "succeeded") {
-        assert!(std::time::Instant::now() < deadline, "messages so far: {messages:#?}");
-        let received = sqs
-            .receive_message()
-            .queue_url(&queue)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for message in received.messages() {
-            messages.push(serde_json::from_str(message.body().unwrap()).unwrap());
-        }
-    }
+    let messages = until_succeeded(&sqs, &queue).await;
     let states: Vec<&str> = messages.iter().map(|m| m["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["running", "succeeded"]);
     assert!(
