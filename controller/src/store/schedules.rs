@@ -191,18 +191,14 @@ pub fn open_campaign(conn: &dyn Sql, name: &str) -> StoreResult<Option<CampaignR
     id.map_or(Ok(None), |id| campaigns::get(conn, &id))
 }
 
+/// The terminal states, as CampaignState::is_terminal knows them, for SQL.
 fn terminal_states() -> String {
-    [
-        CampaignState::Succeeded,
-        CampaignState::CompletedWithErrors,
-        CampaignState::Failed,
-        CampaignState::Cancelled,
-        CampaignState::Planned,
-    ]
-    .iter()
-    .map(|s| (*s as i32).to_string())
-    .collect::<Vec<_>>()
-    .join(",")
+    (0..=i32::from(u8::MAX))
+        .filter_map(|n| CampaignState::try_from(n).ok())
+        .filter(|state| state.is_terminal())
+        .map(|state| (state as i32).to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The campaign schedule `name` started with client token `token` (one run
