@@ -62,6 +62,9 @@ pub struct Tunables {
     /// are reused, in milliseconds. Any EC2 write made through the sim
     /// invalidates its (account, region) at once.
     pub fleet_cache_ms: u64,
+    /// Where Run Command's EventBridge events go (the target accounts' rule
+    /// and the hub's queue), with delivery faults; none are sent without it.
+    pub events: Option<crate::events::EventRouting>,
 }
 
 impl Default for Tunables {
@@ -79,6 +82,7 @@ impl Default for Tunables {
             delivery_delay_ms: 200,
             default_duration_ms: 1_000,
             fleet_cache_ms: 60_000,
+            events: None,
         }
     }
 }
@@ -256,6 +260,9 @@ impl Tunables {
         }
         if self.session_ttl_seconds == Some(0) {
             return Err("session_ttl_seconds: must be at least 1".into());
+        }
+        if let Some(events) = &self.events {
+            events.validate()?;
         }
         Ok(())
     }

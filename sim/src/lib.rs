@@ -10,6 +10,7 @@ pub mod admin;
 pub mod certs;
 pub mod cfn;
 pub mod config;
+pub mod events;
 pub mod fleet;
 pub mod identity;
 pub mod limits;

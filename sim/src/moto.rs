@@ -389,6 +389,40 @@ impl Moto {
         Ok(())
     }
 
+    /// Sends one SQS message to `queue_url` (as EventBridge's target does),
+    /// in the queue's account, named by the URL's path.
+    pub async fn send_message(&self, queue_url: &str, region: &str, body: String) -> Result<(), MotoError> {
+        let sqs = aws_sdk_sqs::Client::new(
+            &self
+                .primary()
+                .sdk
+                .to_builder()
+                .region(Region::new(region.to_owned()))
+                .build(),
+        );
+        let account = queue_url
+            .rsplit('/')
+            .nth(1)
+            .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+            .map(str::to_owned);
+        sqs.send_message()
+            .queue_url(queue_url)
+            .message_body(body)
+            .customize()
+            .mutate_request(move |req| {
+                if let Some(account) = &account {
+                    req.headers_mut().insert("x-moto-account-id", account.clone());
+                }
+            })
+            .send()
+            .await
+            .map_err(|e| MotoError::Api {
+                operation: "SendMessage",
+                message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+            })?;
+        Ok(())
+    }
+
     /// Appends text to a CloudWatch Logs stream in (account, region), creating
     /// the group and stream when missing, as the SSM agent does.
     pub async fn put_log_text(

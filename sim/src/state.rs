@@ -77,6 +77,8 @@ pub struct SimState {
     /// Every secret access key and session token AssumeRole handed out, so
     /// tests can prove none of them reaches a log.
     pub issued_secrets: Mutex<Vec<String>>,
+    /// What happened to Run Command's events.
+    pub event_counters: crate::events::EventCounters,
 }
 
 impl SimState {
@@ -100,6 +102,7 @@ impl SimState {
             assumed: Mutex::new(Vec::new()),
             counters: Mutex::new(BTreeMap::new()),
             issued_secrets: Mutex::new(Vec::new()),
+            event_counters: Default::default(),
         })
     }
 
@@ -143,5 +146,6 @@ impl SimState {
         self.assumed.lock().expect("assumed lock").clear();
         self.counters.lock().expect("counters lock").clear();
         self.issued_secrets.lock().expect("issued lock").clear();
+        self.event_counters.clear();
     }
 }

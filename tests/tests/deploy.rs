@@ -202,3 +202,49 @@ fn the_execution_role_runs_aws_documents_by_name_and_customer_documents_only_whe
         assert!(allows(&listed, action, aws), "{action}: AWS documents still");
     }
 }
+
+#[test]
+fn run_command_events_reach_the_hub_bus_through_a_role_that_may_only_put_there() {
+    let hub_region = ("HubRegion".to_owned(), Param::Str("eu-west-1".into()));
+    let role = template("target-account.yaml")
+        .with_params([hub_region.clone()])
+        .role("EventForwardRole")
+        .unwrap();
+    assert_eq!(
+        role.trust_policy["Statement"][0]["Principal"]["Service"],
+        "events.amazonaws.com"
+    );
+    let statements = role.policies[0].1["Statement"].as_array().unwrap().clone();
+    assert_eq!(statements.len(), 1);
+    assert_eq!(statements[0]["Action"], "events:PutEvents");
+    let bus = "arn:aws:events:eu-west-1:123456789012:event-bus/muster-command-events";
+    assert_eq!(statements[0]["Resource"], bus);
+
+    // Every region's rule targets that bus with that role, and only final
+    // statuses of whole commands go.
+    let rule = template("target-events.yaml")
+        .with_params([hub_region])
+        .properties("CommandEventsRule", "AWS::Events::Rule")
+        .unwrap();
+    assert_eq!(rule["Targets"][0]["Arn"], bus);
+    assert_eq!(
+        rule["Targets"][0]["RoleArn"],
+        "arn:aws:iam::222222222222:role/muster-event-forward"
+    );
+    assert_eq!(
+        rule["EventPattern"]["detail-type"],
+        serde_json::json!(["EC2 Command Status-change Notification"])
+    );
+    assert_eq!(
+        rule["EventPattern"]["detail"]["status"],
+        serde_json::json!(["Success", "Failed", "TimedOut", "Cancelled"])
+    );
+
+    // Without a hub region there is no forwarding role (muster polls). The
+    // resolver does not evaluate resource conditions, so read the template.
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/cloudformation/target-account.yaml"),
+    )
+    .unwrap();
+    assert!(text.contains("  EventForwardRole:\n    Type: AWS::IAM::Role\n    Condition: ForwardsEvents\n"));
+}

@@ -235,6 +235,10 @@ pub struct FleetState {
     pub queue_url: String,
     /// Its dead-letter queue.
     pub dlq_url: String,
+    /// The queue Run Command's status changes reach (hub.yaml
+    /// CommandEventQueue); empty in a state seeded before it existed.
+    #[serde(default)]
+    pub command_events_queue_url: String,
     /// Output bucket.
     pub output_bucket: String,
     /// Output key prefix.

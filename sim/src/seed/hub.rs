@@ -189,3 +189,20 @@ pub(super) async fn ensure_queue(hub: &SdkConfig, name: &str) -> anyhow::Result<
         .context("CreateQueue returned no url")?;
     Ok((queue_url, dlq_url))
 }
+
+/// The queue the hub's rule sends Run Command status changes to, as
+/// hub.yaml's CommandEventQueue.
+pub(super) async fn ensure_event_queue(hub: &SdkConfig, name: &str) -> anyhow::Result<String> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    aws_sdk_sqs::Client::new(hub)
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "3600")
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
+        .attributes(QueueAttributeName::ReceiveMessageWaitTimeSeconds, "20")
+        .send()
+        .await
+        .map_err(err("CreateQueue"))?
+        .queue_url
+        .context("CreateQueue returned no url")
+}

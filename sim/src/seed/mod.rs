@@ -22,7 +22,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use crate::cfn::Template;
 use accounts::seed_account;
 use fleet_file::{AccountState, FleetFile, FleetState};
-use hub::{ensure_bucket, ensure_hub_roles, ensure_queue};
+use hub::{ensure_bucket, ensure_event_queue, ensure_hub_roles, ensure_queue};
 use org::{ensure_accounts, ensure_organization, ensure_ous};
 
 /// moto's Windows AMI: instances from it report `Platform: windows`.
@@ -34,6 +34,8 @@ pub const SEED_ACCESS_KEY: &str = "AKIAMUSTERSANDBOXSEED";
 
 const ORG_ACCESS_ROLE: &str = "OrganizationAccountAccessRole";
 const PARALLEL_ACCOUNTS: usize = 8;
+/// hub.yaml's CommandEventQueue.
+pub const COMMAND_EVENTS_QUEUE: &str = "muster-command-events";
 
 /// Options for one seeding run.
 #[derive(Debug, Clone)]
@@ -85,6 +87,8 @@ pub async fn seed(fleet: &FleetFile, options: &SeedOptions) -> anyhow::Result<Fl
     ensure_bucket(&hub, &fleet.output_bucket).await?;
     ensure_bucket(&hub, &fleet.results_bucket).await?;
     let (queue_url, dlq_url) = ensure_queue(&hub, &fleet.queue).await?;
+    let command_events_queue_url = ensure_event_queue(&hub, COMMAND_EVENTS_QUEUE).await?;
+    route_events(options, &command_events_queue_url, &fleet.hub_region).await?;
 
     let template = Template::load(&options.target_template)?;
     let states: Vec<AccountState> = futures::stream::iter(accounts.into_iter().map(|(name, id, spec)| {
@@ -108,6 +112,7 @@ pub async fn seed(fleet: &FleetFile, options: &SeedOptions) -> anyhow::Result<Fl
         accounts: states,
         queue_url,
         dlq_url,
+        command_events_queue_url,
         output_bucket: fleet.output_bucket.clone(),
         output_prefix: fleet.output_prefix.clone(),
         results_bucket: fleet.results_bucket.clone(),
@@ -118,6 +123,43 @@ pub async fn seed(fleet: &FleetFile, options: &SeedOptions) -> anyhow::Result<Fl
         controller_role_arn: roles.controller,
         people_roles: roles.people,
     })
+}
+
+/// Points the sim's Run Command events at the hub's queue through the rule of
+/// `target-events.yaml` (next to the target-account template), as the
+/// StackSet would; delivery faults already set are kept.
+async fn route_events(options: &SeedOptions, queue_url: &str, hub_region: &str) -> anyhow::Result<()> {
+    let path = options.target_template.with_file_name("target-events.yaml");
+    let hub_account = queue_url.rsplit('/').nth(1).unwrap_or_default().to_owned();
+    let template = Template::load(&path)?.with_params(
+        [
+            ("AWS::Partition", "aws"),
+            ("AWS::AccountId", hub_account.as_str()),
+            ("HubAccountId", hub_account.as_str()),
+            ("HubRegion", hub_region),
+        ]
+        .map(|(k, v)| (k.to_owned(), crate::cfn::Param::Str(v.to_owned()))),
+    );
+    let rule = template.properties("CommandEventsRule", "AWS::Events::Rule")?;
+    let pattern = rule
+        .get("EventPattern")
+        .cloned()
+        .context("CommandEventsRule has no EventPattern")?;
+    let admin = crate::admin::Client::new(&options.endpoint);
+    let current = admin.config().await?;
+    let mut routing = serde_json::json!({
+        "queue_url": queue_url,
+        "region": hub_region,
+        "pattern": pattern,
+    });
+    if let Some(old) = current.get("events").and_then(serde_json::Value::as_object) {
+        for key in ["drop_percent", "duplicate_percent", "delay_ms"] {
+            if let Some(value) = old.get(key) {
+                routing[key] = value.clone();
+            }
+        }
+    }
+    admin.patch_config(&serde_json::json!({ "events": routing })).await
 }
 
 async fn caller_account(sdk: &SdkConfig) -> anyhow::Result<String> {

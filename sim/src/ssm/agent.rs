@@ -140,16 +140,30 @@ pub async fn run(
 }
 
 impl Ssm {
+    /// Changes one invocation under the lock; emits Run Command's events
+    /// for what the change did to it and to its command.
     fn with_invocation<R>(&self, key: &Key, f: impl FnOnce(&mut Command, usize) -> R) -> Option<R> {
-        let mut store = self.store.lock().expect("ssm lock");
-        if store.epoch != key.epoch {
-            return None;
-        }
-        let command = store
-            .scopes
-            .get_mut(&(key.account.clone(), key.region.clone()))?
-            .get_mut(key.command)?;
-        (key.invocation < command.invocations.len()).then(|| f(command, key.invocation))
+        let sim = self.sim.upgrade()?;
+        let watched = sim.tunables().events.is_some();
+        let (result, events) = {
+            let mut store = self.store.lock().expect("ssm lock");
+            if store.epoch != key.epoch {
+                return None;
+            }
+            let command = store
+                .scopes
+                .get_mut(&(key.account.clone(), key.region.clone()))?
+                .get_mut(key.command)?;
+            if key.invocation >= command.invocations.len() {
+                return None;
+            }
+            let before = watched.then(|| command.statuses());
+            let result = f(command, key.invocation);
+            let events = before.map(|b| command.changes(&key.account, &b)).unwrap_or_default();
+            (result, events)
+        };
+        crate::events::emit(&sim, events);
+        Some(result)
     }
 
     fn on_event(&self, key: &Key, event: Event) -> Vec<Action> {

@@ -2,6 +2,7 @@
 //! them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -577,7 +578,7 @@ fn iso(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-pub(super) fn cancel_command(sim: &SimState, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
+pub(super) fn cancel_command(sim: &Arc<SimState>, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
     let Some(command_id) = string(request, "CommandId") else {
         return Err(validation(
             "1 validation error detected: Value null at 'commandId' failed to satisfy constraint: Member must not be null",
@@ -595,6 +596,7 @@ pub(super) fn cancel_command(sim: &SimState, ctx: &Ctx, request: &Value) -> Resu
             &format!("Command {command_id} does not exist."),
         ));
     };
+    let before = sim.tunables().events.is_some().then(|| command.statuses());
     if only.is_none() {
         command.cancel_requested = true;
     }
@@ -622,6 +624,9 @@ pub(super) fn cancel_command(sim: &SimState, ctx: &Ctx, request: &Value) -> Resu
             steps: Vec::new(),
         });
     }
+    let events = before.map(|b| command.changes(&ctx.account, &b)).unwrap_or_default();
+    drop(store);
+    crate::events::emit(sim, events);
     Ok(json!({}))
 }
 

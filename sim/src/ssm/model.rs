@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::documents::{Document, Platform};
 use super::output;
+use crate::events::{self, CommandFacts};
 use crate::fleet::Behaviour;
 
 /// Where one invocation is.
@@ -141,6 +142,53 @@ pub struct Command {
 
 fn epoch(t: &DateTime<Utc>) -> Value {
     json!(t.timestamp_millis() as f64 / 1000.0)
+}
+
+/// The statuses of a command and its invocations at one moment, to tell
+/// which changed.
+pub struct Statuses {
+    command: &'static str,
+    invocations: Vec<&'static str>,
+}
+
+impl Command {
+    /// The command's status and each invocation's, now.
+    pub fn statuses(&self) -> Statuses {
+        Statuses {
+            command: self.aggregate().0,
+            invocations: self.invocations.iter().map(|i| i.status().0).collect(),
+        }
+    }
+
+    /// Run Command's events for what changed since `before`: each
+    /// invocation's new status, then the command's.
+    pub fn changes(&self, account: &str, before: &Statuses) -> Vec<Value> {
+        let now = self.statuses();
+        let facts = CommandFacts {
+            account,
+            region: &self.region,
+            command_id: &self.id,
+            document_name: &self.document.name,
+            requested_at: self.requested_at,
+            expires_at: self.requested_at + chrono::Duration::seconds(self.timeout_seconds as i64),
+        };
+        let mut events: Vec<Value> = self
+            .invocations
+            .iter()
+            .zip(now.invocations.iter().zip(&before.invocations))
+            .filter(|(_, (now, before))| now != before)
+            .map(|(invocation, (status, _))| events::invocation_event(&facts, &invocation.instance_id, status))
+            .collect();
+        if now.command != before.command {
+            events.push(events::command_event(
+                &facts,
+                &self.instance_ids,
+                &self.parameters,
+                now.command,
+            ));
+        }
+        events
+    }
 }
 
 impl Command {

@@ -15,6 +15,7 @@ use muster_sim::{FaultKind, FaultRule, FaultWhen, Quota};
 
 mod access;
 mod commands;
+mod events;
 mod limits;
 
 const REGION: &str = "us-east-1";
