@@ -93,6 +93,11 @@ pub struct Args {
     /// and puts back what still waits for a worker [default: none]
     #[arg(long, env = "MUSTER_DEAD_LETTER_QUEUE_URL")]
     pub dead_letter_queue_url: Option<String>,
+    /// URL of the hub's queue of Run Command status-change events
+    /// (hub.yaml CommandEventQueue): workers learn that a batch ended from
+    /// its event and poll SSM much less [default: none, workers poll]
+    #[arg(long, env = "MUSTER_COMMAND_EVENTS_QUEUE_URL")]
+    pub command_events_queue_url: Option<String>,
     /// Execution role name when a campaign names none [default: muster-execution]
     #[arg(long, env = "MUSTER_DEFAULT_ROLE_NAME")]
     pub default_role_name: Option<String>,
@@ -294,6 +299,8 @@ pub struct FileConfig {
     pub leader_ttl: Option<u64>,
     /// See `--dead-letter-queue-url`.
     pub dead_letter_queue_url: Option<String>,
+    /// See `--command-events-queue-url`.
+    pub command_events_queue_url: Option<String>,
     /// See `--default-role-name`.
     pub default_role_name: Option<String>,
     /// See `--default-api-rate`.
@@ -540,6 +547,10 @@ impl Config {
                 dead_letter_queue_url: args
                     .dead_letter_queue_url
                     .or(file.dead_letter_queue_url)
+                    .filter(|u| !u.is_empty()),
+                command_events_queue_url: args
+                    .command_events_queue_url
+                    .or(file.command_events_queue_url)
                     .filter(|u| !u.is_empty()),
                 reconcile_interval: Duration::from_millis(
                     args.reconcile_ms.or(file.reconcile_ms).unwrap_or(500).max(10),

@@ -124,7 +124,12 @@ async fn record(ctl: &Controller, refs: Vec<TaskRef>) -> Result<usize, String> {
         .map_err(|e| e.to_string())
 }
 
-async fn delete(ctl: &Controller, url: &str, messages: &[aws_sdk_sqs::types::Message]) -> Result<(), String> {
+/// Deletes `messages` from `url` in one batch.
+pub(crate) async fn delete(
+    ctl: &Controller,
+    url: &str,
+    messages: &[aws_sdk_sqs::types::Message],
+) -> Result<(), String> {
     let entries: Vec<DeleteMessageBatchRequestEntry> = messages
         .iter()
         .enumerate()

@@ -12,6 +12,7 @@ pub mod access;
 pub mod approvals;
 pub mod auth;
 pub mod campaign_api;
+pub mod command_events;
 pub mod config;
 pub mod dead_letters;
 pub mod dispatcher;
@@ -92,6 +93,9 @@ pub struct Settings {
     pub requeue_after: Duration,
     /// The task queue's dead-letter queue, drained back into the store.
     pub dead_letter_queue_url: Option<String>,
+    /// The hub's queue of Run Command status-change events; none: workers
+    /// learn that commands ended by polling only.
+    pub command_events_queue_url: Option<String>,
     /// How often the reconcile loop runs when nothing wakes it.
     pub reconcile_interval: Duration,
     /// How long a leader's term lasts without renewal (renewed every third).
@@ -215,6 +219,8 @@ pub struct Controller {
     pub leader: leader::Leader,
     /// The accounts of OUs, as scopes and ExternalIds by OU need them.
     pub ou_members: expand::OuMembers,
+    /// Commands that Run Command's events say ended, for AwaitCommands.
+    pub command_endings: command_events::Endings,
 }
 
 impl Controller {
@@ -236,6 +242,7 @@ impl Controller {
             queue_error: std::sync::Mutex::new(None),
             leader: leader::Leader::new(),
             ou_members: expand::OuMembers::default(),
+            command_endings: command_events::Endings::default(),
         })
     }
 }
@@ -418,6 +425,18 @@ pub async fn start(
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(retention::run(controller.clone(), shutdown.clone())));
+    if let Some(url) = controller.settings.command_events_queue_url.clone() {
+        tasks.push(tokio::spawn(command_events::run(
+            controller.clone(),
+            url,
+            shutdown.clone(),
+        )));
+    }
+    let (stopping, endings) = (shutdown.clone(), controller.clone());
+    tasks.push(tokio::spawn(async move {
+        stopping.cancelled().await;
+        endings.command_endings.stopping.cancel();
+    }));
     if let Some(url) = controller.settings.dead_letter_queue_url.clone() {
         tasks.push(tokio::spawn(dead_letters::run(
             controller.clone(),

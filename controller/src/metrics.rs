@@ -78,6 +78,8 @@ pub struct Metrics {
     lease_expiries: Counter,
     tasks_requeued: Counter,
     dead_letters: Family<OutcomeLabel, Counter>,
+    command_events: Family<OutcomeLabel, Counter>,
+    await_commands: Family<OutcomeLabel, Counter>,
     results_ingested: Counter,
     results_duplicate: Counter,
     campaigns_pruned: Counter,
@@ -206,6 +208,32 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc_by(n as u64);
+    }
+
+    /// Run Command events read from the command event queue: `recorded`
+    /// (a command's first final status), `repeated` (delivered again),
+    /// `ignored` (not a final command status), `unreadable`.
+    pub fn command_events(&self, outcome: &str, n: usize) {
+        self.command_events
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc_by(n as u64);
+    }
+
+    /// One Run Command event, as [`Self::command_events`].
+    pub fn command_event(&self, outcome: &str) {
+        self.command_events(outcome, 1);
+    }
+
+    /// AwaitCommands answers: `ended` (some command had ended), `waited`
+    /// (none did within the wait).
+    pub fn await_commands(&self, outcome: &str) {
+        self.await_commands
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Campaigns removed from the store by retention.
@@ -490,6 +518,16 @@ pub async fn render(ctl: &Controller) -> String {
         "dead_letters",
         "Messages drained from the dead-letter queue, by outcome: requeued, stale, unreadable",
         m.dead_letters.clone(),
+    );
+    registry.register(
+        "command_events",
+        "Run Command events read from the command event queue, by outcome: recorded, repeated, ignored, unreadable",
+        m.command_events.clone(),
+    );
+    registry.register(
+        "await_commands",
+        "AwaitCommands answers, by outcome: ended (a command the worker follows had ended), waited (none within the wait)",
+        m.await_commands.clone(),
     );
     registry.register(
         "tasks_overdue",

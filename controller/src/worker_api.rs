@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use muster_proto::v1::worker_service_server::WorkerService;
 use muster_proto::v1::{
-    CompleteTaskRequest, CompleteTaskResponse, FailTaskRequest, FailTaskResponse, Lease, LeaseTaskRequest,
-    LeaseTaskResponse, RenewLeaseRequest, RenewLeaseResponse, ReportDispatchRequest, ReportDispatchResponse,
-    ReportResultsRequest, ReportResultsResponse, ReportTargetsRequest, ReportTargetsResponse, TaskKind,
-    WatchCampaignResponse, watch_campaign_response,
+    AwaitCommandsRequest, AwaitCommandsResponse, CompleteTaskRequest, CompleteTaskResponse, EndedCommand,
+    FailTaskRequest, FailTaskResponse, Lease, LeaseTaskRequest, LeaseTaskResponse, RenewLeaseRequest,
+    RenewLeaseResponse, ReportDispatchRequest, ReportDispatchResponse, ReportResultsRequest, ReportResultsResponse,
+    ReportTargetsRequest, ReportTargetsResponse, TaskKind, WatchCampaignResponse, watch_campaign_response,
 };
 use tonic::{Request, Response, Status};
 
@@ -27,7 +27,7 @@ use crate::campaign_api::store_status;
 use crate::store::records::millis;
 use crate::store::tasks::{self, FailOutcome, Fenced, LeaseAnswer, LeaseSettings, TaskRow};
 use crate::store::{Sql, StoreError};
-use crate::store::{campaigns, queue, targets};
+use crate::store::{campaigns, command_endings, queue, targets};
 
 /// Most instances in one ReportTargets.
 const MAX_REPORTED_INSTANCES: usize = 5_000;
@@ -37,6 +37,13 @@ const MAX_RESULTS: usize = 1_000;
 const MAX_DISPATCH_IDS: usize = 50;
 /// Most leases handed to a worker with one CompleteTask or LeaseTask answer.
 const MAX_HANDED_OFF: u32 = 16;
+/// Most command ids in one AwaitCommands.
+const MAX_AWAITED: usize = 5_000;
+/// Longest AwaitCommands wait.
+const MAX_AWAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// How often a waiting AwaitCommands looks in the store for endings that
+/// another controller recorded.
+const AWAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The service.
 pub struct WorkerApi {
@@ -520,6 +527,75 @@ impl WorkerService for WorkerApi {
         tracing::debug!(task_id = %task.id, kind = task.kind.as_str_name(), handed_off = next.len(), "task completed");
         self.ctl.wake.notify_one();
         Ok(Response::new(CompleteTaskResponse { next }))
+    }
+
+    async fn await_commands(
+        &self,
+        request: Request<AwaitCommandsRequest>,
+    ) -> Result<Response<AwaitCommandsResponse>, Status> {
+        self.caller(&request, "AwaitCommands")?;
+        let request = request.into_inner();
+        if request.command_ids.len() > MAX_AWAITED {
+            return Err(Status::invalid_argument(format!(
+                "command_ids: at most {MAX_AWAITED} ids, got {}",
+                request.command_ids.len()
+            )));
+        }
+        if let Some(bad) = request.command_ids.iter().find(|id| id.is_empty() || id.len() > 64) {
+            return Err(Status::invalid_argument(format!(
+                "command_ids: each id is 1 to 64 characters, got {:?}",
+                bad.chars().take(80).collect::<String>()
+            )));
+        }
+        let wait = match request.wait {
+            None => std::time::Duration::ZERO,
+            Some(wait) => std::time::Duration::try_from(wait)
+                .ok()
+                .filter(|w| *w <= MAX_AWAIT)
+                .ok_or_else(|| Status::invalid_argument(format!("wait: 0 to {} s", MAX_AWAIT.as_secs())))?,
+        };
+        let events_enabled = self.ctl.settings.command_events_queue_url.is_some();
+        let answer = |ended: Vec<(String, String)>| {
+            Response::new(AwaitCommandsResponse {
+                ended: ended
+                    .into_iter()
+                    .map(|(command_id, status)| EndedCommand { command_id, status })
+                    .collect(),
+                events_enabled,
+            })
+        };
+        // No ids: a worker asking whether events are read at all.
+        if !events_enabled || request.command_ids.is_empty() {
+            return Ok(answer(Vec::new()));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let endings = &self.ctl.command_endings;
+        let mut recorded = endings.subscribe();
+        let ids = std::sync::Arc::new(request.command_ids);
+        loop {
+            recorded.borrow_and_update();
+            let asked = ids.clone();
+            let ended = self
+                .ctl
+                .store
+                .read(move |conn| command_endings::ended(conn, &asked))
+                .await
+                .map_err(store_status)?;
+            if !ended.is_empty() {
+                self.ctl.metrics.await_commands("ended");
+                return Ok(answer(ended));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.ctl.metrics.await_commands("waited");
+                return Ok(answer(Vec::new()));
+            }
+            tokio::select! {
+                _ = recorded.changed() => {}
+                () = tokio::time::sleep(AWAIT_RECHECK) => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = endings.stopping.cancelled() => return Ok(answer(Vec::new())),
+            }
+        }
     }
 
     async fn fail_task(&self, request: Request<FailTaskRequest>) -> Result<Response<FailTaskResponse>, Status> {

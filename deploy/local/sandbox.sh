@@ -188,10 +188,11 @@ PY
 # The controller acts with the hub account's keys; workers take the hub's
 # worker role through an AWS profile, as they would outside ECS.
 start_muster() {
-  local workers="$1" i queue dlq results
+  local workers="$1" i queue dlq events results
   make_credentials
   queue="$(state_field queue_url)"
   dlq="$(state_field dlq_url)"
+  events="$(state_field command_events_queue_url)"
   results="$(state_field results_bucket)"
   cat >"$MUSTER_SANDBOX_DIR/aws-config" <<CFG
 [profile hub]
@@ -228,6 +229,7 @@ CFG
       start_process controller "$MUSTER_BIN_DIR/muster-controller" \
         --listen "127.0.0.1:$CONTROLLER_PORT" --worker-listen "127.0.0.1:$WORKER_API_PORT" \
         --data-dir "$MUSTER_SANDBOX_DIR/controller" --queue-url "$queue" --dead-letter-queue-url "$dlq" \
+        ${events:+--command-events-queue-url "$events"} \
         --results-bucket "$results" --tls-cert "$TLS_DIR/controller.pem" --tls-key "$TLS_DIR/controller.key" \
         --worker-ca "$TLS_DIR/worker-ca.pem" --client-ca "$TLS_DIR/ca.pem" --policy "$TLS_DIR/policy.toml" \
         --signin-server-id muster-sandbox --metrics-listen "127.0.0.1:$METRICS_PORT" --event-bus default

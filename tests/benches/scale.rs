@@ -24,6 +24,12 @@
 //! (100; 25 runs the campaign in four waves) and MUSTER_BENCH_WORKER_MAX_TASKS
 //! (each worker's `--max-tasks`, default the worker's own 2000; 50 makes the
 //! workers the limit, to see more of them help) change the runs.
+//!
+//! Run Command's events reach the controller (200-800 ms after a command
+//! ends, as EventBridge's hops take) and batches poll only as a fallback;
+//! MUSTER_BENCH_EVENTS=0 runs without them (the controller reads none, the
+//! workers poll at their usual cadence), MUSTER_BENCH_EVENT_DROP_PERCENT
+//! loses that share of them.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -135,6 +141,8 @@ async fn main() {
             .filter(|n| *n > 0)
             .unwrap_or_else(|| panic!("MUSTER_BENCH_WORKER_MAX_TASKS: {n:?} is not a whole number above 0"))
     });
+    let events = env("MUSTER_BENCH_EVENTS", 1u8) != 0;
+    let drop_percent: f64 = env("MUSTER_BENCH_EVENT_DROP_PERCENT", 0.0);
     let instances = u64::from(accounts * PER_REGION) * REGIONS.len() as u64;
     let tunables = tunables();
     let started = Instant::now();
@@ -151,10 +159,17 @@ async fn main() {
             worker_args: max_tasks
                 .map(|n| vec!["--max-tasks".to_owned(), n.to_string()])
                 .unwrap_or_default(),
+            command_events: events,
             ..Default::default()
         },
     )
     .await;
+    // Before the warm-up: a change of tunables forgets the kept answers.
+    system.sb.tune(|t| {
+        let routing = t.events.as_mut().expect("seeding routes events");
+        routing.delay_ms = LatencyRange { min: 200, max: 800 };
+        routing.drop_percent = drop_percent;
+    });
     println!(
         "sandbox: {instances} instances in {} (account, region) scopes, seeded in {:.0}s",
         accounts as usize * REGIONS.len(),
@@ -163,13 +178,18 @@ async fn main() {
     let bound = bound(command_seconds, &tunables, percent);
     println!(
         "quotas per (account, region): SendCommand {}/s, ListCommandInvocations {}/s, DescribeInstances {}/s; \
-         latency {}-{} ms; max concurrency {percent}%; bound {bound:.1}s; tasks per worker {}",
+         latency {}-{} ms; max concurrency {percent}%; bound {bound:.1}s; tasks per worker {}; {}",
         SEND.0,
         LIST.0,
         DESCRIBE.0,
         LATENCY_MS.0,
         LATENCY_MS.1,
-        max_tasks.map_or("2000 (the default)".to_owned(), |n| n.to_string())
+        max_tasks.map_or("2000 (the default)".to_owned(), |n| n.to_string()),
+        if events {
+            format!("Run Command events read, {drop_percent}% of them lost")
+        } else {
+            "no Run Command events (polling)".to_owned()
+        }
     );
     let ids: Vec<String> = system.fleet.accounts.iter().map(|a| a.id.clone()).collect();
     let spec = campaign_spec(&ids, percent);
@@ -210,6 +230,7 @@ async fn main() {
             .collect();
         let calls_before = counters(&system);
         let audit_before = system.sb.audit().len();
+        system.sb.state().event_counters.clear();
 
         let submitted = chrono::Utc::now();
         let clock = Instant::now();
@@ -279,6 +300,11 @@ async fn main() {
         for (api, n) in &by_api {
             println!("  {api:<36} {n:>7}  {:.4}/instance", *n as f64 / instances as f64);
         }
+        let events_seen = system.sb.state().event_counters.to_json();
+        println!(
+            "Run Command events: {} final statuses of commands, {} delivered, {} lost",
+            events_seen["matched"], events_seen["delivered"], events_seen["dropped"]
+        );
         println!(
             "controller: peak RSS {controller_peak:.0} MiB, CPU {:.1}s; workers: peak RSS {worker_peak:.0} MiB, CPU {}",
             cpu[0],

@@ -114,6 +114,9 @@ pub struct SystemOptions {
     pub controllers: usize,
     /// More environment for the first controller only (a stop point, say).
     pub controller_env: Vec<(String, String)>,
+    /// Whether the controllers read Run Command's events from the
+    /// sandbox's queue (workers then poll only as a fallback).
+    pub command_events: bool,
 }
 
 impl Default for SystemOptions {
@@ -128,6 +131,7 @@ impl Default for SystemOptions {
             env: Vec::new(),
             controllers: 1,
             controller_env: Vec::new(),
+            command_events: true,
         }
     }
 }
@@ -427,6 +431,13 @@ impl System {
                 self.database
                     .iter()
                     .flat_map(|d| ["--database-url".to_owned(), d.url().to_owned()]),
+            )
+            .args(
+                Some(&self.fleet.command_events_queue_url)
+                    .filter(|url| self.options.command_events && !url.is_empty())
+                    .map(|url| ["--command-events-queue-url".to_owned(), url.clone()])
+                    .into_iter()
+                    .flatten(),
             )
             .args(&self.options.controller_args)
             .spawn()

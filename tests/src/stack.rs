@@ -38,6 +38,9 @@ pub struct Options {
     pub guardrails: fn(&FleetState) -> muster_controller::guardrails::Guardrails,
     /// Where campaign state changes are posted.
     pub notifications: muster_controller::notify::Notifications,
+    /// Whether the controller reads Run Command's events (the sandbox
+    /// routes them to its queue), so workers poll less.
+    pub command_events: bool,
 }
 
 impl Default for Options {
@@ -51,6 +54,7 @@ impl Default for Options {
             retention: None,
             guardrails: |_| Default::default(),
             notifications: Default::default(),
+            command_events: true,
         }
     }
 }
@@ -104,6 +108,8 @@ pub fn controller_settings(fleet: &FleetState, options: &Options) -> muster_cont
         leader_ttl: Duration::from_secs(15),
         retention: options.retention,
         dead_letter_queue_url: Some(fleet.dlq_url.clone()),
+        command_events_queue_url: (options.command_events && !fleet.command_events_queue_url.is_empty())
+            .then(|| fleet.command_events_queue_url.clone()),
         reconcile_interval: Duration::from_millis(200),
         defaults: muster_controller::validate::Defaults {
             role_name: "muster-execution".into(),

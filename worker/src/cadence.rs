@@ -94,6 +94,66 @@ impl Cadence {
     }
 }
 
+/// While Run Command's events announce a batch's end, polls are only a
+/// fallback for an event lost or late: the first comes a grace after the
+/// batch is expected to end (or 15 s after the send, knowing nothing), each
+/// wait then twice the one before, up to two minutes.
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    /// The next poll, after the send.
+    next: Duration,
+    wait: Duration,
+    polled: bool,
+}
+
+/// The first fallback poll without knowledge.
+pub const FALLBACK_FIRST: Duration = Duration::from_secs(15);
+/// How long past the expected end an event may take before a poll looks.
+pub const FALLBACK_GRACE: Duration = Duration::from_secs(5);
+/// The longest wait between fallback polls.
+pub const FALLBACK_MAX: Duration = Duration::from_secs(120);
+/// How soon to look again when an event's listing was not yet complete, or
+/// after a cancel.
+pub const FALLBACK_SOON: Duration = Duration::from_secs(2);
+
+impl Fallback {
+    /// The fallback of a batch expected to take `expected`.
+    pub fn new(expected: Option<Duration>) -> Self {
+        Self {
+            next: expected.map_or(FALLBACK_FIRST, |e| e + FALLBACK_GRACE),
+            wait: FALLBACK_FIRST,
+            polled: false,
+        }
+    }
+
+    /// When the next fallback poll is due, after the send.
+    pub fn due(&self) -> Duration {
+        self.next
+    }
+
+    /// Learns the batch is expected to take `expected`: before the first
+    /// poll, that brings it forward (never back).
+    pub fn learn(&mut self, expected: Duration) {
+        if !self.polled {
+            self.next = self.next.min(expected + FALLBACK_GRACE);
+        }
+    }
+
+    /// A poll ran `elapsed` after the send: the next one waits longer.
+    pub fn polled(&mut self, elapsed: Duration) {
+        if self.polled {
+            self.wait = FALLBACK_MAX.min(self.wait * 2);
+        }
+        self.polled = true;
+        self.next = elapsed + self.wait;
+    }
+
+    /// Looks again soon, `elapsed` after the send.
+    pub fn soon(&mut self, elapsed: Duration) {
+        self.next = elapsed + FALLBACK_SOON;
+    }
+}
+
 /// How long recent batches of one campaign took, and a signal for each new
 /// one.
 struct Campaign {
@@ -259,6 +319,30 @@ mod tests {
         );
         let wait = cadence.wait(Duration::from_secs_f64(3.75));
         assert_eq!((wait.as_secs_f64() * 100.0).round() / 100.0, 26.7);
+    }
+
+    #[test]
+    fn fallback_polls_come_a_grace_after_the_expected_end_then_seldom() {
+        let mut fallback = Fallback::new(None);
+        assert_eq!(fallback.due(), FALLBACK_FIRST);
+        fallback.learn(Duration::from_secs(3));
+        assert_eq!(fallback.due(), Duration::from_secs(8), "known sooner: brought forward");
+        fallback.learn(Duration::from_secs(30));
+        assert_eq!(fallback.due(), Duration::from_secs(8), "never pushed back");
+        let mut at = fallback.due();
+        let mut times = Vec::new();
+        for _ in 0..6 {
+            fallback.polled(at);
+            at = fallback.due();
+            times.push(at.as_secs());
+        }
+        assert_eq!(times, [23, 53, 113, 233, 353, 473]);
+        fallback.learn(Duration::from_secs(1));
+        assert_eq!(fallback.due().as_secs(), 473, "after a poll, learning changes nothing");
+        fallback.soon(Duration::from_secs(500));
+        assert_eq!(fallback.due(), Duration::from_secs(502));
+        let informed = Fallback::new(Some(Duration::from_secs(30)));
+        assert_eq!(informed.due(), Duration::from_secs(35));
     }
 
     #[test]

@@ -8,9 +8,9 @@ use muster_common::retry::backoff;
 use muster_common::tls::{ClientTls, TlsError};
 use muster_proto::v1::worker_service_client::WorkerServiceClient;
 use muster_proto::v1::{
-    CompleteTaskRequest, CompleteTaskResponse, FailTaskRequest, FailTaskResponse, LeaseTaskRequest, LeaseTaskResponse,
-    RenewLeaseRequest, RenewLeaseResponse, ReportDispatchRequest, ReportResultsRequest, ReportResultsResponse,
-    ReportTargetsRequest, ReportTargetsResponse,
+    AwaitCommandsRequest, AwaitCommandsResponse, CompleteTaskRequest, CompleteTaskResponse, FailTaskRequest,
+    FailTaskResponse, LeaseTaskRequest, LeaseTaskResponse, RenewLeaseRequest, RenewLeaseResponse,
+    ReportDispatchRequest, ReportResultsRequest, ReportResultsResponse, ReportTargetsRequest, ReportTargetsResponse,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -183,6 +183,21 @@ impl ControllerClient {
             async move { c.complete_task(muster_common::telemetry::traced(request)).await }
         })
         .await
+    }
+
+    /// Asks which of the commands named ended (waiting up to the request's
+    /// wait). One attempt, outside any trace: it is a long poll that the
+    /// caller repeats.
+    pub async fn await_commands(
+        &self,
+        request: AwaitCommandsRequest,
+    ) -> Result<AwaitCommandsResponse, ControllerError> {
+        self.client
+            .clone()
+            .await_commands(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| classify(&status))
     }
 
     /// Fails a task.

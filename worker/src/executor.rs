@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::api::Api;
-use crate::cadence::Cadence;
+use crate::cadence::{Cadence, Fallback};
 use crate::controller::ControllerError;
 use crate::lease::{LeaseHandle, LeaseState};
 use crate::output;
@@ -380,7 +380,19 @@ async fn poll(
     let campaign_id = &lease.task.campaign_id;
     let started = Instant::now();
     let mut expectation = ctx.durations.watch(campaign_id);
-    let mut cadence = Cadence::new(ctx.durations.expected(campaign_id));
+    let expected = ctx.durations.expected(campaign_id);
+    let mut cadence = Cadence::new(expected);
+    // Where Run Command's events announce the end, polls are a fallback.
+    let mut fallback = Fallback::new(expected);
+    let following = ctx.endings.follow(
+        &target.account,
+        &target.region,
+        &commands
+            .iter()
+            .filter(|c| !c.pending.is_empty())
+            .map(|c| c.command_id.clone())
+            .collect::<Vec<_>>(),
+    );
     // The next poll, after the send.
     let mut next = cadence.wait(Duration::ZERO);
     let mut cancel_sent = false;
@@ -388,13 +400,18 @@ async fn poll(
     let mut longest: Option<Duration> = None;
     let mut state = lease.watch();
     while commands.iter().any(|c| !c.pending.is_empty()) {
+        let events = ctx.endings.trusted(&target.account, &target.region);
+        let due = if events { fallback.due() } else { next };
+        let mut by_event = false;
         tokio::select! {
-            () = tokio::time::sleep_until((started + next).into()) => {}
+            () = tokio::time::sleep_until((started + due).into()) => {}
+            () = following.ended() => by_event = true,
             _ = state.changed() => {}
             () = hand_back.cancelled() => return Err(TaskError::HandedBack),
             expected = expectation.changed(), if cadence.uninformed() => {
                 // Another batch of the campaign ended: poll when this one
                 // should, if that is sooner than planned.
+                fallback.learn(expected);
                 if let Some(sooner) = cadence.learn(expected, next) {
                     tracing::debug!(task_id, expected_ms = expected.as_millis() as u64, "poll brought forward");
                     next = sooner;
@@ -404,6 +421,11 @@ async fn poll(
         }
         let elapsed = started.elapsed();
         next = elapsed + cadence.wait(elapsed);
+        if events && !by_event {
+            fallback.polled(elapsed);
+        }
+        ctx.stats.poll(by_event);
+        let pending_before = commands.iter().filter(|c| !c.pending.is_empty()).count();
         match lease.state() {
             LeaseState::Lost => return Err(TaskError::LeaseLost),
             LeaseState::Cancelled if !cancel_sent => {
@@ -420,6 +442,7 @@ async fn poll(
                 cancel_sent = true;
                 cadence = Cadence::new(None);
                 next = started.elapsed() + cadence.wait(Duration::ZERO);
+                fallback.soon(started.elapsed());
             }
             _ => {}
         }
@@ -464,6 +487,7 @@ async fn poll(
                     // SSM's answer to a cancel comes soon: poll from the start.
                     cadence = Cadence::new(None);
                     next = started.elapsed() + cadence.wait(Duration::ZERO);
+                    fallback.soon(started.elapsed());
                 }
                 Some(at) if at.elapsed() > ctx.abandon_grace => {
                     let why = format!(
@@ -480,7 +504,16 @@ async fn poll(
                 Some(_) => {}
             }
         }
+        let pending_after = commands.iter().filter(|c| !c.pending.is_empty()).count();
+        if by_event && pending_after > 0 {
+            // The listing lags the event, or another command still runs.
+            fallback.soon(started.elapsed());
+        } else if events && !by_event && pending_after < pending_before {
+            // A fallback poll found an end whose event never came.
+            ctx.endings.missed(&target.account, &target.region);
+        }
     }
+    drop(following);
     // A cancelled batch says nothing about how long the command takes.
     if let Some(took) = longest.filter(|_| !cancel_sent) {
         ctx.durations.record(campaign_id, took);

@@ -16,6 +16,7 @@ pub mod controller;
 pub mod credentials;
 pub mod discovery;
 pub mod documents;
+pub mod endings;
 pub mod executor;
 pub mod lease;
 pub mod output;
@@ -71,14 +72,21 @@ pub struct Context {
     pub abandon_grace: std::time::Duration,
     /// How long documents' commands may run, as read from SSM.
     pub document_timeouts: documents::DocumentTimeouts,
+    /// Which commands ended, from Run Command's events.
+    pub endings: endings::Endings,
+    /// Stops asking for endings when the context goes.
+    _endings_stop: tokio_util::sync::DropGuard,
 }
 
 impl Context {
     /// A context over these clients.
     pub fn new(worker_id: &str, controller: ControllerClient, sdk: SdkConfig) -> Self {
+        let endings_stop = CancellationToken::new();
         Self {
             worker_id: worker_id.to_owned(),
             reporter: Reporter::spawn(controller.clone()),
+            endings: endings::Endings::spawn(controller.clone(), endings_stop.clone()),
+            _endings_stop: endings_stop.drop_guard(),
             controller,
             credentials: Arc::new(CredentialCache::new(aws_sdk_sts::Client::new(&sdk))),
             sdk,

@@ -44,6 +44,7 @@ pub struct Stats {
     sqs_receive: Histogram,
     sqs_messages: Counter,
     handled: Family<OutcomeLabels, Counter>,
+    polls: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Stats {
@@ -58,6 +59,7 @@ impl Default for Stats {
             // 5 ms to ~41 s: a long poll with nothing to take lasts 20 s.
             sqs_receive: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             sqs_messages: Counter::default(),
+            polls: Family::default(),
             handled: Family::default(),
         }
     }
@@ -153,6 +155,18 @@ impl Stats {
         self.handled.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
+    /// A batch was polled because its command's event said it ended
+    /// (`event`), or when its cadence said (`cadence`).
+    pub fn poll(&self, by_event: bool) {
+        let outcome = if by_event { "event" } else { "cadence" };
+        self.polls.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Batch polls so far for `outcome` (`event` or `cadence`).
+    pub fn polls(&self, outcome: &'static str) -> u64 {
+        self.polls.get_or_create(&OutcomeLabels { outcome }).get()
+    }
+
     /// Queue messages handled with `outcome` so far.
     pub fn handled(&self, outcome: &'static str) -> u64 {
         self.handled.get_or_create(&OutcomeLabels { outcome }).get()
@@ -177,6 +191,11 @@ impl Stats {
             self.batches_gauge.clone(),
         );
         registry.register("tasks_running", "Tasks leased and running", self.tasks_gauge.clone());
+        registry.register(
+            "batch_polls",
+            "Batch polls (ListCommandInvocations rounds), by why: event (Run Command said the command ended), cadence (the poll schedule, a fallback while events are read)",
+            self.polls.clone(),
+        );
         registry.register(
             "messages_handled",
             "Task queue messages handled, by what the lease answer said (granted, leased_elsewhere, finished, stale_attempt, campaign_inactive, unknown_task), malformed, or unanswered",

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod campaigns;
+pub mod command_endings;
 pub mod leadership;
 mod postgres;
 pub mod queue;

@@ -271,6 +271,14 @@ impl Service {
 
 #[tonic::async_trait]
 impl WorkerService for Service {
+    /// This controller reads no command events: workers poll.
+    async fn await_commands(
+        &self,
+        _request: Request<AwaitCommandsRequest>,
+    ) -> Result<Response<AwaitCommandsResponse>, Status> {
+        Ok(Response::new(AwaitCommandsResponse::default()))
+    }
+
     async fn lease_task(&self, request: Request<LeaseTaskRequest>) -> Result<Response<LeaseTaskResponse>, Status> {
         let attempt = request.get_ref().task.as_ref().map_or(0, |t| t.attempt);
         let delay = self

@@ -1,0 +1,95 @@
+//! Event-driven completion (issue 20): a batch learns that its command
+//! ended from Run Command's status-change event (the sandbox routes them
+//! through target-events.yaml's rule to the hub's queue) and reads its
+//! results with one listing. Polling stays as the fallback: events that are
+//! lost cost a late poll, never a result.
+
+use std::time::Duration;
+
+use muster_proto::v1::{CampaignState, TargetStatus};
+use muster_sim::LatencyRange;
+use muster_tests::client::{assert_counters_add_up, script_spec, submit, targets, wait_done};
+use muster_tests::fleets;
+use muster_tests::stack::{Options, Stack};
+
+const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
+/// Two accounts x two regions x 6 instances: four batches.
+const BATCHES: u64 = 4;
+const INSTANCES: usize = 24;
+
+async fn stack(command_events: bool) -> Stack {
+    Stack::start(
+        &fleets::grid(2, &REGIONS, 6, 3.0),
+        Options {
+            command_events,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Runs one campaign over the whole fleet and checks what a user would:
+/// it succeeded, every instance ran once with its result, the counters add
+/// up. Returns the ListCommandInvocations calls it took.
+async fn run_campaign(stack: &mut Stack) -> u64 {
+    let accounts = vec![stack.account("a000"), stack.account("a001")];
+    let lists_before = stack.sb.count("ssm", "ListCommandInvocations", "ok");
+    let id = submit(&mut stack.client, script_spec(&accounts, &REGIONS, &["echo done"], &[])).await;
+    let campaign = wait_done(&mut stack.client, &id, Duration::from_secs(120)).await;
+    assert_eq!(campaign.state(), CampaignState::Succeeded);
+    let all = targets(&mut stack.client, &id, true).await;
+    assert_eq!(all.len(), INSTANCES);
+    assert!(all.iter().all(|t| t.status() == TargetStatus::Success), "{all:#?}");
+    assert_counters_add_up(&campaign, &all);
+    let sends = stack.sends_per_instance();
+    assert_eq!(sends.len(), INSTANCES);
+    assert!(sends.values().all(|n| *n == 1), "every instance ran once: {sends:?}");
+    stack.sb.count("ssm", "ListCommandInvocations", "ok") - lists_before
+}
+
+fn polls(stack: &Stack, why: &'static str) -> u64 {
+    stack.workers.iter().map(|w| w.ctx.stats.polls(why)).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_batch_is_read_once_when_its_event_arrives_even_late_and_twice() {
+    let mut stack = stack(true).await;
+    // EventBridge delivers at least once, maybe late, maybe out of order.
+    stack.sb.tune(|t| {
+        let events = t.events.as_mut().expect("seeding routes events");
+        events.duplicate_percent = 100.0;
+        events.delay_ms = LatencyRange { min: 0, max: 1_500 };
+    });
+    let lists = run_campaign(&mut stack).await;
+    assert_eq!(lists, BATCHES, "one listing per batch, after its event");
+    assert_eq!(polls(&stack, "event"), BATCHES);
+    assert_eq!(polls(&stack, "cadence"), 0, "no poll before the event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_events_cost_a_fallback_poll_never_a_result() {
+    let mut stack = stack(true).await;
+    stack
+        .sb
+        .tune(|t| t.events.as_mut().expect("seeding routes events").drop_percent = 100.0);
+    let lists = run_campaign(&mut stack).await;
+    // Each batch is found ended by its first fallback poll (15 s after the
+    // send, knowing nothing of the command), which is a single listing.
+    assert_eq!(polls(&stack, "event"), 0);
+    assert_eq!(polls(&stack, "cadence"), BATCHES);
+    assert_eq!(lists, BATCHES);
+    let counters = stack.sb.state().event_counters.to_json();
+    assert_eq!(counters["dropped"], counters["matched"], "{counters}");
+    assert_eq!(counters["delivered"], 0, "{counters}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_events_batches_poll_at_their_usual_cadence() {
+    let mut stack = stack(false).await;
+    let lists = run_campaign(&mut stack).await;
+    assert_eq!(polls(&stack, "event"), 0);
+    // A 3 s command polled at 1.5 s, 3.75 s (maybe not yet) and on: more
+    // than one listing per batch.
+    assert!(lists > BATCHES, "{lists} listings");
+    assert_eq!(lists, polls(&stack, "cadence"));
+}
