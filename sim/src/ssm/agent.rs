@@ -94,6 +94,26 @@ struct RunJob {
     kill: CancellationToken,
 }
 
+/// Invocations a command's rate controls let go of, with what starting
+/// them needs.
+pub struct Released {
+    invocations: Vec<(usize, AgentState)>,
+    timeout_seconds: u64,
+}
+
+/// What `command`'s rate controls release now.
+pub(super) fn releases(command: &mut Command) -> Released {
+    let invocations = command
+        .release()
+        .into_iter()
+        .map(|i| (i, command.invocations[i].behaviour.agent))
+        .collect();
+    Released {
+        invocations,
+        timeout_seconds: command.timeout_seconds,
+    }
+}
+
 /// The engine loop: a timer queue of invocation events.
 pub async fn run(
     sim: Weak<SimState>,
@@ -159,11 +179,32 @@ impl Ssm {
             }
             let before = watched.then(|| command.statuses());
             let result = f(command, key.invocation);
+            let released = releases(command);
             let events = before.map(|b| command.changes(&key.account, &b)).unwrap_or_default();
-            (result, events)
+            (result, (released, events))
         };
+        let (released, events) = events;
+        self.start_released(&sim, key, released);
         crate::events::emit(&sim, events);
         Some(result)
+    }
+
+    /// Hands the invocations MaxConcurrency now lets go of (indices in the
+    /// command of `key`) to their agents.
+    pub(super) fn start_released(&self, sim: &SimState, key: &Key, released: Released) {
+        let tunables = sim.tunables();
+        for (invocation, agent) in released.invocations {
+            self.start_invocation(
+                Key {
+                    invocation,
+                    ..key.clone()
+                },
+                agent,
+                released.timeout_seconds,
+                tunables.time_scale,
+                tunables.delivery_delay_ms,
+            );
+        }
     }
 
     fn on_event(&self, key: &Key, event: Event) -> Vec<Action> {

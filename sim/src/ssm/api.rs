@@ -268,8 +268,7 @@ pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> 
             kill: None,
         })
         .collect();
-    let agents: Vec<AgentState> = invocations.iter().map(|i| i.behaviour.agent).collect();
-    let command = Command {
+    let mut command = Command {
         id: command_id.clone(),
         region: ctx.region.clone(),
         document,
@@ -289,8 +288,12 @@ pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> 
         max_concurrency,
         max_errors,
         cancel_requested: false,
+        released: 0,
+        stopped_by_errors: false,
         invocations,
     };
+    // MaxConcurrency: the first ones go now, the rest as these end.
+    let released = super::agent::releases(&mut command);
     let body = json!({ "Command": command.to_json() });
     let (epoch, index) = {
         let mut store = sim.ssm.store.lock().expect("ssm lock");
@@ -302,21 +305,14 @@ pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> 
         scope.push(command);
         (epoch, scope.len() - 1)
     };
-    for (invocation, agent) in agents.into_iter().enumerate() {
-        sim.ssm.start_invocation(
-            Key {
-                epoch,
-                account: ctx.account.clone(),
-                region: ctx.region.clone(),
-                command: index,
-                invocation,
-            },
-            agent,
-            timeout_seconds,
-            tunables.time_scale,
-            tunables.delivery_delay_ms,
-        );
-    }
+    let key = Key {
+        epoch,
+        account: ctx.account.clone(),
+        region: ctx.region.clone(),
+        command: index,
+        invocation: 0,
+    };
+    sim.ssm.start_released(sim, &key, released);
     sim.audit(AuditEntry {
         at: now.to_rfc3339(),
         account: ctx.account.clone(),
@@ -586,10 +582,11 @@ pub(super) fn cancel_command(sim: &Arc<SimState>, ctx: &Ctx, request: &Value) ->
     };
     let only: Option<Vec<String>> = strings(request, "InstanceIds").filter(|ids| !ids.is_empty());
     let mut store = sim.ssm.store.lock().expect("ssm lock");
-    let Some(command) = store
+    let epoch = store.epoch;
+    let Some((index, command)) = store
         .scopes
         .get_mut(&(ctx.account.clone(), ctx.region.clone()))
-        .and_then(|commands| commands.iter_mut().find(|c| c.id == command_id))
+        .and_then(|commands| commands.iter_mut().enumerate().find(|(_, c)| c.id == command_id))
     else {
         return Err(error(
             "InvalidCommandId",
@@ -624,8 +621,18 @@ pub(super) fn cancel_command(sim: &Arc<SimState>, ctx: &Ctx, request: &Value) ->
             steps: Vec::new(),
         });
     }
+    // Cancelling some frees their places for the ones held back.
+    let released = super::agent::releases(command);
     let events = before.map(|b| command.changes(&ctx.account, &b)).unwrap_or_default();
     drop(store);
+    let key = Key {
+        epoch,
+        account: ctx.account.clone(),
+        region: ctx.region.clone(),
+        command: index,
+        invocation: 0,
+    };
+    sim.ssm.start_released(sim, &key, released);
     crate::events::emit(sim, events);
     Ok(json!({}))
 }

@@ -1,6 +1,9 @@
 //! SSM Run Command, served by the sim itself (moto's SSM is not usable): the
 //! API surface muster calls, AWS's validation and error shapes, and a
-//! simulated agent on every EC2 instance.
+//! simulated agent on every EC2 instance. SendCommand's rate controls hold
+//! as SSM's do: at most MaxConcurrency invocations run at once, and once
+//! more than MaxErrors failed the rest are never sent (Cancelled) and the
+//! command ends Failed.
 
 mod agent;
 mod api;

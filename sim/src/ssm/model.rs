@@ -136,6 +136,12 @@ pub struct Command {
     pub max_errors: String,
     /// CancelCommand was called for the whole command.
     pub cancel_requested: bool,
+    /// Invocations handed to their agents so far (in order): MaxConcurrency
+    /// holds the rest back until earlier ones end.
+    pub released: usize,
+    /// More invocations failed than MaxErrors allows: the rest were never
+    /// sent.
+    pub stopped_by_errors: bool,
     /// The invocations.
     pub invocations: Vec<Invocation>,
 }
@@ -151,7 +157,65 @@ pub struct Statuses {
     invocations: Vec<&'static str>,
 }
 
+/// A MaxConcurrency or MaxErrors value ("10" or "10%") resolved against
+/// `targets`: a share rounds down, and a concurrency is at least 1.
+pub fn resolve_rate(value: &str, targets: usize, at_least: usize) -> usize {
+    let n = match value.strip_suffix('%') {
+        Some(percent) => percent.parse::<usize>().unwrap_or(100) * targets / 100,
+        None => value.parse::<usize>().unwrap_or(usize::MAX),
+    };
+    n.max(at_least)
+}
+
+/// Whether an ended invocation counts against MaxErrors.
+fn is_error(done: &Done) -> bool {
+    (done.status == "Failed" && done.details == "Failed") || done.details == "ExecutionTimedOut"
+}
+
 impl Command {
+    /// The invocations to hand to their agents now, as SSM's rate controls
+    /// allow: within MaxConcurrency of those running, until more than
+    /// MaxErrors failed; past that, the ones never sent end Cancelled and
+    /// the command Failed. Call after any invocation changed.
+    pub fn release(&mut self) -> Vec<usize> {
+        let targets = self.invocations.len();
+        let errors = self
+            .invocations
+            .iter()
+            .filter(|i| matches!(&i.state, InvState::Done(d) if is_error(d)))
+            .count();
+        if !self.stopped_by_errors && errors > resolve_rate(&self.max_errors, targets, 0) {
+            self.stopped_by_errors = true;
+            let now = Utc::now();
+            for invocation in &mut self.invocations[self.released..] {
+                if matches!(invocation.state, InvState::Pending) {
+                    invocation.state = InvState::Done(Done {
+                        status: "Cancelled",
+                        details: "Cancelled",
+                        response_code: -1,
+                        started: None,
+                        finished: now,
+                        steps: Vec::new(),
+                    });
+                }
+            }
+            self.released = targets;
+        }
+        let limit = resolve_rate(&self.max_concurrency, targets, 1);
+        let running = self.invocations[..self.released]
+            .iter()
+            .filter(|i| !matches!(i.state, InvState::Done(_)))
+            .count();
+        let mut now = Vec::new();
+        while self.released < targets && running + now.len() < limit {
+            if matches!(self.invocations[self.released].state, InvState::Pending) {
+                now.push(self.released);
+            }
+            self.released += 1;
+        }
+        now
+    }
+
     /// The command's status and each invocation's, now.
     pub fn statuses(&self) -> Statuses {
         Statuses {
@@ -202,10 +266,7 @@ impl Command {
                 _ => None,
             })
             .collect();
-        let errors = done
-            .iter()
-            .filter(|d| (d.status == "Failed" && d.details == "Failed") || d.details == "ExecutionTimedOut")
-            .count();
+        let errors = done.iter().filter(|d| is_error(d)).count();
         let delivery_timeouts = done.iter().filter(|d| d.details == "DeliveryTimedOut").count();
         let (status, details) = if done.len() < self.invocations.len() {
             if self.cancel_requested {
@@ -215,6 +276,8 @@ impl Command {
             } else {
                 ("InProgress", "InProgress")
             }
+        } else if self.stopped_by_errors {
+            ("Failed", "Failed")
         } else if done.iter().any(|d| d.status == "Cancelled") {
             ("Cancelled", "Cancelled")
         } else if done.iter().all(|d| d.status == "Success") {

@@ -17,6 +17,7 @@ mod access;
 mod commands;
 mod events;
 mod limits;
+mod rate_controls;
 
 const REGION: &str = "us-east-1";
 
