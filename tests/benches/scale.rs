@@ -19,7 +19,9 @@
 //!     cargo build --release --bins
 //!     cargo bench -p muster-tests --bench scale
 //!
-//! MUSTER_BENCH_WORKERS (default "1,2,4"), MUSTER_BENCH_ACCOUNTS (50),
+//! MUSTER_BENCH_SHAPE (uniform, the default; skewed; huge; many: see
+//! `Shape::named`), MUSTER_BENCH_WORKERS (default "1,2,4"),
+//! MUSTER_BENCH_ACCOUNTS (50, for the uniform shape),
 //! MUSTER_BENCH_COMMAND_SECONDS (30), MUSTER_BENCH_CONCURRENCY_PERCENT
 //! (100; 25 runs the campaign in four waves) and MUSTER_BENCH_WORKER_MAX_TASKS
 //! (each worker's `--max-tasks`, default the worker's own 2000; 50 makes the
@@ -49,6 +51,9 @@ const BATCH: u32 = 50;
 const SEND: (f64, f64) = (5.0, 5.0);
 const LIST: (f64, f64) = (10.0, 10.0);
 const DESCRIBE: (f64, f64) = (10.0, 10.0);
+const INFO: (f64, f64) = (10.0, 20.0);
+/// In the hub account, for every worker's AssumeRole.
+const ASSUME: (f64, f64) = (50.0, 100.0);
 const LATENCY_MS: (u64, u64) = (20, 50);
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -69,9 +74,9 @@ fn tunables() -> Tunables {
         quota("ssm", "SendCommand", SEND),
         quota("ssm", "ListCommandInvocations", LIST),
         quota("ssm", "GetCommandInvocation", LIST),
-        quota("ssm", "DescribeInstanceInformation", (10.0, 20.0)),
+        quota("ssm", "DescribeInstanceInformation", INFO),
         quota("ec2", "*", DESCRIBE),
-        quota("sts", "AssumeRole", (50.0, 100.0)),
+        quota("sts", "AssumeRole", ASSUME),
     ];
     quotas.push(quota("ssm", "CancelCommand", (10.0, 20.0)));
     Tunables {
@@ -92,26 +97,89 @@ fn tunables() -> Tunables {
     }
 }
 
-/// The least makespan the quotas allow: per (account, region) the calls
-/// that must happen one after another (assume role, describe instances,
-/// instance information), then for each wave that the concurrency limit
-/// makes (one for 100%) a send and one listing after the command ends, each
-/// call with the mean latency, plus SendCommand beyond its burst, plus the
-/// agent's delivery and the command itself.
-fn bound(command_seconds: f64, tunables: &Tunables, percent: u32) -> f64 {
-    let mean_latency = (LATENCY_MS.0 + LATENCY_MS.1) as f64 / 2000.0;
-    let sends_per_scope = f64::from(PER_REGION.div_ceil(BATCH));
-    let send_wait = ((sends_per_scope - SEND.1).max(0.0)) / SEND.0;
+/// A fleet shape: how many instances each account has in each of its
+/// regions.
+struct Shape {
+    name: String,
+    per_region: Vec<u32>,
+    regions: &'static [&'static str],
+}
+
+impl Shape {
+    /// uniform: 50 x 4 x 50 (MUSTER_BENCH_ACCOUNTS changes the 50
+    /// accounts); skewed: 4 accounts with 5-20 batches per region and 96
+    /// with 2-9 instances, in 2 regions; huge: 5,000 instances in one
+    /// (account, region); many: 500 accounts x 2 regions x 5.
+    fn named(name: &str, accounts: u32) -> Self {
+        let (per_region, regions): (Vec<u32>, &'static [&'static str]) = match name {
+            "uniform" => (vec![PER_REGION; accounts as usize], &REGIONS),
+            "skewed" => (
+                [250, 500, 750, 1_000]
+                    .into_iter()
+                    .chain((0..96).map(|i| 2 + i % 8))
+                    .collect(),
+                &REGIONS[..2],
+            ),
+            "huge" => (vec![5_000], &REGIONS[..1]),
+            "many" => (vec![5; 500], &REGIONS[..2]),
+            other => panic!("MUSTER_BENCH_SHAPE: {other:?} is not uniform, skewed, huge or many"),
+        };
+        Self {
+            name: name.to_owned(),
+            per_region,
+            regions,
+        }
+    }
+
+    fn instances(&self) -> u64 {
+        self.per_region.iter().map(|&n| u64::from(n)).sum::<u64>() * self.regions.len() as u64
+    }
+
+    fn scopes(&self) -> usize {
+        self.per_region.len() * self.regions.len()
+    }
+}
+
+/// The least makespan the quotas allow. Per (account, region) of `n`
+/// instances, the calls that must follow one another, each at the mean
+/// latency: the account's AssumeRole (after those of the accounts before
+/// it beyond the hub's STS burst: the largest scopes first),
+/// DescribeInstances pages of 1,000, DescribeInstanceInformation pages of
+/// 50 (beyond the burst at the quota's rate), the sends (beyond
+/// SendCommand's burst at its rate), the agent's delivery, the command, one
+/// listing after it ends; for each further wave that the concurrency limit
+/// makes (one for 100%), a send, the delivery, the command and a listing.
+fn bound(shape: &Shape, command_seconds: f64, tunables: &Tunables, percent: u32) -> f64 {
+    let latency = (LATENCY_MS.0 + LATENCY_MS.1) as f64 / 2000.0;
+    let beyond = |calls: f64, (rate, burst): (f64, f64)| (calls - burst).max(0.0) / rate;
     let waves = f64::from(100u32.div_ceil(percent.clamp(1, 100)));
-    3.0 * mean_latency
-        + send_wait
-        + waves * (2.0 * mean_latency + tunables.delivery_delay_ms as f64 / 1000.0 + command_seconds)
+    let run = tunables.delivery_delay_ms as f64 / 1000.0 + command_seconds;
+    let scope = |n: u32| {
+        let describe_pages = f64::from(n.div_ceil(1_000).max(1));
+        let info_pages = f64::from(n.div_ceil(50).max(1));
+        let batches = f64::from(n.div_ceil(BATCH).max(1));
+        latency * (1.0 + describe_pages)
+            + latency
+            + beyond(info_pages, INFO)
+            + latency
+            + beyond(batches, SEND)
+            + run
+            + latency
+            + (waves - 1.0) * (2.0 * latency + run)
+    };
+    let mut accounts: Vec<f64> = shape.per_region.iter().map(|&n| scope(n)).collect();
+    accounts.sort_by(|a, b| b.total_cmp(a));
+    accounts
+        .iter()
+        .enumerate()
+        .map(|(rank, chain)| beyond(rank as f64 + 1.0, ASSUME) + chain)
+        .fold(0.0, f64::max)
 }
 
 /// The 30-second command on every instance, `percent` of them at once, in
 /// batches of 50.
-fn campaign_spec(accounts: &[String], percent: u32) -> CampaignSpec {
-    let mut spec = script_spec(accounts, &REGIONS, &["true"], &[]);
+fn campaign_spec(accounts: &[String], regions: &[&str], percent: u32) -> CampaignSpec {
+    let mut spec = script_spec(accounts, regions, &["true"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: format!("{percent}%"),
         max_errors: String::new(),
@@ -143,17 +211,19 @@ async fn main() {
     });
     let events = env("MUSTER_BENCH_EVENTS", 1u8) != 0;
     let drop_percent: f64 = env("MUSTER_BENCH_EVENT_DROP_PERCENT", 0.0);
-    let instances = u64::from(accounts * PER_REGION) * REGIONS.len() as u64;
+    let shape = Shape::named(&env::<String>("MUSTER_BENCH_SHAPE", "uniform".into()), accounts);
+    let instances = shape.instances();
     let tunables = tunables();
     let started = Instant::now();
     let mut system = System::start(
-        &fleets::grid(accounts, &REGIONS, PER_REGION, command_seconds),
+        &fleets::shaped(&shape.per_region, shape.regions, command_seconds),
         SystemOptions {
             tunables: tunables.clone(),
             workers: 0,
             lease_ttl: 30,
             moto_shards: 2,
-            controller_args: ["--max-tasks-per-scope", "4", "--max-queued", "2000"]
+            // Only the quotas limit a scope: as many batches out as it has.
+            controller_args: ["--max-tasks-per-scope", "200", "--max-queued", "2000"]
                 .map(String::from)
                 .to_vec(),
             worker_args: max_tasks
@@ -171,11 +241,12 @@ async fn main() {
         routing.drop_percent = drop_percent;
     });
     println!(
-        "sandbox: {instances} instances in {} (account, region) scopes, seeded in {:.0}s",
-        accounts as usize * REGIONS.len(),
+        "sandbox: fleet shape {}, {instances} instances in {} (account, region) scopes, seeded in {:.0}s",
+        shape.name,
+        shape.scopes(),
         started.elapsed().as_secs_f64()
     );
-    let bound = bound(command_seconds, &tunables, percent);
+    let bound = bound(&shape, command_seconds, &tunables, percent);
     println!(
         "quotas per (account, region): SendCommand {}/s, ListCommandInvocations {}/s, DescribeInstances {}/s; \
          latency {}-{} ms; max concurrency {percent}%; bound {bound:.1}s; tasks per worker {}; {}",
@@ -192,7 +263,7 @@ async fn main() {
         }
     );
     let ids: Vec<String> = system.fleet.accounts.iter().map(|a| a.id.clone()).collect();
-    let spec = campaign_spec(&ids, percent);
+    let spec = campaign_spec(&ids, shape.regions, percent);
 
     // Warm-up: one plan (discovery only) of the same targets, so that every
     // run below finds moto's answers kept in the sim. Its time is what

@@ -86,9 +86,10 @@ regions = ["us-east-1"]
     )
 }
 
-/// `accounts` accounts, each in `regions` with `per_region` Linux instances
-/// whose commands take `duration` simulated seconds (for benchmarks).
-pub fn grid(accounts: u32, regions: &[&str], per_region: u32, duration: f64) -> String {
+/// Accounts `a000`, `a001`, ... each in `regions` with its own number of
+/// Linux instances per region, whose commands take `duration` simulated
+/// seconds (the benchmarks' fleet shapes).
+pub fn shaped(per_region: &[u32], regions: &[&str], duration: f64) -> String {
     let regions = regions
         .iter()
         .map(|r| format!("\"{r}\""))
@@ -97,11 +98,17 @@ pub fn grid(accounts: u32, regions: &[&str], per_region: u32, duration: f64) -> 
     let mut fleet = String::from(
         "name = \"grid\"\nexternal_id = \"ext-grid\"\noutput_bucket = \"muster-output\"\nresults_bucket = \"muster-results\"\n",
     );
-    for i in 0..accounts {
+    for (i, count) in per_region.iter().enumerate() {
         fleet.push_str(&format!(
-            "\n[[accounts]]\nname = \"a{i:03}\"\nregions = [{regions}]\n  [[accounts.instances]]\n  count = {per_region}\n  \
+            "\n[[accounts]]\nname = \"a{i:03}\"\nregions = [{regions}]\n  [[accounts.instances]]\n  count = {count}\n  \
              tags = {{ Role = \"web\", \"muster-sim:duration\" = \"{duration}\" }}\n"
         ));
     }
     fleet
+}
+
+/// `accounts` accounts, each in `regions` with `per_region` Linux instances
+/// whose commands take `duration` simulated seconds (for benchmarks).
+pub fn grid(accounts: u32, regions: &[&str], per_region: u32, duration: f64) -> String {
+    shaped(&vec![per_region; accounts as usize], regions, duration)
 }
