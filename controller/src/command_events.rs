@@ -151,6 +151,7 @@ async fn receive(ctl: &Controller, url: &str) -> Result<(), String> {
         ctl.metrics.command_events("recorded", new);
         ctl.metrics.command_events("repeated", count - new);
         ctl.command_endings.recorded();
+        tracing::debug!(new, repeated = count - new, "command endings recorded");
     }
     crate::dead_letters::delete(ctl, url, messages).await
 }

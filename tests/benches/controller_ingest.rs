@@ -26,7 +26,7 @@ use muster_proto::v1::{
 use muster_tests::client::{get, script_spec, submit, wait_done};
 use muster_tests::fleets;
 use muster_tests::procs::{System, SystemOptions};
-use muster_tests::procstat::{percentiles, rss_mib};
+use muster_tests::procstat::{cpu_seconds, percentiles, rss_mib};
 use tonic::transport::Channel;
 
 const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
@@ -188,6 +188,8 @@ async fn main() {
     // Ingest, with the read API measured alongside.
     let ingesting = Arc::new(AtomicBool::new(true));
     let probe = tokio::spawn(probe_reads(system.client.clone(), id.clone(), ingesting.clone()));
+    let controller_pid = system.controller_pid().expect("the controller runs");
+    let cpu_before = cpu_seconds(controller_pid).unwrap_or(0.0);
     let started = Instant::now();
     let chunks: Vec<Vec<(String, u64, Vec<String>)>> = {
         let mut chunks = vec![Vec::new(); callers];
@@ -240,12 +242,21 @@ async fn main() {
         done.extend(chunk);
     }
     let ingest = started.elapsed();
+    let controller_cpu = cpu_seconds(controller_pid).unwrap_or(f64::NAN) - cpu_before;
     ingesting.store(false, Ordering::Relaxed);
     let (gets, lists, watches) = probe.await.expect("the probe");
     println!(
         "ReportResults ingest: {accepted} results in {:.2}s = {:.0} results/s ({callers} callers, {BATCH} per call, TLS)",
         ingest.as_secs_f64(),
         accepted as f64 / ingest.as_secs_f64()
+    );
+    // The load generator shares the machine: what the controller alone
+    // spends per result says what it ingests with the cores to itself
+    // (the probe's reads are in it too, a small share).
+    println!(
+        "controller CPU during ingest: {controller_cpu:.2}s = {:.1} us per result = {:.0} results per CPU-second",
+        controller_cpu * 1e6 / accepted as f64,
+        accepted as f64 / controller_cpu
     );
     for (name, mut samples) in [
         ("GetCampaign", gets),

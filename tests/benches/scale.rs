@@ -223,7 +223,7 @@ async fn main() {
             lease_ttl: 30,
             moto_shards: 2,
             // Only the quotas limit a scope: as many batches out as it has.
-            controller_args: ["--max-tasks-per-scope", "200", "--max-queued", "2000"]
+            controller_args: ["--max-tasks-per-scope", "100", "--max-queued", "2000"]
                 .map(String::from)
                 .to_vec(),
             worker_args: max_tasks

@@ -96,8 +96,9 @@ impl Cadence {
 
 /// While Run Command's events announce a batch's end, polls are only a
 /// fallback for an event lost or late: the first comes a grace after the
-/// batch is expected to end (or 15 s after the send, knowing nothing), each
-/// wait then twice the one before, up to two minutes.
+/// batch is expected to end (or a minute after the send, knowing nothing:
+/// the campaign's other batches usually teach it sooner), then after 15 s,
+/// each wait twice the one before, up to two minutes.
 #[derive(Debug, Clone)]
 pub struct Fallback {
     /// The next poll, after the send.
@@ -107,7 +108,9 @@ pub struct Fallback {
 }
 
 /// The first fallback poll without knowledge.
-pub const FALLBACK_FIRST: Duration = Duration::from_secs(15);
+pub const FALLBACK_FIRST: Duration = Duration::from_secs(60);
+/// The wait after the first fallback poll; it doubles from there.
+pub const FALLBACK_STEP: Duration = Duration::from_secs(15);
 /// How long past the expected end an event may take before a poll looks.
 pub const FALLBACK_GRACE: Duration = Duration::from_secs(5);
 /// The longest wait between fallback polls.
@@ -121,7 +124,7 @@ impl Fallback {
     pub fn new(expected: Option<Duration>) -> Self {
         Self {
             next: expected.map_or(FALLBACK_FIRST, |e| e + FALLBACK_GRACE),
-            wait: FALLBACK_FIRST,
+            wait: FALLBACK_STEP,
             polled: false,
         }
     }
@@ -343,6 +346,8 @@ mod tests {
         assert_eq!(fallback.due(), Duration::from_secs(502));
         let informed = Fallback::new(Some(Duration::from_secs(30)));
         assert_eq!(informed.due(), Duration::from_secs(35));
+        let blind = Fallback::new(None);
+        assert_eq!(blind.due(), Duration::from_secs(60), "knowing nothing, a minute");
     }
 
     #[test]

@@ -214,6 +214,9 @@ async fn run(inner: Arc<Inner>, controller: ControllerClient, stop: Cancellation
                 if was != ENABLED && answer.events_enabled {
                     tracing::info!("the controller reads Run Command events: batches wait for them and poll seldom");
                 }
+                if !answer.ended.is_empty() {
+                    tracing::debug!(ended = answer.ended.len(), "the controller says commands ended");
+                }
                 Endings::ended(&inner, answer.ended.into_iter().map(|e| e.command_id));
                 if answer.events_enabled {
                     if wait == Duration::ZERO {

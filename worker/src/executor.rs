@@ -425,6 +425,13 @@ async fn poll(
             fallback.polled(elapsed);
         }
         ctx.stats.poll(by_event);
+        tracing::debug!(
+            task_id,
+            by_event,
+            events,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "polling the batch"
+        );
         let pending_before = commands.iter().filter(|c| !c.pending.is_empty()).count();
         match lease.state() {
             LeaseState::Lost => return Err(TaskError::LeaseLost),

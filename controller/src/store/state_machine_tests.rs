@@ -234,6 +234,40 @@ store_matrix! {
         );
     }
 
+    fn a_lease_gets_its_scopes_rate_shared_by_the_batches_the_scope_can_have_at_once(conn) {
+        let mut new = NewCampaign::for_test("c1", 3);
+        new.spec.rate = Some(muster_proto::v1::RateControl {
+            api_calls_per_second: 8.0,
+            batch_size: 50,
+            ..Default::default()
+        });
+        campaigns::insert(&conn, &new).unwrap();
+        let campaign = campaigns::get(&conn, "c1").unwrap().unwrap();
+        let rate = 8.0;
+        let execute = |conn: &dyn Sql| TaskRef {
+            campaign_id: "c1".into(),
+            task_id: tasks::create_execute(conn, &campaign, "111111111111", "us-east-1", muster_proto::v1::Platform::Linux, &[], 3)
+                .unwrap(),
+            attempt: 1,
+        };
+        let share = |conn: &dyn Sql, task_ref: &TaskRef| match tasks::lease(conn, task_ref, "w1", SETTINGS).unwrap() {
+            LeaseAnswer::Granted(lease) => lease.task.unwrap().api_calls_per_second,
+            LeaseAnswer::Refused(outcome, why) => panic!("refused: {outcome:?} {why}"),
+        };
+        // A scope of one batch: its whole rate, not a fourth of it.
+        let only = execute(&conn);
+        assert_eq!(share(&conn, &only), rate);
+        // Six batches out, four at most at once: a fourth each.
+        let more: Vec<TaskRef> = (0..5).map(|_| execute(&conn)).collect();
+        assert_eq!(share(&conn, &more[0]), rate / 4.0);
+        // Once fewer remain, each remaining one gets more; the shares of the
+        // leases held at once never add up to more than the rate.
+        for done in [&only, &more[0], &more[1], &more[2]] {
+            conn.execute("UPDATE tasks SET state = ?2 WHERE id = ?1", crate::params![done.task_id, task_state::COMPLETED]).unwrap();
+        }
+        assert_eq!(share(&conn, &more[3]), rate / 2.0);
+    }
+
     fn lease_ids_cannot_be_guessed_from_one_another(conn) {
         let mut task_ref = one_task(&conn, 5);
         let mut ids = Vec::new();

@@ -159,6 +159,53 @@ pub fn lease(conn: &dyn Sql, task_ref: &TaskRef, worker_id: &str, settings: Leas
     Ok(LeaseAnswer::Granted(Box::new(lease)))
 }
 
+/// How many leases the task's (account, region) may hold at once from now
+/// on: for an Execute task, the scope's batches out now plus those its
+/// pending targets still make, at most `max_tasks_per_scope`; one for a
+/// discovery. Once a scope is discovered this only shrinks, so leases
+/// handed out over time never share out more than the scope's rate
+/// together, and a scope of one batch gets all of it (not a
+/// `max_tasks_per_scope`th, which made its polls wait on the worker's own
+/// bucket).
+fn scope_leases(conn: &dyn Sql, task: &TaskRow, batch_size: u32, max_tasks_per_scope: u32) -> StoreResult<u32> {
+    if task.kind != TaskKind::Execute {
+        return Ok(1);
+    }
+    let out: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM tasks WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3
+               AND kind = ?4 AND state IN (?5, ?6)",
+        )?
+        .query_row(
+            params![
+                task.campaign_id,
+                task.account_id,
+                task.region,
+                TaskKind::Execute as i32,
+                task_state::QUEUED,
+                task_state::LEASED
+            ],
+            |r| r.get(0),
+        )?;
+    let pending: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM targets WHERE campaign_id = ?1 AND status = ?2 AND account_id = ?3 AND region = ?4",
+        )?
+        .query_row(
+            params![
+                task.campaign_id,
+                TargetStatus::Pending as i32,
+                task.account_id,
+                task.region
+            ],
+            |r| r.get(0),
+        )?;
+    let batches = out.max(1) as u64 + (pending.max(0) as u64).div_ceil(u64::from(batch_size.max(1)));
+    Ok(u32::try_from(batches)
+        .unwrap_or(u32::MAX)
+        .clamp(1, max_tasks_per_scope.max(1)))
+}
+
 /// The Task a worker gets: the campaign's spec resolved for this scope.
 fn task_message(conn: &dyn Sql, task: &TaskRow, campaign: &CampaignRow, settings: LeaseSettings) -> StoreResult<Task> {
     let spec: &CampaignSpec = &campaign.spec;
@@ -177,7 +224,8 @@ fn task_message(conn: &dyn Sql, task: &TaskRow, campaign: &CampaignRow, settings
         role_session_name: muster_common::domain::session_name(&task.campaign_id),
         session_duration_seconds: access.session_duration_seconds,
         // The scope's rate, shared by the leases it may have at once.
-        api_calls_per_second: rate.api_calls_per_second / f64::from(settings.max_tasks_per_scope.max(1)),
+        api_calls_per_second: rate.api_calls_per_second
+            / f64::from(scope_leases(conn, task, rate.batch_size, settings.max_tasks_per_scope)?),
         created_at: Some(timestamp(task.created_ms)),
         discover: None,
         execute: None,
