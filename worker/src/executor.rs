@@ -401,7 +401,14 @@ async fn poll(
     let mut state = lease.watch();
     while commands.iter().any(|c| !c.pending.is_empty()) {
         let events = ctx.endings.trusted(&target.account, &target.region);
-        let due = if events { fallback.due() } else { next };
+        // A lease cancelled (or lost) before this loop began is acted on
+        // at once: only a change of state wakes the wait below.
+        let due = match lease.state() {
+            LeaseState::Cancelled if !cancel_sent => Duration::ZERO,
+            LeaseState::Lost => Duration::ZERO,
+            _ if events => fallback.due(),
+            _ => next,
+        };
         let mut by_event = false;
         tokio::select! {
             () = tokio::time::sleep_until((started + due).into()) => {}
