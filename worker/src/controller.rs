@@ -30,7 +30,10 @@ pub enum ControllerError {
     Unreachable(String),
 }
 
-/// Whether a status is worth retrying.
+/// Whether a status is worth retrying. CANCELLED is among them: the
+/// controller never answers it, and the worker never cancels the calls it
+/// waits for, so it means the connection went away under the call (hyper's
+/// "operation was canceled" when the controller is killed mid-request).
 pub fn is_transient(status: &Status) -> bool {
     matches!(
         status.code(),
@@ -40,6 +43,7 @@ pub fn is_transient(status: &Status) -> bool {
             | Code::ResourceExhausted
             | Code::Aborted
             | Code::Internal
+            | Code::Cancelled
     )
 }
 
@@ -207,5 +211,23 @@ impl ControllerClient {
             async move { c.fail_task(muster_common::telemetry::traced(request)).await }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_cut_off_by_a_dying_controller_is_retried_a_refusal_is_not() {
+        // What tonic reports when the connection dropped under the call.
+        let cut = Status::cancelled("operation was canceled");
+        assert!(is_transient(&cut));
+        assert!(matches!(classify(&cut), ControllerError::Unreachable(_)));
+        assert!(!is_transient(&Status::invalid_argument("results: at most 1000")));
+        assert!(matches!(
+            classify(&Status::failed_precondition("stale lease")),
+            ControllerError::LeaseLost(_)
+        ));
     }
 }
