@@ -134,7 +134,8 @@ impl Endings {
         }
     }
 
-    /// Records what the controller said (for tests of the rules above).
+    /// Records the commands the controller says ended: wakes the batches
+    /// that follow them and marks their scopes as heard from.
     fn ended(inner: &Inner, command_ids: impl IntoIterator<Item = String>) {
         let mut state = inner.state.lock().expect("endings lock");
         for id in command_ids {
