@@ -68,6 +68,13 @@ impl Api {
         }
     }
 
+    /// Whether the call changes something. AWS gives such calls smaller
+    /// token buckets than reads (EC2 documents it; SSM's SendCommand is
+    /// among its scarcest), so their buckets start without a burst.
+    pub fn mutates(self) -> bool {
+        matches!(self, Api::SendCommand | Api::CancelCommand)
+    }
+
     /// The service, as in the SigV4 scope.
     pub fn service(self) -> &'static str {
         match self {

@@ -191,6 +191,7 @@ impl Target {
             account: self.account.clone(),
             region: self.region.clone(),
             api: api.name(),
+            mutates: api.mutates(),
         }
     }
 
@@ -347,7 +348,10 @@ mod tests {
             aws_credential_types::Credentials::new("AKIDTEST", "secret", None, None, "test"),
             muster_common::aws::no_sdk_retries(),
         );
-        let credentials = Arc::new(CredentialCache::new(aws_sdk_sts::Client::new(&base)));
+        let credentials = Arc::new(CredentialCache::new(
+            aws_sdk_sts::Client::new(&base),
+            crate::credentials::DEFAULT_ASSUME_ROLE_RATE,
+        ));
         let limiter = Arc::new(ApiLimiter::default());
         let stats = Arc::new(Stats::default());
         let targets = Targets::default();
