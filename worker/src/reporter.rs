@@ -3,11 +3,12 @@
 //! controller restart loses nothing while this process lives.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use muster_proto::v1::{ReportResultsRequest, TargetResult};
 use muster_proto::{MAX_REPORT_BYTES, split_by_size};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
 
 use crate::controller::{ControllerClient, ControllerError};
@@ -16,6 +17,11 @@ use crate::controller::{ControllerClient, ControllerError};
 const MAX_BATCH: usize = 500;
 /// How long the first result of a batch waits for company.
 const LINGER: Duration = Duration::from_millis(50);
+/// Most reports in flight at once. When many batches end together (every
+/// batch of a wave, told by Run Command events), reports one after another
+/// queue behind each other's commit; in flight together, the controller's
+/// store commits them as one.
+const IN_FLIGHT: usize = 8;
 
 struct Pending {
     /// The reporting task's span and scope: the report joins its trace.
@@ -100,6 +106,7 @@ pub async fn all_recorded(acks: Vec<Ack>) -> Result<(), ControllerError> {
 }
 
 async fn run(controller: ControllerClient, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let linger = tokio::time::sleep(LINGER);
@@ -124,30 +131,46 @@ async fn run(controller: ControllerClient, mut rx: mpsc::UnboundedReceiver<Pendi
             .into_iter()
             .flat_map(|(key, pendings)| fit(pendings).into_iter().map(move |part| (key.clone(), part)))
         {
-            let request = ReportResultsRequest {
-                task_id: task_id.clone(),
-                lease_id,
-                results: pendings.iter().map(|p| p.result.clone()).collect(),
-            };
-            let first = &pendings[0];
-            let report = controller.report_results(request).instrument(first.span.clone());
-            let outcome = match first.scope.clone() {
-                Some(scope) => crate::trace::scoped(scope, report).await,
-                None => report.await,
-            };
-            match &outcome {
-                Ok(answer) => tracing::debug!(
-                    task_id,
-                    accepted = answer.accepted,
-                    duplicates = answer.duplicates,
-                    "results recorded"
-                ),
-                Err(error) => tracing::error!(task_id, %error, "results refused by the controller"),
-            }
-            let outcome = outcome.map(|_| ());
-            for pending in pendings {
-                let _ = pending.ack.send(outcome.clone());
-            }
+            let permit = in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            tokio::spawn(send(controller.clone(), task_id, lease_id, pendings, permit));
         }
+    }
+}
+
+/// One report of one task's results; its acks learn the outcome.
+async fn send(
+    controller: ControllerClient,
+    task_id: String,
+    lease_id: u64,
+    pendings: Vec<Pending>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let request = ReportResultsRequest {
+        task_id: task_id.clone(),
+        lease_id,
+        results: pendings.iter().map(|p| p.result.clone()).collect(),
+    };
+    let first = &pendings[0];
+    let report = controller.report_results(request).instrument(first.span.clone());
+    let outcome = match first.scope.clone() {
+        Some(scope) => crate::trace::scoped(scope, report).await,
+        None => report.await,
+    };
+    match &outcome {
+        Ok(answer) => tracing::debug!(
+            task_id,
+            accepted = answer.accepted,
+            duplicates = answer.duplicates,
+            "results recorded"
+        ),
+        Err(error) => tracing::error!(task_id, %error, "results refused by the controller"),
+    }
+    let outcome = outcome.map(|_| ());
+    for pending in pendings {
+        let _ = pending.ack.send(outcome.clone());
     }
 }
