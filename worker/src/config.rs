@@ -55,6 +55,11 @@ pub struct Args {
     /// Most tasks running at once [default: 2000]
     #[arg(long, env = "MUSTER_MAX_TASKS")]
     pub max_tasks: Option<usize>,
+    /// Most AssumeRole calls per second from this worker; STS's quota is
+    /// the hub account's, shared by every worker, and throttling lowers the
+    /// pace on its own [default: 50]
+    #[arg(long, env = "MUSTER_ASSUME_ROLE_RATE")]
+    pub assume_role_rate: Option<f64>,
     /// Name in the controller's logs [default: <hostname>-<pid>]
     #[arg(long, env = "MUSTER_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -104,6 +109,8 @@ pub struct FileConfig {
     pub pollers: Option<usize>,
     /// See `--max-tasks`.
     pub max_tasks: Option<usize>,
+    /// See `--assume-role-rate`.
+    pub assume_role_rate: Option<f64>,
     /// See `--worker-id`.
     pub worker_id: Option<String>,
     /// See `--shutdown-grace`.
@@ -129,6 +136,8 @@ pub struct Config {
     pub pollers: usize,
     /// Most tasks at once.
     pub max_tasks: usize,
+    /// Most AssumeRole calls per second.
+    pub assume_role_rate: f64,
     /// Worker id.
     pub worker_id: String,
     /// Shutdown grace.
@@ -158,6 +167,13 @@ impl Config {
         let max_tasks = args.max_tasks.or(file.max_tasks).unwrap_or(2000);
         if max_tasks == 0 {
             anyhow::bail!("max_tasks: must be at least 1");
+        }
+        let assume_role_rate = args
+            .assume_role_rate
+            .or(file.assume_role_rate)
+            .unwrap_or(crate::credentials::DEFAULT_ASSUME_ROLE_RATE);
+        if !(assume_role_rate.is_finite() && assume_role_rate > 0.0) {
+            anyhow::bail!("assume_role_rate: {assume_role_rate} must be a number of calls per second above 0");
         }
         let controller = args
             .controller
@@ -209,6 +225,7 @@ impl Config {
             queue_url,
             pollers,
             max_tasks,
+            assume_role_rate,
             worker_id,
             shutdown_grace: Duration::from_secs(args.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
             aws_endpoint_url: args.aws_endpoint_url.or(file.aws_endpoint_url),
@@ -255,6 +272,19 @@ mod tests {
         assert_eq!(config.queue_url, "http://file/q");
         assert_eq!(config.pollers, 8);
         assert_eq!(config.max_tasks, 2000);
+        assert_eq!(config.assume_role_rate, crate::credentials::DEFAULT_ASSUME_ROLE_RATE);
+        for rate in [0.0, -1.0, f64::NAN] {
+            let err = Config::resolve(Args {
+                config: Some(path.clone()),
+                insecure: true,
+                aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
+                assume_role_rate: Some(rate),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(err.to_string().starts_with("assume_role_rate: "), "{err}");
+            assert!(err.to_string().contains("above 0"), "{err}");
+        }
         let err = Config::resolve(Args::default()).unwrap_err();
         assert!(err.to_string().starts_with("queue_url:"), "{err}");
         let err = Config::resolve(Args {

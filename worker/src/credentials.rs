@@ -9,10 +9,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError, future};
+use muster_common::ratelimit::{ApiLimiter, LimitKey, ShareGuard};
 use muster_common::retry::{self, ErrorClass};
 
 use crate::recent::Recent;
@@ -73,20 +74,48 @@ struct Entry {
     held: tokio::sync::Mutex<Option<Held>>,
 }
 
+/// AssumeRole calls per second one worker makes, unless told otherwise.
+pub const DEFAULT_ASSUME_ROLE_RATE: f64 = 50.0;
+/// How long throttling may delay one AssumeRole before it fails.
+const ASSUME_THROTTLE_BUDGET: Duration = Duration::from_secs(5 * 60);
+/// Attempts for transient faults of AssumeRole.
+const ASSUME_ATTEMPTS: u32 = 6;
+
+/// AssumeRole's quota is the hub account's, shared by every target account:
+/// one bucket for all of them.
+fn hub_key() -> LimitKey {
+    LimitKey {
+        account: "hub".into(),
+        region: String::new(),
+        api: "AssumeRole",
+        mutates: false,
+    }
+}
+
 /// The cache.
 pub struct CredentialCache {
     sts: aws_sdk_sts::Client,
     entries: Recent<RoleKey, Arc<Entry>>,
     refreshes: AtomicU64,
+    /// Paces AssumeRole for the whole process, learning STS's quota.
+    pace: Arc<ApiLimiter>,
+    _rate: ShareGuard,
 }
 
 impl CredentialCache {
-    /// A cache over one STS client (the worker's own credentials).
-    pub fn new(sts: aws_sdk_sts::Client) -> Self {
+    /// A cache over one STS client (the worker's own credentials), making
+    /// at most `assume_role_rate` AssumeRole calls per second (fewer when STS
+    /// throttles them).
+    pub fn new(sts: aws_sdk_sts::Client, assume_role_rate: f64) -> Self {
+        let pace = Arc::new(ApiLimiter::default());
+        let key = hub_key();
+        let rate = pace.share(&key.account, &key.region, assume_role_rate);
         Self {
             sts,
             entries: Recent::new(MAX_ENTRIES),
             refreshes: AtomicU64::new(0),
+            pace,
+            _rate: rate,
         }
     }
 
@@ -132,9 +161,11 @@ impl CredentialCache {
             class,
             message,
         };
-        let mut attempt = 0;
+        let key_of_pace = hub_key();
+        let started = Instant::now();
+        let (mut transient, mut throttles) = (0, 0);
         let output = loop {
-            attempt += 1;
+            self.pace.acquire(&key_of_pace).await;
             let result = self
                 .sts
                 .assume_role()
@@ -154,21 +185,29 @@ impl CredentialCache {
                 .duration_seconds(key.duration_seconds as i32)
                 .send()
                 .await;
-            match result {
-                Ok(output) => break output,
-                Err(e) => {
-                    let class = retry::classify(&e);
-                    if !class.is_retryable() || attempt >= 6 {
-                        return Err(error(class, retry::describe(&e)));
-                    }
-                    tokio::time::sleep(retry::backoff(
-                        attempt,
-                        Duration::from_millis(200),
-                        Duration::from_secs(10),
-                    ))
-                    .await;
+            let e = match result {
+                Ok(output) => {
+                    self.pace.succeeded(&key_of_pace);
+                    break output;
                 }
-            }
+                Err(e) => e,
+            };
+            let class = retry::classify(&e);
+            // Throttling is the hub's quota, not this role's fault: it slows
+            // every AssumeRole of the process and waits, within a budget.
+            let wait = match class {
+                ErrorClass::Throttled if started.elapsed() < ASSUME_THROTTLE_BUDGET => {
+                    self.pace.throttled(&key_of_pace);
+                    throttles += 1;
+                    retry::backoff(throttles, Duration::from_millis(200), Duration::from_secs(10))
+                }
+                _ if class.is_retryable() && class != ErrorClass::Throttled && transient + 1 < ASSUME_ATTEMPTS => {
+                    transient += 1;
+                    retry::backoff(transient, Duration::from_millis(200), Duration::from_secs(10))
+                }
+                _ => return Err(error(class, retry::describe(&e))),
+            };
+            tokio::time::sleep(wait).await;
         };
         let aws = output
             .credentials

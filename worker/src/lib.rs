@@ -88,7 +88,10 @@ impl Context {
             endings: endings::Endings::spawn(controller.clone(), endings_stop.clone()),
             _endings_stop: endings_stop.drop_guard(),
             controller,
-            credentials: Arc::new(CredentialCache::new(aws_sdk_sts::Client::new(&sdk))),
+            credentials: Arc::new(CredentialCache::new(
+                aws_sdk_sts::Client::new(&sdk),
+                credentials::DEFAULT_ASSUME_ROLE_RATE,
+            )),
             sdk,
             targets: Targets::default(),
             limiter: Arc::new(ApiLimiter::default()),
@@ -99,6 +102,13 @@ impl Context {
             abandon_grace: std::time::Duration::from_secs(120),
             document_timeouts: documents::DocumentTimeouts::default(),
         }
+    }
+
+    /// Paces AssumeRole at most `rate` calls per second for the process
+    /// (the default is [`credentials::DEFAULT_ASSUME_ROLE_RATE`]).
+    pub fn with_assume_role_rate(mut self, rate: f64) -> Self {
+        self.credentials = Arc::new(CredentialCache::new(aws_sdk_sts::Client::new(&self.sdk), rate));
+        self
     }
 
     /// Marks the worker ready (`None`) or not, with the reason.

@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
     let controller = ControllerClient::connect_lazy(&config.controller, &config.tls)?;
-    let ctx = Arc::new(Context::new(&config.worker_id, controller, sdk));
+    let ctx = Arc::new(Context::new(&config.worker_id, controller, sdk).with_assume_role_rate(config.assume_role_rate));
     let shutdown = muster_common::shutdown::on_signals();
     // The endpoint outlives the grace period, answering "not ready".
     let metrics_stop = tokio_util::sync::CancellationToken::new();
