@@ -129,6 +129,8 @@ struct ScopeCache {
 }
 
 type Slot = Arc<tokio::sync::Mutex<ScopeCache>>;
+/// Held while one DescribeInstances request is asked of moto.
+type Asking = Arc<tokio::sync::Mutex<()>>;
 
 /// Instance facts per (account, region), read from moto. The sim also learns
 /// them from every DescribeInstances answer it forwards and forgets a scope
@@ -137,6 +139,8 @@ type Slot = Arc<tokio::sync::Mutex<ScopeCache>>;
 pub struct Fleet {
     moto: Moto,
     slots: Mutex<HashMap<(String, String), Slot>>,
+    /// One lock per DescribeInstances request being asked of moto.
+    asking: Mutex<HashMap<(String, String, Bytes), Asking>>,
 }
 
 impl Fleet {
@@ -145,7 +149,19 @@ impl Fleet {
         Self {
             moto,
             slots: Mutex::new(HashMap::new()),
+            asking: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The lock that makes one DescribeInstances `request` of (account,
+    /// region) go to moto one at a time; locks no one holds are forgotten.
+    pub fn asking(&self, account: &str, region: &str, request: &Bytes) -> Asking {
+        let mut asking = self.asking.lock().expect("fleet lock");
+        asking.retain(|_, lock| Arc::strong_count(lock) > 1);
+        asking
+            .entry((account.to_owned(), region.to_owned(), request.clone()))
+            .or_default()
+            .clone()
     }
 
     fn slot(&self, account: &str, region: &str) -> Slot {

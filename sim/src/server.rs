@@ -181,29 +181,36 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
         ("sts", None) if api == "GetCallerIdentity" && !parts.headers.contains_key(http::header::AUTHORIZATION) => {
             sts::unverifiable_presigned(&scope.access_key)
         }
+        ("ec2", _) if api == "DescribeInstances" => {
+            let listing = Listing {
+                account: caller.account.clone(),
+                region: scope.region.clone(),
+                request: describe_request(&path_and_query, &body),
+                max_age: std::time::Duration::from_millis(tunables.fleet_cache_ms),
+            };
+            let call = Forwarded {
+                method: parts.method.clone(),
+                path_and_query: path_and_query.clone(),
+                headers: parts.headers.clone(),
+                body,
+            };
+            describe_instances(state.clone(), listing, call).await
+        }
         _ => {
-            let ec2 = service == "ec2";
-            let listing = (ec2 && api == "DescribeInstances").then(|| describe_request(&path_and_query, &body));
-            let max_age = std::time::Duration::from_millis(tunables.fleet_cache_ms);
-            match kept_answer(&state, &caller.account, &scope.region, listing.as_ref(), max_age).await {
-                Some(answer) => answer,
-                None => {
-                    let response = forward(
-                        &state,
-                        service,
-                        &caller.account,
-                        parts.method,
-                        &path_and_query,
-                        &parts.headers,
-                        body,
-                    )
-                    .await;
-                    if ec2 {
-                        observe_ec2(&state, &caller.account, &scope.region, &api, listing, response).await
-                    } else {
-                        response
-                    }
-                }
+            let response = forward(
+                &state,
+                service,
+                &caller.account,
+                parts.method,
+                &path_and_query,
+                &parts.headers,
+                body,
+            )
+            .await;
+            if service == "ec2" {
+                observe_ec2(&state, &caller.account, &scope.region, &api, None, response).await
+            } else {
+                response
             }
         }
     };
@@ -298,6 +305,72 @@ fn describe_request(path_and_query: &str, body: &Bytes) -> Bytes {
     request.push(b'\n');
     request.extend_from_slice(body);
     Bytes::from(request)
+}
+
+/// One DescribeInstances request, as the sim keeps its answers.
+struct Listing {
+    account: String,
+    region: String,
+    /// Path, query and body: the same filters and page token.
+    request: Bytes,
+    max_age: std::time::Duration,
+}
+
+/// A request to pass on to moto as it came.
+struct Forwarded {
+    method: http::Method,
+    path_and_query: String,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+/// moto's answer to a DescribeInstances listing, kept or asked for. The
+/// asking runs on a task of its own and one at a time per request: moto
+/// takes longer to describe 5,000 instances than a caller waits, so the
+/// answer is still kept for the caller's retry when the caller gave up, and
+/// the retries wait for it instead of each asking moto again.
+async fn describe_instances(state: Arc<SimState>, listing: Listing, call: Forwarded) -> Resp {
+    if let Some(answer) = kept_answer(
+        &state,
+        &listing.account,
+        &listing.region,
+        Some(&listing.request),
+        listing.max_age,
+    )
+    .await
+    {
+        return answer;
+    }
+    let asking = tokio::spawn(async move {
+        let Listing {
+            account,
+            region,
+            request,
+            max_age,
+        } = listing;
+        let one = state.fleet.asking(&account, &region, &request);
+        let _alone = one.lock().await;
+        if let Some(answer) = kept_answer(&state, &account, &region, Some(&request), max_age).await {
+            return answer;
+        }
+        let response = forward(
+            &state,
+            "ec2",
+            &account,
+            call.method,
+            &call.path_and_query,
+            &call.headers,
+            call.body,
+        )
+        .await;
+        observe_ec2(&state, &account, &region, "DescribeInstances", Some(request), response).await
+    });
+    asking.await.unwrap_or_else(|error| {
+        http::Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Full::new(Bytes::from(format!("the sim's listing failed: {error}"))))
+            .expect("static response parts are valid")
+    })
 }
 
 /// The answer the sim kept for this DescribeInstances `listing`, if fresh,

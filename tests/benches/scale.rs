@@ -25,7 +25,9 @@
 //! MUSTER_BENCH_COMMAND_SECONDS (30), MUSTER_BENCH_CONCURRENCY_PERCENT
 //! (100; 25 runs the campaign in four waves) and MUSTER_BENCH_WORKER_MAX_TASKS
 //! (each worker's `--max-tasks`, default the worker's own 2000; 50 makes the
-//! workers the limit, to see more of them help) change the runs.
+//! workers the limit, to see more of them help) and
+//! MUSTER_BENCH_WORKER_POLLERS (each worker's `--pollers`, default 2)
+//! change the runs.
 //!
 //! Run Command's events reach the controller (200-800 ms after a command
 //! ends, as EventBridge's hops take) and batches poll only as a fallback;
@@ -209,6 +211,13 @@ async fn main() {
             .filter(|n| *n > 0)
             .unwrap_or_else(|| panic!("MUSTER_BENCH_WORKER_MAX_TASKS: {n:?} is not a whole number above 0"))
     });
+    let pollers: Option<usize> = std::env::var("MUSTER_BENCH_WORKER_POLLERS").ok().map(|n| {
+        n.trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .unwrap_or_else(|| panic!("MUSTER_BENCH_WORKER_POLLERS: {n:?} is not a whole number from 1 to 64"))
+    });
     let events = env("MUSTER_BENCH_EVENTS", 1u8) != 0;
     let drop_percent: f64 = env("MUSTER_BENCH_EVENT_DROP_PERCENT", 0.0);
     let shape = Shape::named(&env::<String>("MUSTER_BENCH_SHAPE", "uniform".into()), accounts);
@@ -228,7 +237,10 @@ async fn main() {
                 .to_vec(),
             worker_args: max_tasks
                 .map(|n| vec!["--max-tasks".to_owned(), n.to_string()])
-                .unwrap_or_default(),
+                .into_iter()
+                .chain(pollers.map(|n| vec!["--pollers".to_owned(), n.to_string()]))
+                .flatten()
+                .collect(),
             command_events: events,
             ..Default::default()
         },

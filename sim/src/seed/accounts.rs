@@ -152,6 +152,9 @@ async fn fleet_instances(ec2: &aws_sdk_ec2::Client, fleet: &str) -> anyhow::Resu
         .collect())
 }
 
+/// Most instances one RunInstances call makes while seeding.
+const RUN_AT_ONCE: usize = 500;
+
 async fn run_instances(
     ec2: &aws_sdk_ec2::Client,
     fleet: &FleetFile,
@@ -165,7 +168,9 @@ async fn run_instances(
     tags.insert("muster:fleet".into(), fleet.name.clone());
     tags.insert("muster:group".into(), group_id.to_owned());
     let mut created = Vec::new();
-    // One call per instance only when names differ; otherwise one call makes them all.
+    // One call per instance only when names differ; otherwise one call makes
+    // up to RUN_AT_ONCE (moto takes over two minutes to answer one call for
+    // 5,000, past the SDK's timeout).
     let named = group.name.as_ref().is_some_and(|n| n.contains("{i}"));
     let batches: Vec<(usize, Option<String>)> = if named {
         (0..count)
@@ -180,7 +185,10 @@ async fn run_instances(
             })
             .collect()
     } else {
-        vec![(count, group.name.clone())]
+        (0..count)
+            .step_by(RUN_AT_ONCE)
+            .map(|from| ((count - from).min(RUN_AT_ONCE), group.name.clone()))
+            .collect()
     };
     for (n, name) in batches {
         let mut spec = TagSpecification::builder().resource_type(ResourceType::Instance);
