@@ -102,3 +102,54 @@ async fn without_events_batches_poll_at_their_usual_cadence() {
     assert!(lists > BATCHES, "{lists} listings");
     assert_eq!(lists, polls(&stack, "cadence"));
 }
+
+/// The controller records an event's ending, then deletes its message.
+/// When that delete fails (the message comes back after its visibility
+/// timeout, as after a controller that died between the two), the ending is
+/// read again and recorded once; the batch is still read once and nothing
+/// runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_delete_failed_comes_back_and_is_recorded_once() {
+    let mut stack = stack(true).await;
+    // Every DeleteMessageBatch fails before it takes effect: the task
+    // queue's messages come back too, and are answered "finished" again.
+    stack.sb.tune(|t| {
+        t.faults.push(muster_sim::FaultRule {
+            service: "sqs".into(),
+            api: "DeleteMessageBatch".into(),
+            kind: muster_sim::FaultKind::Error500,
+            probability: 1.0,
+            every: None,
+            limit: None,
+            when: muster_sim::FaultWhen::Before,
+            delay_ms: 0,
+        })
+    });
+    let lists = run_campaign(&mut stack).await;
+    assert_eq!(lists, BATCHES, "one listing per batch, after its event");
+    // The visibility timeout (30 s) brings every event message back once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let metric = |name: &str, text: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with("muster_controller_command_events_total") && l.contains(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    loop {
+        let text = muster_controller::metrics::render(&stack.controller.controller).await;
+        let (recorded, repeated) = (metric("\"recorded\"", &text), metric("\"repeated\"", &text));
+        assert_eq!(recorded, BATCHES, "each command's ending recorded once:\n{text}");
+        if repeated >= BATCHES {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the event messages did not come back: {repeated} repeated\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        stack.sends_per_instance().values().all(|n| *n == 1),
+        "nothing ran twice after the messages came back"
+    );
+}
