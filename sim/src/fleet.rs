@@ -14,7 +14,7 @@
 //! | `muster-sim:hang` = `true` | the command never ends by itself (execution timeout) |
 //! | `muster-sim:stuck` = `true` | the agent is lost once the command starts: it stays InProgress for good; neither its timeouts nor CancelCommand reach it |
 //! | `muster-sim:reboot` = `true` | the command reboots the instance halfway and then finishes |
-//! | `muster-sim:reboot-exit` = 194 or 3010 | the step first exits 194 (the agent reboots the instance, then runs the step again) or 3010 (it reboots, then the step is done), as the SSM agent handles those codes |
+//! | `muster-sim:reboot-exit` = 194 or 3010 | the step first exits 194 (Linux, macOS) or 3010 (Windows): the agent reboots the instance, then runs the step again, as the SSM agent handles those codes. In real mode a script's own exit 194 (3010 under PowerShell) does the same |
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,7 +57,7 @@ pub struct Behaviour {
     /// Commands reboot the instance halfway.
     pub reboot: bool,
     /// The step first exits this code (194 or 3010): the agent reboots the
-    /// instance, then runs the step again (194) or marks it done (3010).
+    /// instance, then runs the step again.
     pub reboot_exit: Option<i32>,
 }
 

@@ -46,6 +46,44 @@ pub enum Event {
     DeliveryTimeout,
     /// It ran too long.
     ExecutionTimeout,
+    /// The instance is back from a reboot its real script asked for.
+    Rebooted,
+}
+
+/// How long an instance is down for a reboot a real script asks for, in
+/// simulated seconds.
+const REBOOT_SECONDS: f64 = 2.0;
+
+/// The exit code with which a script asks the agent to reboot the instance
+/// and run it again.
+fn reboot_exit_code(platform: Platform) -> i32 {
+    match platform {
+        Platform::Windows => 3010,
+        Platform::Linux | Platform::MacOs => 194,
+    }
+}
+
+/// Runs the command's script of `key`'s invocation for real.
+fn run_job(command: &mut Command, key: &Key, program: &'static str, scratch: &std::path::Path) -> RunJob {
+    let kill = CancellationToken::new();
+    command.invocations[key.invocation].kill = Some(kill.clone());
+    RunJob {
+        key: key.clone(),
+        program,
+        script: command
+            .parameters
+            .get("commands")
+            .map(|lines| lines.join("\n"))
+            .unwrap_or_default(),
+        working_dir: command
+            .parameters
+            .get("workingDirectory")
+            .and_then(|v| v.first())
+            .filter(|d| !d.is_empty())
+            .cloned()
+            .or_else(|| Some(scratch.display().to_string())),
+        kill,
+    }
 }
 
 /// A script that ran for real.
@@ -236,27 +274,12 @@ impl Ssm {
                             Event::ExecutionTimeout,
                             real(exec_timeout, tunables.time_scale),
                         ));
-                        let lines = command.parameters.get("commands").cloned().unwrap_or_default();
                         let program = runnable(&command.document.name, invocation.platform);
                         if tunables.exec_mode == ExecMode::Real
                             && !invocation.behaviour.scripted()
                             && let Some(program) = program
                         {
-                            let kill = CancellationToken::new();
-                            invocation.kill = Some(kill.clone());
-                            actions.push(Action::Run(RunJob {
-                                key: key.clone(),
-                                program,
-                                script: lines.join("\n"),
-                                working_dir: command
-                                    .parameters
-                                    .get("workingDirectory")
-                                    .and_then(|v| v.first())
-                                    .filter(|d| !d.is_empty())
-                                    .cloned()
-                                    .or_else(|| Some(scratch.display().to_string())),
-                                kill,
-                            }));
+                            actions.push(Action::Run(run_job(command, key, program, &scratch)));
                         } else if !invocation.behaviour.hang {
                             let secs = invocation
                                 .behaviour
@@ -267,15 +290,11 @@ impl Ssm {
                             let id = invocation.instance_id.clone();
                             let ends = match invocation.behaviour.reboot_exit {
                                 // The step exits the code after its run; the
-                                // instance is down half as long; 194 runs
-                                // the step again once it is back.
-                                Some(code) => {
+                                // instance is down half as long; the agent
+                                // runs the step again once it is back.
+                                Some(_) => {
                                     reboot_window = Some((id, now + duration, now + duration * 3 / 2));
-                                    if code == 194 {
-                                        duration * 5 / 2
-                                    } else {
-                                        duration * 3 / 2
-                                    }
+                                    duration * 5 / 2
                                 }
                                 None if invocation.behaviour.reboot => {
                                     reboot_window = Some((id, now + duration / 2, now + duration * 3 / 4));
@@ -284,6 +303,11 @@ impl Ssm {
                                 None => duration,
                             };
                             actions.push(Action::Schedule(key.clone(), Event::Complete, ends));
+                        }
+                    }
+                    (Event::Rebooted, InvState::InProgress { .. }) => {
+                        if let Some(program) = runnable(&command.document.name, invocation.platform) {
+                            actions.push(Action::Run(run_job(command, key, program, &scratch)));
                         }
                     }
                     (Event::Complete, InvState::InProgress { started }) => {
@@ -321,15 +345,46 @@ impl Ssm {
         actions
     }
 
-    fn on_finished(&self, key: &Key, outcome: RunOutcome) -> Vec<Action> {
-        self.with_invocation(key, |command, index| match command.invocations[index].state {
-            InvState::InProgress { started } => {
-                command.invocations[index].kill = None;
+    /// A real run ended. An exit that asks for a reboot (194 on Linux and
+    /// macOS, 3010 on Windows) reboots the instance and runs the script
+    /// again once it is back, as the SSM agent does; the output of every run
+    /// is kept.
+    fn on_finished(&self, key: &Key, mut outcome: RunOutcome) -> Vec<Action> {
+        let Some(sim) = self.sim.upgrade() else {
+            return Vec::new();
+        };
+        let down_for = real(REBOOT_SECONDS, sim.tunables().time_scale);
+        let mut reboot_window = None;
+        let actions = self
+            .with_invocation(key, |command, index| {
+                let invocation = &mut command.invocations[index];
+                let InvState::InProgress { started } = invocation.state else {
+                    return Vec::new();
+                };
+                invocation.kill = None;
+                let earlier = invocation.before_reboots.get_or_insert_default();
+                earlier.stdout.push_str(&outcome.stdout);
+                earlier.stderr.push_str(&outcome.stderr);
+                if outcome.exit_code == reboot_exit_code(invocation.platform) {
+                    earlier.stdout.push_str(&format!(
+                        "[muster-sim] exit {}: the agent rebooted the instance and ran the script again\n",
+                        outcome.exit_code
+                    ));
+                    let now = Instant::now();
+                    reboot_window = Some((invocation.instance_id.clone(), now, now + down_for));
+                    return vec![Action::Schedule(key.clone(), Event::Rebooted, down_for)];
+                }
+                let all = invocation.before_reboots.take().unwrap_or_default();
+                outcome.stdout = all.stdout;
+                outcome.stderr = all.stderr;
                 vec![Action::Write(Box::new(finish(command, key, started, outcome)))]
-            }
-            _ => Vec::new(),
-        })
-        .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        if let Some((instance, from, to)) = reboot_window {
+            let mut store = self.store.lock().expect("ssm lock");
+            store.reboots.insert((key.account.clone(), instance), (from, to));
+        }
+        actions
     }
 
     /// Whether the agent of `instance` is inside a reboot right now.
@@ -435,16 +490,10 @@ fn simulated_outcome(command: &Command, index: usize) -> RunOutcome {
             if behaviour.reboot {
                 text.push_str("[muster-sim] reboot requested; instance rebooting\n[muster-sim] resumed after reboot\n");
             }
-            match behaviour.reboot_exit {
-                Some(194) => {
-                    text = format!(
-                        "[muster-sim] exit 194 on {id}: reboot requested; the agent rebooted the instance and ran the step again\n{text}"
-                    );
-                }
-                Some(code) => text.push_str(&format!(
-                    "[muster-sim] exit {code}: reboot requested; the agent rebooted the instance and marked the step done\n"
-                )),
-                None => {}
+            if let Some(code) = behaviour.reboot_exit {
+                text = format!(
+                    "[muster-sim] exit {code} on {id}: reboot requested; the agent rebooted the instance and ran the step again\n{text}"
+                );
             }
             text
         }

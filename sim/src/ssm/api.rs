@@ -266,6 +266,7 @@ pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> 
             behaviour: Behaviour::of(instance),
             state: InvState::Pending,
             kill: None,
+            before_reboots: None,
         })
         .collect();
     let mut command = Command {

@@ -79,6 +79,18 @@ pub struct Invocation {
     pub state: InvState,
     /// Stops a command that runs for real.
     pub kill: Option<CancellationToken>,
+    /// What earlier runs of a real script printed before they asked for a
+    /// reboot (exit 194 or 3010); the script runs again after it.
+    pub before_reboots: Option<RunOutput>,
+}
+
+/// What runs of a script printed.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutput {
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
 }
 
 impl Invocation {

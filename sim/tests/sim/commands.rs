@@ -410,3 +410,54 @@ async fn real_mode_runs_the_script_with_sh() {
     assert_eq!(plugin.response_code(), 5);
     assert_eq!(plugin.output(), Some("out-42\n\n----------ERROR-------\nerr\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_mode_reboots_on_exit_194_and_runs_the_script_again() {
+    let mut tunables = test_tunables();
+    tunables.exec_mode = muster_sim::ExecMode::Real;
+    let w = World::with(tunables).await;
+    let ssm = aws_sdk_ssm::Client::new(&w.exec("beta").await);
+    let ids = w.ids("beta", "web");
+    let state = tempfile::tempdir().expect("tempdir");
+    let marker = state.path().join("rebooted");
+    let marker = marker.display();
+    // An idempotent script, as AWS asks of one that reboots: the second run
+    // sees what the first left.
+    let script = format!("if [ -f {marker} ]; then echo after-reboot; else touch {marker}; echo before-reboot; exit 194; fi");
+    let command_id = run_shell(&ssm, &ids[..1], &[&script])
+        .await
+        .expect("SendCommand")
+        .command
+        .and_then(|c| c.command_id)
+        .unwrap();
+    let done = wait_terminal(&ssm, &command_id, 1).await;
+    assert_eq!(done[0].status(), Some(&CommandInvocationStatus::Success));
+    let plugin = &done[0].command_plugins()[0];
+    assert_eq!(plugin.response_code(), 0);
+    assert_eq!(
+        plugin.output(),
+        Some("before-reboot\n[muster-sim] exit 194: the agent rebooted the instance and ran the script again\nafter-reboot\n")
+    );
+
+    // A script that always asks for a reboot runs until its execution
+    // timeout stops it. (On Linux `exit 3010` is 194 too: exit codes are
+    // 8 bits.)
+    let mut parameters = shell(&["echo again", "exit 194"]);
+    parameters.insert("executionTimeout".into(), vec!["5".into()]);
+    let looping = ssm
+        .send_command()
+        .document_name("AWS-RunShellScript")
+        .set_instance_ids(Some(ids[..1].to_vec()))
+        .set_parameters(Some(parameters))
+        .send()
+        .await
+        .expect("SendCommand")
+        .command
+        .and_then(|c| c.command_id)
+        .unwrap();
+    let done = wait_terminal(&ssm, &looping, 1).await;
+    assert_eq!(
+        (done[0].status(), done[0].status_details()),
+        (Some(&CommandInvocationStatus::TimedOut), Some("ExecutionTimedOut"))
+    );
+}
