@@ -223,16 +223,17 @@ pub async fn submit(client: &mut Client, args: &SpecArgs, style: Style, output: 
 }
 
 /// `request` with the time one creating call may take.
-fn timed<T>(request: T) -> tonic::Request<T> {
+pub(crate) fn timed<T>(request: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(request);
     request.set_timeout(SUBMIT_TIMEOUT);
     request
 }
 
-/// Makes a creating call (its request carries a client token) until it is
-/// answered: asked again, with the same token, while the controller cannot
-/// be reached or its answer is lost, up to [`SUBMIT_TRIES`] times.
-async fn ask_until_answered<T, F, Fut>(mut call: F) -> Result<T, Failure>
+/// Makes a call that is safe to repeat (a creating call's request carries a
+/// client token; the controller recognises a repeated put or delete) until
+/// it is answered: asked again, the same, while the controller cannot be
+/// reached or its answer is lost, up to [`SUBMIT_TRIES`] times.
+pub(crate) async fn ask_until_answered<T, F, Fut>(mut call: F) -> Result<T, Failure>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -245,7 +246,7 @@ where
             Err(status) if tries < SUBMIT_TRIES && retry_submit(&status) => {
                 let wait = std::time::Duration::from_secs(1 << (tries - 1));
                 eprintln!(
-                    "no answer from the controller ({}: {}); asking again in {}s with the same client token",
+                    "no answer from the controller ({}: {}); asking again in {}s (a repeat is recognised: nothing is done twice)",
                     status.code(),
                     status.message(),
                     wait.as_secs()

@@ -8,7 +8,7 @@ use muster_proto::v1::{
 use serde_json::{Value, json};
 
 use crate::args::{AfterWindowArg, Output, PutScheduleArgs, ScheduleCommand, WindowEndArg};
-use crate::commands::Failure;
+use crate::commands::{Failure, ask_until_answered, timed};
 use crate::connect::Schedules;
 use crate::render::{self, Style, csv};
 
@@ -37,17 +37,27 @@ pub async fn run(
             Ok(0)
         }
         ScheduleCommand::Rm(args) => {
-            let answer = client
-                .delete_schedule(DeleteScheduleRequest {
+            // Asked again after a lost answer, the schedule may be gone by
+            // our own first try: that is no error then.
+            let mut first = true;
+            let answer = ask_until_answered(|| {
+                let mut client = client.clone();
+                let request = DeleteScheduleRequest {
                     name: args.schedule.clone(),
-                })
-                .await?
-                .into_inner();
+                    allow_missing: !std::mem::take(&mut first),
+                };
+                async move { client.delete_schedule(timed(request)).await }
+            })
+            .await?;
             match output {
                 Output::Json => render::print_json(&json!({
                     "deleted": args.schedule,
                     "cancelled_campaign_id": answer.cancelled_campaign_id,
                 })),
+                _ if !answer.deleted => println!(
+                    "deleted schedule {} (it was gone when asked again: the first try's answer was lost)",
+                    args.schedule
+                ),
                 _ if answer.cancelled_campaign_id.is_empty() => println!("deleted schedule {}", args.schedule),
                 _ => println!(
                     "deleted schedule {}; its campaign {} that waited for the next window is cancelled",
@@ -126,15 +136,20 @@ async fn put(
     } else {
         0
     };
-    let schedule = client
-        .put_schedule(PutScheduleRequest {
-            spec: Some(spec),
-            expected_version,
-        })
-        .await?
-        .into_inner()
-        .schedule
-        .unwrap_or_default();
+    // The controller recognises the same put asked again after a lost
+    // answer, and answers with the version it stored.
+    let request = PutScheduleRequest {
+        spec: Some(spec),
+        expected_version,
+    };
+    let schedule = ask_until_answered(|| {
+        let mut client = client.clone();
+        let request = request.clone();
+        async move { client.put_schedule(timed(request)).await }
+    })
+    .await?
+    .schedule
+    .unwrap_or_default();
     match output {
         Output::Json => render::print_json(&schedule_json(&schedule)),
         _ => println!(

@@ -1,10 +1,12 @@
 //! Notifications: every campaign state change (started, a stage started or
 //! passed, paused, awaiting a promotion or an approval, waiting for its next
-//! window, ended with its counts) goes to the hub's EventBridge bus (source
-//! `muster`, detail-type `Campaign State Change`, muster's fields as the
-//! detail), is published to an SNS topic (muster's fields as the message,
-//! `state` and `campaign_id` as attributes) and is posted to the configured
-//! webhooks, Slack-compatible JSON with muster's own fields beside `text`.
+//! window, ended with its counts) and every run time of a schedule that
+//! started nothing (missed, skipped, refused) goes to the hub's EventBridge
+//! bus (source `muster`, detail-type `Campaign State Change` or `Schedule
+//! Run Not Started`, muster's fields as the detail), is published to an SNS
+//! topic (muster's fields as the message, `state`, `campaign_id` and
+//! `schedule` as attributes) and is posted to the configured webhooks,
+//! Slack-compatible JSON with muster's own fields beside `text`.
 //!
 //! The store's event log is the outbox: a leader-only loop reads the state
 //! events after each webhook's cursor, posts each (three tries, backing
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Controller;
 use crate::store::campaigns;
 use crate::store::records::now_ms;
+use crate::store::schedules::{NOT_STARTED_EVENT as SCHEDULE_RUN_KIND, NOT_STARTED_STATES as SCHEDULE_STATES};
 use crate::store::sql::{OptionalExtension as _, Sql, params};
 use crate::store::{StoreResult, leadership::Fence};
 
@@ -64,8 +67,10 @@ pub struct Notifications {
 
 /// The source of muster's events on the bus.
 pub const EVENT_SOURCE: &str = "muster";
-/// Their detail-type.
+/// The detail-type of a campaign's state change.
 pub const EVENT_DETAIL_TYPE: &str = "Campaign State Change";
+/// The detail-type of a schedule's run time that started nothing.
+pub const SCHEDULE_DETAIL_TYPE: &str = "Schedule Run Not Started";
 
 /// Where a change goes.
 enum Destination<'a> {
@@ -120,8 +125,13 @@ impl Notifications {
             }
             check_url(&hook.url).map_err(|e| format!("{field}.url: {e}"))?;
             for (j, state) in hook.states.iter().enumerate() {
-                if CampaignState::from_short_name(state).is_none() {
-                    return Err(format!("{field}.states[{j}]: '{state}' is not a campaign state"));
+                if CampaignState::from_short_name(state).is_none()
+                    && !SCHEDULE_STATES.iter().any(|s| s.eq_ignore_ascii_case(state))
+                {
+                    return Err(format!(
+                        "{field}.states[{j}]: '{state}' is not a campaign state or one of {}",
+                        SCHEDULE_STATES.join(", ")
+                    ));
                 }
             }
         }
@@ -192,6 +202,16 @@ struct StateEvent {
     at_ms: i64,
     state: String,
     reason: String,
+    /// For a schedule's run time that started nothing: the schedule.
+    schedule: Option<ScheduleRun>,
+}
+
+/// A schedule's run time that started nothing.
+#[derive(Debug, Clone)]
+struct ScheduleRun {
+    name: String,
+    version: i64,
+    scheduled_ms: i64,
 }
 
 /// The last event `webhook` has had, or, for a webhook new to the store,
@@ -224,7 +244,8 @@ fn set_cursor(conn: &dyn Sql, webhook: &str, event_id: i64) -> StoreResult<()> {
 
 fn state_events(conn: &dyn Sql, after: i64) -> StoreResult<Vec<StateEvent>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT id, campaign_id, at_ms, detail FROM events WHERE id > ?1 AND kind = 'state' ORDER BY id LIMIT {BATCH}"
+        "SELECT id, campaign_id, at_ms, kind, detail FROM events
+         WHERE id > ?1 AND kind IN ('state', '{SCHEDULE_RUN_KIND}') ORDER BY id LIMIT {BATCH}"
     ))?;
     let rows = stmt.query_map([after], |r| {
         Ok((
@@ -232,25 +253,42 @@ fn state_events(conn: &dyn Sql, after: i64) -> StoreResult<Vec<StateEvent>> {
             r.get::<_, String>(1)?,
             r.get::<_, i64>(2)?,
             r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
         ))
     })?;
     let mut events = Vec::new();
     for row in rows {
-        let (id, campaign_id, at_ms, detail) = row?;
+        let (id, campaign_id, at_ms, kind, detail) = row?;
         let detail: serde_json::Value = serde_json::from_str(&detail).unwrap_or_default();
+        let text = |field: &str| detail[field].as_str().unwrap_or_default().to_owned();
         events.push(StateEvent {
             id,
             campaign_id,
             at_ms,
-            state: detail["state"].as_str().unwrap_or_default().to_owned(),
-            reason: detail["reason"].as_str().unwrap_or_default().to_owned(),
+            state: text("state"),
+            reason: text("reason"),
+            schedule: (kind == SCHEDULE_RUN_KIND).then(|| ScheduleRun {
+                name: text("schedule"),
+                version: detail["version"].as_i64().unwrap_or_default(),
+                scheduled_ms: detail["scheduled_ms"].as_i64().unwrap_or_default(),
+            }),
         });
     }
     Ok(events)
 }
 
+/// When an event happened, as notifications write times.
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
 /// The body posted for `event`: Slack's `text`, and muster's fields.
 fn payload(conn: &dyn Sql, event: &StateEvent) -> StoreResult<serde_json::Value> {
+    if let Some(run) = &event.schedule {
+        return Ok(schedule_payload(event, run));
+    }
     let row = campaigns::get(conn, &event.campaign_id)?;
     let (name, counters, submitted_by) = match &row {
         Some(row) => (
@@ -261,9 +299,7 @@ fn payload(conn: &dyn Sql, event: &StateEvent) -> StoreResult<serde_json::Value>
         None => (String::new(), None, String::new()),
     };
     let c = counters.unwrap_or_default();
-    let at = chrono::DateTime::from_timestamp_millis(event.at_ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default();
+    let at = rfc3339(event.at_ms);
     let title = if name.is_empty() {
         event.campaign_id.clone()
     } else {
@@ -273,6 +309,7 @@ fn payload(conn: &dyn Sql, event: &StateEvent) -> StoreResult<serde_json::Value>
         "text": format!("muster campaign {title}: {} - {}", event.state, event.reason),
         "muster": {
             "schema": "muster.notification.v1",
+            "kind": "campaign_state",
             "event_id": event.id,
             "campaign_id": event.campaign_id,
             "campaign_name": name,
@@ -288,6 +325,27 @@ fn payload(conn: &dyn Sql, event: &StateEvent) -> StoreResult<serde_json::Value>
             },
         },
     }))
+}
+
+/// The body for a schedule's run time that started nothing.
+fn schedule_payload(event: &StateEvent, run: &ScheduleRun) -> serde_json::Value {
+    let scheduled_at = rfc3339(run.scheduled_ms);
+    let what = event.state.strip_prefix("schedule_").unwrap_or(&event.state);
+    serde_json::json!({
+        "text": format!("muster schedule {}: the run time {scheduled_at} was {what} - {}", run.name, event.reason),
+        "muster": {
+            "schema": "muster.notification.v1",
+            "kind": SCHEDULE_RUN_KIND,
+            "event_id": event.id,
+            "schedule": run.name,
+            "schedule_version": run.version,
+            "scheduled_at": scheduled_at,
+            "campaign_id": event.campaign_id,
+            "state": event.state,
+            "reason": event.reason,
+            "at": rfc3339(event.at_ms),
+        },
+    })
 }
 
 async fn post(client: &HttpClient, url: &str, body: &serde_json::Value) -> Result<(), String> {
@@ -315,7 +373,11 @@ async fn put_event(events: &aws_sdk_eventbridge::Client, bus: &str, body: &serde
     let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
         .event_bus_name(bus)
         .source(EVENT_SOURCE)
-        .detail_type(EVENT_DETAIL_TYPE)
+        .detail_type(if body["muster"]["kind"] == SCHEDULE_RUN_KIND {
+            SCHEDULE_DETAIL_TYPE
+        } else {
+            EVENT_DETAIL_TYPE
+        })
         .detail(body["muster"].to_string())
         .build();
     let answer = events
@@ -352,15 +414,19 @@ async fn publish(sns: &aws_sdk_sns::Client, topic: &str, body: &serde_json::Valu
         .chars()
         .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
         .collect();
-    sns.publish()
+    let mut request = sns
+        .publish()
         .topic_arn(topic)
         .subject(subject)
-        .message(muster.to_string())
-        .message_attributes("state", attribute(&muster["state"])?)
-        .message_attributes("campaign_id", attribute(&muster["campaign_id"])?)
-        .send()
-        .await
-        .map_err(|e| muster_common::retry::describe(&e))?;
+        .message(muster.to_string());
+    // SNS refuses an attribute without a value: a missed run has no
+    // campaign, a campaign's change no schedule.
+    for name in ["state", "campaign_id", "schedule"] {
+        if muster[name].as_str().is_some_and(|v| !v.is_empty()) {
+            request = request.message_attributes(name, attribute(&muster[name])?);
+        }
+    }
+    request.send().await.map_err(|e| muster_common::retry::describe(&e))?;
     Ok(())
 }
 
@@ -528,7 +594,7 @@ mod tests {
         };
         assert_eq!(
             state.check().unwrap_err(),
-            "notifications.webhooks[0].states[0]: 'exploded' is not a campaign state"
+            "notifications.webhooks[0].states[0]: 'exploded' is not a campaign state or one of schedule_missed, schedule_skipped, schedule_refused"
         );
         let bus = |name: &str| Notifications {
             event_bus: Some(name.into()),

@@ -66,15 +66,19 @@ pub async fn pass(ctl: &Controller) -> usize {
             }
         }
         ctl.metrics.pruned(pruned);
-        // The audit trail of no campaign goes by age.
+        // The audit trail and events of no campaign (a schedule's missed
+        // run times) go by age.
         match ctl
             .store
-            .write_fenced(&fence, move |txn| crate::store::audit::prune_unattached(txn, cutoff))
+            .write_fenced(&fence, move |txn| {
+                Ok(crate::store::audit::prune_unattached(txn, cutoff)?
+                    + retention::prune_unattached_events(txn, cutoff)?)
+            })
             .await
         {
             Ok(0) => {}
-            Ok(events) => tracing::info!(events, horizon_days, "audit events of no campaign pruned"),
-            Err(error) => tracing::warn!(%error, "retention: cannot prune old audit events; will retry"),
+            Ok(events) => tracing::info!(events, horizon_days, "audit and log events of no campaign pruned"),
+            Err(error) => tracing::warn!(%error, "retention: cannot prune old events of no campaign; will retry"),
         }
     }
     match ctl.store.read(retention::row_counts).await {

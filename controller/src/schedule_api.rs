@@ -220,18 +220,27 @@ impl ScheduleService for ScheduleApi {
             .campaigns
             .authorize(&request, "DeleteSchedule", Action::Submit)
             .await?;
-        let name = request.into_inner().name;
+        let DeleteScheduleRequest { name, allow_missing } = request.into_inner();
         check_name(&name)?;
+        let gone = || {
+            if allow_missing {
+                Ok(Response::new(DeleteScheduleResponse::default()))
+            } else {
+                Err(Status::not_found("name: no schedule with that name"))
+            }
+        };
         // Deleting stops runs on all the schedule reaches: its owner may,
         // and anyone who may submit its campaign (checked as storing it).
         let lookup = name.clone();
-        let row = self
+        let Some(row) = self
             .ctl
             .store
             .read(move |conn| schedules::get(conn, &lookup, 0))
             .await
             .map_err(store_status)?
-            .ok_or_else(|| Status::not_found("name: no schedule with that name"))?;
+        else {
+            return gone();
+        };
         let window = WindowRow {
             schedule: name.clone(),
             ..Default::default()
@@ -246,17 +255,20 @@ impl ScheduleService for ScheduleApi {
                 .await?;
         }
         let actor = principal.actor();
-        let deleted = self
+        let Some(deleted) = self
             .ctl
             .store
             .write(move |txn| schedules::delete(txn, &name, &actor))
             .await
             .map_err(store_status)?
-            .ok_or_else(|| Status::not_found("name: no schedule with that name"))?;
+        else {
+            return gone();
+        };
         tracing::info!(schedule = %row.name, by = %principal.name, cancelled = ?deleted, "schedule deleted");
         self.ctl.wake.notify_one();
         Ok(Response::new(DeleteScheduleResponse {
             cancelled_campaign_id: deleted.unwrap_or_default(),
+            deleted: true,
         }))
     }
 }

@@ -166,6 +166,15 @@ impl Stack {
         stack
     }
 
+    /// A client of ScheduleService, as the admin.
+    pub fn schedules(&self) -> muster_proto::v1::schedule_service_client::ScheduleServiceClient<Channel> {
+        muster_proto::v1::schedule_service_client::ScheduleServiceClient::new(
+            self.creds
+                .endpoint(self.controller.campaign_addr.port(), Some(&self.creds.pki.admin))
+                .connect_lazy(),
+        )
+    }
+
     /// Another in-process worker.
     pub async fn start_worker(&self) -> Worker {
         let id = format!("worker-{}", uuid::Uuid::new_v4().simple());

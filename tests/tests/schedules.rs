@@ -158,9 +158,25 @@ async fn a_scheduled_campaign_starts_at_its_time_and_stops_releasing_at_its_wind
         .unwrap();
     assert_eq!((stored.version, stored.created_by.as_str()), (1, "muster-admin"));
     assert_eq!(time(&stored.next_run_at).timestamp(), at.timestamp());
-    let again = schedules
+    // The same put again (its answer lost) is answered with what it stored;
+    // another schedule of that name is refused.
+    let replayed = schedules
         .put_schedule(PutScheduleRequest {
             spec: Some(spec.clone()),
+            expected_version: 0,
+        })
+        .await
+        .expect("the same put, asked again")
+        .into_inner()
+        .schedule
+        .unwrap();
+    assert_eq!(replayed.version, 1);
+    let again = schedules
+        .put_schedule(PutScheduleRequest {
+            spec: Some(ScheduleSpec {
+                description: "another".into(),
+                ..spec.clone()
+            }),
             expected_version: 0,
         })
         .await
@@ -314,7 +330,10 @@ async fn a_campaign_waits_for_the_next_window_and_a_window_missed_while_down_is_
 
     // Deleting stops the runs.
     schedules
-        .delete_schedule(DeleteScheduleRequest { name: "rolling".into() })
+        .delete_schedule(DeleteScheduleRequest {
+            name: "rolling".into(),
+            allow_missing: false,
+        })
         .await
         .expect("DeleteSchedule");
     let listed = schedules
@@ -484,7 +503,14 @@ async fn the_cli_creates_lists_shows_updates_and_removes_schedules() {
         stdout.contains("created schedule patch version 1; next run 20"),
         "{stdout}"
     );
-    let (code, _, stderr) = muster(&stack, &create).await;
+    // The same create again is the same schedule; another of that name is
+    // refused.
+    let (code, stdout, stderr) = muster(&stack, &create).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("schedule patch version 1"), "{stdout}");
+    let mut another = create.clone();
+    another.extend(["--max-concurrency", "3"]);
+    let (code, _, stderr) = muster(&stack, &another).await;
     assert_eq!(code, 1);
     assert!(
         stderr.contains("already exists: name: schedule 'patch' exists (version 1)"),

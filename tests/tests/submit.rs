@@ -1,8 +1,10 @@
-//! `muster submit` when the controller's answer is lost on the way back: the
-//! CLI asks again with the same client token and one campaign exists.
+//! `muster submit`, `schedule create` and `schedule rm` when the
+//! controller's answer is lost on the way back: the CLI asks again and the
+//! thing is done once.
 
-use muster_proto::v1::ListCampaignsRequest;
 use muster_proto::v1::campaign_service_client::CampaignServiceClient;
+use muster_proto::v1::schedule_service_client::ScheduleServiceClient;
+use muster_proto::v1::{ListCampaignsRequest, ListSchedulesRequest};
 use muster_sim::testkit::Sandbox;
 use muster_tests::fleets;
 use muster_tests::procs::bin_dir;
@@ -12,15 +14,17 @@ use tokio_util::sync::CancellationToken;
 
 const EAST: &str = "us-east-1";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_submit_whose_answer_was_lost_is_asked_again_and_makes_one_campaign() {
-    let sb = Sandbox::start().await;
-    let fleet = sb.seed(&fleets::uniform(4, 0, 0.5)).await;
-    let data = tempfile::tempdir().unwrap();
-    let store = muster_controller::store::Store::open(data.path()).unwrap();
+/// A controller without TLS on loopback ports, over `fleet`, storing in
+/// `data`.
+async fn controller(
+    sb: &Sandbox,
+    fleet: &muster_sim::seed::fleet_file::FleetState,
+    data: &std::path::Path,
+) -> muster_controller::Running {
+    let store = muster_controller::store::Store::open(data).unwrap();
     let controller = muster_controller::Controller::new(
         store,
-        controller_settings(&fleet, &Options::default()),
+        controller_settings(fleet, &Options::default()),
         &sb.hub_config(EAST),
     );
     let listeners = muster_controller::Listeners {
@@ -28,28 +32,48 @@ async fn a_submit_whose_answer_was_lost_is_asked_again_and_makes_one_campaign() 
         worker: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         metrics: None,
     };
-    let running = muster_controller::start(
+    muster_controller::start(
         controller,
         listeners,
         muster_controller::Security::insecure(),
         CancellationToken::new(),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Runs the CLI through `proxy`: success, stdout, stderr.
+async fn muster(proxy: &AnswerLosingProxy, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(bin_dir().join("muster"))
+        .env_clear()
+        .args(["--controller", &format!("http://{}", proxy.addr), "--color", "never"])
+        .args(args)
+        .output()
+        .await
+        .expect("the CLI runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_whose_answer_was_lost_is_asked_again_and_makes_one_campaign() {
+    let sb = Sandbox::start().await;
+    let fleet = sb.seed(&fleets::uniform(4, 0, 0.5)).await;
+    let data = tempfile::tempdir().unwrap();
+    let running = controller(&sb, &fleet, data.path()).await;
     // The controller stores the campaign; its answer never arrives.
     let proxy = AnswerLosingProxy::start(running.campaign_addr, 1).await;
 
     let account = &fleet.account("only").unwrap().id;
-    let out = tokio::process::Command::new(bin_dir().join("muster"))
-        .env_clear()
-        .args(["--controller", &format!("http://{}", proxy.addr), "--color", "never"])
-        .args(["submit", "--account", account, "--region", EAST, "--linux", "echo once"])
-        .output()
-        .await
-        .expect("the CLI runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let (ok, stdout, stderr) = muster(
+        &proxy,
+        &["submit", "--account", account, "--region", EAST, "--linux", "echo once"],
+    )
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
     assert_eq!(proxy.answers_lost(), 1, "the first answer was lost");
     assert!(stderr.contains("asking again"), "the CLI says it asks again: {stderr}");
     assert!(stderr.contains("client token"), "and prints its client token: {stderr}");
@@ -65,4 +89,62 @@ async fn a_submit_whose_answer_was_lost_is_asked_again_and_makes_one_campaign() 
         .campaigns;
     assert_eq!(campaigns.len(), 1, "one campaign, not two");
     assert_eq!(stdout.trim(), campaigns[0].id, "the CLI printed it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_put_or_delete_whose_answer_was_lost_is_asked_again_and_done_once() {
+    let sb = Sandbox::start().await;
+    let fleet = sb.seed(&fleets::uniform(2, 0, 0.5)).await;
+    let data = tempfile::tempdir().unwrap();
+    let running = controller(&sb, &fleet, data.path()).await;
+    let account = &fleet.account("only").unwrap().id;
+
+    // The schedule is stored; the answer never arrives. Asked again, the
+    // controller knows the put and answers with the version it stored.
+    let proxy = AnswerLosingProxy::start(running.campaign_addr, 1).await;
+    let (ok, stdout, stderr) = muster(
+        &proxy,
+        &[
+            "schedule",
+            "create",
+            "nightly",
+            "--cron",
+            "0 2 * * *",
+            "--account",
+            account,
+            "--region",
+            EAST,
+            "--linux",
+            "echo nightly",
+        ],
+    )
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(proxy.answers_lost(), 1, "the first answer was lost");
+    assert!(stderr.contains("asking again"), "{stderr}");
+    assert!(stdout.contains("schedule nightly version 1"), "{stdout}");
+
+    // The schedule is deleted; the answer never arrives. Asked again, it is
+    // gone, by this very command: no error.
+    let proxy = AnswerLosingProxy::start(running.campaign_addr, 1).await;
+    let (ok, stdout, stderr) = muster(&proxy, &["schedule", "rm", "nightly"]).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(proxy.answers_lost(), 1);
+    assert!(stdout.contains("deleted schedule nightly"), "{stdout}");
+    let mut schedules = ScheduleServiceClient::connect(format!("http://{}", running.campaign_addr))
+        .await
+        .unwrap();
+    let left = schedules
+        .list_schedules(ListSchedulesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .schedules;
+    assert!(left.is_empty(), "{left:?}");
+
+    // Asked first time for a schedule that is not there, rm still says so.
+    let proxy = AnswerLosingProxy::start(running.campaign_addr, 0).await;
+    let (ok, _, stderr) = muster(&proxy, &["schedule", "rm", "nightly"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("no schedule with that name"), "{stderr}");
 }

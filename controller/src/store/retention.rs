@@ -65,6 +65,15 @@ pub fn prune(conn: &dyn Sql, campaign_id: &str) -> StoreResult<u64> {
     Ok(targets as u64)
 }
 
+/// Deletes the event log's rows of no campaign (a schedule's run times
+/// that started nothing) from before `cutoff_ms`; how many.
+pub fn prune_unattached_events(conn: &dyn Sql, cutoff_ms: i64) -> StoreResult<u64> {
+    let deleted = conn
+        .prepare_cached("DELETE FROM events WHERE campaign_id = '' AND at_ms < ?1")?
+        .execute([cutoff_ms])?;
+    Ok(deleted as u64)
+}
+
 /// Rows per table, for the metrics (a count each: run it seldom).
 pub fn row_counts(conn: &dyn Sql) -> StoreResult<Vec<(&'static str, i64)>> {
     TABLES

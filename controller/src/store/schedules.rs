@@ -10,6 +10,24 @@ use super::records::{event, now_ms, timestamp};
 use super::sql::{OptionalExtension as _, Row, Sql, params};
 use super::{StoreError, StoreResult};
 
+/// The event log's kind for a run time that started nothing; its campaign
+/// is the one that kept it from starting (SKIPPED), or none.
+pub const NOT_STARTED_EVENT: &str = "schedule_run";
+
+/// The states of run times that started nothing, as the event log (and
+/// notifications, and webhook filters) name them.
+pub const NOT_STARTED_STATES: [&str; 3] = ["schedule_missed", "schedule_skipped", "schedule_refused"];
+
+/// How the event log names a run time's outcome that started nothing.
+pub fn not_started_state(outcome: RunOutcome) -> Option<&'static str> {
+    match outcome {
+        RunOutcome::Missed => Some(NOT_STARTED_STATES[0]),
+        RunOutcome::Skipped => Some(NOT_STARTED_STATES[1]),
+        RunOutcome::Refused => Some(NOT_STARTED_STATES[2]),
+        RunOutcome::Started | RunOutcome::Resumed | RunOutcome::Unspecified => None,
+    }
+}
+
 /// Who stored a schedule version: its runs start as them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Owner {
@@ -72,7 +90,10 @@ pub enum Put {
 }
 
 /// Stores `spec` as a new schedule (`expected` 0) or its next version,
-/// with its first run time, and records who did it.
+/// with its first run time, and records who did it. A put whose answer was
+/// lost and is made again (the same spec by the same owner, expecting the
+/// version before the current one) is answered with the version it stored,
+/// and stores nothing.
 pub fn put(
     conn: &dyn Sql,
     spec: &ScheduleSpec,
@@ -84,6 +105,14 @@ pub fn put(
         .prepare_cached("SELECT version FROM schedules WHERE name = ?1")?
         .query_row([spec.name.as_str()], |r| r.get(0))
         .optional()?;
+    if let Some(current) = current
+        && current == expected + 1
+        && let Some(stored) = get(conn, &spec.name, current)?
+        && stored.spec == *spec
+        && stored.owner == *owner
+    {
+        return Ok(Put::Stored(current));
+    }
     let version = match (current, expected) {
         (Some(current), 0) => return Ok(Put::Exists(current)),
         (Some(current), expected) if current != expected => return Ok(Put::Conflict(current)),
@@ -247,19 +276,34 @@ pub fn record(
 ) -> StoreResult<()> {
     let now = now_ms();
     for run in runs {
-        conn.prepare_cached(
-            "INSERT INTO schedule_runs (name, scheduled_ms, version, outcome, campaign_id, reason, recorded_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name, scheduled_ms) DO NOTHING",
-        )?
-        .execute(params![
-            name,
-            run.scheduled_ms,
-            version,
-            run.outcome as i32,
-            run.campaign_id,
-            run.reason,
-            now
-        ])?;
+        let inserted = conn
+            .prepare_cached(
+                "INSERT INTO schedule_runs (name, scheduled_ms, version, outcome, campaign_id, reason, recorded_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name, scheduled_ms) DO NOTHING",
+            )?
+            .execute(params![
+                name,
+                run.scheduled_ms,
+                version,
+                run.outcome as i32,
+                run.campaign_id,
+                run.reason,
+                now
+            ])?;
+        // A run time that started nothing is news (notifications read it
+        // from the event log); once, however often it is recorded.
+        if let Some(state) = not_started_state(run.outcome)
+            && inserted > 0
+        {
+            let detail = serde_json::json!({
+                "schedule": name,
+                "version": version,
+                "scheduled_ms": run.scheduled_ms,
+                "state": state,
+                "reason": run.reason,
+            });
+            event(conn, &run.campaign_id, NOT_STARTED_EVENT, &detail.to_string())?;
+        }
     }
     // The newest runs are kept: a schedule every minute keeps the last
     // 16 hours, a weekly one 19 years.
@@ -387,6 +431,23 @@ mod tests {
             assert_eq!(audited, 2, "refused puts change nothing");
         }
 
+        fn a_put_made_again_after_its_answer_was_lost_stores_nothing_more(conn) {
+            let (owner, actor) = alice();
+            assert_eq!(put(&conn, &spec("s", "one"), 0, None, (&owner, &actor)).unwrap(), Put::Stored(1));
+            assert_eq!(put(&conn, &spec("s", "one"), 0, None, (&owner, &actor)).unwrap(), Put::Stored(1));
+            assert_eq!(put(&conn, &spec("s", "two"), 1, None, (&owner, &actor)).unwrap(), Put::Stored(2));
+            assert_eq!(put(&conn, &spec("s", "two"), 1, None, (&owner, &actor)).unwrap(), Put::Stored(2));
+            // Another spec, or another owner, at a stale version is a conflict.
+            assert_eq!(put(&conn, &spec("s", "one"), 0, None, (&owner, &actor)).unwrap(), Put::Exists(2));
+            assert_eq!(put(&conn, &spec("s", "three"), 1, None, (&owner, &actor)).unwrap(), Put::Conflict(2));
+            let bob = Owner { name: "bob".into(), ..owner };
+            assert_eq!(put(&conn, &spec("s", "two"), 1, None, (&bob, &actor)).unwrap(), Put::Conflict(2));
+            let audited: i64 = conn
+                .query_row("SELECT COUNT(*) FROM audit WHERE action LIKE 'schedule_%'", (), |r| r.get(0))
+                .unwrap();
+            assert_eq!(audited, 2, "one record per version stored");
+        }
+
         fn runs_are_recorded_once_and_the_next_run_time_follows_the_version(conn) {
             let (owner, actor) = alice();
             put(&conn, &spec("s", "one"), 0, Some(1_000), (&owner, &actor)).unwrap();
@@ -397,6 +458,21 @@ mod tests {
             // Recorded again (a leader that died before its answer): kept as
             // it was.
             record(&conn, ("s", 1), &[run(2_000, RunOutcome::Skipped, "c9")], None, Some(3_000)).unwrap();
+            record(&conn, ("s", 1), &[run(1_000, RunOutcome::Missed, "")], None, Some(3_000)).unwrap();
+            // The missed run time is news for notifications, once.
+            let logged: Vec<(String, String)> = conn
+                .prepare_cached("SELECT campaign_id, detail FROM events WHERE kind = 'schedule_run' ORDER BY id")
+                .unwrap()
+                .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<StoreResult<_>>()
+                .unwrap();
+            assert_eq!(logged.len(), 1, "{logged:?}");
+            let detail: serde_json::Value = serde_json::from_str(&logged[0].1).unwrap();
+            assert_eq!(
+                (logged[0].0.as_str(), detail["state"].as_str(), detail["scheduled_ms"].as_i64()),
+                ("", Some("schedule_missed"), Some(1_000))
+            );
             let shown = super::runs(&conn, "s", 10).unwrap();
             assert_eq!(shown.len(), 2);
             assert_eq!((shown[0].outcome, shown[0].campaign_id.as_str()), (RunOutcome::Started as i32, "c1"));

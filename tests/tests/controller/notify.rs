@@ -190,28 +190,7 @@ async fn every_state_change_reaches_a_queue_subscribed_to_the_hub_bus() {
     // As an operator would route them: a rule on muster's events to a queue.
     let hub = stack.sb.hub_config("us-east-1");
     let sqs = aws_sdk_sqs::Client::new(&hub);
-    let (queue, queue_arn) = queue(&sqs, "campaign-changes").await;
-    let events = aws_sdk_eventbridge::Client::new(&hub);
-    events
-        .put_rule()
-        .name("muster-campaigns")
-        .event_pattern(r#"{"source": ["muster"], "detail-type": ["Campaign State Change"]}"#)
-        .send()
-        .await
-        .unwrap();
-    events
-        .put_targets()
-        .rule("muster-campaigns")
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("queue")
-                .arn(queue_arn)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let queue = routed(&hub, "campaign-changes", "Campaign State Change").await;
 
     let mut client = stack.client.clone();
     let account = stack.fleet.account("only").unwrap().id.clone();
@@ -291,4 +270,151 @@ async fn every_state_change_reaches_a_queue_subscribed_to_the_sns_topic() {
             .all(|m| m["campaign_id"] == id.as_str() && m["schema"] == "muster.notification.v1")
     );
     assert_eq!(messages[1]["counters"]["success"].as_u64(), Some(2));
+}
+
+/// A rule on the hub's default bus sending muster's events of `detail_type`
+/// to a new queue; the queue's URL.
+async fn routed(hub: &aws_config::SdkConfig, name: &str, detail_type: &str) -> String {
+    let sqs = aws_sdk_sqs::Client::new(hub);
+    let (queue, queue_arn) = queue(&sqs, name).await;
+    let events = aws_sdk_eventbridge::Client::new(hub);
+    events
+        .put_rule()
+        .name(name)
+        .event_pattern(format!(r#"{{"source": ["muster"], "detail-type": ["{detail_type}"]}}"#))
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule(name)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(queue_arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    queue
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_run_time_that_starts_nothing_is_notified_once() {
+    use muster_proto::v1::{DeleteScheduleRequest, GetScheduleRequest, PutScheduleRequest, RunOutcome, ScheduleSpec};
+
+    let (url, bodies) = receiver(200).await;
+    let stack = Stack::start(
+        &fleets::uniform(4, 0, 3.0),
+        Options {
+            notifications: Notifications {
+                event_bus: Some("default".into()),
+                sns_topic: None,
+                webhooks: vec![Webhook {
+                    name: "on-call".into(),
+                    url,
+                    states: vec!["schedule_skipped".into()],
+                }],
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let hub = stack.sb.hub_config("us-east-1");
+    let queue = routed(&hub, "schedule-runs", "Schedule Run Not Started").await;
+
+    // Every 2 s; a campaign of four 3 s commands one at a time outlasts
+    // several run times, which are skipped.
+    let account = stack.fleet.account("only").unwrap().id.clone();
+    let mut campaign = script_spec(&[account], &["us-east-1"], &["echo patched"], &[]);
+    let rate = campaign.rate.as_mut().unwrap();
+    rate.max_concurrency = "1".into();
+    rate.batch_size = 1;
+    let mut schedules = stack.schedules();
+    schedules
+        .put_schedule(PutScheduleRequest {
+            spec: Some(ScheduleSpec {
+                name: "busy".into(),
+                campaign: Some(campaign),
+                cron: "*/2 * * * * *".into(),
+                ..Default::default()
+            }),
+            expected_version: 0,
+        })
+        .await
+        .expect("PutSchedule");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let posted = loop {
+        let posted = bodies.lock().unwrap().clone();
+        if posted.len() >= 2 {
+            break posted;
+        }
+        assert!(std::time::Instant::now() < deadline, "posted: {posted:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let runs = schedules
+        .get_schedule(GetScheduleRequest {
+            name: "busy".into(),
+            runs: 50,
+            ..Default::default()
+        })
+        .await
+        .expect("GetSchedule")
+        .into_inner()
+        .runs;
+    schedules
+        .delete_schedule(DeleteScheduleRequest {
+            name: "busy".into(),
+            allow_missing: false,
+        })
+        .await
+        .expect("DeleteSchedule");
+    let started: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.outcome == RunOutcome::Started as i32)
+        .map(|r| r.campaign_id.as_str())
+        .collect();
+    assert_eq!(started.len(), 1, "{runs:?}");
+
+    // The webhook wanted skipped run times only: no campaign changes.
+    let fields: Vec<&serde_json::Value> = posted.iter().map(|b| &b["muster"]).collect();
+    assert!(
+        fields
+            .iter()
+            .all(|m| m["kind"] == "schedule_run" && m["state"] == "schedule_skipped" && m["schedule"] == "busy"),
+        "{posted:#?}"
+    );
+    // Each run time once, naming the campaign that kept it from starting.
+    let times: BTreeSet<&str> = fields.iter().map(|m| m["scheduled_at"].as_str().unwrap()).collect();
+    assert_eq!(times.len(), fields.len(), "{posted:#?}");
+    assert!(fields.iter().all(|m| m["campaign_id"] == started[0]), "{runs:?}");
+    assert!(
+        posted[0]["text"].as_str().unwrap().contains("was skipped"),
+        "{posted:#?}"
+    );
+
+    // The bus has them as their own detail-type, for rules to route.
+    let sqs = aws_sdk_sqs::Client::new(&hub);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let event = loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&queue)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        if let Some(message) = received.messages().first() {
+            break serde_json::from_str::<serde_json::Value>(message.body().unwrap()).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no schedule event on the bus");
+    };
+    assert_eq!(event["detail-type"], "Schedule Run Not Started");
+    assert_eq!(
+        (event["detail"]["schedule"].as_str(), event["detail"]["state"].as_str()),
+        (Some("busy"), Some("schedule_skipped"))
+    );
 }
