@@ -38,6 +38,9 @@ pub struct CampaignFile {
     confirm_large: bool,
     #[serde(default)]
     stages: Vec<StageFile>,
+    /// Commands after `command`, in order, on the targets that succeeded.
+    #[serde(default)]
+    then: Vec<CommandFile>,
 }
 
 /// One wave: which targets (accounts, OUs, regions, a share), its limits, its
@@ -150,6 +153,44 @@ struct CommandFile {
     parameters: BTreeMap<String, Lines>,
     execution_timeout: Option<Scalar>,
     delivery_timeout: Option<Scalar>,
+}
+
+impl CommandFile {
+    /// A command after the first, as the file writes it (flags describe the
+    /// first command only); `field` names it in errors.
+    fn build(self, field: &str) -> anyhow::Result<Command> {
+        let linux = self.linux.map(Lines::lines).unwrap_or_default();
+        let windows = self.windows.map(Lines::lines).unwrap_or_default();
+        let kind = match self.document {
+            Some(_) if !linux.is_empty() || !windows.is_empty() => {
+                bail!("{field}: give script lines or a document, not both")
+            }
+            Some(name) => Some(command::Kind::Document(Document {
+                name,
+                version: self.document_version.unwrap_or_default(),
+                parameters: self
+                    .parameters
+                    .into_iter()
+                    .map(|(k, v)| (k, ParameterValues { values: v.values() }))
+                    .collect(),
+            })),
+            None if linux.is_empty() && windows.is_empty() => None,
+            None => Some(command::Kind::Script(Script {
+                linux_lines: linux,
+                windows_lines: windows,
+                working_directory: self.working_directory.unwrap_or_default(),
+            })),
+        };
+        let timeout = |name: &str, value: Option<Scalar>| match value {
+            Some(value) => seconds(&format!("{field}.{name}"), &value.text()),
+            None => Ok(0),
+        };
+        Ok(Command {
+            kind,
+            execution_timeout_seconds: timeout("execution_timeout", self.execution_timeout)?,
+            delivery_timeout_seconds: timeout("delivery_timeout", self.delivery_timeout)?,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -456,6 +497,12 @@ pub fn build(args: &SpecArgs) -> anyhow::Result<CampaignSpec> {
             .enumerate()
             .map(|(i, stage)| stage.build(i))
             .collect::<anyhow::Result<_>>()?,
+        then: file
+            .then
+            .into_iter()
+            .enumerate()
+            .map(|(i, command)| command.build(&format!("then[{i}]")))
+            .collect::<anyhow::Result<_>>()?,
     })
 }
 
@@ -627,5 +674,34 @@ mod tests {
                 ("rest", 0, StageGate::Automatic as i32)
             ]
         );
+        // Scan, then Install where the scan succeeded.
+        let operation = |command: &Command| match &command.kind {
+            Some(command::Kind::Document(d)) => d.parameters["Operation"].values.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(operation(waves.command.as_ref().unwrap()), ["Scan"]);
+        assert_eq!(waves.then.len(), 1);
+        assert_eq!(operation(&waves.then[0]), ["Install"]);
+    }
+
+    #[test]
+    fn commands_after_the_first_come_from_the_file_and_are_named_in_errors() {
+        let (_dir, args) = file(
+            "c.yaml",
+            "command:\n  linux: dnf check-update\nthen:\n  - linux: dnf -y update\n    execution_timeout: 2h\n  - document: Acme-Report\n    document_version: \"3\"\n",
+        );
+        let spec = build(&args).unwrap();
+        assert_eq!(spec.then.len(), 2);
+        assert_eq!(spec.then[0].execution_timeout_seconds, 7200);
+        match &spec.then[1].kind {
+            Some(command::Kind::Document(d)) => assert_eq!((d.name.as_str(), d.version.as_str()), ("Acme-Report", "3")),
+            other => panic!("{other:?}"),
+        }
+        let (_dir, args) = file("c.yaml", "then:\n  - linux: x\n    delivery_timeout: soon\n");
+        let err = build(&args).unwrap_err().to_string();
+        assert!(err.starts_with("then[0].delivery_timeout"), "{err}");
+        let (_dir, args) = file("c.yaml", "then:\n  - linux: x\n    document: AWS-RunShellScript\n");
+        let err = build(&args).unwrap_err().to_string();
+        assert_eq!(err, "then[0]: give script lines or a document, not both");
     }
 }

@@ -143,24 +143,29 @@ pub fn matches_any(patterns: &[String], value: &str) -> bool {
         .any(|p| glob::Pattern::new(p).is_ok_and(|p| p.matches(value)))
 }
 
-/// The SSM documents a spec runs.
+/// The SSM documents a spec runs: its command's and those of the commands
+/// after it, each once.
 pub fn documents(spec: &CampaignSpec) -> Vec<String> {
-    let Some(kind) = spec.command.as_ref().and_then(|c| c.kind.as_ref()) else {
-        return Vec::new();
-    };
-    match kind {
-        command::Kind::Document(document) => vec![document.name.clone()],
-        command::Kind::Script(script) => {
-            let mut documents = Vec::new();
-            if !script.linux_lines.is_empty() {
-                documents.push("AWS-RunShellScript".to_owned());
+    let mut documents: Vec<String> = Vec::new();
+    let kinds = spec.command.iter().chain(&spec.then).filter_map(|c| c.kind.as_ref());
+    for kind in kinds {
+        let names = match kind {
+            command::Kind::Document(document) => vec![document.name.clone()],
+            command::Kind::Script(script) => [
+                (!script.linux_lines.is_empty()).then(|| "AWS-RunShellScript".to_owned()),
+                (!script.windows_lines.is_empty()).then(|| "AWS-RunPowerShellScript".to_owned()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        };
+        for name in names {
+            if !documents.contains(&name) {
+                documents.push(name);
             }
-            if !script.windows_lines.is_empty() {
-                documents.push("AWS-RunPowerShellScript".to_owned());
-            }
-            documents
         }
     }
+    documents
 }
 
 #[cfg(test)]
@@ -225,6 +230,18 @@ mod tests {
         rails
             .check_spec(&document, "arn:aws:iam::111111111111:role/muster-execution")
             .unwrap();
+        // A command later in the sequence is held to the same list.
+        let mut then = document;
+        then.then = script(&[], &["Restart-Computer"]).command.into_iter().collect();
+        let err = rails
+            .check_spec(&then, "arn:aws:iam::111111111111:role/muster-execution")
+            .unwrap_err();
+        assert!(
+            err.message().contains("document 'AWS-RunPowerShellScript'"),
+            "{}",
+            err.message()
+        );
+        assert_eq!(documents(&then), ["AWS-RunPatchBaseline", "AWS-RunPowerShellScript"]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! resolves documents, parameters and output locations, so a worker runs
 //! exactly what it leased and interprets nothing.
 
-use muster_proto::v1::{CampaignSpec, DiscoverSpec, ExecuteSpec, ParameterValues, Platform, command};
+use muster_proto::v1::{CampaignSpec, Command, DiscoverSpec, ExecuteSpec, ParameterValues, Platform, command};
 
 /// The Comment of every SendCommand of a task: how a later attempt finds
 /// commands an earlier one sent (ListCommands) without a record of them.
@@ -60,7 +60,12 @@ pub fn discover_spec(spec: &CampaignSpec, account: &str, region: &str) -> Discov
 /// its ARN: SSM runs only documents of the command's own region, and a
 /// document shared across an Organization exists once per region.
 pub fn document_for(spec: &CampaignSpec, platform: Platform, region: &str) -> String {
-    match spec.command.as_ref().and_then(|c| c.kind.as_ref()) {
+    document_of(&spec.command.clone().unwrap_or_default(), platform, region)
+}
+
+/// The document that runs `command` on `platform` in `region`.
+fn document_of(command: &Command, platform: Platform, region: &str) -> String {
+    match &command.kind {
         Some(command::Kind::Document(document)) => in_region(&document.name, region),
         _ if platform == Platform::Windows => "AWS-RunPowerShellScript".into(),
         _ => "AWS-RunShellScript".into(),
@@ -80,7 +85,8 @@ fn values(values: Vec<String>) -> ParameterValues {
     ParameterValues { values }
 }
 
-/// What an Execute task sends.
+/// What an Execute task sends: the campaign's command, then the commands
+/// after it that have something to run on `platform`.
 pub fn execute_spec(
     campaign_id: &str,
     task_id: &str,
@@ -88,9 +94,44 @@ pub fn execute_spec(
     (platform, region): (Platform, &str),
     instance_ids: Vec<String>,
 ) -> ExecuteSpec {
-    let command = spec.command.clone().unwrap_or_default();
     let output = spec.output.clone().unwrap_or_default();
-    let (document_version, parameters) = match command.kind {
+    let prefix = output.s3_key_prefix.trim_matches('/');
+    let base = ExecuteSpec {
+        platform: platform as i32,
+        comment: comment(task_id),
+        output_s3_key_prefix: if output.s3_bucket.is_empty() {
+            String::new()
+        } else if prefix.is_empty() {
+            campaign_id.to_owned()
+        } else {
+            format!("{prefix}/{campaign_id}")
+        },
+        output_s3_bucket: output.s3_bucket,
+        cloudwatch_log_group: output.cloudwatch_log_group,
+        keep_bytes: output.keep_bytes,
+        ..Default::default()
+    };
+    let mut first = with_command(&base, &spec.command.clone().unwrap_or_default(), region)
+        .expect("a platform without lines is skipped at discovery");
+    first.instance_ids = instance_ids;
+    first.then = spec
+        .then
+        .iter()
+        .filter_map(|command| with_command(&base, command, region))
+        .enumerate()
+        .map(|(k, mut then)| {
+            then.comment = format!("{} command {}", base.comment, k + 2);
+            then
+        })
+        .collect();
+    first
+}
+
+/// `base` set to send `command` on its platform in `region`; none when the
+/// command has no lines for that platform.
+fn with_command(base: &ExecuteSpec, command: &Command, region: &str) -> Option<ExecuteSpec> {
+    let platform = Platform::try_from(base.platform).unwrap_or(Platform::Linux);
+    let (document_version, parameters) = match command.kind.clone() {
         Some(command::Kind::Document(document)) => (document.version, document.parameters),
         Some(command::Kind::Script(script)) => {
             let lines = if platform == Platform::Windows {
@@ -98,6 +139,9 @@ pub fn execute_spec(
             } else {
                 script.linux_lines
             };
+            if lines.is_empty() {
+                return None;
+            }
             let mut parameters = std::collections::BTreeMap::from([
                 ("commands".to_owned(), values(lines)),
                 (
@@ -112,33 +156,20 @@ pub fn execute_spec(
         }
         None => (String::new(), Default::default()),
     };
-    let prefix = output.s3_key_prefix.trim_matches('/');
-    ExecuteSpec {
-        platform: platform as i32,
-        instance_ids,
-        document_name: document_for(spec, platform, region),
+    Some(ExecuteSpec {
+        document_name: document_of(command, platform, region),
         document_version,
         parameters,
         delivery_timeout_seconds: command.delivery_timeout_seconds,
-        comment: comment(task_id),
-        output_s3_key_prefix: if output.s3_bucket.is_empty() {
-            String::new()
-        } else if prefix.is_empty() {
-            campaign_id.to_owned()
-        } else {
-            format!("{prefix}/{campaign_id}")
-        },
-        output_s3_bucket: output.s3_bucket,
-        cloudwatch_log_group: output.cloudwatch_log_group,
-        keep_bytes: output.keep_bytes,
         execution_timeout_seconds: command.execution_timeout_seconds,
-    }
+        ..base.clone()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use muster_proto::v1::{Command, Document, OutputConfig, Script};
+    use muster_proto::v1::{Document, OutputConfig, Script};
 
     fn script(linux: &[&str], windows: &[&str]) -> CampaignSpec {
         CampaignSpec {
@@ -173,6 +204,66 @@ mod tests {
         let windows = execute_spec("c1", "t1", &spec, (Platform::Windows, "us-east-1"), vec!["i-2".into()]);
         assert_eq!(windows.document_name, "AWS-RunPowerShellScript");
         assert_eq!(windows.parameters["commands"].values, ["Get-Date"]);
+    }
+
+    #[test]
+    fn commands_after_the_first_run_where_they_have_lines_and_say_their_place() {
+        let mut spec = script(&["scan"], &["Scan"]);
+        spec.then = vec![
+            script(&["install"], &[]).command.unwrap(),
+            Command {
+                kind: Some(command::Kind::Document(Document {
+                    name: "arn:aws:ssm:us-east-1:111122223333:document/Acme-Report".into(),
+                    version: "3".into(),
+                    ..Default::default()
+                })),
+                execution_timeout_seconds: 0,
+                delivery_timeout_seconds: 900,
+            },
+        ];
+        let linux = execute_spec("c1", "t1", &spec, (Platform::Linux, "eu-west-1"), vec!["i-1".into()]);
+        let then: Vec<(&str, &str, &str)> = linux
+            .then
+            .iter()
+            .map(|t| {
+                (
+                    t.document_name.as_str(),
+                    t.document_version.as_str(),
+                    t.comment.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            then,
+            [
+                ("AWS-RunShellScript", "", "muster task t1 command 2"),
+                (
+                    "arn:aws:ssm:eu-west-1:111122223333:document/Acme-Report",
+                    "3",
+                    "muster task t1 command 3"
+                ),
+            ]
+        );
+        assert_eq!(linux.then[0].parameters["commands"].values, ["install"]);
+        assert!(
+            linux
+                .then
+                .iter()
+                .all(|t| t.instance_ids.is_empty() && t.then.is_empty())
+        );
+        assert_eq!(
+            (
+                linux.then[1].delivery_timeout_seconds,
+                linux.then[1].output_s3_key_prefix.as_str()
+            ),
+            (900, "muster/c1")
+        );
+        // Windows has no install lines: its sequence is the scan, then the
+        // report, numbered as it runs.
+        let windows = execute_spec("c1", "t1", &spec, (Platform::Windows, "eu-west-1"), vec!["i-2".into()]);
+        let comments: Vec<&str> = windows.then.iter().map(|t| t.comment.as_str()).collect();
+        assert_eq!(comments, ["muster task t1 command 2"]);
+        assert!(windows.then[0].document_name.ends_with("Acme-Report"));
     }
 
     #[test]

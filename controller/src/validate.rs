@@ -7,7 +7,7 @@ use muster_common::domain::{
     AccountId, Partition, RateLimit, RegionName, RoleArn, check_document_name, check_document_version,
     check_external_id, check_instance_id, check_ou_id, check_role_name, clip,
 };
-use muster_proto::v1::{CampaignSpec, Platform, TargetSelector, command};
+use muster_proto::v1::{CampaignSpec, Command, Platform, TargetSelector, command};
 
 /// The longest role session AWS grants when it is assumed from another
 /// role's session (role chaining), as workers always do.
@@ -33,6 +33,8 @@ pub const MAX_SCOPES: usize = 10_000;
 pub const MAX_SCRIPT_BYTES: usize = 100 * 1024;
 /// Serialized document parameters, in bytes.
 pub const MAX_PARAMETER_BYTES: usize = 100 * 1024;
+/// Most commands after the first in a campaign's sequence (`then`).
+pub const MAX_THEN: usize = 4;
 /// Output bytes kept per step and stream.
 pub const MAX_KEEP_BYTES: u32 = 1024 * 1024;
 /// Default bytes kept.
@@ -327,6 +329,103 @@ fn check_stages(stages: &[muster_proto::v1::Stage], errors: &mut Errors) {
     }
 }
 
+/// Checks one command (`field` names it: "command", "then[0]") and fills
+/// in its defaults.
+fn check_command(command: &mut Command, field: &str, errors: &mut Errors) {
+    match &mut command.kind {
+        None => errors.add(
+            field,
+            format!("give script lines ({field}.script) or a document ({field}.document)"),
+        ),
+        Some(command::Kind::Script(script)) => {
+            let linux: usize = script.linux_lines.iter().map(|l| l.len() + 1).sum();
+            let windows: usize = script.windows_lines.iter().map(|l| l.len() + 1).sum();
+            let blank = |lines: &[String]| lines.iter().all(|l| l.trim().is_empty());
+            if blank(&script.linux_lines) && blank(&script.windows_lines) {
+                errors.add(
+                    format!("{field}.script"),
+                    "is empty: give linux_lines and/or windows_lines",
+                );
+            }
+            if linux > MAX_SCRIPT_BYTES {
+                errors.add(
+                    format!("{field}.script.linux_lines"),
+                    format!("{linux} bytes; at most {MAX_SCRIPT_BYTES}"),
+                );
+            }
+            if windows > MAX_SCRIPT_BYTES {
+                errors.add(
+                    format!("{field}.script.windows_lines"),
+                    format!("{windows} bytes; at most {MAX_SCRIPT_BYTES}"),
+                );
+            }
+            if script.working_directory.len() > 4096 || script.working_directory.contains('\n') {
+                errors.add(
+                    format!("{field}.script.working_directory"),
+                    "one line of at most 4,096 characters",
+                );
+            }
+            if blank(&script.linux_lines) {
+                script.linux_lines.clear();
+            }
+            if blank(&script.windows_lines) {
+                script.windows_lines.clear();
+            }
+        }
+        Some(command::Kind::Document(document)) => {
+            if let Err(e) = check_document_name(&document.name) {
+                errors.add(format!("{field}.document.name"), e);
+            }
+            if !document.version.is_empty()
+                && let Err(e) = check_document_version(&document.version)
+            {
+                errors.add(format!("{field}.document.version"), e);
+            }
+            let size: usize = document
+                .parameters
+                .iter()
+                .map(|(k, v)| k.len() + v.values.iter().map(|x| x.len() + 4).sum::<usize>())
+                .sum();
+            if size > MAX_PARAMETER_BYTES {
+                errors.add(
+                    format!("{field}.document.parameters"),
+                    format!("{size} bytes; at most {MAX_PARAMETER_BYTES}"),
+                );
+            }
+            for name in document.parameters.keys() {
+                if name.is_empty()
+                    || name.len() > 128
+                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                {
+                    errors.add(
+                        format!("{field}.document.parameters['{}']", clip(name)),
+                        "names are 1 to 128 of letters, digits and _-.",
+                    );
+                }
+            }
+        }
+    }
+    // A document's 0 stays 0: the document's own timeout applies (two hours
+    // a step for AWS-RunPatchBaseline), which workers read from SSM.
+    let is_script = matches!(command.kind, Some(command::Kind::Script(_)));
+    if command.execution_timeout_seconds == 0 && is_script {
+        command.execution_timeout_seconds = 3_600;
+    } else if command.execution_timeout_seconds > 172_800 {
+        errors.add(
+            format!("{field}.execution_timeout_seconds"),
+            format!("{}; at most 172800 (48 hours)", command.execution_timeout_seconds),
+        );
+    }
+    if command.delivery_timeout_seconds == 0 {
+        command.delivery_timeout_seconds = 600;
+    } else if !(30..=2_592_000).contains(&command.delivery_timeout_seconds) {
+        errors.add(
+            format!("{field}.delivery_timeout_seconds"),
+            format!("{}; must be 30 to 2592000", command.delivery_timeout_seconds),
+        );
+    }
+}
+
 /// Checks `spec` and fills in its defaults.
 pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignSpec, Invalid> {
     let mut errors = Errors(Vec::new());
@@ -352,96 +451,16 @@ pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignS
 
     check_targets(spec.targets.get_or_insert_with(Default::default), &mut errors);
 
-    // Command.
-    let command = spec.command.get_or_insert_with(Default::default);
-    match &mut command.kind {
-        None => errors.add(
-            "command",
-            "give script lines (command.script) or a document (command.document)",
-        ),
-        Some(command::Kind::Script(script)) => {
-            let linux: usize = script.linux_lines.iter().map(|l| l.len() + 1).sum();
-            let windows: usize = script.windows_lines.iter().map(|l| l.len() + 1).sum();
-            let blank = |lines: &[String]| lines.iter().all(|l| l.trim().is_empty());
-            if blank(&script.linux_lines) && blank(&script.windows_lines) {
-                errors.add("command.script", "is empty: give linux_lines and/or windows_lines");
-            }
-            if linux > MAX_SCRIPT_BYTES {
-                errors.add(
-                    "command.script.linux_lines",
-                    format!("{linux} bytes; at most {MAX_SCRIPT_BYTES}"),
-                );
-            }
-            if windows > MAX_SCRIPT_BYTES {
-                errors.add(
-                    "command.script.windows_lines",
-                    format!("{windows} bytes; at most {MAX_SCRIPT_BYTES}"),
-                );
-            }
-            if script.working_directory.len() > 4096 || script.working_directory.contains('\n') {
-                errors.add(
-                    "command.script.working_directory",
-                    "one line of at most 4,096 characters",
-                );
-            }
-            if blank(&script.linux_lines) {
-                script.linux_lines.clear();
-            }
-            if blank(&script.windows_lines) {
-                script.windows_lines.clear();
-            }
-        }
-        Some(command::Kind::Document(document)) => {
-            if let Err(e) = check_document_name(&document.name) {
-                errors.add("command.document.name", e);
-            }
-            if !document.version.is_empty()
-                && let Err(e) = check_document_version(&document.version)
-            {
-                errors.add("command.document.version", e);
-            }
-            let size: usize = document
-                .parameters
-                .iter()
-                .map(|(k, v)| k.len() + v.values.iter().map(|x| x.len() + 4).sum::<usize>())
-                .sum();
-            if size > MAX_PARAMETER_BYTES {
-                errors.add(
-                    "command.document.parameters",
-                    format!("{size} bytes; at most {MAX_PARAMETER_BYTES}"),
-                );
-            }
-            for name in document.parameters.keys() {
-                if name.is_empty()
-                    || name.len() > 128
-                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-                {
-                    errors.add(
-                        format!("command.document.parameters['{}']", clip(name)),
-                        "names are 1 to 128 of letters, digits and _-.",
-                    );
-                }
-            }
-        }
+    check_command(
+        spec.command.get_or_insert_with(Default::default),
+        "command",
+        &mut errors,
+    );
+    if spec.then.len() > MAX_THEN {
+        errors.add("then", format!("{} commands; at most {MAX_THEN}", spec.then.len()));
     }
-    // A document's 0 stays 0: the document's own timeout applies (two hours
-    // a step for AWS-RunPatchBaseline), which workers read from SSM.
-    let is_script = matches!(command.kind, Some(command::Kind::Script(_)));
-    if command.execution_timeout_seconds == 0 && is_script {
-        command.execution_timeout_seconds = 3_600;
-    } else if command.execution_timeout_seconds > 172_800 {
-        errors.add(
-            "command.execution_timeout_seconds",
-            format!("{}; at most 172800 (48 hours)", command.execution_timeout_seconds),
-        );
-    }
-    if command.delivery_timeout_seconds == 0 {
-        command.delivery_timeout_seconds = 600;
-    } else if !(30..=2_592_000).contains(&command.delivery_timeout_seconds) {
-        errors.add(
-            "command.delivery_timeout_seconds",
-            format!("{}; must be 30 to 2592000", command.delivery_timeout_seconds),
-        );
+    for (i, command) in spec.then.iter_mut().enumerate() {
+        check_command(command, &format!("then[{i}]"), &mut errors);
     }
 
     check_stages(&spec.stages, &mut errors);

@@ -401,6 +401,13 @@ impl WorkerService for WorkerApi {
                 "instance_ids: 1 to {MAX_DISPATCH_IDS} ids"
             )));
         }
+        if request.step > crate::validate::MAX_THEN as u32 {
+            return Err(Status::invalid_argument(format!(
+                "step: {}; a sequence has at most {} commands after the first",
+                request.step,
+                crate::validate::MAX_THEN
+            )));
+        }
         let task = self.task(&request.task_id, TaskKind::Execute).await?;
         let (task_id, command_id) = (task.id.clone(), request.command_id.clone());
         let (instances, adopted) = (request.instance_ids.len(), request.adopted);
@@ -412,7 +419,7 @@ impl WorkerService for WorkerApi {
                 targets::record_dispatch(
                     txn,
                     &task,
-                    &request.command_id,
+                    (&request.command_id, request.step),
                     &request.instance_ids,
                     sent,
                     request.adopted,

@@ -202,7 +202,10 @@ fn spec() -> impl Strategy<Value = CampaignSpec> {
         proptest::option::weighted(0.9, rate),
         proptest::option::weighted(0.9, output),
         proptest::option::weighted(0.9, access),
-        or(vec![], vec(stage_strategy(), 0..4)),
+        (
+            or(vec![], vec(stage_strategy(), 0..4)),
+            or(vec![], vec(command_strategy(), 0..6)),
+        ),
     )
         .prop_map(
             |(
@@ -212,10 +215,11 @@ fn spec() -> impl Strategy<Value = CampaignSpec> {
                 rate,
                 output,
                 access,
-                stages,
+                (stages, then),
             )| {
                 CampaignSpec {
                     stages,
+                    then: then.into_iter().flatten().collect(),
                     name,
                     description,
                     targets,
@@ -270,6 +274,7 @@ const FIELDS: &[&str] = &[
     "output",
     "access",
     "stages",
+    "then",
 ];
 
 fn check(spec: &CampaignSpec) -> Outcome {

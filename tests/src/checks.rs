@@ -8,16 +8,17 @@ use crate::client::{assert_counters_add_up, targets};
 use crate::procs::System;
 
 /// Checks invariants 1 and 2 for a finished campaign and returns its
-/// targets (with output): no instance got the command twice; every target
+/// targets (with output): no instance got a command twice (each command of
+/// a sequence once at most); every target
 /// ended, with a reason; a status that says it ran was sent, one that says
 /// it never was was not; the counters add up.
 pub async fn assert_ran_once(system: &mut System, id: &str, campaign: &Campaign) -> Vec<Target> {
     let all = targets(&mut system.client, id, true).await;
     assert_counters_add_up(campaign, &all);
-    let sends = system.sends_per_instance();
-    for (instance, count) in &sends {
-        assert_eq!(*count, 1, "instance {instance} got the command {count} times");
+    for ((instance, n), count) in system.sends_per_command() {
+        assert_eq!(count, 1, "instance {instance} got command {n} {count} times");
     }
+    let sends = system.sends_per_instance();
     for target in &all {
         let status = TargetStatus::try_from(target.status).unwrap_or(TargetStatus::Unspecified);
         assert!(

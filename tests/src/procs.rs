@@ -679,6 +679,24 @@ impl System {
         self.creds.token_client(self.campaign_port, Some(token))
     }
 
+    /// SendCommands per (instance, command of the campaign's sequence, from
+    /// 1), from the sim's audit log, as the Comment names the command
+    /// ("muster task T", "muster task T command 2").
+    pub fn sends_per_command(&self) -> std::collections::BTreeMap<(String, u32), usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for entry in self.sb.audit() {
+            let n = entry
+                .comment
+                .rsplit_once(" command ")
+                .and_then(|(_, n)| n.parse().ok())
+                .unwrap_or(1);
+            for id in entry.instance_ids {
+                *counts.entry((id, n)).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
     /// SendCommands per instance, from the sim's audit log.
     pub fn sends_per_instance(&self) -> std::collections::BTreeMap<String, usize> {
         let mut counts = std::collections::BTreeMap::new();

@@ -304,6 +304,51 @@ async fn a_worker_dead_between_send_command_and_report_dispatch_costs_no_second_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_dead_between_the_commands_of_a_sequence_sends_each_once() {
+    // Scan, then install: the worker aborts right after SSM accepted the
+    // second command, before the controller heard of it. The next attempt
+    // finds the first command's results again, adopts the second by its
+    // Comment, and sends neither twice.
+    let mut system = System::start(
+        &fleets::uniform(6, 0, 2.0),
+        SystemOptions {
+            workers: 0,
+            lease_ttl: 5,
+            ..Default::default()
+        },
+    )
+    .await;
+    let doomed = system.start_worker_with(&[("MUSTER_CRASH_AT", "worker.after_send@2")]);
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["echo scan"], &[]);
+    spec.then = script_spec(&[], &[], &["echo install"], &[])
+        .command
+        .into_iter()
+        .collect();
+    let id = submit(&mut system.client, spec).await;
+    until_crashed(&mut system, "the worker", |s| s.reap_worker(doomed)).await;
+    assert_eq!(
+        system.sb.audit().len(),
+        2,
+        "SSM took both commands before the worker died"
+    );
+    system.start_worker();
+    let campaign = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
+    assert_eq!(campaign.counters.unwrap().success, 6, "{}", system.logs());
+    let all = assert_ran_once(&mut system, &id, &campaign).await;
+    assert_eq!(system.sb.audit().len(), 2, "and no third command was sent");
+    for target in &all {
+        let names: Vec<&str> = target.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["1/aws:runShellScript", "2/aws:runShellScript"], "{target:?}");
+    }
+    assert!(
+        system
+            .logs()
+            .contains("adopting a command an earlier attempt sent but never reported"),
+        "the next attempt says it adopted the command"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_dead_around_its_commits_and_sends_loses_and_repeats_nothing() {
     // The controller aborts right after a store commit (the writes are
     // durable, their callers never told), right before one (the writes are

@@ -617,8 +617,8 @@ async fn a_campaign_the_policy_names_waits_for_a_second_principal_to_approve_it(
 }
 
 /// Three Linux instances that reboot halfway through their patch, two that
-/// exit 194 (reboot, then the agent runs the step again), and two Windows
-/// ones that exit 3010 (reboot, then the step is done).
+/// exit 194 and two Windows ones that exit 3010 (the agent reboots, then
+/// runs the step again), and one whose every command fails.
 const PATCH_FLEET: &str = r#"
 name = "patch"
 external_id = "ext-patch"
@@ -638,30 +638,37 @@ regions = ["us-east-1"]
   count = 2
   platform = "windows"
   tags = { Role = "win", "muster-sim:duration" = "1", "muster-sim:reboot-exit" = "3010" }
+  [[accounts.instances]]
+  count = 1
+  tags = { Role = "broken", "muster-sim:duration" = "1", "muster-sim:exit-code" = "1" }
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_patch_baseline_campaign_follows_reboots_to_true_per_step_results_under_the_documents_timeout() {
+async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_results_under_the_documents_timeout() {
     let mut system = System::start(PATCH_FLEET, SystemOptions::default()).await;
     let account = system.account("only");
     let mut spec = script_spec(&[account], &[EAST], &["unused"], &[]);
-    let command = spec.command.as_mut().unwrap();
-    command.kind = Some(muster_proto::v1::command::Kind::Document(muster_proto::v1::Document {
-        name: "AWS-RunPatchBaseline".into(),
-        version: String::new(),
-        parameters: [("Operation", "Install"), ("RebootOption", "RebootIfNeeded")]
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k.to_owned(),
-                    muster_proto::v1::ParameterValues {
-                        values: vec![v.to_owned()],
-                    },
-                )
-            })
-            .collect(),
-    }));
-    command.execution_timeout_seconds = 0;
+    let patch = |parameters: &[(&str, &str)]| muster_proto::v1::Command {
+        kind: Some(muster_proto::v1::command::Kind::Document(muster_proto::v1::Document {
+            name: "AWS-RunPatchBaseline".into(),
+            version: String::new(),
+            parameters: parameters
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        (*k).to_owned(),
+                        muster_proto::v1::ParameterValues {
+                            values: vec![(*v).to_owned()],
+                        },
+                    )
+                })
+                .collect(),
+        })),
+        execution_timeout_seconds: 0,
+        delivery_timeout_seconds: 0,
+    };
+    spec.command = Some(patch(&[("Operation", "Scan")]));
+    spec.then = vec![patch(&[("Operation", "Install"), ("RebootOption", "RebootIfNeeded")])];
     let id = submit(&mut system.client, spec).await;
     let shown = muster_tests::client::get(&mut system.client, &id).await;
     assert_eq!(
@@ -670,40 +677,70 @@ async fn a_patch_baseline_campaign_follows_reboots_to_true_per_step_results_unde
         "a document's own timeout applies"
     );
     let done = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
-    assert_eq!(done.state, CampaignState::Succeeded as i32, "{}", done.state_reason);
+    assert_eq!(
+        done.state,
+        CampaignState::CompletedWithErrors as i32,
+        "{}",
+        done.state_reason
+    );
+    // Each command once per instance; the install only where the scan
+    // succeeded.
     let all = assert_ran_once(&mut system, &id, &done).await;
-    assert_eq!(all.len(), 7);
+    assert_eq!(all.len(), 8);
+    let broken = all.iter().find(|t| t.status == TargetStatus::Failed as i32).unwrap();
+    let sends = system.sends_per_command();
+    assert_eq!(sends.keys().filter(|(_, n)| *n == 2).count(), 7, "{sends:?}");
+    assert!(!sends.contains_key(&(broken.instance_id.clone(), 2)), "{sends:?}");
+    assert!(broken.reason.starts_with("command 1 of 2: "), "{}", broken.reason);
+    assert!(broken.steps.iter().all(|s| s.name.starts_with("1/")), "{broken:?}");
+
+    let patched: Vec<&Target> = all.iter().filter(|t| t.instance_id != broken.instance_id).collect();
+    assert!(patched.iter().all(|t| t.status == TargetStatus::Success as i32));
     let said = |text: &str| {
-        all.iter()
+        patched
+            .iter()
             .filter(|t| t.steps.iter().any(|s| s.stdout.contains(text)))
             .count()
     };
     assert_eq!(said("resumed after reboot"), 3, "rebooted halfway");
     assert_eq!(said("exit 194 on"), 2, "rebooted, then the step ran again");
-    assert_eq!(said("exit 3010"), 2, "rebooted, then the step was done");
-    for target in &all {
+    assert_eq!(said("exit 3010 on"), 2, "rebooted, then the step ran again");
+    for target in &patched {
         let steps: Vec<(&str, &str)> = target
             .steps
             .iter()
             .map(|s| (s.name.as_str(), s.status.as_str()))
             .collect();
-        assert_eq!(steps.len(), 3, "{steps:?}");
+        assert_eq!(
+            steps.len(),
+            6,
+            "three steps of the scan, then three of the install: {steps:?}"
+        );
         let (ran, skipped) = if target.platform == muster_proto::v1::Platform::Windows as i32 {
             ("PatchWindows", "PatchLinux")
         } else {
             ("PatchLinux", "PatchWindows")
         };
-        let step = |name: &str| target.steps.iter().find(|s| s.name == name).unwrap();
-        assert_eq!(
-            (step(ran).status.as_str(), step(ran).exit_code),
-            ("Success", Some(0)),
-            "{target:?}"
-        );
-        assert!(step(skipped).stdout.contains("Step execution skipped"), "{target:?}");
+        for (n, operation) in [(1, "Scan"), (2, "Install")] {
+            let step = |name: &str| {
+                let name = format!("{n}/{name}");
+                target.steps.iter().find(|s| s.name == name).unwrap()
+            };
+            assert_eq!(
+                (step(ran).status.as_str(), step(ran).exit_code),
+                ("Success", Some(0)),
+                "{target:?}"
+            );
+            assert!(
+                step(ran).stdout.contains(&format!("patch baseline {operation}")),
+                "{target:?}"
+            );
+            assert!(step(skipped).stdout.contains("Step execution skipped"), "{target:?}");
+        }
     }
     // The worker read the document's own timeout (rather than cancelling at
     // a script's hour): once per batch at most (the Linux and the Windows
-    // batch started together), then kept.
+    // batch started together), then kept for both commands.
     let reads = system.sb.count("ssm", "GetDocument", "ok");
     assert!((1..=2).contains(&reads), "{reads} GetDocument calls");
 }

@@ -1,5 +1,6 @@
 //! Execute tasks: one SendCommand for a batch of at most 50 instances, then
-//! polling until every instance has a final status.
+//! polling until every instance has a final status; then the same for each
+//! command after it (`then`) on the instances that succeeded.
 //!
 //! At most once per instance (invariant 1): SendCommand has no idempotency
 //! token, so the Comment carries the task id; a retried task first adopts
@@ -12,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::types::{CloudWatchOutputConfig, CommandFilter, CommandFilterKey};
-use muster_proto::v1::{ExecuteSpec, ReportDispatchRequest, TargetResult, TargetStatus, Task, TimeoutKind};
+use muster_proto::v1::{ExecuteSpec, ReportDispatchRequest, StepOutput, TargetResult, TargetStatus, Task, TimeoutKind};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -44,6 +45,86 @@ struct Tracked {
     abandoned: Option<Instant>,
 }
 
+/// A batch's way through its sequence of commands (ExecuteSpec and its
+/// `then`). An instance that succeeds at a command with more after it is
+/// held, with that command's steps, and goes on to the next; any other
+/// result is final and carries the steps of every command the instance ran,
+/// named "<n>/<step>" when there are several.
+#[derive(Debug, Default)]
+struct Sequence {
+    /// Commands in the sequence.
+    commands: usize,
+    /// The one running now, from 0.
+    step: usize,
+    /// What the instances that passed earlier commands ran, and when they
+    /// started.
+    held: HashMap<String, (Option<prost_types::Timestamp>, Vec<StepOutput>)>,
+    /// Instances that passed the running command.
+    passed: BTreeSet<String>,
+}
+
+impl Sequence {
+    fn new(commands: usize) -> Self {
+        Self {
+            commands,
+            ..Default::default()
+        }
+    }
+
+    /// The result to report for `result` of the running command, or none
+    /// while the instance goes on to the next command.
+    fn take(&mut self, mut result: TargetResult) -> Option<TargetResult> {
+        if self.commands > 1 {
+            let n = self.step + 1;
+            for step in &mut result.steps {
+                step.name = format!("{n}/{}", step.name);
+            }
+            if result.status != TargetStatus::Success as i32 {
+                result.reason = format!("command {n} of {}: {}", self.commands, result.reason);
+            }
+        }
+        let id = result.instance_id.clone();
+        let (started, mut steps) = self.held.remove(&id).unwrap_or_default();
+        steps.append(&mut result.steps);
+        result.steps = steps;
+        if started.is_some() {
+            result.started_at = started;
+        }
+        if self.step + 1 < self.commands && result.status == TargetStatus::Success as i32 {
+            self.held.insert(id.clone(), (result.started_at, result.steps));
+            self.passed.insert(id);
+            return None;
+        }
+        Some(result)
+    }
+
+    /// Moves on to the next command: the instances that go on to it.
+    fn next(&mut self) -> BTreeSet<String> {
+        self.step += 1;
+        std::mem::take(&mut self.passed)
+    }
+}
+
+/// Where a batch's results go: through its [`Sequence`] to the reporter.
+struct Results<'a> {
+    ctx: &'a Context,
+    lease: &'a LeaseHandle,
+    sequence: Sequence,
+    acks: Vec<Ack>,
+}
+
+impl Results<'_> {
+    fn report(&mut self, result: TargetResult) {
+        if let Some(result) = self.sequence.take(result) {
+            self.acks.push(
+                self.ctx
+                    .reporter
+                    .report(&self.lease.task.task_id, self.lease.lease_id, result),
+            );
+        }
+    }
+}
+
 /// Runs an Execute task until every instance's result is recorded; the
 /// caller then completes the task.
 pub async fn execute(
@@ -52,49 +133,75 @@ pub async fn execute(
     target: &Target,
     hand_back: &CancellationToken,
 ) -> Result<(), TaskError> {
-    let task = lease.task.clone();
-    let spec = task.execute.clone().unwrap_or_default();
-    let batch: BTreeSet<String> = spec.instance_ids.iter().cloned().collect();
+    let spec = lease.task.execute.clone().unwrap_or_default();
     let finished: BTreeSet<String> = lease.lease.finished_instance_ids.iter().cloned().collect();
-    let mut acks: Vec<Ack> = Vec::new();
-    let report = |acks: &mut Vec<Ack>, result: TargetResult| {
-        acks.push(ctx.reporter.report(&task.task_id, lease.lease_id, result));
+    let mut going: BTreeSet<String> = spec
+        .instance_ids
+        .iter()
+        .filter(|i| !finished.contains(*i))
+        .cloned()
+        .collect();
+    let commands: Vec<ExecuteSpec> = std::iter::once(ExecuteSpec {
+        then: Vec::new(),
+        ..spec.clone()
+    })
+    .chain(spec.then.iter().cloned())
+    .collect();
+    let mut results = Results {
+        ctx,
+        lease,
+        sequence: Sequence::new(commands.len()),
+        acks: Vec::new(),
     };
+    let mut outcome = Ok(());
+    for (step, command) in commands.iter().enumerate() {
+        outcome = run_command(ctx, lease, target, (command, step), &going, &mut results, hand_back).await;
+        going = results.sequence.next();
+        if outcome.is_err() || going.is_empty() {
+            break;
+        }
+    }
+    // Whatever happened, results already observed are facts: record them.
+    let recorded = reporter::all_recorded(results.acks)
+        .await
+        .map_err(TaskError::Controller);
+    outcome?;
+    recorded
+}
 
+/// Runs command `step` of the sequence on the instances `going` on to it:
+/// adopts what earlier attempts sent, sends to the rest, and polls until
+/// each has a final status.
+async fn run_command(
+    ctx: &Context,
+    lease: &LeaseHandle,
+    target: &Target,
+    (spec, step): (&ExecuteSpec, usize),
+    going: &BTreeSet<String>,
+    results: &mut Results<'_>,
+    hand_back: &CancellationToken,
+) -> Result<(), TaskError> {
+    let task = &lease.task;
     // 1. Adopt what earlier attempts sent.
     let mut commands: Vec<Tracked> = lease
         .lease
         .prior_dispatches
         .iter()
+        .filter(|d| d.step as usize == step)
         .map(|d| Tracked {
             command_id: d.command_id.clone(),
-            pending: d
-                .instance_ids
-                .iter()
-                .filter(|i| !finished.contains(*i))
-                .cloned()
-                .collect(),
+            pending: d.instance_ids.iter().filter(|i| going.contains(*i)).cloned().collect(),
             sent: Instant::now(),
             abandoned: None,
         })
         .collect();
     if task.attempt > 1 {
-        for (command_id, instances) in sent_but_unreported(target, &task, &spec, &commands).await? {
-            tracing::warn!(task_id = %task.task_id, command_id, instances = instances.len(), "adopting a command an earlier attempt sent but never reported");
-            ctx.controller
-                .report_dispatch(ReportDispatchRequest {
-                    task_id: task.task_id.clone(),
-                    lease_id: lease.lease_id,
-                    command_id: command_id.clone(),
-                    instance_ids: instances.clone(),
-                    sent_at: None,
-                    adopted: true,
-                })
-                .await
-                .map_err(TaskError::Controller)?;
+        for (command_id, instances) in sent_but_unreported(target, task, spec, &commands).await? {
+            tracing::warn!(task_id = %task.task_id, command_id, step, instances = instances.len(), "adopting a command an earlier attempt sent but never reported");
+            record_dispatch(ctx, lease, (&command_id, step), &instances, true).await?;
             commands.push(Tracked {
                 command_id,
-                pending: instances.into_iter().filter(|i| !finished.contains(i)).collect(),
+                pending: instances.into_iter().filter(|i| going.contains(i)).collect(),
                 sent: Instant::now(),
                 abandoned: None,
             });
@@ -102,50 +209,44 @@ pub async fn execute(
     }
 
     // 2. Send to the instances nothing covers yet.
-    let covered: BTreeSet<String> = commands
-        .iter()
-        .flat_map(|c| c.pending.iter().cloned())
-        .chain(finished.iter().cloned())
-        .collect();
-    let mut unsent: Vec<String> = batch.difference(&covered).cloned().collect();
+    let covered: BTreeSet<&String> = commands.iter().flat_map(|c| c.pending.iter()).collect();
+    let mut unsent: Vec<String> = going.iter().filter(|i| !covered.contains(i)).cloned().collect();
     if !unsent.is_empty() {
         match lease.state() {
             LeaseState::Lost => return Err(TaskError::LeaseLost),
             LeaseState::Cancelled => {
                 for id in unsent.drain(..) {
-                    report(
-                        &mut acks,
-                        unsent_result(&id, TargetStatus::Cancelled, "cancelled before it was sent"),
-                    );
+                    results.report(unsent_result(
+                        &id,
+                        TargetStatus::Cancelled,
+                        "cancelled before it was sent",
+                    ));
                 }
             }
             LeaseState::Held => {}
         }
     }
     if !unsent.is_empty() {
-        dispatch(ctx, lease, target, &spec, unsent, &mut commands, &mut acks).await?;
+        dispatch(ctx, lease, target, (spec, step), unsent, &mut commands, results).await?;
     }
 
     // 3. Poll until every instance has a final status.
-    let runs_for = ctx.document_timeouts.of(target, &spec).await;
+    let runs_for = ctx.document_timeouts.of(target, spec).await;
     let deadline_after = Duration::from_secs(u64::from(spec.delivery_timeout_seconds) + runs_for) + ctx.overdue_margin;
     ctx.stats.batches(1);
     let polled = poll(
         ctx,
         lease,
         target,
-        &spec,
+        spec,
         &mut commands,
-        &mut acks,
+        results,
         deadline_after,
         hand_back,
     )
     .await;
     ctx.stats.batches(-1);
-    // Whatever happened, results already observed are facts: record them.
-    let recorded = reporter::all_recorded(acks).await.map_err(TaskError::Controller);
-    polled?;
-    recorded
+    polled
 }
 
 /// Sends the command to `unsent` and records where it went. A send that got
@@ -156,10 +257,10 @@ async fn dispatch(
     ctx: &Context,
     lease: &LeaseHandle,
     target: &Target,
-    spec: &ExecuteSpec,
+    (spec, step): (&ExecuteSpec, usize),
     mut unsent: Vec<String>,
     commands: &mut Vec<Tracked>,
-    acks: &mut Vec<Ack>,
+    results: &mut Results<'_>,
 ) -> Result<(), TaskError> {
     let task = &lease.task;
     let mut unanswered = 0;
@@ -167,7 +268,7 @@ async fn dispatch(
         let error = match send(target, spec, &unsent, &|| lease.may_send()).await {
             Ok(command_id) => {
                 muster_common::crash::point("worker.after_send");
-                record_dispatch(ctx, lease, &command_id, &unsent, false).await?;
+                record_dispatch(ctx, lease, (&command_id, step), &unsent, false).await?;
                 commands.push(Tracked {
                     command_id,
                     pending: unsent.into_iter().collect(),
@@ -186,11 +287,7 @@ async fn dispatch(
                     target.account, target.region, error.message
                 );
                 for id in unsent.drain(..) {
-                    acks.push(ctx.reporter.report(
-                        &task.task_id,
-                        lease.lease_id,
-                        unsent_result(&id, TargetStatus::Error, &why),
-                    ));
+                    results.report(unsent_result(&id, TargetStatus::Error, &why));
                 }
                 return Ok(());
             }
@@ -200,7 +297,7 @@ async fn dispatch(
         tracing::warn!(task_id = %task.task_id, error = %error, "SendCommand got no answer; looking it up by its comment before sending again");
         for (command_id, instances) in find_lost_send(target, task, spec, commands).await? {
             tracing::warn!(task_id = %task.task_id, command_id, instances = instances.len(), "the unanswered SendCommand was accepted; adopting it");
-            record_dispatch(ctx, lease, &command_id, &instances, true).await?;
+            record_dispatch(ctx, lease, (&command_id, step), &instances, true).await?;
             unsent.retain(|id| !instances.contains(id));
             commands.push(Tracked {
                 command_id,
@@ -217,11 +314,12 @@ async fn dispatch(
     Ok(())
 }
 
-/// Records a command with the controller before it is polled.
+/// Records command `step` of the sequence with the controller before it
+/// is polled.
 async fn record_dispatch(
     ctx: &Context,
     lease: &LeaseHandle,
-    command_id: &str,
+    (command_id, step): (&str, usize),
     instance_ids: &[String],
     adopted: bool,
 ) -> Result<(), TaskError> {
@@ -233,6 +331,7 @@ async fn record_dispatch(
             instance_ids: instance_ids.to_vec(),
             sent_at: (!adopted).then(|| prost_types::Timestamp::from(std::time::SystemTime::now())),
             adopted,
+            step: step as u32,
         })
         .await
         .map_err(TaskError::Controller)
@@ -372,7 +471,7 @@ async fn poll(
     target: &Target,
     spec: &ExecuteSpec,
     commands: &mut [Tracked],
-    acks: &mut Vec<Ack>,
+    results: &mut Results<'_>,
     give_up_after: Duration,
     hand_back: &CancellationToken,
 ) -> Result<(), TaskError> {
@@ -479,7 +578,7 @@ async fn poll(
                     longest = longest.max(Some(took));
                 }
                 command.pending.remove(&id);
-                acks.push(ctx.reporter.report(task_id, lease.lease_id, result));
+                results.report(result);
             }
             if command.pending.is_empty() || command.sent.elapsed() <= give_up_after {
                 continue;
@@ -512,7 +611,7 @@ async fn poll(
                     for id in std::mem::take(&mut command.pending) {
                         let mut result = unsent_result(&id, TargetStatus::Error, &why);
                         result.command_id = command.command_id.clone();
-                        acks.push(ctx.reporter.report(task_id, lease.lease_id, result));
+                        results.report(result);
                     }
                 }
                 Some(_) => {}
@@ -590,6 +689,64 @@ pub fn describe(error: &TaskError) -> (String, bool) {
 mod tests {
     use super::*;
     use aws_sdk_ssm::types::CommandInvocation;
+
+    fn result(id: &str, status: TargetStatus, step: &str, started: i64) -> TargetResult {
+        TargetResult {
+            instance_id: id.into(),
+            status: status as i32,
+            reason: format!("{status:?}"),
+            steps: vec![StepOutput {
+                name: step.into(),
+                ..Default::default()
+            }],
+            started_at: Some(prost_types::Timestamp {
+                seconds: started,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn names(result: &TargetResult) -> Vec<&str> {
+        result.steps.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn an_instance_goes_on_while_it_succeeds_and_ends_with_every_step_it_ran() {
+        let mut sequence = Sequence::new(2);
+        assert!(
+            sequence
+                .take(result("i-1", TargetStatus::Success, "PatchLinux", 10))
+                .is_none()
+        );
+        let failed = sequence
+            .take(result("i-2", TargetStatus::Failed, "PatchLinux", 11))
+            .expect("a failure ends the sequence");
+        assert_eq!(names(&failed), ["1/PatchLinux"]);
+        assert_eq!(failed.reason, "command 1 of 2: Failed");
+        assert_eq!(sequence.next().into_iter().collect::<Vec<_>>(), ["i-1"]);
+
+        let done = sequence
+            .take(result("i-1", TargetStatus::Success, "PatchLinux", 20))
+            .expect("the last command's result is final");
+        assert_eq!(names(&done), ["1/PatchLinux", "2/PatchLinux"]);
+        assert_eq!(done.reason, "Success");
+        assert_eq!(done.started_at.unwrap().seconds, 10, "it started at the first command");
+        assert!(sequence.next().is_empty());
+    }
+
+    #[test]
+    fn a_single_command_reports_as_it_always_did() {
+        let mut sequence = Sequence::new(1);
+        let done = sequence
+            .take(result("i-1", TargetStatus::Success, "aws:runShellScript", 5))
+            .unwrap();
+        assert_eq!(names(&done), ["aws:runShellScript"]);
+        let failed = sequence
+            .take(result("i-2", TargetStatus::Failed, "aws:runShellScript", 5))
+            .unwrap();
+        assert_eq!(failed.reason, "Failed");
+    }
 
     #[test]
     fn a_batch_ran_from_its_request_to_the_instance_end_on_ssms_clock() {

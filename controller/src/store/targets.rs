@@ -86,12 +86,13 @@ pub fn insert_discovered(conn: &dyn Sql, task: &TaskRow, instances: &[Discovered
     Ok(new)
 }
 
-/// Records a SendCommand; its instances become RUNNING. Every instance must
-/// be one of the task's, or nothing is recorded.
+/// Records a SendCommand (of command `step` of the task's sequence); its
+/// instances become RUNNING. Every instance must be one of the task's, or
+/// nothing is recorded.
 pub fn record_dispatch(
     conn: &dyn Sql,
     task: &TaskRow,
-    command_id: &str,
+    (command_id, step): (&str, u32),
     instance_ids: &[String],
     sent_ms: Option<i64>,
     adopted: bool,
@@ -102,8 +103,8 @@ pub fn record_dispatch(
         return Err(outside_task(&format!("instance_ids[{i}]"), outsider, task));
     }
     conn.prepare_cached(
-        "INSERT INTO dispatches (task_id, command_id, instance_ids, sent_ms, attempt, adopted)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        "INSERT INTO dispatches (task_id, command_id, instance_ids, sent_ms, attempt, adopted, step)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
     )?
     .execute(params![
         task.id,
@@ -111,7 +112,8 @@ pub fn record_dispatch(
         serde_json::to_string(instance_ids).unwrap_or_default(),
         sent_ms,
         task.attempt,
-        adopted
+        adopted,
+        i64::from(step)
     ])?;
     let dispatched = sent_ms.unwrap_or_else(now_ms);
     let mut update = conn.prepare_cached(

@@ -260,8 +260,8 @@ pub fn task_instances(conn: &dyn Sql, task_id: &str) -> StoreResult<Vec<String>>
 }
 
 fn dispatches(conn: &dyn Sql, task_id: &str) -> StoreResult<Vec<Dispatch>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT command_id, instance_ids, sent_ms, attempt FROM dispatches WHERE task_id = ?1")?;
+    let mut stmt = conn
+        .prepare_cached("SELECT command_id, instance_ids, sent_ms, attempt, step FROM dispatches WHERE task_id = ?1")?;
     let rows = stmt.query_map([task_id], |r| {
         let ids: String = r.get(1)?;
         Ok(Dispatch {
@@ -269,6 +269,7 @@ fn dispatches(conn: &dyn Sql, task_id: &str) -> StoreResult<Vec<Dispatch>> {
             instance_ids: serde_json::from_str(&ids).unwrap_or_default(),
             sent_at: r.get::<_, Option<i64>>(2)?.map(timestamp),
             attempt: r.get(3)?,
+            step: r.get::<_, i64>(4)? as u32,
         })
     })?;
     rows.collect::<StoreResult<Vec<_>>>()

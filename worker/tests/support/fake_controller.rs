@@ -350,6 +350,7 @@ impl WorkerService for Service {
                 instance_ids: request.instance_ids,
                 sent_at: request.sent_at,
                 attempt: task.task.attempt,
+                step: request.step,
             });
         }
         Ok(Response::new(ReportDispatchResponse {}))

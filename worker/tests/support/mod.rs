@@ -264,6 +264,7 @@ impl World {
             cloudwatch_log_group: String::new(),
             keep_bytes: 8192,
             execution_timeout_seconds: 600,
+            then: Vec::new(),
         });
         task
     }
