@@ -94,10 +94,17 @@ impl Template {
             .get("Parameters")
             .and_then(|p| p.get(name))
             .ok_or_else(|| CfnError::Resolve(format!("no parameter or pseudo parameter named {name}")))?;
+        // YAML reads `Default: 200` as a number; CloudFormation passes it on
+        // as text.
         let default = declared
             .get("Default")
-            .and_then(Value::as_str)
+            .and_then(|d| match d {
+                Value::String(text) => Some(text.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
             .ok_or_else(|| CfnError::Resolve(format!("parameter {name} has no value and no default")))?;
+        let default = default.as_str();
         Ok(match declared.get("Type").and_then(Value::as_str) {
             Some("CommaDelimitedList") => Param::List(default.split(',').map(|s| s.trim().to_owned()).collect()),
             _ => Param::Str(default.to_owned()),

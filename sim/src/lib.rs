@@ -7,6 +7,7 @@
 //! latency, faults) and keeps an audit log of every SendCommand.
 
 pub mod admin;
+pub mod cbor;
 pub mod certs;
 pub mod cfn;
 pub mod config;

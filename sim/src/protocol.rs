@@ -48,6 +48,11 @@ pub fn api_name(
     if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
         return target.rsplit('.').next().unwrap_or(target).to_owned();
     }
+    if crate::cbor::is_rpc_v2(headers)
+        && let Some((_, operation)) = crate::cbor::target(path)
+    {
+        return operation.to_owned();
+    }
     if service == "s3" {
         return s3_api(method, path, query, headers);
     }

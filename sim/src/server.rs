@@ -196,6 +196,24 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
             };
             describe_instances(state.clone(), listing, call).await
         }
+        _ if crate::cbor::is_rpc_v2(&parts.headers) => match crate::cbor::json_request(&path, &parts.headers, &body) {
+            Ok((headers, json)) => {
+                let answer = forward(
+                    &state,
+                    service,
+                    &caller.account,
+                    http::Method::POST,
+                    "/",
+                    &headers,
+                    json,
+                )
+                .await;
+                let (answer, body) = answer.into_parts();
+                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                crate::cbor::cbor_response(answer.status, &body)
+            }
+            Err(why) => crate::cbor::refusal(&why),
+        },
         _ => {
             let response = forward(
                 &state,

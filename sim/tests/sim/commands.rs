@@ -423,7 +423,8 @@ async fn real_mode_reboots_on_exit_194_and_runs_the_script_again() {
     let marker = marker.display();
     // An idempotent script, as AWS asks of one that reboots: the second run
     // sees what the first left.
-    let script = format!("if [ -f {marker} ]; then echo after-reboot; else touch {marker}; echo before-reboot; exit 194; fi");
+    let script =
+        format!("if [ -f {marker} ]; then echo after-reboot; else touch {marker}; echo before-reboot; exit 194; fi");
     let command_id = run_shell(&ssm, &ids[..1], &[&script])
         .await
         .expect("SendCommand")
@@ -436,7 +437,9 @@ async fn real_mode_reboots_on_exit_194_and_runs_the_script_again() {
     assert_eq!(plugin.response_code(), 0);
     assert_eq!(
         plugin.output(),
-        Some("before-reboot\n[muster-sim] exit 194: the agent rebooted the instance and ran the script again\nafter-reboot\n")
+        Some(
+            "before-reboot\n[muster-sim] exit 194: the agent rebooted the instance and ran the script again\nafter-reboot\n"
+        )
     );
 
     // A script that always asks for a reboot runs until its execution
