@@ -98,6 +98,16 @@ pub struct Args {
     /// its event and poll SSM much less [default: none, workers poll]
     #[arg(long, env = "MUSTER_COMMAND_EVENTS_QUEUE_URL")]
     pub command_events_queue_url: Option<String>,
+    /// CloudWatch namespace of the worker fleet's scaling signal
+    /// (TaskDemand, Workers and TaskDemandPerWorker, dimension QueueName),
+    /// which the leader publishes for the autoscaler [default: none, not
+    /// published]
+    #[arg(long, env = "MUSTER_SCALING_NAMESPACE")]
+    pub scaling_namespace: Option<String>,
+    /// Seconds between scaling signals, 1 to 300; below 60 they are high
+    /// resolution [default: 60]
+    #[arg(long, env = "MUSTER_SCALING_INTERVAL")]
+    pub scaling_interval: Option<u64>,
     /// Execution role name when a campaign names none [default: muster-execution]
     #[arg(long, env = "MUSTER_DEFAULT_ROLE_NAME")]
     pub default_role_name: Option<String>,
@@ -301,6 +311,10 @@ pub struct FileConfig {
     pub dead_letter_queue_url: Option<String>,
     /// See `--command-events-queue-url`.
     pub command_events_queue_url: Option<String>,
+    /// See `--scaling-namespace`.
+    pub scaling_namespace: Option<String>,
+    /// See `--scaling-interval`.
+    pub scaling_interval: Option<u64>,
     /// See `--default-role-name`.
     pub default_role_name: Option<String>,
     /// See `--default-api-rate`.
@@ -512,6 +526,24 @@ impl Config {
         if retention_days > 36_500 {
             anyhow::bail!("retention_days: {retention_days}; must be 0 (keep everything) to 36500");
         }
+        let scaling_interval = args.scaling_interval.or(file.scaling_interval).unwrap_or(60);
+        if !(1..=300).contains(&scaling_interval) {
+            anyhow::bail!("scaling_interval: {scaling_interval} seconds; must be 1 to 300");
+        }
+        let scaling = match args
+            .scaling_namespace
+            .or(file.scaling_namespace)
+            .filter(|n| !n.is_empty())
+        {
+            Some(namespace) => {
+                crate::scaling::check_namespace(&namespace).map_err(|e| anyhow::anyhow!("scaling_namespace: {e}"))?;
+                Some(crate::scaling::ScalingSignal {
+                    namespace,
+                    interval: Duration::from_secs(scaling_interval),
+                })
+            }
+            None => None,
+        };
         let leader_ttl = args.leader_ttl.or(file.leader_ttl).unwrap_or(15);
         if !(3..=300).contains(&leader_ttl) {
             anyhow::bail!("leader_ttl: {leader_ttl} seconds; must be 3 to 300");
@@ -562,6 +594,7 @@ impl Config {
                 guardrails,
                 external_ids,
                 notifications,
+                scaling,
             },
             aws_endpoint_url,
             aws_region: args.aws_region.or(file.aws_region),
@@ -800,6 +833,37 @@ mod tests {
         assert_eq!(resolve(Some(0)).unwrap().settings.retention, None);
         let err = resolve(Some(40_000)).unwrap_err().to_string();
         assert!(err.starts_with("retention_days: 40000; must be 0"), "{err}");
+    }
+
+    #[test]
+    fn the_scaling_signal_is_published_only_with_a_namespace() {
+        let resolve = |namespace: Option<&str>, interval| {
+            Config::resolve(Args {
+                insecure: true,
+                aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
+                scaling_namespace: namespace.map(str::to_owned),
+                scaling_interval: interval,
+                ..args()
+            })
+        };
+        assert_eq!(resolve(None, None).unwrap().settings.scaling, None);
+        assert_eq!(
+            resolve(Some("Muster"), None).unwrap().settings.scaling,
+            Some(crate::scaling::ScalingSignal {
+                namespace: "Muster".into(),
+                interval: Duration::from_secs(60),
+            })
+        );
+        let err = resolve(Some("AWS/ECS"), None).unwrap_err().to_string();
+        assert!(
+            err.starts_with("scaling_namespace: 'AWS/ECS' may not start with AWS/"),
+            "{err}"
+        );
+        let err = resolve(Some("Muster"), Some(0)).unwrap_err().to_string();
+        assert!(
+            err.starts_with("scaling_interval: 0 seconds; must be 1 to 300"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod reconcile;
 pub mod resolve;
 pub mod retention;
 pub mod rollout;
+pub mod scaling;
 pub mod schedule_api;
 pub mod scheduler;
 pub mod schedules;
@@ -58,10 +59,11 @@ use crate::validate::Defaults;
 /// task references (SendMessageBatch needs sqs:SendMessage), drain the
 /// dead-letter queue (receive and delete there), export results, read
 /// the policy file when it is in S3, expand OUs and regions, put campaign
-/// state changes on the hub's event bus. The hub template's controller role
+/// state changes on the hub's event bus and topic, publish the scaling
+/// signal. The hub template's controller role
 /// grants exactly these (a test checks). The controller never acts in target
 /// accounts.
-pub const AWS_ACTIONS: [&str; 10] = [
+pub const AWS_ACTIONS: [&str; 11] = [
     "sqs:SendMessage",
     "sqs:ReceiveMessage",
     "sqs:DeleteMessage",
@@ -72,6 +74,7 @@ pub const AWS_ACTIONS: [&str; 10] = [
     "ec2:DescribeRegions",
     "events:PutEvents",
     "sns:Publish",
+    "cloudwatch:PutMetricData",
 ];
 
 /// How the controller runs.
@@ -110,6 +113,8 @@ pub struct Settings {
     pub external_ids: crate::access::ExternalIds,
     /// Where campaign state changes are posted.
     pub notifications: crate::notify::Notifications,
+    /// Where the worker fleet's scaling signal goes; none: not published.
+    pub scaling: Option<crate::scaling::ScalingSignal>,
 }
 
 impl Settings {
@@ -207,6 +212,8 @@ pub struct Controller {
     pub eventbridge: aws_sdk_eventbridge::Client,
     /// SNS, for notifications.
     pub sns: aws_sdk_sns::Client,
+    /// CloudWatch, for the scaling signal.
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
     /// EC2 (enabled regions).
     pub ec2: aws_sdk_ec2::Client,
     /// When each pending export was last tried (retries are spaced out).
@@ -236,6 +243,7 @@ impl Controller {
             organizations: aws_sdk_organizations::Client::new(sdk),
             eventbridge: aws_sdk_eventbridge::Client::new(sdk),
             sns: aws_sdk_sns::Client::new(sdk),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
             ec2: aws_sdk_ec2::Client::new(sdk),
             export_attempts: Default::default(),
             metrics: metrics::Metrics::default(),
@@ -425,6 +433,7 @@ pub async fn start(
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(retention::run(controller.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(scaling::run(controller.clone(), shutdown.clone())));
     if let Some(url) = controller.settings.command_events_queue_url.clone() {
         tasks.push(tokio::spawn(command_events::run(
             controller.clone(),

@@ -260,7 +260,7 @@ impl Metrics {
 
     /// Workers that took a lease within `window` or hold one now; older
     /// ones are forgotten.
-    fn active_workers(&self, window: Duration, holding: &[String]) -> usize {
+    pub(crate) fn active_workers(&self, window: Duration, holding: &[String]) -> usize {
         let mut workers = self.workers.lock().expect("metrics lock");
         workers.retain(|_, seen| seen.elapsed() < window);
         let mut active: std::collections::HashSet<&str> = workers.keys().map(String::as_str).collect();
@@ -287,6 +287,8 @@ struct Snapshot {
     targets: Vec<(i32, i32, i64)>,
     /// Workers holding a lease.
     holding: Vec<String>,
+    /// Tasks for workers: the scaling signal's TaskDemand.
+    demand: i64,
     /// Tasks on the queue past the requeue bound.
     overdue: i64,
     /// The database's size as PostgreSQL counts it (none on SQLite, whose
@@ -323,10 +325,7 @@ fn snapshot(conn: &dyn Sql, overdue_before_ms: i64) -> StoreResult<Snapshot> {
         )?
         .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<StoreResult<Vec<_>>>()?;
-    let holding = conn
-        .prepare_cached("SELECT DISTINCT lease_owner FROM tasks WHERE state = ?1 AND lease_owner IS NOT NULL")?
-        .query_map([task_state::LEASED], |r| r.get(0))?
-        .collect::<StoreResult<Vec<_>>>()?;
+    let (waiting, held, holding) = crate::store::queue::demand(conn)?;
     let overdue = crate::store::queue::overdue_count(conn, overdue_before_ms)? as i64;
     let database_bytes = match conn.engine() {
         Engine::Postgres => Some(conn.query_row("SELECT pg_database_size(current_database())", (), |r| r.get(0))?),
@@ -338,6 +337,7 @@ fn snapshot(conn: &dyn Sql, overdue_before_ms: i64) -> StoreResult<Snapshot> {
         tasks,
         targets,
         holding,
+        demand: waiting + held,
         overdue,
     })
 }
@@ -429,8 +429,9 @@ pub async fn render(ctl: &Controller) -> String {
     );
     registry.register(
         "backlog_per_worker",
-        "Unfinished tasks per active worker (all of them when none is active): a target for autoscaling",
-        ConstGauge::<f64>::new(backlog as f64 / workers.max(1) as f64),
+        "The scaling signal: tasks workers hold or that wait for one in campaigns that release work, per active \
+         worker (all of them when none is active); CloudWatch's TaskDemandPerWorker with --scaling-namespace",
+        ConstGauge::<f64>::new(snapshot.demand as f64 / workers.max(1) as f64),
     );
 
     registry.register(

@@ -282,8 +282,9 @@ ENV
 }
 
 # A worker's graceful stop: its --shutdown-grace (30 s) for running tasks,
-# then handing the rest back; KILL only after that.
-WORKER_STOP_SECONDS=40
+# then up to 30 s handing the rest back and 5 s for its last queue deletes
+# (muster_worker::stop_budget); KILL only after that.
+WORKER_STOP_SECONDS=70
 
 down() {
   local pidfile

@@ -160,6 +160,9 @@ pub struct System {
     database: Option<muster_controller::store::testkit::TestDatabase>,
     /// With two controllers: the second, and the load balancers in front.
     ha: Option<Ha>,
+    /// The sandbox's autoscaler (`deploy/local/scaler.py`), which starts
+    /// and stops workers of its own.
+    scaler: Option<Child>,
 }
 
 /// Two controllers behind load balancers: each controller's own
@@ -179,6 +182,11 @@ impl Drop for System {
         if std::env::var_os("MUSTER_KEEP_LOGS").is_some_and(|v| v == "1") {
             self.dir.disable_cleanup(true);
             eprintln!("logs kept in {}", self.dir.path().display());
+        }
+        // Its workers die with it (PR_SET_PDEATHSIG).
+        if let Some(mut child) = self.scaler.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
         if let Some(mut child) = self.controller.take() {
             let _ = child.kill();
@@ -257,6 +265,7 @@ impl System {
             },
             options,
             ha,
+            scaler: None,
         };
         system.write_aws_config();
         std::fs::write(system.creds.policy_path(), policy(&system)).expect("the policy file");
@@ -281,8 +290,14 @@ impl System {
     }
 
     fn command(&self, binary_name: &str, profile: &str, log: &str) -> Command {
+        self.command_at(&binary(binary_name), profile, log)
+    }
+
+    /// `program` with the sandbox's AWS settings as `profile`, writing to
+    /// `<log>.log` in the system's directory.
+    fn command_at(&self, program: &std::path::Path, profile: &str, log: &str) -> Command {
         let log = std::fs::File::create(self.dir.path().join(format!("{log}.log"))).expect("a log file");
-        let mut command = Command::new(binary(binary_name));
+        let mut command = Command::new(program);
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -483,6 +498,59 @@ impl System {
     /// SIGTERMs the controller and waits for it to exit.
     pub fn stop_controller(&mut self) {
         if let Some(child) = self.controller.take() {
+            terminate(child);
+        }
+    }
+
+    /// Starts the sandbox's autoscaler with `args` (its --target, --min,
+    /// --max, ...): it reads the controller's scaling signal from the
+    /// sandbox's CloudWatch (the controller needs `--scaling-namespace
+    /// Muster`) and starts and stops workers like the others, each with a
+    /// certificate of its own. Its decisions go to `scaler.csv` in the
+    /// system's directory.
+    pub fn start_scaler(&mut self, args: &[&str]) -> PathBuf {
+        let record = self.dir.path().join("scaler.csv");
+        let pki = self.creds.files.ca.parent().expect("the PKI directory").to_path_buf();
+        for n in 1..=32 {
+            self.creds.worker_files(&format!("scaler-{n}"));
+        }
+        let queue_name = self.fleet.queue_url.rsplit('/').next().expect("a queue URL").to_owned();
+        let script = muster_sim::testkit::workspace_root().join("deploy/local/scaler.py");
+        let mut command = self.command_at(&muster_sim::testkit::venv_python(), "hub", "scaler");
+        command
+            .arg(script)
+            .args(["--queue-name", &queue_name, "--record"])
+            .arg(&record)
+            .arg("--log-dir")
+            .arg(self.dir.path())
+            .args(["--worker-env", "AWS_PROFILE=worker"])
+            .arg("--worker-env")
+            .arg(format!("MUSTER_TLS_CERT={}/workers/{{id}}.pem", pki.display()))
+            .arg("--worker-env")
+            .arg(format!("MUSTER_TLS_KEY={}/workers/{{id}}.key", pki.display()))
+            .env("MUSTER_TLS_CA", &self.creds.files.ca)
+            .args(args)
+            .arg("--")
+            .arg(binary("muster-worker"))
+            .args([
+                "--controller",
+                &format!("https://localhost:{}", self.worker_port),
+                "--queue-url",
+                &self.fleet.queue_url,
+                "--shutdown-grace",
+                "5",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .args(&self.options.worker_args);
+        self.scaler = Some(command.spawn().expect("the scaler starts"));
+        record
+    }
+
+    /// Stops the scaler as an operator would (SIGTERM): it stops its
+    /// workers gracefully first.
+    pub fn stop_scaler(&mut self) {
+        if let Some(child) = self.scaler.take() {
             terminate(child);
         }
     }

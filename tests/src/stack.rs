@@ -123,6 +123,7 @@ pub fn controller_settings(fleet: &FleetState, options: &Options) -> muster_cont
         })
         .expect("the fleet's ExternalId"),
         notifications: options.notifications.clone(),
+        scaling: None,
     }
 }
 

@@ -248,3 +248,90 @@ fn run_command_events_reach_the_hub_bus_through_a_role_that_may_only_put_there()
     .unwrap();
     assert!(text.contains("  EventForwardRole:\n    Type: AWS::IAM::Role\n    Condition: ForwardsEvents\n"));
 }
+
+#[test]
+fn a_scaled_in_worker_hands_its_work_back_before_ecs_kills_it_and_the_fleet_tracks_the_controllers_signal() {
+    let hub = template("hub.yaml").with_params(
+        [
+            ("OrganizationId", "o-abcd1234"),
+            ("ControllerImage", "controller:1"),
+            ("WorkerImage", "worker:1"),
+            (
+                "TlsSecretArn",
+                "arn:aws:secretsmanager:us-east-1:222222222222:secret:tls",
+            ),
+            (
+                "ExternalIdSecretArn",
+                "arn:aws:secretsmanager:us-east-1:222222222222:secret:ext",
+            ),
+            ("ApiTokenHashes", "sha256:x"),
+        ]
+        .map(|(name, value)| (name.to_owned(), Param::Str(value.into()))),
+    );
+    let task = hub
+        .properties("WorkerTaskDefinition", "AWS::ECS::TaskDefinition")
+        .expect("the worker's task definition resolves");
+    let container = &task["ContainerDefinitions"][0];
+    let command: Vec<String> = container["Command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+        .collect();
+    let flag = |name: &str| -> u64 {
+        let at = command
+            .iter()
+            .position(|c| c == name)
+            .unwrap_or_else(|| panic!("{name} in {command:?}"));
+        command[at + 1].parse().unwrap()
+    };
+    let stop_timeout = container["StopTimeout"].as_u64().expect("a StopTimeout");
+    let budget = muster_worker::stop_budget(std::time::Duration::from_secs(flag("--shutdown-grace")));
+    assert!(
+        budget.as_secs() <= stop_timeout,
+        "ECS kills a stopping worker {stop_timeout}s after SIGTERM; it needs {}s to hand back what it holds",
+        budget.as_secs()
+    );
+    assert!(stop_timeout <= 120, "Fargate allows at most 120 s");
+
+    // The autoscaler aims below what one worker may hold.
+    let max_tasks = flag("--max-tasks");
+    let policy = hub
+        .properties("WorkerScalingPolicy", "AWS::ApplicationAutoScaling::ScalingPolicy")
+        .unwrap();
+    let tracking = &policy["TargetTrackingScalingPolicyConfiguration"];
+    let target: u64 = tracking["TargetValue"].as_str().unwrap().parse().unwrap();
+    assert!(
+        target < max_tasks,
+        "target {target} tasks per worker, --max-tasks {max_tasks}"
+    );
+    // On the metric the controller publishes, in the namespace its role
+    // may put into.
+    let metric = &tracking["CustomizedMetricSpecification"];
+    assert_eq!(
+        (metric["Namespace"].as_str(), metric["MetricName"].as_str()),
+        (Some("Muster"), Some("TaskDemandPerWorker"))
+    );
+    let controller = hub
+        .properties("ControllerTaskDefinition", "AWS::ECS::TaskDefinition")
+        .unwrap();
+    let environment = controller["ContainerDefinitions"][0]["Environment"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        environment
+            .iter()
+            .any(|e| e["Name"] == "MUSTER_SCALING_NAMESPACE" && e["Value"] == "Muster"),
+        "{environment:?}"
+    );
+    let role = hub.role("ControllerTaskRole").unwrap();
+    let statement = role.policies[0].1["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Action"] == "cloudwatch:PutMetricData")
+        .cloned()
+        .unwrap();
+    assert_eq!(statement["Condition"]["StringEquals"]["cloudwatch:namespace"], "Muster");
+}

@@ -483,3 +483,106 @@ async fn no_process_logs_a_secret() {
     }
     timed("no secrets in logs", started);
 }
+
+/// The scaler's decisions: (seconds, workers running, workers the
+/// controller saw working).
+fn scaler_workers(record: &std::path::Path) -> Vec<(f64, u32, Option<u32>)> {
+    std::fs::read_to_string(record)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            Some((
+                fields.first()?.parse().ok()?,
+                fields.get(1)?.parse().ok()?,
+                fields.get(5).and_then(|w| w.parse().ok()),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_scales_out_on_the_controllers_signal_and_back_in_losing_nothing() {
+    // Workers that hold two tasks at most, 16 batches of 3 s that may all
+    // run at once: one worker is the limit. The scaler aims for 2 tasks per
+    // worker from the controller's TaskDemandPerWorker, up to 5 workers,
+    // and scales in 3 s after demand falls: workers stop while others still
+    // run, handing back what they hold.
+    let mut system = System::start(
+        &fleets::grid(4, &[EAST, WEST], 4, 3.0),
+        SystemOptions {
+            workers: 0,
+            lease_ttl: 5,
+            controller_args: ["--scaling-namespace", "Muster", "--scaling-interval", "1"]
+                .map(str::to_owned)
+                .to_vec(),
+            worker_args: vec!["--max-tasks".into(), "2".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let record = system.start_scaler(&[
+        "--target",
+        "2",
+        "--min",
+        "1",
+        "--max",
+        "5",
+        "--interval",
+        "1",
+        "--scale-in-cooldown",
+        "3",
+        "--stop-timeout",
+        "60",
+    ]);
+    let accounts: Vec<String> = (0..4).map(|a| system.account(&format!("a{a:03}"))).collect();
+    let mut spec = script_spec(&accounts, &[EAST, WEST], &["echo scaled"], &[]);
+    spec.rate = Some(RateControl {
+        batch_size: 2,
+        max_concurrency: "100%".into(),
+        ..Default::default()
+    });
+    let id = submit(&mut system.client, spec).await;
+    let campaign = wait_done(&mut system.client, &id, Duration::from_secs(240)).await;
+    assert_eq!(
+        campaign.state,
+        CampaignState::Succeeded as i32,
+        "{}\n{}",
+        campaign.state_reason,
+        system.logs()
+    );
+    assert_eq!(campaign.counters.unwrap().success, 32);
+    assert_ran_once(&mut system, &id, &campaign).await;
+
+    // Back to one worker once the work is done.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scaler_workers(&record)
+        .last()
+        .is_none_or(|(_, workers, _)| *workers > 1)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the fleet did not scale back in: {:?}",
+            scaler_workers(&record)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let decisions = scaler_workers(&record);
+    let peak = decisions
+        .iter()
+        .filter_map(|(_, _, working)| *working)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        peak >= 3,
+        "demand of 16 tasks at 2 a worker puts several workers to work: {decisions:?}"
+    );
+    let scaler = std::fs::read_to_string(record.with_file_name("scaler.log")).unwrap_or_default();
+    assert!(!scaler.contains("exited with"), "no worker failed: {scaler}");
+    assert!(
+        scaler.contains("stopping scaler-"),
+        "scale-in stopped workers: {scaler}"
+    );
+    system.stop_scaler();
+}

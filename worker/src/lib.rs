@@ -180,9 +180,23 @@ pub struct Settings {
     pub shutdown_grace: Duration,
 }
 
+/// How long a stopping worker waits, after its grace, for the tasks it
+/// hands back to let go.
+pub const HAND_BACK_BUDGET: Duration = Duration::from_secs(30);
+/// How long it then waits for the queue deletes still going out.
+pub const LAST_DELETES_BUDGET: Duration = Duration::from_secs(5);
+
+/// The longest a worker takes to stop after SIGTERM with `shutdown_grace`:
+/// what the platform must wait before it kills it (ECS's StopTimeout, the
+/// sandbox's stop), or leases are lost instead of handed back.
+pub fn stop_budget(shutdown_grace: Duration) -> Duration {
+    shutdown_grace + HAND_BACK_BUDGET + LAST_DELETES_BUDGET
+}
+
 /// Runs the worker until `shutdown` fires, then stops in order: no more
 /// receiving; running tasks get `shutdown_grace` to finish; what is left is
-/// handed back (FailTask, retryable), so scale-in loses nothing.
+/// handed back (FailTask, retryable), so scale-in loses nothing. It is done
+/// within [`stop_budget`].
 pub async fn run(ctx: Arc<Context>, settings: Settings, shutdown: CancellationToken) {
     let (queue, deleting) = consumer::Queue::new(aws_sdk_sqs::Client::new(&ctx.sdk), settings.queue_url.clone());
     let tracker = TaskTracker::new();
@@ -216,10 +230,10 @@ pub async fn run(ctx: Arc<Context>, settings: Settings, shutdown: CancellationTo
             "grace period over; handing the rest back to the controller"
         );
         hand_back.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(30), tracker.wait()).await;
+        let _ = tokio::time::timeout(HAND_BACK_BUDGET, tracker.wait()).await;
     }
     let _ = consuming.await;
     // The last deletes go out once every task has let go of the queue.
-    let _ = tokio::time::timeout(Duration::from_secs(5), deleting).await;
+    let _ = tokio::time::timeout(LAST_DELETES_BUDGET, deleting).await;
     tracing::info!("worker stopped");
 }

@@ -3,7 +3,7 @@
 //! same account's discoveries with a lease).
 
 use crate::store::sql::{Row, Sql, params};
-use muster_proto::v1::{TaskKind, TaskRef};
+use muster_proto::v1::{CampaignState, TaskKind, TaskRef};
 
 use super::StoreResult;
 use super::records::task_state;
@@ -99,6 +99,33 @@ pub fn waiting_discovery(
         task_ref,
     )?;
     rows.collect::<StoreResult<Vec<_>>>()
+}
+
+/// The scaling signal's counts: tasks that wait for a worker (on the queue
+/// or not yet) in campaigns that release work now (discovering, running,
+/// cancelling), tasks workers hold, and the workers holding them.
+pub fn demand(conn: &dyn Sql) -> StoreResult<(i64, i64, Vec<String>)> {
+    let waiting: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM tasks t JOIN campaigns c ON c.id = t.campaign_id
+         WHERE t.state = ?1 AND c.state IN (?2, ?3, ?4)",
+        params![
+            task_state::QUEUED,
+            CampaignState::Discovering as i32,
+            CampaignState::Running as i32,
+            CampaignState::Cancelling as i32
+        ],
+        |r| r.get(0),
+    )?;
+    let held: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM tasks WHERE state = ?1",
+        [task_state::LEASED],
+        |r| r.get(0),
+    )?;
+    let holders = conn
+        .prepare_cached("SELECT DISTINCT lease_owner FROM tasks WHERE state = ?1 AND lease_owner IS NOT NULL")?
+        .query_map([task_state::LEASED], |r| r.get(0))?
+        .collect::<StoreResult<Vec<String>>>()?;
+    Ok((waiting, held, holders))
 }
 
 /// Tasks on the queue that no worker has leased yet.
