@@ -25,7 +25,7 @@ use crate::Controller;
 use crate::access::ExternalIds;
 use crate::campaign_api::store_status;
 use crate::store::records::millis;
-use crate::store::tasks::{self, FailOutcome, Fenced, LeaseAnswer, LeaseSettings, TaskRow};
+use crate::store::tasks::{self, Ending, FailOutcome, Fenced, LeaseAnswer, LeaseSettings, TaskRow};
 use crate::store::{Sql, StoreError};
 use crate::store::{campaigns, command_endings, queue, targets};
 
@@ -623,7 +623,13 @@ impl WorkerService for WorkerApi {
                     &request.task_id,
                     Some(request.lease_id),
                     &request.reason,
-                    request.retryable,
+                    if request.handed_back {
+                        Ending::HandedBack
+                    } else if request.retryable {
+                        Ending::Retryable
+                    } else {
+                        Ending::Failed
+                    },
                 )
             })
             .await

@@ -142,8 +142,10 @@ impl LeaseHandle {
             .map(|answer| answer.next.into_iter().map(|lease| Granted { lease, asked }).collect())
     }
 
-    /// Fails the task and stops renewing; true when the controller retries it.
-    pub async fn fail(self, reason: &str, retryable: bool) -> Result<bool, ControllerError> {
+    /// Fails the task and stops renewing (`handed_back`: the worker is
+    /// stopping, which costs the task no attempt); true when the controller
+    /// retries it.
+    pub async fn fail(self, reason: &str, retryable: bool, handed_back: bool) -> Result<bool, ControllerError> {
         self.stop.cancel();
         self.controller
             .fail_task(FailTaskRequest {
@@ -151,6 +153,7 @@ impl LeaseHandle {
                 lease_id: self.lease_id,
                 reason: reason.to_owned(),
                 retryable,
+                handed_back,
             })
             .await
             .map(|r| r.will_retry)

@@ -173,7 +173,8 @@ async fn run_scoped(
         Err(error) => {
             let (reason, retryable) = describe(&error);
             tracing::warn!(task_id = %task.task_id, reason, retryable, "task failed");
-            if let Err(error) = lease.fail(&reason, retryable).await {
+            let handed_back = matches!(error, TaskError::HandedBack);
+            if let Err(error) = lease.fail(&reason, retryable, handed_back).await {
                 tracing::warn!(task_id = %task.task_id, %error, "could not report the failure");
             }
         }

@@ -9,7 +9,7 @@ use muster_proto::v1::{LeaseOutcome, ScopeState, TargetStatus, TaskRef};
 use super::campaigns::{self, NewCampaign};
 use super::queue;
 use super::records::{now_ms, task_state};
-use super::tasks::{self, FailOutcome, Fenced, LeaseAnswer, LeaseSettings};
+use super::tasks::{self, Ending, FailOutcome, Fenced, LeaseAnswer, LeaseSettings};
 
 const TTL_MS: i64 = 1_000;
 const SETTINGS: LeaseSettings = LeaseSettings {
@@ -268,13 +268,30 @@ store_matrix! {
         assert_eq!(share(&conn, &more[3]), rate / 2.0);
     }
 
+    fn a_task_handed_back_by_stopping_workers_keeps_its_attempts(conn) {
+        let mut task_ref = one_task(&conn, 2);
+        let mut end = |ending| {
+            let id = lease(&conn, &task_ref, "w1").unwrap();
+            let outcome = tasks::fail(&conn, &task_ref.task_id, Some(id), "stopping", ending).unwrap().unwrap();
+            task_ref.attempt += 1;
+            outcome
+        };
+        // Three scale-ins in a row: each a new attempt, none counted.
+        for _ in 0..3 {
+            assert_eq!(end(Ending::HandedBack), FailOutcome::Retrying);
+        }
+        // Failures still end it after the two it was given.
+        assert_eq!(end(Ending::Retryable), FailOutcome::Retrying);
+        assert_eq!(end(Ending::Retryable), FailOutcome::Failed);
+    }
+
     fn lease_ids_cannot_be_guessed_from_one_another(conn) {
         let mut task_ref = one_task(&conn, 5);
         let mut ids = Vec::new();
         for _ in 0..4 {
             let id = lease(&conn, &task_ref, "w1").unwrap();
             ids.push(id);
-            tasks::fail(&conn, &task_ref.task_id, Some(id), "again", true)
+            tasks::fail(&conn, &task_ref.task_id, Some(id), "again", Ending::Retryable)
                 .unwrap()
                 .unwrap();
             task_ref.attempt += 1;

@@ -403,15 +403,30 @@ pub enum FailOutcome {
     Failed,
 }
 
+/// How an attempt ended without completing its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// For good: another attempt cannot fix it.
+    Failed,
+    /// For now: retried while attempts last.
+    Retryable,
+    /// A stopping worker gave it back unfinished: retried, and the attempt
+    /// is not counted against the task's budget.
+    HandedBack,
+}
+
 /// Fails a task under its current lease (`lease_id`), or after its lease
-/// expired (`None`). Retryable failures are retried while attempts last.
+/// expired (`None`). Retryable failures are retried while attempts last;
+/// a task handed back is always retried, with one more attempt to its
+/// budget.
 pub fn fail(
     conn: &dyn Sql,
     task_id: &str,
     lease_id: Option<u64>,
     reason: &str,
-    retryable: bool,
+    ending: Ending,
 ) -> StoreResult<Result<FailOutcome, Fenced>> {
+    let retryable = ending != Ending::Failed;
     let task = match lease_id {
         Some(lease_id) => match current(conn, task_id, lease_id)? {
             Ok(task) => task,
@@ -425,14 +440,19 @@ pub fn fail(
     end_lease(
         conn,
         task.lease_id,
-        if retryable { "failed (retryable)" } else { "failed" },
+        match ending {
+            Ending::Failed => "failed",
+            Ending::Retryable => "failed (retryable)",
+            Ending::HandedBack => "handed back",
+        },
     )?;
-    if retryable && task.attempt < task.max_attempts {
+    if ending == Ending::HandedBack || (retryable && task.attempt < task.max_attempts) {
+        let more = i64::from(ending == Ending::HandedBack);
         conn.prepare_cached(
-            "UPDATE tasks SET state = ?2, attempt = attempt + 1, lease_id = NULL, lease_owner = NULL,
-                lease_expires_ms = NULL, last_error = ?3 WHERE id = ?1",
+            "UPDATE tasks SET state = ?2, attempt = attempt + 1, max_attempts = max_attempts + ?4, lease_id = NULL,
+                lease_owner = NULL, lease_expires_ms = NULL, last_error = ?3 WHERE id = ?1",
         )?
-        .execute(params![task_id, task_state::QUEUED, reason])?;
+        .execute(params![task_id, task_state::QUEUED, reason, more])?;
         return Ok(Ok(FailOutcome::Retrying));
     }
     let reason = if retryable {
@@ -553,7 +573,7 @@ pub fn expire_leases(conn: &dyn Sql, now: i64) -> StoreResult<Vec<(TaskRow, Fail
             "lease expired: worker {} stopped renewing it",
             task.lease_owner.clone().unwrap_or_default()
         );
-        if let Ok(outcome) = fail(conn, &task.id, None, &reason, true)? {
+        if let Ok(outcome) = fail(conn, &task.id, None, &reason, Ending::Retryable)? {
             out.push((task, outcome));
         }
     }

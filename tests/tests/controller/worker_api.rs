@@ -327,6 +327,7 @@ async fn reports_are_bound_to_the_lease_holder_and_to_the_task_scope() {
             lease_id: lease_a.lease_id,
             reason: "forged".into(),
             retryable: false,
+            handed_back: false,
         })
         .await
         .unwrap_err();
