@@ -10,7 +10,8 @@
 //! the scale-out reaction time (submit to the second worker running), AWS
 //! calls per instance, and idle AWS calls per worker-minute (the sim's
 //! counters over MUSTER_BENCH_IDLE_SECONDS, default 30, with the workers
-//! idle, less the same window with none).
+//! idle, less the same window with none). CloudWatch calls (the signal and
+//! the scaler reading it) are left out of both.
 //!
 //!     cargo build --release --bins
 //!     cargo bench -p muster-tests --bench autoscale
@@ -41,9 +42,20 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Every call the sim counted, all services and outcomes.
+/// Every call the sim counted, all outcomes, but CloudWatch's: the scaling
+/// signal's own puts (every second here, every minute in production) and
+/// the scaler's reads of it are the autoscaler's cost, not the workers'.
 fn calls(system: &System) -> u64 {
-    system.sb.state().counters.lock().expect("counters").values().sum()
+    system
+        .sb
+        .state()
+        .counters
+        .lock()
+        .expect("counters")
+        .iter()
+        .filter(|((service, _, _), _)| service != "monitoring")
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// Calls the sim counts over `window`.
