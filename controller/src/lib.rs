@@ -124,6 +124,12 @@ impl Settings {
         ms_before(now_ms, self.requeue_after)
     }
 
+    /// How long a worker counts as active after it last took a lease: two
+    /// lease TTLs, at least a minute (the metrics and the scaling signal).
+    pub fn active_worker_window(&self) -> Duration {
+        (self.lease_ttl * 2).max(Duration::from_secs(60))
+    }
+
     /// Store time (ms) before which an ended campaign leaves the store;
     /// none when everything is kept.
     pub fn retention_cutoff_ms(&self, now_ms: i64) -> Option<i64> {

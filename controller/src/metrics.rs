@@ -287,8 +287,11 @@ struct Snapshot {
     targets: Vec<(i32, i32, i64)>,
     /// Workers holding a lease.
     holding: Vec<String>,
-    /// Tasks for workers: the scaling signal's TaskDemand.
-    demand: i64,
+    /// Tasks waiting for a worker in campaigns that release work (the
+    /// scaling signal).
+    waiting: i64,
+    /// Tasks workers hold.
+    held: i64,
     /// Tasks on the queue past the requeue bound.
     overdue: i64,
     /// The database's size as PostgreSQL counts it (none on SQLite, whose
@@ -337,7 +340,8 @@ fn snapshot(conn: &dyn Sql, overdue_before_ms: i64) -> StoreResult<Snapshot> {
         tasks,
         targets,
         holding,
-        demand: waiting + held,
+        waiting,
+        held,
         overdue,
     })
 }
@@ -415,8 +419,7 @@ pub async fn render(ctl: &Controller) -> String {
         targets,
     );
 
-    let window = (ctl.settings.lease_ttl * 2).max(Duration::from_secs(60));
-    let workers = m.active_workers(window, &snapshot.holding);
+    let workers = m.active_workers(ctl.settings.active_worker_window(), &snapshot.holding);
     registry.register(
         "workers_active",
         "Workers holding a lease or granted one within two lease TTLs",
@@ -431,7 +434,14 @@ pub async fn render(ctl: &Controller) -> String {
         "backlog_per_worker",
         "The scaling signal: tasks workers hold or that wait for one in campaigns that release work, per active \
          worker (all of them when none is active); CloudWatch's TaskDemandPerWorker with --scaling-namespace",
-        ConstGauge::<f64>::new(snapshot.demand as f64 / workers.max(1) as f64),
+        ConstGauge::<f64>::new(
+            crate::scaling::Demand {
+                waiting: snapshot.waiting,
+                held: snapshot.held,
+                workers,
+            }
+            .per_worker(),
+        ),
     );
 
     registry.register(

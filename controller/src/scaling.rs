@@ -111,11 +111,12 @@ pub fn data(demand: &Demand, queue: &str, interval: Duration) -> Vec<MetricDatum
 /// The signal now, from the store and the workers lately seen.
 pub async fn demand(ctl: &Controller) -> crate::store::StoreResult<Demand> {
     let (waiting, held, holders) = ctl.store.read(crate::store::queue::demand).await?;
-    let window = (ctl.settings.lease_ttl * 2).max(Duration::from_secs(60));
     Ok(Demand {
         waiting,
         held,
-        workers: ctl.metrics.active_workers(window, &holders),
+        workers: ctl
+            .metrics
+            .active_workers(ctl.settings.active_worker_window(), &holders),
     })
 }
 
