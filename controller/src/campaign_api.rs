@@ -34,6 +34,7 @@ use crate::store::{Sql, StoreError, StoreResult};
 use crate::validate;
 
 /// The service.
+#[derive(Clone)]
 pub struct CampaignApi {
     ctl: Arc<Controller>,
     auth: Arc<Auth>,

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod campaign_api;
 pub mod command_events;
 pub mod config;
+pub mod console;
 pub mod dead_letters;
 pub mod dispatcher;
 pub mod expand;
@@ -351,7 +352,7 @@ pub async fn start(
     {
         return Err(std::io::Error::other(error));
     }
-    let mut campaign_server = server(
+    let campaign_server = server(
         security.tls.as_ref(),
         security.tls.as_ref().and_then(|t| t.client_ca.as_deref()),
         false,
@@ -377,13 +378,13 @@ pub async fn start(
         .set_serving::<WorkerServiceServer<worker_api::WorkerApi>>()
         .await;
 
-    let campaign_service = CampaignServiceServer::new(campaign_api::CampaignApi::new(
-        controller.clone(),
-        security.auth.clone(),
-    ))
-    // A valid spec is well under 1 MiB (validate.rs limits every list and
-    // string); anything near this is refused before it is parsed.
-    .max_decoding_message_size(4 * 1024 * 1024);
+    let campaign_api = campaign_api::CampaignApi::new(controller.clone(), security.auth.clone());
+    // The web console shares the listener, its TLS and its callers.
+    let console = console::router(campaign_api.clone(), security.tls.is_some());
+    let campaign_service = CampaignServiceServer::new(campaign_api)
+        // A valid spec is well under 1 MiB (validate.rs limits every list and
+        // string); anything near this is refused before it is parsed.
+        .max_decoding_message_size(4 * 1024 * 1024);
     let schedule_service = ScheduleServiceServer::new(schedule_api::ScheduleApi::new(
         controller.clone(),
         security.auth.clone(),
@@ -399,11 +400,16 @@ pub async fn start(
     let stop = shutdown.clone();
     let health_for_campaign = health.clone();
     tasks.push(tokio::spawn(async move {
-        let result = campaign_server
+        let routes = tonic::service::Routes::from(console)
             .add_service(health_for_campaign)
             .add_service(reflection)
             .add_service(campaign_service)
-            .add_service(schedule_service)
+            .add_service(schedule_service);
+        // Browsers speak HTTP/1.1 where there is no TLS (and ALPN) to
+        // offer HTTP/2.
+        let result = campaign_server
+            .accept_http1(true)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(muster_common::net::incoming(campaign), stop.cancelled())
             .await;
         if let Err(error) = result {

@@ -20,6 +20,10 @@ say "PostgreSQL for the tests"
 MUSTER_TEST_POSTGRES_URL="$("$MUSTER_ROOT/deploy/local/postgres.sh" start "$pg_dir")"
 export MUSTER_TEST_POSTGRES_URL
 
+# The console's tests drive a real headless Chromium through chromedriver.
+say "Chromium for the console's browser tests"
+"$MUSTER_ROOT/deploy/local/browser.sh" install
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -2,6 +2,7 @@
 //! fleet, a controller, and workers, either in this process ([`stack`]) or as
 //! real processes ([`procs`]), plus client helpers.
 
+pub mod browser;
 pub mod chaos;
 pub mod checks;
 pub mod client;

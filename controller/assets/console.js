@@ -1,0 +1,148 @@
+// muster console: the live campaign page. It listens to the page's
+// server-sent events (WatchCampaign) and puts what they carry in place: the
+// server decides every word, label and share; this script only paints,
+// works out the rate and ETA, and keeps the failure list bounded.
+"use strict";
+(() => {
+  const page = document.querySelector("[data-live]");
+  if (!page) return;
+  const $ = (id) => document.getElementById(id);
+  const MAX_FAILURES = 200;
+  // How long each update took to paint (ms), newest last: the console's
+  // benchmark and tests read it.
+  const timings = [];
+  const state = { events: 0, timings, ended: false };
+  window.musterConsole = state;
+  const samples = [];
+
+  function timed(paint) {
+    return (event) => {
+      const started = performance.now();
+      paint(JSON.parse(event.data));
+      timings.push(performance.now() - started);
+      if (timings.length > 1000) timings.shift();
+      state.events += 1;
+    };
+  }
+
+  const SEGMENTS = ["ok", "failed", "running", "not-run", "waiting"];
+  let mapRefresh = null;
+
+  function paintCell(cell) {
+    const el = $(cell.id);
+    if (!el) {
+      // A scope the page has no cell for yet: redraw the map once.
+      if (!mapRefresh) {
+        mapRefresh = setTimeout(async () => {
+          mapRefresh = null;
+          const answer = await fetch(page.dataset.live.replace(/\/events$/, "/map"), { credentials: "same-origin" });
+          if (answer.ok) $("map").innerHTML = await answer.text();
+        }, 250);
+      }
+      return;
+    }
+    el.className = "cell " + cell.word.replace(/ /g, "-");
+    el.title = cell.sentence;
+    el.setAttribute("aria-label", cell.sentence);
+    const segs = el.querySelectorAll(".seg");
+    SEGMENTS.forEach((_, i) => { if (segs[i]) segs[i].style.flexGrow = cell.grow[i]; });
+    el.querySelector(".word").textContent = cell.word;
+    el.querySelector(".label").textContent = cell.label;
+  }
+
+  function paintTotals(t) {
+    const b = t.buckets;
+    $("done").textContent = t.done;
+    $("total").textContent = b.total;
+    $("percent").textContent = t.percent;
+    const bar = $("progress");
+    bar.max = b.total || 1;
+    bar.value = t.done;
+    bar.textContent = t.percent + "%";
+    $("n-ok").textContent = b.ok;
+    $("n-failed").textContent = b.failed;
+    $("n-running").textContent = b.running;
+    $("n-not-run").textContent = b.not_run;
+    $("n-waiting").textContent = b.waiting;
+    if ($("running-now")) $("running-now").textContent = b.running;
+    if ($("errors")) $("errors").textContent = t.errors;
+    paintRate(t.done, b.total);
+  }
+
+  function duration(seconds) {
+    if (!isFinite(seconds)) return "–";
+    if (seconds < 90) return Math.round(seconds) + " s";
+    if (seconds < 5400) return Math.round(seconds / 60) + " min";
+    return (seconds / 3600).toFixed(1) + " h";
+  }
+
+  // Targets done per second over the last half minute of readings.
+  function paintRate(done, total) {
+    const now = performance.now() / 1000;
+    samples.push([now, done]);
+    while (samples.length > 2 && now - samples[0][0] > 30) samples.shift();
+    const [t0, d0] = samples[0];
+    if (now - t0 < 2) return;
+    const rate = (done - d0) / (now - t0);
+    $("rate").textContent = rate.toFixed(1) + " targets/s";
+    $("eta").textContent = done >= total ? "done" : rate > 0 ? duration((total - done) / rate) : "–";
+  }
+
+  function paintState(s) {
+    const badge = $("state");
+    const changed = badge.textContent !== s.state;
+    badge.textContent = s.state;
+    badge.className = "badge " + s.state.replace(/ /g, "-");
+    $("reason").textContent = s.reason || "";
+    // The actions the new state allows, drawn by the server.
+    if (changed && $("actions")) {
+      fetch(page.dataset.live.replace(/\/events$/, "/actions"), { credentials: "same-origin" })
+        .then((answer) => (answer.ok ? answer.text() : null))
+        .then((html) => { if (html !== null) $("actions").innerHTML = html; });
+    }
+    if (s.terminal) $("live").textContent = "ended";
+  }
+
+  function addFailure(f) {
+    const list = $("failures");
+    if (!list) return;
+    const item = document.createElement("li");
+    item.className = f.class;
+    const link = document.createElement("a");
+    link.href = f.href;
+    const code = document.createElement("code");
+    code.textContent = f.instance || "(scope)";
+    link.appendChild(code);
+    const where = document.createElement("span");
+    where.className = "muted";
+    where.textContent = f.account + " " + f.region;
+    const status = document.createElement("span");
+    status.className = "status " + f.class;
+    status.textContent = f.status;
+    item.append(link, " " + (f.name || "") + " ", where, " ", status, " " + (f.reason || ""));
+    list.prepend(item);
+    while (list.children.length > MAX_FAILURES) list.lastElementChild.remove();
+  }
+
+  const source = new EventSource(page.dataset.live);
+  source.addEventListener("snapshot", timed((d) => {
+    paintState(d);
+    paintTotals(d.summary);
+    if ($("concurrency")) $("concurrency").textContent = d.summary.concurrency;
+    if ($("threshold")) $("threshold").textContent = d.summary.threshold;
+    d.cells.forEach(paintCell);
+  }));
+  source.addEventListener("progress", timed((d) => {
+    paintTotals(d.totals);
+    d.cells.forEach(paintCell);
+  }));
+  source.addEventListener("state", timed(paintState));
+  source.addEventListener("failure", timed(addFailure));
+  source.addEventListener("end", () => {
+    source.close();
+    state.ended = true;
+    $("live").textContent = "ended";
+  });
+  source.onopen = () => { if (!state.ended) $("live").textContent = "live"; };
+  source.onerror = () => { if (!state.ended) $("live").textContent = "reconnecting…"; };
+})();

@@ -1,0 +1,308 @@
+//! The web console in a real headless Chromium: sign in, watch a running
+//! campaign's map change, drill into a failed target's output, cancel as an
+//! operator and be refused as a viewer. Each page's screenshot is written
+//! among the test artifacts (`muster_tests::browser::artifacts_dir`).
+
+use std::time::Duration;
+
+use fantoccini::Locator;
+use muster_proto::v1::{CampaignState, GetTargetRequest, PlanCampaignRequest, RateControl, TagFilter, TargetStatus};
+use muster_tests::browser::Browser;
+use muster_tests::client::{self, script_spec};
+use muster_tests::stack::{Options, Stack};
+
+/// Two accounts in two regions: three instances that take a few seconds
+/// and one that fails with output, in each; and one that never finishes.
+const FLEET: &str = r#"
+name = "console"
+external_id = "ext-console"
+output_bucket = "muster-output"
+results_bucket = "muster-results"
+
+[[accounts]]
+name = "blue"
+regions = ["us-east-1", "eu-west-1"]
+  [[accounts.instances]]
+  count = 3
+  tags = { Role = "web", "muster-sim:duration" = "1.5" }
+  [[accounts.instances]]
+  count = 1
+  tags = { Role = "web", "muster-sim:exit-code" = "2", "muster-sim:duration" = "0.5", "muster-sim:stdout-bytes" = "300" }
+
+[[accounts]]
+name = "green"
+regions = ["us-east-1", "eu-west-1"]
+  [[accounts.instances]]
+  count = 3
+  tags = { Role = "web", "muster-sim:duration" = "1.5" }
+  [[accounts.instances]]
+  count = 1
+  tags = { Role = "slow", "muster-sim:duration" = "900" }
+"#;
+
+fn base(stack: &Stack) -> String {
+    format!("https://localhost:{}", stack.controller.campaign_addr.port())
+}
+
+async fn sign_in(browser: &Browser, stack: &Stack, token: &str) {
+    browser.goto(&format!("{}/console/signin", base(stack))).await;
+    let field = browser.element("token").await;
+    field.send_keys(token).await.expect("the token is typed");
+    browser
+        .client
+        .find(Locator::Css("form.signin button"))
+        .await
+        .expect("the sign-in button")
+        .click()
+        .await
+        .expect("sign in");
+    browser.element("who").await;
+}
+
+async fn cell_label(browser: &Browser, id: &str) -> String {
+    browser
+        .eval(&format!("return document.querySelector('#{id} .label').textContent"))
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_cannot_cancel() {
+    let mut stack = Stack::start(FLEET, Options::default()).await;
+    let accounts = vec![stack.account("blue"), stack.account("green")];
+    let regions = ["us-east-1", "eu-west-1"];
+    // One at a time per scope, so the map has time to change in front of
+    // the page.
+    let mut spec = script_spec(&accounts, &regions, &["echo patched"], &[]);
+    spec.name = "console-watch".into();
+    spec.targets.as_mut().unwrap().tags = vec![TagFilter {
+        key: "Role".into(),
+        values: vec!["web".into()],
+    }];
+    spec.rate = Some(RateControl {
+        max_concurrency: "2".into(),
+        batch_size: 1,
+        ..Default::default()
+    });
+    let watched = client::submit(&mut stack.client, spec).await;
+
+    let browser = Browser::start("operator").await;
+    // Not signed in: the console asks for a token first.
+    browser
+        .goto(&format!("{}/console/campaigns/{watched}", base(&stack)))
+        .await;
+    browser.element("token").await;
+    assert!(
+        browser
+            .client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/console/signin")
+    );
+    browser.screenshot("01-sign-in").await;
+    // A wrong token is refused with the reason.
+    browser.element("token").await.send_keys("mst_wrong").await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("form.signin button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(browser.text_of("why").await.contains("unknown bearer token"));
+
+    sign_in(&browser, &stack, &stack.creds.submit_token).await;
+    assert!(
+        browser.text_of("who").await.contains("ci"),
+        "the header names who signed in"
+    );
+    browser.goto(&format!("{}/console/", base(&stack))).await;
+    let list = browser.text_of("campaigns").await;
+    assert!(list.contains("console-watch"), "{list}");
+    browser.screenshot("02-campaigns").await;
+
+    // The campaign page, live: cells change as targets finish, without a
+    // reload (a marker set in the page survives).
+    browser
+        .goto(&format!("{}/console/campaigns/{watched}", base(&stack)))
+        .await;
+    browser.element("heatmap").await;
+    browser.eval("window.__sameDocument = 42; return 0").await;
+    let cell = muster_controller::console::views::cell_id(&accounts[0], "us-east-1");
+    let first = cell_label(&browser, &cell).await;
+    browser.screenshot("03-campaign-running").await;
+    browser
+        .until(Duration::from_secs(60), "the cell's count moving", || async {
+            let now = cell_label(&browser, &cell).await;
+            !now.is_empty() && now != first
+        })
+        .await;
+    browser
+        .until(Duration::from_secs(120), "the campaign ending", || async {
+            browser.text_of("state").await == "completed with errors"
+        })
+        .await;
+    assert_eq!(
+        browser.eval("return window.__sameDocument").await,
+        42,
+        "the page was not reloaded"
+    );
+    let campaign = client::get(&mut stack.client, &watched).await;
+    let counters = campaign.counters.unwrap();
+    // What the page shows is what the API says, to the target.
+    assert_eq!(browser.text_of("done").await, (counters.total).to_string());
+    assert_eq!(browser.text_of("n-failed").await, counters.failed.to_string());
+    assert_eq!(counters.failed, 2, "the failing instance of each of blue's regions");
+    let failures = browser.text_of("failures").await;
+    assert_eq!(failures.lines().count(), 2, "{failures}");
+    assert!(failures.contains("failed"), "{failures}");
+    let word = browser
+        .eval(&format!("return document.querySelector('#{cell} .word').textContent"))
+        .await;
+    assert_eq!(word, "failed", "a scope with a failure says so in words");
+    // Colour is never the only signal: every cell says its state in words
+    // to screen readers, and is a link the keyboard reaches.
+    let unlabelled = browser
+        .eval(
+            "return [...document.querySelectorAll('a.cell')].filter(a => !/^\\d+ [a-z0-9-]+: (failed|succeeded|running|waiting|not run|discovering|discovery failed|empty);/.test(a.getAttribute('aria-label'))).length",
+        )
+        .await;
+    assert_eq!(unlabelled, 0, "every cell names its state in its label");
+    let focused = browser
+        .eval(&format!(
+            "document.getElementById('{cell}').focus(); return document.activeElement.id"
+        ))
+        .await;
+    assert_eq!(focused, cell.as_str());
+    browser.screenshot("04-campaign-ended").await;
+
+    // Drill down: the failed cell, then the failed target and its output.
+    browser.element(&cell).await.click().await.unwrap();
+    let rows = browser.text_of("targets").await;
+    assert!(rows.contains("failed") && rows.contains("success"), "{rows}");
+    browser.screenshot("05-scope").await;
+    browser
+        .client
+        .find(Locator::Css("#targets tr.failed a"))
+        .await
+        .expect("a failed target's link")
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(browser.text_of("status").await, "failed");
+    let instance = browser.client.current_url().await.unwrap();
+    let instance = instance.path().rsplit('/').next().unwrap().to_owned();
+    let expected = stack
+        .client
+        .get_target(GetTargetRequest {
+            campaign_id: watched.clone(),
+            instance_id: instance.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .target
+        .unwrap();
+    assert_eq!(expected.status, TargetStatus::Failed as i32);
+    let shown = browser
+        .eval("return document.querySelector('pre.stdout').textContent")
+        .await;
+    let kept = &expected.steps[0].stdout;
+    assert!(!kept.is_empty(), "the failing instance wrote output");
+    assert_eq!(shown.as_str().unwrap(), kept, "the page shows the output the API keeps");
+    assert!(browser.text_of("facts").await.contains(&expected.command_id));
+    browser.screenshot("06-target").await;
+
+    // The plan view: what a spec would target, per account and region.
+    let mut spec = script_spec(&accounts, &regions, &["echo patched"], &[]);
+    spec.name = "console-plan".into();
+    let plan = stack
+        .client
+        .plan_campaign(PlanCampaignRequest {
+            spec: Some(spec),
+            wait_seconds: 60,
+        })
+        .await
+        .expect("a plan")
+        .into_inner();
+    assert!(plan.complete);
+    browser.goto(&format!("{}/console/?plans=only", base(&stack))).await;
+    assert!(browser.text_of("campaigns").await.contains("console-plan"));
+    browser
+        .goto(&format!("{}/console/campaigns/{}", base(&stack), plan.campaign_id))
+        .await;
+    let table = browser.text_of("plan").await;
+    let planned = plan.campaign.unwrap();
+    for scope in &planned.scopes {
+        let line = format!(
+            "{} {} discovered {}",
+            scope.account_id,
+            scope.region,
+            scope.counters.unwrap().pending
+        );
+        assert!(table.contains(&line), "the plan shows {line}: {table}");
+    }
+    browser.screenshot("07-plan").await;
+
+    // A campaign that will not end by itself.
+    let mut spec = script_spec(&accounts[1..], &["us-east-1"], &["sleep 900"], &[]);
+    spec.name = "console-cancel".into();
+    spec.targets.as_mut().unwrap().tags = vec![TagFilter {
+        key: "Role".into(),
+        values: vec!["slow".into()],
+    }];
+    let slow = client::submit(&mut stack.client, spec).await;
+    client::wait_for(
+        &mut stack.client,
+        &slow,
+        Duration::from_secs(60),
+        "the slow target running",
+        |c| c.counters.is_some_and(|n| n.running == 1),
+    )
+    .await;
+
+    // The viewer sees it, and is refused the cancel with the reason.
+    let viewer = Browser::start("viewer").await;
+    sign_in(&viewer, &stack, &stack.creds.read_token).await;
+    viewer.goto(&format!("{}/console/campaigns/{slow}", base(&stack))).await;
+    viewer.element("action-cancel").await.click().await.unwrap();
+    let refusal = viewer.text_of("error").await;
+    assert!(
+        refusal.contains("dashboard") && refusal.contains("CancelCampaign"),
+        "{refusal}"
+    );
+    viewer.screenshot("08-viewer-refused").await;
+    let still = client::get(&mut stack.client, &slow).await;
+    assert_eq!(
+        still.state,
+        CampaignState::Running as i32,
+        "the refused cancel changed nothing"
+    );
+
+    // The operator cancels it; the page follows to the end.
+    browser
+        .goto(&format!("{}/console/campaigns/{slow}", base(&stack)))
+        .await;
+    browser
+        .element("reason-cancel")
+        .await
+        .send_keys("console test")
+        .await
+        .unwrap();
+    browser.element("action-cancel").await.click().await.unwrap();
+    browser
+        .until(Duration::from_secs(60), "the campaign cancelled", || async {
+            browser.text_of("state").await == "cancelled"
+        })
+        .await;
+    let cancelled = client::get(&mut stack.client, &slow).await;
+    assert_eq!(cancelled.state, CampaignState::Cancelled as i32);
+    assert!(cancelled.state_reason.contains("ci"), "{}", cancelled.state_reason);
+    browser.screenshot("09-cancelled").await;
+}
