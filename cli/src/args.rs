@@ -172,6 +172,18 @@ pub enum Command {
     /// Who you are to the controller, and your roles with their scopes
     /// (checks a token, a certificate or an AWS sign-in).
     Whoami,
+    /// The web console's address (of one campaign, if given), checking
+    /// that you can sign in; with --aws-signin also a sign-in token to paste
+    /// into its sign-in page (valid five minutes; the session it opens
+    /// lasts eight hours).
+    Console(ConsoleArgs),
+}
+
+/// `muster console`.
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// A campaign to open.
+    pub campaign_id: Option<String>,
 }
 
 /// `muster schedule`.

@@ -96,5 +96,8 @@ async fn run(cli: &Cli, style: Style) -> Result<i32, Failure> {
         Command::Audit(args) => commands::audit(&mut client, args, style, cli.output).await.map(|()| 0),
         Command::Schedule(args) => schedule::run(&mut schedules, &args.command, style, cli.output).await,
         Command::Whoami => commands::whoami(&mut client, style, cli.output).await.map(|()| 0),
+        Command::Console(args) => commands::console(&mut client, &target, args, cli.output)
+            .await
+            .map(|()| 0),
     }
 }

@@ -536,17 +536,22 @@ impl Auth {
             grants.extend(loaded.grants.get(name).cloned().unwrap_or_default());
             grants
         };
+        let aws_principal = |aws: &AwsIdentity, peer: String| Principal {
+            name: aws.name(),
+            via: "aws",
+            arn: Some(aws.arn.clone()),
+            grants: loaded.grants_of_arn(&aws.arn).cloned().collect(),
+            peer,
+        };
+        // The console's session of an AWS sign-in it verified (an extension
+        // only the server sets), with the grants the policy gives it now.
+        if let Some(ConsoleSession(aws)) = request.extensions().get::<ConsoleSession>() {
+            return Ok(aws_principal(aws, peer));
+        }
         if let Some(token) = bearer(request)? {
             if token.starts_with(crate::signin::TOKEN_PREFIX) {
                 let aws = aws.ok_or_else(|| "the AWS sign-in token was not verified".to_owned())?;
-                let grants: Vec<Grant> = loaded.grants_of_arn(&aws.arn).cloned().collect();
-                return Ok(Principal {
-                    name: aws.name(),
-                    via: "aws",
-                    arn: Some(aws.arn.clone()),
-                    grants,
-                    peer,
-                });
+                return Ok(aws_principal(aws, peer));
             }
             if token.len() > MAX_TOKEN_BYTES {
                 return Err("the bearer token is too long".into());
@@ -673,6 +678,12 @@ fn bearer<T>(request: &Request<T>) -> Result<Option<&str>, String> {
         .map(Some)
         .ok_or_else(|| "the authorization header is not 'Bearer <token>'".to_owned())
 }
+
+/// An AWS identity the web console verified when its holder signed in,
+/// carried by the console's signed session cookie and set by the console on
+/// the requests it makes for that browser (clients cannot set extensions).
+#[derive(Debug, Clone)]
+pub struct ConsoleSession(pub AwsIdentity);
 
 /// The address a request came from.
 pub(crate) fn peer_of<T>(request: &Request<T>) -> String {

@@ -380,7 +380,11 @@ pub async fn start(
 
     let campaign_api = campaign_api::CampaignApi::new(controller.clone(), security.auth.clone());
     // The web console shares the listener, its TLS and its callers.
-    let console = console::router(campaign_api.clone(), security.tls.is_some());
+    let console = console::router(
+        campaign_api.clone(),
+        security.auth.clone(),
+        security.tls.as_ref().map(|t| t.key.as_slice()),
+    );
     let campaign_service = CampaignServiceServer::new(campaign_api)
         // A valid spec is well under 1 MiB (validate.rs limits every list and
         // string); anything near this is refused before it is parsed.

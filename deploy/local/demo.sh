@@ -28,6 +28,9 @@ campaign="$("$muster" submit \
   --windows 'Get-ComputerInfo | Select-Object OsName' \
   --max-concurrency 50% --batch-size 10 \
   --s3-bucket muster-sandbox-output --s3-prefix demo)"
+say "watch it in a browser too: $MUSTER_CONTROLLER/console/campaigns/$campaign"
+say "  sign in with the sandbox operator's token: $(cat "$MUSTER_TOKEN_FILE")"
+say "  (the sandbox's own CA signed that certificate: your browser asks once; the CA is $MUSTER_TLS_CA)"
 set +e
 "$muster" watch "$campaign"
 code=$?
@@ -41,4 +44,4 @@ if [[ -n "$instance" ]]; then
   "$muster" results "$campaign" --instance "$instance"
 fi
 say "done (watch exit code $code: 0 succeeded, 2 completed with errors, 3 failed, 4 cancelled)"
-say "more: muster --help; sandbox: deploy/local/sandbox.sh status|down"
+say "more: muster --help; the console: $MUSTER_CONTROLLER/console/; sandbox: deploy/local/sandbox.sh status|down"

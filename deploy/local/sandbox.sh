@@ -122,7 +122,7 @@ up() {
     --out "$MUSTER_SANDBOX_DIR/fleet-state.json"
   write_env
   start_muster "$workers"
-  say "sandbox up: AWS endpoint $SIM_URL, controller 127.0.0.1:$CONTROLLER_PORT (metrics http://127.0.0.1:$METRICS_PORT/metrics, workers from port $((WORKER_METRICS_BASE + 1))); fleet state in $MUSTER_SANDBOX_DIR/fleet-state.json"
+  say "sandbox up: AWS endpoint $SIM_URL, controller 127.0.0.1:$CONTROLLER_PORT (console https://127.0.0.1:$CONTROLLER_PORT/console/, token in $TLS_DIR/operator.token; metrics http://127.0.0.1:$METRICS_PORT/metrics, workers from port $((WORKER_METRICS_BASE + 1))); fleet state in $MUSTER_SANDBOX_DIR/fleet-state.json"
 }
 
 # TLS on, as in production: a development CA and certificates (controller,

@@ -108,6 +108,25 @@ impl Browser {
         }
     }
 
+    /// Signs in to the console at `base` (`https://host:port`) with
+    /// `token`, and waits for a page that names who signed in.
+    pub async fn sign_in(&self, base: &str, token: &str) {
+        self.goto(&format!("{base}/console/signin")).await;
+        self.element("token")
+            .await
+            .send_keys(token)
+            .await
+            .expect("the token is typed");
+        self.client
+            .find(Locator::Css("form.signin button"))
+            .await
+            .expect("the sign-in button")
+            .click()
+            .await
+            .expect("sign in");
+        self.element("who").await;
+    }
+
     /// Opens `url`.
     pub async fn goto(&self, url: &str) {
         self.client

@@ -44,21 +44,6 @@ fn base(stack: &Stack) -> String {
     format!("https://localhost:{}", stack.controller.campaign_addr.port())
 }
 
-async fn sign_in(browser: &Browser, stack: &Stack, token: &str) {
-    browser.goto(&format!("{}/console/signin", base(stack))).await;
-    let field = browser.element("token").await;
-    field.send_keys(token).await.expect("the token is typed");
-    browser
-        .client
-        .find(Locator::Css("form.signin button"))
-        .await
-        .expect("the sign-in button")
-        .click()
-        .await
-        .expect("sign in");
-    browser.element("who").await;
-}
-
 async fn cell_label(browser: &Browser, id: &str) -> String {
     browser
         .eval(&format!("return document.querySelector('#{id} .label').textContent"))
@@ -116,7 +101,7 @@ async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_
         .unwrap();
     assert!(browser.text_of("why").await.contains("unknown bearer token"));
 
-    sign_in(&browser, &stack, &stack.creds.submit_token).await;
+    browser.sign_in(&base(&stack), &stack.creds.submit_token).await;
     assert!(
         browser.text_of("who").await.contains("ci"),
         "the header names who signed in"
@@ -269,7 +254,7 @@ async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_
 
     // The viewer sees it, and is refused the cancel with the reason.
     let viewer = Browser::start("viewer").await;
-    sign_in(&viewer, &stack, &stack.creds.read_token).await;
+    viewer.sign_in(&base(&stack), &stack.creds.read_token).await;
     viewer.goto(&format!("{}/console/campaigns/{slow}", base(&stack))).await;
     viewer.element("action-cancel").await.click().await.unwrap();
     let refusal = viewer.text_of("error").await;

@@ -1346,3 +1346,80 @@ async fn a_scoped_principal_gets_full_pages_of_the_campaigns_it_may_see() {
     assert_eq!(seen, want, "exactly the Dev campaigns, each once");
     assert!(pages.len() <= 3, "no empty pages in between: {pages:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_to_the_console_with_their_aws_identity_for_a_session() {
+    let stack = Stack::start(
+        fleets::MIXED,
+        Options {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let hub = stack.fleet.hub_account.clone();
+    let watcher = muster_controller::auth::new_token();
+    let policy = format!(
+        "{}[[grants]]\nprincipals = [\"watcher\"]\nrole = \"viewer\"\n\n\
+         [[grants]]\nprincipals = [\"arn:aws:sts::{hub}:assumed-role/AWSReservedSSO_PatchOperators_*/*\"]\n\
+         role = \"operator\"\n",
+        token_entry("watcher", &watcher, None)
+    );
+    set_policy(&stack, &policy, &watcher).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = aws_config(&stack, dir.path());
+
+    // The CLI gives the console's address and a sign-in token to paste.
+    let (code, stdout, stderr) = muster_as(
+        &stack,
+        &config,
+        "patch-operator",
+        muster_tests::creds::SERVER_ID,
+        &["console"],
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let answer: serde_json::Value = serde_json::from_str(&stdout).expect("console prints JSON");
+    let base = format!("https://localhost:{}", stack.controller.campaign_addr.port());
+    assert_eq!(answer["url"], format!("{base}/console/"));
+    assert_eq!(answer["name"], "alice@example.com");
+    let token = answer["signin_token"].as_str().expect("a sign-in token").to_owned();
+
+    let browser = muster_tests::browser::Browser::start("aws-signin").await;
+    browser.sign_in(&base, &token).await;
+    let who = browser.text_of("who").await;
+    assert!(
+        who.contains("alice@example.com") && who.contains("aws") && who.contains("operator"),
+        "{who}"
+    );
+    browser.screenshot("signed-in").await;
+    // The browser keeps a sealed session, not the five-minute token.
+    let cookie = browser
+        .client
+        .get_named_cookie("muster_console")
+        .await
+        .expect("the session cookie");
+    assert!(cookie.value().starts_with("s1."), "{}", cookie.value());
+    assert_ne!(cookie.value(), token);
+    assert_eq!(cookie.http_only(), Some(true));
+    // A session changed by hand is no session: sign in again.
+    let mut forged = cookie.clone().into_owned();
+    forged.set_value(cookie.value().replace("s1.", "s1.x"));
+    browser.client.delete_cookie("muster_console").await.expect("deleted");
+    browser
+        .client
+        .add_cookie(forged)
+        .await
+        .expect("the forged cookie is set");
+    browser.goto(&format!("{base}/console/")).await;
+    browser.element("token").await;
+    assert!(
+        browser
+            .client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/console/signin")
+    );
+}

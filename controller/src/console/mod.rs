@@ -17,12 +17,19 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
+use std::sync::Arc;
+
+use crate::auth::Auth;
 use crate::campaign_api::CampaignApi;
 
 /// What the console's handlers share.
 #[derive(Clone)]
 pub struct Console {
     api: CampaignApi,
+    /// Verifies AWS sign-in tokens at sign-in.
+    auth: Arc<Auth>,
+    /// Seals the sessions of AWS sign-ins.
+    sessions: session::SessionKey,
     /// Served over TLS: cookies are marked Secure.
     secure: bool,
 }
@@ -30,9 +37,15 @@ pub struct Console {
 /// The console's routes, to serve next to the gRPC services on the
 /// CampaignService listener: `/console/...`, and `/` redirecting there.
 /// Anything else answers as an unknown gRPC method (to gRPC clients) or a
-/// missing page.
-pub fn router(api: CampaignApi, secure: bool) -> Router {
-    let console = Console { api, secure };
+/// missing page. `tls_key` is the listener's private key (PEM), none
+/// without TLS.
+pub fn router(api: CampaignApi, auth: Arc<Auth>, tls_key: Option<&[u8]>) -> Router {
+    let console = Console {
+        api,
+        auth,
+        sessions: session::SessionKey::new(tls_key),
+        secure: tls_key.is_some(),
+    };
     Router::new()
         .route("/", get(|| async { Redirect::to("/console/") }))
         .route("/console", get(|| async { Redirect::to("/console/") }))

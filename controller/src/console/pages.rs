@@ -957,10 +957,21 @@ pub async fn sign_in(
     let Some(cookie) = session::sign_in_cookie(&token, console.secure) else {
         return retry("token: it holds characters no token has".into());
     };
-    let caller = Caller::with_token(&parts, Some(token));
+    let caller = Caller::with_token(&parts, Some(token.clone()));
     if let Err(status) = console.api.who_am_i(caller.request(WhoAmIRequest {})).await {
         return retry(format!("token: {}", status.message()));
     }
+    // An AWS sign-in token lives minutes: keep the identity STS named
+    // instead, sealed, for the session.
+    let cookie = if token.starts_with(crate::signin::TOKEN_PREFIX) {
+        let Some((Ok(aws), _)) = console.auth.aws_identity(&caller.request(())).await else {
+            return retry("token: the AWS sign-in could not be verified again; sign in again".into());
+        };
+        let sealed = console.sessions.seal(&aws, chrono::Utc::now().timestamp());
+        session::session_cookie(&sealed, console.secure).unwrap_or(cookie)
+    } else {
+        cookie
+    };
     let to = if session::safe_next(&form.next) {
         form.next.as_str()
     } else {

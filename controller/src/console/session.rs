@@ -1,29 +1,110 @@
 //! Who a browser is: the API's own credentials, carried in a cookie.
 //!
-//! Signing in checks a token (an API token or an AWS sign-in token, as
-//! `muster` sends them) with WhoAmI and keeps it in an HttpOnly, SameSite
-//! cookie; every page then calls CampaignService in process with that token
-//! as its bearer, and with the connection's own extensions, so a browser
-//! that presents a client certificate is that client. The controller keeps
-//! no sessions: any controller behind a load balancer serves any page.
+//! Signing in with a token checks it with WhoAmI and keeps it in an
+//! HttpOnly, SameSite cookie; every page then calls CampaignService in
+//! process with that token as its bearer, and with the connection's own
+//! extensions, so a browser that presents a client certificate is that
+//! client. An AWS sign-in token lives five minutes, too short for a page
+//! left open: the console verifies it once (STS, as the API does) and keeps
+//! the identity STS named in a session cookie sealed with the controller's
+//! [`SessionKey`], for [`SESSION_SECS`]; the policy's grants are read at
+//! every request. The controller keeps no sessions: any controller behind a
+//! load balancer (sharing the TLS key) serves any page.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use tonic::metadata::{MetadataMap, MetadataValue};
+
+use crate::auth::ConsoleSession;
+use crate::signin::AwsIdentity;
 
 /// The cookie that carries the signed-in token.
 pub const COOKIE: &str = "muster_console";
 
-/// How long a browser keeps the cookie. A token that expires or is revoked
-/// earlier stops working at once: every page checks it.
-pub const COOKIE_MAX_AGE_SECS: u64 = 12 * 3600;
+/// How long a browser keeps a token's cookie. A token that expires or is
+/// revoked earlier stops working at once: every page checks it.
+pub const COOKIE_MAX_AGE_SECS: i64 = 12 * 3600;
+
+/// How long a console session of an AWS sign-in lasts.
+pub const SESSION_SECS: i64 = 8 * 3600;
+
+/// The prefix of a sealed session in the cookie (a token never has it).
+const SESSION_PREFIX: &str = "s1.";
+
+/// The key that seals AWS sign-in sessions: derived from the controller's
+/// TLS private key, so every controller serving the same certificate opens
+/// the others' sessions and a new key ends them all; random (sessions end
+/// with the process) without TLS.
+#[derive(Clone)]
+pub struct SessionKey([u8; 32]);
+
+impl SessionKey {
+    /// The key of a controller with this TLS private key (PEM), or a random
+    /// one.
+    pub fn new(tls_key: Option<&[u8]>) -> Self {
+        match tls_key {
+            Some(pem) => Self(
+                Sha256::new()
+                    .chain_update(b"muster-console-session\0")
+                    .chain_update(pem)
+                    .finalize()
+                    .into(),
+            ),
+            None => Self(rand::random()),
+        }
+    }
+
+    fn mac(&self, body: &str) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(body.as_bytes());
+        mac
+    }
+
+    /// The cookie value of `aws`'s session, ending `SESSION_SECS` after
+    /// `now` (epoch seconds).
+    pub fn seal(&self, aws: &AwsIdentity, now: i64) -> String {
+        let body = URL_SAFE_NO_PAD.encode(
+            serde_json::json!({
+                "arn": aws.arn,
+                "account": aws.account,
+                "user_id": aws.user_id,
+                "exp": now + SESSION_SECS,
+            })
+            .to_string(),
+        );
+        let tag = URL_SAFE_NO_PAD.encode(self.mac(&body).finalize().into_bytes());
+        format!("{SESSION_PREFIX}{body}.{tag}")
+    }
+
+    /// The identity of a session this key sealed that has not ended at
+    /// `now`; none for anything else.
+    pub fn open(&self, value: &str, now: i64) -> Option<AwsIdentity> {
+        let (body, tag) = value.strip_prefix(SESSION_PREFIX)?.split_once('.')?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        self.mac(body).verify_slice(&tag).ok()?;
+        let fields: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).ok()?).ok()?;
+        if fields["exp"].as_i64()? <= now {
+            return None;
+        }
+        let text = |k: &str| fields[k].as_str().map(str::to_owned);
+        Some(AwsIdentity {
+            arn: text("arn")?,
+            account: text("account")?,
+            user_id: text("user_id")?,
+        })
+    }
+}
 
 /// The caller of one console request.
 #[derive(Debug, Clone)]
 pub struct Caller {
     token: Option<String>,
+    aws: Option<AwsIdentity>,
     extensions: axum::http::Extensions,
 }
 
@@ -32,13 +113,9 @@ impl Caller {
     pub fn with_token(parts: &Parts, token: Option<String>) -> Self {
         Self {
             token,
+            aws: None,
             extensions: parts.extensions.clone(),
         }
-    }
-
-    /// Whether a token came with the request.
-    pub fn has_token(&self) -> bool {
-        self.token.is_some()
     }
 
     /// `message` as a CampaignService request from this caller.
@@ -51,15 +128,23 @@ impl Caller {
         {
             metadata.insert("authorization", value);
         }
-        tonic::Request::from_parts(metadata, self.extensions.clone(), message)
+        let mut extensions = self.extensions.clone();
+        if let Some(aws) = &self.aws {
+            extensions.insert(ConsoleSession(aws.clone()));
+        }
+        tonic::Request::from_parts(metadata, extensions, message)
     }
 
     /// The form field every action must carry: derived from the caller's
-    /// token, so another site's form cannot supply it (with the SameSite
-    /// cookie and the Origin check, the third guard against cross-site
-    /// requests).
+    /// credential, so another site's form cannot supply it (with the
+    /// SameSite cookie and the Origin check, the third guard against
+    /// cross-site requests).
     pub fn csrf(&self) -> String {
-        csrf_of(self.token.as_deref().unwrap_or(""))
+        match (&self.token, &self.aws) {
+            (Some(token), _) => csrf_of(token),
+            (None, Some(aws)) => csrf_of(&format!("aws:{}", aws.arn)),
+            (None, None) => csrf_of(""),
+        }
     }
 }
 
@@ -71,12 +156,21 @@ fn csrf_of(token: &str) -> String {
     hex::encode(&digest[..16])
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
+impl FromRequestParts<super::Console> for Caller {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let token = cookie(&parts.headers, COOKIE);
-        Ok(Self::with_token(parts, token))
+    async fn from_request_parts(parts: &mut Parts, console: &super::Console) -> Result<Self, Self::Rejection> {
+        let mut caller = Self::with_token(parts, None);
+        if let Some(value) = cookie(&parts.headers, COOKIE) {
+            if value.starts_with(SESSION_PREFIX) {
+                // An ended or forged session is no credential: the page
+                // then asks for a sign-in.
+                caller.aws = console.sessions.open(&value, chrono::Utc::now().timestamp());
+            } else {
+                caller.token = Some(value);
+            }
+        }
+        Ok(caller)
     }
 }
 
@@ -96,12 +190,21 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 /// The Set-Cookie header that signs `token` in. `secure` when the console
 /// is served over TLS (browsers then send it only there).
 pub fn sign_in_cookie(token: &str, secure: bool) -> Option<HeaderValue> {
-    // A token is sent back verbatim: only cookie-safe characters pass.
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic() && !b"\";,\\".contains(&b)) {
+    cookie_of(token, COOKIE_MAX_AGE_SECS, secure)
+}
+
+/// The Set-Cookie header of a sealed AWS sign-in session.
+pub fn session_cookie(sealed: &str, secure: bool) -> Option<HeaderValue> {
+    cookie_of(sealed, SESSION_SECS, secure)
+}
+
+fn cookie_of(value: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {
+    // The value is sent back verbatim: only cookie-safe characters pass.
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic() && !b"\";,\\".contains(&b)) {
         return None;
     }
     HeaderValue::try_from(format!(
-        "{COOKIE}={token}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={COOKIE_MAX_AGE_SECS}{}",
+        "{COOKIE}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
         if secure { "; Secure" } else { "" }
     ))
     .ok()
@@ -205,6 +308,42 @@ mod tests {
         let again = Caller::with_token(&parts, Some("mst_a".into()));
         assert_eq!(a.csrf(), again.csrf(), "stable for one token: no server-side state");
         assert_eq!(a.csrf().len(), 32);
+    }
+
+    fn alice() -> AwsIdentity {
+        AwsIdentity {
+            arn: "arn:aws:sts::111111111111:assumed-role/AWSReservedSSO_PatchOperators_x/alice".into(),
+            account: "111111111111".into(),
+            user_id: "AROAEXAMPLE:alice".into(),
+        }
+    }
+
+    #[test]
+    fn a_session_opens_with_its_key_until_it_ends() {
+        let key = SessionKey::new(Some(b"-----BEGIN PRIVATE KEY-----a"));
+        let sealed = key.seal(&alice(), 1_000);
+        assert!(sealed.starts_with("s1."));
+        assert!(
+            sign_in_cookie(&sealed, true).is_some(),
+            "a sealed session is cookie-safe"
+        );
+        assert_eq!(key.open(&sealed, 1_000 + SESSION_SECS - 1), Some(alice()));
+        assert_eq!(key.open(&sealed, 1_000 + SESSION_SECS), None, "it ends");
+        let same_cert = SessionKey::new(Some(b"-----BEGIN PRIVATE KEY-----a"));
+        assert_eq!(
+            same_cert.open(&sealed, 1_000),
+            Some(alice()),
+            "another controller with the same key opens it"
+        );
+        let other = SessionKey::new(Some(b"-----BEGIN PRIVATE KEY-----b"));
+        assert_eq!(other.open(&sealed, 1_000), None);
+        // A session whose body was changed (another ARN) does not open.
+        let (prefix_body, tag) = sealed.rsplit_once('.').unwrap();
+        let body = URL_SAFE_NO_PAD.decode(prefix_body.trim_start_matches("s1.")).unwrap();
+        let forged = String::from_utf8(body).unwrap().replace("alice", "mallory");
+        let forged = format!("s1.{}.{tag}", URL_SAFE_NO_PAD.encode(forged));
+        assert_eq!(key.open(&forged, 1_000), None);
+        assert_eq!(key.open("mst_token", 1_000), None);
     }
 
     #[test]
