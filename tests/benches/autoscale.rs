@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use muster_proto::v1::{CampaignState, RateControl};
 use muster_tests::client::{script_spec, submit, wait_done};
 use muster_tests::fleets;
-use muster_tests::procs::{System, SystemOptions};
+use muster_tests::procs::{System, SystemOptions, scaler_decisions};
 
 const REGIONS: [&str; 4] = ["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2"];
 const BATCH: u32 = 50;
@@ -63,19 +63,6 @@ async fn calls_over(system: &System, window: Duration) -> u64 {
     let before = calls(system);
     tokio::time::sleep(window).await;
     calls(system) - before
-}
-
-/// (seconds since the scaler started, workers running) from its record.
-fn scaler_record(path: &std::path::Path) -> Vec<(f64, u32)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let mut fields = line.split(',');
-            Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
-        })
-        .collect()
 }
 
 struct Row {
@@ -157,10 +144,13 @@ async fn run(fixed: Option<usize>, setup: Setup) -> Row {
         (Some(record), Some(started)) => {
             // Back to the minimum before the figures are read.
             let deadline = Instant::now() + Duration::from_secs(120);
-            while scaler_record(record).last().is_none_or(|(_, n)| *n > 1) && Instant::now() < deadline {
+            while scaler_decisions(record).last().is_none_or(|d| d.workers > 1) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            let rows = scaler_record(record);
+            let rows: Vec<(f64, u32)> = scaler_decisions(record)
+                .iter()
+                .map(|d| (d.seconds, d.workers))
+                .collect();
             let offset = (submitted - started).as_secs_f64();
             let peak = rows.iter().map(|(_, n)| *n).max().unwrap_or(0);
             let reaction = rows

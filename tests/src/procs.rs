@@ -833,3 +833,32 @@ pub async fn output_of(mut command: tokio::process::Command) -> (i32, String, St
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// One decision of the sandbox's scaler, a line of its `--record` CSV.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScalerDecision {
+    /// Seconds since the scaler started.
+    pub seconds: f64,
+    /// Workers it was running.
+    pub workers: u32,
+    /// Workers the controller saw working, when it published them.
+    pub working: Option<u32>,
+}
+
+/// Every decision recorded so far at `path` (none before the file exists).
+pub fn scaler_decisions(path: &std::path::Path) -> Vec<ScalerDecision> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            // seconds,workers,desired,demand,demand_per_worker,working
+            let fields: Vec<&str> = line.split(',').collect();
+            Some(ScalerDecision {
+                seconds: fields.first()?.parse().ok()?,
+                workers: fields.get(1)?.parse().ok()?,
+                working: fields.get(5).and_then(|w| w.parse().ok()),
+            })
+        })
+        .collect()
+}

@@ -608,8 +608,18 @@ async fn the_external_id_stays_with_the_controller() {
 
 /// Writes the controller's policy file and waits until `token` is let in
 /// (the controller reads the file again when it changes).
+/// Replaces the policy file at once, as an editor or a deploy does: the
+/// controller polls it and must never read it half written (a truncated
+/// file is a valid, empty policy).
+fn write_policy(stack: &Stack, body: &str) {
+    let path = stack.creds.policy_path();
+    let next = path.with_extension("toml.next");
+    std::fs::write(&next, body).expect("the policy is written");
+    std::fs::rename(&next, &path).expect("the policy is replaced");
+}
+
 async fn set_policy(stack: &Stack, body: &str, token: &str) {
-    std::fs::write(stack.creds.policy_path(), body).expect("the policy is written");
+    write_policy(stack, body);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let answer = with_token(stack, Some(token))
@@ -924,11 +934,7 @@ async fn tokens_expire_and_leave_with_the_policy_file_without_a_restart() {
         format!("the bearer token of short expired at {soon}")
     );
     // A token taken out of the file is refused once the file is read again.
-    std::fs::write(
-        stack.creds.policy_path(),
-        format!("{}{grants}", token_entry("later", &later, None)),
-    )
-    .expect("the policy is written");
+    write_policy(&stack, &format!("{}{grants}", token_entry("later", &later, None)));
     let deadline = Instant::now() + Duration::from_secs(20);
     let removed = loop {
         match list(kept.clone()).await {
@@ -943,7 +949,7 @@ async fn tokens_expire_and_leave_with_the_policy_file_without_a_restart() {
     );
     list(later.clone()).await.expect("the new token is let in");
     // A file that does not parse leaves the policy in force, and says so.
-    std::fs::write(stack.creds.policy_path(), "[[tokens]]\nname = \"broken\"\n").expect("written");
+    write_policy(&stack, "[[tokens]]\nname = \"broken\"\n");
     let metrics = || async { muster_controller::metrics::render(&stack.controller.controller).await };
     let deadline = Instant::now() + Duration::from_secs(20);
     while !metrics()

@@ -13,7 +13,7 @@ use muster_sim::testkit::test_tunables;
 use muster_tests::checks::assert_ran_once;
 use muster_tests::client::{script_spec, submit, wait_done, wait_for};
 use muster_tests::fleets;
-use muster_tests::procs::{HUB_SECRET, System, SystemOptions};
+use muster_tests::procs::{HUB_SECRET, System, SystemOptions, scaler_decisions};
 
 const EAST: &str = "us-east-1";
 const WEST: &str = "eu-west-1";
@@ -484,24 +484,6 @@ async fn no_process_logs_a_secret() {
     timed("no secrets in logs", started);
 }
 
-/// The scaler's decisions: (seconds, workers running, workers the
-/// controller saw working).
-fn scaler_workers(record: &std::path::Path) -> Vec<(f64, u32, Option<u32>)> {
-    std::fs::read_to_string(record)
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(',').collect();
-            Some((
-                fields.first()?.parse().ok()?,
-                fields.get(1)?.parse().ok()?,
-                fields.get(5).and_then(|w| w.parse().ok()),
-            ))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_scales_out_on_the_controllers_signal_and_back_in_losing_nothing() {
     // Workers that hold two tasks at most, 16 batches of 3 s that may all
@@ -557,23 +539,16 @@ async fn the_fleet_scales_out_on_the_controllers_signal_and_back_in_losing_nothi
 
     // Back to one worker once the work is done.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while scaler_workers(&record)
-        .last()
-        .is_none_or(|(_, workers, _)| *workers > 1)
-    {
+    while scaler_decisions(&record).last().is_none_or(|d| d.workers > 1) {
         assert!(
             Instant::now() < deadline,
             "the fleet did not scale back in: {:?}",
-            scaler_workers(&record)
+            scaler_decisions(&record)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let decisions = scaler_workers(&record);
-    let peak = decisions
-        .iter()
-        .filter_map(|(_, _, working)| *working)
-        .max()
-        .unwrap_or(0);
+    let decisions = scaler_decisions(&record);
+    let peak = decisions.iter().filter_map(|d| d.working).max().unwrap_or(0);
     assert!(
         peak >= 3,
         "demand of 16 tasks at 2 a worker puts several workers to work: {decisions:?}"
