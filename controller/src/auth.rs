@@ -331,6 +331,9 @@ pub struct Auth {
     loaded: RwLock<Arc<Callers>>,
     /// The SHA-256 of the policy file as last read (parsed or not).
     seen: std::sync::Mutex<Option<Vec<u8>>>,
+    /// The SHA-256 of a changed policy file read once and not yet applied:
+    /// a file is applied when two reads a poll apart agree.
+    settling: std::sync::Mutex<Option<Vec<u8>>>,
     anonymous: bool,
     signin: Option<SignIn>,
 }
@@ -348,6 +351,7 @@ impl Auth {
             policy: policy_file.map(PolicySource::parse).transpose()?,
             loaded: RwLock::default(),
             seen: std::sync::Mutex::default(),
+            settling: std::sync::Mutex::default(),
             anonymous: false,
             signin: None,
         };
@@ -370,6 +374,7 @@ impl Auth {
             policy: None,
             loaded: RwLock::default(),
             seen: std::sync::Mutex::default(),
+            settling: std::sync::Mutex::default(),
             anonymous: true,
             signin: None,
         }
@@ -425,6 +430,24 @@ impl Auth {
             Ok(text) => text,
             Err(e) => return Some(Err(format!("policy: cannot read {}: {e}", path.display()))),
         };
+        // A file written in place (`cat > policy.toml`) can be read half
+        // written, and a truncated file is a valid, empty policy that would
+        // refuse everyone: a change is applied only once the next poll reads
+        // the same content. A restart and SIGHUP (`always`) apply at once.
+        if !always {
+            let digest = sha2::Sha256::digest(text.as_bytes()).to_vec();
+            let changed = self.seen.lock().expect("policy lock").as_ref() != Some(&digest);
+            let mut settling = self.settling.lock().expect("policy lock");
+            if !changed {
+                *settling = None;
+                return None;
+            }
+            if settling.as_ref() != Some(&digest) {
+                *settling = Some(digest);
+                return None;
+            }
+            *settling = None;
+        }
         self.apply(&text, always)
     }
 
@@ -928,6 +951,40 @@ ous = ["ou-abcd-12345678"]
             .authorize(&request_with_token("ops-token"), None, "GetCampaign", Action::Read)
             .unwrap_err();
         assert_eq!(removed.message(), "unknown bearer token");
+    }
+
+    #[test]
+    fn a_changed_file_applies_once_two_polls_read_it_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        let write = |body: &str| std::fs::write(&path, body).unwrap();
+        let policy = |name: &str| {
+            format!(
+                "[[tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\n[[grants]]\nprincipals = [\"{name}\"]\nrole = \"viewer\"\n",
+                hash_token(name)
+            )
+        };
+        write(&policy("a"));
+        let auth = Auth::new(&[], &[], Some(&path)).unwrap();
+        let lets_in = |token: &str| auth.identify(&request_with_token(token), None).is_ok();
+        assert!(lets_in("a"));
+        // A writer in place: the poll reads the truncated file, then the
+        // whole one. The empty policy is never applied.
+        write("");
+        assert!(
+            auth.reload_if_changed(false).is_none(),
+            "a first read only notes the change"
+        );
+        write(&policy("b"));
+        assert!(auth.reload_if_changed(false).is_none(), "the content moved again");
+        assert!(lets_in("a"), "the policy in force stays meanwhile");
+        assert!(matches!(auth.reload_if_changed(false), Some(Ok(()))), "two polls agree");
+        assert!(lets_in("b") && !lets_in("a"));
+        assert!(auth.reload_if_changed(false).is_none(), "nothing changed since");
+        // SIGHUP (always) applies at once.
+        write(&policy("c"));
+        assert!(matches!(auth.reload_if_changed(true), Some(Ok(()))));
+        assert!(lets_in("c"));
     }
 
     #[test]
