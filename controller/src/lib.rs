@@ -362,11 +362,27 @@ pub async fn start(
         security.tls.as_ref().map(|t| t.worker_ca.as_slice()),
         true,
     )?;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(muster_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(std::io::Error::other)?;
+    // Reflection v1, and v1alpha for the clients that speak only it
+    // (grpcio-reflection, Postman, older grpcurl). Both list what this
+    // listener serves: WorkerService is on its own port.
+    let reflection_builder = || {
+        [
+            "muster.v1.CampaignService",
+            "muster.v1.ScheduleService",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]
+        .into_iter()
+        .fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(muster_proto::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, name| builder.with_service_name(name),
+        )
+    };
+    let reflection = reflection_builder().build_v1().map_err(std::io::Error::other)?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha().map_err(std::io::Error::other)?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<CampaignServiceServer<campaign_api::CampaignApi>>()
@@ -407,6 +423,7 @@ pub async fn start(
         let routes = tonic::service::Routes::from(console)
             .add_service(health_for_campaign)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(campaign_service)
             .add_service(schedule_service);
         // Browsers speak HTTP/1.1 where there is no TLS (and ALPN) to

@@ -1,0 +1,67 @@
+//! Clients people already use, against the real controller: a Python
+//! grpcio client that learns the API only by server reflection
+//! (grpcio-reflection speaks v1alpha; grpcurl speaks v1).
+
+use muster_tests::client::{get, script_spec, submit};
+use muster_tests::fleets;
+use muster_tests::stack::{Options, Stack};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpcio_client_reflects_the_api_and_decodes_get_campaign() {
+    let mut stack = Stack::start(
+        fleets::MIXED,
+        Options {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let accounts = vec![stack.account("prod-a")];
+    let id = submit(
+        &mut stack.client,
+        script_spec(&accounts, &["us-east-1"], &["true"], &[]),
+    )
+    .await;
+    let expected = get(&mut stack.client, &id).await;
+
+    let output = tokio::process::Command::new(muster_sim::testkit::venv_python())
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/reflect.py"))
+        .arg(format!("127.0.0.1:{}", stack.controller.campaign_addr.port()))
+        .arg(&stack.creds.files.ca)
+        .arg(&stack.creds.read_token)
+        .arg(&id)
+        .output()
+        .await
+        .expect("the venv's python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let answer: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the client prints JSON");
+    let services: Vec<&str> = answer["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    for service in [
+        "muster.v1.CampaignService",
+        "muster.v1.ScheduleService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(services.contains(&service), "{service} is listed: {services:?}");
+    }
+    assert!(
+        !services.contains(&"muster.v1.WorkerService"),
+        "WorkerService is served on its own port only: {services:?}"
+    );
+    assert_eq!(answer["campaign_id"], id.as_str());
+    assert_eq!(
+        answer["state"],
+        muster_proto::v1::CampaignState::try_from(expected.state)
+            .unwrap()
+            .as_str_name()
+    );
+    assert_eq!(answer["total"], expected.counters.unwrap().total);
+}
