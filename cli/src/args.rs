@@ -177,6 +177,20 @@ pub enum Command {
     /// into its sign-in page (valid five minutes; the session it opens
     /// lasts eight hours).
     Console(ConsoleArgs),
+    /// Print a shell completion script: `muster completions bash >
+    /// /etc/bash_completion.d/muster`, or `source <(muster completions
+    /// zsh)`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff): `muster man > muster.1 && man ./muster.1`.
+    Man,
+}
+
+/// `muster completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `muster console`.

@@ -2,9 +2,11 @@
 //!
 //! Exit codes: 0 the command worked (a watched campaign succeeded); 1 bad
 //! input or the controller could not be reached or refused; 2 the campaign
-//! completed with errors; 3 it failed (error threshold); 4 it was cancelled.
+//! completed with errors; 3 it failed (error threshold); 4 it was cancelled;
+//! 64 the command line itself is wrong (EX_USAGE: an unknown flag, a
+//! missing argument), never confused with a campaign's outcome.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use muster_cli::args::{Cli, Command};
 use muster_cli::commands::{self, Failure};
 use muster_cli::connect;
@@ -15,7 +17,29 @@ use muster_cli::watch;
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     exit_quietly_on_broken_pipe();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // --help and --version are answers, not errors.
+            let code = if error.use_stderr() { USAGE } else { 0 };
+            let _ = error.print();
+            std::process::exit(code);
+        }
+    };
+    match &cli.command {
+        Command::Completions(args) => {
+            clap_complete::generate(args.shell, &mut Cli::command(), "muster", &mut std::io::stdout());
+            return;
+        }
+        Command::Man => {
+            if let Err(error) = clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                eprintln!("muster: cannot write the man page: {error}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        _ => {}
+    }
     let style = Style::detect(cli.color);
     let code = match run(&cli, style).await {
         Ok(code) => code,
@@ -30,6 +54,9 @@ async fn main() {
     };
     std::process::exit(code);
 }
+
+/// The exit code of a wrong command line (sysexits.h EX_USAGE).
+const USAGE: i32 = 64;
 
 /// `muster results ... | head` closes the pipe early; that is not an error
 /// worth a panic message. Exit as a process killed by SIGPIPE would.
@@ -99,5 +126,7 @@ async fn run(cli: &Cli, style: Style) -> Result<i32, Failure> {
         Command::Console(args) => commands::console(&mut client, &target, args, cli.output)
             .await
             .map(|()| 0),
+        // Answered before connecting.
+        Command::Completions(_) | Command::Man => Ok(0),
     }
 }

@@ -65,3 +65,35 @@ async fn a_python_grpcio_client_reflects_the_api_and_decodes_get_campaign() {
     );
     assert_eq!(answer["total"], expected.counters.unwrap().total);
 }
+
+/// The `muster` CLI as a shell and a packager meet it: completions, a man
+/// page, and an exit code for a wrong command line that no campaign
+/// outcome uses.
+#[tokio::test]
+async fn the_cli_completes_in_each_shell_has_a_man_page_and_exits_64_on_a_wrong_command_line() {
+    let run = |args: &[&str]| {
+        let mut command = muster_tests::procs::muster_command();
+        command.args(args);
+        muster_tests::procs::output_of(command)
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, stdout, stderr) = run(&["completions", shell]).await;
+        assert_eq!(code, 0, "{stderr}");
+        for word in ["submit", "watch", "console", "max-concurrency"] {
+            assert!(stdout.contains(word), "the {shell} completions know {word}");
+        }
+    }
+    let (code, man, _) = run(&["man"]).await;
+    assert_eq!(code, 0);
+    assert!(man.contains(".TH muster 1") && man.contains("submit"), "{man}");
+    // No controller is needed for any of those; a wrong flag is 64, not 1
+    // (bad input to the controller) or 2 (completed with errors).
+    let (code, _, stderr) = run(&["--no-such-flag", "ls"]).await;
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+    let (code, _, stderr) = run(&["cancel"]).await;
+    assert_eq!(code, 64, "a missing argument: {stderr}");
+    let (code, stdout, _) = run(&["--help"]).await;
+    assert_eq!(code, 0, "help is an answer");
+    assert!(stdout.contains("Usage: muster"));
+}
