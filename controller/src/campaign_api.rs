@@ -476,8 +476,8 @@ impl CampaignApi {
         } = how;
         let by = principal.name.clone();
         let spec = spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
-        let mut spec = validate::validate(spec, &self.ctl.settings.defaults)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut spec =
+            validate::validate(spec, &self.ctl.settings.defaults).map_err(|invalid| invalid.into_status("spec."))?;
         // The ExternalId is the controller's secret: out of the spec before
         // anything is hashed, stored or logged.
         let submitted_external_id = spec

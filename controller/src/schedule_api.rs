@@ -52,7 +52,7 @@ fn validated(spec: Option<ScheduleSpec>, defaults: &crate::validate::Defaults) -
         }
     }
     if !errors.is_empty() {
-        return Err(Status::invalid_argument(errors.join("; ")));
+        return Err(crate::validate::invalid_argument(&errors, "spec."));
     }
     if spec.window_seconds > 0 {
         if spec.on_window_end == WindowEnd::Unspecified as i32 {

@@ -62,6 +62,40 @@ pub fn is_short_name(name: &str) -> bool {
 #[error("{}", .0.join("; "))]
 pub struct Invalid(pub Vec<String>);
 
+impl Invalid {
+    /// INVALID_ARGUMENT: see [`invalid_argument`]; `prefix` is the path of
+    /// the spec in the request ("spec.").
+    pub fn into_status(self, prefix: &str) -> tonic::Status {
+        invalid_argument(&self.0, prefix)
+    }
+}
+
+/// The `google.rpc.ErrorInfo` domain of muster's refusals.
+pub const ERROR_DOMAIN: &str = "muster.v1";
+
+/// INVALID_ARGUMENT for `errors` ("field: rule" each): the message people
+/// read (every error, joined), and the `google.rpc` details clients read: a
+/// BadRequest with one FieldViolation per error, its field the path in the
+/// request (`prefix` + field), and an ErrorInfo (reason INVALID_ARGUMENT,
+/// domain [`ERROR_DOMAIN`]).
+pub fn invalid_argument(errors: &[String], prefix: &str) -> tonic::Status {
+    use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+    let violations: Vec<FieldViolation> = errors
+        .iter()
+        .map(|e| {
+            let (field, rule) = e.split_once(": ").unwrap_or(("", e.as_str()));
+            FieldViolation::new(format!("{prefix}{field}"), rule)
+        })
+        .collect();
+    let mut details = ErrorDetails::with_bad_request(violations);
+    details.set_error_info(
+        "INVALID_ARGUMENT",
+        ERROR_DOMAIN,
+        [("violations".to_owned(), errors.len().to_string())],
+    );
+    tonic::Status::with_error_details(tonic::Code::InvalidArgument, errors.join("; "), details)
+}
+
 struct Errors(Vec<String>);
 
 impl Errors {

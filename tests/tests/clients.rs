@@ -97,3 +97,44 @@ async fn the_cli_completes_in_each_shell_has_a_man_page_and_exits_64_on_a_wrong_
     assert_eq!(code, 0, "help is an answer");
     assert!(stdout.contains("Usage: muster"));
 }
+
+/// A refused spec answers with `google.rpc` details a generated client can
+/// read without parsing the message: one BadRequest field violation per
+/// field, named by its path in the request, and an ErrorInfo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_submit_names_each_field_in_bad_request_details() {
+    use tonic_types::StatusExt;
+    let mut stack = Stack::start(
+        fleets::MIXED,
+        Options {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut spec = script_spec(&["12345".to_owned()], &["us-east-1"], &["true"], &[]);
+    spec.name = "x".repeat(200);
+    let refused = stack
+        .client
+        .submit_campaign(muster_proto::v1::SubmitCampaignRequest { spec: Some(spec) })
+        .await
+        .expect_err("the spec is refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let bad = refused.get_details_bad_request().expect("BadRequest details");
+    let fields: Vec<&str> = bad.field_violations.iter().map(|v| v.field.as_str()).collect();
+    assert!(fields.contains(&"spec.name"), "{fields:?}");
+    assert!(fields.contains(&"spec.targets.account_ids[0]"), "{fields:?}");
+    for violation in &bad.field_violations {
+        assert!(
+            refused.message().contains(&violation.description),
+            "the message still says all of it: {}",
+            refused.message()
+        );
+    }
+    let info = refused.get_details_error_info().expect("ErrorInfo details");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("INVALID_ARGUMENT", "muster.v1")
+    );
+    assert_eq!(info.metadata["violations"], bad.field_violations.len().to_string());
+}
