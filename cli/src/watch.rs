@@ -238,7 +238,24 @@ impl View {
     }
 }
 
-/// Follows a campaign to its end; returns the exit code.
+/// How long a watch keeps trying to reach the controller again after its
+/// stream dropped (a restart, a failover, a load balancer's idle timeout).
+const RECONNECT_FOR: Duration = Duration::from_secs(600);
+
+/// Whether a watch that ended with `status` should subscribe again: the
+/// connection or the controller went away, not the request.
+fn resumable(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled | Code::Aborted | Code::DeadlineExceeded
+    )
+}
+
+/// Follows a campaign to its end; returns the exit code. When the stream
+/// drops before the campaign ended, it subscribes again (for up to
+/// [`RECONNECT_FOR`] without an answer): the new stream's snapshot brings
+/// the view back to where the campaign is, so nothing counted is lost.
 pub async fn watch(
     client: &mut Client,
     id: &str,
@@ -246,6 +263,52 @@ pub async fn watch(
     output: Output,
     quiet: bool,
 ) -> Result<i32, tonic::Status> {
+    let mut view = View::new(Style {
+        terminal: style.terminal && output == Output::Table,
+        ..style
+    });
+    let mut last: Option<Campaign> = None;
+    let mut lost_since: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let ended = follow(client, id, quiet, &mut view, &mut last, &mut lost_since).await;
+        if view.state.is_terminal() {
+            break;
+        }
+        let why = match ended {
+            Ok(()) => "the controller ended the stream".to_owned(),
+            Err(status) if resumable(&status) => status.message().to_owned(),
+            Err(status) => return Err(status),
+        };
+        let since = *lost_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > RECONNECT_FOR {
+            return Err(tonic::Status::unavailable(format!(
+                "the watch lost the controller {}s ago and could not subscribe again: {why}",
+                RECONNECT_FOR.as_secs()
+            )));
+        }
+        view.note(&style.dim(&format!("(stream lost: {why}; subscribing again)")));
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+    view.finish();
+    let campaign = last.ok_or_else(|| tonic::Status::internal("the watch ended without a snapshot"))?;
+    crate::commands::print_campaign(&campaign, style, output);
+    Ok(exit_code(
+        CampaignState::try_from(campaign.state).unwrap_or(CampaignState::Unspecified),
+    ))
+}
+
+/// One subscription: applies its messages to `view` until it ends. A
+/// snapshot (the first message) means the controller is reachable again.
+async fn follow(
+    client: &mut Client,
+    id: &str,
+    quiet: bool,
+    view: &mut View,
+    last: &mut Option<Campaign>,
+    lost_since: &mut Option<Instant>,
+) -> Result<(), tonic::Status> {
     let mut stream = client
         .watch_campaign(WatchCampaignRequest {
             campaign_id: id.to_owned(),
@@ -253,16 +316,13 @@ pub async fn watch(
         })
         .await?
         .into_inner();
-    let mut view = View::new(Style {
-        terminal: style.terminal && output == Output::Table,
-        ..style
-    });
-    let mut last: Option<Campaign> = None;
+    let style = view.style;
     while let Some(message) = stream.message().await? {
         match message.event {
             Some(Event::Snapshot(campaign)) => {
+                *lost_since = None;
                 view.snapshot(&campaign);
-                last = Some(campaign);
+                *last = Some(campaign);
             }
             Some(Event::Progress(progress)) => {
                 view.counters = progress.counters.unwrap_or_default();
@@ -285,10 +345,5 @@ pub async fn watch(
             None => {}
         }
     }
-    view.finish();
-    let campaign = last.ok_or_else(|| tonic::Status::internal("the watch ended without a snapshot"))?;
-    crate::commands::print_campaign(&campaign, style, output);
-    Ok(exit_code(
-        CampaignState::try_from(campaign.state).unwrap_or(CampaignState::Unspecified),
-    ))
+    Ok(())
 }

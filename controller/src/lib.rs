@@ -296,8 +296,13 @@ pub fn metrics_endpoint(ctl: &Arc<Controller>) -> muster_common::telemetry::Endp
 }
 
 fn server(tls: Option<&ServerTls>, client_ca: Option<&[u8]>, required: bool) -> std::io::Result<Server> {
-    // Every call gets a span, a child of the caller's traceparent.
-    let builder = Server::builder().trace_fn(muster_common::telemetry::grpc_server_span);
+    // Every call gets a span, a child of the caller's traceparent. HTTP/2
+    // pings keep long watches alive through load balancers' idle timeouts
+    // and find dead clients.
+    let builder = Server::builder()
+        .trace_fn(muster_common::telemetry::grpc_server_span)
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     let Some(tls) = tls else {
         return Ok(builder);
     };

@@ -138,3 +138,58 @@ async fn a_refused_submit_names_each_field_in_bad_request_details() {
     );
     assert_eq!(info.metadata["violations"], bad.field_violations.len().to_string());
 }
+
+/// `muster watch` through a controller restart: the stream drops, the CLI
+/// subscribes again, and it ends with the campaign's own exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_survives_the_controller_restarting_and_ends_with_the_campaigns_exit_code() {
+    use muster_tests::procs::{System, SystemOptions};
+    let mut system = System::start(&fleets::uniform(6, 1, 6.0), SystemOptions::default()).await;
+    let account = system.fleet.accounts[0].id.clone();
+    let id = submit(
+        &mut system.client,
+        script_spec(&[account], &["us-east-1"], &["true"], &[]),
+    )
+    .await;
+    let mut watch = muster_tests::procs::muster_command();
+    watch
+        .args(["--controller", &format!("https://localhost:{}", system.campaign_port())])
+        .arg("--tls-ca")
+        .arg(&system.creds.files.ca)
+        .args(["--color", "never", "watch", &id])
+        .env("MUSTER_TOKEN", &system.creds.read_token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let watch = watch.spawn().expect("muster watch starts");
+    // Once the watch follows it, the controller dies and comes back.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    system.kill_controller();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    system.start_controller().await;
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), watch.wait_with_output())
+        .await
+        .expect("the watch ends")
+        .expect("its output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let campaign = get(&mut system.client, &id).await;
+    assert_eq!(
+        campaign.state,
+        muster_proto::v1::CampaignState::CompletedWithErrors as i32,
+        "{}",
+        campaign.state_reason
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "completed with errors, as if the stream never dropped:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("subscribing again") || stdout.contains("subscribing again"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("5") && stdout.contains("1"),
+        "the summary counts: {stdout}"
+    );
+}
