@@ -145,8 +145,17 @@ impl Browser {
     }
 
     /// The text of the element with `id`, waiting for it to exist.
+    /// An element found as a page is replaced (a navigation, a redrawn
+    /// part) is read again from the page now.
     pub async fn text_of(&self, id: &str) -> String {
-        self.element(id).await.text().await.expect("its text")
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.element(id).await.text().await {
+                Ok(text) => return text,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(error) => panic!("the text of #{id}: {error}"),
+            }
+        }
     }
 
     /// The element with `id`, waiting up to 10 s for it.
@@ -171,6 +180,15 @@ impl Browser {
     /// Runs `script` in the page and returns its value.
     pub async fn eval(&self, script: &str) -> Value {
         self.client.execute(script, Vec::new()).await.expect("the script runs")
+    }
+
+    /// Runs `script` in the page, which calls `arguments[0]` with its value
+    /// when done (a fetch, say), and returns that value.
+    pub async fn eval_async(&self, script: &str) -> Value {
+        self.client
+            .execute_async(script, Vec::new())
+            .await
+            .expect("the script runs")
     }
 
     /// Waits until `check` holds of the page, up to `within`; the value the

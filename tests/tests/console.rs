@@ -99,7 +99,12 @@ async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_
         .click()
         .await
         .unwrap();
-    assert!(browser.text_of("why").await.contains("unknown bearer token"));
+    // (The page it came from says why too: wait for the new one.)
+    browser
+        .until(Duration::from_secs(10), "the refusal's reason", || async {
+            browser.text_of("why").await.contains("unknown bearer token")
+        })
+        .await;
 
     browser.sign_in(&base(&stack), &stack.creds.submit_token).await;
     assert!(
@@ -110,6 +115,18 @@ async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_
     let list = browser.text_of("campaigns").await;
     assert!(list.contains("console-watch"), "{list}");
     browser.screenshot("02-campaigns").await;
+    // The page may run only its own script and may not be framed.
+    let csp = browser
+        .eval_async(
+            "const done = arguments[0]; \
+             fetch('/console/').then(r => done(r.headers.get('content-security-policy')));",
+        )
+        .await;
+    let csp = csp.as_str().unwrap_or_default();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
 
     // The campaign page, live: cells change as targets finish, without a
     // reload (a marker set in the page survives).

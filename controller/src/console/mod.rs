@@ -64,7 +64,37 @@ pub fn router(api: CampaignApi, auth: Arc<Auth>, tls_key: Option<&[u8]>) -> Rout
         )
         .route("/console/campaigns/{id}/{action}", post(pages::act))
         .fallback(not_found)
+        .layer(axum::middleware::map_response(protect))
         .with_state(console)
+}
+
+/// Every answer's security headers: the page runs only the console's own
+/// script and forms, may not be framed by another site (no clickjacking of
+/// the Cancel button), and leaks no addresses in referrers. Styles allow
+/// the map's inline bar widths.
+const SECURITY_HEADERS: [(&str, &str); 4] = [
+    (
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "same-origin"),
+    ("x-frame-options", "DENY"),
+];
+
+async fn protect(mut response: Response) -> Response {
+    // gRPC answers (the fallback's UNIMPLEMENTED) need none of it.
+    let grpc = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !grpc {
+        for (name, value) in SECURITY_HEADERS {
+            response.headers_mut().insert(name, HeaderValue::from_static(value));
+        }
+    }
+    response
 }
 
 /// The stylesheet and the script, compiled in.
