@@ -19,5 +19,5 @@ mod status;
 mod task_ref;
 
 pub use report::{MAX_REPORT_BYTES, clip_output, split_by_size};
-pub use status::ALL_TARGET_STATUSES;
+pub use status::{ALL_CAMPAIGN_STATES, ALL_TARGET_STATUSES};
 pub use task_ref::{TaskRefError, decode_task_ref, encode_task_ref};

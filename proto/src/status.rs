@@ -71,6 +71,23 @@ pub const ALL_TARGET_STATUSES: [TargetStatus; 11] = [
     TargetStatus::Error,
 ];
 
+/// Every meaningful campaign state, in the order a campaign meets them.
+pub const ALL_CAMPAIGN_STATES: [CampaignState; 13] = [
+    CampaignState::Pending,
+    CampaignState::Discovering,
+    CampaignState::Running,
+    CampaignState::Cancelling,
+    CampaignState::Paused,
+    CampaignState::AwaitingPromotion,
+    CampaignState::PendingApproval,
+    CampaignState::WaitingForWindow,
+    CampaignState::Succeeded,
+    CampaignState::CompletedWithErrors,
+    CampaignState::Failed,
+    CampaignState::Cancelled,
+    CampaignState::Planned,
+];
+
 impl CampaignState {
     /// A terminal state never changes again.
     pub fn is_terminal(self) -> bool {
@@ -106,23 +123,9 @@ impl CampaignState {
 
     /// Parses a short name as [`CampaignState::short_name`] prints it.
     pub fn from_short_name(name: &str) -> Option<Self> {
-        [
-            CampaignState::Pending,
-            CampaignState::Discovering,
-            CampaignState::Running,
-            CampaignState::Cancelling,
-            CampaignState::Paused,
-            CampaignState::AwaitingPromotion,
-            CampaignState::PendingApproval,
-            CampaignState::WaitingForWindow,
-            CampaignState::Succeeded,
-            CampaignState::CompletedWithErrors,
-            CampaignState::Failed,
-            CampaignState::Cancelled,
-            CampaignState::Planned,
-        ]
-        .into_iter()
-        .find(|state| state.short_name().eq_ignore_ascii_case(name.trim()))
+        ALL_CAMPAIGN_STATES
+            .into_iter()
+            .find(|state| state.short_name().eq_ignore_ascii_case(name.trim()))
     }
 }
 

@@ -127,21 +127,7 @@ struct CampaignsPage {
 
 /// The groups of states the list filters on, then each state.
 fn state_filter(value: &str) -> Result<Vec<i32>, PageError> {
-    let all = [
-        CampaignState::Pending,
-        CampaignState::Discovering,
-        CampaignState::Running,
-        CampaignState::Cancelling,
-        CampaignState::Paused,
-        CampaignState::AwaitingPromotion,
-        CampaignState::PendingApproval,
-        CampaignState::WaitingForWindow,
-        CampaignState::Succeeded,
-        CampaignState::CompletedWithErrors,
-        CampaignState::Failed,
-        CampaignState::Cancelled,
-        CampaignState::Planned,
-    ];
+    let all = muster_proto::ALL_CAMPAIGN_STATES;
     Ok(match value {
         "" => Vec::new(),
         "active" => all.iter().filter(|s| !s.is_terminal()).map(|s| *s as i32).collect(),
@@ -161,7 +147,7 @@ fn state_options() -> Vec<(String, String)> {
         ("active".into(), "active".into()),
         ("ended".into(), "ended".into()),
     ];
-    for state in (1..=8).chain(10..=14).filter_map(|n| CampaignState::try_from(n).ok()) {
+    for state in muster_proto::ALL_CAMPAIGN_STATES {
         options.push((state.short_name().to_owned(), state_word(state as i32)));
     }
     options
