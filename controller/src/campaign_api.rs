@@ -902,7 +902,7 @@ impl CampaignService for CampaignApi {
         let request = request.into_inner();
         let id = request.campaign_id.clone();
         // Subscribe before the snapshot, so nothing falls between them.
-        let mut events = self.ctl.hub.subscribe(&id);
+        let mut subscription = self.ctl.hub.subscribe(&id, request.include_targets);
         let first = self.campaign(&id, true).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let api = CampaignApi {
@@ -918,7 +918,13 @@ impl CampaignService for CampaignApi {
                 return;
             }
             loop {
-                let event = match events.recv().await {
+                // A watcher that went away ends here, even while only
+                // events it does not want arrive.
+                let received = tokio::select! {
+                    received = subscription.recv() => received,
+                    () = tx.closed() => return,
+                };
+                let event = match received {
                     Ok(event) => event,
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(campaign_id = %id, missed, "watcher fell behind; sending a snapshot");

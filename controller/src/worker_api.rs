@@ -452,15 +452,21 @@ impl WorkerService for WorkerApi {
         let task = self.task(&request.task_id, TaskKind::Execute).await?;
         let campaign = task.campaign_id.clone();
         let task_id = task.id.clone();
-        let watched = self.ctl.hub.watched(&campaign);
+        let watched = self.ctl.hub.wants_targets(&campaign);
+        // The store keeps what the campaign asked for, whatever a worker
+        // sends. (A spec never changes: read apart from the writer.)
+        let of = campaign.clone();
+        let keep = self
+            .ctl
+            .store
+            .read(move |conn| campaigns::keep_bytes(conn, &of))
+            .await
+            .map_err(store_status)?;
         let (ingested, clipped) = self
             .ctl
             .store
             .write(move |txn| {
                 tasks::check_holder(txn, &task.id, request.lease_id, caller.as_deref())?;
-                // The store keeps what the campaign asked for, whatever a
-                // worker sends.
-                let keep = campaigns::keep_bytes(txn, &task.campaign_id)?;
                 let mut results = request.results;
                 let clipped = results
                     .iter_mut()

@@ -105,7 +105,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// A page of rows and the cursor after it (none on the last page).
 pub type Page<T, C> = (Vec<T>, Option<C>);
 
-type WriteJob = Box<dyn FnOnce(&dyn Sql) -> Box<dyn FnOnce() + Send> + Send>;
+type WriteJob = Box<dyn FnOnce(&Savepoints<'_>) -> Box<dyn FnOnce() + Send> + Send>;
 
 /// Most writes committed together.
 const MAX_GROUP: usize = 512;
@@ -293,8 +293,8 @@ impl Store {
         F: FnOnce(&dyn Sql) -> StoreResult<R> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: WriteJob = Box::new(move |txn| {
-            let outcome = run_in_savepoint(txn, f);
+        let job: WriteJob = Box::new(move |savepoints| {
+            let outcome = savepoints.run(f);
             Box::new(move || {
                 let _ = tx.send(outcome);
             })
@@ -332,16 +332,40 @@ impl Store {
     }
 }
 
-fn run_in_savepoint<R>(txn: &dyn Sql, f: impl FnOnce(&dyn Sql) -> StoreResult<R>) -> StoreResult<R> {
-    txn.execute_batch("SAVEPOINT job")?;
-    match f(txn) {
-        Ok(value) => {
-            txn.execute_batch("RELEASE SAVEPOINT job")?;
-            Ok(value)
+/// Each write of a group in its own savepoint, so that one that fails is
+/// rolled back alone. A savepoint that succeeded is released with the next
+/// one's start, in one batch (on PostgreSQL each batch is a round trip), or
+/// by the commit.
+struct Savepoints<'t> {
+    txn: &'t dyn Sql,
+    /// A savepoint that succeeded is still open.
+    open: std::cell::Cell<bool>,
+}
+
+impl<'t> Savepoints<'t> {
+    fn new(txn: &'t dyn Sql) -> Self {
+        Self {
+            txn,
+            open: std::cell::Cell::new(false),
         }
-        Err(error) => {
-            txn.execute_batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")?;
-            Err(error)
+    }
+
+    fn run<R>(&self, f: impl FnOnce(&dyn Sql) -> StoreResult<R>) -> StoreResult<R> {
+        self.txn.execute_batch(if self.open.replace(false) {
+            "RELEASE SAVEPOINT job; SAVEPOINT job"
+        } else {
+            "SAVEPOINT job"
+        })?;
+        match f(self.txn) {
+            Ok(value) => {
+                self.open.set(true);
+                Ok(value)
+            }
+            Err(error) => {
+                self.txn
+                    .execute_batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")?;
+                Err(error)
+            }
         }
     }
 }
@@ -364,7 +388,8 @@ fn write_loop(
         }
         let mut replies: Vec<Box<dyn FnOnce() + Send>> = Vec::with_capacity(group.len());
         let outcome = in_transaction(&mut |txn| {
-            replies.extend(group.drain(..).map(|job| job(txn)));
+            let savepoints = Savepoints::new(txn);
+            replies.extend(group.drain(..).map(|job| job(&savepoints)));
             muster_common::crash::point("store.before_commit");
         });
         match outcome {

@@ -1,7 +1,7 @@
 //! Shared pieces of the store's queries: task states, per-scope status
 //! counters kept in step with every target change, time, events.
 
-use crate::store::sql::{Sql, params};
+use crate::store::sql::{Sql, Value, params};
 use muster_proto::v1::TargetStatus;
 
 use super::StoreResult;
@@ -48,6 +48,40 @@ pub fn bump(conn: &dyn Sql, campaign: &str, account: &str, region: &str, status:
          ON CONFLICT (campaign_id, account_id, region, status) DO UPDATE SET count = counters.count + excluded.count",
     )?
     .execute(params![campaign, account, region, status, delta])?;
+    Ok(())
+}
+
+/// Adds each `(status, delta)` to a scope's counters, in one statement.
+pub fn bump_all(
+    conn: &dyn Sql,
+    (campaign, account, region): (&str, &str, &str),
+    deltas: &std::collections::BTreeMap<i32, i64>,
+) -> StoreResult<()> {
+    let moved: Vec<(i64, i64)> = deltas
+        .iter()
+        .filter(|&(_, &delta)| delta != 0)
+        .map(|(&status, &delta)| (i64::from(status), delta))
+        .collect();
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let rows = (0..moved.len())
+        .map(|i| format!("(?1, ?2, ?3, ?{}, ?{})", 4 + 2 * i, 5 + 2 * i))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut args = vec![Value::Text(campaign), Value::Text(account), Value::Text(region)];
+    args.extend(
+        moved
+            .iter()
+            .flat_map(|&(status, delta)| [Value::Int(status), Value::Int(delta)]),
+    );
+    conn.execute_values(
+        &format!(
+            "INSERT INTO counters (campaign_id, account_id, region, status, count) VALUES {rows}
+             ON CONFLICT (campaign_id, account_id, region, status) DO UPDATE SET count = counters.count + excluded.count"
+        ),
+        &args,
+    )?;
     Ok(())
 }
 

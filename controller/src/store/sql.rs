@@ -23,6 +23,17 @@ pub enum Engine {
     Postgres,
 }
 
+impl Engine {
+    /// The column type of bytes, for a `CAST` (SQLite would read `BYTEA`
+    /// as a number).
+    pub fn bytes_type(self) -> &'static str {
+        match self {
+            Self::Sqlite => "BLOB",
+            Self::Postgres => "BYTEA",
+        }
+    }
+}
+
 impl fmt::Display for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -389,6 +400,23 @@ pub fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
+/// How to cut `count` rows into statements of at most `most` rows each
+/// (`most` a power of two): `(rows, shape)` per statement, where `shape`
+/// is the rows the statement is written for, `rows` rounded up to a power
+/// of two. The caller pads the rest with repeats of its last row (a repeat
+/// in an `IN` list or an `UPDATE ... FROM (VALUES ...)` changes nothing),
+/// so a statement cache keyed on the text holds a few shapes whatever the
+/// counts, and a report of 50 rows is one statement.
+pub fn pieces(count: usize, most: usize) -> impl Iterator<Item = (usize, usize)> {
+    debug_assert!(most.is_power_of_two());
+    let mut left = count;
+    std::iter::from_fn(move || {
+        let rows = left.min(most);
+        left -= rows;
+        (rows > 0).then(|| (rows, rows.next_power_of_two()))
+    })
+}
+
 /// Rewrites `?N` placeholders as PostgreSQL's `$N`, leaving quoted text and
 /// identifiers alone.
 pub fn dollar_placeholders(sql: &str) -> String {
@@ -420,6 +448,24 @@ mod tests {
             dollar_placeholders("SELECT a FROM t WHERE b = ?1 AND c = '?2' AND \"d?\" = ?12"),
             "SELECT a FROM t WHERE b = $1 AND c = '?2' AND \"d?\" = $12"
         );
+    }
+
+    #[test]
+    fn pieces_are_full_statements_then_one_padded_to_a_power_of_two() {
+        let cut = |count, most| pieces(count, most).collect::<Vec<_>>();
+        assert_eq!(cut(50, 64), vec![(50, 64)]);
+        assert_eq!(cut(64, 64), vec![(64, 64)]);
+        assert_eq!(cut(130, 64), vec![(64, 64), (64, 64), (2, 2)]);
+        assert_eq!(cut(3, 64), vec![(3, 4)]);
+        assert!(cut(0, 64).is_empty());
+        for count in 0..300 {
+            let cut = cut(count, 32);
+            assert_eq!(cut.iter().map(|(rows, _)| rows).sum::<usize>(), count, "{count}");
+            assert!(
+                cut.iter()
+                    .all(|&(rows, shape)| shape >= rows && shape.is_power_of_two() && shape <= 32)
+            );
+        }
     }
 
     #[test]

@@ -4,13 +4,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::store::sql::{OptionalExtension as _, Row, Sql, ToValue, Value, params, placeholders};
+use crate::store::sql::{
+    Datum, Engine, OptionalExtension as _, Row, Sql, ToValue, Value, params, pieces, placeholders,
+};
 use muster_proto::v1::{
     DiscoveredInstance, PingStatus, Platform, ScopeState, StepOutput, Target, TargetResult, TargetStatus, TimeoutKind,
 };
 use prost::Message as _;
 
-use super::records::{bump, millis, now_ms, terminal, timestamp};
+use super::records::{bump, bump_all, millis, now_ms, terminal, timestamp};
 use super::tasks::TaskRow;
 use super::{StoreError, StoreResult};
 
@@ -21,56 +23,89 @@ struct Steps {
     steps: Vec<StepOutput>,
 }
 
-/// Records discovered instances; returns how many were new.
+/// Columns of one instance in [`insert_discovered`]' VALUES rows.
+const DISCOVERED_COLUMNS: usize = 8;
+
+/// Records discovered instances; returns how many were new. One INSERT per
+/// 64 instances (on PostgreSQL every statement is a round trip).
 pub fn insert_discovered(conn: &dyn Sql, task: &TaskRow, instances: &[DiscoveredInstance]) -> StoreResult<u32> {
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO targets (campaign_id, account_id, region, instance_id, name, platform, ping, status, reason, finished_ms, tags)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
-    )?;
-    let (mut new, mut managed, mut offline, mut unmanaged) = (0u32, 0i64, 0i64, 0i64);
     let now = now_ms();
-    for instance in instances {
-        let skipped = !instance.skip_reason.is_empty();
-        let status = if skipped {
-            TargetStatus::Skipped
-        } else {
+    let status = |instance: &DiscoveredInstance| {
+        if instance.skip_reason.is_empty() {
             TargetStatus::Pending
-        };
-        let inserted = insert.execute(params![
-            task.campaign_id,
-            task.account_id,
-            task.region,
-            instance.instance_id,
-            instance.name,
-            instance.platform,
-            instance.ping_status,
-            status as i32,
-            instance.skip_reason,
-            skipped.then_some(now),
-            if instance.tags.is_empty() {
+        } else {
+            TargetStatus::Skipped
+        }
+    };
+    let tags: Vec<String> = instances
+        .iter()
+        .map(|i| {
+            if i.tags.is_empty() {
                 String::new()
             } else {
-                serde_json::to_string(&instance.tags).unwrap_or_default()
+                serde_json::to_string(&i.tags).unwrap_or_default()
             }
-        ])?;
-        if inserted == 0 {
+        })
+        .collect();
+    let mut inserted = std::collections::HashSet::new();
+    let mut done = 0;
+    for (size, shape) in pieces(instances.len(), 64) {
+        let rows = (0..shape)
+            .map(|row| {
+                let p = 4 + row * DISCOVERED_COLUMNS;
+                format!("(?1, ?2, ?3, {})", placeholders(p, DISCOVERED_COLUMNS))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        // A padding repeat conflicts with its first and is left out.
+        let sql = format!(
+            "INSERT INTO targets (campaign_id, account_id, region, instance_id, name, platform, ping, status, reason, finished_ms, tags)
+             VALUES {rows} ON CONFLICT DO NOTHING RETURNING instance_id"
+        );
+        let mut args: Vec<Value<'_>> = Vec::with_capacity(3 + shape * DISCOVERED_COLUMNS);
+        args.extend([
+            task.campaign_id.to_value(),
+            task.account_id.to_value(),
+            task.region.to_value(),
+        ]);
+        let last = done + size - 1;
+        for i in (done..done + size).chain(std::iter::repeat_n(last, shape - size)) {
+            let instance = &instances[i];
+            let skipped = status(instance) == TargetStatus::Skipped;
+            args.extend([
+                instance.instance_id.to_value(),
+                instance.name.to_value(),
+                Value::Int(i64::from(instance.platform)),
+                Value::Int(i64::from(instance.ping_status)),
+                Value::Int(status(instance) as i64),
+                instance.skip_reason.to_value(),
+                if skipped { Value::Int(now) } else { Value::Null },
+                tags[i].to_value(),
+            ]);
+        }
+        for row in conn.query_values(&sql, &args)? {
+            if let Some(Datum::Text(id)) = row.into_iter().next() {
+                inserted.insert(id);
+            }
+        }
+        done += size;
+    }
+    let (mut new, mut managed, mut offline, mut unmanaged) = (0u32, 0i64, 0i64, 0i64);
+    let mut deltas = BTreeMap::new();
+    for instance in instances {
+        // Counted once, however many times a report names it.
+        if !inserted.remove(&instance.instance_id) {
             continue;
         }
         new += 1;
-        bump(
-            conn,
-            &task.campaign_id,
-            &task.account_id,
-            &task.region,
-            status as i32,
-            1,
-        )?;
+        *deltas.entry(status(instance) as i32).or_default() += 1;
         match PingStatus::try_from(instance.ping_status).unwrap_or(PingStatus::Unspecified) {
             PingStatus::Online => managed += 1,
             PingStatus::ConnectionLost | PingStatus::Inactive => offline += 1,
             _ => unmanaged += 1,
         }
     }
+    bump_all(conn, (&task.campaign_id, &task.account_id, &task.region), &deltas)?;
     conn.prepare_cached(
         "UPDATE scopes SET managed = managed + ?4, offline = offline + ?5, unmanaged = unmanaged + ?6
          WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3",
@@ -179,13 +214,9 @@ pub fn ingest_results(
     // on PostgreSQL every statement is a round trip.
     let ids: Vec<&str> = results.iter().map(|r| r.instance_id.as_str()).collect();
     let mut current = statuses(conn, task, &ids)?;
-    let mut update = conn.prepare_cached(
-        "UPDATE targets SET status = ?5, timeout_kind = ?6, exit_code = ?7, reason = ?8, command_id = CASE WHEN ?9 = '' THEN command_id ELSE ?9 END,
-            ssm_status_details = ?10, steps = ?11, started_ms = ?12, finished_ms = ?13
-         WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4",
-    )?;
     // Counter changes by status, applied once for the whole report.
     let mut deltas: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
+    let mut accepted = Vec::with_capacity(results.len());
     for (i, result) in results.iter().enumerate() {
         let status = TargetStatus::try_from(result.status).unwrap_or(TargetStatus::Unspecified);
         if !status.is_terminal() {
@@ -210,51 +241,143 @@ pub fn ingest_results(
         current.insert(result.instance_id.clone(), status as i32);
         *deltas.entry(old).or_default() -= 1;
         *deltas.entry(status as i32).or_default() += 1;
-        let steps = Steps {
-            steps: result.steps.clone(),
-        }
-        .encode_to_vec();
-        update.execute(params![
-            task.campaign_id,
-            task.account_id,
-            task.region,
-            result.instance_id,
-            status as i32,
-            result.timeout_kind,
-            result.exit_code,
-            result.reason,
-            result.command_id,
-            result.ssm_status_details,
-            steps,
-            result.started_at.as_ref().map(millis),
-            result.finished_at.as_ref().map(millis).unwrap_or_else(now_ms)
-        ])?;
         out.accepted += 1;
         let timeout = TimeoutKind::try_from(result.timeout_kind).unwrap_or(TimeoutKind::Unspecified);
         if status.counts_as_error(timeout) {
             out.errors += 1;
         }
-        if want_targets
-            && let Some(target) = get(
+        accepted.push(result);
+    }
+    write_results(conn, task, &accepted)?;
+    if want_targets {
+        for result in &accepted {
+            if let Some(target) = get(
                 conn,
                 &task.campaign_id,
                 &task.account_id,
                 &task.region,
                 &result.instance_id,
                 false,
-            )?
-        {
-            out.updated.push(target);
+            )? {
+                out.updated.push(target);
+            }
         }
     }
-    for (status, delta) in deltas {
-        bump(conn, &task.campaign_id, &task.account_id, &task.region, status, delta)?;
-    }
+    bump_all(conn, (&task.campaign_id, &task.account_id, &task.region), &deltas)?;
     if out.errors > 0 {
         conn.prepare_cached("UPDATE campaigns SET errors = errors + ?2 WHERE id = ?1")?
             .execute(params![task.campaign_id, out.errors])?;
     }
     Ok(out)
+}
+
+/// Columns of one result in [`write_results`]' VALUES rows.
+const RESULT_COLUMNS: usize = 10;
+/// Rows per UPDATE (a power of two; see [`pieces`]).
+const RESULTS_PER_STATEMENT: usize = 64;
+
+/// Writes accepted results into their targets' rows. On PostgreSQL, where
+/// every statement is a round trip to the server, one UPDATE per
+/// [`RESULTS_PER_STATEMENT`] results; on SQLite one per result.
+fn write_results(conn: &dyn Sql, task: &TaskRow, results: &[&TargetResult]) -> StoreResult<()> {
+    let now = now_ms();
+    let steps: Vec<Vec<u8>> = results
+        .iter()
+        .map(|r| Steps { steps: r.steps.clone() }.encode_to_vec())
+        .collect();
+    if conn.engine() == Engine::Sqlite {
+        // In process, a statement per row is cheaper than SQLite's
+        // UPDATE ... FROM, which builds and scans a temporary table.
+        let mut update = conn.prepare_cached(
+            "UPDATE targets SET status = ?5, timeout_kind = ?6, exit_code = ?7, reason = ?8,
+                command_id = CASE WHEN ?9 = '' THEN command_id ELSE ?9 END,
+                ssm_status_details = ?10, steps = ?11, started_ms = ?12, finished_ms = ?13
+             WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4",
+        )?;
+        for (result, steps) in results.iter().zip(&steps) {
+            update.execute(params![
+                task.campaign_id,
+                task.account_id,
+                task.region,
+                result.instance_id,
+                result.status,
+                result.timeout_kind,
+                result.exit_code,
+                result.reason,
+                result.command_id,
+                result.ssm_status_details,
+                steps,
+                result.started_at.as_ref().map(millis),
+                result.finished_at.as_ref().map_or(now, millis)
+            ])?;
+        }
+        return Ok(());
+    }
+    let bytes = conn.engine().bytes_type();
+    let mut done = 0;
+    for (size, shape) in pieces(results.len(), RESULTS_PER_STATEMENT) {
+        let rows = (0..shape)
+            .map(|row| {
+                let p = 4 + row * RESULT_COLUMNS;
+                format!(
+                    "(CAST(?{} AS TEXT), CAST(?{} AS BIGINT), CAST(?{} AS BIGINT), CAST(?{} AS BIGINT), CAST(?{} AS TEXT), \
+                     CAST(?{} AS TEXT), CAST(?{} AS TEXT), CAST(?{} AS {bytes}), CAST(?{} AS BIGINT), CAST(?{} AS BIGINT))",
+                    p,
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 8,
+                    p + 9
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        // VALUES columns are column1, column2, ... on both engines.
+        let sql = format!(
+            "UPDATE targets SET status = v.column2, timeout_kind = v.column3, exit_code = v.column4, reason = v.column5,
+                command_id = CASE WHEN v.column6 = '' THEN targets.command_id ELSE v.column6 END,
+                ssm_status_details = v.column7, steps = v.column8, started_ms = v.column9, finished_ms = v.column10
+             FROM (VALUES {rows}) AS v
+             WHERE targets.campaign_id = ?1 AND targets.account_id = ?2 AND targets.region = ?3
+               AND targets.instance_id = v.column1"
+        );
+        let mut args: Vec<Value<'_>> = Vec::with_capacity(3 + shape * RESULT_COLUMNS);
+        args.extend([
+            task.campaign_id.to_value(),
+            task.account_id.to_value(),
+            task.region.to_value(),
+        ]);
+        let last = done + size - 1;
+        let padded = (done..done + size).chain(std::iter::repeat_n(last, shape - size));
+        for (result, steps) in padded.map(|i| (results[i], &steps[i])) {
+            let opt = |v: Option<i64>| v.map_or(Value::Null, Value::Int);
+            args.extend([
+                result.instance_id.to_value(),
+                Value::Int(i64::from(result.status)),
+                Value::Int(i64::from(result.timeout_kind)),
+                opt(result.exit_code.map(i64::from)),
+                result.reason.to_value(),
+                result.command_id.to_value(),
+                result.ssm_status_details.to_value(),
+                Value::Blob(steps),
+                opt(result.started_at.as_ref().map(millis)),
+                Value::Int(result.finished_at.as_ref().map_or(now, millis)),
+            ]);
+        }
+        let written = conn.execute_values(&sql, &args)?;
+        if written != size {
+            return Err(StoreError::Corrupt(format!(
+                "task {}: {written} of {size} results matched a target row",
+                task.id
+            )));
+        }
+        done += size;
+    }
+    Ok(())
 }
 
 /// A report about an instance that is not the task's (PERMISSION_DENIED).
@@ -270,13 +393,16 @@ fn outside_task(field: &str, instance: &str, task: &TaskRow) -> StoreError {
 }
 
 /// The statuses of those of `ids` that are targets of `task`, by instance,
-/// in one query per hundred.
+/// in a few queries (see `pieces`).
 fn statuses(conn: &dyn Sql, task: &TaskRow, ids: &[&str]) -> StoreResult<std::collections::HashMap<String, i32>> {
     let mut found = std::collections::HashMap::new();
-    // At most this many instances per statement (SQLite's parameter limit
-    // is far above; the statement cache keeps one per size).
-    for chunk in ids.chunks(100) {
-        let list = placeholders(5, chunk.len());
+    // A few statement shapes whatever the count (see `pieces`).
+    let mut rest = ids;
+    for (rows, shape) in pieces(ids.len(), 64) {
+        let (chunk, tail) = rest.split_at(rows);
+        rest = tail;
+        let padded = chunk.iter().chain(std::iter::repeat_n(&chunk[rows - 1], shape - rows));
+        let list = placeholders(5, shape);
         let sql = format!(
             "SELECT instance_id, status FROM targets
              WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND task_id = ?4 AND instance_id IN ({list})"
@@ -287,7 +413,7 @@ fn statuses(conn: &dyn Sql, task: &TaskRow, ids: &[&str]) -> StoreResult<std::co
             ToValue::to_value(&task.region),
             ToValue::to_value(&task.id),
         ];
-        args.extend(chunk.iter().map(|id| ToValue::to_value(id)));
+        args.extend(padded.map(|id| ToValue::to_value(id)));
         for row in conn
             .prepare_cached(&sql)?
             .query_map(args, |r| Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?)))?

@@ -76,3 +76,63 @@ async fn watchers_get_a_snapshot_then_progress_and_a_slow_one_stalls_nothing() {
     }
     drop(slow);
 }
+
+/// A watcher that hangs up stops costing the controller at once: it is no
+/// longer counted as watching, and results stop being read back for target
+/// events nobody wants, even while the campaign runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_hangs_up_is_forgotten_while_the_campaign_runs() {
+    let stack = Stack::start(&fleets::uniform(4, 0, 60.0), Options::default()).await;
+    let mut client = stack.client.clone();
+    let spec = script_spec(&[stack.account("only")], &[EAST], &["sleep 60"], &[]);
+    let id = submit(&mut client, spec).await;
+    // Every target running: no progress moves for a minute, so nothing
+    // sent to a watcher would reveal that it hung up.
+    wait_for(&mut client, &id, Duration::from_secs(60), "every target running", |c| {
+        c.counters.as_ref().is_some_and(|n| n.running == 4)
+    })
+    .await;
+    let hub = &stack.controller.controller.hub;
+    let watch = |include_targets| {
+        let mut client = client.clone();
+        let id = id.clone();
+        async move {
+            let mut stream = client
+                .watch_campaign(WatchCampaignRequest {
+                    campaign_id: id,
+                    include_targets,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            stream.message().await.unwrap().expect("a snapshot");
+            stream
+        }
+    };
+    let progress_only = watch(false).await;
+    assert_eq!(hub.watched_campaigns(), vec![id.clone()]);
+    assert!(!hub.wants_targets(&id), "nobody asked for target events");
+    let with_targets = watch(true).await;
+    assert!(hub.wants_targets(&id));
+    drop(with_targets);
+    until("target events are still built after their only watcher hung up", || {
+        !hub.wants_targets(&id)
+    })
+    .await;
+    drop(progress_only);
+    until("a progress-only watcher that hung up is still counted", || {
+        hub.watched_campaigns().is_empty()
+    })
+    .await;
+    let campaign = get(&mut client, &id).await;
+    assert_eq!(campaign.state(), CampaignState::Running, "the campaign runs on");
+}
+
+/// Waits up to 10 s for `check`; fails saying `what` if it never holds.
+async fn until(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
