@@ -35,8 +35,12 @@ const MAX_REPORTED_INSTANCES: usize = 5_000;
 const MAX_RESULTS: usize = 1_000;
 /// Most instance ids in one ReportDispatch (SendCommand's limit).
 const MAX_DISPATCH_IDS: usize = 50;
-/// Most leases handed to a worker with one CompleteTask or LeaseTask answer.
-const MAX_HANDED_OFF: u32 = 16;
+/// Most leases handed to a worker with one CompleteTask or LeaseTask answer:
+/// as many as one scope may have in flight (`--max-tasks-per-scope` is at
+/// most 100), so that all of a scope's first batches go to the worker that
+/// discovered it and one rate limiter paces the scope's calls. Spread over
+/// workers, each learns the scope's quota alone and together they overrun it.
+const MAX_HANDED_OFF: u32 = 100;
 /// Most command ids in one AwaitCommands.
 const MAX_AWAITED: usize = 5_000;
 /// Longest AwaitCommands wait.

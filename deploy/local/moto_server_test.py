@@ -4,6 +4,8 @@ runs it in the test suite).
 
 Messages past their retention period are not handed out, fresh ones are, with
 the fix as without it; and the fix no longer computes the queue's attributes.
+A queue's attributes read one by one are the ones moto builds all at once,
+and sending a message counts no messages.
 """
 
 import os
@@ -14,11 +16,12 @@ from unittest import mock
 import boto3
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
-from moto.sqs.models import SQSBackend, sqs_backends
+from moto.sqs.models import Queue, SQSBackend, sqs_backends
 
 ORIGINAL = SQSBackend.is_message_valid_based_on_retention_period
+ORIGINAL_ATTRIBUTES = Queue.attributes.fget
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import moto_server  # noqa: E402  (applies the fix)
+import moto_server  # noqa: E402  (applies the fixes)
 
 FIXED = SQSBackend.is_message_valid_based_on_retention_period
 REGION = "us-east-1"
@@ -95,6 +98,62 @@ class RetentionTest(unittest.TestCase):
             SQSBackend, "get_queue_attributes", side_effect=AssertionError("scanned")
         ):
             self.assertTrue(FIXED(self.backend, "retention", message))
+
+
+
+class AttributesTest(unittest.TestCase):
+    def setUp(self):
+        self.mock = mock_aws()
+        self.mock.start()
+        self.sqs = boto3.client("sqs", region_name=REGION)
+        self.backend = sqs_backends[DEFAULT_ACCOUNT_ID][REGION]
+
+    def tearDown(self):
+        self.mock.stop()
+
+    def queue(self, name, **attributes):
+        url = self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        return url, self.backend.get_queue(name)
+
+    def test_every_kind_of_queue_has_moto_s_attributes_keys_and_values(self):
+        _, dead = self.queue("dead")
+        queues = [
+            self.queue("plain"),
+            self.queue("fifo.fifo", FifoQueue="true", ContentBasedDeduplication="true"),
+            self.queue(
+                "redriven",
+                RedrivePolicy=f'{{"deadLetterTargetArn": "{dead.queue_arn}", "maxReceiveCount": "3"}}',
+                Policy='{"Version": "2012-10-17", "Statement": []}',
+            ),
+            self.queue("encrypted", KmsMasterKeyId="alias/muster"),
+        ]
+        for url, queue in queues:
+            if not queue.fifo_queue:
+                self.sqs.send_message(QueueUrl=url, MessageBody="m", DelaySeconds=30)
+                self.sqs.send_message(QueueUrl=url, MessageBody="m")
+            with self.subTest(queue=queue.name):
+                lazy = queue.attributes
+                self.assertIsInstance(lazy, moto_server.LazyAttributes)
+                self.assertEqual(list(lazy), list(ORIGINAL_ATTRIBUTES(queue)))
+                self.assertEqual(dict(lazy), ORIGINAL_ATTRIBUTES(queue))
+                answer = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+                self.assertEqual(
+                    answer["Attributes"]["ApproximateNumberOfMessages"],
+                    "0" if queue.fifo_queue else "1",
+                )
+
+    def test_sending_counts_no_messages(self):
+        url, _ = self.queue("plain")
+        counted = AssertionError("a send counted the queue's messages")
+        with mock.patch.object(
+            Queue,
+            "approximate_number_of_messages",
+            new_callable=mock.PropertyMock,
+            side_effect=counted,
+        ):
+            self.sqs.send_message_batch(
+                QueueUrl=url, Entries=[{"Id": str(n), "MessageBody": "m"} for n in range(10)]
+            )
 
 
 if __name__ == "__main__":

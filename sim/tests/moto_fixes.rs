@@ -21,6 +21,6 @@ fn the_moto_fixes_keep_motos_answers() {
     // unittest reports on stderr.
     let report = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{report}");
-    assert!(report.contains("Ran 5 tests"), "every test ran:\n{report}");
+    assert!(report.contains("Ran 7 tests"), "every test ran:\n{report}");
     assert!(!report.contains("skipped"), "{report}");
 }

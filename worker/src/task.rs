@@ -14,8 +14,9 @@ use crate::executor::{self, describe};
 use crate::lease::{Granted, LeaseHandle};
 use crate::{Context, TaskError, discovery, trace};
 
-/// Most leases to take with one answer (a lease or a completion).
-const MAX_HANDED_ON: usize = 16;
+/// Most leases to take with one answer (a lease or a completion): the
+/// controller's most, a scope's whole first release.
+const MAX_HANDED_ON: usize = 100;
 
 /// A lease the controller handed on with a completion, and the slot it runs in.
 pub type HandedOn = (Granted, OwnedSemaphorePermit);
