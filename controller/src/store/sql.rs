@@ -400,20 +400,40 @@ pub fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
-/// How to cut `count` rows into statements of at most `most` rows each
-/// (`most` a power of two): `(rows, shape)` per statement, where `shape`
-/// is the rows the statement is written for, `rows` rounded up to a power
-/// of two. The caller pads the rest with repeats of its last row (a repeat
-/// in an `IN` list or an `UPDATE ... FROM (VALUES ...)` changes nothing),
-/// so a statement cache keyed on the text holds a few shapes whatever the
-/// counts, and a report of 50 rows is one statement.
-pub fn pieces(count: usize, most: usize) -> impl Iterator<Item = (usize, usize)> {
+/// One statement's share of a list: its `rows`, written for `shape` rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// Indexes into the list.
+    pub rows: std::ops::Range<usize>,
+    /// Rows the statement is written for: `rows.len()` rounded up to a
+    /// power of two.
+    pub shape: usize,
+}
+
+impl Piece {
+    /// The list's indexes for the statement's `shape` rows: `rows`, then
+    /// the last of them repeated.
+    pub fn indexes(&self) -> impl Iterator<Item = usize> + use<> {
+        let last = self.rows.end - 1;
+        self.rows
+            .clone()
+            .chain(std::iter::repeat_n(last, self.shape - self.rows.len()))
+    }
+}
+
+/// How to cut a list of `count` rows into statements of at most `most`
+/// rows each (`most` a power of two). Each statement is written for a
+/// power of two of rows and padded with repeats of its last (a repeat in an
+/// `IN` list, an `UPDATE ... FROM (VALUES ...)` or an `INSERT ... ON
+/// CONFLICT DO NOTHING` changes nothing), so a statement cache keyed on the
+/// text holds a few shapes whatever the counts, and a report of 50 rows is
+/// one statement.
+pub fn pieces(count: usize, most: usize) -> impl Iterator<Item = Piece> {
     debug_assert!(most.is_power_of_two());
-    let mut left = count;
-    std::iter::from_fn(move || {
-        let rows = left.min(most);
-        left -= rows;
-        (rows > 0).then(|| (rows, rows.next_power_of_two()))
+    (0..count).step_by(most.max(1)).map(move |start| {
+        let rows = start..(start + most).min(count);
+        let shape = rows.len().next_power_of_two();
+        Piece { rows, shape }
     })
 }
 
@@ -452,20 +472,23 @@ mod tests {
 
     #[test]
     fn pieces_are_full_statements_then_one_padded_to_a_power_of_two() {
-        let cut = |count, most| pieces(count, most).collect::<Vec<_>>();
+        let cut = |count, most| pieces(count, most).map(|p| (p.rows.len(), p.shape)).collect::<Vec<_>>();
         assert_eq!(cut(50, 64), vec![(50, 64)]);
         assert_eq!(cut(64, 64), vec![(64, 64)]);
         assert_eq!(cut(130, 64), vec![(64, 64), (64, 64), (2, 2)]);
         assert_eq!(cut(3, 64), vec![(3, 4)]);
         assert!(cut(0, 64).is_empty());
         for count in 0..300 {
-            let cut = cut(count, 32);
-            assert_eq!(cut.iter().map(|(rows, _)| rows).sum::<usize>(), count, "{count}");
-            assert!(
-                cut.iter()
-                    .all(|&(rows, shape)| shape >= rows && shape.is_power_of_two() && shape <= 32)
-            );
+            let all: Vec<usize> = pieces(count, 32).flat_map(|p| p.rows).collect();
+            assert_eq!(all, (0..count).collect::<Vec<_>>(), "{count}: every row once, in order");
+            assert!(pieces(count, 32).all(|p| p.shape >= p.rows.len() && p.shape.is_power_of_two() && p.shape <= 32));
         }
+    }
+
+    #[test]
+    fn a_piece_pads_with_its_last_row() {
+        let piece = Piece { rows: 64..67, shape: 4 };
+        assert_eq!(piece.indexes().collect::<Vec<_>>(), vec![64, 65, 66, 66]);
     }
 
     #[test]

@@ -48,8 +48,8 @@ pub fn insert_discovered(conn: &dyn Sql, task: &TaskRow, instances: &[Discovered
         })
         .collect();
     let mut inserted = std::collections::HashSet::new();
-    let mut done = 0;
-    for (size, shape) in pieces(instances.len(), 64) {
+    for piece in pieces(instances.len(), 64) {
+        let shape = piece.shape;
         let rows = (0..shape)
             .map(|row| {
                 let p = 4 + row * DISCOVERED_COLUMNS;
@@ -68,8 +68,7 @@ pub fn insert_discovered(conn: &dyn Sql, task: &TaskRow, instances: &[Discovered
             task.account_id.to_value(),
             task.region.to_value(),
         ]);
-        let last = done + size - 1;
-        for i in (done..done + size).chain(std::iter::repeat_n(last, shape - size)) {
+        for i in piece.indexes() {
             let instance = &instances[i];
             let skipped = status(instance) == TargetStatus::Skipped;
             args.extend([
@@ -88,7 +87,6 @@ pub fn insert_discovered(conn: &dyn Sql, task: &TaskRow, instances: &[Discovered
                 inserted.insert(id);
             }
         }
-        done += size;
     }
     let (mut new, mut managed, mut offline, mut unmanaged) = (0u32, 0i64, 0i64, 0i64);
     let mut deltas = BTreeMap::new();
@@ -314,8 +312,8 @@ fn write_results(conn: &dyn Sql, task: &TaskRow, results: &[&TargetResult]) -> S
         return Ok(());
     }
     let bytes = conn.engine().bytes_type();
-    let mut done = 0;
-    for (size, shape) in pieces(results.len(), RESULTS_PER_STATEMENT) {
+    for piece in pieces(results.len(), RESULTS_PER_STATEMENT) {
+        let (size, shape) = (piece.rows.len(), piece.shape);
         let rows = (0..shape)
             .map(|row| {
                 let p = 4 + row * RESULT_COLUMNS;
@@ -351,9 +349,7 @@ fn write_results(conn: &dyn Sql, task: &TaskRow, results: &[&TargetResult]) -> S
             task.account_id.to_value(),
             task.region.to_value(),
         ]);
-        let last = done + size - 1;
-        let padded = (done..done + size).chain(std::iter::repeat_n(last, shape - size));
-        for (result, steps) in padded.map(|i| (results[i], &steps[i])) {
+        for (result, steps) in piece.indexes().map(|i| (results[i], &steps[i])) {
             let opt = |v: Option<i64>| v.map_or(Value::Null, Value::Int);
             args.extend([
                 result.instance_id.to_value(),
@@ -375,7 +371,6 @@ fn write_results(conn: &dyn Sql, task: &TaskRow, results: &[&TargetResult]) -> S
                 task.id
             )));
         }
-        done += size;
     }
     Ok(())
 }
@@ -397,12 +392,8 @@ fn outside_task(field: &str, instance: &str, task: &TaskRow) -> StoreError {
 fn statuses(conn: &dyn Sql, task: &TaskRow, ids: &[&str]) -> StoreResult<std::collections::HashMap<String, i32>> {
     let mut found = std::collections::HashMap::new();
     // A few statement shapes whatever the count (see `pieces`).
-    let mut rest = ids;
-    for (rows, shape) in pieces(ids.len(), 64) {
-        let (chunk, tail) = rest.split_at(rows);
-        rest = tail;
-        let padded = chunk.iter().chain(std::iter::repeat_n(&chunk[rows - 1], shape - rows));
-        let list = placeholders(5, shape);
+    for piece in pieces(ids.len(), 64) {
+        let list = placeholders(5, piece.shape);
         let sql = format!(
             "SELECT instance_id, status FROM targets
              WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND task_id = ?4 AND instance_id IN ({list})"
@@ -413,7 +404,7 @@ fn statuses(conn: &dyn Sql, task: &TaskRow, ids: &[&str]) -> StoreResult<std::co
             ToValue::to_value(&task.region),
             ToValue::to_value(&task.id),
         ];
-        args.extend(padded.map(|id| ToValue::to_value(id)));
+        args.extend(piece.indexes().map(|i| ToValue::to_value(ids[i])));
         for row in conn
             .prepare_cached(&sql)?
             .query_map(args, |r| Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?)))?
