@@ -361,13 +361,22 @@ pub async fn run(seed: u64, mode: Mode) -> Report {
     let id = submit(&mut system.client, spec).await;
     let mut live: Vec<usize> = (0..system.worker_count()).collect();
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    // Whether the running controller is armed to crash and has not yet.
+    let mut armed = false;
     for (at, action) in &plan.actions {
         while Instant::now() < started + *at {
-            revive(&mut system, &mut live, &mut report).await;
+            if revive(&mut system, &mut live, &mut report).await {
+                armed = false;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         *report.faults.entry(action.kind().to_owned()).or_default() += 1;
         act(&mut system, &mut live, &mut rng, *action).await;
+        armed = match action {
+            Action::CrashController { .. } => true,
+            Action::KillController { .. } | Action::LongOutage { .. } => false,
+            _ => armed,
+        };
     }
     // Faults over: everything runs again.
     if system.controller_pid().is_none() {
@@ -377,7 +386,7 @@ pub async fn run(seed: u64, mode: Mode) -> Report {
         live.push(system.start_worker());
     }
 
-    let campaign = match settle(&mut system, &mut live, &mut report, &id).await {
+    let campaign = match settle(&mut system, &mut live, &mut report, &mut armed, &id).await {
         Some(campaign) => campaign,
         None => {
             report.stuck = true;
@@ -388,6 +397,13 @@ pub async fn run(seed: u64, mode: Mode) -> Report {
         }
     };
     report.makespan = started.elapsed();
+    if armed {
+        // Its crash point may come with any later write (an export, a
+        // dead letter): the checks read a controller started plain, as
+        // ECS would have started it after the crash.
+        system.kill_controller();
+        system.start_controller().await;
+    }
     check(&mut system, &id, &campaign, &mut report).await;
     check_drained(&system, &mut report).await;
     finish(report, &system)
@@ -466,9 +482,10 @@ async fn act(system: &mut System, live: &mut Vec<usize>, rng: &mut StdRng, actio
 }
 
 /// Starts again, as ECS would, whatever died at its crash point, and counts
-/// the crash.
-async fn revive(system: &mut System, live: &mut Vec<usize>, report: &mut Report) {
-    if system.reap_controller().is_some() {
+/// the crash; whether the controller was started again.
+async fn revive(system: &mut System, live: &mut Vec<usize>, report: &mut Report) -> bool {
+    let controller = system.reap_controller().is_some();
+    if controller {
         *report
             .faults
             .entry("controller crashed at its point".into())
@@ -490,17 +507,21 @@ async fn revive(system: &mut System, live: &mut Vec<usize>, report: &mut Report)
             .or_default() += 1;
         live.push(system.start_worker());
     }
+    controller
 }
 
 async fn settle(
     system: &mut System,
     live: &mut Vec<usize>,
     report: &mut Report,
+    armed: &mut bool,
     id: &str,
 ) -> Option<muster_proto::v1::Campaign> {
     let deadline = Instant::now() + SETTLE;
     loop {
-        revive(system, live, report).await;
+        if revive(system, live, report).await {
+            *armed = false;
+        }
         if let Ok(answer) = system
             .client
             .get_campaign(muster_proto::v1::GetCampaignRequest { campaign_id: id.into() })
