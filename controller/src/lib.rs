@@ -19,6 +19,7 @@ pub mod dead_letters;
 pub mod dispatcher;
 pub mod expand;
 pub mod export;
+pub mod fleet;
 pub mod guardrails;
 pub mod hub;
 pub mod leader;
@@ -235,11 +236,15 @@ pub struct Controller {
     pub ou_members: expand::OuMembers,
     /// Commands that Run Command's events say ended, for AwaitCommands.
     pub command_endings: command_events::Endings,
+    /// The workers calling this controller, for their share of the hub's
+    /// quotas.
+    pub fleet: fleet::Fleet,
 }
 
 impl Controller {
     /// A controller over an opened store and the hub account's AWS config.
     pub fn new(store: Store, settings: Settings, sdk: &SdkConfig) -> Arc<Self> {
+        let fleet = fleet::Fleet::new(settings.lease_ttl * 2);
         Arc::new(Self {
             store,
             settings,
@@ -258,6 +263,7 @@ impl Controller {
             leader: leader::Leader::new(),
             ou_members: expand::OuMembers::default(),
             command_endings: command_events::Endings::default(),
+            fleet,
         })
     }
 }

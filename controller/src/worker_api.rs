@@ -130,6 +130,12 @@ impl WorkerApi {
         }
     }
 
+    /// The fleet as this controller hears it, counting the calling worker
+    /// when its certificate names it (0 without: not counted).
+    fn workers(&self, caller: Option<&str>) -> u32 {
+        caller.map_or(0, |worker| self.ctl.fleet.heard(worker))
+    }
+
     /// The task a report is about; unknown tasks and wrong kinds are refused.
     async fn task(&self, task_id: &str, kind: TaskKind) -> Result<TaskRow, Status> {
         if uuid::Uuid::parse_str(task_id).is_err() {
@@ -295,6 +301,7 @@ impl WorkerService for WorkerApi {
                 lease
             })
             .collect();
+        let workers = self.ctl.fleet.heard(&request.worker_id);
         Ok(Response::new(match answer {
             LeaseAnswer::Granted(lease) => {
                 let task = lease.task.as_ref();
@@ -320,6 +327,7 @@ impl WorkerService for WorkerApi {
                     lease: Some(*lease),
                     detail: String::new(),
                     same_account,
+                    workers,
                 }
             }
             LeaseAnswer::Refused(outcome, detail) => LeaseTaskResponse {
@@ -327,12 +335,14 @@ impl WorkerService for WorkerApi {
                 lease: None,
                 detail,
                 same_account: Vec::new(),
+                workers,
             },
         }))
     }
 
     async fn renew_lease(&self, request: Request<RenewLeaseRequest>) -> Result<Response<RenewLeaseResponse>, Status> {
         let caller = self.caller(&request, "RenewLease")?;
+        let workers = self.workers(caller.as_deref());
         let request = request.into_inner();
         self.trace_task(&request.task_id).await;
         let ttl = self.ctl.settings.lease_ttl;
@@ -353,6 +363,7 @@ impl WorkerService for WorkerApi {
                 nanos: ttl.subsec_nanos() as i32,
             }),
             campaign_cancelled: cancelled,
+            workers,
         }))
     }
 
@@ -513,6 +524,7 @@ impl WorkerService for WorkerApi {
         request: Request<CompleteTaskRequest>,
     ) -> Result<Response<CompleteTaskResponse>, Status> {
         let caller = self.caller(&request, "CompleteTask")?;
+        let workers = self.workers(caller.as_deref());
         let request = request.into_inner();
         let capacity = request.capacity.min(MAX_HANDED_OFF);
         let lease = self.lease_settings();
@@ -543,7 +555,7 @@ impl WorkerService for WorkerApi {
         }
         tracing::debug!(task_id = %task.id, kind = task.kind.as_str_name(), handed_off = next.len(), "task completed");
         self.ctl.wake.notify_one();
-        Ok(Response::new(CompleteTaskResponse { next }))
+        Ok(Response::new(CompleteTaskResponse { next, workers }))
     }
 
     async fn await_commands(

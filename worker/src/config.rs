@@ -55,9 +55,10 @@ pub struct Args {
     /// Most tasks running at once [default: 2000]
     #[arg(long, env = "MUSTER_MAX_TASKS")]
     pub max_tasks: Option<usize>,
-    /// Most AssumeRole calls per second from this worker; STS's quota is
-    /// the hub account's, shared by every worker, and throttling lowers the
-    /// pace on its own [default: 50]
+    /// AssumeRole calls per second for the whole fleet: STS's quota is the
+    /// hub account's, shared by every worker, so each worker takes its
+    /// share (divided by the workers the controller hears from), and
+    /// throttling lowers the pace on its own [default: 50]
     #[arg(long, env = "MUSTER_ASSUME_ROLE_RATE")]
     pub assume_role_rate: Option<f64>,
     /// Name in the controller's logs [default: <hostname>-<pid>]

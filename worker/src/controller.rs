@@ -2,6 +2,8 @@
 //! each call needs. Facts (dispatches, results) are retried until the
 //! controller records them; a lease lost is reported as such, never retried.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use muster_common::retry::backoff;
@@ -59,6 +61,8 @@ fn classify(status: &Status) -> ControllerError {
 #[derive(Clone)]
 pub struct ControllerClient {
     client: WorkerServiceClient<Channel>,
+    /// The fleet's size as the controller's last answer said (0: not said).
+    workers: Arc<AtomicU32>,
 }
 
 impl ControllerClient {
@@ -78,7 +82,23 @@ impl ControllerClient {
         let client = WorkerServiceClient::new(channel)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);
-        Self { client }
+        Self {
+            client,
+            workers: Arc::default(),
+        }
+    }
+
+    /// The fleet's size as the controller last said (its LeaseTask,
+    /// CompleteTask and RenewLease answers carry it; 0 until one did): how
+    /// many workers share the hub account's quotas.
+    pub fn workers(&self) -> Arc<AtomicU32> {
+        self.workers.clone()
+    }
+
+    fn heard(&self, workers: u32) {
+        if workers > 0 {
+            self.workers.store(workers, Ordering::Relaxed);
+        }
     }
 
     /// Retries `call` on transient failures for up to `budget`, in a client
@@ -128,6 +148,9 @@ impl ControllerClient {
             })
             .instrument(span.clone())
             .await;
+        if let Ok(answer) = &answer {
+            self.heard(answer.workers);
+        }
         // Where the task runs is known once it is granted.
         if let Ok(Some(task)) = answer.as_ref().map(|a| a.lease.as_ref().and_then(|l| l.task.as_ref())) {
             span.record("account", task.account_id.as_str());
@@ -138,11 +161,16 @@ impl ControllerClient {
 
     /// Renews a lease. One attempt; the renew loop tries again next tick.
     pub async fn renew_lease(&self, request: RenewLeaseRequest) -> Result<RenewLeaseResponse, ControllerError> {
-        self.retrying("RenewLease", Duration::ZERO, |mut c| {
-            let request = request.clone();
-            async move { c.renew_lease(muster_common::telemetry::traced(request)).await }
-        })
-        .await
+        let answer = self
+            .retrying("RenewLease", Duration::ZERO, |mut c| {
+                let request = request.clone();
+                async move { c.renew_lease(muster_common::telemetry::traced(request)).await }
+            })
+            .await;
+        if let Ok(answer) = &answer {
+            self.heard(answer.workers);
+        }
+        answer
     }
 
     /// Reports discovered instances; retried for as long as it takes.
@@ -182,11 +210,16 @@ impl ControllerClient {
 
     /// Completes a task; the answer may hand on leases of the same scope.
     pub async fn complete_task(&self, request: CompleteTaskRequest) -> Result<CompleteTaskResponse, ControllerError> {
-        self.retrying("CompleteTask", Duration::from_secs(300), |mut c| {
-            let request = request.clone();
-            async move { c.complete_task(muster_common::telemetry::traced(request)).await }
-        })
-        .await
+        let answer = self
+            .retrying("CompleteTask", Duration::from_secs(300), |mut c| {
+                let request = request.clone();
+                async move { c.complete_task(muster_common::telemetry::traced(request)).await }
+            })
+            .await;
+        if let Ok(answer) = &answer {
+            self.heard(answer.workers);
+        }
+        answer
     }
 
     /// Asks which of the commands named ended (waiting up to the request's

@@ -8,7 +8,8 @@
 //! error code and message.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -74,7 +75,8 @@ struct Entry {
     held: tokio::sync::Mutex<Option<Held>>,
 }
 
-/// AssumeRole calls per second one worker makes, unless told otherwise.
+/// AssumeRole calls per second the whole fleet makes, unless told otherwise
+/// (the hub account's quota, shared by every worker).
 pub const DEFAULT_ASSUME_ROLE_RATE: f64 = 50.0;
 /// How long throttling may delay one AssumeRole before it fails.
 const ASSUME_THROTTLE_BUDGET: Duration = Duration::from_secs(5 * 60);
@@ -82,13 +84,14 @@ const ASSUME_THROTTLE_BUDGET: Duration = Duration::from_secs(5 * 60);
 const ASSUME_ATTEMPTS: u32 = 6;
 
 /// AssumeRole's quota is the hub account's, shared by every target account:
-/// one bucket for all of them.
+/// one bucket for all of them. Paced as a call that changes something: at
+/// the share held now (which shrinks as workers join), from one token.
 fn hub_key() -> LimitKey {
     LimitKey {
         account: "hub".into(),
         region: String::new(),
         api: "AssumeRole",
-        mutates: false,
+        mutates: true,
     }
 }
 
@@ -99,23 +102,61 @@ pub struct CredentialCache {
     refreshes: AtomicU64,
     /// Paces AssumeRole for the whole process, learning STS's quota.
     pace: Arc<ApiLimiter>,
-    _rate: ShareGuard,
+    /// The fleet's AssumeRole rate.
+    rate: f64,
+    /// This worker's share of it: the fleet's size it was computed for, and
+    /// the share held.
+    share: Mutex<(u32, ShareGuard)>,
+    /// The fleet's size as the controller last said (0: not said).
+    workers: Arc<AtomicU32>,
 }
 
 impl CredentialCache {
     /// A cache over one STS client (the worker's own credentials), making
     /// at most `assume_role_rate` AssumeRole calls per second (fewer when STS
-    /// throttles them).
+    /// throttles them, or when the fleet shares them: see
+    /// [`sharing_with`](Self::sharing_with)).
     pub fn new(sts: aws_sdk_sts::Client, assume_role_rate: f64) -> Self {
         let pace = Arc::new(ApiLimiter::default());
         let key = hub_key();
-        let rate = pace.share(&key.account, &key.region, assume_role_rate);
+        let share = pace.share(&key.account, &key.region, assume_role_rate);
         Self {
             sts,
             entries: Recent::new(MAX_ENTRIES),
             refreshes: AtomicU64::new(0),
             pace,
-            _rate: rate,
+            rate: assume_role_rate,
+            share: Mutex::new((1, share)),
+            workers: Arc::default(),
+        }
+    }
+
+    /// Takes this worker's share of the rate, which the fleet shares: the
+    /// rate divided by `workers` (the controller's count of the workers
+    /// calling it; 0, not said yet, counts as one).
+    pub fn sharing_with(mut self, workers: Arc<AtomicU32>) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// AssumeRole calls per second this worker makes now, at most.
+    pub fn pace(&self) -> f64 {
+        self.share_now();
+        self.pace.rate(&hub_key()).unwrap_or(self.rate)
+    }
+
+    /// Holds the share of the fleet's rate for the fleet's size now.
+    fn share_now(&self) {
+        let workers = self.workers.load(Ordering::Relaxed).max(1);
+        let mut share = self.share.lock().expect("share lock");
+        if share.0 != workers {
+            let key = hub_key();
+            // The new share is taken before the old one goes, so the bucket
+            // never loses its budget in between.
+            let new = self
+                .pace
+                .share(&key.account, &key.region, self.rate / f64::from(workers));
+            *share = (workers, new);
         }
     }
 
@@ -165,6 +206,7 @@ impl CredentialCache {
         let started = Instant::now();
         let (mut transient, mut throttles) = (0, 0);
         let output = loop {
+            self.share_now();
             self.pace.acquire(&key_of_pace).await;
             let result = self
                 .sts
@@ -286,6 +328,23 @@ mod tests {
         assert_eq!(refresh_margin(Duration::from_secs(3600)), Duration::from_secs(600));
         assert_eq!(refresh_margin(Duration::from_secs(900)), Duration::from_secs(600));
         assert_eq!(refresh_margin(Duration::from_secs(30)), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn a_worker_paces_assume_role_at_its_share_of_the_fleet_s_rate() {
+        let config = muster_common::aws::fixed(
+            "http://127.0.0.1:9",
+            "us-east-1",
+            Credentials::new("AKIDTEST", "secret", None, None, "test"),
+            muster_common::aws::no_sdk_retries(),
+        );
+        let workers = Arc::new(AtomicU32::new(0));
+        let cache = CredentialCache::new(aws_sdk_sts::Client::new(&config), 50.0).sharing_with(workers.clone());
+        assert_eq!(cache.pace(), 50.0, "alone until the controller says otherwise");
+        workers.store(4, Ordering::Relaxed);
+        assert_eq!(cache.pace(), 12.5, "a quarter among four");
+        workers.store(1, Ordering::Relaxed);
+        assert_eq!(cache.pace(), 50.0, "the whole rate once the others left");
     }
 
     #[test]

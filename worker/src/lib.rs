@@ -82,16 +82,17 @@ impl Context {
     /// A context over these clients.
     pub fn new(worker_id: &str, controller: ControllerClient, sdk: SdkConfig) -> Self {
         let endings_stop = CancellationToken::new();
+        let workers = controller.workers();
         Self {
             worker_id: worker_id.to_owned(),
             reporter: Reporter::spawn(controller.clone()),
             endings: endings::Endings::spawn(controller.clone(), endings_stop.clone()),
             _endings_stop: endings_stop.drop_guard(),
             controller,
-            credentials: Arc::new(CredentialCache::new(
-                aws_sdk_sts::Client::new(&sdk),
-                credentials::DEFAULT_ASSUME_ROLE_RATE,
-            )),
+            credentials: Arc::new(
+                CredentialCache::new(aws_sdk_sts::Client::new(&sdk), credentials::DEFAULT_ASSUME_ROLE_RATE)
+                    .sharing_with(workers),
+            ),
             sdk,
             targets: Targets::default(),
             limiter: Arc::new(ApiLimiter::default()),
@@ -104,10 +105,13 @@ impl Context {
         }
     }
 
-    /// Paces AssumeRole at most `rate` calls per second for the process
-    /// (the default is [`credentials::DEFAULT_ASSUME_ROLE_RATE`]).
+    /// Paces AssumeRole at `rate` calls per second for the whole fleet,
+    /// this worker at its share (the default is
+    /// [`credentials::DEFAULT_ASSUME_ROLE_RATE`]).
     pub fn with_assume_role_rate(mut self, rate: f64) -> Self {
-        self.credentials = Arc::new(CredentialCache::new(aws_sdk_sts::Client::new(&self.sdk), rate));
+        self.credentials = Arc::new(
+            CredentialCache::new(aws_sdk_sts::Client::new(&self.sdk), rate).sharing_with(self.controller.workers()),
+        );
         self
     }
 

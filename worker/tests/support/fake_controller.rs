@@ -230,6 +230,7 @@ impl Service {
                 lease: None,
                 detail: String::new(),
                 same_account: Vec::new(),
+                workers: 0,
             }))
         };
         let Some(task) = state
@@ -265,6 +266,7 @@ impl Service {
             lease: Some(lease),
             detail: String::new(),
             same_account: Vec::new(),
+            workers: 0,
         }))
     }
 }
@@ -312,6 +314,7 @@ impl WorkerService for Service {
         Ok(Response::new(RenewLeaseResponse {
             ttl: Some(ttl.try_into().unwrap()),
             campaign_cancelled: cancelled,
+            workers: 0,
         }))
     }
 
