@@ -138,25 +138,45 @@ impl WorkerApi {
 
     /// The task a report is about; unknown tasks and wrong kinds are refused.
     async fn task(&self, task_id: &str, kind: TaskKind) -> Result<TaskRow, Status> {
+        Ok(self.task_and(task_id, kind, |_, _| Ok(())).await?.0)
+    }
+
+    /// The task a report is about and what `also` reads about it, in one
+    /// read; unknown tasks and wrong kinds are refused.
+    async fn task_and<T: Send + 'static>(
+        &self,
+        task_id: &str,
+        kind: TaskKind,
+        also: impl FnOnce(&dyn Sql, &TaskRow) -> crate::store::StoreResult<T> + Send + 'static,
+    ) -> Result<(TaskRow, T), Status> {
         if uuid::Uuid::parse_str(task_id).is_err() {
             return Err(Status::invalid_argument("task_id: not a task id (a UUID)"));
         }
         let id = task_id.to_owned();
-        let task = self
+        let (task, also) = self
             .ctl
             .store
-            .read(move |conn| tasks::get(conn, &id))
+            .read(move |conn| {
+                let Some(task) = tasks::get(conn, &id)? else {
+                    return Ok(None);
+                };
+                if task.kind != kind {
+                    return Ok(Some((task, None)));
+                }
+                let also = also(conn, &task)?;
+                Ok(Some((task, Some(also))))
+            })
             .await
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("task_id: no task {task_id}")))?;
         trace_row(&task);
-        if task.kind != kind {
-            return Err(Status::invalid_argument(format!(
+        match also {
+            Some(also) => Ok((task, also)),
+            None => Err(Status::invalid_argument(format!(
                 "task_id: task {task_id} is a {} task",
                 task.kind.as_str_name()
-            )));
+            ))),
         }
-        Ok(task)
     }
 }
 
@@ -464,19 +484,16 @@ impl WorkerService for WorkerApi {
                 muster_proto::MAX_REPORT_BYTES
             )));
         }
-        let task = self.task(&request.task_id, TaskKind::Execute).await?;
+        // The store keeps what the campaign asked for, whatever a worker
+        // sends. (A spec never changes: read apart from the writer.)
+        let (task, keep) = self
+            .task_and(&request.task_id, TaskKind::Execute, |conn, task| {
+                campaigns::keep_bytes(conn, &task.campaign_id)
+            })
+            .await?;
         let campaign = task.campaign_id.clone();
         let task_id = task.id.clone();
         let watched = self.ctl.hub.wants_targets(&campaign);
-        // The store keeps what the campaign asked for, whatever a worker
-        // sends. (A spec never changes: read apart from the writer.)
-        let of = campaign.clone();
-        let keep = self
-            .ctl
-            .store
-            .read(move |conn| campaigns::keep_bytes(conn, &of))
-            .await
-            .map_err(store_status)?;
         let (ingested, clipped) = self
             .ctl
             .store

@@ -400,6 +400,21 @@ pub fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
+/// `CAST(?first AS types[0]), CAST(?first+1 AS types[1]), ...`: numbered
+/// placeholders with their types, for a VALUES row (PostgreSQL cannot tell
+/// a VALUES column's type from its use).
+pub fn typed_placeholders(first: usize, types: &[&str]) -> String {
+    types
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| format!("CAST(?{} AS {kind})", first + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Most rows of a list one statement takes (see [`pieces`]).
+pub const ROWS_PER_STATEMENT: usize = 64;
+
 /// One statement's share of a list: its `rows`, written for `shape` rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Piece {
@@ -461,6 +476,15 @@ pub fn dollar_placeholders(sql: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_placeholders_number_and_cast_each_column() {
+        assert_eq!(
+            typed_placeholders(4, &["TEXT", "BIGINT"]),
+            "CAST(?4 AS TEXT), CAST(?5 AS BIGINT)"
+        );
+        assert_eq!(placeholders(5, 3), "?5, ?6, ?7");
+    }
 
     #[test]
     fn placeholders_become_dollars_outside_quotes() {

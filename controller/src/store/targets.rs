@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::store::sql::{
-    Datum, Engine, OptionalExtension as _, Row, Sql, ToValue, Value, params, pieces, placeholders,
+    Datum, Engine, OptionalExtension as _, ROWS_PER_STATEMENT, Row, Sql, ToValue, Value, params, pieces, placeholders,
+    typed_placeholders,
 };
 use muster_proto::v1::{
     DiscoveredInstance, PingStatus, Platform, ScopeState, StepOutput, Target, TargetResult, TargetStatus, TimeoutKind,
@@ -27,7 +28,8 @@ struct Steps {
 const DISCOVERED_COLUMNS: usize = 8;
 
 /// Records discovered instances; returns how many were new. One INSERT per
-/// 64 instances (on PostgreSQL every statement is a round trip).
+/// [`ROWS_PER_STATEMENT`] instances (on PostgreSQL every statement is a
+/// round trip).
 pub fn insert_discovered(conn: &dyn Sql, task: &TaskRow, instances: &[DiscoveredInstance]) -> StoreResult<u32> {
     let now = now_ms();
     let status = |instance: &DiscoveredInstance| {
@@ -48,7 +50,7 @@ pub fn insert_discovered(conn: &dyn Sql, task: &TaskRow, instances: &[Discovered
         })
         .collect();
     let mut inserted = std::collections::HashSet::new();
-    for piece in pieces(instances.len(), 64) {
+    for piece in pieces(instances.len(), ROWS_PER_STATEMENT) {
         let shape = piece.shape;
         let rows = (0..shape)
             .map(|row| {
@@ -271,12 +273,10 @@ pub fn ingest_results(
 
 /// Columns of one result in [`write_results`]' VALUES rows.
 const RESULT_COLUMNS: usize = 10;
-/// Rows per UPDATE (a power of two; see [`pieces`]).
-const RESULTS_PER_STATEMENT: usize = 64;
 
 /// Writes accepted results into their targets' rows. On PostgreSQL, where
 /// every statement is a round trip to the server, one UPDATE per
-/// [`RESULTS_PER_STATEMENT`] results; on SQLite one per result.
+/// [`ROWS_PER_STATEMENT`] results; on SQLite one per result.
 fn write_results(conn: &dyn Sql, task: &TaskRow, results: &[&TargetResult]) -> StoreResult<()> {
     let now = now_ms();
     let steps: Vec<Vec<u8>> = results
@@ -312,26 +312,13 @@ fn write_results(conn: &dyn Sql, task: &TaskRow, results: &[&TargetResult]) -> S
         return Ok(());
     }
     let bytes = conn.engine().bytes_type();
-    for piece in pieces(results.len(), RESULTS_PER_STATEMENT) {
+    let types: [&str; RESULT_COLUMNS] = [
+        "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", bytes, "BIGINT", "BIGINT",
+    ];
+    for piece in pieces(results.len(), ROWS_PER_STATEMENT) {
         let (size, shape) = (piece.rows.len(), piece.shape);
         let rows = (0..shape)
-            .map(|row| {
-                let p = 4 + row * RESULT_COLUMNS;
-                format!(
-                    "(CAST(?{} AS TEXT), CAST(?{} AS BIGINT), CAST(?{} AS BIGINT), CAST(?{} AS BIGINT), CAST(?{} AS TEXT), \
-                     CAST(?{} AS TEXT), CAST(?{} AS TEXT), CAST(?{} AS {bytes}), CAST(?{} AS BIGINT), CAST(?{} AS BIGINT))",
-                    p,
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6,
-                    p + 7,
-                    p + 8,
-                    p + 9
-                )
-            })
+            .map(|row| format!("({})", typed_placeholders(4 + row * RESULT_COLUMNS, &types)))
             .collect::<Vec<_>>()
             .join(", ");
         // VALUES columns are column1, column2, ... on both engines.
@@ -392,7 +379,7 @@ fn outside_task(field: &str, instance: &str, task: &TaskRow) -> StoreError {
 fn statuses(conn: &dyn Sql, task: &TaskRow, ids: &[&str]) -> StoreResult<std::collections::HashMap<String, i32>> {
     let mut found = std::collections::HashMap::new();
     // A few statement shapes whatever the count (see `pieces`).
-    for piece in pieces(ids.len(), 64) {
+    for piece in pieces(ids.len(), ROWS_PER_STATEMENT) {
         let list = placeholders(5, piece.shape);
         let sql = format!(
             "SELECT instance_id, status FROM targets
