@@ -16,6 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Ordered maps encode deterministically, so a spec's SHA-256 (audit,
     // client-token idempotency) does not depend on hash order.
     config.btree_map(["."]);
+    // Each message knows its full name (prost::Name), to find its descriptor
+    // for the proto3 JSON mapping.
+    config.enable_type_names();
     let include = protoc_bin_vendored::include_path()?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let protos: Vec<&Path> = PROTOS.iter().map(Path::new).collect();

@@ -64,7 +64,8 @@ pub struct Cli {
     /// the URL's host.
     #[arg(long, global = true, env = "MUSTER_TLS_SERVER_NAME", help_heading = "Security")]
     pub tls_server_name: Option<String>,
-    /// How to print results: a table for people, JSON or CSV for scripts.
+    /// How to print results: a table (or a wide one) for people; JSON, YAML
+    /// or CSV for scripts.
     #[arg(long, short = 'o', global = true, value_enum, env = "MUSTER_OUTPUT", default_value_t = Output::Table)]
     pub output: Output,
     /// Colour: auto (only on a terminal), always or never.
@@ -112,10 +113,24 @@ impl Cli {
 pub enum Output {
     /// Aligned columns.
     Table,
-    /// One JSON document.
+    /// Aligned columns, with more of them (times, commands, who).
+    Wide,
+    /// The controller's answer in proto3's canonical JSON mapping, as
+    /// grpcurl and generated clients print it (camelCase names, enums by
+    /// name, 64-bit integers as strings), fields at their defaults included.
     Json,
-    /// Comma-separated values with a header line.
+    /// The same document as YAML (`muster show -o yaml` is a campaign file
+    /// `muster submit -f` reads back).
+    Yaml,
+    /// Comma-separated values (RFC 4180) with a header line.
     Csv,
+}
+
+impl Output {
+    /// A table, narrow or wide: for people.
+    pub fn is_table(self) -> bool {
+        matches!(self, Self::Table | Self::Wide)
+    }
 }
 
 /// Colour choice.
@@ -444,7 +459,8 @@ pub struct SubmitArgs {
 /// A campaign: a file, flags, or both (flags win).
 #[derive(Debug, Args, Default, Clone)]
 pub struct SpecArgs {
-    /// Campaign file, YAML or TOML (see examples/campaign.yaml).
+    /// Campaign file, YAML or TOML (see examples/campaign.yaml), or a
+    /// campaign as `muster show -o yaml` prints it; `-` reads stdin.
     #[arg(long, short = 'f')]
     pub file: Option<PathBuf>,
     /// A name for people.

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::args::{ApprovalArgs, AuditArgs, DecideArgs, LsArgs, Output, RerunArgs, ResultsArgs, SpecArgs};
 use crate::connect::Client;
-use crate::render::{self, Style, csv};
+use crate::render::{self, Style};
 
 /// Why a command failed: a bad argument (before anything was sent) or the
 /// controller's answer.
@@ -46,31 +46,43 @@ fn summary(c: &muster_proto::v1::StatusCounters) -> String {
 /// Prints a campaign in the chosen format: details, then its scopes.
 pub fn print_campaign(campaign: &Campaign, style: Style, output: Output) {
     match output {
-        Output::Json => render::print_json(&render::campaign_json(campaign)),
-        Output::Csv => {
-            println!(
-                "account_id,region,scope_state,total,success,failed,timed_out,skipped,error,cancelled,terminated,undeliverable"
-            );
-            for s in &campaign.scopes {
+        Output::Json | Output::Yaml => render::print_message(campaign, output),
+        Output::Csv => render::print_csv(
+            &[
+                "account_id",
+                "region",
+                "scope_state",
+                "total",
+                "success",
+                "failed",
+                "timed_out",
+                "skipped",
+                "error",
+                "cancelled",
+                "terminated",
+                "undeliverable",
+            ],
+            campaign.scopes.iter().map(|s| {
                 let c = s.counters.unwrap_or_default();
-                println!(
-                    "{},{},{},{},{},{},{},{},{},{},{},{}",
-                    s.account_id,
-                    s.region,
-                    render::scope_json(s)["state"].as_str().unwrap_or_default(),
-                    c.total,
-                    c.success,
-                    c.failed,
-                    c.timed_out,
-                    c.skipped,
-                    c.error,
-                    c.cancelled,
-                    c.terminated,
-                    c.undeliverable
+                let mut row = vec![s.account_id.clone(), s.region.clone(), render::scope_state(s.state)];
+                row.extend(
+                    [
+                        c.total,
+                        c.success,
+                        c.failed,
+                        c.timed_out,
+                        c.skipped,
+                        c.error,
+                        c.cancelled,
+                        c.terminated,
+                        c.undeliverable,
+                    ]
+                    .map(|n| n.to_string()),
                 );
-            }
-        }
-        Output::Table => {
+                row
+            }),
+        ),
+        Output::Table | Output::Wide => {
             let spec = campaign.spec.clone().unwrap_or_default();
             let c = campaign.counters.unwrap_or_default();
             println!("{} {}", style.bold("campaign"), campaign.id);
@@ -137,7 +149,8 @@ pub fn print_campaign(campaign: &Campaign, style: Style, output: Output) {
             if campaign.scopes.is_empty() {
                 return;
             }
-            let mut table = style.table(&[
+            let wide = output == Output::Wide;
+            let mut headers = vec![
                 "account",
                 "region",
                 "discovery",
@@ -147,16 +160,19 @@ pub fn print_campaign(campaign: &Campaign, style: Style, output: Output) {
                 "skipped",
                 "other",
                 "total",
-            ]);
+            ];
+            if wide {
+                headers.extend(["running", "managed", "offline", "unmanaged"]);
+            }
+            let mut table = style.table(&headers);
             for s in &campaign.scopes {
                 let c = s.counters.unwrap_or_default();
-                let scope = render::scope_json(s);
                 let state = if s.error.is_empty() {
-                    scope["state"].as_str().unwrap_or_default().to_owned()
+                    render::scope_state(s.state)
                 } else {
                     format!("failed: {}", s.error)
                 };
-                table.add_row(vec![
+                let mut row = vec![
                     Cell::new(&s.account_id),
                     Cell::new(&s.region),
                     Cell::new(state),
@@ -166,7 +182,16 @@ pub fn print_campaign(campaign: &Campaign, style: Style, output: Output) {
                     Cell::new(c.skipped),
                     Cell::new(c.total - c.success - c.failed - c.error - c.timed_out - c.skipped),
                     Cell::new(c.total),
-                ]);
+                ];
+                if wide {
+                    row.extend([
+                        Cell::new(c.queued + c.running),
+                        Cell::new(s.managed),
+                        Cell::new(s.offline),
+                        Cell::new(s.unmanaged),
+                    ]);
+                }
+                table.add_row(row);
             }
             println!("{table}");
         }
@@ -190,7 +215,7 @@ pub async fn submit(client: &mut Client, args: &SpecArgs, style: Style, output: 
     if spec.client_token.is_empty() {
         spec.client_token = uuid::Uuid::new_v4().to_string();
     }
-    if output == Output::Table {
+    if output.is_table() {
         eprintln!(
             "client token {} (submitting again with --client-token {0} returns this campaign)",
             spec.client_token
@@ -204,9 +229,9 @@ pub async fn submit(client: &mut Client, args: &SpecArgs, style: Style, output: 
     })
     .await?;
     match output {
-        Output::Json => render::print_json(&json!({"campaign_id": answer.campaign_id, "created": answer.created})),
+        Output::Json | Output::Yaml => render::print_message(&answer, output),
         Output::Csv => println!("{}", answer.campaign_id),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             if answer.created {
                 eprintln!(
                     "{} submitted; follow it with: muster watch {}",
@@ -273,7 +298,7 @@ fn retry_submit(status: &tonic::Status) -> bool {
 /// `muster plan`.
 pub async fn plan(client: &mut Client, args: &SpecArgs, style: Style, output: Output) -> Result<i32, Failure> {
     let spec = crate::spec::build(args)?;
-    if output == Output::Table {
+    if output.is_table() {
         eprintln!("discovering targets (nothing runs)...");
     }
     let answer = client
@@ -283,29 +308,32 @@ pub async fn plan(client: &mut Client, args: &SpecArgs, style: Style, output: Ou
         })
         .await?
         .into_inner();
+    if matches!(output, Output::Json | Output::Yaml) {
+        render::print_message(&answer, output);
+    }
     let campaign = answer.campaign.unwrap_or_default();
     match output {
-        Output::Json => {
-            render::print_json(&json!({"complete": answer.complete, "plan": render::campaign_json(&campaign)}))
-        }
-        Output::Csv => {
-            println!("account_id,region,would_run,managed,offline,unmanaged,skipped,error");
-            for s in &campaign.scopes {
+        Output::Json | Output::Yaml => {}
+        Output::Csv => render::print_csv(
+            &[
+                "account_id",
+                "region",
+                "would_run",
+                "managed",
+                "offline",
+                "unmanaged",
+                "skipped",
+                "error",
+            ],
+            campaign.scopes.iter().map(|s| {
                 let c = s.counters.unwrap_or_default();
-                println!(
-                    "{},{},{},{},{},{},{},{}",
-                    s.account_id,
-                    s.region,
-                    c.pending,
-                    s.managed,
-                    s.offline,
-                    s.unmanaged,
-                    c.skipped,
-                    csv(&s.error)
-                );
-            }
-        }
-        Output::Table => {
+                let mut row = vec![s.account_id.clone(), s.region.clone()];
+                row.extend([c.pending, s.managed, s.offline, s.unmanaged, c.skipped].map(|n| n.to_string()));
+                row.push(s.error.clone());
+                row
+            }),
+        ),
+        Output::Table | Output::Wide => {
             let mut table = style.table(&[
                 "account",
                 "region",
@@ -382,31 +410,56 @@ pub async fn ls(client: &mut Client, args: &LsArgs, style: Style, output: Output
         token = page.next_page_token;
     }
     match output {
-        Output::Json => render::print_json(&json!(campaigns.iter().map(render::campaign_json).collect::<Vec<_>>())),
-        Output::Csv => {
-            println!("id,name,state,created_at,total,success,failed,timed_out,skipped");
-            for c in &campaigns {
+        // The pages read, as one answer.
+        Output::Json | Output::Yaml => render::print_message(
+            &muster_proto::v1::ListCampaignsResponse {
+                campaigns,
+                next_page_token: String::new(),
+            },
+            output,
+        ),
+        Output::Csv => render::print_csv(
+            &[
+                "id",
+                "name",
+                "state",
+                "created_at",
+                "total",
+                "success",
+                "failed",
+                "timed_out",
+                "skipped",
+                "started_at",
+                "finished_at",
+                "submitted_by",
+            ],
+            campaigns.iter().map(|c| {
                 let n = c.counters.unwrap_or_default();
-                let name = c.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
-                println!(
-                    "{},{},{},{},{},{},{},{},{}",
-                    c.id,
-                    csv(&name),
-                    render::campaign_state(c.state),
+                let mut row = vec![
+                    c.id.clone(),
+                    c.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+                    render::campaign_state(c.state).to_owned(),
                     render::time(&c.created_at),
-                    n.total,
-                    n.success,
-                    n.failed,
-                    n.timed_out,
-                    n.skipped
-                );
+                ];
+                row.extend([n.total, n.success, n.failed, n.timed_out, n.skipped].map(|n| n.to_string()));
+                row.extend([
+                    render::time(&c.started_at),
+                    render::time(&c.finished_at),
+                    c.submitted_by.clone(),
+                ]);
+                row
+            }),
+        ),
+        Output::Table | Output::Wide => {
+            let wide = output == Output::Wide;
+            let mut headers = vec!["id", "name", "state", "created", "targets", "ok", "failed", "skipped"];
+            if wide {
+                headers.extend(["running", "finished", "by", "labels"]);
             }
-        }
-        Output::Table => {
-            let mut table = style.table(&["id", "name", "state", "created", "targets", "ok", "failed", "skipped"]);
+            let mut table = style.table(&headers);
             for c in &campaigns {
                 let n = c.counters.unwrap_or_default();
-                table.add_row(vec![
+                let mut row = vec![
                     Cell::new(&c.id),
                     Cell::new(c.spec.as_ref().map(|s| s.name.as_str()).unwrap_or_default()),
                     style.status_cell(render::campaign_state(c.state)),
@@ -415,7 +468,23 @@ pub async fn ls(client: &mut Client, args: &LsArgs, style: Style, output: Output
                     Cell::new(n.success),
                     Cell::new(n.failed + n.timed_out + n.error + n.undeliverable),
                     Cell::new(n.skipped),
-                ]);
+                ];
+                if wide {
+                    let labels = c.spec.as_ref().map(|s| {
+                        s.labels
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    });
+                    row.extend([
+                        Cell::new(n.queued + n.running),
+                        Cell::new(render::time(&c.finished_at)),
+                        Cell::new(&c.submitted_by),
+                        Cell::new(labels.unwrap_or_default()),
+                    ]);
+                }
+                table.add_row(row);
             }
             println!("{table}");
         }
@@ -444,38 +513,38 @@ pub async fn audit(client: &mut Client, args: &AuditArgs, style: Style, output: 
         token = page.next_page_token;
     }
     match output {
-        Output::Json => render::print_json(&json!(
-            events
-                .iter()
-                .map(|e| json!({
-                    "id": e.id,
-                    "at": render::time(&e.at),
-                    "principal": e.principal,
-                    "via": e.via,
-                    "peer": e.peer,
-                    "action": e.action,
-                    "campaign_id": e.campaign_id,
-                    "detail": serde_json::from_str::<serde_json::Value>(&e.detail).unwrap_or_else(|_| json!(e.detail)),
-                }))
-                .collect::<Vec<_>>()
-        )),
-        Output::Csv => {
-            println!("id,at,principal,via,peer,action,campaign_id,detail");
-            for e in &events {
-                println!(
-                    "{},{},{},{},{},{},{},{}",
-                    e.id,
+        Output::Json | Output::Yaml => render::print_message(
+            &muster_proto::v1::ListAuditEventsResponse {
+                events,
+                next_page_token: String::new(),
+            },
+            output,
+        ),
+        Output::Csv => render::print_csv(
+            &[
+                "id",
+                "at",
+                "principal",
+                "via",
+                "peer",
+                "action",
+                "campaign_id",
+                "detail",
+            ],
+            events.iter().map(|e| {
+                vec![
+                    e.id.to_string(),
                     render::time(&e.at),
-                    csv(&e.principal),
-                    e.via,
-                    csv(&e.peer),
-                    e.action,
-                    e.campaign_id,
-                    csv(&e.detail)
-                );
-            }
-        }
-        Output::Table => {
+                    e.principal.clone(),
+                    e.via.clone(),
+                    e.peer.clone(),
+                    e.action.clone(),
+                    e.campaign_id.clone(),
+                    e.detail.clone(),
+                ]
+            }),
+        ),
+        Output::Table | Output::Wide => {
             let mut table = style.table(&["when", "who", "via", "from", "what", "campaign", "detail"]);
             for e in &events {
                 table.add_row(vec![
@@ -516,33 +585,20 @@ pub async fn whoami(client: &mut Client, style: Style, output: Output) -> Result
         }
     };
     match output {
-        Output::Json => render::print_json(&json!({
-            "name": me.name,
-            "via": me.via,
-            "aws_arn": me.aws_arn,
-            "peer": me.peer,
-            "grants": me.grants.iter().map(|g| json!({
-                "role": g.role,
-                "accounts": g.accounts,
-                "ous": g.ous,
-                "regions": g.regions,
-                "documents": g.documents,
-            })).collect::<Vec<_>>(),
-        })),
-        Output::Csv => {
-            println!("name,via,aws_arn,role,scope");
-            for g in &me.grants {
-                println!(
-                    "{},{},{},{},{}",
-                    csv(&me.name),
-                    me.via,
-                    csv(&me.aws_arn),
-                    g.role,
-                    csv(&scope(g))
-                );
-            }
-        }
-        Output::Table => {
+        Output::Json | Output::Yaml => render::print_message(&me, output),
+        Output::Csv => render::print_csv(
+            &["name", "via", "aws_arn", "role", "scope"],
+            me.grants.iter().map(|g| {
+                vec![
+                    me.name.clone(),
+                    me.via.clone(),
+                    me.aws_arn.clone(),
+                    g.role.clone(),
+                    scope(g),
+                ]
+            }),
+        ),
+        Output::Table | Output::Wide => {
             let how = if me.aws_arn.is_empty() {
                 me.via.clone()
             } else {
@@ -589,7 +645,7 @@ pub async fn cancel(client: &mut Client, id: &str, reason: &str, style: Style, o
         .campaign
         .unwrap_or_default();
     match output {
-        Output::Json => render::print_json(&render::campaign_json(&campaign)),
+        Output::Json | Output::Yaml => render::print_message(&campaign, output),
         _ => println!(
             "{} {}  {}",
             id,
@@ -635,14 +691,9 @@ pub async fn rerun(client: &mut Client, args: &RerunArgs, style: Style, output: 
     })
     .await?;
     match output {
-        Output::Json => render::print_json(&json!({
-            "campaign_id": answer.campaign_id,
-            "created": answer.created,
-            "rerun_of": args.campaign_id,
-            "rerun_targets": answer.rerun_targets,
-        })),
+        Output::Json | Output::Yaml => render::print_message(&answer, output),
         Output::Csv => println!("{}", answer.campaign_id),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             eprintln!(
                 "{} of {} over its {} targets; follow it with: muster watch {}",
                 style.bold("rerun"),
@@ -779,7 +830,7 @@ pub async fn decide(
 /// A campaign after an operator's decision: its state and why.
 fn print_decision(campaign: &Campaign, style: Style, output: Output) {
     match output {
-        Output::Json => render::print_json(&render::campaign_json(campaign)),
+        Output::Json | Output::Yaml => render::print_message(campaign, output),
         _ => println!(
             "{} {}  {}",
             campaign.id,
@@ -872,7 +923,7 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
                 account_ids: args.accounts.clone(),
                 regions: args.regions.clone(),
                 instance_ids: Vec::new(),
-                include_output: output != Output::Table,
+                include_output: !output.is_table(),
                 follow_reruns: args.follow_reruns,
             })
             .await?
@@ -884,39 +935,67 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
         token = page.next_page_token;
     }
     match output {
-        Output::Json => render::print_json(&json!(all.iter().map(render::target_json).collect::<Vec<_>>())),
-        Output::Csv => {
-            println!(
-                "campaign_id,account_id,region,instance_id,name,platform,status,exit_code,reason,command_id,finished_at,stdout_url"
-            );
-            for t in &all {
-                println!(
-                    "{},{},{},{},{},{},{},{},{},{},{},{}",
-                    t.campaign_id,
-                    t.account_id,
-                    t.region,
-                    t.instance_id,
-                    csv(&t.name),
-                    render::platform(t.platform),
-                    render::target_status(t.status),
+        // The pages read, as one answer.
+        Output::Json | Output::Yaml => render::print_message(
+            &muster_proto::v1::ListTargetsResponse {
+                targets: all,
+                next_page_token: String::new(),
+            },
+            output,
+        ),
+        Output::Csv => render::print_csv(
+            &[
+                "campaign_id",
+                "account_id",
+                "region",
+                "instance_id",
+                "name",
+                "platform",
+                "status",
+                "exit_code",
+                "reason",
+                "command_id",
+                "finished_at",
+                "stdout_url",
+                "timeout_kind",
+                "started_at",
+                "document_name",
+            ],
+            all.iter().map(|t| {
+                vec![
+                    t.campaign_id.clone(),
+                    t.account_id.clone(),
+                    t.region.clone(),
+                    t.instance_id.clone(),
+                    t.name.clone(),
+                    render::platform(t.platform).to_owned(),
+                    render::target_status(t.status).to_owned(),
                     t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
-                    csv(&t.reason),
-                    t.command_id,
+                    t.reason.clone(),
+                    t.command_id.clone(),
                     render::time(&t.finished_at),
-                    t.steps.first().map(|s| s.stdout_url.as_str()).unwrap_or_default()
-                );
-            }
-        }
-        Output::Table => {
+                    t.steps.first().map(|s| s.stdout_url.clone()).unwrap_or_default(),
+                    render::timeout_kind(t.timeout_kind).to_owned(),
+                    render::time(&t.started_at),
+                    t.document_name.clone(),
+                ]
+            }),
+        ),
+        Output::Table | Output::Wide => {
+            let wide = output == Output::Wide;
             let mut headers = vec![
                 "account", "region", "instance", "name", "platform", "status", "exit", "reason",
             ];
             if args.follow_reruns {
                 headers.insert(0, "campaign");
             }
+            if wide {
+                headers.extend(["command", "document", "started", "finished"]);
+            }
             let mut table = style.table(&headers);
             for t in &all {
-                let reason: String = t.reason.chars().take(90).collect();
+                // A wide table has room for the whole reason.
+                let reason: String = t.reason.chars().take(if wide { usize::MAX } else { 90 }).collect();
                 let mut row = Vec::with_capacity(headers.len());
                 if args.follow_reruns {
                     row.push(Cell::new(&t.campaign_id));
@@ -931,6 +1010,14 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
                     Cell::new(t.exit_code.map(|c| c.to_string()).unwrap_or_default()),
                     Cell::new(reason),
                 ]);
+                if wide {
+                    row.extend([
+                        Cell::new(&t.command_id),
+                        Cell::new(&t.document_name),
+                        Cell::new(render::time(&t.started_at)),
+                        Cell::new(render::time(&t.finished_at)),
+                    ]);
+                }
                 table.add_row(row);
             }
             println!("{table}");
@@ -945,9 +1032,37 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
 }
 
 fn print_target_output(target: &Target, style: Style, output: Output) {
-    if output != Output::Table {
-        render::print_json(&render::target_json(target));
-        return;
+    match output {
+        Output::Json | Output::Yaml => return render::print_message(target, output),
+        Output::Csv => {
+            return render::print_csv(
+                &[
+                    "step",
+                    "status",
+                    "exit_code",
+                    "stdout",
+                    "stderr",
+                    "stdout_truncated",
+                    "stderr_truncated",
+                    "stdout_url",
+                    "stderr_url",
+                ],
+                target.steps.iter().map(|s| {
+                    vec![
+                        s.name.clone(),
+                        s.status.clone(),
+                        s.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                        s.stdout.clone(),
+                        s.stderr.clone(),
+                        s.stdout_truncated.to_string(),
+                        s.stderr_truncated.to_string(),
+                        s.stdout_url.clone(),
+                        s.stderr_url.clone(),
+                    ]
+                }),
+            );
+        }
+        Output::Table | Output::Wide => {}
     }
     println!(
         "{} {} {}  {}  {}",
@@ -1041,11 +1156,16 @@ pub async fn console(
         None => None,
     };
     match output {
-        Output::Json => render::print_json(&json!({
-            "url": url,
-            "name": me.name,
-            "signin_token": token,
-        })),
+        // Not one of the API's messages: named as the proto3 JSON mapping
+        // would name them.
+        Output::Json | Output::Yaml => render::print_document(
+            &json!({
+                "url": url,
+                "name": me.name,
+                "signinToken": token,
+            }),
+            output,
+        ),
         _ => {
             println!("{url}");
             match token {

@@ -4,11 +4,11 @@
 use std::io::IsTerminal as _;
 
 use comfy_table::{Attribute, Cell, Color as CellColor, ContentArrangement, Table, presets};
-use muster_proto::v1::{Campaign, CampaignState, ScopeSummary, StatusCounters, Target, TargetStatus, TimeoutKind};
+use muster_proto::v1::{CampaignState, StatusCounters, TargetStatus, TimeoutKind};
 use owo_colors::OwoColorize as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::args::Color;
+use crate::args::{Color, Output};
 
 /// Colour and layout choices for this run.
 #[derive(Debug, Clone, Copy)]
@@ -139,115 +139,25 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
-/// Counters as JSON.
-pub fn counters_json(c: &StatusCounters) -> Value {
-    json!({
-        "total": c.total, "pending": c.pending, "queued": c.queued, "running": c.running,
-        "success": c.success, "failed": c.failed, "timed_out": c.timed_out, "cancelled": c.cancelled,
-        "undeliverable": c.undeliverable, "terminated": c.terminated, "skipped": c.skipped, "error": c.error,
-    })
-}
-
 /// Targets that have ended.
 pub fn done(c: &StatusCounters) -> u64 {
     c.total - c.pending - c.queued - c.running
 }
 
-/// A scope as JSON.
-pub fn scope_json(s: &ScopeSummary) -> Value {
-    json!({
-        "account_id": s.account_id,
-        "region": s.region,
-        "state": muster_proto::v1::ScopeState::try_from(s.state).map(|x| x.as_str_name().trim_start_matches("SCOPE_STATE_").to_ascii_lowercase()).unwrap_or_default(),
-        "error": s.error,
-        "managed": s.managed,
-        "offline": s.offline,
-        "unmanaged": s.unmanaged,
-        "counters": counters_json(&s.counters.unwrap_or_default()),
-    })
+/// A scope's state in a word ("discovering", "done").
+pub fn scope_state(state: i32) -> String {
+    muster_proto::v1::ScopeState::try_from(state)
+        .map(|x| x.as_str_name().trim_start_matches("SCOPE_STATE_").to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
-/// A campaign as JSON.
-pub fn campaign_json(c: &Campaign) -> Value {
-    let spec = c.spec.clone().unwrap_or_default();
-    json!({
-        "id": c.id,
-        "name": spec.name,
-        "state": campaign_state(c.state),
-        "state_reason": c.state_reason,
-        "dry_run": c.dry_run,
-        "created_at": time(&c.created_at),
-        "started_at": time(&c.started_at),
-        "finished_at": time(&c.finished_at),
-        "submitted_by": c.submitted_by,
-        "spec_sha256": c.spec_sha256,
-        "labels": spec.labels,
-        "counters": counters_json(&c.counters.unwrap_or_default()),
-        "errors": c.errors,
-        "error_threshold": c.error_threshold,
-        "concurrency_limit": c.concurrency_limit,
-        "export_url": c.export.as_ref().map(|e| e.url.clone()).unwrap_or_default(),
-        "scopes": c.scopes.iter().map(scope_json).collect::<Vec<_>>(),
-        "rerun_of": c.rerun_of,
-        "reruns": c.reruns,
-        "window": c.window.as_ref().map(|w| json!({
-            "schedule": w.schedule,
-            "schedule_version": w.schedule_version,
-            "opened_at": time(&w.opened_at),
-            "closes_at": time(&w.closes_at),
-            "on_window_end": w.on_window_end,
-            "after_window": w.after_window,
-        })),
-        "approval": c.approval.as_ref().map(|a| json!({
-            "rule": a.rule,
-            "reason": a.reason,
-            "expires_at": time(&a.expires_at),
-            "decided_by": a.decided_by,
-            "decided_at": time(&a.decided_at),
-            "approved": a.approved,
-        })),
-        "stages": c.stages.iter().map(|s| json!({
-            "name": s.name,
-            "phase": muster_proto::v1::StagePhase::try_from(s.phase).map_or("unspecified", |p| p.short_name()),
-            "counters": counters_json(&s.counters.unwrap_or_default()),
-            "errors": s.errors,
-            "error_threshold": s.error_threshold,
-            "concurrency_limit": s.concurrency_limit,
-            "bake_until": time(&s.bake_until),
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// A target as JSON.
-pub fn target_json(t: &Target) -> Value {
-    json!({
-        "campaign_id": t.campaign_id,
-        "stage": t.stage,
-        "account_id": t.account_id,
-        "region": t.region,
-        "instance_id": t.instance_id,
-        "name": t.name,
-        "platform": platform(t.platform),
-        "status": target_status(t.status),
-        "timeout_kind": match TimeoutKind::try_from(t.timeout_kind).unwrap_or(TimeoutKind::Unspecified) {
-            TimeoutKind::Delivery => "delivery",
-            TimeoutKind::Execution => "execution",
-            TimeoutKind::Unspecified => "",
-        },
-        "exit_code": t.exit_code,
-        "reason": t.reason,
-        "command_id": t.command_id,
-        "document_name": t.document_name,
-        "dispatched_at": time(&t.dispatched_at),
-        "started_at": time(&t.started_at),
-        "finished_at": time(&t.finished_at),
-        "steps": t.steps.iter().map(|s| json!({
-            "name": s.name, "status": s.status, "exit_code": s.exit_code,
-            "stdout": s.stdout, "stderr": s.stderr,
-            "stdout_truncated": s.stdout_truncated, "stderr_truncated": s.stderr_truncated,
-            "stdout_url": s.stdout_url, "stderr_url": s.stderr_url,
-        })).collect::<Vec<_>>(),
-    })
+/// A timeout's kind in a word, or "".
+pub fn timeout_kind(kind: i32) -> &'static str {
+    match TimeoutKind::try_from(kind).unwrap_or(TimeoutKind::Unspecified) {
+        TimeoutKind::Delivery => "delivery",
+        TimeoutKind::Execution => "execution",
+        TimeoutKind::Unspecified => "",
+    }
 }
 
 /// A platform's name.
@@ -260,18 +170,35 @@ pub fn platform(p: i32) -> &'static str {
     }
 }
 
-/// CSV-quotes a field.
-pub fn csv(field: &str) -> String {
-    if field.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_owned()
-    }
+/// Prints a document for scripts: pretty JSON, or YAML.
+pub fn print_document(value: &Value, output: Output) {
+    let text = match output {
+        Output::Yaml => serde_yaml_ng::to_string(value).unwrap_or_default(),
+        _ => serde_json::to_string_pretty(value).unwrap_or_default() + "\n",
+    };
+    print!("{text}");
 }
 
-/// Prints a JSON value, pretty.
-pub fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+/// Prints one of the API's messages for scripts: proto3's canonical JSON
+/// mapping (see [`muster_proto::json`]), or the same as YAML.
+pub fn print_message<M: prost::Message + prost::Name>(message: &M, output: Output) {
+    print_document(&muster_proto::json::to_json(message), output);
+}
+
+/// Rows as CSV (RFC 4180: a field is quoted when it holds a comma, a quote
+/// or a line break) under a header line.
+pub fn csv_text(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(header).expect("CSV into memory");
+    for row in rows {
+        writer.write_record(&row).expect("CSV into memory");
+    }
+    String::from_utf8(writer.into_inner().expect("CSV into memory")).expect("CSV of UTF-8 fields is UTF-8")
+}
+
+/// Prints rows as CSV under a header line (see [`csv_text`]).
+pub fn print_csv(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+    print!("{}", csv_text(header, rows));
 }
 
 #[cfg(test)]
@@ -280,9 +207,14 @@ mod tests {
 
     #[test]
     fn csv_quotes_only_when_needed() {
-        assert_eq!(csv("plain"), "plain");
-        assert_eq!(csv("a,b"), "\"a,b\"");
-        assert_eq!(csv("say \"hi\""), "\"say \"\"hi\"\"\"");
+        let text = csv_text(
+            &["id", "reason"],
+            [
+                vec!["plain".into(), "a,b".into()],
+                vec!["say \"hi\"".into(), "two\nlines".into()],
+            ],
+        );
+        assert_eq!(text, "id,reason\nplain,\"a,b\"\n\"say \"\"hi\"\"\",\"two\nlines\"\n");
     }
 
     #[test]

@@ -2,15 +2,14 @@
 
 use comfy_table::Cell;
 use muster_proto::v1::{
-    AfterWindow, DeleteScheduleRequest, GetScheduleRequest, ListSchedulesRequest, PutScheduleRequest, RunOutcome,
-    Schedule, ScheduleRun, ScheduleSpec, WindowEnd,
+    AfterWindow, DeleteScheduleRequest, GetScheduleRequest, GetScheduleResponse, ListSchedulesRequest,
+    ListSchedulesResponse, PutScheduleRequest, RunOutcome, Schedule, ScheduleRun, ScheduleSpec, WindowEnd,
 };
-use serde_json::{Value, json};
 
 use crate::args::{AfterWindowArg, Output, PutScheduleArgs, ScheduleCommand, WindowEndArg};
 use crate::commands::{Failure, ask_until_answered, timed};
 use crate::connect::Schedules;
-use crate::render::{self, Style, csv};
+use crate::render::{self, Style};
 
 /// Runs one `muster schedule` subcommand; its exit code.
 pub async fn run(
@@ -50,10 +49,7 @@ pub async fn run(
             })
             .await?;
             match output {
-                Output::Json => render::print_json(&json!({
-                    "deleted": args.schedule,
-                    "cancelled_campaign_id": answer.cancelled_campaign_id,
-                })),
+                Output::Json | Output::Yaml => render::print_message(&answer, output),
                 _ if !answer.deleted => println!(
                     "deleted schedule {} (it was gone when asked again: the first try's answer was lost)",
                     args.schedule
@@ -151,7 +147,7 @@ async fn put(
     .schedule
     .unwrap_or_default();
     match output {
-        Output::Json => render::print_json(&schedule_json(&schedule)),
+        Output::Json | Output::Yaml => render::print_message(&schedule, output),
         _ => println!(
             "{} schedule {} version {}; next run {}",
             style.bold(if update { "updated" } else { "created" }),
@@ -170,27 +166,36 @@ async fn ls(client: &mut Schedules, style: Style, output: Output) -> Result<i32,
         .into_inner()
         .schedules;
     match output {
-        Output::Json => render::print_json(&Value::Array(schedules.iter().map(schedule_json).collect())),
-        Output::Csv => {
-            println!("name,version,when,window_seconds,next_run,last_run,last_outcome,last_campaign_id,owner");
-            for s in &schedules {
+        Output::Json | Output::Yaml => render::print_message(&ListSchedulesResponse { schedules }, output),
+        Output::Csv => render::print_csv(
+            &[
+                "name",
+                "version",
+                "when",
+                "window_seconds",
+                "next_run",
+                "last_run",
+                "last_outcome",
+                "last_campaign_id",
+                "owner",
+            ],
+            schedules.iter().map(|s| {
                 let spec = s.spec.clone().unwrap_or_default();
                 let last = s.last_run.clone().unwrap_or_default();
-                println!(
-                    "{},{},{},{},{},{},{},{},{}",
-                    spec.name,
-                    s.version,
-                    csv(&when(&spec)),
-                    spec.window_seconds,
+                vec![
+                    spec.name.clone(),
+                    s.version.to_string(),
+                    when(&spec),
+                    spec.window_seconds.to_string(),
                     render::time(&s.next_run_at),
                     render::time(&last.scheduled_at),
                     outcome_name(last.outcome),
                     last.campaign_id,
-                    csv(&s.created_by)
-                );
-            }
-        }
-        Output::Table => {
+                    s.created_by.clone(),
+                ]
+            }),
+        ),
+        Output::Table | Output::Wide => {
             if schedules.is_empty() {
                 println!("no schedules");
                 return Ok(0);
@@ -216,25 +221,31 @@ async fn ls(client: &mut Schedules, style: Style, output: Output) -> Result<i32,
 
 fn print_schedule(schedule: &Schedule, runs: &[ScheduleRun], style: Style, output: Output) {
     let spec = schedule.spec.clone().unwrap_or_default();
-    if output == Output::Json {
-        let mut doc = schedule_json(schedule);
-        doc["runs"] = Value::Array(runs.iter().map(run_json).collect());
-        render::print_json(&doc);
-        return;
-    }
-    if output == Output::Csv {
-        println!("scheduled_at,outcome,campaign_id,version,reason");
-        for run in runs {
-            println!(
-                "{},{},{},{},{}",
-                render::time(&run.scheduled_at),
-                outcome_name(run.outcome),
-                run.campaign_id,
-                run.version,
-                csv(&run.reason)
+    match output {
+        Output::Json | Output::Yaml => {
+            return render::print_message(
+                &GetScheduleResponse {
+                    schedule: Some(schedule.clone()),
+                    runs: runs.to_vec(),
+                },
+                output,
             );
         }
-        return;
+        Output::Csv => {
+            return render::print_csv(
+                &["scheduled_at", "outcome", "campaign_id", "version", "reason"],
+                runs.iter().map(|run| {
+                    vec![
+                        render::time(&run.scheduled_at),
+                        outcome_name(run.outcome),
+                        run.campaign_id.clone(),
+                        run.version.to_string(),
+                        run.reason.clone(),
+                    ]
+                }),
+            );
+        }
+        Output::Table | Output::Wide => {}
     }
     let campaign = spec.campaign.clone().unwrap_or_default();
     println!("{} {}", style.bold("schedule"), spec.name);
@@ -334,36 +345,4 @@ fn outcome_name(outcome: i32) -> String {
     RunOutcome::try_from(outcome)
         .map(|o| o.as_str_name().trim_start_matches("RUN_OUTCOME_").to_ascii_lowercase())
         .unwrap_or_default()
-}
-
-fn run_json(run: &ScheduleRun) -> Value {
-    json!({
-        "scheduled_at": render::time(&run.scheduled_at),
-        "outcome": outcome_name(run.outcome),
-        "campaign_id": run.campaign_id,
-        "version": run.version,
-        "reason": run.reason,
-        "recorded_at": render::time(&run.recorded_at),
-    })
-}
-
-fn schedule_json(schedule: &Schedule) -> Value {
-    let spec = schedule.spec.clone().unwrap_or_default();
-    json!({
-        "name": spec.name,
-        "description": spec.description,
-        "version": schedule.version,
-        "current_version": schedule.current_version,
-        "created_by": schedule.created_by,
-        "created_at": render::time(&schedule.created_at),
-        "cron": spec.cron,
-        "time_zone": spec.time_zone,
-        "at": render::time(&spec.at),
-        "window_seconds": spec.window_seconds,
-        "on_window_end": WindowEnd::try_from(spec.on_window_end).map(|w| w.as_str_name()).unwrap_or_default(),
-        "after_window": AfterWindow::try_from(spec.after_window).map(|w| w.as_str_name()).unwrap_or_default(),
-        "campaign": spec.campaign.as_ref().map(|c| json!({"name": c.name})),
-        "next_run_at": render::time(&schedule.next_run_at),
-        "last_run": schedule.last_run.as_ref().map(run_json),
-    })
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use muster_proto::v1::{
-    AccessConfig, CampaignSpec, Command, Document, OutputConfig, ParameterValues, Platform, RateControl, ScopeSelector,
-    Script, Stage, StageGate, TagFilter, TargetSelector, command,
+    AccessConfig, Campaign, CampaignSpec, Command, Document, OutputConfig, ParameterValues, Platform, RateControl,
+    ScopeSelector, Script, Stage, StageGate, TagFilter, TargetSelector, command,
 };
 use serde::Deserialize;
 
@@ -263,19 +263,6 @@ impl Lines {
     }
 }
 
-/// Reads a campaign file; the format comes from the extension (.toml, else
-/// YAML).
-pub fn read_file(path: &Path) -> anyhow::Result<CampaignFile> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read campaign file {}", path.display()))?;
-    let is_toml = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"));
-    if is_toml {
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("campaign file {}: {e}", path.display()))
-    } else {
-        serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("campaign file {}: {e}", path.display()))
-    }
-}
-
 /// Seconds from "90", "90s", "30m", "2h" or "1h30m".
 pub fn seconds(field: &str, value: &str) -> anyhow::Result<u32> {
     let value = value.trim();
@@ -312,34 +299,144 @@ fn lines_of(path: &Path) -> anyhow::Result<Vec<String>> {
 /// Builds the spec from a file (if any) and flags. The controller validates
 /// it; this only shapes it.
 pub fn build(args: &SpecArgs) -> anyhow::Result<CampaignSpec> {
-    let file = match &args.file {
-        Some(path) => read_file(path)?,
-        None => CampaignFile::default(),
+    let spec = match &args.file {
+        Some(path) => read_document(path)?,
+        None => CampaignFile::default().into_spec()?,
     };
-    let mut targets = TargetSelector {
-        account_ids: file.targets.accounts.iter().map(Scalar::text).collect(),
-        organizational_unit_ids: file.targets.ous,
-        exclude_account_ids: file.targets.exclude_accounts.iter().map(Scalar::text).collect(),
-        regions: file.targets.regions,
-        tags: tag_filters(file.targets.tags),
-        instance_ids: file.targets.instance_ids,
-        platforms: file
-            .targets
-            .platforms
-            .iter()
-            .map(|p| platform("targets.platforms", p))
-            .collect::<anyhow::Result<_>>()?,
-        scopes: file
-            .targets
-            .scopes
-            .into_iter()
-            .map(|scope| ScopeSelector {
-                account_id: scope.account.text(),
-                region: scope.region,
-                instance_ids: scope.instance_ids,
-            })
-            .collect(),
+    with_flags(spec, args)
+}
+
+/// The spec `-f` names (a path, or `-` for standard input): a campaign
+/// file, whose format comes from the extension (.toml, else YAML, which JSON
+/// is too), or a campaign as `muster show -o yaml|json` prints it, a
+/// document with a top-level `spec` (the proto3 JSON mapping of
+/// `muster.v1.Campaign`, whose spec is submitted again).
+fn read_document(path: &Path) -> anyhow::Result<CampaignSpec> {
+    let stdin = path.as_os_str() == "-";
+    let name = if stdin {
+        "standard input".to_owned()
+    } else {
+        path.display().to_string()
     };
+    let text = if stdin {
+        std::io::read_to_string(std::io::stdin()).context("cannot read a campaign file from standard input")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read campaign file {name}"))?
+    };
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml")) {
+        let file: CampaignFile = toml::from_str(&text).map_err(|e| anyhow::anyhow!("campaign file {name}: {e}"))?;
+        return file.into_spec();
+    }
+    // A campaign file is read from the text, so its errors say where.
+    let document: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("campaign file {name}: {e}"))?;
+    if document.get("spec").is_some() {
+        let document = serde_json::to_value(document)
+            .map_err(|e| anyhow::anyhow!("campaign file {name}: not a campaign document: {e}"))?;
+        let campaign = muster_proto::json::from_json::<Campaign>(document)
+            .map_err(|e| anyhow::anyhow!("campaign file {name}: a document with a `spec` is a campaign: {e}"))?;
+        return campaign
+            .spec
+            .with_context(|| format!("campaign file {name}: spec: a campaign's spec is required"));
+    }
+    let file: CampaignFile =
+        serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("campaign file {name}: {e}"))?;
+    file.into_spec()
+}
+
+impl CampaignFile {
+    /// The spec this file describes (before flags).
+    fn into_spec(self) -> anyhow::Result<CampaignSpec> {
+        let targets = TargetSelector {
+            account_ids: self.targets.accounts.iter().map(Scalar::text).collect(),
+            organizational_unit_ids: self.targets.ous,
+            exclude_account_ids: self.targets.exclude_accounts.iter().map(Scalar::text).collect(),
+            regions: self.targets.regions,
+            tags: tag_filters(self.targets.tags),
+            instance_ids: self.targets.instance_ids,
+            platforms: self
+                .targets
+                .platforms
+                .iter()
+                .map(|p| platform("targets.platforms", p))
+                .collect::<anyhow::Result<_>>()?,
+            scopes: self
+                .targets
+                .scopes
+                .into_iter()
+                .map(|scope| ScopeSelector {
+                    account_id: scope.account.text(),
+                    region: scope.region,
+                    instance_ids: scope.instance_ids,
+                })
+                .collect(),
+        };
+        let seconds_of = |field: &str, value: Option<Scalar>| match value {
+            Some(value) => seconds(field, &value.text()),
+            None => Ok(0),
+        };
+        Ok(CampaignSpec {
+            name: self.name.unwrap_or_default(),
+            description: self.description.unwrap_or_default(),
+            targets: Some(targets),
+            command: Some(self.command.build("command")?),
+            rate: Some(RateControl {
+                max_concurrency: self.rate.max_concurrency.map(|s| s.text()).unwrap_or_default(),
+                max_errors: self.rate.max_errors.map(|s| s.text()).unwrap_or_default(),
+                batch_size: self.rate.batch_size.unwrap_or(0),
+                api_calls_per_second: self.rate.api_calls_per_second.unwrap_or(0.0),
+            }),
+            output: Some(OutputConfig {
+                s3_bucket: self.output.s3_bucket.unwrap_or_default(),
+                s3_key_prefix: self.output.s3_key_prefix.unwrap_or_default(),
+                cloudwatch_log_group: self.output.cloudwatch_log_group.unwrap_or_default(),
+                keep_bytes: self.output.keep_bytes.unwrap_or(0),
+            }),
+            access: Some(AccessConfig {
+                role_name: self.access.role_name.unwrap_or_default(),
+                role_arn_template: self.access.role_arn_template.unwrap_or_default(),
+                external_id: self.access.external_id.unwrap_or_default(),
+                session_duration_seconds: seconds_of("access.session_duration", self.access.session_duration)?,
+                partition: self.access.partition.unwrap_or_default(),
+            }),
+            client_token: self.client_token.unwrap_or_default(),
+            labels: self.labels,
+            confirm_large: self.confirm_large,
+            stages: self
+                .stages
+                .into_iter()
+                .enumerate()
+                .map(|(i, stage)| stage.build(i))
+                .collect::<anyhow::Result<_>>()?,
+            then: self
+                .then
+                .into_iter()
+                .enumerate()
+                .map(|(i, command)| command.build(&format!("then[{i}]")))
+                .collect::<anyhow::Result<_>>()?,
+        })
+    }
+}
+
+/// `slot` takes the flag's value when the flag was given.
+fn set<T: Clone>(slot: &mut T, flag: &Option<T>) {
+    if let Some(value) = flag {
+        *slot = value.clone();
+    }
+}
+
+/// The flags over a spec read from a file: a flag's value replaces the
+/// file's, a flag's list adds to the file's (script lines replace them).
+fn with_flags(mut spec: CampaignSpec, args: &SpecArgs) -> anyhow::Result<CampaignSpec> {
+    set(&mut spec.name, &args.name);
+    set(&mut spec.client_token, &args.client_token);
+    spec.confirm_large |= args.confirm_large;
+    for label in &args.labels {
+        let (key, value) = key_value("--label", label)?;
+        spec.labels.insert(key.to_owned(), value.to_owned());
+    }
+
+    let targets = spec.targets.get_or_insert_default();
     targets.account_ids.extend(args.accounts.iter().cloned());
     targets.organizational_unit_ids.extend(args.ous.iter().cloned());
     targets
@@ -358,152 +455,87 @@ pub fn build(args: &SpecArgs) -> anyhow::Result<CampaignSpec> {
         });
     }
 
-    let mut linux = file.command.linux.map(Lines::lines).unwrap_or_default();
-    let mut windows = file.command.windows.map(Lines::lines).unwrap_or_default();
+    let command = spec.command.get_or_insert_default();
+    command.kind = command_with_flags(command.kind.take(), args)?;
+    if let Some(value) = &args.execution_timeout {
+        command.execution_timeout_seconds = seconds("command.execution_timeout", value)?;
+    }
+    if let Some(value) = &args.delivery_timeout {
+        command.delivery_timeout_seconds = seconds("command.delivery_timeout", value)?;
+    }
+
+    let rate = spec.rate.get_or_insert_default();
+    set(&mut rate.max_concurrency, &args.max_concurrency);
+    set(&mut rate.max_errors, &args.max_errors);
+    set(&mut rate.batch_size, &args.batch_size);
+    set(&mut rate.api_calls_per_second, &args.api_rate);
+
+    let output = spec.output.get_or_insert_default();
+    set(&mut output.s3_bucket, &args.s3_bucket);
+    set(&mut output.s3_key_prefix, &args.s3_prefix);
+    set(&mut output.cloudwatch_log_group, &args.log_group);
+    set(&mut output.keep_bytes, &args.keep_bytes);
+
+    let access = spec.access.get_or_insert_default();
+    set(&mut access.role_name, &args.role_name);
+    set(&mut access.role_arn_template, &args.role_arn_template);
+    set(&mut access.external_id, &args.external_id);
+    set(&mut access.partition, &args.partition);
+    if let Some(value) = &args.session_duration {
+        access.session_duration_seconds = seconds("access.session_duration", value)?;
+    }
+    Ok(spec)
+}
+
+/// The first command's kind with the flags over it: script lines given
+/// replace the file's for their platform; a document, its version and its
+/// parameters add to or replace the file's.
+fn command_with_flags(kind: Option<command::Kind>, args: &SpecArgs) -> anyhow::Result<Option<command::Kind>> {
+    let (mut script, mut document) = match kind {
+        Some(command::Kind::Script(script)) => (script, None),
+        Some(command::Kind::Document(document)) => (Script::default(), Some(document)),
+        None => (Script::default(), None),
+    };
     if !args.linux.is_empty() || args.linux_file.is_some() {
-        linux = args.linux.clone();
+        script.linux_lines = args.linux.clone();
         if let Some(path) = &args.linux_file {
-            linux.extend(lines_of(path)?);
+            script.linux_lines.extend(lines_of(path)?);
         }
     }
     if !args.windows.is_empty() || args.windows_file.is_some() {
-        windows = args.windows.clone();
+        script.windows_lines = args.windows.clone();
         if let Some(path) = &args.windows_file {
-            windows.extend(lines_of(path)?);
+            script.windows_lines.extend(lines_of(path)?);
         }
     }
-    let document_name = args.document.clone().or(file.command.document);
-    let mut parameters: BTreeMap<String, ParameterValues> = file
-        .command
-        .parameters
-        .into_iter()
-        .map(|(k, v)| (k, ParameterValues { values: v.values() }))
-        .collect();
+    set(&mut script.working_directory, &args.working_directory);
+    if let Some(name) = &args.document {
+        document.get_or_insert_default().name = name.clone();
+    }
+    let has_lines = !script.linux_lines.is_empty() || !script.windows_lines.is_empty();
+    let Some(mut document) = document else {
+        if let Some(param) = args.params.first() {
+            bail!("--param: '{param}' is a document's parameter; name the document (--document or command.document)");
+        }
+        return Ok(has_lines.then_some(command::Kind::Script(script)));
+    };
+    if has_lines {
+        bail!("command: give script lines or a document, not both");
+    }
+    if !script.working_directory.is_empty() {
+        bail!("--working-directory: a script's, not a document's (a document takes it as a parameter, if at all)");
+    }
+    set(&mut document.version, &args.document_version);
     for param in &args.params {
         let (name, value) = key_value("--param", param)?;
-        parameters
+        document
+            .parameters
             .entry(name.to_owned())
             .or_default()
             .values
             .push(value.to_owned());
     }
-    let kind = match document_name {
-        Some(name) => {
-            if !linux.is_empty() || !windows.is_empty() {
-                bail!("command: give script lines or a document, not both");
-            }
-            Some(command::Kind::Document(Document {
-                name,
-                version: args
-                    .document_version
-                    .clone()
-                    .or(file.command.document_version)
-                    .unwrap_or_default(),
-                parameters,
-            }))
-        }
-        None if linux.is_empty() && windows.is_empty() => None,
-        None => Some(command::Kind::Script(Script {
-            linux_lines: linux,
-            windows_lines: windows,
-            working_directory: args
-                .working_directory
-                .clone()
-                .or(file.command.working_directory)
-                .unwrap_or_default(),
-        })),
-    };
-    let timeout = |field: &str, flag: &Option<String>, file: Option<Scalar>| -> anyhow::Result<u32> {
-        match flag.clone().or(file.map(|s| s.text())) {
-            Some(value) => seconds(field, &value),
-            None => Ok(0),
-        }
-    };
-    let command = Command {
-        kind,
-        execution_timeout_seconds: timeout(
-            "command.execution_timeout",
-            &args.execution_timeout,
-            file.command.execution_timeout,
-        )?,
-        delivery_timeout_seconds: timeout(
-            "command.delivery_timeout",
-            &args.delivery_timeout,
-            file.command.delivery_timeout,
-        )?,
-    };
-
-    let rate = RateControl {
-        max_concurrency: args
-            .max_concurrency
-            .clone()
-            .or(file.rate.max_concurrency.map(|s| s.text()))
-            .unwrap_or_default(),
-        max_errors: args
-            .max_errors
-            .clone()
-            .or(file.rate.max_errors.map(|s| s.text()))
-            .unwrap_or_default(),
-        batch_size: args.batch_size.or(file.rate.batch_size).unwrap_or(0),
-        api_calls_per_second: args.api_rate.or(file.rate.api_calls_per_second).unwrap_or(0.0),
-    };
-    let output = OutputConfig {
-        s3_bucket: args.s3_bucket.clone().or(file.output.s3_bucket).unwrap_or_default(),
-        s3_key_prefix: args.s3_prefix.clone().or(file.output.s3_key_prefix).unwrap_or_default(),
-        cloudwatch_log_group: args
-            .log_group
-            .clone()
-            .or(file.output.cloudwatch_log_group)
-            .unwrap_or_default(),
-        keep_bytes: args.keep_bytes.or(file.output.keep_bytes).unwrap_or(0),
-    };
-    let access = AccessConfig {
-        role_name: args.role_name.clone().or(file.access.role_name).unwrap_or_default(),
-        role_arn_template: args
-            .role_arn_template
-            .clone()
-            .or(file.access.role_arn_template)
-            .unwrap_or_default(),
-        external_id: args.external_id.clone().or(file.access.external_id).unwrap_or_default(),
-        session_duration_seconds: match args
-            .session_duration
-            .clone()
-            .or(file.access.session_duration.map(|s| s.text()))
-        {
-            Some(value) => seconds("access.session_duration", &value)?,
-            None => 0,
-        },
-        partition: args.partition.clone().or(file.access.partition).unwrap_or_default(),
-    };
-    let mut labels = file.labels;
-    for label in &args.labels {
-        let (key, value) = key_value("--label", label)?;
-        labels.insert(key.to_owned(), value.to_owned());
-    }
-    Ok(CampaignSpec {
-        name: args.name.clone().or(file.name).unwrap_or_default(),
-        description: file.description.unwrap_or_default(),
-        targets: Some(targets),
-        command: Some(command),
-        rate: Some(rate),
-        output: Some(output),
-        access: Some(access),
-        client_token: args.client_token.clone().or(file.client_token).unwrap_or_default(),
-        labels,
-        confirm_large: args.confirm_large || file.confirm_large,
-        stages: file
-            .stages
-            .into_iter()
-            .enumerate()
-            .map(|(i, stage)| stage.build(i))
-            .collect::<anyhow::Result<_>>()?,
-        then: file
-            .then
-            .into_iter()
-            .enumerate()
-            .map(|(i, command)| command.build(&format!("then[{i}]")))
-            .collect::<anyhow::Result<_>>()?,
-    })
+    Ok(Some(command::Kind::Document(document)))
 }
 
 #[cfg(test)]
@@ -703,5 +735,89 @@ mod tests {
         let (_dir, args) = file("c.yaml", "then:\n  - linux: x\n    document: AWS-RunShellScript\n");
         let err = build(&args).unwrap_err().to_string();
         assert_eq!(err, "then[0]: give script lines or a document, not both");
+    }
+
+    #[test]
+    fn a_campaign_as_show_prints_it_reads_back_as_its_spec_and_flags_still_win() {
+        let spec = CampaignSpec {
+            name: "patch".into(),
+            targets: Some(TargetSelector {
+                account_ids: vec!["111111111111".into()],
+                regions: vec!["us-east-1".into()],
+                ..Default::default()
+            }),
+            command: Some(Command {
+                kind: Some(command::Kind::Document(Document {
+                    name: "AWS-RunPatchBaseline".into(),
+                    version: String::new(),
+                    parameters: BTreeMap::from([(
+                        "Operation".to_owned(),
+                        ParameterValues {
+                            values: vec!["Scan".into()],
+                        },
+                    )]),
+                })),
+                execution_timeout_seconds: 1800,
+                delivery_timeout_seconds: 0,
+            }),
+            client_token: "patch-2026-12".into(),
+            ..Default::default()
+        };
+        let shown = Campaign {
+            id: "3f2a".into(),
+            spec: Some(spec.clone()),
+            state: muster_proto::v1::CampaignState::Succeeded as i32,
+            ..Default::default()
+        };
+        let yaml = serde_yaml_ng::to_string(&muster_proto::json::to_json(&shown)).unwrap();
+        let (_dir, mut args) = file("shown.yaml", &yaml);
+        let read = build(&args).unwrap();
+        assert_eq!(read.name, spec.name);
+        assert_eq!(read.targets, spec.targets);
+        assert_eq!(read.command, spec.command);
+        assert_eq!(read.client_token, "patch-2026-12");
+
+        args.client_token = Some("patch-again".into());
+        args.params = vec!["Operation=Install".into()];
+        args.regions = vec!["eu-west-1".into()];
+        let read = build(&args).unwrap();
+        assert_eq!(read.client_token, "patch-again");
+        assert_eq!(read.targets.unwrap().regions, ["us-east-1", "eu-west-1"]);
+        match read.command.unwrap().kind {
+            Some(command::Kind::Document(d)) => assert_eq!(d.parameters["Operation"].values, ["Scan", "Install"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_campaign_document_with_a_typo_is_refused_naming_it() {
+        let (_dir, args) = file(
+            "shown.yaml",
+            "id: x\nspec:\n  name: patch\n  rate:\n    maxConcurency: 10%\n",
+        );
+        let err = build(&args).unwrap_err().to_string();
+        assert!(err.contains("muster.v1.Campaign"), "{err}");
+        assert!(err.contains("maxConcurency"), "{err}");
+    }
+
+    #[test]
+    fn flags_that_do_not_fit_the_command_are_refused_not_ignored() {
+        let args = SpecArgs {
+            linux: vec!["uptime".into()],
+            params: vec!["Operation=Scan".into()],
+            ..Default::default()
+        };
+        let err = build(&args).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--param: 'Operation=Scan' is a document's parameter"),
+            "{err}"
+        );
+        let args = SpecArgs {
+            document: Some("AWS-RunPatchBaseline".into()),
+            working_directory: Some("/tmp".into()),
+            ..Default::default()
+        };
+        let err = build(&args).unwrap_err().to_string();
+        assert!(err.starts_with("--working-directory:"), "{err}");
     }
 }

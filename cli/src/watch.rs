@@ -264,7 +264,7 @@ pub async fn watch(
     quiet: bool,
 ) -> Result<i32, tonic::Status> {
     let mut view = View::new(Style {
-        terminal: style.terminal && output == Output::Table,
+        terminal: style.terminal && output.is_table(),
         ..style
     });
     let mut last: Option<Campaign> = None;

@@ -14,6 +14,7 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("muster_v1_descriptor");
 }
 
+pub mod json;
 mod report;
 mod status;
 mod task_ref;

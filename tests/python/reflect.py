@@ -5,8 +5,10 @@ built from the reflected descriptors.
 
     reflect.py HOST:PORT CA_PEM TOKEN CAMPAIGN_ID
 
-Prints one JSON object: the services, and the campaign's id, state and
-target count as decoded. The whole-system test tests/tests/ecosystem.rs runs
+Prints one JSON object: the services, the campaign's id, state and target
+count as decoded, and the whole campaign in protobuf's own JSON mapping
+(json_format, fields at their defaults included), which `muster -o json`
+must match. The whole-system test tests/tests/ecosystem.rs runs
 it against the sandbox.
 """
 
@@ -14,7 +16,7 @@ import json
 import sys
 
 import grpc
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pool, json_format, message_factory
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -51,6 +53,9 @@ def main() -> None:
                 "campaign_id": answer.campaign.id,
                 "state": state.values_by_number[answer.campaign.state].name,
                 "total": answer.campaign.counters.total,
+                "campaign_json": json_format.MessageToDict(
+                    answer.campaign, always_print_fields_with_no_presence=True
+                ),
             }
         )
     )

@@ -64,6 +64,134 @@ async fn a_python_grpcio_client_reflects_the_api_and_decodes_get_campaign() {
             .as_str_name()
     );
     assert_eq!(answer["total"], expected.counters.unwrap().total);
+
+    // The CLI's JSON is the API's, as protobuf's own library maps it.
+    let (code, stdout, stderr) = muster_cli(&stack, &["-o", "json", "show", &id], None).await;
+    assert_eq!(code, 0, "{stderr}");
+    let printed: serde_json::Value = serde_json::from_str(&stdout).expect("the CLI prints JSON");
+    assert_eq!(
+        printed, answer["campaign_json"],
+        "muster -o json show is protobuf's JSON of the campaign"
+    );
+}
+
+/// The CLI with the submitting token against the stack's
+/// controller, `stdin` written to its standard input: exit code, stdout,
+/// stderr.
+async fn muster_cli(stack: &Stack, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut command = muster_tests::procs::muster_command();
+    command
+        .arg("--controller")
+        .arg(format!("https://localhost:{}", stack.controller.campaign_addr.port()))
+        .arg("--tls-ca")
+        .arg(&stack.creds.files.ca)
+        .env("MUSTER_TOKEN", &stack.creds.submit_token)
+        .args(["--color", "never"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("the CLI runs");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .await
+        .expect("stdin written");
+    drop(input);
+    let out = child.wait_with_output().await.expect("the CLI ends");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `muster show -o yaml` prints a campaign `muster submit -f -` reads back:
+/// the same client token answers with the same campaign, a new one makes a
+/// campaign of the same spec; and the wide table shows who submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_as_yaml_submits_again_and_the_table_widens() {
+    let stack = Stack::start(
+        fleets::MIXED,
+        Options {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let account = stack.account("prod-a");
+    let (code, first, stderr) = muster_cli(
+        &stack,
+        &[
+            "-o",
+            "csv",
+            "submit",
+            "--name",
+            "round-trip",
+            "--account",
+            &account,
+            "--region",
+            "us-east-1",
+            "--linux",
+            "uptime",
+            "--label",
+            "ticket=CHG-1",
+            "--max-concurrency",
+            "10%",
+            "--client-token",
+            "round-trip-1",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let first = first.trim().to_owned();
+
+    let (code, yaml, stderr) = muster_cli(&stack, &["-o", "yaml", "show", &first], None).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(yaml.contains("clientToken: round-trip-1"), "{yaml}");
+
+    let (code, again, stderr) = muster_cli(&stack, &["-o", "json", "submit", "-f", "-"], Some(&yaml)).await;
+    assert_eq!(code, 0, "{stderr}");
+    let again: serde_json::Value = serde_json::from_str(&again).expect("JSON");
+    assert_eq!(
+        again["campaignId"],
+        first.as_str(),
+        "the same token answers with the same campaign"
+    );
+    assert_eq!(again["created"], false);
+
+    let (code, second, stderr) = muster_cli(
+        &stack,
+        &["-o", "csv", "submit", "-f", "-", "--client-token", "round-trip-2"],
+        Some(&yaml),
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let second = second.trim().to_owned();
+    assert_ne!(second, first, "a new token makes a new campaign");
+    let mut client = stack.client.clone();
+    let spec_of = |campaign: muster_proto::v1::Campaign| {
+        let mut spec = campaign.spec.expect("a spec");
+        spec.client_token.clear();
+        spec
+    };
+    let (one, two) = (get(&mut client, &first).await, get(&mut client, &second).await);
+    assert_eq!(spec_of(two), spec_of(one), "the spec went round unchanged");
+
+    let (code, wide, stderr) = muster_cli(&stack, &["-o", "wide", "ls"], None).await;
+    assert_eq!(code, 0, "{stderr}");
+    let header = wide.lines().next().unwrap_or_default();
+    for column in ["id", "state", "finished", "by", "labels"] {
+        assert!(header.split_whitespace().any(|c| c == column), "{column} in {header}");
+    }
+    assert!(wide.contains("ticket=CHG-1"), "{wide}");
+    let (_, narrow, _) = muster_cli(&stack, &["ls"], None).await;
+    assert!(
+        !narrow.contains("ticket=CHG-1"),
+        "the narrow table has no labels: {narrow}"
+    );
 }
 
 /// The `muster` CLI as a shell and a packager meet it: completions, a man

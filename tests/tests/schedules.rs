@@ -534,17 +534,19 @@ async fn the_cli_creates_lists_shows_updates_and_removes_schedules() {
 
     let (code, stdout, stderr) = muster(&stack, &["-o", "json", "schedule", "ls"]).await;
     assert_eq!(code, 0, "{stderr}");
+    // ListSchedulesResponse in the proto3 JSON mapping.
     let listed: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
-    assert_eq!(listed[0]["name"], "patch");
+    let listed = &listed["schedules"];
+    assert_eq!(listed[0]["spec"]["name"], "patch");
     assert_eq!(listed[0]["version"], 2);
-    assert_eq!(listed[0]["cron"], "30 1 * * TUE");
-    assert_eq!(listed[0]["window_seconds"], 10_800);
-    assert_eq!(listed[0]["on_window_end"], "WINDOW_END_CANCEL");
+    assert_eq!(listed[0]["spec"]["cron"], "30 1 * * TUE");
+    assert_eq!(listed[0]["spec"]["windowSeconds"], 10_800);
+    assert_eq!(listed[0]["spec"]["onWindowEnd"], "WINDOW_END_CANCEL");
     assert_eq!(
-        listed[0]["after_window"], "AFTER_WINDOW_END",
+        listed[0]["spec"]["afterWindow"], "AFTER_WINDOW_END",
         "the update's own choice, not version 1's"
     );
-    let next: DateTime<Utc> = listed[0]["next_run_at"].as_str().unwrap().parse().unwrap();
+    let next: DateTime<Utc> = listed[0]["nextRunAt"].as_str().unwrap().parse().unwrap();
     let berlin = next.with_timezone(&chrono_tz::Europe::Berlin);
     assert_eq!(
         (berlin.format("%a %H:%M").to_string()),

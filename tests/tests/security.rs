@@ -1045,7 +1045,7 @@ async fn people_sign_in_with_their_aws_identity_and_get_the_role_the_policy_maps
     assert_eq!(me["name"], "alice@example.com", "{me}");
     assert_eq!(me["via"], "aws");
     assert_eq!(
-        me["aws_arn"],
+        me["awsArn"],
         format!("arn:aws:sts::{hub}:assumed-role/AWSReservedSSO_PatchOperators_5f2c1a9b3e7d4c60/alice@example.com")
     );
     assert_eq!(
@@ -1062,7 +1062,7 @@ async fn people_sign_in_with_their_aws_identity_and_get_the_role_the_policy_maps
     let (code, stdout, stderr) = muster_as(&stack, &config, "patch-operator", server_id, &args).await;
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let answer: serde_json::Value = serde_json::from_str(&stdout).expect("submit prints JSON");
-    let id = answer["campaign_id"].as_str().expect("a campaign id").to_owned();
+    let id = answer["campaignId"].as_str().expect("a campaign id").to_owned();
     let campaign = get(&mut stack.client.clone(), &id).await;
     assert_eq!(campaign.submitted_by, "alice@example.com");
     let events = stack
@@ -1081,7 +1081,7 @@ async fn people_sign_in_with_their_aws_identity_and_get_the_role_the_policy_maps
         .find(|e| e.action == "submitted")
         .expect("the submission is audited");
     assert_eq!(submitted.principal, "alice@example.com");
-    assert_eq!(submitted.via, format!("aws {}", me["aws_arn"].as_str().unwrap()));
+    assert_eq!(submitted.via, format!("aws {}", me["awsArn"].as_str().unwrap()));
 
     // Outside her OU she may not, and the error names her scope.
     let args = submit_args(&prod);
@@ -1389,7 +1389,7 @@ async fn a_person_signs_in_to_the_console_with_their_aws_identity_for_a_session(
     let base = format!("https://localhost:{}", stack.controller.campaign_addr.port());
     assert_eq!(answer["url"], format!("{base}/console/"));
     assert_eq!(answer["name"], "alice@example.com");
-    let token = answer["signin_token"].as_str().expect("a sign-in token").to_owned();
+    let token = answer["signinToken"].as_str().expect("a sign-in token").to_owned();
 
     let browser = muster_tests::browser::Browser::start("aws-signin").await;
     browser.sign_in(&base, &token).await;
