@@ -64,6 +64,10 @@ pub struct Cli {
     /// the URL's host.
     #[arg(long, global = true, env = "MUSTER_TLS_SERVER_NAME", help_heading = "Security")]
     pub tls_server_name: Option<String>,
+    /// The context of the configuration file to use instead of its current
+    /// one (`muster config get-contexts` lists them).
+    #[arg(long, global = true, env = "MUSTER_CONTEXT")]
+    pub context: Option<String>,
     /// How to print results: a table (or a wide one) for people; JSON, YAML
     /// or CSV for scripts.
     #[arg(long, short = 'o', global = true, value_enum, env = "MUSTER_OUTPUT", default_value_t = Output::Table)]
@@ -198,6 +202,46 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff): `muster man > muster.1 && man ./muster.1`.
     Man,
+    /// Named contexts (a controller, its CA, how to sign in, output) in
+    /// ~/.config/muster/config.toml (or MUSTER_CONFIG): flags and their
+    /// environment variables override the context in use.
+    Config(ConfigArgs),
+}
+
+/// `muster config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+/// `muster config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// List the contexts; the current one is marked `*`.
+    GetContexts,
+    /// Print the current context's name.
+    CurrentContext,
+    /// Make a context the current one.
+    UseContext(ContextName),
+    /// Create or change a context from the flags on this command line
+    /// (--controller, --tls-ca, --tls-cert, --tls-key, --token-file,
+    /// --aws-signin, --server-id, --tls-server-name, -o, --color); the
+    /// first context made becomes the current one. Paths are stored
+    /// absolute; a token never is (give --token-file).
+    SetContext(ContextName),
+    /// Delete a context.
+    DeleteContext(ContextName),
+    /// Print the configuration file.
+    View,
+}
+
+/// A context's name.
+#[derive(Debug, Args)]
+pub struct ContextName {
+    /// The context.
+    pub name: String,
 }
 
 /// `muster completions`.

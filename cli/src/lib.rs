@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod commands;
+pub mod config;
 pub mod connect;
 pub mod render;
 pub mod schedule;

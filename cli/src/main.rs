@@ -6,9 +6,10 @@
 //! 64 the command line itself is wrong (EX_USAGE: an unknown flag, a
 //! missing argument), never confused with a campaign's outcome.
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 use muster_cli::args::{Cli, Command};
 use muster_cli::commands::{self, Failure};
+use muster_cli::config;
 use muster_cli::connect;
 use muster_cli::render::Style;
 use muster_cli::schedule;
@@ -17,8 +18,11 @@ use muster_cli::watch;
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     exit_quietly_on_broken_pipe();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let (mut cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(error) => {
             // --help and --version are answers, not errors.
             let code = if error.use_stderr() { USAGE } else { 0 };
@@ -27,6 +31,13 @@ async fn main() {
         }
     };
     match &cli.command {
+        Command::Config(args) => {
+            if let Err(error) = config::run(&cli, &matches, &args.command) {
+                eprintln!("muster: {error:#}");
+                std::process::exit(1);
+            }
+            return;
+        }
         Command::Completions(args) => {
             clap_complete::generate(args.shell, &mut Cli::command(), "muster", &mut std::io::stdout());
             return;
@@ -39,6 +50,10 @@ async fn main() {
             return;
         }
         _ => {}
+    }
+    if let Err(error) = config::layer(&mut cli, &matches) {
+        eprintln!("muster: {error:#}");
+        std::process::exit(1);
     }
     let style = Style::detect(cli.color);
     let code = match run(&cli, style).await {
@@ -127,6 +142,6 @@ async fn run(cli: &Cli, style: Style) -> Result<i32, Failure> {
             .await
             .map(|()| 0),
         // Answered before connecting.
-        Command::Completions(_) | Command::Man => Ok(0),
+        Command::Completions(_) | Command::Man | Command::Config(_) => Ok(0),
     }
 }

@@ -321,3 +321,87 @@ async fn a_watch_survives_the_controller_restarting_and_ends_with_the_campaigns_
         "the summary counts: {stdout}"
     );
 }
+
+/// Contexts as kubectl users know them: made once, then every command uses
+/// the current one; the environment overrides the context and a flag the
+/// environment; a context that is not there is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_context_is_used_until_the_environment_or_a_flag_says_otherwise() {
+    let mut stack = Stack::start(
+        fleets::MIXED,
+        Options {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let accounts = vec![stack.account("prod-a")];
+    let id = submit(
+        &mut stack.client,
+        script_spec(&accounts, &["us-east-1"], &["true"], &[]),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = dir.path().join("muster/config.toml");
+    let token = dir.path().join("token");
+    std::fs::write(&token, &stack.creds.submit_token).expect("the token file");
+    let url = format!("https://localhost:{}", stack.controller.campaign_addr.port());
+    let run = |env: Vec<(&'static str, String)>, args: Vec<String>| {
+        let mut command = muster_tests::procs::muster_command();
+        command.env("MUSTER_CONFIG", &config).envs(env).args(args);
+        muster_tests::procs::output_of(command)
+    };
+    let args = |line: &[&str]| line.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+
+    let ca = stack.creds.files.ca.display().to_string();
+    let token_file = token.display().to_string();
+    let (code, _, stderr) = run(
+        vec![],
+        args(&[
+            "config",
+            "set-context",
+            "sandbox",
+            "--controller",
+            &url,
+            "--tls-ca",
+            &ca,
+            "--token-file",
+            &token_file,
+            "-o",
+            "json",
+        ]),
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, _) = run(vec![], args(&["config", "get-contexts"])).await;
+    assert_eq!((code, stdout.trim()), (0, format!("* sandbox\t{url}").as_str()));
+
+    // No flags: the context's controller, CA, token and output.
+    let (code, stdout, stderr) = run(vec![], args(&["ls"])).await;
+    assert_eq!(code, 0, "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).expect("the context's -o json");
+    assert_eq!(listed["campaigns"][0]["id"], id.as_str());
+
+    // The environment over the context, a flag over the environment.
+    let elsewhere = vec![("MUSTER_CONTROLLER", "https://localhost:1".to_owned())];
+    let (code, _, stderr) = run(elsewhere.clone(), args(&["ls"])).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("localhost:1"), "the environment's controller: {stderr}");
+    let (code, stdout, stderr) = run(elsewhere, args(&["--controller", &url, "-o", "csv", "ls"])).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("id,name,state"), "the flag's output: {stdout}");
+
+    let (code, _, stderr) = run(vec![], args(&["--context", "prod", "ls"])).await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("--context: no context 'prod' (there are: sandbox)"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(vec![], args(&["config", "set-context", "prod", "--token", "secret"])).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--token: a context keeps no token"), "{stderr}");
+    assert!(
+        !std::fs::read_to_string(&config).unwrap().contains("secret"),
+        "nothing of a refused change is written"
+    );
+}
