@@ -36,6 +36,9 @@ say "shellcheck deploy/local .ci"
 say "cfn-lint deploy/cloudformation"
 "$MUSTER_VENV/bin/cfn-lint" deploy/cloudformation/*.yaml
 
+say "buf lint + breaking against the last release's API"
+"$MUSTER_ROOT/deploy/local/buf.sh" check
+
 # The whole-system tests run the real muster, muster-controller, muster-worker
 # and muster-sim binaries, which cargo does not build for another crate's tests.
 say "cargo build --bins"
