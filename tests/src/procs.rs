@@ -69,9 +69,10 @@ fn newer_source(name: &str, binary: &Path) -> Option<PathBuf> {
             let path = entry.path();
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
+                // proto/releases holds released protos, never compiled.
                 if !matches!(
                     path.file_name().and_then(|n| n.to_str()),
-                    Some("tests" | "benches" | "target")
+                    Some("tests" | "benches" | "target" | "releases")
                 ) {
                     dirs.push(path);
                 }

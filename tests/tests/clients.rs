@@ -2,6 +2,7 @@
 //! grpcio client that learns the API only by server reflection
 //! (grpcio-reflection speaks v1alpha; grpcurl speaks v1).
 
+use muster_proto::v1::CampaignState;
 use muster_tests::client::{get, script_spec, submit};
 use muster_tests::fleets;
 use muster_tests::stack::{Options, Stack};
@@ -404,4 +405,70 @@ async fn a_cli_context_is_used_until_the_environment_or_a_flag_says_otherwise() 
         !std::fs::read_to_string(&config).unwrap().contains("secret"),
         "nothing of a refused change is written"
     );
+}
+
+/// The Python client package (clients/python, built from these protos into
+/// the venv) runs its example: it submits a campaign, watches it to its
+/// end, and reports what the controller recorded, each instance run once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_package_submits_and_watches_a_campaign() {
+    let mut stack = Stack::start(fleets::MIXED, Options::default()).await;
+    let account = stack.account("prod-a");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, &stack.creds.submit_token).expect("the token file");
+    let example = muster_sim::testkit::workspace_root().join("clients/python/examples/submit_and_watch.py");
+    let output = tokio::process::Command::new(muster_sim::testkit::venv_python())
+        .arg(example)
+        .args([
+            "--address",
+            &format!("127.0.0.1:{}", stack.controller.campaign_addr.port()),
+        ])
+        .arg("--ca")
+        .arg(&stack.creds.files.ca)
+        .arg("--token-file")
+        .arg(&token)
+        .args([
+            "--server-name",
+            "localhost",
+            "--account",
+            &account,
+            "--region",
+            "us-east-1",
+        ])
+        .args(["--linux", "echo patched"])
+        .output()
+        .await
+        .expect("the venv's python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let id = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("campaign "))
+        .expect("the example names its campaign")
+        .to_owned();
+    let campaign = get(&mut stack.client, &id).await;
+    let state = CampaignState::try_from(campaign.state).expect("a state");
+    // prod-a has an instance whose command fails: the campaign completes
+    // with errors, and the example exits as the CLI would.
+    assert_eq!(state, CampaignState::CompletedWithErrors, "{stdout}\n{stderr}");
+    assert_eq!(output.status.code(), Some(2), "{stdout}\n{stderr}");
+    let counters = campaign.counters.expect("counters");
+    assert!(counters.success > 0 && counters.failed > 0, "{campaign:?}");
+    assert!(
+        stdout.contains(&format!(
+            "{}: {} of {} targets succeeded",
+            state.as_str_name(),
+            counters.success,
+            counters.total
+        )),
+        "the example reports what the controller recorded: {stdout}"
+    );
+    let sends = stack.sends_per_instance();
+    assert_eq!(
+        sends.len() as u64,
+        counters.success + counters.failed,
+        "every instance that ran was sent to: {sends:?}"
+    );
+    assert!(sends.values().all(|n| *n == 1), "each instance ran once: {sends:?}");
 }
