@@ -4,7 +4,13 @@
 //! stderr so stdout stays clean for output. Traces: OpenTelemetry over OTLP
 //! (gRPC), only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; otherwise no exporter exists
-//! and nothing connects anywhere. The W3C `traceparent` carries a task's
+//! and nothing connects anywhere. The other standard variables apply as the
+//! OpenTelemetry SDKs document them: `_HEADERS`, `_TIMEOUT`, `_PROTOCOL`
+//! (`grpc`; another is refused with the reason), `_CERTIFICATE`,
+//! `_CLIENT_CERTIFICATE`, `_CLIENT_KEY` (each also as `_TRACES_`), and
+//! `OTEL_SERVICE_NAME`/`OTEL_RESOURCE_ATTRIBUTES` over the resource's
+//! defaults. Spans follow OpenTelemetry's semantic conventions (see
+//! [`attr`]). The W3C `traceparent` carries a task's
 //! trace from the controller over SQS to the worker and back in gRPC
 //! metadata.
 
@@ -98,14 +104,105 @@ pub fn init(format: LogFormat, default_filter: &str, service: &'static str) -> T
     Telemetry { provider }
 }
 
+/// The process environment, as the OTLP settings read it.
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// The first of the trace-specific and general spelling of an OTLP
+/// variable that is set: (its name, its value).
+fn otlp_var(env: Env<'_>, suffix: &str) -> Option<(String, String)> {
+    [
+        format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}"),
+        format!("OTEL_EXPORTER_OTLP_{suffix}"),
+    ]
+    .into_iter()
+    .find_map(|name| {
+        let value = env(&name).filter(|v| !v.trim().is_empty())?;
+        Some((name, value.trim().to_owned()))
+    })
+}
+
+/// The protocol the variables ask for is the one muster speaks (gRPC).
+fn otlp_protocol(env: Env<'_>) -> Result<(), String> {
+    match otlp_var(env, "PROTOCOL") {
+        Some((name, protocol)) if protocol != "grpc" => Err(format!(
+            "{name}={protocol}: muster exports OTLP over gRPC only; set it to grpc and point the endpoint at the \
+             collector's gRPC port (4317)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// TLS toward an `https://` collector from the standard variables: the
+/// system's roots, or `_CERTIFICATE`'s CA; a client certificate and key for
+/// mTLS. A certificate given for a plaintext endpoint is refused rather
+/// than ignored.
+fn otlp_tls(env: Env<'_>, endpoint: &str) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+    let (ca, cert, key) = (
+        otlp_var(env, "CERTIFICATE"),
+        otlp_var(env, "CLIENT_CERTIFICATE"),
+        otlp_var(env, "CLIENT_KEY"),
+    );
+    if !endpoint.trim().starts_with("https://") {
+        if let Some((name, _)) = ca.as_ref().or(cert.as_ref()).or(key.as_ref()) {
+            return Err(format!("{name} is set but the endpoint {endpoint} is not https://"));
+        }
+        return Ok(None);
+    }
+    let read = |(name, path): &(String, String)| {
+        std::fs::read(path).map_err(|e| format!("{name}={path}: cannot read it: {e}"))
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+    if let Some(ca) = &ca {
+        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    match (&cert, &key) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+        }
+        (Some((name, _)), None) => return Err(format!("{name} is set without OTEL_EXPORTER_OTLP_CLIENT_KEY")),
+        (None, Some((name, _))) => {
+            return Err(format!("{name} is set without OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"));
+        }
+        (None, None) => {}
+    }
+    Ok(Some(tls))
+}
+
 fn tracer_provider(service: &'static str) -> Result<SdkTracerProvider, String> {
-    // Reads OTEL_EXPORTER_OTLP_ENDPOINT, _HEADERS, _TIMEOUT itself.
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+    otlp_protocol(&process_env)?;
+    let endpoint = otlp_endpoint().unwrap_or_default();
+    // The exporter reads the endpoint, _HEADERS and _TIMEOUT itself.
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(service)
+        .with_protocol(opentelemetry_otlp::Protocol::Grpc);
+    if let Some(tls) = otlp_tls(&process_env, &endpoint)? {
+        exporter = exporter.with_tls_config(tls);
+    }
+    let exporter = exporter.build().map_err(|e| e.to_string())?;
+    // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (read by the builder)
+    // win over the binary's own name.
+    let named = std::env::var_os("OTEL_SERVICE_NAME").is_some_and(|v| !v.is_empty())
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if !named {
+        resource = resource.with_service_name(service);
+    }
+    let given = std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+    let ours = [
+        ("service.namespace", "muster"),
+        ("service.version", env!("CARGO_PKG_VERSION")),
+    ];
+    let resource = resource
+        .with_attributes(
+            ours.into_iter()
+                .filter(|(key, _)| !given.contains(&format!("{key}=")))
+                .map(|(key, value)| opentelemetry::KeyValue::new(key, value)),
+        )
         .build();
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
@@ -174,16 +271,20 @@ pub fn traced<T>(message: T) -> tonic::Request<T> {
 /// method, a child of the caller's `traceparent`, with the task's fields
 /// left for the handler to fill in ([`record_task`] on `Span::current()`).
 pub fn grpc_server_span(request: &http::Request<()>) -> Span {
-    let method = request.uri().path().rsplit('/').next().unwrap_or_default();
+    // "/muster.v1.WorkerService/LeaseTask"
+    let path = request.uri().path().trim_start_matches('/');
+    let (service, method) = path.rsplit_once('/').unwrap_or(("", path));
     let span = tracing::info_span!(
         "rpc",
-        otel.name = method,
+        otel.name = path,
         otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
         rpc.method = method,
-        campaign_id = tracing::field::Empty,
-        task_id = tracing::field::Empty,
-        account = tracing::field::Empty,
-        region = tracing::field::Empty,
+        muster.campaign.id = tracing::field::Empty,
+        muster.task.id = tracing::field::Empty,
+        cloud.account.id = tracing::field::Empty,
+        cloud.region = tracing::field::Empty,
     );
     if let Some(parent) = request.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
         set_parent(&span, parent);
@@ -193,10 +294,27 @@ pub fn grpc_server_span(request: &http::Request<()>) -> Span {
 
 /// Fills the task fields (declared empty) of `span`.
 pub fn record_task(span: &Span, campaign_id: &str, task_id: &str, account: &str, region: &str) {
-    span.record("campaign_id", campaign_id);
-    span.record("task_id", task_id);
-    span.record("account", account);
-    span.record("region", region);
+    span.record(attr::CAMPAIGN_ID, campaign_id);
+    span.record(attr::TASK_ID, task_id);
+    span.record(attr::ACCOUNT, account);
+    span.record(attr::REGION, region);
+}
+
+/// Span attribute names: OpenTelemetry's semantic conventions where one
+/// exists (`cloud.*`, `rpc.*`, `messaging.*`), `muster.*` for muster's own.
+/// The span macros spell them as dotted field names; `Span::record` takes
+/// these.
+pub mod attr {
+    /// The campaign a span worked for.
+    pub const CAMPAIGN_ID: &str = "muster.campaign.id";
+    /// The task (one attempt's lease) a span worked for.
+    pub const TASK_ID: &str = "muster.task.id";
+    /// The task's kind (TASK_KIND_DISCOVER, TASK_KIND_EXECUTE).
+    pub const TASK_KIND: &str = "muster.task.kind";
+    /// The target account (semantic conventions: cloud.account.id).
+    pub const ACCOUNT: &str = "cloud.account.id";
+    /// The target region (semantic conventions: cloud.region).
+    pub const REGION: &str = "cloud.region";
 }
 
 /// A future in a box, for the metrics endpoint's callbacks.
@@ -354,6 +472,62 @@ pub async fn serve_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn the_otlp_variables_apply_as_the_sdks_document_them() {
+        assert!(otlp_protocol(&env_of(&[])).is_ok(), "gRPC unless told otherwise");
+        assert!(otlp_protocol(&env_of(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])).is_ok());
+        let refused = otlp_protocol(&env_of(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+        ]))
+        .unwrap_err();
+        assert!(
+            refused.starts_with("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf: muster exports OTLP over gRPC only"),
+            "the trace-specific variable wins, and is named: {refused}"
+        );
+
+        assert!(
+            otlp_tls(&env_of(&[]), "http://collector:4317").unwrap().is_none(),
+            "plaintext"
+        );
+        assert!(
+            otlp_tls(&env_of(&[]), "https://collector:4317").unwrap().is_some(),
+            "system roots"
+        );
+        let error = otlp_tls(
+            &env_of(&[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem")]),
+            "http://collector:4317",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            "OTEL_EXPORTER_OTLP_CERTIFICATE is set but the endpoint http://collector:4317 is not https://"
+        );
+        let error = otlp_tls(
+            &env_of(&[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")]),
+            "https://collector:4317",
+        )
+        .unwrap_err();
+        assert!(
+            error.starts_with("OTEL_EXPORTER_OTLP_CERTIFICATE=/nonexistent/ca.pem: cannot read it"),
+            "{error}"
+        );
+        let error = otlp_tls(
+            &env_of(&[("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "/etc/c.pem")]),
+            "https://collector:4317",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE is set without OTEL_EXPORTER_OTLP_CLIENT_KEY"
+        );
+    }
 
     /// The status line of `GET path` on `addr`, with an authorization header.
     async fn status_of(addr: SocketAddr, path: &str, authorization: Option<&str>) -> String {

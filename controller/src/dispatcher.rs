@@ -102,27 +102,52 @@ pub async fn enqueue(ctl: &Controller, fence: &Fence) {
 /// enqueue, or its hand-off with a worker's answer); the `traceparent` the
 /// worker continues it from, when traces are exported.
 pub(crate) fn start_trace(
-    name: &'static str,
+    name: &str,
     campaign_id: &str,
     task_id: &str,
     attempt: u32,
     (account, region): (&str, &str),
 ) -> Option<String> {
+    start_trace_in(name, campaign_id, task_id, attempt, (account, region), None)
+}
+
+/// As [`start_trace`]; `queue` names the SQS queue of an enqueue, which the
+/// span then describes as a message sent (OpenTelemetry's messaging
+/// conventions).
+fn start_trace_in(
+    name: &str,
+    campaign_id: &str,
+    task_id: &str,
+    attempt: u32,
+    (account, region): (&str, &str),
+    queue: Option<&str>,
+) -> Option<String> {
     let span = tracing::info_span!(
         parent: None,
         "task trace",
-        otel.name = name,
+        otel.name = %name,
         otel.kind = "producer",
-        campaign_id = %campaign_id,
-        task_id = %task_id,
-        account = %account,
-        region = %region,
-        attempt = attempt,
+        muster.campaign.id = %campaign_id,
+        muster.task.id = %task_id,
+        muster.task.attempt = attempt,
+        cloud.account.id = %account,
+        cloud.region = %region,
+        messaging.system = tracing::field::Empty,
+        messaging.operation.type = tracing::field::Empty,
+        messaging.operation.name = tracing::field::Empty,
+        messaging.destination.name = tracing::field::Empty,
     );
+    if let Some(queue) = queue {
+        span.record("messaging.system", "aws_sqs");
+        span.record("messaging.operation.type", "send");
+        span.record("messaging.operation.name", "SendMessageBatch");
+        span.record("messaging.destination.name", queue);
+    }
     muster_common::telemetry::traceparent(&span)
 }
 
 async fn send(ctl: &Controller, due: &[Due]) -> Result<Vec<TaskRef>, String> {
+    let queue = crate::scaling::queue_name(&ctl.settings.queue_url);
     let entries: Vec<SendMessageBatchRequestEntry> = due
         .iter()
         .enumerate()
@@ -132,7 +157,15 @@ async fn send(ctl: &Controller, due: &[Due]) -> Result<Vec<TaskRef>, String> {
                 .id(i.to_string())
                 .message_body(muster_proto::encode_task_ref(task));
             let scope = (due.account_id.as_str(), due.region.as_str());
-            match start_trace("enqueue task", &task.campaign_id, &task.task_id, task.attempt, scope) {
+            let traced = start_trace_in(
+                &format!("send {queue}"),
+                &task.campaign_id,
+                &task.task_id,
+                task.attempt,
+                scope,
+                Some(queue),
+            );
+            match traced {
                 Some(traceparent) => entry.message_attributes(
                     "traceparent",
                     MessageAttributeValue::builder()

@@ -52,7 +52,7 @@ async fn each_task_is_one_trace_from_controller_over_sqs_to_worker_and_back() {
         let spans = receiver.spans();
         let complete = spans
             .iter()
-            .filter(|s| s.service == "muster-controller" && s.name == "CompleteTask")
+            .filter(|s| s.service == "muster-controller" && s.name == rpc("CompleteTask"))
             .count();
         if complete >= 3 || Instant::now() > deadline {
             break spans;
@@ -69,14 +69,18 @@ async fn each_task_is_one_trace_from_controller_over_sqs_to_worker_and_back() {
         .iter()
         .filter(|s| s.service == "muster-worker" && s.name == "task")
         .collect();
-    let execute: Vec<&&ReceivedSpan> = tasks.iter().filter(|s| s.attr("kind") == "TASK_KIND_EXECUTE").collect();
+    let execute: Vec<&&ReceivedSpan> = tasks
+        .iter()
+        .filter(|s| s.attr("muster.task.kind") == "TASK_KIND_EXECUTE")
+        .collect();
     assert_eq!(execute.len(), 2, "6 instances in batches of 3: {tasks:#?}");
     assert_eq!(tasks.len(), 3, "one discover task and two execute tasks");
     let trace_ids: HashSet<&str> = tasks.iter().map(|s| s.trace_id.as_str()).collect();
     assert_eq!(trace_ids.len(), 3, "each task has a trace of its own");
 
+    let queue = system.fleet.queue_url.rsplit('/').next().expect("a queue URL");
     for task in &tasks {
-        let task_id = task.attr("task_id");
+        let task_id = task.attr("muster.task.id");
         let trace: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == task.trace_id).collect();
         let by_id: HashMap<&str, &ReceivedSpan> = trace.iter().map(|s| (s.span_id.as_str(), *s)).collect();
 
@@ -85,31 +89,41 @@ async fn each_task_is_one_trace_from_controller_over_sqs_to_worker_and_back() {
         // enqueue span, through the message attribute. The Execute tasks are
         // handed to the worker with the Discover task's completion: a child of
         // the hand-off span, through the lease.
-        let discover = task.attr("kind") == "TASK_KIND_DISCOVER";
+        let discover = task.attr("muster.task.kind") == "TASK_KIND_DISCOVER";
         let (started_by, leased_with) = if discover {
-            ("enqueue task", "LeaseTask")
+            // OpenTelemetry's messaging conventions: "send <queue>".
+            (format!("send {queue}"), rpc("LeaseTask"))
         } else {
-            ("hand off task", "CompleteTask")
+            ("hand off task".to_owned(), rpc("CompleteTask"))
         };
         let parent = by_id
             .get(task.parent_span_id.as_str())
             .unwrap_or_else(|| panic!("the task span's parent is not in its trace: {trace:#?}"));
         assert_eq!(
             (parent.service.as_str(), parent.name.as_str()),
-            ("muster-controller", started_by)
+            ("muster-controller", started_by.as_str())
         );
         assert!(parent.parent_span_id.is_empty(), "{started_by} starts the trace");
         if discover {
+            assert_eq!(
+                (
+                    parent.attr("messaging.system"),
+                    parent.attr("messaging.operation.type"),
+                    parent.attr("messaging.destination.name")
+                ),
+                ("aws_sqs", "send", queue),
+                "the enqueue is an SQS send"
+            );
             assert!(
                 trace
                     .iter()
-                    .any(|s| s.service == "muster-worker" && s.name == "LeaseTask"),
+                    .any(|s| s.service == "muster-worker" && s.name == rpc("LeaseTask")),
                 "the queued task was leased with LeaseTask"
             );
             continue;
         }
         assert!(
-            !trace.iter().any(|s| s.name == "LeaseTask"),
+            !trace.iter().any(|s| s.name == rpc("LeaseTask")),
             "a handed-off task is leased with the {leased_with} answer, not LeaseTask"
         );
 
@@ -120,18 +134,18 @@ async fn each_task_is_one_trace_from_controller_over_sqs_to_worker_and_back() {
             .map(|s| s.name.as_str())
             .collect();
         for step in [
-            "task",
-            "assume role",
-            "execute",
-            "SendCommand",
-            "poll",
-            "fetch output",
-            "ReportDispatch",
-            "ReportResults",
-            "CompleteTask",
+            "task".to_owned(),
+            "assume role".to_owned(),
+            "execute".to_owned(),
+            "SSM.SendCommand".to_owned(),
+            "poll".to_owned(),
+            "fetch output".to_owned(),
+            rpc("ReportDispatch"),
+            rpc("ReportResults"),
+            rpc("CompleteTask"),
         ] {
             assert!(
-                worker_steps.contains(step),
+                worker_steps.contains(step.as_str()),
                 "worker step {step} missing from {worker_steps:?}"
             );
         }
@@ -141,16 +155,42 @@ async fn each_task_is_one_trace_from_controller_over_sqs_to_worker_and_back() {
         for method in ["ReportDispatch", "ReportResults", "CompleteTask"] {
             let server = trace
                 .iter()
-                .find(|s| s.service == "muster-controller" && s.name == method)
+                .find(|s| s.service == "muster-controller" && s.name == rpc(method))
                 .unwrap_or_else(|| panic!("no controller span {method} in the task's trace"));
             let client = by_id
                 .get(server.parent_span_id.as_str())
                 .unwrap_or_else(|| panic!("{method}'s server span has no parent in the trace"));
             assert_eq!(
                 (client.service.as_str(), client.name.as_str()),
-                ("muster-worker", method)
+                ("muster-worker", rpc(method).as_str())
             );
+            for span in [server, *client] {
+                assert_eq!(
+                    (
+                        span.attr("rpc.system"),
+                        span.attr("rpc.service"),
+                        span.attr("rpc.method")
+                    ),
+                    ("grpc", "muster.v1.WorkerService", method),
+                    "{} of {} has the RPC conventions' attributes",
+                    span.name,
+                    span.service
+                );
+            }
         }
+        let send = trace
+            .iter()
+            .find(|s| s.name == "SSM.SendCommand")
+            .expect("a SendCommand span");
+        assert_eq!(
+            (
+                send.attr("rpc.system"),
+                send.attr("rpc.service"),
+                send.attr("rpc.method")
+            ),
+            ("aws-api", "SSM", "SendCommand"),
+            "AWS calls have the AWS SDK conventions' attributes"
+        );
 
         // Parent links stay inside the trace, and every span says which
         // campaign, task, account and region it worked for.
@@ -162,10 +202,10 @@ async fn each_task_is_one_trace_from_controller_over_sqs_to_worker_and_back() {
                 span.service
             );
             for (key, want) in [
-                ("campaign_id", id.as_str()),
-                ("task_id", task_id),
-                ("account", account.as_str()),
-                ("region", EAST),
+                ("muster.campaign.id", id.as_str()),
+                ("muster.task.id", task_id),
+                ("cloud.account.id", account.as_str()),
+                ("cloud.region", EAST),
             ] {
                 assert_eq!(
                     span.attr(key),
@@ -177,6 +217,11 @@ async fn each_task_is_one_trace_from_controller_over_sqs_to_worker_and_back() {
             }
         }
     }
+}
+
+/// A WorkerService method's span name (OpenTelemetry's RPC conventions).
+fn rpc(method: &str) -> String {
+    format!("muster.v1.WorkerService/{method}")
 }
 
 fn parse(text: &str) -> prometheus_parse::Scrape {

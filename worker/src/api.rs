@@ -75,6 +75,24 @@ impl Api {
         matches!(self, Api::SendCommand | Api::CancelCommand)
     }
 
+    /// The service as AWS's SDKs name it (their service id), which
+    /// OpenTelemetry's AWS conventions use for `rpc.service`.
+    pub fn sdk_service(self) -> &'static str {
+        match self {
+            Api::AssumeRole => "STS",
+            Api::DescribeRegions | Api::DescribeInstances => "EC2",
+            Api::DescribeInstanceInformation
+            | Api::SendCommand
+            | Api::ListCommands
+            | Api::ListCommandInvocations
+            | Api::GetCommandInvocation
+            | Api::CancelCommand
+            | Api::GetDocument => "SSM",
+            Api::GetObject => "S3",
+            Api::GetLogEvents => "CloudWatch Logs",
+        }
+    }
+
     /// The service, as in the SigV4 scope.
     pub fn service(self) -> &'static str {
         match self {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use muster_common::retry::backoff;
+use muster_common::telemetry::attr;
 use muster_common::tls::{ClientTls, TlsError};
 use muster_proto::v1::worker_service_client::WorkerServiceClient;
 use muster_proto::v1::{
@@ -58,6 +59,9 @@ fn classify(status: &Status) -> ControllerError {
 }
 
 /// A cloneable client of the controller's WorkerService.
+/// The service these calls are methods of, as traces name it.
+const WORKER_SERVICE: &str = "muster.v1.WorkerService";
+
 #[derive(Clone)]
 pub struct ControllerClient {
     client: WorkerServiceClient<Channel>,
@@ -109,7 +113,7 @@ impl ControllerClient {
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         self.retrying_in_span(budget, call)
-            .instrument(crate::trace::step(method, "client"))
+            .instrument(crate::trace::rpc("grpc", WORKER_SERVICE, method))
             .await
     }
 
@@ -136,10 +140,10 @@ impl ControllerClient {
     /// Asks for a task's lease. One attempt: on failure the queue message
     /// stays and comes back after its visibility timeout.
     pub async fn lease_task(&self, request: LeaseTaskRequest) -> Result<LeaseTaskResponse, ControllerError> {
-        let span = crate::trace::step("LeaseTask", "client");
+        let span = crate::trace::rpc("grpc", WORKER_SERVICE, "LeaseTask");
         if let Some(task) = &request.task {
-            span.record("campaign_id", task.campaign_id.as_str());
-            span.record("task_id", task.task_id.as_str());
+            span.record(attr::CAMPAIGN_ID, task.campaign_id.as_str());
+            span.record(attr::TASK_ID, task.task_id.as_str());
         }
         let answer = self
             .retrying_in_span(Duration::ZERO, |mut c| {
@@ -153,8 +157,8 @@ impl ControllerClient {
         }
         // Where the task runs is known once it is granted.
         if let Ok(Some(task)) = answer.as_ref().map(|a| a.lease.as_ref().and_then(|l| l.task.as_ref())) {
-            span.record("account", task.account_id.as_str());
-            span.record("region", task.region.as_str());
+            span.record(attr::ACCOUNT, task.account_id.as_str());
+            span.record(attr::REGION, task.region.as_str());
         }
         answer
     }

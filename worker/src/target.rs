@@ -207,7 +207,7 @@ impl Target {
     {
         match self
             .call_with_retries(api, Repeat::Freely, send)
-            .instrument(crate::trace::step(api.name(), "client"))
+            .instrument(crate::trace::rpc("aws-api", api.sdk_service(), api.name()))
             .await
         {
             Ok(value) => Ok(value),
@@ -234,7 +234,7 @@ impl Target {
         R: HttpStatus + std::fmt::Debug,
     {
         self.call_with_retries(api, Repeat::Never(guard), send)
-            .instrument(crate::trace::step(api.name(), "client"))
+            .instrument(crate::trace::rpc("aws-api", api.sdk_service(), api.name()))
             .await
     }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use muster_common::retry::ErrorClass;
+use muster_common::telemetry::attr;
 use muster_proto::v1::TaskKind;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -38,12 +39,12 @@ pub fn span(campaign_id: &str, task_id: &str, attempt: u32, traceparent: Option<
         parent: None,
         "task",
         otel.name = "task",
-        campaign_id = %campaign_id,
-        task_id = %task_id,
-        attempt = attempt,
-        account = tracing::field::Empty,
-        region = tracing::field::Empty,
-        kind = tracing::field::Empty,
+        muster.campaign.id = %campaign_id,
+        muster.task.id = %task_id,
+        muster.task.attempt = attempt,
+        cloud.account.id = tracing::field::Empty,
+        cloud.region = tracing::field::Empty,
+        muster.task.kind = tracing::field::Empty,
     );
     if let Some(parent) = traceparent.filter(|p| !p.is_empty()) {
         muster_common::telemetry::set_parent(&span, parent);
@@ -64,9 +65,9 @@ pub async fn run(
     let task = lease.lease.task.clone().unwrap_or_default();
     let kind = TaskKind::try_from(task.kind).unwrap_or(TaskKind::Unspecified);
     let span = tracing::Span::current();
-    span.record("account", task.account_id.as_str());
-    span.record("region", task.region.as_str());
-    span.record("kind", kind.as_str_name());
+    span.record(attr::ACCOUNT, task.account_id.as_str());
+    span.record(attr::REGION, task.region.as_str());
+    span.record(attr::TASK_KIND, kind.as_str_name());
     let scope = Arc::new(trace::Scope {
         campaign_id: task.campaign_id.clone(),
         task_id: task.task_id.clone(),

@@ -43,10 +43,38 @@ pub fn step(name: &'static str, kind: &'static str) -> Span {
         "step",
         otel.name = name,
         otel.kind = kind,
-        campaign_id = tracing::field::Empty,
-        task_id = tracing::field::Empty,
-        account = tracing::field::Empty,
-        region = tracing::field::Empty,
+        muster.campaign.id = tracing::field::Empty,
+        muster.task.id = tracing::field::Empty,
+        cloud.account.id = tracing::field::Empty,
+        cloud.region = tracing::field::Empty,
+    );
+    if let Some(scope) = current() {
+        record(&span, &scope);
+    }
+    span
+}
+
+/// The client span of one call to another service, for the current task,
+/// with OpenTelemetry's RPC attributes: `system` is "grpc" (named
+/// "service/method", as its server span) or "aws-api" (named
+/// "Service.Method", as AWS's SDKs name theirs).
+pub fn rpc(system: &'static str, service: &'static str, method: &'static str) -> Span {
+    let name = if system == "grpc" {
+        format!("{service}/{method}")
+    } else {
+        format!("{service}.{method}")
+    };
+    let span = tracing::info_span!(
+        "step",
+        otel.name = %name,
+        otel.kind = "client",
+        rpc.system = system,
+        rpc.service = service,
+        rpc.method = method,
+        muster.campaign.id = tracing::field::Empty,
+        muster.task.id = tracing::field::Empty,
+        cloud.account.id = tracing::field::Empty,
+        cloud.region = tracing::field::Empty,
     );
     if let Some(scope) = current() {
         record(&span, &scope);
