@@ -30,8 +30,8 @@ cargo fmt --all -- --check
 say "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-say "shellcheck deploy/local .ci"
-"$MUSTER_VENV/bin/shellcheck" -x --source-path=SCRIPTDIR deploy/local/*.sh .ci/run
+say "shellcheck deploy/local deploy/release .ci"
+"$MUSTER_VENV/bin/shellcheck" -x --source-path=SCRIPTDIR deploy/local/*.sh deploy/release/*.sh .ci/run
 
 say "cfn-lint deploy/cloudformation"
 "$MUSTER_VENV/bin/cfn-lint" deploy/cloudformation/*.yaml
@@ -55,6 +55,13 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked --root "$tools" cargo-nextest --version 0.9.151
   fi
 fi
+
+# The CLI installs as the README says, and the installed one runs.
+say "cargo install --path cli"
+install_root="$(mktemp -d)"
+cargo install --quiet --locked --debug --path cli --root "$install_root"
+"$install_root/bin/muster" --version
+rm -rf "$install_root"
 
 say "tests"
 start=$(date +%s)
