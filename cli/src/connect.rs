@@ -133,25 +133,27 @@ pub fn explain(url: &str, status: &Status) -> String {
     }
 }
 
-fn is_tls(status: &Status) -> bool {
-    let text = format!("{} {}", status.message(), transport_cause(status)).to_lowercase();
-    ["certificate", "invalid peer", "handshake", "tls", "alert"]
-        .iter()
-        .any(|needle| text.contains(needle))
+/// The errors under a failed call, outermost first (a call that never
+/// reached the controller carries the transport's error as its source).
+fn causes(status: &Status) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(status), |e| e.source())
 }
 
+/// The TLS handshake failed: a rustls error, alone or inside the I/O error
+/// the TLS stream reports it as.
+fn is_tls(status: &Status) -> bool {
+    causes(status).any(|e| {
+        e.is::<rustls::Error>()
+            || e.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+    })
+}
+
+/// The call never got an answer from a controller: the connection could not
+/// be made or broke (a transport, HTTP/2 or socket error under it).
 fn is_transport(status: &Status) -> bool {
-    let text = format!("{} {:?}", status.message(), std::error::Error::source(status));
-    [
-        "transport error",
-        "tcp connect",
-        "Connection refused",
-        "dns error",
-        "connection error",
-        "error trying to connect",
-    ]
-    .iter()
-    .any(|needle| text.contains(needle))
+    causes(status).any(|e| e.is::<tonic::transport::Error>() || e.is::<hyper::Error>() || e.is::<std::io::Error>())
 }
 
 fn transport_cause(status: &Status) -> String {

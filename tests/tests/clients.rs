@@ -472,3 +472,46 @@ async fn the_python_client_package_submits_and_watches_a_campaign() {
     );
     assert!(sends.values().all(|n| *n == 1), "each instance ran once: {sends:?}");
 }
+
+/// A call that fails on the way says why in words a person can act on:
+/// nothing listening, or a certificate the CA given does not vouch for,
+/// told apart by the errors under the call, not by their text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_tells_an_unreachable_controller_from_a_tls_mismatch() {
+    let stack = Stack::start(
+        fleets::MIXED,
+        Options {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let files = &stack.creds.files;
+    let port = stack.controller.campaign_addr.port();
+    let run = |url: String, ca: &std::path::Path| {
+        let mut command = muster_tests::procs::muster_command();
+        command
+            .env("MUSTER_TOKEN", &stack.creds.submit_token)
+            .args(["--controller", &url, "--tls-ca"])
+            .arg(ca)
+            .arg("ls");
+        muster_tests::procs::output_of(command)
+    };
+
+    let closed = format!("https://localhost:{}", muster_sim::testkit::free_port());
+    let (code, _, stderr) = run(closed.clone(), &files.ca).await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("cannot reach the controller at {closed}")),
+        "{stderr}"
+    );
+
+    // The worker CA signed no certificate of the controller's.
+    let (code, _, stderr) = run(format!("https://localhost:{port}"), &files.worker_ca).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("TLS with the controller at"), "{stderr}");
+    assert!(stderr.contains("check --tls-ca"), "{stderr}");
+
+    let (code, _, stderr) = run(format!("https://localhost:{port}"), &files.ca).await;
+    assert_eq!(code, 0, "the right CA works: {stderr}");
+}

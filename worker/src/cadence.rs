@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::recent::Recent;
+use crate::lru_map::LruMap;
 
 /// First poll this long after sending.
 pub const FIRST_POLL: Duration = Duration::from_millis(1_500);
@@ -182,13 +182,13 @@ impl Campaign {
 /// How long recent batches of each campaign took, from send to their last
 /// instance's end.
 pub struct BatchDurations {
-    campaigns: Recent<String, Arc<Campaign>>,
+    campaigns: LruMap<String, Arc<Campaign>>,
 }
 
 impl Default for BatchDurations {
     fn default() -> Self {
         Self {
-            campaigns: Recent::new(CAMPAIGNS),
+            campaigns: LruMap::new(CAMPAIGNS),
         }
     }
 }

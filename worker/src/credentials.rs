@@ -17,7 +17,7 @@ use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError
 use muster_common::ratelimit::{ApiLimiter, LimitKey, ShareGuard};
 use muster_common::retry::{self, ErrorClass};
 
-use crate::recent::Recent;
+use crate::lru_map::LruMap;
 
 /// Refresh this long before expiry (or two thirds into shorter sessions).
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(10 * 60);
@@ -98,7 +98,7 @@ fn hub_key() -> LimitKey {
 /// The cache.
 pub struct CredentialCache {
     sts: aws_sdk_sts::Client,
-    entries: Recent<RoleKey, Arc<Entry>>,
+    entries: LruMap<RoleKey, Arc<Entry>>,
     refreshes: AtomicU64,
     /// Paces AssumeRole for the whole process, learning STS's quota.
     pace: Arc<ApiLimiter>,
@@ -122,7 +122,7 @@ impl CredentialCache {
         let share = pace.share(&key.account, &key.region, assume_role_rate);
         Self {
             sts,
-            entries: Recent::new(MAX_ENTRIES),
+            entries: LruMap::new(MAX_ENTRIES),
             refreshes: AtomicU64::new(0),
             pace,
             rate: assume_role_rate,

@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 
 use crate::api::Api;
 use crate::credentials::{CredentialCache, RoleKey};
-use crate::recent::Recent;
+use crate::lru_map::LruMap;
 use crate::stats::Stats;
 
 /// Most cached [`Target`]s; past this, the least recently used goes.
@@ -106,13 +106,13 @@ pub struct Target {
 /// batch made a worker with 5,000 batches in flight hold 864 MiB although
 /// those batches were in only 50 (account, region)s.
 pub struct Targets {
-    entries: Recent<(RoleKey, String), Target>,
+    entries: LruMap<(RoleKey, String), Target>,
 }
 
 impl Default for Targets {
     fn default() -> Self {
         Self {
-            entries: Recent::new(MAX_TARGETS),
+            entries: LruMap::new(MAX_TARGETS),
         }
     }
 }

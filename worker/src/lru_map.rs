@@ -1,47 +1,34 @@
-//! A map with a size bound for caches: past the bound, the least recently
-//! used entry goes. Lookups and inserts take one lock; eviction scans the
-//! map, which only happens when it is full.
+//! A map with a size bound for the worker's caches (credentials, a scope's
+//! clients, a campaign's cadence): past the bound, the least recently used
+//! entry goes, in constant time (the `lru` crate), under one lock.
 
-use std::collections::HashMap;
 use std::hash::Hash;
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
-use std::time::Instant;
+
+use lru::LruCache;
 
 /// The map.
-pub struct Recent<K, V> {
-    entries: Mutex<HashMap<K, (V, Instant)>>,
-    max: usize,
+pub struct LruMap<K: Hash + Eq, V> {
+    entries: Mutex<LruCache<K, V>>,
 }
 
-impl<K: Eq + Hash + Clone, V: Clone> Recent<K, V> {
-    /// An empty map holding at most `max` entries.
+impl<K: Eq + Hash + Clone, V: Clone> LruMap<K, V> {
+    /// An empty map holding at most `max` entries (at least one).
     pub fn new(max: usize) -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
-            max: max.max(1),
+            entries: Mutex::new(LruCache::new(NonZeroUsize::new(max).unwrap_or(NonZeroUsize::MIN))),
         }
     }
 
     /// The value for `key`, made by `make` (under the lock) when absent;
     /// either way `key` becomes the most recently used.
     pub fn get_or_insert_with(&self, key: &K, make: impl FnOnce() -> V) -> V {
-        let now = Instant::now();
-        let mut entries = self.entries.lock().expect("cache lock");
-        if let Some((value, used)) = entries.get_mut(key) {
-            *used = now;
-            return value.clone();
-        }
-        if entries.len() >= self.max
-            && let Some(oldest) = entries
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone())
-        {
-            entries.remove(&oldest);
-        }
-        let value = make();
-        entries.insert(key.clone(), (value.clone(), now));
-        value
+        self.entries
+            .lock()
+            .expect("cache lock")
+            .get_or_insert_ref(key, make)
+            .clone()
     }
 
     /// How many entries there are.
@@ -61,7 +48,7 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_entry_goes_when_full() {
-        let cache = Recent::new(2);
+        let cache = LruMap::new(2);
         let mut made = 0;
         let mut get = |key: &str| {
             cache.get_or_insert_with(&key.to_owned(), || {
