@@ -57,6 +57,12 @@ cross_env() {
   export "CARGO_TARGET_${upper^^}_LINKER=$gnu-gcc" "CC_${upper}=$gnu-gcc" "AR_${upper}=$gnu-ar"
 }
 
+# The strip that understands `target`'s binaries.
+strip_for() {
+  local gnu="${1%%-*}-linux-gnu"
+  if [[ "$1" != "$host" ]] && command -v "$gnu-strip" >/dev/null; then echo "$gnu-strip"; else echo strip; fi
+}
+
 say "building the host's muster for completions and the man page"
 cargo build --release --locked --bin muster
 host_muster="$target_dir/release/muster"
@@ -82,6 +88,9 @@ for target in "${targets[@]}"; do
     got="$(elf_machine "$path")"
     [[ "$got" == "$want" ]] || die "release: $path is ELF machine $got, not $want for $target"
     install -m 0755 "$path" "$stage/$bin"
+    # The release profile keeps line tables for the sandbox's profiling;
+    # shipped binaries keep their symbols (backtraces) but not those.
+    "$(strip_for "$target")" --strip-debug "$stage/$bin"
   done
   for shell in bash zsh fish; do
     "$host_muster" completions "$shell" >"$stage/completions/muster.$shell"

@@ -9,20 +9,7 @@ use muster_tests::stack::{Options, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_grpcio_client_reflects_the_api_and_decodes_get_campaign() {
-    let mut stack = Stack::start(
-        fleets::MIXED,
-        Options {
-            workers: 0,
-            ..Default::default()
-        },
-    )
-    .await;
-    let accounts = vec![stack.account("prod-a")];
-    let id = submit(
-        &mut stack.client,
-        script_spec(&accounts, &["us-east-1"], &["true"], &[]),
-    )
-    .await;
+    let (mut stack, id) = idle_stack_with_campaign().await;
     let expected = get(&mut stack.client, &id).await;
 
     let output = tokio::process::Command::new(muster_sim::testkit::venv_python())
@@ -113,14 +100,7 @@ async fn muster_cli(stack: &Stack, args: &[&str], stdin: Option<&str>) -> (i32, 
 /// campaign of the same spec; and the wide table shows who submitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_as_yaml_submits_again_and_the_table_widens() {
-    let stack = Stack::start(
-        fleets::MIXED,
-        Options {
-            workers: 0,
-            ..Default::default()
-        },
-    )
-    .await;
+    let stack = idle_stack().await;
     let account = stack.account("prod-a");
     let (code, first, stderr) = muster_cli(
         &stack,
@@ -233,14 +213,7 @@ async fn the_cli_completes_in_each_shell_has_a_man_page_and_exits_64_on_a_wrong_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_submit_names_each_field_in_bad_request_details() {
     use tonic_types::StatusExt;
-    let mut stack = Stack::start(
-        fleets::MIXED,
-        Options {
-            workers: 0,
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut stack = idle_stack().await;
     let mut spec = script_spec(&["12345".to_owned()], &["us-east-1"], &["true"], &[]);
     spec.name = "x".repeat(200);
     let refused = stack
@@ -328,20 +301,7 @@ async fn a_watch_survives_the_controller_restarting_and_ends_with_the_campaigns_
 /// environment; a context that is not there is named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cli_context_is_used_until_the_environment_or_a_flag_says_otherwise() {
-    let mut stack = Stack::start(
-        fleets::MIXED,
-        Options {
-            workers: 0,
-            ..Default::default()
-        },
-    )
-    .await;
-    let accounts = vec![stack.account("prod-a")];
-    let id = submit(
-        &mut stack.client,
-        script_spec(&accounts, &["us-east-1"], &["true"], &[]),
-    )
-    .await;
+    let (stack, id) = idle_stack_with_campaign().await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let config = dir.path().join("muster/config.toml");
     let token = dir.path().join("token");
@@ -478,14 +438,7 @@ async fn the_python_client_package_submits_and_watches_a_campaign() {
 /// told apart by the errors under the call, not by their text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_tells_an_unreachable_controller_from_a_tls_mismatch() {
-    let stack = Stack::start(
-        fleets::MIXED,
-        Options {
-            workers: 0,
-            ..Default::default()
-        },
-    )
-    .await;
+    let stack = idle_stack().await;
     let files = &stack.creds.files;
     let port = stack.controller.campaign_addr.port();
     let run = |url: String, ca: &std::path::Path| {
@@ -514,4 +467,29 @@ async fn the_cli_tells_an_unreachable_controller_from_a_tls_mismatch() {
 
     let (code, _, stderr) = run(format!("https://localhost:{port}"), &files.ca).await;
     assert_eq!(code, 0, "the right CA works: {stderr}");
+}
+
+/// The sandbox and a controller without workers: campaigns stay where
+/// they are while a client looks.
+async fn idle_stack() -> Stack {
+    Stack::start(
+        fleets::MIXED,
+        Options {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// An idle stack with one campaign submitted (prod-a, us-east-1).
+async fn idle_stack_with_campaign() -> (Stack, String) {
+    let mut stack = idle_stack().await;
+    let accounts = vec![stack.account("prod-a")];
+    let id = submit(
+        &mut stack.client,
+        script_spec(&accounts, &["us-east-1"], &["true"], &[]),
+    )
+    .await;
+    (stack, id)
 }
