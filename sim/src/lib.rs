@@ -24,6 +24,7 @@ pub mod sigv4;
 pub mod ssm;
 pub mod state;
 pub mod sts;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 
 use std::net::SocketAddr;
