@@ -87,7 +87,7 @@ pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// AWS credentials are loaded here.
 pub async fn client(target: &Target) -> anyhow::Result<(Client, Schedules)> {
     let endpoint = muster_common::tls::endpoint("--controller", &target.url, "--tls", &target.tls)
-        .map_err(|e| anyhow::anyhow!("{}", e.0.replacen("--tls_", "--tls-", 1)))?;
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.field.replacen("--tls_", "--tls-", 1), e.rule))?;
     let bearer = match &target.aws_signin {
         Some(server_id) => Bearer::Aws(Arc::new(AwsSigner::load(server_id).await?)),
         None => Bearer::new(target.token_field, target.token.as_deref())?,

@@ -14,11 +14,19 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// A TLS setting that is missing, unreadable or unsafe, named by its field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TlsError(pub String);
+#[error("{field}: {rule}")]
+pub struct TlsError {
+    /// The setting, as the caller names it (`tls_ca`, `--tls-ca`).
+    pub field: String,
+    /// What is wrong with it.
+    pub rule: String,
+}
 
 fn error(field: &str, rule: impl std::fmt::Display) -> TlsError {
-    TlsError(format!("{field}: {rule}"))
+    TlsError {
+        field: field.to_owned(),
+        rule: rule.to_string(),
+    }
 }
 
 /// Makes ring the process's TLS crypto provider. The AWS SDK brings
@@ -178,15 +186,19 @@ mod tests {
         assert!(endpoint("controller", "http://[::1]:7071", "tls", &ClientTls::default()).is_ok());
         let err = endpoint("controller", "http://10.0.0.5:7071", "tls", &ClientTls::default()).unwrap_err();
         assert!(
-            err.0
+            err.to_string()
                 .starts_with("controller: http://10.0.0.5:7071 would send calls in the clear"),
             "{err}"
         );
         let err = endpoint("controller", "https://muster:7071", "tls", &ClientTls::default()).unwrap_err();
-        assert!(err.0.starts_with("tls_ca: required for https://muster:7071"), "{err}");
+        assert!(
+            err.to_string().starts_with("tls_ca: required for https://muster:7071"),
+            "{err}"
+        );
         let err = endpoint("controller", "ftp://x", "tls", &ClientTls::default()).unwrap_err();
         assert!(
-            err.0.starts_with("controller: 'ftp://x' must start with https://"),
+            err.to_string()
+                .starts_with("controller: 'ftp://x' must start with https://"),
             "{err}"
         );
 
@@ -194,7 +206,8 @@ mod tests {
         assert!(check_plaintext_bind("listen", "[::1]:7070".parse().unwrap()).is_ok());
         let err = check_plaintext_bind("listen", "0.0.0.0:7070".parse().unwrap()).unwrap_err();
         assert!(
-            err.0.starts_with("listen: 0.0.0.0:7070 is not a loopback address"),
+            err.to_string()
+                .starts_with("listen: 0.0.0.0:7070 is not a loopback address"),
             "{err}"
         );
     }
@@ -208,9 +221,12 @@ mod tests {
         std::fs::write(&path, pem).unwrap();
         assert_eq!(read_pem("tls_ca", path.to_str().unwrap()).unwrap(), pem.as_bytes());
         let err = read_pem("tls_ca", "/nonexistent/ca.pem").unwrap_err();
-        assert!(err.0.starts_with("tls_ca: cannot read /nonexistent/ca.pem"), "{err}");
+        assert!(
+            err.to_string().starts_with("tls_ca: cannot read /nonexistent/ca.pem"),
+            "{err}"
+        );
         std::fs::write(&path, "not pem").unwrap();
         let err = read_pem("tls_ca", path.to_str().unwrap()).unwrap_err();
-        assert!(err.0.ends_with("holds no PEM block"), "{err}");
+        assert!(err.to_string().ends_with("holds no PEM block"), "{err}");
     }
 }

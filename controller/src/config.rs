@@ -1,15 +1,17 @@
 //! The controller's configuration: flags, `MUSTER_*` environment, a TOML
-//! file, defaults, in that order of precedence. AWS settings come from the
-//! SDK's own environment (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`).
+//! file, defaults, in that order of precedence, each setting declared once
+//! in [`Options`]. AWS settings come from the SDK's own environment
+//! (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use muster_common::config::{ConfigError, in_range};
 use muster_common::telemetry::LogFormat;
 use muster_common::tls::{check_plaintext_bind, read_pem};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::{Auth, ClientEntry, TokenEntry};
 use crate::guardrails::Guardrails;
@@ -27,9 +29,28 @@ pub struct Args {
     #[command(subcommand)]
     pub tool: Option<Tool>,
     /// TOML file with any of the settings below (snake_case keys), plus
-    /// [auth] and [guardrails] tables.
+    /// [auth], [guardrails], [access] and [notifications] tables; flags and
+    /// environment variables win over it.
     #[arg(long, env = "MUSTER_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Every setting the file may give too.
+    #[command(flatten)]
+    pub options: Options,
+    /// Flags over the file's tables.
+    #[command(flatten)]
+    pub over_tables: TableFlags,
+    /// Allow --insecure although AWS calls go to real AWS, not a local
+    /// endpoint (refused otherwise). A flag only: no file can say it.
+    #[arg(long, help_heading = "Security")]
+    pub insecure_real_aws: bool,
+}
+
+/// The controller's settings, each from the highest layer that gives it: a
+/// flag, its environment variable, then the config file's key of the same
+/// name.
+#[derive(Debug, Default, clap::Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
     /// Where CampaignService listens [default: 127.0.0.1:7070]
     #[arg(long, env = "MUSTER_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -54,34 +75,27 @@ pub struct Args {
     /// S3 bucket for results exports; none to skip them.
     #[arg(long, env = "MUSTER_RESULTS_BUCKET")]
     pub results_bucket: Option<String>,
-    /// EventBridge bus of the controller's account that gets every campaign
-    /// state change ("default", a name or an ARN); none for no events.
-    #[arg(long, env = "MUSTER_EVENT_BUS")]
-    pub event_bus: Option<String>,
-    /// SNS topic ARN that gets every campaign state change; none for no
-    /// messages.
-    #[arg(long, env = "MUSTER_SNS_TOPIC")]
-    pub sns_topic: Option<String>,
-    /// Seconds a worker's lease lasts without renewal [default: 30]
+    /// Seconds a worker's lease lasts without renewal, 5 to 3600 [default: 30]
     #[arg(long, env = "MUSTER_LEASE_TTL")]
     pub lease_ttl: Option<u64>,
-    /// Attempts per task before it fails [default: 3]
+    /// Attempts per task before it fails, 1 to 20 [default: 3]
     #[arg(long, env = "MUSTER_MAX_ATTEMPTS")]
     pub max_attempts: Option<u32>,
-    /// Batches out at once per (account, region); the campaign's API rate is
-    /// shared among them [default: 4]
+    /// Batches out at once per (account, region), 1 to 100; the campaign's
+    /// API rate is shared among them [default: 4]
     #[arg(long, env = "MUSTER_MAX_TASKS_PER_SCOPE")]
     pub max_tasks_per_scope: Option<u32>,
-    /// Tasks on the queue not yet leased [default: 500]
+    /// Tasks on the queue not yet leased, 1 to 100000 [default: 500]
     #[arg(long, env = "MUSTER_MAX_QUEUED")]
     pub max_queued: Option<usize>,
     /// Seconds a task may wait on the queue without being leased before its
-    /// message is sent again (it may be lost, or dead-lettered) [default: 300]
+    /// message is sent again (it may be lost, or dead-lettered), 10 to
+    /// 86400 [default: 300]
     #[arg(long, env = "MUSTER_REQUEUE_AFTER")]
     pub requeue_after: Option<u64>,
     /// Seconds a leader's term lasts without renewal: with PostgreSQL and
     /// several controllers, how long the others wait for a leader that
-    /// stopped before one takes over [default: 15]
+    /// stopped before one takes over, 3 to 300 [default: 15]
     #[arg(long, env = "MUSTER_LEADER_TTL")]
     pub leader_ttl: Option<u64>,
     /// Days a campaign stays in the store after it ended; then it is
@@ -112,10 +126,11 @@ pub struct Args {
     #[arg(long, env = "MUSTER_DEFAULT_ROLE_NAME")]
     pub default_role_name: Option<String>,
     /// API calls per second per (account, region) when a campaign names no
-    /// rate [default: 10]
+    /// rate, 0.1 to 1000 [default: 10]
     #[arg(long, env = "MUSTER_DEFAULT_API_RATE")]
     pub default_api_rate: Option<f64>,
-    /// Milliseconds between reconcile passes when nothing happens [default: 500]
+    /// Milliseconds between reconcile passes when nothing happens, 10 to
+    /// 60000 [default: 500]
     #[arg(long, env = "MUSTER_RECONCILE_MS")]
     pub reconcile_ms: Option<u64>,
     /// Send AWS calls here instead of AWS (the local sandbox); the SDK's
@@ -133,7 +148,7 @@ pub struct Args {
     #[arg(long, env = "MUSTER_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
     /// A bearer token /metrics demands (health and readiness stay open);
-    /// prefer MUSTER_METRICS_TOKEN: flags show in `ps`.
+    /// prefer MUSTER_METRICS_TOKEN or the file: flags show in `ps`.
     #[arg(
         long,
         env = "MUSTER_METRICS_TOKEN",
@@ -161,6 +176,56 @@ pub struct Args {
     /// (mTLS), next to bearer tokens.
     #[arg(long, env = "MUSTER_CLIENT_CA", help_heading = "Security")]
     pub client_ca: Option<String>,
+    /// The policy file: tokens, client certificates and their roles within
+    /// scopes (accounts, OUs, regions, documents). Read again when it
+    /// changes, or on SIGHUP.
+    #[arg(long, env = "MUSTER_POLICY", help_heading = "Security")]
+    pub policy: Option<PathBuf>,
+    /// Take AWS sign-in: people sign a presigned sts:GetCallerIdentity
+    /// bound to this id (e.g. the controller's DNS name; the CLI's
+    /// MUSTER_SERVER_ID), which the controller sends to STS; the policy's
+    /// grants map ARN patterns to roles.
+    #[arg(long, env = "MUSTER_SIGNIN_SERVER_ID", help_heading = "Security")]
+    pub signin_server_id: Option<String>,
+    /// Serve plaintext, without TLS or client certificates: only on loopback
+    /// addresses, for development.
+    #[arg(long, env = "MUSTER_INSECURE", help_heading = "Security")]
+    pub insecure: bool,
+
+    /// The file's [auth] table: who may call the campaign API (added to
+    /// `--api-token`, `--api-client`).
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub auth: AuthFile,
+    /// The file's [guardrails] table: limits on every campaign (flags, when
+    /// given, replace a list).
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub guardrails: Guardrails,
+    /// The file's [access] table: how workers get into target accounts
+    /// (the ExternalIds).
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub access: crate::access::AccessFile,
+    /// The file's [notifications] table: where campaign state changes are
+    /// posted.
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub notifications: crate::notify::Notifications,
+}
+
+/// Flags (and environment variables) that add to or replace what the
+/// file's tables say.
+#[derive(Debug, Default, clap::Args)]
+pub struct TableFlags {
+    /// EventBridge bus of the controller's account that gets every campaign
+    /// state change ("default", a name or an ARN); none for no events.
+    #[arg(long, env = "MUSTER_EVENT_BUS")]
+    pub event_bus: Option<String>,
+    /// SNS topic ARN that gets every campaign state change; none for no
+    /// messages.
+    #[arg(long, env = "MUSTER_SNS_TOPIC")]
+    pub sns_topic: Option<String>,
     /// A bearer token for CampaignService: NAME:PERMISSION:SHA256, permission
     /// read or submit, SHA256 from `muster-controller hash-token`.
     #[arg(
@@ -178,26 +243,6 @@ pub struct Args {
         help_heading = "Security"
     )]
     pub api_clients: Vec<String>,
-    /// The policy file: tokens, client certificates and their roles within
-    /// scopes (accounts, OUs, regions, documents). Read again when it
-    /// changes, or on SIGHUP.
-    #[arg(long, env = "MUSTER_POLICY", help_heading = "Security")]
-    pub policy: Option<PathBuf>,
-    /// Take AWS sign-in: people sign a presigned sts:GetCallerIdentity
-    /// bound to this id (e.g. the controller's DNS name; the CLI's
-    /// MUSTER_SERVER_ID), which the controller sends to STS; the policy's
-    /// grants map ARN patterns to roles.
-    #[arg(long, env = "MUSTER_SIGNIN_SERVER_ID", help_heading = "Security")]
-    pub signin_server_id: Option<String>,
-    /// Serve plaintext, without TLS or client certificates: only on loopback
-    /// addresses, for development.
-    #[arg(long, env = "MUSTER_INSECURE", help_heading = "Security")]
-    pub insecure: bool,
-    /// Allow --insecure although AWS calls go to real AWS, not a local
-    /// endpoint (refused otherwise).
-    #[arg(long, help_heading = "Security")]
-    pub insecure_real_aws: bool,
-
     /// Accounts campaigns may target (with those under --allow-ou); none
     /// means any.
     #[arg(
@@ -247,6 +292,17 @@ pub struct Args {
     pub confirm_above_targets: Option<u64>,
 }
 
+impl Args {
+    /// The options laid over the config file (file < env < flags); the
+    /// file is read once, so calling this again changes nothing.
+    pub fn layered(mut self) -> Result<Self, ConfigError> {
+        if let Some(path) = self.config.take() {
+            self.options = muster_common::config::layered(&self.options, Some(&path))?;
+        }
+        Ok(self)
+    }
+}
+
 /// Tools of the controller binary.
 #[derive(Debug, Subcommand)]
 pub enum Tool {
@@ -273,88 +329,6 @@ pub struct AuthFile {
     /// Client certificates.
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
-}
-
-/// The same settings in a config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// See `--listen`.
-    pub listen: Option<SocketAddr>,
-    /// See `--worker-listen`.
-    pub worker_listen: Option<SocketAddr>,
-    /// See `--data-dir`.
-    pub data_dir: Option<PathBuf>,
-    /// See `--database-url`.
-    pub database_url: Option<String>,
-    /// See `--database-ca`.
-    pub database_ca: Option<PathBuf>,
-    /// See `--queue-url`.
-    pub queue_url: Option<String>,
-    /// See `--results-bucket`.
-    pub results_bucket: Option<String>,
-    /// See `--lease-ttl`.
-    pub lease_ttl: Option<u64>,
-    /// See `--max-attempts`.
-    pub max_attempts: Option<u32>,
-    /// See `--max-tasks-per-scope`.
-    pub max_tasks_per_scope: Option<u32>,
-    /// See `--max-queued`.
-    pub max_queued: Option<usize>,
-    /// See `--requeue-after`.
-    pub requeue_after: Option<u64>,
-    /// See `--retention-days`.
-    pub retention_days: Option<u64>,
-    /// See `--leader-ttl`.
-    pub leader_ttl: Option<u64>,
-    /// See `--dead-letter-queue-url`.
-    pub dead_letter_queue_url: Option<String>,
-    /// See `--command-events-queue-url`.
-    pub command_events_queue_url: Option<String>,
-    /// See `--scaling-namespace`.
-    pub scaling_namespace: Option<String>,
-    /// See `--scaling-interval`.
-    pub scaling_interval: Option<u64>,
-    /// See `--default-role-name`.
-    pub default_role_name: Option<String>,
-    /// See `--default-api-rate`.
-    pub default_api_rate: Option<f64>,
-    /// See `--reconcile-ms`.
-    pub reconcile_ms: Option<u64>,
-    /// See `--aws-endpoint-url`.
-    pub aws_endpoint_url: Option<String>,
-    /// See `--aws-region`.
-    pub aws_region: Option<String>,
-    /// See `--metrics-listen`.
-    pub metrics_listen: Option<String>,
-    /// See `--tls-cert`.
-    pub tls_cert: Option<String>,
-    /// See `--tls-key`.
-    pub tls_key: Option<String>,
-    /// See `--worker-ca`.
-    pub worker_ca: Option<String>,
-    /// See `--worker-trust-domain`.
-    pub worker_trust_domain: Option<String>,
-    /// See `--client-ca`.
-    pub client_ca: Option<String>,
-    /// See `--insecure`.
-    pub insecure: Option<bool>,
-    /// Who may call the campaign API (added to `--api-token`, `--api-client`).
-    #[serde(default)]
-    pub auth: AuthFile,
-    /// See `--policy`.
-    pub policy: Option<PathBuf>,
-    /// See `--signin-server-id`.
-    pub signin_server_id: Option<String>,
-    /// Limits on every campaign (flags, when given, replace a list).
-    #[serde(default)]
-    pub guardrails: Guardrails,
-    /// How workers get into target accounts: the ExternalIds.
-    #[serde(default)]
-    pub access: crate::access::AccessFile,
-    /// Where campaign state changes are posted.
-    #[serde(default)]
-    pub notifications: crate::notify::Notifications,
 }
 
 /// Where the store is.
@@ -384,30 +358,37 @@ fn store_config(
     database_url: Option<String>,
     database_ca: Option<&Path>,
     insecure: bool,
-) -> anyhow::Result<StoreConfig> {
+) -> Result<StoreConfig, ConfigError> {
     let Some(url) = database_url.filter(|u| !u.is_empty()) else {
         if database_ca.is_some() {
-            anyhow::bail!("database_ca: given without database_url; the SQLite store has no server to verify");
+            return Err(ConfigError::invalid(
+                "database_ca",
+                "given without database_url; the SQLite store has no server to verify",
+            ));
         }
         return Ok(StoreConfig::Sqlite(
             data_dir.unwrap_or_else(|| PathBuf::from("muster-data")),
         ));
     };
-    let ca = match database_ca {
-        Some(path) => {
-            Some(std::fs::read(path).map_err(|e| anyhow::anyhow!("database_ca: cannot read {}: {e}", path.display()))?)
-        }
-        None => None,
-    };
+    let ca =
+        match database_ca {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                ConfigError::invalid("database_ca", format_args!("cannot read {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
     let password = std::env::var("MUSTER_DATABASE_PASSWORD").ok().filter(|p| !p.is_empty());
     let target =
-        crate::store::PostgresTarget::parse(&url, password.as_deref(), ca.as_deref()).map_err(anyhow::Error::msg)?;
+        crate::store::PostgresTarget::parse(&url, password.as_deref(), ca.as_deref()).map_err(ConfigError::named)?;
     if !target.tls_required() && !target.on_loopback() && !insecure {
-        anyhow::bail!(
-            "database_url: {} is not on loopback and does not require TLS; add sslmode=require \
-             (or --insecure for a network you trust)",
-            target.shown()
-        );
+        return Err(ConfigError::invalid(
+            "database_url",
+            format_args!(
+                "{} is not on loopback and does not require TLS; add sslmode=require (or --insecure for a network \
+                 you trust)",
+                target.shown()
+            ),
+        ));
     }
     Ok(StoreConfig::Postgres(Box::new(target)))
 }
@@ -434,81 +415,57 @@ pub struct Config {
 }
 
 impl Config {
-    /// Merges flags, environment and file over defaults; names what is
-    /// missing or wrong.
-    pub fn resolve(args: Args) -> anyhow::Result<Self> {
-        let file: FileConfig = muster_common::config::load_file(args.config.as_deref())?;
-        let queue_url = args.queue_url.or(file.queue_url).ok_or_else(|| {
-            anyhow::anyhow!("queue_url: the SQS task queue is required (--queue-url or MUSTER_QUEUE_URL)")
+    /// Lays flags and environment over the file, applies the defaults and
+    /// checks every rule; an error names the setting.
+    pub fn resolve(args: Args) -> Result<Self, ConfigError> {
+        let Args {
+            options: o,
+            over_tables: flags,
+            insecure_real_aws,
+            ..
+        } = args.layered()?;
+        let queue_url = o.queue_url.ok_or_else(|| {
+            ConfigError::missing(
+                "queue_url",
+                "the SQS task queue (--queue-url, MUSTER_QUEUE_URL or queue_url in the file)",
+            )
         })?;
-        let lease_ttl = args.lease_ttl.or(file.lease_ttl).unwrap_or(30);
-        if !(5..=3600).contains(&lease_ttl) {
-            anyhow::bail!("lease_ttl: {lease_ttl} seconds; must be 5 to 3600");
-        }
-        let max_attempts = args.max_attempts.or(file.max_attempts).unwrap_or(3);
-        if !(1..=20).contains(&max_attempts) {
-            anyhow::bail!("max_attempts: {max_attempts}; must be 1 to 20");
-        }
-        let max_tasks_per_scope = args.max_tasks_per_scope.or(file.max_tasks_per_scope).unwrap_or(4);
-        if !(1..=100).contains(&max_tasks_per_scope) {
-            anyhow::bail!("max_tasks_per_scope: {max_tasks_per_scope}; must be 1 to 100");
-        }
-        let default_role_name = args
-            .default_role_name
-            .or(file.default_role_name)
-            .unwrap_or_else(|| "muster-execution".into());
+        let default_role_name = o.default_role_name.unwrap_or_else(|| "muster-execution".into());
         muster_common::domain::check_role_name(&default_role_name)
-            .map_err(|e| anyhow::anyhow!("default_role_name: {e}"))?;
-        let listen = args.listen.or(file.listen).unwrap_or(([127, 0, 0, 1], 7070).into());
-        let worker_listen = args
-            .worker_listen
-            .or(file.worker_listen)
-            .unwrap_or(([127, 0, 0, 1], 7071).into());
-        let mut guardrails = file.guardrails;
-        for (flag, list) in [
-            (args.allow_accounts, &mut guardrails.allowed_accounts),
-            (args.allow_ous, &mut guardrails.allowed_ous),
-            (args.allow_roles, &mut guardrails.allowed_roles),
-            (args.allow_documents, &mut guardrails.allowed_documents),
-        ] {
-            if !flag.is_empty() {
-                *list = flag.into_iter().map(|s| s.trim().to_owned()).collect();
-            }
+            .map_err(|e| ConfigError::invalid("default_role_name", e))?;
+        let listen = o.listen.unwrap_or(([127, 0, 0, 1], 7070).into());
+        let worker_listen = o.worker_listen.unwrap_or(([127, 0, 0, 1], 7071).into());
+        let guardrails = guardrails(o.guardrails, &flags)?;
+        let mut notifications = o.notifications;
+        notifications.event_bus = flags.event_bus.or(notifications.event_bus).filter(|b| !b.is_empty());
+        notifications.sns_topic = flags.sns_topic.or(notifications.sns_topic).filter(|t| !t.is_empty());
+        notifications.check().map_err(ConfigError::named)?;
+        let mut tokens = o.auth.tokens;
+        for text in &flags.api_tokens {
+            tokens.push(TokenEntry::parse("api_token", text).map_err(ConfigError::named)?);
         }
-        guardrails.confirm_above_targets = args.confirm_above_targets.or(guardrails.confirm_above_targets);
-        guardrails.check().map_err(anyhow::Error::msg)?;
-        let mut notifications = file.notifications;
-        notifications.event_bus = args.event_bus.or(notifications.event_bus).filter(|b| !b.is_empty());
-        notifications.sns_topic = args.sns_topic.or(notifications.sns_topic).filter(|t| !t.is_empty());
-        notifications.check().map_err(anyhow::Error::msg)?;
-        let mut tokens = file.auth.tokens;
-        for text in &args.api_tokens {
-            tokens.push(TokenEntry::parse("api_token", text).map_err(anyhow::Error::msg)?);
+        let mut clients = o.auth.clients;
+        for text in &flags.api_clients {
+            clients.push(ClientEntry::parse("api_client", text).map_err(ConfigError::named)?);
         }
-        let mut clients = file.auth.clients;
-        for text in &args.api_clients {
-            clients.push(ClientEntry::parse("api_client", text).map_err(anyhow::Error::msg)?);
-        }
-        let insecure = args.insecure || file.insecure.unwrap_or(false);
-        let aws_endpoint_url = args.aws_endpoint_url.or(file.aws_endpoint_url);
+        let aws_endpoint_url = o.aws_endpoint_url;
         muster_common::config::check_insecure(
-            insecure,
+            o.insecure,
             muster_common::config::aws_endpoint(aws_endpoint_url.as_deref()).as_deref(),
-            args.insecure_real_aws,
-        )
-        .map_err(anyhow::Error::msg)?;
+            insecure_real_aws,
+        )?;
         let mut security = security(
             SecurityInputs {
-                insecure,
-                tls_cert: args.tls_cert.or(file.tls_cert),
-                tls_key: args.tls_key.or(file.tls_key),
-                worker_ca: args.worker_ca.or(file.worker_ca),
-                worker_trust_domain: args.worker_trust_domain.or(file.worker_trust_domain),
-                client_ca: args.client_ca.or(file.client_ca),
+                insecure: o.insecure,
+                tls_cert: o.tls_cert,
+                tls_key: o.tls_key,
+                worker_ca: o.worker_ca,
+                worker_trust_domain: o.worker_trust_domain,
+                client_ca: o.client_ca,
                 tokens,
                 clients,
-                policy: args.policy.or(file.policy),
-                signin_server_id: args.signin_server_id.or(file.signin_server_id),
+                policy: o.policy,
+                signin_server_id: o.signin_server_id,
                 aws_endpoint: std::env::var("AWS_ENDPOINT_URL_STS")
                     .ok()
                     .filter(|u| !u.is_empty())
@@ -517,26 +474,13 @@ impl Config {
             listen,
             worker_listen,
         )?;
-        security.metrics_token = muster_common::config::metrics_token(args.metrics_token)?;
-        let requeue_after = args.requeue_after.or(file.requeue_after).unwrap_or(300);
-        if !(10..=86_400).contains(&requeue_after) {
-            anyhow::bail!("requeue_after: {requeue_after} seconds; must be 10 to 86400");
-        }
-        let retention_days = args.retention_days.or(file.retention_days).unwrap_or(90);
-        if retention_days > 36_500 {
-            anyhow::bail!("retention_days: {retention_days}; must be 0 (keep everything) to 36500");
-        }
-        let scaling_interval = args.scaling_interval.or(file.scaling_interval).unwrap_or(60);
-        if !(1..=300).contains(&scaling_interval) {
-            anyhow::bail!("scaling_interval: {scaling_interval} seconds; must be 1 to 300");
-        }
-        let scaling = match args
-            .scaling_namespace
-            .or(file.scaling_namespace)
-            .filter(|n| !n.is_empty())
-        {
+        security.metrics_token = muster_common::config::metrics_token(o.metrics_token)?;
+        let retention_days = in_range("retention_days", o.retention_days, 90, 0..=36_500, "days")?;
+        let scaling_interval = in_range("scaling_interval", o.scaling_interval, 60, 1..=300, "seconds")?;
+        let scaling = match o.scaling_namespace.filter(|n| !n.is_empty()) {
             Some(namespace) => {
-                crate::scaling::check_namespace(&namespace).map_err(|e| anyhow::anyhow!("scaling_namespace: {e}"))?;
+                crate::scaling::check_namespace(&namespace)
+                    .map_err(|e| ConfigError::invalid("scaling_namespace", e))?;
                 Some(crate::scaling::ScalingSignal {
                     namespace,
                     interval: Duration::from_secs(scaling_interval),
@@ -544,52 +488,39 @@ impl Config {
             }
             None => None,
         };
-        let leader_ttl = args.leader_ttl.or(file.leader_ttl).unwrap_or(15);
-        if !(3..=300).contains(&leader_ttl) {
-            anyhow::bail!("leader_ttl: {leader_ttl} seconds; must be 3 to 300");
-        }
-        let mut access = file.access;
-        if let Some(external_id) = args.external_id {
+        let mut access = o.access;
+        if let Some(external_id) = flags.external_id {
             access.external_id = Some(external_id);
         }
-        let external_ids = crate::access::ExternalIds::new(&access).map_err(anyhow::Error::msg)?;
-        let default_api_rate = args.default_api_rate.or(file.default_api_rate).unwrap_or(10.0);
-        if !(0.1..=1000.0).contains(&default_api_rate) {
-            anyhow::bail!("default_api_rate: {default_api_rate}; must be 0.1 to 1000");
-        }
+        let external_ids = crate::access::ExternalIds::new(&access).map_err(ConfigError::named)?;
+        let seconds =
+            |field, value, default, range| in_range(field, value, default, range, "seconds").map(Duration::from_secs);
         Ok(Self {
             listen,
             worker_listen,
-            store: store_config(
-                args.data_dir.or(file.data_dir),
-                args.database_url.or(file.database_url),
-                args.database_ca.or(file.database_ca).as_deref(),
-                insecure,
-            )?,
+            store: store_config(o.data_dir, o.database_url, o.database_ca.as_deref(), o.insecure)?,
             settings: crate::Settings {
                 queue_url,
-                results_bucket: args.results_bucket.or(file.results_bucket).filter(|b| !b.is_empty()),
-                lease_ttl: Duration::from_secs(lease_ttl),
-                max_attempts,
-                max_tasks_per_scope,
-                max_queued: args.max_queued.or(file.max_queued).unwrap_or(500).max(1),
-                requeue_after: Duration::from_secs(requeue_after),
-                leader_ttl: Duration::from_secs(leader_ttl),
+                results_bucket: o.results_bucket.filter(|b| !b.is_empty()),
+                lease_ttl: seconds("lease_ttl", o.lease_ttl, 30, 5..=3600)?,
+                max_attempts: in_range("max_attempts", o.max_attempts, 3, 1..=20, "")?,
+                max_tasks_per_scope: in_range("max_tasks_per_scope", o.max_tasks_per_scope, 4, 1..=100, "")?,
+                max_queued: in_range("max_queued", o.max_queued, 500, 1..=100_000, "")?,
+                requeue_after: seconds("requeue_after", o.requeue_after, 300, 10..=86_400)?,
+                leader_ttl: seconds("leader_ttl", o.leader_ttl, 15, 3..=300)?,
                 retention: (retention_days > 0).then(|| Duration::from_secs(retention_days * 86_400)),
-                dead_letter_queue_url: args
-                    .dead_letter_queue_url
-                    .or(file.dead_letter_queue_url)
-                    .filter(|u| !u.is_empty()),
-                command_events_queue_url: args
-                    .command_events_queue_url
-                    .or(file.command_events_queue_url)
-                    .filter(|u| !u.is_empty()),
-                reconcile_interval: Duration::from_millis(
-                    args.reconcile_ms.or(file.reconcile_ms).unwrap_or(500).max(10),
-                ),
+                dead_letter_queue_url: o.dead_letter_queue_url.filter(|u| !u.is_empty()),
+                command_events_queue_url: o.command_events_queue_url.filter(|u| !u.is_empty()),
+                reconcile_interval: Duration::from_millis(in_range(
+                    "reconcile_ms",
+                    o.reconcile_ms,
+                    500,
+                    10..=60_000,
+                    "milliseconds",
+                )?),
                 defaults: crate::validate::Defaults {
                     role_name: default_role_name,
-                    api_calls_per_second: default_api_rate,
+                    api_calls_per_second: in_range("default_api_rate", o.default_api_rate, 10.0, 0.1..=1000.0, "")?,
                 },
                 guardrails,
                 external_ids,
@@ -597,15 +528,33 @@ impl Config {
                 scaling,
             },
             aws_endpoint_url,
-            aws_region: args.aws_region.or(file.aws_region),
+            aws_region: o.aws_region,
             metrics_listen: muster_common::config::metrics_listen(
                 "metrics_listen",
-                args.metrics_listen.or(file.metrics_listen),
+                o.metrics_listen,
                 "127.0.0.1:9101",
             )?,
             security,
         })
     }
+}
+
+/// The file's guardrails with the flags' lists (each replacing the file's
+/// when given) and threshold.
+fn guardrails(mut guardrails: Guardrails, flags: &TableFlags) -> Result<Guardrails, ConfigError> {
+    for (flag, list) in [
+        (&flags.allow_accounts, &mut guardrails.allowed_accounts),
+        (&flags.allow_ous, &mut guardrails.allowed_ous),
+        (&flags.allow_roles, &mut guardrails.allowed_roles),
+        (&flags.allow_documents, &mut guardrails.allowed_documents),
+    ] {
+        if !flag.is_empty() {
+            *list = flag.iter().map(|s| s.trim().to_owned()).collect();
+        }
+    }
+    guardrails.confirm_above_targets = flags.confirm_above_targets.or(guardrails.confirm_above_targets);
+    guardrails.check().map_err(ConfigError::named)?;
+    Ok(guardrails)
 }
 
 struct SecurityInputs {
@@ -622,10 +571,10 @@ struct SecurityInputs {
     aws_endpoint: Option<String>,
 }
 
-fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAddr) -> anyhow::Result<Security> {
-    let mut auth = Auth::new(&inputs.tokens, &inputs.clients, inputs.policy.as_deref()).map_err(anyhow::Error::msg)?;
+fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAddr) -> Result<Security, ConfigError> {
+    let mut auth = Auth::new(&inputs.tokens, &inputs.clients, inputs.policy.as_deref()).map_err(ConfigError::named)?;
     if let Some(id) = &inputs.signin_server_id {
-        let signin = crate::signin::SignIn::new(id, inputs.aws_endpoint.as_deref()).map_err(anyhow::Error::msg)?;
+        let signin = crate::signin::SignIn::new(id, inputs.aws_endpoint.as_deref()).map_err(ConfigError::named)?;
         auth = auth.with_signin(signin);
     }
     if inputs.insecure {
@@ -635,7 +584,10 @@ fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAdd
             || inputs.worker_trust_domain.is_some()
             || inputs.client_ca.is_some()
         {
-            anyhow::bail!("insecure: TLS settings are given too; choose TLS or --insecure");
+            return Err(ConfigError::invalid(
+                "insecure",
+                "TLS settings are given too; choose TLS or --insecure",
+            ));
         }
         check_plaintext_bind("listen", listen)?;
         check_plaintext_bind("worker_listen", worker_listen)?;
@@ -644,16 +596,21 @@ fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAdd
             // every local caller may do anything.
             return Ok(Security::new(None, if auth.is_empty() { Auth::open() } else { auth }));
         }
-        anyhow::bail!("api_client: client certificates need TLS, and --insecure serves plaintext");
+        return Err(ConfigError::invalid(
+            "api_client",
+            "client certificates need TLS, and --insecure serves plaintext",
+        ));
     }
     let (Some(cert), Some(key)) = (inputs.tls_cert, inputs.tls_key) else {
-        anyhow::bail!(
-            "tls_cert: the controller serves TLS and needs --tls-cert and --tls-key (or --insecure for plaintext on loopback)"
-        );
+        return Err(ConfigError::missing(
+            "tls_cert",
+            "the controller serves TLS and needs --tls-cert and --tls-key (or --insecure for plaintext on loopback)",
+        ));
     };
     let worker_ca = inputs.worker_ca.ok_or_else(|| {
-        anyhow::anyhow!(
-            "worker_ca: required: the CA that signs the workers' client certificates (WorkerService demands mTLS)"
+        ConfigError::missing(
+            "worker_ca",
+            "the CA that signs the workers' client certificates (WorkerService demands mTLS)",
         )
     })?;
     let worker_ca = read_pem("worker_ca", &worker_ca)?;
@@ -661,25 +618,30 @@ fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAdd
     if let Some(client_ca) = &client_ca
         && shares_a_certificate(&worker_ca, client_ca)
     {
-        anyhow::bail!(
-            "worker_ca: holds a CA that client_ca holds too; workers need a trust anchor of their own, so that no \
-             API client's certificate can act as a worker"
-        );
+        return Err(ConfigError::invalid(
+            "worker_ca",
+            "holds a CA that client_ca holds too; workers need a trust anchor of their own, so that no API \
+             client's certificate can act as a worker",
+        ));
     }
     let worker_trust_domain = inputs
         .worker_trust_domain
         .unwrap_or_else(|| muster_common::identity::DEFAULT_TRUST_DOMAIN.to_owned());
     muster_common::identity::check_trust_domain(&worker_trust_domain)
-        .map_err(|e| anyhow::anyhow!("worker_trust_domain: {e}"))?;
+        .map_err(|e| ConfigError::invalid("worker_trust_domain", e))?;
     if auth.has_clients() && client_ca.is_none() {
-        anyhow::bail!("client_ca: required when client certificates are configured (--api-client or [auth] clients)");
+        return Err(ConfigError::missing(
+            "client_ca",
+            "client certificates are configured (--api-client or [auth] clients) and need the CA that signs them",
+        ));
     }
     let policy_in_s3 = matches!(auth.policy_source(), Some(crate::auth::PolicySource::S3 { .. }));
     if auth.is_empty() && !policy_in_s3 {
-        anyhow::bail!(
-            "auth: no API token or client certificate is configured, so nobody could call the campaign API; \
-             add --api-token (see muster-controller new-token), --api-client or a --policy file"
-        );
+        return Err(ConfigError::invalid(
+            "auth",
+            "no API token or client certificate is configured, so nobody could call the campaign API; add \
+             --api-token (see muster-controller new-token), --api-client or a --policy file",
+        ));
     }
     Ok(Security::new(
         Some(ServerTls {
@@ -705,66 +667,66 @@ fn shares_a_certificate(a: &[u8], b: &[u8]) -> bool {
     ders(a).iter().any(|der| b.contains(der))
 }
 
-/// Runs a tool subcommand.
-pub fn run_tool(tool: &Tool) -> anyhow::Result<()> {
-    match tool {
-        Tool::NewToken { name, permission } => {
-            let entry = TokenEntry::parse("new-token", &format!("{name}:{permission}:")).map_err(anyhow::Error::msg)?;
-            let token = crate::auth::new_token();
-            let hash = crate::auth::hash_token(&token);
-            println!("token (give it to {}; it is not shown again): {token}", entry.name);
-            let role = entry.permission.unwrap_or_default();
-            println!("controller setting: --api-token {}:{role}:{hash}", entry.name);
-            println!(
-                "or in the policy file:\n[[tokens]]\nname = \"{}\"\nsha256 = \"{hash}\"\n\n[[grants]]\nprincipals = [\"{}\"]\nrole = \"{role}\"",
-                entry.name, entry.name
-            );
-        }
-        Tool::HashToken => {
-            let mut token = String::new();
-            std::io::stdin().read_line(&mut token)?;
-            if token.trim().is_empty() {
-                anyhow::bail!("hash-token: no token on standard input");
-            }
-            println!("{}", crate::auth::hash_token(&token));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const PEM: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
 
-    fn args() -> Args {
-        Args {
+    fn args() -> Options {
+        Options {
             queue_url: Some("http://sqs/q".into()),
             ..Default::default()
         }
     }
 
-    fn tls(mut args: Args) -> Args {
-        args.tls_cert = Some(PEM.into());
-        args.tls_key = Some(PEM.into());
-        args.worker_ca = Some(PEM.into());
-        args
+    fn tls(mut options: Options) -> Options {
+        options.tls_cert = Some(PEM.into());
+        options.tls_key = Some(PEM.into());
+        options.worker_ca = Some(PEM.into());
+        options
     }
 
-    fn error(args: Args) -> String {
-        Config::resolve(args).unwrap_err().to_string()
+    fn local(options: Options) -> Options {
+        Options {
+            insecure: true,
+            aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
+            ..options
+        }
+    }
+
+    fn resolve(options: Options) -> Result<Config, ConfigError> {
+        Config::resolve(Args {
+            options,
+            ..Default::default()
+        })
+    }
+
+    fn with_flags(options: Options, over_tables: TableFlags) -> Result<Config, ConfigError> {
+        Config::resolve(Args {
+            options,
+            over_tables,
+            ..Default::default()
+        })
+    }
+
+    fn error(options: Options) -> String {
+        resolve(options).unwrap_err().to_string()
     }
 
     #[test]
     fn plaintext_needs_insecure_and_loopback() {
-        assert!(error(args()).starts_with("tls_cert: the controller serves TLS and needs --tls-cert"));
-        let config = Config::resolve(Args {
-            insecure: true,
-            aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
-            ..args()
-        })
-        .unwrap();
+        let err = resolve(args()).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Missing { field, .. } if field == "tls_cert"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("tls_cert: required: the controller serves TLS and needs --tls-cert"),
+            "{err}"
+        );
+        let config = resolve(local(args())).unwrap();
         assert!(config.security.tls.is_none());
         let anonymous = tonic::Request::new(());
         let principal = config
@@ -773,34 +735,26 @@ mod tests {
             .authorize(&anonymous, None, "SubmitCampaign", crate::policy::Action::Submit)
             .expect("an open loopback controller lets local callers in");
         assert_eq!(principal.name, "anonymous");
-        let err = error(Args {
-            insecure: true,
-            aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
+        let err = error(Options {
             listen: Some("0.0.0.0:7070".parse().unwrap()),
-            ..args()
+            ..local(args())
         });
         assert!(
             err.starts_with("listen: 0.0.0.0:7070 is not a loopback address"),
             "{err}"
         );
-        let err = error(Args {
-            insecure: true,
-            aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
+        let err = error(Options {
             worker_listen: Some("10.0.0.1:7071".parse().unwrap()),
-            ..args()
+            ..local(args())
         });
         assert!(
             err.starts_with("worker_listen: 10.0.0.1:7071 is not a loopback address"),
             "{err}"
         );
-        let err = error(Args {
-            insecure: true,
-            aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
-            ..tls(args())
-        });
+        let err = error(local(tls(args())));
         assert!(err.starts_with("insecure: TLS settings are given too"), "{err}");
         // Plaintext toward real AWS: refused unless forced.
-        let err = error(Args {
+        let err = error(Options {
             insecure: true,
             aws_endpoint_url: Some("https://sts.us-east-1.amazonaws.com".into()),
             ..args()
@@ -808,10 +762,13 @@ mod tests {
         assert!(err.starts_with("insecure: plaintext with the AWS endpoint"), "{err}");
         assert!(
             Config::resolve(Args {
-                insecure: true,
+                options: Options {
+                    insecure: true,
+                    aws_endpoint_url: Some("https://sts.us-east-1.amazonaws.com".into()),
+                    ..args()
+                },
                 insecure_real_aws: true,
-                aws_endpoint_url: Some("https://sts.us-east-1.amazonaws.com".into()),
-                ..args()
+                ..Default::default()
             })
             .is_ok()
         );
@@ -820,11 +777,9 @@ mod tests {
     #[test]
     fn retention_is_90_days_unless_set_and_0_keeps_everything() {
         let resolve = |days| {
-            Config::resolve(Args {
-                insecure: true,
-                aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
+            resolve(Options {
                 retention_days: days,
-                ..args()
+                ..local(args())
             })
         };
         let days = |d: u64| Some(Duration::from_secs(d * 86_400));
@@ -832,18 +787,16 @@ mod tests {
         assert_eq!(resolve(Some(7)).unwrap().settings.retention, days(7));
         assert_eq!(resolve(Some(0)).unwrap().settings.retention, None);
         let err = resolve(Some(40_000)).unwrap_err().to_string();
-        assert!(err.starts_with("retention_days: 40000; must be 0"), "{err}");
+        assert_eq!(err, "retention_days: 40000 days; must be 0 to 36500");
     }
 
     #[test]
     fn the_scaling_signal_is_published_only_with_a_namespace() {
         let resolve = |namespace: Option<&str>, interval| {
-            Config::resolve(Args {
-                insecure: true,
-                aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
+            resolve(Options {
                 scaling_namespace: namespace.map(str::to_owned),
                 scaling_interval: interval,
-                ..args()
+                ..local(args())
             })
         };
         assert_eq!(resolve(None, None).unwrap().settings.scaling, None);
@@ -912,7 +865,7 @@ mod tests {
 
     #[test]
     fn tls_needs_a_worker_ca_and_some_caller() {
-        let err = error(Args {
+        let err = error(Options {
             worker_ca: None,
             ..tls(args())
         });
@@ -923,41 +876,66 @@ mod tests {
             "{err}"
         );
         let hash = crate::auth::hash_token("secret");
-        let config = Config::resolve(Args {
-            api_tokens: vec![format!("ci:submit:{hash}")],
-            ..tls(args())
-        })
+        let config = with_flags(
+            tls(args()),
+            TableFlags {
+                api_tokens: vec![format!("ci:submit:{hash}")],
+                ..Default::default()
+            },
+        )
         .unwrap();
         assert!(config.security.tls.is_some());
-        let err = error(Args {
-            api_clients: vec!["ops:submit".into()],
-            ..tls(args())
-        });
+        let err = with_flags(
+            tls(args()),
+            TableFlags {
+                api_clients: vec!["ops:submit".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
-            err.starts_with("client_ca: required when client certificates are configured"),
+            err.starts_with("client_ca: required: client certificates are configured"),
             "{err}"
         );
-        let err = error(Args {
-            api_tokens: vec!["ci:boss:00".into()],
-            ..tls(args())
-        });
+        let err = with_flags(
+            tls(args()),
+            TableFlags {
+                api_tokens: vec!["ci:boss:00".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("'boss' is not a role (viewer, operator, approver, admin)"),
             "{err}"
         );
-        let err = error(Args {
-            api_tokens: vec!["ci:submit:xyz".into()],
-            ..tls(args())
-        });
+        let err = with_flags(
+            tls(args()),
+            TableFlags {
+                api_tokens: vec!["ci:submit:xyz".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("auth.tokens[0].sha256: must be the 64 hex digits"),
             "{err}"
         );
-        let err = error(Args {
-            tls_key: Some("/nonexistent/controller.key".into()),
-            api_tokens: vec![format!("ci:submit:{hash}")],
-            ..tls(args())
-        });
+        let err = with_flags(
+            Options {
+                tls_key: Some("/nonexistent/controller.key".into()),
+                ..tls(args())
+            },
+            TableFlags {
+                api_tokens: vec![format!("ci:submit:{hash}")],
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("tls_key: cannot read /nonexistent/controller.key"),
             "{err}"
@@ -968,12 +946,17 @@ mod tests {
     fn workers_have_a_trust_anchor_of_their_own() {
         let hash = crate::auth::hash_token("secret");
         let with = |client_ca: &str, domain: Option<&str>| {
-            Config::resolve(Args {
-                api_tokens: vec![format!("ci:submit:{hash}")],
-                client_ca: Some(client_ca.into()),
-                worker_trust_domain: domain.map(str::to_owned),
-                ..tls(args())
-            })
+            with_flags(
+                Options {
+                    client_ca: Some(client_ca.into()),
+                    worker_trust_domain: domain.map(str::to_owned),
+                    ..tls(args())
+                },
+                TableFlags {
+                    api_tokens: vec![format!("ci:submit:{hash}")],
+                    ..Default::default()
+                },
+            )
         };
         let err = with(PEM, None).unwrap_err().to_string();
         assert!(
@@ -1015,16 +998,39 @@ mod tests {
         // Flags replace the file's lists.
         let config = Config::resolve(Args {
             config: Some(path.clone()),
-            allow_accounts: vec!["222222222222".into()],
+            over_tables: TableFlags {
+                allow_accounts: vec!["222222222222".into()],
+                ..Default::default()
+            },
             ..Default::default()
         })
         .unwrap();
         assert_eq!(config.settings.guardrails.allowed_accounts, ["222222222222"]);
-        let err = error(Args {
-            config: Some(path),
-            allow_accounts: vec!["12345".into()],
+        let err = Config::resolve(Args {
+            config: Some(path.clone()),
+            over_tables: TableFlags {
+                allow_accounts: vec!["12345".into()],
+                ..Default::default()
+            },
             ..Default::default()
-        });
-        assert!(err.contains("12345"), "{err}");
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("12345"), "{err}");
+        // A flag beats the file, the file beats the default.
+        let path_text = path.display().to_string();
+        let parsed = Args::try_parse_from(["muster-controller", "--config", &path_text, "--lease-ttl", "60"]).unwrap();
+        let config = Config::resolve(parsed).unwrap();
+        assert_eq!(config.settings.queue_url, "q");
+        assert_eq!(config.settings.lease_ttl, Duration::from_secs(60));
+        assert_eq!(config.settings.max_attempts, 3);
+        // A misspelt key is refused with its name and line.
+        std::fs::write(&path, "queue_url = \"q\"\nleas_ttl = 60\n").unwrap();
+        let err = Config::resolve(Args {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::File { .. }), "{err}");
+        assert!(err.to_string().contains("leas_ttl"), "{err}");
     }
 }

@@ -2,16 +2,17 @@
 
 use clap::Parser;
 use muster_common::aws::AwsSettings;
-use muster_controller::config::{Args, Config};
+use muster_controller::auth::TokenEntry;
+use muster_controller::config::{Args, Config, Tool};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = Args::parse().layered()?;
     if let Some(tool) = &args.tool {
-        return muster_controller::config::run_tool(tool);
+        return run_tool(tool);
     }
     let telemetry = muster_common::telemetry::init(
-        args.log_format.unwrap_or_default(),
+        args.options.log_format.unwrap_or_default(),
         "info,aws_config=warn,aws_smithy_runtime=warn",
         "muster-controller",
     );
@@ -67,5 +68,32 @@ async fn main() -> anyhow::Result<()> {
     running.stop().await;
     tracing::info!("muster-controller stopped");
     telemetry.shutdown(std::time::Duration::from_secs(5)).await;
+    Ok(())
+}
+
+/// Runs a tool subcommand.
+fn run_tool(tool: &Tool) -> anyhow::Result<()> {
+    match tool {
+        Tool::NewToken { name, permission } => {
+            let entry = TokenEntry::parse("new-token", &format!("{name}:{permission}:")).map_err(anyhow::Error::msg)?;
+            let token = muster_controller::auth::new_token();
+            let hash = muster_controller::auth::hash_token(&token);
+            println!("token (give it to {}; it is not shown again): {token}", entry.name);
+            let role = entry.permission.unwrap_or_default();
+            println!("controller setting: --api-token {}:{role}:{hash}", entry.name);
+            println!(
+                "or in the policy file:\n[[tokens]]\nname = \"{}\"\nsha256 = \"{hash}\"\n\n[[grants]]\nprincipals = [\"{}\"]\nrole = \"{role}\"",
+                entry.name, entry.name
+            );
+        }
+        Tool::HashToken => {
+            let mut token = String::new();
+            std::io::stdin().read_line(&mut token)?;
+            if token.trim().is_empty() {
+                anyhow::bail!("hash-token: no token on standard input");
+            }
+            println!("{}", muster_controller::auth::hash_token(&token));
+        }
+    }
     Ok(())
 }

@@ -10,9 +10,9 @@ use muster_worker::{Context, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = Args::parse().layered()?;
     let telemetry = muster_common::telemetry::init(
-        args.log_format.unwrap_or_default(),
+        args.options.log_format.unwrap_or_default(),
         "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_sts=warn",
         "muster-worker",
     );
