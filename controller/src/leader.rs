@@ -130,7 +130,7 @@ async fn took_over(ctl: &Controller, fence: &Fence) {
     let now = crate::store::records::now_ms();
     match ctl
         .store
-        .write_fenced(fence, move |txn| crate::store::tasks::extend_leases(txn, now, ttl_ms))
+        .write_fenced(fence, move |txn| crate::store::leases::extend_leases(txn, now, ttl_ms))
         .await
     {
         Ok(0) => {}

@@ -22,8 +22,9 @@ use crate::Controller;
 use crate::rollout::{self, Limits, ScopeLoad};
 use crate::store::campaigns::{self, CampaignRow};
 use crate::store::leadership::Fence;
+use crate::store::leases::{self, LeaseAnswer, LeaseSettings};
 use crate::store::records::{now_ms, timestamp};
-use crate::store::tasks::{LeaseAnswer, LeaseSettings, TaskRow};
+use crate::store::tasks::TaskRow;
 use crate::store::{StoreResult, queue, stages, targets, tasks};
 
 /// Runs passes until `shutdown`: after every wake-up (a result, a submit, a
@@ -61,7 +62,7 @@ pub async fn pass(ctl: &Controller, fence: &Fence, cursor: &AtomicUsize) -> Stor
     muster_common::crash::point("controller.leader_write");
     let expired = ctl
         .store
-        .write_fenced(fence, move |txn| tasks::expire_leases(txn, now))
+        .write_fenced(fence, move |txn| leases::expire_leases(txn, now))
         .await?;
     ctl.metrics.lease_expired(expired.len());
     for (task, outcome) in &expired {
@@ -430,7 +431,7 @@ pub fn hand_off(
     for task in queue::unqueued(conn, &campaign.id, scope, TaskKind::Execute, capacity)? {
         // Recorded as on the queue, so the dispatcher never sends it there.
         queue::mark_enqueued(conn, std::slice::from_ref(&task), now_ms())?;
-        if let LeaseAnswer::Granted(granted) = tasks::lease(conn, &task, worker, lease)? {
+        if let LeaseAnswer::Granted(granted) = leases::lease(conn, &task, worker, lease)? {
             leases.push(*granted);
         }
     }

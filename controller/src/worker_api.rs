@@ -24,8 +24,9 @@ use tonic::{Request, Response, Status};
 use crate::Controller;
 use crate::access::ExternalIds;
 use crate::campaign_api::store_status;
+use crate::store::leases::{self, Ending, FailOutcome, Fenced, LeaseAnswer, LeaseSettings};
 use crate::store::records::millis;
-use crate::store::tasks::{self, Ending, FailOutcome, Fenced, LeaseAnswer, LeaseSettings, TaskRow};
+use crate::store::tasks::{self, TaskRow};
 use crate::store::{Sql, StoreError};
 use crate::store::{campaigns, command_endings, queue, targets};
 
@@ -213,7 +214,7 @@ fn lease_same_account(
     }
     let mut leases = Vec::new();
     for sibling in queue::waiting_discovery(conn, &task.campaign_id, &task.account_id, &task.task_id, capacity)? {
-        if let LeaseAnswer::Granted(lease) = tasks::lease(conn, &sibling, worker, settings)? {
+        if let LeaseAnswer::Granted(lease) = leases::lease(conn, &sibling, worker, settings)? {
             leases.push(*lease);
         }
     }
@@ -298,7 +299,7 @@ impl WorkerService for WorkerApi {
             .store
             .write(move |txn: &dyn Sql| {
                 let ids = &ctl.settings.external_ids;
-                let mut answer = tasks::lease(txn, &task_ref, &worker, settings)?;
+                let mut answer = leases::lease(txn, &task_ref, &worker, settings)?;
                 let mut same_account = match &mut answer {
                     LeaseAnswer::Granted(lease) => {
                         with_external_id(txn, ids, lease)?;
@@ -371,8 +372,8 @@ impl WorkerService for WorkerApi {
             .ctl
             .store
             .write(move |txn| {
-                tasks::check_holder(txn, &request.task_id, request.lease_id, caller.as_deref())?;
-                tasks::renew(txn, &request.task_id, request.lease_id, ttl_ms)
+                leases::check_holder(txn, &request.task_id, request.lease_id, caller.as_deref())?;
+                leases::renew(txn, &request.task_id, request.lease_id, ttl_ms)
             })
             .await
             .map_err(|e| self.refused("RenewLease", e))?;
@@ -410,8 +411,8 @@ impl WorkerService for WorkerApi {
             .write(move |txn| {
                 // Instances are found under the current lease only: a
                 // finished discovery takes no more.
-                tasks::check_holder(txn, &task.id, request.lease_id, caller.as_deref())?;
-                match tasks::current(txn, &task.id, request.lease_id)? {
+                leases::check_holder(txn, &task.id, request.lease_id, caller.as_deref())?;
+                match leases::current(txn, &task.id, request.lease_id)? {
                     Ok(task) => targets::insert_discovered(txn, &task, &request.instances).map(Ok),
                     Err(fenced) => Ok(Err(fenced)),
                 }
@@ -450,7 +451,7 @@ impl WorkerService for WorkerApi {
         self.ctl
             .store
             .write(move |txn| {
-                tasks::check_holder(txn, &task.id, request.lease_id, caller.as_deref())?;
+                leases::check_holder(txn, &task.id, request.lease_id, caller.as_deref())?;
                 targets::record_dispatch(
                     txn,
                     &task,
@@ -498,7 +499,7 @@ impl WorkerService for WorkerApi {
             .ctl
             .store
             .write(move |txn| {
-                tasks::check_holder(txn, &task.id, request.lease_id, caller.as_deref())?;
+                leases::check_holder(txn, &task.id, request.lease_id, caller.as_deref())?;
                 let mut results = request.results;
                 let clipped = results
                     .iter_mut()
@@ -550,8 +551,8 @@ impl WorkerService for WorkerApi {
             .ctl
             .store
             .write(move |txn| {
-                tasks::check_holder(txn, &request.task_id, request.lease_id, caller.as_deref())?;
-                let task = match tasks::complete(txn, &request.task_id, request.lease_id)? {
+                leases::check_holder(txn, &request.task_id, request.lease_id, caller.as_deref())?;
+                let task = match leases::complete(txn, &request.task_id, request.lease_id)? {
                     Ok(task) => task,
                     Err(fenced) => return Ok(Err(fenced)),
                 };
@@ -656,8 +657,8 @@ impl WorkerService for WorkerApi {
             .ctl
             .store
             .write(move |txn| {
-                tasks::check_holder(txn, &request.task_id, request.lease_id, caller.as_deref())?;
-                tasks::fail(
+                leases::check_holder(txn, &request.task_id, request.lease_id, caller.as_deref())?;
+                leases::fail(
                     txn,
                     &request.task_id,
                     Some(request.lease_id),

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod campaigns;
 pub mod command_endings;
 pub mod leadership;
+pub mod leases;
 mod postgres;
 pub mod queue;
 pub mod records;

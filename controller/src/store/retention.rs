@@ -93,7 +93,7 @@ mod tests {
 
     use super::*;
     use crate::store::campaigns::NewCampaign;
-    use crate::store::tasks::{self, LeaseAnswer, LeaseSettings};
+    use crate::store::leases::{self, LeaseAnswer, LeaseSettings};
 
     const DAY_MS: i64 = 86_400_000;
 
@@ -114,7 +114,7 @@ mod tests {
             max_tasks_per_scope: 4,
         };
         assert!(matches!(
-            tasks::lease(conn, &task_ref, "w1", settings).unwrap(),
+            leases::lease(conn, &task_ref, "w1", settings).unwrap(),
             LeaseAnswer::Granted(_)
         ));
         conn.execute(

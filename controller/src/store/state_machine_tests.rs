@@ -7,9 +7,10 @@ use crate::store::testing::store_matrix;
 use muster_proto::v1::{LeaseOutcome, ScopeState, TargetStatus, TaskRef};
 
 use super::campaigns::{self, NewCampaign};
+use super::leases::{self, Ending, FailOutcome, Fenced, LeaseAnswer, LeaseSettings};
 use super::queue;
 use super::records::{now_ms, task_state};
-use super::tasks::{self, Ending, FailOutcome, Fenced, LeaseAnswer, LeaseSettings};
+use super::tasks;
 
 const TTL_MS: i64 = 1_000;
 const SETTINGS: LeaseSettings = LeaseSettings {
@@ -30,7 +31,7 @@ fn one_task(conn: &dyn Sql, max_attempts: u32) -> TaskRef {
 }
 
 fn lease(conn: &dyn Sql, task_ref: &TaskRef, worker: &str) -> Result<u64, LeaseOutcome> {
-    match tasks::lease(conn, task_ref, worker, SETTINGS).unwrap() {
+    match leases::lease(conn, task_ref, worker, SETTINGS).unwrap() {
         LeaseAnswer::Granted(lease) => Ok(lease.lease_id),
         LeaseAnswer::Refused(outcome, _) => Err(outcome),
     }
@@ -45,21 +46,21 @@ store_matrix! {
         let task_ref = one_task(&conn, 3);
         let held = lease(&conn, &task_ref, "w1").unwrap();
         assert_eq!(lease(&conn, &task_ref, "w2"), Err(LeaseOutcome::LeasedElsewhere));
-        assert_eq!(tasks::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(), Ok(false));
+        assert_eq!(leases::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(), Ok(false));
         assert_eq!(
-            tasks::renew(&conn, &task_ref.task_id, held + 1, TTL_MS).unwrap(),
+            leases::renew(&conn, &task_ref.task_id, held + 1, TTL_MS).unwrap(),
             Err(Fenced::Stale)
         );
         assert_eq!(
-            tasks::complete(&conn, &task_ref.task_id, held + 1).unwrap().err(),
+            leases::complete(&conn, &task_ref.task_id, held + 1).unwrap().err(),
             Some(Fenced::Stale),
             "another lease id cannot complete the task"
         );
-        assert!(tasks::complete(&conn, &task_ref.task_id, held).unwrap().is_ok());
+        assert!(leases::complete(&conn, &task_ref.task_id, held).unwrap().is_ok());
         assert_eq!(task(&conn, &task_ref).state, task_state::COMPLETED);
         assert_eq!(lease(&conn, &task_ref, "w2"), Err(LeaseOutcome::Finished));
         assert_eq!(
-            tasks::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(),
+            leases::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(),
             Err(Fenced::Stale),
             "a finished task's lease is over"
         );
@@ -68,13 +69,13 @@ store_matrix! {
     fn expiry_retries_within_the_budget_then_fails_saying_so(conn) {
         let first = one_task(&conn, 2);
         let held = lease(&conn, &first, "w1").unwrap();
-        let expired = tasks::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
+        let expired = leases::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].1, FailOutcome::Retrying);
         let row = task(&conn, &first);
         assert_eq!((row.state, row.attempt), (task_state::QUEUED, 2));
         assert_eq!(
-            tasks::renew(&conn, &first.task_id, held, TTL_MS).unwrap(),
+            leases::renew(&conn, &first.task_id, held, TTL_MS).unwrap(),
             Err(Fenced::Stale),
             "the expired lease is fenced"
         );
@@ -86,7 +87,7 @@ store_matrix! {
 
         let second = TaskRef { attempt: 2, ..first };
         lease(&conn, &second, "w2").unwrap();
-        let expired = tasks::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
+        let expired = leases::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
         assert_eq!(expired[0].1, FailOutcome::Failed);
         let row = task(&conn, &second);
         assert_eq!(row.state, task_state::FAILED);
@@ -112,19 +113,19 @@ store_matrix! {
         let held = lease(&conn, &task_ref, "w1").unwrap();
         // The controller comes back ten TTLs later.
         let restarted = now_ms() + 10 * TTL_MS;
-        assert_eq!(tasks::extend_leases(&conn, restarted, TTL_MS).unwrap(), 1);
+        assert_eq!(leases::extend_leases(&conn, restarted, TTL_MS).unwrap(), 1);
         assert!(
-            tasks::expire_leases(&conn, restarted + TTL_MS / 2).unwrap().is_empty(),
+            leases::expire_leases(&conn, restarted + TTL_MS / 2).unwrap().is_empty(),
             "a live worker has one TTL to renew"
         );
         assert_eq!(
-            tasks::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(),
+            leases::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(),
             Ok(false),
             "and renews it"
         );
         assert_eq!(task(&conn, &task_ref).attempt, 1, "the outage cost no attempt");
         // A worker that is gone does not renew: its lease then expires.
-        let expired = tasks::expire_leases(&conn, restarted + 2 * TTL_MS).unwrap();
+        let expired = leases::expire_leases(&conn, restarted + 2 * TTL_MS).unwrap();
         assert_eq!(expired.len(), 1);
     }
 
@@ -205,7 +206,7 @@ store_matrix! {
         let sent = execute(&conn);
         // The first holder of `sent` died after sending: its lease expired.
         lease(&conn, &sent, "w1").unwrap();
-        tasks::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
+        leases::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
         let sent = TaskRef { attempt: 2, ..sent };
 
         let tester = crate::store::audit::Actor {
@@ -223,7 +224,7 @@ store_matrix! {
                 .any(|d| d.task.task_id == sent.task_id),
             "and goes on the queue"
         );
-        match tasks::lease(&conn, &sent, "w2", SETTINGS).unwrap() {
+        match leases::lease(&conn, &sent, "w2", SETTINGS).unwrap() {
             LeaseAnswer::Granted(lease) => assert!(lease.campaign_cancelled, "to cancel, not to send"),
             LeaseAnswer::Refused(outcome, why) => panic!("refused: {outcome:?} {why}"),
         }
@@ -250,7 +251,7 @@ store_matrix! {
                 .unwrap(),
             attempt: 1,
         };
-        let share = |conn: &dyn Sql, task_ref: &TaskRef| match tasks::lease(conn, task_ref, "w1", SETTINGS).unwrap() {
+        let share = |conn: &dyn Sql, task_ref: &TaskRef| match leases::lease(conn, task_ref, "w1", SETTINGS).unwrap() {
             LeaseAnswer::Granted(lease) => lease.task.unwrap().api_calls_per_second,
             LeaseAnswer::Refused(outcome, why) => panic!("refused: {outcome:?} {why}"),
         };
@@ -272,7 +273,7 @@ store_matrix! {
         let mut task_ref = one_task(&conn, 2);
         let mut end = |ending| {
             let id = lease(&conn, &task_ref, "w1").unwrap();
-            let outcome = tasks::fail(&conn, &task_ref.task_id, Some(id), "stopping", ending).unwrap().unwrap();
+            let outcome = leases::fail(&conn, &task_ref.task_id, Some(id), "stopping", ending).unwrap().unwrap();
             task_ref.attempt += 1;
             outcome
         };
@@ -291,7 +292,7 @@ store_matrix! {
         for _ in 0..4 {
             let id = lease(&conn, &task_ref, "w1").unwrap();
             ids.push(id);
-            tasks::fail(&conn, &task_ref.task_id, Some(id), "again", Ending::Retryable)
+            leases::fail(&conn, &task_ref.task_id, Some(id), "again", Ending::Retryable)
                 .unwrap()
                 .unwrap();
             task_ref.attempt += 1;
