@@ -460,11 +460,42 @@ fn check_command(command: &mut Command, field: &str, errors: &mut Errors) {
     }
 }
 
-/// Checks `spec` and fills in its defaults.
+/// Checks `spec` and fills in its defaults; every broken rule is reported,
+/// each naming its field.
 pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignSpec, Invalid> {
     let mut errors = Errors(Vec::new());
-    text(&mut errors, "name", &spec.name, 128);
-    text(&mut errors, "description", &spec.description, 1024);
+    check_identity(&spec, &mut errors);
+    check_targets(spec.targets.get_or_insert_with(Default::default), &mut errors);
+    check_command(
+        spec.command.get_or_insert_with(Default::default),
+        "command",
+        &mut errors,
+    );
+    if spec.then.len() > MAX_THEN {
+        errors.add("then", format!("{} commands; at most {MAX_THEN}", spec.then.len()));
+    }
+    for (i, command) in spec.then.iter_mut().enumerate() {
+        check_command(command, &format!("then[{i}]"), &mut errors);
+    }
+    check_stages(&spec.stages, &mut errors);
+    // Output only: the controller fills it at submit.
+    for stage in &mut spec.stages {
+        stage.ou_account_ids.clear();
+    }
+    check_rate(spec.rate.get_or_insert_with(Default::default), defaults, &mut errors);
+    check_output(spec.output.get_or_insert_with(Default::default), &mut errors);
+    check_access(spec.access.get_or_insert_with(Default::default), defaults, &mut errors);
+    if errors.0.is_empty() {
+        Ok(spec)
+    } else {
+        Err(Invalid(errors.0))
+    }
+}
+
+/// Name, description, client token and labels.
+fn check_identity(spec: &CampaignSpec, errors: &mut Errors) {
+    text(errors, "name", &spec.name, 128);
+    text(errors, "description", &spec.description, 1024);
     if spec.client_token.len() > 64
         || !spec
             .client_token
@@ -480,31 +511,13 @@ pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignS
         if key.is_empty() || key.len() > 64 {
             errors.add(format!("labels['{}']", clip(key)), "keys are 1 to 64 characters");
         }
-        text(&mut errors, &format!("labels['{}']", clip(key)), value, 256);
+        text(errors, &format!("labels['{}']", clip(key)), value, 256);
     }
+}
 
-    check_targets(spec.targets.get_or_insert_with(Default::default), &mut errors);
-
-    check_command(
-        spec.command.get_or_insert_with(Default::default),
-        "command",
-        &mut errors,
-    );
-    if spec.then.len() > MAX_THEN {
-        errors.add("then", format!("{} commands; at most {MAX_THEN}", spec.then.len()));
-    }
-    for (i, command) in spec.then.iter_mut().enumerate() {
-        check_command(command, &format!("then[{i}]"), &mut errors);
-    }
-
-    check_stages(&spec.stages, &mut errors);
-    // Output only: the controller fills it at submit.
-    for stage in &mut spec.stages {
-        stage.ou_account_ids.clear();
-    }
-
-    // Rate.
-    let rate = spec.rate.get_or_insert_with(Default::default);
+/// Concurrency, error threshold, batch size and API rate, with their
+/// defaults.
+fn check_rate(rate: &mut muster_proto::v1::RateControl, defaults: &Defaults, errors: &mut Errors) {
     if rate.max_concurrency.trim().is_empty() {
         rate.max_concurrency = "50".into();
     }
@@ -535,9 +548,11 @@ pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignS
             format!("{}; must be 0.1 to 1000", rate.api_calls_per_second),
         );
     }
+}
 
-    // Output.
-    let output = spec.output.get_or_insert_with(Default::default);
+/// Where full output goes (S3, CloudWatch Logs) and how much the store
+/// keeps.
+fn check_output(output: &mut muster_proto::v1::OutputConfig, errors: &mut Errors) {
     if !output.s3_bucket.is_empty() && !bucket_name_ok(&output.s3_bucket) {
         errors.add(
             "output.s3_bucket",
@@ -567,9 +582,11 @@ pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignS
             format!("{}; at most {MAX_KEEP_BYTES}", output.keep_bytes),
         );
     }
+}
 
-    // Access.
-    let access = spec.access.get_or_insert_with(Default::default);
+/// How workers get into each target account: partition, execution role
+/// (by name or ARN template), ExternalId and session length.
+fn check_access(access: &mut muster_proto::v1::AccessConfig, defaults: &Defaults, errors: &mut Errors) {
     if access.partition.is_empty() {
         access.partition = "aws".into();
     }
@@ -610,12 +627,6 @@ pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignS
                 access.session_duration_seconds
             ),
         );
-    }
-
-    if errors.0.is_empty() {
-        Ok(spec)
-    } else {
-        Err(Invalid(errors.0))
     }
 }
 
