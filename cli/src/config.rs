@@ -185,15 +185,7 @@ impl Context {
     /// The context with its relative paths made relative to `base` (the
     /// file's directory), as a path in a file is meant.
     fn resolved(&self, base: &Path) -> Self {
-        let path = |value: &Option<String>| {
-            value.as_ref().map(|v| {
-                if v.trim_start().starts_with("-----BEGIN") || Path::new(v).is_absolute() {
-                    v.clone()
-                } else {
-                    base.join(v).display().to_string()
-                }
-            })
-        };
+        let path = |value: &Option<String>| value.as_deref().map(|v| anchored(v, base));
         Self {
             tls_ca: path(&self.tls_ca),
             tls_cert: path(&self.tls_cert),
@@ -322,18 +314,22 @@ pub fn run(cli: &Cli, matches: &ArgMatches, command: &ConfigCommand) -> anyhow::
     Ok(())
 }
 
+/// A PEM-or-path setting with a relative path made relative to `base`; PEM
+/// text and absolute paths stay as they are.
+fn anchored(value: &str, base: &Path) -> String {
+    if value.trim_start().starts_with("-----BEGIN") || Path::new(value).is_absolute() {
+        value.to_owned()
+    } else {
+        base.join(value).display().to_string()
+    }
+}
+
 /// `set-context`: the flags given on this command line (never the
 /// environment's) over the context; paths made absolute, so the context
 /// works from any directory.
 fn set_from_flags(context: &mut Context, cli: &Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     let on_line = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
-    let absolute = |value: &str| -> anyhow::Result<String> {
-        if value.trim_start().starts_with("-----BEGIN") || Path::new(value).is_absolute() {
-            return Ok(value.to_owned());
-        }
-        let cwd = std::env::current_dir().context("the current directory")?;
-        Ok(cwd.join(value).display().to_string())
-    };
+    let cwd = std::env::current_dir().context("the current directory")?;
     if on_line("token") {
         bail!("--token: a context keeps no token; put it in a file and give --token-file");
     }
@@ -348,13 +344,13 @@ fn set_from_flags(context: &mut Context, cli: &Cli, matches: &ArgMatches) -> any
         if on_line(id)
             && let Some(value) = value
         {
-            *slot = Some(absolute(value)?);
+            *slot = Some(anchored(value, &cwd));
         }
     }
     if on_line("token_file")
         && let Some(path) = &cli.token_file
     {
-        context.token_file = Some(absolute(&path.display().to_string())?);
+        context.token_file = Some(anchored(&path.display().to_string(), &cwd));
     }
     if on_line("tls_server_name") {
         context.tls_server_name.clone_from(&cli.tls_server_name);

@@ -54,10 +54,7 @@ pub struct Telemetry {
 /// Where OTLP traces go, from the standard environment; `None` (unset or
 /// empty) means tracing export is off.
 pub fn otlp_endpoint() -> Option<String> {
-    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
-        .iter()
-        .filter_map(|name| std::env::var(name).ok())
-        .find(|value| !value.trim().is_empty())
+    otlp_var(&process_env, "ENDPOINT").map(|(_, value)| value)
 }
 
 /// Installs the global subscriber: logs always, OTLP traces when an endpoint

@@ -16,17 +16,27 @@ use std::time::{Duration, Instant};
 /// Most workers remembered (the rest are counted as that many).
 const MOST: usize = 10_000;
 
+/// How often the forgotten are swept out: every call would scan the whole
+/// map on the lease path; a count a second late by this much is as good.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// The workers heard from lately.
 pub struct Fleet {
-    heard: Mutex<HashMap<String, Instant>>,
+    heard: Mutex<Heard>,
     window: Duration,
+}
+
+#[derive(Default)]
+struct Heard {
+    last: HashMap<String, Instant>,
+    swept: Option<Instant>,
 }
 
 impl Fleet {
     /// Workers are forgotten `window` after their last call.
     pub fn new(window: Duration) -> Self {
         Self {
-            heard: Mutex::new(HashMap::new()),
+            heard: Mutex::new(Heard::default()),
             window,
         }
     }
@@ -39,11 +49,19 @@ impl Fleet {
 
     fn heard_at(&self, worker: &str, now: Instant) -> u32 {
         let mut heard = self.heard.lock().expect("fleet lock");
-        heard.retain(|_, at| now.saturating_duration_since(*at) < self.window);
-        if heard.len() < MOST || heard.contains_key(worker) {
-            heard.insert(worker.to_owned(), now);
+        if heard
+            .swept
+            .is_none_or(|swept| now.saturating_duration_since(swept) >= SWEEP_EVERY)
+        {
+            heard
+                .last
+                .retain(|_, at| now.saturating_duration_since(*at) < self.window);
+            heard.swept = Some(now);
         }
-        u32::try_from(heard.len()).unwrap_or(u32::MAX).max(1)
+        if heard.last.len() < MOST || heard.last.contains_key(worker) {
+            heard.last.insert(worker.to_owned(), now);
+        }
+        u32::try_from(heard.last.len()).unwrap_or(u32::MAX).max(1)
     }
 }
 
@@ -63,5 +81,20 @@ mod tests {
         // w2 last called at 1 s: gone at 61 s; w1 (2 s) at 62 s.
         assert_eq!(fleet.heard_at("w3", at(61)), 2);
         assert_eq!(fleet.heard_at("w3", at(62)), 1);
+    }
+
+    #[test]
+    fn the_forgotten_are_swept_at_most_once_a_second() {
+        let fleet = Fleet::new(Duration::from_millis(100));
+        let start = Instant::now();
+        let at = |millis| start + Duration::from_millis(millis);
+        assert_eq!(fleet.heard_at("w1", at(0)), 1);
+        // w1 is past the window at 500 ms, but the last sweep was 500 ms ago.
+        assert_eq!(fleet.heard_at("w2", at(500)), 2);
+        assert_eq!(
+            fleet.heard_at("w2", at(1_000)),
+            1,
+            "swept a second after the last sweep"
+        );
     }
 }

@@ -39,18 +39,8 @@ pub fn current() -> Option<Arc<Scope>> {
 /// "client"), named `name` in traces. Outside a task the fields stay empty
 /// until [`record`] fills them.
 pub fn step(name: &'static str, kind: &'static str) -> Span {
-    let span = tracing::info_span!(
-        "step",
-        otel.name = name,
-        otel.kind = kind,
-        muster.campaign.id = tracing::field::Empty,
-        muster.task.id = tracing::field::Empty,
-        cloud.account.id = tracing::field::Empty,
-        cloud.region = tracing::field::Empty,
-    );
-    if let Some(scope) = current() {
-        record(&span, &scope);
-    }
+    let span = task_span(kind);
+    span.record("otel.name", name);
     span
 }
 
@@ -64,13 +54,24 @@ pub fn rpc(system: &'static str, service: &'static str, method: &'static str) ->
     } else {
         format!("{service}.{method}")
     };
+    let span = task_span("client");
+    span.record("otel.name", name.as_str());
+    span.record("rpc.system", system);
+    span.record("rpc.service", service);
+    span.record("rpc.method", method);
+    span
+}
+
+/// A span with every field a worker's spans may carry, the current task's
+/// filled in; the caller records its name and the rest.
+fn task_span(kind: &'static str) -> Span {
     let span = tracing::info_span!(
         "step",
-        otel.name = %name,
-        otel.kind = "client",
-        rpc.system = system,
-        rpc.service = service,
-        rpc.method = method,
+        otel.name = tracing::field::Empty,
+        otel.kind = kind,
+        rpc.system = tracing::field::Empty,
+        rpc.service = tracing::field::Empty,
+        rpc.method = tracing::field::Empty,
         muster.campaign.id = tracing::field::Empty,
         muster.task.id = tracing::field::Empty,
         cloud.account.id = tracing::field::Empty,
