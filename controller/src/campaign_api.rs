@@ -902,7 +902,7 @@ impl CampaignService for CampaignApi {
         let request = request.into_inner();
         let id = request.campaign_id.clone();
         // Subscribe before the snapshot, so nothing falls between them.
-        let mut subscription = self.ctl.hub.subscribe(&id, request.include_targets);
+        let mut subscription = self.ctl.watchers.subscribe(&id, request.include_targets);
         let first = self.campaign(&id, true).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let api = CampaignApi {

@@ -21,7 +21,6 @@ pub mod expand;
 pub mod export;
 pub mod fleet;
 pub mod guardrails;
-pub mod hub;
 pub mod leader;
 pub mod metrics;
 pub mod notify;
@@ -37,6 +36,7 @@ pub mod schedules;
 pub mod signin;
 pub mod store;
 pub mod validate;
+pub mod watchers;
 pub mod waves;
 pub mod worker_api;
 
@@ -53,9 +53,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::hub::Hub;
 use crate::store::Store;
 use crate::validate::Defaults;
+use crate::watchers::Watchers;
 
 /// Every AWS action the controller calls, with its own (hub) role: enqueue
 /// task references (SendMessageBatch needs sqs:SendMessage), drain the
@@ -207,7 +207,7 @@ pub struct Controller {
     /// Settings.
     pub settings: Settings,
     /// WatchCampaign fan-out.
-    pub hub: Hub,
+    pub watchers: Watchers,
     /// Wakes the reconcile loop early.
     pub wake: Notify,
     /// SQS (task references).
@@ -248,7 +248,7 @@ impl Controller {
         Arc::new(Self {
             store,
             settings,
-            hub: Hub::default(),
+            watchers: Watchers::default(),
             wake: Notify::new(),
             sqs: aws_sdk_sqs::Client::new(sdk),
             s3: aws_sdk_s3::Client::from_conf(muster_common::aws::s3_config(sdk)),

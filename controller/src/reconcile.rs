@@ -747,7 +747,7 @@ struct Told {
 /// for the first time is told its state only if it has ended (the watcher's
 /// snapshot has the rest).
 async fn publish_progress(ctl: &Controller, told: &mut HashMap<String, Told>) {
-    let watched = ctl.hub.watched_campaigns();
+    let watched = ctl.watchers.watched_campaigns();
     told.retain(|id, _| watched.contains(id));
     for id in watched {
         let key = id.clone();
@@ -780,7 +780,7 @@ async fn publish_progress(ctl: &Controller, told: &mut HashMap<String, Told>) {
                     changed
                 })
                 .collect();
-            ctl.hub.publish(
+            ctl.watchers.publish(
                 &id,
                 WatchCampaignResponse {
                     event: Some(watch_campaign_response::Event::Progress(Progress {
@@ -798,7 +798,7 @@ async fn publish_progress(ctl: &Controller, told: &mut HashMap<String, Told>) {
         let changed = last.state.as_ref() != Some(&state);
         last.state = Some(state.clone());
         if changed && (!first_sight || row.state.is_terminal()) {
-            ctl.hub.publish(
+            ctl.watchers.publish(
                 &id,
                 WatchCampaignResponse {
                     event: Some(watch_campaign_response::Event::State(StateChange {

@@ -494,7 +494,7 @@ impl WorkerService for WorkerApi {
             .await?;
         let campaign = task.campaign_id.clone();
         let task_id = task.id.clone();
-        let watched = self.ctl.hub.wants_targets(&campaign);
+        let watched = self.ctl.watchers.wants_targets(&campaign);
         let (ingested, clipped) = self
             .ctl
             .store
@@ -521,7 +521,7 @@ impl WorkerService for WorkerApi {
         }
         self.ctl.metrics.ingested(ingested.accepted, ingested.duplicates);
         for target in ingested.updated {
-            self.ctl.hub.publish(
+            self.ctl.watchers.publish(
                 &campaign,
                 WatchCampaignResponse {
                     event: Some(watch_campaign_response::Event::Target(target)),

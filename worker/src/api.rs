@@ -1,5 +1,5 @@
 //! Every AWS API the worker calls, in one place. Code can only call AWS
-//! through [`crate::target::Target::call`], which takes an [`Api`], so this
+//! through [`crate::scope_clients::ScopeClients::call`], which takes an [`Api`], so this
 //! list cannot drift from what the worker does; a test checks that the
 //! execution role in `deploy/cloudformation/target-account.yaml` allows
 //! exactly these actions.

@@ -13,7 +13,7 @@ use muster_proto::v1::{DiscoverSpec, DiscoveredInstance, PingStatus, Platform, R
 
 use crate::api::Api;
 use crate::controller::ControllerClient;
-use crate::target::{CallError, Target};
+use crate::scope_clients::{CallError, ScopeClients};
 
 /// States worth reporting: terminated instances are gone, the rest are
 /// targets (stopped ones end SKIPPED, so the operator sees them).
@@ -38,23 +38,23 @@ struct Ec2Instance {
 
 /// Lists, joins and reports. Returns how many instances were reported.
 pub async fn discover(
-    target: &Target,
+    scope: &ScopeClients,
     spec: &DiscoverSpec,
     controller: &ControllerClient,
     task_id: &str,
     lease_id: u64,
 ) -> Result<usize, CallError> {
-    if spec.check_region_enabled && !region_enabled(target).await? {
-        tracing::info!(account = %target.account, region = %target.region, "region not enabled in the account; nothing to discover");
+    if spec.check_region_enabled && !region_enabled(scope).await? {
+        tracing::info!(account = %scope.account, region = %scope.region, "region not enabled in the account; nothing to discover");
         return Ok(0);
     }
-    let instances = ec2_instances(target, spec).await?;
+    let instances = ec2_instances(scope, spec).await?;
     let ids: Vec<String> = instances
         .iter()
         .filter(|i| i.state == "running")
         .map(|i| i.id.clone())
         .collect();
-    let managed = ssm_nodes(target, &ids).await?;
+    let managed = ssm_nodes(scope, &ids).await?;
     let discovered: Vec<DiscoveredInstance> = instances.iter().map(|i| judge(i, managed.get(&i.id), spec)).collect();
     let count = discovered.len();
     for page in discovered.chunks(REPORT_PAGE) {
@@ -67,22 +67,22 @@ pub async fn discover(
             .await
             .map_err(|e| CallError {
                 api: "ReportTargets",
-                account: target.account.clone(),
-                region: target.region.clone(),
+                account: scope.account.clone(),
+                region: scope.region.clone(),
                 class: muster_common::retry::ErrorClass::Transient,
                 code: None,
                 message: e.to_string(),
             })?;
     }
-    tracing::info!(account = %target.account, region = %target.region, instances = count, managed = managed.len(), "discovered");
+    tracing::info!(account = %scope.account, region = %scope.region, instances = count, managed = managed.len(), "discovered");
     Ok(count)
 }
 
-async fn region_enabled(target: &Target) -> Result<bool, CallError> {
-    let region = target.region.clone();
-    let answer = target
+async fn region_enabled(scope: &ScopeClients) -> Result<bool, CallError> {
+    let region = scope.region.clone();
+    let answer = scope
         .call(Api::DescribeRegions, || {
-            target
+            scope
                 .ec2
                 .describe_regions()
                 .all_regions(true)
@@ -96,7 +96,7 @@ async fn region_enabled(target: &Target) -> Result<bool, CallError> {
         .any(|r| r.opt_in_status().is_none_or(|s| s != "not-opted-in")))
 }
 
-async fn ec2_instances(target: &Target, spec: &DiscoverSpec) -> Result<Vec<Ec2Instance>, CallError> {
+async fn ec2_instances(scope: &ScopeClients, spec: &DiscoverSpec) -> Result<Vec<Ec2Instance>, CallError> {
     let mut base = vec![
         Filter::builder()
             .name("instance-state-name")
@@ -129,9 +129,9 @@ async fn ec2_instances(target: &Target, spec: &DiscoverSpec) -> Result<Vec<Ec2In
         }
         let mut token: Option<String> = None;
         loop {
-            let page = target
+            let page = scope
                 .call(Api::DescribeInstances, || {
-                    target
+                    scope
                         .ec2
                         .describe_instances()
                         .set_filters(Some(filters.clone()))
@@ -179,7 +179,7 @@ async fn ec2_instances(target: &Target, spec: &DiscoverSpec) -> Result<Vec<Ec2In
 }
 
 /// SSM's view of the given (running) instances.
-async fn ssm_nodes(target: &Target, ids: &[String]) -> Result<HashMap<String, InstanceInformation>, CallError> {
+async fn ssm_nodes(scope: &ScopeClients, ids: &[String]) -> Result<HashMap<String, InstanceInformation>, CallError> {
     let mut nodes = HashMap::new();
     for chunk in ids.chunks(SSM_PAGE) {
         let filter = InstanceInformationFilter::builder()
@@ -189,9 +189,9 @@ async fn ssm_nodes(target: &Target, ids: &[String]) -> Result<HashMap<String, In
             .expect("key and values are set");
         let mut token: Option<String> = None;
         loop {
-            let page = target
+            let page = scope
                 .call(Api::DescribeInstanceInformation, || {
-                    target
+                    scope
                         .ssm
                         .describe_instance_information()
                         .instance_information_filter_list(filter.clone())

@@ -12,7 +12,7 @@ use muster_proto::v1::ExecuteSpec;
 use serde_json::Value;
 
 use crate::api::Api;
-use crate::target::Target;
+use crate::scope_clients::ScopeClients;
 
 /// A step's timeout when the document gives none (SSM's plugins' default).
 pub const DEFAULT_STEP_SECONDS: u64 = 3_600;
@@ -68,7 +68,7 @@ impl DocumentTimeouts {
     /// execution timeout, or (when it leaves it to the document) the
     /// document's own, read from SSM; [`LONGEST_SECONDS`] when the
     /// document cannot be read.
-    pub async fn of(&self, target: &Target, spec: &ExecuteSpec) -> u64 {
+    pub async fn of(&self, scope: &ScopeClients, spec: &ExecuteSpec) -> u64 {
         if spec.execution_timeout_seconds > 0 {
             return u64::from(spec.execution_timeout_seconds);
         }
@@ -78,8 +78,8 @@ impl DocumentTimeouts {
             spec.document_version.clone()
         };
         let key = (
-            target.account.clone(),
-            target.region.clone(),
+            scope.account.clone(),
+            scope.region.clone(),
             spec.document_name.clone(),
             version.clone(),
         );
@@ -93,9 +93,9 @@ impl DocumentTimeouts {
         {
             return *known;
         }
-        let answer = target
+        let answer = scope
             .call(Api::GetDocument, || {
-                target
+                scope
                     .ssm
                     .get_document()
                     .name(&spec.document_name)

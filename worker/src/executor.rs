@@ -23,7 +23,7 @@ use crate::controller::ControllerError;
 use crate::lease::{LeaseHandle, LeaseState};
 use crate::output;
 use crate::reporter::{self, Ack};
-use crate::target::{CallError, Target, Unsent};
+use crate::scope_clients::{CallError, ScopeClients, Unsent};
 use crate::{Context, TaskError, trace};
 
 /// Unanswered SendCommands one attempt looks up and tries again after; past
@@ -130,7 +130,7 @@ impl Results<'_> {
 pub async fn execute(
     ctx: &Context,
     lease: &LeaseHandle,
-    target: &Target,
+    scope: &ScopeClients,
     hand_back: &CancellationToken,
 ) -> Result<(), TaskError> {
     let spec = lease.task.execute.clone().unwrap_or_default();
@@ -155,7 +155,7 @@ pub async fn execute(
     };
     let mut outcome = Ok(());
     for (step, command) in commands.iter().enumerate() {
-        outcome = run_command(ctx, lease, target, (command, step), &going, &mut results, hand_back).await;
+        outcome = run_command(ctx, lease, scope, (command, step), &going, &mut results, hand_back).await;
         going = results.sequence.next();
         if outcome.is_err() || going.is_empty() {
             break;
@@ -175,7 +175,7 @@ pub async fn execute(
 async fn run_command(
     ctx: &Context,
     lease: &LeaseHandle,
-    target: &Target,
+    scope: &ScopeClients,
     (spec, step): (&ExecuteSpec, usize),
     going: &BTreeSet<String>,
     results: &mut Results<'_>,
@@ -196,7 +196,7 @@ async fn run_command(
         })
         .collect();
     if task.attempt > 1 {
-        for (command_id, instances) in sent_but_unreported(target, task, spec, &commands).await? {
+        for (command_id, instances) in sent_but_unreported(scope, task, spec, &commands).await? {
             tracing::warn!(task_id = %task.task_id, command_id, step, instances = instances.len(), "adopting a command an earlier attempt sent but never reported");
             record_dispatch(ctx, lease, (&command_id, step), &instances, true).await?;
             commands.push(Tracked {
@@ -227,17 +227,17 @@ async fn run_command(
         }
     }
     if !unsent.is_empty() {
-        dispatch(ctx, lease, target, (spec, step), unsent, &mut commands, results).await?;
+        dispatch(ctx, lease, scope, (spec, step), unsent, &mut commands, results).await?;
     }
 
     // 3. Poll until every instance has a final status.
-    let runs_for = ctx.document_timeouts.of(target, spec).await;
+    let runs_for = ctx.document_timeouts.of(scope, spec).await;
     let deadline_after = Duration::from_secs(u64::from(spec.delivery_timeout_seconds) + runs_for) + ctx.overdue_margin;
     ctx.stats.batches(1);
     let polled = poll(
         ctx,
         lease,
-        target,
+        scope,
         spec,
         &mut commands,
         results,
@@ -256,7 +256,7 @@ async fn run_command(
 async fn dispatch(
     ctx: &Context,
     lease: &LeaseHandle,
-    target: &Target,
+    scope: &ScopeClients,
     (spec, step): (&ExecuteSpec, usize),
     mut unsent: Vec<String>,
     commands: &mut Vec<Tracked>,
@@ -265,7 +265,7 @@ async fn dispatch(
     let task = &lease.task;
     let mut unanswered = 0;
     while !unsent.is_empty() {
-        let error = match send(target, spec, &unsent, &|| lease.may_send()).await {
+        let error = match send(scope, spec, &unsent, &|| lease.may_send()).await {
             Ok(command_id) => {
                 muster_common::crash::point("worker.after_send");
                 record_dispatch(ctx, lease, (&command_id, step), &unsent, false).await?;
@@ -284,7 +284,7 @@ async fn dispatch(
                 // instances): every unsent instance ends ERROR with why.
                 let why = format!(
                     "SendCommand refused in account {} region {}: {}",
-                    target.account, target.region, error.message
+                    scope.account, scope.region, error.message
                 );
                 for id in unsent.drain(..) {
                     results.report(unsent_result(&id, TargetStatus::Error, &why));
@@ -295,7 +295,7 @@ async fn dispatch(
         };
         unanswered += 1;
         tracing::warn!(task_id = %task.task_id, error = %error, "SendCommand got no answer; looking it up by its comment before sending again");
-        for (command_id, instances) in find_lost_send(target, task, spec, commands).await? {
+        for (command_id, instances) in find_lost_send(scope, task, spec, commands).await? {
             tracing::warn!(task_id = %task.task_id, command_id, instances = instances.len(), "the unanswered SendCommand was accepted; adopting it");
             record_dispatch(ctx, lease, (&command_id, step), &instances, true).await?;
             unsent.retain(|id| !instances.contains(id));
@@ -340,14 +340,14 @@ async fn record_dispatch(
 /// Commands with this task's Comment that nobody knows of, after a send
 /// went unanswered: looked for as SSM's listings catch up, a few times.
 async fn find_lost_send(
-    target: &Target,
+    scope: &ScopeClients,
     task: &Task,
     spec: &ExecuteSpec,
     known: &[Tracked],
 ) -> Result<Vec<(String, Vec<String>)>, TaskError> {
     for wait in LOST_SEND_LOOKUPS {
         tokio::time::sleep(wait).await;
-        let found = sent_but_unreported(target, task, spec, known).await?;
+        let found = sent_but_unreported(scope, task, spec, known).await?;
         if !found.is_empty() {
             return Ok(found);
         }
@@ -368,7 +368,7 @@ fn unsent_result(instance_id: &str, status: TargetStatus, reason: &str) -> Targe
 }
 
 async fn send(
-    target: &Target,
+    scope: &ScopeClients,
     spec: &ExecuteSpec,
     instance_ids: &[String],
     may_send: &(dyn Fn() -> bool + Sync),
@@ -378,9 +378,9 @@ async fn send(
         .iter()
         .map(|(name, values)| (name.clone(), values.values.clone()))
         .collect();
-    let answer = target
+    let answer = scope
         .call_once(Api::SendCommand, may_send, || {
-            let mut request = target
+            let mut request = scope
                 .ssm
                 .send_command()
                 .document_name(&spec.document_name)
@@ -412,14 +412,14 @@ async fn send(
         })
         .await?;
     let command_id = answer.command.and_then(|c| c.command_id).unwrap_or_default();
-    tracing::info!(account = %target.account, region = %target.region, command_id, instances = instance_ids.len(), document = %spec.document_name, "command sent");
+    tracing::info!(account = %scope.account, region = %scope.region, command_id, instances = instance_ids.len(), document = %spec.document_name, "command sent");
     Ok(command_id)
 }
 
 /// Commands with this task's Comment that the lease does not know about:
 /// an earlier attempt sent them and died before reporting.
 async fn sent_but_unreported(
-    target: &Target,
+    scope: &ScopeClients,
     task: &Task,
     spec: &ExecuteSpec,
     known: &[Tracked],
@@ -438,9 +438,9 @@ async fn sent_but_unreported(
     let mut found = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let page = target
+        let page = scope
             .call(Api::ListCommands, || {
-                target
+                scope
                     .ssm
                     .list_commands()
                     .filters(filter.clone())
@@ -468,7 +468,7 @@ async fn sent_but_unreported(
 async fn poll(
     ctx: &Context,
     lease: &LeaseHandle,
-    target: &Target,
+    scope: &ScopeClients,
     spec: &ExecuteSpec,
     commands: &mut [Tracked],
     results: &mut Results<'_>,
@@ -484,8 +484,8 @@ async fn poll(
     // Where Run Command's events announce the end, polls are a fallback.
     let mut fallback = Fallback::new(expected);
     let following = ctx.endings.follow(
-        &target.account,
-        &target.region,
+        &scope.account,
+        &scope.region,
         &commands
             .iter()
             .filter(|c| !c.pending.is_empty())
@@ -499,7 +499,7 @@ async fn poll(
     let mut longest: Option<Duration> = None;
     let mut state = lease.watch();
     while commands.iter().any(|c| !c.pending.is_empty()) {
-        let events = ctx.endings.trusted(&target.account, &target.region);
+        let events = ctx.endings.trusted(&scope.account, &scope.region);
         // A lease cancelled (or lost) before this loop began is acted on
         // at once: only a change of state wakes the wait below.
         let due = match lease.state() {
@@ -544,10 +544,8 @@ async fn poll(
             LeaseState::Cancelled if !cancel_sent => {
                 for command in commands.iter().filter(|c| !c.pending.is_empty()) {
                     let id = command.command_id.clone();
-                    target
-                        .call(Api::CancelCommand, || {
-                            target.ssm.cancel_command().command_id(&id).send()
-                        })
+                    scope
+                        .call(Api::CancelCommand, || scope.ssm.cancel_command().command_id(&id).send())
                         .await
                         .map_err(TaskError::Aws)?;
                     tracing::info!(task_id, command_id = %command.command_id, "campaign cancelled; command cancelled");
@@ -560,7 +558,7 @@ async fn poll(
             _ => {}
         }
         for command in commands.iter_mut().filter(|c| !c.pending.is_empty()) {
-            let invocations = list_invocations(target, &command.command_id)
+            let invocations = list_invocations(scope, &command.command_id)
                 .instrument(trace::step("poll", "internal"))
                 .await
                 .map_err(TaskError::Aws)?;
@@ -570,7 +568,7 @@ async fn poll(
                 if !command.pending.contains(&id) || !output::is_final(status) {
                     continue;
                 }
-                let result = output::result_of(target, spec, &invocation)
+                let result = output::result_of(scope, spec, &invocation)
                     .instrument(trace::step("fetch output", "internal"))
                     .await
                     .map_err(TaskError::Aws)?;
@@ -590,10 +588,8 @@ async fn poll(
             match command.abandoned {
                 None => {
                     let id = command.command_id.clone();
-                    let cancelled = target
-                        .call(Api::CancelCommand, || {
-                            target.ssm.cancel_command().command_id(&id).send()
-                        })
+                    let cancelled = scope
+                        .call(Api::CancelCommand, || scope.ssm.cancel_command().command_id(&id).send())
                         .await;
                     tracing::warn!(task_id, command_id = %command.command_id, cancelled = cancelled.is_ok(), "no final status in time; command cancelled");
                     command.abandoned = Some(Instant::now());
@@ -623,7 +619,7 @@ async fn poll(
             fallback.soon(started.elapsed());
         } else if events && !by_event && pending_after < pending_before {
             // A fallback poll found an end whose event never came.
-            ctx.endings.missed(&target.account, &target.region);
+            ctx.endings.missed(&scope.account, &scope.region);
         }
     }
     drop(following);
@@ -644,15 +640,15 @@ fn ran_for(invocation: &aws_sdk_ssm::types::CommandInvocation, result: &TargetRe
 /// Every invocation of a command (one page for a batch of 50). Invisible
 /// right after the send: an empty list then means "not yet", not failure.
 async fn list_invocations(
-    target: &Target,
+    scope: &ScopeClients,
     command_id: &str,
 ) -> Result<Vec<aws_sdk_ssm::types::CommandInvocation>, CallError> {
     let mut all = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let page = target
+        let page = scope
             .call(Api::ListCommandInvocations, || {
-                target
+                scope
                     .ssm
                     .list_command_invocations()
                     .command_id(command_id)

@@ -22,8 +22,8 @@ pub mod lease;
 pub mod lru_map;
 pub mod output;
 pub mod reporter;
+pub mod scope_clients;
 pub mod stats;
-pub mod target;
 pub mod task;
 pub mod trace;
 
@@ -39,8 +39,8 @@ use crate::cadence::BatchDurations;
 use crate::controller::{ControllerClient, ControllerError};
 use crate::credentials::{AssumeError, CredentialCache};
 use crate::reporter::Reporter;
+use crate::scope_clients::{CallError, ScopeClientCache};
 use crate::stats::Stats;
-use crate::target::{CallError, Targets};
 
 /// What every task of the process shares.
 pub struct Context {
@@ -55,7 +55,7 @@ pub struct Context {
     /// Target-account credentials.
     pub credentials: Arc<CredentialCache>,
     /// SDK clients per (role session, region).
-    pub targets: Targets,
+    pub targets: ScopeClientCache,
     /// Per-(account, region, API) rates.
     pub limiter: Arc<ApiLimiter>,
     /// How long each campaign's batches took, for the poll cadence.
@@ -94,7 +94,7 @@ impl Context {
                     .sharing_with(workers),
             ),
             sdk,
-            targets: Targets::default(),
+            targets: ScopeClientCache::default(),
             limiter: Arc::new(ApiLimiter::default()),
             durations: BatchDurations::default(),
             stats: Arc::new(Stats::default()),

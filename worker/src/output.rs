@@ -10,7 +10,7 @@ use aws_sdk_ssm::types::{CommandInvocation, CommandPlugin};
 use muster_proto::v1::{ExecuteSpec, StepOutput, TargetResult, TargetStatus, TimeoutKind};
 
 use crate::api::Api;
-use crate::target::{CallError, Target};
+use crate::scope_clients::{CallError, ScopeClients};
 
 /// The API's own limits (GetCommandInvocation).
 const API_STDOUT_CHARS: usize = 24_000;
@@ -67,7 +67,7 @@ fn reason(status: TargetStatus, timeout: TimeoutKind, code: Option<i32>, spec: &
 
 /// Builds the result of one terminal invocation, fetching output as needed.
 pub async fn result_of(
-    target: &Target,
+    scope: &ScopeClients,
     spec: &ExecuteSpec,
     invocation: &CommandInvocation,
 ) -> Result<TargetResult, CallError> {
@@ -88,7 +88,7 @@ pub async fn result_of(
     let mut steps = Vec::with_capacity(plugins.len());
     if ran {
         for plugin in plugins {
-            steps.push(step_output(target, spec, invocation, plugin, plugins.len() > 1).await?);
+            steps.push(step_output(scope, spec, invocation, plugin, plugins.len() > 1).await?);
         }
     }
     let started = plugins.iter().filter_map(|p| p.response_start_date_time()).min();
@@ -112,7 +112,7 @@ pub async fn result_of(
 }
 
 async fn step_output(
-    target: &Target,
+    scope: &ScopeClients,
     spec: &ExecuteSpec,
     invocation: &CommandInvocation,
     plugin: &CommandPlugin,
@@ -134,10 +134,10 @@ async fn step_output(
     if !spec.output_s3_bucket.is_empty()
         && let (Some(out), err) = (s3(plugin.standard_output_url()), s3(plugin.standard_error_url()))
     {
-        (step.stdout, step.stdout_truncated) = read_s3(target, &out, keep).await?;
+        (step.stdout, step.stdout_truncated) = read_s3(scope, &out, keep).await?;
         step.stdout_url = format!("s3://{}/{}", out.0, out.1);
         if let Some(err) = err {
-            (step.stderr, step.stderr_truncated) = read_s3(target, &err, keep).await?;
+            (step.stderr, step.stderr_truncated) = read_s3(scope, &err, keep).await?;
             step.stderr_url = format!("s3://{}/{}", err.0, err.1);
         }
         return Ok(step);
@@ -163,7 +163,7 @@ async fn step_output(
             ),
         ] {
             let log_stream = format!("{command_id}/{instance_id}/{segment}/{stream}");
-            (*text, *truncated) = read_logs(target, &spec.cloudwatch_log_group, &log_stream, keep).await?;
+            (*text, *truncated) = read_logs(scope, &spec.cloudwatch_log_group, &log_stream, keep).await?;
             *url = format!("cloudwatch://{}/{}", spec.cloudwatch_log_group, log_stream);
         }
         return Ok(step);
@@ -175,9 +175,9 @@ async fn step_output(
         return Ok(step);
     }
     // Cut in the listing and kept nowhere else: the API's own 24,000 / 8,000.
-    let detail = target
+    let detail = scope
         .call(Api::GetCommandInvocation, || {
-            let request = target
+            let request = scope
                 .ssm
                 .get_command_invocation()
                 .command_id(command_id)
@@ -254,10 +254,14 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn read_s3(target: &Target, (bucket, key): &(String, String), keep: usize) -> Result<(String, bool), CallError> {
-    let answer = target
+async fn read_s3(
+    scope: &ScopeClients,
+    (bucket, key): &(String, String),
+    keep: usize,
+) -> Result<(String, bool), CallError> {
+    let answer = scope
         .call(Api::GetObject, || {
-            target
+            scope
                 .s3
                 .get_object()
                 .bucket(bucket)
@@ -285,13 +289,13 @@ async fn read_s3(target: &Target, (bucket, key): &(String, String), keep: usize)
     Ok((kept, cut || total.is_some_and(|t| t > keep)))
 }
 
-async fn read_logs(target: &Target, group: &str, stream: &str, keep: usize) -> Result<(String, bool), CallError> {
+async fn read_logs(scope: &ScopeClients, group: &str, stream: &str, keep: usize) -> Result<(String, bool), CallError> {
     let mut text = String::new();
     let mut token: Option<String> = None;
     loop {
-        let answer = target
+        let answer = scope
             .call(Api::GetLogEvents, || {
-                target
+                scope
                     .logs
                     .get_log_events()
                     .log_group_name(group)

@@ -108,7 +108,7 @@ async fn run_scoped(
     {
         Err(error) => Err(TaskError::Assume(error)),
         Ok(_) => {
-            let target = ctx.targets.get(
+            let scope = ctx.targets.get(
                 &ctx.sdk,
                 &task.region,
                 &role,
@@ -119,18 +119,18 @@ async fn run_scoped(
             match kind {
                 TaskKind::Discover => {
                     let spec = task.discover.clone().unwrap_or_default();
-                    discovery::discover(&target, &spec, &ctx.controller, &task.task_id, lease.lease_id)
+                    discovery::discover(&scope, &spec, &ctx.controller, &task.task_id, lease.lease_id)
                         .instrument(trace::step("discover", "internal"))
                         .await
                         .map(|_| ())
                         .map_err(TaskError::Aws)
                 }
                 TaskKind::Execute => {
-                    executor::execute(ctx, &lease, &target, hand_back)
+                    executor::execute(ctx, &lease, &scope, hand_back)
                         .instrument(trace::step("execute", "internal"))
                         .await
                 }
-                TaskKind::Unspecified => Err(TaskError::Aws(crate::target::CallError {
+                TaskKind::Unspecified => Err(TaskError::Aws(crate::scope_clients::CallError {
                     api: "LeaseTask",
                     account: task.account_id.clone(),
                     region: task.region.clone(),

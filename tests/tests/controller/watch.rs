@@ -92,7 +92,7 @@ async fn a_watcher_that_hangs_up_is_forgotten_while_the_campaign_runs() {
         c.counters.as_ref().is_some_and(|n| n.running == 4)
     })
     .await;
-    let hub = &stack.controller.controller.hub;
+    let watchers = &stack.controller.controller.watchers;
     let watch = |include_targets| {
         let mut client = client.clone();
         let id = id.clone();
@@ -110,18 +110,18 @@ async fn a_watcher_that_hangs_up_is_forgotten_while_the_campaign_runs() {
         }
     };
     let progress_only = watch(false).await;
-    assert_eq!(hub.watched_campaigns(), vec![id.clone()]);
-    assert!(!hub.wants_targets(&id), "nobody asked for target events");
+    assert_eq!(watchers.watched_campaigns(), vec![id.clone()]);
+    assert!(!watchers.wants_targets(&id), "nobody asked for target events");
     let with_targets = watch(true).await;
-    assert!(hub.wants_targets(&id));
+    assert!(watchers.wants_targets(&id));
     drop(with_targets);
     until("target events are still built after their only watcher hung up", || {
-        !hub.wants_targets(&id)
+        !watchers.wants_targets(&id)
     })
     .await;
     drop(progress_only);
     until("a progress-only watcher that hung up is still counted", || {
-        hub.watched_campaigns().is_empty()
+        watchers.watched_campaigns().is_empty()
     })
     .await;
     let campaign = get(&mut client, &id).await;

@@ -1,4 +1,4 @@
-//! AWS in one target (account, region): SDK clients acting with the
+//! AWS in one scope (account, region) of a task: SDK clients acting with the
 //! execution role, and the one function every call goes through, which rate
 //! limits per (account, region, API), retries what is worth retrying, and
 //! counts what happened.
@@ -81,7 +81,7 @@ enum Repeat<'a> {
 
 /// SDK clients for one (account, region).
 #[derive(Clone)]
-pub struct Target {
+pub struct ScopeClients {
     /// Account id.
     pub account: String,
     /// Region.
@@ -105,11 +105,11 @@ pub struct Target {
 /// Four SDK clients are not free (about 170 KiB together): building them per
 /// batch made a worker with 5,000 batches in flight hold 864 MiB although
 /// those batches were in only 50 (account, region)s.
-pub struct Targets {
-    entries: LruMap<(RoleKey, String), Target>,
+pub struct ScopeClientCache {
+    entries: LruMap<(RoleKey, String), ScopeClients>,
 }
 
-impl Default for Targets {
+impl Default for ScopeClientCache {
     fn default() -> Self {
         Self {
             entries: LruMap::new(MAX_TARGETS),
@@ -117,7 +117,7 @@ impl Default for Targets {
     }
 }
 
-impl Targets {
+impl ScopeClientCache {
     /// The target for `role` in `region`, built on first use.
     pub fn get(
         &self,
@@ -127,9 +127,9 @@ impl Targets {
         credentials: &Arc<CredentialCache>,
         limiter: &Arc<ApiLimiter>,
         stats: &Arc<Stats>,
-    ) -> Target {
+    ) -> ScopeClients {
         self.entries.get_or_insert_with(&(role.clone(), region.to_owned()), || {
-            Target::new(
+            ScopeClients::new(
                 base,
                 region,
                 role.clone(),
@@ -151,7 +151,7 @@ impl Targets {
     }
 }
 
-impl Target {
+impl ScopeClients {
     /// Clients acting as `role` in `region`. The SDK's own identity cache is
     /// off: every request asks the credential cache, which refreshes early.
     pub fn new(
@@ -219,7 +219,7 @@ impl Target {
     /// Makes one call that must not run twice (SendCommand has no
     /// idempotency token): `guard` is asked right before every try, after
     /// any wait for the rate or a throttling backoff; throttling, expired
-    /// credentials and refusals retry or fail as in [`Target::call`], but a
+    /// credentials and refusals retry or fail as in [`ScopeClients::call`], but a
     /// try that got no answer is never repeated here: the caller looks first.
     pub async fn call_once<T, E, R, F, Fut>(
         &self,
@@ -354,7 +354,7 @@ mod tests {
         ));
         let limiter = Arc::new(ApiLimiter::default());
         let stats = Arc::new(Stats::default());
-        let targets = Targets::default();
+        let targets = ScopeClientCache::default();
         let get = |region: &str, role: &RoleKey| targets.get(&base, region, role, &credentials, &limiter, &stats);
 
         let first = get("eu-west-1", &role("111111111111", "muster-a"));

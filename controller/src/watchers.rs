@@ -13,9 +13,9 @@ use tokio::sync::broadcast;
 /// Events buffered per campaign before a slow subscriber lags.
 const CAPACITY: usize = 1024;
 
-/// The hub.
+/// The campaigns being watched, each with its channel.
 #[derive(Default)]
-pub struct Hub {
+pub struct Watchers {
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -47,7 +47,7 @@ impl Drop for TargetInterest {
     }
 }
 
-impl Hub {
+impl Watchers {
     /// Subscribes to a campaign's events; `include_targets` when the
     /// subscriber wants each target's result as it lands.
     pub fn subscribe(&self, campaign_id: &str, include_targets: bool) -> Subscription {
@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn target_events_are_wanted_only_while_a_subscriber_that_asked_lives() {
-        let hub = Hub::default();
+        let hub = Watchers::default();
         let progress_only = hub.subscribe("c1", false);
         assert!(!hub.wants_targets("c1"), "a watcher of progress only");
         let with_targets = hub.subscribe("c1", true);
