@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::agent::Key;
-use super::documents::Platform;
+use super::documents::{Document, Platform};
 use super::model::{Command, Done, InvState, Invocation, OutputSettings};
 use super::output;
 use super::{ApiError, Ctx};
@@ -77,7 +77,6 @@ fn is_gone(instance: &InstanceFact) -> bool {
 }
 
 pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
-    let tunables = sim.tunables();
     let Some(document_name) = string(request, "DocumentName") else {
         return Err(validation(
             "1 validation error detected: Value null at 'documentName' failed to satisfy constraint: Member must not be null",
@@ -85,38 +84,115 @@ pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> 
     };
     let document_version = string(request, "DocumentVersion").unwrap_or("$DEFAULT").to_owned();
     let document = sim.ssm.document(ctx, document_name, &document_version)?;
-    let comment = string(request, "Comment").unwrap_or_default().to_owned();
-    if comment.chars().count() > 100 {
-        return Err(validation(
-            "1 validation error detected: Value at 'comment' failed to satisfy constraint: Member must have length less than or equal to 100",
-        ));
-    }
-    let timeout_seconds = request.get("TimeoutSeconds").and_then(Value::as_u64).unwrap_or(3_600);
-    if !(30..=2_592_000).contains(&timeout_seconds) {
-        return Err(validation(&format!(
-            "1 validation error detected: Value '{timeout_seconds}' at 'timeoutSeconds' failed to satisfy constraint: Member must have value between 30 and 2592000"
-        )));
-    }
-    let rate_ok = |value: &str, min: u32| {
-        value.strip_suffix('%').map_or_else(
-            || value.parse::<u64>().ok().filter(|n| *n >= u64::from(min)).is_some(),
-            |p| p.parse::<u32>().ok().filter(|p| (min..=100).contains(p)).is_some(),
-        )
+    let limits = SendLimits::of(request)?;
+    let parameters = parameters(request, &document)?;
+    let output = output_settings(request, &document)?;
+    let (instance_ids, targets, selected) = select_instances(sim, ctx, request).await?;
+    let now = Utc::now();
+    let command_id = uuid::Uuid::new_v4().to_string();
+    let invocations: Vec<Invocation> = selected
+        .iter()
+        .map(|instance| Invocation {
+            instance_id: instance.id.clone(),
+            instance_name: instance.private_dns.clone().unwrap_or_default(),
+            platform: platform_of(instance),
+            behaviour: Behaviour::of(instance),
+            state: InvState::Pending,
+            kill: None,
+            before_reboots: None,
+        })
+        .collect();
+    let mut command = Command {
+        id: command_id.clone(),
+        region: ctx.region.clone(),
+        document,
+        document_version,
+        parameters,
+        comment: limits.comment.clone(),
+        instance_ids,
+        targets,
+        requested_at: now,
+        requested: Instant::now(),
+        timeout_seconds: limits.timeout_seconds,
+        output,
+        max_concurrency: limits.max_concurrency,
+        max_errors: limits.max_errors,
+        cancel_requested: false,
+        released: 0,
+        stopped_by_errors: false,
+        invocations,
     };
-    let max_concurrency = string(request, "MaxConcurrency").unwrap_or("50").to_owned();
-    let max_errors = string(request, "MaxErrors").unwrap_or("0").to_owned();
-    if !rate_ok(&max_concurrency, 1) {
-        return Err(validation(
-            "1 validation error detected: Value at 'maxConcurrency' failed to satisfy constraint: Member must satisfy regular expression pattern: ^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$",
-        ));
-    }
-    if !rate_ok(&max_errors, 0) {
-        return Err(validation(
-            "1 validation error detected: Value at 'maxErrors' failed to satisfy constraint: Member must satisfy regular expression pattern: ^([1-9][0-9]*|[0]|[1-9][0-9]%|[0-9]%|100%)$",
-        ));
-    }
+    // MaxConcurrency: the first ones go now, the rest as these end.
+    let released = super::agent::releases(&mut command);
+    let body = json!({ "Command": command.to_json() });
+    let key = store_command(sim, ctx, command);
+    sim.ssm.start_released(sim, &key, released);
+    sim.audit(AuditEntry {
+        at: now.to_rfc3339(),
+        account: ctx.account.clone(),
+        region: ctx.region.clone(),
+        command_id,
+        document_name: document_name.to_owned(),
+        instance_ids: selected.iter().map(|i| i.id.clone()).collect(),
+        comment: limits.comment,
+        principal: ctx.principal.clone(),
+    });
+    Ok(body)
+}
 
-    // Parameters, checked against the document.
+/// A SendCommand's comment, timeout and rate controls, checked as SSM
+/// checks them.
+struct SendLimits {
+    comment: String,
+    timeout_seconds: u64,
+    max_concurrency: String,
+    max_errors: String,
+}
+
+impl SendLimits {
+    fn of(request: &Value) -> Result<Self, ApiError> {
+        let comment = string(request, "Comment").unwrap_or_default().to_owned();
+        if comment.chars().count() > 100 {
+            return Err(validation(
+                "1 validation error detected: Value at 'comment' failed to satisfy constraint: Member must have length less than or equal to 100",
+            ));
+        }
+        let timeout_seconds = request.get("TimeoutSeconds").and_then(Value::as_u64).unwrap_or(3_600);
+        if !(30..=2_592_000).contains(&timeout_seconds) {
+            return Err(validation(&format!(
+                "1 validation error detected: Value '{timeout_seconds}' at 'timeoutSeconds' failed to satisfy constraint: Member must have value between 30 and 2592000"
+            )));
+        }
+        let rate_ok = |value: &str, min: u32| {
+            value.strip_suffix('%').map_or_else(
+                || value.parse::<u64>().ok().filter(|n| *n >= u64::from(min)).is_some(),
+                |p| p.parse::<u32>().ok().filter(|p| (min..=100).contains(p)).is_some(),
+            )
+        };
+        let max_concurrency = string(request, "MaxConcurrency").unwrap_or("50").to_owned();
+        let max_errors = string(request, "MaxErrors").unwrap_or("0").to_owned();
+        if !rate_ok(&max_concurrency, 1) {
+            return Err(validation(
+                "1 validation error detected: Value at 'maxConcurrency' failed to satisfy constraint: Member must satisfy regular expression pattern: ^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$",
+            ));
+        }
+        if !rate_ok(&max_errors, 0) {
+            return Err(validation(
+                "1 validation error detected: Value at 'maxErrors' failed to satisfy constraint: Member must satisfy regular expression pattern: ^([1-9][0-9]*|[0]|[1-9][0-9]%|[0-9]%|100%)$",
+            ));
+        }
+        Ok(Self {
+            comment,
+            timeout_seconds,
+            max_concurrency,
+            max_errors,
+        })
+    }
+}
+
+/// The request's parameters, checked against the document: each one it
+/// declares, allowed values, required ones given.
+fn parameters(request: &Value, document: &Document) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
     let mut parameters: BTreeMap<String, Vec<String>> = BTreeMap::new();
     if let Some(given) = request.get("Parameters").and_then(Value::as_object) {
         for (name, values) in given {
@@ -167,8 +243,12 @@ pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> 
             }
         }
     }
+    Ok(parameters)
+}
 
-    // Output settings.
+/// Where the command's output goes: an S3 bucket and prefix, a CloudWatch
+/// log group (the document's default one when enabled without a name).
+fn output_settings(request: &Value, document: &Document) -> Result<OutputSettings, ApiError> {
     let bucket = string(request, "OutputS3BucketName")
         .filter(|b| !b.is_empty())
         .map(str::to_owned);
@@ -197,8 +277,22 @@ pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> 
             "1 validation error detected: Value at 'cloudWatchOutputConfig.cloudWatchLogGroupName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\.\\-_/#A-Za-z0-9]+",
         ));
     }
+    Ok(OutputSettings {
+        s3_bucket: bucket,
+        s3_prefix: prefix,
+        log_group,
+    })
+}
 
-    // Which instances.
+/// The instances a SendCommand names, by id or by Targets: (the ids as
+/// given, the Targets as given, the managed instances selected). Named ids
+/// that are not managed running instances refuse the whole call, as SSM
+/// does.
+async fn select_instances(
+    sim: &SimState,
+    ctx: &Ctx,
+    request: &Value,
+) -> Result<(Vec<String>, Value, Vec<InstanceFact>), ApiError> {
     let instance_ids = strings(request, "InstanceIds").unwrap_or_default();
     let targets = request.get("Targets").cloned().unwrap_or(Value::Array(Vec::new()));
     let has_targets = targets.as_array().is_some_and(|t| !t.is_empty());
@@ -218,113 +312,61 @@ pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> 
             &format!("Instance {duplicate} is listed more than once."),
         ));
     }
-    let max_age = Duration::from_millis(tunables.fleet_cache_ms);
+    let max_age = Duration::from_millis(sim.tunables().fleet_cache_ms);
     let moto_error = |e: crate::moto::MotoError| error("InternalServerError", &e.to_string());
     let managed = |i: &InstanceFact| !is_gone(i) && Behaviour::of(i).agent != AgentState::Unmanaged;
-    let selected: Vec<InstanceFact> = if has_targets {
+    if has_targets {
         let fleet = sim
             .fleet
             .all(&ctx.account, &ctx.region, max_age)
             .await
             .map_err(moto_error)?;
-        resolve_targets(&targets, &fleet)?
+        let selected = resolve_targets(&targets, &fleet)?
             .into_iter()
             .filter(|i| managed(i))
-            .collect()
-    } else {
-        let found = sim
-            .fleet
-            .by_ids(&ctx.account, &ctx.region, &instance_ids, max_age)
-            .await
-            .map_err(moto_error)?;
-        let bad: Vec<&String> = instance_ids
-            .iter()
-            .filter(|id| !found.iter().any(|i| &i.id == *id && managed(i)))
             .collect();
-        if !bad.is_empty() {
-            let bad: Vec<&str> = bad.iter().map(|s| s.as_str()).collect();
-            return Err(error(
-                "InvalidInstanceId",
-                &format!(
-                    "Instances [[{}]] not in a valid state for account {}",
-                    bad.join(", "),
-                    ctx.account
-                ),
-            ));
-        }
-        found
-    };
-
-    let now = Utc::now();
-    let command_id = uuid::Uuid::new_v4().to_string();
-    let invocations: Vec<Invocation> = selected
+        return Ok((instance_ids, targets, selected));
+    }
+    let found = sim
+        .fleet
+        .by_ids(&ctx.account, &ctx.region, &instance_ids, max_age)
+        .await
+        .map_err(moto_error)?;
+    let bad: Vec<&str> = instance_ids
         .iter()
-        .map(|instance| Invocation {
-            instance_id: instance.id.clone(),
-            instance_name: instance.private_dns.clone().unwrap_or_default(),
-            platform: platform_of(instance),
-            behaviour: Behaviour::of(instance),
-            state: InvState::Pending,
-            kill: None,
-            before_reboots: None,
-        })
+        .filter(|id| !found.iter().any(|i| &i.id == *id && managed(i)))
+        .map(String::as_str)
         .collect();
-    let mut command = Command {
-        id: command_id.clone(),
-        region: ctx.region.clone(),
-        document,
-        document_version,
-        parameters,
-        comment: comment.clone(),
-        instance_ids: instance_ids.clone(),
-        targets,
-        requested_at: now,
-        requested: Instant::now(),
-        timeout_seconds,
-        output: OutputSettings {
-            s3_bucket: bucket,
-            s3_prefix: prefix,
-            log_group,
-        },
-        max_concurrency,
-        max_errors,
-        cancel_requested: false,
-        released: 0,
-        stopped_by_errors: false,
-        invocations,
-    };
-    // MaxConcurrency: the first ones go now, the rest as these end.
-    let released = super::agent::releases(&mut command);
-    let body = json!({ "Command": command.to_json() });
-    let (epoch, index) = {
-        let mut store = sim.ssm.store.lock().expect("ssm lock");
-        let epoch = store.epoch;
-        let scope = store
-            .scopes
-            .entry((ctx.account.clone(), ctx.region.clone()))
-            .or_default();
-        scope.push(command);
-        (epoch, scope.len() - 1)
-    };
-    let key = Key {
+    if !bad.is_empty() {
+        return Err(error(
+            "InvalidInstanceId",
+            &format!(
+                "Instances [[{}]] not in a valid state for account {}",
+                bad.join(", "),
+                ctx.account
+            ),
+        ));
+    }
+    Ok((instance_ids, targets, found))
+}
+
+/// Keeps `command` in its (account, region); the key of its first
+/// invocation.
+fn store_command(sim: &SimState, ctx: &Ctx, command: Command) -> Key {
+    let mut store = sim.ssm.store.lock().expect("ssm lock");
+    let epoch = store.epoch;
+    let scope = store
+        .scopes
+        .entry((ctx.account.clone(), ctx.region.clone()))
+        .or_default();
+    scope.push(command);
+    Key {
         epoch,
         account: ctx.account.clone(),
         region: ctx.region.clone(),
-        command: index,
+        command: scope.len() - 1,
         invocation: 0,
-    };
-    sim.ssm.start_released(sim, &key, released);
-    sim.audit(AuditEntry {
-        at: now.to_rfc3339(),
-        account: ctx.account.clone(),
-        region: ctx.region.clone(),
-        command_id,
-        document_name: document_name.to_owned(),
-        instance_ids: selected.iter().map(|i| i.id.clone()).collect(),
-        comment,
-        principal: ctx.principal.clone(),
-    });
-    Ok(body)
+    }
 }
 
 fn resolve_targets(targets: &Value, fleet: &[InstanceFact]) -> Result<Vec<InstanceFact>, ApiError> {
