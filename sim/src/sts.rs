@@ -29,7 +29,9 @@ fn validation(message: &str) -> Resp {
     sts_error(StatusCode::BAD_REQUEST, "ValidationError", message)
 }
 
-/// Handles an STS AssumeRole request from `caller`.
+/// Handles an STS AssumeRole request from `caller`: the request checked as
+/// STS checks it, the role and its trust policy as IAM enforces them, then
+/// moto's credentials, remembered as the session they are.
 pub async fn assume_role(
     sim: &SimState,
     caller: &Caller,
@@ -38,55 +40,131 @@ pub async fn assume_role(
     body: Bytes,
 ) -> Resp {
     let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-
-    let Some(role_arn) = get("RoleArn") else {
-        return validation(
-            "1 validation error detected: Value null at 'roleArn' failed to satisfy constraint: Member must not be null",
-        );
+    let request = match AssumeRequest::parse(&params) {
+        Ok(request) => request,
+        Err(message) => return validation(&message),
     };
-    let session_name = get("RoleSessionName").unwrap_or_default();
-    let session_ok = (2..=64).contains(&session_name.len())
-        && session_name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
-    if !session_ok {
-        return validation(&format!(
-            "1 validation error detected: Value '{session_name}' at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]*"
-        ));
+    let (arn, role) = match authorize(sim, caller, &request).await {
+        Ok(allowed) => allowed,
+        Err(refusal) => return refusal,
+    };
+    let granted = sim
+        .tunables()
+        .session_ttl_seconds
+        .map_or(request.duration, |cap| request.duration.min(cap));
+    let forwarded: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params.iter().filter(|(k, _)| k != "DurationSeconds"))
+        .append_pair("DurationSeconds", &granted.to_string())
+        .finish();
+    let response = match sim
+        .moto
+        .forward(Method::POST, path_and_query, headers, Bytes::from(forwarded))
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => return sts_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", &error.to_string()),
+    };
+    if !response.status().is_success() {
+        return response;
     }
-    let source_identity = get("SourceIdentity");
-    if let Some(identity) = source_identity {
-        let ok = (2..=64).contains(&identity.len())
-            && identity
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
-        if !ok {
-            return validation(&format!(
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    remember(
+        sim,
+        caller,
+        &request,
+        (&arn, &role),
+        granted,
+        &String::from_utf8_lossy(&bytes),
+    );
+    http::Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/xml")
+        .body(http_body_util::Full::new(bytes))
+        .expect("static response parts are valid")
+}
+
+/// An AssumeRole request's parameters, checked as STS checks them.
+struct AssumeRequest {
+    role_arn: String,
+    session_name: String,
+    source_identity: Option<String>,
+    external_id: Option<String>,
+    tags: Vec<(String, String)>,
+    duration: u64,
+}
+
+impl AssumeRequest {
+    /// The request, or the ValidationError message STS would answer.
+    fn parse(params: &[(String, String)]) -> Result<Self, String> {
+        let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let Some(role_arn) = get("RoleArn") else {
+            return Err(String::from(
+                "1 validation error detected: Value null at 'roleArn' failed to satisfy constraint: Member must not be null",
+            ));
+        };
+        let name_ok = |value: &str| {
+            (2..=64).contains(&value.len())
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+        };
+        let session_name = get("RoleSessionName").unwrap_or_default();
+        if !name_ok(session_name) {
+            return Err(format!(
+                "1 validation error detected: Value '{session_name}' at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]*"
+            ));
+        }
+        let source_identity = get("SourceIdentity");
+        if let Some(identity) = source_identity
+            && !name_ok(identity)
+        {
+            return Err(format!(
                 "1 validation error detected: Value '{identity}' at 'sourceIdentity' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]*"
             ));
         }
-    }
-    let tags: Vec<(String, String)> = (1..=50)
-        .map_while(|n| {
-            let key = get(&format!("Tags.member.{n}.Key"))?;
-            Some((
-                key.to_owned(),
-                get(&format!("Tags.member.{n}.Value")).unwrap_or_default().to_owned(),
-            ))
+        let tags: Vec<(String, String)> = (1..=50)
+            .map_while(|n| {
+                let key = get(&format!("Tags.member.{n}.Key"))?;
+                Some((
+                    key.to_owned(),
+                    get(&format!("Tags.member.{n}.Value")).unwrap_or_default().to_owned(),
+                ))
+            })
+            .collect();
+        let duration: u64 = match get("DurationSeconds").map(str::parse) {
+            None => 3_600,
+            Some(Ok(seconds)) => seconds,
+            Some(Err(_)) => return Err(String::from("DurationSeconds must be a number")),
+        };
+        if duration < MIN_DURATION {
+            return Err(format!(
+                "1 validation error detected: Value '{duration}' at 'durationSeconds' failed to satisfy constraint: Member must have value greater than or equal to {MIN_DURATION}"
+            ));
+        }
+        Ok(Self {
+            role_arn: role_arn.to_owned(),
+            session_name: session_name.to_owned(),
+            source_identity: source_identity.map(str::to_owned),
+            external_id: get("ExternalId").map(str::to_owned),
+            tags,
+            duration,
         })
-        .collect();
-    let requested: u64 = match get("DurationSeconds").map(str::parse) {
-        None => 3_600,
-        Some(Ok(seconds)) => seconds,
-        Some(Err(_)) => return validation("DurationSeconds must be a number"),
-    };
-    if requested < MIN_DURATION {
-        return validation(&format!(
-            "1 validation error detected: Value '{requested}' at 'durationSeconds' failed to satisfy constraint: Member must have value greater than or equal to {MIN_DURATION}"
-        ));
     }
+}
 
+/// Whether `caller` may assume the role `request` names, as IAM decides:
+/// the role exists (AccessDenied otherwise, so that nobody can probe which
+/// do), its trust policy allows each action the request takes, and the
+/// duration fits role chaining and the role's maximum.
+async fn authorize(
+    sim: &SimState,
+    caller: &Caller,
+    request: &AssumeRequest,
+) -> Result<(muster_common::domain::RoleArn, crate::moto::RoleInfo), Resp> {
+    let role_arn = request.role_arn.as_str();
     let denied_for = |action: &str| {
         sts_error(
             StatusCode::FORBIDDEN,
@@ -97,128 +175,105 @@ pub async fn assume_role(
             ),
         )
     };
-    let denied = || denied_for("sts:AssumeRole");
     let Ok(arn) = muster_common::domain::RoleArn::parse(role_arn) else {
-        return validation(&format!("{role_arn} is invalid"));
+        return Err(validation(&format!("{role_arn} is invalid")));
     };
-    // AWS answers AccessDenied for a role that does not exist, so that callers
-    // cannot probe which roles exist.
     let role = match sim.moto.get_role(arn.account.as_str(), &arn.name).await {
         Ok(Some(role)) => role,
         Ok(None) => {
             tracing::info!(role = role_arn, caller = %caller.principal_arn, "assume role denied: role does not exist");
-            return denied();
+            return Err(denied_for("sts:AssumeRole"));
         }
         Err(error) => {
             tracing::warn!(%error, "role lookup in moto failed");
-            return sts_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", &error.to_string());
+            return Err(sts_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalFailure",
+                &error.to_string(),
+            ));
         }
     };
     // A role with a path is named by its full ARN; the request may omit the
     // path only if the role has none.
     if !role.arn.ends_with(&format!(":role{}{}", arn.path, arn.name)) {
-        return denied();
+        return Err(denied_for("sts:AssumeRole"));
     }
     // As IAM does: setting a SourceIdentity and tagging the session are
     // actions of their own, each of which the trust policy must allow.
     let mut actions = vec!["sts:AssumeRole"];
-    if source_identity.is_some() {
+    if request.source_identity.is_some() {
         actions.push("sts:SetSourceIdentity");
     }
-    if !tags.is_empty() {
+    if !request.tags.is_empty() {
         actions.push("sts:TagSession");
     }
     for action in actions {
-        let request = policy::Request {
+        let trust_request = policy::Request {
             caller,
             action,
-            external_id: get("ExternalId"),
-            session_name,
-            source_identity,
+            external_id: request.external_id.as_deref(),
+            session_name: &request.session_name,
+            source_identity: request.source_identity.as_deref(),
         };
-        let decision = policy::evaluate_trust(&role.trust_policy, &request);
+        let decision = policy::evaluate_trust(&role.trust_policy, &trust_request);
         if decision != Decision::Allow {
             tracing::info!(role = role_arn, caller = %caller.principal_arn, action, ?decision, "assume role denied by trust policy");
-            return denied_for(action);
+            return Err(denied_for(action));
         }
     }
-    if caller.is_role_session() && requested > CHAINED_MAX {
-        return validation(
+    if caller.is_role_session() && request.duration > CHAINED_MAX {
+        return Err(validation(
             "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.",
-        );
+        ));
     }
-    if requested > role.max_session_seconds {
-        return validation("The requested DurationSeconds exceeds the MaxSessionDuration set for this role.");
+    if request.duration > role.max_session_seconds {
+        return Err(validation(
+            "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+        ));
     }
+    Ok((arn, role))
+}
 
-    let tunables = sim.tunables();
-    let granted = tunables.session_ttl_seconds.map_or(requested, |cap| requested.min(cap));
-    let forwarded: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params.iter().map(|(k, v)| {
-            if k == "DurationSeconds" {
-                (k.as_str(), granted.to_string())
-            } else {
-                (k.as_str(), v.clone())
-            }
-        }))
-        .extend_pairs(
-            get("DurationSeconds")
-                .is_none()
-                .then(|| ("DurationSeconds", granted.to_string())),
-        )
-        .finish();
-    let response = match sim
-        .moto
-        .forward(Method::POST, path_and_query, headers, Bytes::from(forwarded))
-        .await
-    {
-        Ok(response) => response,
-        Err(error) => return sts_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", &error.to_string()),
+/// Remembers the session moto issued (its XML answer): whose keys they
+/// are until when, the AssumeRole for the audit, and the secrets, which
+/// must never show up in muster's logs.
+fn remember(
+    sim: &SimState,
+    caller: &Caller,
+    request: &AssumeRequest,
+    (arn, role): (&muster_common::domain::RoleArn, &crate::moto::RoleInfo),
+    granted: u64,
+    answer: &str,
+) {
+    let (Some(access_key), Some(session_arn)) = (xml_text(answer, "AccessKeyId"), xml_text(answer, "Arn")) else {
+        tracing::warn!("AssumeRole answer from moto had no credentials");
+        return;
     };
-    if response.status().is_success() {
-        let bytes = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes);
-        match (xml_text(&text, "AccessKeyId"), xml_text(&text, "Arn")) {
-            (Some(access_key), Some(session_arn)) => {
-                let expires_at = SystemTime::now() + Duration::from_secs(granted);
-                let secret = xml_text(&text, "SecretAccessKey").unwrap_or_default();
-                sim.identities.register(
-                    &access_key,
-                    &secret,
-                    Caller {
-                        account: arn.account.as_str().to_owned(),
-                        principal_arn: session_arn,
-                        role_arn: Some(role.arn.clone()),
-                    },
-                    expires_at,
-                );
-                sim.assumed.lock().expect("assumed lock").push(AssumedRole {
-                    at: chrono::Utc::now().to_rfc3339(),
-                    role_arn: role.arn.clone(),
-                    session_name: session_name.to_owned(),
-                    source_identity: source_identity.map(str::to_owned),
-                    tags: tags.clone(),
-                    caller: caller.principal_arn.clone(),
-                });
-                sim.issued_secrets.lock().expect("issued lock").extend(
-                    [xml_text(&text, "SecretAccessKey"), xml_text(&text, "SessionToken")]
-                        .into_iter()
-                        .flatten(),
-                );
-                tracing::debug!(role = %role.arn, session = session_name, granted, "role assumed");
-            }
-            _ => tracing::warn!("AssumeRole answer from moto had no credentials"),
-        }
-        return http::Response::builder()
-            .status(StatusCode::OK)
-            .header("content-type", "text/xml")
-            .body(http_body_util::Full::new(bytes))
-            .expect("static response parts are valid");
-    }
-    response
+    let secret = xml_text(answer, "SecretAccessKey").unwrap_or_default();
+    sim.identities.register(
+        &access_key,
+        &secret,
+        Caller {
+            account: arn.account.as_str().to_owned(),
+            principal_arn: session_arn,
+            role_arn: Some(role.arn.clone()),
+        },
+        SystemTime::now() + Duration::from_secs(granted),
+    );
+    sim.assumed.lock().expect("assumed lock").push(AssumedRole {
+        at: chrono::Utc::now().to_rfc3339(),
+        role_arn: role.arn.clone(),
+        session_name: request.session_name.clone(),
+        source_identity: request.source_identity.clone(),
+        tags: request.tags.clone(),
+        caller: caller.principal_arn.clone(),
+    });
+    sim.issued_secrets.lock().expect("issued lock").extend(
+        [xml_text(answer, "SecretAccessKey"), xml_text(answer, "SessionToken")]
+            .into_iter()
+            .flatten(),
+    );
+    tracing::debug!(role = %role.arn, session = %request.session_name, granted, "role assumed");
 }
 
 /// Handles STS GetCallerIdentity for a session the sim handed out, as AWS
