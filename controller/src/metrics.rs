@@ -372,6 +372,17 @@ pub async fn render(ctl: &Controller) -> String {
     );
     let snapshot = snapshot.unwrap_or_default();
 
+    register_store_state(&mut registry, ctl, &snapshot);
+    register_counters(&mut registry, m);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+    out
+}
+
+/// What the store holds now: campaigns, tasks and targets by state, the
+/// backlog and the scaling signal, its size.
+fn register_store_state(registry: &mut Registry, ctl: &Controller, snapshot: &Snapshot) {
+    let m = &ctl.metrics;
     let campaigns = Family::<StateLabel, Gauge>::default();
     for &(state, n) in &snapshot.campaigns {
         campaigns
@@ -444,6 +455,23 @@ pub async fn render(ctl: &Controller) -> String {
         ),
     );
 
+    registry.register(
+        "tasks_overdue",
+        "Tasks on the queue longer than --requeue-after without a lease (0 unless the queue loses messages)",
+        ConstGauge::new(snapshot.overdue),
+    );
+    registry.register(
+        "store_bytes",
+        "Size of the store: SQLite's files on disk (database and write-ahead log), or PostgreSQL's database",
+        ConstGauge::new(match ctl.store.file() {
+            Some(path) => store_bytes(path),
+            None => snapshot.database_bytes.unwrap_or(0),
+        }),
+    );
+}
+
+/// The counters and gauges the controller keeps as it works.
+fn register_counters(registry: &mut Registry, m: &Metrics) {
     registry.register(
         "tasks_enqueued",
         "Task references put on the SQS queue",
@@ -518,14 +546,6 @@ pub async fn render(ctl: &Controller) -> String {
         m.store_rows.clone(),
     );
     registry.register(
-        "store_bytes",
-        "Size of the store: SQLite's files on disk (database and write-ahead log), or PostgreSQL's database",
-        ConstGauge::new(match ctl.store.file() {
-            Some(path) => store_bytes(path),
-            None => snapshot.database_bytes.unwrap_or(0),
-        }),
-    );
-    registry.register(
         "dead_letters",
         "Messages drained from the dead-letter queue, by outcome: requeued, stale, unreadable",
         m.dead_letters.clone(),
@@ -541,11 +561,6 @@ pub async fn render(ctl: &Controller) -> String {
         m.await_commands.clone(),
     );
     registry.register(
-        "tasks_overdue",
-        "Tasks on the queue longer than --requeue-after without a lease (0 unless the queue loses messages)",
-        ConstGauge::new(snapshot.overdue),
-    );
-    registry.register(
         "results_ingested",
         "Target results recorded from workers",
         m.results_ingested.clone(),
@@ -555,9 +570,6 @@ pub async fn render(ctl: &Controller) -> String {
         "Target results reported again and ignored (already recorded)",
         m.results_duplicate.clone(),
     );
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
-    out
 }
 
 /// Whether the controller can do its work: the store answers and the task
