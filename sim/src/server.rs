@@ -16,7 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{FaultKind, FaultRule, FaultWhen};
+use crate::config::{FaultKind, FaultRule, FaultWhen, Tunables};
 use crate::identity::KeyState;
 use crate::limits::{self, CallKey};
 use crate::protocol::{self, Protocol, Resp};
@@ -104,17 +104,7 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
         KeyState::Valid(caller) => caller,
         KeyState::Expired => {
             state.count(service, &api, "expired_token");
-            let code = if protocol == Protocol::AwsJson {
-                "ExpiredTokenException"
-            } else {
-                "ExpiredToken"
-            };
-            return Ok(protocol::error(
-                protocol,
-                StatusCode::BAD_REQUEST,
-                code,
-                "The security token included in the request is expired",
-            ));
+            return Ok(expired_token(protocol));
         }
     };
 
@@ -137,101 +127,27 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
             return answer;
         }
     }
-    let key = CallKey {
-        account: caller.account.clone(),
-        region: scope.region.clone(),
-        service: service.to_owned(),
-        api: api.clone(),
-    };
-    if tunables.throttling && !state.limits.admit(&key, &tunables.quotas) {
-        state.count(service, &api, "throttled");
+    if !admitted(&state, &tunables, (&caller.account, &scope.region), (service, &api)) {
         return Ok(protocol::throttling(service, protocol));
     }
     if let Some(delay) = limits::latency(tunables.latency_ms) {
         tokio::time::sleep(delay).await;
     }
 
-    // GetCallerIdentity of a session the sim handed out is answered here,
-    // its signature verified; of a static key, by moto.
-    let session_secret = (service == "sts" && api == "GetCallerIdentity")
-        .then(|| state.identities.secret(&scope.access_key))
-        .flatten();
-    let response = match (service, session_secret) {
-        ("ssm", _) => {
-            let ctx = Ctx {
-                account: caller.account.clone(),
-                region: scope.region.clone(),
-                principal: caller.principal_arn.clone(),
-            };
-            state.ssm.handle(&api, &ctx, &body).await
-        }
-        ("sts", _) if sts::is_assume_role(&parts.method, &api) => {
-            sts::assume_role(&state, &caller, &parts.headers, &path_and_query, body).await
-        }
-        ("sts", Some(secret)) => {
-            let request = sigv4::Request {
-                method: parts.method.as_str(),
-                path: &path,
-                query: query.as_deref(),
-                headers: &parts.headers,
-                body: &body,
-            };
-            sts::get_caller_identity(&scope.access_key, &caller, &secret, &request)
-        }
-        ("sts", None) if api == "GetCallerIdentity" && !parts.headers.contains_key(http::header::AUTHORIZATION) => {
-            sts::unverifiable_presigned(&scope.access_key)
-        }
-        ("ec2", _) if api == "DescribeInstances" => {
-            let listing = Listing {
-                account: caller.account.clone(),
-                region: scope.region.clone(),
-                request: describe_request(&path_and_query, &body),
-                max_age: std::time::Duration::from_millis(tunables.fleet_cache_ms),
-            };
-            let call = Forwarded {
-                method: parts.method.clone(),
-                path_and_query: path_and_query.clone(),
-                headers: parts.headers.clone(),
-                body,
-            };
-            describe_instances(state.clone(), listing, call).await
-        }
-        _ if crate::cbor::is_rpc_v2(&parts.headers) => match crate::cbor::json_request(&path, &parts.headers, &body) {
-            Ok((headers, json)) => {
-                let answer = forward(
-                    &state,
-                    service,
-                    &caller.account,
-                    http::Method::POST,
-                    "/",
-                    &headers,
-                    json,
-                )
-                .await;
-                let (answer, body) = answer.into_parts();
-                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                crate::cbor::cbor_response(answer.status, &body)
-            }
-            Err(why) => crate::cbor::refusal(&why),
-        },
-        _ => {
-            let response = forward(
-                &state,
-                service,
-                &caller.account,
-                parts.method,
-                &path_and_query,
-                &parts.headers,
-                body,
-            )
-            .await;
-            if service == "ec2" {
-                observe_ec2(&state, &caller.account, &scope.region, &api, None, response).await
-            } else {
-                response
-            }
-        }
+    let signed = Signed {
+        method: parts.method,
+        path,
+        query,
+        path_and_query,
+        headers: parts.headers,
+        body,
+        access_key: scope.access_key.clone(),
+        region: scope.region.clone(),
+        service,
+        api: &api,
+        caller: &caller,
     };
+    let response = serve_call(&state, signed, tunables.fleet_cache_ms).await;
     let outcome = match response.status() {
         s if s.is_success() || s.is_redirection() => "ok",
         s if s.is_client_error() => "client_error",
@@ -250,6 +166,150 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
         }
     }
     Ok(response)
+}
+
+/// What STS, SSM and the rest answer a call signed with an expired
+/// session's key.
+fn expired_token(protocol: Protocol) -> Resp {
+    let code = if protocol == Protocol::AwsJson {
+        "ExpiredTokenException"
+    } else {
+        "ExpiredToken"
+    };
+    protocol::error(
+        protocol,
+        StatusCode::BAD_REQUEST,
+        code,
+        "The security token included in the request is expired",
+    )
+}
+
+/// Whether the (account, region)'s quota for the API admits the call now;
+/// a throttled call is counted.
+fn admitted(
+    state: &SimState,
+    tunables: &Tunables,
+    (account, region): (&str, &str),
+    (service, api): (&str, &str),
+) -> bool {
+    if !tunables.throttling {
+        return true;
+    }
+    let key = CallKey {
+        account: account.to_owned(),
+        region: region.to_owned(),
+        service: service.to_owned(),
+        api: api.to_owned(),
+    };
+    let admitted = state.limits.admit(&key, &tunables.quotas);
+    if !admitted {
+        state.count(service, api, "throttled");
+    }
+    admitted
+}
+
+/// A signed AWS call that passed the gates (identity, faults, quotas).
+struct Signed<'a> {
+    method: http::Method,
+    path: String,
+    query: Option<String>,
+    path_and_query: String,
+    headers: http::HeaderMap,
+    body: Bytes,
+    access_key: String,
+    region: String,
+    service: &'a str,
+    api: &'a str,
+    caller: &'a crate::identity::Caller,
+}
+
+/// Serves a call: SSM Run Command and STS's AssumeRole and
+/// GetCallerIdentity here, DescribeInstances from the fleet cache, the
+/// rest by moto (CBOR-encoded calls translated to JSON and back).
+async fn serve_call(state: &Arc<SimState>, call: Signed<'_>, fleet_cache_ms: u64) -> Resp {
+    // GetCallerIdentity of a session the sim handed out is answered here,
+    // its signature verified; of a static key, by moto.
+    let session_secret = (call.service == "sts" && call.api == "GetCallerIdentity")
+        .then(|| state.identities.secret(&call.access_key))
+        .flatten();
+    match (call.service, session_secret) {
+        ("ssm", _) => {
+            let ctx = Ctx {
+                account: call.caller.account.clone(),
+                region: call.region.clone(),
+                principal: call.caller.principal_arn.clone(),
+            };
+            state.ssm.handle(call.api, &ctx, &call.body).await
+        }
+        ("sts", _) if sts::is_assume_role(&call.method, call.api) => {
+            sts::assume_role(state, call.caller, &call.headers, &call.path_and_query, call.body).await
+        }
+        ("sts", Some(secret)) => {
+            let request = sigv4::Request {
+                method: call.method.as_str(),
+                path: &call.path,
+                query: call.query.as_deref(),
+                headers: &call.headers,
+                body: &call.body,
+            };
+            sts::get_caller_identity(&call.access_key, call.caller, &secret, &request)
+        }
+        ("sts", None) if call.api == "GetCallerIdentity" && !call.headers.contains_key(http::header::AUTHORIZATION) => {
+            sts::unverifiable_presigned(&call.access_key)
+        }
+        ("ec2", _) if call.api == "DescribeInstances" => {
+            let listing = Listing {
+                account: call.caller.account.clone(),
+                region: call.region.clone(),
+                request: describe_request(&call.path_and_query, &call.body),
+                max_age: std::time::Duration::from_millis(fleet_cache_ms),
+            };
+            let forwarded = Forwarded {
+                method: call.method,
+                path_and_query: call.path_and_query,
+                headers: call.headers,
+                body: call.body,
+            };
+            describe_instances(state.clone(), listing, forwarded).await
+        }
+        _ if crate::cbor::is_rpc_v2(&call.headers) => {
+            match crate::cbor::json_request(&call.path, &call.headers, &call.body) {
+                Ok((headers, json)) => {
+                    let answer = forward(
+                        state,
+                        call.service,
+                        &call.caller.account,
+                        http::Method::POST,
+                        "/",
+                        &headers,
+                        json,
+                    )
+                    .await;
+                    let (answer, body) = answer.into_parts();
+                    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    crate::cbor::cbor_response(answer.status, &body)
+                }
+                Err(why) => crate::cbor::refusal(&why),
+            }
+        }
+        _ => {
+            let response = forward(
+                state,
+                call.service,
+                &call.caller.account,
+                call.method,
+                &call.path_and_query,
+                &call.headers,
+                call.body,
+            )
+            .await;
+            if call.service == "ec2" {
+                observe_ec2(state, &call.caller.account, &call.region, call.api, None, response).await
+            } else {
+                response
+            }
+        }
+    }
 }
 
 /// Makes the messages of a ReceiveMessage answer visible again at once (one
