@@ -335,6 +335,77 @@ pub struct Listeners {
     pub metrics: Option<TcpListener>,
 }
 
+/// Reflection v1, and v1alpha for the clients that speak only it
+/// (grpcio-reflection, Postman, older grpcurl). Both list what the campaign
+/// listener serves: WorkerService is on its own port.
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    [
+        "muster.v1.CampaignService",
+        "muster.v1.ScheduleService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]
+    .into_iter()
+    .fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(muster_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+        |builder, name| builder.with_service_name(name),
+    )
+}
+
+/// Claims leadership once, then starts the controller's loops: leadership,
+/// reconcile, notifications, schedules, the policy's reload, retention,
+/// the scaling signal and, when their queues are configured, Run Command
+/// events and the dead letters.
+async fn run_loops(
+    controller: &Arc<Controller>,
+    security: &Security,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut loops = Vec::new();
+    // The first claim before anything else: a lone controller leads (and
+    // extends the leases it finds) before it answers its first request.
+    leader::claim(controller, controller.settings.leader_ttl).await;
+    loops.push(tokio::spawn(leader::run(controller.clone(), shutdown.clone())));
+    loops.push(tokio::spawn(reconcile::run(controller.clone(), shutdown.clone())));
+    loops.push(tokio::spawn(notify::run(controller.clone(), shutdown.clone())));
+    loops.push(tokio::spawn(scheduler::run(
+        controller.clone(),
+        security.auth.clone(),
+        shutdown.clone(),
+    )));
+    loops.push(tokio::spawn(auth::watch_policy(
+        security.auth.clone(),
+        controller.clone(),
+        security.policy_poll,
+        shutdown.clone(),
+    )));
+    loops.push(tokio::spawn(retention::run(controller.clone(), shutdown.clone())));
+    loops.push(tokio::spawn(scaling::run(controller.clone(), shutdown.clone())));
+    if let Some(url) = controller.settings.command_events_queue_url.clone() {
+        loops.push(tokio::spawn(command_events::run(
+            controller.clone(),
+            url,
+            shutdown.clone(),
+        )));
+    }
+    let (stopping, endings) = (shutdown.clone(), controller.clone());
+    loops.push(tokio::spawn(async move {
+        stopping.cancelled().await;
+        endings.command_endings.stopping.cancel();
+    }));
+    if let Some(url) = controller.settings.dead_letter_queue_url.clone() {
+        loops.push(tokio::spawn(dead_letters::run(
+            controller.clone(),
+            url,
+            shutdown.clone(),
+        )));
+    }
+    loops
+}
+
 /// Serves CampaignService and WorkerService (and metrics), and runs the
 /// reconcile loop, until `shutdown`. Without TLS the API listeners must be
 /// on loopback.
@@ -373,25 +444,6 @@ pub async fn start(
         security.tls.as_ref().map(|t| t.worker_ca.as_slice()),
         true,
     )?;
-    // Reflection v1, and v1alpha for the clients that speak only it
-    // (grpcio-reflection, Postman, older grpcurl). Both list what this
-    // listener serves: WorkerService is on its own port.
-    let reflection_builder = || {
-        [
-            "muster.v1.CampaignService",
-            "muster.v1.ScheduleService",
-            "grpc.health.v1.Health",
-            "grpc.reflection.v1.ServerReflection",
-            "grpc.reflection.v1alpha.ServerReflection",
-        ]
-        .into_iter()
-        .fold(
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(muster_proto::v1::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
-            |builder, name| builder.with_service_name(name),
-        )
-    };
     let reflection = reflection_builder().build_v1().map_err(std::io::Error::other)?;
     let reflection_v1alpha = reflection_builder().build_v1alpha().map_err(std::io::Error::other)?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -459,44 +511,7 @@ pub async fn start(
             tracing::error!(%error, "worker API stopped");
         }
     }));
-    // The first claim before anything else: a lone controller leads (and
-    // extends the leases it finds) before it answers its first request.
-    leader::claim(&controller, controller.settings.leader_ttl).await;
-    tasks.push(tokio::spawn(leader::run(controller.clone(), shutdown.clone())));
-    tasks.push(tokio::spawn(reconcile::run(controller.clone(), shutdown.clone())));
-    tasks.push(tokio::spawn(notify::run(controller.clone(), shutdown.clone())));
-    tasks.push(tokio::spawn(scheduler::run(
-        controller.clone(),
-        security.auth.clone(),
-        shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(auth::watch_policy(
-        security.auth.clone(),
-        controller.clone(),
-        security.policy_poll,
-        shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(retention::run(controller.clone(), shutdown.clone())));
-    tasks.push(tokio::spawn(scaling::run(controller.clone(), shutdown.clone())));
-    if let Some(url) = controller.settings.command_events_queue_url.clone() {
-        tasks.push(tokio::spawn(command_events::run(
-            controller.clone(),
-            url,
-            shutdown.clone(),
-        )));
-    }
-    let (stopping, endings) = (shutdown.clone(), controller.clone());
-    tasks.push(tokio::spawn(async move {
-        stopping.cancelled().await;
-        endings.command_endings.stopping.cancel();
-    }));
-    if let Some(url) = controller.settings.dead_letter_queue_url.clone() {
-        tasks.push(tokio::spawn(dead_letters::run(
-            controller.clone(),
-            url,
-            shutdown.clone(),
-        )));
-    }
+    tasks.extend(run_loops(&controller, &security, &shutdown).await);
     let metrics_addr = match metrics {
         Some(listener) => {
             let (addr, server) = muster_common::telemetry::serve_metrics(
