@@ -416,7 +416,9 @@ pub struct Config {
 
 impl Config {
     /// Lays flags and environment over the file, applies the defaults and
-    /// checks every rule; an error names the setting.
+    /// checks every rule; an error names the setting. (Long on purpose: one
+    /// line or two per setting, each default next to its rule; the settings
+    /// with more to check have functions of their own.)
     pub fn resolve(args: Args) -> Result<Self, ConfigError> {
         let Args {
             options: o,
@@ -437,17 +439,18 @@ impl Config {
         let worker_listen = o.worker_listen.unwrap_or(([127, 0, 0, 1], 7071).into());
         let guardrails = guardrails(o.guardrails, &flags)?;
         let mut notifications = o.notifications;
-        notifications.event_bus = flags.event_bus.or(notifications.event_bus).filter(|b| !b.is_empty());
-        notifications.sns_topic = flags.sns_topic.or(notifications.sns_topic).filter(|t| !t.is_empty());
+        notifications.event_bus = flags
+            .event_bus
+            .clone()
+            .or(notifications.event_bus)
+            .filter(|b| !b.is_empty());
+        notifications.sns_topic = flags
+            .sns_topic
+            .clone()
+            .or(notifications.sns_topic)
+            .filter(|t| !t.is_empty());
         notifications.check().map_err(ConfigError::named)?;
-        let mut tokens = o.auth.tokens;
-        for text in &flags.api_tokens {
-            tokens.push(TokenEntry::parse("api_token", text).map_err(ConfigError::named)?);
-        }
-        let mut clients = o.auth.clients;
-        for text in &flags.api_clients {
-            clients.push(ClientEntry::parse("api_client", text).map_err(ConfigError::named)?);
-        }
+        let (tokens, clients) = callers(o.auth, &flags)?;
         let aws_endpoint_url = o.aws_endpoint_url;
         muster_common::config::check_insecure(
             o.insecure,
@@ -477,17 +480,7 @@ impl Config {
         security.metrics_token = muster_common::config::metrics_token(o.metrics_token)?;
         let retention_days = in_range("retention_days", o.retention_days, 90, 0..=36_500, "days")?;
         let scaling_interval = in_range("scaling_interval", o.scaling_interval, 60, 1..=300, "seconds")?;
-        let scaling = match o.scaling_namespace.filter(|n| !n.is_empty()) {
-            Some(namespace) => {
-                crate::scaling::check_namespace(&namespace)
-                    .map_err(|e| ConfigError::invalid("scaling_namespace", e))?;
-                Some(crate::scaling::ScalingSignal {
-                    namespace,
-                    interval: Duration::from_secs(scaling_interval),
-                })
-            }
-            None => None,
-        };
+        let scaling = scaling(o.scaling_namespace, scaling_interval)?;
         let mut access = o.access;
         if let Some(external_id) = flags.external_id {
             access.external_id = Some(external_id);
@@ -537,6 +530,34 @@ impl Config {
             security,
         })
     }
+}
+
+/// The file's tokens and client certificates, with those the flags add.
+fn callers(auth: AuthFile, flags: &TableFlags) -> Result<(Vec<TokenEntry>, Vec<ClientEntry>), ConfigError> {
+    let mut tokens = auth.tokens;
+    for text in &flags.api_tokens {
+        tokens.push(TokenEntry::parse("api_token", text).map_err(ConfigError::named)?);
+    }
+    let mut clients = auth.clients;
+    for text in &flags.api_clients {
+        clients.push(ClientEntry::parse("api_client", text).map_err(ConfigError::named)?);
+    }
+    Ok((tokens, clients))
+}
+
+/// The scaling signal, published only with a namespace.
+fn scaling(
+    namespace: Option<String>,
+    interval_seconds: u64,
+) -> Result<Option<crate::scaling::ScalingSignal>, ConfigError> {
+    let Some(namespace) = namespace.filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    crate::scaling::check_namespace(&namespace).map_err(|e| ConfigError::invalid("scaling_namespace", e))?;
+    Ok(Some(crate::scaling::ScalingSignal {
+        namespace,
+        interval: Duration::from_secs(interval_seconds),
+    }))
 }
 
 /// The file's guardrails with the flags' lists (each replacing the file's
