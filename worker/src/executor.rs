@@ -464,6 +464,13 @@ async fn sent_but_unreported(
     Ok(found)
 }
 
+/// Follows the batch's commands until every instance has a result: read
+/// when Run Command's event says one ended, else polled on the cadence
+/// that the campaign's run times suggest; cancelled when the campaign is,
+/// given up on when overdue. (Long on purpose: one loop whose wake-ups, a
+/// poll due, an event, a lease change, a hand-back, a sibling batch's run
+/// time, share the cadence state; what each wake-up does is in
+/// `cancel_pending`, `report_ended` and `give_up_on`.)
 #[allow(clippy::too_many_arguments)]
 async fn poll(
     ctx: &Context,
@@ -542,14 +549,7 @@ async fn poll(
         match lease.state() {
             LeaseState::Lost => return Err(TaskError::LeaseLost),
             LeaseState::Cancelled if !cancel_sent => {
-                for command in commands.iter().filter(|c| !c.pending.is_empty()) {
-                    let id = command.command_id.clone();
-                    scope
-                        .call(Api::CancelCommand, || scope.ssm.cancel_command().command_id(&id).send())
-                        .await
-                        .map_err(TaskError::Aws)?;
-                    tracing::info!(task_id, command_id = %command.command_id, "campaign cancelled; command cancelled");
-                }
+                cancel_pending(scope, task_id, commands).await?;
                 cancel_sent = true;
                 cadence = Cadence::new(None);
                 next = started.elapsed() + cadence.wait(Duration::ZERO);
@@ -558,59 +558,17 @@ async fn poll(
             _ => {}
         }
         for command in commands.iter_mut().filter(|c| !c.pending.is_empty()) {
-            let invocations = list_invocations(scope, &command.command_id)
-                .instrument(trace::step("poll", "internal"))
-                .await
-                .map_err(TaskError::Aws)?;
-            for invocation in invocations {
-                let id = invocation.instance_id().unwrap_or_default().to_owned();
-                let status = invocation.status().map(|s| s.as_str()).unwrap_or_default();
-                if !command.pending.contains(&id) || !output::is_final(status) {
-                    continue;
-                }
-                let result = output::result_of(scope, spec, &invocation)
-                    .instrument(trace::step("fetch output", "internal"))
-                    .await
-                    .map_err(TaskError::Aws)?;
-                if let Some(took) = ran_for(&invocation, &result) {
-                    longest = longest.max(Some(took));
-                }
-                command.pending.remove(&id);
-                results.report(result);
+            if let Some(took) = report_ended(scope, spec, command, results).await? {
+                longest = longest.max(Some(took));
             }
             if command.pending.is_empty() || command.sent.elapsed() <= give_up_after {
                 continue;
             }
-            // Overdue: cancel it, so it cannot run on unseen (its instances
-            // stay running, and count against max_concurrency, until SSM
-            // says where they ended), and give up only if SSM still says
-            // nothing after that.
-            match command.abandoned {
-                None => {
-                    let id = command.command_id.clone();
-                    let cancelled = scope
-                        .call(Api::CancelCommand, || scope.ssm.cancel_command().command_id(&id).send())
-                        .await;
-                    tracing::warn!(task_id, command_id = %command.command_id, cancelled = cancelled.is_ok(), "no final status in time; command cancelled");
-                    command.abandoned = Some(Instant::now());
-                    // SSM's answer to a cancel comes soon: poll from the start.
-                    cadence = Cadence::new(None);
-                    next = started.elapsed() + cadence.wait(Duration::ZERO);
-                    fallback.soon(started.elapsed());
-                }
-                Some(at) if at.elapsed() > ctx.abandon_grace => {
-                    let why = format!(
-                        "SSM gave no final status for command {} within {}s; it was cancelled",
-                        command.command_id,
-                        (give_up_after + ctx.abandon_grace).as_secs()
-                    );
-                    for id in std::mem::take(&mut command.pending) {
-                        let mut result = unsent_result(&id, TargetStatus::Error, &why);
-                        result.command_id = command.command_id.clone();
-                        results.report(result);
-                    }
-                }
-                Some(_) => {}
+            if give_up_on(ctx, scope, task_id, command, results, give_up_after).await {
+                // SSM's answer to a cancel comes soon: poll from the start.
+                cadence = Cadence::new(None);
+                next = started.elapsed() + cadence.wait(Duration::ZERO);
+                fallback.soon(started.elapsed());
             }
         }
         let pending_after = commands.iter().filter(|c| !c.pending.is_empty()).count();
@@ -628,6 +586,91 @@ async fn poll(
         ctx.durations.record(campaign_id, took);
     }
     Ok(())
+}
+
+/// Cancels the batch's commands that still have instances running: the
+/// campaign was cancelled.
+async fn cancel_pending(scope: &ScopeClients, task_id: &str, commands: &[Tracked]) -> Result<(), TaskError> {
+    for command in commands.iter().filter(|c| !c.pending.is_empty()) {
+        let id = command.command_id.clone();
+        scope
+            .call(Api::CancelCommand, || scope.ssm.cancel_command().command_id(&id).send())
+            .await
+            .map_err(TaskError::Aws)?;
+        tracing::info!(task_id, command_id = %command.command_id, "campaign cancelled; command cancelled");
+    }
+    Ok(())
+}
+
+/// Reads one listing of `command`'s invocations and reports each pending
+/// instance that ended, with its output; the longest of their run times.
+async fn report_ended(
+    scope: &ScopeClients,
+    spec: &ExecuteSpec,
+    command: &mut Tracked,
+    results: &mut Results<'_>,
+) -> Result<Option<Duration>, TaskError> {
+    let invocations = list_invocations(scope, &command.command_id)
+        .instrument(trace::step("poll", "internal"))
+        .await
+        .map_err(TaskError::Aws)?;
+    let mut longest = None;
+    for invocation in invocations {
+        let id = invocation.instance_id().unwrap_or_default().to_owned();
+        let status = invocation.status().map(|s| s.as_str()).unwrap_or_default();
+        if !command.pending.contains(&id) || !output::is_final(status) {
+            continue;
+        }
+        let result = output::result_of(scope, spec, &invocation)
+            .instrument(trace::step("fetch output", "internal"))
+            .await
+            .map_err(TaskError::Aws)?;
+        if let Some(took) = ran_for(&invocation, &result) {
+            longest = longest.max(Some(took));
+        }
+        command.pending.remove(&id);
+        results.report(result);
+    }
+    Ok(longest)
+}
+
+/// An overdue command: first cancelled, so it cannot run on unseen (its
+/// instances stay running, and count against max_concurrency, until SSM
+/// says where they ended); its instances end ERROR only if SSM still says
+/// nothing `abandon_grace` after that. True when the cancel was sent now.
+async fn give_up_on(
+    ctx: &Context,
+    scope: &ScopeClients,
+    task_id: &str,
+    command: &mut Tracked,
+    results: &mut Results<'_>,
+    give_up_after: Duration,
+) -> bool {
+    match command.abandoned {
+        None => {
+            let id = command.command_id.clone();
+            let cancelled = scope
+                .call(Api::CancelCommand, || scope.ssm.cancel_command().command_id(&id).send())
+                .await;
+            tracing::warn!(task_id, command_id = %command.command_id, cancelled = cancelled.is_ok(), "no final status in time; command cancelled");
+            command.abandoned = Some(Instant::now());
+            true
+        }
+        Some(at) if at.elapsed() > ctx.abandon_grace => {
+            let why = format!(
+                "SSM gave no final status for command {} within {}s; it was cancelled",
+                command.command_id,
+                (give_up_after + ctx.abandon_grace).as_secs()
+            );
+            for id in std::mem::take(&mut command.pending) {
+                let mut result = unsent_result(&id, TargetStatus::Error, &why);
+                result.command_id = command.command_id.clone();
+                results.report(result);
+            }
+            false
+        }
+        Some(_) => false,
+    }
 }
 
 /// From the send to an instance's end, on SSM's clock.
