@@ -47,155 +47,169 @@ fn summary(c: &muster_proto::v1::StatusCounters) -> String {
 pub fn print_campaign(campaign: &Campaign, style: Style, output: Output) {
     match output {
         Output::Json | Output::Yaml => render::print_message(campaign, output),
-        Output::Csv => render::print_csv(
-            &[
-                "account_id",
-                "region",
-                "scope_state",
-                "total",
-                "success",
-                "failed",
-                "timed_out",
-                "skipped",
-                "error",
-                "cancelled",
-                "terminated",
-                "undeliverable",
-            ],
-            campaign.scopes.iter().map(|s| {
-                let c = s.counters.unwrap_or_default();
-                let mut row = vec![s.account_id.clone(), s.region.clone(), render::scope_state(s.state)];
-                row.extend(
-                    [
-                        c.total,
-                        c.success,
-                        c.failed,
-                        c.timed_out,
-                        c.skipped,
-                        c.error,
-                        c.cancelled,
-                        c.terminated,
-                        c.undeliverable,
-                    ]
-                    .map(|n| n.to_string()),
-                );
-                row
-            }),
-        ),
+        Output::Csv => print_scopes_csv(campaign),
         Output::Table | Output::Wide => {
-            let spec = campaign.spec.clone().unwrap_or_default();
-            let c = campaign.counters.unwrap_or_default();
-            println!("{} {}", style.bold("campaign"), campaign.id);
-            if !spec.name.is_empty() {
-                println!("  name      {}", spec.name);
-            }
-            println!(
-                "  state     {}  {}",
-                style.status(render::campaign_state(campaign.state)),
-                style.dim(&campaign.state_reason)
-            );
-            println!("  targets   {}", summary(&c));
-            if let Some(threshold) = campaign.error_threshold {
-                println!("  errors    {} (max_errors allows {threshold})", campaign.errors);
-            }
-            println!(
-                "  created   {}  by {}",
-                render::time(&campaign.created_at),
-                campaign.submitted_by
-            );
-            if campaign.finished_at.is_some() {
-                println!("  finished  {}", render::time(&campaign.finished_at));
-            }
-            if let Some(export) = campaign.export.as_ref().filter(|e| !e.url.is_empty()) {
-                println!("  results   {}", export.url);
-            }
-            if !campaign.rerun_of.is_empty() {
-                println!("  rerun of  {}", campaign.rerun_of);
-            }
-            if let Some(approval) = &campaign.approval {
-                let decided = if approval.decided_by.is_empty() {
-                    format!("waits until {}", render::time(&approval.expires_at))
-                } else if approval.approved {
-                    format!("approved by {}", approval.decided_by)
-                } else {
-                    format!("rejected by {}", approval.decided_by)
-                };
-                println!("  approval  rule '{}' ({}): {decided}", approval.rule, approval.reason);
-            }
-            if let Some(window) = &campaign.window {
-                let closes = if window.closes_at.is_none() {
-                    "no window".to_owned()
-                } else {
-                    format!(
-                        "window {} to {} (then in-flight {}, the rest {})",
-                        render::time(&window.opened_at),
-                        render::time(&window.closes_at),
-                        window.on_window_end,
-                        window.after_window.replace('_', " ")
-                    )
-                };
-                println!(
-                    "  schedule  {} version {}: {closes}",
-                    window.schedule, window.schedule_version
-                );
-            }
-            for rerun in &campaign.reruns {
-                println!(
-                    "  rerun     {rerun}  (muster results {} --follow-reruns: each target's latest result)",
-                    campaign.id
-                );
-            }
+            print_details(campaign, style);
             print_stages(campaign, style);
-            if campaign.scopes.is_empty() {
-                return;
+            if !campaign.scopes.is_empty() {
+                print_scopes(campaign, style, output == Output::Wide);
             }
-            let wide = output == Output::Wide;
-            let mut headers = vec![
-                "account",
-                "region",
-                "discovery",
-                "ok",
-                "failed",
-                "timed out",
-                "skipped",
-                "other",
-                "total",
-            ];
-            if wide {
-                headers.extend(["running", "managed", "offline", "unmanaged"]);
-            }
-            let mut table = style.table(&headers);
-            for s in &campaign.scopes {
-                let c = s.counters.unwrap_or_default();
-                let state = if s.error.is_empty() {
-                    render::scope_state(s.state)
-                } else {
-                    format!("failed: {}", s.error)
-                };
-                let mut row = vec![
-                    Cell::new(&s.account_id),
-                    Cell::new(&s.region),
-                    Cell::new(state),
-                    Cell::new(c.success),
-                    Cell::new(c.failed + c.error),
-                    Cell::new(c.timed_out),
-                    Cell::new(c.skipped),
-                    Cell::new(c.total - c.success - c.failed - c.error - c.timed_out - c.skipped),
-                    Cell::new(c.total),
-                ];
-                if wide {
-                    row.extend([
-                        Cell::new(c.queued + c.running),
-                        Cell::new(s.managed),
-                        Cell::new(s.offline),
-                        Cell::new(s.unmanaged),
-                    ]);
-                }
-                table.add_row(row);
-            }
-            println!("{table}");
         }
     }
+}
+
+/// One CSV row per scope, with every counter.
+fn print_scopes_csv(campaign: &Campaign) {
+    render::print_csv(
+        &[
+            "account_id",
+            "region",
+            "scope_state",
+            "total",
+            "success",
+            "failed",
+            "timed_out",
+            "skipped",
+            "error",
+            "cancelled",
+            "terminated",
+            "undeliverable",
+        ],
+        campaign.scopes.iter().map(|s| {
+            let c = s.counters.unwrap_or_default();
+            let mut row = vec![s.account_id.clone(), s.region.clone(), render::scope_state(s.state)];
+            row.extend(
+                [
+                    c.total,
+                    c.success,
+                    c.failed,
+                    c.timed_out,
+                    c.skipped,
+                    c.error,
+                    c.cancelled,
+                    c.terminated,
+                    c.undeliverable,
+                ]
+                .map(|n| n.to_string()),
+            );
+            row
+        }),
+    );
+}
+
+/// The campaign's state, counts, who and when, approval and window.
+fn print_details(campaign: &Campaign, style: Style) {
+    let spec = campaign.spec.clone().unwrap_or_default();
+    let c = campaign.counters.unwrap_or_default();
+    println!("{} {}", style.bold("campaign"), campaign.id);
+    if !spec.name.is_empty() {
+        println!("  name      {}", spec.name);
+    }
+    println!(
+        "  state     {}  {}",
+        style.status(render::campaign_state(campaign.state)),
+        style.dim(&campaign.state_reason)
+    );
+    println!("  targets   {}", summary(&c));
+    if let Some(threshold) = campaign.error_threshold {
+        println!("  errors    {} (max_errors allows {threshold})", campaign.errors);
+    }
+    println!(
+        "  created   {}  by {}",
+        render::time(&campaign.created_at),
+        campaign.submitted_by
+    );
+    if campaign.finished_at.is_some() {
+        println!("  finished  {}", render::time(&campaign.finished_at));
+    }
+    if let Some(export) = campaign.export.as_ref().filter(|e| !e.url.is_empty()) {
+        println!("  results   {}", export.url);
+    }
+    if !campaign.rerun_of.is_empty() {
+        println!("  rerun of  {}", campaign.rerun_of);
+    }
+    if let Some(approval) = &campaign.approval {
+        let decided = if approval.decided_by.is_empty() {
+            format!("waits until {}", render::time(&approval.expires_at))
+        } else if approval.approved {
+            format!("approved by {}", approval.decided_by)
+        } else {
+            format!("rejected by {}", approval.decided_by)
+        };
+        println!("  approval  rule '{}' ({}): {decided}", approval.rule, approval.reason);
+    }
+    if let Some(window) = &campaign.window {
+        let closes = if window.closes_at.is_none() {
+            "no window".to_owned()
+        } else {
+            format!(
+                "window {} to {} (then in-flight {}, the rest {})",
+                render::time(&window.opened_at),
+                render::time(&window.closes_at),
+                window.on_window_end,
+                window.after_window.replace('_', " ")
+            )
+        };
+        println!(
+            "  schedule  {} version {}: {closes}",
+            window.schedule, window.schedule_version
+        );
+    }
+    for rerun in &campaign.reruns {
+        println!(
+            "  rerun     {rerun}  (muster results {} --follow-reruns: each target's latest result)",
+            campaign.id
+        );
+    }
+}
+
+/// One table row per scope; `wide` adds running, managed, offline and
+/// unmanaged.
+fn print_scopes(campaign: &Campaign, style: Style, wide: bool) {
+    let mut headers = vec![
+        "account",
+        "region",
+        "discovery",
+        "ok",
+        "failed",
+        "timed out",
+        "skipped",
+        "other",
+        "total",
+    ];
+    if wide {
+        headers.extend(["running", "managed", "offline", "unmanaged"]);
+    }
+    let mut table = style.table(&headers);
+    for s in &campaign.scopes {
+        let c = s.counters.unwrap_or_default();
+        let state = if s.error.is_empty() {
+            render::scope_state(s.state)
+        } else {
+            format!("failed: {}", s.error)
+        };
+        let mut row = vec![
+            Cell::new(&s.account_id),
+            Cell::new(&s.region),
+            Cell::new(state),
+            Cell::new(c.success),
+            Cell::new(c.failed + c.error),
+            Cell::new(c.timed_out),
+            Cell::new(c.skipped),
+            Cell::new(c.total - c.success - c.failed - c.error - c.timed_out - c.skipped),
+            Cell::new(c.total),
+        ];
+        if wide {
+            row.extend([
+                Cell::new(c.queued + c.running),
+                Cell::new(s.managed),
+                Cell::new(s.offline),
+                Cell::new(s.unmanaged),
+            ]);
+        }
+        table.add_row(row);
+    }
+    println!("{table}");
 }
 
 /// Tries of one SubmitCampaign when the controller cannot be reached or
@@ -382,8 +396,27 @@ pub async fn plan(client: &mut Client, args: &SpecArgs, style: Style, output: Ou
 
 /// `muster ls`.
 pub async fn ls(client: &mut Client, args: &LsArgs, style: Style, output: Output) -> Result<(), Failure> {
+    let states = campaign_states(&args.states)?;
+    let campaigns = campaigns_up_to(client, args, states).await?;
+    match output {
+        // The pages read, as one answer.
+        Output::Json | Output::Yaml => render::print_message(
+            &muster_proto::v1::ListCampaignsResponse {
+                campaigns,
+                next_page_token: String::new(),
+            },
+            output,
+        ),
+        Output::Csv => print_campaigns_csv(&campaigns),
+        Output::Table | Output::Wide => print_campaigns(&campaigns, style, output == Output::Wide),
+    }
+    Ok(())
+}
+
+/// `--state` names as the API's numbers.
+fn campaign_states(names: &[String]) -> Result<Vec<i32>, Failure> {
     let mut states = Vec::new();
-    for name in &args.states {
+    for name in names {
         let state = CampaignState::from_short_name(name).ok_or_else(|| {
             Failure::Input(format!(
                 "--state: '{name}' is not a campaign state (pending, discovering, running, cancelling, paused, awaiting_promotion, pending_approval, waiting_for_window, succeeded, completed_with_errors, failed, cancelled, planned)"
@@ -391,6 +424,12 @@ pub async fn ls(client: &mut Client, args: &LsArgs, style: Style, output: Output
         })?;
         states.push(state as i32);
     }
+    Ok(states)
+}
+
+/// The newest campaigns, `args.limit` at most, over as many pages as that
+/// takes.
+async fn campaigns_up_to(client: &mut Client, args: &LsArgs, states: Vec<i32>) -> Result<Vec<Campaign>, Failure> {
     let mut campaigns = Vec::new();
     let mut token = String::new();
     while campaigns.len() < args.limit as usize {
@@ -409,87 +448,83 @@ pub async fn ls(client: &mut Client, args: &LsArgs, style: Style, output: Output
         }
         token = page.next_page_token;
     }
-    match output {
-        // The pages read, as one answer.
-        Output::Json | Output::Yaml => render::print_message(
-            &muster_proto::v1::ListCampaignsResponse {
-                campaigns,
-                next_page_token: String::new(),
-            },
-            output,
-        ),
-        Output::Csv => render::print_csv(
-            &[
-                "id",
-                "name",
-                "state",
-                "created_at",
-                "total",
-                "success",
-                "failed",
-                "timed_out",
-                "skipped",
-                "started_at",
-                "finished_at",
-                "submitted_by",
-            ],
-            campaigns.iter().map(|c| {
-                let n = c.counters.unwrap_or_default();
-                let mut row = vec![
-                    c.id.clone(),
-                    c.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
-                    render::campaign_state(c.state).to_owned(),
-                    render::time(&c.created_at),
-                ];
-                row.extend([n.total, n.success, n.failed, n.timed_out, n.skipped].map(|n| n.to_string()));
-                row.extend([
-                    render::time(&c.started_at),
-                    render::time(&c.finished_at),
-                    c.submitted_by.clone(),
-                ]);
-                row
-            }),
-        ),
-        Output::Table | Output::Wide => {
-            let wide = output == Output::Wide;
-            let mut headers = vec!["id", "name", "state", "created", "targets", "ok", "failed", "skipped"];
-            if wide {
-                headers.extend(["running", "finished", "by", "labels"]);
-            }
-            let mut table = style.table(&headers);
-            for c in &campaigns {
-                let n = c.counters.unwrap_or_default();
-                let mut row = vec![
-                    Cell::new(&c.id),
-                    Cell::new(c.spec.as_ref().map(|s| s.name.as_str()).unwrap_or_default()),
-                    style.status_cell(render::campaign_state(c.state)),
-                    Cell::new(render::time(&c.created_at)),
-                    Cell::new(n.total),
-                    Cell::new(n.success),
-                    Cell::new(n.failed + n.timed_out + n.error + n.undeliverable),
-                    Cell::new(n.skipped),
-                ];
-                if wide {
-                    let labels = c.spec.as_ref().map(|s| {
-                        s.labels
-                            .iter()
-                            .map(|(k, v)| format!("{k}={v}"))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    });
-                    row.extend([
-                        Cell::new(n.queued + n.running),
-                        Cell::new(render::time(&c.finished_at)),
-                        Cell::new(&c.submitted_by),
-                        Cell::new(labels.unwrap_or_default()),
-                    ]);
-                }
-                table.add_row(row);
-            }
-            println!("{table}");
-        }
+    Ok(campaigns)
+}
+
+/// One CSV row per campaign.
+fn print_campaigns_csv(campaigns: &[Campaign]) {
+    render::print_csv(
+        &[
+            "id",
+            "name",
+            "state",
+            "created_at",
+            "total",
+            "success",
+            "failed",
+            "timed_out",
+            "skipped",
+            "started_at",
+            "finished_at",
+            "submitted_by",
+        ],
+        campaigns.iter().map(|c| {
+            let n = c.counters.unwrap_or_default();
+            let mut row = vec![
+                c.id.clone(),
+                c.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+                render::campaign_state(c.state).to_owned(),
+                render::time(&c.created_at),
+            ];
+            row.extend([n.total, n.success, n.failed, n.timed_out, n.skipped].map(|n| n.to_string()));
+            row.extend([
+                render::time(&c.started_at),
+                render::time(&c.finished_at),
+                c.submitted_by.clone(),
+            ]);
+            row
+        }),
+    );
+}
+
+/// One table row per campaign; `wide` adds running, finished, who and
+/// labels.
+fn print_campaigns(campaigns: &[Campaign], style: Style, wide: bool) {
+    let mut headers = vec!["id", "name", "state", "created", "targets", "ok", "failed", "skipped"];
+    if wide {
+        headers.extend(["running", "finished", "by", "labels"]);
     }
-    Ok(())
+    let mut table = style.table(&headers);
+    for c in campaigns {
+        let n = c.counters.unwrap_or_default();
+        let mut row = vec![
+            Cell::new(&c.id),
+            Cell::new(c.spec.as_ref().map(|s| s.name.as_str()).unwrap_or_default()),
+            style.status_cell(render::campaign_state(c.state)),
+            Cell::new(render::time(&c.created_at)),
+            Cell::new(n.total),
+            Cell::new(n.success),
+            Cell::new(n.failed + n.timed_out + n.error + n.undeliverable),
+            Cell::new(n.skipped),
+        ];
+        if wide {
+            let labels = c.spec.as_ref().map(|s| {
+                s.labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            });
+            row.extend([
+                Cell::new(n.queued + n.running),
+                Cell::new(render::time(&c.finished_at)),
+                Cell::new(&c.submitted_by),
+                Cell::new(labels.unwrap_or_default()),
+            ]);
+        }
+        table.add_row(row);
+    }
+    println!("{table}");
 }
 
 /// `muster audit`.
@@ -902,8 +937,34 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
         print_target_output(&target, style, output);
         return Ok(());
     }
+    let statuses = statuses(&args.statuses)?;
+    let all = all_targets(client, args, statuses, !output.is_table()).await?;
+    match output {
+        // The pages read, as one answer.
+        Output::Json | Output::Yaml => render::print_message(
+            &muster_proto::v1::ListTargetsResponse {
+                targets: all,
+                next_page_token: String::new(),
+            },
+            output,
+        ),
+        Output::Csv => print_targets_csv(&all),
+        Output::Table | Output::Wide => {
+            print_targets(&all, style, output == Output::Wide, args.follow_reruns);
+            eprintln!(
+                "{} targets; one target's output: muster results {} --instance <id>",
+                all.len(),
+                args.campaign_id
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `--status` names as the API's numbers.
+fn statuses(names: &[String]) -> Result<Vec<i32>, Failure> {
     let mut statuses = Vec::new();
-    for name in &args.statuses {
+    for name in names {
         let status = TargetStatus::from_short_name(name).ok_or_else(|| {
             Failure::Input(format!(
                 "--status: '{name}' is not a target status (success, failed, timed_out, cancelled, undeliverable, terminated, skipped, error, pending, queued, running)"
@@ -911,6 +972,16 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
         })?;
         statuses.push(status as i32);
     }
+    Ok(statuses)
+}
+
+/// Every page of the campaign's targets that `args` select.
+async fn all_targets(
+    client: &mut Client,
+    args: &ResultsArgs,
+    statuses: Vec<i32>,
+    include_output: bool,
+) -> Result<Vec<Target>, Failure> {
     let mut all = Vec::new();
     let mut token = String::new();
     loop {
@@ -923,7 +994,7 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
                 account_ids: args.accounts.clone(),
                 regions: args.regions.clone(),
                 instance_ids: Vec::new(),
-                include_output: !output.is_table(),
+                include_output,
                 follow_reruns: args.follow_reruns,
             })
             .await?
@@ -934,101 +1005,92 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
         }
         token = page.next_page_token;
     }
-    match output {
-        // The pages read, as one answer.
-        Output::Json | Output::Yaml => render::print_message(
-            &muster_proto::v1::ListTargetsResponse {
-                targets: all,
-                next_page_token: String::new(),
-            },
-            output,
-        ),
-        Output::Csv => render::print_csv(
-            &[
-                "campaign_id",
-                "account_id",
-                "region",
-                "instance_id",
-                "name",
-                "platform",
-                "status",
-                "exit_code",
-                "reason",
-                "command_id",
-                "finished_at",
-                "stdout_url",
-                "timeout_kind",
-                "started_at",
-                "document_name",
-            ],
-            all.iter().map(|t| {
-                vec![
-                    t.campaign_id.clone(),
-                    t.account_id.clone(),
-                    t.region.clone(),
-                    t.instance_id.clone(),
-                    t.name.clone(),
-                    render::platform(t.platform).to_owned(),
-                    render::target_status(t.status).to_owned(),
-                    t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
-                    t.reason.clone(),
-                    t.command_id.clone(),
-                    render::time(&t.finished_at),
-                    t.steps.first().map(|s| s.stdout_url.clone()).unwrap_or_default(),
-                    render::timeout_kind(t.timeout_kind).to_owned(),
-                    render::time(&t.started_at),
-                    t.document_name.clone(),
-                ]
-            }),
-        ),
-        Output::Table | Output::Wide => {
-            let wide = output == Output::Wide;
-            let mut headers = vec![
-                "account", "region", "instance", "name", "platform", "status", "exit", "reason",
-            ];
-            if args.follow_reruns {
-                headers.insert(0, "campaign");
-            }
-            if wide {
-                headers.extend(["command", "document", "started", "finished"]);
-            }
-            let mut table = style.table(&headers);
-            for t in &all {
-                // A wide table has room for the whole reason.
-                let reason: String = t.reason.chars().take(if wide { usize::MAX } else { 90 }).collect();
-                let mut row = Vec::with_capacity(headers.len());
-                if args.follow_reruns {
-                    row.push(Cell::new(&t.campaign_id));
-                }
-                row.extend([
-                    Cell::new(&t.account_id),
-                    Cell::new(&t.region),
-                    Cell::new(if t.instance_id.is_empty() { "-" } else { &t.instance_id }),
-                    Cell::new(&t.name),
-                    Cell::new(render::platform(t.platform)),
-                    style.status_cell(render::target_status(t.status)),
-                    Cell::new(t.exit_code.map(|c| c.to_string()).unwrap_or_default()),
-                    Cell::new(reason),
-                ]);
-                if wide {
-                    row.extend([
-                        Cell::new(&t.command_id),
-                        Cell::new(&t.document_name),
-                        Cell::new(render::time(&t.started_at)),
-                        Cell::new(render::time(&t.finished_at)),
-                    ]);
-                }
-                table.add_row(row);
-            }
-            println!("{table}");
-            eprintln!(
-                "{} targets; one target's output: muster results {} --instance <id>",
-                all.len(),
-                args.campaign_id
-            );
-        }
+    Ok(all)
+}
+
+/// One CSV row per target.
+fn print_targets_csv(all: &[Target]) {
+    render::print_csv(
+        &[
+            "campaign_id",
+            "account_id",
+            "region",
+            "instance_id",
+            "name",
+            "platform",
+            "status",
+            "exit_code",
+            "reason",
+            "command_id",
+            "finished_at",
+            "stdout_url",
+            "timeout_kind",
+            "started_at",
+            "document_name",
+        ],
+        all.iter().map(|t| {
+            vec![
+                t.campaign_id.clone(),
+                t.account_id.clone(),
+                t.region.clone(),
+                t.instance_id.clone(),
+                t.name.clone(),
+                render::platform(t.platform).to_owned(),
+                render::target_status(t.status).to_owned(),
+                t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                t.reason.clone(),
+                t.command_id.clone(),
+                render::time(&t.finished_at),
+                t.steps.first().map(|s| s.stdout_url.clone()).unwrap_or_default(),
+                render::timeout_kind(t.timeout_kind).to_owned(),
+                render::time(&t.started_at),
+                t.document_name.clone(),
+            ]
+        }),
+    );
+}
+
+/// One table row per target; `wide` adds the command, document and times,
+/// `follow_reruns` the campaign each result is from.
+fn print_targets(all: &[Target], style: Style, wide: bool, follow_reruns: bool) {
+    let mut headers = vec![
+        "account", "region", "instance", "name", "platform", "status", "exit", "reason",
+    ];
+    if follow_reruns {
+        headers.insert(0, "campaign");
     }
-    Ok(())
+    if wide {
+        headers.extend(["command", "document", "started", "finished"]);
+    }
+    let mut table = style.table(&headers);
+    for t in all {
+        // A wide table has room for the whole reason.
+        let reason: String = t.reason.chars().take(if wide { usize::MAX } else { 90 }).collect();
+        let mut row = Vec::with_capacity(headers.len());
+        if follow_reruns {
+            row.push(Cell::new(&t.campaign_id));
+        }
+        row.extend([
+            Cell::new(&t.account_id),
+            Cell::new(&t.region),
+            Cell::new(if t.instance_id.is_empty() { "-" } else { &t.instance_id }),
+            Cell::new(&t.name),
+            Cell::new(render::platform(t.platform)),
+            style.status_cell(render::target_status(t.status)),
+            Cell::new(t.exit_code.map(|c| c.to_string()).unwrap_or_default()),
+            Cell::new(reason),
+        ]);
+        if wide {
+            row.extend([
+                Cell::new(&t.command_id),
+                Cell::new(&t.document_name),
+                Cell::new(render::time(&t.started_at)),
+                Cell::new(render::time(&t.finished_at)),
+            ]);
+        }
+        table.add_row(row);
+    }
+    println!("{table}");
 }
 
 fn print_target_output(target: &Target, style: Style, output: Output) {
