@@ -1,16 +1,18 @@
-//! The worker against moto + muster-sim and an in-process WorkerService: each
-//! test is one behaviour of issue 3 as an operator would notice it.
+//! The worker against moto + muster-sim and the real controller in this
+//! process, its WorkerService behind a fault layer: each test is one
+//! behaviour of the worker as an operator would notice it.
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use muster_proto::v1::{Platform, TargetStatus, TaskRef};
+use muster_controller::store::records::task_state;
+use muster_proto::v1::{CampaignState, OutputConfig, Platform, TagFilter, Target, TargetStatus, TaskKind, TaskRef};
 use muster_sim::ssm::output::filler;
 use muster_sim::testkit::{Sandbox, test_tunables};
 use muster_sim::{FaultKind, FaultRule, FaultWhen, Quota};
-use support::{Phase, World, eventually};
+use support::{World, eventually};
 
 const EAST: &str = "us-east-1";
 const WEST: &str = "eu-west-1";
@@ -73,122 +75,106 @@ execution_role = false
   tags = { Role = "web" }
 "#;
 
+fn success(target: &Target) -> bool {
+    target.status == TargetStatus::Success as i32
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovers_and_executes_across_accounts_regions_and_platforms() {
     let w = World::new(FLEET, Duration::from_secs(10)).await;
     let worker = w.start_worker(Duration::from_secs(5)).await;
+    let accounts = ["alpha", "beta", "gamma"];
+    let roles = ["web", "win", "fail", "offline"];
+    let mut spec = w.spec("alpha", EAST, &[], &["echo patched"]);
+    let targets = spec.targets.as_mut().unwrap();
+    targets.account_ids = accounts.iter().map(|a| w.account(a)).collect();
+    targets.regions = vec![EAST.into(), WEST.into()];
+    targets.tags = vec![TagFilter {
+        key: "Role".into(),
+        values: roles.iter().map(|r| r.to_string()).collect(),
+    }];
+    let id = w.submit(spec).await;
+    let campaign = w.wait_done(&id, Duration::from_secs(90)).await;
+    let found = w.targets(&id).await;
 
-    // Discovery: every instance reported, the offline one skipped with why.
-    let mut discover = Vec::new();
-    for account in ["alpha", "beta", "gamma"] {
+    // Discovery: every instance with those roles reported, the offline one
+    // skipped with why; execution: Linux and Windows in every scope.
+    let mut expected = 0;
+    for account in accounts {
         for region in [EAST, WEST] {
-            let task = w.discover_task(account, region);
-            discover.push((account, region, task.task_id.clone()));
-            w.ctl.add(task).await;
-        }
-    }
-    w.ctl.wait_all_done(Duration::from_secs(60)).await;
-    for (account, region, task_id) in &discover {
-        let task = w.ctl.task(task_id);
-        assert_eq!(task.phase, Phase::Completed, "{account}/{region}: {:?}", task.failures);
-        let seeded = &w.fleet.account(account).unwrap().instances[*region];
-        assert_eq!(
-            task.discovered.len(),
-            seeded.len(),
-            "{account}/{region} reported every instance"
-        );
-        for found in &task.discovered {
-            let seed = seeded
-                .iter()
-                .find(|s| s.id == found.instance_id)
-                .expect("a seeded instance");
-            let windows = seed.platform == muster_sim::seed::fleet_file::PlatformSpec::Windows;
-            assert_eq!(
-                found.platform == Platform::Windows as i32,
-                windows,
-                "platform of {}",
-                found.instance_id
-            );
-            if seed.tags.get("Role").map(String::as_str) == Some("offline") {
-                assert!(found.skip_reason.contains("offline"), "{found:?}");
-            } else {
-                assert_eq!(found.skip_reason, "", "{found:?}");
+            let seeded = &w.fleet.account(account).unwrap().instances[region];
+            for seed in seeded {
+                let role = seed.tags.get("Role").map(String::as_str).unwrap_or_default();
+                if !roles.contains(&role) {
+                    assert!(!found.contains_key(&seed.id), "{} is not a target", seed.id);
+                    continue;
+                }
+                expected += 1;
+                let target = &found[&seed.id];
+                let windows = seed.platform == muster_sim::seed::fleet_file::PlatformSpec::Windows;
+                assert_eq!(target.platform == Platform::Windows as i32, windows, "{target:?}");
+                match role {
+                    "offline" => {
+                        assert_eq!(target.status, TargetStatus::Skipped as i32, "{target:?}");
+                        assert!(target.reason.contains("offline"), "{target:?}");
+                    }
+                    "fail" => {
+                        assert_eq!(target.status, TargetStatus::Failed as i32, "{target:?}");
+                        assert_eq!(target.exit_code, Some(3));
+                        assert_eq!(target.reason, "exit code 3");
+                        assert!(target.steps[0].stderr.contains("exit code 3"));
+                    }
+                    _ => {
+                        assert!(success(target), "{target:?}");
+                        assert_eq!(target.exit_code, Some(0));
+                        let document = if windows {
+                            "AWS-RunPowerShellScript"
+                        } else {
+                            "AWS-RunShellScript"
+                        };
+                        assert!(target.steps[0].stdout.contains(document), "{:?}", target.steps[0]);
+                    }
+                }
+                if role != "offline" {
+                    assert!(!target.command_id.is_empty(), "{target:?}");
+                }
             }
         }
     }
+    assert_eq!(found.len(), expected, "no target beyond the seeded ones");
+    assert_eq!(
+        CampaignState::try_from(campaign.state),
+        Ok(CampaignState::CompletedWithErrors),
+        "one script fails per scope"
+    );
 
-    // Execution: Linux and Windows batches in every scope.
-    let mut execute = Vec::new();
-    for (account, region) in [
-        ("alpha", EAST),
-        ("alpha", WEST),
-        ("beta", EAST),
-        ("beta", WEST),
-        ("gamma", EAST),
-        ("gamma", WEST),
-    ] {
-        let linux: Vec<String> = ["web", "fail"].iter().flat_map(|r| w.ids(account, region, r)).collect();
-        let windows = w.ids(account, region, "win");
-        for (platform, ids) in [(Platform::Linux, linux), (Platform::Windows, windows)] {
-            if ids.is_empty() {
-                continue;
-            }
-            let task = w.execute_task(account, region, platform, &ids, &["echo patched"]);
-            execute.push((account, region, platform, task.task_id.clone(), ids));
-            w.ctl.add(task).await;
-        }
-    }
-    w.ctl.wait_all_done(Duration::from_secs(60)).await;
-    for (account, region, platform, task_id, ids) in &execute {
-        let task = w.ctl.task(task_id);
-        assert_eq!(task.phase, Phase::Completed, "{account}/{region}: {:?}", task.failures);
-        assert_eq!(task.results.len(), ids.len(), "every instance has a result");
-        for id in ids {
-            let result = &task.results[id];
-            let failing = w.ids(account, region, "fail").contains(id);
-            if failing {
-                assert_eq!(result.status, TargetStatus::Failed as i32);
-                assert_eq!(result.exit_code, Some(3));
-                assert_eq!(result.reason, "exit code 3");
-                assert!(result.steps[0].stderr.contains("exit code 3"));
-            } else {
-                assert_eq!(result.status, TargetStatus::Success as i32, "{result:?}");
-                assert_eq!(result.exit_code, Some(0));
-                let expected = if *platform == Platform::Windows {
-                    "AWS-RunPowerShellScript"
-                } else {
-                    "AWS-RunShellScript"
-                };
-                assert!(result.steps[0].stdout.contains(expected), "{:?}", result.steps[0]);
-            }
-            assert!(!result.command_id.is_empty());
-        }
-    }
-    // The audit log: Windows batches used PowerShell, and nothing ran twice.
-    let audit = w.sb.audit();
-    for (account, region, platform, _, ids) in &execute {
-        let wanted: BTreeSet<&String> = ids.iter().collect();
-        let entry = audit
+    // The audit log: Windows batches used PowerShell, in the target's
+    // account through its execution role, and nothing ran twice.
+    for entry in w.sb.audit() {
+        let windows = entry
+            .instance_ids
             .iter()
-            .find(|e| {
-                e.account == w.account(account)
-                    && e.region == *region
-                    && e.instance_ids.iter().collect::<BTreeSet<_>>() == wanted
-            })
-            .expect("the batch is in the audit log");
-        let expected = if *platform == Platform::Windows {
+            .all(|i| found[i].platform == Platform::Windows as i32);
+        let linux = entry
+            .instance_ids
+            .iter()
+            .all(|i| found[i].platform != Platform::Windows as i32);
+        assert!(windows || linux, "one platform per batch: {entry:?}");
+        let document = if windows {
             "AWS-RunPowerShellScript"
         } else {
             "AWS-RunShellScript"
         };
-        assert_eq!(entry.document_name, expected);
+        assert_eq!(entry.document_name, document);
         assert!(
             entry.principal.contains(":assumed-role/muster-execution/muster-"),
             "{}",
             entry.principal
         );
     }
-    assert!(w.sends_per_instance().values().all(|n| *n == 1));
+    let sends = w.sends_per_instance();
+    assert_eq!(sends.len(), found.values().filter(|t| !t.command_id.is_empty()).count());
+    assert!(sends.values().all(|n| *n == 1), "{sends:?}");
     worker.stop().await;
 }
 
@@ -199,30 +185,39 @@ async fn long_output_comes_back_whole_from_s3_and_cloudwatch_and_marked_truncate
     let big = w.ids("beta", EAST, "big");
     let expected = filler(&big[0], "stdout", 100_000);
 
-    let mut via_s3 = w.execute_task("beta", EAST, Platform::Linux, &big, &["cat big"]);
-    let spec = via_s3.execute.as_mut().unwrap();
-    spec.output_s3_bucket = "out".into();
-    spec.output_s3_key_prefix = "muster/test".into();
-    spec.keep_bytes = 200_000;
-    let mut via_logs = w.execute_task("beta", EAST, Platform::Linux, &big, &["cat big"]);
-    let spec = via_logs.execute.as_mut().unwrap();
-    spec.cloudwatch_log_group = "/muster/test".into();
-    spec.keep_bytes = 200_000;
-    let mut plain = w.execute_task("beta", EAST, Platform::Linux, &big, &["cat big"]);
-    plain.execute.as_mut().unwrap().keep_bytes = 200_000;
-    let ids = [via_s3.task_id.clone(), via_logs.task_id.clone(), plain.task_id.clone()];
-    for task in [via_s3, via_logs, plain] {
-        w.ctl.add(task).await;
+    let outputs = [
+        OutputConfig {
+            s3_bucket: "out".into(),
+            s3_key_prefix: "muster/test".into(),
+            ..Default::default()
+        },
+        OutputConfig {
+            cloudwatch_log_group: "/muster/test".into(),
+            ..Default::default()
+        },
+        OutputConfig::default(),
+    ];
+    let mut ids = Vec::new();
+    for output in outputs {
+        let mut spec = w.spec("beta", EAST, &big, &["cat big"]);
+        spec.output = Some(OutputConfig {
+            keep_bytes: 200_000,
+            ..output
+        });
+        ids.push(w.submit(spec).await);
     }
-    w.ctl.wait_all_done(Duration::from_secs(60)).await;
+    let mut steps = Vec::new();
+    for id in &ids {
+        w.wait_done(id, Duration::from_secs(60)).await;
+        steps.push(w.targets(id).await[&big[0]].steps[0].clone());
+    }
 
-    let step = |task_id: &str| w.ctl.task(task_id).results[&big[0]].steps[0].clone();
-    let s3 = step(&ids[0]);
+    let s3 = &steps[0];
     assert_eq!(s3.stdout.len(), 100_000);
     assert_eq!(s3.stdout, expected, "whole, in order, from S3");
     assert!(!s3.stdout_truncated);
     assert!(s3.stdout_url.starts_with("s3://out/muster/test/"), "{}", s3.stdout_url);
-    let logs = step(&ids[1]);
+    let logs = &steps[1];
     assert_eq!(logs.stdout, expected, "whole, in order, from CloudWatch Logs");
     assert!(!logs.stdout_truncated);
     assert!(
@@ -230,7 +225,7 @@ async fn long_output_comes_back_whole_from_s3_and_cloudwatch_and_marked_truncate
         "{}",
         logs.stdout_url
     );
-    let plain = step(&ids[2]);
+    let plain = &steps[2];
     assert_eq!(plain.stdout.len(), 24_000, "the API's limit");
     assert_eq!(plain.stdout, expected[..24_000]);
     assert!(plain.stdout_truncated, "the cut is marked");
@@ -246,8 +241,8 @@ async fn throttling_and_5xx_fail_no_target() {
         Quota {
             service: "ssm".into(),
             api: "SendCommand".into(),
-            rate: 5.0,
-            burst: 5.0,
+            rate: 2.0,
+            burst: 2.0,
         },
         Quota {
             service: "ssm".into(),
@@ -301,29 +296,22 @@ regions = ["us-east-1"]
 "#;
     let w = World::with_sandbox(sb, fleet, Duration::from_secs(15)).await;
     let worker = w.start_worker(Duration::from_secs(5)).await;
-    let discover = w.discover_task("many", EAST);
-    let discover_id = discover.task_id.clone();
-    w.ctl.add(discover).await;
-    // 50 batches of 10, each lease allowed more than the quota: the sim throttles.
-    let ids = w.ids("many", EAST, "web");
-    let mut tasks = Vec::new();
-    for chunk in ids.chunks(10) {
-        let mut task = w.execute_task("many", EAST, Platform::Linux, chunk, &["true"]);
-        task.api_calls_per_second = 10.0;
-        tasks.push(task.task_id.clone());
-        w.ctl.add(task).await;
-    }
-    w.ctl.wait_all_done(Duration::from_secs(180)).await;
-    assert_eq!(w.ctl.task(&discover_id).discovered.len(), 500);
-    let mut statuses = std::collections::BTreeMap::new();
-    for task_id in &tasks {
-        let task = w.ctl.task(task_id);
-        assert_eq!(task.phase, Phase::Completed, "{:?}", task.failures);
-        for result in task.results.values() {
-            *statuses
-                .entry(TargetStatus::try_from(result.status).unwrap().short_name())
-                .or_insert(0) += 1;
-        }
+    // 50 batches of 10, each allowed more calls than the quota: the sim
+    // throttles.
+    let mut spec = w.spec("many", EAST, &[], &["true"]);
+    let rate = spec.rate.as_mut().unwrap();
+    rate.batch_size = 10;
+    rate.api_calls_per_second = 10.0;
+    let id = w.submit(spec).await;
+    w.wait_done(&id, Duration::from_secs(180)).await;
+
+    let targets = w.targets(&id).await;
+    assert_eq!(targets.len(), 500, "discovery found every instance");
+    let mut statuses = BTreeMap::new();
+    for target in targets.values() {
+        *statuses
+            .entry(TargetStatus::try_from(target.status).unwrap().short_name())
+            .or_insert(0) += 1;
     }
     assert_eq!(statuses, [("success", 500)].into(), "zero failed targets");
     let throttled =
@@ -347,32 +335,39 @@ regions = ["us-east-1"]
 async fn a_killed_worker_is_replaced_and_every_instance_runs_once() {
     let w = World::new(FLEET, Duration::from_secs(4)).await;
     let slow = w.ids("beta", EAST, "slow");
-    let task = w.execute_task("beta", EAST, Platform::Linux, &slow, &["sleep 8"]);
-    let task_id = task.task_id.clone();
-    w.ctl.add(task).await;
+    let id = w.submit(w.spec("beta", EAST, &slow, &["sleep 8"])).await;
 
     let mut first = w.spawn_worker_process("first");
-    eventually(&w, "the first worker's SendCommand", Duration::from_secs(60), || {
-        !w.sb.audit().is_empty()
-    })
+    let (world, campaign) = (&w, id.as_str());
+    eventually(
+        &w,
+        "the first worker's SendCommand",
+        Duration::from_secs(60),
+        || async move { !world.sb.audit().is_empty() },
+    )
     .await;
-    eventually(&w, "the dispatch to be recorded", Duration::from_secs(10), || {
-        !w.ctl.task(&task_id).dispatches.is_empty()
-    })
+    eventually(
+        &w,
+        "the dispatch to be recorded",
+        Duration::from_secs(10),
+        || async move { !world.dispatches(campaign).await.is_empty() },
+    )
     .await;
     first.kill().expect("SIGKILL");
     let _ = first.wait();
 
     let mut second = w.spawn_worker_process("second");
-    w.ctl.wait_all_done(Duration::from_secs(90)).await;
+    w.wait_done(&id, Duration::from_secs(90)).await;
     let _ = second.kill();
     let _ = second.wait();
 
-    let task = w.ctl.task(&task_id);
-    assert_eq!(task.phase, Phase::Completed, "{:?}\n{}", task.failures, w.log("second"));
-    assert!(task.task.attempt >= 2, "a second attempt took over");
-    assert_eq!(task.results.len(), slow.len(), "every result arrived");
-    assert!(task.results.values().all(|r| r.status == TargetStatus::Success as i32));
+    let tasks = w.tasks(&id, TaskKind::Execute).await;
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].row.state, task_state::COMPLETED, "{:?}", tasks[0]);
+    assert!(tasks[0].row.attempt >= 2, "a second attempt took over: {:?}", tasks[0]);
+    let targets = w.targets(&id).await;
+    assert_eq!(targets.len(), slow.len(), "every result arrived");
+    assert!(targets.values().all(success), "{targets:?}");
     assert_eq!(
         w.sb.audit().len(),
         1,
@@ -383,40 +378,43 @@ async fn a_killed_worker_is_replaced_and_every_instance_runs_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_that_was_never_reported_is_found_by_its_comment() {
-    // The controller never records attempt 1's dispatch: the worker dies
-    // between SendCommand and ReportDispatch, as far as anyone can tell.
+    // The controller never records the first worker's dispatch: the worker
+    // dies between SendCommand and ReportDispatch, as far as anyone can tell.
     let w = World::new(FLEET, Duration::from_secs(4)).await;
-    w.ctl.state.lock().unwrap().refuse_dispatch_of_attempt = Some(1);
+    w.faults.lock().unwrap().refuse_dispatches = true;
     let slow = w.ids("beta", WEST, "slow");
-    let task = w.execute_task("beta", WEST, Platform::Linux, &slow, &["sleep 8"]);
-    let task_id = task.task_id.clone();
-    w.ctl.add(task).await;
+    let id = w.submit(w.spec("beta", WEST, &slow, &["sleep 8"])).await;
 
     let mut first = w.spawn_worker_process("first");
-    eventually(&w, "the first worker's SendCommand", Duration::from_secs(60), || {
-        !w.sb.audit().is_empty()
-    })
+    let world = &w;
+    eventually(
+        &w,
+        "the first worker's SendCommand",
+        Duration::from_secs(60),
+        || async move { !world.sb.audit().is_empty() },
+    )
     .await;
     first.kill().expect("SIGKILL");
     let _ = first.wait();
     assert!(
-        w.ctl.task(&task_id).dispatches.is_empty(),
+        w.dispatches(&id).await.is_empty(),
         "the controller knows nothing of the send"
     );
+    w.faults.lock().unwrap().refuse_dispatches = false;
 
     let mut second = w.spawn_worker_process("second");
-    w.ctl.wait_all_done(Duration::from_secs(90)).await;
+    w.wait_done(&id, Duration::from_secs(90)).await;
     let _ = second.kill();
     let _ = second.wait();
 
-    let task = w.ctl.task(&task_id);
-    assert_eq!(task.phase, Phase::Completed, "{:?}", task.failures);
     assert_eq!(
-        task.dispatches.len(),
+        w.dispatches(&id).await.len(),
         1,
         "the second attempt reported the adopted command"
     );
-    assert_eq!(task.results.len(), slow.len());
+    let targets = w.targets(&id).await;
+    assert_eq!(targets.len(), slow.len());
+    assert!(targets.values().all(success), "{targets:?}");
     assert_eq!(w.sb.audit().len(), 1, "no second SendCommand");
     assert!(w.log("second").contains("adopting a command"), "{}", w.log("second"));
 }
@@ -426,13 +424,12 @@ async fn unknown_task_ids_and_garbage_run_nothing() {
     let w = World::new(FLEET, Duration::from_secs(10)).await;
     let assumed_before = w.sb.count("sts", "AssumeRole", "ok");
     let worker = w.start_worker(Duration::from_secs(5)).await;
-    w.ctl
-        .enqueue(&TaskRef {
-            campaign_id: uuid::Uuid::new_v4().to_string(),
-            task_id: uuid::Uuid::new_v4().to_string(),
-            attempt: 1,
-        })
-        .await;
+    w.enqueue(&TaskRef {
+        campaign_id: uuid::Uuid::new_v4().to_string(),
+        task_id: uuid::Uuid::new_v4().to_string(),
+        attempt: 1,
+    })
+    .await;
     let sqs = aws_sdk_sqs::Client::new(&w.sb.hub_config(EAST));
     sqs.send_message()
         .queue_url(&w.queue_url)
@@ -490,40 +487,47 @@ async fn unknown_task_ids_and_garbage_run_nothing() {
 async fn a_missing_role_fails_that_account_naming_account_and_role() {
     let w = World::new(FLEET, Duration::from_secs(10)).await;
     let worker = w.start_worker(Duration::from_secs(5)).await;
-    let norole_discover = w.discover_task("norole", EAST);
-    let norole_execute = w.execute_task(
-        "norole",
-        EAST,
-        Platform::Linux,
-        &w.ids("norole", EAST, "web"),
-        &["true"],
-    );
-    let fine = w.execute_task("gamma", EAST, Platform::Linux, &w.ids("gamma", EAST, "web"), &["true"]);
-    let ids = [
-        norole_discover.task_id.clone(),
-        norole_execute.task_id.clone(),
-        fine.task_id.clone(),
-    ];
-    for task in [norole_discover, norole_execute, fine] {
-        w.ctl.add(task).await;
-    }
-    w.ctl.wait_all_done(Duration::from_secs(60)).await;
+    let mut spec = w.spec("norole", EAST, &[], &["true"]);
+    spec.targets.as_mut().unwrap().account_ids.push(w.account("gamma"));
+    spec.targets.as_mut().unwrap().tags = vec![TagFilter {
+        key: "Role".into(),
+        values: vec!["web".into()],
+    }];
+    let id = w.submit(spec).await;
+    w.wait_done(&id, Duration::from_secs(60)).await;
+
     let account = w.account("norole");
     let role = format!("arn:aws:iam::{account}:role/muster-execution");
-    for task_id in &ids[..2] {
-        let task = w.ctl.task(task_id);
-        assert_eq!(task.phase, Phase::Failed);
-        let (reason, retryable) = &task.failures[0];
-        assert!(
-            reason.contains(&account) && reason.contains(&role),
-            "names account and role: {reason}"
-        );
-        assert!(reason.contains("AccessDenied"), "{reason}");
-        assert!(!retryable, "another attempt cannot fix a missing role");
-    }
-    let fine = w.ctl.task(&ids[2]);
-    assert_eq!(fine.phase, Phase::Completed);
-    assert!(fine.results.values().all(|r| r.status == TargetStatus::Success as i32));
+    let discoveries = w.tasks(&id, TaskKind::Discover).await;
+    let norole: Vec<_> = discoveries.iter().filter(|t| t.row.account_id == account).collect();
+    assert_eq!(norole.len(), 1);
+    let task = norole[0];
+    assert_eq!(task.row.state, task_state::FAILED, "{task:?}");
+    assert_eq!(
+        task.leases.len(),
+        1,
+        "another attempt cannot fix a missing role: {task:?}"
+    );
+    let reason = &task.row.last_error;
+    assert!(
+        reason.contains(&account) && reason.contains(&role),
+        "names account and role: {reason}"
+    );
+    assert!(reason.contains("AccessDenied"), "{reason}");
+
+    let targets = w.targets(&id).await;
+    let scope = targets
+        .values()
+        .find(|t| t.account_id == account)
+        .expect("the scope's target");
+    assert_eq!(scope.status, TargetStatus::Error as i32);
+    assert_eq!(&scope.reason, reason, "the campaign's results say why");
+    let gamma: Vec<&Target> = targets
+        .values()
+        .filter(|t| t.account_id == w.account("gamma"))
+        .collect();
+    assert_eq!(gamma.len(), w.ids("gamma", EAST, "web").len());
+    assert!(gamma.iter().all(|t| success(t)), "{gamma:?}");
     assert!(w.sb.audit().iter().all(|e| e.account != account));
     worker.stop().await;
 }
@@ -533,24 +537,20 @@ async fn cancel_stops_commands_in_flight() {
     let w = World::new(FLEET, Duration::from_secs(3)).await;
     let worker = w.start_worker(Duration::from_secs(5)).await;
     let slow = w.ids("beta", EAST, "slow");
-    let task = w.execute_task("beta", EAST, Platform::Linux, &slow, &["sleep 8"]);
-    let task_id = task.task_id.clone();
-    w.ctl.add(task).await;
-    eventually(&w, "the dispatch", Duration::from_secs(30), || {
-        !w.ctl.task(&task_id).dispatches.is_empty()
+    let id = w.submit(w.spec("beta", EAST, &slow, &["sleep 8"])).await;
+    let (world, campaign) = (&w, id.as_str());
+    eventually(&w, "the dispatch", Duration::from_secs(30), || async move {
+        !world.dispatches(campaign).await.is_empty()
     })
     .await;
-    w.ctl.cancel_campaign(&w.campaign_id);
-    w.ctl.wait_all_done(Duration::from_secs(30)).await;
-    let task = w.ctl.task(&task_id);
-    assert_eq!(task.phase, Phase::Completed);
-    assert_eq!(task.results.len(), 2);
+    w.cancel(&id).await;
+    let ended = w.wait_done(&id, Duration::from_secs(30)).await;
+    assert_eq!(CampaignState::try_from(ended.state), Ok(CampaignState::Cancelled));
+    let targets = w.targets(&id).await;
+    assert_eq!(targets.len(), 2);
     assert!(
-        task.results
-            .values()
-            .all(|r| r.status == TargetStatus::Cancelled as i32),
-        "{:?}",
-        task.results
+        targets.values().all(|t| t.status == TargetStatus::Cancelled as i32),
+        "{targets:?}"
     );
     assert_eq!(w.sb.count("ssm", "CancelCommand", "ok"), 1);
     worker.stop().await;
@@ -561,32 +561,29 @@ async fn scale_in_hands_work_back_and_loses_nothing() {
     let w = World::new(FLEET, Duration::from_secs(10)).await;
     let first = w.start_worker(Duration::from_millis(500)).await;
     let slow = w.ids("beta", WEST, "slow");
-    let task = w.execute_task("beta", WEST, Platform::Linux, &slow, &["sleep 8"]);
-    let task_id = task.task_id.clone();
-    w.ctl.add(task).await;
-    eventually(&w, "the dispatch", Duration::from_secs(30), || {
-        !w.ctl.task(&task_id).dispatches.is_empty()
+    let id = w.submit(w.spec("beta", WEST, &slow, &["sleep 8"])).await;
+    let (world, campaign) = (&w, id.as_str());
+    eventually(&w, "the dispatch", Duration::from_secs(30), || async move {
+        !world.dispatches(campaign).await.is_empty()
     })
     .await;
-    // SIGTERM: half a second of grace, then the task goes back to the controller.
+    // SIGTERM: half a second of grace, then the task goes back to the
+    // controller, which keeps its attempts.
     first.stop().await;
-    let handed_back = w.ctl.task(&task_id);
-    assert_eq!(handed_back.failures.len(), 1);
-    assert!(handed_back.failures[0].1, "handed back as retryable");
+    let handed_back = w.tasks(&id, TaskKind::Execute).await.remove(0);
+    assert_eq!(handed_back.leases, [(1, "handed back".to_owned())], "{handed_back:?}");
     assert!(
-        handed_back.failures[0].0.contains("worker stopping"),
-        "{:?}",
-        handed_back.failures
+        handed_back.row.last_error.contains("worker stopping"),
+        "{handed_back:?}"
     );
+    assert_eq!(handed_back.row.state, task_state::QUEUED, "queued for another attempt");
 
     let second = w.start_worker(Duration::from_secs(5)).await;
-    w.ctl.wait_all_done(Duration::from_secs(60)).await;
-    let task = w.ctl.task(&task_id);
-    assert_eq!(task.phase, Phase::Completed);
-    assert_eq!(task.results.len(), 2);
+    w.wait_done(&id, Duration::from_secs(60)).await;
+    let targets = w.targets(&id).await;
+    assert_eq!(targets.keys().collect::<BTreeSet<_>>(), slow.iter().collect());
+    assert!(targets.values().all(success), "{targets:?}");
     assert_eq!(w.sb.audit().len(), 1, "adopted, not sent again");
-    let ids: BTreeSet<&String> = task.results.keys().collect();
-    assert_eq!(ids, slow.iter().collect());
     second.stop().await;
 }
 
@@ -597,13 +594,11 @@ async fn sessions_shorter_than_the_work_are_refreshed_in_time() {
     w.sb.tune(|t| t.session_ttl_seconds = Some(6));
     let worker = w.start_worker(Duration::from_secs(5)).await;
     let slow = w.ids("beta", EAST, "slow");
-    let task = w.execute_task("beta", EAST, Platform::Linux, &slow, &["sleep 8"]);
-    let task_id = task.task_id.clone();
-    w.ctl.add(task).await;
-    w.ctl.wait_all_done(Duration::from_secs(60)).await;
-    let task = w.ctl.task(&task_id);
-    assert_eq!(task.phase, Phase::Completed, "{:?}", task.failures);
-    assert!(task.results.values().all(|r| r.status == TargetStatus::Success as i32));
+    let id = w.submit(w.spec("beta", EAST, &slow, &["sleep 8"])).await;
+    w.wait_done(&id, Duration::from_secs(60)).await;
+    let targets = w.targets(&id).await;
+    assert_eq!(targets.len(), slow.len());
+    assert!(targets.values().all(success), "{targets:?}");
     let expired: u64 =
         w.sb.state()
             .counters
@@ -664,13 +659,10 @@ async fn a_send_whose_answer_was_lost_is_adopted_not_sent_again() {
     .await;
     let worker = w.start_worker(Duration::from_secs(5)).await;
     let ids = w.ids("many", EAST, "web");
-    let mut tasks = Vec::new();
-    for chunk in ids.chunks(10) {
-        let task = w.execute_task("many", EAST, Platform::Linux, chunk, &["echo once"]);
-        tasks.push(task.task_id.clone());
-        w.ctl.add(task).await;
-    }
-    w.ctl.wait_all_done(Duration::from_secs(120)).await;
+    let mut spec = w.spec("many", EAST, &[], &["echo once"]);
+    spec.rate.as_mut().unwrap().batch_size = 10;
+    let id = w.submit(spec).await;
+    w.wait_done(&id, Duration::from_secs(120)).await;
 
     let lost = w.sb.count("ssm", "SendCommand", "fault_after");
     assert!(lost >= 6, "answers were lost after the effect: {lost}");
@@ -678,23 +670,25 @@ async fn a_send_whose_answer_was_lost_is_adopted_not_sent_again() {
     assert_eq!(sends.len(), ids.len(), "every instance got the command");
     let twice: Vec<_> = sends.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "instances that ran more than once: {twice:?}");
-    for task_id in &tasks {
-        let task = w.ctl.task(task_id);
-        assert_eq!(task.phase, Phase::Completed, "{:?}", task.failures);
-        assert_eq!(task.dispatches.len(), 1, "one command per batch, adopted or sent");
-        assert!(
-            task.results.values().all(|r| r.status == TargetStatus::Success as i32),
-            "{:?}",
-            task.results
+    let tasks = w.tasks(&id, TaskKind::Execute).await;
+    assert_eq!(tasks.len(), 12, "batches of 10");
+    for task in &tasks {
+        assert_eq!(task.row.state, task_state::COMPLETED, "{task:?}");
+        assert_eq!(
+            task.dispatches.len(),
+            1,
+            "one command per batch, adopted or sent: {task:?}"
         );
     }
+    let targets = w.targets(&id).await;
+    assert!(targets.values().all(success), "{targets:?}");
     worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_waiting_out_throttling_is_not_made_once_the_lease_is_lost() {
-    // One SendCommand token: the first batch takes it, the second waits in
-    // throttling backoff while its lease is taken away.
+    // One SendCommand token: the first campaign takes it, the second's batch
+    // waits in throttling backoff while its lease runs out.
     let mut tunables = test_tunables();
     tunables.throttling = true;
     tunables.quotas = vec![Quota {
@@ -711,26 +705,44 @@ async fn a_send_waiting_out_throttling_is_not_made_once_the_lease_is_lost() {
     .await;
     let worker = w.start_worker(Duration::from_secs(5)).await;
     let ids = w.ids("many", EAST, "web");
-    let first = w.execute_task("many", EAST, Platform::Linux, &ids[..10], &["echo once"]);
-    let first_id = first.task_id.clone();
-    w.ctl.add(first).await;
-    eventually(&w, "the first batch to end", Duration::from_secs(60), || {
-        w.ctl.task(&first_id).phase == Phase::Completed
-    })
-    .await;
+    let first = w.submit(w.spec("many", EAST, &ids[..10], &["echo once"])).await;
+    w.wait_done(&first, Duration::from_secs(60)).await;
 
-    let second = w.execute_task("many", EAST, Platform::Linux, &ids[10..], &["echo once"]);
-    let second_id = second.task_id.clone();
-    w.ctl.add(second).await;
-    eventually(&w, "the second batch to be throttled", Duration::from_secs(60), || {
-        w.sb.count("ssm", "SendCommand", "throttled") >= 1
+    let second = w.submit(w.spec("many", EAST, &ids[10..], &["echo once"])).await;
+    let world = &w;
+    eventually(
+        &w,
+        "the second batch to be throttled",
+        Duration::from_secs(60),
+        || async move { world.sb.count("ssm", "SendCommand", "throttled") >= 1 },
+    )
+    .await;
+    // The worker loses touch with the controller over this task: its
+    // renewals fail, the lease runs out, and the controller queues another
+    // attempt (which this worker cannot lease either).
+    {
+        let mut faults = w.faults.lock().unwrap();
+        faults.unreachable_renewals.insert(second.clone());
+        faults.unreachable_leases.insert(second.clone());
+    }
+    let campaign = second.as_str();
+    eventually(&w, "the lease to expire", Duration::from_secs(30), || async move {
+        world
+            .tasks(campaign, TaskKind::Execute)
+            .await
+            .iter()
+            .any(|t| t.row.attempt >= 2)
     })
     .await;
-    // The controller hands the task on: this lease may send nothing more.
-    w.ctl.state.lock().unwrap().tasks.get_mut(&second_id).unwrap().lease = None;
-    eventually(&w, "the worker to drop the task", Duration::from_secs(60), || {
-        worker.ctx.stats.running_tasks() == 0
-    })
+    // Back in touch, the worker hears that the lease is gone.
+    w.faults.lock().unwrap().unreachable_renewals.clear();
+    let worker = &worker;
+    eventually(
+        &w,
+        "the worker to drop the task",
+        Duration::from_secs(60),
+        || async move { worker.ctx.stats.running_tasks() == 0 },
+    )
     .await;
     w.sb.tune(|t| t.throttling = false);
 
@@ -740,7 +752,6 @@ async fn a_send_waiting_out_throttling_is_not_made_once_the_lease_is_lost() {
         ids[10..].iter().all(|id| !w.sends_per_instance().contains_key(id)),
         "the second batch never went out"
     );
-    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -769,39 +780,35 @@ regions = ["us-east-1"]
             ctx.abandon_grace = Duration::from_secs(2);
         })
         .await;
-    let mut ids = w.ids("many", EAST, "web");
     let lost = w.ids("many", EAST, "lost");
-    ids.extend(lost.iter().cloned());
-    let mut task = w.execute_task("many", EAST, Platform::Linux, &ids, &["echo once"]);
-    let spec = task.execute.as_mut().unwrap();
-    spec.delivery_timeout_seconds = 30;
-    spec.execution_timeout_seconds = 2;
-    spec.parameters.get_mut("executionTimeout").unwrap().values = vec!["2".into()];
-    let task_id = task.task_id.clone();
-    w.ctl.add(task).await;
+    let mut spec = w.spec("many", EAST, &[], &["echo once"]);
+    let command = spec.command.as_mut().unwrap();
+    command.delivery_timeout_seconds = 30;
+    command.execution_timeout_seconds = 2;
+    let id = w.submit(spec).await;
     // 30 s delivery + 2 s execution + 1 s margin, found by a poll at most
     // 20 s later, then the 2 s grace.
-    w.ctl.wait_all_done(Duration::from_secs(120)).await;
+    w.wait_done(&id, Duration::from_secs(120)).await;
 
-    let task = w.ctl.task(&task_id);
-    assert_eq!(task.phase, Phase::Completed, "{:?}", task.failures);
-    assert_eq!(task.dispatches.len(), 1, "{:?}", task.results);
-    let command_id = task.dispatches[0].command_id.clone();
-    for id in &ids {
-        let result = &task.results[id];
-        if lost.contains(id) {
-            assert_eq!(result.status, TargetStatus::Error as i32, "{result:?}");
-            assert_eq!(result.command_id, command_id, "the result names the command");
+    let dispatches = w.dispatches(&id).await;
+    assert_eq!(dispatches.len(), 1, "{dispatches:?}");
+    let command_id = &dispatches[0];
+    let targets = w.targets(&id).await;
+    assert_eq!(targets.len(), 3);
+    for (instance, target) in &targets {
+        if lost.contains(instance) {
+            assert_eq!(target.status, TargetStatus::Error as i32, "{target:?}");
+            assert_eq!(&target.command_id, command_id, "the result names the command");
             assert!(
-                result
+                target
                     .reason
                     .starts_with(&format!("SSM gave no final status for command {command_id} within")),
                 "{}",
-                result.reason
+                target.reason
             );
-            assert!(result.reason.ends_with("it was cancelled"), "{}", result.reason);
+            assert!(target.reason.ends_with("it was cancelled"), "{}", target.reason);
         } else {
-            assert_eq!(result.status, TargetStatus::Success as i32, "{result:?}");
+            assert!(success(target), "{target:?}");
         }
     }
     assert_eq!(
@@ -821,28 +828,24 @@ async fn a_lease_heard_of_after_its_ttl_sends_nothing() {
     // the answer, the worker sent attempt 1's command as well as attempt
     // 2's: every instance of the batch ran twice (chaos seed 2083).
     let w = World::new(&one_scope(3), Duration::from_secs(2)).await;
-    w.ctl.state.lock().unwrap().delay_lease_answer_of_attempt = Some((1, Duration::from_millis(3_500)));
+    w.faults.lock().unwrap().late_execute_grant = Some((1, Duration::from_millis(3_500)));
     let worker = w.start_worker(Duration::from_secs(5)).await;
     let ids = w.ids("many", EAST, "web");
-    let task = w.execute_task("many", EAST, Platform::Linux, &ids, &["echo once"]);
-    let task_id = task.task_id.clone();
-    w.ctl.add(task).await;
-    w.ctl.wait_all_done(Duration::from_secs(60)).await;
+    let id = w.submit(w.spec("many", EAST, &ids, &["echo once"])).await;
+    w.wait_done(&id, Duration::from_secs(60)).await;
 
-    let task = w.ctl.task(&task_id);
-    assert_eq!(task.phase, Phase::Completed, "{:?}", task.failures);
+    let tasks = w.tasks(&id, TaskKind::Execute).await;
+    assert_eq!(tasks.len(), 1);
     assert!(
-        task.task.attempt >= 2,
-        "attempt 1's lease expired before it was heard of"
+        tasks[0].row.attempt >= 2,
+        "attempt 1's lease expired before it was heard of: {:?}",
+        tasks[0]
     );
     let sends = w.sends_per_instance();
     assert_eq!(sends.len(), ids.len(), "every instance got the command");
     let twice: Vec<_> = sends.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "instances that ran more than once: {twice:?}");
-    assert!(
-        task.results.values().all(|r| r.status == TargetStatus::Success as i32),
-        "{:?}",
-        task.results
-    );
+    let targets = w.targets(&id).await;
+    assert!(targets.values().all(success), "{targets:?}");
     worker.stop().await;
 }

@@ -1,25 +1,37 @@
-//! Test support for the worker: the sandbox, a seeded fleet, the task queue, a
-//! fake controller, and workers in this process or as real processes.
+//! Test support for the worker: the sandbox, a seeded fleet, the real
+//! controller in this process (its WorkerService behind a fault layer), and
+//! workers in this process or as real processes.
 
 #![allow(dead_code)]
 
-pub mod fake_controller;
+pub mod faults;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use muster_proto::v1::{DiscoverSpec, ExecuteSpec, ParameterValues, Platform, Task, TaskKind};
+use muster_controller::store::Sql;
+use muster_controller::store::tasks::TaskRow;
+use muster_proto::v1::campaign_service_client::CampaignServiceClient;
+use muster_proto::v1::worker_service_server::WorkerServiceServer;
+use muster_proto::v1::{
+    AccessConfig, Campaign, CampaignSpec, CampaignState, CancelCampaignRequest, Command as RunCommand,
+    GetCampaignRequest, ListTargetsRequest, OutputConfig, RateControl, Script, SubmitCampaignRequest, Target,
+    TargetSelector, TaskKind, TaskRef, command,
+};
 use muster_sim::seed::fleet_file::FleetState;
 use muster_sim::testkit::{HUB_ACCOUNT, Sandbox};
 use muster_worker::controller::ControllerClient;
 use muster_worker::{Context, Settings};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
-pub use fake_controller::{FakeController, Phase};
+pub use faults::Faults;
 
 pub const HUB_KEY: &str = "AKIAMUSTERTESTHUB";
 pub const HUB_SECRET: &str = "muster-test";
@@ -27,9 +39,14 @@ pub const HUB_SECRET: &str = "muster-test";
 pub struct World {
     pub sb: Sandbox,
     pub fleet: FleetState,
-    pub ctl: FakeController,
+    /// The real controller, serving on loopback.
+    pub controller: muster_controller::Running,
+    /// The faults its WorkerService answers with.
+    pub faults: Arc<Mutex<Faults>>,
+    /// Where workers reach WorkerService (through the fault layer).
+    worker_addr: SocketAddr,
+    client: CampaignServiceClient<Channel>,
     pub queue_url: String,
-    pub campaign_id: String,
     dir: tempfile::TempDir,
 }
 
@@ -47,6 +64,48 @@ impl RunningWorker {
     }
 }
 
+/// What the controller's store says of one task.
+#[derive(Debug, Clone)]
+pub struct TaskFacts {
+    pub row: TaskRow,
+    /// Command ids its attempts recorded, in the order recorded.
+    pub dispatches: Vec<String>,
+    /// Each lease of it: (attempt, outcome).
+    pub leases: Vec<(u32, String)>,
+}
+
+/// The controller's settings for a worker test: the fleet's queue and
+/// ExternalId, a quick reconcile loop, and no Run Command events (the
+/// workers poll, so these tests watch the polling path).
+fn controller_settings(fleet: &FleetState, lease_ttl: Duration) -> muster_controller::Settings {
+    muster_controller::Settings {
+        queue_url: fleet.queue_url.clone(),
+        results_bucket: None,
+        lease_ttl,
+        max_attempts: 3,
+        max_tasks_per_scope: 25,
+        max_queued: 500,
+        requeue_after: Duration::from_secs(300),
+        leader_ttl: Duration::from_secs(15),
+        retention: None,
+        dead_letter_queue_url: None,
+        command_events_queue_url: None,
+        reconcile_interval: Duration::from_millis(200),
+        defaults: muster_controller::validate::Defaults {
+            role_name: "muster-execution".into(),
+            api_calls_per_second: 20.0,
+        },
+        guardrails: Default::default(),
+        external_ids: muster_controller::access::ExternalIds::new(&muster_controller::access::AccessFile {
+            external_id: Some(fleet.external_id.clone()),
+            ..Default::default()
+        })
+        .expect("the fleet's ExternalId"),
+        notifications: Default::default(),
+        scaling: None,
+    }
+}
+
 impl World {
     pub async fn new(fleet: &str, lease_ttl: Duration) -> Self {
         Self::with_sandbox(Sandbox::start().await, fleet, lease_ttl).await
@@ -54,16 +113,232 @@ impl World {
 
     pub async fn with_sandbox(sb: Sandbox, fleet: &str, lease_ttl: Duration) -> Self {
         let fleet = sb.seed(fleet).await;
-        let sqs = aws_sdk_sqs::Client::new(&sb.hub_config("us-east-1"));
-        let ctl = FakeController::start(sqs, &fleet.queue_url, lease_ttl).await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = muster_controller::store::Store::open(dir.path()).expect("the store opens");
+        let controller = muster_controller::Controller::new(
+            store,
+            controller_settings(&fleet, lease_ttl),
+            &sb.hub_config("us-east-1"),
+        );
+        let listen = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port") };
+        let listeners = muster_controller::Listeners {
+            campaign: listen().await,
+            worker: listen().await,
+            metrics: None,
+        };
+        let controller = muster_controller::start(
+            controller,
+            listeners,
+            muster_controller::Security::insecure(),
+            CancellationToken::new(),
+        )
+        .await
+        .expect("the controller starts");
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let faulty = faults::Faulty {
+            inner: muster_controller::worker_api::WorkerApi::new(controller.controller.clone(), None),
+            faults: faults.clone(),
+        };
+        let listener = listen().await;
+        let worker_addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(WorkerServiceServer::new(faulty).max_decoding_message_size(64 * 1024 * 1024))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let client = CampaignServiceClient::new(
+            Channel::from_shared(format!("http://{}", controller.campaign_addr))
+                .unwrap()
+                .connect_lazy(),
+        )
+        .max_decoding_message_size(64 * 1024 * 1024);
         Self {
             queue_url: fleet.queue_url.clone(),
             sb,
             fleet,
-            ctl,
-            campaign_id: uuid::Uuid::new_v4().to_string(),
-            dir: tempfile::tempdir().unwrap(),
+            controller,
+            faults,
+            worker_addr,
+            client,
+            dir,
         }
+    }
+
+    /// The URL workers are given for the controller.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.worker_addr)
+    }
+
+    /// A script campaign over the instances `ids` of one account and
+    /// region: `lines` for Linux and Windows alike.
+    pub fn spec(&self, account: &str, region: &str, ids: &[String], lines: &[&str]) -> CampaignSpec {
+        let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        CampaignSpec {
+            name: "worker-test".into(),
+            targets: Some(TargetSelector {
+                account_ids: vec![self.account(account)],
+                regions: vec![region.to_owned()],
+                instance_ids: ids.to_vec(),
+                ..Default::default()
+            }),
+            command: Some(RunCommand {
+                kind: Some(command::Kind::Script(Script {
+                    linux_lines: lines.clone(),
+                    windows_lines: lines,
+                    working_directory: String::new(),
+                })),
+                execution_timeout_seconds: 600,
+                delivery_timeout_seconds: 600,
+            }),
+            rate: Some(RateControl {
+                max_concurrency: "100%".into(),
+                batch_size: 50,
+                ..Default::default()
+            }),
+            output: Some(OutputConfig::default()),
+            access: Some(AccessConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    /// Submits `spec`; the campaign's id.
+    pub async fn submit(&self, spec: CampaignSpec) -> String {
+        self.client
+            .clone()
+            .submit_campaign(SubmitCampaignRequest { spec: Some(spec) })
+            .await
+            .expect("the campaign is accepted")
+            .into_inner()
+            .campaign_id
+    }
+
+    /// The campaign now.
+    pub async fn campaign(&self, id: &str) -> Campaign {
+        self.client
+            .clone()
+            .get_campaign(GetCampaignRequest { campaign_id: id.into() })
+            .await
+            .expect("GetCampaign")
+            .into_inner()
+            .campaign
+            .expect("a campaign")
+    }
+
+    /// Waits until the campaign has ended, or fails saying where it is.
+    pub async fn wait_done(&self, id: &str, within: Duration) -> Campaign {
+        let deadline = Instant::now() + within;
+        loop {
+            let campaign = self.campaign(id).await;
+            let state = CampaignState::try_from(campaign.state).unwrap_or(CampaignState::Unspecified);
+            if state.is_terminal() {
+                return campaign;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "campaign {id} still {} after {within:?}: {:?}{}",
+                state.short_name(),
+                campaign.counters,
+                self.process_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Cancels a campaign as its owner would.
+    pub async fn cancel(&self, id: &str) {
+        self.client
+            .clone()
+            .cancel_campaign(CancelCampaignRequest {
+                campaign_id: id.into(),
+                reason: "worker test".into(),
+            })
+            .await
+            .expect("CancelCampaign");
+    }
+
+    /// Every target of a campaign with its output, by instance id (an
+    /// undiscoverable scope's target under "").
+    pub async fn targets(&self, id: &str) -> BTreeMap<String, Target> {
+        let mut all = BTreeMap::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .client
+                .clone()
+                .list_targets(ListTargetsRequest {
+                    campaign_id: id.into(),
+                    page_size: 500,
+                    page_token: token.clone(),
+                    include_output: true,
+                    ..Default::default()
+                })
+                .await
+                .expect("ListTargets")
+                .into_inner();
+            all.extend(page.targets.into_iter().map(|t| (t.instance_id.clone(), t)));
+            if page.next_page_token.is_empty() {
+                return all;
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// What the store says of a campaign's tasks of `kind`, oldest first.
+    pub async fn tasks(&self, campaign_id: &str, kind: TaskKind) -> Vec<TaskFacts> {
+        let campaign_id = campaign_id.to_owned();
+        self.controller
+            .controller
+            .store
+            .read(move |conn: &dyn Sql| {
+                let ids: Vec<String> = conn
+                    .prepare("SELECT id FROM tasks WHERE campaign_id = ?1 AND kind = ?2 ORDER BY created_ms, id")?
+                    .query_map(muster_controller::store::sql::params![campaign_id, kind as i32], |r| {
+                        r.get(0)
+                    })?
+                    .collect::<Result<_, _>>()?;
+                let mut facts = Vec::new();
+                for id in ids {
+                    let row = muster_controller::store::tasks::get(conn, &id)?.expect("the task");
+                    let dispatches = conn
+                        .prepare("SELECT command_id FROM dispatches WHERE task_id = ?1 ORDER BY rowid")?
+                        .query_map(muster_controller::store::sql::params![id], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    let leases = conn
+                        .prepare("SELECT attempt, outcome FROM leases WHERE task_id = ?1 ORDER BY lease_id")?
+                        .query_map(muster_controller::store::sql::params![id], |r| {
+                            Ok((r.get::<_, i64>(0)? as u32, r.get(1)?))
+                        })?
+                        .collect::<Result<_, _>>()?;
+                    facts.push(TaskFacts {
+                        row,
+                        dispatches,
+                        leases,
+                    });
+                }
+                Ok(facts)
+            })
+            .await
+            .expect("the store answers")
+    }
+
+    /// Every command id the controller recorded for a campaign.
+    pub async fn dispatches(&self, campaign_id: &str) -> Vec<String> {
+        self.tasks(campaign_id, TaskKind::Execute)
+            .await
+            .into_iter()
+            .flat_map(|t| t.dispatches)
+            .collect()
+    }
+
+    /// Puts a task reference on the queue, as the controller would.
+    pub async fn enqueue(&self, task_ref: &TaskRef) {
+        aws_sdk_sqs::Client::new(&self.sb.hub_config("us-east-1"))
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(muster_proto::encode_task_ref(task_ref))
+            .send()
+            .await
+            .expect("SendMessage");
     }
 
     pub fn account(&self, name: &str) -> String {
@@ -107,7 +382,7 @@ impl World {
 
     /// A worker in this process, its context changed by `tune` first.
     pub async fn start_worker_tuned(&self, grace: Duration, tune: impl FnOnce(&mut Context)) -> RunningWorker {
-        let controller = ControllerClient::connect_lazy(&self.ctl.url(), &Default::default()).unwrap();
+        let controller = ControllerClient::connect_lazy(&self.url(), &Default::default()).unwrap();
         let mut ctx = Context::new("test-worker", controller, self.worker_sdk().await);
         tune(&mut ctx);
         let ctx = Arc::new(ctx);
@@ -140,10 +415,10 @@ impl World {
         let log = std::fs::File::create(self.log_path(name)).unwrap();
         Command::new(env!("CARGO_BIN_EXE_muster-worker"))
             .args([
-                // The fake controller serves plaintext on loopback.
+                // The test's controller serves plaintext on loopback.
                 "--insecure",
                 "--controller",
-                &self.ctl.url(),
+                &self.url(),
                 "--queue-url",
                 &self.queue_url,
                 "--worker-id",
@@ -193,82 +468,6 @@ impl World {
         logs
     }
 
-    fn base_task(&self, kind: TaskKind, account: &str, region: &str) -> Task {
-        let account_id = self.account(account);
-        Task {
-            task_id: uuid::Uuid::new_v4().to_string(),
-            campaign_id: self.campaign_id.clone(),
-            kind: kind as i32,
-            attempt: 1,
-            max_attempts: 5,
-            role_arn: format!("arn:aws:iam::{account_id}:role/muster-execution"),
-            account_id,
-            region: region.to_owned(),
-            external_id: self.fleet.external_id.clone(),
-            role_session_name: muster_common::domain::session_name(&self.campaign_id),
-            session_duration_seconds: 3600,
-            api_calls_per_second: 20.0,
-            created_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
-            discover: None,
-            execute: None,
-            // The sandbox's execution roles, like target-account.yaml's,
-            // trust no session that does not name who asked.
-            source_identity: "worker-tests".into(),
-        }
-    }
-
-    pub fn discover_task(&self, account: &str, region: &str) -> Task {
-        let mut task = self.base_task(TaskKind::Discover, account, region);
-        task.discover = Some(DiscoverSpec::default());
-        task
-    }
-
-    /// An Execute task running `lines` on `ids` (Linux or Windows document).
-    pub fn execute_task(
-        &self,
-        account: &str,
-        region: &str,
-        platform: Platform,
-        ids: &[String],
-        lines: &[&str],
-    ) -> Task {
-        let mut task = self.base_task(TaskKind::Execute, account, region);
-        let document = match platform {
-            Platform::Windows => "AWS-RunPowerShellScript",
-            _ => "AWS-RunShellScript",
-        };
-        task.execute = Some(ExecuteSpec {
-            platform: platform as i32,
-            instance_ids: ids.to_vec(),
-            document_name: document.into(),
-            document_version: String::new(),
-            parameters: [
-                (
-                    "commands".to_owned(),
-                    ParameterValues {
-                        values: lines.iter().map(|l| l.to_string()).collect(),
-                    },
-                ),
-                (
-                    "executionTimeout".to_owned(),
-                    ParameterValues {
-                        values: vec!["600".into()],
-                    },
-                ),
-            ]
-            .into(),
-            delivery_timeout_seconds: 600,
-            comment: format!("muster task {}", task.task_id),
-            output_s3_bucket: String::new(),
-            output_s3_key_prefix: String::new(),
-            cloudwatch_log_group: String::new(),
-            keep_bytes: 8192,
-            execution_timeout_seconds: 600,
-            then: Vec::new(),
-        });
-        task
-    }
-
     /// How many SendCommands each instance got, from the sim's audit log.
     pub fn sends_per_instance(&self) -> std::collections::BTreeMap<String, usize> {
         let mut counts = std::collections::BTreeMap::new();
@@ -283,9 +482,14 @@ impl World {
 
 /// Waits until `check` holds, or fails naming `what`, with the logs of the
 /// world's worker processes (a timeout alone says nothing of why).
-pub async fn eventually(w: &World, what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    w: &World,
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> F,
+) {
     let deadline = std::time::Instant::now() + within;
-    while !check() {
+    while !check().await {
         if std::time::Instant::now() >= deadline {
             panic!("timed out waiting for {what}{}", w.process_logs());
         }
