@@ -310,7 +310,7 @@ async fn leased(runner: &Runner, queue: &Queue, message: &Message, task_ref: Tas
     // the answer leaves unused goes back as soon as it comes.
     let mut reserved = crate::task::reserve_room(ctx, &runner.slots);
     // The lease's TTL counts from here, not from the answer.
-    let asked = std::time::Instant::now();
+    let asked = tokio::time::Instant::now();
     let answer = ctx
         .controller
         .lease_task(LeaseTaskRequest {

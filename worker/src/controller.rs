@@ -92,13 +92,6 @@ impl ControllerClient {
         }
     }
 
-    /// The fleet's size as the controller last said (its LeaseTask,
-    /// CompleteTask and RenewLease answers carry it; 0 until one did): how
-    /// many workers share the hub account's quotas.
-    pub fn workers(&self) -> Arc<AtomicU32> {
-        self.workers.clone()
-    }
-
     fn heard(&self, workers: u32) {
         if workers > 0 {
             self.workers.store(workers, Ordering::Relaxed);
@@ -136,10 +129,45 @@ impl ControllerClient {
             }
         }
     }
+}
 
+/// The worker's calls to the controller, as the rest of the worker makes
+/// them: [`ControllerClient`] over gRPC, or a scripted stand-in where a unit
+/// test needs one. Each method's retry policy is part of its contract.
+#[tonic::async_trait]
+pub trait WorkerCalls: Send + Sync + 'static {
     /// Asks for a task's lease. One attempt: on failure the queue message
     /// stays and comes back after its visibility timeout.
-    pub async fn lease_task(&self, request: LeaseTaskRequest) -> Result<LeaseTaskResponse, ControllerError> {
+    async fn lease_task(&self, request: LeaseTaskRequest) -> Result<LeaseTaskResponse, ControllerError>;
+    /// Renews a lease. One attempt; the renew loop tries again next tick.
+    async fn renew_lease(&self, request: RenewLeaseRequest) -> Result<RenewLeaseResponse, ControllerError>;
+    /// Reports discovered instances; retried for as long as it takes.
+    async fn report_targets(&self, request: ReportTargetsRequest) -> Result<ReportTargetsResponse, ControllerError>;
+    /// Records a SendCommand; retried for as long as it takes, because a
+    /// later attempt must know about it.
+    async fn report_dispatch(&self, request: ReportDispatchRequest) -> Result<(), ControllerError>;
+    /// Reports results; retried for as long as it takes.
+    async fn report_results(&self, request: ReportResultsRequest) -> Result<ReportResultsResponse, ControllerError>;
+    /// Completes a task; the answer may hand on leases of the same scope.
+    async fn complete_task(&self, request: CompleteTaskRequest) -> Result<CompleteTaskResponse, ControllerError>;
+    /// Fails a task.
+    async fn fail_task(&self, request: FailTaskRequest) -> Result<FailTaskResponse, ControllerError>;
+    /// Asks which of the commands named ended (waiting up to the request's
+    /// wait). One attempt: it is a long poll that the caller repeats.
+    async fn await_commands(&self, request: AwaitCommandsRequest) -> Result<AwaitCommandsResponse, ControllerError>;
+    /// The fleet's size as the controller last said (0 until it did): how
+    /// many workers share the hub account's quotas.
+    fn workers(&self) -> Arc<AtomicU32>;
+}
+
+/// The controller, shared by everything in the worker that calls it.
+pub type Controller = Arc<dyn WorkerCalls>;
+
+#[tonic::async_trait]
+impl WorkerCalls for ControllerClient {
+    /// Asks for a task's lease. One attempt: on failure the queue message
+    /// stays and comes back after its visibility timeout.
+    async fn lease_task(&self, request: LeaseTaskRequest) -> Result<LeaseTaskResponse, ControllerError> {
         let span = crate::trace::rpc("grpc", WORKER_SERVICE, "LeaseTask");
         if let Some(task) = &request.task {
             span.record(attr::CAMPAIGN_ID, task.campaign_id.as_str());
@@ -164,7 +192,7 @@ impl ControllerClient {
     }
 
     /// Renews a lease. One attempt; the renew loop tries again next tick.
-    pub async fn renew_lease(&self, request: RenewLeaseRequest) -> Result<RenewLeaseResponse, ControllerError> {
+    async fn renew_lease(&self, request: RenewLeaseRequest) -> Result<RenewLeaseResponse, ControllerError> {
         let answer = self
             .retrying("RenewLease", Duration::ZERO, |mut c| {
                 let request = request.clone();
@@ -178,10 +206,7 @@ impl ControllerClient {
     }
 
     /// Reports discovered instances; retried for as long as it takes.
-    pub async fn report_targets(
-        &self,
-        request: ReportTargetsRequest,
-    ) -> Result<ReportTargetsResponse, ControllerError> {
+    async fn report_targets(&self, request: ReportTargetsRequest) -> Result<ReportTargetsResponse, ControllerError> {
         self.retrying("ReportTargets", Duration::MAX, |mut c| {
             let request = request.clone();
             async move { c.report_targets(muster_common::telemetry::traced(request)).await }
@@ -191,7 +216,7 @@ impl ControllerClient {
 
     /// Records a SendCommand; retried for as long as it takes, because a
     /// later attempt must know about it.
-    pub async fn report_dispatch(&self, request: ReportDispatchRequest) -> Result<(), ControllerError> {
+    async fn report_dispatch(&self, request: ReportDispatchRequest) -> Result<(), ControllerError> {
         self.retrying("ReportDispatch", Duration::MAX, |mut c| {
             let request = request.clone();
             async move { c.report_dispatch(muster_common::telemetry::traced(request)).await }
@@ -201,10 +226,7 @@ impl ControllerClient {
     }
 
     /// Reports results; retried for as long as it takes.
-    pub async fn report_results(
-        &self,
-        request: ReportResultsRequest,
-    ) -> Result<ReportResultsResponse, ControllerError> {
+    async fn report_results(&self, request: ReportResultsRequest) -> Result<ReportResultsResponse, ControllerError> {
         self.retrying("ReportResults", Duration::MAX, |mut c| {
             let request = request.clone();
             async move { c.report_results(muster_common::telemetry::traced(request)).await }
@@ -213,7 +235,7 @@ impl ControllerClient {
     }
 
     /// Completes a task; the answer may hand on leases of the same scope.
-    pub async fn complete_task(&self, request: CompleteTaskRequest) -> Result<CompleteTaskResponse, ControllerError> {
+    async fn complete_task(&self, request: CompleteTaskRequest) -> Result<CompleteTaskResponse, ControllerError> {
         let answer = self
             .retrying("CompleteTask", Duration::from_secs(300), |mut c| {
                 let request = request.clone();
@@ -229,10 +251,7 @@ impl ControllerClient {
     /// Asks which of the commands named ended (waiting up to the request's
     /// wait). One attempt, outside any trace: it is a long poll that the
     /// caller repeats.
-    pub async fn await_commands(
-        &self,
-        request: AwaitCommandsRequest,
-    ) -> Result<AwaitCommandsResponse, ControllerError> {
+    async fn await_commands(&self, request: AwaitCommandsRequest) -> Result<AwaitCommandsResponse, ControllerError> {
         self.client
             .clone()
             .await_commands(request)
@@ -242,12 +261,16 @@ impl ControllerClient {
     }
 
     /// Fails a task.
-    pub async fn fail_task(&self, request: FailTaskRequest) -> Result<FailTaskResponse, ControllerError> {
+    async fn fail_task(&self, request: FailTaskRequest) -> Result<FailTaskResponse, ControllerError> {
         self.retrying("FailTask", Duration::from_secs(300), |mut c| {
             let request = request.clone();
             async move { c.fail_task(muster_common::telemetry::traced(request)).await }
         })
         .await
+    }
+
+    fn workers(&self) -> Arc<AtomicU32> {
+        self.workers.clone()
     }
 }
 
@@ -266,5 +289,111 @@ mod tests {
             classify(&Status::failed_precondition("stale lease")),
             ControllerError::LeaseLost(_)
         ));
+    }
+}
+
+/// A controller for unit tests: every call is recorded, and each answer is
+/// the next one the test queued for that call (a default success when none
+/// is left).
+#[cfg(test)]
+pub(crate) mod scripted {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A call as the worker made it.
+    #[derive(Debug, Clone)]
+    pub enum Call {
+        Lease(LeaseTaskRequest),
+        Renew(RenewLeaseRequest),
+        Results(ReportResultsRequest),
+        Complete(CompleteTaskRequest),
+        Fail(FailTaskRequest),
+    }
+
+    type Answers<T> = Mutex<VecDeque<Result<T, ControllerError>>>;
+
+    #[derive(Default)]
+    pub struct Scripted {
+        pub calls: Mutex<Vec<Call>>,
+        pub leases: Answers<LeaseTaskResponse>,
+        pub renewals: Answers<RenewLeaseResponse>,
+        pub results: Answers<ReportResultsResponse>,
+        workers: Arc<AtomicU32>,
+    }
+
+    impl Scripted {
+        /// Queues an answer to RenewLease.
+        pub fn renew_answers(&self, answer: Result<RenewLeaseResponse, ControllerError>) {
+            self.renewals.lock().unwrap().push_back(answer);
+        }
+
+        /// The calls so far.
+        pub fn calls(&self) -> Vec<Call> {
+            self.calls.lock().unwrap().clone()
+        }
+
+        /// The RenewLease calls so far.
+        pub fn renewals_made(&self) -> usize {
+            self.calls().iter().filter(|c| matches!(c, Call::Renew(_))).count()
+        }
+
+        fn next<T: Default>(&self, answers: &Answers<T>, call: Call) -> Result<T, ControllerError> {
+            self.calls.lock().unwrap().push(call);
+            answers.lock().unwrap().pop_front().unwrap_or_else(|| Ok(T::default()))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl WorkerCalls for Arc<Scripted> {
+        async fn lease_task(&self, request: LeaseTaskRequest) -> Result<LeaseTaskResponse, ControllerError> {
+            self.next(&self.leases, Call::Lease(request))
+        }
+
+        async fn renew_lease(&self, request: RenewLeaseRequest) -> Result<RenewLeaseResponse, ControllerError> {
+            self.next(&self.renewals, Call::Renew(request))
+        }
+
+        async fn report_targets(
+            &self,
+            request: ReportTargetsRequest,
+        ) -> Result<ReportTargetsResponse, ControllerError> {
+            Ok(ReportTargetsResponse {
+                accepted: request.instances.len() as u32,
+            })
+        }
+
+        async fn report_dispatch(&self, _request: ReportDispatchRequest) -> Result<(), ControllerError> {
+            Ok(())
+        }
+
+        async fn report_results(
+            &self,
+            request: ReportResultsRequest,
+        ) -> Result<ReportResultsResponse, ControllerError> {
+            self.next(&self.results, Call::Results(request))
+        }
+
+        async fn complete_task(&self, request: CompleteTaskRequest) -> Result<CompleteTaskResponse, ControllerError> {
+            self.calls.lock().unwrap().push(Call::Complete(request));
+            Ok(CompleteTaskResponse::default())
+        }
+
+        async fn fail_task(&self, request: FailTaskRequest) -> Result<FailTaskResponse, ControllerError> {
+            self.calls.lock().unwrap().push(Call::Fail(request));
+            Ok(FailTaskResponse::default())
+        }
+
+        async fn await_commands(
+            &self,
+            _request: AwaitCommandsRequest,
+        ) -> Result<AwaitCommandsResponse, ControllerError> {
+            Ok(AwaitCommandsResponse::default())
+        }
+
+        fn workers(&self) -> Arc<AtomicU32> {
+            self.workers.clone()
+        }
     }
 }

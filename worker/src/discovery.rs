@@ -12,7 +12,7 @@ use aws_sdk_ssm::types::{
 use muster_proto::v1::{DiscoverSpec, DiscoveredInstance, PingStatus, Platform, ReportTargetsRequest};
 
 use crate::api::Api;
-use crate::controller::ControllerClient;
+use crate::controller::WorkerCalls;
 use crate::scope_clients::{CallError, ScopeClients};
 
 /// States worth reporting: terminated instances are gone, the rest are
@@ -40,7 +40,7 @@ struct Ec2Instance {
 pub async fn discover(
     scope: &ScopeClients,
     spec: &DiscoverSpec,
-    controller: &ControllerClient,
+    controller: &dyn WorkerCalls,
     task_id: &str,
     lease_id: u64,
 ) -> Result<usize, CallError> {

@@ -19,7 +19,7 @@ use muster_proto::v1::AwaitCommandsRequest;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::controller::ControllerClient;
+use crate::controller::Controller;
 
 /// How long one AwaitCommands waits.
 const LONG_POLL: Duration = Duration::from_secs(20);
@@ -69,7 +69,7 @@ pub struct Endings {
 
 impl Endings {
     /// Starts asking `controller` until `stop`.
-    pub fn spawn(controller: ControllerClient, stop: CancellationToken) -> Self {
+    pub fn spawn(controller: Controller, stop: CancellationToken) -> Self {
         let endings = Self::unstarted();
         tokio::spawn(run(endings.inner.clone(), controller, stop));
         endings
@@ -177,7 +177,7 @@ impl Drop for Following {
     }
 }
 
-async fn run(inner: Arc<Inner>, controller: ControllerClient, stop: CancellationToken) {
+async fn run(inner: Arc<Inner>, controller: Controller, stop: CancellationToken) {
     loop {
         let ids: Vec<String> = {
             let state = inner.state.lock().expect("endings lock");

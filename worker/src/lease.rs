@@ -3,14 +3,15 @@
 //! anything.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use muster_proto::v1::{CompleteTaskRequest, FailTaskRequest, Lease, RenewLeaseRequest, Task};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::controller::{ControllerClient, ControllerError};
+use crate::controller::{Controller, ControllerError};
 
 /// Never send a command closer than this to the lease's local deadline (or a
 /// quarter of the TTL, if that is less): the controller may hand the task to
@@ -54,13 +55,13 @@ pub struct LeaseHandle {
     deadline: Arc<Mutex<Instant>>,
     send_margin: Duration,
     stop: CancellationToken,
-    controller: ControllerClient,
+    controller: Controller,
 }
 
 impl LeaseHandle {
     /// Starts renewing the lease every third of its TTL; its deadline counts
     /// from when it was asked for.
-    pub fn start(controller: ControllerClient, granted: Granted) -> Self {
+    pub fn start(controller: Controller, granted: Granted) -> Self {
         let Granted { lease, asked } = granted;
         let ttl = lease
             .ttl
@@ -167,7 +168,7 @@ impl Drop for LeaseHandle {
 }
 
 async fn renew_loop(
-    controller: ControllerClient,
+    controller: Controller,
     task_id: String,
     lease_id: u64,
     mut ttl: Duration,
@@ -237,5 +238,151 @@ async fn renew_loop(
                 overdue = past;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use muster_proto::v1::{RenewLeaseResponse, Task};
+
+    use super::*;
+    use crate::controller::scripted::{Call, Scripted};
+
+    const TTL: Duration = Duration::from_secs(30);
+
+    fn lease(cancelled: bool) -> Lease {
+        Lease {
+            lease_id: 7,
+            ttl: Some(TTL.try_into().unwrap()),
+            task: Some(Task {
+                task_id: "t1".into(),
+                ..Default::default()
+            }),
+            campaign_cancelled: cancelled,
+            ..Default::default()
+        }
+    }
+
+    fn held(controller: &Arc<Scripted>, asked: Instant) -> LeaseHandle {
+        LeaseHandle::start(
+            Arc::new(controller.clone()),
+            Granted {
+                lease: lease(false),
+                asked,
+            },
+        )
+    }
+
+    fn unreachable() -> Result<RenewLeaseResponse, ControllerError> {
+        Err(ControllerError::Unreachable("connection refused".into()))
+    }
+
+    /// Lets the renew loop run through `span` of paused time.
+    async fn pass(span: Duration) {
+        tokio::time::sleep(span).await;
+        tokio::task::yield_now().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewed_every_third_of_the_ttl_it_may_send_until_near_its_deadline() {
+        let controller = Arc::new(Scripted::default());
+        let handle = held(&controller, Instant::now());
+        assert!(handle.may_send());
+        pass(TTL / 3 + Duration::from_millis(1)).await;
+        assert_eq!(controller.renewals_made(), 1);
+        let Call::Renew(request) = &controller.calls()[0] else {
+            panic!("{:?}", controller.calls())
+        };
+        assert_eq!((request.task_id.as_str(), request.lease_id), ("t1", 7));
+        // Each renewal moves the deadline: long past the first TTL it may
+        // still send.
+        pass(TTL * 3).await;
+        assert!(controller.renewals_made() >= 9, "{}", controller.renewals_made());
+        assert_eq!(handle.state(), LeaseState::Held);
+        assert!(handle.may_send());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_heard_of_after_its_ttl_may_send_nothing() {
+        let controller = Arc::new(Scripted::default());
+        let asked = Instant::now();
+        tokio::time::advance(TTL).await;
+        let handle = held(&controller, asked);
+        assert_eq!(handle.state(), LeaseState::Held);
+        assert!(!handle.may_send(), "its TTL counts from the asking");
+        // Nor close to the end: the margin is a quarter of the TTL at most
+        // five seconds.
+        let near = held(&controller, Instant::now() - (TTL - Duration::from_secs(4)));
+        assert!(!near.may_send());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_controller_saying_the_lease_is_gone_stops_the_task_and_the_renewals() {
+        let controller = Arc::new(Scripted::default());
+        controller.renew_answers(Err(ControllerError::LeaseLost("lease_id: not current".into())));
+        let handle = held(&controller, Instant::now());
+        let mut watch = handle.watch();
+        pass(TTL / 3 + Duration::from_millis(1)).await;
+        watch.changed().await.unwrap();
+        assert_eq!(handle.state(), LeaseState::Lost);
+        assert!(!handle.may_send());
+        pass(TTL * 2).await;
+        assert_eq!(controller.renewals_made(), 1, "no renewal after the answer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_controller_stops_sends_past_the_deadline_but_not_the_task() {
+        let controller = Arc::new(Scripted::default());
+        for _ in 0..40 {
+            controller.renew_answers(unreachable());
+        }
+        let handle = held(&controller, Instant::now());
+        pass(TTL + Duration::from_secs(1)).await;
+        assert_eq!(handle.state(), LeaseState::Held, "not lost: it follows what it sent");
+        assert!(!handle.may_send(), "past the deadline");
+        let tries = controller.renewals_made();
+        assert!(tries > 3, "retried sooner than every third of the TTL: {tries}");
+        // The controller answers again (a restarted one extends the leases
+        // it finds): sending may resume.
+        controller.renewals.lock().unwrap().clear();
+        pass(Duration::from_secs(3)).await;
+        assert_eq!(handle.state(), LeaseState::Held);
+        assert!(handle.may_send());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_campaign_is_told_by_the_renewal_or_the_grant() {
+        let controller = Arc::new(Scripted::default());
+        controller.renew_answers(Ok(RenewLeaseResponse {
+            campaign_cancelled: true,
+            ..Default::default()
+        }));
+        let handle = held(&controller, Instant::now());
+        pass(TTL / 3 + Duration::from_millis(1)).await;
+        assert_eq!(handle.state(), LeaseState::Cancelled);
+        assert!(!handle.may_send(), "a cancelled campaign's lease sends nothing");
+        let granted = LeaseHandle::start(
+            Arc::new(controller.clone()),
+            Granted {
+                lease: lease(true),
+                asked: Instant::now(),
+            },
+        );
+        assert_eq!(granted.state(), LeaseState::Cancelled);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn completing_stops_the_renewals_and_names_the_lease() {
+        let controller = Arc::new(Scripted::default());
+        let handle = held(&controller, Instant::now());
+        handle.complete(3).await.unwrap();
+        pass(TTL).await;
+        let calls = controller.calls();
+        assert!(
+            matches!(&calls[..], [Call::Complete(c)] if c.task_id == "t1" && c.lease_id == 7 && c.capacity == 3),
+            "{calls:?}"
+        );
     }
 }

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cadence::BatchDurations;
-use crate::controller::{ControllerClient, ControllerError};
+use crate::controller::{Controller, ControllerError, WorkerCalls};
 use crate::credentials::{AssumeError, CredentialCache};
 use crate::reporter::Reporter;
 use crate::scope_clients::{CallError, ScopeClientCache};
@@ -47,7 +47,7 @@ pub struct Context {
     /// This worker's id, for the controller's logs.
     pub worker_id: String,
     /// The controller.
-    pub controller: ControllerClient,
+    pub controller: Controller,
     /// Batches results to the controller.
     pub reporter: Reporter,
     /// AWS configuration with the worker's own (hub) credentials.
@@ -80,7 +80,8 @@ pub struct Context {
 
 impl Context {
     /// A context over these clients.
-    pub fn new(worker_id: &str, controller: ControllerClient, sdk: SdkConfig) -> Self {
+    pub fn new(worker_id: &str, controller: impl WorkerCalls, sdk: SdkConfig) -> Self {
+        let controller: Controller = Arc::new(controller);
         let endings_stop = CancellationToken::new();
         let workers = controller.workers();
         Self {

@@ -11,7 +11,7 @@ use muster_proto::{MAX_REPORT_BYTES, split_by_size};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
 
-use crate::controller::{ControllerClient, ControllerError};
+use crate::controller::{Controller, ControllerError};
 
 /// Most results in one ReportResults request.
 const MAX_BATCH: usize = 500;
@@ -44,7 +44,7 @@ pub type Ack = oneshot::Receiver<Result<(), ControllerError>>;
 
 impl Reporter {
     /// Starts the reporting loop.
-    pub fn spawn(controller: ControllerClient) -> Self {
+    pub fn spawn(controller: Controller) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(controller, rx));
         Self { tx }
@@ -105,7 +105,7 @@ pub async fn all_recorded(acks: Vec<Ack>) -> Result<(), ControllerError> {
     outcome
 }
 
-async fn run(controller: ControllerClient, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn run(controller: Controller, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -143,7 +143,7 @@ async fn run(controller: ControllerClient, mut rx: mpsc::UnboundedReceiver<Pendi
 
 /// One report of one task's results; its acks learn the outcome.
 async fn send(
-    controller: ControllerClient,
+    controller: Controller,
     task_id: String,
     lease_id: u64,
     pendings: Vec<Pending>,
@@ -172,5 +172,116 @@ async fn send(
     let outcome = outcome.map(|_| ());
     for pending in pendings {
         let _ = pending.ack.send(outcome.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use muster_proto::v1::StepOutput;
+    use prost::Message as _;
+
+    use super::*;
+    use crate::controller::scripted::{Call, Scripted};
+
+    fn result(instance: usize, stdout_bytes: usize) -> TargetResult {
+        TargetResult {
+            instance_id: format!("i-{instance:017}"),
+            steps: vec![StepOutput {
+                stdout: "x".repeat(stdout_bytes),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn reports(controller: &Scripted) -> Vec<ReportResultsRequest> {
+        controller
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Results(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn results_arriving_together_go_in_one_report_per_lease() {
+        let controller = Arc::new(Scripted::default());
+        let reporter = Reporter::spawn(Arc::new(controller.clone()));
+        let mut acks = Vec::new();
+        for i in 0..6 {
+            let (task, lease) = if i % 2 == 0 { ("a", 1) } else { ("b", 2) };
+            acks.push(reporter.report(task, lease, result(i, 10)));
+        }
+        all_recorded(acks).await.unwrap();
+        let mut sent: Vec<(String, u64, usize)> = reports(&controller)
+            .iter()
+            .map(|r| (r.task_id.clone(), r.lease_id, r.results.len()))
+            .collect();
+        sent.sort();
+        assert_eq!(sent, [("a".into(), 1, 3), ("b".into(), 2, 3)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_report_fails_the_acks_of_its_own_results_only() {
+        let controller = Arc::new(Scripted::default());
+        let reporter = Reporter::spawn(Arc::new(controller.clone()));
+        // Whichever of the two reports comes first is refused for good.
+        controller
+            .results
+            .lock()
+            .unwrap()
+            .push_back(Err(ControllerError::Refused("InvalidArgument: results".into())));
+        let a: Vec<Ack> = (0..2).map(|i| reporter.report("a", 1, result(i, 1))).collect();
+        let b: Vec<Ack> = vec![reporter.report("b", 2, result(2, 1))];
+        let mut outcomes = Vec::new();
+        for acks in [a, b] {
+            let mut each = Vec::new();
+            for ack in acks {
+                each.push(ack.await.unwrap().is_ok());
+            }
+            assert!(
+                each.windows(2).all(|w| w[0] == w[1]),
+                "one report, one outcome: {each:?}"
+            );
+            outcomes.push(each[0]);
+        }
+        outcomes.sort();
+        assert_eq!(outcomes, [false, true], "one report refused, the other recorded");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn large_outputs_are_split_under_the_request_limit_and_each_result_sent_once() {
+        let controller = Arc::new(Scripted::default());
+        let reporter = Reporter::spawn(Arc::new(controller.clone()));
+        // 40 results of 1 MiB: more than twice the limit of one request.
+        let acks = (0..40).map(|i| reporter.report("a", 1, result(i, 1 << 20))).collect();
+        all_recorded(acks).await.unwrap();
+        let reports = reports(&controller);
+        assert!(reports.len() >= 3, "{} reports", reports.len());
+        let mut seen = BTreeSet::new();
+        for report in &reports {
+            assert!(report.encoded_len() <= MAX_REPORT_BYTES, "{}", report.encoded_len());
+            for r in &report.results {
+                assert!(seen.insert(r.instance_id.clone()), "{} sent twice", r.instance_id);
+            }
+        }
+        assert_eq!(seen.len(), 40);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_beyond_the_batch_limit_is_reported_in_several_requests() {
+        let controller = Arc::new(Scripted::default());
+        let reporter = Reporter::spawn(Arc::new(controller.clone()));
+        let acks = (0..MAX_BATCH * 2 + 1)
+            .map(|i| reporter.report("a", 1, result(i, 1)))
+            .collect();
+        all_recorded(acks).await.unwrap();
+        let sizes: Vec<usize> = reports(&controller).iter().map(|r| r.results.len()).collect();
+        assert!(sizes.iter().all(|n| *n <= MAX_BATCH), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<usize>(), MAX_BATCH * 2 + 1);
     }
 }

@@ -119,7 +119,7 @@ async fn run_scoped(
             match kind {
                 TaskKind::Discover => {
                     let spec = task.discover.clone().unwrap_or_default();
-                    discovery::discover(&scope, &spec, &ctx.controller, &task.task_id, lease.lease_id)
+                    discovery::discover(&scope, &spec, ctx.controller.as_ref(), &task.task_id, lease.lease_id)
                         .instrument(trace::step("discover", "internal"))
                         .await
                         .map(|_| ())
