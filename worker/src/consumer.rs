@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message};
+use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use muster_proto::v1::{LeaseOutcome, LeaseTaskRequest, TaskRef};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,33 @@ const LONG_POLL_SECONDS: i32 = 20;
 /// visibility timeout), and a burst of leases then costs one call, not ten.
 const DELETE_LINGER: Duration = Duration::from_millis(250);
 
-/// Where tasks come from.
+/// A message from the task queue, as the consumer reads it.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    /// The queue's id of the message, for logs.
+    pub message_id: String,
+    /// What it says (a TaskRef, if it is what it should be).
+    pub body: String,
+    /// The handle that deletes or releases it.
+    pub receipt: Option<String>,
+    /// The controller's trace context, from the message's attributes.
+    pub traceparent: Option<String>,
+}
+
+/// Where task references come from: SQS ([`Queue`]), or memory in unit
+/// tests.
+#[tonic::async_trait]
+pub trait TaskQueue: Send + Sync + 'static {
+    /// Up to `max` messages, waiting up to a long poll for the first; the
+    /// error says why none could be had.
+    async fn receive(&self, max: usize) -> Result<Vec<Delivery>, String>;
+    /// Makes a received message visible to other workers right away.
+    async fn release(&self, delivery: &Delivery);
+    /// Deletes a handled message, batched with others handled about now.
+    fn delete(&self, delivery: &Delivery);
+}
+
+/// The SQS task queue.
 #[derive(Clone)]
 pub struct Queue {
     /// SQS client (the worker's own credentials).
@@ -48,10 +74,40 @@ impl Queue {
         let deleting = tokio::spawn(delete_batches(sqs.clone(), url.clone(), pending));
         (Self { sqs, url, deletes }, deleting)
     }
+}
 
-    /// Makes a received message visible to other workers right away.
-    async fn release(&self, message: &Message) {
-        let Some(receipt) = message.receipt_handle() else {
+#[tonic::async_trait]
+impl TaskQueue for Queue {
+    async fn receive(&self, max: usize) -> Result<Vec<Delivery>, String> {
+        let answer = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, RECEIVE_BATCH) as i32)
+            .wait_time_seconds(LONG_POLL_SECONDS)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|error| muster_common::retry::describe(&error))?;
+        Ok(answer
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|message| Delivery {
+                traceparent: message
+                    .message_attributes()
+                    .and_then(|attributes| attributes.get("traceparent"))
+                    .and_then(|value| value.string_value())
+                    .map(str::to_owned),
+                message_id: message.message_id.unwrap_or_default(),
+                body: message.body.unwrap_or_default(),
+                receipt: message.receipt_handle,
+            })
+            .collect())
+    }
+
+    async fn release(&self, delivery: &Delivery) {
+        let Some(receipt) = &delivery.receipt else {
             return;
         };
         if let Err(error) = self
@@ -63,19 +119,17 @@ impl Queue {
             .send()
             .await
         {
-            tracing::warn!(message_id = message.message_id().unwrap_or_default(), error = %muster_common::retry::describe(&error), "could not release queue message");
+            tracing::warn!(message_id = delivery.message_id, error = %muster_common::retry::describe(&error), "could not release queue message");
         }
     }
 
-    /// Deletes a handled message, batched with others handled about now.
-    fn delete(&self, message: &Message) {
-        let Some(receipt) = message.receipt_handle() else {
+    fn delete(&self, delivery: &Delivery) {
+        let Some(receipt) = &delivery.receipt else {
             return;
         };
-        let id = message.message_id().unwrap_or_default().to_owned();
         // Only fails once the delete loop has ended, at exit: the message then
         // comes back after its visibility timeout and is deleted as finished.
-        let _ = self.deletes.send((id, receipt.to_owned()));
+        let _ = self.deletes.send((delivery.message_id.clone(), receipt.clone()));
     }
 }
 
@@ -142,7 +196,7 @@ async fn delete_batches(sqs: aws_sdk_sqs::Client, url: String, mut pending: mpsc
 /// `tracker`, at most `max_tasks` at once.
 pub async fn run(
     ctx: Arc<Context>,
-    queue: Queue,
+    queue: Arc<dyn TaskQueue>,
     pollers: usize,
     max_tasks: usize,
     stop: CancellationToken,
@@ -170,7 +224,7 @@ pub async fn run(
 async fn receive_loop(
     poller: usize,
     ctx: Arc<Context>,
-    queue: Queue,
+    queue: Arc<dyn TaskQueue>,
     slots: Arc<Semaphore>,
     stop: CancellationToken,
     hand_back: CancellationToken,
@@ -188,28 +242,18 @@ async fn receive_loop(
         // Not abandoned on stop: SQS may already have handed messages to this
         // long poll, and they would stay hidden for the visibility timeout.
         let asked = std::time::Instant::now();
-        let received = queue
-            .sqs
-            .receive_message()
-            .queue_url(&queue.url)
-            .max_number_of_messages(want as i32)
-            .wait_time_seconds(LONG_POLL_SECONDS)
-            .message_attribute_names("All")
-            .send()
-            .await;
+        let received = queue.receive(want).await;
         let messages = match received {
-            Ok(answer) => {
+            Ok(messages) => {
                 if failures > 0 && !stop.is_cancelled() {
                     ctx.set_not_ready(None);
                 }
                 failures = 0;
-                let messages = answer.messages.unwrap_or_default();
                 ctx.stats.received(asked.elapsed(), messages.len());
                 messages
             }
             Err(error) => {
                 failures += 1;
-                let error = muster_common::retry::describe(&error);
                 tracing::warn!(poller, error, "receiving from the task queue failed");
                 if !stop.is_cancelled() {
                     ctx.set_not_ready(Some(format!("the task queue does not answer: {error}")));
@@ -242,7 +286,7 @@ async fn receive_loop(
             let queue = queue.clone();
             let runner = runner.clone();
             tracker.spawn(async move {
-                Box::pin(handle(&runner, &queue, message)).await;
+                Box::pin(handle(&runner, queue.as_ref(), message)).await;
                 drop(permit);
             });
         }
@@ -284,9 +328,9 @@ impl Runner {
     }
 }
 
-async fn handle(runner: &Runner, queue: &Queue, message: Message) {
-    let message_id = message.message_id().unwrap_or_default().to_owned();
-    let task_ref = match muster_proto::decode_task_ref(message.body().unwrap_or_default()) {
+async fn handle(runner: &Runner, queue: &dyn TaskQueue, message: Delivery) {
+    let message_id = message.message_id.clone();
+    let task_ref = match muster_proto::decode_task_ref(&message.body) {
         Ok(task_ref) => task_ref,
         Err(error) => {
             runner.ctx.stats.count_handled("malformed");
@@ -295,15 +339,16 @@ async fn handle(runner: &Runner, queue: &Queue, message: Message) {
         }
     };
     // One span per task attempt, continuing the controller's trace.
-    let traceparent = message
-        .message_attributes()
-        .and_then(|attributes| attributes.get("traceparent"))
-        .and_then(|value| value.string_value());
-    let span = crate::task::span(&task_ref.campaign_id, &task_ref.task_id, task_ref.attempt, traceparent);
+    let span = crate::task::span(
+        &task_ref.campaign_id,
+        &task_ref.task_id,
+        task_ref.attempt,
+        message.traceparent.as_deref(),
+    );
     leased(runner, queue, &message, task_ref).instrument(span).await;
 }
 
-async fn leased(runner: &Runner, queue: &Queue, message: &Message, task_ref: TaskRef) {
+async fn leased(runner: &Runner, queue: &dyn TaskQueue, message: &Delivery, task_ref: TaskRef) {
     let ctx = &runner.ctx;
     let task_id = task_ref.task_id.clone();
     // Room for the account's other Discover tasks, should this be one; what
@@ -384,5 +429,292 @@ fn outcome_label(outcome: LeaseOutcome) -> &'static str {
         LeaseOutcome::StaleAttempt => "stale_attempt",
         LeaseOutcome::CampaignInactive => "campaign_inactive",
         LeaseOutcome::UnknownTask => "unknown_task",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use muster_proto::v1::{Lease, LeaseTaskResponse, Task};
+
+    use super::*;
+    use crate::controller::ControllerError;
+    use crate::controller::scripted::{Call, Scripted};
+
+    /// A task queue in memory: what it hands out, deletes and releases.
+    #[derive(Default)]
+    struct Memory {
+        ready: Mutex<VecDeque<Delivery>>,
+        deleted: Mutex<Vec<String>>,
+        released: Mutex<Vec<String>>,
+        /// Cancelled as messages are handed out: a stop that comes during
+        /// the long poll that got them.
+        stop_on_receive: Option<CancellationToken>,
+    }
+
+    #[tonic::async_trait]
+    impl TaskQueue for Memory {
+        async fn receive(&self, max: usize) -> Result<Vec<Delivery>, String> {
+            let taken: Vec<Delivery> = {
+                let mut ready = self.ready.lock().unwrap();
+                let n = max.min(ready.len());
+                ready.drain(..n).collect()
+            };
+            if taken.is_empty() {
+                // A short long poll: a stop waits for the one in flight.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            } else if let Some(stop) = &self.stop_on_receive {
+                stop.cancel();
+            }
+            Ok(taken)
+        }
+
+        async fn release(&self, delivery: &Delivery) {
+            self.released.lock().unwrap().push(delivery.message_id.clone());
+        }
+
+        fn delete(&self, delivery: &Delivery) {
+            self.deleted.lock().unwrap().push(delivery.message_id.clone());
+        }
+    }
+
+    /// A well-formed id (queue messages carry UUIDs) numbered `n`.
+    fn id(kind: u32, n: u32) -> String {
+        format!("00000000-0000-4000-8000-{kind:04}{n:08}")
+    }
+
+    fn task_ref(n: u32) -> TaskRef {
+        TaskRef {
+            campaign_id: id(1, n),
+            task_id: id(2, n),
+            attempt: 1,
+        }
+    }
+
+    fn message(n: u32, body: String) -> Delivery {
+        Delivery {
+            message_id: format!("m{n}"),
+            body,
+            receipt: Some(format!("r{n}")),
+            traceparent: None,
+        }
+    }
+
+    fn answer(outcome: LeaseOutcome) -> Result<LeaseTaskResponse, ControllerError> {
+        Ok(LeaseTaskResponse {
+            outcome: outcome as i32,
+            ..Default::default()
+        })
+    }
+
+    struct Consumer {
+        ctx: Arc<Context>,
+        controller: Arc<Scripted>,
+        queue: Arc<Memory>,
+        stop: CancellationToken,
+        done: tokio::task::JoinHandle<()>,
+    }
+
+    /// One poller over `messages`, the controller answering `answers` in
+    /// order.
+    fn consume(
+        messages: Vec<Delivery>,
+        answers: Vec<Result<LeaseTaskResponse, ControllerError>>,
+        stop_on_receive: bool,
+    ) -> Consumer {
+        let controller = Arc::new(Scripted::default());
+        controller.leases.lock().unwrap().extend(answers);
+        // AWS on a closed loopback port, tried once: nothing leaves the
+        // machine, and a call fails at once.
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::for_tests(),
+            ))
+            .build();
+        let ctx = Arc::new(Context::new("w1", controller.clone(), sdk));
+        let stop = CancellationToken::new();
+        let queue = Arc::new(Memory {
+            ready: Mutex::new(messages.into()),
+            stop_on_receive: stop_on_receive.then(|| stop.clone()),
+            ..Default::default()
+        });
+        let done = tokio::spawn(run(
+            ctx.clone(),
+            queue.clone(),
+            1,
+            4,
+            stop.clone(),
+            CancellationToken::new(),
+            TaskTracker::new(),
+        ));
+        Consumer {
+            ctx,
+            controller,
+            queue,
+            stop,
+            done,
+        }
+    }
+
+    impl Consumer {
+        async fn until(&self, what: &str, check: impl Fn(&Self) -> bool) {
+            for _ in 0..600 {
+                if check(self) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("never happened: {what}");
+        }
+
+        async fn stop(self) -> (Arc<Scripted>, Arc<Memory>) {
+            self.stop.cancel();
+            self.done.await.unwrap();
+            (self.controller, self.queue)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_that_is_no_task_reference_is_left_for_the_redrive_policy() {
+        let consumer = consume(vec![message(1, "rm -rf / # not a task".into())], vec![], false);
+        consumer
+            .until("the message handled", |c| c.ctx.stats.handled("malformed") == 1)
+            .await;
+        let (controller, queue) = consumer.stop().await;
+        assert!(
+            controller.calls().is_empty(),
+            "nothing leased: {:?}",
+            controller.calls()
+        );
+        assert!(queue.deleted.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_the_controller_has_nothing_to_run_for_are_deleted() {
+        let outcomes = [
+            LeaseOutcome::UnknownTask,
+            LeaseOutcome::Finished,
+            LeaseOutcome::StaleAttempt,
+            LeaseOutcome::LeasedElsewhere,
+        ];
+        let messages = (1..=4)
+            .map(|n| message(n, muster_proto::encode_task_ref(&task_ref(n))))
+            .collect();
+        let consumer = consume(messages, outcomes.iter().map(|o| answer(*o)).collect(), false);
+        consumer
+            .until("four messages deleted", |c| c.queue.deleted.lock().unwrap().len() == 4)
+            .await;
+        for label in ["unknown_task", "finished", "stale_attempt", "leased_elsewhere"] {
+            assert_eq!(consumer.ctx.stats.handled(label), 1, "{label}");
+        }
+        assert_eq!(consumer.ctx.stats.handled("granted"), 0);
+        let (controller, _) = consumer.stop().await;
+        let asked: Vec<(String, String, u32)> = controller
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Lease(r) => r.task.map(|t| (r.worker_id, t.task_id, t.attempt)),
+                _ => None,
+            })
+            .collect();
+        let mut expected: Vec<(String, String, u32)> = (1..=4).map(|n| ("w1".to_owned(), id(2, n), 1)).collect();
+        let mut asked_sorted = asked;
+        asked_sorted.sort();
+        expected.sort();
+        assert_eq!(
+            asked_sorted, expected,
+            "one LeaseTask per message, under the worker's name"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_request_left_unanswered_leaves_its_message_to_come_back() {
+        let consumer = consume(
+            vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
+            vec![Err(ControllerError::Unreachable("connection refused".into()))],
+            false,
+        );
+        consumer
+            .until("the message handled", |c| c.ctx.stats.handled("unanswered") == 1)
+            .await;
+        let (_, queue) = consumer.stop().await;
+        assert!(
+            queue.deleted.lock().unwrap().is_empty(),
+            "the message comes back after its timeout"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_received_as_the_worker_stops_go_straight_back() {
+        let messages = (1..=3)
+            .map(|n| message(n, muster_proto::encode_task_ref(&task_ref(n))))
+            .collect();
+        let consumer = consume(messages, vec![], true);
+        consumer
+            .until("the messages released", |c| c.queue.released.lock().unwrap().len() == 3)
+            .await;
+        let (controller, queue) = consumer.stop().await;
+        assert_eq!(*queue.released.lock().unwrap(), ["m1", "m2", "m3"]);
+        assert!(controller.calls().is_empty(), "nothing leased while stopping");
+        assert!(queue.deleted.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_granted_lease_deletes_its_message_and_its_task_runs_to_a_verdict() {
+        // A task of a kind this worker does not know: it runs, and ends with
+        // a FailTask under its lease, for good, before any AWS call.
+        let granted = LeaseTaskResponse {
+            outcome: LeaseOutcome::Granted as i32,
+            lease: Some(Lease {
+                lease_id: 9,
+                ttl: Some(Duration::from_secs(30).try_into().unwrap()),
+                task: Some(Task {
+                    task_id: id(2, 1),
+                    campaign_id: id(1, 1),
+                    attempt: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let consumer = consume(
+            vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
+            vec![Ok(granted)],
+            false,
+        );
+        consumer
+            .until("the task's verdict", |c| {
+                c.controller.calls().iter().any(|call| matches!(call, Call::Fail(_)))
+            })
+            .await;
+        assert_eq!(consumer.ctx.stats.handled("granted"), 1);
+        let (controller, queue) = consumer.stop().await;
+        assert_eq!(
+            *queue.deleted.lock().unwrap(),
+            ["m1"],
+            "the controller owns the task now"
+        );
+        let fail = controller
+            .calls()
+            .into_iter()
+            .find_map(|c| match c {
+                Call::Fail(f) => Some(f),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            (fail.task_id.as_str(), fail.lease_id),
+            (id(2, 1).as_str(), 9),
+            "{}",
+            fail.reason
+        );
+        assert!(fail.reason.contains("unknown kind") && !fail.retryable, "{fail:?}");
     }
 }

@@ -208,7 +208,7 @@ pub async fn run(ctx: Arc<Context>, settings: Settings, shutdown: CancellationTo
     let hand_back = CancellationToken::new();
     let consuming = tokio::spawn(consumer::run(
         ctx.clone(),
-        queue,
+        Arc::new(queue),
         settings.pollers,
         settings.max_tasks,
         shutdown.clone(),

@@ -100,45 +100,52 @@ async fn run_scoped(
         campaign_id: task.campaign_id.clone(),
         duration_seconds: task.session_duration_seconds.max(900),
     };
-    let outcome = match ctx
-        .credentials
-        .get(&role)
-        .instrument(trace::step("assume role", "internal"))
-        .await
-    {
-        Err(error) => Err(TaskError::Assume(error)),
-        Ok(_) => {
-            let scope = ctx.targets.get(
-                &ctx.sdk,
-                &task.region,
-                &role,
-                &ctx.credentials,
-                &ctx.limiter,
-                &ctx.stats,
-            );
-            match kind {
-                TaskKind::Discover => {
-                    let spec = task.discover.clone().unwrap_or_default();
-                    discovery::discover(&scope, &spec, ctx.controller.as_ref(), &task.task_id, lease.lease_id)
-                        .instrument(trace::step("discover", "internal"))
-                        .await
-                        .map(|_| ())
-                        .map_err(TaskError::Aws)
+    // A task this worker cannot run fails before any role is assumed.
+    let unknown = || {
+        Err(TaskError::Aws(crate::scope_clients::CallError {
+            api: "LeaseTask",
+            account: task.account_id.clone(),
+            region: task.region.clone(),
+            class: ErrorClass::Final,
+            code: None,
+            message: "the controller sent a task of unknown kind; is this worker older than the controller?".into(),
+        }))
+    };
+    let outcome = if kind == TaskKind::Unspecified {
+        unknown()
+    } else {
+        match ctx
+            .credentials
+            .get(&role)
+            .instrument(trace::step("assume role", "internal"))
+            .await
+        {
+            Err(error) => Err(TaskError::Assume(error)),
+            Ok(_) => {
+                let scope = ctx.targets.get(
+                    &ctx.sdk,
+                    &task.region,
+                    &role,
+                    &ctx.credentials,
+                    &ctx.limiter,
+                    &ctx.stats,
+                );
+                match kind {
+                    TaskKind::Discover => {
+                        let spec = task.discover.clone().unwrap_or_default();
+                        discovery::discover(&scope, &spec, ctx.controller.as_ref(), &task.task_id, lease.lease_id)
+                            .instrument(trace::step("discover", "internal"))
+                            .await
+                            .map(|_| ())
+                            .map_err(TaskError::Aws)
+                    }
+                    TaskKind::Execute => {
+                        executor::execute(ctx, &lease, &scope, hand_back)
+                            .instrument(trace::step("execute", "internal"))
+                            .await
+                    }
+                    TaskKind::Unspecified => unknown(),
                 }
-                TaskKind::Execute => {
-                    executor::execute(ctx, &lease, &scope, hand_back)
-                        .instrument(trace::step("execute", "internal"))
-                        .await
-                }
-                TaskKind::Unspecified => Err(TaskError::Aws(crate::scope_clients::CallError {
-                    api: "LeaseTask",
-                    account: task.account_id.clone(),
-                    region: task.region.clone(),
-                    class: ErrorClass::Final,
-                    code: None,
-                    message: "the controller sent a task of unknown kind; is this worker older than the controller?"
-                        .into(),
-                })),
             }
         }
     };
