@@ -66,7 +66,8 @@ pub fn expire(conn: &dyn Sql, campaign: &CampaignRow, now_ms: i64) -> StoreResul
         TargetStatus::Terminated,
         &format!("not run: {reason}"),
     )?;
-    crate::reconcile::change(conn, &campaign.id, CampaignState::Failed, reason)
+    campaigns::set_state(conn, &campaign.id, CampaignState::Failed, &reason)?;
+    Ok(Some((CampaignState::Failed, reason)))
 }
 
 /// What an approver's decision did, or why it was not taken.
@@ -91,7 +92,8 @@ fn decided_before(campaign: &CampaignRow, approving: bool) -> Option<Decision> {
     })
 }
 
-/// Approves `campaign`: it starts. Its submitter may not.
+/// Approves `campaign`; on [`Decision::Done`] the caller starts it
+/// (`reconcile::begin`) in the same write. Its submitter may not approve it.
 pub fn approve(conn: &dyn Sql, campaign: &CampaignRow, actor: &Actor, reason: &str) -> StoreResult<Decision> {
     if let Some(decision) = decided_before(campaign, true) {
         return Ok(decision);
@@ -110,11 +112,6 @@ pub fn approve(conn: &dyn Sql, campaign: &CampaignRow, actor: &Actor, reason: &s
         &serde_json::json!({"rule": campaign.approval.rule, "reason": reason}).to_string(),
     )?;
     campaigns::decide_approval(conn, &campaign.id, &actor.principal, true)?;
-    crate::reconcile::begin(
-        conn,
-        &campaign.id,
-        &format!("approved by {}: {reason}; ", actor.principal),
-    )?;
     Ok(Decision::Done)
 }
 

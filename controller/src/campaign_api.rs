@@ -1129,8 +1129,14 @@ impl CampaignService for CampaignApi {
             .authorize_on(&request, "ApproveCampaign", Action::Approve, &id)
             .await?;
         let reason = request.into_inner().reason;
+        // The decision and the start are one write: an approved campaign
+        // never waits for the reconcile loop to begin.
         let approve = |conn: &dyn Sql, row: &CampaignRow, _: &str, actor: &crate::store::audit::Actor, reason: &str| {
-            crate::approvals::approve(conn, row, actor, reason)
+            let decision = crate::approvals::approve(conn, row, actor, reason)?;
+            if matches!(decision, crate::store::stages::Decision::Done) {
+                crate::reconcile::begin(conn, &row.id, &format!("approved by {}: {reason}; ", actor.principal))?;
+            }
+            Ok(decision)
         };
         self.decide(("ApproveCampaign", &principal), &id, "", &reason, approve)
             .await?;

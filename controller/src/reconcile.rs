@@ -132,7 +132,7 @@ fn step(
     }
 }
 
-pub(crate) fn change(
+fn change(
     conn: &dyn Sql,
     id: &str,
     state: CampaignState,

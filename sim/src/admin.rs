@@ -31,7 +31,7 @@ pub async fn handle(state: &SimState, method: &Method, path: &str, body: Bytes) 
             }
         }
         ("GET", "/_sim/audit") => {
-            let entries = state.audit.lock().expect("audit lock").clone();
+            let entries = state.audit.entries();
             admin_json(StatusCode::OK, &json!({ "entries": entries }))
         }
         ("GET", "/_sim/counters") => {
@@ -46,7 +46,7 @@ pub async fn handle(state: &SimState, method: &Method, path: &str, body: Bytes) 
                 .collect();
             admin_json(StatusCode::OK, &json!({ "counters": counters }))
         }
-        ("GET", "/_sim/events") => admin_json(StatusCode::OK, &state.event_counters.to_json()),
+        ("GET", "/_sim/events") => admin_json(StatusCode::OK, &state.events.counters.to_json()),
         ("GET", "/_sim/config") => admin_json(StatusCode::OK, &json!(*state.tunables())),
         ("PUT", "/_sim/config") => match serde_json::from_slice::<Tunables>(&body) {
             Ok(tunables) => apply(state, tunables),

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// Fixed settings, from flags.
 #[derive(Debug, Clone)]
@@ -64,7 +65,7 @@ pub struct Tunables {
     pub fleet_cache_ms: u64,
     /// Where Run Command's EventBridge events go (the target accounts' rule
     /// and the hub's queue), with delivery faults; none are sent without it.
-    pub events: Option<crate::events::EventRouting>,
+    pub events: Option<EventRouting>,
 }
 
 impl Default for Tunables {
@@ -265,5 +266,140 @@ impl Tunables {
             events.validate()?;
         }
         Ok(())
+    }
+}
+
+/// The tunables in force, shared by the parts of the sim that read them
+/// (the server, SSM, the event router); replaced whole by the admin API.
+#[derive(Debug)]
+pub struct LiveTunables(std::sync::RwLock<std::sync::Arc<Tunables>>);
+
+impl LiveTunables {
+    /// These tunables in force.
+    pub fn new(tunables: Tunables) -> Self {
+        Self(std::sync::RwLock::new(std::sync::Arc::new(tunables)))
+    }
+
+    /// Those in force now.
+    pub fn get(&self) -> std::sync::Arc<Tunables> {
+        self.0.read().expect("tunables lock").clone()
+    }
+
+    /// Puts `tunables` in force.
+    pub fn set(&self, tunables: Tunables) {
+        *self.0.write().expect("tunables lock") = std::sync::Arc::new(tunables);
+    }
+}
+
+/// Where matched events go, and how faithfully.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EventRouting {
+    /// The hub's SQS queue the hub rule targets.
+    pub queue_url: String,
+    /// The hub's region (where the queue is).
+    pub region: String,
+    /// The target accounts' rule: an EventBridge event pattern (literal
+    /// value lists, nested objects).
+    pub pattern: Value,
+    /// Share of matched events never delivered, 0 to 100.
+    #[serde(default)]
+    pub drop_percent: f64,
+    /// Share of delivered events delivered twice, 0 to 100.
+    #[serde(default)]
+    pub duplicate_percent: f64,
+    /// Delivery delay of each copy (uniform in [min, max] milliseconds); a
+    /// spread lets later events overtake earlier ones.
+    #[serde(default)]
+    pub delay_ms: LatencyRange,
+}
+
+impl EventRouting {
+    /// Checks every field, naming the one at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.queue_url.is_empty() {
+            return Err("events.queue_url: must not be empty".into());
+        }
+        if self.region.is_empty() {
+            return Err("events.region: must not be empty".into());
+        }
+        check_pattern(&self.pattern, "events.pattern")?;
+        for (name, value) in [
+            ("events.drop_percent", self.drop_percent),
+            ("events.duplicate_percent", self.duplicate_percent),
+        ] {
+            if !(0.0..=100.0).contains(&value) {
+                return Err(format!("{name}: must be between 0 and 100, got {value}"));
+            }
+        }
+        if self.delay_ms.min > self.delay_ms.max {
+            return Err(format!(
+                "events.delay_ms: min {} is above max {}",
+                self.delay_ms.min, self.delay_ms.max
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An event pattern must be an object whose leaves are non-empty arrays of
+/// literal values (the subset muster's templates use).
+fn check_pattern(pattern: &Value, path: &str) -> Result<(), String> {
+    let Value::Object(fields) = pattern else {
+        return Err(format!("{path}: must be an object of fields"));
+    };
+    if fields.is_empty() {
+        return Err(format!("{path}: must name at least one field"));
+    }
+    for (key, value) in fields {
+        let path = format!("{path}.{key}");
+        match value {
+            Value::Object(_) => check_pattern(value, &path)?,
+            Value::Array(values) if !values.is_empty() => {
+                if let Some(bad) = values.iter().find(|v| v.is_object() || v.is_array()) {
+                    return Err(format!(
+                        "{path}: only literal values are supported (no content filters), got {bad}"
+                    ));
+                }
+            }
+            _ => return Err(format!("{path}: must be a non-empty array of values or an object")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn routing_errors_name_the_field() {
+        let good = EventRouting {
+            queue_url: "http://q".into(),
+            region: "us-east-1".into(),
+            pattern: json!({"source": ["aws.ssm"]}),
+            drop_percent: 0.0,
+            duplicate_percent: 0.0,
+            delay_ms: LatencyRange::default(),
+        };
+        assert_eq!(good.validate(), Ok(()));
+        let with = |change: fn(&mut EventRouting)| {
+            let mut routing = good.clone();
+            change(&mut routing);
+            routing.validate().unwrap_err()
+        };
+        assert!(with(|r| r.drop_percent = 101.0).starts_with("events.drop_percent:"));
+        assert!(with(|r| r.duplicate_percent = -1.0).starts_with("events.duplicate_percent:"));
+        assert!(with(|r| r.queue_url.clear()).starts_with("events.queue_url:"));
+        assert!(with(|r| r.delay_ms = LatencyRange { min: 5, max: 1 }).starts_with("events.delay_ms:"));
+        assert!(
+            with(|r| r.pattern = json!({"detail": {"status": "Success"}})).starts_with("events.pattern.detail.status:")
+        );
+        assert!(
+            with(|r| r.pattern = json!({"detail": {"status": [{"prefix": "S"}]}}))
+                .starts_with("events.pattern.detail.status:")
+        );
     }
 }

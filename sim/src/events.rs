@@ -14,88 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng as _;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::config::LatencyRange;
-use crate::state::SimState;
-
-/// Where matched events go, and how faithfully.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct EventRouting {
-    /// The hub's SQS queue the hub rule targets.
-    pub queue_url: String,
-    /// The hub's region (where the queue is).
-    pub region: String,
-    /// The target accounts' rule: an EventBridge event pattern (literal
-    /// value lists, nested objects).
-    pub pattern: Value,
-    /// Share of matched events never delivered, 0 to 100.
-    #[serde(default)]
-    pub drop_percent: f64,
-    /// Share of delivered events delivered twice, 0 to 100.
-    #[serde(default)]
-    pub duplicate_percent: f64,
-    /// Delivery delay of each copy (uniform in [min, max] milliseconds); a
-    /// spread lets later events overtake earlier ones.
-    #[serde(default)]
-    pub delay_ms: LatencyRange,
-}
-
-impl EventRouting {
-    /// Checks every field, naming the one at fault.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.queue_url.is_empty() {
-            return Err("events.queue_url: must not be empty".into());
-        }
-        if self.region.is_empty() {
-            return Err("events.region: must not be empty".into());
-        }
-        check_pattern(&self.pattern, "events.pattern")?;
-        for (name, value) in [
-            ("events.drop_percent", self.drop_percent),
-            ("events.duplicate_percent", self.duplicate_percent),
-        ] {
-            if !(0.0..=100.0).contains(&value) {
-                return Err(format!("{name}: must be between 0 and 100, got {value}"));
-            }
-        }
-        if self.delay_ms.min > self.delay_ms.max {
-            return Err(format!(
-                "events.delay_ms: min {} is above max {}",
-                self.delay_ms.min, self.delay_ms.max
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// An event pattern must be an object whose leaves are non-empty arrays of
-/// literal values (the subset muster's templates use).
-fn check_pattern(pattern: &Value, path: &str) -> Result<(), String> {
-    let Value::Object(fields) = pattern else {
-        return Err(format!("{path}: must be an object of fields"));
-    };
-    if fields.is_empty() {
-        return Err(format!("{path}: must name at least one field"));
-    }
-    for (key, value) in fields {
-        let path = format!("{path}.{key}");
-        match value {
-            Value::Object(_) => check_pattern(value, &path)?,
-            Value::Array(values) if !values.is_empty() => {
-                if let Some(bad) = values.iter().find(|v| v.is_object() || v.is_array()) {
-                    return Err(format!(
-                        "{path}: only literal values are supported (no content filters), got {bad}"
-                    ));
-                }
-            }
-            _ => return Err(format!("{path}: must be a non-empty array of values or an object")),
-        }
-    }
-    Ok(())
-}
+use crate::config::EventRouting;
+use crate::moto::Moto;
 
 /// Whether `event` matches `pattern` as EventBridge matches: every field of
 /// the pattern is present, and its value (or one of its values, for an array)
@@ -242,53 +164,72 @@ impl EventCounters {
     }
 }
 
-/// Sends events that the routing's pattern matches to its queue, each in
-/// its own task (so delays reorder them). Without routing nothing is sent.
-pub fn emit(sim: &Arc<SimState>, events: Vec<Value>) {
-    if events.is_empty() {
-        return;
+/// Delivers Run Command's events as EventBridge would through the sim's
+/// routing: to the hub's queue (in moto), counting what happened.
+#[derive(Clone)]
+pub struct Emitter {
+    moto: Moto,
+    /// What happened to the events emitted.
+    pub counters: Arc<EventCounters>,
+}
+
+impl Emitter {
+    /// Delivers through `moto`.
+    pub fn new(moto: Moto) -> Self {
+        Self {
+            moto,
+            counters: Arc::default(),
+        }
     }
-    let counters = &sim.event_counters;
-    counters.emitted.fetch_add(events.len() as u64, Ordering::Relaxed);
-    let Some(routing) = sim.tunables().events.clone() else {
-        return;
-    };
-    for event in events {
-        if !matches(&routing.pattern, &event) {
-            continue;
+
+    /// Sends each of `events` that `routing`'s pattern matches to its
+    /// queue, at least once (a share dropped or doubled, each copy late, as
+    /// the routing says); none without a routing.
+    pub fn emit(&self, routing: Option<&EventRouting>, events: Vec<Value>) {
+        if events.is_empty() {
+            return;
         }
-        counters.matched.fetch_add(1, Ordering::Relaxed);
-        let (dropped, copies) = {
-            let mut rng = rand::rng();
-            let dropped = rng.random_bool(routing.drop_percent / 100.0);
-            let twice = rng.random_bool(routing.duplicate_percent / 100.0);
-            (dropped, if twice { 2 } else { 1 })
+        let counters = &self.counters;
+        counters.emitted.fetch_add(events.len() as u64, Ordering::Relaxed);
+        let Some(routing) = routing else {
+            return;
         };
-        if dropped {
-            counters.dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        if copies == 2 {
-            counters.duplicated.fetch_add(1, Ordering::Relaxed);
-        }
-        let body = event.to_string();
-        for _ in 0..copies {
-            let sim = sim.clone();
-            let routing = routing.clone();
-            let body = body.clone();
-            tokio::spawn(async move {
-                if let Some(delay) = crate::limits::latency(routing.delay_ms) {
-                    tokio::time::sleep(delay).await;
-                }
-                let counters = &sim.event_counters;
-                match sim.moto.send_message(&routing.queue_url, &routing.region, body).await {
-                    Ok(()) => counters.delivered.fetch_add(1, Ordering::Relaxed),
-                    Err(error) => {
-                        tracing::warn!(%error, queue = routing.queue_url, "cannot deliver a Run Command event");
-                        counters.failed.fetch_add(1, Ordering::Relaxed)
+        for event in events {
+            if !matches(&routing.pattern, &event) {
+                continue;
+            }
+            counters.matched.fetch_add(1, Ordering::Relaxed);
+            let (dropped, copies) = {
+                let mut rng = rand::rng();
+                let dropped = rng.random_bool(routing.drop_percent / 100.0);
+                let twice = rng.random_bool(routing.duplicate_percent / 100.0);
+                (dropped, if twice { 2 } else { 1 })
+            };
+            if dropped {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if copies == 2 {
+                counters.duplicated.fetch_add(1, Ordering::Relaxed);
+            }
+            let body = event.to_string();
+            for _ in 0..copies {
+                let (moto, counters) = (self.moto.clone(), self.counters.clone());
+                let routing = routing.clone();
+                let body = body.clone();
+                tokio::spawn(async move {
+                    if let Some(delay) = crate::limits::latency(routing.delay_ms) {
+                        tokio::time::sleep(delay).await;
                     }
-                };
-            });
+                    match moto.send_message(&routing.queue_url, &routing.region, body).await {
+                        Ok(()) => counters.delivered.fetch_add(1, Ordering::Relaxed),
+                        Err(error) => {
+                            tracing::warn!(%error, queue = routing.queue_url, "cannot deliver a Run Command event");
+                            counters.failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                });
+            }
         }
     }
 }
@@ -356,34 +297,5 @@ mod tests {
         assert!(matches(&pattern, &json!({"resources": ["arn:y", "arn:x"]})));
         assert!(!matches(&pattern, &json!({"resources": ["arn:y"]})));
         assert!(!matches(&pattern, &json!({})));
-    }
-
-    #[test]
-    fn routing_errors_name_the_field() {
-        let good = EventRouting {
-            queue_url: "http://q".into(),
-            region: "us-east-1".into(),
-            pattern: terminal_commands(),
-            drop_percent: 0.0,
-            duplicate_percent: 0.0,
-            delay_ms: LatencyRange::default(),
-        };
-        assert_eq!(good.validate(), Ok(()));
-        let with = |change: fn(&mut EventRouting)| {
-            let mut routing = good.clone();
-            change(&mut routing);
-            routing.validate().unwrap_err()
-        };
-        assert!(with(|r| r.drop_percent = 101.0).starts_with("events.drop_percent:"));
-        assert!(with(|r| r.duplicate_percent = -1.0).starts_with("events.duplicate_percent:"));
-        assert!(with(|r| r.queue_url.clear()).starts_with("events.queue_url:"));
-        assert!(with(|r| r.delay_ms = LatencyRange { min: 5, max: 1 }).starts_with("events.delay_ms:"));
-        assert!(
-            with(|r| r.pattern = json!({"detail": {"status": "Success"}})).starts_with("events.pattern.detail.status:")
-        );
-        assert!(
-            with(|r| r.pattern = json!({"detail": {"status": [{"prefix": "S"}]}}))
-                .starts_with("events.pattern.detail.status:")
-        );
     }
 }

@@ -7,10 +7,12 @@
 //! latency, faults) and keeps an audit log of every SendCommand.
 
 pub mod admin;
+pub mod audit;
 pub mod cbor;
 pub mod certs;
 pub mod cfn;
 pub mod config;
+pub mod ec2;
 pub mod events;
 pub mod fleet;
 pub mod identity;

@@ -2,7 +2,6 @@
 //! and its own calls (role lookups, instance facts, output writes) made with
 //! the AWS SDK in a chosen account through moto's `x-moto-account-id` header.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_config::{Region, SdkConfig};
@@ -14,6 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::ec2::InstanceFact;
 use crate::protocol::Resp;
 
 /// Something went wrong talking to moto.
@@ -41,23 +41,6 @@ pub struct RoleInfo {
     pub trust_policy: serde_json::Value,
     /// MaxSessionDuration in seconds.
     pub max_session_seconds: u64,
-}
-
-/// What the sim needs to know about an EC2 instance.
-#[derive(Debug, Clone)]
-pub struct InstanceFact {
-    /// Instance id.
-    pub id: String,
-    /// EC2 state name: "running", "stopped", "terminated", ...
-    pub state: String,
-    /// True for Windows instances (EC2 `Platform: windows`).
-    pub windows: bool,
-    /// Tags.
-    pub tags: BTreeMap<String, String>,
-    /// Private IP, for DescribeInstanceInformation.
-    pub private_ip: Option<String>,
-    /// Private DNS name, used as ComputerName.
-    pub private_dns: Option<String>,
 }
 
 /// One moto process.
@@ -352,7 +335,7 @@ impl Moto {
                         message: String::from_utf8_lossy(&body).chars().take(300).collect(),
                     });
                 }
-                let page = crate::fleet::parse_describe_instances(&body);
+                let page = crate::ec2::parse_describe_instances(&body);
                 facts.extend(page.instances);
                 match page.next_token {
                     Some(next) if !next.is_empty() => token = Some(next),

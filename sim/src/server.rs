@@ -487,7 +487,7 @@ async fn observe_ec2(
     };
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-    let page = fleet::parse_describe_instances(&bytes);
+    let page = crate::ec2::parse_describe_instances(&bytes);
     state.fleet.learn(account, region, page.instances).await;
     let answer = fleet::Answer {
         headers: parts.headers.clone(),

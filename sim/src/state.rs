@@ -1,38 +1,16 @@
 //! Everything the sim holds while it runs.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-
-use crate::config::{SimConfig, Tunables};
+use crate::audit::AuditLog;
+use crate::config::{LiveTunables, SimConfig, Tunables};
+use crate::events::Emitter;
 use crate::fleet::Fleet;
 use crate::identity::Identities;
 use crate::limits::{Faults, RateLimits};
 use crate::moto::Moto;
-use crate::ssm::Ssm;
-
-/// One accepted SendCommand, for proving invariant 1 (no instance gets a
-/// command twice).
-#[derive(Debug, Clone, Serialize)]
-pub struct AuditEntry {
-    /// When it was accepted (RFC 3339).
-    pub at: String,
-    /// Account it ran in.
-    pub account: String,
-    /// Region it ran in.
-    pub region: String,
-    /// The command id SSM returned.
-    pub command_id: String,
-    /// The document.
-    pub document_name: String,
-    /// Every instance the command went to.
-    pub instance_ids: Vec<String>,
-    /// The Comment sent.
-    pub comment: String,
-    /// The access key's principal.
-    pub principal: String,
-}
+use crate::ssm::{Parts, Ssm};
 
 /// A granted AssumeRole, as CloudTrail in the role's account would show it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -55,7 +33,7 @@ pub struct AssumedRole {
 pub struct SimState {
     /// Fixed settings.
     pub config: SimConfig,
-    tunables: RwLock<Arc<Tunables>>,
+    tunables: Arc<LiveTunables>,
     /// Which access key is whose.
     pub identities: Identities,
     /// Token buckets.
@@ -65,11 +43,11 @@ pub struct SimState {
     /// moto.
     pub moto: Moto,
     /// Instance facts, cached from moto.
-    pub fleet: Fleet,
+    pub fleet: Arc<Fleet>,
     /// Run Command.
-    pub ssm: Ssm,
+    pub ssm: Arc<Ssm>,
     /// Every accepted SendCommand.
-    pub audit: Mutex<Vec<AuditEntry>>,
+    pub audit: Arc<AuditLog>,
     /// Every granted AssumeRole.
     pub assumed: Mutex<Vec<AssumedRole>>,
     /// Calls by (service, api, outcome).
@@ -77,8 +55,8 @@ pub struct SimState {
     /// Every secret access key and session token AssumeRole handed out, so
     /// tests can prove none of them reaches a log.
     pub issued_secrets: Mutex<Vec<String>>,
-    /// What happened to Run Command's events.
-    pub event_counters: crate::events::EventCounters,
+    /// Run Command's events, and what happened to them.
+    pub events: Emitter,
 }
 
 impl SimState {
@@ -86,35 +64,46 @@ impl SimState {
     pub fn new(config: SimConfig) -> Arc<Self> {
         let moto = Moto::new(&config.moto_urls);
         let identities = Identities::new(&config.default_account);
-        let tunables = RwLock::new(Arc::new(config.tunables.clone()));
+        let tunables = Arc::new(LiveTunables::new(config.tunables.clone()));
         let faults = Faults::default();
         faults.clear(config.tunables.fault_seed);
-        Arc::new_cyclic(|weak| Self {
-            fleet: Fleet::new(moto.clone()),
-            ssm: Ssm::new(weak.clone()),
+        let fleet = Arc::new(Fleet::new(moto.clone()));
+        let audit = Arc::new(AuditLog::default());
+        let events = Emitter::new(moto.clone());
+        let ssm = Ssm::new(Parts {
+            tunables: tunables.clone(),
+            scratch_dir: config.scratch_dir.clone(),
+            fleet: fleet.clone(),
+            moto: moto.clone(),
+            audit: audit.clone(),
+            events: events.clone(),
+        });
+        Arc::new(Self {
+            fleet,
+            ssm,
             config,
             tunables,
             identities,
             limits: RateLimits::default(),
             faults,
             moto,
-            audit: Mutex::new(Vec::new()),
+            audit,
             assumed: Mutex::new(Vec::new()),
             counters: Mutex::new(BTreeMap::new()),
             issued_secrets: Mutex::new(Vec::new()),
-            event_counters: Default::default(),
+            events,
         })
     }
 
     /// The current tunables.
     pub fn tunables(&self) -> Arc<Tunables> {
-        self.tunables.read().expect("tunables lock").clone()
+        self.tunables.get()
     }
 
     /// Replaces the tunables; buckets and fault counters start afresh.
     pub fn set_tunables(&self, tunables: Tunables) {
         let seed = tunables.fault_seed;
-        *self.tunables.write().expect("tunables lock") = Arc::new(tunables);
+        self.tunables.set(tunables);
         self.limits.clear();
         self.faults.clear(seed);
         self.fleet.clear();
@@ -130,11 +119,6 @@ impl SimState {
             .or_insert(0) += 1;
     }
 
-    /// Records an accepted SendCommand.
-    pub fn audit(&self, entry: AuditEntry) {
-        self.audit.lock().expect("audit lock").push(entry);
-    }
-
     /// Forgets everything the sim holds (moto is reset separately).
     pub fn reset(&self) {
         self.identities.clear();
@@ -142,10 +126,10 @@ impl SimState {
         self.faults.clear(self.tunables().fault_seed);
         self.fleet.clear();
         self.ssm.clear();
-        self.audit.lock().expect("audit lock").clear();
+        self.audit.clear();
         self.assumed.lock().expect("assumed lock").clear();
         self.counters.lock().expect("counters lock").clear();
         self.issued_secrets.lock().expect("issued lock").clear();
-        self.event_counters.clear();
+        self.events.counters.clear();
     }
 }

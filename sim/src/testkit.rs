@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
 
+use crate::audit::AuditEntry;
 use crate::config::{SimConfig, Tunables};
 use crate::seed::fleet_file::{FleetFile, FleetState};
 use crate::seed::{SeedOptions, seed};
-use crate::state::{AuditEntry, SimState};
+use crate::state::SimState;
 use crate::{RunningSim, start};
 
 /// The hub (management) account: moto's default.
@@ -300,7 +301,7 @@ impl Sandbox {
 
     /// Every SendCommand the sim accepted.
     pub fn audit(&self) -> Vec<AuditEntry> {
-        self.state().audit.lock().expect("audit lock").clone()
+        self.state().audit.entries()
     }
 
     /// Every AssumeRole the sim granted.

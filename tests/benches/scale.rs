@@ -313,7 +313,7 @@ async fn main() {
             .collect();
         let calls_before = counters(&system);
         let audit_before = system.sb.audit().len();
-        system.sb.state().event_counters.clear();
+        system.sb.state().events.counters.clear();
 
         let submitted = chrono::Utc::now();
         let clock = Instant::now();
@@ -383,7 +383,7 @@ async fn main() {
         for (api, n) in &by_api {
             println!("  {api:<36} {n:>7}  {:.4}/instance", *n as f64 / instances as f64);
         }
-        let events_seen = system.sb.state().event_counters.to_json();
+        let events_seen = system.sb.state().events.counters.to_json();
         println!(
             "Run Command events: {} final statuses of commands, {} delivered, {} lost",
             events_seen["matched"], events_seen["delivered"], events_seen["dropped"]

@@ -85,7 +85,7 @@ async fn lost_events_cost_a_fallback_poll_never_a_result() {
     // its campaign's other batches taught it to expect (a minute after the
     // send if every event of the campaign was lost): still one listing.
     let lists = stack.sb.count("ssm", "ListCommandInvocations", "ok") - lists_before;
-    let counters = stack.sb.state().event_counters.to_json();
+    let counters = stack.sb.state().events.counters.to_json();
     let lost = counters["dropped"].as_u64().unwrap_or_default();
     assert_eq!(lists, 8, "{counters}");
     assert_eq!(polls(&stack, "cadence"), lost, "{counters}");

@@ -18,7 +18,6 @@ use super::model::{Command, Done, InvState, Invocation, StepResult};
 use super::{Ssm, output, real};
 use crate::config::ExecMode;
 use crate::fleet::AgentState;
-use crate::state::SimState;
 
 /// Identifies one invocation across resets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +153,7 @@ pub(super) fn releases(command: &mut Command) -> Released {
 
 /// The engine loop: a timer queue of invocation events.
 pub async fn run(
-    sim: Weak<SimState>,
+    ssm: Weak<Ssm>,
     mut inbox: mpsc::UnboundedReceiver<EngineMsg>,
     outbox: mpsc::UnboundedSender<EngineMsg>,
 ) {
@@ -169,28 +168,28 @@ pub async fn run(
                         continue;
                     }
                     EngineMsg::Finished(key, outcome) => {
-                        let Some(sim) = sim.upgrade() else { return };
-                        sim.ssm.on_finished(&key, outcome)
+                        let Some(ssm) = ssm.upgrade() else { return };
+                        ssm.on_finished(&key, outcome)
                     }
                 }
             }
             Some(expired) = queue.next(), if !queue.is_empty() => {
-                let Some(sim) = sim.upgrade() else { return };
+                let Some(ssm) = ssm.upgrade() else { return };
                 let (key, event) = expired.into_inner();
-                sim.ssm.on_event(&key, event)
+                ssm.on_event(&key, event)
             }
         };
-        let Some(sim) = sim.upgrade() else { return };
+        let Some(ssm) = ssm.upgrade() else { return };
         for action in actions {
             match action {
                 Action::Schedule(key, event, delay) => {
                     queue.insert((key, event), delay);
                 }
                 Action::Write(job) => {
-                    tokio::spawn(write_output(sim.clone(), *job));
+                    tokio::spawn(write_output(ssm.clone(), *job));
                 }
                 Action::Run(job) => {
-                    tokio::spawn(run_script(sim.clone(), job, outbox.clone()));
+                    tokio::spawn(run_script(ssm.parts.scratch_dir.clone(), job, outbox.clone()));
                 }
             }
         }
@@ -201,8 +200,7 @@ impl Ssm {
     /// Changes one invocation under the lock; emits Run Command's events
     /// for what the change did to it and to its command.
     fn with_invocation<R>(&self, key: &Key, f: impl FnOnce(&mut Command, usize) -> R) -> Option<R> {
-        let sim = self.sim.upgrade()?;
-        let watched = sim.tunables().events.is_some();
+        let watched = self.tunables().events.is_some();
         let (result, events) = {
             let mut store = self.store.lock().expect("ssm lock");
             if store.epoch != key.epoch {
@@ -222,15 +220,15 @@ impl Ssm {
             (result, (released, events))
         };
         let (released, events) = events;
-        self.start_released(&sim, key, released);
-        crate::events::emit(&sim, events);
+        self.start_released(key, released);
+        self.emit(events);
         Some(result)
     }
 
     /// Hands the invocations MaxConcurrency now lets go of (indices in the
     /// command of `key`) to their agents.
-    pub(super) fn start_released(&self, sim: &SimState, key: &Key, released: Released) {
-        let tunables = sim.tunables();
+    pub(super) fn start_released(&self, key: &Key, released: Released) {
+        let tunables = self.tunables();
         for (invocation, agent) in released.invocations {
             self.start_invocation(
                 Key {
@@ -246,25 +244,19 @@ impl Ssm {
     }
 
     fn on_event(&self, key: &Key, event: Event) -> Vec<Action> {
-        let Some(sim) = self.sim.upgrade() else {
-            return Vec::new();
-        };
-        let tunables = sim.tunables();
+        let tunables = self.tunables();
         let how = How {
             time_scale: tunables.time_scale,
             exec_mode: tunables.exec_mode,
             default_duration_ms: tunables.default_duration_ms,
-            scratch: sim.config.scratch_dir.clone(),
+            scratch: self.parts.scratch_dir.clone(),
         };
         let step = self.with_invocation(key, |command, index| on_event(command, index, key, event, &how));
         self.apply(key, step)
     }
 
     fn on_finished(&self, key: &Key, outcome: RunOutcome) -> Vec<Action> {
-        let Some(sim) = self.sim.upgrade() else {
-            return Vec::new();
-        };
-        let down_for = real(REBOOT_SECONDS, sim.tunables().time_scale);
+        let down_for = real(REBOOT_SECONDS, self.tunables().time_scale);
         let step = self.with_invocation(key, |command, index| {
             on_finished(command, index, key, outcome, down_for)
         });
@@ -633,7 +625,7 @@ fn finish(command: &Command, key: &Key, started: chrono::DateTime<Utc>, outcome:
     }
 }
 
-async fn write_output(sim: Arc<SimState>, job: WriteJob) {
+async fn write_output(ssm: Arc<Ssm>, job: WriteJob) {
     let key = &job.key;
     for (step, (s3_dir, stream_segment)) in job.done.steps.iter().zip(&job.step_dirs) {
         for (stream, text) in [("stdout", &step.stdout), ("stderr", &step.stderr)] {
@@ -642,7 +634,8 @@ async fn write_output(sim: Arc<SimState>, job: WriteJob) {
             }
             if let Some(bucket) = &job.bucket {
                 let object = output::s3_key(&job.prefix, &job.command_id, &job.instance_id, s3_dir, stream);
-                if let Err(error) = sim
+                if let Err(error) = ssm
+                    .parts
                     .moto
                     .put_object(&key.account, bucket, &object, text.as_bytes().to_vec())
                     .await
@@ -652,7 +645,8 @@ async fn write_output(sim: Arc<SimState>, job: WriteJob) {
             }
             if let Some(group) = &job.log_group {
                 let log_stream = output::log_stream(&job.command_id, &job.instance_id, stream_segment, stream);
-                if let Err(error) = sim
+                if let Err(error) = ssm
+                    .parts
                     .moto
                     .put_log_text(&key.account, &key.region, group, &log_stream, text)
                     .await
@@ -662,14 +656,14 @@ async fn write_output(sim: Arc<SimState>, job: WriteJob) {
             }
         }
     }
-    sim.ssm.complete(key, job.done);
+    ssm.complete(key, job.done);
 }
 
-async fn run_script(sim: Arc<SimState>, job: RunJob, outbox: mpsc::UnboundedSender<EngineMsg>) {
+async fn run_script(scratch_dir: std::path::PathBuf, job: RunJob, outbox: mpsc::UnboundedSender<EngineMsg>) {
     const MAX_CAPTURE: usize = 8 * 1024 * 1024;
     let scratch = match tempfile::Builder::new()
         .prefix("muster-sim-run-")
-        .tempdir_in(&sim.config.scratch_dir)
+        .tempdir_in(&scratch_dir)
     {
         Ok(dir) => dir,
         Err(error) => {
@@ -686,7 +680,7 @@ async fn run_script(sim: Arc<SimState>, job: RunJob, outbox: mpsc::UnboundedSend
     };
     let workdir = job
         .working_dir
-        .filter(|d| std::path::Path::new(d).is_dir() && *d != sim.config.scratch_dir.display().to_string())
+        .filter(|d| std::path::Path::new(d).is_dir() && *d != scratch_dir.display().to_string())
         .map_or_else(|| scratch.path().to_path_buf(), std::path::PathBuf::from);
     let mut cmd = tokio::process::Command::new(job.program);
     if job.program == "pwsh" {

@@ -2,7 +2,6 @@
 //! them.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -12,11 +11,11 @@ use super::agent::Key;
 use super::documents::{Document, Platform};
 use super::model::{Command, Done, InvState, Invocation, OutputSettings};
 use super::output;
-use super::{ApiError, Ctx};
+use super::{ApiError, Ctx, Ssm};
+use crate::audit::AuditEntry;
+use crate::ec2::InstanceFact;
 use crate::fleet::{AgentState, Behaviour};
-use crate::moto::InstanceFact;
 use crate::policy::wildcard_match;
-use crate::state::{AuditEntry, SimState};
 
 const MAX_INSTANCE_IDS: usize = 50;
 
@@ -76,18 +75,18 @@ fn is_gone(instance: &InstanceFact) -> bool {
     matches!(instance.state.as_str(), "terminated" | "shutting-down")
 }
 
-pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
+pub(super) async fn send_command(ssm: &Ssm, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
     let Some(document_name) = string(request, "DocumentName") else {
         return Err(validation(
             "1 validation error detected: Value null at 'documentName' failed to satisfy constraint: Member must not be null",
         ));
     };
     let document_version = string(request, "DocumentVersion").unwrap_or("$DEFAULT").to_owned();
-    let document = sim.ssm.document(ctx, document_name, &document_version)?;
+    let document = ssm.document(ctx, document_name, &document_version)?;
     let limits = SendLimits::of(request)?;
     let parameters = parameters(request, &document)?;
     let output = output_settings(request, &document)?;
-    let (instance_ids, targets, selected) = select_instances(sim, ctx, request).await?;
+    let (instance_ids, targets, selected) = select_instances(ssm, ctx, request).await?;
     let now = Utc::now();
     let command_id = uuid::Uuid::new_v4().to_string();
     let invocations: Vec<Invocation> = selected
@@ -125,9 +124,9 @@ pub(super) async fn send_command(sim: &SimState, ctx: &Ctx, request: &Value) -> 
     // MaxConcurrency: the first ones go now, the rest as these end.
     let released = super::agent::releases(&mut command);
     let body = json!({ "Command": command.to_json() });
-    let key = store_command(sim, ctx, command);
-    sim.ssm.start_released(sim, &key, released);
-    sim.audit(AuditEntry {
+    let key = store_command(ssm, ctx, command);
+    ssm.start_released(&key, released);
+    ssm.parts.audit.record(AuditEntry {
         at: now.to_rfc3339(),
         account: ctx.account.clone(),
         region: ctx.region.clone(),
@@ -289,7 +288,7 @@ fn output_settings(request: &Value, document: &Document) -> Result<OutputSetting
 /// that are not managed running instances refuse the whole call, as SSM
 /// does.
 async fn select_instances(
-    sim: &SimState,
+    ssm: &Ssm,
     ctx: &Ctx,
     request: &Value,
 ) -> Result<(Vec<String>, Value, Vec<InstanceFact>), ApiError> {
@@ -312,11 +311,12 @@ async fn select_instances(
             &format!("Instance {duplicate} is listed more than once."),
         ));
     }
-    let max_age = Duration::from_millis(sim.tunables().fleet_cache_ms);
+    let max_age = Duration::from_millis(ssm.tunables().fleet_cache_ms);
     let moto_error = |e: crate::moto::MotoError| error("InternalServerError", &e.to_string());
     let managed = |i: &InstanceFact| !is_gone(i) && Behaviour::of(i).agent != AgentState::Unmanaged;
     if has_targets {
-        let fleet = sim
+        let fleet = ssm
+            .parts
             .fleet
             .all(&ctx.account, &ctx.region, max_age)
             .await
@@ -327,7 +327,8 @@ async fn select_instances(
             .collect();
         return Ok((instance_ids, targets, selected));
     }
-    let found = sim
+    let found = ssm
+        .parts
         .fleet
         .by_ids(&ctx.account, &ctx.region, &instance_ids, max_age)
         .await
@@ -352,8 +353,8 @@ async fn select_instances(
 
 /// Keeps `command` in its (account, region); the key of its first
 /// invocation.
-fn store_command(sim: &SimState, ctx: &Ctx, command: Command) -> Key {
-    let mut store = sim.ssm.store.lock().expect("ssm lock");
+fn store_command(ssm: &Ssm, ctx: &Ctx, command: Command) -> Key {
+    let mut store = ssm.store.lock().expect("ssm lock");
     let epoch = store.epoch;
     let scope = store
         .scopes
@@ -431,7 +432,7 @@ pub(super) fn get_document(ssm: &super::Ssm, ctx: &Ctx, request: &Value) -> Resu
     }))
 }
 
-pub(super) fn list_commands(sim: &SimState, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
+pub(super) fn list_commands(ssm: &Ssm, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
     let size = max_results(request, 1, 50, 50)?;
     let command_id = string(request, "CommandId");
     let instance_id = string(request, "InstanceId");
@@ -461,7 +462,7 @@ pub(super) fn list_commands(sim: &SimState, ctx: &Ctx, request: &Value) -> Resul
             other => return Err(error("InvalidFilterKey", &format!("Filter key {other} is not valid."))),
         }
     }
-    let store = sim.ssm.store.lock().expect("ssm lock");
+    let store = ssm.store.lock().expect("ssm lock");
     let commands: Vec<&Command> = store
         .scopes
         .get(&(ctx.account.clone(), ctx.region.clone()))
@@ -474,7 +475,7 @@ pub(super) fn list_commands(sim: &SimState, ctx: &Ctx, request: &Value) -> Resul
     }
     // Like its invocations, a new command shows in listings only after a
     // moment: a caller that lost SendCommand's answer must allow for that.
-    let delay = Duration::from_millis(sim.tunables().visibility_delay_ms);
+    let delay = Duration::from_millis(ssm.tunables().visibility_delay_ms);
     let matching: Vec<Value> = commands
         .into_iter()
         .filter(|c| visible(c, delay))
@@ -490,13 +491,13 @@ pub(super) fn list_commands(sim: &SimState, ctx: &Ctx, request: &Value) -> Resul
     Ok(json!({ "Commands": items, "NextToken": next }))
 }
 
-pub(super) fn list_command_invocations(sim: &SimState, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
+pub(super) fn list_command_invocations(ssm: &Ssm, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
     let size = max_results(request, 1, 50, 50)?;
     let details = request.get("Details").and_then(Value::as_bool).unwrap_or(false);
     let command_id = string(request, "CommandId");
     let instance_id = string(request, "InstanceId");
-    let delay = Duration::from_millis(sim.tunables().visibility_delay_ms);
-    let store = sim.ssm.store.lock().expect("ssm lock");
+    let delay = Duration::from_millis(ssm.tunables().visibility_delay_ms);
+    let store = ssm.store.lock().expect("ssm lock");
     let commands = store
         .scopes
         .get(&(ctx.account.clone(), ctx.region.clone()))
@@ -518,13 +519,13 @@ pub(super) fn list_command_invocations(sim: &SimState, ctx: &Ctx, request: &Valu
     Ok(json!({ "CommandInvocations": items, "NextToken": next }))
 }
 
-pub(super) fn get_command_invocation(sim: &SimState, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
+pub(super) fn get_command_invocation(ssm: &Ssm, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
     let (Some(command_id), Some(instance_id)) = (string(request, "CommandId"), string(request, "InstanceId")) else {
         return Err(validation("CommandId and InstanceId are required."));
     };
     let plugin_name = string(request, "PluginName");
-    let delay = Duration::from_millis(sim.tunables().visibility_delay_ms);
-    let store = sim.ssm.store.lock().expect("ssm lock");
+    let delay = Duration::from_millis(ssm.tunables().visibility_delay_ms);
+    let store = ssm.store.lock().expect("ssm lock");
     let found = store
         .scopes
         .get(&(ctx.account.clone(), ctx.region.clone()))
@@ -617,14 +618,14 @@ fn iso(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-pub(super) fn cancel_command(sim: &Arc<SimState>, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
+pub(super) fn cancel_command(ssm: &Ssm, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
     let Some(command_id) = string(request, "CommandId") else {
         return Err(validation(
             "1 validation error detected: Value null at 'commandId' failed to satisfy constraint: Member must not be null",
         ));
     };
     let only: Option<Vec<String>> = strings(request, "InstanceIds").filter(|ids| !ids.is_empty());
-    let mut store = sim.ssm.store.lock().expect("ssm lock");
+    let mut store = ssm.store.lock().expect("ssm lock");
     let epoch = store.epoch;
     let Some((index, command)) = store
         .scopes
@@ -636,7 +637,7 @@ pub(super) fn cancel_command(sim: &Arc<SimState>, ctx: &Ctx, request: &Value) ->
             &format!("Command {command_id} does not exist."),
         ));
     };
-    let before = sim.tunables().events.is_some().then(|| command.statuses());
+    let before = ssm.tunables().events.is_some().then(|| command.statuses());
     if only.is_none() {
         command.cancel_requested = true;
     }
@@ -675,16 +676,12 @@ pub(super) fn cancel_command(sim: &Arc<SimState>, ctx: &Ctx, request: &Value) ->
         command: index,
         invocation: 0,
     };
-    sim.ssm.start_released(sim, &key, released);
-    crate::events::emit(sim, events);
+    ssm.start_released(&key, released);
+    ssm.emit(events);
     Ok(json!({}))
 }
 
-pub(super) async fn describe_instance_information(
-    sim: &SimState,
-    ctx: &Ctx,
-    request: &Value,
-) -> Result<Value, ApiError> {
+pub(super) async fn describe_instance_information(ssm: &Ssm, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
     let size = max_results(request, 5, 50, 10)?;
     let filter_list = request.get("InstanceInformationFilterList").and_then(Value::as_array);
     let filters = request.get("Filters").and_then(Value::as_array);
@@ -730,14 +727,14 @@ pub(super) async fn describe_instance_information(
             ));
         }
     }
-    let max_age = Duration::from_millis(sim.tunables().fleet_cache_ms);
+    let max_age = Duration::from_millis(ssm.tunables().fleet_cache_ms);
     let wanted_ids = conditions
         .iter()
         .find(|(key, _)| key == "InstanceIds")
         .map(|(_, ids)| ids.clone());
     let fleet = match &wanted_ids {
-        Some(ids) => sim.fleet.by_ids(&ctx.account, &ctx.region, ids, max_age).await,
-        None => sim.fleet.all(&ctx.account, &ctx.region, max_age).await,
+        Some(ids) => ssm.parts.fleet.by_ids(&ctx.account, &ctx.region, ids, max_age).await,
+        None => ssm.parts.fleet.all(&ctx.account, &ctx.region, max_age).await,
     }
     .map_err(|e| error("InternalServerError", &e.to_string()))?;
     let mut nodes: Vec<(&InstanceFact, Value)> = fleet
@@ -745,7 +742,7 @@ pub(super) async fn describe_instance_information(
         .filter(|i| !is_gone(i) && Behaviour::of(i).agent != AgentState::Unmanaged)
         .map(|instance| {
             let behaviour = Behaviour::of(instance);
-            let online = behaviour.agent == AgentState::Online && !sim.ssm.rebooting(&ctx.account, &instance.id);
+            let online = behaviour.agent == AgentState::Online && !ssm.rebooting(&ctx.account, &instance.id);
             let platform = platform_of(instance);
             let (platform_name, version) = match platform {
                 Platform::Windows => ("Microsoft Windows Server 2022 Datacenter", "10.0.20348"),

@@ -13,14 +13,19 @@ pub mod output;
 mod registry;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, Weak};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use tokio::sync::mpsc;
 
+use crate::audit::AuditLog;
+use crate::config::{LiveTunables, Tunables};
+use crate::events::Emitter;
+use crate::fleet::Fleet;
+use crate::moto::Moto;
 use crate::protocol::{self, Protocol, Resp};
-use crate::state::SimState;
 use agent::EngineMsg;
 use model::Command;
 
@@ -47,30 +52,59 @@ struct Store {
     documents: registry::Registry,
 }
 
+/// What SSM shares with the rest of the sim, handed over when the sim is
+/// built: SSM holds no pointer back to the sim.
+#[derive(Clone)]
+pub struct Parts {
+    /// The tunables in force.
+    pub tunables: Arc<LiveTunables>,
+    /// Where real runs of scripts work.
+    pub scratch_dir: PathBuf,
+    /// Instance facts (targets, agents).
+    pub fleet: Arc<Fleet>,
+    /// moto, where output goes (S3, CloudWatch Logs).
+    pub moto: Moto,
+    /// Every accepted SendCommand.
+    pub audit: Arc<AuditLog>,
+    /// Run Command's events.
+    pub events: Emitter,
+}
+
 /// The SSM service.
 pub struct Ssm {
-    sim: Weak<SimState>,
+    parts: Parts,
     store: Mutex<Store>,
     engine: mpsc::UnboundedSender<EngineMsg>,
 }
 
 impl Ssm {
-    /// Creates the service and starts its agent engine.
-    pub fn new(sim: Weak<SimState>) -> Self {
+    /// Creates the service and starts its agent engine, which stops when
+    /// the service is dropped.
+    pub fn new(parts: Parts) -> Arc<Self> {
         let (engine, inbox) = mpsc::unbounded_channel();
-        tokio::spawn(agent::run(sim.clone(), inbox, engine.clone()));
-        Self {
-            sim,
-            store: Mutex::new(Store::default()),
-            engine,
-        }
+        Arc::new_cyclic(|ssm: &Weak<Ssm>| {
+            tokio::spawn(agent::run(ssm.clone(), inbox, engine.clone()));
+            Self {
+                parts,
+                store: Mutex::new(Store::default()),
+                engine,
+            }
+        })
+    }
+
+    /// The tunables in force.
+    fn tunables(&self) -> Arc<Tunables> {
+        self.parts.tunables.get()
+    }
+
+    /// Sends Run Command's events for what a change did, as the tunables
+    /// route them.
+    fn emit(&self, events: Vec<serde_json::Value>) {
+        self.parts.events.emit(self.tunables().events.as_ref(), events);
     }
 
     /// Serves one SSM API call.
     pub async fn handle(&self, api: &str, ctx: &Ctx, body: &[u8]) -> Resp {
-        let Some(sim) = self.sim.upgrade() else {
-            return error("InternalServerError", "the sim is shutting down");
-        };
         let request: serde_json::Value = if body.is_empty() {
             serde_json::json!({})
         } else {
@@ -80,11 +114,11 @@ impl Ssm {
             }
         };
         let answer = match api {
-            "SendCommand" => api::send_command(&sim, ctx, &request).await,
-            "ListCommands" => api::list_commands(&sim, ctx, &request),
-            "ListCommandInvocations" => api::list_command_invocations(&sim, ctx, &request),
-            "GetCommandInvocation" => api::get_command_invocation(&sim, ctx, &request),
-            "CancelCommand" => api::cancel_command(&sim, ctx, &request),
+            "SendCommand" => api::send_command(self, ctx, &request).await,
+            "ListCommands" => api::list_commands(self, ctx, &request),
+            "ListCommandInvocations" => api::list_command_invocations(self, ctx, &request),
+            "GetCommandInvocation" => api::get_command_invocation(self, ctx, &request),
+            "CancelCommand" => api::cancel_command(self, ctx, &request),
             "GetDocument" => api::get_document(self, ctx, &request),
             "CreateDocument" => registry::create(&mut self.store.lock().expect("ssm lock").documents, ctx, &request),
             "UpdateDocument" => registry::update(&mut self.store.lock().expect("ssm lock").documents, ctx, &request),
@@ -94,7 +128,7 @@ impl Ssm {
             "ModifyDocumentPermission" => {
                 registry::share(&mut self.store.lock().expect("ssm lock").documents, ctx, &request)
             }
-            "DescribeInstanceInformation" => api::describe_instance_information(&sim, ctx, &request).await,
+            "DescribeInstanceInformation" => api::describe_instance_information(self, ctx, &request).await,
             other => Err(ApiError::new(
                 "UnknownOperationException",
                 &format!("muster-sim does not implement SSM {other}"),
