@@ -580,7 +580,7 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_message_that_is_no_task_reference_is_left_for_the_redrive_policy() {
         let consumer = consume(vec![message(1, "rm -rf / # not a task".into())], vec![], false);
         consumer
@@ -595,7 +595,7 @@ mod tests {
         assert!(queue.deleted.lock().unwrap().is_empty());
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn messages_the_controller_has_nothing_to_run_for_are_deleted() {
         let outcomes = [
             LeaseOutcome::UnknownTask,
@@ -633,7 +633,7 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_lease_request_left_unanswered_leaves_its_message_to_come_back() {
         let consumer = consume(
             vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
@@ -650,7 +650,7 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn messages_received_as_the_worker_stops_go_straight_back() {
         let messages = (1..=3)
             .map(|n| message(n, muster_proto::encode_task_ref(&task_ref(n))))
@@ -665,7 +665,7 @@ mod tests {
         assert!(queue.deleted.lock().unwrap().is_empty());
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_granted_lease_deletes_its_message_and_its_task_runs_to_a_verdict() {
         // A task of a kind this worker does not know: it runs, and ends with
         // a FailTask under its lease, for good, before any AWS call.

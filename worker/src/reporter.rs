@@ -207,7 +207,7 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn results_arriving_together_go_in_one_report_per_lease() {
         let controller = Arc::new(Scripted::default());
         let reporter = Reporter::spawn(Arc::new(controller.clone()));
@@ -225,7 +225,7 @@ mod tests {
         assert_eq!(sent, [("a".into(), 1, 3), ("b".into(), 2, 3)]);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_refused_report_fails_the_acks_of_its_own_results_only() {
         let controller = Arc::new(Scripted::default());
         let reporter = Reporter::spawn(Arc::new(controller.clone()));
@@ -253,7 +253,7 @@ mod tests {
         assert_eq!(outcomes, [false, true], "one report refused, the other recorded");
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn large_outputs_are_split_under_the_request_limit_and_each_result_sent_once() {
         let controller = Arc::new(Scripted::default());
         let reporter = Reporter::spawn(Arc::new(controller.clone()));
@@ -272,7 +272,7 @@ mod tests {
         assert_eq!(seen.len(), 40);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_burst_beyond_the_batch_limit_is_reported_in_several_requests() {
         let controller = Arc::new(Scripted::default());
         let reporter = Reporter::spawn(Arc::new(controller.clone()));
