@@ -478,21 +478,7 @@ impl CampaignApi {
         let spec = spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
         let mut spec =
             validate::validate(spec, &self.ctl.settings.defaults).map_err(|invalid| invalid.into_status("spec."))?;
-        // The ExternalId is the controller's secret: out of the spec before
-        // anything is hashed, stored or logged.
-        let submitted_external_id = spec
-            .access
-            .as_mut()
-            .map(|access| std::mem::take(&mut access.external_id))
-            .unwrap_or_default();
-        let external_ids = &self.ctl.settings.external_ids;
-        if !submitted_external_id.is_empty() && !external_ids.allow_submitted {
-            tracing::warn!(by, dry_run, "campaign refused: it carries an ExternalId");
-            return Err(Status::permission_denied(
-                "access.external_id: the controller keeps the target accounts' ExternalIds (its [access] \
-                 configuration); a submitter may not give one unless access.allow_submitted_external_id is set",
-            ));
-        }
+        let submitted_external_id = self.take_external_id(&mut spec, &by, dry_run)?;
         let encoded = spec.encode_to_vec();
         let sha = hex::encode(sha2::Sha256::digest(&encoded));
         // A repeated client token is answered before any other work (no
@@ -530,34 +516,10 @@ impl CampaignApi {
         self.permit(method, principal, action, &footprint, "").await?;
         let approval = self.approval_for(&footprint).await?;
         self.resolve_stage_ous(&mut spec).await?;
-        let rails = &self.ctl.settings.guardrails;
-        let first_account = expansion.accounts.first().map(String::as_str).unwrap_or("000000000000");
-        rails
-            .check_spec(&spec, &validate::role_arn(&spec, first_account))
-            .map_err(refused)?;
-        if rails.limits_accounts() {
-            let mut allowed =
-                expand::accounts_in_ous(&self.ctl.organizations, "guardrails.allowed_ous", &rails.allowed_ous)
-                    .await
-                    .map_err(expand_status)?;
-            allowed.extend(rails.allowed_accounts.iter().cloned());
-            rails.check_accounts(&expansion.accounts, &allowed).map_err(refused)?;
-        }
-        let external_id_refs = if submitted_external_id.is_empty() {
-            let members = self
-                .ctl
-                .ou_members
-                .of(&self.ctl.organizations, "access.external_ids", &external_ids.ous())
-                .await
-                .map_err(expand_status)?;
-            external_ids.refs(&expansion.accounts, &members)
-        } else {
-            expansion
-                .accounts
-                .iter()
-                .map(|account| (account.clone(), crate::access::SUBMITTED_REF.to_owned()))
-                .collect()
-        };
+        self.guardrails(&spec, &expansion.accounts).await.map_err(refused)?;
+        let external_id_refs = self
+            .external_id_refs(&expansion.accounts, !submitted_external_id.is_empty())
+            .await?;
         Ok(Prepared::New(Box::new(NewCampaign {
             id: uuid::Uuid::now_v7().to_string(),
             submitted_by: by,
@@ -573,6 +535,65 @@ impl CampaignApi {
             approval,
             window: window.unwrap_or_default(),
         })))
+    }
+
+    /// Takes the ExternalId out of `spec` before anything is hashed, stored
+    /// or logged (it is the controller's secret); refuses one given unless
+    /// the configuration allows it.
+    fn take_external_id(&self, spec: &mut CampaignSpec, by: &str, dry_run: bool) -> Result<String, Status> {
+        let submitted = spec
+            .access
+            .as_mut()
+            .map(|access| std::mem::take(&mut access.external_id))
+            .unwrap_or_default();
+        if !submitted.is_empty() && !self.ctl.settings.external_ids.allow_submitted {
+            tracing::warn!(by, dry_run, "campaign refused: it carries an ExternalId");
+            return Err(Status::permission_denied(
+                "access.external_id: the controller keeps the target accounts' ExternalIds (its [access] \
+                 configuration); a submitter may not give one unless access.allow_submitted_external_id is set",
+            ));
+        }
+        Ok(submitted)
+    }
+
+    /// The guardrails' verdict on `spec` over `accounts`: its document,
+    /// role and rates, and the accounts (and OUs) it may reach.
+    async fn guardrails(&self, spec: &CampaignSpec, accounts: &[String]) -> Result<(), Status> {
+        let rails = &self.ctl.settings.guardrails;
+        let first_account = accounts.first().map(String::as_str).unwrap_or("000000000000");
+        rails.check_spec(spec, &validate::role_arn(spec, first_account))?;
+        if rails.limits_accounts() {
+            let mut allowed =
+                expand::accounts_in_ous(&self.ctl.organizations, "guardrails.allowed_ous", &rails.allowed_ous)
+                    .await
+                    .map_err(expand_status)?;
+            allowed.extend(rails.allowed_accounts.iter().cloned());
+            rails.check_accounts(accounts, &allowed)?;
+        }
+        Ok(())
+    }
+
+    /// Which ExternalId each account is assumed with: a reference to the
+    /// controller's own (by account or OU), or to the submitted one.
+    async fn external_id_refs(
+        &self,
+        accounts: &[String],
+        submitted: bool,
+    ) -> Result<std::collections::BTreeMap<String, String>, Status> {
+        if submitted {
+            return Ok(accounts
+                .iter()
+                .map(|account| (account.clone(), crate::access::SUBMITTED_REF.to_owned()))
+                .collect());
+        }
+        let external_ids = &self.ctl.settings.external_ids;
+        let members = self
+            .ctl
+            .ou_members
+            .of(&self.ctl.organizations, "access.external_ids", &external_ids.ous())
+            .await
+            .map_err(expand_status)?;
+        Ok(external_ids.refs(accounts, &members))
     }
 }
 

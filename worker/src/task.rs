@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use muster_common::retry::ErrorClass;
 use muster_common::telemetry::attr;
-use muster_proto::v1::TaskKind;
+use muster_proto::v1::{Task, TaskKind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -92,63 +92,91 @@ async fn run_scoped(
     let _share = ctx
         .limiter
         .share(&task.account_id, &task.region, task.api_calls_per_second);
-    let role = RoleKey {
+    let outcome = perform(ctx, &lease, kind, hand_back).await;
+    let handed_on = conclude(ctx, lease, kind, outcome, slots).await;
+    ctx.stats.tasks(-1);
+    handed_on
+}
+
+/// The role session a task's calls in its account use.
+fn role_of(task: &Task) -> RoleKey {
+    RoleKey {
         role_arn: task.role_arn.clone(),
         external_id: Some(task.external_id.clone()).filter(|e| !e.is_empty()),
         session_name: task.role_session_name.clone(),
         source_identity: Some(task.source_identity.clone()).filter(|s| !s.is_empty()),
         campaign_id: task.campaign_id.clone(),
         duration_seconds: task.session_duration_seconds.max(900),
-    };
-    // A task this worker cannot run fails before any role is assumed.
+    }
+}
+
+/// Does the task's work in its account: assumes the role, then discovers
+/// or executes. A task this worker cannot run fails before any role is
+/// assumed.
+async fn perform(
+    ctx: &Context,
+    lease: &LeaseHandle,
+    kind: TaskKind,
+    hand_back: &CancellationToken,
+) -> Result<(), TaskError> {
+    let task = &lease.task;
     let unknown = || {
-        Err(TaskError::Aws(crate::scope_clients::CallError {
+        TaskError::Aws(crate::scope_clients::CallError {
             api: "LeaseTask",
             account: task.account_id.clone(),
             region: task.region.clone(),
             class: ErrorClass::Final,
             code: None,
             message: "the controller sent a task of unknown kind; is this worker older than the controller?".into(),
-        }))
+        })
     };
-    let outcome = if kind == TaskKind::Unspecified {
-        unknown()
-    } else {
-        match ctx
-            .credentials
-            .get(&role)
-            .instrument(trace::step("assume role", "internal"))
-            .await
-        {
-            Err(error) => Err(TaskError::Assume(error)),
-            Ok(_) => {
-                let scope = ctx.targets.get(
-                    &ctx.sdk,
-                    &task.region,
-                    &role,
-                    &ctx.credentials,
-                    &ctx.limiter,
-                    &ctx.stats,
-                );
-                match kind {
-                    TaskKind::Discover => {
-                        let spec = task.discover.clone().unwrap_or_default();
-                        discovery::discover(&scope, &spec, ctx.controller.as_ref(), &task.task_id, lease.lease_id)
-                            .instrument(trace::step("discover", "internal"))
-                            .await
-                            .map(|_| ())
-                            .map_err(TaskError::Aws)
-                    }
-                    TaskKind::Execute => {
-                        executor::execute(ctx, &lease, &scope, hand_back)
-                            .instrument(trace::step("execute", "internal"))
-                            .await
-                    }
-                    TaskKind::Unspecified => unknown(),
-                }
-            }
+    if kind == TaskKind::Unspecified {
+        return Err(unknown());
+    }
+    let role = role_of(task);
+    ctx.credentials
+        .get(&role)
+        .instrument(trace::step("assume role", "internal"))
+        .await
+        .map_err(TaskError::Assume)?;
+    let scope = ctx.targets.get(
+        &ctx.sdk,
+        &task.region,
+        &role,
+        &ctx.credentials,
+        &ctx.limiter,
+        &ctx.stats,
+    );
+    match kind {
+        TaskKind::Discover => {
+            let spec = task.discover.clone().unwrap_or_default();
+            discovery::discover(&scope, &spec, ctx.controller.as_ref(), &task.task_id, lease.lease_id)
+                .instrument(trace::step("discover", "internal"))
+                .await
+                .map(|_| ())
+                .map_err(TaskError::Aws)
         }
-    };
+        TaskKind::Execute => {
+            executor::execute(ctx, lease, &scope, hand_back)
+                .instrument(trace::step("execute", "internal"))
+                .await
+        }
+        TaskKind::Unspecified => Err(unknown()),
+    }
+}
+
+/// Tells the controller how the task ended: completed (a Discover's
+/// completion may hand on leases of its scope, returned with their slots),
+/// failed (retryable or not, or handed back by a stopping worker), or
+/// nothing when the lease was lost.
+async fn conclude(
+    ctx: &Context,
+    lease: LeaseHandle,
+    kind: TaskKind,
+    outcome: Result<(), TaskError>,
+    slots: &Arc<Semaphore>,
+) -> Vec<HandedOn> {
+    let task_id = lease.task.task_id.clone();
     let mut handed_on = Vec::new();
     match outcome {
         Ok(()) => {
@@ -161,33 +189,32 @@ async fn run_scoped(
             let capacity = reserved.as_ref().map_or(0, |r| r.num_permits() as u32);
             match lease.complete(capacity).await {
                 Ok(next) => {
-                    tracing::info!(task_id = %task.task_id, handed_on = next.len(), "task complete");
+                    tracing::info!(task_id = %task_id, handed_on = next.len(), "task complete");
                     for lease in next {
                         match reserved.as_mut().and_then(|r| r.split(1)) {
                             Some(permit) => handed_on.push((lease, permit)),
                             // More than asked for: not this worker's to run; the
                             // lease expires and the controller retries it.
                             None => {
-                                tracing::warn!(task_id = %task.task_id, "the controller handed on more tasks than asked")
+                                tracing::warn!(task_id = %task_id, "the controller handed on more tasks than asked")
                             }
                         }
                     }
                 }
-                Err(error) => tracing::warn!(task_id = %task.task_id, %error, "could not complete the task"),
+                Err(error) => tracing::warn!(task_id = %task_id, %error, "could not complete the task"),
             }
         }
         Err(TaskError::LeaseLost) => {
-            tracing::warn!(task_id = %task.task_id, "lease lost; the controller hands the task to another attempt");
+            tracing::warn!(task_id = %task_id, "lease lost; the controller hands the task to another attempt");
         }
         Err(error) => {
             let (reason, retryable) = describe(&error);
-            tracing::warn!(task_id = %task.task_id, reason, retryable, "task failed");
+            tracing::warn!(task_id = %task_id, reason, retryable, "task failed");
             let handed_back = matches!(error, TaskError::HandedBack);
             if let Err(error) = lease.fail(&reason, retryable, handed_back).await {
-                tracing::warn!(task_id = %task.task_id, %error, "could not report the failure");
+                tracing::warn!(task_id = %task_id, %error, "could not report the failure");
             }
         }
     }
-    ctx.stats.tasks(-1);
     handed_on
 }
