@@ -94,15 +94,12 @@ impl From<crate::tls::TlsError> for ConfigError {
 }
 
 /// `settings` (what clap parsed from flags and the environment) laid over
-/// the config file at `file`, if any: each key the flags or environment
+/// the config file at `path`: each key the flags or environment
 /// set wins, the file's value stands for the others. A switch that is off
 /// and an empty list count as not given: a flag cannot say less than the
 /// file. `S` should refuse unknown keys (`#[serde(deny_unknown_fields)]`)
 /// so that a misspelt key in the file is an error, not a silent default.
-pub fn layered<S: Serialize + DeserializeOwned>(settings: &S, file: Option<&Path>) -> Result<S, ConfigError> {
-    let Some(path) = file else {
-        return reparse(settings, toml::Table::new(), "flags");
-    };
+pub fn layered<S: Serialize + DeserializeOwned>(settings: &S, path: &Path) -> Result<S, ConfigError> {
     let shown = path.display().to_string();
     let file_error = |message: String| ConfigError::File {
         path: shown.clone(),
@@ -290,7 +287,7 @@ mod tests {
             guardrails: Guardrails { confirm_above: Some(1) },
             ..Default::default()
         };
-        let merged = layered(&flags, Some(&path)).unwrap();
+        let merged = layered(&flags, &path).unwrap();
         assert_eq!(
             merged,
             Settings {
@@ -308,12 +305,11 @@ mod tests {
             accounts: vec!["2".into()],
             ..Default::default()
         };
-        let merged = layered(&flags, Some(&path)).unwrap();
+        let merged = layered(&flags, &path).unwrap();
         assert_eq!(
             (merged.queue_url.as_deref(), merged.accounts),
             (Some("flag"), vec!["2".to_owned()])
         );
-        assert_eq!(layered(&flags, None).unwrap().queue_url.as_deref(), Some("flag"));
     }
 
     #[test]
@@ -324,13 +320,13 @@ mod tests {
             ("[guardrails]\nconfirm_abov = 1\n", "confirm_abov"),
         ] {
             let (_dir, path) = file(text);
-            let err = layered(&Settings::default(), Some(&path)).unwrap_err();
+            let err = layered(&Settings::default(), &path).unwrap_err();
             assert!(matches!(&err, ConfigError::File { path: p, .. } if p == &path.display().to_string()));
             let message = err.to_string();
             assert!(message.contains(key), "{message}");
             assert!(message.contains("line "), "{message}");
         }
-        let err = layered(&Settings::default(), Some(Path::new("/nonexistent/muster.toml"))).unwrap_err();
+        let err = layered(&Settings::default(), Path::new("/nonexistent/muster.toml")).unwrap_err();
         assert!(
             err.to_string().starts_with("config file /nonexistent/muster.toml: "),
             "{err}"

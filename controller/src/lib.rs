@@ -406,6 +406,66 @@ async fn run_loops(
     loops
 }
 
+/// Runs one listener's server until it stops, saying why if it failed.
+fn serving(
+    what: &'static str,
+    serve: impl std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(error) = serve.await {
+            tracing::error!(%error, "{what} stopped");
+        }
+    })
+}
+
+/// gRPC health for both listeners, every service serving.
+async fn health() -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<CampaignServiceServer<campaign_api::CampaignApi>>()
+        .await;
+    reporter
+        .set_serving::<ScheduleServiceServer<schedule_api::ScheduleApi>>()
+        .await;
+    reporter
+        .set_serving::<WorkerServiceServer<worker_api::WorkerApi>>()
+        .await;
+    health
+}
+
+/// What the campaign listener serves: the web console (which shares its
+/// TLS and its callers), health, reflection, CampaignService and
+/// ScheduleService.
+fn campaign_routes(
+    controller: &Arc<Controller>,
+    security: &Security,
+    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) -> std::io::Result<tonic::service::Routes> {
+    let reflection = reflection_builder().build_v1().map_err(std::io::Error::other)?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha().map_err(std::io::Error::other)?;
+    let campaign_api = campaign_api::CampaignApi::new(controller.clone(), security.auth.clone());
+    let console = console::router(
+        campaign_api.clone(),
+        security.auth.clone(),
+        security.tls.as_ref().map(|t| t.key.as_slice()),
+    );
+    let campaign_service = CampaignServiceServer::new(campaign_api)
+        // A valid spec is well under 1 MiB (validate.rs limits every list and
+        // string); anything near this is refused before it is parsed.
+        .max_decoding_message_size(4 * 1024 * 1024);
+    let schedule_service = ScheduleServiceServer::new(schedule_api::ScheduleApi::new(
+        controller.clone(),
+        security.auth.clone(),
+    ))
+    .max_decoding_message_size(4 * 1024 * 1024);
+    Ok(tonic::service::Routes::from(console)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_v1alpha)
+        .add_service(campaign_service)
+        .add_service(schedule_service))
+}
+
 /// Serves CampaignService and WorkerService (and metrics), and runs the
 /// reconcile loop, until `shutdown`. Without TLS the API listeners must be
 /// on loopback.
@@ -444,35 +504,9 @@ pub async fn start(
         security.tls.as_ref().map(|t| t.worker_ca.as_slice()),
         true,
     )?;
-    let reflection = reflection_builder().build_v1().map_err(std::io::Error::other)?;
-    let reflection_v1alpha = reflection_builder().build_v1alpha().map_err(std::io::Error::other)?;
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<CampaignServiceServer<campaign_api::CampaignApi>>()
-        .await;
-    health_reporter
-        .set_serving::<ScheduleServiceServer<schedule_api::ScheduleApi>>()
-        .await;
-    health_reporter
-        .set_serving::<WorkerServiceServer<worker_api::WorkerApi>>()
-        .await;
+    let health = health().await;
 
-    let campaign_api = campaign_api::CampaignApi::new(controller.clone(), security.auth.clone());
-    // The web console shares the listener, its TLS and its callers.
-    let console = console::router(
-        campaign_api.clone(),
-        security.auth.clone(),
-        security.tls.as_ref().map(|t| t.key.as_slice()),
-    );
-    let campaign_service = CampaignServiceServer::new(campaign_api)
-        // A valid spec is well under 1 MiB (validate.rs limits every list and
-        // string); anything near this is refused before it is parsed.
-        .max_decoding_message_size(4 * 1024 * 1024);
-    let schedule_service = ScheduleServiceServer::new(schedule_api::ScheduleApi::new(
-        controller.clone(),
-        security.auth.clone(),
-    ))
-    .max_decoding_message_size(4 * 1024 * 1024);
+    let routes = campaign_routes(&controller, &security, health.clone())?;
     let worker_service = WorkerServiceServer::new(worker_api::WorkerApi::new(
         controller.clone(),
         security.tls.as_ref().map(|t| t.worker_trust_domain.clone()),
@@ -480,46 +514,26 @@ pub async fn start(
     .max_decoding_message_size(64 * 1024 * 1024);
 
     let mut tasks = Vec::new();
-    let stop = shutdown.clone();
-    let health_for_campaign = health.clone();
-    tasks.push(tokio::spawn(async move {
-        let routes = tonic::service::Routes::from(console)
-            .add_service(health_for_campaign)
-            .add_service(reflection)
-            .add_service(reflection_v1alpha)
-            .add_service(campaign_service)
-            .add_service(schedule_service);
-        // Browsers speak HTTP/1.1 where there is no TLS (and ALPN) to
-        // offer HTTP/2.
-        let result = campaign_server
-            .accept_http1(true)
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(muster_common::net::incoming(campaign), stop.cancelled())
-            .await;
-        if let Err(error) = result {
-            tracing::error!(%error, "campaign API stopped");
-        }
-    }));
-    let stop = shutdown.clone();
-    tasks.push(tokio::spawn(async move {
-        let result = worker_server
-            .add_service(health)
-            .add_service(worker_service)
-            .serve_with_incoming_shutdown(muster_common::net::incoming(worker), stop.cancelled())
-            .await;
-        if let Err(error) = result {
-            tracing::error!(%error, "worker API stopped");
-        }
-    }));
+    // Browsers speak HTTP/1.1 where there is no TLS (and ALPN) to offer
+    // HTTP/2.
+    let campaigns = campaign_server
+        .accept_http1(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            muster_common::net::incoming(campaign),
+            shutdown.clone().cancelled_owned(),
+        );
+    tasks.push(serving("campaign API", campaigns));
+    let workers = worker_server
+        .add_service(health)
+        .add_service(worker_service)
+        .serve_with_incoming_shutdown(muster_common::net::incoming(worker), shutdown.clone().cancelled_owned());
+    tasks.push(serving("worker API", workers));
     tasks.extend(run_loops(&controller, &security, &shutdown).await);
     let metrics_addr = match metrics {
         Some(listener) => {
-            let (addr, server) = muster_common::telemetry::serve_metrics(
-                listener,
-                metrics_endpoint(&controller).with_token(security.metrics_token.as_deref()),
-                shutdown.clone(),
-            )
-            .await?;
+            let endpoint = metrics_endpoint(&controller).with_token(security.metrics_token.as_deref());
+            let (addr, server) = muster_common::telemetry::serve_metrics(listener, endpoint, shutdown.clone()).await?;
             tasks.push(server);
             Some(addr)
         }

@@ -380,7 +380,9 @@ pub async fn render(ctl: &Controller) -> String {
 }
 
 /// What the store holds now: campaigns, tasks and targets by state, the
-/// backlog and the scaling signal, its size.
+/// backlog and the scaling signal, its size. A flat list of gauges filled
+/// from one snapshot, kept together for the same reason as
+/// [`register_counters`].
 fn register_store_state(registry: &mut Registry, ctl: &Controller, snapshot: &Snapshot) {
     let m = &ctl.metrics;
     let campaigns = Family::<StateLabel, Gauge>::default();
@@ -470,7 +472,10 @@ fn register_store_state(registry: &mut Registry, ctl: &Controller, snapshot: &Sn
     );
 }
 
-/// The counters and gauges the controller keeps as it works.
+/// The counters and gauges the controller keeps as it works. Long because
+/// it is a flat list, one registration (name, help, metric) per metric, in
+/// the order `/metrics` shows them; split, the list would only be harder
+/// to scan.
 fn register_counters(registry: &mut Registry, m: &Metrics) {
     registry.register(
         "tasks_enqueued",

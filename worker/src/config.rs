@@ -107,7 +107,7 @@ impl Args {
     /// file is read once, so calling this again changes nothing.
     pub fn layered(mut self) -> Result<Self, ConfigError> {
         if let Some(path) = self.config.take() {
-            self.options = muster_common::config::layered(&self.options, Some(&path))?;
+            self.options = muster_common::config::layered(&self.options, &path)?;
         }
         Ok(self)
     }
