@@ -33,6 +33,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 say "shellcheck deploy/local deploy/release .ci"
 "$MUSTER_VENV/bin/shellcheck" -x --source-path=SCRIPTDIR deploy/local/*.sh deploy/release/*.sh .ci/run
 
+say "no module cycles"
+python3 "$MUSTER_ROOT/deploy/local/module_cycles.py" common proto controller worker cli sim tests
+
 say "cfn-lint deploy/cloudformation"
 "$MUSTER_VENV/bin/cfn-lint" deploy/cloudformation/*.yaml
 
