@@ -17,7 +17,7 @@ use muster_proto::v1::{
     AwaitCommandsRequest, AwaitCommandsResponse, CompleteTaskRequest, CompleteTaskResponse, EndedCommand,
     FailTaskRequest, FailTaskResponse, Lease, LeaseTaskRequest, LeaseTaskResponse, RenewLeaseRequest,
     RenewLeaseResponse, ReportDispatchRequest, ReportDispatchResponse, ReportResultsRequest, ReportResultsResponse,
-    ReportTargetsRequest, ReportTargetsResponse, TaskKind, WatchCampaignResponse, watch_campaign_response,
+    ReportTargetsRequest, ReportTargetsResponse, TaskKind, TaskRef, WatchCampaignResponse, watch_campaign_response,
 };
 use tonic::{Request, Response, Status};
 
@@ -109,6 +109,36 @@ impl WorkerApi {
             StoreError::Denied { rule, message } => self.deny(method, rule, &message),
             other => store_status(other),
         }
+    }
+
+    /// A LeaseTask's task reference, once the request is well formed and
+    /// the caller asks under its own name (its certificate's, when there is
+    /// one).
+    fn lease_request(&self, request: &mut LeaseTaskRequest, caller: Option<&str>) -> Result<TaskRef, Status> {
+        let task_ref = request
+            .task
+            .take()
+            .ok_or_else(|| Status::invalid_argument("task: is required"))?;
+        if uuid::Uuid::parse_str(&task_ref.task_id).is_err() || uuid::Uuid::parse_str(&task_ref.campaign_id).is_err() {
+            return Err(Status::invalid_argument("task: campaign_id and task_id must be UUIDs"));
+        }
+        if request.worker_id.is_empty() || request.worker_id.len() > 256 {
+            return Err(Status::invalid_argument("worker_id: 1 to 256 characters"));
+        }
+        if let Some(name) = caller
+            && request.worker_id != name
+        {
+            return Err(self.deny(
+                "LeaseTask",
+                "worker_id",
+                &format!(
+                    "worker_id: '{}' is not the caller's identity '{name}' (from its certificate); a worker leases \
+                     under its own name",
+                    muster_common::domain::clip(&request.worker_id)
+                ),
+            ));
+        }
+        Ok(task_ref)
     }
 
     fn lease_settings(&self) -> LeaseSettings {
@@ -267,29 +297,8 @@ fn fenced(fenced: Fenced) -> Status {
 impl WorkerService for WorkerApi {
     async fn lease_task(&self, request: Request<LeaseTaskRequest>) -> Result<Response<LeaseTaskResponse>, Status> {
         let caller = self.caller(&request, "LeaseTask")?;
-        let request = request.into_inner();
-        let task_ref = request
-            .task
-            .ok_or_else(|| Status::invalid_argument("task: is required"))?;
-        if uuid::Uuid::parse_str(&task_ref.task_id).is_err() || uuid::Uuid::parse_str(&task_ref.campaign_id).is_err() {
-            return Err(Status::invalid_argument("task: campaign_id and task_id must be UUIDs"));
-        }
-        if request.worker_id.is_empty() || request.worker_id.len() > 256 {
-            return Err(Status::invalid_argument("worker_id: 1 to 256 characters"));
-        }
-        if let Some(name) = &caller
-            && request.worker_id != *name
-        {
-            return Err(self.deny(
-                "LeaseTask",
-                "worker_id",
-                &format!(
-                    "worker_id: '{}' is not the caller's identity '{name}' (from its certificate); a worker leases \
-                     under its own name",
-                    muster_common::domain::clip(&request.worker_id)
-                ),
-            ));
-        }
+        let mut request = request.into_inner();
+        let task_ref = self.lease_request(&mut request, caller.as_deref())?;
         let settings = self.lease_settings();
         let worker = request.worker_id.clone();
         let capacity = request.capacity.min(MAX_HANDED_OFF);

@@ -683,26 +683,32 @@ pub(super) fn cancel_command(ssm: &Ssm, ctx: &Ctx, request: &Value) -> Result<Va
 
 pub(super) async fn describe_instance_information(ssm: &Ssm, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
     let size = max_results(request, 5, 50, 10)?;
-    let filter_list = request.get("InstanceInformationFilterList").and_then(Value::as_array);
-    let filters = request.get("Filters").and_then(Value::as_array);
-    if filter_list.is_some_and(|f| !f.is_empty()) && filters.is_some_and(|f| !f.is_empty()) {
-        return Err(validation(
-            "InstanceInformationFilterList and Filters cannot be used together.",
-        ));
+    let conditions = information_filters(request)?;
+    let max_age = Duration::from_millis(ssm.tunables().fleet_cache_ms);
+    let wanted_ids = conditions
+        .iter()
+        .find(|(key, _)| key == "InstanceIds")
+        .map(|(_, ids)| ids.clone());
+    let fleet = match &wanted_ids {
+        Some(ids) => ssm.parts.fleet.by_ids(&ctx.account, &ctx.region, ids, max_age).await,
+        None => ssm.parts.fleet.all(&ctx.account, &ctx.region, max_age).await,
     }
-    let mut conditions: Vec<(String, Vec<String>)> = Vec::new();
-    for f in filter_list.into_iter().flatten() {
-        conditions.push((
-            f.get("key").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            strings(f, "valueSet").unwrap_or_default(),
-        ));
-    }
-    for f in filters.into_iter().flatten() {
-        conditions.push((
-            f.get("Key").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            strings(f, "Values").unwrap_or_default(),
-        ));
-    }
+    .map_err(|e| error("InternalServerError", &e.to_string()))?;
+    let mut nodes: Vec<(&InstanceFact, Value)> = fleet
+        .iter()
+        .filter(|i| !is_gone(i) && Behaviour::of(i).agent != AgentState::Unmanaged)
+        .map(|instance| (instance, instance_information(ssm, ctx, instance)))
+        .filter(|(instance, info)| passes(&conditions, instance, info))
+        .collect();
+    nodes.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    let infos: Vec<Value> = nodes.into_iter().map(|(_, info)| info).collect();
+    let (items, next) = page(infos, size, string(request, "NextToken"))?;
+    Ok(json!({ "InstanceInformationList": items, "NextToken": next }))
+}
+
+/// DescribeInstanceInformation's conditions, (key, values), from either
+/// of its two filter lists (not both), checked as SSM checks them.
+fn information_filters(request: &Value) -> Result<Vec<(String, Vec<String>)>, ApiError> {
     const KEYS: &[&str] = &[
         "InstanceIds",
         "PingStatus",
@@ -713,6 +719,25 @@ pub(super) async fn describe_instance_information(ssm: &Ssm, ctx: &Ctx, request:
         "ActivationIds",
         "AssociationStatus",
     ];
+    let filter_list = request.get("InstanceInformationFilterList").and_then(Value::as_array);
+    let filters = request.get("Filters").and_then(Value::as_array);
+    if filter_list.is_some_and(|f| !f.is_empty()) && filters.is_some_and(|f| !f.is_empty()) {
+        return Err(validation(
+            "InstanceInformationFilterList and Filters cannot be used together.",
+        ));
+    }
+    let condition = |f: &Value, key: &str, values: &str| {
+        (
+            f.get(key).and_then(Value::as_str).unwrap_or_default().to_owned(),
+            strings(f, values).unwrap_or_default(),
+        )
+    };
+    let conditions: Vec<(String, Vec<String>)> = filter_list
+        .into_iter()
+        .flatten()
+        .map(|f| condition(f, "key", "valueSet"))
+        .chain(filters.into_iter().flatten().map(|f| condition(f, "Key", "Values")))
+        .collect();
     for (key, values) in &conditions {
         if !(KEYS.contains(&key.as_str()) || key.starts_with("tag:") || key == "tag-key") {
             return Err(error(
@@ -727,62 +752,50 @@ pub(super) async fn describe_instance_information(ssm: &Ssm, ctx: &Ctx, request:
             ));
         }
     }
-    let max_age = Duration::from_millis(ssm.tunables().fleet_cache_ms);
-    let wanted_ids = conditions
-        .iter()
-        .find(|(key, _)| key == "InstanceIds")
-        .map(|(_, ids)| ids.clone());
-    let fleet = match &wanted_ids {
-        Some(ids) => ssm.parts.fleet.by_ids(&ctx.account, &ctx.region, ids, max_age).await,
-        None => ssm.parts.fleet.all(&ctx.account, &ctx.region, max_age).await,
-    }
-    .map_err(|e| error("InternalServerError", &e.to_string()))?;
-    let mut nodes: Vec<(&InstanceFact, Value)> = fleet
-        .iter()
-        .filter(|i| !is_gone(i) && Behaviour::of(i).agent != AgentState::Unmanaged)
-        .map(|instance| {
-            let behaviour = Behaviour::of(instance);
-            let online = behaviour.agent == AgentState::Online && !ssm.rebooting(&ctx.account, &instance.id);
-            let platform = platform_of(instance);
-            let (platform_name, version) = match platform {
-                Platform::Windows => ("Microsoft Windows Server 2022 Datacenter", "10.0.20348"),
-                _ => ("Amazon Linux", "2023"),
-            };
-            let info = json!({
-                "InstanceId": instance.id,
-                "PingStatus": if online { "Online" } else { "ConnectionLost" },
-                "LastPingDateTime": Utc::now().timestamp(),
-                "AgentVersion": "3.3.1142.0",
-                "IsLatestVersion": true,
-                "PlatformType": platform.as_str(),
-                "PlatformName": platform_name,
-                "PlatformVersion": version,
-                "ResourceType": "EC2Instance",
-                "IPAddress": instance.private_ip.clone().unwrap_or_default(),
-                "ComputerName": instance.private_dns.clone().unwrap_or_default(),
-                "SourceId": instance.id,
-                "SourceType": "AWS::EC2::Instance",
-            });
-            (instance, info)
-        })
-        .filter(|(instance, info)| {
-            conditions.iter().all(|(key, values)| match key.as_str() {
-                "InstanceIds" => values.contains(&instance.id),
-                "PingStatus" => values.iter().any(|v| info["PingStatus"] == v.as_str()),
-                "PlatformTypes" => values.iter().any(|v| info["PlatformType"] == v.as_str()),
-                "ResourceType" => values.iter().any(|v| v == "EC2Instance"),
-                "tag-key" => values.iter().any(|k| instance.tags.contains_key(k)),
-                key => match key.strip_prefix("tag:") {
-                    Some(tag) => instance.tags.get(tag).is_some_and(|v| values.contains(v)),
-                    None => true,
-                },
-            })
-        })
-        .collect();
-    nodes.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-    let infos: Vec<Value> = nodes.into_iter().map(|(_, info)| info).collect();
-    let (items, next) = page(infos, size, string(request, "NextToken"))?;
-    Ok(json!({ "InstanceInformationList": items, "NextToken": next }))
+    Ok(conditions)
+}
+
+/// What SSM says of a managed instance: its agent's ping (ConnectionLost
+/// while offline or rebooting), platform and addresses.
+fn instance_information(ssm: &Ssm, ctx: &Ctx, instance: &InstanceFact) -> Value {
+    let behaviour = Behaviour::of(instance);
+    let online = behaviour.agent == AgentState::Online && !ssm.rebooting(&ctx.account, &instance.id);
+    let platform = platform_of(instance);
+    let (platform_name, version) = match platform {
+        Platform::Windows => ("Microsoft Windows Server 2022 Datacenter", "10.0.20348"),
+        _ => ("Amazon Linux", "2023"),
+    };
+    json!({
+        "InstanceId": instance.id,
+        "PingStatus": if online { "Online" } else { "ConnectionLost" },
+        "LastPingDateTime": Utc::now().timestamp(),
+        "AgentVersion": "3.3.1142.0",
+        "IsLatestVersion": true,
+        "PlatformType": platform.as_str(),
+        "PlatformName": platform_name,
+        "PlatformVersion": version,
+        "ResourceType": "EC2Instance",
+        "IPAddress": instance.private_ip.clone().unwrap_or_default(),
+        "ComputerName": instance.private_dns.clone().unwrap_or_default(),
+        "SourceId": instance.id,
+        "SourceType": "AWS::EC2::Instance",
+    })
+}
+
+/// Whether an instance (and what SSM says of it) meets every condition;
+/// keys the sim does not model pass.
+fn passes(conditions: &[(String, Vec<String>)], instance: &InstanceFact, info: &Value) -> bool {
+    conditions.iter().all(|(key, values)| match key.as_str() {
+        "InstanceIds" => values.contains(&instance.id),
+        "PingStatus" => values.iter().any(|v| info["PingStatus"] == v.as_str()),
+        "PlatformTypes" => values.iter().any(|v| info["PlatformType"] == v.as_str()),
+        "ResourceType" => values.iter().any(|v| v == "EC2Instance"),
+        "tag-key" => values.iter().any(|k| instance.tags.contains_key(k)),
+        key => match key.strip_prefix("tag:") {
+            Some(tag) => instance.tags.get(tag).is_some_and(|v| values.contains(v)),
+            None => true,
+        },
+    })
 }
 
 #[cfg(test)]
