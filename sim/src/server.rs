@@ -72,14 +72,9 @@ pub async fn serve(listener: TcpListener, state: Arc<SimState>, shutdown: Cancel
 
 async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketAddr) -> Result<Resp, Dropped> {
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            return Ok(protocol::admin_json(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &serde_json::json!({"error": format!("request body not read: {error}")}),
-            ));
-        }
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(too_large) => return Ok(too_large),
     };
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().map(str::to_owned);
@@ -148,24 +143,51 @@ async fn handle(state: Arc<SimState>, request: Request<Incoming>, _peer: SocketA
         caller: &caller,
     };
     let response = serve_call(&state, signed, tunables.fleet_cache_ms).await;
-    let outcome = match response.status() {
+    state.count(service, &api, outcome_of(response.status()));
+    match after {
+        Some(rule) => fault_after(&state, &rule, (service, &api, protocol), duplicate, response).await,
+        None => Ok(response),
+    }
+}
+
+/// The request's body, or the answer to one over [`MAX_BODY`].
+async fn read_body(body: Incoming) -> Result<Bytes, Resp> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => Err(protocol::admin_json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &serde_json::json!({"error": format!("request body not read: {error}")}),
+        )),
+    }
+}
+
+/// How a call ended, as the API counters name it.
+fn outcome_of(status: StatusCode) -> &'static str {
+    match status {
         s if s.is_success() || s.is_redirection() => "ok",
         s if s.is_client_error() => "client_error",
         _ => "server_error",
-    };
-    state.count(service, &api, outcome);
-    if let Some(rule) = after {
-        // The call took effect; the caller is told otherwise, or late.
-        state.count(service, &api, "fault_after");
-        state.count(service, &api, &format!("fault_after:{}", rule.kind.name()));
-        if let Some((headers, request)) = duplicate {
-            return Ok(redeliver(&state, &headers, &request, response).await);
-        }
-        if let Some(answer) = injected(&rule, service, protocol).await {
-            return answer;
-        }
     }
-    Ok(response)
+}
+
+/// A fault injected after the call took effect: the caller is told
+/// otherwise, or late, or the request is delivered again.
+async fn fault_after(
+    state: &SimState,
+    rule: &FaultRule,
+    (service, api, protocol): (&str, &str, Protocol),
+    duplicate: Option<(http::HeaderMap, Bytes)>,
+    response: Resp,
+) -> Result<Resp, Dropped> {
+    state.count(service, api, "fault_after");
+    state.count(service, api, &format!("fault_after:{}", rule.kind.name()));
+    if let Some((headers, request)) = duplicate {
+        return Ok(redeliver(state, &headers, &request, response).await);
+    }
+    match injected(rule, service, protocol).await {
+        Some(answer) => answer,
+        None => Ok(response),
+    }
 }
 
 /// What STS, SSM and the rest answer a call signed with an expired
@@ -257,58 +279,69 @@ async fn serve_call(state: &Arc<SimState>, call: Signed<'_>, fleet_cache_ms: u64
         ("sts", None) if call.api == "GetCallerIdentity" && !call.headers.contains_key(http::header::AUTHORIZATION) => {
             sts::unverifiable_presigned(&call.access_key)
         }
-        ("ec2", _) if call.api == "DescribeInstances" => {
-            let listing = Listing {
-                account: call.caller.account.clone(),
-                region: call.region.clone(),
-                request: describe_request(&call.path_and_query, &call.body),
-                max_age: std::time::Duration::from_millis(fleet_cache_ms),
-            };
-            let forwarded = Forwarded {
-                method: call.method,
-                path_and_query: call.path_and_query,
-                headers: call.headers,
-                body: call.body,
-            };
-            describe_instances(state.clone(), listing, forwarded).await
-        }
-        _ if crate::cbor::is_rpc_v2(&call.headers) => {
-            match crate::cbor::json_request(&call.path, &call.headers, &call.body) {
-                Ok((headers, json)) => {
-                    let answer = forward(
-                        state,
-                        call.service,
-                        &call.caller.account,
-                        http::Method::POST,
-                        "/",
-                        &headers,
-                        json,
-                    )
-                    .await;
-                    let (answer, body) = answer.into_parts();
-                    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    crate::cbor::cbor_response(answer.status, &body)
-                }
-                Err(why) => crate::cbor::refusal(&why),
-            }
-        }
-        _ => {
-            let response = forward(
+        ("ec2", _) if call.api == "DescribeInstances" => describe_call(state, call, fleet_cache_ms).await,
+        _ if crate::cbor::is_rpc_v2(&call.headers) => rpc_v2_call(state, call).await,
+        _ => forward_call(state, call).await,
+    }
+}
+
+/// DescribeInstances, answered from the fleet's cache when it is fresh.
+async fn describe_call(state: &Arc<SimState>, call: Signed<'_>, fleet_cache_ms: u64) -> Resp {
+    let listing = Listing {
+        account: call.caller.account.clone(),
+        region: call.region.clone(),
+        request: describe_request(&call.path_and_query, &call.body),
+        max_age: std::time::Duration::from_millis(fleet_cache_ms),
+    };
+    let forwarded = Forwarded {
+        method: call.method,
+        path_and_query: call.path_and_query,
+        headers: call.headers,
+        body: call.body,
+    };
+    describe_instances(state.clone(), listing, forwarded).await
+}
+
+/// A Smithy RPC v2 CBOR call: moto speaks JSON, so it goes there as JSON
+/// and its answer comes back as CBOR.
+async fn rpc_v2_call(state: &Arc<SimState>, call: Signed<'_>) -> Resp {
+    match crate::cbor::json_request(&call.path, &call.headers, &call.body) {
+        Ok((headers, json)) => {
+            let answer = forward(
                 state,
                 call.service,
                 &call.caller.account,
-                call.method,
-                &call.path_and_query,
-                &call.headers,
-                call.body,
+                http::Method::POST,
+                "/",
+                &headers,
+                json,
             )
             .await;
-            if call.service == "ec2" {
-                observe_ec2(state, &call.caller.account, &call.region, call.api, None, response).await
-            } else {
-                response
-            }
+            let (answer, body) = answer.into_parts();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            crate::cbor::cbor_response(answer.status, &body)
         }
+        Err(why) => crate::cbor::refusal(&why),
+    }
+}
+
+/// Any other call goes to moto; what EC2 answers keeps the fleet's facts
+/// current.
+async fn forward_call(state: &Arc<SimState>, call: Signed<'_>) -> Resp {
+    let response = forward(
+        state,
+        call.service,
+        &call.caller.account,
+        call.method,
+        &call.path_and_query,
+        &call.headers,
+        call.body,
+    )
+    .await;
+    if call.service == "ec2" {
+        observe_ec2(state, &call.caller.account, &call.region, call.api, None, response).await
+    } else {
+        response
     }
 }
 

@@ -21,6 +21,34 @@ pub(super) async fn seed_account(
     id: String,
     spec: &AccountSpec,
 ) -> anyhow::Result<AccountState> {
+    let creds = account_credentials(hub, &id).await?;
+    let endpoint = hub.endpoint_url().unwrap_or_default().to_owned();
+    let in_account = |region: &str| sdk(&endpoint, region, creds.clone());
+
+    let iam = aws_sdk_iam::Client::new(&in_account(&fleet.hub_region));
+    if spec.execution_role {
+        seed_execution_role(&iam, template, hub_account, fleet, &id).await?;
+    } else {
+        remove_role(&iam, &fleet.execution_role).await?;
+    }
+
+    let mut instances = BTreeMap::new();
+    for region in &spec.regions {
+        let seeded = seed_region(&in_account(region), fleet, spec, region).await?;
+        instances.insert(region.clone(), seeded);
+    }
+    Ok(AccountState {
+        name,
+        id,
+        ou: spec.ou.clone(),
+        execution_role: spec.execution_role,
+        instances,
+    })
+}
+
+/// The account's administrator, as the organization's management account
+/// reaches it.
+async fn account_credentials(hub: &SdkConfig, id: &str) -> anyhow::Result<Credentials> {
     let sts = aws_sdk_sts::Client::new(hub);
     let assumed = sts
         .assume_role()
@@ -30,85 +58,86 @@ pub(super) async fn seed_account(
         .await
         .map_err(err("AssumeRole OrganizationAccountAccessRole"))?;
     let creds = assumed.credentials.context("AssumeRole returned no credentials")?;
-    let creds = Credentials::new(
+    Ok(Credentials::new(
         creds.access_key_id,
         creds.secret_access_key,
         Some(creds.session_token),
         None,
         "muster-seed-account",
-    );
-    let endpoint = hub.endpoint_url().unwrap_or_default().to_owned();
-    let in_account = |region: &str| sdk(&endpoint, region, creds.clone());
+    ))
+}
 
-    let iam = aws_sdk_iam::Client::new(&in_account(&fleet.hub_region));
-    if spec.execution_role {
-        let documents = template
-            .clone()
-            .with_params([
-                ("HubAccountId".to_owned(), Param::Str(hub_account.to_owned())),
-                ("WorkerRoleName".to_owned(), Param::Str(fleet.worker_role.clone())),
-                ("ExecutionRoleName".to_owned(), Param::Str(fleet.execution_role.clone())),
-                ("ExternalId".to_owned(), Param::Str(fleet.external_id.clone())),
-                ("OutputBucketName".to_owned(), Param::Str(fleet.output_bucket.clone())),
-                ("OutputKeyPrefix".to_owned(), Param::Str(fleet.output_prefix.clone())),
-                ("AWS::AccountId".to_owned(), Param::Str(id.clone())),
-                ("AWS::Partition".to_owned(), Param::Str("aws".into())),
-                ("AWS::Region".to_owned(), Param::Str(fleet.hub_region.clone())),
-            ])
-            .role("ExecutionRole")?;
-        let max_session = documents.max_session_seconds.unwrap_or(3600) as i32;
-        ensure_role(
-            &iam,
-            &fleet.execution_role,
-            &documents.trust_policy,
-            &documents.policies,
-            max_session,
-        )
-        .await?;
-    } else {
-        remove_role(&iam, &fleet.execution_role).await?;
-    }
+/// The execution role as the shipped template defines it for this account.
+async fn seed_execution_role(
+    iam: &aws_sdk_iam::Client,
+    template: &Template,
+    hub_account: &str,
+    fleet: &FleetFile,
+    id: &str,
+) -> anyhow::Result<()> {
+    let documents = template
+        .clone()
+        .with_params([
+            ("HubAccountId".to_owned(), Param::Str(hub_account.to_owned())),
+            ("WorkerRoleName".to_owned(), Param::Str(fleet.worker_role.clone())),
+            ("ExecutionRoleName".to_owned(), Param::Str(fleet.execution_role.clone())),
+            ("ExternalId".to_owned(), Param::Str(fleet.external_id.clone())),
+            ("OutputBucketName".to_owned(), Param::Str(fleet.output_bucket.clone())),
+            ("OutputKeyPrefix".to_owned(), Param::Str(fleet.output_prefix.clone())),
+            ("AWS::AccountId".to_owned(), Param::Str(id.to_owned())),
+            ("AWS::Partition".to_owned(), Param::Str("aws".into())),
+            ("AWS::Region".to_owned(), Param::Str(fleet.hub_region.clone())),
+        ])
+        .role("ExecutionRole")?;
+    let max_session = documents.max_session_seconds.unwrap_or(3600) as i32;
+    ensure_role(
+        iam,
+        &fleet.execution_role,
+        &documents.trust_policy,
+        &documents.policies,
+        max_session,
+    )
+    .await?;
+    Ok(())
+}
 
-    let mut instances = BTreeMap::new();
-    for region in &spec.regions {
-        let config = in_account(region);
-        let ec2 = aws_sdk_ec2::Client::new(&config);
-        let existing = fleet_instances(&ec2, &fleet.name).await?;
-        let mut region_instances = Vec::new();
-        for (index, group) in spec.instances.iter().enumerate() {
-            if group.regions.as_ref().is_some_and(|r| !r.contains(region)) {
-                continue;
-            }
-            let group_id = index.to_string();
-            let mut have: Vec<InstanceState> = existing
-                .iter()
-                .filter(|i| i.tags.get("muster:group") == Some(&group_id))
-                .cloned()
-                .collect();
-            let missing = (group.count as usize).saturating_sub(have.len());
-            if missing > 0 {
-                let created = run_instances(&ec2, fleet, &group_id, group, missing, have.len()).await?;
-                have.extend(created);
-            }
-            region_instances.extend(have);
+/// One region of the account: each instance group topped up to its count
+/// (instances seeded earlier are kept), and the output log group.
+async fn seed_region(
+    config: &SdkConfig,
+    fleet: &FleetFile,
+    spec: &AccountSpec,
+    region: &str,
+) -> anyhow::Result<Vec<InstanceState>> {
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let existing = fleet_instances(&ec2, &fleet.name).await?;
+    let mut region_instances = Vec::new();
+    for (index, group) in spec.instances.iter().enumerate() {
+        if group.regions.as_ref().is_some_and(|r| !r.iter().any(|g| g == region)) {
+            continue;
         }
-        let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
-        match logs.create_log_group().log_group_name(&fleet.log_group).send().await {
-            Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_already_exists_exception()) => {}
-            Err(e) => return Err(err("CreateLogGroup")(e)),
+        let group_id = index.to_string();
+        let mut have: Vec<InstanceState> = existing
+            .iter()
+            .filter(|i| i.tags.get("muster:group") == Some(&group_id))
+            .cloned()
+            .collect();
+        let missing = (group.count as usize).saturating_sub(have.len());
+        if missing > 0 {
+            let created = run_instances(&ec2, fleet, &group_id, group, missing, have.len()).await?;
+            have.extend(created);
         }
-        instances.insert(region.clone(), region_instances);
+        region_instances.extend(have);
     }
-    Ok(AccountState {
-        name,
-        id,
-        ou: spec.ou.clone(),
-        execution_role: spec.execution_role,
-        instances,
-    })
+    let logs = aws_sdk_cloudwatchlogs::Client::new(config);
+    match logs.create_log_group().log_group_name(&fleet.log_group).send().await {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_already_exists_exception()) => {}
+        Err(e) => return Err(err("CreateLogGroup")(e)),
+    }
+    Ok(region_instances)
 }
 
 async fn fleet_instances(ec2: &aws_sdk_ec2::Client, fleet: &str) -> anyhow::Result<Vec<InstanceState>> {

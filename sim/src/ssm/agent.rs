@@ -338,56 +338,9 @@ struct Step {
 /// timed out) does nothing.
 fn on_event(command: &mut Command, index: usize, key: &Key, event: Event, how: &How) -> Step {
     let mut step = Step::default();
-    let exec_timeout = execution_timeout(command, command.invocations[index].platform);
     let invocation = &mut command.invocations[index];
     match (event, &invocation.state) {
-        (Event::Deliver, InvState::Pending) => {
-            if invocation.behaviour.undeliverable {
-                invocation.state = InvState::Done(never_ran("Failed", "Undeliverable"));
-                return step;
-            }
-            invocation.state = InvState::InProgress { started: Utc::now() };
-            if invocation.behaviour.stuck {
-                // The agent is gone: nothing it does reaches SSM.
-                return step;
-            }
-            step.actions.push(Action::Schedule(
-                key.clone(),
-                Event::ExecutionTimeout,
-                real(exec_timeout, how.time_scale),
-            ));
-            let program = runnable(&command.document.name, invocation.platform);
-            if how.exec_mode == ExecMode::Real
-                && !invocation.behaviour.scripted()
-                && let Some(program) = program
-            {
-                step.actions
-                    .push(Action::Run(run_job(command, key, program, &how.scratch)));
-            } else if !invocation.behaviour.hang {
-                let secs = invocation
-                    .behaviour
-                    .duration_secs
-                    .unwrap_or(how.default_duration_ms as f64 / 1000.0);
-                let duration = real(secs, how.time_scale);
-                let now = Instant::now();
-                let id = invocation.instance_id.clone();
-                let ends = match invocation.behaviour.reboot_exit {
-                    // The step exits the code after its run; the instance is
-                    // down half as long; the agent runs the step again once
-                    // it is back.
-                    Some(_) => {
-                        step.reboot = Some((id, now + duration, now + duration * 3 / 2));
-                        duration * 5 / 2
-                    }
-                    None if invocation.behaviour.reboot => {
-                        step.reboot = Some((id, now + duration / 2, now + duration * 3 / 4));
-                        duration
-                    }
-                    None => duration,
-                };
-                step.actions.push(Action::Schedule(key.clone(), Event::Complete, ends));
-            }
-        }
+        (Event::Deliver, InvState::Pending) => return deliver(command, index, key, how),
         (Event::Rebooted, InvState::InProgress { .. }) => {
             if let Some(program) = runnable(&command.document.name, invocation.platform) {
                 step.actions
@@ -418,6 +371,60 @@ fn on_event(command: &mut Command, index: usize, key: &Key, event: Event, how: &
             });
         }
         _ => {}
+    }
+    step
+}
+
+/// Invocation `index` reaches its instance: it fails undeliverable, or
+/// starts (a stuck agent is never heard of again) and runs for real or for
+/// its simulated duration, under the document's execution timeout.
+fn deliver(command: &mut Command, index: usize, key: &Key, how: &How) -> Step {
+    let mut step = Step::default();
+    let exec_timeout = execution_timeout(command, command.invocations[index].platform);
+    let invocation = &mut command.invocations[index];
+    if invocation.behaviour.undeliverable {
+        invocation.state = InvState::Done(never_ran("Failed", "Undeliverable"));
+        return step;
+    }
+    invocation.state = InvState::InProgress { started: Utc::now() };
+    if invocation.behaviour.stuck {
+        // The agent is gone: nothing it does reaches SSM.
+        return step;
+    }
+    step.actions.push(Action::Schedule(
+        key.clone(),
+        Event::ExecutionTimeout,
+        real(exec_timeout, how.time_scale),
+    ));
+    let program = runnable(&command.document.name, invocation.platform);
+    if how.exec_mode == ExecMode::Real
+        && !invocation.behaviour.scripted()
+        && let Some(program) = program
+    {
+        step.actions
+            .push(Action::Run(run_job(command, key, program, &how.scratch)));
+    } else if !invocation.behaviour.hang {
+        let secs = invocation
+            .behaviour
+            .duration_secs
+            .unwrap_or(how.default_duration_ms as f64 / 1000.0);
+        let duration = real(secs, how.time_scale);
+        let now = Instant::now();
+        let id = invocation.instance_id.clone();
+        let ends = match invocation.behaviour.reboot_exit {
+            // The step exits the code after its run; the instance is down
+            // half as long; the agent runs the step again once it is back.
+            Some(_) => {
+                step.reboot = Some((id, now + duration, now + duration * 3 / 2));
+                duration * 5 / 2
+            }
+            None if invocation.behaviour.reboot => {
+                step.reboot = Some((id, now + duration / 2, now + duration * 3 / 4));
+                duration
+            }
+            None => duration,
+        };
+        step.actions.push(Action::Schedule(key.clone(), Event::Complete, ends));
     }
     step
 }
@@ -540,6 +547,47 @@ fn simulated_outcome(command: &Command, index: usize) -> RunOutcome {
 
 /// Turns an outcome into step results and a terminal status, and describes
 /// the output to write before that status shows.
+/// A step that ran: its status and output.
+fn ran(run: Option<RunOutcome>) -> (&'static str, &'static str, i32, String, String) {
+    let run = run.unwrap_or(RunOutcome {
+        exit_code: 0,
+        stdout: String::new(),
+        stderr: String::new(),
+    });
+    let (status, details) = if run.exit_code == 0 {
+        ("Success", "Success")
+    } else {
+        ("Failed", "Failed")
+    };
+    (status, details, run.exit_code, run.stdout, run.stderr)
+}
+
+/// A step whose platform is not the instance's: schema 2.2 skips it as a
+/// precondition not met; schema 1.2 fails the invocation, as SSM does.
+fn not_run(
+    command: &Command,
+    invocation: &Invocation,
+    step: &super::documents::Step,
+    main_code: &mut i32,
+) -> (&'static str, &'static str, i32, String, String) {
+    if command.document.schema == Schema::V2_2 {
+        let text = format!(
+            "Step execution skipped due to unsatisfied preconditions: '[StringEquals [platformType {}]]'. Step name: {}",
+            step.platforms.first().map_or("", |p| p.as_str()),
+            step.name
+        );
+        ("Success", "Success", 0, text, String::new())
+    } else {
+        *main_code = 1;
+        let text = format!(
+            "{} does not support platform {}\n",
+            command.document.name,
+            invocation.platform.as_str()
+        );
+        ("Failed", "Failed", 1, String::new(), text)
+    }
+}
+
 fn finish(command: &Command, key: &Key, started: chrono::DateTime<Utc>, outcome: RunOutcome) -> WriteJob {
     let index = key.invocation;
     let invocation: &Invocation = &command.invocations[index];
@@ -562,32 +610,10 @@ fn finish(command: &Command, key: &Key, started: chrono::DateTime<Utc>, outcome:
             })
         };
         let (status, details, code, stdout, stderr) = if step.runs_on(invocation.platform) {
-            let run = outcome.take().unwrap_or(RunOutcome {
-                exit_code: 0,
-                stdout: String::new(),
-                stderr: String::new(),
-            });
-            let (status, details) = if run.exit_code == 0 {
-                ("Success", "Success")
-            } else {
-                ("Failed", "Failed")
-            };
-            (status, details, run.exit_code, run.stdout, run.stderr)
-        } else if schema == Schema::V2_2 {
-            let text = format!(
-                "Step execution skipped due to unsatisfied preconditions: '[StringEquals [platformType {}]]'. Step name: {}",
-                step.platforms.first().map_or("", |p| p.as_str()),
-                step.name
-            );
-            ("Success", "Success", 0, text, String::new())
+            // The run is the first step's that runs here; later ones exit 0.
+            ran(outcome.take())
         } else {
-            main_code = 1;
-            let text = format!(
-                "{} does not support platform {}\n",
-                command.document.name,
-                invocation.platform.as_str()
-            );
-            ("Failed", "Failed", 1, String::new(), text)
+            not_run(command, invocation, step, &mut main_code)
         };
         step_dirs.push((step.s3_dir(schema), step.log_stream_segment(schema)));
         steps.push(StepResult {
