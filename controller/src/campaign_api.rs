@@ -403,6 +403,87 @@ fn expand_status(error: ExpandError) -> Status {
     }
 }
 
+/// A ListCampaigns request, checked.
+struct CampaignQuery {
+    page_size: usize,
+    /// After which campaign (created at, id) the page starts.
+    cursor: Option<(i64, String)>,
+    states: Vec<CampaignState>,
+}
+
+fn campaign_query(request: &ListCampaignsRequest) -> Result<CampaignQuery, Status> {
+    let page_size = match request.page_size {
+        0 => 50,
+        n if n > 500 => return Err(Status::invalid_argument(format!("page_size: {n}; at most 500"))),
+        n => n as usize,
+    };
+    let cursor = if request.page_token.is_empty() {
+        None
+    } else {
+        let parsed = request
+            .page_token
+            .split_once(':')
+            .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_owned())));
+        Some(parsed.ok_or_else(|| Status::invalid_argument("page_token: not a token from a previous ListCampaigns"))?)
+    };
+    let mut states = Vec::new();
+    for (i, state) in request.states.iter().enumerate() {
+        match CampaignState::try_from(*state) {
+            Ok(state) if state != CampaignState::Unspecified => states.push(state),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "states[{i}]: {state} is not a campaign state"
+                )));
+            }
+        }
+    }
+    Ok(CampaignQuery {
+        page_size,
+        cursor,
+        states,
+    })
+}
+
+/// A ListTargets request's page size and where the page starts (after
+/// which account, region and instance), once its fields are checked.
+fn target_page(request: &ListTargetsRequest) -> Result<(usize, Option<targets::TargetCursor>), Status> {
+    let page_size = match request.page_size {
+        0 => 500,
+        n if n > 5_000 => return Err(Status::invalid_argument(format!("page_size: {n}; at most 5000"))),
+        n => n as usize,
+    };
+    let cursor = if request.page_token.is_empty() {
+        None
+    } else {
+        let mut parts = request.page_token.splitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(r), Some(i)) => Some((a.to_owned(), r.to_owned(), i.to_owned())),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "page_token: not a token from a previous ListTargets",
+                ));
+            }
+        }
+    };
+    for (i, status) in request.statuses.iter().enumerate() {
+        if muster_proto::v1::TargetStatus::try_from(*status).is_err() || *status == 0 {
+            return Err(Status::invalid_argument(format!(
+                "statuses[{i}]: {status} is not a target status"
+            )));
+        }
+    }
+    for (list, field) in [
+        (&request.account_ids, "account_ids"),
+        (&request.regions, "regions"),
+        (&request.instance_ids, "instance_ids"),
+    ] {
+        if list.len() > 1000 {
+            return Err(Status::invalid_argument(format!("{field}: at most 1000 values")));
+        }
+    }
+    Ok((page_size, cursor))
+}
+
 fn check_id(field: &str, id: &str) -> Result<(), Status> {
     if uuid::Uuid::parse_str(id).is_ok() && id.len() == 36 {
         Ok(())
@@ -717,34 +798,11 @@ impl CampaignService for CampaignApi {
     ) -> Result<Response<ListCampaignsResponse>, Status> {
         let principal = self.authorize(&request, "ListCampaigns", Action::Read).await?;
         let request = request.into_inner();
-        let page_size = match request.page_size {
-            0 => 50,
-            n if n > 500 => return Err(Status::invalid_argument(format!("page_size: {n}; at most 500"))),
-            n => n as usize,
-        };
-        let cursor = if request.page_token.is_empty() {
-            None
-        } else {
-            let parsed = request
-                .page_token
-                .split_once(':')
-                .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_owned())));
-            Some(
-                parsed
-                    .ok_or_else(|| Status::invalid_argument("page_token: not a token from a previous ListCampaigns"))?,
-            )
-        };
-        let mut states = Vec::new();
-        for (i, state) in request.states.iter().enumerate() {
-            match CampaignState::try_from(*state) {
-                Ok(state) if state != CampaignState::Unspecified => states.push(state),
-                _ => {
-                    return Err(Status::invalid_argument(format!(
-                        "states[{i}]: {state} is not a campaign state"
-                    )));
-                }
-            }
-        }
+        let CampaignQuery {
+            page_size,
+            cursor,
+            states,
+        } = campaign_query(&request)?;
         let include_plans = request.include_plans;
         // A caller sees only the campaigns its scope holds whole: pages are
         // filled from further rows, reading at most MAX_SCANNED per call (a
@@ -812,40 +870,7 @@ impl CampaignService for CampaignApi {
         let id = request.get_ref().campaign_id.clone();
         self.authorize_on(&request, "ListTargets", action, &id).await?;
         let request = request.into_inner();
-        let page_size = match request.page_size {
-            0 => 500,
-            n if n > 5_000 => return Err(Status::invalid_argument(format!("page_size: {n}; at most 5000"))),
-            n => n as usize,
-        };
-        let cursor = if request.page_token.is_empty() {
-            None
-        } else {
-            let mut parts = request.page_token.splitn(3, ':');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some(a), Some(r), Some(i)) => Some((a.to_owned(), r.to_owned(), i.to_owned())),
-                _ => {
-                    return Err(Status::invalid_argument(
-                        "page_token: not a token from a previous ListTargets",
-                    ));
-                }
-            }
-        };
-        for (i, status) in request.statuses.iter().enumerate() {
-            if muster_proto::v1::TargetStatus::try_from(*status).is_err() || *status == 0 {
-                return Err(Status::invalid_argument(format!(
-                    "statuses[{i}]: {status} is not a target status"
-                )));
-            }
-        }
-        for (list, field) in [
-            (&request.account_ids, "account_ids"),
-            (&request.regions, "regions"),
-            (&request.instance_ids, "instance_ids"),
-        ] {
-            if list.len() > 1000 {
-                return Err(Status::invalid_argument(format!("{field}: at most 1000 values")));
-            }
-        }
+        let (page_size, cursor) = target_page(&request)?;
         let filter = TargetFilter {
             statuses: request.statuses,
             accounts: request.account_ids,

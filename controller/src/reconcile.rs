@@ -558,18 +558,12 @@ fn staged_step(
         if in_flight > 0 {
             return Ok(None);
         }
-        stages::set_phase(conn, &campaign.id, index, StagePhase::Paused, None, accepted)?;
-        let threshold = error_threshold.unwrap_or_default();
-        return change(
+        return pause_stage(
             conn,
-            &campaign.id,
-            CampaignState::Paused,
-            format!(
-                "stage '{}': {errors} error{} passed its max_errors ({threshold}); nothing more runs until it is \
-                 resumed (muster resume) or cancelled",
-                stage.name,
-                if errors == 1 { "" } else { "s" }
-            ),
+            campaign,
+            (index, stage),
+            errors,
+            error_threshold.unwrap_or_default(),
         );
     }
     if c.pending > 0 {
@@ -587,12 +581,47 @@ fn staged_step(
     if in_flight > 0 || tasks::active(conn, &campaign.id, TaskKind::Execute)? > 0 {
         return Ok(None);
     }
-    // The stage has ended within its max_errors.
+    stage_ended(conn, campaign, (index, stage), errors, c.total)
+}
+
+/// Stage `index` passed its max_errors: paused until resumed or cancelled.
+fn pause_stage(
+    conn: &dyn Sql,
+    campaign: &CampaignRow,
+    (index, stage): (usize, &muster_proto::v1::Stage),
+    errors: u64,
+    threshold: u64,
+) -> StoreResult<Option<(CampaignState, String)>> {
+    let accepted = campaign.stage_errors_accepted.max(0) as u64;
+    stages::set_phase(conn, &campaign.id, index, StagePhase::Paused, None, accepted)?;
+    change(
+        conn,
+        &campaign.id,
+        CampaignState::Paused,
+        format!(
+            "stage '{}': {errors} error{} passed its max_errors ({threshold}); nothing more runs until it is \
+             resumed (muster resume) or cancelled",
+            stage.name,
+            if errors == 1 { "" } else { "s" }
+        ),
+    )
+}
+
+/// Stage `index` ended within its max_errors: the campaign finishes after
+/// its last stage; otherwise the stage bakes, then meets its gate.
+fn stage_ended(
+    conn: &dyn Sql,
+    campaign: &CampaignRow,
+    (index, stage): (usize, &muster_proto::v1::Stage),
+    errors: u64,
+    total: u64,
+) -> StoreResult<Option<(CampaignState, String)>> {
+    let accepted = campaign.stage_errors_accepted.max(0) as u64;
     if index + 1 == campaign.spec.stages.len() {
         stages::set_phase(conn, &campaign.id, index, StagePhase::Passed, None, accepted)?;
         return finish(conn, campaign, &campaigns::totals(conn, &campaign.id)?);
     }
-    if stage.bake_seconds > 0 && c.total > 0 {
+    if stage.bake_seconds > 0 && total > 0 {
         let until = now_ms() + i64::from(stage.bake_seconds) * 1000;
         stages::set_phase(conn, &campaign.id, index, StagePhase::Baking, Some(until), accepted)?;
         return change(
@@ -607,7 +636,7 @@ fn staged_step(
             ),
         );
     }
-    gate(conn, campaign, index, c.total > 0)
+    gate(conn, campaign, index, total > 0)
 }
 
 /// A stage that ended (and baked) meets its gate: a manual one waits for a

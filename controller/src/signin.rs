@@ -98,37 +98,59 @@ pub struct Presigned {
 /// GetCallerIdentity for an STS endpoint (AWS's, or `local_endpoint`),
 /// bound to a server id and valid at `now`.
 pub fn parse_token(token: &str, local_endpoint: Option<&str>, now: SystemTime) -> Result<Presigned, String> {
-    let refuse = |why: &str| Err(format!("AWS sign-in token: {why}"));
+    let presigned = || -> Result<Presigned, String> {
+        let url = token_url(token)?;
+        check_endpoint(&url, local_endpoint)?;
+        let params = presigned_params(&url)?;
+        let valid_until = validity(&params, now)?;
+        Ok(Presigned { url, valid_until })
+    };
+    presigned().map_err(|why| format!("AWS sign-in token: {why}"))
+}
+
+/// The URL a token encodes (base64url, its prefix optional).
+fn token_url(token: &str) -> Result<http::Uri, String> {
     let encoded = token.strip_prefix(TOKEN_PREFIX).unwrap_or(token);
     let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')) else {
-        return refuse("is not base64url");
+        return Err("is not base64url".into());
     };
     let Ok(text) = String::from_utf8(bytes) else {
-        return refuse("is not a URL");
+        return Err("is not a URL".into());
     };
-    let Ok(url) = text.parse::<http::Uri>() else {
-        return refuse(&format!("'{}' is not a URL", clip(&text)));
-    };
+    text.parse::<http::Uri>()
+        .map_err(|_| format!("'{}' is not a URL", clip(&text)))
+}
+
+/// The URL must go to STS over HTTPS (or to the configured local
+/// endpoint), at its root: anything else could answer for an identity it
+/// does not hold.
+fn check_endpoint(url: &http::Uri, local_endpoint: Option<&str>) -> Result<(), String> {
     let (Some(scheme), Some(authority)) = (url.scheme_str(), url.authority()) else {
-        return refuse("the URL has no scheme or host");
+        return Err("the URL has no scheme or host".into());
     };
     let endpoint = format!("{scheme}://{authority}");
     let local = local_endpoint.is_some_and(|e| e.trim_end_matches('/') == endpoint);
     let aws = scheme == "https" && authority.port_u16().is_none_or(|p| p == 443) && is_sts_host(authority.host());
     if !(local || aws) || authority.as_str().contains('@') {
-        return refuse(&format!(
+        return Err(format!(
             "{} is not an STS endpoint (sts.amazonaws.com, sts.<region>.amazonaws.com over HTTPS{})",
             clip(&endpoint),
             local_endpoint.map(|e| format!(", or {e}")).unwrap_or_default()
         ));
     }
     if !matches!(url.path(), "" | "/") {
-        return refuse("the URL's path is not /");
+        return Err("the URL's path is not /".into());
     }
+    Ok(())
+}
+
+/// The query of a presigned sts:GetCallerIdentity whose signature covers
+/// the host and the server id: each parameter once, none other.
+fn presigned_params(url: &http::Uri) -> Result<HashMap<String, String>, String> {
     let mut params: HashMap<String, String> = HashMap::new();
     for (key, value) in form_urlencoded::parse(url.query().unwrap_or_default().as_bytes()) {
         if params.insert(key.to_string(), value.to_string()).is_some() {
-            return refuse(&format!("the URL has {key} twice"));
+            return Err(format!("the URL has {key} twice"));
         }
     }
     const ALLOWED: [&str; 9] = [
@@ -143,46 +165,53 @@ pub fn parse_token(token: &str, local_endpoint: Option<&str>, now: SystemTime) -
         "X-Amz-Security-Token",
     ];
     if let Some(extra) = params.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
-        return refuse(&format!(
+        return Err(format!(
             "the URL has the parameter {}, which GetCallerIdentity does not take",
             clip(extra)
         ));
     }
     let param = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
     if param("Action") != "GetCallerIdentity" || param("Version") != "2011-06-15" {
-        return refuse("the URL is not sts:GetCallerIdentity (Action=GetCallerIdentity&Version=2011-06-15)");
+        return Err("the URL is not sts:GetCallerIdentity (Action=GetCallerIdentity&Version=2011-06-15)".into());
     }
     if param("X-Amz-Algorithm") != "AWS4-HMAC-SHA256" || param("X-Amz-Signature").is_empty() {
-        return refuse("the URL is not presigned with SigV4");
+        return Err("the URL is not presigned with SigV4".into());
     }
     let signed: Vec<&str> = param("X-Amz-SignedHeaders").split(';').collect();
     if !signed.contains(&"host") || !signed.contains(&SERVER_ID_HEADER) {
-        return refuse(&format!(
+        return Err(format!(
             "the signature does not cover the host and {SERVER_ID_HEADER} headers"
         ));
     }
+    Ok(params)
+}
+
+/// Until when a token signed at X-Amz-Date for X-Amz-Expires is good, if
+/// it is good `now`.
+fn validity(params: &HashMap<String, String>, now: SystemTime) -> Result<SystemTime, String> {
+    let param = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
     let Ok(signed_at) = chrono::NaiveDateTime::parse_from_str(param("X-Amz-Date"), "%Y%m%dT%H%M%SZ") else {
-        return refuse("X-Amz-Date is not yyyyMMddTHHmmssZ");
+        return Err("X-Amz-Date is not yyyyMMddTHHmmssZ".into());
     };
     let signed_at =
         SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(signed_at.and_utc().timestamp()).unwrap_or(0));
     let expires = param("X-Amz-Expires").parse::<u64>().unwrap_or(0);
     if !(1..=MAX_VALIDITY.as_secs()).contains(&expires) {
-        return refuse(&format!(
+        return Err(format!(
             "X-Amz-Expires is '{}'; a token is valid for 1 to {} seconds",
             clip(param("X-Amz-Expires")),
             MAX_VALIDITY.as_secs()
         ));
     }
     if signed_at > now + MAX_SKEW {
-        return refuse("it is dated in the future; check this machine's clock");
+        return Err("it is dated in the future; check this machine's clock".into());
     }
     let valid_until = signed_at + Duration::from_secs(expires);
     if valid_until <= now {
         let at = chrono::DateTime::<chrono::Utc>::from(valid_until).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        return refuse(&format!("it expired at {at}; sign in again"));
+        return Err(format!("it expired at {at}; sign in again"));
     }
-    Ok(Presigned { url, valid_until })
+    Ok(valid_until)
 }
 
 /// AWS's STS host names: `sts.amazonaws.com`, `sts[-fips].<region>.amazonaws.com[.cn]`.

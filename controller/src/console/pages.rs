@@ -798,46 +798,66 @@ pub async fn target(
         segment(&instance)
     );
     let who = who(&console, &caller, &here).await?;
-    let t = if instance == "-" {
-        // The ERROR target of a scope that could not be discovered has no
-        // instance id: it is the scope's only target.
-        console
+    let t = fetch_target(&console, &caller, (&id, &account, &region, &instance))
+        .await
+        .map_err(|s| PageError::from(s).at(&here))?
+        .ok_or_else(|| {
+            PageError::Plain(
+                StatusCode::NOT_FOUND,
+                format!("instance: no target {instance} in {account} {region}"),
+            )
+        })?;
+    let facts = target_facts(&t);
+    let steps = t.steps.iter().map(|s| StepView::of(s, &t.region)).collect();
+    html(&TargetPage {
+        who: Some(who),
+        csrf: caller.csrf(),
+        campaign_href,
+        scope_href,
+        row: TargetRow::of(&t),
+        facts,
+        steps,
+    })
+}
+
+/// The target the page is about, with its output. The ERROR target of a
+/// scope that could not be discovered has no instance id (`-` in the
+/// address): it is the scope's only target.
+async fn fetch_target(
+    console: &Console,
+    caller: &Caller,
+    (id, account, region, instance): (&str, &str, &str, &str),
+) -> Result<Option<muster_proto::v1::Target>, tonic::Status> {
+    if instance == "-" {
+        let page = console
             .api
             .list_targets(caller.request(ListTargetsRequest {
-                campaign_id: id.clone(),
+                campaign_id: id.to_owned(),
                 page_size: 1,
-                account_ids: vec![account.clone()],
-                regions: vec![region.clone()],
+                account_ids: vec![account.to_owned()],
+                regions: vec![region.to_owned()],
                 include_output: true,
                 ..Default::default()
             }))
-            .await
-            .map_err(|s| PageError::from(s).at(&here))?
-            .into_inner()
-            .targets
-            .into_iter()
-            .next()
+            .await?;
+        Ok(page.into_inner().targets.into_iter().next())
     } else {
-        console
+        let answer = console
             .api
             .get_target(caller.request(GetTargetRequest {
-                campaign_id: id.clone(),
-                instance_id: instance.clone(),
-                account_id: account.clone(),
-                region: region.clone(),
+                campaign_id: id.to_owned(),
+                instance_id: instance.to_owned(),
+                account_id: account.to_owned(),
+                region: region.to_owned(),
             }))
-            .await
-            .map_err(|s| PageError::from(s).at(&here))?
-            .into_inner()
-            .target
+            .await?;
+        Ok(answer.into_inner().target)
     }
-    .ok_or_else(|| {
-        PageError::Plain(
-            StatusCode::NOT_FOUND,
-            format!("instance: no target {instance} in {account} {region}"),
-        )
-    })?;
-    let facts = [
+}
+
+/// The target's facts that have a value, in the page's order.
+fn target_facts(t: &muster_proto::v1::Target) -> Vec<(String, String)> {
+    [
         ("Status", views::status_word(t.status)),
         ("Reason", t.reason.clone()),
         ("Exit code", t.exit_code.map(|c| c.to_string()).unwrap_or_default()),
@@ -852,11 +872,13 @@ pub async fn target(
     .into_iter()
     .filter(|(_, v)| !v.is_empty())
     .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let steps = t
-        .steps
-        .iter()
-        .map(|s| StepView {
+    .collect()
+}
+
+impl StepView {
+    /// One step's output, with links to its full copy in `region`.
+    fn of(s: &muster_proto::v1::StepOutput, region: &str) -> Self {
+        StepView {
             name: s.name.clone(),
             status: s.status.clone(),
             exit_code: s.exit_code.map(|c| c.to_string()).unwrap_or_default(),
@@ -864,21 +886,12 @@ pub async fn target(
             stderr: s.stderr.clone(),
             stdout_truncated: s.stdout_truncated,
             stderr_truncated: s.stderr_truncated,
-            stdout_link: views::output_link(&s.stdout_url, &t.region),
-            stderr_link: views::output_link(&s.stderr_url, &t.region),
+            stdout_link: views::output_link(&s.stdout_url, region),
+            stderr_link: views::output_link(&s.stderr_url, region),
             stdout_url: s.stdout_url.clone(),
             stderr_url: s.stderr_url.clone(),
-        })
-        .collect();
-    html(&TargetPage {
-        who: Some(who),
-        csrf: caller.csrf(),
-        campaign_href,
-        scope_href,
-        row: TargetRow::of(&t),
-        facts,
-        steps,
-    })
+        }
+    }
 }
 
 // ---- sign-in ----

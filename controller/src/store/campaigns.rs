@@ -647,27 +647,7 @@ pub fn insert(conn: &dyn Sql, new: &NewCampaign) -> StoreResult<Inserted> {
         if new.window.schedule.is_empty() { "" } else { new.window.on_end() },
         if new.window.schedule.is_empty() { "" } else { new.window.after() }
     ])?;
-    let mut scope = conn.prepare_cached(
-        "INSERT INTO scopes (campaign_id, account_id, region, state, external_id_ref) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    let mut task = conn.prepare_cached(
-        "INSERT INTO tasks (id, campaign_id, kind, account_id, region, state, attempt, max_attempts, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8)",
-    )?;
-    for (account, region) in &new.scopes {
-        let reference = new.external_id_refs.get(account).map_or("", String::as_str);
-        scope.execute(params![new.id, account, region, ScopeState::Pending as i32, reference])?;
-        task.execute(params![
-            uuid::Uuid::now_v7().to_string(),
-            new.id,
-            TaskKind::Discover as i32,
-            account,
-            region,
-            task_state::QUEUED,
-            new.max_attempts,
-            now
-        ])?;
-    }
+    insert_scopes(conn, new, now)?;
     let mut detail = serde_json::json!({
         "by": new.submitted_by,
         "spec_sha256": new.spec_sha256,
@@ -689,6 +669,32 @@ pub fn insert(conn: &dyn Sql, new: &NewCampaign) -> StoreResult<Inserted> {
     event(conn, &new.id, action, &detail.to_string())?;
     super::audit::record(conn, &new.actor, action, &new.id, &detail.to_string())?;
     Ok(Inserted::Created(new.id.clone()))
+}
+
+/// The campaign's scopes, each pending with its discovery task queued.
+fn insert_scopes(conn: &dyn Sql, new: &NewCampaign, now: i64) -> StoreResult<()> {
+    let mut scope = conn.prepare_cached(
+        "INSERT INTO scopes (campaign_id, account_id, region, state, external_id_ref) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut task = conn.prepare_cached(
+        "INSERT INTO tasks (id, campaign_id, kind, account_id, region, state, attempt, max_attempts, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8)",
+    )?;
+    for (account, region) in &new.scopes {
+        let reference = new.external_id_refs.get(account).map_or("", String::as_str);
+        scope.execute(params![new.id, account, region, ScopeState::Pending as i32, reference])?;
+        task.execute(params![
+            uuid::Uuid::now_v7().to_string(),
+            new.id,
+            TaskKind::Discover as i32,
+            account,
+            region,
+            task_state::QUEUED,
+            new.max_attempts,
+            now
+        ])?;
+    }
+    Ok(())
 }
 
 /// Moves a campaign to a new state, recording why.

@@ -31,14 +31,56 @@ const DISCOVERED_COLUMNS: usize = 8;
 /// [`ROWS_PER_STATEMENT`] instances (on PostgreSQL every statement is a
 /// round trip).
 pub fn insert_discovered(conn: &dyn Sql, task: &TaskRow, instances: &[DiscoveredInstance]) -> StoreResult<u32> {
-    let now = now_ms();
-    let status = |instance: &DiscoveredInstance| {
-        if instance.skip_reason.is_empty() {
-            TargetStatus::Pending
-        } else {
-            TargetStatus::Skipped
+    let mut inserted = insert_new(conn, task, instances)?;
+    let (mut new, mut managed, mut offline, mut unmanaged) = (0u32, 0i64, 0i64, 0i64);
+    let mut deltas = BTreeMap::new();
+    for instance in instances {
+        // Counted once, however many times a report names it.
+        if !inserted.remove(&instance.instance_id) {
+            continue;
         }
-    };
+        new += 1;
+        *deltas.entry(discovered_status(instance) as i32).or_default() += 1;
+        match PingStatus::try_from(instance.ping_status).unwrap_or(PingStatus::Unspecified) {
+            PingStatus::Online => managed += 1,
+            PingStatus::ConnectionLost | PingStatus::Inactive => offline += 1,
+            _ => unmanaged += 1,
+        }
+    }
+    bump_all(conn, (&task.campaign_id, &task.account_id, &task.region), &deltas)?;
+    conn.prepare_cached(
+        "UPDATE scopes SET managed = managed + ?4, offline = offline + ?5, unmanaged = unmanaged + ?6
+         WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3",
+    )?
+    .execute(params![
+        task.campaign_id,
+        task.account_id,
+        task.region,
+        managed,
+        offline,
+        unmanaged
+    ])?;
+    Ok(new)
+}
+
+/// A discovered instance's first status: skipped, with its reason, or
+/// pending.
+fn discovered_status(instance: &DiscoveredInstance) -> TargetStatus {
+    if instance.skip_reason.is_empty() {
+        TargetStatus::Pending
+    } else {
+        TargetStatus::Skipped
+    }
+}
+
+/// Inserts the instances the task's scope does not hold yet, in
+/// multi-row statements; returns the ids it inserted.
+fn insert_new(
+    conn: &dyn Sql,
+    task: &TaskRow,
+    instances: &[DiscoveredInstance],
+) -> StoreResult<std::collections::HashSet<String>> {
+    let now = now_ms();
     let tags: Vec<String> = instances
         .iter()
         .map(|i| {
@@ -72,15 +114,19 @@ pub fn insert_discovered(conn: &dyn Sql, task: &TaskRow, instances: &[Discovered
         ]);
         for i in piece.indexes() {
             let instance = &instances[i];
-            let skipped = status(instance) == TargetStatus::Skipped;
+            let status = discovered_status(instance);
             args.extend([
                 instance.instance_id.to_value(),
                 instance.name.to_value(),
                 Value::Int(i64::from(instance.platform)),
                 Value::Int(i64::from(instance.ping_status)),
-                Value::Int(status(instance) as i64),
+                Value::Int(status as i64),
                 instance.skip_reason.to_value(),
-                if skipped { Value::Int(now) } else { Value::Null },
+                if status == TargetStatus::Skipped {
+                    Value::Int(now)
+                } else {
+                    Value::Null
+                },
                 tags[i].to_value(),
             ]);
         }
@@ -90,35 +136,7 @@ pub fn insert_discovered(conn: &dyn Sql, task: &TaskRow, instances: &[Discovered
             }
         }
     }
-    let (mut new, mut managed, mut offline, mut unmanaged) = (0u32, 0i64, 0i64, 0i64);
-    let mut deltas = BTreeMap::new();
-    for instance in instances {
-        // Counted once, however many times a report names it.
-        if !inserted.remove(&instance.instance_id) {
-            continue;
-        }
-        new += 1;
-        *deltas.entry(status(instance) as i32).or_default() += 1;
-        match PingStatus::try_from(instance.ping_status).unwrap_or(PingStatus::Unspecified) {
-            PingStatus::Online => managed += 1,
-            PingStatus::ConnectionLost | PingStatus::Inactive => offline += 1,
-            _ => unmanaged += 1,
-        }
-    }
-    bump_all(conn, (&task.campaign_id, &task.account_id, &task.region), &deltas)?;
-    conn.prepare_cached(
-        "UPDATE scopes SET managed = managed + ?4, offline = offline + ?5, unmanaged = unmanaged + ?6
-         WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3",
-    )?
-    .execute(params![
-        task.campaign_id,
-        task.account_id,
-        task.region,
-        managed,
-        offline,
-        unmanaged
-    ])?;
-    Ok(new)
+    Ok(inserted)
 }
 
 /// Records a SendCommand (of command `step` of the task's sequence); its
@@ -286,31 +304,55 @@ fn write_results(conn: &dyn Sql, task: &TaskRow, results: &[&TargetResult]) -> S
     if conn.engine() == Engine::Sqlite {
         // In process, a statement per row is cheaper than SQLite's
         // UPDATE ... FROM, which builds and scans a temporary table.
-        let mut update = conn.prepare_cached(
-            "UPDATE targets SET status = ?5, timeout_kind = ?6, exit_code = ?7, reason = ?8,
-                command_id = CASE WHEN ?9 = '' THEN command_id ELSE ?9 END,
-                ssm_status_details = ?10, steps = ?11, started_ms = ?12, finished_ms = ?13
-             WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4",
-        )?;
-        for (result, steps) in results.iter().zip(&steps) {
-            update.execute(params![
-                task.campaign_id,
-                task.account_id,
-                task.region,
-                result.instance_id,
-                result.status,
-                result.timeout_kind,
-                result.exit_code,
-                result.reason,
-                result.command_id,
-                result.ssm_status_details,
-                steps,
-                result.started_at.as_ref().map(millis),
-                result.finished_at.as_ref().map_or(now, millis)
-            ])?;
-        }
-        return Ok(());
+        write_results_by_row(conn, task, results, &steps, now)
+    } else {
+        write_results_in_bulk(conn, task, results, &steps, now)
     }
+}
+
+/// One UPDATE per result.
+fn write_results_by_row(
+    conn: &dyn Sql,
+    task: &TaskRow,
+    results: &[&TargetResult],
+    steps: &[Vec<u8>],
+    now: i64,
+) -> StoreResult<()> {
+    let mut update = conn.prepare_cached(
+        "UPDATE targets SET status = ?5, timeout_kind = ?6, exit_code = ?7, reason = ?8,
+            command_id = CASE WHEN ?9 = '' THEN command_id ELSE ?9 END,
+            ssm_status_details = ?10, steps = ?11, started_ms = ?12, finished_ms = ?13
+         WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4",
+    )?;
+    for (result, steps) in results.iter().zip(steps) {
+        update.execute(params![
+            task.campaign_id,
+            task.account_id,
+            task.region,
+            result.instance_id,
+            result.status,
+            result.timeout_kind,
+            result.exit_code,
+            result.reason,
+            result.command_id,
+            result.ssm_status_details,
+            steps,
+            result.started_at.as_ref().map(millis),
+            result.finished_at.as_ref().map_or(now, millis)
+        ])?;
+    }
+    Ok(())
+}
+
+/// One UPDATE ... FROM (VALUES ...) per [`ROWS_PER_STATEMENT`] results:
+/// over the network, round trips cost more than the join.
+fn write_results_in_bulk(
+    conn: &dyn Sql,
+    task: &TaskRow,
+    results: &[&TargetResult],
+    steps: &[Vec<u8>],
+    now: i64,
+) -> StoreResult<()> {
     let bytes = conn.engine().bytes_type();
     let types: [&str; RESULT_COLUMNS] = [
         "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", bytes, "BIGINT", "BIGINT",
