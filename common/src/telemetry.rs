@@ -318,13 +318,16 @@ pub mod attr {
 /// A future in a box, for the metrics endpoint's callbacks.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// Whether the process can do its work; the error says why not.
+pub type Readiness = Arc<dyn Fn() -> BoxFuture<Result<(), String>> + Send + Sync>;
+
 /// What the metrics endpoint serves.
 #[derive(Clone)]
 pub struct Endpoint {
     /// The metrics in the OpenMetrics text format.
     pub render: Arc<dyn Fn() -> BoxFuture<String> + Send + Sync>,
     /// Whether the process can do its work; the error says why not.
-    pub ready: Arc<dyn Fn() -> BoxFuture<Result<(), String>> + Send + Sync>,
+    pub ready: Readiness,
     /// The SHA-256 of the bearer token `/metrics` demands, if any (health
     /// and readiness stay open for load balancers and ECS).
     pub token_sha256: Option<[u8; 32]>,
@@ -378,8 +381,7 @@ pub async fn serve_metrics(
     endpoint: Endpoint,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    use axum::http::{HeaderMap, StatusCode, header};
-    use axum::response::IntoResponse as _;
+    use axum::http::HeaderMap;
     use axum::routing::get;
 
     let addr = listener.local_addr()?;
@@ -391,68 +393,16 @@ pub async fn serve_metrics(
         );
     }
     let (reporter, health) = tonic_health::server::health_reporter();
-    let render = endpoint.render.clone();
-    let ready = endpoint.ready.clone();
+    let (for_page, ready) = (endpoint.clone(), endpoint.ready.clone());
     let app = tonic::service::Routes::new(health)
         .into_axum_router()
         .route(
             "/metrics",
-            get(move |headers: HeaderMap| {
-                let render = render.clone();
-                async move {
-                    if let Some(want) = token
-                        && !carries_token(&headers, &want)
-                    {
-                        return (
-                            StatusCode::UNAUTHORIZED,
-                            [(header::WWW_AUTHENTICATE, "Bearer")],
-                            "metrics: this endpoint needs 'Authorization: Bearer <the --metrics-token>'\n",
-                        )
-                            .into_response();
-                    }
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        render().await,
-                    )
-                        .into_response()
-                }
-            }),
+            get(move |headers: HeaderMap| metrics_page(for_page.clone(), headers)),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = ready.clone();
-                async move {
-                    match ready().await {
-                        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
-                    }
-                }
-            }),
-        );
-    // gRPC health follows /readyz.
-    let ready = endpoint.ready.clone();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            let status = match ready().await {
-                Ok(()) => tonic_health::ServingStatus::Serving,
-                Err(_) => tonic_health::ServingStatus::NotServing,
-            };
-            reporter.set_service_status("", status).await;
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
-        }
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-    });
+        .route("/readyz", get(move || readyz(ready.clone())));
+    tokio::spawn(grpc_health(reporter, endpoint.ready.clone(), shutdown.clone()));
     let incoming = crate::net::incoming(listener);
     let server = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
@@ -465,6 +415,61 @@ pub async fn serve_metrics(
         }
     });
     Ok((addr, server))
+}
+
+/// `/metrics`: the rendered metrics, to a caller with the token if one is
+/// set.
+async fn metrics_page(endpoint: Endpoint, headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse as _;
+    if let Some(want) = endpoint.token_sha256
+        && !carries_token(&headers, &want)
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "metrics: this endpoint needs 'Authorization: Bearer <the --metrics-token>'\n",
+        )
+            .into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        (endpoint.render)().await,
+    )
+        .into_response()
+}
+
+/// `/readyz`: 200 when the process can do its work, 503 and why not.
+async fn readyz(ready: Readiness) -> (axum::http::StatusCode, String) {
+    match ready().await {
+        Ok(()) => (axum::http::StatusCode::OK, "ready\n".to_owned()),
+        Err(why) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+/// The gRPC health service follows readiness every 2 s, and says
+/// NOT_SERVING once the process stops.
+async fn grpc_health(reporter: tonic_health::server::HealthReporter, ready: Readiness, stop: CancellationToken) {
+    loop {
+        let status = match ready().await {
+            Ok(()) => tonic_health::ServingStatus::Serving,
+            Err(_) => tonic_health::ServingStatus::NotServing,
+        };
+        reporter.set_service_status("", status).await;
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
 }
 
 #[cfg(test)]

@@ -97,22 +97,7 @@ async fn region_enabled(scope: &ScopeClients) -> Result<bool, CallError> {
 }
 
 async fn ec2_instances(scope: &ScopeClients, spec: &DiscoverSpec) -> Result<Vec<Ec2Instance>, CallError> {
-    let mut base = vec![
-        Filter::builder()
-            .name("instance-state-name")
-            .set_values(Some(STATES.map(String::from).to_vec()))
-            .build(),
-    ];
-    for tag in &spec.tags {
-        base.push(if tag.values.is_empty() {
-            Filter::builder().name("tag-key").values(tag.key.clone()).build()
-        } else {
-            Filter::builder()
-                .name(format!("tag:{}", tag.key))
-                .set_values(Some(tag.values.clone()))
-                .build()
-        });
-    }
+    let base = instance_filters(spec);
     let id_chunks: Vec<Option<Vec<String>>> = if spec.instance_ids.is_empty() {
         vec![None]
     } else {
@@ -140,33 +125,8 @@ async fn ec2_instances(scope: &ScopeClients, spec: &DiscoverSpec) -> Result<Vec<
                         .send()
                 })
                 .await?;
-            for instance in page.reservations().iter().flat_map(|r| r.instances()) {
-                let Some(id) = instance.instance_id() else { continue };
-                found.push(Ec2Instance {
-                    id: id.to_owned(),
-                    state: instance
-                        .state()
-                        .and_then(|s| s.name())
-                        .map(|n| n.as_str().to_owned())
-                        .unwrap_or_default(),
-                    windows: instance
-                        .platform()
-                        .is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows")),
-                    name: instance
-                        .tags()
-                        .iter()
-                        .find(|t| t.key() == Some("Name"))
-                        .and_then(|t| t.value())
-                        .unwrap_or_default()
-                        .to_owned(),
-                    tags: instance
-                        .tags()
-                        .iter()
-                        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
-                        .filter(|(key, _)| spec.report_tag_keys.contains(key))
-                        .collect(),
-                });
-            }
+            let instances = page.reservations().iter().flat_map(|r| r.instances());
+            found.extend(instances.filter_map(|instance| Ec2Instance::of(instance, &spec.report_tag_keys)));
             token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
             if token.is_none() {
                 break;
@@ -176,6 +136,61 @@ async fn ec2_instances(scope: &ScopeClients, spec: &DiscoverSpec) -> Result<Vec<
     found.sort_by(|a, b| a.id.cmp(&b.id));
     found.dedup_by(|a, b| a.id == b.id);
     Ok(found)
+}
+
+/// The DescribeInstances filters of the spec's states and tags.
+fn instance_filters(spec: &DiscoverSpec) -> Vec<Filter> {
+    let mut filters = vec![
+        Filter::builder()
+            .name("instance-state-name")
+            .set_values(Some(STATES.map(String::from).to_vec()))
+            .build(),
+    ];
+    for tag in &spec.tags {
+        filters.push(if tag.values.is_empty() {
+            Filter::builder().name("tag-key").values(tag.key.clone()).build()
+        } else {
+            Filter::builder()
+                .name(format!("tag:{}", tag.key))
+                .set_values(Some(tag.values.clone()))
+                .build()
+        });
+    }
+    filters
+}
+
+impl Ec2Instance {
+    /// What discovery keeps of an instance EC2 listed: its tags only those
+    /// the campaign reports.
+    fn of(instance: &aws_sdk_ec2::types::Instance, report_tag_keys: &[String]) -> Option<Self> {
+        let tag = |key: &str| {
+            instance
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some(key))
+                .and_then(|t| t.value())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Some(Ec2Instance {
+            id: instance.instance_id()?.to_owned(),
+            state: instance
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_owned())
+                .unwrap_or_default(),
+            windows: instance
+                .platform()
+                .is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows")),
+            name: tag("Name"),
+            tags: instance
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+                .filter(|(key, _)| report_tag_keys.contains(key))
+                .collect(),
+        })
+    }
 }
 
 /// SSM's view of the given (running) instances.

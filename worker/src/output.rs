@@ -134,12 +134,7 @@ async fn step_output(
     if !spec.output_s3_bucket.is_empty()
         && let (Some(out), err) = (s3(plugin.standard_output_url()), s3(plugin.standard_error_url()))
     {
-        (step.stdout, step.stdout_truncated) = read_s3(scope, &out, keep).await?;
-        step.stdout_url = format!("s3://{}/{}", out.0, out.1);
-        if let Some(err) = err {
-            (step.stderr, step.stderr_truncated) = read_s3(scope, &err, keep).await?;
-            step.stderr_url = format!("s3://{}/{}", err.0, err.1);
-        }
+        from_s3(scope, &mut step, &out, err.as_ref(), keep).await?;
         return Ok(step);
     }
     if !spec.cloudwatch_log_group.is_empty() {
@@ -148,24 +143,8 @@ async fn step_output(
         } else {
             name.replace(':', "-")
         };
-        for (stream, text, truncated, url) in [
-            (
-                "stdout",
-                &mut step.stdout,
-                &mut step.stdout_truncated,
-                &mut step.stdout_url,
-            ),
-            (
-                "stderr",
-                &mut step.stderr,
-                &mut step.stderr_truncated,
-                &mut step.stderr_url,
-            ),
-        ] {
-            let log_stream = format!("{command_id}/{instance_id}/{segment}/{stream}");
-            (*text, *truncated) = read_logs(scope, &spec.cloudwatch_log_group, &log_stream, keep).await?;
-            *url = format!("cloudwatch://{}/{}", spec.cloudwatch_log_group, log_stream);
-        }
+        let prefix = format!("{command_id}/{instance_id}/{segment}");
+        from_logs(scope, &mut step, &spec.cloudwatch_log_group, &prefix, keep).await?;
         return Ok(step);
     }
     if !shown.contains(OUT_MARK) && !shown.contains(ERR_MARK) {
@@ -175,6 +154,68 @@ async fn step_output(
         return Ok(step);
     }
     // Cut in the listing and kept nowhere else: the API's own 24,000 / 8,000.
+    from_invocation(scope, &mut step, invocation, multi_step, keep).await?;
+    Ok(step)
+}
+
+/// The step's streams from the objects SSM wrote to S3.
+async fn from_s3(
+    scope: &ScopeClients,
+    step: &mut StepOutput,
+    out: &(String, String),
+    err: Option<&(String, String)>,
+    keep: usize,
+) -> Result<(), CallError> {
+    (step.stdout, step.stdout_truncated) = read_s3(scope, out, keep).await?;
+    step.stdout_url = format!("s3://{}/{}", out.0, out.1);
+    if let Some(err) = err {
+        (step.stderr, step.stderr_truncated) = read_s3(scope, err, keep).await?;
+        step.stderr_url = format!("s3://{}/{}", err.0, err.1);
+    }
+    Ok(())
+}
+
+/// The step's streams from the CloudWatch Logs streams under `prefix`
+/// (`<command>/<instance>/<step>`) in `group`.
+async fn from_logs(
+    scope: &ScopeClients,
+    step: &mut StepOutput,
+    group: &str,
+    prefix: &str,
+    keep: usize,
+) -> Result<(), CallError> {
+    for (stream, text, truncated, url) in [
+        (
+            "stdout",
+            &mut step.stdout,
+            &mut step.stdout_truncated,
+            &mut step.stdout_url,
+        ),
+        (
+            "stderr",
+            &mut step.stderr,
+            &mut step.stderr_truncated,
+            &mut step.stderr_url,
+        ),
+    ] {
+        let log_stream = format!("{prefix}/{stream}");
+        (*text, *truncated) = read_logs(scope, group, &log_stream, keep).await?;
+        *url = format!("cloudwatch://{group}/{log_stream}");
+    }
+    Ok(())
+}
+
+/// The step's streams as GetCommandInvocation gives them: longer than the
+/// listing's, and marked truncated when they reach the API's own limits.
+async fn from_invocation(
+    scope: &ScopeClients,
+    step: &mut StepOutput,
+    invocation: &CommandInvocation,
+    multi_step: bool,
+    keep: usize,
+) -> Result<(), CallError> {
+    let command_id = invocation.command_id().unwrap_or_default();
+    let instance_id = invocation.instance_id().unwrap_or_default();
     let detail = scope
         .call(Api::GetCommandInvocation, || {
             let request = scope
@@ -183,7 +224,7 @@ async fn step_output(
                 .command_id(command_id)
                 .instance_id(instance_id);
             let request = if multi_step {
-                request.plugin_name(name.clone())
+                request.plugin_name(step.name.clone())
             } else {
                 request
             };
@@ -194,7 +235,7 @@ async fn step_output(
     let stderr = detail.standard_error_content().unwrap_or_default();
     (step.stdout, step.stdout_truncated) = clip(stdout, keep, stdout.chars().count() >= API_STDOUT_CHARS);
     (step.stderr, step.stderr_truncated) = clip(stderr, keep, stderr.chars().count() >= API_STDERR_CHARS);
-    Ok(step)
+    Ok(())
 }
 
 /// Splits the agent's combined output into stdout and stderr.

@@ -247,9 +247,7 @@ impl ScopeClients {
     {
         let key = self.key(api);
         let started = Instant::now();
-        let mut transient = 0;
-        let mut expired = 0;
-        let mut throttles = 0;
+        let mut attempts = Attempts::default();
         loop {
             self.limiter.acquire(&key).await;
             if let Repeat::Never(guard) = repeat
@@ -266,7 +264,11 @@ impl ScopeClients {
                 Err(error) => error,
             };
             let class = retry::classify(&error);
-            let fail = |class| CallError {
+            self.stats.call(api, outcome_of(class));
+            if class == ErrorClass::Throttled {
+                self.limiter.throttled(&key);
+            }
+            let fail = || CallError {
                 api: api.name(),
                 account: self.account.clone(),
                 region: self.region.clone(),
@@ -274,53 +276,92 @@ impl ScopeClients {
                 code: error.code().map(str::to_owned),
                 message: retry::describe(&error),
             };
-            match class {
-                ErrorClass::Throttled => {
-                    self.stats.call(api, "throttled");
-                    self.limiter.throttled(&key);
-                    throttles += 1;
-                    if started.elapsed() > THROTTLE_BUDGET {
-                        return Err(Unsent::Refused(fail(class)));
-                    }
-                    tokio::time::sleep(retry::backoff(
-                        throttles,
-                        Duration::from_millis(250),
-                        Duration::from_secs(20),
-                    ))
-                    .await;
-                }
-                ErrorClass::Transient => {
-                    self.stats.call(api, "transient");
-                    if let Repeat::Never(_) = repeat {
-                        return Err(Unsent::Unanswered(fail(class)));
-                    }
-                    transient += 1;
-                    if transient >= TRANSIENT_ATTEMPTS {
-                        return Err(Unsent::Unanswered(fail(class)));
-                    }
-                    tokio::time::sleep(retry::backoff(
-                        transient,
-                        Duration::from_millis(100),
-                        Duration::from_secs(10),
-                    ))
-                    .await;
-                }
-                ErrorClass::ExpiredCredentials => {
-                    self.stats.call(api, "expired");
-                    expired += 1;
-                    if expired > 2 {
-                        return Err(Unsent::Refused(fail(class)));
-                    }
+            let repeatable = !matches!(repeat, Repeat::Never(_));
+            match attempts.after(class, repeatable, started.elapsed()) {
+                Next::Wait(pause) => tokio::time::sleep(pause).await,
+                Next::Refresh => {
                     tracing::warn!(account = %self.account, region = %self.region, api = api.name(), "credentials expired; refreshing");
                     self.credentials.invalidate(&self.role).await;
                 }
-                ErrorClass::AccessDenied | ErrorClass::Final => {
-                    // Expected answers (InvocationDoesNotExist right after a
-                    // send) are errors here too; the caller decides.
-                    self.stats.call(api, "error");
-                    return Err(Unsent::Refused(fail(class)));
-                }
+                // Expected answers (InvocationDoesNotExist right after a
+                // send) are refusals here too; the caller decides.
+                Next::Refused => return Err(Unsent::Refused(fail())),
+                Next::Unanswered => return Err(Unsent::Unanswered(fail())),
             }
+        }
+    }
+}
+
+/// The `outcome` label of a call's counter for an error of `class`.
+fn outcome_of(class: ErrorClass) -> &'static str {
+    match class {
+        ErrorClass::Throttled => "throttled",
+        ErrorClass::Transient => "transient",
+        ErrorClass::ExpiredCredentials => "expired",
+        ErrorClass::AccessDenied | ErrorClass::Final => "error",
+    }
+}
+
+/// What a call does after an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Try again after this pause.
+    Wait(Duration),
+    /// Refresh the credentials, then try again.
+    Refresh,
+    /// AWS answered no: give up.
+    Refused,
+    /// No answer came (or one that may hide an effect): give up.
+    Unanswered,
+}
+
+/// The errors one call has met so far, by kind.
+#[derive(Debug, Default)]
+struct Attempts {
+    throttles: u32,
+    transient: u32,
+    expired: u32,
+}
+
+impl Attempts {
+    /// The retry decision after an error of `class`, `elapsed` into the
+    /// call. Throttling is waited out (with backoff) for up to
+    /// [`THROTTLE_BUDGET`]; a passing fault is retried up to
+    /// [`TRANSIENT_ATTEMPTS`] times, and never for a call that must not be
+    /// repeated (its effect may have happened); expired credentials are
+    /// refreshed twice.
+    fn after(&mut self, class: ErrorClass, repeatable: bool, elapsed: Duration) -> Next {
+        match class {
+            ErrorClass::Throttled => {
+                self.throttles += 1;
+                if elapsed > THROTTLE_BUDGET {
+                    return Next::Refused;
+                }
+                Next::Wait(retry::backoff(
+                    self.throttles,
+                    Duration::from_millis(250),
+                    Duration::from_secs(20),
+                ))
+            }
+            ErrorClass::Transient => {
+                if !repeatable {
+                    return Next::Unanswered;
+                }
+                self.transient += 1;
+                if self.transient >= TRANSIENT_ATTEMPTS {
+                    return Next::Unanswered;
+                }
+                Next::Wait(retry::backoff(
+                    self.transient,
+                    Duration::from_millis(100),
+                    Duration::from_secs(10),
+                ))
+            }
+            ErrorClass::ExpiredCredentials => {
+                self.expired += 1;
+                if self.expired > 2 { Next::Refused } else { Next::Refresh }
+            }
+            ErrorClass::AccessDenied | ErrorClass::Final => Next::Refused,
         }
     }
 }
@@ -328,6 +369,70 @@ impl ScopeClients {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttling_is_waited_out_until_its_budget_is_spent() {
+        let mut attempts = Attempts::default();
+        let mut longest = Duration::ZERO;
+        for _ in 0..20 {
+            match attempts.after(ErrorClass::Throttled, false, Duration::from_secs(60)) {
+                Next::Wait(pause) => longest = longest.max(pause),
+                other => panic!("a throttle within budget waits, got {other:?}"),
+            }
+        }
+        assert!(
+            longest <= Duration::from_secs(20),
+            "backoff is capped at 20 s: {longest:?}"
+        );
+        assert!(longest >= Duration::from_secs(10), "backoff grows: {longest:?}");
+        assert_eq!(
+            attempts.after(ErrorClass::Throttled, true, THROTTLE_BUDGET + Duration::from_secs(1)),
+            Next::Refused
+        );
+    }
+
+    #[test]
+    fn a_passing_fault_is_retried_five_times_and_never_for_an_unrepeatable_call() {
+        let mut attempts = Attempts::default();
+        for n in 1..TRANSIENT_ATTEMPTS {
+            assert!(
+                matches!(
+                    attempts.after(ErrorClass::Transient, true, Duration::ZERO),
+                    Next::Wait(_)
+                ),
+                "attempt {n} is retried"
+            );
+        }
+        assert_eq!(
+            attempts.after(ErrorClass::Transient, true, Duration::ZERO),
+            Next::Unanswered
+        );
+        assert_eq!(
+            Attempts::default().after(ErrorClass::Transient, false, Duration::ZERO),
+            Next::Unanswered,
+            "a SendCommand whose answer was lost is not sent again"
+        );
+    }
+
+    #[test]
+    fn expired_credentials_are_refreshed_twice_and_refusals_are_final() {
+        let mut attempts = Attempts::default();
+        assert_eq!(
+            attempts.after(ErrorClass::ExpiredCredentials, true, Duration::ZERO),
+            Next::Refresh
+        );
+        assert_eq!(
+            attempts.after(ErrorClass::ExpiredCredentials, true, Duration::ZERO),
+            Next::Refresh
+        );
+        assert_eq!(
+            attempts.after(ErrorClass::ExpiredCredentials, true, Duration::ZERO),
+            Next::Refused
+        );
+        for class in [ErrorClass::AccessDenied, ErrorClass::Final] {
+            assert_eq!(Attempts::default().after(class, true, Duration::ZERO), Next::Refused);
+        }
+    }
 
     fn role(account: &str, session: &str) -> RoleKey {
         RoleKey {
