@@ -549,6 +549,39 @@ impl Auth {
         })
     }
 
+    /// The name of the caller a known, unexpired bearer token stands for.
+    fn token_holder(&self, loaded: &Callers, token: &str) -> Result<String, String> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err("the bearer token is too long".into());
+        }
+        let sha = hash_token(token);
+        let found = self
+            .fixed
+            .tokens
+            .get(&sha)
+            .or_else(|| loaded.tokens.get(&sha))
+            .ok_or_else(|| "unknown bearer token".to_owned())?;
+        if let Some(expires) = found.expires_ms
+            && chrono::Utc::now().timestamp_millis() >= expires
+        {
+            let at = chrono::DateTime::from_timestamp_millis(expires)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
+            return Err(format!("the bearer token of {} expired at {at}", found.name));
+        }
+        Ok(found.name.clone())
+    }
+
+    /// The name of a known client whose certificate (`leaf`, DER) the TLS
+    /// handshake verified: its subject's common name.
+    fn certificate_holder(&self, loaded: &Callers, leaf: &[u8]) -> Result<String, String> {
+        let name = common_name(leaf).ok_or_else(|| "the client certificate has no subject common name".to_owned())?;
+        if !self.fixed.clients.contains(&name) && !loaded.clients.contains(&name) {
+            return Err(format!("client certificate CN={} is not a known client", clip(&name)));
+        }
+        Ok(name)
+    }
+
     /// Who calls, whatever it may do; `aws` is who signed the request's AWS
     /// sign-in token (see [`Auth::aws_identity`]).
     pub fn identify<T>(&self, request: &Request<T>, aws: Option<&AwsIdentity>) -> Result<Principal, String> {
@@ -576,40 +609,19 @@ impl Auth {
                 let aws = aws.ok_or_else(|| "the AWS sign-in token was not verified".to_owned())?;
                 return Ok(aws_principal(aws, peer));
             }
-            if token.len() > MAX_TOKEN_BYTES {
-                return Err("the bearer token is too long".into());
-            }
-            let sha = hash_token(token);
-            let found = self
-                .fixed
-                .tokens
-                .get(&sha)
-                .or_else(|| loaded.tokens.get(&sha))
-                .ok_or_else(|| "unknown bearer token".to_owned())?;
-            if let Some(expires) = found.expires_ms
-                && chrono::Utc::now().timestamp_millis() >= expires
-            {
-                let at = chrono::DateTime::from_timestamp_millis(expires)
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .unwrap_or_default();
-                return Err(format!("the bearer token of {} expired at {at}", found.name));
-            }
+            let name = self.token_holder(&loaded, token)?;
             return Ok(Principal {
-                name: found.name.clone(),
+                grants: grants(&name),
+                name,
                 via: "token",
                 arn: None,
-                grants: grants(&found.name),
                 peer,
             });
         }
         if let Some(certs) = request.peer_certs()
             && let Some(leaf) = certs.first()
         {
-            let name = common_name(leaf.as_ref())
-                .ok_or_else(|| "the client certificate has no subject common name".to_owned())?;
-            if !self.fixed.clients.contains(&name) && !loaded.clients.contains(&name) {
-                return Err(format!("client certificate CN={} is not a known client", clip(&name)));
-            }
+            let name = self.certificate_holder(&loaded, leaf.as_ref())?;
             return Ok(Principal {
                 grants: grants(&name),
                 name,

@@ -592,6 +592,37 @@ struct SecurityInputs {
     aws_endpoint: Option<String>,
 }
 
+/// `--insecure`: plaintext, on loopback only, and no TLS setting besides.
+fn plaintext(
+    inputs: &SecurityInputs,
+    auth: Auth,
+    listen: SocketAddr,
+    worker_listen: SocketAddr,
+) -> Result<Security, ConfigError> {
+    if inputs.tls_cert.is_some()
+        || inputs.tls_key.is_some()
+        || inputs.worker_ca.is_some()
+        || inputs.worker_trust_domain.is_some()
+        || inputs.client_ca.is_some()
+    {
+        return Err(ConfigError::invalid(
+            "insecure",
+            "TLS settings are given too; choose TLS or --insecure",
+        ));
+    }
+    check_plaintext_bind("listen", listen)?;
+    check_plaintext_bind("worker_listen", worker_listen)?;
+    if auth.has_clients() {
+        return Err(ConfigError::invalid(
+            "api_client",
+            "client certificates need TLS, and --insecure serves plaintext",
+        ));
+    }
+    // Tokens still count over loopback plaintext; without any, every local
+    // caller may do anything.
+    Ok(Security::new(None, if auth.is_empty() { Auth::open() } else { auth }))
+}
+
 fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAddr) -> Result<Security, ConfigError> {
     let mut auth = Auth::new(&inputs.tokens, &inputs.clients, inputs.policy.as_deref()).map_err(ConfigError::named)?;
     if let Some(id) = &inputs.signin_server_id {
@@ -599,28 +630,7 @@ fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAdd
         auth = auth.with_signin(signin);
     }
     if inputs.insecure {
-        if inputs.tls_cert.is_some()
-            || inputs.tls_key.is_some()
-            || inputs.worker_ca.is_some()
-            || inputs.worker_trust_domain.is_some()
-            || inputs.client_ca.is_some()
-        {
-            return Err(ConfigError::invalid(
-                "insecure",
-                "TLS settings are given too; choose TLS or --insecure",
-            ));
-        }
-        check_plaintext_bind("listen", listen)?;
-        check_plaintext_bind("worker_listen", worker_listen)?;
-        if !auth.has_clients() {
-            // Tokens still count over loopback plaintext; without any,
-            // every local caller may do anything.
-            return Ok(Security::new(None, if auth.is_empty() { Auth::open() } else { auth }));
-        }
-        return Err(ConfigError::invalid(
-            "api_client",
-            "client certificates need TLS, and --insecure serves plaintext",
-        ));
+        return plaintext(&inputs, auth, listen, worker_listen);
     }
     let (Some(cert), Some(key)) = (inputs.tls_cert, inputs.tls_key) else {
         return Err(ConfigError::missing(

@@ -1,0 +1,247 @@
+//! `show` and `cancel`, and how a campaign prints: its details, stages and scopes.
+
+use comfy_table::Cell;
+use muster_proto::v1::{Campaign, CancelCampaignRequest, GetCampaignRequest, StagePhase};
+
+use super::{Failure, summary};
+use crate::args::Output;
+use crate::connect::Client;
+use crate::render::{self, Style};
+
+/// Prints a campaign in the chosen format: details, then its scopes.
+pub fn print_campaign(campaign: &Campaign, style: Style, output: Output) {
+    match output {
+        Output::Json | Output::Yaml => render::print_message(campaign, output),
+        Output::Csv => print_scopes_csv(campaign),
+        Output::Table | Output::Wide => {
+            print_details(campaign, style);
+            print_stages(campaign, style);
+            if !campaign.scopes.is_empty() {
+                print_scopes(campaign, style, output == Output::Wide);
+            }
+        }
+    }
+}
+
+/// One CSV row per scope, with every counter.
+fn print_scopes_csv(campaign: &Campaign) {
+    render::print_csv(
+        &[
+            "account_id",
+            "region",
+            "scope_state",
+            "total",
+            "success",
+            "failed",
+            "timed_out",
+            "skipped",
+            "error",
+            "cancelled",
+            "terminated",
+            "undeliverable",
+        ],
+        campaign.scopes.iter().map(|s| {
+            let c = s.counters.unwrap_or_default();
+            let mut row = vec![s.account_id.clone(), s.region.clone(), render::scope_state(s.state)];
+            row.extend(
+                [
+                    c.total,
+                    c.success,
+                    c.failed,
+                    c.timed_out,
+                    c.skipped,
+                    c.error,
+                    c.cancelled,
+                    c.terminated,
+                    c.undeliverable,
+                ]
+                .map(|n| n.to_string()),
+            );
+            row
+        }),
+    );
+}
+
+/// The campaign's state, counts, who and when, approval and window.
+fn print_details(campaign: &Campaign, style: Style) {
+    let spec = campaign.spec.clone().unwrap_or_default();
+    let c = campaign.counters.unwrap_or_default();
+    println!("{} {}", style.bold("campaign"), campaign.id);
+    if !spec.name.is_empty() {
+        println!("  name      {}", spec.name);
+    }
+    println!(
+        "  state     {}  {}",
+        style.status(render::campaign_state(campaign.state)),
+        style.dim(&campaign.state_reason)
+    );
+    println!("  targets   {}", summary(&c));
+    if let Some(threshold) = campaign.error_threshold {
+        println!("  errors    {} (max_errors allows {threshold})", campaign.errors);
+    }
+    println!(
+        "  created   {}  by {}",
+        render::time(&campaign.created_at),
+        campaign.submitted_by
+    );
+    if campaign.finished_at.is_some() {
+        println!("  finished  {}", render::time(&campaign.finished_at));
+    }
+    if let Some(export) = campaign.export.as_ref().filter(|e| !e.url.is_empty()) {
+        println!("  results   {}", export.url);
+    }
+    if !campaign.rerun_of.is_empty() {
+        println!("  rerun of  {}", campaign.rerun_of);
+    }
+    if let Some(approval) = &campaign.approval {
+        let decided = if approval.decided_by.is_empty() {
+            format!("waits until {}", render::time(&approval.expires_at))
+        } else if approval.approved {
+            format!("approved by {}", approval.decided_by)
+        } else {
+            format!("rejected by {}", approval.decided_by)
+        };
+        println!("  approval  rule '{}' ({}): {decided}", approval.rule, approval.reason);
+    }
+    if let Some(window) = &campaign.window {
+        let closes = if window.closes_at.is_none() {
+            "no window".to_owned()
+        } else {
+            format!(
+                "window {} to {} (then in-flight {}, the rest {})",
+                render::time(&window.opened_at),
+                render::time(&window.closes_at),
+                window.on_window_end,
+                window.after_window.replace('_', " ")
+            )
+        };
+        println!(
+            "  schedule  {} version {}: {closes}",
+            window.schedule, window.schedule_version
+        );
+    }
+    for rerun in &campaign.reruns {
+        println!(
+            "  rerun     {rerun}  (muster results {} --follow-reruns: each target's latest result)",
+            campaign.id
+        );
+    }
+}
+
+/// One table row per scope; `wide` adds running, managed, offline and
+/// unmanaged.
+fn print_scopes(campaign: &Campaign, style: Style, wide: bool) {
+    let mut headers = vec![
+        "account",
+        "region",
+        "discovery",
+        "ok",
+        "failed",
+        "timed out",
+        "skipped",
+        "other",
+        "total",
+    ];
+    if wide {
+        headers.extend(["running", "managed", "offline", "unmanaged"]);
+    }
+    let mut table = style.table(&headers);
+    for s in &campaign.scopes {
+        let c = s.counters.unwrap_or_default();
+        let state = if s.error.is_empty() {
+            render::scope_state(s.state)
+        } else {
+            format!("failed: {}", s.error)
+        };
+        let mut row = vec![
+            Cell::new(&s.account_id),
+            Cell::new(&s.region),
+            Cell::new(state),
+            Cell::new(c.success),
+            Cell::new(c.failed + c.error),
+            Cell::new(c.timed_out),
+            Cell::new(c.skipped),
+            Cell::new(c.total - c.success - c.failed - c.error - c.timed_out - c.skipped),
+            Cell::new(c.total),
+        ];
+        if wide {
+            row.extend([
+                Cell::new(c.queued + c.running),
+                Cell::new(s.managed),
+                Cell::new(s.offline),
+                Cell::new(s.unmanaged),
+            ]);
+        }
+        table.add_row(row);
+    }
+    println!("{table}");
+}
+
+/// The waves of a staged campaign, as a table.
+pub(super) fn print_stages(campaign: &Campaign, style: Style) {
+    if campaign.stages.is_empty() {
+        return;
+    }
+    let mut table = style.table(&[
+        "stage", "phase", "targets", "ok", "failed", "running", "errors", "limits",
+    ]);
+    for stage in &campaign.stages {
+        let c = stage.counters.unwrap_or_default();
+        let phase = StagePhase::try_from(stage.phase).unwrap_or(StagePhase::Unspecified);
+        let mut phase_text = phase.short_name().to_owned();
+        if phase == StagePhase::Baking {
+            phase_text = format!("baking until {}", render::time(&stage.bake_until));
+        }
+        let errors = stage
+            .error_threshold
+            .map_or("no max".to_owned(), |t| format!("max {t}"));
+        table.add_row(vec![
+            Cell::new(&stage.name),
+            style.status_cell(&phase_text),
+            Cell::new(c.total),
+            Cell::new(c.success),
+            Cell::new(c.failed + c.timed_out + c.error + c.undeliverable),
+            Cell::new(c.queued + c.running),
+            Cell::new(stage.errors),
+            Cell::new(format!("{} at once, {errors} errors", stage.concurrency_limit)),
+        ]);
+    }
+    println!("{table}");
+}
+
+/// `muster show`.
+pub async fn show(client: &mut Client, id: &str, style: Style, output: Output) -> Result<(), Failure> {
+    let campaign = client
+        .get_campaign(GetCampaignRequest {
+            campaign_id: id.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .campaign
+        .unwrap_or_default();
+    print_campaign(&campaign, style, output);
+    Ok(())
+}
+
+/// `muster cancel`.
+pub async fn cancel(client: &mut Client, id: &str, reason: &str, style: Style, output: Output) -> Result<(), Failure> {
+    let campaign = client
+        .cancel_campaign(CancelCampaignRequest {
+            campaign_id: id.to_owned(),
+            reason: reason.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .campaign
+        .unwrap_or_default();
+    match output {
+        Output::Json | Output::Yaml => render::print_message(&campaign, output),
+        _ => println!(
+            "{} {}  {}",
+            id,
+            style.status(render::campaign_state(campaign.state)),
+            style.dim(&campaign.state_reason)
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! `results`: each target's status, and one target's full output.
+
+use comfy_table::Cell;
+use muster_proto::v1::{GetTargetRequest, ListTargetsRequest, Target, TargetStatus};
+
+use super::Failure;
+use crate::args::{Output, ResultsArgs};
+use crate::connect::Client;
+use crate::render::{self, Style};
+
+/// `muster results`.
+pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, output: Output) -> Result<(), Failure> {
+    if let Some(instance) = &args.instance {
+        let target = client
+            .get_target(GetTargetRequest {
+                campaign_id: args.campaign_id.clone(),
+                instance_id: instance.clone(),
+                account_id: args.accounts.first().cloned().unwrap_or_default(),
+                region: args.regions.first().cloned().unwrap_or_default(),
+            })
+            .await?
+            .into_inner()
+            .target
+            .unwrap_or_default();
+        print_target_output(&target, style, output);
+        return Ok(());
+    }
+    let statuses = statuses(&args.statuses)?;
+    let all = all_targets(client, args, statuses, !output.is_table()).await?;
+    match output {
+        // The pages read, as one answer.
+        Output::Json | Output::Yaml => render::print_message(
+            &muster_proto::v1::ListTargetsResponse {
+                targets: all,
+                next_page_token: String::new(),
+            },
+            output,
+        ),
+        Output::Csv => print_targets_csv(&all),
+        Output::Table | Output::Wide => {
+            print_targets(&all, style, output == Output::Wide, args.follow_reruns);
+            eprintln!(
+                "{} targets; one target's output: muster results {} --instance <id>",
+                all.len(),
+                args.campaign_id
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `--status` names as the API's numbers.
+fn statuses(names: &[String]) -> Result<Vec<i32>, Failure> {
+    let mut statuses = Vec::new();
+    for name in names {
+        let status = TargetStatus::from_short_name(name).ok_or_else(|| {
+            Failure::Input(format!(
+                "--status: '{name}' is not a target status (success, failed, timed_out, cancelled, undeliverable, terminated, skipped, error, pending, queued, running)"
+            ))
+        })?;
+        statuses.push(status as i32);
+    }
+    Ok(statuses)
+}
+
+/// Every page of the campaign's targets that `args` select.
+async fn all_targets(
+    client: &mut Client,
+    args: &ResultsArgs,
+    statuses: Vec<i32>,
+    include_output: bool,
+) -> Result<Vec<Target>, Failure> {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_targets(ListTargetsRequest {
+                campaign_id: args.campaign_id.clone(),
+                page_size: 5_000,
+                page_token: token.clone(),
+                statuses: statuses.clone(),
+                account_ids: args.accounts.clone(),
+                regions: args.regions.clone(),
+                instance_ids: Vec::new(),
+                include_output,
+                follow_reruns: args.follow_reruns,
+            })
+            .await?
+            .into_inner();
+        all.extend(page.targets);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    Ok(all)
+}
+
+/// One CSV row per target.
+fn print_targets_csv(all: &[Target]) {
+    render::print_csv(
+        &[
+            "campaign_id",
+            "account_id",
+            "region",
+            "instance_id",
+            "name",
+            "platform",
+            "status",
+            "exit_code",
+            "reason",
+            "command_id",
+            "finished_at",
+            "stdout_url",
+            "timeout_kind",
+            "started_at",
+            "document_name",
+        ],
+        all.iter().map(|t| {
+            vec![
+                t.campaign_id.clone(),
+                t.account_id.clone(),
+                t.region.clone(),
+                t.instance_id.clone(),
+                t.name.clone(),
+                render::platform(t.platform).to_owned(),
+                render::target_status(t.status).to_owned(),
+                t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                t.reason.clone(),
+                t.command_id.clone(),
+                render::time(&t.finished_at),
+                t.steps.first().map(|s| s.stdout_url.clone()).unwrap_or_default(),
+                render::timeout_kind(t.timeout_kind).to_owned(),
+                render::time(&t.started_at),
+                t.document_name.clone(),
+            ]
+        }),
+    );
+}
+
+/// One table row per target; `wide` adds the command, document and times,
+/// `follow_reruns` the campaign each result is from.
+fn print_targets(all: &[Target], style: Style, wide: bool, follow_reruns: bool) {
+    let mut headers = vec![
+        "account", "region", "instance", "name", "platform", "status", "exit", "reason",
+    ];
+    if follow_reruns {
+        headers.insert(0, "campaign");
+    }
+    if wide {
+        headers.extend(["command", "document", "started", "finished"]);
+    }
+    let mut table = style.table(&headers);
+    for t in all {
+        // A wide table has room for the whole reason.
+        let reason: String = t.reason.chars().take(if wide { usize::MAX } else { 90 }).collect();
+        let mut row = Vec::with_capacity(headers.len());
+        if follow_reruns {
+            row.push(Cell::new(&t.campaign_id));
+        }
+        row.extend([
+            Cell::new(&t.account_id),
+            Cell::new(&t.region),
+            Cell::new(if t.instance_id.is_empty() { "-" } else { &t.instance_id }),
+            Cell::new(&t.name),
+            Cell::new(render::platform(t.platform)),
+            style.status_cell(render::target_status(t.status)),
+            Cell::new(t.exit_code.map(|c| c.to_string()).unwrap_or_default()),
+            Cell::new(reason),
+        ]);
+        if wide {
+            row.extend([
+                Cell::new(&t.command_id),
+                Cell::new(&t.document_name),
+                Cell::new(render::time(&t.started_at)),
+                Cell::new(render::time(&t.finished_at)),
+            ]);
+        }
+        table.add_row(row);
+    }
+    println!("{table}");
+}
+
+fn print_target_output(target: &Target, style: Style, output: Output) {
+    match output {
+        Output::Json | Output::Yaml => return render::print_message(target, output),
+        Output::Csv => return print_steps_csv(target),
+        Output::Table | Output::Wide => {}
+    }
+    println!(
+        "{} {} {}  {}  {}",
+        style.bold(&target.instance_id),
+        target.account_id,
+        target.region,
+        style.status(render::target_status(target.status)),
+        target.reason
+    );
+    if !target.command_id.is_empty() {
+        println!(
+            "{}",
+            style.dim(&format!(
+                "command {}  document {}",
+                target.command_id, target.document_name
+            ))
+        );
+    }
+    for step in &target.steps {
+        println!(
+            "\n{} {} ({}, exit {})",
+            style.bold("step"),
+            step.name,
+            step.status,
+            step.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into())
+        );
+        for (name, text, truncated, url) in [
+            ("stdout", &step.stdout, step.stdout_truncated, &step.stdout_url),
+            ("stderr", &step.stderr, step.stderr_truncated, &step.stderr_url),
+        ] {
+            print_stream(style, name, text, truncated, url);
+        }
+    }
+}
+
+/// One row per step of the target, its output whole.
+fn print_steps_csv(target: &Target) {
+    render::print_csv(
+        &[
+            "step",
+            "status",
+            "exit_code",
+            "stdout",
+            "stderr",
+            "stdout_truncated",
+            "stderr_truncated",
+            "stdout_url",
+            "stderr_url",
+        ],
+        target.steps.iter().map(|s| {
+            vec![
+                s.name.clone(),
+                s.status.clone(),
+                s.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                s.stdout.clone(),
+                s.stderr.clone(),
+                s.stdout_truncated.to_string(),
+                s.stderr_truncated.to_string(),
+                s.stdout_url.clone(),
+                s.stderr_url.clone(),
+            ]
+        }),
+    );
+}
+
+/// One stream of a step under its heading, and where the rest of it is
+/// when it was cut.
+fn print_stream(style: Style, name: &str, text: &str, truncated: bool, url: &str) {
+    if text.is_empty() && !truncated {
+        return;
+    }
+    println!("{}", style.dim(&format!("--- {name} ---")));
+    print!("{text}");
+    if !text.ends_with('\n') && !text.is_empty() {
+        println!();
+    }
+    if truncated {
+        let rest = if url.is_empty() {
+            "the rest was not kept (send output to S3 or CloudWatch Logs to keep it all)".to_owned()
+        } else {
+            format!("the rest is at {url}")
+        };
+        println!("{}", style.dim(&format!("--- {name} truncated; {rest} ---")));
+    } else if !url.is_empty() {
+        println!("{}", style.dim(&format!("--- {name} also at {url} ---")));
+    }
+}

@@ -1,0 +1,157 @@
+//! `promote`, `resume`, `approve` and `reject`: the decisions a staged or
+//! gated campaign waits for.
+
+use muster_proto::v1::{
+    Campaign, CampaignState, GetCampaignRequest, PromoteCampaignRequest, ResumeCampaignRequest, StagePhase,
+};
+
+use super::{Failure, ask_until_answered, timed};
+use crate::args::{ApprovalArgs, DecideArgs, Output};
+use crate::connect::Client;
+use crate::render::{self, Style};
+
+/// The stage an operator decides on: the one given, or the campaign's
+/// current stage when it awaits that decision.
+async fn current_stage(
+    client: &mut Client,
+    id: &str,
+    given: Option<&str>,
+    waiting: CampaignState,
+) -> Result<String, Failure> {
+    if let Some(stage) = given {
+        return Ok(stage.to_owned());
+    }
+    let campaign = client
+        .get_campaign(GetCampaignRequest {
+            campaign_id: id.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .campaign
+        .unwrap_or_default();
+    let state = CampaignState::try_from(campaign.state).unwrap_or(CampaignState::Unspecified);
+    if state != waiting {
+        return Err(Failure::Input(format!(
+            "campaign {id} is {}, not {}: nothing to decide ({})",
+            state.short_name(),
+            waiting.short_name(),
+            campaign.state_reason
+        )));
+    }
+    let phase = if waiting == CampaignState::Paused {
+        StagePhase::Paused
+    } else {
+        StagePhase::AwaitingPromotion
+    };
+    campaign
+        .stages
+        .iter()
+        .find(|s| s.phase == phase as i32)
+        .map(|s| s.name.clone())
+        .ok_or_else(|| Failure::Input(format!("campaign {id} has no stage {}", phase.short_name())))
+}
+
+/// `muster promote` and `muster resume`: an operator's decision on the
+/// current stage. Asking again after a lost answer changes nothing.
+pub async fn decide(
+    client: &mut Client,
+    args: &DecideArgs,
+    resume: bool,
+    style: Style,
+    output: Output,
+) -> Result<(), Failure> {
+    let waiting = if resume {
+        CampaignState::Paused
+    } else {
+        CampaignState::AwaitingPromotion
+    };
+    let stage = current_stage(client, &args.campaign_id, args.stage.as_deref(), waiting).await?;
+    let campaign = if resume {
+        let request = ResumeCampaignRequest {
+            campaign_id: args.campaign_id.clone(),
+            stage,
+            reason: args.reason.clone(),
+        };
+        ask_until_answered(|| {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.resume_campaign(timed(request)).await }
+        })
+        .await?
+        .campaign
+    } else {
+        let request = PromoteCampaignRequest {
+            campaign_id: args.campaign_id.clone(),
+            stage,
+            reason: args.reason.clone(),
+        };
+        ask_until_answered(|| {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.promote_campaign(timed(request)).await }
+        })
+        .await?
+        .campaign
+    }
+    .unwrap_or_default();
+    print_decision(&campaign, style, output);
+    Ok(())
+}
+
+/// A campaign after an operator's decision: its state and why.
+fn print_decision(campaign: &Campaign, style: Style, output: Output) {
+    match output {
+        Output::Json | Output::Yaml => render::print_message(campaign, output),
+        _ => println!(
+            "{} {}  {}",
+            campaign.id,
+            style.status(render::campaign_state(campaign.state)),
+            style.dim(&campaign.state_reason)
+        ),
+    }
+}
+
+/// `muster approve` and `muster reject`. Asking again after a lost answer
+/// changes nothing.
+pub async fn approval(
+    client: &mut Client,
+    args: &ApprovalArgs,
+    approve: bool,
+    style: Style,
+    output: Output,
+) -> Result<(), Failure> {
+    if !approve && args.reason.trim().is_empty() {
+        return Err(Failure::Input(
+            "--reason: say why it is rejected; the submitter reads it".into(),
+        ));
+    }
+    let (id, reason) = (args.campaign_id.clone(), args.reason.clone());
+    let campaign = if approve {
+        let request = muster_proto::v1::ApproveCampaignRequest {
+            campaign_id: id,
+            reason,
+        };
+        ask_until_answered(|| {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.approve_campaign(timed(request)).await }
+        })
+        .await?
+        .campaign
+    } else {
+        let request = muster_proto::v1::RejectCampaignRequest {
+            campaign_id: id,
+            reason,
+        };
+        ask_until_answered(|| {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.reject_campaign(timed(request)).await }
+        })
+        .await?
+        .campaign
+    }
+    .unwrap_or_default();
+    print_decision(&campaign, style, output);
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! `submit`, `plan` and `rerun`: what starts a campaign.
+
+use comfy_table::Cell;
+use muster_proto::v1::{PlanCampaignRequest, RerunCampaignRequest, SubmitCampaignRequest, TargetStatus};
+
+use super::campaign::print_stages;
+use super::{Failure, ask_until_answered, timed};
+use crate::args::{Output, RerunArgs, SpecArgs};
+use crate::connect::Client;
+use crate::render::{self, Style};
+
+/// `muster submit`: prints the new campaign's id.
+///
+/// Every submission carries a client token (`--client-token`, or one made
+/// for this invocation): an answer lost on the way back is asked for again
+/// with the same token, and the controller answers with the campaign it
+/// already made, never a second one.
+pub async fn submit(client: &mut Client, args: &SpecArgs, style: Style, output: Output) -> Result<String, Failure> {
+    let mut spec = crate::spec::build(args)?;
+    if spec.client_token.is_empty() {
+        spec.client_token = uuid::Uuid::new_v4().to_string();
+    }
+    if output.is_table() {
+        eprintln!(
+            "client token {} (submitting again with --client-token {0} returns this campaign)",
+            spec.client_token
+        );
+    }
+    let request = SubmitCampaignRequest { spec: Some(spec) };
+    let answer = ask_until_answered(|| {
+        let mut client = client.clone();
+        let request = request.clone();
+        async move { client.submit_campaign(timed(request)).await }
+    })
+    .await?;
+    match output {
+        Output::Json | Output::Yaml => render::print_message(&answer, output),
+        Output::Csv => println!("{}", answer.campaign_id),
+        Output::Table | Output::Wide => {
+            if answer.created {
+                eprintln!(
+                    "{} submitted; follow it with: muster watch {}",
+                    style.bold("campaign"),
+                    answer.campaign_id
+                );
+            } else {
+                eprintln!("{} already submitted with this client token", style.bold("campaign"));
+            }
+            println!("{}", answer.campaign_id);
+        }
+    }
+    Ok(answer.campaign_id)
+}
+
+/// `muster plan`.
+pub async fn plan(client: &mut Client, args: &SpecArgs, style: Style, output: Output) -> Result<i32, Failure> {
+    let spec = crate::spec::build(args)?;
+    if output.is_table() {
+        eprintln!("discovering targets (nothing runs)...");
+    }
+    let answer = client
+        .plan_campaign(PlanCampaignRequest {
+            spec: Some(spec),
+            wait_seconds: 300,
+        })
+        .await?
+        .into_inner();
+    if matches!(output, Output::Json | Output::Yaml) {
+        render::print_message(&answer, output);
+    }
+    let campaign = answer.campaign.unwrap_or_default();
+    match output {
+        Output::Json | Output::Yaml => {}
+        Output::Csv => print_plan_csv(&campaign),
+        Output::Table | Output::Wide => {
+            print_plan(&campaign, style);
+            print_stages(&campaign, style);
+            if !answer.complete {
+                eprintln!("discovery is still going; see `muster show {}` later", campaign.id);
+            }
+        }
+    }
+    Ok(if answer.complete { 0 } else { 1 })
+}
+
+/// A plan's scopes, one row each.
+fn print_plan_csv(campaign: &muster_proto::v1::Campaign) {
+    render::print_csv(
+        &[
+            "account_id",
+            "region",
+            "would_run",
+            "managed",
+            "offline",
+            "unmanaged",
+            "skipped",
+            "error",
+        ],
+        campaign.scopes.iter().map(|s| {
+            let c = s.counters.unwrap_or_default();
+            let mut row = vec![s.account_id.clone(), s.region.clone()];
+            row.extend([c.pending, s.managed, s.offline, s.unmanaged, c.skipped].map(|n| n.to_string()));
+            row.push(s.error.clone());
+            row
+        }),
+    );
+}
+
+/// A plan's scopes as a table: what would run where, and the totals.
+fn print_plan(campaign: &muster_proto::v1::Campaign, style: Style) {
+    let mut table = style.table(&[
+        "account",
+        "region",
+        "would run",
+        "managed",
+        "offline",
+        "unmanaged",
+        "skipped",
+        "note",
+    ]);
+    let mut totals = [0u64; 5];
+    for s in &campaign.scopes {
+        let c = s.counters.unwrap_or_default();
+        for (total, n) in totals
+            .iter_mut()
+            .zip([c.pending, s.managed, s.offline, s.unmanaged, c.skipped])
+        {
+            *total += n;
+        }
+        table.add_row(vec![
+            Cell::new(&s.account_id),
+            Cell::new(&s.region),
+            Cell::new(c.pending),
+            Cell::new(s.managed),
+            Cell::new(s.offline),
+            Cell::new(s.unmanaged),
+            Cell::new(c.skipped),
+            Cell::new(&s.error),
+        ]);
+    }
+    table.add_row(
+        std::iter::once(Cell::new("total").add_attribute(comfy_table::Attribute::Bold))
+            .chain(std::iter::once(Cell::new("")))
+            .chain(totals.iter().map(Cell::new))
+            .chain(std::iter::once(Cell::new(""))),
+    );
+    println!("{table}");
+}
+
+/// `muster rerun`: prints the new campaign's id.
+///
+/// As `muster submit`, every request carries a client token, so an answer
+/// lost on the way back is asked for again and never makes a second rerun.
+pub async fn rerun(client: &mut Client, args: &RerunArgs, style: Style, output: Output) -> Result<String, Failure> {
+    let mut statuses = Vec::new();
+    for name in &args.statuses {
+        match TargetStatus::from_short_name(name) {
+            Some(status) if status.is_terminal() => statuses.push(status as i32),
+            _ => {
+                return Err(Failure::Input(format!(
+                    "--status: '{name}' is not a status a target ends in (failed, timed_out, undeliverable, error, \
+                     cancelled, terminated, skipped, success)"
+                )));
+            }
+        }
+    }
+    let client_token = args
+        .client_token
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request = RerunCampaignRequest {
+        campaign_id: args.campaign_id.clone(),
+        statuses,
+        client_token,
+        name: args.name.clone().unwrap_or_default(),
+        confirm_large: args.confirm_large,
+    };
+    let answer = ask_until_answered(|| {
+        let mut client = client.clone();
+        let request = request.clone();
+        async move { client.rerun_campaign(timed(request)).await }
+    })
+    .await?;
+    match output {
+        Output::Json | Output::Yaml => render::print_message(&answer, output),
+        Output::Csv => println!("{}", answer.campaign_id),
+        Output::Table | Output::Wide => {
+            eprintln!(
+                "{} of {} over its {} targets; follow it with: muster watch {}",
+                style.bold("rerun"),
+                args.campaign_id,
+                answer.rerun_targets,
+                answer.campaign_id
+            );
+            println!("{}", answer.campaign_id);
+        }
+    }
+    Ok(answer.campaign_id)
+}
