@@ -24,13 +24,13 @@ use tonic::{Request, Response, Status};
 
 use crate::Controller;
 use crate::auth::{Auth, Principal};
-use crate::expand::{self, ExpandError};
+use crate::expand::{self};
 use crate::policy::{Action, Footprint};
-use crate::signin::{AwsIdentity, SignInError};
+use crate::signin::AwsIdentity;
 use crate::store::campaigns::{self, CampaignRow, Inserted, NewCampaign};
 use crate::store::stages;
 use crate::store::targets::{self, TargetFilter};
-use crate::store::{Sql, StoreError, StoreResult};
+use crate::store::{Sql, StoreResult};
 use crate::validate;
 
 /// The service.
@@ -96,10 +96,7 @@ impl CampaignApi {
             Err(error) => {
                 let peer = crate::auth::peer_of(request);
                 tracing::warn!(method, peer, reason = %error, "call refused: AWS sign-in failed");
-                Err(match error {
-                    SignInError::Refused(why) => Status::unauthenticated(why),
-                    SignInError::Unavailable(why) => Status::unavailable(why),
-                })
+                Err(error.into())
             }
         }
     }
@@ -134,8 +131,7 @@ impl CampaignApi {
             .ctl
             .ou_members
             .of(&self.ctl.organizations, "policy.grants.ous", &principal.ous(action))
-            .await
-            .map_err(expand_status)?;
+            .await?;
         if let Err(message) = principal.permit(action, footprint, &members) {
             self.audit_refusal(principal, method, campaign_id, &message).await;
             return Err(self.auth.out_of_scope(method, principal, message));
@@ -167,8 +163,7 @@ impl CampaignApi {
                 };
                 decide(txn, &row, &stage_name, &actor, &reason).map(Some)
             })
-            .await
-            .map_err(store_status)?;
+            .await?;
         match decision {
             None => Err(Status::not_found("no campaign with that id")),
             Some(stages::Decision::Done) => {
@@ -200,8 +195,7 @@ impl CampaignApi {
             .ctl
             .ou_members
             .of(&self.ctl.organizations, "policy.approvals.ous", &ous)
-            .await
-            .map_err(expand_status)?;
+            .await?;
         Ok(rules
             .into_iter()
             .find_map(|rule| {
@@ -229,8 +223,7 @@ impl CampaignApi {
                 .ctl
                 .ou_members
                 .of(&self.ctl.organizations, &format!("stages[{i}].ous"), &ous)
-                .await
-                .map_err(expand_status)?;
+                .await?;
             let accounts: std::collections::BTreeSet<String> = members.into_values().flatten().collect();
             stage.ou_account_ids = accounts.into_iter().collect();
         }
@@ -248,8 +241,7 @@ impl CampaignApi {
                 };
                 footprint_of(conn, &row).map(Some)
             })
-            .await
-            .map_err(store_status)?
+            .await?
             .ok_or_else(|| Status::not_found("no campaign with that id"))
     }
 }
@@ -387,22 +379,6 @@ fn footprint_of(conn: &dyn Sql, row: &CampaignRow) -> StoreResult<Footprint> {
     })
 }
 
-/// A store failure, as gRPC status.
-pub fn store_status(error: StoreError) -> Status {
-    tracing::error!(%error, "store failure");
-    match error {
-        StoreError::Closed => Status::unavailable("the controller is stopping"),
-        other => Status::internal(other.to_string()),
-    }
-}
-
-fn expand_status(error: ExpandError) -> Status {
-    match error {
-        ExpandError::Invalid { .. } => Status::invalid_argument(error.to_string()),
-        ExpandError::Aws(message) => Status::failed_precondition(message),
-    }
-}
-
 /// A ListCampaigns request, checked.
 struct CampaignQuery {
     page_size: usize,
@@ -504,8 +480,7 @@ impl CampaignApi {
                 let row = campaigns::get(conn, &id)?;
                 row.map(|row| campaigns::to_proto(conn, &row, with_scopes)).transpose()
             })
-            .await
-            .map_err(store_status)?
+            .await?
             .ok_or_else(|| Status::not_found("no campaign with that id"))
     }
 
@@ -526,12 +501,7 @@ impl CampaignApi {
             new.dry_run,
             new.scopes.len(),
         );
-        let inserted = self
-            .ctl
-            .store
-            .write(move |txn| campaigns::insert(txn, &new))
-            .await
-            .map_err(store_status)?;
+        let inserted = self.ctl.store.write(move |txn| campaigns::insert(txn, &new)).await?;
         if let Inserted::Created(id) = &inserted {
             tracing::info!(campaign_id = %id, by, spec_sha256 = sha, dry_run, scopes, "campaign stored");
             self.ctl.wake.notify_one();
@@ -570,8 +540,7 @@ impl CampaignApi {
             .ctl
             .store
             .read(move |conn| campaigns::by_client_token(conn, &who, &token, &digest))
-            .await
-            .map_err(store_status)?;
+            .await?;
         if let Some(earlier) = earlier {
             return Ok(Prepared::Found(earlier));
         }
@@ -585,9 +554,7 @@ impl CampaignApi {
             );
             status
         };
-        let expansion = expand::expand(&self.ctl.organizations, &self.ctl.ec2, &spec)
-            .await
-            .map_err(expand_status)?;
+        let expansion = expand::expand(&self.ctl.organizations, &self.ctl.ec2, &spec).await?;
         // The caller's scope must hold all of it.
         let footprint = Footprint {
             accounts: expansion.accounts.iter().cloned().collect(),
@@ -645,9 +612,7 @@ impl CampaignApi {
         rails.check_spec(spec, &validate::role_arn(spec, first_account))?;
         if rails.limits_accounts() {
             let mut allowed =
-                expand::accounts_in_ous(&self.ctl.organizations, "guardrails.allowed_ous", &rails.allowed_ous)
-                    .await
-                    .map_err(expand_status)?;
+                expand::accounts_in_ous(&self.ctl.organizations, "guardrails.allowed_ous", &rails.allowed_ous).await?;
             allowed.extend(rails.allowed_accounts.iter().cloned());
             rails.check_accounts(accounts, &allowed)?;
         }
@@ -672,8 +637,7 @@ impl CampaignApi {
             .ctl
             .ou_members
             .of(&self.ctl.organizations, "access.external_ids", &external_ids.ous())
-            .await
-            .map_err(expand_status)?;
+            .await?;
         Ok(external_ids.refs(accounts, &members))
     }
 }
@@ -821,8 +785,7 @@ impl CampaignService for CampaignApi {
                     "policy.grants.ous",
                     &principal.ous(Action::Read),
                 )
-                .await
-                .map_err(expand_status)?
+                .await?
         };
         const MAX_SCANNED: usize = 2_000;
         let (campaigns, next) = self
@@ -850,8 +813,7 @@ impl CampaignService for CampaignApi {
                     }
                 }
             })
-            .await
-            .map_err(store_status)?;
+            .await?;
         Ok(Response::new(ListCampaignsResponse {
             campaigns,
             next_page_token: next.map(|(ms, id)| format!("{ms}:{id}")).unwrap_or_default(),
@@ -895,8 +857,7 @@ impl CampaignService for CampaignApi {
                 };
                 Ok((exists, targets, next))
             })
-            .await
-            .map_err(store_status)?;
+            .await?;
         if !exists {
             return Err(Status::not_found("no campaign with that id"));
         }
@@ -918,8 +879,7 @@ impl CampaignService for CampaignApi {
             .ctl
             .store
             .read(move |conn| targets::find_instance(conn, &id, &instance))
-            .await
-            .map_err(store_status)?;
+            .await?;
         found.retain(|t| {
             (request.account_id.is_empty() || t.account_id == request.account_id)
                 && (request.region.is_empty() || t.region == request.region)
@@ -1039,8 +999,7 @@ impl CampaignService for CampaignApi {
                 }
                 campaigns::request_cancel(txn, &id, &actor, &why).map(Some)
             })
-            .await
-            .map_err(store_status)?;
+            .await?;
         match found {
             None => return Err(Status::not_found("no campaign with that id")),
             Some(true) => {
@@ -1081,8 +1040,7 @@ impl CampaignService for CampaignApi {
                 let external_id = campaigns::submitted_external_id(conn, &id)?;
                 Ok((row, selection, external_id))
             })
-            .await
-            .map_err(store_status)?;
+            .await?;
         let row = row.ok_or_else(|| Status::not_found("no campaign with that id"))?;
         let id = row.id.as_str();
         if row.dry_run {
@@ -1274,8 +1232,7 @@ impl CampaignService for CampaignApi {
             .ctl
             .store
             .read(move |conn| crate::store::audit::list(conn, &filter, page_size, before))
-            .await
-            .map_err(store_status)?;
+            .await?;
         Ok(Response::new(ListAuditEventsResponse {
             events,
             next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),

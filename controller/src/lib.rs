@@ -34,6 +34,7 @@ pub mod schedule_api;
 pub mod scheduler;
 pub mod schedules;
 pub mod signin;
+pub mod status;
 pub mod store;
 pub mod validate;
 pub mod watchers;

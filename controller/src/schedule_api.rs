@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Controller;
 use crate::auth::{Auth, Principal};
-use crate::campaign_api::{CampaignApi, Creation, store_status};
+use crate::campaign_api::{CampaignApi, Creation};
 use crate::policy::Action;
 use crate::schedules::Trigger;
 use crate::store::campaigns::WindowRow;
@@ -116,8 +116,7 @@ impl ScheduleService for ScheduleApi {
             .ctl
             .store
             .write(move |txn| schedules::put(txn, &stored, i64::from(expected_version), next, (&owner, &actor)))
-            .await
-            .map_err(store_status)?;
+            .await?;
         let version = match put {
             Put::Stored(version) => version,
             Put::Exists(current) => {
@@ -150,8 +149,7 @@ impl ScheduleService for ScheduleApi {
                 let row = schedules::get(conn, &name, version)?;
                 row.map(|row| schedules::to_proto(conn, &row)).transpose()
             })
-            .await
-            .map_err(store_status)?
+            .await?
             .ok_or_else(|| Status::aborted("the schedule was deleted as it was stored; try again"))?;
         Ok(Response::new(PutScheduleResponse {
             schedule: Some(schedule),
@@ -181,8 +179,7 @@ impl ScheduleService for ScheduleApi {
                     schedules::runs(conn, &row.name, limit)?,
                 )))
             })
-            .await
-            .map_err(store_status)?;
+            .await?;
         let (schedule, runs) =
             found.ok_or_else(|| Status::not_found("name: no schedule with that name and version"))?;
         Ok(Response::new(GetScheduleResponse {
@@ -207,8 +204,7 @@ impl ScheduleService for ScheduleApi {
                     .map(|row| schedules::to_proto(conn, row))
                     .collect()
             })
-            .await
-            .map_err(store_status)?;
+            .await?;
         Ok(Response::new(ListSchedulesResponse { schedules }))
     }
 
@@ -236,8 +232,7 @@ impl ScheduleService for ScheduleApi {
             .ctl
             .store
             .read(move |conn| schedules::get(conn, &lookup, 0))
-            .await
-            .map_err(store_status)?
+            .await?
         else {
             return gone();
         };
@@ -259,8 +254,7 @@ impl ScheduleService for ScheduleApi {
             .ctl
             .store
             .write(move |txn| schedules::delete(txn, &name, &actor))
-            .await
-            .map_err(store_status)?
+            .await?
         else {
             return gone();
         };

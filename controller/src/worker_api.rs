@@ -23,8 +23,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Controller;
 use crate::access::ExternalIds;
-use crate::campaign_api::store_status;
-use crate::store::leases::{self, Ending, FailOutcome, Fenced, LeaseAnswer, LeaseSettings};
+use crate::store::leases::{self, Ending, FailOutcome, LeaseAnswer, LeaseSettings};
 use crate::store::records::millis;
 use crate::store::tasks::{self, TaskRow};
 use crate::store::{Sql, StoreError};
@@ -103,11 +102,11 @@ impl WorkerApi {
     }
 
     /// The status of a failed write: PERMISSION_DENIED for a refused lease
-    /// or scope, else as [`store_status`].
+    /// or scope, counted and logged; else as the store's error maps.
     fn refused(&self, method: &'static str, error: StoreError) -> Status {
         match error {
             StoreError::Denied { rule, message } => self.deny(method, rule, &message),
-            other => store_status(other),
+            other => other.into(),
         }
     }
 
@@ -197,8 +196,7 @@ impl WorkerApi {
                 let also = also(conn, &task)?;
                 Ok(Some((task, Some(also))))
             })
-            .await
-            .map_err(store_status)?
+            .await?
             .ok_or_else(|| Status::not_found(format!("task_id: no task {task_id}")))?;
         trace_row(&task);
         match also {
@@ -286,13 +284,6 @@ fn trace_row(task: &TaskRow) {
     );
 }
 
-fn fenced(fenced: Fenced) -> Status {
-    match fenced {
-        Fenced::Unknown => Status::not_found("task_id: no such task"),
-        Fenced::Stale => Status::failed_precondition("lease_id: not the task's current lease"),
-    }
-}
-
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
     async fn lease_task(&self, request: Request<LeaseTaskRequest>) -> Result<Response<LeaseTaskResponse>, Status> {
@@ -321,8 +312,7 @@ impl WorkerService for WorkerApi {
                 }
                 Ok((answer, same_account))
             })
-            .await
-            .map_err(store_status)?;
+            .await?;
         let same_account: Vec<Lease> = same_account
             .into_iter()
             .map(|mut lease| {
@@ -377,7 +367,7 @@ impl WorkerService for WorkerApi {
         self.trace_task(&request.task_id).await;
         let ttl = self.ctl.settings.lease_ttl;
         let ttl_ms = ttl.as_millis() as i64;
-        let answer = self
+        let cancelled = self
             .ctl
             .store
             .write(move |txn| {
@@ -386,7 +376,6 @@ impl WorkerService for WorkerApi {
             })
             .await
             .map_err(|e| self.refused("RenewLease", e))?;
-        let cancelled = answer.map_err(fenced)?;
         Ok(Response::new(RenewLeaseResponse {
             ttl: Some(prost_types::Duration {
                 seconds: ttl.as_secs() as i64,
@@ -421,14 +410,11 @@ impl WorkerService for WorkerApi {
                 // Instances are found under the current lease only: a
                 // finished discovery takes no more.
                 leases::check_holder(txn, &task.id, request.lease_id, caller.as_deref())?;
-                match leases::current(txn, &task.id, request.lease_id)? {
-                    Ok(task) => targets::insert_discovered(txn, &task, &request.instances).map(Ok),
-                    Err(fenced) => Ok(Err(fenced)),
-                }
+                let task = leases::current(txn, &task.id, request.lease_id)?;
+                targets::insert_discovered(txn, &task, &request.instances)
             })
             .await
-            .map_err(|e| self.refused("ReportTargets", e))?
-            .map_err(fenced)?;
+            .map_err(|e| self.refused("ReportTargets", e))?;
         Ok(Response::new(ReportTargetsResponse { accepted }))
     }
 
@@ -556,24 +542,20 @@ impl WorkerService for WorkerApi {
         let capacity = request.capacity.min(MAX_HANDED_OFF);
         let lease = self.lease_settings();
         let ctl = self.ctl.clone();
-        let answer = self
+        let (task, mut next) = self
             .ctl
             .store
             .write(move |txn| {
                 leases::check_holder(txn, &request.task_id, request.lease_id, caller.as_deref())?;
-                let task = match leases::complete(txn, &request.task_id, request.lease_id)? {
-                    Ok(task) => task,
-                    Err(fenced) => return Ok(Err(fenced)),
-                };
+                let task = leases::complete(txn, &request.task_id, request.lease_id)?;
                 let mut next = crate::reconcile::hand_off(txn, &task, capacity, &ctl.settings, lease)?;
                 for lease in &mut next {
                     with_external_id(txn, &ctl.settings.external_ids, lease)?;
                 }
-                Ok(Ok((task, next)))
+                Ok((task, next))
             })
             .await
             .map_err(|e| self.refused("CompleteTask", e))?;
-        let (task, mut next) = answer.map_err(fenced)?;
         trace_row(&task);
         self.ctl.metrics.completed(task.kind);
         for lease in &mut next {
@@ -635,8 +617,7 @@ impl WorkerService for WorkerApi {
                 .ctl
                 .store
                 .read(move |conn| command_endings::ended(conn, &asked))
-                .await
-                .map_err(store_status)?;
+                .await?;
             if !ended.is_empty() {
                 self.ctl.metrics.await_commands("ended");
                 return Ok(answer(ended));
@@ -662,7 +643,7 @@ impl WorkerService for WorkerApi {
         }
         let (task_id, reason, retryable) = (request.task_id.clone(), request.reason.clone(), request.retryable);
         self.trace_task(&task_id).await;
-        let answer = self
+        let outcome = self
             .ctl
             .store
             .write(move |txn| {
@@ -683,7 +664,6 @@ impl WorkerService for WorkerApi {
             })
             .await
             .map_err(|e| self.refused("FailTask", e))?;
-        let outcome = answer.map_err(fenced)?;
         self.ctl.metrics.failed(outcome == FailOutcome::Retrying);
         tracing::info!(
             task_id,

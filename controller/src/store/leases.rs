@@ -221,24 +221,27 @@ fn finished_instances(conn: &dyn Sql, task_id: &str) -> StoreResult<Vec<String>>
     Ok(done)
 }
 
-/// Why an ownership change was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why an ownership change was refused ([`StoreError::Lease`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Fenced {
     /// No such task.
+    #[error("task_id: no such task")]
     Unknown,
     /// The lease is not the current one.
+    #[error("lease_id: not the task's current lease")]
     Stale,
 }
 
-/// The task, if `lease_id` is its current lease.
-pub fn current(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreResult<Result<TaskRow, Fenced>> {
+/// The task, if `lease_id` is its current lease; else
+/// [`StoreError::Lease`].
+pub fn current(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreResult<TaskRow> {
     let Some(task) = get(conn, task_id)? else {
-        return Ok(Err(Fenced::Unknown));
+        return Err(StoreError::Lease(Fenced::Unknown));
     };
     if task.state != task_state::LEASED || task.lease_id != Some(lease_id) {
-        return Ok(Err(Fenced::Stale));
+        return Err(StoreError::Lease(Fenced::Stale));
     }
-    Ok(Ok(task))
+    Ok(task)
 }
 
 /// Checks that lease `lease_id` is a lease of task `task_id` (current or
@@ -268,11 +271,8 @@ pub fn check_holder(conn: &dyn Sql, task_id: &str, lease_id: u64, caller: Option
 }
 
 /// Extends a current lease; says whether the campaign was cancelled.
-pub fn renew(conn: &dyn Sql, task_id: &str, lease_id: u64, ttl_ms: i64) -> StoreResult<Result<bool, Fenced>> {
-    let task = match current(conn, task_id, lease_id)? {
-        Ok(task) => task,
-        Err(fenced) => return Ok(Err(fenced)),
-    };
+pub fn renew(conn: &dyn Sql, task_id: &str, lease_id: u64, ttl_ms: i64) -> StoreResult<bool> {
+    let task = current(conn, task_id, lease_id)?;
     conn.prepare_cached("UPDATE tasks SET lease_expires_ms = ?2 WHERE id = ?1")?
         .execute(params![task_id, now_ms() + ttl_ms])?;
     // A cancel, or the end of a maintenance window that cancels what is in
@@ -280,7 +280,7 @@ pub fn renew(conn: &dyn Sql, task_id: &str, lease_id: u64, ttl_ms: i64) -> Store
     let (cancelled, window_closed): (bool, i64) = conn
         .prepare_cached("SELECT cancel_requested, window_cancelling FROM campaigns WHERE id = ?1")?
         .query_row([&task.campaign_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(Ok(cancelled || window_closed != 0))
+    Ok(cancelled || window_closed != 0)
 }
 
 fn end_lease(conn: &dyn Sql, lease_id: Option<u64>, outcome: &str) -> StoreResult<()> {
@@ -292,11 +292,8 @@ fn end_lease(conn: &dyn Sql, lease_id: Option<u64>, outcome: &str) -> StoreResul
 }
 
 /// Completes a task under its current lease.
-pub fn complete(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreResult<Result<TaskRow, Fenced>> {
-    let task = match current(conn, task_id, lease_id)? {
-        Ok(task) => task,
-        Err(fenced) => return Ok(Err(fenced)),
-    };
+pub fn complete(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreResult<TaskRow> {
+    let task = current(conn, task_id, lease_id)?;
     conn.prepare_cached("UPDATE tasks SET state = ?2, lease_expires_ms = NULL WHERE id = ?1")?
         .execute(params![task_id, task_state::COMPLETED])?;
     end_lease(conn, task.lease_id, "completed")?;
@@ -324,7 +321,7 @@ pub fn complete(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreResult<Res
         }
         TaskKind::Unspecified => {}
     }
-    Ok(Ok(task))
+    Ok(task)
 }
 
 /// What became of a failed task.
@@ -368,16 +365,10 @@ pub fn fail(
     lease_id: Option<u64>,
     reason: &str,
     ending: Ending,
-) -> StoreResult<Result<FailOutcome, Fenced>> {
+) -> StoreResult<FailOutcome> {
     let task = match lease_id {
-        Some(lease_id) => match current(conn, task_id, lease_id)? {
-            Ok(task) => task,
-            Err(fenced) => return Ok(Err(fenced)),
-        },
-        None => match get(conn, task_id)? {
-            Some(task) => task,
-            None => return Ok(Err(Fenced::Unknown)),
-        },
+        Some(lease_id) => current(conn, task_id, lease_id)?,
+        None => get(conn, task_id)?.ok_or(StoreError::Lease(Fenced::Unknown))?,
     };
     end_lease(conn, task.lease_id, ending.lease_outcome())?;
     match decide(ending, task.attempt, task.max_attempts, reason) {
@@ -387,11 +378,11 @@ pub fn fail(
                     lease_owner = NULL, lease_expires_ms = NULL, last_error = ?3 WHERE id = ?1",
             )?
             .execute(params![task_id, task_state::QUEUED, reason, i64::from(extra_attempt)])?;
-            Ok(Ok(FailOutcome::Retrying))
+            Ok(FailOutcome::Retrying)
         }
         Decision::GiveUp { reason } => {
             give_up(conn, &task, &reason)?;
-            Ok(Ok(FailOutcome::Failed))
+            Ok(FailOutcome::Failed)
         }
     }
 }
@@ -511,8 +502,11 @@ pub fn expire_leases(conn: &dyn Sql, now: i64) -> StoreResult<Vec<(TaskRow, Fail
             "lease expired: worker {} stopped renewing it",
             task.lease_owner.clone().unwrap_or_default()
         );
-        if let Ok(outcome) = fail(conn, &task.id, None, &reason, Ending::Retryable)? {
-            out.push((task, outcome));
+        match fail(conn, &task.id, None, &reason, Ending::Retryable) {
+            Ok(outcome) => out.push((task, outcome)),
+            // Gone since it was read: nothing to expire.
+            Err(StoreError::Lease(_)) => {}
+            Err(error) => return Err(error),
         }
     }
     Ok(out)

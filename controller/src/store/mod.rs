@@ -83,6 +83,10 @@ pub enum StoreError {
         /// Who leads now.
         current: String,
     },
+    /// A worker's call about a task that does not exist, or under a lease
+    /// that is not its task's current one: nothing changed.
+    #[error("{0}")]
+    Lease(leases::Fenced),
     /// A query that must return a row returned none.
     #[error("store: no row")]
     NoRows,

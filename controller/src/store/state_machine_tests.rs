@@ -11,6 +11,7 @@ use super::leases::{self, Ending, FailOutcome, Fenced, LeaseAnswer, LeaseSetting
 use super::queue;
 use super::records::{now_ms, task_state};
 use super::tasks;
+use super::{StoreError, StoreResult};
 
 const TTL_MS: i64 = 1_000;
 const SETTINGS: LeaseSettings = LeaseSettings {
@@ -37,6 +38,15 @@ fn lease(conn: &dyn Sql, task_ref: &TaskRef, worker: &str) -> Result<u64, LeaseO
     }
 }
 
+/// Why a lease call was fenced; none when it was not.
+fn fenced<T>(answer: StoreResult<T>) -> Option<Fenced> {
+    match answer {
+        Ok(_) => None,
+        Err(StoreError::Lease(fenced)) => Some(fenced),
+        Err(other) => panic!("a store failure, not a fence: {other}"),
+    }
+}
+
 fn task(conn: &dyn Sql, task_ref: &TaskRef) -> tasks::TaskRow {
     tasks::get(conn, &task_ref.task_id).unwrap().unwrap()
 }
@@ -46,22 +56,22 @@ store_matrix! {
         let task_ref = one_task(&conn, 3);
         let held = lease(&conn, &task_ref, "w1").unwrap();
         assert_eq!(lease(&conn, &task_ref, "w2"), Err(LeaseOutcome::LeasedElsewhere));
-        assert_eq!(leases::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(), Ok(false));
+        assert!(!leases::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap());
         assert_eq!(
-            leases::renew(&conn, &task_ref.task_id, held + 1, TTL_MS).unwrap(),
-            Err(Fenced::Stale)
+            fenced(leases::renew(&conn, &task_ref.task_id, held + 1, TTL_MS)),
+            Some(Fenced::Stale)
         );
         assert_eq!(
-            leases::complete(&conn, &task_ref.task_id, held + 1).unwrap().err(),
+            fenced(leases::complete(&conn, &task_ref.task_id, held + 1)),
             Some(Fenced::Stale),
             "another lease id cannot complete the task"
         );
-        assert!(leases::complete(&conn, &task_ref.task_id, held).unwrap().is_ok());
+        assert!(leases::complete(&conn, &task_ref.task_id, held).is_ok());
         assert_eq!(task(&conn, &task_ref).state, task_state::COMPLETED);
         assert_eq!(lease(&conn, &task_ref, "w2"), Err(LeaseOutcome::Finished));
         assert_eq!(
-            leases::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(),
-            Err(Fenced::Stale),
+            fenced(leases::renew(&conn, &task_ref.task_id, held, TTL_MS)),
+            Some(Fenced::Stale),
             "a finished task's lease is over"
         );
     }
@@ -75,8 +85,8 @@ store_matrix! {
         let row = task(&conn, &first);
         assert_eq!((row.state, row.attempt), (task_state::QUEUED, 2));
         assert_eq!(
-            leases::renew(&conn, &first.task_id, held, TTL_MS).unwrap(),
-            Err(Fenced::Stale),
+            fenced(leases::renew(&conn, &first.task_id, held, TTL_MS)),
+            Some(Fenced::Stale),
             "the expired lease is fenced"
         );
         assert_eq!(
@@ -118,10 +128,9 @@ store_matrix! {
             leases::expire_leases(&conn, restarted + TTL_MS / 2).unwrap().is_empty(),
             "a live worker has one TTL to renew"
         );
-        assert_eq!(
-            leases::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(),
-            Ok(false),
-            "and renews it"
+        assert!(
+            !leases::renew(&conn, &task_ref.task_id, held, TTL_MS).unwrap(),
+            "and renews it (not cancelled)"
         );
         assert_eq!(task(&conn, &task_ref).attempt, 1, "the outage cost no attempt");
         // A worker that is gone does not renew: its lease then expires.
@@ -273,7 +282,7 @@ store_matrix! {
         let mut task_ref = one_task(&conn, 2);
         let mut end = |ending| {
             let id = lease(&conn, &task_ref, "w1").unwrap();
-            let outcome = leases::fail(&conn, &task_ref.task_id, Some(id), "stopping", ending).unwrap().unwrap();
+            let outcome = leases::fail(&conn, &task_ref.task_id, Some(id), "stopping", ending).unwrap();
             task_ref.attempt += 1;
             outcome
         };
@@ -292,9 +301,7 @@ store_matrix! {
         for _ in 0..4 {
             let id = lease(&conn, &task_ref, "w1").unwrap();
             ids.push(id);
-            leases::fail(&conn, &task_ref.task_id, Some(id), "again", Ending::Retryable)
-                .unwrap()
-                .unwrap();
+            leases::fail(&conn, &task_ref.task_id, Some(id), "again", Ending::Retryable).unwrap();
             task_ref.attempt += 1;
         }
         for pair in ids.windows(2) {
