@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use fantoccini::Locator;
-use muster_proto::v1::{CampaignState, GetTargetRequest, PlanCampaignRequest, RateControl, TagFilter, TargetStatus};
+use muster_proto::v1::{
+    CampaignState, GetTargetRequest, PlanCampaignRequest, PromoteCampaignRequest, RateControl, Stage, StageGate,
+    TagFilter, TargetStatus,
+};
 use muster_tests::browser::Browser;
 use muster_tests::client::{self, script_spec};
 use muster_tests::stack::{Options, Stack};
@@ -71,6 +74,21 @@ async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_
         batch_size: 1,
         ..Default::default()
     });
+    // Blue waits behind green's manual gate, so the cell the page watches
+    // is still to change when the page opens, however long the browser
+    // takes to start on a loaded machine.
+    spec.stages = vec![
+        Stage {
+            name: "green".into(),
+            account_ids: vec![accounts[1].clone()],
+            gate: StageGate::Manual as i32,
+            ..Default::default()
+        },
+        Stage {
+            name: "blue".into(),
+            ..Default::default()
+        },
+    ];
     let watched = client::submit(&mut stack.client, spec).await;
 
     let browser = Browser::start("operator").await;
@@ -138,6 +156,23 @@ async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_
     let cell = muster_controller::console::views::cell_id(&accounts[0], "us-east-1");
     let first = cell_label(&browser, &cell).await;
     browser.screenshot("03-campaign-running").await;
+    client::wait_for(
+        &mut stack.client,
+        &watched,
+        Duration::from_secs(60),
+        "green's gate",
+        |c| c.state == CampaignState::AwaitingPromotion as i32,
+    )
+    .await;
+    stack
+        .client
+        .promote_campaign(PromoteCampaignRequest {
+            campaign_id: watched.clone(),
+            stage: "green".into(),
+            reason: "green is healthy".into(),
+        })
+        .await
+        .expect("promote green");
     browser
         .until(Duration::from_secs(60), "the cell's count moving", || async {
             let now = cell_label(&browser, &cell).await;
