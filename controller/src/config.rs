@@ -449,7 +449,7 @@ impl Config {
             .clone()
             .or(notifications.sns_topic)
             .filter(|t| !t.is_empty());
-        notifications.check().map_err(ConfigError::named)?;
+        notifications.check()?;
         let (tokens, clients) = callers(o.auth, &flags)?;
         let aws_endpoint_url = o.aws_endpoint_url;
         muster_common::config::check_insecure(
@@ -574,7 +574,7 @@ fn guardrails(mut guardrails: Guardrails, flags: &TableFlags) -> Result<Guardrai
         }
     }
     guardrails.confirm_above_targets = flags.confirm_above_targets.or(guardrails.confirm_above_targets);
-    guardrails.check().map_err(ConfigError::named)?;
+    guardrails.check()?;
     Ok(guardrails)
 }
 

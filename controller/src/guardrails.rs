@@ -9,6 +9,7 @@
 //! known only after discovery: a campaign above it without `confirm_large`
 //! then ends FAILED and runs nothing.
 
+use muster_common::config::ConfigError;
 use std::collections::BTreeSet;
 
 use muster_proto::v1::{CampaignSpec, command};
@@ -41,27 +42,32 @@ pub struct Guardrails {
 
 impl Guardrails {
     /// Checks the configured values; names what is wrong.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         for (i, account) in self.allowed_accounts.iter().enumerate() {
             muster_common::domain::AccountId::parse(account)
-                .map_err(|e| format!("guardrails.allowed_accounts[{i}]: {e}"))?;
+                .map_err(|e| ConfigError::invalid(&format!("guardrails.allowed_accounts[{i}]"), e))?;
         }
         for (i, ou) in self.allowed_ous.iter().enumerate() {
-            muster_common::domain::check_ou_id(ou).map_err(|e| format!("guardrails.allowed_ous[{i}]: {e}"))?;
+            muster_common::domain::check_ou_id(ou)
+                .map_err(|e| ConfigError::invalid(&format!("guardrails.allowed_ous[{i}]"), e))?;
         }
         for (field, patterns) in [
             ("allowed_roles", &self.allowed_roles),
             ("allowed_documents", &self.allowed_documents),
         ] {
             for (i, pattern) in patterns.iter().enumerate() {
+                let field = format!("guardrails.{field}[{i}]");
                 if pattern.is_empty() || pattern.len() > 256 {
-                    return Err(format!("guardrails.{field}[{i}]: must be 1 to 256 characters"));
+                    return Err(ConfigError::invalid(&field, "must be 1 to 256 characters"));
                 }
-                glob::Pattern::new(pattern).map_err(|e| format!("guardrails.{field}[{i}]: {e}"))?;
+                glob::Pattern::new(pattern).map_err(|e| ConfigError::invalid(&field, e))?;
             }
         }
         if self.confirm_above_targets == Some(0) {
-            return Err("guardrails.confirm_above_targets: must be at least 1 (leave it out for no limit)".into());
+            return Err(ConfigError::invalid(
+                "guardrails.confirm_above_targets",
+                "must be at least 1 (leave it out for no limit)",
+            ));
         }
         Ok(())
     }
@@ -285,16 +291,16 @@ mod tests {
             allowed_accounts: vec!["12345".into()],
             ..Default::default()
         };
-        assert!(bad.check().unwrap_err().starts_with("guardrails.allowed_accounts[0]: "));
+        assert_eq!(bad.check().unwrap_err().field(), "guardrails.allowed_accounts[0]");
         let bad = Guardrails {
             allowed_roles: vec!["[".into()],
             ..Default::default()
         };
-        assert!(bad.check().unwrap_err().starts_with("guardrails.allowed_roles[0]: "));
+        assert_eq!(bad.check().unwrap_err().field(), "guardrails.allowed_roles[0]");
         let bad = Guardrails {
             confirm_above_targets: Some(0),
             ..Default::default()
         };
-        assert!(bad.check().is_err());
+        assert_eq!(bad.check().unwrap_err().field(), "guardrails.confirm_above_targets");
     }
 }

@@ -17,6 +17,7 @@
 //! cursor write posts that event again, so receivers de-duplicate by
 //! `muster.event_id`.
 
+use muster_common::config::ConfigError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,38 +100,49 @@ impl Destination<'_> {
 
 impl Notifications {
     /// Every field valid; the error names it.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         if let Some(bus) = &self.event_bus {
             let name = bus.rsplit_once(":event-bus/").map_or(bus.as_str(), |(_, n)| n);
             if name.is_empty()
                 || name.len() > 256
                 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
             {
-                return Err(format!(
-                    "notifications.event_bus: '{bus}' is not an event bus name or ARN"
+                return Err(ConfigError::invalid(
+                    "notifications.event_bus",
+                    format!("'{bus}' is not an event bus name or ARN"),
                 ));
             }
         }
         if let Some(topic) = &self.sns_topic {
-            check_topic_arn(topic).map_err(|rule| format!("notifications.sns_topic: '{topic}' {rule}"))?;
+            check_topic_arn(topic)
+                .map_err(|rule| ConfigError::invalid("notifications.sns_topic", format!("'{topic}' {rule}")))?;
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, hook) in self.webhooks.iter().enumerate() {
             let field = format!("notifications.webhooks[{i}]");
             if !crate::validate::is_short_name(&hook.name) {
-                return Err(format!("{field}.name: {}", crate::validate::SHORT_NAME_RULE));
+                return Err(ConfigError::invalid(
+                    &format!("{field}.name"),
+                    crate::validate::SHORT_NAME_RULE,
+                ));
             }
             if !names.insert(hook.name.as_str()) {
-                return Err(format!("{field}.name: '{}' names two webhooks", hook.name));
+                return Err(ConfigError::invalid(
+                    &format!("{field}.name"),
+                    format!("'{}' names two webhooks", hook.name),
+                ));
             }
-            check_url(&hook.url).map_err(|e| format!("{field}.url: {e}"))?;
+            check_url(&hook.url).map_err(|e| ConfigError::invalid(&format!("{field}.url"), e))?;
             for (j, state) in hook.states.iter().enumerate() {
                 if CampaignState::from_short_name(state).is_none()
                     && !SCHEDULE_STATES.iter().any(|s| s.eq_ignore_ascii_case(state))
                 {
-                    return Err(format!(
-                        "{field}.states[{j}]: '{state}' is not a campaign state or one of {}",
-                        SCHEDULE_STATES.join(", ")
+                    return Err(ConfigError::invalid(
+                        &format!("{field}.states[{j}]"),
+                        format!(
+                            "'{state}' is not a campaign state or one of {}",
+                            SCHEDULE_STATES.join(", ")
+                        ),
                     ));
                 }
             }
@@ -572,7 +584,7 @@ mod tests {
             webhooks: vec![hook("x", "http://hooks.example.com/x")],
         };
         assert_eq!(
-            plain.check().unwrap_err(),
+            plain.check().unwrap_err().to_string(),
             "notifications.webhooks[0].url: 'http://hooks.example.com/x': plain http only to a loopback address; use https"
         );
         let twice = Notifications {
@@ -581,7 +593,7 @@ mod tests {
             webhooks: vec![hook("a", "https://a.example/x"), hook("a", "https://b.example/x")],
         };
         assert_eq!(
-            twice.check().unwrap_err(),
+            twice.check().unwrap_err().to_string(),
             "notifications.webhooks[1].name: 'a' names two webhooks"
         );
         let state = Notifications {
@@ -593,7 +605,7 @@ mod tests {
             }],
         };
         assert_eq!(
-            state.check().unwrap_err(),
+            state.check().unwrap_err().to_string(),
             "notifications.webhooks[0].states[0]: 'exploded' is not a campaign state or one of schedule_missed, schedule_skipped, schedule_refused"
         );
         let bus = |name: &str| Notifications {
@@ -606,7 +618,7 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            bus("no bus!").check().unwrap_err(),
+            bus("no bus!").check().unwrap_err().to_string(),
             "notifications.event_bus: 'no bus!' is not an event bus name or ARN"
         );
         let topic = |arn: &str| Notifications {
@@ -618,7 +630,7 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            topic("muster-campaigns").check().unwrap_err(),
+            topic("muster-campaigns").check().unwrap_err().to_string(),
             "notifications.sns_topic: 'muster-campaigns' is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"
         );
         assert!(topic("arn:aws:sqs:us-east-1:111122223333:q").check().is_err());
