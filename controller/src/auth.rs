@@ -14,6 +14,7 @@
 //! scope does not hold the campaign, PERMISSION_DENIED. Both are logged with
 //! the method and the peer, never with the token.
 
+use muster_common::config::ConfigError;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -57,10 +58,13 @@ pub struct ClientEntry {
 impl TokenEntry {
     /// Parses `name:role:sha256` (the `--api-token` form; `read` and
     /// `submit` still name viewer and operator).
-    pub fn parse(field: &str, text: &str) -> Result<Self, String> {
+    pub fn parse(field: &str, text: &str) -> Result<Self, ConfigError> {
         let mut parts = text.splitn(3, ':');
         let (Some(name), Some(role), Some(sha256)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format!("{field}: '{}' is not NAME:ROLE:SHA256", clip(text)));
+            return Err(ConfigError::invalid(
+                field,
+                format!("'{}' is not NAME:ROLE:SHA256", clip(text)),
+            ));
         };
         Role::parse(field, role)?;
         Ok(Self {
@@ -74,9 +78,12 @@ impl TokenEntry {
 
 impl ClientEntry {
     /// Parses `common-name:role` (the `--api-client` form).
-    pub fn parse(field: &str, text: &str) -> Result<Self, String> {
+    pub fn parse(field: &str, text: &str) -> Result<Self, ConfigError> {
         let Some((name, role)) = text.rsplit_once(':') else {
-            return Err(format!("{field}: '{}' is not COMMON_NAME:ROLE", clip(text)));
+            return Err(ConfigError::invalid(
+                field,
+                format!("'{}' is not COMMON_NAME:ROLE", clip(text)),
+            ));
         };
         Role::parse(field, role)?;
         Ok(Self {
@@ -201,15 +208,16 @@ impl Callers {
         tokens: &[TokenEntry],
         clients: &[ClientEntry],
         grants: &[GrantEntry],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConfigError> {
         let mut callers = Self::default();
         for (i, entry) in tokens.iter().enumerate() {
             let field = format!("{prefix}.tokens[{i}]");
             check_name(&field, &entry.name)?;
             let sha = entry.sha256.to_ascii_lowercase();
             if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!(
-                    "{field}.sha256: must be the 64 hex digits of the token's SHA-256 (muster-controller hash-token)"
+                return Err(ConfigError::invalid(
+                    &format!("{field}.sha256"),
+                    "must be the 64 hex digits of the token's SHA-256 (muster-controller hash-token)",
                 ));
             }
             let expires_ms = entry
@@ -218,7 +226,12 @@ impl Callers {
                 .map(|text| {
                     chrono::DateTime::parse_from_rfc3339(text)
                         .map(|t| t.timestamp_millis())
-                        .map_err(|_| format!("{field}.expires: '{}' is not an RFC 3339 time", clip(text)))
+                        .map_err(|_| {
+                            ConfigError::invalid(
+                                &format!("{field}.expires"),
+                                format!("'{}' is not an RFC 3339 time", clip(text)),
+                            )
+                        })
                 })
                 .transpose()?;
             let token = Token {
@@ -226,7 +239,10 @@ impl Callers {
                 expires_ms,
             };
             if callers.tokens.insert(sha, token).is_some() {
-                return Err(format!("{field}.sha256: the same token is configured twice"));
+                return Err(ConfigError::invalid(
+                    &format!("{field}.sha256"),
+                    "the same token is configured twice",
+                ));
             }
             callers.grant_role(&format!("{field}.permission"), &entry.name, entry.permission.as_deref())?;
         }
@@ -234,7 +250,10 @@ impl Callers {
             let field = format!("{prefix}.clients[{i}]");
             check_name(&field, &entry.name)?;
             if !callers.clients.insert(entry.name.clone()) {
-                return Err(format!("{field}.name: '{}' is configured twice", entry.name));
+                return Err(ConfigError::invalid(
+                    &format!("{field}.name"),
+                    format!("'{}' is configured twice", entry.name),
+                ));
             }
             callers.grant_role(&format!("{field}.permission"), &entry.name, entry.permission.as_deref())?;
         }
@@ -242,7 +261,7 @@ impl Callers {
             let field = format!("{prefix}.grants[{i}]");
             let grant = entry.grant(&field)?;
             if entry.principals.is_empty() {
-                return Err(format!("{field}.principals: names nobody"));
+                return Err(ConfigError::invalid(&format!("{field}.principals"), "names nobody"));
             }
             for (j, name) in entry.principals.iter().enumerate() {
                 let field = format!("{field}.principals[{j}]");
@@ -258,7 +277,7 @@ impl Callers {
         Ok(callers)
     }
 
-    fn grant_role(&mut self, field: &str, name: &str, role: Option<&str>) -> Result<(), String> {
+    fn grant_role(&mut self, field: &str, name: &str, role: Option<&str>) -> Result<(), ConfigError> {
         if let Some(role) = role {
             let grant = Grant {
                 role: Role::parse(field, role)?,
@@ -299,7 +318,7 @@ pub enum PolicySource {
 
 impl PolicySource {
     /// `s3://bucket/key`, or a path.
-    pub fn parse(path: &Path) -> Result<Self, String> {
+    pub fn parse(path: &Path) -> Result<Self, ConfigError> {
         let text = path.to_string_lossy();
         let Some(rest) = text.strip_prefix("s3://") else {
             return Ok(Self::File(path.to_path_buf()));
@@ -309,7 +328,10 @@ impl PolicySource {
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
             }),
-            _ => Err(format!("policy: '{}' is not s3://BUCKET/KEY", clip(&text))),
+            _ => Err(ConfigError::invalid(
+                "policy",
+                format!("'{}' is not s3://BUCKET/KEY", clip(&text)),
+            )),
         }
     }
 }
@@ -345,7 +367,11 @@ impl Auth {
     /// Callers from flags and the configuration file, and the policy file
     /// (a file is read now; an S3 object by [`Auth::refresh`] before the
     /// controller serves); names what is wrong.
-    pub fn new(tokens: &[TokenEntry], clients: &[ClientEntry], policy_file: Option<&Path>) -> Result<Self, String> {
+    pub fn new(
+        tokens: &[TokenEntry],
+        clients: &[ClientEntry],
+        policy_file: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
         let auth = Self {
             fixed: Callers::new("auth", tokens, clients, &[])?,
             policy: policy_file.map(PolicySource::parse).transpose()?,
@@ -415,20 +441,25 @@ impl Auth {
 
     /// Reads a policy file again. On an error the policy in force stays,
     /// and the error names the field.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), ConfigError> {
         self.reload_if_changed(true).unwrap_or(Ok(()))
     }
 
     /// Reads a policy file and applies it if its content differs from what
     /// was last read (or `always`); none when it was the same, or when the
     /// policy is in S3 (see [`Auth::refresh`]).
-    pub fn reload_if_changed(&self, always: bool) -> Option<Result<(), String>> {
+    pub fn reload_if_changed(&self, always: bool) -> Option<Result<(), ConfigError>> {
         let Some(PolicySource::File(path)) = &self.policy else {
             return None;
         };
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(e) => return Some(Err(format!("policy: cannot read {}: {e}", path.display()))),
+            Err(e) => {
+                return Some(Err(ConfigError::invalid(
+                    "policy",
+                    format!("cannot read {}: {e}", path.display()),
+                )));
+            }
         };
         // A file written in place (`cat > policy.toml`) can be read half
         // written, and a truncated file is a valid, empty policy that would
@@ -453,18 +484,23 @@ impl Auth {
 
     /// Reads the policy again wherever it is (an S3 object with `s3`) and
     /// applies it if it changed (or `always`); none when it was the same.
-    pub async fn refresh(&self, s3: &aws_sdk_s3::Client, always: bool) -> Option<Result<(), String>> {
+    pub async fn refresh(&self, s3: &aws_sdk_s3::Client, always: bool) -> Option<Result<(), ConfigError>> {
         let Some(PolicySource::S3 { bucket, key }) = &self.policy else {
             return self.reload_if_changed(always);
         };
         let text = match read_object(s3, bucket, key).await {
             Ok(text) => text,
-            Err(e) => return Some(Err(format!("policy: cannot read s3://{bucket}/{key}: {e}"))),
+            Err(e) => {
+                return Some(Err(ConfigError::invalid(
+                    "policy",
+                    format!("cannot read s3://{bucket}/{key}: {e}"),
+                )));
+            }
         };
         self.apply(&text, always)
     }
 
-    fn apply(&self, text: &str, always: bool) -> Option<Result<(), String>> {
+    fn apply(&self, text: &str, always: bool) -> Option<Result<(), ConfigError>> {
         let source = self.policy.as_ref()?;
         let digest = sha2::Sha256::digest(text.as_bytes()).to_vec();
         let mut seen = self.seen.lock().expect("policy lock");
@@ -756,15 +792,19 @@ async fn read_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result
 }
 
 /// Checks a policy file's text.
-fn parse_policy(source: &PolicySource, text: &str) -> Result<Callers, String> {
-    let file: PolicyFile = toml::from_str(text).map_err(|e| format!("policy: {source}: {e}"))?;
+fn parse_policy(source: &PolicySource, text: &str) -> Result<Callers, ConfigError> {
+    let file: PolicyFile =
+        toml::from_str(text).map_err(|e| ConfigError::invalid("policy", format!("{source}: {e}")))?;
     let mut callers = Callers::new("policy", &file.tokens, &file.clients, &file.grants)?;
     let mut names = HashSet::new();
     for (i, entry) in file.approvals.iter().enumerate() {
         let field = format!("policy.approvals[{i}]");
         let rule = entry.rule(&field)?;
         if !names.insert(rule.name.clone()) {
-            return Err(format!("{field}.name: '{}' names two rules", rule.name));
+            return Err(ConfigError::invalid(
+                &format!("{field}.name"),
+                format!("'{}' names two rules", rule.name),
+            ));
         }
         callers.approvals.push(rule);
     }
@@ -816,7 +856,7 @@ pub async fn watch_policy(
                     "path": path.to_string(),
                     "sha256": auth.policy_digest(),
                     "applied": false,
-                    "error": error,
+                    "error": error.to_string(),
                 })
             }
         };
@@ -834,9 +874,12 @@ pub async fn watch_policy(
     }
 }
 
-fn check_name(field: &str, name: &str) -> Result<(), String> {
+fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
     if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-        return Err(format!("{field}.name: must be 1 to 128 printable characters"));
+        return Err(ConfigError::invalid(
+            &format!("{field}.name"),
+            "must be 1 to 128 printable characters",
+        ));
     }
     Ok(())
 }
@@ -951,7 +994,7 @@ ous = ["ou-abcd-12345678"]
         );
         // A broken file leaves the policy in force.
         write("[[tokens]]\nname = \"x\"\n");
-        assert!(auth.reload().unwrap_err().starts_with("policy: "));
+        assert!(auth.reload().unwrap_err().to_string().starts_with("policy: "));
         assert!(
             auth.authorize(&request_with_token("ops-token"), None, "GetCampaign", Action::Read)
                 .is_ok()
@@ -1002,11 +1045,11 @@ ous = ["ou-abcd-12345678"]
     #[test]
     fn bad_configuration_is_named() {
         assert_eq!(
-            TokenEntry::parse("--api-token", "ci:boss:abc").unwrap_err(),
+            TokenEntry::parse("--api-token", "ci:boss:abc").unwrap_err().to_string(),
             "--api-token: 'boss' is not a role (viewer, operator, approver, admin)"
         );
         assert_eq!(
-            TokenEntry::parse("--api-token", "ci").unwrap_err(),
+            TokenEntry::parse("--api-token", "ci").unwrap_err().to_string(),
             "--api-token: 'ci' is not NAME:ROLE:SHA256"
         );
         let short = TokenEntry {
@@ -1018,6 +1061,7 @@ ous = ["ou-abcd-12345678"]
         assert!(
             Auth::new(&[short], &[], None)
                 .unwrap_err()
+                .to_string()
                 .starts_with("auth.tokens[0].sha256: must be the 64 hex digits")
         );
         let twice = [
@@ -1025,7 +1069,7 @@ ous = ["ou-abcd-12345678"]
             ClientEntry::parse("c", "alice:submit").unwrap(),
         ];
         assert_eq!(
-            Auth::new(&[], &twice, None).unwrap_err(),
+            Auth::new(&[], &twice, None).unwrap_err().to_string(),
             "auth.clients[1].name: 'alice' is configured twice"
         );
         let dir = tempfile::tempdir().unwrap();
@@ -1038,6 +1082,7 @@ ous = ["ou-abcd-12345678"]
         assert!(
             Auth::new(&[], &[], Some(&path))
                 .unwrap_err()
+                .to_string()
                 .starts_with("policy.grants[0].regions[0]:")
         );
     }
@@ -1106,6 +1151,7 @@ regions = ["eu-west-1"]
         assert!(
             auth.reload()
                 .unwrap_err()
+                .to_string()
                 .contains("policy.grants[0].principals[0]: 'arn:aws' is not an ARN pattern"),
             "a bad pattern is named"
         );

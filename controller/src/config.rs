@@ -536,11 +536,11 @@ impl Config {
 fn callers(auth: AuthFile, flags: &TableFlags) -> Result<(Vec<TokenEntry>, Vec<ClientEntry>), ConfigError> {
     let mut tokens = auth.tokens;
     for text in &flags.api_tokens {
-        tokens.push(TokenEntry::parse("api_token", text).map_err(ConfigError::named)?);
+        tokens.push(TokenEntry::parse("api_token", text)?);
     }
     let mut clients = auth.clients;
     for text in &flags.api_clients {
-        clients.push(ClientEntry::parse("api_client", text).map_err(ConfigError::named)?);
+        clients.push(ClientEntry::parse("api_client", text)?);
     }
     Ok((tokens, clients))
 }
@@ -624,7 +624,7 @@ fn plaintext(
 }
 
 fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAddr) -> Result<Security, ConfigError> {
-    let mut auth = Auth::new(&inputs.tokens, &inputs.clients, inputs.policy.as_deref()).map_err(ConfigError::named)?;
+    let mut auth = Auth::new(&inputs.tokens, &inputs.clients, inputs.policy.as_deref())?;
     if let Some(id) = &inputs.signin_server_id {
         let signin = crate::signin::SignIn::new(id, inputs.aws_endpoint.as_deref()).map_err(ConfigError::named)?;
         auth = auth.with_signin(signin);

@@ -18,6 +18,7 @@
 //! every document it runs. So a principal sees only the campaigns within its
 //! scope, and may plan, submit or cancel only within it.
 
+use muster_common::config::ConfigError;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
@@ -75,15 +76,18 @@ impl Action {
 impl Role {
     /// Parses a role; `read` and `submit` are the names of viewer and
     /// operator before roles had scopes.
-    pub fn parse(field: &str, text: &str) -> Result<Self, String> {
+    pub fn parse(field: &str, text: &str) -> Result<Self, ConfigError> {
         match text.trim() {
             "viewer" | "read" => Ok(Self::Viewer),
             "operator" | "submit" => Ok(Self::Operator),
             "approver" => Ok(Self::Approver),
             "admin" => Ok(Self::Admin),
-            other => Err(format!(
-                "{field}: '{}' is not a role (viewer, operator, approver, admin)",
-                muster_common::domain::clip(other)
+            other => Err(ConfigError::invalid(
+                field,
+                format!(
+                    "'{}' is not a role (viewer, operator, approver, admin)",
+                    muster_common::domain::clip(other)
+                ),
             )),
         }
     }
@@ -245,20 +249,25 @@ pub struct GrantEntry {
 
 impl GrantEntry {
     /// The grant, checked; `field` names it in errors.
-    pub fn grant(&self, field: &str) -> Result<Grant, String> {
+    pub fn grant(&self, field: &str) -> Result<Grant, ConfigError> {
         let role = Role::parse(&format!("{field}.role"), &self.role)?;
         for (i, account) in self.accounts.iter().enumerate() {
-            AccountId::parse(account).map_err(|e| format!("{field}.accounts[{i}]: {e}"))?;
+            AccountId::parse(account)
+                .map_err(|e| ConfigError::invalid(&format!("{field}.accounts[{i}]"), format!("{e}")))?;
         }
         for (i, ou) in self.ous.iter().enumerate() {
-            check_ou_id(ou).map_err(|e| format!("{field}.ous[{i}]: {e}"))?;
+            check_ou_id(ou).map_err(|e| ConfigError::invalid(&format!("{field}.ous[{i}]"), format!("{e}")))?;
         }
         for (i, region) in self.regions.iter().enumerate() {
-            RegionName::parse(region).map_err(|e| format!("{field}.regions[{i}]: {e}"))?;
+            RegionName::parse(region)
+                .map_err(|e| ConfigError::invalid(&format!("{field}.regions[{i}]"), format!("{e}")))?;
         }
         for (i, document) in self.documents.iter().enumerate() {
             if document.is_empty() || document.len() > 256 {
-                return Err(format!("{field}.documents[{i}]: 1 to 256 characters"));
+                return Err(ConfigError::invalid(
+                    &format!("{field}.documents[{i}]"),
+                    "1 to 256 characters",
+                ));
             }
         }
         Ok(Grant {
@@ -319,9 +328,12 @@ pub struct ApprovalEntry {
 
 impl ApprovalEntry {
     /// The rule, checked; `field` names it in errors.
-    pub fn rule(&self, field: &str) -> Result<ApprovalRule, String> {
+    pub fn rule(&self, field: &str) -> Result<ApprovalRule, ConfigError> {
         if !crate::validate::is_short_name(&self.name) {
-            return Err(format!("{field}.name: {}", crate::validate::SHORT_NAME_RULE));
+            return Err(ConfigError::invalid(
+                &format!("{field}.name"),
+                crate::validate::SHORT_NAME_RULE,
+            ));
         }
         // The same checks as a grant's scope.
         let scope = GrantEntry {
@@ -337,11 +349,19 @@ impl ApprovalEntry {
         let expires_s = match self.expires.as_deref() {
             None => 86_400,
             Some(text) => humantime::parse_duration(text.trim())
-                .map_err(|_| format!("{field}.expires: '{text}' is not a duration (for example 30m, 24h)"))?
+                .map_err(|_| {
+                    ConfigError::invalid(
+                        &format!("{field}.expires"),
+                        format!("'{text}' is not a duration (for example 30m, 24h)"),
+                    )
+                })?
                 .as_secs(),
         };
         if !(1..=MAX_APPROVAL_SECONDS).contains(&expires_s) {
-            return Err(format!("{field}.expires: {expires_s}s; 1s to 7 days"));
+            return Err(ConfigError::invalid(
+                &format!("{field}.expires"),
+                format!("{expires_s}s; 1s to 7 days"),
+            ));
         }
         Ok(ApprovalRule {
             name: self.name.clone(),
@@ -424,7 +444,7 @@ mod tests {
         assert_eq!(Role::allowing(Action::Submit), [Role::Operator, Role::Admin]);
         assert_eq!(Role::parse("r", "submit").unwrap(), Role::Operator);
         assert_eq!(
-            Role::parse("grants[0].role", "boss").unwrap_err(),
+            Role::parse("grants[0].role", "boss").unwrap_err().to_string(),
             "grants[0].role: 'boss' is not a role (viewer, operator, approver, admin)"
         );
     }
@@ -471,7 +491,7 @@ mod tests {
             }
         };
         assert_eq!(
-            bad.rule("approvals[1]").unwrap_err(),
+            bad.rule("approvals[1]").unwrap_err().to_string(),
             "approvals[1].expires: 691200s; 1s to 7 days"
         );
     }
@@ -531,7 +551,7 @@ mod tests {
                 documents: vec![],
             };
             f(&mut entry);
-            entry.grant("grants[3]").unwrap_err()
+            entry.grant("grants[3]").unwrap_err().to_string()
         };
         assert!(bad(|e| e.accounts = vec!["12".into()]).starts_with("grants[3].accounts[0]:"));
         assert!(bad(|e| e.ous = vec!["ou".into()]).starts_with("grants[3].ous[0]:"));

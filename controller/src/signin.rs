@@ -18,6 +18,7 @@
 //! `sts[-fips][.region].amazonaws.com[.cn]` over HTTPS, or the AWS endpoint it
 //! is itself configured with (the local sandbox).
 
+use muster_common::config::ConfigError;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -253,18 +254,21 @@ pub fn arn_matches(pattern: &str, arn: &str) -> bool {
 }
 
 /// Checks an ARN pattern in the policy; `field` names it in errors.
-pub fn check_arn_pattern(field: &str, pattern: &str) -> Result<(), String> {
+pub fn check_arn_pattern(field: &str, pattern: &str) -> Result<(), ConfigError> {
     let fields = pattern.split(':').count();
     if !pattern.starts_with("arn:") || fields < 6 || pattern.len() > 2048 || pattern.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "{field}: '{}' is not an ARN pattern (arn:aws:sts::111111111111:assumed-role/ROLE/*; * within one field)",
-            clip(pattern)
+        return Err(ConfigError::invalid(
+            field,
+            format!(
+                "'{}' is not an ARN pattern (arn:aws:sts::111111111111:assumed-role/ROLE/*; * within one field)",
+                clip(pattern)
+            ),
         ));
     }
     if pattern.contains("**") {
-        return Err(format!(
-            "{field}: '{}' has '**'; one * already matches a whole field",
-            clip(pattern)
+        return Err(ConfigError::invalid(
+            field,
+            format!("'{}' has '**'; one * already matches a whole field", clip(pattern)),
         ));
     }
     Ok(())
@@ -576,11 +580,13 @@ mod tests {
         assert!(
             check_arn_pattern("p", "alice")
                 .unwrap_err()
+                .to_string()
                 .starts_with("p: 'alice' is not an ARN pattern")
         );
         assert!(
             check_arn_pattern("p", "arn:aws:iam::1:**")
                 .unwrap_err()
+                .to_string()
                 .contains("'**'")
         );
     }

@@ -1253,7 +1253,12 @@ async fn a_policy_kept_in_s3_is_read_at_start_and_again_when_it_changes() {
     };
 
     // Not there yet: the controller would not start, and says where it looked.
-    let missing = auth.refresh(&s3, true).await.expect("read").expect_err("no object");
+    let missing = auth
+        .refresh(&s3, true)
+        .await
+        .expect("read")
+        .expect_err("no object")
+        .to_string();
     assert!(
         missing.starts_with(&format!("policy: cannot read s3://{bucket}/{key}: ")),
         "{missing}"
@@ -1271,7 +1276,12 @@ async fn a_policy_kept_in_s3_is_read_at_start_and_again_when_it_changes() {
 
     // A broken version is refused by name, and the one in force stays.
     put("[[tokens]]\nname = \"broken\"\n".to_owned()).await;
-    let broken = auth.refresh(&s3, false).await.expect("changed").expect_err("broken");
+    let broken = auth
+        .refresh(&s3, false)
+        .await
+        .expect("changed")
+        .expect_err("broken")
+        .to_string();
     assert!(
         broken.starts_with(&format!("policy: s3://{bucket}/{key}: ")),
         "{broken}"
@@ -1280,6 +1290,7 @@ async fn a_policy_kept_in_s3_is_read_at_start_and_again_when_it_changes() {
     assert!(
         muster_controller::auth::Auth::new(&[], &[], Some(std::path::Path::new("s3://only-a-bucket")))
             .unwrap_err()
+            .to_string()
             .starts_with("policy: 's3://only-a-bucket' is not s3://BUCKET/KEY")
     );
 }
