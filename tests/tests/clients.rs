@@ -2,8 +2,10 @@
 //! grpcio client that learns the API only by server reflection
 //! (grpcio-reflection speaks v1alpha; grpcurl speaks v1).
 
-use muster_proto::v1::CampaignState;
-use muster_tests::client::{get, script_spec, submit};
+use std::time::Duration;
+
+use muster_proto::v1::{CampaignState, Stage, StageGate};
+use muster_tests::client::{get, script_spec, submit, wait_done, wait_for};
 use muster_tests::fleets;
 use muster_tests::stack::{Options, Stack};
 
@@ -67,14 +69,34 @@ async fn a_python_grpcio_client_reflects_the_api_and_decodes_get_campaign() {
 /// controller, `stdin` written to its standard input: exit code, stdout,
 /// stderr.
 async fn muster_cli(stack: &Stack, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    run_cli(stack, As::Submitter, args, stdin).await
+}
+
+/// Who the CLI calls as.
+enum As {
+    /// The `ci` token (operator).
+    Submitter,
+    /// The admin's client certificate (CN muster-admin).
+    Admin,
+}
+
+async fn run_cli(stack: &Stack, caller: As, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     use tokio::io::AsyncWriteExt as _;
     let mut command = muster_tests::procs::muster_command();
     command
         .arg("--controller")
         .arg(format!("https://localhost:{}", stack.controller.campaign_addr.port()))
         .arg("--tls-ca")
-        .arg(&stack.creds.files.ca)
-        .env("MUSTER_TOKEN", &stack.creds.submit_token)
+        .arg(&stack.creds.files.ca);
+    match caller {
+        As::Submitter => command.env("MUSTER_TOKEN", &stack.creds.submit_token),
+        As::Admin => command
+            .arg("--tls-cert")
+            .arg(&stack.creds.files.admin_cert)
+            .arg("--tls-key")
+            .arg(&stack.creds.files.admin_key),
+    };
+    command
         .args(["--color", "never"])
         .args(args)
         .stdin(std::process::Stdio::piped())
@@ -467,6 +489,57 @@ async fn the_cli_tells_an_unreachable_controller_from_a_tls_mismatch() {
 
     let (code, _, stderr) = run(format!("https://localhost:{port}"), &files.ca).await;
     assert_eq!(code, 0, "the right CA works: {stderr}");
+}
+
+/// `muster promote` finds the stage that waits at its gate and lets the
+/// next one start, for a caller whose role may; asked when nothing waits,
+/// or by an operator, it says why and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_lets_the_stage_waiting_at_its_gate_go_on() {
+    let mut stack = Stack::start(fleets::MIXED, Options::default()).await;
+    let (canary, rest) = (stack.account("prod-b"), stack.account("dev-a"));
+    let mut spec = script_spec(&[canary.clone(), rest.clone()], &["us-east-1"], &["true"], &["$true"]);
+    spec.stages = vec![
+        Stage {
+            name: "canary".into(),
+            account_ids: vec![canary],
+            gate: StageGate::Manual as i32,
+            ..Default::default()
+        },
+        Stage {
+            name: "rest".into(),
+            ..Default::default()
+        },
+    ];
+    let id = submit(&mut stack.client, spec).await;
+
+    let (code, _, stderr) = run_cli(&stack, As::Admin, &["resume", &id], None).await;
+    assert_ne!(code, 0, "nothing is paused");
+    assert!(stderr.contains("not paused: nothing to decide"), "{stderr}");
+
+    wait_for(
+        &mut stack.client,
+        &id,
+        Duration::from_secs(60),
+        "the canary's gate",
+        |c| c.state == CampaignState::AwaitingPromotion as i32,
+    )
+    .await;
+    let promote = ["promote", &id, "--reason", "canary is fine"];
+    let (code, _, stderr) = muster_cli(&stack, &promote, None).await;
+    assert_ne!(code, 0, "an operator may not promote");
+    assert!(stderr.contains("PromoteCampaign needs approver or admin"), "{stderr}");
+    let (code, stdout, stderr) = run_cli(&stack, As::Admin, &promote, None).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with(&id), "{stdout}");
+    let done = wait_done(&mut stack.client, &id, Duration::from_secs(60)).await;
+    let counters = done.counters.unwrap();
+    assert_eq!(
+        (counters.success, counters.failed),
+        (3 + 4, 0),
+        "prod-b's 3 managed instances, then dev-a's 4: {}",
+        done.state_reason
+    );
 }
 
 /// The sandbox and a controller without workers: campaigns stay where

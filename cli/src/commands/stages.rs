@@ -66,33 +66,29 @@ pub async fn decide(
         CampaignState::AwaitingPromotion
     };
     let stage = current_stage(client, &args.campaign_id, args.stage.as_deref(), waiting).await?;
-    let campaign = if resume {
-        let request = ResumeCampaignRequest {
-            campaign_id: args.campaign_id.clone(),
-            stage,
-            reason: args.reason.clone(),
-        };
-        ask_until_answered(|| {
-            let mut client = client.clone();
-            let request = request.clone();
-            async move { client.resume_campaign(timed(request)).await }
-        })
-        .await?
-        .campaign
-    } else {
-        let request = PromoteCampaignRequest {
-            campaign_id: args.campaign_id.clone(),
-            stage,
-            reason: args.reason.clone(),
-        };
-        ask_until_answered(|| {
-            let mut client = client.clone();
-            let request = request.clone();
-            async move { client.promote_campaign(timed(request)).await }
-        })
-        .await?
-        .campaign
-    }
+    let (id, reason) = (&args.campaign_id, &args.reason);
+    let campaign = ask_until_answered(|| {
+        let mut client = client.clone();
+        let (campaign_id, stage, reason) = (id.clone(), stage.clone(), reason.clone());
+        async move {
+            if resume {
+                let request = ResumeCampaignRequest {
+                    campaign_id,
+                    stage,
+                    reason,
+                };
+                Ok(client.resume_campaign(timed(request)).await?.map(|a| a.campaign))
+            } else {
+                let request = PromoteCampaignRequest {
+                    campaign_id,
+                    stage,
+                    reason,
+                };
+                Ok(client.promote_campaign(timed(request)).await?.map(|a| a.campaign))
+            }
+        }
+    })
+    .await?
     .unwrap_or_default();
     print_decision(&campaign, style, output);
     Ok(())
