@@ -113,10 +113,10 @@ impl WorkerApi {
     /// A LeaseTask's task reference, once the request is well formed and
     /// the caller asks under its own name (its certificate's, when there is
     /// one).
-    fn lease_request(&self, request: &mut LeaseTaskRequest, caller: Option<&str>) -> Result<TaskRef, Status> {
+    fn lease_request(&self, request: &LeaseTaskRequest, caller: Option<&str>) -> Result<TaskRef, Status> {
         let task_ref = request
             .task
-            .take()
+            .clone()
             .ok_or_else(|| Status::invalid_argument("task: is required"))?;
         if uuid::Uuid::parse_str(&task_ref.task_id).is_err() || uuid::Uuid::parse_str(&task_ref.campaign_id).is_err() {
             return Err(Status::invalid_argument("task: campaign_id and task_id must be UUIDs"));
@@ -288,8 +288,8 @@ fn trace_row(task: &TaskRow) {
 impl WorkerService for WorkerApi {
     async fn lease_task(&self, request: Request<LeaseTaskRequest>) -> Result<Response<LeaseTaskResponse>, Status> {
         let caller = self.caller(&request, "LeaseTask")?;
-        let mut request = request.into_inner();
-        let task_ref = self.lease_request(&mut request, caller.as_deref())?;
+        let request = request.into_inner();
+        let task_ref = self.lease_request(&request, caller.as_deref())?;
         let settings = self.lease_settings();
         let worker = request.worker_id.clone();
         let capacity = request.capacity.min(MAX_HANDED_OFF);

@@ -200,7 +200,8 @@ impl Ssm {
     /// Changes one invocation under the lock; emits Run Command's events
     /// for what the change did to it and to its command.
     fn with_invocation<R>(&self, key: &Key, f: impl FnOnce(&mut Command, usize) -> R) -> Option<R> {
-        let watched = self.tunables().events.is_some();
+        let tunables = self.tunables();
+        let watched = tunables.events.is_some();
         let (result, events) = {
             let mut store = self.store.lock().expect("ssm lock");
             if store.epoch != key.epoch {
@@ -221,7 +222,7 @@ impl Ssm {
         };
         let (released, events) = events;
         self.start_released(key, released);
-        self.emit(events);
+        self.emit(&tunables, events);
         Some(result)
     }
 

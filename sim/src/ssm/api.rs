@@ -637,7 +637,8 @@ pub(super) fn cancel_command(ssm: &Ssm, ctx: &Ctx, request: &Value) -> Result<Va
             &format!("Command {command_id} does not exist."),
         ));
     };
-    let before = ssm.tunables().events.is_some().then(|| command.statuses());
+    let tunables = ssm.tunables();
+    let before = tunables.events.is_some().then(|| command.statuses());
     if only.is_none() {
         command.cancel_requested = true;
     }
@@ -677,7 +678,7 @@ pub(super) fn cancel_command(ssm: &Ssm, ctx: &Ctx, request: &Value) -> Result<Va
         invocation: 0,
     };
     ssm.start_released(&key, released);
-    ssm.emit(events);
+    ssm.emit(&tunables, events);
     Ok(json!({}))
 }
 

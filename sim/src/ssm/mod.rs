@@ -97,10 +97,11 @@ impl Ssm {
         self.parts.tunables.get()
     }
 
-    /// Sends Run Command's events for what a change did, as the tunables
-    /// route them.
-    fn emit(&self, events: Vec<serde_json::Value>) {
-        self.parts.events.emit(self.tunables().events.as_ref(), events);
+    /// Sends Run Command's events for what a change did, as `tunables`
+    /// (read once for the change, so the routing that decided to watch it
+    /// is the one that sends its events) route them.
+    fn emit(&self, tunables: &Tunables, events: Vec<serde_json::Value>) {
+        self.parts.events.emit(tunables.events.as_ref(), events);
     }
 
     /// Serves one SSM API call.
