@@ -233,7 +233,8 @@ pub enum Fenced {
 }
 
 /// The task, if `lease_id` is its current lease; else
-/// [`StoreError::Lease`].
+/// [`StoreError::Lease`]. Call it before writing anything: a refusal is an
+/// error, so the whole transaction rolls back, writes made before it too.
 pub fn current(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreResult<TaskRow> {
     let Some(task) = get(conn, task_id)? else {
         return Err(StoreError::Lease(Fenced::Unknown));
