@@ -8,6 +8,7 @@
 //! answer, a log, a metric label or an export: the store keeps, per scope,
 //! only which configured ExternalId applies (its name).
 
+use muster_common::config::ConfigError;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use muster_common::domain::{AccountId, check_external_id, check_ou_id};
@@ -88,11 +89,11 @@ impl std::fmt::Debug for ExternalIds {
 
 impl ExternalIds {
     /// From the configuration; names what is wrong (never the value).
-    pub fn new(file: &AccessFile) -> Result<Self, String> {
+    pub fn new(file: &AccessFile) -> Result<Self, ConfigError> {
         if let Some(value) = &file.external_id
             && let Err(e) = check_external_id(value)
         {
-            return Err(format!("access.external_id: {e}"));
+            return Err(ConfigError::invalid("access.external_id", e));
         }
         let mut by_name = BTreeMap::new();
         for (i, entry) in file.external_ids.iter().enumerate() {
@@ -106,21 +107,22 @@ impl ExternalIds {
                 || entry.name == DEFAULT_REF
                 || entry.name == SUBMITTED_REF
             {
-                return Err(format!(
-                    "{field}.name: 1 to 64 of A-Z a-z 0-9 . _ -, and not '{DEFAULT_REF}' or '{SUBMITTED_REF}'"
+                return Err(ConfigError::invalid(
+                    &format!("{field}.name"),
+                    format!("1 to 64 of A-Z a-z 0-9 . _ -, and not '{DEFAULT_REF}' or '{SUBMITTED_REF}'"),
                 ));
             }
             if let Err(e) = check_external_id(&entry.value) {
-                return Err(format!("{field}.value: {e}"));
+                return Err(ConfigError::invalid(&format!("{field}.value"), e));
             }
             if entry.accounts.is_empty() && entry.ous.is_empty() {
-                return Err(format!("{field}: names no account and no OU"));
+                return Err(ConfigError::invalid(&field, "names no account and no OU"));
             }
             for (j, account) in entry.accounts.iter().enumerate() {
-                AccountId::parse(account).map_err(|e| format!("{field}.accounts[{j}]: {e}"))?;
+                AccountId::parse(account).map_err(|e| ConfigError::invalid(&format!("{field}.accounts[{j}]"), e))?;
             }
             for (j, ou) in entry.ous.iter().enumerate() {
-                check_ou_id(ou).map_err(|e| format!("{field}.ous[{j}]: {e}"))?;
+                check_ou_id(ou).map_err(|e| ConfigError::invalid(&format!("{field}.ous[{j}]"), e))?;
             }
             let new = Entry {
                 accounts: entry.accounts.iter().cloned().collect(),
@@ -128,15 +130,19 @@ impl ExternalIds {
                 value: entry.value.clone(),
             };
             if by_name.insert(entry.name.clone(), new).is_some() {
-                return Err(format!("{field}.name: '{}' is configured twice", entry.name));
+                return Err(ConfigError::invalid(
+                    &format!("{field}.name"),
+                    format!("'{}' is configured twice", entry.name),
+                ));
             }
         }
         let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, entry) in &by_name {
             for account in &entry.accounts {
                 if let Some(other) = claimed.insert(account, name) {
-                    return Err(format!(
-                        "access.external_ids: account {account} is in both '{other}' and '{name}'"
+                    return Err(ConfigError::invalid(
+                        "access.external_ids",
+                        format!("account {account} is in both '{other}' and '{name}'"),
                     ));
                 }
             }
@@ -245,7 +251,7 @@ mod tests {
 
     #[test]
     fn bad_entries_are_named_without_their_value() {
-        let err = |file: AccessFile| ExternalIds::new(&file).unwrap_err();
+        let err = |file: AccessFile| ExternalIds::new(&file).unwrap_err().to_string();
         let with = |entries: Vec<ExternalIdEntry>| AccessFile {
             external_ids: entries,
             ..Default::default()

@@ -485,7 +485,7 @@ impl Config {
         if let Some(external_id) = flags.external_id {
             access.external_id = Some(external_id);
         }
-        let external_ids = crate::access::ExternalIds::new(&access).map_err(ConfigError::named)?;
+        let external_ids = crate::access::ExternalIds::new(&access)?;
         let seconds =
             |field, value, default, range| in_range(field, value, default, range, "seconds").map(Duration::from_secs);
         Ok(Self {
@@ -626,7 +626,7 @@ fn plaintext(
 fn security(inputs: SecurityInputs, listen: SocketAddr, worker_listen: SocketAddr) -> Result<Security, ConfigError> {
     let mut auth = Auth::new(&inputs.tokens, &inputs.clients, inputs.policy.as_deref())?;
     if let Some(id) = &inputs.signin_server_id {
-        let signin = crate::signin::SignIn::new(id, inputs.aws_endpoint.as_deref()).map_err(ConfigError::named)?;
+        let signin = crate::signin::SignIn::new(id, inputs.aws_endpoint.as_deref())?;
         auth = auth.with_signin(signin);
     }
     if inputs.insecure {

@@ -341,12 +341,17 @@ impl std::fmt::Debug for SignIn {
 impl SignIn {
     /// Sign-in for the controller known as `server_id`; tokens may also be
     /// for `local_endpoint` (the AWS endpoint the controller itself uses).
-    pub fn new(server_id: &str, local_endpoint: Option<&str>) -> Result<Self, String> {
+    pub fn new(server_id: &str, local_endpoint: Option<&str>) -> Result<Self, ConfigError> {
         check_server_id(server_id)?;
         muster_common::tls::install_crypto_provider();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
-            .map_err(|e| format!("signin_server_id: cannot load the system's CA certificates for STS: {e}"))?
+            .map_err(|e| {
+                ConfigError::invalid(
+                    "signin_server_id",
+                    format!("cannot load the system's CA certificates for STS: {e}"),
+                )
+            })?
             .https_or_http()
             .enable_http1()
             .build();
@@ -464,14 +469,17 @@ impl SignIn {
 }
 
 /// Checks a server id: 1 to 128 of letters, digits and `.-_:`.
-pub fn check_server_id(id: &str) -> Result<(), String> {
+pub fn check_server_id(id: &str) -> Result<(), ConfigError> {
     let ok = (1..=128).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "signin_server_id: '{}' must be 1 to 128 of letters, digits and .-_: (e.g. the controller's DNS name)",
-            clip(id)
+        Err(ConfigError::invalid(
+            "signin_server_id",
+            format!(
+                "'{}' must be 1 to 128 of letters, digits and .-_: (e.g. the controller's DNS name)",
+                clip(id)
+            ),
         ))
     }
 }
@@ -613,6 +621,7 @@ mod tests {
         assert!(
             check_server_id("bad id")
                 .unwrap_err()
+                .to_string()
                 .starts_with("signin_server_id: 'bad id'")
         );
     }
