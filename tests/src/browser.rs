@@ -3,6 +3,7 @@
 //! both in place (Debian's chromium and chromium-driver); MUSTER_CHROMIUM
 //! and MUSTER_CHROMEDRIVER override where they are.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,7 +22,15 @@ pub struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // chromedriver takes its Chromium down with it.
+        // Killed alone, chromedriver leaves its Chromium running (adopted
+        // by init, one per test run). Chromium's browser process is in
+        // chromedriver's process group, and its helpers end with it: kill
+        // the group.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -61,6 +70,8 @@ impl Browser {
         let port = muster_sim::testkit::free_port();
         let driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
+            // A process group of its own, which Drop ends whole.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
