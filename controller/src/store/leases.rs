@@ -131,17 +131,9 @@ fn scope_leases(conn: &dyn Sql, task: &TaskRow, batch_size: u32, max_tasks_per_s
         )?;
     let pending: i64 = conn
         .prepare_cached(
-            "SELECT COUNT(*) FROM targets WHERE campaign_id = ?1 AND status = ?2 AND account_id = ?3 AND region = ?4",
+            "SELECT COUNT(*) FROM targets WHERE campaign_id = ?1 AND pending AND account_id = ?2 AND region = ?3",
         )?
-        .query_row(
-            params![
-                task.campaign_id,
-                TargetStatus::Pending as i32,
-                task.account_id,
-                task.region
-            ],
-            |r| r.get(0),
-        )?;
+        .query_row(params![task.campaign_id, task.account_id, task.region], |r| r.get(0))?;
     let batches = out.max(1) as u64 + (pending.max(0) as u64).div_ceil(u64::from(batch_size.max(1)));
     Ok(u32::try_from(batches)
         .unwrap_or(u32::MAX)

@@ -22,11 +22,11 @@ pub const NO_STAGE: i64 = -1;
 /// with stage [`NO_STAGE`], for the caller to end).
 pub fn assign(conn: &dyn Sql, campaign: &CampaignRow) -> StoreResult<(Vec<u64>, u64)> {
     let mut stmt = conn.prepare_cached(
-        "SELECT account_id, region, instance_id, tags FROM targets WHERE campaign_id = ?1 AND status = ?2
+        "SELECT account_id, region, instance_id, tags FROM targets WHERE campaign_id = ?1 AND pending
          ORDER BY account_id, region, instance_id",
     )?;
     let rows = stmt
-        .query_map(params![campaign.id, TargetStatus::Pending as i32], |r| {
+        .query_map(params![campaign.id], |r| {
             Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get::<_, String>(3)?))
         })?
         .collect::<StoreResult<Vec<(crate::waves::Key, String)>>>()?;

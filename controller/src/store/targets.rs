@@ -455,11 +455,11 @@ pub type TargetCursor = (String, String, String);
 /// when given.
 pub fn pending_by_scope(conn: &dyn Sql, campaign_id: &str, stage: Option<i64>) -> StoreResult<Vec<PendingGroup>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT account_id, region, platform, COUNT(*) FROM targets WHERE campaign_id = ?1 AND status = ?2
-           AND (CAST(?3 AS BIGINT) IS NULL OR stage = ?3)
+        "SELECT account_id, region, platform, COUNT(*) FROM targets WHERE campaign_id = ?1 AND pending
+           AND (CAST(?2 AS BIGINT) IS NULL OR stage = ?2)
          GROUP BY account_id, region, platform ORDER BY account_id, region, platform",
     )?;
-    let rows = stmt.query_map(params![campaign_id, TargetStatus::Pending as i32, stage], |r| {
+    let rows = stmt.query_map(params![campaign_id, stage], |r| {
         Ok(((r.get(0)?, r.get(1)?), r.get(2)?, r.get::<_, i64>(3)? as u64))
     })?;
     rows.collect::<StoreResult<Vec<_>>>()
@@ -476,19 +476,13 @@ pub fn pending_by_discovered_scope(
     let mut stmt = conn.prepare_cached(
         "SELECT t.account_id, t.region, t.platform, COUNT(*) FROM targets t
          JOIN scopes s ON s.campaign_id = t.campaign_id AND s.account_id = t.account_id AND s.region = t.region
-         WHERE t.campaign_id = ?1 AND t.status = ?2 AND s.state = ?3
-           AND (CAST(?4 AS TEXT) IS NULL OR (t.account_id = ?4 AND t.region = ?5))
+         WHERE t.campaign_id = ?1 AND t.pending AND s.state = ?2
+           AND (CAST(?3 AS TEXT) IS NULL OR (t.account_id = ?3 AND t.region = ?4))
          GROUP BY t.account_id, t.region, t.platform ORDER BY t.account_id, t.region, t.platform",
     )?;
     let (account, region) = only.unzip();
     let rows = stmt.query_map(
-        params![
-            campaign_id,
-            TargetStatus::Pending as i32,
-            ScopeState::Discovered as i32,
-            account,
-            region
-        ],
+        params![campaign_id, ScopeState::Discovered as i32, account, region],
         |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?, r.get::<_, i64>(3)? as u64)),
     )?;
     rows.collect::<StoreResult<Vec<_>>>()
@@ -505,20 +499,12 @@ pub fn pending_instances(
     limit: u64,
 ) -> StoreResult<Vec<String>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT instance_id FROM targets WHERE campaign_id = ?1 AND status = ?2 AND account_id = ?3 AND region = ?4 AND platform = ?5
-           AND (CAST(?7 AS BIGINT) IS NULL OR stage = ?7)
-         ORDER BY instance_id LIMIT ?6",
+        "SELECT instance_id FROM targets WHERE campaign_id = ?1 AND pending AND account_id = ?2 AND region = ?3 AND platform = ?4
+           AND (CAST(?6 AS BIGINT) IS NULL OR stage = ?6)
+         ORDER BY instance_id LIMIT ?5",
     )?;
     let rows = stmt.query_map(
-        params![
-            campaign_id,
-            TargetStatus::Pending as i32,
-            account,
-            region,
-            platform,
-            limit as i64,
-            stage
-        ],
+        params![campaign_id, account, region, platform, limit as i64, stage],
         |r| r.get(0),
     )?;
     rows.collect::<StoreResult<Vec<_>>>()
@@ -541,17 +527,10 @@ pub fn end_pending_of(
     let per_scope = pending_by_scope(conn, campaign_id, stage)?;
     let changed = conn
         .prepare_cached(
-            "UPDATE targets SET status = ?3, reason = ?4, finished_ms = ?5 WHERE campaign_id = ?1 AND status = ?2
-               AND (CAST(?6 AS BIGINT) IS NULL OR stage = ?6)",
+            "UPDATE targets SET status = ?2, reason = ?3, finished_ms = ?4 WHERE campaign_id = ?1 AND pending
+               AND (CAST(?5 AS BIGINT) IS NULL OR stage = ?5)",
         )?
-        .execute(params![
-            campaign_id,
-            TargetStatus::Pending as i32,
-            status as i32,
-            reason,
-            now_ms(),
-            stage
-        ])?;
+        .execute(params![campaign_id, status as i32, reason, now_ms(), stage])?;
     for ((account, region), _, count) in per_scope {
         bump(
             conn,
@@ -904,6 +883,84 @@ mod tests {
             };
             let (only, _) = list(&conn, "c1", &filter, 10, None, false).unwrap();
             assert_eq!(ids(&only), ["i-5"], "every filter applies");
+        }
+    }
+
+    store_matrix! {
+        fn the_pending_set_follows_release_and_a_result_touches_no_index(conn) {
+            use muster_proto::v1::{Platform, TargetResult};
+            campaigns::insert(&conn, &NewCampaign::for_test("c1", 3)).unwrap();
+            let scope = ("111111111111", "us-east-1");
+            for n in 1..=6 {
+                conn.execute(
+                    "INSERT INTO targets (campaign_id, account_id, region, instance_id, platform, status)
+                     VALUES ('c1', ?1, ?2, ?3, ?4, ?5)",
+                    params![scope.0, scope.1, format!("i-{n}"), Platform::Linux as i32, TargetStatus::Pending as i32],
+                )
+                .unwrap();
+            }
+            let linux = Platform::Linux as i32;
+            let pending = |conn: &dyn Sql| pending_instances(conn, "c1", scope, linux, None, 100).unwrap();
+            assert_eq!(pending(&conn), ["i-1", "i-2", "i-3", "i-4", "i-5", "i-6"]);
+
+            let campaign = campaigns::get(&conn, "c1").unwrap().unwrap();
+            let batch: Vec<String> = ["i-1", "i-2", "i-3", "i-4"].map(String::from).into();
+            let task_id =
+                crate::store::tasks::create_execute(&conn, &campaign, scope.0, scope.1, Platform::Linux, &batch, 3)
+                    .unwrap();
+            assert_eq!(pending(&conn), ["i-5", "i-6"], "released targets leave the pending set");
+            assert_eq!(
+                pending_by_scope(&conn, "c1", None).unwrap(),
+                [((scope.0.to_owned(), scope.1.to_owned()), linux, 2)]
+            );
+            let task = crate::store::tasks::get(&conn, &task_id).unwrap().unwrap();
+            record_dispatch(&conn, &task, ("cmd-1", 0), &batch, Some(1), false).unwrap();
+
+            // A result moves RUNNING to a final status, which changes no
+            // indexed value: on PostgreSQL every such update is HOT, so
+            // ingest writes the row's page and no index (pgbench: 1.8x).
+            let results: Vec<TargetResult> = batch
+                .iter()
+                .map(|id| TargetResult {
+                    instance_id: id.clone(),
+                    status: TargetStatus::Success as i32,
+                    exit_code: Some(0),
+                    command_id: "cmd-1".into(),
+                    ..Default::default()
+                })
+                .collect();
+            // The backend's counts not yet reported, which include this
+            // transaction's: read before and after the results.
+            let updates = |conn: &dyn Sql| -> (i64, i64) {
+                conn.query_row(
+                    "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'targets'",
+                    (),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap()
+            };
+            let postgres = conn.engine() == crate::store::Engine::Postgres;
+            let before = postgres.then(|| {
+                conn.execute_batch("BEGIN").unwrap();
+                updates(&conn)
+            });
+            let ingested = ingest_results(&conn, &task, &results, false).unwrap();
+            assert_eq!(ingested.accepted, 4);
+            if let Some((updated, hot)) = before {
+                let (updated_after, hot_after) = updates(&conn);
+                conn.execute_batch("COMMIT").unwrap();
+                assert_eq!(
+                    (updated_after - updated, hot_after - hot),
+                    (4, 4),
+                    "every result's update is HOT"
+                );
+            }
+            assert_eq!(pending(&conn), ["i-5", "i-6"], "results leave the pending set alone");
+
+            let ended = end_pending(&conn, "c1", TargetStatus::Cancelled, "cancelled").unwrap();
+            assert_eq!(ended, 2);
+            assert!(pending(&conn).is_empty());
+            assert!(pending_by_scope(&conn, "c1", None).unwrap().is_empty());
         }
     }
 
