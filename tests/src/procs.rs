@@ -748,6 +748,20 @@ impl System {
         self.creds.token_client(self.campaign_port, Some(token))
     }
 
+    /// The muster CLI calling this controller with bearer `token`, for the
+    /// caller's arguments.
+    pub fn cli_with_token(&self, token: &str) -> tokio::process::Command {
+        let mut command = muster_command();
+        command
+            .arg("--controller")
+            .arg(format!("https://localhost:{}", self.campaign_port))
+            .arg("--tls-ca")
+            .arg(&self.creds.files.ca)
+            .args(["--color", "never"])
+            .env("MUSTER_TOKEN", token);
+        command
+    }
+
     /// SendCommands per (instance, command of the campaign's sequence, from
     /// 1), from the sim's audit log, as the Comment names the command
     /// ("muster task T", "muster task T command 2").

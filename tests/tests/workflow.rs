@@ -5,13 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use muster_proto::v1::{
-    ApproveCampaignRequest, CampaignState, ListTargetsRequest, PromoteCampaignRequest, RejectCampaignRequest,
-    RerunCampaignRequest, ResumeCampaignRequest, Stage, StageGate, StagePhase, Target, TargetStatus,
+    ApproveCampaignRequest, CampaignState, ListTargetsRequest, PromoteCampaignRequest, RerunCampaignRequest,
+    ResumeCampaignRequest, Stage, StageGate, StagePhase, Target, TargetStatus,
 };
 use muster_tests::checks::assert_ran_once;
 use muster_tests::client::{assert_counters_add_up, script_spec, submit, targets, wait_done};
 use muster_tests::fleets;
-use muster_tests::procs::{System, SystemOptions};
+use muster_tests::procs::{System, SystemOptions, output_of};
 
 const EAST: &str = "us-east-1";
 const WEST: &str = "eu-west-1";
@@ -479,7 +479,6 @@ async fn a_campaign_the_policy_names_waits_for_a_second_principal_to_approve_it(
         )
     })
     .await;
-    let mut bob_client = system.token_client(&bob);
     let spec_for = |system: &System, account: &str| {
         script_spec(
             &[system.account(account)],
@@ -524,19 +523,18 @@ async fn a_campaign_the_policy_names_waits_for_a_second_principal_to_approve_it(
         "approval: muster-admin submitted this campaign; another approver must approve it"
     );
 
-    let approve = ApproveCampaignRequest {
-        campaign_id: id.clone(),
-        reason: "change CHG-1234".into(),
+    // Bob approves with the CLI, which prints the campaign's new state.
+    let approve = |system: &System| {
+        let mut command = system.cli_with_token(&bob);
+        command.args(["approve", &id, "--reason", "change CHG-1234"]);
+        output_of(command)
     };
-    bob_client
-        .approve_campaign(approve.clone())
-        .await
-        .expect("bob approves");
+    let (code, stdout, stderr) = approve(&system).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with(&format!("{id} ")), "{stdout}");
     let done = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
-    bob_client
-        .approve_campaign(approve)
-        .await
-        .expect("asked again: no change");
+    let (code, _, stderr) = approve(&system).await;
+    assert_eq!(code, 0, "asked again: no change: {stderr}");
     assert_eq!(
         done.state,
         CampaignState::CompletedWithErrors as i32,
@@ -566,13 +564,17 @@ async fn a_campaign_the_policy_names_waits_for_a_second_principal_to_approve_it(
         submit(&mut system.client, spec).await
     };
     wait_state(&mut system, &rejected, CampaignState::PendingApproval).await;
-    bob_client
-        .reject_campaign(RejectCampaignRequest {
-            campaign_id: rejected.clone(),
-            reason: "not in the change window".into(),
-        })
-        .await
-        .expect("bob rejects");
+    let reject = |reason: &str| {
+        let mut command = system.cli_with_token(&bob);
+        command.args(["reject", &rejected, "--reason", reason]);
+        output_of(command)
+    };
+    let (code, _, stderr) = reject(" ").await;
+    assert_ne!(code, 0, "a rejection says why");
+    assert!(stderr.contains("--reason: say why it is rejected"), "{stderr}");
+    let (code, stdout, stderr) = reject("not in the change window").await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with(&format!("{rejected} ")), "{stdout}");
     let rejected = wait_done(&mut system.client, &rejected, Duration::from_secs(30)).await;
     assert_eq!(rejected.state, CampaignState::Cancelled as i32);
     assert_eq!(

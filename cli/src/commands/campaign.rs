@@ -1,7 +1,7 @@
 //! `show` and `cancel`, and how a campaign prints: its details, stages and scopes.
 
 use comfy_table::Cell;
-use muster_proto::v1::{Campaign, CancelCampaignRequest, GetCampaignRequest, StagePhase};
+use muster_proto::v1::{Campaign, CancelCampaignRequest, StagePhase};
 
 use super::{Failure, summary};
 use crate::args::Output;
@@ -211,14 +211,7 @@ pub(super) fn print_stages(campaign: &Campaign, style: Style) {
 
 /// `muster show`.
 pub async fn show(client: &mut Client, id: &str, style: Style, output: Output) -> Result<(), Failure> {
-    let campaign = client
-        .get_campaign(GetCampaignRequest {
-            campaign_id: id.to_owned(),
-        })
-        .await?
-        .into_inner()
-        .campaign
-        .unwrap_or_default();
+    let campaign = super::fetch_campaign(client, id).await?;
     print_campaign(&campaign, style, output);
     Ok(())
 }

@@ -16,6 +16,8 @@ pub use results::results;
 pub use stages::{approval, decide};
 pub use submit::{plan, rerun, submit};
 
+use crate::connect::Client;
+
 /// Why a command failed: a bad argument (before anything was sent) or the
 /// controller's answer.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,19 @@ fn summary(c: &muster_proto::v1::StatusCounters) -> String {
         c.skipped,
         c.total - c.success - c.failed - c.timed_out - c.skipped
     )
+}
+
+/// The campaign `id` as the controller has it now.
+async fn fetch_campaign(client: &mut Client, id: &str) -> Result<muster_proto::v1::Campaign, Failure> {
+    let request = muster_proto::v1::GetCampaignRequest {
+        campaign_id: id.to_owned(),
+    };
+    Ok(client
+        .get_campaign(request)
+        .await?
+        .into_inner()
+        .campaign
+        .unwrap_or_default())
 }
 
 /// `request` with the time one creating call may take.

@@ -2,7 +2,8 @@
 //! gated campaign waits for.
 
 use muster_proto::v1::{
-    Campaign, CampaignState, GetCampaignRequest, PromoteCampaignRequest, ResumeCampaignRequest, StagePhase,
+    ApproveCampaignRequest, Campaign, CampaignState, PromoteCampaignRequest, RejectCampaignRequest,
+    ResumeCampaignRequest, StagePhase,
 };
 
 use super::{Failure, ask_until_answered, timed};
@@ -21,14 +22,7 @@ async fn current_stage(
     if let Some(stage) = given {
         return Ok(stage.to_owned());
     }
-    let campaign = client
-        .get_campaign(GetCampaignRequest {
-            campaign_id: id.to_owned(),
-        })
-        .await?
-        .into_inner()
-        .campaign
-        .unwrap_or_default();
+    let campaign = super::fetch_campaign(client, id).await?;
     let state = CampaignState::try_from(campaign.state).unwrap_or(CampaignState::Unspecified);
     if state != waiting {
         return Err(Failure::Input(format!(
@@ -121,32 +115,21 @@ pub async fn approval(
             "--reason: say why it is rejected; the submitter reads it".into(),
         ));
     }
-    let (id, reason) = (args.campaign_id.clone(), args.reason.clone());
-    let campaign = if approve {
-        let request = muster_proto::v1::ApproveCampaignRequest {
-            campaign_id: id,
-            reason,
-        };
-        ask_until_answered(|| {
-            let mut client = client.clone();
-            let request = request.clone();
-            async move { client.approve_campaign(timed(request)).await }
-        })
-        .await?
-        .campaign
-    } else {
-        let request = muster_proto::v1::RejectCampaignRequest {
-            campaign_id: id,
-            reason,
-        };
-        ask_until_answered(|| {
-            let mut client = client.clone();
-            let request = request.clone();
-            async move { client.reject_campaign(timed(request)).await }
-        })
-        .await?
-        .campaign
-    }
+    let (id, reason) = (&args.campaign_id, &args.reason);
+    let campaign = ask_until_answered(|| {
+        let mut client = client.clone();
+        let (campaign_id, reason) = (id.clone(), reason.clone());
+        async move {
+            if approve {
+                let request = ApproveCampaignRequest { campaign_id, reason };
+                Ok(client.approve_campaign(timed(request)).await?.map(|a| a.campaign))
+            } else {
+                let request = RejectCampaignRequest { campaign_id, reason };
+                Ok(client.reject_campaign(timed(request)).await?.map(|a| a.campaign))
+            }
+        }
+    })
+    .await?
     .unwrap_or_default();
     print_decision(&campaign, style, output);
     Ok(())
