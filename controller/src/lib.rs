@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod reconcile;
+pub mod remote_results;
 pub mod resolve;
 pub mod retention;
 pub mod rollout;
@@ -358,8 +359,9 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
 
 /// Claims leadership once, then starts the controller's loops: leadership,
 /// reconcile, notifications, schedules, the policy's reload, retention,
-/// the scaling signal and, when their queues are configured, Run Command
-/// events and the dead letters.
+/// the scaling signal, other controllers' results for this one's watchers
+/// and, when their queues are configured, Run Command events and the dead
+/// letters.
 async fn run_loops(
     controller: &Arc<Controller>,
     security: &Security,
@@ -385,6 +387,7 @@ async fn run_loops(
     )));
     loops.push(tokio::spawn(retention::run(controller.clone(), shutdown.clone())));
     loops.push(tokio::spawn(scaling::run(controller.clone(), shutdown.clone())));
+    loops.push(tokio::spawn(remote_results::run(controller.clone(), shutdown.clone())));
     if let Some(url) = controller.settings.command_events_queue_url.clone() {
         loops.push(tokio::spawn(command_events::run(
             controller.clone(),

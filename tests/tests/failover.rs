@@ -84,9 +84,18 @@ fn ended(campaign: &Campaign) -> bool {
     CampaignState::try_from(campaign.state).is_ok_and(CampaignState::is_terminal)
 }
 
+/// What a watcher was told: the campaign's states, and the instances
+/// whose results it heard.
+#[derive(Debug, Default)]
+struct Told {
+    states: Vec<i32>,
+    results: std::collections::BTreeSet<String>,
+}
+
 /// A watcher connected straight to controller 1 (a follower when it
-/// starts): the states it was told, until its stream ends.
-fn watch_on_follower(system: &System, id: &str) -> tokio::task::JoinHandle<Vec<i32>> {
+/// starts), asking for each target's result: what it was told, until its
+/// stream ends.
+fn watch_on_follower(system: &System, id: &str) -> tokio::task::JoinHandle<Told> {
     let channel = system
         .creds
         .endpoint(system.campaign_port_of(1), Some(&system.creds.pki.admin))
@@ -97,20 +106,23 @@ fn watch_on_follower(system: &System, id: &str) -> tokio::task::JoinHandle<Vec<i
         let mut stream = client
             .watch_campaign(WatchCampaignRequest {
                 campaign_id: id,
-                include_targets: false,
+                include_targets: true,
             })
             .await
             .expect("WatchCampaign on the follower")
             .into_inner();
-        let mut states = Vec::new();
+        let mut told = Told::default();
         while let Ok(Some(event)) = stream.message().await {
             match event.event {
-                Some(watch_campaign_response::Event::State(change)) => states.push(change.state),
-                Some(watch_campaign_response::Event::Snapshot(c)) => states.push(c.state),
+                Some(watch_campaign_response::Event::State(change)) => told.states.push(change.state),
+                Some(watch_campaign_response::Event::Snapshot(c)) => told.states.push(c.state),
+                Some(watch_campaign_response::Event::Target(t)) => {
+                    told.results.insert(t.instance_id);
+                }
                 _ => {}
             }
         }
-        states
+        told
     })
 }
 
@@ -125,7 +137,11 @@ fn spec(system: &System) -> muster_proto::v1::CampaignSpec {
     spec
 }
 
-async fn ends_with_every_instance_run_once(system: &mut System, id: &str, watcher: tokio::task::JoinHandle<Vec<i32>>) {
+async fn ends_with_every_instance_run_once(
+    system: &mut System,
+    id: &str,
+    watcher: tokio::task::JoinHandle<Told>,
+) -> Told {
     let mut client = system.client.clone();
     let campaign = campaign_when(&mut client, id, Duration::from_secs(240), ended).await;
     assert_eq!(
@@ -138,15 +154,17 @@ async fn ends_with_every_instance_run_once(system: &mut System, id: &str, watche
     assert_eq!(campaign.counters.unwrap().success, u64::from(INSTANCES));
     assert_ran_once(system, id, &campaign).await;
     assert_eq!(system.sends_per_instance().len(), INSTANCES as usize);
-    let states = tokio::time::timeout(Duration::from_secs(30), watcher)
+    let told = tokio::time::timeout(Duration::from_secs(30), watcher)
         .await
         .expect("the watcher's stream ends with the campaign")
         .expect("the watcher");
     assert_eq!(
-        states.last().copied(),
+        told.states.last().copied(),
         Some(CampaignState::Succeeded as i32),
-        "the follower's watcher saw the end: {states:?}"
+        "the follower's watcher saw the end: {:?}",
+        told.states
     );
+    told
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +186,14 @@ async fn a_killed_leader_is_replaced_and_every_instance_runs_once() {
     let failover = wait_until_leads(&system, 1, Duration::from_secs(30)).await;
     println!("failover: SIGKILL of the leader to the follower leading: {failover:?} (leader TTL 3 s)");
 
-    ends_with_every_instance_run_once(&mut system, &id, watcher).await;
+    let told = ends_with_every_instance_run_once(&mut system, &id, watcher).await;
+    // The first 40 or more results went to controller 0 through the load
+    // balancer; the watcher on controller 1 heard them all the same.
+    assert_eq!(
+        told.results.len(),
+        INSTANCES as usize,
+        "the follower's watcher heard every instance's result"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ pub mod leases;
 mod postgres;
 pub mod queue;
 pub mod records;
+pub mod results_feed;
 pub mod retention;
 pub mod schedules;
 mod schema;
@@ -264,6 +265,29 @@ impl Store {
                 _lock: None,
             }),
         })
+    }
+
+    /// The results other controllers write, as they commit (see
+    /// [`results_feed`]), until the receiver is dropped. None on SQLite,
+    /// which one controller holds alone.
+    pub fn listen_results(&self) -> Option<mpsc::UnboundedReceiver<results_feed::Written>> {
+        let Readers::Postgres { target, .. } = &self.inner.readers else {
+            return None;
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let target = (**target).clone();
+        let spawned = std::thread::Builder::new()
+            .name("muster-store-listen".into())
+            .spawn(move || {
+                postgres::listen(&target, results_feed::CHANNEL, |payload| match payload {
+                    Some(payload) => results_feed::from_others(&payload).is_none_or(|written| tx.send(written).is_ok()),
+                    None => !tx.is_closed(),
+                });
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start listening for other controllers' results");
+        }
+        Some(rx)
     }
 
     /// Which engine runs the store.

@@ -311,6 +311,65 @@ fn rustls_connector(ca_pem: Option<&[u8]>) -> Result<tokio_postgres_rustls::Make
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
+/// LISTENs on `channel` with a connection of its own and hands `deliver`
+/// each payload, and `None` after each second without one, until it
+/// answers false. A lost connection is made again (what was told in
+/// between is missed).
+pub(super) fn listen(target: &Target, channel: &str, mut deliver: impl FnMut(Option<String>) -> bool) {
+    use postgres::fallible_iterator::FallibleIterator as _;
+    let mut failures = 0_u32;
+    loop {
+        let error = match PgConn::connect(target) {
+            Ok(conn) => {
+                let mut client = conn.client.into_inner();
+                match client.batch_execute(&format!("LISTEN {channel}")) {
+                    Ok(()) => {
+                        failures = 0;
+                        loop {
+                            let mut heard = false;
+                            let outcome = {
+                                let mut notifications = client.notifications();
+                                let mut told = notifications.timeout_iter(std::time::Duration::from_secs(1));
+                                loop {
+                                    match told.next() {
+                                        Ok(Some(note)) => {
+                                            heard = true;
+                                            if !deliver(Some(note.payload().to_owned())) {
+                                                return;
+                                            }
+                                        }
+                                        Ok(None) => break Ok(()),
+                                        Err(error) => break Err(error),
+                                    }
+                                }
+                            };
+                            if let Err(error) = outcome {
+                                break describe(&error);
+                            }
+                            // The iterator also ends, without an error, when
+                            // the server hung up.
+                            if client.is_closed() {
+                                break "the server closed the connection".to_owned();
+                            }
+                            if !heard && !deliver(None) {
+                                return;
+                            }
+                        }
+                    }
+                    Err(error) => describe(&error),
+                }
+            }
+            Err(error) => error.to_string(),
+        };
+        failures += 1;
+        tracing::warn!(database = %target.shown(), %error, "store: listening for other controllers' results; connecting again");
+        if !deliver(None) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500 * u64::from(failures.min(10))));
+    }
+}
+
 /// Runs `body` in one transaction on the writer's connection and commits,
 /// after taking [`WRITE_LOCK`]. A connection found closed is replaced first.
 pub(super) fn in_transaction(conn: &mut PgConn, target: &Target, body: &mut dyn FnMut(&dyn Sql)) -> StoreResult<()> {

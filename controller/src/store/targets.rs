@@ -363,16 +363,21 @@ fn write_results_in_bulk(
             .map(|row| format!("({})", typed_placeholders(4 + row * RESULT_COLUMNS, &types)))
             .collect::<Vec<_>>()
             .join(", ");
-        // VALUES columns are column1, column2, ... on both engines.
+        // VALUES columns are column1, column2, ... on both engines. The
+        // other controllers hear of the results from the same statement
+        // (see `results_feed`): no round trip more.
+        let told = 4 + shape * RESULT_COLUMNS;
         let sql = format!(
-            "UPDATE targets SET status = v.column2, timeout_kind = v.column3, exit_code = v.column4, reason = v.column5,
+            "WITH told AS (SELECT pg_notify('{channel}', CAST(?{told} AS TEXT)))
+             UPDATE targets SET status = v.column2, timeout_kind = v.column3, exit_code = v.column4, reason = v.column5,
                 command_id = CASE WHEN v.column6 = '' THEN targets.command_id ELSE v.column6 END,
                 ssm_status_details = v.column7, steps = v.column8, started_ms = v.column9, finished_ms = v.column10
-             FROM (VALUES {rows}) AS v
+             FROM (VALUES {rows}) AS v, told
              WHERE targets.campaign_id = ?1 AND targets.account_id = ?2 AND targets.region = ?3
-               AND targets.instance_id = v.column1"
+               AND targets.instance_id = v.column1",
+            channel = super::results_feed::CHANNEL
         );
-        let mut args: Vec<Value<'_>> = Vec::with_capacity(3 + shape * RESULT_COLUMNS);
+        let mut args: Vec<Value<'_>> = Vec::with_capacity(4 + shape * RESULT_COLUMNS);
         args.extend([
             task.campaign_id.to_value(),
             task.account_id.to_value(),
@@ -393,6 +398,9 @@ fn write_results_in_bulk(
                 Value::Int(result.finished_at.as_ref().map_or(now, millis)),
             ]);
         }
+        let ids = piece.rows.clone().map(|i| results[i].instance_id.as_str());
+        let payload = super::results_feed::payload(task, ids);
+        args.push(Value::Text(&payload));
         let written = conn.execute_values(&sql, &args)?;
         if written != size {
             return Err(StoreError::Corrupt(format!(
