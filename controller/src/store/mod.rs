@@ -280,7 +280,10 @@ impl Store {
             .name("muster-store-listen".into())
             .spawn(move || {
                 postgres::listen(&target, results_feed::CHANNEL, |payload| match payload {
-                    Some(payload) => results_feed::from_others(&payload).is_none_or(|written| tx.send(written).is_ok()),
+                    Some(payload) => {
+                        !tx.is_closed()
+                            && results_feed::from_others(&payload).is_none_or(|written| tx.send(written).is_ok())
+                    }
                     None => !tx.is_closed(),
                 });
             });

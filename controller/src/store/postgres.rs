@@ -312,7 +312,7 @@ fn rustls_connector(ca_pem: Option<&[u8]>) -> Result<tokio_postgres_rustls::Make
 }
 
 /// LISTENs on `channel` with a connection of its own and hands `deliver`
-/// each payload, and `None` after each second without one, until it
+/// each payload, and `None` whenever a second passes without one, until it
 /// answers false. A lost connection is made again (what was told in
 /// between is missed).
 pub(super) fn listen(target: &Target, channel: &str, mut deliver: impl FnMut(Option<String>) -> bool) {
@@ -326,14 +326,12 @@ pub(super) fn listen(target: &Target, channel: &str, mut deliver: impl FnMut(Opt
                     Ok(()) => {
                         failures = 0;
                         loop {
-                            let mut heard = false;
                             let outcome = {
                                 let mut notifications = client.notifications();
                                 let mut told = notifications.timeout_iter(std::time::Duration::from_secs(1));
                                 loop {
                                     match told.next() {
                                         Ok(Some(note)) => {
-                                            heard = true;
                                             if !deliver(Some(note.payload().to_owned())) {
                                                 return;
                                             }
@@ -351,7 +349,7 @@ pub(super) fn listen(target: &Target, channel: &str, mut deliver: impl FnMut(Opt
                             if client.is_closed() {
                                 break "the server closed the connection".to_owned();
                             }
-                            if !heard && !deliver(None) {
+                            if !deliver(None) {
                                 return;
                             }
                         }
