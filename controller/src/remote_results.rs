@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use muster_proto::v1::{WatchCampaignResponse, watch_campaign_response};
 use tokio_util::sync::CancellationToken;
 
 use crate::Controller;
@@ -30,16 +29,7 @@ pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
         }
         let campaign = written.campaign_id.clone();
         match ctl.store.read(move |conn| results_feed::targets(conn, &written)).await {
-            Ok(targets) => {
-                for target in targets {
-                    ctl.watchers.publish(
-                        &campaign,
-                        WatchCampaignResponse {
-                            event: Some(watch_campaign_response::Event::Target(target)),
-                        },
-                    );
-                }
-            }
+            Ok(targets) => ctl.watchers.publish_targets(&campaign, targets),
             Err(error) => {
                 tracing::warn!(%error, campaign_id = %campaign, "cannot read the results another controller recorded");
             }

@@ -87,6 +87,18 @@ impl Watchers {
         }
     }
 
+    /// Sends each target to a campaign's watchers as a target event.
+    pub fn publish_targets(&self, campaign_id: &str, targets: Vec<muster_proto::v1::Target>) {
+        for target in targets {
+            self.publish(
+                campaign_id,
+                WatchCampaignResponse {
+                    event: Some(muster_proto::v1::watch_campaign_response::Event::Target(target)),
+                },
+            );
+        }
+    }
+
     /// Campaigns with watchers.
     pub fn watched_campaigns(&self) -> Vec<String> {
         let mut channels = self.channels.lock().expect("hub lock");

@@ -17,7 +17,7 @@ use muster_proto::v1::{
     AwaitCommandsRequest, AwaitCommandsResponse, CompleteTaskRequest, CompleteTaskResponse, EndedCommand,
     FailTaskRequest, FailTaskResponse, Lease, LeaseTaskRequest, LeaseTaskResponse, RenewLeaseRequest,
     RenewLeaseResponse, ReportDispatchRequest, ReportDispatchResponse, ReportResultsRequest, ReportResultsResponse,
-    ReportTargetsRequest, ReportTargetsResponse, TaskKind, TaskRef, WatchCampaignResponse, watch_campaign_response,
+    ReportTargetsRequest, ReportTargetsResponse, TaskKind, TaskRef,
 };
 use tonic::{Request, Response, Status};
 
@@ -515,14 +515,7 @@ impl WorkerService for WorkerApi {
             );
         }
         self.ctl.metrics.ingested(ingested.accepted, ingested.duplicates);
-        for target in ingested.updated {
-            self.ctl.watchers.publish(
-                &campaign,
-                WatchCampaignResponse {
-                    event: Some(watch_campaign_response::Event::Target(target)),
-                },
-            );
-        }
+        self.ctl.watchers.publish_targets(&campaign, ingested.updated);
         if ingested.accepted > 0 {
             self.ctl.wake.notify_one();
         }

@@ -316,47 +316,13 @@ fn rustls_connector(ca_pem: Option<&[u8]>) -> Result<tokio_postgres_rustls::Make
 /// answers false. A lost connection is made again (what was told in
 /// between is missed).
 pub(super) fn listen(target: &Target, channel: &str, mut deliver: impl FnMut(Option<String>) -> bool) {
-    use postgres::fallible_iterator::FallibleIterator as _;
     let mut failures = 0_u32;
     loop {
         let error = match PgConn::connect(target) {
-            Ok(conn) => {
-                let mut client = conn.client.into_inner();
-                match client.batch_execute(&format!("LISTEN {channel}")) {
-                    Ok(()) => {
-                        failures = 0;
-                        loop {
-                            let outcome = {
-                                let mut notifications = client.notifications();
-                                let mut told = notifications.timeout_iter(std::time::Duration::from_secs(1));
-                                loop {
-                                    match told.next() {
-                                        Ok(Some(note)) => {
-                                            if !deliver(Some(note.payload().to_owned())) {
-                                                return;
-                                            }
-                                        }
-                                        Ok(None) => break Ok(()),
-                                        Err(error) => break Err(error),
-                                    }
-                                }
-                            };
-                            if let Err(error) = outcome {
-                                break describe(&error);
-                            }
-                            // The iterator also ends, without an error, when
-                            // the server hung up.
-                            if client.is_closed() {
-                                break "the server closed the connection".to_owned();
-                            }
-                            if !deliver(None) {
-                                return;
-                            }
-                        }
-                    }
-                    Err(error) => describe(&error),
-                }
-            }
+            Ok(conn) => match hear(conn.client.into_inner(), channel, &mut failures, &mut deliver) {
+                Ok(()) => return,
+                Err(error) => error,
+            },
             Err(error) => error.to_string(),
         };
         failures += 1;
@@ -365,6 +331,41 @@ pub(super) fn listen(target: &Target, channel: &str, mut deliver: impl FnMut(Opt
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(500 * u64::from(failures.min(10))));
+    }
+}
+
+/// One connection's life in [`listen`]: LISTENs (then `failures` starts
+/// again from 0) and delivers until `deliver` answers false (`Ok`), or the
+/// connection fails (`Err`, what went wrong).
+fn hear(
+    mut client: postgres::Client,
+    channel: &str,
+    failures: &mut u32,
+    deliver: &mut impl FnMut(Option<String>) -> bool,
+) -> Result<(), String> {
+    use postgres::fallible_iterator::FallibleIterator as _;
+    client
+        .batch_execute(&format!("LISTEN {channel}"))
+        .map_err(|e| describe(&e))?;
+    *failures = 0;
+    loop {
+        {
+            let mut notifications = client.notifications();
+            let mut told = notifications.timeout_iter(std::time::Duration::from_secs(1));
+            // The iterator ends with `None` after a second without one, or
+            // when the server hung up.
+            while let Some(note) = told.next().map_err(|e| describe(&e))? {
+                if !deliver(Some(note.payload().to_owned())) {
+                    return Ok(());
+                }
+            }
+        }
+        if client.is_closed() {
+            return Err("the server closed the connection".to_owned());
+        }
+        if !deliver(None) {
+            return Ok(());
+        }
     }
 }
 

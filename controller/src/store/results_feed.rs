@@ -97,19 +97,8 @@ pub fn targets(conn: &dyn Sql, written: &Written) -> StoreResult<Vec<Target>> {
     } else {
         written.instance_ids.clone()
     };
-    let mut found = Vec::with_capacity(ids.len());
-    for id in &ids {
-        let target = targets::get(
-            conn,
-            &written.campaign_id,
-            &written.account_id,
-            &written.region,
-            id,
-            false,
-        )?;
-        found.extend(target);
-    }
-    Ok(found)
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    targets::of_instances(conn, &written.campaign_id, (&written.account_id, &written.region), &ids)
 }
 
 #[cfg(test)]

@@ -220,7 +220,8 @@ pub struct Ingested {
 }
 
 /// Records terminal results of an Execute task's targets. A result for a
-/// target that already has one is a duplicate and changes nothing.
+/// target that already has one is a duplicate and changes nothing, and so
+/// is a second result for the same instance in one report.
 pub fn ingest_results(
     conn: &dyn Sql,
     task: &TaskRow,
@@ -228,58 +229,42 @@ pub fn ingest_results(
     want_targets: bool,
 ) -> StoreResult<Ingested> {
     let mut out = Ingested::default();
-    // The report's targets' statuses in one query, not one per result:
-    // on PostgreSQL every statement is a round trip.
-    let ids: Vec<&str> = results.iter().map(|r| r.instance_id.as_str()).collect();
-    let mut current = statuses(conn, task, &ids)?;
+    if let Some(result) = results.iter().find(|r| !final_status(r).is_terminal()) {
+        return Err(StoreError::Corrupt(format!(
+            "results[{}].status: {} is not a final status",
+            result.instance_id,
+            final_status(result).short_name()
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(results.len());
+    let firsts: Vec<(usize, &TargetResult)> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| seen.insert(r.instance_id.as_str()))
+        .collect();
+    out.duplicates = (results.len() - firsts.len()) as u32;
+    let written = if conn.engine() == Engine::Sqlite {
+        // In process, a statement per row is cheaper than SQLite's
+        // UPDATE ... FROM, which builds and scans a temporary table.
+        write_results_by_row(conn, task, &firsts)?
+    } else {
+        write_results_in_bulk(conn, task, &firsts)?
+    };
+    out.duplicates += (firsts.len() - written.len()) as u32;
     // Counter changes by status, applied once for the whole report.
-    let mut deltas: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
-    let mut accepted = Vec::with_capacity(results.len());
-    for (i, result) in results.iter().enumerate() {
-        let status = TargetStatus::try_from(result.status).unwrap_or(TargetStatus::Unspecified);
-        if !status.is_terminal() {
-            return Err(StoreError::Corrupt(format!(
-                "results[{}].status: {} is not a final status",
-                result.instance_id,
-                status.short_name()
-            )));
-        }
-        let Some(old) = current.get(&result.instance_id).copied() else {
-            return Err(outside_task(
-                &format!("results[{i}].instance_id"),
-                &result.instance_id,
-                task,
-            ));
-        };
-        if terminal(old) {
-            out.duplicates += 1;
-            continue;
-        }
-        // A second result for the same instance in this report is a duplicate.
-        current.insert(result.instance_id.clone(), status as i32);
+    let mut deltas: BTreeMap<i32, i64> = BTreeMap::new();
+    for &(result, old) in &written {
         *deltas.entry(old).or_default() -= 1;
-        *deltas.entry(status as i32).or_default() += 1;
-        out.accepted += 1;
+        *deltas.entry(result.status).or_default() += 1;
         let timeout = TimeoutKind::try_from(result.timeout_kind).unwrap_or(TimeoutKind::Unspecified);
-        if status.counts_as_error(timeout) {
+        if final_status(result).counts_as_error(timeout) {
             out.errors += 1;
         }
-        accepted.push(result);
     }
-    write_results(conn, task, &accepted)?;
+    out.accepted = written.len() as u32;
     if want_targets {
-        for result in &accepted {
-            if let Some(target) = get(
-                conn,
-                &task.campaign_id,
-                &task.account_id,
-                &task.region,
-                &result.instance_id,
-                false,
-            )? {
-                out.updated.push(target);
-            }
-        }
+        let ids: Vec<&str> = written.iter().map(|(r, _)| r.instance_id.as_str()).collect();
+        out.updated = of_instances(conn, &task.campaign_id, (&task.account_id, &task.region), &ids)?;
     }
     bump_all(conn, (&task.campaign_id, &task.account_id, &task.region), &deltas)?;
     if out.errors > 0 {
@@ -289,42 +274,42 @@ pub fn ingest_results(
     Ok(out)
 }
 
-/// Columns of one result in [`write_results`]' VALUES rows.
-const RESULT_COLUMNS: usize = 10;
-
-/// Writes accepted results into their targets' rows. On PostgreSQL, where
-/// every statement is a round trip to the server, one UPDATE per
-/// [`ROWS_PER_STATEMENT`] results; on SQLite one per result.
-fn write_results(conn: &dyn Sql, task: &TaskRow, results: &[&TargetResult]) -> StoreResult<()> {
-    let now = now_ms();
-    let steps: Vec<Vec<u8>> = results
-        .iter()
-        .map(|r| Steps { steps: r.steps.clone() }.encode_to_vec())
-        .collect();
-    if conn.engine() == Engine::Sqlite {
-        // In process, a statement per row is cheaper than SQLite's
-        // UPDATE ... FROM, which builds and scans a temporary table.
-        write_results_by_row(conn, task, results, &steps, now)
-    } else {
-        write_results_in_bulk(conn, task, results, &steps, now)
-    }
+fn final_status(result: &TargetResult) -> TargetStatus {
+    TargetStatus::try_from(result.status).unwrap_or(TargetStatus::Unspecified)
 }
 
-/// One UPDATE per result.
-fn write_results_by_row(
+/// Results written, each with its target's status before.
+type Written<'r> = Vec<(&'r TargetResult, i32)>;
+
+/// Writes, one UPDATE per result, those of `results` (index in the report,
+/// result) whose targets have none yet. Every one must be a target of the
+/// task.
+fn write_results_by_row<'r>(
     conn: &dyn Sql,
     task: &TaskRow,
-    results: &[&TargetResult],
-    steps: &[Vec<u8>],
-    now: i64,
-) -> StoreResult<()> {
+    results: &[(usize, &'r TargetResult)],
+) -> StoreResult<Written<'r>> {
+    let ids: Vec<&str> = results.iter().map(|(_, r)| r.instance_id.as_str()).collect();
+    let current = statuses(conn, task, &ids)?;
+    let now = now_ms();
     let mut update = conn.prepare_cached(
         "UPDATE targets SET status = ?5, timeout_kind = ?6, exit_code = ?7, reason = ?8,
             command_id = CASE WHEN ?9 = '' THEN command_id ELSE ?9 END,
             ssm_status_details = ?10, steps = ?11, started_ms = ?12, finished_ms = ?13
          WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4",
     )?;
-    for (result, steps) in results.iter().zip(steps) {
+    let mut written = Vec::with_capacity(results.len());
+    for &(i, result) in results {
+        let Some(&old) = current.get(&result.instance_id) else {
+            return Err(outside_task(
+                &format!("results[{i}].instance_id"),
+                &result.instance_id,
+                task,
+            ));
+        };
+        if terminal(old) {
+            continue;
+        }
         update.execute(params![
             task.campaign_id,
             task.account_id,
@@ -336,54 +321,81 @@ fn write_results_by_row(
             result.reason,
             result.command_id,
             result.ssm_status_details,
-            steps,
+            steps_of(result),
             result.started_at.as_ref().map(millis),
             result.finished_at.as_ref().map_or(now, millis)
         ])?;
+        written.push((result, old));
     }
-    Ok(())
+    Ok(written)
 }
 
-/// One UPDATE ... FROM (VALUES ...) per [`ROWS_PER_STATEMENT`] results:
-/// over the network, round trips cost more than the join.
-fn write_results_in_bulk(
+fn steps_of(result: &TargetResult) -> Vec<u8> {
+    Steps {
+        steps: result.steps.clone(),
+    }
+    .encode_to_vec()
+}
+
+/// Columns of one result in [`write_results_in_bulk`]' VALUES rows.
+const RESULT_COLUMNS: usize = 10;
+
+/// Writes those of `results` (index in the report, result) whose targets
+/// have none yet, as [`write_results_by_row`] does, in one statement per
+/// [`ROWS_PER_STATEMENT`]: over the network, round trips cost more than
+/// the join. The statement reads each target's status before (the same
+/// row, by its `ctid`), so a report that only adds results is one round
+/// trip; only one with duplicates or strangers reads their statuses after.
+fn write_results_in_bulk<'r>(
     conn: &dyn Sql,
     task: &TaskRow,
-    results: &[&TargetResult],
-    steps: &[Vec<u8>],
-    now: i64,
-) -> StoreResult<()> {
+    results: &[(usize, &'r TargetResult)],
+) -> StoreResult<Written<'r>> {
+    let now = now_ms();
     let bytes = conn.engine().bytes_type();
     let types: [&str; RESULT_COLUMNS] = [
         "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", bytes, "BIGINT", "BIGINT",
     ];
+    let finals = final_statuses();
+    let mut before: HashMap<String, i32> = HashMap::with_capacity(results.len());
     for piece in pieces(results.len(), ROWS_PER_STATEMENT) {
-        let (size, shape) = (piece.rows.len(), piece.shape);
+        let shape = piece.shape;
         let rows = (0..shape)
-            .map(|row| format!("({})", typed_placeholders(4 + row * RESULT_COLUMNS, &types)))
+            .map(|row| format!("({})", typed_placeholders(6 + row * RESULT_COLUMNS, &types)))
             .collect::<Vec<_>>()
             .join(", ");
         // VALUES columns are column1, column2, ... on both engines. The
         // other controllers hear of the results from the same statement
-        // (see `results_feed`): no round trip more.
-        let told = 4 + shape * RESULT_COLUMNS;
+        // (see `results_feed`), when it wrote any: no round trip more.
+        // `told` is volatile, so PostgreSQL runs it once, where it is read.
         let sql = format!(
-            "WITH told AS (SELECT pg_notify('{channel}', CAST(?{told} AS TEXT)))
-             UPDATE targets SET status = v.column2, timeout_kind = v.column3, exit_code = v.column4, reason = v.column5,
-                command_id = CASE WHEN v.column6 = '' THEN targets.command_id ELSE v.column6 END,
-                ssm_status_details = v.column7, steps = v.column8, started_ms = v.column9, finished_ms = v.column10
-             FROM (VALUES {rows}) AS v, told
-             WHERE targets.campaign_id = ?1 AND targets.account_id = ?2 AND targets.region = ?3
-               AND targets.instance_id = v.column1",
+            "WITH written AS (
+               UPDATE targets SET status = v.column2, timeout_kind = v.column3, exit_code = v.column4,
+                  reason = v.column5, command_id = CASE WHEN v.column6 = '' THEN targets.command_id ELSE v.column6 END,
+                  ssm_status_details = v.column7, steps = v.column8, started_ms = v.column9, finished_ms = v.column10
+               FROM (VALUES {rows}) AS v, targets AS before
+               WHERE targets.campaign_id = ?1 AND targets.account_id = ?2 AND targets.region = ?3
+                 AND targets.instance_id = v.column1 AND before.ctid = targets.ctid
+                 AND before.task_id = ?4 AND before.status NOT IN ({finals})
+               RETURNING v.column1 AS instance_id, before.status AS status
+             ), told AS (
+               SELECT pg_notify('{channel}', CAST(?5 AS TEXT)) WHERE EXISTS (SELECT 1 FROM written)
+             )
+             SELECT written.instance_id, written.status FROM written LEFT JOIN told ON TRUE",
             channel = super::results_feed::CHANNEL
         );
-        let mut args: Vec<Value<'_>> = Vec::with_capacity(4 + shape * RESULT_COLUMNS);
+        let mut args: Vec<Value<'_>> = Vec::with_capacity(5 + shape * RESULT_COLUMNS);
+        let ids = piece.rows.clone().map(|i| results[i].1.instance_id.as_str());
+        let payload = super::results_feed::payload(task, ids);
         args.extend([
             task.campaign_id.to_value(),
             task.account_id.to_value(),
             task.region.to_value(),
+            task.id.to_value(),
+            Value::Text(&payload),
         ]);
-        for (result, steps) in piece.indexes().map(|i| (results[i], &steps[i])) {
+        let steps: Vec<Vec<u8>> = piece.rows.clone().map(|i| steps_of(results[i].1)).collect();
+        for (&(_, result), steps) in results[piece.rows.clone()].iter().zip(&steps) {
             let opt = |v: Option<i64>| v.map_or(Value::Null, Value::Int);
             args.extend([
                 result.instance_id.to_value(),
@@ -398,18 +410,57 @@ fn write_results_in_bulk(
                 Value::Int(result.finished_at.as_ref().map_or(now, millis)),
             ]);
         }
-        let ids = piece.rows.clone().map(|i| results[i].instance_id.as_str());
-        let payload = super::results_feed::payload(task, ids);
-        args.push(Value::Text(&payload));
-        let written = conn.execute_values(&sql, &args)?;
-        if written != size {
-            return Err(StoreError::Corrupt(format!(
-                "task {}: {written} of {size} results matched a target row",
-                task.id
-            )));
+        // Rows past the piece's match no target.
+        args.resize(5 + shape * RESULT_COLUMNS, Value::Null);
+        for row in conn.query_values(&sql, &args)? {
+            match (row.first(), row.get(1)) {
+                (Some(Datum::Text(id)), Some(&Datum::Int(status))) => {
+                    before.insert(id.clone(), status as i32);
+                }
+                other => return Err(StoreError::Corrupt(format!("a written result reads as {other:?}"))),
+            }
         }
     }
-    Ok(())
+    if before.len() < results.len() {
+        // Duplicates, or instances that are not the task's.
+        let missed: Vec<&str> = results
+            .iter()
+            .map(|(_, r)| r.instance_id.as_str())
+            .filter(|id| !before.contains_key(*id))
+            .collect();
+        let found = statuses(conn, task, &missed)?;
+        for &(i, result) in results.iter().filter(|(_, r)| !before.contains_key(&r.instance_id)) {
+            match found.get(&result.instance_id) {
+                None => {
+                    return Err(outside_task(
+                        &format!("results[{i}].instance_id"),
+                        &result.instance_id,
+                        task,
+                    ));
+                }
+                Some(&status) if !terminal(status) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "task {}: {} is pending yet its result matched no row",
+                        task.id, result.instance_id
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(results
+        .iter()
+        .filter_map(|&(_, result)| before.get(&result.instance_id).map(|&old| (result, old)))
+        .collect())
+}
+
+/// The final target statuses, as SQL's list.
+fn final_statuses() -> String {
+    (0..=i32::from(u8::MAX))
+        .filter(|&n| terminal(n))
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A report about an instance that is not the task's (PERMISSION_DENIED).
@@ -633,6 +684,31 @@ pub fn get(
         from_row(r, with_output, &names)
     })
     .optional()
+}
+
+/// Instances of one scope of a campaign in a few queries, in instance
+/// order, without their output (as watchers get them). Ids that are not
+/// targets there are left out.
+pub fn of_instances(
+    conn: &dyn Sql,
+    campaign: &str,
+    (account, region): (&str, &str),
+    ids: &[&str],
+) -> StoreResult<Vec<Target>> {
+    /// Instance ids per query, well within both engines' bound on
+    /// parameters.
+    const PER_QUERY: usize = 500;
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(PER_QUERY) {
+        let filter = TargetFilter {
+            accounts: vec![account.to_owned()],
+            regions: vec![region.to_owned()],
+            instances: chunk.iter().map(|&id| id.to_owned()).collect(),
+            ..TargetFilter::default()
+        };
+        found.extend(list(conn, campaign, &filter, chunk.len(), None, false)?.0);
+    }
+    Ok(found)
 }
 
 /// Targets of a campaign with this instance id (in any scope).
@@ -969,6 +1045,115 @@ mod tests {
             assert_eq!(ended, 2);
             assert!(pending(&conn).is_empty());
             assert!(pending_by_scope(&conn, "c1", None).unwrap().is_empty());
+        }
+    }
+
+    store_matrix! {
+        fn a_report_writes_each_instance_once_and_a_stranger_undoes_it(conn) {
+            use muster_proto::v1::{Platform, TargetResult};
+            campaigns::insert(&conn, &NewCampaign::for_test("c1", 3)).unwrap();
+            let scope = ("111111111111", "us-east-1");
+            for n in 1..=5 {
+                conn.execute(
+                    "INSERT INTO targets (campaign_id, account_id, region, instance_id, platform, status)
+                     VALUES ('c1', ?1, ?2, ?3, ?4, ?5)",
+                    params![scope.0, scope.1, format!("i-{n}"), Platform::Linux as i32, TargetStatus::Pending as i32],
+                )
+                .unwrap();
+            }
+            bump(&conn, "c1", scope.0, scope.1, TargetStatus::Pending as i32, 5).unwrap();
+            let campaign = campaigns::get(&conn, "c1").unwrap().unwrap();
+            let batch: Vec<String> = ["i-1", "i-2", "i-3", "i-4"].map(String::from).into();
+            let task_id =
+                crate::store::tasks::create_execute(&conn, &campaign, scope.0, scope.1, Platform::Linux, &batch, 3)
+                    .unwrap();
+            let task = crate::store::tasks::get(&conn, &task_id).unwrap().unwrap();
+            record_dispatch(&conn, &task, ("cmd-1", 0), &batch, Some(1), false).unwrap();
+            let result = |id: &str, status: TargetStatus, timeout: TimeoutKind| TargetResult {
+                instance_id: id.into(),
+                status: status as i32,
+                timeout_kind: timeout as i32,
+                reason: format!("{} {}", id, status.short_name()),
+                command_id: "cmd-1".into(),
+                ..Default::default()
+            };
+            let none = TimeoutKind::Unspecified;
+            // As the writer runs a report: in a savepoint of its
+            // transaction, undone on error.
+            conn.execute_batch("BEGIN").unwrap();
+            let report = |conn: &dyn Sql, results: &[TargetResult], want: bool| {
+                conn.execute_batch("SAVEPOINT report").unwrap();
+                let outcome = ingest_results(conn, &task, results, want);
+                conn.execute_batch(if outcome.is_ok() {
+                    "RELEASE SAVEPOINT report"
+                } else {
+                    "ROLLBACK TO SAVEPOINT report; RELEASE SAVEPOINT report"
+                })
+                .unwrap();
+                outcome
+            };
+
+            let first = report(
+                &conn,
+                &[
+                    result("i-1", TargetStatus::Success, none),
+                    result("i-2", TargetStatus::Failed, none),
+                    result("i-1", TargetStatus::Failed, none),
+                ],
+                false,
+            )
+            .unwrap();
+            assert_eq!((first.accepted, first.duplicates, first.errors), (2, 1, 1));
+
+            let stranger = report(
+                &conn,
+                &[result("i-3", TargetStatus::Success, none), result("i-5", TargetStatus::Success, none)],
+                false,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(&stranger, StoreError::Denied { rule: "task_scope", message }
+                    if message.starts_with(&format!("results[1].instance_id: i-5 is not a target of task {task_id}"))),
+                "{stranger:?}"
+            );
+
+            let third = report(
+                &conn,
+                &[
+                    result("i-4", TargetStatus::TimedOut, TimeoutKind::Execution),
+                    result("i-2", TargetStatus::Success, none),
+                    result("i-3", TargetStatus::Success, none),
+                ],
+                true,
+            )
+            .unwrap();
+            assert_eq!((third.accepted, third.duplicates, third.errors), (2, 1, 1));
+            assert_eq!(ids(&third.updated), ["i-3", "i-4"], "what watchers hear: the written ones");
+            assert_eq!(third.updated[1].reason, "i-4 timed_out");
+            conn.execute_batch("COMMIT").unwrap();
+
+            let mut all = list(&conn, "c1", &TargetFilter::default(), 10, None, false).unwrap().0;
+            all.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+            let shown: Vec<(&str, i32, &str)> =
+                all.iter().map(|t| (t.instance_id.as_str(), t.status, t.reason.as_str())).collect();
+            assert_eq!(
+                shown,
+                [
+                    ("i-1", TargetStatus::Success as i32, "i-1 success"),
+                    ("i-2", TargetStatus::Failed as i32, "i-2 failed"),
+                    ("i-3", TargetStatus::Success as i32, "i-3 success"),
+                    ("i-4", TargetStatus::TimedOut as i32, "i-4 timed_out"),
+                    ("i-5", TargetStatus::Pending as i32, ""),
+                ],
+                "the first result of each stands; the refused report changed nothing"
+            );
+            let totals = campaigns::totals(&conn, "c1").unwrap();
+            assert_eq!(
+                (totals.pending, totals.running, totals.success, totals.failed, totals.timed_out),
+                (1, 0, 2, 1, 1),
+                "the counters add up to the rows"
+            );
+            assert_eq!(campaigns::get(&conn, "c1").unwrap().unwrap().errors, 2);
         }
     }
 
