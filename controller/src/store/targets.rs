@@ -3,6 +3,7 @@
 //! counters in the same transaction, so counters always add up.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 
 use crate::store::sql::{
     Datum, Engine, OptionalExtension as _, ROWS_PER_STATEMENT, Row, Sql, ToValue, Value, params, pieces, placeholders,
@@ -229,10 +230,9 @@ pub fn ingest_results(
     want_targets: bool,
 ) -> StoreResult<Ingested> {
     let mut out = Ingested::default();
-    if let Some(result) = results.iter().find(|r| !final_status(r).is_terminal()) {
+    if let Some((i, result)) = results.iter().enumerate().find(|(_, r)| !final_status(r).is_terminal()) {
         return Err(StoreError::Corrupt(format!(
-            "results[{}].status: {} is not a final status",
-            result.instance_id,
+            "results[{i}].status: {} is not a final status",
             final_status(result).short_name()
         )));
     }
@@ -242,40 +242,46 @@ pub fn ingest_results(
         .enumerate()
         .filter(|(_, r)| seen.insert(r.instance_id.as_str()))
         .collect();
-    out.duplicates = (results.len() - firsts.len()) as u32;
-    let written = if conn.engine() == Engine::Sqlite {
+    // On PostgreSQL the statement that writes the results also moves the
+    // counters and the campaign's errors; on SQLite that is done here.
+    let (written, counted) = if conn.engine() == Engine::Sqlite {
         // In process, a statement per row is cheaper than SQLite's
         // UPDATE ... FROM, which builds and scans a temporary table.
-        write_results_by_row(conn, task, &firsts)?
+        (write_results_by_row(conn, task, &firsts)?, false)
     } else {
-        write_results_in_bulk(conn, task, &firsts)?
+        (write_results_in_bulk(conn, task, &firsts)?, true)
     };
-    out.duplicates += (firsts.len() - written.len()) as u32;
-    // Counter changes by status, applied once for the whole report.
-    let mut deltas: BTreeMap<i32, i64> = BTreeMap::new();
-    for &(result, old) in &written {
-        *deltas.entry(old).or_default() -= 1;
-        *deltas.entry(result.status).or_default() += 1;
-        let timeout = TimeoutKind::try_from(result.timeout_kind).unwrap_or(TimeoutKind::Unspecified);
-        if final_status(result).counts_as_error(timeout) {
-            out.errors += 1;
-        }
-    }
     out.accepted = written.len() as u32;
+    out.duplicates = (results.len() - written.len()) as u32;
+    out.errors = written.iter().filter(|(r, _)| counts_as_error(r)).count() as i64;
     if want_targets {
         let ids: Vec<&str> = written.iter().map(|(r, _)| r.instance_id.as_str()).collect();
         out.updated = of_instances(conn, &task.campaign_id, (&task.account_id, &task.region), &ids)?;
     }
-    bump_all(conn, (&task.campaign_id, &task.account_id, &task.region), &deltas)?;
-    if out.errors > 0 {
-        conn.prepare_cached("UPDATE campaigns SET errors = errors + ?2 WHERE id = ?1")?
-            .execute(params![task.campaign_id, out.errors])?;
+    if !counted {
+        // Counter changes by status, applied once for the whole report.
+        let mut deltas: BTreeMap<i32, i64> = BTreeMap::new();
+        for &(result, old) in &written {
+            *deltas.entry(old).or_default() -= 1;
+            *deltas.entry(result.status).or_default() += 1;
+        }
+        bump_all(conn, (&task.campaign_id, &task.account_id, &task.region), &deltas)?;
+        if out.errors > 0 {
+            conn.prepare_cached("UPDATE campaigns SET errors = errors + ?2 WHERE id = ?1")?
+                .execute(params![task.campaign_id, out.errors])?;
+        }
     }
     Ok(out)
 }
 
 fn final_status(result: &TargetResult) -> TargetStatus {
     TargetStatus::try_from(result.status).unwrap_or(TargetStatus::Unspecified)
+}
+
+/// Whether a result counts against max_errors, as SSM counts them.
+fn counts_as_error(result: &TargetResult) -> bool {
+    let timeout = TimeoutKind::try_from(result.timeout_kind).unwrap_or(TimeoutKind::Unspecified);
+    final_status(result).counts_as_error(timeout)
 }
 
 /// Results written, each with its target's status before.
@@ -338,55 +344,90 @@ fn steps_of(result: &TargetResult) -> Vec<u8> {
 }
 
 /// Columns of one result in [`write_results_in_bulk`]' VALUES rows.
-const RESULT_COLUMNS: usize = 10;
+const RESULT_COLUMNS: usize = 11;
+
+/// Parameters of [`write_results_in_bulk`]'s statement before its rows.
+const BULK_HEAD: usize = 5;
+
+/// [`write_results_in_bulk`]'s statement for `shape` rows (a power of two
+/// up to [`ROWS_PER_STATEMENT`]), made once per shape.
+fn bulk_statement(shape: usize) -> &'static str {
+    static MADE: OnceLock<Vec<String>> = OnceLock::new();
+    let made = MADE.get_or_init(|| {
+        let types: [&str; RESULT_COLUMNS] = [
+            "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", "BYTEA", "BIGINT", "BIGINT", "BIGINT",
+        ];
+        let finals = final_statuses();
+        (0..=ROWS_PER_STATEMENT.trailing_zeros())
+            .map(|power| {
+                let rows = (0..1_usize << power)
+                    .map(|row| format!("({})", typed_placeholders(BULK_HEAD + 1 + row * RESULT_COLUMNS, &types)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                // VALUES columns are column1, column2, ...; column11 is 1
+                // when the result counts against max_errors. `written`
+                // returns each target's status before (`before` is the same
+                // row, by its ctid), `moved` the counters' changes. The
+                // other controllers hear of the results from the same
+                // statement (see `results_feed`), when it wrote any:
+                // `told` is volatile, so PostgreSQL runs it once, where it
+                // is read.
+                format!(
+                    "WITH written AS (
+                       UPDATE targets SET status = v.column2, timeout_kind = v.column3, exit_code = v.column4,
+                          reason = v.column5,
+                          command_id = CASE WHEN v.column6 = '' THEN targets.command_id ELSE v.column6 END,
+                          ssm_status_details = v.column7, steps = v.column8, started_ms = v.column9,
+                          finished_ms = v.column10
+                       FROM (VALUES {rows}) AS v, targets AS before
+                       WHERE targets.campaign_id = ?1 AND targets.account_id = ?2 AND targets.region = ?3
+                         AND targets.instance_id = v.column1 AND before.ctid = targets.ctid
+                         AND before.task_id = ?4 AND before.status NOT IN ({finals})
+                       RETURNING v.column1 AS instance_id, before.status AS was, targets.status AS now,
+                         v.column11 AS error
+                     ), moved AS (
+                       SELECT status, SUM(delta) AS delta
+                         FROM (SELECT was AS status, -1 AS delta FROM written
+                               UNION ALL SELECT now, 1 FROM written) AS change
+                        GROUP BY status HAVING SUM(delta) <> 0
+                     ), counted AS (
+                       INSERT INTO counters (campaign_id, account_id, region, status, count)
+                       SELECT ?1, ?2, ?3, status, delta FROM moved
+                       ON CONFLICT (campaign_id, account_id, region, status)
+                       DO UPDATE SET count = counters.count + excluded.count
+                     ), errors AS (
+                       UPDATE campaigns SET errors = campaigns.errors + e.n
+                         FROM (SELECT COUNT(*) AS n FROM written WHERE error = 1) AS e
+                        WHERE campaigns.id = ?1 AND e.n > 0
+                     ), told AS (
+                       SELECT pg_notify('{channel}', CAST(?5 AS TEXT)) WHERE EXISTS (SELECT 1 FROM written)
+                     )
+                     SELECT written.instance_id, written.was FROM written LEFT JOIN told ON TRUE",
+                    channel = super::results_feed::CHANNEL
+                )
+            })
+            .collect()
+    });
+    &made[shape.trailing_zeros() as usize]
+}
 
 /// Writes those of `results` (index in the report, result) whose targets
-/// have none yet, as [`write_results_by_row`] does, in one statement per
-/// [`ROWS_PER_STATEMENT`]: over the network, round trips cost more than
-/// the join. The statement reads each target's status before (the same
-/// row, by its `ctid`), so a report that only adds results is one round
-/// trip; only one with duplicates or strangers reads their statuses after.
+/// have none yet, as [`write_results_by_row`] does, and moves the counters
+/// and the campaign's errors, in one statement per [`ROWS_PER_STATEMENT`]
+/// results: over the network, round trips cost more than the joins. A
+/// report that only adds results is one round trip; only one with
+/// duplicates or strangers reads their statuses after, to tell which.
 fn write_results_in_bulk<'r>(
     conn: &dyn Sql,
     task: &TaskRow,
     results: &[(usize, &'r TargetResult)],
 ) -> StoreResult<Written<'r>> {
     let now = now_ms();
-    let bytes = conn.engine().bytes_type();
-    let types: [&str; RESULT_COLUMNS] = [
-        "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", bytes, "BIGINT", "BIGINT",
-    ];
-    let finals = final_statuses();
     let mut before: HashMap<String, i32> = HashMap::with_capacity(results.len());
     for piece in pieces(results.len(), ROWS_PER_STATEMENT) {
-        let shape = piece.shape;
-        let rows = (0..shape)
-            .map(|row| format!("({})", typed_placeholders(6 + row * RESULT_COLUMNS, &types)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        // VALUES columns are column1, column2, ... on both engines. The
-        // other controllers hear of the results from the same statement
-        // (see `results_feed`), when it wrote any: no round trip more.
-        // `told` is volatile, so PostgreSQL runs it once, where it is read.
-        let sql = format!(
-            "WITH written AS (
-               UPDATE targets SET status = v.column2, timeout_kind = v.column3, exit_code = v.column4,
-                  reason = v.column5, command_id = CASE WHEN v.column6 = '' THEN targets.command_id ELSE v.column6 END,
-                  ssm_status_details = v.column7, steps = v.column8, started_ms = v.column9, finished_ms = v.column10
-               FROM (VALUES {rows}) AS v, targets AS before
-               WHERE targets.campaign_id = ?1 AND targets.account_id = ?2 AND targets.region = ?3
-                 AND targets.instance_id = v.column1 AND before.ctid = targets.ctid
-                 AND before.task_id = ?4 AND before.status NOT IN ({finals})
-               RETURNING v.column1 AS instance_id, before.status AS status
-             ), told AS (
-               SELECT pg_notify('{channel}', CAST(?5 AS TEXT)) WHERE EXISTS (SELECT 1 FROM written)
-             )
-             SELECT written.instance_id, written.status FROM written LEFT JOIN told ON TRUE",
-            channel = super::results_feed::CHANNEL
-        );
-        let mut args: Vec<Value<'_>> = Vec::with_capacity(5 + shape * RESULT_COLUMNS);
         let ids = piece.rows.clone().map(|i| results[i].1.instance_id.as_str());
         let payload = super::results_feed::payload(task, ids);
+        let mut args: Vec<Value<'_>> = Vec::with_capacity(BULK_HEAD + piece.shape * RESULT_COLUMNS);
         args.extend([
             task.campaign_id.to_value(),
             task.account_id.to_value(),
@@ -408,11 +449,12 @@ fn write_results_in_bulk<'r>(
                 Value::Blob(steps),
                 opt(result.started_at.as_ref().map(millis)),
                 Value::Int(result.finished_at.as_ref().map_or(now, millis)),
+                Value::Int(i64::from(counts_as_error(result))),
             ]);
         }
         // Rows past the piece's match no target.
-        args.resize(5 + shape * RESULT_COLUMNS, Value::Null);
-        for row in conn.query_values(&sql, &args)? {
+        args.resize(BULK_HEAD + piece.shape * RESULT_COLUMNS, Value::Null);
+        for row in conn.query_values(bulk_statement(piece.shape), &args)? {
             match (row.first(), row.get(1)) {
                 (Some(Datum::Text(id)), Some(&Datum::Int(status))) => {
                     before.insert(id.clone(), status as i32);
@@ -422,36 +464,44 @@ fn write_results_in_bulk<'r>(
         }
     }
     if before.len() < results.len() {
-        // Duplicates, or instances that are not the task's.
-        let missed: Vec<&str> = results
+        let missed: Vec<(usize, &TargetResult)> = results
             .iter()
-            .map(|(_, r)| r.instance_id.as_str())
-            .filter(|id| !before.contains_key(*id))
+            .filter(|(_, r)| !before.contains_key(&r.instance_id))
+            .copied()
             .collect();
-        let found = statuses(conn, task, &missed)?;
-        for &(i, result) in results.iter().filter(|(_, r)| !before.contains_key(&r.instance_id)) {
-            match found.get(&result.instance_id) {
-                None => {
-                    return Err(outside_task(
-                        &format!("results[{i}].instance_id"),
-                        &result.instance_id,
-                        task,
-                    ));
-                }
-                Some(&status) if !terminal(status) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "task {}: {} is pending yet its result matched no row",
-                        task.id, result.instance_id
-                    )));
-                }
-                Some(_) => {}
-            }
-        }
+        refuse_strangers(conn, task, &missed)?;
     }
     Ok(results
         .iter()
         .filter_map(|&(_, result)| before.get(&result.instance_id).map(|&old| (result, old)))
         .collect())
+}
+
+/// Of results (index in the report, result) a bulk write passed over, an
+/// error for the first that is not a target of the task; the others are
+/// duplicates.
+fn refuse_strangers(conn: &dyn Sql, task: &TaskRow, missed: &[(usize, &TargetResult)]) -> StoreResult<()> {
+    let ids: Vec<&str> = missed.iter().map(|(_, r)| r.instance_id.as_str()).collect();
+    let found = statuses(conn, task, &ids)?;
+    for &(i, result) in missed {
+        match found.get(&result.instance_id) {
+            None => {
+                return Err(outside_task(
+                    &format!("results[{i}].instance_id"),
+                    &result.instance_id,
+                    task,
+                ));
+            }
+            Some(&status) if !terminal(status) => {
+                return Err(StoreError::Corrupt(format!(
+                    "task {}: {} has no result yet its result matched no row",
+                    task.id, result.instance_id
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// The final target statuses, as SQL's list.
@@ -1115,6 +1165,18 @@ mod tests {
                 matches!(&stranger, StoreError::Denied { rule: "task_scope", message }
                     if message.starts_with(&format!("results[1].instance_id: i-5 is not a target of task {task_id}"))),
                 "{stranger:?}"
+            );
+
+            let unfinished = report(
+                &conn,
+                &[result("i-3", TargetStatus::Success, none), result("i-4", TargetStatus::Running, none)],
+                false,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(&unfinished, StoreError::Corrupt(message)
+                    if message == "results[1].status: running is not a final status"),
+                "{unfinished:?}"
             );
 
             let third = report(
