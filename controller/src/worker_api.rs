@@ -27,7 +27,7 @@ use crate::store::leases::{self, Ending, FailOutcome, LeaseAnswer, LeaseSettings
 use crate::store::records::millis;
 use crate::store::tasks::{self, TaskRow};
 use crate::store::{Sql, StoreError};
-use crate::store::{campaigns, command_endings, queue, targets};
+use crate::store::{campaigns, command_endings, ingest, queue, targets};
 
 /// Most instances in one ReportTargets.
 const MAX_REPORTED_INSTANCES: usize = 5_000;
@@ -500,7 +500,7 @@ impl WorkerService for WorkerApi {
                     .iter_mut()
                     .filter_map(|r| muster_proto::clip_output(r, keep).then(|| r.instance_id.clone()))
                     .collect::<Vec<_>>();
-                targets::ingest_results(txn, &task, &results, watched).map(|ingested| (ingested, clipped))
+                ingest::results(txn, &task, &results, watched).map(|ingested| (ingested, clipped))
             })
             .await
             .map_err(|e| match e {

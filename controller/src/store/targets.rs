@@ -3,26 +3,22 @@
 //! counters in the same transaction, so counters always add up.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::OnceLock;
 
 use crate::store::sql::{
-    Datum, Engine, OptionalExtension as _, ROWS_PER_STATEMENT, Row, Sql, ToValue, Value, params, pieces, placeholders,
-    typed_placeholders,
+    Datum, OptionalExtension as _, ROWS_PER_STATEMENT, Row, Sql, ToValue, Value, params, pieces, placeholders,
 };
-use muster_proto::v1::{
-    DiscoveredInstance, PingStatus, Platform, ScopeState, StepOutput, Target, TargetResult, TargetStatus, TimeoutKind,
-};
+use muster_proto::v1::{DiscoveredInstance, PingStatus, Platform, ScopeState, StepOutput, Target, TargetStatus};
 use prost::Message as _;
 
-use super::records::{bump, bump_all, millis, now_ms, terminal, timestamp};
+use super::records::{bump, bump_all, now_ms, timestamp};
 use super::tasks::TaskRow;
 use super::{StoreError, StoreResult};
 
 /// Keeps a list of steps in one column.
 #[derive(Clone, PartialEq, prost::Message)]
-struct Steps {
+pub(super) struct Steps {
     #[prost(message, repeated, tag = "1")]
-    steps: Vec<StepOutput>,
+    pub(super) steps: Vec<StepOutput>,
 }
 
 /// Columns of one instance in [`insert_discovered`]' VALUES rows.
@@ -207,314 +203,8 @@ pub fn record_dispatch(
     Ok(())
 }
 
-/// How an ingest went.
-#[derive(Debug, Default)]
-pub struct Ingested {
-    /// Recorded now.
-    pub accepted: u32,
-    /// Already terminal.
-    pub duplicates: u32,
-    /// New errors as SSM counts them.
-    pub errors: i64,
-    /// The targets as they are now, for watchers.
-    pub updated: Vec<Target>,
-}
-
-/// Records terminal results of an Execute task's targets. A result for a
-/// target that already has one is a duplicate and changes nothing, and so
-/// is a second result for the same instance in one report.
-pub fn ingest_results(
-    conn: &dyn Sql,
-    task: &TaskRow,
-    results: &[TargetResult],
-    want_targets: bool,
-) -> StoreResult<Ingested> {
-    let mut out = Ingested::default();
-    if let Some((i, result)) = results.iter().enumerate().find(|(_, r)| !final_status(r).is_terminal()) {
-        return Err(StoreError::Corrupt(format!(
-            "results[{i}].status: {} is not a final status",
-            final_status(result).short_name()
-        )));
-    }
-    let mut seen = std::collections::HashSet::with_capacity(results.len());
-    let firsts: Vec<(usize, &TargetResult)> = results
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| seen.insert(r.instance_id.as_str()))
-        .collect();
-    // On PostgreSQL the statement that writes the results also moves the
-    // counters and the campaign's errors; on SQLite that is done here.
-    let (written, counted) = if conn.engine() == Engine::Sqlite {
-        // In process, a statement per row is cheaper than SQLite's
-        // UPDATE ... FROM, which builds and scans a temporary table.
-        (write_results_by_row(conn, task, &firsts)?, false)
-    } else {
-        (write_results_in_bulk(conn, task, &firsts)?, true)
-    };
-    out.accepted = written.len() as u32;
-    out.duplicates = (results.len() - written.len()) as u32;
-    out.errors = written.iter().filter(|(r, _)| counts_as_error(r)).count() as i64;
-    if want_targets {
-        let ids: Vec<&str> = written.iter().map(|(r, _)| r.instance_id.as_str()).collect();
-        out.updated = of_instances(conn, &task.campaign_id, (&task.account_id, &task.region), &ids)?;
-    }
-    if !counted {
-        // Counter changes by status, applied once for the whole report.
-        let mut deltas: BTreeMap<i32, i64> = BTreeMap::new();
-        for &(result, old) in &written {
-            *deltas.entry(old).or_default() -= 1;
-            *deltas.entry(result.status).or_default() += 1;
-        }
-        bump_all(conn, (&task.campaign_id, &task.account_id, &task.region), &deltas)?;
-        if out.errors > 0 {
-            conn.prepare_cached("UPDATE campaigns SET errors = errors + ?2 WHERE id = ?1")?
-                .execute(params![task.campaign_id, out.errors])?;
-        }
-    }
-    Ok(out)
-}
-
-fn final_status(result: &TargetResult) -> TargetStatus {
-    TargetStatus::try_from(result.status).unwrap_or(TargetStatus::Unspecified)
-}
-
-/// Whether a result counts against max_errors, as SSM counts them.
-fn counts_as_error(result: &TargetResult) -> bool {
-    let timeout = TimeoutKind::try_from(result.timeout_kind).unwrap_or(TimeoutKind::Unspecified);
-    final_status(result).counts_as_error(timeout)
-}
-
-/// Results written, each with its target's status before.
-type Written<'r> = Vec<(&'r TargetResult, i32)>;
-
-/// Writes, one UPDATE per result, those of `results` (index in the report,
-/// result) whose targets have none yet. Every one must be a target of the
-/// task.
-fn write_results_by_row<'r>(
-    conn: &dyn Sql,
-    task: &TaskRow,
-    results: &[(usize, &'r TargetResult)],
-) -> StoreResult<Written<'r>> {
-    let ids: Vec<&str> = results.iter().map(|(_, r)| r.instance_id.as_str()).collect();
-    let current = statuses(conn, task, &ids)?;
-    let now = now_ms();
-    let mut update = conn.prepare_cached(
-        "UPDATE targets SET status = ?5, timeout_kind = ?6, exit_code = ?7, reason = ?8,
-            command_id = CASE WHEN ?9 = '' THEN command_id ELSE ?9 END,
-            ssm_status_details = ?10, steps = ?11, started_ms = ?12, finished_ms = ?13
-         WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4",
-    )?;
-    let mut written = Vec::with_capacity(results.len());
-    for &(i, result) in results {
-        let Some(&old) = current.get(&result.instance_id) else {
-            return Err(outside_task(
-                &format!("results[{i}].instance_id"),
-                &result.instance_id,
-                task,
-            ));
-        };
-        if terminal(old) {
-            continue;
-        }
-        update.execute(params![
-            task.campaign_id,
-            task.account_id,
-            task.region,
-            result.instance_id,
-            result.status,
-            result.timeout_kind,
-            result.exit_code,
-            result.reason,
-            result.command_id,
-            result.ssm_status_details,
-            steps_of(result),
-            result.started_at.as_ref().map(millis),
-            result.finished_at.as_ref().map_or(now, millis)
-        ])?;
-        written.push((result, old));
-    }
-    Ok(written)
-}
-
-fn steps_of(result: &TargetResult) -> Vec<u8> {
-    Steps {
-        steps: result.steps.clone(),
-    }
-    .encode_to_vec()
-}
-
-/// Columns of one result in [`write_results_in_bulk`]' VALUES rows.
-const RESULT_COLUMNS: usize = 11;
-
-/// Parameters of [`write_results_in_bulk`]'s statement before its rows.
-const BULK_HEAD: usize = 5;
-
-/// [`write_results_in_bulk`]'s statement for `shape` rows (a power of two
-/// up to [`ROWS_PER_STATEMENT`]), made once per shape.
-fn bulk_statement(shape: usize) -> &'static str {
-    static MADE: OnceLock<Vec<String>> = OnceLock::new();
-    let made = MADE.get_or_init(|| {
-        let types: [&str; RESULT_COLUMNS] = [
-            "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", "BYTEA", "BIGINT", "BIGINT", "BIGINT",
-        ];
-        let finals = final_statuses();
-        (0..=ROWS_PER_STATEMENT.trailing_zeros())
-            .map(|power| {
-                let rows = (0..1_usize << power)
-                    .map(|row| format!("({})", typed_placeholders(BULK_HEAD + 1 + row * RESULT_COLUMNS, &types)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                // VALUES columns are column1, column2, ...; column11 is 1
-                // when the result counts against max_errors. `written`
-                // returns each target's status before (`before` is the same
-                // row, by its ctid), `moved` the counters' changes. The
-                // other controllers hear of the results from the same
-                // statement (see `results_feed`), when it wrote any:
-                // `told` is volatile, so PostgreSQL runs it once, where it
-                // is read.
-                format!(
-                    "WITH written AS (
-                       UPDATE targets SET status = v.column2, timeout_kind = v.column3, exit_code = v.column4,
-                          reason = v.column5,
-                          command_id = CASE WHEN v.column6 = '' THEN targets.command_id ELSE v.column6 END,
-                          ssm_status_details = v.column7, steps = v.column8, started_ms = v.column9,
-                          finished_ms = v.column10
-                       FROM (VALUES {rows}) AS v, targets AS before
-                       WHERE targets.campaign_id = ?1 AND targets.account_id = ?2 AND targets.region = ?3
-                         AND targets.instance_id = v.column1 AND before.ctid = targets.ctid
-                         AND before.task_id = ?4 AND before.status NOT IN ({finals})
-                       RETURNING v.column1 AS instance_id, before.status AS was, targets.status AS now,
-                         v.column11 AS error
-                     ), moved AS (
-                       SELECT status, SUM(delta) AS delta
-                         FROM (SELECT was AS status, -1 AS delta FROM written
-                               UNION ALL SELECT now, 1 FROM written) AS change
-                        GROUP BY status HAVING SUM(delta) <> 0
-                     ), counted AS (
-                       INSERT INTO counters (campaign_id, account_id, region, status, count)
-                       SELECT ?1, ?2, ?3, status, delta FROM moved
-                       ON CONFLICT (campaign_id, account_id, region, status)
-                       DO UPDATE SET count = counters.count + excluded.count
-                     ), errors AS (
-                       UPDATE campaigns SET errors = campaigns.errors + e.n
-                         FROM (SELECT COUNT(*) AS n FROM written WHERE error = 1) AS e
-                        WHERE campaigns.id = ?1 AND e.n > 0
-                     ), told AS (
-                       SELECT pg_notify('{channel}', CAST(?5 AS TEXT)) WHERE EXISTS (SELECT 1 FROM written)
-                     )
-                     SELECT written.instance_id, written.was FROM written LEFT JOIN told ON TRUE",
-                    channel = super::results_feed::CHANNEL
-                )
-            })
-            .collect()
-    });
-    &made[shape.trailing_zeros() as usize]
-}
-
-/// Writes those of `results` (index in the report, result) whose targets
-/// have none yet, as [`write_results_by_row`] does, and moves the counters
-/// and the campaign's errors, in one statement per [`ROWS_PER_STATEMENT`]
-/// results: over the network, round trips cost more than the joins. A
-/// report that only adds results is one round trip; only one with
-/// duplicates or strangers reads their statuses after, to tell which.
-fn write_results_in_bulk<'r>(
-    conn: &dyn Sql,
-    task: &TaskRow,
-    results: &[(usize, &'r TargetResult)],
-) -> StoreResult<Written<'r>> {
-    let now = now_ms();
-    let mut before: HashMap<String, i32> = HashMap::with_capacity(results.len());
-    for piece in pieces(results.len(), ROWS_PER_STATEMENT) {
-        let ids = piece.rows.clone().map(|i| results[i].1.instance_id.as_str());
-        let payload = super::results_feed::payload(task, ids);
-        let mut args: Vec<Value<'_>> = Vec::with_capacity(BULK_HEAD + piece.shape * RESULT_COLUMNS);
-        args.extend([
-            task.campaign_id.to_value(),
-            task.account_id.to_value(),
-            task.region.to_value(),
-            task.id.to_value(),
-            Value::Text(&payload),
-        ]);
-        let steps: Vec<Vec<u8>> = piece.rows.clone().map(|i| steps_of(results[i].1)).collect();
-        for (&(_, result), steps) in results[piece.rows.clone()].iter().zip(&steps) {
-            let opt = |v: Option<i64>| v.map_or(Value::Null, Value::Int);
-            args.extend([
-                result.instance_id.to_value(),
-                Value::Int(i64::from(result.status)),
-                Value::Int(i64::from(result.timeout_kind)),
-                opt(result.exit_code.map(i64::from)),
-                result.reason.to_value(),
-                result.command_id.to_value(),
-                result.ssm_status_details.to_value(),
-                Value::Blob(steps),
-                opt(result.started_at.as_ref().map(millis)),
-                Value::Int(result.finished_at.as_ref().map_or(now, millis)),
-                Value::Int(i64::from(counts_as_error(result))),
-            ]);
-        }
-        // Rows past the piece's match no target.
-        args.resize(BULK_HEAD + piece.shape * RESULT_COLUMNS, Value::Null);
-        for row in conn.query_values(bulk_statement(piece.shape), &args)? {
-            match (row.first(), row.get(1)) {
-                (Some(Datum::Text(id)), Some(&Datum::Int(status))) => {
-                    before.insert(id.clone(), status as i32);
-                }
-                other => return Err(StoreError::Corrupt(format!("a written result reads as {other:?}"))),
-            }
-        }
-    }
-    if before.len() < results.len() {
-        let missed: Vec<(usize, &TargetResult)> = results
-            .iter()
-            .filter(|(_, r)| !before.contains_key(&r.instance_id))
-            .copied()
-            .collect();
-        refuse_strangers(conn, task, &missed)?;
-    }
-    Ok(results
-        .iter()
-        .filter_map(|&(_, result)| before.get(&result.instance_id).map(|&old| (result, old)))
-        .collect())
-}
-
-/// Of results (index in the report, result) a bulk write passed over, an
-/// error for the first that is not a target of the task; the others are
-/// duplicates.
-fn refuse_strangers(conn: &dyn Sql, task: &TaskRow, missed: &[(usize, &TargetResult)]) -> StoreResult<()> {
-    let ids: Vec<&str> = missed.iter().map(|(_, r)| r.instance_id.as_str()).collect();
-    let found = statuses(conn, task, &ids)?;
-    for &(i, result) in missed {
-        match found.get(&result.instance_id) {
-            None => {
-                return Err(outside_task(
-                    &format!("results[{i}].instance_id"),
-                    &result.instance_id,
-                    task,
-                ));
-            }
-            Some(&status) if !terminal(status) => {
-                return Err(StoreError::Corrupt(format!(
-                    "task {}: {} has no result yet its result matched no row",
-                    task.id, result.instance_id
-                )));
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
-}
-
-/// The final target statuses, as SQL's list.
-fn final_statuses() -> String {
-    (0..=i32::from(u8::MAX))
-        .filter(|&n| terminal(n))
-        .map(|n| n.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// A report about an instance that is not the task's (PERMISSION_DENIED).
-fn outside_task(field: &str, instance: &str, task: &TaskRow) -> StoreError {
+pub(super) fn outside_task(field: &str, instance: &str, task: &TaskRow) -> StoreError {
     StoreError::Denied {
         rule: "task_scope",
         message: format!(
@@ -527,7 +217,7 @@ fn outside_task(field: &str, instance: &str, task: &TaskRow) -> StoreError {
 
 /// The statuses of those of `ids` that are targets of `task`, by instance,
 /// in a few queries (see `pieces`).
-fn statuses(conn: &dyn Sql, task: &TaskRow, ids: &[&str]) -> StoreResult<std::collections::HashMap<String, i32>> {
+pub(super) fn statuses(conn: &dyn Sql, task: &TaskRow, ids: &[&str]) -> StoreResult<HashMap<String, i32>> {
     let mut found = std::collections::HashMap::new();
     // A few statement shapes whatever the count (see `pieces`).
     for piece in pieces(ids.len(), ROWS_PER_STATEMENT) {
@@ -1078,7 +768,7 @@ mod tests {
                 conn.execute_batch("BEGIN").unwrap();
                 updates(&conn)
             });
-            let ingested = ingest_results(&conn, &task, &results, false).unwrap();
+            let ingested = crate::store::ingest::results(&conn, &task, &results, false).unwrap();
             assert_eq!(ingested.accepted, 4);
             if let Some((updated, hot)) = before {
                 let (updated_after, hot_after) = updates(&conn);
@@ -1095,127 +785,6 @@ mod tests {
             assert_eq!(ended, 2);
             assert!(pending(&conn).is_empty());
             assert!(pending_by_scope(&conn, "c1", None).unwrap().is_empty());
-        }
-    }
-
-    store_matrix! {
-        fn a_report_writes_each_instance_once_and_a_stranger_undoes_it(conn) {
-            use muster_proto::v1::{Platform, TargetResult};
-            campaigns::insert(&conn, &NewCampaign::for_test("c1", 3)).unwrap();
-            let scope = ("111111111111", "us-east-1");
-            for n in 1..=5 {
-                conn.execute(
-                    "INSERT INTO targets (campaign_id, account_id, region, instance_id, platform, status)
-                     VALUES ('c1', ?1, ?2, ?3, ?4, ?5)",
-                    params![scope.0, scope.1, format!("i-{n}"), Platform::Linux as i32, TargetStatus::Pending as i32],
-                )
-                .unwrap();
-            }
-            bump(&conn, "c1", scope.0, scope.1, TargetStatus::Pending as i32, 5).unwrap();
-            let campaign = campaigns::get(&conn, "c1").unwrap().unwrap();
-            let batch: Vec<String> = ["i-1", "i-2", "i-3", "i-4"].map(String::from).into();
-            let task_id =
-                crate::store::tasks::create_execute(&conn, &campaign, scope.0, scope.1, Platform::Linux, &batch, 3)
-                    .unwrap();
-            let task = crate::store::tasks::get(&conn, &task_id).unwrap().unwrap();
-            record_dispatch(&conn, &task, ("cmd-1", 0), &batch, Some(1), false).unwrap();
-            let result = |id: &str, status: TargetStatus, timeout: TimeoutKind| TargetResult {
-                instance_id: id.into(),
-                status: status as i32,
-                timeout_kind: timeout as i32,
-                reason: format!("{} {}", id, status.short_name()),
-                command_id: "cmd-1".into(),
-                ..Default::default()
-            };
-            let none = TimeoutKind::Unspecified;
-            // As the writer runs a report: in a savepoint of its
-            // transaction, undone on error.
-            conn.execute_batch("BEGIN").unwrap();
-            let report = |conn: &dyn Sql, results: &[TargetResult], want: bool| {
-                conn.execute_batch("SAVEPOINT report").unwrap();
-                let outcome = ingest_results(conn, &task, results, want);
-                conn.execute_batch(if outcome.is_ok() {
-                    "RELEASE SAVEPOINT report"
-                } else {
-                    "ROLLBACK TO SAVEPOINT report; RELEASE SAVEPOINT report"
-                })
-                .unwrap();
-                outcome
-            };
-
-            let first = report(
-                &conn,
-                &[
-                    result("i-1", TargetStatus::Success, none),
-                    result("i-2", TargetStatus::Failed, none),
-                    result("i-1", TargetStatus::Failed, none),
-                ],
-                false,
-            )
-            .unwrap();
-            assert_eq!((first.accepted, first.duplicates, first.errors), (2, 1, 1));
-
-            let stranger = report(
-                &conn,
-                &[result("i-3", TargetStatus::Success, none), result("i-5", TargetStatus::Success, none)],
-                false,
-            )
-            .unwrap_err();
-            assert!(
-                matches!(&stranger, StoreError::Denied { rule: "task_scope", message }
-                    if message.starts_with(&format!("results[1].instance_id: i-5 is not a target of task {task_id}"))),
-                "{stranger:?}"
-            );
-
-            let unfinished = report(
-                &conn,
-                &[result("i-3", TargetStatus::Success, none), result("i-4", TargetStatus::Running, none)],
-                false,
-            )
-            .unwrap_err();
-            assert!(
-                matches!(&unfinished, StoreError::Corrupt(message)
-                    if message == "results[1].status: running is not a final status"),
-                "{unfinished:?}"
-            );
-
-            let third = report(
-                &conn,
-                &[
-                    result("i-4", TargetStatus::TimedOut, TimeoutKind::Execution),
-                    result("i-2", TargetStatus::Success, none),
-                    result("i-3", TargetStatus::Success, none),
-                ],
-                true,
-            )
-            .unwrap();
-            assert_eq!((third.accepted, third.duplicates, third.errors), (2, 1, 1));
-            assert_eq!(ids(&third.updated), ["i-3", "i-4"], "what watchers hear: the written ones");
-            assert_eq!(third.updated[1].reason, "i-4 timed_out");
-            conn.execute_batch("COMMIT").unwrap();
-
-            let mut all = list(&conn, "c1", &TargetFilter::default(), 10, None, false).unwrap().0;
-            all.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-            let shown: Vec<(&str, i32, &str)> =
-                all.iter().map(|t| (t.instance_id.as_str(), t.status, t.reason.as_str())).collect();
-            assert_eq!(
-                shown,
-                [
-                    ("i-1", TargetStatus::Success as i32, "i-1 success"),
-                    ("i-2", TargetStatus::Failed as i32, "i-2 failed"),
-                    ("i-3", TargetStatus::Success as i32, "i-3 success"),
-                    ("i-4", TargetStatus::TimedOut as i32, "i-4 timed_out"),
-                    ("i-5", TargetStatus::Pending as i32, ""),
-                ],
-                "the first result of each stands; the refused report changed nothing"
-            );
-            let totals = campaigns::totals(&conn, "c1").unwrap();
-            assert_eq!(
-                (totals.pending, totals.running, totals.success, totals.failed, totals.timed_out),
-                (1, 0, 2, 1, 1),
-                "the counters add up to the rows"
-            );
-            assert_eq!(campaigns::get(&conn, "c1").unwrap().unwrap().errors, 2);
         }
     }
 
