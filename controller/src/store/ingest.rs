@@ -320,8 +320,7 @@ fn final_statuses() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::campaigns::{self, NewCampaign};
-    use crate::store::records::bump;
+    use crate::store::campaigns;
     use crate::store::targets::{TargetFilter, list, record_dispatch};
     use crate::store::testing::store_matrix;
 
@@ -332,17 +331,8 @@ mod tests {
     store_matrix! {
         fn a_report_writes_each_instance_once_and_a_stranger_undoes_it(conn) {
             use muster_proto::v1::{Platform, TargetResult};
-            campaigns::insert(&conn, &NewCampaign::for_test("c1", 3)).unwrap();
             let scope = ("111111111111", "us-east-1");
-            for n in 1..=5 {
-                conn.execute(
-                    "INSERT INTO targets (campaign_id, account_id, region, instance_id, platform, status)
-                     VALUES ('c1', ?1, ?2, ?3, ?4, ?5)",
-                    params![scope.0, scope.1, format!("i-{n}"), Platform::Linux as i32, TargetStatus::Pending as i32],
-                )
-                .unwrap();
-            }
-            bump(&conn, "c1", scope.0, scope.1, TargetStatus::Pending as i32, 5).unwrap();
+            crate::store::testing::pending_campaign(&conn, scope, 5);
             let campaign = campaigns::get(&conn, "c1").unwrap().unwrap();
             let batch: Vec<String> = ["i-1", "i-2", "i-3", "i-4"].map(String::from).into();
             let task_id =

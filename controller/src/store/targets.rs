@@ -713,16 +713,8 @@ mod tests {
     store_matrix! {
         fn the_pending_set_follows_release_and_a_result_touches_no_index(conn) {
             use muster_proto::v1::{Platform, TargetResult};
-            campaigns::insert(&conn, &NewCampaign::for_test("c1", 3)).unwrap();
             let scope = ("111111111111", "us-east-1");
-            for n in 1..=6 {
-                conn.execute(
-                    "INSERT INTO targets (campaign_id, account_id, region, instance_id, platform, status)
-                     VALUES ('c1', ?1, ?2, ?3, ?4, ?5)",
-                    params![scope.0, scope.1, format!("i-{n}"), Platform::Linux as i32, TargetStatus::Pending as i32],
-                )
-                .unwrap();
-            }
+            crate::store::testing::pending_campaign(&conn, scope, 6);
             let linux = Platform::Linux as i32;
             let pending = |conn: &dyn Sql| pending_instances(conn, "c1", scope, linux, None, 100).unwrap();
             assert_eq!(pending(&conn), ["i-1", "i-2", "i-3", "i-4", "i-5", "i-6"]);

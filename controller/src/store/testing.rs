@@ -66,6 +66,28 @@ impl Sql for TestDb {
     }
 }
 
+/// Campaign `c1` with `count` pending Linux targets `i-1`, `i-2`, ... in
+/// one scope, counted.
+pub fn pending_campaign(conn: &dyn Sql, (account, region): (&str, &str), count: usize) {
+    use muster_proto::v1::{Platform, TargetStatus};
+    super::campaigns::insert(conn, &super::campaigns::NewCampaign::for_test("c1", 3)).unwrap();
+    for n in 1..=count {
+        conn.execute(
+            "INSERT INTO targets (campaign_id, account_id, region, instance_id, platform, status)
+             VALUES ('c1', ?1, ?2, ?3, ?4, ?5)",
+            super::sql::params![
+                account,
+                region,
+                format!("i-{n}"),
+                Platform::Linux as i32,
+                TargetStatus::Pending as i32
+            ],
+        )
+        .unwrap();
+    }
+    super::records::bump(conn, "c1", account, region, TargetStatus::Pending as i32, count as i64).unwrap();
+}
+
 /// Store tests that run against both engines: each `fn name(conn) { ... }`
 /// becomes a module `name` with the tests `sqlite` and `postgres`.
 macro_rules! store_matrix {
