@@ -21,7 +21,8 @@ use super::{StoreError, StoreResult};
 pub struct Ingested {
     /// Recorded now.
     pub accepted: u32,
-    /// Already terminal.
+    /// Changed nothing: the target already had a result, or the report
+    /// named its instance before.
     pub duplicates: u32,
     /// New errors as SSM counts them.
     pub errors: i64,
