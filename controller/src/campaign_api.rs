@@ -33,6 +33,9 @@ use crate::store::targets::{self, TargetFilter};
 use crate::store::{Sql, StoreResult};
 use crate::validate;
 
+mod paging;
+use paging::{CampaignQuery, campaign_query, target_page, within_page_bytes};
+
 /// The service.
 #[derive(Clone)]
 pub struct CampaignApi {
@@ -379,87 +382,6 @@ fn footprint_of(conn: &dyn Sql, row: &CampaignRow) -> StoreResult<Footprint> {
     })
 }
 
-/// A ListCampaigns request, checked.
-struct CampaignQuery {
-    page_size: usize,
-    /// After which campaign (created at, id) the page starts.
-    cursor: Option<(i64, String)>,
-    states: Vec<CampaignState>,
-}
-
-fn campaign_query(request: &ListCampaignsRequest) -> Result<CampaignQuery, Status> {
-    let page_size = match request.page_size {
-        0 => 50,
-        n if n > 500 => return Err(Status::invalid_argument(format!("page_size: {n}; at most 500"))),
-        n => n as usize,
-    };
-    let cursor = if request.page_token.is_empty() {
-        None
-    } else {
-        let parsed = request
-            .page_token
-            .split_once(':')
-            .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_owned())));
-        Some(parsed.ok_or_else(|| Status::invalid_argument("page_token: not a token from a previous ListCampaigns"))?)
-    };
-    let mut states = Vec::new();
-    for (i, state) in request.states.iter().enumerate() {
-        match CampaignState::try_from(*state) {
-            Ok(state) if state != CampaignState::Unspecified => states.push(state),
-            _ => {
-                return Err(Status::invalid_argument(format!(
-                    "states[{i}]: {state} is not a campaign state"
-                )));
-            }
-        }
-    }
-    Ok(CampaignQuery {
-        page_size,
-        cursor,
-        states,
-    })
-}
-
-/// A ListTargets request's page size and where the page starts (after
-/// which account, region and instance), once its fields are checked.
-fn target_page(request: &ListTargetsRequest) -> Result<(usize, Option<targets::TargetCursor>), Status> {
-    let page_size = match request.page_size {
-        0 => 500,
-        n if n > 5_000 => return Err(Status::invalid_argument(format!("page_size: {n}; at most 5000"))),
-        n => n as usize,
-    };
-    let cursor = if request.page_token.is_empty() {
-        None
-    } else {
-        let mut parts = request.page_token.splitn(3, ':');
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(a), Some(r), Some(i)) => Some((a.to_owned(), r.to_owned(), i.to_owned())),
-            _ => {
-                return Err(Status::invalid_argument(
-                    "page_token: not a token from a previous ListTargets",
-                ));
-            }
-        }
-    };
-    for (i, status) in request.statuses.iter().enumerate() {
-        if muster_proto::v1::TargetStatus::try_from(*status).is_err() || *status == 0 {
-            return Err(Status::invalid_argument(format!(
-                "statuses[{i}]: {status} is not a target status"
-            )));
-        }
-    }
-    for (list, field) in [
-        (&request.account_ids, "account_ids"),
-        (&request.regions, "regions"),
-        (&request.instance_ids, "instance_ids"),
-    ] {
-        if list.len() > 1000 {
-            return Err(Status::invalid_argument(format!("{field}: at most 1000 values")));
-        }
-    }
-    Ok((page_size, cursor))
-}
-
 fn check_id(field: &str, id: &str) -> Result<(), Status> {
     if uuid::Uuid::parse_str(id).is_ok() && id.len() == 36 {
         Ok(())
@@ -649,34 +571,6 @@ pub(crate) enum Prepared {
     Found(Inserted),
     /// To insert.
     New(Box<NewCampaign>),
-}
-
-/// Most bytes of targets in one ListTargets answer: with output, 500 targets
-/// of 2 MiB each would pass any client's message limit.
-const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
-
-/// Ends a page early (at least one target) where it would pass
-/// [`MAX_PAGE_BYTES`]; the rest comes with the next page token.
-fn within_page_bytes(
-    mut targets: Vec<muster_proto::v1::Target>,
-    next: Option<(String, String, String)>,
-) -> (Vec<muster_proto::v1::Target>, Option<(String, String, String)>) {
-    let mut size = 0;
-    let keep = targets
-        .iter()
-        .position(|t| {
-            size += t.encoded_len();
-            size > MAX_PAGE_BYTES
-        })
-        .map_or(targets.len(), |i| i.max(1));
-    if keep == targets.len() {
-        return (targets, next);
-    }
-    targets.truncate(keep);
-    let last = targets
-        .last()
-        .map(|t| (t.account_id.clone(), t.region.clone(), t.instance_id.clone()));
-    (targets, last)
 }
 
 /// The campaign id of an insert, and whether it is new.
