@@ -11,7 +11,9 @@
 //!     cargo build --release --bins
 //!     cargo bench -p muster-tests --bench controller_ingest
 //!
-//! MUSTER_BENCH_TARGETS changes the 100,000.
+//! MUSTER_BENCH_TARGETS changes the 100,000; MUSTER_BENCH_WATCH_TARGETS=1
+//! keeps a watcher of every target's result open meanwhile, as a console
+//! on the campaign does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -185,6 +187,14 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
+    // A console open on the campaign (MUSTER_BENCH_WATCH_TARGETS=1): a
+    // watcher of every target's result through the ingest.
+    let target_watcher = if std::env::var("MUSTER_BENCH_WATCH_TARGETS").is_ok_and(|v| v == "1") {
+        Some(watch_targets(system.client.clone(), id.clone()).await)
+    } else {
+        None
+    };
+
     // Ingest, with the read API measured alongside.
     let ingesting = Arc::new(AtomicBool::new(true));
     let probe = tokio::spawn(probe_reads(system.client.clone(), id.clone(), ingesting.clone()));
@@ -268,6 +278,17 @@ async fn main() {
         println!("  {name:<14} during ingest: p50 {p50:.1} ms, p99 {p99:.1} ms ({n} calls)");
     }
     println!("controller RSS after ingest: {}", rss(&system));
+    if let Some((heard, watcher)) = target_watcher {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while heard.load(Ordering::Relaxed) < accepted && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        watcher.abort();
+        println!(
+            "a watcher with include_targets heard {} of {accepted} target events",
+            heard.load(Ordering::Relaxed)
+        );
+    }
 
     for (task_id, lease_id, _) in &done {
         complete(&workers, task_id, *lease_id).await;
@@ -325,6 +346,36 @@ async fn complete(workers: &Workers, task_id: &str, lease_id: u64) {
 }
 
 type Samples = Vec<Duration>;
+
+/// Watches the campaign's targets as the console does; counts the target
+/// events heard.
+async fn watch_targets(
+    mut client: muster_proto::v1::campaign_service_client::CampaignServiceClient<Channel>,
+    id: String,
+) -> (Arc<std::sync::atomic::AtomicU64>, tokio::task::JoinHandle<()>) {
+    let mut stream = client
+        .watch_campaign(WatchCampaignRequest {
+            campaign_id: id,
+            include_targets: true,
+        })
+        .await
+        .expect("WatchCampaign")
+        .into_inner();
+    stream.message().await.expect("a snapshot").expect("a first message");
+    let heard = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counting = heard.clone();
+    let watcher = tokio::spawn(async move {
+        while let Ok(Some(event)) = stream.message().await {
+            if matches!(
+                event.event,
+                Some(muster_proto::v1::watch_campaign_response::Event::Target(_))
+            ) {
+                counting.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    (heard, watcher)
+}
 
 /// Get, List and the first Watch answer, one after another, while ingesting.
 async fn probe_reads(
