@@ -4,9 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::store::sql::{
-    Datum, OptionalExtension as _, ROWS_PER_STATEMENT, Row, Sql, ToValue, Value, params, pieces, placeholders,
-};
+use crate::store::sql::{Datum, ROWS_PER_STATEMENT, Row, Sql, ToValue, Value, params, pieces, placeholders};
 use muster_proto::v1::{DiscoveredInstance, PingStatus, Platform, ScopeState, StepOutput, Target, TargetStatus};
 use prost::Message as _;
 
@@ -405,25 +403,6 @@ fn from_row(r: &Row<'_>, with_output: bool, names: &StageNames) -> StoreResult<T
             .map(|s| s.steps)
             .unwrap_or_default(),
     })
-}
-
-/// One target.
-pub fn get(
-    conn: &dyn Sql,
-    campaign: &str,
-    account: &str,
-    region: &str,
-    instance: &str,
-    with_output: bool,
-) -> StoreResult<Option<Target>> {
-    let names = stage_names(conn, [campaign])?;
-    conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM targets WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4"
-    ))?
-    .query_row(params![campaign, account, region, instance], |r| {
-        from_row(r, with_output, &names)
-    })
-    .optional()
 }
 
 /// Instances of one scope of a campaign in a few queries, in instance
