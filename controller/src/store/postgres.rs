@@ -376,10 +376,10 @@ pub(super) fn in_transaction(conn: &mut PgConn, target: &Target, body: &mut dyn 
         tracing::warn!(database = %target.shown(), "store: the writer's connection was lost; reconnecting");
         *conn = PgConn::connect(target)?;
     }
-    conn.execute_batch("BEGIN")?;
+    // The transaction and its lock in one round trip.
     let outcome = conn
-        .query_values("SELECT pg_advisory_xact_lock(?1)", &[Value::Int(WRITE_LOCK)])
-        .map(|_| body(&*conn))
+        .execute_batch(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"))
+        .map(|()| body(&*conn))
         .and_then(|()| conn.execute_batch("COMMIT"));
     if outcome.is_err() && !conn.is_closed() {
         let _ = conn.execute_batch("ROLLBACK");
