@@ -116,8 +116,9 @@ type WriteJob = Box<dyn FnOnce(&Savepoints<'_>) -> Box<dyn FnOnce() + Send> + Se
 
 /// Most writes committed together.
 const MAX_GROUP: usize = 512;
-/// Read connections kept open.
-const READERS: usize = 4;
+/// Read connections: at most this many reads run at once, each on a
+/// connection kept open for the next; one more waits for a free one.
+const READERS: usize = 8;
 
 /// The store: one engine behind one interface.
 #[derive(Clone)]
@@ -129,6 +130,8 @@ struct Inner {
     writer: mpsc::UnboundedSender<WriteJob>,
     /// The readers' pool, which also says which engine and where.
     readers: Readers,
+    /// A permit per read connection (see [`READERS`]).
+    reading: Arc<tokio::sync::Semaphore>,
     /// The data directory's lock (SQLite), held while any clone lives.
     _lock: Option<std::fs::File>,
 }
@@ -159,7 +162,10 @@ impl Drop for Readers {
 }
 
 impl Readers {
-    /// Runs `f` on a pooled connection (opening one if none is free).
+    /// Runs `f` on a pooled connection (opening one if there is none yet,
+    /// or the one there was is broken). The caller holds one of
+    /// [`Inner::reading`]'s permits, so the pool never holds more than
+    /// [`READERS`].
     fn with<R>(&self, f: impl FnOnce(&dyn Sql) -> StoreResult<R>) -> StoreResult<R> {
         match self {
             Self::Sqlite { pool, path } => pooled(pool, || sqlite::open_reader(path), |_| true, f),
@@ -172,7 +178,8 @@ impl Readers {
 
 /// Runs `f` on a connection from `pool`, or a new one from `open` when none
 /// is `usable`, and keeps it for the next reader while there is room and it
-/// is still usable.
+/// is still usable. (Opening one per read would cost PostgreSQL a process
+/// each time.)
 fn pooled<C: Sql, R>(
     pool: &Mutex<Vec<C>>,
     open: impl FnOnce() -> StoreResult<C>,
@@ -222,6 +229,7 @@ impl Store {
                     pool: Mutex::new(readers),
                     path,
                 },
+                reading: Arc::new(tokio::sync::Semaphore::new(READERS)),
                 _lock: Some(lock),
             }),
         })
@@ -263,6 +271,7 @@ impl Store {
                     pool: Mutex::new(Vec::new()),
                     target: Box::new(target.clone()),
                 },
+                reading: Arc::new(tokio::sync::Semaphore::new(READERS)),
                 _lock: None,
             }),
         })
@@ -352,16 +361,28 @@ impl Store {
         .await
     }
 
-    /// Runs `f` on a read connection, off the async threads.
+    /// Runs `f` on a read connection, off the async threads, once one is
+    /// free.
     pub async fn read<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
         F: FnOnce(&dyn Sql) -> StoreResult<R> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.readers.with(f))
+        let permit = self
+            .inner
+            .reading
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|_| StoreError::Closed)?
+            .map_err(|_| StoreError::Closed)?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = inner.readers.with(f);
+            drop(permit);
+            outcome
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
     }
 }
 
@@ -500,6 +521,37 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, 199, "only the failing write was undone");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_beyond_the_pool_wait_for_a_connection_rather_than_open_one() {
+        let database = testkit::TestDatabase::create();
+        let target = PostgresTarget::parse(database.url(), None, None).unwrap();
+        let store = Store::connect(&target).unwrap();
+        // Three times as many reads at once as the pool holds, each long
+        // enough that they overlap: each says which server process ran it.
+        let reads = (0..3 * READERS).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .read(|conn| {
+                        conn.query_row("SELECT pg_backend_pid() FROM pg_sleep(0.05)", (), |r| {
+                            r.get::<_, i64>(0)
+                        })
+                    })
+                    .await
+            })
+        });
+        let mut processes = std::collections::HashSet::new();
+        for read in reads.collect::<Vec<_>>() {
+            processes.insert(read.await.unwrap().expect("every read is answered"));
+        }
+        assert!(
+            processes.len() <= READERS,
+            "{} server processes served the reads; the pool holds {READERS}",
+            processes.len()
+        );
+        drop(store);
     }
 
     #[test]
