@@ -171,6 +171,28 @@ impl WorkerApi {
         Ok(self.task_and(task_id, kind, |_, _| Ok(())).await?.0)
     }
 
+    /// Tells the campaign's watchers of targets that a report just wrote, as
+    /// they are now (read after the commit, on a reader: the writer is the
+    /// store's one serial path, and a result once written never changes).
+    async fn publish_written(&self, campaign: String, (account, region): (String, String), written: Vec<String>) {
+        let read = {
+            let campaign = campaign.clone();
+            self.ctl
+                .store
+                .read(move |conn| {
+                    let ids: Vec<&str> = written.iter().map(String::as_str).collect();
+                    targets::of_instances(conn, &campaign, (&account, &region), &ids)
+                })
+                .await
+        };
+        match read {
+            Ok(targets) => self.ctl.watchers.publish_targets(&campaign, targets),
+            // The results are kept; watchers miss these rows until they
+            // list the targets again, as after any gap in the stream.
+            Err(error) => tracing::warn!(campaign_id = %campaign, %error, "cannot read written targets for watchers"),
+        }
+    }
+
     /// The task a report is about and what `also` reads about it, in one
     /// read; unknown tasks and wrong kinds are refused.
     async fn task_and<T: Send + 'static>(
@@ -489,7 +511,7 @@ impl WorkerService for WorkerApi {
             .await?;
         let campaign = task.campaign_id.clone();
         let task_id = task.id.clone();
-        let watched = self.ctl.watchers.wants_targets(&campaign);
+        let scope = (task.account_id.clone(), task.region.clone());
         let (ingested, clipped) = self
             .ctl
             .store
@@ -500,7 +522,7 @@ impl WorkerService for WorkerApi {
                     .iter_mut()
                     .filter_map(|r| muster_proto::clip_output(r, keep).then(|| r.instance_id.clone()))
                     .collect::<Vec<_>>();
-                ingest::results(txn, &task, &results, watched).map(|ingested| (ingested, clipped))
+                ingest::results(txn, &task, &results).map(|ingested| (ingested, clipped))
             })
             .await
             .map_err(|e| match e {
@@ -515,7 +537,9 @@ impl WorkerService for WorkerApi {
             );
         }
         self.ctl.metrics.ingested(ingested.accepted, ingested.duplicates);
-        self.ctl.watchers.publish_targets(&campaign, ingested.updated);
+        if !ingested.written.is_empty() && self.ctl.watchers.wants_targets(&campaign) {
+            self.publish_written(campaign, scope, ingested.written).await;
+        }
         if ingested.accepted > 0 {
             self.ctl.wake.notify_one();
         }

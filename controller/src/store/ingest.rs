@@ -7,12 +7,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
-use muster_proto::v1::{Target, TargetResult, TargetStatus, TimeoutKind};
+use muster_proto::v1::{TargetResult, TargetStatus, TimeoutKind};
 use prost::Message as _;
 
 use super::records::{bump_all, millis, now_ms, terminal};
 use super::sql::{Datum, Engine, ROWS_PER_STATEMENT, Sql, ToValue, Value, params, pieces, typed_placeholders};
-use super::targets::{Steps, of_instances, outside_task, statuses};
+use super::targets::{Steps, outside_task, statuses};
 use super::tasks::TaskRow;
 use super::{StoreError, StoreResult};
 
@@ -26,14 +26,15 @@ pub struct Ingested {
     pub duplicates: u32,
     /// New errors as SSM counts them.
     pub errors: i64,
-    /// The targets as they are now, for watchers.
-    pub updated: Vec<Target>,
+    /// The instances whose results were recorded now, in the report's
+    /// order: what watchers hear of.
+    pub written: Vec<String>,
 }
 
 /// Records terminal results of an Execute task's targets. A result for a
 /// target that already has one is a duplicate and changes nothing, and so
 /// is a second result for the same instance in one report.
-pub fn results(conn: &dyn Sql, task: &TaskRow, results: &[TargetResult], want_targets: bool) -> StoreResult<Ingested> {
+pub fn results(conn: &dyn Sql, task: &TaskRow, results: &[TargetResult]) -> StoreResult<Ingested> {
     let mut out = Ingested::default();
     if let Some((i, result)) = results.iter().enumerate().find(|(_, r)| !final_status(r).is_terminal()) {
         return Err(StoreError::Corrupt(format!(
@@ -59,10 +60,7 @@ pub fn results(conn: &dyn Sql, task: &TaskRow, results: &[TargetResult], want_ta
     out.accepted = written.len() as u32;
     out.duplicates = (results.len() - written.len()) as u32;
     out.errors = written.iter().filter(|(r, _)| counts_as_error(r)).count() as i64;
-    if want_targets {
-        let ids: Vec<&str> = written.iter().map(|(r, _)| r.instance_id.as_str()).collect();
-        out.updated = of_instances(conn, &task.campaign_id, (&task.account_id, &task.region), &ids)?;
-    }
+    out.written = written.iter().map(|(r, _)| r.instance_id.clone()).collect();
     if !counted {
         // Counter changes by status, applied once for the whole report.
         let mut deltas: BTreeMap<i32, i64> = BTreeMap::new();
@@ -325,10 +323,6 @@ mod tests {
     use crate::store::targets::{TargetFilter, list, record_dispatch};
     use crate::store::testing::store_matrix;
 
-    fn ids(page: &[Target]) -> Vec<&str> {
-        page.iter().map(|t| t.instance_id.as_str()).collect()
-    }
-
     store_matrix! {
         fn a_report_writes_each_instance_once_and_a_stranger_undoes_it(conn) {
             use muster_proto::v1::{Platform, TargetResult};
@@ -353,9 +347,9 @@ mod tests {
             // As the writer runs a report: in a savepoint of its
             // transaction, undone on error.
             conn.execute_batch("BEGIN").unwrap();
-            let report = |conn: &dyn Sql, results: &[TargetResult], want: bool| {
+            let report = |conn: &dyn Sql, results: &[TargetResult]| {
                 conn.execute_batch("SAVEPOINT report").unwrap();
-                let outcome = super::results(conn, &task, results, want);
+                let outcome = super::results(conn, &task, results);
                 conn.execute_batch(if outcome.is_ok() {
                     "RELEASE SAVEPOINT report"
                 } else {
@@ -372,15 +366,14 @@ mod tests {
                     result("i-2", TargetStatus::Failed, none),
                     result("i-1", TargetStatus::Failed, none),
                 ],
-                false,
             )
             .unwrap();
             assert_eq!((first.accepted, first.duplicates, first.errors), (2, 1, 1));
+            assert_eq!(first.written, ["i-1", "i-2"], "the first result of i-1 is the one written");
 
             let stranger = report(
                 &conn,
                 &[result("i-3", TargetStatus::Success, none), result("i-5", TargetStatus::Success, none)],
-                false,
             )
             .unwrap_err();
             assert!(
@@ -392,7 +385,6 @@ mod tests {
             let unfinished = report(
                 &conn,
                 &[result("i-3", TargetStatus::Success, none), result("i-4", TargetStatus::Running, none)],
-                false,
             )
             .unwrap_err();
             assert!(
@@ -408,12 +400,10 @@ mod tests {
                     result("i-2", TargetStatus::Success, none),
                     result("i-3", TargetStatus::Success, none),
                 ],
-                true,
             )
             .unwrap();
             assert_eq!((third.accepted, third.duplicates, third.errors), (2, 1, 1));
-            assert_eq!(ids(&third.updated), ["i-3", "i-4"], "what watchers hear: the written ones");
-            assert_eq!(third.updated[1].reason, "i-4 timed_out");
+            assert_eq!(third.written, ["i-4", "i-3"], "what watchers hear: the written ones");
             conn.execute_batch("COMMIT").unwrap();
 
             let mut all = list(&conn, "c1", &TargetFilter::default(), 10, None, false).unwrap().0;

@@ -739,7 +739,7 @@ mod tests {
                 conn.execute_batch("BEGIN").unwrap();
                 updates(&conn)
             });
-            let ingested = crate::store::ingest::results(&conn, &task, &results, false).unwrap();
+            let ingested = crate::store::ingest::results(&conn, &task, &results).unwrap();
             assert_eq!(ingested.accepted, 4);
             if let Some((updated, hot)) = before {
                 let (updated_after, hot_after) = updates(&conn);
