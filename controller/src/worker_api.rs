@@ -536,17 +536,15 @@ impl WorkerService for WorkerApi {
                 "a report carried output beyond the campaign's keep_bytes; clipped"
             );
         }
-        self.ctl.metrics.ingested(ingested.accepted, ingested.duplicates);
-        if !ingested.written.is_empty() && self.ctl.watchers.wants_targets(&campaign) {
+        let (accepted, duplicates) = (ingested.accepted(), ingested.duplicates);
+        self.ctl.metrics.ingested(accepted, duplicates);
+        if accepted > 0 && self.ctl.watchers.wants_targets(&campaign) {
             self.publish_written(campaign, scope, ingested.written).await;
         }
-        if ingested.accepted > 0 {
+        if accepted > 0 {
             self.ctl.wake.notify_one();
         }
-        Ok(Response::new(ReportResultsResponse {
-            accepted: ingested.accepted,
-            duplicates: ingested.duplicates,
-        }))
+        Ok(Response::new(ReportResultsResponse { accepted, duplicates }))
     }
 
     async fn complete_task(

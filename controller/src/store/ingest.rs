@@ -19,8 +19,6 @@ use super::{StoreError, StoreResult};
 /// How an ingest went.
 #[derive(Debug, Default)]
 pub struct Ingested {
-    /// Recorded now.
-    pub accepted: u32,
     /// Changed nothing: the target already had a result, or the report
     /// named its instance before.
     pub duplicates: u32,
@@ -29,6 +27,13 @@ pub struct Ingested {
     /// The instances whose results were recorded now, in the report's
     /// order: what watchers hear of.
     pub written: Vec<String>,
+}
+
+impl Ingested {
+    /// How many results were recorded now.
+    pub fn accepted(&self) -> u32 {
+        self.written.len() as u32
+    }
 }
 
 /// Records terminal results of an Execute task's targets. A result for a
@@ -57,7 +62,6 @@ pub fn results(conn: &dyn Sql, task: &TaskRow, results: &[TargetResult]) -> Stor
     } else {
         (write_results_in_bulk(conn, task, &firsts)?, true)
     };
-    out.accepted = written.len() as u32;
     out.duplicates = (results.len() - written.len()) as u32;
     out.errors = written.iter().filter(|(r, _)| counts_as_error(r)).count() as i64;
     out.written = written.iter().map(|(r, _)| r.instance_id.clone()).collect();
@@ -368,7 +372,7 @@ mod tests {
                 ],
             )
             .unwrap();
-            assert_eq!((first.accepted, first.duplicates, first.errors), (2, 1, 1));
+            assert_eq!((first.accepted(), first.duplicates, first.errors), (2, 1, 1));
             assert_eq!(first.written, ["i-1", "i-2"], "the first result of i-1 is the one written");
 
             let stranger = report(
@@ -402,7 +406,7 @@ mod tests {
                 ],
             )
             .unwrap();
-            assert_eq!((third.accepted, third.duplicates, third.errors), (2, 1, 1));
+            assert_eq!((third.accepted(), third.duplicates, third.errors), (2, 1, 1));
             assert_eq!(third.written, ["i-4", "i-3"], "what watchers hear: the written ones");
             conn.execute_batch("COMMIT").unwrap();
 

@@ -740,7 +740,7 @@ mod tests {
                 updates(&conn)
             });
             let ingested = crate::store::ingest::results(&conn, &task, &results).unwrap();
-            assert_eq!(ingested.accepted, 4);
+            assert_eq!(ingested.accepted(), 4);
             if let Some((updated, hot)) = before {
                 let (updated_after, hot_after) = updates(&conn);
                 conn.execute_batch("COMMIT").unwrap();
