@@ -1,14 +1,16 @@
-//! Target events for this controller's watchers from results that other
-//! controllers recorded (see [`crate::store::results_feed`]). Results this
-//! controller takes in itself are published as it records them
-//! (`worker_api`).
+//! Target events for this controller's watchers, from results it recorded
+//! itself (`worker_api`) and from those other controllers recorded (see
+//! [`crate::store::results_feed`]): either way read after the commit, on a
+//! reader.
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use muster_proto::v1::Target;
+
 use crate::Controller;
-use crate::store::results_feed;
+use crate::store::{Sql, StoreResult, results_feed};
 
 /// Publishes what other controllers tell, until `shutdown`. Returns at
 /// once on SQLite, which one controller holds alone.
@@ -28,11 +30,22 @@ pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
             continue;
         }
         let campaign = written.campaign_id.clone();
-        match ctl.store.read(move |conn| results_feed::targets(conn, &written)).await {
-            Ok(targets) => ctl.watchers.publish_targets(&campaign, targets),
-            Err(error) => {
-                tracing::warn!(%error, campaign_id = %campaign, "cannot read the results another controller recorded");
-            }
-        }
+        publish_written(&ctl, campaign, move |conn| results_feed::targets(conn, &written)).await;
+    }
+}
+
+/// Tells `campaign`'s watchers of targets whose results were just written,
+/// as `read` finds them now on a reader (a result once written never
+/// changes, and the writer is the store's one serial path). A read that
+/// fails costs watchers these events, never a result: they see them when
+/// they list the targets again, as after any gap in the stream.
+pub async fn publish_written(
+    ctl: &Controller,
+    campaign: String,
+    read: impl FnOnce(&dyn Sql) -> StoreResult<Vec<Target>> + Send + 'static,
+) {
+    match ctl.store.read(read).await {
+        Ok(targets) => ctl.watchers.publish_targets(&campaign, targets),
+        Err(error) => tracing::warn!(campaign_id = %campaign, %error, "cannot read written targets for watchers"),
     }
 }

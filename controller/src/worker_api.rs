@@ -171,28 +171,6 @@ impl WorkerApi {
         Ok(self.task_and(task_id, kind, |_, _| Ok(())).await?.0)
     }
 
-    /// Tells the campaign's watchers of targets that a report just wrote, as
-    /// they are now (read after the commit, on a reader: the writer is the
-    /// store's one serial path, and a result once written never changes).
-    async fn publish_written(&self, campaign: String, (account, region): (String, String), written: Vec<String>) {
-        let read = {
-            let campaign = campaign.clone();
-            self.ctl
-                .store
-                .read(move |conn| {
-                    let ids: Vec<&str> = written.iter().map(String::as_str).collect();
-                    targets::of_instances(conn, &campaign, (&account, &region), &ids)
-                })
-                .await
-        };
-        match read {
-            Ok(targets) => self.ctl.watchers.publish_targets(&campaign, targets),
-            // The results are kept; watchers miss these rows until they
-            // list the targets again, as after any gap in the stream.
-            Err(error) => tracing::warn!(campaign_id = %campaign, %error, "cannot read written targets for watchers"),
-        }
-    }
-
     /// The task a report is about and what `also` reads about it, in one
     /// read; unknown tasks and wrong kinds are refused.
     async fn task_and<T: Send + 'static>(
@@ -539,7 +517,13 @@ impl WorkerService for WorkerApi {
         let (accepted, duplicates) = (ingested.accepted(), ingested.duplicates);
         self.ctl.metrics.ingested(accepted, duplicates);
         if accepted > 0 && self.ctl.watchers.wants_targets(&campaign) {
-            self.publish_written(campaign, scope, ingested.written).await;
+            let (written, (account, region)) = (ingested.written, scope);
+            let of = campaign.clone();
+            crate::remote_results::publish_written(&self.ctl, campaign, move |conn| {
+                let ids: Vec<&str> = written.iter().map(String::as_str).collect();
+                targets::of_instances(conn, &of, (&account, &region), &ids)
+            })
+            .await;
         }
         if accepted > 0 {
             self.ctl.wake.notify_one();
