@@ -1097,11 +1097,7 @@ impl CampaignService for CampaignApi {
     ) -> Result<Response<ListAuditEventsResponse>, Status> {
         self.authorize(&request, "ListAuditEvents", Action::Admin).await?;
         let request = request.into_inner();
-        let page_size = match request.page_size {
-            0 => 100,
-            n if n > 1_000 => return Err(Status::invalid_argument(format!("page_size: {n}; at most 1000"))),
-            n => n as usize,
-        };
+        let page_size = paging::page_size(request.page_size, 100, 1_000)?;
         let before = if request.page_token.is_empty() {
             None
         } else {

@@ -17,13 +17,19 @@ pub(super) struct CampaignQuery {
     pub(super) states: Vec<CampaignState>,
 }
 
+/// A listing's page size: `default` when the request leaves it 0, refused
+/// past `max`.
+pub(super) fn page_size(requested: u32, default: usize, max: u32) -> Result<usize, Status> {
+    match requested {
+        0 => Ok(default),
+        n if n > max => Err(Status::invalid_argument(format!("page_size: {n}; at most {max}"))),
+        n => Ok(n as usize),
+    }
+}
+
 /// A ListCampaigns request's page size, token and states, checked.
 pub(super) fn campaign_query(request: &ListCampaignsRequest) -> Result<CampaignQuery, Status> {
-    let page_size = match request.page_size {
-        0 => 50,
-        n if n > 500 => return Err(Status::invalid_argument(format!("page_size: {n}; at most 500"))),
-        n => n as usize,
-    };
+    let page_size = page_size(request.page_size, 50, 500)?;
     let cursor = if request.page_token.is_empty() {
         None
     } else {
@@ -54,11 +60,7 @@ pub(super) fn campaign_query(request: &ListCampaignsRequest) -> Result<CampaignQ
 /// A ListTargets request's page size and where the page starts (after
 /// which account, region and instance), once its fields are checked.
 pub(super) fn target_page(request: &ListTargetsRequest) -> Result<(usize, Option<targets::TargetCursor>), Status> {
-    let page_size = match request.page_size {
-        0 => 500,
-        n if n > 5_000 => return Err(Status::invalid_argument(format!("page_size: {n}; at most 5000"))),
-        n => n as usize,
-    };
+    let page_size = page_size(request.page_size, 500, 5_000)?;
     let cursor = if request.page_token.is_empty() {
         None
     } else {
