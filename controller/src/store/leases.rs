@@ -239,7 +239,9 @@ pub fn current(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreResult<Task
 
 /// Checks that lease `lease_id` is a lease of task `task_id` (current or
 /// earlier) and, when the caller is known by its certificate, that the
-/// caller holds it. Refuses with [`StoreError::Denied`] otherwise.
+/// caller holds it. Refuses with [`StoreError::Denied`] otherwise. A
+/// lease's task and holder never change once it is granted, so the check
+/// may run on a reader before the write it guards.
 pub fn check_holder(conn: &dyn Sql, task_id: &str, lease_id: u64, caller: Option<&str>) -> StoreResult<()> {
     let lease: Option<(String, String)> = conn
         .prepare_cached("SELECT task_id, worker_id FROM leases WHERE lease_id = ?1")?
