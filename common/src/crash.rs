@@ -10,6 +10,11 @@
 //! `MUSTER_STOP_AT=<point>@<n>` instead stops the process there with
 //! SIGSTOP, as a pause of the whole host would (a long GC, a frozen VM):
 //! everything in it stands still until a SIGCONT from outside.
+//!
+//! `MUSTER_LOSE_AT=<point>@<n>[,<point>@<n>...]` loses answers: a call that
+//! passes [`answer_lost`] after its effect, on that point's n-th pass, tells
+//! its caller UNAVAILABLE, as a connection cut after the server committed
+//! would. The process goes on; only that answer is lost.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +28,7 @@ struct Armed {
 
 static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
 static STOP: OnceLock<Option<Armed>> = OnceLock::new();
+static LOSE: OnceLock<Vec<Armed>> = OnceLock::new();
 
 /// Parses `point@n`; `None` for anything else (an unset variable, a typo).
 fn parse(value: &str) -> Option<(String, u64)> {
@@ -70,6 +76,49 @@ pub fn point(name: &str) {
             .status();
         eprintln!("muster: stop point {name}: continued");
     }
+}
+
+/// The points `MUSTER_LOSE_AT` names, parsed once; an entry that does not
+/// parse is logged and left out.
+fn lose_points() -> &'static [Armed] {
+    LOSE.get_or_init(|| {
+        let Ok(value) = std::env::var("MUSTER_LOSE_AT") else {
+            return Vec::new();
+        };
+        value
+            .split(',')
+            .filter_map(|entry| match parse(entry) {
+                Some((point, nth)) => {
+                    tracing::warn!(point, nth, "MUSTER_LOSE_AT armed: this process will lose that answer");
+                    Some(Armed {
+                        point,
+                        nth,
+                        passed: AtomicU64::new(0),
+                    })
+                }
+                None => {
+                    tracing::error!(entry, "MUSTER_LOSE_AT: expected <point>@<n> with n >= 1; ignored");
+                    None
+                }
+            })
+            .collect()
+    })
+}
+
+/// Passes the point `name`, where a call has taken effect and is about to
+/// answer: true if `MUSTER_LOSE_AT` names it and this is its n-th pass, when
+/// the caller must answer UNAVAILABLE instead, as if the connection had been
+/// cut after the effect. Unset, false at the cost of one atomic load.
+pub fn answer_lost(name: &str) -> bool {
+    // Every entry counts its passes, so a point named twice loses both.
+    let lost = lose_points()
+        .iter()
+        .map(|armed| reached(Some(armed), name))
+        .fold(None, Option::or);
+    if let Some(nth) = lost {
+        eprintln!("muster: lose point {name} reached on pass {nth}: the answer is lost");
+    }
+    lost.is_some()
 }
 
 #[cfg(test)]
