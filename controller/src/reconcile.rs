@@ -399,13 +399,16 @@ fn discovering_limits(
 /// release them, leased to the worker at once and never put on the queue.
 /// The worker already holds the account's role, and the batches skip a
 /// round through SQS. Only first batches: room that later completions free
-/// goes round-robin over every scope, in the reconcile pass.
+/// goes round-robin over every scope, in the reconcile pass. The leases are
+/// recorded as granted for `granted_for`, so that a repeat of the
+/// completion finds them again ([`leases::held_for`]).
 pub fn hand_off(
     conn: &dyn Sql,
     discovered: &TaskRow,
     capacity: u32,
     settings: &crate::Settings,
     lease: LeaseSettings,
+    granted_for: &str,
 ) -> StoreResult<Vec<Lease>> {
     let Some(worker) = discovered.lease_owner.as_deref() else {
         return Ok(Vec::new());
@@ -431,7 +434,7 @@ pub fn hand_off(
     for task in queue::unqueued(conn, &campaign.id, scope, TaskKind::Execute, capacity)? {
         // Recorded as on the queue, so the dispatcher never sends it there.
         queue::mark_enqueued(conn, std::slice::from_ref(&task), now_ms())?;
-        if let LeaseAnswer::Granted(granted) = leases::lease(conn, &task, worker, lease)? {
+        if let LeaseAnswer::Granted(granted) = leases::lease_for(conn, &task, worker, lease, granted_for)? {
             leases.push(*granted);
         }
     }

@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Controller;
 use crate::access::ExternalIds;
-use crate::store::leases::{self, Ending, FailOutcome, LeaseAnswer, LeaseSettings};
+use crate::store::leases::{self, Ending, FailOutcome, Fenced, LeaseAnswer, LeaseSettings};
 use crate::store::records::millis;
 use crate::store::tasks::{self, TaskRow};
 use crate::store::{Sql, StoreError};
@@ -123,6 +123,12 @@ impl WorkerApi {
         }
         if request.worker_id.is_empty() || request.worker_id.len() > 256 {
             return Err(Status::invalid_argument("worker_id: 1 to 256 characters"));
+        }
+        if request.request_id.len() > 64 {
+            return Err(Status::invalid_argument(format!(
+                "request_id: at most 64 characters, got {}",
+                request.request_id.len()
+            )));
         }
         if let Some(name) = caller
             && request.worker_id != name
@@ -245,6 +251,57 @@ fn handed_off_trace(lease: &Lease) -> Option<String> {
     )
 }
 
+/// The key LeaseTask's leases are granted for: the worker and the id it
+/// gave the ask ('' when it gave none, and the ask cannot be repeated).
+fn ask_key(worker: &str, request_id: &str) -> String {
+    if request_id.is_empty() {
+        String::new()
+    } else {
+        format!("ask:{worker}:{request_id}")
+    }
+}
+
+/// A LeaseTask repeated because its answer was lost: the lease on the task
+/// it asks for and the same-account leases the first ask granted, those
+/// still held, renewed. None when the first ask granted nothing that is
+/// still held (or this is the first).
+fn replayed(
+    txn: &dyn Sql,
+    key: &str,
+    task_id: &str,
+    settings: LeaseSettings,
+) -> Result<Option<(Lease, Vec<Lease>)>, StoreError> {
+    if key.is_empty() {
+        return Ok(None);
+    }
+    let mut held = leases::held_for(txn, key)?;
+    let Some(asked) = held.iter().position(|(task, _)| task == task_id) else {
+        return Ok(None);
+    };
+    // The asked-for lease first, as the first answer had it.
+    held.swap(0, asked);
+    let mut again = leases::answer_again(txn, &held, settings)?;
+    let lease = again.remove(0);
+    tracing::info!(
+        task_id,
+        same_account = again.len(),
+        "LeaseTask repeated; answered as before"
+    );
+    Ok(Some((lease, again)))
+}
+
+/// The lose point `worker_api.<method>` (`MUSTER_LOSE_AT`, for fault
+/// tests): the call has taken effect, and its caller hears UNAVAILABLE, as
+/// when the connection breaks before the answer.
+fn lose_answer(method: &str) -> Result<(), Status> {
+    if muster_common::crash::answer_lost(&format!("worker_api.{method}")) {
+        return Err(Status::unavailable(format!(
+            "{method}: the answer was lost (MUSTER_LOSE_AT); the call took effect"
+        )));
+    }
+    Ok(())
+}
+
 /// With a lease on a Discover task, leases on the campaign's other Discover
 /// tasks in that account that no worker holds, at most `capacity`: the
 /// worker that assumes an account's role for one region finds the others
@@ -255,6 +312,7 @@ fn lease_same_account(
     worker: &str,
     capacity: u32,
     settings: LeaseSettings,
+    granted_for: &str,
 ) -> Result<Vec<Lease>, StoreError> {
     let Some(task) = granted.task.as_ref() else {
         return Ok(Vec::new());
@@ -264,7 +322,7 @@ fn lease_same_account(
     }
     let mut leases = Vec::new();
     for sibling in queue::waiting_discovery(conn, &task.campaign_id, &task.account_id, &task.task_id, capacity)? {
-        if let LeaseAnswer::Granted(lease) = leases::lease(conn, &sibling, worker, settings)? {
+        if let LeaseAnswer::Granted(lease) = leases::lease_for(conn, &sibling, worker, settings, granted_for)? {
             leases.push(*lease);
         }
     }
@@ -316,38 +374,56 @@ impl WorkerService for WorkerApi {
         let worker = request.worker_id.clone();
         let capacity = request.capacity.min(MAX_HANDED_OFF);
         let ctl = self.ctl.clone();
-        let (answer, same_account) = self
+        let key = ask_key(&worker, &request.request_id);
+        let (answer, same_account, repeated) = self
             .ctl
             .store
             .write(move |txn: &dyn Sql| {
                 let ids = &ctl.settings.external_ids;
-                let mut answer = leases::lease(txn, &task_ref, &worker, settings)?;
-                let mut same_account = match &mut answer {
-                    LeaseAnswer::Granted(lease) => {
-                        with_external_id(txn, ids, lease)?;
-                        lease_same_account(txn, lease, &worker, capacity, settings)?
+                let replay = replayed(txn, &key, &task_ref.task_id, settings)?;
+                let repeated = replay.is_some();
+                let (mut answer, mut same_account) = match replay {
+                    Some((lease, same_account)) => (LeaseAnswer::Granted(Box::new(lease)), same_account),
+                    None => {
+                        let answer = leases::lease_for(txn, &task_ref, &worker, settings, &key)?;
+                        let same_account = match &answer {
+                            LeaseAnswer::Granted(lease) => {
+                                lease_same_account(txn, lease, &worker, capacity, settings, &key)?
+                            }
+                            LeaseAnswer::Refused(..) => Vec::new(),
+                        };
+                        (answer, same_account)
                     }
-                    LeaseAnswer::Refused(..) => Vec::new(),
                 };
+                if let LeaseAnswer::Granted(lease) = &mut answer {
+                    with_external_id(txn, ids, lease)?;
+                }
                 for lease in &mut same_account {
                     with_external_id(txn, ids, lease)?;
                 }
-                Ok((answer, same_account))
+                Ok((answer, same_account, repeated))
             })
             .await?;
+        // A repeat was counted the first time.
+        let count_lease = || {
+            if !repeated {
+                self.ctl.metrics.leased(&request.worker_id);
+            }
+        };
         let same_account: Vec<Lease> = same_account
             .into_iter()
             .map(|mut lease| {
-                self.ctl.metrics.leased(&request.worker_id);
+                count_lease();
                 lease.traceparent = handed_off_trace(&lease).unwrap_or_default();
                 lease
             })
             .collect();
         let workers = self.ctl.fleet.heard(&request.worker_id);
+        lose_answer("LeaseTask")?;
         Ok(Response::new(match answer {
             LeaseAnswer::Granted(lease) => {
                 let task = lease.task.as_ref();
-                self.ctl.metrics.leased(&request.worker_id);
+                count_lease();
                 if let Some(task) = task {
                     muster_common::telemetry::record_task(
                         &tracing::Span::current(),
@@ -398,6 +474,7 @@ impl WorkerService for WorkerApi {
             })
             .await
             .map_err(|e| self.refused("RenewLease", e))?;
+        lose_answer("RenewLease")?;
         Ok(Response::new(RenewLeaseResponse {
             ttl: Some(prost_types::Duration {
                 seconds: ttl.as_secs() as i64,
@@ -441,6 +518,7 @@ impl WorkerService for WorkerApi {
             })
             .await
             .map_err(|e| self.refused("ReportTargets", e))?;
+        lose_answer("ReportTargets")?;
         Ok(Response::new(ReportTargetsResponse { accepted }))
     }
 
@@ -489,6 +567,7 @@ impl WorkerService for WorkerApi {
             .await
             .map_err(|e| self.refused("ReportDispatch", e))?;
         tracing::info!(task_id, command_id, instances, adopted, "dispatch recorded");
+        lose_answer("ReportDispatch")?;
         Ok(Response::new(ReportDispatchResponse {}))
     }
 
@@ -562,6 +641,7 @@ impl WorkerService for WorkerApi {
         if accepted > 0 {
             self.ctl.wake.notify_one();
         }
+        lose_answer("ReportResults")?;
         Ok(Response::new(ReportResultsResponse { accepted, duplicates }))
     }
 
@@ -575,28 +655,55 @@ impl WorkerService for WorkerApi {
         let capacity = request.capacity.min(MAX_HANDED_OFF);
         let lease = self.lease_settings();
         let ctl = self.ctl.clone();
-        let (task, mut next) = self
+        let (task, mut next, repeated) = self
             .ctl
             .store
             .write(move |txn| {
                 leases::check_holder(txn, &request.task_id, request.lease_id, caller.as_deref())?;
-                let task = leases::complete(txn, &request.task_id, request.lease_id)?;
-                let mut next = crate::reconcile::hand_off(txn, &task, capacity, &ctl.settings, lease)?;
+                // The leases a completion hands on are granted for the
+                // lease it completes: a repeat finds them again.
+                let key = format!("done:{}", request.lease_id);
+                let (task, mut next, repeated) = match leases::complete(txn, &request.task_id, request.lease_id) {
+                    Ok(task) => {
+                        let next = crate::reconcile::hand_off(txn, &task, capacity, &ctl.settings, lease, &key)?;
+                        (task, next, false)
+                    }
+                    // Completed under this very lease: a repeat whose first
+                    // answer was lost. It is told the same again.
+                    Err(StoreError::Lease(Fenced::Stale))
+                        if leases::completed_under(txn, &request.task_id, request.lease_id)? =>
+                    {
+                        let task = tasks::get(txn, &request.task_id)?
+                            .ok_or_else(|| StoreError::Corrupt(format!("task {} is gone", request.task_id)))?;
+                        let held = leases::held_for(txn, &key)?;
+                        (task, leases::answer_again(txn, &held, lease)?, true)
+                    }
+                    Err(error) => return Err(error),
+                };
                 for lease in &mut next {
                     with_external_id(txn, &ctl.settings.external_ids, lease)?;
                 }
-                Ok((task, next))
+                Ok((task, next, repeated))
             })
             .await
             .map_err(|e| self.refused("CompleteTask", e))?;
+        for lease in &mut next {
+            lease.traceparent = handed_off_trace(lease).unwrap_or_default();
+        }
+        if repeated {
+            // Counted the first time.
+            tracing::info!(task_id = %task.id, handed_off = next.len(), "CompleteTask repeated; answered as before");
+            lose_answer("CompleteTask")?;
+            return Ok(Response::new(CompleteTaskResponse { next, workers }));
+        }
         trace_row(&task);
         self.ctl.metrics.completed(task.kind);
-        for lease in &mut next {
+        for _ in &next {
             self.ctl.metrics.leased(task.lease_owner.as_deref().unwrap_or_default());
-            lease.traceparent = handed_off_trace(lease).unwrap_or_default();
         }
         tracing::debug!(task_id = %task.id, kind = task.kind.as_str_name(), handed_off = next.len(), "task completed");
         self.ctl.wake.notify_one();
+        lose_answer("CompleteTask")?;
         Ok(Response::new(CompleteTaskResponse { next, workers }))
     }
 
@@ -706,6 +813,7 @@ impl WorkerService for WorkerApi {
             "task failed"
         );
         self.ctl.wake.notify_one();
+        lose_answer("FailTask")?;
         Ok(Response::new(FailTaskResponse {
             will_retry: outcome == FailOutcome::Retrying,
         }))

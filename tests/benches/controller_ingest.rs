@@ -317,6 +317,7 @@ async fn lease(workers: &Workers, task: &TaskRef) -> (u64, Vec<String>) {
             task: Some(task.clone()),
             worker_id: "bench".into(),
             capacity: 0,
+            ..Default::default()
         })
         .await
         .expect("LeaseTask")

@@ -389,3 +389,64 @@ async fn a_controller_dead_around_its_commits_and_sends_loses_and_repeats_nothin
     let crashes = system.logs().matches("reached on pass").count();
     assert_eq!(crashes, 3, "each controller said where it died");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_lost_after_their_effect_are_given_again_and_cost_no_attempt() {
+    // The controller loses the answer of each call that changes something,
+    // after the call took effect (MUSTER_LOSE_AT), as a connection cut
+    // before the answer would. The worker asks again; each repeat is
+    // answered as the first would have been: the discovery's lease granted
+    // again, the completion's hand-off of batches given again, results and
+    // dispatches recorded once. So no lease is left to expire (each would
+    // cost a TTL's wait and an attempt) and no instance runs twice.
+    let lost = [
+        "worker_api.LeaseTask@1",
+        "worker_api.ReportTargets@1",
+        "worker_api.CompleteTask@1",
+        "worker_api.ReportDispatch@1",
+        "worker_api.RenewLease@1",
+        "worker_api.ReportResults@1",
+        "worker_api.CompleteTask@2",
+    ];
+    let mut system = System::start(
+        &fleets::uniform(12, 2, 4.0),
+        SystemOptions {
+            workers: 1,
+            controller_env: vec![("MUSTER_LOSE_AT".into(), lost.join(","))],
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["echo once"], &[]);
+    spec.rate = Some(RateControl {
+        batch_size: 4,
+        max_concurrency: "100%".into(),
+        ..Default::default()
+    });
+    let id = submit(&mut system.client, spec).await;
+    let campaign = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
+    let logs = system.logs();
+    let counters = campaign.counters.unwrap();
+    assert_eq!((counters.success, counters.failed), (10, 2), "{logs}");
+    assert_ran_once(&mut system, &id, &campaign).await;
+    assert!(!logs.contains("lease expired"), "no lease was left to expire: {logs}");
+    for point in lost {
+        let (name, _) = point.split_once('@').unwrap();
+        assert!(
+            logs.contains(&format!("lose point {name} reached")),
+            "the answer of {name} was lost once: {logs}"
+        );
+    }
+    assert!(
+        logs.contains("LeaseTask repeated; answered as before"),
+        "the lost lease was granted again: {logs}"
+    );
+    let handed_again = logs
+        .lines()
+        .filter(|line| line.contains("CompleteTask repeated; answered as before"))
+        .any(|line| !line.contains("handed_off=0"));
+    assert!(
+        handed_again,
+        "the discovery's completion handed its batches on again: {logs}"
+    );
+}

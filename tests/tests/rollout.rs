@@ -80,6 +80,7 @@ impl<'a> FakeWorker<'a> {
                 task: Some(task),
                 worker_id: "test-worker".into(),
                 capacity: 0,
+                ..Default::default()
             })
             .await
             .expect("LeaseTask")
@@ -100,6 +101,7 @@ impl<'a> FakeWorker<'a> {
                 task: Some(task),
                 worker_id: worker_id.into(),
                 capacity,
+                ..Default::default()
             })
             .await
             .expect("LeaseTask")
@@ -317,6 +319,7 @@ async fn a_scopes_first_batches_go_to_the_worker_that_discovered_it_as_far_as_it
             }),
             worker_id: "another-worker".into(),
             capacity: 0,
+            ..Default::default()
         })
         .await
         .expect("LeaseTask")

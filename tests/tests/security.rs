@@ -108,6 +108,7 @@ async fn a_worker_without_a_client_certificate_cannot_lease() {
         task: Some(task.clone()),
         worker_id: "intruder".into(),
         capacity: 0,
+        ..Default::default()
     };
 
     // No client certificate: the TLS handshake is refused.
@@ -160,6 +161,7 @@ async fn a_worker_without_a_client_certificate_cannot_lease() {
             task: Some(task.clone()),
             worker_id: "worker-1".into(),
             capacity: 0,
+            ..Default::default()
         })
         .await
         .expect("the worker certificate is accepted")

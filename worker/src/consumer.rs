@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
-use muster_proto::v1::{LeaseOutcome, LeaseTaskRequest, TaskRef};
+use muster_proto::v1::{LeaseOutcome, LeaseTaskRequest, LeaseTaskResponse, TaskRef};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::Context;
+use crate::controller::ControllerError;
 use crate::lease::Granted;
 
 /// SQS's most messages per receive.
@@ -354,16 +355,15 @@ async fn leased(runner: &Runner, queue: &dyn TaskQueue, message: &Delivery, task
     // Room for the account's other Discover tasks, should this be one; what
     // the answer leaves unused goes back as soon as it comes.
     let mut reserved = crate::task::reserve_room(ctx, &runner.slots);
-    // The lease's TTL counts from here, not from the answer.
-    let asked = tokio::time::Instant::now();
-    let answer = ctx
-        .controller
-        .lease_task(LeaseTaskRequest {
-            task: Some(task_ref),
-            worker_id: ctx.worker_id.clone(),
-            capacity: reserved.as_ref().map_or(0, |r| r.num_permits() as u32),
-        })
-        .await;
+    let request = LeaseTaskRequest {
+        task: Some(task_ref),
+        worker_id: ctx.worker_id.clone(),
+        capacity: reserved.as_ref().map_or(0, |r| r.num_permits() as u32),
+        // Asked again unchanged when no answer comes: if the first ask took
+        // effect, the controller answers the repeat with the same leases.
+        request_id: format!("{:016x}", rand::random::<u64>()),
+    };
+    let (answer, asked) = ask_for_lease(ctx, &request).await;
     let answer = match answer {
         Ok(answer) => answer,
         Err(error) => {
@@ -414,6 +414,36 @@ async fn leased(runner: &Runner, queue: &dyn TaskQueue, message: &Delivery, task
                 detail = answer.detail,
                 "not running task; message deleted"
             );
+        }
+    }
+}
+
+/// Times LeaseTask is asked, the first included, while no answer comes.
+const LEASE_ASKS: u32 = 3;
+
+/// Asks for a lease, and asks again (the same request) while the answer is
+/// lost, up to [`LEASE_ASKS`] times; then the queue message comes back
+/// after its visibility timeout. Also says when the answered ask started:
+/// the lease's TTL counts from there, not from the answer.
+async fn ask_for_lease(
+    ctx: &Context,
+    request: &LeaseTaskRequest,
+) -> (Result<LeaseTaskResponse, ControllerError>, tokio::time::Instant) {
+    let mut asks = 0;
+    loop {
+        asks += 1;
+        let asked = tokio::time::Instant::now();
+        match ctx.controller.lease_task(request.clone()).await {
+            Err(ControllerError::Unreachable(error)) if asks < LEASE_ASKS => {
+                tracing::debug!(asks, error, "LeaseTask unanswered; asking again");
+                tokio::time::sleep(muster_common::retry::backoff(
+                    asks,
+                    Duration::from_millis(200),
+                    Duration::from_secs(2),
+                ))
+                .await;
+            }
+            answer => return (answer, asked),
         }
     }
 }
@@ -634,19 +664,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lease_request_left_unanswered_leaves_its_message_to_come_back() {
+    async fn a_lease_request_left_unanswered_is_asked_again_then_its_message_comes_back() {
+        let unanswered = || Err(ControllerError::Unreachable("connection refused".into()));
         let consumer = consume(
             vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
-            vec![Err(ControllerError::Unreachable("connection refused".into()))],
+            (0..LEASE_ASKS).map(|_| unanswered()).collect(),
             false,
         );
         consumer
             .until("the message handled", |c| c.ctx.stats.handled("unanswered") == 1)
             .await;
-        let (_, queue) = consumer.stop().await;
+        let (controller, queue) = consumer.stop().await;
         assert!(
             queue.deleted.lock().unwrap().is_empty(),
             "the message comes back after its timeout"
+        );
+        let asks: Vec<String> = controller
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Lease(r) => Some(r.request_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asks.len(), LEASE_ASKS as usize, "asked {LEASE_ASKS} times: {asks:?}");
+        assert!(
+            !asks[0].is_empty() && asks.iter().all(|id| *id == asks[0]),
+            "each time the same request, so a repeat of one that took effect is answered alike: {asks:?}"
         );
     }
 

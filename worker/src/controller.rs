@@ -136,8 +136,9 @@ impl ControllerClient {
 /// test needs one. Each method's retry policy is part of its contract.
 #[tonic::async_trait]
 pub trait WorkerCalls: Send + Sync + 'static {
-    /// Asks for a task's lease. One attempt: on failure the queue message
-    /// stays and comes back after its visibility timeout.
+    /// Asks for a task's lease. One attempt: the consumer asks again with
+    /// the same request (its `request_id` makes a repeat safe), then leaves
+    /// the queue message to come back after its visibility timeout.
     async fn lease_task(&self, request: LeaseTaskRequest) -> Result<LeaseTaskResponse, ControllerError>;
     /// Renews a lease. One attempt; the renew loop tries again next tick.
     async fn renew_lease(&self, request: RenewLeaseRequest) -> Result<RenewLeaseResponse, ControllerError>;
@@ -165,8 +166,7 @@ pub type Controller = Arc<dyn WorkerCalls>;
 
 #[tonic::async_trait]
 impl WorkerCalls for ControllerClient {
-    /// Asks for a task's lease. One attempt: on failure the queue message
-    /// stays and comes back after its visibility timeout.
+    /// Asks for a task's lease, once.
     async fn lease_task(&self, request: LeaseTaskRequest) -> Result<LeaseTaskResponse, ControllerError> {
         let span = crate::trace::rpc("grpc", WORKER_SERVICE, "LeaseTask");
         if let Some(task) = &request.task {

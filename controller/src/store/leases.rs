@@ -16,6 +16,9 @@ use super::tasks::{COLUMNS, TaskRow, end_open_targets, from_row, get, may_have_s
 use super::{StoreError, StoreResult};
 use crate::resolve;
 
+/// A lease's outcome once its task completed under it.
+const COMPLETED: &str = "completed";
+
 /// Lease settings.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseSettings {
@@ -36,6 +39,18 @@ pub enum LeaseAnswer {
 
 /// Leases the task a TaskRef names, if it may run now.
 pub fn lease(conn: &dyn Sql, task_ref: &TaskRef, worker_id: &str, settings: LeaseSettings) -> StoreResult<LeaseAnswer> {
+    lease_for(conn, task_ref, worker_id, settings, "")
+}
+
+/// As [`lease`], recording the answer that grants it: `granted_for` is the
+/// key by which a repeat of the call finds it ([`held_for`]; empty for none).
+pub fn lease_for(
+    conn: &dyn Sql,
+    task_ref: &TaskRef,
+    worker_id: &str,
+    settings: LeaseSettings,
+    granted_for: &str,
+) -> StoreResult<LeaseAnswer> {
     let refuse = |outcome, detail: &str| Ok(LeaseAnswer::Refused(outcome, detail.to_owned()));
     let Some(task) = get(conn, &task_ref.task_id)? else {
         return refuse(LeaseOutcome::UnknownTask, "no such task");
@@ -82,23 +97,81 @@ pub fn lease(conn: &dyn Sql, task_ref: &TaskRef, worker_id: &str, settings: Leas
         now + settings.ttl_ms
     ])?;
     conn.prepare_cached(
-        "INSERT INTO leases (lease_id, task_id, attempt, worker_id, granted_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO leases (lease_id, task_id, attempt, worker_id, granted_ms, granted_for)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![lease_id, task.id, task.attempt, worker_id, now])?;
-    let lease = Lease {
-        lease_id: lease_id as u64,
+    .execute(params![lease_id, task.id, task.attempt, worker_id, now, granted_for])?;
+    let lease = held_lease(conn, &task, &campaign, lease_id as u64, settings)?;
+    Ok(LeaseAnswer::Granted(Box::new(lease)))
+}
+
+/// The Lease message of `task`, held under `lease_id`.
+fn held_lease(
+    conn: &dyn Sql,
+    task: &TaskRow,
+    campaign: &CampaignRow,
+    lease_id: u64,
+    settings: LeaseSettings,
+) -> StoreResult<Lease> {
+    Ok(Lease {
+        lease_id,
         ttl: Some(prost_types::Duration {
             seconds: settings.ttl_ms / 1000,
             nanos: ((settings.ttl_ms % 1000) * 1_000_000) as i32,
         }),
-        task: Some(task_message(conn, &task, &campaign, settings)?),
+        task: Some(task_message(conn, task, campaign, settings)?),
         prior_dispatches: dispatches(conn, &task.id)?,
         finished_instance_ids: finished_instances(conn, &task.id)?,
         // Set by the caller when it hands the lease out itself.
         traceparent: String::new(),
-        campaign_cancelled: cancelled,
-    };
-    Ok(LeaseAnswer::Granted(Box::new(lease)))
+        campaign_cancelled: campaign.cancel_requested || campaign.window.cancelling,
+    })
+}
+
+/// The leases granted for `granted_for` (see [`lease_for`]) that are still
+/// held, as (task id, lease id), in the order granted. Nobody has used
+/// them if their answer was lost, since only that answer named them. Empty
+/// for an empty key.
+pub fn held_for(conn: &dyn Sql, granted_for: &str) -> StoreResult<Vec<(String, u64)>> {
+    if granted_for.is_empty() {
+        return Ok(Vec::new());
+    }
+    conn.prepare_cached(
+        "SELECT leases.task_id, leases.lease_id FROM leases
+           JOIN tasks ON tasks.id = leases.task_id AND tasks.lease_id = leases.lease_id
+          WHERE leases.granted_for = ?1 AND leases.ended_ms IS NULL AND tasks.state = ?2
+          ORDER BY leases.granted_ms, leases.task_id",
+    )?
+    .query_map(params![granted_for, task_state::LEASED], |r| {
+        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+    })?
+    .collect()
+}
+
+/// The leases `held` (from [`held_for`]) as they were answered, each renewed
+/// for a full TTL from now: the answer again, for a call repeated because
+/// the first answer was lost.
+pub fn answer_again(conn: &dyn Sql, held: &[(String, u64)], settings: LeaseSettings) -> StoreResult<Vec<Lease>> {
+    let mut leases = Vec::with_capacity(held.len());
+    for (task_id, lease_id) in held {
+        let task = current(conn, task_id, *lease_id)?;
+        let campaign = campaigns::get(conn, &task.campaign_id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("task {} without campaign", task.id)))?;
+        conn.prepare_cached("UPDATE tasks SET lease_expires_ms = ?2 WHERE id = ?1")?
+            .execute(params![task.id, now_ms() + settings.ttl_ms])?;
+        leases.push(held_lease(conn, &task, &campaign, *lease_id, settings)?);
+    }
+    Ok(leases)
+}
+
+/// Whether `task_id` was completed under `lease_id`: a CompleteTask that
+/// finds its lease no longer current is a repeat of one that took effect.
+pub fn completed_under(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreResult<bool> {
+    let outcome: Option<String> = conn
+        .prepare_cached("SELECT outcome FROM leases WHERE lease_id = ?1 AND task_id = ?2")?
+        .query_row(params![i64::try_from(lease_id).unwrap_or(-1), task_id], |r| r.get(0))
+        .optional()?;
+    Ok(outcome.as_deref() == Some(COMPLETED))
 }
 
 /// How many leases the task's (account, region) may hold at once from now
@@ -291,7 +364,7 @@ pub fn complete(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreResult<Tas
     let task = current(conn, task_id, lease_id)?;
     conn.prepare_cached("UPDATE tasks SET state = ?2, lease_expires_ms = NULL WHERE id = ?1")?
         .execute(params![task_id, task_state::COMPLETED])?;
-    end_lease(conn, task.lease_id, "completed")?;
+    end_lease(conn, task.lease_id, COMPLETED)?;
     match task.kind {
         TaskKind::Discover => {
             conn.prepare_cached(

@@ -52,6 +52,7 @@ fn lease_request(task: TaskRef, worker: &str) -> LeaseTaskRequest {
         task: Some(task),
         worker_id: worker.into(),
         capacity: 0,
+        request_id: String::new(),
     }
 }
 
@@ -462,4 +463,106 @@ async fn reports_are_bound_to_the_lease_holder_and_to_the_task_scope() {
     let campaign = wait_done(&mut client, &id, Duration::from_secs(30)).await;
     assert_eq!(campaign.state, CampaignState::Succeeded as i32);
     assert_eq!(campaign.counters.unwrap().success, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_or_completion_asked_again_is_answered_as_the_first_time() {
+    // A worker whose answer was lost asks again with the same request: it
+    // gets the same lease, not LEASED_ELSEWHERE (which would leave the lease
+    // to expire and cost the task an attempt). Anyone else, or another ask,
+    // is refused as before.
+    let (stack, _id) = three_instances_submitted().await;
+    let mut a = worker_client(&stack, "a");
+    let discover = next_task_ref(&stack).await;
+    let ask = |worker: &str, request_id: &str| LeaseTaskRequest {
+        request_id: request_id.into(),
+        ..lease_request(discover.clone(), worker)
+    };
+    let first = a.lease_task(ask("a", "r1")).await.unwrap().into_inner();
+    assert_eq!(first.outcome, LeaseOutcome::Granted as i32);
+    let lease = first.lease.unwrap();
+    let again = a.lease_task(ask("a", "r1")).await.unwrap().into_inner();
+    assert_eq!(again.outcome, LeaseOutcome::Granted as i32, "{again:?}");
+    assert_eq!(again.lease.unwrap().lease_id, lease.lease_id, "the same lease");
+    for (worker, request_id) in [("a", "r2"), ("a", "")] {
+        let other = a.lease_task(ask(worker, request_id)).await.unwrap().into_inner();
+        assert_eq!(
+            other.outcome,
+            LeaseOutcome::LeasedElsewhere as i32,
+            "another ask ({request_id:?}) is refused"
+        );
+    }
+    let b = worker_client(&stack, "b")
+        .lease_task(ask("b", "r1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(b.outcome, LeaseOutcome::LeasedElsewhere as i32, "another worker's ask");
+    let long = a.lease_task(ask("a", &"r".repeat(65))).await.unwrap_err();
+    assert_eq!(long.code(), Code::InvalidArgument);
+    assert_eq!(long.message(), "request_id: at most 64 characters, got 65");
+
+    // The completion hands the scope's batch on; asked again, it hands on
+    // the same lease, and that lease renews.
+    let found: Vec<DiscoveredInstance> = stack
+        .fleet
+        .instances()
+        .map(|(_, _, i)| DiscoveredInstance {
+            instance_id: i.id.clone(),
+            platform: Platform::Linux as i32,
+            ping_status: PingStatus::Online as i32,
+            ..Default::default()
+        })
+        .collect();
+    a.report_targets(ReportTargetsRequest {
+        task_id: discover.task_id.clone(),
+        lease_id: lease.lease_id,
+        instances: found,
+    })
+    .await
+    .unwrap();
+    let complete = muster_proto::v1::CompleteTaskRequest {
+        task_id: discover.task_id.clone(),
+        lease_id: lease.lease_id,
+        capacity: 4,
+    };
+    let handed: Vec<u64> = a
+        .complete_task(complete.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .next
+        .iter()
+        .map(|l| l.lease_id)
+        .collect();
+    assert_eq!(handed.len(), 1, "the scope's one batch is handed on");
+    let handed_again: Vec<u64> = a
+        .complete_task(complete.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .next
+        .iter()
+        .map(|l| l.lease_id)
+        .collect();
+    assert_eq!(handed_again, handed, "the same leases, again");
+    let execute = a
+        .complete_task(complete.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .next
+        .remove(0);
+    a.renew_lease(RenewLeaseRequest {
+        task_id: execute.task.unwrap().task_id,
+        lease_id: execute.lease_id,
+    })
+    .await
+    .expect("the handed-on lease is held");
+    let stranger = worker_client(&stack, "b").complete_task(complete).await.unwrap_err();
+    assert_eq!(
+        stranger.code(),
+        Code::PermissionDenied,
+        "only the holder asks again: {stranger:?}"
+    );
 }
