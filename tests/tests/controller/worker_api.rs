@@ -56,6 +56,20 @@ fn lease_request(task: TaskRef, worker: &str) -> LeaseTaskRequest {
     }
 }
 
+/// The fleet's instances, as a discovery reports them: online Linux.
+fn discovered(stack: &Stack) -> Vec<DiscoveredInstance> {
+    stack
+        .fleet
+        .instances()
+        .map(|(_, _, i)| DiscoveredInstance {
+            instance_id: i.id.clone(),
+            platform: Platform::Linux as i32,
+            ping_status: PingStatus::Online as i32,
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// A WorkerService client holding worker `name`'s own certificate.
 fn worker_client(stack: &Stack, name: &str) -> WorkerServiceClient<tonic::transport::Channel> {
     WorkerServiceClient::new(
@@ -289,16 +303,7 @@ async fn reports_are_bound_to_the_lease_holder_and_to_the_task_scope() {
         .into_inner()
         .lease
         .expect("a's lease");
-    let found: Vec<DiscoveredInstance> = stack
-        .fleet
-        .instances()
-        .map(|(_, _, i)| DiscoveredInstance {
-            instance_id: i.id.clone(),
-            platform: Platform::Linux as i32,
-            ping_status: PingStatus::Online as i32,
-            ..Default::default()
-        })
-        .collect();
+    let found = discovered(&stack);
     let status = b
         .report_targets(ReportTargetsRequest {
             task_id: discover.task_id.clone(),
@@ -504,20 +509,10 @@ async fn a_lease_or_completion_asked_again_is_answered_as_the_first_time() {
 
     // The completion hands the scope's batch on; asked again, it hands on
     // the same lease, and that lease renews.
-    let found: Vec<DiscoveredInstance> = stack
-        .fleet
-        .instances()
-        .map(|(_, _, i)| DiscoveredInstance {
-            instance_id: i.id.clone(),
-            platform: Platform::Linux as i32,
-            ping_status: PingStatus::Online as i32,
-            ..Default::default()
-        })
-        .collect();
     a.report_targets(ReportTargetsRequest {
         task_id: discover.task_id.clone(),
         lease_id: lease.lease_id,
-        instances: found,
+        instances: discovered(&stack),
     })
     .await
     .unwrap();
