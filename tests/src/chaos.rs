@@ -81,6 +81,18 @@ pub enum Action {
 /// The controller's crash points a plan may arm.
 const CONTROLLER_POINTS: [&str; 3] = ["store.after_commit", "store.before_commit", "controller.after_enqueue"];
 
+/// The worker API's methods whose answers a plan may lose after their
+/// effect (the controller's lose points `worker_api.<method>`).
+const LOSE_POINTS: [&str; 7] = [
+    "LeaseTask",
+    "RenewLease",
+    "ReportTargets",
+    "ReportDispatch",
+    "ReportResults",
+    "CompleteTask",
+    "FailTask",
+];
+
 impl Action {
     fn kind(&self) -> &'static str {
         match self {
@@ -108,6 +120,24 @@ pub struct Plan {
     /// The queue keeps the hub's real redrive (5 receives x 30 s) instead of
     /// the shortened one, for an outage longer than it.
     pub real_redrive: bool,
+    /// Answers every controller start loses after their effect
+    /// (`MUSTER_LOSE_AT`); empty for none.
+    pub lost_answers: String,
+}
+
+/// Which answers of the worker API the controller loses after their effect,
+/// armed anew on each of its starts: about half the methods, each at a
+/// drawn call. Drawn apart from the rest of the plan, so the other draws of
+/// a seed stay what they were before answers were lost.
+fn lost_answers(seed: u64) -> String {
+    let mut rng = StdRng::seed_from_u64(seed.rotate_left(17) ^ 0x1057_a115);
+    let mut points = Vec::new();
+    for method in LOSE_POINTS {
+        if rng.random_bool(0.5) {
+            points.push(format!("worker_api.{method}@{}", rng.random_range(1..20)));
+        }
+    }
+    points.join(",")
 }
 
 /// How much of the chaos a scenario gets.
@@ -133,6 +163,7 @@ pub fn plan(seed: u64, mode: Mode) -> Plan {
             tunables,
             actions: Vec::new(),
             real_redrive: false,
+            lost_answers: String::new(),
         };
     }
     let rule = |service: &str, api: &str, kind, probability: f64, when| FaultRule {
@@ -295,6 +326,7 @@ pub fn plan(seed: u64, mode: Mode) -> Plan {
         tunables,
         actions,
         real_redrive: mode == Mode::LongOutage,
+        lost_answers: lost_answers(seed),
     }
 }
 
@@ -329,15 +361,21 @@ impl Report {
 pub async fn run(seed: u64, mode: Mode) -> Report {
     let plan = plan(seed, mode);
     eprintln!(
-        "chaos scenario seed {seed} (replay: MUSTER_CHAOS_SEED={seed}): {:?}",
-        plan.actions
+        "chaos scenario seed {seed} (replay: MUSTER_CHAOS_SEED={seed}): {:?}, answers lost: {:?}",
+        plan.actions, plan.lost_answers
     );
+    let env = if plan.lost_answers.is_empty() {
+        Vec::new()
+    } else {
+        vec![("MUSTER_LOSE_AT".to_owned(), plan.lost_answers.clone())]
+    };
     let mut system = System::start(
         FLEET,
         SystemOptions {
             tunables: plan.tunables.clone(),
             workers: 2,
             lease_ttl: 5,
+            env,
             ..Default::default()
         },
     )
@@ -643,6 +681,13 @@ async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
 /// Adds the sim's injected faults to the report, and the logs when
 /// something was wrong.
 fn finish(mut report: Report, system: &System) -> Report {
+    let lost = system.logs().matches("lose point worker_api.").count() as u64;
+    if lost > 0 {
+        *report
+            .faults
+            .entry("worker API answer lost after the effect".into())
+            .or_default() += lost;
+    }
     for (service, api) in [
         ("ssm", "SendCommand"),
         ("sqs", "SendMessageBatch"),
@@ -716,7 +761,15 @@ mod tests {
     #[test]
     fn a_calm_plan_has_no_faults_and_a_long_one_outlasts_the_real_redrive() {
         let calm = plan(5, Mode::Calm);
-        assert!(calm.actions.is_empty() && calm.tunables.faults.is_empty());
+        assert!(calm.actions.is_empty() && calm.tunables.faults.is_empty() && calm.lost_answers.is_empty());
+        let lost: Vec<String> = (0..50).map(|seed| plan(seed, Mode::Faults).lost_answers).collect();
+        assert!(lost.iter().any(|l| !l.is_empty()), "some seeds lose answers");
+        for entry in lost.iter().flat_map(|l| l.split(',')).filter(|e| !e.is_empty()) {
+            let (point, nth) = entry.split_once('@').unwrap();
+            let method = point.strip_prefix("worker_api.").unwrap();
+            assert!(LOSE_POINTS.contains(&method), "{entry}");
+            assert!((1..20).contains(&nth.parse::<u64>().unwrap()), "{entry}");
+        }
         let long = plan(5, Mode::LongOutage);
         assert!(long.real_redrive);
         let Some((at, Action::LongOutage { for_ })) = long.actions.first().copied() else {
