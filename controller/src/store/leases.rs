@@ -68,7 +68,7 @@ pub fn lease_for(
         .ok_or_else(|| StoreError::Corrupt(format!("task {} without campaign", task.id)))?;
     // A cancelled campaign's task runs only to cancel what an earlier
     // attempt may have sent.
-    let cancelled = campaign.cancel_requested || campaign.window.cancelling;
+    let cancelled = cancelling(&campaign);
     if campaign.state.is_terminal() || (cancelled && !may_have_sent(conn, &task)?) {
         return refuse(LeaseOutcome::CampaignInactive, "the campaign is cancelled or over");
     }
@@ -105,6 +105,12 @@ pub fn lease_for(
     Ok(LeaseAnswer::Granted(Box::new(lease)))
 }
 
+/// Whether the campaign is being cancelled: a cancel, or the end of a
+/// maintenance window that cancels what is in flight.
+fn cancelling(campaign: &CampaignRow) -> bool {
+    campaign.cancel_requested || campaign.window.cancelling
+}
+
 /// The Lease message of `task`, held under `lease_id`.
 fn held_lease(
     conn: &dyn Sql,
@@ -124,7 +130,7 @@ fn held_lease(
         finished_instance_ids: finished_instances(conn, &task.id)?,
         // Set by the caller when it hands the lease out itself.
         traceparent: String::new(),
-        campaign_cancelled: campaign.cancel_requested || campaign.window.cancelling,
+        campaign_cancelled: cancelling(campaign),
     })
 }
 
