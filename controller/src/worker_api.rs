@@ -783,39 +783,44 @@ impl WorkerService for WorkerApi {
         }
         let (task_id, reason, retryable) = (request.task_id.clone(), request.reason.clone(), request.retryable);
         self.trace_task(&task_id).await;
-        let outcome = self
+        let (outcome, repeated) = self
             .ctl
             .store
             .write(move |txn| {
                 leases::check_holder(txn, &request.task_id, request.lease_id, caller.as_deref())?;
-                leases::fail(
-                    txn,
-                    &request.task_id,
-                    Some(request.lease_id),
-                    &request.reason,
-                    if request.handed_back {
-                        Ending::HandedBack
-                    } else if request.retryable {
-                        Ending::Retryable
-                    } else {
-                        Ending::Failed
-                    },
-                )
+                let ending = if request.handed_back {
+                    Ending::HandedBack
+                } else if request.retryable {
+                    Ending::Retryable
+                } else {
+                    Ending::Failed
+                };
+                match leases::fail(txn, &request.task_id, Some(request.lease_id), &request.reason, ending) {
+                    Ok(outcome) => Ok((outcome, false)),
+                    // Failed under this very lease: a repeat whose first
+                    // answer was lost. It is told the same again.
+                    Err(StoreError::Lease(Fenced::Stale)) => {
+                        match leases::failed_under(txn, &request.task_id, request.lease_id)? {
+                            Some(true) => Ok((FailOutcome::Retrying, true)),
+                            Some(false) => Ok((FailOutcome::Failed, true)),
+                            None => Err(StoreError::Lease(Fenced::Stale)),
+                        }
+                    }
+                    Err(error) => Err(error),
+                }
             })
             .await
             .map_err(|e| self.refused("FailTask", e))?;
-        self.ctl.metrics.failed(outcome == FailOutcome::Retrying);
-        tracing::info!(
-            task_id,
-            reason,
-            retryable,
-            will_retry = outcome == FailOutcome::Retrying,
-            "task failed"
-        );
-        self.ctl.wake.notify_one();
+        let will_retry = outcome == FailOutcome::Retrying;
+        if repeated {
+            // Counted the first time.
+            tracing::info!(task_id, will_retry, "FailTask repeated; answered as before");
+        } else {
+            self.ctl.metrics.failed(will_retry);
+            tracing::info!(task_id, reason, retryable, will_retry, "task failed");
+            self.ctl.wake.notify_one();
+        }
         lose_answer("FailTask")?;
-        Ok(Response::new(FailTaskResponse {
-            will_retry: outcome == FailOutcome::Retrying,
-        }))
+        Ok(Response::new(FailTaskResponse { will_retry }))
     }
 }

@@ -18,6 +18,8 @@ use crate::resolve;
 
 /// A lease's outcome once its task completed under it.
 const COMPLETED: &str = "completed";
+/// A lease's outcome once it ran out without its worker ending it.
+const EXPIRED: &str = "expired";
 
 /// Lease settings.
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +180,26 @@ pub fn completed_under(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreRes
         .query_row(params![i64::try_from(lease_id).unwrap_or(-1), task_id], |r| r.get(0))
         .optional()?;
     Ok(outcome.as_deref() == Some(COMPLETED))
+}
+
+/// Whether the task's worker failed it (or handed it back) under this very
+/// lease, and if so whether the task was queued again: what a repeated
+/// FailTask, whose first answer was lost, is told again. None when the
+/// lease ended otherwise (completed, expired) or is still current.
+pub fn failed_under(conn: &dyn Sql, task_id: &str, lease_id: u64) -> StoreResult<Option<bool>> {
+    let ended: Option<(String, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT l.outcome, l.attempt, t.attempt FROM leases l JOIN tasks t ON t.id = l.task_id
+              WHERE l.lease_id = ?1 AND l.task_id = ?2",
+        )?
+        .query_row(params![i64::try_from(lease_id).unwrap_or(-1), task_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    Ok(ended
+        .filter(|(outcome, _, _)| Ending::ALL.iter().any(|e| e.lease_outcome() == outcome))
+        // A retry moved the task on to its next attempt; giving up did not.
+        .map(|(_, failed_at, now_at)| now_at > failed_at))
 }
 
 /// How many leases the task's (account, region) may hold at once from now
@@ -420,6 +442,9 @@ pub enum Ending {
 }
 
 impl Ending {
+    /// Every ending, as FailTask may ask for it.
+    const ALL: [Ending; 3] = [Self::Failed, Self::Retryable, Self::HandedBack];
+
     /// How the lease ended, as the leases table records it.
     fn lease_outcome(self) -> &'static str {
         match self {
@@ -444,7 +469,14 @@ pub fn fail(
         Some(lease_id) => current(conn, task_id, lease_id)?,
         None => get(conn, task_id)?.ok_or(StoreError::Lease(Fenced::Unknown))?,
     };
-    end_lease(conn, task.lease_id, ending.lease_outcome())?;
+    // A lease that ran out is told apart from one its worker failed: only
+    // the latter answers a repeated FailTask (see [`failed_under`]).
+    let outcome = if lease_id.is_some() {
+        ending.lease_outcome()
+    } else {
+        EXPIRED
+    };
+    end_lease(conn, task.lease_id, outcome)?;
     match decide(ending, task.attempt, task.max_attempts, reason) {
         Decision::Retry { extra_attempt } => {
             conn.prepare_cached(

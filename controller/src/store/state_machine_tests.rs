@@ -31,6 +31,23 @@ fn one_task(conn: &dyn Sql, max_attempts: u32) -> TaskRef {
     }
 }
 
+/// Another campaign of one scope, beside the first: its Discover task.
+fn one_task_more(conn: &dyn Sql, campaign_id: &str) -> TaskRef {
+    campaigns::insert(conn, &NewCampaign::for_test(campaign_id, 3)).unwrap();
+    let task_id: String = conn
+        .query_row(
+            "SELECT id FROM tasks WHERE campaign_id = ?1",
+            crate::params![campaign_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    TaskRef {
+        campaign_id: campaign_id.into(),
+        task_id,
+        attempt: 1,
+    }
+}
+
 fn lease(conn: &dyn Sql, task_ref: &TaskRef, worker: &str) -> Result<u64, LeaseOutcome> {
     match leases::lease(conn, task_ref, worker, SETTINGS).unwrap() {
         LeaseAnswer::Granted(lease) => Ok(lease.lease_id),
@@ -293,6 +310,39 @@ store_matrix! {
         // Failures still end it after the two it was given.
         assert_eq!(end(Ending::Retryable), FailOutcome::Retrying);
         assert_eq!(end(Ending::Retryable), FailOutcome::Failed);
+    }
+
+    fn a_failure_is_known_by_its_lease_and_an_expiry_or_completion_is_not(conn) {
+        // What a repeated FailTask is told: the first answer's will_retry,
+        // found from the lease it failed under, and nothing for a lease that
+        // ended any other way or is still held.
+        let mut task_ref = one_task(&conn, 3);
+        let failed_under = |conn: &dyn Sql, task_ref: &TaskRef, id| leases::failed_under(conn, &task_ref.task_id, id).unwrap();
+        let held = lease(&conn, &task_ref, "w1").unwrap();
+        assert_eq!(failed_under(&conn, &task_ref, held), None, "still held");
+        leases::fail(&conn, &task_ref.task_id, Some(held), "throttled", Ending::Retryable).unwrap();
+        assert_eq!(failed_under(&conn, &task_ref, held), Some(true), "queued again");
+        assert_eq!(
+            fenced(leases::fail(&conn, &task_ref.task_id, Some(held), "throttled", Ending::Retryable)),
+            Some(Fenced::Stale),
+            "failing it again changes nothing"
+        );
+        assert_eq!(task(&conn, &task_ref).attempt, 2, "one attempt spent, not two");
+        task_ref.attempt = 2;
+        let expired = lease(&conn, &task_ref, "w1").unwrap();
+        leases::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
+        assert_eq!(failed_under(&conn, &task_ref, expired), None, "it ran out; its worker failed nothing");
+        assert_eq!(failed_under(&conn, &task_ref, held), Some(true), "the earlier answer stands");
+        task_ref.attempt = 3;
+        let last = lease(&conn, &task_ref, "w1").unwrap();
+        leases::fail(&conn, &task_ref.task_id, Some(last), "AccessDenied", Ending::Failed).unwrap();
+        assert_eq!(failed_under(&conn, &task_ref, last), Some(false), "failed for good");
+
+        let done_ref = one_task_more(&conn, "c2");
+        let done = lease(&conn, &done_ref, "w1").unwrap();
+        leases::complete(&conn, &done_ref.task_id, done).unwrap();
+        assert_eq!(failed_under(&conn, &done_ref, done), None, "completed");
+        assert_eq!(failed_under(&conn, &done_ref, last), None, "another task's lease");
     }
 
     fn lease_ids_cannot_be_guessed_from_one_another(conn) {

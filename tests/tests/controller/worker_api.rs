@@ -548,3 +548,62 @@ async fn a_lease_or_completion_asked_again_is_answered_as_the_first_time() {
         "only the holder asks again: {stranger:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_asked_again_is_answered_as_the_first_time_and_counted_once() {
+    // A worker whose FailTask answer was lost asks again: it is told what
+    // the first ask decided (queued again, or failed for good), not refused
+    // as a stale lease, and the task spends one attempt, not two.
+    let (stack, id) = three_instances_submitted().await;
+    let mut client = stack.client.clone();
+    let mut a = worker_client(&stack, "a");
+    let fail = |task: &TaskRef, lease_id: u64, retryable: bool| muster_proto::v1::FailTaskRequest {
+        task_id: task.task_id.clone(),
+        lease_id,
+        reason: if retryable { "throttled" } else { "AccessDenied" }.into(),
+        retryable,
+        handed_back: false,
+    };
+    let first = next_task_ref(&stack).await;
+    let lease = a
+        .lease_task(lease_request(first.clone(), "a"))
+        .await
+        .unwrap()
+        .into_inner()
+        .lease
+        .expect("granted");
+    for ask in 0..2 {
+        let answer = a.fail_task(fail(&first, lease.lease_id, true)).await;
+        assert!(answer.unwrap().into_inner().will_retry, "ask {ask}: queued again");
+    }
+    let stranger = worker_client(&stack, "b")
+        .fail_task(fail(&first, lease.lease_id, true))
+        .await
+        .unwrap_err();
+    assert_eq!(stranger.code(), Code::PermissionDenied, "{stranger:?}");
+
+    // The second attempt, failed for good, is told so twice.
+    let second = next_task_ref(&stack).await;
+    assert_eq!(second.attempt, 2, "one attempt spent: {second:?}");
+    let lease = a
+        .lease_task(lease_request(second.clone(), "a"))
+        .await
+        .unwrap()
+        .into_inner()
+        .lease
+        .expect("granted");
+    for ask in 0..2 {
+        let answer = a.fail_task(fail(&second, lease.lease_id, false)).await;
+        assert!(!answer.unwrap().into_inner().will_retry, "ask {ask}: failed for good");
+    }
+    let campaign = wait_done(&mut client, &id, Duration::from_secs(30)).await;
+    assert_eq!(campaign.counters.unwrap().error, 1, "the scope's one ERROR target");
+    let metrics = muster_controller::metrics::render(&stack.controller.controller).await;
+    for retried in ["true", "false"] {
+        let line = format!("muster_controller_tasks_failed_total{{retried=\"{retried}\"}} 1");
+        assert!(
+            metrics.contains(&line),
+            "each failure counted once: no '{line}' in\n{metrics}"
+        );
+    }
+}
