@@ -363,7 +363,7 @@ async fn leased(runner: &Runner, queue: &dyn TaskQueue, message: &Delivery, task
         // effect, the controller answers the repeat with the same leases.
         request_id: format!("{:016x}", rand::random::<u64>()),
     };
-    let (answer, asked) = ask_for_lease(ctx, &request).await;
+    let (answer, asked) = ask_for_lease(ctx, &request, &runner.hand_back).await;
     let answer = match answer {
         Ok(answer) => answer,
         Err(error) => {
@@ -418,32 +418,40 @@ async fn leased(runner: &Runner, queue: &dyn TaskQueue, message: &Delivery, task
     }
 }
 
-/// Times LeaseTask is asked, the first included, while no answer comes.
-const LEASE_ASKS: u32 = 3;
-
 /// Asks for a lease, and asks again (the same request) while the answer is
-/// lost, up to [`LEASE_ASKS`] times; then the queue message comes back
-/// after its visibility timeout. Also says when the answered ask started:
-/// the lease's TTL counts from there, not from the answer.
+/// lost, for as long as a lease the first ask granted could still be held:
+/// the lease TTL the controller last gave. A controller that took the ask
+/// and died before answering, or lost the answer, gives the same lease
+/// again once it answers, and the task spends no attempt. After that, or
+/// once the worker hands its work back, the queue message comes back after
+/// its visibility timeout. Also says when the answered ask started: the
+/// lease's TTL counts from there, not from the answer.
 async fn ask_for_lease(
     ctx: &Context,
     request: &LeaseTaskRequest,
+    hand_back: &CancellationToken,
 ) -> (Result<LeaseTaskResponse, ControllerError>, tokio::time::Instant) {
+    let first = tokio::time::Instant::now();
+    let held_until = first + ctx.lease_ttl();
     let mut asks = 0;
     loop {
         asks += 1;
         let asked = tokio::time::Instant::now();
-        match ctx.controller.lease_task(request.clone()).await {
-            Err(ControllerError::Unreachable(error)) if asks < LEASE_ASKS => {
-                tracing::debug!(asks, error, "LeaseTask unanswered; asking again");
-                tokio::time::sleep(muster_common::retry::backoff(
-                    asks,
-                    Duration::from_millis(200),
-                    Duration::from_secs(2),
-                ))
-                .await;
+        let answer = ctx.controller.lease_task(request.clone()).await;
+        let Err(ControllerError::Unreachable(error)) = &answer else {
+            if let Some(ttl) = answer.as_ref().ok().and_then(|a| a.lease.as_ref()).and_then(|l| l.ttl) {
+                ctx.heard_lease_ttl(ttl);
             }
-            answer => return (answer, asked),
+            return (answer, asked);
+        };
+        let wait = muster_common::retry::backoff(asks, Duration::from_millis(200), Duration::from_secs(2));
+        if tokio::time::Instant::now() + wait >= held_until || hand_back.is_cancelled() {
+            return (answer, asked);
+        }
+        tracing::debug!(asks, error, "LeaseTask unanswered; asking again");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = hand_back.cancelled() => return (answer, asked),
         }
     }
 }
@@ -554,6 +562,25 @@ mod tests {
         answers: Vec<Result<LeaseTaskResponse, ControllerError>>,
         stop_on_receive: bool,
     ) -> Consumer {
+        start(messages, answers, stop_on_receive, crate::DEFAULT_LEASE_TTL)
+    }
+
+    /// [`consume`], by a worker that heard the controller's leases last
+    /// `lease_ttl`.
+    fn consume_with_ttl(
+        messages: Vec<Delivery>,
+        answers: Vec<Result<LeaseTaskResponse, ControllerError>>,
+        lease_ttl: Duration,
+    ) -> Consumer {
+        start(messages, answers, false, lease_ttl)
+    }
+
+    fn start(
+        messages: Vec<Delivery>,
+        answers: Vec<Result<LeaseTaskResponse, ControllerError>>,
+        stop_on_receive: bool,
+        lease_ttl: Duration,
+    ) -> Consumer {
         let controller = Arc::new(Scripted::default());
         controller.leases.lock().unwrap().extend(answers);
         // AWS on a closed loopback port, tried once: nothing leaves the
@@ -568,6 +595,7 @@ mod tests {
             ))
             .build();
         let ctx = Arc::new(Context::new("w1", controller.clone(), sdk));
+        ctx.heard_lease_ttl(lease_ttl.try_into().unwrap());
         let stop = CancellationToken::new();
         let queue = Arc::new(Memory {
             ready: Mutex::new(messages.into()),
@@ -663,35 +691,94 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_lease_request_left_unanswered_is_asked_again_then_its_message_comes_back() {
-        let unanswered = || Err(ControllerError::Unreachable("connection refused".into()));
-        let consumer = consume(
-            vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
-            (0..LEASE_ASKS).map(|_| unanswered()).collect(),
-            false,
-        );
-        consumer
-            .until("the message handled", |c| c.ctx.stats.handled("unanswered") == 1)
-            .await;
-        let (controller, queue) = consumer.stop().await;
-        assert!(
-            queue.deleted.lock().unwrap().is_empty(),
-            "the message comes back after its timeout"
-        );
-        let asks: Vec<String> = controller
+    /// The request ids of the LeaseTask calls made.
+    fn lease_asks(controller: &Scripted) -> Vec<String> {
+        controller
             .calls()
             .into_iter()
             .filter_map(|c| match c {
                 Call::Lease(r) => Some(r.request_id),
                 _ => None,
             })
-            .collect();
-        assert_eq!(asks.len(), LEASE_ASKS as usize, "asked {LEASE_ASKS} times: {asks:?}");
+            .collect()
+    }
+
+    fn unanswered() -> Result<LeaseTaskResponse, ControllerError> {
+        Err(ControllerError::Unreachable("connection refused".into()))
+    }
+
+    #[tokio::test]
+    async fn a_lease_request_left_unanswered_is_asked_again_until_a_lease_could_have_run_out() {
+        // The controller, whose leases last 3 s, never answers (far more
+        // refusals are queued than 3 s of asks use): the asks stop once a
+        // lease the first one granted would have expired, and the message
+        // comes back. (Asking on would use up the refusals and get an
+        // answer of no outcome.)
+        let consumer = consume_with_ttl(
+            vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
+            (0..1_000).map(|_| unanswered()).collect(),
+            Duration::from_secs(3),
+        );
+        consumer
+            .until("the message handled", |c| c.ctx.stats.handled("unanswered") == 1)
+            .await;
+        assert_eq!(consumer.ctx.stats.handled("unspecified"), 0);
+        let (controller, queue) = consumer.stop().await;
+        assert!(
+            queue.deleted.lock().unwrap().is_empty(),
+            "the message comes back after its timeout"
+        );
+        let asks = lease_asks(&controller);
+        assert!(
+            (4..100).contains(&asks.len()),
+            "asked again and again, then stopped: {} asks",
+            asks.len()
+        );
         assert!(
             !asks[0].is_empty() && asks.iter().all(|id| *id == asks[0]),
             "each time the same request, so a repeat of one that took effect is answered alike: {asks:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_lease_whose_answers_were_lost_a_while_is_run_when_an_answer_comes() {
+        // Four answers lost (a controller that died after granting, and came
+        // back): the fifth ask, the same request, gets the lease, and the
+        // task runs under it rather than waiting for it to expire.
+        let granted = LeaseTaskResponse {
+            outcome: LeaseOutcome::Granted as i32,
+            lease: Some(Lease {
+                lease_id: 9,
+                ttl: Some(Duration::from_secs(30).try_into().unwrap()),
+                task: Some(Task {
+                    task_id: id(2, 1),
+                    campaign_id: id(1, 1),
+                    attempt: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut answers: Vec<_> = (0..4).map(|_| unanswered()).collect();
+        answers.push(Ok(granted));
+        let consumer = consume(
+            vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
+            answers,
+            false,
+        );
+        consumer
+            .until("the task's verdict", |c| {
+                c.controller.calls().iter().any(|call| matches!(call, Call::Fail(_)))
+            })
+            .await;
+        assert_eq!(consumer.ctx.stats.handled("granted"), 1);
+        assert_eq!(consumer.ctx.stats.handled("unanswered"), 0);
+        let (controller, queue) = consumer.stop().await;
+        assert_eq!(*queue.deleted.lock().unwrap(), ["m1"]);
+        let asks = lease_asks(&controller);
+        assert_eq!(asks.len(), 5, "{asks:?}");
+        assert!(asks.iter().all(|id| *id == asks[0]), "one request: {asks:?}");
     }
 
     #[tokio::test]

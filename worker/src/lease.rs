@@ -67,7 +67,7 @@ impl LeaseHandle {
             .ttl
             .and_then(|d| Duration::try_from(d).ok())
             .filter(|d| !d.is_zero())
-            .unwrap_or(Duration::from_secs(30));
+            .unwrap_or(crate::DEFAULT_LEASE_TTL);
         let task = lease.task.clone().unwrap_or_default();
         let deadline = Arc::new(Mutex::new(asked + ttl));
         // A lease of a cancelled campaign exists only to cancel what an

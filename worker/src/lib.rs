@@ -42,6 +42,10 @@ use crate::reporter::Reporter;
 use crate::scope_clients::{CallError, ScopeClientCache};
 use crate::stats::Stats;
 
+/// The controller's default lease TTL: what a worker assumes until a lease
+/// says otherwise.
+pub const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What every task of the process shares.
 pub struct Context {
     /// This worker's id, for the controller's logs.
@@ -76,6 +80,8 @@ pub struct Context {
     pub endings: endings::Endings,
     /// Stops asking for endings when the context goes.
     _endings_stop: tokio_util::sync::DropGuard,
+    /// The lease TTL the controller last gave, in milliseconds.
+    lease_ttl_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Context {
@@ -103,6 +109,22 @@ impl Context {
             overdue_margin: std::time::Duration::from_secs(300),
             abandon_grace: std::time::Duration::from_secs(120),
             document_timeouts: documents::DocumentTimeouts::default(),
+            lease_ttl_ms: std::sync::atomic::AtomicU64::new(DEFAULT_LEASE_TTL.as_millis() as u64),
+        }
+    }
+
+    /// The lease TTL the controller last gave ([`DEFAULT_LEASE_TTL`] until
+    /// it gave one).
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lease_ttl_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Remembers the TTL of a lease the controller gave; a TTL that is not
+    /// one (zero, negative) is ignored.
+    pub fn heard_lease_ttl(&self, ttl: prost_types::Duration) {
+        if let Some(ttl) = std::time::Duration::try_from(ttl).ok().filter(|d| !d.is_zero()) {
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            self.lease_ttl_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
