@@ -7,7 +7,8 @@
 //! SendMessageBatch, ReceiveMessage and AssumeRole took effect, duplicate
 //! deliveries, 503s, throttling storms, expiring sessions).
 //! Prints one line per scenario and a table for BENCHMARKS.md: scenarios,
-//! faults by kind, duplicate sends, lost results, stuck campaigns, and the
+//! faults by kind, duplicate sends, lost results, stuck campaigns, leases
+//! that expired (attempts the faults cost), and the
 //! makespan with faults against the same seeds' campaigns without them.
 //!
 //!     cargo build --bins
@@ -61,13 +62,14 @@ async fn main() {
         let mode = if long { Mode::LongOutage } else { Mode::Faults };
         let report = chaos::run(seed, mode).await;
         println!(
-            "seed {seed}{}: {} in {:.1}s, {} duplicates, {} lost, stuck {}; {:?}",
+            "seed {seed}{}: {} in {:.1}s, {} duplicates, {} lost, stuck {}, {} leases expired; {:?}",
             if long { " (long outage)" } else { "" },
             if report.ok() { "ok" } else { "FAILED" },
             report.makespan.as_secs_f64(),
             report.duplicates,
             report.lost,
             report.stuck,
+            report.expired,
             report.faults
         );
         let calm = if seed < first + calm_runs && !long {
@@ -92,7 +94,7 @@ async fn main() {
     outcomes.sort_by_key(|o| o.seed);
 
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut duplicates, mut lost, mut stuck, mut failed) = (0, 0, 0, Vec::new());
+    let (mut duplicates, mut lost, mut stuck, mut expired, mut failed) = (0, 0, 0, 0, Vec::new());
     let (mut with_faults, mut calm, mut faulted_of_calm, mut long) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for Outcome {
         seed,
@@ -107,6 +109,7 @@ async fn main() {
         duplicates += report.duplicates;
         lost += report.lost;
         stuck += usize::from(report.stuck);
+        expired += report.expired;
         if !report.ok() {
             failed.push(*seed);
         } else if *mode == Mode::LongOutage {
@@ -123,12 +126,12 @@ async fn main() {
         }
     }
     println!(
-        "\n| scenarios | of them with a 3-min outage | failed | duplicate sends | lost results | stuck campaigns | median makespan with faults | same seeds without | ratio | with a 3-min outage | wall |"
+        "\n| scenarios | of them with a 3-min outage | failed | duplicate sends | lost results | stuck campaigns | leases expired | median makespan with faults | same seeds without | ratio | with a 3-min outage | wall |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let (with, without) = (median(faulted_of_calm), median(calm));
     println!(
-        "| {scenarios} | {} | {} | {duplicates} | {lost} | {stuck} | {:.1} s (all: {:.1} s) | {:.1} s | {:.2} | {:.1} s | {:.0} min |",
+        "| {scenarios} | {} | {} | {duplicates} | {lost} | {stuck} | {expired} | {:.1} s (all: {:.1} s) | {:.1} s | {:.2} | {:.1} s | {:.0} min |",
         outcomes.iter().filter(|o| o.mode == Mode::LongOutage).count(),
         failed.len(),
         with.as_secs_f64(),

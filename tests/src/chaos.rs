@@ -346,6 +346,9 @@ pub struct Report {
     pub lost: usize,
     /// Whether the campaign failed to end in time.
     pub stuck: bool,
+    /// Leases that ran out unused or unfinished, each an attempt of its task
+    /// spent and a TTL waited: what the faults cost, not a violation.
+    pub expired: usize,
     /// Everything that was wrong, for people.
     pub violations: Vec<String>,
 }
@@ -681,6 +684,11 @@ async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
 /// Adds the sim's injected faults to the report, and the logs when
 /// something was wrong.
 fn finish(mut report: Report, system: &System) -> Report {
+    report.expired = system
+        .muster_warnings()
+        .iter()
+        .filter(|line| line.contains("muster_controller::reconcile") && line.contains("lease expired"))
+        .count();
     let lost = system.logs().matches("lose point worker_api.").count() as u64;
     if lost > 0 {
         *report
