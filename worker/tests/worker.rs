@@ -557,6 +557,49 @@ async fn cancel_stops_commands_in_flight() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_whose_answer_was_lost_is_made_again_and_the_batch_ends_cancelled() {
+    // SSM cancels the command, but its answer is a 500: the worker cancels
+    // again (CancelCommand is safe to repeat: the instances already ended
+    // stay as they ended) and reports where each instance ended.
+    let mut tunables = test_tunables();
+    tunables.faults = vec![FaultRule {
+        api: "CancelCommand".into(),
+        limit: Some(1),
+        ..after_effect(FaultKind::Error500, 1)
+    }];
+    let w = World::with_sandbox(Sandbox::start_with(tunables).await, FLEET, Duration::from_secs(3)).await;
+    let worker = w.start_worker(Duration::from_secs(5)).await;
+    let slow = w.ids("beta", EAST, "slow");
+    let id = w.submit(w.spec("beta", EAST, &slow, &["sleep 8"])).await;
+    let (world, campaign) = (&w, id.as_str());
+    eventually(&w, "the dispatch", Duration::from_secs(30), || async move {
+        !world.dispatches(campaign).await.is_empty()
+    })
+    .await;
+    w.cancel(&id).await;
+    let ended = w.wait_done(&id, Duration::from_secs(30)).await;
+    assert_eq!(CampaignState::try_from(ended.state), Ok(CampaignState::Cancelled));
+    assert_eq!(
+        w.sb.count("ssm", "CancelCommand", "fault_after"),
+        1,
+        "the first cancel took effect and lost its answer"
+    );
+    assert_eq!(
+        w.sb.count("ssm", "CancelCommand", "ok"),
+        2,
+        "SSM served it, and its repeat"
+    );
+    let targets = w.targets(&id).await;
+    assert_eq!(targets.len(), 2);
+    for target in targets.values() {
+        assert_eq!(target.status, TargetStatus::Cancelled as i32, "{target:?}");
+        assert!(!target.command_id.is_empty(), "it was sent: {target:?}");
+    }
+    assert_eq!(w.sb.audit().len(), 1, "one command, never sent again");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_in_hands_work_back_and_loses_nothing() {
     let w = World::new(FLEET, Duration::from_secs(10)).await;
     let first = w.start_worker(Duration::from_millis(500)).await;
