@@ -703,6 +703,44 @@ mod tests {
             .collect()
     }
 
+    /// Lease 9 on task 1's first attempt, of a kind this worker does not
+    /// know: it runs, and ends with a FailTask under its lease, for good,
+    /// before any AWS call.
+    fn granted() -> LeaseTaskResponse {
+        LeaseTaskResponse {
+            outcome: LeaseOutcome::Granted as i32,
+            lease: Some(Lease {
+                lease_id: 9,
+                ttl: Some(Duration::from_secs(30).try_into().unwrap()),
+                task: Some(Task {
+                    task_id: id(2, 1),
+                    campaign_id: id(1, 1),
+                    attempt: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// One message, whose LeaseTask gets `answers` in turn, the last of them
+    /// [`granted`]: consumed until the task's verdict, once granted.
+    async fn run_to_its_verdict(answers: Vec<Result<LeaseTaskResponse, ControllerError>>) -> Consumer {
+        let consumer = consume(
+            vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
+            answers,
+            false,
+        );
+        consumer
+            .until("the task's verdict", |c| {
+                c.controller.calls().iter().any(|call| matches!(call, Call::Fail(_)))
+            })
+            .await;
+        assert_eq!(consumer.ctx.stats.handled("granted"), 1);
+        consumer
+    }
+
     fn unanswered() -> Result<LeaseTaskResponse, ControllerError> {
         Err(ControllerError::Unreachable("connection refused".into()))
     }
@@ -745,34 +783,9 @@ mod tests {
         // Four answers lost (a controller that died after granting, and came
         // back): the fifth ask, the same request, gets the lease, and the
         // task runs under it rather than waiting for it to expire.
-        let granted = LeaseTaskResponse {
-            outcome: LeaseOutcome::Granted as i32,
-            lease: Some(Lease {
-                lease_id: 9,
-                ttl: Some(Duration::from_secs(30).try_into().unwrap()),
-                task: Some(Task {
-                    task_id: id(2, 1),
-                    campaign_id: id(1, 1),
-                    attempt: 1,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
         let mut answers: Vec<_> = (0..4).map(|_| unanswered()).collect();
-        answers.push(Ok(granted));
-        let consumer = consume(
-            vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
-            answers,
-            false,
-        );
-        consumer
-            .until("the task's verdict", |c| {
-                c.controller.calls().iter().any(|call| matches!(call, Call::Fail(_)))
-            })
-            .await;
-        assert_eq!(consumer.ctx.stats.handled("granted"), 1);
+        answers.push(Ok(granted()));
+        let consumer = run_to_its_verdict(answers).await;
         assert_eq!(consumer.ctx.stats.handled("unanswered"), 0);
         let (controller, queue) = consumer.stop().await;
         assert_eq!(*queue.deleted.lock().unwrap(), ["m1"]);
@@ -800,32 +813,7 @@ mod tests {
     async fn a_granted_lease_deletes_its_message_and_its_task_runs_to_a_verdict() {
         // A task of a kind this worker does not know: it runs, and ends with
         // a FailTask under its lease, for good, before any AWS call.
-        let granted = LeaseTaskResponse {
-            outcome: LeaseOutcome::Granted as i32,
-            lease: Some(Lease {
-                lease_id: 9,
-                ttl: Some(Duration::from_secs(30).try_into().unwrap()),
-                task: Some(Task {
-                    task_id: id(2, 1),
-                    campaign_id: id(1, 1),
-                    attempt: 1,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let consumer = consume(
-            vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
-            vec![Ok(granted)],
-            false,
-        );
-        consumer
-            .until("the task's verdict", |c| {
-                c.controller.calls().iter().any(|call| matches!(call, Call::Fail(_)))
-            })
-            .await;
-        assert_eq!(consumer.ctx.stats.handled("granted"), 1);
+        let consumer = run_to_its_verdict(vec![Ok(granted())]).await;
         let (controller, queue) = consumer.stop().await;
         assert_eq!(
             *queue.deleted.lock().unwrap(),

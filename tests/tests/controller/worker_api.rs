@@ -564,38 +564,40 @@ async fn a_failure_asked_again_is_answered_as_the_first_time_and_counted_once() 
         retryable,
         handed_back: false,
     };
-    let first = next_task_ref(&stack).await;
-    let lease = a
-        .lease_task(lease_request(first.clone(), "a"))
-        .await
-        .unwrap()
-        .into_inner()
-        .lease
-        .expect("granted");
-    for ask in 0..2 {
-        let answer = a.fail_task(fail(&first, lease.lease_id, true)).await;
-        assert!(answer.unwrap().into_inner().will_retry, "ask {ask}: queued again");
-    }
+    // Leases the queue's next task and fails it twice: what each ask is told.
+    let mut lease_and_fail_twice = async |retryable: bool| {
+        let task = next_task_ref(&stack).await;
+        let lease = a
+            .lease_task(lease_request(task.clone(), "a"))
+            .await
+            .unwrap()
+            .into_inner()
+            .lease
+            .expect("granted");
+        let mut told = Vec::new();
+        for _ in 0..2 {
+            told.push(
+                a.fail_task(fail(&task, lease.lease_id, retryable))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .will_retry,
+            );
+        }
+        (task, lease.lease_id, told)
+    };
+    let (first, lease_id, told) = lease_and_fail_twice(true).await;
+    assert_eq!(told, [true, true], "queued again, and told so again");
     let stranger = worker_client(&stack, "b")
-        .fail_task(fail(&first, lease.lease_id, true))
+        .fail_task(fail(&first, lease_id, true))
         .await
         .unwrap_err();
     assert_eq!(stranger.code(), Code::PermissionDenied, "{stranger:?}");
 
     // The second attempt, failed for good, is told so twice.
-    let second = next_task_ref(&stack).await;
+    let (second, _, told) = lease_and_fail_twice(false).await;
     assert_eq!(second.attempt, 2, "one attempt spent: {second:?}");
-    let lease = a
-        .lease_task(lease_request(second.clone(), "a"))
-        .await
-        .unwrap()
-        .into_inner()
-        .lease
-        .expect("granted");
-    for ask in 0..2 {
-        let answer = a.fail_task(fail(&second, lease.lease_id, false)).await;
-        assert!(!answer.unwrap().into_inner().will_retry, "ask {ask}: failed for good");
-    }
+    assert_eq!(told, [false, false], "failed for good, and told so again");
     let campaign = wait_done(&mut client, &id, Duration::from_secs(30)).await;
     assert_eq!(campaign.counters.unwrap().error, 1, "the scope's one ERROR target");
     let metrics = muster_controller::metrics::render(&stack.controller.controller).await;
