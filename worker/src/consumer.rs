@@ -422,9 +422,9 @@ async fn leased(runner: &Runner, queue: &dyn TaskQueue, message: &Delivery, task
 /// lost, for as long as a lease the first ask granted could still be held:
 /// the lease TTL the controller last gave. A controller that took the ask
 /// and died before answering, or lost the answer, gives the same lease
-/// again once it answers, and the task spends no attempt. After that, or
-/// once the worker hands its work back, the queue message comes back after
-/// its visibility timeout. Also says when the answered ask started: the
+/// again once it answers, and the task spends no attempt. A worker handing
+/// its work back asks once more, at once, and stops. Unanswered after
+/// that, the queue message comes back after its visibility timeout. Also says when the answered ask started: the
 /// lease's TTL counts from there, not from the answer.
 async fn ask_for_lease(
     ctx: &Context,
@@ -434,6 +434,7 @@ async fn ask_for_lease(
     let first = tokio::time::Instant::now();
     let held_until = first + ctx.lease_ttl();
     let mut asks = 0;
+    let mut last = false;
     loop {
         asks += 1;
         let asked = tokio::time::Instant::now();
@@ -445,13 +446,16 @@ async fn ask_for_lease(
             return (answer, asked);
         };
         let wait = muster_common::retry::backoff(asks, Duration::from_millis(200), Duration::from_secs(2));
-        if tokio::time::Instant::now() + wait >= held_until || hand_back.is_cancelled() {
+        if last || tokio::time::Instant::now() + wait >= held_until {
             return (answer, asked);
         }
         tracing::debug!(asks, error, "LeaseTask unanswered; asking again");
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = hand_back.cancelled() => return (answer, asked),
+            // Handing back: one last ask at once. A lease an earlier ask
+            // was granted is then handed straight back (no attempt spent),
+            // not left to run out (an attempt spent, a TTL lost).
+            () = hand_back.cancelled() => last = true,
         }
     }
 }
@@ -475,7 +479,7 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
-    use muster_proto::v1::{Lease, LeaseTaskResponse, Task};
+    use muster_proto::v1::{FailTaskRequest, Lease, LeaseTaskResponse, Task};
 
     use super::*;
     use crate::controller::ControllerError;
@@ -562,7 +566,7 @@ mod tests {
         answers: Vec<Result<LeaseTaskResponse, ControllerError>>,
         stop_on_receive: bool,
     ) -> Consumer {
-        start(messages, answers, stop_on_receive, crate::DEFAULT_LEASE_TTL)
+        start(messages, answers, stop_on_receive, crate::DEFAULT_LEASE_TTL, false)
     }
 
     /// [`consume`], by a worker that heard the controller's leases last
@@ -572,7 +576,16 @@ mod tests {
         answers: Vec<Result<LeaseTaskResponse, ControllerError>>,
         lease_ttl: Duration,
     ) -> Consumer {
-        start(messages, answers, false, lease_ttl)
+        start(messages, answers, false, lease_ttl, false)
+    }
+
+    /// [`consume`], by a worker that is already handing its work back (its
+    /// grace period over) as the message's LeaseTask goes out.
+    fn consume_handing_back(
+        messages: Vec<Delivery>,
+        answers: Vec<Result<LeaseTaskResponse, ControllerError>>,
+    ) -> Consumer {
+        start(messages, answers, false, crate::DEFAULT_LEASE_TTL, true)
     }
 
     fn start(
@@ -580,6 +593,7 @@ mod tests {
         answers: Vec<Result<LeaseTaskResponse, ControllerError>>,
         stop_on_receive: bool,
         lease_ttl: Duration,
+        handing_back: bool,
     ) -> Consumer {
         let controller = Arc::new(Scripted::default());
         controller.leases.lock().unwrap().extend(answers);
@@ -602,13 +616,17 @@ mod tests {
             stop_on_receive: stop_on_receive.then(|| stop.clone()),
             ..Default::default()
         });
+        let hand_back = CancellationToken::new();
+        if handing_back {
+            hand_back.cancel();
+        }
         let done = tokio::spawn(run(
             ctx.clone(),
             queue.clone(),
             1,
             4,
             stop.clone(),
-            CancellationToken::new(),
+            hand_back,
             TaskTracker::new(),
         ));
         Consumer {
@@ -792,6 +810,65 @@ mod tests {
         let asks = lease_asks(&controller);
         assert_eq!(asks.len(), 5, "{asks:?}");
         assert!(asks.iter().all(|id| *id == asks[0]), "one request: {asks:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lease_granted_to_the_last_ask_of_a_worker_handing_back_is_handed_straight_back() {
+        // The first answer lost, and the worker hands its work back: it asks
+        // once more, the same request, and the lease that ask gets never
+        // runs (its kind would fail it for good): it goes back as handed
+        // back, which costs the task no attempt and no wait for the lease
+        // to run out.
+        let consumer = consume_handing_back(
+            vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
+            vec![unanswered(), Ok(granted())],
+        );
+        consumer
+            .until("the lease handed back", |c| {
+                c.controller.calls().iter().any(|call| matches!(call, Call::Fail(_)))
+            })
+            .await;
+        let (controller, queue) = consumer.stop().await;
+        let asks = lease_asks(&controller);
+        assert_eq!(asks.len(), 2, "{asks:?}");
+        assert_eq!(asks[0], asks[1], "the last ask repeats the first");
+        assert_eq!(*queue.deleted.lock().unwrap(), ["m1"], "the controller owns the task");
+        let fails: Vec<FailTaskRequest> = controller
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Fail(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fails.len(), 1, "{fails:?}");
+        let fail = &fails[0];
+        assert_eq!((fail.task_id.as_str(), fail.lease_id), (id(2, 1).as_str(), 9));
+        assert!(
+            fail.handed_back && fail.retryable && !fail.reason.contains("unknown kind"),
+            "handed back without running: {fail:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_worker_handing_back_asks_once_more_and_leaves_an_unanswered_message_to_come_back() {
+        // Answers lost to the end: one last ask, then the message is left to
+        // come back after its visibility timeout (the asks a worker that is
+        // not stopping would go on making are queued, and never made).
+        let consumer = consume_handing_back(
+            vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
+            vec![unanswered(), unanswered(), Ok(granted())],
+        );
+        consumer
+            .until("the message handled", |c| c.ctx.stats.handled("unanswered") == 1)
+            .await;
+        let (controller, queue) = consumer.stop().await;
+        assert_eq!(lease_asks(&controller).len(), 2);
+        assert!(queue.deleted.lock().unwrap().is_empty(), "the message comes back");
+        assert!(
+            !controller.calls().iter().any(|call| matches!(call, Call::Fail(_))),
+            "nothing leased, nothing handed back"
+        );
     }
 
     #[tokio::test]

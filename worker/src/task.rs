@@ -92,7 +92,14 @@ async fn run_scoped(
     let _share = ctx
         .limiter
         .share(&task.account_id, &task.region, task.api_calls_per_second);
-    let outcome = perform(ctx, &lease, kind, hand_back).await;
+    // A lease granted as the worker hands its work back (the answer to a
+    // last ask) goes straight back: a stopping worker sends nothing new.
+    let outcome = if hand_back.is_cancelled() {
+        tracing::info!(task_id = %task.task_id, "leased as the worker hands its work back; handing it back");
+        Err(TaskError::HandedBack)
+    } else {
+        perform(ctx, &lease, kind, hand_back).await
+    };
     let handed_on = conclude(ctx, lease, kind, outcome, slots).await;
     ctx.stats.tasks(-1);
     handed_on
