@@ -1,6 +1,7 @@
 //! The chaos soak (issue 16): many seeded scenarios of `muster_tests::chaos`,
 //! each a whole campaign under process faults (SIGKILL and SIGSTOP of the
 //! controller and workers, a worker killed right after a SendCommand,
+//! scale-ins (SIGTERM: a worker hands back what outlasts its grace),
 //! outages past the lease TTL and the dead-letter horizon, crashes at
 //! crash points: after a store commit, before one, after an SQS send, after
 //! a SendCommand) and AWS faults (answers lost or late after SendCommand,
@@ -8,7 +9,7 @@
 //! deliveries, 503s, throttling storms, expiring sessions).
 //! Prints one line per scenario and a table for BENCHMARKS.md: scenarios,
 //! faults by kind, duplicate sends, lost results, stuck campaigns, leases
-//! that expired (attempts the faults cost), and the
+//! that expired (attempts the faults cost), tasks handed back, and the
 //! makespan with faults against the same seeds' campaigns without them.
 //!
 //!     cargo build --bins
@@ -62,7 +63,7 @@ async fn main() {
         let mode = if long { Mode::LongOutage } else { Mode::Faults };
         let report = chaos::run(seed, mode).await;
         println!(
-            "seed {seed}{}: {} in {:.1}s, {} duplicates, {} lost, stuck {}, {} leases expired; {:?}",
+            "seed {seed}{}: {} in {:.1}s, {} duplicates, {} lost, stuck {}, {} leases expired, {} handed back; {:?}",
             if long { " (long outage)" } else { "" },
             if report.ok() { "ok" } else { "FAILED" },
             report.makespan.as_secs_f64(),
@@ -70,6 +71,7 @@ async fn main() {
             report.lost,
             report.stuck,
             report.expired,
+            report.handed_back,
             report.faults
         );
         let calm = if seed < first + calm_runs && !long {
@@ -94,7 +96,7 @@ async fn main() {
     outcomes.sort_by_key(|o| o.seed);
 
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut duplicates, mut lost, mut stuck, mut expired, mut failed) = (0, 0, 0, 0, Vec::new());
+    let (mut duplicates, mut lost, mut stuck, mut expired, mut handed_back, mut failed) = (0, 0, 0, 0, 0, Vec::new());
     let (mut with_faults, mut calm, mut faulted_of_calm, mut long) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for Outcome {
         seed,
@@ -110,6 +112,7 @@ async fn main() {
         lost += report.lost;
         stuck += usize::from(report.stuck);
         expired += report.expired;
+        handed_back += report.handed_back;
         if !report.ok() {
             failed.push(*seed);
         } else if *mode == Mode::LongOutage {
@@ -126,12 +129,12 @@ async fn main() {
         }
     }
     println!(
-        "\n| scenarios | of them with a 3-min outage | failed | duplicate sends | lost results | stuck campaigns | leases expired | median makespan with faults | same seeds without | ratio | with a 3-min outage | wall |"
+        "\n| scenarios | of them with a 3-min outage | failed | duplicate sends | lost results | stuck campaigns | leases expired | handed back | median makespan with faults | same seeds without | ratio | with a 3-min outage | wall |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let (with, without) = (median(faulted_of_calm), median(calm));
     println!(
-        "| {scenarios} | {} | {} | {duplicates} | {lost} | {stuck} | {expired} | {:.1} s (all: {:.1} s) | {:.1} s | {:.2} | {:.1} s | {:.0} min |",
+        "| {scenarios} | {} | {} | {duplicates} | {lost} | {stuck} | {expired} | {handed_back} | {:.1} s (all: {:.1} s) | {:.1} s | {:.2} | {:.1} s | {:.0} min |",
         outcomes.iter().filter(|o| o.mode == Mode::LongOutage).count(),
         failed.len(),
         with.as_secs_f64(),

@@ -62,6 +62,11 @@ pub enum Action {
     KillWorkerAfterSend,
     /// SIGSTOP a worker, SIGCONT it `for_` later.
     PauseWorker { for_: Duration },
+    /// SIGTERM a worker, the one running the most tasks, as a scale-in or
+    /// a deploy does: its tasks run on for its grace ([`GRACE`]), then it
+    /// hands back the rest and exits, whatever else happens meanwhile; a
+    /// new one starts `after` later.
+    StopWorker { after: Duration },
     /// SIGKILL the controller, start it again `after` later.
     KillController { after: Duration },
     /// SIGSTOP the controller, SIGCONT it `for_` later.
@@ -99,6 +104,7 @@ impl Action {
             Self::KillWorker { .. } => "worker SIGKILL",
             Self::KillWorkerAfterSend => "worker SIGKILL after SendCommand",
             Self::PauseWorker { .. } => "worker SIGSTOP",
+            Self::StopWorker { .. } => "worker SIGTERM (scale-in)",
             Self::KillController { .. } => "controller SIGKILL",
             Self::PauseController { .. } => "controller SIGSTOP",
             Self::CrashController { .. } => "controller armed to crash",
@@ -138,6 +144,31 @@ fn lost_answers(seed: u64) -> String {
         }
     }
     points.join(",")
+}
+
+/// The workers' shutdown grace, seconds: none, so a stopped worker hands
+/// back every task it runs, as one whose grace is shorter than a patch
+/// batch does. (The batches here end within a second of a stop as often as
+/// not, so even a grace of 1 s left almost nothing to hand back.)
+const GRACE: u64 = 0;
+
+/// The scale-ins of a seed: none, one or two, each a worker stopped
+/// ([`Action::StopWorker`]) at a drawn time. Drawn apart from the rest of
+/// the plan, so a seed's other draws stay what they were before.
+fn scale_ins(seed: u64) -> Vec<(Duration, Action)> {
+    let mut rng = StdRng::seed_from_u64(seed.rotate_left(29) ^ 0x5ca1_e1a5);
+    let stops = match rng.random_range(0..10) {
+        0..=3 => 0,
+        4..=7 => 1,
+        _ => 2,
+    };
+    (0..stops)
+        .map(|_| {
+            let at = Duration::from_millis(rng.random_range(500..12_000));
+            let after = Duration::from_millis(rng.random_range(200..3_000));
+            (at, Action::StopWorker { after })
+        })
+        .collect()
 }
 
 /// How much of the chaos a scenario gets.
@@ -311,6 +342,8 @@ pub fn plan(seed: u64, mode: Mode) -> Plan {
         };
         actions.push((at, action));
     }
+    actions.extend(scale_ins(seed));
+    actions.sort_by_key(|(at, _)| *at);
     if mode == Mode::LongOutage {
         // Early, while most of the campaign waits; the other faults follow
         // once the controller is back, spaced as drawn.
@@ -349,6 +382,8 @@ pub struct Report {
     /// Leases that ran out unused or unfinished, each an attempt of its task
     /// spent and a TTL waited: what the faults cost, not a violation.
     pub expired: usize,
+    /// Tasks stopped workers handed back (no attempt spent).
+    pub handed_back: usize,
     /// Everything that was wrong, for people.
     pub violations: Vec<String>,
 }
@@ -379,6 +414,7 @@ pub async fn run(seed: u64, mode: Mode) -> Report {
             workers: 2,
             lease_ttl: 5,
             env,
+            shutdown_grace: GRACE,
             ..Default::default()
         },
     )
@@ -463,6 +499,30 @@ fn pick(live: &[usize], rng: &mut StdRng) -> Option<usize> {
     (!live.is_empty()).then(|| rng.random_range(0..live.len()))
 }
 
+/// A position in `live` of the worker running the most tasks, by its
+/// metrics, if any runs one: the worker whose stop has the most to hand
+/// back.
+async fn busiest(system: &System, live: &[usize]) -> Option<usize> {
+    let mut most = (0, None);
+    for (position, index) in live.iter().enumerate() {
+        let port = system.worker_metrics_port(*index);
+        let Ok(Ok((200, text))) =
+            tokio::time::timeout(Duration::from_secs(2), crate::otlp::try_http_get(port, "/metrics")).await
+        else {
+            continue;
+        };
+        let running = text
+            .lines()
+            .find_map(|l| l.strip_prefix("muster_worker_tasks_running "))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+        if running > most.0 {
+            most = (running, Some(position));
+        }
+    }
+    most.1
+}
+
 async fn act(system: &mut System, live: &mut Vec<usize>, rng: &mut StdRng, action: Action) {
     match action {
         Action::KillWorker { after } => {
@@ -482,6 +542,13 @@ async fn act(system: &mut System, live: &mut Vec<usize>, rng: &mut StdRng, actio
                 system.kill_worker(live.remove(i));
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
+            live.push(system.start_worker());
+        }
+        Action::StopWorker { after } => {
+            if let Some(i) = busiest(system, live).await.or_else(|| pick(live, rng)) {
+                system.scale_in_worker(live.remove(i));
+            }
+            tokio::time::sleep(after).await;
             live.push(system.start_worker());
         }
         Action::PauseWorker { for_ } => {
@@ -688,6 +755,11 @@ fn finish(mut report: Report, system: &System) -> Report {
         .muster_warnings()
         .iter()
         .filter(|line| line.contains("muster_controller::reconcile") && line.contains("lease expired"))
+        .count();
+    report.handed_back = system
+        .muster_warnings()
+        .iter()
+        .filter(|line| line.contains("muster_worker::task") && line.contains("worker stopping"))
         .count();
     let lost = system.logs().matches("lose point worker_api.").count() as u64;
     if lost > 0 {

@@ -134,21 +134,26 @@ impl Drop for Receiver {
 /// GETs `path` from a plain-HTTP endpoint on loopback (HTTP/1.0, so the
 /// body is not chunked); returns the status code and body.
 pub async fn http_get(port: u16, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    try_http_get(port, path)
         .await
-        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+        .unwrap_or_else(|e| panic!("GET 127.0.0.1:{port}{path}: {e}"))
+}
+
+/// [`http_get`], for an endpoint that may not be listening (yet, or any
+/// more).
+pub async fn try_http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await
-        .expect("request sent");
+        .await?;
     let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.expect("response read");
+    stream.read_to_string(&mut raw).await?;
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {head:?}"));
-    (status, body.to_owned())
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {head:?}")))?;
+    Ok((status, body.to_owned()))
 }

@@ -118,6 +118,9 @@ pub struct SystemOptions {
     /// Whether the controllers read Run Command's events from the
     /// sandbox's queue (workers then poll only as a fallback).
     pub command_events: bool,
+    /// Workers' `--shutdown-grace`, seconds: how long a stopped worker's
+    /// tasks may run on before it hands them back.
+    pub shutdown_grace: u64,
 }
 
 impl Default for SystemOptions {
@@ -133,6 +136,7 @@ impl Default for SystemOptions {
             controllers: 1,
             controller_env: Vec::new(),
             command_events: true,
+            shutdown_grace: 5,
         }
     }
 }
@@ -150,6 +154,8 @@ pub struct System {
     controller: Option<Child>,
     controller_starts: usize,
     workers: Vec<(String, Option<Child>)>,
+    /// Workers SIGTERMed and not waited for.
+    stopping: Vec<Child>,
     campaign_port: u16,
     worker_port: u16,
     metrics_port: u16,
@@ -197,11 +203,14 @@ impl Drop for System {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for (_, child) in &mut self.workers {
-            if let Some(mut child) = child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        for mut child in self
+            .workers
+            .iter_mut()
+            .filter_map(|(_, c)| c.take())
+            .chain(self.stopping.drain(..))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -253,6 +262,7 @@ impl System {
             controller: None,
             controller_starts: 0,
             workers: Vec::new(),
+            stopping: Vec::new(),
             campaign_port,
             worker_port,
             metrics_port: free_port(),
@@ -539,7 +549,7 @@ impl System {
                 "--queue-url",
                 &self.fleet.queue_url,
                 "--shutdown-grace",
-                "5",
+                &self.options.shutdown_grace.to_string(),
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])
@@ -582,7 +592,7 @@ impl System {
                 "--worker-id",
                 &name,
                 "--shutdown-grace",
-                "5",
+                &self.options.shutdown_grace.to_string(),
                 "--metrics-listen",
                 &format!("127.0.0.1:{metrics_port}"),
             ])
@@ -598,6 +608,17 @@ impl System {
         if let Some(mut child) = self.workers[index].1.take() {
             child.kill().expect("SIGKILL");
             let _ = child.wait();
+        }
+    }
+
+    /// SIGTERMs a worker, as a scale-in does, and goes on at once: the
+    /// worker lets its tasks run for its grace, hands back the rest and
+    /// exits by itself, while other things happen. It no longer counts as
+    /// running (its process is reaped with the system).
+    pub fn scale_in_worker(&mut self, index: usize) {
+        if let Some(child) = self.workers[index].1.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            self.stopping.push(child);
         }
     }
 

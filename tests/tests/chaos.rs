@@ -17,9 +17,11 @@ async fn scenario(default: u64) {
     for seed in seeds(&[default]) {
         let report = chaos::run(seed, chaos::Mode::Faults).await;
         println!(
-            "seed {seed}: {:?} in {:.1}s",
+            "seed {seed}: {:?} in {:.1}s, {} leases expired, {} tasks handed back",
             report.faults,
-            report.makespan.as_secs_f64()
+            report.makespan.as_secs_f64(),
+            report.expired,
+            report.handed_back
         );
         assert!(
             report.ok(),
