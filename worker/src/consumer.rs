@@ -280,6 +280,7 @@ async fn receive_loop(
             ctx: ctx.clone(),
             slots: slots.clone(),
             tracker: tracker.clone(),
+            stop: stop.clone(),
             hand_back: hand_back.clone(),
         };
         for message in messages {
@@ -302,11 +303,19 @@ struct Runner {
     ctx: Arc<Context>,
     slots: Arc<Semaphore>,
     tracker: TaskTracker,
+    stop: CancellationToken,
     hand_back: CancellationToken,
 }
 
 impl Runner {
     async fn run(&self, lease: Granted) {
+        // A stopping worker starts nothing new ("no new tasks"): a lease
+        // that comes after the stop, the answer to an ask in flight or to
+        // the last ask at hand-back, goes straight back.
+        if self.stop.is_cancelled() {
+            crate::task::hand_back_unrun(&self.ctx, lease).await;
+            return;
+        }
         for (lease, permit) in crate::task::run(&self.ctx, lease, &self.slots, &self.hand_back).await {
             self.spawn(lease, permit);
         }
@@ -566,7 +575,12 @@ mod tests {
         answers: Vec<Result<LeaseTaskResponse, ControllerError>>,
         stop_on_receive: bool,
     ) -> Consumer {
-        start(messages, answers, stop_on_receive, crate::DEFAULT_LEASE_TTL, false)
+        let stopping = if stop_on_receive {
+            Stopping::OnReceive
+        } else {
+            Stopping::Not
+        };
+        start(messages, answers, stopping, crate::DEFAULT_LEASE_TTL)
     }
 
     /// [`consume`], by a worker that heard the controller's leases last
@@ -576,24 +590,38 @@ mod tests {
         answers: Vec<Result<LeaseTaskResponse, ControllerError>>,
         lease_ttl: Duration,
     ) -> Consumer {
-        start(messages, answers, false, lease_ttl, false)
+        start(messages, answers, Stopping::Not, lease_ttl)
     }
 
-    /// [`consume`], by a worker that is already handing its work back (its
-    /// grace period over) as the message's LeaseTask goes out.
-    fn consume_handing_back(
+    /// When the worker under test is told to stop.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Stopping {
+        /// Not before the test ends.
+        Not,
+        /// As the queue hands out messages.
+        OnReceive,
+        /// While its first LeaseTask is in flight.
+        WhileLeasing,
+        /// While its first LeaseTask is in flight, with no grace: it hands
+        /// its work back at once.
+        HandingBackWhileLeasing,
+    }
+
+    /// [`consume`], by a worker told to stop as its first LeaseTask goes
+    /// out.
+    fn consume_stopping(
         messages: Vec<Delivery>,
         answers: Vec<Result<LeaseTaskResponse, ControllerError>>,
+        stopping: Stopping,
     ) -> Consumer {
-        start(messages, answers, false, crate::DEFAULT_LEASE_TTL, true)
+        start(messages, answers, stopping, crate::DEFAULT_LEASE_TTL)
     }
 
     fn start(
         messages: Vec<Delivery>,
         answers: Vec<Result<LeaseTaskResponse, ControllerError>>,
-        stop_on_receive: bool,
+        stopping: Stopping,
         lease_ttl: Duration,
-        handing_back: bool,
     ) -> Consumer {
         let controller = Arc::new(Scripted::default());
         controller.leases.lock().unwrap().extend(answers);
@@ -613,12 +641,18 @@ mod tests {
         let stop = CancellationToken::new();
         let queue = Arc::new(Memory {
             ready: Mutex::new(messages.into()),
-            stop_on_receive: stop_on_receive.then(|| stop.clone()),
+            stop_on_receive: (stopping == Stopping::OnReceive).then(|| stop.clone()),
             ..Default::default()
         });
         let hand_back = CancellationToken::new();
-        if handing_back {
-            hand_back.cancel();
+        match stopping {
+            Stopping::WhileLeasing => controller.while_leasing.lock().unwrap().push(stop.clone()),
+            Stopping::HandingBackWhileLeasing => controller
+                .while_leasing
+                .lock()
+                .unwrap()
+                .extend([stop.clone(), hand_back.clone()]),
+            Stopping::Not | Stopping::OnReceive => {}
         }
         let done = tokio::spawn(run(
             ctx.clone(),
@@ -812,42 +846,65 @@ mod tests {
         assert!(asks.iter().all(|id| *id == asks[0]), "one request: {asks:?}");
     }
 
-    #[tokio::test]
-    async fn a_lease_granted_to_the_last_ask_of_a_worker_handing_back_is_handed_straight_back() {
-        // The first answer lost, and the worker hands its work back: it asks
-        // once more, the same request, and the lease that ask gets never
-        // runs (its kind would fail it for good): it goes back as handed
-        // back, which costs the task no attempt and no wait for the lease
-        // to run out.
-        let consumer = consume_handing_back(
-            vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
-            vec![unanswered(), Ok(granted())],
-        );
-        consumer
-            .until("the lease handed back", |c| {
-                c.controller.calls().iter().any(|call| matches!(call, Call::Fail(_)))
-            })
-            .await;
-        let (controller, queue) = consumer.stop().await;
-        let asks = lease_asks(&controller);
-        assert_eq!(asks.len(), 2, "{asks:?}");
-        assert_eq!(asks[0], asks[1], "the last ask repeats the first");
-        assert_eq!(*queue.deleted.lock().unwrap(), ["m1"], "the controller owns the task");
-        let fails: Vec<FailTaskRequest> = controller
+    /// The FailTask calls made.
+    fn failures(controller: &Scripted) -> Vec<FailTaskRequest> {
+        controller
             .calls()
             .into_iter()
             .filter_map(|c| match c {
                 Call::Fail(f) => Some(f),
                 _ => None,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Runs one message whose LeaseTask gets `answers`, by a worker told to
+    /// stop `stopping`, until the lease it is granted is handed back, and
+    /// checks that it went back unrun, under the lease, costing no attempt;
+    /// returns the LeaseTask request ids.
+    async fn handed_back_unrun(
+        answers: Vec<Result<LeaseTaskResponse, ControllerError>>,
+        stopping: Stopping,
+    ) -> Vec<String> {
+        let consumer = consume_stopping(
+            vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
+            answers,
+            stopping,
+        );
+        consumer
+            .until("the lease handed back", |c| !failures(&c.controller).is_empty())
+            .await;
+        let (controller, queue) = consumer.stop().await;
+        assert_eq!(*queue.deleted.lock().unwrap(), ["m1"], "the controller owns the task");
+        let fails = failures(&controller);
         assert_eq!(fails.len(), 1, "{fails:?}");
         let fail = &fails[0];
         assert_eq!((fail.task_id.as_str(), fail.lease_id), (id(2, 1).as_str(), 9));
+        // Run, its unknown kind would have failed it for good.
         assert!(
             fail.handed_back && fail.retryable && !fail.reason.contains("unknown kind"),
             "handed back without running: {fail:?}"
         );
+        lease_asks(&controller)
+    }
+
+    #[tokio::test]
+    async fn a_lease_granted_as_the_worker_stops_is_handed_back_unrun() {
+        // SIGTERM while the ask is in flight: the lease that answers it
+        // starts no task on a worker that said "no new tasks".
+        let asks = handed_back_unrun(vec![Ok(granted())], Stopping::WhileLeasing).await;
+        assert_eq!(asks.len(), 1, "{asks:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lease_granted_to_the_last_ask_of_a_worker_handing_back_is_handed_straight_back() {
+        // The first answer lost, and the worker hands its work back: it asks
+        // once more, the same request, and the lease that ask gets goes
+        // back at once, rather than running out (an attempt spent, a TTL
+        // waited).
+        let asks = handed_back_unrun(vec![unanswered(), Ok(granted())], Stopping::HandingBackWhileLeasing).await;
+        assert_eq!(asks.len(), 2, "{asks:?}");
+        assert_eq!(asks[0], asks[1], "the last ask repeats the first");
     }
 
     #[tokio::test]
@@ -855,9 +912,10 @@ mod tests {
         // Answers lost to the end: one last ask, then the message is left to
         // come back after its visibility timeout (the asks a worker that is
         // not stopping would go on making are queued, and never made).
-        let consumer = consume_handing_back(
+        let consumer = consume_stopping(
             vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
             vec![unanswered(), unanswered(), Ok(granted())],
+            Stopping::HandingBackWhileLeasing,
         );
         consumer
             .until("the message handled", |c| c.ctx.stats.handled("unanswered") == 1)
@@ -865,10 +923,7 @@ mod tests {
         let (controller, queue) = consumer.stop().await;
         assert_eq!(lease_asks(&controller).len(), 2);
         assert!(queue.deleted.lock().unwrap().is_empty(), "the message comes back");
-        assert!(
-            !controller.calls().iter().any(|call| matches!(call, Call::Fail(_))),
-            "nothing leased, nothing handed back"
-        );
+        assert!(failures(&controller).is_empty(), "nothing leased, nothing handed back");
     }
 
     #[tokio::test]

@@ -320,6 +320,9 @@ pub(crate) mod scripted {
         pub leases: Answers<LeaseTaskResponse>,
         pub renewals: Answers<RenewLeaseResponse>,
         pub results: Answers<ReportResultsResponse>,
+        /// Cancelled as the next LeaseTask comes, before it is answered:
+        /// what happens while an ask is in flight (a SIGTERM, say).
+        pub while_leasing: Mutex<Vec<tokio_util::sync::CancellationToken>>,
         workers: Arc<AtomicU32>,
     }
 
@@ -348,6 +351,9 @@ pub(crate) mod scripted {
     #[tonic::async_trait]
     impl WorkerCalls for Arc<Scripted> {
         async fn lease_task(&self, request: LeaseTaskRequest) -> Result<LeaseTaskResponse, ControllerError> {
+            for token in self.while_leasing.lock().unwrap().drain(..) {
+                token.cancel();
+            }
             self.next(&self.leases, Call::Lease(request))
         }
 

@@ -92,17 +92,24 @@ async fn run_scoped(
     let _share = ctx
         .limiter
         .share(&task.account_id, &task.region, task.api_calls_per_second);
-    // A lease granted as the worker hands its work back (the answer to a
-    // last ask) goes straight back: a stopping worker sends nothing new.
-    let outcome = if hand_back.is_cancelled() {
-        tracing::info!(task_id = %task.task_id, "leased as the worker hands its work back; handing it back");
-        Err(TaskError::HandedBack)
-    } else {
-        perform(ctx, &lease, kind, hand_back).await
-    };
+    let outcome = perform(ctx, &lease, kind, hand_back).await;
     let handed_on = conclude(ctx, lease, kind, outcome, slots).await;
     ctx.stats.tasks(-1);
     handed_on
+}
+
+/// Gives a lease back unrun: granted to a worker that is stopping (the
+/// answer to an ask in flight as the stop came), it starts no task there.
+/// A hand-back costs the task no attempt, and another worker takes it at
+/// once instead of after the lease runs out.
+pub async fn hand_back_unrun(ctx: &Context, granted: Granted) {
+    let lease = LeaseHandle::start(ctx.controller.clone(), granted);
+    let task_id = lease.task.task_id.clone();
+    let reason = "worker stopping; handed back before it ran";
+    tracing::warn!(task_id = %task_id, reason, "leased as the worker stops; handing it back");
+    if let Err(error) = lease.fail(reason, true, true).await {
+        tracing::warn!(task_id = %task_id, %error, "could not hand the lease back; it runs out and the task is retried");
+    }
 }
 
 /// The role session a task's calls in its account use.
