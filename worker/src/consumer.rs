@@ -433,8 +433,9 @@ async fn leased(runner: &Runner, queue: &dyn TaskQueue, message: &Delivery, task
 /// and died before answering, or lost the answer, gives the same lease
 /// again once it answers, and the task spends no attempt. A worker handing
 /// its work back asks once more, at once, and stops. Unanswered after
-/// that, the queue message comes back after its visibility timeout. Also says when the answered ask started: the
-/// lease's TTL counts from there, not from the answer.
+/// that, the queue message comes back after its visibility timeout. Also
+/// says when the answered ask started: the lease's TTL counts from there,
+/// not from the answer.
 async fn ask_for_lease(
     ctx: &Context,
     request: &LeaseTaskRequest,
@@ -607,8 +608,7 @@ mod tests {
         HandingBackWhileLeasing,
     }
 
-    /// [`consume`], by a worker told to stop as its first LeaseTask goes
-    /// out.
+    /// [`consume`], by a worker told to stop `stopping`.
     fn consume_stopping(
         messages: Vec<Delivery>,
         answers: Vec<Result<LeaseTaskResponse, ControllerError>>,
@@ -776,19 +776,36 @@ mod tests {
         }
     }
 
+    /// The FailTask calls made.
+    fn failures(controller: &Scripted) -> Vec<FailTaskRequest> {
+        controller
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Fail(f) => Some(f),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// One message, whose LeaseTask gets `answers` in turn, by a worker
+    /// told to stop `stopping`: consumed until a FailTask comes.
+    async fn until_failed(answers: Vec<Result<LeaseTaskResponse, ControllerError>>, stopping: Stopping) -> Consumer {
+        let consumer = consume_stopping(
+            vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
+            answers,
+            stopping,
+        );
+        consumer
+            .until("a FailTask", |c| !failures(&c.controller).is_empty())
+            .await;
+        consumer
+    }
+
     /// One message, whose LeaseTask gets `answers` in turn, the last of them
     /// [`granted`]: consumed until the task's verdict, once granted.
     async fn run_to_its_verdict(answers: Vec<Result<LeaseTaskResponse, ControllerError>>) -> Consumer {
-        let consumer = consume(
-            vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
-            answers,
-            false,
-        );
-        consumer
-            .until("the task's verdict", |c| {
-                c.controller.calls().iter().any(|call| matches!(call, Call::Fail(_)))
-            })
-            .await;
+        let consumer = until_failed(answers, Stopping::Not).await;
         assert_eq!(consumer.ctx.stats.handled("granted"), 1);
         consumer
     }
@@ -846,18 +863,6 @@ mod tests {
         assert!(asks.iter().all(|id| *id == asks[0]), "one request: {asks:?}");
     }
 
-    /// The FailTask calls made.
-    fn failures(controller: &Scripted) -> Vec<FailTaskRequest> {
-        controller
-            .calls()
-            .into_iter()
-            .filter_map(|c| match c {
-                Call::Fail(f) => Some(f),
-                _ => None,
-            })
-            .collect()
-    }
-
     /// Runs one message whose LeaseTask gets `answers`, by a worker told to
     /// stop `stopping`, until the lease it is granted is handed back, and
     /// checks that it went back unrun, under the lease, costing no attempt;
@@ -866,15 +871,7 @@ mod tests {
         answers: Vec<Result<LeaseTaskResponse, ControllerError>>,
         stopping: Stopping,
     ) -> Vec<String> {
-        let consumer = consume_stopping(
-            vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
-            answers,
-            stopping,
-        );
-        consumer
-            .until("the lease handed back", |c| !failures(&c.controller).is_empty())
-            .await;
-        let (controller, queue) = consumer.stop().await;
+        let (controller, queue) = until_failed(answers, stopping).await.stop().await;
         assert_eq!(*queue.deleted.lock().unwrap(), ["m1"], "the controller owns the task");
         let fails = failures(&controller);
         assert_eq!(fails.len(), 1, "{fails:?}");
@@ -952,14 +949,7 @@ mod tests {
             ["m1"],
             "the controller owns the task now"
         );
-        let fail = controller
-            .calls()
-            .into_iter()
-            .find_map(|c| match c {
-                Call::Fail(f) => Some(f),
-                _ => None,
-            })
-            .unwrap();
+        let fail = failures(&controller).remove(0);
         assert_eq!(
             (fail.task_id.as_str(), fail.lease_id),
             (id(2, 1).as_str(), 9),

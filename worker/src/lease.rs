@@ -63,11 +63,7 @@ impl LeaseHandle {
     /// from when it was asked for.
     pub fn start(controller: Controller, granted: Granted) -> Self {
         let Granted { lease, asked } = granted;
-        let ttl = lease
-            .ttl
-            .and_then(|d| Duration::try_from(d).ok())
-            .filter(|d| !d.is_zero())
-            .unwrap_or(crate::DEFAULT_LEASE_TTL);
+        let ttl = lease.ttl.and_then(crate::given_ttl).unwrap_or(crate::DEFAULT_LEASE_TTL);
         let task = lease.task.clone().unwrap_or_default();
         let deadline = Arc::new(Mutex::new(asked + ttl));
         // A lease of a cancelled campaign exists only to cancel what an

@@ -46,6 +46,12 @@ use crate::stats::Stats;
 /// says otherwise.
 pub const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// A lease TTL as the controller gave it, if it is one (not zero, not
+/// negative).
+pub(crate) fn given_ttl(ttl: prost_types::Duration) -> Option<std::time::Duration> {
+    std::time::Duration::try_from(ttl).ok().filter(|d| !d.is_zero())
+}
+
 /// What every task of the process shares.
 pub struct Context {
     /// This worker's id, for the controller's logs.
@@ -122,7 +128,7 @@ impl Context {
     /// Remembers the TTL of a lease the controller gave; a TTL that is not
     /// one (zero, negative) is ignored.
     pub fn heard_lease_ttl(&self, ttl: prost_types::Duration) {
-        if let Some(ttl) = std::time::Duration::try_from(ttl).ok().filter(|d| !d.is_zero()) {
+        if let Some(ttl) = given_ttl(ttl) {
             let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
             self.lease_ttl_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
         }

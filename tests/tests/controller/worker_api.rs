@@ -57,6 +57,21 @@ fn lease_request(task: TaskRef, worker: &str) -> LeaseTaskRequest {
 }
 
 /// The fleet's instances, as a discovery reports them: online Linux.
+/// Leases `task` as `worker` through `client`, which must be granted.
+async fn granted_lease(
+    client: &mut WorkerServiceClient<tonic::transport::Channel>,
+    task: &TaskRef,
+    worker: &str,
+) -> muster_proto::v1::Lease {
+    client
+        .lease_task(lease_request(task.clone(), worker))
+        .await
+        .unwrap()
+        .into_inner()
+        .lease
+        .unwrap_or_else(|| panic!("{worker} is granted a lease on {}", task.task_id))
+}
+
 fn discovered(stack: &Stack) -> Vec<DiscoveredInstance> {
     stack
         .fleet
@@ -159,13 +174,7 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
 
     // Execute: dispatch, results twice, counted once.
     let execute = next_ref().await;
-    let granted = workers
-        .lease_task(lease(execute.clone(), "a"))
-        .await
-        .unwrap()
-        .into_inner()
-        .lease
-        .unwrap();
+    let granted = granted_lease(&mut workers, &execute, "a").await;
     let spec = granted.task.unwrap().execute.unwrap();
     assert_eq!(spec.instance_ids.len(), 3);
     assert_eq!(spec.comment, format!("muster task {}", execute.task_id));
@@ -286,7 +295,6 @@ async fn reports_are_bound_to_the_lease_holder_and_to_the_task_scope() {
     let mut client = stack.client.clone();
     let (mut a, mut b) = (worker_client(&stack, "a"), worker_client(&stack, "b"));
     let next_ref = || next_task_ref(&stack);
-    let lease = lease_request;
     let held_by_a = |lease_id: u64, task_id: &str| {
         format!(
             "lease_id: lease {lease_id} of task {task_id} is held by worker a, not by the caller b; only a lease's \
@@ -296,13 +304,7 @@ async fn reports_are_bound_to_the_lease_holder_and_to_the_task_scope() {
 
     // Discovery under a's lease: b can neither report nor end it.
     let discover = next_ref().await;
-    let lease_a = a
-        .lease_task(lease(discover.clone(), "a"))
-        .await
-        .unwrap()
-        .into_inner()
-        .lease
-        .expect("a's lease");
+    let lease_a = granted_lease(&mut a, &discover, "a").await;
     let found = discovered(&stack);
     let status = b
         .report_targets(ReportTargetsRequest {
@@ -373,13 +375,7 @@ async fn reports_are_bound_to_the_lease_holder_and_to_the_task_scope() {
     // Execution under a's lease: b forges neither a dispatch nor a result,
     // and a reports only on its task's own instances.
     let execute = next_ref().await;
-    let lease_a = a
-        .lease_task(lease(execute.clone(), "a"))
-        .await
-        .unwrap()
-        .into_inner()
-        .lease
-        .expect("a's lease");
+    let lease_a = granted_lease(&mut a, &execute, "a").await;
     let ids = lease_a.task.clone().unwrap().execute.unwrap().instance_ids;
     let outsider = "i-0123456789abcdef0".to_owned();
     let dispatch = |instance_ids: Vec<String>| ReportDispatchRequest {
@@ -567,13 +563,7 @@ async fn a_failure_asked_again_is_answered_as_the_first_time_and_counted_once() 
     // Leases the queue's next task and fails it twice: what each ask is told.
     let mut lease_and_fail_twice = async |retryable: bool| {
         let task = next_task_ref(&stack).await;
-        let lease = a
-            .lease_task(lease_request(task.clone(), "a"))
-            .await
-            .unwrap()
-            .into_inner()
-            .lease
-            .expect("granted");
+        let lease = granted_lease(&mut a, &task, "a").await;
         let mut told = Vec::new();
         for _ in 0..2 {
             told.push(
