@@ -13,7 +13,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::types::{CloudWatchOutputConfig, CommandFilter, CommandFilterKey};
-use muster_proto::v1::{ExecuteSpec, ReportDispatchRequest, StepOutput, TargetResult, TargetStatus, Task, TimeoutKind};
+use muster_proto::v1::{
+    ExecuteSpec, ReportDispatchRequest, StepOutput, TargetResult, TargetStatus, Task, TaskKind, TimeoutKind,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -709,14 +711,18 @@ async fn list_invocations(
     }
 }
 
-/// Why an Execute or Discover task stopped early.
-pub fn describe(error: &TaskError) -> (String, bool) {
+/// Why an Execute or Discover task stopped early, and whether another
+/// attempt may succeed.
+pub fn describe(error: &TaskError, kind: TaskKind) -> (String, bool) {
     match error {
         TaskError::Assume(e) => (e.to_string(), e.class.is_retryable()),
         TaskError::Aws(e) => (e.to_string(), e.is_retryable()),
         TaskError::Controller(ControllerError::Unreachable(m)) => (format!("controller unreachable: {m}"), true),
         TaskError::Controller(e) => (e.to_string(), false),
         TaskError::LeaseLost => ("lease lost".into(), true),
+        TaskError::HandedBack if kind == TaskKind::Discover => {
+            ("worker stopping; the next attempt lists the scope again".into(), true)
+        }
         TaskError::HandedBack => (
             "worker stopping; the next attempt adopts the commands already sent".into(),
             true,

@@ -164,11 +164,18 @@ async fn perform(
     match kind {
         TaskKind::Discover => {
             let spec = task.discover.clone().unwrap_or_default();
-            discovery::discover(&scope, &spec, ctx.controller.as_ref(), &task.task_id, lease.lease_id)
-                .instrument(trace::step("discover", "internal"))
-                .await
-                .map(|_| ())
-                .map_err(TaskError::Aws)
+            let discovering =
+                discovery::discover(&scope, &spec, ctx.controller.as_ref(), &task.task_id, lease.lease_id)
+                    .instrument(trace::step("discover", "internal"));
+            // Discovery only reads AWS, and the controller takes instances
+            // under the current lease only, so a stopping worker lets go of
+            // it at once, wherever it is: the next attempt lists the scope
+            // again, and nothing waits out the hand-back budget.
+            tokio::select! {
+                biased;
+                found = discovering => found.map(|_| ()).map_err(TaskError::Aws),
+                () = hand_back.cancelled() => Err(TaskError::HandedBack),
+            }
         }
         TaskKind::Execute => {
             executor::execute(ctx, lease, &scope, hand_back)
@@ -222,7 +229,7 @@ async fn conclude(
             tracing::warn!(task_id = %task_id, "lease lost; the controller hands the task to another attempt");
         }
         Err(error) => {
-            let (reason, retryable) = describe(&error);
+            let (reason, retryable) = describe(&error, kind);
             tracing::warn!(task_id = %task_id, reason, retryable, "task failed");
             let handed_back = matches!(error, TaskError::HandedBack);
             if let Err(error) = lease.fail(&reason, retryable, handed_back).await {

@@ -623,6 +623,59 @@ async fn scale_in_hands_work_back_and_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_in_hands_back_a_discovery_still_waiting_on_aws() {
+    let w = World::new(FLEET, Duration::from_secs(10)).await;
+    // EC2 answers every DescribeInstances 20 s late, so the discovery is
+    // still waiting on it when the worker stops, well past its grace.
+    w.sb.tune(|t| {
+        t.faults = vec![FaultRule {
+            service: "ec2".into(),
+            api: "DescribeInstances".into(),
+            kind: FaultKind::Slow,
+            probability: 1.0,
+            every: None,
+            limit: None,
+            when: FaultWhen::Before,
+            delay_ms: 20_000,
+        }]
+    });
+    let first = w.start_worker(Duration::from_millis(500)).await;
+    let web = w.ids("alpha", WEST, "web");
+    let id = w.submit(w.spec("alpha", WEST, &web, &["echo found"])).await;
+    let world = &w;
+    eventually(
+        &w,
+        "the discovery's DescribeInstances",
+        Duration::from_secs(30),
+        || async move { world.sb.count("ec2", "DescribeInstances", "fault:slow") > 0 },
+    )
+    .await;
+    first.stop().await;
+    // Handed back, not finished by the stopping worker nor left to expire:
+    // no attempt spent, and another worker lists the scope again.
+    let discover = w.tasks(&id, TaskKind::Discover).await.remove(0);
+    assert_eq!(discover.leases, [(1, "handed back".to_owned())], "{discover:?}");
+    assert!(
+        discover
+            .row
+            .last_error
+            .contains("worker stopping; the next attempt lists the scope again"),
+        "{discover:?}"
+    );
+    assert_eq!(discover.row.state, task_state::QUEUED, "queued for another attempt");
+    assert!(w.targets(&id).await.is_empty(), "nothing discovered yet");
+
+    w.sb.tune(|t| t.faults.clear());
+    let second = w.start_worker(Duration::from_secs(5)).await;
+    w.wait_done(&id, Duration::from_secs(60)).await;
+    let targets = w.targets(&id).await;
+    assert_eq!(targets.keys().collect::<BTreeSet<_>>(), web.iter().collect());
+    assert!(targets.values().all(success), "{targets:?}");
+    assert_eq!(w.sb.audit().len(), 1, "one command, sent once");
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_shorter_than_the_work_are_refreshed_in_time() {
     let w = World::new(FLEET, Duration::from_secs(10)).await;
     // Every session lasts 6 s; the commands take 8 s.
