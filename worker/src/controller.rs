@@ -312,6 +312,33 @@ pub(crate) mod scripted {
         Fail(FailTaskRequest),
     }
 
+    /// A request the scripted controller records, as [`Scripted::made`]
+    /// lists them.
+    pub trait Made: Sized {
+        fn of(call: Call) -> Option<Self>;
+    }
+
+    macro_rules! made {
+        ($($variant:ident($request:ty)),* $(,)?) => {$(
+            impl Made for $request {
+                fn of(call: Call) -> Option<Self> {
+                    match call {
+                        Call::$variant(request) => Some(request),
+                        _ => None,
+                    }
+                }
+            }
+        )*};
+    }
+
+    made!(
+        Lease(LeaseTaskRequest),
+        Renew(RenewLeaseRequest),
+        Results(ReportResultsRequest),
+        Complete(CompleteTaskRequest),
+        Fail(FailTaskRequest),
+    );
+
     type Answers<T> = Mutex<VecDeque<Result<T, ControllerError>>>;
 
     #[derive(Default)]
@@ -337,9 +364,15 @@ pub(crate) mod scripted {
             self.calls.lock().unwrap().clone()
         }
 
+        /// The calls of one kind so far, in order:
+        /// `made::<FailTaskRequest>()`.
+        pub fn made<T: Made>(&self) -> Vec<T> {
+            self.calls().into_iter().filter_map(T::of).collect()
+        }
+
         /// The RenewLease calls so far.
         pub fn renewals_made(&self) -> usize {
-            self.calls().iter().filter(|c| matches!(c, Call::Renew(_))).count()
+            self.made::<RenewLeaseRequest>().len()
         }
 
         fn next<T: Default>(&self, answers: &Answers<T>, call: Call) -> Result<T, ControllerError> {

@@ -183,7 +183,7 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
-    use crate::controller::scripted::{Call, Scripted};
+    use crate::controller::scripted::Scripted;
 
     fn result(instance: usize, stdout_bytes: usize) -> TargetResult {
         TargetResult {
@@ -196,17 +196,6 @@ mod tests {
         }
     }
 
-    fn reports(controller: &Scripted) -> Vec<ReportResultsRequest> {
-        controller
-            .calls()
-            .into_iter()
-            .filter_map(|c| match c {
-                Call::Results(r) => Some(r),
-                _ => None,
-            })
-            .collect()
-    }
-
     #[tokio::test]
     async fn results_arriving_together_go_in_one_report_per_lease() {
         let controller = Arc::new(Scripted::default());
@@ -217,7 +206,8 @@ mod tests {
             acks.push(reporter.report(task, lease, result(i, 10)));
         }
         all_recorded(acks).await.unwrap();
-        let mut sent: Vec<(String, u64, usize)> = reports(&controller)
+        let mut sent: Vec<(String, u64, usize)> = controller
+            .made::<ReportResultsRequest>()
             .iter()
             .map(|r| (r.task_id.clone(), r.lease_id, r.results.len()))
             .collect();
@@ -260,7 +250,7 @@ mod tests {
         // 40 results of 1 MiB: more than twice the limit of one request.
         let acks = (0..40).map(|i| reporter.report("a", 1, result(i, 1 << 20))).collect();
         all_recorded(acks).await.unwrap();
-        let reports = reports(&controller);
+        let reports = controller.made::<ReportResultsRequest>();
         assert!(reports.len() >= 3, "{} reports", reports.len());
         let mut seen = BTreeSet::new();
         for report in &reports {
@@ -280,7 +270,11 @@ mod tests {
             .map(|i| reporter.report("a", 1, result(i, 1)))
             .collect();
         all_recorded(acks).await.unwrap();
-        let sizes: Vec<usize> = reports(&controller).iter().map(|r| r.results.len()).collect();
+        let sizes: Vec<usize> = controller
+            .made::<ReportResultsRequest>()
+            .iter()
+            .map(|r| r.results.len())
+            .collect();
         assert!(sizes.iter().all(|n| *n <= MAX_BATCH), "{sizes:?}");
         assert_eq!(sizes.iter().sum::<usize>(), MAX_BATCH * 2 + 1);
     }
