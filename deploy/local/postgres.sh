@@ -10,6 +10,8 @@
 # trusts loopback connections of user `muster` and keeps no data worth a fsync
 # (fsync=off): it lives only as long as one test run. MUSTER_PG_DURABLE=1
 # keeps fsync on, for benchmarks that compare it with SQLite's synchronous=FULL.
+# MUSTER_PG_LISTEN=ADDRESS listens there instead of 127.0.0.1 and trusts its
+# subnet (a benchmark's network namespace, never a shared network).
 set -euo pipefail
 # shellcheck source=deploy/local/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -63,12 +65,16 @@ start() {
       die "initdb failed: $(cat "$dir.initdb.log")"
   fi
   port="$(free_port)"
+  local listen="${MUSTER_PG_LISTEN:-127.0.0.1}"
+  if [[ "$listen" != 127.0.0.1 ]] && ! grep -q '^host all muster samenet trust' "$dir/pg_hba.conf"; then
+    echo "host all muster samenet trust" >>"$dir/pg_hba.conf"
+  fi
   local fsync="-c fsync=off"
   [[ "${MUSTER_PG_DURABLE:-0}" == 1 ]] && fsync="-c fsync=on -c synchronous_commit=on"
   as_owner "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' $fsync -c max_connections=400 -c shared_buffers=64MB" \
+    -o "-p $port -c listen_addresses=$listen -c unix_socket_directories='$dir' $fsync -c max_connections=400 -c shared_buffers=64MB" \
     start >/dev/null || die "PostgreSQL did not start: $(tail -20 "$dir/server.log")"
-  echo "postgres://muster@127.0.0.1:$port/postgres?sslmode=disable"
+  echo "postgres://muster@$listen:$port/postgres?sslmode=disable"
 }
 
 stop() {

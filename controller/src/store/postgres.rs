@@ -15,6 +15,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
@@ -220,10 +221,7 @@ impl Target {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
-        // A database host that vanished is noticed in seconds, not hours.
-        config
-            .keepalives(true)
-            .keepalives_idle(std::time::Duration::from_secs(10));
+        notice_vanished_hosts(&mut config);
         config.application_name("muster-controller");
         let tls = match config.get_ssl_mode() {
             postgres::config::SslMode::Disable => Tls::Off,
@@ -273,6 +271,43 @@ impl Target {
             Tls::Off => self.config.connect(postgres::NoTls)?,
             Tls::On(tls) => self.config.connect(tls.clone())?,
         })
+    }
+}
+
+/// How long a database host may leave the connection silent before it is
+/// given up for gone, unless the connection string says otherwise.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// How long sent data may go unacknowledged (Linux's `TCP_USER_TIMEOUT`).
+const UNACKNOWLEDGED: Duration = Duration::from_secs(20);
+/// The driver's keepalive idle time when the connection string names none.
+const DRIVER_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// A database host that vanished without closing its connections (an
+/// instance lost with its AZ, a black-holed route during a failover) is
+/// noticed in seconds, not in the kernel's defaults: about 11 minutes of
+/// keepalive probes for an idle connection, and for a query whose packets
+/// go unanswered about 15 minutes of retransmissions, during which the
+/// writer, and with it every write of this controller, waits. Measured in
+/// BENCHMARKS.md ("The database host vanishes"). What the connection string
+/// sets (`keepalives_idle`, `keepalives_interval`, `keepalives_retries`,
+/// `tcp_user_timeout`, in seconds, unlike libpq's milliseconds; `keepalives=0`)
+/// stays.
+fn notice_vanished_hosts(config: &mut postgres::Config) {
+    // The driver cannot say whether an idle time was given, only what it
+    // is: its own default stands for "none given".
+    if config.get_keepalives_idle() == DRIVER_KEEPALIVE_IDLE {
+        config.keepalives_idle(KEEPALIVE_IDLE);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(KEEPALIVE_INTERVAL);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(KEEPALIVE_RETRIES);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(UNACKNOWLEDGED);
     }
 }
 
@@ -385,4 +420,37 @@ pub(super) fn in_transaction(conn: &mut PgConn, target: &Target, body: &mut dyn 
         let _ = conn.execute_batch("ROLLBACK");
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vanished_host_is_noticed_in_seconds_unless_the_connection_string_says_otherwise() {
+        let target = Target::parse("postgres://muster@db.internal:5432/muster?sslmode=disable", None, None).unwrap();
+        let config = &target.config;
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(config.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(config.get_keepalives_retries(), Some(KEEPALIVE_RETRIES));
+        assert_eq!(config.get_tcp_user_timeout(), Some(&UNACKNOWLEDGED));
+
+        let given = Target::parse(
+            "postgres://muster@db.internal:5432/muster?sslmode=disable&keepalives_idle=30&keepalives_interval=2\
+             &keepalives_retries=7&tcp_user_timeout=45",
+            None,
+            None,
+        )
+        .unwrap();
+        let config = &given.config;
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(config.get_keepalives_interval(), Some(Duration::from_secs(2)));
+        assert_eq!(config.get_keepalives_retries(), Some(7));
+        assert_eq!(config.get_tcp_user_timeout(), Some(&Duration::from_secs(45)));
+
+        let off = Target::parse("host=db.internal user=muster keepalives=0 sslmode=disable", None, None).unwrap();
+        assert!(!off.config.get_keepalives(), "keepalives=0 is the operator's to give");
+        assert_eq!(off.config.get_tcp_user_timeout(), Some(&UNACKNOWLEDGED));
+    }
 }
