@@ -77,11 +77,6 @@ pub struct Target {
     pub aws_signin: Option<String>,
 }
 
-/// How often an idle connection to the controller is pinged.
-pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
-/// How long a ping may go unanswered before the connection counts as dead.
-pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// A client of the controller. Connection problems show up on the first
 /// call, where [`explain`] turns them into one line. With AWS sign-in, the
 /// AWS credentials are loaded here.
@@ -92,13 +87,9 @@ pub async fn client(target: &Target) -> anyhow::Result<(Client, Schedules)> {
         Some(server_id) => Bearer::Aws(Arc::new(AwsSigner::load(server_id).await?)),
         None => Bearer::new(target.token_field, target.token.as_deref())?,
     };
-    // HTTP/2 pings keep a long watch alive through load balancers that
-    // close idle connections, and find a dead one in seconds.
-    let channel = endpoint
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .connect_lazy();
+    // The endpoint pings (see `tls::endpoint`): a long watch outlives load
+    // balancers that close idle connections.
+    let channel = endpoint.connect_lazy();
     let schedules = ScheduleServiceClient::with_interceptor(channel.clone(), bearer.clone());
     let campaigns =
         CampaignServiceClient::with_interceptor(channel, bearer).max_decoding_message_size(256 * 1024 * 1024);

@@ -107,6 +107,11 @@ impl ClientTls {
     }
 }
 
+/// How often a connection to the controller is pinged, busy or idle.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// How long a ping may go unanswered before the connection counts as dead.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// An endpoint for `url` (field `url_field`): TLS for `https://`, plaintext
 /// for `http://` to loopback only. `prefix` names the TLS settings in errors
 /// (e.g. "tls" gives "tls_ca").
@@ -124,7 +129,15 @@ pub fn endpoint(url_field: &str, url: &str, prefix: &str, tls: &ClientTls) -> Re
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| error(url_field, format_args!("'{url}' is not a URL: {e}")))?
         .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // HTTP/2 pings find a dead connection (the controller's host gone,
+        // a black-holed route) in seconds; without them every call on it
+        // times out until the kernel gives up on it, some 15 minutes. They
+        // also keep a long watch alive through load balancers that close
+        // idle connections.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     match uri.scheme_str() {
         Some("https") => {
             install_crypto_provider();

@@ -177,6 +177,64 @@ impl FailoverProxy {
     }
 }
 
+/// A TCP proxy whose connections can go silent all at once: after
+/// [`StallingProxy::stall`], the connections it relays stay open but carry
+/// nothing either way, as when the peer's host vanished without closing
+/// them (a host lost, a black-holed route); connections made after that are
+/// relayed as before (the name now leads to a live host).
+pub struct StallingProxy {
+    /// Where clients connect.
+    pub addr: std::net::SocketAddr,
+    current: Arc<std::sync::Mutex<tokio_util::sync::CancellationToken>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl StallingProxy {
+    /// Relays to `upstream` until dropped with its runtime.
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        let current = Arc::new(std::sync::Mutex::new(tokio_util::sync::CancellationToken::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (stalls, count) = (current.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let stall = stalls.lock().expect("proxy lock").clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = stall.cancelled() => {
+                            // Open and silent for as long as the proxy runs.
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            current,
+            connections,
+        }
+    }
+
+    /// Silences every connection open now.
+    pub fn stall(&self) {
+        let mut current = self.current.lock().expect("proxy lock");
+        current.cancel();
+        *current = tokio_util::sync::CancellationToken::new();
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -566,3 +566,50 @@ async fn idle_stack_with_campaign() -> (Stack, String) {
     .await;
     (stack, id)
 }
+
+/// A controller whose host vanished leaves its clients' connections open
+/// and silent. The client the workers and the CLI share
+/// (`muster_common::tls::endpoint`) pings, gives such a connection up and
+/// connects again, to wherever the address leads now. Without the pings,
+/// every call on it would time out until the kernel gave up on it, about 15
+/// minutes on a real network, and here never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_the_controller_leaves_a_silent_connection_for_a_new_one() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let proxy = muster_tests::proxy::StallingProxy::start(upstream).await;
+    let url = format!("http://{}", proxy.addr);
+    let channel = muster_common::tls::endpoint("controller", &url, "tls", &Default::default())
+        .unwrap()
+        .timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let mut client = HealthClient::new(channel);
+    client
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("answered through the proxy");
+    assert_eq!(proxy.connections(), 1);
+
+    proxy.stall();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut failed = 0;
+    while let Err(status) = client.check(HealthCheckRequest::default()).await {
+        failed += 1;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer in 2 minutes ({failed} calls failed, the last with {status}): the silent connection was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(failed >= 1, "the first call after the stall went unanswered");
+    assert_eq!(proxy.connections(), 2, "answered on a new connection");
+}
