@@ -351,7 +351,29 @@ impl StoreConfig {
             Self::Postgres(target) => crate::store::Store::connect(target),
         }
     }
+
+    /// Opens the store, waiting up to `within` for a PostgreSQL server that
+    /// cannot be reached yet (a failover in progress, a database starting
+    /// with the stack) instead of exiting at once into the orchestrator's
+    /// restart backoff. Any other error, and SQLite's, is returned at once.
+    pub fn open_waiting(&self, within: Duration) -> crate::store::StoreResult<crate::store::Store> {
+        let deadline = std::time::Instant::now() + within;
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match self.open() {
+                Err(error) if error.is_unreachable() && std::time::Instant::now() + pause < deadline => {
+                    tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "store: cannot reach the database yet; trying again");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                outcome => return outcome,
+            }
+        }
+    }
 }
+
+/// How long a controller waits at start for a database it cannot reach.
+pub const STORE_START_WAIT: Duration = Duration::from_secs(60);
 
 /// The store's settings: PostgreSQL when a database URL is given, SQLite
 /// otherwise. A database that is not on loopback needs TLS

@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
              machine only"
         );
     }
-    let store = config.store.open()?;
+    let store = config.store.open_waiting(muster_controller::config::STORE_START_WAIT)?;
     let location = store.location();
     tracing::info!(engine = %store.engine(), store = %location, "store open");
     let sdk = muster_common::aws::load(&AwsSettings {

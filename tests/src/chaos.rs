@@ -81,6 +81,10 @@ pub enum Action {
     /// SIGKILL the controller for longer than the real dead-letter horizon
     /// (5 receives x 30 s), then start it again.
     LongOutage { for_: Duration },
+    /// On PostgreSQL: cut the controller off its database (open
+    /// connections closed, a transaction or its COMMIT's answer lost with
+    /// them; new connections refused) for `for_`.
+    DatabaseOutage { for_: Duration },
 }
 
 /// The controller's crash points a plan may arm.
@@ -110,6 +114,7 @@ impl Action {
             Self::CrashController { .. } => "controller armed to crash",
             Self::CrashWorkerAfterSend => "worker armed to crash after SendCommand",
             Self::LongOutage { .. } => "controller outage past the dead-letter horizon",
+            Self::DatabaseOutage { .. } => "database unreachable",
         }
     }
 }
@@ -169,6 +174,22 @@ fn scale_ins(seed: u64) -> Vec<(Duration, Action)> {
             (at, Action::StopWorker { after })
         })
         .collect()
+}
+
+/// The database outages of a seed on PostgreSQL: none or one, at a drawn
+/// time. Drawn apart from the rest of the plan, as [`scale_ins`] are; none
+/// on SQLite, which is in the controller's process.
+fn database_outages(seed: u64) -> Vec<(Duration, Action)> {
+    if !crate::on_postgres() {
+        return Vec::new();
+    }
+    let mut rng = StdRng::seed_from_u64(seed.rotate_left(17) ^ 0xdb0_0ca6e);
+    if rng.random_bool(0.5) {
+        return Vec::new();
+    }
+    let at = Duration::from_millis(rng.random_range(1_000..12_000));
+    let for_ = Duration::from_millis(rng.random_range(1_000..8_000));
+    vec![(at, Action::DatabaseOutage { for_ })]
 }
 
 /// How much of the chaos a scenario gets.
@@ -343,6 +364,7 @@ pub fn plan(seed: u64, mode: Mode) -> Plan {
         actions.push((at, action));
     }
     actions.extend(scale_ins(seed));
+    actions.extend(database_outages(seed));
     actions.sort_by_key(|(at, _)| *at);
     if mode == Mode::LongOutage {
         // Early, while most of the campaign waits; the other faults follow
@@ -397,6 +419,11 @@ impl Report {
 
 /// Runs the scenario of `seed` in `mode` and checks it.
 pub async fn run(seed: u64, mode: Mode) -> Report {
+    // The scenario holds a whole system across its awaits: on the heap.
+    Box::pin(scenario(seed, mode)).await
+}
+
+async fn scenario(seed: u64, mode: Mode) -> Report {
     let plan = plan(seed, mode);
     eprintln!(
         "chaos scenario seed {seed} (replay: MUSTER_CHAOS_SEED={seed}): {:?}, answers lost: {:?}",
@@ -415,6 +442,7 @@ pub async fn run(seed: u64, mode: Mode) -> Report {
             lease_ttl: 5,
             env,
             shutdown_grace: GRACE,
+            database_proxy: crate::on_postgres(),
             ..Default::default()
         },
     )
@@ -585,6 +613,11 @@ async fn act(system: &mut System, live: &mut Vec<usize>, rng: &mut StdRng, actio
             system.kill_controller();
             tokio::time::sleep(for_).await;
             system.start_controller().await;
+        }
+        Action::DatabaseOutage { for_ } => {
+            system.database_outage(true);
+            tokio::time::sleep(for_).await;
+            system.database_outage(false);
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use muster_proto::v1::ListCampaignsRequest;
@@ -121,6 +122,10 @@ pub struct SystemOptions {
     /// Workers' `--shutdown-grace`, seconds: how long a stopped worker's
     /// tasks may run on before it hands them back.
     pub shutdown_grace: u64,
+    /// The controllers use PostgreSQL (whatever `MUSTER_TEST_STORE` says)
+    /// and reach it through a proxy the test can cut
+    /// ([`System::database_outage`]).
+    pub database_proxy: bool,
 }
 
 impl Default for SystemOptions {
@@ -137,6 +142,7 @@ impl Default for SystemOptions {
             controller_env: Vec::new(),
             command_events: true,
             shutdown_grace: 5,
+            database_proxy: false,
         }
     }
 }
@@ -165,6 +171,9 @@ pub struct System {
     /// The controller's PostgreSQL database, when the tests run on
     /// PostgreSQL (dropped after the processes are gone).
     database: Option<muster_controller::store::testkit::TestDatabase>,
+    /// Between the controllers and the database, with
+    /// [`SystemOptions::database_proxy`].
+    database_proxy: Option<Arc<crate::proxy::FailoverProxy>>,
     /// With two controllers: the second, and the load balancers in front.
     ha: Option<Ha>,
     /// The sandbox's autoscaler (`deploy/local/scaler.py`), which starts
@@ -218,7 +227,7 @@ impl Drop for System {
 impl System {
     /// Sandbox, fleet, controller and workers.
     pub async fn start(fleet: &str, options: SystemOptions) -> Self {
-        Self::start_with_policy(fleet, options, |_| String::new()).await
+        Box::pin(Self::start_with_policy(fleet, options, |_| String::new())).await
     }
 
     /// As [`System::start`], with the controller's policy file written by
@@ -268,16 +277,23 @@ impl System {
             metrics_port: free_port(),
             worker_metrics_ports: Vec::new(),
             dir: tempfile::tempdir().expect("a temp dir"),
-            database: if ha.is_some() {
-                // Several controllers share a store only on PostgreSQL.
+            database: if ha.is_some() || options.database_proxy {
+                // Several controllers share a store only on PostgreSQL, and
+                // only there is the database apart from the controller.
                 Some(muster_controller::store::testkit::TestDatabase::create())
             } else {
                 crate::test_database()
             },
+            database_proxy: None,
             options,
             ha,
             scaler: None,
         };
+        if system.options.database_proxy {
+            let database = system.database.as_ref().expect("a database for the proxy");
+            let proxy = crate::proxy::FailoverProxy::start(vec![server_of(database.url())]).await;
+            system.database_proxy = Some(Arc::new(proxy));
+        }
         system.write_aws_config();
         std::fs::write(system.creds.policy_path(), policy(&system)).expect("the policy file");
         let env = system.options.controller_env.clone();
@@ -453,11 +469,13 @@ impl System {
                 "--metrics-listen",
                 &format!("127.0.0.1:{metrics_port}"),
             ])
-            .args(
-                self.database
-                    .iter()
-                    .flat_map(|d| ["--database-url".to_owned(), d.url().to_owned()]),
-            )
+            .args(self.database.iter().flat_map(|d| {
+                let url = match &self.database_proxy {
+                    Some(proxy) => through(d.url(), proxy.addr),
+                    None => d.url().to_owned(),
+                };
+                ["--database-url".to_owned(), url]
+            }))
             .args(
                 Some(&self.fleet.command_events_queue_url)
                     .filter(|url| self.options.command_events && !url.is_empty())
@@ -499,6 +517,21 @@ impl System {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Cuts the controllers off their database (`out`: open connections
+    /// closed, new ones refused) or lets them reach it again. Needs
+    /// [`SystemOptions::database_proxy`].
+    pub fn database_outage(&self, out: bool) {
+        self.database_link().set_in_service(0, !out);
+    }
+
+    /// The proxy between the controllers and their database, to cut it
+    /// while `self` is borrowed otherwise.
+    pub fn database_link(&self) -> Arc<crate::proxy::FailoverProxy> {
+        self.database_proxy
+            .clone()
+            .expect("SystemOptions::database_proxy is set")
     }
 
     /// SIGKILLs the controller.
@@ -897,4 +930,22 @@ pub fn scaler_decisions(path: &std::path::Path) -> Vec<ScalerDecision> {
             })
         })
         .collect()
+}
+
+/// The server of a test database's URL (`postgres://user@HOST:PORT/db?...`).
+fn server_of(url: &str) -> std::net::SocketAddr {
+    let (start, end) = host_span(url);
+    url[start..end].parse().expect("HOST:PORT in the test database URL")
+}
+
+/// `url` with its server replaced by `addr`.
+fn through(url: &str, addr: std::net::SocketAddr) -> String {
+    let (start, end) = host_span(url);
+    format!("{}{addr}{}", &url[..start], &url[end..])
+}
+
+fn host_span(url: &str) -> (usize, usize) {
+    let start = url.find('@').expect("user@ in the test database URL") + 1;
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    (start, end)
 }

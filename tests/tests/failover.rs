@@ -2,7 +2,8 @@
 //! reconcile, dispatch, export), both serve the APIs. The leader dies, or
 //! freezes past its term at the worst moment and wakes; the other takes over,
 //! the campaign ends with every instance run once, a watcher on the follower
-//! sees it to its end, and the woken leader's late write is refused.
+//! sees it to its end, and the woken leader's late write is refused. And
+//! the database itself goes away for a while.
 
 use std::time::{Duration, Instant};
 
@@ -137,11 +138,8 @@ fn spec(system: &System) -> muster_proto::v1::CampaignSpec {
     spec
 }
 
-async fn ends_with_every_instance_run_once(
-    system: &mut System,
-    id: &str,
-    watcher: tokio::task::JoinHandle<Told>,
-) -> Told {
+/// The campaign succeeds, every instance run once.
+async fn succeeds_with_every_instance_run_once(system: &mut System, id: &str) {
     let mut client = system.client.clone();
     let campaign = campaign_when(&mut client, id, Duration::from_secs(240), ended).await;
     assert_eq!(
@@ -154,6 +152,14 @@ async fn ends_with_every_instance_run_once(
     assert_eq!(campaign.counters.unwrap().success, u64::from(INSTANCES));
     assert_ran_once(system, id, &campaign).await;
     assert_eq!(system.sends_per_instance().len(), INSTANCES as usize);
+}
+
+async fn ends_with_every_instance_run_once(
+    system: &mut System,
+    id: &str,
+    watcher: tokio::task::JoinHandle<Told>,
+) -> Told {
+    succeeds_with_every_instance_run_once(system, id).await;
     let told = tokio::time::timeout(Duration::from_secs(30), watcher)
         .await
         .expect("the watcher's stream ends with the campaign")
@@ -266,4 +272,64 @@ fn process_stopped(pid: u32) -> bool {
         stat.rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
     })
+}
+
+/// The controller loses its database mid-campaign (every connection cut,
+/// whatever it carried: a transaction, a COMMIT's answer) and lives through
+/// it; one started while the database cannot be reached waits for it
+/// instead of exiting. The campaign ends with every instance run once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_goes_away_mid_campaign_and_nothing_is_lost() {
+    let mut system = System::start(
+        // Commands of 5 s: the campaign outlasts both outages.
+        &fleets::uniform(INSTANCES, 0, 5.0),
+        SystemOptions {
+            workers: 2,
+            database_proxy: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let spec = spec(&system);
+    let id = submit(&mut system.client, spec).await;
+    let mut client = system.client.clone();
+    let before = campaign_when(&mut client, &id, Duration::from_secs(120), |c| {
+        c.counters.is_some_and(|c| c.success >= 40)
+    })
+    .await;
+    let success = |c: &Campaign| c.counters.as_ref().map_or(0, |c| c.success);
+
+    system.database_outage(true);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    system.database_outage(false);
+    let pid = system.controller_pid();
+    let after = campaign_when(&mut client, &id, Duration::from_secs(120), |c| {
+        success(c) > success(&before) + 20
+    })
+    .await;
+    assert!(!ended(&after), "still running, for what follows");
+    assert!(
+        system.reap_controller().is_none(),
+        "the controller lived through it:\n{}",
+        system.logs()
+    );
+    assert_eq!(system.controller_pid(), pid, "the same controller");
+
+    // A controller (re)started while its database cannot be reached.
+    system.kill_controller();
+    system.database_outage(true);
+    let link = system.database_link();
+    let back = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        link.set_in_service(0, true);
+    });
+    system.start_controller().await;
+    back.await.unwrap();
+    assert!(
+        system.logs().contains("cannot reach the database yet"),
+        "the controller waited for its database:\n{}",
+        system.logs()
+    );
+
+    succeeds_with_every_instance_run_once(&mut system, &id).await;
 }

@@ -106,6 +106,27 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the PostgreSQL server could not be reached (no answer, the
+    /// connection lost, or the server starting or shutting down): worth
+    /// trying again, where an answer of the server (a wrong password, no
+    /// such database) is not.
+    pub fn is_unreachable(&self) -> bool {
+        let Self::Postgres(error) = self else {
+            return false;
+        };
+        match error.as_db_error() {
+            None => true,
+            // 08: connection exception; 57P01-57P03: admin shutdown, crash
+            // shutdown, cannot connect now (starting up).
+            Some(db) => {
+                let code = db.code().code();
+                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+            }
+        }
+    }
+}
+
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
