@@ -544,6 +544,26 @@ mod tests {
         assert_eq!(rows, 199, "only the failing write was undone");
     }
 
+    #[test]
+    fn a_server_out_of_reach_is_told_from_one_that_says_no() {
+        // Nothing listens on port 1: worth waiting for.
+        let nowhere =
+            PostgresTarget::parse("postgres://muster@127.0.0.1:1/muster?sslmode=disable", None, None).unwrap();
+        let Err(error) = Store::connect(&nowhere) else {
+            panic!("connected to nothing");
+        };
+        assert!(error.is_unreachable(), "{error}");
+        // The test server answers that there is no such database: final.
+        let database = testkit::TestDatabase::create();
+        let (server, _) = database.url().rsplit_once('/').unwrap();
+        let missing = format!("{server}/muster_no_such_database?sslmode=disable");
+        let Err(error) = Store::connect(&PostgresTarget::parse(&missing, None, None).unwrap()) else {
+            panic!("connected to a database that does not exist");
+        };
+        assert!(!error.is_unreachable(), "{error}");
+        assert!(error.to_string().contains("3D000"), "{error}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_beyond_the_pool_wait_for_a_connection_rather_than_open_one() {
         let database = testkit::TestDatabase::create();
