@@ -165,6 +165,67 @@ pub struct FaultRule {
     pub delay_ms: u64,
 }
 
+impl FaultRule {
+    /// A fault on every matching call, before it is served. The methods
+    /// below narrow it: `every`, `probability`, `limit`, `after_effect`.
+    pub fn new(service: &str, api: &str, kind: FaultKind) -> Self {
+        Self {
+            service: service.into(),
+            api: api.into(),
+            kind,
+            probability: 1.0,
+            every: None,
+            limit: None,
+            when: FaultWhen::Before,
+            delay_ms: 0,
+        }
+    }
+
+    /// Every matching call held `delay_ms` before it is served (after it,
+    /// with `after_effect`).
+    pub fn slow(service: &str, api: &str, delay_ms: u64) -> Self {
+        Self {
+            delay_ms,
+            ..Self::new(service, api, FaultKind::Slow)
+        }
+    }
+
+    /// Strike every n-th matching call instead of drawing a chance.
+    pub fn every(self, n: u64) -> Self {
+        Self {
+            every: Some(n),
+            probability: 0.0,
+            ..self
+        }
+    }
+
+    /// Strike each matching call with this chance, 0 to 1.
+    pub fn probability(self, probability: f64) -> Self {
+        Self {
+            probability,
+            every: None,
+            ..self
+        }
+    }
+
+    /// Stop after this many injected faults.
+    pub fn limit(self, limit: u64) -> Self {
+        Self {
+            limit: Some(limit),
+            ..self
+        }
+    }
+
+    /// Strike after the call was served: its effect stands, its answer is
+    /// lost or late.
+    pub fn after_effect(self) -> Self {
+        Self {
+            when: FaultWhen::After,
+            ..self
+        }
+    }
+}
+
 /// When an injected fault strikes.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

@@ -172,7 +172,7 @@ pub fn latency(range: LatencyRange) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{FaultKind, FaultWhen};
+    use crate::config::FaultKind;
 
     fn key(api: &str) -> CallKey {
         CallKey {
@@ -216,16 +216,11 @@ mod tests {
 
     #[test]
     fn a_seed_replays_the_same_probabilistic_faults() {
-        let rules = vec![FaultRule {
-            service: "*".into(),
-            api: "*".into(),
-            kind: FaultKind::Drop,
-            probability: 0.3,
-            every: None,
-            limit: None,
-            when: FaultWhen::After,
-            delay_ms: 0,
-        }];
+        let rules = vec![
+            FaultRule::new("*", "*", FaultKind::Drop)
+                .probability(0.3)
+                .after_effect(),
+        ];
         let draw = |faults: &Faults| -> Vec<bool> {
             (0..200)
                 .map(|_| faults.pick(&rules, "ssm", "SendCommand").is_some())
@@ -245,16 +240,7 @@ mod tests {
     #[test]
     fn every_nth_fault_is_deterministic_and_limited() {
         let faults = Faults::default();
-        let rules = vec![FaultRule {
-            service: "ssm".into(),
-            api: "*".into(),
-            kind: FaultKind::Error500,
-            probability: 0.0,
-            every: Some(3),
-            limit: Some(2),
-            when: FaultWhen::Before,
-            delay_ms: 0,
-        }];
+        let rules = vec![FaultRule::new("ssm", "*", FaultKind::Error500).every(3).limit(2)];
         let fired: Vec<bool> = (0..12)
             .map(|_| faults.pick(&rules, "ssm", "SendCommand").is_some())
             .collect();

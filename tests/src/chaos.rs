@@ -219,19 +219,14 @@ pub fn plan(seed: u64, mode: Mode) -> Plan {
         };
     }
     let rule = |service: &str, api: &str, kind, probability: f64, when| FaultRule {
-        service: service.into(),
-        api: api.into(),
-        kind,
-        probability,
-        every: None,
-        limit: None,
         when,
-        delay_ms: 0,
+        ..FaultRule::new(service, api, kind).probability(probability)
     };
     let slow = |service: &str, api: &str, probability: f64, delay_ms: u64, limit| FaultRule {
-        delay_ms,
         limit,
-        ..rule(service, api, FaultKind::Slow, probability, FaultWhen::After)
+        ..FaultRule::slow(service, api, delay_ms)
+            .probability(probability)
+            .after_effect()
     };
     let mut faults = vec![
         // Answers lost after SSM ran the command.

@@ -114,16 +114,11 @@ async fn an_event_whose_delete_failed_comes_back_and_is_recorded_once() {
     // Every DeleteMessageBatch fails before it takes effect: the task
     // queue's messages come back too, and are answered "finished" again.
     stack.sb.tune(|t| {
-        t.faults.push(muster_sim::FaultRule {
-            service: "sqs".into(),
-            api: "DeleteMessageBatch".into(),
-            kind: muster_sim::FaultKind::Error500,
-            probability: 1.0,
-            every: None,
-            limit: None,
-            when: muster_sim::FaultWhen::Before,
-            delay_ms: 0,
-        })
+        t.faults.push(muster_sim::FaultRule::new(
+            "sqs",
+            "DeleteMessageBatch",
+            muster_sim::FaultKind::Error500,
+        ))
     });
     let lists = run_campaign(&mut stack).await;
     assert_eq!(lists, BATCHES, "one listing per batch, after its event");

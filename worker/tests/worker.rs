@@ -11,7 +11,7 @@ use muster_controller::store::records::task_state;
 use muster_proto::v1::{CampaignState, OutputConfig, Platform, TagFilter, Target, TargetStatus, TaskKind, TaskRef};
 use muster_sim::ssm::output::filler;
 use muster_sim::testkit::{Sandbox, test_tunables};
-use muster_sim::{FaultKind, FaultRule, FaultWhen, Quota};
+use muster_sim::{FaultKind, FaultRule, Quota};
 use support::{World, eventually};
 
 const EAST: &str = "us-east-1";
@@ -252,36 +252,11 @@ async fn throttling_and_5xx_fail_no_target() {
         },
     ];
     tunables.faults = vec![
-        FaultRule {
-            service: "ssm".into(),
-            api: "SendCommand".into(),
-            kind: FaultKind::Error500,
-            probability: 0.0,
-            every: Some(4),
-            limit: None,
-            when: FaultWhen::Before,
-            delay_ms: 0,
-        },
-        FaultRule {
-            service: "ssm".into(),
-            api: "ListCommandInvocations".into(),
-            kind: FaultKind::Error503,
-            probability: 0.0,
-            every: Some(6),
-            limit: None,
-            when: FaultWhen::Before,
-            delay_ms: 0,
-        },
-        FaultRule {
-            service: "ec2".into(),
-            api: "DescribeInstances".into(),
-            kind: FaultKind::Drop,
-            probability: 0.0,
-            every: Some(2),
-            limit: Some(3),
-            when: FaultWhen::Before,
-            delay_ms: 0,
-        },
+        FaultRule::new("ssm", "SendCommand", FaultKind::Error500).every(4),
+        FaultRule::new("ssm", "ListCommandInvocations", FaultKind::Error503).every(6),
+        FaultRule::new("ec2", "DescribeInstances", FaultKind::Drop)
+            .every(2)
+            .limit(3),
     ];
     let sb = Sandbox::start_with(tunables).await;
     let fleet = r#"
@@ -569,11 +544,11 @@ async fn a_cancel_whose_answer_was_lost_is_made_again_and_the_batch_ends_cancell
     // again (CancelCommand is safe to repeat: the instances already ended
     // stay as they ended) and reports where each instance ended.
     let mut tunables = test_tunables();
-    tunables.faults = vec![FaultRule {
-        api: "CancelCommand".into(),
-        limit: Some(1),
-        ..after_effect(FaultKind::Error500, 1)
-    }];
+    tunables.faults = vec![
+        FaultRule::new("ssm", "CancelCommand", FaultKind::Error500)
+            .after_effect()
+            .limit(1),
+    ];
     let w = World::with_sandbox(Sandbox::start_with(tunables).await, FLEET, Duration::from_secs(3)).await;
     let worker = w.start_worker(Duration::from_secs(5)).await;
     cancel_a_sent_batch(&w).await;
@@ -627,18 +602,7 @@ async fn scale_in_hands_back_a_discovery_still_waiting_on_aws() {
     let w = World::new(FLEET, Duration::from_secs(10)).await;
     // EC2 answers every DescribeInstances 20 s late, so the discovery is
     // still waiting on it when the worker stops, well past its grace.
-    w.sb.tune(|t| {
-        t.faults = vec![FaultRule {
-            service: "ec2".into(),
-            api: "DescribeInstances".into(),
-            kind: FaultKind::Slow,
-            probability: 1.0,
-            every: None,
-            limit: None,
-            when: FaultWhen::Before,
-            delay_ms: 20_000,
-        }]
-    });
+    w.sb.tune(|t| t.faults = vec![FaultRule::slow("ec2", "DescribeInstances", 20_000)]);
     let first = w.start_worker(Duration::from_millis(500)).await;
     let web = w.ids("alpha", WEST, "web");
     let id = w.submit(w.spec("alpha", WEST, &web, &["echo found"])).await;
@@ -721,16 +685,7 @@ regions = ["us-east-1"]
 }
 
 fn after_effect(kind: FaultKind, every: u64) -> FaultRule {
-    FaultRule {
-        service: "ssm".into(),
-        api: "SendCommand".into(),
-        kind,
-        probability: 0.0,
-        every: Some(every),
-        limit: None,
-        when: FaultWhen::After,
-        delay_ms: 0,
-    }
+    FaultRule::new("ssm", "SendCommand", kind).every(every).after_effect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,16 +67,7 @@ async fn injected_faults_answer_5xx_or_drop_the_connection() {
     let w = World::new().await;
     let ssm = aws_sdk_ssm::Client::new(&w.exec("beta").await);
     w.sb.tune(|t| {
-        t.faults = vec![FaultRule {
-            service: "ssm".into(),
-            api: "DescribeInstanceInformation".into(),
-            kind: FaultKind::Error500,
-            probability: 0.0,
-            every: Some(2),
-            limit: None,
-            when: FaultWhen::Before,
-            delay_ms: 0,
-        }];
+        t.faults = vec![FaultRule::new("ssm", "DescribeInstanceInformation", FaultKind::Error500).every(2)];
     });
     ssm.describe_instance_information()
         .send()
@@ -91,16 +82,7 @@ async fn injected_faults_answer_5xx_or_drop_the_connection() {
     assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(500));
 
     w.sb.tune(|t| {
-        t.faults = vec![FaultRule {
-            service: "ssm".into(),
-            api: "*".into(),
-            kind: FaultKind::Drop,
-            probability: 1.0,
-            every: None,
-            limit: Some(1),
-            when: FaultWhen::Before,
-            delay_ms: 0,
-        }];
+        t.faults = vec![FaultRule::new("ssm", "*", FaultKind::Drop).limit(1)];
     });
     let err = ssm.describe_instance_information().send().await.expect_err("dropped");
     assert!(
@@ -119,16 +101,7 @@ async fn a_fault_after_the_effect_loses_only_the_answer() {
     let w = World::new().await;
     let ssm = aws_sdk_ssm::Client::new(&w.exec("beta").await);
     let web = w.ids("beta", "web");
-    let after = |kind| FaultRule {
-        service: "ssm".into(),
-        api: "SendCommand".into(),
-        kind,
-        probability: 1.0,
-        every: None,
-        limit: Some(1),
-        when: FaultWhen::After,
-        delay_ms: 0,
-    };
+    let after = |kind| FaultRule::new("ssm", "SendCommand", kind).limit(1).after_effect();
     for (kind, code) in [
         (FaultKind::Error500, Some("InternalServerError")),
         (FaultKind::Drop, None),
@@ -221,16 +194,11 @@ async fn a_duplicate_fault_delivers_a_received_message_twice() {
         .await
         .expect("SendMessage");
     w.sb.tune(|t| {
-        t.faults = vec![FaultRule {
-            service: "sqs".into(),
-            api: "ReceiveMessage".into(),
-            kind: FaultKind::Duplicate,
-            probability: 1.0,
-            every: None,
-            limit: Some(1),
-            when: FaultWhen::After,
-            delay_ms: 0,
-        }]
+        t.faults = vec![
+            FaultRule::new("sqs", "ReceiveMessage", FaultKind::Duplicate)
+                .limit(1)
+                .after_effect(),
+        ]
     });
     let receive = || async {
         sqs.receive_message()
@@ -263,16 +231,7 @@ async fn a_duplicate_fault_delivers_a_received_message_twice() {
 #[test]
 fn a_duplicate_fault_is_refused_outside_sqs_receives() {
     let mut tunables = test_tunables();
-    tunables.faults = vec![FaultRule {
-        service: "ssm".into(),
-        api: "SendCommand".into(),
-        kind: FaultKind::Duplicate,
-        probability: 1.0,
-        every: None,
-        limit: None,
-        when: FaultWhen::After,
-        delay_ms: 0,
-    }];
+    tunables.faults = vec![FaultRule::new("ssm", "SendCommand", FaultKind::Duplicate).after_effect()];
     let error = tunables.validate().expect_err("refused");
     assert!(error.starts_with("faults[0].kind: duplicate applies to"), "{error}");
 }

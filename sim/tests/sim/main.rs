@@ -11,7 +11,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata as _;
 use muster_sim::seed::fleet_file::FleetState;
 use muster_sim::ssm::output;
 use muster_sim::testkit::{HUB_ACCOUNT, Sandbox, test_tunables};
-use muster_sim::{FaultKind, FaultRule, FaultWhen, Quota};
+use muster_sim::{FaultKind, FaultRule, Quota};
 
 mod access;
 mod commands;

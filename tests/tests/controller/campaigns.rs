@@ -419,16 +419,11 @@ async fn a_repeated_client_token_is_answered_before_any_other_work() {
     // Organizations now fails every call: a new campaign over an OU could
     // not be expanded, but the same token needs no expansion.
     stack.sb.tune(|t| {
-        t.faults = vec![muster_sim::FaultRule {
-            service: "organizations".into(),
-            api: "*".into(),
-            kind: muster_sim::FaultKind::Error500,
-            probability: 1.0,
-            every: None,
-            limit: None,
-            when: muster_sim::FaultWhen::Before,
-            delay_ms: 0,
-        }];
+        t.faults = vec![muster_sim::FaultRule::new(
+            "organizations",
+            "*",
+            muster_sim::FaultKind::Error500,
+        )];
     });
     let again = client
         .submit_campaign(SubmitCampaignRequest {
