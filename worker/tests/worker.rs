@@ -580,21 +580,8 @@ async fn scale_in_hands_work_back_and_loses_nothing() {
     // SIGTERM: half a second of grace, then the task goes back to the
     // controller, which keeps its attempts.
     first.stop().await;
-    let handed_back = w.tasks(&id, TaskKind::Execute).await.remove(0);
-    assert_eq!(handed_back.leases, [(1, "handed back".to_owned())], "{handed_back:?}");
-    assert!(
-        handed_back.row.last_error.contains("worker stopping"),
-        "{handed_back:?}"
-    );
-    assert_eq!(handed_back.row.state, task_state::QUEUED, "queued for another attempt");
-
-    let second = w.start_worker(Duration::from_secs(5)).await;
-    w.wait_done(&id, Duration::from_secs(60)).await;
-    let targets = w.targets(&id).await;
-    assert_eq!(targets.keys().collect::<BTreeSet<_>>(), slow.iter().collect());
-    assert!(targets.values().all(success), "{targets:?}");
-    assert_eq!(w.sb.audit().len(), 1, "adopted, not sent again");
-    second.stop().await;
+    assert_handed_back(&w, &id, TaskKind::Execute, "worker stopping").await;
+    finish_on_another_worker(&w, &id, &slow, "adopted, not sent again").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -617,25 +604,38 @@ async fn scale_in_hands_back_a_discovery_still_waiting_on_aws() {
     first.stop().await;
     // Handed back, not finished by the stopping worker nor left to expire:
     // no attempt spent, and another worker lists the scope again.
-    let discover = w.tasks(&id, TaskKind::Discover).await.remove(0);
-    assert_eq!(discover.leases, [(1, "handed back".to_owned())], "{discover:?}");
-    assert!(
-        discover
-            .row
-            .last_error
-            .contains("worker stopping; the next attempt lists the scope again"),
-        "{discover:?}"
-    );
-    assert_eq!(discover.row.state, task_state::QUEUED, "queued for another attempt");
+    assert_handed_back(
+        &w,
+        &id,
+        TaskKind::Discover,
+        "worker stopping; the next attempt lists the scope again",
+    )
+    .await;
     assert!(w.targets(&id).await.is_empty(), "nothing discovered yet");
 
     w.sb.tune(|t| t.faults.clear());
+    finish_on_another_worker(&w, &id, &web, "one command, sent once").await;
+}
+
+/// The campaign's one task of `kind` went back at the worker's stop: one
+/// lease, handed back with `why` as its error, queued again with no attempt
+/// spent.
+async fn assert_handed_back(w: &World, id: &str, kind: TaskKind, why: &str) {
+    let task = w.tasks(id, kind).await.remove(0);
+    assert_eq!(task.leases, [(1, "handed back".to_owned())], "{task:?}");
+    assert!(task.row.last_error.contains(why), "{task:?}");
+    assert_eq!(task.row.state, task_state::QUEUED, "queued for another attempt");
+}
+
+/// Another worker takes the campaign to its end: each of `ids` succeeded,
+/// from one SendCommand in all (`one_send` says why one).
+async fn finish_on_another_worker(w: &World, id: &str, ids: &[String], one_send: &str) {
     let second = w.start_worker(Duration::from_secs(5)).await;
-    w.wait_done(&id, Duration::from_secs(60)).await;
-    let targets = w.targets(&id).await;
-    assert_eq!(targets.keys().collect::<BTreeSet<_>>(), web.iter().collect());
+    w.wait_done(id, Duration::from_secs(60)).await;
+    let targets = w.targets(id).await;
+    assert_eq!(targets.keys().collect::<BTreeSet<_>>(), ids.iter().collect());
     assert!(targets.values().all(success), "{targets:?}");
-    assert_eq!(w.sb.audit().len(), 1, "one command, sent once");
+    assert_eq!(w.sb.audit().len(), 1, "{one_send}");
     second.stop().await;
 }
 
