@@ -414,11 +414,6 @@ impl Report {
 
 /// Runs the scenario of `seed` in `mode` and checks it.
 pub async fn run(seed: u64, mode: Mode) -> Report {
-    // The scenario holds a whole system across its awaits: on the heap.
-    Box::pin(scenario(seed, mode)).await
-}
-
-async fn scenario(seed: u64, mode: Mode) -> Report {
     let plan = plan(seed, mode);
     eprintln!(
         "chaos scenario seed {seed} (replay: MUSTER_CHAOS_SEED={seed}): {:?}, answers lost: {:?}",
