@@ -221,6 +221,7 @@ impl Target {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
+        refuse_milliseconds(&config)?;
         notice_vanished_hosts(&mut config);
         config.application_name("muster-controller");
         let tls = match config.get_ssl_mode() {
@@ -308,6 +309,29 @@ fn notice_vanished_hosts(config: &mut postgres::Config) {
     }
     if config.get_tcp_user_timeout().is_none() {
         config.tcp_user_timeout(UNACKNOWLEDGED);
+    }
+}
+
+/// The longest `tcp_user_timeout` taken: past it, the value is libpq's
+/// milliseconds read as seconds.
+const MOST_UNACKNOWLEDGED: Duration = Duration::from_secs(60 * 60);
+
+/// libpq reads `tcp_user_timeout` in milliseconds and this driver in
+/// seconds, so a connection string written for libpq
+/// (`tcp_user_timeout=20000`, 20 s) would mean 5.5 hours here: a host that
+/// vanished would hold the writer that long. Refused with the rule, not
+/// taken.
+fn refuse_milliseconds(config: &postgres::Config) -> Result<(), String> {
+    match config.get_tcp_user_timeout() {
+        Some(given) if *given > MOST_UNACKNOWLEDGED => Err(format!(
+            "database_url: tcp_user_timeout={} is read in seconds here, not in libpq's milliseconds, \
+             and must be at most {}; for {} ms write tcp_user_timeout={}",
+            given.as_secs(),
+            MOST_UNACKNOWLEDGED.as_secs(),
+            given.as_secs(),
+            given.as_secs().div_ceil(1000),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -452,5 +476,27 @@ mod tests {
         let off = Target::parse("host=db.internal user=muster keepalives=0 sslmode=disable", None, None).unwrap();
         assert!(!off.config.get_keepalives(), "keepalives=0 is the operator's to give");
         assert_eq!(off.config.get_tcp_user_timeout(), Some(&UNACKNOWLEDGED));
+    }
+
+    #[test]
+    fn a_tcp_user_timeout_written_in_libpq_milliseconds_is_refused_with_the_rule() {
+        let error = Target::parse(
+            "postgres://muster@db.internal:5432/muster?sslmode=disable&tcp_user_timeout=20000",
+            None,
+            None,
+        )
+        .expect_err("20000 s is no timeout");
+        assert_eq!(
+            error,
+            "database_url: tcp_user_timeout=20000 is read in seconds here, not in libpq's milliseconds, \
+             and must be at most 3600; for 20000 ms write tcp_user_timeout=20"
+        );
+        let hour = Target::parse(
+            "host=db.internal user=muster sslmode=disable tcp_user_timeout=3600",
+            None,
+            None,
+        )
+        .expect("an hour is taken");
+        assert_eq!(hour.config.get_tcp_user_timeout(), Some(&Duration::from_secs(3600)));
     }
 }
