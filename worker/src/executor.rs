@@ -297,7 +297,11 @@ async fn dispatch(
         };
         unanswered += 1;
         tracing::warn!(task_id = %task.task_id, error = %error, "SendCommand got no answer; looking it up by its comment before sending again");
-        for (command_id, instances) in find_lost_send(scope, task, spec, commands).await? {
+        let found = find_lost_send(scope, task, spec, commands).await?;
+        if !found.is_empty() {
+            ctx.stats.lost_send("adopted");
+        }
+        for (command_id, instances) in found {
             tracing::warn!(task_id = %task.task_id, command_id, instances = instances.len(), "the unanswered SendCommand was accepted; adopting it");
             record_dispatch(ctx, lease, (&command_id, step), &instances, true).await?;
             unsent.retain(|id| !instances.contains(id));
@@ -308,10 +312,23 @@ async fn dispatch(
                 abandoned: None,
             });
         }
-        if !unsent.is_empty() && unanswered >= UNANSWERED_SENDS {
+        if unsent.is_empty() {
+            continue;
+        }
+        if unanswered >= UNANSWERED_SENDS {
             // The next attempt looks again (by Comment) before it sends.
+            ctx.stats.lost_send("left_to_next_attempt");
             return Err(TaskError::Aws(error));
         }
+        // The one way an instance can run twice: SSM took the send and
+        // lists it later than the lookups looked.
+        ctx.stats.lost_send("sent_again");
+        tracing::warn!(
+            task_id = %task.task_id,
+            instances = unsent.len(),
+            looked_for = ?LOST_SEND_LOOKUPS.iter().sum::<Duration>(),
+            "the unanswered SendCommand was not found by its comment; sending again (if SSM took it and lists it later, these instances run twice)"
+        );
     }
     Ok(())
 }

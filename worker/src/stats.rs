@@ -45,6 +45,7 @@ pub struct Stats {
     sqs_messages: Counter,
     handled: Family<OutcomeLabels, Counter>,
     polls: Family<OutcomeLabels, Counter>,
+    lost_sends: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Stats {
@@ -61,6 +62,7 @@ impl Default for Stats {
             sqs_messages: Counter::default(),
             polls: Family::default(),
             handled: Family::default(),
+            lost_sends: Family::default(),
         }
     }
 }
@@ -167,6 +169,19 @@ impl Stats {
         self.polls.get_or_create(&OutcomeLabels { outcome }).get()
     }
 
+    /// A SendCommand got no answer, and after looking it up by its Comment
+    /// the worker `adopted` the command it found, `sent_again` to the
+    /// instances it did not find, or `left_to_next_attempt` (too many
+    /// unanswered sends in this attempt).
+    pub fn lost_send(&self, outcome: &'static str) {
+        self.lost_sends.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Unanswered SendCommands so far that ended in `outcome`.
+    pub fn lost_sends(&self, outcome: &'static str) -> u64 {
+        self.lost_sends.get_or_create(&OutcomeLabels { outcome }).get()
+    }
+
     /// Queue messages handled with `outcome` so far.
     pub fn handled(&self, outcome: &'static str) -> u64 {
         self.handled.get_or_create(&OutcomeLabels { outcome }).get()
@@ -200,6 +215,11 @@ impl Stats {
             "messages_handled",
             "Task queue messages handled, by what the lease answer said (granted, leased_elsewhere, finished, stale_attempt, campaign_inactive, unknown_task), malformed, or unanswered",
             self.handled.clone(),
+        );
+        registry.register(
+            "lost_sends",
+            "SendCommands that got no answer, by what the lookup by Comment led to: adopted (found; nothing sent again), sent_again (not found within the lookups; sent again, so an instance runs twice if SSM took the first and lists it late), left_to_next_attempt (the attempt failed and the next looks again)",
+            self.lost_sends.clone(),
         );
         registry.register("tasks_started", "Tasks leased and started", self.tasks_started.clone());
         registry.register(

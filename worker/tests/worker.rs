@@ -303,6 +303,30 @@ regions = ["us-east-1"]
         w.sends_per_instance().values().all(|n| *n == 1),
         "a failed SendCommand is never a sent one"
     );
+    // Each 500 refused its SendCommand before SSM took it: the lookup finds
+    // nothing, and the worker sends again (or leaves it to the next attempt
+    // after three), which /metrics shows.
+    let stats = &worker.ctx.stats;
+    let refused = w.sb.count("ssm", "SendCommand", "fault");
+    assert!(stats.lost_sends("sent_again") > 0, "sent again after a refused send");
+    assert_eq!(
+        stats.lost_sends("sent_again") + stats.lost_sends("left_to_next_attempt"),
+        refused,
+        "every refused send, looked up and then sent again or left"
+    );
+    assert_eq!(
+        stats.lost_sends("adopted"),
+        0,
+        "nothing to adopt: SSM took none of them"
+    );
+    let metrics = worker.ctx.render_metrics();
+    assert!(
+        metrics.contains(&format!(
+            "muster_worker_lost_sends_total{{outcome=\"sent_again\"}} {}",
+            stats.lost_sends("sent_again")
+        )),
+        "{metrics}"
+    );
     worker.stop().await;
 }
 
@@ -725,6 +749,13 @@ async fn a_send_whose_answer_was_lost_is_adopted_not_sent_again() {
     }
     let targets = w.targets(&id).await;
     assert!(targets.values().all(success), "{targets:?}");
+    let stats = &worker.ctx.stats;
+    assert_eq!(
+        stats.lost_sends("adopted"),
+        lost,
+        "each lost answer's command was found and adopted"
+    );
+    assert_eq!(stats.lost_sends("sent_again"), 0, "none sent again");
     worker.stop().await;
 }
 
