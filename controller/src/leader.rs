@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::Controller;
-use crate::store::leadership::{self, Fence};
+use crate::store::leadership::{self, Claim, Fence};
 
 /// This controller's view of its leadership.
 pub struct Leader {
@@ -94,13 +94,13 @@ pub async fn claim(ctl: &Controller, ttl: Duration) {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     let outcome = ctl
         .store
-        .write(move |txn| leadership::claim(txn, &holder, ttl_ms))
+        .write(move |txn| leadership::claim_unless_superseded(txn, &holder, ttl_ms))
         .await;
     // The term counts from when we asked: an answer that came late buys
     // no more time than the database gave.
     let until = asked + ttl.saturating_sub(margin(ttl));
     match outcome {
-        Ok(Some(fence)) => {
+        Ok(Claim::Leads(fence)) => {
             let before = ctl.leader.set(Some((fence.clone(), until)));
             ctl.metrics.set_leader(true, fence.epoch);
             if before.as_ref() != Some(&fence) {
@@ -108,10 +108,28 @@ pub async fn claim(ctl: &Controller, ttl: Duration) {
                 took_over(ctl, &fence).await;
             }
         }
-        Ok(None) => {
+        Ok(Claim::Follows) => {
             ctl.metrics.set_leader(false, 0);
             if let Some(old) = ctl.leader.set(None) {
                 tracing::warn!(controller = %ctl.leader.id, epoch = old.epoch, "another controller leads now; this one follows");
+            }
+        }
+        Ok(Claim::Superseded { applied, known }) => {
+            ctl.metrics.set_leader(false, 0);
+            let was = ctl.leader.set(None);
+            if was.is_some() {
+                tracing::warn!(
+                    controller = %ctl.leader.id,
+                    applied,
+                    known,
+                    "a newer controller migrated the schema past what this one knows: leaving the lead to it"
+                );
+            } else {
+                tracing::debug!(
+                    applied,
+                    known,
+                    "the schema is newer than this controller knows: not leading"
+                );
             }
         }
         Err(error) => {

@@ -8,7 +8,9 @@
 //! (commands sent, results) are recorded from any lease of the task the
 //! caller held, idempotently, and only for the task's own instances.
 //! Everything else is PERMISSION_DENIED naming the rule, counted in
-//! `muster_controller_worker_calls_refused_total` and logged.
+//! `muster_controller_worker_calls_refused_total` and logged. A worker
+//! older than the worker protocol (`muster_proto::WORKER_PROTOCOL`) is
+//! leased nothing: FAILED_PRECONDITION, counted and logged the same way.
 
 use std::sync::Arc;
 
@@ -99,6 +101,26 @@ impl WorkerApi {
         self.ctl.metrics.worker_call_refused(method, rule);
         tracing::warn!(method, rule, message, "worker call refused");
         Status::permission_denied(message)
+    }
+
+    /// A worker older than the worker protocol this controller speaks would
+    /// run its tasks wrongly (a sequence's first command only, a cancelled
+    /// campaign's batch sent): it is leased nothing. FAILED_PRECONDITION,
+    /// counted and logged; its queue message comes back for another worker.
+    fn speaks_protocol(&self, worker_id: &str, protocol: u32) -> Result<(), Status> {
+        if protocol >= muster_proto::WORKER_PROTOCOL {
+            return Ok(());
+        }
+        let message = format!(
+            "protocol: worker '{}' speaks worker protocol {protocol}, older than this controller's {}: \
+             upgrade the worker; it is leased nothing, and the task's message goes back to the queue for a \
+             worker that speaks it",
+            muster_common::domain::clip(worker_id),
+            muster_proto::WORKER_PROTOCOL,
+        );
+        self.ctl.metrics.worker_call_refused("LeaseTask", "protocol");
+        tracing::warn!(method = "LeaseTask", rule = "protocol", message, "worker call refused");
+        Err(Status::failed_precondition(message))
     }
 
     /// The status of a failed write: PERMISSION_DENIED for a refused lease
@@ -370,6 +392,7 @@ impl WorkerService for WorkerApi {
         let caller = self.caller(&request, "LeaseTask")?;
         let request = request.into_inner();
         let task_ref = self.lease_request(&request, caller.as_deref())?;
+        self.speaks_protocol(&request.worker_id, request.protocol)?;
         let settings = self.lease_settings();
         let worker = request.worker_id.clone();
         let capacity = request.capacity.min(MAX_HANDED_OFF);
@@ -652,7 +675,13 @@ impl WorkerService for WorkerApi {
         let caller = self.caller(&request, "CompleteTask")?;
         let workers = self.workers(caller.as_deref());
         let request = request.into_inner();
-        let capacity = request.capacity.min(MAX_HANDED_OFF);
+        // A worker older than this controller's protocol completes its
+        // task, but is handed nothing: the batches go through the queue.
+        let capacity = if request.protocol < muster_proto::WORKER_PROTOCOL {
+            0
+        } else {
+            request.capacity.min(MAX_HANDED_OFF)
+        };
         let lease = self.lease_settings();
         let ctl = self.ctl.clone();
         let (task, mut next, repeated) = self

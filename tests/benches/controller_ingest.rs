@@ -314,6 +314,7 @@ async fn lease(workers: &Workers, task: &TaskRef) -> (u64, Vec<String>) {
     let answer = workers
         .clone()
         .lease_task(LeaseTaskRequest {
+            protocol: muster_proto::WORKER_PROTOCOL,
             task: Some(task.clone()),
             worker_id: "bench".into(),
             capacity: 0,
@@ -337,6 +338,7 @@ async fn complete(workers: &Workers, task_id: &str, lease_id: u64) {
     workers
         .clone()
         .complete_task(CompleteTaskRequest {
+            protocol: muster_proto::WORKER_PROTOCOL,
             task_id: task_id.to_owned(),
             lease_id,
             // Takes every batch from the queue, as the benchmark measures.

@@ -77,6 +77,7 @@ impl<'a> FakeWorker<'a> {
         let answer = self
             .api
             .lease_task(LeaseTaskRequest {
+                protocol: muster_proto::WORKER_PROTOCOL,
                 task: Some(task),
                 worker_id: "test-worker".into(),
                 capacity: 0,
@@ -98,6 +99,7 @@ impl<'a> FakeWorker<'a> {
             .expect("a task on the queue");
         Self::client(self.stack, worker_id)
             .lease_task(LeaseTaskRequest {
+                protocol: muster_proto::WORKER_PROTOCOL,
                 task: Some(task),
                 worker_id: worker_id.into(),
                 capacity,
@@ -149,6 +151,7 @@ impl<'a> FakeWorker<'a> {
             .expect("ReportTargets");
         self.api
             .complete_task(CompleteTaskRequest {
+                protocol: muster_proto::WORKER_PROTOCOL,
                 task_id: task.task_id.clone(),
                 lease_id: lease.lease_id,
                 capacity,
@@ -312,6 +315,7 @@ async fn a_scopes_first_batches_go_to_the_worker_that_discovered_it_as_far_as_it
         .expect("the handed-on lease renews");
     let elsewhere = FakeWorker::client(&stack, "another-worker")
         .lease_task(LeaseTaskRequest {
+            protocol: muster_proto::WORKER_PROTOCOL,
             task: Some(TaskRef {
                 campaign_id: id.clone(),
                 task_id: task.task_id.clone(),

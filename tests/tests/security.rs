@@ -105,6 +105,7 @@ async fn a_worker_without_a_client_certificate_cannot_lease() {
     };
     let port = stack.controller.worker_addr.port();
     let request = || LeaseTaskRequest {
+        protocol: muster_proto::WORKER_PROTOCOL,
         task: Some(task.clone()),
         worker_id: "intruder".into(),
         capacity: 0,
@@ -158,6 +159,7 @@ async fn a_worker_without_a_client_certificate_cannot_lease() {
     let mut worker = WorkerServiceClient::new(stack.creds.worker_endpoint(port, "worker-1").connect_lazy());
     let lease = worker
         .lease_task(LeaseTaskRequest {
+            protocol: muster_proto::WORKER_PROTOCOL,
             task: Some(task.clone()),
             worker_id: "worker-1".into(),
             capacity: 0,

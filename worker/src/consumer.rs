@@ -371,12 +371,17 @@ async fn leased(runner: &Runner, queue: &dyn TaskQueue, message: &Delivery, task
         // Asked again unchanged when no answer comes: if the first ask took
         // effect, the controller answers the repeat with the same leases.
         request_id: format!("{:016x}", rand::random::<u64>()),
+        protocol: muster_proto::WORKER_PROTOCOL,
     };
     let (answer, asked) = ask_for_lease(ctx, &request, &runner.hand_back).await;
     let answer = match answer {
         Ok(answer) => answer,
         Err(error) => {
-            ctx.stats.count_handled("unanswered");
+            // Refused outright: this worker is older than the controller's
+            // worker protocol, or the ask broke a rule; either way the
+            // message comes back for another worker.
+            let refused = !matches!(error, ControllerError::Unreachable(_));
+            ctx.stats.count_handled(if refused { "refused" } else { "unanswered" });
             tracing::warn!(task_id, %error, "could not lease the task; the message will come back");
             return;
         }

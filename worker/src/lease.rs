@@ -134,6 +134,7 @@ impl LeaseHandle {
                 task_id: self.task.task_id.clone(),
                 lease_id: self.lease_id,
                 capacity,
+                protocol: muster_proto::WORKER_PROTOCOL,
             })
             .await
             .map(|answer| answer.next.into_iter().map(|lease| Granted { lease, asked }).collect())

@@ -151,8 +151,9 @@ impl Stats {
     }
 
     /// One queue message handled: the lease answer's outcome (`granted`,
-    /// `leased_elsewhere`, `finished`, ...), `malformed`, or `unanswered`
-    /// when the controller could not be asked (the message comes back).
+    /// `leased_elsewhere`, `finished`, ...), `malformed`, `unanswered` when
+    /// the controller could not be asked, or `refused` when it refused the
+    /// ask (a worker older than its protocol); the message comes back.
     pub fn count_handled(&self, outcome: &'static str) {
         self.handled.get_or_create(&OutcomeLabels { outcome }).inc();
     }
@@ -213,7 +214,7 @@ impl Stats {
         );
         registry.register(
             "messages_handled",
-            "Task queue messages handled, by what the lease answer said (granted, leased_elsewhere, finished, stale_attempt, campaign_inactive, unknown_task), malformed, or unanswered",
+            "Task queue messages handled, by what the lease answer said (granted, leased_elsewhere, finished, stale_attempt, campaign_inactive, unknown_task), malformed, unanswered (the controller could not be asked), or refused (the controller refused the ask: a worker older than its protocol)",
             self.handled.clone(),
         );
         registry.register(

@@ -85,6 +85,40 @@ pub fn claim(conn: &dyn Sql, holder: &str, ttl_ms: i64) -> StoreResult<Option<Fe
     }
 }
 
+/// What a claim came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This controller leads, for this term.
+    Leads(Fence),
+    /// Another controller's term lasts.
+    Follows,
+    /// A newer controller migrated the schema past what this one knows
+    /// (a rolling deploy under way): this one would lead campaigns it does
+    /// not understand (stages, approvals it cannot read), so it leaves the
+    /// lead, its own term ended at once, to a controller that knows the
+    /// schema.
+    Superseded {
+        /// The newest migration applied.
+        applied: i64,
+        /// The newest this controller knows.
+        known: i64,
+    },
+}
+
+/// [`claim`], unless the schema is newer than this controller: then no
+/// claim, and a term it holds ends now.
+pub fn claim_unless_superseded(conn: &dyn Sql, holder: &str, ttl_ms: i64) -> StoreResult<Claim> {
+    let (applied, known) = (super::schema::newest_applied(conn)?, super::schema::newest_known());
+    if applied > known {
+        conn.execute(
+            "UPDATE leadership SET expires_ms = 0 WHERE id = 1 AND holder = ?1",
+            params![holder],
+        )?;
+        return Ok(Claim::Superseded { applied, known });
+    }
+    Ok(claim(conn, holder, ttl_ms)?.map_or(Claim::Follows, Claim::Leads))
+}
+
 /// Ends `fence`'s term now, so that another controller takes over at once
 /// (a clean shutdown). Nothing if the term is already over.
 pub fn resign(conn: &dyn Sql, fence: &Fence) -> StoreResult<()> {
@@ -119,6 +153,46 @@ mod tests {
             .unwrap()
             .expect("the new run leads at once");
         assert_eq!(after.epoch, 2);
+    }
+
+    /// Records a migration newer than this build knows, as a newer
+    /// controller's start would.
+    fn migrated_by_a_newer_controller(conn: &dyn Sql) -> i64 {
+        let newer = crate::store::schema::newest_known() + 1;
+        conn.execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+             VALUES (?1, 'from_the_future', '', '0')",
+            params![newer as i32],
+        )
+        .unwrap();
+        newer
+    }
+
+    crate::store::testing::store_matrix! {
+        fn a_controller_leaves_the_lead_once_a_newer_one_migrated_the_schema(conn) {
+            let conn = &*conn;
+            let known = crate::store::schema::newest_known();
+            assert_eq!(crate::store::schema::newest_applied(conn).unwrap(), known);
+            let Claim::Leads(old) = claim_unless_superseded(conn, "old", 60_000).unwrap() else {
+                panic!("the only controller leads")
+            };
+            let applied = migrated_by_a_newer_controller(conn);
+            assert_eq!(
+                claim_unless_superseded(conn, "old", 60_000).unwrap(),
+                Claim::Superseded { applied, known },
+                "it would lead campaigns it cannot read"
+            );
+            // Its term ended at once: the newer controller leads at its
+            // first claim, not a TTL later, and the old one is fenced.
+            let new = claim(conn, "new", 60_000).unwrap().expect("the newer controller leads");
+            assert_eq!(new.epoch, old.epoch + 1);
+            assert!(check(conn, &old).is_err(), "the old term writes nothing more");
+            assert_eq!(
+                claim_unless_superseded(conn, "old", 60_000).unwrap(),
+                Claim::Superseded { applied, known },
+                "nor does it take the lead back"
+            );
+        }
     }
 
     /// Several controllers share a store on PostgreSQL only.

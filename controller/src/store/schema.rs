@@ -38,6 +38,27 @@ fn report(engine: &str, report: &refinery::Report) {
     }
 }
 
+/// The newest migration this build knows (both engines keep the same
+/// numbers).
+pub fn newest_known() -> i64 {
+    sqlite_migrations::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The newest migration applied to the database: past [`newest_known`]
+/// once a newer controller migrated it.
+pub fn newest_applied(conn: &dyn super::sql::Sql) -> StoreResult<i64> {
+    conn.query_row(
+        "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM refinery_schema_history",
+        (),
+        |r| r.get(0),
+    )
+}
+
 /// Brings a SQLite database up to date; refuses one from a newer build.
 pub fn migrate_sqlite(conn: &mut rusqlite::Connection) -> StoreResult<()> {
     // Stores made before refinery kept their version in user_version only:
@@ -71,4 +92,114 @@ pub fn migrate_postgres(client: &mut postgres::Client) -> StoreResult<()> {
     client.execute("SELECT pg_advisory_unlock($1)", &[&lock])?;
     report("postgres", &outcome?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a migration may not do: the controllers of the previous
+    /// release keep running on the schema while a rolling deploy replaces
+    /// them, and none of their statements may break under them.
+    const NOT_ADDITIVE: [&str; 5] = ["DROP TABLE", "DROP COLUMN", "RENAME", "ALTER COLUMN", "TRUNCATE"];
+
+    /// The statements of a migration, without comments, upper-cased, one
+    /// line each.
+    fn statements(sql: &str) -> Vec<String> {
+        let text: String = sql
+            .lines()
+            .map(|line| line.split("--").next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" ");
+        text.split(';')
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ").to_uppercase())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// Why a statement would break a controller of the previous release
+    /// still running on the migrated schema, if it would.
+    fn breaks_the_previous_release(statement: &str) -> Option<String> {
+        if let Some(word) = NOT_ADDITIVE.iter().find(|word| statement.contains(*word)) {
+            return Some(format!("{word}: a previous controller still reads and writes it"));
+        }
+        let adds_required_column = statement.starts_with("ALTER TABLE")
+            && statement.contains("ADD COLUMN")
+            && statement.contains("NOT NULL")
+            && !statement.contains("DEFAULT")
+            && !statement.contains("GENERATED");
+        adds_required_column
+            .then(|| "a NOT NULL column without a DEFAULT: a previous controller's INSERTs do not name it".to_owned())
+    }
+
+    #[test]
+    fn every_migration_only_adds_so_the_previous_controller_runs_on_the_new_schema() {
+        let runners = [
+            ("sqlite", sqlite_migrations::migrations::runner()),
+            ("postgres", postgres_migrations::migrations::runner()),
+        ];
+        let mut broken = Vec::new();
+        for (engine, runner) in &runners {
+            for migration in runner.get_migrations() {
+                for statement in statements(migration.sql().unwrap_or_default()) {
+                    if let Some(why) = breaks_the_previous_release(&statement) {
+                        broken.push(format!("{engine} {migration}: {why}: {statement}"));
+                    }
+                }
+            }
+        }
+        assert!(broken.is_empty(), "{broken:#?}");
+        assert_eq!(
+            runners[0].1.get_migrations().len(),
+            runners[1].1.get_migrations().len(),
+            "both engines keep the same numbers"
+        );
+    }
+
+    #[test]
+    fn a_controller_refuses_a_schema_a_newer_one_migrated() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        migrate_sqlite(&mut conn).unwrap();
+        migrate_sqlite(&mut conn).expect("its own schema, again: nothing to do");
+        let newer = newest_known() + 1;
+        conn.execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+             VALUES (?1, 'from_the_future', '2026-12-05T00:00:00Z', '0')",
+            [newer],
+        )
+        .unwrap();
+        let refused = migrate_sqlite(&mut conn).unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!("V{newer}__from_the_future"))
+                && refused.contains("written by a newer muster, upgrade the controller"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_migration_that_would_break_the_previous_controller_is_caught() {
+        let findings = |sql: &str| -> Vec<String> {
+            statements(sql)
+                .iter()
+                .filter_map(|s| breaks_the_previous_release(s))
+                .collect()
+        };
+        for sql in [
+            "ALTER TABLE targets DROP COLUMN stage;",
+            "ALTER TABLE campaigns RENAME TO campaign;",
+            "-- a comment\nALTER TABLE tasks ADD COLUMN owner TEXT NOT NULL;",
+            "ALTER TABLE tasks ALTER COLUMN attempt TYPE BIGINT",
+            "DROP TABLE audit",
+        ] {
+            assert_eq!(findings(sql).len(), 1, "{sql}: {:?}", findings(sql));
+        }
+        for sql in [
+            "ALTER TABLE tasks ADD COLUMN owner TEXT NOT NULL DEFAULT ''; -- drop table in a comment",
+            "ALTER TABLE targets ADD COLUMN pending BOOLEAN GENERATED ALWAYS AS (status = 1) STORED",
+            "DROP INDEX targets_pending; CREATE INDEX targets_pending ON targets (campaign_id) WHERE pending",
+            "CREATE TABLE leader (holder TEXT NOT NULL)",
+        ] {
+            assert!(findings(sql).is_empty(), "{sql}: {:?}", findings(sql));
+        }
+    }
 }

@@ -49,6 +49,7 @@ async fn three_instances_submitted() -> (Stack, String) {
 /// LeaseTask for `task` as `worker`, asking for nothing more.
 fn lease_request(task: TaskRef, worker: &str) -> LeaseTaskRequest {
     LeaseTaskRequest {
+        protocol: muster_proto::WORKER_PROTOCOL,
         task: Some(task),
         worker_id: worker.into(),
         capacity: 0,
@@ -153,6 +154,7 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
     }
     workers
         .complete_task(muster_proto::v1::CompleteTaskRequest {
+            protocol: muster_proto::WORKER_PROTOCOL,
             task_id: discover.task_id.clone(),
             lease_id: lease_a.lease_id,
             // This test takes its Execute task from the queue.
@@ -271,6 +273,7 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
     );
     workers
         .complete_task(muster_proto::v1::CompleteTaskRequest {
+            protocol: muster_proto::WORKER_PROTOCOL,
             task_id: execute.task_id.clone(),
             lease_id: granted.lease_id,
             capacity: 0,
@@ -323,6 +326,7 @@ async fn reports_are_bound_to_the_lease_holder_and_to_the_task_scope() {
     let status = b.renew_lease(renew.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     let complete = muster_proto::v1::CompleteTaskRequest {
+        protocol: muster_proto::WORKER_PROTOCOL,
         task_id: discover.task_id.clone(),
         lease_id: lease_a.lease_id,
         capacity: 0,
@@ -455,6 +459,7 @@ async fn reports_are_bound_to_the_lease_holder_and_to_the_task_scope() {
     }
     assert_eq!(a.report_results(real).await.unwrap().into_inner().accepted, 3);
     a.complete_task(muster_proto::v1::CompleteTaskRequest {
+        protocol: muster_proto::WORKER_PROTOCOL,
         task_id: execute.task_id.clone(),
         lease_id: lease_a.lease_id,
         capacity: 0,
@@ -513,6 +518,7 @@ async fn a_lease_or_completion_asked_again_is_answered_as_the_first_time() {
     .await
     .unwrap();
     let complete = muster_proto::v1::CompleteTaskRequest {
+        protocol: muster_proto::WORKER_PROTOCOL,
         task_id: discover.task_id.clone(),
         lease_id: lease.lease_id,
         capacity: 4,
@@ -598,4 +604,77 @@ async fn a_failure_asked_again_is_answered_as_the_first_time_and_counted_once() 
             "each failure counted once: no '{line}' in\n{metrics}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_older_than_the_protocol_is_leased_nothing_and_its_task_waits_for_another() {
+    // A muster 0.1 worker sends no protocol (0). It knows nothing of command
+    // sequences or of leases that may only cancel, so it would run a task
+    // of this controller wrongly. It is refused, and the task stays for a
+    // worker that speaks the protocol.
+    let (stack, _id) = three_instances_submitted().await;
+    let discover = next_task_ref(&stack).await;
+    let refused = worker_client(&stack, "old")
+        .lease_task(LeaseTaskRequest {
+            protocol: 0,
+            ..lease_request(discover.clone(), "old")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(
+        refused.message(),
+        "protocol: worker 'old' speaks worker protocol 0, older than this controller's 1: upgrade the worker; \
+         it is leased nothing, and the task's message goes back to the queue for a worker that speaks it"
+    );
+    let metrics = muster_controller::metrics::render(&stack.controller.controller).await;
+    assert!(
+        metrics.contains(r#"muster_controller_worker_calls_refused_total{method="LeaseTask",rule="protocol"} 1"#),
+        "{metrics}"
+    );
+
+    // Nothing was granted: a current worker leases the task at once.
+    let mut new = worker_client(&stack, "new");
+    let granted = new
+        .lease_task(lease_request(discover.clone(), "new"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(granted.outcome, LeaseOutcome::Granted as i32, "{granted:?}");
+    let lease = granted.lease.unwrap();
+
+    // A discovery completed by an older worker (one leased before its
+    // controller was upgraded) hands it no batch: the batch is queued for
+    // any worker that speaks the protocol.
+    new.report_targets(ReportTargetsRequest {
+        task_id: discover.task_id.clone(),
+        lease_id: lease.lease_id,
+        instances: discovered(&stack),
+    })
+    .await
+    .unwrap();
+    let answer = new
+        .complete_task(muster_proto::v1::CompleteTaskRequest {
+            task_id: discover.task_id.clone(),
+            lease_id: lease.lease_id,
+            capacity: 4,
+            protocol: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.next.is_empty(), "no batch handed to an older worker: {answer:?}");
+    let execute = next_task_ref(&stack).await;
+    assert_ne!(execute.task_id, discover.task_id, "the scope's batch, on the queue");
+    let batch = new
+        .lease_task(lease_request(execute, "new"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.outcome, LeaseOutcome::Granted as i32, "{batch:?}");
+    assert_eq!(
+        batch.lease.unwrap().task.unwrap().kind,
+        TaskKind::Execute as i32,
+        "the batch goes to a current worker"
+    );
 }

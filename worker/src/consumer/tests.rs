@@ -342,6 +342,33 @@ async fn a_lease_request_left_unanswered_is_asked_again_until_a_lease_could_have
 }
 
 #[tokio::test]
+async fn a_lease_refused_outright_is_asked_once_and_its_message_left_to_come_back() {
+    // A controller whose worker protocol is newer than this worker's refuses
+    // it (FAILED_PRECONDITION): asking again would change nothing, and the
+    // message must stay on the queue for a worker that speaks it.
+    let consumer = consume(
+        vec![message(1, muster_proto::encode_task_ref(&task_ref(1)))],
+        vec![Err(ControllerError::LeaseLost(
+            "protocol: worker 'w1' speaks worker protocol 1, older than this controller's 2".into(),
+        ))],
+        false,
+    );
+    consumer
+        .until("the message handled", |c| c.ctx.stats.handled("refused") == 1)
+        .await;
+    assert_eq!(consumer.ctx.stats.handled("unanswered"), 0);
+    let (controller, queue) = consumer.stop().await;
+    assert!(queue.deleted.lock().unwrap().is_empty(), "the message comes back");
+    let asks = controller.made::<LeaseTaskRequest>();
+    assert_eq!(asks.len(), 1, "asked once");
+    assert_eq!(
+        asks[0].protocol,
+        muster_proto::WORKER_PROTOCOL,
+        "the worker says its protocol"
+    );
+}
+
+#[tokio::test]
 async fn a_lease_whose_answers_were_lost_a_while_is_run_when_an_answer_comes() {
     // Four answers lost (a controller that died after granting, and came
     // back): the fifth ask, the same request, gets the lease, and the
