@@ -67,11 +67,25 @@ fn margin(ttl: Duration) -> Duration {
 }
 
 /// Claims or renews leadership until `shutdown`, then resigns so another
-/// controller takes over at once.
+/// controller takes over at once. A controller that finds the schema
+/// migrated past what it knows (a newer controller started: a rolling
+/// deploy) stops the whole process, `shutdown` and all: it would serve
+/// campaigns and leases it cannot read, and the deploy is replacing it
+/// anyway. Its clients reconnect to the newer controllers.
 pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
     let ttl = ctl.settings.leader_ttl;
     loop {
-        claim(&ctl, ttl).await;
+        if let Some((applied, known)) = claim(&ctl, ttl).await {
+            tracing::warn!(
+                controller = %ctl.leader.id,
+                applied,
+                known,
+                "a newer controller migrated the schema past what this one knows: this controller stops, so that \
+                 nothing is served by a controller that cannot read all of it"
+            );
+            shutdown.cancel();
+            break;
+        }
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(ttl / 3) => {}
@@ -87,8 +101,9 @@ pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
     }
 }
 
-/// One claim: takes, keeps or loses the term.
-pub async fn claim(ctl: &Controller, ttl: Duration) {
+/// One claim: takes, keeps or loses the term. Says (applied, known) when
+/// the schema is newer than this controller: it leads no more.
+pub async fn claim(ctl: &Controller, ttl: Duration) -> Option<(i64, i64)> {
     let asked = Instant::now();
     let holder = ctl.leader.id.clone();
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
@@ -116,21 +131,10 @@ pub async fn claim(ctl: &Controller, ttl: Duration) {
         }
         Ok(Claim::Superseded { applied, known }) => {
             ctl.metrics.set_leader(false, 0);
-            let was = ctl.leader.set(None);
-            if was.is_some() {
-                tracing::warn!(
-                    controller = %ctl.leader.id,
-                    applied,
-                    known,
-                    "a newer controller migrated the schema past what this one knows: leaving the lead to it"
-                );
-            } else {
-                tracing::debug!(
-                    applied,
-                    known,
-                    "the schema is newer than this controller knows: not leading"
-                );
+            if ctl.leader.set(None).is_some() {
+                tracing::warn!(controller = %ctl.leader.id, "leaving the lead to a controller that knows the schema");
             }
+            return Some((applied, known));
         }
         Err(error) => {
             // Unknown: keep acting until the term we know of nears its
@@ -138,6 +142,7 @@ pub async fn claim(ctl: &Controller, ttl: Duration) {
             tracing::warn!(%error, "cannot renew leadership; retrying");
         }
     }
+    None
 }
 
 /// A new term: leases found get a whole TTL from now (the workers that hold

@@ -285,6 +285,12 @@ pub struct Running {
 }
 
 impl Running {
+    /// Whether it stops or stopped: [`Self::stop`], a signal, or a newer
+    /// controller's schema found under it.
+    pub fn stopping(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
     /// Stops serving and reconciling, in order.
     pub async fn stop(self) {
         self.shutdown.cancel();

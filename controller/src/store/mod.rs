@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 pub use postgres::Target as PostgresTarget;
+pub use schema::{newest_applied, newest_known};
 pub use sql::{Engine, Sql};
 
 /// A store operation failed.

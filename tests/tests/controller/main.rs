@@ -19,6 +19,7 @@ use tonic::Code;
 mod campaigns;
 mod notify;
 mod stopping;
+mod upgrades;
 mod watch;
 mod worker_api;
 
