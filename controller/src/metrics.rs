@@ -58,6 +58,13 @@ struct TableLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    schema: String,
+    worker_protocol: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusalLabels {
     method: String,
     rule: String,
@@ -371,6 +378,19 @@ pub async fn render(ctl: &Controller) -> String {
         ConstGauge::new(i64::from(snapshot.is_some())),
     );
     let snapshot = snapshot.unwrap_or_default();
+    let build = Family::<BuildLabels, Gauge>::default();
+    build
+        .get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+            schema: crate::store::newest_known().to_string(),
+            worker_protocol: muster_proto::WORKER_PROTOCOL.to_string(),
+        })
+        .set(1);
+    registry.register(
+        "build_info",
+        "1, labelled with this controller's version, the newest schema migration it knows and the worker protocol it leases to (a rolling deploy's progress: count by version)",
+        build,
+    );
 
     register_store_state(&mut registry, ctl, &snapshot);
     register_counters(&mut registry, m);

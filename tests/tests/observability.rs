@@ -292,6 +292,21 @@ async fn metrics_agree_with_the_campaign_and_the_sim_and_nothing_connects_to_a_c
         sends.len() as f64,
         "one result recorded per instance that ran"
     );
+    let protocol = muster_proto::WORKER_PROTOCOL.to_string();
+    let schema = muster_controller::store::newest_known().to_string();
+    assert_eq!(
+        sum(
+            &controller,
+            "muster_controller_build_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("schema", &schema),
+                ("worker_protocol", &protocol),
+            ]
+        ),
+        1.0,
+        "{text}"
+    );
     assert_eq!(sum(&controller, "muster_controller_backlog_tasks", &[]), 0.0);
     assert_eq!(sum(&controller, "muster_controller_tasks", &[("state", "leased")]), 0.0);
     assert!(sum(&controller, "muster_controller_tasks", &[("state", "completed")]) >= 6.0);
@@ -317,6 +332,15 @@ async fn metrics_agree_with_the_campaign_and_the_sim_and_nothing_connects_to_a_c
         "AssumeRole goes through the credential cache, counted on its own"
     );
     assert!(sum(&worker, "muster_worker_credential_refreshes_total", &[]) >= 1.0);
+    assert_eq!(
+        sum(
+            &worker,
+            "muster_worker_build_info",
+            &[("version", env!("CARGO_PKG_VERSION")), ("worker_protocol", &protocol)]
+        ),
+        1.0,
+        "{text}"
+    );
     assert_eq!(sum(&worker, "muster_worker_batches_in_flight", &[]), 0.0);
     assert!(sum(&worker, "muster_worker_sqs_receive_seconds_count", &[]) >= 1.0);
 

@@ -28,6 +28,12 @@ struct ApiLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    worker_protocol: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
@@ -191,6 +197,18 @@ impl Stats {
     /// The metrics in the OpenMetrics text format.
     pub fn render(&self, extra: Extra) -> String {
         let mut registry = Registry::with_prefix("muster_worker");
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                worker_protocol: muster_proto::WORKER_PROTOCOL.to_string(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "1, labelled with this worker's version and the worker protocol it speaks (a rolling deploy's progress: count by version)",
+            build,
+        );
         registry.register(
             "aws_calls",
             "AWS calls in target accounts by service, API and outcome (ok, throttled, transient, expired, error)",
