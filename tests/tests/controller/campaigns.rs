@@ -5,14 +5,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_campaigns_are_refused_naming_the_field_and_nothing_is_stored() {
-    let stack = Stack::start(
-        fleets::MIXED,
-        Options {
-            workers: 0,
-            ..Default::default()
-        },
-    )
-    .await;
+    let stack = without_workers(fleets::MIXED).await;
     let mut client = stack.client.clone();
     let base = mixed_spec(&stack);
     type Breaker = Box<dyn Fn(&mut CampaignSpec)>;
@@ -391,14 +384,7 @@ async fn stages_named_by_ou_and_by_tag_take_the_targets_of_that_ou_and_those_tag
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_client_token_is_answered_before_any_other_work() {
-    let stack = Stack::start(
-        fleets::MIXED,
-        Options {
-            workers: 0,
-            ..Default::default()
-        },
-    )
-    .await;
+    let stack = without_workers(fleets::MIXED).await;
     let mut client = stack.client.clone();
     let mut spec = mixed_spec(&stack);
     {

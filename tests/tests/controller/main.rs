@@ -26,6 +26,19 @@ mod worker_api;
 const EAST: &str = "us-east-1";
 const WEST: &str = "eu-west-1";
 
+/// A stack over `fleet` with no worker: the test plays the workers, or
+/// needs none.
+async fn without_workers(fleet: &str) -> Stack {
+    Stack::start(
+        fleet,
+        Options {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 fn mixed_spec(stack: &Stack) -> CampaignSpec {
     let accounts: Vec<String> = ["prod-a", "prod-b", "dev-a"].iter().map(|a| stack.account(a)).collect();
     let mut spec = script_spec(&accounts, &[EAST, WEST], &["echo patched"], &["Write-Output patched"]);

@@ -4,14 +4,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_stops_once_a_newer_one_migrated_the_schema_under_it() {
-    let stack = Stack::start(
-        &fleets::uniform(3, 0, 0.1),
-        Options {
-            workers: 0,
-            ..Default::default()
-        },
-    )
-    .await;
+    let stack = without_workers(&fleets::uniform(3, 0, 0.1)).await;
     let ctl = stack.controller.controller.clone();
     assert!(ctl.leader.is_leader(), "the lone controller leads");
     let mut client = stack.client.clone();

@@ -29,14 +29,7 @@ async fn next_task_ref(stack: &Stack) -> TaskRef {
 /// Three instances in one scope, a campaign over them, and no worker: the
 /// test plays the workers.
 async fn three_instances_submitted() -> (Stack, String) {
-    let stack = Stack::start(
-        &fleets::uniform(3, 0, 0.1),
-        Options {
-            workers: 0,
-            ..Default::default()
-        },
-    )
-    .await;
+    let stack = without_workers(&fleets::uniform(3, 0, 0.1)).await;
     let mut client = stack.client.clone();
     let id = submit(
         &mut client,
