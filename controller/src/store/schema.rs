@@ -39,14 +39,18 @@ fn report(engine: &str, report: &refinery::Report) {
 }
 
 /// The newest migration this build knows (both engines keep the same
-/// numbers).
+/// numbers). Read once: every leadership claim and metrics scrape asks, and
+/// making refinery's runner parses and checksums every migration.
 pub fn newest_known() -> i64 {
-    sqlite_migrations::migrations::runner()
-        .get_migrations()
-        .iter()
-        .map(|m| i64::from(m.version()))
-        .max()
-        .unwrap_or(0)
+    static NEWEST: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| {
+        sqlite_migrations::migrations::runner()
+            .get_migrations()
+            .iter()
+            .map(|m| i64::from(m.version()))
+            .max()
+            .unwrap_or(0)
+    });
+    *NEWEST
 }
 
 /// The newest migration applied to the database: past [`newest_known`]
