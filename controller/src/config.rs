@@ -296,6 +296,20 @@ pub struct TableFlags {
 }
 
 impl Args {
+    /// For `copy-store`: the SQLite store to copy (--data-dir, or its
+    /// default) and the PostgreSQL database to copy it into
+    /// (--database-url, which it requires).
+    pub fn copy_store_ends(&self) -> Result<(PathBuf, crate::store::PostgresTarget), ConfigError> {
+        let o = &self.options;
+        match store_config(None, o.database_url.clone(), o.database_ca.as_deref(), o.insecure)? {
+            StoreConfig::Postgres(target) => Ok((o.data_dir.clone().unwrap_or_else(default_data_dir), *target)),
+            StoreConfig::Sqlite(_) => Err(ConfigError::invalid(
+                "database_url",
+                "required by copy-store: the PostgreSQL database to copy the SQLite store of --data-dir into",
+            )),
+        }
+    }
+
     /// The options laid over the config file (file < env < flags); the
     /// file is read once, so calling this again changes nothing.
     pub fn layered(mut self) -> Result<Self, ConfigError> {
@@ -320,6 +334,12 @@ pub enum Tool {
     /// Print the SHA-256 of a token read from standard input, for
     /// --api-token or [auth] in the config file.
     HashToken,
+    /// Copy the SQLite store in --data-dir into the PostgreSQL database of
+    /// --database-url, to go from one controller to several without losing
+    /// campaigns, schedules, audit or events. Stop the controller first.
+    /// The database must hold nothing yet; it gets the whole copy or, on
+    /// any error, nothing.
+    CopyStore,
 }
 
 /// The [auth] table of the config file.
@@ -372,6 +392,11 @@ impl StoreConfig {
     }
 }
 
+/// The SQLite store's directory when none is given.
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("muster-data")
+}
+
 /// How long a controller waits at start for a database it cannot reach.
 pub const STORE_START_WAIT: Duration = Duration::from_secs(60);
 
@@ -391,9 +416,7 @@ fn store_config(
                 "given without database_url; the SQLite store has no server to verify",
             ));
         }
-        return Ok(StoreConfig::Sqlite(
-            data_dir.unwrap_or_else(|| PathBuf::from("muster-data")),
-        ));
+        return Ok(StoreConfig::Sqlite(data_dir.unwrap_or_else(default_data_dir)));
     };
     let ca =
         match database_ca {
@@ -968,5 +991,39 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, ConfigError::File { .. }), "{err}");
         assert!(err.to_string().contains("leas_ttl"), "{err}");
+    }
+
+    #[test]
+    fn copy_store_copies_the_data_dir_into_the_database_url_and_needs_one() {
+        let parsed = Args::try_parse_from(["muster-controller", "--data-dir", "/srv/muster", "copy-store"]).unwrap();
+        assert!(matches!(parsed.tool, Some(Tool::CopyStore)));
+        let err = parsed.copy_store_ends().unwrap_err();
+        assert!(
+            err.to_string().starts_with("database_url: required by copy-store"),
+            "{err}"
+        );
+
+        let to = |url: &str| {
+            Args::try_parse_from([
+                "muster-controller",
+                "--data-dir",
+                "/srv/muster",
+                "--database-url",
+                url,
+                "copy-store",
+            ])
+            .unwrap()
+            .copy_store_ends()
+        };
+        let (dir, target) = to("postgres://muster@127.0.0.1:5432/muster").unwrap();
+        assert_eq!(dir, PathBuf::from("/srv/muster"));
+        assert!(target.on_loopback());
+        // The same rule as the controller's: no plaintext to a database
+        // elsewhere.
+        let err = to("postgres://muster@db.example.com:5432/muster").unwrap_err();
+        assert!(
+            err.to_string().starts_with("database_url:") && err.to_string().contains("sslmode=require"),
+            "{err}"
+        );
     }
 }

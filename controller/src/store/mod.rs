@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod campaigns;
 pub mod command_endings;
+pub mod copy;
 pub mod ingest;
 pub mod leadership;
 pub mod leases;

@@ -73,6 +73,19 @@ pub enum Datum {
     Blob(Vec<u8>),
 }
 
+impl Datum {
+    /// The value, to bind it again (a row copied from one store to another).
+    pub fn as_value(&self) -> Value<'_> {
+        match self {
+            Self::Null => Value::Null,
+            Self::Int(v) => Value::Int(*v),
+            Self::Real(v) => Value::Real(*v),
+            Self::Text(v) => Value::Text(v),
+            Self::Blob(v) => Value::Blob(v),
+        }
+    }
+}
+
 /// Something that can be bound as a parameter.
 pub trait ToValue {
     /// The parameter.

@@ -25,7 +25,7 @@ impl rusqlite::ToSql for Value<'_> {
     }
 }
 
-fn datum(value: ValueRef<'_>) -> StoreResult<Datum> {
+pub(super) fn datum(value: ValueRef<'_>) -> StoreResult<Datum> {
     Ok(match value {
         ValueRef::Null => Datum::Null,
         ValueRef::Integer(v) => Datum::Int(v),
