@@ -126,6 +126,9 @@ pub struct SystemOptions {
     /// and reach it through a proxy the test can cut
     /// ([`System::database_outage`]).
     pub database_proxy: bool,
+    /// The controller starts on SQLite whatever `MUSTER_TEST_STORE` says,
+    /// to move it later with [`System::copy_store_to_postgres`].
+    pub sqlite: bool,
 }
 
 impl Default for SystemOptions {
@@ -143,6 +146,7 @@ impl Default for SystemOptions {
             command_events: true,
             shutdown_grace: 5,
             database_proxy: false,
+            sqlite: false,
         }
     }
 }
@@ -281,6 +285,8 @@ impl System {
                 // Several controllers share a store only on PostgreSQL, and
                 // only there is the database apart from the controller.
                 Some(muster_controller::store::testkit::TestDatabase::create())
+            } else if options.sqlite {
+                None
             } else {
                 crate::test_database()
             },
@@ -532,6 +538,28 @@ impl System {
         self.database_proxy
             .clone()
             .expect("SystemOptions::database_proxy is set")
+    }
+
+    /// Copies the stopped controller's SQLite store into a new PostgreSQL
+    /// database with `muster-controller copy-store`, as an operator moving
+    /// to several controllers does; on success the controller starts on
+    /// that database from then on. The tool's output, whatever its exit.
+    pub fn copy_store_to_postgres(&mut self) -> std::process::Output {
+        assert!(self.controller.is_none(), "the controller is stopped first");
+        assert!(self.database.is_none(), "the controller was on SQLite");
+        let database = muster_controller::store::testkit::TestDatabase::create();
+        let output = self
+            .command("muster-controller", "hub", "copy-store")
+            .args(["--data-dir", &self.dir.path().join("data-0").display().to_string()])
+            .args(["--database-url", database.url(), "copy-store"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("muster-controller copy-store runs");
+        if output.status.success() {
+            self.database = Some(database);
+        }
+        output
     }
 
     /// SIGKILLs the controller.

@@ -128,7 +128,12 @@ fn watch_on_follower(system: &System, id: &str) -> tokio::task::JoinHandle<Told>
 }
 
 fn spec(system: &System) -> muster_proto::v1::CampaignSpec {
-    let mut spec = script_spec(&[system.account("only")], &[EAST], &["sleep 2"], &[]);
+    spec_in(system, "only")
+}
+
+/// `sleep 2` on every instance of `account`, 40 at a time in batches of 10.
+fn spec_in(system: &System, account: &str) -> muster_proto::v1::CampaignSpec {
+    let mut spec = script_spec(&[system.account(account)], &[EAST], &["sleep 2"], &[]);
     spec.rate = Some(RateControl {
         max_concurrency: "40".into(),
         batch_size: 10,
@@ -140,6 +145,12 @@ fn spec(system: &System) -> muster_proto::v1::CampaignSpec {
 
 /// The campaign succeeds, every instance run once.
 async fn succeeds_with_every_instance_run_once(system: &mut System, id: &str) {
+    succeeds_on_all_run_once(system, id, INSTANCES, INSTANCES as usize).await;
+}
+
+/// The campaign succeeds on all its `instances`, each run once, and
+/// `sent_in_all` instances of the fleet were sent a command.
+async fn succeeds_on_all_run_once(system: &mut System, id: &str, instances: u32, sent_in_all: usize) {
     let mut client = system.client.clone();
     let campaign = campaign_when(&mut client, id, Duration::from_secs(240), ended).await;
     assert_eq!(
@@ -149,9 +160,9 @@ async fn succeeds_with_every_instance_run_once(system: &mut System, id: &str) {
         campaign.state_reason,
         system.logs()
     );
-    assert_eq!(campaign.counters.unwrap().success, u64::from(INSTANCES));
+    assert_eq!(campaign.counters.unwrap().success, u64::from(instances));
     assert_ran_once(system, id, &campaign).await;
-    assert_eq!(system.sends_per_instance().len(), INSTANCES as usize);
+    assert_eq!(system.sends_per_instance().len(), sent_in_all);
 }
 
 async fn ends_with_every_instance_run_once(
@@ -332,4 +343,98 @@ async fn the_database_goes_away_mid_campaign_and_nothing_is_lost() {
     );
 
     succeeds_with_every_instance_run_once(&mut system, &id).await;
+}
+
+/// An installation outgrows one controller. Its hub is stopped in the
+/// middle of a campaign, `muster-controller copy-store` moves its SQLite
+/// store into PostgreSQL, and a controller on the database finishes the
+/// campaign with every instance run once (no batch sent before the move
+/// goes out again, not even those of a worker that died with the hub); the
+/// campaign that had ended and a schedule
+/// read as they did. (Whatever `MUSTER_TEST_STORE` says: `.ci` runs it in
+/// the SQLite pass only.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_moves_from_its_sqlite_store_to_postgres_mid_campaign() {
+    use muster_proto::v1::{GetScheduleRequest, PutScheduleRequest, ScheduleSpec};
+    const MOVED: u32 = 200;
+    let mut system = System::start(
+        &fleets::shaped(&[20, MOVED], &[EAST], 2.0),
+        SystemOptions {
+            workers: 2,
+            sqlite: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = system.client.clone();
+    let finished = submit(
+        &mut client,
+        script_spec(&[system.account("a000")], &[EAST], &["echo done"], &[]),
+    )
+    .await;
+    let finished_before = campaign_when(&mut client, &finished, Duration::from_secs(120), ended).await;
+    let finished_targets = muster_tests::client::targets(&mut client, &finished, true).await;
+    let a_year_on = prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() + 365 * 86_400,
+        nanos: 0,
+    };
+    let schedule = system
+        .schedules()
+        .put_schedule(PutScheduleRequest {
+            spec: Some(ScheduleSpec {
+                name: "yearly".into(),
+                campaign: Some(script_spec(&[system.account("a000")], &[EAST], &["echo yearly"], &[])),
+                at: Some(a_year_on),
+                ..Default::default()
+            }),
+            expected_version: 0,
+        })
+        .await
+        .expect("PutSchedule")
+        .into_inner()
+        .schedule;
+
+    let id = submit(&mut client, spec_in(&system, "a001")).await;
+    campaign_when(&mut client, &id, Duration::from_secs(120), |c| {
+        c.counters.is_some_and(|c| c.success >= 40)
+    })
+    .await;
+
+    // A worker dies with the hub: its batches in flight go to the other
+    // worker after the move, which must find them sent, not send them again.
+    system.kill_worker(0);
+    system.stop_controller();
+    let output = system.copy_store_to_postgres();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "copy-store failed:\n{stdout}\n{stderr}");
+    println!("{stdout}");
+    assert!(stdout.contains("every table's count matched"), "{stdout}");
+    assert!(stdout.contains("targets"), "each table is told: {stdout}");
+    system.start_controller().await;
+
+    // Every instance of both campaigns was sent its command, once.
+    succeeds_on_all_run_once(&mut system, &id, MOVED, 20 + MOVED as usize).await;
+
+    let finished_after = campaign_when(&mut client, &finished, Duration::from_secs(10), ended).await;
+    assert_eq!(finished_after.counters, finished_before.counters);
+    assert_eq!(finished_after.state, finished_before.state);
+    assert_eq!(
+        muster_tests::client::targets(&mut client, &finished, true).await,
+        finished_targets,
+        "the ended campaign's results read as they did"
+    );
+    let schedule_after = system
+        .schedules()
+        .get_schedule(GetScheduleRequest {
+            name: "yearly".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("GetSchedule after the move")
+        .into_inner()
+        .schedule;
+    assert_eq!(schedule_after, schedule, "the schedule reads as it did");
 }
