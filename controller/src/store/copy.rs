@@ -165,7 +165,8 @@ pub fn sqlite_into_postgres(
 }
 
 /// In the database's transaction: refuses a database in use, copies every
-/// table parents first, moves the identities on, and compares the counts.
+/// table parents first, moves the identities on, compares the counts and
+/// gathers the planner's statistics.
 fn copy_tables(
     source: &rusqlite::Connection,
     dest: &dyn Sql,
@@ -200,6 +201,9 @@ fn copy_tables(
     // The SQLite controller's term is over: a controller on the copy leads
     // at its first claim, with the next epoch.
     dest.execute_batch("UPDATE leadership SET expires_ms = 0")?;
+    // The planner's statistics, as they would be after autovacuum caught up:
+    // the first controllers' queries need not meet empty-table estimates.
+    dest.execute_batch("ANALYZE")?;
     Ok(copied)
 }
 
@@ -649,6 +653,19 @@ mod tests {
             .unwrap()
             .expect("leads at its first claim");
         assert_eq!(fence.epoch, 5);
+
+        // The planner knows the tables' sizes (ANALYZE ran with the copy).
+        let estimated: i64 = dest
+            .query_row(
+                "SELECT CAST(reltuples AS BIGINT) FROM pg_class WHERE relname = 'targets'",
+                (),
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            estimated, 2,
+            "the planner counts the copied targets (-1: never analyzed)"
+        );
 
         // And the campaign reads as it did.
         let campaign = crate::store::campaigns::get(dest, "c1").unwrap().expect("campaign c1");
