@@ -162,59 +162,47 @@ async fn accounts_under(orgs: &aws_sdk_organizations::Client, root_or_ou: &str) 
     let mut accounts = Vec::new();
     let mut parents = VecDeque::from([root_or_ou.to_owned()]);
     while let Some(parent) = parents.pop_front() {
-        let mut token: Option<String> = None;
-        loop {
-            let page = orgs
-                .list_accounts_for_parent()
-                .parent_id(&parent)
-                .set_next_token(token.clone())
-                .send()
-                .await
-                .map_err(|e| {
-                    if e.as_service_error().is_some_and(|s| s.is_parent_not_found_exception()) {
-                        OuError::NotFound
-                    } else {
-                        OuError::Aws(describe(&e))
-                    }
-                })?;
+        let mut pages = orgs
+            .list_accounts_for_parent()
+            .parent_id(&parent)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
             accounts.extend(
-                page.accounts()
+                page.map_err(|e| ou_error(&e))?
+                    .accounts()
                     .iter()
                     .filter(|a| a.status().is_none_or(|s| s.as_str() == "ACTIVE"))
                     .filter_map(|a| a.id().map(str::to_owned)),
             );
-            token = page.next_token().map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
         }
-        let mut token: Option<String> = None;
-        loop {
-            let page = orgs
-                .list_organizational_units_for_parent()
-                .parent_id(&parent)
-                .set_next_token(token.clone())
-                .send()
-                .await
-                .map_err(|e| {
-                    if e.as_service_error().is_some_and(|s| s.is_parent_not_found_exception()) {
-                        OuError::NotFound
-                    } else {
-                        OuError::Aws(describe(&e))
-                    }
-                })?;
+        let mut pages = orgs
+            .list_organizational_units_for_parent()
+            .parent_id(&parent)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
             parents.extend(
-                page.organizational_units()
+                page.map_err(|e| ou_error(&e))?
+                    .organizational_units()
                     .iter()
                     .filter_map(|ou| ou.id().map(str::to_owned)),
             );
-            token = page.next_token().map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
         }
     }
     Ok(accounts)
+}
+
+/// What an Organizations listing of a parent's children failed with: the
+/// parent is not there, or AWS said something else.
+fn ou_error<E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata, R>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> OuError {
+    if e.as_service_error().and_then(|s| s.code()) == Some("ParentNotFoundException") {
+        OuError::NotFound
+    } else {
+        OuError::Aws(describe(e))
+    }
 }
 
 async fn enabled_regions(ec2: &aws_sdk_ec2::Client) -> Result<Vec<String>, ExpandError> {
