@@ -113,8 +113,9 @@ fn copy_store(args: &Args) -> anyhow::Result<()> {
     let copied = std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                muster_controller::store::copy::sqlite_into_postgres(&data_dir, &target, |table, rows| {
-                    println!("  {table:<24} {rows:>10} rows");
+                muster_controller::store::copy::sqlite_into_postgres(&data_dir, &target, |p| {
+                    let so_far = if p.done { "" } else { " so far" };
+                    println!("  {:<24} {:>10} rows{so_far}", p.table, p.rows);
                 })
             })
             .join()

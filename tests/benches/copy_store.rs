@@ -48,8 +48,9 @@ async fn main() {
     let path = dir.path().to_owned();
     let started = Instant::now();
     let copied = tokio::task::spawn_blocking(move || {
-        muster_controller::store::copy::sqlite_into_postgres(&path, &target, |table, rows| {
-            println!("  {table:<24} {rows:>10} rows");
+        muster_controller::store::copy::sqlite_into_postgres(&path, &target, |p| {
+            let so_far = if p.done { "" } else { " so far" };
+            println!("  {:<24} {:>10} rows{so_far}", p.table, p.rows);
         })
     })
     .await

@@ -30,6 +30,9 @@ use super::postgres::{PgConn, Target, WRITE_LOCK};
 use super::sql::{Datum, Sql, Value};
 use super::{StoreError, leadership, schema, sqlite};
 
+/// A long table is told this often, in rows, as well as when it is done.
+const PROGRESS_EVERY: u64 = 100_000;
+
 /// Rows per INSERT: PostgreSQL binds at most 65,535 parameters.
 const ROWS_PER_INSERT: usize = 500;
 const PARAMS_PER_INSERT: usize = 30_000;
@@ -78,6 +81,17 @@ fn refused(field: &'static str, message: impl Into<String>) -> CopyError {
     }
 }
 
+/// How far the copy is: a table's rows so far, and whether it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress<'a> {
+    /// The table being copied.
+    pub table: &'a str,
+    /// Its rows copied so far.
+    pub rows: u64,
+    /// Whether they are all of them (and counted in the database).
+    pub done: bool,
+}
+
 /// What was copied: each table and its rows, in the order copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Copied {
@@ -109,14 +123,14 @@ struct Table {
 }
 
 /// Copies the SQLite store in `data_dir` into the PostgreSQL database at
-/// `target`, which must hold nothing yet, telling `progress` each table as
-/// it is done. The source is left as it was (but for migrating it to this
+/// `target`, which must hold nothing yet, telling `progress` how far it is
+/// (every [`PROGRESS_EVERY`] rows of a table, and when the table is done). The source is left as it was (but for migrating it to this
 /// build's schema); the database holds the whole copy or, on any error,
 /// nothing.
 pub fn sqlite_into_postgres(
     data_dir: &Path,
     target: &Target,
-    mut progress: impl FnMut(&str, u64),
+    mut progress: impl FnMut(Progress<'_>),
 ) -> Result<Copied, CopyError> {
     let file = data_dir.join("muster.db");
     if !file.is_file() {
@@ -171,7 +185,7 @@ fn copy_tables(
     source: &rusqlite::Connection,
     dest: &dyn Sql,
     tables: &[Table],
-    progress: &mut impl FnMut(&str, u64),
+    progress: &mut impl FnMut(Progress<'_>),
 ) -> Result<Vec<(String, u64)>, CopyError> {
     refuse_in_use(source, dest, tables)?;
     // What a migration seeds (the lease counter at 0) gives way to the
@@ -183,7 +197,7 @@ fn copy_tables(
             table: table.name.clone(),
             source,
         };
-        let rows = copy_table(source, dest, table).map_err(at)?;
+        let rows = copy_table(source, dest, table, progress).map_err(at)?;
         continue_identities(source, dest, table).map_err(at)?;
         let landed: i64 = dest
             .query_row(&format!("SELECT COUNT(*) FROM {}", quoted(&table.name)), (), |r| {
@@ -195,7 +209,11 @@ fn copy_tables(
                 "{rows} rows read from SQLite but {landed} in the database; nothing was committed"
             ))));
         }
-        progress(&table.name, rows);
+        progress(Progress {
+            table: &table.name,
+            rows,
+            done: true,
+        });
         copied.push((table.name.clone(), rows));
     }
     // The SQLite controller's term is over: a controller on the copy leads
@@ -266,7 +284,12 @@ fn refuse_in_use(source: &rusqlite::Connection, dest: &dyn Sql, tables: &[Table]
 }
 
 /// Reads the source's table in key order and inserts it in batches.
-fn copy_table(source: &rusqlite::Connection, dest: &dyn Sql, table: &Table) -> Result<u64, StoreError> {
+fn copy_table(
+    source: &rusqlite::Connection,
+    dest: &dyn Sql,
+    table: &Table,
+    progress: &mut impl FnMut(Progress<'_>),
+) -> Result<u64, StoreError> {
     let columns = table.columns.iter().map(|c| quoted(c)).collect::<Vec<_>>().join(", ");
     let key = table.key.iter().map(|c| quoted(c)).collect::<Vec<_>>().join(", ");
     let mut select = source.prepare(&format!("SELECT {columns} FROM {} ORDER BY {key}", quoted(&table.name)))?;
@@ -280,8 +303,16 @@ fn copy_table(source: &rusqlite::Connection, dest: &dyn Sql, table: &Table) -> R
             batch.push(sqlite::datum(row.get_ref(i)?)?);
         }
         if batch.len() == per_insert * width {
+            let before = copied;
             copied += insert(dest, table, &columns, &batch)?;
             batch.clear();
+            if copied / PROGRESS_EVERY > before / PROGRESS_EVERY {
+                progress(Progress {
+                    table: &table.name,
+                    rows: copied,
+                    done: false,
+                });
+            }
         }
     }
     if !batch.is_empty() {
@@ -541,7 +572,7 @@ mod tests {
     }
 
     fn copy(dir: &Path, database: &TestDatabase) -> Result<Copied, CopyError> {
-        sqlite_into_postgres(dir, &target(database), |_, _| {})
+        sqlite_into_postgres(dir, &target(database), |_| {})
     }
 
     /// The tables of the SQLite store, read on its own (not as the copy
@@ -581,10 +612,17 @@ mod tests {
         let dir = sqlite_store(EVERY_TABLE);
         let database = TestDatabase::create();
         let mut told = Vec::new();
-        let copied = sqlite_into_postgres(dir.path(), &target(&database), |table, rows| {
-            told.push((table.to_owned(), rows))
+        let copied = sqlite_into_postgres(dir.path(), &target(&database), |p| {
+            told.push((p.table.to_owned(), p.rows, p.done));
         })
         .unwrap();
+        let told: Vec<(String, u64)> = told
+            .into_iter()
+            .map(|(table, rows, done)| {
+                assert!(done, "a table of a few rows is told once, when done");
+                (table, rows)
+            })
+            .collect();
         assert_eq!(copied.tables, told, "each table is told as it is done");
         assert_eq!(copied.schema, schema::newest_known());
 
