@@ -20,8 +20,8 @@
 //! What controllers on the copy do next is what the SQLite controller would
 //! have done at a restart: the copied leadership term has ended, leases
 //! still marked live expire and their tasks go back to the queue under the
-//! same rules, and every dispatch recorded is found again rather than sent
-//! twice.
+//! same rules, and a command already sent is found again (by its record,
+//! or by the worker's lookup of its Comment) rather than sent twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -37,7 +37,8 @@ const PROGRESS_EVERY: u64 = 100_000;
 const ROWS_PER_INSERT: usize = 500;
 const PARAMS_PER_INSERT: usize = 30_000;
 
-/// Why a copy did not happen. Nothing was written to the database.
+/// Why a copy did not happen, so that the database holds nothing of it;
+/// or, for [`CopyError::CommitUnknown`] alone, may not have.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
     /// A store could not be read, reached or written.
