@@ -92,12 +92,7 @@ impl Default for Tunables {
 /// rates. They are not AWS's exact figures (AWS does not publish all of them);
 /// benchmarks set their own.
 fn default_quotas() -> Vec<Quota> {
-    let q = |service: &str, api: &str, rate: f64, burst: f64| Quota {
-        service: service.into(),
-        api: api.into(),
-        rate,
-        burst,
-    };
+    let q = Quota::new;
     vec![
         q("ssm", "SendCommand", 10.0, 20.0),
         q("ssm", "ListCommandInvocations", 20.0, 40.0),
@@ -124,6 +119,19 @@ pub struct Quota {
     pub rate: f64,
     /// Bucket size.
     pub burst: f64,
+}
+
+impl Quota {
+    /// `rate` calls per second of `api` (or `*`) of `service`, in bursts
+    /// of up to `burst`.
+    pub fn new(service: &str, api: &str, rate: f64, burst: f64) -> Self {
+        Self {
+            service: service.into(),
+            api: api.into(),
+            rate,
+            burst,
+        }
+    }
 }
 
 /// Added latency.

@@ -186,12 +186,7 @@ mod tests {
     #[test]
     fn buckets_admit_burst_then_throttle() {
         let limits = RateLimits::default();
-        let quotas = vec![Quota {
-            service: "ssm".into(),
-            api: "SendCommand".into(),
-            rate: 0.001,
-            burst: 3.0,
-        }];
+        let quotas = vec![Quota::new("ssm", "SendCommand", 0.001, 3.0)];
         let admitted = (0..10).filter(|_| limits.admit(&key("SendCommand"), &quotas)).count();
         assert_eq!(admitted, 3);
         // Another API of the same service has no quota here.
@@ -201,12 +196,7 @@ mod tests {
     #[test]
     fn buckets_are_per_account_and_region() {
         let limits = RateLimits::default();
-        let quotas = vec![Quota {
-            service: "ssm".into(),
-            api: "*".into(),
-            rate: 0.001,
-            burst: 1.0,
-        }];
+        let quotas = vec![Quota::new("ssm", "*", 0.001, 1.0)];
         assert!(limits.admit(&key("SendCommand"), &quotas));
         assert!(!limits.admit(&key("SendCommand"), &quotas));
         let mut other = key("SendCommand");

@@ -63,12 +63,7 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn quota(service: &str, api: &str, (rate, burst): (f64, f64)) -> Quota {
-    Quota {
-        service: service.into(),
-        api: api.into(),
-        rate,
-        burst,
-    }
+    Quota::new(service, api, rate, burst)
 }
 
 fn tunables() -> Tunables {

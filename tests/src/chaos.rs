@@ -308,18 +308,8 @@ pub fn plan(seed: u64, mode: Mode) -> Plan {
         // A throttling storm on the APIs that send and poll.
         tunables.throttling = true;
         tunables.quotas = vec![
-            Quota {
-                service: "ssm".into(),
-                api: "SendCommand".into(),
-                rate: 1.0,
-                burst: 1.0,
-            },
-            Quota {
-                service: "ssm".into(),
-                api: "ListCommandInvocations".into(),
-                rate: 2.0,
-                burst: 2.0,
-            },
+            Quota::new("ssm", "SendCommand", 1.0, 1.0),
+            Quota::new("ssm", "ListCommandInvocations", 2.0, 2.0),
         ];
     }
     if rng.random_bool(0.3) {

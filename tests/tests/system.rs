@@ -276,36 +276,11 @@ async fn a_throttling_storm_fails_no_target() {
     let mut tunables = test_tunables();
     tunables.throttling = true;
     tunables.quotas = vec![
-        Quota {
-            service: "ssm".into(),
-            api: "SendCommand".into(),
-            rate: 1.0,
-            burst: 1.0,
-        },
-        Quota {
-            service: "ssm".into(),
-            api: "ListCommandInvocations".into(),
-            rate: 2.0,
-            burst: 2.0,
-        },
-        Quota {
-            service: "ssm".into(),
-            api: "DescribeInstanceInformation".into(),
-            rate: 1.0,
-            burst: 1.0,
-        },
-        Quota {
-            service: "ec2".into(),
-            api: "*".into(),
-            rate: 1.0,
-            burst: 1.0,
-        },
-        Quota {
-            service: "sts".into(),
-            api: "AssumeRole".into(),
-            rate: 2.0,
-            burst: 2.0,
-        },
+        Quota::new("ssm", "SendCommand", 1.0, 1.0),
+        Quota::new("ssm", "ListCommandInvocations", 2.0, 2.0),
+        Quota::new("ssm", "DescribeInstanceInformation", 1.0, 1.0),
+        Quota::new("ec2", "*", 1.0, 1.0),
+        Quota::new("sts", "AssumeRole", 2.0, 2.0),
     ];
     let mut system = System::start(
         &fleets::uniform(60, 0, 1.0),

@@ -238,18 +238,8 @@ async fn throttling_and_5xx_fail_no_target() {
     let mut tunables = test_tunables();
     tunables.throttling = true;
     tunables.quotas = vec![
-        Quota {
-            service: "ssm".into(),
-            api: "SendCommand".into(),
-            rate: 2.0,
-            burst: 2.0,
-        },
-        Quota {
-            service: "ssm".into(),
-            api: "ListCommandInvocations".into(),
-            rate: 5.0,
-            burst: 5.0,
-        },
+        Quota::new("ssm", "SendCommand", 2.0, 2.0),
+        Quota::new("ssm", "ListCommandInvocations", 5.0, 5.0),
     ];
     tunables.faults = vec![
         FaultRule::new("ssm", "SendCommand", FaultKind::Error500).every(4),
@@ -765,12 +755,7 @@ async fn a_send_waiting_out_throttling_is_not_made_once_the_lease_is_lost() {
     // waits in throttling backoff while its lease runs out.
     let mut tunables = test_tunables();
     tunables.throttling = true;
-    tunables.quotas = vec![Quota {
-        service: "ssm".into(),
-        api: "SendCommand".into(),
-        rate: 0.0001,
-        burst: 1.0,
-    }];
+    tunables.quotas = vec![Quota::new("ssm", "SendCommand", 0.0001, 1.0)];
     let w = World::with_sandbox(
         Sandbox::start_with(tunables).await,
         &one_scope(20),

@@ -8,18 +8,8 @@ async fn throttling_beyond_the_quota_then_recovery() {
     w.sb.tune(|t| {
         t.throttling = true;
         t.quotas = vec![
-            Quota {
-                service: "ssm".into(),
-                api: "SendCommand".into(),
-                rate: 1.0,
-                burst: 2.0,
-            },
-            Quota {
-                service: "ec2".into(),
-                api: "*".into(),
-                rate: 0.5,
-                burst: 1.0,
-            },
+            Quota::new("ssm", "SendCommand", 1.0, 2.0),
+            Quota::new("ec2", "*", 0.5, 1.0),
         ];
     });
     let alpha_cfg = w.exec("alpha").await;
