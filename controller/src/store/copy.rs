@@ -404,14 +404,7 @@ fn matched_tables(source: &rusqlite::Connection, dest: &dyn Sql) -> Result<Vec<T
             _ => None,
         })
         .collect();
-    let source_names: BTreeSet<String> = names.iter().cloned().collect();
-    if source_names != dest_names {
-        return Err(schema_mismatch(format!(
-            "tables only in SQLite: {:?}; only in the database: {:?}",
-            source_names.difference(&dest_names).collect::<Vec<_>>(),
-            dest_names.difference(&source_names).collect::<Vec<_>>()
-        )));
-    }
+    same_names("tables", &names.iter().cloned().collect(), &dest_names)?;
     let mut tables = Vec::with_capacity(names.len());
     for name in names {
         let mut columns = Vec::new();
@@ -442,14 +435,11 @@ fn matched_tables(source: &rusqlite::Connection, dest: &dyn Sql) -> Result<Vec<T
                 dest_columns.insert(column.clone());
             }
         }
-        let source_columns: BTreeSet<String> = columns.iter().cloned().collect();
-        if source_columns != dest_columns {
-            return Err(schema_mismatch(format!(
-                "table {name}: columns only in SQLite: {:?}; only in the database: {:?}",
-                source_columns.difference(&dest_columns).collect::<Vec<_>>(),
-                dest_columns.difference(&source_columns).collect::<Vec<_>>()
-            )));
-        }
+        same_names(
+            &format!("table {name}: columns"),
+            &columns.iter().cloned().collect(),
+            &dest_columns,
+        )?;
         if key.is_empty() {
             return Err(schema_mismatch(format!(
                 "table {name} has no primary key to copy it by"
@@ -464,6 +454,18 @@ fn matched_tables(source: &rusqlite::Connection, dest: &dyn Sql) -> Result<Vec<T
         });
     }
     Ok(tables)
+}
+
+/// Refuses the copy unless SQLite and the database name the same `what`.
+fn same_names(what: &str, sqlite: &BTreeSet<String>, database: &BTreeSet<String>) -> Result<(), CopyError> {
+    if sqlite == database {
+        return Ok(());
+    }
+    Err(schema_mismatch(format!(
+        "{what} only in SQLite: {:?}; only in the database: {:?}",
+        sqlite.difference(database).collect::<Vec<_>>(),
+        database.difference(sqlite).collect::<Vec<_>>()
+    )))
 }
 
 fn schema_mismatch(detail: impl std::fmt::Display) -> CopyError {
