@@ -435,6 +435,11 @@ impl System {
         ha.worker.set_in_service(index, in_service);
     }
 
+    /// Controller `index`'s data directory (its SQLite store).
+    fn data_dir(&self, index: usize) -> PathBuf {
+        self.dir.path().join(format!("data-{index}"))
+    }
+
     fn spawn_controller(&mut self, index: usize, env: &[(&str, &str)]) -> Child {
         self.controller_starts += 1;
         let (campaign_port, worker_port, metrics_port) = self.controller_ports(index);
@@ -461,7 +466,7 @@ impl System {
                 "--worker-listen",
                 &format!("127.0.0.1:{worker_port}"),
                 "--data-dir",
-                &self.dir.path().join(format!("data-{index}")).display().to_string(),
+                &self.data_dir(index).display().to_string(),
                 "--queue-url",
                 &self.fleet.queue_url,
                 "--dead-letter-queue-url",
@@ -550,7 +555,7 @@ impl System {
         let database = muster_controller::store::testkit::TestDatabase::create();
         let output = self
             .command("muster-controller", "hub", "copy-store")
-            .args(["--data-dir", &self.dir.path().join("data-0").display().to_string()])
+            .args(["--data-dir", &self.data_dir(0).display().to_string()])
             .args(["--database-url", database.url(), "copy-store"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
