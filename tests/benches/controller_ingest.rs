@@ -13,7 +13,9 @@
 //!
 //! MUSTER_BENCH_TARGETS changes the 100,000; MUSTER_BENCH_WATCH_TARGETS=1
 //! keeps a watcher of every target's result open meanwhile, as a console
-//! on the campaign does.
+//! on the campaign does. MUSTER_BENCH_OUTPUT_BYTES gives each result that
+//! much standard output (default: one line, about 50 bytes); a patch run's
+//! is 1-8 KiB (ListCommandInvocations shows up to 2,500 characters a step).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +71,16 @@ async fn receive(system: &System, count: usize) -> Vec<TaskRef> {
     refs
 }
 
+/// A result's standard output: one line, or `bytes` of lines like a
+/// package manager's.
+fn stdout(instance: &str, bytes: Option<usize>) -> String {
+    let line = format!("patched {instance}: 3 packages updated, no reboot needed\n");
+    match bytes {
+        None => line,
+        Some(n) => line.repeat(n / line.len() + 1).chars().take(n).collect(),
+    }
+}
+
 fn rss(system: &System) -> String {
     system
         .controller_pid()
@@ -87,6 +99,9 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(8);
+    let output_bytes: Option<usize> = std::env::var("MUSTER_BENCH_OUTPUT_BYTES")
+        .ok()
+        .and_then(|s| s.parse().ok());
     let scopes = ACCOUNTS as usize * REGIONS.len();
     let per_scope = targets / scopes;
     let batches = scopes * per_scope.div_ceil(BATCH);
@@ -109,6 +124,12 @@ async fn main() {
         } else {
             "SQLite"
         }
+    );
+    println!(
+        "output per result: {}",
+        output_bytes.map_or("one line (MUSTER_BENCH_OUTPUT_BYTES unset)".to_owned(), |n| format!(
+            "{n} bytes"
+        ))
     );
     println!("controller RSS idle: {}", rss(&system));
     let accounts: Vec<String> = system.fleet.accounts.iter().map(|a| a.id.clone()).collect();
@@ -223,7 +244,7 @@ async fn main() {
                         reason: "exit code 0".into(),
                         steps: vec![StepOutput {
                             name: "aws:runShellScript".into(),
-                            stdout: format!("patched {i}: 3 packages updated, no reboot needed\n"),
+                            stdout: stdout(i, output_bytes),
                             ..Default::default()
                         }],
                         ..Default::default()
@@ -278,6 +299,19 @@ async fn main() {
         println!("  {name:<14} during ingest: p50 {p50:.1} ms, p99 {p99:.1} ms ({n} calls)");
     }
     println!("controller RSS after ingest: {}", rss(&system));
+    if !muster_tests::on_postgres() {
+        // The database file and its write-ahead log together.
+        let bytes: u64 = ["muster.db", "muster.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(system.data_dir(0).join(f)).ok())
+            .map(|m| m.len())
+            .sum();
+        println!(
+            "SQLite store after ingest: {:.0} MB, {:.0} bytes per target",
+            bytes as f64 / 1e6,
+            bytes as f64 / targets as f64
+        );
+    }
     if let Some((heard, watcher)) = target_watcher {
         let deadline = Instant::now() + Duration::from_secs(30);
         while heard.load(Ordering::Relaxed) < accepted && Instant::now() < deadline {

@@ -436,7 +436,7 @@ impl System {
     }
 
     /// Controller `index`'s data directory (its SQLite store).
-    fn data_dir(&self, index: usize) -> PathBuf {
+    pub fn data_dir(&self, index: usize) -> PathBuf {
         self.dir.path().join(format!("data-{index}"))
     }
 
