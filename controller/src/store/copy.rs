@@ -532,10 +532,12 @@ mod tests {
                 1700000000100, 1700000000200);
         INSERT INTO leases (lease_id, task_id, attempt, worker_id, granted_ms, ended_ms, outcome, granted_for)
         VALUES (7, 't1', 1, 'worker-a', 1700000000300, NULL, '', 'worker-a@hub');
+        INSERT INTO outputs (id, steps) VALUES (41, X'0a040a026f6b');
         INSERT INTO targets (campaign_id, account_id, region, instance_id, status, exit_code, task_id, command_id,
-                             steps, tags, stage)
-        VALUES ('c1', '111111111111', 'us-east-1', 'i-1', 3, -1, 't1', 'cmd-1', X'00ff10', '{"env":"prod"}', 1),
-               ('c1', '111111111111', 'us-east-1', 'i-2', 1, NULL, NULL, '', NULL, '', 0);
+                             steps, tags, stage, output_id)
+        VALUES ('c1', '111111111111', 'us-east-1', 'i-1', 3, -1, 't1', 'cmd-1', X'00ff10', '{"env":"prod"}', 1, NULL),
+               ('c1', '111111111111', 'us-east-1', 'i-2', 1, NULL, NULL, '', NULL, '', 0, NULL),
+               ('c1', '111111111111', 'us-east-1', 'i-3', 2, 0, 't1', 'cmd-1', NULL, '', 0, 41);
         INSERT INTO dispatches (task_id, command_id, instance_ids, sent_ms, attempt, adopted, step)
         VALUES ('t1', 'cmd-1', '["i-1"]', 1700000000400, 1, 1, 0);
         INSERT INTO counters (campaign_id, account_id, region, status, count)
@@ -687,6 +689,14 @@ mod tests {
             )
             .unwrap();
         assert_eq!(audit, 2);
+        let output: i64 = dest
+            .query_row(
+                "INSERT INTO outputs (steps) VALUES (?1) RETURNING id",
+                crate::store::sql::params![vec![1u8]],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(output, 42, "outputs go on after the highest copied id");
 
         // The SQLite controller's term ended: a controller on the copy leads
         // at once, with the next epoch.
@@ -704,7 +714,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            estimated, 2,
+            estimated, 3,
             "the planner counts the copied targets (-1: never analyzed)"
         );
 
@@ -760,7 +770,7 @@ mod tests {
         };
         assert_eq!(field, "database_url");
         assert!(message.contains("already holds this store's copy"), "{message}");
-        assert_eq!(count(&postgres(&database), "targets"), 2);
+        assert_eq!(count(&postgres(&database), "targets"), 3);
     }
 
     #[test]

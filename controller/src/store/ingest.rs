@@ -2,7 +2,8 @@
 //! each target's first final result is recorded, once, with the scope's
 //! counters and the campaign's errors moved in the same transaction; a
 //! repeat is a duplicate that changes nothing. On PostgreSQL a report is
-//! one statement per 64 results; on SQLite, in process, one per result.
+//! one statement per 64 results; on SQLite, in process, one per result,
+//! and one more for a result whose output goes to `outputs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
@@ -105,10 +106,14 @@ fn write_results_by_row<'r>(
     let ids: Vec<&str> = results.iter().map(|(_, r)| r.instance_id.as_str()).collect();
     let current = statuses(conn, task, &ids)?;
     let now = now_ms();
+    // Output beyond a line or two goes to a rowid table of its own (see the
+    // V16 migration): in `targets`, a WITHOUT ROWID table, a row of 1-4 KiB
+    // costs overflow pages of its own.
+    let mut keep = conn.prepare_cached("INSERT INTO outputs (steps) VALUES (?1) RETURNING id")?;
     let mut update = conn.prepare_cached(
         "UPDATE targets SET status = ?5, timeout_kind = ?6, exit_code = ?7, reason = ?8,
             command_id = CASE WHEN ?9 = '' THEN command_id ELSE ?9 END,
-            ssm_status_details = ?10, steps = ?11, started_ms = ?12, finished_ms = ?13
+            ssm_status_details = ?10, steps = ?11, output_id = ?12, started_ms = ?13, finished_ms = ?14
          WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4",
     )?;
     let mut written = Vec::with_capacity(results.len());
@@ -123,6 +128,11 @@ fn write_results_by_row<'r>(
         if terminal(old) {
             continue;
         }
+        let mut steps = Some(steps_of(result));
+        let mut output_id: Option<i64> = None;
+        if let Some(long) = steps.take_if(|s| s.len() > IN_ROW_OUTPUT) {
+            output_id = Some(keep.query_row(params![long], |r| r.get(0))?);
+        }
         update.execute(params![
             task.campaign_id,
             task.account_id,
@@ -134,7 +144,8 @@ fn write_results_by_row<'r>(
             result.reason,
             result.command_id,
             result.ssm_status_details,
-            steps_of(result),
+            steps,
+            output_id,
             result.started_at.as_ref().map(millis),
             result.finished_at.as_ref().map_or(now, millis)
         ])?;
@@ -142,6 +153,13 @@ fn write_results_by_row<'r>(
     }
     Ok(written)
 }
+
+/// The most output (encoded steps) SQLite keeps in a target's row: about
+/// a line or two, so that the row stays near a twentieth of a page, where
+/// a WITHOUT ROWID table is at its best; more goes to `outputs`. Measured
+/// (BENCHMARKS.md, "output per result"): one line is 10% slower through
+/// `outputs`, 1 KiB 1.7x faster.
+const IN_ROW_OUTPUT: usize = 256;
 
 fn steps_of(result: &TargetResult) -> Vec<u8> {
     Steps {
@@ -432,6 +450,104 @@ mod tests {
                 "the counters add up to the rows"
             );
             assert_eq!(campaigns::get(&conn, "c1").unwrap().unwrap().errors, 2);
+        }
+
+        fn a_result_keeps_its_output_wherever_it_lives_and_a_listing_without_it_reads_none(conn) {
+            use muster_proto::v1::{Platform, StepOutput};
+            use crate::store::targets::find_instance;
+            let scope = ("111111111111", "us-east-1");
+            crate::store::testing::pending_campaign(&conn, scope, 4);
+            let campaign = campaigns::get(&conn, "c1").unwrap().unwrap();
+            let batch: Vec<String> = ["i-1", "i-2", "i-3", "i-4"].map(String::from).into();
+            let task_id =
+                crate::store::tasks::create_execute(&conn, &campaign, scope.0, scope.1, Platform::Linux, &batch, 3)
+                    .unwrap();
+            let task = crate::store::tasks::get(&conn, &task_id).unwrap().unwrap();
+            record_dispatch(&conn, &task, ("cmd-1", 0), &batch, Some(1), false).unwrap();
+            let step = |stdout: &str| StepOutput {
+                name: "aws:runShellScript".into(),
+                status: "Success".into(),
+                exit_code: Some(0),
+                stdout: stdout.into(),
+                ..Default::default()
+            };
+            let patched = step(&"Updated: openssl-3.0.8-1.amzn2023\n".repeat(80));
+            let written = super::results(
+                &conn,
+                &task,
+                &[
+                    TargetResult {
+                        instance_id: "i-1".into(),
+                        status: TargetStatus::Success as i32,
+                        steps: vec![patched.clone()],
+                        ..Default::default()
+                    },
+                    TargetResult {
+                        instance_id: "i-2".into(),
+                        status: TargetStatus::Success as i32,
+                        steps: vec![step("up to date\n")],
+                        ..Default::default()
+                    },
+                ],
+            )
+            .unwrap();
+            assert_eq!(written.written, ["i-1", "i-2"]);
+            // Where other builds left output: a row written before V16 keeps
+            // it in place; one copied from a SQLite store points into
+            // `outputs`.
+            let encoded = |stdout: &str| Steps { steps: vec![step(stdout)] }.encode_to_vec();
+            conn.execute(
+                "UPDATE targets SET status = 2, steps = ?1 WHERE campaign_id = 'c1' AND instance_id = 'i-3'",
+                params![encoded("in place")],
+            )
+            .unwrap();
+            let copied: i64 = conn
+                .query_row("INSERT INTO outputs (steps) VALUES (?1) RETURNING id", params![encoded("copied")], |r| r.get(0))
+                .unwrap();
+            conn.execute(
+                "UPDATE targets SET status = 2, output_id = ?1 WHERE campaign_id = 'c1' AND instance_id = 'i-4'",
+                params![copied],
+            )
+            .unwrap();
+
+            let stdouts = |with_output: bool| -> Vec<(String, Vec<String>)> {
+                list(&conn, "c1", &TargetFilter::default(), 10, None, with_output)
+                    .unwrap()
+                    .0
+                    .into_iter()
+                    .map(|t| (t.instance_id, t.steps.into_iter().map(|s| s.stdout).collect()))
+                    .collect()
+            };
+            assert_eq!(
+                stdouts(true),
+                [
+                    ("i-1".to_owned(), vec![patched.stdout.clone()]),
+                    ("i-2".to_owned(), vec!["up to date\n".to_owned()]),
+                    ("i-3".to_owned(), vec!["in place".to_owned()]),
+                    ("i-4".to_owned(), vec!["copied".to_owned()]),
+                ]
+            );
+            assert!(stdouts(false).iter().all(|(_, steps)| steps.is_empty()), "{:?}", stdouts(false));
+            assert_eq!(find_instance(&conn, "c1", "i-1").unwrap()[0].steps, [patched]);
+
+            // SQLite writes long output out of the row (a WITHOUT ROWID
+            // table's large rows cost overflow pages) and a line in it;
+            // PostgreSQL all in it (TOAST).
+            let out_of_row: Vec<String> = conn
+                .query_values(
+                    "SELECT instance_id FROM targets WHERE campaign_id = 'c1' AND instance_id IN ('i-1', 'i-2') \
+                     AND steps IS NULL AND output_id IS NOT NULL",
+                    &[],
+                )
+                .unwrap()
+                .into_iter()
+                .map(|row| format!("{:?}", row[0]))
+                .collect();
+            let outputs: i64 = conn.query_row("SELECT COUNT(*) FROM outputs", (), |r| r.get(0)).unwrap();
+            match conn.engine() {
+                Engine::Sqlite => assert_eq!((out_of_row, outputs), (vec![r#"Text("i-1")"#.to_owned()], 2)),
+                Engine::Postgres => assert_eq!((out_of_row, outputs), (vec![], 1), "i-4's only"),
+            }
         }
     }
 }

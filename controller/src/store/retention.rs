@@ -1,6 +1,7 @@
 //! Retention: campaigns that ended longer ago than the configured horizon
 //! leave the store with every row they own (scopes, tasks, leases,
-//! dispatches, targets with their output, counters, events, its audit
+//! dispatches, targets with their output (in `outputs` or in place),
+//! counters, events, its audit
 //! trail, which the results export carries). A campaign
 //! whose results are due in the results bucket stays until they are there.
 
@@ -10,13 +11,14 @@ use super::StoreResult;
 use super::campaigns;
 
 /// The tables a campaign owns rows in, for the row-count metric.
-pub const TABLES: [&str; 9] = [
+pub const TABLES: [&str; 10] = [
     "campaigns",
     "scopes",
     "tasks",
     "leases",
     "dispatches",
     "targets",
+    "outputs",
     "counters",
     "events",
     "audit",
@@ -53,6 +55,8 @@ pub fn prune(conn: &dyn Sql, campaign_id: &str) -> StoreResult<u64> {
     conn.prepare_cached(&format!("DELETE FROM leases WHERE task_id IN {of_tasks}"))?
         .execute([campaign_id])?;
     conn.prepare_cached(&format!("DELETE FROM dispatches WHERE task_id IN {of_tasks}"))?
+        .execute([campaign_id])?;
+    conn.prepare_cached("DELETE FROM outputs WHERE id IN (SELECT output_id FROM targets WHERE campaign_id = ?1)")?
         .execute([campaign_id])?;
     let targets = conn
         .prepare_cached("DELETE FROM targets WHERE campaign_id = ?1")?
@@ -117,10 +121,17 @@ mod tests {
             leases::lease(conn, &task_ref, "w1", settings).unwrap(),
             LeaseAnswer::Granted(_)
         ));
+        let output_id: i64 = conn
+            .query_row(
+                "INSERT INTO outputs (steps) VALUES (?1) RETURNING id",
+                params![vec![0x0au8, 0x00]],
+                |r| r.get(0),
+            )
+            .unwrap();
         conn.execute(
-            "INSERT INTO targets (campaign_id, account_id, region, instance_id, status, task_id, steps)
+            "INSERT INTO targets (campaign_id, account_id, region, instance_id, status, task_id, output_id)
              VALUES (?1, '111111111111', 'us-east-1', 'i-1', 2, ?2, ?3)",
-            params![id, task_id, vec![0x0au8, 0x00]],
+            params![id, task_id, output_id],
         )
         .unwrap();
         conn.execute(
@@ -144,6 +155,8 @@ mod tests {
                     "leases" | "dispatches" => format!(
                         "SELECT COUNT(*) FROM {table} WHERE task_id IN (SELECT id FROM tasks WHERE campaign_id = ?1)"
                     ),
+                    "outputs" => "SELECT COUNT(*) FROM outputs WHERE id IN (SELECT output_id FROM targets WHERE campaign_id = ?1)"
+                        .to_owned(),
                     _ => format!("SELECT COUNT(*) FROM {table} WHERE campaign_id = ?1"),
                 };
                 (*table, conn.query_row(&sql, [id], |r| r.get(0)).unwrap())
@@ -218,6 +231,8 @@ mod tests {
                 .map(|id| rows_of(&conn, id))
                 .collect();
             assert_eq!(after, kept, "the other campaigns are untouched");
+            let outputs: i64 = conn.query_row("SELECT COUNT(*) FROM outputs", (), |r| r.get(0)).unwrap();
+            assert_eq!(outputs, 3, "the pruned campaigns' outputs went with their targets, no others");
             assert_eq!(
                 prune(&conn, "running").unwrap(),
                 0,

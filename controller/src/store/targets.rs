@@ -355,8 +355,20 @@ pub struct TargetFilter {
     pub instances: Vec<String>,
 }
 
-const COLUMNS: &str = "campaign_id, account_id, region, instance_id, name, platform, ping, status, timeout_kind, exit_code, \
-    reason, command_id, document_name, ssm_status_details, dispatched_ms, started_ms, finished_ms, steps, stage";
+/// The columns [`from_row`] reads, with the output (from `outputs`, or
+/// `targets.steps` where rows written before V16, and PostgreSQL's, keep
+/// it) only when it is wanted: a listing without it reads no output.
+fn columns(with_output: bool) -> String {
+    let steps = if with_output {
+        "COALESCE(targets.steps, (SELECT outputs.steps FROM outputs WHERE outputs.id = targets.output_id))"
+    } else {
+        "NULL"
+    };
+    format!(
+        "campaign_id, account_id, region, instance_id, name, platform, ping, status, timeout_kind, exit_code, \
+         reason, command_id, document_name, ssm_status_details, dispatched_ms, started_ms, finished_ms, {steps}, stage"
+    )
+}
 
 /// The names of the stages of some campaigns, by campaign id: a target
 /// row keeps its stage's index.
@@ -433,7 +445,8 @@ pub fn of_instances(
 /// Targets of a campaign with this instance id (in any scope).
 pub fn find_instance(conn: &dyn Sql, campaign: &str, instance: &str) -> StoreResult<Vec<Target>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM targets WHERE campaign_id = ?1 AND instance_id = ?2"
+        "SELECT {} FROM targets WHERE campaign_id = ?1 AND instance_id = ?2",
+        columns(true)
     ))?;
     let names = stage_names(conn, [campaign])?;
     let rows = stmt.query_map(params![campaign, instance], |r| from_row(r, true, &names))?;
@@ -477,7 +490,8 @@ pub fn list(
     with_output: bool,
 ) -> StoreResult<super::Page<Target, TargetCursor>> {
     let mut sql = format!(
-        "SELECT {COLUMNS} FROM targets WHERE campaign_id = ?1 AND (account_id, region, instance_id) > (?2, ?3, ?4)"
+        "SELECT {} FROM targets WHERE campaign_id = ?1 AND (account_id, region, instance_id) > (?2, ?3, ?4)",
+        columns(with_output)
     );
     let (a, r, i) = cursor.unwrap_or_default();
     let mut args: Vec<Value<'_>> = vec![campaign.to_value(), a.to_value(), r.to_value(), i.to_value()];
@@ -531,7 +545,8 @@ pub fn list_latest(
     let mut page: Vec<Target> = Vec::new();
     'chunks: loop {
         let mut sql = format!(
-            "SELECT {COLUMNS} FROM targets WHERE campaign_id IN ({}) AND (account_id, region, instance_id) > (?{}, ?{}, ?{})",
+            "SELECT {} FROM targets WHERE campaign_id IN ({}) AND (account_id, region, instance_id) > (?{}, ?{}, ?{})",
+            columns(with_output),
             placeholders(1, chain.len()),
             chain.len() + 1,
             chain.len() + 2,
