@@ -345,18 +345,26 @@ mod tests {
     use crate::store::targets::{TargetFilter, list, record_dispatch};
     use crate::store::testing::store_matrix;
 
+    /// Campaign c1 with `instances` targets in one scope, i-1 to i-4 of
+    /// them in an Execute task whose command went out.
+    fn dispatched(conn: &dyn Sql, instances: usize) -> TaskRow {
+        use muster_proto::v1::Platform;
+        let scope = ("111111111111", "us-east-1");
+        crate::store::testing::pending_campaign(conn, scope, instances);
+        let campaign = campaigns::get(conn, "c1").unwrap().unwrap();
+        let batch: Vec<String> = ["i-1", "i-2", "i-3", "i-4"].map(String::from).into();
+        let task_id =
+            crate::store::tasks::create_execute(conn, &campaign, scope.0, scope.1, Platform::Linux, &batch, 3).unwrap();
+        let task = crate::store::tasks::get(conn, &task_id).unwrap().unwrap();
+        record_dispatch(conn, &task, ("cmd-1", 0), &batch, Some(1), false).unwrap();
+        task
+    }
+
     store_matrix! {
         fn a_report_writes_each_instance_once_and_a_stranger_undoes_it(conn) {
-            use muster_proto::v1::{Platform, TargetResult};
-            let scope = ("111111111111", "us-east-1");
-            crate::store::testing::pending_campaign(&conn, scope, 5);
-            let campaign = campaigns::get(&conn, "c1").unwrap().unwrap();
-            let batch: Vec<String> = ["i-1", "i-2", "i-3", "i-4"].map(String::from).into();
-            let task_id =
-                crate::store::tasks::create_execute(&conn, &campaign, scope.0, scope.1, Platform::Linux, &batch, 3)
-                    .unwrap();
-            let task = crate::store::tasks::get(&conn, &task_id).unwrap().unwrap();
-            record_dispatch(&conn, &task, ("cmd-1", 0), &batch, Some(1), false).unwrap();
+            use muster_proto::v1::TargetResult;
+            let task = dispatched(&conn, 5);
+            let task_id = task.id.clone();
             let result = |id: &str, status: TargetStatus, timeout: TimeoutKind| TargetResult {
                 instance_id: id.into(),
                 status: status as i32,
@@ -453,17 +461,9 @@ mod tests {
         }
 
         fn a_result_keeps_its_output_wherever_it_lives_and_a_listing_without_it_reads_none(conn) {
-            use muster_proto::v1::{Platform, StepOutput};
+            use muster_proto::v1::StepOutput;
             use crate::store::targets::find_instance;
-            let scope = ("111111111111", "us-east-1");
-            crate::store::testing::pending_campaign(&conn, scope, 4);
-            let campaign = campaigns::get(&conn, "c1").unwrap().unwrap();
-            let batch: Vec<String> = ["i-1", "i-2", "i-3", "i-4"].map(String::from).into();
-            let task_id =
-                crate::store::tasks::create_execute(&conn, &campaign, scope.0, scope.1, Platform::Linux, &batch, 3)
-                    .unwrap();
-            let task = crate::store::tasks::get(&conn, &task_id).unwrap().unwrap();
-            record_dispatch(&conn, &task, ("cmd-1", 0), &batch, Some(1), false).unwrap();
+            let task = dispatched(&conn, 4);
             let step = |stdout: &str| StepOutput {
                 name: "aws:runShellScript".into(),
                 status: "Success".into(),
