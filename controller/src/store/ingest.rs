@@ -128,11 +128,12 @@ fn write_results_by_row<'r>(
         if terminal(old) {
             continue;
         }
-        let mut steps = Some(steps_of(result));
-        let mut output_id: Option<i64> = None;
-        if let Some(long) = steps.take_if(|s| s.len() > IN_ROW_OUTPUT) {
-            output_id = Some(keep.query_row(params![long], |r| r.get(0))?);
-        }
+        let steps = steps_of(result);
+        let (in_row, output_id): (Option<Vec<u8>>, Option<i64>) = if steps.len() > IN_ROW_OUTPUT {
+            (None, Some(keep.query_row(params![steps], |r| r.get(0))?))
+        } else {
+            (Some(steps), None)
+        };
         update.execute(params![
             task.campaign_id,
             task.account_id,
@@ -144,7 +145,7 @@ fn write_results_by_row<'r>(
             result.reason,
             result.command_id,
             result.ssm_status_details,
-            steps,
+            in_row,
             output_id,
             result.started_at.as_ref().map(millis),
             result.finished_at.as_ref().map_or(now, millis)

@@ -384,8 +384,10 @@ fn stage_names<'a>(conn: &dyn Sql, campaigns: impl IntoIterator<Item = &'a str>)
     Ok(names)
 }
 
-fn from_row(r: &Row<'_>, with_output: bool, names: &StageNames) -> StoreResult<Target> {
-    let steps: Option<Vec<u8>> = if with_output { r.get(17)? } else { None };
+/// A target read with [`columns`]; its steps are empty where they were not
+/// selected.
+fn from_row(r: &Row<'_>, names: &StageNames) -> StoreResult<Target> {
+    let steps: Option<Vec<u8>> = r.get(17)?;
     let campaign_id: String = r.get(0)?;
     let stage = usize::try_from(r.get::<_, i64>(18)?)
         .ok()
@@ -449,7 +451,7 @@ pub fn find_instance(conn: &dyn Sql, campaign: &str, instance: &str) -> StoreRes
         columns(true)
     ))?;
     let names = stage_names(conn, [campaign])?;
-    let rows = stmt.query_map(params![campaign, instance], |r| from_row(r, true, &names))?;
+    let rows = stmt.query_map(params![campaign, instance], |r| from_row(r, &names))?;
     rows.collect::<StoreResult<Vec<_>>>()
 }
 
@@ -503,7 +505,7 @@ pub fn list(
     let names = stage_names(conn, [campaign])?;
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt
-        .query_map(args, |r| from_row(r, with_output, &names))?
+        .query_map(args, |r| from_row(r, &names))?
         .collect::<StoreResult<Vec<_>>>()?;
     let next = if rows.len() > page_size {
         rows.truncate(page_size);
@@ -558,7 +560,7 @@ pub fn list_latest(
         sql.push_str(&format!(" ORDER BY account_id, region, instance_id LIMIT {chunk}"));
         let rows = conn
             .prepare(&sql)?
-            .query_map(args, |r| from_row(r, with_output, &names))?
+            .query_map(args, |r| from_row(r, &names))?
             .collect::<StoreResult<Vec<_>>>()?;
         let complete = rows.len() < chunk;
         let mut groups: Vec<Vec<Target>> = Vec::new();
