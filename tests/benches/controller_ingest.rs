@@ -14,8 +14,9 @@
 //! MUSTER_BENCH_TARGETS changes the 100,000; MUSTER_BENCH_WATCH_TARGETS=1
 //! keeps a watcher of every target's result open meanwhile, as a console
 //! on the campaign does. MUSTER_BENCH_OUTPUT_BYTES gives each result that
-//! much standard output (default: one line, about 50 bytes); a patch run's
-//! is 1-8 KiB (ListCommandInvocations shows up to 2,500 characters a step).
+//! much standard output, a patch run's log (default: one line, about 50
+//! bytes); a patch run's is 1-8 KiB (ListCommandInvocations shows up to
+//! 2,500 characters a step).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +31,9 @@ use muster_proto::v1::{
 use muster_tests::client::{get, script_spec, submit, wait_done};
 use muster_tests::fleets;
 use muster_tests::procs::{System, SystemOptions};
-use muster_tests::procstat::{cpu_seconds, percentiles, rss_mib};
+use muster_tests::procstat::{cpu_seconds, percentiles, rss_mib, threads_cpu_seconds};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 use tonic::transport::Channel;
 
 const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
@@ -38,6 +41,9 @@ const ACCOUNTS: u32 = 10;
 const BATCH: usize = 50;
 
 type Workers = WorkerServiceClient<Channel>;
+
+/// The name of the controller's store writer thread.
+const WRITER: &str = "muster-store-writer";
 
 /// Takes `count` task references off the queue.
 async fn receive(system: &System, count: usize) -> Vec<TaskRef> {
@@ -74,10 +80,110 @@ async fn receive(system: &System, count: usize) -> Vec<TaskRef> {
 /// A result's standard output: one line, or `bytes` of lines like a
 /// package manager's.
 fn stdout(instance: &str, bytes: Option<usize>) -> String {
-    let line = format!("patched {instance}: 3 packages updated, no reboot needed\n");
     match bytes {
-        None => line,
-        Some(n) => line.repeat(n / line.len() + 1).chars().take(n).collect(),
+        None => format!("patched {instance}: 3 packages updated, no reboot needed\n"),
+        Some(n) => patch_log(instance, n),
+    }
+}
+
+/// `bytes` of what AWS-RunPatchBaseline prints on Amazon Linux: its
+/// log's preamble, then the packages it upgraded, with versions and
+/// sizes that differ from one instance to the next as a fleet's do. (A
+/// line repeated would flatter anything that compresses it.)
+fn patch_log(instance: &str, bytes: usize) -> String {
+    const PACKAGES: [&str; 24] = [
+        "kernel",
+        "openssl-libs",
+        "glibc",
+        "glibc-common",
+        "systemd",
+        "systemd-libs",
+        "curl",
+        "libcurl",
+        "python3",
+        "python3-libs",
+        "sudo",
+        "bash",
+        "tzdata",
+        "ca-certificates",
+        "nss",
+        "krb5-libs",
+        "libxml2",
+        "expat",
+        "vim-minimal",
+        "openssh-server",
+        "rsync",
+        "gnupg2",
+        "amazon-ssm-agent",
+        "cloud-init",
+    ];
+    let mut rng = StdRng::seed_from_u64(instance.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }));
+    let mut clock = rng.random_range(0..80_000u32);
+    let mut log = String::with_capacity(bytes + 128);
+    let mut info = |rng: &mut StdRng, line: &str| {
+        clock += rng.random_range(0..3);
+        let (h, m, s) = (clock / 3600, clock / 60 % 60, clock % 60);
+        format!("12/05/2026 {h:02}:{m:02}:{s:02} root [INFO]: {line}\n")
+    };
+    let preamble = [
+        format!(
+            "Downloading payload from https://s3.dualstack.us-east-1.amazonaws.com/aws-ssm-us-east-1/\
+             patchbaselineoperations/linux/payloads/patch-baseline-operations-1.{}.tar.gz",
+            rng.random_range(60..99)
+        ),
+        "Attempting to import entrance file os_selector".to_owned(),
+        format!("Instance Id: {instance}"),
+        "Product: AmazonLinux2023".to_owned(),
+        format!("Patch Group: prod-{}", rng.random_range(0..10)),
+        "Operation type: Install".to_owned(),
+        format!("Snapshot Id: {:032x}", rng.random::<u128>()),
+    ];
+    for line in &preamble {
+        log += &info(&mut rng, line);
+    }
+    log += "Dependencies resolved.\nUpgrading:\n";
+    while log.len() < bytes {
+        let package = PACKAGES[rng.random_range(0..PACKAGES.len())];
+        log += &format!(
+            " {package:<28} x86_64 {}.{}.{}-{}.amzn2023.0.{}  amazonlinux  {} k\n",
+            rng.random_range(1..9),
+            rng.random_range(0..40),
+            rng.random_range(0..300),
+            rng.random_range(1..900),
+            rng.random_range(1..9),
+            rng.random_range(10..9000)
+        );
+    }
+    log.truncate(bytes);
+    log
+}
+
+/// A leased and dispatched batch: its task, lease and instances.
+type Batch = (String, u64, Vec<String>);
+
+/// Every instance of a batch succeeded, with `output_bytes` of output.
+fn report((task_id, lease_id, instances): &Batch, output_bytes: Option<usize>) -> ReportResultsRequest {
+    let results = instances
+        .iter()
+        .map(|i| TargetResult {
+            instance_id: i.clone(),
+            status: TargetStatus::Success as i32,
+            exit_code: Some(0),
+            reason: "exit code 0".into(),
+            steps: vec![StepOutput {
+                name: "aws:runShellScript".into(),
+                stdout: stdout(i, output_bytes),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    ReportResultsRequest {
+        task_id: task_id.clone(),
+        lease_id: *lease_id,
+        results,
     }
 }
 
@@ -219,50 +325,36 @@ async fn main() {
     // Ingest, with the read API measured alongside.
     let ingesting = Arc::new(AtomicBool::new(true));
     let probe = tokio::spawn(probe_reads(system.client.clone(), id.clone(), ingesting.clone()));
-    let controller_pid = system.controller_pid().expect("the controller runs");
-    let cpu_before = cpu_seconds(controller_pid).unwrap_or(0.0);
-    let started = Instant::now();
-    let chunks: Vec<Vec<(String, u64, Vec<String>)>> = {
+    // The reports are made before the clock starts: making a patch run's
+    // log is the load generator's work, not the controller's.
+    let chunks: Vec<Vec<(ReportResultsRequest, Batch)>> = {
         let mut chunks = vec![Vec::new(); callers];
         for (i, batch) in leased.into_iter().enumerate() {
-            chunks[i % callers].push(batch);
+            chunks[i % callers].push((report(&batch, output_bytes), batch));
         }
         chunks
     };
+    let controller_pid = system.controller_pid().expect("the controller runs");
+    let cpu_before = cpu_seconds(controller_pid).unwrap_or(0.0);
+    let writer_before = threads_cpu_seconds(controller_pid, WRITER).unwrap_or(0.0);
+    let started = Instant::now();
     let mut handles = Vec::new();
     for chunk in chunks {
         let workers = workers.clone();
         handles.push(tokio::spawn(async move {
             let mut accepted = 0u64;
-            for (task_id, lease_id, instances) in &chunk {
-                let results = instances
-                    .iter()
-                    .map(|i| TargetResult {
-                        instance_id: i.clone(),
-                        status: TargetStatus::Success as i32,
-                        exit_code: Some(0),
-                        reason: "exit code 0".into(),
-                        steps: vec![StepOutput {
-                            name: "aws:runShellScript".into(),
-                            stdout: stdout(i, output_bytes),
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    })
-                    .collect();
+            let mut reported = Vec::with_capacity(chunk.len());
+            for (report, batch) in chunk {
                 let answer = workers
                     .clone()
-                    .report_results(ReportResultsRequest {
-                        task_id: task_id.clone(),
-                        lease_id: *lease_id,
-                        results,
-                    })
+                    .report_results(report)
                     .await
                     .expect("ReportResults")
                     .into_inner();
                 accepted += u64::from(answer.accepted);
+                reported.push(batch);
             }
-            (accepted, chunk)
+            (accepted, reported)
         }));
     }
     let mut accepted = 0;
@@ -274,6 +366,7 @@ async fn main() {
     }
     let ingest = started.elapsed();
     let controller_cpu = cpu_seconds(controller_pid).unwrap_or(f64::NAN) - cpu_before;
+    let writer_cpu = threads_cpu_seconds(controller_pid, WRITER).unwrap_or(f64::NAN) - writer_before;
     ingesting.store(false, Ordering::Relaxed);
     let (gets, lists, watches) = probe.await.expect("the probe");
     println!(
@@ -288,6 +381,14 @@ async fn main() {
         "controller CPU during ingest: {controller_cpu:.2}s = {:.1} us per result = {:.0} results per CPU-second",
         controller_cpu * 1e6 / accepted as f64,
         accepted as f64 / controller_cpu
+    );
+    // The store's writer is one thread: its CPU per result bounds what
+    // the controller ingests however many cores it has (waits on the
+    // disk come on top).
+    println!(
+        "store writer CPU during ingest: {writer_cpu:.2}s = {:.1} us per result = {:.0} results per writer CPU-second",
+        writer_cpu * 1e6 / accepted as f64,
+        accepted as f64 / writer_cpu
     );
     for (name, mut samples) in [
         ("GetCampaign", gets),

@@ -16,7 +16,27 @@ pub fn rss_mib(pid: u32) -> Option<(f64, f64)> {
 
 /// CPU time used so far (user + system), in seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// CPU time used so far by the threads of `pid` named `name`, in
+/// seconds; none if it has none.
+pub fn threads_cpu_seconds(pid: u32, name: &str) -> Option<f64> {
+    // The kernel keeps a thread name's first 15 bytes.
+    let name = &name[..name.len().min(15)];
+    let mut total = None;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let comm = comm.trim_end();
+        if comm == name {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            *total.get_or_insert(0.0) += stat_cpu_seconds(&stat)?;
+        }
+    }
+    total
+}
+
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
