@@ -25,16 +25,20 @@ use tonic::{Request, Response, Status};
 
 use crate::Controller;
 use crate::access::ExternalIds;
+use crate::store::ingest::{self, Reported};
 use crate::store::leases::{self, Ending, FailOutcome, Fenced, LeaseAnswer, LeaseSettings};
 use crate::store::records::millis;
 use crate::store::tasks::{self, TaskRow};
 use crate::store::{Sql, StoreError};
-use crate::store::{campaigns, command_endings, ingest, queue, targets};
+use crate::store::{campaigns, command_endings, queue, targets};
 
 /// Most instances in one ReportTargets.
 const MAX_REPORTED_INSTANCES: usize = 5_000;
 /// Most results in one ReportResults.
 const MAX_RESULTS: usize = 1_000;
+/// The largest ReportResults whose output is encoded on the async thread
+/// that took it: at zstd's fastest level, about a millisecond's work.
+const ENCODED_IN_PLACE: usize = 256 * 1024;
 /// Most instance ids in one ReportDispatch (SendCommand's limit).
 const MAX_DISPATCH_IDS: usize = 50;
 /// Most leases handed to a worker with one CompleteTask or LeaseTask answer:
@@ -627,17 +631,35 @@ impl WorkerService for WorkerApi {
         let campaign = task.campaign_id.clone();
         let task_id = task.id.clone();
         let scope = (task.account_id.clone(), task.region.clone());
-        let (ingested, clipped) = self
+        // Output is clipped and encoded (compressed) here, on as many
+        // threads as reports arrive at once: the writer is one thread. A
+        // large report is encoded off the async threads.
+        let encode = move || {
+            let mut clipped = Vec::new();
+            let results: Vec<Reported> = request
+                .results
+                .into_iter()
+                .map(|result| {
+                    let (reported, was_clipped) = Reported::new(result, keep);
+                    if was_clipped {
+                        clipped.push(reported.result.instance_id.clone());
+                    }
+                    reported
+                })
+                .collect();
+            (results, clipped)
+        };
+        let (results, clipped) = if size <= ENCODED_IN_PLACE {
+            encode()
+        } else {
+            tokio::task::spawn_blocking(encode)
+                .await
+                .map_err(|e| Status::internal(format!("encoding the report's output: {e}")))?
+        };
+        let ingested = self
             .ctl
             .store
-            .write(move |txn| {
-                let mut results = request.results;
-                let clipped = results
-                    .iter_mut()
-                    .filter_map(|r| muster_proto::clip_output(r, keep).then(|| r.instance_id.clone()))
-                    .collect::<Vec<_>>();
-                ingest::results(txn, &task, &results).map(|ingested| (ingested, clipped))
-            })
+            .write(move |txn| ingest::results(txn, &task, &results))
             .await
             .map_err(|e| match e {
                 StoreError::Corrupt(message) => Status::invalid_argument(message),

@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
 use muster_proto::v1::{TargetResult, TargetStatus, TimeoutKind};
-use prost::Message as _;
 
+use super::output;
 use super::records::{bump_all, millis, now_ms, terminal};
 use super::sql::{Datum, Engine, ROWS_PER_STATEMENT, Sql, ToValue, Value, params, pieces, typed_placeholders};
-use super::targets::{Steps, outside_task, statuses};
+use super::targets::{outside_task, statuses};
 use super::tasks::TaskRow;
 use super::{StoreError, StoreResult};
 
@@ -40,19 +40,23 @@ impl Ingested {
 /// Records terminal results of an Execute task's targets. A result for a
 /// target that already has one is a duplicate and changes nothing, and so
 /// is a second result for the same instance in one report.
-pub fn results(conn: &dyn Sql, task: &TaskRow, results: &[TargetResult]) -> StoreResult<Ingested> {
+pub fn results(conn: &dyn Sql, task: &TaskRow, results: &[Reported]) -> StoreResult<Ingested> {
     let mut out = Ingested::default();
-    if let Some((i, result)) = results.iter().enumerate().find(|(_, r)| !final_status(r).is_terminal()) {
+    if let Some((i, Reported { result, .. })) = results
+        .iter()
+        .enumerate()
+        .find(|(_, r)| !final_status(&r.result).is_terminal())
+    {
         return Err(StoreError::Corrupt(format!(
             "results[{i}].status: {} is not a final status",
             final_status(result).short_name()
         )));
     }
     let mut seen = std::collections::HashSet::with_capacity(results.len());
-    let firsts: Vec<(usize, &TargetResult)> = results
+    let firsts: Vec<(usize, &Reported)> = results
         .iter()
         .enumerate()
-        .filter(|(_, r)| seen.insert(r.instance_id.as_str()))
+        .filter(|(_, r)| seen.insert(r.result.instance_id.as_str()))
         .collect();
     // On PostgreSQL the statement that writes the results also moves the
     // counters and the campaign's errors; on SQLite that is done here.
@@ -95,15 +99,40 @@ fn counts_as_error(result: &TargetResult) -> bool {
 /// Results written, each with its target's status before.
 type Written<'r> = Vec<(&'r TargetResult, i32)>;
 
+/// A result as the store's writer takes it: its output already encoded
+/// for the store ([`output::encode`]), off the writer's thread.
+#[derive(Debug)]
+pub struct Reported {
+    /// The result, its steps taken out into `output`.
+    pub result: TargetResult,
+    output: Vec<u8>,
+}
+
+impl Reported {
+    /// `result`, its output clipped to `keep` bytes a stream (marked
+    /// truncated), and whether it was.
+    pub fn new(mut result: TargetResult, keep: usize) -> (Self, bool) {
+        let clipped = muster_proto::clip_output(&mut result, keep);
+        let output = output::encode(std::mem::take(&mut result.steps));
+        (Self { result, output }, clipped)
+    }
+}
+
+/// `results` as a report brings them, their output whole.
+#[cfg(test)]
+pub(crate) fn reported(results: &[TargetResult]) -> Vec<Reported> {
+    results.iter().map(|r| Reported::new(r.clone(), usize::MAX).0).collect()
+}
+
 /// Writes, one UPDATE per result, those of `results` (index in the report,
 /// result) whose targets have none yet. Every one must be a target of the
 /// task.
 fn write_results_by_row<'r>(
     conn: &dyn Sql,
     task: &TaskRow,
-    results: &[(usize, &'r TargetResult)],
+    results: &[(usize, &'r Reported)],
 ) -> StoreResult<Written<'r>> {
-    let ids: Vec<&str> = results.iter().map(|(_, r)| r.instance_id.as_str()).collect();
+    let ids: Vec<&str> = results.iter().map(|(_, r)| r.result.instance_id.as_str()).collect();
     let current = statuses(conn, task, &ids)?;
     let now = now_ms();
     // Output beyond a line or two goes to a rowid table of its own (see the
@@ -117,7 +146,7 @@ fn write_results_by_row<'r>(
          WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4",
     )?;
     let mut written = Vec::with_capacity(results.len());
-    for &(i, result) in results {
+    for &(i, Reported { result, output }) in results {
         let Some(&old) = current.get(&result.instance_id) else {
             return Err(outside_task(
                 &format!("results[{i}].instance_id"),
@@ -128,11 +157,10 @@ fn write_results_by_row<'r>(
         if terminal(old) {
             continue;
         }
-        let steps = steps_of(result);
-        let (in_row, output_id): (Option<Vec<u8>>, Option<i64>) = if steps.len() > IN_ROW_OUTPUT {
-            (None, Some(keep.query_row(params![steps], |r| r.get(0))?))
+        let (in_row, output_id): (Option<&[u8]>, Option<i64>) = if output.len() > IN_ROW_OUTPUT {
+            (None, Some(keep.query_row(params![output], |r| r.get(0))?))
         } else {
-            (Some(steps), None)
+            (Some(output), None)
         };
         update.execute(params![
             task.campaign_id,
@@ -161,13 +189,6 @@ fn write_results_by_row<'r>(
 /// (BENCHMARKS.md, "output per result"): one line is 10% slower through
 /// `outputs`, 1 KiB 1.7x faster.
 const IN_ROW_OUTPUT: usize = 256;
-
-fn steps_of(result: &TargetResult) -> Vec<u8> {
-    Steps {
-        steps: result.steps.clone(),
-    }
-    .encode_to_vec()
-}
 
 /// Columns of one result in [`write_results_in_bulk`]' VALUES rows.
 const RESULT_COLUMNS: usize = 11;
@@ -246,12 +267,12 @@ fn bulk_statement(shape: usize) -> &'static str {
 fn write_results_in_bulk<'r>(
     conn: &dyn Sql,
     task: &TaskRow,
-    results: &[(usize, &'r TargetResult)],
+    results: &[(usize, &'r Reported)],
 ) -> StoreResult<Written<'r>> {
     let now = now_ms();
     let mut before: HashMap<String, i32> = HashMap::with_capacity(results.len());
     for piece in pieces(results.len(), ROWS_PER_STATEMENT) {
-        let ids = piece.rows.clone().map(|i| results[i].1.instance_id.as_str());
+        let ids = piece.rows.clone().map(|i| results[i].1.result.instance_id.as_str());
         let payload = super::results_feed::payload(task, ids);
         let mut args: Vec<Value<'_>> = Vec::with_capacity(BULK_HEAD + piece.shape * RESULT_COLUMNS);
         args.extend([
@@ -261,8 +282,7 @@ fn write_results_in_bulk<'r>(
             task.id.to_value(),
             Value::Text(&payload),
         ]);
-        let steps: Vec<Vec<u8>> = piece.rows.clone().map(|i| steps_of(results[i].1)).collect();
-        for (&(_, result), steps) in results[piece.rows.clone()].iter().zip(&steps) {
+        for &(_, Reported { result, output }) in &results[piece.rows.clone()] {
             let opt = |v: Option<i64>| v.map_or(Value::Null, Value::Int);
             args.extend([
                 result.instance_id.to_value(),
@@ -272,7 +292,7 @@ fn write_results_in_bulk<'r>(
                 result.reason.to_value(),
                 result.command_id.to_value(),
                 result.ssm_status_details.to_value(),
-                Value::Blob(steps),
+                Value::Blob(output),
                 opt(result.started_at.as_ref().map(millis)),
                 Value::Int(result.finished_at.as_ref().map_or(now, millis)),
                 Value::Int(i64::from(counts_as_error(result))),
@@ -292,14 +312,14 @@ fn write_results_in_bulk<'r>(
     if before.len() < results.len() {
         let missed: Vec<(usize, &TargetResult)> = results
             .iter()
-            .filter(|(_, r)| !before.contains_key(&r.instance_id))
-            .copied()
+            .filter(|(_, r)| !before.contains_key(&r.result.instance_id))
+            .map(|&(i, r)| (i, &r.result))
             .collect();
         refuse_strangers(conn, task, &missed)?;
     }
     Ok(results
         .iter()
-        .filter_map(|&(_, result)| before.get(&result.instance_id).map(|&old| (result, old)))
+        .filter_map(|&(_, Reported { result, .. })| before.get(&result.instance_id).map(|&old| (result, old)))
         .collect())
 }
 
@@ -380,7 +400,7 @@ mod tests {
             conn.execute_batch("BEGIN").unwrap();
             let report = |conn: &dyn Sql, results: &[TargetResult]| {
                 conn.execute_batch("SAVEPOINT report").unwrap();
-                let outcome = super::results(conn, &task, results);
+                let outcome = super::results(conn, &task, &reported(results));
                 conn.execute_batch(if outcome.is_ok() {
                     "RELEASE SAVEPOINT report"
                 } else {
@@ -472,11 +492,16 @@ mod tests {
                 stdout: stdout.into(),
                 ..Default::default()
             };
-            let patched = step(&"Updated: openssl-3.0.8-1.amzn2023\n".repeat(80));
+            // A patch run's log: lines that differ, as package versions
+            // do, so that it is still long compressed.
+            let log: String = (1..=80_u64)
+                .map(|i| format!("Updated: pkg-{i}-{:016x}.amzn2023\n", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+                .collect();
+            let patched = step(&log);
             let written = super::results(
                 &conn,
                 &task,
-                &[
+                &reported(&[
                     TargetResult {
                         instance_id: "i-1".into(),
                         status: TargetStatus::Success as i32,
@@ -489,14 +514,14 @@ mod tests {
                         steps: vec![step("up to date\n")],
                         ..Default::default()
                     },
-                ],
+                ]),
             )
             .unwrap();
             assert_eq!(written.written, ["i-1", "i-2"]);
             // Where other builds left output: a row written before V16 keeps
             // it in place; one copied from a SQLite store points into
             // `outputs`.
-            let encoded = |stdout: &str| Steps { steps: vec![step(stdout)] }.encode_to_vec();
+            let encoded = |stdout: &str| super::output::encode(vec![step(stdout)]);
             conn.execute(
                 "UPDATE targets SET status = 2, steps = ?1 WHERE campaign_id = 'c1' AND instance_id = 'i-3'",
                 params![encoded("in place")],
@@ -545,6 +570,16 @@ mod tests {
                 .map(|row| format!("{:?}", row[0]))
                 .collect();
             let outputs: i64 = conn.query_row("SELECT COUNT(*) FROM outputs", (), |r| r.get(0)).unwrap();
+            // Kept compressed, wherever it is.
+            let kept: i64 = conn
+                .query_row(
+                    "SELECT LENGTH(COALESCE(steps, (SELECT outputs.steps FROM outputs WHERE outputs.id = output_id))) \
+                     FROM targets WHERE campaign_id = 'c1' AND instance_id = 'i-1'",
+                    (),
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(kept > 256 && (kept as usize) < log.len() / 2, "{} bytes kept as {kept}", log.len());
             match conn.engine() {
                 Engine::Sqlite => assert_eq!((out_of_row, outputs), (vec![r#"Text("i-1")"#.to_owned()], 2)),
                 Engine::Postgres => assert_eq!((out_of_row, outputs), (vec![], 1), "i-4's only"),

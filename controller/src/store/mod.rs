@@ -15,6 +15,7 @@ pub mod copy;
 pub mod ingest;
 pub mod leadership;
 pub mod leases;
+mod output;
 mod postgres;
 pub mod queue;
 pub mod records;

@@ -5,19 +5,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::store::sql::{Datum, ROWS_PER_STATEMENT, Row, Sql, ToValue, Value, params, pieces, placeholders};
-use muster_proto::v1::{DiscoveredInstance, PingStatus, Platform, ScopeState, StepOutput, Target, TargetStatus};
-use prost::Message as _;
+use muster_proto::v1::{DiscoveredInstance, PingStatus, Platform, ScopeState, Target, TargetStatus};
 
 use super::records::{bump, bump_all, now_ms, timestamp};
 use super::tasks::TaskRow;
 use super::{StoreError, StoreResult};
-
-/// Keeps a list of steps in one column.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(super) struct Steps {
-    #[prost(message, repeated, tag = "1")]
-    pub(super) steps: Vec<StepOutput>,
-}
 
 /// Columns of one instance in [`insert_discovered`]' VALUES rows.
 const DISCOVERED_COLUMNS: usize = 8;
@@ -412,10 +404,7 @@ fn from_row(r: &Row<'_>, names: &StageNames) -> StoreResult<Target> {
         dispatched_at: r.get::<_, Option<i64>>(14)?.map(timestamp),
         started_at: r.get::<_, Option<i64>>(15)?.map(timestamp),
         finished_at: r.get::<_, Option<i64>>(16)?.map(timestamp),
-        steps: steps
-            .and_then(|b| Steps::decode(b.as_slice()).ok())
-            .map(|s| s.steps)
-            .unwrap_or_default(),
+        steps: steps.as_deref().map(super::output::decode).unwrap_or_default(),
     })
 }
 
@@ -756,7 +745,7 @@ mod tests {
                 conn.execute_batch("BEGIN").unwrap();
                 updates(&conn)
             });
-            let ingested = crate::store::ingest::results(&conn, &task, &results).unwrap();
+            let ingested = crate::store::ingest::results(&conn, &task, &crate::store::ingest::reported(&results)).unwrap();
             assert_eq!(ingested.accepted(), 4);
             if let Some((updated, hot)) = before {
                 let (updated_after, hot_after) = updates(&conn);
