@@ -183,9 +183,11 @@ fn write_results_by_row<'r>(
     Ok(written)
 }
 
-/// The most output (encoded steps) SQLite keeps in a target's row: about
-/// a line or two, so that the row stays near a twentieth of a page, where
-/// a WITHOUT ROWID table is at its best; more goes to `outputs`. Measured
+/// The most output (as stored: encoded steps, compressed from 256 bytes)
+/// SQLite keeps in a target's row: about a line or two, or a longer log
+/// that compressed that far, so that the row stays near a twentieth of a
+/// page, where a WITHOUT ROWID table is at its best; more goes to
+/// `outputs`. Measured
 /// (BENCHMARKS.md, "output per result"): one line is 10% slower through
 /// `outputs`, 1 KiB 1.7x faster.
 const IN_ROW_OUTPUT: usize = 256;

@@ -10,6 +10,12 @@
 //!   (0x0a): every value written before compression, and short output;
 //! - a zstd frame of one, which starts with zstd's magic number
 //!   (28 b5 2f fd), never a valid `Steps` encoding's first bytes.
+//!
+//! No migration marks the change: a controller without it would read a
+//! frame as no output, but none was released that shares a store (0.1
+//! had one controller on SQLite, and `copy-store` brings its plain values).
+//! A later change of format should come with a migration, so that older
+//! controllers step aside (README, "Upgrading").
 
 use std::cell::RefCell;
 
