@@ -26,7 +26,9 @@ const WEST: &str = "eu-west-1";
 /// How long a campaign may take to end once the faults have stopped.
 const SETTLE: Duration = Duration::from_secs(240);
 
-/// Two accounts in two regions, five instances each, one of them failing.
+/// Two accounts in two regions, five instances each, one of them failing;
+/// account b's that succeed print [`B_OUTPUT`] bytes, which the store
+/// keeps compressed.
 const FLEET: &str = r#"
 name = "chaos"
 external_id = "ext-chaos"
@@ -46,11 +48,15 @@ name = "b"
 regions = ["us-east-1", "eu-west-1"]
   [[accounts.instances]]
   count = 4
-  tags = { Role = "web", "muster-sim:duration" = "2" }
+  tags = { Role = "web", "muster-sim:duration" = "2", "muster-sim:stdout-bytes" = "2000" }
   [[accounts.instances]]
   count = 1
   tags = { Role = "fail", "muster-sim:exit-code" = "3", "muster-sim:duration" = "2" }
 "#;
+
+/// The output of account b's instances that succeed: past what the
+/// store keeps as it is, short of what ListCommandInvocations truncates.
+const B_OUTPUT: usize = 2_000;
 
 /// A fault of a process, at a time after the submit.
 #[derive(Debug, Clone, Copy)]
@@ -660,10 +666,18 @@ async fn settle(
 }
 
 /// Every target ended with a reason, its status agrees with the audit log,
-/// the counters add up, nobody got the command twice.
+/// the counters add up, nobody got the command twice, and the output of
+/// those that ran reads back whole.
 async fn check(system: &mut System, id: &str, campaign: &muster_proto::v1::Campaign, report: &mut Report) {
-    let all = targets(&mut system.client, id, false).await;
+    let all = targets(&mut system.client, id, true).await;
     let sends = system.sends_per_instance();
+    let b = system
+        .fleet
+        .accounts
+        .iter()
+        .find(|a| a.name == "b")
+        .map(|a| a.id.clone())
+        .unwrap_or_default();
     report.duplicates = sends.values().filter(|n| **n > 1).count();
     for (instance, n) in sends.iter().filter(|(_, n)| **n > 1) {
         report.violations.push(format!("{instance} got the command {n} times"));
@@ -692,6 +706,13 @@ async fn check(system: &mut System, id: &str, campaign: &muster_proto::v1::Campa
         } else {
             None
         };
+        let stdout: usize = target.steps.iter().map(|s| s.stdout.len()).sum();
+        if status == TargetStatus::Success && target.account_id == b && stdout != B_OUTPUT {
+            report.violations.push(format!(
+                "{} printed {B_OUTPUT} bytes; {stdout} read back",
+                target.instance_id
+            ));
+        }
         if let Some(wrong) = wrong {
             report.lost += 1;
             report.violations.push(format!(
