@@ -574,7 +574,7 @@ pub struct SpecArgs {
     #[arg(long)]
     pub batch_size: Option<u32>,
     /// AWS API calls per second per account and region.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub api_rate: Option<f64>,
     /// S3 bucket for full output.
     #[arg(long)]

@@ -181,14 +181,14 @@ impl CommandFile {
                 working_directory: self.working_directory.unwrap_or_default(),
             })),
         };
-        let timeout = |name: &str, value: Option<Scalar>| match value {
-            Some(value) => seconds(&format!("{field}.{name}"), &value.text()),
+        let timeout = |name: &str, value: Option<Scalar>, setting| match value {
+            Some(value) => duration_of(&format!("{field}.{name}"), &value.text(), setting),
             None => Ok(0),
         };
         Ok(Command {
             kind,
-            execution_timeout_seconds: timeout("execution_timeout", self.execution_timeout)?,
-            delivery_timeout_seconds: timeout("delivery_timeout", self.delivery_timeout)?,
+            execution_timeout_seconds: timeout("execution_timeout", self.execution_timeout, &EXECUTION_TIMEOUT)?,
+            delivery_timeout_seconds: timeout("delivery_timeout", self.delivery_timeout, &DELIVERY_TIMEOUT)?,
         })
     }
 }
@@ -271,7 +271,65 @@ pub fn seconds(field: &str, value: &str) -> anyhow::Result<u32> {
     }
     let parsed: Duration = humantime::parse_duration(value)
         .with_context(|| format!("{field}: '{value}' is not a duration (for example 600, 10m, 2h)"))?;
+    if parsed.as_secs() == 0 && !parsed.is_zero() {
+        bail!("{field}: '{value}' is less than a second; these durations are whole seconds");
+    }
     u32::try_from(parsed.as_secs()).with_context(|| format!("{field}: '{value}' is too long"))
+}
+
+/// What a setting must be, and what leaving it out gives, for refusing a 0
+/// that someone wrote: the API reads 0 as "not given" (proto3), so a written
+/// 0 would silently become the default.
+struct NotZero {
+    rule: &'static str,
+    default: &'static str,
+}
+
+const BATCH_SIZE: NotZero = NotZero {
+    rule: "1 to 50 instances a SendCommand",
+    default: "50",
+};
+const API_RATE: NotZero = NotZero {
+    rule: "0.1 to 1000 calls per second",
+    default: "the controller's default",
+};
+const KEEP_BYTES: NotZero = NotZero {
+    rule: "1 to 1048576 bytes",
+    default: "8192",
+};
+const EXECUTION_TIMEOUT: NotZero = NotZero {
+    rule: "1 second to 48 hours",
+    default: "an hour for a script, the document's own timeouts for a document",
+};
+const DELIVERY_TIMEOUT: NotZero = NotZero {
+    rule: "30 seconds to 30 days",
+    default: "10 minutes",
+};
+const SESSION_DURATION: NotZero = NotZero {
+    rule: "15 minutes to an hour",
+    default: "an hour",
+};
+
+/// `value`, or an error naming `field` when it is 0 (see [`NotZero`]).
+fn not_zero<T: Default + PartialEq>(field: &str, value: T, setting: &NotZero) -> anyhow::Result<T> {
+    if value == T::default() {
+        bail!(
+            "{field}: must be {}, not 0 (leave it out for {})",
+            setting.rule,
+            setting.default
+        );
+    }
+    Ok(value)
+}
+
+/// `value`, 0 when it is not given, and an error when it is given as 0.
+fn optional<T: Default + PartialEq>(field: &str, value: Option<T>, setting: &NotZero) -> anyhow::Result<T> {
+    value.map_or(Ok(T::default()), |v| not_zero(field, v, setting))
+}
+
+/// Seconds of a duration written in a file or a flag, refused when it is 0.
+fn duration_of(field: &str, value: &str, setting: &NotZero) -> anyhow::Result<u32> {
+    not_zero(field, seconds(field, value)?, setting)
 }
 
 fn platform(field: &str, name: &str) -> anyhow::Result<i32> {
@@ -371,10 +429,6 @@ impl CampaignFile {
                 })
                 .collect(),
         };
-        let seconds_of = |field: &str, value: Option<Scalar>| match value {
-            Some(value) => seconds(field, &value.text()),
-            None => Ok(0),
-        };
         Ok(CampaignSpec {
             name: self.name.unwrap_or_default(),
             description: self.description.unwrap_or_default(),
@@ -383,20 +437,23 @@ impl CampaignFile {
             rate: Some(RateControl {
                 max_concurrency: self.rate.max_concurrency.map(|s| s.text()).unwrap_or_default(),
                 max_errors: self.rate.max_errors.map(|s| s.text()).unwrap_or_default(),
-                batch_size: self.rate.batch_size.unwrap_or(0),
-                api_calls_per_second: self.rate.api_calls_per_second.unwrap_or(0.0),
+                batch_size: optional("rate.batch_size", self.rate.batch_size, &BATCH_SIZE)?,
+                api_calls_per_second: optional("rate.api_calls_per_second", self.rate.api_calls_per_second, &API_RATE)?,
             }),
             output: Some(OutputConfig {
                 s3_bucket: self.output.s3_bucket.unwrap_or_default(),
                 s3_key_prefix: self.output.s3_key_prefix.unwrap_or_default(),
                 cloudwatch_log_group: self.output.cloudwatch_log_group.unwrap_or_default(),
-                keep_bytes: self.output.keep_bytes.unwrap_or(0),
+                keep_bytes: optional("output.keep_bytes", self.output.keep_bytes, &KEEP_BYTES)?,
             }),
             access: Some(AccessConfig {
                 role_name: self.access.role_name.unwrap_or_default(),
                 role_arn_template: self.access.role_arn_template.unwrap_or_default(),
                 external_id: self.access.external_id.unwrap_or_default(),
-                session_duration_seconds: seconds_of("access.session_duration", self.access.session_duration)?,
+                session_duration_seconds: match &self.access.session_duration {
+                    Some(value) => duration_of("access.session_duration", &value.text(), &SESSION_DURATION)?,
+                    None => 0,
+                },
                 partition: self.access.partition.unwrap_or_default(),
             }),
             client_token: self.client_token.unwrap_or_default(),
@@ -458,23 +515,29 @@ fn with_flags(mut spec: CampaignSpec, args: &SpecArgs) -> anyhow::Result<Campaig
     let command = spec.command.get_or_insert_default();
     command.kind = command_with_flags(command.kind.take(), args)?;
     if let Some(value) = &args.execution_timeout {
-        command.execution_timeout_seconds = seconds("command.execution_timeout", value)?;
+        command.execution_timeout_seconds = duration_of("--execution-timeout", value, &EXECUTION_TIMEOUT)?;
     }
     if let Some(value) = &args.delivery_timeout {
-        command.delivery_timeout_seconds = seconds("command.delivery_timeout", value)?;
+        command.delivery_timeout_seconds = duration_of("--delivery-timeout", value, &DELIVERY_TIMEOUT)?;
     }
 
     let rate = spec.rate.get_or_insert_default();
     set(&mut rate.max_concurrency, &args.max_concurrency);
     set(&mut rate.max_errors, &args.max_errors);
-    set(&mut rate.batch_size, &args.batch_size);
-    set(&mut rate.api_calls_per_second, &args.api_rate);
+    if let Some(n) = args.batch_size {
+        rate.batch_size = not_zero("--batch-size", n, &BATCH_SIZE)?;
+    }
+    if let Some(n) = args.api_rate {
+        rate.api_calls_per_second = not_zero("--api-rate", n, &API_RATE)?;
+    }
 
     let output = spec.output.get_or_insert_default();
     set(&mut output.s3_bucket, &args.s3_bucket);
     set(&mut output.s3_key_prefix, &args.s3_prefix);
     set(&mut output.cloudwatch_log_group, &args.log_group);
-    set(&mut output.keep_bytes, &args.keep_bytes);
+    if let Some(n) = args.keep_bytes {
+        output.keep_bytes = not_zero("--keep-bytes", n, &KEEP_BYTES)?;
+    }
 
     let access = spec.access.get_or_insert_default();
     set(&mut access.role_name, &args.role_name);
@@ -482,7 +545,7 @@ fn with_flags(mut spec: CampaignSpec, args: &SpecArgs) -> anyhow::Result<Campaig
     set(&mut access.external_id, &args.external_id);
     set(&mut access.partition, &args.partition);
     if let Some(value) = &args.session_duration {
-        access.session_duration_seconds = seconds("access.session_duration", value)?;
+        access.session_duration_seconds = duration_of("--session-duration", value, &SESSION_DURATION)?;
     }
     Ok(spec)
 }
@@ -652,7 +715,7 @@ mod tests {
             build(&args)
                 .unwrap_err()
                 .to_string()
-                .starts_with("command.execution_timeout: 'soon' is not a duration")
+                .starts_with("--execution-timeout: 'soon' is not a duration")
         );
         let args = SpecArgs {
             document: Some("AWS-RunPatchBaseline".into()),
@@ -819,5 +882,101 @@ mod tests {
         };
         let err = build(&args).unwrap_err().to_string();
         assert!(err.starts_with("--working-directory:"), "{err}");
+    }
+
+    /// The API reads 0 as "not given", so a 0 someone writes would quietly
+    /// become the default: it is refused, in a flag or in a file, naming
+    /// where it was written, the rule and what leaving it out gives.
+    #[test]
+    fn a_written_zero_is_refused_not_taken_for_the_default() {
+        let flags = [
+            (
+                SpecArgs {
+                    batch_size: Some(0),
+                    ..Default::default()
+                },
+                "--batch-size: must be 1 to 50 instances a SendCommand, not 0 (leave it out for 50)",
+            ),
+            (
+                SpecArgs {
+                    api_rate: Some(0.0),
+                    ..Default::default()
+                },
+                "--api-rate: must be 0.1 to 1000 calls per second, not 0 (leave it out for the controller's default)",
+            ),
+            (
+                SpecArgs {
+                    keep_bytes: Some(0),
+                    ..Default::default()
+                },
+                "--keep-bytes: must be 1 to 1048576 bytes, not 0 (leave it out for 8192)",
+            ),
+            (
+                SpecArgs {
+                    execution_timeout: Some("0s".into()),
+                    ..Default::default()
+                },
+                "--execution-timeout: must be 1 second to 48 hours, not 0 (leave it out for an hour for a script, \
+                 the document's own timeouts for a document)",
+            ),
+            (
+                SpecArgs {
+                    delivery_timeout: Some("0".into()),
+                    ..Default::default()
+                },
+                "--delivery-timeout: must be 30 seconds to 30 days, not 0 (leave it out for 10 minutes)",
+            ),
+            (
+                SpecArgs {
+                    session_duration: Some("0m".into()),
+                    ..Default::default()
+                },
+                "--session-duration: must be 15 minutes to an hour, not 0 (leave it out for an hour)",
+            ),
+            (
+                SpecArgs {
+                    execution_timeout: Some("500ms".into()),
+                    ..Default::default()
+                },
+                "--execution-timeout: '500ms' is less than a second; these durations are whole seconds",
+            ),
+        ];
+        for (args, expected) in flags {
+            assert_eq!(build(&args).unwrap_err().to_string(), expected);
+        }
+        for (text, field) in [
+            ("rate:\n  batch_size: 0\n", "rate.batch_size: must be 1 to 50"),
+            (
+                "rate:\n  api_calls_per_second: 0.0\n",
+                "rate.api_calls_per_second: must be 0.1",
+            ),
+            ("output:\n  keep_bytes: 0\n", "output.keep_bytes: must be 1 to"),
+            (
+                "command:\n  linux: x\n  execution_timeout: 0\n",
+                "command.execution_timeout: must be",
+            ),
+            (
+                "command:\n  linux: x\n  delivery_timeout: 0s\n",
+                "command.delivery_timeout: must be",
+            ),
+            ("access:\n  session_duration: 0\n", "access.session_duration: must be"),
+            (
+                "command:\n  linux: x\nthen:\n  - linux: y\n    execution_timeout: 0\n",
+                "then[0].execution_timeout: must be",
+            ),
+        ] {
+            let (_dir, args) = file("zero.yaml", text);
+            let err = build(&args).unwrap_err().to_string();
+            assert!(err.starts_with(field), "{text}: {err}");
+        }
+        // Given, and not 0, they are taken as written.
+        let (_dir, mut args) = file("set.yaml", "rate:\n  batch_size: 7\noutput:\n  keep_bytes: 100\n");
+        args.api_rate = Some(2.5);
+        args.execution_timeout = Some("90s".into());
+        let spec = build(&args).unwrap();
+        let rate = spec.rate.unwrap();
+        assert_eq!((rate.batch_size, rate.api_calls_per_second), (7, 2.5));
+        assert_eq!(spec.output.unwrap().keep_bytes, 100);
+        assert_eq!(spec.command.unwrap().execution_timeout_seconds, 90);
     }
 }
