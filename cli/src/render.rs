@@ -144,6 +144,38 @@ pub fn done(c: &StatusCounters) -> u64 {
     c.total - c.pending - c.queued - c.running
 }
 
+/// The counters by status, in one order everywhere: `ok` always, then
+/// each status that has targets, by the name `muster results --status`
+/// takes, with queued and running together as `running`. They add up to
+/// the total.
+pub fn tally(c: &StatusCounters) -> Vec<(&'static str, u64)> {
+    let mut parts = vec![("ok", c.success)];
+    parts.extend(
+        [
+            ("failed", c.failed),
+            ("timed_out", c.timed_out),
+            ("error", c.error),
+            ("undeliverable", c.undeliverable),
+            ("cancelled", c.cancelled),
+            ("terminated", c.terminated),
+            ("skipped", c.skipped),
+            ("pending", c.pending),
+            ("running", c.queued + c.running),
+        ]
+        .into_iter()
+        .filter(|&(_, n)| n > 0),
+    );
+    parts
+}
+
+/// Targets that ended without running their command to success, short of
+/// a timeout: the command failed, muster could not run it (error), or the
+/// agent never took it (undeliverable). The "failed" of a table that has a
+/// "timed out" column.
+pub fn failed(c: &StatusCounters) -> u64 {
+    c.failed + c.error + c.undeliverable
+}
+
 /// A scope's state in a word ("discovering", "done").
 pub fn scope_state(state: i32) -> String {
     muster_proto::v1::ScopeState::try_from(state)
@@ -223,6 +255,36 @@ mod tests {
         assert_eq!(duration(72.0), "1m12s");
         assert_eq!(duration(3725.0), "1h02m");
         assert_eq!(duration(f64::INFINITY), "-");
+    }
+
+    #[test]
+    fn the_tally_names_every_target_once() {
+        let c = StatusCounters {
+            pending: 1,
+            queued: 2,
+            running: 3,
+            success: 4,
+            failed: 5,
+            timed_out: 6,
+            cancelled: 7,
+            undeliverable: 8,
+            terminated: 9,
+            skipped: 10,
+            error: 11,
+            total: 66,
+        };
+        let parts = tally(&c);
+        assert_eq!(parts.iter().map(|&(_, n)| n).sum::<u64>(), c.total);
+        assert_eq!(parts.first(), Some(&("ok", 4)));
+        assert!(parts.contains(&("running", 5)), "{parts:?}");
+        // Statuses without targets are left out; ok is always there.
+        let only_errors = StatusCounters {
+            error: 24,
+            total: 24,
+            ..Default::default()
+        };
+        assert_eq!(tally(&only_errors), [("ok", 0), ("error", 24)]);
+        assert_eq!(failed(&only_errors), 24);
     }
 
     #[test]

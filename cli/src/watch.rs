@@ -93,22 +93,13 @@ impl View {
     }
 
     fn counts(&self) -> String {
-        let c = &self.counters;
-        let mut parts = vec![format!("ok {}", c.success)];
-        for (n, name) in [
-            (c.failed, "failed"),
-            (c.timed_out, "timed_out"),
-            (c.error, "error"),
-            (c.undeliverable, "undeliverable"),
-            (c.cancelled, "cancelled"),
-            (c.terminated, "terminated"),
-            (c.skipped, "skipped"),
-        ] {
-            if n > 0 {
-                parts.push(format!("{name} {n}"));
-            }
+        let mut parts: Vec<String> = render::tally(&self.counters)
+            .into_iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        if self.counters.queued + self.counters.running == 0 {
+            parts.push("running 0".into());
         }
-        parts.push(format!("running {}", c.queued + c.running));
         parts.join("  ")
     }
 
@@ -169,7 +160,7 @@ impl View {
                     bar.set_message(format!(
                         "ok {} failed {} running {}",
                         c.success,
-                        c.failed + c.timed_out + c.error,
+                        render::failed(&c) + c.timed_out,
                         c.queued + c.running
                     ));
                 }

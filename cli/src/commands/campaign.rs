@@ -128,8 +128,9 @@ fn print_details(campaign: &Campaign, style: Style) {
     }
 }
 
-/// One table row per scope; `wide` adds running, managed, offline and
-/// unmanaged.
+/// One table row per scope: "failed" as [`render::failed`], "other" the
+/// cancelled, terminated and not yet ended; `wide` adds running, managed,
+/// offline and unmanaged.
 fn print_scopes(campaign: &Campaign, style: Style, wide: bool) {
     let mut headers = vec![
         "account",
@@ -158,10 +159,10 @@ fn print_scopes(campaign: &Campaign, style: Style, wide: bool) {
             Cell::new(&s.region),
             Cell::new(state),
             Cell::new(c.success),
-            Cell::new(c.failed + c.error),
+            Cell::new(render::failed(&c)),
             Cell::new(c.timed_out),
             Cell::new(c.skipped),
-            Cell::new(c.total - c.success - c.failed - c.error - c.timed_out - c.skipped),
+            Cell::new(c.total - c.success - render::failed(&c) - c.timed_out - c.skipped),
             Cell::new(c.total),
         ];
         if wide {
@@ -200,7 +201,7 @@ pub(super) fn print_stages(campaign: &Campaign, style: Style) {
             style.status_cell(&phase_text),
             Cell::new(c.total),
             Cell::new(c.success),
-            Cell::new(c.failed + c.timed_out + c.error + c.undeliverable),
+            Cell::new(render::failed(&c) + c.timed_out),
             Cell::new(c.queued + c.running),
             Cell::new(stage.errors),
             Cell::new(format!("{} at once, {errors} errors", stage.concurrency_limit)),

@@ -118,7 +118,7 @@ fn print_campaigns(campaigns: &[Campaign], style: Style, wide: bool) {
             Cell::new(render::time(&c.created_at)),
             Cell::new(n.total),
             Cell::new(n.success),
-            Cell::new(n.failed + n.timed_out + n.error + n.undeliverable),
+            Cell::new(render::failed(&n) + n.timed_out),
             Cell::new(n.skipped),
         ];
         if wide {

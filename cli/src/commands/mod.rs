@@ -36,17 +36,14 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-/// Counters in one short line.
+/// Counters in one short line ("60 targets: 52 ok, 4 failed, 4 skipped"),
+/// by the names `muster results --status` takes.
 fn summary(c: &muster_proto::v1::StatusCounters) -> String {
-    format!(
-        "{} targets: {} ok, {} failed, {} timed out, {} skipped, {} other",
-        c.total,
-        c.success,
-        c.failed,
-        c.timed_out,
-        c.skipped,
-        c.total - c.success - c.failed - c.timed_out - c.skipped
-    )
+    let parts: Vec<String> = crate::render::tally(c)
+        .into_iter()
+        .map(|(name, n)| format!("{n} {name}"))
+        .collect();
+    format!("{} targets: {}", c.total, parts.join(", "))
 }
 
 /// The campaign `id` as the controller has it now.
