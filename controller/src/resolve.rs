@@ -2,7 +2,9 @@
 //! resolves documents, parameters and output locations, so a worker runs
 //! exactly what it leased and interprets nothing.
 
-use muster_proto::v1::{CampaignSpec, Command, DiscoverSpec, ExecuteSpec, ParameterValues, Platform, command};
+use muster_proto::v1::{
+    CampaignSpec, Command, DiscoverSpec, DocumentCheck, ExecuteSpec, ParameterValues, Platform, command,
+};
 
 /// The Comment of every SendCommand of a task: how a later attempt finds
 /// commands an earlier one sent (ListCommands) without a record of them.
@@ -52,7 +54,29 @@ pub fn discover_spec(spec: &CampaignSpec, account: &str, region: &str) -> Discov
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect(),
+        documents: document_checks(spec, region),
     }
+}
+
+/// The documents `spec` sends in `region`, named as SendCommand will name
+/// them, with the parameters it sends: what discovery checks before
+/// anything is sent. Scripts are muster's own parameters and need none.
+fn document_checks(spec: &CampaignSpec, region: &str) -> Vec<DocumentCheck> {
+    let then = spec.then.iter().enumerate().map(|(i, c)| (format!("then[{i}]"), c));
+    spec.command
+        .iter()
+        .map(|c| ("command".to_owned(), c))
+        .chain(then)
+        .filter_map(|(field, command)| match &command.kind {
+            Some(command::Kind::Document(document)) => Some(DocumentCheck {
+                field,
+                name: in_region(&document.name, region),
+                version: document.version.clone(),
+                parameters: document.parameters.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The document that runs on `platform` in `region`. A document named by
@@ -290,6 +314,45 @@ mod tests {
         assert_eq!(
             document_for(&document, Platform::Windows, "eu-west-1"),
             "AWS-RunPatchBaseline"
+        );
+    }
+
+    #[test]
+    fn discovery_checks_each_document_as_it_will_be_sent() {
+        let patch = Document {
+            name: "arn:aws:ssm:us-east-1:111122223333:document/Acme-Patch".into(),
+            version: "3".into(),
+            parameters: [("Operation".to_owned(), values(vec!["Install".into()]))].into(),
+        };
+        let spec = CampaignSpec {
+            command: Some(Command {
+                kind: script(&["dnf check-update"], &[]).command.unwrap().kind,
+                ..Default::default()
+            }),
+            then: vec![
+                Command {
+                    kind: Some(command::Kind::Document(patch.clone())),
+                    ..Default::default()
+                },
+                script(&["reboot"], &[]).command.unwrap(),
+            ],
+            ..Default::default()
+        };
+        let checks = discover_spec(&spec, "111122223333", "eu-west-1").documents;
+        assert_eq!(checks.len(), 1, "scripts are muster's own parameters: {checks:?}");
+        assert_eq!(checks[0].field, "then[0]");
+        assert_eq!(
+            checks[0].name, "arn:aws:ssm:eu-west-1:111122223333:document/Acme-Patch",
+            "named as SendCommand will name it in the scope's region"
+        );
+        assert_eq!(
+            (checks[0].version.as_str(), &checks[0].parameters),
+            ("3", &patch.parameters)
+        );
+        assert!(
+            discover_spec(&script(&["x"], &[]), "1", "eu-west-1")
+                .documents
+                .is_empty()
         );
     }
 

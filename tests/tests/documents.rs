@@ -1,10 +1,15 @@
 //! Customer-owned and shared SSM documents, by name or ARN, at a pinned
-//! version, across regions: `muster-controller` and `muster-worker` as real
-//! processes against moto + muster-sim.
+//! version, across regions, and what discovery refuses before sending (a
+//! document missing in a scope, a parameter it does not allow):
+//! `muster-controller` and `muster-worker` as real processes against moto +
+//! muster-sim.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use muster_proto::v1::{CampaignSpec, CampaignState, Document, ParameterValues, Target, TargetStatus, command};
+use muster_proto::v1::{
+    CampaignSpec, CampaignState, Document, ParameterValues, PlanCampaignRequest, Target, TargetStatus, command,
+};
 use muster_tests::client::{script_spec, submit, targets, wait_done};
 use muster_tests::procs::{System, SystemOptions};
 
@@ -87,6 +92,14 @@ fn document_spec(account: &str, regions: &[&str], name: &str, version: &str) -> 
     }));
     spec.command.as_mut().unwrap().execution_timeout_seconds = 0;
     spec
+}
+
+/// SendCommand calls the sim answered, taken or refused.
+fn send_commands(system: &System) -> u64 {
+    ["ok", "client_error", "server_error"]
+        .iter()
+        .map(|outcome| system.sb.count("ssm", "SendCommand", outcome))
+        .sum()
 }
 
 fn step_names(target: &Target) -> Vec<&str> {
@@ -207,4 +220,115 @@ async fn shared_and_own_documents_run_by_arn_and_name_at_the_pinned_version_in_e
         );
         assert!(target.reason.contains("InvalidDocument"), "{}", target.reason);
     }
+
+    // Production's inventory document is in one region only. With a value
+    // it does not allow, the plan names what SSM would refuse in each
+    // scope, and nothing is sent.
+    let sent_before = send_commands(&system);
+    let mut wrong = document_spec(&prod, &[EAST, WEST], "Acme-Inventory", "");
+    if let Some(command::Kind::Document(document)) = &mut wrong.command.as_mut().unwrap().kind {
+        document.parameters.get_mut("Mode").unwrap().values = vec!["destroy".into()];
+    }
+    let plan = system
+        .client
+        .plan_campaign(PlanCampaignRequest {
+            spec: Some(wrong.clone()),
+            wait_seconds: 60,
+        })
+        .await
+        .expect("a plan")
+        .into_inner();
+    assert!(plan.complete);
+    let scope_errors: BTreeMap<String, String> = plan
+        .campaign
+        .unwrap()
+        .scopes
+        .into_iter()
+        .map(|s| (s.region, s.error))
+        .collect();
+    assert_eq!(
+        scope_errors[EAST],
+        format!(
+            "command: document Acme-Inventory in account {prod} region {EAST}: parameter 'Mode': 'destroy' \
+             is not one of scan, install; nothing was sent"
+        )
+    );
+    assert!(
+        scope_errors[WEST].starts_with(&format!(
+            "command: document Acme-Inventory in account {prod} region {WEST}: not found (InvalidDocument"
+        )),
+        "{}",
+        scope_errors[WEST]
+    );
+    // Submitted as it is, it fails the same way, sending nothing.
+    let (campaign, all) = run(&mut system, wrong).await;
+    assert_eq!(
+        CampaignState::try_from(campaign.state).unwrap(),
+        CampaignState::CompletedWithErrors
+    );
+    assert!(all.iter().all(|t| t.status == TargetStatus::Error as i32), "{all:?}");
+    assert_eq!(send_commands(&system), sent_before, "SendCommand was not called");
+
+    // With a value it allows, it runs where the document is; where it is
+    // not, the scope fails with the reason and nothing is sent there.
+    let (campaign, all) = run(&mut system, document_spec(&prod, &[EAST, WEST], "Acme-Inventory", "")).await;
+    let east: Vec<&Target> = all.iter().filter(|t| t.region == EAST).collect();
+    assert_eq!(east.len(), 2);
+    assert!(
+        east.iter().all(|t| t.status == TargetStatus::Success as i32),
+        "{east:?}"
+    );
+    let west = campaign.scopes.iter().find(|s| s.region == WEST).unwrap();
+    assert!(west.error.contains("not found (InvalidDocument"), "{}", west.error);
+    assert_eq!(west.counters.unwrap().error, 1, "the scope's one ERROR target");
+    assert!(
+        !system
+            .sb
+            .audit()
+            .iter()
+            .any(|e| e.region == WEST && e.document_name == "Acme-Inventory"),
+        "nothing sent where the document is not"
+    );
+
+    // Its owner adds a parameter it requires and makes that version the
+    // default. A campaign that passes it runs, although the worker kept the
+    // document as it read it before: a refusal rests on the document as it
+    // is now.
+    let mut changed: serde_json::Value = serde_json::from_str(&content(&["Collect"])).expect("JSON");
+    changed["parameters"]["Reason"] = serde_json::json!({"type": "String"});
+    let ssm = ssm_of(&system, &prod, EAST).await;
+    let version = ssm
+        .update_document()
+        .name("Acme-Inventory")
+        .content(changed.to_string())
+        .document_version("$LATEST")
+        .send()
+        .await
+        .expect("UpdateDocument")
+        .document_description
+        .and_then(|d| d.document_version)
+        .expect("a new version");
+    ssm.update_document_default_version()
+        .name("Acme-Inventory")
+        .document_version(version)
+        .send()
+        .await
+        .expect("UpdateDocumentDefaultVersion");
+    let mut spec = document_spec(&prod, &[EAST], "Acme-Inventory", "");
+    if let Some(command::Kind::Document(document)) = &mut spec.command.as_mut().unwrap().kind {
+        document.parameters.insert(
+            "Reason".into(),
+            ParameterValues {
+                values: vec!["patch tuesday".into()],
+            },
+        );
+    }
+    let (campaign, all) = run(&mut system, spec).await;
+    assert_eq!(
+        CampaignState::try_from(campaign.state).unwrap(),
+        CampaignState::Succeeded,
+        "{:?}",
+        campaign.scopes
+    );
+    assert_eq!(all.len(), 2);
 }

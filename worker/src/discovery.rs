@@ -11,8 +11,10 @@ use aws_sdk_ssm::types::{
 };
 use muster_proto::v1::{DiscoverSpec, DiscoveredInstance, PingStatus, Platform, ReportTargetsRequest};
 
+use crate::TaskError;
 use crate::api::Api;
 use crate::controller::WorkerCalls;
+use crate::documents::Documents;
 use crate::scope_clients::{CallError, ScopeClients};
 
 /// States worth reporting: terminated instances are gone, the rest are
@@ -36,17 +38,25 @@ struct Ec2Instance {
     tags: std::collections::HashMap<String, String>,
 }
 
-/// Lists, joins and reports. Returns how many instances were reported.
+/// Checks the documents the campaign sends here, then lists, joins and
+/// reports. Returns how many instances were reported.
 pub async fn discover(
     scope: &ScopeClients,
     spec: &DiscoverSpec,
-    controller: &dyn WorkerCalls,
+    (controller, documents): (&dyn WorkerCalls, &Documents),
     task_id: &str,
     lease_id: u64,
-) -> Result<usize, CallError> {
+) -> Result<usize, TaskError> {
     if spec.check_region_enabled && !region_enabled(scope).await? {
         tracing::info!(account = %scope.account, region = %scope.region, "region not enabled in the account; nothing to discover");
         return Ok(0);
+    }
+    // Before anything is listed: a scope whose sends SSM would refuse
+    // fails as a whole, with the reason, and nothing is sent there.
+    for check in &spec.documents {
+        if let Some(why) = documents.refused(scope, check).await {
+            return Err(TaskError::Refused(why));
+        }
     }
     let instances = ec2_instances(scope, spec).await?;
     let ids: Vec<String> = instances

@@ -1,18 +1,24 @@
-//! How long a document's command may run when the campaign leaves it to the
-//! document (execution_timeout_seconds 0): AWS-RunPatchBaseline's steps
-//! allow two hours each, a customer's document whatever it says. The worker
-//! reads the document once (SSM GetDocument, in the target account, as the
-//! execution role) and keeps the answer for the process's life; the poll
-//! gives up only that long (plus delivery and a margin) after sending.
+//! What the worker reads of the documents it sends, once per (account,
+//! region, name, version) for the process's life (SSM GetDocument, in the
+//! target account, as the execution role):
+//!
+//! - how long a document's command may run when the campaign leaves it to
+//!   the document (execution_timeout_seconds 0): AWS-RunPatchBaseline's
+//!   steps allow two hours each, a customer's document whatever it says. The
+//!   poll gives up only that long (plus delivery and a margin) after sending;
+//! - whether SendCommand would take the document and the parameters the
+//!   campaign sends it ([`refusal`]), checked at discovery so that a wrong
+//!   parameter or a document missing in an account fails that scope before
+//!   anything is sent, and shows in `muster plan`.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
-use muster_proto::v1::ExecuteSpec;
+use muster_proto::v1::{DocumentCheck, ExecuteSpec, ParameterValues};
 use serde_json::Value;
 
 use crate::api::Api;
-use crate::scope_clients::ScopeClients;
+use crate::scope_clients::{CallError, ScopeClients};
 
 /// A step's timeout when the document gives none (SSM's plugins' default).
 pub const DEFAULT_STEP_SECONDS: u64 = 3_600;
@@ -20,10 +26,13 @@ pub const DEFAULT_STEP_SECONDS: u64 = 3_600;
 /// worker waits when it cannot read the document.
 pub const LONGEST_SECONDS: u64 = 172_800;
 
-/// Document timeouts read so far, by (account, region, name, version).
+/// A document in one scope: (account, region, name, version).
+type DocumentKey = (String, String, String, String);
+
+/// Documents read so far, by where and which.
 #[derive(Debug, Default)]
-pub struct DocumentTimeouts {
-    known: Mutex<HashMap<(String, String, String, String), u64>>,
+pub struct Documents {
+    known: Mutex<HashMap<DocumentKey, Arc<Value>>>,
 }
 
 /// The number in a JSON value that is a number or a numeric string.
@@ -63,62 +72,177 @@ pub fn own_timeout(content: &Value, execution_timeout: Option<&str>) -> u64 {
     }
 }
 
-impl DocumentTimeouts {
-    /// How long `spec`'s command may run on an instance: the campaign's
-    /// execution timeout, or (when it leaves it to the document) the
-    /// document's own, read from SSM; [`LONGEST_SECONDS`] when the
-    /// document cannot be read.
-    pub async fn of(&self, scope: &ScopeClients, spec: &ExecuteSpec) -> u64 {
-        if spec.execution_timeout_seconds > 0 {
-            return u64::from(spec.execution_timeout_seconds);
+/// AWS's error codes for a document that is not there: SendCommand
+/// answers a send of it with the same.
+const MISSING: [&str; 2] = ["InvalidDocument", "InvalidDocumentVersion"];
+
+/// Why SendCommand would refuse `given` for the document of `content`
+/// (its `parameters`, as the SSM documents' syntax declares them), or none.
+/// Only what SSM certainly refuses: a parameter the document does not
+/// declare, one it requires (it has no default) missing or empty, a value
+/// outside `allowedValues` or not matching `allowedPattern`. A value that
+/// refers to a Parameter Store parameter (`{{ssm:...}}`) is resolved by
+/// SSM, so it is not checked; nor is a pattern that this regex dialect
+/// cannot read, nor a value of several lines against a pattern.
+pub fn refusal(content: &Value, given: &BTreeMap<String, ParameterValues>) -> Option<String> {
+    let declared = content["parameters"].as_object();
+    let empty = serde_json::Map::new();
+    let declared = declared.unwrap_or(&empty);
+    if let Some(name) = given.keys().find(|name| !declared.contains_key(*name)) {
+        let known = declared.keys().cloned().collect::<Vec<_>>().join(", ");
+        return Some(format!(
+            "parameter '{name}' is not one of the document's ({})",
+            if known.is_empty() { "it takes none" } else { &known }
+        ));
+    }
+    let missing = |name: &String| given.get(name).is_none_or(|v| v.values.iter().all(String::is_empty));
+    if let Some((name, _)) = declared
+        .iter()
+        .find(|(name, parameter)| parameter.get("default").is_none() && missing(name))
+    {
+        return Some(format!(
+            "parameter '{name}' is required (the document gives it no default)"
+        ));
+    }
+    for (name, values) in given {
+        let parameter = &declared[name];
+        let allowed: Vec<&str> = parameter["allowedValues"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let pattern = parameter["allowedPattern"]
+            .as_str()
+            .and_then(|p| regex::Regex::new(p).ok());
+        for value in values.values.iter().filter(|v| !v.contains("{{")) {
+            if !allowed.is_empty() && !allowed.contains(&value.as_str()) {
+                return Some(format!(
+                    "parameter '{name}': '{value}' is not one of {}",
+                    allowed.join(", ")
+                ));
+            }
+            // Where dialects differ on line ends ("$" before a last newline),
+            // SSM decides.
+            if let Some(pattern) = &pattern
+                && !value.contains('\n')
+                && !pattern.is_match(value)
+            {
+                return Some(format!(
+                    "parameter '{name}': '{value}' does not match the document's allowedPattern {}",
+                    pattern.as_str()
+                ));
+            }
         }
-        let version = if spec.document_version.is_empty() {
-            "$DEFAULT".to_owned()
-        } else {
-            spec.document_version.clone()
-        };
+    }
+    None
+}
+
+impl Documents {
+    /// The content of document `name` at `version` ("" for $DEFAULT) in
+    /// the scope, read once, or read again when `again` (the default
+    /// version may have changed since), and whether it was read now.
+    async fn read(
+        &self,
+        scope: &ScopeClients,
+        (name, version): (&str, &str),
+        again: bool,
+    ) -> Result<(Arc<Value>, bool), CallError> {
+        let version = if version.is_empty() { "$DEFAULT" } else { version };
         let key = (
             scope.account.clone(),
             scope.region.clone(),
-            spec.document_name.clone(),
-            version.clone(),
+            name.to_owned(),
+            version.to_owned(),
         );
-        let given = spec
-            .parameters
-            .get("executionTimeout")
-            .and_then(|v| v.values.first())
-            .cloned();
-        if given.is_none()
-            && let Some(known) = self.known.lock().expect("document lock").get(&key)
-        {
-            return *known;
+        if !again && let Some(known) = self.known.lock().expect("document lock").get(&key) {
+            return Ok((known.clone(), false));
         }
-        let answer = scope
+        let document = scope
             .call(Api::GetDocument, || {
                 scope
                     .ssm
                     .get_document()
-                    .name(&spec.document_name)
-                    .document_version(&version)
+                    .name(name)
+                    .document_version(version)
                     .document_format(aws_sdk_ssm::types::DocumentFormat::Json)
                     .send()
             })
-            .await;
-        let content = match answer {
-            Ok(document) => serde_json::from_str::<Value>(document.content().unwrap_or_default()).ok(),
+            .await?;
+        let content = serde_json::from_str::<Value>(document.content().unwrap_or_default()).map_err(|e| CallError {
+            api: "GetDocument",
+            account: scope.account.clone(),
+            region: scope.region.clone(),
+            class: muster_common::retry::ErrorClass::Final,
+            code: None,
+            message: format!("document {name}: its content is not JSON: {e}"),
+        })?;
+        let content = Arc::new(content);
+        self.known.lock().expect("document lock").insert(key, content.clone());
+        Ok((content, true))
+    }
+
+    /// How long `spec`'s command may run on an instance: the campaign's
+    /// execution timeout, or (when it leaves it to the document) the
+    /// document's own, read from SSM; [`LONGEST_SECONDS`] when the
+    /// document cannot be read.
+    pub async fn timeout(&self, scope: &ScopeClients, spec: &ExecuteSpec) -> u64 {
+        if spec.execution_timeout_seconds > 0 {
+            return u64::from(spec.execution_timeout_seconds);
+        }
+        let given = spec
+            .parameters
+            .get("executionTimeout")
+            .and_then(|v| v.values.first())
+            .map(String::as_str);
+        match self
+            .read(scope, (&spec.document_name, &spec.document_version), false)
+            .await
+        {
+            Ok((content, _)) => own_timeout(&content, given),
             Err(error) => {
                 tracing::warn!(document = %spec.document_name, %error, "cannot read the document's timeout; waiting up to 48 hours for its commands");
+                LONGEST_SECONDS
+            }
+        }
+    }
+
+    /// Why SendCommand would refuse `check`'s document in the scope: it is
+    /// not there (for this version), or [`refusal`] of its parameters. None
+    /// when it would take it, and when the document cannot be read for
+    /// another reason (access, throttling past the budget): then SSM decides
+    /// at the send, as without the check.
+    pub async fn refused(&self, scope: &ScopeClients, check: &DocumentCheck) -> Option<String> {
+        let where_ = format!(
+            "{}: document {}{} in account {} region {}",
+            check.field,
+            check.name,
+            if check.version.is_empty() {
+                String::new()
+            } else {
+                format!(" version {}", check.version)
+            },
+            scope.account,
+            scope.region
+        );
+        let mut read = self.read(scope, (&check.name, &check.version), false).await;
+        // A refusal rests on the document as it is now, never on a copy
+        // kept from before its owner changed it.
+        if let Ok((content, false)) = &read
+            && refusal(content, &check.parameters).is_some()
+        {
+            read = self.read(scope, (&check.name, &check.version), true).await;
+        }
+        match read {
+            Ok((content, _)) => refusal(&content, &check.parameters).map(|why| format!("{where_}: {why}")),
+            Err(error) if error.code.as_deref().is_some_and(|c| MISSING.contains(&c)) => {
+                Some(format!("{where_}: not found ({})", error.message))
+            }
+            Err(error) => {
+                tracing::warn!(document = %check.name, %error, "cannot read the document to check its parameters; SSM checks them at the send");
                 None
             }
-        };
-        let Some(content) = content else {
-            return LONGEST_SECONDS;
-        };
-        let timeout = own_timeout(&content, given.as_deref());
-        if given.is_none() {
-            self.known.lock().expect("document lock").insert(key, timeout);
         }
-        timeout
     }
 }
 
@@ -126,6 +250,80 @@ impl DocumentTimeouts {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn given(pairs: &[(&str, &[&str])]) -> BTreeMap<String, ParameterValues> {
+        pairs
+            .iter()
+            .map(|(name, values)| {
+                (
+                    (*name).to_owned(),
+                    ParameterValues {
+                        values: values.iter().map(|v| (*v).to_owned()).collect(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// AWS-RunPatchBaseline's parameters as AWS declares them (in part),
+    /// and a customer's with a pattern and a list.
+    #[test]
+    fn what_send_command_would_refuse_is_named() {
+        let patch = json!({"schemaVersion": "2.2", "parameters": {
+            "Operation": {"type": "String", "allowedValues": ["Scan", "Install"]},
+            "SnapshotId": {"type": "String", "default": ""},
+            "RebootOption": {"type": "String", "default": "RebootIfNeeded", "allowedValues": ["RebootIfNeeded", "NoReboot"]},
+        }});
+        assert_eq!(refusal(&patch, &given(&[("Operation", &["Install"])])), None);
+        assert_eq!(
+            refusal(&patch, &given(&[("Operation", &["Destroy"])])).as_deref(),
+            Some("parameter 'Operation': 'Destroy' is not one of Scan, Install")
+        );
+        assert_eq!(
+            refusal(&patch, &given(&[("RebootOption", &["NoReboot"])])).as_deref(),
+            Some("parameter 'Operation' is required (the document gives it no default)")
+        );
+        assert_eq!(
+            refusal(&patch, &given(&[("Operation", &[""])])).as_deref(),
+            Some("parameter 'Operation' is required (the document gives it no default)"),
+            "an empty value is no value"
+        );
+        assert_eq!(
+            refusal(&patch, &given(&[("Operation", &["Scan"]), ("Operaton", &["Scan"])])).as_deref(),
+            Some("parameter 'Operaton' is not one of the document's (Operation, RebootOption, SnapshotId)")
+        );
+        assert_eq!(
+            refusal(&patch, &given(&[("Operation", &["{{ssm:/patching/operation}}"])])),
+            None,
+            "SSM resolves a Parameter Store reference before it checks"
+        );
+
+        let custom = json!({"schemaVersion": "2.2", "parameters": {
+            "Packages": {"type": "StringList", "default": [], "allowedPattern": "^[a-z0-9.+-]+$"},
+            "Odd": {"type": "String", "default": "", "allowedPattern": "^(?!x)"},
+        }});
+        assert_eq!(refusal(&custom, &given(&[("Packages", &["openssl", "kernel"])])), None);
+        assert_eq!(
+            refusal(&custom, &given(&[("Packages", &["openssl", "rm -rf /"])])).as_deref(),
+            Some("parameter 'Packages': 'rm -rf /' does not match the document's allowedPattern ^[a-z0-9.+-]+$")
+        );
+        assert_eq!(
+            refusal(&custom, &given(&[("Odd", &["xyz"])])),
+            None,
+            "a pattern this dialect cannot read (a lookahead) is left to SSM"
+        );
+        assert_eq!(
+            refusal(&custom, &given(&[("Packages", &["kernel\n"])])),
+            None,
+            "line ends are where dialects differ"
+        );
+        let bare = json!({"schemaVersion": "2.2", "mainSteps": []});
+        assert_eq!(
+            refusal(&bare, &given(&[("Anything", &["1"])])).as_deref(),
+            Some("parameter 'Anything' is not one of the document's (it takes none)")
+        );
+        assert_eq!(refusal(&bare, &given(&[])), None);
+    }
 
     #[test]
     fn a_patch_documents_steps_and_a_scripts_parameter_set_the_timeout() {

@@ -233,7 +233,7 @@ async fn run_command(
     }
 
     // 3. Poll until every instance has a final status.
-    let runs_for = ctx.document_timeouts.of(scope, spec).await;
+    let runs_for = ctx.documents.timeout(scope, spec).await;
     let deadline_after = Duration::from_secs(u64::from(spec.delivery_timeout_seconds) + runs_for) + ctx.overdue_margin;
     ctx.stats.batches(1);
     let polled = poll(
@@ -736,6 +736,7 @@ pub fn describe(error: &TaskError, kind: TaskKind) -> (String, bool) {
         TaskError::Aws(e) => (e.to_string(), e.is_retryable()),
         TaskError::Controller(ControllerError::Unreachable(m)) => (format!("controller unreachable: {m}"), true),
         TaskError::Controller(e) => (e.to_string(), false),
+        TaskError::Refused(why) => (format!("{why}; nothing was sent"), false),
         TaskError::LeaseLost => ("lease lost".into(), true),
         TaskError::HandedBack if kind == TaskKind::Discover => {
             ("worker stopping; the next attempt lists the scope again".into(), true)

@@ -81,7 +81,7 @@ pub struct Context {
     /// before they are reported ERROR (2 minutes).
     pub abandon_grace: std::time::Duration,
     /// How long documents' commands may run, as read from SSM.
-    pub document_timeouts: documents::DocumentTimeouts,
+    pub documents: documents::Documents,
     /// Which commands ended, from Run Command's events.
     pub endings: endings::Endings,
     /// Stops asking for endings when the context goes.
@@ -114,7 +114,7 @@ impl Context {
             not_ready: std::sync::Mutex::new(None),
             overdue_margin: std::time::Duration::from_secs(300),
             abandon_grace: std::time::Duration::from_secs(120),
-            document_timeouts: documents::DocumentTimeouts::default(),
+            documents: documents::Documents::default(),
             lease_ttl_ms: std::sync::atomic::AtomicU64::new(DEFAULT_LEASE_TTL.as_millis() as u64),
         }
     }
@@ -189,6 +189,11 @@ pub enum TaskError {
     /// The controller refused or could not be reached.
     #[error(transparent)]
     Controller(ControllerError),
+    /// SSM would refuse what the task sends (a document missing in the
+    /// scope, parameters it does not take): nothing was sent, and another
+    /// attempt would be refused the same.
+    #[error("{0}")]
+    Refused(String),
     /// The lease passed to someone else.
     #[error("lease lost")]
     LeaseLost,

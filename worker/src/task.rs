@@ -164,16 +164,21 @@ async fn perform(
     match kind {
         TaskKind::Discover => {
             let spec = task.discover.clone().unwrap_or_default();
-            let discovering =
-                discovery::discover(&scope, &spec, ctx.controller.as_ref(), &task.task_id, lease.lease_id)
-                    .instrument(trace::step("discover", "internal"));
+            let discovering = discovery::discover(
+                &scope,
+                &spec,
+                (ctx.controller.as_ref(), &ctx.documents),
+                &task.task_id,
+                lease.lease_id,
+            )
+            .instrument(trace::step("discover", "internal"));
             // Discovery only reads AWS, and the controller takes instances
             // under the current lease only, so a stopping worker lets go of
             // it at once, wherever it is: the next attempt lists the scope
             // again, and nothing waits out the hand-back budget.
             tokio::select! {
                 biased;
-                found = discovering => found.map(|_| ()).map_err(TaskError::Aws),
+                found = discovering => found.map(|_| ()),
                 () = hand_back.cancelled() => Err(TaskError::HandedBack),
             }
         }
