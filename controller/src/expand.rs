@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use muster_common::domain::{Partition, RegionName};
 use muster_proto::v1::CampaignSpec;
 
 /// Scopes a campaign may have: a bound on the work one submit can create.
@@ -108,7 +109,9 @@ pub async fn expand(
         });
     }
     let (regions, from_controller) = if targets.regions.is_empty() {
-        (enabled_regions(ec2).await?, true)
+        let partition = spec.access.as_ref().map_or("", |a| a.partition.as_str());
+        let partition = Partition::parse(partition).unwrap_or(Partition::Aws);
+        (enabled_regions(ec2, partition).await?, true)
     } else {
         (targets.regions.clone(), false)
     };
@@ -205,7 +208,9 @@ fn ou_error<E: std::error::Error + aws_smithy_types::error::metadata::ProvideErr
     }
 }
 
-async fn enabled_regions(ec2: &aws_sdk_ec2::Client) -> Result<Vec<String>, ExpandError> {
+/// The regions enabled in the hub account that are in `partition` (AWS
+/// lists only its own partition's; the sandbox lists them all).
+async fn enabled_regions(ec2: &aws_sdk_ec2::Client, partition: Partition) -> Result<Vec<String>, ExpandError> {
     let answer = ec2.describe_regions().send().await.map_err(|e| {
         ExpandError::Aws(format!(
             "cannot list the enabled regions (ec2:DescribeRegions): {}",
@@ -217,7 +222,7 @@ async fn enabled_regions(ec2: &aws_sdk_ec2::Client) -> Result<Vec<String>, Expan
         .iter()
         .filter(|r| r.opt_in_status().is_none_or(|s| s != "not-opted-in"))
         .filter_map(|r| r.region_name().map(str::to_owned))
-        .filter(|r| muster_common::domain::RegionName::parse(r).is_ok())
+        .filter(|r| RegionName::parse(r).is_ok_and(|r| r.partition() == partition))
         .collect();
     regions.sort();
     regions.dedup();

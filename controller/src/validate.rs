@@ -470,6 +470,8 @@ fn check_document(document: &Document, field: &str, errors: &mut Errors) {
 pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignSpec, Invalid> {
     let mut errors = Errors(Vec::new());
     check_identity(&spec, &mut errors);
+    // Before the targets' regions are sorted: errors name them where written.
+    check_partition(&spec, &mut errors);
     check_targets(spec.targets.get_or_insert_with(Default::default), &mut errors);
     check_command(
         spec.command.get_or_insert_with(Default::default),
@@ -494,6 +496,48 @@ pub fn validate(mut spec: CampaignSpec, defaults: &Defaults) -> Result<CampaignS
         Ok(spec)
     } else {
         Err(Invalid(errors.0))
+    }
+}
+
+/// Every region named is in the campaign's partition: the execution roles'
+/// ARNs are of that partition, so a region of another cannot be reached.
+fn check_partition(spec: &CampaignSpec, errors: &mut Errors) {
+    let Ok(partition) = Partition::parse(spec.access.as_ref().map_or("", |a| a.partition.as_str())) else {
+        return;
+    };
+    let targets = spec.targets.clone().unwrap_or_default();
+    let named = targets
+        .regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (format!("targets.regions[{i}]"), r))
+        .chain(
+            targets
+                .scopes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("targets.scopes[{i}].region"), &s.region)),
+        )
+        .chain(spec.stages.iter().enumerate().flat_map(|(i, stage)| {
+            stage
+                .regions
+                .iter()
+                .enumerate()
+                .map(move |(j, r)| (format!("stages[{i}].regions[{j}]"), r))
+        }));
+    for (field, region) in named {
+        if let Ok(name) = RegionName::parse(region)
+            && name.partition() != partition
+        {
+            errors.add(
+                field,
+                format!(
+                    "'{region}' is in partition {}, not the campaign's {} (access.partition)",
+                    name.partition().as_str(),
+                    partition.as_str()
+                ),
+            );
+        }
     }
 }
 
@@ -949,6 +993,7 @@ mod tests {
         });
         assert_eq!(errors_of(spec), "access.role_arn_template: must contain {account}");
         let mut spec = good();
+        spec.targets.as_mut().unwrap().regions = vec!["us-gov-west-1".into()];
         spec.access = Some(AccessConfig {
             role_arn_template: "arn:{partition}:iam::{account}:role/ops/muster".into(),
             partition: "aws-us-gov".into(),
@@ -959,5 +1004,22 @@ mod tests {
             role_arn(&spec, "222222222222"),
             "arn:aws-us-gov:iam::222222222222:role/ops/muster"
         );
+    }
+
+    #[test]
+    fn a_region_of_another_partition_is_refused_naming_both() {
+        let mut spec = good();
+        spec.targets.as_mut().unwrap().regions = vec!["us-east-1".into(), "cn-north-1".into()];
+        assert_eq!(
+            errors_of(spec),
+            "targets.regions[1]: 'cn-north-1' is in partition aws-cn, not the campaign's aws (access.partition)"
+        );
+        let mut spec = good();
+        spec.targets.as_mut().unwrap().regions = vec!["cn-north-1".into()];
+        spec.access = Some(AccessConfig {
+            partition: "aws-cn".into(),
+            ..Default::default()
+        });
+        assert!(validate(spec, &defaults()).is_ok(), "its own partition's region");
     }
 }

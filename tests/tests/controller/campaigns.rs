@@ -318,6 +318,36 @@ async fn ous_expand_recursively_minus_excluded_accounts() {
         .map(|s| s.account_id.clone())
         .collect();
     assert_eq!(accounts, [stack.account("dev-a")].into());
+
+    // No regions named: every region enabled in the hub, of the campaign's
+    // partition only (the sandbox, unlike AWS, lists China's and
+    // GovCloud's too), each discovered; the instances are in two.
+    let mut spec = mixed_spec(&stack);
+    spec.targets.as_mut().unwrap().account_ids = vec![stack.account("dev-a")];
+    spec.targets.as_mut().unwrap().regions.clear();
+    let plan = client
+        .plan_campaign(PlanCampaignRequest {
+            spec: Some(spec),
+            wait_seconds: 120,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(plan.complete);
+    let campaign = plan.campaign.unwrap();
+    let regions: BTreeSet<&str> = campaign.scopes.iter().map(|s| s.region.as_str()).collect();
+    assert!(regions.len() > 2, "{regions:?}");
+    assert!(
+        regions.iter().all(|r| muster_common::domain::RegionName::parse(r)
+            .is_ok_and(|r| r.partition() == muster_common::domain::Partition::Aws)),
+        "only the aws partition's regions: {regions:?}"
+    );
+    assert!(
+        campaign.scopes.iter().all(|s| s.error.is_empty()),
+        "{:?}",
+        campaign.scopes
+    );
+    assert_eq!(campaign.counters.unwrap().pending, 2 * 4, "dev-a's instances");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
