@@ -11,13 +11,14 @@
 //!   parameter or a document missing in an account fails that scope before
 //!   anything is sent, and shows in `muster plan`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use muster_proto::v1::{DocumentCheck, ExecuteSpec, ParameterValues};
 use serde_json::Value;
 
 use crate::api::Api;
+use crate::lru_map::LruMap;
 use crate::scope_clients::{CallError, ScopeClients};
 
 /// A step's timeout when the document gives none (SSM's plugins' default).
@@ -29,10 +30,78 @@ pub const LONGEST_SECONDS: u64 = 172_800;
 /// A document in one scope: (account, region, name, version).
 type DocumentKey = (String, String, String, String);
 
-/// Documents read so far, by where and which.
-#[derive(Debug, Default)]
+/// Most documents kept: a worker reaching a thousand accounts in twenty
+/// regions with two documents would otherwise keep 40,000.
+const MAX_DOCUMENTS: usize = 4_096;
+
+/// Documents read so far, by where and which: of each, only what
+/// [`refusal`] and [`own_timeout`] read ([`kept`]), a few hundred bytes
+/// where the content with its descriptions and scripts is many KB.
 pub struct Documents {
-    known: Mutex<HashMap<DocumentKey, Arc<Value>>>,
+    known: LruMap<DocumentKey, Arc<Value>>,
+}
+
+impl Default for Documents {
+    fn default() -> Self {
+        Self {
+            known: LruMap::new(MAX_DOCUMENTS),
+        }
+    }
+}
+
+impl std::fmt::Debug for Documents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Documents").field("kept", &self.known.len()).finish()
+    }
+}
+
+/// Of a document's `content`, what [`refusal`] and [`own_timeout`] read:
+/// each parameter's type, default, allowed values and pattern, and each
+/// step's timeout. Descriptions and the steps' scripts are left out.
+pub fn kept(content: &Value) -> Value {
+    let pick = |from: &Value, keys: &[&str]| -> Value {
+        let mut kept = serde_json::Map::new();
+        for key in keys {
+            if let Some(value) = from.get(*key) {
+                kept.insert((*key).to_owned(), value.clone());
+            }
+        }
+        Value::Object(kept)
+    };
+    let mut out = serde_json::Map::new();
+    if let Some(parameters) = content["parameters"].as_object() {
+        let parameters = parameters
+            .iter()
+            .map(|(name, p)| {
+                let p = pick(p, &["type", "default", "allowedValues", "allowedPattern"]);
+                (name.clone(), p)
+            })
+            .collect();
+        out.insert("parameters".into(), Value::Object(parameters));
+    }
+    if let Some(steps) = content["mainSteps"].as_array() {
+        let steps = steps
+            .iter()
+            .map(|step| serde_json::json!({"inputs": pick(&step["inputs"], &["timeoutSeconds"])}))
+            .collect();
+        out.insert("mainSteps".into(), Value::Array(steps));
+    }
+    if let Some(plugins) = content["runtimeConfig"].as_object() {
+        let plugins = plugins
+            .iter()
+            .map(|(name, plugin)| {
+                let properties: Vec<Value> = plugin["properties"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| pick(p, &["timeoutSeconds"]))
+                    .collect();
+                (name.clone(), serde_json::json!({"properties": properties}))
+            })
+            .collect();
+        out.insert("runtimeConfig".into(), Value::Object(plugins));
+    }
+    Value::Object(out)
 }
 
 /// The number in a JSON value that is a number or a numeric string.
@@ -155,8 +224,8 @@ impl Documents {
             name.to_owned(),
             version.to_owned(),
         );
-        if !again && let Some(known) = self.known.lock().expect("document lock").get(&key) {
-            return Ok((known.clone(), false));
+        if !again && let Some(known) = self.known.get(&key) {
+            return Ok((known, false));
         }
         let document = scope
             .call(Api::GetDocument, || {
@@ -177,8 +246,8 @@ impl Documents {
             code: None,
             message: format!("document {name}: its content is not JSON: {e}"),
         })?;
-        let content = Arc::new(content);
-        self.known.lock().expect("document lock").insert(key, content.clone());
+        let content = Arc::new(kept(&content));
+        self.known.insert(key, content.clone());
         Ok((content, true))
     }
 
@@ -323,6 +392,51 @@ mod tests {
             Some("parameter 'Anything' is not one of the document's (it takes none)")
         );
         assert_eq!(refusal(&bare, &given(&[])), None);
+    }
+
+    /// What is kept of a document answers as the whole does, in a fraction
+    /// of it.
+    #[test]
+    fn what_is_kept_answers_as_the_whole_document() {
+        let script: Vec<String> = (0..200).map(|i| format!("echo line {i} of the patch script")).collect();
+        let patch = json!({"schemaVersion": "2.2", "description": "Scans for or installs patches. ".repeat(20),
+        "parameters": {
+            "Operation": {"type": "String", "description": "Scan or install. ".repeat(10), "allowedValues": ["Scan", "Install"]},
+            "SnapshotId": {"type": "String", "default": "", "allowedPattern": "(^$)|^[0-9a-f-]{36}$", "description": "A snapshot. ".repeat(10)},
+        },
+        "mainSteps": [
+            {"action": "aws:runPowerShellScript", "name": "PatchWindows", "inputs": {"timeoutSeconds": 7200, "runCommand": script}},
+            {"action": "aws:runShellScript", "name": "PatchLinux", "inputs": {"timeoutSeconds": "7200", "runCommand": script}},
+        ]});
+        let legacy = json!({"schemaVersion": "1.2",
+            "parameters": {"commands": {"type": "StringList", "description": "Lines."},
+                           "executionTimeout": {"type": "String", "default": "3600", "description": "Seconds."}},
+            "runtimeConfig": {"aws:runShellScript": {"properties": [{"runCommand": "{{ commands }}", "timeoutSeconds": "{{ executionTimeout }}"}]}}});
+        for (content, tries) in [
+            (
+                &patch,
+                vec![
+                    given(&[("Operation", &["Install"])]),
+                    given(&[("Operation", &["Destroy"])]),
+                    given(&[("Operation", &["Scan"]), ("SnapshotId", &["not-a-uuid"])]),
+                    given(&[]),
+                ],
+            ),
+            (
+                &legacy,
+                vec![given(&[("commands", &["uptime"])]), given(&[("Extra", &["1"])])],
+            ),
+        ] {
+            let small = kept(content);
+            for given in &tries {
+                assert_eq!(refusal(&small, given), refusal(content, given), "{given:?}");
+            }
+            for timeout in [None, Some("900")] {
+                assert_eq!(own_timeout(&small, timeout), own_timeout(content, timeout));
+            }
+        }
+        let (small, whole) = (kept(&patch).to_string().len(), patch.to_string().len());
+        assert!(small * 20 < whole, "{small} bytes kept of {whole}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A map with a size bound for the worker's caches (credentials, a scope's
-//! clients, a campaign's cadence): past the bound, the least recently used
+//! clients, a campaign's cadence, documents): past the bound, the least recently used
 //! entry goes, in constant time (the `lru` crate), under one lock.
 
 use std::hash::Hash;
@@ -29,6 +29,16 @@ impl<K: Eq + Hash + Clone, V: Clone> LruMap<K, V> {
             .expect("cache lock")
             .get_or_insert_ref(key, make)
             .clone()
+    }
+
+    /// The value for `key`, which becomes the most recently used.
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.entries.lock().expect("cache lock").get(key).cloned()
+    }
+
+    /// Sets `key`'s value; past the bound, the least recently used goes.
+    pub fn insert(&self, key: K, value: V) {
+        self.entries.lock().expect("cache lock").put(key, value);
     }
 
     /// How many entries there are.
