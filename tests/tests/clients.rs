@@ -197,6 +197,52 @@ async fn show_as_yaml_submits_again_and_the_table_widens() {
     );
 }
 
+/// `muster plan && muster submit` stops where some account or region
+/// cannot run: the plan exits 2 and says how many, naming why in each row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_with_scopes_that_cannot_run_exits_2() {
+    let stack = Stack::start(
+        fleets::MIXED,
+        Options {
+            workers: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let account = stack.account("prod-a");
+    let plan = |accounts: String| {
+        let stack = &stack;
+        async move {
+            muster_cli(
+                stack,
+                &[
+                    "plan",
+                    "--account",
+                    &accounts,
+                    "--region",
+                    "us-east-1",
+                    "--linux",
+                    "uptime",
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let (code, stdout, stderr) = plan(account.clone()).await;
+    assert_eq!(code, 0, "every scope can run: {stdout}{stderr}");
+    // An account outside the Organization: the execution role cannot be
+    // assumed there.
+    let (code, stdout, stderr) = plan(format!("{account},999999999999")).await;
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("1 of 2 accounts/regions cannot run: the note says why"),
+        "{stderr}"
+    );
+    let row = stdout.lines().find(|l| l.contains("999999999999")).unwrap_or_default();
+    assert!(row.contains("AccessDenied"), "{stdout}");
+}
+
 /// The `muster` CLI as a shell and a packager meet it: completions, a man
 /// page, and an exit code for a wrong command line that no campaign
 /// outcome uses.

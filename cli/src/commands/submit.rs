@@ -69,6 +69,7 @@ pub async fn plan(client: &mut Client, args: &SpecArgs, style: Style, output: Ou
         render::print_message(&answer, output);
     }
     let campaign = answer.campaign.unwrap_or_default();
+    let cannot = campaign.scopes.iter().filter(|s| !s.error.is_empty()).count();
     match output {
         Output::Json | Output::Yaml => {}
         Output::Csv => print_plan_csv(&campaign),
@@ -80,7 +81,25 @@ pub async fn plan(client: &mut Client, args: &SpecArgs, style: Style, output: Ou
             }
         }
     }
-    Ok(if answer.complete { 0 } else { 1 })
+    if cannot > 0 {
+        eprintln!(
+            "{cannot} of {} accounts/regions cannot run: the note says why",
+            campaign.scopes.len()
+        );
+    }
+    Ok(plan_exit_code(answer.complete, cannot))
+}
+
+/// `muster plan`'s exit code, in the codes a campaign's outcome uses: 1
+/// when discovery did not end in time, 2 (completed with errors) when some
+/// accounts/regions cannot run, so that `muster plan && muster submit`
+/// stops there, else 0.
+fn plan_exit_code(complete: bool, scopes_that_cannot_run: usize) -> i32 {
+    match (complete, scopes_that_cannot_run) {
+        (false, _) => 1,
+        (true, 0) => 0,
+        (true, _) => 2,
+    }
 }
 
 /// A plan's scopes, one row each.
