@@ -128,8 +128,14 @@ impl ConfigFile {
             (None, Some(name)) => ("current-context", name),
             (None, None) => return Ok(None),
         };
+        self.named(field, name).map(Some)
+    }
+
+    /// The context `name`, which `field` (where it was written) names; one
+    /// that is not there is an error that lists those that are.
+    fn named(&self, field: &str, name: &str) -> anyhow::Result<(&str, &Context)> {
         match self.contexts.get_key_value(name) {
-            Some((name, context)) => Ok(Some((name.as_str(), context))),
+            Some((name, context)) => Ok((name.as_str(), context)),
             None => bail!("{field}: no context '{name}' (there are: {})", self.names()),
         }
     }
@@ -282,7 +288,7 @@ pub fn run(cli: &Cli, matches: &ArgMatches, command: &ConfigCommand) -> anyhow::
             None => bail!("no current context in {}", path.display()),
         },
         ConfigCommand::UseContext(args) => {
-            file.pick(Some(&args.name))?;
+            file.named("use-context", &args.name)?;
             file.current_context = Some(args.name.clone());
             file.save(&path)?;
             eprintln!("using context {} ({})", args.name, path.display());
@@ -298,7 +304,7 @@ pub fn run(cli: &Cli, matches: &ArgMatches, command: &ConfigCommand) -> anyhow::
             eprintln!("context {} saved in {}", args.name, path.display());
         }
         ConfigCommand::DeleteContext(args) => {
-            file.pick(Some(&args.name))?;
+            file.named("delete-context", &args.name)?;
             file.contexts.remove(&args.name);
             if file.current_context.as_deref() == Some(args.name.as_str()) {
                 file.current_context = None;
@@ -439,6 +445,8 @@ mod tests {
         assert_eq!(error, "current-context: no context 'gone' (there are: prod)");
         let error = file.pick(Some("stage")).unwrap_err().to_string();
         assert_eq!(error, "--context: no context 'stage' (there are: prod)");
+        let error = file.named("use-context", "stage").unwrap_err().to_string();
+        assert_eq!(error, "use-context: no context 'stage' (there are: prod)");
         let bad = Context {
             output: Some("jsn".into()),
             ..Default::default()
