@@ -2,6 +2,7 @@
 //! filters and token checked, naming the field; a page of targets cut to
 //! what a client can take.
 
+use muster_common::domain::{AccountId, Invalid, RegionName, check_instance_id};
 use muster_proto::v1::{CampaignState, ListCampaignsRequest, ListTargetsRequest, TargetStatus};
 use prost::Message as _;
 use tonic::Status;
@@ -88,6 +89,21 @@ pub(super) fn target_page(request: &ListTargetsRequest) -> Result<(usize, Option
     ] {
         if list.len() > 1000 {
             return Err(Status::invalid_argument(format!("{field}: at most 1000 values")));
+        }
+    }
+    // A value that can name no target is a typo, not a filter that
+    // matches nothing: "0 targets" would read as "none failed".
+    type Check = fn(&str) -> Result<(), Invalid>;
+    let checks: [(&Vec<String>, &str, Check); 3] = [
+        (&request.account_ids, "account_ids", |v| AccountId::parse(v).map(|_| ())),
+        (&request.regions, "regions", |v| RegionName::parse(v).map(|_| ())),
+        (&request.instance_ids, "instance_ids", check_instance_id),
+    ];
+    for (list, field, check) in checks {
+        for (i, value) in list.iter().enumerate() {
+            if let Err(e) = check(value) {
+                return Err(Status::invalid_argument(format!("{field}[{i}]: {e}")));
+            }
         }
     }
     Ok((page_size, cursor))
@@ -178,6 +194,23 @@ mod tests {
         let mut many = targets(0, "");
         many.regions = vec!["us-east-1".into(); 1_001];
         assert_eq!(refusal(target_page(&many)), "regions: at most 1000 values");
+        let mut typo = targets(0, "");
+        typo.account_ids = vec!["111111111111".into(), "12".into()];
+        assert_eq!(
+            refusal(target_page(&typo)),
+            "account_ids[1]: '12' is not a 12-digit account id"
+        );
+        let mut typo = targets(0, "");
+        typo.regions = vec!["mars".into()];
+        assert!(refusal(target_page(&typo)).starts_with("regions[0]: 'mars' is not an AWS region"));
+        let mut typo = targets(0, "");
+        typo.instance_ids = vec!["web-1".into()];
+        assert!(refusal(target_page(&typo)).starts_with("instance_ids[0]: "));
+        let mut fine = targets(0, "");
+        fine.account_ids = vec!["111111111111".into()];
+        fine.regions = vec!["eu-west-1".into()];
+        fine.instance_ids = vec!["i-0123456789abcdef0".into()];
+        assert!(target_page(&fine).is_ok());
         let (size, cursor) = target_page(&targets(0, "111:us-east-1:i-1")).unwrap();
         assert_eq!(
             (size, cursor),
