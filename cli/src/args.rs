@@ -371,7 +371,7 @@ pub struct AuditArgs {
     #[arg(long)]
     pub principal: Option<String>,
     /// Most events to list.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
 }
 
@@ -462,7 +462,7 @@ pub struct LsArgs {
     #[arg(long)]
     pub plans: bool,
     /// Most campaigns to list.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
 }
 
