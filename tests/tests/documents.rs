@@ -270,8 +270,20 @@ async fn shared_and_own_documents_run_by_arn_and_name_at_the_pinned_version_in_e
     assert_eq!(send_commands(&system), sent_before, "SendCommand was not called");
 
     // With a value it allows, it runs where the document is; where it is
-    // not, the scope fails with the reason and nothing is sent there.
-    let (campaign, all) = run(&mut system, document_spec(&prod, &[EAST, WEST], "Acme-Inventory", "")).await;
+    // not, the scope fails with the reason and nothing is sent there. A
+    // region with no instances needs no document, and is not refused.
+    const EMPTY: &str = "ap-southeast-2";
+    let (campaign, all) = run(
+        &mut system,
+        document_spec(&prod, &[EAST, WEST, EMPTY], "Acme-Inventory", ""),
+    )
+    .await;
+    let empty = campaign.scopes.iter().find(|s| s.region == EMPTY).unwrap();
+    assert_eq!(
+        (empty.error.as_str(), empty.counters.unwrap().total),
+        ("", 0),
+        "{empty:?}"
+    );
     let east: Vec<&Target> = all.iter().filter(|t| t.region == EAST).collect();
     assert_eq!(east.len(), 2);
     assert!(

@@ -38,8 +38,8 @@ struct Ec2Instance {
     tags: std::collections::HashMap<String, String>,
 }
 
-/// Checks the documents the campaign sends here, then lists, joins and
-/// reports. Returns how many instances were reported.
+/// Lists and joins, checks the documents the campaign would send here,
+/// then reports. Returns how many instances were reported.
 pub async fn discover(
     scope: &ScopeClients,
     spec: &DiscoverSpec,
@@ -51,13 +51,6 @@ pub async fn discover(
         tracing::info!(account = %scope.account, region = %scope.region, "region not enabled in the account; nothing to discover");
         return Ok(0);
     }
-    // Before anything is listed: a scope whose sends SSM would refuse
-    // fails as a whole, with the reason, and nothing is sent there.
-    for check in &spec.documents {
-        if let Some(why) = documents.refused(scope, check).await {
-            return Err(TaskError::Refused(why));
-        }
-    }
     let instances = ec2_instances(scope, spec).await?;
     let ids: Vec<String> = instances
         .iter()
@@ -66,6 +59,17 @@ pub async fn discover(
         .collect();
     let managed = ssm_nodes(scope, &ids).await?;
     let discovered: Vec<DiscoveredInstance> = instances.iter().map(|i| judge(i, managed.get(&i.id), spec)).collect();
+    // Before anything is reported: a scope whose sends SSM would refuse
+    // fails as a whole, with the reason, and nothing is sent there. Only
+    // where something would be sent: a customer's document may be only in
+    // the regions that use it.
+    if discovered.iter().any(|d| d.skip_reason.is_empty()) {
+        for check in &spec.documents {
+            if let Some(why) = documents.refused(scope, check).await {
+                return Err(TaskError::Refused(why));
+            }
+        }
+    }
     let count = discovered.len();
     for page in discovered.chunks(REPORT_PAGE) {
         controller

@@ -80,7 +80,8 @@ pub struct Context {
     /// After that cancel, how long SSM has to say where the instances ended
     /// before they are reported ERROR (2 minutes).
     pub abandon_grace: std::time::Duration,
-    /// How long documents' commands may run, as read from SSM.
+    /// Documents as read from SSM: what discovery checks a campaign's
+    /// parameters against, and how long their commands may run.
     pub documents: documents::Documents,
     /// Which commands ended, from Run Command's events.
     pub endings: endings::Endings,
