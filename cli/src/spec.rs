@@ -181,14 +181,18 @@ impl CommandFile {
                 working_directory: self.working_directory.unwrap_or_default(),
             })),
         };
-        let timeout = |name: &str, value: Option<Scalar>, setting| match value {
-            Some(value) => duration_of(&format!("{field}.{name}"), &value.text(), setting),
-            None => Ok(0),
-        };
         Ok(Command {
             kind,
-            execution_timeout_seconds: timeout("execution_timeout", self.execution_timeout, &EXECUTION_TIMEOUT)?,
-            delivery_timeout_seconds: timeout("delivery_timeout", self.delivery_timeout, &DELIVERY_TIMEOUT)?,
+            execution_timeout_seconds: written_duration(
+                &format!("{field}.execution_timeout"),
+                self.execution_timeout,
+                &EXECUTION_TIMEOUT,
+            )?,
+            delivery_timeout_seconds: written_duration(
+                &format!("{field}.delivery_timeout"),
+                self.delivery_timeout,
+                &DELIVERY_TIMEOUT,
+            )?,
         })
     }
 }
@@ -332,6 +336,11 @@ fn duration_of(field: &str, value: &str, setting: &NotZero) -> anyhow::Result<u3
     not_zero(field, seconds(field, value)?, setting)
 }
 
+/// A file's duration as [`duration_of`]; 0 (the default) when not written.
+fn written_duration(field: &str, value: Option<Scalar>, setting: &NotZero) -> anyhow::Result<u32> {
+    value.map_or(Ok(0), |v| duration_of(field, &v.text(), setting))
+}
+
 fn platform(field: &str, name: &str) -> anyhow::Result<i32> {
     Ok(match name.trim().to_ascii_lowercase().as_str() {
         "linux" => Platform::Linux as i32,
@@ -450,10 +459,11 @@ impl CampaignFile {
                 role_name: self.access.role_name.unwrap_or_default(),
                 role_arn_template: self.access.role_arn_template.unwrap_or_default(),
                 external_id: self.access.external_id.unwrap_or_default(),
-                session_duration_seconds: match &self.access.session_duration {
-                    Some(value) => duration_of("access.session_duration", &value.text(), &SESSION_DURATION)?,
-                    None => 0,
-                },
+                session_duration_seconds: written_duration(
+                    "access.session_duration",
+                    self.access.session_duration,
+                    &SESSION_DURATION,
+                )?,
                 partition: self.access.partition.unwrap_or_default(),
             }),
             client_token: self.client_token.unwrap_or_default(),

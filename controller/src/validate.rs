@@ -505,15 +505,16 @@ fn check_partition(spec: &CampaignSpec, errors: &mut Errors) {
     let Ok(partition) = Partition::parse(spec.access.as_ref().map_or("", |a| a.partition.as_str())) else {
         return;
     };
-    let targets = spec.targets.clone().unwrap_or_default();
-    let named = targets
-        .regions
+    let (regions, scopes) = spec
+        .targets
+        .as_ref()
+        .map_or((&[][..], &[][..]), |t| (&t.regions[..], &t.scopes[..]));
+    let named = regions
         .iter()
         .enumerate()
         .map(|(i, r)| (format!("targets.regions[{i}]"), r))
         .chain(
-            targets
-                .scopes
+            scopes
                 .iter()
                 .enumerate()
                 .map(|(i, s)| (format!("targets.scopes[{i}].region"), &s.region)),
