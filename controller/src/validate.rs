@@ -348,8 +348,28 @@ fn check_stages(stages: &[muster_proto::v1::Stage], errors: &mut Errors) {
                 format!("{}; at most {MAX_BAKE_SECONDS} (a week)", stage.bake_seconds),
             );
         }
-        if muster_proto::v1::StageGate::try_from(stage.gate).is_err() {
+        let gate = muster_proto::v1::StageGate::try_from(stage.gate);
+        if gate.is_err() {
             errors.add(field("gate"), "AUTOMATIC or MANUAL");
+        }
+        // A bake and a gate hold back the next stage; after the last one
+        // the campaign ends, so either would be a setting that does nothing.
+        if i + 1 == stages.len() {
+            if stage.bake_seconds > 0 {
+                errors.add(
+                    field("bake_seconds"),
+                    format!(
+                        "{} on the last stage; a bake holds back the next stage and there is none (leave it out)",
+                        stage.bake_seconds
+                    ),
+                );
+            }
+            if gate == Ok(muster_proto::v1::StageGate::Manual) {
+                errors.add(
+                    field("gate"),
+                    "MANUAL on the last stage; a gate holds back the next stage and there is none (leave it out)",
+                );
+            }
         }
         if crate::waves::takes_the_rest(stage) && i + 1 < stages.len() {
             errors.add(
@@ -916,6 +936,38 @@ mod tests {
         ] {
             assert!(errors.contains(expected), "{expected} in {errors}");
         }
+    }
+
+    #[test]
+    fn the_last_stage_has_no_bake_or_gate_because_nothing_follows_it() {
+        use muster_proto::v1::{Stage, StageGate};
+        let stage = |name: &str, bake_seconds, gate: StageGate| Stage {
+            name: name.into(),
+            share: "1".into(),
+            bake_seconds,
+            gate: gate as i32,
+            ..Default::default()
+        };
+        let mut spec = good();
+        spec.stages = vec![
+            stage("canary", 600, StageGate::Manual),
+            stage("rest", 0, StageGate::Automatic),
+        ];
+        assert!(validate(spec, &defaults()).is_ok());
+
+        let mut spec = good();
+        spec.stages = vec![
+            stage("canary", 600, StageGate::Manual),
+            stage("rest", 1800, StageGate::Manual),
+        ];
+        let errors = errors_of(spec);
+        for expected in [
+            "stages[1].bake_seconds: 1800 on the last stage; a bake holds back the next stage and there is none",
+            "stages[1].gate: MANUAL on the last stage; a gate holds back the next stage and there is none",
+        ] {
+            assert!(errors.contains(expected), "{expected} in {errors}");
+        }
+        assert!(!errors.contains("stages[0]"), "{errors}");
     }
 
     #[test]
