@@ -139,6 +139,68 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
+/// The notes of a table of accounts and regions (why a scope cannot run),
+/// each said once: a row's note leaves out the row's own account and
+/// region, and a note that several rows share is written once under the
+/// table and marked `[1]`, `[2]`... in them, so a fleet-wide refusal reads
+/// as one line instead of a wall of copies.
+pub struct Notes {
+    /// Each distinct note, with how many rows have it, in first-seen order.
+    notes: Vec<(String, usize)>,
+}
+
+impl Notes {
+    /// Counts the notes of `(account, region, note)` rows; empty notes are
+    /// none.
+    pub fn of<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> Self {
+        let mut notes: Vec<(String, usize)> = Vec::new();
+        for (account, region, note) in rows {
+            if note.is_empty() {
+                continue;
+            }
+            let note = Self::short(account, region, note);
+            match notes.iter_mut().find(|(seen, _)| *seen == note) {
+                Some((_, count)) => *count += 1,
+                None => notes.push((note, 1)),
+            }
+        }
+        Self { notes }
+    }
+
+    /// What a row's note cell says: its note, or the mark of a shared one.
+    pub fn cell(&self, account: &str, region: &str, note: &str) -> String {
+        if note.is_empty() {
+            return String::new();
+        }
+        let note = Self::short(account, region, note);
+        match self.notes.iter().position(|(seen, _)| *seen == note) {
+            Some(i) if self.notes[i].1 > 1 => format!("[{}]", self.mark(i)),
+            _ => note,
+        }
+    }
+
+    /// The shared notes, one line each, for under the table.
+    pub fn footer(&self) -> Vec<String> {
+        self.notes
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, count))| *count > 1)
+            .map(|(i, (note, count))| format!("[{}] {count} accounts/regions: {note}", self.mark(i)))
+            .collect()
+    }
+
+    /// The mark of the `i`th note: its place among the shared ones.
+    fn mark(&self, i: usize) -> usize {
+        self.notes[..=i].iter().filter(|(_, count)| *count > 1).count()
+    }
+
+    /// A note without the account and region its row already names.
+    fn short(account: &str, region: &str, note: &str) -> String {
+        note.replace(&format!(" in account {account} region {region}"), "")
+            .replace(&format!(" in account {account}"), "")
+    }
+}
+
 /// Targets that have ended.
 pub fn done(c: &StatusCounters) -> u64 {
     c.total - c.pending - c.queued - c.running
@@ -247,6 +309,45 @@ mod tests {
             ],
         );
         assert_eq!(text, "id,reason\nplain,\"a,b\"\n\"say \"\"hi\"\"\",\"two\nlines\"\n");
+    }
+
+    #[test]
+    fn notes_shared_by_rows_are_written_once_without_the_rows_own_names() {
+        let denied =
+            |account: &str| format!("assume role arn:aws:iam::{account}:role/x in account {account}: AccessDenied");
+        let refused = |account: &str, region: &str| {
+            format!("document D in account {account} region {region}: 'X' is not one of A, B")
+        };
+        let rows = [
+            ("111111111111", "us-east-1", refused("111111111111", "us-east-1")),
+            ("111111111111", "eu-west-1", refused("111111111111", "eu-west-1")),
+            ("222222222222", "us-east-1", denied("222222222222")),
+            ("333333333333", "us-east-1", String::new()),
+            ("444444444444", "us-east-1", refused("444444444444", "us-east-1")),
+        ];
+        let notes = Notes::of(rows.iter().map(|(a, r, n)| (*a, *r, n.as_str())));
+        let cells: Vec<String> = rows.iter().map(|(a, r, n)| notes.cell(a, r, n)).collect();
+        assert_eq!(
+            cells,
+            [
+                "[1]",
+                "[1]",
+                "assume role arn:aws:iam::222222222222:role/x: AccessDenied",
+                "",
+                "[1]"
+            ]
+        );
+        assert_eq!(
+            notes.footer(),
+            ["[1] 3 accounts/regions: document D: 'X' is not one of A, B"]
+        );
+        // Another account's name in a note is not the row's: it stays.
+        let other = Notes::of([("111111111111", "us-east-1", "peered with account 222222222222")]);
+        assert_eq!(
+            other.cell("111111111111", "us-east-1", "peered with account 222222222222"),
+            "peered with account 222222222222"
+        );
+        assert!(other.footer().is_empty());
     }
 
     #[test]

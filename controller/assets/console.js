@@ -56,23 +56,28 @@
     el.querySelector(".label").textContent = cell.label;
   }
 
+  // A plan's page has only some of these.
+  const put = (id, text) => { if ($(id)) $(id).textContent = text; };
+
   function paintTotals(t) {
     const b = t.buckets;
-    $("done").textContent = t.done;
-    $("total").textContent = b.total;
-    $("percent").textContent = t.percent;
+    put("done", t.done);
+    put("total", b.total);
+    put("percent", t.percent);
     const bar = $("progress");
-    bar.max = b.total || 1;
-    bar.value = t.done;
-    bar.textContent = t.percent + "%";
-    $("n-ok").textContent = b.ok;
-    $("n-failed").textContent = b.failed;
-    $("n-running").textContent = b.running;
-    $("n-not-run").textContent = b.not_run;
-    $("n-waiting").textContent = b.waiting;
-    if ($("running-now")) $("running-now").textContent = b.running;
-    if ($("errors")) $("errors").textContent = t.errors;
-    paintRate(t.done, b.total);
+    if (bar) {
+      bar.max = b.total || 1;
+      bar.value = t.done;
+      bar.textContent = t.percent + "%";
+    }
+    put("n-ok", b.ok);
+    put("n-failed", b.failed);
+    put("n-running", b.running);
+    put("n-not-run", b.not_run);
+    put("n-waiting", b.waiting);
+    put("running-now", b.running);
+    put("errors", t.errors);
+    if ($("rate")) paintRate(t.done, b.total);
   }
 
   function duration(seconds) {
@@ -94,18 +99,37 @@
     $("eta").textContent = done >= total ? "done" : rate > 0 ? duration((total - done) / rate) : "–";
   }
 
+  // The stages and the actions the state allows, drawn by the server:
+  // at once when the state or its reason changes (a stage passed, baked
+  // or paused: the campaign may stay "running"), and at most every few
+  // seconds as targets finish, for the stages' counts.
+  let rolloutTimer = null;
+  function redrawRollout(delay) {
+    if (!$("rollout")) return;
+    if (rolloutTimer !== null) {
+      if (delay > 0) return;
+      clearTimeout(rolloutTimer);
+    }
+    rolloutTimer = setTimeout(() => {
+      rolloutTimer = null;
+      fetch(page.dataset.live.replace(/\/events$/, "/rollout"), { credentials: "same-origin" })
+        .then((answer) => (answer.ok ? answer.text() : null))
+        .then((html) => {
+          // A form being filled in (a reason typed) is not redrawn under
+          // the operator's hands; the next change redraws it.
+          const busy = $("rollout").contains(document.activeElement) && document.activeElement.tagName === "INPUT";
+          if (html !== null && !busy) $("rollout").innerHTML = html;
+        });
+    }, delay);
+  }
+
   function paintState(s) {
     const badge = $("state");
-    const changed = badge.textContent !== s.state;
+    const changed = badge.textContent !== s.state || $("reason").textContent !== (s.reason || "");
     badge.textContent = s.state;
     badge.className = "badge " + s.state.replace(/ /g, "-");
     $("reason").textContent = s.reason || "";
-    // The actions the new state allows, drawn by the server.
-    if (changed && $("actions")) {
-      fetch(page.dataset.live.replace(/\/events$/, "/actions"), { credentials: "same-origin" })
-        .then((answer) => (answer.ok ? answer.text() : null))
-        .then((html) => { if (html !== null) $("actions").innerHTML = html; });
-    }
+    if (changed) redrawRollout(0);
     if (s.terminal) $("live").textContent = "ended";
   }
 
@@ -141,6 +165,7 @@
   source.addEventListener("progress", timed((d) => {
     paintTotals(d.totals);
     d.cells.forEach(paintCell);
+    if ($("stages")) redrawRollout(3000);
   }));
   source.addEventListener("state", timed(paintState));
   source.addEventListener("failure", timed(addFailure));

@@ -1,6 +1,6 @@
 //! Small facts about the API's enums that every binary needs the same way.
 
-use crate::v1::{CampaignState, StagePhase, TargetStatus, TimeoutKind};
+use crate::v1::{CampaignState, Stage, StageGate, StagePhase, TargetStatus, TimeoutKind};
 
 impl TargetStatus {
     /// A terminal status never changes again.
@@ -145,6 +145,40 @@ impl StagePhase {
     }
 }
 
+impl Stage {
+    /// What follows this stage once it ends within its max_errors, for
+    /// people: its bake, then what lets the next stage start; after the
+    /// last stage, the campaign ends.
+    pub fn what_follows(&self, last: bool) -> String {
+        if last {
+            return "the campaign ends".into();
+        }
+        let gate = if self.gate == StageGate::Manual as i32 {
+            "waits to be promoted"
+        } else {
+            "the next stage starts"
+        };
+        match self.bake_seconds {
+            0 => gate.to_owned(),
+            bake => format!("bakes {}, then {gate}", span(bake)),
+        }
+    }
+}
+
+/// A whole number of seconds as "45s", "30m", "1h30m" or "2d".
+fn span(seconds: u32) -> String {
+    let units = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    let mut left = seconds;
+    let mut text = String::new();
+    for (size, unit) in units {
+        if left >= size {
+            text.push_str(&format!("{}{unit}", left / size));
+            left %= size;
+        }
+    }
+    if text.is_empty() { "0s".into() } else { text }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +201,35 @@ mod tests {
             CampaignState::from_short_name("Completed_With_Errors"),
             Some(CampaignState::CompletedWithErrors)
         );
+    }
+
+    #[test]
+    fn a_stage_says_what_follows_it() {
+        let stage = |bake_seconds, gate: StageGate| Stage {
+            name: "canary".into(),
+            bake_seconds,
+            gate: gate as i32,
+            ..Default::default()
+        };
+        for (bake, gate, last, said) in [
+            (1_800, StageGate::Manual, false, "bakes 30m, then waits to be promoted"),
+            (0, StageGate::Manual, false, "waits to be promoted"),
+            (
+                5_400,
+                StageGate::Unspecified,
+                false,
+                "bakes 1h30m, then the next stage starts",
+            ),
+            (
+                90_061,
+                StageGate::Automatic,
+                false,
+                "bakes 1d1h1m1s, then the next stage starts",
+            ),
+            (0, StageGate::Automatic, false, "the next stage starts"),
+            (0, StageGate::Automatic, true, "the campaign ends"),
+        ] {
+            assert_eq!(stage(bake, gate).what_follows(last), said);
+        }
     }
 }

@@ -184,6 +184,17 @@ async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_
             browser.text_of("state").await == "completed with errors"
         })
         .await;
+    // The stages follow too: the campaign stayed "running" between them,
+    // and each stage's phase is redrawn as it passes.
+    browser
+        .until(Duration::from_secs(20), "both stages shown as passed", || async {
+            stage_rows(&browser).await
+                == [
+                    "green|passed|waits to be promoted".to_owned(),
+                    "blue|passed|the campaign ends".to_owned(),
+                ]
+        })
+        .await;
     assert_eq!(
         browser.eval("return window.__sameDocument").await,
         42,
@@ -259,6 +270,19 @@ async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_
     // The plan view: what a spec would target, per account and region.
     let mut spec = script_spec(&accounts, &regions, &["echo patched"], &[]);
     spec.name = "console-plan".into();
+    spec.stages = vec![
+        Stage {
+            name: "first".into(),
+            account_ids: vec![accounts[0].clone()],
+            bake_seconds: 600,
+            gate: StageGate::Manual as i32,
+            ..Default::default()
+        },
+        Stage {
+            name: "rest".into(),
+            ..Default::default()
+        },
+    ];
     let plan = stack
         .client
         .plan_campaign(PlanCampaignRequest {
@@ -285,6 +309,26 @@ async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_
         );
         assert!(table.contains(&line), "the plan shows {line}: {table}");
     }
+    // Its stages: what each would run and what follows it.
+    let expected: Vec<String> = planned
+        .stages
+        .iter()
+        .zip(["bakes 10m, then waits to be promoted", "the campaign ends"])
+        .map(|(stage, follows)| {
+            let total = stage.counters.unwrap_or_default().total;
+            format!("{}|{total}|{follows}", stage.name)
+        })
+        .collect();
+    assert_eq!(planned.stages.len(), 2);
+    assert_eq!(plan_stage_rows(&browser).await, expected);
+    // Its cells say what would run: nothing in a plan is waiting or done.
+    let cell = muster_controller::console::views::cell_id(&accounts[0], "us-east-1");
+    assert_eq!(
+        browser
+            .eval(&format!("return document.querySelector('#{cell} .word').textContent"))
+            .await,
+        "would run"
+    );
     browser.screenshot("07-plan").await;
 
     // A campaign that will not end by itself.
@@ -342,4 +386,26 @@ async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_
     assert_eq!(cancelled.state, CampaignState::Cancelled as i32);
     assert!(cancelled.state_reason.contains("ci"), "{}", cancelled.state_reason);
     browser.screenshot("09-cancelled").await;
+}
+
+/// The live page's stages table: each row's name, phase and what follows.
+async fn stage_rows(browser: &Browser) -> Vec<String> {
+    table_rows(browser, "[...r.cells].filter((_, i) => [0, 1, 4].includes(i))").await
+}
+
+/// A plan page's stages table: each row's name, targets and what follows.
+async fn plan_stage_rows(browser: &Browser) -> Vec<String> {
+    table_rows(browser, "[...r.cells].filter((_, i) => [0, 1, 3].includes(i))").await
+}
+
+/// The rows of `#stages`, each the chosen cells' text joined by `|`.
+async fn table_rows(browser: &Browser, cells: &str) -> Vec<String> {
+    let rows = browser
+        .eval(&format!(
+            "return [...document.querySelectorAll('#stages tbody tr')].map(r => {cells}.map(c => c.textContent.trim()).join('|'))"
+        ))
+        .await;
+    rows.as_array()
+        .map(|rows| rows.iter().filter_map(|r| r.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
 }

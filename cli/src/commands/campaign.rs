@@ -147,12 +147,18 @@ fn print_scopes(campaign: &Campaign, style: Style, wide: bool) {
         headers.extend(["running", "managed", "offline", "unmanaged"]);
     }
     let mut table = style.table(&headers);
+    let notes = render::Notes::of(
+        campaign
+            .scopes
+            .iter()
+            .map(|s| (s.account_id.as_str(), s.region.as_str(), s.error.as_str())),
+    );
     for s in &campaign.scopes {
         let c = s.counters.unwrap_or_default();
         let state = if s.error.is_empty() {
             render::scope_state(s.state)
         } else {
-            format!("failed: {}", s.error)
+            format!("failed: {}", notes.cell(&s.account_id, &s.region, &s.error))
         };
         let mut row = vec![
             Cell::new(&s.account_id),
@@ -176,36 +182,62 @@ fn print_scopes(campaign: &Campaign, style: Style, wide: bool) {
         table.add_row(row);
     }
     println!("{table}");
+    for line in notes.footer() {
+        println!("{line}");
+    }
 }
 
-/// The waves of a staged campaign, as a table.
+/// The waves of a staged campaign, as a table: for a plan, what each
+/// would take and what lets the next start; for a campaign, also where
+/// each is.
 pub(super) fn print_stages(campaign: &Campaign, style: Style) {
     if campaign.stages.is_empty() {
         return;
     }
-    let mut table = style.table(&[
-        "stage", "phase", "targets", "ok", "failed", "running", "errors", "limits",
-    ]);
-    for stage in &campaign.stages {
+    let plan = campaign.dry_run;
+    let mut headers = vec!["stage"];
+    if !plan {
+        headers.push("phase");
+    }
+    headers.push("targets");
+    if !plan {
+        headers.extend(["ok", "failed", "running", "errors"]);
+    }
+    headers.extend(["limits", "then"]);
+    let mut table = style.table(&headers);
+    let specs = campaign.spec.as_ref().map_or(&[][..], |spec| &spec.stages[..]);
+    for (i, stage) in campaign.stages.iter().enumerate() {
         let c = stage.counters.unwrap_or_default();
-        let phase = StagePhase::try_from(stage.phase).unwrap_or(StagePhase::Unspecified);
-        let mut phase_text = phase.short_name().to_owned();
-        if phase == StagePhase::Baking {
-            phase_text = format!("baking until {}", render::time(&stage.bake_until));
+        let mut row = vec![Cell::new(&stage.name)];
+        if !plan {
+            let phase = StagePhase::try_from(stage.phase).unwrap_or(StagePhase::Unspecified);
+            let mut phase_text = phase.short_name().to_owned();
+            if phase == StagePhase::Baking {
+                phase_text = format!("baking until {}", render::time(&stage.bake_until));
+            }
+            row.push(style.status_cell(&phase_text));
         }
-        let errors = stage
-            .error_threshold
-            .map_or("no max".to_owned(), |t| format!("max {t}"));
-        table.add_row(vec![
-            Cell::new(&stage.name),
-            style.status_cell(&phase_text),
-            Cell::new(c.total),
-            Cell::new(c.success),
-            Cell::new(render::failed(&c) + c.timed_out),
-            Cell::new(c.queued + c.running),
-            Cell::new(stage.errors),
-            Cell::new(format!("{} at once, {errors} errors", stage.concurrency_limit)),
-        ]);
+        row.push(Cell::new(c.total));
+        if !plan {
+            row.extend([
+                Cell::new(c.success),
+                Cell::new(render::failed(&c) + c.timed_out),
+                Cell::new(c.queued + c.running),
+                Cell::new(stage.errors),
+            ]);
+        }
+        let errors = stage.error_threshold.map_or("no max errors".to_owned(), |t| {
+            format!("max {t} error{}", if t == 1 { "" } else { "s" })
+        });
+        row.push(Cell::new(format!("{} at once, {errors}", stage.concurrency_limit)));
+        let last = i + 1 == campaign.stages.len();
+        let follows = specs
+            .iter()
+            .find(|s| s.name == stage.name)
+            .map(|s| s.what_follows(last))
+            .unwrap_or_default();
+        row.push(Cell::new(follows));
+        table.add_row(row);
     }
     println!("{table}");
 }

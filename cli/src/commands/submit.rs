@@ -137,6 +137,12 @@ fn print_plan(campaign: &muster_proto::v1::Campaign, style: Style) {
         "skipped",
         "note",
     ]);
+    let notes = render::Notes::of(
+        campaign
+            .scopes
+            .iter()
+            .map(|s| (s.account_id.as_str(), s.region.as_str(), s.error.as_str())),
+    );
     let mut totals = [0u64; 5];
     for s in &campaign.scopes {
         let c = s.counters.unwrap_or_default();
@@ -154,7 +160,7 @@ fn print_plan(campaign: &muster_proto::v1::Campaign, style: Style) {
             Cell::new(s.offline),
             Cell::new(s.unmanaged),
             Cell::new(c.skipped),
-            Cell::new(&s.error),
+            Cell::new(notes.cell(&s.account_id, &s.region, &s.error)),
         ]);
     }
     table.add_row(
@@ -164,6 +170,9 @@ fn print_plan(campaign: &muster_proto::v1::Campaign, style: Style) {
             .chain(std::iter::once(Cell::new(""))),
     );
     println!("{table}");
+    for line in notes.footer() {
+        println!("{line}");
+    }
 }
 
 /// `muster rerun`: prints the new campaign's id.

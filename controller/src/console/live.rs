@@ -39,8 +39,9 @@ impl Totals {
 }
 
 /// The event for one WatchCampaign message; none for what the page does
-/// not show (a target that succeeded or was skipped).
-pub fn event_of(campaign_id: &str, message: WatchCampaignResponse) -> Option<Event> {
+/// not show (a target that succeeded or was skipped). `plan`: the campaign
+/// is a plan, whose cells say what would run.
+pub fn event_of(campaign_id: &str, plan: bool, message: WatchCampaignResponse) -> Option<Event> {
     let (name, data) = match message.event? {
         Watched::Snapshot(c) => (
             "snapshot",
@@ -49,7 +50,7 @@ pub fn event_of(campaign_id: &str, message: WatchCampaignResponse) -> Option<Eve
                 "reason": c.state_reason,
                 "terminal": is_terminal(c.state),
                 "summary": Summary::of(&c),
-                "cells": c.scopes.iter().map(|s| Cell::of(&c.id, s)).collect::<Vec<_>>(),
+                "cells": c.scopes.iter().map(|s| Cell::of(&c.id, s, c.dry_run)).collect::<Vec<_>>(),
             }),
         ),
         Watched::State(s) => (
@@ -65,7 +66,7 @@ pub fn event_of(campaign_id: &str, message: WatchCampaignResponse) -> Option<Eve
             "progress",
             json!({
                 "totals": Totals::new(&p.counters.unwrap_or_default(), p.errors),
-                "cells": p.scopes.iter().map(|s| Cell::of(campaign_id, s)).collect::<Vec<_>>(),
+                "cells": p.scopes.iter().map(|s| Cell::of(campaign_id, s, plan)).collect::<Vec<_>>(),
             }),
         ),
         Watched::Target(t) => {
@@ -125,7 +126,7 @@ mod tests {
                 at: None,
             })),
         };
-        let wire = text(event_of("c1", message).unwrap());
+        let wire = text(event_of("c1", false, message).unwrap());
         assert!(wire.starts_with("event: progress\ndata: "), "{wire}");
         let data: serde_json::Value =
             serde_json::from_str(wire.lines().nth(1).unwrap().trim_start_matches("data: ")).unwrap();
@@ -146,9 +147,9 @@ mod tests {
                 ..Default::default()
             })),
         };
-        assert!(event_of("c1", target(TargetStatus::Success)).is_none());
-        assert!(event_of("c1", target(TargetStatus::Skipped)).is_none());
-        let wire = text(event_of("c1", target(TargetStatus::TimedOut)).unwrap());
+        assert!(event_of("c1", false, target(TargetStatus::Success)).is_none());
+        assert!(event_of("c1", false, target(TargetStatus::Skipped)).is_none());
+        let wire = text(event_of("c1", false, target(TargetStatus::TimedOut)).unwrap());
         assert!(wire.starts_with("event: failure\n"), "{wire}");
         assert!(wire.contains("\"status\":\"timed out\""), "{wire}");
         assert!(wire.contains("\"reason\":\"exit 2\""), "{wire}");
@@ -163,7 +164,7 @@ mod tests {
                 at: None,
             })),
         };
-        let wire = text(event_of("c1", message).unwrap());
+        let wire = text(event_of("c1", false, message).unwrap());
         assert!(wire.contains("\"terminal\":true"), "{wire}");
         assert!(wire.contains("\"state\":\"completed with errors\""), "{wire}");
     }

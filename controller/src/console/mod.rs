@@ -56,7 +56,7 @@ pub fn router(api: CampaignApi, auth: Arc<Auth>, tls_key: Option<&[u8]>) -> Rout
         .route("/console/campaigns/{id}", get(pages::campaign))
         .route("/console/campaigns/{id}/map", get(pages::map))
         .route("/console/campaigns/{id}/events", get(pages::events))
-        .route("/console/campaigns/{id}/actions", get(pages::actions_fragment))
+        .route("/console/campaigns/{id}/rollout", get(pages::rollout_fragment))
         .route("/console/campaigns/{id}/scopes/{account}/{region}", get(pages::scope))
         .route(
             "/console/campaigns/{id}/targets/{account}/{region}/{instance}",

@@ -12,7 +12,8 @@ use muster_proto::v1::campaign_service_server::CampaignService;
 use muster_proto::v1::{
     ApproveCampaignRequest, Campaign, CampaignState, CancelCampaignRequest, GetCampaignRequest, GetTargetRequest,
     ListCampaignsRequest, ListTargetsRequest, PromoteCampaignRequest, RejectCampaignRequest, RerunCampaignRequest,
-    ResumeCampaignRequest, StagePhase, TargetStatus, WatchCampaignRequest, WhoAmIRequest,
+    ResumeCampaignRequest, StagePhase, TargetStatus, WatchCampaignRequest, WatchCampaignResponse, WhoAmIRequest,
+    watch_campaign_response,
 };
 use serde::Deserialize;
 
@@ -354,7 +355,7 @@ fn scope_lines(c: &Campaign) -> Vec<ScopeLine> {
         .map(|s| {
             let counters = s.counters.unwrap_or_default();
             ScopeLine {
-                href: views::Cell::of(&c.id, s).href,
+                href: views::Cell::of(&c.id, s, true).href,
                 account: s.account_id.clone(),
                 region: s.region.clone(),
                 discovery: muster_proto::v1::ScopeState::try_from(s.state)
@@ -541,10 +542,12 @@ pub async fn map(
 }
 
 #[derive(Template)]
-#[template(path = "console/actions.html")]
-struct ActionsFragment {
+#[template(path = "console/rollout.html")]
+struct RolloutFragment {
     id: String,
     csrf: String,
+    plan: bool,
+    stages: Vec<StageRow>,
     actions: Vec<ActionView>,
 }
 
@@ -562,10 +565,18 @@ pub async fn events(
         }))
         .await?
         .into_inner();
+    // Whether it is a plan: the first message, a snapshot, says.
+    let mut plan = false;
     let watched = stream
         .filter_map(move |message| {
+            if let Ok(WatchCampaignResponse {
+                event: Some(watch_campaign_response::Event::Snapshot(c)),
+            }) = &message
+            {
+                plan = c.dry_run;
+            }
             let event = match message {
-                Ok(message) => live::event_of(&id, message),
+                Ok(message) => live::event_of(&id, plan, message),
                 Err(status) => Some(live::end(status.message())),
             };
             std::future::ready(event.map(Ok::<_, std::convert::Infallible>))
@@ -574,16 +585,19 @@ pub async fn events(
     Ok(Sse::new(watched).keep_alive(KeepAlive::default()).into_response())
 }
 
-/// The actions panel alone, redrawn by the live page when the state
-/// changes.
-pub async fn actions_fragment(
+/// The rollout panel's stages and actions alone, redrawn by the live page
+/// when the state or its reason changes (a stage passed, baked, paused)
+/// and now and then as targets finish.
+pub async fn rollout_fragment(
     State(console): State<Console>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let c = get_campaign(&console, &caller, &id).await?;
-    html(&ActionsFragment {
+    html(&RolloutFragment {
         csrf: caller.csrf(),
+        plan: c.dry_run,
+        stages: StageRow::all(&c),
         actions: actions(&c),
         id,
     })

@@ -150,22 +150,40 @@ pub struct Cell {
 }
 
 impl Cell {
-    /// The cell of `scope` in campaign `campaign_id`.
-    pub fn of(campaign_id: &str, scope: &ScopeSummary) -> Self {
+    /// The cell of `scope` in campaign `campaign_id`; a plan's (`plan`)
+    /// says what would run, not what is done.
+    pub fn of(campaign_id: &str, scope: &ScopeSummary, plan: bool) -> Self {
         let b = Buckets::of(&scope.counters.unwrap_or_default());
         let discovery_failed = scope.state == ScopeState::Failed as i32;
         let word = if discovery_failed {
             "discovery failed"
         } else if scope.state == ScopeState::Pending as i32 && b.total == 0 {
             "discovering"
+        } else if plan {
+            if b.waiting > 0 { "would run" } else { "none would run" }
         } else {
             b.word()
         };
-        let mut label = format!("{}/{}", b.done(), b.total);
-        if b.failed > 0 {
-            label.push_str(&format!(" · {} failed", b.failed));
-        }
-        let mut sentence = format!("{} {}: {word}; {}", scope.account_id, scope.region, b.sentence());
+        let (label, counts) = if plan {
+            // The word says "would run": the label gives how many.
+            let mut parts = Vec::new();
+            if b.waiting > 0 {
+                parts.push(b.waiting.to_string());
+            }
+            if b.not_run > 0 {
+                parts.push(format!("{} skipped", b.not_run));
+            }
+            let label = parts.join(" · ");
+            let counts = format!("{} would run, {} skipped, of {}", b.waiting, b.not_run, b.total);
+            (label, counts)
+        } else {
+            let mut label = format!("{}/{}", b.done(), b.total);
+            if b.failed > 0 {
+                label.push_str(&format!(" · {} failed", b.failed));
+            }
+            (label, b.sentence())
+        };
+        let mut sentence = format!("{} {}: {word}; {counts}", scope.account_id, scope.region);
         if !scope.error.is_empty() {
             sentence.push_str(&format!("; {}", scope.error));
         }
@@ -218,7 +236,7 @@ impl HeatMap {
                 .entry(scope.account_id.as_str())
                 .or_insert_with(|| vec![None; regions.len()]);
             if let Some(i) = regions.iter().position(|r| *r == scope.region) {
-                row[i] = Some(Cell::of(&campaign.id, scope));
+                row[i] = Some(Cell::of(&campaign.id, scope, campaign.dry_run));
             }
         }
         Self {
@@ -329,33 +347,47 @@ pub fn target_href(t: &Target) -> String {
     )
 }
 
-/// A stage's line in the rollout panel.
+/// A stage's line in the rollout panel (and in a plan).
 #[derive(Debug, Clone)]
 pub struct StageRow {
     /// Its name.
     pub name: String,
     /// Its phase, in words.
     pub phase: String,
+    /// Its targets.
+    pub targets: u64,
     /// Done of total.
     pub progress: String,
     /// Errors of its threshold.
     pub errors: String,
+    /// How many at once, and how many errors stop it.
+    pub limits: String,
+    /// What follows it: its bake and gate, or the campaign's end.
+    pub follows: String,
 }
 
 impl StageRow {
     /// The rows of `campaign`'s stages.
     pub fn all(campaign: &Campaign) -> Vec<Self> {
+        let specs = campaign.spec.as_ref().map_or(&[][..], |spec| &spec.stages[..]);
+        let last = campaign.stages.len().saturating_sub(1);
         campaign
             .stages
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(i, s)| {
                 let b = Buckets::of(&s.counters.unwrap_or_default());
+                let max = s.error_threshold.map_or_else(
+                    || "no max errors".to_owned(),
+                    |t| format!("at most {t} error{}", if t == 1 { "" } else { "s" }),
+                );
                 Self {
                     name: s.name.clone(),
                     phase: StagePhase::try_from(s.phase)
                         .map(|p| p.as_str_name().trim_start_matches("STAGE_PHASE_").replace('_', " "))
                         .unwrap_or_default()
                         .to_lowercase(),
+                    targets: b.total,
                     progress: format!("{}/{}", b.done(), b.total),
                     errors: format!(
                         "{} of {}",
@@ -363,6 +395,12 @@ impl StageRow {
                         s.error_threshold
                             .map_or_else(|| "unlimited".to_owned(), |t| t.to_string())
                     ),
+                    limits: format!("{} at once, {max}", s.concurrency_limit),
+                    follows: specs
+                        .iter()
+                        .find(|spec| spec.name == s.name)
+                        .map(|spec| spec.what_follows(i == last))
+                        .unwrap_or_default(),
                 }
             })
             .collect()
@@ -466,6 +504,7 @@ mod tests {
                 counters(|c| (c.success, c.failed, c.running) = (47, 2, 1)),
                 ScopeState::Discovered,
             ),
+            false,
         );
         assert_eq!(failed.word, "failed", "failures win over running");
         assert_eq!(failed.label, "49/50 · 2 failed");
@@ -481,13 +520,30 @@ mod tests {
         let done = Cell::of(
             "c1",
             &scope(counters(|c| (c.success, c.skipped) = (3, 1)), ScopeState::Discovered),
+            false,
         );
         assert_eq!((done.word, done.label.as_str()), ("succeeded", "4/4"));
-        let waiting = Cell::of("c1", &scope(counters(|c| c.pending = 5), ScopeState::Discovered));
+        let waiting = Cell::of("c1", &scope(counters(|c| c.pending = 5), ScopeState::Discovered), false);
         assert_eq!(waiting.word, "waiting");
-        let discovering = Cell::of("c1", &scope(StatusCounters::default(), ScopeState::Pending));
+        let discovering = Cell::of("c1", &scope(StatusCounters::default(), ScopeState::Pending), false);
         assert_eq!(discovering.word, "discovering");
-        let broken = Cell::of("c1", &scope(counters(|c| c.error = 1), ScopeState::Failed));
+        let broken = Cell::of("c1", &scope(counters(|c| c.error = 1), ScopeState::Failed), false);
+        assert_eq!(broken.word, "discovery failed");
+
+        // A plan's cell says what would run: nothing is waiting or done.
+        let planned = Cell::of(
+            "c1",
+            &scope(counters(|c| (c.pending, c.skipped) = (4, 1)), ScopeState::Discovered),
+            true,
+        );
+        assert_eq!((planned.word, planned.label.as_str()), ("would run", "4 · 1 skipped"));
+        assert_eq!(
+            planned.sentence,
+            "111111111111 eu-west-1: would run; 4 would run, 1 skipped, of 5"
+        );
+        let none = Cell::of("c1", &scope(counters(|c| c.skipped = 2), ScopeState::Discovered), true);
+        assert_eq!((none.word, none.label.as_str()), ("none would run", "2 skipped"));
+        let broken = Cell::of("c1", &scope(counters(|c| c.error = 1), ScopeState::Failed), true);
         assert_eq!(broken.word, "discovery failed");
     }
 
