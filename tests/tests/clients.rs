@@ -588,6 +588,94 @@ async fn promote_lets_the_stage_waiting_at_its_gate_go_on() {
     );
 }
 
+/// `muster results ID --instance I` is one target's output; with
+/// `--follow-reruns` it is that instance as the latest rerun left it, said
+/// so. Flags it cannot honour, and values that can name no target, are
+/// refused by the flag's name instead of being ignored or answered
+/// "0 targets".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_of_one_instance_follow_its_rerun_and_refuse_what_they_cannot_honour() {
+    use muster_proto::v1::{RerunCampaignRequest, TargetStatus};
+    let mut stack = Stack::start(fleets::MIXED, Options::default()).await;
+    let account = stack.account("prod-a");
+    let spec = script_spec(
+        std::slice::from_ref(&account),
+        &["us-east-1"],
+        &["echo patched"],
+        &["Write-Output patched"],
+    );
+    let first = submit(&mut stack.client, spec).await;
+    wait_done(&mut stack.client, &first, Duration::from_secs(120)).await;
+    let failed: Vec<_> = muster_tests::client::targets(&mut stack.client, &first, false)
+        .await
+        .into_iter()
+        .filter(|t| t.status == TargetStatus::Failed as i32)
+        .collect();
+    assert_eq!(failed.len(), 1, "prod-a's failing instance: {failed:?}");
+    let instance = failed[0].instance_id.clone();
+    let rerun = stack
+        .client
+        .rerun_campaign(RerunCampaignRequest {
+            campaign_id: first.clone(),
+            client_token: "results-rerun".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a rerun")
+        .into_inner()
+        .campaign_id;
+    wait_done(&mut stack.client, &rerun, Duration::from_secs(120)).await;
+    let again = muster_tests::client::targets(&mut stack.client, &rerun, false).await;
+    assert_eq!(again.len(), 1);
+    assert_ne!(
+        again[0].command_id, failed[0].command_id,
+        "the rerun sent its own command"
+    );
+
+    let (code, own, stderr) = muster_cli(&stack, &["results", &first, "--instance", &instance], None).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        own.contains(&failed[0].command_id) && !own.contains("as rerun"),
+        "{own}"
+    );
+    let (code, latest, stderr) = muster_cli(
+        &stack,
+        &["results", &first, "--instance", &instance, "--follow-reruns"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(latest.contains(&format!("as rerun {rerun} left it")), "{latest}");
+    assert!(latest.contains(&again[0].command_id), "{latest}");
+
+    for (args, said) in [
+        (vec!["--account", "12"], "--account: '12' is not a 12-digit account id"),
+        (vec!["--region", "mars-1"], "--region: 'mars-1' is not an AWS region"),
+        (vec!["--instance", "web-1"], "--instance: 'web-1' is not an instance id"),
+        (
+            vec!["--instance", instance.as_str(), "--status", "failed"],
+            "--status: --instance shows that one target whatever its status",
+        ),
+        (
+            vec![
+                "--instance",
+                instance.as_str(),
+                "--account",
+                &account,
+                "--account",
+                "111111111111",
+            ],
+            "--account: --instance shows one target; give at most one",
+        ),
+    ] {
+        let mut command = vec!["results", first.as_str()];
+        command.extend(args.iter().copied());
+        let (code, _, stderr) = muster_cli(&stack, &command, None).await;
+        assert_eq!(code, 1, "{command:?}: {stderr}");
+        assert!(stderr.contains(said), "{command:?}: {stderr}");
+    }
+}
+
 /// The sandbox and a controller without workers: campaigns stay where
 /// they are while a client looks.
 async fn idle_stack() -> Stack {

@@ -1,6 +1,7 @@
 //! `results`: each target's status, and one target's full output.
 
 use comfy_table::Cell;
+use muster_common::domain::{AccountId, RegionName, check_instance_id};
 use muster_proto::v1::{GetTargetRequest, ListTargetsRequest, Target, TargetStatus};
 
 use super::Failure;
@@ -10,18 +11,26 @@ use crate::render::{self, Style};
 
 /// `muster results`.
 pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, output: Output) -> Result<(), Failure> {
+    check_filters(args)?;
     if let Some(instance) = &args.instance {
-        let target = client
-            .get_target(GetTargetRequest {
-                campaign_id: args.campaign_id.clone(),
-                instance_id: instance.clone(),
-                account_id: args.accounts.first().cloned().unwrap_or_default(),
-                region: args.regions.first().cloned().unwrap_or_default(),
-            })
-            .await?
-            .into_inner()
-            .target
-            .unwrap_or_default();
+        let target = if args.follow_reruns {
+            latest_run_of(client, args, instance).await?
+        } else {
+            client
+                .get_target(GetTargetRequest {
+                    campaign_id: args.campaign_id.clone(),
+                    instance_id: instance.clone(),
+                    account_id: args.accounts.first().cloned().unwrap_or_default(),
+                    region: args.regions.first().cloned().unwrap_or_default(),
+                })
+                .await?
+                .into_inner()
+                .target
+                .unwrap_or_default()
+        };
+        if output.is_table() && target.campaign_id != args.campaign_id && !target.campaign_id.is_empty() {
+            println!("{}", style.dim(&format!("as rerun {} left it", target.campaign_id)));
+        }
         print_target_output(&target, style, output);
         return Ok(());
     }
@@ -47,6 +56,64 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
         }
     }
     Ok(())
+}
+
+/// The flags' values, each named by its flag: an account or region that
+/// can name no target, and what `--instance` (one target) cannot take.
+fn check_filters(args: &ResultsArgs) -> Result<(), Failure> {
+    for account in &args.accounts {
+        AccountId::parse(account).map_err(|e| Failure::Input(format!("--account: {e}")))?;
+    }
+    for region in &args.regions {
+        RegionName::parse(region).map_err(|e| Failure::Input(format!("--region: {e}")))?;
+    }
+    let Some(instance) = &args.instance else {
+        return Ok(());
+    };
+    check_instance_id(instance).map_err(|e| Failure::Input(format!("--instance: {e}")))?;
+    if !args.statuses.is_empty() {
+        return Err(Failure::Input(
+            "--status: --instance shows that one target whatever its status; leave one of them out".into(),
+        ));
+    }
+    for (flag, given) in [("--account", &args.accounts), ("--region", &args.regions)] {
+        if given.len() > 1 {
+            return Err(Failure::Input(format!(
+                "{flag}: --instance shows one target; give at most one (the instance's), not {}",
+                given.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One instance as the latest rerun that covered it left it, with its
+/// output.
+async fn latest_run_of(client: &mut Client, args: &ResultsArgs, instance: &str) -> Result<Target, Failure> {
+    let mut found = client
+        .list_targets(ListTargetsRequest {
+            campaign_id: args.campaign_id.clone(),
+            page_size: 2,
+            statuses: Vec::new(),
+            account_ids: args.accounts.clone(),
+            regions: args.regions.clone(),
+            instance_ids: vec![instance.to_owned()],
+            include_output: true,
+            follow_reruns: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .targets;
+    match found.len() {
+        0 => Err(Failure::Controller(tonic::Status::not_found(format!(
+            "instance_id: no target {instance} in this campaign"
+        )))),
+        1 => Ok(found.remove(0)),
+        _ => Err(Failure::Input(format!(
+            "--instance: {instance} is a target in more than one account or region; name one with --account and --region"
+        ))),
+    }
 }
 
 /// `--status` names as the API's numbers.
