@@ -438,7 +438,8 @@ pub struct RerunArgs {
         default_value = "failed,timed_out,undeliverable,error"
     )]
     pub statuses: Vec<String>,
-    /// A name for the new campaign (default: the first one's, "(rerun)").
+    /// A name for the new campaign (default: the first one's with " (rerun)",
+    /// or "rerun of ID" when it has none).
     #[arg(long)]
     pub name: Option<String>,
     /// Idempotency key: asking again with it returns the same rerun.

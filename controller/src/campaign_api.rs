@@ -333,6 +333,24 @@ fn rerun_statuses(asked: &[i32]) -> Result<Vec<i32>, Status> {
     Ok(statuses)
 }
 
+/// A rerun's name: the one asked for, else the first campaign's with
+/// " (rerun)" (once, however many reruns deep), else "rerun of <id>".
+fn rerun_name(first: &str, request: &RerunCampaignRequest) -> String {
+    const SUFFIX: &str = " (rerun)";
+    if !request.name.is_empty() {
+        return request.name.clone();
+    }
+    if first.trim().is_empty() {
+        return format!("rerun of {}", request.campaign_id);
+    }
+    if first.ends_with(SUFFIX) {
+        return first.to_owned();
+    }
+    let mut name: String = first.chars().take(128 - SUFFIX.len()).collect();
+    name.push_str(SUFFIX);
+    name
+}
+
 /// The spec of a rerun: the first campaign's, over exactly `selection`
 /// (instances by scope; none for a scope rerun whole), with its tags and
 /// platforms kept.
@@ -357,13 +375,7 @@ fn rerun_spec(
             .collect(),
         ..Default::default()
     });
-    spec.name = if request.name.is_empty() {
-        let mut name: String = first.name.chars().take(128 - " (rerun)".len()).collect();
-        name.push_str(" (rerun)");
-        name
-    } else {
-        request.name.clone()
-    };
+    spec.name = rerun_name(&first.name, request);
     spec.client_token = request.client_token.clone();
     spec.confirm_large = request.confirm_large;
     if let Some(access) = spec.access.as_mut() {
@@ -1127,5 +1139,25 @@ impl CampaignService for CampaignApi {
             events,
             next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rerun_is_named_after_the_first_campaign_once() {
+        let asked = |name: &str| RerunCampaignRequest {
+            campaign_id: "01a2".into(),
+            name: name.into(),
+            ..Default::default()
+        };
+        assert_eq!(rerun_name("patch", &asked("")), "patch (rerun)");
+        assert_eq!(rerun_name("patch (rerun)", &asked("")), "patch (rerun)");
+        assert_eq!(rerun_name("", &asked("")), "rerun of 01a2");
+        assert_eq!(rerun_name("patch", &asked("retry")), "retry");
+        let long = "x".repeat(128);
+        assert_eq!(rerun_name(&long, &asked("")).chars().count(), 128);
     }
 }
