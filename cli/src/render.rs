@@ -139,6 +139,17 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
+/// The line under a table that left out `folded` empty accounts/regions.
+pub fn folded_line(folded: usize) -> Option<String> {
+    (folded > 0).then(|| {
+        format!(
+            "{folded} more account{}/region{} matched no instance (-o wide lists them)",
+            if folded == 1 { "" } else { "s" },
+            if folded == 1 { "" } else { "s" }
+        )
+    })
+}
+
 /// The notes of a table of accounts and regions (why a scope cannot run),
 /// each said once: a row's note leaves out the row's own account and
 /// region, and a note that several rows share is written once under the
@@ -348,6 +359,16 @@ mod tests {
             "peered with account 222222222222"
         );
         assert!(other.footer().is_empty());
+    }
+
+    #[test]
+    fn the_folded_line_counts_what_was_left_out() {
+        assert_eq!(folded_line(0), None);
+        assert_eq!(
+            folded_line(1).unwrap(),
+            "1 more account/region matched no instance (-o wide lists them)"
+        );
+        assert!(folded_line(30).unwrap().starts_with("30 more accounts/regions"));
     }
 
     #[test]

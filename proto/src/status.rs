@@ -1,6 +1,6 @@
 //! Small facts about the API's enums that every binary needs the same way.
 
-use crate::v1::{CampaignState, Stage, StageGate, StagePhase, TargetStatus, TimeoutKind};
+use crate::v1::{CampaignState, ScopeState, ScopeSummary, Stage, StageGate, StagePhase, TargetStatus, TimeoutKind};
 
 impl TargetStatus {
     /// A terminal status never changes again.
@@ -145,6 +145,19 @@ impl StagePhase {
     }
 }
 
+impl ScopeSummary {
+    /// Discovered, with no instance found and nothing to say: tables and
+    /// the console's map leave such an account/region out (a campaign
+    /// without a region list covers every enabled region, most of them
+    /// empty, and hundreds of zero rows would bury the ones that matter).
+    pub fn matched_nothing(&self) -> bool {
+        self.state == ScopeState::Discovered as i32
+            && self.error.is_empty()
+            && self.counters.unwrap_or_default().total == 0
+            && self.managed + self.offline + self.unmanaged == 0
+    }
+}
+
 impl Stage {
     /// What follows this stage once it ends within its max_errors, for
     /// people: its bake, then what lets the next stage start; after the
@@ -231,5 +244,31 @@ mod tests {
         ] {
             assert_eq!(stage(bake, gate).what_follows(last), said);
         }
+    }
+
+    #[test]
+    fn only_discovered_scopes_with_nothing_found_or_said_matched_nothing() {
+        use crate::v1::StatusCounters;
+        let scope = |state: ScopeState, total, unmanaged, error: &str| ScopeSummary {
+            state: state as i32,
+            counters: Some(StatusCounters {
+                total,
+                ..Default::default()
+            }),
+            unmanaged,
+            error: error.into(),
+            ..Default::default()
+        };
+        assert!(scope(ScopeState::Discovered, 0, 0, "").matched_nothing());
+        assert!(
+            !scope(ScopeState::Pending, 0, 0, "").matched_nothing(),
+            "still discovering"
+        );
+        assert!(!scope(ScopeState::Discovered, 3, 0, "").matched_nothing());
+        assert!(
+            !scope(ScopeState::Discovered, 0, 2, "").matched_nothing(),
+            "instances SSM does not manage"
+        );
+        assert!(!scope(ScopeState::Failed, 0, 0, "AccessDenied").matched_nothing());
     }
 }

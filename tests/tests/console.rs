@@ -268,7 +268,13 @@ async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_
     browser.screenshot("06-target").await;
 
     // The plan view: what a spec would target, per account and region.
-    let mut spec = script_spec(&accounts, &regions, &["echo patched"], &[]);
+    // ap-south-1 has no instances: its two accounts/regions are folded.
+    let mut spec = script_spec(
+        &accounts,
+        &[regions[0], regions[1], "ap-south-1"],
+        &["echo patched"],
+        &[],
+    );
     spec.name = "console-plan".into();
     spec.stages = vec![
         Stage {
@@ -300,7 +306,13 @@ async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_
         .await;
     let table = browser.text_of("plan").await;
     let planned = plan.campaign.unwrap();
-    for scope in &planned.scopes {
+    assert_eq!(planned.scopes.len(), 6);
+    assert!(!table.contains("ap-south-1"), "{table}");
+    assert_eq!(
+        browser.text_of("map-folded").await,
+        "2 more accounts/regions matched no instance."
+    );
+    for scope in planned.scopes.iter().filter(|s| s.region != "ap-south-1") {
         let line = format!(
             "{} {} discovered {}",
             scope.account_id,

@@ -153,7 +153,12 @@ fn print_scopes(campaign: &Campaign, style: Style, wide: bool) {
             .iter()
             .map(|s| (s.account_id.as_str(), s.region.as_str(), s.error.as_str())),
     );
+    let mut folded = 0;
     for s in &campaign.scopes {
+        if !wide && s.matched_nothing() {
+            folded += 1;
+            continue;
+        }
         let c = s.counters.unwrap_or_default();
         let state = if s.error.is_empty() {
             render::scope_state(s.state)
@@ -182,7 +187,7 @@ fn print_scopes(campaign: &Campaign, style: Style, wide: bool) {
         table.add_row(row);
     }
     println!("{table}");
-    for line in notes.footer() {
+    for line in notes.footer().into_iter().chain(render::folded_line(folded)) {
         println!("{line}");
     }
 }

@@ -74,7 +74,7 @@ pub async fn plan(client: &mut Client, args: &SpecArgs, style: Style, output: Ou
         Output::Json | Output::Yaml => {}
         Output::Csv => print_plan_csv(&campaign),
         Output::Table | Output::Wide => {
-            print_plan(&campaign, style);
+            print_plan(&campaign, style, output == Output::Wide);
             print_stages(&campaign, style);
             if !answer.complete {
                 eprintln!("discovery is still going; see `muster show {}` later", campaign.id);
@@ -126,7 +126,7 @@ fn print_plan_csv(campaign: &muster_proto::v1::Campaign) {
 }
 
 /// A plan's scopes as a table: what would run where, and the totals.
-fn print_plan(campaign: &muster_proto::v1::Campaign, style: Style) {
+fn print_plan(campaign: &muster_proto::v1::Campaign, style: Style, wide: bool) {
     let mut table = style.table(&[
         "account",
         "region",
@@ -144,7 +144,12 @@ fn print_plan(campaign: &muster_proto::v1::Campaign, style: Style) {
             .map(|s| (s.account_id.as_str(), s.region.as_str(), s.error.as_str())),
     );
     let mut totals = [0u64; 5];
+    let mut folded = 0;
     for s in &campaign.scopes {
+        if !wide && s.matched_nothing() {
+            folded += 1;
+            continue;
+        }
         let c = s.counters.unwrap_or_default();
         for (total, n) in totals
             .iter_mut()
@@ -170,7 +175,7 @@ fn print_plan(campaign: &muster_proto::v1::Campaign, style: Style) {
             .chain(std::iter::once(Cell::new(""))),
     );
     println!("{table}");
-    for line in notes.footer() {
+    for line in notes.footer().into_iter().chain(render::folded_line(folded)) {
         println!("{line}");
     }
 }

@@ -349,9 +349,12 @@ pub struct ScopeLine {
     error: String,
 }
 
+/// A plan's scopes, without those that matched nothing (the map says how
+/// many).
 fn scope_lines(c: &Campaign) -> Vec<ScopeLine> {
     c.scopes
         .iter()
+        .filter(|s| !s.matched_nothing())
         .map(|s| {
             let counters = s.counters.unwrap_or_default();
             ScopeLine {

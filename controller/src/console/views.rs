@@ -223,15 +223,19 @@ pub struct HeatMap {
     pub regions: Vec<String>,
     /// One row per account: its id and a cell (or none) per region.
     pub rows: Vec<(String, Vec<Option<Cell>>)>,
+    /// Accounts/regions left out: discovered, and no instance matched.
+    pub folded: usize,
 }
 
 impl HeatMap {
-    /// The map of `campaign`'s scopes.
+    /// The map of `campaign`'s scopes, without those that matched nothing
+    /// (so a campaign over every region shows the regions it runs in).
     pub fn of(campaign: &Campaign) -> Self {
-        let regions: BTreeSet<&str> = campaign.scopes.iter().map(|s| s.region.as_str()).collect();
+        let shown: Vec<_> = campaign.scopes.iter().filter(|s| !s.matched_nothing()).collect();
+        let regions: BTreeSet<&str> = shown.iter().map(|s| s.region.as_str()).collect();
         let regions: Vec<String> = regions.into_iter().map(str::to_owned).collect();
         let mut rows: BTreeMap<&str, Vec<Option<Cell>>> = BTreeMap::new();
-        for scope in &campaign.scopes {
+        for scope in shown {
             let row = rows
                 .entry(scope.account_id.as_str())
                 .or_insert_with(|| vec![None; regions.len()]);
@@ -242,6 +246,7 @@ impl HeatMap {
         Self {
             regions,
             rows: rows.into_iter().map(|(a, cells)| (a.to_owned(), cells)).collect(),
+            folded: campaign.scopes.iter().filter(|s| s.matched_nothing()).count(),
         }
     }
 }
@@ -570,6 +575,21 @@ mod tests {
         assert_eq!(map.rows[0].0, "1");
         assert!(map.rows[0].1.iter().all(Option::is_some));
         assert!(map.rows[1].1[0].is_none(), "account 2 has no eu-west-1 scope");
+        assert_eq!(map.folded, 0);
+
+        // Accounts/regions that matched no instance are left out, and
+        // counted: a region no account has instances in is no column.
+        let mut wide = campaign;
+        wide.scopes.push(ScopeSummary {
+            account_id: "1".into(),
+            region: "ap-south-1".into(),
+            state: ScopeState::Discovered as i32,
+            counters: Some(StatusCounters::default()),
+            ..Default::default()
+        });
+        let map = HeatMap::of(&wide);
+        assert_eq!(map.regions, ["eu-west-1", "us-east-1"]);
+        assert_eq!(map.folded, 1);
     }
 
     #[test]
