@@ -8,6 +8,7 @@ pub mod checks;
 pub mod client;
 pub mod creds;
 pub mod fleets;
+pub mod metrics;
 pub mod otlp;
 pub mod procs;
 pub mod procstat;

@@ -102,6 +102,18 @@ fn send_commands(system: &System) -> u64 {
         .sum()
 }
 
+/// The worker's document checks so far: passed, refused, missing and
+/// unchecked.
+async fn document_checks(system: &System) -> Vec<u64> {
+    let scrape = muster_tests::metrics::scrape(system.worker_metrics_port(0)).await;
+    ["passed", "refused", "missing", "unchecked"]
+        .iter()
+        .map(|outcome| {
+            muster_tests::metrics::sum(&scrape, "muster_worker_document_checks_total", &[("outcome", outcome)]) as u64
+        })
+        .collect()
+}
+
 fn step_names(target: &Target) -> Vec<&str> {
     target.steps.iter().map(|s| s.name.as_str()).collect()
 }
@@ -225,6 +237,7 @@ async fn shared_and_own_documents_run_by_arn_and_name_at_the_pinned_version_in_e
     // it does not allow, the plan names what SSM would refuse in each
     // scope, and nothing is sent.
     let sent_before = send_commands(&system);
+    let checks_before = document_checks(&system).await;
     let mut wrong = document_spec(&prod, &[EAST, WEST], "Acme-Inventory", "");
     if let Some(command::Kind::Document(document)) = &mut wrong.command.as_mut().unwrap().kind {
         document.parameters.get_mut("Mode").unwrap().values = vec!["destroy".into()];
@@ -301,6 +314,16 @@ async fn shared_and_own_documents_run_by_arn_and_name_at_the_pinned_version_in_e
             .any(|e| e.region == WEST && e.document_name == "Acme-Inventory"),
         "nothing sent where the document is not"
     );
+    // The worker's metrics count each check: the plan's and the submit's
+    // refusal (east) and absence (west), then the run's pass (east) and
+    // absence (west); the empty region needed none.
+    let checks = document_checks(&system).await;
+    let made: Vec<u64> = checks
+        .iter()
+        .zip(&checks_before)
+        .map(|(now, then)| now - then)
+        .collect();
+    assert_eq!(made, [1, 2, 3, 0], "passed, refused, missing, unchecked");
 
     // Its owner adds a parameter it requires and makes that version the
     // default. A campaign that passes it runs, although the worker kept the

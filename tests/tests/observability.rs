@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use muster_proto::v1::{CampaignState, RateControl, TargetStatus};
 use muster_tests::client::{script_spec, submit, targets, wait_done};
 use muster_tests::fleets;
+use muster_tests::metrics::{parse, sum};
 use muster_tests::otlp::{ReceivedSpan, Receiver, http_get};
 use muster_tests::procs::{System, SystemOptions};
 
@@ -222,27 +223,6 @@ async fn each_task_is_one_trace_from_controller_over_sqs_to_worker_and_back() {
 /// A WorkerService method's span name (OpenTelemetry's RPC conventions).
 fn rpc(method: &str) -> String {
     format!("muster.v1.WorkerService/{method}")
-}
-
-fn parse(text: &str) -> prometheus_parse::Scrape {
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{text}"))
-}
-
-/// Sum of a metric's samples whose labels include every pair in `labels`.
-fn sum(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

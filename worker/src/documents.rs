@@ -302,16 +302,21 @@ impl Documents {
         {
             read = self.read(scope, (&check.name, &check.version), true).await;
         }
-        match read {
-            Ok((content, _)) => refusal(&content, &check.parameters).map(|why| format!("{where_}: {why}")),
+        let (outcome, why) = match read {
+            Ok((content, _)) => match refusal(&content, &check.parameters) {
+                Some(why) => ("refused", Some(format!("{where_}: {why}"))),
+                None => ("passed", None),
+            },
             Err(error) if error.code.as_deref().is_some_and(|c| MISSING.contains(&c)) => {
-                Some(format!("{where_}: not found ({})", error.message))
+                ("missing", Some(format!("{where_}: not found ({})", error.message)))
             }
             Err(error) => {
                 tracing::warn!(document = %check.name, %error, "cannot read the document to check its parameters; SSM checks them at the send");
-                None
+                ("unchecked", None)
             }
-        }
+        };
+        scope.stats().document_check(outcome);
+        why
     }
 }
 

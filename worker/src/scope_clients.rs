@@ -195,6 +195,11 @@ impl ScopeClients {
         }
     }
 
+    /// The process's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     /// Makes one AWS call: waits for the key's rate, retries throttling (with
     /// the key slowed down), transient faults and expired credentials, and
     /// returns the rest as a [`CallError`].

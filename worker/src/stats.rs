@@ -52,6 +52,7 @@ pub struct Stats {
     handled: Family<OutcomeLabels, Counter>,
     polls: Family<OutcomeLabels, Counter>,
     lost_sends: Family<OutcomeLabels, Counter>,
+    document_checks: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Stats {
@@ -69,6 +70,7 @@ impl Default for Stats {
             polls: Family::default(),
             handled: Family::default(),
             lost_sends: Family::default(),
+            document_checks: Family::default(),
         }
     }
 }
@@ -189,6 +191,19 @@ impl Stats {
         self.lost_sends.get_or_create(&OutcomeLabels { outcome }).get()
     }
 
+    /// Discovery checked a document a scope would send: it `passed`, was
+    /// `refused` (a parameter SendCommand would refuse) or `missing` (not
+    /// in the account and region at that version), or was `unchecked` (it
+    /// could not be read; SSM decides at the send).
+    pub fn document_check(&self, outcome: &'static str) {
+        self.document_checks.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Document checks so far that ended in `outcome`.
+    pub fn document_checks(&self, outcome: &'static str) -> u64 {
+        self.document_checks.get_or_create(&OutcomeLabels { outcome }).get()
+    }
+
     /// Queue messages handled with `outcome` so far.
     pub fn handled(&self, outcome: &'static str) -> u64 {
         self.handled.get_or_create(&OutcomeLabels { outcome }).get()
@@ -239,6 +254,11 @@ impl Stats {
             "lost_sends",
             "SendCommands that got no answer, by what the lookup by Comment led to: adopted (found; nothing sent again), sent_again (not found within the lookups; sent again, so an instance runs twice if SSM took the first and lists it late), left_to_next_attempt (the attempt failed and the next looks again)",
             self.lost_sends.clone(),
+        );
+        registry.register(
+            "document_checks",
+            "Documents discovery checked before a scope sends them, by outcome: passed, refused (SendCommand would refuse a parameter; the scope failed, nothing sent), missing (not in the account and region at that version; the same), unchecked (could not be read; SSM decides at the send)",
+            self.document_checks.clone(),
         );
         registry.register("tasks_started", "Tasks leased and started", self.tasks_started.clone());
         registry.register(
