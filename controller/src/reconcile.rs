@@ -752,16 +752,34 @@ fn finish(
 /// counts for people.
 fn outcome(totals: &StatusCounters) -> (CampaignState, String) {
     let problems = totals.failed + totals.timed_out + totals.undeliverable + totals.error;
-    let summary = format!(
-        "{} succeeded, {} failed, {} timed out, {} undeliverable, {} errors, {} skipped",
-        totals.success, totals.failed, totals.timed_out, totals.undeliverable, totals.error, totals.skipped
-    );
+    let summary = ended_counts(totals);
     let state = if problems > 0 {
         CampaignState::CompletedWithErrors
     } else {
         CampaignState::Succeeded
     };
     (state, summary)
+}
+
+/// How a campaign's targets ended, for people: how many succeeded, then
+/// each other ending that some target had ("13 succeeded, 1 failed, 6
+/// skipped").
+fn ended_counts(totals: &StatusCounters) -> String {
+    let mut parts = vec![format!("{} succeeded", totals.success)];
+    for (count, one, many) in [
+        (totals.failed, "failed", "failed"),
+        (totals.timed_out, "timed out", "timed out"),
+        (totals.undeliverable, "undeliverable", "undeliverable"),
+        (totals.error, "error", "errors"),
+        (totals.cancelled, "cancelled", "cancelled"),
+        (totals.terminated, "terminated", "terminated"),
+        (totals.skipped, "skipped", "skipped"),
+    ] {
+        if count > 0 {
+            parts.push(format!("{count} {}", if count == 1 { one } else { many }));
+        }
+    }
+    parts.join(", ")
 }
 
 /// What watchers of one campaign were last told.
@@ -841,5 +859,50 @@ async fn publish_progress(ctl: &Controller, told: &mut HashMap<String, Told>) {
                 },
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ended_campaign_names_only_the_endings_it_had() {
+        let totals = StatusCounters {
+            success: 13,
+            failed: 1,
+            skipped: 6,
+            total: 20,
+            ..Default::default()
+        };
+        assert_eq!(
+            outcome(&totals),
+            (
+                CampaignState::CompletedWithErrors,
+                "13 succeeded, 1 failed, 6 skipped".into()
+            )
+        );
+        let all = StatusCounters {
+            success: 1,
+            failed: 2,
+            timed_out: 3,
+            undeliverable: 4,
+            error: 1,
+            cancelled: 5,
+            terminated: 6,
+            skipped: 7,
+            total: 29,
+            ..Default::default()
+        };
+        assert_eq!(
+            ended_counts(&all),
+            "1 succeeded, 2 failed, 3 timed out, 4 undeliverable, 1 error, 5 cancelled, 6 terminated, 7 skipped"
+        );
+        let clean = StatusCounters {
+            success: 4,
+            total: 4,
+            ..Default::default()
+        };
+        assert_eq!(outcome(&clean), (CampaignState::Succeeded, "4 succeeded".into()));
     }
 }
