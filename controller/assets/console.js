@@ -165,7 +165,7 @@
   source.addEventListener("progress", timed((d) => {
     paintTotals(d.totals);
     d.cells.forEach(paintCell);
-    if ($("stages")) redrawRollout(3000);
+    if ($("stages")) redrawRollout(5000);
   }));
   source.addEventListener("state", timed(paintState));
   source.addEventListener("failure", timed(addFailure));

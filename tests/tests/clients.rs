@@ -364,6 +364,34 @@ async fn a_watch_survives_the_controller_restarting_and_ends_with_the_campaigns_
     );
 }
 
+/// `muster cancel` cancels a campaign that has not ended, with the reason;
+/// asked again once it has ended, it says there is nothing to cancel
+/// instead of printing the state as if it had made it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_says_when_there_is_nothing_left_to_cancel() {
+    let (mut stack, id) = idle_stack_with_campaign().await;
+    let (code, stdout, stderr) = muster_cli(&stack, &["cancel", &id, "--reason", "wrong window"], None).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("wrong window"), "{stdout}");
+    let campaign = wait_for(&mut stack.client, &id, Duration::from_secs(60), "the cancel", |c| {
+        c.state == CampaignState::Cancelled as i32
+    })
+    .await;
+    assert!(
+        campaign.state_reason.contains("wrong window"),
+        "{}",
+        campaign.state_reason
+    );
+
+    let (code, stdout, stderr) = muster_cli(&stack, &["cancel", &id], None).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.contains(&format!("campaign {id} already ended (cancelled): nothing to cancel")),
+        "{stderr}"
+    );
+}
+
 /// Contexts as kubectl users know them: made once, then every command uses
 /// the current one; the environment overrides the context and a flag the
 /// environment; a context that is not there is named.

@@ -1,7 +1,7 @@
 //! `show` and `cancel`, and how a campaign prints: its details, stages and scopes.
 
 use comfy_table::Cell;
-use muster_proto::v1::{Campaign, CancelCampaignRequest, StagePhase};
+use muster_proto::v1::{Campaign, CampaignState, CancelCampaignRequest, StagePhase};
 
 use super::{Failure, summary};
 use crate::args::Output;
@@ -256,6 +256,17 @@ pub async fn show(client: &mut Client, id: &str, style: Style, output: Output) -
 
 /// `muster cancel`.
 pub async fn cancel(client: &mut Client, id: &str, reason: &str, style: Style, output: Output) -> Result<(), Failure> {
+    // Cancelling what has ended changes nothing; say so rather than print
+    // its state as if the cancel had made it.
+    let before = super::fetch_campaign(client, id).await?;
+    let ended = CampaignState::try_from(before.state).is_ok_and(CampaignState::is_terminal);
+    if ended && output.is_table() {
+        eprintln!(
+            "campaign {id} already ended ({}): nothing to cancel",
+            render::campaign_state(before.state)
+        );
+        return Ok(());
+    }
     let campaign = client
         .cancel_campaign(CancelCampaignRequest {
             campaign_id: id.to_owned(),
