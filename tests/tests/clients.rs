@@ -231,6 +231,21 @@ async fn a_plan_with_scopes_that_cannot_run_exits_2() {
     };
     let (code, stdout, stderr) = plan(account.clone()).await;
     assert_eq!(code, 0, "every scope can run: {stdout}{stderr}");
+    // The plan is kept: `muster show` prints it as a plan again.
+    let id = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("plan ")?.split(':').next())
+        .unwrap_or_else(|| panic!("the plan's id: {stderr}"));
+    let (code, shown, stderr) = muster_cli(&stack, &["show", id], None).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(shown.contains("(a plan: nothing ran)"), "{shown}");
+    let table = |text: &str| {
+        text.lines()
+            .skip_while(|l| !(l.contains("would run") && l.contains("managed")))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(table(&shown), table(&stdout), "the same table as the plan printed");
     // An account outside the Organization: the execution role cannot be
     // assumed there.
     let (code, stdout, stderr) = plan(format!("{account},999999999999")).await;

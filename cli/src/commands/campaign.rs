@@ -15,6 +15,10 @@ pub fn print_campaign(campaign: &Campaign, style: Style, output: Output) {
         Output::Csv => print_scopes_csv(campaign),
         Output::Table | Output::Wide => {
             print_details(campaign, style);
+            if campaign.dry_run {
+                print_plan(campaign, style, output == Output::Wide);
+                return;
+            }
             print_stages(campaign, style);
             if !campaign.scopes.is_empty() {
                 print_scopes(campaign, style, output == Output::Wide);
@@ -75,7 +79,14 @@ fn print_details(campaign: &Campaign, style: Style) {
         style.status(render::campaign_state(campaign.state)),
         style.dim(&campaign.state_reason)
     );
-    println!("  targets   {}", summary(&c));
+    if campaign.dry_run {
+        println!(
+            "  targets   {} would run, {} skipped, of {} instances found (a plan: nothing ran)",
+            c.pending, c.skipped, c.total
+        );
+    } else {
+        println!("  targets   {}", summary(&c));
+    }
     if let Some(threshold) = campaign.error_threshold {
         println!("  errors    {} (max_errors allows {threshold})", campaign.errors);
     }
@@ -190,6 +201,62 @@ fn print_scopes(campaign: &Campaign, style: Style, wide: bool) {
     for line in notes.footer().into_iter().chain(render::folded_line(folded)) {
         println!("{line}");
     }
+}
+
+/// A plan: what would run where, with the totals, then its stages.
+pub(super) fn print_plan(campaign: &Campaign, style: Style, wide: bool) {
+    let mut table = style.table(&[
+        "account",
+        "region",
+        "would run",
+        "managed",
+        "offline",
+        "unmanaged",
+        "skipped",
+        "note",
+    ]);
+    let notes = render::Notes::of(
+        campaign
+            .scopes
+            .iter()
+            .map(|s| (s.account_id.as_str(), s.region.as_str(), s.error.as_str())),
+    );
+    let mut totals = [0u64; 5];
+    let mut folded = 0;
+    for s in &campaign.scopes {
+        if !wide && s.matched_nothing() {
+            folded += 1;
+            continue;
+        }
+        let c = s.counters.unwrap_or_default();
+        for (total, n) in totals
+            .iter_mut()
+            .zip([c.pending, s.managed, s.offline, s.unmanaged, c.skipped])
+        {
+            *total += n;
+        }
+        table.add_row(vec![
+            Cell::new(&s.account_id),
+            Cell::new(&s.region),
+            Cell::new(c.pending),
+            Cell::new(s.managed),
+            Cell::new(s.offline),
+            Cell::new(s.unmanaged),
+            Cell::new(c.skipped),
+            Cell::new(notes.cell(&s.account_id, &s.region, &s.error)),
+        ]);
+    }
+    table.add_row(
+        std::iter::once(Cell::new("total").add_attribute(comfy_table::Attribute::Bold))
+            .chain(std::iter::once(Cell::new("")))
+            .chain(totals.iter().map(Cell::new))
+            .chain(std::iter::once(Cell::new(""))),
+    );
+    println!("{table}");
+    for line in notes.footer().into_iter().chain(render::folded_line(folded)) {
+        println!("{line}");
+    }
+    print_stages(campaign, style);
 }
 
 /// The waves of a staged campaign, as a table: for a plan, what each

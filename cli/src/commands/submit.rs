@@ -1,9 +1,8 @@
 //! `submit`, `plan` and `rerun`: what starts a campaign.
 
-use comfy_table::Cell;
 use muster_proto::v1::{PlanCampaignRequest, RerunCampaignRequest, SubmitCampaignRequest, TargetStatus};
 
-use super::campaign::print_stages;
+use super::campaign::print_plan;
 use super::{Failure, ask_until_answered, timed};
 use crate::args::{Output, RerunArgs, SpecArgs};
 use crate::connect::Client;
@@ -75,8 +74,12 @@ pub async fn plan(client: &mut Client, args: &SpecArgs, style: Style, output: Ou
         Output::Csv => print_plan_csv(&campaign),
         Output::Table | Output::Wide => {
             print_plan(&campaign, style, output == Output::Wide);
-            print_stages(&campaign, style);
-            if !answer.complete {
+            if answer.complete {
+                eprintln!(
+                    "plan {}: nothing ran (`muster show {}` prints it again, `muster console {}` opens it)",
+                    campaign.id, campaign.id, campaign.id
+                );
+            } else {
                 eprintln!("discovery is still going; see `muster show {}` later", campaign.id);
             }
         }
@@ -123,61 +126,6 @@ fn print_plan_csv(campaign: &muster_proto::v1::Campaign) {
             row
         }),
     );
-}
-
-/// A plan's scopes as a table: what would run where, and the totals.
-fn print_plan(campaign: &muster_proto::v1::Campaign, style: Style, wide: bool) {
-    let mut table = style.table(&[
-        "account",
-        "region",
-        "would run",
-        "managed",
-        "offline",
-        "unmanaged",
-        "skipped",
-        "note",
-    ]);
-    let notes = render::Notes::of(
-        campaign
-            .scopes
-            .iter()
-            .map(|s| (s.account_id.as_str(), s.region.as_str(), s.error.as_str())),
-    );
-    let mut totals = [0u64; 5];
-    let mut folded = 0;
-    for s in &campaign.scopes {
-        if !wide && s.matched_nothing() {
-            folded += 1;
-            continue;
-        }
-        let c = s.counters.unwrap_or_default();
-        for (total, n) in totals
-            .iter_mut()
-            .zip([c.pending, s.managed, s.offline, s.unmanaged, c.skipped])
-        {
-            *total += n;
-        }
-        table.add_row(vec![
-            Cell::new(&s.account_id),
-            Cell::new(&s.region),
-            Cell::new(c.pending),
-            Cell::new(s.managed),
-            Cell::new(s.offline),
-            Cell::new(s.unmanaged),
-            Cell::new(c.skipped),
-            Cell::new(notes.cell(&s.account_id, &s.region, &s.error)),
-        ]);
-    }
-    table.add_row(
-        std::iter::once(Cell::new("total").add_attribute(comfy_table::Attribute::Bold))
-            .chain(std::iter::once(Cell::new("")))
-            .chain(totals.iter().map(Cell::new))
-            .chain(std::iter::once(Cell::new(""))),
-    );
-    println!("{table}");
-    for line in notes.footer().into_iter().chain(render::folded_line(folded)) {
-        println!("{line}");
-    }
 }
 
 /// `muster rerun`: prints the new campaign's id.
