@@ -151,8 +151,17 @@ make_credentials() {
 # sign in with their AWS identity (muster --aws-signin): the seeded
 # AWSReservedSSO_* roles stand in for IAM Identity Center's. Edit
 # .sandbox/tls/policy.toml and the controller applies it within seconds.
+# The policy names the fleet's OUs and accounts, which a new moto (after
+# `down`) seeds afresh: it is kept while it names this fleet's Organization
+# and written again, the old one kept beside it, when it does not.
 write_policy() {
-  [[ -f "$TLS_DIR/policy.toml" ]] && return
+  local org
+  org="$(state_field organization_id)"
+  if [[ -f "$TLS_DIR/policy.toml" ]]; then
+    grep -qxF "# fleet: $org" "$TLS_DIR/policy.toml" && return
+    mv "$TLS_DIR/policy.toml" "$TLS_DIR/policy.toml.old"
+    say "the fleet was seeded again (Organization $org): policy.toml written for it, the old one kept as policy.toml.old"
+  fi
   hash() { "$MUSTER_BIN_DIR/muster-controller" hash-token <"$TLS_DIR/$1.token"; }
   python3 - "$MUSTER_SANDBOX_DIR/fleet-state.json" "$TLS_DIR/policy.toml" \
     "$(hash operator)" "$(hash viewer)" "$(hash approver)" "$(hash dev-operator)" <<'PY'
@@ -161,7 +170,9 @@ state = json.load(open(sys.argv[1]))
 ops, viewer, approver, dev = sys.argv[3:7]
 # The deepest OU, so the scope is narrower than the whole fleet.
 first_ou = max(state.get("ous", {}).items(), key=lambda kv: (kv[0].count("/"), kv[0]), default=None)
-lines = ["# Who may call the controller, and what each may do where.", ""]
+lines = ["# Who may call the controller, and what each may do where.",
+         "# The sandbox writes it again when it seeds a new fleet (this line names it):",
+         f"# fleet: {state['organization_id']}", ""]
 for name, sha in [("operator", ops), ("viewer", viewer), ("approver", approver), ("dev-operator", dev)]:
     lines += ["[[tokens]]", f'name = "{name}"', f'sha256 = "{sha}"', ""]
 lines += ["[[clients]]", 'name = "muster-admin"', ""]
