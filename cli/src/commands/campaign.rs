@@ -105,7 +105,9 @@ fn print_details(campaign: &Campaign, style: Style) {
         println!("  rerun of  {}", campaign.rerun_of);
     }
     if let Some(approval) = &campaign.approval {
-        let decided = if approval.decided_by.is_empty() {
+        let decided = if approval.decided_by.is_empty() && approval.expires_at.is_none() {
+            "asked once discovery has ended".to_owned()
+        } else if approval.decided_by.is_empty() {
             format!("waits until {}", render::time(&approval.expires_at))
         } else if approval.approved {
             format!("approved by {}", approval.decided_by)

@@ -410,7 +410,9 @@ fn details(c: &Campaign) -> (Lines, Lines) {
         ));
     }
     if let Some(approval) = &c.approval {
-        let decided = if approval.decided_by.is_empty() {
+        let decided = if approval.decided_by.is_empty() && approval.expires_at.is_none() {
+            "asked once discovery has ended".to_owned()
+        } else if approval.decided_by.is_empty() {
             format!("waiting; expires {}", when(approval.expires_at.as_ref()))
         } else {
             format!(
