@@ -210,6 +210,27 @@ fn given(matches: &ArgMatches, id: &str) -> bool {
     )
 }
 
+/// One way to sign in when several are given: the command line's beats
+/// the environment's, so `--tls-cert` typed while `MUSTER_TOKEN_FILE` is
+/// exported signs in with the certificate (the controller takes a token
+/// first, and would quietly ignore it). A certificate and a token both on
+/// the command line are refused.
+pub fn one_sign_in(cli: &mut Cli, matches: &ArgMatches) -> anyhow::Result<()> {
+    let on_line = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let token_on_line = on_line("token") || on_line("token_file");
+    if on_line("tls_cert") && token_on_line {
+        anyhow::bail!(
+            "--tls-cert: give a client certificate or a token (--token, --token-file), not both: the controller \
+             would take the token"
+        );
+    }
+    if on_line("tls_cert") && !token_on_line {
+        cli.token = None;
+        cli.token_file = None;
+    }
+    Ok(())
+}
+
 /// Fills what the user did not give from the context in use (see the
 /// module's documentation for the order). Returns the context's name.
 pub fn layer(cli: &mut Cli, matches: &ArgMatches) -> anyhow::Result<Option<String>> {
@@ -396,6 +417,19 @@ mod tests {
             output: Some("wide".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_certificate_and_a_token_both_typed_are_refused() {
+        let (mut cli, matches) = parse(&["--tls-cert", "admin.pem", "--tls-key", "admin.key", "ls"]);
+        one_sign_in(&mut cli, &matches).unwrap();
+        assert_eq!(cli.tls_cert.as_deref(), Some("admin.pem"));
+        let (mut cli, matches) = parse(&["--tls-cert", "admin.pem", "--token-file", "t", "ls"]);
+        let error = one_sign_in(&mut cli, &matches).unwrap_err().to_string();
+        assert!(
+            error.starts_with("--tls-cert: give a client certificate or a token"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -51,7 +51,9 @@ async fn main() {
         }
         _ => {}
     }
-    if let Err(error) = config::layer(&mut cli, &matches) {
+    if let Err(error) =
+        config::one_sign_in(&mut cli, &matches).and_then(|()| config::layer(&mut cli, &matches).map(|_| ()))
+    {
         eprintln!("muster: {error:#}");
         std::process::exit(1);
     }
