@@ -1,7 +1,7 @@
 //! `show` and `cancel`, and how a campaign prints: its details, stages and scopes.
 
 use comfy_table::Cell;
-use muster_proto::v1::{Campaign, CampaignState, CancelCampaignRequest, StagePhase};
+use muster_proto::v1::{Campaign, CampaignState, CancelCampaignRequest, ScopeSummary, StagePhase};
 
 use super::{Failure, summary};
 use crate::args::Output;
@@ -141,6 +141,27 @@ fn print_details(campaign: &Campaign, style: Style) {
     }
 }
 
+/// The scopes a table of `campaign` shows (all when `wide`, else those
+/// that found something or have something to say), their notes, and how
+/// many it left out.
+fn shown_scopes(campaign: &Campaign, wide: bool) -> (Vec<&ScopeSummary>, render::Notes, usize) {
+    let (shown, folded): (Vec<&ScopeSummary>, Vec<&ScopeSummary>) =
+        campaign.scopes.iter().partition(|s| wide || !s.matched_nothing());
+    let notes = render::Notes::of(
+        shown
+            .iter()
+            .map(|s| (s.account_id.as_str(), s.region.as_str(), s.error.as_str())),
+    );
+    (shown, notes, folded.len())
+}
+
+/// Under a table of scopes: its shared notes, and what it left out.
+fn print_under(notes: &render::Notes, folded: usize) {
+    for line in notes.footer().into_iter().chain(render::folded_line(folded)) {
+        println!("{line}");
+    }
+}
+
 /// One table row per scope: "failed" as [`render::failed`], "other" the
 /// cancelled, terminated and not yet ended; `wide` adds running, managed,
 /// offline and unmanaged.
@@ -160,18 +181,8 @@ fn print_scopes(campaign: &Campaign, style: Style, wide: bool) {
         headers.extend(["running", "managed", "offline", "unmanaged"]);
     }
     let mut table = style.table(&headers);
-    let notes = render::Notes::of(
-        campaign
-            .scopes
-            .iter()
-            .map(|s| (s.account_id.as_str(), s.region.as_str(), s.error.as_str())),
-    );
-    let mut folded = 0;
-    for s in &campaign.scopes {
-        if !wide && s.matched_nothing() {
-            folded += 1;
-            continue;
-        }
+    let (shown, notes, folded) = shown_scopes(campaign, wide);
+    for s in shown {
         let c = s.counters.unwrap_or_default();
         let state = if s.error.is_empty() {
             render::scope_state(s.state)
@@ -200,9 +211,7 @@ fn print_scopes(campaign: &Campaign, style: Style, wide: bool) {
         table.add_row(row);
     }
     println!("{table}");
-    for line in notes.footer().into_iter().chain(render::folded_line(folded)) {
-        println!("{line}");
-    }
+    print_under(&notes, folded);
 }
 
 /// A plan: what would run where, with the totals, then its stages.
@@ -217,19 +226,9 @@ pub(super) fn print_plan(campaign: &Campaign, style: Style, wide: bool) {
         "skipped",
         "note",
     ]);
-    let notes = render::Notes::of(
-        campaign
-            .scopes
-            .iter()
-            .map(|s| (s.account_id.as_str(), s.region.as_str(), s.error.as_str())),
-    );
+    let (shown, notes, folded) = shown_scopes(campaign, wide);
     let mut totals = [0u64; 5];
-    let mut folded = 0;
-    for s in &campaign.scopes {
-        if !wide && s.matched_nothing() {
-            folded += 1;
-            continue;
-        }
+    for s in shown {
         let c = s.counters.unwrap_or_default();
         for (total, n) in totals
             .iter_mut()
@@ -255,9 +254,7 @@ pub(super) fn print_plan(campaign: &Campaign, style: Style, wide: bool) {
             .chain(std::iter::once(Cell::new(""))),
     );
     println!("{table}");
-    for line in notes.footer().into_iter().chain(render::folded_line(folded)) {
-        println!("{line}");
-    }
+    print_under(&notes, folded);
     print_stages(campaign, style);
 }
 
