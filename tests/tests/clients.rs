@@ -190,11 +190,18 @@ async fn show_as_yaml_submits_again_and_the_table_widens() {
         assert!(header.split_whitespace().any(|c| c == column), "{column} in {header}");
     }
     assert!(wide.contains("ticket=CHG-1"), "{wide}");
-    let (_, narrow, _) = muster_cli(&stack, &["ls"], None).await;
+    let (_, narrow, stderr) = muster_cli(&stack, &["ls"], None).await;
     assert!(
         !narrow.contains("ticket=CHG-1"),
         "the narrow table has no labels: {narrow}"
     );
+    assert!(!stderr.contains("may be more"), "both campaigns are shown: {stderr}");
+    // A limit that leaves one out says so.
+    let (code, one, stderr) = muster_cli(&stack, &["ls", "--limit", "1"], None).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(one.lines().count(), 2, "the header and the newest: {one}");
+    assert!(one.contains(&second), "{one}");
+    assert!(stderr.contains("the newest 1 shown; there may be more"), "{stderr}");
 }
 
 /// `muster plan && muster submit` stops where some account or region

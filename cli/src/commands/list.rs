@@ -11,7 +11,7 @@ use crate::render::{self, Style};
 /// `muster ls`.
 pub async fn ls(client: &mut Client, args: &LsArgs, style: Style, output: Output) -> Result<(), Failure> {
     let states = campaign_states(&args.states)?;
-    let campaigns = campaigns_up_to(client, args, states).await?;
+    let (campaigns, more) = campaigns_up_to(client, args, states).await?;
     match output {
         // The pages read, as one answer.
         Output::Json | Output::Yaml => render::print_message(
@@ -22,7 +22,15 @@ pub async fn ls(client: &mut Client, args: &LsArgs, style: Style, output: Output
             output,
         ),
         Output::Csv => print_campaigns_csv(&campaigns),
-        Output::Table | Output::Wide => print_campaigns(&campaigns, style, output == Output::Wide),
+        Output::Table | Output::Wide => {
+            print_campaigns(&campaigns, style, output == Output::Wide);
+            if more {
+                eprintln!(
+                    "the newest {} shown; there may be more (--limit N shows up to N)",
+                    campaigns.len()
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -42,8 +50,12 @@ fn campaign_states(names: &[String]) -> Result<Vec<i32>, Failure> {
 }
 
 /// The newest campaigns, `args.limit` at most, over as many pages as that
-/// takes.
-async fn campaigns_up_to(client: &mut Client, args: &LsArgs, states: Vec<i32>) -> Result<Vec<Campaign>, Failure> {
+/// takes, and whether there are more.
+async fn campaigns_up_to(
+    client: &mut Client,
+    args: &LsArgs,
+    states: Vec<i32>,
+) -> Result<(Vec<Campaign>, bool), Failure> {
     let mut campaigns = Vec::new();
     let mut token = String::new();
     while campaigns.len() < args.limit as usize {
@@ -57,12 +69,12 @@ async fn campaigns_up_to(client: &mut Client, args: &LsArgs, states: Vec<i32>) -
             .await?
             .into_inner();
         campaigns.extend(page.campaigns);
-        if page.next_page_token.is_empty() {
+        token = page.next_page_token;
+        if token.is_empty() {
             break;
         }
-        token = page.next_page_token;
     }
-    Ok(campaigns)
+    Ok((campaigns, !token.is_empty()))
 }
 
 /// One CSV row per campaign.
