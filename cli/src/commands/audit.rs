@@ -22,11 +22,12 @@ pub async fn audit(client: &mut Client, args: &AuditArgs, style: Style, output: 
             .await?
             .into_inner();
         events.extend(page.events);
-        if page.next_page_token.is_empty() {
+        token = page.next_page_token;
+        if token.is_empty() {
             break;
         }
-        token = page.next_page_token;
     }
+    let more = !token.is_empty();
     match output {
         Output::Json | Output::Yaml => render::print_message(
             &muster_proto::v1::ListAuditEventsResponse {
@@ -73,6 +74,12 @@ pub async fn audit(client: &mut Client, args: &AuditArgs, style: Style, output: 
                 ]);
             }
             println!("{table}");
+            if more {
+                eprintln!(
+                    "the newest {} shown; there may be more (--limit N shows up to N)",
+                    events.len()
+                );
+            }
         }
     }
     Ok(())
