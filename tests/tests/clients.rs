@@ -444,6 +444,12 @@ async fn cancel_says_when_there_is_nothing_left_to_cancel() {
         stderr.contains(&format!("campaign {id} already ended (cancelled): nothing to cancel")),
         "{stderr}"
     );
+    // The audit trail has the submit and the cancel: a limit of one says
+    // it left some out.
+    let (code, events, stderr) = run_cli(&stack, As::Admin, &["audit", "--limit", "1"], None).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(events.contains("cancel"), "the newest is the cancel: {events}");
+    assert!(stderr.contains("the newest 1 shown; there may be more"), "{stderr}");
 }
 
 /// Contexts as kubectl users know them: made once, then every command uses
