@@ -139,6 +139,47 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
+/// What a command runs, in one line for people: a document with its
+/// version and parameters, or a script's first line per platform and how
+/// many more there are.
+pub fn command_line(command: &muster_proto::v1::Command) -> String {
+    use muster_proto::v1::command::Kind;
+    match &command.kind {
+        Some(Kind::Document(d)) => {
+            let mut line = d.name.clone();
+            if !d.version.is_empty() {
+                line.push_str(&format!(" (version {})", d.version));
+            }
+            for (name, values) in &d.parameters {
+                line.push_str(&format!(" {name}={}", values.values.join(",")));
+            }
+            line
+        }
+        Some(Kind::Script(script)) => {
+            let first = |platform: &str, lines: &[String]| {
+                let mut kept = lines.iter().filter(|l| !l.trim().is_empty());
+                kept.next().map(|line| {
+                    let more = kept.count();
+                    let line: String = line.trim().chars().take(60).collect();
+                    match more {
+                        0 => format!("{platform}: {line}"),
+                        n => format!("{platform}: {line} (+{n} line{})", if n == 1 { "" } else { "s" }),
+                    }
+                })
+            };
+            [
+                first("linux", &script.linux_lines),
+                first("windows", &script.windows_lines),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; ")
+        }
+        None => String::new(),
+    }
+}
+
 /// The line under a table that left out `folded` empty accounts/regions.
 pub fn folded_line(folded: usize) -> Option<String> {
     (folded > 0).then(|| {
@@ -369,6 +410,41 @@ mod tests {
             "1 more account/region matched no instance (-o wide lists them)"
         );
         assert!(folded_line(30).unwrap().starts_with("30 more accounts/regions"));
+    }
+
+    #[test]
+    fn a_command_reads_in_one_line() {
+        use muster_proto::v1::{Command, Document, ParameterValues, Script, command::Kind};
+        let script = Command {
+            kind: Some(Kind::Script(Script {
+                linux_lines: vec!["set -e".into(), "".into(), "dnf -y update".into(), "reboot".into()],
+                windows_lines: vec!["Install-WindowsUpdate".into()],
+                working_directory: String::new(),
+            })),
+            ..Default::default()
+        };
+        assert_eq!(
+            command_line(&script),
+            "linux: set -e (+2 lines); windows: Install-WindowsUpdate"
+        );
+        let document = Command {
+            kind: Some(Kind::Document(Document {
+                name: "AWS-RunPatchBaseline".into(),
+                version: "3".into(),
+                parameters: [(
+                    "Operation".to_owned(),
+                    ParameterValues {
+                        values: vec!["Install".into()],
+                    },
+                )]
+                .into(),
+            })),
+            ..Default::default()
+        };
+        assert_eq!(
+            command_line(&document),
+            "AWS-RunPatchBaseline (version 3) Operation=Install"
+        );
     }
 
     #[test]

@@ -190,6 +190,10 @@ async fn show_as_yaml_submits_again_and_the_table_widens() {
         assert!(header.split_whitespace().any(|c| c == column), "{column} in {header}");
     }
     assert!(wide.contains("ticket=CHG-1"), "{wide}");
+    // show says what the campaign runs.
+    let (code, shown, stderr) = muster_cli(&stack, &["show", &first], None).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(shown.contains("  runs      linux: uptime\n"), "{shown}");
     let (_, narrow, stderr) = muster_cli(&stack, &["ls"], None).await;
     assert!(
         !narrow.contains("ticket=CHG-1"),

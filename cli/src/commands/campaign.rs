@@ -74,6 +74,12 @@ fn print_details(campaign: &Campaign, style: Style) {
     if !spec.name.is_empty() {
         println!("  name      {}", spec.name);
     }
+    if let Some(command) = &spec.command {
+        println!("  runs      {}", render::command_line(command));
+    }
+    for then in &spec.then {
+        println!("  then      {}", render::command_line(then));
+    }
     println!(
         "  state     {}  {}",
         style.status(render::campaign_state(campaign.state)),
