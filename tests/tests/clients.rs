@@ -194,6 +194,7 @@ async fn show_as_yaml_submits_again_and_the_table_widens() {
     let (code, shown, stderr) = muster_cli(&stack, &["show", &first], None).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(shown.contains("  runs      linux: uptime\n"), "{shown}");
+    assert!(shown.contains("  labels    ticket=CHG-1\n"), "{shown}");
     let (_, narrow, stderr) = muster_cli(&stack, &["ls"], None).await;
     assert!(
         !narrow.contains("ticket=CHG-1"),

@@ -74,6 +74,14 @@ fn print_details(campaign: &Campaign, style: Style) {
     if !spec.name.is_empty() {
         println!("  name      {}", spec.name);
     }
+    if !spec.description.is_empty() {
+        println!("  about     {}", spec.description);
+    }
+    if !spec.labels.is_empty() {
+        let mut labels: Vec<String> = spec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        println!("  labels    {}", labels.join(", "));
+    }
     if let Some(command) = &spec.command {
         println!("  runs      {}", render::command_line(command));
     }
