@@ -312,7 +312,14 @@ async fn follow(
         match message.event {
             Some(Event::Snapshot(campaign)) => {
                 *lost_since = None;
-                view.snapshot(&campaign);
+                // A plan that has ended has no progress to show: only the
+                // plan itself, printed at the end.
+                let state = CampaignState::try_from(campaign.state).unwrap_or(CampaignState::Unspecified);
+                if campaign.dry_run && state.is_terminal() {
+                    view.state = state;
+                } else {
+                    view.snapshot(&campaign);
+                }
                 *last = Some(campaign);
             }
             Some(Event::Progress(progress)) => {
