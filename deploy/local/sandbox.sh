@@ -196,6 +196,21 @@ with open(sys.argv[2], "w") as out:
 PY
 }
 
+# The controller's store holds campaigns of the fleet it ran against: their
+# accounts, tasks and queue. A new moto (after `down`) seeds a new fleet,
+# where those campaigns could only fail; the controller then starts on a
+# new store, the old one kept as controller.old.
+store_for_this_fleet() {
+  local org mark="$MUSTER_SANDBOX_DIR/controller.fleet"
+  org="$(state_field organization_id)"
+  if [[ -d "$MUSTER_SANDBOX_DIR/controller" && -f "$mark" && "$(cat "$mark")" != "$org" ]]; then
+    rm -rf "$MUSTER_SANDBOX_DIR/controller.old"
+    mv "$MUSTER_SANDBOX_DIR/controller" "$MUSTER_SANDBOX_DIR/controller.old"
+    say "the fleet was seeded again (Organization $org): the controller starts on a new store, the old one kept as controller.old"
+  fi
+  echo "$org" >"$mark"
+}
+
 # The controller acts with the hub account's keys; workers take the hub's
 # worker role through an AWS profile, as they would outside ECS.
 start_muster() {
@@ -233,6 +248,7 @@ CFG
   if pid_alive controller && tcp_ok "$CONTROLLER_PORT"; then
     say "controller already running on 127.0.0.1:$CONTROLLER_PORT"
   else
+    store_for_this_fleet
     say "starting the controller on 127.0.0.1:$CONTROLLER_PORT"
     AWS_CONFIG_FILE="$MUSTER_SANDBOX_DIR/aws-config" AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_PROFILE=hub \
     AWS_ENDPOINT_URL="$SIM_URL" AWS_EC2_METADATA_DISABLED=true \
