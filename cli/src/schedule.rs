@@ -276,6 +276,16 @@ fn print_schedule(schedule: &Schedule, runs: &[ScheduleRun], style: Style, outpu
             &campaign.name
         }
     );
+    if let Some(command) = &campaign.command {
+        println!("  command   {}", crate::render::command_line(command));
+    }
+    for then in &campaign.then {
+        println!("  then      {}", crate::render::command_line(then));
+    }
+    if !campaign.stages.is_empty() {
+        let names: Vec<&str> = campaign.stages.iter().map(|s| s.name.as_str()).collect();
+        println!("  stages    {}", names.join(", "));
+    }
     if !spec.description.is_empty() {
         println!("  about     {}", spec.description);
     }

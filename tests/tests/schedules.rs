@@ -562,6 +562,10 @@ async fn the_cli_creates_lists_shows_updates_and_removes_schedules() {
         stdout.contains("4h; then in-flight batches finish, targets not sent wait for the next window"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("  command   linux: echo patched\n"),
+        "what it runs: {stdout}"
+    );
 
     let (code, stdout, stderr) = muster(&stack, &["schedule", "rm", "patch"]).await;
     assert_eq!(code, 0, "{stderr}");
