@@ -116,9 +116,11 @@
         .then((answer) => (answer.ok ? answer.text() : null))
         .then((html) => {
           // A form being filled in (a reason typed) is not redrawn under
-          // the operator's hands; the next change redraws it.
+          // the operator's hands: it is tried again a little later.
           const busy = $("rollout").contains(document.activeElement) && document.activeElement.tagName === "INPUT";
-          if (html !== null && !busy) $("rollout").innerHTML = html;
+          if (html === null) return;
+          if (busy) redrawRollout(5000);
+          else $("rollout").innerHTML = html;
         });
     }, delay);
   }
