@@ -182,13 +182,13 @@ pub fn command_line(command: &muster_proto::v1::Command) -> String {
 
 /// The line under a table that left out `folded` empty accounts/regions.
 pub fn folded_line(folded: usize) -> Option<String> {
-    (folded > 0).then(|| {
-        format!(
-            "{folded} more account{}/region{} matched no instance (-o wide lists them)",
-            if folded == 1 { "" } else { "s" },
-            if folded == 1 { "" } else { "s" }
-        )
-    })
+    let s = if folded == 1 { "" } else { "s" };
+    (folded > 0).then(|| format!("{folded} more account{s}/region{s} matched no instance (-o wide lists them)"))
+}
+
+/// The line under a list that `--limit` cut short after `shown` rows.
+pub fn limit_line(shown: usize) -> String {
+    format!("the newest {shown} shown; there may be more (--limit N shows up to N)")
 }
 
 /// The notes of a table of accounts and regions (why a scope cannot run),
@@ -199,6 +199,9 @@ pub fn folded_line(folded: usize) -> Option<String> {
 pub struct Notes {
     /// Each distinct note, with how many rows have it, in first-seen order.
     notes: Vec<(String, usize)>,
+    /// Where each note is in `notes`, and its mark when rows share it: a
+    /// table of thousands of scopes looks each row's note up once.
+    index: std::collections::HashMap<String, (usize, Option<usize>)>,
 }
 
 impl Notes {
@@ -206,17 +209,30 @@ impl Notes {
     /// none.
     pub fn of<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> Self {
         let mut notes: Vec<(String, usize)> = Vec::new();
+        let mut index: std::collections::HashMap<String, (usize, Option<usize>)> = std::collections::HashMap::new();
         for (account, region, note) in rows {
             if note.is_empty() {
                 continue;
             }
             let note = Self::short(account, region, note);
-            match notes.iter_mut().find(|(seen, _)| *seen == note) {
-                Some((_, count)) => *count += 1,
-                None => notes.push((note, 1)),
+            match index.get(&note) {
+                Some(&(i, _)) => notes[i].1 += 1,
+                None => {
+                    index.insert(note.clone(), (notes.len(), None));
+                    notes.push((note, 1));
+                }
             }
         }
-        Self { notes }
+        let mut marks = 0;
+        for (note, count) in &notes {
+            if *count > 1 {
+                marks += 1;
+                if let Some(entry) = index.get_mut(note) {
+                    entry.1 = Some(marks);
+                }
+            }
+        }
+        Self { notes, index }
     }
 
     /// What a row's note cell says: its note, or the mark of a shared one.
@@ -225,8 +241,8 @@ impl Notes {
             return String::new();
         }
         let note = Self::short(account, region, note);
-        match self.notes.iter().position(|(seen, _)| *seen == note) {
-            Some(i) if self.notes[i].1 > 1 => format!("[{}]", self.mark(i)),
+        match self.index.get(&note) {
+            Some((_, Some(mark))) => format!("[{mark}]"),
             _ => note,
         }
     }
@@ -235,15 +251,11 @@ impl Notes {
     pub fn footer(&self) -> Vec<String> {
         self.notes
             .iter()
-            .enumerate()
-            .filter(|(_, (_, count))| *count > 1)
-            .map(|(i, (note, count))| format!("[{}] {count} accounts/regions: {note}", self.mark(i)))
+            .filter_map(|(note, count)| {
+                let (_, mark) = self.index.get(note)?;
+                mark.map(|mark| format!("[{mark}] {count} accounts/regions: {note}"))
+            })
             .collect()
-    }
-
-    /// The mark of the `i`th note: its place among the shared ones.
-    fn mark(&self, i: usize) -> usize {
-        self.notes[..=i].iter().filter(|(_, count)| *count > 1).count()
     }
 
     /// A note without the account and region its row already names.

@@ -1,6 +1,8 @@
 //! Small facts about the API's enums that every binary needs the same way.
 
-use crate::v1::{CampaignState, ScopeState, ScopeSummary, Stage, StageGate, StagePhase, TargetStatus, TimeoutKind};
+use crate::v1::{
+    CampaignState, ScopeState, ScopeSummary, Stage, StageGate, StagePhase, StageStatus, TargetStatus, TimeoutKind,
+};
 
 impl TargetStatus {
     /// A terminal status never changes again.
@@ -178,6 +180,18 @@ impl Stage {
     }
 }
 
+impl StageStatus {
+    /// Its limits, for people: "7 at once, at most 1 error", or "no max
+    /// errors" when it has none.
+    pub fn limits(&self) -> String {
+        let errors = self.error_threshold.map_or_else(
+            || "no max errors".to_owned(),
+            |t| format!("at most {t} error{}", if t == 1 { "" } else { "s" }),
+        );
+        format!("{} at once, {errors}", self.concurrency_limit)
+    }
+}
+
 /// A whole number of seconds as "45s", "30m", "1h30m" or "2d".
 fn span(seconds: u32) -> String {
     let units = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
@@ -244,6 +258,18 @@ mod tests {
         ] {
             assert_eq!(stage(bake, gate).what_follows(last), said);
         }
+    }
+
+    #[test]
+    fn a_stage_says_its_limits() {
+        let stage = |threshold| StageStatus {
+            concurrency_limit: 7,
+            error_threshold: threshold,
+            ..Default::default()
+        };
+        assert_eq!(stage(Some(1)).limits(), "7 at once, at most 1 error");
+        assert_eq!(stage(Some(0)).limits(), "7 at once, at most 0 errors");
+        assert_eq!(stage(None).limits(), "7 at once, no max errors");
     }
 
     #[test]

@@ -199,11 +199,6 @@ impl Stats {
         self.document_checks.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
-    /// Document checks so far that ended in `outcome`.
-    pub fn document_checks(&self, outcome: &'static str) -> u64 {
-        self.document_checks.get_or_create(&OutcomeLabels { outcome }).get()
-    }
-
     /// Queue messages handled with `outcome` so far.
     pub fn handled(&self, outcome: &'static str) -> u64 {
         self.handled.get_or_create(&OutcomeLabels { outcome }).get()

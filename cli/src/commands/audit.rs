@@ -75,10 +75,7 @@ pub async fn audit(client: &mut Client, args: &AuditArgs, style: Style, output: 
             }
             println!("{table}");
             if more {
-                eprintln!(
-                    "the newest {} shown; there may be more (--limit N shows up to N)",
-                    events.len()
-                );
+                eprintln!("{}", render::limit_line(events.len()));
             }
         }
     }

@@ -311,10 +311,7 @@ pub(super) fn print_stages(campaign: &Campaign, style: Style) {
                 Cell::new(stage.errors),
             ]);
         }
-        let errors = stage.error_threshold.map_or("no max errors".to_owned(), |t| {
-            format!("max {t} error{}", if t == 1 { "" } else { "s" })
-        });
-        row.push(Cell::new(format!("{} at once, {errors}", stage.concurrency_limit)));
+        row.push(Cell::new(stage.limits()));
         let last = i + 1 == campaign.stages.len();
         let follows = specs
             .iter()

@@ -25,10 +25,7 @@ pub async fn ls(client: &mut Client, args: &LsArgs, style: Style, output: Output
         Output::Table | Output::Wide => {
             print_campaigns(&campaigns, style, output == Output::Wide);
             if more {
-                eprintln!(
-                    "the newest {} shown; there may be more (--limit N shows up to N)",
-                    campaigns.len()
-                );
+                eprintln!("{}", render::limit_line(campaigns.len()));
             }
         }
     }

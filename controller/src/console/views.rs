@@ -231,7 +231,7 @@ impl HeatMap {
     /// The map of `campaign`'s scopes, without those that matched nothing
     /// (so a campaign over every region shows the regions it runs in).
     pub fn of(campaign: &Campaign) -> Self {
-        let shown: Vec<_> = campaign.scopes.iter().filter(|s| !s.matched_nothing()).collect();
+        let (shown, folded): (Vec<_>, Vec<_>) = campaign.scopes.iter().partition(|s| !s.matched_nothing());
         let regions: BTreeSet<&str> = shown.iter().map(|s| s.region.as_str()).collect();
         let regions: Vec<String> = regions.into_iter().map(str::to_owned).collect();
         let mut rows: BTreeMap<&str, Vec<Option<Cell>>> = BTreeMap::new();
@@ -246,7 +246,7 @@ impl HeatMap {
         Self {
             regions,
             rows: rows.into_iter().map(|(a, cells)| (a.to_owned(), cells)).collect(),
-            folded: campaign.scopes.iter().filter(|s| s.matched_nothing()).count(),
+            folded: folded.len(),
         }
     }
 }
@@ -382,10 +382,6 @@ impl StageRow {
             .enumerate()
             .map(|(i, s)| {
                 let b = Buckets::of(&s.counters.unwrap_or_default());
-                let max = s.error_threshold.map_or_else(
-                    || "no max errors".to_owned(),
-                    |t| format!("at most {t} error{}", if t == 1 { "" } else { "s" }),
-                );
                 Self {
                     name: s.name.clone(),
                     phase: StagePhase::try_from(s.phase)
@@ -400,7 +396,7 @@ impl StageRow {
                         s.error_threshold
                             .map_or_else(|| "unlimited".to_owned(), |t| t.to_string())
                     ),
-                    limits: format!("{} at once, {max}", s.concurrency_limit),
+                    limits: s.limits(),
                     follows: specs
                         .iter()
                         .find(|spec| spec.name == s.name)
