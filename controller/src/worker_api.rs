@@ -634,28 +634,34 @@ impl WorkerService for WorkerApi {
         // Output is clipped and encoded (compressed) here, on as many
         // threads as reports arrive at once: the writer is one thread. A
         // large report is encoded off the async threads.
+        // Output a worker compressed expands to no more, all told, than a
+        // report may carry plain.
         let encode = move || {
             let mut clipped = Vec::new();
-            let results: Vec<Reported> = request
+            let mut budget = muster_proto::MAX_REPORT_BYTES;
+            let results = request
                 .results
                 .into_iter()
-                .map(|result| {
-                    let (reported, was_clipped) = Reported::new(result, keep);
+                .enumerate()
+                .map(|(i, result)| {
+                    let (reported, was_clipped) =
+                        Reported::new(result, keep, &mut budget).map_err(|e| format!("results[{i}].{e}"))?;
                     if was_clipped {
                         clipped.push(reported.result.instance_id.clone());
                     }
-                    reported
+                    Ok(reported)
                 })
-                .collect();
-            (results, clipped)
+                .collect::<Result<Vec<Reported>, String>>()?;
+            Ok::<_, String>((results, clipped))
         };
-        let (results, clipped) = if size <= ENCODED_IN_PLACE {
+        let encoded = if size <= ENCODED_IN_PLACE {
             encode()
         } else {
             tokio::task::spawn_blocking(encode)
                 .await
                 .map_err(|e| Status::internal(format!("encoding the report's output: {e}")))?
         };
+        let (results, clipped) = encoded.map_err(|e| crate::validate::invalid_argument(&[e], ""))?;
         let ingested = self
             .ctl
             .store

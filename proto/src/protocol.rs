@@ -12,6 +12,10 @@
 /// (`execution_timeout_seconds` 0) and `Task.source_identity`, which the
 /// execution roles' trust policy requires.
 ///
+/// Not raised for what a worker may ignore and still run rightly, such as
+/// `Lease.takes_compressed_steps` (a worker that ignores it sends plain
+/// output, which every controller takes).
+///
 /// Raise it with any change to what the controller sends workers that an
 /// older worker would run wrongly rather than not at all. The test below
 /// keeps the shape of those messages in `worker-protocol-<N>.txt`, so that

@@ -16,7 +16,9 @@
 //! on the campaign does. MUSTER_BENCH_OUTPUT_BYTES gives each result that
 //! much standard output, a patch run's log (default: one line, about 50
 //! bytes); a patch run's is 1-8 KiB (ListCommandInvocations shows up to
-//! 2,500 characters a step).
+//! 2,500 characters a step). Long output goes compressed, as workers send
+//! it to a controller that takes it; MUSTER_BENCH_PLAIN_OUTPUT=1 sends it
+//! plain, as a worker before that did, for an A/B in one session.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -164,20 +166,29 @@ fn patch_log(instance: &str, bytes: usize) -> String {
 type Batch = (String, u64, Vec<String>);
 
 /// Every instance of a batch succeeded, with `output_bytes` of output.
-fn report((task_id, lease_id, instances): &Batch, output_bytes: Option<usize>) -> ReportResultsRequest {
+/// A report as a worker makes it: long output compressed when `compress`
+/// (the lease says the controller takes it, as this one does, unless
+/// MUSTER_BENCH_PLAIN_OUTPUT=1 plays a worker that sends it plain).
+fn report((task_id, lease_id, instances): &Batch, output_bytes: Option<usize>, compress: bool) -> ReportResultsRequest {
     let results = instances
         .iter()
-        .map(|i| TargetResult {
-            instance_id: i.clone(),
-            status: TargetStatus::Success as i32,
-            exit_code: Some(0),
-            reason: "exit code 0".into(),
-            steps: vec![StepOutput {
-                name: "aws:runShellScript".into(),
-                stdout: stdout(i, output_bytes),
+        .map(|i| {
+            let mut result = TargetResult {
+                instance_id: i.clone(),
+                status: TargetStatus::Success as i32,
+                exit_code: Some(0),
+                reason: "exit code 0".into(),
+                steps: vec![StepOutput {
+                    name: "aws:runShellScript".into(),
+                    stdout: stdout(i, output_bytes),
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }],
-            ..Default::default()
+            };
+            if compress {
+                muster_proto::compress_result(&mut result);
+            }
+            result
         })
         .collect();
     ReportResultsRequest {
@@ -237,6 +248,14 @@ async fn main() {
             "{n} bytes"
         ))
     );
+    println!(
+        "output sent: {}",
+        if std::env::var("MUSTER_BENCH_PLAIN_OUTPUT").is_ok_and(|v| v == "1") {
+            "plain, as a worker older than compressed output (MUSTER_BENCH_PLAIN_OUTPUT=1)"
+        } else {
+            "compressed by the workers where the lease says the controller takes it"
+        }
+    );
     println!("controller RSS idle: {}", rss(&system));
     let accounts: Vec<String> = system.fleet.accounts.iter().map(|a| a.id.clone()).collect();
     let mut spec = script_spec(&accounts, &REGIONS, &["true"], &[]);
@@ -293,8 +312,11 @@ async fn main() {
     // Lease and dispatch every batch (not timed: SQS here is moto).
     let started = Instant::now();
     let mut leased = Vec::with_capacity(batches);
+    let plain = std::env::var("MUSTER_BENCH_PLAIN_OUTPUT").is_ok_and(|v| v == "1");
+    let mut compress = !plain;
     for task in receive(&system, batches).await {
-        let (lease_id, instances) = lease(&workers, &task).await;
+        let (lease_id, instances, takes) = lease(&workers, &task).await;
+        compress &= takes;
         workers
             .clone()
             .report_dispatch(ReportDispatchRequest {
@@ -330,7 +352,7 @@ async fn main() {
     let chunks: Vec<Vec<(ReportResultsRequest, Batch)>> = {
         let mut chunks = vec![Vec::new(); callers];
         for (i, batch) in leased.into_iter().enumerate() {
-            chunks[i % callers].push((report(&batch, output_bytes), batch));
+            chunks[i % callers].push((report(&batch, output_bytes, compress), batch));
         }
         chunks
     };
@@ -445,7 +467,9 @@ async fn main() {
     let _ = get(&mut system.client, &id).await;
 }
 
-async fn lease(workers: &Workers, task: &TaskRef) -> (u64, Vec<String>) {
+/// The lease id, the batch's instances, and whether the controller takes
+/// compressed output.
+async fn lease(workers: &Workers, task: &TaskRef) -> (u64, Vec<String>, bool) {
     let answer = workers
         .clone()
         .lease_task(LeaseTaskRequest {
@@ -466,7 +490,7 @@ async fn lease(workers: &Workers, task: &TaskRef) -> (u64, Vec<String>) {
     } else {
         Vec::new()
     };
-    (lease.lease_id, instances)
+    (lease.lease_id, instances, lease.takes_compressed_steps)
 }
 
 async fn complete(workers: &Workers, task_id: &str, lease_id: u64) {

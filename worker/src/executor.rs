@@ -118,11 +118,12 @@ struct Results<'a> {
 impl Results<'_> {
     fn report(&mut self, result: TargetResult) {
         if let Some(result) = self.sequence.take(result) {
-            self.acks.push(
-                self.ctx
-                    .reporter
-                    .report(&self.lease.task.task_id, self.lease.lease_id, result),
-            );
+            self.acks.push(self.ctx.reporter.report(
+                &self.lease.task.task_id,
+                self.lease.lease_id,
+                result,
+                self.lease.lease.takes_compressed_steps,
+            ));
         }
     }
 }

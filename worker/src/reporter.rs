@@ -30,6 +30,8 @@ struct Pending {
     task_id: String,
     lease_id: u64,
     result: TargetResult,
+    /// The lease said the controller takes compressed output.
+    compress: bool,
     ack: oneshot::Sender<Result<(), ControllerError>>,
 }
 
@@ -51,7 +53,9 @@ impl Reporter {
     }
 
     /// Queues a result; the returned ack resolves once it is recorded.
-    pub fn report(&self, task_id: &str, lease_id: u64, result: TargetResult) -> Ack {
+    /// `compress`: the lease says the controller takes output compressed
+    /// (`Lease.takes_compressed_steps`), and long output goes so.
+    pub fn report(&self, task_id: &str, lease_id: u64, result: TargetResult, compress: bool) -> Ack {
         let (ack, done) = oneshot::channel();
         let pending = Pending {
             span: tracing::Span::current(),
@@ -59,6 +63,7 @@ impl Reporter {
             task_id: task_id.to_owned(),
             lease_id,
             result,
+            compress,
             ack,
         };
         if let Err(mpsc::error::SendError(pending)) = self.tx.send(pending) {
@@ -89,6 +94,27 @@ fn fit(pendings: Vec<Pending>) -> Vec<Vec<Pending>> {
         parts.push(part);
     }
     parts
+}
+
+/// Output up to this many bytes a report is compressed on the async
+/// threads; more (a few hundred patch logs) on the blocking pool.
+const COMPRESSED_IN_PLACE: usize = 64 * 1024;
+
+/// The results as they go: long output compressed where the controller
+/// takes it (after [`fit`], which sized the report by the output plain,
+/// so it only gets smaller). The workers compress so that the one
+/// controller need not: a third of its CPU during an ingest of patch logs
+/// (BENCHMARKS.md, "Compressed output").
+fn compressed(results: Vec<(TargetResult, bool)>) -> Vec<TargetResult> {
+    results
+        .into_iter()
+        .map(|(mut result, compress)| {
+            if compress {
+                muster_proto::compress_result(&mut result);
+            }
+            result
+        })
+        .collect()
 }
 
 /// Waits until every ack resolved; the first refusal wins.
@@ -149,10 +175,23 @@ async fn send(
     pendings: Vec<Pending>,
     _permit: OwnedSemaphorePermit,
 ) {
+    let results: Vec<(TargetResult, bool)> = pendings.iter().map(|p| (p.result.clone(), p.compress)).collect();
+    let output: usize = results
+        .iter()
+        .flat_map(|(r, _)| &r.steps)
+        .map(|s| s.stdout.len() + s.stderr.len())
+        .sum();
+    let results = if output <= COMPRESSED_IN_PLACE {
+        compressed(results)
+    } else {
+        tokio::task::spawn_blocking(move || compressed(results))
+            .await
+            .expect("compressing output does not panic")
+    };
     let request = ReportResultsRequest {
         task_id: task_id.clone(),
         lease_id,
-        results: pendings.iter().map(|p| p.result.clone()).collect(),
+        results,
     };
     let first = &pendings[0];
     let report = controller.report_results(request).instrument(first.span.clone());
@@ -203,7 +242,7 @@ mod tests {
         let mut acks = Vec::new();
         for i in 0..6 {
             let (task, lease) = if i % 2 == 0 { ("a", 1) } else { ("b", 2) };
-            acks.push(reporter.report(task, lease, result(i, 10)));
+            acks.push(reporter.report(task, lease, result(i, 10), false));
         }
         all_recorded(acks).await.unwrap();
         let mut sent: Vec<(String, u64, usize)> = controller
@@ -225,8 +264,8 @@ mod tests {
             .lock()
             .unwrap()
             .push_back(Err(ControllerError::Refused("InvalidArgument: results".into())));
-        let a: Vec<Ack> = (0..2).map(|i| reporter.report("a", 1, result(i, 1))).collect();
-        let b: Vec<Ack> = vec![reporter.report("b", 2, result(2, 1))];
+        let a: Vec<Ack> = (0..2).map(|i| reporter.report("a", 1, result(i, 1), false)).collect();
+        let b: Vec<Ack> = vec![reporter.report("b", 2, result(2, 1), false)];
         let mut outcomes = Vec::new();
         for acks in [a, b] {
             let mut each = Vec::new();
@@ -244,11 +283,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn long_output_goes_compressed_only_where_the_lease_says_the_controller_takes_it() {
+        let controller = Arc::new(Scripted::default());
+        let reporter = Reporter::spawn(Arc::new(controller.clone()));
+        let log = |i: usize| TargetResult {
+            instance_id: format!("i-{i:017}"),
+            steps: vec![StepOutput {
+                stdout: (0..50).map(|n| format!("Installed: openssl-3.0.{n}-{i}\n")).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let acks = vec![
+            reporter.report("new", 1, log(1), true),
+            reporter.report("new", 1, result(2, 10), true),
+            reporter.report("old", 2, log(3), false),
+        ];
+        all_recorded(acks).await.unwrap();
+        let mut sent: Vec<TargetResult> = controller
+            .made::<ReportResultsRequest>()
+            .into_iter()
+            .flat_map(|r| r.results)
+            .collect();
+        sent.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        let [new_log, new_line, old_log] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert!(new_log.steps.is_empty());
+        let (steps, _) = muster_proto::expand_steps(&new_log.compressed_steps, usize::MAX).unwrap();
+        assert_eq!(steps, log(1).steps, "the frame holds the steps");
+        assert!(
+            new_log.compressed_steps.len() * 2 < log(1).steps[0].stdout.len(),
+            "and is shorter"
+        );
+        assert_eq!(
+            (new_line.steps.clone(), new_line.compressed_steps.is_empty()),
+            (result(2, 10).steps, true),
+            "a line goes as it is"
+        );
+        assert_eq!(
+            (old_log.steps.clone(), old_log.compressed_steps.is_empty()),
+            (log(3).steps, true),
+            "a controller that does not say it takes compressed output gets it plain"
+        );
+    }
+
+    #[tokio::test]
     async fn large_outputs_are_split_under_the_request_limit_and_each_result_sent_once() {
         let controller = Arc::new(Scripted::default());
         let reporter = Reporter::spawn(Arc::new(controller.clone()));
         // 40 results of 1 MiB: more than twice the limit of one request.
-        let acks = (0..40).map(|i| reporter.report("a", 1, result(i, 1 << 20))).collect();
+        let acks = (0..40)
+            .map(|i| reporter.report("a", 1, result(i, 1 << 20), false))
+            .collect();
         all_recorded(acks).await.unwrap();
         let reports = controller.made::<ReportResultsRequest>();
         assert!(reports.len() >= 3, "{} reports", reports.len());
@@ -267,7 +354,7 @@ mod tests {
         let controller = Arc::new(Scripted::default());
         let reporter = Reporter::spawn(Arc::new(controller.clone()));
         let acks = (0..MAX_BATCH * 2 + 1)
-            .map(|i| reporter.report("a", 1, result(i, 1)))
+            .map(|i| reporter.report("a", 1, result(i, 1), false))
             .collect();
         all_recorded(acks).await.unwrap();
         let sizes: Vec<usize> = controller

@@ -110,18 +110,41 @@ pub struct Reported {
 
 impl Reported {
     /// `result`, its output clipped to `keep` bytes a stream (marked
-    /// truncated), and whether it was.
-    pub fn new(mut result: TargetResult, keep: usize) -> (Self, bool) {
+    /// truncated), and whether it was. Output a worker sent compressed
+    /// is kept as it came once it has been expanded and read as steps
+    /// that need no clipping; it may expand to at most `*budget` bytes,
+    /// which it then uses up (a report's output expanded is bounded as a
+    /// plain one's is). An error names the field and the rule.
+    pub fn new(mut result: TargetResult, keep: usize, budget: &mut usize) -> Result<(Self, bool), String> {
+        let frame = std::mem::take(&mut result.compressed_steps);
+        if !frame.is_empty() {
+            if !result.steps.is_empty() {
+                return Err("compressed_steps: sent with steps; send the one or the other".into());
+            }
+            let (steps, size) = muster_proto::expand_steps(&frame, *budget)
+                .map_err(|e| format!("compressed_steps: {e} (a zstd frame of StepOutputs that states its size)"))?;
+            *budget -= size;
+            result.steps = steps;
+            if !muster_proto::clip_output(&mut result, keep) {
+                result.steps = Vec::new();
+                return Ok((Self { result, output: frame }, false));
+            }
+            // Past keep_bytes: clipped and compressed again below.
+        }
         let clipped = muster_proto::clip_output(&mut result, keep);
         let output = output::encode(std::mem::take(&mut result.steps));
-        (Self { result, output }, clipped)
+        Ok((Self { result, output }, clipped))
     }
 }
 
 /// `results` as a report brings them, their output whole.
 #[cfg(test)]
 pub(crate) fn reported(results: &[TargetResult]) -> Vec<Reported> {
-    results.iter().map(|r| Reported::new(r.clone(), usize::MAX).0).collect()
+    let mut budget = usize::MAX;
+    results
+        .iter()
+        .map(|r| Reported::new(r.clone(), usize::MAX, &mut budget).unwrap().0)
+        .collect()
 }
 
 /// Writes, one UPDATE per result, those of `results` (index in the report,

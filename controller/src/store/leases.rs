@@ -133,6 +133,7 @@ fn held_lease(
         // Set by the caller when it hands the lease out itself.
         traceparent: String::new(),
         campaign_cancelled: cancelling(campaign),
+        takes_compressed_steps: true,
     })
 }
 

@@ -183,41 +183,81 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
         })
         .await
         .unwrap();
+    // The first instance's output is more than the campaign keeps (8
+    // KiB): the store clips it. The second's is a patch log, which goes
+    // compressed as a worker sends it to a controller that takes that.
+    assert!(
+        granted.takes_compressed_steps,
+        "this controller takes compressed output"
+    );
+    let log: String = (0..80)
+        .map(|i| format!("Installed: kernel-livepatch-6.1.{i}-1.amzn2023 x86_64\n"))
+        .collect();
+    let step = |stdout: String| StepOutput {
+        name: "aws:runShellScript".into(),
+        stdout,
+        ..Default::default()
+    };
     let results: Vec<TargetResult> = spec
         .instance_ids
         .iter()
-        .map(|i| TargetResult {
-            instance_id: i.clone(),
-            status: TargetStatus::Success as i32,
-            exit_code: Some(0),
-            reason: "exit code 0".into(),
-            steps: vec![StepOutput {
-                name: "aws:runShellScript".into(),
-                // More than the campaign keeps (8 KiB): the store clips it.
-                stdout: if *i == spec.instance_ids[0] {
-                    "x".repeat(10_000)
-                } else {
-                    "ok".into()
+        .enumerate()
+        .map(|(n, i)| {
+            let mut result = TargetResult {
+                instance_id: i.clone(),
+                status: TargetStatus::Success as i32,
+                exit_code: Some(0),
+                reason: "exit code 0".into(),
+                steps: match n {
+                    0 => vec![step("x".repeat(10_000))],
+                    1 => vec![step(log.clone()), step("done\n".into())],
+                    _ => vec![step("ok".into())],
                 },
                 ..Default::default()
-            }],
-            ..Default::default()
+            };
+            muster_proto::compress_result(&mut result);
+            result
         })
         .collect();
+    assert!(
+        results[..2]
+            .iter()
+            .all(|r| r.steps.is_empty() && !r.compressed_steps.is_empty())
+            && !results[2].steps.is_empty(),
+        "long output goes compressed, a line as it is"
+    );
     // A report larger than the bound both sides know is refused whole,
-    // naming the rule; nothing of it is recorded.
+    // naming the rule, and so is compressed output that comes with plain
+    // steps too or would expand past what a report may carry plain. Nothing
+    // of such a report is recorded.
     let mut huge = results.clone();
-    huge[0].steps[0].stdout = "x".repeat(muster_proto::MAX_REPORT_BYTES);
-    let refused = workers
-        .report_results(ReportResultsRequest {
-            task_id: execute.task_id.clone(),
-            lease_id: granted.lease_id,
-            results: huge,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-    assert!(refused.message().starts_with("results: this report is"), "{refused:?}");
+    huge[0].compressed_steps = Vec::new();
+    huge[0].steps = vec![step("x".repeat(muster_proto::MAX_REPORT_BYTES))];
+    let mut both = results.clone();
+    both[1].steps = vec![step("plain too".into())];
+    let mut bomb = results.clone();
+    bomb[1].compressed_steps =
+        muster_proto::compress_steps(&[step("y".repeat(muster_proto::MAX_REPORT_BYTES))]).unwrap();
+    assert!(bomb[1].compressed_steps.len() < 100_000, "it is small on the wire");
+    for (refused_report, rule) in [
+        (huge, "results: this report is"),
+        (
+            both,
+            "results[1].compressed_steps: sent with steps; send the one or the other",
+        ),
+        (bomb, "results[1].compressed_steps: the frame holds 167772"),
+    ] {
+        let refused = workers
+            .report_results(ReportResultsRequest {
+                task_id: execute.task_id.clone(),
+                lease_id: granted.lease_id,
+                results: refused_report,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().starts_with(rule), "{refused:?}");
+    }
     let first = workers
         .report_results(ReportResultsRequest {
             task_id: execute.task_id.clone(),
@@ -283,6 +323,15 @@ async fn the_worker_api_fences_leases_and_counts_duplicates_once() {
         .expect("the loud instance");
     assert_eq!(loud.steps[0].stdout.len(), 8 * 1024, "clipped to keep_bytes");
     assert!(loud.steps[0].stdout_truncated, "and marked so");
+    let patched = stored
+        .iter()
+        .find(|t| t.instance_id == spec.instance_ids[1])
+        .expect("the patched instance");
+    assert_eq!(
+        patched.steps,
+        [step(log.clone()), step("done\n".into())],
+        "compressed output reads back as it was sent"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
