@@ -36,8 +36,9 @@ use crate::store::{campaigns, command_endings, queue, targets};
 const MAX_REPORTED_INSTANCES: usize = 5_000;
 /// Most results in one ReportResults.
 const MAX_RESULTS: usize = 1_000;
-/// The largest ReportResults whose output is encoded on the async thread
-/// that took it: at zstd's fastest level, about a millisecond's work.
+/// The largest ReportResults (with its compressed output expanded) whose
+/// output is encoded on the async thread that took it: at zstd's fastest
+/// level, about a millisecond's work.
 const ENCODED_IN_PLACE: usize = 256 * 1024;
 /// Most instance ids in one ReportDispatch (SendCommand's limit).
 const MAX_DISPATCH_IDS: usize = 50;
@@ -633,9 +634,14 @@ impl WorkerService for WorkerApi {
         let scope = (task.account_id.clone(), task.region.clone());
         // Output is clipped and encoded (compressed) here, on as many
         // threads as reports arrive at once: the writer is one thread. A
-        // large report is encoded off the async threads.
-        // Output a worker compressed expands to no more, all told, than a
-        // report may carry plain.
+        // large report is encoded off the async threads, and so is one
+        // whose compressed output expands large. That expands to no more,
+        // all told, than a report may carry plain.
+        let work = request
+            .results
+            .iter()
+            .map(|r| muster_proto::stated_size(&r.compressed_steps))
+            .fold(size, usize::saturating_add);
         let encode = move || {
             let mut clipped = Vec::new();
             let mut budget = muster_proto::MAX_REPORT_BYTES;
@@ -654,7 +660,7 @@ impl WorkerService for WorkerApi {
                 .collect::<Result<Vec<Reported>, String>>()?;
             Ok::<_, String>((results, clipped))
         };
-        let encoded = if size <= ENCODED_IN_PLACE {
+        let encoded = if work <= ENCODED_IN_PLACE {
             encode()
         } else {
             tokio::task::spawn_blocking(encode)

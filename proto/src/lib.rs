@@ -25,6 +25,6 @@ pub use protocol::WORKER_PROTOCOL;
 pub use report::{MAX_REPORT_BYTES, clip_output, split_by_size};
 pub use status::{ALL_CAMPAIGN_STATES, ALL_TARGET_STATUSES};
 pub use steps::{
-    COMPRESS_FROM, StepsError, ZSTD_MAGIC, compress_encoded, compress_result, compress_steps, expand_steps,
+    COMPRESS_FROM, StepsError, ZSTD_MAGIC, compress_encoded, compress_result, compress_steps, expand_steps, stated_size,
 };
 pub use task_ref::{TaskRefError, decode_task_ref, encode_task_ref};

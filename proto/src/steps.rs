@@ -77,6 +77,15 @@ pub enum StepsError {
     NotSteps(String),
 }
 
+/// The bytes `frame` states it expands to; 0 when it states none (which
+/// [`expand_steps`] refuses), for sizing the work before doing it.
+pub fn stated_size(frame: &[u8]) -> usize {
+    match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(size)) => usize::try_from(size).unwrap_or(usize::MAX),
+        _ => 0,
+    }
+}
+
 /// The steps in `frame`, and how many bytes they took expanded. The frame
 /// must be a single zstd frame that states its content size, at most
 /// `limit` bytes: nothing larger is ever allocated for it.
@@ -134,6 +143,7 @@ mod tests {
         assert!(frame.starts_with(&ZSTD_MAGIC));
         let plain = StepOutputs { steps: steps.clone() }.encoded_len();
         assert!(frame.len() * 2 < plain, "{plain} bytes went as {}", frame.len());
+        assert_eq!(stated_size(&frame), plain);
         assert_eq!(expand_steps(&frame, plain), Ok((steps, plain)));
         assert_eq!(compress_steps(&[step("up to date\n")]), None);
         assert_eq!(compress_steps(&[]), None);
