@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::store::{Engine, Sql};
 use muster_proto::v1::{CampaignState, TargetStatus, TaskKind};
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
@@ -481,6 +481,17 @@ fn register_store_state(registry: &mut Registry, ctl: &Controller, snapshot: &Sn
         "tasks_overdue",
         "Tasks on the queue longer than --requeue-after without a lease (0 unless the queue loses messages)",
         ConstGauge::new(snapshot.overdue),
+    );
+    let (commits, writes) = ctl.store.write_stats().counts();
+    registry.register(
+        "store_commits",
+        "Transactions the store's writer committed; each holds every write queued when it began (group commit)",
+        ConstCounter::new(commits),
+    );
+    registry.register(
+        "store_writes",
+        "Writes the store's writer committed (a report, a lease, a dispatch...); per commit, what group commit saved",
+        ConstCounter::new(writes),
     );
     registry.register(
         "store_bytes",

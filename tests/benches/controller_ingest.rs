@@ -357,6 +357,8 @@ async fn main() {
         chunks
     };
     let controller_pid = system.controller_pid().expect("the controller runs");
+    let metrics_port = system.metrics_port_of(0);
+    let commits_before = commits(metrics_port).await;
     let cpu_before = cpu_seconds(controller_pid).unwrap_or(0.0);
     let writer_before = threads_cpu_seconds(controller_pid, WRITER).unwrap_or(0.0);
     let started = Instant::now();
@@ -412,6 +414,14 @@ async fn main() {
         writer_cpu * 1e6 / accepted as f64,
         accepted as f64 / writer_cpu
     );
+    // Each commit waits for the disk (synchronous=FULL): writes per
+    // commit is what group commit saves.
+    let (commits_after, writes_after) = commits(metrics_port).await;
+    let (commits, writes) = (commits_after - commits_before.0, writes_after - commits_before.1);
+    println!(
+        "store commits during ingest: {commits:.0} holding {writes:.0} writes = {:.1} writes per commit",
+        writes / commits
+    );
     for (name, mut samples) in [
         ("GetCampaign", gets),
         ("ListCampaigns", lists),
@@ -465,6 +475,15 @@ async fn main() {
         rss(&system)
     );
     let _ = get(&mut system.client, &id).await;
+}
+
+/// The store's (commits, writes) so far, from the controller's /metrics.
+async fn commits(port: u16) -> (f64, f64) {
+    let scrape = muster_tests::metrics::scrape(port).await;
+    (
+        muster_tests::metrics::sum(&scrape, "muster_controller_store_commits_total", &[]),
+        muster_tests::metrics::sum(&scrape, "muster_controller_store_writes_total", &[]),
+    )
 }
 
 /// The lease id, the batch's instances, and whether the controller takes

@@ -287,6 +287,17 @@ async fn metrics_agree_with_the_campaign_and_the_sim_and_nothing_connects_to_a_c
         1.0,
         "{text}"
     );
+    // The store's writer committed the submit, leases, dispatches and
+    // reports (at least one write per completed task), never more commits
+    // than writes.
+    let (commits, writes) = (
+        sum(&controller, "muster_controller_store_commits_total", &[]),
+        sum(&controller, "muster_controller_store_writes_total", &[]),
+    );
+    assert!(
+        commits >= 1.0 && writes >= commits && writes >= 6.0,
+        "{commits} commits, {writes} writes\n{text}"
+    );
     assert_eq!(sum(&controller, "muster_controller_backlog_tasks", &[]), 0.0);
     assert_eq!(sum(&controller, "muster_controller_tasks", &[("state", "leased")]), 0.0);
     assert!(sum(&controller, "muster_controller_tasks", &[("state", "completed")]) >= 6.0);

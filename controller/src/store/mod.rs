@@ -36,6 +36,7 @@ pub(crate) mod testing;
 pub mod testkit;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -152,6 +153,8 @@ pub struct Store {
 
 struct Inner {
     writer: mpsc::UnboundedSender<WriteJob>,
+    /// What the writer committed, for `/metrics`.
+    stats: Arc<WriteStats>,
     /// The readers' pool, which also says which engine and where.
     readers: Readers,
     /// A permit per read connection (see [`READERS`]).
@@ -242,13 +245,16 @@ impl Store {
             readers.push(sqlite::open_reader(&path)?);
         }
         let (writer, jobs) = mpsc::unbounded_channel();
+        let stats = Arc::new(WriteStats::default());
+        let counted = stats.clone();
         std::thread::Builder::new()
             .name("muster-store-writer".into())
-            .spawn(move || write_loop(jobs, |body| sqlite::in_transaction(&mut conn, body)))
+            .spawn(move || write_loop(jobs, &counted, |body| sqlite::in_transaction(&mut conn, body)))
             .map_err(io)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 writer,
+                stats,
                 readers: Readers::Sqlite {
                     pool: Mutex::new(readers),
                     path,
@@ -268,6 +274,8 @@ impl Store {
         let (writer, jobs) = mpsc::unbounded_channel();
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let writer_target = target.clone();
+        let stats = Arc::new(WriteStats::default());
+        let counted = stats.clone();
         std::thread::Builder::new()
             .name("muster-store-writer".into())
             .spawn(move || {
@@ -281,7 +289,9 @@ impl Store {
                         return;
                     }
                 };
-                write_loop(jobs, |body| postgres::in_transaction(&mut conn, &writer_target, body));
+                write_loop(jobs, &counted, |body| {
+                    postgres::in_transaction(&mut conn, &writer_target, body)
+                });
             })
             .map_err(|e| StoreError::Io {
                 path: target.shown().to_owned(),
@@ -291,6 +301,7 @@ impl Store {
         Ok(Self {
             inner: Arc::new(Inner {
                 writer,
+                stats,
                 readers: Readers::Postgres {
                     pool: Mutex::new(Vec::new()),
                     target: Box::new(target.clone()),
@@ -350,6 +361,11 @@ impl Store {
             Readers::Sqlite { path, .. } => Some(path),
             Readers::Postgres { .. } => None,
         }
+    }
+
+    /// What the writer committed since the store opened.
+    pub fn write_stats(&self) -> &WriteStats {
+        &self.inner.stats
     }
 
     /// Runs `f` in the writer's next transaction; resolves after the commit.
@@ -448,12 +464,33 @@ impl<'t> Savepoints<'t> {
     }
 }
 
+/// What the writer committed since the store opened: transactions, and
+/// the writes they held (one that failed and was rolled back to its
+/// savepoint too). Writes per commit says how much group commit saves:
+/// each commit of a durable store waits for its disk.
+#[derive(Debug, Default)]
+pub struct WriteStats {
+    commits: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl WriteStats {
+    /// (commits, writes) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.commits.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// The writer: takes whatever writes are queued (up to [`MAX_GROUP`]), runs
 /// each in its own savepoint of one transaction, commits, and only then
 /// answers them. `in_transaction` is the engine's: it begins a transaction,
 /// runs the body and commits.
 fn write_loop(
     mut jobs: mpsc::UnboundedReceiver<WriteJob>,
+    stats: &WriteStats,
     mut in_transaction: impl FnMut(&mut dyn FnMut(&dyn Sql)) -> StoreResult<()>,
 ) {
     while let Some(first) = jobs.blocking_recv() {
@@ -473,6 +510,8 @@ fn write_loop(
         match outcome {
             Ok(()) => {
                 muster_common::crash::point("store.after_commit");
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.writes.fetch_add(replies.len() as u64, Ordering::Relaxed);
                 replies.into_iter().for_each(|reply| reply());
             }
             Err(error) => {
@@ -545,6 +584,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, 199, "only the failing write was undone");
+        // /metrics: every write counted once, in fewer commits than writes
+        // (200 queued at once while each commit waits for the disk).
+        let (commits, writes) = store.write_stats().counts();
+        assert_eq!(writes, 200, "the failed one ran in a committed transaction too");
+        assert!((1..200).contains(&commits), "{commits} commits");
     }
 
     #[test]
