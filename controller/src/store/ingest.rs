@@ -125,13 +125,13 @@ impl Reported {
                 .map_err(|e| format!("compressed_steps: {e} (a zstd frame of StepOutputs that states its size)"))?;
             *budget -= size;
             result.steps = steps;
-            if !muster_proto::clip_output(&mut result, keep) {
-                result.steps = Vec::new();
-                return Ok((Self { result, output: frame }, false));
-            }
-            // Past keep_bytes: clipped and compressed again below.
         }
         let clipped = muster_proto::clip_output(&mut result, keep);
+        if !frame.is_empty() && !clipped {
+            result.steps = Vec::new();
+            return Ok((Self { result, output: frame }, false));
+        }
+        // Plain, or past keep_bytes: (clipped and) compressed here.
         let output = output::encode(std::mem::take(&mut result.steps));
         Ok((Self { result, output }, clipped))
     }
@@ -404,6 +404,44 @@ mod tests {
         let task = crate::store::tasks::get(conn, &task_id).unwrap().unwrap();
         record_dispatch(conn, &task, ("cmd-1", 0), &batch, Some(1), false).unwrap();
         task
+    }
+
+    #[test]
+    fn compressed_output_is_kept_as_sent_unless_it_passes_keep_bytes_and_then_it_is_clipped_and_said_so() {
+        use muster_proto::v1::{StepOutput, TargetResult};
+        let sent = |stdout: String| {
+            let mut result = TargetResult {
+                instance_id: "i-1".into(),
+                steps: vec![StepOutput {
+                    stdout,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            muster_proto::compress_result(&mut result);
+            assert!(!result.compressed_steps.is_empty());
+            result
+        };
+        let log: String = (0..40).map(|i| format!("Installed: bash-5.2.{i}\n")).collect();
+        let mut budget = muster_proto::MAX_REPORT_BYTES;
+        let within = sent(log.clone());
+        let (kept, clipped) = Reported::new(within.clone(), 8192, &mut budget).unwrap();
+        assert!(!clipped);
+        assert_eq!(kept.output, within.compressed_steps, "the frame as it came");
+        assert!(budget < muster_proto::MAX_REPORT_BYTES, "its expanded size is used up");
+
+        let (cut, clipped) = Reported::new(sent(log.clone()), 100, &mut budget).unwrap();
+        assert!(clipped, "the store clipped it, and the caller warns");
+        let steps = output::decode(&cut.output);
+        assert_eq!(
+            (steps[0].stdout.as_str(), steps[0].stdout_truncated),
+            (&log[..100], true)
+        );
+
+        // A budget smaller than the log: what is left of the report's.
+        let mut left = log.len() - 1;
+        let error = Reported::new(sent(log), 8192, &mut left).unwrap_err();
+        assert!(error.starts_with("compressed_steps: the frame holds"), "{error}");
     }
 
     store_matrix! {
