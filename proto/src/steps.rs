@@ -42,9 +42,12 @@ pub fn compress_steps(steps: &[StepOutput]) -> Option<Vec<u8>> {
 /// it (see [`compress_steps`]), as a worker sends them to a controller
 /// that takes them.
 pub fn compress_result(result: &mut TargetResult) {
-    if let Some(frame) = compress_steps(&result.steps) {
-        result.steps = Vec::new();
-        result.compressed_steps = frame;
+    let outputs = StepOutputs {
+        steps: std::mem::take(&mut result.steps),
+    };
+    match compress_encoded(&outputs.encode_to_vec()) {
+        Some(frame) => result.compressed_steps = frame,
+        None => result.steps = outputs.steps,
     }
 }
 

@@ -31,17 +31,21 @@ pub fn encode(steps: Vec<StepOutput>) -> Vec<u8> {
 
 /// The steps of a stored value; none, with a warning, if it cannot be
 /// read (a value is written only by [`encode`] or checked as a frame of
-/// steps, so that is a damaged store).
+/// steps, so that is a damaged store). A frame is expanded as a report's
+/// is ([`muster_proto::expand_steps`]): every one written states its size,
+/// and none holds more than a report may carry.
 pub fn decode(stored: &[u8]) -> Vec<StepOutput> {
     let steps = if stored.starts_with(&ZSTD_MAGIC) {
-        zstd::stream::decode_all(stored)
+        muster_proto::expand_steps(stored, muster_proto::MAX_REPORT_BYTES)
+            .map(|(steps, _)| steps)
             .map_err(|e| e.to_string())
-            .and_then(|encoded| StepOutputs::decode(encoded.as_slice()).map_err(|e| e.to_string()))
     } else {
-        StepOutputs::decode(stored).map_err(|e| e.to_string())
+        StepOutputs::decode(stored)
+            .map(|outputs| outputs.steps)
+            .map_err(|e| e.to_string())
     };
     match steps {
-        Ok(steps) => steps.steps,
+        Ok(steps) => steps,
         Err(error) => {
             tracing::warn!(
                 bytes = stored.len(),
