@@ -197,40 +197,49 @@ pub fn limit_line(shown: usize) -> String {
 /// table and marked `[1]`, `[2]`... in them, so a fleet-wide refusal reads
 /// as one line instead of a wall of copies.
 pub struct Notes {
-    /// Each distinct note, with how many rows have it, in first-seen order.
-    notes: Vec<(String, usize)>,
-    /// Where each note is in `notes`, and its mark when rows share it: a
-    /// table of thousands of scopes looks each row's note up once.
-    index: std::collections::HashMap<String, (usize, Option<usize>)>,
+    /// Each distinct note, in first-seen order.
+    notes: Vec<Note>,
+    /// Where each note is in `notes`: a table of thousands of scopes looks
+    /// each row's note up once.
+    index: std::collections::HashMap<String, usize>,
+}
+
+/// A distinct note of [`Notes`].
+struct Note {
+    text: String,
+    /// How many rows have it.
+    rows: usize,
+    /// Its mark, `[1]`, `[2]`..., when rows share it.
+    mark: Option<usize>,
 }
 
 impl Notes {
     /// Counts the notes of `(account, region, note)` rows; empty notes are
     /// none.
     pub fn of<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> Self {
-        let mut notes: Vec<(String, usize)> = Vec::new();
-        let mut index: std::collections::HashMap<String, (usize, Option<usize>)> = std::collections::HashMap::new();
+        let mut notes: Vec<Note> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for (account, region, note) in rows {
             if note.is_empty() {
                 continue;
             }
-            let note = Self::short(account, region, note);
-            match index.get(&note) {
-                Some(&(i, _)) => notes[i].1 += 1,
+            let text = Self::short(account, region, note);
+            match index.get(&text) {
+                Some(&i) => notes[i].rows += 1,
                 None => {
-                    index.insert(note.clone(), (notes.len(), None));
-                    notes.push((note, 1));
+                    index.insert(text.clone(), notes.len());
+                    notes.push(Note {
+                        text,
+                        rows: 1,
+                        mark: None,
+                    });
                 }
             }
         }
         let mut marks = 0;
-        for (note, count) in &notes {
-            if *count > 1 {
-                marks += 1;
-                if let Some(entry) = index.get_mut(note) {
-                    entry.1 = Some(marks);
-                }
-            }
+        for note in notes.iter_mut().filter(|note| note.rows > 1) {
+            marks += 1;
+            note.mark = Some(marks);
         }
         Self { notes, index }
     }
@@ -241,9 +250,9 @@ impl Notes {
             return String::new();
         }
         let note = Self::short(account, region, note);
-        match self.index.get(&note) {
-            Some((_, Some(mark))) => format!("[{mark}]"),
-            _ => note,
+        match self.index.get(&note).and_then(|&i| self.notes[i].mark) {
+            Some(mark) => format!("[{mark}]"),
+            None => note,
         }
     }
 
@@ -251,9 +260,9 @@ impl Notes {
     pub fn footer(&self) -> Vec<String> {
         self.notes
             .iter()
-            .filter_map(|(note, count)| {
-                let (_, mark) = self.index.get(note)?;
-                mark.map(|mark| format!("[{mark}] {count} accounts/regions: {note}"))
+            .filter_map(|note| {
+                let mark = note.mark?;
+                Some(format!("[{mark}] {} accounts/regions: {}", note.rows, note.text))
             })
             .collect()
     }
