@@ -4,6 +4,7 @@ pub mod args;
 pub mod commands;
 pub mod config;
 pub mod connect;
+pub mod refusal;
 pub mod render;
 pub mod schedule;
 pub mod signin;

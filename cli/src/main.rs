@@ -68,6 +68,13 @@ async fn main() {
             eprintln!("muster: {}", connect::explain(&cli.controller, &status));
             1
         }
+        Err(Failure::Refused(lines)) => {
+            match lines.as_slice() {
+                [line] => eprintln!("muster: refused: {line}"),
+                _ => eprintln!("muster: refused, {} problems:\n  {}", lines.len(), lines.join("\n  ")),
+            }
+            1
+        }
     };
     std::process::exit(code);
 }

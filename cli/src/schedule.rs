@@ -9,6 +9,7 @@ use muster_proto::v1::{
 use crate::args::{AfterWindowArg, Output, PutScheduleArgs, ScheduleCommand, WindowEndArg};
 use crate::commands::{Failure, ask_until_answered, timed};
 use crate::connect::Schedules;
+use crate::refusal::Written;
 use crate::render::{self, Style};
 
 /// Runs one `muster schedule` subcommand; its exit code.
@@ -66,8 +67,8 @@ pub async fn run(
 }
 
 /// The schedule the flags describe.
-fn spec_of(args: &PutScheduleArgs) -> Result<ScheduleSpec, Failure> {
-    let campaign = crate::spec::build(&args.spec)?;
+fn spec_of(args: &PutScheduleArgs) -> Result<(ScheduleSpec, Written), Failure> {
+    let (campaign, written) = crate::spec::written(&args.spec)?;
     let at = args
         .at
         .as_deref()
@@ -87,7 +88,7 @@ fn spec_of(args: &PutScheduleArgs) -> Result<ScheduleSpec, Failure> {
             .filter(|s| *s > 0)
             .ok_or_else(|| Failure::Input(format!("--window: {window}; between 1s and 7d")))?,
     };
-    Ok(ScheduleSpec {
+    let spec = ScheduleSpec {
         name: args.schedule.clone(),
         description: args.description.clone(),
         campaign: Some(campaign),
@@ -105,7 +106,25 @@ fn spec_of(args: &PutScheduleArgs) -> Result<ScheduleSpec, Failure> {
             Some(AfterWindowArg::End) => AfterWindow::End,
             Some(AfterWindowArg::NextWindow) => AfterWindow::NextWindow,
         } as i32,
-    })
+    };
+    Ok((spec, written))
+}
+
+/// A schedule's own field in a refusal (`spec.cron`), as the flag that sets
+/// it; its campaign's fields are said by [`Written`].
+fn schedule_flag(field: &str) -> Option<String> {
+    let flag = match field.strip_prefix("spec.")? {
+        "name" => "the schedule's name",
+        "description" => "--description",
+        "cron" => "--cron",
+        "time_zone" => "--tz",
+        "at" => "--at",
+        "window_seconds" => "--window",
+        "on_window_end" => "--on-window-end",
+        "after_window" => "--after-window",
+        _ => return None,
+    };
+    Some(flag.to_owned())
 }
 
 /// `create` (a new schedule) or `update` (its next version, over the one
@@ -117,7 +136,7 @@ async fn put(
     style: Style,
     output: Output,
 ) -> Result<i32, Failure> {
-    let spec = spec_of(args)?;
+    let (spec, written) = spec_of(args)?;
     let expected_version = if update {
         client
             .get_schedule(GetScheduleRequest {
@@ -143,7 +162,8 @@ async fn put(
         let request = request.clone();
         async move { client.put_schedule(timed(request)).await }
     })
-    .await?
+    .await
+    .map_err(|failure| written.refusal(failure, "spec.campaign.", schedule_flag))?
     .schedule
     .unwrap_or_default();
     match output {

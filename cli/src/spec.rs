@@ -14,6 +14,7 @@ use muster_proto::v1::{
 use serde::Deserialize;
 
 use crate::args::SpecArgs;
+use crate::refusal::{File, Keys, Written};
 
 /// A campaign file.
 #[derive(Debug, Default, Deserialize)]
@@ -366,11 +367,21 @@ fn lines_of(path: &Path) -> anyhow::Result<Vec<String>> {
 /// Builds the spec from a file (if any) and flags. The controller validates
 /// it; this only shapes it.
 pub fn build(args: &SpecArgs) -> anyhow::Result<CampaignSpec> {
-    let spec = match &args.file {
-        Some(path) => read_document(path)?,
-        None => CampaignFile::default().into_spec()?,
+    Ok(written(args)?.0)
+}
+
+/// The spec, as [`build`] makes it, and how it was written, so that the
+/// controller's refusal of it can name what its author wrote.
+pub fn written(args: &SpecArgs) -> anyhow::Result<(CampaignSpec, Written)> {
+    let (from_file, file) = match &args.file {
+        Some(path) => {
+            let (spec, file) = read_document(path)?;
+            (spec, Some(file))
+        }
+        None => (CampaignFile::default().into_spec()?, None),
     };
-    with_flags(spec, args)
+    let spec = with_flags(from_file.clone(), args)?;
+    Ok((spec, Written::new(file, from_file, args)))
 }
 
 /// The spec `-f` names (a path, or `-` for standard input): a campaign
@@ -378,7 +389,7 @@ pub fn build(args: &SpecArgs) -> anyhow::Result<CampaignSpec> {
 /// is too), or a campaign as `muster show -o yaml|json` prints it, a
 /// document with a top-level `spec` (the proto3 JSON mapping of
 /// `muster.v1.Campaign`, whose spec is submitted again).
-fn read_document(path: &Path) -> anyhow::Result<CampaignSpec> {
+fn read_document(path: &Path) -> anyhow::Result<(CampaignSpec, File)> {
     let stdin = path.as_os_str() == "-";
     let name = if stdin {
         "standard input".to_owned()
@@ -390,9 +401,13 @@ fn read_document(path: &Path) -> anyhow::Result<CampaignSpec> {
     } else {
         std::fs::read_to_string(path).with_context(|| format!("cannot read campaign file {name}"))?
     };
+    let file = |keys| File {
+        name: name.clone(),
+        keys,
+    };
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml")) {
-        let file: CampaignFile = toml::from_str(&text).map_err(|e| anyhow::anyhow!("campaign file {name}: {e}"))?;
-        return file.into_spec();
+        let spec: CampaignFile = toml::from_str(&text).map_err(|e| anyhow::anyhow!("campaign file {name}: {e}"))?;
+        return Ok((spec.into_spec()?, file(Keys::Campaign)));
     }
     // A campaign file is read from the text, so its errors say where.
     let document: serde_yaml_ng::Value =
@@ -402,13 +417,14 @@ fn read_document(path: &Path) -> anyhow::Result<CampaignSpec> {
             .map_err(|e| anyhow::anyhow!("campaign file {name}: not a campaign document: {e}"))?;
         let campaign = muster_proto::json::from_json::<Campaign>(document)
             .map_err(|e| anyhow::anyhow!("campaign file {name}: a document with a `spec` is a campaign: {e}"))?;
-        return campaign
+        let spec = campaign
             .spec
-            .with_context(|| format!("campaign file {name}: spec: a campaign's spec is required"));
+            .with_context(|| format!("campaign file {name}: spec: a campaign's spec is required"))?;
+        return Ok((spec, file(Keys::Api)));
     }
-    let file: CampaignFile =
+    let spec: CampaignFile =
         serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("campaign file {name}: {e}"))?;
-    file.into_spec()
+    Ok((spec.into_spec()?, file(Keys::Campaign)))
 }
 
 impl CampaignFile {

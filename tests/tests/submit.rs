@@ -42,6 +42,24 @@ async fn controller(
     .unwrap()
 }
 
+/// The campaigns the controller has.
+async fn stored_campaigns(running: &muster_controller::Running) -> Vec<muster_proto::v1::Campaign> {
+    let mut client = CampaignServiceClient::connect(format!("http://{}", running.campaign_addr))
+        .await
+        .unwrap();
+    let answer = client.list_campaigns(ListCampaignsRequest::default()).await.unwrap();
+    answer.into_inner().campaigns
+}
+
+/// The schedules the controller has.
+async fn stored_schedules(running: &muster_controller::Running) -> Vec<muster_proto::v1::Schedule> {
+    let mut client = ScheduleServiceClient::connect(format!("http://{}", running.campaign_addr))
+        .await
+        .unwrap();
+    let answer = client.list_schedules(ListSchedulesRequest {}).await.unwrap();
+    answer.into_inner().schedules
+}
+
 /// Runs the CLI through `proxy`: success, stdout, stderr.
 async fn muster(proxy: &AnswerLosingProxy, args: &[&str]) -> (bool, String, String) {
     let out = tokio::process::Command::new(bin_dir().join("muster"))
@@ -78,15 +96,7 @@ async fn a_submit_whose_answer_was_lost_is_asked_again_and_makes_one_campaign() 
     assert!(stderr.contains("asking again"), "the CLI says it asks again: {stderr}");
     assert!(stderr.contains("client token"), "and prints its client token: {stderr}");
 
-    let mut client = CampaignServiceClient::connect(format!("http://{}", running.campaign_addr))
-        .await
-        .unwrap();
-    let campaigns = client
-        .list_campaigns(ListCampaignsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .campaigns;
+    let campaigns = stored_campaigns(&running).await;
     assert_eq!(campaigns.len(), 1, "one campaign, not two");
     assert_eq!(stdout.trim(), campaigns[0].id, "the CLI printed it");
 }
@@ -131,15 +141,7 @@ async fn a_schedule_put_or_delete_whose_answer_was_lost_is_asked_again_and_done_
     assert!(ok, "{stdout}\n{stderr}");
     assert_eq!(proxy.answers_lost(), 1);
     assert!(stdout.contains("deleted schedule nightly"), "{stdout}");
-    let mut schedules = ScheduleServiceClient::connect(format!("http://{}", running.campaign_addr))
-        .await
-        .unwrap();
-    let left = schedules
-        .list_schedules(ListSchedulesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .schedules;
+    let left = stored_schedules(&running).await;
     assert!(left.is_empty(), "{left:?}");
 
     // Asked first time for a schedule that is not there, rm still says so.
@@ -147,4 +149,84 @@ async fn a_schedule_put_or_delete_whose_answer_was_lost_is_asked_again_and_done_
     let (ok, _, stderr) = muster(&proxy, &["schedule", "rm", "nightly"]).await;
     assert!(!ok);
     assert!(stderr.contains("no schedule with that name"), "{stderr}");
+}
+
+/// A refused campaign names each broken rule where its author wrote it:
+/// the campaign file's key, or the flag with its value. Nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_names_the_files_keys_and_the_flags_the_author_wrote() {
+    let sb = Sandbox::start().await;
+    let fleet = sb.seed(&fleets::uniform(2, 0, 0.5)).await;
+    let data = tempfile::tempdir().unwrap();
+    let running = controller(&sb, &fleet, data.path()).await;
+    let proxy = AnswerLosingProxy::start(running.campaign_addr, 0).await;
+    let account = &fleet.account("only").unwrap().id;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("patch.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: patch\ntargets:\n  accounts: [{account}, 12345]\ncommand:\n  linux: uptime\nrate:\n  batch_size: 80\n\
+             stages:\n  - name: canary\n    share: 10%\n    bake: 30m\n  - name: rest\n    bake: 10m\n"
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let (ok, stdout, stderr) = muster(
+        &proxy,
+        &[
+            "submit",
+            "-f",
+            file,
+            "--region",
+            EAST,
+            "--region",
+            "mars-1",
+            "--keep-bytes",
+            "2000000",
+        ],
+    )
+    .await;
+    assert!(!ok, "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().skip_while(|l| !l.starts_with("muster: ")).collect();
+    assert_eq!(lines.len(), 6, "{stderr}");
+    assert_eq!(lines[0], "muster: refused, 5 problems:", "{stderr}");
+    let said = |start: &str| lines.iter().any(|l| l.trim_start().starts_with(start));
+    for start in [
+        &format!("targets.accounts[1] in {file}: '12345' is not a 12-digit account id") as &str,
+        "--region mars-1: 'mars-1' is not an AWS region",
+        &format!("stages[1].bake in {file}: 600 on the last stage"),
+        &format!("rate.batch_size in {file}: "),
+        "--keep-bytes: ",
+    ] {
+        assert!(said(start), "a line starts with {start:?}: {stderr}");
+    }
+    assert!(
+        !stderr.contains("account_ids") && !stderr.contains("bake_seconds"),
+        "no API names: {stderr}"
+    );
+
+    // A schedule's own fields are its flags; its campaign's, as above.
+    let (ok, _, stderr) = muster(
+        &proxy,
+        &[
+            "schedule", "create", "nightly", "--cron", "at two", "-f", file, "--region", EAST,
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("\n  --cron: 'at two' is not a cron expression"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("\n  targets.accounts[1] in {file}: ")),
+        "{stderr}"
+    );
+
+    let campaigns = stored_campaigns(&running).await;
+    assert!(campaigns.is_empty(), "nothing stored: {campaigns:?}");
+    let stored = stored_schedules(&running).await;
+    assert!(stored.is_empty(), "{stored:?}");
 }

@@ -28,6 +28,10 @@ pub enum Failure {
     /// The controller refused or could not be reached.
     #[error("{}", .0.message())]
     Controller(#[from] tonic::Status),
+    /// The controller refused a campaign or schedule: each broken rule,
+    /// naming the field as its author wrote it (see [`crate::refusal`]).
+    #[error("refused: {}", .0.join("; "))]
+    Refused(Vec<String>),
 }
 
 impl From<anyhow::Error> for Failure {

@@ -1,0 +1,823 @@
+//! A refused campaign, said in the words its author wrote. The controller
+//! names each broken rule by its field in the API, in a `google.rpc`
+//! BadRequest (`spec.targets.account_ids[3]`, `spec.stages[1].bake_seconds`).
+//! The author wrote a campaign file's key (`targets.accounts[3]`,
+//! `stages[1].bake`) or a flag (`--account 12345`). [`Written`] saw the
+//! file and the flags the spec was built from, so it can say which.
+
+use muster_proto::v1::CampaignSpec;
+use tonic_types::StatusExt as _;
+
+use crate::args::SpecArgs;
+use crate::commands::Failure;
+
+/// How a spec was written: by a file (if any), then flags over it.
+#[derive(Debug, Clone)]
+pub struct Written {
+    file: Option<File>,
+    /// The spec as the file alone gave it: a list's entries from the file
+    /// come first, the flags' after them.
+    from_file: CampaignSpec,
+    args: SpecArgs,
+}
+
+/// The file a spec was read from.
+#[derive(Debug, Clone)]
+pub struct File {
+    /// As the author named it (or "standard input").
+    pub name: String,
+    /// Whose names its keys are.
+    pub keys: Keys,
+}
+
+/// The names a file's keys have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// A campaign file's own (`targets.accounts`, `stages[0].bake`).
+    Campaign,
+    /// The API's, in proto3 JSON under `spec` (a campaign as `muster show
+    /// -o yaml` prints it: `spec.targets.accountIds`).
+    Api,
+}
+
+/// Where the author wrote a field.
+#[derive(Debug, PartialEq, Eq)]
+struct Spot {
+    /// Its key in a campaign file, with its indices.
+    key: String,
+    /// The flag that sets it, if one does.
+    flag: Option<&'static str>,
+    by: By,
+}
+
+/// Who gave a field its value.
+#[derive(Debug, PartialEq, Eq)]
+enum By {
+    File,
+    /// The flag; for one of a list's entries, the value given with it.
+    Flag(Option<String>),
+    /// A list with entries from both.
+    Both,
+}
+
+impl Written {
+    pub fn new(file: Option<File>, from_file: CampaignSpec, args: &SpecArgs) -> Self {
+        Written {
+            file,
+            from_file,
+            args: args.clone(),
+        }
+    }
+
+    /// `failure` with a refusal's fields said as the author wrote them:
+    /// fields under `prefix` (where the spec is in the request, "spec.")
+    /// by this, others by `other` (None: as the API names them).
+    pub fn refusal(&self, failure: Failure, prefix: &str, other: impl Fn(&str) -> Option<String>) -> Failure {
+        let Failure::Controller(status) = &failure else {
+            return failure;
+        };
+        if status.code() != tonic::Code::InvalidArgument {
+            return failure;
+        }
+        let Some(bad) = status.get_details_bad_request() else {
+            return failure;
+        };
+        let lines = bad
+            .field_violations
+            .iter()
+            .map(|v| {
+                // A rule about several fields names them all, with commas.
+                let fields: Vec<String> = v
+                    .field
+                    .split(", ")
+                    .map(|field| match field.strip_prefix(prefix) {
+                        Some(inner) => self.said(inner),
+                        None => other(field).unwrap_or_else(|| field.to_owned()),
+                    })
+                    .collect();
+                format!("{}: {}", fields.join(", "), self.rule(&v.description))
+            })
+            .collect::<Vec<_>>();
+        if lines.is_empty() {
+            failure
+        } else {
+            Failure::Refused(lines)
+        }
+    }
+
+    /// A field of the spec (`targets.account_ids[3]`) as the author wrote
+    /// it: "targets.accounts[3] in patch.yaml", "--account 12345".
+    fn said(&self, api: &str) -> String {
+        let Some(spot) = self.locate(api) else {
+            return api.to_owned();
+        };
+        let in_file = |spot: &Spot| match &self.file {
+            None => spot.key.clone(),
+            Some(file) => format!("{} in {}", self.key(file, &spot.key, api), file.name),
+        };
+        let flag = spot.flag.unwrap_or_default();
+        match &spot.by {
+            By::File => in_file(&spot),
+            By::Flag(None) => flag.to_owned(),
+            By::Flag(Some(value)) => format!("{flag} {}", quoted(value)),
+            By::Both => format!("{} and {flag}", in_file(&spot)),
+        }
+    }
+
+    /// A field a rule mentions, as the author would set it:
+    /// "targets.accounts or --account".
+    fn mention(&self, api: &str) -> String {
+        let Some(spot) = self.locate(api) else {
+            return api.to_owned();
+        };
+        let key = match &self.file {
+            Some(file) => self.key(file, &spot.key, api),
+            None if spot.flag.is_some() => String::new(),
+            None => spot.key.clone(),
+        };
+        match spot.flag {
+            Some(flag) if key.is_empty() => flag.to_owned(),
+            Some(flag) => format!("{key} or {flag}"),
+            None => key,
+        }
+    }
+
+    /// A field's key in `file`: a campaign file's own, or the API's.
+    fn key(&self, file: &File, key: &str, api: &str) -> String {
+        match file.keys {
+            Keys::Campaign => key.to_owned(),
+            Keys::Api => format!("spec.{}", camel_path(api)),
+        }
+    }
+
+    /// A rule's text with the fields it mentions said as the author would
+    /// set them.
+    fn rule(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find(|c: char| c.is_ascii_lowercase()) {
+            out.push_str(&rest[..start]);
+            let word = &rest[start..];
+            let end = word
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c)))
+                .unwrap_or(word.len());
+            // A sentence's full stop is not part of a field.
+            let token = word[..end].trim_end_matches('.');
+            let at_word_start = out.chars().last().is_none_or(|c| !c.is_alphanumeric() && c != '_');
+            if at_word_start && token.contains('.') && self.locate(token).is_some() {
+                out.push_str(&self.mention(token));
+            } else {
+                out.push_str(token);
+            }
+            rest = &word[token.len()..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// Where the author wrote the spec's field `api`; None for a field this
+    /// does not know (it is then said as the API names it).
+    fn locate(&self, api: &str) -> Option<Spot> {
+        let path = parse(api)?;
+        match path.as_slice() {
+            [head, rest @ ..] if head.is("targets") => self.target(rest),
+            [head, rest @ ..] if head.is("command") => self.command("command", rest, true),
+            [head, rest @ ..] if head.name == "then" => match head.sub {
+                Some(Sub::Index(i)) => self.command(&format!("then[{i}]"), rest, false),
+                _ if rest.is_empty() => Some(file_only("then".into())),
+                _ => None,
+            },
+            [head, rest @ ..] if head.name == "stages" => match head.sub {
+                Some(Sub::Index(i)) => self.stage(i, rest),
+                _ if rest.is_empty() => Some(file_only("stages".into())),
+                _ => None,
+            },
+            [group, field] if group.sub.is_none() && field.sub.is_none() => self.setting(&group.name, &field.name),
+            [head] if head.name == "labels" => Some(self.label(head.sub.as_ref())),
+            [head] if head.sub.is_none() => self.top(&head.name),
+            _ => None,
+        }
+    }
+
+    fn top(&self, name: &str) -> Option<Spot> {
+        let a = &self.args;
+        Some(match name {
+            "name" => scalar("name".into(), "--name", a.name.is_some()),
+            "client_token" => scalar("client_token".into(), "--client-token", a.client_token.is_some()),
+            "confirm_large" => scalar("confirm_large".into(), "--confirm-large", a.confirm_large),
+            "description" => file_only("description".into()),
+            _ => return None,
+        })
+    }
+
+    /// `labels` or `labels['KEY']`: a `--label KEY=...` wins over the file.
+    fn label(&self, sub: Option<&Sub>) -> Spot {
+        let flags = &self.args.labels;
+        match sub {
+            Some(Sub::Key(key)) => {
+                let flag = flags
+                    .iter()
+                    .rev()
+                    .find(|l| l.split_once('=').is_some_and(|(k, _)| k == key));
+                Spot {
+                    key: format!("labels.{key}"),
+                    flag: Some("--label"),
+                    by: flag.map_or(By::File, |l| By::Flag(Some(l.clone()))),
+                }
+            }
+            _ => list("labels".into(), "--label", self.from_file.labels.len(), flags.len()),
+        }
+    }
+
+    fn target(&self, rest: &[Segment]) -> Option<Spot> {
+        let file = self.from_file.targets.clone().unwrap_or_default();
+        let a = &self.args;
+        let [field, tail @ ..] = rest else {
+            return Some(file_only("targets".into()));
+        };
+        let (key, flag, flags, in_file): (&str, &'static str, &[String], usize) = match field.name.as_str() {
+            "account_ids" => ("accounts", "--account", &a.accounts, file.account_ids.len()),
+            "organizational_unit_ids" => ("ous", "--ou", &a.ous, file.organizational_unit_ids.len()),
+            "exclude_account_ids" => (
+                "exclude_accounts",
+                "--exclude-account",
+                &a.exclude_accounts,
+                file.exclude_account_ids.len(),
+            ),
+            "regions" => ("regions", "--region", &a.regions, file.regions.len()),
+            "instance_ids" => ("instance_ids", "--instance", &a.instances, file.instance_ids.len()),
+            "platforms" => ("platforms", "--platform", &a.platforms, file.platforms.len()),
+            "tags" => {
+                let keys: Vec<&str> = file.tags.iter().map(|t| t.key.as_str()).collect();
+                return tag("targets.tags", Some(("--tag", &a.tags)), &keys, field.sub.as_ref());
+            }
+            "scopes" => {
+                let mut key = format!("targets.{field}");
+                for segment in tail {
+                    let name = if segment.is("account_id") {
+                        "account"
+                    } else {
+                        &segment.name
+                    };
+                    key.push_str(&format!(".{}", Segment::new(name, segment.sub.clone())));
+                }
+                return Some(file_only(key));
+            }
+            _ => return None,
+        };
+        if !tail.is_empty() {
+            return None;
+        }
+        let key = format!("targets.{key}");
+        Some(match field.sub {
+            Some(Sub::Index(i)) if i >= in_file => Spot {
+                key: format!("{key}[{i}]"),
+                flag: Some(flag),
+                by: By::Flag(flags.get(i - in_file).cloned()),
+            },
+            Some(Sub::Index(i)) => Spot {
+                key: format!("{key}[{i}]"),
+                flag: Some(flag),
+                by: By::File,
+            },
+            _ => list(key, flag, in_file, flags.len()),
+        })
+    }
+
+    /// A field of a command: the first (`command`, which flags may set) or
+    /// a later one (`then[i]`, only in a file).
+    fn command(&self, at: &str, rest: &[Segment], flags: bool) -> Option<Spot> {
+        let a = &self.args;
+        let names: Vec<&str> = rest.iter().map(|s| s.name.as_str()).collect();
+        let given = |flag: bool| flags && flag;
+        let linux = given(!a.linux.is_empty() || a.linux_file.is_some());
+        let windows = given(!a.windows.is_empty() || a.windows_file.is_some());
+        Some(match names.as_slice() {
+            [] => file_only(at.to_owned()),
+            ["script"] if linux || windows => Spot {
+                key: format!("{at}.linux"),
+                flag: Some("--linux"),
+                by: By::Flag(None),
+            },
+            ["script"] => file_only(format!("{at}.linux")),
+            ["script", "linux_lines"] => lines(format!("{at}.linux"), "--linux", a.linux_file.is_some(), linux),
+            ["script", "windows_lines"] => {
+                lines(format!("{at}.windows"), "--windows", a.windows_file.is_some(), windows)
+            }
+            ["script", "working_directory"] => scalar(
+                format!("{at}.working_directory"),
+                "--working-directory",
+                given(a.working_directory.is_some()),
+            ),
+            ["document"] | ["document", "name"] => {
+                scalar(format!("{at}.document"), "--document", given(a.document.is_some()))
+            }
+            ["document", "version"] => scalar(
+                format!("{at}.document_version"),
+                "--document-version",
+                given(a.document_version.is_some()),
+            ),
+            ["document", "parameters"] => match rest[1].sub.as_ref() {
+                Some(Sub::Key(name)) => {
+                    let flag = a
+                        .params
+                        .iter()
+                        .find(|p| flags && p.split_once('=').is_some_and(|(n, _)| n == name));
+                    Spot {
+                        key: format!("{at}.parameters.{name}"),
+                        flag: Some("--param"),
+                        by: flag.map_or(By::File, |p| By::Flag(Some(p.clone()))),
+                    }
+                }
+                _ => {
+                    let in_file = self.parameters_in_file(at);
+                    list(
+                        format!("{at}.parameters"),
+                        "--param",
+                        in_file,
+                        if flags { a.params.len() } else { 0 },
+                    )
+                }
+            },
+            ["execution_timeout_seconds"] => scalar(
+                format!("{at}.execution_timeout"),
+                "--execution-timeout",
+                given(a.execution_timeout.is_some()),
+            ),
+            ["delivery_timeout_seconds"] => scalar(
+                format!("{at}.delivery_timeout"),
+                "--delivery-timeout",
+                given(a.delivery_timeout.is_some()),
+            ),
+            _ => return None,
+        })
+        .map(|spot| if flags { spot } else { without_flag(spot) })
+    }
+
+    /// How many parameters the file gave the command `at`.
+    fn parameters_in_file(&self, at: &str) -> usize {
+        let command = match at.strip_prefix("then[").and_then(|i| i.strip_suffix(']')) {
+            Some(i) => i.parse::<usize>().ok().and_then(|i| self.from_file.then.get(i)),
+            None => self.from_file.command.as_ref(),
+        };
+        match command.and_then(|c| c.kind.as_ref()) {
+            Some(muster_proto::v1::command::Kind::Document(d)) => d.parameters.len(),
+            _ => 0,
+        }
+    }
+
+    /// A field of stage `i`, which only a file writes.
+    fn stage(&self, i: usize, rest: &[Segment]) -> Option<Spot> {
+        let at = format!("stages[{i}]");
+        let [field, tail @ ..] = rest else {
+            return Some(file_only(at));
+        };
+        if field.name == "tags" {
+            let stage = self.from_file.stages.get(i);
+            let keys: Vec<&str> = stage
+                .map(|s| s.tags.iter().map(|t| t.key.as_str()).collect())
+                .unwrap_or_default();
+            return tag(&format!("{at}.tags"), None, &keys, field.sub.as_ref());
+        }
+        if !tail.is_empty() {
+            return None;
+        }
+        let name = match field.name.as_str() {
+            "account_ids" => "accounts",
+            "bake_seconds" => "bake",
+            name @ ("name" | "ous" | "regions" | "share" | "max_concurrency" | "max_errors" | "gate") => name,
+            _ => return None,
+        };
+        Some(file_only(format!("{at}.{}", Segment::new(name, field.sub.clone()))))
+    }
+
+    /// `rate`, `output` and `access`: a flag wins over the file.
+    fn setting(&self, group: &str, field: &str) -> Option<Spot> {
+        let a = &self.args;
+        let (key, flag, given) = match (group, field) {
+            ("rate", "max_concurrency") => ("max_concurrency", "--max-concurrency", a.max_concurrency.is_some()),
+            ("rate", "max_errors") => ("max_errors", "--max-errors", a.max_errors.is_some()),
+            ("rate", "batch_size") => ("batch_size", "--batch-size", a.batch_size.is_some()),
+            ("rate", "api_calls_per_second") => ("api_calls_per_second", "--api-rate", a.api_rate.is_some()),
+            ("output", "s3_bucket") => ("s3_bucket", "--s3-bucket", a.s3_bucket.is_some()),
+            ("output", "s3_key_prefix") => ("s3_key_prefix", "--s3-prefix", a.s3_prefix.is_some()),
+            ("output", "cloudwatch_log_group") => ("cloudwatch_log_group", "--log-group", a.log_group.is_some()),
+            ("output", "keep_bytes") => ("keep_bytes", "--keep-bytes", a.keep_bytes.is_some()),
+            ("access", "role_name") => ("role_name", "--role-name", a.role_name.is_some()),
+            ("access", "role_arn_template") => (
+                "role_arn_template",
+                "--role-arn-template",
+                a.role_arn_template.is_some(),
+            ),
+            ("access", "external_id") => ("external_id", "--external-id", a.external_id.is_some()),
+            ("access", "session_duration_seconds") => {
+                ("session_duration", "--session-duration", a.session_duration.is_some())
+            }
+            ("access", "partition") => ("partition", "--partition", a.partition.is_some()),
+            _ => return None,
+        };
+        Some(scalar(format!("{group}.{key}"), flag, given))
+    }
+}
+
+/// A field only a file writes.
+fn file_only(key: String) -> Spot {
+    Spot {
+        key,
+        flag: None,
+        by: By::File,
+    }
+}
+
+/// A field a flag replaces when `given`.
+fn scalar(key: String, flag: &'static str, given: bool) -> Spot {
+    Spot {
+        key,
+        flag: Some(flag),
+        by: if given { By::Flag(None) } else { By::File },
+    }
+}
+
+/// A whole list: the file's entries and the flags' after them.
+fn list(key: String, flag: &'static str, in_file: usize, flags: usize) -> Spot {
+    let by = match (in_file, flags) {
+        (_, 0) => By::File,
+        (0, _) => By::Flag(None),
+        _ => By::Both,
+    };
+    Spot {
+        key,
+        flag: Some(flag),
+        by,
+    }
+}
+
+/// Script lines: given by flags, they replace the file's; `--linux-file`
+/// may give them too.
+fn lines(key: String, flag: &'static str, from_script_file: bool, given: bool) -> Spot {
+    let flag = match (flag, from_script_file) {
+        ("--linux", true) => "--linux-file",
+        ("--windows", true) => "--windows-file",
+        _ => flag,
+    };
+    scalar(key, flag, given)
+}
+
+/// A tag filter (`tags[i]`, its key or values): the file's tags are a map,
+/// so a filter is named by its key; `--tag` filters follow them.
+fn tag(at: &str, flags: Option<(&'static str, &[String])>, keys: &[&str], sub: Option<&Sub>) -> Option<Spot> {
+    let (flag, given) = flags.map_or((None, &[][..]), |(flag, given)| (Some(flag), given));
+    Some(match sub {
+        Some(Sub::Index(i)) => match keys.get(*i) {
+            Some(key) => Spot {
+                key: format!("{at}.{key}"),
+                flag,
+                by: By::File,
+            },
+            None => Spot {
+                key: format!("{at}[{i}]"),
+                flag,
+                by: By::Flag(Some(given.get(i - keys.len())?.clone())),
+            },
+        },
+        _ => match flag {
+            Some(flag) => list(at.to_owned(), flag, keys.len(), given.len()),
+            None => file_only(at.to_owned()),
+        },
+    })
+}
+
+/// The spot of a field no flag sets (a later command's).
+fn without_flag(spot: Spot) -> Spot {
+    Spot {
+        flag: None,
+        by: By::File,
+        ..spot
+    }
+}
+
+/// A flag's value as a shell would need it.
+fn quoted(value: &str) -> String {
+    if !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.,=:/%@+".contains(c))
+    {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
+}
+
+/// One step of a field's path: a name, and an index or a map's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Segment {
+    name: String,
+    sub: Option<Sub>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sub {
+    Index(usize),
+    Key(String),
+}
+
+impl Segment {
+    fn new(name: &str, sub: Option<Sub>) -> Self {
+        Segment {
+            name: name.to_owned(),
+            sub,
+        }
+    }
+
+    fn is(&self, name: &str) -> bool {
+        self.name == name && self.sub.is_none()
+    }
+}
+
+impl std::fmt::Display for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)?;
+        match &self.sub {
+            None => Ok(()),
+            Some(Sub::Index(i)) => write!(f, "[{i}]"),
+            Some(Sub::Key(key)) => write!(f, "['{key}']"),
+        }
+    }
+}
+
+/// A path as the controller writes one: `targets.account_ids[3]`,
+/// `command.document.parameters['Operation']`. None for anything else.
+fn parse(path: &str) -> Option<Vec<Segment>> {
+    let mut segments = Vec::new();
+    let mut rest = path;
+    loop {
+        let end = rest.find(['.', '[']).unwrap_or(rest.len());
+        let name = &rest[..end];
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return None;
+        }
+        rest = &rest[end..];
+        let sub = if let Some(inner) = rest.strip_prefix("['") {
+            let close = inner.find("']")?;
+            rest = &inner[close + 2..];
+            Some(Sub::Key(inner[..close].to_owned()))
+        } else if let Some(inner) = rest.strip_prefix('[') {
+            let close = inner.find(']')?;
+            rest = &inner[close + 1..];
+            Some(Sub::Index(inner[..close].parse().ok()?))
+        } else {
+            None
+        };
+        segments.push(Segment::new(name, sub));
+        match rest.strip_prefix('.') {
+            Some(next) => rest = next,
+            None if rest.is_empty() => return Some(segments),
+            None => return None,
+        }
+    }
+}
+
+/// A path with its names in proto3 JSON's lowerCamelCase, as a campaign
+/// document writes them.
+fn camel_path(api: &str) -> String {
+    match parse(api) {
+        Some(path) => path
+            .into_iter()
+            .map(|s| Segment::new(&camel(&s.name), s.sub).to_string())
+            .collect::<Vec<_>>()
+            .join("."),
+        None => api.to_owned(),
+    }
+}
+
+fn camel(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = false;
+    for c in name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(file_text: Option<&str>, args: SpecArgs) -> (Written, Option<tempfile::TempDir>) {
+        let mut args = args;
+        let dir = file_text.map(|text| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("patch.yaml");
+            std::fs::write(&path, text).unwrap();
+            args.file = Some(path);
+            dir
+        });
+        let (_, mut written) = crate::spec::written(&args).unwrap();
+        if let Some(file) = &mut written.file {
+            file.name = "patch.yaml".into();
+        }
+        (written, dir)
+    }
+
+    #[test]
+    fn paths_parse_and_read_back() {
+        for path in [
+            "targets.account_ids[3]",
+            "command.document.parameters['Operation']",
+            "stages[1].tags[0].values[2]",
+            "labels['team.owner']",
+        ] {
+            let parsed = parse(path).unwrap();
+            let back: Vec<String> = parsed.iter().map(ToString::to_string).collect();
+            assert_eq!(back.join("."), path);
+        }
+        assert_eq!(parse("targets..regions"), None);
+        assert_eq!(parse("targets[x]"), None);
+        assert_eq!(parse("Not a path"), None);
+        assert_eq!(
+            camel_path("targets.account_ids[3]"),
+            "targets.accountIds[3]",
+            "a campaign document's names"
+        );
+    }
+
+    #[test]
+    fn a_list_entry_is_said_where_it_was_written_in_the_file_or_by_a_flag() {
+        let (w, _dir) = written(
+            Some("targets:\n  accounts: [111111111111, 12345]\n  tags:\n    Env: prod\ncommand:\n  linux: uptime\n"),
+            SpecArgs {
+                accounts: vec!["222222222222".into(), "9".into()],
+                regions: vec!["us-nowhere-1".into()],
+                tags: vec!["Role=web".into()],
+                ..Default::default()
+            },
+        );
+        assert_eq!(w.said("targets.account_ids[1]"), "targets.accounts[1] in patch.yaml");
+        assert_eq!(w.said("targets.account_ids[3]"), "--account 9");
+        assert_eq!(
+            w.said("targets.account_ids"),
+            "targets.accounts in patch.yaml and --account"
+        );
+        assert_eq!(w.said("targets.regions[0]"), "--region us-nowhere-1");
+        assert_eq!(w.said("targets.tags[0].key"), "targets.tags.Env in patch.yaml");
+        assert_eq!(w.said("targets.tags[1].values[0]"), "--tag Role=web");
+        assert_eq!(w.said("command.script.linux_lines"), "command.linux in patch.yaml");
+        // A field this does not know is said as the API names it.
+        assert_eq!(w.said("targets.something_new[0]"), "targets.something_new[0]");
+    }
+
+    #[test]
+    fn a_setting_is_the_flags_when_given_and_the_files_otherwise() {
+        let (w, _dir) = written(
+            Some(
+                "targets:\n  accounts: [111111111111]\ncommand:\n  document: AWS-RunPatchBaseline\n  parameters:\n    Operation: Instal\n  execution_timeout: 2h\nrate:\n  batch_size: 80\nstages:\n  - name: canary\n    accounts: [1]\n    bake: 10m\n  - name: rest\n    tags:\n      Ring: [two]\nthen:\n  - linux: reboot\n    execution_timeout: 5m\n",
+            ),
+            SpecArgs {
+                max_errors: Some("x".into()),
+                params: vec!["RebootOption=Sometimes".into()],
+                ..Default::default()
+            },
+        );
+        assert_eq!(w.said("rate.batch_size"), "rate.batch_size in patch.yaml");
+        assert_eq!(w.said("rate.max_errors"), "--max-errors");
+        assert_eq!(
+            w.said("command.document.parameters['Operation']"),
+            "command.parameters.Operation in patch.yaml"
+        );
+        assert_eq!(
+            w.said("command.document.parameters['RebootOption']"),
+            "--param RebootOption=Sometimes"
+        );
+        assert_eq!(
+            w.said("command.execution_timeout_seconds"),
+            "command.execution_timeout in patch.yaml"
+        );
+        assert_eq!(
+            w.said("stages[0].account_ids[0]"),
+            "stages[0].accounts[0] in patch.yaml"
+        );
+        assert_eq!(w.said("stages[0].bake_seconds"), "stages[0].bake in patch.yaml");
+        assert_eq!(
+            w.said("stages[1].tags[0].values[0]"),
+            "stages[1].tags.Ring in patch.yaml"
+        );
+        assert_eq!(
+            w.said("then[0].execution_timeout_seconds"),
+            "then[0].execution_timeout in patch.yaml",
+            "flags set the first command only"
+        );
+    }
+
+    #[test]
+    fn without_a_file_fields_are_flags_and_rules_mention_flags() {
+        let (w, _dir) = written(
+            None,
+            SpecArgs {
+                regions: vec!["us-east-1".into()],
+                linux: vec!["uptime".into()],
+                batch_size: Some(80),
+                ..Default::default()
+            },
+        );
+        assert_eq!(w.said("rate.batch_size"), "--batch-size");
+        assert_eq!(w.said("command.script.linux_lines"), "--linux");
+        assert_eq!(w.said("targets"), "targets");
+        assert_eq!(
+            w.rule(
+                "name at least one account id (targets.account_ids), OU (targets.organizational_unit_ids) or scope (targets.scopes)."
+            ),
+            "name at least one account id (--account), OU (--ou) or scope (targets.scopes)."
+        );
+    }
+
+    #[test]
+    fn rules_mention_a_files_keys_and_leave_other_words_alone() {
+        let (w, _dir) = written(
+            Some("targets:\n  regions: [cn-north-1]\ncommand:\n  linux: uptime\n"),
+            SpecArgs::default(),
+        );
+        assert_eq!(
+            w.rule("'cn-north-1' is in partition aws-cn, not the campaign's aws (access.partition)"),
+            "'cn-north-1' is in partition aws-cn, not the campaign's aws (access.partition or --partition)"
+        );
+        assert_eq!(
+            w.rule("give script lines (then[0].script) or a document (then[0].document)"),
+            "give script lines (then[0].linux) or a document (then[0].document)"
+        );
+        assert_eq!(w.rule("1.5 e.g. is a.b"), "1.5 e.g. is a.b");
+    }
+
+    #[test]
+    fn a_campaign_document_is_named_by_the_apis_keys_under_spec() {
+        let (w, _dir) = written(
+            Some("spec:\n  targets:\n    accountIds: ['12']\n  command:\n    script:\n      linuxLines: [uptime]\n"),
+            SpecArgs {
+                accounts: vec!["3".into()],
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            w.said("targets.account_ids[0]"),
+            "spec.targets.accountIds[0] in patch.yaml"
+        );
+        assert_eq!(w.said("targets.account_ids[1]"), "--account 3");
+        assert_eq!(
+            w.said("command.script.linux_lines"),
+            "spec.command.script.linuxLines in patch.yaml"
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_said_line_by_line_and_other_failures_pass_through() {
+        use tonic_types::{ErrorDetails, FieldViolation};
+        let (w, _dir) = written(
+            Some("targets:\n  accounts: [12345]\ncommand:\n  linux: uptime\n"),
+            SpecArgs {
+                regions: vec!["mars-1".into()],
+                ..Default::default()
+            },
+        );
+        let status = tonic::Status::with_error_details(
+            tonic::Code::InvalidArgument,
+            "targets.account_ids[0]: ...; targets.regions[0]: ...",
+            ErrorDetails::with_bad_request(vec![
+                FieldViolation::new("spec.targets.account_ids[0]", "'12345' is not 12 digits"),
+                FieldViolation::new("spec.targets.regions[0]", "'mars-1' is not a region"),
+                FieldViolation::new("expected_version", "is 3, not 2"),
+            ]),
+        );
+        let lines = match w.refusal(Failure::Controller(status), "spec.", |_| None) {
+            Failure::Refused(lines) => lines,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            lines,
+            [
+                "targets.accounts[0] in patch.yaml: '12345' is not 12 digits",
+                "--region mars-1: 'mars-1' is not a region",
+                "expected_version: is 3, not 2",
+            ]
+        );
+        // No BadRequest (an older controller), or not a refusal: as it came.
+        let plain = w.refusal(
+            Failure::Controller(tonic::Status::invalid_argument("spec: is required")),
+            "spec.",
+            |_| None,
+        );
+        assert!(matches!(plain, Failure::Controller(s) if s.message() == "spec: is required"));
+        let input = w.refusal(Failure::Input("--at: bad".into()), "spec.", |_| None);
+        assert!(matches!(input, Failure::Input(_)));
+    }
+}
