@@ -418,6 +418,15 @@ impl CampaignApi {
             .ok_or_else(|| Status::not_found("no campaign with that id"))
     }
 
+    /// A campaign without its scopes, authorized as GetCampaign is: what a
+    /// console page under a campaign needs to name it (GetCampaign would
+    /// read every scope).
+    pub(crate) async fn campaign_heading(&self, request: Request<GetCampaignRequest>) -> Result<Campaign, Status> {
+        let id = request.get_ref().campaign_id.clone();
+        self.authorize_on(&request, "GetCampaign", Action::Read, &id).await?;
+        self.campaign(&id, false).await
+    }
+
     /// Validates, expands and stores a campaign (or finds it by client token).
     pub(crate) async fn create(
         &self,

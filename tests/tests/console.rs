@@ -233,6 +233,11 @@ async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_
     browser.element(&cell).await.click().await.unwrap();
     let rows = browser.text_of("targets").await;
     assert!(rows.contains("failed") && rows.contains("success"), "{rows}");
+    assert_eq!(
+        browser.text_of("crumb-campaign").await,
+        "console-watch",
+        "the way back names the campaign"
+    );
     browser.screenshot("05-scope").await;
     browser
         .client
@@ -243,6 +248,7 @@ async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_
         .await
         .unwrap();
     assert_eq!(browser.text_of("status").await, "failed");
+    assert_eq!(browser.text_of("crumb-campaign").await, "console-watch");
     let instance = browser.client.current_url().await.unwrap();
     let instance = instance.path().rsplit('/').next().unwrap().to_owned();
     let expected = stack
@@ -321,6 +327,20 @@ async fn an_operator_watches_a_campaign_live_drills_into_a_failure_and_a_viewer_
         );
         assert!(table.contains(&line), "the plan shows {line}: {table}");
     }
+    let first = &planned.scopes[0];
+    browser
+        .goto(&format!(
+            "{}/console/campaigns/{}/scopes/{}/{}",
+            base(&stack),
+            plan.campaign_id,
+            first.account_id,
+            first.region
+        ))
+        .await;
+    assert_eq!(browser.text_of("crumb-campaign").await, "Plan: console-plan");
+    browser
+        .goto(&format!("{}/console/campaigns/{}", base(&stack), plan.campaign_id))
+        .await;
     // Its stages: what each would run and what follows it.
     let expected: Vec<String> = planned
         .stages

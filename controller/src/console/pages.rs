@@ -472,6 +472,27 @@ async fn get_campaign(console: &Console, caller: &Caller, id: &str) -> Result<Ca
         })
 }
 
+/// A campaign's name as pages show it: its id when it has none.
+fn display_name(c: &Campaign) -> String {
+    match c.spec.as_ref().map(|s| s.name.as_str()) {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => c.id.clone(),
+    }
+}
+
+/// The crumb of a page under campaign `id`: its name ("Plan: " before a
+/// plan's).
+async fn campaign_crumb(console: &Console, caller: &Caller, id: &str) -> Result<String, tonic::Status> {
+    let c = console
+        .api
+        .campaign_heading(caller.request(GetCampaignRequest {
+            campaign_id: id.to_owned(),
+        }))
+        .await?;
+    let name = display_name(&c);
+    Ok(if c.dry_run { format!("Plan: {name}") } else { name })
+}
+
 /// The failures shown when the page opens (the stream adds later ones).
 const FIRST_FAILURES: u32 = 100;
 
@@ -505,11 +526,7 @@ pub async fn campaign(
     html(&CampaignPage {
         who: Some(who),
         csrf: caller.csrf(),
-        name: if spec.name.is_empty() {
-            c.id.clone()
-        } else {
-            spec.name.clone()
-        },
+        name: display_name(&c),
         description: spec.description,
         state: state_word(c.state),
         state_class: state_word(c.state).replace(' ', "-"),
@@ -706,6 +723,8 @@ struct ScopePage {
     who: Option<Who>,
     csrf: String,
     campaign_href: String,
+    /// The campaign's name, for the crumb that leads back to it.
+    campaign_name: String,
     account: String,
     region: String,
     status: String,
@@ -738,20 +757,18 @@ pub async fn scope(
         })?;
         vec![status as i32]
     };
-    let answer = console
-        .api
-        .list_targets(caller.request(ListTargetsRequest {
-            campaign_id: id.clone(),
-            page_size: 500,
-            page_token: query.page.clone(),
-            statuses,
-            account_ids: vec![account.clone()],
-            regions: vec![region.clone()],
-            ..Default::default()
-        }))
-        .await
-        .map_err(|s| PageError::from(s).at(&here))?
-        .into_inner();
+    let targets = console.api.list_targets(caller.request(ListTargetsRequest {
+        campaign_id: id.clone(),
+        page_size: 500,
+        page_token: query.page.clone(),
+        statuses,
+        account_ids: vec![account.clone()],
+        regions: vec![region.clone()],
+        ..Default::default()
+    }));
+    let (campaign_name, answer) =
+        tokio::try_join!(campaign_crumb(&console, &caller, &id), targets).map_err(|s| PageError::from(s).at(&here))?;
+    let answer = answer.into_inner();
     let next_href = (!answer.next_page_token.is_empty()).then(|| {
         let q: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("status", &query.status)
@@ -763,6 +780,7 @@ pub async fn scope(
         who: Some(who),
         csrf: caller.csrf(),
         campaign_href,
+        campaign_name,
         account,
         region,
         status: query.status,
@@ -796,6 +814,8 @@ struct TargetPage {
     who: Option<Who>,
     csrf: String,
     campaign_href: String,
+    /// The campaign's name, for the crumb that leads back to it.
+    campaign_name: String,
     scope_href: String,
     row: TargetRow,
     facts: Vec<(String, String)>,
@@ -817,21 +837,24 @@ pub async fn target(
         segment(&instance)
     );
     let who = who(&console, &caller, &here).await?;
-    let t = fetch_target(&console, &caller, (&id, &account, &region, &instance))
-        .await
-        .map_err(|s| PageError::from(s).at(&here))?
-        .ok_or_else(|| {
-            PageError::Plain(
-                StatusCode::NOT_FOUND,
-                format!("instance: no target {instance} in {account} {region}"),
-            )
-        })?;
+    let (campaign_name, t) = tokio::try_join!(
+        campaign_crumb(&console, &caller, &id),
+        fetch_target(&console, &caller, (&id, &account, &region, &instance))
+    )
+    .map_err(|s| PageError::from(s).at(&here))?;
+    let t = t.ok_or_else(|| {
+        PageError::Plain(
+            StatusCode::NOT_FOUND,
+            format!("instance: no target {instance} in {account} {region}"),
+        )
+    })?;
     let facts = target_facts(&t);
     let steps = t.steps.iter().map(|s| StepView::of(s, &t.region)).collect();
     html(&TargetPage {
         who: Some(who),
         csrf: caller.csrf(),
         campaign_href,
+        campaign_name,
         scope_href,
         row: TargetRow::of(&t),
         facts,
