@@ -9,35 +9,30 @@ use muster_proto::v1::CampaignSpec;
 use tonic_types::StatusExt as _;
 
 use crate::args::SpecArgs;
-use crate::commands::Failure;
+use crate::spec::{Keys, Source};
 
 /// How a spec was written: by a file (if any), then flags over it.
 #[derive(Debug, Clone)]
 pub struct Written {
-    file: Option<File>,
+    file: Option<Source>,
     /// The spec as the file alone gave it: a list's entries from the file
     /// come first, the flags' after them.
     from_file: CampaignSpec,
     args: SpecArgs,
 }
 
-/// The file a spec was read from.
-#[derive(Debug, Clone)]
-pub struct File {
-    /// As the author named it (or "standard input").
-    pub name: String,
-    /// Whose names its keys are.
-    pub keys: Keys,
-}
-
-/// The names a file's keys have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Keys {
-    /// A campaign file's own (`targets.accounts`, `stages[0].bake`).
-    Campaign,
-    /// The API's, in proto3 JSON under `spec` (a campaign as `muster show
-    /// -o yaml` prints it: `spec.targets.accountIds`).
-    Api,
+/// The spec `args` describe, as [`crate::spec::build`] makes it, and how it
+/// was written, so that the controller's refusal of it can name what its
+/// author wrote.
+pub fn written(args: &SpecArgs) -> anyhow::Result<(CampaignSpec, Written)> {
+    let (from_file, file) = crate::spec::from_file(args)?;
+    let spec = crate::spec::with_flags(from_file.clone(), args)?;
+    let written = Written {
+        file,
+        from_file,
+        args: args.clone(),
+    };
+    Ok((spec, written))
 }
 
 /// Where the author wrote a field.
@@ -61,28 +56,21 @@ enum By {
 }
 
 impl Written {
-    pub fn new(file: Option<File>, from_file: CampaignSpec, args: &SpecArgs) -> Self {
-        Written {
-            file,
-            from_file,
-            args: args.clone(),
-        }
-    }
-
-    /// `failure` with a refusal's fields said as the author wrote them:
-    /// fields under `prefix` (where the spec is in the request, "spec.")
-    /// by this, others by `other` (None: as the API names them).
-    pub fn refusal(&self, failure: Failure, prefix: &str, other: impl Fn(&str) -> Option<String>) -> Failure {
-        let Failure::Controller(status) = &failure else {
-            return failure;
-        };
+    /// A refusal's broken rules, a line each, its fields said as the author
+    /// wrote them: fields under `prefix` (where the spec is in the request,
+    /// "spec.") by this, others by `other` (None: as the API names them).
+    /// None for anything but a refusal with a BadRequest.
+    pub fn refusal(
+        &self,
+        status: &tonic::Status,
+        prefix: &str,
+        other: impl Fn(&str) -> Option<String>,
+    ) -> Option<Vec<String>> {
         if status.code() != tonic::Code::InvalidArgument {
-            return failure;
+            return None;
         }
-        let Some(bad) = status.get_details_bad_request() else {
-            return failure;
-        };
-        let lines = bad
+        let bad = status.get_details_bad_request()?;
+        let lines: Vec<String> = bad
             .field_violations
             .iter()
             .map(|v| {
@@ -97,12 +85,8 @@ impl Written {
                     .collect();
                 format!("{}: {}", fields.join(", "), self.rule(&v.description))
             })
-            .collect::<Vec<_>>();
-        if lines.is_empty() {
-            failure
-        } else {
-            Failure::Refused(lines)
-        }
+            .collect();
+        (!lines.is_empty()).then_some(lines)
     }
 
     /// A field of the spec (`targets.account_ids[3]`) as the author wrote
@@ -143,7 +127,7 @@ impl Written {
     }
 
     /// A field's key in `file`: a campaign file's own, or the API's.
-    fn key(&self, file: &File, key: &str, api: &str) -> String {
+    fn key(&self, file: &Source, key: &str, api: &str) -> String {
         match file.keys {
             Keys::Campaign => key.to_owned(),
             Keys::Api => format!("spec.{}", camel_path(api)),
@@ -624,7 +608,7 @@ mod tests {
             args.file = Some(path);
             dir
         });
-        let (_, mut written) = crate::spec::written(&args).unwrap();
+        let (_, mut written) = super::written(&args).unwrap();
         if let Some(file) = &mut written.file {
             file.name = "patch.yaml".into();
         }
@@ -798,10 +782,9 @@ mod tests {
                 FieldViolation::new("expected_version", "is 3, not 2"),
             ]),
         );
-        let lines = match w.refusal(Failure::Controller(status), "spec.", |_| None) {
-            Failure::Refused(lines) => lines,
-            other => panic!("{other:?}"),
-        };
+        let lines = w
+            .refusal(&status, "spec.", |_| None)
+            .expect("a refusal with a BadRequest");
         assert_eq!(
             lines,
             [
@@ -811,13 +794,13 @@ mod tests {
             ]
         );
         // No BadRequest (an older controller), or not a refusal: as it came.
-        let plain = w.refusal(
-            Failure::Controller(tonic::Status::invalid_argument("spec: is required")),
-            "spec.",
-            |_| None,
+        let plain = tonic::Status::invalid_argument("spec: is required");
+        assert_eq!(w.refusal(&plain, "spec.", |_| None), None);
+        let other = tonic::Status::with_error_details(
+            tonic::Code::FailedPrecondition,
+            "not now",
+            ErrorDetails::with_bad_request(vec![FieldViolation::new("spec.name", "x")]),
         );
-        assert!(matches!(plain, Failure::Controller(s) if s.message() == "spec: is required"));
-        let input = w.refusal(Failure::Input("--at: bad".into()), "spec.", |_| None);
-        assert!(matches!(input, Failure::Input(_)));
+        assert_eq!(w.refusal(&other, "spec.", |_| None), None);
     }
 }

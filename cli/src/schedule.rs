@@ -68,7 +68,7 @@ pub async fn run(
 
 /// The schedule the flags describe.
 fn spec_of(args: &PutScheduleArgs) -> Result<(ScheduleSpec, Written), Failure> {
-    let (campaign, written) = crate::spec::written(&args.spec)?;
+    let (campaign, written) = crate::refusal::written(&args.spec)?;
     let at = args
         .at
         .as_deref()
@@ -163,7 +163,7 @@ async fn put(
         async move { client.put_schedule(timed(request)).await }
     })
     .await
-    .map_err(|failure| written.refusal(failure, "spec.campaign.", schedule_flag))?
+    .map_err(|failure| failure.said_as(&written, "spec.campaign.", schedule_flag))?
     .schedule
     .unwrap_or_default();
     match output {

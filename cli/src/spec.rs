@@ -14,7 +14,6 @@ use muster_proto::v1::{
 use serde::Deserialize;
 
 use crate::args::SpecArgs;
-use crate::refusal::{File, Keys, Written};
 
 /// A campaign file.
 #[derive(Debug, Default, Deserialize)]
@@ -367,21 +366,36 @@ fn lines_of(path: &Path) -> anyhow::Result<Vec<String>> {
 /// Builds the spec from a file (if any) and flags. The controller validates
 /// it; this only shapes it.
 pub fn build(args: &SpecArgs) -> anyhow::Result<CampaignSpec> {
-    Ok(written(args)?.0)
+    let (spec, _) = from_file(args)?;
+    with_flags(spec, args)
 }
 
-/// The spec, as [`build`] makes it, and how it was written, so that the
-/// controller's refusal of it can name what its author wrote.
-pub fn written(args: &SpecArgs) -> anyhow::Result<(CampaignSpec, Written)> {
-    let (from_file, file) = match &args.file {
-        Some(path) => {
-            let (spec, file) = read_document(path)?;
-            (spec, Some(file))
-        }
-        None => (CampaignFile::default().into_spec()?, None),
-    };
-    let spec = with_flags(from_file.clone(), args)?;
-    Ok((spec, Written::new(file, from_file, args)))
+/// The spec the file `-f` names gives alone (before flags), and where it
+/// came from; an empty spec without a file.
+pub(crate) fn from_file(args: &SpecArgs) -> anyhow::Result<(CampaignSpec, Option<Source>)> {
+    match &args.file {
+        Some(path) => read_document(path).map(|(spec, source)| (spec, Some(source))),
+        None => Ok((CampaignFile::default().into_spec()?, None)),
+    }
+}
+
+/// The file a spec was read from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// As its author named it (or "standard input").
+    pub name: String,
+    /// Whose names its keys are.
+    pub keys: Keys,
+}
+
+/// The names a file's keys have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// A campaign file's own (`targets.accounts`, `stages[0].bake`).
+    Campaign,
+    /// The API's, in proto3 JSON under `spec` (a campaign as `muster show
+    /// -o yaml` prints it: `spec.targets.accountIds`).
+    Api,
 }
 
 /// The spec `-f` names (a path, or `-` for standard input): a campaign
@@ -389,7 +403,7 @@ pub fn written(args: &SpecArgs) -> anyhow::Result<(CampaignSpec, Written)> {
 /// is too), or a campaign as `muster show -o yaml|json` prints it, a
 /// document with a top-level `spec` (the proto3 JSON mapping of
 /// `muster.v1.Campaign`, whose spec is submitted again).
-fn read_document(path: &Path) -> anyhow::Result<(CampaignSpec, File)> {
+fn read_document(path: &Path) -> anyhow::Result<(CampaignSpec, Source)> {
     let stdin = path.as_os_str() == "-";
     let name = if stdin {
         "standard input".to_owned()
@@ -401,7 +415,7 @@ fn read_document(path: &Path) -> anyhow::Result<(CampaignSpec, File)> {
     } else {
         std::fs::read_to_string(path).with_context(|| format!("cannot read campaign file {name}"))?
     };
-    let file = |keys| File {
+    let file = |keys| Source {
         name: name.clone(),
         keys,
     };
@@ -510,7 +524,7 @@ fn set<T: Clone>(slot: &mut T, flag: &Option<T>) {
 
 /// The flags over a spec read from a file: a flag's value replaces the
 /// file's, a flag's list adds to the file's (script lines replace them).
-fn with_flags(mut spec: CampaignSpec, args: &SpecArgs) -> anyhow::Result<CampaignSpec> {
+pub(crate) fn with_flags(mut spec: CampaignSpec, args: &SpecArgs) -> anyhow::Result<CampaignSpec> {
     set(&mut spec.name, &args.name);
     set(&mut spec.client_token, &args.client_token);
     spec.confirm_large |= args.confirm_large;

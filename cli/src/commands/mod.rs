@@ -34,6 +34,22 @@ pub enum Failure {
     Refused(Vec<String>),
 }
 
+impl Failure {
+    /// The controller's refusal of a spec with its fields said as
+    /// `written` wrote them (see [`crate::refusal`]); anything else as it is.
+    pub(crate) fn said_as(
+        self,
+        written: &crate::refusal::Written,
+        prefix: &str,
+        other: impl Fn(&str) -> Option<String>,
+    ) -> Self {
+        match &self {
+            Failure::Controller(status) => written.refusal(status, prefix, other).map_or(self, Failure::Refused),
+            _ => self,
+        }
+    }
+}
+
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
         Failure::Input(format!("{e:#}"))

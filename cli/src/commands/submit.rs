@@ -15,7 +15,7 @@ use crate::render::{self, Style};
 /// with the same token, and the controller answers with the campaign it
 /// already made, never a second one.
 pub async fn submit(client: &mut Client, args: &SpecArgs, style: Style, output: Output) -> Result<String, Failure> {
-    let (mut spec, written) = crate::spec::written(args)?;
+    let (mut spec, written) = crate::refusal::written(args)?;
     if spec.client_token.is_empty() {
         spec.client_token = uuid::Uuid::new_v4().to_string();
     }
@@ -32,7 +32,7 @@ pub async fn submit(client: &mut Client, args: &SpecArgs, style: Style, output: 
         async move { client.submit_campaign(timed(request)).await }
     })
     .await
-    .map_err(|failure| written.refusal(failure, "spec.", |_| None))?;
+    .map_err(|failure| failure.said_as(&written, "spec.", |_| None))?;
     match output {
         Output::Json | Output::Yaml => render::print_message(&answer, output),
         Output::Csv => println!("{}", answer.campaign_id),
@@ -54,7 +54,7 @@ pub async fn submit(client: &mut Client, args: &SpecArgs, style: Style, output: 
 
 /// `muster plan`.
 pub async fn plan(client: &mut Client, args: &SpecArgs, style: Style, output: Output) -> Result<i32, Failure> {
-    let (spec, written) = crate::spec::written(args)?;
+    let (spec, written) = crate::refusal::written(args)?;
     if output.is_table() {
         eprintln!("discovering targets (nothing runs)...");
     }
@@ -64,7 +64,7 @@ pub async fn plan(client: &mut Client, args: &SpecArgs, style: Style, output: Ou
             wait_seconds: 300,
         })
         .await
-        .map_err(|status| written.refusal(status.into(), "spec.", |_| None))?
+        .map_err(|status| Failure::from(status).said_as(&written, "spec.", |_| None))?
         .into_inner();
     if matches!(output, Output::Json | Output::Yaml) {
         render::print_message(&answer, output);
