@@ -1,0 +1,258 @@
+//! A scope's targets and one target's output: the pages under a campaign,
+//! whose crumbs lead back to it by name.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use muster_proto::v1::campaign_service_server::CampaignService;
+use muster_proto::v1::{GetCampaignRequest, GetTargetRequest, ListTargetsRequest, TargetStatus};
+use serde::Deserialize;
+
+use super::{Who, display_name, html, who};
+use crate::console::session::Caller;
+use crate::console::views::{self, TargetRow, segment, when};
+use crate::console::{Console, PageError};
+
+/// The crumb of a page under campaign `id`: its name ("Plan: " before a
+/// plan's).
+async fn campaign_crumb(console: &Console, caller: &Caller, id: &str) -> Result<String, tonic::Status> {
+    let c = console
+        .api
+        .campaign_heading(caller.request(GetCampaignRequest {
+            campaign_id: id.to_owned(),
+        }))
+        .await?;
+    let name = display_name(&c);
+    Ok(if c.dry_run { format!("Plan: {name}") } else { name })
+}
+
+/// A scope's targets' filters.
+#[derive(Debug, Default, Deserialize)]
+pub struct ScopeQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    page: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/scope.html")]
+struct ScopePage {
+    who: Option<Who>,
+    csrf: String,
+    campaign_href: String,
+    /// The campaign's name, for the crumb that leads back to it.
+    campaign_name: String,
+    account: String,
+    region: String,
+    status: String,
+    statuses: Vec<String>,
+    rows: Vec<TargetRow>,
+    next_href: Option<String>,
+}
+
+/// The targets of one (account, region).
+pub async fn scope(
+    State(console): State<Console>,
+    caller: Caller,
+    Path((id, account, region)): Path<(String, String, String)>,
+    Query(query): Query<ScopeQuery>,
+) -> Result<Response, PageError> {
+    let campaign_href = format!("/console/campaigns/{}", segment(&id));
+    let here = format!("{campaign_href}/scopes/{}/{}", segment(&account), segment(&region));
+    let who = who(&console, &caller, &here).await?;
+    let statuses = if query.status.is_empty() {
+        Vec::new()
+    } else {
+        let status = TargetStatus::from_short_name(&query.status.replace(' ', "_")).ok_or_else(|| {
+            PageError::Plain(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "status: {:?} is not a target status (e.g. failed, success)",
+                    query.status
+                ),
+            )
+        })?;
+        vec![status as i32]
+    };
+    let targets = console.api.list_targets(caller.request(ListTargetsRequest {
+        campaign_id: id.clone(),
+        page_size: 500,
+        page_token: query.page.clone(),
+        statuses,
+        account_ids: vec![account.clone()],
+        regions: vec![region.clone()],
+        ..Default::default()
+    }));
+    let (campaign_name, answer) =
+        tokio::try_join!(campaign_crumb(&console, &caller, &id), targets).map_err(|s| PageError::from(s).at(&here))?;
+    let answer = answer.into_inner();
+    let next_href = (!answer.next_page_token.is_empty()).then(|| {
+        let q: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("status", &query.status)
+            .append_pair("page", &answer.next_page_token)
+            .finish();
+        format!("{here}?{q}")
+    });
+    html(&ScopePage {
+        who: Some(who),
+        csrf: caller.csrf(),
+        campaign_href,
+        campaign_name,
+        account,
+        region,
+        status: query.status,
+        statuses: muster_proto::ALL_TARGET_STATUSES
+            .iter()
+            .map(|s| s.short_name().replace('_', " "))
+            .collect(),
+        rows: answer.targets.iter().map(TargetRow::of).collect(),
+        next_href,
+    })
+}
+
+/// One step's output as the target page shows it.
+pub struct StepView {
+    name: String,
+    status: String,
+    exit_code: String,
+    stdout: String,
+    stderr: String,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+    stdout_url: String,
+    stderr_url: String,
+    stdout_link: Option<String>,
+    stderr_link: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/target.html")]
+struct TargetPage {
+    who: Option<Who>,
+    csrf: String,
+    campaign_href: String,
+    /// The campaign's name, for the crumb that leads back to it.
+    campaign_name: String,
+    scope_href: String,
+    row: TargetRow,
+    facts: Vec<(String, String)>,
+    steps: Vec<StepView>,
+}
+
+/// One target: its status, why, and each step's output.
+pub async fn target(
+    State(console): State<Console>,
+    caller: Caller,
+    Path((id, account, region, instance)): Path<(String, String, String, String)>,
+) -> Result<Response, PageError> {
+    let campaign_href = format!("/console/campaigns/{}", segment(&id));
+    let scope_href = format!("{campaign_href}/scopes/{}/{}", segment(&account), segment(&region));
+    let here = format!(
+        "{campaign_href}/targets/{}/{}/{}",
+        segment(&account),
+        segment(&region),
+        segment(&instance)
+    );
+    let who = who(&console, &caller, &here).await?;
+    let (campaign_name, t) = tokio::try_join!(
+        campaign_crumb(&console, &caller, &id),
+        fetch_target(&console, &caller, (&id, &account, &region, &instance))
+    )
+    .map_err(|s| PageError::from(s).at(&here))?;
+    let t = t.ok_or_else(|| {
+        PageError::Plain(
+            StatusCode::NOT_FOUND,
+            format!("instance: no target {instance} in {account} {region}"),
+        )
+    })?;
+    let facts = target_facts(&t);
+    let steps = t.steps.iter().map(|s| StepView::of(s, &t.region)).collect();
+    html(&TargetPage {
+        who: Some(who),
+        csrf: caller.csrf(),
+        campaign_href,
+        campaign_name,
+        scope_href,
+        row: TargetRow::of(&t),
+        facts,
+        steps,
+    })
+}
+
+/// The target the page is about, with its output. The ERROR target of a
+/// scope that could not be discovered has no instance id (`-` in the
+/// address): it is the scope's only target.
+async fn fetch_target(
+    console: &Console,
+    caller: &Caller,
+    (id, account, region, instance): (&str, &str, &str, &str),
+) -> Result<Option<muster_proto::v1::Target>, tonic::Status> {
+    if instance == "-" {
+        let page = console
+            .api
+            .list_targets(caller.request(ListTargetsRequest {
+                campaign_id: id.to_owned(),
+                page_size: 1,
+                account_ids: vec![account.to_owned()],
+                regions: vec![region.to_owned()],
+                include_output: true,
+                ..Default::default()
+            }))
+            .await?;
+        Ok(page.into_inner().targets.into_iter().next())
+    } else {
+        let answer = console
+            .api
+            .get_target(caller.request(GetTargetRequest {
+                campaign_id: id.to_owned(),
+                instance_id: instance.to_owned(),
+                account_id: account.to_owned(),
+                region: region.to_owned(),
+            }))
+            .await?;
+        Ok(answer.into_inner().target)
+    }
+}
+
+/// The target's facts that have a value, in the page's order.
+fn target_facts(t: &muster_proto::v1::Target) -> Vec<(String, String)> {
+    [
+        ("Status", views::status_word(t.status)),
+        ("Reason", t.reason.clone()),
+        ("Exit code", t.exit_code.map(|c| c.to_string()).unwrap_or_default()),
+        ("SSM status details", t.ssm_status_details.clone()),
+        ("Command id", t.command_id.clone()),
+        ("Document", t.document_name.clone()),
+        ("Stage", t.stage.clone()),
+        ("Sent", when(t.dispatched_at.as_ref())),
+        ("Started", when(t.started_at.as_ref())),
+        ("Finished", when(t.finished_at.as_ref())),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+impl StepView {
+    /// One step's output, with links to its full copy in `region`.
+    fn of(s: &muster_proto::v1::StepOutput, region: &str) -> Self {
+        StepView {
+            name: s.name.clone(),
+            status: s.status.clone(),
+            exit_code: s.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            stdout: s.stdout.clone(),
+            stderr: s.stderr.clone(),
+            stdout_truncated: s.stdout_truncated,
+            stderr_truncated: s.stderr_truncated,
+            stdout_link: views::output_link(&s.stdout_url, region),
+            stderr_link: views::output_link(&s.stderr_url, region),
+            stdout_url: s.stdout_url.clone(),
+            stderr_url: s.stderr_url.clone(),
+        }
+    }
+}
+
+// ---- sign-in ----
