@@ -204,7 +204,7 @@ impl Written {
                     .rev()
                     .find(|l| l.split_once('=').is_some_and(|(k, _)| k == key));
                 Spot {
-                    key: format!("labels.{key}"),
+                    key: entry("labels", key),
                     flag: Some("--label"),
                     by: flag.map_or(By::File, |l| By::Flag(Some(l.clone()))),
                 }
@@ -308,7 +308,7 @@ impl Written {
                         .iter()
                         .find(|p| flags && p.split_once('=').is_some_and(|(n, _)| n == name));
                     Spot {
-                        key: format!("{at}.parameters.{name}"),
+                        key: entry(&format!("{at}.parameters"), name),
                         flag: Some("--param"),
                         by: flag.map_or(By::File, |p| By::Flag(Some(p.clone()))),
                     }
@@ -454,7 +454,7 @@ fn tag(at: &str, flags: Option<(&'static str, &[String])>, keys: &[&str], sub: O
     Some(match sub {
         Some(Sub::Index(i)) => match keys.get(*i) {
             Some(key) => Spot {
-                key: format!("{at}.{key}"),
+                key: entry(at, key),
                 flag,
                 by: By::File,
             },
@@ -469,6 +469,16 @@ fn tag(at: &str, flags: Option<(&'static str, &[String])>, keys: &[&str], sub: O
             None => file_only(at.to_owned()),
         },
     })
+}
+
+/// The entry `key` of the map at `at` as a file writes it: `labels.team`,
+/// or `labels['team owner']` for a key that is more than a word.
+fn entry(at: &str, key: &str) -> String {
+    if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)) {
+        format!("{at}.{key}")
+    } else {
+        format!("{at}['{key}']")
+    }
 }
 
 /// The spot of a field no flag sets (a later command's).
@@ -696,6 +706,11 @@ mod tests {
         assert_eq!(
             w.said("stages[1].tags[0].values[0]"),
             "stages[1].tags.Ring in patch.yaml"
+        );
+        assert_eq!(
+            w.said("command.document.parameters['bad name!']"),
+            "command.parameters['bad name!'] in patch.yaml",
+            "a key that is more than a word is quoted"
         );
         assert_eq!(
             w.said("then[0].execution_timeout_seconds"),
