@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 use crate::Controller;
 use crate::auth::{Auth, Principal};
 use crate::policy::Action;
-use crate::store::campaigns::{self, CampaignRow};
+use crate::store::campaigns::{self, CampaignRow, Detail};
 use crate::store::stages;
 use crate::store::targets::{self, TargetFilter};
 use crate::store::{Sql, StoreResult};
@@ -95,25 +95,28 @@ impl CampaignApi {
 }
 
 impl CampaignApi {
-    async fn campaign(&self, id: &str, with_scopes: bool) -> Result<Campaign, Status> {
+    async fn campaign(&self, id: &str, detail: Detail) -> Result<Campaign, Status> {
         let id = id.to_owned();
         self.ctl
             .store
             .read(move |conn| {
                 let row = campaigns::get(conn, &id)?;
-                row.map(|row| campaigns::to_proto(conn, &row, with_scopes)).transpose()
+                row.map(|row| campaigns::to_proto(conn, &row, detail)).transpose()
             })
             .await?
             .ok_or_else(|| Status::not_found("no campaign with that id"))
     }
 
-    /// A campaign without its scopes, authorized as GetCampaign is: what a
-    /// console page under a campaign needs to name it (GetCampaign would
-    /// read every scope).
-    pub(crate) async fn campaign_heading(&self, request: Request<GetCampaignRequest>) -> Result<Campaign, Status> {
-        let id = request.get_ref().campaign_id.clone();
-        self.authorize_on(&request, "GetCampaign", Action::Read, &id).await?;
-        self.campaign(&id, false).await
+    /// Campaign `id` read to `detail`, authorized as GetCampaign is: for
+    /// console pages that need less than GetCampaign reads (every scope).
+    pub(crate) async fn read_campaign<T>(
+        &self,
+        request: &Request<T>,
+        id: &str,
+        detail: Detail,
+    ) -> Result<Campaign, Status> {
+        self.authorize_on(request, "GetCampaign", Action::Read, id).await?;
+        self.campaign(id, detail).await
     }
 }
 
@@ -127,7 +130,7 @@ impl CampaignService for CampaignApi {
         let (id, created) = self
             .create(request.into_inner().spec, &principal, Creation::SUBMIT)
             .await?;
-        let campaign = self.campaign(&id, true).await?;
+        let campaign = self.campaign(&id, Detail::Full).await?;
         Ok(Response::new(SubmitCampaignResponse {
             campaign_id: id,
             created,
@@ -155,7 +158,7 @@ impl CampaignService for CampaignApi {
         let (id, _) = self.create(request.spec, &principal, Creation::PLAN).await?;
         let deadline = Instant::now() + wait;
         loop {
-            let campaign = self.campaign(&id, true).await?;
+            let campaign = self.campaign(&id, Detail::Full).await?;
             let complete = CampaignState::try_from(campaign.state).is_ok_and(CampaignState::is_terminal);
             if complete || Instant::now() >= deadline {
                 return Ok(Response::new(PlanCampaignResponse {
@@ -175,7 +178,7 @@ impl CampaignService for CampaignApi {
         let id = request.get_ref().campaign_id.clone();
         self.authorize_on(&request, "GetCampaign", Action::Read, &id).await?;
         Ok(Response::new(GetCampaignResponse {
-            campaign: Some(self.campaign(&id, true).await?),
+            campaign: Some(self.campaign(&id, Detail::Full).await?),
         }))
     }
 
@@ -227,7 +230,7 @@ impl CampaignService for CampaignApi {
                                 .permit(Action::Read, &footprint_of(conn, row)?, &members)
                                 .is_ok()
                         {
-                            campaigns.push(campaigns::to_proto(conn, row, false)?);
+                            campaigns.push(campaigns::to_proto(conn, row, Detail::Summary)?);
                         }
                     }
                     cursor = next;
@@ -332,7 +335,7 @@ impl CampaignService for CampaignApi {
         let id = request.campaign_id.clone();
         // Subscribe before the snapshot, so nothing falls between them.
         let mut subscription = self.ctl.watchers.subscribe(&id, request.include_targets);
-        let first = self.campaign(&id, true).await?;
+        let first = self.campaign(&id, Detail::Full).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let api = CampaignApi {
             ctl: self.ctl.clone(),
@@ -357,7 +360,7 @@ impl CampaignService for CampaignApi {
                     Ok(event) => event,
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(campaign_id = %id, missed, "watcher fell behind; sending a snapshot");
-                        match api.campaign(&id, true).await {
+                        match api.campaign(&id, Detail::Full).await {
                             Ok(c) => {
                                 let done = CampaignState::try_from(c.state).is_ok_and(CampaignState::is_terminal);
                                 if tx.send(Ok(snapshot(c))).await.is_err() || done {
@@ -383,7 +386,7 @@ impl CampaignService for CampaignApi {
                 }
                 if terminal {
                     // The last word: the campaign as it ended.
-                    if let Ok(c) = api.campaign(&id, true).await {
+                    if let Ok(c) = api.campaign(&id, Detail::Full).await {
                         let _ = tx.send(Ok(snapshot(c))).await;
                     }
                     return;
@@ -434,7 +437,7 @@ impl CampaignService for CampaignApi {
             Some(false) => {}
         }
         Ok(Response::new(CancelCampaignResponse {
-            campaign: Some(self.campaign(&request.campaign_id, true).await?),
+            campaign: Some(self.campaign(&request.campaign_id, Detail::Full).await?),
         }))
     }
 
@@ -500,7 +503,7 @@ impl CampaignService for CampaignApi {
             tracing::info!(campaign_id = %new_id, rerun_of = %row.id, statuses = names, targets = covered, "rerun stored");
         }
         Ok(Response::new(RerunCampaignResponse {
-            campaign: Some(self.campaign(&new_id, true).await?),
+            campaign: Some(self.campaign(&new_id, Detail::Full).await?),
             campaign_id: new_id,
             created,
             rerun_targets: covered as u64,
@@ -523,7 +526,7 @@ impl CampaignService for CampaignApi {
         self.decide(method, &id, &request.stage, &request.reason, stages::promote)
             .await?;
         Ok(Response::new(PromoteCampaignResponse {
-            campaign: Some(self.campaign(&id, true).await?),
+            campaign: Some(self.campaign(&id, Detail::Full).await?),
         }))
     }
 
@@ -543,7 +546,7 @@ impl CampaignService for CampaignApi {
         self.decide(method, &id, &request.stage, &request.reason, stages::resume)
             .await?;
         Ok(Response::new(ResumeCampaignResponse {
-            campaign: Some(self.campaign(&id, true).await?),
+            campaign: Some(self.campaign(&id, Detail::Full).await?),
         }))
     }
 
@@ -568,7 +571,7 @@ impl CampaignService for CampaignApi {
         self.decide(("ApproveCampaign", &principal), &id, "", &reason, approve)
             .await?;
         Ok(Response::new(ApproveCampaignResponse {
-            campaign: Some(self.campaign(&id, true).await?),
+            campaign: Some(self.campaign(&id, Detail::Full).await?),
         }))
     }
 
@@ -590,7 +593,7 @@ impl CampaignService for CampaignApi {
         self.decide(("RejectCampaign", &principal), &id, "", &reason, reject)
             .await?;
         Ok(Response::new(RejectCampaignResponse {
-            campaign: Some(self.campaign(&id, true).await?),
+            campaign: Some(self.campaign(&id, Detail::Full).await?),
         }))
     }
 

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use super::session::{self, Caller};
 use super::views::{self, HeatMap, StageRow, Summary, TargetRow, segment, state_word, when};
 use super::{Console, PageError, live};
+use crate::store::campaigns::Detail;
 
 mod signin;
 mod targets;
@@ -605,7 +606,14 @@ pub async fn rollout_fragment(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let c = get_campaign(&console, &caller, &id).await?;
+    // The stages and the state, not every scope: an open page asks for
+    // this every few seconds while targets finish.
+    let here = format!("/console/campaigns/{}", segment(&id));
+    let c = console
+        .api
+        .read_campaign(&caller.request(()), &id, Detail::Stages)
+        .await
+        .map_err(|s| PageError::from(s).at(&here))?;
     html(&RolloutFragment {
         csrf: caller.csrf(),
         plan: c.dry_run,

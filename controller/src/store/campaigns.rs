@@ -411,8 +411,19 @@ pub fn reach(conn: &dyn Sql, campaign_id: &str) -> StoreResult<(BTreeSet<String>
     Ok((accounts, regions))
 }
 
+/// How much of a campaign [`to_proto`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Its row and counters: a list's line, a page's crumb.
+    Summary,
+    /// And its stages' statuses: the console's redraw of the rollout.
+    Stages,
+    /// And its scopes and reruns: GetCampaign.
+    Full,
+}
+
 /// The API's view of a campaign.
-pub fn to_proto(conn: &dyn Sql, row: &CampaignRow, with_scopes: bool) -> StoreResult<Campaign> {
+pub fn to_proto(conn: &dyn Sql, row: &CampaignRow, detail: Detail) -> StoreResult<Campaign> {
     Ok(Campaign {
         id: row.id.clone(),
         spec: Some(shown_spec(&row.spec)),
@@ -423,7 +434,7 @@ pub fn to_proto(conn: &dyn Sql, row: &CampaignRow, with_scopes: bool) -> StoreRe
         started_at: row.started_ms.map(timestamp),
         finished_at: row.finished_ms.map(timestamp),
         counters: Some(totals(conn, &row.id)?),
-        scopes: if with_scopes {
+        scopes: if detail == Detail::Full {
             scopes(conn, &row.id)?
         } else {
             Vec::new()
@@ -439,12 +450,12 @@ pub fn to_proto(conn: &dyn Sql, row: &CampaignRow, with_scopes: bool) -> StoreRe
             error: row.export_error.clone(),
         }),
         rerun_of: row.rerun_of.clone(),
-        reruns: if with_scopes {
+        reruns: if detail == Detail::Full {
             reruns(conn, &row.id)?
         } else {
             Vec::new()
         },
-        stages: if with_scopes {
+        stages: if detail != Detail::Summary {
             super::stages::statuses(conn, row)?
         } else {
             Vec::new()

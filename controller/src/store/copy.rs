@@ -720,7 +720,7 @@ mod tests {
 
         // And the campaign reads as it did.
         let campaign = crate::store::campaigns::get(dest, "c1").unwrap().expect("campaign c1");
-        let proto = crate::store::campaigns::to_proto(dest, &campaign, true).unwrap();
+        let proto = crate::store::campaigns::to_proto(dest, &campaign, crate::store::campaigns::Detail::Full).unwrap();
         assert_eq!(proto.scopes.len(), 2);
         assert_eq!(
             crate::store::campaigns::submitted_external_id(dest, "c1").unwrap(),
@@ -866,7 +866,7 @@ mod tests {
         let campaign = crate::store::campaigns::get(dest, "old")
             .unwrap()
             .expect("0.1's campaign");
-        let proto = crate::store::campaigns::to_proto(dest, &campaign, true).unwrap();
+        let proto = crate::store::campaigns::to_proto(dest, &campaign, crate::store::campaigns::Detail::Full).unwrap();
         assert_eq!(proto.scopes.len(), 1);
         assert_eq!(count(dest, "targets"), 1);
         assert_eq!(count(dest, "events"), 1);

@@ -399,5 +399,20 @@ mod tests {
                 .unwrap();
             assert_eq!(audit, 2, "one record per decision made");
         }
+
+        fn a_campaign_is_read_to_the_detail_asked(conn) {
+            use campaigns::Detail;
+            let campaign = staged(&conn);
+            assign(&conn, &campaign).unwrap();
+            start(&conn, &campaign, 0, "").unwrap();
+            let campaign = campaigns::get(&conn, "c").unwrap().unwrap();
+            let read = |detail| campaigns::to_proto(&conn, &campaign, detail).unwrap();
+            let (summary, stages, full) = (read(Detail::Summary), read(Detail::Stages), read(Detail::Full));
+            assert_eq!(full.scopes.len(), 1);
+            assert_eq!(full.stages.len(), 2);
+            assert_eq!(stages.stages, full.stages, "the rollout's redraw sees the stages GetCampaign shows");
+            assert!(stages.scopes.is_empty() && summary.scopes.is_empty() && summary.stages.is_empty());
+            assert_eq!((summary.counters, stages.counters), (full.counters, full.counters), "counters at every detail");
+        }
     }
 }

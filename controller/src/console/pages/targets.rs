@@ -6,22 +6,21 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use muster_proto::v1::campaign_service_server::CampaignService;
-use muster_proto::v1::{GetCampaignRequest, GetTargetRequest, ListTargetsRequest, TargetStatus};
+use muster_proto::v1::{GetTargetRequest, ListTargetsRequest, TargetStatus};
 use serde::Deserialize;
 
 use super::{Who, display_name, html, who};
 use crate::console::session::Caller;
 use crate::console::views::{self, TargetRow, segment, when};
 use crate::console::{Console, PageError};
+use crate::store::campaigns::Detail;
 
 /// The crumb of a page under campaign `id`: its name ("Plan: " before a
 /// plan's).
 async fn campaign_crumb(console: &Console, caller: &Caller, id: &str) -> Result<String, tonic::Status> {
     let c = console
         .api
-        .campaign_heading(caller.request(GetCampaignRequest {
-            campaign_id: id.to_owned(),
-        }))
+        .read_campaign(&caller.request(()), id, Detail::Summary)
         .await?;
     let name = display_name(&c);
     Ok(if c.dry_run { format!("Plan: {name}") } else { name })
