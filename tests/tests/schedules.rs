@@ -482,7 +482,7 @@ async fn the_cli_creates_lists_shows_updates_and_removes_schedules() {
     let (code, _, stderr) = muster(&stack, &bad).await;
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains("time_zone: 'Europe/Nowhere' is not an IANA time zone"),
+        stderr.contains("refused: --tz: 'Europe/Nowhere' is not an IANA time zone"),
         "{stderr}"
     );
 
