@@ -124,11 +124,22 @@ pub(super) fn open(path: &Path, flags: OpenFlags) -> StoreResult<Connection> {
 
 /// The writer's connection: opens (or creates) the database read-write.
 pub(super) fn open_writer(path: &Path) -> StoreResult<Connection> {
-    open(
+    let conn = open(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
+    )?;
+    conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
+    Ok(conn)
 }
+
+/// The writer's page cache, in KiB (negative, as the pragma takes it).
+/// Smaller than the readers': when a b-tree page splits, SQLite moves a
+/// page through the number of the lock page (1 GiB into the file), so the
+/// commit after it scans the whole cache to drop pages past the end of the
+/// database. With 64 MB that scan was about 7% of the writer's time during
+/// an ingest; the writer's working set (the b-trees' upper levels and the
+/// pages being appended to) fits in much less.
+const WRITER_CACHE_KIB: i64 = -8_000;
 
 /// A reader's connection.
 pub(super) fn open_reader(path: &Path) -> StoreResult<Connection> {
