@@ -9,9 +9,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use futures::StreamExt;
 use muster_proto::v1::campaign_service_server::CampaignService;
 use muster_proto::v1::{
-    ApproveCampaignRequest, Campaign, CampaignState, CancelCampaignRequest, GetCampaignRequest, ListCampaignsRequest,
-    ListTargetsRequest, PromoteCampaignRequest, RejectCampaignRequest, RerunCampaignRequest, ResumeCampaignRequest,
-    StagePhase, TargetStatus, WatchCampaignRequest, WatchCampaignResponse, WhoAmIRequest, watch_campaign_response,
+    ApproveCampaignRequest, Campaign, CampaignState, CancelCampaignRequest, ListCampaignsRequest, ListTargetsRequest,
+    PromoteCampaignRequest, RejectCampaignRequest, RerunCampaignRequest, ResumeCampaignRequest, StagePhase,
+    TargetStatus, WatchCampaignRequest, WatchCampaignResponse, WhoAmIRequest, watch_campaign_response,
 };
 use serde::Deserialize;
 
@@ -457,23 +457,14 @@ fn details(c: &Campaign) -> (Lines, Lines) {
     (details, links)
 }
 
-async fn get_campaign(console: &Console, caller: &Caller, id: &str) -> Result<Campaign, PageError> {
+/// Campaign `id` read to `detail`, as the caller may see it.
+async fn get_campaign(console: &Console, caller: &Caller, id: &str, detail: Detail) -> Result<Campaign, PageError> {
     let here = format!("/console/campaigns/{}", segment(id));
     console
         .api
-        .get_campaign(caller.request(GetCampaignRequest {
-            campaign_id: id.to_owned(),
-        }))
+        .read_campaign(&caller.request(()), id, detail)
         .await
-        .map_err(|s| PageError::from(s).at(&here))?
-        .into_inner()
-        .campaign
-        .ok_or_else(|| {
-            PageError::Plain(
-                StatusCode::BAD_GATEWAY,
-                "the controller answered without a campaign".into(),
-            )
-        })
+        .map_err(|s| PageError::from(s).at(&here))
 }
 
 /// A campaign's name as pages show it: its id when it has none.
@@ -495,7 +486,7 @@ pub async fn campaign(
 ) -> Result<Response, PageError> {
     let here = format!("/console/campaigns/{}", segment(&id));
     let who = who(&console, &caller, &here).await?;
-    let c = get_campaign(&console, &caller, &id).await?;
+    let c = get_campaign(&console, &caller, &id, Detail::Full).await?;
     let problems = [
         TargetStatus::Failed,
         TargetStatus::TimedOut,
@@ -550,7 +541,7 @@ pub async fn map(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let c = get_campaign(&console, &caller, &id).await?;
+    let c = get_campaign(&console, &caller, &id, Detail::Full).await?;
     html(&MapFragment { map: HeatMap::of(&c) })
 }
 
@@ -608,12 +599,7 @@ pub async fn rollout_fragment(
 ) -> Result<Response, PageError> {
     // The stages and the state, not every scope: an open page asks for
     // this every few seconds while targets finish.
-    let here = format!("/console/campaigns/{}", segment(&id));
-    let c = console
-        .api
-        .read_campaign(&caller.request(()), &id, Detail::Stages)
-        .await
-        .map_err(|s| PageError::from(s).at(&here))?;
+    let c = get_campaign(&console, &caller, &id, Detail::Stages).await?;
     html(&RolloutFragment {
         csrf: caller.csrf(),
         plan: c.dry_run,
