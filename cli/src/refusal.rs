@@ -5,7 +5,7 @@
 //! `stages[1].bake`) or a flag (`--account 12345`). [`Written`] saw the
 //! file and the flags the spec was built from, so it can say which.
 
-use muster_proto::v1::CampaignSpec;
+use muster_proto::v1::{CampaignSpec, Command, command};
 use tonic_types::StatusExt as _;
 
 use crate::args::SpecArgs;
@@ -97,7 +97,7 @@ impl Written {
         };
         let in_file = |spot: &Spot| match &self.file {
             None => spot.key.clone(),
-            Some(file) => format!("{} in {}", self.key(file, &spot.key, api), file.name),
+            Some(file) => format!("{} in {}", file_key(file, &spot.key, api), file.name),
         };
         let flag = spot.flag.unwrap_or_default();
         match &spot.by {
@@ -115,7 +115,7 @@ impl Written {
             return api.to_owned();
         };
         let key = match &self.file {
-            Some(file) => self.key(file, &spot.key, api),
+            Some(file) => file_key(file, &spot.key, api),
             None if spot.flag.is_some() => String::new(),
             None => spot.key.clone(),
         };
@@ -123,14 +123,6 @@ impl Written {
             Some(flag) if key.is_empty() => flag.to_owned(),
             Some(flag) => format!("{key} or {flag}"),
             None => key,
-        }
-    }
-
-    /// A field's key in `file`: a campaign file's own, or the API's.
-    fn key(&self, file: &Source, key: &str, api: &str) -> String {
-        match file.keys {
-            Keys::Campaign => key.to_owned(),
-            Keys::Api => format!("spec.{}", camel_path(api)),
         }
     }
 
@@ -165,9 +157,11 @@ impl Written {
         let path = parse(api)?;
         match path.as_slice() {
             [head, rest @ ..] if head.is("targets") => self.target(rest),
-            [head, rest @ ..] if head.is("command") => self.command("command", rest, true),
+            [head, rest @ ..] if head.is("command") => {
+                self.command("command", self.from_file.command.as_ref(), rest, true)
+            }
             [head, rest @ ..] if head.name == "then" => match head.sub {
-                Some(Sub::Index(i)) => self.command(&format!("then[{i}]"), rest, false),
+                Some(Sub::Index(i)) => self.command(&format!("then[{i}]"), self.from_file.then.get(i), rest, false),
                 _ if rest.is_empty() => Some(file_only("then".into())),
                 _ => None,
             },
@@ -254,23 +248,23 @@ impl Written {
         }
         let key = format!("targets.{key}");
         Some(match field.sub {
-            Some(Sub::Index(i)) if i >= in_file => Spot {
-                key: format!("{key}[{i}]"),
-                flag: Some(flag),
-                by: By::Flag(flags.get(i - in_file).cloned()),
-            },
+            // The file's entries come first, the flags' values after them.
             Some(Sub::Index(i)) => Spot {
                 key: format!("{key}[{i}]"),
                 flag: Some(flag),
-                by: By::File,
+                by: match i.checked_sub(in_file) {
+                    None => By::File,
+                    Some(j) => By::Flag(flags.get(j).cloned()),
+                },
             },
             _ => list(key, flag, in_file, flags.len()),
         })
     }
 
     /// A field of a command: the first (`command`, which flags may set) or
-    /// a later one (`then[i]`, only in a file).
-    fn command(&self, at: &str, rest: &[Segment], flags: bool) -> Option<Spot> {
+    /// a later one (`then[i]`, only in a file); `in_file` is it as the file
+    /// gave it.
+    fn command(&self, at: &str, in_file: Option<&Command>, rest: &[Segment], flags: bool) -> Option<Spot> {
         let a = &self.args;
         let names: Vec<&str> = rest.iter().map(|s| s.name.as_str()).collect();
         let given = |flag: bool| flags && flag;
@@ -314,7 +308,10 @@ impl Written {
                     }
                 }
                 _ => {
-                    let in_file = self.parameters_in_file(at);
+                    let in_file = match in_file.and_then(|c| c.kind.as_ref()) {
+                        Some(command::Kind::Document(d)) => d.parameters.len(),
+                        _ => 0,
+                    };
                     list(
                         format!("{at}.parameters"),
                         "--param",
@@ -336,18 +333,6 @@ impl Written {
             _ => return None,
         })
         .map(|spot| if flags { spot } else { without_flag(spot) })
-    }
-
-    /// How many parameters the file gave the command `at`.
-    fn parameters_in_file(&self, at: &str) -> usize {
-        let command = match at.strip_prefix("then[").and_then(|i| i.strip_suffix(']')) {
-            Some(i) => i.parse::<usize>().ok().and_then(|i| self.from_file.then.get(i)),
-            None => self.from_file.command.as_ref(),
-        };
-        match command.and_then(|c| c.kind.as_ref()) {
-            Some(muster_proto::v1::command::Kind::Document(d)) => d.parameters.len(),
-            _ => 0,
-        }
     }
 
     /// A field of stage `i`, which only a file writes.
@@ -401,6 +386,14 @@ impl Written {
             _ => return None,
         };
         Some(scalar(format!("{group}.{key}"), flag, given))
+    }
+}
+
+/// A field's key in `file`: a campaign file's own, or the API's.
+fn file_key(file: &Source, key: &str, api: &str) -> String {
+    match file.keys {
+        Keys::Campaign => key.to_owned(),
+        Keys::Api => format!("spec.{}", camel_path(api)),
     }
 }
 
