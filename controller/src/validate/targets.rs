@@ -1,0 +1,179 @@
+//! The targets: accounts, OUs and regions, or exact scopes, and tag filters.
+
+use muster_common::domain::{AccountId, RegionName, check_instance_id, check_ou_id};
+use muster_proto::v1::{Platform, TargetSelector};
+
+use super::{
+    Errors, MAX_ACCOUNTS, MAX_INSTANCE_IDS, MAX_OUS, MAX_REGIONS, MAX_SCOPES, MAX_TAG_FILTERS, MAX_TAG_VALUES,
+};
+
+/// The targets: accounts x regions, or exact scopes.
+pub(super) fn check_targets(targets: &mut TargetSelector, errors: &mut Errors) {
+    if !targets.scopes.is_empty() {
+        check_scopes(targets, errors);
+    } else if targets.account_ids.is_empty() && targets.organizational_unit_ids.is_empty() {
+        errors.add(
+            "targets",
+            "name at least one account id (targets.account_ids), OU (targets.organizational_unit_ids) or scope (targets.scopes)",
+        );
+    }
+    if targets.account_ids.len() > MAX_ACCOUNTS {
+        errors.add(
+            "targets.account_ids",
+            format!(
+                "{} accounts; at most {MAX_ACCOUNTS} per campaign (target OUs instead)",
+                targets.account_ids.len()
+            ),
+        );
+    } else {
+        for (i, account) in targets.account_ids.iter().enumerate() {
+            if let Err(e) = AccountId::parse(account) {
+                errors.add(format!("targets.account_ids[{i}]"), e);
+            }
+        }
+    }
+    if targets.organizational_unit_ids.len() > MAX_OUS {
+        errors.add("targets.organizational_unit_ids", format!("at most {MAX_OUS} OUs"));
+    } else {
+        for (i, ou) in targets.organizational_unit_ids.iter().enumerate() {
+            if let Err(e) = check_ou_id(ou) {
+                errors.add(format!("targets.organizational_unit_ids[{i}]"), e);
+            }
+        }
+    }
+    if targets.exclude_account_ids.len() > MAX_ACCOUNTS {
+        errors.add(
+            "targets.exclude_account_ids",
+            format!("at most {MAX_ACCOUNTS} accounts"),
+        );
+    } else {
+        for (i, account) in targets.exclude_account_ids.iter().enumerate() {
+            if let Err(e) = AccountId::parse(account) {
+                errors.add(format!("targets.exclude_account_ids[{i}]"), e);
+            }
+        }
+    }
+    if targets.regions.len() > MAX_REGIONS {
+        errors.add("targets.regions", format!("at most {MAX_REGIONS} regions"));
+    } else {
+        for (i, region) in targets.regions.iter().enumerate() {
+            if let Err(e) = RegionName::parse(region) {
+                errors.add(format!("targets.regions[{i}]"), e);
+            }
+        }
+    }
+    check_tags("targets.tags", &targets.tags, errors);
+    if targets.instance_ids.len() > MAX_INSTANCE_IDS {
+        errors.add(
+            "targets.instance_ids",
+            format!("at most {MAX_INSTANCE_IDS} instance ids"),
+        );
+    } else {
+        for (i, id) in targets.instance_ids.iter().enumerate() {
+            if let Err(e) = check_instance_id(id) {
+                errors.add(format!("targets.instance_ids[{i}]"), e);
+            }
+        }
+    }
+    for (i, platform) in targets.platforms.iter().enumerate() {
+        if !matches!(
+            Platform::try_from(*platform),
+            Ok(Platform::Linux | Platform::Windows | Platform::Macos)
+        ) {
+            errors.add(format!("targets.platforms[{i}]"), "must be LINUX, WINDOWS or MACOS");
+        }
+    }
+    targets.account_ids.sort();
+    targets.account_ids.dedup();
+    targets.regions.sort();
+    targets.regions.dedup();
+}
+
+/// Exact scopes: alone (no accounts, OUs or regions beside them), each a
+/// valid account and region once, with valid instance ids, within bounds.
+fn check_scopes(targets: &mut TargetSelector, errors: &mut Errors) {
+    let beside = [
+        ("targets.account_ids", targets.account_ids.is_empty()),
+        (
+            "targets.organizational_unit_ids",
+            targets.organizational_unit_ids.is_empty(),
+        ),
+        ("targets.exclude_account_ids", targets.exclude_account_ids.is_empty()),
+        ("targets.regions", targets.regions.is_empty()),
+        ("targets.instance_ids", targets.instance_ids.is_empty()),
+    ];
+    for (field, empty) in beside {
+        if !empty {
+            errors.add(
+                field,
+                "must be empty when targets.scopes names the (account, region) pairs",
+            );
+        }
+    }
+    if targets.scopes.len() > MAX_SCOPES {
+        errors.add(
+            "targets.scopes",
+            format!("{} scopes; at most {MAX_SCOPES}", targets.scopes.len()),
+        );
+        return;
+    }
+    let instances: usize = targets.scopes.iter().map(|s| s.instance_ids.len()).sum();
+    if instances > MAX_INSTANCE_IDS {
+        errors.add(
+            "targets.scopes",
+            format!("{instances} instance ids in all; at most {MAX_INSTANCE_IDS}"),
+        );
+        return;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, scope) in targets.scopes.iter_mut().enumerate() {
+        if let Err(e) = AccountId::parse(&scope.account_id) {
+            errors.add(format!("targets.scopes[{i}].account_id"), e);
+        }
+        if let Err(e) = RegionName::parse(&scope.region) {
+            errors.add(format!("targets.scopes[{i}].region"), e);
+        }
+        if !seen.insert((scope.account_id.clone(), scope.region.clone())) {
+            errors.add(
+                format!("targets.scopes[{i}]"),
+                format!("{} {} is named twice", scope.account_id, scope.region),
+            );
+        }
+        for (j, id) in scope.instance_ids.iter().enumerate() {
+            if let Err(e) = check_instance_id(id) {
+                errors.add(format!("targets.scopes[{i}].instance_ids[{j}]"), e);
+            }
+        }
+        scope.instance_ids.sort();
+        scope.instance_ids.dedup();
+    }
+    targets
+        .scopes
+        .sort_by(|a, b| (&a.account_id, &a.region).cmp(&(&b.account_id, &b.region)));
+}
+
+/// Tag filters (of the targets or of a stage) under `field`.
+pub(super) fn check_tags(field: &str, tags: &[muster_proto::v1::TagFilter], errors: &mut Errors) {
+    if tags.len() > MAX_TAG_FILTERS {
+        errors.add(field, format!("at most {MAX_TAG_FILTERS} tag filters"));
+    }
+    for (i, tag) in tags.iter().enumerate().take(MAX_TAG_FILTERS) {
+        if tag.key.is_empty() || tag.key.chars().count() > 128 {
+            errors.add(format!("{field}[{i}].key"), "tag keys are 1 to 128 characters");
+        }
+        if tag.values.len() > MAX_TAG_VALUES {
+            errors.add(
+                format!("{field}[{i}].values"),
+                format!("at most {MAX_TAG_VALUES} values"),
+            );
+        }
+        for (j, value) in tag.values.iter().enumerate().take(MAX_TAG_VALUES) {
+            if value.chars().count() > 256 {
+                errors.add(
+                    format!("{field}[{i}].values[{j}]"),
+                    "tag values are at most 256 characters",
+                );
+            }
+        }
+    }
+}
