@@ -21,7 +21,7 @@ pub async fn submit(client: &mut Client, args: &SpecArgs, style: Style, output: 
     }
     if output.is_table() {
         eprintln!(
-            "client token {} (submitting again with --client-token {0} returns this campaign)",
+            "client token {} (if this submit is cut short, run it again with --client-token {0}: the controller makes the campaign at most once)",
             spec.client_token
         );
     }
