@@ -390,6 +390,10 @@ pub struct WatchArgs {
     /// Do not print each failed target as it happens.
     #[arg(long)]
     pub quiet: bool,
+    /// Stop when the campaign waits on a person (approve or reject,
+    /// promote, resume or cancel) and exit 5, instead of waiting with it.
+    #[arg(long)]
+    pub until_decision: bool,
 }
 
 /// `muster cancel`.
@@ -451,6 +455,10 @@ pub struct RerunArgs {
     /// Follow the rerun to its end (as `muster watch`).
     #[arg(long)]
     pub watch: bool,
+    /// Stop when the campaign waits on a person (approve or reject,
+    /// promote, resume or cancel) and exit 5, instead of waiting with it.
+    #[arg(long, requires = "watch")]
+    pub until_decision: bool,
 }
 
 /// `muster ls`.
@@ -499,6 +507,10 @@ pub struct SubmitArgs {
     /// Follow the campaign to its end (as `muster watch`).
     #[arg(long)]
     pub watch: bool,
+    /// Stop when the campaign waits on a person (approve or reject,
+    /// promote, resume or cancel) and exit 5, instead of waiting with it.
+    #[arg(long, requires = "watch")]
+    pub until_decision: bool,
 }
 
 /// A campaign: a file, flags, or both (flags win).

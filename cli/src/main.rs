@@ -109,12 +109,22 @@ async fn run(cli: &Cli, style: Style) -> Result<i32, Failure> {
         Command::Submit(args) => {
             let id = commands::submit(&mut client, &args.spec, style, cli.output).await?;
             if args.watch {
-                return Ok(watch::watch(&mut client, &id, style, cli.output, false).await?);
+                let how = watch::Follow {
+                    quiet: false,
+                    until_decision: args.until_decision,
+                };
+                return Ok(watch::watch(&mut client, &id, style, cli.output, how).await?);
             }
             Ok(0)
         }
         Command::Plan(args) => commands::plan(&mut client, args, style, cli.output).await,
-        Command::Watch(args) => Ok(watch::watch(&mut client, &args.campaign_id, style, cli.output, args.quiet).await?),
+        Command::Watch(args) => {
+            let how = watch::Follow {
+                quiet: args.quiet,
+                until_decision: args.until_decision,
+            };
+            Ok(watch::watch(&mut client, &args.campaign_id, style, cli.output, how).await?)
+        }
         Command::Ls(args) => commands::ls(&mut client, args, style, cli.output).await.map(|()| 0),
         Command::Show(args) => commands::show(&mut client, &args.campaign_id, style, cli.output)
             .await
@@ -128,7 +138,11 @@ async fn run(cli: &Cli, style: Style) -> Result<i32, Failure> {
         Command::Rerun(args) => {
             let id = commands::rerun(&mut client, args, style, cli.output).await?;
             if args.watch {
-                return Ok(watch::watch(&mut client, &id, style, cli.output, false).await?);
+                let how = watch::Follow {
+                    quiet: false,
+                    until_decision: args.until_decision,
+                };
+                return Ok(watch::watch(&mut client, &id, style, cli.output, how).await?);
             }
             Ok(0)
         }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use muster_proto::v1::{
-    Campaign, CampaignState, ScopeSummary, StatusCounters, Target, TargetStatus, WatchCampaignRequest,
-    watch_campaign_response::Event,
+    Campaign, CampaignState, GetCampaignRequest, ScopeSummary, StatusCounters, Target, TargetStatus,
+    WatchCampaignRequest, watch_campaign_response::Event,
 };
 
 use crate::args::Output;
@@ -20,6 +20,25 @@ use crate::render::{self, Style, done};
 const MAX_SCOPE_LINES: usize = 8;
 /// How often a piped watch prints a status line.
 const PIPED_EVERY: Duration = Duration::from_secs(5);
+
+/// The exit code of a watch that stopped where the campaign waits on a
+/// person (`--until-decision`).
+pub const AWAITS_DECISION: i32 = 5;
+
+/// How a watch follows its campaign.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Follow {
+    /// Do not print each failed target as it happens.
+    pub quiet: bool,
+    /// Stop where the campaign waits on a person, not only at its end.
+    pub until_decision: bool,
+}
+
+impl Follow {
+    fn stops_at(self, state: CampaignState) -> bool {
+        state.is_terminal() || self.until_decision && state.awaits_decision()
+    }
+}
 
 /// The exit code for a campaign's final state.
 pub fn exit_code(state: CampaignState) -> i32 {
@@ -243,16 +262,17 @@ fn resumable(status: &tonic::Status) -> bool {
     )
 }
 
-/// Follows a campaign to its end; returns the exit code. When the stream
-/// drops before the campaign ended, it subscribes again (for up to
-/// [`RECONNECT_FOR`] without an answer): the new stream's snapshot brings
-/// the view back to where the campaign is, so nothing counted is lost.
+/// Follows a campaign to its end, or with `until_decision` to where it
+/// waits on a person; returns the exit code. When the stream drops before
+/// then, it subscribes again (for up to [`RECONNECT_FOR`] without an
+/// answer): the new stream's snapshot brings the view back to where the
+/// campaign is, so nothing counted is lost.
 pub async fn watch(
     client: &mut Client,
     id: &str,
     style: Style,
     output: Output,
-    quiet: bool,
+    how: Follow,
 ) -> Result<i32, tonic::Status> {
     let mut view = View::new(Style {
         terminal: style.terminal && output.is_table(),
@@ -262,8 +282,8 @@ pub async fn watch(
     let mut lost_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(250);
     loop {
-        let ended = follow(client, id, quiet, &mut view, &mut last, &mut lost_since).await;
-        if view.state.is_terminal() {
+        let ended = follow(client, id, how, &mut view, &mut last, &mut lost_since).await;
+        if how.stops_at(view.state) {
             break;
         }
         let why = match ended {
@@ -283,6 +303,27 @@ pub async fn watch(
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
     view.finish();
+    if !view.state.is_terminal() {
+        // Held for a decision: the stream brought the state, not the
+        // campaign as it waits (its reason says who may decide and how).
+        let campaign = client
+            .get_campaign(GetCampaignRequest {
+                campaign_id: id.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .campaign
+            .unwrap_or_default();
+        crate::commands::print_campaign(&campaign, style, output);
+        if output.is_table() {
+            eprintln!(
+                "{} waits on a decision ({}); `muster watch {id}` follows it on",
+                style.bold("campaign"),
+                view.state.short_name()
+            );
+        }
+        return Ok(AWAITS_DECISION);
+    }
     let campaign = last.ok_or_else(|| tonic::Status::internal("the watch ended without a snapshot"))?;
     crate::commands::print_campaign(&campaign, style, output);
     Ok(exit_code(
@@ -295,7 +336,7 @@ pub async fn watch(
 async fn follow(
     client: &mut Client,
     id: &str,
-    quiet: bool,
+    how: Follow,
     view: &mut View,
     last: &mut Option<Campaign>,
     lost_since: &mut Option<Instant>,
@@ -303,7 +344,7 @@ async fn follow(
     let mut stream = client
         .watch_campaign(WatchCampaignRequest {
             campaign_id: id.to_owned(),
-            include_targets: !quiet,
+            include_targets: !how.quiet,
         })
         .await?
         .into_inner();
@@ -321,6 +362,9 @@ async fn follow(
                     view.snapshot(&campaign);
                 }
                 *last = Some(campaign);
+                if how.until_decision && view.state.awaits_decision() {
+                    return Ok(());
+                }
             }
             Some(Event::Progress(progress)) => {
                 view.counters = progress.counters.unwrap_or_default();
@@ -338,6 +382,9 @@ async fn follow(
                     style.dim(&change.reason)
                 ));
                 view.update();
+                if how.until_decision && view.state.awaits_decision() {
+                    return Ok(());
+                }
             }
             Some(Event::Target(target)) => view.failure(&target),
             None => {}

@@ -103,6 +103,15 @@ impl CampaignState {
         )
     }
 
+    /// Held until a person decides: approve or reject, promote, resume or
+    /// cancel. A campaign waiting for its window is not: the clock moves it.
+    pub fn awaits_decision(self) -> bool {
+        matches!(
+            self,
+            CampaignState::PendingApproval | CampaignState::AwaitingPromotion | CampaignState::Paused
+        )
+    }
+
     /// The short lowercase name people see: "running", "completed_with_errors".
     pub fn short_name(self) -> &'static str {
         match self {

@@ -297,6 +297,10 @@ async fn the_cli_completes_in_each_shell_has_a_man_page_and_exits_64_on_a_wrong_
     assert!(stderr.contains("--no-such-flag"), "{stderr}");
     let (code, _, stderr) = run(&["cancel"]).await;
     assert_eq!(code, 64, "a missing argument: {stderr}");
+    // Stopping at a decision means nothing without following the campaign.
+    let (code, _, stderr) = run(&["submit", "--until-decision", "--account", "123456789012"]).await;
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("--watch"), "{stderr}");
     let (code, stdout, _) = run(&["--help"]).await;
     assert_eq!(code, 0, "help is an answer");
     assert!(stdout.contains("Usage: muster"));

@@ -265,7 +265,22 @@ async fn a_failed_canary_pauses_until_resumed_and_a_manual_gate_waits_for_promot
         },
     ];
     let id = submit(&mut system.client, spec).await;
+    // A pipeline's watch stops where the campaign waits on a person, exit 5,
+    // and prints the campaign as it waits; a plain watch would wait with it.
+    let watch_until_decision = |system: &System| {
+        let mut command = system.cli_with_token(&system.creds.submit_token);
+        command.args(["watch", &id, "--until-decision"]);
+        tokio::spawn(output_of(command))
+    };
+    let watching = watch_until_decision(&system);
     let paused = wait_state(&mut system, &id, CampaignState::Paused).await;
+    let (code, stdout, stderr) = tokio::time::timeout(Duration::from_secs(60), watching)
+        .await
+        .expect("the watch stops at the pause")
+        .expect("the watch ran");
+    assert_eq!(code, 5, "{stdout}\n{stderr}");
+    assert!(stdout.contains("state     paused"), "{stdout}");
+    assert!(stderr.contains("waits on a decision (paused)"), "{stderr}");
     assert!(
         paused
             .state_reason
@@ -330,6 +345,10 @@ async fn a_failed_canary_pauses_until_resumed_and_a_manual_gate_waits_for_promot
     };
     system.client.resume_campaign(resume.clone()).await.expect("resume");
     let awaiting = wait_state(&mut system, &id, CampaignState::AwaitingPromotion).await;
+    // Already waiting when the watch starts: it stops at once.
+    let (code, stdout, stderr) = watch_until_decision(&system).await.expect("the watch ran");
+    assert_eq!(code, 5, "{stdout}\n{stderr}");
+    assert!(stdout.contains("state     awaiting_promotion"), "{stdout}");
     assert!(
         awaiting.state_reason.contains("stage 'tenth' passed"),
         "{}",
@@ -349,6 +368,9 @@ async fn a_failed_canary_pauses_until_resumed_and_a_manual_gate_waits_for_promot
         reason: "looks good".into(),
     };
     system.client.promote_campaign(promote.clone()).await.expect("promote");
+    // Promoted, nothing more waits on a person: it follows to the end.
+    let (code, _, stderr) = watch_until_decision(&system).await.expect("the watch ran");
+    assert_eq!(code, 2, "completed with errors: {stderr}");
     let done = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
     system.client.promote_campaign(promote).await.expect("promote again");
     assert_eq!(
@@ -507,6 +529,15 @@ async fn a_campaign_the_policy_names_waits_for_a_second_principal_to_approve_it(
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(sent(&system).is_empty(), "nothing runs before the approval");
+    // A pipeline's watch stops here (exit 5) with the rule that holds it.
+    let (code, stdout, stderr) = {
+        let mut command = system.cli_with_token(&bob);
+        command.args(["watch", &id, "--until-decision"]);
+        output_of(command).await
+    };
+    assert_eq!(code, 5, "{stdout}\n{stderr}");
+    assert!(stdout.contains("state     pending_approval"), "{stdout}");
+    assert!(stdout.contains("approval  rule 'prod-a'"), "{stdout}");
 
     // The submitter (an admin, who may approve) may not approve their own.
     let own = system
