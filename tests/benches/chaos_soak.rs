@@ -63,8 +63,9 @@ async fn main() {
         let mode = if long { Mode::LongOutage } else { Mode::Faults };
         let report = chaos::run(seed, mode).await;
         println!(
-            "seed {seed}{}: {} in {:.1}s, {} duplicates, {} lost, stuck {}, {} leases expired, {} handed back; {:?}",
+            "seed {seed}{} ({:?}): {} in {:.1}s, {} duplicates, {} lost, stuck {}, {} leases expired, {} handed back; {:?}",
             if long { " (long outage)" } else { "" },
+            report.shape,
             if report.ok() { "ok" } else { "FAILED" },
             report.makespan.as_secs_f64(),
             report.duplicates,
@@ -144,6 +145,19 @@ async fn main() {
         median(long).as_secs_f64(),
         started.elapsed().as_secs_f64() / 60.0
     );
+    // The campaigns the faults met: a shape's name, without its draws.
+    let mut shapes: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for o in &outcomes {
+        let name = format!("{:?}", o.report.shape);
+        let name = name.split_whitespace().next().unwrap_or_default().to_owned();
+        let entry = shapes.entry(name).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(!o.report.ok());
+    }
+    println!("\n| campaign shape | scenarios | failed |\n|---|---|---|");
+    for (name, (n, failed)) in &shapes {
+        println!("| {name} | {n} | {failed} |");
+    }
     println!("\n| fault | injected |\n|---|---|");
     for (kind, n) in &faults {
         println!("| {kind} | {n} |");

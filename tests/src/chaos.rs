@@ -1,18 +1,23 @@
 //! The chaos harness: one whole campaign (real controller and workers, the
 //! sim, moto) under a schedule of faults drawn from a seed, then the checks
 //! an operator cares about, from the sim's audit log and the controller:
-//! no instance got the command twice, every target ended with a true status
+//! no instance got a command twice, every target ended with a true status
 //! and a reason, the counters add up, the campaign ended, nothing is left
-//! leased or queued.
+//! leased or queued. The seed also draws the campaign's [`Shape`]: one
+//! command, a sequence, waves behind a gate, a cancel, or an error
+//! threshold, each with the checks of what it promises.
 //!
 //! The same seed draws the same plan (faults in the sim, process faults and
 //! their times), so a failing scenario replays from its seed; what the
 //! processes do between the faults still depends on timing.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use muster_proto::v1::{CampaignState, RateControl, TargetStatus};
+use muster_proto::v1::{
+    CampaignSpec, CampaignState, CancelCampaignRequest, GetCampaignRequest, PromoteCampaignRequest, RateControl, Stage,
+    StageGate, StagePhase, TargetStatus,
+};
 use muster_sim::testkit::test_tunables;
 use muster_sim::{FaultKind, FaultRule, FaultWhen, Quota, Tunables};
 use rand::rngs::StdRng;
@@ -25,6 +30,8 @@ const EAST: &str = "us-east-1";
 const WEST: &str = "eu-west-1";
 /// How long a campaign may take to end once the faults have stopped.
 const SETTLE: Duration = Duration::from_secs(240);
+/// The controller's lease TTL, seconds.
+const LEASE_TTL: u64 = 5;
 
 /// Two accounts in two regions, five instances each, one of them failing;
 /// account b's that succeed print [`B_OUTPUT`] bytes, which the store
@@ -125,11 +132,53 @@ impl Action {
     }
 }
 
+/// The campaign a seed runs: what the faults meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// One command on every instance.
+    #[default]
+    Plain,
+    /// Two commands; the second only where the first succeeded, each at
+    /// most once.
+    Sequence,
+    /// A canary (account a, us-east-1) behind a bake and a manual gate,
+    /// which the harness promotes (asked until answered) when it waits;
+    /// nothing of the rest is sent before every canary target ended.
+    Waves,
+    /// Cancelled `after` the submit (asked until answered): no SendCommand
+    /// starts after a lease TTL past the answer, and it ends CANCELLED.
+    Cancelled { after: Duration },
+    /// `max_errors` 0: a failure ends it FAILED, and what was never sent
+    /// ends TERMINATED.
+    ErrorThreshold,
+}
+
+/// The canary's bake in [`Shape::Waves`].
+const BAKE_SECONDS: u32 = 1;
+
+/// The shape of `seed`'s campaign: one command for about half the seeds,
+/// each other shape for about an eighth. Drawn apart from the rest of the
+/// plan, so a seed's faults stay what they were before shapes were drawn.
+fn shape(seed: u64) -> Shape {
+    let mut rng = StdRng::seed_from_u64(seed.rotate_left(41) ^ 0x005e_a9e5);
+    match rng.random_range(0..16) {
+        0..=7 => Shape::Plain,
+        8 | 9 => Shape::Sequence,
+        10 | 11 => Shape::Waves,
+        12 | 13 => Shape::Cancelled {
+            after: Duration::from_millis(rng.random_range(1_000..9_000)),
+        },
+        _ => Shape::ErrorThreshold,
+    }
+}
+
 /// What a seed draws.
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// The seed.
     pub seed: u64,
+    /// The campaign.
+    pub shape: Shape,
     /// The sim's faults, quotas and session lifetime.
     pub tunables: Tunables,
     /// Process faults: wait, then act.
@@ -218,6 +267,7 @@ pub fn plan(seed: u64, mode: Mode) -> Plan {
     if mode == Mode::Calm {
         return Plan {
             seed,
+            shape: shape(seed),
             tunables,
             actions: Vec::new(),
             real_redrive: false,
@@ -369,6 +419,7 @@ pub fn plan(seed: u64, mode: Mode) -> Plan {
     }
     Plan {
         seed,
+        shape: shape(seed),
         tunables,
         actions,
         real_redrive: mode == Mode::LongOutage,
@@ -381,6 +432,8 @@ pub fn plan(seed: u64, mode: Mode) -> Plan {
 pub struct Report {
     /// The seed.
     pub seed: u64,
+    /// The campaign it ran.
+    pub shape: Shape,
     /// Submit to the campaign's end.
     pub makespan: Duration,
     /// Faults by kind: process faults and the sim's injected ones.
@@ -410,10 +463,15 @@ impl Report {
 
 /// Runs the scenario of `seed` in `mode` and checks it.
 pub async fn run(seed: u64, mode: Mode) -> Report {
-    let plan = plan(seed, mode);
+    run_plan(plan(seed, mode)).await
+}
+
+/// Runs `plan` (a seed's, perhaps with another shape) and checks it.
+pub async fn run_plan(plan: Plan) -> Report {
+    let seed = plan.seed;
     eprintln!(
-        "chaos scenario seed {seed} (replay: MUSTER_CHAOS_SEED={seed}): {:?}, answers lost: {:?}",
-        plan.actions, plan.lost_answers
+        "chaos scenario seed {seed} (replay: MUSTER_CHAOS_SEED={seed}): {:?}, {:?}, answers lost: {:?}",
+        plan.shape, plan.actions, plan.lost_answers
     );
     let env = if plan.lost_answers.is_empty() {
         Vec::new()
@@ -425,7 +483,7 @@ pub async fn run(seed: u64, mode: Mode) -> Report {
         SystemOptions {
             tunables: plan.tunables.clone(),
             workers: 2,
-            lease_ttl: 5,
+            lease_ttl: LEASE_TTL,
             env,
             shutdown_grace: GRACE,
             database_proxy: crate::on_postgres(),
@@ -439,17 +497,22 @@ pub async fn run(seed: u64, mode: Mode) -> Report {
     }
     let mut report = Report {
         seed,
+        shape: plan.shape,
         ..Default::default()
     };
-    let accounts = [system.account("a"), system.account("b")];
-    let mut spec = script_spec(&accounts, &[EAST, WEST], &["echo once"], &[]);
-    spec.rate = Some(RateControl {
-        max_concurrency: "50%".into(),
-        batch_size: 3,
-        ..Default::default()
-    });
+    let spec = spec_of(plan.shape, &system);
     let started = Instant::now();
     let id = submit(&mut system.client, spec).await;
+    // The people in the loop: their calls meet the same faults.
+    let person = match plan.shape {
+        Shape::Waves => Some(tokio::spawn(promote_when_waiting(system.client.clone(), id.clone()))),
+        Shape::Cancelled { after } => Some(tokio::spawn(cancel_at(
+            system.client.clone(),
+            id.clone(),
+            started + after,
+        ))),
+        _ => None,
+    };
     let mut live: Vec<usize> = (0..system.worker_count()).collect();
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     // Whether the running controller is armed to crash and has not yet.
@@ -477,15 +540,28 @@ pub async fn run(seed: u64, mode: Mode) -> Report {
         live.push(system.start_worker());
     }
 
-    let campaign = match settle(&mut system, &mut live, &mut report, &mut armed, &id).await {
-        Some(campaign) => campaign,
-        None => {
-            report.stuck = true;
-            report
-                .violations
-                .push(format!("campaign {id} did not end within {SETTLE:?}"));
-            return finish(report, &system);
+    let settled = settle(&mut system, &mut live, &mut report, &mut armed, &id).await;
+    let decided = match person {
+        Some(person) if settled.is_some() => {
+            // Ends once the campaign has (it asks until answered).
+            tokio::time::timeout(Duration::from_secs(60), person)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
         }
+        Some(person) => {
+            person.abort();
+            None
+        }
+        None => None,
+    };
+    let Some(campaign) = settled else {
+        report.stuck = true;
+        report
+            .violations
+            .push(format!("campaign {id} did not end within {SETTLE:?}"));
+        return finish(report, &system);
     };
     report.makespan = started.elapsed();
     if armed {
@@ -495,7 +571,8 @@ pub async fn run(seed: u64, mode: Mode) -> Report {
         system.kill_controller();
         system.start_controller().await;
     }
-    check(&mut system, &id, &campaign, &mut report).await;
+    check(&mut system, &id, &campaign, plan.shape, &mut report).await;
+    check_shape(&mut system, &id, &campaign, &plan, decided, &mut report).await;
     check_drained(&system, &mut report).await;
     finish(report, &system)
 }
@@ -666,11 +743,24 @@ async fn settle(
 }
 
 /// Every target ended with a reason, its status agrees with the audit log,
-/// the counters add up, nobody got the command twice, and the output of
+/// the counters add up, nobody got a command twice, and the output of
 /// those that ran reads back whole.
-async fn check(system: &mut System, id: &str, campaign: &muster_proto::v1::Campaign, report: &mut Report) {
+async fn check(
+    system: &mut System,
+    id: &str,
+    campaign: &muster_proto::v1::Campaign,
+    shape: Shape,
+    report: &mut Report,
+) {
     let all = targets(&mut system.client, id, true).await;
     let sends = system.sends_per_instance();
+    let per_command = system.sends_per_command();
+    // What a target that succeeded printed: each command of the sequence.
+    let printed = if shape == Shape::Sequence {
+        2 * B_OUTPUT
+    } else {
+        B_OUTPUT
+    };
     let b = system
         .fleet
         .accounts
@@ -678,9 +768,11 @@ async fn check(system: &mut System, id: &str, campaign: &muster_proto::v1::Campa
         .find(|a| a.name == "b")
         .map(|a| a.id.clone())
         .unwrap_or_default();
-    report.duplicates = sends.values().filter(|n| **n > 1).count();
-    for (instance, n) in sends.iter().filter(|(_, n)| **n > 1) {
-        report.violations.push(format!("{instance} got the command {n} times"));
+    report.duplicates = per_command.values().filter(|n| **n > 1).count();
+    for ((instance, command), n) in per_command.iter().filter(|(_, n)| **n > 1) {
+        report
+            .violations
+            .push(format!("{instance} got command {command} {n} times"));
     }
     let counters = campaign.counters.unwrap_or_default();
     if counters.total as usize != all.len() {
@@ -707,9 +799,9 @@ async fn check(system: &mut System, id: &str, campaign: &muster_proto::v1::Campa
             None
         };
         let stdout: usize = target.steps.iter().map(|s| s.stdout.len()).sum();
-        if status == TargetStatus::Success && target.account_id == b && stdout != B_OUTPUT {
+        if status == TargetStatus::Success && target.account_id == b && stdout != printed {
             report.violations.push(format!(
-                "{} printed {B_OUTPUT} bytes; {stdout} read back",
+                "{} printed {printed} bytes; {stdout} read back",
                 target.instance_id
             ));
         }
@@ -735,6 +827,250 @@ async fn check(system: &mut System, id: &str, campaign: &muster_proto::v1::Campa
             report
                 .violations
                 .push(format!("{} counted {n}, listed {listed}", status.short_name()));
+        }
+    }
+}
+
+/// The spec of `shape` over the whole fleet: half of it in flight at most,
+/// in batches of 3.
+fn spec_of(shape: Shape, system: &System) -> CampaignSpec {
+    let accounts = [system.account("a"), system.account("b")];
+    let mut spec = script_spec(&accounts, &[EAST, WEST], &["echo once"], &[]);
+    let mut rate = RateControl {
+        max_concurrency: "50%".into(),
+        batch_size: 3,
+        ..Default::default()
+    };
+    match shape {
+        Shape::Plain | Shape::Cancelled { .. } => {}
+        Shape::Sequence => {
+            let then = script_spec(&accounts, &[EAST], &["echo twice"], &[]);
+            spec.then = then.command.into_iter().collect();
+        }
+        Shape::Waves => {
+            spec.stages = vec![
+                Stage {
+                    name: "canary".into(),
+                    account_ids: vec![system.account("a")],
+                    regions: vec![EAST.into()],
+                    // Its failing instance is known: one error passes.
+                    max_errors: "1".into(),
+                    bake_seconds: BAKE_SECONDS,
+                    gate: StageGate::Manual as i32,
+                    ..Default::default()
+                },
+                Stage {
+                    name: "rest".into(),
+                    ..Default::default()
+                },
+            ];
+        }
+        Shape::ErrorThreshold => rate.max_errors = "0".into(),
+    }
+    spec.rate = Some(rate);
+    spec
+}
+
+/// How long a person keeps asking before giving up.
+const PERSON_GIVES_UP: Duration = Duration::from_secs(360);
+
+/// An approver who promotes the canary whenever the campaign waits for it,
+/// until it ends; when the last promote was answered.
+async fn promote_when_waiting(
+    mut client: muster_proto::v1::campaign_service_client::CampaignServiceClient<tonic::transport::Channel>,
+    id: String,
+) -> Option<SystemTime> {
+    let mut answered = None;
+    let deadline = Instant::now() + PERSON_GIVES_UP;
+    while Instant::now() < deadline {
+        let asked = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_campaign(GetCampaignRequest {
+                campaign_id: id.clone(),
+            }),
+        )
+        .await;
+        if let Ok(Ok(answer)) = asked {
+            let state = answer
+                .into_inner()
+                .campaign
+                .and_then(|c| CampaignState::try_from(c.state).ok())
+                .unwrap_or_default();
+            if state.is_terminal() {
+                return answered;
+            }
+            if state == CampaignState::AwaitingPromotion {
+                let promote = PromoteCampaignRequest {
+                    campaign_id: id.clone(),
+                    stage: "canary".into(),
+                    reason: "chaos".into(),
+                };
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), client.promote_campaign(promote)).await
+                {
+                    answered = Some(SystemTime::now());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    answered
+}
+
+/// An operator who cancels the campaign at `at`, asking until answered;
+/// when the answer came.
+async fn cancel_at(
+    mut client: muster_proto::v1::campaign_service_client::CampaignServiceClient<tonic::transport::Channel>,
+    id: String,
+    at: Instant,
+) -> Option<SystemTime> {
+    tokio::time::sleep_until(at.into()).await;
+    let deadline = Instant::now() + PERSON_GIVES_UP;
+    while Instant::now() < deadline {
+        let cancel = CancelCampaignRequest {
+            campaign_id: id.clone(),
+            reason: "chaos".into(),
+        };
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), client.cancel_campaign(cancel)).await {
+            return Some(SystemTime::now());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    None
+}
+
+/// When each SendCommand was accepted, by instance and command, from the
+/// sim's audit log.
+fn sends_at(system: &System) -> Vec<(String, u32, SystemTime)> {
+    let mut sends = Vec::new();
+    for entry in system.sb.audit() {
+        let command = entry
+            .comment
+            .rsplit_once(" command ")
+            .and_then(|(_, n)| n.parse().ok())
+            .unwrap_or(1);
+        let at: SystemTime = chrono::DateTime::parse_from_rfc3339(&entry.at)
+            .expect("the audit log's times are RFC 3339")
+            .into();
+        for id in entry.instance_ids {
+            sends.push((id, command, at));
+        }
+    }
+    sends
+}
+
+fn system_time(ts: &Option<prost_types::Timestamp>) -> Option<SystemTime> {
+    ts.as_ref().and_then(|t| SystemTime::try_from(*t).ok())
+}
+
+/// What the campaign's shape promises, beyond what every campaign does.
+/// `decided`: when the person's last call (promote, cancel) was answered.
+async fn check_shape(
+    system: &mut System,
+    id: &str,
+    campaign: &muster_proto::v1::Campaign,
+    plan: &Plan,
+    decided: Option<SystemTime>,
+    report: &mut Report,
+) {
+    let all = targets(&mut system.client, id, false).await;
+    let sends = sends_at(system);
+    let state = CampaignState::try_from(campaign.state).unwrap_or_default();
+    let violations = &mut report.violations;
+    match plan.shape {
+        Shape::Plain => {}
+        Shape::Sequence => {
+            let second: std::collections::BTreeSet<&str> =
+                sends.iter().filter(|s| s.1 == 2).map(|s| s.0.as_str()).collect();
+            for target in &all {
+                let got_second = second.contains(target.instance_id.as_str());
+                let status = TargetStatus::try_from(target.status).unwrap_or_default();
+                // Only the failing instances fail, at the first command.
+                if status == TargetStatus::Success && !got_second {
+                    violations.push(format!("{} succeeded without its second command", target.instance_id));
+                }
+                if status == TargetStatus::Failed && got_second {
+                    violations.push(format!(
+                        "{} got the second command though the first failed",
+                        target.instance_id
+                    ));
+                }
+            }
+        }
+        Shape::Waves => {
+            for stage in &campaign.stages {
+                if stage.phase != StagePhase::Passed as i32 {
+                    violations.push(format!(
+                        "stage '{}' ended {}",
+                        stage.name,
+                        StagePhase::try_from(stage.phase).unwrap_or_default().short_name()
+                    ));
+                }
+            }
+            let canary_ended = all
+                .iter()
+                .filter(|t| t.stage == "canary")
+                .filter_map(|t| system_time(&t.finished_at))
+                .max();
+            let rest: std::collections::BTreeSet<&str> = all
+                .iter()
+                .filter(|t| t.stage == "rest")
+                .map(|t| t.instance_id.as_str())
+                .collect();
+            let first_of_rest = sends.iter().filter(|s| rest.contains(s.0.as_str())).map(|s| s.2).min();
+            if let (Some(canary), Some(first)) = (canary_ended, first_of_rest)
+                && first < canary
+            {
+                violations.push(format!(
+                    "the rest was sent {:?} before the canary's last target ended",
+                    canary.duration_since(first).unwrap_or_default()
+                ));
+            }
+            if decided.is_none() {
+                violations.push("the canary's promotion was never answered".into());
+            }
+        }
+        Shape::Cancelled { .. } => {
+            let Some(acknowledged) = decided else {
+                violations.push("the cancel was never answered".into());
+                return;
+            };
+            let ended_before = system_time(&campaign.finished_at).is_some_and(|f| f <= acknowledged);
+            if state != CampaignState::Cancelled && !ended_before {
+                violations.push(format!(
+                    "cancelled, it ended {} ({})",
+                    state.short_name(),
+                    campaign.state_reason
+                ));
+            }
+            // A worker sends only within its lease, renewed at most a TTL
+            // before the cancel, or after a pause of its own (SIGSTOP
+            // between its check and its call).
+            let paused: Duration = plan
+                .actions
+                .iter()
+                .map(|(_, action)| match action {
+                    Action::PauseWorker { for_ } => *for_,
+                    _ => Duration::ZERO,
+                })
+                .sum();
+            let horizon = acknowledged + Duration::from_secs(LEASE_TTL) + Duration::from_secs(2) + paused;
+            for (instance, command, at) in sends.iter().filter(|s| s.2 > horizon) {
+                violations.push(format!(
+                    "{instance} was sent command {command} {:?} after the cancel was answered",
+                    at.duration_since(acknowledged).unwrap_or_default()
+                ));
+            }
+        }
+        Shape::ErrorThreshold => {
+            let passed = campaign.errors > campaign.error_threshold.unwrap_or(0);
+            if passed != (state == CampaignState::Failed) {
+                violations.push(format!(
+                    "{} errors of max_errors 0, yet it ended {} ({})",
+                    campaign.errors,
+                    state.short_name(),
+                    campaign.state_reason
+                ));
+            }
         }
     }
 }
@@ -870,6 +1206,34 @@ mod tests {
             format!("{:?}", plan(1, Mode::Faults).actions),
             format!("{:?}", plan(2, Mode::Faults).actions)
         );
+    }
+
+    #[test]
+    fn every_shape_is_drawn_and_the_faults_do_not_depend_on_it() {
+        let shapes: Vec<Shape> = (0..200).map(shape).collect();
+        for (name, kind) in [
+            ("plain", Shape::Plain),
+            ("sequence", Shape::Sequence),
+            ("waves", Shape::Waves),
+            ("error threshold", Shape::ErrorThreshold),
+        ] {
+            let n = shapes.iter().filter(|s| **s == kind).count();
+            assert!(n >= 10, "{name}: {n} of 200 seeds");
+        }
+        let cancels: Vec<Duration> = shapes
+            .iter()
+            .filter_map(|s| match s {
+                Shape::Cancelled { after } => Some(*after),
+                _ => None,
+            })
+            .collect();
+        assert!(cancels.len() >= 10, "cancelled: {} of 200 seeds", cancels.len());
+        assert!(cancels.iter().all(|a| (1..9).contains(&a.as_secs())), "{cancels:?}");
+        // The CI set's seeds of each shape (tests/tests/chaos.rs).
+        assert_eq!(shape(4), Shape::ErrorThreshold);
+        assert!(matches!(shape(7), Shape::Cancelled { .. }));
+        assert_eq!(shape(9), Shape::Waves);
+        assert_eq!(shape(15), Shape::Sequence);
     }
 
     #[test]
