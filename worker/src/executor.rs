@@ -215,6 +215,9 @@ async fn run_command(
     let covered: BTreeSet<&String> = commands.iter().flat_map(|c| c.pending.iter()).collect();
     let mut unsent: Vec<String> = going.iter().filter(|i| !covered.contains(i)).cloned().collect();
     if !unsent.is_empty() {
+        // Asked now, so that a cancel answered a moment ago stops this send
+        // rather than the next renewal's answer.
+        lease.refresh().await;
         match lease.state() {
             LeaseState::Lost => return Err(TaskError::LeaseLost),
             LeaseState::Cancelled => {
@@ -255,7 +258,8 @@ async fn run_command(
 /// Sends the command to `unsent` and records where it went. A send that got
 /// no answer may have run: its Comment is looked up before anything is sent
 /// again, and what is found is adopted. Nothing is sent without a live
-/// lease, asked right before each try.
+/// lease, asked right before each try (the caller has just asked the
+/// controller whether the campaign still runs).
 async fn dispatch(
     ctx: &Context,
     lease: &LeaseHandle,

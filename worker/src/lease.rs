@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use muster_proto::v1::{CompleteTaskRequest, FailTaskRequest, Lease, RenewLeaseRequest, Task};
+use muster_proto::v1::{CompleteTaskRequest, FailTaskRequest, Lease, RenewLeaseRequest, RenewLeaseResponse, Task};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +17,10 @@ use crate::controller::{Controller, ControllerError};
 /// quarter of the TTL, if that is less): the controller may hand the task to
 /// someone else right after it.
 const SEND_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long [`LeaseHandle::refresh`] waits for the controller's answer
+/// before it leaves the lease as the renewals left it.
+const REFRESH_WITHIN: Duration = Duration::from_secs(2);
 
 /// What the renewals have learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +56,7 @@ pub struct LeaseHandle {
     /// What earlier attempts sent.
     pub lease: Lease,
     state: watch::Receiver<LeaseState>,
-    deadline: Arc<Mutex<Instant>>,
+    learned: Arc<Learned>,
     send_margin: Duration,
     stop: CancellationToken,
     controller: Controller,
@@ -65,7 +69,6 @@ impl LeaseHandle {
         let Granted { lease, asked } = granted;
         let ttl = lease.ttl.and_then(crate::given_ttl).unwrap_or(crate::DEFAULT_LEASE_TTL);
         let task = lease.task.clone().unwrap_or_default();
-        let deadline = Arc::new(Mutex::new(asked + ttl));
         // A lease of a cancelled campaign exists only to cancel what an
         // earlier attempt sent.
         let (tx, rx) = watch::channel(if lease.campaign_cancelled {
@@ -73,15 +76,18 @@ impl LeaseHandle {
         } else {
             LeaseState::Held
         });
+        let learned = Arc::new(Learned {
+            deadline: Mutex::new(asked + ttl),
+            ttl: Mutex::new(ttl),
+            state: tx,
+        });
         let stop = CancellationToken::new();
         // Renewals belong to the task's trace and carry its fields.
         let renewing = renew_loop(
             controller.clone(),
             task.task_id.clone(),
             lease.lease_id,
-            ttl,
-            deadline.clone(),
-            tx,
+            learned.clone(),
             stop.clone(),
         )
         .instrument(tracing::Span::current());
@@ -94,7 +100,7 @@ impl LeaseHandle {
             task,
             lease,
             state: rx,
-            deadline,
+            learned,
             send_margin: SEND_MARGIN.min(ttl / 4),
             stop,
             controller,
@@ -119,8 +125,33 @@ impl LeaseHandle {
     /// Whether a command may still be sent under this lease: held, and far
     /// enough from its deadline that nobody else can have it.
     pub fn may_send(&self) -> bool {
-        self.state() == LeaseState::Held
-            && Instant::now() + self.send_margin < *self.deadline.lock().expect("deadline lock")
+        self.state() == LeaseState::Held && Instant::now() + self.send_margin < self.learned.deadline()
+    }
+
+    /// Asks the controller now, as a renewal does, whether the lease holds
+    /// and the campaign still runs: called right before a SendCommand, so
+    /// that a cancel answered a moment ago stops it. The renewals alone
+    /// learn of a cancel up to a third of the TTL late, and a command sent
+    /// meanwhile starts on its instances before the worker cancels it. A
+    /// controller that does not answer within [`REFRESH_WITHIN`] leaves the
+    /// lease as the renewals left it (its deadline still fences the send).
+    pub async fn refresh(&self) {
+        if self.state() != LeaseState::Held {
+            return;
+        }
+        let asked = Instant::now();
+        let request = RenewLeaseRequest {
+            task_id: self.task.task_id.clone(),
+            lease_id: self.lease_id,
+        };
+        match tokio::time::timeout(REFRESH_WITHIN, self.controller.renew_lease(request)).await {
+            Ok(Ok(renewed)) => self.learned.renewed(&renewed, asked),
+            Ok(Err(ControllerError::LeaseLost(reason) | ControllerError::Refused(reason))) => {
+                tracing::warn!(task_id = %self.task.task_id, lease_id = self.lease_id, reason, "lease lost; stopping the task");
+                let _ = self.learned.state.send(LeaseState::Lost);
+            }
+            Ok(Err(ControllerError::Unreachable(_))) | Err(_) => {}
+        }
     }
 
     /// Completes the task and stops renewing.
@@ -164,16 +195,62 @@ impl Drop for LeaseHandle {
     }
 }
 
+/// What the renewals (and refreshes) have learned of a lease.
+struct Learned {
+    /// No command is sent past this, less the send margin.
+    deadline: Mutex<Instant>,
+    /// As the controller last gave it.
+    ttl: Mutex<Duration>,
+    state: watch::Sender<LeaseState>,
+}
+
+impl Learned {
+    fn deadline(&self) -> Instant {
+        *self.deadline.lock().expect("deadline lock")
+    }
+
+    fn ttl(&self) -> Duration {
+        *self.ttl.lock().expect("ttl lock")
+    }
+
+    /// A renewal asked at `asked` was answered: the deadline counts from
+    /// when it was asked (the controller's clock may have started later,
+    /// never earlier), and a cancelled campaign is heard. An answer to an
+    /// older question, arriving after a newer one's, shortens the deadline:
+    /// safe, since the lease runs at least that long.
+    fn renewed(&self, renewed: &RenewLeaseResponse, asked: Instant) {
+        let ttl = {
+            let mut ttl = self.ttl.lock().expect("ttl lock");
+            if let Some(new_ttl) = renewed
+                .ttl
+                .and_then(|d| Duration::try_from(d).ok())
+                .filter(|d| !d.is_zero())
+            {
+                *ttl = new_ttl;
+            }
+            *ttl
+        };
+        *self.deadline.lock().expect("deadline lock") = asked + ttl;
+        if renewed.campaign_cancelled {
+            self.state.send_if_modified(|s| {
+                let changed = *s == LeaseState::Held;
+                if changed {
+                    *s = LeaseState::Cancelled;
+                }
+                changed
+            });
+        }
+    }
+}
+
 async fn renew_loop(
     controller: Controller,
     task_id: String,
     lease_id: u64,
-    mut ttl: Duration,
-    deadline: Arc<Mutex<Instant>>,
-    state: watch::Sender<LeaseState>,
+    learned: Arc<Learned>,
     stop: CancellationToken,
 ) {
-    let mut wait = ttl / 3;
+    let mut wait = learned.ttl() / 3;
     // Past the deadline without an answer (logged once).
     let mut overdue = false;
     loop {
@@ -181,7 +258,7 @@ async fn renew_loop(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        wait = ttl / 3;
+        wait = learned.ttl() / 3;
         let asked = Instant::now();
         match controller
             .renew_lease(RenewLeaseRequest {
@@ -191,37 +268,19 @@ async fn renew_loop(
             .await
         {
             Ok(renewed) => {
-                if let Some(new_ttl) = renewed
-                    .ttl
-                    .and_then(|d| Duration::try_from(d).ok())
-                    .filter(|d| !d.is_zero())
-                {
-                    ttl = new_ttl;
-                }
-                // Measured from when we asked: the controller's clock may
-                // have started later, never earlier.
-                *deadline.lock().expect("deadline lock") = asked + ttl;
+                learned.renewed(&renewed, asked);
                 if std::mem::take(&mut overdue) {
                     tracing::info!(task_id, lease_id, "lease renewed after the controller came back");
-                }
-                if renewed.campaign_cancelled {
-                    state.send_if_modified(|s| {
-                        let changed = *s == LeaseState::Held;
-                        if changed {
-                            *s = LeaseState::Cancelled;
-                        }
-                        changed
-                    });
                 }
             }
             Err(ControllerError::LeaseLost(reason)) | Err(ControllerError::Refused(reason)) => {
                 tracing::warn!(task_id, lease_id, reason, "lease lost; stopping the task");
-                let _ = state.send(LeaseState::Lost);
+                let _ = learned.state.send(LeaseState::Lost);
                 return;
             }
             Err(ControllerError::Unreachable(reason)) => {
                 wait = wait.min(Duration::from_secs(2));
-                let past = Instant::now() >= *deadline.lock().expect("deadline lock");
+                let past = Instant::now() >= learned.deadline();
                 if past && !overdue {
                     tracing::warn!(
                         task_id,
@@ -242,7 +301,7 @@ async fn renew_loop(
 mod tests {
     use std::sync::Arc;
 
-    use muster_proto::v1::{RenewLeaseResponse, Task};
+    use muster_proto::v1::Task;
 
     use super::*;
     use crate::controller::scripted::{Call, Scripted};
@@ -346,6 +405,46 @@ mod tests {
         controller.renewals.lock().unwrap().clear();
         until("sending to resume", || handle.may_send()).await;
         assert_eq!(handle.state(), LeaseState::Held);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_asks_at_once_and_hears_a_cancel_or_a_loss_before_the_next_renewal() {
+        // Renewed every 20 s: none comes during the test.
+        let long = |controller: &Arc<Scripted>| {
+            LeaseHandle::start(
+                Arc::new(controller.clone()),
+                Granted {
+                    lease: Lease {
+                        ttl: Some(Duration::from_secs(60).try_into().unwrap()),
+                        ..lease(false)
+                    },
+                    asked: Instant::now(),
+                },
+            )
+        };
+        let controller = Arc::new(Scripted::default());
+        controller.renew_answers(unreachable());
+        let handle = long(&controller);
+        handle.refresh().await;
+        assert_eq!(controller.renewals_made(), 1, "asked at once");
+        assert!(handle.may_send(), "unanswered: the lease is as the grant left it");
+        controller.renew_answers(Ok(RenewLeaseResponse {
+            campaign_cancelled: true,
+            ..Default::default()
+        }));
+        handle.refresh().await;
+        assert_eq!(handle.state(), LeaseState::Cancelled);
+        assert!(!handle.may_send());
+        // Cancelled, it has nothing more to ask before a send.
+        handle.refresh().await;
+        assert_eq!(controller.renewals_made(), 2);
+
+        controller.renew_answers(Err(ControllerError::LeaseLost("lease_id: not current".into())));
+        let other = long(&controller);
+        other.refresh().await;
+        assert_eq!(other.state(), LeaseState::Lost);
+        assert!(!other.may_send());
+        assert_eq!(controller.renewals_made(), 3);
     }
 
     #[tokio::test]

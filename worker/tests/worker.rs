@@ -553,6 +553,43 @@ async fn cancel_stops_commands_in_flight() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_answered_while_the_first_command_runs_stops_the_second() {
+    // A lease of a minute is renewed every 20 s, long after the first
+    // command (8 s) ends and the second would go out: the worker asks the
+    // controller right before it sends, and hears of the cancel then.
+    let w = World::new(FLEET, Duration::from_secs(60)).await;
+    let worker = w.start_worker(Duration::from_secs(5)).await;
+    let slow = w.ids("beta", EAST, "slow");
+    let mut spec = w.spec("beta", EAST, &slow, &["sleep 8"]);
+    spec.then = spec.command.clone().into_iter().collect();
+    let id = w.submit(spec).await;
+    let (world, campaign) = (&w, id.as_str());
+    eventually(
+        &w,
+        "the first command's dispatch",
+        Duration::from_secs(30),
+        || async move { !world.dispatches(campaign).await.is_empty() },
+    )
+    .await;
+    w.cancel(&id).await;
+    let ended = w.wait_done(&id, Duration::from_secs(60)).await;
+    assert_eq!(CampaignState::try_from(ended.state), Ok(CampaignState::Cancelled));
+    let sent: Vec<String> = w.sb.audit().into_iter().map(|e| e.comment).collect();
+    assert_eq!(sent.len(), 1, "the first command only: {sent:?}");
+    assert!(!sent[0].contains(" command 2"), "{sent:?}");
+    let targets = w.targets(&id).await;
+    assert_eq!(targets.len(), 2);
+    for target in targets.values() {
+        assert_eq!(target.status, TargetStatus::Cancelled as i32, "{target:?}");
+        assert_eq!(
+            target.reason, "command 2 of 2: cancelled before it was sent",
+            "{target:?}"
+        );
+    }
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_whose_answer_was_lost_is_made_again_and_the_batch_ends_cancelled() {
     // SSM cancels the command, but its answer is a 500: the worker cancels
     // again (CancelCommand is safe to repeat: the instances already ended
