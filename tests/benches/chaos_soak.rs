@@ -158,6 +158,20 @@ async fn main() {
     for (name, (n, failed)) in &shapes {
         println!("| {name} | {n} | {failed} |");
     }
+    // How soon a cancel stops new sends: the last SendCommand that started
+    // after the cancel was answered, over the cancelled seeds.
+    let cancelled: Vec<&Report> = outcomes
+        .iter()
+        .map(|o| &o.report)
+        .filter(|r| matches!(r.shape, chaos::Shape::Cancelled { .. }))
+        .collect();
+    let late: Vec<Duration> = cancelled.iter().filter_map(|r| r.sent_after_cancel).collect();
+    println!(
+        "\ncancelled campaigns: {}; with a SendCommand started after the cancel was answered: {} (the latest {:.2} s after)",
+        cancelled.len(),
+        late.len(),
+        late.iter().max().copied().unwrap_or_default().as_secs_f64()
+    );
     println!("\n| fault | injected |\n|---|---|");
     for (kind, n) in &faults {
         println!("| {kind} | {n} |");

@@ -450,6 +450,9 @@ pub struct Report {
     pub expired: usize,
     /// Tasks stopped workers handed back (no attempt spent).
     pub handed_back: usize,
+    /// In a cancelled campaign, how long after the cancel was answered the
+    /// last SendCommand started, if any started after it.
+    pub sent_after_cancel: Option<Duration>,
     /// Everything that was wrong, for people.
     pub violations: Vec<String>,
 }
@@ -1053,6 +1056,7 @@ async fn check_shape(
                     _ => Duration::ZERO,
                 })
                 .sum();
+            report.sent_after_cancel = sends.iter().filter_map(|s| s.2.duration_since(acknowledged).ok()).max();
             let horizon = acknowledged + Duration::from_secs(LEASE_TTL) + Duration::from_secs(2) + paused;
             for (instance, command, at) in sends.iter().filter(|s| s.2 > horizon) {
                 violations.push(format!(

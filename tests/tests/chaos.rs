@@ -26,11 +26,12 @@ async fn scenario(default: u64, shape: Option<chaos::Shape>) {
         let shape = plan.shape;
         let report = chaos::run_plan(plan).await;
         println!(
-            "seed {seed} ({shape:?}): {:?} in {:.1}s, {} leases expired, {} tasks handed back",
+            "seed {seed} ({shape:?}): {:?} in {:.1}s, {} leases expired, {} tasks handed back, last send after the cancel's answer: {:?}",
             report.faults,
             report.makespan.as_secs_f64(),
             report.expired,
-            report.handed_back
+            report.handed_back,
+            report.sent_after_cancel
         );
         assert!(
             report.ok(),
