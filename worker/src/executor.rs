@@ -25,7 +25,7 @@ use crate::controller::ControllerError;
 use crate::lease::{LeaseHandle, LeaseState};
 use crate::output;
 use crate::reporter::{self, Ack};
-use crate::scope_clients::{CallError, ScopeClients, Unsent};
+use crate::scope_clients::{CallError, Guard, ScopeClients, Unsent};
 use crate::{Context, TaskError, trace};
 
 /// Unanswered SendCommands one attempt looks up and tries again after; past
@@ -272,7 +272,7 @@ async fn dispatch(
     let task = &lease.task;
     let mut unanswered = 0;
     while !unsent.is_empty() {
-        let error = match send(scope, spec, &unsent, &|| lease.may_send()).await {
+        let error = match send(scope, spec, &unsent, lease).await {
             Ok(command_id) => {
                 muster_common::crash::point("worker.after_send");
                 record_dispatch(ctx, lease, (&command_id, step), &unsent, false).await?;
@@ -284,6 +284,19 @@ async fn dispatch(
                 });
                 return Ok(());
             }
+            Err(Unsent::NotAllowed) if unanswered == 0 && lease.state() == LeaseState::Cancelled => {
+                // Heard right before the send (after a wait for the rate):
+                // nothing of this batch went out.
+                for id in unsent.drain(..) {
+                    results.report(unsent_result(
+                        &id,
+                        TargetStatus::Cancelled,
+                        "cancelled before it was sent",
+                    ));
+                }
+                return Ok(());
+            }
+            // After an unanswered send, the next attempt looks for it first.
             Err(Unsent::NotAllowed) => return Err(TaskError::LeaseLost),
             Err(Unsent::Refused(error)) if error.is_retryable() => return Err(TaskError::Aws(error)),
             Err(Unsent::Refused(error)) => {
@@ -395,7 +408,7 @@ async fn send(
     scope: &ScopeClients,
     spec: &ExecuteSpec,
     instance_ids: &[String],
-    may_send: &(dyn Fn() -> bool + Sync),
+    guard: &dyn Guard,
 ) -> Result<String, Unsent> {
     let parameters: HashMap<String, Vec<String>> = spec
         .parameters
@@ -403,7 +416,7 @@ async fn send(
         .map(|(name, values)| (name.clone(), values.values.clone()))
         .collect();
     let answer = scope
-        .call_once(Api::SendCommand, may_send, || {
+        .call_once(Api::SendCommand, guard, || {
             let mut request = scope
                 .ssm
                 .send_command()

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::controller::{Controller, ControllerError};
+use crate::scope_clients::Guard;
 
 /// Never send a command closer than this to the lease's local deadline (or a
 /// quarter of the TTL, if that is less): the controller may hand the task to
@@ -21,6 +22,11 @@ const SEND_MARGIN: Duration = Duration::from_secs(5);
 /// How long [`LeaseHandle::refresh`] waits for the controller's answer
 /// before it leaves the lease as the renewals left it.
 const REFRESH_WITHIN: Duration = Duration::from_secs(2);
+
+/// How recent the controller's last answer must be for a send to go by it
+/// ([`Guard::allows`]); an older one (the send waited for the rate or a
+/// throttling backoff since) is asked again.
+const FRESH: Duration = Duration::from_millis(250);
 
 /// What the renewals have learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +84,7 @@ impl LeaseHandle {
         });
         let learned = Arc::new(Learned {
             deadline: Mutex::new(asked + ttl),
+            heard: Mutex::new(asked),
             ttl: Mutex::new(ttl),
             state: tx,
         });
@@ -189,6 +196,18 @@ impl LeaseHandle {
     }
 }
 
+/// A SendCommand under this lease goes out only if the lease holds and
+/// the campaign still runs, as the controller said at most [`FRESH`] ago.
+#[tonic::async_trait]
+impl Guard for LeaseHandle {
+    async fn allows(&self) -> bool {
+        if self.learned.heard().elapsed() > FRESH {
+            self.refresh().await;
+        }
+        self.may_send()
+    }
+}
+
 impl Drop for LeaseHandle {
     fn drop(&mut self) {
         self.stop.cancel();
@@ -199,6 +218,8 @@ impl Drop for LeaseHandle {
 struct Learned {
     /// No command is sent past this, less the send margin.
     deadline: Mutex<Instant>,
+    /// When the question of the controller's last answer was asked.
+    heard: Mutex<Instant>,
     /// As the controller last gave it.
     ttl: Mutex<Duration>,
     state: watch::Sender<LeaseState>,
@@ -207,6 +228,10 @@ struct Learned {
 impl Learned {
     fn deadline(&self) -> Instant {
         *self.deadline.lock().expect("deadline lock")
+    }
+
+    fn heard(&self) -> Instant {
+        *self.heard.lock().expect("heard lock")
     }
 
     fn ttl(&self) -> Duration {
@@ -231,6 +256,7 @@ impl Learned {
             *ttl
         };
         *self.deadline.lock().expect("deadline lock") = asked + ttl;
+        *self.heard.lock().expect("heard lock") = asked;
         if renewed.campaign_cancelled {
             self.state.send_if_modified(|s| {
                 let changed = *s == LeaseState::Held;
@@ -407,21 +433,40 @@ mod tests {
         assert_eq!(handle.state(), LeaseState::Held);
     }
 
+    /// A lease of a minute, granted now: renewed every 20 s, so none comes
+    /// during a test.
+    fn long(controller: &Arc<Scripted>) -> LeaseHandle {
+        LeaseHandle::start(
+            Arc::new(controller.clone()),
+            Granted {
+                lease: Lease {
+                    ttl: Some(Duration::from_secs(60).try_into().unwrap()),
+                    ..lease(false)
+                },
+                asked: Instant::now(),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_send_goes_by_an_answer_at_most_a_moment_old() {
+        let controller = Arc::new(Scripted::default());
+        let handle = long(&controller);
+        assert!(handle.allows().await, "granted a moment ago");
+        assert_eq!(controller.renewals_made(), 0, "nothing to ask");
+        // A wait for the rate: the grant is no longer fresh.
+        tokio::time::sleep(FRESH * 2).await;
+        controller.renew_answers(Ok(RenewLeaseResponse {
+            campaign_cancelled: true,
+            ..Default::default()
+        }));
+        assert!(!handle.allows().await, "asked again, and the campaign was cancelled");
+        assert_eq!(controller.renewals_made(), 1);
+        assert_eq!(handle.state(), LeaseState::Cancelled);
+    }
+
     #[tokio::test]
     async fn a_refresh_asks_at_once_and_hears_a_cancel_or_a_loss_before_the_next_renewal() {
-        // Renewed every 20 s: none comes during the test.
-        let long = |controller: &Arc<Scripted>| {
-            LeaseHandle::start(
-                Arc::new(controller.clone()),
-                Granted {
-                    lease: Lease {
-                        ttl: Some(Duration::from_secs(60).try_into().unwrap()),
-                        ..lease(false)
-                    },
-                    asked: Instant::now(),
-                },
-            )
-        };
         let controller = Arc::new(Scripted::default());
         controller.renew_answers(unreachable());
         let handle = long(&controller);

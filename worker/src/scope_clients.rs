@@ -69,6 +69,14 @@ pub enum Unsent {
     Unanswered(CallError),
 }
 
+/// What a call that must not be repeated asks right before each try,
+/// after any wait for the rate or a throttling backoff.
+#[tonic::async_trait]
+pub trait Guard: Sync {
+    /// Whether the call may be made now.
+    async fn allows(&self) -> bool;
+}
+
 /// Whether a call may be made again after it went unanswered.
 #[derive(Clone, Copy)]
 enum Repeat<'a> {
@@ -76,7 +84,7 @@ enum Repeat<'a> {
     Freely,
     /// Not idempotent: made only while `guard` allows, right before each
     /// try, and never again once a try went unanswered.
-    Never(&'a (dyn Fn() -> bool + Sync)),
+    Never(&'a dyn Guard),
 }
 
 /// SDK clients for one (account, region).
@@ -226,12 +234,7 @@ impl ScopeClients {
     /// any wait for the rate or a throttling backoff; throttling, expired
     /// credentials and refusals retry or fail as in [`ScopeClients::call`], but a
     /// try that got no answer is never repeated here: the caller looks first.
-    pub async fn call_once<T, E, R, F, Fut>(
-        &self,
-        api: Api,
-        guard: &(dyn Fn() -> bool + Sync),
-        send: F,
-    ) -> Result<T, Unsent>
+    pub async fn call_once<T, E, R, F, Fut>(&self, api: Api, guard: &dyn Guard, send: F) -> Result<T, Unsent>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, R>>>,
@@ -256,7 +259,7 @@ impl ScopeClients {
         loop {
             self.limiter.acquire(&key).await;
             if let Repeat::Never(guard) = repeat
-                && !guard()
+                && !guard.allows().await
             {
                 return Err(Unsent::NotAllowed);
             }
