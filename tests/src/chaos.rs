@@ -946,11 +946,7 @@ async fn cancel_at(
 fn sends_at(system: &System) -> Vec<(String, u32, SystemTime)> {
     let mut sends = Vec::new();
     for entry in system.sb.audit() {
-        let command = entry
-            .comment
-            .rsplit_once(" command ")
-            .and_then(|(_, n)| n.parse().ok())
-            .unwrap_or(1);
+        let command = crate::procs::command_of(&entry.comment);
         let at: SystemTime = chrono::DateTime::parse_from_rfc3339(&entry.at)
             .expect("the audit log's times are RFC 3339")
             .into();

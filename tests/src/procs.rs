@@ -855,11 +855,7 @@ impl System {
     pub fn sends_per_command(&self) -> std::collections::BTreeMap<(String, u32), usize> {
         let mut counts = std::collections::BTreeMap::new();
         for entry in self.sb.audit() {
-            let n = entry
-                .comment
-                .rsplit_once(" command ")
-                .and_then(|(_, n)| n.parse().ok())
-                .unwrap_or(1);
+            let n = command_of(&entry.comment);
             for id in entry.instance_ids {
                 *counts.entry((id, n)).or_insert(0) += 1;
             }
@@ -877,6 +873,16 @@ impl System {
         }
         counts
     }
+}
+
+/// Which command of the campaign's sequence (from 1) a SendCommand's
+/// Comment names: "muster task T" is the first, "muster task T command 2"
+/// the second.
+pub fn command_of(comment: &str) -> u32 {
+    comment
+        .rsplit_once(" command ")
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(1)
 }
 
 /// `text` without terminal colour codes (ESC [ ... m).
