@@ -215,20 +215,9 @@ async fn run_command(
     let covered: BTreeSet<&String> = commands.iter().flat_map(|c| c.pending.iter()).collect();
     let mut unsent: Vec<String> = going.iter().filter(|i| !covered.contains(i)).cloned().collect();
     if !unsent.is_empty() {
-        // Asked now, so that a cancel answered a moment ago stops this send
-        // rather than the next renewal's answer.
-        lease.refresh().await;
         match lease.state() {
             LeaseState::Lost => return Err(TaskError::LeaseLost),
-            LeaseState::Cancelled => {
-                for id in unsent.drain(..) {
-                    results.report(unsent_result(
-                        &id,
-                        TargetStatus::Cancelled,
-                        "cancelled before it was sent",
-                    ));
-                }
-            }
+            LeaseState::Cancelled => cancel_unsent(&mut unsent, results),
             LeaseState::Held => {}
         }
     }
@@ -255,11 +244,23 @@ async fn run_command(
     polled
 }
 
+/// Ends `unsent`, none of which any attempt sent, CANCELLED.
+fn cancel_unsent(unsent: &mut Vec<String>, results: &mut Results<'_>) {
+    for id in unsent.drain(..) {
+        results.report(unsent_result(
+            &id,
+            TargetStatus::Cancelled,
+            "cancelled before it was sent",
+        ));
+    }
+}
+
 /// Sends the command to `unsent` and records where it went. A send that got
 /// no answer may have run: its Comment is looked up before anything is sent
 /// again, and what is found is adopted. Nothing is sent without a live
-/// lease, asked right before each try (the caller has just asked the
-/// controller whether the campaign still runs).
+/// lease, asked right before each try: the guard ([`LeaseHandle`]'s) asks
+/// the controller whether the campaign still runs when its last answer is
+/// more than a moment old.
 async fn dispatch(
     ctx: &Context,
     lease: &LeaseHandle,
@@ -285,15 +286,9 @@ async fn dispatch(
                 return Ok(());
             }
             Err(Unsent::NotAllowed) if unanswered == 0 && lease.state() == LeaseState::Cancelled => {
-                // Heard right before the send (after a wait for the rate):
-                // nothing of this batch went out.
-                for id in unsent.drain(..) {
-                    results.report(unsent_result(
-                        &id,
-                        TargetStatus::Cancelled,
-                        "cancelled before it was sent",
-                    ));
-                }
+                // Heard right before the send (the guard asks the
+                // controller): nothing of this batch went out.
+                cancel_unsent(&mut unsent, results);
                 return Ok(());
             }
             // After an unanswered send, the next attempt looks for it first.

@@ -83,9 +83,7 @@ impl LeaseHandle {
             LeaseState::Held
         });
         let learned = Arc::new(Learned {
-            deadline: Mutex::new(asked + ttl),
-            heard: Mutex::new(asked),
-            ttl: Mutex::new(ttl),
+            answer: Mutex::new(Answer { asked, ttl }),
             state: tx,
         });
         let stop = CancellationToken::new();
@@ -142,7 +140,7 @@ impl LeaseHandle {
     /// meanwhile starts on its instances before the worker cancels it. A
     /// controller that does not answer within [`REFRESH_WITHIN`] leaves the
     /// lease as the renewals left it (its deadline still fences the send).
-    pub async fn refresh(&self) {
+    async fn refresh(&self) {
         if self.state() != LeaseState::Held {
             return;
         }
@@ -154,8 +152,7 @@ impl LeaseHandle {
         match tokio::time::timeout(REFRESH_WITHIN, self.controller.renew_lease(request)).await {
             Ok(Ok(renewed)) => self.learned.renewed(&renewed, asked),
             Ok(Err(ControllerError::LeaseLost(reason) | ControllerError::Refused(reason))) => {
-                tracing::warn!(task_id = %self.task.task_id, lease_id = self.lease_id, reason, "lease lost; stopping the task");
-                let _ = self.learned.state.send(LeaseState::Lost);
+                self.learned.lost(&self.task.task_id, self.lease_id, &reason);
             }
             Ok(Err(ControllerError::Unreachable(_))) | Err(_) => {}
         }
@@ -214,28 +211,46 @@ impl Drop for LeaseHandle {
     }
 }
 
+/// The controller's last word on a lease (the grant, a renewal or a
+/// refresh).
+#[derive(Clone, Copy)]
+struct Answer {
+    /// When the question it answered was asked.
+    asked: Instant,
+    /// The TTL it gave.
+    ttl: Duration,
+}
+
 /// What the renewals (and refreshes) have learned of a lease.
 struct Learned {
-    /// No command is sent past this, less the send margin.
-    deadline: Mutex<Instant>,
-    /// When the question of the controller's last answer was asked.
-    heard: Mutex<Instant>,
-    /// As the controller last gave it.
-    ttl: Mutex<Duration>,
+    answer: Mutex<Answer>,
     state: watch::Sender<LeaseState>,
 }
 
 impl Learned {
+    fn answer(&self) -> Answer {
+        *self.answer.lock().expect("answer lock")
+    }
+
+    /// No command is sent past this, less the send margin: the lease runs
+    /// a TTL from when its last answer was asked for, no longer.
     fn deadline(&self) -> Instant {
-        *self.deadline.lock().expect("deadline lock")
+        let Answer { asked, ttl } = self.answer();
+        asked + ttl
     }
 
     fn heard(&self) -> Instant {
-        *self.heard.lock().expect("heard lock")
+        self.answer().asked
+    }
+
+    /// The controller said the lease is gone: the task stops.
+    fn lost(&self, task_id: &str, lease_id: u64, reason: &str) {
+        tracing::warn!(task_id, lease_id, reason, "lease lost; stopping the task");
+        let _ = self.state.send(LeaseState::Lost);
     }
 
     fn ttl(&self) -> Duration {
-        *self.ttl.lock().expect("ttl lock")
+        self.answer().ttl
     }
 
     /// A renewal asked at `asked` was answered: the deadline counts from
@@ -244,19 +259,17 @@ impl Learned {
     /// older question, arriving after a newer one's, shortens the deadline:
     /// safe, since the lease runs at least that long.
     fn renewed(&self, renewed: &RenewLeaseResponse, asked: Instant) {
-        let ttl = {
-            let mut ttl = self.ttl.lock().expect("ttl lock");
-            if let Some(new_ttl) = renewed
+        {
+            let mut answer = self.answer.lock().expect("answer lock");
+            answer.asked = asked;
+            if let Some(ttl) = renewed
                 .ttl
                 .and_then(|d| Duration::try_from(d).ok())
                 .filter(|d| !d.is_zero())
             {
-                *ttl = new_ttl;
+                answer.ttl = ttl;
             }
-            *ttl
-        };
-        *self.deadline.lock().expect("deadline lock") = asked + ttl;
-        *self.heard.lock().expect("heard lock") = asked;
+        }
         if renewed.campaign_cancelled {
             self.state.send_if_modified(|s| {
                 let changed = *s == LeaseState::Held;
@@ -300,8 +313,7 @@ async fn renew_loop(
                 }
             }
             Err(ControllerError::LeaseLost(reason)) | Err(ControllerError::Refused(reason)) => {
-                tracing::warn!(task_id, lease_id, reason, "lease lost; stopping the task");
-                let _ = learned.state.send(LeaseState::Lost);
+                learned.lost(&task_id, lease_id, &reason);
                 return;
             }
             Err(ControllerError::Unreachable(reason)) => {
