@@ -431,8 +431,10 @@ impl CampaignService for CampaignApi {
             Some(true) => {
                 tracing::info!(campaign_id = %request.campaign_id, by, reason, "campaign cancel requested");
                 // Watchers hear CANCELLING from the reconcile loop's feed,
-                // which this wakes.
+                // which this wakes; workers waiting in AwaitCommands hear it
+                // at once, and cancel the commands they follow.
                 self.ctl.wake.notify_one();
+                self.ctl.command_endings.cancel_requested();
             }
             Some(false) => {}
         }

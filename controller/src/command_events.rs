@@ -42,7 +42,7 @@ const FINAL: [&str; 4] = ["Success", "Failed", "TimedOut", "Cancelled"];
 
 /// What the waiting AwaitCommands calls listen to.
 pub struct Endings {
-    /// Bumped after each recorded batch of endings.
+    /// Bumped after each recorded batch of endings, and after a cancel.
     recorded: watch::Sender<u64>,
     /// Cancelled when the controller stops, so long waits end at once.
     pub stopping: CancellationToken,
@@ -65,6 +65,12 @@ impl Endings {
 
     fn recorded(&self) {
         self.recorded.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A campaign's cancel was requested here: the waiting calls that ask
+    /// about campaigns look again now rather than at their next recheck.
+    pub fn cancel_requested(&self) {
+        self.recorded();
     }
 }
 

@@ -233,8 +233,9 @@ impl Metrics {
         self.command_events(outcome, 1);
     }
 
-    /// AwaitCommands answers: `ended` (some command had ended), `waited`
-    /// (none did within the wait).
+    /// AwaitCommands answers: `ended` (some command had ended),
+    /// `cancelling` (some campaign asked about is being cancelled), `waited`
+    /// (neither within the wait).
     pub fn await_commands(&self, outcome: &str) {
         self.await_commands
             .get_or_create(&OutcomeLabel {
@@ -593,7 +594,7 @@ fn register_counters(registry: &mut Registry, m: &Metrics) {
     );
     registry.register(
         "await_commands",
-        "AwaitCommands answers, by outcome: ended (a command the worker follows had ended), waited (none within the wait)",
+        "AwaitCommands answers, by outcome: ended (a command the worker follows had ended), cancelling (a campaign it follows is being cancelled), waited (neither within the wait)",
         m.await_commands.clone(),
     );
     registry.register(

@@ -50,10 +50,13 @@ const MAX_DISPATCH_IDS: usize = 50;
 const MAX_HANDED_OFF: u32 = 100;
 /// Most command ids in one AwaitCommands.
 const MAX_AWAITED: usize = 5_000;
+/// Most campaign ids in one AwaitCommands.
+const MAX_AWAITED_CAMPAIGNS: usize = 100;
 /// Longest AwaitCommands wait.
 const MAX_AWAIT: std::time::Duration = std::time::Duration::from_secs(20);
 /// How often a waiting AwaitCommands looks in the store for endings that
-/// another controller recorded.
+/// another controller recorded, and for cancels (another controller's, or
+/// a maintenance window's end).
 const AWAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The service.
@@ -320,6 +323,24 @@ fn replayed(
 /// The lose point `worker_api.<method>` (`MUSTER_LOSE_AT`, for fault
 /// tests): the call has taken effect, and its caller hears UNAVAILABLE, as
 /// when the connection breaks before the answer.
+/// At most `most` ids, each 1 to 64 characters (an SSM command id and a
+/// campaign id are both 36).
+fn check_awaited(field: &str, ids: &[String], most: usize) -> Result<(), Status> {
+    if ids.len() > most {
+        return Err(Status::invalid_argument(format!(
+            "{field}: at most {most} ids, got {}",
+            ids.len()
+        )));
+    }
+    if let Some(bad) = ids.iter().find(|id| id.is_empty() || id.len() > 64) {
+        return Err(Status::invalid_argument(format!(
+            "{field}: each id is 1 to 64 characters, got {:?}",
+            bad.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
 fn lose_answer(method: &str) -> Result<(), Status> {
     if muster_common::crash::answer_lost(&format!("worker_api.{method}")) {
         return Err(Status::unavailable(format!(
@@ -776,18 +797,8 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<AwaitCommandsResponse>, Status> {
         self.caller(&request, "AwaitCommands")?;
         let request = request.into_inner();
-        if request.command_ids.len() > MAX_AWAITED {
-            return Err(Status::invalid_argument(format!(
-                "command_ids: at most {MAX_AWAITED} ids, got {}",
-                request.command_ids.len()
-            )));
-        }
-        if let Some(bad) = request.command_ids.iter().find(|id| id.is_empty() || id.len() > 64) {
-            return Err(Status::invalid_argument(format!(
-                "command_ids: each id is 1 to 64 characters, got {:?}",
-                bad.chars().take(80).collect::<String>()
-            )));
-        }
+        check_awaited("command_ids", &request.command_ids, MAX_AWAITED)?;
+        check_awaited("campaign_ids", &request.campaign_ids, MAX_AWAITED_CAMPAIGNS)?;
         let wait = match request.wait {
             None => std::time::Duration::ZERO,
             Some(wait) => std::time::Duration::try_from(wait)
@@ -796,44 +807,61 @@ impl WorkerService for WorkerApi {
                 .ok_or_else(|| Status::invalid_argument(format!("wait: 0 to {} s", MAX_AWAIT.as_secs())))?,
         };
         let events_enabled = self.ctl.settings.command_events_queue_url.is_some();
-        let answer = |ended: Vec<(String, String)>| {
+        let answer = |ended: Vec<(String, String)>, cancelling_campaigns: Vec<String>| {
             Response::new(AwaitCommandsResponse {
                 ended: ended
                     .into_iter()
                     .map(|(command_id, status)| EndedCommand { command_id, status })
                     .collect(),
                 events_enabled,
+                cancelling_campaigns,
+                answers_campaigns: true,
             })
         };
-        // No ids: a worker asking whether events are read at all.
-        if !events_enabled || request.command_ids.is_empty() {
-            return Ok(answer(Vec::new()));
+        // Commands are asked about only where events tell of their ends.
+        let commands = std::sync::Arc::new(if events_enabled {
+            request.command_ids
+        } else {
+            Vec::new()
+        });
+        let campaign_ids = std::sync::Arc::new(request.campaign_ids);
+        // Nothing to wait for: a worker asking what this controller answers.
+        if commands.is_empty() && campaign_ids.is_empty() {
+            return Ok(answer(Vec::new(), Vec::new()));
         }
         let deadline = tokio::time::Instant::now() + wait;
         let endings = &self.ctl.command_endings;
         let mut recorded = endings.subscribe();
-        let ids = std::sync::Arc::new(request.command_ids);
         loop {
             recorded.borrow_and_update();
-            let asked = ids.clone();
-            let ended = self
+            let (asked, campaigns) = (commands.clone(), campaign_ids.clone());
+            let (ended, cancelling) = self
                 .ctl
                 .store
-                .read(move |conn| command_endings::ended(conn, &asked))
+                .read(move |conn| {
+                    Ok((
+                        command_endings::ended(conn, &asked)?,
+                        leases::cancelling_among(conn, &campaigns)?,
+                    ))
+                })
                 .await?;
+            if !cancelling.is_empty() {
+                self.ctl.metrics.await_commands("cancelling");
+                return Ok(answer(ended, cancelling));
+            }
             if !ended.is_empty() {
                 self.ctl.metrics.await_commands("ended");
-                return Ok(answer(ended));
+                return Ok(answer(ended, cancelling));
             }
             if tokio::time::Instant::now() >= deadline {
                 self.ctl.metrics.await_commands("waited");
-                return Ok(answer(Vec::new()));
+                return Ok(answer(Vec::new(), Vec::new()));
             }
             tokio::select! {
                 _ = recorded.changed() => {}
                 () = tokio::time::sleep(AWAIT_RECHECK) => {}
                 () = tokio::time::sleep_until(deadline) => {}
-                () = endings.stopping.cancelled() => return Ok(answer(Vec::new())),
+                () = endings.stopping.cancelled() => return Ok(answer(Vec::new(), Vec::new())),
             }
         }
     }

@@ -347,6 +347,12 @@ pub(crate) mod scripted {
         pub leases: Answers<LeaseTaskResponse>,
         pub renewals: Answers<RenewLeaseResponse>,
         pub results: Answers<ReportResultsResponse>,
+        /// AwaitCommands answers; when none is left, the answer of a
+        /// controller that reads no events and tells of no cancels.
+        pub awaits: Answers<AwaitCommandsResponse>,
+        /// The AwaitCommands calls (kept apart from `calls`: the endings'
+        /// long poll asks whatever else the worker does).
+        pub awaited: Mutex<Vec<AwaitCommandsRequest>>,
         /// Cancelled as the next LeaseTask comes, before it is answered:
         /// what happens while an ask is in flight (a SIGTERM, say).
         pub while_leasing: Mutex<Vec<tokio_util::sync::CancellationToken>>,
@@ -426,9 +432,14 @@ pub(crate) mod scripted {
 
         async fn await_commands(
             &self,
-            _request: AwaitCommandsRequest,
+            request: AwaitCommandsRequest,
         ) -> Result<AwaitCommandsResponse, ControllerError> {
-            Ok(AwaitCommandsResponse::default())
+            self.awaited.lock().unwrap().push(request);
+            self.awaits
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or_else(|| Ok(Default::default()))
         }
 
         fn workers(&self) -> Arc<AtomicU32> {

@@ -9,6 +9,12 @@
 //! cadence. A scope whose events never come (its account has no
 //! target-events.yaml) is known after two batches there were found ended by
 //! a fallback poll, and polls at the usual cadence from then on.
+//!
+//! The same long poll names the campaigns of the batches followed, and the
+//! controller answers at once when one of them is being cancelled (with or
+//! without events), so that a batch cancels its running commands within
+//! moments of the cancel rather than at its lease's next renewal, a third
+//! of the TTL later.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -16,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use muster_proto::v1::AwaitCommandsRequest;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::Controller;
@@ -30,6 +36,8 @@ const GATHER: Duration = Duration::from_millis(50);
 const ASK_AGAIN: Duration = Duration::from_secs(60);
 /// After a failed call.
 const AFTER_ERROR: Duration = Duration::from_secs(1);
+/// Most campaigns asked about in one call (the controller's limit).
+const MAX_CAMPAIGNS: usize = 100;
 /// Fallback polls that found a command ended, in a scope never heard from,
 /// before the scope is taken to send no events.
 const SILENT_AFTER: u32 = 2;
@@ -47,18 +55,51 @@ struct ScopeState {
     misses: u32,
 }
 
+/// Set once when the controller says the batch's campaign is being
+/// cancelled.
+type CancelFlag = Arc<watch::Sender<bool>>;
+
 #[derive(Default)]
 struct State {
     /// Followed command -> (its scope, who waits for it).
     followed: HashMap<String, (Scope, Arc<Notify>)>,
     scopes: HashMap<Scope, ScopeState>,
+    /// Campaign -> the batches of it followed, each told of a cancel once.
+    campaigns: HashMap<String, Vec<CancelFlag>>,
+}
+
+impl State {
+    /// What to ask the controller about: the commands not yet ended (when
+    /// it reads events) and the campaigns with a batch not yet told of a
+    /// cancel (when it answers about campaigns).
+    fn asking(&self, commands: bool, campaigns: bool) -> (Vec<String>, Vec<String>) {
+        let command_ids = if commands {
+            self.followed.keys().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        let campaign_ids = if campaigns {
+            self.campaigns
+                .iter()
+                .filter(|(_, flags)| flags.iter().any(|f| !*f.borrow()))
+                .map(|(id, _)| id.clone())
+                .take(MAX_CAMPAIGNS)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (command_ids, campaign_ids)
+    }
 }
 
 struct Inner {
     state: Mutex<State>,
     /// A command was added: ask again with it.
     added: Notify,
+    /// Whether the controller reads Run Command events.
     events: AtomicU8,
+    /// Whether the controller answers about campaigns being cancelled.
+    campaigns: AtomicU8,
 }
 
 /// The process's view of command endings.
@@ -83,26 +124,39 @@ impl Endings {
                 state: Mutex::default(),
                 added: Notify::new(),
                 events: AtomicU8::new(UNKNOWN),
+                campaigns: AtomicU8::new(UNKNOWN),
             }),
         }
     }
 
-    /// Follows `command_ids` of one scope until the returned handle drops;
-    /// its `ended` resolves when one of them ends.
-    pub fn follow(&self, account: &str, region: &str, command_ids: &[String]) -> Following {
+    /// Follows `command_ids`, a batch of `campaign_id` in one scope, until
+    /// the returned handle drops: its `ended` resolves when one of them
+    /// ends, its `cancelling` when the controller says the campaign is
+    /// being cancelled.
+    pub fn follow(&self, account: &str, region: &str, campaign_id: &str, command_ids: &[String]) -> Following {
         let signal = Arc::new(Notify::new());
         let scope: Scope = (account.to_owned(), region.to_owned());
+        let (cancel, told) = watch::channel(false);
+        let cancel = Arc::new(cancel);
         {
             let mut state = self.inner.state.lock().expect("endings lock");
             for id in command_ids {
                 state.followed.insert(id.clone(), (scope.clone(), signal.clone()));
             }
+            state
+                .campaigns
+                .entry(campaign_id.to_owned())
+                .or_default()
+                .push(cancel.clone());
         }
         self.inner.added.notify_one();
         Following {
             inner: self.inner.clone(),
             ids: command_ids.to_vec(),
             signal,
+            campaign_id: campaign_id.to_owned(),
+            cancel,
+            told,
         }
     }
 
@@ -145,6 +199,22 @@ impl Endings {
             }
         }
     }
+
+    /// Tells the batches followed now of the campaigns the controller says
+    /// are being cancelled (a batch followed later asks again for itself:
+    /// a window that closed may have opened again by then).
+    fn cancelling(inner: &Inner, campaign_ids: impl IntoIterator<Item = String>) {
+        let state = inner.state.lock().expect("endings lock");
+        for id in campaign_ids {
+            let Some(flags) = state.campaigns.get(&id) else {
+                continue;
+            };
+            tracing::info!(campaign_id = %id, batches = flags.len(), "the controller says the campaign is being cancelled");
+            for flag in flags {
+                flag.send_replace(true);
+            }
+        }
+    }
 }
 
 /// Commands one batch follows.
@@ -152,6 +222,9 @@ pub struct Following {
     inner: Arc<Inner>,
     ids: Vec<String>,
     signal: Arc<Notify>,
+    campaign_id: String,
+    cancel: CancelFlag,
+    told: watch::Receiver<bool>,
 }
 
 impl Following {
@@ -159,6 +232,14 @@ impl Following {
     /// arrived since the last call).
     pub async fn ended(&self) {
         self.signal.notified().await;
+    }
+
+    /// Resolves when the controller has said that the batch's campaign is
+    /// being cancelled (at once, and every time, once it has).
+    pub async fn cancelling(&self) {
+        let mut told = self.told.clone();
+        // The sender lives as long as `self`.
+        let _ = told.wait_for(|cancelled| *cancelled).await;
     }
 }
 
@@ -174,31 +255,40 @@ impl Drop for Following {
                 state.followed.remove(id);
             }
         }
+        if let Some(flags) = state.campaigns.get_mut(&self.campaign_id) {
+            flags.retain(|flag| !Arc::ptr_eq(flag, &self.cancel));
+            if flags.is_empty() {
+                state.campaigns.remove(&self.campaign_id);
+            }
+        }
     }
 }
 
 async fn run(inner: Arc<Inner>, controller: Controller, stop: CancellationToken) {
     loop {
-        let ids: Vec<String> = {
-            let state = inner.state.lock().expect("endings lock");
-            state.followed.keys().cloned().collect()
-        };
-        let known = inner.events.load(Ordering::Relaxed);
-        // Nothing to wait for, or the controller's answer is not known yet:
-        // ask at once with what there is (possibly nothing).
-        let wait = if ids.is_empty() || known != ENABLED {
-            Duration::ZERO
-        } else {
-            LONG_POLL
-        };
+        let events = inner.events.load(Ordering::Relaxed);
+        let campaigns = inner.campaigns.load(Ordering::Relaxed);
+        // Campaigns are named unless the controller is known not to answer
+        // (an older one ignores them).
+        let (command_ids, campaign_ids) = inner
+            .state
+            .lock()
+            .expect("endings lock")
+            .asking(events == ENABLED, campaigns != DISABLED);
+        // A long wait only for what the controller is known to answer;
+        // otherwise ask at once, to learn what it answers.
+        let waits =
+            (events == ENABLED && !command_ids.is_empty()) || (campaigns == ENABLED && !campaign_ids.is_empty());
+        let wait = if waits { LONG_POLL } else { Duration::ZERO };
         let request = AwaitCommandsRequest {
-            command_ids: if known == ENABLED { ids } else { Vec::new() },
+            command_ids,
             wait: Some(wait.try_into().expect("a short duration")),
+            campaign_ids,
         };
         let asked = tokio::select! {
             () = stop.cancelled() => return,
             answer = controller.await_commands(request) => Some(answer),
-            () = inner.added.notified(), if wait > Duration::ZERO => None,
+            () = inner.added.notified(), if waits => None,
         };
         match asked {
             // New commands to follow: ask again with them, once a burst
@@ -215,19 +305,30 @@ async fn run(inner: Arc<Inner>, controller: Controller, stop: CancellationToken)
                 if was != ENABLED && answer.events_enabled {
                     tracing::info!("the controller reads Run Command events: batches wait for them and poll seldom");
                 }
+                inner.campaigns.store(
+                    if answer.answers_campaigns { ENABLED } else { DISABLED },
+                    Ordering::Relaxed,
+                );
                 if !answer.ended.is_empty() {
                     tracing::debug!(ended = answer.ended.len(), "the controller says commands ended");
                 }
                 Endings::ended(&inner, answer.ended.into_iter().map(|e| e.command_id));
-                if answer.events_enabled {
-                    if wait == Duration::ZERO {
-                        // Until something is followed, nothing to ask.
-                        let nothing = inner.state.lock().expect("endings lock").followed.is_empty();
-                        if nothing {
-                            tokio::select! {
-                                () = stop.cancelled() => return,
-                                () = inner.added.notified() => tokio::time::sleep(GATHER).await,
-                            }
+                Endings::cancelling(&inner, answer.cancelling_campaigns);
+                if waits {
+                    continue;
+                }
+                if answer.events_enabled || answer.answers_campaigns {
+                    // Until there is something it answers about, nothing to
+                    // ask.
+                    let (command_ids, campaign_ids) = inner
+                        .state
+                        .lock()
+                        .expect("endings lock")
+                        .asking(answer.events_enabled, answer.answers_campaigns);
+                    if command_ids.is_empty() && campaign_ids.is_empty() {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = inner.added.notified() => tokio::time::sleep(GATHER).await,
                         }
                     }
                     continue;
@@ -240,6 +341,7 @@ async fn run(inner: Arc<Inner>, controller: Controller, stop: CancellationToken)
             Some(Err(error)) => {
                 // Batches poll as usual until the controller answers again.
                 inner.events.store(UNKNOWN, Ordering::Relaxed);
+                inner.campaigns.store(UNKNOWN, Ordering::Relaxed);
                 tracing::debug!(%error, "AwaitCommands failed; asking again");
                 tokio::select! {
                     () = stop.cancelled() => return,
@@ -252,6 +354,8 @@ async fn run(inner: Arc<Inner>, controller: Controller, stop: CancellationToken)
 
 #[cfg(test)]
 mod tests {
+    use muster_proto::v1::AwaitCommandsResponse;
+
     use super::*;
 
     fn enabled() -> Endings {
@@ -263,8 +367,8 @@ mod tests {
     #[tokio::test]
     async fn an_ending_wakes_the_batch_that_follows_it_even_if_it_came_first() {
         let endings = enabled();
-        let following = endings.follow("111111111111", "eu-west-1", &["c1".to_owned(), "c2".to_owned()]);
-        let other = endings.follow("111111111111", "eu-west-1", &["c3".to_owned()]);
+        let following = endings.follow("111111111111", "eu-west-1", "camp", &["c1".to_owned(), "c2".to_owned()]);
+        let other = endings.follow("111111111111", "eu-west-1", "camp", &["c3".to_owned()]);
         Endings::ended(&endings.inner, ["c2".to_owned(), "unknown".to_owned()]);
         tokio::time::timeout(Duration::from_secs(1), following.ended())
             .await
@@ -287,12 +391,95 @@ mod tests {
         assert!(!endings.trusted("a", "r"));
         assert!(endings.trusted("a", "other"), "per scope");
         // A scope heard from once keeps its trust: its misses were lost events.
-        let _following = endings.follow("b", "r", &["c9".to_owned()]);
+        let _following = endings.follow("b", "r", "camp", &["c9".to_owned()]);
         Endings::ended(&endings.inner, ["c9".to_owned()]);
         for _ in 0..5 {
             endings.missed("b", "r");
         }
         assert!(endings.trusted("b", "r"));
+    }
+
+    #[tokio::test]
+    async fn a_cancel_is_told_to_the_batches_followed_then_and_not_to_later_ones() {
+        let endings = Endings::unstarted();
+        let first = endings.follow("a", "r", "camp", &["c1".to_owned()]);
+        let second = endings.follow("a", "r", "camp", &["c2".to_owned()]);
+        let other = endings.follow("a", "r", "other", &["c3".to_owned()]);
+        let asking = |e: &Endings| e.inner.state.lock().unwrap().asking(false, true).1;
+        let mut asked = asking(&endings);
+        asked.sort();
+        assert_eq!(asked, ["camp", "other"]);
+        Endings::cancelling(&endings.inner, ["camp".to_owned(), "unknown".to_owned()]);
+        for told in [&first, &second] {
+            tokio::time::timeout(Duration::from_secs(1), told.cancelling())
+                .await
+                .expect("told of the cancel");
+        }
+        let quiet = tokio::time::timeout(Duration::from_millis(50), other.cancelling()).await;
+        assert!(quiet.is_err(), "another campaign's batch goes on");
+        assert_eq!(
+            asking(&endings),
+            ["other"],
+            "a campaign told of is not asked about again"
+        );
+        // A batch followed later asks for itself (the window that closed
+        // may have opened again).
+        let later = endings.follow("a", "r", "camp", &["c4".to_owned()]);
+        let quiet = tokio::time::timeout(Duration::from_millis(50), later.cancelling()).await;
+        assert!(quiet.is_err(), "told only of a cancel heard after it was followed");
+        assert_eq!(asking(&endings).len(), 2);
+        drop((first, second, later));
+        assert_eq!(asking(&endings), ["other"], "dropped batches are forgotten");
+    }
+
+    #[tokio::test]
+    async fn the_long_poll_names_the_campaigns_and_a_cancel_ends_its_wait() {
+        use crate::controller::scripted::Scripted;
+        let controller = Arc::new(Scripted::default());
+        for answer in [
+            AwaitCommandsResponse {
+                answers_campaigns: true,
+                ..Default::default()
+            },
+            AwaitCommandsResponse {
+                answers_campaigns: true,
+                cancelling_campaigns: vec!["camp".to_owned()],
+                ..Default::default()
+            },
+        ] {
+            controller.awaits.lock().unwrap().push_back(Ok(answer));
+        }
+        let endings = Endings::unstarted();
+        let following = endings.follow("a", "r", "camp", &["c1".to_owned()]);
+        let stop = CancellationToken::new();
+        tokio::spawn(run(endings.inner.clone(), Arc::new(controller.clone()), stop.clone()));
+        tokio::time::timeout(Duration::from_secs(2), following.cancelling())
+            .await
+            .expect("the controller's answer tells the batch");
+        // Then a controller of muster 0.2 (the default answer): asked again
+        // only now and then, not in a loop.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.cancel();
+        let asked = controller.awaited.lock().unwrap().clone();
+        assert_eq!(asked.len(), 3, "{asked:?}");
+        let wait = |r: &AwaitCommandsRequest| r.wait.and_then(|w| Duration::try_from(w).ok());
+        assert_eq!(
+            asked[0].campaign_ids,
+            ["camp"],
+            "named while it is not known whether they are answered"
+        );
+        assert_eq!(wait(&asked[0]), Some(Duration::ZERO));
+        assert_eq!(asked[1].campaign_ids, ["camp"]);
+        assert_eq!(
+            wait(&asked[1]),
+            Some(LONG_POLL),
+            "a long wait once the controller answers campaigns"
+        );
+        assert!(asked[1].command_ids.is_empty(), "no events: commands are polled for");
+        assert!(
+            asked[2].campaign_ids.is_empty(),
+            "a campaign told of is not asked about again"
+        );
     }
 
     #[test]

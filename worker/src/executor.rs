@@ -500,8 +500,8 @@ async fn sent_but_unreported(
 /// when Run Command's event says one ended, else polled on the cadence
 /// that the campaign's run times suggest; cancelled when the campaign is,
 /// given up on when overdue. (Long on purpose: one loop whose wake-ups, a
-/// poll due, an event, a lease change, a hand-back, a sibling batch's run
-/// time, share the cadence state; what each wake-up does is in
+/// poll due, an event, a lease change, a cancel heard by the long poll, a
+/// hand-back, a sibling batch's run time, share the cadence state; what each wake-up does is in
 /// `cancel_pending`, `report_ended` and `give_up_on`.)
 #[allow(clippy::too_many_arguments)]
 async fn poll(
@@ -525,6 +525,7 @@ async fn poll(
     let following = ctx.endings.follow(
         &scope.account,
         &scope.region,
+        campaign_id,
         &commands
             .iter()
             .filter(|c| !c.pending.is_empty())
@@ -552,6 +553,9 @@ async fn poll(
             () = tokio::time::sleep_until((started + due).into()) => {}
             () = following.ended() => by_event = true,
             _ = state.changed() => {}
+            // The controller's long poll heard of the cancel before the
+            // lease's next renewal: act on it now.
+            () = following.cancelling(), if lease.state() == LeaseState::Held => lease.cancelling(),
             () = hand_back.cancelled() => return Err(TaskError::HandedBack),
             expected = expectation.changed(), if cadence.uninformed() => {
                 // Another batch of the campaign ended: poll when this one
@@ -607,8 +611,10 @@ async fn poll(
         if by_event && pending_after > 0 {
             // The listing lags the event, or another command still runs.
             fallback.soon(started.elapsed());
-        } else if events && !by_event && pending_after < pending_before {
-            // A fallback poll found an end whose event never came.
+        } else if events && !by_event && !cancel_sent && pending_after < pending_before {
+            // A fallback poll found an end whose event never came (a
+            // cancelled batch, polled soon after its cancel, proves
+            // nothing of the kind).
             ctx.endings.missed(&scope.account, &scope.region);
         }
     }

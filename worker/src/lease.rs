@@ -133,6 +133,12 @@ impl LeaseHandle {
         self.state() == LeaseState::Held && Instant::now() + self.send_margin < self.learned.deadline()
     }
 
+    /// The controller said, other than by a renewal, that the campaign is
+    /// being cancelled (its AwaitCommands answer): cancel what was sent.
+    pub fn cancelling(&self) {
+        self.learned.cancelling();
+    }
+
     /// Asks the controller now, as a renewal does, whether the lease holds
     /// and the campaign still runs: called right before a SendCommand, so
     /// that a cancel answered a moment ago stops it. The renewals alone
@@ -271,14 +277,19 @@ impl Learned {
             }
         }
         if renewed.campaign_cancelled {
-            self.state.send_if_modified(|s| {
-                let changed = *s == LeaseState::Held;
-                if changed {
-                    *s = LeaseState::Cancelled;
-                }
-                changed
-            });
+            self.cancelling();
         }
+    }
+
+    /// A held lease's campaign is being cancelled (a lost lease stays lost).
+    fn cancelling(&self) {
+        self.state.send_if_modified(|s| {
+            let changed = *s == LeaseState::Held;
+            if changed {
+                *s = LeaseState::Cancelled;
+            }
+            changed
+        });
     }
 }
 

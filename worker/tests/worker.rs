@@ -556,8 +556,12 @@ async fn cancel_stops_commands_in_flight() {
 async fn a_cancel_answered_while_the_first_command_runs_stops_the_second() {
     // A lease of a minute is renewed every 20 s, long after the first
     // command (8 s) ends and the second would go out: the worker asks the
-    // controller right before it sends, and hears of the cancel then.
+    // controller right before it sends, and hears of the cancel then. The
+    // controller's long poll does not tell of the cancel (as an older
+    // controller's would not), so the running command is not cancelled
+    // and the guard before the send is what stops the second.
     let w = World::new(FLEET, Duration::from_secs(60)).await;
+    w.faults.lock().unwrap().cancels_untold = true;
     let worker = w.start_worker(Duration::from_secs(5)).await;
     let slow = w.ids("beta", EAST, "slow");
     let mut spec = w.spec("beta", EAST, &slow, &["sleep 8"]);
@@ -586,6 +590,44 @@ async fn a_cancel_answered_while_the_first_command_runs_stops_the_second() {
             "{target:?}"
         );
     }
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_running_commands_at_once_not_at_the_next_renewal() {
+    // A lease of a minute is renewed every 20 s; the command runs 12 s.
+    // Heard only from renewals, the cancel would come after the command
+    // had run to its end on every instance. The worker's long poll names
+    // the campaign, and the controller answers it as soon as the cancel is
+    // asked for (here without Run Command events: the long poll serves
+    // cancels either way).
+    let w = World::new(FLEET, Duration::from_secs(60)).await;
+    let worker = w.start_worker(Duration::from_secs(5)).await;
+    let slow = w.ids("beta", EAST, "slow");
+    let id = w.submit(w.spec("beta", EAST, &slow, &["sleep 12"])).await;
+    let (world, campaign) = (&w, id.as_str());
+    eventually(&w, "the dispatch", Duration::from_secs(30), || async move {
+        !world.dispatches(campaign).await.is_empty()
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    w.cancel(&id).await;
+    let ended = w.wait_done(&id, Duration::from_secs(60)).await;
+    // A figure for people, not a check: the check is how the targets ended.
+    eprintln!("the campaign ended CANCELLED {:?} after the cancel", asked.elapsed());
+    assert_eq!(CampaignState::try_from(ended.state), Ok(CampaignState::Cancelled));
+    assert_eq!(w.sb.count("ssm", "CancelCommand", "ok"), 1);
+    let targets = w.targets(&id).await;
+    assert_eq!(targets.len(), 2);
+    for target in targets.values() {
+        assert_eq!(
+            target.status,
+            TargetStatus::Cancelled as i32,
+            "cancelled while it ran, not run to its end: {target:?}"
+        );
+        assert!(!target.command_id.is_empty(), "it was sent: {target:?}");
+    }
+    assert_eq!(w.sb.audit().len(), 1, "one command, sent once");
     worker.stop().await;
 }
 

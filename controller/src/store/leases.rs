@@ -5,7 +5,7 @@
 //! Facts (dispatches, results) are recorded from any lease of the task
 //! (see `targets`).
 
-use crate::store::sql::{OptionalExtension as _, Sql, params};
+use crate::store::sql::{OptionalExtension as _, Sql, params, placeholders};
 use muster_proto::v1::{
     CampaignSpec, Dispatch, Lease, LeaseOutcome, ScopeState, TargetStatus, Task, TaskKind, TaskRef,
 };
@@ -378,6 +378,20 @@ pub fn renew(conn: &dyn Sql, task_id: &str, lease_id: u64, ttl_ms: i64) -> Store
         .prepare_cached("SELECT cancel_requested, window_cancelling FROM campaigns WHERE id = ?1")?
         .query_row([&task.campaign_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(cancelled || window_closed != 0)
+}
+
+/// Those of `campaign_ids` being cancelled (as [`renew`] tells a lease's
+/// holder), for workers that follow their commands.
+pub fn cancelling_among(conn: &dyn Sql, campaign_ids: &[String]) -> StoreResult<Vec<String>> {
+    if campaign_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(&format!(
+        "SELECT id FROM campaigns WHERE id IN ({}) AND (cancel_requested <> 0 OR window_cancelling <> 0)",
+        placeholders(1, campaign_ids.len())
+    ))?;
+    let rows = stmt.query_map(campaign_ids, |r| r.get::<_, String>(0))?;
+    rows.collect()
 }
 
 fn end_lease(conn: &dyn Sql, lease_id: Option<u64>, outcome: &str) -> StoreResult<()> {

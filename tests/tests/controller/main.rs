@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use muster_proto::v1::worker_service_client::WorkerServiceClient;
 use muster_proto::v1::{
-    CampaignSpec, CampaignState, CancelCampaignRequest, DiscoveredInstance, LeaseOutcome, LeaseTaskRequest,
-    ListCampaignsRequest, PingStatus, PlanCampaignRequest, Platform, RateControl, RenewLeaseRequest,
+    AwaitCommandsRequest, CampaignSpec, CampaignState, CancelCampaignRequest, DiscoveredInstance, LeaseOutcome,
+    LeaseTaskRequest, ListCampaignsRequest, PingStatus, PlanCampaignRequest, Platform, RateControl, RenewLeaseRequest,
     ReportDispatchRequest, ReportResultsRequest, ReportTargetsRequest, ScopeState, StepOutput, SubmitCampaignRequest,
     TargetResult, TargetStatus, TaskKind, TaskRef, WatchCampaignRequest, watch_campaign_response,
 };

@@ -720,3 +720,68 @@ async fn a_worker_older_than_the_protocol_is_leased_nothing_and_its_task_waits_f
         "the batch goes to a current worker"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_await_commands_hears_a_cancel_of_a_campaign_it_names() {
+    let (stack, id) = three_instances_submitted().await;
+    let mut client = stack.client.clone();
+    let workers = worker_client(&stack, "a");
+    let ask = |campaign_ids: Vec<String>, wait_seconds: i64| AwaitCommandsRequest {
+        command_ids: Vec::new(),
+        wait: Some(prost_types::Duration {
+            seconds: wait_seconds,
+            nanos: 0,
+        }),
+        campaign_ids,
+    };
+    let now = workers
+        .clone()
+        .await_commands(ask(vec![id.clone(), "no-such-campaign".into()], 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(now.answers_campaigns, "{now:?}");
+    assert!(now.cancelling_campaigns.is_empty(), "running: {now:?}");
+
+    // A long poll, waiting when the cancel comes, answers with it (without
+    // the cancel it would wait its 20 s and answer empty).
+    let mut waiting = workers.clone();
+    let asked = ask(vec![id.clone()], 20);
+    let answer = tokio::spawn(async move { waiting.await_commands(asked).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client
+        .cancel_campaign(CancelCampaignRequest {
+            campaign_id: id.clone(),
+            reason: "change freeze".into(),
+        })
+        .await
+        .unwrap();
+    let heard = answer.await.unwrap().unwrap().into_inner();
+    assert_eq!(heard.cancelling_campaigns, vec![id.clone()], "{heard:?}");
+
+    // Asked again, it says so at once.
+    let again = workers.clone().await_commands(ask(vec![id.clone()], 20)).await.unwrap();
+    assert_eq!(again.get_ref().cancelling_campaigns, vec![id.clone()]);
+
+    // Bad lists name the field and the rule.
+    let too_many = workers
+        .clone()
+        .await_commands(ask((0..101).map(|n| format!("c{n}")).collect(), 0))
+        .await
+        .unwrap_err();
+    assert_eq!(too_many.code(), Code::InvalidArgument);
+    assert_eq!(too_many.message(), "campaign_ids: at most 100 ids, got 101");
+    let empty = workers
+        .clone()
+        .await_commands(ask(vec![String::new()], 0))
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+    assert!(
+        empty
+            .message()
+            .starts_with("campaign_ids: each id is 1 to 64 characters"),
+        "{}",
+        empty.message()
+    );
+}

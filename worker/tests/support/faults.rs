@@ -25,6 +25,10 @@ pub struct Faults {
     pub unreachable_leases: HashSet<String>,
     /// RenewLease of these campaigns' tasks fails with UNAVAILABLE.
     pub unreachable_renewals: HashSet<String>,
+    /// AwaitCommands answers as a controller from before it told of
+    /// cancels (muster 0.2's): it ignores the campaigns asked about, so a
+    /// worker hears of a cancel only from its renewals and the send guard.
+    pub cancels_untold: bool,
     /// Campaign of each task leased so far (RenewLease names only the task).
     leased: HashMap<String, String>,
 }
@@ -129,7 +133,14 @@ impl WorkerService for Faulty {
         &self,
         request: Request<AwaitCommandsRequest>,
     ) -> Result<Response<AwaitCommandsResponse>, Status> {
-        self.inner.await_commands(request).await
+        if !self.faults.lock().unwrap().cancels_untold {
+            return self.inner.await_commands(request).await;
+        }
+        let mut request = request;
+        request.get_mut().campaign_ids.clear();
+        let mut answer = self.inner.await_commands(request).await?;
+        answer.get_mut().answers_campaigns = false;
+        Ok(answer)
     }
 
     async fn fail_task(&self, request: Request<FailTaskRequest>) -> Result<Response<FailTaskResponse>, Status> {
