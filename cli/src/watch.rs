@@ -35,8 +35,14 @@ pub struct Follow {
 }
 
 impl Follow {
+    /// Where the watch stops short of the end: the campaign waits on a
+    /// person, and the watch was asked to stop there.
+    fn holds_at(self, state: CampaignState) -> bool {
+        self.until_decision && state.awaits_decision()
+    }
+
     fn stops_at(self, state: CampaignState) -> bool {
-        state.is_terminal() || self.until_decision && state.awaits_decision()
+        state.is_terminal() || self.holds_at(state)
     }
 }
 
@@ -304,16 +310,20 @@ pub async fn watch(
     }
     view.finish();
     if !view.state.is_terminal() {
-        // Held for a decision: the stream brought the state, not the
-        // campaign as it waits (its reason says who may decide and how).
-        let campaign = client
-            .get_campaign(GetCampaignRequest {
-                campaign_id: id.to_owned(),
-            })
-            .await?
-            .into_inner()
-            .campaign
-            .unwrap_or_default();
+        // Held for a decision: the campaign as it waits (its reason says
+        // who may decide and how), from the snapshot that showed it so, or
+        // read now when a state change brought it.
+        let campaign = match last {
+            Some(campaign) => campaign,
+            None => client
+                .get_campaign(GetCampaignRequest {
+                    campaign_id: id.to_owned(),
+                })
+                .await?
+                .into_inner()
+                .campaign
+                .unwrap_or_default(),
+        };
         crate::commands::print_campaign(&campaign, style, output);
         if output.is_table() {
             eprintln!(
@@ -362,7 +372,7 @@ async fn follow(
                     view.snapshot(&campaign);
                 }
                 *last = Some(campaign);
-                if how.until_decision && view.state.awaits_decision() {
+                if how.holds_at(view.state) {
                     return Ok(());
                 }
             }
@@ -382,7 +392,9 @@ async fn follow(
                     style.dim(&change.reason)
                 ));
                 view.update();
-                if how.until_decision && view.state.awaits_decision() {
+                if how.holds_at(view.state) {
+                    // The last snapshot shows the campaign before it.
+                    *last = None;
                     return Ok(());
                 }
             }
