@@ -844,3 +844,68 @@ async fn a_client_of_the_controller_leaves_a_silent_connection_for_a_new_one() {
     assert!(failed >= 1, "the first call after the stall went unanswered");
     assert_eq!(proxy.connections(), 2, "answered on a new connection");
 }
+
+/// The Python client's watch stops where the campaign waits on a person,
+/// as `muster watch --until-decision` does; without it, it would wait on
+/// with the campaign (and the test's bound would end it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_watch_stops_at_a_decision() {
+    let mut stack = Stack::start(&fleets::uniform(4, 0, 0.5), Options::default()).await;
+    let account = stack.account("only");
+    let mut spec = script_spec(&[account], &["us-east-1"], &["echo patched"], &[]);
+    spec.stages = vec![
+        Stage {
+            name: "canary".into(),
+            share: "1".into(),
+            gate: StageGate::Manual as i32,
+            ..Default::default()
+        },
+        Stage {
+            name: "rest".into(),
+            ..Default::default()
+        },
+    ];
+    let id = submit(&mut stack.client, spec).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, &stack.creds.read_token).expect("the token file");
+    let script = r#"
+import sys
+from muster import Client
+from muster.v1 import campaign_pb2
+
+address, ca, token_file, campaign_id = sys.argv[1:]
+with Client(address, ca=ca, token=open(token_file).read().strip(), server_name="localhost") as client:
+    last = None
+    for event in client.watch(campaign_id, until_decision=True):
+        kind = event.WhichOneof("event")
+        if kind == "snapshot":
+            last = event.snapshot.state
+        elif kind == "state":
+            last = event.state.state
+print(campaign_pb2.CampaignState.Name(last))
+"#;
+    let run = tokio::process::Command::new(muster_sim::testkit::venv_python())
+        .args(["-c", script])
+        .arg(format!("127.0.0.1:{}", stack.controller.campaign_addr.port()))
+        .arg(&stack.creds.files.ca)
+        .arg(&token)
+        .arg(&id)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the watch stopped at the gate rather than waiting on with the campaign")
+        .expect("the venv's python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "CAMPAIGN_STATE_AWAITING_PROMOTION", "{stderr}");
+    let campaign = get(&mut stack.client, &id).await;
+    assert_eq!(
+        campaign.state,
+        CampaignState::AwaitingPromotion as i32,
+        "the campaign still waits: {}",
+        campaign.state_reason
+    );
+}

@@ -15,6 +15,6 @@ that cannot start a second campaign, and a watch that subscribes again
 after a dropped stream.
 """
 
-from .client import EXIT_CODES, TERMINAL_STATES, Client
+from .client import DECISION_STATES, EXIT_CODES, TERMINAL_STATES, Client
 
-__all__ = ["Client", "EXIT_CODES", "TERMINAL_STATES"]
+__all__ = ["Client", "DECISION_STATES", "EXIT_CODES", "TERMINAL_STATES"]

@@ -22,6 +22,16 @@ TERMINAL_STATES = frozenset(
     }
 )
 
+#: States where a campaign waits on a person: an approval, a manual gate,
+#: a stage paused on its errors. `watch(until_decision=True)` stops there.
+DECISION_STATES = frozenset(
+    {
+        _STATE.CAMPAIGN_STATE_PENDING_APPROVAL,
+        _STATE.CAMPAIGN_STATE_AWAITING_PROMOTION,
+        _STATE.CAMPAIGN_STATE_PAUSED,
+    }
+)
+
 #: The `muster` CLI's exit code for each way a campaign ends.
 EXIT_CODES = {
     _STATE.CAMPAIGN_STATE_SUCCEEDED: 0,
@@ -107,13 +117,20 @@ class Client:
         return self.campaigns.GetCampaign(request, metadata=self._metadata, timeout=timeout).campaign
 
     def watch(
-        self, campaign_id: str, *, include_targets: bool = False, reconnect_for: float = 120
+        self,
+        campaign_id: str,
+        *,
+        include_targets: bool = False,
+        until_decision: bool = False,
+        reconnect_for: float = 120,
     ) -> Iterator[campaign_pb2.WatchCampaignResponse]:
         """The campaign's events until it ends: a snapshot first, then state
-        changes, progress and (with include_targets) targets ending. A
-        dropped stream is subscribed to again (for up to `reconnect_for`
-        seconds without an answer); its new snapshot brings the view back to
-        where the campaign is."""
+        changes, progress and (with include_targets) targets ending. With
+        until_decision, also until it waits on a person (DECISION_STATES),
+        as `muster watch --until-decision` does: the last event is the one
+        that says so. A dropped stream is subscribed to again (for up to
+        `reconnect_for` seconds without an answer); its new snapshot brings
+        the view back to where the campaign is."""
         request = campaign_pb2.WatchCampaignRequest(campaign_id=campaign_id, include_targets=include_targets)
         lost_since = None
         backoff = 0.25
@@ -129,7 +146,7 @@ class Client:
                         state = event.snapshot.state
                     elif kind == "state":
                         state = event.state.state
-                    if state in TERMINAL_STATES:
+                    if state in TERMINAL_STATES or (until_decision and state in DECISION_STATES):
                         return
             except grpc.RpcError as error:
                 if error.code() not in _RESUMABLE:
