@@ -483,16 +483,21 @@ fn register_store_state(registry: &mut Registry, ctl: &Controller, snapshot: &Sn
         "Tasks on the queue longer than --requeue-after without a lease (0 unless the queue loses messages)",
         ConstGauge::new(snapshot.overdue),
     );
-    let (commits, writes) = ctl.store.write_stats().counts();
+    let writes = ctl.store.write_stats().counts();
     registry.register(
         "store_commits",
         "Transactions the store's writer committed; each holds every write queued when it began (group commit)",
-        ConstCounter::new(commits),
+        ConstCounter::new(writes.commits),
     );
     registry.register(
         "store_writes",
         "Writes the store's writer committed (a report, a lease, a dispatch...); per commit, what group commit saved",
-        ConstCounter::new(writes),
+        ConstCounter::new(writes.writes),
+    );
+    registry.register(
+        "store_writes_rolled_back",
+        "Writes that failed (a refused lease, a fenced leader...) and were undone, while the rest of their transaction committed",
+        ConstCounter::new(writes.rolled_back),
     );
     registry.register(
         "store_bytes",

@@ -434,6 +434,9 @@ struct Savepoints<'t> {
     txn: &'t dyn Sql,
     /// A savepoint that succeeded is still open.
     open: std::cell::Cell<bool>,
+    /// Writes kept, and writes undone.
+    kept: std::cell::Cell<u64>,
+    undone: std::cell::Cell<u64>,
 }
 
 impl<'t> Savepoints<'t> {
@@ -441,6 +444,8 @@ impl<'t> Savepoints<'t> {
         Self {
             txn,
             open: std::cell::Cell::new(false),
+            kept: std::cell::Cell::new(0),
+            undone: std::cell::Cell::new(0),
         }
     }
 
@@ -453,11 +458,13 @@ impl<'t> Savepoints<'t> {
         match f(self.txn) {
             Ok(value) => {
                 self.open.set(true);
+                self.kept.set(self.kept.get() + 1);
                 Ok(value)
             }
             Err(error) => {
                 self.txn
                     .execute_batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")?;
+                self.undone.set(self.undone.get() + 1);
                 Err(error)
             }
         }
@@ -472,15 +479,30 @@ impl<'t> Savepoints<'t> {
 pub struct WriteStats {
     commits: AtomicU64,
     writes: AtomicU64,
+    rolled_back: AtomicU64,
+}
+
+/// What the writer did so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteCounts {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Writes those transactions kept.
+    pub writes: u64,
+    /// Writes that failed (a refused lease, a fenced leader, a bad row) and
+    /// were undone to their savepoint, while the rest of their transaction
+    /// committed.
+    pub rolled_back: u64,
 }
 
 impl WriteStats {
-    /// (commits, writes) so far.
-    pub fn counts(&self) -> (u64, u64) {
-        (
-            self.commits.load(Ordering::Relaxed),
-            self.writes.load(Ordering::Relaxed),
-        )
+    /// The counts so far.
+    pub fn counts(&self) -> WriteCounts {
+        WriteCounts {
+            commits: self.commits.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            rolled_back: self.rolled_back.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -502,16 +524,19 @@ fn write_loop(
             }
         }
         let mut replies: Vec<Box<dyn FnOnce() + Send>> = Vec::with_capacity(group.len());
+        let (mut kept, mut undone) = (0, 0);
         let outcome = in_transaction(&mut |txn| {
             let savepoints = Savepoints::new(txn);
             replies.extend(group.drain(..).map(|job| job(&savepoints)));
+            (kept, undone) = (savepoints.kept.get(), savepoints.undone.get());
             muster_common::crash::point("store.before_commit");
         });
         match outcome {
             Ok(()) => {
                 muster_common::crash::point("store.after_commit");
                 stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats.writes.fetch_add(replies.len() as u64, Ordering::Relaxed);
+                stats.writes.fetch_add(kept, Ordering::Relaxed);
+                stats.rolled_back.fetch_add(undone, Ordering::Relaxed);
                 replies.into_iter().for_each(|reply| reply());
             }
             Err(error) => {
@@ -585,10 +610,11 @@ mod tests {
             .unwrap();
         assert_eq!(rows, 199, "only the failing write was undone");
         // /metrics: every write counted once, in fewer commits than writes
-        // (200 queued at once while each commit waits for the disk).
-        let (commits, writes) = store.write_stats().counts();
-        assert_eq!(writes, 200, "the failed one ran in a committed transaction too");
-        assert!((1..200).contains(&commits), "{commits} commits");
+        // (200 queued at once while each commit waits for the disk); the
+        // failed one as undone, though its transaction committed.
+        let counts = store.write_stats().counts();
+        assert_eq!((counts.writes, counts.rolled_back), (199, 1), "{counts:?}");
+        assert!((1..200).contains(&counts.commits), "{counts:?}");
     }
 
     #[test]
