@@ -637,23 +637,30 @@ async fn the_cli_tells_an_unreachable_controller_from_a_tls_mismatch() {
 /// `muster promote` finds the stage that waits at its gate and lets the
 /// next one start, for a caller whose role may; asked when nothing waits,
 /// or by an operator, it says why and changes nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn promote_lets_the_stage_waiting_at_its_gate_go_on() {
-    let mut stack = Stack::start(fleets::MIXED, Options::default()).await;
-    let (canary, rest) = (stack.account("prod-b"), stack.account("dev-a"));
-    let mut spec = script_spec(&[canary.clone(), rest.clone()], &["us-east-1"], &["true"], &["$true"]);
-    spec.stages = vec![
+/// Stages: `canary` (what it selects), then a manual gate, then the rest.
+fn canary_behind_a_gate(canary: Stage) -> Vec<Stage> {
+    vec![
         Stage {
             name: "canary".into(),
-            account_ids: vec![canary],
             gate: StageGate::Manual as i32,
-            ..Default::default()
+            ..canary
         },
         Stage {
             name: "rest".into(),
             ..Default::default()
         },
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_lets_the_stage_waiting_at_its_gate_go_on() {
+    let mut stack = Stack::start(fleets::MIXED, Options::default()).await;
+    let (canary, rest) = (stack.account("prod-b"), stack.account("dev-a"));
+    let mut spec = script_spec(&[canary.clone(), rest.clone()], &["us-east-1"], &["true"], &["$true"]);
+    spec.stages = canary_behind_a_gate(Stage {
+        account_ids: vec![canary],
+        ..Default::default()
+    });
     let id = submit(&mut stack.client, spec).await;
 
     let (code, _, stderr) = run_cli(&stack, As::Admin, &["resume", &id], None).await;
@@ -853,18 +860,10 @@ async fn the_python_client_watch_stops_at_a_decision() {
     let mut stack = Stack::start(&fleets::uniform(4, 0, 0.5), Options::default()).await;
     let account = stack.account("only");
     let mut spec = script_spec(&[account], &["us-east-1"], &["echo patched"], &[]);
-    spec.stages = vec![
-        Stage {
-            name: "canary".into(),
-            share: "1".into(),
-            gate: StageGate::Manual as i32,
-            ..Default::default()
-        },
-        Stage {
-            name: "rest".into(),
-            ..Default::default()
-        },
-    ];
+    spec.stages = canary_behind_a_gate(Stage {
+        share: "1".into(),
+        ..Default::default()
+    });
     let id = submit(&mut stack.client, spec).await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let token = dir.path().join("token");
