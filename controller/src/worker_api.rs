@@ -320,9 +320,6 @@ fn replayed(
     Ok(Some((lease, again)))
 }
 
-/// The lose point `worker_api.<method>` (`MUSTER_LOSE_AT`, for fault
-/// tests): the call has taken effect, and its caller hears UNAVAILABLE, as
-/// when the connection breaks before the answer.
 /// At most `most` ids, each 1 to 64 characters (an SSM command id and a
 /// campaign id are both 36).
 fn check_awaited(field: &str, ids: &[String], most: usize) -> Result<(), Status> {
@@ -341,6 +338,9 @@ fn check_awaited(field: &str, ids: &[String], most: usize) -> Result<(), Status>
     Ok(())
 }
 
+/// The lose point `worker_api.<method>` (`MUSTER_LOSE_AT`, for fault
+/// tests): the call has taken effect, and its caller hears UNAVAILABLE, as
+/// when the connection breaks before the answer.
 fn lose_answer(method: &str) -> Result<(), Status> {
     if muster_common::crash::answer_lost(&format!("worker_api.{method}")) {
         return Err(Status::unavailable(format!(

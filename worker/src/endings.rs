@@ -136,8 +136,7 @@ impl Endings {
     pub fn follow(&self, account: &str, region: &str, campaign_id: &str, command_ids: &[String]) -> Following {
         let signal = Arc::new(Notify::new());
         let scope: Scope = (account.to_owned(), region.to_owned());
-        let (cancel, told) = watch::channel(false);
-        let cancel = Arc::new(cancel);
+        let cancel = Arc::new(watch::Sender::new(false));
         {
             let mut state = self.inner.state.lock().expect("endings lock");
             for id in command_ids {
@@ -156,7 +155,6 @@ impl Endings {
             signal,
             campaign_id: campaign_id.to_owned(),
             cancel,
-            told,
         }
     }
 
@@ -224,7 +222,6 @@ pub struct Following {
     signal: Arc<Notify>,
     campaign_id: String,
     cancel: CancelFlag,
-    told: watch::Receiver<bool>,
 }
 
 impl Following {
@@ -237,7 +234,7 @@ impl Following {
     /// Resolves when the controller has said that the batch's campaign is
     /// being cancelled (at once, and every time, once it has).
     pub async fn cancelling(&self) {
-        let mut told = self.told.clone();
+        let mut told = self.cancel.subscribe();
         // The sender lives as long as `self`.
         let _ = told.wait_for(|cancelled| *cancelled).await;
     }

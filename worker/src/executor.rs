@@ -501,8 +501,9 @@ async fn sent_but_unreported(
 /// that the campaign's run times suggest; cancelled when the campaign is,
 /// given up on when overdue. (Long on purpose: one loop whose wake-ups, a
 /// poll due, an event, a lease change, a cancel heard by the long poll, a
-/// hand-back, a sibling batch's run time, share the cadence state; what each wake-up does is in
-/// `cancel_pending`, `report_ended` and `give_up_on`.)
+/// hand-back, a sibling batch's run time, share the cadence state; what
+/// each wake-up does is in `cancel_pending`, `report_ended` and
+/// `give_up_on`.)
 #[allow(clippy::too_many_arguments)]
 async fn poll(
     ctx: &Context,
