@@ -63,9 +63,10 @@ async fn main() {
         let mode = if long { Mode::LongOutage } else { Mode::Faults };
         let report = chaos::run(seed, mode).await;
         println!(
-            "seed {seed}{} ({:?}): {} in {:.1}s, {} duplicates, {} lost, stuck {}, {} leases expired, {} handed back; {:?}",
+            "seed {seed}{} ({:?}, {} controller(s)): {} in {:.1}s, {} duplicates, {} lost, stuck {}, {} leases expired, {} handed back; {:?}",
             if long { " (long outage)" } else { "" },
             report.shape,
+            report.controllers,
             if report.ok() { "ok" } else { "FAILED" },
             report.makespan.as_secs_f64(),
             report.duplicates,
@@ -157,6 +158,17 @@ async fn main() {
     println!("\n| campaign shape | scenarios | failed |\n|---|---|---|");
     for (name, (n, failed)) in &shapes {
         println!("| {name} | {n} | {failed} |");
+    }
+    // On PostgreSQL half the seeds run two controllers sharing the store.
+    let mut controllers: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+    for o in &outcomes {
+        let entry = controllers.entry(o.report.controllers).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(!o.report.ok());
+    }
+    println!("\n| controllers | scenarios | failed |\n|---|---|---|");
+    for (n_controllers, (n, failed)) in &controllers {
+        println!("| {n_controllers} | {n} | {failed} |");
     }
     // How soon a cancel stops new sends: the last SendCommand that started
     // after the cancel was answered, over the cancelled seeds.

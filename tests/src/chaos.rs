@@ -7,6 +7,11 @@
 //! command, a sequence, waves behind a gate, a cancel, or an error
 //! threshold, each with the checks of what it promises.
 //!
+//! On PostgreSQL half the seeds run two controllers behind a load balancer
+//! that spreads connections over both, as a deployment for availability
+//! does: each fault of "the controller" then strikes the one leading or the
+//! one following, and the other goes on serving.
+//!
 //! The same seed draws the same plan (faults in the sim, process faults and
 //! their times), so a failing scenario replays from its seed; what the
 //! processes do between the faults still depends on timing.
@@ -32,6 +37,10 @@ const WEST: &str = "eu-west-1";
 const SETTLE: Duration = Duration::from_secs(240);
 /// The controller's lease TTL, seconds.
 const LEASE_TTL: u64 = 5;
+/// With two controllers, their `--leader-ttl`, seconds: short, so that a
+/// leader killed or paused is replaced within the scenario, and one paused
+/// past its term wakes fenced.
+const LEADER_TTL: u64 = 3;
 
 /// Two accounts in two regions, five instances each, one of them failing;
 /// account b's that succeed print [`B_OUTPUT`] bytes, which the store
@@ -189,6 +198,23 @@ pub struct Plan {
     /// Answers every controller start loses after their effect
     /// (`MUSTER_LOSE_AT`); empty for none.
     pub lost_answers: String,
+    /// Controllers: 1, or 2 sharing the store (PostgreSQL only).
+    pub controllers: usize,
+}
+
+/// How many controllers a seed runs: two for half the seeds on PostgreSQL,
+/// where several controllers share a store; one on SQLite. Drawn apart
+/// from the rest of the plan, as [`scale_ins`] are.
+fn controllers(seed: u64) -> usize {
+    controllers_on(seed, crate::on_postgres())
+}
+
+fn controllers_on(seed: u64, postgres: bool) -> usize {
+    if !postgres {
+        return 1;
+    }
+    let mut rng = StdRng::seed_from_u64(seed.rotate_left(53) ^ 0x2c0_17e5);
+    if rng.random_bool(0.5) { 2 } else { 1 }
 }
 
 /// Which answers of the worker API the controller loses after their effect,
@@ -272,6 +298,7 @@ pub fn plan(seed: u64, mode: Mode) -> Plan {
             actions: Vec::new(),
             real_redrive: false,
             lost_answers: String::new(),
+            controllers: controllers(seed),
         };
     }
     let rule = |service: &str, api: &str, kind, probability: f64, when| FaultRule {
@@ -424,6 +451,7 @@ pub fn plan(seed: u64, mode: Mode) -> Plan {
         actions,
         real_redrive: mode == Mode::LongOutage,
         lost_answers: lost_answers(seed),
+        controllers: controllers(seed),
     }
 }
 
@@ -434,6 +462,8 @@ pub struct Report {
     pub seed: u64,
     /// The campaign it ran.
     pub shape: Shape,
+    /// The controllers it ran: 1, or 2 sharing the store.
+    pub controllers: usize,
     /// Submit to the campaign's end.
     pub makespan: Duration,
     /// Faults by kind: process faults and the sim's injected ones.
@@ -473,27 +503,42 @@ pub async fn run(seed: u64, mode: Mode) -> Report {
 pub async fn run_plan(plan: Plan) -> Report {
     let seed = plan.seed;
     eprintln!(
-        "chaos scenario seed {seed} (replay: MUSTER_CHAOS_SEED={seed}): {:?}, {:?}, answers lost: {:?}",
-        plan.shape, plan.actions, plan.lost_answers
+        "chaos scenario seed {seed} (replay: MUSTER_CHAOS_SEED={seed}): {:?}, {} controller(s), {:?}, answers lost: {:?}",
+        plan.shape, plan.controllers, plan.actions, plan.lost_answers
     );
     let env = if plan.lost_answers.is_empty() {
         Vec::new()
     } else {
         vec![("MUSTER_LOSE_AT".to_owned(), plan.lost_answers.clone())]
     };
+    let two = plan.controllers > 1;
     let mut system = System::start(
         FLEET,
         SystemOptions {
             tunables: plan.tunables.clone(),
-            workers: 2,
+            // With two controllers the workers start once both run, so that
+            // the load balancer spreads their connections over both.
+            workers: if two { 0 } else { 2 },
             lease_ttl: LEASE_TTL,
             env,
             shutdown_grace: GRACE,
             database_proxy: crate::on_postgres(),
+            controllers: plan.controllers,
+            spread: true,
+            controller_args: if two {
+                vec!["--leader-ttl".into(), LEADER_TTL.to_string()]
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         },
     )
     .await;
+    if two {
+        system.start_standby(&[]).await;
+        system.start_worker();
+        system.start_worker();
+    }
     if !plan.real_redrive {
         // The hub's 5 receives x 30 s would make the outages here pointless.
         system.shorten_redrive(3, 3).await;
@@ -501,6 +546,7 @@ pub async fn run_plan(plan: Plan) -> Report {
     let mut report = Report {
         seed,
         shape: plan.shape,
+        controllers: plan.controllers,
         ..Default::default()
     };
     let spec = spec_of(plan.shape, &system);
@@ -518,26 +564,33 @@ pub async fn run_plan(plan: Plan) -> Report {
     };
     let mut live: Vec<usize> = (0..system.worker_count()).collect();
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-    // Whether the running controller is armed to crash and has not yet.
-    let mut armed = false;
+    // Which controllers are armed to crash and have not yet.
+    let mut armed = vec![false; system.controller_count()];
     for (at, action) in &plan.actions {
         while Instant::now() < started + *at {
-            if revive(&mut system, &mut live, &mut report).await {
-                armed = false;
+            for index in revive(&mut system, &mut live, &mut report).await {
+                armed[index] = false;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        *report.faults.entry(action.kind().to_owned()).or_default() += 1;
-        act(&mut system, &mut live, &mut rng, *action).await;
-        armed = match action {
-            Action::CrashController { .. } => true,
-            Action::KillController { .. } | Action::LongOutage { .. } => false,
-            _ => armed,
+        let struck = act(&mut system, &mut live, &mut rng, *action).await;
+        let kind = match struck {
+            Some(Struck { role, .. }) if two => format!("{} ({role})", action.kind()),
+            _ => action.kind().to_owned(),
         };
+        *report.faults.entry(kind).or_default() += 1;
+        match (action, struck) {
+            (Action::CrashController { .. }, Some(struck)) => armed[struck.index] = true,
+            (Action::KillController { .. }, Some(struck)) => armed[struck.index] = false,
+            (Action::LongOutage { .. }, _) => armed.fill(false),
+            _ => {}
+        }
     }
     // Faults over: everything runs again.
-    if system.controller_pid().is_none() {
-        system.start_controller().await;
+    for index in 0..system.controller_count() {
+        if system.pid_of(index).is_none() {
+            system.start_controller_of(index, &[]).await;
+        }
     }
     while live.len() < 2 {
         live.push(system.start_worker());
@@ -567,12 +620,12 @@ pub async fn run_plan(plan: Plan) -> Report {
         return finish(report, &system);
     };
     report.makespan = started.elapsed();
-    if armed {
+    for index in (0..armed.len()).filter(|i| armed[*i]) {
         // Its crash point may come with any later write (an export, a
         // dead letter): the checks read a controller started plain, as
         // ECS would have started it after the crash.
-        system.kill_controller();
-        system.start_controller().await;
+        system.kill_controller_of(index);
+        system.start_controller_of(index, &[]).await;
     }
     check(&mut system, &id, &campaign, plan.shape, &mut report).await;
     check_shape(&mut system, &id, &campaign, &plan, decided, &mut report).await;
@@ -617,7 +670,52 @@ async fn busiest(system: &System, live: &[usize]) -> Option<usize> {
     most.1
 }
 
-async fn act(system: &mut System, live: &mut Vec<usize>, rng: &mut StdRng, action: Action) {
+/// A controller a fault struck, with the part it played then.
+#[derive(Debug, Clone, Copy)]
+struct Struck {
+    index: usize,
+    role: &'static str,
+}
+
+/// The controller a fault of "the controller" strikes: the only one; of
+/// two, the leader for about three faults in five and the follower for
+/// the rest, or either when neither leads (a takeover under way).
+async fn aim(system: &System, rng: &mut StdRng) -> Struck {
+    if system.controller_count() == 1 {
+        return Struck { index: 0, role: "" };
+    }
+    let (the_leader, either) = (rng.random_bool(0.6), rng.random_range(0..2));
+    let mut leader = None;
+    for index in 0..2 {
+        if system.leads(index).await == Some(true) {
+            leader = Some(index);
+        }
+    }
+    match leader {
+        Some(index) if the_leader => Struck {
+            index,
+            role: "the leader",
+        },
+        Some(index) => Struck {
+            index: 1 - index,
+            role: "the follower",
+        },
+        None => Struck {
+            index: either,
+            role: "neither leading",
+        },
+    }
+}
+
+/// Does `action`; the controller it struck, if it struck one.
+async fn act(system: &mut System, live: &mut Vec<usize>, rng: &mut StdRng, action: Action) -> Option<Struck> {
+    let struck = match action {
+        Action::KillController { .. } | Action::PauseController { .. } | Action::CrashController { .. } => {
+            Some(aim(system, rng).await)
+        }
+        _ => None,
+    };
+    let index = struck.map_or(0, |s| s.index);
     match action {
         Action::KillWorker { after } => {
             if let Some(i) = pick(live, rng) {
@@ -654,20 +752,20 @@ async fn act(system: &mut System, live: &mut Vec<usize>, rng: &mut StdRng, actio
             }
         }
         Action::KillController { after } => {
-            system.kill_controller();
+            system.kill_controller_of(index);
             tokio::time::sleep(after).await;
-            system.start_controller().await;
+            system.start_controller_of(index, &[]).await;
         }
         Action::PauseController { for_ } => {
-            let pid = system.controller_pid();
+            let pid = system.pid_of(index);
             signal(pid, "-STOP");
             tokio::time::sleep(for_).await;
             signal(pid, "-CONT");
         }
         Action::CrashController { point, nth } => {
-            system.kill_controller();
+            system.kill_controller_of(index);
             let armed = format!("{point}@{nth}");
-            system.start_controller_with(&[("MUSTER_CRASH_AT", &armed)]).await;
+            system.start_controller_of(index, &[("MUSTER_CRASH_AT", &armed)]).await;
         }
         Action::CrashWorkerAfterSend => {
             if let Some(i) = pick(live, rng) {
@@ -676,9 +774,14 @@ async fn act(system: &mut System, live: &mut Vec<usize>, rng: &mut StdRng, actio
             live.push(system.start_worker_with(&[("MUSTER_CRASH_AT", "worker.after_send@1")]));
         }
         Action::LongOutage { for_ } => {
-            system.kill_controller();
+            // Every controller: the service is out.
+            for index in 0..system.controller_count() {
+                system.kill_controller_of(index);
+            }
             tokio::time::sleep(for_).await;
-            system.start_controller().await;
+            for index in 0..system.controller_count() {
+                system.start_controller_of(index, &[]).await;
+            }
         }
         Action::DatabaseOutage { for_ } => {
             system.database_outage(true);
@@ -686,19 +789,23 @@ async fn act(system: &mut System, live: &mut Vec<usize>, rng: &mut StdRng, actio
             system.database_outage(false);
         }
     }
+    struck
 }
 
 /// Starts again, as ECS would, whatever died at its crash point, and counts
-/// the crash; whether the controller was started again.
-async fn revive(system: &mut System, live: &mut Vec<usize>, report: &mut Report) -> bool {
-    let controller = system.reap_controller().is_some();
-    if controller {
-        *report
-            .faults
-            .entry("controller crashed at its point".into())
-            .or_default() += 1;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        system.start_controller().await;
+/// the crash; the controllers started again.
+async fn revive(system: &mut System, live: &mut Vec<usize>, report: &mut Report) -> Vec<usize> {
+    let mut revived = Vec::new();
+    for index in 0..system.controller_count() {
+        if system.reap_controller_of(index).is_some() {
+            *report
+                .faults
+                .entry("controller crashed at its point".into())
+                .or_default() += 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            system.start_controller_of(index, &[]).await;
+            revived.push(index);
+        }
     }
     let mut crashed = Vec::new();
     for (position, index) in live.iter().enumerate() {
@@ -714,20 +821,20 @@ async fn revive(system: &mut System, live: &mut Vec<usize>, report: &mut Report)
             .or_default() += 1;
         live.push(system.start_worker());
     }
-    controller
+    revived
 }
 
 async fn settle(
     system: &mut System,
     live: &mut Vec<usize>,
     report: &mut Report,
-    armed: &mut bool,
+    armed: &mut [bool],
     id: &str,
 ) -> Option<muster_proto::v1::Campaign> {
     let deadline = Instant::now() + SETTLE;
     loop {
-        if revive(system, live, report).await {
-            *armed = false;
+        for index in revive(system, live, report).await {
+            armed[index] = false;
         }
         if let Ok(answer) = system
             .client
@@ -1234,6 +1341,14 @@ mod tests {
         assert!(matches!(shape(7), Shape::Cancelled { .. }));
         assert_eq!(shape(9), Shape::Waves);
         assert_eq!(shape(15), Shape::Sequence);
+    }
+
+    #[test]
+    fn half_the_seeds_run_two_controllers_on_postgres_and_one_on_sqlite() {
+        let two = (0..200).filter(|seed| controllers_on(*seed, true) == 2).count();
+        assert!((70..130).contains(&two), "{two} of 200 seeds");
+        assert!((0..200).all(|seed| controllers_on(seed, false) == 1));
+        assert!((0..200).all(|seed| controllers_on(seed, true) <= 2));
     }
 
     #[test]

@@ -114,6 +114,10 @@ pub struct SystemOptions {
     /// ([`FailoverProxy`](crate::proxy::FailoverProxy)), the second started
     /// with [`System::start_standby`].
     pub controllers: usize,
+    /// With two controllers: the load balancers give new connections to
+    /// each in turn (round robin), so workers and callers meet both, rather
+    /// than all to the first in service.
+    pub spread: bool,
     /// More environment for the first controller only (a stop point, say).
     pub controller_env: Vec<(String, String)>,
     /// Whether the controllers read Run Command's events from the
@@ -142,6 +146,7 @@ impl Default for SystemOptions {
             moto_shards: 1,
             env: Vec::new(),
             controllers: 1,
+            spread: false,
             controller_env: Vec::new(),
             command_events: true,
             shutdown_grace: 5,
@@ -251,8 +256,12 @@ impl System {
                 (free_port(), free_port(), free_port()),
             ];
             let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            let campaign = crate::proxy::FailoverProxy::start(ports.iter().map(|p| local(p.0)).collect()).await;
-            let worker = crate::proxy::FailoverProxy::start(ports.iter().map(|p| local(p.1)).collect()).await;
+            let balancer = |port: fn(&(u16, u16, u16)) -> u16| {
+                let backends = ports.iter().map(|p| local(port(p))).collect();
+                crate::proxy::FailoverProxy::start_with(backends, options.spread)
+            };
+            let campaign = balancer(|p| p.0).await;
+            let worker = balancer(|p| p.1).await;
             campaign_port = campaign.addr.port();
             worker_port = worker.addr.port();
             Some(Ha {
@@ -359,34 +368,45 @@ impl System {
     /// Starts the controller with more environment (a crash point, say), and
     /// waits until it answers, or, armed with a crash point, until it died.
     pub async fn start_controller_with(&mut self, env: &[(&str, &str)]) {
-        let child = self.spawn_controller(0, env);
-        self.controller = Some(child);
-        self.wait_for_controller(env).await;
+        self.start_controller_of(0, env).await;
     }
 
     /// Starts the second controller (with two), on its own ports behind the
     /// same load balancers, and waits until it answers there.
     pub async fn start_standby(&mut self, env: &[(&str, &str)]) {
-        let child = self.spawn_controller(1, env);
-        let ha = self.ha.as_mut().expect("a system of two controllers");
-        ha.standby = Some(child);
-        let port = ha.ports[1].0;
-        let client =
-            crate::stack::campaign_client(self.creds.endpoint(port, Some(&self.creds.pki.admin)).connect_lazy());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client
-            .clone()
-            .list_campaigns(ListCampaignsRequest::default())
-            .await
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the standby did not answer within 30s:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        self.start_controller_of(1, env).await;
+    }
+
+    /// Starts (or restarts) controller `index` (0: the first, 1: the
+    /// standby) with more environment, and waits until it answers on its
+    /// own port, or, armed with a crash point, until it died.
+    pub async fn start_controller_of(&mut self, index: usize, env: &[(&str, &str)]) {
+        let child = self.spawn_controller(index, env);
+        *self.controller_slot(index) = Some(child);
+        self.wait_for_controller(index, env).await;
+    }
+
+    /// Where controller `index`'s process is kept while it runs.
+    fn controller_slot(&mut self, index: usize) -> &mut Option<Child> {
+        match index {
+            0 => &mut self.controller,
+            _ => &mut self.ha.as_mut().expect("a system of two controllers").standby,
         }
+    }
+
+    /// How many controllers the system has (running or not).
+    pub fn controller_count(&self) -> usize {
+        if self.ha.is_some() { 2 } else { 1 }
+    }
+
+    /// Whether controller `index` says it leads (its metrics), or `None`
+    /// when it does not answer within a second.
+    pub async fn leads(&self, index: usize) -> Option<bool> {
+        let port = self.metrics_port_of(index);
+        let (status, text) = tokio::time::timeout(Duration::from_secs(1), crate::otlp::http_get(port, "/metrics"))
+            .await
+            .ok()?;
+        (status == 200).then(|| text.lines().any(|line| line.trim() == "muster_controller_leader 1"))
     }
 
     /// Controller `index`'s own ports: (campaign, worker, metrics).
@@ -417,11 +437,7 @@ impl System {
 
     /// SIGKILLs controller `index`.
     pub fn kill_controller_of(&mut self, index: usize) {
-        let child = match index {
-            0 => self.controller.take(),
-            _ => self.ha.as_mut().and_then(|ha| ha.standby.take()),
-        };
-        if let Some(mut child) = child {
+        if let Some(mut child) = self.controller_slot(index).take() {
             child.kill().expect("SIGKILL");
             let _ = child.wait();
         }
@@ -499,15 +515,13 @@ impl System {
             .expect("the controller starts")
     }
 
-    async fn wait_for_controller(&mut self, env: &[(&str, &str)]) {
+    async fn wait_for_controller(&mut self, index: usize, env: &[(&str, &str)]) {
+        let port = self.campaign_port_of(index);
+        let mut client =
+            crate::stack::campaign_client(self.creds.endpoint(port, Some(&self.creds.pki.admin)).connect_lazy());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if self
-                .client
-                .list_campaigns(ListCampaignsRequest::default())
-                .await
-                .is_ok()
-            {
+            if client.list_campaigns(ListCampaignsRequest::default()).await.is_ok() {
                 return;
             }
             // One armed to crash may die before it answers: whoever waits
@@ -515,7 +529,7 @@ impl System {
             let armed = env.iter().any(|(name, _)| *name == "MUSTER_CRASH_AT");
             if armed
                 && self
-                    .controller
+                    .controller_slot(index)
                     .as_mut()
                     .is_some_and(|child| child.try_wait().ok().flatten().is_some())
             {
@@ -523,7 +537,7 @@ impl System {
             }
             assert!(
                 Instant::now() < deadline,
-                "the controller did not answer within 30s:\n{}",
+                "controller {index} did not answer within 30s:\n{}",
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -703,8 +717,14 @@ impl System {
     /// If the controller exited by itself (a crash point), how; it then
     /// counts as not running.
     pub fn reap_controller(&mut self) -> Option<std::process::ExitStatus> {
-        let status = self.controller.as_mut()?.try_wait().ok()??;
-        self.controller = None;
+        self.reap_controller_of(0)
+    }
+
+    /// As [`System::reap_controller`], for controller `index`.
+    pub fn reap_controller_of(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+        let slot = self.controller_slot(index);
+        let status = slot.as_mut()?.try_wait().ok()??;
+        *slot = None;
         Some(status)
     }
 
@@ -740,7 +760,7 @@ impl System {
 
     /// The controller's metrics port.
     pub fn controller_metrics_port(&self) -> u16 {
-        self.metrics_port
+        self.metrics_port_of(0)
     }
 
     /// A worker's metrics port.

@@ -107,9 +107,11 @@ impl FrameReader {
 }
 
 /// A load balancer in front of several controllers: each new connection
-/// goes to the first backend, in order, that is in service and accepts it.
-/// Taking a backend out of service (what a failing health check does to a
-/// stopped process) also cuts the connections it has.
+/// goes to the first backend, in order, that is in service and accepts it;
+/// or, spreading, to the next one in turn, as a round-robin load balancer
+/// does (then to the others in order if it refuses). Taking a backend out
+/// of service (what a failing health check does to a stopped process) also
+/// cuts the connections it has.
 pub struct FailoverProxy {
     /// Where clients connect.
     pub addr: std::net::SocketAddr,
@@ -121,32 +123,38 @@ struct Backends {
     out: Vec<bool>,
     /// The relays to each backend, to cut when it goes out of service.
     relays: Vec<Vec<tokio::task::AbortHandle>>,
+    /// Whether connections take turns (round robin) rather than all go to
+    /// the first backend in service.
+    spread: bool,
+    /// Connections accepted so far: whose turn it is when spreading.
+    accepted: usize,
 }
 
 impl FailoverProxy {
-    /// Serves on a port of its own until dropped with its runtime.
+    /// Serves on a port of its own until dropped with its runtime, sending
+    /// every connection to the first backend that takes it.
     pub async fn start(backends: Vec<std::net::SocketAddr>) -> Self {
+        Self::start_with(backends, false).await
+    }
+
+    /// As [`FailoverProxy::start`], or, `spread`, with the connections
+    /// taking turns over the backends in service.
+    pub async fn start_with(backends: Vec<std::net::SocketAddr>, spread: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let addr = listener.local_addr().expect("its address");
         let state = Arc::new(std::sync::Mutex::new(Backends {
             out: vec![false; backends.len()],
             relays: vec![Vec::new(); backends.len()],
             addrs: backends,
+            spread,
+            accepted: 0,
         }));
         let shared = state.clone();
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let state = shared.clone();
                 tokio::spawn(async move {
-                    let candidates: Vec<(usize, std::net::SocketAddr)> = {
-                        let b = state.lock().expect("proxy lock");
-                        b.addrs
-                            .iter()
-                            .copied()
-                            .enumerate()
-                            .filter(|(i, _)| !b.out[*i])
-                            .collect()
-                    };
+                    let candidates = state.lock().expect("proxy lock").candidates();
                     for (index, backend) in candidates {
                         let Ok(mut server) = TcpStream::connect(backend).await else {
                             continue;
@@ -174,6 +182,25 @@ impl FailoverProxy {
                 relay.abort();
             }
         }
+    }
+}
+
+impl Backends {
+    /// The backends in service in the order a new connection tries them.
+    fn candidates(&mut self) -> Vec<(usize, std::net::SocketAddr)> {
+        let mut candidates: Vec<(usize, std::net::SocketAddr)> = self
+            .addrs
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(i, _)| !self.out[*i])
+            .collect();
+        if self.spread && !candidates.is_empty() {
+            let turn = self.accepted % candidates.len();
+            candidates.rotate_left(turn);
+        }
+        self.accepted += 1;
+        candidates
     }
 }
 
@@ -261,5 +288,43 @@ mod tests {
         }
         let mut reader = FrameReader::default();
         assert!(!reader.feed(&frame(0x4, 0, &[0; 6])), "settings are no answer");
+    }
+
+    fn backends(spread: bool) -> Backends {
+        let addrs: Vec<std::net::SocketAddr> = (1..=3).map(|p| ([127, 0, 0, 1], p).into()).collect();
+        Backends {
+            out: vec![false; addrs.len()],
+            relays: vec![Vec::new(); addrs.len()],
+            addrs,
+            spread,
+            accepted: 0,
+        }
+    }
+
+    fn first_tried(b: &mut Backends) -> usize {
+        b.candidates()[0].0
+    }
+
+    #[test]
+    fn spreading_connections_take_turns_over_the_backends_in_service() {
+        let mut b = backends(true);
+        let turns: Vec<usize> = (0..6).map(|_| first_tried(&mut b)).collect();
+        assert_eq!(turns, [0, 1, 2, 0, 1, 2]);
+        assert_eq!(b.candidates().len(), 3, "the others are tried after the first");
+        b.out[1] = true;
+        let turns: Vec<usize> = (0..4).map(|_| first_tried(&mut b)).collect();
+        assert!(!turns.contains(&1), "one out of service gets none: {turns:?}");
+        assert!(
+            turns.contains(&0) && turns.contains(&2),
+            "the rest take turns: {turns:?}"
+        );
+    }
+
+    #[test]
+    fn failing_over_every_connection_goes_to_the_first_in_service() {
+        let mut b = backends(false);
+        assert!((0..4).all(|_| first_tried(&mut b) == 0));
+        b.out[0] = true;
+        assert!((0..4).all(|_| first_tried(&mut b) == 1));
     }
 }

@@ -26,7 +26,8 @@ async fn scenario(default: u64, shape: Option<chaos::Shape>) {
         let shape = plan.shape;
         let report = chaos::run_plan(plan).await;
         println!(
-            "seed {seed} ({shape:?}): {:?} in {:.1}s, {} leases expired, {} tasks handed back, last send after the cancel's answer: {:?}",
+            "seed {seed} ({shape:?}, {} controller(s)): {:?} in {:.1}s, {} leases expired, {} tasks handed back, last send after the cancel's answer: {:?}",
+            report.controllers,
             report.faults,
             report.makespan.as_secs_f64(),
             report.expired,

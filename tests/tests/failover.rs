@@ -36,19 +36,9 @@ async fn two_controllers(controller_env: Vec<(String, String)>) -> System {
     system
 }
 
-/// Whether controller `index` says it leads (its metrics), or `None` when
-/// it does not answer within a second.
-async fn leads(system: &System, index: usize) -> Option<bool> {
-    let port = system.metrics_port_of(index);
-    let (status, text) = tokio::time::timeout(Duration::from_secs(1), muster_tests::otlp::http_get(port, "/metrics"))
-        .await
-        .ok()?;
-    (status == 200).then(|| text.lines().any(|line| line.trim() == "muster_controller_leader 1"))
-}
-
 async fn wait_until_leads(system: &System, index: usize, within: Duration) -> Duration {
     let started = Instant::now();
-    while leads(system, index).await != Some(true) {
+    while system.leads(index).await != Some(true) {
         assert!(
             started.elapsed() < within,
             "controller {index} did not take over within {within:?}:\n{}",
@@ -187,8 +177,8 @@ async fn ends_with_every_instance_run_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_and_every_instance_runs_once() {
     let mut system = two_controllers(Vec::new()).await;
-    assert_eq!(leads(&system, 0).await, Some(true), "the first controller leads");
-    assert_eq!(leads(&system, 1).await, Some(false), "the second follows");
+    assert_eq!(system.leads(0).await, Some(true), "the first controller leads");
+    assert_eq!(system.leads(1).await, Some(false), "the second follows");
     let spec = spec(&system);
     let id = submit(&mut system.client, spec).await;
     let watcher = watch_on_follower(&system, &id);
@@ -265,14 +255,14 @@ async fn a_leader_frozen_past_its_term_is_fenced_when_it_wakes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let follows = Instant::now();
-    while leads(&system, 0).await != Some(false) {
+    while system.leads(0).await != Some(false) {
         assert!(
             follows.elapsed() < Duration::from_secs(30),
             "the woken leader still says it leads"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(leads(&system, 1).await, Some(true), "the new leader keeps leading");
+    assert_eq!(system.leads(1).await, Some(true), "the new leader keeps leading");
 
     ends_with_every_instance_run_once(&mut system, &id, watcher).await;
 }
