@@ -3,8 +3,9 @@
 //!
 //! Every controller reads the queue (SQS hands each message to one of
 //! them) and records each command's final status in the store, then wakes
-//! the AwaitCommands calls waiting here; calls waiting on another
-//! controller see it at their next look in the store. A message is deleted
+//! the AwaitCommands calls waiting here; on PostgreSQL the calls waiting on
+//! the other controllers are woken at the commit too (see
+//! [`crate::store::wakes`]), or see it at their next look in the store. A message is deleted
 //! after its ending is recorded: a controller that dies in between sees it
 //! again, which records nothing twice. Events are a shortcut and never the
 //! only way: one lost, late or never sent (an account without
@@ -70,6 +71,13 @@ impl Endings {
     /// A campaign's cancel was requested here: the waiting calls that ask
     /// about campaigns look again now rather than at their next recheck.
     pub fn cancel_requested(&self) {
+        self.recorded();
+    }
+
+    /// A controller of the store (this one too) recorded endings or a
+    /// cancel (see [`crate::store::wakes`]): the waiting calls look again
+    /// now rather than at their next recheck.
+    pub fn woken(&self) {
         self.recorded();
     }
 }

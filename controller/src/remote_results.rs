@@ -1,7 +1,8 @@
 //! Target events for this controller's watchers, from results it recorded
 //! itself (`worker_api`) and from those other controllers recorded (see
 //! [`crate::store::results_feed`]): either way read after the commit, on a
-//! reader.
+//! reader. And the wake-ups the store's controllers tell each other (see
+//! [`crate::store::wakes`]), for the AwaitCommands calls waiting here.
 
 use std::sync::Arc;
 
@@ -10,19 +11,24 @@ use tokio_util::sync::CancellationToken;
 use muster_proto::v1::Target;
 
 use crate::Controller;
-use crate::store::{Sql, StoreResult, results_feed};
+use crate::store::{Sql, StoreResult, Told, results_feed};
 
-/// Publishes what other controllers tell, until `shutdown`. Returns at
-/// once on SQLite, which one controller holds alone.
+/// Publishes what other controllers tell, and wakes the calls waiting here
+/// when told to, until `shutdown`. Returns at once on SQLite, which one
+/// controller holds alone.
 pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
-    let Some(mut told) = ctl.store.listen_results() else {
+    let Some(mut told) = ctl.store.listen_others() else {
         return;
     };
     loop {
         let written = tokio::select! {
             () = shutdown.cancelled() => return,
             next = told.recv() => match next {
-                Some(written) => written,
+                Some(Told::Results(written)) => written,
+                Some(Told::Wake) => {
+                    ctl.command_endings.woken();
+                    continue;
+                }
                 None => return,
             },
         };

@@ -54,9 +54,10 @@ const MAX_AWAITED: usize = 5_000;
 const MAX_AWAITED_CAMPAIGNS: usize = 100;
 /// Longest AwaitCommands wait.
 const MAX_AWAIT: std::time::Duration = std::time::Duration::from_secs(20);
-/// How often a waiting AwaitCommands looks in the store for endings that
-/// another controller recorded, and for cancels (another controller's, or
-/// a maintenance window's end).
+/// How often a waiting AwaitCommands looks in the store for endings and
+/// cancels it was not woken for: on PostgreSQL, a wake-up missed while the
+/// listener reconnected (see [`crate::store::wakes`]); on SQLite, a
+/// maintenance window's end.
 const AWAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The service.

@@ -728,7 +728,9 @@ pub fn set_state(conn: &dyn Sql, id: &str, state: CampaignState, reason: &str) -
     )
 }
 
-/// Records a cancel request; false if the campaign has already ended.
+/// Records a cancel request; false if the campaign has already ended. The
+/// workers waiting on any controller hear of it at the commit
+/// ([`super::wakes`]).
 pub fn request_cancel(conn: &dyn Sql, id: &str, actor: &super::audit::Actor, reason: &str) -> StoreResult<bool> {
     let by = actor.principal.as_str();
     let row = get(conn, id)?.ok_or_else(|| StoreError::Corrupt(format!("no campaign {id}")))?;
@@ -744,6 +746,7 @@ pub fn request_cancel(conn: &dyn Sql, id: &str, actor: &super::audit::Actor, rea
     )?;
     if !row.cancel_requested {
         conn.execute("UPDATE campaigns SET cancel_requested = 1 WHERE id = ?1", [id])?;
+        super::wakes::tell(conn)?;
         event(
             conn,
             id,
@@ -761,12 +764,14 @@ pub fn request_cancel(conn: &dyn Sql, id: &str, actor: &super::audit::Actor, rea
 }
 
 /// Marks the in-flight commands of a campaign whose window closed as to be
-/// cancelled (workers hear it on renew), or clears the mark.
+/// cancelled (workers hear it on renew, and waiting in AwaitCommands, see
+/// [`super::wakes`]), or clears the mark.
 pub fn set_window_cancelling(conn: &dyn Sql, id: &str, cancelling: bool) -> StoreResult<()> {
     conn.prepare_cached("UPDATE campaigns SET window_cancelling = ?2 WHERE id = ?1")?
         .execute(params![id, i64::from(cancelling)])?;
     if cancelling {
         event(conn, id, "window_closed", r#"{"in_flight":"cancel"}"#)?;
+        super::wakes::tell(conn)?;
     }
     Ok(())
 }

@@ -25,7 +25,8 @@ pub struct Ending {
 }
 
 /// Records endings received at `now_ms`; those known already are left as
-/// they are. Returns how many were new.
+/// they are. Returns how many were new; when any was, every controller's
+/// waiting calls are woken at the commit ([`super::wakes`]).
 pub fn record(conn: &dyn Sql, endings: &[Ending], now_ms: i64) -> StoreResult<usize> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO command_endings (command_id, status, account_id, region, received_ms)
@@ -34,6 +35,9 @@ pub fn record(conn: &dyn Sql, endings: &[Ending], now_ms: i64) -> StoreResult<us
     let mut new = 0;
     for e in endings {
         new += stmt.execute(params![e.command_id, e.status, e.account_id, e.region, now_ms])?;
+    }
+    if new > 0 {
+        super::wakes::tell(conn)?;
     }
     Ok(new)
 }

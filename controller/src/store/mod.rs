@@ -34,6 +34,7 @@ pub mod tasks;
 pub(crate) mod testing;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod wakes;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -144,6 +145,17 @@ const MAX_GROUP: usize = 512;
 /// Read connections: at most this many reads run at once, each on a
 /// connection kept open for the next; one more waits for a free one.
 const READERS: usize = 8;
+
+/// What one controller of a PostgreSQL store tells the others
+/// ([`Store::listen_others`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Told {
+    /// Results another controller wrote.
+    Results(results_feed::Written),
+    /// Commands ended or a campaign is to be cancelled: calls waiting on
+    /// either look again.
+    Wake,
+}
 
 /// The store: one engine behind one interface.
 #[derive(Clone)]
@@ -312,10 +324,12 @@ impl Store {
         })
     }
 
-    /// The results other controllers write, as they commit (see
-    /// [`results_feed`]), until the receiver is dropped. None on SQLite,
-    /// which one controller holds alone.
-    pub fn listen_results(&self) -> Option<mpsc::UnboundedReceiver<results_feed::Written>> {
+    /// What the controllers of the store tell each other as their writes
+    /// commit: the results the others write (see [`results_feed`]), and
+    /// wake-ups from any of them, this one too (see [`wakes`]), until the
+    /// receiver is dropped. None on SQLite, which one controller holds
+    /// alone.
+    pub fn listen_others(&self) -> Option<mpsc::UnboundedReceiver<Told>> {
         let Readers::Postgres { target, .. } = &self.inner.readers else {
             return None;
         };
@@ -324,16 +338,17 @@ impl Store {
         let spawned = std::thread::Builder::new()
             .name("muster-store-listen".into())
             .spawn(move || {
-                postgres::listen(&target, results_feed::CHANNEL, |payload| match payload {
-                    Some(payload) => {
-                        !tx.is_closed()
-                            && results_feed::from_others(&payload).is_none_or(|written| tx.send(written).is_ok())
-                    }
-                    None => !tx.is_closed(),
+                postgres::listen(&target, &[results_feed::CHANNEL, wakes::CHANNEL], |note| {
+                    let told = match note {
+                        None => return !tx.is_closed(),
+                        Some((wakes::CHANNEL, _)) => Some(Told::Wake),
+                        Some((_, payload)) => results_feed::from_others(payload).map(Told::Results),
+                    };
+                    told.is_none_or(|told| tx.send(told).is_ok())
                 });
             });
         if let Err(error) = spawned {
-            tracing::error!(%error, "cannot start listening for other controllers' results");
+            tracing::error!(%error, "cannot start listening for other controllers' writes");
         }
         Some(rx)
     }

@@ -370,22 +370,22 @@ fn rustls_connector(ca_pem: Option<&[u8]>) -> Result<tokio_postgres_rustls::Make
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
-/// LISTENs on `channel` with a connection of its own and hands `deliver`
-/// each payload, and `None` whenever a second passes without one, until it
-/// answers false. A lost connection is made again (what was told in
-/// between is missed).
-pub(super) fn listen(target: &Target, channel: &str, mut deliver: impl FnMut(Option<String>) -> bool) {
+/// LISTENs on `channels` with a connection of its own and hands `deliver`
+/// each notification's channel and payload, and `None` whenever a second
+/// passes without one, until it answers false. A lost connection is made
+/// again (what was told in between is missed).
+pub(super) fn listen(target: &Target, channels: &[&str], mut deliver: impl FnMut(Option<(&str, &str)>) -> bool) {
     let mut failures = 0_u32;
     loop {
         let error = match PgConn::connect(target) {
-            Ok(conn) => match hear(conn.client.into_inner(), channel, &mut failures, &mut deliver) {
+            Ok(conn) => match hear(conn.client.into_inner(), channels, &mut failures, &mut deliver) {
                 Ok(()) => return,
                 Err(error) => error,
             },
             Err(error) => error.to_string(),
         };
         failures += 1;
-        tracing::warn!(database = %target.shown(), %error, "store: listening for other controllers' results; connecting again");
+        tracing::warn!(database = %target.shown(), %error, "store: listening for other controllers' writes; connecting again");
         if !deliver(None) {
             return;
         }
@@ -398,14 +398,13 @@ pub(super) fn listen(target: &Target, channel: &str, mut deliver: impl FnMut(Opt
 /// connection fails (`Err`, what went wrong).
 fn hear(
     mut client: postgres::Client,
-    channel: &str,
+    channels: &[&str],
     failures: &mut u32,
-    deliver: &mut impl FnMut(Option<String>) -> bool,
+    deliver: &mut impl FnMut(Option<(&str, &str)>) -> bool,
 ) -> Result<(), String> {
     use postgres::fallible_iterator::FallibleIterator as _;
-    client
-        .batch_execute(&format!("LISTEN {channel}"))
-        .map_err(|e| describe(&e))?;
+    let listens: Vec<String> = channels.iter().map(|channel| format!("LISTEN {channel}")).collect();
+    client.batch_execute(&listens.join("; ")).map_err(|e| describe(&e))?;
     *failures = 0;
     loop {
         {
@@ -414,7 +413,7 @@ fn hear(
             // The iterator ends with `None` after a second without one, or
             // when the server hung up.
             while let Some(note) = told.next().map_err(|e| describe(&e))? {
-                if !deliver(Some(note.payload().to_owned())) {
+                if !deliver(Some((note.channel(), note.payload()))) {
                     return Ok(());
                 }
             }
