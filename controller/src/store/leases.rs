@@ -108,9 +108,18 @@ pub fn lease_for(
 }
 
 /// Whether the campaign is being cancelled: a cancel, or the end of a
-/// maintenance window that cancels what is in flight.
+/// maintenance window that cancels what is in flight. The same test in SQL
+/// is [`being_cancelled!`].
 fn cancelling(campaign: &CampaignRow) -> bool {
     campaign.cancel_requested || campaign.window.cancelling
+}
+
+/// [`cancelling`] as a condition on a `campaigns` row, for the queries that
+/// need not read the whole row.
+macro_rules! being_cancelled {
+    () => {
+        "(cancel_requested <> 0 OR window_cancelling <> 0)"
+    };
 }
 
 /// The Lease message of `task`, held under `lease_id`.
@@ -372,12 +381,14 @@ pub fn renew(conn: &dyn Sql, task_id: &str, lease_id: u64, ttl_ms: i64) -> Store
     let task = current(conn, task_id, lease_id)?;
     conn.prepare_cached("UPDATE tasks SET lease_expires_ms = ?2 WHERE id = ?1")?
         .execute(params![task_id, now_ms() + ttl_ms])?;
-    // A cancel, or the end of a maintenance window that cancels what is in
-    // flight.
-    let (cancelled, window_closed): (bool, i64) = conn
-        .prepare_cached("SELECT cancel_requested, window_cancelling FROM campaigns WHERE id = ?1")?
-        .query_row([&task.campaign_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(cancelled || window_closed != 0)
+    let cancelling = conn
+        .prepare_cached(concat!(
+            "SELECT 1 FROM campaigns WHERE id = ?1 AND ",
+            being_cancelled!()
+        ))?
+        .query_row([&task.campaign_id], |_| Ok(()))
+        .optional()?;
+    Ok(cancelling.is_some())
 }
 
 /// Those of `campaign_ids` being cancelled (as [`renew`] tells a lease's
@@ -387,7 +398,7 @@ pub fn cancelling_among(conn: &dyn Sql, campaign_ids: &[String]) -> StoreResult<
         return Ok(Vec::new());
     }
     let mut stmt = conn.prepare(&format!(
-        "SELECT id FROM campaigns WHERE id IN ({}) AND (cancel_requested <> 0 OR window_cancelling <> 0)",
+        concat!("SELECT id FROM campaigns WHERE id IN ({}) AND ", being_cancelled!()),
         placeholders(1, campaign_ids.len())
     ))?;
     let rows = stmt.query_map(campaign_ids, |r| r.get::<_, String>(0))?;

@@ -69,6 +69,31 @@ fn task(conn: &dyn Sql, task_ref: &TaskRef) -> tasks::TaskRow {
 }
 
 store_matrix! {
+    fn a_renewal_and_the_long_poll_say_alike_which_campaigns_are_being_cancelled(conn) {
+        let (first, second, third) = (one_task(&conn, 3), one_task_more(&conn, "c2"), one_task_more(&conn, "c3"));
+        let held: Vec<u64> = [&first, &second, &third].map(|t| lease(&conn, t, "w1").unwrap()).to_vec();
+        let all: Vec<String> = ["c1", "c2", "c3", "no-such-campaign"].map(String::from).to_vec();
+        assert!(leases::cancelling_among(&conn, &all).unwrap().is_empty());
+        assert!(!leases::renew(&conn, &first.task_id, held[0], TTL_MS).unwrap());
+
+        let tester = crate::store::audit::Actor {
+            principal: "tester".into(),
+            ..Default::default()
+        };
+        campaigns::request_cancel(&conn, "c1", &tester, "stop").unwrap();
+        campaigns::set_window_cancelling(&conn, "c2", true).unwrap();
+        let mut cancelling = leases::cancelling_among(&conn, &all).unwrap();
+        cancelling.sort();
+        assert_eq!(cancelling, ["c1", "c2"], "a cancel, and a window that cancels what is in flight");
+        assert!(leases::renew(&conn, &first.task_id, held[0], TTL_MS).unwrap(), "cancelled");
+        assert!(leases::renew(&conn, &second.task_id, held[1], TTL_MS).unwrap(), "its window closed");
+        assert!(!leases::renew(&conn, &third.task_id, held[2], TTL_MS).unwrap(), "runs on");
+
+        campaigns::set_window_cancelling(&conn, "c2", false).unwrap();
+        assert_eq!(leases::cancelling_among(&conn, &all).unwrap(), ["c1"], "the mark cleared");
+        assert!(!leases::renew(&conn, &second.task_id, held[1], TTL_MS).unwrap());
+    }
+
     fn one_lease_at_a_time_and_only_its_holder_speaks(conn) {
         let task_ref = one_task(&conn, 3);
         let held = lease(&conn, &task_ref, "w1").unwrap();
