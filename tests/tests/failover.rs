@@ -203,6 +203,93 @@ async fn a_killed_leader_is_replaced_and_every_instance_runs_once() {
     );
 }
 
+/// A worker through the load balancer to the follower only, a person's
+/// cancel to the leader: the worker's long poll on the follower hears it
+/// and cancels the running commands. The lease lasts a minute (renewed
+/// every 20 s), and the commands 15 s: without the long poll they would
+/// have ended SUCCESS before any renewal told of the cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_made_on_one_controller_stops_the_commands_of_a_worker_on_the_other() {
+    const RUNNING: u32 = 10;
+    let mut system = System::start(
+        &fleets::uniform(RUNNING, 0, 15.0),
+        SystemOptions {
+            workers: 0,
+            controllers: 2,
+            lease_ttl: 60,
+            controller_args: vec!["--leader-ttl".into(), "3".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    system.start_standby(&[]).await;
+    system.set_in_service(0, false);
+    system.start_worker();
+    let mut spec = script_spec(&[system.account("only")], &[EAST], &["sleep 15"], &[]);
+    spec.rate = Some(RateControl {
+        max_concurrency: RUNNING.to_string(),
+        batch_size: RUNNING,
+        ..Default::default()
+    });
+    let id = submit(&mut system.client, spec).await;
+    let sent = Instant::now();
+    while system.sends_per_instance().len() < RUNNING as usize {
+        assert!(
+            sent.elapsed() < Duration::from_secs(60),
+            "the batch was not sent:\n{}",
+            system.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut leader = muster_tests::stack::campaign_client(
+        system
+            .creds
+            .endpoint(system.campaign_port_of(0), Some(&system.creds.pki.admin))
+            .connect_lazy(),
+    );
+    assert_eq!(system.leads(0).await, Some(true), "the cancel goes to the leader");
+    // The worker's long poll is waiting by now, not starting (a new one
+    // looks in the store first).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let asked = Instant::now();
+    leader
+        .cancel_campaign(muster_proto::v1::CancelCampaignRequest {
+            campaign_id: id.clone(),
+            reason: "stop the patch".into(),
+        })
+        .await
+        .expect("CancelCampaign on the leader");
+    let mut client = system.client.clone();
+    let campaign = campaign_when(&mut client, &id, Duration::from_secs(120), ended).await;
+    println!(
+        "a cancel on the leader to CANCELLED, the worker on the follower: {:.2} s",
+        asked.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        campaign.state,
+        CampaignState::Cancelled as i32,
+        "{}\n{}",
+        campaign.state_reason,
+        system.logs()
+    );
+    assert_eq!(
+        system.sb.count("ssm", "CancelCommand", "ok"),
+        1,
+        "the batch's command was cancelled"
+    );
+    let targets = muster_tests::client::targets(&mut client, &id, false).await;
+    assert_eq!(targets.len(), RUNNING as usize);
+    for target in &targets {
+        assert_eq!(
+            target.status,
+            muster_proto::v1::TargetStatus::Cancelled as i32,
+            "cancelled while it ran, not run to its end: {target:?}"
+        );
+    }
+    assert_eq!(system.sb.audit().len(), 1, "one command, sent once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_frozen_past_its_term_is_fenced_when_it_wakes() {
     // The leader stops itself (SIGSTOP) on its 20th reconcile pass, holding
