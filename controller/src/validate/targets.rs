@@ -17,64 +17,43 @@ pub(super) fn check_targets(targets: &mut TargetSelector, errors: &mut Errors) {
             "name at least one account id (targets.account_ids), OU (targets.organizational_unit_ids) or scope (targets.scopes)",
         );
     }
-    if targets.account_ids.len() > MAX_ACCOUNTS {
-        errors.add(
-            "targets.account_ids",
-            format!(
-                "{} accounts; at most {MAX_ACCOUNTS} per campaign (target OUs instead)",
-                targets.account_ids.len()
-            ),
-        );
-    } else {
-        for (i, account) in targets.account_ids.iter().enumerate() {
-            if let Err(e) = AccountId::parse(account) {
-                errors.add(format!("targets.account_ids[{i}]"), e);
-            }
-        }
-    }
-    if targets.organizational_unit_ids.len() > MAX_OUS {
-        errors.add("targets.organizational_unit_ids", format!("at most {MAX_OUS} OUs"));
-    } else {
-        for (i, ou) in targets.organizational_unit_ids.iter().enumerate() {
-            if let Err(e) = check_ou_id(ou) {
-                errors.add(format!("targets.organizational_unit_ids[{i}]"), e);
-            }
-        }
-    }
-    if targets.exclude_account_ids.len() > MAX_ACCOUNTS {
-        errors.add(
-            "targets.exclude_account_ids",
-            format!("at most {MAX_ACCOUNTS} accounts"),
-        );
-    } else {
-        for (i, account) in targets.exclude_account_ids.iter().enumerate() {
-            if let Err(e) = AccountId::parse(account) {
-                errors.add(format!("targets.exclude_account_ids[{i}]"), e);
-            }
-        }
-    }
-    if targets.regions.len() > MAX_REGIONS {
-        errors.add("targets.regions", format!("at most {MAX_REGIONS} regions"));
-    } else {
-        for (i, region) in targets.regions.iter().enumerate() {
-            if let Err(e) = RegionName::parse(region) {
-                errors.add(format!("targets.regions[{i}]"), e);
-            }
-        }
-    }
+    let accounts = targets.account_ids.len();
+    each_within(
+        errors,
+        ("targets.account_ids", &targets.account_ids),
+        MAX_ACCOUNTS,
+        || format!("{accounts} accounts; at most {MAX_ACCOUNTS} per campaign (target OUs instead)"),
+        AccountId::parse,
+    );
+    each_within(
+        errors,
+        ("targets.organizational_unit_ids", &targets.organizational_unit_ids),
+        MAX_OUS,
+        || format!("at most {MAX_OUS} OUs"),
+        check_ou_id,
+    );
+    each_within(
+        errors,
+        ("targets.exclude_account_ids", &targets.exclude_account_ids),
+        MAX_ACCOUNTS,
+        || format!("at most {MAX_ACCOUNTS} accounts"),
+        AccountId::parse,
+    );
+    each_within(
+        errors,
+        ("targets.regions", &targets.regions),
+        MAX_REGIONS,
+        || format!("at most {MAX_REGIONS} regions"),
+        RegionName::parse,
+    );
     check_tags("targets.tags", &targets.tags, errors);
-    if targets.instance_ids.len() > MAX_INSTANCE_IDS {
-        errors.add(
-            "targets.instance_ids",
-            format!("at most {MAX_INSTANCE_IDS} instance ids"),
-        );
-    } else {
-        for (i, id) in targets.instance_ids.iter().enumerate() {
-            if let Err(e) = check_instance_id(id) {
-                errors.add(format!("targets.instance_ids[{i}]"), e);
-            }
-        }
-    }
+    each_within(
+        errors,
+        ("targets.instance_ids", &targets.instance_ids),
+        MAX_INSTANCE_IDS,
+        || format!("at most {MAX_INSTANCE_IDS} instance ids"),
+        check_instance_id,
+    );
     for (i, platform) in targets.platforms.iter().enumerate() {
         if !matches!(
             Platform::try_from(*platform),
@@ -87,6 +66,27 @@ pub(super) fn check_targets(targets: &mut TargetSelector, errors: &mut Errors) {
     targets.account_ids.dedup();
     targets.regions.sort();
     targets.regions.dedup();
+}
+
+/// A list of at most `max` items, each of which `check` takes: past the
+/// bound, one error naming the list (`too_many` says how); within it, one
+/// per item refused, named by its index.
+fn each_within<T, E: std::fmt::Display>(
+    errors: &mut Errors,
+    (field, items): (&str, &[String]),
+    max: usize,
+    too_many: impl FnOnce() -> String,
+    check: impl Fn(&str) -> Result<T, E>,
+) {
+    if items.len() > max {
+        errors.add(field, too_many());
+        return;
+    }
+    for (i, item) in items.iter().enumerate() {
+        if let Err(e) = check(item) {
+            errors.add(format!("{field}[{i}]"), e);
+        }
+    }
 }
 
 /// Exact scopes: alone (no accounts, OUs or regions beside them), each a
