@@ -68,8 +68,9 @@ impl Endings {
         self.recorded.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// A campaign's cancel was requested here: the waiting calls that ask
-    /// about campaigns look again now rather than at their next recheck.
+    /// A campaign's cancel was requested here, or its maintenance window
+    /// closed with its commands to cancel: the waiting calls that ask about
+    /// campaigns look again now rather than at their next recheck.
     pub fn cancel_requested(&self) {
         self.recorded();
     }

@@ -56,8 +56,7 @@ const MAX_AWAITED_CAMPAIGNS: usize = 100;
 const MAX_AWAIT: std::time::Duration = std::time::Duration::from_secs(20);
 /// How often a waiting AwaitCommands looks in the store for endings and
 /// cancels it was not woken for: on PostgreSQL, a wake-up missed while the
-/// listener reconnected (see [`crate::store::wakes`]); on SQLite, a
-/// maintenance window's end.
+/// listener reconnected (see [`crate::store::wakes`]).
 const AWAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The service.
