@@ -250,8 +250,9 @@ async fn a_cancel_made_on_one_controller_stops_the_commands_of_a_worker_on_the_o
     );
     assert_eq!(system.leads(0).await, Some(true), "the cancel goes to the leader");
     // The worker's long poll is waiting by now, not starting (a new one
-    // looks in the store first).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // looks in the store first), and the cancel comes halfway between its
+    // looks in the store once a second.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     let asked = Instant::now();
     leader
         .cancel_campaign(muster_proto::v1::CancelCampaignRequest {
