@@ -434,7 +434,7 @@ impl CampaignService for CampaignApi {
                 // which this wakes; workers waiting in AwaitCommands hear it
                 // at once, and cancel the commands they follow.
                 self.ctl.wake.notify_one();
-                self.ctl.command_endings.cancel_requested();
+                self.ctl.command_endings.wake();
             }
             Some(false) => {}
         }

@@ -43,7 +43,7 @@ const FINAL: [&str; 4] = ["Success", "Failed", "TimedOut", "Cancelled"];
 
 /// What the waiting AwaitCommands calls listen to.
 pub struct Endings {
-    /// Bumped after each recorded batch of endings, and after a cancel.
+    /// Bumped by [`Endings::wake`].
     recorded: watch::Sender<u64>,
     /// Cancelled when the controller stops, so long waits end at once.
     pub stopping: CancellationToken,
@@ -59,27 +59,18 @@ impl Default for Endings {
 }
 
 impl Endings {
-    /// A receiver that changes when endings are recorded here.
+    /// A receiver that changes at each [`Endings::wake`].
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.recorded.subscribe()
     }
 
-    fn recorded(&self) {
-        self.recorded.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// A campaign's cancel was requested here, or its maintenance window
-    /// closed with its commands to cancel: the waiting calls that ask about
-    /// campaigns look again now rather than at their next recheck.
-    pub fn cancel_requested(&self) {
-        self.recorded();
-    }
-
-    /// A controller of the store (this one too) recorded endings or a
-    /// cancel (see [`crate::store::wakes`]): the waiting calls look again
+    /// Something a waiting call may wait for was written: endings recorded
+    /// here, a cancel requested here, a maintenance window closed here with
+    /// its commands to cancel, or any of those told by a controller of the
+    /// store (see [`crate::store::wakes`]). The waiting calls look again
     /// now rather than at their next recheck.
-    pub fn woken(&self) {
-        self.recorded();
+    pub fn wake(&self) {
+        self.recorded.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -181,7 +172,7 @@ async fn receive(ctl: &Controller, url: &str) -> Result<usize, String> {
             .map_err(|e| e.to_string())?;
         ctl.metrics.command_events("recorded", new);
         ctl.metrics.command_events("repeated", count - new);
-        ctl.command_endings.recorded();
+        ctl.command_endings.wake();
         tracing::debug!(new, repeated = count - new, "command endings recorded");
     }
     crate::dead_letters::delete(ctl, url, messages).await?;

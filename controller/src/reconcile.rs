@@ -104,7 +104,7 @@ pub async fn pass(ctl: &Controller, fence: &Fence, cursor: &AtomicUsize) -> Stor
             // The workers waiting here hear of it now, not at their next
             // look in the store (those on the other controllers of a
             // PostgreSQL store, from its notification).
-            ctl.command_endings.cancel_requested();
+            ctl.command_endings.wake();
         }
         if let Some((state, reason)) = change {
             // Watchers hear of it from `publish_progress`, on every controller.

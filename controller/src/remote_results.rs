@@ -26,7 +26,7 @@ pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
             next = told.recv() => match next {
                 Some(Told::Results(written)) => written,
                 Some(Told::Wake) => {
-                    ctl.command_endings.woken();
+                    ctl.command_endings.wake();
                     continue;
                 }
                 None => return,
