@@ -331,7 +331,7 @@ fn snapshot(conn: &dyn Sql, overdue_before_ms: i64) -> StoreResult<Snapshot> {
         .collect::<StoreResult<Vec<_>>>()?;
     let targets = conn
         .prepare_cached(
-            "SELECT c.state, n.status, CAST(SUM(n.count) AS BIGINT) FROM counters n JOIN campaigns c ON c.id = n.campaign_id
+            "SELECT c.state, n.status, CAST(SUM(n.count) AS BIGINT) FROM campaign_counters n JOIN campaigns c ON c.id = n.campaign_id
              GROUP BY c.state, n.status",
         )?
         .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?

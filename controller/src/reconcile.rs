@@ -710,7 +710,14 @@ fn release(
     start: usize,
     (pending, stage): (Vec<targets::PendingGroup>, Option<i64>),
 ) -> StoreResult<()> {
-    let active = tasks::active_per_scope(conn, &campaign.id)?;
+    // One scope's batches (a hand-off) read that scope's tasks alone.
+    let only = match pending.as_slice() {
+        [(first, ..), rest @ ..] if rest.iter().all(|(scope, ..)| scope == first) => {
+            Some((first.0.as_str(), first.1.as_str()))
+        }
+        _ => None,
+    };
+    let active = tasks::active_per_scope(conn, &campaign.id, only)?;
     let mut keys: Vec<(String, String)> = Vec::new();
     let mut loads: Vec<ScopeLoad> = Vec::new();
     for (scope, platform, count) in pending {

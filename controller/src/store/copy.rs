@@ -3,8 +3,10 @@
 //! included, goes to several controllers on one database and keeps its
 //! campaigns, schedules, audit trail and events.
 //!
-//! The copy is row for row: every table of the schema, every column a write
-//! stores (not PostgreSQL's generated ones), and the ids as they were, since
+//! The copy is row for row: every table of the schema (but the sums that
+//! the database's triggers derive from the copied rows, [`DERIVED`], which
+//! are compared instead), every column a write stores (not PostgreSQL's
+//! generated ones), and the ids as they were, since
 //! notification cursors and watchers' resume points name events by id. Each
 //! identity then continues after the highest id SQLite ever handed out, so
 //! no id is given twice. The source is first brought up to this build's
@@ -28,7 +30,7 @@ use std::path::Path;
 
 use super::postgres::{PgConn, Target, WRITE_LOCK};
 use super::sql::{Datum, Sql, Value};
-use super::{StoreError, leadership, schema, sqlite};
+use super::{StoreError, StoreResult, leadership, schema, sqlite};
 
 /// A long table is told this often, in rows, as well as when it is done.
 const PROGRESS_EVERY: u64 = 100_000;
@@ -193,7 +195,10 @@ fn copy_tables(
     // source's rows.
     dest.execute_batch("DELETE FROM sequences; DELETE FROM leadership")?;
     let mut copied = Vec::with_capacity(tables.len());
-    for table in in_dependency_order(tables) {
+    let (derived, stored): (Vec<&Table>, Vec<&Table>) = in_dependency_order(tables)
+        .into_iter()
+        .partition(|t| DERIVED.contains(&t.name.as_str()));
+    for table in stored {
         let at = |source: StoreError| CopyError::Table {
             table: table.name.clone(),
             source,
@@ -217,6 +222,18 @@ fn copy_tables(
         });
         copied.push((table.name.clone(), rows));
     }
+    for table in derived {
+        let rows = same_derived_rows(source, dest, &table.name).map_err(|source| CopyError::Table {
+            table: table.name.clone(),
+            source,
+        })?;
+        progress(Progress {
+            table: &table.name,
+            rows,
+            done: true,
+        });
+        copied.push((table.name.clone(), rows));
+    }
     // The SQLite controller's term is over: a controller on the copy leads
     // at its first claim, with the next epoch.
     dest.execute_batch("UPDATE leadership SET expires_ms = 0")?;
@@ -224,6 +241,41 @@ fn copy_tables(
     // the first controllers' queries need not meet empty-table estimates.
     dest.execute_batch("ANALYZE")?;
     Ok(copied)
+}
+
+/// Tables the destination's triggers fill from the rows they sum, as the
+/// copied rows land: copying them too would count everything twice.
+const DERIVED: [&str; 1] = ["campaign_counters"];
+
+/// Checks that the destination derived `table` (a campaign's counters) as
+/// the source holds it, row for row; its row count.
+fn same_derived_rows(source: &rusqlite::Connection, dest: &dyn Sql, table: &str) -> Result<u64, StoreError> {
+    let select = format!(
+        "SELECT campaign_id, status, count FROM {} ORDER BY campaign_id, status",
+        quoted(table)
+    );
+    let theirs = source
+        .prepare(&select)?
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let ours = dest
+        .prepare(&select)?
+        .query_map((), |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })?
+        .collect::<StoreResult<Vec<_>>>()?;
+    if theirs != ours {
+        let differs = theirs.iter().zip(&ours).find(|(a, b)| a != b).map_or_else(
+            || format!("{} rows in SQLite, {} in the database", theirs.len(), ours.len()),
+            |(a, b)| format!("SQLite has {a:?} where the database has {b:?}"),
+        );
+        return Err(StoreError::Corrupt(format!(
+            "the copied counters do not sum as the source's: {differs}; nothing was committed"
+        )));
+    }
+    Ok(theirs.len() as u64)
 }
 
 /// Refuses a database that a controller leads or that holds any row a
@@ -834,6 +886,29 @@ mod tests {
         conn.execute_batch("UPDATE schedule_runs SET reason = 'ab'").unwrap();
         drop(conn);
         assert!(copy(dir.path(), &database).is_ok());
+    }
+
+    #[test]
+    fn sums_that_do_not_match_the_copied_counters_leave_nothing_copied() {
+        // A source whose campaign sums disagree with its counters (a store
+        // mended by hand, say): the copy says so and commits nothing.
+        let dir = sqlite_store(&format!(
+            "{EVERY_TABLE}; UPDATE campaign_counters SET count = count + 1"
+        ));
+        let database = TestDatabase::create();
+        let error = copy(dir.path(), &database).unwrap_err();
+        let CopyError::Table { table, source } = &error else {
+            panic!("the failing table is named: {error}");
+        };
+        assert_eq!(table, "campaign_counters", "{error}");
+        assert!(
+            source.to_string().contains("do not sum as the source's") && source.to_string().contains("SQLite has"),
+            "{source}"
+        );
+        let dest = postgres(&database);
+        for table in ["campaigns", "counters", "campaign_counters"] {
+            assert_eq!(count(&dest, table), 0, "{table}: rolled back with the rest");
+        }
     }
 
     /// 0.1's hub kept this: the first migration, its version in

@@ -105,3 +105,91 @@ pub fn event(conn: &dyn Sql, campaign: &str, kind: &str, detail: &str) -> StoreR
 pub fn terminal(status: i32) -> bool {
     TargetStatus::try_from(status).is_ok_and(TargetStatus::is_terminal)
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng as _, SeedableRng as _};
+
+    use super::*;
+    use crate::store::testing::store_matrix;
+
+    /// (status, count) pairs, in status order.
+    type Sums = Vec<(i64, i64)>;
+
+    /// A campaign's sums as its scopes' counters add up, and as
+    /// `campaign_counters` holds them; rows of 0 left out of both.
+    fn sums(conn: &dyn Sql, campaign: &str) -> (Sums, Sums) {
+        let read = |sql: &str| {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([campaign], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<StoreResult<Sums>>()
+                .unwrap()
+        };
+        (
+            read(
+                "SELECT status, CAST(SUM(count) AS BIGINT) FROM counters WHERE campaign_id = ?1
+                 GROUP BY status HAVING SUM(count) <> 0 ORDER BY status",
+            ),
+            read("SELECT status, count FROM campaign_counters WHERE campaign_id = ?1 AND count <> 0 ORDER BY status"),
+        )
+    }
+
+    store_matrix! {
+        /// `campaigns::totals` reads one row per status; the store's
+        /// triggers keep it the sum of the scopes' counters through every
+        /// write to them, by this controller or another.
+        fn a_campaigns_sums_follow_every_write_to_its_scopes_counters(conn) {
+            let mut rng = StdRng::seed_from_u64(17);
+            let scopes = [("111111111111", "us-east-1"), ("111111111111", "eu-west-1"), ("222222222222", "us-east-1")];
+            for _ in 0..400 {
+                let campaign = ["c1", "c2"][rng.random_range(0..2)];
+                let (account, region) = scopes[rng.random_range(0..scopes.len())];
+                if rng.random_bool(0.5) {
+                    let (status, delta) = (rng.random_range(1..=11), rng.random_range(-3..=3));
+                    bump(&conn, campaign, account, region, status, delta).unwrap();
+                } else {
+                    let deltas = (0..rng.random_range(1..=3))
+                        .map(|_| (rng.random_range(1..=11), rng.random_range(-3..=3)))
+                        .collect();
+                    bump_all(&conn, (campaign, account, region), &deltas).unwrap();
+                }
+            }
+            for campaign in ["c1", "c2"] {
+                let (summed, kept) = sums(&conn, campaign);
+                assert!(summed.len() > 3, "{campaign}: {summed:?}");
+                assert_eq!(kept, summed, "{campaign}: after inserts and updates");
+            }
+
+            // No muster write moves a row to another status; the sums
+            // still follow one that does.
+            conn.execute("UPDATE counters SET status = 99 WHERE campaign_id = 'c1' AND status = 2", ())
+                .unwrap();
+            let (summed, kept) = sums(&conn, "c1");
+            assert_eq!(kept, summed, "after a row changed status");
+
+            // One scope's rows deleted (no muster write does that either),
+            // then written again: the sums follow.
+            conn.execute("DELETE FROM counters WHERE campaign_id = 'c2' AND region = 'eu-west-1'", ())
+                .unwrap();
+            for status in 1..=11 {
+                bump(&conn, "c2", "111111111111", "us-east-1", status, 2).unwrap();
+                bump(&conn, "c2", "111111111111", "eu-west-1", status, 1).unwrap();
+            }
+            let (summed, kept) = sums(&conn, "c2");
+            assert_eq!(kept, summed, "after a scope's rows were deleted and written again");
+
+            // Retention deletes a campaign's counters: its sums go with
+            // them, and the other campaign's stay.
+            let (_, c2_before) = sums(&conn, "c2");
+            conn.execute("DELETE FROM counters WHERE campaign_id = 'c1'", ()).unwrap();
+            let left: i64 = conn
+                .query_row("SELECT COUNT(*) FROM campaign_counters WHERE campaign_id = 'c1'", (), |r| r.get(0))
+                .unwrap();
+            assert_eq!(left, 0, "no row of a deleted campaign's sums is left");
+            assert_eq!(sums(&conn, "c2").1, c2_before);
+        }
+    }
+}

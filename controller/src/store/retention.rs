@@ -1,7 +1,7 @@
 //! Retention: campaigns that ended longer ago than the configured horizon
 //! leave the store with every row they own (scopes, tasks, leases,
 //! dispatches, targets with their output (in `outputs` or in place),
-//! counters, events, its audit
+//! counters and their campaign's sums, events, its audit
 //! trail, which the results export carries). A campaign
 //! whose results are due in the results bucket stays until they are there.
 
@@ -11,7 +11,7 @@ use super::StoreResult;
 use super::campaigns;
 
 /// The tables a campaign owns rows in, for the row-count metric.
-pub const TABLES: [&str; 10] = [
+pub const TABLES: [&str; 11] = [
     "campaigns",
     "scopes",
     "tasks",
@@ -20,6 +20,7 @@ pub const TABLES: [&str; 10] = [
     "targets",
     "outputs",
     "counters",
+    "campaign_counters",
     "events",
     "audit",
 ];
@@ -61,7 +62,15 @@ pub fn prune(conn: &dyn Sql, campaign_id: &str) -> StoreResult<u64> {
     let targets = conn
         .prepare_cached("DELETE FROM targets WHERE campaign_id = ?1")?
         .execute([campaign_id])?;
-    for table in ["tasks", "counters", "scopes", "events", "audit", "campaigns"] {
+    for table in [
+        "tasks",
+        "counters",
+        "campaign_counters",
+        "scopes",
+        "events",
+        "audit",
+        "campaigns",
+    ] {
         let column = if table == "campaigns" { "id" } else { "campaign_id" };
         conn.prepare_cached(&format!("DELETE FROM {table} WHERE {column} = ?1"))?
             .execute([campaign_id])?;

@@ -160,6 +160,53 @@ mod tests {
         );
     }
 
+    /// Counters written before V17 (by the previous release, or in a
+    /// store it leaves), as rows of (campaign, account, status, count).
+    const BEFORE_V17: &str = "INSERT INTO counters (campaign_id, account_id, region, status, count) VALUES
+        ('c1', '111111111111', 'us-east-1', 1, 3), ('c1', '222222222222', 'us-east-1', 1, 4),
+        ('c1', '111111111111', 'us-east-1', 4, 5), ('c2', '111111111111', 'eu-west-1', 1, 0)";
+
+    fn campaign_sums(conn: &dyn super::super::sql::Sql) -> Vec<(String, i64, i64)> {
+        conn.prepare("SELECT campaign_id, status, count FROM campaign_counters ORDER BY campaign_id, status")
+            .unwrap()
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<StoreResult<Vec<_>>>()
+            .unwrap()
+    }
+
+    fn sums_of_before_v17() -> Vec<(String, i64, i64)> {
+        vec![("c1".into(), 1, 7), ("c1".into(), 4, 5), ("c2".into(), 1, 0)]
+    }
+
+    #[test]
+    fn v17_sums_the_counters_a_store_already_holds() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        sqlite_migrations::migrations::runner()
+            .set_target(Target::Version(16))
+            .run(&mut conn)
+            .unwrap();
+        conn.execute_batch(BEFORE_V17).unwrap();
+        migrate_sqlite(&mut conn).unwrap();
+        assert_eq!(campaign_sums(&conn), sums_of_before_v17());
+    }
+
+    #[test]
+    fn v17_sums_the_counters_a_postgres_store_already_holds() {
+        let database = super::super::testkit::TestDatabase::create();
+        let mut client = postgres::Client::connect(database.url(), postgres::NoTls).unwrap();
+        postgres_migrations::migrations::runner()
+            .set_target(Target::Version(16))
+            .run(&mut client)
+            .unwrap();
+        client.batch_execute(BEFORE_V17).unwrap();
+        migrate_postgres(&mut client).unwrap();
+        drop(client);
+        let target = super::super::PostgresTarget::parse(database.url(), None, None).unwrap();
+        let conn = super::super::postgres::PgConn::connect_migrated(&target).unwrap();
+        assert_eq!(campaign_sums(&conn), sums_of_before_v17());
+    }
+
     #[test]
     fn a_controller_refuses_a_schema_a_newer_one_migrated() {
         let mut conn = rusqlite::Connection::open_in_memory().unwrap();
