@@ -431,10 +431,9 @@ impl CampaignService for CampaignApi {
             Some(true) => {
                 tracing::info!(campaign_id = %request.campaign_id, by, reason, "campaign cancel requested");
                 // Watchers hear CANCELLING from the reconcile loop's feed,
-                // which this wakes; workers waiting in AwaitCommands hear it
-                // at once, and cancel the commands they follow.
+                // which this wakes. (Workers waiting in AwaitCommands heard
+                // it at the commit: the cancel told the store's wake-up.)
                 self.ctl.wake.notify_one();
-                self.ctl.command_endings.wake();
             }
             Some(false) => {}
         }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::Controller;
@@ -41,37 +40,14 @@ const COMMAND_STATUS_CHANGE: &str = "EC2 Command Status-change Notification";
 /// Run Command's final command statuses.
 const FINAL: [&str; 4] = ["Success", "Failed", "TimedOut", "Cancelled"];
 
-/// What the waiting AwaitCommands calls listen to.
+/// What the waiting AwaitCommands calls listen to besides the store's
+/// wake-ups ([`crate::store::Store::wakes`], told by the writes they wait
+/// for: endings recorded, a cancel, a window closing with its commands to
+/// cancel, on any controller of the store).
+#[derive(Default)]
 pub struct Endings {
-    /// Bumped by [`Endings::wake`].
-    recorded: watch::Sender<u64>,
     /// Cancelled when the controller stops, so long waits end at once.
     pub stopping: CancellationToken,
-}
-
-impl Default for Endings {
-    fn default() -> Self {
-        Self {
-            recorded: watch::Sender::new(0),
-            stopping: CancellationToken::new(),
-        }
-    }
-}
-
-impl Endings {
-    /// A receiver that changes at each [`Endings::wake`].
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.recorded.subscribe()
-    }
-
-    /// Something a waiting call may wait for was written: endings recorded
-    /// here, a cancel requested here, a maintenance window closed here with
-    /// its commands to cancel, or any of those told by a controller of the
-    /// store (see [`crate::store::wakes`]). The waiting calls look again
-    /// now rather than at their next recheck.
-    pub fn wake(&self) {
-        self.recorded.send_modify(|n| *n = n.wrapping_add(1));
-    }
 }
 
 /// The ending an event tells of, if it is a command's final status.
@@ -172,7 +148,6 @@ async fn receive(ctl: &Controller, url: &str) -> Result<usize, String> {
             .map_err(|e| e.to_string())?;
         ctl.metrics.command_events("recorded", new);
         ctl.metrics.command_events("repeated", count - new);
-        ctl.command_endings.wake();
         tracing::debug!(new, repeated = count - new, "command endings recorded");
     }
     crate::dead_letters::delete(ctl, url, messages).await?;

@@ -89,23 +89,13 @@ pub async fn pass(ctl: &Controller, fence: &Fence, cursor: &AtomicUsize) -> Stor
         let settings = ctl.settings.clone();
         let start = cursor.fetch_add(1, Ordering::Relaxed);
         let id = campaign.id.clone();
-        // Its window closes now with the commands in flight to cancel (see
-        // `window_closed_step`).
-        let window = &campaign.window;
-        let closing = window.cancel_in_flight
-            && !window.cancelling
-            && window.closed(now)
-            && matches!(campaign.state, CampaignState::Discovering | CampaignState::Running);
+        // A window closing with its commands to cancel wakes the workers
+        // waiting in AwaitCommands at the commit (see
+        // `campaigns::set_window_cancelling`).
         let change = ctl
             .store
             .write_fenced(fence, move |txn| step(txn, &id, &settings, start))
             .await?;
-        if closing {
-            // The workers waiting here hear of it now, not at their next
-            // look in the store (those on the other controllers of a
-            // PostgreSQL store, from its notification).
-            ctl.command_endings.wake();
-        }
         if let Some((state, reason)) = change {
             // Watchers hear of it from `publish_progress`, on every controller.
             tracing::info!(campaign_id = %campaign.id, state = state.short_name(), reason, "campaign state changed");

@@ -11,11 +11,11 @@ use tokio_util::sync::CancellationToken;
 use muster_proto::v1::Target;
 
 use crate::Controller;
-use crate::store::{Sql, StoreResult, Told, results_feed};
+use crate::store::{Sql, StoreResult, results_feed};
 
-/// Publishes what other controllers tell, and wakes the calls waiting here
-/// when told to, until `shutdown`. Returns at once on SQLite, which one
-/// controller holds alone.
+/// Publishes the results other controllers write, and (by listening) passes
+/// their wake-ups on to the calls waiting here, until `shutdown`. Returns
+/// at once on SQLite, which one controller holds alone.
 pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
     let Some(mut told) = ctl.store.listen_others() else {
         return;
@@ -24,11 +24,7 @@ pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
         let written = tokio::select! {
             () = shutdown.cancelled() => return,
             next = told.recv() => match next {
-                Some(Told::Results(written)) => written,
-                Some(Told::Wake) => {
-                    ctl.command_endings.wake();
-                    continue;
-                }
+                Some(written) => written,
                 None => return,
             },
         };

@@ -831,7 +831,7 @@ impl WorkerService for WorkerApi {
         }
         let deadline = tokio::time::Instant::now() + wait;
         let endings = &self.ctl.command_endings;
-        let mut recorded = endings.subscribe();
+        let mut recorded = self.ctl.store.wakes();
         loop {
             recorded.borrow_and_update();
             let (asked, campaigns) = (commands.clone(), campaign_ids.clone());

@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use postgres::Target as PostgresTarget;
 pub use schema::{newest_applied, newest_known};
@@ -146,17 +146,6 @@ const MAX_GROUP: usize = 512;
 /// connection kept open for the next; one more waits for a free one.
 const READERS: usize = 8;
 
-/// What one controller of a PostgreSQL store tells the others
-/// ([`Store::listen_others`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Told {
-    /// Results another controller wrote.
-    Results(results_feed::Written),
-    /// Commands ended or a campaign is to be cancelled: calls waiting on
-    /// either look again.
-    Wake,
-}
-
 /// The store: one engine behind one interface.
 #[derive(Clone)]
 pub struct Store {
@@ -171,6 +160,12 @@ struct Inner {
     readers: Readers,
     /// A permit per read connection (see [`READERS`]).
     reading: Arc<tokio::sync::Semaphore>,
+    /// Bumped after each commit of a write that told a wake-up, and when
+    /// another controller of a PostgreSQL store tells one ([`wakes`]).
+    woken: Arc<watch::Sender<u64>>,
+    /// This store among the controllers of a PostgreSQL one, in its
+    /// wake-ups' NOTIFYs: its listener skips its own.
+    origin: String,
     /// The data directory's lock (SQLite), held while any clone lives.
     _lock: Option<std::fs::File>,
 }
@@ -258,10 +253,11 @@ impl Store {
         }
         let (writer, jobs) = mpsc::unbounded_channel();
         let stats = Arc::new(WriteStats::default());
-        let counted = stats.clone();
+        let woken = Arc::new(watch::Sender::new(0));
+        let (counted, wakes) = (stats.clone(), woken.clone());
         std::thread::Builder::new()
             .name("muster-store-writer".into())
-            .spawn(move || write_loop(jobs, &counted, |body| sqlite::in_transaction(&mut conn, body)))
+            .spawn(move || write_loop(jobs, (&counted, &wakes), |body| sqlite::in_transaction(&mut conn, body)))
             .map_err(io)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -272,6 +268,8 @@ impl Store {
                     path,
                 },
                 reading: Arc::new(tokio::sync::Semaphore::new(READERS)),
+                woken,
+                origin: String::new(),
                 _lock: Some(lock),
             }),
         })
@@ -287,10 +285,14 @@ impl Store {
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let writer_target = target.clone();
         let stats = Arc::new(WriteStats::default());
-        let counted = stats.clone();
+        let woken = Arc::new(watch::Sender::new(0));
+        let (counted, wakes) = (stats.clone(), woken.clone());
+        let origin = uuid::Uuid::new_v4().simple().to_string();
+        let writer_origin = origin.clone();
         std::thread::Builder::new()
             .name("muster-store-writer".into())
             .spawn(move || {
+                wakes::writer_of(&writer_origin);
                 let mut conn = match postgres::PgConn::connect_migrated(&writer_target) {
                     Ok(conn) => {
                         let _ = ready_tx.send(Ok(()));
@@ -301,7 +303,7 @@ impl Store {
                         return;
                     }
                 };
-                write_loop(jobs, &counted, |body| {
+                write_loop(jobs, (&counted, &wakes), |body| {
                     postgres::in_transaction(&mut conn, &writer_target, body)
                 });
             })
@@ -319,32 +321,45 @@ impl Store {
                     target: Box::new(target.clone()),
                 },
                 reading: Arc::new(tokio::sync::Semaphore::new(READERS)),
+                woken,
+                origin,
                 _lock: None,
             }),
         })
     }
 
-    /// What the controllers of the store tell each other as their writes
-    /// commit: the results the others write (see [`results_feed`]), and
-    /// wake-ups from any of them, this one too (see [`wakes`]), until the
-    /// receiver is dropped. None on SQLite, which one controller holds
-    /// alone.
-    pub fn listen_others(&self) -> Option<mpsc::UnboundedReceiver<Told>> {
+    /// A receiver that changes after each commit of a write that told a
+    /// wake-up ([`wakes::tell`]: commands ended, a cancel, a window closing
+    /// with its commands to cancel), and, on PostgreSQL, when another
+    /// controller of the store commits one (heard by [`Self::listen_others`]).
+    /// A write undone to its savepoint wakes nobody.
+    pub fn wakes(&self) -> watch::Receiver<u64> {
+        self.inner.woken.subscribe()
+    }
+
+    /// The results the other controllers of the store write, as their
+    /// writes commit (see [`results_feed`]), until the receiver is dropped;
+    /// and, while it lives, their wake-ups, passed on to [`Self::wakes`].
+    /// None on SQLite, which one controller holds alone.
+    pub fn listen_others(&self) -> Option<mpsc::UnboundedReceiver<results_feed::Written>> {
         let Readers::Postgres { target, .. } = &self.inner.readers else {
             return None;
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let target = (**target).clone();
+        let (woken, origin) = (self.inner.woken.clone(), self.inner.origin.clone());
         let spawned = std::thread::Builder::new()
             .name("muster-store-listen".into())
             .spawn(move || {
-                postgres::listen(&target, &[results_feed::CHANNEL, wakes::CHANNEL], |note| {
-                    let told = match note {
-                        None => return !tx.is_closed(),
-                        Some((wakes::CHANNEL, _)) => Some(Told::Wake),
-                        Some((_, payload)) => results_feed::from_others(payload).map(Told::Results),
-                    };
-                    told.is_none_or(|told| tx.send(told).is_ok())
+                postgres::listen(&target, &[results_feed::CHANNEL, wakes::CHANNEL], |note| match note {
+                    None => !tx.is_closed(),
+                    Some((wakes::CHANNEL, payload)) => {
+                        if wakes::from_others(payload, &origin) {
+                            bump(&woken);
+                        }
+                        true
+                    }
+                    Some((_, payload)) => results_feed::from_others(payload).is_none_or(|w| tx.send(w).is_ok()),
                 });
             });
         if let Err(error) = spawned {
@@ -470,13 +485,17 @@ impl<'t> Savepoints<'t> {
         } else {
             "SAVEPOINT job"
         })?;
+        let earlier = wakes::take_told();
         match f(self.txn) {
             Ok(value) => {
                 self.open.set(true);
                 self.kept.set(self.kept.get() + 1);
+                wakes::set_told(earlier || wakes::take_told());
                 Ok(value)
             }
             Err(error) => {
+                // Its wake-up goes with it (PostgreSQL drops its NOTIFY too).
+                wakes::set_told(earlier);
                 self.txn
                     .execute_batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")?;
                 self.undone.set(self.undone.get() + 1);
@@ -527,7 +546,7 @@ impl WriteStats {
 /// runs the body and commits.
 fn write_loop(
     mut jobs: mpsc::UnboundedReceiver<WriteJob>,
-    stats: &WriteStats,
+    (stats, woken): (&WriteStats, &watch::Sender<u64>),
     mut in_transaction: impl FnMut(&mut dyn FnMut(&dyn Sql)) -> StoreResult<()>,
 ) {
     while let Some(first) = jobs.blocking_recv() {
@@ -540,6 +559,7 @@ fn write_loop(
         }
         let mut replies: Vec<Box<dyn FnOnce() + Send>> = Vec::with_capacity(group.len());
         let (mut kept, mut undone) = (0, 0);
+        wakes::take_told();
         let outcome = in_transaction(&mut |txn| {
             let savepoints = Savepoints::new(txn);
             replies.extend(group.drain(..).map(|job| job(&savepoints)));
@@ -552,6 +572,9 @@ fn write_loop(
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.writes.fetch_add(kept, Ordering::Relaxed);
                 stats.rolled_back.fetch_add(undone, Ordering::Relaxed);
+                if wakes::take_told() {
+                    bump(woken);
+                }
                 replies.into_iter().for_each(|reply| reply());
             }
             Err(error) => {
@@ -561,6 +584,11 @@ fn write_loop(
             }
         }
     }
+}
+
+/// Wakes the receivers of [`Store::wakes`].
+fn bump(woken: &watch::Sender<u64>) {
+    woken.send_modify(|n| *n = n.wrapping_add(1));
 }
 
 #[cfg(test)]

@@ -142,23 +142,6 @@ mod tests {
         assert_eq!(from_others("NOTIFY from someone else"), None);
     }
 
-    /// Only the results of what a store's listener tells.
-    fn results(
-        mut told: tokio::sync::mpsc::UnboundedReceiver<crate::store::Told>,
-    ) -> tokio::sync::mpsc::UnboundedReceiver<Written> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(next) = told.recv().await {
-                if let crate::store::Told::Results(written) = next
-                    && tx.send(written).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        rx
-    }
-
     /// The listener hears what another process told, not what this one
     /// told, and hears again after the server cut its connection.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +149,7 @@ mod tests {
         let database = crate::store::testkit::TestDatabase::create();
         let target = crate::store::PostgresTarget::parse(database.url(), None, None).unwrap();
         let store = crate::store::Store::connect(&target).unwrap();
-        let mut told = results(store.listen_others().expect("PostgreSQL listens"));
+        let mut told = store.listen_others().expect("PostgreSQL listens");
         let own = payload(&task(), ["i-1"].into_iter());
         let tell = |store: &crate::store::Store, payload: String| {
             let store = store.clone();
