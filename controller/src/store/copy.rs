@@ -254,18 +254,14 @@ fn same_derived_rows(source: &rusqlite::Connection, dest: &dyn Sql, table: &str)
         "SELECT campaign_id, status, count FROM {} ORDER BY campaign_id, status",
         quoted(table)
     );
-    let theirs = source
-        .prepare(&select)?
-        .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let ours = dest
-        .prepare(&select)?
-        .query_map((), |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        })?
-        .collect::<StoreResult<Vec<_>>>()?;
+    let read = |conn: &dyn Sql| {
+        conn.prepare(&select)?
+            .query_map((), |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            })?
+            .collect::<StoreResult<Vec<_>>>()
+    };
+    let (theirs, ours) = (read(source)?, read(dest)?);
     if theirs != ours {
         let differs = theirs.iter().zip(&ours).find(|(a, b)| a != b).map_or_else(
             || format!("{} rows in SQLite, {} in the database", theirs.len(), ours.len()),

@@ -224,28 +224,13 @@ fn scope_leases(conn: &dyn Sql, task: &TaskRow, batch_size: u32, max_tasks_per_s
     if task.kind != TaskKind::Execute {
         return Ok(1);
     }
-    let out: i64 = conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM tasks WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3
-               AND kind = ?4 AND state IN (?5, ?6)",
-        )?
-        .query_row(
-            params![
-                task.campaign_id,
-                task.account_id,
-                task.region,
-                TaskKind::Execute as i32,
-                task_state::QUEUED,
-                task_state::LEASED
-            ],
-            |r| r.get(0),
-        )?;
+    let out = super::tasks::active_in_scope(conn, &task.campaign_id, (&task.account_id, &task.region))?;
     let pending: i64 = conn
         .prepare_cached(
             "SELECT COUNT(*) FROM targets WHERE campaign_id = ?1 AND pending AND account_id = ?2 AND region = ?3",
         )?
         .query_row(params![task.campaign_id, task.account_id, task.region], |r| r.get(0))?;
-    let batches = out.max(1) as u64 + (pending.max(0) as u64).div_ceil(u64::from(batch_size.max(1)));
+    let batches = out.max(1) + (pending.max(0) as u64).div_ceil(u64::from(batch_size.max(1)));
     Ok(u32::try_from(batches)
         .unwrap_or(u32::MAX)
         .clamp(1, max_tasks_per_scope.max(1)))

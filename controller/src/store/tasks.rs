@@ -233,37 +233,60 @@ pub fn active(conn: &dyn Sql, campaign_id: &str, kind: TaskKind) -> StoreResult<
         )
 }
 
+/// Execute tasks out now in one (account, region), read through the
+/// scope's index whatever the campaign's size.
+pub fn active_in_scope(conn: &dyn Sql, campaign_id: &str, (account, region): (&str, &str)) -> StoreResult<u64> {
+    let out: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM tasks WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3
+               AND kind = ?4 AND state IN (?5, ?6)",
+        )?
+        .query_row(
+            params![
+                campaign_id,
+                account,
+                region,
+                TaskKind::Execute as i32,
+                task_state::QUEUED,
+                task_state::LEASED
+            ],
+            |r| r.get(0),
+        )?;
+    Ok(out.max(0) as u64)
+}
+
 /// Execute tasks out now per (account, region): of the campaign, or of the
-/// one scope `only` names (read through its index, whatever the campaign's
-/// size).
+/// one scope `only` names ([`active_in_scope`]). Scopes with none are left
+/// out.
 pub fn active_per_scope(
     conn: &dyn Sql,
     campaign_id: &str,
     only: Option<(&str, &str)>,
 ) -> StoreResult<std::collections::HashMap<(String, String), u64>> {
-    let kind = TaskKind::Execute as i32;
-    let (queued, leased) = (task_state::QUEUED, task_state::LEASED);
-    let row = |r: &Row<'_>| {
-        Ok((
-            (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-            r.get::<_, i64>(2)? as u64,
-        ))
-    };
-    match only {
-        Some((account, region)) => conn
-            .prepare_cached(
-                "SELECT account_id, region, COUNT(*) FROM tasks
-                 WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND kind = ?4 AND state IN (?5, ?6)
-                 GROUP BY account_id, region",
-            )?
-            .query_map(params![campaign_id, account, region, kind, queued, leased], row)?
-            .collect(),
-        None => conn
-            .prepare_cached(
-                "SELECT account_id, region, COUNT(*) FROM tasks WHERE campaign_id = ?1 AND kind = ?2 AND state IN (?3, ?4)
-                 GROUP BY account_id, region",
-            )?
-            .query_map(params![campaign_id, kind, queued, leased], row)?
-            .collect(),
+    if let Some((account, region)) = only {
+        let out = active_in_scope(conn, campaign_id, (account, region))?;
+        return Ok((out > 0)
+            .then(|| ((account.to_owned(), region.to_owned()), out))
+            .into_iter()
+            .collect());
     }
+    conn.prepare_cached(
+        "SELECT account_id, region, COUNT(*) FROM tasks WHERE campaign_id = ?1 AND kind = ?2 AND state IN (?3, ?4)
+         GROUP BY account_id, region",
+    )?
+    .query_map(
+        params![
+            campaign_id,
+            TaskKind::Execute as i32,
+            task_state::QUEUED,
+            task_state::LEASED
+        ],
+        |r: &Row<'_>| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                r.get::<_, i64>(2)? as u64,
+            ))
+        },
+    )?
+    .collect()
 }
