@@ -55,10 +55,23 @@ async fn tasks_dead_lettered_during_a_controller_outage_still_run_once_it_is_bac
         ..Default::default()
     });
     let id = submit(&mut system.client, spec).await;
+    // The controller records a message as queued after SendMessageBatch
+    // answers. Killed before that commit, it sends the task afresh when it is
+    // back, and the dead letter found later is stale: a true outcome, but not
+    // the one this test is about. So the store must have recorded it.
+    let port = system.controller_metrics_port();
     until(
-        "the discovery message on the queue",
+        "the discovery message on the queue and recorded as queued",
         Duration::from_secs(30),
-        || async { visible_messages(&sqs, &system.fleet.queue_url).await >= 1 },
+        || async {
+            let recorded = muster_tests::metrics::scrape(port).await;
+            visible_messages(&sqs, &system.fleet.queue_url).await >= 1
+                && muster_tests::metrics::sum(
+                    &recorded,
+                    "muster_controller_tasks",
+                    &[("kind", "discover"), ("state", "queued")],
+                ) >= 1.0
+        },
     )
     .await;
     // The controller dies; a worker (started by autoscaling on the visible
