@@ -15,6 +15,12 @@
 //! without events), so that a batch cancels its running commands within
 //! moments of the cancel rather than at its lease's next renewal, a third
 //! of the TTL later.
+//!
+//! One call names at most 5,000 commands and 100 campaigns (the
+//! controller's limits). A worker that follows more (a large `max_tasks`, or
+//! batches of many campaigns) names the next window of them on each call,
+//! in turn, and waits only briefly on each, so every one is asked about
+//! within seconds.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -36,8 +42,15 @@ const GATHER: Duration = Duration::from_millis(50);
 const ASK_AGAIN: Duration = Duration::from_secs(60);
 /// After a failed call.
 const AFTER_ERROR: Duration = Duration::from_secs(1);
+/// Most commands asked about in one call (the controller's limit).
+const MAX_COMMANDS: usize = 5_000;
 /// Most campaigns asked about in one call (the controller's limit).
 const MAX_CAMPAIGNS: usize = 100;
+/// How long one AwaitCommands waits when more is followed than one call may
+/// name: each call names the next window of them, so every command and
+/// campaign is asked about at least once per this many seconds times the
+/// number of windows.
+const ROTATE: Duration = Duration::from_secs(2);
 /// Fallback polls that found a command ended, in a scope never heard from,
 /// before the scope is taken to send no events.
 const SILENT_AFTER: u32 = 2;
@@ -66,13 +79,28 @@ struct State {
     scopes: HashMap<Scope, ScopeState>,
     /// Campaign -> the batches of it followed, each told of a cancel once.
     campaigns: HashMap<String, Vec<CancelFlag>>,
+    /// Where the next call's window of commands starts, when they do not
+    /// all fit in one.
+    next_command: usize,
+    /// The same for campaigns.
+    next_campaign: usize,
+}
+
+/// What one AwaitCommands names.
+#[derive(Debug, Default)]
+struct Asking {
+    command_ids: Vec<String>,
+    campaign_ids: Vec<String>,
+    /// Some were left for the next call: they did not fit in this one.
+    partial: bool,
 }
 
 impl State {
     /// What to ask the controller about: the commands not yet ended (when
     /// it reads events) and the campaigns with a batch not yet told of a
-    /// cancel (when it answers about campaigns).
-    fn asking(&self, commands: bool, campaigns: bool) -> (Vec<String>, Vec<String>) {
+    /// cancel (when it answers about campaigns). When there are more than
+    /// one call may name, each call names the next window of them, in turn.
+    fn asking(&mut self, commands: bool, campaigns: bool) -> Asking {
         let command_ids = if commands {
             self.followed.keys().cloned().collect()
         } else {
@@ -83,13 +111,38 @@ impl State {
                 .iter()
                 .filter(|(_, flags)| flags.iter().any(|f| !*f.borrow()))
                 .map(|(id, _)| id.clone())
-                .take(MAX_CAMPAIGNS)
                 .collect()
         } else {
             Vec::new()
         };
-        (command_ids, campaign_ids)
+        let partial = command_ids.len() > MAX_COMMANDS || campaign_ids.len() > MAX_CAMPAIGNS;
+        Asking {
+            command_ids: window(command_ids, MAX_COMMANDS, &mut self.next_command),
+            campaign_ids: window(campaign_ids, MAX_CAMPAIGNS, &mut self.next_campaign),
+            partial,
+        }
     }
+
+    /// Whether nothing would be asked about.
+    fn nothing_to_ask(&self, commands: bool, campaigns: bool) -> bool {
+        (!commands || self.followed.is_empty())
+            && (!campaigns || self.campaigns.values().all(|flags| flags.iter().all(|f| *f.borrow())))
+    }
+}
+
+/// All of `ids` when at most `max`; otherwise `max` of them in sorted
+/// order, from `cursor` on and wrapping around, with the cursor moved past
+/// them.
+fn window(mut ids: Vec<String>, max: usize, cursor: &mut usize) -> Vec<String> {
+    if ids.len() <= max {
+        return ids;
+    }
+    ids.sort_unstable();
+    let start = *cursor % ids.len();
+    *cursor = start + max;
+    ids.rotate_left(start);
+    ids.truncate(max);
+    ids
 }
 
 struct Inner {
@@ -267,16 +320,25 @@ async fn run(inner: Arc<Inner>, controller: Controller, stop: CancellationToken)
         let campaigns = inner.campaigns.load(Ordering::Relaxed);
         // Campaigns are named unless the controller is known not to answer
         // (an older one ignores them).
-        let (command_ids, campaign_ids) = inner
+        let Asking {
+            command_ids,
+            campaign_ids,
+            partial,
+        } = inner
             .state
             .lock()
             .expect("endings lock")
             .asking(events == ENABLED, campaigns != DISABLED);
         // A long wait only for what the controller is known to answer;
-        // otherwise ask at once, to learn what it answers.
+        // otherwise ask at once, to learn what it answers. A short one when
+        // the rest waits for the next call.
         let waits =
             (events == ENABLED && !command_ids.is_empty()) || (campaigns == ENABLED && !campaign_ids.is_empty());
-        let wait = if waits { LONG_POLL } else { Duration::ZERO };
+        let wait = match (waits, partial) {
+            (false, _) => Duration::ZERO,
+            (true, false) => LONG_POLL,
+            (true, true) => ROTATE,
+        };
         let request = AwaitCommandsRequest {
             command_ids,
             wait: Some(wait.try_into().expect("a short duration")),
@@ -317,12 +379,12 @@ async fn run(inner: Arc<Inner>, controller: Controller, stop: CancellationToken)
                 if answer.events_enabled || answer.answers_campaigns {
                     // Until there is something it answers about, nothing to
                     // ask.
-                    let (command_ids, campaign_ids) = inner
+                    let idle = inner
                         .state
                         .lock()
                         .expect("endings lock")
-                        .asking(answer.events_enabled, answer.answers_campaigns);
-                    if command_ids.is_empty() && campaign_ids.is_empty() {
+                        .nothing_to_ask(answer.events_enabled, answer.answers_campaigns);
+                    if idle {
                         tokio::select! {
                             () = stop.cancelled() => return,
                             () = inner.added.notified() => tokio::time::sleep(GATHER).await,
@@ -351,6 +413,8 @@ async fn run(inner: Arc<Inner>, controller: Controller, stop: CancellationToken)
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use muster_proto::v1::AwaitCommandsResponse;
 
     use super::*;
@@ -402,7 +466,7 @@ mod tests {
         let first = endings.follow("a", "r", "camp", &["c1".to_owned()]);
         let second = endings.follow("a", "r", "camp", &["c2".to_owned()]);
         let other = endings.follow("a", "r", "other", &["c3".to_owned()]);
-        let asking = |e: &Endings| e.inner.state.lock().unwrap().asking(false, true).1;
+        let asking = |e: &Endings| e.inner.state.lock().unwrap().asking(false, true).campaign_ids;
         let mut asked = asking(&endings);
         asked.sort();
         assert_eq!(asked, ["camp", "other"]);
@@ -477,6 +541,70 @@ mod tests {
             asked[2].campaign_ids.is_empty(),
             "a campaign told of is not asked about again"
         );
+    }
+
+    #[test]
+    fn more_than_one_call_may_name_is_asked_about_in_turn() {
+        let endings = enabled();
+        let commands: Vec<String> = (0..MAX_COMMANDS + 7).map(|i| format!("cmd-{i:05}")).collect();
+        let mut batches = vec![endings.follow("a", "r", "camp-000", &commands)];
+        for i in 1..MAX_CAMPAIGNS + 50 {
+            batches.push(endings.follow("a", "r", &format!("camp-{i:03}"), &[format!("x-{i}")]));
+        }
+        let all_commands = MAX_COMMANDS + 7 + MAX_CAMPAIGNS + 49;
+        let (mut seen_commands, mut seen_campaigns) = (BTreeSet::new(), BTreeSet::new());
+        for call in 0..2 {
+            let asked = endings.inner.state.lock().unwrap().asking(true, true);
+            assert!(asked.partial, "call {call}: not all fit");
+            assert_eq!(asked.command_ids.len(), MAX_COMMANDS, "the controller's limit");
+            assert_eq!(asked.campaign_ids.len(), MAX_CAMPAIGNS, "the controller's limit");
+            seen_commands.extend(asked.command_ids);
+            seen_campaigns.extend(asked.campaign_ids);
+        }
+        assert_eq!(seen_commands.len(), all_commands, "every command within two calls");
+        assert_eq!(
+            seen_campaigns.len(),
+            MAX_CAMPAIGNS + 50,
+            "every campaign within two calls"
+        );
+        // Once they fit, one call names them all.
+        batches.truncate(MAX_CAMPAIGNS);
+        batches.remove(0);
+        let asked = endings.inner.state.lock().unwrap().asking(true, true);
+        assert!(!asked.partial);
+        assert_eq!(asked.command_ids.len(), MAX_CAMPAIGNS - 1);
+        assert_eq!(asked.campaign_ids.len(), MAX_CAMPAIGNS - 1);
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_that_cannot_name_everything_waits_briefly_and_names_the_rest_next() {
+        use crate::controller::scripted::Scripted;
+        let controller = Arc::new(Scripted::default());
+        for _ in 0..3 {
+            controller.awaits.lock().unwrap().push_back(Ok(AwaitCommandsResponse {
+                answers_campaigns: true,
+                ..Default::default()
+            }));
+        }
+        let endings = Endings::unstarted();
+        let _batches: Vec<Following> = (0..MAX_CAMPAIGNS + 50)
+            .map(|i| endings.follow("a", "r", &format!("camp-{i:03}"), &[format!("c-{i}")]))
+            .collect();
+        let stop = CancellationToken::new();
+        tokio::spawn(run(endings.inner.clone(), Arc::new(controller.clone()), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.cancel();
+        let asked = controller.awaited.lock().unwrap().clone();
+        assert!(asked.len() >= 3, "{}", asked.len());
+        let wait = |r: &AwaitCommandsRequest| r.wait.and_then(|w| Duration::try_from(w).ok());
+        assert_eq!(
+            wait(&asked[1]),
+            Some(ROTATE),
+            "the rest are not left a long poll's time"
+        );
+        let named: BTreeSet<&String> = asked[1..3].iter().flat_map(|r| &r.campaign_ids).collect();
+        assert_eq!(named.len(), MAX_CAMPAIGNS + 50, "every campaign named within two calls");
+        assert!(asked.iter().all(|r| r.campaign_ids.len() <= MAX_CAMPAIGNS));
     }
 
     #[test]
