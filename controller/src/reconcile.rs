@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::store::sql::{Sql, params};
 use muster_common::domain::RateLimit;
@@ -24,13 +23,27 @@ use crate::store::campaigns::{self, CampaignRow};
 use crate::store::leadership::Fence;
 use crate::store::leases::{self, LeaseAnswer, LeaseSettings};
 use crate::store::records::{now_ms, timestamp};
+use crate::store::targets::{PendingGroup, Window};
 use crate::store::tasks::TaskRow;
 use crate::store::{StoreResult, queue, stages, targets, tasks};
+
+/// (account, region).
+type Scope = (String, String);
+
+/// Where each active campaign's round-robin release resumes: the last scope
+/// a batch went to. Kept in memory: a controller that starts again (or a new
+/// leader) resumes from the first scope, which costs fairness for one round,
+/// never a target.
+pub type Rotation = HashMap<String, Scope>;
+
+/// Fewest pending groups a release reads, however little room it has: it
+/// skips scopes already at their limit of batches out and finds others.
+const MIN_WINDOW: usize = 100;
 
 /// Runs passes until `shutdown`: after every wake-up (a result, a submit, a
 /// cancel) and at least every reconcile interval.
 pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
-    let cursor = AtomicUsize::new(0);
+    let mut rotation = Rotation::new();
     let mut told = HashMap::new();
     loop {
         tokio::select! {
@@ -42,7 +55,7 @@ pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
         // campaigns, enqueues and exports.
         let fence = ctl.leader.fence();
         if let Some(fence) = &fence
-            && let Err(error) = pass(&ctl, fence, &cursor).await
+            && let Err(error) = pass(&ctl, fence, &mut rotation).await
         {
             tracing::warn!(%error, "reconcile pass failed; retrying");
         }
@@ -55,7 +68,7 @@ pub async fn run(ctl: Arc<Controller>, shutdown: CancellationToken) {
 }
 
 /// One pass over every active campaign.
-pub async fn pass(ctl: &Controller, fence: &Fence, cursor: &AtomicUsize) -> StoreResult<()> {
+pub async fn pass(ctl: &Controller, fence: &Fence, rotation: &mut Rotation) -> StoreResult<()> {
     let now = now_ms();
     // Where a leader paused at the worst moment (holding a term it may no
     // longer have) is put to the test.
@@ -85,17 +98,25 @@ pub async fn pass(ctl: &Controller, fence: &Fence, cursor: &AtomicUsize) -> Stor
             )
         })
         .await?;
+    rotation.retain(|id, _| active.iter().any(|c| &c.id == id));
     for campaign in active {
         let settings = ctl.settings.clone();
-        let start = cursor.fetch_add(1, Ordering::Relaxed);
+        let mut after = rotation.remove(&campaign.id);
         let id = campaign.id.clone();
         // A window closing with its commands to cancel wakes the workers
         // waiting in AwaitCommands at the commit (see
         // `campaigns::set_window_cancelling`).
         let change = ctl
             .store
-            .write_fenced(fence, move |txn| step(txn, &id, &settings, start))
+            .write_fenced(fence, move |txn| {
+                let change = step(txn, &id, &settings, &mut after)?;
+                Ok((change, after))
+            })
             .await?;
+        let (change, after) = change;
+        if let Some(after) = after {
+            rotation.insert(campaign.id.clone(), after);
+        }
         if let Some((state, reason)) = change {
             // Watchers hear of it from `publish_progress`, on every controller.
             tracing::info!(campaign_id = %campaign.id, state = state.short_name(), reason, "campaign state changed");
@@ -109,7 +130,7 @@ fn step(
     conn: &dyn Sql,
     id: &str,
     settings: &crate::Settings,
-    start: usize,
+    after: &mut Option<Scope>,
 ) -> StoreResult<Option<(CampaignState, String)>> {
     let Some(campaign) = campaigns::get(conn, id)? else {
         return Ok(None);
@@ -122,17 +143,28 @@ fn step(
     }
     if campaign.window.closed(now_ms()) && matches!(campaign.state, CampaignState::Discovering | CampaignState::Running)
     {
-        return window_closed_step(conn, &campaign, settings, start);
+        return window_closed_step(conn, &campaign, settings, after);
     }
     match campaign.state {
-        CampaignState::Discovering => discovery_step(conn, &campaign, settings, start),
-        CampaignState::Running if !campaign.spec.stages.is_empty() => staged_step(conn, &campaign, settings, start),
-        CampaignState::Running => running_step(conn, &campaign, settings, start),
+        CampaignState::Discovering => discovery_step(conn, &campaign, settings, after),
+        CampaignState::Running if !campaign.spec.stages.is_empty() => staged_step(conn, &campaign, settings, after),
+        CampaignState::Running => running_step(conn, &campaign, settings, after),
         CampaignState::PendingApproval => crate::approvals::expire(conn, &campaign, now_ms()),
         // PAUSED and AWAITING_PROMOTION wait for an operator,
         // WAITING_FOR_WINDOW for its schedule's next run time.
         _ => Ok(None),
     }
+}
+
+/// [`step`], for benchmarks that drive the store without a controller.
+#[cfg(any(test, feature = "testkit"))]
+pub fn step_for_benchmarks(
+    conn: &dyn Sql,
+    id: &str,
+    settings: &crate::Settings,
+    after: &mut Option<Scope>,
+) -> StoreResult<Option<(CampaignState, String)>> {
+    step(conn, id, settings, after)
 }
 
 fn change(
@@ -169,7 +201,7 @@ fn window_closed_step(
     conn: &dyn Sql,
     campaign: &CampaignRow,
     settings: &crate::Settings,
-    start: usize,
+    after: &mut Option<Scope>,
 ) -> StoreResult<Option<(CampaignState, String)>> {
     let window = &campaign.window;
     let closed_at = crate::schedules::shown(window.end_ms.unwrap_or_default());
@@ -183,7 +215,7 @@ fn window_closed_step(
     if campaign.state == CampaignState::Discovering {
         // Nothing is released while the window is closed (see
         // `discovering_limits`); discovery ends as usual.
-        return discovery_step(conn, campaign, settings, start);
+        return discovery_step(conn, campaign, settings, after);
     }
     let totals = campaigns::totals(conn, &campaign.id)?;
     if totals.queued + totals.running > 0 || tasks::active(conn, &campaign.id, TaskKind::Execute)? > 0 {
@@ -224,12 +256,12 @@ fn discovery_step(
     conn: &dyn Sql,
     campaign: &CampaignRow,
     settings: &crate::Settings,
-    start: usize,
+    after: &mut Option<Scope>,
 ) -> StoreResult<Option<(CampaignState, String)>> {
     let totals = campaigns::totals(conn, &campaign.id)?;
     let eligible = campaigns::eligible(conn, &campaign.id, &totals)?;
     if tasks::active(conn, &campaign.id, TaskKind::Discover)? > 0 {
-        release_discovered(conn, campaign, settings, &totals, eligible, start)?;
+        release_discovered(conn, campaign, settings, &totals, eligible, after)?;
         return Ok(None);
     }
     let unconfirmed = settings
@@ -351,13 +383,14 @@ fn release_discovered(
     settings: &crate::Settings,
     totals: &StatusCounters,
     eligible: u64,
-    start: usize,
+    after: &mut Option<Scope>,
 ) -> StoreResult<()> {
     let Some(room) = discovering_limits(conn, campaign, settings, totals, eligible)? else {
         return Ok(());
     };
-    let pending = targets::pending_by_discovered_scope(conn, &campaign.id, None)?;
-    release(conn, campaign, &room, settings, start, (pending, None))
+    let pending =
+        |conn: &dyn Sql, window: Window<'_>| targets::pending_by_discovered_scope(conn, &campaign.id, None, window);
+    release(conn, campaign, &room, settings, after, (pending, None))
 }
 
 /// The limits a campaign still being discovered may release under now, with
@@ -431,8 +464,10 @@ pub fn hand_off(
         return Ok(Vec::new());
     };
     let scope = (discovered.account_id.as_str(), discovered.region.as_str());
-    let pending = targets::pending_by_discovered_scope(conn, &campaign.id, Some(scope))?;
-    release(conn, &campaign, &room, settings, 0, (pending, None))?;
+    let pending = |conn: &dyn Sql, window: Window<'_>| {
+        targets::pending_by_discovered_scope(conn, &campaign.id, Some(scope), window)
+    };
+    release(conn, &campaign, &room, settings, &mut None, (pending, None))?;
     let mut leases = Vec::new();
     for task in queue::unqueued(conn, &campaign.id, scope, TaskKind::Execute, capacity)? {
         // Recorded as on the queue, so the dispatcher never sends it there.
@@ -452,7 +487,7 @@ fn running_step(
     conn: &dyn Sql,
     campaign: &CampaignRow,
     settings: &crate::Settings,
-    start: usize,
+    after: &mut Option<Scope>,
 ) -> StoreResult<Option<(CampaignState, String)>> {
     let totals = campaigns::totals(conn, &campaign.id)?;
     let in_flight = totals.queued + totals.running;
@@ -481,13 +516,13 @@ fn running_step(
         return Ok(None);
     }
     if totals.pending > 0 && in_flight < limits.concurrency {
-        let pending = targets::pending_by_scope(conn, &campaign.id, None)?;
+        let pending = |conn: &dyn Sql, window: Window<'_>| targets::pending_by_scope(conn, &campaign.id, None, window);
         let room = Room {
             limits,
             in_flight,
             errors,
         };
-        release(conn, campaign, &room, settings, start, (pending, None))?;
+        release(conn, campaign, &room, settings, after, (pending, None))?;
         return Ok(None);
     }
     if totals.pending == 0 && in_flight == 0 && tasks::active(conn, &campaign.id, TaskKind::Execute)? == 0 {
@@ -533,7 +568,7 @@ fn staged_step(
     conn: &dyn Sql,
     campaign: &CampaignRow,
     settings: &crate::Settings,
-    start: usize,
+    after: &mut Option<Scope>,
 ) -> StoreResult<Option<(CampaignState, String)>> {
     let index = campaign.stage_index.max(0) as usize;
     let Some(stage) = campaign.spec.stages.get(index) else {
@@ -574,13 +609,15 @@ fn staged_step(
     }
     if c.pending > 0 {
         if in_flight < concurrency {
-            let pending = targets::pending_by_scope(conn, &campaign.id, Some(index as i64))?;
+            let stage = Some(index as i64);
+            let pending =
+                |conn: &dyn Sql, window: Window<'_>| targets::pending_by_scope(conn, &campaign.id, stage, window);
             let room = Room {
                 limits,
                 in_flight,
                 errors,
             };
-            release(conn, campaign, &room, settings, start, (pending, Some(index as i64)))?;
+            release(conn, campaign, &room, settings, after, (pending, stage))?;
         }
         return Ok(None);
     }
@@ -690,18 +727,48 @@ struct Room {
     errors: u64,
 }
 
-/// Creates the Execute tasks the rollout plan allows for `pending` targets
-/// (of stage `stage` only, when given).
+/// Creates the Execute tasks the rollout plan allows for the targets
+/// `pending` reads (of stage `stage` only, when given), round-robin over
+/// scopes from the one after `after`, which it moves to the last scope a
+/// batch went to. It reads only the scopes the room could fill (at least
+/// [`MIN_WINDOW`] groups), so a step costs what it releases, not what waits.
 fn release(
     conn: &dyn Sql,
     campaign: &CampaignRow,
     room: &Room,
     settings: &crate::Settings,
-    start: usize,
-    (pending, stage): (Vec<targets::PendingGroup>, Option<i64>),
+    after: &mut Option<Scope>,
+    (pending, stage): (
+        impl Fn(&dyn Sql, Window<'_>) -> StoreResult<Vec<PendingGroup>>,
+        Option<i64>,
+    ),
 ) -> StoreResult<()> {
+    let groups = usize::try_from(room.limits.concurrency.saturating_sub(room.in_flight))
+        .unwrap_or(usize::MAX)
+        .max(MIN_WINDOW);
+    let bound = after.as_ref().map(|(a, r)| (a.as_str(), r.as_str()));
+    let mut groups_read = pending(
+        conn,
+        Window {
+            after: bound,
+            up_to: None,
+            groups,
+        },
+    )?;
+    if groups_read.len() < groups && bound.is_some() {
+        // Round the end: from the first scope up to the one last served.
+        let rest = groups - groups_read.len();
+        groups_read.extend(pending(
+            conn,
+            Window {
+                after: None,
+                up_to: bound,
+                groups: rest,
+            },
+        )?);
+    }
     // One scope's batches (a hand-off) read that scope's tasks alone.
-    let only = match pending.as_slice() {
+    let only = match groups_read.as_slice() {
         [(first, ..), rest @ ..] if rest.iter().all(|(scope, ..)| scope == first) => {
             Some((first.0.as_str(), first.1.as_str()))
         }
@@ -710,7 +777,7 @@ fn release(
     let active = tasks::active_per_scope(conn, &campaign.id, only)?;
     let mut keys: Vec<(String, String)> = Vec::new();
     let mut loads: Vec<ScopeLoad> = Vec::new();
-    for (scope, platform, count) in pending {
+    for (scope, platform, count) in groups_read {
         if keys.last() != Some(&scope) {
             keys.push(scope.clone());
             loads.push(ScopeLoad {
@@ -720,7 +787,11 @@ fn release(
         }
         loads.last_mut().expect("just pushed").pending.push((platform, count));
     }
-    let releases = rollout::plan(&room.limits, room.in_flight, room.errors, &loads, start);
+    let releases = rollout::plan(&room.limits, room.in_flight, room.errors, &loads, 0);
+    // The next release starts after the last scope served; after the whole
+    // window when none could take a batch (all at their limit).
+    let last = releases.iter().map(|r| r.scope).max().or(keys.len().checked_sub(1));
+    *after = last.map(|i| keys[i].clone());
     for release in releases {
         let (account, region) = &keys[release.scope];
         let instances = targets::pending_instances(
@@ -875,6 +946,130 @@ async fn publish_progress(ctl: &Controller, told: &mut HashMap<String, Told>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::campaigns::NewCampaign;
+    use crate::store::testing::store_matrix;
+    use muster_proto::v1::{DiscoveredInstance, PingStatus, RateControl, TaskRef};
+
+    /// The controller's default settings.
+    fn settings() -> crate::Settings {
+        use clap::Parser as _;
+        let dir = tempfile::tempdir().unwrap();
+        let args = crate::config::Args::try_parse_from([
+            "muster-controller",
+            "--queue-url",
+            "http://127.0.0.1:1/queue/test",
+            "--insecure",
+            "--aws-endpoint-url",
+            "http://127.0.0.1:1",
+            "--data-dir",
+            &dir.path().display().to_string(),
+        ])
+        .unwrap();
+        crate::config::Config::resolve(args).unwrap().settings
+    }
+
+    /// A RUNNING campaign "c" of `scopes` scopes with `per_scope` instances
+    /// each, batches of one, at most `concurrency` at once, all discovered.
+    fn running(conn: &dyn Sql, settings: &crate::Settings, scopes: usize, per_scope: usize, concurrency: u32) {
+        let mut new = NewCampaign::for_test("c", settings.max_attempts);
+        new.scopes = (0..scopes)
+            .map(|i| (format!("{:012}", 100_000_000_000 + i), "us-east-1".to_owned()))
+            .collect();
+        new.spec.rate = Some(RateControl {
+            max_concurrency: concurrency.to_string(),
+            batch_size: 1,
+            ..Default::default()
+        });
+        campaigns::insert(conn, &new).unwrap();
+        campaigns::set_state(conn, "c", CampaignState::Discovering, "test").unwrap();
+        let lease = LeaseSettings {
+            ttl_ms: 60_000,
+            max_tasks_per_scope: settings.max_tasks_per_scope,
+        };
+        let ids: Vec<String> = conn
+            .prepare_cached("SELECT id FROM tasks WHERE campaign_id = 'c' ORDER BY id")
+            .unwrap()
+            .query_map((), |r| r.get(0))
+            .unwrap()
+            .collect::<StoreResult<_>>()
+            .unwrap();
+        for (scope, id) in ids.iter().enumerate() {
+            let task_ref = TaskRef {
+                campaign_id: "c".into(),
+                task_id: id.clone(),
+                attempt: 1,
+            };
+            let LeaseAnswer::Granted(granted) = leases::lease(conn, &task_ref, "w", lease).unwrap() else {
+                panic!("the Discover task is leased");
+            };
+            let task = leases::current(conn, id, granted.lease_id).unwrap();
+            let found: Vec<DiscoveredInstance> = (0..per_scope)
+                .map(|i| DiscoveredInstance {
+                    instance_id: format!("i-{scope:08x}{i:09x}"),
+                    platform: Platform::Linux as i32,
+                    ping_status: PingStatus::Online as i32,
+                    ..Default::default()
+                })
+                .collect();
+            targets::insert_discovered(conn, &task, &found).unwrap();
+            leases::complete(conn, id, granted.lease_id).unwrap();
+        }
+        let changed = step(conn, "c", settings, &mut None).unwrap();
+        assert_eq!(changed.map(|(state, _)| state), Some(CampaignState::Running));
+    }
+
+    /// The accounts of the campaign's Execute tasks that are not in `seen`,
+    /// which takes them in.
+    fn new_batches(conn: &dyn Sql, seen: &mut std::collections::HashSet<String>) -> Vec<String> {
+        let all: Vec<(String, String)> = conn
+            .prepare_cached("SELECT id, account_id FROM tasks WHERE campaign_id = 'c' AND kind = ?1")
+            .unwrap()
+            .query_map([TaskKind::Execute as i32], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<StoreResult<_>>()
+            .unwrap();
+        all.into_iter()
+            .filter(|(id, _)| seen.insert(id.clone()))
+            .map(|(_, account)| account)
+            .collect()
+    }
+
+    store_matrix! {
+        fn a_release_goes_round_every_scope_in_turn_past_the_window_and_back_to_the_first(conn) {
+            // More scopes than one window reads, two batches each: each
+            // room for one batch goes to the next scope in turn, round the
+            // end and again, never twice to one scope in a round.
+            let settings = settings();
+            let scopes = MIN_WINDOW + 30;
+            running(&*conn, &settings, scopes, 2, 1);
+            let (mut after, mut seen, mut order) = (None, Default::default(), Vec::new());
+            for round in 0..2 * scopes {
+                if round > 0 {
+                    conn.execute("UPDATE campaigns SET concurrency_limit = concurrency_limit + 1 WHERE id = 'c'", ())
+                        .unwrap();
+                }
+                step(&*conn, "c", &settings, &mut after).unwrap();
+                let new = new_batches(&*conn, &mut seen);
+                assert_eq!(new.len(), 1, "step {round}: the room for one batch is used at once");
+                order.extend(new);
+            }
+            let accounts: Vec<String> = (0..scopes).map(|i| format!("{:012}", 100_000_000_000 + i)).collect();
+            let want: Vec<String> = accounts.iter().chain(&accounts).cloned().collect();
+            assert_eq!(order.len(), 2 * scopes, "one batch per room made");
+            assert_eq!(order, want, "round-robin over every scope, twice");
+            assert_eq!(campaigns::totals(&*conn, "c").unwrap().pending, 0);
+        }
+
+        fn a_release_with_room_for_all_reads_every_scope_at_once(conn) {
+            // Room for every target: one step releases every scope's batches.
+            let settings = settings();
+            let scopes = 3 * MIN_WINDOW;
+            running(&*conn, &settings, scopes, 2, 10_000);
+            step(&*conn, "c", &settings, &mut None).unwrap();
+            let totals = campaigns::totals(&*conn, "c").unwrap();
+            assert_eq!((totals.pending, totals.queued), (0, 2 * scopes as u64));
+        }
+    }
 
     #[test]
     fn an_ended_campaign_names_only_the_endings_it_had() {

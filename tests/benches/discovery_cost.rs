@@ -15,6 +15,12 @@
 //!
 //!     cargo bench -p muster-tests --bench discovery_cost
 //!
+//! Then a second campaign of the same scopes, discovered and RUNNING with
+//! max_concurrency 500, so nearly every target waits: the figure is what
+//! one reconcile step costs when it has room for one more batch (it reads
+//! every pending target's scope to plan the release), next to a step
+//! without room.
+//!
 //! On PostgreSQL: MUSTER_TEST_STORE=postgres and MUSTER_TEST_POSTGRES_URL
 //! (`deploy/local/postgres.sh start DIR` prints it).
 
@@ -68,6 +74,9 @@ fn instances(scope: usize) -> Vec<DiscoveredInstance> {
         })
         .collect()
 }
+
+/// Steps timed in the running campaign.
+const STEPS: usize = 20;
 
 fn mean(times: &[Duration]) -> Duration {
     times.iter().sum::<Duration>() / times.len().max(1) as u32
@@ -193,5 +202,126 @@ async fn main() {
         first_report.as_secs_f64() * 1e6,
         last_report.as_secs_f64() * 1e6,
         last_report.as_secs_f64() / first_report.as_secs_f64()
+    );
+
+    running_with_room(&store, settings, lease, count, database.is_some()).await;
+}
+
+/// The second campaign: every scope discovered in one write, then RUNNING
+/// with room for 500 targets; each timed step is given room for one more
+/// batch (a scope's 5 instances) and must release exactly that.
+async fn running_with_room(
+    store: &Store,
+    settings: std::sync::Arc<muster_controller::Settings>,
+    lease: LeaseSettings,
+    count: usize,
+    postgres: bool,
+) {
+    let mut new = NewCampaign::for_test("room", settings.max_attempts);
+    new.scopes = (0..count)
+        .map(|i| {
+            (
+                format!("{:012}", 200_000_000_000 + i / 2),
+                ["us-east-1", "eu-west-1"][i % 2].to_owned(),
+            )
+        })
+        .collect();
+    new.spec.rate = Some(RateControl {
+        max_concurrency: "500".into(),
+        batch_size: 50,
+        ..Default::default()
+    });
+    store
+        .write(move |txn| {
+            campaigns::insert(txn, &new)?;
+            campaigns::set_state(txn, "room", CampaignState::Discovering, "benchmark")?;
+            let ids: Vec<String> = txn
+                .prepare_cached("SELECT id FROM tasks WHERE campaign_id = 'room' ORDER BY id")?
+                .query_map(muster_controller::params![], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?;
+            for (scope, task_id) in ids.into_iter().enumerate() {
+                let task_ref = TaskRef {
+                    campaign_id: "room".into(),
+                    task_id: task_id.clone(),
+                    attempt: 1,
+                };
+                let LeaseAnswer::Granted(granted) = leases::lease(txn, &task_ref, WORKER, lease)? else {
+                    panic!("Discover task refused");
+                };
+                let task = leases::current(txn, &task_id, granted.lease_id)?;
+                targets::insert_discovered(txn, &task, &instances(count + scope))?;
+                leases::complete(txn, &task_id, granted.lease_id)?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("the second campaign, discovered");
+    // Where the round-robin resumes, as the reconcile loop keeps it.
+    let after = std::sync::Mutex::new(None::<(String, String)>);
+    let step = || {
+        let settings = settings.clone();
+        let mut resume = after.lock().unwrap().clone();
+        let after = &after;
+        async move {
+            let (changed, resume) = store
+                .write(move |txn| {
+                    let changed =
+                        muster_controller::reconcile::step_for_benchmarks(txn, "room", &settings, &mut resume)?;
+                    Ok((changed, resume))
+                })
+                .await?;
+            *after.lock().unwrap() = resume;
+            Ok::<_, muster_controller::store::StoreError>(changed)
+        }
+    };
+    let changed = step().await.expect("discovery ends");
+    assert_eq!(
+        changed.map(|(state, _)| state),
+        Some(CampaignState::Running),
+        "discovery ended"
+    );
+    step().await.expect("the first release");
+    let queued = || store.read(|conn| campaigns::totals(conn, "room").map(|t| (t.pending, t.queued)));
+    let (pending, mut queued_now) = queued().await.expect("totals");
+    assert_eq!(queued_now, 500, "max_concurrency's 500 released");
+
+    if postgres {
+        // PostgreSQL's autovacuum would have analyzed a table grown this much
+        // by the time a campaign this size runs; without it the planner
+        // takes the new rows for a handful and sorts them all.
+        store
+            .write(|txn| {
+                txn.execute("ANALYZE targets", muster_controller::params![])?;
+                Ok(())
+            })
+            .await
+            .expect("ANALYZE");
+    }
+    let (mut with_room, mut without_room) = (Vec::new(), Vec::new());
+    for _ in 0..STEPS {
+        let at = Instant::now();
+        step().await.expect("a step without room");
+        without_room.push(at.elapsed());
+        store
+            .write(|txn| {
+                txn.execute(
+                    "UPDATE campaigns SET concurrency_limit = concurrency_limit + ?1 WHERE id = 'room'",
+                    muster_controller::params![INSTANCES_PER_SCOPE as i64],
+                )?;
+                Ok(())
+            })
+            .await
+            .expect("room for one batch");
+        let at = Instant::now();
+        step().await.expect("a step with room");
+        with_room.push(at.elapsed());
+        let (_, after) = queued().await.expect("totals");
+        assert_eq!(after, queued_now + INSTANCES_PER_SCOPE as u64, "one batch released");
+        queued_now = after;
+    }
+    println!(
+        "running, {pending} targets pending in {count} scopes: a step with room for one batch {:.2} ms, without room {:.2} ms",
+        mean(&with_room).as_secs_f64() * 1e3,
+        mean(&without_room).as_secs_f64() * 1e3,
     );
 }

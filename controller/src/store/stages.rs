@@ -360,9 +360,9 @@ mod tests {
         fn stages_are_assigned_started_promoted_and_resumed_once(conn) {
             let campaign = staged(&conn);
             assert_eq!(assign(&conn, &campaign).unwrap(), (vec![1, 1], 0));
-            let pending = targets::pending_by_scope(&conn, "c", Some(0)).unwrap();
+            let pending = targets::pending_by_scope(&conn, "c", Some(0), targets::Window::ALL).unwrap();
             assert_eq!(pending[0].2, 1, "the canary's one target");
-            assert_eq!(targets::pending_by_scope(&conn, "c", None).unwrap()[0].2, 2);
+            assert_eq!(targets::pending_by_scope(&conn, "c", None, targets::Window::ALL).unwrap()[0].2, 2);
             let reason = start(&conn, &campaign, 0, "").unwrap().unwrap();
             assert!(reason.starts_with("stage 1 of 2 'canary' started: 1 targets, at most 50 at once, max_errors 0"), "{reason}");
             let campaign = campaigns::get(&conn, "c").unwrap().unwrap();

@@ -240,41 +240,95 @@ pub type PendingGroup = ((String, String), i32, u64);
 /// Where a page of targets ends: (account, region, instance).
 pub type TargetCursor = (String, String, String);
 
-/// Pending targets per (account, region, platform), of stage `stage` only
-/// when given.
-pub fn pending_by_scope(conn: &dyn Sql, campaign_id: &str, stage: Option<i64>) -> StoreResult<Vec<PendingGroup>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT account_id, region, platform, COUNT(*) FROM targets WHERE campaign_id = ?1 AND pending
-           AND (CAST(?2 AS BIGINT) IS NULL OR stage = ?2)
-         GROUP BY account_id, region, platform ORDER BY account_id, region, platform",
-    )?;
-    let rows = stmt.query_map(params![campaign_id, stage], |r| {
-        Ok(((r.get(0)?, r.get(1)?), r.get(2)?, r.get::<_, i64>(3)? as u64))
-    })?;
-    rows.collect::<StoreResult<Vec<_>>>()
+/// Which pending scopes one read covers, in (account, region) order: those
+/// after a scope or up to and including one, at most `groups` groups (a
+/// group is one platform of one scope). A release round-robin reads the
+/// window it may fill, not every pending target of the campaign.
+#[derive(Debug, Clone, Copy)]
+pub struct Window<'a> {
+    /// Only scopes after this one.
+    pub after: Option<(&'a str, &'a str)>,
+    /// Only scopes up to and including this one.
+    pub up_to: Option<(&'a str, &'a str)>,
+    /// Most groups read.
+    pub groups: usize,
 }
 
-/// Pending targets per (account, region, platform), only in scopes whose
-/// discovery has finished (a scope still being listed may report more), and
-/// only in scope `only` when given.
+impl<'a> Window<'a> {
+    /// Every pending scope.
+    pub const ALL: Window<'static> = Window {
+        after: None,
+        up_to: None,
+        groups: usize::MAX,
+    };
+
+    /// The window's conditions on `t.account_id` and `t.region`, with their
+    /// values pushed onto `args`; then its LIMIT.
+    fn sql(&self, args: &mut Vec<Value<'a>>) -> (String, String) {
+        let mut conditions = String::new();
+        for (bound, op) in [(self.after, ">"), (self.up_to, "<=")] {
+            if let Some((account, region)) = bound {
+                args.push(Value::Text(account));
+                args.push(Value::Text(region));
+                let n = args.len();
+                conditions.push_str(&format!(" AND (t.account_id, t.region) {op} (?{}, ?{n})", n - 1));
+            }
+        }
+        args.push(Value::Int(i64::try_from(self.groups).unwrap_or(i64::MAX)));
+        (conditions, format!(" LIMIT ?{}", args.len()))
+    }
+}
+
+/// Pending targets per (account, region, platform) in `window`, of stage
+/// `stage` only when given.
+pub fn pending_by_scope(
+    conn: &dyn Sql,
+    campaign_id: &str,
+    stage: Option<i64>,
+    window: Window<'_>,
+) -> StoreResult<Vec<PendingGroup>> {
+    let mut args = vec![Value::Text(campaign_id)];
+    let mut filter = String::new();
+    if let Some(stage) = stage {
+        args.push(Value::Int(stage));
+        filter.push_str(" AND t.stage = ?2");
+    }
+    let (bounds, limit) = window.sql(&mut args);
+    let sql = format!(
+        "SELECT t.account_id, t.region, t.platform, COUNT(*) FROM targets t WHERE t.campaign_id = ?1 AND t.pending{filter}{bounds}
+         GROUP BY t.account_id, t.region, t.platform ORDER BY t.account_id, t.region, t.platform{limit}"
+    );
+    conn.prepare_cached(&sql)?.query_map(args, group)?.collect()
+}
+
+/// Pending targets per (account, region, platform) in `window`, only in
+/// scopes whose discovery has finished (a scope still being listed may
+/// report more), and only in scope `only` when given.
 pub fn pending_by_discovered_scope(
     conn: &dyn Sql,
     campaign_id: &str,
     only: Option<(&str, &str)>,
+    window: Window<'_>,
 ) -> StoreResult<Vec<PendingGroup>> {
-    let mut stmt = conn.prepare_cached(
+    let mut args = vec![Value::Text(campaign_id), Value::Int(ScopeState::Discovered as i64)];
+    let mut filter = String::new();
+    if let Some((account, region)) = only {
+        args.push(Value::Text(account));
+        args.push(Value::Text(region));
+        filter.push_str(" AND t.account_id = ?3 AND t.region = ?4");
+    }
+    let (bounds, limit) = window.sql(&mut args);
+    let sql = format!(
         "SELECT t.account_id, t.region, t.platform, COUNT(*) FROM targets t
          JOIN scopes s ON s.campaign_id = t.campaign_id AND s.account_id = t.account_id AND s.region = t.region
-         WHERE t.campaign_id = ?1 AND t.pending AND s.state = ?2
-           AND (CAST(?3 AS TEXT) IS NULL OR (t.account_id = ?3 AND t.region = ?4))
-         GROUP BY t.account_id, t.region, t.platform ORDER BY t.account_id, t.region, t.platform",
-    )?;
-    let (account, region) = only.unzip();
-    let rows = stmt.query_map(
-        params![campaign_id, ScopeState::Discovered as i32, account, region],
-        |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?, r.get::<_, i64>(3)? as u64)),
-    )?;
-    rows.collect::<StoreResult<Vec<_>>>()
+         WHERE t.campaign_id = ?1 AND t.pending AND s.state = ?2{filter}{bounds}
+         GROUP BY t.account_id, t.region, t.platform ORDER BY t.account_id, t.region, t.platform{limit}"
+    );
+    conn.prepare_cached(&sql)?.query_map(args, group)?.collect()
+}
+
+fn group(r: &Row<'_>) -> StoreResult<PendingGroup> {
+    Ok(((r.get(0)?, r.get(1)?), r.get(2)?, r.get::<_, i64>(3)? as u64))
 }
 
 /// The first `limit` pending instances of one scope and platform (of
@@ -313,7 +367,7 @@ pub fn end_pending_of(
     status: TargetStatus,
     reason: &str,
 ) -> StoreResult<u64> {
-    let per_scope = pending_by_scope(conn, campaign_id, stage)?;
+    let per_scope = pending_by_scope(conn, campaign_id, stage, Window::ALL)?;
     let changed = conn
         .prepare_cached(
             "UPDATE targets SET status = ?2, reason = ?3, finished_ms = ?4 WHERE campaign_id = ?1 AND pending
@@ -711,7 +765,7 @@ mod tests {
                     .unwrap();
             assert_eq!(pending(&conn), ["i-5", "i-6"], "released targets leave the pending set");
             assert_eq!(
-                pending_by_scope(&conn, "c1", None).unwrap(),
+                pending_by_scope(&conn, "c1", None, Window::ALL).unwrap(),
                 [((scope.0.to_owned(), scope.1.to_owned()), linux, 2)]
             );
             let task = crate::store::tasks::get(&conn, &task_id).unwrap().unwrap();
@@ -761,7 +815,7 @@ mod tests {
             let ended = end_pending(&conn, "c1", TargetStatus::Cancelled, "cancelled").unwrap();
             assert_eq!(ended, 2);
             assert!(pending(&conn).is_empty());
-            assert!(pending_by_scope(&conn, "c1", None).unwrap().is_empty());
+            assert!(pending_by_scope(&conn, "c1", None, Window::ALL).unwrap().is_empty());
         }
     }
 
