@@ -47,8 +47,11 @@ impl System {
     /// when it does not answer within a second.
     pub async fn leads(&self, index: usize) -> Option<bool> {
         let port = self.metrics_port_of(index);
-        let (status, text) = tokio::time::timeout(Duration::from_secs(1), crate::otlp::http_get(port, "/metrics"))
+        // A controller killed a moment ago refuses the connection: not a
+        // leader, and no failure of the caller.
+        let (status, text) = tokio::time::timeout(Duration::from_secs(1), crate::otlp::try_http_get(port, "/metrics"))
             .await
+            .ok()?
             .ok()?;
         (status == 200).then(|| text.lines().any(|line| line.trim() == "muster_controller_leader 1"))
     }
