@@ -78,6 +78,26 @@ fn instances(scope: usize) -> Vec<DiscoveredInstance> {
 /// Steps timed in the running campaign.
 const STEPS: usize = 20;
 
+/// Campaign `id` of `count` scopes, two regions of each account from
+/// `first_account` on, batches of 50, at most `max_concurrency` at once.
+fn campaign(id: &str, first_account: usize, count: usize, max_concurrency: &str, max_attempts: u32) -> NewCampaign {
+    let mut new = NewCampaign::for_test(id, max_attempts);
+    new.scopes = (0..count)
+        .map(|i| {
+            (
+                format!("{:012}", first_account + i / 2),
+                ["us-east-1", "eu-west-1"][i % 2].to_owned(),
+            )
+        })
+        .collect();
+    new.spec.rate = Some(RateControl {
+        max_concurrency: max_concurrency.into(),
+        batch_size: 50,
+        ..Default::default()
+    });
+    new
+}
+
 fn mean(times: &[Duration]) -> Duration {
     times.iter().sum::<Duration>() / times.len().max(1) as u32
 }
@@ -95,20 +115,7 @@ async fn main() {
         max_tasks_per_scope: settings.max_tasks_per_scope,
     };
 
-    let mut new = NewCampaign::for_test("bench", settings.max_attempts);
-    new.scopes = (0..count)
-        .map(|i| {
-            (
-                format!("{:012}", 100_000_000_000 + i / 2),
-                ["us-east-1", "eu-west-1"][i % 2].to_owned(),
-            )
-        })
-        .collect();
-    new.spec.rate = Some(RateControl {
-        max_concurrency: "100%".into(),
-        batch_size: 50,
-        ..Default::default()
-    });
+    let new = campaign("bench", 100_000_000_000, count, "100%", settings.max_attempts);
     let created = Instant::now();
     let tasks: Vec<String> = store
         .write(move |txn| {
@@ -217,20 +224,7 @@ async fn running_with_room(
     count: usize,
     postgres: bool,
 ) {
-    let mut new = NewCampaign::for_test("room", settings.max_attempts);
-    new.scopes = (0..count)
-        .map(|i| {
-            (
-                format!("{:012}", 200_000_000_000 + i / 2),
-                ["us-east-1", "eu-west-1"][i % 2].to_owned(),
-            )
-        })
-        .collect();
-    new.spec.rate = Some(RateControl {
-        max_concurrency: "500".into(),
-        batch_size: 50,
-        ..Default::default()
-    });
+    let new = campaign("room", 200_000_000_000, count, "500", settings.max_attempts);
     store
         .write(move |txn| {
             campaigns::insert(txn, &new)?;
