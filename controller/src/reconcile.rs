@@ -37,7 +37,7 @@ type Scope = (String, String);
 /// never a target.
 pub type Rotation = HashMap<String, Scope>;
 
-/// Fewest pending groups a release reads, however little room it has: it
+/// Fewest pending scopes a release reads, however little room it has: it
 /// skips scopes already at their limit of batches out and finds others.
 const MIN_WINDOW: usize = 100;
 
@@ -480,6 +480,11 @@ pub fn hand_off(
     Ok(leases)
 }
 
+/// How many scopes `groups` (ordered by scope) cover.
+fn scopes_in(groups: &[PendingGroup]) -> usize {
+    groups.chunk_by(|a, b| a.0 == b.0).count()
+}
+
 fn batch_size(campaign: &CampaignRow) -> u64 {
     u64::from(campaign.spec.rate.as_ref().map_or(50, |r| r.batch_size))
 }
@@ -732,7 +737,7 @@ struct Room {
 /// `pending` reads (of stage `stage` only, when given), round-robin over
 /// scopes from the one after `after`, which it moves to the last scope a
 /// batch went to. It reads only the scopes the room could fill (at least
-/// [`MIN_WINDOW`] groups), so a step costs what it releases, not what waits.
+/// [`MIN_WINDOW`] of them), so a step costs what it releases, not what waits.
 fn release(
     conn: &dyn Sql,
     campaign: &CampaignRow,
@@ -744,7 +749,7 @@ fn release(
         Option<i64>,
     ),
 ) -> StoreResult<()> {
-    let groups = usize::try_from(room.limits.concurrency.saturating_sub(room.in_flight))
+    let scopes = usize::try_from(room.limits.concurrency.saturating_sub(room.in_flight))
         .unwrap_or(usize::MAX)
         .max(MIN_WINDOW);
     let bound = after.as_ref().map(|(a, r)| (a.as_str(), r.as_str()));
@@ -753,18 +758,18 @@ fn release(
         Window {
             after: bound,
             up_to: None,
-            groups,
+            scopes,
         },
     )?;
-    if groups_read.len() < groups && bound.is_some() {
+    let found = scopes_in(&groups_read);
+    if found < scopes && bound.is_some() {
         // Round the end: from the first scope up to the one last served.
-        let rest = groups - groups_read.len();
         groups_read.extend(pending(
             conn,
             Window {
                 after: None,
                 up_to: bound,
-                groups: rest,
+                scopes: scopes - found,
             },
         )?);
     }

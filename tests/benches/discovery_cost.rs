@@ -279,10 +279,11 @@ async fn running_with_room(
     let (pending, mut queued_now) = queued().await.expect("totals");
     assert_eq!(queued_now, 500, "max_concurrency's 500 released");
 
-    if postgres {
+    if postgres && std::env::var("MUSTER_BENCH_ANALYZE").as_deref() != Ok("0") {
         // PostgreSQL's autovacuum would have analyzed a table grown this much
         // by the time a campaign this size runs; without it the planner
-        // takes the new rows for a handful and sorts them all.
+        // takes the new rows for a handful (MUSTER_BENCH_ANALYZE=0 shows
+        // what a store whose statistics lag behind does).
         store
             .write(|txn| {
                 txn.execute("ANALYZE targets", muster_controller::params![])?;

@@ -241,17 +241,17 @@ pub type PendingGroup = ((String, String), i32, u64);
 pub type TargetCursor = (String, String, String);
 
 /// Which pending scopes one read covers, in (account, region) order: those
-/// after a scope or up to and including one, at most `groups` groups (a
-/// group is one platform of one scope). A release round-robin reads the
-/// window it may fill, not every pending target of the campaign.
+/// after a scope or up to and including one, at most `scopes` of them. A
+/// release round-robin reads the window it may fill, not every pending
+/// target of the campaign.
 #[derive(Debug, Clone, Copy)]
 pub struct Window<'a> {
     /// Only scopes after this one.
     pub after: Option<(&'a str, &'a str)>,
     /// Only scopes up to and including this one.
     pub up_to: Option<(&'a str, &'a str)>,
-    /// Most groups read.
-    pub groups: usize,
+    /// Most scopes read.
+    pub scopes: usize,
 }
 
 impl<'a> Window<'a> {
@@ -259,24 +259,28 @@ impl<'a> Window<'a> {
     pub const ALL: Window<'static> = Window {
         after: None,
         up_to: None,
-        groups: usize::MAX,
+        scopes: usize::MAX,
     };
 
     /// The window's conditions on `t.account_id` and `t.region`, with their
-    /// values pushed onto `args`; then its LIMIT.
-    fn sql(&self, args: &mut Vec<Value<'a>>) -> (String, String) {
+    /// values pushed onto `args`.
+    fn bounds(&self, args: &mut Vec<Value<'a>>) -> String {
         let mut conditions = String::new();
         for (bound, op) in [(self.after, ">"), (self.up_to, "<=")] {
             if let Some((account, region)) = bound {
-                args.push(Value::Text(account));
-                args.push(Value::Text(region));
-                let n = args.len();
-                conditions.push_str(&format!(" AND (t.account_id, t.region) {op} (?{}, ?{n})", n - 1));
+                conditions.push_str(&scope_bound(args, op, (account, region)));
             }
         }
-        args.push(Value::Int(i64::try_from(self.groups).unwrap_or(i64::MAX)));
-        (conditions, format!(" LIMIT ?{}", args.len()))
+        conditions
     }
+}
+
+/// ` AND (t.account_id, t.region) <op> (?, ?)`, its values pushed onto `args`.
+fn scope_bound<'v>(args: &mut Vec<Value<'v>>, op: &str, (account, region): (&'v str, &'v str)) -> String {
+    args.push(Value::Text(account));
+    args.push(Value::Text(region));
+    let n = args.len();
+    format!(" AND (t.account_id, t.region) {op} (?{}, ?{n})", n - 1)
 }
 
 /// Pending targets per (account, region, platform) in `window`, of stage
@@ -293,12 +297,8 @@ pub fn pending_by_scope(
         args.push(Value::Int(stage));
         filter.push_str(" AND t.stage = ?2");
     }
-    let (bounds, limit) = window.sql(&mut args);
-    let sql = format!(
-        "SELECT t.account_id, t.region, t.platform, COUNT(*) FROM targets t WHERE t.campaign_id = ?1 AND t.pending{filter}{bounds}
-         GROUP BY t.account_id, t.region, t.platform ORDER BY t.account_id, t.region, t.platform{limit}"
-    );
-    conn.prepare_cached(&sql)?.query_map(args, group)?.collect()
+    let from = format!("targets t WHERE t.campaign_id = ?1 AND t.pending{filter}");
+    pending_groups(conn, &from, args, window)
 }
 
 /// Pending targets per (account, region, platform) in `window`, only in
@@ -317,14 +317,54 @@ pub fn pending_by_discovered_scope(
         args.push(Value::Text(region));
         filter.push_str(" AND t.account_id = ?3 AND t.region = ?4");
     }
-    let (bounds, limit) = window.sql(&mut args);
-    let sql = format!(
-        "SELECT t.account_id, t.region, t.platform, COUNT(*) FROM targets t
-         JOIN scopes s ON s.campaign_id = t.campaign_id AND s.account_id = t.account_id AND s.region = t.region
-         WHERE t.campaign_id = ?1 AND t.pending AND s.state = ?2{filter}{bounds}
-         GROUP BY t.account_id, t.region, t.platform ORDER BY t.account_id, t.region, t.platform{limit}"
+    let from = format!(
+        "targets t JOIN scopes s ON s.campaign_id = t.campaign_id AND s.account_id = t.account_id AND s.region = t.region
+         WHERE t.campaign_id = ?1 AND t.pending AND s.state = ?2{filter}"
     );
-    conn.prepare_cached(&sql)?.query_map(args, group)?.collect()
+    pending_groups(conn, &from, args, window)
+}
+
+/// The groups of `from` (a FROM and WHERE over targets `t`, bound by `args`)
+/// in `window`. A window of some scopes is read in two steps: its scopes
+/// first, by (account, region) alone, the order of every index that leads
+/// with the campaign, so that the read stops at the window's end whatever
+/// the planner makes of the table's statistics; then the groups of those
+/// scopes, which are all it sorts.
+fn pending_groups<'a>(
+    conn: &dyn Sql,
+    from: &str,
+    mut args: Vec<Value<'a>>,
+    window: Window<'a>,
+) -> StoreResult<Vec<PendingGroup>> {
+    let bounds = window.bounds(&mut args);
+    let grouped = |args: Vec<Value<'_>>, last: &str| -> StoreResult<Vec<PendingGroup>> {
+        let sql = format!(
+            "SELECT t.account_id, t.region, t.platform, COUNT(*) FROM {from}{bounds}{last}
+             GROUP BY t.account_id, t.region, t.platform ORDER BY t.account_id, t.region, t.platform"
+        );
+        conn.prepare_cached(&sql)?.query_map(args, group)?.collect()
+    };
+    if window.scopes == usize::MAX {
+        return grouped(args, "");
+    }
+    let mut first = args.clone();
+    first.push(Value::Int(i64::try_from(window.scopes).unwrap_or(i64::MAX)));
+    let sql = format!(
+        "SELECT t.account_id, t.region FROM {from}{bounds}
+         GROUP BY t.account_id, t.region ORDER BY t.account_id, t.region LIMIT ?{}",
+        first.len()
+    );
+    let Some((account, region)) = conn
+        .prepare_cached(&sql)?
+        .query_map(first, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .last()
+        .transpose()?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut args: Vec<Value<'_>> = args;
+    let last = scope_bound(&mut args, "<=", (&account, &region));
+    grouped(args, &last)
 }
 
 fn group(r: &Row<'_>) -> StoreResult<PendingGroup> {
