@@ -465,8 +465,10 @@ pub fn hand_off(
         return Ok(Vec::new());
     };
     let scope = (discovered.account_id.as_str(), discovered.region.as_str());
-    let pending = |conn: &dyn Sql, window: Window<'_>| {
-        targets::pending_by_discovered_scope(conn, &campaign.id, Some(scope), window)
+    // One scope fits any window: read it in one statement, not the two a
+    // bounded window takes.
+    let pending = |conn: &dyn Sql, _: Window<'_>| {
+        targets::pending_by_discovered_scope(conn, &campaign.id, Some(scope), Window::ALL)
     };
     release(conn, &campaign, &room, settings, &mut None, (pending, None))?;
     let mut leases = Vec::new();
