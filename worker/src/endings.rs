@@ -109,7 +109,7 @@ impl State {
         let campaign_ids = if campaigns {
             self.campaigns
                 .iter()
-                .filter(|(_, flags)| flags.iter().any(|f| !*f.borrow()))
+                .filter(|(_, flags)| untold(flags))
                 .map(|(id, _)| id.clone())
                 .collect()
         } else {
@@ -125,9 +125,13 @@ impl State {
 
     /// Whether nothing would be asked about.
     fn nothing_to_ask(&self, commands: bool, campaigns: bool) -> bool {
-        (!commands || self.followed.is_empty())
-            && (!campaigns || self.campaigns.values().all(|flags| flags.iter().all(|f| *f.borrow())))
+        (!commands || self.followed.is_empty()) && (!campaigns || !self.campaigns.values().any(|flags| untold(flags)))
     }
+}
+
+/// Whether a batch of the campaign has not been told of a cancel yet.
+fn untold(flags: &[CancelFlag]) -> bool {
+    flags.iter().any(|f| !*f.borrow())
 }
 
 /// All of `ids` when at most `max`; otherwise `max` of them in sorted
