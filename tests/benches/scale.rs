@@ -34,11 +34,17 @@
 //! MUSTER_BENCH_EVENTS=0 runs without them (the controller reads none, the
 //! workers poll at their usual cadence), MUSTER_BENCH_EVENT_DROP_PERCENT
 //! loses that share of them.
+//!
+//! MUSTER_BENCH_WATCHERS (default 0) follows each campaign with that many
+//! WatchCampaign streams with each target's result, as `muster watch` and
+//! the console's live page do, and checks that every one heard every target.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use muster_proto::v1::{CampaignSpec, CampaignState, PlanCampaignRequest, RateControl};
+use muster_proto::v1::campaign_service_client::CampaignServiceClient;
+use muster_proto::v1::watch_campaign_response::Event;
+use muster_proto::v1::{CampaignSpec, CampaignState, PlanCampaignRequest, RateControl, WatchCampaignRequest};
 use muster_sim::{LatencyRange, Quota, Tunables};
 use muster_tests::client::{get, script_spec, submit};
 use muster_tests::fleets;
@@ -215,6 +221,7 @@ async fn main() {
     });
     let events = env("MUSTER_BENCH_EVENTS", 1u8) != 0;
     let drop_percent: f64 = env("MUSTER_BENCH_EVENT_DROP_PERCENT", 0.0);
+    let watchers: usize = env("MUSTER_BENCH_WATCHERS", 0);
     let shape = Shape::named(&env::<String>("MUSTER_BENCH_SHAPE", "uniform".into()), accounts);
     let instances = shape.instances();
     let tunables = tunables();
@@ -256,13 +263,18 @@ async fn main() {
     let bound = bound(&shape, command_seconds, &tunables, percent);
     println!(
         "quotas per (account, region): SendCommand {}/s, ListCommandInvocations {}/s, DescribeInstances {}/s; \
-         latency {}-{} ms; max concurrency {percent}%; bound {bound:.1}s; tasks per worker {}; {}",
+         latency {}-{} ms; max concurrency {percent}%; bound {bound:.1}s; tasks per worker {}; {}{}",
         SEND.0,
         LIST.0,
         DESCRIBE.0,
         LATENCY_MS.0,
         LATENCY_MS.1,
         max_tasks.map_or("2000 (the default)".to_owned(), |n| n.to_string()),
+        if watchers > 0 {
+            format!("{watchers} watcher(s) with targets; ")
+        } else {
+            String::new()
+        },
         if events {
             format!("Run Command events read, {drop_percent}% of them lost")
         } else {
@@ -313,6 +325,9 @@ async fn main() {
         let submitted = chrono::Utc::now();
         let clock = Instant::now();
         let id = submit(&mut system.client, spec.clone()).await;
+        let watching: Vec<_> = (0..watchers)
+            .map(|_| tokio::spawn(watch(system.client.clone(), id.clone())))
+            .collect();
         let campaign = loop {
             let campaign = get(&mut system.client, &id).await;
             if campaign.state().is_terminal() {
@@ -392,6 +407,21 @@ async fn main() {
                 .collect::<Vec<_>>()
                 .join(" + ")
         );
+        for (i, watcher) in watching.into_iter().enumerate() {
+            let heard = tokio::time::timeout(Duration::from_secs(60), watcher)
+                .await
+                .expect("a watcher's stream ends with the campaign")
+                .expect("the watcher ran");
+            println!(
+                "watcher {i}: {} target results, {} progress messages with {} scope rows, fell behind {} time(s)",
+                heard.targets, heard.progress, heard.scope_rows, heard.fell_behind
+            );
+            // A watcher that fell behind gets a new snapshot instead of the
+            // results it missed, as `muster watch` does.
+            if heard.fell_behind == 0 {
+                assert_eq!(heard.targets, instances, "watcher {i} heard every target's result");
+            }
+        }
         assert_eq!(
             campaign.state(),
             CampaignState::Succeeded,
@@ -419,4 +449,51 @@ async fn main() {
     for row in rows {
         println!("{row}");
     }
+}
+
+/// What one watcher heard.
+#[derive(Default)]
+struct Heard {
+    /// Snapshots sent in place of the results the watcher fell behind on
+    /// (neither the first nor the last word after the campaign ended).
+    fell_behind: u64,
+    ended: bool,
+    targets: u64,
+    progress: u64,
+    scope_rows: u64,
+}
+
+/// Follows campaign `id` as `muster watch` does, with each target's result,
+/// until its stream ends (after a terminal state).
+async fn watch(mut client: CampaignServiceClient<tonic::transport::Channel>, id: String) -> Heard {
+    let mut stream = client
+        .watch_campaign(WatchCampaignRequest {
+            campaign_id: id,
+            include_targets: true,
+        })
+        .await
+        .expect("the watch is accepted")
+        .into_inner();
+    let mut heard = Heard::default();
+    let mut snapshots = 0;
+    while let Some(message) = stream.message().await.expect("the watch stream stays up") {
+        match message.event {
+            Some(Event::Snapshot(_)) => {
+                if snapshots > 0 && !heard.ended {
+                    heard.fell_behind += 1;
+                }
+                snapshots += 1;
+            }
+            Some(Event::State(change)) => {
+                heard.ended = CampaignState::try_from(change.state).is_ok_and(CampaignState::is_terminal);
+            }
+            Some(Event::Target(_)) => heard.targets += 1,
+            Some(Event::Progress(progress)) => {
+                heard.progress += 1;
+                heard.scope_rows += progress.scopes.len() as u64;
+            }
+            _ => {}
+        }
+    }
+    heard
 }
