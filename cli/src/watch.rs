@@ -318,6 +318,7 @@ pub async fn watch(
             None => client
                 .get_campaign(GetCampaignRequest {
                     campaign_id: id.to_owned(),
+                    view: muster_proto::v1::CampaignView::Full as i32,
                 })
                 .await?
                 .into_inner()

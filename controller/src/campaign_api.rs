@@ -8,10 +8,10 @@ use muster_proto::v1::{
     ApproveCampaignRequest, ApproveCampaignResponse, RejectCampaignRequest, RejectCampaignResponse,
 };
 use muster_proto::v1::{
-    Campaign, CampaignState, CancelCampaignRequest, CancelCampaignResponse, GetCampaignRequest, GetCampaignResponse,
-    GetTargetRequest, GetTargetResponse, ListAuditEventsRequest, ListAuditEventsResponse, ListCampaignsRequest,
-    ListCampaignsResponse, ListTargetsRequest, ListTargetsResponse, PlanCampaignRequest, PlanCampaignResponse,
-    PromoteCampaignRequest, PromoteCampaignResponse, RerunCampaignRequest, RerunCampaignResponse,
+    Campaign, CampaignState, CampaignView, CancelCampaignRequest, CancelCampaignResponse, GetCampaignRequest,
+    GetCampaignResponse, GetTargetRequest, GetTargetResponse, ListAuditEventsRequest, ListAuditEventsResponse,
+    ListCampaignsRequest, ListCampaignsResponse, ListTargetsRequest, ListTargetsResponse, PlanCampaignRequest,
+    PlanCampaignResponse, PromoteCampaignRequest, PromoteCampaignResponse, RerunCampaignRequest, RerunCampaignResponse,
     ResumeCampaignRequest, ResumeCampaignResponse, RoleGrant, SubmitCampaignRequest, SubmitCampaignResponse,
     TargetStatus, WatchCampaignRequest, WatchCampaignResponse, WhoAmIRequest, WhoAmIResponse, watch_campaign_response,
 };
@@ -60,7 +60,7 @@ impl CampaignApi {
         decide: fn(&dyn Sql, &CampaignRow, &str, &crate::store::audit::Actor, &str) -> StoreResult<stages::Decision>,
     ) -> Result<(), Status> {
         if reason.chars().count() > 1024 {
-            return Err(Status::invalid_argument("reason: at most 1024 characters"));
+            return Err(validate::refused("reason: at most 1024 characters"));
         }
         let reason = if reason.is_empty() { "no reason given" } else { reason }.to_owned();
         let (key, stage_name, actor) = (id.to_owned(), stage.to_owned(), principal.actor());
@@ -82,7 +82,7 @@ impl CampaignApi {
                 Ok(())
             }
             Some(stages::Decision::AlreadyDone) => Ok(()),
-            Some(stages::Decision::UnknownStage) => Err(Status::invalid_argument(format!(
+            Some(stages::Decision::UnknownStage) => Err(validate::refused(format!(
                 "stage: the campaign has no stage named '{stage}'"
             ))),
             Some(stages::Decision::Refused(why)) => Err(Status::failed_precondition(why)),
@@ -146,7 +146,7 @@ impl CampaignService for CampaignApi {
         let principal = self.authorize(&request, "PlanCampaign", Action::Plan).await?;
         let request = request.into_inner();
         if request.wait_seconds > 600 {
-            return Err(Status::invalid_argument(format!(
+            return Err(validate::refused(format!(
                 "wait_seconds: {}; at most 600",
                 request.wait_seconds
             )));
@@ -176,9 +176,19 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<GetCampaignRequest>,
     ) -> Result<Response<GetCampaignResponse>, Status> {
+        let detail = match CampaignView::try_from(request.get_ref().view) {
+            Ok(CampaignView::Basic) => Detail::Stages,
+            Ok(CampaignView::Full | CampaignView::Unspecified) => Detail::Full,
+            Err(_) => {
+                return Err(validate::refused(format!(
+                    "view: {} is not a campaign view (CAMPAIGN_VIEW_BASIC or CAMPAIGN_VIEW_FULL)",
+                    request.get_ref().view
+                )));
+            }
+        };
         let id = &request.get_ref().campaign_id;
         Ok(Response::new(GetCampaignResponse {
-            campaign: Some(self.read_campaign(&request, id, Detail::Full).await?),
+            campaign: Some(self.read_campaign(&request, id, detail).await?),
         }))
     }
 
@@ -407,7 +417,7 @@ impl CampaignService for CampaignApi {
         let (by, actor) = (principal.name.clone(), principal.actor());
         let request = request.into_inner();
         if request.reason.chars().count() > 1024 {
-            return Err(Status::invalid_argument("reason: at most 1024 characters"));
+            return Err(validate::refused("reason: at most 1024 characters"));
         }
         let id = request.campaign_id.clone();
         let reason = if request.reason.is_empty() {
@@ -521,7 +531,7 @@ impl CampaignService for CampaignApi {
             .await?;
         let request = request.into_inner();
         if request.stage.is_empty() {
-            return Err(Status::invalid_argument("stage: is required (the stage's name)"));
+            return Err(validate::refused("stage: is required (the stage's name)"));
         }
         let method = ("PromoteCampaign", &principal);
         self.decide(method, &id, &request.stage, &request.reason, stages::promote)
@@ -541,7 +551,7 @@ impl CampaignService for CampaignApi {
             .await?;
         let request = request.into_inner();
         if request.stage.is_empty() {
-            return Err(Status::invalid_argument("stage: is required (the stage's name)"));
+            return Err(validate::refused("stage: is required (the stage's name)"));
         }
         let method = ("ResumeCampaign", &principal);
         self.decide(method, &id, &request.stage, &request.reason, stages::resume)
@@ -586,7 +596,7 @@ impl CampaignService for CampaignApi {
             .await?;
         let reason = request.into_inner().reason;
         if reason.trim().is_empty() {
-            return Err(Status::invalid_argument("reason: is required: the submitter reads why"));
+            return Err(validate::refused("reason: is required: the submitter reads why"));
         }
         let reject = |conn: &dyn Sql, row: &CampaignRow, _: &str, actor: &crate::store::audit::Actor, reason: &str| {
             crate::approvals::reject(conn, row, actor, reason)
@@ -638,14 +648,14 @@ impl CampaignService for CampaignApi {
                 request
                     .page_token
                     .parse::<i64>()
-                    .map_err(|_| Status::invalid_argument("page_token: not a token from a previous ListAuditEvents"))?,
+                    .map_err(|_| validate::refused("page_token: not a token from a previous ListAuditEvents"))?,
             )
         };
         if !request.campaign_id.is_empty() {
             check_id("campaign_id", &request.campaign_id)?;
         }
         if request.principal.chars().count() > 128 {
-            return Err(Status::invalid_argument("principal: at most 128 characters"));
+            return Err(validate::refused("principal: at most 128 characters"));
         }
         let filter = crate::store::audit::AuditFilter {
             campaign_id: Some(request.campaign_id).filter(|c| !c.is_empty()),

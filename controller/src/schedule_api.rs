@@ -43,7 +43,7 @@ impl ScheduleApi {
 /// A schedule spec with its defaults filled in (the window's choices
 /// spelled out when it has a window), or every error naming its field.
 fn validated(spec: Option<ScheduleSpec>, defaults: &crate::validate::Defaults) -> Result<ScheduleSpec, Status> {
-    let mut spec = spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
+    let mut spec = spec.ok_or_else(|| crate::validate::refused("spec: is required"))?;
     let mut errors = crate::schedules::check(&spec, now_ms());
     if let Some(campaign) = spec.campaign.take() {
         match crate::validate::validate(campaign, defaults) {
@@ -77,7 +77,7 @@ fn check_name(name: &str) -> Result<(), Status> {
     if crate::validate::is_short_name(name) {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!(
+        Err(crate::validate::refused(format!(
             "name: '{}' must be {}",
             muster_common::domain::clip(name),
             crate::validate::SHORT_NAME_RULE
@@ -109,7 +109,7 @@ impl ScheduleService for ScheduleApi {
                 Creation::scheduled("PutSchedule", window),
             )
             .await?;
-        let trigger = Trigger::of(&spec).map_err(Status::invalid_argument)?;
+        let trigger = Trigger::of(&spec).map_err(crate::validate::refused)?;
         let next = trigger.next_after(now_ms());
         let (owner, actor, stored) = (owner_of(&principal), principal.actor(), spec.clone());
         let put = self
@@ -164,7 +164,7 @@ impl ScheduleService for ScheduleApi {
         let GetScheduleRequest { name, version, runs } = request.into_inner();
         check_name(&name)?;
         if runs > MAX_RUNS {
-            return Err(Status::invalid_argument(format!("runs: {runs}; at most {MAX_RUNS}")));
+            return Err(crate::validate::refused(format!("runs: {runs}; at most {MAX_RUNS}")));
         }
         let limit = if runs == 0 { 20 } else { runs as usize };
         let found = self

@@ -36,7 +36,7 @@ impl From<ExpandError> for Status {
     /// controller (FAILED_PRECONDITION: the organization or its role).
     fn from(error: ExpandError) -> Self {
         match error {
-            ExpandError::Invalid { .. } => Status::invalid_argument(error.to_string()),
+            ExpandError::Invalid { .. } => crate::validate::invalid_argument(&[error.to_string()], "spec."),
             ExpandError::Aws(message) => Status::failed_precondition(message),
         }
     }

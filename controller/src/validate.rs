@@ -104,6 +104,13 @@ pub fn invalid_argument(errors: &[String], prefix: &str) -> tonic::Status {
     tonic::Status::with_error_details(tonic::Code::InvalidArgument, errors.join("; "), details)
 }
 
+/// INVALID_ARGUMENT for one `error` ("field: rule", the field named by its
+/// path in the request), with the details of [`invalid_argument`], as
+/// every refusal of bad input answers.
+pub fn refused(error: impl Into<String>) -> tonic::Status {
+    invalid_argument(&[error.into()], "")
+}
+
 struct Errors(Vec<String>);
 
 impl Errors {

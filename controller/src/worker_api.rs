@@ -147,15 +147,15 @@ impl WorkerApi {
         let task_ref = request
             .task
             .clone()
-            .ok_or_else(|| Status::invalid_argument("task: is required"))?;
+            .ok_or_else(|| crate::validate::refused("task: is required"))?;
         if uuid::Uuid::parse_str(&task_ref.task_id).is_err() || uuid::Uuid::parse_str(&task_ref.campaign_id).is_err() {
-            return Err(Status::invalid_argument("task: campaign_id and task_id must be UUIDs"));
+            return Err(crate::validate::refused("task: campaign_id and task_id must be UUIDs"));
         }
         if request.worker_id.is_empty() || request.worker_id.len() > 256 {
-            return Err(Status::invalid_argument("worker_id: 1 to 256 characters"));
+            return Err(crate::validate::refused("worker_id: 1 to 256 characters"));
         }
         if request.request_id.len() > 64 {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::validate::refused(format!(
                 "request_id: at most 64 characters, got {}",
                 request.request_id.len()
             )));
@@ -222,7 +222,7 @@ impl WorkerApi {
         also: impl FnOnce(&dyn Sql, &TaskRow) -> crate::store::StoreResult<T> + Send + 'static,
     ) -> Result<(TaskRow, T), Status> {
         if uuid::Uuid::parse_str(task_id).is_err() {
-            return Err(Status::invalid_argument("task_id: not a task id (a UUID)"));
+            return Err(crate::validate::refused("task_id: not a task id (a UUID)"));
         }
         let id = task_id.to_owned();
         let Held {
@@ -251,7 +251,7 @@ impl WorkerApi {
         trace_row(&task);
         match also {
             Some(also) => Ok((task, also.map_err(|e| self.refused(method, e))?)),
-            None => Err(Status::invalid_argument(format!(
+            None => Err(crate::validate::refused(format!(
                 "task_id: task {task_id} is a {} task",
                 task.kind.as_str_name()
             ))),
@@ -324,13 +324,13 @@ fn replayed(
 /// campaign id are both 36).
 fn check_awaited(field: &str, ids: &[String], most: usize) -> Result<(), Status> {
     if ids.len() > most {
-        return Err(Status::invalid_argument(format!(
+        return Err(crate::validate::refused(format!(
             "{field}: at most {most} ids, got {}",
             ids.len()
         )));
     }
     if let Some(bad) = ids.iter().find(|id| id.is_empty() || id.len() > 64) {
-        return Err(Status::invalid_argument(format!(
+        return Err(crate::validate::refused(format!(
             "{field}: each id is 1 to 64 characters, got {:?}",
             bad.chars().take(80).collect::<String>()
         )));
@@ -541,13 +541,13 @@ impl WorkerService for WorkerApi {
         let caller = self.caller(&request, "ReportTargets")?;
         let request = request.into_inner();
         if request.instances.len() > MAX_REPORTED_INSTANCES {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::validate::refused(format!(
                 "instances: at most {MAX_REPORTED_INSTANCES} per request"
             )));
         }
         for (i, instance) in request.instances.iter().enumerate() {
             if let Err(e) = muster_common::domain::check_instance_id(&instance.instance_id) {
-                return Err(Status::invalid_argument(format!("instances[{i}].instance_id: {e}")));
+                return Err(crate::validate::refused(format!("instances[{i}].instance_id: {e}")));
             }
         }
         let held = Held {
@@ -578,15 +578,15 @@ impl WorkerService for WorkerApi {
         let caller = self.caller(&request, "ReportDispatch")?;
         let request = request.into_inner();
         if request.command_id.is_empty() || request.command_id.len() > 64 {
-            return Err(Status::invalid_argument("command_id: 1 to 64 characters"));
+            return Err(crate::validate::refused("command_id: 1 to 64 characters"));
         }
         if request.instance_ids.is_empty() || request.instance_ids.len() > MAX_DISPATCH_IDS {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::validate::refused(format!(
                 "instance_ids: 1 to {MAX_DISPATCH_IDS} ids"
             )));
         }
         if request.step > crate::validate::MAX_THEN as u32 {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::validate::refused(format!(
                 "step: {}; a sequence has at most {} commands after the first",
                 request.step,
                 crate::validate::MAX_THEN
@@ -627,13 +627,13 @@ impl WorkerService for WorkerApi {
         let caller = self.caller(&request, "ReportResults")?;
         let request = request.into_inner();
         if request.results.len() > MAX_RESULTS {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::validate::refused(format!(
                 "results: at most {MAX_RESULTS} per request"
             )));
         }
         let size = prost::Message::encoded_len(&request);
         if size > muster_proto::MAX_REPORT_BYTES {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::validate::refused(format!(
                 "results: this report is {size} bytes; at most {} per ReportResults (send fewer results at once)",
                 muster_proto::MAX_REPORT_BYTES
             )));
@@ -695,7 +695,7 @@ impl WorkerService for WorkerApi {
             .write(move |txn| ingest::results(txn, &task, &results))
             .await
             .map_err(|e| match e {
-                StoreError::Corrupt(message) => Status::invalid_argument(message),
+                StoreError::Corrupt(message) => crate::validate::refused(message),
                 other => self.refused("ReportResults", other),
             })?;
         if !clipped.is_empty() {
@@ -804,7 +804,7 @@ impl WorkerService for WorkerApi {
             Some(wait) => std::time::Duration::try_from(wait)
                 .ok()
                 .filter(|w| *w <= MAX_AWAIT)
-                .ok_or_else(|| Status::invalid_argument(format!("wait: 0 to {} s", MAX_AWAIT.as_secs())))?,
+                .ok_or_else(|| crate::validate::refused(format!("wait: 0 to {} s", MAX_AWAIT.as_secs())))?,
         };
         let events_enabled = self.ctl.settings.command_events_queue_url.is_some();
         let answer = |ended: Vec<(String, String)>, cancelling_campaigns: Vec<String>| {
@@ -870,7 +870,7 @@ impl WorkerService for WorkerApi {
         let caller = self.caller(&request, "FailTask")?;
         let request = request.into_inner();
         if request.reason.is_empty() || request.reason.chars().count() > 4096 {
-            return Err(Status::invalid_argument("reason: 1 to 4096 characters"));
+            return Err(crate::validate::refused("reason: 1 to 4096 characters"));
         }
         let (task_id, reason, retryable) = (request.task_id.clone(), request.reason.clone(), request.retryable);
         self.trace_task(&task_id).await;

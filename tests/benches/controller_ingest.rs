@@ -570,6 +570,7 @@ async fn probe_reads(
         client
             .get_campaign(GetCampaignRequest {
                 campaign_id: id.clone(),
+                ..Default::default()
             })
             .await
             .expect("GetCampaign");

@@ -52,7 +52,10 @@ pub async fn submit(client: &mut CampaignServiceClient<Channel>, spec: CampaignS
 /// The campaign now.
 pub async fn get(client: &mut CampaignServiceClient<Channel>, id: &str) -> Campaign {
     client
-        .get_campaign(GetCampaignRequest { campaign_id: id.into() })
+        .get_campaign(GetCampaignRequest {
+            campaign_id: id.into(),
+            ..Default::default()
+        })
         .await
         .expect("GetCampaign")
         .into_inner()

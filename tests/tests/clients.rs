@@ -340,6 +340,64 @@ async fn a_refused_submit_names_each_field_in_bad_request_details() {
     assert_eq!(info.metadata["violations"], bad.field_violations.len().to_string());
 }
 
+/// Every refusal of bad input carries the same details as a refused spec,
+/// not only the spec's: a list's page token, a campaign's view, a status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refused_request_names_its_field_in_bad_request_details() {
+    use muster_proto::v1::{GetCampaignRequest, ListCampaignsRequest, ListTargetsRequest};
+    use tonic_types::StatusExt;
+    let (mut stack, id) = idle_stack_with_campaign().await;
+    let refusals = [
+        (
+            stack
+                .client
+                .list_campaigns(ListCampaignsRequest {
+                    page_token: "not-a-token".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect_err("a made-up page token is refused"),
+            "page_token",
+        ),
+        (
+            stack
+                .client
+                .get_campaign(GetCampaignRequest {
+                    campaign_id: id.clone(),
+                    view: 9,
+                })
+                .await
+                .expect_err("an unknown view is refused"),
+            "view",
+        ),
+        (
+            stack
+                .client
+                .list_targets(ListTargetsRequest {
+                    campaign_id: id.clone(),
+                    statuses: vec![0, 99],
+                    ..Default::default()
+                })
+                .await
+                .expect_err("an unknown status is refused"),
+            "statuses[0]",
+        ),
+    ];
+    for (refused, field) in refusals {
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        let bad = refused.get_details_bad_request().expect("BadRequest details");
+        let fields: Vec<&str> = bad.field_violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, [field], "{refused:?}");
+        assert!(
+            refused.message().starts_with(&format!("{field}: ")),
+            "the message names the field too: {}",
+            refused.message()
+        );
+        let info = refused.get_details_error_info().expect("ErrorInfo details");
+        assert_eq!(info.domain, "muster.v1");
+    }
+}
+
 /// `muster watch` through a controller restart: the stream drops, the CLI
 /// subscribes again, and it ends with the campaign's own exit code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,7 +59,12 @@ async fn campaign_when(
 ) -> Campaign {
     let deadline = Instant::now() + within;
     loop {
-        let got = client.get_campaign(GetCampaignRequest { campaign_id: id.into() }).await;
+        let got = client
+            .get_campaign(GetCampaignRequest {
+                campaign_id: id.into(),
+                ..Default::default()
+            })
+            .await;
         if let Ok(campaign) = got
             && let Some(campaign) = campaign.into_inner().campaign
             && check(&campaign)

@@ -66,6 +66,7 @@ async fn a_campaign_past_the_horizon_leaves_the_store_and_a_running_one_stays() 
     let gone = client
         .get_campaign(muster_proto::v1::GetCampaignRequest {
             campaign_id: old.clone(),
+            ..Default::default()
         })
         .await
         .expect_err("the pruned campaign is gone");

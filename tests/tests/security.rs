@@ -231,6 +231,7 @@ async fn a_read_token_cannot_submit_and_a_wrong_token_is_unauthenticated() {
     let campaign = reader
         .get_campaign(GetCampaignRequest {
             campaign_id: id.clone(),
+            ..Default::default()
         })
         .await
         .expect("read may get")
@@ -500,6 +501,7 @@ async fn the_external_id_stays_with_the_controller() {
                 "GetCampaign",
                 GetCampaignRequest {
                     campaign_id: id.clone(),
+                    ..Default::default()
                 },
             )
             .await,
@@ -713,6 +715,7 @@ async fn a_principal_scoped_to_one_ou_plans_submits_reads_and_cancels_only_there
         scoped
             .get_campaign(GetCampaignRequest {
                 campaign_id: prod_id.clone(),
+                ..Default::default()
             })
             .await
             .expect_err("read Prod"),
@@ -798,6 +801,7 @@ async fn a_principal_scoped_to_one_ou_plans_submits_reads_and_cancels_only_there
     viewer
         .get_campaign(GetCampaignRequest {
             campaign_id: dev_id.clone(),
+            ..Default::default()
         })
         .await
         .expect("a viewer reads in its scope");

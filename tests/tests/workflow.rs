@@ -159,6 +159,7 @@ async fn a_rerun_covers_exactly_the_failed_targets_and_reads_together_with_the_f
         .client
         .get_campaign(muster_proto::v1::GetCampaignRequest {
             campaign_id: first.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

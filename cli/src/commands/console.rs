@@ -34,6 +34,7 @@ pub async fn console(
         client
             .get_campaign(muster_proto::v1::GetCampaignRequest {
                 campaign_id: id.clone(),
+                view: muster_proto::v1::CampaignView::Basic as i32,
             })
             .await?;
     }

@@ -70,6 +70,7 @@ fn summary(c: &muster_proto::v1::StatusCounters) -> String {
 async fn fetch_campaign(client: &mut Client, id: &str) -> Result<muster_proto::v1::Campaign, Failure> {
     let request = muster_proto::v1::GetCampaignRequest {
         campaign_id: id.to_owned(),
+        view: muster_proto::v1::CampaignView::Full as i32,
     };
     Ok(client
         .get_campaign(request)

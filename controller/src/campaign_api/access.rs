@@ -163,7 +163,7 @@ pub(super) fn check_id(field: &str, id: &str) -> Result<(), Status> {
     if uuid::Uuid::parse_str(id).is_ok() && id.len() == 36 {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!(
+        Err(crate::validate::refused(format!(
             "{field}: '{}' is not a campaign id (a UUID)",
             muster_common::domain::clip(id)
         )))

@@ -80,13 +80,13 @@ pub(super) fn rerun_statuses(asked: &[i32]) -> Result<Vec<i32>, Status> {
         match TargetStatus::try_from(*status) {
             Ok(s) if s.is_terminal() => statuses.push(*status),
             Ok(s) => {
-                return Err(Status::invalid_argument(format!(
+                return Err(validate::refused(format!(
                     "statuses[{i}]: {} is not a status a target ends in",
                     s.short_name()
                 )));
             }
             Err(_) => {
-                return Err(Status::invalid_argument(format!(
+                return Err(validate::refused(format!(
                     "statuses[{i}]: {status} is not a target status"
                 )));
             }
@@ -210,7 +210,7 @@ impl CampaignApi {
             window,
         } = how;
         let by = principal.name.clone();
-        let spec = spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
+        let spec = spec.ok_or_else(|| validate::refused("spec: is required"))?;
         let mut spec =
             validate::validate(spec, &self.ctl.settings.defaults).map_err(|invalid| invalid.into_status("spec."))?;
         let submitted_external_id = self.take_external_id(&mut spec, &by, dry_run)?;

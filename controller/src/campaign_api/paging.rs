@@ -23,7 +23,7 @@ pub(super) struct CampaignQuery {
 pub(super) fn page_size(requested: u32, default: usize, max: u32) -> Result<usize, Status> {
     match requested {
         0 => Ok(default),
-        n if n > max => Err(Status::invalid_argument(format!("page_size: {n}; at most {max}"))),
+        n if n > max => Err(crate::validate::refused(format!("page_size: {n}; at most {max}"))),
         n => Ok(n as usize),
     }
 }
@@ -38,14 +38,14 @@ pub(super) fn campaign_query(request: &ListCampaignsRequest) -> Result<CampaignQ
             .page_token
             .split_once(':')
             .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_owned())));
-        Some(parsed.ok_or_else(|| Status::invalid_argument("page_token: not a token from a previous ListCampaigns"))?)
+        Some(parsed.ok_or_else(|| crate::validate::refused("page_token: not a token from a previous ListCampaigns"))?)
     };
     let mut states = Vec::new();
     for (i, state) in request.states.iter().enumerate() {
         match CampaignState::try_from(*state) {
             Ok(state) if state != CampaignState::Unspecified => states.push(state),
             _ => {
-                return Err(Status::invalid_argument(format!(
+                return Err(crate::validate::refused(format!(
                     "states[{i}]: {state} is not a campaign state"
                 )));
             }
@@ -69,7 +69,7 @@ pub(super) fn target_page(request: &ListTargetsRequest) -> Result<(usize, Option
         match (parts.next(), parts.next(), parts.next()) {
             (Some(a), Some(r), Some(i)) => Some((a.to_owned(), r.to_owned(), i.to_owned())),
             _ => {
-                return Err(Status::invalid_argument(
+                return Err(crate::validate::refused(
                     "page_token: not a token from a previous ListTargets",
                 ));
             }
@@ -77,7 +77,7 @@ pub(super) fn target_page(request: &ListTargetsRequest) -> Result<(usize, Option
     };
     for (i, status) in request.statuses.iter().enumerate() {
         if TargetStatus::try_from(*status).is_err() || *status == 0 {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::validate::refused(format!(
                 "statuses[{i}]: {status} is not a target status"
             )));
         }
@@ -88,7 +88,7 @@ pub(super) fn target_page(request: &ListTargetsRequest) -> Result<(usize, Option
         (&request.instance_ids, "instance_ids"),
     ] {
         if list.len() > 1000 {
-            return Err(Status::invalid_argument(format!("{field}: at most 1000 values")));
+            return Err(crate::validate::refused(format!("{field}: at most 1000 values")));
         }
     }
     // A value that can name no target is a typo, not a filter that
@@ -102,7 +102,7 @@ pub(super) fn target_page(request: &ListTargetsRequest) -> Result<(usize, Option
     for (list, field, check) in checks {
         for (i, value) in list.iter().enumerate() {
             if let Err(e) = check(value) {
-                return Err(Status::invalid_argument(format!("{field}[{i}]: {e}")));
+                return Err(crate::validate::refused(format!("{field}[{i}]: {e}")));
             }
         }
     }

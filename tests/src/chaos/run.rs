@@ -347,7 +347,10 @@ async fn settle(
         }
         if let Ok(answer) = system
             .client
-            .get_campaign(muster_proto::v1::GetCampaignRequest { campaign_id: id.into() })
+            .get_campaign(muster_proto::v1::GetCampaignRequest {
+                campaign_id: id.into(),
+                ..Default::default()
+            })
             .await
             && let Some(campaign) = answer.into_inner().campaign
             && CampaignState::try_from(campaign.state).is_ok_and(CampaignState::is_terminal)
@@ -417,6 +420,7 @@ async fn promote_when_waiting(
             Duration::from_secs(5),
             client.get_campaign(GetCampaignRequest {
                 campaign_id: id.clone(),
+                ..Default::default()
             }),
         )
         .await;

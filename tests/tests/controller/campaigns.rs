@@ -202,6 +202,47 @@ async fn a_campaign_runs_from_submit_to_exported_results() {
         "no instance ran twice"
     );
 
+    // A tool polling for the end asks for the basic view: the same campaign
+    // without its (account, region) rows.
+    let view = |view: CampaignView| GetCampaignRequest {
+        campaign_id: id.clone(),
+        view: view as i32,
+    };
+    let basic = client
+        .get_campaign(view(CampaignView::Basic))
+        .await
+        .unwrap()
+        .into_inner();
+    let basic = basic.campaign.unwrap();
+    assert!(basic.scopes.is_empty(), "{:?}", basic.scopes);
+    assert_eq!(
+        (basic.state, basic.counters, basic.errors, &basic.state_reason),
+        (
+            campaign.state,
+            campaign.counters,
+            campaign.errors,
+            &campaign.state_reason
+        )
+    );
+    let full = client
+        .get_campaign(view(CampaignView::Full))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(full.campaign.unwrap().scopes, campaign.scopes);
+    let refused = client
+        .get_campaign(GetCampaignRequest {
+            campaign_id: id.clone(),
+            view: 9,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().starts_with("view: 9 is not a campaign view"),
+        "{refused:?}"
+    );
+
     // The export: one JSON line per target, where the Athena table reads.
     let campaign = wait_for(&mut client, &id, Duration::from_secs(30), "the export", |c| {
         c.export.as_ref().is_some_and(|e| !e.url.is_empty())

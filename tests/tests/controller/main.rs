@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use muster_proto::v1::worker_service_client::WorkerServiceClient;
 use muster_proto::v1::{
-    AwaitCommandsRequest, CampaignSpec, CampaignState, CancelCampaignRequest, DiscoveredInstance, LeaseOutcome,
-    LeaseTaskRequest, ListCampaignsRequest, PingStatus, PlanCampaignRequest, Platform, RateControl, RenewLeaseRequest,
-    ReportDispatchRequest, ReportResultsRequest, ReportTargetsRequest, ScopeState, StepOutput, SubmitCampaignRequest,
-    TargetResult, TargetStatus, TaskKind, TaskRef, WatchCampaignRequest, watch_campaign_response,
+    AwaitCommandsRequest, CampaignSpec, CampaignState, CampaignView, CancelCampaignRequest, DiscoveredInstance,
+    GetCampaignRequest, LeaseOutcome, LeaseTaskRequest, ListCampaignsRequest, PingStatus, PlanCampaignRequest,
+    Platform, RateControl, RenewLeaseRequest, ReportDispatchRequest, ReportResultsRequest, ReportTargetsRequest,
+    ScopeState, StepOutput, SubmitCampaignRequest, TargetResult, TargetStatus, TaskKind, TaskRef, WatchCampaignRequest,
+    watch_campaign_response,
 };
 use muster_tests::client::{assert_counters_add_up, get, script_spec, submit, targets, wait_done, wait_for};
 use muster_tests::fleets;

@@ -216,7 +216,10 @@ impl World {
     pub async fn campaign(&self, id: &str) -> Campaign {
         self.client
             .clone()
-            .get_campaign(GetCampaignRequest { campaign_id: id.into() })
+            .get_campaign(GetCampaignRequest {
+                campaign_id: id.into(),
+                ..Default::default()
+            })
             .await
             .expect("GetCampaign")
             .into_inner()
