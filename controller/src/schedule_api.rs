@@ -109,7 +109,7 @@ impl ScheduleService for ScheduleApi {
                 Creation::scheduled("PutSchedule", window),
             )
             .await?;
-        let trigger = Trigger::of(&spec).map_err(crate::validate::refused)?;
+        let trigger = Trigger::of(&spec).map_err(|e| crate::validate::invalid_argument(&[e], "spec."))?;
         let next = trigger.next_after(now_ms());
         let (owner, actor, stored) = (owner_of(&principal), principal.actor(), spec.clone());
         let put = self
