@@ -357,8 +357,8 @@ fn pending_groups<'a>(
     let Some((account, region)) = conn
         .prepare_cached(&sql)?
         .query_map(first, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-        .last()
-        .transpose()?
+        // The last scope, but not past an error in any row before it.
+        .try_fold(None, |_, row| row.map(Some))?
     else {
         return Ok(Vec::new());
     };
