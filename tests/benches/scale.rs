@@ -457,7 +457,6 @@ struct Heard {
     /// Snapshots sent in place of the results the watcher fell behind on
     /// (neither the first nor the last word after the campaign ended).
     fell_behind: u64,
-    ended: bool,
     targets: u64,
     progress: u64,
     scope_rows: u64,
@@ -475,17 +474,17 @@ async fn watch(mut client: CampaignServiceClient<tonic::transport::Channel>, id:
         .expect("the watch is accepted")
         .into_inner();
     let mut heard = Heard::default();
-    let mut snapshots = 0;
+    let (mut snapshots, mut ended) = (0, false);
     while let Some(message) = stream.message().await.expect("the watch stream stays up") {
         match message.event {
             Some(Event::Snapshot(_)) => {
-                if snapshots > 0 && !heard.ended {
+                if snapshots > 0 && !ended {
                     heard.fell_behind += 1;
                 }
                 snapshots += 1;
             }
             Some(Event::State(change)) => {
-                heard.ended = CampaignState::try_from(change.state).is_ok_and(CampaignState::is_terminal);
+                ended = CampaignState::try_from(change.state).is_ok_and(CampaignState::is_terminal);
             }
             Some(Event::Target(_)) => heard.targets += 1,
             Some(Event::Progress(progress)) => {
