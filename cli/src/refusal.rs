@@ -70,21 +70,23 @@ impl Written {
             return None;
         }
         let bad = status.get_details_bad_request()?;
-        let lines: Vec<String> = bad
-            .field_violations
-            .iter()
-            .map(|v| {
-                // A rule about several fields names them all, with commas.
-                let fields: Vec<String> = v
-                    .field
-                    .split(", ")
-                    .map(|field| match field.strip_prefix(prefix) {
-                        Some(inner) => self.said(inner),
-                        None => other(field).unwrap_or_else(|| field.to_owned()),
-                    })
-                    .collect();
-                format!("{}: {}", fields.join(", "), self.rule(&v.description))
-            })
+        // A rule about several fields comes as one violation per field, with
+        // the same description, one after the other; it is said once, naming
+        // them all.
+        let mut rules: Vec<(Vec<String>, &str)> = Vec::new();
+        for v in &bad.field_violations {
+            let field = match v.field.strip_prefix(prefix) {
+                Some(inner) => self.said(inner),
+                None => other(&v.field).unwrap_or_else(|| v.field.clone()),
+            };
+            match rules.last_mut() {
+                Some((named, rule)) if *rule == v.description => named.push(field),
+                _ => rules.push((vec![field], &v.description)),
+            }
+        }
+        let lines: Vec<String> = rules
+            .into_iter()
+            .map(|(fields, rule)| format!("{}: {}", fields.join(", "), self.rule(rule)))
             .collect();
         (!lines.is_empty()).then_some(lines)
     }
@@ -788,6 +790,8 @@ mod tests {
                 FieldViolation::new("spec.targets.account_ids[0]", "'12345' is not 12 digits"),
                 FieldViolation::new("spec.targets.regions[0]", "'mars-1' is not a region"),
                 FieldViolation::new("expected_version", "is 3, not 2"),
+                FieldViolation::new("spec.cron", "give one of them, not both"),
+                FieldViolation::new("spec.at", "give one of them, not both"),
             ]),
         );
         let lines = w
@@ -799,6 +803,7 @@ mod tests {
                 "targets.accounts[0] in patch.yaml: '12345' is not 12 digits",
                 "--region mars-1: 'mars-1' is not a region",
                 "expected_version: is 3, not 2",
+                "cron, at: give one of them, not both",
             ]
         );
         // No BadRequest (an older controller), or not a refusal: as it came.

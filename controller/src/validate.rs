@@ -83,25 +83,55 @@ pub const ERROR_DOMAIN: &str = "muster.v1";
 
 /// INVALID_ARGUMENT for `errors` ("field: rule" each): the message people
 /// read (every error, joined), and the `google.rpc` details clients read: a
-/// BadRequest with one FieldViolation per error, its field the path in the
-/// request (`prefix` + field), and an ErrorInfo (reason INVALID_ARGUMENT,
+/// BadRequest with one FieldViolation per error and field it names, its
+/// field the path in the request (`prefix` + field), and an ErrorInfo (reason INVALID_ARGUMENT,
 /// domain [`ERROR_DOMAIN`]).
 pub fn invalid_argument(errors: &[String], prefix: &str) -> tonic::Status {
     use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
     let violations: Vec<FieldViolation> = errors
         .iter()
-        .map(|e| {
-            let (field, rule) = e.split_once(": ").unwrap_or(("", e.as_str()));
-            FieldViolation::new(format!("{prefix}{field}"), rule)
+        .flat_map(|e| {
+            // A rule about several fields ("cron, at: give one of them") is
+            // one violation per field, as AIP-193 has it, each with the rule.
+            let (fields, rule) = fields_and_rule(e);
+            fields
+                .into_iter()
+                .map(move |field| FieldViolation::new(format!("{prefix}{field}"), rule))
         })
         .collect();
+    let count = violations.len();
     let mut details = ErrorDetails::with_bad_request(violations);
     details.set_error_info(
         "INVALID_ARGUMENT",
         ERROR_DOMAIN,
-        [("violations".to_owned(), errors.len().to_string())],
+        [("violations".to_owned(), count.to_string())],
     );
     tonic::Status::with_error_details(tonic::Code::InvalidArgument, errors.join("; "), details)
+}
+
+/// The fields an error ("field: rule") names and its rule: "cron, at: give
+/// one of them" is (["cron", "at"], "give one of them"). What a field quotes
+/// in its brackets is its own (`labels['a, b: c']: ...` names one field);
+/// an error without a field is ([""], the error).
+fn fields_and_rule(error: &str) -> (Vec<&str>, &str) {
+    let (mut fields, mut start) = (Vec::new(), 0);
+    let (mut depth, mut quoted) = (0u32, false);
+    for (at, c) in error.char_indices() {
+        match c {
+            '\'' if depth > 0 => quoted = !quoted,
+            '[' if !quoted => depth += 1,
+            ']' if !quoted => depth = depth.saturating_sub(1),
+            ',' | ':' if depth == 0 && error[at + 1..].starts_with(' ') => {
+                fields.push(&error[start..at]);
+                start = at + 2;
+                if c == ':' {
+                    return (fields, &error[start..]);
+                }
+            }
+            _ => {}
+        }
+    }
+    (vec![""], error)
 }
 
 /// INVALID_ARGUMENT for one `error` ("field: rule", the field named by its
@@ -401,6 +431,35 @@ mod tests {
 
     fn errors_of(spec: CampaignSpec) -> String {
         validate(spec, &defaults()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_refusal_has_one_violation_per_field_it_names() {
+        use tonic_types::StatusExt;
+        let errors = [
+            "cron, at: give one of them, not both".to_owned(),
+            "labels['a, b: c']: keys are 1 to 64 characters".to_owned(),
+            "no field here, none at all".to_owned(),
+        ];
+        let status = invalid_argument(&errors, "spec.");
+        assert_eq!(status.message(), errors.join("; "), "people read every error as it was");
+        let bad = status.get_details_bad_request().unwrap();
+        let said: Vec<(&str, &str)> = bad
+            .field_violations
+            .iter()
+            .map(|v| (v.field.as_str(), v.description.as_str()))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                ("spec.cron", "give one of them, not both"),
+                ("spec.at", "give one of them, not both"),
+                ("spec.labels['a, b: c']", "keys are 1 to 64 characters"),
+                ("spec.", "no field here, none at all"),
+            ]
+        );
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.metadata["violations"], "4");
     }
 
     #[test]

@@ -145,6 +145,31 @@ async fn a_scheduled_campaign_starts_at_its_time_and_stops_releasing_at_its_wind
     ] {
         assert!(refused.message().contains(field), "{field} in {}", refused.message());
     }
+    // A rule about two fields names each of them, by its path, for a
+    // client that reads the details.
+    let mut both = spec.clone();
+    both.cron = "0 2 * * TUE".into();
+    let refused = schedules
+        .put_schedule(PutScheduleRequest {
+            spec: Some(both),
+            expected_version: 0,
+        })
+        .await
+        .expect_err("a schedule with a cron and an instant is refused");
+    let bad = tonic_types::StatusExt::get_details_bad_request(&refused).expect("BadRequest details");
+    let said: Vec<(&str, &str)> = bad
+        .field_violations
+        .iter()
+        .map(|v| (v.field.as_str(), v.description.as_str()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("spec.cron", "give one of them, not both"),
+            ("spec.at", "give one of them, not both"),
+        ],
+        "{refused:?}"
+    );
 
     let stored = schedules
         .put_schedule(PutScheduleRequest {
