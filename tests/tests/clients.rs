@@ -912,7 +912,8 @@ async fn a_client_of_the_controller_leaves_a_silent_connection_for_a_new_one() {
 
 /// The Python client's watch stops where the campaign waits on a person,
 /// as `muster watch --until-decision` does; without it, it would wait on
-/// with the campaign (and the test's bound would end it).
+/// with the campaign (and the test's bound would end it). Its `get` asks
+/// for the view it is given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_watch_stops_at_a_decision() {
     let mut stack = Stack::start(&fleets::uniform(4, 0, 0.5), Options::default()).await;
@@ -940,7 +941,11 @@ with Client(address, ca=ca, token=open(token_file).read().strip(), server_name="
             last = event.snapshot.state
         elif kind == "state":
             last = event.state.state
+    full = client.get(campaign_id)
+    basic = client.get(campaign_id, view=campaign_pb2.CAMPAIGN_VIEW_BASIC)
 print(campaign_pb2.CampaignState.Name(last))
+print(f"full: {campaign_pb2.CampaignState.Name(full.state)}, {len(full.scopes)} scopes, {full.counters.total} targets")
+print(f"basic: {campaign_pb2.CampaignState.Name(basic.state)}, {len(basic.scopes)} scopes, {basic.counters.total} targets")
 "#;
     let run = tokio::process::Command::new(muster_sim::testkit::venv_python())
         .args(["-c", script])
@@ -957,7 +962,17 @@ print(campaign_pb2.CampaignState.Name(last))
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert_eq!(stdout.trim(), "CAMPAIGN_STATE_AWAITING_PROMOTION", "{stderr}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "CAMPAIGN_STATE_AWAITING_PROMOTION",
+            // The client asks for the view it is given: the basic one
+            // leaves the row of each account and region out.
+            "full: CAMPAIGN_STATE_AWAITING_PROMOTION, 1 scopes, 4 targets",
+            "basic: CAMPAIGN_STATE_AWAITING_PROMOTION, 0 scopes, 4 targets",
+        ],
+        "{stderr}"
+    );
     let campaign = get(&mut stack.client, &id).await;
     assert_eq!(
         campaign.state,

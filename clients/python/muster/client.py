@@ -111,9 +111,18 @@ class Client:
         request = campaign_pb2.SubmitCampaignRequest(spec=spec)
         return self._until_answered(self.campaigns.SubmitCampaign, request, tries, timeout)
 
-    def get(self, campaign_id: str, *, timeout: float = 30) -> campaign_pb2.Campaign:
-        """One campaign, with its scopes and counters."""
-        request = campaign_pb2.GetCampaignRequest(campaign_id=campaign_id)
+    def get(
+        self,
+        campaign_id: str,
+        *,
+        view: "campaign_pb2.CampaignView" = campaign_pb2.CAMPAIGN_VIEW_FULL,
+        timeout: float = 30,
+    ) -> campaign_pb2.Campaign:
+        """One campaign, with its counters; in the full view (the default)
+        with the row of each account and region (`scopes`) and its reruns.
+        `view=campaign_pb2.CAMPAIGN_VIEW_BASIC` leaves those out: cheaper for
+        a tool that polls a large campaign for its state."""
+        request = campaign_pb2.GetCampaignRequest(campaign_id=campaign_id, view=view)
         return self.campaigns.GetCampaign(request, metadata=self._metadata, timeout=timeout).campaign
 
     def watch(
