@@ -227,7 +227,7 @@ async fn ls(client: &mut Schedules, style: Style, output: Output) -> Result<i32,
                     Cell::new(&spec.name),
                     Cell::new(s.version),
                     Cell::new(when(&spec)),
-                    Cell::new(window(&spec)),
+                    Cell::new(spec.window_in_words()),
                     Cell::new(next_run(s)),
                     Cell::new(s.last_run.as_ref().map(run_line).unwrap_or_default()),
                     Cell::new(&s.created_by),
@@ -286,7 +286,7 @@ fn print_schedule(schedule: &Schedule, runs: &[ScheduleRun], style: Style, outpu
         );
     }
     println!("  runs      {}", when(&spec));
-    println!("  window    {}", window(&spec));
+    println!("  window    {}", spec.window_in_words());
     println!("  next run  {}", next_run(schedule));
     println!(
         "  campaign  {}",
@@ -328,35 +328,7 @@ fn print_schedule(schedule: &Schedule, runs: &[ScheduleRun], style: Style, outpu
 
 /// When the runs start, for people.
 fn when(spec: &ScheduleSpec) -> String {
-    if spec.cron.is_empty() {
-        format!("once at {}", render::time(&spec.at))
-    } else {
-        let zone = if spec.time_zone.is_empty() {
-            "UTC"
-        } else {
-            &spec.time_zone
-        };
-        format!("cron \"{}\" {zone}", spec.cron)
-    }
-}
-
-/// The window, for people.
-fn window(spec: &ScheduleSpec) -> String {
-    if spec.window_seconds == 0 {
-        return "none (runs to its end)".into();
-    }
-    let length = humantime::format_duration(std::time::Duration::from_secs(u64::from(spec.window_seconds)));
-    let in_flight = if spec.on_window_end == WindowEnd::Cancel as i32 {
-        "cancelled"
-    } else {
-        "finish"
-    };
-    let rest = if spec.after_window == AfterWindow::NextWindow as i32 {
-        "wait for the next window"
-    } else {
-        "end terminated"
-    };
-    format!("{length}; then in-flight batches {in_flight}, targets not sent {rest}")
+    spec.runs_in_words(|at| render::time(&at.cloned()))
 }
 
 fn next_run(schedule: &Schedule) -> String {
@@ -373,6 +345,7 @@ fn run_line(run: &ScheduleRun) -> String {
 
 fn outcome_name(outcome: i32) -> String {
     RunOutcome::try_from(outcome)
-        .map(|o| o.as_str_name().trim_start_matches("RUN_OUTCOME_").to_ascii_lowercase())
         .unwrap_or_default()
+        .short_name()
+        .to_owned()
 }

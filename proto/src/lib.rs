@@ -17,6 +17,7 @@ pub mod v1 {
 pub mod json;
 mod protocol;
 mod report;
+mod schedule;
 mod status;
 mod steps;
 mod task_ref;
