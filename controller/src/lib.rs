@@ -456,6 +456,7 @@ fn campaign_routes(
     let campaign_api = campaign_api::CampaignApi::new(controller.clone(), security.auth.clone());
     let console = console::router(
         campaign_api.clone(),
+        schedule_api::ScheduleApi::new(controller.clone(), security.auth.clone()),
         security.auth.clone(),
         security.tls.as_ref().map(|t| t.key.as_slice()),
     );

@@ -441,3 +441,197 @@ async fn table_rows(browser: &Browser, cells: &str) -> Vec<String> {
         .map(|rows| rows.iter().filter_map(|r| r.as_str().map(str::to_owned)).collect())
         .unwrap_or_default()
 }
+
+/// The schedules page lists each schedule with when it runs, its window,
+/// its next run and how its last run went; one schedule's page shows what
+/// it runs and its runs, each leading to its campaign, whose page leads
+/// back. A viewer may read them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_viewer_follows_a_schedule_to_the_campaign_its_run_started_and_back() {
+    use muster_proto::v1::{AfterWindow, GetScheduleRequest, PutScheduleRequest, RunOutcome, ScheduleSpec};
+    let stack = Stack::start(FLEET, Options::default()).await;
+    let account = stack.account("blue");
+    let mut schedules = stack.schedules();
+    let mut spec = script_spec(std::slice::from_ref(&account), &["us-east-1"], &["echo patched"], &[]);
+    spec.name = "patch-web".into();
+    spec.targets.as_mut().unwrap().tags = vec![TagFilter {
+        key: "Role".into(),
+        values: vec!["web".into()],
+    }];
+    let put = |schedule: ScheduleSpec| PutScheduleRequest {
+        spec: Some(schedule),
+        expected_version: 0,
+    };
+    schedules
+        .put_schedule(put(ScheduleSpec {
+            name: "tuesdays".into(),
+            description: "Tuesday nights, Berlin time".into(),
+            campaign: Some(spec.clone()),
+            cron: "0 2 * * TUE".into(),
+            time_zone: "Europe/Berlin".into(),
+            window_seconds: 4 * 3_600,
+            after_window: AfterWindow::NextWindow as i32,
+            ..Default::default()
+        }))
+        .await
+        .expect("the cron schedule is stored");
+    let at = std::time::SystemTime::now() + Duration::from_secs(2);
+    schedules
+        .put_schedule(put(ScheduleSpec {
+            name: "soon".into(),
+            campaign: Some(spec),
+            at: Some(at.into()),
+            ..Default::default()
+        }))
+        .await
+        .expect("the one-off schedule is stored");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let runs = schedules
+            .get_schedule(GetScheduleRequest {
+                name: "soon".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("GetSchedule")
+            .into_inner()
+            .runs;
+        if let Some(run) = runs.first() {
+            break run.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "the one-off schedule never ran");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(run.outcome, RunOutcome::Started as i32, "{run:?}");
+
+    let viewer = Browser::start("schedules").await;
+    viewer.sign_in(&base(&stack), &stack.creds.read_token).await;
+    viewer.element("who").await;
+    // The header leads to the schedules.
+    viewer
+        .client
+        .find(Locator::LinkText("Schedules"))
+        .await
+        .expect("the header's Schedules link")
+        .click()
+        .await
+        .unwrap();
+    let list = viewer.text_of("schedules").await;
+    for said in [
+        "tuesdays",
+        "cron \"0 2 * * TUE\" Europe/Berlin",
+        "4h; then in-flight batches finish, targets not sent wait for the next window",
+        "soon",
+        "none (runs to its end)",
+        "started",
+    ] {
+        assert!(list.contains(said), "the list says {said:?}: {list}");
+    }
+    // The cron's next run is on a Tuesday at 02:00 Berlin time: 00:00 or
+    // 01:00 UTC, by the season.
+    let tuesdays = list.lines().find(|l| l.contains("tuesdays")).unwrap_or_default();
+    assert!(
+        tuesdays.contains(" 00:00:00 UTC") || tuesdays.contains(" 01:00:00 UTC"),
+        "{tuesdays}"
+    );
+    viewer.screenshot("10-schedules").await;
+
+    viewer
+        .client
+        .find(Locator::LinkText("soon"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let facts = viewer.text_of("facts").await;
+    assert!(facts.contains("1 account in us-east-1; tag Role=web"), "{facts}");
+    assert!(facts.contains("a script"), "{facts}");
+    let next_run = viewer
+        .eval(
+            "return [...document.querySelectorAll('#facts dt')] \
+             .find(dt => dt.textContent == 'Next run').nextElementSibling.textContent",
+        )
+        .await;
+    assert_eq!(next_run, "none", "a past instant runs no more: {facts}");
+    let runs = viewer.text_of("runs").await;
+    assert!(runs.contains("started") && runs.contains(&run.campaign_id), "{runs}");
+    viewer.screenshot("11-schedule").await;
+
+    // Its run leads to the campaign it started, and that page leads back.
+    viewer
+        .client
+        .find(Locator::LinkText(&run.campaign_id))
+        .await
+        .expect("the run's campaign link")
+        .click()
+        .await
+        .unwrap();
+    viewer
+        .until(Duration::from_secs(10), "the run's campaign", || async {
+            viewer.client.current_url().await.unwrap().path() == format!("/console/campaigns/{}", run.campaign_id)
+        })
+        .await;
+    viewer
+        .client
+        .find(Locator::LinkText("Schedule soon"))
+        .await
+        .expect("the campaign's link to its schedule")
+        .click()
+        .await
+        .unwrap();
+    viewer
+        .until(Duration::from_secs(10), "the schedule's page again", || async {
+            viewer.client.current_url().await.unwrap().path() == "/console/schedules/soon"
+        })
+        .await;
+
+    // An older version says which is current.
+    let mut second = schedules
+        .get_schedule(GetScheduleRequest {
+            name: "tuesdays".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("GetSchedule")
+        .into_inner()
+        .schedule
+        .and_then(|s| s.spec)
+        .expect("the stored spec");
+    second.window_seconds = 2 * 3_600;
+    schedules
+        .put_schedule(PutScheduleRequest {
+            spec: Some(second),
+            expected_version: 1,
+        })
+        .await
+        .expect("a second version");
+    viewer
+        .goto(&format!("{}/console/schedules/tuesdays?version=1", base(&stack)))
+        .await;
+    assert_eq!(
+        viewer.text_of("older").await,
+        "An older version: the current one is version 2."
+    );
+    assert!(viewer.text_of("facts").await.contains("4h;"), "version 1's window");
+    viewer
+        .goto(&format!("{}/console/schedules/tuesdays", base(&stack)))
+        .await;
+    assert!(viewer.text_of("facts").await.contains("2h;"), "version 2's window");
+
+    // A version that is not a number, and a schedule that is not there, are
+    // said so.
+    viewer
+        .goto(&format!("{}/console/schedules/soon?version=latest", base(&stack)))
+        .await;
+    let error = viewer.text_of("error").await;
+    assert!(
+        error.contains("version: \"latest\" is not a schedule version"),
+        "{error}"
+    );
+    viewer
+        .goto(&format!("{}/console/schedules/nightly", base(&stack)))
+        .await;
+    let error = viewer.text_of("error").await;
+    assert!(error.contains("no schedule with that name"), "{error}");
+}

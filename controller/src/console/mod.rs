@@ -1,8 +1,9 @@
 //! The web console: server-rendered pages on the CampaignService listener.
 //!
-//! Every page is a call of [`CampaignApi`] in process, as the browser's
-//! caller ([`session::Caller`]): sign-in, roles and their scopes, refusals
-//! and the audit trail are the API's own, and nothing here reads the store.
+//! Every page is a call of [`CampaignApi`] (or [`ScheduleApi`]) in process,
+//! as the browser's caller ([`session::Caller`]): sign-in, roles and their
+//! scopes, refusals and the audit trail are the API's own, and nothing here
+//! reads the store.
 //! The live campaign page follows WatchCampaign through server-sent events
 //! ([`live`]); the assets (one stylesheet, one small script) are compiled
 //! in, so the console needs no network beyond the controller.
@@ -21,11 +22,13 @@ use std::sync::Arc;
 
 use crate::auth::Auth;
 use crate::campaign_api::CampaignApi;
+use crate::schedule_api::ScheduleApi;
 
 /// What the console's handlers share.
 #[derive(Clone)]
 pub struct Console {
     api: CampaignApi,
+    schedules: Arc<ScheduleApi>,
     /// Verifies AWS sign-in tokens at sign-in.
     auth: Arc<Auth>,
     /// Seals the sessions of AWS sign-ins.
@@ -39,9 +42,10 @@ pub struct Console {
 /// Anything else answers as an unknown gRPC method (to gRPC clients) or a
 /// missing page. `tls_key` is the listener's private key (PEM), none
 /// without TLS.
-pub fn router(api: CampaignApi, auth: Arc<Auth>, tls_key: Option<&[u8]>) -> Router {
+pub fn router(api: CampaignApi, schedules: ScheduleApi, auth: Arc<Auth>, tls_key: Option<&[u8]>) -> Router {
     let console = Console {
         api,
+        schedules: Arc::new(schedules),
         auth,
         sessions: session::SessionKey::new(tls_key),
         secure: tls_key.is_some(),
@@ -63,6 +67,8 @@ pub fn router(api: CampaignApi, auth: Arc<Auth>, tls_key: Option<&[u8]>) -> Rout
             get(pages::target),
         )
         .route("/console/campaigns/{id}/{action}", post(pages::act))
+        .route("/console/schedules", get(pages::schedules))
+        .route("/console/schedules/{name}", get(pages::schedule))
         .fallback(not_found)
         .layer(axum::middleware::map_response(protect))
         .with_state(console)

@@ -20,8 +20,10 @@ use super::views::{self, HeatMap, StageRow, Summary, TargetRow, segment, state_w
 use super::{Console, PageError, live};
 use crate::store::campaigns::Detail;
 
+mod schedules;
 mod signin;
 mod targets;
+pub use schedules::{schedule, schedules};
 pub use signin::{sign_in, sign_in_page, sign_out};
 pub use targets::{scope, target};
 
@@ -383,17 +385,12 @@ type Lines = Vec<(String, String)>;
 
 fn details(c: &Campaign) -> (Lines, Lines) {
     let spec = c.spec.clone().unwrap_or_default();
-    let command = spec.command.unwrap_or_default();
-    let document = match command.kind {
-        Some(muster_proto::v1::command::Kind::Document(d)) => d.name,
-        Some(muster_proto::v1::command::Kind::Script(_)) => {
-            "a script (AWS-RunShellScript / AWS-RunPowerShellScript)".into()
-        }
-        None => String::new(),
-    };
     let mut details = vec![
         ("Id".to_owned(), c.id.clone()),
-        ("Command".to_owned(), document),
+        (
+            "Command".to_owned(),
+            spec.command.as_ref().map(views::command_words).unwrap_or_default(),
+        ),
         ("Submitted by".to_owned(), c.submitted_by.clone()),
         ("Created".to_owned(), when(c.created_at.as_ref())),
         ("Started".to_owned(), when(c.started_at.as_ref())),
@@ -432,28 +429,28 @@ fn details(c: &Campaign) -> (Lines, Lines) {
         ));
     }
     if let Some(window) = &c.window {
+        let closes = match &window.closes_at {
+            Some(at) => format!("window closes {}", when(Some(at))),
+            None => "no window".to_owned(),
+        };
         details.push((
             "Schedule".into(),
-            format!(
-                "{} v{}, window closes {}",
-                window.schedule,
-                window.schedule_version,
-                when(window.closes_at.as_ref())
-            ),
+            format!("{} v{}, {closes}", window.schedule, window.schedule_version),
         ));
     }
     details.retain(|(_, v)| !v.is_empty());
     let mut links = Vec::new();
-    if !c.rerun_of.is_empty() {
-        links.push(("Reruns".to_owned(), c.rerun_of.clone()));
+    if let Some(window) = &c.window {
+        links.push((
+            format!("Schedule {}", window.schedule),
+            format!("/console/schedules/{}", segment(&window.schedule)),
+        ));
     }
-    for rerun in &c.reruns {
-        links.push(("Rerun".to_owned(), rerun.clone()));
-    }
-    let links = links
+    let reruns = (!c.rerun_of.is_empty())
+        .then_some(("Reruns", &c.rerun_of))
         .into_iter()
-        .map(|(what, id)| (format!("{what} {id}"), format!("/console/campaigns/{}", segment(&id))))
-        .collect();
+        .chain(c.reruns.iter().map(|id| ("Rerun", id)));
+    links.extend(reruns.map(|(what, id)| (format!("{what} {id}"), format!("/console/campaigns/{}", segment(id)))));
     (details, links)
 }
 

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use muster_proto::v1::{
-    Campaign, CampaignState, ScopeState, ScopeSummary, StagePhase, StatusCounters, Target, TargetStatus,
+    Campaign, CampaignState, Command, ScopeState, ScopeSummary, StagePhase, StatusCounters, Target, TargetSelector,
+    TargetStatus, command,
 };
 use serde::Serialize;
 
@@ -106,6 +107,58 @@ pub fn status_class(status: i32) -> &'static str {
         TargetStatus::Skipped | TargetStatus::Cancelled | TargetStatus::Terminated => "not-run",
         TargetStatus::Pending | TargetStatus::Unspecified => "waiting",
     }
+}
+
+/// What a command runs: its document, or "a script" with the documents
+/// that run it.
+pub fn command_words(command: &Command) -> String {
+    match &command.kind {
+        Some(command::Kind::Document(d)) if d.version.is_empty() => d.name.clone(),
+        Some(command::Kind::Document(d)) => format!("{} (version {})", d.name, d.version),
+        Some(command::Kind::Script(_)) => "a script (AWS-RunShellScript / AWS-RunPowerShellScript)".into(),
+        None => String::new(),
+    }
+}
+
+/// What a selector reaches, in a line: "2 accounts and 1 OU in us-east-1,
+/// eu-west-1; tag Role=web".
+pub fn targets_words(targets: Option<&TargetSelector>) -> String {
+    let Some(t) = targets else {
+        return String::new();
+    };
+    let count = |n: usize, one: &str, many: &str| match n {
+        0 => None,
+        1 => Some(format!("1 {one}")),
+        n => Some(format!("{n} {many}")),
+    };
+    let reached: Vec<String> = [
+        count(t.account_ids.len(), "account", "accounts"),
+        count(t.organizational_unit_ids.len(), "OU", "OUs"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut said = Vec::new();
+    if !reached.is_empty() {
+        let mut line = reached.join(" and ");
+        if !t.regions.is_empty() {
+            line.push_str(&format!(" in {}", t.regions.join(", ")));
+        }
+        said.push(line);
+    }
+    said.extend(count(t.scopes.len(), "account and region", "accounts and regions"));
+    said.extend(count(
+        t.exclude_account_ids.len(),
+        "account excluded",
+        "accounts excluded",
+    ));
+    said.extend(
+        t.tags
+            .iter()
+            .map(|tag| format!("tag {}={}", tag.key, tag.values.join("|"))),
+    );
+    said.extend(count(t.instance_ids.len(), "instance named", "instances named"));
+    said.join("; ")
 }
 
 /// A timestamp as people read it, in UTC; empty when unset.
@@ -448,6 +501,40 @@ pub fn output_link(url: &str, region: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_selector_and_a_command_are_said_in_a_line() {
+        let mut t = TargetSelector {
+            account_ids: vec!["111111111111".into(), "222222222222".into()],
+            organizational_unit_ids: vec!["ou-ab12-cdefgh34".into()],
+            regions: vec!["us-east-1".into(), "eu-west-1".into()],
+            tags: vec![muster_proto::v1::TagFilter {
+                key: "Role".into(),
+                values: vec!["web".into(), "api".into()],
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            targets_words(Some(&t)),
+            "2 accounts and 1 OU in us-east-1, eu-west-1; tag Role=web|api"
+        );
+        t = TargetSelector {
+            scopes: vec![Default::default()],
+            exclude_account_ids: vec!["333333333333".into()],
+            ..Default::default()
+        };
+        assert_eq!(targets_words(Some(&t)), "1 account and region; 1 account excluded");
+        assert_eq!(targets_words(None), "");
+        let document = Command {
+            kind: Some(command::Kind::Document(muster_proto::v1::Document {
+                name: "AWS-RunPatchBaseline".into(),
+                version: "3".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(command_words(&document), "AWS-RunPatchBaseline (version 3)");
+    }
 
     fn counters(f: impl FnOnce(&mut StatusCounters)) -> StatusCounters {
         let mut c = StatusCounters::default();
