@@ -1,6 +1,6 @@
-//! TLS and callers for a test controller: a fresh dev PKI, a `submit` and a
-//! `read` token, the operator certificate (CN muster-admin, admin), and a
-//! certificate of its own for each worker, from the worker CA.
+//! TLS and callers for a test controller: a fresh dev PKI, a `submit`, a
+//! `read` and an `admin` token, the operator certificate (CN muster-admin,
+//! admin), and a certificate of its own for each worker, from the worker CA.
 
 use muster_controller::auth::{Auth, ClientEntry, TokenEntry, hash_token, new_token};
 use muster_controller::{Security, ServerTls};
@@ -21,6 +21,9 @@ pub struct Creds {
     pub submit_token: String,
     /// A token with the `read` permission (name "dashboard").
     pub read_token: String,
+    /// A token with the `admin` role (name "auditor"), for what only admins
+    /// see in a browser, which presents no client certificate.
+    pub admin_token: String,
     _dir: tempfile::TempDir,
 }
 
@@ -36,6 +39,7 @@ impl Creds {
             files,
             submit_token: new_token(),
             read_token: new_token(),
+            admin_token: new_token(),
             _dir: dir,
         }
     }
@@ -45,6 +49,7 @@ impl Creds {
         vec![
             format!("ci:submit:{}", hash_token(&self.submit_token)),
             format!("dashboard:read:{}", hash_token(&self.read_token)),
+            format!("auditor:admin:{}", hash_token(&self.admin_token)),
         ]
     }
 

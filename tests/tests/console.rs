@@ -431,6 +431,16 @@ async fn plan_stage_rows(browser: &Browser) -> Vec<String> {
 }
 
 /// The rows of `#stages`, each the chosen cells' text joined by `|`.
+/// The audit page's events, a line each.
+async fn event_rows(browser: &Browser) -> Vec<String> {
+    let rows = browser
+        .eval("return [...document.querySelectorAll('#events tbody tr')].map(r => r.textContent.trim())")
+        .await;
+    rows.as_array()
+        .map(|rows| rows.iter().filter_map(|r| r.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
 async fn table_rows(browser: &Browser, cells: &str) -> Vec<String> {
     let rows = browser
         .eval(&format!(
@@ -445,9 +455,10 @@ async fn table_rows(browser: &Browser, cells: &str) -> Vec<String> {
 /// The schedules page lists each schedule with when it runs, its window,
 /// its next run and how its last run went; one schedule's page shows what
 /// it runs and its runs, each leading to its campaign, whose page leads
-/// back. A viewer may read them all.
+/// back. A viewer may read them all; the audit trail of what happened is an
+/// admin's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_viewer_follows_a_schedule_to_the_campaign_its_run_started_and_back() {
+async fn a_viewer_follows_a_schedule_to_its_campaign_and_an_admin_reads_the_audit_trail() {
     use muster_proto::v1::{AfterWindow, GetScheduleRequest, PutScheduleRequest, RunOutcome, ScheduleSpec};
     let stack = Stack::start(FLEET, Options::default()).await;
     let account = stack.account("blue");
@@ -634,4 +645,60 @@ async fn a_viewer_follows_a_schedule_to_the_campaign_its_run_started_and_back() 
         .await;
     let error = viewer.text_of("error").await;
     assert!(error.contains("no schedule with that name"), "{error}");
+
+    // The audit trail is an admin's: a viewer's header does not offer it,
+    // and the page refuses the viewer with the rule.
+    let offers_audit = "return document.querySelector('nav a[href=\"/console/audit\"]') !== null";
+    viewer.goto(&format!("{}/console/schedules", base(&stack))).await;
+    assert_eq!(viewer.eval(offers_audit).await, false);
+    viewer.goto(&format!("{}/console/audit", base(&stack))).await;
+    let refusal = viewer.text_of("error").await;
+    assert!(
+        refusal.contains("dashboard") && refusal.contains("ListAuditEvents"),
+        "{refusal}"
+    );
+
+    // An admin follows the run's campaign to its trail: the schedule
+    // submitted it. The whole trail has the schedules stored and the
+    // viewer's refusal.
+    let admin = Browser::start("audit").await;
+    admin.sign_in(&base(&stack), &stack.creds.admin_token).await;
+    assert_eq!(admin.eval(offers_audit).await, true);
+    admin
+        .goto(&format!("{}/console/campaigns/{}", base(&stack), run.campaign_id))
+        .await;
+    admin.element("campaign-audit").await.click().await.unwrap();
+    let trail = admin.text_of("events").await;
+    assert!(
+        trail.contains("submitted") && trail.contains("\"schedule\":\"soon\""),
+        "{trail}"
+    );
+    let rows = event_rows(&admin).await;
+    assert!(
+        !rows.is_empty() && rows.iter().all(|row| row.contains(&run.campaign_id)),
+        "only that campaign's events: {rows:?}"
+    );
+    admin.screenshot("12-campaign-audit").await;
+    admin.goto(&format!("{}/console/audit", base(&stack))).await;
+    let trail = admin.text_of("events").await;
+    for said in ["schedule created", "schedule updated", "\"schedule\":\"tuesdays\""] {
+        assert!(trail.contains(said), "the trail says {said:?}: {trail}");
+    }
+    admin
+        .goto(&format!("{}/console/audit?principal=dashboard", base(&stack)))
+        .await;
+    let trail = admin.text_of("events").await;
+    assert!(
+        trail.contains("refused") && trail.contains("ListAuditEvents"),
+        "the viewer's refusal: {trail}"
+    );
+    let rows = event_rows(&admin).await;
+    assert!(
+        !rows.is_empty()
+            && rows
+                .iter()
+                .all(|row| row.starts_with("20") && row.contains("dashboard")),
+        "only the viewer's events: {rows:?}"
+    );
+    admin.screenshot("13-audit").await;
 }

@@ -68,6 +68,7 @@ pub fn router(api: CampaignApi, schedules: ScheduleApi, auth: Arc<Auth>, tls_key
         )
         .route("/console/campaigns/{id}/{action}", post(pages::act))
         .route("/console/schedules", get(pages::schedules))
+        .route("/console/audit", get(pages::audit))
         .route("/console/schedules/{name}", get(pages::schedule))
         .fallback(not_found)
         .layer(axum::middleware::map_response(protect))

@@ -20,9 +20,11 @@ use super::views::{self, HeatMap, StageRow, Summary, TargetRow, segment, state_w
 use super::{Console, PageError, live};
 use crate::store::campaigns::Detail;
 
+mod audit;
 mod schedules;
 mod signin;
 mod targets;
+pub use audit::audit;
 pub use schedules::{schedule, schedules};
 pub use signin::{sign_in, sign_in_page, sign_out};
 pub use targets::{scope, target};
@@ -35,6 +37,8 @@ pub struct Who {
     pub via: String,
     /// Its roles, in words.
     pub roles: String,
+    /// Whether it holds the admin role, which may read the audit trail.
+    pub admin: bool,
 }
 
 async fn who(console: &Console, caller: &Caller, next: &str) -> Result<Who, PageError> {
@@ -63,6 +67,7 @@ async fn who(console: &Console, caller: &Caller, next: &str) -> Result<Who, Page
         .collect();
     roles.dedup();
     Ok(Who {
+        admin: me.grants.iter().any(|g| g.role == "admin"),
         name: me.name,
         via: me.via,
         roles: if roles.is_empty() {
