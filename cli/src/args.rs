@@ -186,7 +186,7 @@ pub enum Command {
     /// what, whose call was refused, when the policy changed (admins only).
     Audit(AuditArgs),
     /// Saved campaigns that run at a time or on a cron schedule, inside
-    /// maintenance windows: create, update, ls, show, rm.
+    /// maintenance windows: create, update, ls, show, pause, resume, rm.
     Schedule(ScheduleArgs),
     /// Who you are to the controller, and your roles with their scopes
     /// (checks a token, a certificate or an AWS sign-in).
@@ -285,6 +285,13 @@ pub enum ScheduleCommand {
     /// Delete a schedule: it starts nothing more; a campaign of it waiting
     /// for its next window is cancelled.
     Rm(ScheduleNameArgs),
+    /// Pause a schedule (a change freeze): its run times pass as PAUSED,
+    /// starting nothing, until it is resumed. A campaign it already started
+    /// runs on. Stored as its next version, with you as its owner.
+    Pause(ScheduleNameArgs),
+    /// Resume a paused schedule from its next run time. Stored as its next
+    /// version, with you as its owner: its runs start as you.
+    Resume(ScheduleNameArgs),
 }
 
 /// `muster schedule create|update`.

@@ -36,6 +36,8 @@ pub async fn run(
             print_schedule(&schedule, &answer.runs, style, output);
             Ok(0)
         }
+        ScheduleCommand::Pause(args) => set_paused(client, &args.schedule, true, style, output).await,
+        ScheduleCommand::Resume(args) => set_paused(client, &args.schedule, false, style, output).await,
         ScheduleCommand::Rm(args) => {
             // Asked again after a lost answer, the schedule may be gone by
             // our own first try: that is no error then.
@@ -106,6 +108,9 @@ fn spec_of(args: &PutScheduleArgs) -> Result<(ScheduleSpec, Written), Failure> {
             Some(AfterWindowArg::End) => AfterWindow::End,
             Some(AfterWindowArg::NextWindow) => AfterWindow::NextWindow,
         } as i32,
+        // Kept from the current version by `update`; `pause` and `resume`
+        // change it.
+        paused: false,
     };
     Ok((spec, written))
 }
@@ -136,9 +141,9 @@ async fn put(
     style: Style,
     output: Output,
 ) -> Result<i32, Failure> {
-    let (spec, written) = spec_of(args)?;
+    let (mut spec, written) = spec_of(args)?;
     let expected_version = if update {
-        client
+        let current = client
             .get_schedule(GetScheduleRequest {
                 name: spec.name.clone(),
                 version: 0,
@@ -147,7 +152,11 @@ async fn put(
             .await?
             .into_inner()
             .schedule
-            .map_or(0, |s| s.version)
+            .unwrap_or_default();
+        // A paused schedule stays paused through an update: only `resume`
+        // ends a change freeze.
+        spec.paused = current.spec.is_some_and(|s| s.paused);
+        current.version
     } else {
         0
     };
@@ -179,6 +188,64 @@ async fn put(
     Ok(0)
 }
 
+/// `pause` or `resume`: the current version again, paused or not, stored
+/// as the next one.
+async fn set_paused(
+    client: &mut Schedules,
+    name: &str,
+    paused: bool,
+    style: Style,
+    output: Output,
+) -> Result<i32, Failure> {
+    let current = client
+        .get_schedule(GetScheduleRequest {
+            name: name.to_owned(),
+            version: 0,
+            runs: 1,
+        })
+        .await?
+        .into_inner()
+        .schedule
+        .unwrap_or_default();
+    let mut spec = current.spec.clone().unwrap_or_default();
+    let schedule = if spec.paused == paused {
+        current
+    } else {
+        spec.paused = paused;
+        // The same put asked again after a lost answer is recognised and
+        // answered with the version it stored.
+        let request = PutScheduleRequest {
+            spec: Some(spec),
+            expected_version: current.version,
+        };
+        ask_until_answered(|| {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.put_schedule(timed(request)).await }
+        })
+        .await?
+        .schedule
+        .unwrap_or_default()
+    };
+    match output {
+        Output::Json | Output::Yaml => render::print_message(&schedule, output),
+        _ if paused => println!(
+            "{} schedule {name} (version {}): its run times start nothing until `muster schedule resume {name}`; \
+             next run time {}",
+            style.bold("paused"),
+            schedule.version,
+            next_run(&schedule)
+        ),
+        _ => println!(
+            "{} schedule {name} (version {}); next run {}",
+            style.bold("resumed"),
+            schedule.version,
+            next_run(&schedule)
+        ),
+    }
+    Ok(0)
+}
+
 async fn ls(client: &mut Schedules, style: Style, output: Output) -> Result<i32, Failure> {
     let schedules = client
         .list_schedules(ListSchedulesRequest {})
@@ -194,6 +261,7 @@ async fn ls(client: &mut Schedules, style: Style, output: Output) -> Result<i32,
                 "when",
                 "window_seconds",
                 "next_run",
+                "paused",
                 "last_run",
                 "last_outcome",
                 "last_campaign_id",
@@ -208,6 +276,7 @@ async fn ls(client: &mut Schedules, style: Style, output: Output) -> Result<i32,
                     when(&spec),
                     spec.window_seconds.to_string(),
                     render::time(&s.next_run_at),
+                    spec.paused.to_string(),
                     render::time(&last.scheduled_at),
                     outcome_name(last.outcome),
                     last.campaign_id,
@@ -228,7 +297,11 @@ async fn ls(client: &mut Schedules, style: Style, output: Output) -> Result<i32,
                     Cell::new(s.version),
                     Cell::new(when(&spec)),
                     Cell::new(spec.window_in_words()),
-                    Cell::new(next_run(s)),
+                    Cell::new(if spec.paused {
+                        format!("{} (paused)", next_run(s))
+                    } else {
+                        next_run(s)
+                    }),
                     Cell::new(s.last_run.as_ref().map(run_line).unwrap_or_default()),
                     Cell::new(&s.created_by),
                 ]);
@@ -286,6 +359,12 @@ fn print_schedule(schedule: &Schedule, runs: &[ScheduleRun], style: Style, outpu
         );
     }
     println!("  runs      {}", when(&spec));
+    if spec.paused {
+        println!(
+            "  paused    yes: run times start nothing until `muster schedule resume {}`",
+            spec.name
+        );
+    }
     println!("  window    {}", spec.window_in_words());
     println!("  next run  {}", next_run(schedule));
     println!(

@@ -606,7 +606,7 @@ mod tests {
         };
         assert_eq!(
             state.check().unwrap_err().to_string(),
-            "notifications.webhooks[0].states[0]: 'exploded' is not a campaign state or one of schedule_missed, schedule_skipped, schedule_refused"
+            "notifications.webhooks[0].states[0]: 'exploded' is not a campaign state or one of schedule_missed, schedule_skipped, schedule_refused, schedule_paused"
         );
         let bus = |name: &str| Notifications {
             event_bus: Some(name.into()),

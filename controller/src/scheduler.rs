@@ -3,6 +3,7 @@
 //! as the schedule's owner), reopens the window of its campaign waiting for
 //! the next window, or records why it did neither.
 //!
+//! A paused schedule's run times are recorded PAUSED and start nothing.
 //! Run times that passed while no controller led are recorded MISSED, not
 //! run late, unless their window (or the start grace of a schedule without
 //! one) is still open. A leader that dies after starting a campaign and
@@ -56,6 +57,9 @@ async fn tick(ctl: &Controller, auth: &Auth, api: &CampaignApi, fence: &Fence) -
             match record.outcome {
                 RunOutcome::Started | RunOutcome::Resumed => {
                     tracing::info!(schedule = %schedule.name, campaign_id = %record.campaign_id, scheduled = %shown(record.scheduled_ms), outcome = ?record.outcome, "schedule ran");
+                }
+                RunOutcome::Paused => {
+                    tracing::info!(schedule = %schedule.name, scheduled = %shown(record.scheduled_ms), "schedule paused; the run time started nothing");
                 }
                 _ => {
                     tracing::warn!(schedule = %schedule.name, scheduled = %shown(record.scheduled_ms), outcome = ?record.outcome, reason = %record.reason, "schedule did not run");
@@ -156,6 +160,26 @@ async fn run_once(
         .await?;
     if let Some(id) = started {
         return Ok((record(RunOutcome::Started, id, String::new()), None));
+    }
+    if spec.paused {
+        let by = format!("version {} by {}", schedule.version, schedule.owner.name);
+        return Ok(match open {
+            Some(open) if open.state == CampaignState::WaitingForWindow => {
+                let reason = format!(
+                    "the schedule is paused ({by}): campaign {} waits on for a window after the pause",
+                    open.id
+                );
+                (record(RunOutcome::Paused, open.id, reason), None)
+            }
+            _ => (
+                record(
+                    RunOutcome::Paused,
+                    String::new(),
+                    format!("the schedule is paused ({by})"),
+                ),
+                None,
+            ),
+        });
     }
     let window_ms = i64::from(spec.window_seconds) * 1000;
     if let Some(open) = open {

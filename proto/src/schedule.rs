@@ -69,6 +69,7 @@ impl RunOutcome {
             RunOutcome::Missed => "missed",
             RunOutcome::Skipped => "skipped",
             RunOutcome::Refused => "refused",
+            RunOutcome::Paused => "paused",
         }
     }
 }

@@ -610,6 +610,7 @@ async fn a_viewer_follows_a_schedule_to_its_campaign_and_an_admin_reads_the_audi
         .and_then(|s| s.spec)
         .expect("the stored spec");
     second.window_seconds = 2 * 3_600;
+    second.paused = true;
     schedules
         .put_schedule(PutScheduleRequest {
             spec: Some(second),
@@ -628,7 +629,16 @@ async fn a_viewer_follows_a_schedule_to_its_campaign_and_an_admin_reads_the_audi
     viewer
         .goto(&format!("{}/console/schedules/tuesdays", base(&stack)))
         .await;
-    assert!(viewer.text_of("facts").await.contains("2h;"), "version 2's window");
+    let facts = viewer.text_of("facts").await;
+    assert!(facts.contains("2h;"), "version 2's window: {facts}");
+    assert!(
+        facts.contains("yes: its run times start nothing until it is resumed (muster schedule resume tuesdays)"),
+        "version 2 is paused: {facts}"
+    );
+    viewer.goto(&format!("{}/console/schedules", base(&stack))).await;
+    let tuesdays = viewer.text_of("schedules").await;
+    let tuesdays = tuesdays.lines().find(|l| l.contains("tuesdays")).unwrap_or_default();
+    assert!(tuesdays.contains("paused"), "the list says it is paused: {tuesdays}");
 
     // A version that is not a number, and a schedule that is not there, are
     // said so.

@@ -10,7 +10,7 @@ use muster_proto::v1::{
     ListSchedulesRequest, PutScheduleRequest, RunOutcome, ScheduleRun, ScheduleSpec, TargetStatus, WindowEnd,
 };
 use muster_tests::checks::assert_ran_once;
-use muster_tests::client::{get, script_spec, targets, wait_done};
+use muster_tests::client::{get, script_spec, targets, wait_done, wait_for};
 use muster_tests::fleets;
 use muster_tests::procs::{System, SystemOptions, until_crashed};
 use muster_tests::stack::{Options, Stack};
@@ -397,6 +397,117 @@ async fn a_campaign_waits_for_the_next_window_and_a_window_missed_while_down_is_
     );
 }
 
+/// A paused schedule (a change freeze) starts nothing at its run times and
+/// its campaign waiting for the next window waits on; resumed, the next run
+/// time reopens the window and the campaign ends with every instance run
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_schedule_starts_nothing_and_its_waiting_campaign_waits_until_resumed() {
+    let mut system = System::start(&fleets::uniform(8, 0, 3.0), SystemOptions::default()).await;
+    let mut schedules = system.schedules();
+    // A one-off stored paused passes its time as PAUSED.
+    let mut frozen = once(&system, "frozen", Utc::now() + chrono::Duration::seconds(3), 0);
+    frozen.paused = true;
+    create(&mut schedules, frozen).await;
+    let rolling = ScheduleSpec {
+        name: "rolling".into(),
+        campaign: Some(slow_spec(&system)),
+        cron: "*/6 * * * * *".into(),
+        window_seconds: 3,
+        after_window: AfterWindow::NextWindow as i32,
+        ..Default::default()
+    };
+    create(&mut schedules, rolling.clone()).await;
+    let first = runs_until(&mut schedules, "rolling", Duration::from_secs(30), |runs| {
+        !runs.is_empty()
+    })
+    .await;
+    assert_eq!(first[0].outcome, RunOutcome::Started as i32, "{first:?}");
+    let id = first[0].campaign_id.clone();
+    wait_for(
+        &mut system.client,
+        &id,
+        Duration::from_secs(60),
+        "the campaign waiting for the next window",
+        |c| c.state == CampaignState::WaitingForWindow as i32,
+    )
+    .await;
+
+    let put = |spec: ScheduleSpec, expected_version| PutScheduleRequest {
+        spec: Some(spec),
+        expected_version,
+    };
+    let paused = schedules
+        .put_schedule(put(
+            ScheduleSpec {
+                paused: true,
+                ..rolling.clone()
+            },
+            1,
+        ))
+        .await
+        .expect("the pause is stored")
+        .into_inner()
+        .schedule
+        .unwrap();
+    assert_eq!(paused.version, 2);
+    let done_before = get(&mut system.client, &id).await.counters.unwrap().success;
+    let runs = runs_until(&mut schedules, "rolling", Duration::from_secs(30), |runs| {
+        runs.first().is_some_and(|r| r.outcome == RunOutcome::Paused as i32)
+    })
+    .await;
+    assert_eq!(runs[0].campaign_id, id, "{runs:?}");
+    assert!(
+        runs[0]
+            .reason
+            .contains("the schedule is paused (version 2 by muster-admin)")
+            && runs[0].reason.contains("waits on"),
+        "{}",
+        runs[0].reason
+    );
+    let waiting = get(&mut system.client, &id).await;
+    assert_eq!(
+        (waiting.state, waiting.counters.unwrap().success),
+        (CampaignState::WaitingForWindow as i32, done_before),
+        "the paused run time released nothing: {}",
+        waiting.state_reason
+    );
+    let frozen = runs_until(&mut schedules, "frozen", Duration::from_secs(30), |runs| {
+        !runs.is_empty()
+    })
+    .await;
+    assert_eq!(
+        (frozen[0].outcome, frozen[0].campaign_id.as_str()),
+        (RunOutcome::Paused as i32, ""),
+        "{frozen:?}"
+    );
+    assert_eq!(
+        campaign_count(&mut system).await,
+        1,
+        "nothing but the first run started a campaign"
+    );
+
+    // Resumed, a run time reopens the window and the campaign ends.
+    schedules
+        .put_schedule(put(rolling, 2))
+        .await
+        .expect("the resume is stored");
+    let campaign = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
+    assert_eq!(
+        (campaign.state, campaign.counters.unwrap().success),
+        (CampaignState::Succeeded as i32, 8),
+        "{}",
+        campaign.state_reason
+    );
+    assert_ran_once(&mut system, &id, &campaign).await;
+    let runs = runs_until(&mut schedules, "rolling", Duration::from_secs(5), |_| true).await;
+    assert!(
+        runs.iter()
+            .any(|r| r.outcome == RunOutcome::Resumed as i32 && r.version == 3 && r.campaign_id == id),
+        "the resumed version reopened the window: {runs:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_that_cancels_in_flight_cancels_the_commands_running_at_its_end() {
     let mut system = System::start(&fleets::uniform(6, 0, 8.0), SystemOptions::default()).await;
@@ -591,6 +702,41 @@ async fn the_cli_creates_lists_shows_updates_and_removes_schedules() {
         stdout.contains("  command   linux: echo patched\n"),
         "what it runs: {stdout}"
     );
+
+    // A change freeze: pause, an update that keeps it paused, resume.
+    let (code, stdout, stderr) = muster(&stack, &["schedule", "pause", "patch"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(
+            "paused schedule patch (version 3): its run times start nothing until `muster schedule resume patch`"
+        ),
+        "{stdout}"
+    );
+    let (code, stdout, _) = muster(&stack, &["schedule", "pause", "patch"]).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("(version 3)"), "pausing again stores nothing: {stdout}");
+    let (_, stdout, _) = muster(&stack, &["schedule", "show", "patch"]).await;
+    assert!(
+        stdout.contains("  paused    yes: run times start nothing until `muster schedule resume patch`"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = muster(&stack, &["schedule", "ls"]).await;
+    assert!(stdout.contains("(paused)"), "{stdout}");
+    let (code, stdout, stderr) = muster(&stack, &update).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("updated schedule patch version 4"), "{stdout}");
+    let (_, stdout, _) = muster(&stack, &["-o", "json", "schedule", "show", "patch"]).await;
+    let shown: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(shown["schedule"]["spec"]["paused"], true, "an update keeps the freeze");
+    let (code, stdout, stderr) = muster(&stack, &["schedule", "resume", "patch"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("resumed schedule patch (version 5); next run 20"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = muster(&stack, &["-o", "json", "schedule", "show", "patch"]).await;
+    let shown: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(shown["schedule"]["spec"]["paused"], false, "resumed: {shown}");
 
     let (code, stdout, stderr) = muster(&stack, &["schedule", "rm", "patch"]).await;
     assert_eq!(code, 0, "{stderr}");

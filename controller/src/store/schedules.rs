@@ -16,7 +16,12 @@ pub const NOT_STARTED_EVENT: &str = "schedule_run";
 
 /// The states of run times that started nothing, as the event log (and
 /// notifications, and webhook filters) name them.
-pub const NOT_STARTED_STATES: [&str; 3] = ["schedule_missed", "schedule_skipped", "schedule_refused"];
+pub const NOT_STARTED_STATES: [&str; 4] = [
+    "schedule_missed",
+    "schedule_skipped",
+    "schedule_refused",
+    "schedule_paused",
+];
 
 /// How the event log names a run time's outcome that started nothing.
 pub fn not_started_state(outcome: RunOutcome) -> Option<&'static str> {
@@ -24,6 +29,7 @@ pub fn not_started_state(outcome: RunOutcome) -> Option<&'static str> {
         RunOutcome::Missed => Some(NOT_STARTED_STATES[0]),
         RunOutcome::Skipped => Some(NOT_STARTED_STATES[1]),
         RunOutcome::Refused => Some(NOT_STARTED_STATES[2]),
+        RunOutcome::Paused => Some(NOT_STARTED_STATES[3]),
         RunOutcome::Started | RunOutcome::Resumed | RunOutcome::Unspecified => None,
     }
 }

@@ -45,7 +45,7 @@ impl RunLine {
             class: match outcome {
                 RunOutcome::Started | RunOutcome::Resumed => "ok",
                 RunOutcome::Refused => "failed",
-                RunOutcome::Missed | RunOutcome::Skipped | RunOutcome::Unspecified => "not-run",
+                RunOutcome::Missed | RunOutcome::Skipped | RunOutcome::Paused | RunOutcome::Unspecified => "not-run",
             },
             campaign_id: run.campaign_id.clone(),
             campaign_href: format!("/console/campaigns/{}", segment(&run.campaign_id)),
@@ -63,6 +63,7 @@ pub struct ScheduleLine {
     runs: String,
     window: String,
     next_run: String,
+    paused: bool,
     last_run: Option<RunLine>,
     owner: String,
 }
@@ -104,6 +105,7 @@ pub async fn schedules(State(console): State<Console>, caller: Caller) -> Result
                 runs: spec.runs_in_words(when),
                 window: spec.window_in_words(),
                 next_run: next_run(s),
+                paused: spec.paused,
                 last_run: s.last_run.as_ref().map(RunLine::of),
                 owner: s.created_by.clone(),
             }
@@ -180,6 +182,17 @@ pub async fn schedule(
         ("Runs".to_owned(), spec.runs_in_words(when)),
         ("Window".to_owned(), spec.window_in_words()),
         ("Next run".to_owned(), next_run(&schedule)),
+        (
+            "Paused".to_owned(),
+            if spec.paused {
+                format!(
+                    "yes: its run times start nothing until it is resumed (muster schedule resume {})",
+                    spec.name
+                )
+            } else {
+                String::new()
+            },
+        ),
         ("Campaign".to_owned(), campaign.name.clone()),
         ("Targets".to_owned(), targets_words(campaign.targets.as_ref())),
         (
