@@ -538,7 +538,7 @@ fn register_counters(registry: &mut Registry, m: &Metrics) {
     registry.register(
         "schedule_runs",
         "Run times of schedules, by outcome: started, resumed (a waiting campaign's next window), missed (no \
-         leader until its window closed), skipped (the previous campaign had not ended), refused",
+         leader until its window closed), skipped (the previous campaign had not ended), refused, paused",
         m.schedule_runs.clone(),
     );
     registry.register(
