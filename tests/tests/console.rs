@@ -635,6 +635,13 @@ async fn a_viewer_follows_a_schedule_to_its_campaign_and_an_admin_reads_the_audi
         facts.contains("yes: its run times start nothing until it is resumed (muster schedule resume tuesdays)"),
         "version 2 is paused: {facts}"
     );
+    // A viewer may not resume it: the API refuses, naming the rule.
+    viewer.element("action-resume").await.click().await.unwrap();
+    let refusal = viewer.text_of("error").await;
+    assert!(
+        refusal.contains("dashboard") && refusal.contains("PutSchedule"),
+        "{refusal}"
+    );
     viewer.goto(&format!("{}/console/schedules", base(&stack))).await;
     let tuesdays = viewer.text_of("schedules").await;
     let tuesdays = tuesdays.lines().find(|l| l.contains("tuesdays")).unwrap_or_default();
@@ -711,4 +718,46 @@ async fn a_viewer_follows_a_schedule_to_its_campaign_and_an_admin_reads_the_audi
         "only the viewer's events: {rows:?}"
     );
     admin.screenshot("13-audit").await;
+
+    // An admin resumes the paused schedule, and pauses it again: each a
+    // version, with the admin as its owner.
+    let version_fact = "return [...document.querySelectorAll('#facts dt')] \
+         .find(dt => dt.textContent == 'Version').nextElementSibling.textContent";
+    admin
+        .goto(&format!("{}/console/schedules/tuesdays", base(&stack)))
+        .await;
+    admin.element("action-resume").await.click().await.unwrap();
+    admin.element("action-pause").await;
+    let version = admin.eval(version_fact).await;
+    assert!(
+        version.as_str().is_some_and(|v| v.starts_with("3 by auditor")),
+        "{version}"
+    );
+    assert!(!admin.text_of("facts").await.contains("Paused"), "resumed");
+    admin.element("action-pause").await.click().await.unwrap();
+    admin.element("action-resume").await;
+    let version = admin.eval(version_fact).await;
+    assert!(
+        version.as_str().is_some_and(|v| v.starts_with("4 by auditor")),
+        "{version}"
+    );
+    let current = schedules
+        .get_schedule(GetScheduleRequest {
+            name: "tuesdays".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("GetSchedule")
+        .into_inner()
+        .schedule
+        .expect("the schedule");
+    assert_eq!(
+        (
+            current.version,
+            current.spec.unwrap().paused,
+            current.created_by.as_str()
+        ),
+        (4, true, "auditor")
+    );
+    admin.screenshot("14-schedule-paused").await;
 }

@@ -70,6 +70,7 @@ pub fn router(api: CampaignApi, schedules: ScheduleApi, auth: Arc<Auth>, tls_key
         .route("/console/schedules", get(pages::schedules))
         .route("/console/audit", get(pages::audit))
         .route("/console/schedules/{name}", get(pages::schedule))
+        .route("/console/schedules/{name}/{action}", post(pages::schedule_act))
         .fallback(not_found)
         .layer(axum::middleware::map_response(protect))
         .with_state(console)

@@ -25,7 +25,7 @@ mod schedules;
 mod signin;
 mod targets;
 pub use audit::audit;
-pub use schedules::{schedule, schedules};
+pub use schedules::{schedule, schedule_act, schedules};
 pub use signin::{sign_in, sign_in_page, sign_out};
 pub use targets::{scope, target};
 
@@ -624,6 +624,19 @@ pub struct ActionForm {
     client_token: String,
 }
 
+/// Refuses a form posted from another site (its Origin), or from another
+/// sign-in or site (its csrf field).
+fn check_form(headers: &HeaderMap, uri: &Uri, caller: &Caller, csrf: &str) -> Result<(), PageError> {
+    session::same_origin(headers, uri).map_err(|e| PageError::Plain(StatusCode::FORBIDDEN, e))?;
+    if csrf != caller.csrf() {
+        return Err(PageError::Plain(
+            StatusCode::FORBIDDEN,
+            "csrf: the form is from another sign-in or another site; reload the page and try again".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Cancel, approve, reject, promote, resume or rerun: the API decides
 /// whether this caller may.
 pub async fn act(
@@ -634,13 +647,7 @@ pub async fn act(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Result<Response, PageError> {
-    session::same_origin(&headers, &uri).map_err(|e| PageError::Plain(StatusCode::FORBIDDEN, e))?;
-    if form.csrf != caller.csrf() {
-        return Err(PageError::Plain(
-            StatusCode::FORBIDDEN,
-            "csrf: the form is from another sign-in or another site; reload the page and try again".into(),
-        ));
-    }
+    check_form(&headers, &uri, &caller, &form.csrf)?;
     let here = format!("/console/campaigns/{}", segment(&id));
     let api = &console.api;
     let (campaign_id, reason, stage) = (id.clone(), form.reason.clone(), form.stage.clone());

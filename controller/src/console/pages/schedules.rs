@@ -3,14 +3,16 @@
 //! leading to the campaign it started.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Redirect, Response};
 use muster_proto::v1::schedule_service_server::ScheduleService;
-use muster_proto::v1::{GetScheduleRequest, ListSchedulesRequest, RunOutcome, Schedule, ScheduleRun};
+use muster_proto::v1::{
+    GetScheduleRequest, ListSchedulesRequest, PutScheduleRequest, RunOutcome, Schedule, ScheduleRun,
+};
 use serde::Deserialize;
 
-use super::{Who, html, who};
+use super::{Who, check_form, html, who};
 use crate::console::session::Caller;
 use crate::console::views::{command_words, segment, targets_words, when};
 use crate::console::{Console, PageError};
@@ -136,6 +138,11 @@ struct SchedulePage {
     /// The current version's page, when this is an older one.
     current: Option<(u32, String)>,
     runs: Vec<RunLine>,
+    /// The version shown, which a pause or resume replaces.
+    version: u32,
+    /// Pause or resume (the current version only): its path segment and
+    /// its button's text.
+    toggle: Option<(&'static str, &'static str)>,
 }
 
 /// One schedule (at `?version=N`, an older version), with its newest runs.
@@ -208,13 +215,86 @@ pub async fn schedule(
         facts.push(("Stages".to_owned(), names.join(", ")));
     }
     facts.retain(|(_, v)| !v.is_empty());
+    let latest = schedule.version == schedule.current_version;
     html(&SchedulePage {
         who: Some(who),
         csrf: caller.csrf(),
-        current: (schedule.version != schedule.current_version).then(|| (schedule.current_version, href(&spec.name))),
+        version: schedule.version,
+        toggle: latest.then_some(if spec.paused {
+            ("resume", "Resume schedule")
+        } else {
+            ("pause", "Pause schedule")
+        }),
+        current: (!latest).then(|| (schedule.current_version, href(&spec.name))),
         name: spec.name,
         description: spec.description,
         facts,
         runs: answer.runs.iter().map(RunLine::of).collect(),
     })
+}
+
+/// A pause or resume form: the version the page showed.
+#[derive(Debug, Default, Deserialize)]
+pub struct ToggleForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    version: u32,
+}
+
+/// Pauses or resumes a schedule: the version the page showed, stored again
+/// paused or not as the next version, with the caller as its owner. The API
+/// decides whether this caller may (it checks the schedule's campaign as
+/// the caller's, as any PutSchedule); a version stored by someone else
+/// since the page was drawn is refused, and a second click of the same
+/// form stores nothing more.
+pub async fn schedule_act(
+    State(console): State<Console>,
+    caller: Caller,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((name, action)): Path<(String, String)>,
+    Form(form): Form<ToggleForm>,
+) -> Result<Response, PageError> {
+    check_form(&headers, &uri, &caller, &form.csrf)?;
+    let here = href(&name);
+    let paused = match action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        other => {
+            return Err(PageError::Plain(
+                StatusCode::NOT_FOUND,
+                format!("action: {other:?} is not one of pause, resume"),
+            ));
+        }
+    };
+    if form.version == 0 {
+        return Err(PageError::Plain(
+            StatusCode::BAD_REQUEST,
+            "version: the form names no schedule version; reload the page and try again".into(),
+        ));
+    }
+    let shown = console
+        .schedules
+        .get_schedule(caller.request(GetScheduleRequest {
+            name: name.clone(),
+            version: form.version,
+            runs: 1,
+        }))
+        .await
+        .map_err(|s| PageError::from(s).at(&here))?
+        .into_inner()
+        .schedule
+        .unwrap_or_default();
+    let mut spec = shown.spec.unwrap_or_default();
+    spec.paused = paused;
+    console
+        .schedules
+        .put_schedule(caller.request(PutScheduleRequest {
+            spec: Some(spec),
+            expected_version: form.version,
+        }))
+        .await
+        .map_err(|s| PageError::from(s).at(&here))?;
+    Ok(Redirect::to(&here).into_response())
 }
