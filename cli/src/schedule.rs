@@ -143,16 +143,7 @@ async fn put(
 ) -> Result<i32, Failure> {
     let (mut spec, written) = spec_of(args)?;
     let expected_version = if update {
-        let current = client
-            .get_schedule(GetScheduleRequest {
-                name: spec.name.clone(),
-                version: 0,
-                runs: 1,
-            })
-            .await?
-            .into_inner()
-            .schedule
-            .unwrap_or_default();
+        let current = current(client, &spec.name).await?;
         // A paused schedule stays paused through an update: only `resume`
         // ends a change freeze.
         spec.paused = current.spec.is_some_and(|s| s.paused);
@@ -188,6 +179,20 @@ async fn put(
     Ok(0)
 }
 
+/// The current version of schedule `name`.
+async fn current(client: &mut Schedules, name: &str) -> Result<Schedule, Failure> {
+    Ok(client
+        .get_schedule(GetScheduleRequest {
+            name: name.to_owned(),
+            version: 0,
+            runs: 1,
+        })
+        .await?
+        .into_inner()
+        .schedule
+        .unwrap_or_default())
+}
+
 /// `pause` or `resume`: the current version again, paused or not, stored
 /// as the next one.
 async fn set_paused(
@@ -197,16 +202,7 @@ async fn set_paused(
     style: Style,
     output: Output,
 ) -> Result<i32, Failure> {
-    let current = client
-        .get_schedule(GetScheduleRequest {
-            name: name.to_owned(),
-            version: 0,
-            runs: 1,
-        })
-        .await?
-        .into_inner()
-        .schedule
-        .unwrap_or_default();
+    let current = current(client, name).await?;
     let mut spec = current.spec.clone().unwrap_or_default();
     let schedule = if spec.paused == paused {
         current

@@ -188,6 +188,19 @@ impl Browser {
         }
     }
 
+    /// Clicks the element `locator` finds (a link by its text, say),
+    /// which must be on the page now.
+    pub async fn click(&self, locator: Locator<'_>) {
+        let described = format!("{locator:?}");
+        self.client
+            .find(locator)
+            .await
+            .unwrap_or_else(|e| panic!("no {described} to click: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {described}: {e}"));
+    }
+
     /// Runs `script` in the page and returns its value.
     pub async fn eval(&self, script: &str) -> Value {
         self.client.execute(script, Vec::new()).await.expect("the script runs")

@@ -519,14 +519,7 @@ async fn a_viewer_follows_a_schedule_to_its_campaign_and_an_admin_reads_the_audi
     viewer.sign_in(&base(&stack), &stack.creds.read_token).await;
     viewer.element("who").await;
     // The header leads to the schedules.
-    viewer
-        .client
-        .find(Locator::LinkText("Schedules"))
-        .await
-        .expect("the header's Schedules link")
-        .click()
-        .await
-        .unwrap();
+    viewer.click(Locator::LinkText("Schedules")).await;
     let list = viewer.text_of("schedules").await;
     for said in [
         "tuesdays",
@@ -547,14 +540,7 @@ async fn a_viewer_follows_a_schedule_to_its_campaign_and_an_admin_reads_the_audi
     );
     viewer.screenshot("10-schedules").await;
 
-    viewer
-        .client
-        .find(Locator::LinkText("soon"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    viewer.click(Locator::LinkText("soon")).await;
     let facts = viewer.text_of("facts").await;
     assert!(facts.contains("1 account in us-east-1; tag Role=web"), "{facts}");
     assert!(facts.contains("a script"), "{facts}");
@@ -570,27 +556,13 @@ async fn a_viewer_follows_a_schedule_to_its_campaign_and_an_admin_reads_the_audi
     viewer.screenshot("11-schedule").await;
 
     // Its run leads to the campaign it started, and that page leads back.
-    viewer
-        .client
-        .find(Locator::LinkText(&run.campaign_id))
-        .await
-        .expect("the run's campaign link")
-        .click()
-        .await
-        .unwrap();
+    viewer.click(Locator::LinkText(&run.campaign_id)).await;
     viewer
         .until(Duration::from_secs(10), "the run's campaign", || async {
             viewer.client.current_url().await.unwrap().path() == format!("/console/campaigns/{}", run.campaign_id)
         })
         .await;
-    viewer
-        .client
-        .find(Locator::LinkText("Schedule soon"))
-        .await
-        .expect("the campaign's link to its schedule")
-        .click()
-        .await
-        .unwrap();
+    viewer.click(Locator::LinkText("Schedule soon")).await;
     viewer
         .until(Duration::from_secs(10), "the schedule's page again", || async {
             viewer.client.current_url().await.unwrap().path() == "/console/schedules/soon"
