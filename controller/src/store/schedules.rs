@@ -107,10 +107,11 @@ pub fn put(
     next_run_ms: Option<i64>,
     (owner, actor): (&Owner, &Actor),
 ) -> StoreResult<Put> {
-    let current: Option<i64> = conn
-        .prepare_cached("SELECT version FROM schedules WHERE name = ?1")?
-        .query_row([spec.name.as_str()], |r| r.get(0))
-        .optional()?;
+    let (current, stored_next): (Option<i64>, Option<i64>) = conn
+        .prepare_cached("SELECT version, next_run_ms FROM schedules WHERE name = ?1")?
+        .query_row([spec.name.as_str()], |r| Ok((Some(r.get(0)?), r.get(1)?)))
+        .optional()?
+        .unwrap_or((None, None));
     if let Some(current) = current
         && current == expected + 1
         && let Some(stored) = get(conn, &spec.name, current)?
@@ -126,6 +127,14 @@ pub fn put(
         (current, _) => current.unwrap_or(0) + 1,
     };
     let now = now_ms();
+    // A run time that has come but that the scheduler has not handled yet
+    // (it looks once a second, and only a leader looks) stays the first to
+    // handle, under the new version: an update or a pause made at that
+    // moment neither drops it unrecorded nor runs the old version.
+    let next_run_ms = match stored_next {
+        Some(due) if due <= now => Some(due),
+        _ => next_run_ms,
+    };
     if version == 1 {
         conn.prepare_cached("INSERT INTO schedules (name, version, next_run_ms, created_ms) VALUES (?1, 1, ?2, ?3)")?
             .execute(params![spec.name, next_run_ms, now])?;
@@ -426,7 +435,7 @@ mod tests {
             assert_eq!(put(&conn, &spec("t", "none"), 4, None, (&owner, &actor)).unwrap(), Put::Conflict(0));
             let current = get(&conn, "s", 0).unwrap().unwrap();
             assert_eq!((current.version, current.current_version, current.spec.description.as_str()), (2, 2, "two"));
-            assert_eq!(current.next_run_ms, Some(2_000));
+            assert_eq!(current.next_run_ms, Some(1_000), "version 1's run time came and was not handled");
             let first = get(&conn, "s", 1).unwrap().unwrap();
             assert_eq!((first.version, first.current_version, first.spec.description.as_str()), (1, 2, "one"));
             assert!(get(&conn, "s", 3).unwrap().is_none());
@@ -435,6 +444,22 @@ mod tests {
                 .query_row("SELECT COUNT(*) FROM audit WHERE action IN ('schedule_created', 'schedule_updated')", (), |r| r.get(0))
                 .unwrap();
             assert_eq!(audited, 2, "refused puts change nothing");
+        }
+
+        fn a_run_time_that_came_unhandled_stays_due_through_a_new_version(conn) {
+            let (owner, actor) = alice();
+            let now = now_ms();
+            let hour = 3_600_000;
+            // Due a moment ago, not yet handled: the new version handles it.
+            put(&conn, &spec("due", "one"), 0, Some(now - 500), (&owner, &actor)).unwrap();
+            put(&conn, &spec("due", "two"), 1, Some(now + hour), (&owner, &actor)).unwrap();
+            assert_eq!(get(&conn, "due", 0).unwrap().unwrap().next_run_ms, Some(now - 500));
+            assert_eq!(due(&conn, now).unwrap().iter().map(|s| (s.name.as_str(), s.version)).collect::<Vec<_>>(), [("due", 2)]);
+            // Handled, the next run time follows the new version's trigger.
+            record(&conn, ("due", 2), &[run(now - 500, RunOutcome::Paused, "")], None, Some(now + hour)).unwrap();
+            put(&conn, &spec("due", "three"), 2, Some(now + 2 * hour), (&owner, &actor)).unwrap();
+            assert_eq!(get(&conn, "due", 0).unwrap().unwrap().next_run_ms, Some(now + 2 * hour));
+            assert!(due(&conn, now).unwrap().is_empty());
         }
 
         fn a_put_made_again_after_its_answer_was_lost_stores_nothing_more(conn) {
@@ -483,10 +508,13 @@ mod tests {
             assert_eq!(shown.len(), 2);
             assert_eq!((shown[0].outcome, shown[0].campaign_id.as_str()), (RunOutcome::Started as i32, "c1"));
             assert_eq!(get(&conn, "s", 0).unwrap().unwrap().next_run_ms, Some(3_000));
-            // A new version stored meanwhile keeps its own next run time.
-            put(&conn, &spec("s", "two"), 1, Some(9_000), (&owner, &actor)).unwrap();
+            // A new version stored meanwhile keeps its own next run time
+            // (once the old one's has not come yet).
+            let later = now_ms() + 3_600_000;
+            record(&conn, ("s", 1), &[], None, Some(later)).unwrap();
+            put(&conn, &spec("s", "two"), 1, Some(later + 1), (&owner, &actor)).unwrap();
             record(&conn, ("s", 1), &[run(3_000, RunOutcome::Started, "c2")], None, Some(4_000)).unwrap();
-            assert_eq!(get(&conn, "s", 0).unwrap().unwrap().next_run_ms, Some(9_000));
+            assert_eq!(get(&conn, "s", 0).unwrap().unwrap().next_run_ms, Some(later + 1));
         }
 
         fn a_waiting_campaign_reopens_and_deleting_cancels_it(conn) {
