@@ -913,7 +913,7 @@ async fn a_client_of_the_controller_leaves_a_silent_connection_for_a_new_one() {
 /// The Python client's watch stops where the campaign waits on a person,
 /// as `muster watch --until-decision` does; without it, it would wait on
 /// with the campaign (and the test's bound would end it). Its `get` asks
-/// for the view it is given.
+/// for the view it is given, and its schedules stub shares the channel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_watch_stops_at_a_decision() {
     let mut stack = Stack::start(&fleets::uniform(4, 0, 0.5), Options::default()).await;
@@ -923,14 +923,28 @@ async fn the_python_client_watch_stops_at_a_decision() {
         share: "1".into(),
         ..Default::default()
     });
+    let schedule = muster_proto::v1::ScheduleSpec {
+        name: "nightly".into(),
+        campaign: Some(spec.clone()),
+        cron: "0 2 * * *".into(),
+        ..Default::default()
+    };
     let id = submit(&mut stack.client, spec).await;
+    stack
+        .schedules()
+        .put_schedule(muster_proto::v1::PutScheduleRequest {
+            spec: Some(schedule),
+            expected_version: 0,
+        })
+        .await
+        .expect("a schedule is stored");
     let dir = tempfile::tempdir().expect("a temp dir");
     let token = dir.path().join("token");
     std::fs::write(&token, &stack.creds.read_token).expect("the token file");
     let script = r#"
 import sys
 from muster import Client
-from muster.v1 import campaign_pb2
+from muster.v1 import campaign_pb2, schedule_pb2
 
 address, ca, token_file, campaign_id = sys.argv[1:]
 with Client(address, ca=ca, token=open(token_file).read().strip(), server_name="localhost") as client:
@@ -943,9 +957,11 @@ with Client(address, ca=ca, token=open(token_file).read().strip(), server_name="
             last = event.state.state
     full = client.get(campaign_id)
     basic = client.get(campaign_id, view=campaign_pb2.CAMPAIGN_VIEW_BASIC)
+    schedules = client.schedules.ListSchedules(schedule_pb2.ListSchedulesRequest(), metadata=client.metadata)
 print(campaign_pb2.CampaignState.Name(last))
 print(f"full: {campaign_pb2.CampaignState.Name(full.state)}, {len(full.scopes)} scopes, {full.counters.total} targets")
 print(f"basic: {campaign_pb2.CampaignState.Name(basic.state)}, {len(basic.scopes)} scopes, {basic.counters.total} targets")
+print(f"schedules: {[s.spec.name for s in schedules.schedules]}")
 "#;
     let run = tokio::process::Command::new(muster_sim::testkit::venv_python())
         .args(["-c", script])
@@ -970,6 +986,8 @@ print(f"basic: {campaign_pb2.CampaignState.Name(basic.state)}, {len(basic.scopes
             // leaves the row of each account and region out.
             "full: CAMPAIGN_STATE_AWAITING_PROMOTION, 1 scopes, 4 targets",
             "basic: CAMPAIGN_STATE_AWAITING_PROMOTION, 0 scopes, 4 targets",
+            // The schedules' stub shares the channel and the token.
+            "schedules: ['nightly']",
         ],
         "{stderr}"
     );

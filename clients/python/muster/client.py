@@ -7,7 +7,7 @@ from typing import Iterator, Optional
 
 import grpc
 
-from muster.v1 import campaign_pb2, campaign_pb2_grpc
+from muster.v1 import campaign_pb2, campaign_pb2_grpc, schedule_pb2_grpc
 
 _STATE = campaign_pb2.CampaignState
 
@@ -83,12 +83,15 @@ class Client:
         else:
             self._channel = grpc.insecure_channel(address, options=options)
         self.campaigns = campaign_pb2_grpc.CampaignServiceStub(self._channel)
+        #: The ScheduleService, on the same channel: call it with
+        #: `metadata=client.metadata`.
+        self.schedules = schedule_pb2_grpc.ScheduleServiceStub(self._channel)
         self._metadata = [("authorization", f"Bearer {token}")] if token else []
 
     @property
     def metadata(self) -> list:
         """The call metadata (the bearer token), for calls made on the stubs
-        (`client.campaigns`) directly."""
+        (`client.campaigns`, `client.schedules`) directly."""
         return list(self._metadata)
 
     def close(self) -> None:
