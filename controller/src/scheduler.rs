@@ -104,18 +104,28 @@ async fn handle(
     let first = schedule.next_run_ms.unwrap_or(now);
     let due = crate::schedules::due(&trigger, first, now, spec.window_seconds);
     let deadline = start_deadline_ms(spec.window_seconds);
+    // A paused schedule would have started nothing anyway: its run times
+    // that passed unhandled are paused, not missed (nobody is alerted).
     let mut records: Vec<RunRecord> = due
         .missed
         .iter()
         .map(|&at| RunRecord {
             scheduled_ms: at,
-            outcome: RunOutcome::Missed,
+            outcome: if spec.paused {
+                RunOutcome::Paused
+            } else {
+                RunOutcome::Missed
+            },
             campaign_id: String::new(),
-            reason: format!(
-                "no controller was leading from {} until {}, when it could no longer start",
-                shown(at),
-                shown(at + deadline)
-            ),
+            reason: if spec.paused {
+                paused_reason(schedule)
+            } else {
+                format!(
+                    "no controller was leading from {} until {}, when it could no longer start",
+                    shown(at),
+                    shown(at + deadline)
+                )
+            },
         })
         .collect();
     if due.more_missed
@@ -162,23 +172,16 @@ async fn run_once(
         return Ok((record(RunOutcome::Started, id, String::new()), None));
     }
     if spec.paused {
-        let by = format!("version {} by {}", schedule.version, schedule.owner.name);
         return Ok(match open {
             Some(open) if open.state == CampaignState::WaitingForWindow => {
                 let reason = format!(
-                    "the schedule is paused ({by}): campaign {} waits on for a window after the pause",
+                    "{}: campaign {} waits on for a window after the pause",
+                    paused_reason(schedule),
                     open.id
                 );
                 (record(RunOutcome::Paused, open.id, reason), None)
             }
-            _ => (
-                record(
-                    RunOutcome::Paused,
-                    String::new(),
-                    format!("the schedule is paused ({by})"),
-                ),
-                None,
-            ),
+            _ => (record(RunOutcome::Paused, String::new(), paused_reason(schedule)), None),
         });
     }
     let window_ms = i64::from(spec.window_seconds) * 1000;
@@ -226,6 +229,14 @@ async fn run_once(
             None,
         )),
     }
+}
+
+/// Why a paused schedule's run time started nothing.
+fn paused_reason(schedule: &ScheduleRow) -> String {
+    format!(
+        "the schedule is paused (version {} by {})",
+        schedule.version, schedule.owner.name
+    )
 }
 
 /// The client token of one run time of a schedule: the same for every try,

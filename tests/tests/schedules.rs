@@ -374,6 +374,11 @@ async fn a_campaign_waits_for_the_next_window_and_a_window_missed_while_down_is_
     // late.
     let at = Utc::now() + chrono::Duration::seconds(3);
     create(&mut schedules, once(&system, "missed", at, 2)).await;
+    // One paused (a change freeze) would have started nothing anyway: its
+    // run time is paused, not missed.
+    let mut frozen = once(&system, "frozen", at, 2);
+    frozen.paused = true;
+    create(&mut schedules, frozen).await;
     system.stop_controller();
     let reopened = at + chrono::Duration::seconds(3);
     tokio::time::sleep((reopened - Utc::now()).to_std().unwrap_or_default()).await;
@@ -390,6 +395,16 @@ async fn a_campaign_waits_for_the_next_window_and_a_window_missed_while_down_is_
         runs[0].reason
     );
     assert_eq!(time(&runs[0].scheduled_at).timestamp(), at.timestamp());
+    let frozen = runs_until(&mut schedules, "frozen", Duration::from_secs(30), |runs| {
+        !runs.is_empty()
+    })
+    .await;
+    assert_eq!(frozen[0].outcome, RunOutcome::Paused as i32, "{frozen:?}");
+    assert!(
+        frozen[0].reason.starts_with("the schedule is paused (version 1 by "),
+        "{}",
+        frozen[0].reason
+    );
     assert_eq!(
         campaign_count(&mut system).await,
         campaigns,
