@@ -169,11 +169,16 @@ async fn put(
     match output {
         Output::Json | Output::Yaml => render::print_message(&schedule, output),
         _ => println!(
-            "{} schedule {} version {}; next run {}",
+            "{} schedule {} version {}; next run {}{}",
             style.bold(if update { "updated" } else { "created" }),
             args.schedule,
             schedule.version,
-            next_run(&schedule)
+            next_run(&schedule),
+            if schedule.spec.as_ref().is_some_and(|s| s.paused) {
+                format!(" (still paused: `muster schedule resume {}` ends it)", args.schedule)
+            } else {
+                String::new()
+            }
         ),
     }
     Ok(0)

@@ -739,7 +739,11 @@ async fn the_cli_creates_lists_shows_updates_and_removes_schedules() {
     assert!(stdout.contains("(paused)"), "{stdout}");
     let (code, stdout, stderr) = muster(&stack, &update).await;
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("updated schedule patch version 4"), "{stdout}");
+    assert!(
+        stdout.contains("updated schedule patch version 4")
+            && stdout.contains("(still paused: `muster schedule resume patch` ends it)"),
+        "{stdout}"
+    );
     let (_, stdout, _) = muster(&stack, &["-o", "json", "schedule", "show", "patch"]).await;
     let shown: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(shown["schedule"]["spec"]["paused"], true, "an update keeps the freeze");
