@@ -604,7 +604,7 @@ async fn a_viewer_follows_a_schedule_to_its_campaign_and_an_admin_reads_the_audi
     let facts = viewer.text_of("facts").await;
     assert!(facts.contains("2h;"), "version 2's window: {facts}");
     assert!(
-        facts.contains("yes: its run times start nothing until it is resumed (muster schedule resume tuesdays)"),
+        facts.contains("yes: its run times start nothing until it is resumed (the button above, or `muster schedule resume tuesdays`)"),
         "version 2 is paused: {facts}"
     );
     // A viewer may not resume it: the API refuses, naming the rule.
@@ -690,6 +690,39 @@ async fn a_viewer_follows_a_schedule_to_its_campaign_and_an_admin_reads_the_audi
         "only the viewer's events: {rows:?}"
     );
     admin.screenshot("13-audit").await;
+    // More than a page: the viewer is refused 100 times more, and the
+    // trail pages by 100, newest first, back to its refusals from before.
+    let mut reader = stack
+        .creds
+        .token_client(stack.controller.campaign_addr.port(), Some(&stack.creds.read_token));
+    for _ in 0..100 {
+        reader
+            .list_audit_events(muster_proto::v1::ListAuditEventsRequest::default())
+            .await
+            .expect_err("a viewer may not read the trail");
+    }
+    admin
+        .goto(&format!("{}/console/audit?principal=dashboard", base(&stack)))
+        .await;
+    let first_page = event_rows(&admin).await;
+    assert_eq!(first_page.len(), 100);
+    admin.click(Locator::Css("a[rel=next]")).await;
+    admin
+        .until(Duration::from_secs(10), "the older page", || async {
+            admin
+                .client
+                .current_url()
+                .await
+                .unwrap()
+                .query()
+                .is_some_and(|q| q.contains("page="))
+        })
+        .await;
+    assert_eq!(
+        event_rows(&admin).await,
+        rows,
+        "the older page: the viewer's refusals from before"
+    );
 
     // An admin resumes the paused schedule, and pauses it again: each a
     // version, with the admin as its owner.

@@ -193,7 +193,7 @@ pub async fn schedule(
             "Paused".to_owned(),
             if spec.paused {
                 format!(
-                    "yes: its run times start nothing until it is resumed (muster schedule resume {})",
+                    "yes: its run times start nothing until it is resumed (the button above, or `muster schedule resume {}`)",
                     spec.name
                 )
             } else {
