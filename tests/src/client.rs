@@ -286,3 +286,30 @@ pub async fn raw_stream<T: prost::Message + Send + 'static>(
     }
     Ok(all)
 }
+
+/// The runs of schedule `name`, newest first, once `done` holds of them.
+pub async fn runs_until(
+    client: &mut muster_proto::v1::schedule_service_client::ScheduleServiceClient<Channel>,
+    name: &str,
+    within: Duration,
+    done: impl Fn(&[muster_proto::v1::ScheduleRun]) -> bool,
+) -> Vec<muster_proto::v1::ScheduleRun> {
+    let deadline = Instant::now() + within;
+    loop {
+        let runs = client
+            .get_schedule(muster_proto::v1::GetScheduleRequest {
+                name: name.into(),
+                runs: 50,
+                ..Default::default()
+            })
+            .await
+            .expect("GetSchedule")
+            .into_inner()
+            .runs;
+        if done(&runs) {
+            return runs;
+        }
+        assert!(Instant::now() < deadline, "schedule {name}: runs {runs:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

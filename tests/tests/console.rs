@@ -496,23 +496,8 @@ async fn a_viewer_follows_a_schedule_to_its_campaign_and_an_admin_reads_the_audi
         }))
         .await
         .expect("the one-off schedule is stored");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let run = loop {
-        let runs = schedules
-            .get_schedule(GetScheduleRequest {
-                name: "soon".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("GetSchedule")
-            .into_inner()
-            .runs;
-        if let Some(run) = runs.first() {
-            break run.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "the one-off schedule never ran");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let run =
+        client::runs_until(&mut schedules, "soon", Duration::from_secs(60), |runs| !runs.is_empty()).await[0].clone();
     assert_eq!(run.outcome, RunOutcome::Started as i32, "{run:?}");
 
     let viewer = Browser::start("schedules").await;

@@ -10,7 +10,7 @@ use muster_proto::v1::{
     ListSchedulesRequest, PutScheduleRequest, RunOutcome, ScheduleRun, ScheduleSpec, TargetStatus, WindowEnd,
 };
 use muster_tests::checks::assert_ran_once;
-use muster_tests::client::{get, script_spec, targets, wait_done, wait_for};
+use muster_tests::client::{get, runs_until, script_spec, targets, wait_done, wait_for};
 use muster_tests::fleets;
 use muster_tests::procs::{System, SystemOptions, until_crashed};
 use muster_tests::stack::{Options, Stack};
@@ -64,33 +64,6 @@ fn send_times(system: &System) -> Vec<DateTime<Utc>> {
                 .with_timezone(&Utc)
         })
         .collect()
-}
-
-/// The runs of schedule `name`, newest first, once `done` holds of them.
-async fn runs_until(
-    client: &mut ScheduleServiceClient<Channel>,
-    name: &str,
-    within: Duration,
-    done: impl Fn(&[ScheduleRun]) -> bool,
-) -> Vec<ScheduleRun> {
-    let deadline = Instant::now() + within;
-    loop {
-        let runs = client
-            .get_schedule(GetScheduleRequest {
-                name: name.into(),
-                runs: 50,
-                ..Default::default()
-            })
-            .await
-            .expect("GetSchedule")
-            .into_inner()
-            .runs;
-        if done(&runs) {
-            return runs;
-        }
-        assert!(Instant::now() < deadline, "schedule {name}: runs {runs:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Stores a new schedule.
