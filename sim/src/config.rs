@@ -100,6 +100,7 @@ fn default_quotas() -> Vec<Quota> {
         q("ssm", "ListCommands", 10.0, 20.0),
         q("ssm", "CancelCommand", 10.0, 20.0),
         q("ssm", "DescribeInstanceInformation", 10.0, 20.0),
+        q("ssm", "DescribeInstancePatchStates", 10.0, 20.0),
         q("ssm", "GetDocument", 10.0, 20.0),
         q("ec2", "*", 20.0, 100.0),
         q("sts", "AssumeRole", 50.0, 100.0),

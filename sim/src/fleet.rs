@@ -14,6 +14,7 @@
 //! | `muster-sim:hang` = `true` | the command never ends by itself (execution timeout) |
 //! | `muster-sim:stuck` = `true` | the agent is lost once the command starts: it stays InProgress for good; neither its timeouts nor CancelCommand reach it |
 //! | `muster-sim:reboot` = `true` | the command reboots the instance halfway and then finishes |
+//! | `muster-sim:missing-patches` = N | AWS-RunPatchBaseline finds N patches missing (default 0): a Scan reports them, an Install installs them (or, with `exit-code` set, fails them) |
 //! | `muster-sim:reboot-exit` = 194 or 3010 | the step first exits 194 (Linux, macOS) or 3010 (Windows): the agent reboots the instance, then runs the step again, as the SSM agent handles those codes. In real mode a script's own exit 194 (3010 under PowerShell) does the same |
 
 use std::collections::HashMap;
@@ -60,6 +61,8 @@ pub struct Behaviour {
     /// The step first exits this code (194 or 3010): the agent reboots the
     /// instance, then runs the step again.
     pub reboot_exit: Option<i32>,
+    /// Patches the patch baseline finds missing before any install.
+    pub missing_patches: u32,
 }
 
 impl Behaviour {
@@ -101,6 +104,7 @@ impl Behaviour {
             reboot_exit: tag("reboot-exit")
                 .and_then(|v| v.parse().ok())
                 .filter(|code| [194, 3010].contains(code)),
+            missing_patches: tag("missing-patches").and_then(|v| v.parse().ok()).unwrap_or(0),
         }
     }
 }

@@ -15,6 +15,7 @@ use tokio_util::time::DelayQueue;
 
 use super::documents::{Platform, Schema};
 use super::model::{Command, Done, InvState, Invocation, StepResult};
+use super::patches::{self, PatchState, Patches};
 use super::{Ssm, output, real};
 use crate::config::ExecMode;
 use crate::fleet::AgentState;
@@ -200,6 +201,15 @@ impl Ssm {
     /// Changes one invocation under the lock; emits Run Command's events
     /// for what the change did to it and to its command.
     fn with_invocation<R>(&self, key: &Key, f: impl FnOnce(&mut Command, usize) -> R) -> Option<R> {
+        self.with_invocation_and_patches(key, |command, index, _| f(command, index))
+    }
+
+    /// [`Self::with_invocation`], with Patch Manager's states at hand.
+    fn with_invocation_and_patches<R>(
+        &self,
+        key: &Key,
+        f: impl FnOnce(&mut Command, usize, &mut Patches) -> R,
+    ) -> Option<R> {
         let tunables = self.tunables();
         let watched = tunables.events.is_some();
         let (result, events) = {
@@ -207,15 +217,15 @@ impl Ssm {
             if store.epoch != key.epoch {
                 return None;
             }
-            let command = store
-                .scopes
+            let super::Store { scopes, patches, .. } = &mut *store;
+            let command = scopes
                 .get_mut(&(key.account.clone(), key.region.clone()))?
                 .get_mut(key.command)?;
             if key.invocation >= command.invocations.len() {
                 return None;
             }
             let before = watched.then(|| command.statuses());
-            let result = f(command, key.invocation);
+            let result = f(command, key.invocation, patches);
             let released = releases(command);
             let events = before.map(|b| command.changes(&key.account, &b)).unwrap_or_default();
             (result, (released, events))
@@ -246,13 +256,30 @@ impl Ssm {
 
     fn on_event(&self, key: &Key, event: Event) -> Vec<Action> {
         let tunables = self.tunables();
-        let how = How {
+        let mut how = How {
             time_scale: tunables.time_scale,
             exec_mode: tunables.exec_mode,
             default_duration_ms: tunables.default_duration_ms,
             scratch: self.parts.scratch_dir.clone(),
+            patch_state: None,
         };
-        let step = self.with_invocation(key, |command, index| on_event(command, index, key, event, &how));
+        let step = self.with_invocation_and_patches(key, |command, index, patches| {
+            if event == Event::Complete && command.document.name == "AWS-RunPatchBaseline" {
+                // The run's patch state is reported as it ends, before its
+                // status shows: a caller that sees it ended sees the state.
+                let instance = (
+                    key.account.clone(),
+                    key.region.clone(),
+                    command.invocations[index].instance_id.clone(),
+                );
+                let exit_code = command.invocations[index].behaviour.exit_code;
+                how.patch_state = patches::after_run(command, index, patches.get(&instance), exit_code);
+                if let Some(state) = &how.patch_state {
+                    patches.insert(instance, state.clone());
+                }
+            }
+            on_event(command, index, key, event, &how)
+        });
         self.apply(key, step)
     }
 
@@ -324,6 +351,8 @@ struct How {
     exec_mode: ExecMode,
     default_duration_ms: u64,
     scratch: std::path::PathBuf,
+    /// The patch state the run that completes now leaves.
+    patch_state: Option<PatchState>,
 }
 
 /// What an event did: the work to do outside the lock, and the window
@@ -350,7 +379,7 @@ fn on_event(command: &mut Command, index: usize, key: &Key, event: Event, how: &
         }
         (Event::Complete, InvState::InProgress { started }) => {
             let started = *started;
-            let outcome = simulated_outcome(command, index);
+            let outcome = simulated_outcome(command, index, how.patch_state.as_ref());
             step.actions
                 .push(Action::Write(Box::new(finish(command, key, started, outcome))));
         }
@@ -499,7 +528,7 @@ fn which(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
-fn simulated_outcome(command: &Command, index: usize) -> RunOutcome {
+fn simulated_outcome(command: &Command, index: usize, patch_state: Option<&PatchState>) -> RunOutcome {
     let invocation = &command.invocations[index];
     let behaviour = &invocation.behaviour;
     let id = &invocation.instance_id;
@@ -507,16 +536,17 @@ fn simulated_outcome(command: &Command, index: usize) -> RunOutcome {
         Some(bytes) => output::filler(id, "stdout", bytes),
         None => {
             let lines = command.parameters.get("commands").map_or(0, Vec::len);
-            let mut text = match command.document.name.as_str() {
-                "AWS-RunPatchBaseline" => format!(
-                    "[muster-sim] patch baseline {} on {id}: 0 missing, 0 failed, 42 installed\n",
+            let mut text = match (command.document.name.as_str(), patch_state) {
+                (_, Some(state)) => patches::summary_line(id, state),
+                ("AWS-RunPatchBaseline", None) => format!(
+                    "[muster-sim] patch baseline {} on {id}: failed before it reported a patch state\n",
                     command
                         .parameters
                         .get("Operation")
                         .and_then(|v| v.first())
                         .map_or("Scan", String::as_str)
                 ),
-                name => format!(
+                (name, None) => format!(
                     "[muster-sim] {name} on {id} ({}): {lines} line(s), simulated\n",
                     invocation.platform.as_str()
                 ),
@@ -775,6 +805,7 @@ mod tests {
             stuck: false,
             reboot: false,
             reboot_exit: None,
+            missing_patches: 0,
         }
     }
 
@@ -821,6 +852,7 @@ mod tests {
             exec_mode: ExecMode::Simulated,
             default_duration_ms: 1_000,
             scratch: std::env::temp_dir(),
+            patch_state: None,
         }
     }
 

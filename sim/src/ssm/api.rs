@@ -707,6 +707,34 @@ pub(super) async fn describe_instance_information(ssm: &Ssm, ctx: &Ctx, request:
     Ok(json!({ "InstanceInformationList": items, "NextToken": next }))
 }
 
+/// DescribeInstancePatchStates: the patch state of each named instance
+/// that has reported one (the others are left out, as SSM leaves out
+/// instances Patch Manager has not heard from), in the order named.
+pub(super) fn describe_instance_patch_states(ssm: &Ssm, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
+    let size = max_results(request, 10, 100, 50)?;
+    let Some(ids) = strings(request, "InstanceIds") else {
+        return Err(validation(
+            "1 validation error detected: Value null at 'instanceIds' failed to satisfy constraint: Member must not be null",
+        ));
+    };
+    if ids.len() > MAX_INSTANCE_IDS {
+        return Err(validation(&format!(
+            "1 validation error detected: Value at 'instanceIds' failed to satisfy constraint: Member must have length less than or equal to {MAX_INSTANCE_IDS}"
+        )));
+    }
+    let states: Vec<Value> = {
+        let store = ssm.store.lock().expect("ssm lock");
+        ids.iter()
+            .filter_map(|id| {
+                let key = (ctx.account.clone(), ctx.region.clone(), id.clone());
+                store.patches.get(&key).map(|state| super::patches::describe(id, state))
+            })
+            .collect()
+    };
+    let (items, next) = page(states, size, string(request, "NextToken"))?;
+    Ok(json!({ "InstancePatchStates": items, "NextToken": next }))
+}
+
 /// DescribeInstanceInformation's conditions, (key, values), from either
 /// of its two filter lists (not both), checked as SSM checks them.
 fn information_filters(request: &Value) -> Result<Vec<(String, Vec<String>)>, ApiError> {

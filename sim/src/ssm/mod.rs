@@ -10,6 +10,7 @@ mod api;
 pub mod documents;
 mod model;
 pub mod output;
+mod patches;
 mod registry;
 
 use std::collections::HashMap;
@@ -50,6 +51,8 @@ struct Store {
     reboots: HashMap<(String, String), (Instant, Instant)>,
     /// Customers' documents.
     documents: registry::Registry,
+    /// Patch Manager's state of each instance AWS-RunPatchBaseline ran on.
+    patches: patches::Patches,
 }
 
 /// What SSM shares with the rest of the sim, handed over when the sim is
@@ -130,6 +133,7 @@ impl Ssm {
                 registry::share(&mut self.store.lock().expect("ssm lock").documents, ctx, &request)
             }
             "DescribeInstanceInformation" => api::describe_instance_information(self, ctx, &request).await,
+            "DescribeInstancePatchStates" => api::describe_instance_patch_states(self, ctx, &request),
             other => Err(ApiError::new(
                 "UnknownOperationException",
                 &format!("muster-sim does not implement SSM {other}"),

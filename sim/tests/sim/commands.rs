@@ -350,18 +350,8 @@ async fn patch_baseline_reports_each_step_and_windows_runs_powershell() {
     let w = World::new().await;
     let ssm = aws_sdk_ssm::Client::new(&w.exec("alpha").await);
     let win = w.ids("alpha", "win");
-    let command_id = ssm
-        .send_command()
-        .document_name("AWS-RunPatchBaseline")
-        .set_instance_ids(Some(win.clone()))
-        .parameters("Operation", vec!["Scan".to_owned()])
-        .send()
-        .await
-        .expect("SendCommand")
-        .command
-        .and_then(|c| c.command_id)
-        .unwrap();
-    let done = wait_terminal(&ssm, &command_id, 1).await;
+    let done = patch(&ssm, &win, "Scan", "RebootIfNeeded").await;
+    let command_id = done[0].command_id().unwrap().to_owned();
     let plugins = done[0].command_plugins();
     let names: Vec<&str> = plugins.iter().filter_map(|p| p.name()).collect();
     assert_eq!(names, ["PatchWindows", "PatchLinux", "PatchMacOS"]);
@@ -389,6 +379,103 @@ async fn patch_baseline_reports_each_step_and_windows_runs_powershell() {
         .await
         .expect("one step's detail");
     assert!(step.standard_output_content().unwrap_or_default().contains("0 missing"));
+}
+
+/// AWS-RunPatchBaseline with `Operation` and `RebootOption` on `ids`, to
+/// its end.
+async fn patch(ssm: &aws_sdk_ssm::Client, ids: &[String], operation: &str, reboot: &str) -> Vec<CommandInvocation> {
+    let command_id = ssm
+        .send_command()
+        .document_name("AWS-RunPatchBaseline")
+        .set_instance_ids(Some(ids.to_vec()))
+        .parameters("Operation", vec![operation.to_owned()])
+        .parameters("RebootOption", vec![reboot.to_owned()])
+        .send()
+        .await
+        .expect("SendCommand")
+        .command
+        .and_then(|c| c.command_id)
+        .unwrap();
+    wait_terminal(ssm, &command_id, ids.len()).await
+}
+
+/// (operation, missing, failed, installed, pending reboot) of each of
+/// `ids` that has a patch state, in the order asked.
+async fn patch_states(ssm: &aws_sdk_ssm::Client, ids: &[String]) -> Vec<(String, i32, i32, i32, i32)> {
+    let answer = ssm
+        .describe_instance_patch_states()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .expect("DescribeInstancePatchStates");
+    answer
+        .instance_patch_states()
+        .iter()
+        .map(|s| {
+            (
+                s.operation().as_str().to_owned(),
+                s.missing_count(),
+                s.failed_count(),
+                s.installed_count(),
+                s.installed_pending_reboot_count().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_baseline_leaves_a_patch_state_that_scans_report_and_installs_change() {
+    let w = World::new().await;
+    let ssm = aws_sdk_ssm::Client::new(&w.exec("alpha").await);
+    let behind = w.ids("alpha", "behind");
+    let broken = w.ids("alpha", "broken");
+    let both = [behind.clone(), broken.clone()].concat();
+    assert!(patch_states(&ssm, &both).await.is_empty(), "no patch run yet, no state");
+
+    let scanned = patch(&ssm, &both, "Scan", "NoReboot").await;
+    assert!(
+        scanned
+            .iter()
+            .any(|i| i.status() == Some(&CommandInvocationStatus::Failed))
+    );
+    // The failed scan reported nothing; the other found 3 missing.
+    assert_eq!(patch_states(&ssm, &both).await, [("Scan".to_owned(), 3, 0, 42, 0)]);
+
+    let installed = patch(&ssm, &both, "Install", "NoReboot").await;
+    let output = installed
+        .iter()
+        .find(|i| i.instance_id() == Some(behind[0].as_str()))
+        .and_then(|i| i.command_plugins().iter().find(|p| p.name() == Some("PatchLinux")))
+        .and_then(|p| p.output())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        output.contains("Install on") && output.contains("0 missing, 0 failed, 45 installed, 3 pending reboot"),
+        "{output}"
+    );
+    assert_eq!(
+        patch_states(&ssm, &both).await,
+        [
+            ("Install".to_owned(), 0, 0, 45, 3),
+            // The install failed its 2 patches.
+            ("Install".to_owned(), 0, 2, 42, 0),
+        ]
+    );
+    // A scan after the install finds nothing missing; pending stays until
+    // an install with RebootIfNeeded reboots it.
+    patch(&ssm, &behind, "Scan", "NoReboot").await;
+    assert_eq!(patch_states(&ssm, &behind).await, [("Scan".to_owned(), 0, 0, 45, 3)]);
+    patch(&ssm, &behind, "Install", "RebootIfNeeded").await;
+    assert_eq!(patch_states(&ssm, &behind).await, [("Install".to_owned(), 0, 0, 45, 0)]);
+
+    let too_many: Vec<String> = (0..51).map(|i| format!("i-{i:017x}")).collect();
+    let refused = ssm
+        .describe_instance_patch_states()
+        .set_instance_ids(Some(too_many))
+        .send()
+        .await
+        .expect_err("at most 50 instance ids");
+    assert_eq!(refused.code(), Some("ValidationException"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

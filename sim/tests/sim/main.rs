@@ -73,6 +73,14 @@ regions = ["us-east-1"]
   count = 1
   name = "fail"
   tags = { Role = "fail", "muster-sim:exit-code" = "7", "muster-sim:duration" = "0.2" }
+  [[accounts.instances]]
+  count = 1
+  name = "behind"
+  tags = { Role = "behind", "muster-sim:missing-patches" = "3", "muster-sim:duration" = "0.2" }
+  [[accounts.instances]]
+  count = 1
+  name = "broken"
+  tags = { Role = "broken", "muster-sim:missing-patches" = "2", "muster-sim:exit-code" = "1", "muster-sim:duration" = "0.2" }
 
 [[accounts]]
 name = "beta"
@@ -221,7 +229,7 @@ async fn seeding_twice_creates_nothing_new() {
         v
     };
     assert_eq!(ids(&w.fleet), ids(&again));
-    assert_eq!(ids(&again).len(), 13);
+    assert_eq!(ids(&again).len(), 15);
     let accounts = |state: &FleetState| state.accounts.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
     assert_eq!(accounts(&w.fleet), accounts(&again));
     // Listing back through EC2 shows exactly the fleet.
@@ -235,7 +243,7 @@ async fn seeding_twice_creates_nothing_new() {
         .iter()
         .map(|r| r.instances().len())
         .sum();
-    assert_eq!(listed, 10);
+    assert_eq!(listed, 12);
     assert!(w.fleet.ous.contains_key("Work"));
 }
 
