@@ -503,6 +503,10 @@ pub struct ResultsArgs {
     /// it (with that campaign's id), instead of the campaign's own results.
     #[arg(long)]
     pub follow_reruns: bool,
+    /// Only targets whose patch run left them non-compliant (patches
+    /// missing, failed or waiting for a reboot).
+    #[arg(long, conflicts_with = "instance")]
+    pub non_compliant: bool,
 }
 
 /// `muster submit`.

@@ -121,6 +121,22 @@ pub fn record(campaign: &CampaignRow, target: &Target) -> Value {
         })).collect::<Vec<_>>(),
         "rerun_of": campaign.rerun_of,
         "stage": target.stage,
+        "patch_state": target.patch_state.as_ref().map(|p| json!({
+            "operation": p.operation,
+            "operation_end_time": rfc3339(&p.operation_end_time),
+            "installed": p.installed,
+            "installed_other": p.installed_other,
+            "installed_pending_reboot": p.installed_pending_reboot,
+            "installed_rejected": p.installed_rejected,
+            "missing": p.missing,
+            "failed": p.failed,
+            "not_applicable": p.not_applicable,
+            "critical_non_compliant": p.critical_non_compliant,
+            "security_non_compliant": p.security_non_compliant,
+            "reboot_option": p.reboot_option,
+            "baseline_id": p.baseline_id,
+            "patch_group": p.patch_group,
+        })),
     })
 }
 

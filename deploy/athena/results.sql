@@ -38,7 +38,13 @@ CREATE EXTERNAL TABLE IF NOT EXISTS muster.campaign_targets (
     stdout_truncated:boolean, stderr_truncated:boolean,
     stdout_url:string, stderr_url:string>>,
   rerun_of           string,   -- the campaign this one reruns, or empty
-  stage              string    -- its wave, in a staged campaign
+  stage              string,   -- its wave, in a staged campaign
+  patch_state struct<          -- after a patch document; null otherwise
+    operation:string, operation_end_time:string,
+    installed:int, installed_other:int, installed_pending_reboot:int,
+    installed_rejected:int, missing:int, failed:int, not_applicable:int,
+    critical_non_compliant:int, security_non_compliant:int,
+    reboot_option:string, baseline_id:string, patch_group:string>
 )
 PARTITIONED BY (dt string, campaign string)
 ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'
@@ -58,6 +64,15 @@ TBLPROPERTIES (
 -- SELECT account_id, region, instance_id, exit_code, reason
 -- FROM muster.campaign_targets
 -- WHERE dt >= '2026-11-01' AND campaign = '<campaign id>' AND status IN ('failed', 'timed_out')
+-- ORDER BY account_id, region;
+
+-- Which instances a patch run left non-compliant, and why:
+-- SELECT account_id, region, instance_id, patch_state.missing,
+--        patch_state.failed, patch_state.installed_pending_reboot
+-- FROM muster.campaign_targets
+-- WHERE dt >= '2026-11-01' AND campaign = '<campaign id>'
+--   AND patch_state.missing + patch_state.failed
+--       + patch_state.installed_pending_reboot + patch_state.installed_rejected > 0
 -- ORDER BY account_id, region;
 
 -- muster.command_output: the raw lines SSM wrote to the output bucket, at

@@ -65,3 +65,42 @@ pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
         get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
     )
 }
+
+/// The columns of the Athena table `muster.campaign_targets` that
+/// `deploy/cloudformation/hub.yaml` creates, as its template says.
+pub fn athena_table() -> Vec<serde_json::Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cloudformation/hub.yaml");
+    let table = muster_sim::cfn::Template::load(&path)
+        .expect("hub.yaml")
+        .with_params([(
+            "AWS::AccountId".to_owned(),
+            muster_sim::cfn::Param::Str("123456789012".into()),
+        )])
+        .properties("CampaignTargetsTable", "AWS::Glue::Table")
+        .expect("the campaign_targets table");
+    table["TableInput"]["StorageDescriptor"]["Columns"]
+        .as_array()
+        .expect("its columns")
+        .clone()
+}
+
+/// The fields of `column`, a struct (or an array of structs) of `columns`.
+pub fn struct_fields(columns: &[serde_json::Value], column: &str) -> std::collections::BTreeSet<String> {
+    let kind = columns
+        .iter()
+        .find(|c| c["Name"] == column)
+        .unwrap_or_else(|| panic!("no column {column}"))["Type"]
+        .as_str()
+        .expect("a type")
+        .trim();
+    let kind = kind
+        .strip_prefix("array<")
+        .and_then(|s| s.strip_suffix('>'))
+        .unwrap_or(kind);
+    kind.strip_prefix("struct<")
+        .and_then(|s| s.strip_suffix('>'))
+        .unwrap_or_else(|| panic!("{column} is not a struct: {kind}"))
+        .split(',')
+        .map(|f| f.split(':').next().unwrap_or_default().to_owned())
+        .collect()
+}

@@ -9,7 +9,7 @@ use muster_proto::v1::{
     ResumeCampaignRequest, Stage, StageGate, StagePhase, Target, TargetStatus,
 };
 use muster_tests::checks::assert_ran_once;
-use muster_tests::client::{assert_counters_add_up, script_spec, submit, targets, wait_done};
+use muster_tests::client::{assert_counters_add_up, script_spec, submit, targets, wait_done, wait_for};
 use muster_tests::fleets;
 use muster_tests::procs::{System, SystemOptions, output_of};
 
@@ -652,7 +652,8 @@ async fn a_campaign_the_policy_names_waits_for_a_second_principal_to_approve_it(
 
 /// Three Linux instances that reboot halfway through their patch, two that
 /// exit 194 and two Windows ones that exit 3010 (the agent reboots, then
-/// runs the step again), and one whose every command fails.
+/// runs the step again), and one whose every command fails; the Linux ones
+/// with patches missing.
 const PATCH_FLEET: &str = r#"
 name = "patch"
 external_id = "ext-patch"
@@ -664,17 +665,17 @@ name = "only"
 regions = ["us-east-1"]
   [[accounts.instances]]
   count = 3
-  tags = { Role = "web", "muster-sim:duration" = "2", "muster-sim:reboot" = "true" }
+  tags = { Role = "web", "muster-sim:duration" = "2", "muster-sim:reboot" = "true", "muster-sim:missing-patches" = "4" }
   [[accounts.instances]]
   count = 2
-  tags = { Role = "web", "muster-sim:duration" = "1", "muster-sim:reboot-exit" = "194" }
+  tags = { Role = "web", "muster-sim:duration" = "1", "muster-sim:reboot-exit" = "194", "muster-sim:missing-patches" = "2" }
   [[accounts.instances]]
   count = 2
   platform = "windows"
   tags = { Role = "win", "muster-sim:duration" = "1", "muster-sim:reboot-exit" = "3010" }
   [[accounts.instances]]
   count = 1
-  tags = { Role = "broken", "muster-sim:duration" = "1", "muster-sim:exit-code" = "1" }
+  tags = { Role = "broken", "muster-sim:duration" = "1", "muster-sim:exit-code" = "1", "muster-sim:missing-patches" = "5" }
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -702,7 +703,9 @@ async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_res
         delivery_timeout_seconds: 0,
     };
     spec.command = Some(patch(&[("Operation", "Scan")]));
-    spec.then = vec![patch(&[("Operation", "Install"), ("RebootOption", "RebootIfNeeded")])];
+    // NoReboot: the reboots here are the instances' own (scripted); what
+    // the install adds waits for the next one.
+    spec.then = vec![patch(&[("Operation", "Install"), ("RebootOption", "NoReboot")])];
     let id = submit(&mut system.client, spec).await;
     let shown = muster_tests::client::get(&mut system.client, &id).await;
     assert_eq!(
@@ -777,4 +780,77 @@ async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_res
     // than cancelling at a script's hour) in every batch.
     let reads = system.sb.count("ssm", "GetDocument", "ok");
     assert_eq!(reads, 1, "GetDocument calls");
+
+    // Each instance's patch state, as the install left it: what was missing
+    // is installed and waits for a reboot. The instance whose scan failed
+    // reported none.
+    let states: BTreeMap<(u32, u32), usize> = patched.iter().fold(BTreeMap::new(), |mut by, t| {
+        let state = t
+            .patch_state
+            .as_ref()
+            .unwrap_or_else(|| panic!("no patch state: {t:?}"));
+        assert_eq!(
+            (
+                state.operation.as_str(),
+                state.reboot_option.as_str(),
+                state.missing,
+                state.failed
+            ),
+            ("Install", "NoReboot", 0, 0),
+            "{t:?}"
+        );
+        assert_eq!(state.compliant(), state.installed_pending_reboot == 0, "{state:?}");
+        *by.entry((state.installed, state.installed_pending_reboot)).or_default() += 1;
+        by
+    });
+    assert_eq!(
+        states,
+        BTreeMap::from([((42, 0), 2), ((44, 2), 2), ((46, 4), 3)]),
+        "42 installed before, plus what was missing, pending a reboot"
+    );
+    assert_eq!(broken.patch_state, None, "{broken:?}");
+    assert!(
+        system.sb.count("ssm", "DescribeInstancePatchStates", "ok") >= 2,
+        "after the scan and the install"
+    );
+
+    // The CLI: the instances left non-compliant, and the sum.
+    let mut command = system.cli_with_token(&system.creds.submit_token);
+    command.args(["results", &id, "--non-compliant"]);
+    let (code, stdout, stderr) = output_of(command).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(
+        (
+            stdout.matches("4 pending reboot").count(),
+            stdout.matches("2 pending reboot").count()
+        ),
+        (3, 2),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("compliant"), "only the non-compliant: {stdout}");
+    assert!(
+        stderr.contains("patch state of 7 instances: 2 compliant; 5 waiting for a reboot (16 patches)")
+            && stderr.contains("5 targets;"),
+        "{stderr}"
+    );
+
+    // The export carries it, in the shape of the Athena table's struct.
+    let exported = wait_for(&mut system.client, &id, Duration::from_secs(30), "the export", |c| {
+        c.export.as_ref().is_some_and(|e| !e.url.is_empty())
+    })
+    .await;
+    let text = muster_tests::client::export_text(&system.sb.hub_config(EAST), &exported.export.unwrap().url).await;
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let columns = muster_tests::checks::athena_table();
+    let fields = muster_tests::checks::struct_fields(&columns, "patch_state");
+    assert_eq!(
+        lines.iter().filter(|l| l["patch_state"].is_null()).count(),
+        1,
+        "the broken one"
+    );
+    for line in lines.iter().filter(|l| !l["patch_state"].is_null()) {
+        let keys: BTreeSet<String> = line["patch_state"].as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, fields, "export keys vs the patch_state struct of the table");
+        assert_eq!(line["patch_state"]["missing"], 0);
+    }
 }

@@ -27,6 +27,8 @@ pub enum Api {
     CancelCommand,
     /// SSM GetDocument: how long a document's commands may run.
     GetDocument,
+    /// SSM DescribeInstancePatchStates: what a patch document's run left.
+    DescribeInstancePatchStates,
     /// S3 GetObject: full output.
     GetObject,
     /// CloudWatch Logs GetLogEvents: full output.
@@ -35,7 +37,7 @@ pub enum Api {
 
 impl Api {
     /// Every API, in order.
-    pub const ALL: [Api; 12] = [
+    pub const ALL: [Api; 13] = [
         Api::AssumeRole,
         Api::DescribeRegions,
         Api::DescribeInstances,
@@ -46,6 +48,7 @@ impl Api {
         Api::GetCommandInvocation,
         Api::CancelCommand,
         Api::GetDocument,
+        Api::DescribeInstancePatchStates,
         Api::GetObject,
         Api::GetLogEvents,
     ];
@@ -63,6 +66,7 @@ impl Api {
             Api::GetCommandInvocation => "GetCommandInvocation",
             Api::CancelCommand => "CancelCommand",
             Api::GetDocument => "GetDocument",
+            Api::DescribeInstancePatchStates => "DescribeInstancePatchStates",
             Api::GetObject => "GetObject",
             Api::GetLogEvents => "GetLogEvents",
         }
@@ -87,7 +91,8 @@ impl Api {
             | Api::ListCommandInvocations
             | Api::GetCommandInvocation
             | Api::CancelCommand
-            | Api::GetDocument => "SSM",
+            | Api::GetDocument
+            | Api::DescribeInstancePatchStates => "SSM",
             Api::GetObject => "S3",
             Api::GetLogEvents => "CloudWatch Logs",
         }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::types::{CloudWatchOutputConfig, CommandFilter, CommandFilterKey};
 use muster_proto::v1::{
-    ExecuteSpec, ReportDispatchRequest, StepOutput, TargetResult, TargetStatus, Task, TaskKind, TimeoutKind,
+    ExecuteSpec, PatchState, ReportDispatchRequest, StepOutput, TargetResult, TargetStatus, Task, TaskKind, TimeoutKind,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -23,10 +23,9 @@ use crate::api::Api;
 use crate::cadence::{Cadence, Fallback};
 use crate::controller::ControllerError;
 use crate::lease::{LeaseHandle, LeaseState};
-use crate::output;
 use crate::reporter::{self, Ack};
 use crate::scope_clients::{CallError, Guard, ScopeClients, Unsent};
-use crate::{Context, TaskError, trace};
+use crate::{Context, TaskError, output, patch_states, trace};
 
 /// Unanswered SendCommands one attempt looks up and tries again after; past
 /// this the task fails (retryable) and the next attempt looks once more.
@@ -58,12 +57,16 @@ struct Sequence {
     commands: usize,
     /// The one running now, from 0.
     step: usize,
-    /// What the instances that passed earlier commands ran, and when they
-    /// started.
-    held: HashMap<String, (Option<prost_types::Timestamp>, Vec<StepOutput>)>,
+    /// What the instances that passed earlier commands ran, when they
+    /// started, and the patch state the latest patch run left.
+    held: HashMap<String, Held>,
     /// Instances that passed the running command.
     passed: BTreeSet<String>,
 }
+
+/// What an instance brings from the earlier commands of a sequence: when
+/// it started, its steps, the patch state of its latest patch run.
+type Held = (Option<prost_types::Timestamp>, Vec<StepOutput>, Option<PatchState>);
 
 impl Sequence {
     fn new(commands: usize) -> Self {
@@ -86,14 +89,18 @@ impl Sequence {
             }
         }
         let id = result.instance_id.clone();
-        let (started, mut steps) = self.held.remove(&id).unwrap_or_default();
+        let (started, mut steps, patch_state) = self.held.remove(&id).unwrap_or_default();
         steps.append(&mut result.steps);
         result.steps = steps;
         if started.is_some() {
             result.started_at = started;
         }
+        if result.patch_state.is_none() {
+            result.patch_state = patch_state;
+        }
         if self.step + 1 < self.commands && result.status == TargetStatus::Success as i32 {
-            self.held.insert(id.clone(), (result.started_at, result.steps));
+            self.held
+                .insert(id.clone(), (result.started_at, result.steps, result.patch_state));
             self.passed.insert(id);
             return None;
         }
@@ -654,6 +661,7 @@ async fn report_ended(
         .await
         .map_err(TaskError::Aws)?;
     let mut longest = None;
+    let mut ended: Vec<patch_states::Ended> = Vec::new();
     for invocation in invocations {
         let id = invocation.instance_id().unwrap_or_default().to_owned();
         let status = invocation.status().map(|s| s.as_str()).unwrap_or_default();
@@ -668,6 +676,14 @@ async fn report_ended(
             longest = longest.max(Some(took));
         }
         command.pending.remove(&id);
+        ended.push((result, invocation.requested_date_time().copied()));
+    }
+    if !ended.is_empty() && muster_proto::reports_patch_state(&spec.document_name) {
+        patch_states::attach(scope, &results.lease.task.task_id, &mut ended)
+            .instrument(trace::step("read patch states", "internal"))
+            .await;
+    }
+    for (result, _) in ended {
         results.report(result);
     }
     Ok(longest)
@@ -816,6 +832,29 @@ mod tests {
         assert_eq!(done.reason, "Success");
         assert_eq!(done.started_at.unwrap().seconds, 10, "it started at the first command");
         assert!(sequence.next().is_empty());
+    }
+
+    #[test]
+    fn a_sequence_ends_with_the_patch_state_of_its_latest_patch_run() {
+        let state = |missing: u32| PatchState {
+            operation: "Scan".into(),
+            missing,
+            ..Default::default()
+        };
+        let mut sequence = Sequence::new(3);
+        let mut scanned = result("i-1", TargetStatus::Success, "PatchLinux", 10);
+        scanned.patch_state = Some(state(3));
+        assert!(sequence.take(scanned).is_none());
+        sequence.next();
+        let mut installed = result("i-1", TargetStatus::Success, "PatchLinux", 20);
+        installed.patch_state = Some(state(0));
+        assert!(sequence.take(installed).is_none());
+        sequence.next();
+        // A last command that is no patch run (a reboot) reports none.
+        let done = sequence
+            .take(result("i-1", TargetStatus::Success, "aws:runShellScript", 30))
+            .unwrap();
+        assert_eq!(done.patch_state, Some(state(0)), "the install's, not the scan's");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod executor;
 pub mod lease;
 pub mod lru_map;
 pub mod output;
+pub mod patch_states;
 pub mod reporter;
 pub mod scope_clients;
 pub mod stats;

@@ -110,6 +110,8 @@ pub async fn result_of(
         finished_at: finished.map(timestamp),
         // The reporter compresses long output where the lease says so.
         compressed_steps: Vec::new(),
+        // A patch document's run reads it after ([`crate::patch_states`]).
+        patch_state: None,
     })
 }
 

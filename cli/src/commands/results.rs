@@ -35,7 +35,19 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
         return Ok(());
     }
     let statuses = statuses(&args.statuses)?;
-    let all = all_targets(client, args, statuses, !output.is_table()).await?;
+    let mut all = all_targets(client, args, statuses, !output.is_table()).await?;
+    let mut summary = muster_proto::PatchSummary::default();
+    all.iter()
+        .filter_map(|t| t.patch_state.as_ref())
+        .for_each(|p| summary.add(p));
+    if args.non_compliant {
+        all.retain(|t| t.patch_state.as_ref().is_some_and(|p| !p.compliant()));
+        if summary.reported == 0 {
+            eprintln!(
+                "no target here has a patch state: only a patch document's run (AWS-RunPatchBaseline and its kin) reports one"
+            );
+        }
+    }
     match output {
         // The pages read, as one answer.
         Output::Json | Output::Yaml => render::print_message(
@@ -48,6 +60,9 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
         Output::Csv => print_targets_csv(&all),
         Output::Table | Output::Wide => {
             print_targets(&all, style, output == Output::Wide, args.follow_reruns);
+            if let Some(words) = summary.in_words() {
+                eprintln!("{words}");
+            }
             eprintln!(
                 "{} targets; one target's output: muster results {} --instance <id>",
                 all.len(),
@@ -182,6 +197,11 @@ fn print_targets_csv(all: &[Target]) {
             "timeout_kind",
             "started_at",
             "document_name",
+            "patch_operation",
+            "patches_installed",
+            "patches_missing",
+            "patches_failed",
+            "patches_pending_reboot",
         ],
         all.iter().map(|t| {
             vec![
@@ -201,18 +221,40 @@ fn print_targets_csv(all: &[Target]) {
                 render::time(&t.started_at),
                 t.document_name.clone(),
             ]
+            .into_iter()
+            .chain(patch_columns(t))
+            .collect()
         }),
     );
 }
 
+/// A target's patch state in the CSV's columns: empty where it has none.
+fn patch_columns(target: &Target) -> Vec<String> {
+    match &target.patch_state {
+        None => vec![String::new(); 5],
+        Some(p) => vec![
+            p.operation.clone(),
+            p.installed.to_string(),
+            p.missing.to_string(),
+            p.failed.to_string(),
+            p.installed_pending_reboot.to_string(),
+        ],
+    }
+}
+
 /// One table row per target; `wide` adds the command, document and times,
-/// `follow_reruns` the campaign each result is from.
+/// `follow_reruns` the campaign each result is from; a patch run's targets
+/// say their patch state.
 fn print_targets(all: &[Target], style: Style, wide: bool, follow_reruns: bool) {
     let mut headers = vec![
         "account", "region", "instance", "name", "platform", "status", "exit", "reason",
     ];
     if follow_reruns {
         headers.insert(0, "campaign");
+    }
+    let patched = all.iter().any(|t| t.patch_state.is_some());
+    if patched {
+        headers.push("patches");
     }
     if wide {
         headers.extend(["command", "document", "started", "finished"]);
@@ -235,6 +277,11 @@ fn print_targets(all: &[Target], style: Style, wide: bool, follow_reruns: bool) 
             Cell::new(t.exit_code.map(|c| c.to_string()).unwrap_or_default()),
             Cell::new(reason),
         ]);
+        if patched {
+            row.push(Cell::new(
+                t.patch_state.as_ref().map_or_else(|| "-".into(), |p| p.in_words()),
+            ));
+        }
         if wide {
             row.extend([
                 Cell::new(&t.command_id),
@@ -270,6 +317,9 @@ fn print_target_output(target: &Target, style: Style, output: Output) {
                 target.command_id, target.document_name
             ))
         );
+    }
+    if let Some(p) = &target.patch_state {
+        println!("patch state: {}", p.in_full());
     }
     for step in &target.steps {
         println!(

@@ -372,6 +372,9 @@ pub struct TargetRow {
     pub finished: String,
     /// Its page.
     pub href: String,
+    /// What its patch run left, in words ("compliant", "3 missing"); empty
+    /// for other commands.
+    pub patches: String,
 }
 
 impl TargetRow {
@@ -389,6 +392,7 @@ impl TargetRow {
             exit_code: target.exit_code.map(|c| c.to_string()).unwrap_or_default(),
             command_id: target.command_id.clone(),
             finished: when(target.finished_at.as_ref()),
+            patches: target.patch_state.as_ref().map(|p| p.in_words()).unwrap_or_default(),
         }
     }
 }

@@ -106,6 +106,8 @@ pub struct Reported {
     /// The result, its steps taken out into `output`.
     pub result: TargetResult,
     output: Vec<u8>,
+    /// Its patch state, encoded.
+    patch_state: Option<Vec<u8>>,
 }
 
 impl Reported {
@@ -116,6 +118,7 @@ impl Reported {
     /// which it then uses up (a report's output expanded is bounded as a
     /// plain one's is). An error names the field and the rule.
     pub fn new(mut result: TargetResult, keep: usize, budget: &mut usize) -> Result<(Self, bool), String> {
+        let patch_state = result.patch_state.as_ref().map(prost::Message::encode_to_vec);
         let frame = std::mem::take(&mut result.compressed_steps);
         if !frame.is_empty() {
             if !result.steps.is_empty() {
@@ -129,11 +132,25 @@ impl Reported {
         let clipped = muster_proto::clip_output(&mut result, keep);
         if !frame.is_empty() && !clipped {
             result.steps = Vec::new();
-            return Ok((Self { result, output: frame }, false));
+            return Ok((
+                Self {
+                    result,
+                    output: frame,
+                    patch_state,
+                },
+                false,
+            ));
         }
         // Plain, or past keep_bytes: (clipped and) compressed here.
         let output = output::encode(std::mem::take(&mut result.steps));
-        Ok((Self { result, output }, clipped))
+        Ok((
+            Self {
+                result,
+                output,
+                patch_state,
+            },
+            clipped,
+        ))
     }
 }
 
@@ -165,11 +182,20 @@ fn write_results_by_row<'r>(
     let mut update = conn.prepare_cached(
         "UPDATE targets SET status = ?5, timeout_kind = ?6, exit_code = ?7, reason = ?8,
             command_id = CASE WHEN ?9 = '' THEN command_id ELSE ?9 END,
-            ssm_status_details = ?10, steps = ?11, output_id = ?12, started_ms = ?13, finished_ms = ?14
+            ssm_status_details = ?10, steps = ?11, output_id = ?12, started_ms = ?13, finished_ms = ?14,
+            patch_state = ?15
          WHERE campaign_id = ?1 AND account_id = ?2 AND region = ?3 AND instance_id = ?4",
     )?;
     let mut written = Vec::with_capacity(results.len());
-    for &(i, Reported { result, output }) in results {
+    for &(
+        i,
+        Reported {
+            result,
+            output,
+            patch_state,
+        },
+    ) in results
+    {
         let Some(&old) = current.get(&result.instance_id) else {
             return Err(outside_task(
                 &format!("results[{i}].instance_id"),
@@ -199,7 +225,8 @@ fn write_results_by_row<'r>(
             in_row,
             output_id,
             result.started_at.as_ref().map(millis),
-            result.finished_at.as_ref().map_or(now, millis)
+            result.finished_at.as_ref().map_or(now, millis),
+            patch_state.as_deref()
         ])?;
         written.push((result, old));
     }
@@ -216,7 +243,7 @@ fn write_results_by_row<'r>(
 const IN_ROW_OUTPUT: usize = 256;
 
 /// Columns of one result in [`write_results_in_bulk`]' VALUES rows.
-const RESULT_COLUMNS: usize = 11;
+const RESULT_COLUMNS: usize = 12;
 
 /// Parameters of [`write_results_in_bulk`]'s statement before its rows.
 const BULK_HEAD: usize = 5;
@@ -228,6 +255,7 @@ fn bulk_statement(shape: usize) -> &'static str {
     let made = MADE.get_or_init(|| {
         let types: [&str; RESULT_COLUMNS] = [
             "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", "BYTEA", "BIGINT", "BIGINT", "BIGINT",
+            "BYTEA",
         ];
         let finals = final_statuses();
         (0..=ROWS_PER_STATEMENT.trailing_zeros())
@@ -237,7 +265,8 @@ fn bulk_statement(shape: usize) -> &'static str {
                     .collect::<Vec<_>>()
                     .join(", ");
                 // VALUES columns are column1, column2, ...; column11 is 1
-                // when the result counts against max_errors. `written`
+                // when the result counts against max_errors, column12 the
+                // patch state. `written`
                 // returns each target's status before (`before` is the same
                 // row, by its ctid), `moved` the counters' changes. The
                 // other controllers hear of the results from the same
@@ -250,7 +279,7 @@ fn bulk_statement(shape: usize) -> &'static str {
                           reason = v.column5,
                           command_id = CASE WHEN v.column6 = '' THEN targets.command_id ELSE v.column6 END,
                           ssm_status_details = v.column7, steps = v.column8, started_ms = v.column9,
-                          finished_ms = v.column10
+                          finished_ms = v.column10, patch_state = v.column12
                        FROM (VALUES {rows}) AS v, targets AS before
                        WHERE targets.campaign_id = ?1 AND targets.account_id = ?2 AND targets.region = ?3
                          AND targets.instance_id = v.column1 AND before.ctid = targets.ctid
@@ -307,7 +336,15 @@ fn write_results_in_bulk<'r>(
             task.id.to_value(),
             Value::Text(&payload),
         ]);
-        for &(_, Reported { result, output }) in &results[piece.rows.clone()] {
+        for &(
+            _,
+            Reported {
+                result,
+                output,
+                patch_state,
+            },
+        ) in &results[piece.rows.clone()]
+        {
             let opt = |v: Option<i64>| v.map_or(Value::Null, Value::Int);
             args.extend([
                 result.instance_id.to_value(),
@@ -321,6 +358,7 @@ fn write_results_in_bulk<'r>(
                 opt(result.started_at.as_ref().map(millis)),
                 Value::Int(result.finished_at.as_ref().map_or(now, millis)),
                 Value::Int(i64::from(counts_as_error(result))),
+                patch_state.as_deref().map_or(Value::Null, Value::Blob),
             ]);
         }
         // Rows past the piece's match no target.
@@ -542,6 +580,48 @@ mod tests {
                 "the counters add up to the rows"
             );
             assert_eq!(campaigns::get(&conn, "c1").unwrap().unwrap().errors, 2);
+        }
+
+        fn a_result_keeps_its_patch_state_and_a_duplicate_changes_it_not(conn) {
+            use muster_proto::v1::PatchState;
+            let task = dispatched(&conn, 4);
+            let state = |missing: u32| PatchState {
+                operation: "Install".into(),
+                installed: 45,
+                installed_pending_reboot: 3,
+                missing,
+                reboot_option: "NoReboot".into(),
+                baseline_id: "pb-0c10e65780EXAMPLE".into(),
+                ..Default::default()
+            };
+            let result = |id: &str, patch_state: Option<PatchState>| TargetResult {
+                instance_id: id.into(),
+                status: TargetStatus::Success as i32,
+                exit_code: Some(0),
+                patch_state,
+                ..Default::default()
+            };
+            // Results of both engines' statement shapes: one, and many.
+            let written = super::results(&conn, &task, &reported(&[result("i-1", Some(state(0))), result("i-2", None)])).unwrap();
+            assert_eq!(written.written, ["i-1", "i-2"]);
+            let again = super::results(&conn, &task, &reported(&[result("i-1", Some(state(9))), result("i-3", Some(state(1)))])).unwrap();
+            assert_eq!((again.written.len(), again.duplicates), (1, 1));
+            let listed: Vec<(String, Option<PatchState>)> = list(&conn, "c1", &TargetFilter::default(), 10, None, false)
+                .unwrap()
+                .0
+                .into_iter()
+                .map(|t| (t.instance_id, t.patch_state))
+                .collect();
+            assert_eq!(
+                listed,
+                [
+                    ("i-1".to_owned(), Some(state(0))),
+                    ("i-2".to_owned(), None),
+                    ("i-3".to_owned(), Some(state(1))),
+                    ("i-4".to_owned(), None),
+                ],
+                "each target keeps its first result's patch state, read without its output"
+            );
         }
 
         fn a_result_keeps_its_output_wherever_it_lives_and_a_listing_without_it_reads_none(conn) {

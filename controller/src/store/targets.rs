@@ -452,7 +452,8 @@ fn columns(with_output: bool) -> String {
     };
     format!(
         "campaign_id, account_id, region, instance_id, name, platform, ping, status, timeout_kind, exit_code, \
-         reason, command_id, document_name, ssm_status_details, dispatched_ms, started_ms, finished_ms, {steps}, stage"
+         reason, command_id, document_name, ssm_status_details, dispatched_ms, started_ms, finished_ms, {steps}, stage, \
+         patch_state"
     )
 }
 
@@ -499,6 +500,13 @@ fn from_row(r: &Row<'_>, names: &StageNames) -> StoreResult<Target> {
         started_at: r.get::<_, Option<i64>>(15)?.map(timestamp),
         finished_at: r.get::<_, Option<i64>>(16)?.map(timestamp),
         steps: steps.as_deref().map(super::output::decode).unwrap_or_default(),
+        patch_state: r
+            .get::<_, Option<Vec<u8>>>(19)?
+            .map(|bytes| {
+                prost::Message::decode(bytes.as_slice())
+                    .map_err(|e| StoreError::Corrupt(format!("a target's patch_state: {e}")))
+            })
+            .transpose()?,
     })
 }
 

@@ -280,29 +280,9 @@ async fn a_campaign_runs_from_submit_to_exported_results() {
 /// The columns of `muster.campaign_targets` in hub.yaml, and the fields of its
 /// `steps` struct.
 fn athena_columns() -> (BTreeSet<String>, BTreeSet<String>) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cloudformation/hub.yaml");
-    let table = muster_sim::cfn::Template::load(&path)
-        .unwrap()
-        .with_params([(
-            "AWS::AccountId".to_owned(),
-            muster_sim::cfn::Param::Str("123456789012".into()),
-        )])
-        .properties("CampaignTargetsTable", "AWS::Glue::Table")
-        .unwrap();
-    let columns = table["TableInput"]["StorageDescriptor"]["Columns"].as_array().unwrap();
+    let columns = muster_tests::checks::athena_table();
     let names = columns.iter().map(|c| c["Name"].as_str().unwrap().to_owned()).collect();
-    let steps = columns.iter().find(|c| c["Name"] == "steps").unwrap()["Type"]
-        .as_str()
-        .unwrap()
-        .trim();
-    let fields = steps
-        .strip_prefix("array<struct<")
-        .and_then(|s| s.strip_suffix(">>"))
-        .unwrap()
-        .split(',')
-        .map(|f| f.split(':').next().unwrap().to_owned())
-        .collect();
-    (names, fields)
+    (names, muster_tests::checks::struct_fields(&columns, "steps"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

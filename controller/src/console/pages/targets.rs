@@ -47,6 +47,8 @@ struct ScopePage {
     region: String,
     status: String,
     statuses: Vec<String>,
+    /// Some target reports a patch state: the table has a column for it.
+    patched: bool,
     rows: Vec<TargetRow>,
     next_href: Option<String>,
 }
@@ -106,6 +108,7 @@ pub async fn scope(
             .iter()
             .map(|s| s.short_name().replace('_', " "))
             .collect(),
+        patched: answer.targets.iter().any(|t| t.patch_state.is_some()),
         rows: answer.targets.iter().map(TargetRow::of).collect(),
         next_href,
     })
@@ -225,6 +228,10 @@ fn target_facts(t: &muster_proto::v1::Target) -> Vec<(String, String)> {
         ("Command id", t.command_id.clone()),
         ("Document", t.document_name.clone()),
         ("Stage", t.stage.clone()),
+        (
+            "Patch state",
+            t.patch_state.as_ref().map(|p| p.in_full()).unwrap_or_default(),
+        ),
         ("Sent", when(t.dispatched_at.as_ref())),
         ("Started", when(t.started_at.as_ref())),
         ("Finished", when(t.finished_at.as_ref())),
@@ -255,3 +262,57 @@ impl StepView {
 }
 
 // ---- sign-in ----
+
+#[cfg(test)]
+mod tests {
+    use muster_proto::v1::{PatchState, Target};
+
+    use super::*;
+
+    fn page(targets: &[Target]) -> String {
+        ScopePage {
+            who: None,
+            csrf: String::new(),
+            campaign_href: "/console/campaigns/c1".into(),
+            campaign_name: "patch".into(),
+            account: "111111111111".into(),
+            region: "us-east-1".into(),
+            status: String::new(),
+            statuses: Vec::new(),
+            patched: targets.iter().any(|t| t.patch_state.is_some()),
+            rows: targets.iter().map(TargetRow::of).collect(),
+            next_href: None,
+        }
+        .render()
+        .expect("the scope page renders")
+    }
+
+    #[test]
+    fn a_scope_of_a_patch_run_shows_each_targets_patch_state_and_others_have_no_such_column() {
+        let target = |id: &str, patch_state: Option<PatchState>| Target {
+            campaign_id: "c1".into(),
+            account_id: "111111111111".into(),
+            region: "us-east-1".into(),
+            instance_id: id.into(),
+            status: TargetStatus::Success as i32,
+            patch_state,
+            ..Default::default()
+        };
+        let behind = PatchState {
+            operation: "Scan".into(),
+            missing: 3,
+            ..Default::default()
+        };
+        let patched = page(&[
+            target("i-1", Some(behind)),
+            target("i-2", Some(PatchState::default())),
+            target("i-3", None),
+        ]);
+        assert!(patched.contains(r#"<th scope="col">Patches</th>"#), "{patched}");
+        assert_eq!(patched.matches(r#"<td class="patches">"#).count(), 3);
+        assert!(patched.contains(r#"<td class="patches">3 missing</td>"#), "{patched}");
+        assert!(patched.contains(r#"<td class="patches">compliant</td>"#), "{patched}");
+        let plain = page(&[target("i-1", None)]);
+        assert!(!plain.contains("Patches") && !plain.contains("patches"), "{plain}");
+    }
+}

@@ -1,0 +1,192 @@
+//! What a patch run left on an instance ([`PatchState`]), in the words
+//! every surface uses, and which documents report one.
+
+use crate::v1::PatchState;
+
+/// AWS's documents that run Patch Manager's patching, whose runs report
+/// the instance's patch state.
+pub const PATCH_DOCUMENTS: &[&str] = &[
+    "AWS-RunPatchBaseline",
+    "AWS-RunPatchBaselineWithHooks",
+    "AWS-RunPatchBaselineAssociation",
+];
+
+/// Whether a run of `document` (a name or an ARN, as a campaign names it)
+/// reports a patch state.
+pub fn reports_patch_state(document: &str) -> bool {
+    let name = document.rsplit('/').next().unwrap_or(document);
+    PATCH_DOCUMENTS.contains(&name)
+}
+
+impl PatchState {
+    /// Whether Patch Manager counts the instance compliant: nothing
+    /// missing or failed, nothing waiting for a reboot, nothing rejected
+    /// installed.
+    pub fn compliant(&self) -> bool {
+        self.missing == 0 && self.failed == 0 && self.installed_pending_reboot == 0 && self.installed_rejected == 0
+    }
+
+    /// One short phrase: "compliant", or what is wrong ("3 missing, 1
+    /// failed, 2 pending reboot").
+    pub fn in_words(&self) -> String {
+        if self.compliant() {
+            return "compliant".into();
+        }
+        [
+            (self.missing, "missing"),
+            (self.failed, "failed"),
+            (self.installed_pending_reboot, "pending reboot"),
+            (self.installed_rejected, "rejected installed"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+
+    /// [`Self::in_words`] with the operation and every count: "3 missing
+    /// after Scan (NoReboot): 42 installed, 3 missing, 0 failed, 0 pending
+    /// reboot".
+    pub fn in_full(&self) -> String {
+        format!(
+            "{} after {} ({}): {} installed, {} missing, {} failed, {} pending reboot",
+            self.in_words(),
+            self.operation,
+            self.reboot_option,
+            self.installed,
+            self.missing,
+            self.failed,
+            self.installed_pending_reboot
+        )
+    }
+}
+
+/// The patch states of a campaign's instances, summed: how many reported
+/// one, how many are compliant, and the instances (and patches) of each
+/// kind of trouble.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatchSummary {
+    /// Instances with a patch state.
+    pub reported: u64,
+    /// Of those, compliant.
+    pub compliant: u64,
+    /// Instances with missing patches, and the patches.
+    pub missing: (u64, u64),
+    /// Instances with failed patches, and the patches.
+    pub failed: (u64, u64),
+    /// Instances waiting for a reboot, and the patches.
+    pub pending_reboot: (u64, u64),
+}
+
+impl PatchSummary {
+    /// Counts one instance's state.
+    pub fn add(&mut self, state: &PatchState) {
+        self.reported += 1;
+        self.compliant += u64::from(state.compliant());
+        for (sum, n) in [
+            (&mut self.missing, state.missing),
+            (&mut self.failed, state.failed),
+            (&mut self.pending_reboot, state.installed_pending_reboot),
+        ] {
+            if n > 0 {
+                sum.0 += 1;
+                sum.1 += u64::from(n);
+            }
+        }
+    }
+
+    /// "patch state of 40 instances: 32 compliant; 6 with 14 missing
+    /// patches; 2 waiting for a reboot (5 patches)", or `None` when none
+    /// reported one.
+    pub fn in_words(&self) -> Option<String> {
+        if self.reported == 0 {
+            return None;
+        }
+        let instances = |n: u64| if n == 1 { "instance" } else { "instances" };
+        let patches = |n: u64| if n == 1 { "patch" } else { "patches" };
+        let mut words = vec![format!(
+            "patch state of {} {}: {} compliant",
+            self.reported,
+            instances(self.reported),
+            self.compliant
+        )];
+        let (n, p) = self.missing;
+        if n > 0 {
+            words.push(format!("{n} with {p} missing {}", patches(p)));
+        }
+        let (n, p) = self.failed;
+        if n > 0 {
+            words.push(format!("{n} with {p} failed {}", patches(p)));
+        }
+        let (n, p) = self.pending_reboot;
+        if n > 0 {
+            words.push(format!("{n} waiting for a reboot ({p} {})", patches(p)));
+        }
+        Some(words.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_documents_are_known_by_name_or_arn_and_others_are_not() {
+        assert!(reports_patch_state("AWS-RunPatchBaseline"));
+        assert!(reports_patch_state(
+            "arn:aws:ssm:us-east-1::document/AWS-RunPatchBaselineWithHooks"
+        ));
+        assert!(!reports_patch_state("AWS-RunShellScript"));
+        assert!(!reports_patch_state("Acme-RunPatchBaseline"));
+    }
+
+    #[test]
+    fn a_state_says_what_keeps_it_from_compliance_and_a_summary_counts_instances_and_patches() {
+        let clean = PatchState {
+            installed: 42,
+            ..Default::default()
+        };
+        let behind = PatchState {
+            missing: 3,
+            installed_pending_reboot: 2,
+            ..Default::default()
+        };
+        let broken = PatchState {
+            failed: 1,
+            ..Default::default()
+        };
+        assert_eq!(clean.in_words(), "compliant");
+        assert_eq!(behind.in_words(), "3 missing, 2 pending reboot");
+        let scanned = PatchState {
+            operation: "Scan".into(),
+            reboot_option: "NoReboot".into(),
+            ..behind.clone()
+        };
+        assert_eq!(
+            scanned.in_full(),
+            "3 missing, 2 pending reboot after Scan (NoReboot): 0 installed, 3 missing, 0 failed, 2 pending reboot"
+        );
+        assert!(!broken.compliant());
+        let mut summary = PatchSummary::default();
+        assert_eq!(summary.in_words(), None);
+        for state in [&clean, &behind, &broken, &behind] {
+            summary.add(state);
+        }
+        assert_eq!(
+            summary,
+            PatchSummary {
+                reported: 4,
+                compliant: 1,
+                missing: (2, 6),
+                failed: (1, 1),
+                pending_reboot: (2, 4),
+            }
+        );
+        assert_eq!(
+            summary.in_words().unwrap(),
+            "patch state of 4 instances: 1 compliant; 2 with 6 missing patches; 1 with 1 failed patch; \
+             2 waiting for a reboot (4 patches)"
+        );
+    }
+}
