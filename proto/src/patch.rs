@@ -1,7 +1,7 @@
 //! What a patch run left on an instance ([`PatchState`]), in the words
 //! every surface uses, and which documents report one.
 
-use crate::v1::PatchState;
+use crate::v1::{PatchCounters, PatchState};
 
 /// AWS's documents that run Patch Manager's patching, whose runs report
 /// the instance's patch state.
@@ -62,43 +62,29 @@ impl PatchState {
     }
 }
 
-/// The patch states of a campaign's instances, summed: how many reported
-/// one, how many are compliant, and the instances (and patches) of each
-/// kind of trouble.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PatchSummary {
-    /// Instances with a patch state.
-    pub reported: u64,
-    /// Of those, compliant.
-    pub compliant: u64,
-    /// Instances with missing patches, and the patches.
-    pub missing: (u64, u64),
-    /// Instances with failed patches, and the patches.
-    pub failed: (u64, u64),
-    /// Instances waiting for a reboot, and the patches.
-    pub pending_reboot: (u64, u64),
-}
-
-impl PatchSummary {
-    /// Counts one instance's state.
+impl PatchCounters {
+    /// Counts one target's state.
     pub fn add(&mut self, state: &PatchState) {
         self.reported += 1;
         self.compliant += u64::from(state.compliant());
-        for (sum, n) in [
-            (&mut self.missing, state.missing),
-            (&mut self.failed, state.failed),
-            (&mut self.pending_reboot, state.installed_pending_reboot),
+        for (targets, patches, n) in [
+            (&mut self.missing_targets, &mut self.missing_patches, state.missing),
+            (&mut self.failed_targets, &mut self.failed_patches, state.failed),
+            (
+                &mut self.pending_reboot_targets,
+                &mut self.pending_reboot_patches,
+                state.installed_pending_reboot,
+            ),
         ] {
             if n > 0 {
-                sum.0 += 1;
-                sum.1 += u64::from(n);
+                *targets += 1;
+                *patches += u64::from(n);
             }
         }
     }
 
-    /// "patch state of 40 instances: 32 compliant; 6 with 14 missing
-    /// patches; 2 waiting for a reboot (5 patches)", or `None` when none
-    /// reported one.
+    /// "32 of 40 instances compliant; 6 with 14 missing patches; 2 waiting
+    /// for a reboot (5 patches)", or `None` when none reported one.
     pub fn in_words(&self) -> Option<String> {
         if self.reported == 0 {
             return None;
@@ -106,22 +92,26 @@ impl PatchSummary {
         let instances = |n: u64| if n == 1 { "instance" } else { "instances" };
         let patches = |n: u64| if n == 1 { "patch" } else { "patches" };
         let mut words = vec![format!(
-            "patch state of {} {}: {} compliant",
+            "{} of {} {} compliant",
+            self.compliant,
             self.reported,
-            instances(self.reported),
-            self.compliant
+            instances(self.reported)
         )];
-        let (n, p) = self.missing;
-        if n > 0 {
-            words.push(format!("{n} with {p} missing {}", patches(p)));
+        if self.missing_targets > 0 {
+            let p = self.missing_patches;
+            words.push(format!("{} with {p} missing {}", self.missing_targets, patches(p)));
         }
-        let (n, p) = self.failed;
-        if n > 0 {
-            words.push(format!("{n} with {p} failed {}", patches(p)));
+        if self.failed_targets > 0 {
+            let p = self.failed_patches;
+            words.push(format!("{} with {p} failed {}", self.failed_targets, patches(p)));
         }
-        let (n, p) = self.pending_reboot;
-        if n > 0 {
-            words.push(format!("{n} waiting for a reboot ({p} {})", patches(p)));
+        if self.pending_reboot_targets > 0 {
+            let p = self.pending_reboot_patches;
+            words.push(format!(
+                "{} waiting for a reboot ({p} {})",
+                self.pending_reboot_targets,
+                patches(p)
+            ));
         }
         Some(words.join("; "))
     }
@@ -168,24 +158,27 @@ mod tests {
             "3 missing, 2 pending reboot after Scan (NoReboot): 0 installed, 3 missing, 0 failed, 2 pending reboot"
         );
         assert!(!broken.compliant());
-        let mut summary = PatchSummary::default();
+        let mut summary = PatchCounters::default();
         assert_eq!(summary.in_words(), None);
         for state in [&clean, &behind, &broken, &behind] {
             summary.add(state);
         }
         assert_eq!(
             summary,
-            PatchSummary {
+            PatchCounters {
                 reported: 4,
                 compliant: 1,
-                missing: (2, 6),
-                failed: (1, 1),
-                pending_reboot: (2, 4),
+                missing_targets: 2,
+                missing_patches: 6,
+                failed_targets: 1,
+                failed_patches: 1,
+                pending_reboot_targets: 2,
+                pending_reboot_patches: 4,
             }
         );
         assert_eq!(
             summary.in_words().unwrap(),
-            "patch state of 4 instances: 1 compliant; 2 with 6 missing patches; 1 with 1 failed patch; \
+            "1 of 4 instances compliant; 2 with 6 missing patches; 1 with 1 failed patch; \
              2 waiting for a reboot (4 patches)"
         );
     }

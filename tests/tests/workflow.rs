@@ -814,7 +814,32 @@ async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_res
         "after the scan and the install"
     );
 
-    // The CLI: the instances left non-compliant, and the sum.
+    // The campaign keeps the sum as its results come, exactly once each.
+    let mut summed = muster_proto::v1::PatchCounters::default();
+    all.iter()
+        .filter_map(|t| t.patch_state.as_ref())
+        .for_each(|p| summed.add(p));
+    assert_eq!(
+        (
+            summed.reported,
+            summed.compliant,
+            summed.pending_reboot_targets,
+            summed.pending_reboot_patches
+        ),
+        (7, 2, 5, 16)
+    );
+    let shown = muster_tests::client::get(&mut system.client, &id).await;
+    assert_eq!(shown.patch_counters, Some(summed));
+
+    // The CLI: the sum in show; the instances left non-compliant.
+    let mut command = system.cli_with_token(&system.creds.submit_token);
+    command.args(["show", &id]);
+    let (code, stdout, stderr) = output_of(command).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("  patches   2 of 7 instances compliant; 5 waiting for a reboot (16 patches)"),
+        "{stdout}"
+    );
     let mut command = system.cli_with_token(&system.creds.submit_token);
     command.args(["results", &id, "--non-compliant"]);
     let (code, stdout, stderr) = output_of(command).await;
@@ -829,7 +854,7 @@ async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_res
     );
     assert!(!stdout.contains("compliant"), "only the non-compliant: {stdout}");
     assert!(
-        stderr.contains("patch state of 7 instances: 2 compliant; 5 waiting for a reboot (16 patches)")
+        stderr.contains("patch state: 2 of 7 instances compliant; 5 waiting for a reboot (16 patches)")
             && stderr.contains("5 targets;"),
         "{stderr}"
     );

@@ -104,6 +104,9 @@ fn print_details(campaign: &Campaign, style: Style) {
     if let Some(threshold) = campaign.error_threshold {
         println!("  errors    {} (max_errors allows {threshold})", campaign.errors);
     }
+    if let Some(words) = campaign.patch_counters.as_ref().and_then(|p| p.in_words()) {
+        println!("  patches   {words}");
+    }
     println!(
         "  created   {}  by {}",
         render::time(&campaign.created_at),

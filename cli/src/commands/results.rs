@@ -36,7 +36,7 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
     }
     let statuses = statuses(&args.statuses)?;
     let mut all = all_targets(client, args, statuses, !output.is_table()).await?;
-    let mut summary = muster_proto::PatchSummary::default();
+    let mut summary = muster_proto::v1::PatchCounters::default();
     all.iter()
         .filter_map(|t| t.patch_state.as_ref())
         .for_each(|p| summary.add(p));
@@ -61,7 +61,7 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
         Output::Table | Output::Wide => {
             print_targets(&all, style, output == Output::Wide, args.follow_reruns);
             if let Some(words) = summary.in_words() {
-                eprintln!("{words}");
+                eprintln!("patch state: {words}");
             }
             eprintln!(
                 "{} targets; one target's output: muster results {} --instance <id>",

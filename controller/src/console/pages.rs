@@ -405,6 +405,9 @@ fn details(c: &Campaign) -> (Lines, Lines) {
     if !spec.then.is_empty() {
         details.push(("Then".into(), format!("{} more command(s), in order", spec.then.len())));
     }
+    if let Some(words) = c.patch_counters.as_ref().and_then(|p| p.in_words()) {
+        details.push(("Patch state".into(), words));
+    }
     if let Some(export) = &c.export {
         details.push((
             "Results export".into(),
@@ -747,6 +750,27 @@ mod tests {
         assert_eq!(names(&c), ["rerun"]);
         c.dry_run = true;
         assert!(names(&c).is_empty(), "a plan is not rerun");
+    }
+
+    #[test]
+    fn a_patch_run_says_its_patch_state_among_its_details() {
+        let mut c = Campaign::default();
+        let has = |c: &Campaign| {
+            details(c)
+                .0
+                .into_iter()
+                .find(|(k, _)| k == "Patch state")
+                .map(|(_, v)| v)
+        };
+        assert_eq!(has(&c), None);
+        c.patch_counters = Some(muster_proto::v1::PatchCounters {
+            reported: 3,
+            compliant: 2,
+            missing_targets: 1,
+            missing_patches: 4,
+            ..Default::default()
+        });
+        assert_eq!(has(&c).unwrap(), "2 of 3 instances compliant; 1 with 4 missing patches");
     }
 
     #[test]

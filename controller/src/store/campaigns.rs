@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::store::sql::{OptionalExtension as _, Row, Sql, params};
 use muster_proto::v1::{
-    Approval, Campaign, CampaignSpec, CampaignState, CampaignWindow, ResultsExport, ScopeState, ScopeSummary,
-    StagePhase, StatusCounters, TargetStatus, TaskKind,
+    Approval, Campaign, CampaignSpec, CampaignState, CampaignWindow, PatchCounters, ResultsExport, ScopeState,
+    ScopeSummary, StagePhase, StatusCounters, TargetStatus, TaskKind,
 };
 use prost::Message as _;
 
@@ -476,7 +476,48 @@ pub fn to_proto(conn: &dyn Sql, row: &CampaignRow, detail: Detail) -> StoreResul
             on_window_end: row.window.on_end().to_owned(),
             after_window: row.window.after().to_owned(),
         }),
+        // A list's lines leave it out; only patch runs have it.
+        patch_counters: if detail != Detail::Summary && runs_patches(&row.spec) {
+            patch_counters(conn, &row.id)?
+        } else {
+            None
+        },
     })
+}
+
+/// Whether a command of the campaign is a patch document.
+fn runs_patches(spec: &CampaignSpec) -> bool {
+    std::iter::once(spec.command.as_ref())
+        .chain(spec.then.iter().map(Some))
+        .flatten()
+        .any(|command| match &command.kind {
+            Some(muster_proto::v1::command::Kind::Document(d)) => muster_proto::reports_patch_state(&d.name),
+            _ => false,
+        })
+}
+
+/// The patch states its targets reported, summed; `None` before the
+/// first.
+pub fn patch_counters(conn: &dyn Sql, id: &str) -> StoreResult<Option<PatchCounters>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT reported, compliant, missing_targets, missing_patches, failed_targets, failed_patches,
+            pending_reboot_targets, pending_reboot_patches
+         FROM patch_counters WHERE campaign_id = ?1",
+    )?;
+    let mut rows = stmt.query_map([id], |r| {
+        let n = |i: usize| -> StoreResult<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
+        Ok(PatchCounters {
+            reported: n(0)?,
+            compliant: n(1)?,
+            missing_targets: n(2)?,
+            missing_patches: n(3)?,
+            failed_targets: n(4)?,
+            failed_patches: n(5)?,
+            pending_reboot_targets: n(6)?,
+            pending_reboot_patches: n(7)?,
+        })
+    })?;
+    rows.next().transpose()
 }
 
 /// The campaigns that rerun `id` directly, oldest first.

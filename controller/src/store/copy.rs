@@ -582,10 +582,13 @@ mod tests {
         VALUES (7, 't1', 1, 'worker-a', 1700000000300, NULL, '', 'worker-a@hub');
         INSERT INTO outputs (id, steps) VALUES (41, X'0a040a026f6b');
         INSERT INTO targets (campaign_id, account_id, region, instance_id, status, exit_code, task_id, command_id,
-                             steps, tags, stage, output_id)
-        VALUES ('c1', '111111111111', 'us-east-1', 'i-1', 3, -1, 't1', 'cmd-1', X'00ff10', '{"env":"prod"}', 1, NULL),
-               ('c1', '111111111111', 'us-east-1', 'i-2', 1, NULL, NULL, '', NULL, '', 0, NULL),
-               ('c1', '111111111111', 'us-east-1', 'i-3', 2, 0, 't1', 'cmd-1', NULL, '', 0, 41);
+                             steps, tags, stage, output_id, patch_state)
+        VALUES ('c1', '111111111111', 'us-east-1', 'i-1', 3, -1, 't1', 'cmd-1', X'00ff10', '{"env":"prod"}', 1, NULL,
+                NULL),
+               ('c1', '111111111111', 'us-east-1', 'i-2', 1, NULL, NULL, '', NULL, '', 0, NULL, NULL),
+               ('c1', '111111111111', 'us-east-1', 'i-3', 2, 0, 't1', 'cmd-1', NULL, '', 0, 41, X'0a0753636f6e3738');
+        INSERT INTO patch_counters (campaign_id, reported, compliant, missing_targets, missing_patches)
+        VALUES ('c1', 1, 0, 1, 3);
         INSERT INTO dispatches (task_id, command_id, instance_ids, sent_ms, attempt, adopted, step)
         VALUES ('t1', 'cmd-1', '["i-1"]', 1700000000400, 1, 1, 0);
         INSERT INTO counters (campaign_id, account_id, region, status, count)

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
-use muster_proto::v1::{TargetResult, TargetStatus, TimeoutKind};
+use muster_proto::v1::{PatchCounters, TargetResult, TargetStatus, TimeoutKind};
 
 use super::output;
 use super::records::{bump_all, millis, now_ms, terminal};
@@ -70,6 +70,7 @@ pub fn results(conn: &dyn Sql, task: &TaskRow, results: &[Reported]) -> StoreRes
     out.duplicates = (results.len() - written.len()) as u32;
     out.errors = written.iter().filter(|(r, _)| counts_as_error(r)).count() as i64;
     out.written = written.iter().map(|(r, _)| r.instance_id.clone()).collect();
+    count_patch_states(conn, &task.campaign_id, written.iter().map(|&(r, _)| r))?;
     if !counted {
         // Counter changes by status, applied once for the whole report.
         let mut deltas: BTreeMap<i32, i64> = BTreeMap::new();
@@ -84,6 +85,48 @@ pub fn results(conn: &dyn Sql, task: &TaskRow, results: &[Reported]) -> StoreRes
         }
     }
     Ok(out)
+}
+
+/// Adds the patch states of results written now to their campaign's
+/// [`PatchCounters`]: once per target, since only a target's first result
+/// is written. A report without any writes nothing.
+fn count_patch_states<'r>(
+    conn: &dyn Sql,
+    campaign: &str,
+    written: impl Iterator<Item = &'r TargetResult>,
+) -> StoreResult<()> {
+    let mut sum = PatchCounters::default();
+    written.filter_map(|r| r.patch_state.as_ref()).for_each(|p| sum.add(p));
+    if sum.reported == 0 {
+        return Ok(());
+    }
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "INSERT INTO patch_counters (campaign_id, reported, compliant, missing_targets, missing_patches,
+            failed_targets, failed_patches, pending_reboot_targets, pending_reboot_patches)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (campaign_id) DO UPDATE SET
+            reported = patch_counters.reported + excluded.reported,
+            compliant = patch_counters.compliant + excluded.compliant,
+            missing_targets = patch_counters.missing_targets + excluded.missing_targets,
+            missing_patches = patch_counters.missing_patches + excluded.missing_patches,
+            failed_targets = patch_counters.failed_targets + excluded.failed_targets,
+            failed_patches = patch_counters.failed_patches + excluded.failed_patches,
+            pending_reboot_targets = patch_counters.pending_reboot_targets + excluded.pending_reboot_targets,
+            pending_reboot_patches = patch_counters.pending_reboot_patches + excluded.pending_reboot_patches",
+    )?
+    .execute(params![
+        campaign,
+        n(sum.reported),
+        n(sum.compliant),
+        n(sum.missing_targets),
+        n(sum.missing_patches),
+        n(sum.failed_targets),
+        n(sum.failed_patches),
+        n(sum.pending_reboot_targets),
+        n(sum.pending_reboot_patches)
+    ])?;
+    Ok(())
 }
 
 fn final_status(result: &TargetResult) -> TargetStatus {
@@ -584,6 +627,7 @@ mod tests {
 
         fn a_result_keeps_its_patch_state_and_a_duplicate_changes_it_not(conn) {
             use muster_proto::v1::PatchState;
+            assert_eq!(crate::store::campaigns::patch_counters(&conn, "c1").unwrap(), None);
             let task = dispatched(&conn, 4);
             let state = |missing: u32| PatchState {
                 operation: "Install".into(),
@@ -621,6 +665,19 @@ mod tests {
                     ("i-4".to_owned(), None),
                 ],
                 "each target keeps its first result's patch state, read without its output"
+            );
+            assert_eq!(
+                crate::store::campaigns::patch_counters(&conn, "c1").unwrap(),
+                Some(PatchCounters {
+                    reported: 2,
+                    compliant: 0,
+                    missing_targets: 1,
+                    missing_patches: 1,
+                    pending_reboot_targets: 2,
+                    pending_reboot_patches: 6,
+                    ..Default::default()
+                }),
+                "the duplicate counted once, and the result without a state not at all"
             );
         }
 

@@ -1,7 +1,7 @@
 //! Retention: campaigns that ended longer ago than the configured horizon
 //! leave the store with every row they own (scopes, tasks, leases,
 //! dispatches, targets with their output (in `outputs` or in place),
-//! counters and their campaign's sums, events, its audit
+//! counters and their campaign's sums, patch counters, events, its audit
 //! trail, which the results export carries). A campaign
 //! whose results are due in the results bucket stays until they are there.
 
@@ -11,7 +11,7 @@ use super::StoreResult;
 use super::campaigns;
 
 /// The tables a campaign owns rows in, for the row-count metric.
-pub const TABLES: [&str; 11] = [
+pub const TABLES: [&str; 12] = [
     "campaigns",
     "scopes",
     "tasks",
@@ -21,6 +21,7 @@ pub const TABLES: [&str; 11] = [
     "outputs",
     "counters",
     "campaign_counters",
+    "patch_counters",
     "events",
     "audit",
 ];
@@ -66,6 +67,7 @@ pub fn prune(conn: &dyn Sql, campaign_id: &str) -> StoreResult<u64> {
         "tasks",
         "counters",
         "campaign_counters",
+        "patch_counters",
         "scopes",
         "events",
         "audit",
@@ -150,6 +152,11 @@ mod tests {
         .unwrap();
         conn.execute(
             "INSERT INTO counters (campaign_id, account_id, region, status, count) VALUES (?1, '111111111111', 'us-east-1', 2, 1)",
+            [id],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO patch_counters (campaign_id, reported, compliant) VALUES (?1, 1, 1)",
             [id],
         )
         .unwrap();
