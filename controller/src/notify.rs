@@ -311,14 +311,20 @@ fn payload(conn: &dyn Sql, event: &StateEvent) -> StoreResult<serde_json::Value>
         None => (String::new(), None, String::new()),
     };
     let c = counters.unwrap_or_default();
+    // A patch run's: where its instances stand so far.
+    let patches = campaigns::patch_counters(conn, &event.campaign_id)?;
     let at = rfc3339(event.at_ms);
     let title = if name.is_empty() {
         event.campaign_id.clone()
     } else {
         format!("{name} ({})", event.campaign_id)
     };
-    Ok(serde_json::json!({
-        "text": format!("muster campaign {title}: {} - {}", event.state, event.reason),
+    let mut text = format!("muster campaign {title}: {} - {}", event.state, event.reason);
+    if let Some(words) = patches.as_ref().and_then(|p| p.in_words()) {
+        text.push_str(&format!("; patches: {words}"));
+    }
+    let mut body = serde_json::json!({
+        "text": text,
         "muster": {
             "schema": "muster.notification.v1",
             "kind": "campaign_state",
@@ -336,7 +342,17 @@ fn payload(conn: &dyn Sql, event: &StateEvent) -> StoreResult<serde_json::Value>
                 "terminated": c.terminated, "skipped": c.skipped, "error": c.error,
             },
         },
-    }))
+    });
+    if let Some(p) = patches {
+        body["muster"]["patches"] = serde_json::json!({
+            "reported": p.reported, "compliant": p.compliant,
+            "missing_targets": p.missing_targets, "missing_patches": p.missing_patches,
+            "failed_targets": p.failed_targets, "failed_patches": p.failed_patches,
+            "pending_reboot_targets": p.pending_reboot_targets,
+            "pending_reboot_patches": p.pending_reboot_patches,
+        });
+    }
+    Ok(body)
 }
 
 /// The body for a schedule's run time that started nothing.
@@ -561,6 +577,38 @@ pub fn failures(conn: &dyn Sql) -> StoreResult<Vec<(String, i64, String, String)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    crate::store::testing::store_matrix! {
+        fn a_patch_runs_notification_says_where_its_instances_stand(conn) {
+            crate::store::testing::pending_campaign(&conn, ("111111111111", "us-east-1"), 2);
+            let event = StateEvent {
+                id: 7,
+                campaign_id: "c1".into(),
+                at_ms: 1_700_000_000_000,
+                state: "completed_with_errors".into(),
+                reason: "1 failed".into(),
+                schedule: None,
+            };
+            let plain = payload(&conn, &event).unwrap();
+            assert!(plain["muster"].get("patches").is_none(), "{plain}");
+            assert!(!plain["text"].as_str().unwrap().contains("patches"), "{plain}");
+            conn.execute(
+                "INSERT INTO patch_counters (campaign_id, reported, compliant, pending_reboot_targets, pending_reboot_patches)
+                 VALUES ('c1', 2, 1, 1, 3)",
+                (),
+            )
+            .unwrap();
+            let patched = payload(&conn, &event).unwrap();
+            assert!(
+                patched["text"].as_str().unwrap().ends_with(
+                    ": completed_with_errors - 1 failed; patches: 1 of 2 instances compliant; 1 waiting for a reboot (3 patches)"
+                ),
+                "{patched}"
+            );
+            assert_eq!(patched["muster"]["patches"]["compliant"], 1);
+            assert_eq!(patched["muster"]["patches"]["pending_reboot_patches"], 3);
+        }
+    }
 
     #[test]
     fn webhooks_are_https_or_loopback_and_named_once() {
