@@ -68,8 +68,13 @@ impl Browser {
         let chromium = tool("MUSTER_CHROMIUM", "chromium");
         let chromedriver = tool("MUSTER_CHROMEDRIVER", "chromedriver");
         let port = muster_sim::testkit::free_port();
+        let profile = tempfile::tempdir().expect("a browser profile directory");
         let driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
+            // Chromium's own temporary files (its singleton socket's
+            // directory) go with the profile: Drop kills it, and it cannot
+            // clean them up itself.
+            .env("TMPDIR", profile.path())
             // A process group of its own, which Drop ends whole.
             .process_group(0)
             .stdin(Stdio::null())
@@ -77,7 +82,6 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("{} does not start: {e}", chromedriver.display()));
-        let profile = tempfile::tempdir().expect("a browser profile directory");
         let capabilities = json!({
             "acceptInsecureCerts": true,
             "goog:chromeOptions": {
