@@ -678,12 +678,9 @@ regions = ["us-east-1"]
   tags = { Role = "broken", "muster-sim:duration" = "1", "muster-sim:exit-code" = "1", "muster-sim:missing-patches" = "5" }
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_results_under_the_documents_timeout() {
-    let mut system = System::start(PATCH_FLEET, SystemOptions::default()).await;
-    let account = system.account("only");
-    let mut spec = script_spec(&[account], &[EAST], &["unused"], &[]);
-    let patch = |parameters: &[(&str, &str)]| muster_proto::v1::Command {
+/// AWS-RunPatchBaseline with these parameters.
+fn patch_command(parameters: &[(&str, &str)]) -> muster_proto::v1::Command {
+    muster_proto::v1::Command {
         kind: Some(muster_proto::v1::command::Kind::Document(muster_proto::v1::Document {
             name: "AWS-RunPatchBaseline".into(),
             version: String::new(),
@@ -701,11 +698,56 @@ async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_res
         })),
         execution_timeout_seconds: 0,
         delivery_timeout_seconds: 0,
-    };
-    spec.command = Some(patch(&[("Operation", "Scan")]));
+    }
+}
+
+/// The patch state is read after the run and is not the run: when it
+/// cannot be read, every result is reported all the same, without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_state_that_cannot_be_read_costs_no_result() {
+    let mut system = System::start(PATCH_FLEET, SystemOptions::default()).await;
+    system.sb.tune(|t| {
+        t.faults.push(muster_sim::FaultRule::new(
+            "ssm",
+            "DescribeInstancePatchStates",
+            muster_sim::FaultKind::Error500,
+        ))
+    });
+    let account = system.account("only");
+    let mut spec = script_spec(&[account], &[EAST], &["unused"], &[]);
+    spec.command = Some(patch_command(&[("Operation", "Scan")]));
+    let id = submit(&mut system.client, spec).await;
+    let done = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
+    let all = assert_ran_once(&mut system, &id, &done).await;
+    let statuses: Vec<i32> = all.iter().map(|t| t.status).collect();
+    assert_eq!(
+        (
+            statuses.iter().filter(|&&s| s == TargetStatus::Success as i32).count(),
+            statuses.iter().filter(|&&s| s == TargetStatus::Failed as i32).count()
+        ),
+        (7, 1),
+        "every result, as the run left it"
+    );
+    assert!(all.iter().all(|t| t.patch_state.is_none()), "{all:?}");
+    assert_eq!(
+        muster_tests::client::get(&mut system.client, &id).await.patch_counters,
+        None
+    );
+    assert!(
+        system.sb.count("ssm", "DescribeInstancePatchStates", "fault") > 0,
+        "it was asked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_results_under_the_documents_timeout() {
+    let mut system = System::start(PATCH_FLEET, SystemOptions::default()).await;
+    let account = system.account("only");
+    let mut spec = script_spec(&[account], &[EAST], &["unused"], &[]);
+    spec.command = Some(patch_command(&[("Operation", "Scan")]));
     // NoReboot: the reboots here are the instances' own (scripted); what
     // the install adds waits for the next one.
-    spec.then = vec![patch(&[("Operation", "Install"), ("RebootOption", "NoReboot")])];
+    spec.then = vec![patch_command(&[("Operation", "Install"), ("RebootOption", "NoReboot")])];
     let id = submit(&mut system.client, spec).await;
     let shown = muster_tests::client::get(&mut system.client, &id).await;
     assert_eq!(
