@@ -59,6 +59,10 @@ pub struct Tunables {
     /// How long a simulated command runs when its instance has no duration
     /// tag, in simulated milliseconds.
     pub default_duration_ms: u64,
+    /// How long a patch run's patch state takes to show in
+    /// DescribeInstancePatchStates after the run ended, in real
+    /// milliseconds (0: before its status does).
+    pub patch_state_lag_ms: u64,
     /// How long instance facts and DescribeInstances answers read from moto
     /// are reused, in milliseconds. Any EC2 write made through the sim
     /// invalidates its (account, region) at once.
@@ -82,6 +86,7 @@ impl Default for Tunables {
             visibility_delay_ms: 300,
             delivery_delay_ms: 200,
             default_duration_ms: 1_000,
+            patch_state_lag_ms: 0,
             fleet_cache_ms: 60_000,
             events: None,
         }

@@ -273,7 +273,8 @@ impl Ssm {
                     command.invocations[index].instance_id.clone(),
                 );
                 let exit_code = command.invocations[index].behaviour.exit_code;
-                how.patch_state = patches::after_run(command, index, patches.get(&instance), exit_code);
+                let lag = Duration::from_millis(tunables.patch_state_lag_ms);
+                how.patch_state = patches::after_run(command, index, patches.get(&instance), exit_code, lag);
                 if let Some(state) = &how.patch_state {
                     patches.insert(instance, state.clone());
                 }

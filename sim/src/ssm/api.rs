@@ -709,7 +709,9 @@ pub(super) async fn describe_instance_information(ssm: &Ssm, ctx: &Ctx, request:
 
 /// DescribeInstancePatchStates: the patch state of each named instance
 /// that has reported one (the others are left out, as SSM leaves out
-/// instances Patch Manager has not heard from), in the order named.
+/// instances Patch Manager has not heard from), in the order named. A
+/// state younger than the tunables' lag is not shown yet: the one it
+/// replaced is, if any.
 pub(super) fn describe_instance_patch_states(ssm: &Ssm, ctx: &Ctx, request: &Value) -> Result<Value, ApiError> {
     let size = max_results(request, 10, 100, 50)?;
     let Some(ids) = strings(request, "InstanceIds") else {
@@ -727,7 +729,11 @@ pub(super) fn describe_instance_patch_states(ssm: &Ssm, ctx: &Ctx, request: &Val
         ids.iter()
             .filter_map(|id| {
                 let key = (ctx.account.clone(), ctx.region.clone(), id.clone());
-                store.patches.get(&key).map(|state| super::patches::describe(id, state))
+                store
+                    .patches
+                    .get(&key)
+                    .and_then(super::patches::PatchState::shown)
+                    .map(|state| super::patches::describe(id, state))
             })
             .collect()
     };

@@ -41,6 +41,23 @@ pub struct PatchState {
     pub started: DateTime<Utc>,
     /// When it ended.
     pub ended: DateTime<Utc>,
+    /// From when DescribeInstancePatchStates shows it (the tunables' lag
+    /// after the run).
+    pub shown_from: std::time::Instant,
+    /// The state it replaced, shown until then.
+    pub before: Option<Box<PatchState>>,
+}
+
+impl PatchState {
+    /// The state DescribeInstancePatchStates shows now: this one once its
+    /// lag has passed, else the one it replaced.
+    pub fn shown(&self) -> Option<&PatchState> {
+        if self.shown_from <= std::time::Instant::now() {
+            Some(self)
+        } else {
+            self.before.as_deref()
+        }
+    }
 }
 
 /// Patch states by (account, region, instance).
@@ -49,7 +66,13 @@ pub type Patches = HashMap<(String, String, String), PatchState>;
 /// What the run of invocation `index` of `command` (AWS-RunPatchBaseline),
 /// ending now with `exit_code`, leaves as the instance's patch state, after
 /// `prior` (none before its first run). A failed scan reports nothing.
-pub fn after_run(command: &Command, index: usize, prior: Option<&PatchState>, exit_code: i32) -> Option<PatchState> {
+pub fn after_run(
+    command: &Command,
+    index: usize,
+    prior: Option<&PatchState>,
+    exit_code: i32,
+    lag: std::time::Duration,
+) -> Option<PatchState> {
     let invocation = &command.invocations[index];
     let InvState::InProgress { started } = invocation.state else {
         return None;
@@ -72,6 +95,8 @@ pub fn after_run(command: &Command, index: usize, prior: Option<&PatchState>, ex
         failed: 0,
         started,
         ended: started,
+        shown_from: std::time::Instant::now(),
+        before: None,
     });
     // What is still to install: missing, and what the last install failed.
     let due = before.missing + before.failed;
@@ -92,6 +117,13 @@ pub fn after_run(command: &Command, index: usize, prior: Option<&PatchState>, ex
         failed,
         started,
         ended: Utc::now(),
+        shown_from: std::time::Instant::now() + lag,
+        before: prior.map(|p| {
+            Box::new(PatchState {
+                before: None,
+                ..p.clone()
+            })
+        }),
     })
 }
 
