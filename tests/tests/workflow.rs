@@ -739,6 +739,64 @@ async fn a_patch_state_that_cannot_be_read_costs_no_result() {
     );
 }
 
+/// Patch Manager may show a run's state a moment after the run's status,
+/// and until then the state of the run before: the worker takes neither
+/// that older state nor nothing, but asks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_state_that_shows_late_is_waited_for_and_an_earlier_runs_is_not_taken() {
+    let mut system = System::start(PATCH_FLEET, SystemOptions::default()).await;
+    system.sb.tune(|t| t.patch_state_lag_ms = 3_000);
+    let account = system.account("only");
+    let mut operations = Vec::new();
+    for parameters in [
+        &[("Operation", "Scan")][..],
+        &[("Operation", "Install"), ("RebootOption", "NoReboot")][..],
+    ] {
+        let mut spec = script_spec(std::slice::from_ref(&account), &[EAST], &["unused"], &[]);
+        spec.command = Some(patch_command(parameters));
+        let id = submit(&mut system.client, spec).await;
+        let done = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
+        let all = targets(&mut system.client, &id, false).await;
+        assert_counters_add_up(&done, &all);
+        let states: BTreeMap<(String, u32, u32), usize> = all
+            .iter()
+            .filter(|t| t.status == TargetStatus::Success as i32)
+            .fold(BTreeMap::new(), |mut by, t| {
+                let state = t
+                    .patch_state
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("no patch state: {t:?}"));
+                *by.entry((state.operation.clone(), state.missing, state.installed_pending_reboot))
+                    .or_default() += 1;
+                by
+            });
+        operations.push(states);
+    }
+    // Each instance got each campaign's command once.
+    let sends = system.sends_per_instance();
+    assert!(sends.len() == 8 && sends.values().all(|&n| n == 2), "{sends:?}");
+    let [scanned, installed] = &operations[..] else {
+        unreachable!("two campaigns")
+    };
+    assert_eq!(
+        scanned,
+        &BTreeMap::from([
+            (("Scan".to_owned(), 0, 0), 2),
+            (("Scan".to_owned(), 2, 0), 2),
+            (("Scan".to_owned(), 4, 0), 3)
+        ])
+    );
+    assert_eq!(
+        installed,
+        &BTreeMap::from([
+            (("Install".to_owned(), 0, 0), 2),
+            (("Install".to_owned(), 0, 2), 2),
+            (("Install".to_owned(), 0, 4), 3)
+        ]),
+        "the install's own states, not the scan's shown meanwhile"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_results_under_the_documents_timeout() {
     let mut system = System::start(PATCH_FLEET, SystemOptions::default()).await;

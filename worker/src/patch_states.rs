@@ -4,12 +4,17 @@
 //! carries its own, if it is this run's: a state whose operation ended
 //! before the command was sent is an earlier run's, and is left out.
 //!
+//! Patch Manager may show a run's state a moment after the run's status:
+//! the runs that succeeded without one are asked about again, after 2 s and
+//! 5 s, before the results go.
+//!
 //! The state tells about the run; it is not the run. A call that fails (an
 //! execution role deployed before muster asked for it, a throttle that
 //! outlasts the retries) leaves the results without it and says so in the
 //! log, and the results are reported as they are.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use aws_sdk_ssm::types::InstancePatchState;
 use muster_proto::v1::{PatchState, TargetResult};
@@ -23,30 +28,63 @@ const PER_CALL: usize = 50;
 /// A result that ended, and when its command was sent (SSM's clock).
 pub type Ended = (TargetResult, Option<aws_smithy_types::DateTime>);
 
+/// When to read again the states that runs which succeeded have not shown
+/// yet: Patch Manager may show a run's state a moment after the run's own
+/// status. Bounded, so a state that never comes delays the batch's report
+/// by their sum at most.
+const AGAIN_AFTER: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(5)];
+
 /// Sets the patch state of each of `ended` that ran and has one from this
-/// run. Returns how many got one.
+/// run; those that succeeded without one are asked again, twice at most.
+/// Returns how many got one.
 pub async fn attach(scope: &ScopeClients, task_id: &str, ended: &mut [Ended]) -> usize {
     let ran: Vec<String> = ended
         .iter()
         .filter(|(result, _)| result.exit_code.is_some())
         .map(|(result, _)| result.instance_id.clone())
         .collect();
-    let mut found: HashMap<String, InstancePatchState> = HashMap::with_capacity(ran.len());
-    for ids in ran.chunks(PER_CALL) {
-        match read(scope, ids).await {
+    let Some(mut attached) = read_into(scope, task_id, &ran, ended).await else {
+        return 0;
+    };
+    for wait in AGAIN_AFTER {
+        let awaited: Vec<String> = ended
+            .iter()
+            .filter(|(result, _)| result.exit_code == Some(0) && result.patch_state.is_none())
+            .map(|(result, _)| result.instance_id.clone())
+            .collect();
+        if awaited.is_empty() {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        match read_into(scope, task_id, &awaited, ended).await {
+            Some(more) => attached += more,
+            None => break,
+        }
+    }
+    attached
+}
+
+/// Reads the states of `ids` and sets each that is this run's on its
+/// result in `ended`: how many, or `None` when a call failed (logged).
+async fn read_into(scope: &ScopeClients, task_id: &str, ids: &[String], ended: &mut [Ended]) -> Option<usize> {
+    let mut found: HashMap<String, InstancePatchState> = HashMap::with_capacity(ids.len());
+    let mut failed = false;
+    for chunk in ids.chunks(PER_CALL) {
+        match read(scope, chunk).await {
             Ok(states) => found.extend(states.into_iter().map(|s| (s.instance_id.clone(), s))),
             Err(error) => {
+                failed = true;
                 tracing::warn!(
                     task_id,
                     %error,
-                    instances = ids.len(),
+                    instances = chunk.len(),
                     "the patch states of a patch run could not be read; its results go without them"
                 );
             }
         }
     }
     let mut attached = 0;
-    for (result, sent) in ended.iter_mut() {
+    for (result, sent) in ended.iter_mut().filter(|(result, _)| result.patch_state.is_none()) {
         let Some(state) = found.get(&result.instance_id) else {
             continue;
         };
@@ -55,7 +93,7 @@ pub async fn attach(scope: &ScopeClients, task_id: &str, ended: &mut [Ended]) ->
             attached += 1;
         }
     }
-    attached
+    (!failed).then_some(attached)
 }
 
 /// Whether a patch state whose operation ended at `end` is the run of a
