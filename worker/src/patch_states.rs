@@ -36,16 +36,15 @@ const AGAIN_AFTER: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(
 
 /// Sets the patch state of each of `ended` that ran and has one from this
 /// run; those that succeeded without one are asked again, twice at most.
-/// Returns how many got one.
-pub async fn attach(scope: &ScopeClients, task_id: &str, ended: &mut [Ended]) -> usize {
+pub async fn attach(scope: &ScopeClients, task_id: &str, ended: &mut [Ended]) {
     let ran: Vec<String> = ended
         .iter()
         .filter(|(result, _)| result.exit_code.is_some())
         .map(|(result, _)| result.instance_id.clone())
         .collect();
-    let Some(mut attached) = read_into(scope, task_id, &ran, ended).await else {
-        return 0;
-    };
+    if !read_into(scope, task_id, &ran, ended).await {
+        return;
+    }
     for wait in AGAIN_AFTER {
         let awaited: Vec<String> = ended
             .iter()
@@ -56,17 +55,15 @@ pub async fn attach(scope: &ScopeClients, task_id: &str, ended: &mut [Ended]) ->
             break;
         }
         tokio::time::sleep(wait).await;
-        match read_into(scope, task_id, &awaited, ended).await {
-            Some(more) => attached += more,
-            None => break,
+        if !read_into(scope, task_id, &awaited, ended).await {
+            break;
         }
     }
-    attached
 }
 
 /// Reads the states of `ids` and sets each that is this run's on its
-/// result in `ended`: how many, or `None` when a call failed (logged).
-async fn read_into(scope: &ScopeClients, task_id: &str, ids: &[String], ended: &mut [Ended]) -> Option<usize> {
+/// result in `ended`; false when a call failed (logged).
+async fn read_into(scope: &ScopeClients, task_id: &str, ids: &[String], ended: &mut [Ended]) -> bool {
     let mut found: HashMap<String, InstancePatchState> = HashMap::with_capacity(ids.len());
     let mut failed = false;
     for chunk in ids.chunks(PER_CALL) {
@@ -83,17 +80,15 @@ async fn read_into(scope: &ScopeClients, task_id: &str, ids: &[String], ended: &
             }
         }
     }
-    let mut attached = 0;
     for (result, sent) in ended.iter_mut().filter(|(result, _)| result.patch_state.is_none()) {
         let Some(state) = found.get(&result.instance_id) else {
             continue;
         };
         if this_run(state.operation_end_time(), sent.as_ref()) {
             result.patch_state = Some(patch_state(state));
-            attached += 1;
         }
     }
-    (!failed).then_some(attached)
+    !failed
 }
 
 /// Whether a patch state whose operation ended at `end` is the run of a
