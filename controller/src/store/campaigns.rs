@@ -487,9 +487,9 @@ pub fn to_proto(conn: &dyn Sql, row: &CampaignRow, detail: Detail) -> StoreResul
 
 /// Whether a command of the campaign is a patch document.
 fn runs_patches(spec: &CampaignSpec) -> bool {
-    std::iter::once(spec.command.as_ref())
-        .chain(spec.then.iter().map(Some))
-        .flatten()
+    spec.command
+        .iter()
+        .chain(&spec.then)
         .any(|command| match &command.kind {
             Some(muster_proto::v1::command::Kind::Document(d)) => muster_proto::reports_patch_state(&d.name),
             _ => false,

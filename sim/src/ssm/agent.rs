@@ -265,16 +265,15 @@ impl Ssm {
         };
         let step = self.with_invocation_and_patches(key, |command, index, patches| {
             if event == Event::Complete && command.document.name == "AWS-RunPatchBaseline" {
-                // The run's patch state is reported as it ends, before its
-                // status shows: a caller that sees it ended sees the state.
+                // The run's patch state is recorded as it ends, before its
+                // status shows; callers see it after the tunables' lag.
                 let instance = (
                     key.account.clone(),
                     key.region.clone(),
                     command.invocations[index].instance_id.clone(),
                 );
-                let exit_code = command.invocations[index].behaviour.exit_code;
                 let lag = Duration::from_millis(tunables.patch_state_lag_ms);
-                how.patch_state = patches::after_run(command, index, patches.get(&instance), exit_code, lag);
+                how.patch_state = patches::after_run(command, index, patches.get(&instance), lag);
                 if let Some(state) = &how.patch_state {
                     patches.insert(instance, state.clone());
                 }

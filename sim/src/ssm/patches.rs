@@ -64,16 +64,17 @@ impl PatchState {
 pub type Patches = HashMap<(String, String, String), PatchState>;
 
 /// What the run of invocation `index` of `command` (AWS-RunPatchBaseline),
-/// ending now with `exit_code`, leaves as the instance's patch state, after
-/// `prior` (none before its first run). A failed scan reports nothing.
+/// ending now with its instance's scripted exit code, leaves as the
+/// instance's patch state, after `prior` (none before its first run),
+/// shown `lag` from now. A failed scan reports nothing.
 pub fn after_run(
     command: &Command,
     index: usize,
     prior: Option<&PatchState>,
-    exit_code: i32,
     lag: std::time::Duration,
 ) -> Option<PatchState> {
     let invocation = &command.invocations[index];
+    let exit_code = invocation.behaviour.exit_code;
     let InvState::InProgress { started } = invocation.state else {
         return None;
     };

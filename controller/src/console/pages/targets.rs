@@ -261,8 +261,6 @@ impl StepView {
     }
 }
 
-// ---- sign-in ----
-
 #[cfg(test)]
 mod tests {
     use muster_proto::v1::{PatchState, Target};
