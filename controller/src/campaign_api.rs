@@ -32,7 +32,7 @@ mod access;
 mod create;
 mod paging;
 use access::{check_id, footprint_of};
-pub(crate) use create::Creation;
+pub(crate) use create::{Creation, FROM_CAMPAIGN_IN_SCHEDULE};
 use create::{rerun_spec, rerun_statuses};
 use paging::{CampaignQuery, campaign_query, target_page, within_page_bytes};
 
@@ -473,7 +473,15 @@ impl CampaignService for CampaignApi {
             .store
             .read(move |conn| {
                 let row = campaigns::get(conn, &id)?;
-                let selection = targets::rerun_selection(conn, &id, &wanted, limit)?;
+                let selection = targets::selection(
+                    conn,
+                    &id,
+                    targets::Choice {
+                        statuses: &wanted,
+                        ..Default::default()
+                    },
+                    limit,
+                )?;
                 let external_id = campaigns::submitted_external_id(conn, &id)?;
                 Ok((row, selection, external_id))
             })

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Controller;
 use crate::auth::{Auth, Principal};
-use crate::campaign_api::{CampaignApi, Creation};
+use crate::campaign_api::{CampaignApi, Creation, FROM_CAMPAIGN_IN_SCHEDULE};
 use crate::policy::Action;
 use crate::schedules::Trigger;
 use crate::store::campaigns::WindowRow;
@@ -47,6 +47,9 @@ fn validated(spec: Option<ScheduleSpec>, defaults: &crate::validate::Defaults) -
     let mut errors = crate::schedules::check(&spec, now_ms());
     if let Some(campaign) = spec.campaign.take() {
         match crate::validate::validate(campaign, defaults) {
+            Ok(campaign) if campaign.targets.as_ref().is_some_and(|t| t.from_campaign.is_some()) => {
+                errors.push(format!("campaign.{FROM_CAMPAIGN_IN_SCHEDULE}"));
+            }
             Ok(campaign) => spec.campaign = Some(campaign),
             Err(invalid) => errors.extend(invalid.0.into_iter().map(|e| format!("campaign.{e}"))),
         }
@@ -264,5 +267,47 @@ impl ScheduleService for ScheduleApi {
             cancelled_campaign_id: deleted.unwrap_or_default(),
             deleted: true,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use muster_proto::v1::{CampaignSpec, CampaignTargets, Command, Script, TargetSelector, command};
+
+    #[test]
+    fn a_schedules_campaign_takes_no_ended_campaigns_targets() {
+        let campaign = CampaignSpec {
+            targets: Some(TargetSelector {
+                from_campaign: Some(CampaignTargets {
+                    campaign_id: "0190d3c4-0000-7000-8000-000000000001".into(),
+                    non_compliant: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            command: Some(Command {
+                kind: Some(command::Kind::Script(Script {
+                    linux_lines: vec!["uptime".into()],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let spec = ScheduleSpec {
+            name: "patch".into(),
+            campaign: Some(campaign),
+            cron: "0 2 * * TUE".into(),
+            time_zone: "UTC".into(),
+            ..Default::default()
+        };
+        let defaults = crate::validate::Defaults {
+            role_name: "muster-execution".into(),
+            api_calls_per_second: 10.0,
+        };
+        let refused = validated(Some(spec), &defaults).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert_eq!(refused.message(), format!("campaign.{FROM_CAMPAIGN_IN_SCHEDULE}"));
     }
 }

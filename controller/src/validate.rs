@@ -16,6 +16,7 @@ use commands::check_command;
 use stages::check_stages;
 pub use stages::{MAX_BAKE_SECONDS, MAX_STAGES};
 use targets::check_targets;
+pub(crate) use targets::end_statuses;
 
 /// The longest role session AWS grants when it is assumed from another
 /// role's session (role chaining), as workers always do.
@@ -590,6 +591,53 @@ mod tests {
             errors_of(spec),
             "targets.scopes: 12000 instance ids in all; at most 10000"
         );
+    }
+
+    #[test]
+    fn an_earlier_campaigns_targets_stand_alone_beside_tags_and_platforms() {
+        use muster_proto::v1::{CampaignTargets, Platform, TargetStatus};
+        let from = |id: &str, statuses: &[i32]| CampaignTargets {
+            campaign_id: id.into(),
+            statuses: statuses.to_vec(),
+            non_compliant: true,
+            follow_reruns: false,
+        };
+        let id = "0190d3c4-0000-7000-8000-000000000001";
+        let mut spec = good();
+        let targets = spec.targets.as_mut().unwrap();
+        targets.account_ids.clear();
+        targets.regions.clear();
+        targets.platforms = vec![Platform::Linux as i32];
+        let failed = TargetStatus::Failed as i32;
+        targets.from_campaign = Some(from(id, &[failed, TargetStatus::Error as i32, failed]));
+        let spec = validate(spec, &defaults()).unwrap();
+        let taken = spec.targets.unwrap().from_campaign.unwrap();
+        assert_eq!(
+            taken.statuses,
+            [failed, TargetStatus::Error as i32],
+            "sorted, once each"
+        );
+
+        let mut spec = good();
+        spec.targets.as_mut().unwrap().from_campaign = Some(from("c-1", &[TargetStatus::Running as i32, 99]));
+        let errors = errors_of(spec);
+        for expected in [
+            "targets.from_campaign.campaign_id: 'c-1' is not a campaign id (a UUID)",
+            "targets.from_campaign.statuses[0]: running is not a status a target ends in",
+            "targets.from_campaign.statuses[1]: 99 is not a target status",
+            "targets.account_ids: must be empty when targets.from_campaign names the campaign whose targets to take",
+            "targets.regions: must be empty when targets.from_campaign",
+        ] {
+            assert!(errors.contains(expected), "{expected} in {errors}");
+        }
+        assert!(!errors.contains("name at least one account id"), "{errors}");
+
+        let mut spec = good();
+        let targets = spec.targets.as_mut().unwrap();
+        targets.account_ids.clear();
+        targets.regions.clear();
+        targets.from_campaign = Some(from("", &[]));
+        assert_eq!(errors_of(spec), "targets.from_campaign.campaign_id: is required");
     }
 
     #[test]

@@ -6,8 +6,8 @@
 use muster_common::fuzz::{self, Outcome};
 use muster_controller::validate::{self, Defaults, MAX_ACCOUNTS, MAX_BATCH, MAX_REGIONS};
 use muster_proto::v1::{
-    AccessConfig, CampaignSpec, Command, Document, OutputConfig, ParameterValues, RateControl, ScopeSelector, Script,
-    Stage, TagFilter, TargetSelector, command,
+    AccessConfig, CampaignSpec, CampaignTargets, Command, Document, OutputConfig, ParameterValues, RateControl,
+    ScopeSelector, Script, Stage, TagFilter, TargetSelector, command,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -121,6 +121,23 @@ fn spec() -> impl Strategy<Value = CampaignSpec> {
                 0..3,
             ),
         ),
+        proptest::option::weighted(
+            0.1,
+            (
+                or("0190d3c4-0000-7000-8000-000000000001".to_owned(), text()),
+                vec(-1i32..14, 0..4),
+                any::<bool>(),
+                any::<bool>(),
+            )
+                .prop_map(
+                    |(campaign_id, statuses, non_compliant, follow_reruns)| CampaignTargets {
+                        campaign_id,
+                        statuses,
+                        non_compliant,
+                        follow_reruns,
+                    },
+                ),
+        ),
     )
         .prop_map(
             |(
@@ -132,6 +149,7 @@ fn spec() -> impl Strategy<Value = CampaignSpec> {
                 instance_ids,
                 platforms,
                 scopes,
+                from_campaign,
             )| {
                 TargetSelector {
                     account_ids,
@@ -142,6 +160,7 @@ fn spec() -> impl Strategy<Value = CampaignSpec> {
                     instance_ids,
                     platforms,
                     scopes,
+                    from_campaign,
                 }
             },
         );

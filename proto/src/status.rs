@@ -1,7 +1,8 @@
 //! Small facts about the API's enums that every binary needs the same way.
 
 use crate::v1::{
-    CampaignState, ScopeState, ScopeSummary, Stage, StageGate, StagePhase, StageStatus, TargetStatus, TimeoutKind,
+    CampaignState, CampaignTargets, ScopeState, ScopeSummary, Stage, StageGate, StagePhase, StageStatus, TargetStatus,
+    TimeoutKind,
 };
 
 impl TargetStatus {
@@ -215,6 +216,31 @@ fn span(seconds: u32) -> String {
     if text.is_empty() { "0s".into() } else { text }
 }
 
+impl CampaignTargets {
+    /// Which of the campaign's targets it takes, for people ("any",
+    /// "failed or error", "non-compliant", "failed and non-compliant"), to
+    /// follow "targets that are".
+    pub fn in_words(&self) -> String {
+        let statuses = self
+            .statuses
+            .iter()
+            .map(|s| TargetStatus::try_from(*s).map_or("?", TargetStatus::short_name))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let which = match (statuses.is_empty(), self.non_compliant) {
+            (true, false) => "any".into(),
+            (true, true) => "non-compliant".into(),
+            (false, false) => statuses,
+            (false, true) => format!("{statuses} and non-compliant"),
+        };
+        if self.follow_reruns {
+            format!("{which}, as its reruns left them")
+        } else {
+            which
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,5 +331,25 @@ mod tests {
             "instances SSM does not manage"
         );
         assert!(!scope(ScopeState::Failed, 0, 0, "AccessDenied").matched_nothing());
+    }
+
+    #[test]
+    fn the_targets_taken_from_a_campaign_are_said_in_words() {
+        let from = |statuses: &[TargetStatus], non_compliant, follow_reruns| CampaignTargets {
+            campaign_id: "c".into(),
+            statuses: statuses.iter().map(|s| *s as i32).collect(),
+            non_compliant,
+            follow_reruns,
+        };
+        assert_eq!(from(&[], false, false).in_words(), "any");
+        assert_eq!(from(&[], true, false).in_words(), "non-compliant");
+        assert_eq!(
+            from(&[TargetStatus::Failed, TargetStatus::Error], false, false).in_words(),
+            "failed or error"
+        );
+        assert_eq!(
+            from(&[TargetStatus::Success], true, true).in_words(),
+            "success and non-compliant, as its reruns left them"
+        );
     }
 }

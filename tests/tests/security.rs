@@ -755,6 +755,26 @@ async fn a_principal_scoped_to_one_ou_plans_submits_reads_and_cancels_only_there
         !get(&mut ci, &prod_id).await.state_reason.contains("not mine"),
         "the Prod campaign was not cancelled"
     );
+    // Nor may it take the Prod campaign's targets for one of its own.
+    let mut taking = dev_spec.clone();
+    taking.targets = Some(muster_proto::v1::TargetSelector {
+        from_campaign: Some(muster_proto::v1::CampaignTargets {
+            campaign_id: prod_id.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let status = scoped
+        .submit_campaign(SubmitCampaignRequest { spec: Some(taking) })
+        .await
+        .expect_err("take Prod's targets");
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::PermissionDenied,
+            format!("targets.from_campaign.campaign_id: {}", outside("read")).as_str()
+        )
+    );
 
     // In Dev it does all of it, and sees only its own OU's campaigns.
     scoped
@@ -867,8 +887,8 @@ async fn a_principal_scoped_to_one_ou_plans_submits_reads_and_cancels_only_there
     assert_eq!(count("dev-ops", "cancel_requested"), 1);
     assert_eq!(
         count("dev-ops", "refused"),
-        6,
-        "plan, submit, get, targets, watch, cancel"
+        7,
+        "plan, submit, get, targets, watch, cancel, from_campaign"
     );
     assert_eq!(count("dev-viewer", "refused"), 3, "output, cancel and rerun");
     // The policy written for this test is in it too, by its hash.

@@ -11,6 +11,7 @@ use crate::auth::Principal;
 use crate::expand;
 use crate::policy::{Action, Footprint};
 use crate::store::campaigns::{self, Inserted, NewCampaign};
+use crate::store::targets;
 use crate::validate;
 
 /// Why a campaign is being made: the method and action the caller's grant
@@ -75,27 +76,19 @@ pub(super) fn rerun_statuses(asked: &[i32]) -> Result<Vec<i32>, Status> {
         .map(|s| s as i32)
         .to_vec());
     }
-    let mut statuses = Vec::new();
-    for (i, status) in asked.iter().enumerate() {
-        match TargetStatus::try_from(*status) {
-            Ok(s) if s.is_terminal() => statuses.push(*status),
-            Ok(s) => {
-                return Err(validate::refused(format!(
-                    "statuses[{i}]: {} is not a status a target ends in",
-                    s.short_name()
-                )));
-            }
-            Err(_) => {
-                return Err(validate::refused(format!(
-                    "statuses[{i}]: {status} is not a target status"
-                )));
-            }
-        }
+    let errors = validate::end_statuses("statuses", asked);
+    if !errors.is_empty() {
+        return Err(validate::invalid_argument(&errors, ""));
     }
+    let mut statuses = asked.to_vec();
     statuses.sort_unstable();
     statuses.dedup();
     Ok(statuses)
 }
+
+/// Why a schedule's campaign may not take an earlier campaign's targets.
+pub(crate) const FROM_CAMPAIGN_IN_SCHEDULE: &str = "targets.from_campaign: a schedule's runs choose their targets \
+    each time they start, and an ended campaign's stay as they were; target accounts, OUs and regions instead";
 
 /// A rerun's name: the one asked for, else the first campaign's with
 /// " (rerun)" (once, however many reruns deep), else "rerun of <id>".
@@ -238,6 +231,10 @@ impl CampaignApi {
             );
             status
         };
+        if window.is_some() && spec.targets.as_ref().is_some_and(|t| t.from_campaign.is_some()) {
+            return Err(validate::refused(FROM_CAMPAIGN_IN_SCHEDULE));
+        }
+        self.take_targets(method, principal, &mut spec).await?;
         let expansion = expand::expand(&self.ctl.organizations, &self.ctl.ec2, &spec).await?;
         // The caller's scope must hold all of it.
         let footprint = Footprint {
@@ -267,6 +264,85 @@ impl CampaignApi {
             approval,
             window: window.unwrap_or_default(),
         })))
+    }
+
+    /// Chooses the targets of the campaign `spec.targets.from_campaign`
+    /// names (which the caller must be able to read, and which must have
+    /// ended) as exact scopes; nothing for any other spec.
+    async fn take_targets(&self, method: &str, principal: &Principal, spec: &mut CampaignSpec) -> Result<(), Status> {
+        let Some(targets) = spec.targets.as_mut() else {
+            return Ok(());
+        };
+        let Some(from) = targets.from_campaign.clone() else {
+            return Ok(());
+        };
+        const FIELD: &str = "targets.from_campaign";
+        let id = from.campaign_id.clone();
+        let missing = || Status::not_found(format!("{FIELD}.campaign_id: no campaign {id}"));
+        let footprint = self.footprint(&id).await.map_err(|e| match e.code() {
+            tonic::Code::NotFound => missing(),
+            _ => e,
+        })?;
+        self.permit(method, principal, Action::Read, &footprint, &id)
+            .await
+            .map_err(|refused| Status::new(refused.code(), format!("{FIELD}.campaign_id: {}", refused.message())))?;
+        let limit = validate::MAX_INSTANCE_IDS;
+        let (read, statuses) = (id.clone(), from.statuses.clone());
+        let (row, selection) = self
+            .ctl
+            .store
+            .read(move |conn| {
+                let choice = targets::Choice {
+                    statuses: &statuses,
+                    non_compliant: from.non_compliant,
+                    follow_reruns: from.follow_reruns,
+                };
+                Ok((
+                    campaigns::get(conn, &read)?,
+                    targets::selection(conn, &read, choice, limit)?,
+                ))
+            })
+            .await?;
+        let row = row.ok_or_else(missing)?;
+        if row.dry_run {
+            return Err(Status::failed_precondition(format!(
+                "{FIELD}.campaign_id: {id} is a plan and ran nothing; it has no targets to take"
+            )));
+        }
+        if !row.state.is_terminal() {
+            return Err(Status::failed_precondition(format!(
+                "{FIELD}.campaign_id: {id} is {}; its targets are taken once it has ended (cancel it to end it now)",
+                row.state.short_name()
+            )));
+        }
+        let which = from.in_words();
+        let taken: usize = selection.values().map(|ids| ids.len().max(1)).sum();
+        if taken == 0 {
+            let none = if from.statuses.is_empty() && !from.non_compliant {
+                "no targets".to_owned()
+            } else {
+                format!("no target that is {which}")
+            };
+            return Err(Status::failed_precondition(format!(
+                "{FIELD}: {id} has {none}; there is nothing to run"
+            )));
+        }
+        if taken > limit {
+            return Err(Status::failed_precondition(format!(
+                "{FIELD}: {id} has more than {limit} targets that are {which}, more than one campaign may name; \
+                 choose fewer (statuses, non_compliant), or target its accounts and regions"
+            )));
+        }
+        tracing::info!(from_campaign = %id, which, targets = taken, "targets taken from an earlier campaign");
+        targets.scopes = selection
+            .into_iter()
+            .map(|((account_id, region), instance_ids)| ScopeSelector {
+                account_id,
+                region,
+                instance_ids,
+            })
+            .collect();
+        Ok(())
     }
 
     /// Takes the ExternalId out of `spec` before anything is hashed, stored

@@ -147,6 +147,13 @@ pub fn targets_words(targets: Option<&TargetSelector>) -> String {
         said.push(line);
     }
     said.extend(count(t.scopes.len(), "account and region", "accounts and regions"));
+    if let Some(from) = &t.from_campaign {
+        said.push(format!(
+            "the targets of {} that are {}",
+            from.campaign_id,
+            from.in_words()
+        ));
+    }
     said.extend(count(
         t.exclude_account_ids.len(),
         "account excluded",
@@ -528,6 +535,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(targets_words(Some(&t)), "1 account and region; 1 account excluded");
+        t = TargetSelector {
+            from_campaign: Some(muster_proto::v1::CampaignTargets {
+                campaign_id: "c-1".into(),
+                non_compliant: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(targets_words(Some(&t)), "the targets of c-1 that are non-compliant");
         assert_eq!(targets_words(None), "");
         let document = Command {
             kind: Some(command::Kind::Document(muster_proto::v1::Document {

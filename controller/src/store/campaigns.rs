@@ -373,6 +373,12 @@ pub fn shown_spec(spec: &CampaignSpec) -> CampaignSpec {
     if let Some(access) = spec.access.as_mut() {
         access.external_id.clear();
     }
+    // The scopes an earlier campaign's targets were taken as are the
+    // controller's: the spec shows what was asked, and submitted again,
+    // takes them again.
+    if let Some(targets) = spec.targets.as_mut().filter(|t| t.from_campaign.is_some()) {
+        targets.scopes.clear();
+    }
     spec
 }
 

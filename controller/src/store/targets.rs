@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::store::sql::{Datum, ROWS_PER_STATEMENT, Row, Sql, ToValue, Value, params, pieces, placeholders};
-use muster_proto::v1::{DiscoveredInstance, PingStatus, Platform, ScopeState, Target, TargetStatus};
+use muster_proto::v1::{DiscoveredInstance, PatchState, PingStatus, Platform, ScopeState, Target, TargetStatus};
 
 use super::records::{bump, bump_all, now_ms, timestamp};
 use super::tasks::TaskRow;
@@ -694,34 +694,66 @@ pub fn list_latest(
     Ok((page, next))
 }
 
-/// The targets of `campaign` that ended in one of `statuses`, by scope: the
-/// instance ids of each, or none for a scope that could not be discovered
-/// (rerun whole). At most `limit` + 1 instances, so that the caller can tell
-/// a selection too large for one campaign.
-pub fn rerun_selection(
+/// Which targets of an ended campaign another one takes: a rerun, or a
+/// campaign whose targets are an earlier one's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Choice<'a> {
+    /// Only those that ended in one of these (any when empty).
+    pub statuses: &'a [i32],
+    /// Only those with a patch state that is not compliant.
+    pub non_compliant: bool,
+    /// Each target as the latest rerun of the campaign that covered it left
+    /// it.
+    pub follow_reruns: bool,
+}
+
+/// The targets of `campaign` that `choice` takes, by scope: the instance
+/// ids of each, or none for a scope that could not be discovered (taken
+/// whole). At most `limit` + 1 targets, so that the caller can tell a
+/// selection too large for one campaign.
+pub fn selection(
     conn: &dyn Sql,
     campaign: &str,
-    statuses: &[i32],
+    choice: Choice<'_>,
     limit: usize,
 ) -> StoreResult<BTreeMap<(String, String), Vec<String>>> {
-    let mut sql = "SELECT account_id, region, instance_id FROM targets WHERE campaign_id = ?1".to_owned();
-    let mut args: Vec<Value<'_>> = vec![campaign.to_value()];
-    sql.push_str(&format!(
-        " AND status IN ({}) ORDER BY account_id, region, instance_id LIMIT {}",
-        placeholders(2, statuses.len()),
-        limit + 1
-    ));
-    args.extend(statuses.iter().map(ToValue::to_value));
+    const PAGE: usize = 1_000;
+    let chain = if choice.follow_reruns {
+        super::campaigns::rerun_chain(conn, campaign)?
+    } else {
+        vec![campaign.to_owned()]
+    };
+    let filter = TargetFilter {
+        statuses: choice.statuses.to_vec(),
+        ..Default::default()
+    };
     let mut selection: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    let mut stmt = conn.prepare(&sql)?;
-    for row in stmt.query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?)))? {
-        let (account, region, instance) = row?;
-        let scope = selection.entry((account, region)).or_default();
-        if !instance.is_empty() {
-            scope.push(instance);
+    let mut taken = 0;
+    let mut cursor = None;
+    loop {
+        let (page, next) = if choice.follow_reruns {
+            list_latest(conn, &chain, &filter, PAGE, cursor, false)?
+        } else {
+            list(conn, campaign, &filter, PAGE, cursor, false)?
+        };
+        for target in page {
+            if choice.non_compliant && target.patch_state.as_ref().is_none_or(PatchState::compliant) {
+                continue;
+            }
+            taken += 1;
+            let scope = selection.entry((target.account_id, target.region)).or_default();
+            if !target.instance_id.is_empty() {
+                scope.push(target.instance_id);
+            }
+            if taken > limit {
+                return Ok(selection);
+            }
+        }
+        match next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(selection),
         }
     }
-    Ok(selection)
 }
 
 /// Every target of a campaign, for the results export (in pages, so memory
@@ -915,6 +947,75 @@ mod tests {
         }
     }
 
+    /// Gives `instance` of `campaign` a patch state with `missing` patches
+    /// missing and `pending` waiting for a reboot.
+    fn patched(conn: &dyn Sql, campaign: &str, instance: &str, missing: u32, pending: u32) {
+        let state = PatchState {
+            operation: "Scan".into(),
+            missing,
+            installed_pending_reboot: pending,
+            ..Default::default()
+        };
+        conn.execute(
+            "UPDATE targets SET patch_state = ?1 WHERE campaign_id = ?2 AND instance_id = ?3",
+            params![prost::Message::encode_to_vec(&state), campaign, instance],
+        )
+        .unwrap();
+    }
+
+    store_matrix! {
+        fn an_earlier_campaigns_targets_are_chosen_by_status_patch_state_and_its_reruns(conn) {
+            use TargetStatus::{Failed, Success};
+            campaign_of(&conn, "scan", "", &[
+                ("111", "east", "i-1", Success),
+                ("111", "east", "i-2", Success),
+                ("111", "west", "i-3", Success),
+                ("222", "east", "i-4", Failed),
+                ("222", "east", "i-5", Success),
+                ("333", "east", "", Failed),
+            ]);
+            patched(&conn, "scan", "i-1", 0, 0);
+            patched(&conn, "scan", "i-2", 3, 0);
+            patched(&conn, "scan", "i-3", 0, 2);
+            end(&conn, "scan");
+            let chosen = |choice: Choice<'_>, limit| -> Vec<String> {
+                selection(&conn, "scan", choice, limit)
+                    .unwrap()
+                    .into_iter()
+                    .flat_map(|((account, region), ids)| {
+                        if ids.is_empty() {
+                            return vec![format!("{account}/{region}")];
+                        }
+                        ids.into_iter().map(|id| format!("{account}/{region}/{id}")).collect()
+                    })
+                    .collect()
+            };
+            let non_compliant = Choice { non_compliant: true, ..Default::default() };
+            assert_eq!(
+                chosen(non_compliant, 100),
+                ["111/east/i-2", "111/west/i-3"],
+                "missing or pending a reboot; neither compliant nor without a state"
+            );
+            assert_eq!(chosen(Choice::default(), 100).len(), 6, "any: every target");
+            assert_eq!(
+                chosen(Choice { statuses: &[Failed as i32], ..Default::default() }, 100),
+                ["222/east/i-4", "333/east"],
+                "an undiscovered scope whole"
+            );
+            let failed_non_compliant = Choice { statuses: &[Failed as i32], non_compliant: true, follow_reruns: false };
+            assert!(chosen(failed_non_compliant, 100).is_empty(), "both must hold");
+            assert_eq!(chosen(Choice::default(), 2).len(), 3, "one past the limit, to tell it");
+
+            // The Install reruns i-2, which it leaves compliant.
+            campaign_of(&conn, "again", "scan", &[("111", "east", "i-2", Success)]);
+            patched(&conn, "again", "i-2", 0, 0);
+            end(&conn, "again");
+            assert_eq!(chosen(non_compliant, 100), ["111/east/i-2", "111/west/i-3"], "the campaign's own");
+            let followed = Choice { follow_reruns: true, ..non_compliant };
+            assert_eq!(chosen(followed, 100), ["111/west/i-3"], "as the rerun left them");
+        }
+    }
+
     store_matrix! {
         fn reruns_read_together_each_target_as_the_latest_left_it(conn) {
             use TargetStatus::{Error, Failed, Success};
@@ -927,7 +1028,8 @@ mod tests {
                 ("333", "east", "", Error),
             ]);
             end(&conn, "first");
-            let selection = rerun_selection(&conn, "first", &[Failed as i32, Error as i32], 100).unwrap();
+            let failures = Choice { statuses: &[Failed as i32, Error as i32], ..Default::default() };
+            let selection = selection(&conn, "first", failures, 100).unwrap();
             assert_eq!(
                 selection.into_iter().collect::<Vec<_>>(),
                 [

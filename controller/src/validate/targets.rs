@@ -1,15 +1,36 @@
 //! The targets: accounts, OUs and regions, or exact scopes, and tag filters.
 
-use muster_common::domain::{AccountId, RegionName, check_instance_id, check_ou_id};
-use muster_proto::v1::{Platform, TargetSelector};
+use muster_common::domain::{AccountId, RegionName, check_instance_id, check_ou_id, clip};
+use muster_proto::v1::{CampaignTargets, Platform, TargetSelector, TargetStatus};
 
 use super::{
     Errors, MAX_ACCOUNTS, MAX_INSTANCE_IDS, MAX_OUS, MAX_REGIONS, MAX_SCOPES, MAX_TAG_FILTERS, MAX_TAG_VALUES,
 };
 
-/// The targets: accounts x regions, or exact scopes.
+/// The targets: accounts x regions, exact scopes, or an earlier campaign's.
 pub(super) fn check_targets(targets: &mut TargetSelector, errors: &mut Errors) {
-    if !targets.scopes.is_empty() {
+    if let Some(from) = targets.from_campaign.as_mut() {
+        check_from_campaign(from, errors);
+        let beside = [
+            ("targets.account_ids", targets.account_ids.is_empty()),
+            (
+                "targets.organizational_unit_ids",
+                targets.organizational_unit_ids.is_empty(),
+            ),
+            ("targets.exclude_account_ids", targets.exclude_account_ids.is_empty()),
+            ("targets.regions", targets.regions.is_empty()),
+            ("targets.instance_ids", targets.instance_ids.is_empty()),
+            ("targets.scopes", targets.scopes.is_empty()),
+        ];
+        for (field, empty) in beside {
+            if !empty {
+                errors.add(
+                    field,
+                    "must be empty when targets.from_campaign names the campaign whose targets to take",
+                );
+            }
+        }
+    } else if !targets.scopes.is_empty() {
         check_scopes(targets, errors);
     } else if targets.account_ids.is_empty() && targets.organizational_unit_ids.is_empty() {
         errors.add(
@@ -87,6 +108,40 @@ fn each_within<T, E: std::fmt::Display>(
             errors.add(format!("{field}[{i}]"), e);
         }
     }
+}
+
+/// An earlier campaign's targets: a campaign id, and terminal statuses.
+fn check_from_campaign(from: &mut CampaignTargets, errors: &mut Errors) {
+    if from.campaign_id.is_empty() {
+        errors.add("targets.from_campaign.campaign_id", "is required");
+    } else if uuid::Uuid::parse_str(&from.campaign_id).is_err() || from.campaign_id.len() != 36 {
+        errors.add(
+            "targets.from_campaign.campaign_id",
+            format!("'{}' is not a campaign id (a UUID)", clip(&from.campaign_id)),
+        );
+    }
+    for error in end_statuses("targets.from_campaign.statuses", &from.statuses) {
+        errors.0.push(error);
+    }
+    from.statuses.sort_unstable();
+    from.statuses.dedup();
+}
+
+/// What is wrong with `statuses` as statuses a target ends in, each named
+/// by its index under `field`.
+pub(crate) fn end_statuses(field: &str, statuses: &[i32]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (i, status) in statuses.iter().enumerate() {
+        match TargetStatus::try_from(*status) {
+            Ok(s) if s.is_terminal() => {}
+            Ok(s) => errors.push(format!(
+                "{field}[{i}]: {} is not a status a target ends in",
+                s.short_name()
+            )),
+            Err(_) => errors.push(format!("{field}[{i}]: {status} is not a target status")),
+        }
+    }
+    errors
 }
 
 /// Exact scopes: alone (no accounts, OUs or regions beside them), each a
