@@ -556,6 +556,23 @@ pub struct SpecArgs {
     /// Only these platforms: linux, windows, macos.
     #[arg(long = "platform", value_delimiter = ',')]
     pub platforms: Vec<String>,
+    /// The targets of this ended campaign instead of accounts and regions
+    /// (tags and platforms still apply), chosen as the campaign is made: all
+    /// of them, or those --from-status and --non-compliant choose.
+    #[arg(long, value_name = "CAMPAIGN_ID")]
+    pub from_campaign: Option<String>,
+    /// Of --from-campaign's targets, only those that ended in this status
+    /// (failed, timed_out, success, ...); repeat or separate with commas.
+    #[arg(long = "from-status", value_delimiter = ',', value_name = "STATUS")]
+    pub from_statuses: Vec<String>,
+    /// Of --from-campaign's targets, only those its patch run left
+    /// non-compliant (patches missing, failed or waiting for a reboot).
+    #[arg(long)]
+    pub non_compliant: bool,
+    /// Of --from-campaign's targets, each as the latest rerun of it that
+    /// covered it left it (as `muster results --follow-reruns`).
+    #[arg(long)]
+    pub follow_reruns: bool,
     /// A shell line for Linux and macOS; repeat for several.
     #[arg(long = "linux")]
     pub linux: Vec<String>,

@@ -243,24 +243,40 @@ impl Written {
                 }
                 return Some(file_only(key));
             }
+            "from_campaign" => {
+                let from = file.from_campaign.unwrap_or_default();
+                let at = "targets.from_campaign";
+                return Some(match tail {
+                    [] => file_only(at.into()),
+                    [field] if field.is("campaign_id") => {
+                        scalar(format!("{at}.id"), "--from-campaign", a.from_campaign.is_some())
+                    }
+                    [field] if field.name == "statuses" => listed(
+                        format!("{at}.statuses"),
+                        ("--from-status", &a.from_statuses),
+                        from.statuses.len(),
+                        field.sub.as_ref(),
+                    ),
+                    [field] if field.is("non_compliant") => {
+                        scalar(format!("{at}.non_compliant"), "--non-compliant", a.non_compliant)
+                    }
+                    [field] if field.is("follow_reruns") => {
+                        scalar(format!("{at}.follow_reruns"), "--follow-reruns", a.follow_reruns)
+                    }
+                    [field, ..] => file_only(format!("{at}.{field}")),
+                });
+            }
             _ => return None,
         };
         if !tail.is_empty() {
             return None;
         }
-        let key = format!("targets.{key}");
-        Some(match field.sub {
-            // The file's entries come first, the flags' values after them.
-            Some(Sub::Index(i)) => Spot {
-                key: format!("{key}[{i}]"),
-                flag: Some(flag),
-                by: match i.checked_sub(in_file) {
-                    None => By::File,
-                    Some(j) => By::Flag(flags.get(j).cloned()),
-                },
-            },
-            _ => list(key, flag, in_file, flags.len()),
-        })
+        Some(listed(
+            format!("targets.{key}"),
+            (flag, flags),
+            in_file,
+            field.sub.as_ref(),
+        ))
     }
 
     /// A field of a command: the first (`command`, which flags may set) or
@@ -414,6 +430,22 @@ fn scalar(key: String, flag: &'static str, given: bool) -> Spot {
         key,
         flag: Some(flag),
         by: if given { By::Flag(None) } else { By::File },
+    }
+}
+
+/// A list's entry (or the whole list) where the file's entries come first
+/// and the flags' values after them.
+fn listed(key: String, (flag, flags): (&'static str, &[String]), in_file: usize, sub: Option<&Sub>) -> Spot {
+    match sub {
+        Some(Sub::Index(i)) => Spot {
+            key: format!("{key}[{i}]"),
+            flag: Some(flag),
+            by: match i.checked_sub(in_file) {
+                None => By::File,
+                Some(j) => By::Flag(flags.get(j).cloned()),
+            },
+        },
+        _ => list(key, flag, in_file, flags.len()),
     }
 }
 
@@ -665,6 +697,35 @@ mod tests {
         assert_eq!(w.said("command.script.linux_lines"), "command.linux in patch.yaml");
         // A field this does not know is said as the API names it.
         assert_eq!(w.said("targets.something_new[0]"), "targets.something_new[0]");
+    }
+
+    #[test]
+    fn an_earlier_campaigns_targets_are_said_by_the_files_keys_or_the_flags() {
+        let (w, _dir) = written(
+            Some("targets:\n  from_campaign:\n    id: not-a-uuid\n    statuses: [failed]\ncommand:\n  linux: uptime\n"),
+            SpecArgs {
+                from_statuses: vec!["error".into()],
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            w.said("targets.from_campaign.campaign_id"),
+            "targets.from_campaign.id in patch.yaml"
+        );
+        assert_eq!(
+            w.said("targets.from_campaign.statuses[0]"),
+            "targets.from_campaign.statuses[0] in patch.yaml"
+        );
+        assert_eq!(w.said("targets.from_campaign.statuses[1]"), "--from-status error");
+        let (w, _dir) = written(
+            None,
+            SpecArgs {
+                from_campaign: Some("x".into()),
+                linux: vec!["uptime".into()],
+                ..Default::default()
+            },
+        );
+        assert_eq!(w.said("targets.from_campaign.campaign_id"), "--from-campaign");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use muster_proto::v1::{
-    AccessConfig, Campaign, CampaignSpec, Command, Document, OutputConfig, ParameterValues, Platform, RateControl,
-    ScopeSelector, Script, Stage, StageGate, TagFilter, TargetSelector, command,
+    AccessConfig, Campaign, CampaignSpec, CampaignTargets, Command, Document, OutputConfig, ParameterValues, Platform,
+    RateControl, ScopeSelector, Script, Stage, StageGate, TagFilter, TargetSelector, TargetStatus, command,
 };
 use serde::Deserialize;
 
@@ -130,6 +130,38 @@ struct TargetsFile {
     /// Exact (account, region) pairs instead of accounts x regions.
     #[serde(default)]
     scopes: Vec<ScopeFile>,
+    /// An ended campaign's targets instead of accounts and regions.
+    from_campaign: Option<FromCampaignFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FromCampaignFile {
+    /// Empty when `--from-campaign` gives it.
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    statuses: Vec<String>,
+    #[serde(default)]
+    non_compliant: bool,
+    #[serde(default)]
+    follow_reruns: bool,
+}
+
+impl FromCampaignFile {
+    fn build(self) -> anyhow::Result<CampaignTargets> {
+        Ok(CampaignTargets {
+            campaign_id: self.id,
+            statuses: self
+                .statuses
+                .iter()
+                .enumerate()
+                .map(|(i, name)| end_status(&format!("targets.from_campaign.statuses[{i}]"), name))
+                .collect::<anyhow::Result<_>>()?,
+            non_compliant: self.non_compliant,
+            follow_reruns: self.follow_reruns,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -350,6 +382,17 @@ fn platform(field: &str, name: &str) -> anyhow::Result<i32> {
     })
 }
 
+/// A status a target ends in, by its short name ("failed", "timed_out").
+fn end_status(field: &str, name: &str) -> anyhow::Result<i32> {
+    match TargetStatus::from_short_name(name.trim()) {
+        Some(status) if status.is_terminal() => Ok(status as i32),
+        _ => bail!(
+            "{field}: '{name}' is not a status a target ends in (success, failed, timed_out, undeliverable, \
+             error, cancelled, terminated, skipped)"
+        ),
+    }
+}
+
 fn key_value<'a>(field: &str, text: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
     text.split_once('=')
         .with_context(|| format!("{field}: '{text}' is not KEY=VALUE"))
@@ -467,6 +510,7 @@ impl CampaignFile {
                     instance_ids: scope.instance_ids,
                 })
                 .collect(),
+            from_campaign: self.targets.from_campaign.map(FromCampaignFile::build).transpose()?,
         };
         Ok(CampaignSpec {
             name: self.name.unwrap_or_default(),
@@ -543,6 +587,32 @@ pub(crate) fn with_flags(mut spec: CampaignSpec, args: &SpecArgs) -> anyhow::Res
     targets.instance_ids.extend(args.instances.iter().cloned());
     for p in &args.platforms {
         targets.platforms.push(platform("--platform", p)?);
+    }
+    if let Some(id) = &args.from_campaign {
+        targets.from_campaign.get_or_insert_default().campaign_id = id.clone();
+    }
+    let choosing = [
+        ("--from-status", !args.from_statuses.is_empty()),
+        ("--non-compliant", args.non_compliant),
+        ("--follow-reruns", args.follow_reruns),
+    ];
+    for (flag, given) in choosing {
+        if given && targets.from_campaign.is_none() {
+            bail!(
+                "{flag}: chooses among the targets of an earlier campaign; name it with --from-campaign \
+                 (or targets.from_campaign in the file)"
+            );
+        }
+    }
+    if let Some(from) = targets.from_campaign.as_mut() {
+        for name in &args.from_statuses {
+            from.statuses.push(end_status("--from-status", name)?);
+        }
+        from.non_compliant |= args.non_compliant;
+        from.follow_reruns |= args.follow_reruns;
+        if from.campaign_id.is_empty() {
+            bail!("targets.from_campaign.id: is required; give the campaign in the file or with --from-campaign");
+        }
     }
     for tag in &args.tags {
         let (key, values) = tag.split_once('=').unwrap_or((tag.as_str(), ""));
@@ -701,6 +771,63 @@ mod tests {
     }
 
     #[test]
+    fn an_earlier_campaigns_targets_from_a_file_or_flags() {
+        let id = "0190d3c4-0000-7000-8000-000000000001";
+        let (_dir, mut args) = file(
+            "install.yaml",
+            &format!(
+                "targets:\n  from_campaign:\n    id: {id}\n    statuses: [success]\n    follow_reruns: true\n  platforms: [linux]\ncommand:\n  document: AWS-RunPatchBaseline\n"
+            ),
+        );
+        args.non_compliant = true;
+        args.from_statuses = vec!["failed".into()];
+        let targets = build(&args).unwrap().targets.unwrap();
+        let from = targets.from_campaign.unwrap();
+        assert_eq!(from.campaign_id, id);
+        assert_eq!(
+            from.statuses,
+            [TargetStatus::Success as i32, TargetStatus::Failed as i32],
+            "the file's, then the flags'"
+        );
+        assert!(from.non_compliant && from.follow_reruns);
+        assert_eq!(targets.platforms, [Platform::Linux as i32]);
+
+        let (_dir, args) = file(
+            "bad.yaml",
+            &format!("targets:\n  from_campaign:\n    id: {id}\n    statuses: [running]\ncommand:\n  linux: uptime\n"),
+        );
+        let error = build(&args).unwrap_err().to_string();
+        assert!(
+            error.starts_with("targets.from_campaign.statuses[0]: 'running' is not a status a target ends in"),
+            "{error}"
+        );
+
+        let (_dir, args) = file(
+            "no-id.yaml",
+            "targets:\n  from_campaign: {non_compliant: true}\ncommand:\n  linux: uptime\n",
+        );
+        let error = build(&args).unwrap_err().to_string();
+        assert!(error.starts_with("targets.from_campaign.id: is required"), "{error}");
+
+        let flags = SpecArgs {
+            linux: vec!["uptime".into()],
+            non_compliant: true,
+            ..Default::default()
+        };
+        let error = build(&flags).unwrap_err().to_string();
+        assert!(
+            error.starts_with("--non-compliant: chooses among the targets of an earlier campaign"),
+            "{error}"
+        );
+        let flags = SpecArgs {
+            from_campaign: Some(id.into()),
+            ..flags
+        };
+        let from = build(&flags).unwrap().targets.unwrap().from_campaign.unwrap();
+        assert!(from.non_compliant && from.statuses.is_empty() && !from.follow_reruns);
+    }
+
+    #[test]
     fn toml_files_and_documents() {
         let (_dir, args) = file(
             "patch.toml",
@@ -773,9 +900,18 @@ mod tests {
             api_calls_per_second: 10.0,
         };
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-        for name in ["campaign.yaml", "patch-baseline.toml", "patch-tuesday.yaml"] {
+        for name in [
+            "campaign.yaml",
+            "patch-baseline.toml",
+            "patch-tuesday.yaml",
+            "install-non-compliant.yaml",
+        ] {
             let args = SpecArgs {
                 file: Some(examples.join(name)),
+                // The one example that takes an ended campaign's targets
+                // is given it as its header says.
+                from_campaign: (name == "install-non-compliant.yaml")
+                    .then(|| "0190d3c4-0000-7000-8000-000000000001".into()),
                 ..Default::default()
             };
             let spec = build(&args).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -797,6 +797,124 @@ async fn a_patch_state_that_shows_late_is_waited_for_and_an_earlier_runs_is_not_
     );
 }
 
+/// A Scan tells which instances miss patches; the Install then goes to
+/// exactly those, taken from the Scan's results, and to no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_install_goes_to_the_instances_a_scan_left_non_compliant_and_to_no_other() {
+    let mut system = System::start(PATCH_FLEET, SystemOptions::default()).await;
+    let account = system.account("only");
+    let mut spec = script_spec(&[account], &[EAST], &["unused"], &[]);
+    spec.command = Some(patch_command(&[("Operation", "Scan")]));
+    let scan = submit(&mut system.client, spec.clone()).await;
+    let from = |statuses: &[TargetStatus], non_compliant| {
+        let mut spec = spec.clone();
+        spec.targets = Some(muster_proto::v1::TargetSelector {
+            from_campaign: Some(muster_proto::v1::CampaignTargets {
+                campaign_id: scan.clone(),
+                statuses: statuses.iter().map(|s| *s as i32).collect(),
+                non_compliant,
+                follow_reruns: false,
+            }),
+            ..Default::default()
+        });
+        muster_proto::v1::SubmitCampaignRequest { spec: Some(spec) }
+    };
+
+    // While the Scan runs, which instances it leaves non-compliant is not
+    // known yet.
+    let early = system
+        .client
+        .submit_campaign(from(&[], true))
+        .await
+        .expect_err("a running campaign's targets are not taken");
+    assert_eq!(early.code(), tonic::Code::FailedPrecondition, "{early:?}");
+    assert!(
+        early
+            .message()
+            .starts_with(&format!("targets.from_campaign.campaign_id: {scan} is ")),
+        "{}",
+        early.message()
+    );
+    let done = wait_done(&mut system.client, &scan, Duration::from_secs(120)).await;
+    let scanned = assert_ran_once(&mut system, &scan, &done).await;
+    let behind: BTreeSet<String> = scanned
+        .iter()
+        .filter(|t| t.patch_state.as_ref().is_some_and(|p| !p.compliant()))
+        .map(|t| t.instance_id.clone())
+        .collect();
+    assert_eq!(behind.len(), 5, "4 missing on 3, 2 missing on 2: {scanned:?}");
+
+    // Nothing to take is said, and nothing is made.
+    let none = system
+        .client
+        .submit_campaign(from(&[TargetStatus::Failed], true))
+        .await
+        .expect_err("the failed scan has no patch state");
+    assert_eq!(none.code(), tonic::Code::FailedPrecondition, "{none:?}");
+    assert_eq!(
+        none.message(),
+        format!(
+            "targets.from_campaign: {scan} has no target that is failed and non-compliant; there is nothing to run"
+        )
+    );
+
+    // The Install, as an operator submits it.
+    let mut command = system.cli_with_token(&system.creds.submit_token);
+    command.args([
+        "-o",
+        "csv",
+        "submit",
+        "--from-campaign",
+        &scan,
+        "--non-compliant",
+        "--document",
+        "AWS-RunPatchBaseline",
+        "--param",
+        "Operation=Install",
+        "--param",
+        "RebootOption=NoReboot",
+    ]);
+    let (code, stdout, stderr) = output_of(command).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let install = stdout.trim().to_owned();
+    let done = wait_done(&mut system.client, &install, Duration::from_secs(120)).await;
+    assert_eq!(done.state, CampaignState::Succeeded as i32, "{}", done.state_reason);
+    let installed = targets(&mut system.client, &install, false).await;
+    assert_counters_add_up(&done, &installed);
+    let ran: BTreeSet<String> = installed.iter().map(|t| t.instance_id.clone()).collect();
+    assert_eq!(ran, behind, "exactly the non-compliant");
+    assert!(
+        installed.iter().all(|t| t.status == TargetStatus::Success as i32
+            && t.patch_state
+                .as_ref()
+                .is_some_and(|p| p.operation == "Install" && p.missing == 0)),
+        "{installed:?}"
+    );
+    // The Scan's command once on every instance; the Install's once on
+    // each that was behind, and on no other.
+    let sends = system.sends_per_instance();
+    assert_eq!(sends.len(), 8, "{sends:?}");
+    for (instance, n) in &sends {
+        let expected = if behind.contains(instance) { 2 } else { 1 };
+        assert_eq!(*n, expected, "{instance}: {sends:?}");
+    }
+
+    // The campaign says where its targets came from; its spec shows the
+    // selector, which taken again takes them again.
+    let shown = muster_tests::client::get(&mut system.client, &install).await;
+    let targets_shown = shown.spec.unwrap().targets.unwrap();
+    assert!(targets_shown.scopes.is_empty(), "{targets_shown:?}");
+    assert_eq!(targets_shown.from_campaign.unwrap().campaign_id, scan);
+    let mut command = system.cli_with_token(&system.creds.submit_token);
+    command.args(["show", &install]);
+    let (code, stdout, stderr) = output_of(command).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("  taken     from {scan}: its targets that are non-compliant")),
+        "{stdout}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_results_under_the_documents_timeout() {
     let mut system = System::start(PATCH_FLEET, SystemOptions::default()).await;
@@ -955,7 +1073,10 @@ async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_res
     assert!(!stdout.contains("compliant"), "only the non-compliant: {stdout}");
     assert!(
         stderr.contains("patch state: 2 of 7 instances compliant; 5 waiting for a reboot (16 patches)")
-            && stderr.contains("5 targets;"),
+            && stderr.contains("5 targets;")
+            && stderr.contains(&format!(
+                "to install on these: muster submit --from-campaign {id} --non-compliant "
+            )),
         "{stderr}"
     );
 

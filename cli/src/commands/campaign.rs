@@ -121,6 +121,17 @@ fn print_details(campaign: &Campaign, style: Style) {
     if !campaign.rerun_of.is_empty() {
         println!("  rerun of  {}", campaign.rerun_of);
     }
+    let taken = campaign
+        .spec
+        .as_ref()
+        .and_then(|s| s.targets.as_ref()?.from_campaign.as_ref());
+    if let Some(from) = taken {
+        println!(
+            "  taken     from {}: its targets that are {}",
+            from.campaign_id,
+            from.in_words()
+        );
+    }
     if let Some(approval) = &campaign.approval {
         let decided = if approval.decided_by.is_empty() && approval.expires_at.is_none() {
             "asked once discovery has ended".to_owned()

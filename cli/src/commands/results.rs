@@ -68,6 +68,14 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
                 all.len(),
                 args.campaign_id
             );
+            if args.non_compliant && !all.is_empty() {
+                eprintln!(
+                    "to install on these: muster submit --from-campaign {} --non-compliant{} \
+                     --document AWS-RunPatchBaseline --param Operation=Install",
+                    args.campaign_id,
+                    if args.follow_reruns { " --follow-reruns" } else { "" }
+                );
+            }
         }
     }
     Ok(())
