@@ -15,6 +15,7 @@
 //! | `muster-sim:stuck` = `true` | the agent is lost once the command starts: it stays InProgress for good; neither its timeouts nor CancelCommand reach it |
 //! | `muster-sim:reboot` = `true` | the command reboots the instance halfway and then finishes |
 //! | `muster-sim:missing-patches` = N | AWS-RunPatchBaseline finds N patches missing (default 0): a Scan reports them, an Install installs them (or, with `exit-code` set, fails them) |
+//! | `muster-sim:critical-patches` = N | N of those missing patches are of critical severity: reported as critical non-compliant until an install takes effect (a reboot after it) |
 //! | `muster-sim:reboot-exit` = 194 or 3010 | the step first exits 194 (Linux, macOS) or 3010 (Windows): the agent reboots the instance, then runs the step again, as the SSM agent handles those codes. In real mode a script's own exit 194 (3010 under PowerShell) does the same |
 
 use std::collections::HashMap;
@@ -63,6 +64,8 @@ pub struct Behaviour {
     pub reboot_exit: Option<i32>,
     /// Patches the patch baseline finds missing before any install.
     pub missing_patches: u32,
+    /// Of those, patches of critical severity.
+    pub critical_patches: u32,
 }
 
 impl Behaviour {
@@ -105,6 +108,7 @@ impl Behaviour {
                 .and_then(|v| v.parse().ok())
                 .filter(|code| [194, 3010].contains(code)),
             missing_patches: tag("missing-patches").and_then(|v| v.parse().ok()).unwrap_or(0),
+            critical_patches: tag("critical-patches").and_then(|v| v.parse().ok()).unwrap_or(0),
         }
     }
 }

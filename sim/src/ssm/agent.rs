@@ -806,6 +806,7 @@ mod tests {
             reboot: false,
             reboot_exit: None,
             missing_patches: 0,
+            critical_patches: 0,
         }
     }
 

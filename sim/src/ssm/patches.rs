@@ -37,6 +37,10 @@ pub struct PatchState {
     pub missing: u32,
     /// Attempted by the last install and failed.
     pub failed: u32,
+    /// Of the patches the instance was missing, those of critical
+    /// severity: non-compliant while any patch is (missing, failed or
+    /// waiting for a reboot).
+    pub critical: u32,
     /// When the operation started and ended.
     pub started: DateTime<Utc>,
     /// When it ended.
@@ -94,6 +98,10 @@ pub fn after_run(
         pending_reboot: 0,
         missing: invocation.behaviour.missing_patches,
         failed: 0,
+        critical: invocation
+            .behaviour
+            .critical_patches
+            .min(invocation.behaviour.missing_patches),
         started,
         ended: started,
         shown_from: std::time::Instant::now(),
@@ -116,6 +124,7 @@ pub fn after_run(
         pending_reboot,
         missing,
         failed,
+        critical: before.critical,
         started,
         ended: Utc::now(),
         shown_from: std::time::Instant::now() + lag,
@@ -142,6 +151,10 @@ fn seconds(t: DateTime<Utc>) -> f64 {
 
 /// One element of DescribeInstancePatchStates' `InstancePatchStates`.
 pub fn describe(instance: &str, state: &PatchState) -> Value {
+    // Not compliant, as Patch Manager counts severity: missing, failed, or
+    // installed and waiting for the reboot that puts them in effect. Every
+    // simulated patch is a security patch.
+    let outstanding = state.missing + state.failed + state.pending_reboot;
     json!({
         "InstanceId": instance,
         "PatchGroup": "",
@@ -158,8 +171,8 @@ pub fn describe(instance: &str, state: &PatchState) -> Value {
         "OperationEndTime": seconds(state.ended),
         "Operation": state.operation,
         "RebootOption": state.reboot_option,
-        "CriticalNonCompliantCount": 0,
-        "SecurityNonCompliantCount": state.missing + state.failed,
+        "CriticalNonCompliantCount": state.critical.min(outstanding),
+        "SecurityNonCompliantCount": outstanding,
         "OtherNonCompliantCount": 0,
     })
 }

@@ -423,6 +423,27 @@ async fn patch_states(ssm: &aws_sdk_ssm::Client, ids: &[String]) -> Vec<(String,
         .collect()
 }
 
+/// (critical, security) non-compliant counts of each of `ids` that has a
+/// patch state.
+async fn severities(ssm: &aws_sdk_ssm::Client, ids: &[String]) -> Vec<(i32, i32)> {
+    let answer = ssm
+        .describe_instance_patch_states()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .expect("DescribeInstancePatchStates");
+    answer
+        .instance_patch_states()
+        .iter()
+        .map(|s| {
+            (
+                s.critical_non_compliant_count().unwrap_or_default(),
+                s.security_non_compliant_count().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patch_baseline_leaves_a_patch_state_that_scans_report_and_installs_change() {
     let w = World::new().await;
@@ -440,6 +461,7 @@ async fn patch_baseline_leaves_a_patch_state_that_scans_report_and_installs_chan
     );
     // The failed scan reported nothing; the other found 3 missing.
     assert_eq!(patch_states(&ssm, &both).await, [("Scan".to_owned(), 3, 0, 42, 0)]);
+    assert_eq!(severities(&ssm, &behind).await, [(2, 3)], "2 of the 3 are critical");
 
     let installed = patch(&ssm, &both, "Install", "NoReboot").await;
     let output = installed
@@ -465,8 +487,14 @@ async fn patch_baseline_leaves_a_patch_state_that_scans_report_and_installs_chan
     // an install with RebootIfNeeded reboots it.
     patch(&ssm, &behind, "Scan", "NoReboot").await;
     assert_eq!(patch_states(&ssm, &behind).await, [("Scan".to_owned(), 0, 0, 45, 3)]);
+    assert_eq!(
+        severities(&ssm, &behind).await,
+        [(2, 3)],
+        "installed, but not in effect before the reboot"
+    );
     patch(&ssm, &behind, "Install", "RebootIfNeeded").await;
     assert_eq!(patch_states(&ssm, &behind).await, [("Install".to_owned(), 0, 0, 45, 0)]);
+    assert_eq!(severities(&ssm, &behind).await, [(0, 0)]);
 
     let too_many: Vec<String> = (0..51).map(|i| format!("i-{i:017x}")).collect();
     let refused = ssm

@@ -76,7 +76,7 @@ regions = ["us-east-1"]
   [[accounts.instances]]
   count = 1
   name = "behind"
-  tags = { Role = "behind", "muster-sim:missing-patches" = "3", "muster-sim:duration" = "0.2" }
+  tags = { Role = "behind", "muster-sim:missing-patches" = "3", "muster-sim:critical-patches" = "2", "muster-sim:duration" = "0.2" }
   [[accounts.instances]]
   count = 1
   name = "broken"

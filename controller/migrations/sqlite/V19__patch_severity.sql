@@ -1,0 +1,8 @@
+-- A campaign's patch counters also count what Patch Manager rates by
+-- severity: targets with critical, and with security, patches not
+-- compliant (muster.v1.PatchCounters fields 9-12). Rows written before
+-- count none.
+ALTER TABLE patch_counters ADD COLUMN critical_targets INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE patch_counters ADD COLUMN critical_patches INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE patch_counters ADD COLUMN security_targets INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE patch_counters ADD COLUMN security_patches INTEGER NOT NULL DEFAULT 0;
