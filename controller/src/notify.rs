@@ -350,6 +350,8 @@ fn payload(conn: &dyn Sql, event: &StateEvent) -> StoreResult<serde_json::Value>
             "failed_targets": p.failed_targets, "failed_patches": p.failed_patches,
             "pending_reboot_targets": p.pending_reboot_targets,
             "pending_reboot_patches": p.pending_reboot_patches,
+            "critical_targets": p.critical_targets, "critical_patches": p.critical_patches,
+            "security_targets": p.security_targets, "security_patches": p.security_patches,
         });
     }
     Ok(body)
@@ -593,20 +595,22 @@ mod tests {
             assert!(plain["muster"].get("patches").is_none(), "{plain}");
             assert!(!plain["text"].as_str().unwrap().contains("patches"), "{plain}");
             conn.execute(
-                "INSERT INTO patch_counters (campaign_id, reported, compliant, pending_reboot_targets, pending_reboot_patches)
-                 VALUES ('c1', 2, 1, 1, 3)",
+                "INSERT INTO patch_counters (campaign_id, reported, compliant, pending_reboot_targets, pending_reboot_patches,
+                    critical_targets, critical_patches)
+                 VALUES ('c1', 2, 1, 1, 3, 1, 2)",
                 (),
             )
             .unwrap();
             let patched = payload(&conn, &event).unwrap();
             assert!(
                 patched["text"].as_str().unwrap().ends_with(
-                    ": completed_with_errors - 1 failed; patches: 1 of 2 instances compliant; 1 waiting for a reboot (3 patches)"
+                    ": completed_with_errors - 1 failed; patches: 1 of 2 instances compliant; 1 with 2 critical patches not compliant; 1 waiting for a reboot (3 patches)"
                 ),
                 "{patched}"
             );
             assert_eq!(patched["muster"]["patches"]["compliant"], 1);
             assert_eq!(patched["muster"]["patches"]["pending_reboot_patches"], 3);
+            assert_eq!(patched["muster"]["patches"]["critical_patches"], 2);
         }
     }
 

@@ -27,12 +27,13 @@ impl PatchState {
     }
 
     /// One short phrase: "compliant", or what is wrong ("3 missing, 1
-    /// failed, 2 pending reboot").
+    /// failed, 2 pending reboot"), with how many of those are critical
+    /// ("3 missing (2 critical)").
     pub fn in_words(&self) -> String {
         if self.compliant() {
             return "compliant".into();
         }
-        [
+        let words = [
             (self.missing, "missing"),
             (self.failed, "failed"),
             (self.installed_pending_reboot, "pending reboot"),
@@ -42,22 +43,29 @@ impl PatchState {
         .filter(|(n, _)| *n > 0)
         .map(|(n, what)| format!("{n} {what}"))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+        match self.critical_non_compliant {
+            0 => words,
+            n => format!("{words} ({n} critical)"),
+        }
     }
 
     /// [`Self::in_words`] with the operation and every count: "3 missing
     /// after Scan (NoReboot): 42 installed, 3 missing, 0 failed, 0 pending
-    /// reboot".
+    /// reboot; not compliant: 1 critical, 3 security".
     pub fn in_full(&self) -> String {
         format!(
-            "{} after {} ({}): {} installed, {} missing, {} failed, {} pending reboot",
+            "{} after {} ({}): {} installed, {} missing, {} failed, {} pending reboot; \
+             not compliant: {} critical, {} security",
             self.in_words(),
             self.operation,
             self.reboot_option,
             self.installed,
             self.missing,
             self.failed,
-            self.installed_pending_reboot
+            self.installed_pending_reboot,
+            self.critical_non_compliant,
+            self.security_non_compliant
         )
     }
 }
@@ -75,6 +83,16 @@ impl PatchCounters {
                 &mut self.pending_reboot_patches,
                 state.installed_pending_reboot,
             ),
+            (
+                &mut self.critical_targets,
+                &mut self.critical_patches,
+                state.critical_non_compliant,
+            ),
+            (
+                &mut self.security_targets,
+                &mut self.security_patches,
+                state.security_non_compliant,
+            ),
         ] {
             if n > 0 {
                 *targets += 1;
@@ -83,8 +101,10 @@ impl PatchCounters {
         }
     }
 
-    /// "32 of 40 instances compliant; 6 with 14 missing patches; 2 waiting
-    /// for a reboot (5 patches)", or `None` when none reported one.
+    /// "32 of 40 instances compliant; 3 with 4 critical patches not
+    /// compliant; 6 with 14 missing patches; 2 waiting for a reboot (5
+    /// patches)", or `None` when none reported one. Security patches are
+    /// left to the counters: most patches are, so they would say little.
     pub fn in_words(&self) -> Option<String> {
         if self.reported == 0 {
             return None;
@@ -97,6 +117,14 @@ impl PatchCounters {
             self.reported,
             instances(self.reported)
         )];
+        if self.critical_targets > 0 {
+            let p = self.critical_patches;
+            words.push(format!(
+                "{} with {p} critical {} not compliant",
+                self.critical_targets,
+                patches(p)
+            ));
+        }
         if self.missing_targets > 0 {
             let p = self.missing_patches;
             words.push(format!("{} with {p} missing {}", self.missing_targets, patches(p)));
@@ -140,14 +168,17 @@ mod tests {
         let behind = PatchState {
             missing: 3,
             installed_pending_reboot: 2,
+            critical_non_compliant: 2,
+            security_non_compliant: 5,
             ..Default::default()
         };
         let broken = PatchState {
             failed: 1,
+            security_non_compliant: 1,
             ..Default::default()
         };
         assert_eq!(clean.in_words(), "compliant");
-        assert_eq!(behind.in_words(), "3 missing, 2 pending reboot");
+        assert_eq!(behind.in_words(), "3 missing, 2 pending reboot (2 critical)");
         let scanned = PatchState {
             operation: "Scan".into(),
             reboot_option: "NoReboot".into(),
@@ -155,7 +186,8 @@ mod tests {
         };
         assert_eq!(
             scanned.in_full(),
-            "3 missing, 2 pending reboot after Scan (NoReboot): 0 installed, 3 missing, 0 failed, 2 pending reboot"
+            "3 missing, 2 pending reboot (2 critical) after Scan (NoReboot): 0 installed, 3 missing, 0 failed, \
+             2 pending reboot; not compliant: 2 critical, 5 security"
         );
         assert!(!broken.compliant());
         let mut summary = PatchCounters::default();
@@ -174,12 +206,16 @@ mod tests {
                 failed_patches: 1,
                 pending_reboot_targets: 2,
                 pending_reboot_patches: 4,
+                critical_targets: 2,
+                critical_patches: 4,
+                security_targets: 3,
+                security_patches: 11,
             }
         );
         assert_eq!(
             summary.in_words().unwrap(),
-            "1 of 4 instances compliant; 2 with 6 missing patches; 1 with 1 failed patch; \
-             2 waiting for a reboot (4 patches)"
+            "1 of 4 instances compliant; 2 with 4 critical patches not compliant; 2 with 6 missing patches; \
+             1 with 1 failed patch; 2 waiting for a reboot (4 patches)"
         );
     }
 }

@@ -665,7 +665,7 @@ name = "only"
 regions = ["us-east-1"]
   [[accounts.instances]]
   count = 3
-  tags = { Role = "web", "muster-sim:duration" = "2", "muster-sim:reboot" = "true", "muster-sim:missing-patches" = "4" }
+  tags = { Role = "web", "muster-sim:duration" = "2", "muster-sim:reboot" = "true", "muster-sim:missing-patches" = "4", "muster-sim:critical-patches" = "1" }
   [[accounts.instances]]
   count = 2
   tags = { Role = "web", "muster-sim:duration" = "1", "muster-sim:reboot-exit" = "194", "muster-sim:missing-patches" = "2" }
@@ -1046,6 +1046,17 @@ async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_res
         ),
         (7, 2, 5, 16)
     );
+    // Installed but not in effect before the reboot: still not compliant,
+    // by severity too.
+    assert_eq!(
+        (
+            summed.critical_targets,
+            summed.critical_patches,
+            summed.security_targets,
+            summed.security_patches
+        ),
+        (3, 3, 5, 16)
+    );
     let shown = muster_tests::client::get(&mut system.client, &id).await;
     assert_eq!(shown.patch_counters, Some(summed));
 
@@ -1055,7 +1066,10 @@ async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_res
     let (code, stdout, stderr) = output_of(command).await;
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("  patches   2 of 7 instances compliant; 5 waiting for a reboot (16 patches)"),
+        stdout.contains(
+            "  patches   2 of 7 instances compliant; 3 with 3 critical patches not compliant; \
+             5 waiting for a reboot (16 patches)"
+        ),
         "{stdout}"
     );
     let mut command = system.cli_with_token(&system.creds.submit_token);
@@ -1064,7 +1078,7 @@ async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_res
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert_eq!(
         (
-            stdout.matches("4 pending reboot").count(),
+            stdout.matches("4 pending reboot (1 critical)").count(),
             stdout.matches("2 pending reboot").count()
         ),
         (3, 2),
@@ -1072,8 +1086,10 @@ async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_res
     );
     assert!(!stdout.contains("compliant"), "only the non-compliant: {stdout}");
     assert!(
-        stderr.contains("patch state: 2 of 7 instances compliant; 5 waiting for a reboot (16 patches)")
-            && stderr.contains("5 targets;")
+        stderr.contains(
+            "patch state: 2 of 7 instances compliant; 3 with 3 critical patches not compliant; \
+             5 waiting for a reboot (16 patches)"
+        ) && stderr.contains("5 targets;")
             && stderr.contains(&format!(
                 "to install on these: muster submit --from-campaign {id} --non-compliant "
             )),

@@ -210,6 +210,8 @@ fn print_targets_csv(all: &[Target]) {
             "patches_missing",
             "patches_failed",
             "patches_pending_reboot",
+            "patches_critical",
+            "patches_security",
         ],
         all.iter().map(|t| {
             vec![
@@ -239,13 +241,15 @@ fn print_targets_csv(all: &[Target]) {
 /// A target's patch state in the CSV's columns: empty where it has none.
 fn patch_columns(target: &Target) -> Vec<String> {
     match &target.patch_state {
-        None => vec![String::new(); 5],
+        None => vec![String::new(); 7],
         Some(p) => vec![
             p.operation.clone(),
             p.installed.to_string(),
             p.missing.to_string(),
             p.failed.to_string(),
             p.installed_pending_reboot.to_string(),
+            p.critical_non_compliant.to_string(),
+            p.security_non_compliant.to_string(),
         ],
     }
 }

@@ -507,7 +507,8 @@ fn runs_patches(spec: &CampaignSpec) -> bool {
 pub fn patch_counters(conn: &dyn Sql, id: &str) -> StoreResult<Option<PatchCounters>> {
     let mut stmt = conn.prepare_cached(
         "SELECT reported, compliant, missing_targets, missing_patches, failed_targets, failed_patches,
-            pending_reboot_targets, pending_reboot_patches
+            pending_reboot_targets, pending_reboot_patches, critical_targets, critical_patches,
+            security_targets, security_patches
          FROM patch_counters WHERE campaign_id = ?1",
     )?;
     let mut rows = stmt.query_map([id], |r| {
@@ -521,6 +522,10 @@ pub fn patch_counters(conn: &dyn Sql, id: &str) -> StoreResult<Option<PatchCount
             failed_patches: n(5)?,
             pending_reboot_targets: n(6)?,
             pending_reboot_patches: n(7)?,
+            critical_targets: n(8)?,
+            critical_patches: n(9)?,
+            security_targets: n(10)?,
+            security_patches: n(11)?,
         })
     })?;
     rows.next().transpose()

@@ -103,8 +103,9 @@ fn count_patch_states<'r>(
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     conn.prepare_cached(
         "INSERT INTO patch_counters (campaign_id, reported, compliant, missing_targets, missing_patches,
-            failed_targets, failed_patches, pending_reboot_targets, pending_reboot_patches)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            failed_targets, failed_patches, pending_reboot_targets, pending_reboot_patches,
+            critical_targets, critical_patches, security_targets, security_patches)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (campaign_id) DO UPDATE SET
             reported = patch_counters.reported + excluded.reported,
             compliant = patch_counters.compliant + excluded.compliant,
@@ -113,7 +114,11 @@ fn count_patch_states<'r>(
             failed_targets = patch_counters.failed_targets + excluded.failed_targets,
             failed_patches = patch_counters.failed_patches + excluded.failed_patches,
             pending_reboot_targets = patch_counters.pending_reboot_targets + excluded.pending_reboot_targets,
-            pending_reboot_patches = patch_counters.pending_reboot_patches + excluded.pending_reboot_patches",
+            pending_reboot_patches = patch_counters.pending_reboot_patches + excluded.pending_reboot_patches,
+            critical_targets = patch_counters.critical_targets + excluded.critical_targets,
+            critical_patches = patch_counters.critical_patches + excluded.critical_patches,
+            security_targets = patch_counters.security_targets + excluded.security_targets,
+            security_patches = patch_counters.security_patches + excluded.security_patches",
     )?
     .execute(params![
         campaign,
@@ -124,7 +129,11 @@ fn count_patch_states<'r>(
         n(sum.failed_targets),
         n(sum.failed_patches),
         n(sum.pending_reboot_targets),
-        n(sum.pending_reboot_patches)
+        n(sum.pending_reboot_patches),
+        n(sum.critical_targets),
+        n(sum.critical_patches),
+        n(sum.security_targets),
+        n(sum.security_patches)
     ])?;
     Ok(())
 }
@@ -634,6 +643,8 @@ mod tests {
                 installed: 45,
                 installed_pending_reboot: 3,
                 missing,
+                critical_non_compliant: 1,
+                security_non_compliant: 3 + missing,
                 reboot_option: "NoReboot".into(),
                 baseline_id: "pb-0c10e65780EXAMPLE".into(),
                 ..Default::default()
@@ -675,6 +686,10 @@ mod tests {
                     missing_patches: 1,
                     pending_reboot_targets: 2,
                     pending_reboot_patches: 6,
+                    critical_targets: 2,
+                    critical_patches: 2,
+                    security_targets: 2,
+                    security_patches: 7,
                     ..Default::default()
                 }),
                 "the duplicate counted once, and the result without a state not at all"
