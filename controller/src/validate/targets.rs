@@ -11,25 +11,11 @@ use super::{
 pub(super) fn check_targets(targets: &mut TargetSelector, errors: &mut Errors) {
     if let Some(from) = targets.from_campaign.as_mut() {
         check_from_campaign(from, errors);
-        let beside = [
-            ("targets.account_ids", targets.account_ids.is_empty()),
-            (
-                "targets.organizational_unit_ids",
-                targets.organizational_unit_ids.is_empty(),
-            ),
-            ("targets.exclude_account_ids", targets.exclude_account_ids.is_empty()),
-            ("targets.regions", targets.regions.is_empty()),
-            ("targets.instance_ids", targets.instance_ids.is_empty()),
-            ("targets.scopes", targets.scopes.is_empty()),
-        ];
-        for (field, empty) in beside {
-            if !empty {
-                errors.add(
-                    field,
-                    "must be empty when targets.from_campaign names the campaign whose targets to take",
-                );
-            }
-        }
+        alone(
+            targets,
+            "targets.from_campaign names the campaign whose targets to take",
+            errors,
+        );
     } else if !targets.scopes.is_empty() {
         check_scopes(targets, errors);
     } else if targets.account_ids.is_empty() && targets.organizational_unit_ids.is_empty() {
@@ -144,9 +130,11 @@ pub(crate) fn end_statuses(field: &str, statuses: &[i32]) -> Vec<String> {
     errors
 }
 
-/// Exact scopes: alone (no accounts, OUs or regions beside them), each a
-/// valid account and region once, with valid instance ids, within bounds.
-fn check_scopes(targets: &mut TargetSelector, errors: &mut Errors) {
+/// Refuses the fields that name accounts, regions and instances beside a
+/// way of naming the targets that stands alone; `what` says which: exact
+/// scopes, or an ended campaign's targets (beside which scopes are refused
+/// too).
+fn alone(targets: &TargetSelector, what: &str, errors: &mut Errors) {
     let beside = [
         ("targets.account_ids", targets.account_ids.is_empty()),
         (
@@ -156,15 +144,22 @@ fn check_scopes(targets: &mut TargetSelector, errors: &mut Errors) {
         ("targets.exclude_account_ids", targets.exclude_account_ids.is_empty()),
         ("targets.regions", targets.regions.is_empty()),
         ("targets.instance_ids", targets.instance_ids.is_empty()),
+        (
+            "targets.scopes",
+            targets.from_campaign.is_none() || targets.scopes.is_empty(),
+        ),
     ];
     for (field, empty) in beside {
         if !empty {
-            errors.add(
-                field,
-                "must be empty when targets.scopes names the (account, region) pairs",
-            );
+            errors.add(field, format!("must be empty when {what}"));
         }
     }
+}
+
+/// Exact scopes: alone (no accounts, OUs or regions beside them), each a
+/// valid account and region once, with valid instance ids, within bounds.
+fn check_scopes(targets: &mut TargetSelector, errors: &mut Errors) {
+    alone(targets, "targets.scopes names the (account, region) pairs", errors);
     if targets.scopes.len() > MAX_SCOPES {
         errors.add(
             "targets.scopes",
