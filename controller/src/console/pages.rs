@@ -396,6 +396,7 @@ fn details(c: &Campaign) -> (Lines, Lines) {
             "Command".to_owned(),
             spec.command.as_ref().map(views::command_words).unwrap_or_default(),
         ),
+        ("Targets".to_owned(), views::targets_words(spec.targets.as_ref())),
         ("Submitted by".to_owned(), c.submitted_by.clone()),
         ("Created".to_owned(), when(c.created_at.as_ref())),
         ("Started".to_owned(), when(c.started_at.as_ref())),
@@ -454,9 +455,15 @@ fn details(c: &Campaign) -> (Lines, Lines) {
             format!("/console/schedules/{}", segment(&window.schedule)),
         ));
     }
+    let taken_from = c
+        .spec
+        .as_ref()
+        .and_then(|s| s.targets.as_ref()?.from_campaign.as_ref())
+        .map(|from| ("Targets from", &from.campaign_id));
     let reruns = (!c.rerun_of.is_empty())
         .then_some(("Reruns", &c.rerun_of))
         .into_iter()
+        .chain(taken_from)
         .chain(c.reruns.iter().map(|id| ("Rerun", id)));
     links.extend(reruns.map(|(what, id)| (format!("{what} {id}"), format!("/console/campaigns/{}", segment(id)))));
     (details, links)
@@ -771,6 +778,38 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(has(&c).unwrap(), "2 of 3 instances compliant; 1 with 4 missing patches");
+    }
+
+    #[test]
+    fn a_campaign_links_the_one_it_took_its_targets_from() {
+        let c = Campaign {
+            spec: Some(muster_proto::v1::CampaignSpec {
+                targets: Some(muster_proto::v1::TargetSelector {
+                    from_campaign: Some(muster_proto::v1::CampaignTargets {
+                        campaign_id: "0190d3c4-scan".into(),
+                        non_compliant: true,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (details, links) = details(&c);
+        assert_eq!(
+            links,
+            [(
+                "Targets from 0190d3c4-scan".to_owned(),
+                "/console/campaigns/0190d3c4-scan".to_owned()
+            )]
+        );
+        assert!(
+            details
+                .iter()
+                .any(|(_, v)| v == "the targets of 0190d3c4-scan that are non-compliant"),
+            "{details:?}"
+        );
     }
 
     #[test]
