@@ -75,6 +75,32 @@ async fn a_rerun_covers_exactly_the_failed_targets_and_reads_together_with_the_f
 
     let campaign = wait_done(&mut system.client, &first, Duration::from_secs(120)).await;
     let first_targets = assert_ran_once(&mut system, &first, &campaign).await;
+    // A shell command leaves no patch state to choose by.
+    let mut follow_up = spec.clone();
+    follow_up.targets = Some(muster_proto::v1::TargetSelector {
+        from_campaign: Some(muster_proto::v1::CampaignTargets {
+            campaign_id: first.clone(),
+            non_compliant: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let refused = system
+        .client
+        .submit_campaign(muster_proto::v1::SubmitCampaignRequest { spec: Some(follow_up) })
+        .await
+        .expect_err("no patch state to choose by");
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (
+            tonic::Code::FailedPrecondition,
+            format!(
+                "targets.from_campaign.non_compliant: {first} ran no patch document (AWS-RunPatchBaseline, \
+                 AWS-RunPatchBaselineWithHooks, AWS-RunPatchBaselineAssociation), so no target of it has a patch state"
+            )
+            .as_str()
+        )
+    );
     let c = campaign.counters.unwrap();
     assert_eq!(
         (c.failed, c.error),

@@ -315,6 +315,12 @@ impl CampaignApi {
                 row.state.short_name()
             )));
         }
+        if from.non_compliant && !campaigns::runs_patches(&row.spec) {
+            return Err(Status::failed_precondition(format!(
+                "{FIELD}.non_compliant: {id} ran no patch document ({}), so no target of it has a patch state",
+                muster_proto::PATCH_DOCUMENTS.join(", ")
+            )));
+        }
         let which = from.in_words();
         let taken: usize = selection.values().map(|ids| ids.len().max(1)).sum();
         if taken == 0 {

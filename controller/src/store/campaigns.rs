@@ -492,7 +492,7 @@ pub fn to_proto(conn: &dyn Sql, row: &CampaignRow, detail: Detail) -> StoreResul
 }
 
 /// Whether a command of the campaign is a patch document.
-fn runs_patches(spec: &CampaignSpec) -> bool {
+pub fn runs_patches(spec: &CampaignSpec) -> bool {
     spec.command
         .iter()
         .chain(&spec.then)
