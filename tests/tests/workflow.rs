@@ -765,6 +765,65 @@ async fn a_patch_state_that_cannot_be_read_costs_no_result() {
     );
 }
 
+/// A campaign's patch counters move with the report that writes a result.
+/// Reports whose answers are lost after their effect come again, as their
+/// results' duplicates, and count nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_counters_count_each_instance_once_though_reports_come_again() {
+    let lost = [
+        "worker_api.ReportResults@1",
+        "worker_api.ReportResults@2",
+        "worker_api.CompleteTask@1",
+    ];
+    let mut system = System::start(
+        PATCH_FLEET,
+        SystemOptions {
+            controller_env: vec![("MUSTER_LOSE_AT".into(), lost.join(","))],
+            ..Default::default()
+        },
+    )
+    .await;
+    let account = system.account("only");
+    let mut spec = script_spec(&[account], &[EAST], &["unused"], &[]);
+    spec.command = Some(patch_command(&[("Operation", "Scan")]));
+    // Four batches, so several reports.
+    spec.rate = Some(muster_proto::v1::RateControl {
+        batch_size: 2,
+        max_concurrency: "100%".into(),
+        ..Default::default()
+    });
+    let id = submit(&mut system.client, spec).await;
+    let done = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
+    let all = assert_ran_once(&mut system, &id, &done).await;
+    let logs = system.logs();
+    for point in lost {
+        let (name, nth) = point.split_once('@').unwrap();
+        assert!(
+            logs.contains(&format!("lose point {name} reached on pass {nth}")),
+            "the answer of {name} was lost on pass {nth}: {logs}"
+        );
+    }
+    let mut summed = muster_proto::v1::PatchCounters::default();
+    all.iter()
+        .filter_map(|t| t.patch_state.as_ref())
+        .for_each(|p| summed.add(p));
+    assert_eq!(
+        (
+            summed.reported,
+            summed.compliant,
+            summed.missing_targets,
+            summed.critical_targets
+        ),
+        (7, 2, 5, 3),
+        "the scan's states, the failed one without: {all:?}"
+    );
+    assert_eq!(
+        muster_tests::client::get(&mut system.client, &id).await.patch_counters,
+        Some(summed),
+        "each instance counted once"
+    );
+}
+
 /// Patch Manager may show a run's state a moment after the run's status,
 /// and until then the state of the run before: the worker takes neither
 /// that older state nor nothing, but asks again.
