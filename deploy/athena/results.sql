@@ -66,14 +66,19 @@ TBLPROPERTIES (
 -- WHERE dt >= '2026-11-01' AND campaign = '<campaign id>' AND status IN ('failed', 'timed_out')
 -- ORDER BY account_id, region;
 
--- Which instances a patch run left non-compliant, and why:
--- SELECT account_id, region, instance_id, patch_state.missing,
---        patch_state.failed, patch_state.installed_pending_reboot
+-- Which instances a patch run left non-compliant, and why, those missing
+-- critical patches first:
+-- SELECT account_id, region, instance_id, patch_state.critical_non_compliant,
+--        patch_state.missing, patch_state.failed, patch_state.installed_pending_reboot
 -- FROM muster.campaign_targets
 -- WHERE dt >= '2026-11-01' AND campaign = '<campaign id>'
 --   AND patch_state.missing + patch_state.failed
 --       + patch_state.installed_pending_reboot + patch_state.installed_rejected > 0
--- ORDER BY account_id, region;
+-- ORDER BY patch_state.critical_non_compliant DESC, account_id, region;
+--
+-- (To run the install on exactly those: muster submit --from-campaign
+-- <campaign id> --non-compliant --document AWS-RunPatchBaseline
+-- --param Operation=Install.)
 
 -- muster.command_output: the raw lines SSM wrote to the output bucket, at
 --   s3://<output bucket>/muster/<campaign>/<command id>/<instance id>/<plugin>/<step>/stdout|stderr
