@@ -47,6 +47,28 @@ pub async fn assert_ran_once(system: &mut System, id: &str, campaign: &Campaign)
     all
 }
 
+/// That the controller lost each of `points`' answers after its effect
+/// (`MUSTER_LOSE_AT`, "worker_api.Method@pass"), as its `logs` say.
+pub fn assert_answers_lost(logs: &str, points: &[&str]) {
+    for point in points {
+        let (name, nth) = point.split_once('@').expect("a lose point is METHOD@PASS");
+        assert!(
+            logs.contains(&format!("lose point {name} reached on pass {nth}")),
+            "the answer of {name} was lost on pass {nth}: {logs}"
+        );
+    }
+}
+
+/// The patch states of `targets`, summed as a campaign sums them.
+pub fn patch_sum(targets: &[Target]) -> muster_proto::v1::PatchCounters {
+    let mut summed = muster_proto::v1::PatchCounters::default();
+    targets
+        .iter()
+        .filter_map(|t| t.patch_state.as_ref())
+        .for_each(|p| summed.add(p));
+    summed
+}
+
 /// Messages on a queue: (visible, in flight); zeros when SQS cannot say.
 pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
     let attributes = sqs

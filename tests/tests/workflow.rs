@@ -8,7 +8,7 @@ use muster_proto::v1::{
     ApproveCampaignRequest, CampaignState, ListTargetsRequest, PromoteCampaignRequest, RerunCampaignRequest,
     ResumeCampaignRequest, Stage, StageGate, StagePhase, Target, TargetStatus,
 };
-use muster_tests::checks::assert_ran_once;
+use muster_tests::checks::{assert_answers_lost, assert_ran_once, patch_sum};
 use muster_tests::client::{assert_counters_add_up, script_spec, submit, targets, wait_done, wait_for};
 use muster_tests::fleets;
 use muster_tests::procs::{System, SystemOptions, output_of};
@@ -795,18 +795,8 @@ async fn patch_counters_count_each_instance_once_though_reports_come_again() {
     let id = submit(&mut system.client, spec).await;
     let done = wait_done(&mut system.client, &id, Duration::from_secs(120)).await;
     let all = assert_ran_once(&mut system, &id, &done).await;
-    let logs = system.logs();
-    for point in lost {
-        let (name, nth) = point.split_once('@').unwrap();
-        assert!(
-            logs.contains(&format!("lose point {name} reached on pass {nth}")),
-            "the answer of {name} was lost on pass {nth}: {logs}"
-        );
-    }
-    let mut summed = muster_proto::v1::PatchCounters::default();
-    all.iter()
-        .filter_map(|t| t.patch_state.as_ref())
-        .for_each(|p| summed.add(p));
+    assert_answers_lost(&system.logs(), &lost);
+    let summed = patch_sum(&all);
     assert_eq!(
         (
             summed.reported,
@@ -1118,10 +1108,7 @@ async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_res
     );
 
     // The campaign keeps the sum as its results come, exactly once each.
-    let mut summed = muster_proto::v1::PatchCounters::default();
-    all.iter()
-        .filter_map(|t| t.patch_state.as_ref())
-        .for_each(|p| summed.add(p));
+    let summed = patch_sum(&all);
     assert_eq!(
         (
             summed.reported,
