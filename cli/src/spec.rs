@@ -385,13 +385,14 @@ fn platform(field: &str, name: &str) -> anyhow::Result<i32> {
     })
 }
 
-/// A status a target ends in, by its short name ("failed", "timed_out").
-fn end_status(field: &str, name: &str) -> anyhow::Result<i32> {
-    match TargetStatus::from_short_name(name.trim()) {
+/// A status a target ends in, by its short name ("failed", "timed_out");
+/// the error names `field`.
+pub(crate) fn end_status(field: &str, name: &str) -> anyhow::Result<i32> {
+    match TargetStatus::from_short_name(name) {
         Some(status) if status.is_terminal() => Ok(status as i32),
         _ => bail!(
-            "{field}: '{name}' is not a status a target ends in (success, failed, timed_out, undeliverable, \
-             error, cancelled, terminated, skipped)"
+            "{field}: '{name}' is not a status a target ends in (failed, timed_out, undeliverable, error, \
+             cancelled, terminated, skipped, success)"
         ),
     }
 }

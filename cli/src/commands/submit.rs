@@ -1,6 +1,6 @@
 //! `submit`, `plan` and `rerun`: what starts a campaign.
 
-use muster_proto::v1::{PlanCampaignRequest, RerunCampaignRequest, SubmitCampaignRequest, TargetStatus};
+use muster_proto::v1::{PlanCampaignRequest, RerunCampaignRequest, SubmitCampaignRequest};
 
 use super::campaign::print_plan;
 use super::{Failure, ask_until_answered, timed};
@@ -135,18 +135,12 @@ fn print_plan_csv(campaign: &muster_proto::v1::Campaign) {
 /// As `muster submit`, every request carries a client token, so an answer
 /// lost on the way back is asked for again and never makes a second rerun.
 pub async fn rerun(client: &mut Client, args: &RerunArgs, style: Style, output: Output) -> Result<String, Failure> {
-    let mut statuses = Vec::new();
-    for name in &args.statuses {
-        match TargetStatus::from_short_name(name) {
-            Some(status) if status.is_terminal() => statuses.push(status as i32),
-            _ => {
-                return Err(Failure::Input(format!(
-                    "--status: '{name}' is not a status a target ends in (failed, timed_out, undeliverable, error, \
-                     cancelled, terminated, skipped, success)"
-                )));
-            }
-        }
-    }
+    let statuses = args
+        .statuses
+        .iter()
+        .map(|name| crate::spec::end_status("--status", name))
+        .collect::<anyhow::Result<Vec<i32>>>()
+        .map_err(|e| Failure::Input(e.to_string()))?;
     let client_token = args
         .client_token
         .clone()
