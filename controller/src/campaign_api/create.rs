@@ -279,31 +279,22 @@ impl CampaignApi {
         const FIELD: &str = "targets.from_campaign";
         let id = from.campaign_id.clone();
         let missing = || Status::not_found(format!("{FIELD}.campaign_id: no campaign {id}"));
-        let footprint = self.footprint(&id).await.map_err(|e| match e.code() {
-            tonic::Code::NotFound => missing(),
-            _ => e,
-        })?;
-        self.permit(method, principal, Action::Read, &footprint, &id)
-            .await
-            .map_err(|refused| Status::new(refused.code(), format!("{FIELD}.campaign_id: {}", refused.message())))?;
-        let limit = validate::MAX_INSTANCE_IDS;
-        let (read, statuses) = (id.clone(), from.statuses.clone());
-        let (row, selection) = self
+        let read = id.clone();
+        let (row, footprint) = self
             .ctl
             .store
             .read(move |conn| {
-                let choice = targets::Choice {
-                    statuses: &statuses,
-                    non_compliant: from.non_compliant,
-                    follow_reruns: from.follow_reruns,
+                let Some(row) = campaigns::get(conn, &read)? else {
+                    return Ok(None);
                 };
-                Ok((
-                    campaigns::get(conn, &read)?,
-                    targets::selection(conn, &read, choice, limit)?,
-                ))
+                let footprint = super::access::footprint_of(conn, &row)?;
+                Ok(Some((row, footprint)))
             })
-            .await?;
-        let row = row.ok_or_else(missing)?;
+            .await?
+            .ok_or_else(missing)?;
+        self.permit(method, principal, Action::Read, &footprint, &id)
+            .await
+            .map_err(|refused| Status::new(refused.code(), format!("{FIELD}.campaign_id: {}", refused.message())))?;
         if row.dry_run {
             return Err(Status::failed_precondition(format!(
                 "{FIELD}.campaign_id: {id} is a plan and ran nothing; it has no targets to take"
@@ -321,6 +312,20 @@ impl CampaignApi {
                 muster_proto::PATCH_DOCUMENTS.join(", ")
             )));
         }
+        let limit = validate::MAX_INSTANCE_IDS;
+        let (read, statuses) = (id.clone(), from.statuses.clone());
+        let selection = self
+            .ctl
+            .store
+            .read(move |conn| {
+                let choice = targets::Choice {
+                    statuses: &statuses,
+                    non_compliant: from.non_compliant,
+                    follow_reruns: from.follow_reruns,
+                };
+                targets::selection(conn, &read, choice, limit)
+            })
+            .await?;
         let which = from.in_words();
         let taken: usize = selection.values().map(|ids| ids.len().max(1)).sum();
         if taken == 0 {
