@@ -461,18 +461,18 @@ impl CampaignService for CampaignApi {
         let principal = self.authorize(&request, "RerunCampaign", Action::Submit).await?;
         let id = request.get_ref().campaign_id.clone();
         check_id("campaign_id", &id)?;
-        let first = self.footprint(&id).await?;
-        self.permit("RerunCampaign", &principal, Action::Read, &first, &id)
-            .await?;
         let request = request.into_inner();
         let statuses = rerun_statuses(&request.statuses)?;
+        let (row, first) = self.with_footprint(&id).await?;
+        self.permit("RerunCampaign", &principal, Action::Read, &first, &id)
+            .await?;
+        access::check_ended("campaign_id", &row, "submit its spec instead", "a campaign is rerun")?;
         let wanted = statuses.clone();
         let limit = validate::MAX_INSTANCE_IDS;
-        let (row, selection, submitted_external_id) = self
+        let (selection, submitted_external_id) = self
             .ctl
             .store
             .read(move |conn| {
-                let row = campaigns::get(conn, &id)?;
                 let selection = targets::selection(
                     conn,
                     &id,
@@ -483,22 +483,10 @@ impl CampaignService for CampaignApi {
                     limit,
                 )?;
                 let external_id = campaigns::submitted_external_id(conn, &id)?;
-                Ok((row, selection, external_id))
+                Ok((selection, external_id))
             })
             .await?;
-        let row = row.ok_or_else(|| Status::not_found("no campaign with that id"))?;
         let id = row.id.as_str();
-        if row.dry_run {
-            return Err(Status::failed_precondition(format!(
-                "campaign_id: {id} is a plan and ran nothing; submit its spec instead"
-            )));
-        }
-        if !row.state.is_terminal() {
-            return Err(Status::failed_precondition(format!(
-                "campaign_id: {id} is {}; a campaign is rerun once it has ended (cancel it to end it now)",
-                row.state.short_name()
-            )));
-        }
         let names = statuses
             .iter()
             .map(|s| TargetStatus::try_from(*s).map_or("?", TargetStatus::short_name))

@@ -135,6 +135,11 @@ impl CampaignApi {
 
     /// Where a stored campaign reaches.
     pub(super) async fn footprint(&self, id: &str) -> Result<Footprint, Status> {
+        Ok(self.with_footprint(id).await?.1)
+    }
+
+    /// A stored campaign and where it reaches, in one read.
+    pub(super) async fn with_footprint(&self, id: &str) -> Result<(CampaignRow, Footprint), Status> {
         let id = id.to_owned();
         self.ctl
             .store
@@ -142,11 +147,32 @@ impl CampaignApi {
                 let Some(row) = campaigns::get(conn, &id)? else {
                     return Ok(None);
                 };
-                footprint_of(conn, &row).map(Some)
+                let footprint = footprint_of(conn, &row)?;
+                Ok(Some((row, footprint)))
             })
             .await?
             .ok_or_else(|| Status::not_found("no campaign with that id"))
     }
+}
+
+/// Refuses to build on `row` unless it ran and has ended, as a rerun and a
+/// campaign taking its targets need: `field` names where its id was given,
+/// `plan` says what to do with a plan instead, `ended` what waits for the
+/// end ("a campaign is rerun").
+pub(super) fn check_ended(field: &str, row: &CampaignRow, plan: &str, ended: &str) -> Result<(), Status> {
+    let id = &row.id;
+    if row.dry_run {
+        return Err(Status::failed_precondition(format!(
+            "{field}: {id} is a plan and ran nothing; {plan}"
+        )));
+    }
+    if !row.state.is_terminal() {
+        return Err(Status::failed_precondition(format!(
+            "{field}: {id} is {}; {ended} once it has ended (cancel it to end it now)",
+            row.state.short_name()
+        )));
+    }
+    Ok(())
 }
 
 /// Where a stored campaign reaches: what a grant must hold.

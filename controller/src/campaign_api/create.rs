@@ -278,34 +278,15 @@ impl CampaignApi {
         };
         const FIELD: &str = "targets.from_campaign";
         let id = from.campaign_id.clone();
-        let missing = || Status::not_found(format!("{FIELD}.campaign_id: no campaign {id}"));
-        let read = id.clone();
-        let (row, footprint) = self
-            .ctl
-            .store
-            .read(move |conn| {
-                let Some(row) = campaigns::get(conn, &read)? else {
-                    return Ok(None);
-                };
-                let footprint = super::access::footprint_of(conn, &row)?;
-                Ok(Some((row, footprint)))
-            })
-            .await?
-            .ok_or_else(missing)?;
+        let (row, footprint) = self.with_footprint(&id).await.map_err(|refused| match refused.code() {
+            tonic::Code::NotFound => Status::not_found(format!("{FIELD}.campaign_id: no campaign {id}")),
+            _ => refused,
+        })?;
         self.permit(method, principal, Action::Read, &footprint, &id)
             .await
             .map_err(|refused| Status::new(refused.code(), format!("{FIELD}.campaign_id: {}", refused.message())))?;
-        if row.dry_run {
-            return Err(Status::failed_precondition(format!(
-                "{FIELD}.campaign_id: {id} is a plan and ran nothing; it has no targets to take"
-            )));
-        }
-        if !row.state.is_terminal() {
-            return Err(Status::failed_precondition(format!(
-                "{FIELD}.campaign_id: {id} is {}; its targets are taken once it has ended (cancel it to end it now)",
-                row.state.short_name()
-            )));
-        }
+        let field = format!("{FIELD}.campaign_id");
+        super::access::check_ended(&field, &row, "it has no targets to take", "its targets are taken")?;
         if from.non_compliant && !campaigns::runs_patches(&row.spec) {
             return Err(Status::failed_precondition(format!(
                 "{FIELD}.non_compliant: {id} ran no patch document ({}), so no target of it has a patch state",
