@@ -507,6 +507,9 @@ pub struct ResultsArgs {
     /// missing, failed or waiting for a reboot).
     #[arg(long, conflicts_with = "instance")]
     pub non_compliant: bool,
+    /// Only targets whose patch run left critical patches non-compliant.
+    #[arg(long, conflicts_with = "instance")]
+    pub critical: bool,
 }
 
 /// `muster submit`.
@@ -558,7 +561,8 @@ pub struct SpecArgs {
     pub platforms: Vec<String>,
     /// The targets of this ended campaign instead of accounts and regions
     /// (tags and platforms still apply), chosen as the campaign is made: all
-    /// of them, or those --from-status and --non-compliant choose.
+    /// of them, or those --from-status, --non-compliant and --critical
+    /// choose.
     #[arg(long, value_name = "CAMPAIGN_ID")]
     pub from_campaign: Option<String>,
     /// Of --from-campaign's targets, only those that ended in this status
@@ -569,6 +573,10 @@ pub struct SpecArgs {
     /// non-compliant (patches missing, failed or waiting for a reboot).
     #[arg(long)]
     pub non_compliant: bool,
+    /// Of --from-campaign's targets, only those its patch run left with
+    /// critical patches non-compliant.
+    #[arg(long)]
+    pub critical: bool,
     /// Of --from-campaign's targets, each as the latest rerun of it that
     /// covered it left it (as `muster results --follow-reruns`).
     #[arg(long)]

@@ -260,6 +260,7 @@ impl Written {
                     [field] if field.is("non_compliant") => {
                         scalar(format!("{at}.non_compliant"), "--non-compliant", a.non_compliant)
                     }
+                    [field] if field.is("critical") => scalar(format!("{at}.critical"), "--critical", a.critical),
                     [field] if field.is("follow_reruns") => {
                         scalar(format!("{at}.follow_reruns"), "--follow-reruns", a.follow_reruns)
                     }
@@ -726,6 +727,19 @@ mod tests {
             },
         );
         assert_eq!(w.said("targets.from_campaign.campaign_id"), "--from-campaign");
+        let (w, _dir) = written(
+            Some("targets:\n  from_campaign:\n    non_compliant: true\ncommand:\n  linux: uptime\n"),
+            SpecArgs {
+                from_campaign: Some("x".into()),
+                critical: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            w.said("targets.from_campaign.non_compliant"),
+            "targets.from_campaign.non_compliant in patch.yaml"
+        );
+        assert_eq!(w.said("targets.from_campaign.critical"), "--critical");
     }
 
     #[test]

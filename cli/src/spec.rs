@@ -149,6 +149,8 @@ struct FromCampaignFile {
     non_compliant: bool,
     #[serde(default)]
     follow_reruns: bool,
+    #[serde(default)]
+    critical: bool,
 }
 
 impl FromCampaignFile {
@@ -163,6 +165,7 @@ impl FromCampaignFile {
                 .collect::<anyhow::Result<_>>()?,
             non_compliant: self.non_compliant,
             follow_reruns: self.follow_reruns,
+            critical: self.critical,
         })
     }
 }

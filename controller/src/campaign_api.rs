@@ -27,13 +27,14 @@ use crate::store::stages;
 use crate::store::targets::{self, TargetFilter};
 use crate::store::{Sql, StoreResult};
 use crate::validate;
+use muster_proto::PatchChoice;
 
 mod access;
 mod create;
 mod paging;
 use access::{check_id, footprint_of};
 pub(crate) use create::{Creation, FROM_CAMPAIGN_IN_SCHEDULE};
-use create::{rerun_spec, rerun_statuses};
+use create::{check_patch_choice, rerun_spec, rerun_statuses};
 use paging::{CampaignQuery, campaign_query, target_page, within_page_bytes};
 
 /// The service.
@@ -269,20 +270,29 @@ impl CampaignService for CampaignApi {
         self.authorize_on(&request, "ListTargets", action, &id).await?;
         let request = request.into_inner();
         let (page_size, cursor) = target_page(&request)?;
+        let patch = PatchChoice::of(request.non_compliant, request.critical);
+        let patch_field = if request.critical { "critical" } else { "non_compliant" };
         let filter = TargetFilter {
             statuses: request.statuses,
             accounts: request.account_ids,
             regions: request.regions,
             instances: request.instance_ids,
+            patch,
         };
         let id = request.campaign_id.clone();
         let with_output = request.include_output;
         let follow = request.follow_reruns;
-        let (exists, targets, next) = self
+        let listed = self
             .ctl
             .store
             .read(move |conn| {
-                let exists = campaigns::get(conn, &id)?.is_some();
+                let Some(row) = campaigns::get(conn, &id)? else {
+                    return Ok(None);
+                };
+                if check_patch_choice(patch_field, patch, &row).is_err() {
+                    // Refused below, without reading its targets.
+                    return Ok(Some((row, Vec::new(), None)));
+                }
                 // A rerun reaches no further than the campaign it reruns,
                 // so Read on the first covers the whole chain.
                 let (targets, next) = if follow {
@@ -291,12 +301,13 @@ impl CampaignService for CampaignApi {
                 } else {
                     targets::list(conn, &id, &filter, page_size, cursor, with_output)?
                 };
-                Ok((exists, targets, next))
+                Ok(Some((row, targets, next)))
             })
             .await?;
-        if !exists {
+        let Some((row, targets, next)) = listed else {
             return Err(Status::not_found("no campaign with that id"));
-        }
+        };
+        check_patch_choice(patch_field, patch, &row)?;
         let (targets, next) = within_page_bytes(targets, next);
         Ok(Response::new(ListTargetsResponse {
             targets,

@@ -601,6 +601,7 @@ mod tests {
             statuses: statuses.to_vec(),
             non_compliant: true,
             follow_reruns: false,
+            critical: false,
         };
         let id = "0190d3c4-0000-7000-8000-000000000001";
         let mut spec = good();

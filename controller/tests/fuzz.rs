@@ -128,15 +128,17 @@ fn spec() -> impl Strategy<Value = CampaignSpec> {
                 vec(-1i32..14, 0..4),
                 any::<bool>(),
                 any::<bool>(),
+                any::<bool>(),
             )
-                .prop_map(
-                    |(campaign_id, statuses, non_compliant, follow_reruns)| CampaignTargets {
+                .prop_map(|(campaign_id, statuses, non_compliant, follow_reruns, critical)| {
+                    CampaignTargets {
                         campaign_id,
                         statuses,
                         non_compliant,
                         follow_reruns,
-                    },
-                ),
+                        critical,
+                    }
+                }),
         ),
     )
         .prop_map(

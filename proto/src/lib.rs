@@ -23,7 +23,7 @@ mod status;
 mod steps;
 mod task_ref;
 
-pub use patch::{PATCH_DOCUMENTS, reports_patch_state};
+pub use patch::{PATCH_DOCUMENTS, PatchChoice, reports_patch_state};
 pub use protocol::WORKER_PROTOCOL;
 pub use report::{MAX_REPORT_BYTES, clip_output, split_by_size};
 pub use status::{ALL_CAMPAIGN_STATES, ALL_TARGET_STATUSES};

@@ -18,12 +18,62 @@ pub fn reports_patch_state(document: &str) -> bool {
     PATCH_DOCUMENTS.contains(&name)
 }
 
+/// Which targets their patch state admits: what the `non_compliant` and
+/// `critical` fields of ListTargetsRequest and CampaignTargets choose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PatchChoice {
+    /// Every target, with a patch state or without.
+    #[default]
+    Any,
+    /// Targets with a patch state that is not compliant.
+    NonCompliant,
+    /// Targets with critical patches not compliant.
+    Critical,
+}
+
+impl PatchChoice {
+    /// The choice of the two fields; `critical` is the narrower one.
+    pub fn of(non_compliant: bool, critical: bool) -> Self {
+        match (non_compliant, critical) {
+            (_, true) => Self::Critical,
+            (true, false) => Self::NonCompliant,
+            (false, false) => Self::Any,
+        }
+    }
+
+    /// Whether a target with `state` is chosen; one without a patch state
+    /// (its run failed, or ran no patch document) is chosen only by
+    /// [`PatchChoice::Any`].
+    pub fn admits(self, state: Option<&PatchState>) -> bool {
+        match (self, state) {
+            (Self::Any, _) => true,
+            (_, None) => false,
+            (Self::NonCompliant, Some(state)) => !state.compliant(),
+            (Self::Critical, Some(state)) => state.critical(),
+        }
+    }
+
+    /// The targets chosen, for people: none for [`PatchChoice::Any`].
+    pub fn in_words(self) -> Option<&'static str> {
+        match self {
+            Self::Any => None,
+            Self::NonCompliant => Some("non-compliant"),
+            Self::Critical => Some("non-compliant on critical patches"),
+        }
+    }
+}
+
 impl PatchState {
     /// Whether Patch Manager counts the instance compliant: nothing
     /// missing or failed, nothing waiting for a reboot, nothing rejected
     /// installed.
     pub fn compliant(&self) -> bool {
         self.missing == 0 && self.failed == 0 && self.installed_pending_reboot == 0 && self.installed_rejected == 0
+    }
+
+    /// Whether patches of critical severity are among those not compliant.
+    pub fn critical(&self) -> bool {
+        self.critical_non_compliant > 0
     }
 
     /// One short phrase: "compliant", or what is wrong ("3 missing, 1
@@ -157,6 +207,33 @@ mod tests {
         ));
         assert!(!reports_patch_state("AWS-RunShellScript"));
         assert!(!reports_patch_state("Acme-RunPatchBaseline"));
+    }
+
+    #[test]
+    fn a_choice_admits_by_compliance_and_critical_is_the_narrower() {
+        let compliant = PatchState {
+            installed: 4,
+            ..Default::default()
+        };
+        let behind = PatchState {
+            missing: 2,
+            ..Default::default()
+        };
+        let critical = PatchState {
+            installed_pending_reboot: 1,
+            critical_non_compliant: 1,
+            ..Default::default()
+        };
+        let admitted = |choice: PatchChoice| {
+            [None, Some(&compliant), Some(&behind), Some(&critical)].map(|state| choice.admits(state))
+        };
+        assert_eq!(admitted(PatchChoice::Any), [true; 4]);
+        assert_eq!(admitted(PatchChoice::NonCompliant), [false, false, true, true]);
+        assert_eq!(admitted(PatchChoice::Critical), [false, false, false, true]);
+        assert_eq!(PatchChoice::of(false, false), PatchChoice::Any);
+        assert_eq!(PatchChoice::of(true, false), PatchChoice::NonCompliant);
+        assert_eq!(PatchChoice::of(true, true), PatchChoice::Critical);
+        assert_eq!(PatchChoice::of(false, true), PatchChoice::Critical);
     }
 
     #[test]

@@ -218,8 +218,8 @@ fn span(seconds: u32) -> String {
 
 impl CampaignTargets {
     /// Which of the campaign's targets it takes, for people ("any",
-    /// "failed or error", "non-compliant", "failed and non-compliant"), to
-    /// follow "targets that are".
+    /// "failed or error", "non-compliant", "failed and non-compliant on
+    /// critical patches"), to follow "targets that are".
     pub fn in_words(&self) -> String {
         let statuses = self
             .statuses
@@ -227,11 +227,12 @@ impl CampaignTargets {
             .map(|s| TargetStatus::try_from(*s).map_or("?", TargetStatus::short_name))
             .collect::<Vec<_>>()
             .join(" or ");
-        let which = match (statuses.is_empty(), self.non_compliant) {
-            (true, false) => "any".into(),
-            (true, true) => "non-compliant".into(),
-            (false, false) => statuses,
-            (false, true) => format!("{statuses} and non-compliant"),
+        let patch = crate::PatchChoice::of(self.non_compliant, self.critical).in_words();
+        let which = match (statuses.is_empty(), patch) {
+            (true, None) => "any".into(),
+            (true, Some(patch)) => patch.into(),
+            (false, None) => statuses,
+            (false, Some(patch)) => format!("{statuses} and {patch}"),
         };
         if self.follow_reruns {
             format!("{which}, as its reruns left them")
@@ -340,6 +341,7 @@ mod tests {
             statuses: statuses.iter().map(|s| *s as i32).collect(),
             non_compliant,
             follow_reruns,
+            critical: false,
         };
         assert_eq!(from(&[], false, false).in_words(), "any");
         assert_eq!(from(&[], true, false).in_words(), "non-compliant");
@@ -351,5 +353,10 @@ mod tests {
             from(&[TargetStatus::Success], true, true).in_words(),
             "success and non-compliant, as its reruns left them"
         );
+        let critical = CampaignTargets {
+            critical: true,
+            ..from(&[TargetStatus::Success], true, false)
+        };
+        assert_eq!(critical.in_words(), "success and non-compliant on critical patches");
     }
 }

@@ -101,6 +101,14 @@ async fn a_rerun_covers_exactly_the_failed_targets_and_reads_together_with_the_f
             .as_str()
         )
     );
+    let mut command = system.cli_with_token(&system.creds.submit_token);
+    command.args(["results", &first, "--critical"]);
+    let (code, stdout, stderr) = output_of(command).await;
+    assert_ne!(code, 0, "{stdout}");
+    assert!(
+        stderr.contains(&format!("--critical: {first} ran no patch document")),
+        "the flag, and why: {stderr}"
+    );
     let c = campaign.counters.unwrap();
     assert_eq!(
         (c.failed, c.error),
@@ -888,7 +896,7 @@ async fn the_install_goes_to_the_instances_a_scan_left_non_compliant_and_to_no_o
                 campaign_id: scan.clone(),
                 statuses: statuses.iter().map(|s| *s as i32).collect(),
                 non_compliant,
-                follow_reruns: false,
+                ..Default::default()
             }),
             ..Default::default()
         });
@@ -918,6 +926,50 @@ async fn the_install_goes_to_the_instances_a_scan_left_non_compliant_and_to_no_o
         .map(|t| t.instance_id.clone())
         .collect();
     assert_eq!(behind.len(), 5, "4 missing on 3, 2 missing on 2: {scanned:?}");
+    let critical: BTreeSet<String> = scanned
+        .iter()
+        .filter(|t| t.patch_state.as_ref().is_some_and(|p| p.critical()))
+        .map(|t| t.instance_id.clone())
+        .collect();
+    assert_eq!(critical.len(), 3, "1 critical of 4 missing on 3: {scanned:?}");
+
+    // The controller lists those behind, a page at a time, without the
+    // compliant ones.
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = system
+            .client
+            .list_targets(ListTargetsRequest {
+                campaign_id: scan.clone(),
+                page_size: 2,
+                page_token,
+                critical: true,
+                ..Default::default()
+            })
+            .await
+            .expect("ListTargets, critical")
+            .into_inner();
+        pages.push(page.targets.iter().map(|t| t.instance_id.clone()).collect::<Vec<_>>());
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1], "{pages:?}");
+    assert_eq!(pages.concat().into_iter().collect::<BTreeSet<_>>(), critical);
+    for (flag, expected) in [("--non-compliant", &behind), ("--critical", &critical)] {
+        let mut command = system.cli_with_token(&system.creds.submit_token);
+        command.args(["-o", "csv", "results", &scan, flag]);
+        let (code, stdout, stderr) = output_of(command).await;
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        let listed: BTreeSet<String> = stdout
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(3).unwrap().to_owned())
+            .collect();
+        assert_eq!(&listed, expected, "{flag}: {stdout}");
+    }
 
     // Nothing to take is said, and nothing is made.
     let none = system
@@ -1159,7 +1211,7 @@ async fn a_patch_baseline_scan_then_install_follows_reboots_to_true_per_step_res
     assert!(!stdout.contains("compliant"), "only the non-compliant: {stdout}");
     assert!(
         stderr.contains(
-            "patch state: 2 of 7 instances compliant; 3 with 3 critical patches not compliant; \
+            "patch state of the campaign: 2 of 7 instances compliant; 3 with 3 critical patches not compliant; \
              5 waiting for a reboot (16 patches)"
         ) && stderr.contains("5 targets;")
             && stderr.contains(&format!(

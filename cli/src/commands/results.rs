@@ -2,7 +2,10 @@
 
 use comfy_table::Cell;
 use muster_common::domain::{AccountId, RegionName, check_instance_id};
-use muster_proto::v1::{GetTargetRequest, ListTargetsRequest, Target, TargetStatus};
+use muster_proto::PatchChoice;
+use muster_proto::v1::{
+    CampaignView, GetCampaignRequest, GetTargetRequest, ListTargetsRequest, PatchCounters, Target, TargetStatus,
+};
 
 use super::Failure;
 use crate::args::{Output, ResultsArgs};
@@ -35,19 +38,17 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
         return Ok(());
     }
     let statuses = statuses(&args.statuses)?;
-    let mut all = all_targets(client, args, statuses, !output.is_table()).await?;
-    let mut summary = muster_proto::v1::PatchCounters::default();
+    let patch = PatchChoice::of(args.non_compliant, args.critical);
+    let mut all = all_targets(client, args, statuses, !output.is_table())
+        .await
+        .map_err(patch_flags)?;
+    // The controller chooses by patch state; one older than those fields
+    // ignores them, so choose here as well.
+    all.retain(|t| patch.admits(t.patch_state.as_ref()));
+    let mut summary = PatchCounters::default();
     all.iter()
         .filter_map(|t| t.patch_state.as_ref())
         .for_each(|p| summary.add(p));
-    if args.non_compliant {
-        all.retain(|t| t.patch_state.as_ref().is_some_and(|p| !p.compliant()));
-        if summary.reported == 0 {
-            eprintln!(
-                "no target here has a patch state: only a patch document's run (AWS-RunPatchBaseline and its kin) reports one"
-            );
-        }
-    }
     match output {
         // The pages read, as one answer.
         Output::Json | Output::Yaml => render::print_message(
@@ -60,25 +61,70 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
         Output::Csv => print_targets_csv(&all),
         Output::Table | Output::Wide => {
             print_targets(&all, style, output == Output::Wide, args.follow_reruns);
-            if let Some(words) = summary.in_words() {
-                eprintln!("patch state: {words}");
+            if let Some(line) = patch_state_line(client, args, patch, &summary).await? {
+                eprintln!("{line}");
             }
             eprintln!(
                 "{} targets; one target's output: muster results {} --instance <id>",
                 all.len(),
                 args.campaign_id
             );
-            if args.non_compliant && !all.is_empty() {
+            if patch != PatchChoice::Any && !all.is_empty() {
                 eprintln!(
-                    "to install on these: muster submit --from-campaign {} --non-compliant{} \
+                    "to install on these: muster submit --from-campaign {} {}{} \
                      --document AWS-RunPatchBaseline --param Operation=Install",
                     args.campaign_id,
+                    if args.critical { "--critical" } else { "--non-compliant" },
                     if args.follow_reruns { " --follow-reruns" } else { "" }
                 );
             }
         }
     }
     Ok(())
+}
+
+/// The line under the table that sums the patch states: of the targets
+/// listed, or, when they were chosen by patch state (and all are behind),
+/// of the whole campaign, as it counts them.
+async fn patch_state_line(
+    client: &mut Client,
+    args: &ResultsArgs,
+    patch: PatchChoice,
+    listed: &PatchCounters,
+) -> Result<Option<String>, Failure> {
+    // The campaign's counters are its own targets', not as its reruns left
+    // them.
+    if patch == PatchChoice::Any || args.follow_reruns {
+        return Ok(listed.in_words().map(|words| format!("patch state: {words}")));
+    }
+    let campaign = client
+        .get_campaign(GetCampaignRequest {
+            campaign_id: args.campaign_id.clone(),
+            view: CampaignView::Basic as i32,
+        })
+        .await?
+        .into_inner()
+        .campaign
+        .unwrap_or_default();
+    Ok(campaign
+        .patch_counters
+        .and_then(|counters| counters.in_words())
+        .map(|words| format!("patch state of the campaign: {words}")))
+}
+
+/// The controller's refusal of a choice by patch state, said with the flag
+/// that asked for it.
+fn patch_flags(failure: Failure) -> Failure {
+    let Failure::Controller(status) = &failure else {
+        return failure;
+    };
+    let message = status.message();
+    for (field, flag) in [("non_compliant: ", "--non-compliant: "), ("critical: ", "--critical: ")] {
+        if let Some(rest) = message.strip_prefix(field) {
+            return Failure::Controller(tonic::Status::new(status.code(), format!("{flag}{rest}")));
+        }
+    }
+    failure
 }
 
 /// The flags' values, each named by its flag: an account or region that
@@ -174,6 +220,8 @@ async fn all_targets(
                 instance_ids: Vec::new(),
                 include_output,
                 follow_reruns: args.follow_reruns,
+                non_compliant: args.non_compliant,
+                critical: args.critical,
             })
             .await?
             .into_inner();

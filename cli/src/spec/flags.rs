@@ -38,6 +38,7 @@ pub(crate) fn with_flags(mut spec: CampaignSpec, args: &SpecArgs) -> anyhow::Res
     let choosing = [
         ("--from-status", !args.from_statuses.is_empty()),
         ("--non-compliant", args.non_compliant),
+        ("--critical", args.critical),
         ("--follow-reruns", args.follow_reruns),
     ];
     for (flag, given) in choosing {
@@ -53,6 +54,7 @@ pub(crate) fn with_flags(mut spec: CampaignSpec, args: &SpecArgs) -> anyhow::Res
             from.statuses.push(end_status("--from-status", name)?);
         }
         from.non_compliant |= args.non_compliant;
+        from.critical |= args.critical;
         from.follow_reruns |= args.follow_reruns;
         if from.campaign_id.is_empty() {
             bail!("targets.from_campaign.id: is required; give the campaign in the file or with --from-campaign");

@@ -74,8 +74,11 @@ fn an_earlier_campaigns_targets_from_a_file_or_flags() {
         [TargetStatus::Success as i32, TargetStatus::Failed as i32],
         "the file's, then the flags'"
     );
-    assert!(from.non_compliant && from.follow_reruns);
+    assert!(from.non_compliant && from.follow_reruns && !from.critical);
     assert_eq!(targets.platforms, [Platform::Linux as i32]);
+    args.critical = true;
+    let from = build(&args).unwrap().targets.unwrap().from_campaign.unwrap();
+    assert!(from.critical, "--critical");
 
     let (_dir, args) = file(
         "bad.yaml",
@@ -110,6 +113,28 @@ fn an_earlier_campaigns_targets_from_a_file_or_flags() {
     };
     let from = build(&flags).unwrap().targets.unwrap().from_campaign.unwrap();
     assert!(from.non_compliant && from.statuses.is_empty() && !from.follow_reruns);
+
+    let (_dir, args) = file(
+        "critical.yaml",
+        "targets:\n  from_campaign: {critical: true}\ncommand:\n  document: AWS-RunPatchBaseline\n",
+    );
+    let args = SpecArgs {
+        from_campaign: Some("0190d3c4-0000-7000-8000-000000000001".into()),
+        ..args
+    };
+    let from = build(&args).unwrap().targets.unwrap().from_campaign.unwrap();
+    assert!(from.critical && !from.non_compliant, "the file's critical");
+    let error = build(&SpecArgs {
+        linux: vec!["uptime".into()],
+        critical: true,
+        ..Default::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.starts_with("--critical: chooses among the targets of an earlier campaign"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Making a campaign: checked, expanded, permitted, past the guardrails,
 //! and stored once per client token; and what a rerun takes of the first.
 
+use muster_proto::PatchChoice;
 use muster_proto::v1::{CampaignSpec, RerunCampaignRequest, ScopeSelector, TargetSelector, TargetStatus};
 use prost::Message as _;
 use sha2::Digest as _;
@@ -87,6 +88,20 @@ pub(super) fn rerun_statuses(asked: &[i32]) -> Result<Vec<i32>, Status> {
 }
 
 /// Why a schedule's campaign may not take an earlier campaign's targets.
+/// Refuses a choice by patch state (`field`) of a campaign that ran no
+/// patch document: none of its targets has a patch state, so the choice
+/// would be empty for a reason the caller should hear.
+pub(super) fn check_patch_choice(field: &str, patch: PatchChoice, row: &campaigns::CampaignRow) -> Result<(), Status> {
+    if patch == PatchChoice::Any || campaigns::runs_patches(&row.spec) {
+        return Ok(());
+    }
+    Err(Status::failed_precondition(format!(
+        "{field}: {} ran no patch document ({}), so no target of it has a patch state",
+        row.id,
+        muster_proto::PATCH_DOCUMENTS.join(", ")
+    )))
+}
+
 pub(crate) const FROM_CAMPAIGN_IN_SCHEDULE: &str = "targets.from_campaign: a schedule's runs choose their targets \
     each time they start, and an ended campaign's stay as they were; target accounts, OUs and regions instead";
 
@@ -287,12 +302,9 @@ impl CampaignApi {
             .map_err(|refused| Status::new(refused.code(), format!("{FIELD}.campaign_id: {}", refused.message())))?;
         let field = format!("{FIELD}.campaign_id");
         super::access::check_ended(&field, &row, "it has no targets to take", "its targets are taken")?;
-        if from.non_compliant && !campaigns::runs_patches(&row.spec) {
-            return Err(Status::failed_precondition(format!(
-                "{FIELD}.non_compliant: {id} ran no patch document ({}), so no target of it has a patch state",
-                muster_proto::PATCH_DOCUMENTS.join(", ")
-            )));
-        }
+        let patch = PatchChoice::of(from.non_compliant, from.critical);
+        let patch_field = if from.critical { "critical" } else { "non_compliant" };
+        check_patch_choice(&format!("{FIELD}.{patch_field}"), patch, &row)?;
         let limit = validate::MAX_INSTANCE_IDS;
         let (read, statuses) = (id.clone(), from.statuses.clone());
         let selection = self
@@ -301,7 +313,7 @@ impl CampaignApi {
             .read(move |conn| {
                 let choice = targets::Choice {
                     statuses: &statuses,
-                    non_compliant: from.non_compliant,
+                    patch,
                     follow_reruns: from.follow_reruns,
                 };
                 targets::selection(conn, &read, choice, limit)
@@ -310,7 +322,7 @@ impl CampaignApi {
         let which = from.in_words();
         let taken: usize = selection.values().map(|ids| ids.len().max(1)).sum();
         if taken == 0 {
-            let none = if from.statuses.is_empty() && !from.non_compliant {
+            let none = if from.statuses.is_empty() && patch == PatchChoice::Any {
                 "no targets".to_owned()
             } else {
                 format!("no target that is {which}")
@@ -322,7 +334,7 @@ impl CampaignApi {
         if taken > limit {
             return Err(Status::failed_precondition(format!(
                 "{FIELD}: {id} has more than {limit} targets that are {which}, more than one campaign may name; \
-                 choose fewer (statuses, non_compliant), or target its accounts and regions"
+                 choose fewer (statuses, non_compliant, critical), or target its accounts and regions"
             )));
         }
         tracing::info!(from_campaign = %id, which, targets = taken, "targets taken from an earlier campaign");

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::store::sql::{Datum, ROWS_PER_STATEMENT, Row, Sql, ToValue, Value, params, pieces, placeholders};
-use muster_proto::v1::{DiscoveredInstance, PatchState, PingStatus, Platform, ScopeState, Target, TargetStatus};
+use muster_proto::PatchChoice;
+use muster_proto::v1::{DiscoveredInstance, PingStatus, Platform, ScopeState, Target, TargetStatus};
 
 use super::records::{bump, bump_all, now_ms, timestamp};
 use super::tasks::TaskRow;
@@ -439,6 +440,8 @@ pub struct TargetFilter {
     pub regions: Vec<String>,
     /// Instances (all when empty).
     pub instances: Vec<String>,
+    /// By patch state (decoded, so read past the page until it is full).
+    pub patch: PatchChoice,
 }
 
 /// The columns [`from_row`] reads, with the output (from `outputs`, or
@@ -582,29 +585,51 @@ pub fn list(
     cursor: Option<TargetCursor>,
     with_output: bool,
 ) -> StoreResult<super::Page<Target, TargetCursor>> {
-    let mut sql = format!(
-        "SELECT {} FROM targets WHERE campaign_id = ?1 AND (account_id, region, instance_id) > (?2, ?3, ?4)",
-        columns(with_output)
-    );
-    let (a, r, i) = cursor.unwrap_or_default();
-    let mut args: Vec<Value<'_>> = vec![campaign.to_value(), a.to_value(), r.to_value(), i.to_value()];
-    filter_sql(filter, true, &mut sql, &mut args);
-    sql.push_str(&format!(
-        " ORDER BY account_id, region, instance_id LIMIT {}",
-        page_size + 1
-    ));
     let names = stage_names(conn, [campaign])?;
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt
-        .query_map(args, |r| from_row(r, &names))?
-        .collect::<StoreResult<Vec<_>>>()?;
-    let next = if rows.len() > page_size {
-        rows.truncate(page_size);
-        rows.last().map(key_of)
+    // A patch filter is applied to decoded rows, so rows are read in chunks
+    // until the page is full; without one the first chunk is the page.
+    let chunk = match filter.patch {
+        PatchChoice::Any => page_size + 1,
+        _ => (page_size + 1).max(1_000),
+    };
+    let mut after = cursor.unwrap_or_default();
+    let mut page = Vec::new();
+    loop {
+        let mut sql = format!(
+            "SELECT {} FROM targets WHERE campaign_id = ?1 AND (account_id, region, instance_id) > (?2, ?3, ?4)",
+            columns(with_output)
+        );
+        if filter.patch != PatchChoice::Any {
+            sql.push_str(" AND patch_state IS NOT NULL");
+        }
+        let mut args: Vec<Value<'_>> = vec![
+            campaign.to_value(),
+            after.0.to_value(),
+            after.1.to_value(),
+            after.2.to_value(),
+        ];
+        filter_sql(filter, true, &mut sql, &mut args);
+        sql.push_str(&format!(" ORDER BY account_id, region, instance_id LIMIT {chunk}"));
+        let rows = conn
+            .prepare(&sql)?
+            .query_map(args, |r| from_row(r, &names))?
+            .collect::<StoreResult<Vec<_>>>()?;
+        let complete = rows.len() < chunk;
+        if let Some(last) = rows.last() {
+            after = key_of(last);
+        }
+        page.extend(rows.into_iter().filter(|t| filter.patch.admits(t.patch_state.as_ref())));
+        if complete || page.len() > page_size {
+            break;
+        }
+    }
+    let next = if page.len() > page_size {
+        page.truncate(page_size);
+        page.last().map(key_of)
     } else {
         None
     };
-    Ok((rows, next))
+    Ok((page, next))
 }
 
 /// A page of the targets of `chain` (a campaign and its reruns, in the order
@@ -673,7 +698,9 @@ pub fn list_latest(
                 && scope_covered_by
                     .get(&(latest.account_id.clone(), latest.region.clone()))
                     .is_some_and(|&later| later > rank_of(&latest));
-            if superseded_scope || (!filter.statuses.is_empty() && !filter.statuses.contains(&latest.status)) {
+            let filtered_out = (!filter.statuses.is_empty() && !filter.statuses.contains(&latest.status))
+                || !filter.patch.admits(latest.patch_state.as_ref());
+            if superseded_scope || filtered_out {
                 continue;
             }
             page.push(latest);
@@ -700,8 +727,8 @@ pub fn list_latest(
 pub struct Choice<'a> {
     /// Only those that ended in one of these (any when empty).
     pub statuses: &'a [i32],
-    /// Only those with a patch state that is not compliant.
-    pub non_compliant: bool,
+    /// By patch state.
+    pub patch: PatchChoice,
     /// Each target as the latest rerun of the campaign that covered it left
     /// it.
     pub follow_reruns: bool,
@@ -725,6 +752,7 @@ pub fn selection(
     };
     let filter = TargetFilter {
         statuses: choice.statuses.to_vec(),
+        patch: choice.patch,
         ..Default::default()
     };
     let mut selection: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
@@ -737,9 +765,6 @@ pub fn selection(
             list(conn, campaign, &filter, PAGE, cursor, false)?
         };
         for target in page {
-            if choice.non_compliant && target.patch_state.as_ref().is_none_or(PatchState::compliant) {
-                continue;
-            }
             taken += 1;
             let scope = selection.entry((target.account_id, target.region)).or_default();
             if !target.instance_id.is_empty() {
@@ -812,6 +837,7 @@ mod tests {
                 accounts: vec!["111".into(), "222".into()],
                 regions: vec!["us-east-1".into()],
                 instances: vec![],
+                patch: PatchChoice::Any,
             };
             let (first, next) = list(&conn, "c1", &filter, 2, None, false).unwrap();
             assert_eq!(ids(&first), ["i-2", "i-4"]);
@@ -948,12 +974,14 @@ mod tests {
     }
 
     /// Gives `instance` of `campaign` a patch state with `missing` patches
-    /// missing and `pending` waiting for a reboot.
-    fn patched(conn: &dyn Sql, campaign: &str, instance: &str, missing: u32, pending: u32) {
-        let state = PatchState {
+    /// missing and `pending` waiting for a reboot, `critical` of them
+    /// critical.
+    fn patched(conn: &dyn Sql, campaign: &str, instance: &str, (missing, pending, critical): (u32, u32, u32)) {
+        let state = muster_proto::v1::PatchState {
             operation: "Scan".into(),
             missing,
             installed_pending_reboot: pending,
+            critical_non_compliant: critical,
             ..Default::default()
         };
         conn.execute(
@@ -974,9 +1002,9 @@ mod tests {
                 ("222", "east", "i-5", Success),
                 ("333", "east", "", Failed),
             ]);
-            patched(&conn, "scan", "i-1", 0, 0);
-            patched(&conn, "scan", "i-2", 3, 0);
-            patched(&conn, "scan", "i-3", 0, 2);
+            patched(&conn, "scan", "i-1", (0, 0, 0));
+            patched(&conn, "scan", "i-2", (3, 0, 0));
+            patched(&conn, "scan", "i-3", (0, 2, 1));
             end(&conn, "scan");
             let chosen = |choice: Choice<'_>, limit| -> Vec<String> {
                 selection(&conn, "scan", choice, limit)
@@ -990,29 +1018,76 @@ mod tests {
                     })
                     .collect()
             };
-            let non_compliant = Choice { non_compliant: true, ..Default::default() };
+            let non_compliant = Choice { patch: PatchChoice::NonCompliant, ..Default::default() };
             assert_eq!(
                 chosen(non_compliant, 100),
                 ["111/east/i-2", "111/west/i-3"],
                 "missing or pending a reboot; neither compliant nor without a state"
             );
+            let critical = Choice { patch: PatchChoice::Critical, ..Default::default() };
+            assert_eq!(chosen(critical, 100), ["111/west/i-3"], "only a critical patch behind");
             assert_eq!(chosen(Choice::default(), 100).len(), 6, "any: every target");
             assert_eq!(
                 chosen(Choice { statuses: &[Failed as i32], ..Default::default() }, 100),
                 ["222/east/i-4", "333/east"],
                 "an undiscovered scope whole"
             );
-            let failed_non_compliant = Choice { statuses: &[Failed as i32], non_compliant: true, follow_reruns: false };
+            let failed_non_compliant = Choice { statuses: &[Failed as i32], ..non_compliant };
             assert!(chosen(failed_non_compliant, 100).is_empty(), "both must hold");
             assert_eq!(chosen(Choice::default(), 2).len(), 3, "one past the limit, to tell it");
 
             // The Install reruns i-2, which it leaves compliant.
             campaign_of(&conn, "again", "scan", &[("111", "east", "i-2", Success)]);
-            patched(&conn, "again", "i-2", 0, 0);
+            patched(&conn, "again", "i-2", (0, 0, 0));
             end(&conn, "again");
             assert_eq!(chosen(non_compliant, 100), ["111/east/i-2", "111/west/i-3"], "the campaign's own");
             let followed = Choice { follow_reruns: true, ..non_compliant };
             assert_eq!(chosen(followed, 100), ["111/west/i-3"], "as the rerun left them");
+        }
+    }
+
+    store_matrix! {
+        fn a_listing_by_patch_state_fills_its_pages_past_the_targets_it_leaves_out(conn) {
+            use TargetStatus::Success;
+            // 2,500 compliant targets, and three behind among them: the
+            // filter reads past a chunk of rows it leaves out.
+            let mut rows: Vec<(String, String, String, TargetStatus)> = (0..2_500)
+                .map(|i| ("111".to_owned(), "east".to_owned(), format!("i-{i:05}"), Success))
+                .collect();
+            rows.push(("222".into(), "east".into(), "i-none".into(), Success));
+            let rows: Vec<(&str, &str, &str, TargetStatus)> =
+                rows.iter().map(|(a, r, i, s)| (a.as_str(), r.as_str(), i.as_str(), *s)).collect();
+            campaign_of(&conn, "scan", "", &rows);
+            for i in 0..2_500 {
+                let behind = match i {
+                    10 => (2, 0, 0),
+                    1_700 => (0, 1, 1),
+                    2_499 => (5, 0, 2),
+                    _ => (0, 0, 0),
+                };
+                patched(&conn, "scan", &format!("i-{i:05}"), behind);
+            }
+            end(&conn, "scan");
+            let listed = |patch, page_size| {
+                let filter = TargetFilter { patch, ..Default::default() };
+                let mut pages = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let (page, next) = list(&conn, "scan", &filter, page_size, cursor, false).unwrap();
+                    pages.push(page.into_iter().map(|t| t.instance_id).collect::<Vec<_>>());
+                    match next {
+                        Some(next) => cursor = Some(next),
+                        None => return pages,
+                    }
+                }
+            };
+            assert_eq!(
+                listed(PatchChoice::NonCompliant, 2),
+                [vec!["i-00010", "i-01700"], vec!["i-02499"]],
+                "full pages, then the rest; neither compliant nor without a state"
+            );
+            assert_eq!(listed(PatchChoice::Critical, 1), [vec!["i-01700"], vec!["i-02499"]]);
+            assert_eq!(listed(PatchChoice::Any, 5_000)[0].len(), 2_501, "no filter: every target");
         }
     }
 
