@@ -5,6 +5,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use muster_proto::PatchChoice;
 use muster_proto::v1::campaign_service_server::CampaignService;
 use muster_proto::v1::{GetTargetRequest, ListTargetsRequest, TargetStatus};
 use serde::Deserialize;
@@ -13,24 +14,41 @@ use super::{Who, display_name, html, who};
 use crate::console::session::Caller;
 use crate::console::views::{self, TargetRow, segment, when};
 use crate::console::{Console, PageError};
-use crate::store::campaigns::Detail;
+use crate::store::campaigns::{self, Detail};
 
 /// The crumb of a page under campaign `id`: its name ("Plan: " before a
 /// plan's).
 async fn campaign_crumb(console: &Console, caller: &Caller, id: &str) -> Result<String, tonic::Status> {
+    Ok(campaign_of_page(console, caller, id).await?.0)
+}
+
+/// The crumb of a page under campaign `id`, and whether it runs a patch
+/// document (so that its targets may be chosen by patch state).
+async fn campaign_of_page(console: &Console, caller: &Caller, id: &str) -> Result<(String, bool), tonic::Status> {
     let c = console
         .api
         .read_campaign(&caller.request(()), id, Detail::Summary)
         .await?;
     let name = display_name(&c);
-    Ok(if c.dry_run { format!("Plan: {name}") } else { name })
+    let patch_run = c.spec.as_ref().is_some_and(campaigns::runs_patches);
+    Ok((if c.dry_run { format!("Plan: {name}") } else { name }, patch_run))
 }
+
+/// The scope page's choices by patch state, as its query names them.
+const PATCH_CHOICES: [(&str, PatchChoice); 3] = [
+    ("", PatchChoice::Any),
+    ("non-compliant", PatchChoice::NonCompliant),
+    ("critical", PatchChoice::Critical),
+];
 
 /// A scope's targets' filters.
 #[derive(Debug, Default, Deserialize)]
 pub struct ScopeQuery {
     #[serde(default)]
     status: String,
+    /// "", "non-compliant" or "critical" (see [`PATCH_CHOICES`]).
+    #[serde(default)]
+    patches: String,
     #[serde(default)]
     page: String,
 }
@@ -47,6 +65,11 @@ struct ScopePage {
     region: String,
     status: String,
     statuses: Vec<String>,
+    /// The campaign runs a patch document: its targets may be chosen by
+    /// patch state.
+    patch_run: bool,
+    /// The choice by patch state, as the query names it.
+    patches: String,
     /// Some target reports a patch state: the table has a column for it.
     patched: bool,
     rows: Vec<TargetRow>,
@@ -77,6 +100,19 @@ pub async fn scope(
         })?;
         vec![status as i32]
     };
+    let patch = PATCH_CHOICES
+        .iter()
+        .find(|(name, _)| *name == query.patches)
+        .map(|(_, choice)| *choice)
+        .ok_or_else(|| {
+            PageError::Plain(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "patches: {:?} is not a choice by patch state (non-compliant, critical, or empty for any)",
+                    query.patches
+                ),
+            )
+        })?;
     let targets = console.api.list_targets(caller.request(ListTargetsRequest {
         campaign_id: id.clone(),
         page_size: 500,
@@ -84,14 +120,17 @@ pub async fn scope(
         statuses,
         account_ids: vec![account.clone()],
         regions: vec![region.clone()],
+        non_compliant: patch == PatchChoice::NonCompliant,
+        critical: patch == PatchChoice::Critical,
         ..Default::default()
     }));
-    let (campaign_name, answer) =
-        tokio::try_join!(campaign_crumb(&console, &caller, &id), targets).map_err(|s| PageError::from(s).at(&here))?;
+    let ((campaign_name, patch_run), answer) = tokio::try_join!(campaign_of_page(&console, &caller, &id), targets)
+        .map_err(|s| PageError::from(s).at(&here))?;
     let answer = answer.into_inner();
     let next_href = (!answer.next_page_token.is_empty()).then(|| {
         let q: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("status", &query.status)
+            .append_pair("patches", &query.patches)
             .append_pair("page", &answer.next_page_token)
             .finish();
         format!("{here}?{q}")
@@ -104,6 +143,8 @@ pub async fn scope(
         account,
         region,
         status: query.status,
+        patch_run,
+        patches: query.patches,
         statuses: muster_proto::ALL_TARGET_STATUSES
             .iter()
             .map(|s| s.short_name().replace('_', " "))
@@ -277,6 +318,8 @@ mod tests {
             region: "us-east-1".into(),
             status: String::new(),
             statuses: Vec::new(),
+            patch_run: targets.iter().any(|t| t.patch_state.is_some()),
+            patches: "critical".into(),
             patched: targets.iter().any(|t| t.patch_state.is_some()),
             rows: targets.iter().map(TargetRow::of).collect(),
             next_href: None,
@@ -310,6 +353,10 @@ mod tests {
         assert_eq!(patched.matches(r#"<td class="patches">"#).count(), 3);
         assert!(patched.contains(r#"<td class="patches">3 missing</td>"#), "{patched}");
         assert!(patched.contains(r#"<td class="patches">compliant</td>"#), "{patched}");
+        assert!(
+            patched.contains(r#"<option value="critical" selected>critical</option>"#),
+            "a patch run's targets are chosen by patch state: {patched}"
+        );
         let plain = page(&[target("i-1", None)]);
         assert!(!plain.contains("Patches") && !plain.contains("patches"), "{plain}");
     }
