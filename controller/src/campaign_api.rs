@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use muster_proto::PatchChoice;
 use muster_proto::v1::campaign_service_server::CampaignService;
 use muster_proto::v1::{
     ApproveCampaignRequest, ApproveCampaignResponse, RejectCampaignRequest, RejectCampaignResponse,
@@ -27,7 +28,6 @@ use crate::store::stages;
 use crate::store::targets::{self, TargetFilter};
 use crate::store::{Sql, StoreResult};
 use crate::validate;
-use muster_proto::PatchChoice;
 
 mod access;
 mod create;

@@ -87,7 +87,6 @@ pub(super) fn rerun_statuses(asked: &[i32]) -> Result<Vec<i32>, Status> {
     Ok(statuses)
 }
 
-/// Why a schedule's campaign may not take an earlier campaign's targets.
 /// Refuses a choice by patch state (`field`) of a campaign that ran no
 /// patch document: none of its targets has a patch state, so the choice
 /// would be empty for a reason the caller should hear.
@@ -102,6 +101,7 @@ pub(super) fn check_patch_choice(field: &str, patch: PatchChoice, row: &campaign
     )))
 }
 
+/// Why a schedule's campaign may not take an earlier campaign's targets.
 pub(crate) const FROM_CAMPAIGN_IN_SCHEDULE: &str = "targets.from_campaign: a schedule's runs choose their targets \
     each time they start, and an ended campaign's stay as they were; target accounts, OUs and regions instead";
 
