@@ -19,6 +19,10 @@
 //! 2,500 characters a step). Long output goes compressed, as workers send
 //! it to a controller that takes it; MUSTER_BENCH_PLAIN_OUTPUT=1 sends it
 //! plain, as a worker before that did, for an A/B in one session.
+//! MUSTER_BENCH_PATCH_BEHIND=N makes the campaign a patch Scan whose every
+//! result carries a patch state, one in N of them behind (a third of those
+//! on a critical patch), and times, once the campaign has ended, the
+//! listings that choose by patch state against one of every target.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,10 +31,11 @@ use std::time::{Duration, Instant};
 use muster_proto::v1::worker_service_client::WorkerServiceClient;
 use muster_proto::v1::{
     CampaignState, CompleteTaskRequest, DiscoveredInstance, GetCampaignRequest, LeaseOutcome, LeaseTaskRequest,
-    ListCampaignsRequest, PingStatus, Platform, RateControl, ReportDispatchRequest, ReportResultsRequest,
-    ReportTargetsRequest, StepOutput, TargetResult, TargetStatus, TaskKind, TaskRef, WatchCampaignRequest,
+    ListCampaignsRequest, ListTargetsRequest, PatchState, PingStatus, Platform, RateControl, ReportDispatchRequest,
+    ReportResultsRequest, ReportTargetsRequest, StepOutput, TargetResult, TargetStatus, TaskKind, TaskRef,
+    WatchCampaignRequest,
 };
-use muster_tests::client::{get, script_spec, submit, wait_done};
+use muster_tests::client::{get, patch_command, script_spec, submit, wait_done};
 use muster_tests::fleets;
 use muster_tests::procs::{System, SystemOptions};
 use muster_tests::procstat::{cpu_seconds, percentiles, rss_mib, threads_cpu_seconds};
@@ -168,12 +173,19 @@ type Batch = (String, u64, Vec<String>);
 /// Every instance of a batch succeeded, with `output_bytes` of output.
 /// A report as a worker makes it: long output compressed when `compress`
 /// (the lease says the controller takes it, as this one does, unless
-/// MUSTER_BENCH_PLAIN_OUTPUT=1 plays a worker that sends it plain).
-fn report((task_id, lease_id, instances): &Batch, output_bytes: Option<usize>, compress: bool) -> ReportResultsRequest {
+/// MUSTER_BENCH_PLAIN_OUTPUT=1 plays a worker that sends it plain); each
+/// result with a patch state when `behind` says one in how many is behind.
+fn report(
+    (task_id, lease_id, instances): &Batch,
+    output_bytes: Option<usize>,
+    compress: bool,
+    behind: Option<usize>,
+) -> ReportResultsRequest {
     let results = instances
         .iter()
         .map(|i| {
             let mut result = TargetResult {
+                patch_state: behind.map(|n| patch_state(i, n)),
                 instance_id: i.clone(),
                 status: TargetStatus::Success as i32,
                 exit_code: Some(0),
@@ -198,6 +210,52 @@ fn report((task_id, lease_id, instances): &Batch, output_bytes: Option<usize>, c
     }
 }
 
+/// What a Scan left on instance `id`: one in `n` instances (by the number
+/// its id ends in) misses 3 patches, every third of those one critical.
+fn patch_state(id: &str, n: usize) -> PatchState {
+    let (number, n) = (
+        usize::from_str_radix(id.trim_start_matches("i-"), 16).unwrap_or(0),
+        n.max(1),
+    );
+    let (missing, critical) = if number.is_multiple_of(n) {
+        (3, u32::from((number / n).is_multiple_of(3)))
+    } else {
+        (0, 0)
+    };
+    PatchState {
+        operation: "Scan".into(),
+        installed: 40,
+        missing,
+        critical_non_compliant: critical,
+        security_non_compliant: missing,
+        ..Default::default()
+    }
+}
+
+/// Every page of the campaign's targets that `request` chooses: how many,
+/// and how long the pages took.
+async fn list_all(system: &System, request: ListTargetsRequest) -> (usize, Duration) {
+    let mut client = system.client.clone();
+    let mut token = String::new();
+    let mut listed = 0;
+    let started = Instant::now();
+    loop {
+        let page = client
+            .list_targets(ListTargetsRequest {
+                page_token: token,
+                ..request.clone()
+            })
+            .await
+            .expect("ListTargets")
+            .into_inner();
+        listed += page.targets.len();
+        token = page.next_page_token;
+        if token.is_empty() {
+            return (listed, started.elapsed());
+        }
+    }
+}
+
 fn rss(system: &System) -> String {
     system
         .controller_pid()
@@ -219,6 +277,10 @@ async fn main() {
     let output_bytes: Option<usize> = std::env::var("MUSTER_BENCH_OUTPUT_BYTES")
         .ok()
         .and_then(|s| s.parse().ok());
+    let behind: Option<usize> = std::env::var("MUSTER_BENCH_PATCH_BEHIND")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0);
     let scopes = ACCOUNTS as usize * REGIONS.len();
     let per_scope = targets / scopes;
     let batches = scopes * per_scope.div_ceil(BATCH);
@@ -259,6 +321,12 @@ async fn main() {
     println!("controller RSS idle: {}", rss(&system));
     let accounts: Vec<String> = system.fleet.accounts.iter().map(|a| a.id.clone()).collect();
     let mut spec = script_spec(&accounts, &REGIONS, &["true"], &[]);
+    if behind.is_some() {
+        spec.command = Some(patch_command(&[("Operation", "Scan")]));
+    }
+    if let Some(n) = behind {
+        println!("patch state: every result, one in {n} behind (MUSTER_BENCH_PATCH_BEHIND)");
+    }
     spec.rate = Some(RateControl {
         max_concurrency: "100%".into(),
         max_errors: String::new(),
@@ -352,7 +420,7 @@ async fn main() {
     let chunks: Vec<Vec<(ReportResultsRequest, Batch)>> = {
         let mut chunks = vec![Vec::new(); callers];
         for (i, batch) in leased.into_iter().enumerate() {
-            chunks[i % callers].push((report(&batch, output_bytes, compress), batch));
+            chunks[i % callers].push((report(&batch, output_bytes, compress, behind), batch));
         }
         chunks
     };
@@ -475,6 +543,41 @@ async fn main() {
         rss(&system)
     );
     let _ = get(&mut system.client, &id).await;
+    if behind.is_none() {
+        return;
+    }
+    // What `muster results` reads: every target, then only those behind,
+    // in pages of 5,000 (the CLI's) and of 500 (the console's).
+    for page_size in [5_000, 500] {
+        let every = ListTargetsRequest {
+            campaign_id: id.clone(),
+            page_size,
+            ..Default::default()
+        };
+        for (name, request) in [
+            ("every target", every.clone()),
+            (
+                "non_compliant",
+                ListTargetsRequest {
+                    non_compliant: true,
+                    ..every.clone()
+                },
+            ),
+            (
+                "critical",
+                ListTargetsRequest {
+                    critical: true,
+                    ..every.clone()
+                },
+            ),
+        ] {
+            let (listed, took) = list_all(&system, request).await;
+            println!(
+                "ListTargets {name:<13} pages of {page_size}: {listed} targets in {:.0} ms",
+                took.as_secs_f64() * 1e3
+            );
+        }
+    }
 }
 
 /// The store's (commits, writes) so far, from the controller's /metrics.

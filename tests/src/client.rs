@@ -9,6 +9,29 @@ use muster_proto::v1::{
 };
 use tonic::transport::Channel;
 
+/// AWS-RunPatchBaseline with these parameters.
+pub fn patch_command(parameters: &[(&str, &str)]) -> muster_proto::v1::Command {
+    muster_proto::v1::Command {
+        kind: Some(muster_proto::v1::command::Kind::Document(muster_proto::v1::Document {
+            name: "AWS-RunPatchBaseline".into(),
+            version: String::new(),
+            parameters: parameters
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        (*k).to_owned(),
+                        muster_proto::v1::ParameterValues {
+                            values: vec![(*v).to_owned()],
+                        },
+                    )
+                })
+                .collect(),
+        })),
+        execution_timeout_seconds: 0,
+        delivery_timeout_seconds: 0,
+    }
+}
+
 /// A script campaign over `accounts` and `regions`.
 pub fn script_spec(accounts: &[String], regions: &[&str], linux: &[&str], windows: &[&str]) -> CampaignSpec {
     CampaignSpec {

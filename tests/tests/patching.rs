@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use muster_proto::v1::{CampaignState, ListTargetsRequest, Target, TargetStatus};
 use muster_tests::checks::{assert_answers_lost, assert_ran_once, patch_sum};
-use muster_tests::client::{assert_counters_add_up, script_spec, submit, targets, wait_done, wait_for};
+use muster_tests::client::{assert_counters_add_up, patch_command, script_spec, submit, targets, wait_done, wait_for};
 use muster_tests::procs::{System, SystemOptions, output_of};
 
 const EAST: &str = "us-east-1";
@@ -40,29 +40,6 @@ regions = ["us-east-1"]
   count = 1
   tags = { Role = "broken", "muster-sim:duration" = "1", "muster-sim:exit-code" = "1", "muster-sim:missing-patches" = "5" }
 "#;
-
-/// AWS-RunPatchBaseline with these parameters.
-fn patch_command(parameters: &[(&str, &str)]) -> muster_proto::v1::Command {
-    muster_proto::v1::Command {
-        kind: Some(muster_proto::v1::command::Kind::Document(muster_proto::v1::Document {
-            name: "AWS-RunPatchBaseline".into(),
-            version: String::new(),
-            parameters: parameters
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        (*k).to_owned(),
-                        muster_proto::v1::ParameterValues {
-                            values: vec![(*v).to_owned()],
-                        },
-                    )
-                })
-                .collect(),
-        })),
-        execution_timeout_seconds: 0,
-        delivery_timeout_seconds: 0,
-    }
-}
 
 /// The patch state is read after the run and is not the run: when it
 /// cannot be read, every result is reported all the same, without one.

@@ -587,10 +587,14 @@ pub fn list(
 ) -> StoreResult<super::Page<Target, TargetCursor>> {
     let names = stage_names(conn, [campaign])?;
     // A patch filter is applied to decoded rows, so rows are read in chunks
-    // until the page is full; without one the first chunk is the page.
-    let chunk = match filter.patch {
-        PatchChoice::Any => page_size + 1,
-        _ => (page_size + 1).max(1_000),
+    // until the page is full; without one the first chunk is the page. The
+    // chunks' query is then the plain walk of the primary key, statuses
+    // too left to the rows: with another condition PostgreSQL plans from
+    // statistics that may be older than the patch states (all NULL after
+    // discovery) and scans and sorts the whole campaign for each chunk.
+    let (chunk, in_sql) = match filter.patch {
+        PatchChoice::Any => (page_size + 1, true),
+        _ => ((page_size + 1).max(1_000), false),
     };
     let mut after = cursor.unwrap_or_default();
     let mut page = Vec::new();
@@ -599,16 +603,13 @@ pub fn list(
             "SELECT {} FROM targets WHERE campaign_id = ?1 AND (account_id, region, instance_id) > (?2, ?3, ?4)",
             columns(with_output)
         );
-        if filter.patch != PatchChoice::Any {
-            sql.push_str(" AND patch_state IS NOT NULL");
-        }
         let mut args: Vec<Value<'_>> = vec![
             campaign.to_value(),
             after.0.to_value(),
             after.1.to_value(),
             after.2.to_value(),
         ];
-        filter_sql(filter, true, &mut sql, &mut args);
+        filter_sql(filter, in_sql, &mut sql, &mut args);
         sql.push_str(&format!(" ORDER BY account_id, region, instance_id LIMIT {chunk}"));
         let rows = conn
             .prepare(&sql)?
@@ -618,7 +619,10 @@ pub fn list(
         if let Some(last) = rows.last() {
             after = key_of(last);
         }
-        page.extend(rows.into_iter().filter(|t| filter.patch.admits(t.patch_state.as_ref())));
+        page.extend(rows.into_iter().filter(|t| {
+            (in_sql || filter.statuses.is_empty() || filter.statuses.contains(&t.status))
+                && filter.patch.admits(t.patch_state.as_ref())
+        }));
         if complete || page.len() > page_size {
             break;
         }

@@ -265,8 +265,7 @@ store_matrix! {
             patched(&conn, "scan", &format!("i-{i:05}"), behind);
         }
         end(&conn, "scan");
-        let listed = |patch, page_size| {
-            let filter = TargetFilter { patch, ..Default::default() };
+        let listed_with = |filter: TargetFilter, page_size| {
             let mut pages = Vec::new();
             let mut cursor = None;
             loop {
@@ -278,6 +277,9 @@ store_matrix! {
                 }
             }
         };
+        let listed = |patch, page_size| {
+            listed_with(TargetFilter { patch, ..Default::default() }, page_size)
+        };
         assert_eq!(
             listed(PatchChoice::NonCompliant, 2),
             [vec!["i-00010", "i-01700"], vec!["i-02499"]],
@@ -285,6 +287,13 @@ store_matrix! {
         );
         assert_eq!(listed(PatchChoice::Critical, 1), [vec!["i-01700"], vec!["i-02499"]]);
         assert_eq!(listed(PatchChoice::Any, 5_000)[0].len(), 2_501, "no filter: every target");
+        let with_status = |status: TargetStatus| TargetFilter {
+            statuses: vec![status as i32],
+            patch: PatchChoice::NonCompliant,
+            ..Default::default()
+        };
+        assert_eq!(listed_with(with_status(Success), 5)[0].len(), 3, "both hold");
+        assert_eq!(listed_with(with_status(TargetStatus::Failed), 5), [Vec::<String>::new()], "both must hold");
     }
 }
 
