@@ -576,6 +576,33 @@ fn key_of(target: &Target) -> TargetCursor {
     )
 }
 
+/// Up to `chunk` rows of `campaigns` after the key `after`, in key order,
+/// with the lists of the filter in SQL (its statuses only when the flag
+/// beside it says so), read with or without their output.
+fn rows_after(
+    conn: &dyn Sql,
+    campaigns: &[&str],
+    after: &TargetCursor,
+    (filter, with_statuses): (&TargetFilter, bool),
+    chunk: usize,
+    (with_output, names): (bool, &StageNames),
+) -> StoreResult<Vec<Target>> {
+    let n = campaigns.len();
+    let mut sql = format!(
+        "SELECT {} FROM targets WHERE campaign_id IN ({}) AND (account_id, region, instance_id) > (?{}, ?{}, ?{})",
+        columns(with_output),
+        placeholders(1, n),
+        n + 1,
+        n + 2,
+        n + 3
+    );
+    let mut args: Vec<Value<'_>> = campaigns.iter().map(ToValue::to_value).collect();
+    args.extend([after.0.to_value(), after.1.to_value(), after.2.to_value()]);
+    filter_sql(filter, with_statuses, &mut sql, &mut args);
+    sql.push_str(&format!(" ORDER BY account_id, region, instance_id LIMIT {chunk}"));
+    conn.prepare(&sql)?.query_map(args, |r| from_row(r, names))?.collect()
+}
+
 /// A page of targets ordered by (account, region, instance), after `cursor`.
 pub fn list(
     conn: &dyn Sql,
@@ -599,22 +626,14 @@ pub fn list(
     let mut after = cursor.unwrap_or_default();
     let mut page = Vec::new();
     loop {
-        let mut sql = format!(
-            "SELECT {} FROM targets WHERE campaign_id = ?1 AND (account_id, region, instance_id) > (?2, ?3, ?4)",
-            columns(with_output)
-        );
-        let mut args: Vec<Value<'_>> = vec![
-            campaign.to_value(),
-            after.0.to_value(),
-            after.1.to_value(),
-            after.2.to_value(),
-        ];
-        filter_sql(filter, in_sql, &mut sql, &mut args);
-        sql.push_str(&format!(" ORDER BY account_id, region, instance_id LIMIT {chunk}"));
-        let rows = conn
-            .prepare(&sql)?
-            .query_map(args, |r| from_row(r, &names))?
-            .collect::<StoreResult<Vec<_>>>()?;
+        let rows = rows_after(
+            conn,
+            &[campaign],
+            &after,
+            (filter, in_sql),
+            chunk,
+            (with_output, &names),
+        )?;
         let complete = rows.len() < chunk;
         if let Some(last) = rows.last() {
             after = key_of(last);
@@ -666,22 +685,8 @@ pub fn list_latest(
     let mut after = cursor.unwrap_or_default();
     let mut page: Vec<Target> = Vec::new();
     'chunks: loop {
-        let mut sql = format!(
-            "SELECT {} FROM targets WHERE campaign_id IN ({}) AND (account_id, region, instance_id) > (?{}, ?{}, ?{})",
-            columns(with_output),
-            placeholders(1, chain.len()),
-            chain.len() + 1,
-            chain.len() + 2,
-            chain.len() + 3
-        );
-        let mut args: Vec<Value<'_>> = chain.iter().map(ToValue::to_value).collect();
-        args.extend([after.0.to_value(), after.1.to_value(), after.2.to_value()]);
-        filter_sql(filter, false, &mut sql, &mut args);
-        sql.push_str(&format!(" ORDER BY account_id, region, instance_id LIMIT {chunk}"));
-        let rows = conn
-            .prepare(&sql)?
-            .query_map(args, |r| from_row(r, &names))?
-            .collect::<StoreResult<Vec<_>>>()?;
+        let campaigns: Vec<&str> = chain.iter().map(String::as_str).collect();
+        let rows = rows_after(conn, &campaigns, &after, (filter, false), chunk, (with_output, &names))?;
         let complete = rows.len() < chunk;
         let mut groups: Vec<Vec<Target>> = Vec::new();
         for row in rows {
