@@ -438,6 +438,8 @@ pub enum FailOutcome {
     Retrying,
     /// Failed for good; its open targets ended ERROR.
     Failed,
+    /// Not queued again, because its campaign has ended: cancelled.
+    CampaignOver,
 }
 
 /// How an attempt ended without completing its task.
@@ -489,6 +491,26 @@ pub fn fail(
     };
     end_lease(conn, task.lease_id, outcome)?;
     match decide(ending, task.attempt, task.max_attempts, reason) {
+        // A campaign that has ended sends nothing more: a task queued again
+        // would wait for good, and go back on the queue at every
+        // `requeue_after` for workers to be refused. This happens when the
+        // campaign ends (its targets all ended) while a worker holds one of
+        // its tasks, and that lease runs out or fails after.
+        Decision::Retry { .. } if campaign_over(conn, &task.campaign_id)? => {
+            conn.prepare_cached(
+                "UPDATE tasks SET state = ?2, lease_id = NULL, lease_owner = NULL, lease_expires_ms = NULL,
+                    last_error = ?3 WHERE id = ?1",
+            )?
+            .execute(params![
+                task_id,
+                task_state::CANCELLED,
+                format!("{reason}; not retried: its campaign has ended")
+            ])?;
+            if task.kind == TaskKind::Execute {
+                end_open_targets(conn, &task, TargetStatus::Cancelled, "its campaign ended before it ran")?;
+            }
+            Ok(FailOutcome::CampaignOver)
+        }
         Decision::Retry { extra_attempt } => {
             conn.prepare_cached(
                 "UPDATE tasks SET state = ?2, attempt = attempt + 1, max_attempts = max_attempts + ?4, lease_id = NULL,
@@ -502,6 +524,11 @@ pub fn fail(
             Ok(FailOutcome::Failed)
         }
     }
+}
+
+/// Whether the campaign has ended (or is gone).
+fn campaign_over(conn: &dyn Sql, campaign_id: &str) -> StoreResult<bool> {
+    Ok(campaigns::get(conn, campaign_id)?.is_none_or(|c| c.state.is_terminal()))
 }
 
 /// What becomes of a task whose attempt ended without completing it.

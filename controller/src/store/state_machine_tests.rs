@@ -118,6 +118,40 @@ store_matrix! {
         );
     }
 
+    fn a_task_whose_campaign_ended_while_it_was_held_is_not_queued_again(conn) {
+        // The campaign ends (its targets all ended: max_errors passed)
+        // while a worker holds a task; that lease then runs out, or the
+        // worker fails it as retryable. Queued again, the task would wait
+        // for good and go back on the queue at every requeue_after.
+        let expiring = one_task(&conn, 3);
+        lease(&conn, &expiring, "w1").unwrap();
+        let failing = one_task_more(&conn, "c2");
+        let held = lease(&conn, &failing, "w2").unwrap();
+        for id in ["c1", "c2"] {
+            campaigns::set_state(&conn, id, muster_proto::v1::CampaignState::Failed, "error threshold exceeded")
+                .unwrap();
+        }
+        assert_eq!(
+            leases::fail(&conn, &failing.task_id, Some(held), "throttled", Ending::Retryable).unwrap(),
+            FailOutcome::CampaignOver
+        );
+        let expired = leases::expire_leases(&conn, now_ms() + TTL_MS + 1).unwrap();
+        let outcomes: Vec<_> = expired.iter().map(|(t, outcome)| (t.id.clone(), outcome.clone())).collect();
+        assert_eq!(outcomes, [(expiring.task_id.clone(), FailOutcome::CampaignOver)]);
+        for task_ref in [&expiring, &failing] {
+            let row = task(&conn, task_ref);
+            assert_eq!((row.state, row.attempt), (task_state::CANCELLED, 1), "{row:?}");
+            assert!(row.last_error.ends_with("not retried: its campaign has ended"), "{}", row.last_error);
+        }
+        assert!(queue::to_enqueue(&conn, 10).unwrap().is_empty(), "nothing goes on the queue");
+        assert!(queue::overdue(&conn, now_ms() + 1_000_000, 10).unwrap().is_empty(), "nor comes back to it");
+        assert_eq!(
+            leases::failed_under(&conn, &failing.task_id, held).unwrap(),
+            Some(false),
+            "a repeated FailTask is told it will not retry, as the first was"
+        );
+    }
+
     fn expiry_retries_within_the_budget_then_fails_saying_so(conn) {
         let first = one_task(&conn, 2);
         let held = lease(&conn, &first, "w1").unwrap();
