@@ -271,7 +271,6 @@ impl CampaignService for CampaignApi {
         let request = request.into_inner();
         let (page_size, cursor) = target_page(&request)?;
         let patch = PatchChoice::of(request.non_compliant, request.critical);
-        let patch_field = if request.critical { "critical" } else { "non_compliant" };
         let filter = TargetFilter {
             statuses: request.statuses,
             accounts: request.account_ids,
@@ -282,16 +281,15 @@ impl CampaignService for CampaignApi {
         let id = request.campaign_id.clone();
         let with_output = request.include_output;
         let follow = request.follow_reruns;
-        let listed = self
+        let (targets, next) = self
             .ctl
             .store
             .read(move |conn| {
                 let Some(row) = campaigns::get(conn, &id)? else {
-                    return Ok(None);
+                    return Ok(Err(Status::not_found("no campaign with that id")));
                 };
-                if check_patch_choice(patch_field, patch, &row).is_err() {
-                    // Refused below, without reading its targets.
-                    return Ok(Some((row, Vec::new(), None)));
+                if let Err(refused) = check_patch_choice("", patch, &row) {
+                    return Ok(Err(refused));
                 }
                 // A rerun reaches no further than the campaign it reruns,
                 // so Read on the first covers the whole chain.
@@ -301,13 +299,9 @@ impl CampaignService for CampaignApi {
                 } else {
                     targets::list(conn, &id, &filter, page_size, cursor, with_output)?
                 };
-                Ok(Some((row, targets, next)))
+                Ok(Ok((targets, next)))
             })
-            .await?;
-        let Some((row, targets, next)) = listed else {
-            return Err(Status::not_found("no campaign with that id"));
-        };
-        check_patch_choice(patch_field, patch, &row)?;
+            .await??;
         let (targets, next) = within_page_bytes(targets, next);
         Ok(Response::new(ListTargetsResponse {
             targets,

@@ -53,6 +53,16 @@ impl PatchChoice {
         }
     }
 
+    /// The request field that makes this choice ("non_compliant",
+    /// "critical"): none for [`PatchChoice::Any`].
+    pub fn field(self) -> Option<&'static str> {
+        match self {
+            Self::Any => None,
+            Self::NonCompliant => Some("non_compliant"),
+            Self::Critical => Some("critical"),
+        }
+    }
+
     /// The targets chosen, for people: none for [`PatchChoice::Any`].
     pub fn in_words(self) -> Option<&'static str> {
         match self {
@@ -234,6 +244,10 @@ mod tests {
         assert_eq!(PatchChoice::of(true, false), PatchChoice::NonCompliant);
         assert_eq!(PatchChoice::of(true, true), PatchChoice::Critical);
         assert_eq!(PatchChoice::of(false, true), PatchChoice::Critical);
+        assert_eq!(
+            [PatchChoice::Any, PatchChoice::NonCompliant, PatchChoice::Critical].map(PatchChoice::field),
+            [None, Some("non_compliant"), Some("critical")]
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
     let patch = PatchChoice::of(args.non_compliant, args.critical);
     let mut all = all_targets(client, args, statuses, !output.is_table())
         .await
-        .map_err(patch_flags)?;
+        .map_err(|failure| said_with_flag(failure, patch))?;
     // The controller chooses by patch state; one older than those fields
     // ignores them, so choose here as well.
     all.retain(|t| patch.admits(t.patch_state.as_ref()));
@@ -69,12 +69,12 @@ pub async fn results(client: &mut Client, args: &ResultsArgs, style: Style, outp
                 all.len(),
                 args.campaign_id
             );
-            if patch != PatchChoice::Any && !all.is_empty() {
+            if let Some(field) = patch.field().filter(|_| !all.is_empty()) {
                 eprintln!(
                     "to install on these: muster submit --from-campaign {} {}{} \
                      --document AWS-RunPatchBaseline --param Operation=Install",
                     args.campaign_id,
-                    if args.critical { "--critical" } else { "--non-compliant" },
+                    flag(field),
                     if args.follow_reruns { " --follow-reruns" } else { "" }
                 );
             }
@@ -112,19 +112,21 @@ async fn patch_state_line(
         .map(|words| format!("patch state of the campaign: {words}")))
 }
 
-/// The controller's refusal of a choice by patch state, said with the flag
-/// that asked for it.
-fn patch_flags(failure: Failure) -> Failure {
-    let Failure::Controller(status) = &failure else {
+/// The flag of a request field ("--non-compliant" for "non_compliant").
+fn flag(field: &str) -> String {
+    format!("--{}", field.replace('_', "-"))
+}
+
+/// The controller's refusal of the choice by patch state, said with the
+/// flag that asked for it.
+fn said_with_flag(failure: Failure, patch: PatchChoice) -> Failure {
+    let (Failure::Controller(status), Some(field)) = (&failure, patch.field()) else {
         return failure;
     };
-    let message = status.message();
-    for (field, flag) in [("non_compliant: ", "--non-compliant: "), ("critical: ", "--critical: ")] {
-        if let Some(rest) = message.strip_prefix(field) {
-            return Failure::Controller(tonic::Status::new(status.code(), format!("{flag}{rest}")));
-        }
+    match status.message().strip_prefix(&format!("{field}: ")) {
+        Some(rest) => Failure::Controller(tonic::Status::new(status.code(), format!("{}: {rest}", flag(field)))),
+        None => failure,
     }
-    failure
 }
 
 /// The flags' values, each named by its flag: an account or region that

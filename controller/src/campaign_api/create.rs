@@ -87,15 +87,16 @@ pub(super) fn rerun_statuses(asked: &[i32]) -> Result<Vec<i32>, Status> {
     Ok(statuses)
 }
 
-/// Refuses a choice by patch state (`field`) of a campaign that ran no
-/// patch document: none of its targets has a patch state, so the choice
-/// would be empty for a reason the caller should hear.
-pub(super) fn check_patch_choice(field: &str, patch: PatchChoice, row: &campaigns::CampaignRow) -> Result<(), Status> {
-    if patch == PatchChoice::Any || campaigns::runs_patches(&row.spec) {
+/// Refuses a choice by patch state of a campaign that ran no patch
+/// document: none of its targets has a patch state, so the choice would be
+/// empty for a reason the caller should hear. The refusal names the
+/// choice's field after `at` ("targets.from_campaign.", or "").
+pub(super) fn check_patch_choice(at: &str, patch: PatchChoice, row: &campaigns::CampaignRow) -> Result<(), Status> {
+    let Some(field) = patch.field().filter(|_| !campaigns::runs_patches(&row.spec)) else {
         return Ok(());
-    }
+    };
     Err(Status::failed_precondition(format!(
-        "{field}: {} ran no patch document ({}), so no target of it has a patch state",
+        "{at}{field}: {} ran no patch document ({}), so no target of it has a patch state",
         row.id,
         muster_proto::PATCH_DOCUMENTS.join(", ")
     )))
@@ -303,8 +304,7 @@ impl CampaignApi {
         let field = format!("{FIELD}.campaign_id");
         super::access::check_ended(&field, &row, "it has no targets to take", "its targets are taken")?;
         let patch = PatchChoice::of(from.non_compliant, from.critical);
-        let patch_field = if from.critical { "critical" } else { "non_compliant" };
-        check_patch_choice(&format!("{FIELD}.{patch_field}"), patch, &row)?;
+        check_patch_choice(&format!("{FIELD}."), patch, &row)?;
         let limit = validate::MAX_INSTANCE_IDS;
         let (read, statuses) = (id.clone(), from.statuses.clone());
         let selection = self
